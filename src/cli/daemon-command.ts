@@ -1,0 +1,50 @@
+import { resolve, join } from "node:path";
+import type { Argv } from "yargs";
+import type { DaemonConfig } from "../daemon/config.ts";
+
+export function daemonOptions<T>(y: Argv<T>) {
+  return y
+    .option("mount_path", { alias: ["f", "mount-path"], type: "string", demandOption: true, describe: "Where the filesystem appears (created if missing; a dead mount left by a crash is cleared)" })
+    .option("root_path", { alias: ["r", "root-path"], type: "string", demandOption: true, describe: "This node's local directory holding the bytes as plain files at their namespace paths; files already there are published at start" })
+    .option("port", { alias: "p", type: "number", default: 5000, describe: "Port this node serves other nodes on; with --host_ip it is this node's id in the cluster" })
+    .option("redis_url", { alias: ["u", "redis-url"], type: "string", describe: "Redis holding the metadata: redis://[user:password@]host:port[/db], rediss:// for TLS, unix:///path. Omitted: start a private redis-server (single node)" })
+    .option("host_ip", { alias: ["i", "host-ip"], type: "string", default: "localhost", describe: "Address other nodes dial to reach this node" })
+    .option("debug", { alias: "d", type: "boolean", default: false, describe: "Trace every filesystem operation (and libfuse's own debug output)" })
+    .option("single", { alias: "s", type: "boolean", default: false, describe: "Serve FUSE requests on one thread" })
+    .option("cache-dir", { type: "string", describe: "Directory for copies of other nodes' files [env MULTICLOUD_FS_DISK_CACHE, default /tmp/multicloudfs_cache]" })
+    .option("redis-dir", { type: "string", describe: "Data directory of the private redis-server when no --redis_url is given [default <root_path>/.mcfs/redis]" })
+    .option("entry-timeout", { type: "number", default: 1, describe: "Seconds the kernel may cache a name lookup" })
+    .option("attr-timeout", { type: "number", default: 1, describe: "Seconds the kernel may cache attributes" })
+    .option("allow-other", { type: "boolean", default: true, describe: "Let every user of the machine use the mount (permissions are still checked); --no-allow-other limits it to the user who mounted" })
+    .check((a) => {
+      if (!Number.isInteger(a.port) || a.port < 0 || a.port > 65535) throw new Error(`--port must be an integer 0..65535, got ${a.port}`);
+      for (const k of ["entry-timeout", "attr-timeout"] as const) if (!(a[k] >= 0)) throw new Error(`--${k} must be a number of seconds >= 0, got ${a[k]}`);
+      if (!a.mount_path || !a.root_path) throw new Error("--mount_path and --root_path must not be empty");
+      if (resolve(a.mount_path) === resolve(a.root_path)) throw new Error("--mount_path and --root_path must be different directories");
+      const m = resolve(a.mount_path), r = resolve(a.root_path);
+      if (m.startsWith(r + "/")) throw new Error(`--mount_path ${m} must not be inside --root_path ${r}`);
+      if (r.startsWith(m + "/")) throw new Error(`--root_path ${r} must not be inside --mount_path ${m}`);
+      if (a.redis_url !== undefined && !/^(redis|rediss|unix):\/\//.test(a.redis_url)) throw new Error(`--redis_url must start with redis://, rediss:// or unix://, got "${a.redis_url.replace(/\/\/[^@]*@/, "//***@")}"`);
+      return true;
+    });
+}
+
+type DaemonArgs = Awaited<ReturnType<typeof daemonOptions>["argv"]>;
+
+export function daemonConfig(a: DaemonArgs, env: NodeJS.ProcessEnv): DaemonConfig {
+  const rootPath = resolve(a.root_path);
+  return {
+    mountPath: resolve(a.mount_path),
+    rootPath,
+    port: a.port,
+    redisUrl: a.redis_url,
+    hostIp: a.host_ip,
+    debug: a.debug,
+    singleThread: a.single,
+    cacheDir: resolve(a["cache-dir"] ?? env.MULTICLOUD_FS_DISK_CACHE ?? "/tmp/multicloudfs_cache"),
+    embeddedRedisDir: resolve(a["redis-dir"] ?? join(rootPath, ".mcfs", "redis")),
+    entryTimeout: a["entry-timeout"],
+    attrTimeout: a["attr-timeout"],
+    allowOther: a["allow-other"],
+  };
+}

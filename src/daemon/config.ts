@@ -1,0 +1,18 @@
+/** Everything `mcfs daemon` needs, decided once from flags and environment by the CLI. */
+export interface DaemonConfig {
+  mountPath: string;
+  rootPath: string;
+  port: number;
+  /** undefined: start a private redis-server. */
+  redisUrl?: string;
+  hostIp: string;
+  debug: boolean;
+  singleThread: boolean;
+  /** Where copies fetched from other nodes are kept. */
+  cacheDir: string;
+  /** Data directory of the private redis-server. */
+  embeddedRedisDir: string;
+  entryTimeout: number;
+  attrTimeout: number;
+  allowOther: boolean;
+}

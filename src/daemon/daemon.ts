@@ -1,0 +1,100 @@
+import * as fs from "node:fs";
+import type { DaemonConfig } from "./config.ts";
+import { startEmbeddedRedis, type EmbeddedRedis } from "./embedded-redis.ts";
+import { scanRoot } from "./startup-scan.ts";
+import { createRedisStore } from "../meta/redis-store.ts";
+import type { MetadataStore } from "../meta/store.ts";
+import { createVfs } from "../vfs/vfs.ts";
+import { startFuseSession, type FuseSession } from "../fuse/session.ts";
+import { errnoName, setUnexpectedErrorLogger } from "../util/errno.ts";
+import { redactUrl, type Logger } from "../util/log.ts";
+
+const HEARTBEAT_MS = 5_000;
+const NODE_TTL_MS = 15_000;
+
+export interface Daemon {
+  readonly nodeId: string;
+  /** Resolves when the daemon has stopped (signal, or the mount was taken away). */
+  readonly done: Promise<void>;
+  stop(reason: string): Promise<void>;
+}
+
+/** Compose the layers: Redis (given or private) -> store -> start-up scan -> VFS -> FUSE mount. */
+export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon> {
+  const nodeId = `${cfg.hostIp}:${cfg.port}`;
+  const nlog = log.child({ node: nodeId });
+  setUnexpectedErrorLogger((err) => nlog.error({ err }, "unexpected error, reported as EIO"));
+
+  fs.mkdirSync(cfg.rootPath, { recursive: true });
+  fs.mkdirSync(cfg.cacheDir, { recursive: true });
+  const cleanups: (() => Promise<void>)[] = [];
+  const undo = async () => {
+    for (const c of cleanups.reverse()) await c().catch((e: unknown) => nlog.warn({ err: e }, "cleanup step failed"));
+  };
+
+  try {
+    let embedded: EmbeddedRedis | undefined;
+    let url = cfg.redisUrl;
+    if (!url) {
+      embedded = await startEmbeddedRedis(cfg.embeddedRedisDir);
+      cleanups.push(() => embedded!.stop());
+      url = embedded.url;
+      nlog.info({ dir: cfg.embeddedRedisDir, pid: embedded.pid }, "no --redis_url given: started a private redis-server (single-node use; give -u to join a cluster)");
+    }
+    const store: MetadataStore = await createRedisStore({
+      url,
+      onConnectionEvent: (ev, detail) => (ev === "error" ? nlog.error({ redis: redactUrl(url!), detail }, "Redis connection lost") : nlog.info({ redis: redactUrl(url!) }, "Redis connection back")),
+    });
+    cleanups.push(() => store.close());
+    const rootSt = fs.statSync(cfg.rootPath);
+    await store.init(rootSt.mode, rootSt.uid, rootSt.gid);
+    await store.registerNode({ id: nodeId, address: nodeId, startedAt: Date.now() }, NODE_TTL_MS);
+    cleanups.push(() => store.unregisterNode(nodeId));
+    const beat = setInterval(() => store.heartbeat(nodeId, NODE_TTL_MS).catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "heartbeat failed")), HEARTBEAT_MS);
+    cleanups.push(async () => clearInterval(beat));
+
+    const t0 = performance.now();
+    const scan = await scanRoot(cfg.rootPath, store, nodeId, nlog);
+    nlog.info({ ...scan, seconds: +((performance.now() - t0) / 1000).toFixed(2), root: cfg.rootPath }, "start-up scan done");
+
+    const vfs = createVfs({ rootPath: cfg.rootPath, nodeId, store, log: nlog });
+    cleanups.push(() => vfs.closeAll());
+    const options = ["fsname=mcfs", "subtype=mcfs", "default_permissions"];
+    if (cfg.allowOther) options.push("allow_other");
+    let session: FuseSession | undefined;
+    let resolveDone!: () => void;
+    const done = new Promise<void>((r) => (resolveDone = r));
+    let stopping: Promise<void> | undefined;
+    const stop = (reason: string) => {
+      stopping ??= (async () => {
+        nlog.info({ reason, mount: cfg.mountPath }, "stopping");
+        if (session) {
+          try {
+            await session.stop(5000);
+          } catch (e) {
+            nlog.error({ err: (e as Error).message }, "FUSE session did not stop cleanly");
+          }
+        }
+        await undo();
+        nlog.info({ mount: cfg.mountPath }, "stopped and unmounted");
+        resolveDone();
+      })();
+      return stopping;
+    };
+    session = await startFuseSession(vfs, {
+      mountPoint: cfg.mountPath,
+      options,
+      debug: cfg.debug,
+      singleThread: cfg.singleThread,
+      entryTimeout: cfg.entryTimeout,
+      attrTimeout: cfg.attrTimeout,
+      onOp: cfg.debug ? (op, s, errno) => nlog.debug({ op, ms: +(s * 1000).toFixed(3), ...(errno ? { errno: errnoName(errno) } : {}) }, "fuse op") : undefined,
+      onExit: () => void stop("mount went away"),
+    });
+    nlog.info({ mount: cfg.mountPath, root: cfg.rootPath, redis: redactUrl(url) }, "mounted");
+    return { nodeId, done, stop };
+  } catch (e) {
+    await undo();
+    throw e;
+  }
+}

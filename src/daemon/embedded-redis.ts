@@ -1,0 +1,67 @@
+import { spawn, type Subprocess } from "bun";
+import { mkdirSync, existsSync } from "node:fs";
+import { join } from "node:path";
+import { createConnection } from "node:net";
+
+export interface EmbeddedRedis {
+  url: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+function which(cmd: string): string | undefined {
+  for (const d of (process.env.PATH ?? "/usr/bin:/bin").split(":")) {
+    const p = join(d, cmd);
+    if (existsSync(p)) return p;
+  }
+  for (const d of ["/usr/bin", "/usr/sbin", "/usr/local/bin"]) if (existsSync(join(d, cmd))) return join(d, cmd);
+  return undefined;
+}
+
+function canConnect(path: string): Promise<boolean> {
+  return new Promise((res) => {
+    const s = createConnection({ path }, () => {
+      s.destroy();
+      res(true);
+    });
+    s.on("error", () => res(false));
+  });
+}
+
+/**
+ * A private redis-server owned by this daemon: unix socket only (no TCP port), data kept with AOF in
+ * dataDir so a restart finds the namespace again. Stopped with the daemon; started under
+ * `setpriv --pdeathsig KILL` where available so that a crashed daemon leaves no orphan behind.
+ */
+export async function startEmbeddedRedis(dataDir: string): Promise<EmbeddedRedis> {
+  const bin = which("redis-server");
+  if (!bin) throw new Error("no -u/--redis_url given and redis-server is not installed (apt-get install redis-server), so there is no Redis to use");
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const sock = join(dataDir, "redis.sock");
+  const setpriv = which("setpriv");
+  const proc: Subprocess = spawn([...(setpriv ? [setpriv, "--pdeathsig", "KILL", "--"] : []), bin, "--port", "0", "--unixsocket", sock, "--unixsocketperm", "700", "--dir", dataDir,
+    "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning", "--logfile", join(dataDir, "redis.log")], {
+    stdin: "ignore", stdout: "ignore", stderr: "pipe",
+  });
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`redis-server exited at start (code ${proc.exitCode}); see ${join(dataDir, "redis.log")}`);
+    if (existsSync(sock) && (await canConnect(sock))) break;
+    if (Date.now() > deadline) {
+      proc.kill();
+      throw new Error(`redis-server did not open ${sock} within 15 s`);
+    }
+    await Bun.sleep(20);
+  }
+  return {
+    url: `unix://${sock}`,
+    pid: proc.pid,
+    async stop() {
+      if (proc.exitCode !== null) return;
+      proc.kill("SIGTERM");
+      const t = setTimeout(() => proc.kill("SIGKILL"), 10_000);
+      await proc.exited;
+      clearTimeout(t);
+    },
+  };
+}

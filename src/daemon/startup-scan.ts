@@ -1,0 +1,75 @@
+import * as fs from "node:fs";
+import type { MetadataStore } from "../meta/store.ts";
+import type { Logger } from "../util/log.ts";
+import { RESERVED_NAME } from "../vfs/vfs.ts";
+import { E, FsError } from "../util/errno.ts";
+
+export interface ScanResult {
+  dirs: number;
+  published: number;
+  known: number;
+  skipped: number;
+}
+
+const BATCH = 256;
+
+/**
+ * Publish what is already under the root path (files put there before start, or while mcfs was down)
+ * into the namespace. Names the namespace already has are left as they are: Redis is authoritative.
+ */
+export async function scanRoot(rootPath: string, store: MetadataStore, nodeId: string, log: Logger, onProgress?: (n: number) => void): Promise<ScanResult> {
+  const res: ScanResult = { dirs: 0, published: 0, known: 0, skipped: 0 };
+  const queue: { ino: number; path: string }[] = [{ ino: 1, path: "" }];
+  while (queue.length) {
+    const { ino, path } = queue.pop()!;
+    res.dirs++;
+    let names: fs.Dirent[];
+    try {
+      names = fs.readdirSync(rootPath + path, { withFileTypes: true });
+    } catch (e) {
+      log.warn({ path, err: (e as Error).message }, "start-up scan cannot read directory");
+      continue;
+    }
+    const existing = new Map((await store.listDir(ino)).map((e) => [e.name, e]));
+    const todo = names.filter((d) => !(ino === 1 && d.name === RESERVED_NAME));
+    for (let i = 0; i < todo.length; i += BATCH) {
+      await Promise.all(todo.slice(i, i + BATCH).map(async (d) => {
+        const rel = `${path}/${d.name}`;
+        const have = existing.get(d.name);
+        if (have) {
+          res.known++;
+          if (d.isDirectory() && have.type === 0o04) queue.push({ ino: have.ino, path: rel });
+          return;
+        }
+        let st: fs.BigIntStats;
+        try {
+          st = fs.lstatSync(rootPath + rel, { bigint: true });
+        } catch {
+          res.skipped++;
+          return;
+        }
+        const mode = Number(st.mode);
+        const isDir = st.isDirectory(), isFile = st.isFile(), isLink = st.isSymbolicLink();
+        if (!isDir && !isFile && !isLink) {
+          res.skipped++;
+          return;
+        }
+        try {
+          const rec = await store.create(ino, d.name, {
+            mode, uid: Number(st.uid), gid: Number(st.gid), size: isDir ? 0 : Number(st.size),
+            mtime: st.mtimeNs, atime: st.atimeNs, holder: isFile ? nodeId : "",
+            ...(isLink ? { target: fs.readlinkSync(rootPath + rel) } : {}),
+          });
+          res.published++;
+          if (isDir) queue.push({ ino: rec.ino, path: rel });
+        } catch (e) {
+          // Another node published the same name meanwhile: keep theirs.
+          if (!(e instanceof FsError && e.errno === E.EEXIST)) throw e;
+          res.known++;
+        }
+      }));
+      onProgress?.(res.published + res.known);
+    }
+  }
+  return res;
+}

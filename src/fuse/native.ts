@@ -1,0 +1,51 @@
+import { dlopen, FFIType, ptr } from "bun:ffi";
+import { writeSync, closeSync } from "node:fs";
+import shimPath from "../../native/build/mcfs_fuse.so" with { type: "file" };
+
+const { i32, u32, u64, i64, f64, ptr: P, cstring, void: V } = FFIType;
+
+const symbols = {
+  mcfs_start: { args: [P, P, i32, i32], returns: i32 },
+  mcfs_running: { args: [], returns: i32 },
+  mcfs_poll: { args: [P, i32], returns: i32 },
+  mcfs_stop: { args: [i32, i32], returns: i32 },
+  mcfs_reply_err: { args: [u32, i32], returns: i32 },
+  mcfs_reply_none: { args: [u32], returns: i32 },
+  mcfs_reply_entry: { args: [u32, P, f64, f64], returns: i32 },
+  mcfs_reply_attr: { args: [u32, P, f64], returns: i32 },
+  mcfs_reply_open: { args: [u32, u64, i32, u32], returns: i32 },
+  mcfs_reply_create: { args: [u32, P, f64, f64, u64, i32, u32], returns: i32 },
+  mcfs_clear_fh: { args: [u64], returns: V },
+  mcfs_reply_buf: { args: [u32, P, u64], returns: i32 },
+  mcfs_reply_write: { args: [u32, u64], returns: i32 },
+  mcfs_reply_xattr: { args: [u32, u64], returns: i32 },
+  mcfs_reply_readlink: { args: [u32, P], returns: i32 },
+  mcfs_reply_statfs: { args: [u32, P], returns: i32 },
+  mcfs_reply_dir: { args: [u32, u64, i32, P, i32, f64, f64], returns: i32 },
+  mcfs_inval_entry: { args: [u64, P], returns: i32 },
+  mcfs_inval_inode: { args: [u64, i64, i64], returns: i32 },
+  mcfs_fast_ops: { args: [], returns: u64 },
+} as const;
+void cstring;
+
+export type Shim = ReturnType<typeof dlopen<typeof symbols>>["symbols"];
+
+let loaded: Shim | undefined;
+
+/**
+ * Load the shim. Inside a compiled binary the .so is embedded; Bun would unpack it to $TMPDIR, which
+ * is noexec in many pods, so the bytes go into a memfd and are loaded from /proc/self/fd/N instead.
+ */
+export async function loadShim(): Promise<Shim> {
+  if (loaded) return loaded;
+  const bytes = new Uint8Array(await Bun.file(shimPath).arrayBuffer());
+  const libc = dlopen("libc.so.6", { memfd_create: { args: [P, u32], returns: i32 } });
+  const fd = libc.symbols.memfd_create(ptr(Buffer.from("mcfs_fuse\0")), 0);
+  if (fd < 0) throw new Error("memfd_create failed: cannot load the FUSE shim");
+  let off = 0;
+  while (off < bytes.length) off += writeSync(fd, bytes, off);
+  loaded = dlopen(`/proc/self/fd/${fd}`, symbols).symbols;
+  closeSync(fd);
+  libc.close();
+  return loaded;
+}

@@ -1,0 +1,91 @@
+/** File attributes as the kernel sees them. Times are nanoseconds since the epoch. */
+export interface Attr {
+  ino: number;
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  rdev: number;
+  size: number;
+  atime: bigint;
+  mtime: bigint;
+  ctime: bigint;
+}
+
+/** Who is asking: the calling process's credentials. */
+export interface Caller {
+  uid: number;
+  gid: number;
+  pid: number;
+}
+
+export interface OpenReply {
+  fh: number;
+  /** A local file descriptor holding the bytes: reads and writes are then served by the shim. */
+  fd?: number;
+  directIo?: boolean;
+  keepCache?: boolean;
+}
+
+export interface DirEntry {
+  name: string;
+  attr: Attr;
+  /** Offset of the entry after this one. */
+  next: number;
+}
+
+export interface StatFs {
+  bsize: number; frsize: number; blocks: number; bfree: number; bavail: number;
+  files: number; ffree: number; favail: number; namemax: number;
+}
+
+/** Which fields a setattr changes (FUSE_SET_ATTR_* bits decoded). */
+export interface SetAttr {
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  size?: number;
+  /** "now" means the current time. */
+  atime?: bigint | "now";
+  mtime?: bigint | "now";
+  ctime?: bigint;
+}
+
+export const RENAME_NOREPLACE = 1;
+export const RENAME_EXCHANGE = 2;
+
+/**
+ * What the FUSE binding asks of a filesystem. Each method resolves with its result or throws an
+ * errno-carrying error; the binding replies exactly once either way.
+ */
+export interface FileSystem {
+  lookup(c: Caller, parent: number, name: string): Promise<Attr>;
+  getattr(c: Caller, ino: number, fh?: number): Promise<Attr>;
+  setattr(c: Caller, ino: number, set: SetAttr, fh?: number): Promise<Attr>;
+  readlink(c: Caller, ino: number): Promise<string>;
+  mknod(c: Caller, parent: number, name: string, mode: number, rdev: number): Promise<Attr>;
+  mkdir(c: Caller, parent: number, name: string, mode: number): Promise<Attr>;
+  unlink(c: Caller, parent: number, name: string): Promise<void>;
+  rmdir(c: Caller, parent: number, name: string): Promise<void>;
+  symlink(c: Caller, parent: number, name: string, target: string): Promise<Attr>;
+  rename(c: Caller, parent: number, name: string, newParent: number, newName: string, flags: number): Promise<void>;
+  link(c: Caller, ino: number, newParent: number, newName: string): Promise<Attr>;
+  open(c: Caller, ino: number, flags: number): Promise<OpenReply>;
+  create(c: Caller, parent: number, name: string, mode: number, flags: number): Promise<{ attr: Attr; open: OpenReply }>;
+  read(c: Caller, ino: number, fh: number, offset: number, size: number): Promise<Uint8Array>;
+  write(c: Caller, ino: number, fh: number, offset: number, data: Uint8Array): Promise<number>;
+  /** dirty: the shim wrote through this handle since the last flush. */
+  flush(c: Caller, ino: number, fh: number, dirty: boolean): Promise<void>;
+  release(c: Caller, ino: number, fh: number, dirty: boolean): Promise<void>;
+  fsync(c: Caller, ino: number, fh: number, datasync: boolean, dirty: boolean): Promise<void>;
+  opendir(c: Caller, ino: number): Promise<number>;
+  /** Up to max entries starting at offset (0 = start). plus: attributes are needed too. */
+  readdir(c: Caller, ino: number, fh: number, offset: number, max: number, plus: boolean): Promise<DirEntry[]>;
+  releasedir(c: Caller, ino: number, fh: number): Promise<void>;
+  statfs(c: Caller, ino: number): Promise<StatFs>;
+  setxattr(c: Caller, ino: number, name: string, value: Uint8Array, flags: number): Promise<void>;
+  getxattr(c: Caller, ino: number, name: string): Promise<Uint8Array>;
+  listxattr(c: Caller, ino: number): Promise<string[]>;
+  removexattr(c: Caller, ino: number, name: string): Promise<void>;
+  access(c: Caller, ino: number, mask: number): Promise<void>;
+}

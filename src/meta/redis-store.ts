@@ -1,0 +1,452 @@
+/**
+ * MetadataStore on Redis.
+ *
+ * Key map (P = key prefix, default "mcfs:"):
+ *
+ * | key               | type   | holds                                                                 |
+ * |-------------------|--------|-----------------------------------------------------------------------|
+ * | P next            | string | last inode number handed out (INCR); root is 1                        |
+ * | P i:{ino}         | hash   | m mode, u uid, g gid, r rdev, s size, n nlink, a/t/c atime/mtime/ctime |
+ * |                   |        | (ns since epoch, decimal strings), v data version, p parent ino,      |
+ * |                   |        | nm primary name, l symlink target                                      |
+ * | P d:{ino}         | hash   | directory entries: name -> "{child ino}:{mode >> 12}"                 |
+ * | P l:{ino}         | set    | extra hard-link names of a file: "{parent ino}/{name}"                |
+ * | P x:{ino}         | hash   | extended attributes: name -> value (binary)                           |
+ * | P loc:{ino}       | hash   | nodes holding the bytes: node id -> data version of their copy        |
+ * | P orphans         | set    | inodes with no names left, kept while some node has them open         |
+ * | P nodes           | hash   | node id -> JSON {id, address, startedAt}                              |
+ * | P hb:{node}       | string | heartbeat, expires when the node stops beating                         |
+ *
+ * Namespace changes run as Lua scripts, so each is atomic against every other node. Scripts build keys
+ * from the prefix themselves (single Redis or a primary with replicas; not Redis Cluster).
+ * Errors from scripts are errno names ("ENOENT ..."), mapped by toErrno.
+ */
+import { createClient, commandOptions } from "redis";
+import type { AttrChange, DirListing, Inode, MetadataStore, NewInode, NodeInfo, Removed, Renamed } from "./store.ts";
+import { redactUrl } from "../util/log.ts";
+import { E, FsError, fsError } from "../util/errno.ts";
+
+const S_IFMT = 0o170000, S_IFDIR = 0o040000;
+
+const LIB = `
+local P = ARGV[1]
+local function isdir(m) return m and bit.band(tonumber(m), 61440) == 16384 end
+local function entino(e) return string.match(e, '^(%d+)') end
+local function needdir(ino)
+  local m = redis.call('HGET', P..'i:'..ino, 'm')
+  if not m then return redis.error_reply('ENOENT directory '..ino..' is gone') end
+  if not isdir(m) then return redis.error_reply('ENOTDIR') end
+  return nil
+end
+local function touch(ino, now) redis.call('HSET', P..'i:'..ino, 't', now, 'c', now) end
+-- move one name of ino from (op, on) to (np, nn): the primary name lives in the inode, others in l:
+local function setname(ino, op, on, np, nn)
+  local k = P..'i:'..ino
+  local r = redis.call('HMGET', k, 'p', 'nm')
+  if r[1] == op and r[2] == on then
+    redis.call('HSET', k, 'p', np, 'nm', nn)
+  else
+    redis.call('SREM', P..'l:'..ino, op..'/'..on)
+    redis.call('SADD', P..'l:'..ino, np..'/'..nn)
+  end
+end
+-- drop one name of a file; returns links left
+local function dropname(ino, parent, name, now)
+  local k = P..'i:'..ino
+  local n = redis.call('HINCRBY', k, 'n', -1)
+  redis.call('HSET', k, 'c', now)
+  local r = redis.call('HMGET', k, 'p', 'nm')
+  if r[1] == parent and r[2] == name then
+    local alt = redis.call('SPOP', P..'l:'..ino)
+    if alt then
+      local pp, nn = string.match(alt, '^(%d+)/(.*)$')
+      redis.call('HSET', k, 'p', pp, 'nm', nn)
+    end
+  else
+    redis.call('SREM', P..'l:'..ino, parent..'/'..name)
+  end
+  if n <= 0 then redis.call('SADD', P..'orphans', ino) end
+  return n
+end
+local function dropdir(ino)
+  redis.call('DEL', P..'i:'..ino, P..'d:'..ino, P..'x:'..ino, P..'loc:'..ino, P..'l:'..ino)
+end
+`;
+
+const SCRIPTS = {
+  // ARGV: P parent name mode uid gid rdev size atime mtime now target holder
+  create: `
+local parent, name = ARGV[2], ARGV[3]
+local e = needdir(parent) if e then return e end
+local dk = P..'d:'..parent
+if redis.call('HEXISTS', dk, name) == 1 then return redis.error_reply('EEXIST') end
+local ino = redis.call('INCR', P..'next')
+local mode = tonumber(ARGV[4])
+local dir = bit.band(mode, 61440) == 16384
+local k = P..'i:'..ino
+redis.call('HSET', k, 'm', ARGV[4], 'u', ARGV[5], 'g', ARGV[6], 'r', ARGV[7], 's', ARGV[8], 'n', dir and 2 or 1,
+  'a', ARGV[9], 't', ARGV[10], 'c', ARGV[11], 'v', 1, 'p', parent, 'nm', name)
+if ARGV[12] ~= '' then redis.call('HSET', k, 'l', ARGV[12]) end
+redis.call('HSET', dk, name, ino..':'..bit.rshift(mode, 12))
+if dir then redis.call('HINCRBY', P..'i:'..parent, 'n', 1) end
+touch(parent, ARGV[11])
+if ARGV[13] ~= '' then redis.call('HSET', P..'loc:'..ino, ARGV[13], 1) end
+return ino`,
+  // ARGV: P parent name -> {ino, fields...}
+  lookup: `
+local e = redis.call('HGET', P..'d:'..ARGV[2], ARGV[3])
+if not e then return redis.error_reply('ENOENT') end
+local ino = entino(e)
+local r = redis.call('HGETALL', P..'i:'..ino)
+table.insert(r, 1, ino)
+return r`,
+  // ARGV: P ino newparent newname now
+  link: `
+local ino, np, nn, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local k = P..'i:'..ino
+local m = redis.call('HGET', k, 'm')
+if not m then return redis.error_reply('ENOENT') end
+if isdir(m) then return redis.error_reply('EPERM cannot hard-link a directory') end
+local e = needdir(np) if e then return e end
+if redis.call('HEXISTS', P..'d:'..np, nn) == 1 then return redis.error_reply('EEXIST') end
+redis.call('HINCRBY', k, 'n', 1)
+redis.call('HSET', k, 'c', now)
+redis.call('SREM', P..'orphans', ino)
+redis.call('SADD', P..'l:'..ino, np..'/'..nn)
+redis.call('HSET', P..'d:'..np, nn, ino..':'..bit.rshift(tonumber(m), 12))
+touch(np, now)
+local r = redis.call('HGETALL', k)
+table.insert(r, 1, ino)
+return r`,
+  // ARGV: P parent name wantdir(1/0) now -> {ino, nlink, dir}
+  remove: `
+local parent, name, now = ARGV[2], ARGV[3], ARGV[5]
+local e = redis.call('HGET', P..'d:'..parent, name)
+if not e then return redis.error_reply('ENOENT') end
+local ino = entino(e)
+local m = redis.call('HGET', P..'i:'..ino, 'm')
+local d = isdir(m)
+if ARGV[4] == '1' and not d then return redis.error_reply('ENOTDIR') end
+if ARGV[4] == '0' and d then return redis.error_reply('EISDIR') end
+if d and redis.call('HLEN', P..'d:'..ino) > 0 then return redis.error_reply('ENOTEMPTY') end
+redis.call('HDEL', P..'d:'..parent, name)
+touch(parent, now)
+if d then
+  redis.call('HINCRBY', P..'i:'..parent, 'n', -1)
+  dropdir(ino)
+  return {tonumber(ino), 0, 1}
+end
+if not m then return {tonumber(ino), 0, 0} end
+return {tonumber(ino), dropname(ino, parent, name, now), 0}`,
+  // ARGV: P parent name newparent newname flags now -> {ino, replacedIno, replacedNlink, replacedDir, exchangedIno}
+  rename: `
+local parent, name, np, nn, flags, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
+local se = redis.call('HGET', P..'d:'..parent, name)
+if not se then return redis.error_reply('ENOENT') end
+local err = needdir(np) if err then return err end
+local sino = entino(se)
+local sdir = isdir(redis.call('HGET', P..'i:'..sino, 'm'))
+if sdir and np ~= parent then
+  local cur = np
+  while cur and cur ~= '1' and cur ~= '0' do
+    if cur == sino then return redis.error_reply('EINVAL cannot move a directory into itself') end
+    cur = redis.call('HGET', P..'i:'..cur, 'p')
+  end
+end
+local de = redis.call('HGET', P..'d:'..np, nn)
+if flags == 1 and de then return redis.error_reply('EEXIST') end
+if flags == 2 and not de then return redis.error_reply('ENOENT') end
+local rino, rn, rdir, xino = 0, 0, 0, 0
+if de then
+  local dino = entino(de)
+  if dino == sino then return {tonumber(sino), 0, 0, 0, 0} end
+  local ddir = isdir(redis.call('HGET', P..'i:'..dino, 'm'))
+  if flags == 2 then
+    redis.call('HSET', P..'d:'..parent, name, de)
+    redis.call('HSET', P..'d:'..np, nn, se)
+    setname(sino, parent, name, np, nn)
+    setname(dino, np, nn, parent, name)
+    if sdir ~= ddir and parent ~= np then
+      local from, to = parent, np
+      if ddir then from, to = np, parent end
+      redis.call('HINCRBY', P..'i:'..from, 'n', -1)
+      redis.call('HINCRBY', P..'i:'..to, 'n', 1)
+    end
+    touch(parent, now) touch(np, now)
+    redis.call('HSET', P..'i:'..sino, 'c', now)
+    redis.call('HSET', P..'i:'..dino, 'c', now)
+    return {tonumber(sino), 0, 0, 0, tonumber(dino)}
+  end
+  if sdir and not ddir then return redis.error_reply('ENOTDIR') end
+  if ddir and not sdir then return redis.error_reply('EISDIR') end
+  if ddir then
+    if redis.call('HLEN', P..'d:'..dino) > 0 then return redis.error_reply('ENOTEMPTY') end
+    dropdir(dino)
+    redis.call('HINCRBY', P..'i:'..np, 'n', -1)
+    rino, rn, rdir = tonumber(dino), 0, 1
+  else
+    rino, rn = tonumber(dino), dropname(dino, np, nn, now)
+  end
+end
+redis.call('HDEL', P..'d:'..parent, name)
+redis.call('HSET', P..'d:'..np, nn, se)
+setname(sino, parent, name, np, nn)
+if sdir and parent ~= np then
+  redis.call('HINCRBY', P..'i:'..parent, 'n', -1)
+  redis.call('HINCRBY', P..'i:'..np, 'n', 1)
+end
+touch(parent, now)
+if np ~= parent then touch(np, now) end
+redis.call('HSET', P..'i:'..sino, 'c', now)
+return {tonumber(sino), rino, rn, rdir, xino}`,
+  // ARGV: P ino field value ... -> record
+  setattrs: `
+local k = P..'i:'..ARGV[2]
+if redis.call('EXISTS', k) == 0 then return redis.error_reply('ENOENT') end
+local args = {}
+for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
+if #args > 0 then redis.call('HSET', k, unpack(args)) end
+local r = redis.call('HGETALL', k)
+table.insert(r, 1, ARGV[2])
+return r`,
+  // ARGV: P ino size mtime now holder -> record
+  setdata: `
+local ino = ARGV[2]
+local k = P..'i:'..ino
+if redis.call('EXISTS', k) == 0 then return redis.error_reply('ENOENT') end
+redis.call('HSET', k, 's', ARGV[3], 't', ARGV[4], 'c', ARGV[5])
+local v = redis.call('HINCRBY', k, 'v', 1)
+redis.call('DEL', P..'loc:'..ino)
+if ARGV[6] ~= '' then redis.call('HSET', P..'loc:'..ino, ARGV[6], v) end
+local r = redis.call('HGETALL', k)
+table.insert(r, 1, ino)
+return r`,
+  // ARGV: P ino
+  purge: `
+local ino = ARGV[2]
+local n = redis.call('HGET', P..'i:'..ino, 'n')
+if n and tonumber(n) > 0 then return 0 end
+redis.call('DEL', P..'i:'..ino, P..'x:'..ino, P..'loc:'..ino, P..'l:'..ino)
+redis.call('SREM', P..'orphans', ino)
+return 1`,
+  // ARGV: P ino name value flags(1 create, 2 replace)
+  setxattr: `
+local k = P..'i:'..ARGV[2]
+if redis.call('EXISTS', k) == 0 then return redis.error_reply('ENOENT') end
+local xk = P..'x:'..ARGV[2]
+local has = redis.call('HEXISTS', xk, ARGV[3]) == 1
+local f = tonumber(ARGV[5])
+if f == 1 and has then return redis.error_reply('EEXIST') end
+if f == 2 and not has then return redis.error_reply('ENODATA') end
+redis.call('HSET', xk, ARGV[3], ARGV[4])
+redis.call('HSET', k, 'c', ARGV[6])
+return 1`,
+} as const;
+
+type ScriptName = keyof typeof SCRIPTS;
+
+const clockBase = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
+
+/** Wall-clock time in nanoseconds (ms-accurate, ns-resolution so successive changes stay ordered). */
+export function nowNs(): bigint {
+  return clockBase + process.hrtime.bigint();
+}
+
+function parseRecord(ino: number, f: Record<string, string>): Inode {
+  const rec: Inode = {
+    ino,
+    mode: Number(f.m),
+    uid: Number(f.u ?? 0),
+    gid: Number(f.g ?? 0),
+    rdev: Number(f.r ?? 0),
+    size: Number(f.s ?? 0),
+    nlink: Number(f.n ?? 1),
+    atime: BigInt(f.a ?? "0"),
+    mtime: BigInt(f.t ?? "0"),
+    ctime: BigInt(f.c ?? "0"),
+    version: Number(f.v ?? 1),
+    parent: Number(f.p ?? 0),
+    name: f.nm ?? "",
+  };
+  if (f.l !== undefined) rec.target = f.l;
+  return rec;
+}
+
+function parseFlat(r: unknown): Inode {
+  const a = r as string[];
+  const f: Record<string, string> = {};
+  for (let i = 1; i + 1 < a.length; i += 2) f[a[i]!] = a[i + 1]!;
+  if (f.m === undefined) throw fsError("ENOENT");
+  return parseRecord(Number(a[0]), f);
+}
+
+export interface RedisStoreOptions {
+  url: string;
+  prefix?: string;
+  /** Called when the connection drops or comes back (for logs). */
+  onConnectionEvent?: (event: "error" | "ready", detail?: string) => void;
+}
+
+/** Client options from a URL: redis://, rediss:// (TLS), or unix:///path/to/socket. */
+function clientOptions(url: string) {
+  const fail = { reconnectStrategy: (n: number) => Math.min(100 * 2 ** n, 2000) };
+  if (url.startsWith("unix://")) {
+    const u = new URL(url);
+    return { socket: { path: decodeURIComponent(u.pathname), ...fail }, password: u.password || undefined, username: u.username || undefined };
+  }
+  return { url, socket: fail };
+}
+
+export async function createRedisStore(opts: RedisStoreOptions): Promise<MetadataStore> {
+  const P = opts.prefix ?? "mcfs:";
+  const shown = redactUrl(opts.url);
+  // No offline queue: with Redis down, operations fail at once (EIO) instead of hanging the mount.
+  const client = createClient({ ...clientOptions(opts.url), disableOfflineQueue: true });
+  let lastError = "";
+  client.on("error", (e: Error) => {
+    if (e.message !== lastError) opts.onConnectionEvent?.("error", e.message);
+    lastError = e.message;
+  });
+  client.on("ready", () => {
+    if (lastError) opts.onConnectionEvent?.("ready");
+    lastError = "";
+  });
+  const connect = client.connect();
+  const timeout = new Promise<never>((_, rej) => setTimeout(() => rej(new Error("timed out after 10 s")), 10_000).unref());
+  try {
+    await Promise.race([connect, timeout]);
+  } catch (e) {
+    await client.disconnect().catch(() => {});
+    throw new Error(`cannot connect to Redis at ${shown}: ${lastError || (e as Error).message}`);
+  }
+
+  const shas = new Map<ScriptName, string>();
+  async function load(name: ScriptName): Promise<string> {
+    const sha = await client.scriptLoad(LIB + SCRIPTS[name]);
+    shas.set(name, sha);
+    return sha;
+  }
+  for (const n of Object.keys(SCRIPTS) as ScriptName[]) await load(n);
+
+  async function run(name: ScriptName, args: (string | number | bigint | Buffer)[]): Promise<unknown> {
+    const argv = [P, ...args.map((a) => (Buffer.isBuffer(a) ? a : String(a)))] as string[];
+    try {
+      try {
+        return await client.evalSha(shas.get(name)!, { arguments: argv });
+      } catch (e) {
+        if (!(e as Error).message?.startsWith("NOSCRIPT")) throw e;
+        return await client.evalSha(await load(name), { arguments: argv });
+      }
+    } catch (e) {
+      // Scripts refuse with an errno name: "ENOENT", "ENOTEMPTY ...", which Redis may prefix with "ERR".
+      const m = /^(?:ERR )?(E[A-Z0-9]+)\b ?(.*)$/.exec((e as Error).message ?? "");
+      if (m && m[1]! in E) throw new FsError(E[m[1]!] as number, m[2] || m[1]);
+      throw e;
+    }
+  }
+
+  const ik = (ino: number) => `${P}i:${ino}`;
+
+  async function get(ino: number): Promise<Inode> {
+    const f = await client.hGetAll(ik(ino));
+    if (f.m === undefined) throw fsError("ENOENT", `inode ${ino} not found`);
+    return parseRecord(ino, f);
+  }
+
+  return {
+    async init(rootMode, uid, gid) {
+      const now = nowNs().toString();
+      const created = await client.hSetNX(ik(1), "m", String(S_IFDIR | (rootMode & 0o7777)));
+      if (created) {
+        await client.hSet(ik(1), { u: uid, g: gid, r: 0, s: 0, n: 2, a: now, t: now, c: now, v: 1, p: 0, nm: "" });
+        await client.setNX(`${P}next`, "1");
+      }
+    },
+    get,
+    async getMany(inos) {
+      const all = await Promise.all(inos.map((i) => client.hGetAll(ik(i))));
+      return all.map((f, i) => (f.m === undefined ? undefined : parseRecord(inos[i]!, f)));
+    },
+    async lookup(parent, name) {
+      return parseFlat(await run("lookup", [parent, name]));
+    },
+    async create(parent, name, init) {
+      const now = nowNs();
+      const mtime = init.mtime ?? now;
+      const atime = init.atime ?? mtime;
+      const ino = Number(await run("create", [parent, name, init.mode, init.uid, init.gid, init.rdev ?? 0, init.size ?? 0, atime, mtime, now, init.target ?? "", init.holder ?? ""]));
+      const dir = (init.mode & S_IFMT) === S_IFDIR;
+      const rec: Inode = { ino, mode: init.mode, uid: init.uid, gid: init.gid, rdev: init.rdev ?? 0, size: init.size ?? 0, nlink: dir ? 2 : 1, atime, mtime, ctime: now, version: 1, parent, name };
+      if (init.target !== undefined) rec.target = init.target;
+      return rec;
+    },
+    async link(ino, newParent, newName) {
+      return parseFlat(await run("link", [ino, newParent, newName, nowNs()]));
+    },
+    async remove(parent, name, dir) {
+      const r = (await run("remove", [parent, name, dir ? 1 : 0, nowNs()])) as number[];
+      return { ino: r[0]!, nlink: r[1]!, dir: r[2] === 1 };
+    },
+    async rename(parent, name, newParent, newName, flags) {
+      const r = (await run("rename", [parent, name, newParent, newName, flags, nowNs()])) as number[];
+      const out: Renamed = { ino: r[0]! };
+      if (r[1]) out.replaced = { ino: r[1], nlink: r[2]!, dir: r[3] === 1 } satisfies Removed;
+      if (r[4]) out.exchanged = r[4];
+      return out;
+    },
+    async setAttrs(ino, ch: AttrChange) {
+      const kv: (string | number | bigint)[] = ["c", nowNs()];
+      if (ch.mode !== undefined) kv.push("m", ch.mode);
+      if (ch.uid !== undefined) kv.push("u", ch.uid);
+      if (ch.gid !== undefined) kv.push("g", ch.gid);
+      if (ch.atime !== undefined) kv.push("a", ch.atime);
+      if (ch.mtime !== undefined) kv.push("t", ch.mtime);
+      return parseFlat(await run("setattrs", [ino, ...kv]));
+    },
+    async setData(ino, size, mtime, holder) {
+      return parseFlat(await run("setdata", [ino, size, mtime, nowNs(), holder]));
+    },
+    async purge(ino) {
+      await run("purge", [ino]);
+    },
+    async listDir(ino) {
+      const [exists, ents] = await Promise.all([client.hGet(ik(ino), "m"), client.hGetAll(`${P}d:${ino}`)]);
+      if (exists === undefined) throw fsError("ENOENT");
+      const out: DirListing[] = [];
+      for (const [name, v] of Object.entries(ents)) {
+        const c = v.indexOf(":");
+        out.push({ name, ino: Number(v.slice(0, c)), type: Number(v.slice(c + 1)) });
+      }
+      return out;
+    },
+    async getXattr(ino, name) {
+      const v = await client.hGet(commandOptions({ returnBuffers: true }), `${P}x:${ino}`, name);
+      return v === undefined || v === null ? undefined : new Uint8Array(v);
+    },
+    async setXattr(ino, name, value, flags) {
+      await run("setxattr", [ino, name, Buffer.from(value), flags, nowNs()]);
+    },
+    async listXattr(ino) {
+      return client.hKeys(`${P}x:${ino}`);
+    },
+    async removeXattr(ino, name) {
+      const n = await client.hDel(`${P}x:${ino}`, name);
+      if (n === 0) throw fsError("ENODATA");
+      await client.hSet(ik(ino), "c", nowNs().toString());
+    },
+    async registerNode(node, ttlMs) {
+      await client.hSet(`${P}nodes`, node.id, JSON.stringify(node));
+      await client.set(`${P}hb:${node.id}`, String(Date.now()), { PX: ttlMs });
+    },
+    async heartbeat(nodeId, ttlMs) {
+      await client.set(`${P}hb:${nodeId}`, String(Date.now()), { PX: ttlMs });
+    },
+    async unregisterNode(nodeId) {
+      await client.hDel(`${P}nodes`, nodeId);
+      await client.del(`${P}hb:${nodeId}`);
+    },
+    async close() {
+      await client.quit().catch(() => client.disconnect());
+    },
+  };
+}

@@ -1,0 +1,97 @@
+/** A file's metadata record as kept in the metadata store. Times are nanoseconds since the epoch. */
+export interface Inode {
+  ino: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  rdev: number;
+  size: number;
+  nlink: number;
+  atime: bigint;
+  mtime: bigint;
+  ctime: bigint;
+  /** Data version: bumped on every change of the bytes; copies carry the version they hold. */
+  version: number;
+  /** Primary name: where the bytes live under each node's root path. */
+  parent: number;
+  name: string;
+  /** Symlink target. */
+  target?: string;
+}
+
+export interface NewInode {
+  mode: number;
+  uid: number;
+  gid: number;
+  rdev?: number;
+  size?: number;
+  target?: string;
+  mtime?: bigint;
+  atime?: bigint;
+  /** The node that holds the bytes (none for directories and special files). */
+  holder?: string;
+}
+
+export interface DirListing {
+  name: string;
+  ino: number;
+  /** mode >> 12: the file type. */
+  type: number;
+}
+
+export interface Removed {
+  ino: number;
+  /** Links left; 0 means the inode is gone once no one holds it open. */
+  nlink: number;
+  dir: boolean;
+}
+
+export interface Renamed {
+  ino: number;
+  /** The destination that was replaced, if any. */
+  replaced?: Removed;
+  /** With RENAME_EXCHANGE: the inode that moved the other way. */
+  exchanged?: number;
+}
+
+export interface AttrChange {
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  atime?: bigint;
+  mtime?: bigint;
+}
+
+export interface NodeInfo {
+  id: string;
+  address: string;
+  startedAt: number;
+}
+
+/** Metadata and namespace, shared by all nodes. Every namespace change is atomic. */
+export interface MetadataStore {
+  /** Create the root directory if the namespace is new. */
+  init(rootMode: number, uid: number, gid: number): Promise<void>;
+  get(ino: number): Promise<Inode>;
+  /** Records for many inodes in one round trip; missing ones are undefined. */
+  getMany(inos: number[]): Promise<(Inode | undefined)[]>;
+  lookup(parent: number, name: string): Promise<Inode>;
+  create(parent: number, name: string, init: NewInode): Promise<Inode>;
+  link(ino: number, newParent: number, newName: string): Promise<Inode>;
+  remove(parent: number, name: string, dir: boolean): Promise<Removed>;
+  rename(parent: number, name: string, newParent: number, newName: string, flags: number): Promise<Renamed>;
+  setAttrs(ino: number, change: AttrChange): Promise<Inode>;
+  /** New bytes: size and mtime set, version bumped, holder made the only location. */
+  setData(ino: number, size: number, mtime: bigint, holder: string): Promise<Inode>;
+  /** Drop an inode whose link count reached zero. */
+  purge(ino: number): Promise<void>;
+  listDir(ino: number): Promise<DirListing[]>;
+  getXattr(ino: number, name: string): Promise<Uint8Array | undefined>;
+  setXattr(ino: number, name: string, value: Uint8Array, flags: number): Promise<void>;
+  listXattr(ino: number): Promise<string[]>;
+  removeXattr(ino: number, name: string): Promise<void>;
+  registerNode(node: NodeInfo, ttlMs: number): Promise<void>;
+  heartbeat(nodeId: string, ttlMs: number): Promise<void>;
+  unregisterNode(nodeId: string): Promise<void>;
+  close(): Promise<void>;
+}

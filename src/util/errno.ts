@@ -1,0 +1,56 @@
+import { constants as osc } from "node:os";
+
+/** Errno values by name, from the platform (Linux). */
+export const E = osc.errno as Record<string, number> & {
+  ENOENT: number; EEXIST: number; ENOTDIR: number; EISDIR: number; ENOTEMPTY: number; EINVAL: number;
+  EIO: number; EACCES: number; EPERM: number; ENAMETOOLONG: number; EXDEV: number; ENOSPC: number;
+  ETIMEDOUT: number; EINTR: number; EBADF: number; ERANGE: number; ENOSYS: number; ENOTSUP: number;
+  EOPNOTSUPP: number; EMLINK: number; ELOOP: number; EFBIG: number; EROFS: number; ENODATA: number;
+  EAGAIN: number; ENOTCONN: number; EHOSTUNREACH: number; ECONNREFUSED: number; E2BIG: number;
+};
+
+/** An error that carries the errno to report to the caller of a filesystem operation. */
+export class FsError extends Error {
+  constructor(readonly errno: number, message?: string) {
+    super(message ?? errnoName(errno));
+    this.name = "FsError";
+  }
+}
+
+export function fsError(name: keyof typeof E, message?: string): FsError {
+  return new FsError(E[name] as number, message ?? name);
+}
+
+export function errnoName(errno: number): string {
+  for (const [k, v] of Object.entries(E)) if (v === errno) return k;
+  return `errno ${errno}`;
+}
+
+type Logger = (err: unknown) => void;
+let logUnexpected: Logger = () => {};
+
+/** Where unmapped errors are reported (once each, by toErrno). */
+export function setUnexpectedErrorLogger(fn: Logger): void {
+  logUnexpected = fn;
+}
+
+/**
+ * The one mapping from anything thrown inside the filesystem to an errno.
+ * Node system errors keep their code; Redis errors carrying an errno name (our Lua scripts) keep it;
+ * Redis OOM means no space; timeouts and aborts have their own; the rest is EIO, logged.
+ */
+export function toErrno(err: unknown): number {
+  if (err instanceof FsError) return err.errno;
+  if (err && typeof err === "object") {
+    const e = err as { code?: unknown; message?: unknown; name?: unknown; errno?: unknown };
+    if (typeof e.code === "string" && e.code in E) return E[e.code] as number;
+    const msg = typeof e.message === "string" ? e.message : "";
+    const m = /^(?:ERR )?(E[A-Z0-9]+)\b/.exec(msg);
+    if (m && m[1]! in E) return E[m[1]!] as number;
+    if (msg.startsWith("OOM")) return E.ENOSPC;
+    if (e.name === "TimeoutError" || e.code === "ETIMEDOUT") return E.ETIMEDOUT;
+    if (e.name === "AbortError") return E.EINTR;
+  }
+  logUnexpected(err);
+  return E.EIO;
+}

@@ -1,0 +1,50 @@
+import type { Inode, MetadataStore } from "../meta/store.ts";
+
+/**
+ * Namespace path of each inode, from its primary (parent, name), cached. The bytes of a file live at
+ * that path under the node's root path, so paths are needed for every local data operation.
+ */
+export interface PathCache {
+  learn(r: Inode): void;
+  moved(ino: number, parent: number, name: string): void;
+  forget(ino: number): void;
+  /** "/a/b" for an inode, "" for the root. */
+  pathOf(ino: number): Promise<string>;
+  /** Path of a name inside a directory. */
+  childPath(parent: number, name: string): Promise<string>;
+}
+
+export function createPathCache(store: MetadataStore): PathCache {
+  const names = new Map<number, { parent: number; name: string }>();
+  async function pathOf(ino: number): Promise<string> {
+    const parts: string[] = [];
+    let cur = ino;
+    for (let depth = 0; cur !== 1; depth++) {
+      if (depth > 4096) throw Object.assign(new Error("ELOOP path too deep"), { code: "ELOOP" });
+      let n = names.get(cur);
+      if (!n) {
+        const r = await store.get(cur);
+        n = { parent: r.parent, name: r.name };
+        names.set(cur, n);
+      }
+      parts.push(n.name);
+      cur = n.parent;
+    }
+    return parts.length ? "/" + parts.reverse().join("/") : "";
+  }
+  return {
+    learn(r) {
+      if (r.ino !== 1) names.set(r.ino, { parent: r.parent, name: r.name });
+    },
+    moved(ino, parent, name) {
+      names.set(ino, { parent, name });
+    },
+    forget(ino) {
+      names.delete(ino);
+    },
+    pathOf,
+    async childPath(parent, name) {
+      return `${await pathOf(parent)}/${name}`;
+    },
+  };
+}

@@ -1,0 +1,529 @@
+import * as fs from "node:fs";
+import { dirname } from "node:path";
+import type { Attr, Caller, DirEntry, FileSystem, OpenReply, SetAttr, StatFs } from "../fuse/types.ts";
+import type { Inode, MetadataStore, Removed } from "../meta/store.ts";
+import { nowNs } from "../meta/redis-store.ts";
+import { E, FsError, fsError } from "../util/errno.ts";
+import type { Logger } from "../util/log.ts";
+import { attrOf, isDir, isReg, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID } from "./attr.ts";
+import { createPathCache } from "./paths.ts";
+
+const O_ACCMODE = 3;
+const { O_APPEND, O_SYNC, O_DSYNC, O_CREAT, O_EXCL, O_RDWR, O_WRONLY, O_RDONLY, O_NOFOLLOW } = fs.constants;
+const KEEP_OPEN_FLAGS = O_ACCMODE | O_APPEND | O_SYNC | O_DSYNC;
+const NAME_MAX = 255;
+const XATTR_SIZE_MAX = 65536;
+
+/** Name reserved at the top of every root path for mcfs's own state (the embedded Redis's data). */
+export const RESERVED_NAME = ".mcfs";
+
+export interface VfsOptions {
+  rootPath: string;
+  nodeId: string;
+  store: MetadataStore;
+  log: Logger;
+}
+
+interface Handle {
+  ino: number;
+  fd: number;
+  writable: boolean;
+  /** Written through JS (the shim reports its own writes at flush). */
+  dirty: boolean;
+}
+
+interface DirHandle {
+  entries: { name: string; ino: number; type: number }[];
+}
+
+export interface Vfs extends FileSystem {
+  /** Close every open backing file (at shutdown). */
+  closeAll(): Promise<void>;
+  readonly openFiles: number;
+}
+
+function checkName(name: string): void {
+  if (Buffer.byteLength(name) > NAME_MAX) throw fsError("ENAMETOOLONG");
+}
+
+export function createVfs(o: VfsOptions): Vfs {
+  const { store, rootPath, nodeId, log } = o;
+  const paths = createPathCache(store);
+  const handles = new Map<number, Handle>();
+  const byIno = new Map<number, Set<Handle>>();
+  const dirs = new Map<number, DirHandle>();
+  const purgeOnClose = new Set<number>();
+  let nextFh = 1;
+  const freeFh: number[] = [];
+
+  const local = (p: string) => rootPath + p;
+  const allocFh = () => freeFh.pop() ?? nextFh++;
+
+  function learn(r: Inode): Inode {
+    paths.learn(r);
+    return r;
+  }
+
+  /** Attributes, with size and mtime from the local file while this node has it open for writing. */
+  function liveAttr(r: Inode): Attr {
+    const a = attrOf(r);
+    const hs = byIno.get(r.ino);
+    if (hs) {
+      for (const h of hs) {
+        if (!h.writable) continue;
+        const st = fs.fstatSync(h.fd, { bigint: true });
+        a.size = Number(st.size);
+        if (st.mtimeNs > a.mtime + 1_000_000n) a.mtime = st.mtimeNs;
+        break;
+      }
+    }
+    return a;
+  }
+
+  function addHandle(h: Handle): number {
+    const fh = allocFh();
+    handles.set(fh, h);
+    let s = byIno.get(h.ino);
+    if (!s) byIno.set(h.ino, (s = new Set()));
+    s.add(h);
+    return fh;
+  }
+
+  function handleOf(fh: number): Handle {
+    const h = handles.get(fh);
+    if (!h) throw fsError("EBADF");
+    return h;
+  }
+
+  /** Publish the bytes of an open file: size, mtime, new version, this node as holder. */
+  async function commit(h: Handle): Promise<Inode> {
+    const st = fs.fstatSync(h.fd, { bigint: true });
+    h.dirty = false;
+    return learn(await store.setData(h.ino, Number(st.size), st.mtimeNs, nodeId));
+  }
+
+  async function dropped(r: Removed | undefined): Promise<void> {
+    if (!r) return;
+    paths.forget(r.ino);
+    if (r.dir || r.nlink > 0) return;
+    if (byIno.has(r.ino)) purgeOnClose.add(r.ino);
+    else await store.purge(r.ino);
+  }
+
+  function removeLocal(p: string): void {
+    try {
+      const st = fs.lstatSync(p);
+      if (st.isDirectory()) fs.rmSync(p, { recursive: true, force: true });
+      else fs.unlinkSync(p);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+    }
+  }
+
+  /** Run a local filesystem call, creating missing parent directories once (made on another node). */
+  function withParents<T>(p: string, fn: () => T): T {
+    try {
+      return fn();
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+      fs.mkdirSync(dirname(p), { recursive: true });
+      return fn();
+    }
+  }
+
+  /** Create the backing file for a new inode, replacing a stale local leftover that Redis no longer knows. */
+  function createLocalFile(p: string, flags: number, mode: number, uid: number, gid: number): number {
+    const open = () => fs.openSync(p, flags | O_CREAT | O_EXCL | O_NOFOLLOW, mode & 0o7777);
+    let fd: number;
+    try {
+      fd = withParents(p, open);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+      removeLocal(p);
+      fd = open();
+    }
+    fs.fchownSync(fd, uid, gid);
+    // open() applies the umask of the daemon; the kernel already applied the caller's.
+    fs.fchmodSync(fd, mode & 0o7777);
+    return fd;
+  }
+
+  async function newInodeOwner(c: Caller, parent: number, mode: number): Promise<{ gid: number; mode: number }> {
+    const p = await store.get(parent);
+    if (!isDir(p.mode)) throw fsError("ENOTDIR");
+    if (p.mode & S_ISGID) return { gid: p.gid, mode: isDir(mode) ? mode | S_ISGID : mode };
+    return { gid: c.gid, mode };
+  }
+
+  async function rollback(parent: number, name: string, dir: boolean) {
+    await store.remove(parent, name, dir).catch((e: unknown) => log.error({ err: e, parent, name }, "rollback of a failed create left an entry"));
+  }
+
+  function checkReserved(parent: number, name: string) {
+    if (parent === 1 && name === RESERVED_NAME) throw new FsError(E.EPERM, `${RESERVED_NAME} is reserved at the top of the filesystem`);
+  }
+
+  function applyLocal(p: string, fn: (p: string) => void): void {
+    try {
+      fn(p);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+    }
+  }
+
+  const vfs: Vfs = {
+    get openFiles() {
+      return handles.size;
+    },
+
+    async lookup(_c, parent, name) {
+      checkName(name);
+      return liveAttr(learn(await store.lookup(parent, name)));
+    },
+
+    async getattr(_c, ino) {
+      return liveAttr(learn(await store.get(ino)));
+    },
+
+    async setattr(_c, ino, set: SetAttr, fh) {
+      let r = learn(await store.get(ino));
+      const p = local(await paths.pathOf(ino));
+      if (set.size !== undefined) {
+        if (isDir(r.mode)) throw fsError("EISDIR");
+        if (!isReg(r.mode)) throw fsError("EINVAL");
+        const h = fh !== undefined ? handles.get(fh) : undefined;
+        if (h) fs.ftruncateSync(h.fd, set.size);
+        else fs.truncateSync(p, set.size);
+        const st = h ? fs.fstatSync(h.fd, { bigint: true }) : fs.statSync(p, { bigint: true });
+        r = learn(await store.setData(ino, set.size, st.mtimeNs, nodeId));
+      }
+      const change: Parameters<MetadataStore["setAttrs"]>[1] = {};
+      const link = (r.mode & S_IFMT) === S_IFLNK;
+      if (set.mode !== undefined) {
+        change.mode = (r.mode & S_IFMT) | (set.mode & 0o7777);
+        if (!link) applyLocal(p, (q) => fs.chmodSync(q, set.mode! & 0o7777));
+      }
+      if (set.uid !== undefined || set.gid !== undefined) {
+        if (set.uid !== undefined) change.uid = set.uid;
+        if (set.gid !== undefined) change.gid = set.gid;
+        applyLocal(p, (q) => fs.lchownSync(q, set.uid ?? r.uid, set.gid ?? r.gid));
+      }
+      if (set.atime !== undefined || set.mtime !== undefined) {
+        const now = nowNs();
+        const at = set.atime === undefined ? r.atime : set.atime === "now" ? now : set.atime;
+        const mt = set.mtime === undefined ? r.mtime : set.mtime === "now" ? now : set.mtime;
+        change.atime = at;
+        change.mtime = mt;
+        const sec = (t: bigint) => Number(t) / 1e9;
+        applyLocal(p, (q) => (link ? fs.lutimesSync(q, sec(at), sec(mt)) : fs.utimesSync(q, sec(at), sec(mt))));
+      }
+      if (Object.keys(change).length || set.ctime !== undefined) r = learn(await store.setAttrs(ino, change));
+      return liveAttr(r);
+    },
+
+    async readlink(_c, ino) {
+      const r = await store.get(ino);
+      if (r.target === undefined) throw fsError("EINVAL");
+      return r.target;
+    },
+
+    async mknod(c, parent, name, mode, rdev) {
+      checkName(name);
+      checkReserved(parent, name);
+      const own = await newInodeOwner(c, parent, mode);
+      const reg = (mode & S_IFMT) === S_IFREG || (mode & S_IFMT) === 0;
+      const m = reg ? S_IFREG | (own.mode & 0o7777) : own.mode;
+      const r = learn(await store.create(parent, name, { mode: m, uid: c.uid, gid: own.gid, rdev, holder: reg ? nodeId : "" }));
+      if (reg) {
+        try {
+          fs.closeSync(createLocalFile(local(await paths.pathOf(r.ino)), O_WRONLY, m, c.uid, own.gid));
+        } catch (e) {
+          await rollback(parent, name, false);
+          throw e;
+        }
+      }
+      return attrOf(r);
+    },
+
+    async mkdir(c, parent, name, mode) {
+      checkName(name);
+      checkReserved(parent, name);
+      const own = await newInodeOwner(c, parent, S_IFDIR | (mode & 0o7777));
+      const r = learn(await store.create(parent, name, { mode: own.mode, uid: c.uid, gid: own.gid }));
+      const p = local(await paths.pathOf(r.ino));
+      try {
+        withParents(p, () => {
+          try {
+            fs.mkdirSync(p, own.mode & 0o7777);
+          } catch (e) {
+            if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+            if (!fs.lstatSync(p).isDirectory()) {
+              removeLocal(p);
+              fs.mkdirSync(p, own.mode & 0o7777);
+            }
+          }
+        });
+        fs.chownSync(p, c.uid, own.gid);
+        fs.chmodSync(p, own.mode & 0o7777);
+      } catch (e) {
+        await rollback(parent, name, true);
+        throw e;
+      }
+      return attrOf(r);
+    },
+
+    async unlink(_c, parent, name) {
+      const p = local(await paths.childPath(parent, name));
+      const r = await store.remove(parent, name, false);
+      removeLocal(p);
+      await dropped(r);
+    },
+
+    async rmdir(_c, parent, name) {
+      const p = local(await paths.childPath(parent, name));
+      const r = await store.remove(parent, name, true);
+      removeLocal(p);
+      paths.forget(r.ino);
+    },
+
+    async symlink(c, parent, name, target) {
+      checkName(name);
+      checkReserved(parent, name);
+      if (Buffer.byteLength(target) > 4095) throw fsError("ENAMETOOLONG");
+      const own = await newInodeOwner(c, parent, S_IFLNK | 0o777);
+      const r = learn(await store.create(parent, name, { mode: S_IFLNK | 0o777, uid: c.uid, gid: own.gid, size: Buffer.byteLength(target), target }));
+      const p = local(await paths.pathOf(r.ino));
+      try {
+        withParents(p, () => {
+          try {
+            fs.symlinkSync(target, p);
+          } catch (e) {
+            if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+            removeLocal(p);
+            fs.symlinkSync(target, p);
+          }
+        });
+        fs.lchownSync(p, c.uid, own.gid);
+      } catch (e) {
+        await rollback(parent, name, false);
+        throw e;
+      }
+      return attrOf(r);
+    },
+
+    async rename(_c, parent, name, newParent, newName, flags) {
+      checkName(newName);
+      checkReserved(newParent, newName);
+      if (flags & ~3 || flags === 3) throw fsError("EINVAL");
+      const from = local(await paths.childPath(parent, name));
+      const to = local(await paths.childPath(newParent, newName));
+      const r = await store.rename(parent, name, newParent, newName, flags);
+      if (r.exchanged) {
+        const tmp = `${to}.mcfs-exchange-${process.pid}`;
+        applyLocal(to, (q) => fs.renameSync(q, tmp));
+        applyLocal(from, (q) => withParents(to, () => fs.renameSync(q, to)));
+        applyLocal(tmp, (q) => withParents(from, () => fs.renameSync(q, from)));
+        paths.forget(r.exchanged);
+      } else if (from !== to) {
+        if (r.replaced) removeLocal(to);
+        applyLocal(from, (q) => withParents(to, () => fs.renameSync(q, to)));
+      }
+      paths.forget(r.ino);
+      await dropped(r.replaced);
+    },
+
+    async link(_c, ino, newParent, newName) {
+      checkName(newName);
+      checkReserved(newParent, newName);
+      const src = local(await paths.pathOf(ino));
+      const dst = local(await paths.childPath(newParent, newName));
+      const r = await store.link(ino, newParent, newName);
+      try {
+        withParents(dst, () => {
+          try {
+            fs.linkSync(src, dst);
+          } catch (e) {
+            if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+            removeLocal(dst);
+            fs.linkSync(src, dst);
+          }
+        });
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "ENOENT" || isReg(r.mode)) {
+          await store.remove(newParent, newName, false).catch(() => {});
+          throw e;
+        }
+      }
+      return liveAttr(r);
+    },
+
+    async open(_c, ino, flags) {
+      const r = learn(await store.get(ino));
+      if (isDir(r.mode)) throw fsError("EISDIR");
+      const p = local(await paths.pathOf(ino));
+      let fd: number;
+      try {
+        fd = fs.openSync(p, (flags & KEEP_OPEN_FLAGS) | O_NOFOLLOW);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === "ENOENT") throw new FsError(E.EIO, `bytes of ${p} are not on this node`);
+        throw e;
+      }
+      const acc = flags & O_ACCMODE;
+      const h: Handle = { ino, fd, writable: acc === O_WRONLY || acc === O_RDWR, dirty: false };
+      // The page cache stays valid across opens: every change of the bytes on this node goes through it.
+      return { fh: addHandle(h), fd, keepCache: true } satisfies OpenReply;
+    },
+
+    async create(c, parent, name, mode, flags) {
+      checkName(name);
+      checkReserved(parent, name);
+      const own = await newInodeOwner(c, parent, S_IFREG | (mode & 0o7777));
+      const r = learn(await store.create(parent, name, { mode: own.mode, uid: c.uid, gid: own.gid, holder: nodeId }));
+      let fd: number;
+      try {
+        const acc = flags & O_ACCMODE;
+        fd = createLocalFile(local(await paths.pathOf(r.ino)), (flags & KEEP_OPEN_FLAGS & ~O_ACCMODE) | (acc === O_RDONLY ? O_RDWR : acc), own.mode, c.uid, own.gid);
+      } catch (e) {
+        await rollback(parent, name, false);
+        throw e;
+      }
+      const fh = addHandle({ ino: r.ino, fd, writable: true, dirty: false });
+      return { attr: attrOf(r), open: { fh, fd, keepCache: true } };
+    },
+
+    async read(_c, _ino, fh, offset, size) {
+      const h = handleOf(fh);
+      const buf = Buffer.allocUnsafe(size);
+      const n = fs.readSync(h.fd, buf, 0, size, offset);
+      return buf.subarray(0, n);
+    },
+
+    async write(_c, _ino, fh, offset, data) {
+      const h = handleOf(fh);
+      const n = fs.writeSync(h.fd, data, 0, data.length, offset);
+      h.dirty = true;
+      return n;
+    },
+
+    async flush(_c, _ino, fh, dirty) {
+      const h = handleOf(fh);
+      if (dirty || h.dirty) await commit(h);
+    },
+
+    async release(_c, ino, fh, dirty) {
+      const h = handles.get(fh);
+      if (!h) return;
+      try {
+        if ((dirty || h.dirty) && !purgeOnClose.has(ino)) await commit(h).catch((e: unknown) => {
+          // Unlinked everywhere meanwhile: nothing to publish.
+          if (!(e instanceof FsError && e.errno === E.ENOENT)) throw e;
+        });
+      } finally {
+        fs.closeSync(h.fd);
+        handles.delete(fh);
+        freeFh.push(fh);
+        const s = byIno.get(ino);
+        s?.delete(h);
+        if (s && s.size === 0) {
+          byIno.delete(ino);
+          if (purgeOnClose.delete(ino)) await store.purge(ino);
+        }
+      }
+    },
+
+    async fsync(_c, _ino, fh, datasync, dirty) {
+      const h = handleOf(fh);
+      if (datasync) fs.fdatasyncSync(h.fd);
+      else fs.fsyncSync(h.fd);
+      if (dirty || h.dirty) await commit(h);
+    },
+
+    async opendir(_c, ino) {
+      const list = await store.listDir(ino);
+      const r = learn(await store.get(ino));
+      const fh = allocFh();
+      dirs.set(fh, { entries: [{ name: ".", ino, type: S_IFDIR >> 12 }, { name: "..", ino: r.parent || 1, type: S_IFDIR >> 12 }, ...list] });
+      return fh;
+    },
+
+    async readdir(_c, _ino, fh, offset, max, plus) {
+      const d = dirs.get(fh);
+      if (!d) throw fsError("EBADF");
+      const slice = d.entries.slice(offset, offset + max);
+      const out: DirEntry[] = [];
+      if (!plus) {
+        slice.forEach((e, i) => out.push({ name: e.name, next: offset + i + 1, attr: { ino: e.ino, mode: e.type << 12, nlink: 1, uid: 0, gid: 0, rdev: 0, size: 0, atime: 0n, mtime: 0n, ctime: 0n } }));
+        return out;
+      }
+      const recs = await store.getMany(slice.map((e) => e.ino));
+      slice.forEach((e, i) => {
+        const r = recs[i];
+        if (r) out.push({ name: e.name, next: offset + i + 1, attr: liveAttr(learn(r)) });
+      });
+      return out;
+    },
+
+    async releasedir(_c, _ino, fh) {
+      dirs.delete(fh);
+      freeFh.push(fh);
+    },
+
+    async statfs(): Promise<StatFs> {
+      const s = fs.statfsSync(rootPath);
+      return { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, namemax: NAME_MAX };
+    },
+
+    async setxattr(_c, ino, name, value, flags) {
+      checkXattrName(name);
+      if (value.length > XATTR_SIZE_MAX) throw fsError("E2BIG");
+      await store.setXattr(ino, name, value, flags);
+    },
+
+    async getxattr(_c, ino, name) {
+      checkXattrName(name);
+      const v = await store.getXattr(ino, name);
+      if (!v) throw fsError("ENODATA");
+      return v;
+    },
+
+    async listxattr(_c, ino) {
+      return store.listXattr(ino);
+    },
+
+    async removexattr(_c, ino, name) {
+      checkXattrName(name);
+      await store.removeXattr(ino, name);
+    },
+
+    async access(c, ino, mask) {
+      const r = await store.get(ino);
+      if (mask === 0 || c.uid === 0) {
+        if (c.uid === 0 && mask & 1 && !isDir(r.mode) && !(r.mode & 0o111)) throw fsError("EACCES");
+        return;
+      }
+      const bits = c.uid === r.uid ? (r.mode >> 6) & 7 : c.gid === r.gid ? (r.mode >> 3) & 7 : r.mode & 7;
+      if ((bits & mask) !== mask) throw fsError("EACCES");
+    },
+
+    async closeAll() {
+      for (const [fh, h] of handles) {
+        if (h.dirty) await commit(h).catch(() => {});
+        try {
+          fs.closeSync(h.fd);
+        } catch {
+          // already closed
+        }
+        handles.delete(fh);
+      }
+      byIno.clear();
+    },
+  };
+
+  return vfs;
+}
+
+function checkXattrName(name: string): void {
+  if (Buffer.byteLength(name) > 255) throw fsError("ERANGE");
+  if (name.startsWith("system.posix_acl_")) throw fsError("EOPNOTSUPP");
+  if (!/^(user|trusted|security|system)\./.test(name)) throw fsError("EOPNOTSUPP");
+}
