@@ -1,0 +1,38 @@
+import { spawn } from "bun";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { tempDir, waitFor } from "./env.ts";
+
+export interface TestRedis {
+  url: string;
+  pid: number;
+  stop(): Promise<void>;
+  /** Run a redis-cli command against it. */
+  cli(...args: string[]): Promise<string>;
+}
+
+/** A real redis-server on a unix socket in a temp dir (no TCP port). */
+export async function startRedis(): Promise<TestRedis> {
+  const dir = tempDir("redis");
+  const sock = join(dir.path, "redis.sock");
+  const proc = spawn(["redis-server", "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no", "--dir", dir.path], { stdout: "ignore", stderr: "ignore" });
+  await waitFor("redis socket", () => existsSync(sock) || proc.exitCode !== null);
+  if (proc.exitCode !== null) throw new Error("redis-server exited at start");
+  const cli = async (...args: string[]) => {
+    const p = spawn(["redis-cli", "-s", sock, ...args], { stdout: "pipe", stderr: "pipe" });
+    const out = await new Response(p.stdout).text();
+    await p.exited;
+    return out.trim();
+  };
+  await waitFor("redis ping", async () => (await cli("ping")) === "PONG");
+  return {
+    url: `unix://${sock}`,
+    pid: proc.pid,
+    cli,
+    async stop() {
+      proc.kill("SIGKILL");
+      await proc.exited;
+      dir.remove();
+    },
+  };
+}

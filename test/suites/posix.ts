@@ -1,0 +1,316 @@
+/**
+ * POSIX behaviour suite over any directory: the mcfs mount, or a plain directory as the reference that
+ * proves the expectations themselves. Each case uses its own subdirectory of dir().
+ */
+import { expect, test } from "bun:test";
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { spawnSync } from "bun";
+import { constants as osc } from "node:os";
+import { renameat2, setxattr, getxattr, listxattr, removexattr } from "../helpers/libc.ts";
+
+const E = osc.errno;
+
+function code(fn: () => unknown): string | undefined {
+  try {
+    fn();
+    return undefined;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code;
+  }
+}
+
+/** Run a shell command as user nobody; returns [exit code, stderr]. */
+function asNobody(cmd: string): [number, string] {
+  const r = spawnSync(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", cmd], { stderr: "pipe", stdout: "pipe" });
+  return [r.exitCode ?? -1, r.stderr.toString() + r.stdout.toString()];
+}
+
+export function posixSuite(dir: () => string, label: string): void {
+  let n = 0;
+  const fresh = () => {
+    const d = join(dir(), `case-${++n}`);
+    fs.mkdirSync(d);
+    return d;
+  };
+
+  test(`${label}: create, write, read back, stat`, () => {
+    const d = fresh();
+    const f = join(d, "a.txt");
+    fs.writeFileSync(f, "hello world\n");
+    expect(fs.readFileSync(f, "utf8")).toBe("hello world\n");
+    const st = fs.statSync(f);
+    expect(st.isFile()).toBe(true);
+    expect(st.size).toBe(12);
+    expect(st.nlink).toBe(1);
+    expect(fs.readdirSync(d)).toEqual(["a.txt"]);
+  });
+
+  test(`${label}: ENOENT, EEXIST, ENOTDIR, EISDIR, ENOTEMPTY, ENAMETOOLONG`, () => {
+    const d = fresh();
+    const f = join(d, "f");
+    fs.writeFileSync(f, "x");
+    expect(code(() => fs.readFileSync(join(d, "missing")))).toBe("ENOENT");
+    expect(code(() => fs.statSync(join(d, "missing", "x")))).toBe("ENOENT");
+    expect(code(() => fs.openSync(f, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY))).toBe("EEXIST");
+    fs.mkdirSync(join(d, "sub"));
+    expect(code(() => fs.mkdirSync(join(d, "sub")))).toBe("EEXIST");
+    expect(code(() => fs.mkdirSync(f))).toBe("EEXIST");
+    expect(code(() => fs.statSync(join(f, "x")))).toBe("ENOTDIR");
+    expect(code(() => fs.readdirSync(f))).toBe("ENOTDIR");
+    expect(code(() => fs.rmdirSync(f))).toBe("ENOTDIR");
+    expect(code(() => fs.unlinkSync(join(d, "sub")))).toBe("EISDIR");
+    expect(code(() => fs.openSync(join(d, "sub"), "w"))).toBe("EISDIR");
+    fs.writeFileSync(join(d, "sub", "child"), "c");
+    expect(code(() => fs.rmdirSync(join(d, "sub")))).toBe("ENOTEMPTY");
+    expect(code(() => fs.writeFileSync(join(d, "n".repeat(256)), "x"))).toBe("ENAMETOOLONG");
+    expect(code(() => fs.mkdirSync(join(d, "n".repeat(256))))).toBe("ENAMETOOLONG");
+    fs.writeFileSync(join(d, "n".repeat(255)), "ok");
+    expect(fs.readFileSync(join(d, "n".repeat(255)), "utf8")).toBe("ok");
+    expect(code(() => fs.unlinkSync(join(d, "missing")))).toBe("ENOENT");
+    expect(code(() => fs.rmdirSync(join(d, "missing")))).toBe("ENOENT");
+  });
+
+  test(`${label}: rename files and whole directories`, () => {
+    const d = fresh();
+    fs.mkdirSync(join(d, "a/b/c"), { recursive: true });
+    fs.writeFileSync(join(d, "a/b/c/deep"), "deep");
+    fs.writeFileSync(join(d, "a/top"), "top");
+    fs.renameSync(join(d, "a"), join(d, "z"));
+    expect(fs.existsSync(join(d, "a"))).toBe(false);
+    expect(fs.readFileSync(join(d, "z/b/c/deep"), "utf8")).toBe("deep");
+    expect(fs.readFileSync(join(d, "z/top"), "utf8")).toBe("top");
+    fs.mkdirSync(join(d, "other"));
+    fs.renameSync(join(d, "z/b"), join(d, "other/b2"));
+    expect(fs.readFileSync(join(d, "other/b2/c/deep"), "utf8")).toBe("deep");
+    expect(fs.statSync(join(d, "z")).nlink).toBe(2);
+    expect(fs.statSync(join(d, "other")).nlink).toBe(3);
+    // file over file replaces it
+    fs.writeFileSync(join(d, "f1"), "one");
+    fs.writeFileSync(join(d, "f2"), "two");
+    fs.renameSync(join(d, "f1"), join(d, "f2"));
+    expect(fs.readFileSync(join(d, "f2"), "utf8")).toBe("one");
+    expect(fs.existsSync(join(d, "f1"))).toBe(false);
+    // dir over non-empty dir, dir over file, file over dir, dir into itself
+    fs.mkdirSync(join(d, "e1"));
+    fs.mkdirSync(join(d, "e2"));
+    fs.writeFileSync(join(d, "e2/x"), "x");
+    expect(code(() => fs.renameSync(join(d, "e1"), join(d, "e2")))).toBe("ENOTEMPTY");
+    expect(code(() => fs.renameSync(join(d, "e1"), join(d, "f2")))).toBe("ENOTDIR");
+    expect(code(() => fs.renameSync(join(d, "f2"), join(d, "e1")))).toBe("EISDIR");
+    expect(code(() => fs.renameSync(join(d, "e2"), join(d, "e2/x2")))).toBe("EINVAL");
+    expect(code(() => fs.renameSync(join(d, "nope"), join(d, "x")))).toBe("ENOENT");
+    // dir over empty dir replaces it
+    fs.renameSync(join(d, "e2"), join(d, "e1"));
+    expect(fs.readFileSync(join(d, "e1/x"), "utf8")).toBe("x");
+  });
+
+  test(`${label}: RENAME_NOREPLACE and RENAME_EXCHANGE`, () => {
+    const d = fresh();
+    fs.writeFileSync(join(d, "a"), "A");
+    fs.writeFileSync(join(d, "b"), "B");
+    expect(renameat2(join(d, "a"), join(d, "b"), 1)).toBe(E.EEXIST);
+    expect(renameat2(join(d, "a"), join(d, "c"), 1)).toBe(0);
+    expect(fs.readFileSync(join(d, "c"), "utf8")).toBe("A");
+    expect(renameat2(join(d, "c"), join(d, "b"), 2)).toBe(0);
+    expect(fs.readFileSync(join(d, "c"), "utf8")).toBe("B");
+    expect(fs.readFileSync(join(d, "b"), "utf8")).toBe("A");
+    expect(renameat2(join(d, "c"), join(d, "none"), 2)).toBe(E.ENOENT);
+    fs.mkdirSync(join(d, "dir"));
+    fs.writeFileSync(join(d, "dir/in"), "in");
+    expect(renameat2(join(d, "dir"), join(d, "b"), 2)).toBe(0);
+    expect(fs.readFileSync(join(d, "b/in"), "utf8")).toBe("in");
+    expect(fs.readFileSync(join(d, "dir"), "utf8")).toBe("A");
+  });
+
+  test(`${label}: EXDEV renaming across filesystems`, () => {
+    const d = fresh();
+    fs.writeFileSync(join(d, "x"), "x");
+    const other = fs.mkdtempSync("/dev/shm/mcfs-exdev-");
+    try {
+      expect(code(() => fs.renameSync(join(d, "x"), join(other, "x")))).toBe("EXDEV");
+      expect(code(() => fs.linkSync(join(d, "x"), join(other, "x")))).toBe("EXDEV");
+    } finally {
+      fs.rmSync(other, { recursive: true, force: true });
+    }
+  });
+
+  test(`${label}: chmod, chown, nanosecond utimens`, () => {
+    const d = fresh();
+    const f = join(d, "f");
+    fs.writeFileSync(f, "x");
+    fs.chmodSync(f, 0o640);
+    expect(fs.statSync(f).mode & 0o7777).toBe(0o640);
+    fs.chownSync(f, 1234, 5678);
+    expect(fs.statSync(f).uid).toBe(1234);
+    expect(fs.statSync(f).gid).toBe(5678);
+    const r = spawnSync(["touch", "-d", "2001-02-03 04:05:06.123456789 UTC", f]);
+    expect(r.exitCode).toBe(0);
+    const st = fs.statSync(f, { bigint: true });
+    expect(st.mtimeNs).toBe(981173106123456789n);
+    expect(st.atimeNs).toBe(981173106123456789n);
+    spawnSync(["touch", "-m", "-d", "2010-01-01 00:00:00.000000001 UTC", f]);
+    expect(fs.statSync(f, { bigint: true }).mtimeNs).toBe(1262304000000000001n);
+    expect(fs.statSync(f, { bigint: true }).atimeNs).toBe(981173106123456789n);
+    const before = fs.statSync(f, { bigint: true }).ctimeNs;
+    fs.chmodSync(f, 0o600);
+    expect(fs.statSync(f, { bigint: true }).ctimeNs >= before).toBe(true);
+  });
+
+  test(`${label}: truncate, ftruncate, sparse files, O_APPEND`, () => {
+    const d = fresh();
+    const f = join(d, "t");
+    fs.writeFileSync(f, "0123456789");
+    fs.truncateSync(f, 4);
+    expect(fs.readFileSync(f, "utf8")).toBe("0123");
+    fs.truncateSync(f, 8);
+    expect([...fs.readFileSync(f)]).toEqual([48, 49, 50, 51, 0, 0, 0, 0]);
+    const fd = fs.openSync(f, "r+");
+    fs.ftruncateSync(fd, 2);
+    expect(fs.fstatSync(fd).size).toBe(2);
+    fs.writeSync(fd, Buffer.from("Z"), 0, 1, 1 << 20);
+    fs.closeSync(fd);
+    const st = fs.statSync(f);
+    expect(st.size).toBe((1 << 20) + 1);
+    const all = fs.readFileSync(f);
+    expect(all[0]).toBe(48);
+    expect(all.subarray(2, 1 << 20).every((b) => b === 0)).toBe(true);
+    expect(all[1 << 20]).toBe(90);
+    const a = join(d, "app");
+    fs.writeFileSync(a, "start;");
+    const f1 = fs.openSync(a, "a");
+    const f2 = fs.openSync(a, "a");
+    fs.writeSync(f1, "one;");
+    fs.writeSync(f2, "two;");
+    fs.writeSync(f1, "three;");
+    fs.closeSync(f1);
+    fs.closeSync(f2);
+    expect(fs.readFileSync(a, "utf8")).toBe("start;one;two;three;");
+    fs.writeFileSync(f, "short");
+    expect(fs.readFileSync(f, "utf8")).toBe("short");
+  });
+
+  test(`${label}: symlinks and hard links`, () => {
+    const d = fresh();
+    fs.writeFileSync(join(d, "target"), "T");
+    fs.symlinkSync("target", join(d, "sl"));
+    expect(fs.readlinkSync(join(d, "sl"))).toBe("target");
+    expect(fs.lstatSync(join(d, "sl")).isSymbolicLink()).toBe(true);
+    expect(fs.readFileSync(join(d, "sl"), "utf8")).toBe("T");
+    fs.symlinkSync("/nonexistent/abs", join(d, "dangling"));
+    expect(fs.readlinkSync(join(d, "dangling"))).toBe("/nonexistent/abs");
+    expect(code(() => fs.statSync(join(d, "dangling")))).toBe("ENOENT");
+    fs.linkSync(join(d, "target"), join(d, "hard"));
+    const a = fs.statSync(join(d, "target")), b = fs.statSync(join(d, "hard"));
+    expect(a.ino).toBe(b.ino);
+    expect(a.nlink).toBe(2);
+    fs.writeFileSync(join(d, "hard"), "changed");
+    expect(fs.readFileSync(join(d, "target"), "utf8")).toBe("changed");
+    fs.unlinkSync(join(d, "target"));
+    expect(fs.readFileSync(join(d, "hard"), "utf8")).toBe("changed");
+    expect(fs.statSync(join(d, "hard")).nlink).toBe(1);
+    fs.mkdirSync(join(d, "dd"));
+    expect(code(() => fs.linkSync(join(d, "dd"), join(d, "dd2")))).toBe("EPERM");
+  });
+
+  test(`${label}: extended attributes`, () => {
+    const d = fresh();
+    const f = join(d, "x");
+    fs.writeFileSync(f, "x");
+    const v = new Uint8Array([0, 1, 2, 255, 0, 7]);
+    expect(setxattr(f, "user.bin", v)).toBe(0);
+    expect(setxattr(f, "user.s", Buffer.from("val"))).toBe(0);
+    expect([...(getxattr(f, "user.bin") as Uint8Array)]).toEqual([...v]);
+    expect((listxattr(f) as string[]).sort()).toEqual(["user.bin", "user.s"]);
+    expect(setxattr(f, "user.s", Buffer.from("v2"), 1)).toBe(E.EEXIST);
+    expect(setxattr(f, "user.none", Buffer.from("v2"), 2)).toBe(E.ENODATA);
+    expect(getxattr(f, "user.none")).toBe(E.ENODATA);
+    expect(removexattr(f, "user.s")).toBe(0);
+    expect(removexattr(f, "user.s")).toBe(E.ENODATA);
+    expect(listxattr(f)).toEqual(["user.bin"]);
+  });
+
+  test(`${label}: FIFOs`, async () => {
+    const d = fresh();
+    const p = join(d, "fifo");
+    expect(spawnSync(["mkfifo", p]).exitCode).toBe(0);
+    expect(fs.statSync(p).isFIFO()).toBe(true);
+    const w = Bun.spawn(["sh", "-c", `echo through-the-pipe > ${p}`]);
+    const r = spawnSync(["cat", p]);
+    await w.exited;
+    expect(r.stdout.toString()).toBe("through-the-pipe\n");
+  });
+
+  test(`${label}: an unlinked file stays readable through an open descriptor`, () => {
+    const d = fresh();
+    const f = join(d, "u");
+    fs.writeFileSync(f, "still here");
+    const fd = fs.openSync(f, "r+");
+    fs.unlinkSync(f);
+    expect(fs.existsSync(f)).toBe(false);
+    const b = Buffer.alloc(10);
+    fs.readSync(fd, b, 0, 10, 0);
+    expect(b.toString()).toBe("still here");
+    fs.writeSync(fd, "X", 0);
+    expect(fs.fstatSync(fd).size).toBe(10);
+    fs.closeSync(fd);
+    expect(fs.readdirSync(d)).toEqual([]);
+  });
+
+  test(`${label}: statfs`, () => {
+    const s = fs.statfsSync(dir());
+    expect(s.blocks).toBeGreaterThan(0);
+    expect(s.bsize).toBeGreaterThan(0);
+  });
+
+  test(`${label}: permissions for a non-root user`, () => {
+    const d = fresh();
+    fs.chmodSync(d, 0o755);
+    const secret = join(d, "secret");
+    fs.writeFileSync(secret, "root only");
+    fs.chmodSync(secret, 0o600);
+    let [rc, err] = asNobody(`cat ${secret}`);
+    expect(rc).not.toBe(0);
+    expect(err).toContain("Permission denied");
+    [rc, err] = asNobody(`touch ${join(d, "new")}`);
+    expect(rc).not.toBe(0);
+    expect(err).toContain("Permission denied");
+    [rc, err] = asNobody(`rm -f ${secret}`);
+    expect(rc).not.toBe(0);
+    expect(err).toContain("Permission denied");
+    const open = join(d, "open");
+    fs.mkdirSync(open, 0o777);
+    fs.chmodSync(open, 0o777);
+    [rc, err] = asNobody(`echo mine > ${join(open, "mine")} && chmod 600 ${join(open, "mine")} && cat ${join(open, "mine")}`);
+    expect(err.trim()).toBe("mine");
+    expect(rc).toBe(0);
+    const st = fs.statSync(join(open, "mine"));
+    expect(st.uid).toBe(65534);
+    expect(st.gid).toBe(65534);
+    [rc, err] = asNobody(`chown 0 ${join(open, "mine")}`);
+    expect(rc).not.toBe(0);
+    // sticky, setgid directory: new entries take the directory's group
+    const g = join(d, "sgid");
+    fs.mkdirSync(g);
+    fs.chownSync(g, 0, 4321);
+    fs.chmodSync(g, 0o2777);
+    fs.writeFileSync(join(g, "f"), "");
+    fs.mkdirSync(join(g, "sub"));
+    expect(fs.statSync(join(g, "f")).gid).toBe(4321);
+    expect(fs.statSync(join(g, "sub")).gid).toBe(4321);
+    expect(fs.statSync(join(g, "sub")).mode & 0o2000).toBe(0o2000);
+  });
+
+  test(`${label}: readdir lists many entries exactly once`, () => {
+    const d = fresh();
+    const names = new Set<string>();
+    for (let i = 0; i < 3000; i++) {
+      const nm = `entry-${i}-${"x".repeat(i % 40)}`;
+      names.add(nm);
+      fs.writeFileSync(join(d, nm), "");
+    }
+    const listed = fs.readdirSync(d);
+    expect(listed.length).toBe(names.size);
+    expect(new Set(listed)).toEqual(names);
+  });
+}
