@@ -1,10 +1,12 @@
 import * as fs from "node:fs";
+import { join } from "node:path";
 import type { DaemonConfig } from "./config.ts";
+import { lockRoot } from "./root-lock.ts";
 import { startEmbeddedRedis, type EmbeddedRedis } from "./embedded-redis.ts";
 import { scanRoot } from "./startup-scan.ts";
 import { createRedisStore } from "../meta/redis-store.ts";
 import type { MetadataStore } from "../meta/store.ts";
-import { createVfs } from "../vfs/vfs.ts";
+import { createVfs, RESERVED_NAME } from "../vfs/vfs.ts";
 import { startFuseSession, type FuseSession } from "../fuse/session.ts";
 import { errnoName, setUnexpectedErrorLogger } from "../util/errno.ts";
 import { redactUrl, type Logger } from "../util/log.ts";
@@ -28,11 +30,17 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
   fs.mkdirSync(cfg.rootPath, { recursive: true });
   fs.mkdirSync(cfg.cacheDir, { recursive: true });
   const cleanups: (() => Promise<void>)[] = [];
+  // Each step is bounded: a stop must finish even when Redis or the disk does not answer.
   const undo = async () => {
-    for (const c of cleanups.reverse()) await c().catch((e: unknown) => nlog.warn({ err: e }, "cleanup step failed"));
+    for (const c of cleanups.reverse()) {
+      const step = c().catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "cleanup step failed"));
+      await Promise.race([step, Bun.sleep(5000).then(() => nlog.warn("cleanup step timed out after 5 s"))]);
+    }
   };
 
   try {
+    const lock = lockRoot(join(cfg.rootPath, RESERVED_NAME), cfg.rootPath);
+    cleanups.push(async () => lock.release());
     let embedded: EmbeddedRedis | undefined;
     let url = cfg.redisUrl;
     if (!url) {
@@ -57,7 +65,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     const scan = await scanRoot(cfg.rootPath, store, nodeId, nlog);
     nlog.info({ ...scan, seconds: +((performance.now() - t0) / 1000).toFixed(2), root: cfg.rootPath }, "start-up scan done");
 
-    const vfs = createVfs({ rootPath: cfg.rootPath, nodeId, store, log: nlog });
+    const vfs = createVfs({ rootPath: cfg.rootPath, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000 });
     cleanups.push(() => vfs.closeAll());
     const options = ["fsname=mcfs", "subtype=mcfs", "default_permissions"];
     if (cfg.allowOther) options.push("allow_other");

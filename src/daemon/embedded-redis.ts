@@ -18,11 +18,13 @@ function which(cmd: string): string | undefined {
   return undefined;
 }
 
-function canConnect(path: string): Promise<boolean> {
+/** True once Redis answers PING with PONG (not LOADING while it replays its AOF). */
+function answersPing(path: string): Promise<boolean> {
   return new Promise((res) => {
-    const s = createConnection({ path }, () => {
+    const s = createConnection({ path }, () => s.write("PING\r\n"));
+    s.once("data", (d) => {
       s.destroy();
-      res(true);
+      res(d.toString().startsWith("+PONG"));
     });
     s.on("error", () => res(false));
   });
@@ -43,13 +45,13 @@ export async function startEmbeddedRedis(dataDir: string): Promise<EmbeddedRedis
     "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning", "--logfile", join(dataDir, "redis.log")], {
     stdin: "ignore", stdout: "ignore", stderr: "pipe",
   });
-  const deadline = Date.now() + 15_000;
+  const deadline = Date.now() + 120_000;
   for (;;) {
     if (proc.exitCode !== null) throw new Error(`redis-server exited at start (code ${proc.exitCode}); see ${join(dataDir, "redis.log")}`);
-    if (existsSync(sock) && (await canConnect(sock))) break;
+    if (existsSync(sock) && (await answersPing(sock))) break;
     if (Date.now() > deadline) {
       proc.kill();
-      throw new Error(`redis-server did not open ${sock} within 15 s`);
+      throw new Error(`redis-server did not answer on ${sock} within 120 s`);
     }
     await Bun.sleep(20);
   }

@@ -74,7 +74,8 @@ end
 `;
 
 const SCRIPTS = {
-  // ARGV: P parent name mode uid gid rdev size atime mtime now target holder
+  // ARGV: P parent name mode uid gid rdev size atime mtime now target holder -> {ino, mode, gid}
+  // A set-group-ID directory gives new entries its group, and new directories its set-group-ID bit.
   create: `
 local parent, name = ARGV[2], ARGV[3]
 local e = needdir(parent) if e then return e end
@@ -82,16 +83,23 @@ local dk = P..'d:'..parent
 if redis.call('HEXISTS', dk, name) == 1 then return redis.error_reply('EEXIST') end
 local ino = redis.call('INCR', P..'next')
 local mode = tonumber(ARGV[4])
+local gid = ARGV[6]
 local dir = bit.band(mode, 61440) == 16384
+local pk = P..'i:'..parent
+local pr = redis.call('HMGET', pk, 'm', 'g')
+if bit.band(tonumber(pr[1]), 1024) ~= 0 then
+  gid = pr[2]
+  if dir then mode = bit.bor(mode, 1024) end
+end
 local k = P..'i:'..ino
-redis.call('HSET', k, 'm', ARGV[4], 'u', ARGV[5], 'g', ARGV[6], 'r', ARGV[7], 's', ARGV[8], 'n', dir and 2 or 1,
+redis.call('HSET', k, 'm', mode, 'u', ARGV[5], 'g', gid, 'r', ARGV[7], 's', ARGV[8], 'n', dir and 2 or 1,
   'a', ARGV[9], 't', ARGV[10], 'c', ARGV[11], 'v', 1, 'p', parent, 'nm', name)
 if ARGV[12] ~= '' then redis.call('HSET', k, 'l', ARGV[12]) end
 redis.call('HSET', dk, name, ino..':'..bit.rshift(mode, 12))
-if dir then redis.call('HINCRBY', P..'i:'..parent, 'n', 1) end
+if dir then redis.call('HINCRBY', pk, 'n', 1) end
 touch(parent, ARGV[11])
 if ARGV[13] ~= '' then redis.call('HSET', P..'loc:'..ino, ARGV[13], 1) end
-return ino`,
+return {ino, mode, tonumber(gid)}`,
   // ARGV: P parent name -> {ino, fields...}
   lookup: `
 local e = redis.call('HGET', P..'d:'..ARGV[2], ARGV[3])
@@ -374,9 +382,9 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
       const now = nowNs();
       const mtime = init.mtime ?? now;
       const atime = init.atime ?? mtime;
-      const ino = Number(await run("create", [parent, name, init.mode, init.uid, init.gid, init.rdev ?? 0, init.size ?? 0, atime, mtime, now, init.target ?? "", init.holder ?? ""]));
+      const [ino, mode, gid] = (await run("create", [parent, name, init.mode, init.uid, init.gid, init.rdev ?? 0, init.size ?? 0, atime, mtime, now, init.target ?? "", init.holder ?? ""])) as [number, number, number];
       const dir = (init.mode & S_IFMT) === S_IFDIR;
-      const rec: Inode = { ino, mode: init.mode, uid: init.uid, gid: init.gid, rdev: init.rdev ?? 0, size: init.size ?? 0, nlink: dir ? 2 : 1, atime, mtime, ctime: now, version: 1, parent, name };
+      const rec: Inode = { ino, mode, uid: init.uid, gid, rdev: init.rdev ?? 0, size: init.size ?? 0, nlink: dir ? 2 : 1, atime, mtime, ctime: now, version: 1, parent, name };
       if (init.target !== undefined) rec.target = init.target;
       return rec;
     },
@@ -446,7 +454,10 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
       await client.del(`${P}hb:${nodeId}`);
     },
     async close() {
-      await client.quit().catch(() => client.disconnect());
+      if (!client.isOpen) return;
+      // QUIT waits for Redis; when it is unreachable, drop the socket instead.
+      if (!client.isReady) return void (await client.disconnect().catch(() => {}));
+      await Promise.race([client.quit(), Bun.sleep(2000).then(() => client.disconnect())]).catch(() => client.disconnect().catch(() => {}));
     },
   };
 }

@@ -5,11 +5,11 @@ import type { Inode, MetadataStore, Removed } from "../meta/store.ts";
 import { nowNs } from "../meta/redis-store.ts";
 import { E, FsError, fsError } from "../util/errno.ts";
 import type { Logger } from "../util/log.ts";
-import { attrOf, isDir, isReg, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID } from "./attr.ts";
+import { attrOf, isDir, isReg, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "./attr.ts";
 import { createPathCache } from "./paths.ts";
 
 const O_ACCMODE = 3;
-const { O_APPEND, O_SYNC, O_DSYNC, O_CREAT, O_EXCL, O_RDWR, O_WRONLY, O_RDONLY, O_NOFOLLOW } = fs.constants;
+const { O_APPEND, O_SYNC, O_DSYNC, O_CREAT, O_EXCL, O_RDWR, O_WRONLY, O_RDONLY, O_NOFOLLOW, O_TRUNC } = fs.constants;
 const KEEP_OPEN_FLAGS = O_ACCMODE | O_APPEND | O_SYNC | O_DSYNC;
 const NAME_MAX = 255;
 const XATTR_SIZE_MAX = 65536;
@@ -22,6 +22,8 @@ export interface VfsOptions {
   nodeId: string;
   store: MetadataStore;
   log: Logger;
+  /** How long a fetched record may answer getattr again (the kernel's attribute timeout). */
+  attrCacheMs: number;
 }
 
 interface Handle {
@@ -50,7 +52,8 @@ export function createVfs(o: VfsOptions): Vfs {
   const { store, rootPath, nodeId, log } = o;
   const paths = createPathCache(store);
   const handles = new Map<number, Handle>();
-  const byIno = new Map<number, Set<Handle>>();
+  /** Inodes open on this node: their handles, and their record (this node is where they change). */
+  const byIno = new Map<number, { handles: Set<Handle>; rec: Inode }>();
   const dirs = new Map<number, DirHandle>();
   const purgeOnClose = new Set<number>();
   let nextFh = 1;
@@ -59,17 +62,41 @@ export function createVfs(o: VfsOptions): Vfs {
   const local = (p: string) => rootPath + p;
   const allocFh = () => freeFh.pop() ?? nextFh++;
 
+  /** Records seen lately, answering getattr for as long as the kernel itself may cache attributes. */
+  const recent = new Map<number, { rec: Inode; until: number }>();
+
   function learn(r: Inode): Inode {
     paths.learn(r);
+    const open = byIno.get(r.ino);
+    if (open) open.rec = r;
+    if (o.attrCacheMs > 0) {
+      const now = Date.now();
+      if (recent.size >= 100_000) for (const [k, v] of recent) if (v.until <= now) recent.delete(k);
+      recent.set(r.ino, { rec: r, until: now + o.attrCacheMs });
+    }
     return r;
+  }
+
+  function forget(ino: number): void {
+    paths.forget(ino);
+    recent.delete(ino);
+  }
+
+  /** The record of an inode: from the open-file state when open here, a recent fetch, else the store. */
+  async function record(ino: number): Promise<Inode> {
+    const open = byIno.get(ino)?.rec;
+    if (open) return open;
+    const c = recent.get(ino);
+    if (c && c.until > Date.now()) return c.rec;
+    return learn(await store.get(ino));
   }
 
   /** Attributes, with size and mtime from the local file while this node has it open for writing. */
   function liveAttr(r: Inode): Attr {
     const a = attrOf(r);
-    const hs = byIno.get(r.ino);
-    if (hs) {
-      for (const h of hs) {
+    const o = byIno.get(r.ino);
+    if (o) {
+      for (const h of o.handles) {
         if (!h.writable) continue;
         const st = fs.fstatSync(h.fd, { bigint: true });
         a.size = Number(st.size);
@@ -80,12 +107,12 @@ export function createVfs(o: VfsOptions): Vfs {
     return a;
   }
 
-  function addHandle(h: Handle): number {
+  function addHandle(h: Handle, rec: Inode): number {
     const fh = allocFh();
     handles.set(fh, h);
-    let s = byIno.get(h.ino);
-    if (!s) byIno.set(h.ino, (s = new Set()));
-    s.add(h);
+    let o = byIno.get(h.ino);
+    if (!o) byIno.set(h.ino, (o = { handles: new Set(), rec }));
+    o.handles.add(h);
     return fh;
   }
 
@@ -104,7 +131,7 @@ export function createVfs(o: VfsOptions): Vfs {
 
   async function dropped(r: Removed | undefined): Promise<void> {
     if (!r) return;
-    paths.forget(r.ino);
+    forget(r.ino);
     if (r.dir || r.nlink > 0) return;
     if (byIno.has(r.ino)) purgeOnClose.add(r.ino);
     else await store.purge(r.ino);
@@ -148,13 +175,6 @@ export function createVfs(o: VfsOptions): Vfs {
     return fd;
   }
 
-  async function newInodeOwner(c: Caller, parent: number, mode: number): Promise<{ gid: number; mode: number }> {
-    const p = await store.get(parent);
-    if (!isDir(p.mode)) throw fsError("ENOTDIR");
-    if (p.mode & S_ISGID) return { gid: p.gid, mode: isDir(mode) ? mode | S_ISGID : mode };
-    return { gid: c.gid, mode };
-  }
-
   async function rollback(parent: number, name: string, dir: boolean) {
     await store.remove(parent, name, dir).catch((e: unknown) => log.error({ err: e, parent, name }, "rollback of a failed create left an entry"));
   }
@@ -182,7 +202,7 @@ export function createVfs(o: VfsOptions): Vfs {
     },
 
     async getattr(_c, ino) {
-      return liveAttr(learn(await store.get(ino)));
+      return liveAttr(await record(ino));
     },
 
     async setattr(_c, ino, set: SetAttr, fh) {
@@ -192,10 +212,14 @@ export function createVfs(o: VfsOptions): Vfs {
         if (isDir(r.mode)) throw fsError("EISDIR");
         if (!isReg(r.mode)) throw fsError("EINVAL");
         const h = fh !== undefined ? handles.get(fh) : undefined;
-        if (h) fs.ftruncateSync(h.fd, set.size);
-        else fs.truncateSync(p, set.size);
-        const st = h ? fs.fstatSync(h.fd, { bigint: true }) : fs.statSync(p, { bigint: true });
-        r = learn(await store.setData(ino, set.size, st.mtimeNs, nodeId));
+        if (h?.writable) {
+          // Through an open handle: published with the rest of the writes at flush (close-to-open).
+          fs.ftruncateSync(h.fd, set.size);
+          h.dirty = true;
+        } else {
+          fs.truncateSync(p, set.size);
+          r = learn(await store.setData(ino, set.size, fs.statSync(p, { bigint: true }).mtimeNs, nodeId));
+        }
       }
       const change: Parameters<MetadataStore["setAttrs"]>[1] = {};
       const link = (r.mode & S_IFMT) === S_IFLNK;
@@ -222,7 +246,7 @@ export function createVfs(o: VfsOptions): Vfs {
     },
 
     async readlink(_c, ino) {
-      const r = await store.get(ino);
+      const r = await record(ino);
       if (r.target === undefined) throw fsError("EINVAL");
       return r.target;
     },
@@ -230,13 +254,12 @@ export function createVfs(o: VfsOptions): Vfs {
     async mknod(c, parent, name, mode, rdev) {
       checkName(name);
       checkReserved(parent, name);
-      const own = await newInodeOwner(c, parent, mode);
       const reg = (mode & S_IFMT) === S_IFREG || (mode & S_IFMT) === 0;
-      const m = reg ? S_IFREG | (own.mode & 0o7777) : own.mode;
-      const r = learn(await store.create(parent, name, { mode: m, uid: c.uid, gid: own.gid, rdev, holder: reg ? nodeId : "" }));
+      const m = reg ? S_IFREG | (mode & 0o7777) : mode;
+      const r = learn(await store.create(parent, name, { mode: m, uid: c.uid, gid: c.gid, rdev, holder: reg ? nodeId : "" }));
       if (reg) {
         try {
-          fs.closeSync(createLocalFile(local(await paths.pathOf(r.ino)), O_WRONLY, m, c.uid, own.gid));
+          fs.closeSync(createLocalFile(local(await paths.pathOf(r.ino)), O_WRONLY, r.mode, r.uid, r.gid));
         } catch (e) {
           await rollback(parent, name, false);
           throw e;
@@ -248,23 +271,22 @@ export function createVfs(o: VfsOptions): Vfs {
     async mkdir(c, parent, name, mode) {
       checkName(name);
       checkReserved(parent, name);
-      const own = await newInodeOwner(c, parent, S_IFDIR | (mode & 0o7777));
-      const r = learn(await store.create(parent, name, { mode: own.mode, uid: c.uid, gid: own.gid }));
+      const r = learn(await store.create(parent, name, { mode: S_IFDIR | (mode & 0o7777), uid: c.uid, gid: c.gid }));
       const p = local(await paths.pathOf(r.ino));
       try {
         withParents(p, () => {
           try {
-            fs.mkdirSync(p, own.mode & 0o7777);
+            fs.mkdirSync(p, r.mode & 0o7777);
           } catch (e) {
             if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
             if (!fs.lstatSync(p).isDirectory()) {
               removeLocal(p);
-              fs.mkdirSync(p, own.mode & 0o7777);
+              fs.mkdirSync(p, r.mode & 0o7777);
             }
           }
         });
-        fs.chownSync(p, c.uid, own.gid);
-        fs.chmodSync(p, own.mode & 0o7777);
+        fs.chownSync(p, r.uid, r.gid);
+        fs.chmodSync(p, r.mode & 0o7777);
       } catch (e) {
         await rollback(parent, name, true);
         throw e;
@@ -283,15 +305,14 @@ export function createVfs(o: VfsOptions): Vfs {
       const p = local(await paths.childPath(parent, name));
       const r = await store.remove(parent, name, true);
       removeLocal(p);
-      paths.forget(r.ino);
+      forget(r.ino);
     },
 
     async symlink(c, parent, name, target) {
       checkName(name);
       checkReserved(parent, name);
       if (Buffer.byteLength(target) > 4095) throw fsError("ENAMETOOLONG");
-      const own = await newInodeOwner(c, parent, S_IFLNK | 0o777);
-      const r = learn(await store.create(parent, name, { mode: S_IFLNK | 0o777, uid: c.uid, gid: own.gid, size: Buffer.byteLength(target), target }));
+      const r = learn(await store.create(parent, name, { mode: S_IFLNK | 0o777, uid: c.uid, gid: c.gid, size: Buffer.byteLength(target), target }));
       const p = local(await paths.pathOf(r.ino));
       try {
         withParents(p, () => {
@@ -303,7 +324,7 @@ export function createVfs(o: VfsOptions): Vfs {
             fs.symlinkSync(target, p);
           }
         });
-        fs.lchownSync(p, c.uid, own.gid);
+        fs.lchownSync(p, r.uid, r.gid);
       } catch (e) {
         await rollback(parent, name, false);
         throw e;
@@ -323,12 +344,12 @@ export function createVfs(o: VfsOptions): Vfs {
         applyLocal(to, (q) => fs.renameSync(q, tmp));
         applyLocal(from, (q) => withParents(to, () => fs.renameSync(q, to)));
         applyLocal(tmp, (q) => withParents(from, () => fs.renameSync(q, from)));
-        paths.forget(r.exchanged);
+        forget(r.exchanged);
       } else if (from !== to) {
         if (r.replaced) removeLocal(to);
         applyLocal(from, (q) => withParents(to, () => fs.renameSync(q, to)));
       }
-      paths.forget(r.ino);
+      forget(r.ino);
       await dropped(r.replaced);
     },
 
@@ -358,7 +379,7 @@ export function createVfs(o: VfsOptions): Vfs {
     },
 
     async open(_c, ino, flags) {
-      const r = learn(await store.get(ino));
+      let r = learn(await store.get(ino));
       if (isDir(r.mode)) throw fsError("EISDIR");
       const p = local(await paths.pathOf(ino));
       let fd: number;
@@ -370,24 +391,33 @@ export function createVfs(o: VfsOptions): Vfs {
       }
       const acc = flags & O_ACCMODE;
       const h: Handle = { ino, fd, writable: acc === O_WRONLY || acc === O_RDWR, dirty: false };
+      const fh = addHandle(h, r);
+      if (flags & O_TRUNC && r.size !== 0) {
+        try {
+          fs.ftruncateSync(fd, 0);
+          r = await commit(h);
+        } catch (e) {
+          await vfs.release(_c, ino, fh, false);
+          throw e;
+        }
+      }
       // The page cache stays valid across opens: every change of the bytes on this node goes through it.
-      return { fh: addHandle(h), fd, keepCache: true } satisfies OpenReply;
+      return { fh, fd, keepCache: true } satisfies OpenReply;
     },
 
     async create(c, parent, name, mode, flags) {
       checkName(name);
       checkReserved(parent, name);
-      const own = await newInodeOwner(c, parent, S_IFREG | (mode & 0o7777));
-      const r = learn(await store.create(parent, name, { mode: own.mode, uid: c.uid, gid: own.gid, holder: nodeId }));
+      const r = learn(await store.create(parent, name, { mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid: c.gid, holder: nodeId }));
       let fd: number;
       try {
         const acc = flags & O_ACCMODE;
-        fd = createLocalFile(local(await paths.pathOf(r.ino)), (flags & KEEP_OPEN_FLAGS & ~O_ACCMODE) | (acc === O_RDONLY ? O_RDWR : acc), own.mode, c.uid, own.gid);
+        fd = createLocalFile(local(await paths.pathOf(r.ino)), (flags & KEEP_OPEN_FLAGS & ~O_ACCMODE) | (acc === O_RDONLY ? O_RDWR : acc), r.mode, r.uid, r.gid);
       } catch (e) {
         await rollback(parent, name, false);
         throw e;
       }
-      const fh = addHandle({ ino: r.ino, fd, writable: true, dirty: false });
+      const fh = addHandle({ ino: r.ino, fd, writable: true, dirty: false }, r);
       return { attr: attrOf(r), open: { fh, fd, keepCache: true } };
     },
 
@@ -422,9 +452,9 @@ export function createVfs(o: VfsOptions): Vfs {
         fs.closeSync(h.fd);
         handles.delete(fh);
         freeFh.push(fh);
-        const s = byIno.get(ino);
-        s?.delete(h);
-        if (s && s.size === 0) {
+        const o = byIno.get(ino);
+        o?.handles.delete(h);
+        if (o && o.handles.size === 0) {
           byIno.delete(ino);
           if (purgeOnClose.delete(ino)) await store.purge(ino);
         }
@@ -496,7 +526,7 @@ export function createVfs(o: VfsOptions): Vfs {
     },
 
     async access(c, ino, mask) {
-      const r = await store.get(ino);
+      const r = await record(ino);
       if (mask === 0 || c.uid === 0) {
         if (c.uid === 0 && mask & 1 && !isDir(r.mode) && !(r.mode & 0o111)) throw fsError("EACCES");
         return;
@@ -524,6 +554,7 @@ export function createVfs(o: VfsOptions): Vfs {
 
 function checkXattrName(name: string): void {
   if (Buffer.byteLength(name) > 255) throw fsError("ERANGE");
-  if (name.startsWith("system.posix_acl_")) throw fsError("EOPNOTSUPP");
+  // ACLs are not enforced, and file capabilities are not kept (the shim answers their reads itself).
+  if (name.startsWith("system.posix_acl_") || name === "security.capability") throw fsError("EOPNOTSUPP");
   if (!/^(user|trusted|security|system)\./.test(name)) throw fsError("EOPNOTSUPP");
 }
