@@ -77,6 +77,19 @@ export function createVfs(o: VfsOptions): Vfs {
     return r;
   }
 
+  /**
+   * Run a namespace change in these directories. Their cached records are dropped before and after,
+   * so a getattr that raced with the change cannot leave a stale record behind.
+   */
+  async function changing<T>(dirs: number[], change: () => Promise<T>): Promise<T> {
+    for (const d of dirs) recent.delete(d);
+    try {
+      return await change();
+    } finally {
+      for (const d of dirs) recent.delete(d);
+    }
+  }
+
   function forget(ino: number): void {
     paths.forget(ino);
     recent.delete(ino);
@@ -256,7 +269,7 @@ export function createVfs(o: VfsOptions): Vfs {
       checkReserved(parent, name);
       const reg = (mode & S_IFMT) === S_IFREG || (mode & S_IFMT) === 0;
       const m = reg ? S_IFREG | (mode & 0o7777) : mode;
-      const r = learn(await store.create(parent, name, { mode: m, uid: c.uid, gid: c.gid, rdev, holder: reg ? nodeId : "" }));
+      const r = learn(await changing([parent], () => store.create(parent, name, { mode: m, uid: c.uid, gid: c.gid, rdev, holder: reg ? nodeId : "" })));
       if (reg) {
         try {
           fs.closeSync(createLocalFile(local(await paths.pathOf(r.ino)), O_WRONLY, r.mode, r.uid, r.gid));
@@ -271,7 +284,7 @@ export function createVfs(o: VfsOptions): Vfs {
     async mkdir(c, parent, name, mode) {
       checkName(name);
       checkReserved(parent, name);
-      const r = learn(await store.create(parent, name, { mode: S_IFDIR | (mode & 0o7777), uid: c.uid, gid: c.gid }));
+      const r = learn(await changing([parent], () => store.create(parent, name, { mode: S_IFDIR | (mode & 0o7777), uid: c.uid, gid: c.gid })));
       const p = local(await paths.pathOf(r.ino));
       try {
         withParents(p, () => {
@@ -296,14 +309,14 @@ export function createVfs(o: VfsOptions): Vfs {
 
     async unlink(_c, parent, name) {
       const p = local(await paths.childPath(parent, name));
-      const r = await store.remove(parent, name, false);
+      const r = await changing([parent], () => store.remove(parent, name, false));
       removeLocal(p);
       await dropped(r);
     },
 
     async rmdir(_c, parent, name) {
       const p = local(await paths.childPath(parent, name));
-      const r = await store.remove(parent, name, true);
+      const r = await changing([parent], () => store.remove(parent, name, true));
       removeLocal(p);
       forget(r.ino);
     },
@@ -312,7 +325,7 @@ export function createVfs(o: VfsOptions): Vfs {
       checkName(name);
       checkReserved(parent, name);
       if (Buffer.byteLength(target) > 4095) throw fsError("ENAMETOOLONG");
-      const r = learn(await store.create(parent, name, { mode: S_IFLNK | 0o777, uid: c.uid, gid: c.gid, size: Buffer.byteLength(target), target }));
+      const r = learn(await changing([parent], () => store.create(parent, name, { mode: S_IFLNK | 0o777, uid: c.uid, gid: c.gid, size: Buffer.byteLength(target), target })));
       const p = local(await paths.pathOf(r.ino));
       try {
         withParents(p, () => {
@@ -338,7 +351,7 @@ export function createVfs(o: VfsOptions): Vfs {
       if (flags & ~3 || flags === 3) throw fsError("EINVAL");
       const from = local(await paths.childPath(parent, name));
       const to = local(await paths.childPath(newParent, newName));
-      const r = await store.rename(parent, name, newParent, newName, flags);
+      const r = await changing([parent, newParent], () => store.rename(parent, name, newParent, newName, flags));
       if (r.exchanged) {
         const tmp = `${to}.mcfs-exchange-${process.pid}`;
         applyLocal(to, (q) => fs.renameSync(q, tmp));
@@ -358,7 +371,7 @@ export function createVfs(o: VfsOptions): Vfs {
       checkReserved(newParent, newName);
       const src = local(await paths.pathOf(ino));
       const dst = local(await paths.childPath(newParent, newName));
-      const r = await store.link(ino, newParent, newName);
+      const r = await changing([newParent], () => store.link(ino, newParent, newName));
       try {
         withParents(dst, () => {
           try {
@@ -408,7 +421,7 @@ export function createVfs(o: VfsOptions): Vfs {
     async create(c, parent, name, mode, flags) {
       checkName(name);
       checkReserved(parent, name);
-      const r = learn(await store.create(parent, name, { mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid: c.gid, holder: nodeId }));
+      const r = learn(await changing([parent], () => store.create(parent, name, { mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid: c.gid, holder: nodeId })));
       let fd: number;
       try {
         const acc = flags & O_ACCMODE;
