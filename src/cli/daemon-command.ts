@@ -11,7 +11,7 @@ export function daemonOptions<T>(y: Argv<T>) {
     .option("host_ip", { alias: ["i", "host-ip"], type: "string", default: "localhost", describe: "Address other nodes dial to reach this node" })
     .option("debug", { alias: "d", type: "boolean", default: false, describe: "Trace every filesystem operation (and libfuse's own debug output)" })
     .option("single", { alias: "s", type: "boolean", default: false, describe: "Serve FUSE requests on one thread" })
-    .option("cache-dir", { type: "string", describe: "Directory for copies of other nodes' files [env MULTICLOUD_FS_DISK_CACHE, default /tmp/multicloudfs_cache]" })
+    .option("cache-dir", { type: "string", describe: "Directory for copies of other nodes' files (env MULTICLOUD_FS_DISK_CACHE; default /tmp/multicloudfs_cache)" })
     .option("redis-dir", { type: "string", describe: "Data directory of the private redis-server when no --redis_url is given [default <root_path>/.mcfs/redis]" })
     .option("entry-timeout", { type: "number", default: 1, describe: "Seconds the kernel may cache a name lookup" })
     .option("attr-timeout", { type: "number", default: 1, describe: "Seconds the kernel may cache attributes" })

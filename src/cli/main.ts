@@ -40,7 +40,7 @@ await yargs(process.argv.slice(2))
   .version(pkg.version)
   .help()
   .alias("h", "help")
-  .wrap(Math.min(120, process.stdout.columns || 100))
+  .wrap(process.stdout.columns || 120)
   .fail((msg, err) => {
     process.stderr.write(`mcfs: ${msg ?? err?.message}\nRun "mcfs --help" for usage.\n`);
     process.exit(2);

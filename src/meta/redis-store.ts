@@ -296,8 +296,9 @@ export interface RedisStoreOptions {
 }
 
 /** Client options from a URL: redis://, rediss:// (TLS), or unix:///path/to/socket. */
-function clientOptions(url: string) {
-  const fail = { reconnectStrategy: (n: number) => Math.min(100 * 2 ** n, 2000) };
+function clientOptions(url: string, connected: () => boolean) {
+  // Before the first connection a few quick tries, then a clear error; once connected, retry forever.
+  const fail = { connectTimeout: 5000, reconnectStrategy: (n: number) => (connected() || n < 3 ? Math.min(100 * 2 ** n, 2000) : new Error("gave up")) };
   if (url.startsWith("unix://")) {
     const u = new URL(url);
     return { socket: { path: decodeURIComponent(u.pathname), ...fail }, password: u.password || undefined, username: u.username || undefined };
@@ -309,13 +310,15 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
   const P = opts.prefix ?? "mcfs:";
   const shown = redactUrl(opts.url);
   // No offline queue: with Redis down, operations fail at once (EIO) instead of hanging the mount.
-  const client = createClient({ ...clientOptions(opts.url), disableOfflineQueue: true });
+  let everReady = false;
+  const client = createClient({ ...clientOptions(opts.url, () => everReady), disableOfflineQueue: true });
   let lastError = "";
   client.on("error", (e: Error) => {
     if (e.message !== lastError) opts.onConnectionEvent?.("error", e.message);
     lastError = e.message;
   });
   client.on("ready", () => {
+    everReady = true;
     if (lastError) opts.onConnectionEvent?.("ready");
     lastError = "";
   });

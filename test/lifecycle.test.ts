@@ -1,0 +1,199 @@
+import { afterEach, describe, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { spawn, spawnSync } from "bun";
+import { fuseUnavailable, MCFS, tempDir, waitFor } from "./helpers/env.ts";
+import { startRedis, type TestRedis } from "./helpers/redis.ts";
+import { forceUnmount, isMounted, startDaemon, type TestDaemon } from "./helpers/daemon.ts";
+import { getxattr, setxattr } from "./helpers/libc.ts";
+
+const skip = fuseUnavailable();
+
+const cleanups: (() => Promise<unknown> | unknown)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function daemon(spec: Parameters<typeof startDaemon>[0]): Promise<TestDaemon> {
+  const d = await startDaemon(spec);
+  cleanups.push(() => d.stop());
+  return d;
+}
+async function redis(): Promise<TestRedis> {
+  const r = await startRedis();
+  cleanups.push(() => r.stop());
+  return r;
+}
+function temp(tag: string): string {
+  const t = tempDir(tag);
+  cleanups.push(() => t.remove());
+  return t.path;
+}
+
+function populate(mnt: string) {
+  fs.mkdirSync(join(mnt, "dir/sub"), { recursive: true });
+  fs.writeFileSync(join(mnt, "dir/sub/file.txt"), "content\n");
+  fs.chmodSync(join(mnt, "dir/sub/file.txt"), 0o640);
+  fs.chownSync(join(mnt, "dir/sub/file.txt"), 1000, 1001);
+  fs.symlinkSync("sub/file.txt", join(mnt, "dir/link"));
+  fs.linkSync(join(mnt, "dir/sub/file.txt"), join(mnt, "dir/hard"));
+  expect(setxattr(join(mnt, "dir/sub/file.txt"), "user.k", Buffer.from("v"))).toBe(0);
+  expect(spawnSync(["mkfifo", join(mnt, "dir/fifo")]).exitCode).toBe(0);
+}
+
+function verify(mnt: string) {
+  expect(fs.readFileSync(join(mnt, "dir/sub/file.txt"), "utf8")).toBe("content\n");
+  const st = fs.statSync(join(mnt, "dir/sub/file.txt"));
+  expect(st.mode & 0o7777).toBe(0o640);
+  expect([st.uid, st.gid, st.nlink]).toEqual([1000, 1001, 2]);
+  expect(fs.readlinkSync(join(mnt, "dir/link"))).toBe("sub/file.txt");
+  expect(fs.statSync(join(mnt, "dir/hard")).ino).toBe(st.ino);
+  expect(Buffer.from(getxattr(join(mnt, "dir/sub/file.txt"), "user.k") as Uint8Array).toString()).toBe("v");
+  expect(fs.statSync(join(mnt, "dir/fifo")).isFIFO()).toBe(true);
+  expect(fs.readdirSync(join(mnt, "dir")).sort()).toEqual(["fifo", "hard", "link", "sub"]);
+}
+
+describe.skipIf(!!skip)("daemon life cycle", () => {
+  test("stop and start again on the same root and Redis: everything is still there", async () => {
+    const base = temp("restart");
+    const r = await redis();
+    const a = await startDaemon({ base, name: "n1", redisUrl: r.url });
+    populate(a.mnt);
+    const ino = fs.statSync(join(a.mnt, "dir/sub/file.txt")).ino;
+    expect(await a.stop()).toBe(0);
+    expect(isMounted(a.mnt)).toBe(false);
+    const b = await daemon({ base, name: "n1", redisUrl: r.url });
+    verify(b.mnt);
+    expect(fs.statSync(join(b.mnt, "dir/sub/file.txt")).ino).toBe(ino);
+  });
+
+  test("with no -u: a private redis-server keeps the namespace across restarts and stops with the daemon", async () => {
+    const base = temp("embedded");
+    const a = await startDaemon({ base, name: "solo" });
+    expect(a.log()).toContain("private redis-server");
+    const redisPid = Number(/"pid":(\d+)/.exec(a.log())![1]);
+    populate(a.mnt);
+    expect(await a.stop()).toBe(0);
+    expect(() => process.kill(redisPid, 0)).toThrow();
+    const b = await daemon({ base, name: "solo" });
+    verify(b.mnt);
+    // mcfs's own state is not part of the namespace
+    expect(fs.readdirSync(b.mnt)).toEqual(["dir"]);
+  });
+
+  test("after a crash (SIGKILL) the stale mount is recovered at start and the data is there", async () => {
+    const base = temp("crash");
+    const a = await startDaemon({ base, name: "c" });
+    populate(a.mnt);
+    const redisPid = Number(/"pid":(\d+)/.exec(a.log())![1]);
+    await a.kill();
+    await waitFor("private redis to die with its daemon", () => {
+      try {
+        process.kill(redisPid, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    });
+    expect(isMounted(a.mnt)).toBe(true);
+    let code: string | undefined;
+    try {
+      fs.statSync(a.mnt);
+    } catch (e) {
+      code = (e as NodeJS.ErrnoException).code;
+    }
+    expect(code).toBe("ENOTCONN");
+    const b = await daemon({ base, name: "c" });
+    verify(b.mnt);
+  });
+
+  test("stop unmounts within seconds while a file is open and a shell sits in the mount", async () => {
+    const base = temp("busy");
+    const r = await redis();
+    const a = await startDaemon({ base, name: "b", redisUrl: r.url });
+    fs.writeFileSync(join(a.mnt, "held"), "x");
+    const holder = spawn(["sh", "-c", "exec 3<held; echo ready; exec sleep 600"], { cwd: a.mnt, stdout: "pipe" });
+    cleanups.push(() => holder.kill("SIGKILL"));
+    const reader = holder.stdout.getReader();
+    await reader.read();
+    const t0 = Date.now();
+    expect(await a.stop()).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(isMounted(a.mnt)).toBe(false);
+  });
+
+  test("files already in the root path are published at start", async () => {
+    const base = temp("scan");
+    const r = await redis();
+    const root = join(base, "pre-root");
+    fs.mkdirSync(join(root, "x/y"), { recursive: true });
+    for (let i = 0; i < 50; i++) fs.writeFileSync(join(root, "x/y", `f${i}`), `data ${i}`);
+    fs.symlinkSync("x/y/f1", join(root, "ln"));
+    const a = await daemon({ base, name: "s", redisUrl: r.url, root });
+    expect(fs.readdirSync(join(a.mnt, "x/y")).length).toBe(50);
+    expect(fs.readFileSync(join(a.mnt, "x/y/f7"), "utf8")).toBe("data 7");
+    expect(fs.readFileSync(join(a.mnt, "ln"), "utf8")).toBe("data 1");
+  });
+
+  test("a second daemon on the same root is refused", async () => {
+    const base = temp("twice");
+    const r = await redis();
+    const a = await daemon({ base, name: "t", redisUrl: r.url });
+    const p = spawnSync([MCFS, "daemon", "-f", join(base, "other-mnt"), "-r", a.root, "-u", r.url, "-p", "1"], { stderr: "pipe" });
+    expect(p.exitCode).toBe(1);
+    expect(p.stderr.toString()).toContain("another mcfs daemon");
+    expect(isMounted(join(base, "other-mnt"))).toBe(false);
+  });
+
+  test("Redis going away: operations fail with EIO instead of hanging, and stop still works", async () => {
+    const base = temp("redisdown");
+    const r = await startRedis();
+    const a = await startDaemon({ base, name: "rd", redisUrl: r.url, args: ["--attr-timeout", "0", "--entry-timeout", "0"] });
+    cleanups.push(() => a.stop());
+    fs.writeFileSync(join(a.mnt, "f"), "x");
+    await r.stop();
+    let code: string | undefined;
+    try {
+      fs.statSync(join(a.mnt, "f"));
+    } catch (e) {
+      code = (e as NodeJS.ErrnoException).code;
+    }
+    expect(code).toBe("EIO");
+    expect(await a.stop()).toBe(0);
+    expect(isMounted(a.mnt)).toBe(false);
+  });
+});
+
+describe.skipIf(!!skip)("command line", () => {
+  const run = (...args: string[]) => spawnSync([MCFS, ...args], { stderr: "pipe", stdout: "pipe" });
+
+  test("--help explains every flag", () => {
+    const p = run("daemon", "--help");
+    expect(p.exitCode).toBe(0);
+    const out = p.stdout.toString();
+    for (const f of ["--mount_path", "--root_path", "--port", "--redis_url", "--host_ip", "--debug", "--single", "MULTICLOUD_FS_DISK_CACHE"]) expect(out).toContain(f);
+  });
+
+  test("a bad flag is named", () => {
+    const p = run("daemon", "-f", "/tmp/x", "-r", "/tmp/y", "--bogus-flag");
+    expect(p.exitCode).toBe(2);
+    expect(p.stderr.toString()).toContain("bogus-flag");
+    const q = run("daemon", "-f", "/tmp/x", "-r", "/tmp/y", "-p", "99999");
+    expect(q.exitCode).toBe(2);
+    expect(q.stderr.toString()).toContain("--port");
+    const m = run("daemon", "-r", "/tmp/y");
+    expect(m.exitCode).toBe(2);
+    expect(m.stderr.toString()).toContain("mount_path");
+  });
+
+  test("an unreachable Redis is named, without its password", () => {
+    const base = temp("noredis");
+    const p = spawnSync([MCFS, "daemon", "-f", join(base, "m"), "-r", join(base, "r"), "-u", "redis://user:s3cret@127.0.0.1:1"], { stderr: "pipe", stdout: "pipe" });
+    expect(p.exitCode).toBe(1);
+    const err = p.stderr.toString();
+    expect(err).toContain("127.0.0.1:1");
+    expect(err).not.toContain("s3cret");
+    expect(isMounted(join(base, "m"))).toBe(false);
+    forceUnmount(join(base, "m"));
+  });
+});
