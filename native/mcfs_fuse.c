@@ -250,7 +250,7 @@ static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 		buf.buf[0].fd = fd;
 		buf.buf[0].pos = off;
 		atomic_fetch_add(&fast_reads, 1);
-		fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+		fuse_reply_data(req, &buf, 0);
 		return;
 	}
 	REC(OP_READ);
@@ -437,10 +437,10 @@ static void ll_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, stru
 static void ll_init(void *userdata, struct fuse_conn_info *conn)
 {
 	(void)userdata;
+	/* Reads of local files go from the backing fd to /dev/fuse without a copy through user space. */
 	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
-		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
-	if (conn->capable & FUSE_CAP_SPLICE_READ)
-		conn->want |= FUSE_CAP_SPLICE_READ;
+		conn->want |= FUSE_CAP_SPLICE_WRITE;
+	conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_MOVE);
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	/* O_TRUNC arrives with open instead of as a separate setattr. */

@@ -13,12 +13,12 @@ export function daemonOptions<T>(y: Argv<T>) {
     .option("single", { alias: "s", type: "boolean", default: false, describe: "Serve FUSE requests on one thread" })
     .option("cache-dir", { type: "string", describe: "Directory for copies of other nodes' files (env MULTICLOUD_FS_DISK_CACHE; default /tmp/multicloudfs_cache)" })
     .option("redis-dir", { type: "string", describe: "Data directory of the private redis-server when no --redis_url is given [default <root_path>/.mcfs/redis]" })
-    .option("entry-timeout", { type: "number", default: 1, describe: "Seconds the kernel may cache a name lookup" })
-    .option("attr-timeout", { type: "number", default: 1, describe: "Seconds the kernel may cache attributes" })
+    .option("entry-timeout", { type: "number", describe: "Seconds the kernel may cache a name lookup [default: 60 with the private Redis (no other node can change anything), 1 with --redis_url]" })
+    .option("attr-timeout", { type: "number", describe: "Seconds the kernel may cache attributes [default: as --entry-timeout]" })
     .option("allow-other", { type: "boolean", default: true, describe: "Let every user of the machine use the mount (permissions are still checked); --no-allow-other limits it to the user who mounted" })
     .check((a) => {
       if (!Number.isInteger(a.port) || a.port < 0 || a.port > 65535) throw new Error(`--port must be an integer 0..65535, got ${a.port}`);
-      for (const k of ["entry-timeout", "attr-timeout"] as const) if (!(a[k] >= 0)) throw new Error(`--${k} must be a number of seconds >= 0, got ${a[k]}`);
+      for (const k of ["entry-timeout", "attr-timeout"] as const) if (a[k] !== undefined && !(a[k] >= 0)) throw new Error(`--${k} must be a number of seconds >= 0, got ${a[k]}`);
       if (!a.mount_path || !a.root_path) throw new Error("--mount_path and --root_path must not be empty");
       if (resolve(a.mount_path) === resolve(a.root_path)) throw new Error("--mount_path and --root_path must be different directories");
       const m = resolve(a.mount_path), r = resolve(a.root_path);
@@ -43,8 +43,8 @@ export function daemonConfig(a: DaemonArgs, env: NodeJS.ProcessEnv): DaemonConfi
     singleThread: a.single,
     cacheDir: resolve(a["cache-dir"] ?? env.MULTICLOUD_FS_DISK_CACHE ?? "/tmp/multicloudfs_cache"),
     embeddedRedisDir: resolve(a["redis-dir"] ?? join(rootPath, ".mcfs", "redis")),
-    entryTimeout: a["entry-timeout"],
-    attrTimeout: a["attr-timeout"],
+    entryTimeout: a["entry-timeout"] ?? (a.redis_url ? 1 : 60),
+    attrTimeout: a["attr-timeout"] ?? (a.redis_url ? 1 : 60),
     allowOther: a["allow-other"],
   };
 }
