@@ -377,10 +377,12 @@ static void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 static void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	/*
-	 * The kernel asks for security.capability before every write. mcfs does not store file
-	 * capabilities (setxattr refuses them), so answer here instead of costing a trip to JS and Redis.
+	 * The kernel asks for security.capability before every write, and ls -l asks for ACLs and SELinux
+	 * labels of every file. mcfs keeps none of these (setxattr refuses them), so answer here instead of
+	 * costing a trip to JS and Redis.
 	 */
-	if (strcmp(name, "security.capability") == 0) {
+	if (strcmp(name, "security.capability") == 0 || strcmp(name, "security.selinux") == 0 ||
+	    strncmp(name, "system.posix_acl_", 17) == 0) {
 		fuse_reply_err(req, ENODATA);
 		return;
 	}

@@ -567,7 +567,7 @@ export function createVfs(o: VfsOptions): Vfs {
 
 function checkXattrName(name: string): void {
   if (Buffer.byteLength(name) > 255) throw fsError("ERANGE");
-  // ACLs are not enforced, and file capabilities are not kept (the shim answers their reads itself).
-  if (name.startsWith("system.posix_acl_") || name === "security.capability") throw fsError("EOPNOTSUPP");
+  // ACLs, file capabilities and SELinux labels are not kept (the shim answers their reads itself).
+  if (name.startsWith("system.posix_acl_") || name === "security.capability" || name === "security.selinux") throw fsError("EOPNOTSUPP");
   if (!/^(user|trusted|security|system)\./.test(name)) throw fsError("EOPNOTSUPP");
 }
