@@ -492,6 +492,84 @@ static const struct fuse_lowlevel_ops ops = {
 	.lseek = ll_lseek,
 };
 
+/*
+ * Kernel cache invalidations run on their own thread: a notification can block until the kernel gets a
+ * directory lock held by a request that only JS can answer, so JS must never make them itself.
+ */
+struct note {
+	struct note *next;
+	uint64_t ino;
+	int entry;
+	char name[];
+};
+static pthread_mutex_t nlock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t ncond = PTHREAD_COND_INITIALIZER;
+static struct note *nhead, *ntail;
+static int note_stop;
+static pthread_t note_thread;
+static int note_running;
+
+static void *note_main(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&nlock);
+	for (;;) {
+		while (!nhead && !note_stop)
+			pthread_cond_wait(&ncond, &nlock);
+		if (note_stop)
+			break;
+		struct note *n = nhead;
+		nhead = n->next;
+		if (!nhead)
+			ntail = NULL;
+		pthread_mutex_unlock(&nlock);
+		/* ENOENT only means the kernel had nothing cached for it. */
+		if (n->entry)
+			fuse_lowlevel_notify_inval_entry(se, n->ino, n->name, strlen(n->name));
+		else
+			fuse_lowlevel_notify_inval_inode(se, n->ino, 0, 0);
+		free(n);
+		pthread_mutex_lock(&nlock);
+	}
+	while (nhead) {
+		struct note *n = nhead;
+		nhead = n->next;
+		free(n);
+	}
+	ntail = NULL;
+	pthread_mutex_unlock(&nlock);
+	return NULL;
+}
+
+static int note_push(uint64_t ino, const char *name)
+{
+	size_t l = name ? strlen(name) + 1 : 1;
+	struct note *n = malloc(sizeof *n + l);
+	if (!n)
+		return -ENOMEM;
+	n->next = NULL;
+	n->ino = ino;
+	n->entry = name != NULL;
+	memcpy(n->name, name ? name : "", l);
+	pthread_mutex_lock(&nlock);
+	if (!note_running) {
+		pthread_mutex_unlock(&nlock);
+		free(n);
+		return -ENOTCONN;
+	}
+	if (ntail) ntail->next = n; else nhead = n;
+	ntail = n;
+	pthread_cond_signal(&ncond);
+	pthread_mutex_unlock(&nlock);
+	return 0;
+}
+
+/* Forget the kernel's cached entry parent/name (queued). */
+int mcfs_inval_entry(uint64_t parent, const char *name) { return note_push(parent, name); }
+
+/* Forget the kernel's cached attributes and pages of ino (queued). */
+int mcfs_inval_inode(uint64_t ino) { return note_push(ino, NULL); }
+
 static void *loop_main(void *arg)
 {
 	(void)arg;
@@ -556,6 +634,9 @@ int mcfs_start(const char *mountpoint, const char *opts, int debug, int single)
 	}
 	mount_dir = strdup(mountpoint);
 	single_thread = single;
+	note_stop = 0;
+	if (pthread_create(&note_thread, NULL, note_main, NULL) == 0)
+		note_running = 1;
 	loop_running = 1;
 	if (pthread_create(&loop_thread, NULL, loop_main, NULL) != 0) {
 		fuse_session_unmount(se);
@@ -801,17 +882,6 @@ int mcfs_reply_dir(uint32_t id, uint64_t size, int plus, const uint8_t *ents, in
 	return i;
 }
 
-int mcfs_inval_entry(uint64_t parent, const char *name)
-{
-	if (!se) return -ENOTCONN;
-	return fuse_lowlevel_notify_inval_entry(se, parent, name, strlen(name));
-}
-
-int mcfs_inval_inode(uint64_t ino, int64_t off, int64_t len)
-{
-	if (!se) return -ENOTCONN;
-	return fuse_lowlevel_notify_inval_inode(se, ino, off, len);
-}
 
 uint64_t mcfs_fast_ops(void) { return atomic_load(&fast_reads) + atomic_load(&fast_writes); }
 
@@ -846,6 +916,14 @@ int mcfs_stop(int conn, int timeout_ms)
 	}
 	if (pthread_timedjoin_np(loop_thread, NULL, &ts) != 0)
 		return -ETIMEDOUT;
+	pthread_mutex_lock(&nlock);
+	int joined_notes = note_running;
+	note_running = 0;
+	note_stop = 1;
+	pthread_cond_signal(&ncond);
+	pthread_mutex_unlock(&nlock);
+	if (joined_notes)
+		pthread_join(note_thread, NULL);
 	fuse_session_unmount(se);
 	fuse_session_destroy(se);
 	se = NULL;

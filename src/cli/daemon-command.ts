@@ -13,7 +13,7 @@ export function daemonOptions<T>(y: Argv<T>) {
     .option("single", { alias: "s", type: "boolean", default: false, describe: "Serve FUSE requests on one thread" })
     .option("cache-dir", { type: "string", describe: "Directory for copies of other nodes' files (env MULTICLOUD_FS_DISK_CACHE; default /tmp/multicloudfs_cache)" })
     .option("redis-dir", { type: "string", describe: "Data directory of the private redis-server when no --redis_url is given [default <root_path>/.mcfs/redis]" })
-    .option("entry-timeout", { type: "number", describe: "Seconds the kernel may cache a name lookup [default: 60 with the private Redis (no other node can change anything), 1 with --redis_url]" })
+    .option("entry-timeout", { type: "number", describe: "Seconds the kernel may cache a name lookup [default: 60 with the private Redis (no other node can change anything), 10 with --redis_url (other nodes' changes are pushed to the kernel as they happen; this bounds staleness if one is missed)]" })
     .option("attr-timeout", { type: "number", describe: "Seconds the kernel may cache attributes [default: as --entry-timeout]" })
     .option("allow-other", { type: "boolean", default: true, describe: "Let every user of the machine use the mount (permissions are still checked); --no-allow-other limits it to the user who mounted" })
     .check((a) => {
@@ -43,8 +43,8 @@ export function daemonConfig(a: DaemonArgs, env: NodeJS.ProcessEnv): DaemonConfi
     singleThread: a.single,
     cacheDir: resolve(a["cache-dir"] ?? env.MULTICLOUD_FS_DISK_CACHE ?? "/tmp/multicloudfs_cache"),
     embeddedRedisDir: resolve(a["redis-dir"] ?? join(rootPath, ".mcfs", "redis")),
-    entryTimeout: a["entry-timeout"] ?? (a.redis_url ? 1 : 60),
-    attrTimeout: a["attr-timeout"] ?? (a.redis_url ? 1 : 60),
+    entryTimeout: a["entry-timeout"] ?? (a.redis_url ? 10 : 60),
+    attrTimeout: a["attr-timeout"] ?? (a.redis_url ? 10 : 60),
     allowOther: a["allow-other"],
   };
 }

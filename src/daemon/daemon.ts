@@ -51,6 +51,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     }
     const store: MetadataStore = await createRedisStore({
       url,
+      nodeId,
       onConnectionEvent: (ev, detail) => (ev === "error" ? nlog.error({ redis: redactUrl(url!), detail }, "Redis connection lost") : nlog.info({ redis: redactUrl(url!) }, "Redis connection back")),
     });
     cleanups.push(() => store.close());
@@ -70,6 +71,18 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     const options = ["fsname=mcfs", "subtype=mcfs", "default_permissions"];
     if (cfg.allowOther) options.push("allow_other");
     let session: FuseSession | undefined;
+    await store.subscribe(
+      (inv) => {
+        vfs.invalidate(inv);
+        if (!session) return;
+        for (const [dir, name] of [...inv.removed, ...inv.added]) session.invalidateEntry(dir, name);
+        for (const ino of inv.inodes) session.invalidateInode(ino);
+      },
+      () => {
+        nlog.warn("invalidation channel reconnected: dropping cached metadata");
+        vfs.resync();
+      },
+    );
     let resolveDone!: () => void;
     const done = new Promise<void>((r) => (resolveDone = r));
     let stopping: Promise<void> | undefined;

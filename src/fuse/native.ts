@@ -2,7 +2,7 @@ import { dlopen, FFIType, ptr } from "bun:ffi";
 import { writeSync, closeSync } from "node:fs";
 import shimPath from "../../native/build/mcfs_fuse.so" with { type: "file" };
 
-const { i32, u32, u64, i64, f64, ptr: P, cstring, void: V } = FFIType;
+const { i32, u32, u64, f64, ptr: P, void: V } = FFIType;
 
 const symbols = {
   mcfs_start: { args: [P, P, i32, i32], returns: i32 },
@@ -23,10 +23,9 @@ const symbols = {
   mcfs_reply_statfs: { args: [u32, P], returns: i32 },
   mcfs_reply_dir: { args: [u32, u64, i32, P, i32, f64, f64], returns: i32 },
   mcfs_inval_entry: { args: [u64, P], returns: i32 },
-  mcfs_inval_inode: { args: [u64, i64, i64], returns: i32 },
+  mcfs_inval_inode: { args: [u64], returns: i32 },
   mcfs_fast_ops: { args: [], returns: u64 },
 } as const;
-void cstring;
 
 export type Shim = ReturnType<typeof dlopen<typeof symbols>>["symbols"];
 

@@ -283,7 +283,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
       shim.mcfs_inval_entry(parent, ptr(cstr(name)));
     },
     invalidateInode(ino) {
-      shim.mcfs_inval_inode(ino, 0, 0);
+      shim.mcfs_inval_inode(ino);
     },
   };
 }

@@ -16,13 +16,14 @@
  * | P orphans         | set    | inodes with no names left, kept while some node has them open         |
  * | P nodes           | hash   | node id -> JSON {id, address, startedAt}                              |
  * | P hb:{node}       | string | heartbeat, expires when the node stops beating                         |
+ * | P inval           | pubsub | JSON Invalidation after every change, so other nodes drop their caches |
  *
  * Namespace changes run as Lua scripts, so each is atomic against every other node. Scripts build keys
  * from the prefix themselves (single Redis or a primary with replicas; not Redis Cluster).
  * Errors from scripts are errno names ("ENOENT ..."), mapped by toErrno.
  */
 import { createClient, commandOptions } from "redis";
-import type { AttrChange, DirListing, Inode, MetadataStore, NewInode, NodeInfo, Removed, Renamed } from "./store.ts";
+import type { AttrChange, DirListing, Inode, Invalidation, MetadataStore, NewInode, NodeInfo, Removed, Renamed } from "./store.ts";
 import { redactUrl } from "../util/log.ts";
 import { E, FsError, fsError } from "../util/errno.ts";
 
@@ -290,6 +291,8 @@ function parseFlat(r: unknown): Inode {
 
 export interface RedisStoreOptions {
   url: string;
+  /** This node: the origin of the changes it publishes. */
+  nodeId: string;
   prefix?: string;
   /** Called when the connection drops or comes back (for logs). */
   onConnectionEvent?: (event: "error" | "ready", detail?: string) => void;
@@ -358,6 +361,13 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
 
   const ik = (ino: number) => `${P}i:${ino}`;
 
+  /** Tell other nodes what changed. Sent behind the change on the same connection, not awaited. */
+  function publish(ch: Partial<Omit<Invalidation, "origin">>): void {
+    const inv: Invalidation = { origin: opts.nodeId, added: ch.added ?? [], removed: ch.removed ?? [], inodes: ch.inodes ?? [], data: ch.data ?? [] };
+    client.publish(`${P}inval`, JSON.stringify(inv)).catch(() => {});
+  }
+  let subscriber: ReturnType<typeof client.duplicate> | undefined;
+
   async function get(ino: number): Promise<Inode> {
     const f = await client.hGetAll(ik(ino));
     if (f.m === undefined) throw fsError("ENOENT", `inode ${ino} not found`);
@@ -387,19 +397,26 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
       const atime = init.atime ?? mtime;
       const [ino, mode, gid] = (await run("create", [parent, name, init.mode, init.uid, init.gid, init.rdev ?? 0, init.size ?? 0, atime, mtime, now, init.target ?? "", init.holder ?? ""])) as [number, number, number];
       const dir = (init.mode & S_IFMT) === S_IFDIR;
+      publish({ added: [[parent, name]], inodes: [parent] });
       const rec: Inode = { ino, mode, uid: init.uid, gid, rdev: init.rdev ?? 0, size: init.size ?? 0, nlink: dir ? 2 : 1, atime, mtime, ctime: now, version: 1, parent, name };
       if (init.target !== undefined) rec.target = init.target;
       return rec;
     },
     async link(ino, newParent, newName) {
-      return parseFlat(await run("link", [ino, newParent, newName, nowNs()]));
+      const r = parseFlat(await run("link", [ino, newParent, newName, nowNs()]));
+      publish({ added: [[newParent, newName]], inodes: [ino, newParent] });
+      return r;
     },
     async remove(parent, name, dir) {
       const r = (await run("remove", [parent, name, dir ? 1 : 0, nowNs()])) as number[];
+      publish({ removed: [[parent, name]], inodes: [parent, r[0]!] });
       return { ino: r[0]!, nlink: r[1]!, dir: r[2] === 1 };
     },
     async rename(parent, name, newParent, newName, flags) {
       const r = (await run("rename", [parent, name, newParent, newName, flags, nowNs()])) as number[];
+      const moved = [parent, newParent, r[0]!, ...(r[1] ? [r[1]] : []), ...(r[4] ? [r[4]] : [])];
+      if (r[4]) publish({ removed: [[parent, name], [newParent, newName]], added: [[parent, name], [newParent, newName]], inodes: moved });
+      else publish({ removed: [[parent, name], [newParent, newName]], added: [[newParent, newName]], inodes: moved });
       const out: Renamed = { ino: r[0]! };
       if (r[1]) out.replaced = { ino: r[1], nlink: r[2]!, dir: r[3] === 1 } satisfies Removed;
       if (r[4]) out.exchanged = r[4];
@@ -412,10 +429,14 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
       if (ch.gid !== undefined) kv.push("g", ch.gid);
       if (ch.atime !== undefined) kv.push("a", ch.atime);
       if (ch.mtime !== undefined) kv.push("t", ch.mtime);
-      return parseFlat(await run("setattrs", [ino, ...kv]));
+      const r = parseFlat(await run("setattrs", [ino, ...kv]));
+      publish({ inodes: [ino] });
+      return r;
     },
     async setData(ino, size, mtime, holder) {
-      return parseFlat(await run("setdata", [ino, size, mtime, nowNs(), holder]));
+      const r = parseFlat(await run("setdata", [ino, size, mtime, nowNs(), holder]));
+      publish({ inodes: [ino], data: [ino] });
+      return r;
     },
     async purge(ino) {
       await run("purge", [ino]);
@@ -436,6 +457,7 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
     },
     async setXattr(ino, name, value, flags) {
       await run("setxattr", [ino, name, Buffer.from(value), flags, nowNs()]);
+      publish({ inodes: [ino] });
     },
     async listXattr(ino) {
       return client.hKeys(`${P}x:${ino}`);
@@ -444,6 +466,27 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
       const n = await client.hDel(`${P}x:${ino}`, name);
       if (n === 0) throw fsError("ENODATA");
       await client.hSet(ik(ino), "c", nowNs().toString());
+      publish({ inodes: [ino] });
+    },
+    async subscribe(onChange, resync) {
+      subscriber = client.duplicate();
+      subscriber.on("error", () => {});
+      // A reconnect means messages may have been lost meanwhile.
+      let first = true;
+      subscriber.on("ready", () => {
+        if (!first) resync();
+        first = false;
+      });
+      await subscriber.connect();
+      await subscriber.subscribe(`${P}inval`, (msg) => {
+        let inv: Invalidation;
+        try {
+          inv = JSON.parse(msg) as Invalidation;
+        } catch {
+          return;
+        }
+        if (inv.origin !== opts.nodeId) onChange(inv);
+      });
     },
     async registerNode(node, ttlMs) {
       await client.hSet(`${P}nodes`, node.id, JSON.stringify(node));
@@ -457,6 +500,7 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
       await client.del(`${P}hb:${nodeId}`);
     },
     async close() {
+      if (subscriber?.isOpen) await subscriber.disconnect().catch(() => {});
       if (!client.isOpen) return;
       // QUIT waits for Redis; when it is unreachable, drop the socket instead.
       if (!client.isReady) return void (await client.disconnect().catch(() => {}));

@@ -68,6 +68,20 @@ export interface NodeInfo {
   startedAt: number;
 }
 
+/** What another node changed: caches holding these must let go. */
+export interface Invalidation {
+  /** Node that made the change. */
+  origin: string;
+  /** Names that appeared: [directory inode, name]. */
+  added: [number, string][];
+  /** Names that went away. */
+  removed: [number, string][];
+  /** Inodes whose attributes changed. */
+  inodes: number[];
+  /** Inodes whose bytes changed (copies elsewhere are stale). */
+  data: number[];
+}
+
 /** Metadata and namespace, shared by all nodes. Every namespace change is atomic. */
 export interface MetadataStore {
   /** Create the root directory if the namespace is new. */
@@ -90,6 +104,11 @@ export interface MetadataStore {
   setXattr(ino: number, name: string, value: Uint8Array, flags: number): Promise<void>;
   listXattr(ino: number): Promise<string[]>;
   removeXattr(ino: number, name: string): Promise<void>;
+  /**
+   * Hear other nodes' changes. resync is called when changes may have been missed (the channel was
+   * down): every cache must then be dropped.
+   */
+  subscribe(onChange: (inv: Invalidation) => void, resync: () => void): Promise<void>;
   registerNode(node: NodeInfo, ttlMs: number): Promise<void>;
   heartbeat(nodeId: string, ttlMs: number): Promise<void>;
   unregisterNode(nodeId: string): Promise<void>;

@@ -8,6 +8,7 @@ export interface PathCache {
   learn(r: Inode): void;
   moved(ino: number, parent: number, name: string): void;
   forget(ino: number): void;
+  clear(): void;
   /** "/a/b" for an inode, "" for the root. */
   pathOf(ino: number): Promise<string>;
   /** Path of a name inside a directory. */
@@ -41,6 +42,9 @@ export function createPathCache(store: MetadataStore): PathCache {
     },
     forget(ino) {
       names.delete(ino);
+    },
+    clear() {
+      names.clear();
     },
     pathOf,
     async childPath(parent, name) {

@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import { dirname } from "node:path";
 import type { Attr, Caller, DirEntry, FileSystem, OpenReply, SetAttr, StatFs } from "../fuse/types.ts";
-import type { Inode, MetadataStore, Removed } from "../meta/store.ts";
+import type { Inode, Invalidation, MetadataStore, Removed } from "../meta/store.ts";
 import { nowNs } from "../meta/redis-store.ts";
 import { E, FsError, fsError } from "../util/errno.ts";
 import type { Logger } from "../util/log.ts";
@@ -39,6 +39,10 @@ interface DirHandle {
 }
 
 export interface Vfs extends FileSystem {
+  /** Another node changed these: drop what this node cached of them. */
+  invalidate(inv: Invalidation): void;
+  /** Changes may have been missed: drop every cache. */
+  resync(): void;
   /** Close every open backing file (at shutdown). */
   closeAll(): Promise<void>;
   readonly openFiles: number;
@@ -61,6 +65,30 @@ export function createVfs(o: VfsOptions): Vfs {
 
   const local = (p: string) => rootPath + p;
   const allocFh = () => freeFh.pop() ?? nextFh++;
+
+  /**
+   * Complete name sets of directories, kept current by this node's changes and other nodes'
+   * invalidations: a name missing here does not exist, so lookups of new names cost no round trip.
+   */
+  const listings = new Map<number, Set<string>>();
+  /** Changes seen per directory, so a listing loaded while one happened is not trusted. */
+  const dirChanges = new Map<number, number>();
+  const LISTING_MAX = 1_000_000;
+
+  function dirChanged(dir: number, add?: string, remove?: string): void {
+    dirChanges.set(dir, (dirChanges.get(dir) ?? 0) + 1);
+    const l = listings.get(dir);
+    if (!l) return;
+    if (remove !== undefined) l.delete(remove);
+    if (add !== undefined) l.add(add);
+  }
+
+  async function loadListing(dir: number): Promise<void> {
+    const before = dirChanges.get(dir) ?? 0;
+    const names = await store.listDir(dir);
+    if ((dirChanges.get(dir) ?? 0) !== before || names.length > LISTING_MAX) return;
+    listings.set(dir, new Set(names.map((e) => e.name)));
+  }
 
   /** Records seen lately, answering getattr for as long as the kernel itself may cache attributes. */
   const recent = new Map<number, { rec: Inode; until: number }>();
@@ -211,7 +239,14 @@ export function createVfs(o: VfsOptions): Vfs {
 
     async lookup(_c, parent, name) {
       checkName(name);
-      return liveAttr(learn(await store.lookup(parent, name)));
+      const known = listings.get(parent);
+      if (known && !known.has(name)) throw fsError("ENOENT");
+      try {
+        return liveAttr(learn(await store.lookup(parent, name)));
+      } catch (e) {
+        if (!known && e instanceof FsError && e.errno === E.ENOENT) void loadListing(parent).catch(() => {});
+        throw e;
+      }
     },
 
     async getattr(_c, ino) {
@@ -270,6 +305,7 @@ export function createVfs(o: VfsOptions): Vfs {
       const reg = (mode & S_IFMT) === S_IFREG || (mode & S_IFMT) === 0;
       const m = reg ? S_IFREG | (mode & 0o7777) : mode;
       const r = learn(await changing([parent], () => store.create(parent, name, { mode: m, uid: c.uid, gid: c.gid, rdev, holder: reg ? nodeId : "" })));
+      dirChanged(parent, name);
       if (reg) {
         try {
           fs.closeSync(createLocalFile(local(await paths.pathOf(r.ino)), O_WRONLY, r.mode, r.uid, r.gid));
@@ -285,6 +321,7 @@ export function createVfs(o: VfsOptions): Vfs {
       checkName(name);
       checkReserved(parent, name);
       const r = learn(await changing([parent], () => store.create(parent, name, { mode: S_IFDIR | (mode & 0o7777), uid: c.uid, gid: c.gid })));
+      dirChanged(parent, name);
       const p = local(await paths.pathOf(r.ino));
       try {
         withParents(p, () => {
@@ -310,6 +347,7 @@ export function createVfs(o: VfsOptions): Vfs {
     async unlink(_c, parent, name) {
       const p = local(await paths.childPath(parent, name));
       const r = await changing([parent], () => store.remove(parent, name, false));
+      dirChanged(parent, undefined, name);
       removeLocal(p);
       await dropped(r);
     },
@@ -317,6 +355,8 @@ export function createVfs(o: VfsOptions): Vfs {
     async rmdir(_c, parent, name) {
       const p = local(await paths.childPath(parent, name));
       const r = await changing([parent], () => store.remove(parent, name, true));
+      dirChanged(parent, undefined, name);
+      listings.delete(r.ino);
       removeLocal(p);
       forget(r.ino);
     },
@@ -326,6 +366,7 @@ export function createVfs(o: VfsOptions): Vfs {
       checkReserved(parent, name);
       if (Buffer.byteLength(target) > 4095) throw fsError("ENAMETOOLONG");
       const r = learn(await changing([parent], () => store.create(parent, name, { mode: S_IFLNK | 0o777, uid: c.uid, gid: c.gid, size: Buffer.byteLength(target), target })));
+      dirChanged(parent, name);
       const p = local(await paths.pathOf(r.ino));
       try {
         withParents(p, () => {
@@ -352,6 +393,11 @@ export function createVfs(o: VfsOptions): Vfs {
       const from = local(await paths.childPath(parent, name));
       const to = local(await paths.childPath(newParent, newName));
       const r = await changing([parent, newParent], () => store.rename(parent, name, newParent, newName, flags));
+      if (!r.exchanged) {
+        dirChanged(parent, undefined, name);
+        dirChanged(newParent, newName);
+      }
+      if (r.replaced?.dir) listings.delete(r.replaced.ino);
       if (r.exchanged) {
         const tmp = `${to}.mcfs-exchange-${process.pid}`;
         applyLocal(to, (q) => fs.renameSync(q, tmp));
@@ -372,6 +418,7 @@ export function createVfs(o: VfsOptions): Vfs {
       const src = local(await paths.pathOf(ino));
       const dst = local(await paths.childPath(newParent, newName));
       const r = await changing([newParent], () => store.link(ino, newParent, newName));
+      dirChanged(newParent, newName);
       try {
         withParents(dst, () => {
           try {
@@ -422,6 +469,7 @@ export function createVfs(o: VfsOptions): Vfs {
       checkName(name);
       checkReserved(parent, name);
       const r = learn(await changing([parent], () => store.create(parent, name, { mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid: c.gid, holder: nodeId })));
+      dirChanged(parent, name);
       let fd: number;
       try {
         const acc = flags & O_ACCMODE;
@@ -546,6 +594,23 @@ export function createVfs(o: VfsOptions): Vfs {
       }
       const bits = c.uid === r.uid ? (r.mode >> 6) & 7 : c.gid === r.gid ? (r.mode >> 3) & 7 : r.mode & 7;
       if ((bits & mask) !== mask) throw fsError("EACCES");
+    },
+
+    invalidate(inv) {
+      for (const [dir, name] of inv.removed) dirChanged(dir, undefined, name);
+      for (const [dir, name] of inv.added) dirChanged(dir, name);
+      for (const ino of inv.inodes) {
+        recent.delete(ino);
+        paths.forget(ino);
+        if (byIno.has(ino)) void store.get(ino).then(learn, () => {});
+      }
+    },
+
+    resync() {
+      listings.clear();
+      recent.clear();
+      for (const d of dirChanges.keys()) dirChanged(d);
+      paths.clear();
     },
 
     async closeAll() {
