@@ -67,27 +67,60 @@ export function createVfs(o: VfsOptions): Vfs {
   const allocFh = () => freeFh.pop() ?? nextFh++;
 
   /**
-   * Complete name sets of directories, kept current by this node's changes and other nodes'
-   * invalidations: a name missing here does not exist, so lookups of new names cost no round trip.
+   * Complete listings of directories (name -> inode, 0 when another node added it and the inode is not
+   * known yet), kept current by this node's changes and other nodes' invalidations. A name missing here
+   * does not exist, so lookups of new names cost no round trip; with the records prefetched, neither do
+   * lookups of existing ones.
    */
-  const listings = new Map<number, Set<string>>();
+  const listings = new Map<number, Map<string, number>>();
+  let listedNames = 0;
   /** Changes seen per directory, so a listing loaded while one happened is not trusted. */
   const dirChanges = new Map<number, number>();
-  const LISTING_MAX = 1_000_000;
+  const LISTED_MAX = 2_000_000;
+  const PREFETCH_MAX = 20_000;
+  const loading = new Set<number>();
 
-  function dirChanged(dir: number, add?: string, remove?: string): void {
+  function dirChanged(dir: number, add?: [string, number], remove?: string): void {
     dirChanges.set(dir, (dirChanges.get(dir) ?? 0) + 1);
     const l = listings.get(dir);
     if (!l) return;
-    if (remove !== undefined) l.delete(remove);
-    if (add !== undefined) l.add(add);
+    if (remove !== undefined && l.delete(remove)) listedNames--;
+    if (add !== undefined) {
+      if (!l.has(add[0])) listedNames++;
+      l.set(add[0], add[1]);
+    }
   }
 
+  function dropListing(dir: number): void {
+    const l = listings.get(dir);
+    if (l) listedNames -= l.size;
+    listings.delete(dir);
+  }
+
+  /** Load a directory's listing, then (for directories of moderate size) its entries' records. */
   async function loadListing(dir: number): Promise<void> {
-    const before = dirChanges.get(dir) ?? 0;
-    const names = await store.listDir(dir);
-    if ((dirChanges.get(dir) ?? 0) !== before || names.length > LISTING_MAX) return;
-    listings.set(dir, new Set(names.map((e) => e.name)));
+    if (loading.has(dir) || listings.has(dir)) return;
+    loading.add(dir);
+    try {
+      const before = dirChanges.get(dir) ?? 0;
+      const ents = await store.listDir(dir);
+      if ((dirChanges.get(dir) ?? 0) !== before) return;
+      if (listedNames + ents.length > LISTED_MAX) {
+        listings.clear();
+        listedNames = 0;
+      }
+      listings.set(dir, new Map(ents.map((e) => [e.name, e.ino])));
+      listedNames += ents.length;
+      if (ents.length > PREFETCH_MAX) return;
+      for (let i = 0; i < ents.length; i += 1000) {
+        const gen = dirChanges.get(dir);
+        const recs = await store.getMany(ents.slice(i, i + 1000).map((e) => e.ino));
+        if (dirChanges.get(dir) !== gen) return;
+        for (const r of recs) if (r && !byIno.has(r.ino) && !recent.has(r.ino)) learn(r);
+      }
+    } finally {
+      loading.delete(dir);
+    }
   }
 
   /** Records seen lately, answering getattr for as long as the kernel itself may cache attributes. */
@@ -240,13 +273,15 @@ export function createVfs(o: VfsOptions): Vfs {
     async lookup(_c, parent, name) {
       checkName(name);
       const known = listings.get(parent);
-      if (known && !known.has(name)) throw fsError("ENOENT");
-      try {
-        return liveAttr(learn(await store.lookup(parent, name)));
-      } catch (e) {
-        if (!known && e instanceof FsError && e.errno === E.ENOENT) void loadListing(parent).catch(() => {});
-        throw e;
+      if (known) {
+        const ino = known.get(name);
+        if (ino === undefined) throw fsError("ENOENT");
+        const c = ino ? recent.get(ino) : undefined;
+        if (c && c.until > Date.now()) return liveAttr(c.rec);
+      } else {
+        void loadListing(parent).catch(() => {});
       }
+      return liveAttr(learn(await store.lookup(parent, name)));
     },
 
     async getattr(_c, ino) {
@@ -305,7 +340,7 @@ export function createVfs(o: VfsOptions): Vfs {
       const reg = (mode & S_IFMT) === S_IFREG || (mode & S_IFMT) === 0;
       const m = reg ? S_IFREG | (mode & 0o7777) : mode;
       const r = learn(await changing([parent], () => store.create(parent, name, { mode: m, uid: c.uid, gid: c.gid, rdev, holder: reg ? nodeId : "" })));
-      dirChanged(parent, name);
+      dirChanged(parent, [name, r.ino]);
       if (reg) {
         try {
           fs.closeSync(createLocalFile(local(await paths.pathOf(r.ino)), O_WRONLY, r.mode, r.uid, r.gid));
@@ -321,7 +356,7 @@ export function createVfs(o: VfsOptions): Vfs {
       checkName(name);
       checkReserved(parent, name);
       const r = learn(await changing([parent], () => store.create(parent, name, { mode: S_IFDIR | (mode & 0o7777), uid: c.uid, gid: c.gid })));
-      dirChanged(parent, name);
+      dirChanged(parent, [name, r.ino]);
       const p = local(await paths.pathOf(r.ino));
       try {
         withParents(p, () => {
@@ -356,7 +391,7 @@ export function createVfs(o: VfsOptions): Vfs {
       const p = local(await paths.childPath(parent, name));
       const r = await changing([parent], () => store.remove(parent, name, true));
       dirChanged(parent, undefined, name);
-      listings.delete(r.ino);
+      dropListing(r.ino);
       removeLocal(p);
       forget(r.ino);
     },
@@ -366,7 +401,7 @@ export function createVfs(o: VfsOptions): Vfs {
       checkReserved(parent, name);
       if (Buffer.byteLength(target) > 4095) throw fsError("ENAMETOOLONG");
       const r = learn(await changing([parent], () => store.create(parent, name, { mode: S_IFLNK | 0o777, uid: c.uid, gid: c.gid, size: Buffer.byteLength(target), target })));
-      dirChanged(parent, name);
+      dirChanged(parent, [name, r.ino]);
       const p = local(await paths.pathOf(r.ino));
       try {
         withParents(p, () => {
@@ -393,11 +428,14 @@ export function createVfs(o: VfsOptions): Vfs {
       const from = local(await paths.childPath(parent, name));
       const to = local(await paths.childPath(newParent, newName));
       const r = await changing([parent, newParent], () => store.rename(parent, name, newParent, newName, flags));
-      if (!r.exchanged) {
+      if (r.exchanged) {
+        dirChanged(parent, [name, r.exchanged]);
+        dirChanged(newParent, [newName, r.ino]);
+      } else {
         dirChanged(parent, undefined, name);
-        dirChanged(newParent, newName);
+        dirChanged(newParent, [newName, r.ino]);
       }
-      if (r.replaced?.dir) listings.delete(r.replaced.ino);
+      if (r.replaced?.dir) dropListing(r.replaced.ino);
       if (r.exchanged) {
         const tmp = `${to}.mcfs-exchange-${process.pid}`;
         applyLocal(to, (q) => fs.renameSync(q, tmp));
@@ -418,7 +456,7 @@ export function createVfs(o: VfsOptions): Vfs {
       const src = local(await paths.pathOf(ino));
       const dst = local(await paths.childPath(newParent, newName));
       const r = await changing([newParent], () => store.link(ino, newParent, newName));
-      dirChanged(newParent, newName);
+      dirChanged(newParent, [newName, ino]);
       try {
         withParents(dst, () => {
           try {
@@ -469,7 +507,7 @@ export function createVfs(o: VfsOptions): Vfs {
       checkName(name);
       checkReserved(parent, name);
       const r = learn(await changing([parent], () => store.create(parent, name, { mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid: c.gid, holder: nodeId })));
-      dirChanged(parent, name);
+      dirChanged(parent, [name, r.ino]);
       let fd: number;
       try {
         const acc = flags & O_ACCMODE;
@@ -598,9 +636,10 @@ export function createVfs(o: VfsOptions): Vfs {
 
     invalidate(inv) {
       for (const [dir, name] of inv.removed) dirChanged(dir, undefined, name);
-      for (const [dir, name] of inv.added) dirChanged(dir, name);
+      for (const [dir, name] of inv.added) dirChanged(dir, [name, 0]);
       for (const ino of inv.inodes) {
         recent.delete(ino);
+        if (inv.removed.length) dropListing(ino);
         paths.forget(ino);
         if (byIno.has(ino)) void store.get(ino).then(learn, () => {});
       }
@@ -608,6 +647,7 @@ export function createVfs(o: VfsOptions): Vfs {
 
     resync() {
       listings.clear();
+      listedNames = 0;
       recent.clear();
       for (const d of dirChanges.keys()) dirChanged(d);
       paths.clear();
