@@ -53,20 +53,35 @@ function buildPassthrough(dir: string): string {
 interface Target {
   name: string;
   dir: string;
+  /** Unmount and mount again over the same data: every cache of the filesystem starts cold. */
+  restart(): Promise<void>;
   stop(): Promise<void>;
+}
+
+function plainTarget(dir: string): Target {
+  return { name: "plain", dir, restart: async () => dropCaches(), stop: async () => {} };
 }
 
 async function fuseTarget(name: string, mnt: string, cmd: string[]): Promise<Target> {
   fs.mkdirSync(mnt, { recursive: true });
-  const p: Subprocess = spawn(cmd, { stdout: "ignore", stderr: "inherit" });
-  await until(`${name} mount`, () => mounted(mnt) || p.exitCode !== null);
-  if (p.exitCode !== null) throw new Error(`${name} exited with ${p.exitCode}`);
+  let p: Subprocess;
+  const start = async () => {
+    p = spawn(cmd, { stdout: "ignore", stderr: "ignore" });
+    await until(`${name} mount`, () => mounted(mnt) || p.exitCode !== null);
+    if (p.exitCode !== null) throw new Error(`${name} exited with ${p.exitCode}`);
+  };
+  const stop = async () => {
+    p.kill("SIGTERM");
+    await p.exited;
+    if (mounted(mnt)) spawnSync(["umount", "-l", mnt]);
+  };
+  await start();
   return {
-    name, dir: mnt,
-    async stop() {
-      p.kill("SIGTERM");
-      await p.exited;
-      if (mounted(mnt)) spawnSync(["umount", "-l", mnt]);
+    name, dir: mnt, stop,
+    async restart() {
+      await stop();
+      dropCaches();
+      await start();
     },
   };
 }
@@ -81,55 +96,82 @@ function timeIt(fn: () => void): number {
   return (performance.now() - t) / 1000;
 }
 
+async function timeAsync(fn: () => Promise<unknown>): Promise<number> {
+  const t = performance.now();
+  await fn();
+  return (performance.now() - t) / 1000;
+}
+
 type Row = Record<string, number>;
 
-function runCases(dir: string): Row {
+const WRITERS = 4;
+const WRITER_SRC = `const fs = require("fs"); const [d, from, to] = process.argv.slice(-3); const b = Buffer.alloc(4096, 98);
+for (let i = +from; i < +to; i++) { const fd = fs.openSync(d + "/p" + i, "w"); fs.writeSync(fd, b); fs.closeSync(fd); }`;
+
+async function runCases(t: Target): Promise<Row> {
+  const dir = t.dir;
   const row: Row = {};
   const big = join(dir, "big.bin");
   const block = Buffer.alloc(1 << 20, 0xab);
-  row["seq write 1 GiB-class (MB/s)"] = mbps(BIG_MIB << 20, timeIt(() => {
+  // Best of three: the disk under all three targets is shared with the rest of the machine.
+  let best = 0;
+  for (let round = 0; round < 3; round++) {
     const fd = fs.openSync(big, "w");
-    for (let i = 0; i < BIG_MIB; i++) fs.writeSync(fd, block);
+    best = Math.max(best, mbps(BIG_MIB << 20, timeIt(() => {
+      for (let i = 0; i < BIG_MIB; i++) fs.writeSync(fd, block);
+    })));
     fs.fsyncSync(fd);
     fs.closeSync(fd);
-  }));
-  dropCaches();
+  }
+  row["seq write, best of 3 (MB/s)"] = best;
   const rb = Buffer.alloc(1 << 20);
   const read = () => {
-    const fd = fs.openSync(big, "r");
-    while (fs.readSync(fd, rb, 0, rb.length, null) > 0);
-    fs.closeSync(fd);
+    const rfd = fs.openSync(big, "r");
+    while (fs.readSync(rfd, rb, 0, rb.length, null) > 0);
+    fs.closeSync(rfd);
   };
-  row["seq read, cold (MB/s)"] = mbps(BIG_MIB << 20, timeIt(read));
-  row["seq read, cached (MB/s)"] = mbps(BIG_MIB << 20, timeIt(read));
+  await t.restart();
+  row["seq read, after remount (MB/s)"] = mbps(BIG_MIB << 20, timeIt(read));
+  row["seq read again, best of 3 (MB/s)"] = Math.max(...[0, 1, 2].map(() => mbps(BIG_MIB << 20, timeIt(read))));
   fs.unlinkSync(big);
 
   const small = join(dir, "small");
   fs.mkdirSync(small);
   const data = Buffer.alloc(4096, 0x61);
-  row["create 4 KiB files (files/s)"] = FILES / timeIt(() => {
+  row["create 4 KiB files, 1 writer (files/s)"] = FILES / timeIt(() => {
     for (let i = 0; i < FILES; i++) {
-      const fd = fs.openSync(join(small, `f${i}`), "w");
-      fs.writeSync(fd, data);
-      fs.closeSync(fd);
+      const f = fs.openSync(join(small, `f${i}`), "w");
+      fs.writeSync(f, data);
+      fs.closeSync(f);
     }
   });
-  row["stat, cached (files/s)"] = FILES / timeIt(() => {
+  const per = Math.ceil(FILES / WRITERS);
+  row[`create 4 KiB files, ${WRITERS} writers (files/s)`] = FILES / (await timeAsync(() =>
+    Promise.all(Array.from({ length: WRITERS }, async (_, w) => {
+      const code = await spawn([process.execPath, "-e", WRITER_SRC, small, String(w * per), String(Math.min(FILES, (w + 1) * per))], { stderr: "inherit" }).exited;
+      if (code !== 0) throw new Error(`writer ${w} failed`);
+    }))));
+  if (fs.readdirSync(small).length !== 2 * FILES) throw new Error("parallel writers did not create every file");
+  row["stat right after writing (files/s)"] = FILES / timeIt(() => {
     for (let i = 0; i < FILES; i++) fs.statSync(join(small, `f${i}`));
   });
-  dropCaches();
-  row["stat, uncached (files/s)"] = FILES / timeIt(() => {
+  row["stat again, cached (files/s)"] = FILES / timeIt(() => {
+    for (let i = 0; i < FILES; i++) fs.statSync(join(small, `f${i}`));
+  });
+  await t.restart();
+  row["stat after remount (files/s)"] = FILES / timeIt(() => {
     for (let i = 0; i < FILES; i++) fs.statSync(join(small, `f${i}`));
   });
   const rbuf = Buffer.alloc(8192);
   row["read 4 KiB files (files/s)"] = FILES / timeIt(() => {
     for (let i = 0; i < FILES; i++) {
-      const fd = fs.openSync(join(small, `f${i}`), "r");
-      fs.readSync(fd, rbuf, 0, rbuf.length, 0);
-      fs.closeSync(fd);
+      const f = fs.openSync(join(small, `f${i}`), "r");
+      fs.readSync(f, rbuf, 0, rbuf.length, 0);
+      fs.closeSync(f);
     }
   });
-  row["ls -l of the directory (s)"] = timeIt(() => {
+  await t.restart();
+  row[`ls -l of ${2 * FILES} files after remount (s)`] = timeIt(() => {
     const r = spawnSync(["ls", "-l", small], { stdout: "ignore" });
     if (r.exitCode !== 0) throw new Error("ls failed");
   });
@@ -145,14 +187,14 @@ try {
   const pt = buildPassthrough(work);
   fs.mkdirSync(join(work, "pt-src"));
   const results: Record<string, Row> = {};
-  results.plain = runCases(plainDir);
+  results.plain = await runCases(plainTarget(plainDir));
   const ptT = await fuseTarget("passthrough_ll", join(work, "pt-mnt"), [pt, "-f", "-o", `source=${join(work, "pt-src")}`, join(work, "pt-mnt")]);
   targets.push(ptT);
-  results.passthrough = runCases(ptT.dir);
+  results.passthrough = await runCases(ptT);
   await ptT.stop();
   const mc = await fuseTarget("mcfs", join(work, "mcfs-mnt"), [MCFS, "daemon", "-f", join(work, "mcfs-mnt"), "-r", join(work, "mcfs-root"), "--cache-dir", join(work, "mcfs-cache")]);
   targets.push(mc);
-  results.mcfs = runCases(mc.dir);
+  results.mcfs = await runCases(mc);
   await mc.stop();
 
   const keys = Object.keys(results.plain!);
@@ -165,14 +207,14 @@ try {
       // For times, lower is better: show the ratio so that > 1 always means mcfs is faster.
       const inv = k.endsWith("(s)");
       const r = (a: number, b: number) => (inv ? b / a : a / b).toFixed(2);
-      return `| ${k.replace("1 GiB-class", `${BIG_MIB} MiB`)} | ${f(p)} | ${f(t)} | ${f(m)} | ${r(m, t)} | ${r(m, p)} |`;
+      return `| ${k} | ${f(p)} | ${f(t)} | ${f(m)} | ${r(m, t)} | ${r(m, p)} |`;
     }),
   ];
   const table = lines.join("\n");
   console.log(table);
   if (OUT) {
     const cmd = `bun bench/bench.ts --big-mib ${BIG_MIB} --files ${FILES} --out ${OUT}`;
-    fs.writeFileSync(OUT, `# Benchmark results\n\nProduced by \`${cmd}\` on ${new Date().toISOString().slice(0, 10)} (${spawnSync(["uname", "-srm"]).stdout.toString().trim()}, ${require("node:os").cpus().length} cores).\nRatios: above 1 means mcfs is faster. Files are ${FILES} x 4 KiB in one directory; the big file is ${BIG_MIB} MiB written in 1 MiB blocks and fsynced.\n"cold" and "uncached" drop the kernel caches first where the machine allows it.\n\n${table}\n`);
+    fs.writeFileSync(OUT, `# Benchmark results\n\nProduced by \`${cmd}\` on ${new Date().toISOString().slice(0, 10)} (${spawnSync(["uname", "-srm"]).stdout.toString().trim()}, ${require("node:os").cpus().length} cores).\nRatios: above 1 means mcfs is faster. Small files: ${FILES} x 4 KiB in one directory, then as many again by ${WRITERS} processes at once. Big file: ${BIG_MIB} MiB written in 1 MiB blocks (timed before its fsync; best of three runs). "After remount": the FUSE filesystem is stopped and mounted again over the same data, so its own caches and the kernel's start empty; the plain directory has no such restart (this machine refuses drop_caches), so its numbers there are warm.\n\n${table}\n`);
   }
 } finally {
   for (const t of targets) await t.stop().catch(() => {});

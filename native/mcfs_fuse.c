@@ -302,6 +302,11 @@ static void ll_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 
 static void ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	/* Nothing written through a local fd since the last flush: nothing to publish. */
+	if (fd_of(fi->fh) >= 0 && !atomic_load(&fh_dirty[fi->fh])) {
+		fuse_reply_err(req, 0);
+		return;
+	}
 	REC(OP_FLUSH);
 	h.fh = fi->fh;
 	h.a = fi->fh < MAX_FH ? atomic_exchange(&fh_dirty[fi->fh], 0) : 0;

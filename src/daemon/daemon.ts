@@ -66,7 +66,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     const scan = await scanRoot(cfg.rootPath, store, nodeId, nlog);
     nlog.info({ ...scan, seconds: +((performance.now() - t0) / 1000).toFixed(2), root: cfg.rootPath }, "start-up scan done");
 
-    const vfs = createVfs({ rootPath: cfg.rootPath, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000 });
+    const vfs = createVfs({ rootPath: cfg.rootPath, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, soleNode: !cfg.redisUrl });
     cleanups.push(() => vfs.closeAll());
     const options = ["fsname=mcfs", "subtype=mcfs", "default_permissions"];
     if (cfg.allowOther) options.push("allow_other");

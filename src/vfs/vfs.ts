@@ -24,6 +24,8 @@ export interface VfsOptions {
   log: Logger;
   /** How long a fetched record may answer getattr again (the kernel's attribute timeout). */
   attrCacheMs: number;
+  /** No other node shares the store (private Redis): cached records may answer open() too. */
+  soleNode: boolean;
 }
 
 interface Handle {
@@ -477,7 +479,8 @@ export function createVfs(o: VfsOptions): Vfs {
     },
 
     async open(_c, ino, flags) {
-      let r = learn(await store.get(ino));
+      // Close-to-open: with other nodes about, open() reads the record fresh.
+      let r = o.soleNode ? await record(ino) : learn(await store.get(ino));
       if (isDir(r.mode)) throw fsError("EISDIR");
       const p = local(await paths.pathOf(ino));
       let fd: number;
