@@ -12,6 +12,12 @@ command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v npm >/dev/null || need+=(nodejs npm)
 command -v setpriv >/dev/null || need+=(util-linux)
+if [ "${1:-}" = "--test" ]; then
+  # The tests also drive the mount with the tools people use on it.
+  command -v git >/dev/null || need+=(git)
+  command -v rsync >/dev/null || need+=(rsync)
+  command -v mkfifo >/dev/null || need+=(coreutils)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "mcfs: missing ${need[*]}; run this as root (or: sudo apt-get install ${need[*]})" >&2
