@@ -277,7 +277,9 @@ export function createVfs(o: VfsOptions): Vfs {
       const known = listings.get(parent);
       if (known) {
         const ino = known.get(name);
-        if (ino === undefined) throw fsError("ENOENT");
+        // Another node's new name reaches this listing a moment after its create returns, so only a
+        // sole node answers "no such name" from memory.
+        if (ino === undefined && o.soleNode) throw fsError("ENOENT");
         const c = ino ? recent.get(ino) : undefined;
         if (c && c.until > Date.now()) return liveAttr(c.rec);
       } else {

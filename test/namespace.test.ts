@@ -1,0 +1,95 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { fuseUnavailable, tempDir, waitFor } from "./helpers/env.ts";
+import { startRedis, type TestRedis } from "./helpers/redis.ts";
+import { startDaemon, type TestDaemon } from "./helpers/daemon.ts";
+
+const skip = fuseUnavailable();
+
+const code = (fn: () => unknown) => {
+  try {
+    fn();
+    return undefined;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code;
+  }
+};
+
+/** Two daemons, one Redis: one namespace. Kernel caches on the other node follow every change. */
+describe.skipIf(!!skip)("one namespace across two nodes", () => {
+  const t = tempDir("ns");
+  let redis: TestRedis;
+  let a: TestDaemon, b: TestDaemon;
+  beforeAll(async () => {
+    redis = await startRedis();
+    a = await startDaemon({ base: t.path, name: "a", redisUrl: redis.url });
+    b = await startDaemon({ base: t.path, name: "b", redisUrl: redis.url });
+  });
+  afterAll(async () => {
+    await a?.stop();
+    await b?.stop();
+    await redis?.stop();
+    t.remove();
+  });
+
+  test("names and attributes made on one node are seen on the other", () => {
+    fs.mkdirSync(join(a.mnt, "d1"));
+    fs.writeFileSync(join(a.mnt, "d1/f"), "12345");
+    fs.chmodSync(join(a.mnt, "d1/f"), 0o600);
+    const st = fs.statSync(join(b.mnt, "d1/f"));
+    expect(st.size).toBe(5);
+    expect(st.mode & 0o777).toBe(0o600);
+    expect(st.ino).toBe(fs.statSync(join(a.mnt, "d1/f")).ino);
+    expect(fs.readdirSync(join(b.mnt, "d1"))).toEqual(["f"]);
+  });
+
+  test("a name B has cached goes away on B when A unlinks or renames it", async () => {
+    fs.mkdirSync(join(a.mnt, "d2"));
+    fs.writeFileSync(join(a.mnt, "d2/gone"), "x");
+    fs.writeFileSync(join(a.mnt, "d2/moved"), "y");
+    expect(fs.existsSync(join(b.mnt, "d2/gone"))).toBe(true);
+    expect(fs.existsSync(join(b.mnt, "d2/moved"))).toBe(true);
+    fs.unlinkSync(join(a.mnt, "d2/gone"));
+    fs.renameSync(join(a.mnt, "d2/moved"), join(a.mnt, "d2/new"));
+    // Invalidations travel by Redis pub/sub, so they arrive just after the change returns.
+    await waitFor("unlink seen on b", () => !fs.existsSync(join(b.mnt, "d2/gone")), 2000);
+    await waitFor("rename seen on b", () => !fs.existsSync(join(b.mnt, "d2/moved")), 2000);
+    expect(fs.statSync(join(b.mnt, "d2/new")).size).toBe(1);
+    expect(fs.readdirSync(join(b.mnt, "d2")).sort()).toEqual(["new"]);
+  });
+
+  test("a name that did not exist on B appears there when A creates it", async () => {
+    fs.mkdirSync(join(a.mnt, "d3"));
+    expect(fs.existsSync(join(b.mnt, "d3/late"))).toBe(false);
+    fs.writeFileSync(join(a.mnt, "d3/late"), "z");
+    await waitFor("create seen on b", () => fs.existsSync(join(b.mnt, "d3/late")), 2000);
+  });
+
+  test("rmdir on one node fails with ENOTEMPTY when the other node put a child there", () => {
+    fs.mkdirSync(join(a.mnt, "d4"));
+    fs.writeFileSync(join(b.mnt, "d4/child"), "c");
+    expect(code(() => fs.rmdirSync(join(a.mnt, "d4")))).toBe("ENOTEMPTY");
+  });
+
+  test("renaming a directory moves its whole subtree for both nodes", () => {
+    fs.mkdirSync(join(a.mnt, "tree/x/y"), { recursive: true });
+    fs.writeFileSync(join(a.mnt, "tree/x/y/leaf"), "leaf");
+    expect(fs.existsSync(join(b.mnt, "tree/x/y/leaf"))).toBe(true);
+    fs.renameSync(join(b.mnt, "tree"), join(b.mnt, "tree2"));
+    expect(fs.statSync(join(a.mnt, "tree2/x/y/leaf")).size).toBe(4);
+    expect(fs.existsSync(join(a.mnt, "tree"))).toBe(false);
+  });
+
+  test("concurrent creates of one name on both nodes: exactly one wins", async () => {
+    fs.mkdirSync(join(a.mnt, "race"));
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => {
+        const m = i % 2 ? a.mnt : b.mnt;
+        return Bun.spawn(["sh", "-c", `set -C; echo ${i} > ${m}/race/one`], { stderr: "ignore" }).exited;
+      }),
+    );
+    expect(results.filter((r) => r === 0).length).toBe(1);
+    expect(fs.readdirSync(join(a.mnt, "race"))).toEqual(["one"]);
+  });
+});
