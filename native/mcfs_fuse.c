@@ -337,22 +337,23 @@ static void ll_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	enqueue(req, &h, NULL, NULL, NULL, 0);
 }
 
-static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+static void queue_readdir(uint32_t op, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
-	REC(OP_READDIR);
+	REC(op);
 	h.fh = fi->fh;
 	h.a = (uint64_t)off;
 	h.b = size;
 	enqueue(req, &h, NULL, NULL, NULL, 0);
 }
 
+static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	queue_readdir(OP_READDIR, req, ino, size, off, fi);
+}
+
 static void ll_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
-	REC(OP_READDIRPLUS);
-	h.fh = fi->fh;
-	h.a = (uint64_t)off;
-	h.b = size;
-	enqueue(req, &h, NULL, NULL, NULL, 0);
+	queue_readdir(OP_READDIRPLUS, req, ino, size, off, fi);
 }
 
 static void ll_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

@@ -1,10 +1,9 @@
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
-import { fuseUnavailable, tempDir } from "./helpers/env.ts";
-import { startRedis, type TestRedis } from "./helpers/redis.ts";
-import { startDaemon, type TestDaemon } from "./helpers/daemon.ts";
+import { fuseUnavailable } from "./helpers/env.ts";
+import { useOneNode } from "./helpers/node.ts";
 
 const skip = fuseUnavailable();
 
@@ -21,23 +20,12 @@ function rng(seed: number) {
 }
 
 describe.skipIf(!!skip)("data integrity", () => {
-  const t = tempDir("integrity");
-  let redis: TestRedis;
-  let d: TestDaemon;
-  beforeAll(async () => {
-    redis = await startRedis();
-    d = await startDaemon({ base: t.path, name: "n1", redisUrl: redis.url });
-  });
-  afterAll(async () => {
-    await d?.stop();
-    await redis?.stop();
-    t.remove();
-  });
+  const node = useOneNode("integrity");
 
   const seed = Number(process.env.MCFS_SEED ?? Date.now() % 100000);
   test(`random writes at random offsets and sizes match a model byte for byte (seed ${seed})`, () => {
     const r = rng(seed);
-    const f = join(d.mnt, "random.bin");
+    const f = join(node.daemon.mnt, "random.bin");
     const MAX = 48 << 20;
     let model = Buffer.alloc(0);
     let fd = fs.openSync(f, "w+");
@@ -77,11 +65,11 @@ describe.skipIf(!!skip)("data integrity", () => {
     expect(back.length).toBe(model.length);
     expect(back.equals(model)).toBe(true);
     // the bytes on the node's disk are the same plain file
-    expect(fs.readFileSync(join(d.root, "random.bin")).equals(model)).toBe(true);
+    expect(fs.readFileSync(join(node.daemon.root, "random.bin")).equals(model)).toBe(true);
   });
 
   test("many files of random sizes written and read back whole", () => {
-    const dir = join(d.mnt, "many");
+    const dir = join(node.daemon.mnt, "many");
     fs.mkdirSync(dir);
     const r = rng(seed + 1);
     const files = new Map<string, Buffer>();
@@ -94,7 +82,7 @@ describe.skipIf(!!skip)("data integrity", () => {
   });
 
   test("files larger than 4 GiB: sparse, with data beyond the 32-bit boundary", () => {
-    const f = join(d.mnt, "big.sparse");
+    const f = join(node.daemon.mnt, "big.sparse");
     const fd = fs.openSync(f, "w+");
     const at = 5 * 1024 ** 3 + 12345;
     const data = randomBytes(1 << 20);
@@ -110,12 +98,12 @@ describe.skipIf(!!skip)("data integrity", () => {
     expect(hole.every((b) => b === 0)).toBe(true);
     fs.closeSync(rfd);
     // sparse on the node's disk too: far fewer blocks than bytes
-    expect(fs.statSync(join(d.root, "big.sparse")).blocks * 512).toBeLessThan(64 << 20);
+    expect(fs.statSync(join(node.daemon.root, "big.sparse")).blocks * 512).toBeLessThan(64 << 20);
     fs.unlinkSync(f);
   });
 
   test("concurrent writers to different regions of one file", async () => {
-    const f = join(d.mnt, "regions.bin");
+    const f = join(node.daemon.mnt, "regions.bin");
     const parts = Array.from({ length: 8 }, () => randomBytes(1 << 20));
     fs.writeFileSync(f, "");
     await Promise.all(parts.map((p, i) => Bun.spawn(["dd", `of=${f}`, "bs=1M", `seek=${i}`, "conv=notrunc", "status=none"], { stdin: p }).exited));

@@ -1,10 +1,9 @@
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { spawnSync } from "bun";
-import { fuseUnavailable, REPO, tempDir } from "./helpers/env.ts";
-import { startRedis, type TestRedis } from "./helpers/redis.ts";
-import { startDaemon, type TestDaemon } from "./helpers/daemon.ts";
+import { fuseUnavailable, REPO } from "./helpers/env.ts";
+import { useOneNode } from "./helpers/node.ts";
 
 const skip = fuseUnavailable();
 
@@ -16,55 +15,44 @@ function sh(cmd: string, cwd: string): string {
 
 /** The programs people run on a shared filesystem, used on the mount as they would be. */
 describe.skipIf(!!skip)("tools on the mount", () => {
-  const t = tempDir("tools");
-  let redis: TestRedis;
-  let d: TestDaemon;
-  beforeAll(async () => {
-    redis = await startRedis();
-    d = await startDaemon({ base: t.path, name: "n1", redisUrl: redis.url });
-  });
-  afterAll(async () => {
-    await d?.stop();
-    await redis?.stop();
-    t.remove();
-  });
+  const node = useOneNode("tools");
 
   test("tar: pack a tree in, unpack it again, identical", () => {
-    sh(`tar cf ${d.mnt}/src.tar -C ${REPO} src native`, d.mnt);
-    sh(`mkdir out && tar xf src.tar -C out`, d.mnt);
-    sh(`diff -r ${REPO}/src out/src && diff -r ${REPO}/native/mcfs_fuse.c out/native/mcfs_fuse.c`, d.mnt);
+    sh(`tar cf ${node.daemon.mnt}/src.tar -C ${REPO} src native`, node.daemon.mnt);
+    sh(`mkdir out && tar xf src.tar -C out`, node.daemon.mnt);
+    sh(`diff -r ${REPO}/src out/src && diff -r ${REPO}/native/mcfs_fuse.c out/native/mcfs_fuse.c`, node.daemon.mnt);
   });
 
   test("git: init, commit, gc, fsck, status clean", () => {
-    sh(`git init -q repo && cp -r ${REPO}/src repo/ && cd repo && git add -A && git commit -qm first && git gc -q && git fsck --strict`, d.mnt);
-    expect(sh("git status --porcelain", join(d.mnt, "repo"))).toBe("");
-    sh("git mv src moved && git commit -qm second && git checkout -q HEAD~1 && test -d src && git checkout -q -", join(d.mnt, "repo"));
-    expect(sh("git log --oneline", join(d.mnt, "repo")).trim().split("\n").length).toBe(2);
+    sh(`git init -q repo && cp -r ${REPO}/src repo/ && cd repo && git add -A && git commit -qm first && git gc -q && git fsck --strict`, node.daemon.mnt);
+    expect(sh("git status --porcelain", join(node.daemon.mnt, "repo"))).toBe("");
+    sh("git mv src moved && git commit -qm second && git checkout -q HEAD~1 && test -d src && git checkout -q -", join(node.daemon.mnt, "repo"));
+    expect(sh("git log --oneline", join(node.daemon.mnt, "repo")).trim().split("\n").length).toBe(2);
   });
 
   test("a compiler: build and run a program", () => {
-    fs.writeFileSync(join(d.mnt, "prog.c"), '#include <stdio.h>\nint main(void){puts("built on mcfs");return 7;}\n');
-    sh("cc -O2 -o prog prog.c", d.mnt);
-    const r = spawnSync([join(d.mnt, "prog")]);
+    fs.writeFileSync(join(node.daemon.mnt, "prog.c"), '#include <stdio.h>\nint main(void){puts("built on mcfs");return 7;}\n');
+    sh("cc -O2 -o prog prog.c", node.daemon.mnt);
+    const r = spawnSync([join(node.daemon.mnt, "prog")]);
     expect(r.exitCode).toBe(7);
     expect(r.stdout.toString()).toBe("built on mcfs\n");
   });
 
   test("rsync: copy a tree in, then a no-change checksum pass", () => {
-    sh(`rsync -a ${REPO}/src/ ${d.mnt}/rs/`, d.mnt);
-    sh(`diff -r ${REPO}/src rs`, d.mnt);
-    const out = sh(`rsync -a -c -i --delete ${REPO}/src/ ${d.mnt}/rs/`, d.mnt);
+    sh(`rsync -a ${REPO}/src/ ${node.daemon.mnt}/rs/`, node.daemon.mnt);
+    sh(`diff -r ${REPO}/src rs`, node.daemon.mnt);
+    const out = sh(`rsync -a -c -i --delete ${REPO}/src/ ${node.daemon.mnt}/rs/`, node.daemon.mnt);
     expect(out).toBe("");
   });
 
   test("coreutils: cp -a keeps modes and times, find, du, mv across directories, rm -rf", () => {
-    sh(`cp -a ${REPO}/test cp`, d.mnt);
+    sh(`cp -a ${REPO}/test cp`, node.daemon.mnt);
     const src = fs.statSync(join(REPO, "test/posix.test.ts"), { bigint: true });
-    const cp = fs.statSync(join(d.mnt, "cp/posix.test.ts"), { bigint: true });
+    const cp = fs.statSync(join(node.daemon.mnt, "cp/posix.test.ts"), { bigint: true });
     expect(cp.mtimeNs).toBe(src.mtimeNs);
     expect(cp.mode).toBe(src.mode);
-    sh(`find cp -type f | wc -l > count && mkdir a && mv cp a/ && du -s a && rm -rf a`, d.mnt);
-    expect(Number(fs.readFileSync(join(d.mnt, "count"), "utf8"))).toBeGreaterThan(3);
-    expect(fs.existsSync(join(d.mnt, "a"))).toBe(false);
+    sh(`find cp -type f | wc -l > count && mkdir a && mv cp a/ && du -s a && rm -rf a`, node.daemon.mnt);
+    expect(Number(fs.readFileSync(join(node.daemon.mnt, "count"), "utf8"))).toBeGreaterThan(3);
+    expect(fs.existsSync(join(node.daemon.mnt, "a"))).toBe(false);
   });
 });

@@ -234,17 +234,25 @@ export function createVfs(o: VfsOptions): Vfs {
     }
   }
 
-  /** Create the backing file for a new inode, replacing a stale local leftover that Redis no longer knows. */
+  /**
+   * Make a new local object at p (file, link, ...), replacing a stale leftover there that the namespace
+   * no longer knows, and creating missing parent directories.
+   */
+  function makeLocal<T>(p: string, make: () => T): T {
+    return withParents(p, () => {
+      try {
+        return make();
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+        removeLocal(p);
+        return make();
+      }
+    });
+  }
+
+  /** Create the backing file for a new inode. */
   function createLocalFile(p: string, flags: number, mode: number, uid: number, gid: number): number {
-    const open = () => fs.openSync(p, flags | O_CREAT | O_EXCL | O_NOFOLLOW, mode & 0o7777);
-    let fd: number;
-    try {
-      fd = withParents(p, open);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-      removeLocal(p);
-      fd = open();
-    }
+    const fd = makeLocal(p, () => fs.openSync(p, flags | O_CREAT | O_EXCL | O_NOFOLLOW, mode & 0o7777));
     fs.fchownSync(fd, uid, gid);
     // open() applies the umask of the daemon; the kernel already applied the caller's.
     fs.fchmodSync(fd, mode & 0o7777);
@@ -408,15 +416,7 @@ export function createVfs(o: VfsOptions): Vfs {
       dirChanged(parent, [name, r.ino]);
       const p = local(await paths.pathOf(r.ino));
       try {
-        withParents(p, () => {
-          try {
-            fs.symlinkSync(target, p);
-          } catch (e) {
-            if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-            removeLocal(p);
-            fs.symlinkSync(target, p);
-          }
-        });
+        makeLocal(p, () => fs.symlinkSync(target, p));
         fs.lchownSync(p, r.uid, r.gid);
       } catch (e) {
         await rollback(parent, name, false);
@@ -462,15 +462,7 @@ export function createVfs(o: VfsOptions): Vfs {
       const r = await changing([newParent], () => store.link(ino, newParent, newName));
       dirChanged(newParent, [newName, ino]);
       try {
-        withParents(dst, () => {
-          try {
-            fs.linkSync(src, dst);
-          } catch (e) {
-            if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-            removeLocal(dst);
-            fs.linkSync(src, dst);
-          }
-        });
+        makeLocal(dst, () => fs.linkSync(src, dst));
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== "ENOENT" || isReg(r.mode)) {
           await store.remove(newParent, newName, false).catch(() => {});
