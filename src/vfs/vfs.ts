@@ -13,6 +13,7 @@ const { O_APPEND, O_SYNC, O_DSYNC, O_CREAT, O_EXCL, O_RDWR, O_WRONLY, O_RDONLY, 
 const KEEP_OPEN_FLAGS = O_ACCMODE | O_APPEND | O_SYNC | O_DSYNC;
 const NAME_MAX = 255;
 const XATTR_SIZE_MAX = 65536;
+const RECENT_MAX = 200_000;
 
 /** Name reserved at the top of every root path for mcfs's own state (the embedded Redis's data). */
 export const RESERVED_NAME = ".mcfs";
@@ -134,7 +135,15 @@ export function createVfs(o: VfsOptions): Vfs {
     if (open) open.rec = r;
     if (o.attrCacheMs > 0) {
       const now = Date.now();
-      if (recent.size >= 100_000) for (const [k, v] of recent) if (v.until <= now) recent.delete(k);
+      // Bounded: past the limit the oldest tenth goes (a Map iterates in insertion order).
+      if (recent.size >= RECENT_MAX) {
+        let n = RECENT_MAX / 10;
+        for (const k of recent.keys()) {
+          recent.delete(k);
+          if (--n === 0) break;
+        }
+      }
+      recent.delete(r.ino);
       recent.set(r.ino, { rec: r, until: now + o.attrCacheMs });
     }
     return r;
