@@ -197,3 +197,22 @@ describe.skipIf(!!skip)("command line", () => {
     forceUnmount(join(base, "m"));
   });
 });
+
+describe.skipIf(!!skip)("large directories", () => {
+  test("100,000 files placed in the root are published at start and listed, each exactly once", async () => {
+    const base = temp("large");
+    const r = await redis();
+    const root = join(base, "big-root");
+    fs.mkdirSync(join(root, "big"), { recursive: true });
+    const N = 100_000;
+    for (let i = 0; i < N; i++) fs.closeSync(fs.openSync(join(root, "big", `file-${i}`), "w"));
+    const a = await daemon({ base, name: "l", redisUrl: r.url, root });
+    const names = fs.readdirSync(join(a.mnt, "big"));
+    expect(names.length).toBe(N);
+    expect(new Set(names).size).toBe(N);
+    expect(names.includes("file-99999")).toBe(true);
+    const ls = spawnSync(["ls", "-l", join(a.mnt, "big")], { stdout: "pipe" });
+    expect(ls.exitCode).toBe(0);
+    expect(ls.stdout.toString().trim().split("\n").length).toBe(N + 1);
+  });
+});
