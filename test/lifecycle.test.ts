@@ -139,7 +139,7 @@ describe.skipIf(!!skip)("daemon life cycle", () => {
     const base = temp("twice");
     const r = await redis();
     const a = await daemon({ base, name: "t", redisUrl: r.url });
-    const p = spawnSync([MCFS, "daemon", "-f", join(base, "other-mnt"), "-r", a.root, "-u", r.url, "-p", "1"], { stderr: "pipe" });
+    const p = spawnSync([MCFS, "daemon", "-f", join(base, "other-mnt"), "-r", a.root, "-u", r.url, "-p", "1", "--insecure"], { stderr: "pipe" });
     expect(p.exitCode).toBe(1);
     expect(p.stderr.toString()).toContain("another mcfs daemon");
     expect(isMounted(join(base, "other-mnt"))).toBe(false);
@@ -188,7 +188,7 @@ describe.skipIf(!!skip)("command line", () => {
 
   test("an unreachable Redis is named, without its password", () => {
     const base = temp("noredis");
-    const p = spawnSync([MCFS, "daemon", "-f", join(base, "m"), "-r", join(base, "r"), "-u", "redis://user:s3cret@127.0.0.1:1"], { stderr: "pipe", stdout: "pipe" });
+    const p = spawnSync([MCFS, "daemon", "-f", join(base, "m"), "-r", join(base, "r"), "-u", "redis://user:s3cret@127.0.0.1:1", "--insecure"], { stderr: "pipe", stdout: "pipe" });
     expect(p.exitCode).toBe(1);
     const err = p.stderr.toString();
     expect(err).toContain("127.0.0.1:1");

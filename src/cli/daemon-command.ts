@@ -1,4 +1,5 @@
 import { resolve, join } from "node:path";
+import { readFileSync } from "node:fs";
 import type { Argv } from "yargs";
 import type { DaemonConfig } from "../daemon/config.ts";
 
@@ -15,6 +16,8 @@ export function daemonOptions<T>(y: Argv<T>) {
     .option("redis-dir", { type: "string", describe: "Data directory of the private redis-server when no --redis_url is given [default <root_path>/.mcfs/redis]" })
     .option("entry-timeout", { type: "number", describe: "Seconds the kernel may cache a name lookup [default: 60 with the private Redis (no other node can change anything), 10 with --redis_url (other nodes' changes are pushed to the kernel as they happen; this bounds staleness if one is missed)]" })
     .option("attr-timeout", { type: "number", describe: "Seconds the kernel may cache attributes [default: as --entry-timeout]" })
+    .option("cluster-secret-file", { type: "string", describe: "File holding the secret shared by the nodes of a cluster; peer calls without it are refused (env MCFS_CLUSTER_SECRET holds the secret itself)" })
+    .option("insecure", { type: "boolean", default: false, describe: "Serve other nodes without a cluster secret (anyone who can reach --port can read the files)" })
     .option("allow-other", { type: "boolean", default: true, describe: "Let every user of the machine use the mount (permissions are still checked); --no-allow-other limits it to the user who mounted" })
     .check((a) => {
       if (!Number.isInteger(a.port) || a.port < 0 || a.port > 65535) throw new Error(`--port must be an integer 0..65535, got ${a.port}`);
@@ -31,6 +34,23 @@ export function daemonOptions<T>(y: Argv<T>) {
 
 type DaemonArgs = Awaited<ReturnType<typeof daemonOptions>["argv"]>;
 
+/** The cluster secret from --cluster-secret-file or MCFS_CLUSTER_SECRET; a cluster without one needs --insecure. */
+function clusterSecret(a: DaemonArgs, env: NodeJS.ProcessEnv): string | undefined {
+  let secret: string | undefined;
+  if (a["cluster-secret-file"] !== undefined) {
+    try {
+      secret = readFileSync(a["cluster-secret-file"], "utf8").trim();
+    } catch (e) {
+      throw new Error(`--cluster-secret-file ${a["cluster-secret-file"]}: ${(e as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (e as Error).message}`);
+    }
+    if (!secret) throw new Error(`--cluster-secret-file ${a["cluster-secret-file"]} is empty`);
+  } else if (env.MCFS_CLUSTER_SECRET) secret = env.MCFS_CLUSTER_SECRET.trim();
+  if (secret !== undefined && secret.length < 16) throw new Error("the cluster secret must be at least 16 characters");
+  if (a.redis_url && secret === undefined && !a.insecure)
+    throw new Error("nodes of a cluster (--redis_url given) authenticate each other: pass --cluster-secret-file FILE (or set MCFS_CLUSTER_SECRET), or --insecure to run without a secret");
+  return secret;
+}
+
 export function daemonConfig(a: DaemonArgs, env: NodeJS.ProcessEnv): DaemonConfig {
   const rootPath = resolve(a.root_path);
   return {
@@ -46,5 +66,7 @@ export function daemonConfig(a: DaemonArgs, env: NodeJS.ProcessEnv): DaemonConfi
     entryTimeout: a["entry-timeout"] ?? (a.redis_url ? 10 : 60),
     attrTimeout: a["attr-timeout"] ?? (a.redis_url ? 10 : 60),
     allowOther: a["allow-other"],
+    clusterSecret: clusterSecret(a, env),
+    insecure: a.insecure,
   };
 }

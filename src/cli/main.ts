@@ -6,7 +6,13 @@ import { createLogger } from "../util/log.ts";
 import pkg from "../../package.json" with { type: "json" };
 
 async function daemonMain(argv: Parameters<typeof daemonConfig>[0]) {
-  const cfg = daemonConfig(argv, process.env);
+  let cfg;
+  try {
+    cfg = daemonConfig(argv, process.env);
+  } catch (e) {
+    process.stderr.write(`mcfs: ${(e as Error).message}\n`);
+    process.exit(2);
+  }
   const log = createLogger({ debug: cfg.debug });
   let d;
   try {

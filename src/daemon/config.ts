@@ -15,4 +15,7 @@ export interface DaemonConfig {
   entryTimeout: number;
   attrTimeout: number;
   allowOther: boolean;
+  /** Shared by the nodes of a cluster; every peer call carries it. Absent only with insecure. */
+  clusterSecret?: string;
+  insecure: boolean;
 }

@@ -2,11 +2,15 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import type { DaemonConfig } from "./config.ts";
 import { lockRoot } from "./root-lock.ts";
+import { nodeIdentity } from "./node-identity.ts";
 import { startEmbeddedRedis, type EmbeddedRedis } from "./embedded-redis.ts";
 import { scanRoot } from "./startup-scan.ts";
 import { createRedisStore } from "../meta/redis-store.ts";
 import type { MetadataStore } from "../meta/store.ts";
 import { createVfs, RESERVED_NAME } from "../vfs/vfs.ts";
+import { createRemoteData } from "../vfs/remote-data.ts";
+import { startPeerServer } from "../peer/peer-server.ts";
+import { createPeerPool } from "../peer/peer-client.ts";
 import { startFuseSession, type FuseSession } from "../fuse/session.ts";
 import { errnoName, setUnexpectedErrorLogger } from "../util/errno.ts";
 import { redactUrl, type Logger } from "../util/log.ts";
@@ -23,7 +27,8 @@ export interface Daemon {
 
 /** Compose the layers: Redis (given or private) -> store -> start-up scan -> VFS -> FUSE mount. */
 export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon> {
-  const nodeId = `${cfg.hostIp}:${cfg.port}`;
+  const address = `${cfg.hostIp}:${cfg.port}`;
+  const nodeId = nodeIdentity(join(cfg.rootPath, RESERVED_NAME));
   const nlog = log.child({ node: nodeId });
   setUnexpectedErrorLogger((err) => nlog.error({ err }, "unexpected error, reported as EIO"));
 
@@ -57,7 +62,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     cleanups.push(() => store.close());
     const rootSt = fs.statSync(cfg.rootPath);
     await store.init(rootSt.mode, rootSt.uid, rootSt.gid);
-    await store.registerNode({ id: nodeId, address: nodeId, startedAt: Date.now() }, NODE_TTL_MS);
+    await store.registerNode({ id: nodeId, address, startedAt: Date.now() }, NODE_TTL_MS);
     cleanups.push(() => store.unregisterNode(nodeId));
     const beat = setInterval(() => store.heartbeat(nodeId, NODE_TTL_MS).catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "heartbeat failed")), HEARTBEAT_MS);
     cleanups.push(async () => clearInterval(beat));
@@ -66,7 +71,17 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     const scan = await scanRoot(cfg.rootPath, store, nodeId, nlog);
     nlog.info({ ...scan, seconds: +((performance.now() - t0) / 1000).toFixed(2), root: cfg.rootPath }, "start-up scan done");
 
-    const vfs = createVfs({ rootPath: cfg.rootPath, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, soleNode: !cfg.redisUrl });
+    // A sole node (private Redis) has no peers: it opens no port.
+    let remote;
+    if (cfg.redisUrl) {
+      if (!cfg.clusterSecret) nlog.warn("--insecure: serving this node's files to anyone who can reach its port");
+      const server = await startPeerServer({ rootPath: cfg.rootPath, port: cfg.port, secret: cfg.clusterSecret, log: nlog });
+      cleanups.push(() => server.close());
+      const pool = createPeerPool({ secret: cfg.clusterSecret, timeoutMs: 30_000 });
+      cleanups.push(async () => pool.close());
+      remote = createRemoteData({ store, pool, nodeId, cacheDir: cfg.cacheDir, log: nlog });
+    }
+    const vfs = createVfs({ rootPath: cfg.rootPath, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, soleNode: !cfg.redisUrl, remote });
     cleanups.push(() => vfs.closeAll());
     const options = ["fsname=mcfs", "subtype=mcfs", "default_permissions"];
     if (cfg.allowOther) options.push("allow_other");
@@ -112,7 +127,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       onOp: cfg.debug ? (op, s, errno) => nlog.debug({ op, ms: +(s * 1000).toFixed(3), ...(errno ? { errno: errnoName(errno) } : {}) }, "fuse op") : undefined,
       onExit: () => void stop("mount went away"),
     });
-    nlog.info({ mount: cfg.mountPath, root: cfg.rootPath, redis: redactUrl(url) }, "mounted");
+    nlog.info({ mount: cfg.mountPath, root: cfg.rootPath, address, redis: redactUrl(url) }, "mounted");
     return { nodeId, done, stop };
   } catch (e) {
     await undo();

@@ -2,6 +2,7 @@ import * as fs from "node:fs";
 import type { MetadataStore } from "../meta/store.ts";
 import type { Logger } from "../util/log.ts";
 import { RESERVED_NAME } from "../vfs/vfs.ts";
+import { PARTIAL_MARK } from "../vfs/remote-data.ts";
 import { E, FsError } from "../util/errno.ts";
 
 export interface ScanResult {
@@ -31,7 +32,8 @@ export async function scanRoot(rootPath: string, store: MetadataStore, nodeId: s
       continue;
     }
     const existing = new Map((await store.listDir(ino)).map((e) => [e.name, e]));
-    const todo = names.filter((d) => !(ino === 1 && d.name === RESERVED_NAME));
+    // Not published: mcfs's own state, and partial copies left by an interrupted fetch.
+    const todo = names.filter((d) => !(ino === 1 && d.name === RESERVED_NAME) && !d.name.includes(PARTIAL_MARK));
     for (let i = 0; i < todo.length; i += BATCH) {
       await Promise.all(todo.slice(i, i + BATCH).map(async (d) => {
         const rel = `${path}/${d.name}`;

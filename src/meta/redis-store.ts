@@ -488,6 +488,20 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
         if (inv.origin !== opts.nodeId) onChange(inv);
       });
     },
+    async locations(ino) {
+      const h = await client.hGetAll(`${P}loc:${ino}`);
+      return new Map(Object.entries(h).map(([k, v]) => [k, Number(v)]));
+    },
+    async liveNodes() {
+      const all = await client.hGetAll(`${P}nodes`);
+      const ids = Object.keys(all);
+      const alive = await Promise.all(ids.map((id) => client.exists(`${P}hb:${id}`)));
+      const out = new Map<string, NodeInfo>();
+      ids.forEach((id, i) => {
+        if (alive[i]) out.set(id, JSON.parse(all[id]!) as NodeInfo);
+      });
+      return out;
+    },
     async registerNode(node, ttlMs) {
       await client.hSet(`${P}nodes`, node.id, JSON.stringify(node));
       await client.set(`${P}hb:${node.id}`, String(Date.now()), { PX: ttlMs });

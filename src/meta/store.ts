@@ -109,6 +109,10 @@ export interface MetadataStore {
    * down): every cache must then be dropped.
    */
   subscribe(onChange: (inv: Invalidation) => void, resync: () => void): Promise<void>;
+  /** Nodes holding the bytes of ino, with the data version each holds. */
+  locations(ino: number): Promise<Map<string, number>>;
+  /** Registered nodes whose heartbeat has not expired, by id. */
+  liveNodes(): Promise<Map<string, NodeInfo>>;
   registerNode(node: NodeInfo, ttlMs: number): Promise<void>;
   heartbeat(nodeId: string, ttlMs: number): Promise<void>;
   unregisterNode(nodeId: string): Promise<void>;

@@ -7,6 +7,7 @@ import { E, FsError, fsError } from "../util/errno.ts";
 import type { Logger } from "../util/log.ts";
 import { attrOf, isDir, isReg, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "./attr.ts";
 import { createPathCache } from "./paths.ts";
+import type { RemoteData } from "./remote-data.ts";
 
 const O_ACCMODE = 3;
 const { O_APPEND, O_SYNC, O_DSYNC, O_CREAT, O_EXCL, O_RDWR, O_WRONLY, O_RDONLY, O_NOFOLLOW, O_TRUNC } = fs.constants;
@@ -27,6 +28,8 @@ export interface VfsOptions {
   attrCacheMs: number;
   /** No other node shares the store (private Redis): cached records may answer open() too. */
   soleNode: boolean;
+  /** Fetches other nodes' bytes; absent on a sole node. */
+  remote?: RemoteData;
 }
 
 interface Handle {
@@ -63,6 +66,8 @@ export function createVfs(o: VfsOptions): Vfs {
   const byIno = new Map<number, { handles: Set<Handle>; rec: Inode }>();
   const dirs = new Map<number, DirHandle>();
   const purgeOnClose = new Set<number>();
+  /** Data version of each inode when this node last opened it (for the kernel's page cache). */
+  const openedVersion = new Map<number, number>();
   let nextFh = 1;
   const freeFh: number[] = [];
 
@@ -321,6 +326,14 @@ export function createVfs(o: VfsOptions): Vfs {
           fs.ftruncateSync(h.fd, set.size);
           h.dirty = true;
         } else {
+          if (o.remote && !o.soleNode && (await store.locations(ino)).get(nodeId) !== r.version) {
+            // Another node holds the bytes: take them first (all but nothing is kept when cutting to 0).
+            if (set.size === 0) makeLocal(p, () => fs.closeSync(fs.openSync(p, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW, r.mode & 0o7777)));
+            else {
+              fs.mkdirSync(dirname(p), { recursive: true });
+              await o.remote.fetchTo(ino, r.version, await paths.pathOf(ino), r.size, p);
+            }
+          }
           fs.truncateSync(p, set.size);
           r = learn(await store.setData(ino, set.size, fs.statSync(p, { bigint: true }).mtimeNs, nodeId));
         }
@@ -482,19 +495,41 @@ export function createVfs(o: VfsOptions): Vfs {
     },
 
     async open(_c, ino, flags) {
-      // Close-to-open: with other nodes about, open() reads the record fresh.
-      let r = o.soleNode ? await record(ino) : learn(await store.get(ino));
-      if (isDir(r.mode)) throw fsError("EISDIR");
-      const p = local(await paths.pathOf(ino));
-      let fd: number;
-      try {
-        fd = fs.openSync(p, (flags & KEEP_OPEN_FLAGS) | O_NOFOLLOW);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === "ENOENT") throw new FsError(E.EIO, `bytes of ${p} are not on this node`);
-        throw e;
+      // Close-to-open: with other nodes about, open() reads the record and its holders fresh.
+      let r: Inode;
+      let here = true;
+      if (o.soleNode || !o.remote) r = await record(ino);
+      else {
+        const [rec, locs] = await Promise.all([store.get(ino), store.locations(ino)]);
+        r = learn(rec);
+        here = locs.get(nodeId) === r.version || (locs.size === 0 && r.size === 0);
       }
+      if (isDir(r.mode)) throw fsError("EISDIR");
+      const path = await paths.pathOf(ino);
+      const p = local(path);
       const acc = flags & O_ACCMODE;
-      const h: Handle = { ino, fd, writable: acc === O_WRONLY || acc === O_RDWR, dirty: false };
+      const writable = acc === O_WRONLY || acc === O_RDWR;
+      let fd: number;
+      if (!here && !writable) {
+        // Another node's bytes: a version-named copy in the cache, never a stale one.
+        fd = await o.remote!.openCopy(ino, r.version, path, r.size);
+      } else {
+        if (!here) {
+          // About to write another node's bytes: this node takes a copy into its root and becomes the holder.
+          if (flags & O_TRUNC) makeLocal(p, () => fs.closeSync(fs.openSync(p, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW, r.mode & 0o7777)));
+          else {
+            fs.mkdirSync(dirname(p), { recursive: true });
+            await o.remote!.fetchTo(ino, r.version, path, r.size, p);
+          }
+        }
+        try {
+          fd = fs.openSync(p, (flags & KEEP_OPEN_FLAGS) | O_NOFOLLOW);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === "ENOENT") throw new FsError(E.EIO, `bytes of ${p} are not on this node`);
+          throw e;
+        }
+      }
+      const h: Handle = { ino, fd, writable, dirty: false };
       const fh = addHandle(h, r);
       if (flags & O_TRUNC && r.size !== 0) {
         try {
@@ -505,8 +540,11 @@ export function createVfs(o: VfsOptions): Vfs {
           throw e;
         }
       }
-      // The page cache stays valid across opens: every change of the bytes on this node goes through it.
-      return { fh, fd, keepCache: true } satisfies OpenReply;
+      // Pages cached by the kernel stay valid while the version is the one they were read at.
+      const keepCache = openedVersion.get(ino) === r.version;
+      if (openedVersion.size >= RECENT_MAX) openedVersion.clear();
+      openedVersion.set(ino, r.version);
+      return { fh, fd, keepCache } satisfies OpenReply;
     },
 
     async create(c, parent, name, mode, flags) {
@@ -523,7 +561,8 @@ export function createVfs(o: VfsOptions): Vfs {
         throw e;
       }
       const fh = addHandle({ ino: r.ino, fd, writable: true, dirty: false }, r);
-      return { attr: attrOf(r), open: { fh, fd, keepCache: true } };
+      openedVersion.set(r.ino, r.version);
+      return { attr: attrOf(r), open: { fh, fd, keepCache: false } };
     },
 
     async read(_c, _ino, fh, offset, size) {

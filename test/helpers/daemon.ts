@@ -1,5 +1,5 @@
 import { spawn, type Subprocess } from "bun";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { dlopen, FFIType, ptr } from "bun:ffi";
 import { MCFS, freePort, waitFor } from "./env.ts";
@@ -44,7 +44,10 @@ export async function startDaemon(spec: DaemonSpec): Promise<TestDaemon> {
   const port = await freePort();
   const logPath = join(spec.base, `${spec.name}.log`);
   writeFileSync(logPath, "");
-  const args = [MCFS, "daemon", "-f", mnt, "-r", root, "-p", String(port), "-i", "127.0.0.1", ...(spec.redisUrl ? ["-u", spec.redisUrl] : []), ...(spec.args ?? [])];
+  const secret = join(spec.base, "cluster-secret");
+  if (spec.redisUrl && !existsSync(secret)) writeFileSync(secret, "test-cluster-secret-0123456789\n", { mode: 0o600 });
+  const cluster = spec.redisUrl ? ["-u", spec.redisUrl, ...(spec.args?.includes("--insecure") ? [] : ["--cluster-secret-file", secret])] : [];
+  const args = [MCFS, "daemon", "-f", mnt, "-r", root, "-p", String(port), "-i", "127.0.0.1", ...cluster, ...(spec.args ?? [])];
   const proc = spawn(args, { stdout: Bun.file(logPath), stderr: Bun.file(logPath), env: { ...process.env, MULTICLOUD_FS_DISK_CACHE: cache } });
   const log = () => {
     try {

@@ -1,0 +1,48 @@
+import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Peer } from "../gen/mcfs/v1/peer_pb.ts";
+import { fromConnectError } from "./errors.ts";
+
+export type PeerClient = Client<typeof Peer>;
+
+/** Clients for the other nodes, one HTTP/2 connection each, made on first use. */
+export interface PeerPool {
+  get(address: string): PeerClient;
+  close(): void;
+}
+
+export interface PeerPoolOptions {
+  secret?: string;
+  /** Per-call deadline. */
+  timeoutMs: number;
+}
+
+export function createPeerPool(o: PeerPoolOptions): PeerPool {
+  const clients = new Map<string, PeerClient>();
+  const auth: Interceptor = (next) => (req) => {
+    if (o.secret) req.header.set("authorization", `Bearer ${o.secret}`);
+    return next(req);
+  };
+  return {
+    get(address) {
+      let c = clients.get(address);
+      if (!c) {
+        const transport = createGrpcTransport({ baseUrl: `http://${address}`, interceptors: [auth], defaultTimeoutMs: o.timeoutMs, idleConnectionTimeoutMs: 60_000 });
+        clients.set(address, (c = createClient(Peer, transport)));
+      }
+      return c;
+    },
+    close() {
+      clients.clear();
+    },
+  };
+}
+
+/** Run a peer call; failures come back as errno-carrying errors (EIO when the peer is unreachable). */
+export async function call<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    throw fromConnectError(e);
+  }
+}

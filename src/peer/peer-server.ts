@@ -1,0 +1,137 @@
+import * as http2 from "node:http2";
+import * as fs from "node:fs";
+import { timingSafeEqual } from "node:crypto";
+import { Code, ConnectError, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { Peer } from "../gen/mcfs/v1/peer_pb.ts";
+import { confine } from "./confine.ts";
+import { toConnectError } from "./errors.ts";
+import type { Logger } from "../util/log.ts";
+
+/** Stream messages stay at or under 128 KiB: larger ones stall some gRPC clients on Bun's HTTP/2. */
+export const CHUNK = 128 * 1024;
+
+const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
+
+export interface PeerServerOptions {
+  rootPath: string;
+  port: number;
+  host?: string;
+  /** Cluster secret every caller must present; undefined only with --insecure. */
+  secret?: string;
+  log: Logger;
+}
+
+export interface PeerServer {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+function authInterceptor(secret: string): Interceptor {
+  const want = Buffer.from(`Bearer ${secret}`);
+  return (next) => async (req) => {
+    const got = Buffer.from(req.header.get("authorization") ?? "");
+    if (got.length !== want.length || !timingSafeEqual(got, want)) throw new ConnectError("missing or wrong cluster secret", Code.Unauthenticated);
+    return next(req);
+  };
+}
+
+function attrOf(st: fs.BigIntStats) {
+  return {
+    size: st.size, mode: Number(st.mode), uid: Number(st.uid), gid: Number(st.gid), nlink: Number(st.nlink),
+    atimeNs: st.atimeNs, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs,
+  };
+}
+
+/** The node's root path served to other nodes: every request confined to it, errors with their errno. */
+export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer> {
+  const root = o.rootPath;
+  const realRoot = fs.realpathSync(root);
+  const at = (p: string) => confine(root, realRoot, p);
+  const done = {};
+
+  const guarded = <A extends unknown[], R>(fn: (...a: A) => R | Promise<R>) => async (...a: A): Promise<R> => {
+    try {
+      return await fn(...a);
+    } catch (e) {
+      throw toConnectError(e);
+    }
+  };
+
+  const impl: ServiceImpl<typeof Peer> = {
+    exists: guarded((r) => ({ exists: fs.existsSync(at(r.path)) })),
+    getAttr: guarded((r) => ({ attr: attrOf(fs.lstatSync(at(r.path), { bigint: true })) })),
+    readDir: guarded((r) => ({
+      entries: fs.readdirSync(at(r.path), { withFileTypes: true }).filter((d) => !(r.path === "/" && d.name === ".mcfs")).map((d) => ({ name: d.name, mode: fs.lstatSync(`${at(r.path)}/${d.name}`).mode })),
+    })),
+    read: guarded((r) => {
+      const fd = fs.openSync(at(r.path), O_RDONLY | O_NOFOLLOW);
+      try {
+        const len = Math.min(Number(r.length) || CHUNK, 16 * CHUNK);
+        const buf = Buffer.allocUnsafe(len);
+        const n = fs.readSync(fd, buf, 0, len, Number(r.offset));
+        return { data: buf.subarray(0, n) };
+      } finally {
+        fs.closeSync(fd);
+      }
+    }),
+    async *readFile(r) {
+      let fd: number;
+      try {
+        fd = fs.openSync(at(r.path), O_RDONLY | O_NOFOLLOW);
+      } catch (e) {
+        throw toConnectError(e);
+      }
+      try {
+        let off = Number(r.offset);
+        const end = r.length ? off + Number(r.length) : Infinity;
+        for (;;) {
+          const want = Math.min(CHUNK, end - off);
+          if (want <= 0) return;
+          const buf = Buffer.allocUnsafe(want);
+          const n = fs.readSync(fd, buf, 0, want, off);
+          if (n === 0) return;
+          yield { offset: BigInt(off), data: buf.subarray(0, n) };
+          off += n;
+        }
+      } finally {
+        fs.closeSync(fd);
+      }
+    },
+    write: guarded((r) => {
+      const fd = fs.openSync(at(r.path), O_WRONLY | O_NOFOLLOW);
+      try {
+        return { written: BigInt(fs.writeSync(fd, r.data, 0, r.data.length, Number(r.offset))) };
+      } finally {
+        fs.closeSync(fd);
+      }
+    }),
+    truncate: guarded((r) => (fs.truncateSync(at(r.path), Number(r.size)), done)),
+    chown: guarded((r) => (fs.lchownSync(at(r.path), r.uid, r.gid), done)),
+    chmod: guarded((r) => (fs.chmodSync(at(r.path), r.mode & 0o7777), done)),
+    unlink: guarded((r) => (fs.unlinkSync(at(r.path)), done)),
+    rmdir: guarded((r) => (fs.rmdirSync(at(r.path)), done)),
+    rename: guarded((r) => (fs.renameSync(at(r.from), at(r.to)), done)),
+    access: guarded((r) => (fs.accessSync(at(r.path), r.mask), done)),
+    utimens: guarded((r) => (fs.utimesSync(at(r.path), Number(r.atimeNs) / 1e9, Number(r.mtimeNs) / 1e9), done)),
+    mkdir: guarded((r) => (fs.mkdirSync(at(r.path), r.mode & 0o7777), done)),
+    create: guarded((r) => (fs.closeSync(fs.openSync(at(r.path), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, r.mode & 0o7777)), done)),
+  };
+
+  const handler = connectNodeAdapter({
+    routes: (router) => router.service(Peer, impl),
+    interceptors: o.secret ? [authInterceptor(o.secret)] : [],
+  });
+  const server = http2.createServer(handler);
+  await new Promise<void>((res, rej) => {
+    server.once("error", (e: NodeJS.ErrnoException) => rej(new Error(`cannot serve peers on ${o.host ?? "0.0.0.0"}:${o.port}: ${e.code === "EADDRINUSE" ? "port in use" : e.message}`)));
+    server.listen(o.port, o.host ?? "0.0.0.0", () => res());
+  });
+  const addr = server.address();
+  const port = typeof addr === "object" && addr ? addr.port : o.port;
+  o.log.info({ port, auth: o.secret ? "cluster secret" : "none (--insecure)" }, "serving peers");
+  return {
+    port,
+    close: () => new Promise<void>((res) => server.close(() => res())),
+  };
+}

@@ -1,0 +1,107 @@
+import * as fs from "node:fs";
+import { join } from "node:path";
+import type { MetadataStore } from "../meta/store.ts";
+import type { PeerPool } from "../peer/peer-client.ts";
+import { fromConnectError } from "../peer/errors.ts";
+import { FsError, E } from "../util/errno.ts";
+import type { Logger } from "../util/log.ts";
+
+/** Marks a copy still being fetched (never published, never served). */
+export const PARTIAL_MARK = ".mcfs-part-";
+
+/** Bytes held by other nodes, fetched from a live holder of the current version. */
+export interface RemoteData {
+  /** Read-only fd of a local copy of ino at version, kept in the cache directory. */
+  openCopy(ino: number, version: number, path: string, size: number): Promise<number>;
+  /** Fetch the bytes of ino at version into dest (this node is about to write them). */
+  fetchTo(ino: number, version: number, path: string, size: number, dest: string): Promise<void>;
+}
+
+export interface RemoteDataOptions {
+  store: MetadataStore;
+  pool: PeerPool;
+  nodeId: string;
+  cacheDir: string;
+  log: Logger;
+}
+
+export function createRemoteData(o: RemoteDataOptions): RemoteData {
+  const inflight = new Map<string, Promise<void>>();
+  let tmpSeq = 0;
+
+  /** Stream the file from one holder to dest; the byte count must match the record's size. */
+  async function fetchFrom(address: string, path: string, size: number, dest: string): Promise<void> {
+    const tmp = `${dest}${PARTIAL_MARK}${process.pid}-${++tmpSeq}`;
+    const fd = fs.openSync(tmp, "w", 0o600);
+    try {
+      let got = 0;
+      try {
+        for await (const ch of o.pool.get(address).readFile({ path, offset: 0n, length: 0n })) {
+          if (Number(ch.offset) !== got) throw new FsError(E.EIO, `holder ${address} sent bytes out of order`);
+          fs.writeSync(fd, ch.data, 0, ch.data.length, got);
+          got += ch.data.length;
+        }
+      } catch (e) {
+        throw fromConnectError(e);
+      }
+      // A short copy is never served: a holder that lost bytes is as good as down.
+      if (got !== size) throw new FsError(E.EIO, `holder ${address} has ${got} of ${size} bytes of ${path}`);
+      fs.fsyncSync(fd);
+      fs.closeSync(fd);
+      fs.renameSync(tmp, dest);
+    } catch (e) {
+      try {
+        fs.closeSync(fd);
+      } catch {
+        // already closed
+      }
+      fs.rmSync(tmp, { force: true });
+      throw e;
+    }
+  }
+
+  async function fetch(ino: number, version: number, path: string, size: number, dest: string): Promise<void> {
+    const [locs, live] = await Promise.all([o.store.locations(ino), o.store.liveNodes()]);
+    const holders = [...locs].filter(([node, v]) => v === version && node !== o.nodeId).map(([node]) => node);
+    const order = [...holders.filter((h) => live.has(h)), ...holders.filter((h) => !live.has(h))];
+    const errors: string[] = [];
+    for (const node of order) {
+      try {
+        await fetchFrom(live.get(node)?.address ?? node, path, size, dest);
+        return;
+      } catch (e) {
+        errors.push(`${node}: ${(e as Error).message}`);
+        o.log.warn({ path, ino, holder: node, err: (e as Error).message }, "holder failed, trying the next one");
+      }
+    }
+    throw new FsError(E.EIO, `no reachable node holds ${path} at version ${version}${errors.length ? ` (${errors.join("; ")})` : ""}`);
+  }
+
+  function once(key: string, fn: () => Promise<void>): Promise<void> {
+    let p = inflight.get(key);
+    if (!p) {
+      p = fn().finally(() => inflight.delete(key));
+      inflight.set(key, p);
+    }
+    return p;
+  }
+
+  function dropOlder(ino: number, keep: string): void {
+    for (const f of fs.readdirSync(o.cacheDir)) if (f.startsWith(`${ino}.`) && f !== keep && !f.includes(PARTIAL_MARK)) fs.rmSync(join(o.cacheDir, f), { force: true });
+  }
+
+  return {
+    async openCopy(ino, version, path, size) {
+      const name = `${ino}.${version}`;
+      const file = join(o.cacheDir, name);
+      if (!fs.existsSync(file)) {
+        await once(file, () => fetch(ino, version, path, size, file));
+        dropOlder(ino, name);
+      }
+      return fs.openSync(file, "r");
+    },
+    fetchTo(ino, version, path, size, dest) {
+      return once(dest, () => fetch(ino, version, path, size, dest));
+    },
+  };
+}
