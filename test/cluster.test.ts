@@ -1,0 +1,115 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import { fuseUnavailable, tempDir } from "./helpers/env.ts";
+import { startRedis, type TestRedis } from "./helpers/redis.ts";
+import { startDaemon, type TestDaemon } from "./helpers/daemon.ts";
+import { call, createPeerPool } from "../src/peer/peer-client.ts";
+
+const skip = fuseUnavailable();
+
+/** The errno a peer call failed with (0 if it succeeded). Bun's expect().rejects stalls HTTP/2 I/O. */
+async function peerErrno(p: () => Promise<unknown>): Promise<number> {
+  try {
+    await call(p);
+    return 0;
+  } catch (e) {
+    return (e as { errno: number }).errno;
+  }
+}
+
+const code = (fn: () => unknown) => {
+  try {
+    fn();
+    return undefined;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code;
+  }
+};
+
+/** Three daemons, one Redis, one machine: bytes written on one node are read on the others. */
+describe.skipIf(!!skip)("data across nodes", () => {
+  const t = tempDir("cluster");
+  let redis: TestRedis;
+  const n: TestDaemon[] = [];
+  beforeAll(async () => {
+    redis = await startRedis();
+    for (const name of ["a", "b", "c"]) n.push(await startDaemon({ base: t.path, name, redisUrl: redis.url }));
+  });
+  afterAll(async () => {
+    for (const d of n) await d.stop();
+    await redis?.stop();
+    t.remove();
+  });
+
+  test("a file written and closed on A is read whole on B and C", () => {
+    const [a, b, c] = n as [TestDaemon, TestDaemon, TestDaemon];
+    const data = randomBytes(5 * 1024 * 1024 + 77);
+    fs.writeFileSync(join(a.mnt, "five.bin"), data);
+    expect(fs.readFileSync(join(b.mnt, "five.bin")).equals(data)).toBe(true);
+    expect(fs.readFileSync(join(c.mnt, "five.bin")).equals(data)).toBe(true);
+  });
+
+  test("a new version on A replaces what B read before (close-to-open)", () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    fs.writeFileSync(join(a.mnt, "v.txt"), "version one, longer than the next");
+    expect(fs.readFileSync(join(b.mnt, "v.txt"), "utf8")).toBe("version one, longer than the next");
+    fs.writeFileSync(join(a.mnt, "v.txt"), "version two");
+    expect(fs.readFileSync(join(b.mnt, "v.txt"), "utf8")).toBe("version two");
+    expect(fs.statSync(join(b.mnt, "v.txt")).size).toBe(11);
+  });
+
+  test("B appends to A's file: B holds the new version and A reads it", () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    fs.writeFileSync(join(a.mnt, "log.txt"), "from a\n");
+    fs.appendFileSync(join(b.mnt, "log.txt"), "from b\n");
+    expect(fs.readFileSync(join(a.mnt, "log.txt"), "utf8")).toBe("from a\nfrom b\n");
+    fs.truncateSync(join(a.mnt, "log.txt"), 3);
+    expect(fs.readFileSync(join(b.mnt, "log.txt"), "utf8")).toBe("fro");
+  });
+
+  test("workflow-shaped: 600 small files spread over three nodes, each read on another node", () => {
+    fs.mkdirSync(join(n[0]!.mnt, "wf"));
+    const files = new Map<string, Buffer>();
+    for (let i = 0; i < 600; i++) {
+      const data = randomBytes(1 + (i * 7919) % 20000);
+      files.set(`out-${i}`, data);
+      fs.writeFileSync(join(n[i % 3]!.mnt, "wf", `out-${i}`), data);
+    }
+    let i = 0;
+    for (const [name, data] of files) {
+      const reader = n[(i++ + 1) % 3]!;
+      expect(fs.readFileSync(join(reader.mnt, "wf", name)).equals(data)).toBe(true);
+    }
+  });
+
+  test("peer requests without the secret, with a wrong one, or leaving the root are refused", async () => {
+    const a = n[0]!;
+    fs.writeFileSync(join(a.mnt, "peer.txt"), "p");
+    const addr = `127.0.0.1:${a.port}`;
+    const good = createPeerPool({ secret: "test-cluster-secret-0123456789", timeoutMs: 5000 }).get(addr);
+    expect((await call(() => good.exists({ path: "/peer.txt" }))).exists).toBe(true);
+    const none = createPeerPool({ timeoutMs: 5000 }).get(addr);
+    expect(await peerErrno(() => none.exists({ path: "/peer.txt" }))).toBe(13);
+    const wrong = createPeerPool({ secret: "wrong-secret-wrong-secret", timeoutMs: 5000 }).get(addr);
+    expect(await peerErrno(() => wrong.getAttr({ path: "/peer.txt" }))).toBe(13);
+    for (const p of ["/../../etc/passwd", "etc/passwd", "/a/../../x", "/.mcfs/node-id"]) {
+      expect(await peerErrno(() => good.getAttr({ path: p }))).toBe(13);
+    }
+    fs.symlinkSync("/etc", join(a.root, "escape"));
+    expect(await peerErrno(() => good.getAttr({ path: "/escape/passwd" }))).toBe(13);
+    expect(await peerErrno(() => good.getAttr({ path: "/missing" }))).toBe(2);
+  });
+
+  test("with its only holder down, a read fails with EIO; a copy of the current version still reads", async () => {
+    const [a, b, c] = n as [TestDaemon, TestDaemon, TestDaemon];
+    fs.writeFileSync(join(c.mnt, "only-on-c"), "c data");
+    fs.writeFileSync(join(c.mnt, "read-before"), "read before");
+    expect(fs.readFileSync(join(b.mnt, "read-before"), "utf8")).toBe("read before");
+    await c.kill();
+    expect(code(() => fs.readFileSync(join(a.mnt, "only-on-c")))).toBe("EIO");
+    expect(fs.readFileSync(join(b.mnt, "read-before"), "utf8")).toBe("read before");
+    expect(fs.statSync(join(a.mnt, "only-on-c")).size).toBe(6);
+  });
+});
