@@ -5,6 +5,9 @@ import { fromConnectError } from "./errors.ts";
 
 export type PeerClient = Client<typeof Peer>;
 
+/** HTTP/2 flow-control window for peer streams, both ways. */
+export const WINDOW = 16 << 20;
+
 /** Clients for the other nodes, one HTTP/2 connection each, made on first use. */
 export interface PeerPool {
   get(address: string): PeerClient;
@@ -27,7 +30,14 @@ export function createPeerPool(o: PeerPoolOptions): PeerPool {
     get(address) {
       let c = clients.get(address);
       if (!c) {
-        const transport = createGrpcTransport({ baseUrl: `http://${address}`, interceptors: [auth], defaultTimeoutMs: o.timeoutMs, idleConnectionTimeoutMs: 60_000 });
+        const transport = createGrpcTransport({
+          baseUrl: `http://${address}`,
+          interceptors: [auth],
+          defaultTimeoutMs: o.timeoutMs,
+          idleConnectionTimeoutMs: 60_000,
+          // HTTP/2's default 64 KiB window stalls every 128 KiB message on a window update.
+          nodeOptions: { settings: { initialWindowSize: WINDOW } },
+        });
         clients.set(address, (c = createClient(Peer, transport)));
       }
       return c;

@@ -6,6 +6,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { Peer } from "../gen/mcfs/v1/peer_pb.ts";
 import { confine } from "./confine.ts";
 import { toConnectError } from "./errors.ts";
+import { WINDOW } from "./peer-client.ts";
 import type { Logger } from "../util/log.ts";
 
 /** Stream messages stay at or under 128 KiB: larger ones stall some gRPC clients on Bun's HTTP/2. */
@@ -122,7 +123,8 @@ export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer>
     routes: (router) => router.service(Peer, impl),
     interceptors: o.secret ? [authInterceptor(o.secret)] : [],
   });
-  const server = http2.createServer(handler);
+  const server = http2.createServer({ settings: { initialWindowSize: WINDOW } }, handler);
+  server.on("session", (session) => session.on("connect", () => session.setLocalWindowSize(WINDOW)));
   await new Promise<void>((res, rej) => {
     server.once("error", (e: NodeJS.ErrnoException) => rej(new Error(`cannot serve peers on ${o.host ?? "0.0.0.0"}:${o.port}: ${e.code === "EADDRINUSE" ? "port in use" : e.message}`)));
     server.listen(o.port, o.host ?? "0.0.0.0", () => res());

@@ -1,6 +1,6 @@
 import * as fs from "node:fs";
 import { join } from "node:path";
-import type { MetadataStore } from "../meta/store.ts";
+import type { MetadataStore, NodeInfo } from "../meta/store.ts";
 import type { PeerPool } from "../peer/peer-client.ts";
 import { fromConnectError } from "../peer/errors.ts";
 import { FsError, E } from "../util/errno.ts";
@@ -28,6 +28,17 @@ export interface RemoteDataOptions {
 export function createRemoteData(o: RemoteDataOptions): RemoteData {
   const inflight = new Map<string, Promise<void>>();
   let tmpSeq = 0;
+  /** Version of the copy of each inode in the cache directory. */
+  const cached = new Map<number, number>();
+  fs.rmSync(o.cacheDir, { recursive: true, force: true });
+  fs.mkdirSync(o.cacheDir, { recursive: true, mode: 0o700 });
+
+  /** Live nodes, asked of the store at most once a second. */
+  let live: { at: number; nodes: Promise<Map<string, NodeInfo>> } | undefined;
+  function liveNodes(): Promise<Map<string, NodeInfo>> {
+    if (!live || Date.now() - live.at > 1000) live = { at: Date.now(), nodes: o.store.liveNodes() };
+    return live.nodes;
+  }
 
   /** Stream the file from one holder to dest; the byte count must match the record's size. */
   async function fetchFrom(address: string, path: string, size: number, dest: string): Promise<void> {
@@ -46,7 +57,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
       }
       // A short copy is never served: a holder that lost bytes is as good as down.
       if (got !== size) throw new FsError(E.EIO, `holder ${address} has ${got} of ${size} bytes of ${path}`);
-      fs.fsyncSync(fd);
+      // No fsync: the cache directory is emptied at every start, so a copy cut short by a crash is never served.
       fs.closeSync(fd);
       fs.renameSync(tmp, dest);
     } catch (e) {
@@ -61,7 +72,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   }
 
   async function fetch(ino: number, version: number, path: string, size: number, dest: string): Promise<void> {
-    const [locs, live] = await Promise.all([o.store.locations(ino), o.store.liveNodes()]);
+    const [locs, live] = await Promise.all([o.store.locations(ino), liveNodes()]);
     const holders = [...locs].filter(([node, v]) => v === version && node !== o.nodeId).map(([node]) => node);
     const order = [...holders.filter((h) => live.has(h)), ...holders.filter((h) => !live.has(h))];
     const errors: string[] = [];
@@ -86,17 +97,15 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
     return p;
   }
 
-  function dropOlder(ino: number, keep: string): void {
-    for (const f of fs.readdirSync(o.cacheDir)) if (f.startsWith(`${ino}.`) && f !== keep && !f.includes(PARTIAL_MARK)) fs.rmSync(join(o.cacheDir, f), { force: true });
-  }
-
   return {
     async openCopy(ino, version, path, size) {
-      const name = `${ino}.${version}`;
-      const file = join(o.cacheDir, name);
-      if (!fs.existsSync(file)) {
+      const file = join(o.cacheDir, `${ino}.${version}`);
+      if (cached.get(ino) !== version) {
         await once(file, () => fetch(ino, version, path, size, file));
-        dropOlder(ino, name);
+        const old = cached.get(ino);
+        // An open fd on the older copy keeps reading it; the name goes now.
+        if (old !== undefined && old !== version) fs.rmSync(join(o.cacheDir, `${ino}.${old}`), { force: true });
+        cached.set(ino, version);
       }
       return fs.openSync(file, "r");
     },
