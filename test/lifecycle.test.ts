@@ -164,6 +164,26 @@ describe.skipIf(!!skip)("daemon life cycle", () => {
   });
 });
 
+describe.skipIf(!!skip)("running conditions", () => {
+  test("starts where $TMPDIR is mounted noexec (the shim is loaded from memory), and with -s", async () => {
+    const base = temp("noexec");
+    const tmp = join(base, "noexec-tmp");
+    fs.mkdirSync(tmp);
+    expect(spawnSync(["mount", "-t", "tmpfs", "-o", "noexec,size=16m", "tmpfs", tmp]).exitCode).toBe(0);
+    cleanups.push(() => spawnSync(["umount", "-l", tmp]));
+    const saved = process.env.TMPDIR;
+    process.env.TMPDIR = tmp;
+    try {
+      const a = await daemon({ base, name: "nx", args: ["-s"] });
+      fs.writeFileSync(join(a.mnt, "f"), "single-threaded");
+      expect(fs.readFileSync(join(a.mnt, "f"), "utf8")).toBe("single-threaded");
+    } finally {
+      if (saved === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = saved;
+    }
+  });
+});
+
 describe.skipIf(!!skip)("command line", () => {
   const run = (...args: string[]) => spawnSync([MCFS, ...args], { stderr: "pipe", stdout: "pipe" });
 
