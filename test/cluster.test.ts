@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
-import { fuseUnavailable, tempDir } from "./helpers/env.ts";
+import { fuseUnavailable, tempDir, waitFor } from "./helpers/env.ts";
 import { startRedis, type TestRedis } from "./helpers/redis.ts";
 import { startDaemon, type TestDaemon } from "./helpers/daemon.ts";
 import { call, createPeerPool } from "../src/peer/peer-client.ts";
@@ -111,5 +111,58 @@ describe.skipIf(!!skip)("data across nodes", () => {
     expect(code(() => fs.readFileSync(join(a.mnt, "only-on-c")))).toBe("EIO");
     expect(fs.readFileSync(join(b.mnt, "read-before"), "utf8")).toBe("read before");
     expect(fs.statSync(join(a.mnt, "only-on-c")).size).toBe(6);
+  });
+});
+
+/** Renames and deletes of files whose bytes live on another node, with that node up or down. */
+describe.skipIf(!!skip)("renames and deletes of another node's files", () => {
+  const t = tempDir("follow");
+  let redis: TestRedis;
+  let a: TestDaemon, b: TestDaemon;
+  beforeAll(async () => {
+    redis = await startRedis();
+    a = await startDaemon({ base: t.path, name: "a", redisUrl: redis.url });
+    b = await startDaemon({ base: t.path, name: "b", redisUrl: redis.url });
+  });
+  afterAll(async () => {
+    await a?.stop();
+    if (process.env.MCFS_TEST_LOGS) console.log(b.log());
+    await b?.stop();
+    await redis?.stop();
+    t.remove();
+  });
+
+  test("B renames a file A holds: it is read at its new name, and A's disk follows", async () => {
+    fs.mkdirSync(join(a.mnt, "on"));
+    fs.writeFileSync(join(a.mnt, "on/orig"), "held by a");
+    fs.renameSync(join(b.mnt, "on/orig"), join(b.mnt, "on/renamed"));
+    expect(fs.readFileSync(join(b.mnt, "on/renamed"), "utf8")).toBe("held by a");
+    await waitFor("a's disk to follow", () => fs.existsSync(join(a.root, "on/renamed")) && !fs.existsSync(join(a.root, "on/orig")), 5000);
+  });
+
+  test("while A is down, B renames and deletes A's files; A comes back with neither lost nor resurrected", async () => {
+    fs.mkdirSync(join(a.mnt, "off/sub"), { recursive: true });
+    fs.writeFileSync(join(a.mnt, "off/keep"), "keep me");
+    fs.writeFileSync(join(a.mnt, "off/gone"), "delete me");
+    fs.writeFileSync(join(a.mnt, "off/sub/deep"), "deep");
+    fs.writeFileSync(join(a.mnt, "off/stale"), "a's version");
+    expect(await a.stop()).toBe(0);
+    fs.renameSync(join(b.mnt, "off/keep"), join(b.mnt, "off/kept"));
+    fs.unlinkSync(join(b.mnt, "off/gone"));
+    fs.renameSync(join(b.mnt, "off/sub"), join(b.mnt, "off/sub2"));
+    // Truncating open: the old bytes (on the down node) are not needed.
+    const fd = fs.openSync(join(b.mnt, "off/stale"), fs.constants.O_WRONLY | fs.constants.O_TRUNC);
+    fs.writeSync(fd, "b's version");
+    fs.closeSync(fd);
+    a = await startDaemon({ base: t.path, name: "a", redisUrl: redis.url });
+    expect(fs.readdirSync(join(a.mnt, "off")).sort()).toEqual(["kept", "stale", "sub2"]);
+    expect(fs.readFileSync(join(b.mnt, "off/kept"), "utf8")).toBe("keep me");
+    expect(fs.readFileSync(join(a.mnt, "off/kept"), "utf8")).toBe("keep me");
+    expect(fs.readFileSync(join(b.mnt, "off/sub2/deep"), "utf8")).toBe("deep");
+    expect(fs.readFileSync(join(a.mnt, "off/stale"), "utf8")).toBe("b's version");
+    expect(fs.existsSync(join(a.root, "off/gone"))).toBe(false);
+    expect(fs.existsSync(join(a.root, "off/keep"))).toBe(false);
+    expect(fs.existsSync(join(a.root, "off/sub2/deep"))).toBe(true);
+    expect(fs.existsSync(join(a.root, "off/stale"))).toBe(false);
   });
 });

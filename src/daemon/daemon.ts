@@ -9,6 +9,7 @@ import { createRedisStore } from "../meta/redis-store.ts";
 import type { MetadataStore } from "../meta/store.ts";
 import { createVfs, RESERVED_NAME } from "../vfs/vfs.ts";
 import { createRemoteData } from "../vfs/remote-data.ts";
+import { createTodoApplier } from "../vfs/local-todo.ts";
 import { startPeerServer } from "../peer/peer-server.ts";
 import { createPeerPool } from "../peer/peer-client.ts";
 import { startFuseSession, type FuseSession } from "../fuse/session.ts";
@@ -67,6 +68,10 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     const beat = setInterval(() => store.heartbeat(nodeId, NODE_TTL_MS).catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "heartbeat failed")), HEARTBEAT_MS);
     cleanups.push(async () => clearInterval(beat));
 
+    // Renames and deletes of this node's files made elsewhere while it was down, before the scan
+    // (which would otherwise publish deleted files again under their old names).
+    const todo = createTodoApplier({ rootPath: cfg.rootPath, nodeId, store, log: nlog });
+    await todo.drain();
     const t0 = performance.now();
     const scan = await scanRoot(cfg.rootPath, store, nodeId, nlog);
     nlog.info({ ...scan, seconds: +((performance.now() - t0) / 1000).toFixed(2), root: cfg.rootPath }, "start-up scan done");
@@ -75,19 +80,20 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     let remote;
     if (cfg.redisUrl) {
       if (!cfg.clusterSecret) nlog.warn("--insecure: serving this node's files to anyone who can reach its port");
-      const server = await startPeerServer({ rootPath: cfg.rootPath, port: cfg.port, secret: cfg.clusterSecret, log: nlog });
+      const server = await startPeerServer({ rootPath: cfg.rootPath, port: cfg.port, secret: cfg.clusterSecret, log: nlog, catchUp: () => todo.drain() });
       cleanups.push(() => server.close());
       const pool = createPeerPool({ secret: cfg.clusterSecret, timeoutMs: 30_000 });
       cleanups.push(async () => pool.close());
       remote = createRemoteData({ store, pool, nodeId, cacheDir: cfg.cacheDir, log: nlog });
     }
-    const vfs = createVfs({ rootPath: cfg.rootPath, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, soleNode: !cfg.redisUrl, remote });
+    const vfs = createVfs({ rootPath: cfg.rootPath, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, soleNode: !cfg.redisUrl, remote, catchUp: () => todo.drain() });
     cleanups.push(() => vfs.closeAll());
     const options = ["fsname=mcfs", "subtype=mcfs", "default_permissions"];
     if (cfg.allowOther) options.push("allow_other");
     let session: FuseSession | undefined;
     await store.subscribe(
       (inv) => {
+        if (inv.todo.includes(nodeId)) void todo.drain();
         vfs.invalidate(inv);
         if (!session) return;
         for (const [dir, name] of [...inv.removed, ...inv.added]) session.invalidateEntry(dir, name);
@@ -96,6 +102,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       () => {
         nlog.warn("invalidation channel reconnected: dropping cached metadata");
         vfs.resync();
+        void todo.drain();
       },
     );
     let resolveDone!: () => void;

@@ -14,16 +14,18 @@
  * | P x:{ino}         | hash   | extended attributes: name -> value (binary)                           |
  * | P loc:{ino}       | hash   | nodes holding the bytes: node id -> data version of their copy        |
  * | P orphans         | set    | inodes with no names left, kept while some node has them open         |
- * | P nodes           | hash   | node id -> JSON {id, address, startedAt}                              |
+ * | P nodes           | hash   | every node that ever joined: id -> JSON {id, address, startedAt}      |
  * | P hb:{node}       | string | heartbeat, expires when the node stops beating                         |
  * | P inval           | pubsub | JSON Invalidation after every change, so other nodes drop their caches |
+ * | P todo:{node}     | list   | JSON changes of local files a node must still make (rm, rmdir, mv,    |
+ * |                   |        | swap of namespace paths), queued by whoever renamed or deleted them   |
  *
  * Namespace changes run as Lua scripts, so each is atomic against every other node. Scripts build keys
  * from the prefix themselves (single Redis or a primary with replicas; not Redis Cluster).
  * Errors from scripts are errno names ("ENOENT ..."), mapped by toErrno.
  */
 import { createClient, commandOptions } from "redis";
-import type { AttrChange, DirListing, Inode, Invalidation, MetadataStore, NewInode, NodeInfo, Removed, Renamed } from "./store.ts";
+import type { AttrChange, DirListing, Inode, Invalidation, MetadataStore, NewInode, NodeInfo, Removed, Renamed, TodoEntry } from "./store.ts";
 import { redactUrl } from "../util/log.ts";
 import { E, FsError, fsError } from "../util/errno.ts";
 
@@ -68,6 +70,20 @@ local function dropname(ino, parent, name, now)
   end
   if n <= 0 then redis.call('SADD', P..'orphans', ino) end
   return n
+end
+-- Queue a change of local files for the other nodes that hold ino's bytes, or for every other node
+-- when ino is nil (a directory: any node may hold files under it). Returns the nodes told.
+local function todo(origin, ino, entry)
+  local nodes
+  if ino then nodes = redis.call('HKEYS', P..'loc:'..ino) else nodes = redis.call('HKEYS', P..'nodes') end
+  local told = {}
+  for _, n in ipairs(nodes) do
+    if n ~= origin then
+      redis.call('RPUSH', P..'todo:'..n, cjson.encode(entry))
+      told[#told + 1] = n
+    end
+  end
+  return told
 end
 local function dropdir(ino)
   redis.call('DEL', P..'i:'..ino, P..'d:'..ino, P..'x:'..ino, P..'loc:'..ino, P..'l:'..ino)
@@ -127,9 +143,9 @@ touch(np, now)
 local r = redis.call('HGETALL', k)
 table.insert(r, 1, ino)
 return r`,
-  // ARGV: P parent name wantdir(1/0) now -> {ino, nlink, dir}
+  // ARGV: P parent name wantdir(1/0) now origin path -> {ino, nlink, dir, {nodes told}}
   remove: `
-local parent, name, now = ARGV[2], ARGV[3], ARGV[5]
+local parent, name, now, origin, path = ARGV[2], ARGV[3], ARGV[5], ARGV[6], ARGV[7]
 local e = redis.call('HGET', P..'d:'..parent, name)
 if not e then return redis.error_reply('ENOENT') end
 local ino = entino(e)
@@ -143,13 +159,16 @@ touch(parent, now)
 if d then
   redis.call('HINCRBY', P..'i:'..parent, 'n', -1)
   dropdir(ino)
-  return {tonumber(ino), 0, 1}
+  return {tonumber(ino), 0, 1, todo(origin, nil, {op = 'rmdir', path = path})}
 end
-if not m then return {tonumber(ino), 0, 0} end
-return {tonumber(ino), dropname(ino, parent, name, now), 0}`,
-  // ARGV: P parent name newparent newname flags now -> {ino, replacedIno, replacedNlink, replacedDir, exchangedIno}
+local told = todo(origin, ino, {op = 'rm', path = path})
+if not m then return {tonumber(ino), 0, 0, told} end
+return {tonumber(ino), dropname(ino, parent, name, now), 0, told}`,
+  // ARGV: P parent name newparent newname flags now origin frompath topath
+  //   -> {ino, replacedIno, replacedNlink, replacedDir, exchangedIno, {nodes told}}
   rename: `
 local parent, name, np, nn, flags, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
+local origin, from, to = ARGV[8], ARGV[9], ARGV[10]
 local se = redis.call('HGET', P..'d:'..parent, name)
 if not se then return redis.error_reply('ENOENT') end
 local err = needdir(np) if err then return err end
@@ -166,9 +185,11 @@ local de = redis.call('HGET', P..'d:'..np, nn)
 if flags == 1 and de then return redis.error_reply('EEXIST') end
 if flags == 2 and not de then return redis.error_reply('ENOENT') end
 local rino, rn, rdir, xino = 0, 0, 0, 0
+local told = {}
+local function tell(list) for _, n in ipairs(list) do told[#told + 1] = n end end
 if de then
   local dino = entino(de)
-  if dino == sino then return {tonumber(sino), 0, 0, 0, 0} end
+  if dino == sino then return {tonumber(sino), 0, 0, 0, 0, {}} end
   local ddir = isdir(redis.call('HGET', P..'i:'..dino, 'm'))
   if flags == 2 then
     redis.call('HSET', P..'d:'..parent, name, de)
@@ -184,7 +205,9 @@ if de then
     touch(parent, now) touch(np, now)
     redis.call('HSET', P..'i:'..sino, 'c', now)
     redis.call('HSET', P..'i:'..dino, 'c', now)
-    return {tonumber(sino), 0, 0, 0, tonumber(dino)}
+    local swap = {op = 'swap', from = from, to = to}
+    if sdir or ddir then tell(todo(origin, nil, swap)) else tell(todo(origin, sino, swap)) tell(todo(origin, dino, swap)) end
+    return {tonumber(sino), 0, 0, 0, tonumber(dino), told}
   end
   if sdir and not ddir then return redis.error_reply('ENOTDIR') end
   if ddir and not sdir then return redis.error_reply('EISDIR') end
@@ -194,6 +217,7 @@ if de then
     redis.call('HINCRBY', P..'i:'..np, 'n', -1)
     rino, rn, rdir = tonumber(dino), 0, 1
   else
+    tell(todo(origin, dino, {op = 'rm', path = to}))
     rino, rn = tonumber(dino), dropname(dino, np, nn, now)
   end
 end
@@ -207,7 +231,9 @@ end
 touch(parent, now)
 if np ~= parent then touch(np, now) end
 redis.call('HSET', P..'i:'..sino, 'c', now)
-return {tonumber(sino), rino, rn, rdir, xino}`,
+local mv = {op = 'mv', from = from, to = to}
+if sdir then tell(todo(origin, nil, mv)) else tell(todo(origin, sino, mv)) end
+return {tonumber(sino), rino, rn, rdir, xino, told}`,
   // ARGV: P ino field value ... -> record
   setattrs: `
 local k = P..'i:'..ARGV[2]
@@ -218,18 +244,20 @@ if #args > 0 then redis.call('HSET', k, unpack(args)) end
 local r = redis.call('HGETALL', k)
 table.insert(r, 1, ARGV[2])
 return r`,
-  // ARGV: P ino size mtime now holder -> record
+  // ARGV: P ino size mtime now holder path -> {{nodes told}, record}
+  // The other holders' copies are now stale: they are told to drop them.
   setdata: `
 local ino = ARGV[2]
 local k = P..'i:'..ino
 if redis.call('EXISTS', k) == 0 then return redis.error_reply('ENOENT') end
 redis.call('HSET', k, 's', ARGV[3], 't', ARGV[4], 'c', ARGV[5])
 local v = redis.call('HINCRBY', k, 'v', 1)
+local told = todo(ARGV[6], ino, {op = 'drop', path = ARGV[7], ino = tonumber(ino)})
 redis.call('DEL', P..'loc:'..ino)
 if ARGV[6] ~= '' then redis.call('HSET', P..'loc:'..ino, ARGV[6], v) end
 local r = redis.call('HGETALL', k)
 table.insert(r, 1, ino)
-return r`,
+return {told, r}`,
   // ARGV: P ino
   purge: `
 local ino = ARGV[2]
@@ -363,7 +391,7 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
 
   /** Tell other nodes what changed. Sent behind the change on the same connection, not awaited. */
   function publish(ch: Partial<Omit<Invalidation, "origin">>): void {
-    const inv: Invalidation = { origin: opts.nodeId, added: ch.added ?? [], removed: ch.removed ?? [], inodes: ch.inodes ?? [], data: ch.data ?? [] };
+    const inv: Invalidation = { origin: opts.nodeId, added: ch.added ?? [], removed: ch.removed ?? [], inodes: ch.inodes ?? [], data: ch.data ?? [], todo: ch.todo ?? [] };
     client.publish(`${P}inval`, JSON.stringify(inv)).catch(() => {});
   }
   let subscriber: ReturnType<typeof client.duplicate> | undefined;
@@ -407,16 +435,17 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
       publish({ added: [[newParent, newName]], inodes: [ino, newParent] });
       return r;
     },
-    async remove(parent, name, dir) {
-      const r = (await run("remove", [parent, name, dir ? 1 : 0, nowNs()])) as number[];
-      publish({ removed: [[parent, name]], inodes: [parent, r[0]!] });
-      return { ino: r[0]!, nlink: r[1]!, dir: r[2] === 1 };
+    async remove(parent, name, dir, path) {
+      const r = (await run("remove", [parent, name, dir ? 1 : 0, nowNs(), opts.nodeId, path])) as [number, number, number, string[]];
+      publish({ removed: [[parent, name]], inodes: [parent, r[0]], todo: r[3] });
+      return { ino: r[0], nlink: r[1], dir: r[2] === 1 };
     },
-    async rename(parent, name, newParent, newName, flags) {
-      const r = (await run("rename", [parent, name, newParent, newName, flags, nowNs()])) as number[];
+    async rename(parent, name, newParent, newName, flags, fromPath, toPath) {
+      const r = (await run("rename", [parent, name, newParent, newName, flags, nowNs(), opts.nodeId, fromPath, toPath])) as [number, number, number, number, number, string[]];
       const moved = [parent, newParent, r[0]!, ...(r[1] ? [r[1]] : []), ...(r[4] ? [r[4]] : [])];
-      if (r[4]) publish({ removed: [[parent, name], [newParent, newName]], added: [[parent, name], [newParent, newName]], inodes: moved });
-      else publish({ removed: [[parent, name], [newParent, newName]], added: [[newParent, newName]], inodes: moved });
+      const told = r[5];
+      if (r[4]) publish({ removed: [[parent, name], [newParent, newName]], added: [[parent, name], [newParent, newName]], inodes: moved, todo: told });
+      else publish({ removed: [[parent, name], [newParent, newName]], added: [[newParent, newName]], inodes: moved, todo: told });
       const out: Renamed = { ino: r[0]! };
       if (r[1]) out.replaced = { ino: r[1], nlink: r[2]!, dir: r[3] === 1 } satisfies Removed;
       if (r[4]) out.exchanged = r[4];
@@ -433,10 +462,10 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
       publish({ inodes: [ino] });
       return r;
     },
-    async setData(ino, size, mtime, holder) {
-      const r = parseFlat(await run("setdata", [ino, size, mtime, nowNs(), holder]));
-      publish({ inodes: [ino], data: [ino] });
-      return r;
+    async setData(ino, size, mtime, holder, path) {
+      const [told, flat] = (await run("setdata", [ino, size, mtime, nowNs(), holder, path])) as [string[], unknown];
+      publish({ inodes: [ino], data: [ino], todo: told });
+      return parseFlat(flat);
     },
     async purge(ino) {
       await run("purge", [ino]);
@@ -488,19 +517,20 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
         if (inv.origin !== opts.nodeId) onChange(inv);
       });
     },
+    async takeTodo() {
+      const key = `${P}todo:${opts.nodeId}`;
+      const [items] = (await client.multi().lRange(key, 0, -1).del(key).exec()) as unknown as [string[]];
+      return items.map((i) => JSON.parse(i) as TodoEntry);
+    },
     async locations(ino) {
       const h = await client.hGetAll(`${P}loc:${ino}`);
       return new Map(Object.entries(h).map(([k, v]) => [k, Number(v)]));
     },
-    async liveNodes() {
+    async nodes() {
       const all = await client.hGetAll(`${P}nodes`);
       const ids = Object.keys(all);
       const alive = await Promise.all(ids.map((id) => client.exists(`${P}hb:${id}`)));
-      const out = new Map<string, NodeInfo>();
-      ids.forEach((id, i) => {
-        if (alive[i]) out.set(id, JSON.parse(all[id]!) as NodeInfo);
-      });
-      return out;
+      return new Map(ids.map((id, i) => [id, { ...(JSON.parse(all[id]!) as NodeInfo), alive: alive[i] === 1 }]));
     },
     async registerNode(node, ttlMs) {
       await client.hSet(`${P}nodes`, node.id, JSON.stringify(node));
@@ -510,7 +540,7 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
       await client.set(`${P}hb:${nodeId}`, String(Date.now()), { PX: ttlMs });
     },
     async unregisterNode(nodeId) {
-      await client.hDel(`${P}nodes`, nodeId);
+      // Only the heartbeat goes: the node stays known, so changes to its files are queued while it is away.
       await client.del(`${P}hb:${nodeId}`);
     },
     async close() {

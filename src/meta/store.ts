@@ -80,7 +80,18 @@ export interface Invalidation {
   inodes: number[];
   /** Inodes whose bytes changed (copies elsewhere are stale). */
   data: number[];
+  /** Nodes that have new entries in their todo list. */
+  todo: string[];
 }
+
+/** A change of local files (namespace paths) that a node holding them must still make. */
+export type TodoEntry =
+  | { op: "rm"; path: string }
+  | { op: "rmdir"; path: string }
+  | { op: "mv"; from: string; to: string }
+  | { op: "swap"; from: string; to: string }
+  /** The copy at path is stale: remove it unless this node holds ino's current bytes again. */
+  | { op: "drop"; path: string; ino: number };
 
 /** Metadata and namespace, shared by all nodes. Every namespace change is atomic. */
 export interface MetadataStore {
@@ -92,11 +103,12 @@ export interface MetadataStore {
   lookup(parent: number, name: string): Promise<Inode>;
   create(parent: number, name: string, init: NewInode): Promise<Inode>;
   link(ino: number, newParent: number, newName: string): Promise<Inode>;
-  remove(parent: number, name: string, dir: boolean): Promise<Removed>;
-  rename(parent: number, name: string, newParent: number, newName: string, flags: number): Promise<Renamed>;
+  /** path: the namespace path of the name, for the other nodes holding bytes there (todo lists). */
+  remove(parent: number, name: string, dir: boolean, path: string): Promise<Removed>;
+  rename(parent: number, name: string, newParent: number, newName: string, flags: number, fromPath: string, toPath: string): Promise<Renamed>;
   setAttrs(ino: number, change: AttrChange): Promise<Inode>;
-  /** New bytes: size and mtime set, version bumped, holder made the only location. */
-  setData(ino: number, size: number, mtime: bigint, holder: string): Promise<Inode>;
+  /** New bytes: size and mtime set, version bumped, holder made the only location (path: where). */
+  setData(ino: number, size: number, mtime: bigint, holder: string, path: string): Promise<Inode>;
   /** Drop an inode whose link count reached zero. */
   purge(ino: number): Promise<void>;
   listDir(ino: number): Promise<DirListing[]>;
@@ -109,12 +121,15 @@ export interface MetadataStore {
    * down): every cache must then be dropped.
    */
   subscribe(onChange: (inv: Invalidation) => void, resync: () => void): Promise<void>;
+  /** Take this node's todo list (the entries are removed from the store). */
+  takeTodo(): Promise<TodoEntry[]>;
   /** Nodes holding the bytes of ino, with the data version each holds. */
   locations(ino: number): Promise<Map<string, number>>;
-  /** Registered nodes whose heartbeat has not expired, by id. */
-  liveNodes(): Promise<Map<string, NodeInfo>>;
+  /** Every node that ever joined, by id, with whether its heartbeat is current. */
+  nodes(): Promise<Map<string, NodeInfo & { alive: boolean }>>;
   registerNode(node: NodeInfo, ttlMs: number): Promise<void>;
   heartbeat(nodeId: string, ttlMs: number): Promise<void>;
+  /** A clean leave: the node stops being live but stays known. */
   unregisterNode(nodeId: string): Promise<void>;
   close(): Promise<void>;
 }

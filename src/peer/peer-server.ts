@@ -20,6 +20,8 @@ export interface PeerServerOptions {
   host?: string;
   /** Cluster secret every caller must present; undefined only with --insecure. */
   secret?: string;
+  /** Follow other nodes' renames on the local disk (called once when an asked-for file is missing). */
+  catchUp?: () => Promise<void>;
   log: Logger;
 }
 
@@ -51,9 +53,16 @@ export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer>
   const at = (p: string) => confine(root, realRoot, p);
   const done = {};
 
+  const missing = (e: unknown) => (e as NodeJS.ErrnoException).code === "ENOENT" || (e as { errno?: number }).errno === 2;
   const guarded = <A extends unknown[], R>(fn: (...a: A) => R | Promise<R>) => async (...a: A): Promise<R> => {
     try {
-      return await fn(...a);
+      try {
+        return await fn(...a);
+      } catch (e) {
+        if (!missing(e) || !o.catchUp) throw e;
+        await o.catchUp();
+        return await fn(...a);
+      }
     } catch (e) {
       throw toConnectError(e);
     }
@@ -77,12 +86,7 @@ export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer>
       }
     }),
     async *readFile(r) {
-      let fd: number;
-      try {
-        fd = fs.openSync(at(r.path), O_RDONLY | O_NOFOLLOW);
-      } catch (e) {
-        throw toConnectError(e);
-      }
+      const fd = await guarded(() => fs.openSync(at(r.path), O_RDONLY | O_NOFOLLOW))();
       try {
         let off = Number(r.offset);
         const end = r.length ? off + Number(r.length) : Infinity;

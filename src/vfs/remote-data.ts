@@ -33,11 +33,11 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   fs.rmSync(o.cacheDir, { recursive: true, force: true });
   fs.mkdirSync(o.cacheDir, { recursive: true, mode: 0o700 });
 
-  /** Live nodes, asked of the store at most once a second. */
-  let live: { at: number; nodes: Promise<Map<string, NodeInfo>> } | undefined;
-  function liveNodes(): Promise<Map<string, NodeInfo>> {
-    if (!live || Date.now() - live.at > 1000) live = { at: Date.now(), nodes: o.store.liveNodes() };
-    return live.nodes;
+  /** The cluster's nodes, asked of the store at most once a second. */
+  let known: { at: number; nodes: Promise<Map<string, NodeInfo & { alive: boolean }>> } | undefined;
+  function nodes() {
+    if (!known || Date.now() - known.at > 1000) known = { at: Date.now(), nodes: o.store.nodes() };
+    return known.nodes;
   }
 
   /** Stream the file from one holder to dest; the byte count must match the record's size. */
@@ -72,13 +72,25 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   }
 
   async function fetch(ino: number, version: number, path: string, size: number, dest: string): Promise<void> {
-    const [locs, live] = await Promise.all([o.store.locations(ino), liveNodes()]);
-    const holders = [...locs].filter(([node, v]) => v === version && node !== o.nodeId).map(([node]) => node);
-    const order = [...holders.filter((h) => live.has(h)), ...holders.filter((h) => !live.has(h))];
+    try {
+      await fetchOnce(ino, version, path, size, dest);
+    } catch (e) {
+      // Addresses may have changed (a holder restarted elsewhere): once more with fresh ones.
+      if (!known) throw e;
+      known = undefined;
+      await fetchOnce(ino, version, path, size, dest);
+    }
+  }
+
+  async function fetchOnce(ino: number, version: number, path: string, size: number, dest: string): Promise<void> {
+    const [locs, all] = await Promise.all([o.store.locations(ino), nodes()]);
+    const holders = [...locs].filter(([node, v]) => v === version && node !== o.nodeId && all.has(node)).map(([node]) => node);
+    // Live holders first; one that stopped beating may still answer.
+    const order = [...holders.filter((h) => all.get(h)!.alive), ...holders.filter((h) => !all.get(h)!.alive)];
     const errors: string[] = [];
     for (const node of order) {
       try {
-        await fetchFrom(live.get(node)?.address ?? node, path, size, dest);
+        await fetchFrom(all.get(node)!.address, path, size, dest);
         return;
       } catch (e) {
         errors.push(`${node}: ${(e as Error).message}`);

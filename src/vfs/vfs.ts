@@ -30,6 +30,8 @@ export interface VfsOptions {
   soleNode: boolean;
   /** Fetches other nodes' bytes; absent on a sole node. */
   remote?: RemoteData;
+  /** Apply other nodes' pending renames and deletes to the local disk (when a held file is missing). */
+  catchUp?: () => Promise<void>;
 }
 
 interface Handle {
@@ -216,7 +218,7 @@ export function createVfs(o: VfsOptions): Vfs {
   async function commit(h: Handle): Promise<Inode> {
     const st = fs.fstatSync(h.fd, { bigint: true });
     h.dirty = false;
-    return learn(await store.setData(h.ino, Number(st.size), st.mtimeNs, nodeId));
+    return learn(await store.setData(h.ino, Number(st.size), st.mtimeNs, nodeId, await paths.pathOf(h.ino)));
   }
 
   async function dropped(r: Removed | undefined): Promise<void> {
@@ -274,7 +276,8 @@ export function createVfs(o: VfsOptions): Vfs {
   }
 
   async function rollback(parent: number, name: string, dir: boolean) {
-    await store.remove(parent, name, dir).catch((e: unknown) => log.error({ err: e, parent, name }, "rollback of a failed create left an entry"));
+    const path = await paths.childPath(parent, name).catch(() => "");
+    await store.remove(parent, name, dir, path).catch((e: unknown) => log.error({ err: e, parent, name }, "rollback of a failed create left an entry"));
   }
 
   function checkReserved(parent: number, name: string) {
@@ -335,7 +338,7 @@ export function createVfs(o: VfsOptions): Vfs {
             }
           }
           fs.truncateSync(p, set.size);
-          r = learn(await store.setData(ino, set.size, fs.statSync(p, { bigint: true }).mtimeNs, nodeId));
+          r = learn(await store.setData(ino, set.size, fs.statSync(p, { bigint: true }).mtimeNs, nodeId, await paths.pathOf(ino)));
         }
       }
       const change: Parameters<MetadataStore["setAttrs"]>[1] = {};
@@ -414,16 +417,18 @@ export function createVfs(o: VfsOptions): Vfs {
     },
 
     async unlink(_c, parent, name) {
-      const p = local(await paths.childPath(parent, name));
-      const r = await changing([parent], () => store.remove(parent, name, false));
+      const path = await paths.childPath(parent, name);
+      const p = local(path);
+      const r = await changing([parent], () => store.remove(parent, name, false, path));
       dirChanged(parent, undefined, name);
       removeLocal(p);
       await dropped(r);
     },
 
     async rmdir(_c, parent, name) {
-      const p = local(await paths.childPath(parent, name));
-      const r = await changing([parent], () => store.remove(parent, name, true));
+      const path = await paths.childPath(parent, name);
+      const p = local(path);
+      const r = await changing([parent], () => store.remove(parent, name, true, path));
       dirChanged(parent, undefined, name);
       dropListing(r.ino);
       removeLocal(p);
@@ -451,9 +456,11 @@ export function createVfs(o: VfsOptions): Vfs {
       checkName(newName);
       checkReserved(newParent, newName);
       if (flags & ~3 || flags === 3) throw fsError("EINVAL");
-      const from = local(await paths.childPath(parent, name));
-      const to = local(await paths.childPath(newParent, newName));
-      const r = await changing([parent, newParent], () => store.rename(parent, name, newParent, newName, flags));
+      const fromPath = await paths.childPath(parent, name);
+      const toPath = await paths.childPath(newParent, newName);
+      const from = local(fromPath);
+      const to = local(toPath);
+      const r = await changing([parent, newParent], () => store.rename(parent, name, newParent, newName, flags, fromPath, toPath));
       if (r.exchanged) {
         dirChanged(parent, [name, r.exchanged]);
         dirChanged(newParent, [newName, r.ino]);
@@ -487,7 +494,7 @@ export function createVfs(o: VfsOptions): Vfs {
         makeLocal(dst, () => fs.linkSync(src, dst));
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== "ENOENT" || isReg(r.mode)) {
-          await store.remove(newParent, newName, false).catch(() => {});
+          await store.remove(newParent, newName, false, await paths.childPath(newParent, newName)).catch(() => {});
           throw e;
         }
       }
@@ -522,11 +529,18 @@ export function createVfs(o: VfsOptions): Vfs {
             await o.remote!.fetchTo(ino, r.version, path, r.size, p);
           }
         }
+        const openLocal = () => fs.openSync(p, (flags & KEEP_OPEN_FLAGS) | O_NOFOLLOW);
         try {
-          fd = fs.openSync(p, (flags & KEEP_OPEN_FLAGS) | O_NOFOLLOW);
+          fd = openLocal();
         } catch (e) {
-          if ((e as NodeJS.ErrnoException).code === "ENOENT") throw new FsError(E.EIO, `bytes of ${p} are not on this node`);
-          throw e;
+          if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+          // Renamed by another node and not yet followed on this disk: catch up, then try once more.
+          await o.catchUp?.();
+          try {
+            fd = openLocal();
+          } catch {
+            throw new FsError(E.EIO, `bytes of ${p} are not on this node`);
+          }
         }
       }
       const h: Handle = { ino, fd, writable, dirty: false };
