@@ -1,10 +1,10 @@
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
-import { fuseUnavailable, tempDir, waitFor } from "./helpers/env.ts";
-import { startRedis, type TestRedis } from "./helpers/redis.ts";
-import { startDaemon, type TestDaemon } from "./helpers/daemon.ts";
+import { fuseUnavailable, waitFor, errCode } from "./helpers/env.ts";
+import type { TestDaemon } from "./helpers/daemon.ts";
+import { useCluster } from "./helpers/node.ts";
 import { call, createPeerPool } from "../src/peer/peer-client.ts";
 
 const skip = fuseUnavailable();
@@ -19,29 +19,10 @@ async function peerErrno(p: () => Promise<unknown>): Promise<number> {
   }
 }
 
-const code = (fn: () => unknown) => {
-  try {
-    fn();
-    return undefined;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code;
-  }
-};
 
 /** Three daemons, one Redis, one machine: bytes written on one node are read on the others. */
 describe.skipIf(!!skip)("data across nodes", () => {
-  const t = tempDir("cluster");
-  let redis: TestRedis;
-  const n: TestDaemon[] = [];
-  beforeAll(async () => {
-    redis = await startRedis();
-    for (const name of ["a", "b", "c"]) n.push(await startDaemon({ base: t.path, name, redisUrl: redis.url }));
-  });
-  afterAll(async () => {
-    for (const d of n) await d.stop();
-    await redis?.stop();
-    t.remove();
-  });
+  const n = useCluster("cluster", ["a", "b", "c"]).nodes;
 
   test("a file written and closed on A is read whole on B and C", () => {
     const [a, b, c] = n as [TestDaemon, TestDaemon, TestDaemon];
@@ -108,7 +89,7 @@ describe.skipIf(!!skip)("data across nodes", () => {
     fs.writeFileSync(join(c.mnt, "read-before"), "read before");
     expect(fs.readFileSync(join(b.mnt, "read-before"), "utf8")).toBe("read before");
     await c.kill();
-    expect(code(() => fs.readFileSync(join(a.mnt, "only-on-c")))).toBe("EIO");
+    expect(errCode(() => fs.readFileSync(join(a.mnt, "only-on-c")))).toBe("EIO");
     expect(fs.readFileSync(join(b.mnt, "read-before"), "utf8")).toBe("read before");
     expect(fs.statSync(join(a.mnt, "only-on-c")).size).toBe(6);
   });
@@ -116,20 +97,10 @@ describe.skipIf(!!skip)("data across nodes", () => {
 
 /** Renames and deletes of files whose bytes live on another node, with that node up or down. */
 describe.skipIf(!!skip)("renames and deletes of another node's files", () => {
-  const t = tempDir("follow");
-  let redis: TestRedis;
+  const cluster = useCluster("follow", ["a", "b"]);
   let a: TestDaemon, b: TestDaemon;
-  beforeAll(async () => {
-    redis = await startRedis();
-    a = await startDaemon({ base: t.path, name: "a", redisUrl: redis.url });
-    b = await startDaemon({ base: t.path, name: "b", redisUrl: redis.url });
-  });
-  afterAll(async () => {
-    await a?.stop();
-    if (process.env.MCFS_TEST_LOGS) console.log(b.log());
-    await b?.stop();
-    await redis?.stop();
-    t.remove();
+  beforeAll(() => {
+    [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
   });
 
   test("B renames a file A holds: it is read at its new name, and A's disk follows", async () => {
@@ -154,7 +125,7 @@ describe.skipIf(!!skip)("renames and deletes of another node's files", () => {
     const fd = fs.openSync(join(b.mnt, "off/stale"), fs.constants.O_WRONLY | fs.constants.O_TRUNC);
     fs.writeSync(fd, "b's version");
     fs.closeSync(fd);
-    a = await startDaemon({ base: t.path, name: "a", redisUrl: redis.url });
+    a = cluster.nodes[0] = await cluster.start("a");
     expect(fs.readdirSync(join(a.mnt, "off")).sort()).toEqual(["kept", "stale", "sub2"]);
     expect(fs.readFileSync(join(b.mnt, "off/kept"), "utf8")).toBe("keep me");
     expect(fs.readFileSync(join(a.mnt, "off/kept"), "utf8")).toBe("keep me");

@@ -1,36 +1,18 @@
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { fuseUnavailable, tempDir, waitFor } from "./helpers/env.ts";
-import { startRedis, type TestRedis } from "./helpers/redis.ts";
-import { startDaemon, type TestDaemon } from "./helpers/daemon.ts";
+import { fuseUnavailable, waitFor, errCode } from "./helpers/env.ts";
+import type { TestDaemon } from "./helpers/daemon.ts";
+import { useCluster } from "./helpers/node.ts";
 
 const skip = fuseUnavailable();
 
-const code = (fn: () => unknown) => {
-  try {
-    fn();
-    return undefined;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code;
-  }
-};
-
 /** Two daemons, one Redis: one namespace. Kernel caches on the other node follow every change. */
 describe.skipIf(!!skip)("one namespace across two nodes", () => {
-  const t = tempDir("ns");
-  let redis: TestRedis;
+  const cluster = useCluster("ns", ["a", "b"]);
   let a: TestDaemon, b: TestDaemon;
-  beforeAll(async () => {
-    redis = await startRedis();
-    a = await startDaemon({ base: t.path, name: "a", redisUrl: redis.url });
-    b = await startDaemon({ base: t.path, name: "b", redisUrl: redis.url });
-  });
-  afterAll(async () => {
-    await a?.stop();
-    await b?.stop();
-    await redis?.stop();
-    t.remove();
+  beforeAll(() => {
+    [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
   });
 
   test("names and attributes made on one node are seen on the other", () => {
@@ -69,7 +51,7 @@ describe.skipIf(!!skip)("one namespace across two nodes", () => {
   test("rmdir on one node fails with ENOTEMPTY when the other node put a child there", () => {
     fs.mkdirSync(join(a.mnt, "d4"));
     fs.writeFileSync(join(b.mnt, "d4/child"), "c");
-    expect(code(() => fs.rmdirSync(join(a.mnt, "d4")))).toBe("ENOTEMPTY");
+    expect(errCode(() => fs.rmdirSync(join(a.mnt, "d4")))).toBe("ENOTEMPTY");
   });
 
   test("renaming a directory moves its whole subtree for both nodes", () => {

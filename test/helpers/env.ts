@@ -41,3 +41,13 @@ export async function waitFor(what: string, cond: () => boolean | Promise<boolea
     await Bun.sleep(10);
   }
 }
+
+/** The error code a synchronous call fails with, or undefined when it succeeds. */
+export function errCode(fn: () => unknown): string | undefined {
+  try {
+    fn();
+    return undefined;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code;
+  }
+}

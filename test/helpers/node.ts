@@ -3,37 +3,60 @@ import { tempDir } from "./env.ts";
 import { startRedis, type TestRedis } from "./redis.ts";
 import { startDaemon, type TestDaemon } from "./daemon.ts";
 
-export interface OneNode {
-  readonly daemon: TestDaemon;
+export interface Cluster {
   readonly redis: TestRedis;
-  /** Temp dir holding the node's root, mount and logs. */
+  /** Temp dir holding every node's root, mount and log. */
   readonly base: string;
+  /** The running daemons, in the order of the names given (replace an entry after a restart). */
+  readonly nodes: TestDaemon[];
+  /** Start (again) the node of this name on the cluster's Redis. */
+  start(name: string): Promise<TestDaemon>;
 }
 
 /**
- * One mcfs node on its own redis-server for the tests of the calling describe block: started before
- * them, stopped, unmounted and removed after them.
+ * Daemons on one redis-server for the tests of the calling describe block: started before them;
+ * stopped, unmounted and removed after them.
  */
-export function useOneNode(tag: string): OneNode {
+export function useCluster(tag: string, names: string[]): Cluster {
   const t = tempDir(tag);
   let redis: TestRedis | undefined;
-  let daemon: TestDaemon | undefined;
-  beforeAll(async () => {
-    redis = await startRedis();
-    daemon = await startDaemon({ base: t.path, name: "n1", redisUrl: redis.url });
-  });
-  afterAll(async () => {
-    await daemon?.stop();
-    await redis?.stop();
-    t.remove();
-  });
-  return {
-    get daemon() {
-      return daemon!;
-    },
+  const nodes: TestDaemon[] = [];
+  const cluster: Cluster = {
     get redis() {
       return redis!;
     },
     base: t.path,
+    nodes,
+    start: (name) => startDaemon({ base: t.path, name, redisUrl: redis!.url }),
+  };
+  beforeAll(async () => {
+    redis = await startRedis();
+    for (const n of names) nodes.push(await cluster.start(n));
+  });
+  afterAll(async () => {
+    for (const d of nodes) await d.stop();
+    await redis?.stop();
+    t.remove();
+  });
+  return cluster;
+}
+
+export interface OneNode {
+  readonly daemon: TestDaemon;
+  readonly redis: TestRedis;
+  readonly base: string;
+}
+
+/** One mcfs node on its own redis-server (see useCluster). */
+export function useOneNode(tag: string): OneNode {
+  const c = useCluster(tag, ["n1"]);
+  return {
+    get daemon() {
+      return c.nodes[0]!;
+    },
+    get redis() {
+      return c.redis;
+    },
+    base: c.base,
   };
 }

@@ -7,18 +7,11 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { spawnSync } from "bun";
 import { constants as osc } from "node:os";
+import { errCode } from "../helpers/env.ts";
 import { renameat2, setxattr, getxattr, listxattr, removexattr } from "../helpers/libc.ts";
 
 const E = osc.errno;
 
-function code(fn: () => unknown): string | undefined {
-  try {
-    fn();
-    return undefined;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code;
-  }
-}
 
 /** Run a shell command as user nobody; returns [exit code, stderr]. */
 function asNobody(cmd: string): [number, string] {
@@ -50,25 +43,25 @@ export function posixSuite(dir: () => string, label: string): void {
     const d = fresh();
     const f = join(d, "f");
     fs.writeFileSync(f, "x");
-    expect(code(() => fs.readFileSync(join(d, "missing")))).toBe("ENOENT");
-    expect(code(() => fs.statSync(join(d, "missing", "x")))).toBe("ENOENT");
-    expect(code(() => fs.openSync(f, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY))).toBe("EEXIST");
+    expect(errCode(() => fs.readFileSync(join(d, "missing")))).toBe("ENOENT");
+    expect(errCode(() => fs.statSync(join(d, "missing", "x")))).toBe("ENOENT");
+    expect(errCode(() => fs.openSync(f, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY))).toBe("EEXIST");
     fs.mkdirSync(join(d, "sub"));
-    expect(code(() => fs.mkdirSync(join(d, "sub")))).toBe("EEXIST");
-    expect(code(() => fs.mkdirSync(f))).toBe("EEXIST");
-    expect(code(() => fs.statSync(join(f, "x")))).toBe("ENOTDIR");
-    expect(code(() => fs.readdirSync(f))).toBe("ENOTDIR");
-    expect(code(() => fs.rmdirSync(f))).toBe("ENOTDIR");
-    expect(code(() => fs.unlinkSync(join(d, "sub")))).toBe("EISDIR");
-    expect(code(() => fs.openSync(join(d, "sub"), "w"))).toBe("EISDIR");
+    expect(errCode(() => fs.mkdirSync(join(d, "sub")))).toBe("EEXIST");
+    expect(errCode(() => fs.mkdirSync(f))).toBe("EEXIST");
+    expect(errCode(() => fs.statSync(join(f, "x")))).toBe("ENOTDIR");
+    expect(errCode(() => fs.readdirSync(f))).toBe("ENOTDIR");
+    expect(errCode(() => fs.rmdirSync(f))).toBe("ENOTDIR");
+    expect(errCode(() => fs.unlinkSync(join(d, "sub")))).toBe("EISDIR");
+    expect(errCode(() => fs.openSync(join(d, "sub"), "w"))).toBe("EISDIR");
     fs.writeFileSync(join(d, "sub", "child"), "c");
-    expect(code(() => fs.rmdirSync(join(d, "sub")))).toBe("ENOTEMPTY");
-    expect(code(() => fs.writeFileSync(join(d, "n".repeat(256)), "x"))).toBe("ENAMETOOLONG");
-    expect(code(() => fs.mkdirSync(join(d, "n".repeat(256))))).toBe("ENAMETOOLONG");
+    expect(errCode(() => fs.rmdirSync(join(d, "sub")))).toBe("ENOTEMPTY");
+    expect(errCode(() => fs.writeFileSync(join(d, "n".repeat(256)), "x"))).toBe("ENAMETOOLONG");
+    expect(errCode(() => fs.mkdirSync(join(d, "n".repeat(256))))).toBe("ENAMETOOLONG");
     fs.writeFileSync(join(d, "n".repeat(255)), "ok");
     expect(fs.readFileSync(join(d, "n".repeat(255)), "utf8")).toBe("ok");
-    expect(code(() => fs.unlinkSync(join(d, "missing")))).toBe("ENOENT");
-    expect(code(() => fs.rmdirSync(join(d, "missing")))).toBe("ENOENT");
+    expect(errCode(() => fs.unlinkSync(join(d, "missing")))).toBe("ENOENT");
+    expect(errCode(() => fs.rmdirSync(join(d, "missing")))).toBe("ENOENT");
   });
 
   test(`${label}: rename files and whole directories`, () => {
@@ -95,11 +88,11 @@ export function posixSuite(dir: () => string, label: string): void {
     fs.mkdirSync(join(d, "e1"));
     fs.mkdirSync(join(d, "e2"));
     fs.writeFileSync(join(d, "e2/x"), "x");
-    expect(code(() => fs.renameSync(join(d, "e1"), join(d, "e2")))).toBe("ENOTEMPTY");
-    expect(code(() => fs.renameSync(join(d, "e1"), join(d, "f2")))).toBe("ENOTDIR");
-    expect(code(() => fs.renameSync(join(d, "f2"), join(d, "e1")))).toBe("EISDIR");
-    expect(code(() => fs.renameSync(join(d, "e2"), join(d, "e2/x2")))).toBe("EINVAL");
-    expect(code(() => fs.renameSync(join(d, "nope"), join(d, "x")))).toBe("ENOENT");
+    expect(errCode(() => fs.renameSync(join(d, "e1"), join(d, "e2")))).toBe("ENOTEMPTY");
+    expect(errCode(() => fs.renameSync(join(d, "e1"), join(d, "f2")))).toBe("ENOTDIR");
+    expect(errCode(() => fs.renameSync(join(d, "f2"), join(d, "e1")))).toBe("EISDIR");
+    expect(errCode(() => fs.renameSync(join(d, "e2"), join(d, "e2/x2")))).toBe("EINVAL");
+    expect(errCode(() => fs.renameSync(join(d, "nope"), join(d, "x")))).toBe("ENOENT");
     // dir over empty dir replaces it
     fs.renameSync(join(d, "e2"), join(d, "e1"));
     expect(fs.readFileSync(join(d, "e1/x"), "utf8")).toBe("x");
@@ -128,8 +121,8 @@ export function posixSuite(dir: () => string, label: string): void {
     fs.writeFileSync(join(d, "x"), "x");
     const other = fs.mkdtempSync("/dev/shm/mcfs-exdev-");
     try {
-      expect(code(() => fs.renameSync(join(d, "x"), join(other, "x")))).toBe("EXDEV");
-      expect(code(() => fs.linkSync(join(d, "x"), join(other, "x")))).toBe("EXDEV");
+      expect(errCode(() => fs.renameSync(join(d, "x"), join(other, "x")))).toBe("EXDEV");
+      expect(errCode(() => fs.linkSync(join(d, "x"), join(other, "x")))).toBe("EXDEV");
     } finally {
       fs.rmSync(other, { recursive: true, force: true });
     }
@@ -199,7 +192,7 @@ export function posixSuite(dir: () => string, label: string): void {
     expect(fs.readFileSync(join(d, "sl"), "utf8")).toBe("T");
     fs.symlinkSync("/nonexistent/abs", join(d, "dangling"));
     expect(fs.readlinkSync(join(d, "dangling"))).toBe("/nonexistent/abs");
-    expect(code(() => fs.statSync(join(d, "dangling")))).toBe("ENOENT");
+    expect(errCode(() => fs.statSync(join(d, "dangling")))).toBe("ENOENT");
     fs.linkSync(join(d, "target"), join(d, "hard"));
     const a = fs.statSync(join(d, "target")), b = fs.statSync(join(d, "hard"));
     expect(a.ino).toBe(b.ino);
@@ -210,7 +203,7 @@ export function posixSuite(dir: () => string, label: string): void {
     expect(fs.readFileSync(join(d, "hard"), "utf8")).toBe("changed");
     expect(fs.statSync(join(d, "hard")).nlink).toBe(1);
     fs.mkdirSync(join(d, "dd"));
-    expect(code(() => fs.linkSync(join(d, "dd"), join(d, "dd2")))).toBe("EPERM");
+    expect(errCode(() => fs.linkSync(join(d, "dd"), join(d, "dd2")))).toBe("EPERM");
   });
 
   test(`${label}: extended attributes`, () => {
