@@ -10,6 +10,7 @@ import { spawn, spawnSync, type Subprocess } from "bun";
 import * as fs from "node:fs";
 import { join, resolve } from "node:path";
 import { tmpdir } from "node:os";
+import { freePort } from "../test/helpers/env.ts";
 
 const arg = (name: string, dflt: string) => {
   const i = process.argv.indexOf(name);
@@ -181,6 +182,65 @@ async function runCases(t: Target): Promise<Row> {
   return row;
 }
 
+/** Two nodes on this machine, one redis-server: bytes written on A, read on A and on B. */
+async function clusterCases(work: string, targets: Target[]): Promise<string> {
+  const sock = join(work, "redis.sock");
+  const redis = spawn(["redis-server", "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no"], { stdout: "ignore", stderr: "ignore" });
+  try {
+    await until("redis socket", () => fs.existsSync(sock));
+    const secret = join(work, "secret");
+    fs.writeFileSync(secret, "bench-cluster-secret-0123456789");
+    const node = async (name: string, port: number) => {
+      const t = await fuseTarget(`mcfs ${name}`, join(work, `${name}-mnt`), [MCFS, "daemon", "-f", join(work, `${name}-mnt`), "-r", join(work, `${name}-root`), "--cache-dir", join(work, `${name}-cache`),
+        "-u", `unix://${sock}`, "-i", "127.0.0.1", "-p", String(port), "--cluster-secret-file", secret]);
+      targets.push(t);
+      return t;
+    };
+    const a = await node("a", await freePort());
+    const b = await node("b", await freePort());
+    const rows: [string, number, number][] = [];
+    const big = "big.bin";
+    const block = Buffer.alloc(1 << 20, 0xcd);
+    const fd = fs.openSync(join(a.dir, big), "w");
+    for (let i = 0; i < BIG_MIB; i++) fs.writeSync(fd, block);
+    fs.closeSync(fd);
+    const rb = Buffer.alloc(1 << 20);
+    const readAll = (dir: string) => () => {
+      const r = fs.openSync(join(dir, big), "r");
+      while (fs.readSync(r, rb, 0, rb.length, null) > 0);
+      fs.closeSync(r);
+    };
+    const onA = mbps(BIG_MIB << 20, timeIt(readAll(a.dir)));
+    const firstB = mbps(BIG_MIB << 20, timeIt(readAll(b.dir)));
+    rows.push([`read ${BIG_MIB} MiB, first time (MB/s)`, onA, firstB]);
+    rows.push([`read ${BIG_MIB} MiB again (MB/s)`, mbps(BIG_MIB << 20, timeIt(readAll(a.dir))), mbps(BIG_MIB << 20, timeIt(readAll(b.dir)))]);
+    fs.mkdirSync(join(a.dir, "small"));
+    const data = Buffer.alloc(4096, 0x62);
+    for (let i = 0; i < FILES; i++) fs.writeFileSync(join(a.dir, "small", `f${i}`), data);
+    const rbuf = Buffer.alloc(8192);
+    const readSmall = (dir: string) => () => {
+      for (let i = 0; i < FILES; i++) {
+        const r = fs.openSync(join(dir, "small", `f${i}`), "r");
+        fs.readSync(r, rbuf, 0, rbuf.length, 0);
+        fs.closeSync(r);
+      }
+    };
+    rows.push([`read ${FILES} 4 KiB files, first time (files/s)`, FILES / timeIt(readSmall(a.dir)), FILES / timeIt(readSmall(b.dir))]);
+    rows.push([`read ${FILES} 4 KiB files again (files/s)`, FILES / timeIt(readSmall(a.dir)), FILES / timeIt(readSmall(b.dir))]);
+    await a.stop();
+    await b.stop();
+    const f = (n: number) => (n >= 100 ? n.toFixed(0) : n.toFixed(2));
+    return [
+      `| case (written on node A) | read on A | read on B | B / A |`,
+      `|---|---:|---:|---:|`,
+      ...rows.map(([k, x, y]) => `| ${k} | ${f(x)} | ${f(y)} | ${(y / x).toFixed(2)} |`),
+    ].join("\n");
+  } finally {
+    redis.kill();
+    await redis.exited;
+  }
+}
+
 const work = fs.mkdtempSync(join(tmpdir(), "mcfs-bench-"));
 const targets: Target[] = [];
 try {
@@ -215,9 +275,11 @@ try {
   ];
   const table = lines.join("\n");
   console.log(table);
+  const clusterTable = await clusterCases(work, targets);
+  console.log(clusterTable);
   if (OUT) {
     const cmd = `bun bench/bench.ts --big-mib ${BIG_MIB} --files ${FILES} --out ${OUT}`;
-    fs.writeFileSync(OUT, `# Benchmark results\n\nProduced by \`${cmd}\` on ${new Date().toISOString().slice(0, 10)} (${spawnSync(["uname", "-srm"]).stdout.toString().trim()}, ${require("node:os").cpus().length} cores).\nRatios: above 1 means mcfs is faster. Small files: ${FILES} x 4 KiB in one directory, then half as many again by ${WRITERS} processes at once. Big file: ${BIG_MIB} MiB written in 1 MiB blocks (timed before its fsync; best of three runs). "After remount": the FUSE filesystem is stopped and mounted again over the same data, so its own caches and the kernel's start empty; the plain directory has no such restart (this machine refuses drop_caches), so its numbers there are warm.\n\n${table}\n`);
+    fs.writeFileSync(OUT, `# Benchmark results\n\nProduced by \`${cmd}\` on ${new Date().toISOString().slice(0, 10)} (${spawnSync(["uname", "-srm"]).stdout.toString().trim()}, ${require("node:os").cpus().length} cores).\nRatios: above 1 means mcfs is faster. Small files: ${FILES} x 4 KiB in one directory, then half as many again by ${WRITERS} processes at once. Big file: ${BIG_MIB} MiB written in 1 MiB blocks (timed before its fsync; best of three runs). "After remount": the FUSE filesystem is stopped and mounted again over the same data, so its own caches and the kernel's start empty; the plain directory has no such restart (this machine refuses drop_caches), so its numbers there are warm.\n\n${table}\n\n## Across nodes\n\nTwo daemons on this machine (loopback), one redis-server, a cluster secret: the bytes are written on A, then read on A itself and on B (which fetches them from A over gRPC into its cache directory).\n\n${clusterTable}\n`);
   }
 } finally {
   for (const t of targets) await t.stop().catch(() => {});
