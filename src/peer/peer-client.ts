@@ -35,6 +35,7 @@ export function createPeerPool(o: PeerPoolOptions): PeerPool {
           interceptors: [auth],
           defaultTimeoutMs: o.timeoutMs,
           idleConnectionTimeoutMs: 60_000,
+          acceptCompression: [],
           // HTTP/2's default 64 KiB window stalls every 128 KiB message on a window update.
           nodeOptions: { settings: { initialWindowSize: WINDOW } },
         });
