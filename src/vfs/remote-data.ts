@@ -11,10 +11,10 @@ export const PARTIAL_MARK = ".mcfs-part-";
 
 /** Bytes held by other nodes, fetched from a live holder of the current version. */
 export interface RemoteData {
-  /** Read-only fd of a local copy of ino at version, kept in the cache directory. */
-  openCopy(ino: number, version: number, path: string, size: number): Promise<number>;
+  /** Read-only fd of a local copy of ino at version, kept in the cache directory. locs: its holders, if known. */
+  openCopy(ino: number, version: number, path: string, size: number, locs?: Map<string, number>): Promise<number>;
   /** Fetch the bytes of ino at version into dest (this node is about to write them). */
-  fetchTo(ino: number, version: number, path: string, size: number, dest: string): Promise<void>;
+  fetchTo(ino: number, version: number, path: string, size: number, dest: string, locs?: Map<string, number>): Promise<void>;
 }
 
 export interface RemoteDataOptions {
@@ -71,19 +71,18 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
     }
   }
 
-  async function fetch(ino: number, version: number, path: string, size: number, dest: string): Promise<void> {
+  async function fetch(ino: number, version: number, path: string, size: number, dest: string, locs?: Map<string, number>): Promise<void> {
     try {
-      await fetchOnce(ino, version, path, size, dest);
+      await fetchOnce(ino, version, path, size, dest, locs);
     } catch (e) {
-      // Addresses may have changed (a holder restarted elsewhere): once more with fresh ones.
-      if (!known) throw e;
+      // Holders or their addresses may have changed (a holder restarted elsewhere): once more, fresh.
       known = undefined;
       await fetchOnce(ino, version, path, size, dest);
     }
   }
 
-  async function fetchOnce(ino: number, version: number, path: string, size: number, dest: string): Promise<void> {
-    const [locs, all] = await Promise.all([o.store.locations(ino), nodes()]);
+  async function fetchOnce(ino: number, version: number, path: string, size: number, dest: string, given?: Map<string, number>): Promise<void> {
+    const [locs, all] = await Promise.all([given ?? o.store.locations(ino), nodes()]);
     const holders = [...locs].filter(([node, v]) => v === version && node !== o.nodeId && all.has(node)).map(([node]) => node);
     // Live holders first; one that stopped beating may still answer.
     const order = [...holders.filter((h) => all.get(h)!.alive), ...holders.filter((h) => !all.get(h)!.alive)];
@@ -110,10 +109,10 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   }
 
   return {
-    async openCopy(ino, version, path, size) {
+    async openCopy(ino, version, path, size, locs) {
       const file = join(o.cacheDir, `${ino}.${version}`);
       if (cached.get(ino) !== version) {
-        await once(file, () => fetch(ino, version, path, size, file));
+        await once(file, () => fetch(ino, version, path, size, file, locs));
         const old = cached.get(ino);
         // An open fd on the older copy keeps reading it; the name goes now.
         if (old !== undefined && old !== version) fs.rmSync(join(o.cacheDir, `${ino}.${old}`), { force: true });
@@ -121,8 +120,8 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
       }
       return fs.openSync(file, "r");
     },
-    fetchTo(ino, version, path, size, dest) {
-      return once(dest, () => fetch(ino, version, path, size, dest));
+    fetchTo(ino, version, path, size, dest, locs) {
+      return once(dest, () => fetch(ino, version, path, size, dest, locs));
     },
   };
 }

@@ -505,11 +505,13 @@ export function createVfs(o: VfsOptions): Vfs {
       // Close-to-open: with other nodes about, open() reads the record and its holders fresh.
       let r: Inode;
       let here = true;
+      let locs: Map<string, number> | undefined;
       if (o.soleNode || !o.remote) r = await record(ino);
       else {
-        const [rec, locs] = await Promise.all([store.get(ino), store.locations(ino)]);
+        const [rec, l] = await Promise.all([store.get(ino), store.locations(ino)]);
         r = learn(rec);
-        here = locs.get(nodeId) === r.version || (locs.size === 0 && r.size === 0);
+        locs = l;
+        here = l.get(nodeId) === r.version || (l.size === 0 && r.size === 0);
       }
       if (isDir(r.mode)) throw fsError("EISDIR");
       const path = await paths.pathOf(ino);
@@ -519,14 +521,14 @@ export function createVfs(o: VfsOptions): Vfs {
       let fd: number;
       if (!here && !writable) {
         // Another node's bytes: a version-named copy in the cache, never a stale one.
-        fd = await o.remote!.openCopy(ino, r.version, path, r.size);
+        fd = await o.remote!.openCopy(ino, r.version, path, r.size, locs);
       } else {
         if (!here) {
           // About to write another node's bytes: this node takes a copy into its root and becomes the holder.
           if (flags & O_TRUNC) makeLocal(p, () => fs.closeSync(fs.openSync(p, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW, r.mode & 0o7777)));
           else {
             fs.mkdirSync(dirname(p), { recursive: true });
-            await o.remote!.fetchTo(ino, r.version, path, r.size, p);
+            await o.remote!.fetchTo(ino, r.version, path, r.size, p, locs);
           }
         }
         const openLocal = () => fs.openSync(p, (flags & KEEP_OPEN_FLAGS) | O_NOFOLLOW);
