@@ -7,14 +7,16 @@ import { E, FsError, fsError } from "../util/errno.ts";
 import type { Logger } from "../util/log.ts";
 import { attrOf, isDir, isReg, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "./attr.ts";
 import { createPathCache } from "./paths.ts";
+import { createMetaCache } from "./meta-cache.ts";
+import { applyLocal, createLocalFile, makeLocal, removeLocal, withParents } from "./local-files.ts";
 import type { RemoteData } from "./remote-data.ts";
 
 const O_ACCMODE = 3;
-const { O_APPEND, O_SYNC, O_DSYNC, O_CREAT, O_EXCL, O_RDWR, O_WRONLY, O_RDONLY, O_NOFOLLOW, O_TRUNC } = fs.constants;
+const { O_APPEND, O_SYNC, O_DSYNC, O_RDWR, O_WRONLY, O_RDONLY, O_NOFOLLOW, O_TRUNC } = fs.constants;
 const KEEP_OPEN_FLAGS = O_ACCMODE | O_APPEND | O_SYNC | O_DSYNC;
 const NAME_MAX = 255;
 const XATTR_SIZE_MAX = 65536;
-const RECENT_MAX = 200_000;
+const OPENED_MAX = 200_000;
 
 /** Name reserved at the top of every root path for mcfs's own state (the embedded Redis's data). */
 export const RESERVED_NAME = ".mcfs";
@@ -76,111 +78,19 @@ export function createVfs(o: VfsOptions): Vfs {
   const local = (p: string) => rootPath + p;
   const allocFh = () => freeFh.pop() ?? nextFh++;
 
-  /**
-   * Complete listings of directories (name -> inode, 0 when another node added it and the inode is not
-   * known yet), kept current by this node's changes and other nodes' invalidations. A name missing here
-   * does not exist, so lookups of new names cost no round trip; with the records prefetched, neither do
-   * lookups of existing ones.
-   */
-  const listings = new Map<number, Map<string, number>>();
-  let listedNames = 0;
-  /** Changes seen per directory, so a listing loaded while one happened is not trusted. */
-  const dirChanges = new Map<number, number>();
-  const LISTED_MAX = 2_000_000;
-  const PREFETCH_MAX = 20_000;
-  const loading = new Set<number>();
+  const cache = createMetaCache({ store, paths, attrCacheMs: o.attrCacheMs, skipPrefetch: (ino) => byIno.has(ino) });
+  const { changing, dirChanged, dropListing, forget } = cache;
 
-  function dirChanged(dir: number, add?: [string, number], remove?: string): void {
-    dirChanges.set(dir, (dirChanges.get(dir) ?? 0) + 1);
-    const l = listings.get(dir);
-    if (!l) return;
-    if (remove !== undefined && l.delete(remove)) listedNames--;
-    if (add !== undefined) {
-      if (!l.has(add[0])) listedNames++;
-      l.set(add[0], add[1]);
-    }
-  }
-
-  function dropListing(dir: number): void {
-    const l = listings.get(dir);
-    if (l) listedNames -= l.size;
-    listings.delete(dir);
-  }
-
-  /** Load a directory's listing, then (for directories of moderate size) its entries' records. */
-  async function loadListing(dir: number): Promise<void> {
-    if (loading.has(dir) || listings.has(dir)) return;
-    loading.add(dir);
-    try {
-      const before = dirChanges.get(dir) ?? 0;
-      const ents = await store.listDir(dir);
-      if ((dirChanges.get(dir) ?? 0) !== before) return;
-      if (listedNames + ents.length > LISTED_MAX) {
-        listings.clear();
-        listedNames = 0;
-      }
-      listings.set(dir, new Map(ents.map((e) => [e.name, e.ino])));
-      listedNames += ents.length;
-      if (ents.length > PREFETCH_MAX) return;
-      for (let i = 0; i < ents.length; i += 1000) {
-        const gen = dirChanges.get(dir);
-        const recs = await store.getMany(ents.slice(i, i + 1000).map((e) => e.ino));
-        if (dirChanges.get(dir) !== gen) return;
-        for (const r of recs) if (r && !byIno.has(r.ino) && !recent.has(r.ino)) learn(r);
-      }
-    } finally {
-      loading.delete(dir);
-    }
-  }
-
-  /** Records seen lately, answering getattr for as long as the kernel itself may cache attributes. */
-  const recent = new Map<number, { rec: Inode; until: number }>();
-
+  /** Remember a fresh record (also as the open-file state when the inode is open here). */
   function learn(r: Inode): Inode {
-    paths.learn(r);
     const open = byIno.get(r.ino);
     if (open) open.rec = r;
-    if (o.attrCacheMs > 0) {
-      const now = Date.now();
-      // Bounded: past the limit the oldest tenth goes (a Map iterates in insertion order).
-      if (recent.size >= RECENT_MAX) {
-        let n = RECENT_MAX / 10;
-        for (const k of recent.keys()) {
-          recent.delete(k);
-          if (--n === 0) break;
-        }
-      }
-      recent.delete(r.ino);
-      recent.set(r.ino, { rec: r, until: now + o.attrCacheMs });
-    }
-    return r;
-  }
-
-  /**
-   * Run a namespace change in these directories. Their cached records are dropped before and after,
-   * so a getattr that raced with the change cannot leave a stale record behind.
-   */
-  async function changing<T>(dirs: number[], change: () => Promise<T>): Promise<T> {
-    for (const d of dirs) recent.delete(d);
-    try {
-      return await change();
-    } finally {
-      for (const d of dirs) recent.delete(d);
-    }
-  }
-
-  function forget(ino: number): void {
-    paths.forget(ino);
-    recent.delete(ino);
+    return cache.learn(r);
   }
 
   /** The record of an inode: from the open-file state when open here, a recent fetch, else the store. */
   async function record(ino: number): Promise<Inode> {
-    const open = byIno.get(ino)?.rec;
-    if (open) return open;
-    const c = recent.get(ino);
-    if (c && c.until > Date.now()) return c.rec;
-    return learn(await store.get(ino));
+    return byIno.get(ino)?.rec ?? cache.fresh(ino) ?? learn(await store.get(ino));
   }
 
   /** Attributes, with size and mtime from the local file while this node has it open for writing. */
@@ -229,52 +139,6 @@ export function createVfs(o: VfsOptions): Vfs {
     else await store.purge(r.ino);
   }
 
-  function removeLocal(p: string): void {
-    try {
-      const st = fs.lstatSync(p);
-      if (st.isDirectory()) fs.rmSync(p, { recursive: true, force: true });
-      else fs.unlinkSync(p);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
-    }
-  }
-
-  /** Run a local filesystem call, creating missing parent directories once (made on another node). */
-  function withParents<T>(p: string, fn: () => T): T {
-    try {
-      return fn();
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
-      fs.mkdirSync(dirname(p), { recursive: true });
-      return fn();
-    }
-  }
-
-  /**
-   * Make a new local object at p (file, link, ...), replacing a stale leftover there that the namespace
-   * no longer knows, and creating missing parent directories.
-   */
-  function makeLocal<T>(p: string, make: () => T): T {
-    return withParents(p, () => {
-      try {
-        return make();
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-        removeLocal(p);
-        return make();
-      }
-    });
-  }
-
-  /** Create the backing file for a new inode. */
-  function createLocalFile(p: string, flags: number, mode: number, uid: number, gid: number): number {
-    const fd = makeLocal(p, () => fs.openSync(p, flags | O_CREAT | O_EXCL | O_NOFOLLOW, mode & 0o7777));
-    fs.fchownSync(fd, uid, gid);
-    // open() applies the umask of the daemon; the kernel already applied the caller's.
-    fs.fchmodSync(fd, mode & 0o7777);
-    return fd;
-  }
-
   async function rollback(parent: number, name: string, dir: boolean) {
     const path = await paths.childPath(parent, name).catch(() => "");
     await store.remove(parent, name, dir, path).catch((e: unknown) => log.error({ err: e, parent, name }, "rollback of a failed create left an entry"));
@@ -284,14 +148,6 @@ export function createVfs(o: VfsOptions): Vfs {
     if (parent === 1 && name === RESERVED_NAME) throw new FsError(E.EPERM, `${RESERVED_NAME} is reserved at the top of the filesystem`);
   }
 
-  function applyLocal(p: string, fn: (p: string) => void): void {
-    try {
-      fn(p);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
-    }
-  }
-
   const vfs: Vfs = {
     get openFiles() {
       return handles.size;
@@ -299,17 +155,12 @@ export function createVfs(o: VfsOptions): Vfs {
 
     async lookup(_c, parent, name) {
       checkName(name);
-      const known = listings.get(parent);
-      if (known) {
-        const ino = known.get(name);
-        // Another node's new name reaches this listing a moment after its create returns, so only a
-        // sole node answers "no such name" from memory.
-        if (ino === undefined && o.soleNode) throw fsError("ENOENT");
-        const c = ino ? recent.get(ino) : undefined;
-        if (c && c.until > Date.now()) return liveAttr(c.rec);
-      } else {
-        void loadListing(parent).catch(() => {});
-      }
+      const ino = cache.listed(parent, name);
+      // Another node's new name reaches this listing a moment after its create returns, so only a
+      // sole node answers "no such name" from memory.
+      if (ino === null && o.soleNode) throw fsError("ENOENT");
+      const known = ino ? cache.fresh(ino) : undefined;
+      if (known) return liveAttr(known);
       return liveAttr(learn(await store.lookup(parent, name)));
     },
 
@@ -331,7 +182,7 @@ export function createVfs(o: VfsOptions): Vfs {
         } else {
           if (o.remote && !o.soleNode && (await store.locations(ino)).get(nodeId) !== r.version) {
             // Another node holds the bytes: take them first (all but nothing is kept when cutting to 0).
-            if (set.size === 0) makeLocal(p, () => fs.closeSync(fs.openSync(p, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW, r.mode & 0o7777)));
+            if (set.size === 0) fs.closeSync(createLocalFile(p, O_WRONLY, r.mode, r.uid, r.gid));
             else {
               fs.mkdirSync(dirname(p), { recursive: true });
               await o.remote.fetchTo(ino, r.version, await paths.pathOf(ino), r.size, p);
@@ -525,7 +376,7 @@ export function createVfs(o: VfsOptions): Vfs {
       } else {
         if (!here) {
           // About to write another node's bytes: this node takes a copy into its root and becomes the holder.
-          if (flags & O_TRUNC) makeLocal(p, () => fs.closeSync(fs.openSync(p, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW, r.mode & 0o7777)));
+          if (flags & O_TRUNC) fs.closeSync(createLocalFile(p, O_WRONLY, r.mode, r.uid, r.gid));
           else {
             fs.mkdirSync(dirname(p), { recursive: true });
             await o.remote!.fetchTo(ino, r.version, path, r.size, p, locs);
@@ -558,7 +409,7 @@ export function createVfs(o: VfsOptions): Vfs {
       }
       // Pages cached by the kernel stay valid while the version is the one they were read at.
       const keepCache = openedVersion.get(ino) === r.version;
-      if (openedVersion.size >= RECENT_MAX) openedVersion.clear();
+      if (openedVersion.size >= OPENED_MAX) openedVersion.clear();
       openedVersion.set(ino, r.version);
       return { fh, fd, keepCache } satisfies OpenReply;
     },
@@ -696,22 +547,12 @@ export function createVfs(o: VfsOptions): Vfs {
     },
 
     invalidate(inv) {
-      for (const [dir, name] of inv.removed) dirChanged(dir, undefined, name);
-      for (const [dir, name] of inv.added) dirChanged(dir, [name, 0]);
-      for (const ino of inv.inodes) {
-        recent.delete(ino);
-        if (inv.removed.length) dropListing(ino);
-        paths.forget(ino);
-        if (byIno.has(ino)) void store.get(ino).then(learn, () => {});
-      }
+      cache.invalidate(inv);
+      for (const ino of inv.inodes) if (byIno.has(ino)) void store.get(ino).then(learn, () => {});
     },
 
     resync() {
-      listings.clear();
-      listedNames = 0;
-      recent.clear();
-      for (const d of dirChanges.keys()) dirChanged(d);
-      paths.clear();
+      cache.resync();
     },
 
     async closeAll() {

@@ -1,0 +1,155 @@
+import type { Inode, Invalidation, MetadataStore } from "../meta/store.ts";
+import type { PathCache } from "./paths.ts";
+
+/**
+ * What this node keeps of the shared metadata: records seen lately, and complete listings of the
+ * directories it works in. Kept current by this node's own changes and by other nodes' invalidations.
+ */
+export interface MetaCache {
+  /** Remember a record fetched from the store. */
+  learn(r: Inode): Inode;
+  /** A record fetched lately enough to answer for it (as long as the kernel may cache attributes). */
+  fresh(ino: number): Inode | undefined;
+  /**
+   * What the listing of parent says of name: its inode (0: exists, inode not known yet), null: no such
+   * name, undefined: no listing yet (one is loaded in the background).
+   */
+  listed(parent: number, name: string): number | null | undefined;
+  /** A name appeared in or left a directory. */
+  dirChanged(dir: number, add?: [string, number], remove?: string): void;
+  dropListing(dir: number): void;
+  /** Run a namespace change in these directories (their records are dropped around it). */
+  changing<T>(dirs: number[], change: () => Promise<T>): Promise<T>;
+  forget(ino: number): void;
+  invalidate(inv: Invalidation): void;
+  resync(): void;
+}
+
+export interface MetaCacheOptions {
+  store: MetadataStore;
+  paths: PathCache;
+  attrCacheMs: number;
+  /** Records not to prefetch (open files: their state lives elsewhere). */
+  skipPrefetch(ino: number): boolean;
+}
+
+const RECENT_MAX = 200_000;
+const LISTED_MAX = 2_000_000;
+const PREFETCH_MAX = 20_000;
+
+export function createMetaCache(o: MetaCacheOptions): MetaCache {
+  const { store, paths } = o;
+  const recent = new Map<number, { rec: Inode; until: number }>();
+  const listings = new Map<number, Map<string, number>>();
+  let listedNames = 0;
+  /** Changes seen per directory, so a listing loaded while one happened is not trusted. */
+  const dirChanges = new Map<number, number>();
+  const loading = new Set<number>();
+
+  function learn(r: Inode): Inode {
+    paths.learn(r);
+    if (o.attrCacheMs > 0) {
+      // Bounded: past the limit the oldest tenth goes (a Map iterates in insertion order).
+      if (recent.size >= RECENT_MAX) {
+        let n = RECENT_MAX / 10;
+        for (const k of recent.keys()) {
+          recent.delete(k);
+          if (--n === 0) break;
+        }
+      }
+      recent.delete(r.ino);
+      recent.set(r.ino, { rec: r, until: Date.now() + o.attrCacheMs });
+    }
+    return r;
+  }
+
+  function dirChanged(dir: number, add?: [string, number], remove?: string): void {
+    dirChanges.set(dir, (dirChanges.get(dir) ?? 0) + 1);
+    const l = listings.get(dir);
+    if (!l) return;
+    if (remove !== undefined && l.delete(remove)) listedNames--;
+    if (add !== undefined) {
+      if (!l.has(add[0])) listedNames++;
+      l.set(add[0], add[1]);
+    }
+  }
+
+  function dropListing(dir: number): void {
+    const l = listings.get(dir);
+    if (l) listedNames -= l.size;
+    listings.delete(dir);
+  }
+
+  /** Load a directory's listing, then (for directories of moderate size) its entries' records. */
+  async function loadListing(dir: number): Promise<void> {
+    if (loading.has(dir) || listings.has(dir)) return;
+    loading.add(dir);
+    try {
+      const before = dirChanges.get(dir) ?? 0;
+      const ents = await store.listDir(dir);
+      if ((dirChanges.get(dir) ?? 0) !== before) return;
+      if (listedNames + ents.length > LISTED_MAX) {
+        listings.clear();
+        listedNames = 0;
+      }
+      listings.set(dir, new Map(ents.map((e) => [e.name, e.ino])));
+      listedNames += ents.length;
+      if (ents.length > PREFETCH_MAX) return;
+      for (let i = 0; i < ents.length; i += 1000) {
+        const gen = dirChanges.get(dir);
+        const recs = await store.getMany(ents.slice(i, i + 1000).map((e) => e.ino));
+        if (dirChanges.get(dir) !== gen) return;
+        for (const r of recs) if (r && !o.skipPrefetch(r.ino) && !recent.has(r.ino)) learn(r);
+      }
+    } finally {
+      loading.delete(dir);
+    }
+  }
+
+  return {
+    learn,
+    fresh(ino) {
+      const c = recent.get(ino);
+      return c && c.until > Date.now() ? c.rec : undefined;
+    },
+    listed(parent, name) {
+      const l = listings.get(parent);
+      if (!l) {
+        void loadListing(parent).catch(() => {});
+        return undefined;
+      }
+      return l.get(name) ?? null;
+    },
+    dirChanged,
+    dropListing,
+    async changing(dirs, change) {
+      // Dropped before and after: a getattr that raced with the change cannot leave a stale record.
+      for (const d of dirs) recent.delete(d);
+      try {
+        return await change();
+      } finally {
+        for (const d of dirs) recent.delete(d);
+      }
+    },
+    forget(ino) {
+      paths.forget(ino);
+      recent.delete(ino);
+    },
+    invalidate(inv) {
+      for (const [dir, name] of inv.removed) dirChanged(dir, undefined, name);
+      for (const [dir, name] of inv.added) dirChanged(dir, [name, 0]);
+      for (const ino of inv.inodes) {
+        recent.delete(ino);
+        if (inv.removed.length) dropListing(ino);
+        paths.forget(ino);
+      }
+    },
+    resync() {
+      listings.clear();
+      listedNames = 0;
+      recent.clear();
+      for (const d of dirChanges.keys()) dirChanged(d);
+      paths.clear();
+    },
+  };
+}
