@@ -50,6 +50,26 @@ describe.skipIf(!!skip)("data across nodes", () => {
     expect(fs.readFileSync(join(b.mnt, "log.txt"), "utf8")).toBe("fro");
   });
 
+  test("two nodes writing one file at once: the result is one writer's whole content, never a mix", async () => {
+    const [a, b, c] = n as [TestDaemon, TestDaemon, TestDaemon];
+    fs.writeFileSync(join(a.mnt, "contended"), "");
+    for (let round = 0; round < 5; round++) {
+      const fromA = Buffer.alloc(300_000 + round, 0x41);
+      const fromB = Buffer.alloc(200_000 + round, 0x42);
+      // A writer whose open finds the other's copy mid-write gets EIO rather than a mixed copy.
+      const [okA, okB] = await Promise.all([
+        Bun.spawn(["dd", `of=${join(a.mnt, "contended")}`, "bs=64k", "conv=notrunc", "status=none"], { stdin: fromA, stderr: "ignore" }).exited,
+        Bun.spawn(["dd", `of=${join(b.mnt, "contended")}`, "bs=64k", "conv=notrunc", "status=none"], { stdin: fromB, stderr: "ignore" }).exited,
+      ]).then((codes) => codes.map((x) => x === 0));
+      expect(okA || okB).toBe(true);
+      const seen = fs.readFileSync(join(c.mnt, "contended"));
+      // One writer's bytes from the start; after them only bytes of that node's copy from an earlier round.
+      const whole = (w: Buffer) => seen.length >= w.length && seen.subarray(0, w.length).equals(w);
+      expect((okA && whole(fromA)) || (okB && whole(fromB))).toBe(true);
+      expect(seen.subarray(0, 200_000).every((x) => x === seen[0])).toBe(true);
+    }
+  });
+
   test("workflow-shaped: 600 small files spread over three nodes, each read on another node", () => {
     fs.mkdirSync(join(n[0]!.mnt, "wf"));
     const files = new Map<string, Buffer>();
