@@ -184,6 +184,34 @@ describe.skipIf(!!skip)("running conditions", () => {
   });
 });
 
+describe.skipIf(!!skip)("full disk", () => {
+  test("a full root path gives ENOSPC, keeps what was written, and the mount keeps working", async () => {
+    const base = temp("full");
+    const root = join(base, "small-root");
+    fs.mkdirSync(root);
+    expect(spawnSync(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", root]).exitCode).toBe(0);
+    cleanups.push(() => spawnSync(["umount", "-l", root]));
+    const r = await redis();
+    const a = await daemon({ base, name: "full", redisUrl: r.url, root });
+    fs.writeFileSync(join(a.mnt, "kept"), "written before the disk filled");
+    const big = Buffer.alloc(1 << 20, 7);
+    let failure: string | undefined;
+    const fd = fs.openSync(join(a.mnt, "filler"), "w");
+    try {
+      for (let i = 0; i < 16; i++) fs.writeSync(fd, big);
+    } catch (e) {
+      failure = (e as NodeJS.ErrnoException).code;
+    } finally {
+      fs.closeSync(fd);
+    }
+    expect(failure).toBe("ENOSPC");
+    expect(fs.readFileSync(join(a.mnt, "kept"), "utf8")).toBe("written before the disk filled");
+    fs.unlinkSync(join(a.mnt, "filler"));
+    fs.writeFileSync(join(a.mnt, "after"), "room again");
+    expect(fs.readFileSync(join(a.mnt, "after"), "utf8")).toBe("room again");
+  });
+});
+
 describe.skipIf(!!skip)("command line", () => {
   const run = (...args: string[]) => spawnSync([MCFS, ...args], { stderr: "pipe", stdout: "pipe" });
 
