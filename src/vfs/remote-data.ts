@@ -30,8 +30,9 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   let tmpSeq = 0;
   /** Version of the copy of each inode in the cache directory. */
   const cached = new Map<number, number>();
-  fs.rmSync(o.cacheDir, { recursive: true, force: true });
+  // Copies from an earlier run are dropped (only ours: the directory is the user's choice).
   fs.mkdirSync(o.cacheDir, { recursive: true, mode: 0o700 });
+  for (const f of fs.readdirSync(o.cacheDir)) if (/^\d+\.\d+$/.test(f) || f.includes(PARTIAL_MARK)) fs.rmSync(join(o.cacheDir, f), { force: true });
 
   /** The cluster's nodes, asked of the store at most once a second. */
   let known: { at: number; nodes: Promise<Map<string, NodeInfo & { alive: boolean }>> } | undefined;
@@ -57,7 +58,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
       }
       // A short copy is never served: a holder that lost bytes is as good as down.
       if (got !== size) throw new FsError(E.EIO, `holder ${address} has ${got} of ${size} bytes of ${path}`);
-      // No fsync: the cache directory is emptied at every start, so a copy cut short by a crash is never served.
+      // No fsync: copies are dropped at every start, so one cut short by a crash is never served.
       fs.closeSync(fd);
       fs.renameSync(tmp, dest);
     } catch (e) {
