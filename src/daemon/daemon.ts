@@ -73,7 +73,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     const todo = createTodoApplier({ rootPath: cfg.rootPath, nodeId, store, log: nlog });
     await todo.drain();
     const t0 = performance.now();
-    const scan = await scanRoot(cfg.rootPath, store, nodeId, nlog);
+    const scan = await scanRoot(cfg.rootPath, store, nodeId, nlog, !cfg.redisUrl);
     nlog.info({ ...scan, seconds: +((performance.now() - t0) / 1000).toFixed(2), root: cfg.rootPath }, "start-up scan done");
 
     // A sole node (private Redis) has no peers: it opens no port.

@@ -9,6 +9,8 @@ export interface ScanResult {
   dirs: number;
   published: number;
   known: number;
+  /** Known files whose record was behind the local file (a deferred write lost in a crash). */
+  repaired: number;
   skipped: number;
 }
 
@@ -18,8 +20,8 @@ const BATCH = 256;
  * Publish what is already under the root path (files put there before start, or while mcfs was down)
  * into the namespace. Names the namespace already has are left as they are: Redis is authoritative.
  */
-export async function scanRoot(rootPath: string, store: MetadataStore, nodeId: string, log: Logger, onProgress?: (n: number) => void): Promise<ScanResult> {
-  const res: ScanResult = { dirs: 0, published: 0, known: 0, skipped: 0 };
+export async function scanRoot(rootPath: string, store: MetadataStore, nodeId: string, log: Logger, repair: boolean, onProgress?: (n: number) => void): Promise<ScanResult> {
+  const res: ScanResult = { dirs: 0, published: 0, known: 0, repaired: 0, skipped: 0 };
   const queue: { ino: number; path: string }[] = [{ ino: 1, path: "" }];
   while (queue.length) {
     const { ino, path } = queue.pop()!;
@@ -35,12 +37,25 @@ export async function scanRoot(rootPath: string, store: MetadataStore, nodeId: s
     // Not published: mcfs's own state, and partial copies left by an interrupted fetch.
     const todo = names.filter((d) => !(ino === 1 && d.name === RESERVED_NAME) && !d.name.includes(PARTIAL_MARK));
     for (let i = 0; i < todo.length; i += BATCH) {
-      await Promise.all(todo.slice(i, i + BATCH).map(async (d) => {
+      const batch = todo.slice(i, i + BATCH);
+      // A sole node writes some metadata behind its replies: a file newer than its record is repaired.
+      const known = repair ? batch.filter((d) => d.isFile() && existing.get(d.name)?.type === 0o10) : [];
+      const recs = new Map((await store.getMany(known.map((d) => existing.get(d.name)!.ino))).map((r, k) => [known[k]!.name, r]));
+      await Promise.all(batch.map(async (d) => {
         const rel = `${path}/${d.name}`;
         const have = existing.get(d.name);
         if (have) {
           res.known++;
           if (d.isDirectory() && have.type === 0o04) queue.push({ ino: have.ino, path: rel });
+          const rec = recs.get(d.name);
+          if (rec) {
+            const st = fs.statSync(rootPath + rel, { bigint: true });
+            // Newer by more than a millisecond: utimes on the local copy rounds, but never by that much.
+            if (Number(st.size) !== rec.size || st.mtimeNs > rec.mtime + 1_000_000n) {
+              await store.setData(rec.ino, Number(st.size), st.mtimeNs, nodeId, rel);
+              res.repaired++;
+            }
+          }
           return;
         }
         let st: fs.BigIntStats;

@@ -91,14 +91,16 @@ end
 `;
 
 const SCRIPTS = {
-  // ARGV: P parent name mode uid gid rdev size atime mtime now target holder -> {ino, mode, gid}
+  // ARGV: P parent name mode uid gid rdev size atime mtime now target holder [ino] -> {ino, mode, gid}
+  // ino: taken from a block this node reserved (reserveInodes) instead of the counter.
   // A set-group-ID directory gives new entries its group, and new directories its set-group-ID bit.
   create: `
 local parent, name = ARGV[2], ARGV[3]
 local e = needdir(parent) if e then return e end
 local dk = P..'d:'..parent
 if redis.call('HEXISTS', dk, name) == 1 then return redis.error_reply('EEXIST') end
-local ino = redis.call('INCR', P..'next')
+local ino = ARGV[14]
+if not ino or ino == '' then ino = redis.call('INCR', P..'next') end
 local mode = tonumber(ARGV[4])
 local gid = ARGV[6]
 local dir = bit.band(mode, 61440) == 16384
@@ -423,12 +425,15 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
       const now = nowNs();
       const mtime = init.mtime ?? now;
       const atime = init.atime ?? mtime;
-      const [ino, mode, gid] = (await run("create", [parent, name, init.mode, init.uid, init.gid, init.rdev ?? 0, init.size ?? 0, atime, mtime, now, init.target ?? "", init.holder ?? ""])) as [number, number, number];
+      const [ino, mode, gid] = (await run("create", [parent, name, init.mode, init.uid, init.gid, init.rdev ?? 0, init.size ?? 0, atime, mtime, now, init.target ?? "", init.holder ?? "", init.ino ?? ""])) as [number, number, number];
       const dir = (init.mode & S_IFMT) === S_IFDIR;
       publish({ added: [[parent, name]], inodes: [parent] });
       const rec: Inode = { ino, mode, uid: init.uid, gid, rdev: init.rdev ?? 0, size: init.size ?? 0, nlink: dir ? 2 : 1, atime, mtime, ctime: now, version: 1, parent, name };
       if (init.target !== undefined) rec.target = init.target;
       return rec;
+    },
+    async reserveInodes(count) {
+      return (await client.incrBy(`${P}next`, count)) - count + 1;
     },
     async link(ino, newParent, newName) {
       const r = parseFlat(await run("link", [ino, newParent, newName, nowNs()]));

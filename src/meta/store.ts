@@ -30,6 +30,8 @@ export interface NewInode {
   atime?: bigint;
   /** The node that holds the bytes (none for directories and special files). */
   holder?: string;
+  /** An inode number from a block this node reserved; by default the next one is taken. */
+  ino?: number;
 }
 
 export interface DirListing {
@@ -102,6 +104,8 @@ export interface MetadataStore {
   getMany(inos: number[]): Promise<(Inode | undefined)[]>;
   lookup(parent: number, name: string): Promise<Inode>;
   create(parent: number, name: string, init: NewInode): Promise<Inode>;
+  /** Reserve count inode numbers for this node; returns the first. */
+  reserveInodes(count: number): Promise<number>;
   link(ino: number, newParent: number, newName: string): Promise<Inode>;
   /** path: the namespace path of the name, for the other nodes holding bytes there (todo lists). */
   remove(parent: number, name: string, dir: boolean, path: string): Promise<Removed>;

@@ -21,6 +21,8 @@ export interface MetaCache {
   /** Run a namespace change in these directories (their records are dropped around it). */
   changing<T>(dirs: number[], change: () => Promise<T>): Promise<T>;
   forget(ino: number): void;
+  /** The cached record of ino is out of date (it changed through this node). */
+  stale(ino: number): void;
   invalidate(inv: Invalidation): void;
   resync(): void;
 }
@@ -133,6 +135,9 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
     },
     forget(ino) {
       paths.forget(ino);
+      recent.delete(ino);
+    },
+    stale(ino) {
       recent.delete(ino);
     },
     invalidate(inv) {

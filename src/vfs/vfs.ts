@@ -5,7 +5,7 @@ import type { Inode, Invalidation, MetadataStore, Removed } from "../meta/store.
 import { nowNs } from "../meta/redis-store.ts";
 import { E, FsError, fsError } from "../util/errno.ts";
 import type { Logger } from "../util/log.ts";
-import { attrOf, isDir, isReg, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "./attr.ts";
+import { attrOf, isDir, isReg, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID } from "./attr.ts";
 import { createPathCache } from "./paths.ts";
 import { createMetaCache } from "./meta-cache.ts";
 import { applyLocal, createLocalFile, makeLocal, removeLocal, withParents } from "./local-files.ts";
@@ -17,6 +17,7 @@ const KEEP_OPEN_FLAGS = O_ACCMODE | O_APPEND | O_SYNC | O_DSYNC;
 const NAME_MAX = 255;
 const XATTR_SIZE_MAX = 65536;
 const OPENED_MAX = 200_000;
+const INO_BLOCK = 1024;
 
 /** Name reserved at the top of every root path for mcfs's own state (the embedded Redis's data). */
 export const RESERVED_NAME = ".mcfs";
@@ -128,7 +129,32 @@ export function createVfs(o: VfsOptions): Vfs {
   async function commit(h: Handle): Promise<Inode> {
     const st = fs.fstatSync(h.fd, { bigint: true });
     h.dirty = false;
-    return learn(await store.setData(h.ino, Number(st.size), st.mtimeNs, nodeId, await paths.pathOf(h.ino)));
+    const path = await paths.pathOf(h.ino);
+    if (!o.soleNode) return learn(await store.setData(h.ino, Number(st.size), st.mtimeNs, nodeId, path));
+    // A sole node is the only reader of its metadata: it knows the new record already, and Redis
+    // applies the update in order behind whatever this node sends next (see deferred()).
+    const prev = await record(h.ino);
+    const r = learn({ ...prev, size: Number(st.size), mtime: st.mtimeNs, ctime: nowNs(), version: prev.version + 1 });
+    deferred("setData", h.ino, store.setData(h.ino, r.size, r.mtime, nodeId, path));
+    return r;
+  }
+
+  /**
+   * A metadata write a sole node does not wait for. Its own later reads queue behind it on the same
+   * connection; if it fails, the start-up scan's reconciliation repairs the record from the local file.
+   */
+  function deferred(what: string, ino: number, write: Promise<unknown>): void {
+    write.catch((e: unknown) => log.error({ op: what, ino, err: (e as Error).message }, "deferred metadata write failed; the next start repairs it from the local file"));
+  }
+
+  /** Inode numbers handed out by this node without a round trip, a block at a time. */
+  let inoNext = 0, inoEnd = 0;
+  async function nextIno(): Promise<number> {
+    if (inoNext >= inoEnd) {
+      inoNext = await store.reserveInodes(INO_BLOCK);
+      inoEnd = inoNext + INO_BLOCK;
+    }
+    return inoNext++;
   }
 
   async function dropped(r: Removed | undefined): Promise<void> {
@@ -417,15 +443,33 @@ export function createVfs(o: VfsOptions): Vfs {
     async create(c, parent, name, mode, flags) {
       checkName(name);
       checkReserved(parent, name);
-      const r = learn(await changing([parent], () => store.create(parent, name, { mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid: c.gid, holder: nodeId })));
-      dirChanged(parent, [name, r.ino]);
+      const acc = flags & O_ACCMODE;
+      const localFlags = (flags & KEEP_OPEN_FLAGS & ~O_ACCMODE) | (acc === O_RDONLY ? O_RDWR : acc);
+      let r: Inode;
       let fd: number;
-      try {
-        const acc = flags & O_ACCMODE;
-        fd = createLocalFile(local(await paths.pathOf(r.ino)), (flags & KEEP_OPEN_FLAGS & ~O_ACCMODE) | (acc === O_RDONLY ? O_RDWR : acc), r.mode, r.uid, r.gid);
-      } catch (e) {
-        await rollback(parent, name, false);
-        throw e;
+      if (o.soleNode && cache.listed(parent, name) === null) {
+        // A sole node with the directory's whole listing knows the name is free: the record is made
+        // here and written behind (no other node can claim the name meanwhile).
+        const p = await record(parent);
+        if (!isDir(p.mode)) throw fsError("ENOTDIR");
+        const now = nowNs();
+        const gid = p.mode & S_ISGID ? p.gid : c.gid;
+        r = { ino: await nextIno(), mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid, rdev: 0, size: 0, nlink: 1, atime: now, mtime: now, ctime: now, version: 1, parent, name };
+        paths.learn(r);
+        fd = createLocalFile(local(await paths.pathOf(r.ino)), localFlags, r.mode, r.uid, r.gid);
+        learn(r);
+        cache.stale(parent);
+        dirChanged(parent, [name, r.ino]);
+        deferred("create", r.ino, store.create(parent, name, { mode: r.mode, uid: r.uid, gid: c.gid, holder: nodeId, ino: r.ino, mtime: now, atime: now }));
+      } else {
+        r = learn(await changing([parent], () => store.create(parent, name, { mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid: c.gid, holder: nodeId })));
+        dirChanged(parent, [name, r.ino]);
+        try {
+          fd = createLocalFile(local(await paths.pathOf(r.ino)), localFlags, r.mode, r.uid, r.gid);
+        } catch (e) {
+          await rollback(parent, name, false);
+          throw e;
+        }
       }
       const fh = addHandle({ ino: r.ino, fd, writable: true, dirty: false }, r);
       openedVersion.set(r.ino, r.version);
