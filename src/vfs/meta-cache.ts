@@ -21,8 +21,6 @@ export interface MetaCache {
   /** Run a namespace change in these directories (their records are dropped around it). */
   changing<T>(dirs: number[], change: () => Promise<T>): Promise<T>;
   forget(ino: number): void;
-  /** The cached record of ino is out of date (it changed through this node). */
-  stale(ino: number): void;
   invalidate(inv: Invalidation): void;
   resync(): void;
 }
@@ -46,7 +44,10 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
   let listedNames = 0;
   /** Changes seen per directory, so a listing loaded while one happened is not trusted. */
   const dirChanges = new Map<number, number>();
-  const loading = new Set<number>();
+  /** Counts resyncs: a listing loaded across one may lack changes that were never heard. */
+  let resyncs = 0;
+  /** Directories whose listing is loading, with the changes seen meanwhile. */
+  const loading = new Map<number, [([string, number] | undefined), (string | undefined)][]>();
 
   function learn(r: Inode): Inode {
     paths.learn(r);
@@ -65,15 +66,19 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
     return r;
   }
 
-  function dirChanged(dir: number, add?: [string, number], remove?: string): void {
-    dirChanges.set(dir, (dirChanges.get(dir) ?? 0) + 1);
-    const l = listings.get(dir);
-    if (!l) return;
+  function apply(l: Map<string, number>, add?: [string, number], remove?: string): void {
     if (remove !== undefined && l.delete(remove)) listedNames--;
     if (add !== undefined) {
       if (!l.has(add[0])) listedNames++;
       l.set(add[0], add[1]);
     }
+  }
+
+  function dirChanged(dir: number, add?: [string, number], remove?: string): void {
+    dirChanges.set(dir, (dirChanges.get(dir) ?? 0) + 1);
+    const l = listings.get(dir);
+    if (l) apply(l, add, remove);
+    else loading.get(dir)?.push([add, remove]);
   }
 
   function dropListing(dir: number): void {
@@ -82,20 +87,27 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
     listings.delete(dir);
   }
 
-  /** Load a directory's listing, then (for directories of moderate size) its entries' records. */
+  /**
+   * Load a directory's listing, then (for directories of moderate size) its entries' records. Changes
+   * seen while it loads are replayed on it in order: each is idempotent, so the last one for a name
+   * wins whether the loaded listing already had it or not.
+   */
   async function loadListing(dir: number): Promise<void> {
     if (loading.has(dir) || listings.has(dir)) return;
-    loading.add(dir);
+    const changes: [([string, number] | undefined), (string | undefined)][] = [];
+    loading.set(dir, changes);
+    const epoch = resyncs;
     try {
-      const before = dirChanges.get(dir) ?? 0;
       const ents = await store.listDir(dir);
-      if ((dirChanges.get(dir) ?? 0) !== before) return;
+      if (epoch !== resyncs) return;
       if (listedNames + ents.length > LISTED_MAX) {
         listings.clear();
         listedNames = 0;
       }
-      listings.set(dir, new Map(ents.map((e) => [e.name, e.ino])));
+      const l = new Map(ents.map((e) => [e.name, e.ino]));
       listedNames += ents.length;
+      for (const [add, remove] of changes) apply(l, add, remove);
+      listings.set(dir, l);
       if (ents.length > PREFETCH_MAX) return;
       for (let i = 0; i < ents.length; i += 1000) {
         const gen = dirChanges.get(dir);
@@ -137,9 +149,6 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
       paths.forget(ino);
       recent.delete(ino);
     },
-    stale(ino) {
-      recent.delete(ino);
-    },
     invalidate(inv) {
       for (const [dir, name] of inv.removed) dirChanged(dir, undefined, name);
       for (const [dir, name] of inv.added) dirChanged(dir, [name, 0]);
@@ -150,6 +159,7 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
       }
     },
     resync() {
+      resyncs++;
       listings.clear();
       listedNames = 0;
       recent.clear();

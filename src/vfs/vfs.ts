@@ -458,7 +458,8 @@ export function createVfs(o: VfsOptions): Vfs {
         paths.learn(r);
         fd = createLocalFile(local(await paths.pathOf(r.ino)), localFlags, r.mode, r.uid, r.gid);
         learn(r);
-        cache.stale(parent);
+        // The directory's new times are known here too: no round trip queued behind the write.
+        learn({ ...p, mtime: now, ctime: now });
         dirChanged(parent, [name, r.ino]);
         deferred("create", r.ino, store.create(parent, name, { mode: r.mode, uid: r.uid, gid: c.gid, holder: nodeId, ino: r.ino, mtime: now, atime: now }));
       } else {
