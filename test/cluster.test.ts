@@ -32,6 +32,22 @@ describe.skipIf(!!skip)("data across nodes", () => {
     expect(fs.readFileSync(join(c.mnt, "five.bin")).equals(data)).toBe(true);
   });
 
+  test("a big file on A: B reads ranges of it at once (served from A while B's copy arrives), all correct", () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    const data = randomBytes(80 * 1024 * 1024 + 4321);
+    fs.writeFileSync(join(a.mnt, "big.bin"), data);
+    const fd = fs.openSync(join(b.mnt, "big.bin"), "r");
+    for (const [off, len] of [[0, 1 << 20], [40 << 20, 300_000], [data.length - 5000, 10_000]] as const) {
+      const buf = Buffer.alloc(len);
+      const got = fs.readSync(fd, buf, 0, len, off);
+      expect(got).toBe(Math.min(len, data.length - off));
+      expect(buf.subarray(0, got).equals(data.subarray(off, off + got))).toBe(true);
+    }
+    fs.closeSync(fd);
+    expect(fs.readFileSync(join(b.mnt, "big.bin")).equals(data)).toBe(true);
+    fs.unlinkSync(join(a.mnt, "big.bin"));
+  });
+
   test("a new version on A replaces what B read before (close-to-open)", () => {
     const [a, b] = n as [TestDaemon, TestDaemon];
     fs.writeFileSync(join(a.mnt, "v.txt"), "version one, longer than the next");

@@ -13,8 +13,18 @@ export const PARTIAL_MARK = ".mcfs-part-";
 export interface RemoteData {
   /** Read-only fd of a local copy of ino at version, kept in the cache directory. locs: its holders, if known. */
   openCopy(ino: number, version: number, path: string, size: number, locs?: Map<string, number>): Promise<number>;
+  /**
+   * Ranges of a big remote file, read from a holder on demand while a whole copy is fetched in the
+   * background: the first bytes arrive without waiting for the rest. undefined once the copy is here.
+   */
+  openRanges(ino: number, version: number, path: string, size: number, locs?: Map<string, number>): Promise<RangeReader | undefined>;
   /** Fetch the bytes of ino at version into dest (this node is about to write them). */
   fetchTo(ino: number, version: number, path: string, size: number, dest: string, locs?: Map<string, number>): Promise<void>;
+}
+
+export interface RangeReader {
+  /** Up to size bytes at offset (fewer only at the end of the file). */
+  read(offset: number, size: number): Promise<Uint8Array>;
 }
 
 export interface RemoteDataOptions {
@@ -109,17 +119,50 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
     return p;
   }
 
+  async function copy(ino: number, version: number, path: string, size: number, locs?: Map<string, number>): Promise<string> {
+    const file = join(o.cacheDir, `${ino}.${version}`);
+    if (cached.get(ino) !== version) {
+      await once(file, () => fetch(ino, version, path, size, file, locs));
+      const old = cached.get(ino);
+      // An open fd on the older copy keeps reading it; the name goes now.
+      if (old !== undefined && old !== version) fs.rmSync(join(o.cacheDir, `${ino}.${old}`), { force: true });
+      cached.set(ino, version);
+    }
+    return file;
+  }
+
   return {
     async openCopy(ino, version, path, size, locs) {
-      const file = join(o.cacheDir, `${ino}.${version}`);
-      if (cached.get(ino) !== version) {
-        await once(file, () => fetch(ino, version, path, size, file, locs));
-        const old = cached.get(ino);
-        // An open fd on the older copy keeps reading it; the name goes now.
-        if (old !== undefined && old !== version) fs.rmSync(join(o.cacheDir, `${ino}.${old}`), { force: true });
-        cached.set(ino, version);
-      }
-      return fs.openSync(file, "r");
+      return fs.openSync(await copy(ino, version, path, size, locs), "r");
+    },
+    async openRanges(ino, version, path, size, locs) {
+      if (cached.get(ino) === version) return undefined;
+      void copy(ino, version, path, size, locs).catch((e: unknown) => o.log.warn({ path, ino, err: (e as Error).message }, "background copy failed"));
+      const [holders, all] = await Promise.all([locs ?? o.store.locations(ino), nodes()]);
+      const order = [...holders].filter(([node, v]) => v === version && node !== o.nodeId && all.get(node)?.alive).map(([node]) => all.get(node)!.address);
+      if (!order.length) throw new FsError(E.EIO, `no live node holds ${path} at version ${version}`);
+      let at = 0;
+      return {
+        async read(offset, want) {
+          const end = Math.min(size, offset + want);
+          const out = new Uint8Array(Math.max(0, end - offset));
+          let got = 0;
+          while (offset + got < end) {
+            let data: Uint8Array;
+            try {
+              data = (await o.pool.get(order[at]!).read({ path, offset: BigInt(offset + got), length: BigInt(end - offset - got) })).data;
+            } catch (e) {
+              // This holder failed: the next one, if any; never a short read.
+              if (++at >= order.length) throw new FsError(E.EIO, `reading ${path}: ${fromConnectError(e).message}`);
+              continue;
+            }
+            if (data.length === 0) throw new FsError(E.EIO, `holder of ${path} has fewer bytes than its record`);
+            out.set(data, got);
+            got += data.length;
+          }
+          return out;
+        },
+      };
     },
     fetchTo(ino, version, path, size, dest, locs) {
       return once(dest, () => fetch(ino, version, path, size, dest, locs));

@@ -9,7 +9,7 @@ import { attrOf, isDir, isReg, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID } from
 import { createPathCache } from "./paths.ts";
 import { createMetaCache } from "./meta-cache.ts";
 import { applyLocal, createLocalFile, makeLocal, removeLocal, withParents } from "./local-files.ts";
-import type { RemoteData } from "./remote-data.ts";
+import type { RangeReader, RemoteData } from "./remote-data.ts";
 
 const O_ACCMODE = 3;
 const { O_APPEND, O_SYNC, O_DSYNC, O_RDWR, O_WRONLY, O_RDONLY, O_NOFOLLOW, O_TRUNC } = fs.constants;
@@ -18,6 +18,8 @@ const NAME_MAX = 255;
 const XATTR_SIZE_MAX = 65536;
 const OPENED_MAX = 200_000;
 const INO_BLOCK = 1024;
+/** Remote files from this size on are read in ranges while their copy arrives. */
+const RANGED_MIN = 64 << 20;
 
 /** Name reserved at the top of every root path for mcfs's own state (the embedded Redis's data). */
 export const RESERVED_NAME = ".mcfs";
@@ -39,7 +41,9 @@ export interface VfsOptions {
 
 interface Handle {
   ino: number;
+  /** The local copy, or -1 while ranges of a big remote file are read from its holder. */
   fd: number;
+  ranges?: RangeReader;
   writable: boolean;
   /** Written through JS (the shim reports its own writes at flush). */
   dirty: boolean;
@@ -396,7 +400,11 @@ export function createVfs(o: VfsOptions): Vfs {
       const acc = flags & O_ACCMODE;
       const writable = acc === O_WRONLY || acc === O_RDWR;
       let fd: number;
-      if (!here && !writable) {
+      let ranges: RangeReader | undefined;
+      if (!here && !writable && r.size >= RANGED_MIN && (ranges = await o.remote!.openRanges(ino, r.version, path, r.size, locs))) {
+        // A big file: its first bytes are served now, from the holder, while a copy arrives.
+        fd = -1;
+      } else if (!here && !writable) {
         // Another node's bytes: a version-named copy in the cache, never a stale one.
         fd = await o.remote!.openCopy(ino, r.version, path, r.size, locs);
       } else {
@@ -422,7 +430,7 @@ export function createVfs(o: VfsOptions): Vfs {
           }
         }
       }
-      const h: Handle = { ino, fd, writable, dirty: false };
+      const h: Handle = { ino, fd, writable, dirty: false, ...(ranges ? { ranges } : {}) };
       const fh = addHandle(h, r);
       if (flags & O_TRUNC && r.size !== 0) {
         try {
@@ -437,7 +445,7 @@ export function createVfs(o: VfsOptions): Vfs {
       const keepCache = openedVersion.get(ino) === r.version;
       if (openedVersion.size >= OPENED_MAX) openedVersion.clear();
       openedVersion.set(ino, r.version);
-      return { fh, fd, keepCache } satisfies OpenReply;
+      return { fh, ...(fd >= 0 ? { fd } : {}), keepCache } satisfies OpenReply;
     },
 
     async create(c, parent, name, mode, flags) {
@@ -479,6 +487,7 @@ export function createVfs(o: VfsOptions): Vfs {
 
     async read(_c, _ino, fh, offset, size) {
       const h = handleOf(fh);
+      if (h.ranges) return h.ranges.read(offset, size);
       const buf = Buffer.allocUnsafe(size);
       const n = fs.readSync(h.fd, buf, 0, size, offset);
       return buf.subarray(0, n);
@@ -505,7 +514,7 @@ export function createVfs(o: VfsOptions): Vfs {
           if (!(e instanceof FsError && e.errno === E.ENOENT)) throw e;
         });
       } finally {
-        fs.closeSync(h.fd);
+        if (h.fd >= 0) fs.closeSync(h.fd);
         handles.delete(fh);
         freeFh.push(fh);
         const o = byIno.get(ino);
@@ -519,6 +528,7 @@ export function createVfs(o: VfsOptions): Vfs {
 
     async fsync(_c, _ino, fh, datasync, dirty) {
       const h = handleOf(fh);
+      if (h.fd < 0) return;
       if (datasync) fs.fdatasyncSync(h.fd);
       else fs.fsyncSync(h.fd);
       if (dirty || h.dirty) await commit(h);
