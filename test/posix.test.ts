@@ -8,9 +8,12 @@ const skip = fuseUnavailable();
 if (skip) console.warn(`skipping FUSE tests: ${skip}`);
 
 describe("reference: a plain directory", () => {
-  const t = tempDir("plain");
-  afterAll(() => t.remove());
-  posixSuite(() => t.path, "plain");
+  let t: ReturnType<typeof tempDir> | undefined;
+  beforeAll(() => {
+    t = tempDir("plain");
+  });
+  afterAll(() => t?.remove());
+  posixSuite(() => t!.path, "plain");
 });
 
 describe.skipIf(!!skip)("mcfs mount", () => {
@@ -20,14 +23,15 @@ describe.skipIf(!!skip)("mcfs mount", () => {
 
 // With its private Redis a node writes some metadata behind its replies: the same behaviour is owed.
 describe.skipIf(!!skip)("mcfs mount, private Redis", () => {
-  const t = tempDir("posix-solo");
+  let t: ReturnType<typeof tempDir> | undefined;
   let d: TestDaemon | undefined;
   beforeAll(async () => {
+    t = tempDir("posix-solo");
     d = await startDaemon({ base: t.path, name: "solo" });
   });
   afterAll(async () => {
     await d?.stop();
-    t.remove();
+    t?.remove();
   });
   posixSuite(() => d!.mnt, "mcfs solo");
 });

@@ -18,25 +18,29 @@ export interface Cluster {
  * stopped, unmounted and removed after them.
  */
 export function useCluster(tag: string, names: string[]): Cluster {
-  const t = tempDir(tag);
+  // Made in beforeAll, so a block whose tests are all filtered out leaves nothing behind.
+  let t: ReturnType<typeof tempDir> | undefined;
   let redis: TestRedis | undefined;
   const nodes: TestDaemon[] = [];
   const cluster: Cluster = {
     get redis() {
       return redis!;
     },
-    base: t.path,
+    get base() {
+      return t!.path;
+    },
     nodes,
-    start: (name) => startDaemon({ base: t.path, name, redisUrl: redis!.url }),
+    start: (name) => startDaemon({ base: t!.path, name, redisUrl: redis!.url }),
   };
   beforeAll(async () => {
+    t = tempDir(tag);
     redis = await startRedis();
     for (const n of names) nodes.push(await cluster.start(n));
   });
   afterAll(async () => {
     for (const d of nodes) await d.stop();
     await redis?.stop();
-    t.remove();
+    t?.remove();
   });
   return cluster;
 }
@@ -57,6 +61,8 @@ export function useOneNode(tag: string): OneNode {
     get redis() {
       return c.redis;
     },
-    base: c.base,
+    get base() {
+      return c.base;
+    },
   };
 }
