@@ -33,7 +33,7 @@ enum {
 	OP_LOOKUP = 1, OP_GETATTR, OP_SETATTR, OP_READLINK, OP_MKNOD, OP_MKDIR, OP_UNLINK, OP_RMDIR,
 	OP_SYMLINK, OP_RENAME, OP_LINK, OP_OPEN, OP_READ, OP_WRITE, OP_FLUSH, OP_RELEASE, OP_FSYNC,
 	OP_OPENDIR, OP_READDIR, OP_RELEASEDIR, OP_FSYNCDIR, OP_STATFS, OP_SETXATTR, OP_GETXATTR,
-	OP_LISTXATTR, OP_REMOVEXATTR, OP_ACCESS, OP_CREATE, OP_READDIRPLUS, OP_FALLOCATE, OP_FORGET
+	OP_LISTXATTR, OP_REMOVEXATTR, OP_ACCESS, OP_CREATE, OP_READDIRPLUS
 };
 
 /* Fixed header of a queued request; variable bytes (name, name2, data) follow, record padded to 8. */
@@ -71,7 +71,6 @@ static uint32_t free_top;
 
 static _Atomic int fh_fd[MAX_FH];
 static _Atomic uint8_t fh_dirty[MAX_FH];
-static _Atomic uint64_t fast_reads, fast_writes;
 
 static uint32_t req_put(fuse_req_t req)
 {
@@ -249,7 +248,6 @@ static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 		buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 		buf.buf[0].fd = fd;
 		buf.buf[0].pos = off;
-		atomic_fetch_add(&fast_reads, 1);
 		fuse_reply_data(req, &buf, 0);
 		return;
 	}
@@ -275,7 +273,6 @@ static void ll_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 			return;
 		}
 		atomic_store(&fh_dirty[fi->fh], 1);
-		atomic_fetch_add(&fast_writes, 1);
 		fuse_reply_write(req, (size_t)n);
 		return;
 	}
@@ -889,7 +886,6 @@ int mcfs_reply_dir(uint32_t id, uint64_t size, int plus, const uint8_t *ents, in
 }
 
 
-uint64_t mcfs_fast_ops(void) { return atomic_load(&fast_reads) + atomic_load(&fast_writes); }
 
 /*
  * Stop the session: lazy unmount, then abort the connection (conn is the mount's device minor, -1 if

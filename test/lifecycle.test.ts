@@ -2,7 +2,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { spawn, spawnSync } from "bun";
-import { fuseUnavailable, MCFS, tempDir, waitFor } from "./helpers/env.ts";
+import { errCode, fuseUnavailable, MCFS, tempDir, waitFor } from "./helpers/env.ts";
 import { startRedis, type TestRedis } from "./helpers/redis.ts";
 import { forceUnmount, isMounted, startDaemon, type TestDaemon } from "./helpers/daemon.ts";
 import { getxattr, setxattr } from "./helpers/libc.ts";
@@ -24,6 +24,13 @@ async function redis(): Promise<TestRedis> {
   cleanups.push(() => r.stop());
   return r;
 }
+/** A tmpfs mounted at dir for this test, unmounted after it. */
+function tmpfs(dir: string, options: string): void {
+  fs.mkdirSync(dir, { recursive: true });
+  expect(spawnSync(["mount", "-t", "tmpfs", "-o", options, "tmpfs", dir]).exitCode).toBe(0);
+  cleanups.push(() => spawnSync(["umount", "-l", dir]));
+}
+
 function temp(tag: string): string {
   const t = tempDir(tag);
   cleanups.push(() => t.remove());
@@ -109,13 +116,7 @@ describe.skipIf(!!skip)("daemon life cycle", () => {
       }
     });
     expect(isMounted(a.mnt)).toBe(true);
-    let code: string | undefined;
-    try {
-      fs.statSync(a.mnt);
-    } catch (e) {
-      code = (e as NodeJS.ErrnoException).code;
-    }
-    expect(code).toBe("ENOTCONN");
+    expect(errCode(() => fs.statSync(a.mnt))).toBe("ENOTCONN");
     const b = await daemon({ base, name: "c" });
     verify(b.mnt);
   });
@@ -165,13 +166,7 @@ describe.skipIf(!!skip)("daemon life cycle", () => {
     cleanups.push(() => a.stop());
     fs.writeFileSync(join(a.mnt, "f"), "x");
     await r.stop();
-    let code: string | undefined;
-    try {
-      fs.statSync(join(a.mnt, "f"));
-    } catch (e) {
-      code = (e as NodeJS.ErrnoException).code;
-    }
-    expect(code).toBe("EIO");
+    expect(errCode(() => fs.statSync(join(a.mnt, "f")))).toBe("EIO");
     expect(await a.stop()).toBe(0);
     expect(isMounted(a.mnt)).toBe(false);
   });
@@ -181,9 +176,7 @@ describe.skipIf(!!skip)("running conditions", () => {
   test("starts where $TMPDIR is mounted noexec (the shim is loaded from memory), and with -s", async () => {
     const base = temp("noexec");
     const tmp = join(base, "noexec-tmp");
-    fs.mkdirSync(tmp);
-    expect(spawnSync(["mount", "-t", "tmpfs", "-o", "noexec,size=16m", "tmpfs", tmp]).exitCode).toBe(0);
-    cleanups.push(() => spawnSync(["umount", "-l", tmp]));
+    tmpfs(tmp, "noexec,size=16m");
     const saved = process.env.TMPDIR;
     process.env.TMPDIR = tmp;
     try {
@@ -201,9 +194,7 @@ describe.skipIf(!!skip)("full disk", () => {
   test("a full root path gives ENOSPC, keeps what was written, and the mount keeps working", async () => {
     const base = temp("full");
     const root = join(base, "small-root");
-    fs.mkdirSync(root);
-    expect(spawnSync(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", root]).exitCode).toBe(0);
-    cleanups.push(() => spawnSync(["umount", "-l", root]));
+    tmpfs(root, "size=4m");
     const r = await redis();
     const a = await daemon({ base, name: "full", redisUrl: r.url, root });
     fs.writeFileSync(join(a.mnt, "kept"), "written before the disk filled");

@@ -24,7 +24,6 @@ const symbols = {
   mcfs_reply_dir: { args: [u32, u64, i32, P, i32, f64, f64], returns: i32 },
   mcfs_inval_entry: { args: [u64, P], returns: i32 },
   mcfs_inval_inode: { args: [u64], returns: i32 },
-  mcfs_fast_ops: { args: [], returns: u64 },
 } as const;
 
 export type Shim = ReturnType<typeof dlopen<typeof symbols>>["symbols"];

@@ -6,7 +6,6 @@ import type { Inode, MetadataStore } from "../meta/store.ts";
  */
 export interface PathCache {
   learn(r: Inode): void;
-  moved(ino: number, parent: number, name: string): void;
   forget(ino: number): void;
   clear(): void;
   /** "/a/b" for an inode, "" for the root. */
@@ -36,9 +35,6 @@ export function createPathCache(store: MetadataStore): PathCache {
   return {
     learn(r) {
       if (r.ino !== 1) names.set(r.ino, { parent: r.parent, name: r.name });
-    },
-    moved(ino, parent, name) {
-      names.set(ino, { parent, name });
     },
     forget(ino) {
       names.delete(ino);

@@ -1,6 +1,6 @@
 import * as fs from "node:fs";
 import { dirname } from "node:path";
-import type { Attr, Caller, DirEntry, FileSystem, OpenReply, SetAttr, StatFs } from "../fuse/types.ts";
+import { RENAME_EXCHANGE, RENAME_NOREPLACE, type Attr, type Caller, type DirEntry, type FileSystem, type OpenReply, type SetAttr, type StatFs } from "../fuse/types.ts";
 import type { Inode, Invalidation, MetadataStore, Removed } from "../meta/store.ts";
 import { nowNs } from "../meta/redis-store.ts";
 import { E, FsError, fsError } from "../util/errno.ts";
@@ -336,7 +336,8 @@ export function createVfs(o: VfsOptions): Vfs {
     async rename(_c, parent, name, newParent, newName, flags) {
       checkName(newName);
       checkReserved(newParent, newName);
-      if (flags & ~3 || flags === 3) throw fsError("EINVAL");
+      const known = RENAME_NOREPLACE | RENAME_EXCHANGE;
+      if (flags & ~known || flags === known) throw fsError("EINVAL");
       const fromPath = await paths.childPath(parent, name);
       const toPath = await paths.childPath(newParent, newName);
       const from = local(fromPath);
