@@ -7,7 +7,7 @@ import { startEmbeddedRedis, type EmbeddedRedis } from "./embedded-redis.ts";
 import { scanRoot } from "./startup-scan.ts";
 import { createRedisStore } from "../meta/redis-store.ts";
 import type { MetadataStore } from "../meta/store.ts";
-import { createVfs, RESERVED_NAME } from "../vfs/vfs.ts";
+import { createVfs, RESERVED_NAME, type Vfs } from "../vfs/vfs.ts";
 import { createRemoteData } from "../vfs/remote-data.ts";
 import { createTodoApplier } from "../vfs/local-todo.ts";
 import { startPeerServer } from "../peer/peer-server.ts";
@@ -70,7 +70,9 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
 
     // Renames and deletes of this node's files made elsewhere while it was down, before the scan
     // (which would otherwise publish deleted files again under their old names).
-    const todo = createTodoApplier({ rootPath: cfg.rootPath, nodeId, store, log: nlog });
+    // The VFS comes later: until it exists nothing is open.
+    let vfs: Vfs | undefined;
+    const todo = createTodoApplier({ rootPath: cfg.rootPath, nodeId, store, log: nlog, writing: (ino) => vfs?.writing(ino) ?? false });
     await todo.drain();
     const t0 = performance.now();
     const scan = await scanRoot(cfg.rootPath, store, nodeId, nlog, !cfg.redisUrl);
@@ -86,7 +88,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       cleanups.push(async () => pool.close());
       remote = createRemoteData({ store, pool, nodeId, cacheDir: cfg.cacheDir, log: nlog });
     }
-    const vfs = createVfs({ rootPath: cfg.rootPath, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, soleNode: !cfg.redisUrl, remote, catchUp: () => todo.drain() });
+    vfs = createVfs({ rootPath: cfg.rootPath, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, soleNode: !cfg.redisUrl, remote, catchUp: () => todo.drain() });
     cleanups.push(() => vfs.closeAll());
     const options = ["fsname=mcfs", "subtype=mcfs", "default_permissions"];
     if (cfg.allowOther) options.push("allow_other");

@@ -16,7 +16,16 @@ function safe(p: string): boolean {
   return p.startsWith("/") && !p.includes("\0") && !p.split("/").some((s) => s === ".." || s === ".") && p.split("/")[1] !== ".mcfs";
 }
 
-export function createTodoApplier(o: { rootPath: string; nodeId: string; store: MetadataStore; log: Logger }): TodoApplier {
+export interface TodoApplierOptions {
+  rootPath: string;
+  nodeId: string;
+  store: MetadataStore;
+  log: Logger;
+  /** Whether this node has ino open for writing: its close will make it the holder again. */
+  writing(ino: number): boolean;
+}
+
+export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
   const at = (p: string) => o.rootPath + p;
   const exists = (p: string) => {
     try {
@@ -51,7 +60,7 @@ export function createTodoApplier(o: { rootPath: string; nodeId: string; store: 
         move(at(e.from), at(e.to));
         return;
       case "drop":
-        if ((await o.store.locations(e.ino)).has(o.nodeId)) return;
+        if (o.writing(e.ino) || (await o.store.locations(e.ino)).has(o.nodeId)) return;
         if (exists(at(e.path)) && !fs.lstatSync(at(e.path)).isDirectory()) fs.unlinkSync(at(e.path));
         return;
       case "swap": {

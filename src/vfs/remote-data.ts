@@ -25,6 +25,7 @@ export interface RemoteData {
 export interface RangeReader {
   /** Up to size bytes at offset (fewer only at the end of the file). */
   read(offset: number, size: number): Promise<Uint8Array>;
+  close(): void;
 }
 
 export interface RemoteDataOptions {
@@ -38,6 +39,8 @@ export interface RemoteDataOptions {
 export function createRemoteData(o: RemoteDataOptions): RemoteData {
   const inflight = new Map<string, Promise<void>>();
   let tmpSeq = 0;
+  /** Copies being fetched, by destination: their file and how many bytes have arrived. */
+  const arriving = new Map<string, { fd: number; got: number }>();
   /** Version of the copy of each inode in the cache directory. */
   const cached = new Map<number, number>();
   // Copies from an earlier run are dropped (only ours: the directory is the user's choice).
@@ -54,7 +57,9 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   /** Stream the file from one holder to dest; the byte count must match the record's size. */
   async function fetchFrom(address: string, path: string, size: number, dest: string): Promise<void> {
     const tmp = `${dest}${PARTIAL_MARK}${process.pid}-${++tmpSeq}`;
-    const fd = fs.openSync(tmp, "w", 0o600);
+    const fd = fs.openSync(tmp, "w+", 0o600);
+    const progress = { fd, got: 0 };
+    arriving.set(dest, progress);
     try {
       let got = 0;
       try {
@@ -62,6 +67,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
           if (Number(ch.offset) !== got) throw new FsError(E.EIO, `holder ${address} sent bytes out of order`);
           fs.writeSync(fd, ch.data, 0, ch.data.length, got);
           got += ch.data.length;
+          progress.got = got;
         }
       } catch (e) {
         throw fromConnectError(e);
@@ -69,9 +75,11 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
       // A short copy is never served: a holder that lost bytes is as good as down.
       if (got !== size) throw new FsError(E.EIO, `holder ${address} has ${got} of ${size} bytes of ${path}`);
       // No fsync: copies are dropped at every start, so one cut short by a crash is never served.
+      arriving.delete(dest);
       fs.closeSync(fd);
       fs.renameSync(tmp, dest);
     } catch (e) {
+      arriving.delete(dest);
       try {
         fs.closeSync(fd);
       } catch {
@@ -141,11 +149,24 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
       const [holders, all] = await Promise.all([locs ?? o.store.locations(ino), nodes()]);
       const order = [...holders].filter(([node, v]) => v === version && node !== o.nodeId && all.get(node)?.alive).map(([node]) => all.get(node)!.address);
       if (!order.length) throw new FsError(E.EIO, `no live node holds ${path} at version ${version}`);
+      const file = join(o.cacheDir, `${ino}.${version}`);
+      let copyFd = -1;
       let at = 0;
       return {
         async read(offset, want) {
           const end = Math.min(size, offset + want);
           const out = new Uint8Array(Math.max(0, end - offset));
+          // From the copy when it holds these bytes already (whole, or arrived so far).
+          if (cached.get(ino) === version) {
+            if (copyFd < 0) copyFd = fs.openSync(file, "r");
+            fs.readSync(copyFd, out, 0, out.length, offset);
+            return out;
+          }
+          const part = arriving.get(file);
+          if (part && part.got >= end) {
+            fs.readSync(part.fd, out, 0, out.length, offset);
+            return out;
+          }
           let got = 0;
           while (offset + got < end) {
             let data: Uint8Array;
@@ -161,6 +182,10 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
             got += data.length;
           }
           return out;
+        },
+        close() {
+          if (copyFd >= 0) fs.closeSync(copyFd);
+          copyFd = -1;
         },
       };
     },

@@ -58,6 +58,8 @@ export interface Vfs extends FileSystem {
   invalidate(inv: Invalidation): void;
   /** Changes may have been missed: drop every cache. */
   resync(): void;
+  /** Whether ino is open for writing on this node. */
+  writing(ino: number): boolean;
   /** Close every open backing file (at shutdown). */
   closeAll(): Promise<void>;
   readonly openFiles: number;
@@ -516,6 +518,7 @@ export function createVfs(o: VfsOptions): Vfs {
         });
       } finally {
         if (h.fd >= 0) fs.closeSync(h.fd);
+        h.ranges?.close();
         handles.delete(fh);
         freeFh.push(fh);
         const o = byIno.get(ino);
@@ -600,6 +603,11 @@ export function createVfs(o: VfsOptions): Vfs {
       }
       const bits = c.uid === r.uid ? (r.mode >> 6) & 7 : c.gid === r.gid ? (r.mode >> 3) & 7 : r.mode & 7;
       if ((bits & mask) !== mask) throw fsError("EACCES");
+    },
+
+    writing(ino) {
+      for (const h of byIno.get(ino)?.handles ?? []) if (h.writable) return true;
+      return false;
     },
 
     invalidate(inv) {
