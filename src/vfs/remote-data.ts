@@ -22,6 +22,16 @@ export interface RemoteData {
   fetchTo(ino: number, version: number, path: string, size: number, dest: string, locs?: Map<string, number>): Promise<void>;
 }
 
+/** A copy being fetched: its file, the bytes arrived so far, and readers waiting for more. */
+interface Arriving {
+  fd: number;
+  got: number;
+  waiters: (() => void)[];
+}
+
+/** How far ahead of an arriving copy a read waits for it instead of asking the holder. */
+const FOLLOW_WINDOW = 32 << 20;
+
 export interface RangeReader {
   /** Up to size bytes at offset (fewer only at the end of the file). */
   read(offset: number, size: number): Promise<Uint8Array>;
@@ -40,7 +50,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   const inflight = new Map<string, Promise<void>>();
   let tmpSeq = 0;
   /** Copies being fetched, by destination: their file and how many bytes have arrived. */
-  const arriving = new Map<string, { fd: number; got: number }>();
+  const arriving = new Map<string, Arriving>();
   /** Version of the copy of each inode in the cache directory. */
   const cached = new Map<number, number>();
   // Copies from an earlier run are dropped (only ours: the directory is the user's choice).
@@ -58,7 +68,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   async function fetchFrom(address: string, path: string, size: number, dest: string): Promise<void> {
     const tmp = `${dest}${PARTIAL_MARK}${process.pid}-${++tmpSeq}`;
     const fd = fs.openSync(tmp, "w+", 0o600);
-    const progress = { fd, got: 0 };
+    const progress: Arriving = { fd, got: 0, waiters: [] };
     arriving.set(dest, progress);
     try {
       let got = 0;
@@ -68,6 +78,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
           fs.writeSync(fd, ch.data, 0, ch.data.length, got);
           got += ch.data.length;
           progress.got = got;
+          for (const w of progress.waiters.splice(0)) w();
         }
       } catch (e) {
         throw fromConnectError(e);
@@ -78,8 +89,10 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
       arriving.delete(dest);
       fs.closeSync(fd);
       fs.renameSync(tmp, dest);
+      for (const w of progress.waiters.splice(0)) w();
     } catch (e) {
       arriving.delete(dest);
+      for (const w of progress.waiters.splice(0)) w();
       try {
         fs.closeSync(fd);
       } catch {
@@ -152,7 +165,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
       const file = join(o.cacheDir, `${ino}.${version}`);
       let copyFd = -1;
       let at = 0;
-      return {
+      const reader: RangeReader = {
         async read(offset, want) {
           const end = Math.min(size, offset + want);
           const out = new Uint8Array(Math.max(0, end - offset));
@@ -166,6 +179,11 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
           if (part && part.got >= end) {
             fs.readSync(part.fd, out, 0, out.length, offset);
             return out;
+          }
+          // Just ahead of the copy (a sequential reader): wait for it rather than fetch the bytes twice.
+          if (part && end <= part.got + FOLLOW_WINDOW) {
+            await new Promise<void>((res) => part.waiters.push(res));
+            return reader.read(offset, want);
           }
           let got = 0;
           while (offset + got < end) {
@@ -188,6 +206,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
           copyFd = -1;
         },
       };
+      return reader;
     },
     fetchTo(ino, version, path, size, dest, locs) {
       return once(dest, () => fetch(ino, version, path, size, dest, locs));
