@@ -86,10 +86,10 @@ describe.skipIf(!!skip)("data across nodes", () => {
     }
   });
 
-  test("workflow-shaped: 600 small files spread over three nodes, each read on another node", () => {
+  test("workflow-shaped: 2,000 small files spread over three nodes, each read on another node", () => {
     fs.mkdirSync(join(n[0]!.mnt, "wf"));
     const files = new Map<string, Buffer>();
-    for (let i = 0; i < 600; i++) {
+    for (let i = 0; i < 2000; i++) {
       const data = randomBytes(1 + (i * 7919) % 20000);
       files.set(`out-${i}`, data);
       fs.writeFileSync(join(n[i % 3]!.mnt, "wf", `out-${i}`), data);
@@ -171,5 +171,85 @@ describe.skipIf(!!skip)("renames and deletes of another node's files", () => {
     expect(fs.existsSync(join(a.root, "off/keep"))).toBe(false);
     expect(fs.existsSync(join(a.root, "off/sub2/deep"))).toBe(true);
     expect(fs.existsSync(join(a.root, "off/stale"))).toBe(false);
+  });
+});
+
+/** Copies in B's cache: listed as holders while current, unlisted when evicted, served to other nodes. */
+describe.skipIf(!!skip)("cached copies", () => {
+  // B's tiers are small: 1 MiB of RAM for files up to 512 KiB, 2 MiB of disk.
+  const cluster = useCluster("copies", ["a", "b", "c"], { b: ["--ram-cache-mib", "1", "--ram-cache-max-file-mib", "0.5", "--disk-cache-mib", "2"] });
+  let a: TestDaemon, b: TestDaemon, c: TestDaemon;
+  let bId = "";
+  beforeAll(() => {
+    [a, b, c] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
+    bId = fs.readFileSync(join(b.root, ".mcfs/node-id"), "utf8").trim();
+  });
+  const listedOnB = async (name: string) => {
+    const ino = fs.statSync(join(a.mnt, name)).ino;
+    return (await cluster.redis.cli("hget", `mcfs:cc:${ino}`, bId)) !== "";
+  };
+  const write = (name: string, size: number) => {
+    const data = randomBytes(size);
+    fs.writeFileSync(join(a.mnt, name), data);
+    return data;
+  };
+
+  test("copies read on B are listed; the least recently used go first, per tier, and are unlisted", async () => {
+    const ram = ["r1", "r2", "r3"].map((f) => [f, write(f, 400 << 10)] as const);
+    const disk = ["d1", "d2", "d3"].map((f) => [f, write(f, 900 << 10)] as const);
+    for (const [f, data] of [...ram, ...disk]) expect(fs.readFileSync(join(b.mnt, f)).equals(data)).toBe(true);
+    await waitFor("r2, r3, d2, d3 listed on B", async () => (await Promise.all(["r2", "r3", "d2", "d3"].map(listedOnB))).every(Boolean));
+    await waitFor("r1, d1 unlisted (evicted)", async () => !(await listedOnB("r1")) && !(await listedOnB("d1")));
+    const diskDir = join(cluster.base, "b-cache", bId);
+    expect(fs.readdirSync(diskDir).length).toBe(2);
+    // Evicted copies are fetched again, whole and correct.
+    expect(fs.readFileSync(join(b.mnt, "r1")).equals(ram[0]![1])).toBe(true);
+    expect(fs.readFileSync(join(b.mnt, "d1")).equals(disk[0]![1])).toBe(true);
+  });
+
+  test("a file bigger than B's disk tier is read in ranges, correct, and never listed", async () => {
+    const data = write("huge", 3 << 20);
+    expect(fs.readFileSync(join(b.mnt, "huge")).equals(data)).toBe(true);
+    expect(await listedOnB("huge")).toBe(false);
+  });
+
+  test("a new version unlists old copies; B reads the new bytes", async () => {
+    write("r3", 100);
+    expect(await listedOnB("r3")).toBe(false);
+    const data = write("r3", 300);
+    expect(fs.readFileSync(join(b.mnt, "r3")).equals(data)).toBe(true);
+    await waitFor("the new copy listed", () => listedOnB("r3"));
+  });
+
+  test("A killed in the middle of B's reads: served on from C's copy; with no other copy, EIO and never wrong bytes", async () => {
+    const shared = write("shared.bin", 6 << 20);
+    const lone = write("lone.bin", 6 << 20);
+    const small = write("small.txt", 5000);
+    expect(fs.readFileSync(join(c.mnt, "shared.bin")).equals(shared)).toBe(true);
+    expect(fs.readFileSync(join(b.mnt, "small.txt")).equals(small)).toBe(true);
+    await waitFor("B's copy of small.txt listed", () => listedOnB("small.txt"));
+    const fds = ["shared.bin", "lone.bin"].map((f) => fs.openSync(join(b.mnt, f), "r"));
+    const head = Buffer.alloc(1 << 20);
+    for (const fd of fds) fs.readSync(fd, head, 0, head.length, 0);
+    expect(head.equals(lone.subarray(0, 1 << 20))).toBe(true);
+    await a.kill();
+    const rest = Buffer.alloc(shared.length);
+    let got = 0;
+    for (let n; (n = fs.readSync(fds[0]!, rest, got, rest.length - got, got)) > 0; ) got += n;
+    expect(got).toBe(shared.length);
+    expect(rest.equals(shared)).toBe(true);
+    const buf = Buffer.alloc(lone.length);
+    let off = 1 << 20;
+    let code = "";
+    try {
+      for (let n; (n = fs.readSync(fds[1]!, buf, off, buf.length - off, off)) > 0; ) off += n;
+    } catch (e) {
+      code = (e as NodeJS.ErrnoException).code ?? "";
+    }
+    expect(code).toBe("EIO");
+    expect(buf.subarray(1 << 20, off).equals(lone.subarray(1 << 20, off))).toBe(true);
+    for (const fd of fds) fs.closeSync(fd);
+    // B's cached copy serves C now that A is gone.
+    expect(fs.readFileSync(join(c.mnt, "small.txt")).equals(small)).toBe(true);
   });
 });

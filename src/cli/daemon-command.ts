@@ -13,6 +13,9 @@ export function daemonOptions<T>(y: Argv<T>) {
     .option("debug", { alias: "d", type: "boolean", default: false, describe: "Trace every filesystem operation (and libfuse's own debug output)" })
     .option("single", { alias: "s", type: "boolean", default: false, describe: "Serve FUSE requests on one thread" })
     .option("cache-dir", { type: "string", describe: "Directory for copies of other nodes' files (env MULTICLOUD_FS_DISK_CACHE; default /tmp/multicloudfs_cache)" })
+    .option("ram-cache-mib", { type: "number", default: 64, describe: "RAM for copies of other nodes' small files (MiB, 0 = none)" })
+    .option("ram-cache-max-file-mib", { type: "number", default: 4, describe: "Largest file kept in the RAM cache (MiB)" })
+    .option("disk-cache-mib", { type: "number", default: 1024, describe: "Disk for copies of other nodes' files in --cache-dir (MiB); bigger files are read in ranges from their holder" })
     .option("redis-dir", { type: "string", describe: "Data directory of the private redis-server when no --redis_url is given [default <root_path>/.mcfs/redis]" })
     .option("entry-timeout", { type: "number", describe: "Seconds the kernel may cache a name lookup [default: 60 with the private Redis (no other node can change anything), 10 with --redis_url (other nodes' changes are pushed to the kernel as they happen; this bounds staleness if one is missed)]" })
     .option("attr-timeout", { type: "number", describe: "Seconds the kernel may cache attributes [default: as --entry-timeout]" })
@@ -21,6 +24,7 @@ export function daemonOptions<T>(y: Argv<T>) {
     .option("allow-other", { type: "boolean", default: true, describe: "Let every user of the machine use the mount (permissions are still checked); --no-allow-other limits it to the user who mounted" })
     .check((a) => {
       if (!Number.isInteger(a.port) || a.port < 0 || a.port > 65535) throw new Error(`--port must be an integer 0..65535, got ${a.port}`);
+      for (const k of ["ram-cache-mib", "ram-cache-max-file-mib", "disk-cache-mib"] as const) if (!(a[k] >= 0)) throw new Error(`--${k} must be a number of MiB >= 0, got ${a[k]}`);
       for (const k of ["entry-timeout", "attr-timeout"] as const) if (a[k] !== undefined && !(a[k] >= 0)) throw new Error(`--${k} must be a number of seconds >= 0, got ${a[k]}`);
       if (!a.mount_path || !a.root_path) throw new Error("--mount_path and --root_path must not be empty");
       if (resolve(a.mount_path) === resolve(a.root_path)) throw new Error("--mount_path and --root_path must be different directories");
@@ -31,6 +35,8 @@ export function daemonOptions<T>(y: Argv<T>) {
       return true;
     });
 }
+
+const MIB = 1 << 20;
 
 type DaemonArgs = Awaited<ReturnType<typeof daemonOptions>["argv"]>;
 
@@ -62,6 +68,9 @@ export function daemonConfig(a: DaemonArgs, env: NodeJS.ProcessEnv): DaemonConfi
     debug: a.debug,
     singleThread: a.single,
     cacheDir: resolve(a["cache-dir"] ?? env.MULTICLOUD_FS_DISK_CACHE ?? "/tmp/multicloudfs_cache"),
+    ramCacheBytes: Math.floor(a["ram-cache-mib"] * MIB),
+    ramCacheMaxFileBytes: Math.floor(a["ram-cache-max-file-mib"] * MIB),
+    diskCacheBytes: Math.floor(a["disk-cache-mib"] * MIB),
     embeddedRedisDir: resolve(a["redis-dir"] ?? join(rootPath, ".mcfs", "redis")),
     entryTimeout: a["entry-timeout"] ?? (a.redis_url ? 10 : 60),
     attrTimeout: a["attr-timeout"] ?? (a.redis_url ? 10 : 60),

@@ -8,8 +8,11 @@ export interface DaemonConfig {
   hostIp: string;
   debug: boolean;
   singleThread: boolean;
-  /** Where copies fetched from other nodes are kept. */
+  /** Where copies fetched from other nodes are kept (in a subdirectory per node). */
   cacheDir: string;
+  ramCacheBytes: number;
+  ramCacheMaxFileBytes: number;
+  diskCacheBytes: number;
   /** Data directory of the private redis-server. */
   embeddedRedisDir: string;
   entryTimeout: number;

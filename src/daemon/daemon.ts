@@ -8,7 +8,8 @@ import { scanRoot } from "./startup-scan.ts";
 import { createRedisStore } from "../meta/redis-store.ts";
 import type { MetadataStore } from "../meta/store.ts";
 import { createVfs, RESERVED_NAME, type Vfs } from "../vfs/vfs.ts";
-import { createRemoteData } from "../vfs/remote-data.ts";
+import { createRemoteData, type RemoteData } from "../vfs/remote-data.ts";
+import { createCopyCache } from "../cache/copy-cache.ts";
 import { createTodoApplier } from "../vfs/local-todo.ts";
 import { startPeerServer } from "../peer/peer-server.ts";
 import { createPeerPool } from "../peer/peer-client.ts";
@@ -34,7 +35,6 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
   setUnexpectedErrorLogger((err) => nlog.error({ err }, "unexpected error, reported as EIO"));
 
   fs.mkdirSync(cfg.rootPath, { recursive: true });
-  fs.mkdirSync(cfg.cacheDir, { recursive: true });
   const cleanups: (() => Promise<void>)[] = [];
   // Each step is bounded: a stop must finish even when Redis or the disk does not answer.
   const undo = async () => {
@@ -63,7 +63,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     cleanups.push(() => store.close());
     const rootSt = fs.statSync(cfg.rootPath);
     await store.init(rootSt.mode, rootSt.uid, rootSt.gid);
-    await store.registerNode({ id: nodeId, address, startedAt: Date.now() }, NODE_TTL_MS);
+    const startedAt = Date.now();
+    await store.registerNode({ id: nodeId, address, startedAt }, NODE_TTL_MS);
     cleanups.push(() => store.unregisterNode(nodeId));
     const beat = setInterval(() => store.heartbeat(nodeId, NODE_TTL_MS).catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "heartbeat failed")), HEARTBEAT_MS);
     cleanups.push(async () => clearInterval(beat));
@@ -79,14 +80,32 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     nlog.info({ ...scan, seconds: +((performance.now() - t0) / 1000).toFixed(2), root: cfg.rootPath }, "start-up scan done");
 
     // A sole node (private Redis) has no peers: it opens no port.
-    let remote;
+    let remote: RemoteData | undefined;
     if (cfg.redisUrl) {
       if (!cfg.clusterSecret) nlog.warn("--insecure: serving this node's files to anyone who can reach its port");
-      const server = await startPeerServer({ rootPath: cfg.rootPath, port: cfg.port, secret: cfg.clusterSecret, log: nlog, catchUp: () => todo.drain() });
-      cleanups.push(() => server.close());
+      // Per node: several nodes on one machine may share the cache directory.
+      const cache = createCopyCache({
+        dir: join(cfg.cacheDir, nodeId),
+        ramBytes: cfg.ramCacheBytes,
+        ramMaxFileBytes: cfg.ramCacheMaxFileBytes,
+        diskBytes: cfg.diskCacheBytes,
+        onEvict: (ino, version) => void store.dropCachedCopy(ino, nodeId, version).catch((e: unknown) => nlog.warn({ ino, err: (e as Error).message }, "could not unlist an evicted copy")),
+      });
+      cleanups.push(async () => cache.close());
       const pool = createPeerPool({ secret: cfg.clusterSecret, timeoutMs: 30_000 });
       cleanups.push(async () => pool.close());
-      remote = createRemoteData({ store, pool, nodeId, cacheDir: cfg.cacheDir, log: nlog });
+      const rd = createRemoteData({ store, pool, cache, nodeId, startedAt, log: nlog });
+      remote = rd;
+      const server = await startPeerServer({
+        rootPath: cfg.rootPath,
+        port: cfg.port,
+        secret: cfg.clusterSecret,
+        log: nlog,
+        catchUp: () => todo.drain(),
+        openCached: (ino, version) => rd.openCached(ino, version),
+        holdsInRoot: async (ino, version) => (await store.locations(ino)).get(nodeId) === version,
+      });
+      cleanups.push(() => server.close());
     }
     vfs = createVfs({ rootPath: cfg.rootPath, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, soleNode: !cfg.redisUrl, remote, catchUp: () => todo.drain() });
     cleanups.push(() => vfs.closeAll());

@@ -12,7 +12,9 @@
  * | P d:{ino}         | hash   | directory entries: name -> "{child ino}:{mode >> 12}"                 |
  * | P l:{ino}         | set    | extra hard-link names of a file: "{parent ino}/{name}"                |
  * | P x:{ino}         | hash   | extended attributes: name -> value (binary)                           |
- * | P loc:{ino}       | hash   | nodes holding the bytes: node id -> data version of their copy        |
+ * | P loc:{ino}       | hash   | nodes holding the bytes in their root path: node id -> data version   |
+ * | P cc:{ino}        | hash   | nodes holding a cached copy: node id -> "{version} {startedAt}" (the  |
+ * |                   |        | run that cached it: a restarted node's cache is gone)                 |
  * | P orphans         | set    | inodes with no names left, kept while some node has them open         |
  * | P nodes           | hash   | every node that ever joined: id -> JSON {id, address, startedAt}      |
  * | P hb:{node}       | string | heartbeat, expires when the node stops beating                         |
@@ -86,7 +88,7 @@ local function todo(origin, ino, entry)
   return told
 end
 local function dropdir(ino)
-  redis.call('DEL', P..'i:'..ino, P..'d:'..ino, P..'x:'..ino, P..'loc:'..ino, P..'l:'..ino)
+  redis.call('DEL', P..'i:'..ino, P..'d:'..ino, P..'x:'..ino, P..'loc:'..ino, P..'cc:'..ino, P..'l:'..ino)
 end
 `;
 
@@ -255,7 +257,7 @@ if redis.call('EXISTS', k) == 0 then return redis.error_reply('ENOENT') end
 redis.call('HSET', k, 's', ARGV[3], 't', ARGV[4], 'c', ARGV[5])
 local v = redis.call('HINCRBY', k, 'v', 1)
 local told = todo(ARGV[6], ino, {op = 'drop', path = ARGV[7], ino = tonumber(ino)})
-redis.call('DEL', P..'loc:'..ino)
+redis.call('DEL', P..'loc:'..ino, P..'cc:'..ino)
 if ARGV[6] ~= '' then redis.call('HSET', P..'loc:'..ino, ARGV[6], v) end
 local r = redis.call('HGETALL', k)
 table.insert(r, 1, ino)
@@ -265,9 +267,19 @@ return {told, r}`,
 local ino = ARGV[2]
 local n = redis.call('HGET', P..'i:'..ino, 'n')
 if n and tonumber(n) > 0 then return 0 end
-redis.call('DEL', P..'i:'..ino, P..'x:'..ino, P..'loc:'..ino, P..'l:'..ino)
+redis.call('DEL', P..'i:'..ino, P..'x:'..ino, P..'loc:'..ino, P..'cc:'..ino, P..'l:'..ino)
 redis.call('SREM', P..'orphans', ino)
 return 1`,
+  // ARGV: P ino node version startedAt -> 1, or 0 when the version is no longer current
+  addcached: `
+if redis.call('HGET', P..'i:'..ARGV[2], 'v') ~= ARGV[4] then return 0 end
+redis.call('HSET', P..'cc:'..ARGV[2], ARGV[3], ARGV[4]..' '..ARGV[5])
+return 1`,
+  // ARGV: P ino node version
+  dropcached: `
+local e = redis.call('HGET', P..'cc:'..ARGV[2], ARGV[3])
+if e and string.match(e, '^(%d+)') == ARGV[4] then redis.call('HDEL', P..'cc:'..ARGV[2], ARGV[3]) end
+return 0`,
   // ARGV: P ino name value flags(1 create, 2 replace)
   setxattr: `
 local k = P..'i:'..ARGV[2]
@@ -530,6 +542,24 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
     async locations(ino) {
       const h = await client.hGetAll(`${P}loc:${ino}`);
       return new Map(Object.entries(h).map(([k, v]) => [k, Number(v)]));
+    },
+    async holders(ino) {
+      const [data, cached] = (await client.multi().hGetAll(`${P}loc:${ino}`).hGetAll(`${P}cc:${ino}`).exec()) as unknown as [Record<string, string>, Record<string, string>];
+      return {
+        data: new Map(Object.entries(data).map(([k, v]) => [k, Number(v)])),
+        cached: new Map(
+          Object.entries(cached).map(([k, v]) => {
+            const [version, startedAt] = v.split(" ").map(Number);
+            return [k, { version: version ?? 0, startedAt: startedAt ?? 0 }];
+          }),
+        ),
+      };
+    },
+    async addCachedCopy(ino, node, version, startedAt) {
+      return (await run("addcached", [String(ino), node, String(version), String(startedAt)])) === 1;
+    },
+    async dropCachedCopy(ino, node, version) {
+      await run("dropcached", [String(ino), node, String(version)]);
     },
     async nodes() {
       const all = await client.hGetAll(`${P}nodes`);

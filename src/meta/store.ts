@@ -95,6 +95,13 @@ export type TodoEntry =
   /** The copy at path is stale: remove it unless this node holds ino's current bytes again. */
   | { op: "drop"; path: string; ino: number };
 
+export interface Holders {
+  /** Nodes with ino's bytes in their root path: data version of each copy. */
+  data: Map<string, number>;
+  /** Nodes with a copy in their cache, and the run (startedAt) that made it: a restart empties the cache. */
+  cached: Map<string, { version: number; startedAt: number }>;
+}
+
 /** Metadata and namespace, shared by all nodes. Every namespace change is atomic. */
 export interface MetadataStore {
   /** Create the root directory if the namespace is new. */
@@ -129,6 +136,12 @@ export interface MetadataStore {
   takeTodo(): Promise<TodoEntry[]>;
   /** Nodes holding the bytes of ino, with the data version each holds. */
   locations(ino: number): Promise<Map<string, number>>;
+  /** Root-path holders and cached copies of ino, in one round trip. */
+  holders(ino: number): Promise<Holders>;
+  /** List node's cached copy of ino at version (false: the version is no longer current). */
+  addCachedCopy(ino: number, node: string, version: number, startedAt: number): Promise<boolean>;
+  /** Unlist node's cached copy of ino, if it is still listed at version. */
+  dropCachedCopy(ino: number, node: string, version: number): Promise<void>;
   /** Every node that ever joined, by id, with whether its heartbeat is current. */
   nodes(): Promise<Map<string, NodeInfo & { alive: boolean }>>;
   registerNode(node: NodeInfo, ttlMs: number): Promise<void>;

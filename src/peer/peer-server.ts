@@ -8,6 +8,7 @@ import { confine } from "./confine.ts";
 import { toConnectError } from "./errors.ts";
 import { WINDOW } from "./peer-client.ts";
 import type { Logger } from "../util/log.ts";
+import { E, FsError } from "../util/errno.ts";
 
 /** Stream messages stay at or under 128 KiB: larger ones stall some gRPC clients on Bun's HTTP/2. */
 export const CHUNK = 128 * 1024;
@@ -20,6 +21,10 @@ export interface PeerServerOptions {
   host?: string;
   /** Cluster secret every caller must present; undefined only with --insecure. */
   secret?: string;
+  /** A read-only fd on a cached copy of ino at version, if this node has one. */
+  openCached?: (ino: number, version: number) => number | undefined;
+  /** Whether this node is listed as holding ino at version in its root path. */
+  holdsInRoot?: (ino: number, version: number) => Promise<boolean>;
   /** Follow other nodes' renames on the local disk (called once when an asked-for file is missing). */
   catchUp?: () => Promise<void>;
   log: Logger;
@@ -68,14 +73,25 @@ export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer>
     }
   };
 
+  /** The file a read asks for: with ino, only the bytes of that version (cache, else root path). */
+  async function openForRead(r: { path: string; ino: bigint; version: bigint }): Promise<number> {
+    if (r.ino) {
+      const ino = Number(r.ino), version = Number(r.version);
+      const fd = o.openCached?.(ino, version);
+      if (fd !== undefined) return fd;
+      if (o.holdsInRoot && !(await o.holdsInRoot(ino, version))) throw new FsError(E.ESTALE, `no copy of ${r.path} at version ${version} here`);
+    }
+    return fs.openSync(at(r.path), O_RDONLY | O_NOFOLLOW);
+  }
+
   const impl: ServiceImpl<typeof Peer> = {
     exists: guarded((r) => ({ exists: fs.existsSync(at(r.path)) })),
     getAttr: guarded((r) => ({ attr: attrOf(fs.lstatSync(at(r.path), { bigint: true })) })),
     readDir: guarded((r) => ({
       entries: fs.readdirSync(at(r.path), { withFileTypes: true }).filter((d) => !(r.path === "/" && d.name === ".mcfs")).map((d) => ({ name: d.name, mode: fs.lstatSync(`${at(r.path)}/${d.name}`).mode })),
     })),
-    read: guarded((r) => {
-      const fd = fs.openSync(at(r.path), O_RDONLY | O_NOFOLLOW);
+    read: guarded(async (r) => {
+      const fd = await openForRead(r);
       try {
         const len = Math.min(Number(r.length) || CHUNK, 16 * CHUNK);
         const buf = Buffer.allocUnsafe(len);
@@ -86,7 +102,7 @@ export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer>
       }
     }),
     async *readFile(r) {
-      const fd = await guarded(() => fs.openSync(at(r.path), O_RDONLY | O_NOFOLLOW))();
+      const fd = await guarded(() => openForRead(r))();
       try {
         let off = Number(r.offset);
         const end = r.length ? off + Number(r.length) : Infinity;

@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import { dirname } from "node:path";
 import { RENAME_EXCHANGE, RENAME_NOREPLACE, type Attr, type Caller, type DirEntry, type FileSystem, type OpenReply, type SetAttr, type StatFs } from "../fuse/types.ts";
-import type { Inode, Invalidation, MetadataStore, Removed } from "../meta/store.ts";
+import type { Holders, Inode, Invalidation, MetadataStore, Removed } from "../meta/store.ts";
 import { nowNs } from "../meta/redis-store.ts";
 import { E, FsError, fsError } from "../util/errno.ts";
 import type { Logger } from "../util/log.ts";
@@ -18,8 +18,6 @@ const NAME_MAX = 255;
 const XATTR_SIZE_MAX = 65536;
 const OPENED_MAX = 200_000;
 const INO_BLOCK = 1024;
-/** Remote files from this size on are read in ranges while their copy arrives. */
-const RANGED_MIN = 64 << 20;
 
 /** Name reserved at the top of every root path for mcfs's own state (the embedded Redis's data). */
 export const RESERVED_NAME = ".mcfs";
@@ -389,13 +387,13 @@ export function createVfs(o: VfsOptions): Vfs {
       // Close-to-open: with other nodes about, open() reads the record and its holders fresh.
       let r: Inode;
       let here = true;
-      let locs: Map<string, number> | undefined;
+      let holders: Holders | undefined;
       if (o.soleNode || !o.remote) r = await record(ino);
       else {
-        const [rec, l] = await Promise.all([store.get(ino), store.locations(ino)]);
+        const [rec, h] = await Promise.all([store.get(ino), store.holders(ino)]);
         r = learn(rec);
-        locs = l;
-        here = l.get(nodeId) === r.version || (l.size === 0 && r.size === 0);
+        holders = h;
+        here = h.data.get(nodeId) === r.version || (h.data.size === 0 && r.size === 0);
       }
       if (isDir(r.mode)) throw fsError("EISDIR");
       const path = await paths.pathOf(ino);
@@ -404,19 +402,21 @@ export function createVfs(o: VfsOptions): Vfs {
       const writable = acc === O_WRONLY || acc === O_RDWR;
       let fd: number;
       let ranges: RangeReader | undefined;
-      if (!here && !writable && r.size >= RANGED_MIN && (ranges = await o.remote!.openRanges(ino, r.version, path, r.size, locs))) {
-        // A big file: its first bytes are served now, from the holder, while a copy arrives.
-        fd = -1;
-      } else if (!here && !writable) {
-        // Another node's bytes: a version-named copy in the cache, never a stale one.
-        fd = await o.remote!.openCopy(ino, r.version, path, r.size, locs);
+      if (!here && !writable) {
+        // Another node's bytes: a copy of this version in the cache, or ranges from a holder.
+        const got = await o.remote!.open(ino, r.version, path, r.size, holders);
+        if ("fd" in got) fd = got.fd;
+        else {
+          fd = -1;
+          ranges = got.ranges;
+        }
       } else {
         if (!here) {
           // About to write another node's bytes: this node takes a copy into its root and becomes the holder.
           if (flags & O_TRUNC) fs.closeSync(createLocalFile(p, O_WRONLY, r.mode, r.uid, r.gid));
           else {
             fs.mkdirSync(dirname(p), { recursive: true });
-            await o.remote!.fetchTo(ino, r.version, path, r.size, p, locs);
+            await o.remote!.fetchTo(ino, r.version, path, r.size, p, holders);
           }
         }
         const openLocal = () => fs.openSync(p, (flags & KEEP_OPEN_FLAGS) | O_NOFOLLOW);

@@ -15,9 +15,9 @@ export interface Cluster {
 
 /**
  * Daemons on one redis-server for the tests of the calling describe block: started before them;
- * stopped, unmounted and removed after them.
+ * stopped, unmounted and removed after them. args: extra daemon flags by node name.
  */
-export function useCluster(tag: string, names: string[]): Cluster {
+export function useCluster(tag: string, names: string[], args: Record<string, string[]> = {}): Cluster {
   // Made in beforeAll, so a block whose tests are all filtered out leaves nothing behind.
   let t: ReturnType<typeof tempDir> | undefined;
   let redis: TestRedis | undefined;
@@ -30,7 +30,7 @@ export function useCluster(tag: string, names: string[]): Cluster {
       return t!.path;
     },
     nodes,
-    start: (name) => startDaemon({ base: t!.path, name, redisUrl: redis!.url }),
+    start: (name) => startDaemon({ base: t!.path, name, redisUrl: redis!.url, args: args[name] }),
   };
   beforeAll(async () => {
     t = tempDir(tag);

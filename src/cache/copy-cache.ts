@@ -1,0 +1,173 @@
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { memfdCreate } from "../util/memfd.ts";
+import { E, FsError } from "../util/errno.ts";
+
+/**
+ * Copies of other nodes' files, in two tiers: small files in RAM (memfds), the rest on disk. One copy
+ * per inode, named by its data version, so a copy is only ever served for the version it holds.
+ * Least recently used copies are evicted to keep each tier within its size.
+ */
+export interface CopyCache {
+  /** A new read-only fd on the copy of ino at version, or undefined (marks the copy used). */
+  open(ino: number, version: number): number | undefined;
+  has(ino: number, version: number): boolean;
+  /** Whether a copy of this many bytes fits in a tier at all. */
+  fits(size: number): boolean;
+  /** Start a copy: room is made by evicting old copies; bytes go into fd until commit or abort. */
+  begin(ino: number, version: number, size: number): PendingCopy;
+  /** Drop any copy of ino (its file is gone). */
+  forget(ino: number): void;
+  usage(): TierUsage[];
+  close(): void;
+}
+
+export interface PendingCopy {
+  /** Read-write fd the bytes go into (also readable while they arrive). */
+  readonly fd: number;
+  commit(): void;
+  abort(): void;
+}
+
+export interface TierUsage {
+  tier: "ram" | "disk";
+  bytes: number;
+  files: number;
+  limit: number;
+}
+
+export interface CopyCacheOptions {
+  /** Directory of the disk tier, this node's alone (emptied at start). */
+  dir: string;
+  ramBytes: number;
+  /** Largest file kept in RAM. */
+  ramMaxFileBytes: number;
+  diskBytes: number;
+  /** A copy was evicted: it must no longer be listed as a holder. */
+  onEvict(ino: number, version: number): void;
+}
+
+interface Entry {
+  ino: number;
+  version: number;
+  size: number;
+  /** RAM: the memfd. */
+  memfd?: number;
+  /** Disk: the file. */
+  file?: string;
+}
+
+interface Tier {
+  name: "ram" | "disk";
+  limit: number;
+  /** Committed copies by inode, least recently used first (Map order). */
+  entries: Map<number, Entry>;
+  /** Bytes of committed copies plus those being fetched. */
+  used: number;
+}
+
+const COPY_NAME = /^\d+\.\d+(\.part-\d+)?$/;
+
+export function createCopyCache(o: CopyCacheOptions): CopyCache {
+  fs.mkdirSync(o.dir, { recursive: true, mode: 0o700 });
+  for (const f of fs.readdirSync(o.dir)) if (COPY_NAME.test(f)) fs.rmSync(join(o.dir, f), { force: true });
+  const ram: Tier = { name: "ram", limit: o.ramBytes, entries: new Map(), used: 0 };
+  const disk: Tier = { name: "disk", limit: o.diskBytes, entries: new Map(), used: 0 };
+  let seq = 0;
+
+  function release(tier: Tier, e: Entry): void {
+    tier.entries.delete(e.ino);
+    tier.used -= e.size;
+    // Readers that opened the copy keep reading it through their own fd.
+    if (e.memfd !== undefined) fs.closeSync(e.memfd);
+    if (e.file) fs.rmSync(e.file, { force: true });
+  }
+
+  function find(ino: number): [Tier, Entry] | undefined {
+    const r = ram.entries.get(ino);
+    if (r) return [ram, r];
+    const d = disk.entries.get(ino);
+    return d ? [disk, d] : undefined;
+  }
+
+  function makeRoom(tier: Tier, size: number): void {
+    for (const e of tier.entries.values()) {
+      if (tier.used + size <= tier.limit) return;
+      release(tier, e);
+      o.onEvict(e.ino, e.version);
+    }
+  }
+
+  function tierFor(size: number): Tier | undefined {
+    if (size <= o.ramMaxFileBytes && size <= ram.limit) return ram;
+    if (size <= disk.limit) return disk;
+    return undefined;
+  }
+
+  return {
+    open(ino, version) {
+      const f = find(ino);
+      if (!f || f[1].version !== version) return undefined;
+      const [tier, e] = f;
+      tier.entries.delete(ino);
+      tier.entries.set(ino, e);
+      return fs.openSync(e.file ?? `/proc/self/fd/${e.memfd}`, "r");
+    },
+    has(ino, version) {
+      return find(ino)?.[1].version === version;
+    },
+    fits(size) {
+      return tierFor(size) !== undefined;
+    },
+    begin(ino, version, size) {
+      const tier = tierFor(size);
+      if (!tier) throw new FsError(E.EFBIG, `a copy of ${size} bytes fits no cache tier`);
+      makeRoom(tier, size);
+      tier.used += size;
+      const file = tier === disk ? join(o.dir, `${ino}.${version}`) : undefined;
+      const tmp = file ? `${file}.part-${++seq}` : undefined;
+      let fd: number;
+      try {
+        fd = tmp ? fs.openSync(tmp, "w+", 0o600) : memfdCreate(`mcfs-${ino}.${version}`);
+      } catch (e) {
+        tier.used -= size;
+        throw e;
+      }
+      let settled = false;
+      return {
+        fd,
+        commit() {
+          if (settled) return;
+          settled = true;
+          const old = find(ino);
+          if (old) release(old[0], old[1]);
+          const e: Entry = { ino, version, size };
+          if (tmp && file) {
+            fs.closeSync(fd);
+            // No fsync: the tier is emptied at every start, so a copy cut short by a crash is never served.
+            fs.renameSync(tmp, file);
+            e.file = file;
+          } else e.memfd = fd;
+          tier.entries.set(ino, e);
+        },
+        abort() {
+          if (settled) return;
+          settled = true;
+          tier.used -= size;
+          fs.closeSync(fd);
+          if (tmp) fs.rmSync(tmp, { force: true });
+        },
+      };
+    },
+    forget(ino) {
+      const f = find(ino);
+      if (f) release(f[0], f[1]);
+    },
+    usage() {
+      return [ram, disk].map((t) => ({ tier: t.name, bytes: t.used, files: t.entries.size, limit: t.limit }));
+    },
+    close() {
+      for (const t of [ram, disk]) for (const e of [...t.entries.values()]) release(t, e);
+    },
+  };
+}
