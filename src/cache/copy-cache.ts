@@ -1,16 +1,16 @@
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { memfdCreate } from "../util/memfd.ts";
 import { E, FsError } from "../util/errno.ts";
 
 /**
- * Copies of other nodes' files, in two tiers: small files in RAM (memfds), the rest on disk. One copy
+ * Copies of other nodes' files, in two tiers: small files in RAM (buffers: a file descriptor for each of
+ * thousands of small copies would exhaust the fd limit), the rest on disk. One copy
  * per inode, named by its data version, so a copy is only ever served for the version it holds.
  * Least recently used copies are evicted to keep each tier within its size.
  */
 export interface CopyCache {
-  /** A new read-only fd on the copy of ino at version, or undefined (marks the copy used). */
-  open(ino: number, version: number): number | undefined;
+  /** The copy of ino at version: its bytes (RAM) or a new read-only fd (disk); marks it used. */
+  open(ino: number, version: number): CopyData | undefined;
   has(ino: number, version: number): boolean;
   /** Whether a copy of this many bytes fits in a tier at all. */
   fits(size: number): boolean;
@@ -22,9 +22,20 @@ export interface CopyCache {
   close(): void;
 }
 
+export type CopyData = { fd: number } | { bytes: Uint8Array };
+
+/** Bytes of a cached copy at an offset (fewer only at its end). */
+export function readCopy(c: CopyData, into: Uint8Array, at: number): number {
+  if ("fd" in c) return fs.readSync(c.fd, into, 0, into.length, at);
+  const part = c.bytes.subarray(at, at + into.length);
+  into.set(part);
+  return part.length;
+}
+
 export interface PendingCopy {
-  /** Read-write fd the bytes go into (also readable while they arrive). */
-  readonly fd: number;
+  write(data: Uint8Array, at: number): void;
+  /** Bytes already written (a reader following the copy as it arrives). */
+  read(into: Uint8Array, at: number): number;
   commit(): void;
   abort(): void;
 }
@@ -51,8 +62,8 @@ interface Entry {
   ino: number;
   version: number;
   size: number;
-  /** RAM: the memfd. */
-  memfd?: number;
+  /** RAM: the bytes. */
+  bytes?: Uint8Array;
   /** Disk: the file. */
   file?: string;
 }
@@ -78,8 +89,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
   function release(tier: Tier, e: Entry): void {
     tier.entries.delete(e.ino);
     tier.used -= e.size;
-    // Readers that opened the copy keep reading it through their own fd.
-    if (e.memfd !== undefined) fs.closeSync(e.memfd);
+    // Readers that opened the copy keep reading it (their fd, or the buffer they hold).
     if (e.file) fs.rmSync(e.file, { force: true });
   }
 
@@ -111,7 +121,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
       const [tier, e] = f;
       tier.entries.delete(ino);
       tier.entries.set(ino, e);
-      return fs.openSync(e.file ?? `/proc/self/fd/${e.memfd}`, "r");
+      return e.bytes ? { bytes: e.bytes } : { fd: fs.openSync(e.file!, "r") };
     },
     has(ino, version) {
       return find(ino)?.[1].version === version;
@@ -126,16 +136,26 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
       tier.used += size;
       const file = tier === disk ? join(o.dir, `${ino}.${version}`) : undefined;
       const tmp = file ? `${file}.part-${++seq}` : undefined;
-      let fd: number;
+      let fd = -1;
+      let bytes: Uint8Array | undefined;
       try {
-        fd = tmp ? fs.openSync(tmp, "w+", 0o600) : memfdCreate(`mcfs-${ino}.${version}`);
+        if (tmp) fd = fs.openSync(tmp, "w+", 0o600);
+        else bytes = new Uint8Array(size);
       } catch (e) {
         tier.used -= size;
         throw e;
       }
       let settled = false;
       return {
-        fd,
+        write(data, at) {
+          if (bytes) {
+            if (at + data.length > size) throw new FsError(E.EIO, `copy of inode ${ino} longer than its ${size} bytes`);
+            bytes.set(data, at);
+          } else fs.writeSync(fd, data, 0, data.length, at);
+        },
+        read(into, at) {
+          return bytes ? readCopy({ bytes }, into, at) : fs.readSync(fd, into, 0, into.length, at);
+        },
         commit() {
           if (settled) return;
           settled = true;
@@ -147,15 +167,17 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
             // No fsync: the tier is emptied at every start, so a copy cut short by a crash is never served.
             fs.renameSync(tmp, file);
             e.file = file;
-          } else e.memfd = fd;
+          } else e.bytes = bytes;
           tier.entries.set(ino, e);
         },
         abort() {
           if (settled) return;
           settled = true;
           tier.used -= size;
-          fs.closeSync(fd);
-          if (tmp) fs.rmSync(tmp, { force: true });
+          if (tmp) {
+            fs.closeSync(fd);
+            fs.rmSync(tmp, { force: true });
+          }
         },
       };
     },

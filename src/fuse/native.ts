@@ -1,6 +1,5 @@
-import { dlopen, FFIType } from "bun:ffi";
+import { dlopen, FFIType, ptr } from "bun:ffi";
 import { writeSync, closeSync } from "node:fs";
-import { memfdCreate } from "../util/memfd.ts";
 import shimPath from "../../native/build/mcfs_fuse.so" with { type: "file" };
 
 const { i32, u32, u64, f64, ptr: P, void: V } = FFIType;
@@ -38,10 +37,13 @@ let loaded: Shim | undefined;
 export async function loadShim(): Promise<Shim> {
   if (loaded) return loaded;
   const bytes = new Uint8Array(await Bun.file(shimPath).arrayBuffer());
-  const fd = memfdCreate("mcfs_fuse");
+  const libc = dlopen("libc.so.6", { memfd_create: { args: [P, u32], returns: i32 } });
+  const fd = libc.symbols.memfd_create(ptr(Buffer.from("mcfs_fuse\0")), 0);
+  if (fd < 0) throw new Error("memfd_create failed: cannot load the FUSE shim");
   let off = 0;
   while (off < bytes.length) off += writeSync(fd, bytes, off);
   loaded = dlopen(`/proc/self/fd/${fd}`, symbols).symbols;
   closeSync(fd);
+  libc.close();
   return loaded;
 }

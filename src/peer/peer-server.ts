@@ -9,6 +9,7 @@ import { toConnectError } from "./errors.ts";
 import { WINDOW } from "./peer-client.ts";
 import type { Logger } from "../util/log.ts";
 import { E, FsError } from "../util/errno.ts";
+import { readCopy, type CopyData } from "../cache/copy-cache.ts";
 
 /** Stream messages stay at or under 128 KiB: larger ones stall some gRPC clients on Bun's HTTP/2. */
 export const CHUNK = 128 * 1024;
@@ -21,8 +22,8 @@ export interface PeerServerOptions {
   host?: string;
   /** Cluster secret every caller must present; undefined only with --insecure. */
   secret?: string;
-  /** A read-only fd on a cached copy of ino at version, if this node has one. */
-  openCached?: (ino: number, version: number) => number | undefined;
+  /** The cached copy of ino at version, if this node has one (a fd is closed after use). */
+  openCached?: (ino: number, version: number) => CopyData | undefined;
   /** Whether this node is listed as holding ino at version in its root path. */
   holdsInRoot?: (ino: number, version: number) => Promise<boolean>;
   /** Follow other nodes' renames on the local disk (called once when an asked-for file is missing). */
@@ -74,15 +75,18 @@ export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer>
   };
 
   /** The file a read asks for: with ino, only the bytes of that version (cache, else root path). */
-  async function openForRead(r: { path: string; ino: bigint; version: bigint }): Promise<number> {
+  async function openForRead(r: { path: string; ino: bigint; version: bigint }): Promise<CopyData> {
     if (r.ino) {
       const ino = Number(r.ino), version = Number(r.version);
-      const fd = o.openCached?.(ino, version);
-      if (fd !== undefined) return fd;
+      const c = o.openCached?.(ino, version);
+      if (c) return c;
       if (o.holdsInRoot && !(await o.holdsInRoot(ino, version))) throw new FsError(E.ESTALE, `no copy of ${r.path} at version ${version} here`);
     }
-    return fs.openSync(at(r.path), O_RDONLY | O_NOFOLLOW);
+    return { fd: fs.openSync(at(r.path), O_RDONLY | O_NOFOLLOW) };
   }
+  const closeCopy = (c: CopyData) => {
+    if ("fd" in c) fs.closeSync(c.fd);
+  };
 
   const impl: ServiceImpl<typeof Peer> = {
     exists: guarded((r) => ({ exists: fs.existsSync(at(r.path)) })),
@@ -91,18 +95,16 @@ export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer>
       entries: fs.readdirSync(at(r.path), { withFileTypes: true }).filter((d) => !(r.path === "/" && d.name === ".mcfs")).map((d) => ({ name: d.name, mode: fs.lstatSync(`${at(r.path)}/${d.name}`).mode })),
     })),
     read: guarded(async (r) => {
-      const fd = await openForRead(r);
+      const c = await openForRead(r);
       try {
-        const len = Math.min(Number(r.length) || CHUNK, 16 * CHUNK);
-        const buf = Buffer.allocUnsafe(len);
-        const n = fs.readSync(fd, buf, 0, len, Number(r.offset));
-        return { data: buf.subarray(0, n) };
+        const buf = Buffer.allocUnsafe(Math.min(Number(r.length) || CHUNK, 16 * CHUNK));
+        return { data: buf.subarray(0, readCopy(c, buf, Number(r.offset))) };
       } finally {
-        fs.closeSync(fd);
+        closeCopy(c);
       }
     }),
     async *readFile(r) {
-      const fd = await guarded(() => openForRead(r))();
+      const c = await guarded(() => openForRead(r))();
       try {
         let off = Number(r.offset);
         const end = r.length ? off + Number(r.length) : Infinity;
@@ -110,13 +112,13 @@ export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer>
           const want = Math.min(CHUNK, end - off);
           if (want <= 0) return;
           const buf = Buffer.allocUnsafe(want);
-          const n = fs.readSync(fd, buf, 0, want, off);
+          const n = readCopy(c, buf, off);
           if (n === 0) return;
           yield { offset: BigInt(off), data: buf.subarray(0, n) };
           off += n;
         }
       } finally {
-        fs.closeSync(fd);
+        closeCopy(c);
       }
     },
     write: guarded((r) => {

@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import type { Holders, MetadataStore, NodeInfo } from "../meta/store.ts";
 import type { PeerPool } from "../peer/peer-client.ts";
-import type { CopyCache } from "../cache/copy-cache.ts";
+import { readCopy, type CopyCache, type CopyData } from "../cache/copy-cache.ts";
 import { fromConnectError } from "../peer/errors.ts";
 import { FsError, E } from "../util/errno.ts";
 import type { Logger } from "../util/log.ts";
@@ -19,14 +19,15 @@ export interface RemoteData {
   /** Whether this node's cache holds ino at version. */
   cached(ino: number, version: number): boolean;
   /**
-   * Open ino at version for reading: a fd on a cached copy, or (a big file, or one no cache tier
-   * takes) ranges read from a holder on demand while a copy arrives. holders: if just read.
+   * Open ino at version for reading: a fd on a copy cached on disk, or a reader in JS (a copy in
+   * RAM; or ranges of a big file, or one no cache tier takes, read from a holder on demand while a
+   * copy arrives). holders: if just read.
    */
   open(ino: number, version: number, path: string, size: number, holders?: Holders): Promise<{ fd: number } | { ranges: RangeReader }>;
   /** Fetch the bytes of ino at version into dest (this node is about to write them). */
   fetchTo(ino: number, version: number, path: string, size: number, dest: string, holders?: Holders): Promise<void>;
-  /** A read-only fd on this node's cached copy of ino at version, for a peer (undefined: none). */
-  openCached(ino: number, version: number): number | undefined;
+  /** This node's cached copy of ino at version, for a peer (undefined: none; a fd must be closed). */
+  openCached(ino: number, version: number): CopyData | undefined;
 }
 
 export interface RangeReader {
@@ -35,9 +36,9 @@ export interface RangeReader {
   close(): void;
 }
 
-/** A copy being fetched: the bytes arrived so far, and readers waiting for more. */
+/** A copy being fetched: where its bytes go, how many arrived so far, and readers waiting for more. */
 interface Arriving {
-  fd: number;
+  sink: { write(data: Uint8Array, at: number): void; read(into: Uint8Array, at: number): number };
   got: number;
   waiters: (() => void)[];
 }
@@ -94,7 +95,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
     try {
       for await (const ch of o.pool.get(address).readFile({ path, offset: 0n, length: 0n, ino: BigInt(ino), version: BigInt(version) })) {
         if (Number(ch.offset) !== got) throw new FsError(E.EIO, `holder ${address} sent bytes out of order`);
-        fs.writeSync(progress.fd, ch.data, 0, ch.data.length, got);
+        progress.sink.write(ch.data, got);
         got += ch.data.length;
         progress.got = got;
         for (const w of progress.waiters.splice(0)) w();
@@ -138,7 +139,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
     const key = `${ino}.${version}`;
     return once(key, async () => {
       const pending = o.cache.begin(ino, version, size);
-      const progress: Arriving = { fd: pending.fd, got: 0, waiters: [] };
+      const progress: Arriving = { sink: pending, got: 0, waiters: [] };
       arriving.set(key, progress);
       try {
         await fetchAny(ino, version, path, size, progress, given);
@@ -156,21 +157,21 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
 
   function rangeReader(ino: number, version: number, path: string, size: number, order: string[]): RangeReader {
     const key = `${ino}.${version}`;
-    let copyFd = -1;
+    let copy: CopyData | undefined;
     let at = 0;
     const reader: RangeReader = {
       async read(offset, want) {
         const end = Math.min(size, offset + want);
         const out = new Uint8Array(Math.max(0, end - offset));
         // From the copy when it holds these bytes already (whole, or arrived so far).
-        if (copyFd < 0) copyFd = o.cache.open(ino, version) ?? -1;
-        if (copyFd >= 0) {
-          fs.readSync(copyFd, out, 0, out.length, offset);
+        copy ??= o.cache.open(ino, version);
+        if (copy) {
+          readCopy(copy, out, offset);
           return out;
         }
         const part = arriving.get(key);
         if (part && part.got >= end) {
-          fs.readSync(part.fd, out, 0, out.length, offset);
+          part.sink.read(out, offset);
           return out;
         }
         // Just ahead of the copy (a sequential reader): wait for it rather than fetch the bytes twice.
@@ -195,11 +196,23 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
         return out;
       },
       close() {
-        if (copyFd >= 0) fs.closeSync(copyFd);
-        copyFd = -1;
+        if (copy && "fd" in copy) fs.closeSync(copy.fd);
+        copy = undefined;
       },
     };
     return reader;
+  }
+
+  /** A copy in RAM, read in JS. */
+  function bytesReader(bytes: Uint8Array): RangeReader {
+    return {
+      read: async (offset, want) => bytes.slice(offset, offset + want),
+      close() {},
+    };
+  }
+
+  function opened(c: CopyData | undefined): { fd: number } | { ranges: RangeReader } | undefined {
+    return c && ("fd" in c ? c : { ranges: bytesReader(c.bytes) });
   }
 
   return {
@@ -209,12 +222,12 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
       const fits = o.cache.fits(size);
       if (fits && size < RANGED_MIN) {
         await cache(ino, version, path, size, given);
-        const fd = o.cache.open(ino, version);
-        // Evicted at once by other copies arriving (a tier far smaller than the files read): read ranges.
-        if (fd !== undefined) return { fd };
+        // undefined: evicted at once by other copies arriving (a tier far smaller than the files read).
+        const c = opened(o.cache.open(ino, version));
+        if (c) return c;
       } else {
-        const fd = o.cache.open(ino, version);
-        if (fd !== undefined) return { fd };
+        const c = opened(o.cache.open(ino, version));
+        if (c) return c;
         if (fits) void cache(ino, version, path, size, given).catch((e: unknown) => o.log.warn({ path, ino, err: (e as Error).message }, "background copy failed"));
       }
       const order = (await sources(ino, version, given)).slice();
@@ -230,11 +243,14 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
           if (src !== undefined) {
             try {
               const buf = Buffer.allocUnsafe(1 << 20);
-              for (let off = 0, n; (n = fs.readSync(src, buf, 0, buf.length, off)) > 0; off += n) fs.writeSync(fd, buf, 0, n, off);
+              for (let off = 0, n; (n = readCopy(src, buf, off)) > 0; off += n) fs.writeSync(fd, buf, 0, n, off);
             } finally {
-              fs.closeSync(src);
+              if ("fd" in src) fs.closeSync(src.fd);
             }
-          } else await fetchAny(ino, version, path, size, { fd, got: 0, waiters: [] }, given);
+          } else {
+            const sink = { write: (d: Uint8Array, at: number) => void fs.writeSync(fd, d, 0, d.length, at), read: (into: Uint8Array, at: number) => fs.readSync(fd, into, 0, into.length, at) };
+            await fetchAny(ino, version, path, size, { sink, got: 0, waiters: [] }, given);
+          }
           fs.closeSync(fd);
           fs.renameSync(tmp, dest);
         } catch (e) {
