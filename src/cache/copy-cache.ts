@@ -12,6 +12,8 @@ export interface CopyCache {
   /** The copy of ino at version: its bytes (RAM) or a new read-only fd (disk); marks it used. */
   open(ino: number, version: number): CopyData | undefined;
   has(ino: number, version: number): boolean;
+  /** Version of the copy of ino held, if any. */
+  versionOf(ino: number): number | undefined;
   /** Whether a copy of this many bytes fits in a tier at all. */
   fits(size: number): boolean;
   /** Start a copy: room is made by evicting old copies; bytes go into fd until commit or abort. */
@@ -125,6 +127,9 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
     },
     has(ino, version) {
       return find(ino)?.[1].version === version;
+    },
+    versionOf(ino) {
+      return find(ino)?.[1].version;
     },
     fits(size) {
       return tierFor(size) !== undefined;

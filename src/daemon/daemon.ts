@@ -103,7 +103,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         log: nlog,
         catchUp: () => todo.drain(),
         openCached: (ino, version) => rd.openCached(ino, version),
-        holdsInRoot: async (ino, version) => (await store.locations(ino)).get(nodeId) === version,
+        holdsInRoot: (copies) => store.heldBy(nodeId, copies),
       });
       cleanups.push(() => server.close());
     }
@@ -113,12 +113,19 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     if (cfg.allowOther) options.push("allow_other");
     let session: FuseSession | undefined;
     await store.subscribe(
-      (inv) => {
-        if (inv.todo.includes(nodeId)) void todo.drain();
-        vfs.invalidate(inv);
+      (invs) => {
+        // Each kernel invalidation once per batch: a burst of creates in one directory names it thousands of times.
+        const entries = new Map<string, [number, string]>();
+        const inodes = new Set<number>();
+        for (const inv of invs) {
+          vfs.invalidate(inv);
+          for (const [dir, name] of [...inv.removed, ...inv.added]) entries.set(`${dir}/${name}`, [dir, name]);
+          for (const ino of inv.inodes) inodes.add(ino);
+        }
+        if (invs.some((inv) => inv.todo.includes(nodeId))) void todo.drain();
         if (!session) return;
-        for (const [dir, name] of [...inv.removed, ...inv.added]) session.invalidateEntry(dir, name);
-        for (const ino of inv.inodes) session.invalidateInode(ino);
+        for (const [dir, name] of entries.values()) session.invalidateEntry(dir, name);
+        for (const ino of inodes) session.invalidateInode(ino);
       },
       () => {
         nlog.warn("invalidation channel reconnected: dropping cached metadata");

@@ -18,7 +18,8 @@
  * | P orphans         | set    | inodes with no names left, kept while some node has them open         |
  * | P nodes           | hash   | every node that ever joined: id -> JSON {id, address, startedAt}      |
  * | P hb:{node}       | string | heartbeat, expires when the node stops beating                         |
- * | P inval           | pubsub | JSON Invalidation after every change, so other nodes drop their caches |
+ * | P inval           | pubsub | JSON array of Invalidations (a turn's changes), so other nodes drop   |
+ * |                   |        | their caches                                                          |
  * | P todo:{node}     | list   | JSON changes of local files a node must still make (rm, rmdir, mv,    |
  * |                   |        | swap of namespace paths), queued by whoever renamed or deleted them   |
  *
@@ -27,7 +28,7 @@
  * Errors from scripts are errno names ("ENOENT ..."), mapped by toErrno.
  */
 import { createClient, commandOptions } from "redis";
-import type { AttrChange, DirListing, Inode, Invalidation, MetadataStore, NewInode, NodeInfo, Removed, Renamed, TodoEntry } from "./store.ts";
+import type { AttrChange, DirListing, Holders, Inode, Invalidation, MetadataStore, NewInode, NodeInfo, Removed, Renamed, TodoEntry } from "./store.ts";
 import { redactUrl } from "../util/log.ts";
 import { E, FsError, fsError } from "../util/errno.ts";
 
@@ -91,6 +92,18 @@ local function dropdir(ino)
   redis.call('DEL', P..'i:'..ino, P..'d:'..ino, P..'x:'..ino, P..'loc:'..ino, P..'cc:'..ino, P..'l:'..ino)
 end
 `;
+
+function parseHolders(data: Record<string, string>, cached: Record<string, string>): Holders {
+  return {
+    data: new Map(Object.entries(data).map(([k, v]) => [k, Number(v)])),
+    cached: new Map(
+      Object.entries(cached).map(([k, v]) => {
+        const [version, startedAt] = v.split(" ").map(Number);
+        return [k, { version: version ?? 0, startedAt: startedAt ?? 0 }];
+      }),
+    ),
+  };
+}
 
 const SCRIPTS = {
   // ARGV: P parent name mode uid gid rdev size atime mtime now target holder [ino] -> {ino, mode, gid}
@@ -270,11 +283,21 @@ if n and tonumber(n) > 0 then return 0 end
 redis.call('DEL', P..'i:'..ino, P..'x:'..ino, P..'loc:'..ino, P..'cc:'..ino, P..'l:'..ino)
 redis.call('SREM', P..'orphans', ino)
 return 1`,
-  // ARGV: P ino node version startedAt -> 1, or 0 when the version is no longer current
+  // ARGV: P node startedAt (ino version)... -> how many were listed (a version no longer current is not)
   addcached: `
-if redis.call('HGET', P..'i:'..ARGV[2], 'v') ~= ARGV[4] then return 0 end
-redis.call('HSET', P..'cc:'..ARGV[2], ARGV[3], ARGV[4]..' '..ARGV[5])
-return 1`,
+local n = 0
+for i = 4, #ARGV, 2 do
+  if redis.call('HGET', P..'i:'..ARGV[i], 'v') == ARGV[i + 1] then
+    redis.call('HSET', P..'cc:'..ARGV[i], ARGV[2], ARGV[i + 1]..' '..ARGV[3])
+    n = n + 1
+  end
+end
+return n`,
+  // ARGV: P node (ino version)... -> for each, 1 when node holds that version in its root path
+  heldby: `
+local r = {}
+for i = 3, #ARGV, 2 do r[#r + 1] = redis.call('HGET', P..'loc:'..ARGV[i], ARGV[2]) == ARGV[i + 1] and 1 or 0 end
+return r`,
   // ARGV: P ino node version
   dropcached: `
 local e = redis.call('HGET', P..'cc:'..ARGV[2], ARGV[3])
@@ -403,10 +426,20 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
 
   const ik = (ino: number) => `${P}i:${ino}`;
 
-  /** Tell other nodes what changed. Sent behind the change on the same connection, not awaited. */
+  /**
+   * Tell other nodes what changed. Sent behind the change on the same connection, not awaited; the
+   * changes of one turn of the event loop go as one message, in order (a burst of creates costs the
+   * other nodes one message to parse, not thousands).
+   */
+  let outbox: Invalidation[] = [];
   function publish(ch: Partial<Omit<Invalidation, "origin">>): void {
     const inv: Invalidation = { origin: opts.nodeId, added: ch.added ?? [], removed: ch.removed ?? [], inodes: ch.inodes ?? [], data: ch.data ?? [], todo: ch.todo ?? [] };
-    client.publish(`${P}inval`, JSON.stringify(inv)).catch(() => {});
+    if (outbox.push(inv) > 1) return;
+    setImmediate(() => {
+      const batch = outbox;
+      outbox = [];
+      client.publish(`${P}inval`, JSON.stringify(batch)).catch(() => {});
+    });
   }
   let subscriber: ReturnType<typeof client.duplicate> | undefined;
 
@@ -514,7 +547,7 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
       await client.hSet(ik(ino), "c", nowNs().toString());
       publish({ inodes: [ino] });
     },
-    async subscribe(onChange, resync) {
+    async subscribe(onChanges, resync) {
       subscriber = client.duplicate();
       subscriber.on("error", () => {});
       // A reconnect means messages may have been lost meanwhile.
@@ -525,13 +558,15 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
       });
       await subscriber.connect();
       await subscriber.subscribe(`${P}inval`, (msg) => {
-        let inv: Invalidation;
+        let batch: Invalidation[];
         try {
-          inv = JSON.parse(msg) as Invalidation;
+          batch = JSON.parse(msg) as Invalidation[];
         } catch {
           return;
         }
-        if (inv.origin !== opts.nodeId) onChange(inv);
+        if (!Array.isArray(batch)) return;
+        const theirs = batch.filter((inv) => inv.origin !== opts.nodeId);
+        if (theirs.length) onChanges(theirs);
       });
     },
     async takeTodo() {
@@ -545,18 +580,20 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
     },
     async holders(ino) {
       const [data, cached] = (await client.multi().hGetAll(`${P}loc:${ino}`).hGetAll(`${P}cc:${ino}`).exec()) as unknown as [Record<string, string>, Record<string, string>];
-      return {
-        data: new Map(Object.entries(data).map(([k, v]) => [k, Number(v)])),
-        cached: new Map(
-          Object.entries(cached).map(([k, v]) => {
-            const [version, startedAt] = v.split(" ").map(Number);
-            return [k, { version: version ?? 0, startedAt: startedAt ?? 0 }];
-          }),
-        ),
-      };
+      return parseHolders(data, cached);
     },
-    async addCachedCopy(ino, node, version, startedAt) {
-      return (await run("addcached", [String(ino), node, String(version), String(startedAt)])) === 1;
+    async holdersMany(inos) {
+      // Pipelined, not one transaction per inode: a snapshot of each is enough for choosing holders.
+      const all = await Promise.all(inos.flatMap((i) => [client.hGetAll(`${P}loc:${i}`), client.hGetAll(`${P}cc:${i}`)]));
+      return inos.map((_, i) => parseHolders(all[2 * i]!, all[2 * i + 1]!));
+    },
+    async heldBy(node, copies) {
+      if (!copies.length) return [];
+      const r = (await run("heldby", [node, ...copies.flatMap((c) => [String(c.ino), String(c.version)])])) as number[];
+      return r.map((x) => x === 1);
+    },
+    async addCachedCopies(node, startedAt, copies) {
+      return (await run("addcached", [node, String(startedAt), ...copies.flatMap((c) => [String(c.ino), String(c.version)])])) as number;
     },
     async dropCachedCopy(ino, node, version) {
       await run("dropcached", [String(ino), node, String(version)]);

@@ -131,15 +131,18 @@ export interface MetadataStore {
    * Hear other nodes' changes. resync is called when changes may have been missed (the channel was
    * down): every cache must then be dropped.
    */
-  subscribe(onChange: (inv: Invalidation) => void, resync: () => void): Promise<void>;
+  subscribe(onChanges: (invs: Invalidation[]) => void, resync: () => void): Promise<void>;
   /** Take this node's todo list (the entries are removed from the store). */
   takeTodo(): Promise<TodoEntry[]>;
   /** Nodes holding the bytes of ino, with the data version each holds. */
   locations(ino: number): Promise<Map<string, number>>;
   /** Root-path holders and cached copies of ino, in one round trip. */
   holders(ino: number): Promise<Holders>;
-  /** List node's cached copy of ino at version (false: the version is no longer current). */
-  addCachedCopy(ino: number, node: string, version: number, startedAt: number): Promise<boolean>;
+  holdersMany(inos: number[]): Promise<Holders[]>;
+  /** For each copy, whether node holds that version of it in its root path. */
+  heldBy(node: string, copies: { ino: number; version: number }[]): Promise<boolean[]>;
+  /** List node's cached copies (those of a version no longer current are not); returns how many were. */
+  addCachedCopies(node: string, startedAt: number, copies: { ino: number; version: number }[]): Promise<number>;
   /** Unlist node's cached copy of ino, if it is still listed at version. */
   dropCachedCopy(ino: number, node: string, version: number): Promise<void>;
   /** Every node that ever joined, by id, with whether its heartbeat is current. */

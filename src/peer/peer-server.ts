@@ -5,10 +5,10 @@ import { Code, ConnectError, type Interceptor, type ServiceImpl } from "@connect
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { Peer } from "../gen/mcfs/v1/peer_pb.ts";
 import { confine } from "./confine.ts";
-import { toConnectError } from "./errors.ts";
+import { fromConnectError, toConnectError } from "./errors.ts";
 import { WINDOW } from "./peer-client.ts";
 import type { Logger } from "../util/log.ts";
-import { E, FsError } from "../util/errno.ts";
+import { E, FsError, toErrno } from "../util/errno.ts";
 import { readCopy, type CopyData } from "../cache/copy-cache.ts";
 
 /** Stream messages stay at or under 128 KiB: larger ones stall some gRPC clients on Bun's HTTP/2. */
@@ -24,8 +24,8 @@ export interface PeerServerOptions {
   secret?: string;
   /** The cached copy of ino at version, if this node has one (a fd is closed after use). */
   openCached?: (ino: number, version: number) => CopyData | undefined;
-  /** Whether this node is listed as holding ino at version in its root path. */
-  holdsInRoot?: (ino: number, version: number) => Promise<boolean>;
+  /** For each copy, whether this node is listed as holding that version in its root path. */
+  holdsInRoot?: (copies: { ino: number; version: number }[]) => Promise<boolean[]>;
   /** Follow other nodes' renames on the local disk (called once when an asked-for file is missing). */
   catchUp?: () => Promise<void>;
   log: Logger;
@@ -75,12 +75,12 @@ export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer>
   };
 
   /** The file a read asks for: with ino, only the bytes of that version (cache, else root path). */
-  async function openForRead(r: { path: string; ino: bigint; version: bigint }): Promise<CopyData> {
+  async function openForRead(r: { path: string; ino: bigint; version: bigint }, held?: Promise<boolean>): Promise<CopyData> {
     if (r.ino) {
       const ino = Number(r.ino), version = Number(r.version);
       const c = o.openCached?.(ino, version);
       if (c) return c;
-      if (o.holdsInRoot && !(await o.holdsInRoot(ino, version))) throw new FsError(E.ESTALE, `no copy of ${r.path} at version ${version} here`);
+      if (o.holdsInRoot && !(await (held ?? o.holdsInRoot([{ ino, version }]).then((r) => r[0])))) throw new FsError(E.ESTALE, `no copy of ${r.path} at version ${version} here`);
     }
     return { fd: fs.openSync(at(r.path), O_RDONLY | O_NOFOLLOW) };
   }
@@ -120,6 +120,47 @@ export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer>
       } finally {
         closeCopy(c);
       }
+    },
+    async *readFiles(r) {
+      // Every file's holder check at once (one round trip to Redis); opened in order as the stream
+      // goes; a file that fails is reported and the rest still come.
+      const all = o.holdsInRoot?.(r.files.map((f) => ({ ino: Number(f.ino), version: Number(f.version) })));
+      all?.catch(() => {});
+      const held = r.files.map((_, i) => all?.then((h) => h[i] === true));
+      let pieces: { index: number; offset: bigint; data: Uint8Array; errno: number; last: boolean }[] = [];
+      // One buffer per message, filled by consecutive files.
+      let buf = Buffer.allocUnsafe(CHUNK);
+      let used = 0;
+      for (const [index, f] of r.files.entries()) {
+        let c: CopyData;
+        try {
+          c = await guarded(() => openForRead(f, held[index]))();
+        } catch (e) {
+          pieces.push({ index, offset: 0n, data: new Uint8Array(0), errno: fromConnectError(e).errno, last: true });
+          continue;
+        }
+        try {
+          for (let off = 0; ; ) {
+            if (used === CHUNK) {
+              yield { pieces };
+              pieces = [];
+              buf = Buffer.allocUnsafe(CHUNK);
+              used = 0;
+            }
+            const n = readCopy(c, buf.subarray(used), off);
+            const last = used + n < CHUNK;
+            pieces.push({ index, offset: BigInt(off), data: buf.subarray(used, used + n), errno: 0, last });
+            used += n;
+            off += n;
+            if (last) break;
+          }
+        } catch (e) {
+          pieces.push({ index, offset: 0n, data: new Uint8Array(0), errno: toErrno(e), last: true });
+        } finally {
+          closeCopy(c);
+        }
+      }
+      if (pieces.length) yield { pieces };
     },
     write: guarded((r) => {
       const fd = fs.openSync(at(r.path), O_WRONLY | O_NOFOLLOW);

@@ -15,6 +15,8 @@ export interface MetaCache {
    * name, undefined: no listing yet (one is loaded in the background).
    */
   listed(parent: number, name: string): number | null | undefined;
+  /** The directory's listing, if loaded: name -> inode (0: not known yet). */
+  entries(dir: number): ReadonlyMap<string, number> | undefined;
   /** A name appeared in or left a directory. */
   dirChanged(dir: number, add?: [string, number], remove?: string): void;
   dropListing(dir: number): void;
@@ -134,6 +136,7 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
       }
       return l.get(name) ?? null;
     },
+    entries: (dir) => listings.get(dir),
     dirChanged,
     dropListing,
     async changing(dirs, change) {

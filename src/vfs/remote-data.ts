@@ -4,6 +4,7 @@ import type { PeerPool } from "../peer/peer-client.ts";
 import { readCopy, type CopyCache, type CopyData } from "../cache/copy-cache.ts";
 import { fromConnectError } from "../peer/errors.ts";
 import { FsError, E } from "../util/errno.ts";
+import { S_IFMT, S_IFREG } from "./attr.ts";
 import type { Logger } from "../util/log.ts";
 
 /** Marks a file still being fetched into a root path (never published, never served). */
@@ -11,6 +12,11 @@ export const PARTIAL_MARK = ".mcfs-part-";
 
 /** Remote files from this size on are read in ranges while their copy arrives. */
 const RANGED_MIN = 64 << 20;
+/** Companions of a small file fetched in one call: files up to this size, this many, this many bytes. */
+const BATCH_FILE_MAX = 256 << 10;
+const BATCH_FILES = 512;
+const UNWANTED_MAX = 1_000_000;
+const BATCH_BYTES = 16 << 20;
 /** How far ahead of an arriving copy a read waits for it instead of asking the holder. */
 const FOLLOW_WINDOW = 32 << 20;
 
@@ -23,11 +29,29 @@ export interface RemoteData {
    * RAM; or ranges of a big file, or one no cache tier takes, read from a holder on demand while a
    * copy arrives). holders: if just read.
    */
-  open(ino: number, version: number, path: string, size: number, holders?: Holders): Promise<{ fd: number } | { ranges: RangeReader }>;
+  open(ino: number, version: number, path: string, size: number, holders?: Holders, siblings?: () => Promise<Iterable<Sibling>>): Promise<{ fd: number } | { ranges: RangeReader }>;
   /** Fetch the bytes of ino at version into dest (this node is about to write them). */
   fetchTo(ino: number, version: number, path: string, size: number, dest: string, holders?: Holders): Promise<void>;
   /** This node's cached copy of ino at version, for a peer (undefined: none; a fd must be closed). */
   openCached(ino: number, version: number): CopyData | undefined;
+}
+
+/** Another file of the same directory (fetched along with a small file when it is small too). */
+export interface Sibling {
+  ino: number;
+  path: string;
+}
+
+interface Source {
+  node: string;
+  address: string;
+}
+
+interface Wanted {
+  ino: number;
+  version: number;
+  path: string;
+  size: number;
 }
 
 export interface RangeReader {
@@ -56,6 +80,11 @@ export interface RemoteDataOptions {
 export function createRemoteData(o: RemoteDataOptions): RemoteData {
   const inflight = new Map<string, Promise<void>>();
   const arriving = new Map<string, Arriving>();
+  /** Companions being fetched, by "ino.version" (settle whether or not they arrived), and their inodes. */
+  const prefetching = new Map<string, Promise<void>>();
+  const fetchingIno = new Set<number>();
+  /** Siblings found not worth fetching along (by inode, or "holder/inode"), so misses do not ask again. */
+  const unwanted = new Set<number | string>();
   let tmpSeq = 0;
 
   /** The cluster's nodes, asked of the store at most once a second. */
@@ -65,27 +94,128 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
     return known.nodes;
   }
 
+  /** Whether node holds ino at version, in its root path or (in its current run) its cache. */
+  function holds(h: Holders, node: string, version: number, all: Map<string, NodeInfo>): boolean {
+    const c = h.cached.get(node);
+    return h.data.get(node) === version || (c?.version === version && all.get(node)?.startedAt === c.startedAt);
+  }
+
   /**
-   * Addresses of the nodes that hold ino at version: live ones first, in random order (readers of one
-   * file spread over its copies), then root-path holders that stopped beating (they may still answer).
+   * The nodes that hold ino at version: live ones first, in random order (readers of one file spread
+   * over its copies), then root-path holders that stopped beating (they may still answer).
    */
-  async function sources(ino: number, version: number, given?: Holders): Promise<string[]> {
+  async function sources(ino: number, version: number, given?: Holders): Promise<Source[]> {
     const [h, all] = await Promise.all([given ?? o.store.holders(ino), nodes()]);
-    const live: string[] = [];
-    const quiet: string[] = [];
-    for (const [node, v] of h.data) {
+    const live: Source[] = [];
+    const quiet: Source[] = [];
+    for (const node of new Set([...h.data.keys(), ...h.cached.keys()])) {
       const n = all.get(node);
-      if (v === version && node !== o.nodeId && n) (n.alive ? live : quiet).push(n.address);
-    }
-    for (const [node, c] of h.cached) {
-      const n = all.get(node);
-      if (c.version === version && node !== o.nodeId && n?.alive && n.startedAt === c.startedAt) live.push(n.address);
+      if (node === o.nodeId || !n || !holds(h, node, version, all)) continue;
+      if (n.alive) live.push({ node, address: n.address });
+      else if (h.data.get(node) === version) quiet.push({ node, address: n.address });
     }
     for (let i = live.length - 1; i > 0; i--) {
       const j = Math.floor(Math.random() * (i + 1));
       [live[i], live[j]] = [live[j]!, live[i]!];
     }
     return [...live, ...quiet];
+  }
+
+  /**
+   * Other small files of the directory that node holds and this node has no copy of: fetched with
+   * the file asked for (workflow tasks read many small files of one directory).
+   */
+  async function companions(node: string, siblings: Iterable<Sibling>): Promise<Wanted[]> {
+    const cand: Sibling[] = [];
+    for (const s of siblings) {
+      if (o.cache.versionOf(s.ino) === undefined && !fetchingIno.has(s.ino) && !unwanted.has(s.ino) && !unwanted.has(`${node}/${s.ino}`)) cand.push(s);
+      if (cand.length === BATCH_FILES) break;
+    }
+    if (!cand.length) return [];
+    const [recs, hs, all] = await Promise.all([o.store.getMany(cand.map((c) => c.ino)), o.store.holdersMany(cand.map((c) => c.ino)), nodes()]);
+    if (unwanted.size > UNWANTED_MAX) unwanted.clear();
+    const out: Wanted[] = [];
+    let bytes = 0;
+    for (const [i, c] of cand.entries()) {
+      const r = recs[i];
+      // Not looked at again: files this node holds, or that are not small files; those of other holders, for this one.
+      if (!r || (r.mode & S_IFMT) !== S_IFREG || r.size > BATCH_FILE_MAX || hs[i]!.data.get(o.nodeId) === r.version) unwanted.add(c.ino);
+      else if (!holds(hs[i]!, node, r.version, all)) unwanted.add(`${node}/${c.ino}`);
+      else if ((bytes += r.size) <= BATCH_BYTES) out.push({ ino: c.ino, version: r.version, path: c.path, size: r.size });
+    }
+    return out;
+  }
+
+  /**
+   * One call for first and its companions: resolves once first has arrived whole; the companions go
+   * on arriving into the cache behind it (an open of one of them waits for it).
+   */
+  async function fetchBatch(address: string, first: Wanted, progress: Arriving, extra: Wanted[]): Promise<void> {
+    interface Item extends Wanted {
+      got: number;
+      write(d: Uint8Array, at: number): void;
+      finish(err?: Error): void;
+    }
+    let firstDone!: (err?: Error) => void;
+    const firstArrived = new Promise<void>((res, rej) => (firstDone = (err) => (err ? rej(err) : res())));
+    progress.got = 0;
+    const firstWrite = (d: Uint8Array, at: number) => {
+      progress.sink.write(d, at);
+      progress.got = at + d.length;
+      for (const w of progress.waiters.splice(0)) w();
+    };
+    const items: Item[] = [{ ...first, got: 0, write: firstWrite, finish: firstDone }];
+    for (const w of extra) {
+      const key = `${w.ino}.${w.version}`;
+      const pending = o.cache.begin(w.ino, w.version, w.size);
+      let settle!: () => void;
+      fetchingIno.add(w.ino);
+      prefetching.set(key, new Promise<void>((res) => (settle = res)));
+      items.push({
+        ...w,
+        got: 0,
+        write: (d, at) => pending.write(d, at),
+        finish(err) {
+          if (err) pending.abort();
+          else {
+            pending.commit();
+            list(w.ino, w.version);
+          }
+          prefetching.delete(key);
+          fetchingIno.delete(w.ino);
+          settle();
+        },
+      });
+    }
+    const done = new Set<number>();
+    const end = (i: number, err?: Error) => {
+      if (done.has(i)) return;
+      done.add(i);
+      items[i]!.finish(err);
+    };
+    void (async () => {
+      try {
+        for await (const msg of o.pool.get(address).readFiles({ files: items.map((w) => ({ path: w.path, ino: BigInt(w.ino), version: BigInt(w.version) })) })) {
+          for (const ch of msg.pieces) {
+            const it = items[ch.index];
+            if (!it || done.has(ch.index)) throw new FsError(E.EIO, `holder ${address} sent a piece of file ${ch.index} out of turn`);
+            if (ch.errno) {
+              end(ch.index, new FsError(ch.errno, `holder ${address} could not send ${it.path}`));
+              continue;
+            }
+            if (Number(ch.offset) !== it.got || it.got + ch.data.length > it.size) throw new FsError(E.EIO, `holder ${address} sent bytes of ${it.path} out of order`);
+            it.write(ch.data, it.got);
+            it.got += ch.data.length;
+            if (ch.last) end(ch.index, it.got === it.size ? undefined : new FsError(E.EIO, `holder ${address} has ${it.got} of ${it.size} bytes of ${it.path}`));
+          }
+        }
+      } catch (e) {
+        const err = fromConnectError(e);
+        for (const i of items.keys()) end(i, err);
+      }
+      for (const i of items.keys()) end(i, new FsError(E.EIO, `holder ${address} did not send ${items[i]!.path}`));
+    })();
+    return firstArrived;
   }
 
   /** Stream the file from one holder into fd; the byte count must match the record's size. */
@@ -111,7 +241,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
     const errors: string[] = [];
     for (const fresh of given ? [false, true] : [true]) {
       if (fresh) known = undefined;
-      for (const address of await sources(ino, version, fresh ? undefined : given)) {
+      for (const { address } of await sources(ino, version, fresh ? undefined : given)) {
         try {
           await fetchFrom(address, ino, version, path, size, progress);
           return;
@@ -124,6 +254,17 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
     throw new FsError(E.EIO, `no reachable node holds ${path} at version ${version}${errors.length ? ` (${errors.join("; ")})` : ""}`);
   }
 
+  /** Copies to list as this node's, written together (a batch of small files lists in one call). */
+  let toList: { ino: number; version: number }[] = [];
+  function list(ino: number, version: number): void {
+    if (toList.push({ ino, version }) > 1) return;
+    queueMicrotask(() => {
+      const copies = toList;
+      toList = [];
+      o.store.addCachedCopies(o.nodeId, o.startedAt, copies).catch((e: unknown) => o.log.warn({ copies: copies.length, err: (e as Error).message }, "could not list cached copies"));
+    });
+  }
+
   function once(key: string, fn: () => Promise<void>): Promise<void> {
     let p = inflight.get(key);
     if (!p) {
@@ -134,15 +275,30 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   }
 
   /** Bring ino at version into the cache and list this node as holding it. */
-  function cache(ino: number, version: number, path: string, size: number, given?: Holders): Promise<void> {
-    if (o.cache.has(ino, version)) return Promise.resolve();
+  async function cache(ino: number, version: number, path: string, size: number, given?: Holders, siblings?: () => Promise<Iterable<Sibling>>): Promise<void> {
     const key = `${ino}.${version}`;
+    // Being fetched with another file: wait for that (it settles either way), then fetch it alone if it failed.
+    await prefetching.get(key);
+    if (o.cache.has(ino, version)) return;
     return once(key, async () => {
       const pending = o.cache.begin(ino, version, size);
       const progress: Arriving = { sink: pending, got: 0, waiters: [] };
       arriving.set(key, progress);
       try {
-        await fetchAny(ino, version, path, size, progress, given);
+        let fetched = false;
+        if (siblings && size <= BATCH_FILE_MAX) {
+          const src = (await sources(ino, version, given))[0];
+          const extra = src ? await companions(src.node, await siblings()) : [];
+          if (src && extra.length) {
+            try {
+              await fetchBatch(src.address, { ino, version, path, size }, progress, extra);
+              fetched = true;
+            } catch (e) {
+              o.log.warn({ path, ino, holder: src.address, err: (e as Error).message }, "batched fetch failed, fetching the file alone");
+            }
+          }
+        }
+        if (!fetched) await fetchAny(ino, version, path, size, progress, given);
         pending.commit();
       } catch (e) {
         pending.abort();
@@ -151,7 +307,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
         arriving.delete(key);
         for (const w of progress.waiters.splice(0)) w();
       }
-      o.store.addCachedCopy(ino, o.nodeId, version, o.startedAt).catch((e: unknown) => o.log.warn({ path, ino, err: (e as Error).message }, "could not list the cached copy"));
+      list(ino, version);
     });
   }
 
@@ -218,10 +374,10 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   return {
     cached: (ino, version) => o.cache.has(ino, version),
     openCached: (ino, version) => o.cache.open(ino, version),
-    async open(ino, version, path, size, given) {
+    async open(ino, version, path, size, given, siblings) {
       const fits = o.cache.fits(size);
       if (fits && size < RANGED_MIN) {
-        await cache(ino, version, path, size, given);
+        await cache(ino, version, path, size, given, siblings);
         // undefined: evicted at once by other copies arriving (a tier far smaller than the files read).
         const c = opened(o.cache.open(ino, version));
         if (c) return c;
@@ -230,7 +386,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
         if (c) return c;
         if (fits) void cache(ino, version, path, size, given).catch((e: unknown) => o.log.warn({ path, ino, err: (e as Error).message }, "background copy failed"));
       }
-      const order = (await sources(ino, version, given)).slice();
+      const order = (await sources(ino, version, given)).map((s) => s.address);
       if (!order.length) throw new FsError(E.EIO, `no live node holds ${path} at version ${version}`);
       return { ranges: rangeReader(ino, version, path, size, order) };
     },

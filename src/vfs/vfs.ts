@@ -9,7 +9,7 @@ import { attrOf, isDir, isReg, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID } from
 import { createPathCache } from "./paths.ts";
 import { createMetaCache } from "./meta-cache.ts";
 import { applyLocal, createLocalFile, makeLocal, removeLocal, withParents } from "./local-files.ts";
-import type { RangeReader, RemoteData } from "./remote-data.ts";
+import type { RangeReader, RemoteData, Sibling } from "./remote-data.ts";
 
 const O_ACCMODE = 3;
 const { O_APPEND, O_SYNC, O_DSYNC, O_RDWR, O_WRONLY, O_RDONLY, O_NOFOLLOW, O_TRUNC } = fs.constants;
@@ -112,6 +112,17 @@ export function createVfs(o: VfsOptions): Vfs {
       }
     }
     return a;
+  }
+
+  /** The other files of dir, as far as its listing is loaded (none otherwise: no Redis call for this). */
+  async function siblingsOf(ino: number, dir: number): Promise<Iterable<Sibling>> {
+    const l = cache.entries(dir);
+    if (!l) return [];
+    const base = await paths.pathOf(dir);
+    const prefix = base === "/" ? "/" : `${base}/`;
+    return (function* () {
+      for (const [name, i] of l) if (i > 0 && i !== ino) yield { ino: i, path: prefix + name };
+    })();
   }
 
   function addHandle(h: Handle, rec: Inode): number {
@@ -404,7 +415,7 @@ export function createVfs(o: VfsOptions): Vfs {
       let ranges: RangeReader | undefined;
       if (!here && !writable) {
         // Another node's bytes: a copy of this version in the cache, or ranges from a holder.
-        const got = await o.remote!.open(ino, r.version, path, r.size, holders);
+        const got = await o.remote!.open(ino, r.version, path, r.size, holders, () => siblingsOf(ino, r.parent));
         if ("fd" in got) fd = got.fd;
         else {
           fd = -1;

@@ -4,7 +4,7 @@ import { join, resolve } from "node:path";
 import { createServer } from "node:net";
 
 export const REPO = resolve(import.meta.dir, "../..");
-export const MCFS = join(REPO, "dist/mcfs");
+export const MCFS = process.env.MCFS_BIN ?? join(REPO, "dist/mcfs");
 
 /** Why FUSE tests cannot run here, or undefined when they can. */
 export function fuseUnavailable(): string | undefined {
