@@ -338,11 +338,17 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
         let got = 0;
         while (offset + got < end) {
           let data: Uint8Array;
+          // Reads run concurrently (kernel readahead): only the first to see a holder fail moves on.
+          const tried = at;
+          const holder = order[tried];
+          if (holder === undefined) throw new FsError(E.EIO, `reading ${path}: no holder left`);
           try {
-            data = (await o.pool.get(order[at]!).read({ path, offset: BigInt(offset + got), length: BigInt(end - offset - got), ino: BigInt(ino), version: BigInt(version) })).data;
+            data = (await o.pool.get(holder).read({ path, offset: BigInt(offset + got), length: BigInt(end - offset - got), ino: BigInt(ino), version: BigInt(version) })).data;
           } catch (e) {
             // This holder failed: the next one, if any; never a short read.
-            if (++at >= order.length) throw new FsError(E.EIO, `reading ${path}: ${fromConnectError(e).message}`);
+            o.log.warn({ path, ino, holder, err: fromConnectError(e).message }, "holder failed during a ranged read");
+            if (at === tried) at++;
+            if (at >= order.length) throw new FsError(E.EIO, `reading ${path}: ${fromConnectError(e).message}`);
             continue;
           }
           if (data.length === 0) throw new FsError(E.EIO, `holder of ${path} has fewer bytes than its record`);
