@@ -27,9 +27,9 @@
  * from the prefix themselves (single Redis or a primary with replicas; not Redis Cluster).
  * Errors from scripts are errno names ("ENOENT ..."), mapped by toErrno.
  */
-import { createClient, commandOptions } from "redis";
+import { commandOptions } from "redis";
+import { connectRedis } from "./redis-connect.ts";
 import type { AttrChange, DirListing, Holders, Inode, Invalidation, MetadataStore, NewInode, NodeInfo, Removed, Renamed, TodoEntry } from "./store.ts";
-import { redactUrl } from "../util/log.ts";
 import { E, FsError, fsError } from "../util/errno.ts";
 
 const S_IFMT = 0o170000, S_IFDIR = 0o040000;
@@ -363,41 +363,10 @@ export interface RedisStoreOptions {
   onConnectionEvent?: (event: "error" | "ready", detail?: string) => void;
 }
 
-/** Client options from a URL: redis://, rediss:// (TLS), or unix:///path/to/socket. */
-function clientOptions(url: string, connected: () => boolean) {
-  // Before the first connection a few quick tries, then a clear error; once connected, retry forever.
-  const fail = { connectTimeout: 5000, reconnectStrategy: (n: number) => (connected() || n < 3 ? Math.min(100 * 2 ** n, 2000) : new Error("gave up")) };
-  if (url.startsWith("unix://")) {
-    const u = new URL(url);
-    return { socket: { path: decodeURIComponent(u.pathname), ...fail }, password: u.password || undefined, username: u.username || undefined };
-  }
-  return { url, socket: fail };
-}
-
 export async function createRedisStore(opts: RedisStoreOptions): Promise<MetadataStore> {
   const P = opts.prefix ?? "mcfs:";
-  const shown = redactUrl(opts.url);
   // No offline queue: with Redis down, operations fail at once (EIO) instead of hanging the mount.
-  let everReady = false;
-  const client = createClient({ ...clientOptions(opts.url, () => everReady), disableOfflineQueue: true });
-  let lastError = "";
-  client.on("error", (e: Error) => {
-    if (e.message !== lastError) opts.onConnectionEvent?.("error", e.message);
-    lastError = e.message;
-  });
-  client.on("ready", () => {
-    everReady = true;
-    if (lastError) opts.onConnectionEvent?.("ready");
-    lastError = "";
-  });
-  const connect = client.connect();
-  const timeout = new Promise<never>((_, rej) => setTimeout(() => rej(new Error("timed out after 10 s")), 10_000).unref());
-  try {
-    await Promise.race([connect, timeout]);
-  } catch (e) {
-    await client.disconnect().catch(() => {});
-    throw new Error(`cannot connect to Redis at ${shown}: ${lastError || (e as Error).message}`);
-  }
+  const client = await connectRedis(opts.url, opts.onConnectionEvent);
 
   const shas = new Map<ScriptName, string>();
   async function load(name: ScriptName): Promise<string> {
