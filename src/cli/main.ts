@@ -2,7 +2,10 @@
 import yargs from "yargs";
 import { daemonConfig, daemonOptions } from "./daemon-command.ts";
 import { runDaemon } from "../daemon/daemon.ts";
-import { createLogger } from "../util/log.ts";
+import { createLogger, type Logger } from "../util/log.ts";
+import { csiConfig, csiNodeConfig, csiNodeOptions, csiOptions } from "./csi-command.ts";
+import { runCsiController, type Role } from "../daemon/csi-controller-role.ts";
+import { runCsiNode } from "../daemon/csi-node-role.ts";
 import pkg from "../../package.json" with { type: "json" };
 
 async function daemonMain(argv: Parameters<typeof daemonConfig>[0]) {
@@ -36,10 +39,45 @@ async function daemonMain(argv: Parameters<typeof daemonConfig>[0]) {
   process.exit(0);
 }
 
+/** Run a CSI role until SIGINT/SIGTERM. */
+async function roleMain(debug: boolean, start: (log: Logger) => Promise<Role>) {
+  const log = createLogger({ debug });
+  let role: Role;
+  try {
+    role = await start(log);
+  } catch (e) {
+    log.error((e as Error).message);
+    process.exit(1);
+  }
+  await new Promise<void>((res) => {
+    process.once("SIGINT", () => res());
+    process.once("SIGTERM", () => res());
+  });
+  await role.stop().catch((e: unknown) => log.warn({ err: (e as Error).message }, "stop failed"));
+  process.exit(0);
+}
+
+function configOrExit<T>(make: () => T): T {
+  try {
+    return make();
+  } catch (e) {
+    process.stderr.write(`mcfs: ${(e as Error).message}\n`);
+    process.exit(2);
+  }
+}
+
 await yargs(process.argv.slice(2))
   .scriptName("mcfs")
   .usage("mcfs: a distributed POSIX-like filesystem for compute clusters (FUSE mount, Redis metadata, data on each node's disk)")
   .command(["daemon", "$0"], "Mount the filesystem on this node and serve its files to other nodes", (y) => daemonOptions(y), (a) => daemonMain(a))
+  .command("csi-controller", "Serve the CSI controller (volumes as directories of the filesystem, recorded in Redis)", (y) => csiOptions(y), (a) => {
+    const cfg = configOrExit(() => csiConfig(a, pkg.version));
+    return roleMain(cfg.debug, (log) => runCsiController(cfg, log));
+  })
+  .command("csi-node", "Serve the CSI node plugin (bind-mounts volumes of the node-level mount into pods)", (y) => csiNodeOptions(y), (a) => {
+    const cfg = configOrExit(() => csiNodeConfig(a, process.env, pkg.version));
+    return roleMain(cfg.debug, (log) => runCsiNode(cfg, log));
+  })
   .example("mcfs daemon -f /mnt/mcfs -r /var/lib/mcfs/root", "one node, private Redis")
   .example("mcfs daemon -f /mnt/mcfs -r /data/mcfs -u redis://redis-host:6379 -i 10.0.0.5 -p 5000", "a node of a cluster")
   .strict()

@@ -1,0 +1,54 @@
+import { hostname } from "node:os";
+import { resolve } from "node:path";
+import type { Argv } from "yargs";
+import type { CsiConfig, CsiNodeConfig } from "../daemon/csi-config.ts";
+
+/** Flags of both CSI roles (the original driver's names). */
+export function csiOptions<T>(y: Argv<T>) {
+  return y
+    .option("endpoint", { type: "string", default: "unix:///csi/csi.sock", describe: "Where to serve CSI: unix:///path/to.sock or tcp://host:port (a stale socket file is replaced)" })
+    .option("nodeid", { type: "string", default: hostname(), describe: "This node's name in Kubernetes (NodeGetInfo; publications are recorded under it)" })
+    .option("redis-url", { alias: ["u", "redis_url"], type: "string", demandOption: true, describe: "Redis of the filesystem: redis://[user:password@]host:port[/db], rediss://, unix:///path" })
+    .option("debug", { alias: "d", type: "boolean", default: false, describe: "Verbose logs" })
+    .check((a) => {
+      if (!/^(redis|rediss|unix):\/\//.test(a["redis-url"])) throw new Error(`--redis-url must start with redis://, rediss:// or unix://, got "${a["redis-url"].replace(/\/\/[^@]*@/, "//***@")}"`);
+      if (!/^(unix:\/\/?\/|tcp:\/\/)/.test(a.endpoint)) throw new Error(`--endpoint must be unix:///path/to.sock or tcp://host:port, got "${a.endpoint}"`);
+      if (!a.nodeid) throw new Error("--nodeid must not be empty");
+      return true;
+    });
+}
+
+export function csiNodeOptions<T>(y: Argv<T>) {
+  return csiOptions(y)
+    .option("node-url", { type: "string", default: "localhost:5000", describe: "host:port other nodes dial to reach this node's filesystem daemon" })
+    .option("root-dir", { type: "string", default: "/var/lib/multicloud/volumes", describe: "Root path of the node daemon: this node's bytes, on its local disk" })
+    .option("mount-point", { type: "string", default: "/var/lib/multicloud/mounts", describe: "Where the node daemon mounts the filesystem; volumes are bind-mounted from <mount-point>/volumes/<id>" })
+    .option("cluster-secret-file", { type: "string", describe: "Cluster secret for the node daemon (or env MCFS_CLUSTER_SECRET)" })
+    .option("insecure", { type: "boolean", default: false, describe: "Run the node daemon without a cluster secret" })
+    .option("check-interval", { type: "number", default: 2, describe: "Seconds between checks of the node mount (restart, re-bind pods' volumes)" })
+    .check((a) => {
+      if (!/^[^:\s]+:\d{1,5}$/.test(a["node-url"])) throw new Error(`--node-url must be host:port, got "${a["node-url"]}"`);
+      if (!(a["check-interval"] > 0)) throw new Error(`--check-interval must be a number of seconds > 0, got ${a["check-interval"]}`);
+      return true;
+    });
+}
+
+type CsiArgs = Awaited<ReturnType<typeof csiOptions>["argv"]>;
+type CsiNodeArgs = Awaited<ReturnType<typeof csiNodeOptions>["argv"]>;
+
+export function csiConfig(a: CsiArgs, version: string): CsiConfig {
+  return { endpoint: a.endpoint, nodeId: a.nodeid, redisUrl: a["redis-url"], version, debug: a.debug };
+}
+
+export function csiNodeConfig(a: CsiNodeArgs, env: NodeJS.ProcessEnv, version: string): CsiNodeConfig {
+  const daemonArgs = [...(a["cluster-secret-file"] ? ["--cluster-secret-file", a["cluster-secret-file"]] : []), ...(a.insecure ? ["--insecure"] : [])];
+  return {
+    ...csiConfig(a, version),
+    rootDir: resolve(a["root-dir"]),
+    mountPoint: resolve(a["mount-point"]),
+    nodeUrl: a["node-url"],
+    skipNodeMount: env.SKIP_NODE_MOUNT === "true",
+    daemonArgs,
+    checkIntervalMs: a["check-interval"] * 1000,
+  };
+}

@@ -1,0 +1,24 @@
+import { VolumeCapability_AccessMode_Mode as Mode, type VolumeCapability } from "../gen/csi/v1/csi_pb.ts";
+import { invalid } from "./errors.ts";
+
+/** Modes that allow one node at a time. */
+export const SINGLE_NODE = new Set<Mode>([Mode.SINGLE_NODE_WRITER, Mode.SINGLE_NODE_READER_ONLY, Mode.SINGLE_NODE_SINGLE_WRITER, Mode.SINGLE_NODE_MULTI_WRITER]);
+export const READ_ONLY = new Set<Mode>([Mode.SINGLE_NODE_READER_ONLY, Mode.MULTI_NODE_READER_ONLY]);
+
+/** Why mcfs cannot serve a capability, or undefined: every access mode on a filesystem mount; no block devices. */
+export function unsupported(c: VolumeCapability): string | undefined {
+  if (c.accessType.case === "block") return "block access is not supported (mcfs is a filesystem)";
+  if (c.accessType.case !== "mount") return "access type (mount) is missing";
+  const m = c.accessMode?.mode ?? Mode.UNKNOWN;
+  if (!Mode[m] || m === Mode.UNKNOWN) return "access mode is missing or unknown";
+  return undefined;
+}
+
+/** Well-formed capabilities (field names the first that is not); unsupported ones are the caller's to judge. */
+export function requireCapabilities(caps: VolumeCapability[], field: string): void {
+  if (!caps.length) throw invalid(field);
+  caps.forEach((c, i) => {
+    if (!c.accessMode) throw invalid(`${field}[${i}].access_mode`);
+    if (c.accessType.case === undefined) throw invalid(`${field}[${i}].access_type`, "is required (mount)");
+  });
+}

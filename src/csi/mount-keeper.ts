@@ -1,0 +1,87 @@
+import * as fs from "node:fs";
+import type { Logger } from "../util/log.ts";
+import type { Mounter } from "./mounter.ts";
+import { MCFS_FSTYPE, mountAt } from "./node.ts";
+import { VOLUMES_DIR } from "./volume-dirs.ts";
+
+/**
+ * Watches the node-level mount. When it is down, starts the node daemon (if this process manages
+ * it); when it is back (a new FUSE connection, so a new device), re-binds the pods' volumes that
+ * still point at the dead one, so pods do not keep "Transport endpoint is not connected".
+ */
+export interface MountKeeper {
+  /** Whether the node-level mount answers. */
+  healthy(): boolean;
+  /** One round of checks (also run by the timer). */
+  check(): Promise<void>;
+  stop(): void;
+}
+
+export interface MountKeeperOptions {
+  mountPoint: string;
+  mounter: Mounter;
+  /** Start the node daemon (undefined: it runs elsewhere, e.g. its own container). */
+  startDaemon?: () => Promise<void>;
+  intervalMs: number;
+  log: Logger;
+}
+
+export function createMountKeeper(o: MountKeeperOptions): MountKeeper {
+  /** Devices the node mount has had: binds of an older one are stale. */
+  const seen = new Set<string>();
+  let alive = false;
+  let starting: Promise<void> | undefined;
+  let running: Promise<void> | undefined;
+
+  function live(): string | undefined {
+    const e = mountAt(o.mounter, o.mountPoint);
+    if (!e || e.fstype !== MCFS_FSTYPE) return undefined;
+    seen.add(e.dev);
+    try {
+      fs.statSync(o.mountPoint);
+      return e.dev;
+    } catch {
+      return undefined;
+    }
+  }
+
+  function repair(dev: string): void {
+    for (const e of o.mounter.mounts()) {
+      if (e.fstype !== MCFS_FSTYPE || e.dev === dev || !seen.has(e.dev) || e.mountPoint === o.mountPoint) continue;
+      if (!e.root.startsWith(`/${VOLUMES_DIR}/`)) continue;
+      const readonly = e.options.includes("ro");
+      try {
+        o.mounter.unmount(e.mountPoint, true);
+        o.mounter.bind(o.mountPoint + e.root, e.mountPoint, readonly);
+        o.log.info({ target: e.mountPoint, volume: e.root, readonly }, "re-bound a pod's volume to the new node mount");
+      } catch (err) {
+        o.log.error({ target: e.mountPoint, volume: e.root, err: (err as Error).message }, "could not re-bind a pod's volume");
+      }
+    }
+  }
+
+  async function round(): Promise<void> {
+    const dev = live();
+    alive = dev !== undefined;
+    if (dev !== undefined) {
+      repair(dev);
+      return;
+    }
+    if (o.startDaemon && !starting) {
+      o.log.warn({ mount: o.mountPoint }, "node-level mount is down: starting the node daemon");
+      starting = o.startDaemon().finally(() => (starting = undefined));
+      await starting.catch((e: unknown) => o.log.error({ err: (e as Error).message }, "node daemon did not start"));
+      const again = live();
+      alive = again !== undefined;
+      if (again !== undefined) repair(again);
+    }
+  }
+
+  const check = () => (running ??= round().finally(() => (running = undefined)));
+  const timer = setInterval(() => void check(), o.intervalMs);
+  return {
+    healthy: () => alive,
+    check,
+    stop: () => clearInterval(timer),
+  };
+}

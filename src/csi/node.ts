@@ -1,0 +1,132 @@
+import * as fs from "node:fs";
+import { Code, type ServiceImpl } from "@connectrpc/connect";
+import { Node, NodeServiceCapability_RPC_Type as Cap, VolumeUsage_Unit as Unit } from "../gen/csi/v1/csi_pb.ts";
+import type { Logger } from "../util/log.ts";
+import { csiError, createOpLocks, guard, invalid } from "./errors.ts";
+import { READ_ONLY, requireCapabilities, unsupported } from "./capabilities.ts";
+import type { Mounter, MountEntry } from "./mounter.ts";
+import { VOLUMES_DIR } from "./volume-dirs.ts";
+
+export const MCFS_FSTYPE = "fuse.mcfs";
+
+export interface NodeServiceOptions {
+  nodeId: string;
+  /** The node-level mcfs mount; volume <id> is its directory volumes/<id>. */
+  mountPoint: string;
+  mounter: Mounter;
+  log: Logger;
+}
+
+const SAFE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/** The bind mount at target, if any (the last one mounted there is the one seen). */
+export function mountAt(m: Mounter, target: string): MountEntry | undefined {
+  return m.mounts().findLast((e) => e.mountPoint === target);
+}
+
+const errCode = (e: unknown) => (e as NodeJS.ErrnoException).code;
+
+/** The node service: a volume is published by bind-mounting its directory of the node-level mount. */
+export function createNodeService(o: NodeServiceOptions): Partial<ServiceImpl<typeof Node>> {
+  const locks = createOpLocks();
+  const g = <Req, Res>(m: string, fn: (r: Req) => Promise<Res>) => guard(o.log, m, fn);
+  const sourceOf = (id: string) => `${o.mountPoint}/${VOLUMES_DIR}/${id}`;
+
+  /** The volume's directory in the mount, checked: NotFound if it is not there, Unavailable if the mount is down. */
+  function volumeDir(id: string): string {
+    if (!SAFE_ID.test(id)) throw csiError(Code.NotFound, `volume ${JSON.stringify(id)} does not exist`);
+    const src = sourceOf(id);
+    try {
+      if (!fs.statSync(src).isDirectory()) throw csiError(Code.NotFound, `volume ${id} does not exist`);
+    } catch (e) {
+      if (errCode(e) === "ENOENT") throw csiError(Code.NotFound, `volume ${id} does not exist`);
+      if (errCode(e) === "ENOTCONN") throw csiError(Code.Unavailable, `the node-level mcfs mount at ${o.mountPoint} is down`);
+      throw e;
+    }
+    return src;
+  }
+
+  return {
+    nodePublishVolume: g("NodePublishVolume", async (req) => {
+      if (!req.volumeId) throw invalid("volume_id");
+      if (!req.targetPath) throw invalid("target_path");
+      if (!req.volumeCapability) throw invalid("volume_capability");
+      requireCapabilities([req.volumeCapability], "volume_capability");
+      const why = unsupported(req.volumeCapability);
+      if (why) throw invalid("volume_capability", why);
+      const target = req.targetPath;
+      const readonly = req.readonly || READ_ONLY.has(req.volumeCapability.accessMode!.mode);
+      return locks.run([`volume:${req.volumeId}`, `target:${target}`], async () => {
+        const src = volumeDir(req.volumeId);
+        const root = `/${VOLUMES_DIR}/${req.volumeId}`;
+        const have = mountAt(o.mounter, target);
+        if (have) {
+          if (have.fstype === MCFS_FSTYPE && have.root === root && have.options.includes("ro") === readonly) return {};
+          throw csiError(Code.AlreadyExists, `${target} is already mounted (${have.fstype} ${have.root}${have.options.includes("ro") ? ", read-only" : ""})`);
+        }
+        fs.mkdirSync(target, { recursive: true, mode: 0o750 });
+        o.mounter.bind(src, target, readonly);
+        const now = mountAt(o.mounter, target);
+        // A bind that did not happen would leave pods writing into an empty local directory.
+        if (!now || now.root !== root || now.fstype !== MCFS_FSTYPE || now.options.includes("ro") !== readonly) {
+          if (now) o.mounter.unmount(target, true);
+          throw csiError(Code.Internal, `bind mount of ${src} on ${target} did not take effect`);
+        }
+        o.log.info({ volume: req.volumeId, target, readonly }, "volume published");
+        return {};
+      });
+    }),
+
+    nodeUnpublishVolume: g("NodeUnpublishVolume", async (req) => {
+      if (!req.volumeId) throw invalid("volume_id");
+      if (!req.targetPath) throw invalid("target_path");
+      const target = req.targetPath;
+      return locks.run([`volume:${req.volumeId}`, `target:${target}`], async () => {
+        for (let i = 0; i < 16 && mountAt(o.mounter, target); i++) {
+          try {
+            o.mounter.unmount(target, false);
+          } catch {
+            // Busy, or its filesystem is dead (ENOTCONN): detach it.
+            o.mounter.unmount(target, true);
+          }
+        }
+        if (mountAt(o.mounter, target)) throw csiError(Code.Internal, `${target} is still mounted`);
+        try {
+          fs.rmdirSync(target);
+        } catch (e) {
+          if (errCode(e) !== "ENOENT") throw e;
+        }
+        o.log.info({ volume: req.volumeId, target }, "volume unpublished");
+        return {};
+      });
+    }),
+
+    nodeGetVolumeStats: g("NodeGetVolumeStats", async (req) => {
+      if (!req.volumeId) throw invalid("volume_id");
+      if (!req.volumePath) throw invalid("volume_path");
+      volumeDir(req.volumeId);
+      let st: fs.StatsFs;
+      try {
+        st = fs.statfsSync(req.volumePath);
+      } catch (e) {
+        if (errCode(e) === "ENOENT") throw csiError(Code.NotFound, `volume path ${req.volumePath} does not exist`);
+        if (errCode(e) === "ENOTCONN") return { usage: [], volumeCondition: { abnormal: true, message: `the mount at ${req.volumePath} is down` } };
+        throw e;
+      }
+      const total = st.blocks * st.bsize, avail = st.bavail * st.bsize;
+      return {
+        usage: [
+          { unit: Unit.BYTES, total: BigInt(total), available: BigInt(avail), used: BigInt(total - st.bfree * st.bsize) },
+          { unit: Unit.INODES, total: BigInt(st.files), available: BigInt(st.ffree), used: BigInt(st.files - st.ffree) },
+        ],
+        volumeCondition: { abnormal: false, message: "" },
+      };
+    }),
+
+    nodeGetCapabilities: g("NodeGetCapabilities", async () => ({
+      capabilities: [Cap.GET_VOLUME_STATS, Cap.VOLUME_CONDITION].map((type) => ({ type: { case: "rpc" as const, value: { type } } })),
+    })),
+
+    nodeGetInfo: g("NodeGetInfo", async () => ({ nodeId: o.nodeId })),
+  };
+}

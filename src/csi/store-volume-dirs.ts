@@ -1,0 +1,64 @@
+import type { MetadataStore } from "../meta/store.ts";
+import { toErrno, E } from "../util/errno.ts";
+import { VOLUMES_DIR, type VolumeDirs } from "./volume-dirs.ts";
+
+const ROOT = 1;
+const S_IFDIR = 0o040000;
+const DT_DIR = 4;
+
+/** Volume directories made and removed through the metadata store (the controller has no mount). */
+export function createStoreVolumeDirs(store: MetadataStore): VolumeDirs {
+  const code = (e: unknown) => toErrno(e);
+
+  async function child(parent: number, name: string): Promise<number | undefined> {
+    try {
+      return (await store.lookup(parent, name)).ino;
+    } catch (e) {
+      if (code(e) === E.ENOENT) return undefined;
+      throw e;
+    }
+  }
+
+  async function mkdir(parent: number, name: string, mode: number): Promise<number> {
+    const have = await child(parent, name);
+    if (have !== undefined) return have;
+    try {
+      return (await store.create(parent, name, { mode: S_IFDIR | mode, uid: 0, gid: 0 })).ino;
+    } catch (e) {
+      // Made meanwhile by another call: fine.
+      if (code(e) !== E.EEXIST) throw e;
+      return (await store.lookup(parent, name)).ino;
+    }
+  }
+
+  /** Depth first, each name through the store: other nodes drop their copies from their todo lists. */
+  async function removeTree(parent: number, name: string, path: string, dir: boolean): Promise<void> {
+    if (dir) {
+      const ino = await child(parent, name);
+      if (ino === undefined) return;
+      for (const e of await store.listDir(ino)) await removeTree(ino, e.name, `${path}/${e.name}`, e.type === DT_DIR);
+    }
+    try {
+      const r = await store.remove(parent, name, dir, path);
+      if (!r.dir && r.nlink === 0) await store.purge(r.ino);
+    } catch (e) {
+      if (code(e) !== E.ENOENT) throw e;
+    }
+  }
+
+  return {
+    async create(id) {
+      const vols = await mkdir(ROOT, VOLUMES_DIR, 0o755);
+      // World-writable like an NFS export: pods run as any user; each pod sees only its own volume.
+      await mkdir(vols, id, 0o777);
+    },
+    async remove(id) {
+      const vols = await child(ROOT, VOLUMES_DIR);
+      if (vols !== undefined) await removeTree(vols, id, `/${VOLUMES_DIR}/${id}`, true);
+    },
+    async exists(id) {
+      const vols = await child(ROOT, VOLUMES_DIR);
+      return vols !== undefined && (await child(vols, id)) !== undefined;
+    },
+  };
+}

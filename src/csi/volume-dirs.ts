@@ -1,0 +1,11 @@
+/** Where volumes live in the filesystem's namespace: /volumes/<id>, one directory each. */
+export const VOLUMES_DIR = "volumes";
+
+/** The volumes' directories in the shared namespace. */
+export interface VolumeDirs {
+  /** Make the volume's directory (and /volumes); nothing happens if it exists. */
+  create(id: string): Promise<void>;
+  /** Remove the volume's directory and all under it, for every node (holders delete their bytes). */
+  remove(id: string): Promise<void>;
+  exists(id: string): Promise<boolean>;
+}

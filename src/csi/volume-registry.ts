@@ -1,0 +1,42 @@
+/** A volume as the controller records it. */
+export interface VolumeRecord {
+  id: string;
+  /** The CO's name for it (idempotency key of CreateVolume). */
+  name: string;
+  capacity: number;
+  createdAt: number;
+}
+
+/** A volume published to a node (ControllerPublishVolume). */
+export interface Publication {
+  readonly: boolean;
+  /** Access mode of the capability it was published with. */
+  mode: number;
+}
+
+/** What a node plugin reports of itself: it exists, and the space its root path has. */
+export interface NodeReport {
+  free: number;
+  total: number;
+  at: number;
+}
+
+/** The controller's records of volumes, publications and node plugins. */
+export interface VolumeRegistry {
+  ping(): Promise<boolean>;
+  get(id: string): Promise<VolumeRecord | undefined>;
+  /** Store rec unless its id exists; returns the record stored and whether it is new. */
+  create(rec: VolumeRecord): Promise<{ record: VolumeRecord; created: boolean }>;
+  /** Forget a volume and its publications. */
+  remove(id: string): Promise<void>;
+  /** Volumes by id after the given one (exclusive), at most max; more tells whether others follow. */
+  list(after: string, max: number): Promise<{ records: VolumeRecord[]; more: boolean }>;
+  publications(id: string): Promise<Map<string, Publication>>;
+  publish(id: string, node: string, p: Publication): Promise<void>;
+  /** Unpublish from one node, or from all when node is undefined. */
+  unpublish(id: string, node?: string): Promise<void>;
+  setCapacity(id: string, bytes: number): Promise<void>;
+  reportNode(node: string, r: NodeReport): Promise<void>;
+  nodes(): Promise<Map<string, NodeReport>>;
+  close(): Promise<void>;
+}

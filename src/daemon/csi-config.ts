@@ -1,0 +1,23 @@
+/** What `mcfs csi-controller` and `mcfs csi-node` need, decided once from flags and environment. */
+export interface CsiConfig {
+  endpoint: string;
+  nodeId: string;
+  redisUrl: string;
+  /** Version reported by GetPluginInfo. */
+  version: string;
+  debug: boolean;
+}
+
+export interface CsiNodeConfig extends CsiConfig {
+  /** Node-level daemon: its root path (local bytes) and mount point. */
+  rootDir: string;
+  mountPoint: string;
+  /** host:port other nodes dial for this node's daemon. */
+  nodeUrl: string;
+  /** The node daemon runs elsewhere (its own container): only watch its mount. */
+  skipNodeMount: boolean;
+  /** Extra flags for the node daemon this process starts (cluster secret, caches...). */
+  daemonArgs: string[];
+  /** How often the node mount is checked (ms). */
+  checkIntervalMs: number;
+}

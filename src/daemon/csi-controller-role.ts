@@ -1,0 +1,37 @@
+import type { CsiConfig } from "./csi-config.ts";
+import { connectRedis } from "../meta/redis-connect.ts";
+import { createRedisStore } from "../meta/redis-store.ts";
+import { createRedisVolumeRegistry } from "../csi/redis-volume-registry.ts";
+import { createStoreVolumeDirs } from "../csi/store-volume-dirs.ts";
+import { createControllerService } from "../csi/controller.ts";
+import { createIdentityService } from "../csi/identity.ts";
+import { serveCsi } from "../csi/server.ts";
+import { redactUrl, type Logger } from "../util/log.ts";
+
+export interface Role {
+  stop(): Promise<void>;
+}
+
+/** The controller: volumes as directories of the namespace, made and removed through Redis (no mount). */
+export async function runCsiController(cfg: CsiConfig, log: Logger): Promise<Role> {
+  const clog = log.child({ role: "csi-controller" });
+  const onEvent = (ev: "error" | "ready", detail?: string) => (ev === "error" ? clog.error({ redis: redactUrl(cfg.redisUrl), detail }, "Redis connection lost") : clog.info("Redis connection back"));
+  const store = await createRedisStore({ url: cfg.redisUrl, nodeId: `csi-controller:${cfg.nodeId}`, onConnectionEvent: onEvent });
+  await store.init(0o755, 0, 0);
+  const registry = createRedisVolumeRegistry(await connectRedis(cfg.redisUrl, onEvent));
+  const server = await serveCsi(
+    cfg.endpoint,
+    {
+      identity: createIdentityService({ version: cfg.version, ready: () => registry.ping(), log: clog }),
+      controller: createControllerService({ registry, dirs: createStoreVolumeDirs(store), log: clog }),
+    },
+    clog,
+  );
+  return {
+    async stop() {
+      await server.close();
+      await registry.close();
+      await store.close();
+    },
+  };
+}
