@@ -396,15 +396,15 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
   const ik = (ino: number) => `${P}i:${ino}`;
 
   /**
-   * Tell other nodes what changed. Sent behind the change on the same connection, not awaited; the
-   * changes of one turn of the event loop go as one message, in order (a burst of creates costs the
-   * other nodes one message to parse, not thousands).
+   * Tell other nodes what changed. Sent behind the change on the same connection, not awaited, and
+   * before the caller hears the change is done; changes completed together (one batch of Redis
+   * replies) go as one message, in order, so a burst costs the other nodes one message, not thousands.
    */
   let outbox: Invalidation[] = [];
   function publish(ch: Partial<Omit<Invalidation, "origin">>): void {
     const inv: Invalidation = { origin: opts.nodeId, added: ch.added ?? [], removed: ch.removed ?? [], inodes: ch.inodes ?? [], data: ch.data ?? [], todo: ch.todo ?? [] };
     if (outbox.push(inv) > 1) return;
-    setImmediate(() => {
+    queueMicrotask(() => {
       const batch = outbox;
       outbox = [];
       client.publish(`${P}inval`, JSON.stringify(batch)).catch(() => {});
