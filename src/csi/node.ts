@@ -18,6 +18,7 @@ export interface NodeServiceOptions {
 }
 
 const SAFE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const NOTICE_WAIT_MS = 2000, NOTICE_POLL_MS = 50;
 
 /** The bind mount at target, if any (the last one mounted there is the one seen). */
 export function mountAt(m: Mounter, target: string): MountEntry | undefined {
@@ -32,18 +33,24 @@ export function createNodeService(o: NodeServiceOptions): Partial<ServiceImpl<ty
   const g = <Req, Res>(m: string, fn: (r: Req) => Promise<Res>) => guard(o.log, m, fn);
   const sourceOf = (id: string) => `${o.mountPoint}/${VOLUMES_DIR}/${id}`;
 
-  /** The volume's directory in the mount, checked: NotFound if it is not there, Unavailable if the mount is down. */
-  function volumeDir(id: string): string {
+  /**
+   * The volume's directory in the mount, checked: NotFound if it is not there, Unavailable if the
+   * mount is down. A volume the controller made a moment ago may not have reached this node's
+   * caches yet (the notice is on its way): a missing one is looked for again for a little while.
+   */
+  async function volumeDir(id: string): Promise<string> {
     if (!SAFE_ID.test(id)) throw csiError(Code.NotFound, `volume ${JSON.stringify(id)} does not exist`);
     const src = sourceOf(id);
-    try {
-      if (!fs.statSync(src).isDirectory()) throw csiError(Code.NotFound, `volume ${id} does not exist`);
-    } catch (e) {
-      if (errCode(e) === "ENOENT") throw csiError(Code.NotFound, `volume ${id} does not exist`);
-      if (errCode(e) === "ENOTCONN") throw csiError(Code.Unavailable, `the node-level mcfs mount at ${o.mountPoint} is down`);
-      throw e;
+    for (let wait = 0; ; wait += NOTICE_POLL_MS) {
+      try {
+        if (fs.statSync(src).isDirectory()) return src;
+      } catch (e) {
+        if (errCode(e) === "ENOTCONN") throw csiError(Code.Unavailable, `the node-level mcfs mount at ${o.mountPoint} is down`);
+        if (errCode(e) !== "ENOENT") throw e;
+      }
+      if (wait >= NOTICE_WAIT_MS) throw csiError(Code.NotFound, `volume ${id} does not exist`);
+      await Bun.sleep(NOTICE_POLL_MS);
     }
-    return src;
   }
 
   return {
@@ -57,7 +64,7 @@ export function createNodeService(o: NodeServiceOptions): Partial<ServiceImpl<ty
       const target = req.targetPath;
       const readonly = req.readonly || READ_ONLY.has(req.volumeCapability.accessMode!.mode);
       return locks.run([`volume:${req.volumeId}`, `target:${target}`], async () => {
-        const src = volumeDir(req.volumeId);
+        const src = await volumeDir(req.volumeId);
         const root = `/${VOLUMES_DIR}/${req.volumeId}`;
         const have = mountAt(o.mounter, target);
         if (have) {
@@ -104,7 +111,7 @@ export function createNodeService(o: NodeServiceOptions): Partial<ServiceImpl<ty
     nodeGetVolumeStats: g("NodeGetVolumeStats", async (req) => {
       if (!req.volumeId) throw invalid("volume_id");
       if (!req.volumePath) throw invalid("volume_path");
-      volumeDir(req.volumeId);
+      await volumeDir(req.volumeId);
       let st: fs.StatsFs;
       try {
         st = fs.statfsSync(req.volumePath);
