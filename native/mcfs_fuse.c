@@ -71,6 +71,8 @@ static uint32_t free_top;
 
 static _Atomic int fh_fd[MAX_FH];
 static _Atomic uint8_t fh_dirty[MAX_FH];
+/* Reads and writes served here from local fds, for metrics: ops and bytes each way. */
+static _Atomic uint64_t io_count[4];
 
 static uint32_t req_put(fuse_req_t req)
 {
@@ -244,6 +246,11 @@ static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 {
 	int fd = fd_of(fi->fh);
 	if (fd >= 0) {
+		struct stat st;
+		/* What the read returns: up to the end of the file (the kernel asks in whole pages). */
+		if (fstat(fd, &st) == 0 && st.st_size > off)
+			atomic_fetch_add(&io_count[1], (uint64_t)st.st_size - (uint64_t)off < size ? (uint64_t)st.st_size - (uint64_t)off : size);
+		atomic_fetch_add(&io_count[0], 1);
 		struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
 		buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 		buf.buf[0].fd = fd;
@@ -273,6 +280,8 @@ static void ll_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 			return;
 		}
 		atomic_store(&fh_dirty[fi->fh], 1);
+		atomic_fetch_add(&io_count[2], 1);
+		atomic_fetch_add(&io_count[3], (uint64_t)n);
 		fuse_reply_write(req, (size_t)n);
 		return;
 	}
@@ -789,6 +798,13 @@ int mcfs_reply_create(uint32_t id, const int64_t *attr, double entry_to, double 
 
 /* Detach the backing fd from fh (JS closes the fd itself afterwards). */
 void mcfs_clear_fh(uint64_t fh) { set_fh(fh, -1); }
+
+/* Reads and writes served from local fds so far: out = {read ops, read bytes, write ops, write bytes}. */
+void mcfs_io_counters(uint64_t *out)
+{
+	for (int i = 0; i < 4; i++)
+		out[i] = atomic_load(&io_count[i]);
+}
 
 int mcfs_reply_buf(uint32_t id, const void *buf, uint64_t len)
 {

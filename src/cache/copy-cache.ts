@@ -57,7 +57,7 @@ export interface CopyCacheOptions {
   ramMaxFileBytes: number;
   diskBytes: number;
   /** A copy was evicted: it must no longer be listed as a holder. */
-  onEvict(ino: number, version: number): void;
+  onEvict(ino: number, version: number, tier: "ram" | "disk"): void;
 }
 
 interface Entry {
@@ -106,7 +106,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
     for (const e of tier.entries.values()) {
       if (tier.used + size <= tier.limit) return;
       release(tier, e);
-      o.onEvict(e.ino, e.version);
+      o.onEvict(e.ino, e.version, tier.name);
     }
   }
 

@@ -21,10 +21,12 @@ export function daemonOptions<T>(y: Argv<T>) {
     .option("attr-timeout", { type: "number", describe: "Seconds the kernel may cache attributes [default: as --entry-timeout]" })
     .option("cluster-secret-file", { type: "string", describe: "File holding the secret shared by the nodes of a cluster; peer calls without it are refused (env MCFS_CLUSTER_SECRET holds the secret itself)" })
     .option("insecure", { type: "boolean", default: false, describe: "Serve other nodes without a cluster secret (anyone who can reach --port can read the files)" })
+    .option("metrics-port", { type: "number", describe: "Serve Prometheus metrics at http://<host>:<port>/metrics (off unless given; 0 picks a free port)" })
     .option("allow-other", { type: "boolean", default: true, describe: "Let every user of the machine use the mount (permissions are still checked); --no-allow-other limits it to the user who mounted" })
     .check((a) => {
       if (!Number.isInteger(a.port) || a.port < 0 || a.port > 65535) throw new Error(`--port must be an integer 0..65535, got ${a.port}`);
       for (const k of ["ram-cache-mib", "ram-cache-max-file-mib", "disk-cache-mib"] as const) if (!(a[k] >= 0)) throw new Error(`--${k} must be a number of MiB >= 0, got ${a[k]}`);
+      if (a["metrics-port"] !== undefined && !(Number.isInteger(a["metrics-port"]) && a["metrics-port"] >= 0 && a["metrics-port"] <= 65535)) throw new Error(`--metrics-port must be an integer 0..65535, got ${a["metrics-port"]}`);
       for (const k of ["entry-timeout", "attr-timeout"] as const) if (a[k] !== undefined && !(a[k] >= 0)) throw new Error(`--${k} must be a number of seconds >= 0, got ${a[k]}`);
       if (!a.mount_path || !a.root_path) throw new Error("--mount_path and --root_path must not be empty");
       if (resolve(a.mount_path) === resolve(a.root_path)) throw new Error("--mount_path and --root_path must be different directories");
@@ -77,5 +79,6 @@ export function daemonConfig(a: DaemonArgs, env: NodeJS.ProcessEnv): DaemonConfi
     allowOther: a["allow-other"],
     clusterSecret: clusterSecret(a, env),
     insecure: a.insecure,
+    metricsPort: a["metrics-port"],
   };
 }

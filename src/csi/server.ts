@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import * as http2 from "node:http2";
 import { dirname } from "node:path";
-import type { ServiceImpl } from "@connectrpc/connect";
+import type { Interceptor, ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { Controller, Identity, Node } from "../gen/csi/v1/csi_pb.ts";
 import type { Logger } from "../util/log.ts";
@@ -26,7 +26,7 @@ export function parseEndpoint(endpoint: string): { path: string } | { host: stri
 }
 
 /** Serve the CSI services with the gRPC protocol (what kubelet and the sidecars speak). */
-export async function serveCsi(endpoint: string, services: CsiServices, log: Logger): Promise<CsiServer> {
+export async function serveCsi(endpoint: string, services: CsiServices, log: Logger, interceptors: Interceptor[] = []): Promise<CsiServer> {
   const where = parseEndpoint(endpoint);
   const handler = connectNodeAdapter({
     routes: (router) => {
@@ -36,6 +36,7 @@ export async function serveCsi(endpoint: string, services: CsiServices, log: Log
     },
     grpcWeb: false,
     connect: false,
+    interceptors,
   });
   const server = http2.createServer(handler);
   if ("path" in where) {

@@ -21,4 +21,6 @@ export interface DaemonConfig {
   /** Shared by the nodes of a cluster; every peer call carries it. Absent only with insecure. */
   clusterSecret?: string;
   insecure: boolean;
+  /** Serve Prometheus metrics on this port (undefined: off). */
+  metricsPort?: number;
 }

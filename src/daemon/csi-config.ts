@@ -6,6 +6,8 @@ export interface CsiConfig {
   /** Version reported by GetPluginInfo. */
   version: string;
   debug: boolean;
+  /** Serve Prometheus metrics on this port (undefined: off). */
+  metricsPort?: number;
 }
 
 export interface CsiNodeConfig extends CsiConfig {

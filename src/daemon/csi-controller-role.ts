@@ -6,6 +6,7 @@ import { createStoreVolumeDirs } from "../csi/store-volume-dirs.ts";
 import { createControllerService } from "../csi/controller.ts";
 import { createIdentityService } from "../csi/identity.ts";
 import { serveCsi } from "../csi/server.ts";
+import { csiMetrics } from "./csi-metrics.ts";
 import { redactUrl, type Logger } from "../util/log.ts";
 
 export interface Role {
@@ -19,6 +20,7 @@ export async function runCsiController(cfg: CsiConfig, log: Logger): Promise<Rol
   const store = await createRedisStore({ url: cfg.redisUrl, nodeId: `csi-controller:${cfg.nodeId}`, onConnectionEvent: onEvent });
   await store.init(0o755, 0, 0);
   const registry = createRedisVolumeRegistry(await connectRedis(cfg.redisUrl, onEvent));
+  const metrics = await csiMetrics(cfg.metricsPort, clog);
   const server = await serveCsi(
     cfg.endpoint,
     {
@@ -26,10 +28,12 @@ export async function runCsiController(cfg: CsiConfig, log: Logger): Promise<Rol
       controller: createControllerService({ registry, dirs: createStoreVolumeDirs(store), log: clog }),
     },
     clog,
+    metrics.interceptors,
   );
   return {
     async stop() {
       await server.close();
+      await metrics.close();
       await registry.close();
       await store.close();
     },

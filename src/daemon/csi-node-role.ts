@@ -9,6 +9,7 @@ import { createIdentityService } from "../csi/identity.ts";
 import { createLinuxMounter } from "../csi/linux-mounter.ts";
 import { createMountKeeper } from "../csi/mount-keeper.ts";
 import { serveCsi } from "../csi/server.ts";
+import { csiMetrics } from "./csi-metrics.ts";
 import { redactUrl, type Logger } from "../util/log.ts";
 
 const REPORT_MS = 30_000;
@@ -63,6 +64,7 @@ export async function runCsiNode(cfg: CsiNodeConfig, log: Logger): Promise<Role>
   await report();
   const reporter = setInterval(() => void report(), REPORT_MS);
 
+  const metrics = await csiMetrics(cfg.metricsPort, nlog);
   const server = await serveCsi(
     cfg.endpoint,
     {
@@ -70,6 +72,7 @@ export async function runCsiNode(cfg: CsiNodeConfig, log: Logger): Promise<Role>
       node: createNodeService({ nodeId: cfg.nodeId, mountPoint: cfg.mountPoint, mounter, log: nlog }),
     },
     nlog,
+    metrics.interceptors,
   );
   return {
     async stop() {
@@ -77,6 +80,7 @@ export async function runCsiNode(cfg: CsiNodeConfig, log: Logger): Promise<Role>
       clearInterval(reporter);
       keeper.stop();
       await server.close();
+      await metrics.close();
       await registry.close();
     },
   };

@@ -9,12 +9,15 @@ import { createRedisStore } from "../meta/redis-store.ts";
 import type { MetadataStore } from "../meta/store.ts";
 import { createVfs, RESERVED_NAME, type Vfs } from "../vfs/vfs.ts";
 import { createRemoteData, type RemoteData } from "../vfs/remote-data.ts";
-import { createCopyCache } from "../cache/copy-cache.ts";
+import { createCopyCache, type CopyCache } from "../cache/copy-cache.ts";
+import { createMetrics, instrument, type Metrics } from "../metrics/metrics.ts";
+import { observeRpcs } from "../metrics/rpc-interceptor.ts";
+import { serveMetrics } from "../metrics/metrics-server.ts";
 import { createTodoApplier } from "../vfs/local-todo.ts";
 import { startPeerServer } from "../peer/peer-server.ts";
 import { createPeerPool } from "../peer/peer-client.ts";
 import { startFuseSession, type FuseSession } from "../fuse/session.ts";
-import { errnoName, setUnexpectedErrorLogger } from "../util/errno.ts";
+import { E, FsError, errnoName, setUnexpectedErrorLogger } from "../util/errno.ts";
 import { redactUrl, type Logger } from "../util/log.ts";
 
 const HEARTBEAT_MS = 5_000;
@@ -25,6 +28,25 @@ export interface Daemon {
   /** Resolves when the daemon has stopped (signal, or the mount was taken away). */
   readonly done: Promise<void>;
   stop(reason: string): Promise<void>;
+}
+
+/** Counters the shim keeps and gauges of state, brought up to date before each scrape. */
+const shimSeen = new WeakMap<FuseSession, { readBytes: number; writeBytes: number }>();
+async function refreshGauges(m: Metrics, session: FuseSession, vfs: Vfs, copies: CopyCache | undefined, store: MetadataStore): Promise<void> {
+  const io = session.ioCounters();
+  const last = shimSeen.get(session) ?? { readBytes: 0, writeBytes: 0 };
+  m.readBytes.inc({ source: "local" }, io.readBytes - last.readBytes);
+  m.writtenBytes.inc(io.writeBytes - last.writeBytes);
+  shimSeen.set(session, io);
+  m.openFiles.set(vfs.openFiles);
+  for (const u of copies?.usage() ?? []) {
+    m.cacheBytes.set({ tier: u.tier }, u.bytes);
+    m.cacheFiles.set({ tier: u.tier }, u.files);
+    m.cacheLimit.set({ tier: u.tier }, u.limit);
+  }
+  const nodes = [...(await store.nodes()).values()];
+  m.nodes.set({ state: "live" }, nodes.filter((n) => n.alive).length);
+  m.nodes.set({ state: "expired" }, nodes.filter((n) => !n.alive).length);
 }
 
 /** Compose the layers: Redis (given or private) -> store -> start-up scan -> VFS -> FUSE mount. */
@@ -55,12 +77,14 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       url = embedded.url;
       nlog.info({ dir: cfg.embeddedRedisDir, pid: embedded.pid }, "no --redis_url given: started a private redis-server (single-node use; give -u to join a cluster)");
     }
-    const store: MetadataStore = await createRedisStore({
+    const m = cfg.metricsPort !== undefined ? createMetrics() : undefined;
+    const rawStore = await createRedisStore({
       url,
       nodeId,
       onConnectionEvent: (ev, detail) => (ev === "error" ? nlog.error({ redis: redactUrl(url!), detail }, "Redis connection lost") : nlog.info({ redis: redactUrl(url!) }, "Redis connection back")),
     });
-    cleanups.push(() => store.close());
+    cleanups.push(() => rawStore.close());
+    const store: MetadataStore = m ? instrument(rawStore, m, (e) => e instanceof FsError && e.errno !== E.EIO) : rawStore;
     const rootSt = fs.statSync(cfg.rootPath);
     await store.init(rootSt.mode, rootSt.uid, rootSt.gid);
     const startedAt = Date.now();
@@ -81,6 +105,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
 
     // A sole node (private Redis) has no peers: it opens no port.
     let remote: RemoteData | undefined;
+    let copies: CopyCache | undefined;
     if (cfg.redisUrl) {
       if (!cfg.clusterSecret) nlog.warn("--insecure: serving this node's files to anyone who can reach its port");
       // Per node: several nodes on one machine may share the cache directory.
@@ -89,12 +114,23 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         ramBytes: cfg.ramCacheBytes,
         ramMaxFileBytes: cfg.ramCacheMaxFileBytes,
         diskBytes: cfg.diskCacheBytes,
-        onEvict: (ino, version) => void store.dropCachedCopy(ino, nodeId, version).catch((e: unknown) => nlog.warn({ ino, err: (e as Error).message }, "could not unlist an evicted copy")),
+        onEvict: (ino, version, tier) => {
+          m?.cacheEvictions.inc({ tier });
+          void store.dropCachedCopy(ino, nodeId, version).catch((e: unknown) => nlog.warn({ ino, err: (e as Error).message }, "could not unlist an evicted copy"));
+        },
       });
       cleanups.push(async () => cache.close());
-      const pool = createPeerPool({ secret: cfg.clusterSecret, timeoutMs: 30_000 });
+      const rpcObserver = (side: string) => observeRpcs((method, code, s) => {
+        m?.rpcs.inc({ side, method, code });
+        m?.rpcLatency.observe({ side, method }, s);
+      });
+      const pool = createPeerPool({ secret: cfg.clusterSecret, timeoutMs: 30_000, interceptors: m ? [rpcObserver("client")] : [] });
       cleanups.push(async () => pool.close());
-      const rd = createRemoteData({ store, pool, cache, nodeId, startedAt, log: nlog });
+      const rd = createRemoteData({
+        store, pool, cache, nodeId, startedAt, log: nlog,
+        observe: m && { cache: (hit) => (hit ? m.cacheHits : m.cacheMisses).inc(), received: (n) => m.peerBytes.inc({ direction: "received" }, n) },
+      });
+      copies = cache;
       remote = rd;
       const server = await startPeerServer({
         rootPath: cfg.rootPath,
@@ -104,10 +140,15 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         catchUp: () => todo.drain(),
         openCached: (ino, version) => rd.openCached(ino, version),
         holdsInRoot: (copies) => store.heldBy(nodeId, copies),
+        interceptors: m ? [rpcObserver("server")] : [],
+        onServed: m && ((n) => m.peerBytes.inc({ direction: "served" }, n)),
       });
       cleanups.push(() => server.close());
     }
-    vfs = createVfs({ rootPath: cfg.rootPath, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, soleNode: !cfg.redisUrl, remote, catchUp: () => todo.drain() });
+    vfs = createVfs({
+      rootPath: cfg.rootPath, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, soleNode: !cfg.redisUrl, remote, catchUp: () => todo.drain(),
+      onIo: m && ((kind, n) => (kind === "read" ? m.readBytes.inc({ source: "memory" }, n) : m.writtenBytes.inc(n))),
+    });
     cleanups.push(() => vfs.closeAll());
     const options = ["fsname=mcfs", "subtype=mcfs", "default_permissions"];
     if (cfg.allowOther) options.push("allow_other");
@@ -159,10 +200,21 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       singleThread: cfg.singleThread,
       entryTimeout: cfg.entryTimeout,
       attrTimeout: cfg.attrTimeout,
-      onOp: cfg.debug ? (op, s, errno) => nlog.debug({ op, ms: +(s * 1000).toFixed(3), ...(errno ? { errno: errnoName(errno) } : {}) }, "fuse op") : undefined,
+      onOp: cfg.debug || m ? (op, s, errno) => {
+        if (cfg.debug) nlog.debug({ op, ms: +(s * 1000).toFixed(3), ...(errno ? { errno: errnoName(errno) } : {}) }, "fuse op");
+        if (!m) return;
+        m.fuseOps.inc({ op });
+        m.fuseLatency.observe({ op }, s);
+        if (errno) m.fuseErrors.inc({ op, errno: errnoName(errno) });
+      } : undefined,
       onExit: () => void stop("mount went away"),
     });
     nlog.info({ mount: cfg.mountPath, root: cfg.rootPath, address, redis: redactUrl(url) }, "mounted");
+    if (m && cfg.metricsPort !== undefined) {
+      const live = session;
+      const ms = await serveMetrics(m.registry, cfg.metricsPort, nlog, () => refreshGauges(m, live, vfs, copies, store));
+      cleanups.push(() => ms.close());
+    }
     return { nodeId, done, stop };
   } catch (e) {
     await undo();

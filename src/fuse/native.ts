@@ -16,6 +16,7 @@ const symbols = {
   mcfs_reply_open: { args: [u32, u64, i32, u32], returns: i32 },
   mcfs_reply_create: { args: [u32, P, f64, f64, u64, i32, u32], returns: i32 },
   mcfs_clear_fh: { args: [u64], returns: V },
+  mcfs_io_counters: { args: [P], returns: V },
   mcfs_reply_buf: { args: [u32, P, u64], returns: i32 },
   mcfs_reply_write: { args: [u32, u64], returns: i32 },
   mcfs_reply_xattr: { args: [u32, u64], returns: i32 },

@@ -39,7 +39,16 @@ export interface FuseSession {
   stop(timeoutMs?: number): Promise<void>;
   invalidateEntry(parent: number, name: string): void;
   invalidateInode(ino: number): void;
+  /** Reads and writes the shim served from local files (they never reach JS). */
+  ioCounters(): IoCounters;
   readonly closed: Promise<void>;
+}
+
+export interface IoCounters {
+  readOps: number;
+  readBytes: number;
+  writeOps: number;
+  writeBytes: number;
 }
 
 const enc = new TextEncoder();
@@ -284,6 +293,11 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     },
     invalidateInode(ino) {
       shim.mcfs_inval_inode(ino);
+    },
+    ioCounters() {
+      const c = new BigUint64Array(4);
+      shim.mcfs_io_counters(ptr(c));
+      return { readOps: Number(c[0]), readBytes: Number(c[1]), writeOps: Number(c[2]), writeBytes: Number(c[3]) };
     },
   };
 }

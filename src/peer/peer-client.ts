@@ -18,6 +18,7 @@ export interface PeerPoolOptions {
   secret?: string;
   /** Per-call deadline. */
   timeoutMs: number;
+  interceptors?: Interceptor[];
 }
 
 export function createPeerPool(o: PeerPoolOptions): PeerPool {
@@ -32,7 +33,7 @@ export function createPeerPool(o: PeerPoolOptions): PeerPool {
       if (!c) {
         const transport = createGrpcTransport({
           baseUrl: `http://${address}`,
-          interceptors: [auth],
+          interceptors: [...(o.interceptors ?? []), auth],
           defaultTimeoutMs: o.timeoutMs,
           idleConnectionTimeoutMs: 60_000,
           acceptCompression: [],

@@ -26,6 +26,9 @@ export interface PeerServerOptions {
   openCached?: (ino: number, version: number) => CopyData | undefined;
   /** For each copy, whether this node is listed as holding that version in its root path. */
   holdsInRoot?: (copies: { ino: number; version: number }[]) => Promise<boolean[]>;
+  /** For metrics: RPCs observed, file bytes served. */
+  interceptors?: Interceptor[];
+  onServed?: (bytes: number) => void;
   /** Follow other nodes' renames on the local disk (called once when an asked-for file is missing). */
   catchUp?: () => Promise<void>;
   log: Logger;
@@ -98,7 +101,9 @@ export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer>
       const c = await openForRead(r);
       try {
         const buf = Buffer.allocUnsafe(Math.min(Number(r.length) || CHUNK, 16 * CHUNK));
-        return { data: buf.subarray(0, readCopy(c, buf, Number(r.offset))) };
+        const n = readCopy(c, buf, Number(r.offset));
+        o.onServed?.(n);
+        return { data: buf.subarray(0, n) };
       } finally {
         closeCopy(c);
       }
@@ -114,6 +119,7 @@ export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer>
           const buf = Buffer.allocUnsafe(want);
           const n = readCopy(c, buf, off);
           if (n === 0) return;
+          o.onServed?.(n);
           yield { offset: BigInt(off), data: buf.subarray(0, n) };
           off += n;
         }
@@ -150,6 +156,7 @@ export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer>
             const n = readCopy(c, buf.subarray(used), off);
             const last = used + n < CHUNK;
             pieces.push({ index, offset: BigInt(off), data: buf.subarray(used, used + n), errno: 0, last });
+            o.onServed?.(n);
             used += n;
             off += n;
             if (last) break;
@@ -186,7 +193,7 @@ export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer>
     routes: (router) => router.service(Peer, impl),
     // File bytes go as they are: gzip ran at ~30 MB/s on incompressible data and was the bottleneck.
     acceptCompression: [],
-    interceptors: o.secret ? [authInterceptor(o.secret)] : [],
+    interceptors: [...(o.interceptors ?? []), ...(o.secret ? [authInterceptor(o.secret)] : [])],
   });
   const server = http2.createServer({ settings: { initialWindowSize: WINDOW } }, handler);
   server.on("session", (session) => session.on("connect", () => session.setLocalWindowSize(WINDOW)));

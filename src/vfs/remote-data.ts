@@ -75,6 +75,8 @@ export interface RemoteDataOptions {
   /** This run of the node: its cached copies are listed under it. */
   startedAt: number;
   log: Logger;
+  /** For metrics: an open found its copy cached (hit) or had to fetch it; bytes received from peers. */
+  observe?: { cache(hit: boolean): void; received(bytes: number): void };
 }
 
 export function createRemoteData(o: RemoteDataOptions): RemoteData {
@@ -205,6 +207,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
             }
             if (Number(ch.offset) !== it.got || it.got + ch.data.length > it.size) throw new FsError(E.EIO, `holder ${address} sent bytes of ${it.path} out of order`);
             it.write(ch.data, it.got);
+            o.observe?.received(ch.data.length);
             it.got += ch.data.length;
             if (ch.last) end(ch.index, it.got === it.size ? undefined : new FsError(E.EIO, `holder ${address} has ${it.got} of ${it.size} bytes of ${it.path}`));
           }
@@ -226,6 +229,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
       for await (const ch of o.pool.get(address).readFile({ path, offset: 0n, length: 0n, ino: BigInt(ino), version: BigInt(version) })) {
         if (Number(ch.offset) !== got) throw new FsError(E.EIO, `holder ${address} sent bytes out of order`);
         progress.sink.write(ch.data, got);
+        o.observe?.received(ch.data.length);
         got += ch.data.length;
         progress.got = got;
         for (const w of progress.waiters.splice(0)) w();
@@ -352,6 +356,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
             continue;
           }
           if (data.length === 0) throw new FsError(E.EIO, `holder of ${path} has fewer bytes than its record`);
+          o.observe?.received(data.length);
           out.set(data, got);
           got += data.length;
         }
@@ -381,6 +386,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
     cached: (ino, version) => o.cache.has(ino, version),
     openCached: (ino, version) => o.cache.open(ino, version),
     async open(ino, version, path, size, given, siblings) {
+      o.observe?.cache(o.cache.has(ino, version));
       const fits = o.cache.fits(size);
       if (fits && size < RANGED_MIN) {
         await cache(ino, version, path, size, given, siblings);

@@ -35,6 +35,8 @@ export interface VfsOptions {
   remote?: RemoteData;
   /** Apply other nodes' pending renames and deletes to the local disk (when a held file is missing). */
   catchUp?: () => Promise<void>;
+  /** Bytes read or written in JS (the shim counts what it serves itself). */
+  onIo?: (kind: "read" | "write", bytes: number) => void;
 }
 
 interface Handle {
@@ -501,9 +503,14 @@ export function createVfs(o: VfsOptions): Vfs {
 
     async read(_c, _ino, fh, offset, size) {
       const h = handleOf(fh);
-      if (h.ranges) return h.ranges.read(offset, size);
+      if (h.ranges) {
+        const d = await h.ranges.read(offset, size);
+        o.onIo?.("read", d.length);
+        return d;
+      }
       const buf = Buffer.allocUnsafe(size);
       const n = fs.readSync(h.fd, buf, 0, size, offset);
+      o.onIo?.("read", n);
       return buf.subarray(0, n);
     },
 
@@ -511,6 +518,7 @@ export function createVfs(o: VfsOptions): Vfs {
       const h = handleOf(fh);
       const n = fs.writeSync(h.fd, data, 0, data.length, offset);
       h.dirty = true;
+      o.onIo?.("write", n);
       return n;
     },
 

@@ -1,0 +1,68 @@
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+
+const LATENCY = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/**
+ * Every metric mcfs exports, on one registry. Labels stay low-cardinality: operation, method, tier,
+ * errno, gRPC code; never a path or an inode.
+ */
+export function createMetrics() {
+  const registry = new Registry();
+  const r = { registers: [registry] };
+  return {
+    registry,
+    fuseOps: new Counter({ name: "mcfs_fuse_operations_total", help: "FUSE operations answered in JS, by operation (reads and writes of local files are served by the shim: see mcfs_read_bytes_total)", labelNames: ["op"], ...r }),
+    fuseErrors: new Counter({ name: "mcfs_fuse_operation_errors_total", help: "FUSE operations answered with an error, by operation and errno", labelNames: ["op", "errno"], ...r }),
+    fuseLatency: new Histogram({ name: "mcfs_fuse_operation_duration_seconds", help: "Time to answer a FUSE operation in JS", labelNames: ["op"], buckets: LATENCY, ...r }),
+    readBytes: new Counter({ name: "mcfs_read_bytes_total", help: "Bytes read through the mount, by where they came from: local (a file on this node's disk, served by the shim), ram (a RAM copy or a ranged read, served in JS)", labelNames: ["source"], ...r }),
+    writtenBytes: new Counter({ name: "mcfs_written_bytes_total", help: "Bytes written through the mount", ...r }),
+    peerBytes: new Counter({ name: "mcfs_peer_bytes_total", help: "File bytes moved between nodes: received from peers, served to peers", labelNames: ["direction"], ...r }),
+    cacheHits: new Counter({ name: "mcfs_cache_hits_total", help: "Opens of other nodes' files answered from this node's cache", ...r }),
+    cacheMisses: new Counter({ name: "mcfs_cache_misses_total", help: "Opens of other nodes' files that had to fetch them", ...r }),
+    cacheEvictions: new Counter({ name: "mcfs_cache_evictions_total", help: "Copies evicted from the cache, by tier", labelNames: ["tier"], ...r }),
+    cacheBytes: new Gauge({ name: "mcfs_cache_bytes", help: "Bytes of copies in the cache, by tier", labelNames: ["tier"], ...r }),
+    cacheFiles: new Gauge({ name: "mcfs_cache_files", help: "Copies in the cache, by tier", labelNames: ["tier"], ...r }),
+    cacheLimit: new Gauge({ name: "mcfs_cache_limit_bytes", help: "Size limit of each cache tier", labelNames: ["tier"], ...r }),
+    rpcs: new Counter({ name: "mcfs_peer_rpcs_total", help: "Peer RPCs, by side (client, server), method and gRPC code", labelNames: ["side", "method", "code"], ...r }),
+    rpcLatency: new Histogram({ name: "mcfs_peer_rpc_duration_seconds", help: "Time of peer RPCs (to the end of a stream)", labelNames: ["side", "method"], buckets: LATENCY, ...r }),
+    redisOps: new Counter({ name: "mcfs_redis_operations_total", help: "Metadata operations on Redis (each one script or a few commands), by operation", labelNames: ["op"], ...r }),
+    redisErrors: new Counter({ name: "mcfs_redis_operation_errors_total", help: "Metadata operations on Redis that failed for a reason other than the filesystem's (connection, timeout)", labelNames: ["op"], ...r }),
+    redisLatency: new Histogram({ name: "mcfs_redis_operation_duration_seconds", help: "Time of metadata operations on Redis", labelNames: ["op"], buckets: LATENCY, ...r }),
+    nodes: new Gauge({ name: "mcfs_nodes", help: "Nodes of the cluster as this node sees them, by state (live, expired)", labelNames: ["state"], ...r }),
+    openFiles: new Gauge({ name: "mcfs_open_files", help: "Files open through this node's mount", ...r }),
+    csiCalls: new Counter({ name: "mcfs_csi_calls_total", help: "CSI calls, by method and gRPC code", labelNames: ["method", "code"], ...r }),
+    csiLatency: new Histogram({ name: "mcfs_csi_call_duration_seconds", help: "Time of CSI calls", labelNames: ["method"], buckets: LATENCY, ...r }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;
+
+/**
+ * The store's methods, timed and counted by name. Errors the filesystem expects (ENOENT, EEXIST...:
+ * they carry an errno) are answers, not failures of Redis.
+ */
+export function instrument<T extends object>(target: T, m: Metrics, isAnswer: (e: unknown) => boolean): T {
+  return new Proxy(target, {
+    get(obj, prop, recv) {
+      const v = Reflect.get(obj, prop, recv) as unknown;
+      if (typeof v !== "function" || typeof prop !== "string" || prop === "subscribe" || prop === "close") return v;
+      return (...args: unknown[]) => {
+        const end = m.redisLatency.startTimer({ op: prop });
+        m.redisOps.inc({ op: prop });
+        const out = (v as (...a: unknown[]) => unknown).apply(obj, args);
+        if (!(out instanceof Promise)) {
+          end();
+          return out;
+        }
+        return out.then(
+          (x) => (end(), x),
+          (e: unknown) => {
+            end();
+            if (!isAnswer(e)) m.redisErrors.inc({ op: prop });
+            throw e;
+          },
+        );
+      };
+    },
+  });
+}
