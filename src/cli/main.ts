@@ -3,6 +3,7 @@ import yargs from "yargs";
 import { daemonConfig, daemonOptions } from "./daemon-command.ts";
 import { runDaemon } from "../daemon/daemon.ts";
 import { createLogger, type Logger } from "../util/log.ts";
+import { statusMain, statusOptions } from "./status-command.ts";
 import { csiConfig, csiNodeConfig, csiNodeOptions, csiOptions } from "./csi-command.ts";
 import { runCsiController, type Role } from "../daemon/csi-controller-role.ts";
 import { runCsiNode } from "../daemon/csi-node-role.ts";
@@ -78,6 +79,7 @@ await yargs(process.argv.slice(2))
     const cfg = configOrExit(() => csiNodeConfig(a, process.env, pkg.version));
     return roleMain(cfg.debug, (log) => runCsiNode(cfg, log));
   })
+  .command("status", "Show the cluster: nodes, what each holds, files with a single copy or no live holder", (y) => statusOptions(y), (a) => statusMain(a))
   .example("mcfs daemon -f /mnt/mcfs -r /var/lib/mcfs/root", "one node, private Redis")
   .example("mcfs daemon -f /mnt/mcfs -r /data/mcfs -u redis://redis-host:6379 -i 10.0.0.5 -p 5000", "a node of a cluster")
   .strict()

@@ -13,6 +13,7 @@ import { createCopyCache, type CopyCache } from "../cache/copy-cache.ts";
 import { createMetrics, instrument, type Metrics } from "../metrics/metrics.ts";
 import { observeRpcs } from "../metrics/rpc-interceptor.ts";
 import { serveMetrics } from "../metrics/metrics-server.ts";
+import { createProgress } from "../util/progress.ts";
 import { createTodoApplier } from "../vfs/local-todo.ts";
 import { startPeerServer } from "../peer/peer-server.ts";
 import { createPeerPool } from "../peer/peer-client.ts";
@@ -90,7 +91,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     const startedAt = Date.now();
     await store.registerNode({ id: nodeId, address, startedAt }, NODE_TTL_MS);
     cleanups.push(() => store.unregisterNode(nodeId));
-    const beat = setInterval(() => store.heartbeat(nodeId, NODE_TTL_MS).catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "heartbeat failed")), HEARTBEAT_MS);
+    let copies: CopyCache | undefined;
+    const beat = setInterval(() => store.heartbeat(nodeId, NODE_TTL_MS, { cache: copies?.usage() ?? [] }).catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "heartbeat failed")), HEARTBEAT_MS);
     cleanups.push(async () => clearInterval(beat));
 
     // Renames and deletes of this node's files made elsewhere while it was down, before the scan
@@ -100,12 +102,13 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     const todo = createTodoApplier({ rootPath: cfg.rootPath, nodeId, store, log: nlog, writing: (ino) => vfs?.writing(ino) ?? false });
     await todo.drain();
     const t0 = performance.now();
-    const scan = await scanRoot(cfg.rootPath, store, nodeId, nlog, !cfg.redisUrl);
+    const progress = createProgress("start-up scan: files under the root path", nlog, true);
+    const scan = await scanRoot(cfg.rootPath, store, nodeId, nlog, !cfg.redisUrl, (n) => progress.update(n, 0));
+    progress.stop();
     nlog.info({ ...scan, seconds: +((performance.now() - t0) / 1000).toFixed(2), root: cfg.rootPath }, "start-up scan done");
 
     // A sole node (private Redis) has no peers: it opens no port.
     let remote: RemoteData | undefined;
-    let copies: CopyCache | undefined;
     if (cfg.redisUrl) {
       if (!cfg.clusterSecret) nlog.warn("--insecure: serving this node's files to anyone who can reach its port");
       // Per node: several nodes on one machine may share the cache directory.
@@ -144,6 +147,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         onServed: m && ((n) => m.peerBytes.inc({ direction: "served" }, n)),
       });
       cleanups.push(() => server.close());
+      // -p 0: the port the kernel picked is the one other nodes must dial.
+      if (server.port !== cfg.port) await store.registerNode({ id: nodeId, address: `${cfg.hostIp}:${server.port}`, startedAt }, NODE_TTL_MS);
     }
     vfs = createVfs({
       rootPath: cfg.rootPath, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, soleNode: !cfg.redisUrl, remote, catchUp: () => todo.drain(),

@@ -18,6 +18,7 @@
  * | P orphans         | set    | inodes with no names left, kept while some node has them open         |
  * | P nodes           | hash   | every node that ever joined: id -> JSON {id, address, startedAt}      |
  * | P hb:{node}       | string | heartbeat, expires when the node stops beating                         |
+ * | P seen            | hash   | node id -> JSON {at, cache}: its last heartbeat and what it reported  |
  * | P inval           | pubsub | JSON array of Invalidations (a turn's changes), so other nodes drop   |
  * |                   |        | their caches                                                          |
  * | P todo:{node}     | list   | JSON changes of local files a node must still make (rm, rmdir, mv,    |
@@ -29,7 +30,7 @@
  */
 import { commandOptions } from "redis";
 import { connectRedis } from "./redis-connect.ts";
-import type { AttrChange, DirListing, Holders, Inode, Invalidation, MetadataStore, NewInode, NodeInfo, Removed, Renamed, TodoEntry } from "./store.ts";
+import type { AttrChange, DirListing, FileHoldings, Holders, NodeReport, Inode, Invalidation, MetadataStore, NewInode, NodeInfo, Removed, Renamed, TodoEntry } from "./store.ts";
 import { E, FsError, fsError } from "../util/errno.ts";
 
 const S_IFMT = 0o170000, S_IFDIR = 0o040000;
@@ -412,6 +413,12 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
   }
   let subscriber: ReturnType<typeof client.duplicate> | undefined;
 
+  /** Pipelined, not one transaction per inode: a snapshot of each is enough for choosing holders. */
+  async function holdersMany(inos: number[]): Promise<Holders[]> {
+    const all = await Promise.all(inos.flatMap((i) => [client.hGetAll(`${P}loc:${i}`), client.hGetAll(`${P}cc:${i}`)]));
+    return inos.map((_, i) => parseHolders(all[2 * i]!, all[2 * i + 1]!));
+  }
+
   async function get(ino: number): Promise<Inode> {
     const f = await client.hGetAll(ik(ino));
     if (f.m === undefined) throw fsError("ENOENT", `inode ${ino} not found`);
@@ -551,11 +558,7 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
       const [data, cached] = (await client.multi().hGetAll(`${P}loc:${ino}`).hGetAll(`${P}cc:${ino}`).exec()) as unknown as [Record<string, string>, Record<string, string>];
       return parseHolders(data, cached);
     },
-    async holdersMany(inos) {
-      // Pipelined, not one transaction per inode: a snapshot of each is enough for choosing holders.
-      const all = await Promise.all(inos.flatMap((i) => [client.hGetAll(`${P}loc:${i}`), client.hGetAll(`${P}cc:${i}`)]));
-      return inos.map((_, i) => parseHolders(all[2 * i]!, all[2 * i + 1]!));
-    },
+    holdersMany,
     async heldBy(node, copies) {
       if (!copies.length) return [];
       const r = (await run("heldby", [node, ...copies.flatMap((c) => [String(c.ino), String(c.version)])])) as number[];
@@ -568,17 +571,48 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
       await run("dropcached", [String(ino), node, String(version)]);
     },
     async nodes() {
-      const all = await client.hGetAll(`${P}nodes`);
+      const [all, seen] = await Promise.all([client.hGetAll(`${P}nodes`), client.hGetAll(`${P}seen`)]);
       const ids = Object.keys(all);
       const alive = await Promise.all(ids.map((id) => client.exists(`${P}hb:${id}`)));
-      return new Map(ids.map((id, i) => [id, { ...(JSON.parse(all[id]!) as NodeInfo), alive: alive[i] === 1 }]));
+      return new Map(
+        ids.map((id, i) => {
+          const s = seen[id] ? (JSON.parse(seen[id]) as { at: number } & NodeReport) : undefined;
+          return [id, { ...(JSON.parse(all[id]!) as NodeInfo), alive: alive[i] === 1, lastSeen: s?.at, report: s && { cache: s.cache ?? [] } }];
+        }),
+      );
     },
     async registerNode(node, ttlMs) {
       await client.hSet(`${P}nodes`, node.id, JSON.stringify(node));
       await client.set(`${P}hb:${node.id}`, String(Date.now()), { PX: ttlMs });
+      await client.hSet(`${P}seen`, node.id, JSON.stringify({ at: Date.now(), cache: [] }));
     },
-    async heartbeat(nodeId, ttlMs) {
-      await client.set(`${P}hb:${nodeId}`, String(Date.now()), { PX: ttlMs });
+    async heartbeat(nodeId, ttlMs, report) {
+      const now = Date.now();
+      await client.multi().set(`${P}hb:${nodeId}`, String(now), { PX: ttlMs }).hSet(`${P}seen`, nodeId, JSON.stringify({ at: now, cache: report?.cache ?? [] })).exec();
+    },
+    async scanFiles(onBatch, onProgress) {
+      const bound = Number((await client.get(`${P}next`)) ?? 0);
+      let seen = 0;
+      const prefix = `${P}loc:`;
+      let batch: string[] = [];
+      const flush = async () => {
+        const inos = batch.map((k) => Number(k.slice(prefix.length)));
+        batch = [];
+        const [recs, holders] = await Promise.all([Promise.all(inos.map((i) => client.hmGet(`${P}i:${i}`, ["s", "v"]))), holdersMany(inos)]);
+        const files: FileHoldings[] = [];
+        inos.forEach((ino, i) => {
+          const [s, v] = recs[i]!;
+          if (s !== null && s !== undefined) files.push({ ino, size: Number(s), version: Number(v ?? 0), holders: holders[i]! });
+        });
+        seen += files.length;
+        onBatch(files);
+        onProgress?.(seen, bound);
+      };
+      for await (const key of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) {
+        batch.push(key);
+        if (batch.length >= 1000) await flush();
+      }
+      if (batch.length) await flush();
     },
     async unregisterNode(nodeId) {
       // Only the heartbeat goes: the node stays known, so changes to its files are queued while it is away.

@@ -70,6 +70,27 @@ export interface NodeInfo {
   startedAt: number;
 }
 
+/** What a node says of itself with each heartbeat. */
+export interface NodeReport {
+  /** Cache use by tier. */
+  cache: { tier: string; bytes: number; files: number; limit: number }[];
+}
+
+/** A node as the store knows it: alive while its heartbeat is current; when it last beat. */
+export interface NodeState extends NodeInfo {
+  alive: boolean;
+  lastSeen?: number;
+  report?: NodeReport;
+}
+
+/** A file's size, data version and holders, as the status scan sees it. */
+export interface FileHoldings {
+  ino: number;
+  size: number;
+  version: number;
+  holders: Holders;
+}
+
 /** What another node changed: caches holding these must let go. */
 export interface Invalidation {
   /** Node that made the change. */
@@ -146,9 +167,14 @@ export interface MetadataStore {
   /** Unlist node's cached copy of ino, if it is still listed at version. */
   dropCachedCopy(ino: number, node: string, version: number): Promise<void>;
   /** Every node that ever joined, by id, with whether its heartbeat is current. */
-  nodes(): Promise<Map<string, NodeInfo & { alive: boolean }>>;
+  nodes(): Promise<Map<string, NodeState>>;
   registerNode(node: NodeInfo, ttlMs: number): Promise<void>;
-  heartbeat(nodeId: string, ttlMs: number): Promise<void>;
+  heartbeat(nodeId: string, ttlMs: number, report?: NodeReport): Promise<void>;
+  /**
+   * Every file with bytes somewhere, in batches (for `mcfs status`); progress: files seen so far and
+   * the highest inode number handed out (an upper bound of the files).
+   */
+  scanFiles(onBatch: (files: FileHoldings[]) => void, onProgress?: (seen: number, bound: number) => void): Promise<void>;
   /** A clean leave: the node stops being live but stays known. */
   unregisterNode(nodeId: string): Promise<void>;
   close(): Promise<void>;

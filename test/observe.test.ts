@@ -1,0 +1,119 @@
+import { describe, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import { spawnSync } from "bun";
+import { MCFS, fuseUnavailable, waitFor } from "./helpers/env.ts";
+import type { TestDaemon } from "./helpers/daemon.ts";
+import { useCluster } from "./helpers/node.ts";
+
+const skip = fuseUnavailable();
+
+/** The port a daemon started with --metrics-port 0 serves its metrics on, from its log. */
+function metricsPort(d: TestDaemon): number {
+  const m = /"port":(\d+),"msg":"serving metrics at \/metrics"/.exec(d.log());
+  if (!m) throw new Error(`no metrics port in the log:\n${d.log()}`);
+  return Number(m[1]);
+}
+
+/** One sample of a scrape: the sum of the series of name whose labels include these. */
+async function scrape(d: TestDaemon): Promise<(name: string, labels?: Record<string, string>) => number> {
+  const text = await (await fetch(`http://127.0.0.1:${metricsPort(d)}/metrics`)).text();
+  return (name, labels = {}) => {
+    let sum = 0;
+    for (const line of text.split("\n")) {
+      const m = /^([a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$/.exec(line);
+      if (!m || m[1] !== name) continue;
+      const ls = Object.fromEntries([...(m[2] ?? "").matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
+      if (Object.entries(labels).every(([k, v]) => ls[k] === v)) sum += Number(m[3]);
+    }
+    return sum;
+  };
+}
+
+describe.skipIf(!!skip)("metrics", () => {
+  const n = useCluster("metrics", ["a", "b"], { a: ["--metrics-port", "0"], b: ["--metrics-port", "0"] }).nodes;
+
+  test("counts move with a known workload: local reads, a cross-node read (peer bytes, a miss), a cached re-read (a hit)", async () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    const data = randomBytes(300 * 1024);
+    fs.writeFileSync(join(a.mnt, "m.bin"), data);
+    const a0 = await scrape(a);
+    const b0 = await scrape(b);
+    expect(fs.readFileSync(join(a.mnt, "m.bin")).equals(data)).toBe(true);
+    expect(fs.readFileSync(join(b.mnt, "m.bin")).equals(data)).toBe(true);
+    const a1 = await scrape(a);
+    const b1 = await scrape(b);
+    expect(a1("mcfs_read_bytes_total", { source: "local" }) - a0("mcfs_read_bytes_total", { source: "local" })).toBeGreaterThanOrEqual(data.length);
+    expect(a1("mcfs_peer_bytes_total", { direction: "served" }) - a0("mcfs_peer_bytes_total", { direction: "served" })).toBe(data.length);
+    expect(b1("mcfs_peer_bytes_total", { direction: "received" }) - b0("mcfs_peer_bytes_total", { direction: "received" })).toBe(data.length);
+    expect(b1("mcfs_cache_misses_total") - b0("mcfs_cache_misses_total")).toBe(1);
+    expect(b1("mcfs_peer_rpcs_total", { side: "client", code: "OK" }) - b0("mcfs_peer_rpcs_total", { side: "client", code: "OK" })).toBeGreaterThanOrEqual(1);
+    expect(a1("mcfs_peer_rpcs_total", { side: "server" }) - a0("mcfs_peer_rpcs_total", { side: "server" })).toBeGreaterThanOrEqual(1);
+    expect(b1("mcfs_cache_bytes", { tier: "ram" })).toBeGreaterThanOrEqual(data.length);
+
+    expect(fs.readFileSync(join(b.mnt, "m.bin")).equals(data)).toBe(true);
+    const b2 = await scrape(b);
+    expect(b2("mcfs_cache_hits_total") - b1("mcfs_cache_hits_total")).toBe(1);
+    expect(b2("mcfs_peer_bytes_total", { direction: "received" })).toBe(b1("mcfs_peer_bytes_total", { direction: "received" }));
+
+    expect(b2("mcfs_fuse_operations_total", { op: "open" })).toBeGreaterThanOrEqual(2);
+    expect(b2("mcfs_fuse_operation_duration_seconds_count", { op: "open" })).toBe(b2("mcfs_fuse_operations_total", { op: "open" }));
+    expect(b2("mcfs_redis_operations_total", { op: "holders" })).toBeGreaterThanOrEqual(2);
+    expect(b2("mcfs_nodes", { state: "live" })).toBe(2);
+    expect(() => fs.readFileSync(join(b.mnt, "no-such-file"))).toThrow();
+    const b3 = await scrape(b);
+    expect(b3("mcfs_fuse_operation_errors_total", { op: "lookup", errno: "ENOENT" })).toBeGreaterThanOrEqual(1);
+    // Never a path in a label.
+    const text = await (await fetch(`http://127.0.0.1:${metricsPort(b)}/metrics`)).text();
+    expect(text).not.toContain("m.bin");
+  });
+});
+
+interface StatusJson {
+  nodes: { id: string; alive: boolean; files: number; lastSeen?: number }[];
+  files: number;
+  singleCopy: { files: number };
+  unavailable: { files: number; bytes: number };
+}
+
+describe.skipIf(!!skip)("mcfs status", () => {
+  const cluster = useCluster("status", ["a", "b", "c"]);
+
+  const status = (json: boolean) => {
+    const r = spawnSync([MCFS, "status", "-u", cluster.redis.url, ...(json ? ["--json"] : [])], { stdout: "pipe", stderr: "pipe" });
+    expect(r.exitCode).toBe(0);
+    return r.stdout.toString();
+  };
+
+  test("three nodes, one killed: it shows expired, and its single-copy files as unavailable", async () => {
+    const [a, b, c] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
+    const id = (d: TestDaemon) => fs.readFileSync(join(d.root, ".mcfs/node-id"), "utf8").trim();
+    // Above the size small files are fetched in batches with: B copies only what it reads.
+    const big = 300 * 1024;
+    for (let i = 0; i < 5; i++) fs.writeFileSync(join(a.mnt, `a${i}`), randomBytes(big));
+    for (let i = 0; i < 3; i++) fs.writeFileSync(join(c.mnt, `c${i}`), randomBytes(2000));
+    // B reads two of A's files: they have a second copy, in B's cache.
+    for (const f of ["a0", "a1"]) fs.readFileSync(join(b.mnt, f));
+    await waitFor("B's copies listed", () => (JSON.parse(status(true)) as StatusJson).singleCopy.files === 6);
+    const before = JSON.parse(status(true)) as StatusJson;
+    expect(before.files).toBe(8);
+    expect(before.unavailable.files).toBe(0);
+    expect(before.nodes.find((x) => x.id === id(b))!.files).toBe(2);
+
+    await a.kill();
+    // Expired once its heartbeat runs out (15 s).
+    await waitFor("A to show expired", () => (JSON.parse(status(true)) as StatusJson).nodes.find((x) => x.id === id(a))?.alive === false, 40_000);
+    const st = JSON.parse(status(true)) as StatusJson;
+    const na = st.nodes.find((x) => x.id === id(a))!;
+    expect(na.files).toBe(5);
+    expect(na.lastSeen).toBeGreaterThan(0);
+    expect(st.nodes.filter((x) => x.alive)).toHaveLength(2);
+    expect(st.unavailable).toEqual({ files: 3, bytes: 3 * big });
+    expect(st.singleCopy.files).toBe(6);
+    const text = status(false);
+    expect(text).toContain("1 expired");
+    expect(text).toMatch(new RegExp(`${id(a)}\\s+\\S+\\s+expired`));
+    expect(text).toContain("every holder down: 3");
+  }, 120_000);
+});
