@@ -117,3 +117,18 @@ describe.skipIf(!!skip)("mcfs status", () => {
     expect(text).toContain("every holder down: 3");
   }, 120_000);
 });
+
+describe("dashboards/mcfs.json", () => {
+  test("every metric it queries is one mcfs exports", async () => {
+    const { createMetrics } = await import("../src/metrics/metrics.ts");
+    const exported = new Set<string>();
+    for (const mt of await createMetrics().registry.getMetricsAsJSON()) {
+      exported.add(mt.name);
+      if (mt.type === "histogram") for (const s of ["_bucket", "_sum", "_count"]) exported.add(mt.name + s);
+    }
+    const dash = JSON.parse(fs.readFileSync(join(import.meta.dir, "../dashboards/mcfs.json"), "utf8")) as { panels: { targets: { expr: string }[] }[] };
+    const used = new Set(dash.panels.flatMap((p) => p.targets.flatMap((t) => t.expr.match(/mcfs_[a-z_]+/g) ?? [])));
+    expect(used.size).toBeGreaterThan(10);
+    for (const name of used) expect({ name, exported: exported.has(name) }).toEqual({ name, exported: true });
+  });
+});
