@@ -19,6 +19,7 @@ if [ "${1:-}" = "--test" ]; then
   command -v mkfifo >/dev/null || need+=(coreutils)
   # The chart tests unpack helm from an npm package's zip.
   command -v unzip >/dev/null || need+=(unzip)
+  command -v shellcheck >/dev/null || need+=(shellcheck)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -151,3 +151,24 @@ describe("Helm chart charts/multicloud-csi", () => {
     expect(bad.stderr.toString()).toContain("redis.existingUrl");
   });
 });
+
+describe("shipping scripts", () => {
+  test("every script in scripts/ and .ci/run is shellcheck-clean", () => {
+    const scripts = [...new Bun.Glob("scripts/*.sh").scanSync(REPO)].map((s) => join(REPO, s));
+    expect(scripts.length).toBeGreaterThanOrEqual(5);
+    run(["shellcheck", ...scripts, join(REPO, ".ci/run")]);
+  });
+
+  test("kind-up.sh fails at once, naming what is missing, when docker, kind, kubectl or helm are absent", () => {
+    const bin = join(REPO, "node_modules/.cache/mcfs-no-tools");
+    mkdirSync(bin, { recursive: true });
+    // Only what bash itself needs; none of the four tools.
+    for (const t of ["bash", "dirname"]) {
+      const p = Bun.which(t);
+      if (p && !existsSync(join(bin, t))) spawnSync(["ln", "-s", p, join(bin, t)]);
+    }
+    const r = spawnSync([join(bin, "bash"), join(REPO, "scripts/kind-up.sh")], { env: { PATH: bin }, stderr: "pipe", stdout: "pipe" });
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr.toString()).toContain("missing docker kind kubectl helm");
+  });
+});
