@@ -25,7 +25,8 @@ have_image() { "$ENGINE" image inspect "$1" >/dev/null 2>&1; }
 # The host's Debian mirror, so the image reaches what the host reaches.
 host_mirror() {
   local uri
-  uri="$(grep -hoE 'https?://[^ ]+' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | grep -v security | head -n1 || true)"
+  uri="$( { sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/*.sources; sed -n 's/^deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\?//p' /etc/apt/sources.list; } 2>/dev/null \
+    | grep -oE '^https?://[^ ]+' | grep -v security | head -n1 || true)"
   echo "${uri:-http://deb.debian.org/debian}"
 }
 
