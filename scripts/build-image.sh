@@ -10,12 +10,24 @@ TAG="${1:-multicloud-csi-driver:0.1.0}"
 
 ENGINE="${ENGINE:-}"
 if [ -z "$ENGINE" ]; then
-  if command -v docker >/dev/null 2>&1; then ENGINE=docker
+  # docker only when its daemon answers; podman needs none.
+  if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then ENGINE=docker
   elif command -v podman >/dev/null 2>&1; then ENGINE=podman
+  elif command -v docker >/dev/null 2>&1; then
+    echo "build-image: docker is installed but its daemon does not answer; start it, or install podman" >&2
+    exit 1
   else
     echo "build-image: neither docker nor podman is installed (apt-get install podman, or docker.io)" >&2
     exit 1
   fi
+fi
+# podman: build without a runtime container and run without cgroups, so it works in containers and
+# on hosts with hybrid cgroups too.
+build_flags=()
+run_flags=()
+if [ "$ENGINE" = podman ]; then
+  build_flags=(--isolation=chroot)
+  run_flags=(--cgroups=disabled)
 fi
 BUILD_IMAGE="${BUILD_IMAGE:-debian:bookworm}"
 RUNTIME_IMAGE="${RUNTIME_IMAGE:-debian:bookworm-slim}"
@@ -43,14 +55,14 @@ if ! have_image "$BUILD_IMAGE" && ! timeout 60 "$ENGINE" pull -q "$BUILD_IMAGE" 
 fi
 
 echo "build-image: building $TAG with $ENGINE (build: $BUILD_IMAGE, runtime: $RUNTIME_IMAGE)"
-"$ENGINE" build -t "$TAG" --build-arg "BUILD_IMAGE=$BUILD_IMAGE" --build-arg "RUNTIME_IMAGE=$RUNTIME_IMAGE" .
+"$ENGINE" build "${build_flags[@]}" -t "$TAG" --build-arg "BUILD_IMAGE=$BUILD_IMAGE" --build-arg "RUNTIME_IMAGE=$RUNTIME_IMAGE" .
 
 echo "build-image: mcfs --help in $TAG"
-"$ENGINE" run --rm "$TAG" --help | head -n 5
+"$ENGINE" run "${run_flags[@]}" --rm "$TAG" --help | head -n 5
 
 echo "build-image: a FUSE mount in $TAG"
 # shellcheck disable=SC2016 # the script runs in the container's shell
-"$ENGINE" run --rm --privileged --device /dev/fuse --entrypoint /bin/sh "$TAG" -c '
+"$ENGINE" run "${run_flags[@]}" --rm --privileged --device /dev/fuse --entrypoint /bin/sh "$TAG" -c '
   mcfs daemon -f /mnt/mcfs -r /tmp/root 2>/tmp/log &
   pid=$!
   for _ in $(seq 100); do mountpoint -q /mnt/mcfs && break; sleep 0.1; done

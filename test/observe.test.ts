@@ -124,7 +124,7 @@ describe("dashboards/mcfs.json", () => {
     const exported = new Set<string>();
     for (const mt of await createMetrics().registry.getMetricsAsJSON()) {
       exported.add(mt.name);
-      if (mt.type === "histogram") for (const s of ["_bucket", "_sum", "_count"]) exported.add(mt.name + s);
+      if (String(mt.type) === "histogram") for (const s of ["_bucket", "_sum", "_count"]) exported.add(mt.name + s);
     }
     const dash = JSON.parse(fs.readFileSync(join(import.meta.dir, "../dashboards/mcfs.json"), "utf8")) as { panels: { targets: { expr: string }[] }[] };
     const used = new Set(dash.panels.flatMap((p) => p.targets.flatMap((t) => t.expr.match(/mcfs_[a-z_]+/g) ?? [])));
