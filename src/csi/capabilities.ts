@@ -14,6 +14,15 @@ export function unsupported(c: VolumeCapability): string | undefined {
   return undefined;
 }
 
+/** The one capability a publish names: present, well-formed and one mcfs serves; its access mode. */
+export function requireServable(c: VolumeCapability | undefined, field: string): Mode {
+  if (!c) throw invalid(field);
+  requireCapabilities([c], field);
+  const why = unsupported(c);
+  if (why) throw invalid(field, why);
+  return c.accessMode!.mode;
+}
+
 /** Well-formed capabilities (field names the first that is not); unsupported ones are the caller's to judge. */
 export function requireCapabilities(caps: VolumeCapability[], field: string): void {
   if (!caps.length) throw invalid(field);

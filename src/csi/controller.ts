@@ -5,7 +5,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Controller, ControllerServiceCapability_RPC_Type as Cap, type CapacityRange, type VolumeSchema } from "../gen/csi/v1/csi_pb.ts";
 import type { Logger } from "../util/log.ts";
 import { csiError, createOpLocks, guard, invalid } from "./errors.ts";
-import { READ_ONLY, SINGLE_NODE, requireCapabilities, unsupported } from "./capabilities.ts";
+import { READ_ONLY, SINGLE_NODE, requireCapabilities, requireServable, unsupported } from "./capabilities.ts";
 import type { VolumeRecord, VolumeRegistry } from "./volume-registry.ts";
 import type { VolumeDirs } from "./volume-dirs.ts";
 
@@ -91,11 +91,7 @@ export function createControllerService(o: ControllerOptions): Partial<ServiceIm
     controllerPublishVolume: g("ControllerPublishVolume", async (req) => {
       if (!req.volumeId) throw invalid("volume_id");
       if (!req.nodeId) throw invalid("node_id");
-      if (!req.volumeCapability) throw invalid("volume_capability");
-      requireCapabilities([req.volumeCapability], "volume_capability");
-      const why = unsupported(req.volumeCapability);
-      if (why) throw invalid("volume_capability", why);
-      const mode = req.volumeCapability.accessMode!.mode;
+      const mode = requireServable(req.volumeCapability, "volume_capability");
       return locks.run([`volume:${req.volumeId}`], async () => {
         await known(req.volumeId);
         if (!(await registry.nodes()).has(req.nodeId)) throw csiError(Code.NotFound, `node ${req.nodeId} is not known (no csi-node has reported it)`);

@@ -3,7 +3,7 @@ import { Code, type ServiceImpl } from "@connectrpc/connect";
 import { Node, NodeServiceCapability_RPC_Type as Cap, VolumeUsage_Unit as Unit } from "../gen/csi/v1/csi_pb.ts";
 import type { Logger } from "../util/log.ts";
 import { csiError, createOpLocks, guard, invalid } from "./errors.ts";
-import { READ_ONLY, requireCapabilities, unsupported } from "./capabilities.ts";
+import { READ_ONLY, requireServable } from "./capabilities.ts";
 import type { Mounter, MountEntry } from "./mounter.ts";
 import { VOLUMES_DIR } from "./volume-dirs.ts";
 
@@ -57,12 +57,9 @@ export function createNodeService(o: NodeServiceOptions): Partial<ServiceImpl<ty
     nodePublishVolume: g("NodePublishVolume", async (req) => {
       if (!req.volumeId) throw invalid("volume_id");
       if (!req.targetPath) throw invalid("target_path");
-      if (!req.volumeCapability) throw invalid("volume_capability");
-      requireCapabilities([req.volumeCapability], "volume_capability");
-      const why = unsupported(req.volumeCapability);
-      if (why) throw invalid("volume_capability", why);
+      const mode = requireServable(req.volumeCapability, "volume_capability");
       const target = req.targetPath;
-      const readonly = req.readonly || READ_ONLY.has(req.volumeCapability.accessMode!.mode);
+      const readonly = req.readonly || READ_ONLY.has(mode);
       return locks.run([`volume:${req.volumeId}`, `target:${target}`], async () => {
         const src = await volumeDir(req.volumeId);
         const root = `/${VOLUMES_DIR}/${req.volumeId}`;
