@@ -8,8 +8,13 @@ FROM ${BUILD_IMAGE} AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libc6-dev pkg-config libfuse3-dev npm ca-certificates \
  && rm -rf /var/lib/apt/lists/*
+# Extra CA certificates for a TLS-inspecting proxy between the build and the npm registry
+# (scripts/build-image.sh copies the host's from /usr/local/share/ca-certificates).
+COPY docker/ca-certificates/ /usr/local/share/ca-certificates/
+RUN update-ca-certificates
+ENV NODE_OPTIONS=--use-openssl-ca
 WORKDIR /src
-COPY package.json package-lock.json ./
+COPY package.json package-lock.json .npmrc ./
 RUN npm install --no-audit --no-fund --loglevel=error
 COPY . .
 RUN node_modules/.bin/bun run build.ts && ./dist/mcfs --version

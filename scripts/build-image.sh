@@ -54,6 +54,12 @@ if ! have_image "$BUILD_IMAGE" && ! timeout 60 "$ENGINE" pull -q "$BUILD_IMAGE" 
   RUNTIME_IMAGE="$LOCAL_BASE"
 fi
 
+# The host's extra CA certificates (a TLS-inspecting proxy) reach npm inside the build.
+find docker/ca-certificates -name '*.crt' -delete
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  cp /usr/local/share/ca-certificates/*.crt docker/ca-certificates/
+fi
+
 echo "build-image: building $TAG with $ENGINE (build: $BUILD_IMAGE, runtime: $RUNTIME_IMAGE)"
 "$ENGINE" build "${build_flags[@]}" -t "$TAG" --build-arg "BUILD_IMAGE=$BUILD_IMAGE" --build-arg "RUNTIME_IMAGE=$RUNTIME_IMAGE" .
 
