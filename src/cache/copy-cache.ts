@@ -35,7 +35,8 @@ export function readCopy(c: CopyData, into: Uint8Array, at: number): number {
 }
 
 export interface PendingCopy {
-  write(data: Uint8Array, at: number): void;
+  /** Into RAM at once; to disk on a worker thread (the promise). */
+  write(data: Uint8Array, at: number): void | Promise<void>;
   /** Bytes already written (a reader following the copy as it arrives). */
   read(into: Uint8Array, at: number): number;
   commit(): void;
@@ -156,7 +157,9 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
           if (bytes) {
             if (at + data.length > size) throw new FsError(E.EIO, `copy of inode ${ino} longer than its ${size} bytes`);
             bytes.set(data, at);
-          } else fs.writeSync(fd, data, 0, data.length, at);
+            return;
+          }
+          return new Promise<void>((res, rej) => fs.write(fd, data, 0, data.length, at, (e) => (e ? rej(e) : res())));
         },
         read(into, at) {
           return bytes ? readCopy({ bytes }, into, at) : fs.readSync(fd, into, 0, into.length, at);

@@ -17,6 +17,8 @@ const BATCH_FILE_MAX = 256 << 10;
 const BATCH_FILES = 512;
 const UNWANTED_MAX = 1_000_000;
 const BATCH_BYTES = 16 << 20;
+/** Bytes received but not yet written to a copy on disk. */
+const WRITE_BEHIND = 16 << 20;
 /** How far ahead of an arriving copy a read waits for it instead of asking the holder. */
 const FOLLOW_WINDOW = 32 << 20;
 
@@ -62,7 +64,7 @@ export interface RangeReader {
 
 /** A copy being fetched: where its bytes go, how many arrived so far, and readers waiting for more. */
 interface Arriving {
-  sink: { write(data: Uint8Array, at: number): void; read(into: Uint8Array, at: number): number };
+  sink: { write(data: Uint8Array, at: number): void | Promise<void>; read(into: Uint8Array, at: number): number };
   got: number;
   waiters: (() => void)[];
 }
@@ -155,18 +157,23 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   async function fetchBatch(address: string, first: Wanted, progress: Arriving, extra: Wanted[]): Promise<void> {
     interface Item extends Wanted {
       got: number;
-      write(d: Uint8Array, at: number): void;
+      /** Writes to disk still running: the file is finished after them. */
+      writes: Promise<void>[];
+      write(d: Uint8Array, at: number): void | Promise<void>;
       finish(err?: Error): void;
     }
     let firstDone!: (err?: Error) => void;
     const firstArrived = new Promise<void>((res, rej) => (firstDone = (err) => (err ? rej(err) : res())));
     progress.got = 0;
-    const firstWrite = (d: Uint8Array, at: number) => {
-      progress.sink.write(d, at);
-      progress.got = at + d.length;
-      for (const w of progress.waiters.splice(0)) w();
-    };
-    const items: Item[] = [{ ...first, got: 0, write: firstWrite, finish: firstDone }];
+    // In order: readers following the copy trust progress.got to cover only bytes written.
+    let firstChain: Promise<void> = Promise.resolve();
+    const firstWrite = (d: Uint8Array, at: number) =>
+      (firstChain = firstChain.then(async () => {
+        await progress.sink.write(d, at);
+        progress.got = at + d.length;
+        for (const w of progress.waiters.splice(0)) w();
+      }));
+    const items: Item[] = [{ ...first, got: 0, writes: [], write: firstWrite, finish: firstDone }];
     for (const w of extra) {
       const key = `${w.ino}.${w.version}`;
       const pending = o.cache.begin(w.ino, w.version, w.size);
@@ -176,6 +183,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
       items.push({
         ...w,
         got: 0,
+        writes: [],
         write: (d, at) => pending.write(d, at),
         finish(err) {
           if (err) pending.abort();
@@ -193,7 +201,11 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
     const end = (i: number, err?: Error) => {
       if (done.has(i)) return;
       done.add(i);
-      items[i]!.finish(err);
+      const it = items[i]!;
+      Promise.all(it.writes).then(
+        () => it.finish(err),
+        (e: unknown) => it.finish(err ?? (e as Error)),
+      );
     };
     void (async () => {
       try {
@@ -206,7 +218,8 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
               continue;
             }
             if (Number(ch.offset) !== it.got || it.got + ch.data.length > it.size) throw new FsError(E.EIO, `holder ${address} sent bytes of ${it.path} out of order`);
-            it.write(ch.data, it.got);
+            const w = it.write(ch.data, it.got);
+            if (w) it.writes.push(w);
             o.observe?.received(ch.data.length);
             it.got += ch.data.length;
             if (ch.last) end(ch.index, it.got === it.size ? undefined : new FsError(E.EIO, `holder ${address} has ${it.got} of ${it.size} bytes of ${it.path}`));
@@ -225,16 +238,28 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   async function fetchFrom(address: string, ino: number, version: number, path: string, size: number, progress: Arriving): Promise<void> {
     let got = 0;
     progress.got = 0;
+    // Disk writes run behind the stream, in order, off the event loop: receiving and writing overlap.
+    let written: Promise<void> = Promise.resolve();
+    let behind = 0;
     try {
       for await (const ch of o.pool.get(address).readFile({ path, offset: 0n, length: 0n, ino: BigInt(ino), version: BigInt(version) })) {
         if (Number(ch.offset) !== got) throw new FsError(E.EIO, `holder ${address} sent bytes out of order`);
-        progress.sink.write(ch.data, got);
-        o.observe?.received(ch.data.length);
-        got += ch.data.length;
-        progress.got = got;
-        for (const w of progress.waiters.splice(0)) w();
+        const at = got, data = ch.data;
+        got += data.length;
+        behind += data.length;
+        o.observe?.received(data.length);
+        written = written.then(async () => {
+          await progress.sink.write(data, at);
+          behind -= data.length;
+          progress.got = at + data.length;
+          for (const w of progress.waiters.splice(0)) w();
+        });
+        // Bounded: past this the stream waits (and HTTP/2 flow control holds the sender).
+        if (behind > WRITE_BEHIND) await written;
       }
+      await written;
     } catch (e) {
+      await written.catch(() => {});
       throw fromConnectError(e);
     }
     // A short copy is never served: a holder that lost bytes is as good as down.
