@@ -465,6 +465,10 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
 	/* Lock state is node-local; the kernel then keeps flock/POSIX locks itself. */
 	conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
+	/* Requests of up to 1 MiB (libfuse asks the kernel for max_pages from max_write): an eighth of
+	   the requests for big reads and writes, and so of the hops into JS for remote ones. */
+	conn->max_write = 1u << 20;
+	conn->max_readahead = 1u << 20;
 }
 
 static const struct fuse_lowlevel_ops ops = {

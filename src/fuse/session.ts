@@ -86,7 +86,8 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
   const conn = findMount(opts.mountPoint)?.minor ?? -1;
 
   const attrBuf = new BigInt64Array(A_N);
-  const pollBuf = new Uint8Array(1 << 20);
+  // Room for the largest request (a 1 MiB write with its header) and a batch of small ones.
+  const pollBuf = new Uint8Array(4 << 20);
   const view = new DataView(pollBuf.buffer);
   let stopped = false;
   let resolveClosed!: () => void;

@@ -272,7 +272,12 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
       if (fresh) known = undefined;
       for (const { address } of await sources(ino, version, fresh ? undefined : given)) {
         try {
+          const t0 = performance.now();
           await fetchFrom(address, ino, version, path, size, progress);
+          if (size >= RANGED_MIN) {
+            const seconds = (performance.now() - t0) / 1000;
+            o.log.info({ path, ino, holder: address, mib: Math.round(size / 2 ** 20), seconds: +seconds.toFixed(2), mbPerSecond: Math.round(size / 1e6 / seconds) }, "copied a big file from its holder");
+          }
           return;
         } catch (e) {
           errors.push(`${address}: ${(e as Error).message}`);
