@@ -24,7 +24,7 @@ FROM ${RUNTIME_IMAGE}
 # `mcfs daemon` without --redis_url; setpriv (util-linux, in every Debian image) ties it to mcfs.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server \
- && rm -rf /var/lib/apt/lists/* \
+ && apt-get clean && rm -rf /var/lib/apt/lists/* \
  && command -v setpriv
 COPY --from=build /src/dist/mcfs /usr/local/bin/mcfs
 ENTRYPOINT ["/usr/local/bin/mcfs"]

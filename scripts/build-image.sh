@@ -48,7 +48,14 @@ if ! have_image "$BUILD_IMAGE" && ! timeout 60 "$ENGINE" pull -q "$BUILD_IMAGE" 
   if ! have_image "$LOCAL_BASE"; then
     command -v mmdebstrap >/dev/null 2>&1 || { echo "build-image: mmdebstrap is needed (apt-get install mmdebstrap)" >&2; exit 1; }
     MIRROR="${MIRROR:-$(host_mirror)}"
-    mmdebstrap --variant=minbase --include=ca-certificates bookworm - "$MIRROR" | "$ENGINE" import - "$LOCAL_BASE"
+    # Slim like Debian's own images: no docs, man pages or locales; no package caches.
+    # shellcheck disable=SC2016 # $1 is the hook's argument
+    mmdebstrap --variant=minbase --include=ca-certificates \
+      --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+      --dpkgopt='path-include=/usr/share/locale/locale.alias' --dpkgopt='path-exclude=/usr/share/doc/*' \
+      --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+      --customize-hook='chroot "$1" apt-get clean' --customize-hook='rm -rf "$1"/var/lib/apt/lists/*' \
+      bookworm - "$MIRROR" | "$ENGINE" import - "$LOCAL_BASE"
   fi
   BUILD_IMAGE="$LOCAL_BASE"
   RUNTIME_IMAGE="$LOCAL_BASE"
