@@ -31,7 +31,7 @@ export interface RemoteData {
    * RAM; or ranges of a big file, or one no cache tier takes, read from a holder on demand while a
    * copy arrives). holders: if just read.
    */
-  open(ino: number, version: number, path: string, size: number, holders?: Holders, siblings?: () => Promise<Iterable<Sibling>>): Promise<{ fd: number } | { ranges: RangeReader }>;
+  open(ino: number, version: number, path: string, size: number, holders?: Holders, siblings?: Siblings): Promise<{ fd: number } | { ranges: RangeReader }>;
   /** Fetch the bytes of ino at version into dest (this node is about to write them). */
   fetchTo(ino: number, version: number, path: string, size: number, dest: string, holders?: Holders): Promise<void>;
   /** This node's cached copy of ino at version, for a peer (undefined: none; a fd must be closed). */
@@ -42,6 +42,12 @@ export interface RemoteData {
 export interface Sibling {
   ino: number;
   path: string;
+}
+
+/** The other files of a file's directory, for fetching small ones along with it. */
+export interface Siblings {
+  dir: number;
+  list(): Promise<Iterable<Sibling>>;
 }
 
 interface Source {
@@ -89,6 +95,11 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   const fetchingIno = new Set<number>();
   /** Siblings found not worth fetching along (by inode, or "holder/inode"), so misses do not ask again. */
   const unwanted = new Set<number | string>();
+  /** Companions fetched and not opened yet: read-ahead stops when they fill half the RAM tier. */
+  const unopened = new Map<number, number>();
+  let unopenedBytes = 0;
+  /** Read-ahead chains running, by holder and directory. */
+  const readingAhead = new Set<string>();
   let tmpSeq = 0;
 
   /** The cluster's nodes, asked of the store at most once a second. */
@@ -136,15 +147,15 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
       if (cand.length === BATCH_FILES) break;
     }
     if (!cand.length) return [];
-    const [recs, hs, all] = await Promise.all([o.store.getMany(cand.map((c) => c.ino)), o.store.holdersMany(cand.map((c) => c.ino)), nodes()]);
+    // Records only: whether node holds each is its to say (it answers ESTALE for those it does not).
+    const recs = await o.store.getMany(cand.map((c) => c.ino));
     if (unwanted.size > UNWANTED_MAX) unwanted.clear();
     const out: Wanted[] = [];
     let bytes = 0;
     for (const [i, c] of cand.entries()) {
       const r = recs[i];
-      // Not looked at again: files this node holds, or that are not small files; those of other holders, for this one.
-      if (!r || (r.mode & S_IFMT) !== S_IFREG || r.size > BATCH_FILE_MAX || hs[i]!.data.get(o.nodeId) === r.version) unwanted.add(c.ino);
-      else if (!holds(hs[i]!, node, r.version, all)) unwanted.add(`${node}/${c.ino}`);
+      // Not looked at again: what is not a small file.
+      if (!r || (r.mode & S_IFMT) !== S_IFREG || r.size > BATCH_FILE_MAX) unwanted.add(c.ino);
       else if ((bytes += r.size) <= BATCH_BYTES) out.push({ ino: c.ino, version: r.version, path: c.path, size: r.size });
     }
     return out;
@@ -154,7 +165,8 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
    * One call for first and its companions: resolves once first has arrived whole; the companions go
    * on arriving into the cache behind it (an open of one of them waits for it).
    */
-  async function fetchBatch(address: string, first: Wanted, progress: Arriving, extra: Wanted[]): Promise<void> {
+  function fetchBatch(src: Source, first: { wanted: Wanted; progress: Arriving } | undefined, extra: Wanted[]): { first: Promise<void>; all: Promise<void> } {
+    const address = src.address;
     interface Item extends Wanted {
       got: number;
       /** Writes to disk still running: the file is finished after them. */
@@ -162,18 +174,22 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
       write(d: Uint8Array, at: number): void | Promise<void>;
       finish(err?: Error): void;
     }
-    let firstDone!: (err?: Error) => void;
-    const firstArrived = new Promise<void>((res, rej) => (firstDone = (err) => (err ? rej(err) : res())));
-    progress.got = 0;
-    // In order: readers following the copy trust progress.got to cover only bytes written.
-    let firstChain: Promise<void> = Promise.resolve();
-    const firstWrite = (d: Uint8Array, at: number) =>
-      (firstChain = firstChain.then(async () => {
-        await progress.sink.write(d, at);
-        progress.got = at + d.length;
-        for (const w of progress.waiters.splice(0)) w();
-      }));
-    const items: Item[] = [{ ...first, got: 0, writes: [], write: firstWrite, finish: firstDone }];
+    let firstDone: (err?: Error) => void = () => {};
+    const firstArrived = first ? new Promise<void>((res, rej) => (firstDone = (err) => (err ? rej(err) : res()))) : Promise.resolve();
+    const items: Item[] = [];
+    if (first) {
+      const { progress } = first;
+      progress.got = 0;
+      // In order: readers following the copy trust progress.got to cover only bytes written.
+      let chain: Promise<void> = Promise.resolve();
+      const write = (d: Uint8Array, at: number) =>
+        (chain = chain.then(async () => {
+          await progress.sink.write(d, at);
+          progress.got = at + d.length;
+          for (const w of progress.waiters.splice(0)) w();
+        }));
+      items.push({ ...first.wanted, got: 0, writes: [], write, finish: firstDone });
+    }
     for (const w of extra) {
       const key = `${w.ino}.${w.version}`;
       const pending = o.cache.begin(w.ino, w.version, w.size);
@@ -190,6 +206,8 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
           else {
             pending.commit();
             list(w.ino, w.version);
+            unopened.set(w.ino, w.size);
+            unopenedBytes += w.size;
           }
           prefetching.delete(key);
           fetchingIno.delete(w.ino);
@@ -207,13 +225,15 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
         (e: unknown) => it.finish(err ?? (e as Error)),
       );
     };
-    void (async () => {
+    const all = (async () => {
       try {
         for await (const msg of o.pool.get(address).readFiles({ files: items.map((w) => ({ path: w.path, ino: BigInt(w.ino), version: BigInt(w.version) })) })) {
           for (const ch of msg.pieces) {
             const it = items[ch.index];
             if (!it || done.has(ch.index)) throw new FsError(E.EIO, `holder ${address} sent a piece of file ${ch.index} out of turn`);
             if (ch.errno) {
+              // Not held there (another node's, or this node's own): not asked of it again.
+              if (ch.errno === E.ESTALE && (ch.index > 0 || !first)) unwanted.add(`${src.node}/${it.ino}`);
               end(ch.index, new FsError(ch.errno, `holder ${address} could not send ${it.path}`));
               continue;
             }
@@ -231,7 +251,38 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
       }
       for (const i of items.keys()) end(i, new FsError(E.EIO, `holder ${address} did not send ${items[i]!.path}`));
     })();
-    return firstArrived;
+    return { first: firstArrived, all };
+  }
+
+  /**
+   * Keep a directory's small files coming while they are being read: after a full batch, the next
+   * one, until the copies fetched and not yet opened fill half the RAM tier.
+   */
+  function readAhead(src: Source, siblings: Siblings): void {
+    const key = `${src.node}/${siblings.dir}`;
+    // Copies evicted before anyone opened them no longer count.
+    for (const [ino, size] of unopened) {
+      if (o.cache.versionOf(ino) !== undefined) continue;
+      unopened.delete(ino);
+      unopenedBytes -= size;
+    }
+    const room = (o.cache.usage().find((t) => t.tier === "ram")?.limit ?? 0) / 2;
+    if (readingAhead.has(key) || unopenedBytes >= room) return;
+    readingAhead.add(key);
+    void (async () => {
+      let full = false;
+      try {
+        const extra = await companions(src.node, await siblings.list());
+        full = extra.length === BATCH_FILES;
+        if (extra.length) await fetchBatch(src, undefined, extra).all;
+      } catch (e) {
+        o.log.debug({ dir: siblings.dir, err: (e as Error).message }, "read-ahead stopped");
+        full = false;
+      } finally {
+        readingAhead.delete(key);
+      }
+      if (full) readAhead(src, siblings);
+    })();
   }
 
   /** Stream the file from one holder into fd; the byte count must match the record's size. */
@@ -309,7 +360,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   }
 
   /** Bring ino at version into the cache and list this node as holding it. */
-  async function cache(ino: number, version: number, path: string, size: number, given?: Holders, siblings?: () => Promise<Iterable<Sibling>>): Promise<void> {
+  async function cache(ino: number, version: number, path: string, size: number, given?: Holders, siblings?: Siblings): Promise<void> {
     const key = `${ino}.${version}`;
     // Being fetched with another file: wait for that (it settles either way), then fetch it alone if it failed.
     await prefetching.get(key);
@@ -322,11 +373,13 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
         let fetched = false;
         if (siblings && size <= BATCH_FILE_MAX) {
           const src = (await sources(ino, version, given))[0];
-          const extra = src ? await companions(src.node, await siblings()) : [];
+          const extra = src ? await companions(src.node, await siblings.list()) : [];
           if (src && extra.length) {
             try {
-              await fetchBatch(src.address, { ino, version, path, size }, progress, extra);
+              const batch = fetchBatch(src, { wanted: { ino, version, path, size }, progress }, extra);
+              await batch.first;
               fetched = true;
+              if (extra.length === BATCH_FILES) void batch.all.then(() => readAhead(src, siblings));
             } catch (e) {
               o.log.warn({ path, ino, holder: src.address, err: (e as Error).message }, "batched fetch failed, fetching the file alone");
             }
@@ -417,6 +470,11 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
     openCached: (ino, version) => o.cache.open(ino, version),
     async open(ino, version, path, size, given, siblings) {
       o.observe?.cache(o.cache.has(ino, version));
+      const was = unopened.get(ino);
+      if (was !== undefined) {
+        unopened.delete(ino);
+        unopenedBytes -= was;
+      }
       const fits = o.cache.fits(size);
       if (fits && size < RANGED_MIN) {
         await cache(ino, version, path, size, given, siblings);

@@ -417,7 +417,7 @@ export function createVfs(o: VfsOptions): Vfs {
       let ranges: RangeReader | undefined;
       if (!here && !writable) {
         // Another node's bytes: a copy of this version in the cache, or ranges from a holder.
-        const got = await o.remote!.open(ino, r.version, path, r.size, holders, () => siblingsOf(ino, r.parent));
+        const got = await o.remote!.open(ino, r.version, path, r.size, holders, { dir: r.parent, list: () => siblingsOf(ino, r.parent) });
         if ("fd" in got) fd = got.fd;
         else {
           fd = -1;
