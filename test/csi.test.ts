@@ -254,6 +254,21 @@ describe.skipIf(!!skip)("CSI driver", () => {
     expect(isMounted(tp)).toBe(false);
   });
 
+  test("Probe says not ready while Redis does not answer, and ready again when it does", async () => {
+    const ready = async (p: CsiProcess) => (await p.client.call("Identity", "Probe")).reply?.ready?.value === true;
+    const port = redis.url;
+    await redis.pause();
+    try {
+      await waitFor("controller not ready", async () => !(await ready(ctrl)));
+      await waitFor("node plugin not ready", async () => !(await ready(nodes.n1!)));
+    } finally {
+      await redis.resume();
+    }
+    expect(redis.url).toBe(port);
+    await waitFor("controller ready again", () => ready(ctrl));
+    await waitFor("node plugin ready again", () => ready(nodes.n1!));
+  });
+
   test("with SKIP_NODE_MOUNT the plugin is not ready until the node mount (run elsewhere) is up", async () => {
     const n = "n3";
     const { root, mnt } = dirs(n);

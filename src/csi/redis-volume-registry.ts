@@ -12,6 +12,7 @@ import type { RedisClient } from "../meta/redis-connect.ts";
 import type { NodeReport, Publication, VolumeRecord, VolumeRegistry } from "./volume-registry.ts";
 
 const P = "csi:";
+const PING_TIMEOUT_MS = 2000;
 
 const CREATE = `
 local k = KEYS[1]
@@ -28,8 +29,10 @@ function record(id: string, h: Record<string, string>): VolumeRecord | undefined
 export function createRedisVolumeRegistry(client: RedisClient): VolumeRegistry {
   return {
     async ping() {
+      // A Redis that hangs is as down as one that refuses: Probe must answer, and say not ready.
+      const timeout = new Promise<string>((res) => setTimeout(() => res("timeout"), PING_TIMEOUT_MS).unref());
       try {
-        return (await client.ping()) === "PONG";
+        return (await Promise.race([client.ping(), timeout])) === "PONG";
       } catch {
         return false;
       }

@@ -9,6 +9,9 @@ export interface TestRedis {
   stop(): Promise<void>;
   /** Run a redis-cli command against it. */
   cli(...args: string[]): Promise<string>;
+  /** Freeze it (SIGSTOP): connections stay open, nothing answers. */
+  pause(): Promise<void>;
+  resume(): Promise<void>;
 }
 
 /** A real redis-server on a unix socket in a temp dir (no TCP port). */
@@ -29,6 +32,12 @@ export async function startRedis(): Promise<TestRedis> {
     url: `unix://${sock}`,
     pid: proc.pid,
     cli,
+    async pause() {
+      proc.kill("SIGSTOP");
+    },
+    async resume() {
+      proc.kill("SIGCONT");
+    },
     async stop() {
       proc.kill("SIGKILL");
       await proc.exited;
