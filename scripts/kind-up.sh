@@ -52,7 +52,21 @@ if [ ${#WORKERS[@]} -lt 2 ]; then
 fi
 
 echo "kind-up: two pods on ${WORKERS[0]} and ${WORKERS[1]} sharing one PVC"
-kubectl apply -f - <<YAML
+pod() {
+  cat <<YAML
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: $1}
+spec:
+  nodeSelector: {kubernetes.io/hostname: $2}
+  containers:
+    - {name: c, image: busybox:1.36, command: [sleep, "3600"], volumeMounts: [{name: data, mountPath: /data}]}
+  volumes: [{name: data, persistentVolumeClaim: {claimName: mcfs-shared}}]
+YAML
+}
+{
+  cat <<YAML
 apiVersion: v1
 kind: PersistentVolumeClaim
 metadata: {name: mcfs-shared}
@@ -60,25 +74,10 @@ spec:
   accessModes: [ReadWriteMany]
   storageClassName: multicloud-csi-sc
   resources: {requests: {storage: 1Gi}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: mcfs-writer}
-spec:
-  nodeSelector: {kubernetes.io/hostname: ${WORKERS[0]}}
-  containers:
-    - {name: c, image: busybox:1.36, command: [sleep, "3600"], volumeMounts: [{name: data, mountPath: /data}]}
-  volumes: [{name: data, persistentVolumeClaim: {claimName: mcfs-shared}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: mcfs-reader}
-spec:
-  nodeSelector: {kubernetes.io/hostname: ${WORKERS[1]}}
-  containers:
-    - {name: c, image: busybox:1.36, command: [sleep, "3600"], volumeMounts: [{name: data, mountPath: /data}]}
-  volumes: [{name: data, persistentVolumeClaim: {claimName: mcfs-shared}}]
 YAML
+  pod mcfs-writer "${WORKERS[0]}"
+  pod mcfs-reader "${WORKERS[1]}"
+} | kubectl apply -f -
 kubectl wait --for=condition=Ready pod/mcfs-writer pod/mcfs-reader --timeout=5m
 
 msg="written on ${WORKERS[0]} at $(date -u +%FT%TZ)"
