@@ -515,9 +515,14 @@ static const struct fuse_lowlevel_ops ops = {
 struct note {
 	struct note *next;
 	uint64_t ino;
+	uint64_t seq;
 	int entry;
+	/* Inode: only its attributes (its cached pages stay). */
+	int attrs_only;
 	char name[];
 };
+/* Notes queued and carried out so far: JS waits for done to reach pushed (mcfs_notes_*). */
+static uint64_t notes_pushed, notes_done;
 static pthread_mutex_t nlock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t ncond = PTHREAD_COND_INITIALIZER;
 static struct note *nhead, *ntail;
@@ -543,9 +548,17 @@ static void *note_main(void *arg)
 		if (n->entry)
 			fuse_lowlevel_notify_inval_entry(se, n->ino, n->name, strlen(n->name));
 		else
-			fuse_lowlevel_notify_inval_inode(se, n->ino, 0, 0);
+			fuse_lowlevel_notify_inval_inode(se, n->ino, n->attrs_only ? -1 : 0, 0);
+		uint64_t seq = n->seq;
 		free(n);
 		pthread_mutex_lock(&nlock);
+		notes_done = seq;
+		/* Drained: JS may be waiting for these to have reached the kernel. */
+		if (!nhead) {
+			pthread_mutex_unlock(&nlock);
+			wake();
+			pthread_mutex_lock(&nlock);
+		}
 	}
 	while (nhead) {
 		struct note *n = nhead;
@@ -557,7 +570,7 @@ static void *note_main(void *arg)
 	return NULL;
 }
 
-static int note_push(uint64_t ino, const char *name)
+static int note_push(uint64_t ino, const char *name, int attrs_only)
 {
 	size_t l = name ? strlen(name) + 1 : 1;
 	struct note *n = malloc(sizeof *n + l);
@@ -566,6 +579,7 @@ static int note_push(uint64_t ino, const char *name)
 	n->next = NULL;
 	n->ino = ino;
 	n->entry = name != NULL;
+	n->attrs_only = attrs_only;
 	memcpy(n->name, name ? name : "", l);
 	pthread_mutex_lock(&nlock);
 	if (!note_running) {
@@ -573,6 +587,7 @@ static int note_push(uint64_t ino, const char *name)
 		free(n);
 		return -ENOTCONN;
 	}
+	n->seq = ++notes_pushed;
 	if (ntail) ntail->next = n; else nhead = n;
 	ntail = n;
 	pthread_cond_signal(&ncond);
@@ -581,10 +596,30 @@ static int note_push(uint64_t ino, const char *name)
 }
 
 /* Forget the kernel's cached entry parent/name (queued). */
-int mcfs_inval_entry(uint64_t parent, const char *name) { return note_push(parent, name); }
+int mcfs_inval_entry(uint64_t parent, const char *name) { return note_push(parent, name, 0); }
 
 /* Forget the kernel's cached attributes and pages of ino (queued). */
-int mcfs_inval_inode(uint64_t ino) { return note_push(ino, NULL); }
+int mcfs_inval_inode(uint64_t ino) { return note_push(ino, NULL, 0); }
+
+/* Forget the kernel's cached attributes of ino, keeping its pages (queued). */
+int mcfs_inval_attrs(uint64_t ino) { return note_push(ino, NULL, 1); }
+
+/* How many invalidations were queued, and how many carried out (the kernel has them). */
+uint64_t mcfs_notes_pushed(void)
+{
+	pthread_mutex_lock(&nlock);
+	uint64_t n = notes_pushed;
+	pthread_mutex_unlock(&nlock);
+	return n;
+}
+
+uint64_t mcfs_notes_done(void)
+{
+	pthread_mutex_lock(&nlock);
+	uint64_t n = notes_done;
+	pthread_mutex_unlock(&nlock);
+	return n;
+}
 
 static void *loop_main(void *arg)
 {

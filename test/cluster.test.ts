@@ -57,6 +57,21 @@ describe.skipIf(!!skip)("data across nodes", () => {
     expect(fs.statSync(join(b.mnt, "v.txt")).size).toBe(11);
   });
 
+  test("close-to-open, many times over: B never reads an older size or older bytes after A's close", () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    let stale = 0;
+    for (let i = 0; i < 100; i++) {
+      const f = `cto-${i}`;
+      fs.writeFileSync(join(a.mnt, f), "0123456789");
+      fs.readFileSync(join(b.mnt, f));
+      fs.statSync(join(b.mnt, f));
+      const next = randomBytes(20 + i);
+      fs.writeFileSync(join(a.mnt, f), next);
+      if (!fs.readFileSync(join(b.mnt, f)).equals(next)) stale++;
+    }
+    expect(stale).toBe(0);
+  });
+
   test("B appends to A's file: B holds the new version and A reads it", () => {
     const [a, b] = n as [TestDaemon, TestDaemon];
     fs.writeFileSync(join(a.mnt, "log.txt"), "from a\n");

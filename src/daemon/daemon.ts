@@ -150,16 +150,21 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       // -p 0: the port the kernel picked is the one other nodes must dial.
       if (server.port !== cfg.port) await store.registerNode({ id: nodeId, address: `${cfg.hostIp}:${server.port}`, startedAt }, NODE_TTL_MS);
     }
+    let session: FuseSession | undefined;
     vfs = createVfs({
       rootPath: cfg.rootPath, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, soleNode: !cfg.redisUrl, remote, catchUp: () => todo.drain(),
+      refreshKernelAttrs: async (ino) => {
+        if (!session) return;
+        session.invalidateAttrs(ino);
+        await session.flushInvalidations();
+      },
       onIo: m && ((kind, n) => (kind === "read" ? m.readBytes.inc({ source: "memory" }, n) : m.writtenBytes.inc(n))),
     });
     cleanups.push(() => vfs.closeAll());
     const options = ["fsname=mcfs", "subtype=mcfs", "default_permissions"];
     if (cfg.allowOther) options.push("allow_other");
-    let session: FuseSession | undefined;
     await store.subscribe(
-      (invs) => {
+      (invs, ack) => {
         // Each kernel invalidation once per batch: a burst of creates in one directory names it thousands of times.
         const entries = new Map<string, [number, string]>();
         const inodes = new Set<number>();
@@ -169,9 +174,10 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
           for (const ino of inv.inodes) inodes.add(ino);
         }
         if (invs.some((inv) => inv.todo.includes(nodeId))) void todo.drain();
-        if (!session) return;
+        if (!session) return ack?.();
         for (const [dir, name] of entries.values()) session.invalidateEntry(dir, name);
         for (const ino of inodes) session.invalidateInode(ino);
+        if (ack) void session.flushInvalidations().then(ack);
       },
       () => {
         nlog.warn("invalidation channel reconnected: dropping cached metadata");

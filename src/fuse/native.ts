@@ -25,6 +25,9 @@ const symbols = {
   mcfs_reply_dir: { args: [u32, u64, i32, P, i32, f64, f64], returns: i32 },
   mcfs_inval_entry: { args: [u64, P], returns: i32 },
   mcfs_inval_inode: { args: [u64], returns: i32 },
+  mcfs_inval_attrs: { args: [u64], returns: i32 },
+  mcfs_notes_pushed: { args: [], returns: u64 },
+  mcfs_notes_done: { args: [], returns: u64 },
 } as const;
 
 export type Shim = ReturnType<typeof dlopen<typeof symbols>>["symbols"];

@@ -39,6 +39,10 @@ export interface FuseSession {
   stop(timeoutMs?: number): Promise<void>;
   invalidateEntry(parent: number, name: string): void;
   invalidateInode(ino: number): void;
+  /** Forget the kernel's cached attributes of ino (its pages stay). */
+  invalidateAttrs(ino: number): void;
+  /** Resolves once every invalidation asked for so far has reached the kernel. */
+  flushInvalidations(): Promise<void>;
   /** Reads and writes the shim served from local files (they never reach JS). */
   ioCounters(): IoCounters;
   readonly closed: Promise<void>;
@@ -259,12 +263,21 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     }
   }
 
+  /** Callers waiting for the notifier thread to reach a number of invalidations. */
+  let flushWaiters: { upTo: number; resolve: () => void }[] = [];
+  function settleFlushes(all = false) {
+    if (!flushWaiters.length) return;
+    const done = Number(shim.mcfs_notes_done());
+    flushWaiters = flushWaiters.filter((w) => (all || w.upTo <= done ? (w.resolve(), false) : true));
+  }
+
   (async () => {
     try {
       for (;;) {
         const r = await reader.read();
         if (r.done) break;
         drain();
+        settleFlushes();
         if (!shim.mcfs_running()) break;
       }
     } catch {
@@ -275,6 +288,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
       shim.mcfs_stop(conn, 2000);
       opts.onExit?.();
     }
+    settleFlushes(true);
     resolveClosed();
   })();
 
@@ -287,6 +301,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
       const rc = shim.mcfs_stop(conn, timeoutMs);
       if (rc !== 0) throw new Error(`FUSE session at ${opts.mountPoint} did not stop within ${timeoutMs} ms`);
       await reader.cancel().catch(() => {});
+      settleFlushes(true);
       resolveClosed();
     },
     invalidateEntry(parent, name) {
@@ -294,6 +309,14 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     },
     invalidateInode(ino) {
       shim.mcfs_inval_inode(ino);
+    },
+    invalidateAttrs(ino) {
+      shim.mcfs_inval_attrs(ino);
+    },
+    flushInvalidations() {
+      const upTo = Number(shim.mcfs_notes_pushed());
+      if (stopped || Number(shim.mcfs_notes_done()) >= upTo) return Promise.resolve();
+      return new Promise<void>((resolve) => flushWaiters.push({ upTo, resolve }));
     },
     ioCounters() {
       const c = new BigUint64Array(4);

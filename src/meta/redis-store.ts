@@ -19,8 +19,9 @@
  * | P nodes           | hash   | every node that ever joined: id -> JSON {id, address, startedAt}      |
  * | P hb:{node}       | string | heartbeat, expires when the node stops beating                         |
  * | P seen            | hash   | node id -> JSON {at, cache}: its last heartbeat and what it reported  |
- * | P inval           | pubsub | JSON array of Invalidations (a turn's changes), so other nodes drop   |
- * |                   |        | their caches                                                          |
+ * | P inval           | pubsub | JSON {origin, seq, ack, changes: Invalidation[]}: other nodes drop   |
+ * |                   |        | their caches; with ack they answer on P ack:{origin} once done        |
+ * | P ack:{node}      | pubsub | "{node} {seq}": that node has applied message seq of this node       |
  * | P todo:{node}     | list   | JSON changes of local files a node must still make (rm, rmdir, mv,    |
  * |                   |        | swap of namespace paths), queued by whoever renamed or deleted them   |
  *
@@ -30,10 +31,12 @@
  */
 import { commandOptions } from "redis";
 import { connectRedis } from "./redis-connect.ts";
-import type { AttrChange, DirListing, FileHoldings, Holders, NodeReport, Inode, Invalidation, MetadataStore, NewInode, NodeInfo, Removed, Renamed, TodoEntry } from "./store.ts";
+import type { AttrChange, DirListing, FileHoldings, Holders, NodeReport, NodeState, Inode, Invalidation, MetadataStore, NewInode, NodeInfo, Removed, Renamed, TodoEntry } from "./store.ts";
 import { E, FsError, fsError } from "../util/errno.ts";
 
 const S_IFMT = 0o170000, S_IFDIR = 0o040000;
+/** Longest a rename or unlink waits for the other nodes to acknowledge it (a node that hangs). */
+const ACK_WAIT_MS = 500;
 
 const LIB = `
 local P = ARGV[1]
@@ -397,21 +400,67 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
   const ik = (ino: number) => `${P}i:${ino}`;
 
   /**
-   * Tell other nodes what changed. Sent behind the change on the same connection, not awaited, and
-   * before the caller hears the change is done; changes completed together (one batch of Redis
-   * replies) go as one message, in order, so a burst costs the other nodes one message, not thousands.
+   * Tell other nodes what changed. Sent behind the change on the same connection, before the caller
+   * hears the change is done; changes completed together (one batch of Redis replies) go as one
+   * message, in order, so a burst costs the other nodes one message, not thousands.
+   * With wait, the promise resolves once every live node has acknowledged the message (its kernel
+   * has dropped what it cached), or after ACK_WAIT_MS: a rename or unlink is then visible everywhere
+   * when it returns. Otherwise it resolves at once.
    */
   let outbox: Invalidation[] = [];
-  function publish(ch: Partial<Omit<Invalidation, "origin">>): void {
+  let outboxWaits = false;
+  let outboxDone: Promise<void> | undefined;
+  let seq = 0;
+  const awaitingAcks = new Map<number, { need: Set<string>; done: () => void }>();
+  let peers: { at: number; ids: Promise<string[]> } | undefined;
+  function livePeers(): Promise<string[]> {
+    if (!peers || Date.now() - peers.at > 1000) {
+      const ids = nodesNow().then((all) => [...all.values()].filter((n) => n.alive && n.id !== opts.nodeId).map((n) => n.id), () => []);
+      peers = { at: Date.now(), ids };
+    }
+    return peers.ids;
+  }
+  function publish(ch: Partial<Omit<Invalidation, "origin">>, wait = false): Promise<void> {
     const inv: Invalidation = { origin: opts.nodeId, added: ch.added ?? [], removed: ch.removed ?? [], inodes: ch.inodes ?? [], data: ch.data ?? [], todo: ch.todo ?? [] };
-    if (outbox.push(inv) > 1) return;
+    outboxWaits ||= wait;
+    if (outbox.push(inv) > 1) return wait ? outboxDone! : Promise.resolve();
+    let settle!: () => void;
+    outboxDone = new Promise<void>((res) => (settle = res));
+    const done = outboxDone;
     queueMicrotask(() => {
       const batch = outbox;
+      const ack = outboxWaits;
       outbox = [];
-      client.publish(`${P}inval`, JSON.stringify(batch)).catch(() => {});
+      outboxWaits = false;
+      const s = ++seq;
+      client.publish(`${P}inval`, JSON.stringify({ origin: opts.nodeId, seq: s, ack, changes: batch })).catch(() => {});
+      if (!ack) return settle();
+      void livePeers().then((ids) => {
+        if (!ids.length || !subscriber) return settle();
+        const timer = setTimeout(() => finish(), ACK_WAIT_MS);
+        const finish = () => {
+          clearTimeout(timer);
+          awaitingAcks.delete(s);
+          settle();
+        };
+        awaitingAcks.set(s, { need: new Set(ids), done: finish });
+      });
     });
+    return wait ? done : Promise.resolve();
   }
   let subscriber: ReturnType<typeof client.duplicate> | undefined;
+
+  async function nodesNow(): Promise<Map<string, NodeState>> {
+    const [all, seen] = await Promise.all([client.hGetAll(`${P}nodes`), client.hGetAll(`${P}seen`)]);
+    const ids = Object.keys(all);
+    const alive = await Promise.all(ids.map((id) => client.exists(`${P}hb:${id}`)));
+    return new Map(
+      ids.map((id, i) => {
+        const s = seen[id] ? (JSON.parse(seen[id]) as { at: number } & NodeReport) : undefined;
+        return [id, { ...(JSON.parse(all[id]!) as NodeInfo), alive: alive[i] === 1, lastSeen: s?.at, report: s && { cache: s.cache ?? [] } }];
+      }),
+    );
+  }
 
   /** Pipelined, not one transaction per inode: a snapshot of each is enough for choosing holders. */
   async function holdersMany(inos: number[]): Promise<Holders[]> {
@@ -463,15 +512,15 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
     },
     async remove(parent, name, dir, path) {
       const r = (await run("remove", [parent, name, dir ? 1 : 0, nowNs(), opts.nodeId, path])) as [number, number, number, string[]];
-      publish({ removed: [[parent, name]], inodes: [parent, r[0]], todo: r[3] });
+      await publish({ removed: [[parent, name]], inodes: [parent, r[0]], todo: r[3] }, true);
       return { ino: r[0], nlink: r[1], dir: r[2] === 1 };
     },
     async rename(parent, name, newParent, newName, flags, fromPath, toPath) {
       const r = (await run("rename", [parent, name, newParent, newName, flags, nowNs(), opts.nodeId, fromPath, toPath])) as [number, number, number, number, number, string[]];
       const moved = [parent, newParent, r[0]!, ...(r[1] ? [r[1]] : []), ...(r[4] ? [r[4]] : [])];
       const told = r[5];
-      if (r[4]) publish({ removed: [[parent, name], [newParent, newName]], added: [[parent, name], [newParent, newName]], inodes: moved, todo: told });
-      else publish({ removed: [[parent, name], [newParent, newName]], added: [[newParent, newName]], inodes: moved, todo: told });
+      if (r[4]) await publish({ removed: [[parent, name], [newParent, newName]], added: [[parent, name], [newParent, newName]], inodes: moved, todo: told }, true);
+      else await publish({ removed: [[parent, name], [newParent, newName]], added: [[newParent, newName]], inodes: moved, todo: told }, true);
       const out: Renamed = { ino: r[0]! };
       if (r[1]) out.replaced = { ino: r[1], nlink: r[2]!, dir: r[3] === 1 } satisfies Removed;
       if (r[4]) out.exchanged = r[4];
@@ -485,7 +534,7 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
       if (ch.atime !== undefined) kv.push("a", ch.atime);
       if (ch.mtime !== undefined) kv.push("t", ch.mtime);
       const r = parseFlat(await run("setattrs", [ino, ...kv]));
-      publish({ inodes: [ino] });
+      await publish({ inodes: [ino] }, true);
       return r;
     },
     async setData(ino, size, mtime, holder, path) {
@@ -534,15 +583,22 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
       });
       await subscriber.connect();
       await subscriber.subscribe(`${P}inval`, (msg) => {
-        let batch: Invalidation[];
+        let m: { origin: string; seq: number; ack: boolean; changes: Invalidation[] };
         try {
-          batch = JSON.parse(msg) as Invalidation[];
+          m = JSON.parse(msg) as typeof m;
         } catch {
           return;
         }
-        if (!Array.isArray(batch)) return;
-        const theirs = batch.filter((inv) => inv.origin !== opts.nodeId);
-        if (theirs.length) onChanges(theirs);
+        if (m.origin === opts.nodeId || !Array.isArray(m.changes)) return;
+        const ack = m.ack ? () => void client.publish(`${P}ack:${m.origin}`, `${opts.nodeId} ${m.seq}`).catch(() => {}) : undefined;
+        onChanges(m.changes, ack);
+      });
+      await subscriber.subscribe(`${P}ack:${opts.nodeId}`, (msg) => {
+        const [node, s] = msg.split(" ");
+        const w = awaitingAcks.get(Number(s));
+        if (!w || !node) return;
+        w.need.delete(node);
+        if (!w.need.size) w.done();
       });
     },
     async takeTodo() {
@@ -570,17 +626,7 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
     async dropCachedCopy(ino, node, version) {
       await run("dropcached", [String(ino), node, String(version)]);
     },
-    async nodes() {
-      const [all, seen] = await Promise.all([client.hGetAll(`${P}nodes`), client.hGetAll(`${P}seen`)]);
-      const ids = Object.keys(all);
-      const alive = await Promise.all(ids.map((id) => client.exists(`${P}hb:${id}`)));
-      return new Map(
-        ids.map((id, i) => {
-          const s = seen[id] ? (JSON.parse(seen[id]) as { at: number } & NodeReport) : undefined;
-          return [id, { ...(JSON.parse(all[id]!) as NodeInfo), alive: alive[i] === 1, lastSeen: s?.at, report: s && { cache: s.cache ?? [] } }];
-        }),
-      );
-    },
+    nodes: nodesNow,
     async registerNode(node, ttlMs) {
       await client.hSet(`${P}nodes`, node.id, JSON.stringify(node));
       await client.set(`${P}hb:${node.id}`, String(Date.now()), { PX: ttlMs });

@@ -150,9 +150,10 @@ export interface MetadataStore {
   removeXattr(ino: number, name: string): Promise<void>;
   /**
    * Hear other nodes' changes. resync is called when changes may have been missed (the channel was
-   * down): every cache must then be dropped.
+   * down): every cache must then be dropped. ack, when given, must be called once the changes are
+   * applied (the kernel no longer has what they made stale): their origin is waiting for it.
    */
-  subscribe(onChanges: (invs: Invalidation[]) => void, resync: () => void): Promise<void>;
+  subscribe(onChanges: (invs: Invalidation[], ack?: () => void) => void, resync: () => void): Promise<void>;
   /** Take this node's todo list (the entries are removed from the store). */
   takeTodo(): Promise<TodoEntry[]>;
   /** Nodes holding the bytes of ino, with the data version each holds. */

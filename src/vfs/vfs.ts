@@ -35,6 +35,8 @@ export interface VfsOptions {
   remote?: RemoteData;
   /** Apply other nodes' pending renames and deletes to the local disk (when a held file is missing). */
   catchUp?: () => Promise<void>;
+  /** Make the kernel forget the attributes it cached for ino; resolves once it has. */
+  refreshKernelAttrs?: (ino: number) => Promise<void>;
   /** Bytes read or written in JS (the shim counts what it serves itself). */
   onIo?: (kind: "read" | "write", bytes: number) => void;
 }
@@ -79,6 +81,8 @@ export function createVfs(o: VfsOptions): Vfs {
   const purgeOnClose = new Set<number>();
   /** Data version of each inode when this node last opened it (for the kernel's page cache). */
   const openedVersion = new Map<number, number>();
+  /** Data version of the attributes last given to the kernel, per inode (it caches them). */
+  const kernelVersion = new Map<number, number>();
   let nextFh = 1;
   const freeFh: number[] = [];
 
@@ -102,6 +106,8 @@ export function createVfs(o: VfsOptions): Vfs {
 
   /** Attributes, with size and mtime from the local file while this node has it open for writing. */
   function liveAttr(r: Inode): Attr {
+    if (kernelVersion.size >= OPENED_MAX) kernelVersion.clear();
+    kernelVersion.set(r.ino, r.version);
     const a = attrOf(r);
     const o = byIno.get(r.ino);
     if (o) {
@@ -407,6 +413,13 @@ export function createVfs(o: VfsOptions): Vfs {
         r = learn(rec);
         holders = h;
         here = h.data.get(nodeId) === r.version || (h.data.size === 0 && r.size === 0);
+        // Close-to-open: the kernel may still hold the size of an older version (its attribute
+        // cache), and would cut reads of the new bytes short at it.
+        const told = kernelVersion.get(ino);
+        if (told !== undefined && told !== r.version) {
+          await o.refreshKernelAttrs?.(ino);
+          kernelVersion.set(ino, r.version);
+        }
       }
       if (isDir(r.mode)) throw fsError("EISDIR");
       const path = await paths.pathOf(ino);
