@@ -17,7 +17,8 @@ export interface Role {
 export async function runCsiController(cfg: CsiConfig, log: Logger): Promise<Role> {
   const clog = log.child({ role: "csi-controller" });
   const onEvent = (ev: "error" | "ready", detail?: string) => (ev === "error" ? clog.error({ redis: redactUrl(cfg.redisUrl), detail }, "Redis connection lost") : clog.info("Redis connection back"));
-  const store = await createRedisStore({ url: cfg.redisUrl, nodeId: `csi-controller:${cfg.nodeId}`, onConnectionEvent: onEvent });
+  // Volumes are removed after their pods are gone: no node needs to see each removal at once.
+  const store = await createRedisStore({ url: cfg.redisUrl, nodeId: `csi-controller:${cfg.nodeId}`, onConnectionEvent: onEvent, waitForAcks: false });
   await store.init(0o755, 0, 0);
   const registry = createRedisVolumeRegistry(await connectRedis(cfg.redisUrl, onEvent));
   const metrics = await csiMetrics(cfg.metricsPort, clog);

@@ -363,6 +363,11 @@ export interface RedisStoreOptions {
   /** This node: the origin of the changes it publishes. */
   nodeId: string;
   prefix?: string;
+  /**
+   * Wait for the other nodes to acknowledge renames and removals (default). Off for a client whose
+   * callers need no such guarantee (the CSI controller removing a whole volume).
+   */
+  waitForAcks?: boolean;
   /** Called when the connection drops or comes back (for logs). */
   onConnectionEvent?: (event: "error" | "ready", detail?: string) => void;
 }
@@ -422,6 +427,7 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
   }
   function publish(ch: Partial<Omit<Invalidation, "origin">>, wait = false): Promise<void> {
     const inv: Invalidation = { origin: opts.nodeId, added: ch.added ?? [], removed: ch.removed ?? [], inodes: ch.inodes ?? [], data: ch.data ?? [], todo: ch.todo ?? [] };
+    wait &&= opts.waitForAcks !== false;
     outboxWaits ||= wait;
     if (outbox.push(inv) > 1) return wait ? outboxDone! : Promise.resolve();
     let settle!: () => void;
