@@ -53,6 +53,23 @@ describe.skipIf(!!skip)("one namespace across two nodes", () => {
     expect(stale).toBe(0);
   });
 
+  test("both nodes renaming in one directory at once: every rename lands, each name once", async () => {
+    fs.mkdirSync(join(a.mnt, "d6"));
+    const N = 60;
+    for (let i = 0; i < N; i++) {
+      fs.writeFileSync(join(a.mnt, `d6/a${i}`), `a${i}`);
+      fs.writeFileSync(join(b.mnt, `d6/b${i}`), `b${i}`);
+    }
+    const renames = (mnt: string, p: string) =>
+      `const fs = require("fs"); for (let i = 0; i < ${N}; i++) fs.renameSync(${JSON.stringify(mnt)} + "/d6/${p}" + i, ${JSON.stringify(mnt)} + "/d6/${p}-done" + i);`;
+    const procs = [Bun.spawn([process.execPath, "-e", renames(a.mnt, "a")]), Bun.spawn([process.execPath, "-e", renames(b.mnt, "b")])];
+    expect(await Promise.all(procs.map((p) => p.exited))).toEqual([0, 0]);
+    const want = Array.from({ length: N }, (_, i) => [`a-done${i}`, `b-done${i}`]).flat().sort();
+    expect(fs.readdirSync(join(a.mnt, "d6")).sort()).toEqual(want);
+    expect(fs.readdirSync(join(b.mnt, "d6")).sort()).toEqual(want);
+    expect(fs.readFileSync(join(b.mnt, "d6/a-done7"), "utf8")).toBe("a7");
+  });
+
   test("a name that did not exist on B appears there as soon as A's create returns", () => {
     fs.mkdirSync(join(a.mnt, "d3"));
     for (let i = 0; i < 50; i++) {

@@ -22,6 +22,7 @@ import { E, FsError, errnoName, setUnexpectedErrorLogger } from "../util/errno.t
 import { redactUrl, type Logger } from "../util/log.ts";
 
 const HEARTBEAT_MS = 5_000;
+const ACK_FLUSH_MS = 5;
 const NODE_TTL_MS = 15_000;
 
 export interface Daemon {
@@ -177,7 +178,10 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         if (!session) return ack?.();
         for (const [dir, name] of entries.values()) session.invalidateEntry(dir, name);
         for (const ino of inodes) session.invalidateInode(ino);
-        if (ack) void session.flushInvalidations().then(ack);
+        // Acknowledged once the kernel has them, or after a few ms: an invalidation waits for the
+        // directory's lock, which this node's own rename in that directory holds while it waits for
+        // the other node's acknowledgement (two nodes renaming in one directory would stall each other).
+        if (ack) void Promise.race([session.flushInvalidations(), Bun.sleep(ACK_FLUSH_MS)]).then(ack);
       },
       () => {
         nlog.warn("invalidation channel reconnected: dropping cached metadata");
