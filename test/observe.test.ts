@@ -115,6 +115,19 @@ describe.skipIf(!!skip)("mcfs status", () => {
     expect(text).toContain("1 expired");
     expect(text).toMatch(new RegExp(`${id(a)}\\s+\\S+\\s+expired`));
     expect(text).toContain("every holder down: 3");
+
+    // A's disk is gone for good: forget it. A live node is refused without --force.
+    const forget = (node: string) => spawnSync([MCFS, "node", "forget", node, "-u", cluster.redis.url], { stdout: "pipe", stderr: "pipe" });
+    const refused = forget(id(b));
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stderr.toString()).toContain("is alive");
+    const done = forget(id(a));
+    expect(done.exitCode).toBe(0);
+    expect(done.stdout.toString()).toContain("held 5 files; 3 of them have no copy left");
+    const after = JSON.parse(status(true)) as StatusJson;
+    expect(after.nodes.map((x) => x.id)).not.toContain(id(a));
+    expect(after.unavailable.files).toBe(3);
+    expect(after.nodes.find((x) => x.id === id(b))!.files).toBe(2);
   }, 120_000);
 });
 

@@ -4,6 +4,7 @@ import { daemonConfig, daemonOptions } from "./daemon-command.ts";
 import { runDaemon } from "../daemon/daemon.ts";
 import { createLogger, type Logger } from "../util/log.ts";
 import { statusMain, statusOptions } from "./status-command.ts";
+import { nodeForgetMain, nodeForgetOptions } from "./node-command.ts";
 import { csiConfig, csiNodeConfig, csiNodeOptions, csiOptions } from "./csi-command.ts";
 import { runCsiController, type Role } from "../daemon/csi-controller-role.ts";
 import { runCsiNode } from "../daemon/csi-node-role.ts";
@@ -79,6 +80,9 @@ await yargs(process.argv.slice(2))
     const cfg = configOrExit(() => csiNodeConfig(a, process.env, pkg.version));
     return roleMain(cfg.debug, (log) => runCsiNode(cfg, log));
   })
+  .command("node", "Manage the cluster's nodes", (y) =>
+    y.command("forget <node>", "Remove a node whose disk is gone from the cluster's records (holders, cached copies, todo list)", (z) => nodeForgetOptions(z), (a) => nodeForgetMain(a)).demandCommand(1),
+  )
   .command("status", "Show the cluster: nodes, what each holds, files with a single copy or no live holder", (y) => statusOptions(y), (a) => statusMain(a))
   .example("mcfs daemon -f /mnt/mcfs -r /var/lib/mcfs/root", "one node, private Redis")
   .example("mcfs daemon -f /mnt/mcfs -r /data/mcfs -u redis://redis-host:6379 -i 10.0.0.5 -p 5000", "a node of a cluster")

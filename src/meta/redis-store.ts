@@ -34,7 +34,7 @@ import { connectRedis } from "./redis-connect.ts";
 import type { AttrChange, DirListing, FileHoldings, Holders, NodeReport, NodeState, Inode, Invalidation, MetadataStore, NewInode, NodeInfo, Removed, Renamed, TodoEntry } from "./store.ts";
 import { E, FsError, fsError } from "../util/errno.ts";
 
-const S_IFMT = 0o170000, S_IFDIR = 0o040000;
+const S_IFMT = 0o170000, S_IFDIR = 0o040000, S_IFREG = 0o100000;
 /** Longest a rename or unlink waits for the other nodes to acknowledge it (a node that hangs). */
 const ACK_WAIT_MS = 500;
 
@@ -642,21 +642,52 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
       const now = Date.now();
       await client.multi().set(`${P}hb:${nodeId}`, String(now), { PX: ttlMs }).hSet(`${P}seen`, nodeId, JSON.stringify({ at: now, cache: report?.cache ?? [] })).exec();
     },
+    async forgetNode(id, onProgress) {
+      const bound = Number((await client.get(`${P}next`)) ?? 0);
+      let seen = 0, held = 0;
+      let batch: string[] = [];
+      /** Files whose root-path holders it was the last of: they may still have a cached copy. */
+      const bare: number[] = [];
+      const flush = async () => {
+        const keys = batch;
+        batch = [];
+        const removed = await Promise.all(keys.map((k) => client.hDel(k, id)));
+        const left = await Promise.all(keys.map((k, i) => (removed[i] && k.startsWith(`${P}loc:`) ? client.exists(k) : Promise.resolve(1))));
+        keys.forEach((k, i) => {
+          if (!removed[i] || !k.startsWith(`${P}loc:`)) return;
+          held++;
+          if (!left[i]) bare.push(Number(k.slice(`${P}loc:`.length)));
+        });
+        seen += keys.length;
+        onProgress?.(seen, bound);
+      };
+      for (const match of [`${P}loc:*`, `${P}cc:*`]) {
+        for await (const key of client.scanIterator({ MATCH: match, COUNT: 1000 })) {
+          batch.push(key);
+          if (batch.length >= 1000) await flush();
+        }
+      }
+      if (batch.length) await flush();
+      await client.multi().hDel(`${P}nodes`, id).hDel(`${P}seen`, id).del(`${P}todo:${id}`).del(`${P}hb:${id}`).exec();
+      const known = await nodesNow();
+      const [recs, holders] = await Promise.all([Promise.all(bare.map((i) => client.hGet(`${P}i:${i}`, "v"))), holdersMany(bare)]);
+      const orphaned = bare.filter((_, i) => ![...holders[i]!.cached].some(([n, c]) => String(c.version) === recs[i] && known.get(n)?.startedAt === c.startedAt)).length;
+      return { held, orphaned };
+    },
     async scanFiles(onBatch, onProgress) {
       const bound = Number((await client.get(`${P}next`)) ?? 0);
       let seen = 0;
-      const prefix = `${P}loc:`;
+      // Every inode, not every holder list: a file with no copy left must be counted too.
+      const prefix = `${P}i:`;
       let batch: string[] = [];
       const flush = async () => {
-        const inos = batch.map((k) => Number(k.slice(prefix.length)));
+        const all = batch.map((k) => Number(k.slice(prefix.length)));
         batch = [];
-        const [recs, holders] = await Promise.all([Promise.all(inos.map((i) => client.hmGet(`${P}i:${i}`, ["s", "v"]))), holdersMany(inos)]);
-        const files: FileHoldings[] = [];
-        inos.forEach((ino, i) => {
-          const [s, v] = recs[i]!;
-          if (s !== null && s !== undefined) files.push({ ino, size: Number(s), version: Number(v ?? 0), holders: holders[i]! });
-        });
-        seen += files.length;
+        const recs = await Promise.all(all.map((i) => client.hmGet(`${P}i:${i}`, ["m", "s", "v"])));
+        const regular = all.map((ino, i) => [ino, recs[i]!] as const).filter(([, r]) => r[0] && (Number(r[0]) & S_IFMT) === S_IFREG);
+        const holders = await holdersMany(regular.map(([ino]) => ino));
+        const files: FileHoldings[] = regular.map(([ino, r], i) => ({ ino, size: Number(r[1] ?? 0), version: Number(r[2] ?? 0), holders: holders[i]! }));
+        seen += all.length;
         onBatch(files);
         onProgress?.(seen, bound);
       };

@@ -176,6 +176,11 @@ export interface MetadataStore {
    * the highest inode number handed out (an upper bound of the files).
    */
   scanFiles(onBatch: (files: FileHoldings[]) => void, onProgress?: (seen: number, bound: number) => void): Promise<void>;
+  /**
+   * Remove a node for good (its disk is gone): from the membership, every file's holders and cached
+   * copies, and its todo list. Returns how many files it held and how many now have no copy at all.
+   */
+  forgetNode(nodeId: string, onProgress?: (seen: number, bound: number) => void): Promise<{ held: number; orphaned: number }>;
   /** A clean leave: the node stops being live but stays known. */
   unregisterNode(nodeId: string): Promise<void>;
   close(): Promise<void>;

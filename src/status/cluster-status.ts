@@ -37,6 +37,8 @@ export async function clusterStatus(store: MetadataStore, onProgress?: (seen: nu
       for (const [node, c] of f.holders.cached) if (c.version === f.version && known.get(node)?.startedAt === c.startedAt) holders.add(node);
       st.files++;
       st.bytes += f.size;
+      // An empty file has nothing to lose or fetch.
+      if (f.size === 0) continue;
       for (const h of holders) {
         const n = nodes.get(h);
         if (!n) continue;
