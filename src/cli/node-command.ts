@@ -1,17 +1,12 @@
 import type { Argv } from "yargs";
-import { createRedisStore } from "../meta/redis-store.ts";
+import { clusterRedisOption, openClusterStore } from "./admin.ts";
 import { createProgress } from "../util/progress.ts";
-import { createLogger, redactUrl } from "../util/log.ts";
+import { createLogger } from "../util/log.ts";
 
 export function nodeForgetOptions<T>(y: Argv<T>) {
-  return y
+  return clusterRedisOption(y)
     .positional("node", { type: "string", demandOption: true, describe: "Id of the node (as `mcfs status` shows it)" })
-    .option("redis_url", { alias: ["u", "redis-url"], type: "string", demandOption: true, describe: "Redis of the cluster" })
-    .option("force", { type: "boolean", default: false, describe: "Forget it even though its heartbeat is current" })
-    .check((a) => {
-      if (!/^(redis|rediss|unix):\/\//.test(a.redis_url)) throw new Error(`--redis_url must start with redis://, rediss:// or unix://, got "${redactUrl(a.redis_url)}"`);
-      return true;
-    });
+    .option("force", { type: "boolean", default: false, describe: "Forget it even though its heartbeat is current" });
 }
 
 type Args = Awaited<ReturnType<typeof nodeForgetOptions>["argv"]>;
@@ -19,13 +14,7 @@ type Args = Awaited<ReturnType<typeof nodeForgetOptions>["argv"]>;
 /** `mcfs node forget ID`: a node whose disk is gone leaves the cluster's records for good. */
 export async function nodeForgetMain(a: Args): Promise<void> {
   const log = createLogger({ name: "mcfs node forget" });
-  let store;
-  try {
-    store = await createRedisStore({ url: a.redis_url, nodeId: "mcfs-admin" });
-  } catch (e) {
-    process.stderr.write(`mcfs: ${(e as Error).message}\n`);
-    process.exit(1);
-  }
+  const store = await openClusterStore(a.redis_url, "mcfs-admin");
   let code = 0;
   try {
     const node = (await store.nodes()).get(a.node);

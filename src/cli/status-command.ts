@@ -1,17 +1,11 @@
 import type { Argv } from "yargs";
-import { createRedisStore } from "../meta/redis-store.ts";
+import { clusterRedisOption, openClusterStore } from "./admin.ts";
 import { clusterStatus, formatStatus } from "../status/cluster-status.ts";
 import { createProgress } from "../util/progress.ts";
 import { createLogger, redactUrl } from "../util/log.ts";
 
 export function statusOptions<T>(y: Argv<T>) {
-  return y
-    .option("redis_url", { alias: ["u", "redis-url"], type: "string", demandOption: true, describe: "Redis of the cluster (as given to the daemons)" })
-    .option("json", { type: "boolean", default: false, describe: "Print JSON (for scripts) instead of a table" })
-    .check((a) => {
-      if (!/^(redis|rediss|unix):\/\//.test(a.redis_url)) throw new Error(`--redis_url must start with redis://, rediss:// or unix://, got "${redactUrl(a.redis_url)}"`);
-      return true;
-    });
+  return clusterRedisOption(y).option("json", { type: "boolean", default: false, describe: "Print JSON (for scripts) instead of a table" });
 }
 
 type StatusArgs = Awaited<ReturnType<typeof statusOptions>["argv"]>;
@@ -19,13 +13,7 @@ type StatusArgs = Awaited<ReturnType<typeof statusOptions>["argv"]>;
 /** `mcfs status`: nodes, what they hold, and the files at risk. Progress goes to stderr. */
 export async function statusMain(a: StatusArgs): Promise<void> {
   const log = createLogger({ name: "mcfs status" });
-  let store;
-  try {
-    store = await createRedisStore({ url: a.redis_url, nodeId: "mcfs-status" });
-  } catch (e) {
-    process.stderr.write(`mcfs: ${(e as Error).message}\n`);
-    process.exit(1);
-  }
+  const store = await openClusterStore(a.redis_url, "mcfs-status");
   const progress = createProgress("scanning files", log);
   try {
     const st = await clusterStatus(store, (seen, bound) => progress.update(seen, bound));
