@@ -215,8 +215,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       singleThread: cfg.singleThread,
       entryTimeout: cfg.entryTimeout,
       attrTimeout: cfg.attrTimeout,
-      onOp: cfg.debug || m ? (op, s, errno) => {
-        if (cfg.debug) nlog.debug({ op, ms: +(s * 1000).toFixed(3), ...(errno ? { errno: errnoName(errno) } : {}) }, "fuse op");
+      onOp: cfg.debug || m ? (op, s, errno, ino, name) => {
+        if (cfg.debug) nlog.debug({ op, ino, ...(name ? { name } : {}), ms: +(s * 1000).toFixed(3), ...(errno ? { errno: errnoName(errno) } : {}) }, "fuse op");
         if (!m) return;
         m.fuseOps.inc({ op });
         m.fuseLatency.observe({ op }, s);

@@ -27,8 +27,8 @@ export interface SessionOptions {
   singleThread?: boolean;
   entryTimeout: number;
   attrTimeout: number;
-  /** Called once per request with its op name, duration and errno (0 on success). */
-  onOp?: (op: string, seconds: number, errno: number) => void;
+  /** Called once per request with its op name, duration, errno (0 on success), inode and name (if any). */
+  onOp?: (op: string, seconds: number, errno: number, ino: number, name: string) => void;
   /** Called when the session ends on its own (unmounted from outside). */
   onExit?: () => void;
 }
@@ -218,7 +218,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
 
   function dispatch(op: number, id: number, c: Caller, ino: number, fh: number, a: bigint, b: bigint, rest: bigint[], name: string, name2: string, data: Uint8Array) {
     const t0 = opts.onOp ? performance.now() : 0;
-    const done = (errno: number) => opts.onOp?.(OP_NAMES[op] ?? String(op), (performance.now() - t0) / 1000, errno);
+    const done = (errno: number) => opts.onOp?.(OP_NAMES[op] ?? String(op), (performance.now() - t0) / 1000, errno, ino, name);
     let p: Promise<void>;
     try {
       p = handle(op, id, c, ino, fh, a, b, rest, name, name2, data);
