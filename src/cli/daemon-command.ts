@@ -7,7 +7,7 @@ export function daemonOptions<T>(y: Argv<T>) {
   return y
     .option("mount_path", { alias: ["f", "mount-path"], type: "string", demandOption: true, describe: "Where the filesystem appears (created if missing; a dead mount left by a crash is cleared)" })
     .option("root_path", { alias: ["r", "root-path"], type: "string", demandOption: true, describe: "This node's local directory holding the bytes as plain files at their namespace paths; files already there are published at start" })
-    .option("port", { alias: "p", type: "number", default: 5000, describe: "Port this node serves other nodes on; with --host_ip it is this node's id in the cluster" })
+    .option("port", { alias: "p", type: "number", default: 5000, describe: "Port this node serves other nodes on (0: a free one, registered as picked); not opened with the private Redis" })
     .option("redis_url", { alias: ["u", "redis-url"], type: "string", describe: "Redis holding the metadata: redis://[user:password@]host:port[/db], rediss:// for TLS, unix:///path. Omitted: start a private redis-server (single node)" })
     .option("host_ip", { alias: ["i", "host-ip"], type: "string", default: "localhost", describe: "Address other nodes dial to reach this node" })
     .option("debug", { alias: "d", type: "boolean", default: false, describe: "Trace every filesystem operation (and libfuse's own debug output)" })
