@@ -217,6 +217,9 @@ async function clusterCases(work: string, targets: Target[]): Promise<string> {
     fs.mkdirSync(join(a.dir, "small"));
     const data = Buffer.alloc(4096, 0x62);
     for (let i = 0; i < FILES; i++) fs.writeFileSync(join(a.dir, "small", `f${i}`), data);
+    // The big file's copies are still being written back to disk: let that finish, so the small-file
+    // case measures itself, not the write-back of the case before.
+    spawnSync(["sync"]);
     const rbuf = Buffer.alloc(8192);
     const readSmall = (dir: string) => () => {
       for (let i = 0; i < FILES; i++) {
@@ -279,7 +282,7 @@ try {
   console.log(clusterTable);
   if (OUT) {
     const cmd = `bun bench/bench.ts --big-mib ${BIG_MIB} --files ${FILES} --out ${OUT}`;
-    fs.writeFileSync(OUT, `# Benchmark results\n\nProduced by \`${cmd}\` on ${new Date().toISOString().slice(0, 10)} (${spawnSync(["uname", "-srm"]).stdout.toString().trim()}, ${require("node:os").cpus().length} cores).\nRatios: above 1 means mcfs is faster. Small files: ${FILES} x 4 KiB in one directory, then half as many again by ${WRITERS} processes at once. Big file: ${BIG_MIB} MiB written in 1 MiB blocks (timed before its fsync; best of three runs). "After remount": the FUSE filesystem is stopped and mounted again over the same data, so its own caches and the kernel's start empty; the plain directory has no such restart (this machine refuses drop_caches), so its numbers there are warm.\n\n${table}\n\n## Across nodes\n\nTwo daemons on this machine (loopback), one redis-server, a cluster secret: the bytes are written on A, then read on A itself and on B (which fetches them from A over gRPC into its cache directory).\n\n${clusterTable}\n`);
+    fs.writeFileSync(OUT, `# Benchmark results\n\nProduced by \`${cmd}\` on ${new Date().toISOString().slice(0, 10)} (${spawnSync(["uname", "-srm"]).stdout.toString().trim()}, ${require("node:os").cpus().length} cores).\nRatios: above 1 means mcfs is faster. Small files: ${FILES} x 4 KiB in one directory, then half as many again by ${WRITERS} processes at once. Big file: ${BIG_MIB} MiB written in 1 MiB blocks (timed before its fsync; best of three runs). "After remount": the FUSE filesystem is stopped and mounted again over the same data, so its own caches and the kernel's start empty; the plain directory has no such restart (this machine refuses drop_caches), so its numbers there are warm.\n\n${table}\n\n## Across nodes\n\nTwo daemons on this machine (loopback), one redis-server, a cluster secret: the bytes are written on A, then read on A itself and on B (which fetches them from A over gRPC into its cache directory). The small files are written after a \`sync\`, so the big file's write-back is over.\n\n${clusterTable}\n`);
   }
 } finally {
   for (const t of targets) await t.stop().catch(() => {});
