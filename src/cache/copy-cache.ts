@@ -18,8 +18,6 @@ export interface CopyCache {
   fits(size: number): boolean;
   /** Start a copy: room is made by evicting old copies; bytes go into fd until commit or abort. */
   begin(ino: number, version: number, size: number): PendingCopy;
-  /** Drop any copy of ino (its file is gone). */
-  forget(ino: number): void;
   usage(): TierUsage[];
   close(): void;
 }
@@ -188,10 +186,6 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
           }
         },
       };
-    },
-    forget(ino) {
-      const f = find(ino);
-      if (f) release(f[0], f[1]);
     },
     usage() {
       return [ram, disk].map((t) => ({ tier: t.name, bytes: t.used, files: t.entries.size, limit: t.limit }));

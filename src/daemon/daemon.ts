@@ -130,19 +130,18 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       });
       const pool = createPeerPool({ secret: cfg.clusterSecret, timeoutMs: 30_000, interceptors: m ? [rpcObserver("client")] : [] });
       cleanups.push(async () => pool.close());
-      const rd = createRemoteData({
+      remote = createRemoteData({
         store, pool, cache, nodeId, startedAt, log: nlog,
         observe: m && { cache: (hit) => (hit ? m.cacheHits : m.cacheMisses).inc(), received: (n) => m.peerBytes.inc({ direction: "received" }, n) },
       });
       copies = cache;
-      remote = rd;
       const server = await startPeerServer({
         rootPath: cfg.rootPath,
         port: cfg.port,
         secret: cfg.clusterSecret,
         log: nlog,
         catchUp: () => todo.drain(),
-        openCached: (ino, version) => rd.openCached(ino, version),
+        openCached: (ino, version) => cache.open(ino, version),
         holdsInRoot: (copies) => store.heldBy(nodeId, copies),
         interceptors: m ? [rpcObserver("server")] : [],
         onServed: m && ((n) => m.peerBytes.inc({ direction: "served" }, n)),

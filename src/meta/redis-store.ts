@@ -620,7 +620,6 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
       const [data, cached] = (await client.multi().hGetAll(`${P}loc:${ino}`).hGetAll(`${P}cc:${ino}`).exec()) as unknown as [Record<string, string>, Record<string, string>];
       return parseHolders(data, cached);
     },
-    holdersMany,
     async heldBy(node, copies) {
       if (!copies.length) return [];
       const r = (await run("heldby", [node, ...copies.flatMap((c) => [String(c.ino), String(c.version)])])) as number[];

@@ -160,7 +160,6 @@ export interface MetadataStore {
   locations(ino: number): Promise<Map<string, number>>;
   /** Root-path holders and cached copies of ino, in one round trip. */
   holders(ino: number): Promise<Holders>;
-  holdersMany(inos: number[]): Promise<Holders[]>;
   /** For each copy, whether node holds that version of it in its root path. */
   heldBy(node: string, copies: { ino: number; version: number }[]): Promise<boolean[]>;
   /** List node's cached copies (those of a version no longer current are not); returns how many were. */

@@ -24,8 +24,6 @@ const FOLLOW_WINDOW = 32 << 20;
 
 /** Bytes held by other nodes, fetched from a live holder of the current version. */
 export interface RemoteData {
-  /** Whether this node's cache holds ino at version. */
-  cached(ino: number, version: number): boolean;
   /**
    * Open ino at version for reading: a fd on a copy cached on disk, or a reader in JS (a copy in
    * RAM; or ranges of a big file, or one no cache tier takes, read from a holder on demand while a
@@ -34,8 +32,6 @@ export interface RemoteData {
   open(ino: number, version: number, path: string, size: number, holders?: Holders, siblings?: Siblings): Promise<{ fd: number } | { ranges: RangeReader }>;
   /** Fetch the bytes of ino at version into dest (this node is about to write them). */
   fetchTo(ino: number, version: number, path: string, size: number, dest: string, holders?: Holders): Promise<void>;
-  /** This node's cached copy of ino at version, for a peer (undefined: none; a fd must be closed). */
-  openCached(ino: number, version: number): CopyData | undefined;
 }
 
 /** Another file of the same directory (fetched along with a small file when it is small too). */
@@ -178,17 +174,8 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
     const firstArrived = first ? new Promise<void>((res, rej) => (firstDone = (err) => (err ? rej(err) : res()))) : Promise.resolve();
     const items: Item[] = [];
     if (first) {
-      const { progress } = first;
-      progress.got = 0;
-      // In order: readers following the copy trust progress.got to cover only bytes written.
-      let chain: Promise<void> = Promise.resolve();
-      const write = (d: Uint8Array, at: number) =>
-        (chain = chain.then(async () => {
-          await progress.sink.write(d, at);
-          progress.got = at + d.length;
-          for (const w of progress.waiters.splice(0)) w();
-        }));
-      items.push({ ...first.wanted, got: 0, writes: [], write, finish: firstDone });
+      first.progress.got = 0;
+      items.push({ ...first.wanted, got: 0, writes: [], write: inOrder(first.progress), finish: firstDone });
     }
     for (const w of extra) {
       const key = `${w.ino}.${w.version}`;
@@ -285,13 +272,29 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
     })();
   }
 
+  /**
+   * Writes into an arriving copy, one after another: readers following the copy trust progress.got
+   * to cover only bytes written. onWritten hears each write land. Each call's promise settles with it.
+   */
+  function inOrder(progress: Arriving, onWritten?: (bytes: number) => void): (d: Uint8Array, at: number) => Promise<void> {
+    let chain: Promise<void> = Promise.resolve();
+    return (d, at) =>
+      (chain = chain.then(async () => {
+        await progress.sink.write(d, at);
+        onWritten?.(d.length);
+        progress.got = at + d.length;
+        for (const w of progress.waiters.splice(0)) w();
+      }));
+  }
+
   /** Stream the file from one holder into fd; the byte count must match the record's size. */
   async function fetchFrom(address: string, ino: number, version: number, path: string, size: number, progress: Arriving): Promise<void> {
     let got = 0;
     progress.got = 0;
-    // Disk writes run behind the stream, in order, off the event loop: receiving and writing overlap.
-    let written: Promise<void> = Promise.resolve();
+    // Disk writes run behind the stream, off the event loop: receiving and writing overlap.
     let behind = 0;
+    const write = inOrder(progress, (n) => (behind -= n));
+    let written: Promise<void> = Promise.resolve();
     try {
       for await (const ch of o.pool.get(address).readFile({ path, offset: 0n, length: 0n, ino: BigInt(ino), version: BigInt(version) })) {
         if (Number(ch.offset) !== got) throw new FsError(E.EIO, `holder ${address} sent bytes out of order`);
@@ -299,12 +302,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
         got += data.length;
         behind += data.length;
         o.observe?.received(data.length);
-        written = written.then(async () => {
-          await progress.sink.write(data, at);
-          behind -= data.length;
-          progress.got = at + data.length;
-          for (const w of progress.waiters.splice(0)) w();
-        });
+        written = write(data, at);
         // Bounded: past this the stream waits (and HTTP/2 flow control holds the sender).
         if (behind > WRITE_BEHIND) await written;
       }
@@ -466,8 +464,6 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   }
 
   return {
-    cached: (ino, version) => o.cache.has(ino, version),
-    openCached: (ino, version) => o.cache.open(ino, version),
     async open(ino, version, path, size, given, siblings) {
       o.observe?.cache(o.cache.has(ino, version));
       const was = unopened.get(ino);
