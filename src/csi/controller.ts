@@ -7,11 +7,11 @@ import type { Logger } from "../util/log.ts";
 import { csiError, createOpLocks, guard, invalid } from "./errors.ts";
 import { READ_ONLY, SINGLE_NODE, requireCapabilities, requireServable, unsupported } from "./capabilities.ts";
 import type { VolumeRecord, VolumeRegistry } from "./volume-registry.ts";
-import type { VolumeDirs } from "./volume-dirs.ts";
+import { isVolumeId, type VolumeDirs } from "./volume-dirs.ts";
 
 /** A directory name for a volume: the CO's name when it is a safe one (pvc-<uid>), else a digest of it. */
 export function volumeIdFor(name: string): string {
-  return /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(name) ? name : `v-${createHash("sha256").update(name).digest("hex").slice(0, 40)}`;
+  return isVolumeId(name) ? name : `v-${createHash("sha256").update(name).digest("hex").slice(0, 40)}`;
 }
 
 const TOKEN = "mcfs1:";
@@ -81,7 +81,7 @@ export function createControllerService(o: ControllerOptions): Partial<ServiceIm
       const id = req.volumeId;
       return locks.run([`volume:${id}`], async () => {
         // Also a directory left by a create cut short before its record: ids are names of directories.
-        if (/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(id)) await dirs.remove(id);
+        if (isVolumeId(id)) await dirs.remove(id);
         await registry.remove(id);
         o.log.info({ volume: id }, "volume deleted");
         return {};

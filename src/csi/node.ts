@@ -5,7 +5,7 @@ import type { Logger } from "../util/log.ts";
 import { csiError, createOpLocks, guard, invalid } from "./errors.ts";
 import { READ_ONLY, requireServable } from "./capabilities.ts";
 import type { Mounter, MountEntry } from "./mounter.ts";
-import { VOLUMES_DIR } from "./volume-dirs.ts";
+import { VOLUMES_DIR, isVolumeId } from "./volume-dirs.ts";
 
 export const MCFS_FSTYPE = "fuse.mcfs";
 
@@ -17,7 +17,6 @@ export interface NodeServiceOptions {
   log: Logger;
 }
 
-const SAFE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const NOTICE_WAIT_MS = 2000, NOTICE_POLL_MS = 50;
 
 /** The bind mount at target, if any (the last one mounted there is the one seen). */
@@ -39,7 +38,7 @@ export function createNodeService(o: NodeServiceOptions): Partial<ServiceImpl<ty
    * caches yet (the notice is on its way): a missing one is looked for again for a little while.
    */
   async function volumeDir(id: string): Promise<string> {
-    if (!SAFE_ID.test(id)) throw csiError(Code.NotFound, `volume ${JSON.stringify(id)} does not exist`);
+    if (!isVolumeId(id)) throw csiError(Code.NotFound, `volume ${JSON.stringify(id)} does not exist`);
     const src = sourceOf(id);
     for (let wait = 0; ; wait += NOTICE_POLL_MS) {
       try {

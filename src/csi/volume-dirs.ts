@@ -1,6 +1,11 @@
 /** Where volumes live in the filesystem's namespace: /volumes/<id>, one directory each. */
 export const VOLUMES_DIR = "volumes";
 
+/** Whether id can name a volume's directory (what CreateVolume hands out; nothing that leaves /volumes). */
+export function isVolumeId(id: string): boolean {
+  return /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(id);
+}
+
 /** The volumes' directories in the shared namespace. */
 export interface VolumeDirs {
   /** Make the volume's directory (and /volumes); nothing happens if it exists. */
