@@ -12,7 +12,8 @@ const cflags = (await $`pkg-config --cflags fuse3`.nothrow().quiet()).stdout.toS
 const lib = ["/usr/lib/x86_64-linux-gnu/libfuse3.a", "/usr/lib/aarch64-linux-gnu/libfuse3.a", "/usr/lib/libfuse3.a"].find(existsSync);
 if (!lib) throw new Error("libfuse3.a not found: install libfuse3-dev (apt-get install libfuse3-dev)");
 await $`cc -O2 -Wall -Wextra -Werror -fPIC -shared ${{ raw: cflags }} -o ${root}/native/build/mcfs_fuse.so ${root}/native/mcfs_fuse.c -Wl,--version-script=${root}/native/mcfs_fuse.map ${lib} -lpthread`;
-console.log("built native/build/mcfs_fuse.so");
+await $`cc -O2 -Wall -Wextra -Werror -fPIC -shared -o ${root}/native/build/mcfs_beneath.so ${root}/native/beneath.c`;
+console.log("built native/build/mcfs_fuse.so, native/build/mcfs_beneath.so");
 if (process.argv.includes("--shim-only")) process.exit(0);
 
 if (existsSync(`${root}/proto`)) {

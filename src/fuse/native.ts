@@ -1,5 +1,5 @@
-import { dlopen, FFIType, ptr } from "bun:ffi";
-import { writeSync, closeSync } from "node:fs";
+import { FFIType, type dlopen } from "bun:ffi";
+import { loadEmbedded } from "../util/embedded-lib.ts";
 import shimPath from "../../native/build/mcfs_fuse.so" with { type: "file" };
 
 const { i32, u32, u64, f64, ptr: P, void: V } = FFIType;
@@ -34,20 +34,8 @@ export type Shim = ReturnType<typeof dlopen<typeof symbols>>["symbols"];
 
 let loaded: Shim | undefined;
 
-/**
- * Load the shim. Inside a compiled binary the .so is embedded; Bun would unpack it to $TMPDIR, which
- * is noexec in many pods, so the bytes go into a memfd and are loaded from /proc/self/fd/N instead.
- */
+/** Load the shim (embedded in the binary). */
 export async function loadShim(): Promise<Shim> {
-  if (loaded) return loaded;
-  const bytes = new Uint8Array(await Bun.file(shimPath).arrayBuffer());
-  const libc = dlopen("libc.so.6", { memfd_create: { args: [P, u32], returns: i32 } });
-  const fd = libc.symbols.memfd_create(ptr(Buffer.from("mcfs_fuse\0")), 0);
-  if (fd < 0) throw new Error("memfd_create failed: cannot load the FUSE shim");
-  let off = 0;
-  while (off < bytes.length) off += writeSync(fd, bytes, off);
-  loaded = dlopen(`/proc/self/fd/${fd}`, symbols).symbols;
-  closeSync(fd);
-  libc.close();
+  loaded ??= loadEmbedded(shimPath, "mcfs_fuse", symbols);
   return loaded;
 }

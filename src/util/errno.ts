@@ -15,6 +15,18 @@ export class FsError extends Error {
     super(message ?? errnoName(errno));
     this.name = "FsError";
   }
+
+  /** The errno's name, as Node's system errors carry it ("ENOENT"). */
+  get code(): string {
+    return errnoName(this.errno);
+  }
+}
+
+/** The errno an error carries, if any (FsError or a Node system error); no logging, unlike toErrno. */
+export function errnoOf(err: unknown): number | undefined {
+  if (err instanceof FsError) return err.errno;
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === "string" && code in E ? (E[code] as number) : undefined;
 }
 
 export function fsError(name: keyof typeof E, message?: string): FsError {

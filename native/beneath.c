@@ -1,0 +1,184 @@
+/*
+ * mcfs local-disk confinement: every path the daemon acts on under its root path (or cache dir) is
+ * resolved beneath a directory fd of that root without following any symlink, and the last component
+ * is acted on with *at() calls that do not follow it either. A symlink a user stored is data, never a
+ * path the daemon (root) follows; ".." cannot climb out; a directory swapped for a symlink between two
+ * calls is refused (ELOOP) instead of followed.
+ *
+ * Paths are relative to the root fd ("a/b/c"; "." for the root itself), so their length is bounded by
+ * PATH_MAX alone, not by PATH_MAX minus the root's own prefix. Every function returns >= 0 or -errno.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define RESOLVE (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
+
+static int open_beneath(int root, const char *rel, int flags, int mode)
+{
+	struct open_how how = { .flags = (uint64_t)(flags | O_CLOEXEC), .resolve = RESOLVE };
+	if (flags & (O_CREAT | O_TMPFILE))
+		how.mode = (uint64_t)mode & 07777;
+	for (int tries = 0;; tries++) {
+		long fd = syscall(SYS_openat2, root, rel, &how, sizeof how);
+		if (fd >= 0)
+			return (int)fd;
+		/* EAGAIN: a concurrent rename raced the lookup; the kernel asks to try again. */
+		if ((errno != EAGAIN && errno != EINTR) || tries > 16)
+			return -errno;
+	}
+}
+
+/*
+ * The directory holding rel's last component, opened beneath root, and that component's name. A name
+ * of "", "." or ".." is refused: the last component must name an entry, not climb.
+ */
+static int parent_of(int root, const char *rel, char *buf, const char **name)
+{
+	size_t len = strlen(rel);
+	if (len == 0 || len >= PATH_MAX)
+		return len ? -ENAMETOOLONG : -EINVAL;
+	memcpy(buf, rel, len + 1);
+	char *slash = strrchr(buf, '/');
+	const char *dir = ".";
+	if (slash) {
+		*slash = 0;
+		*name = slash + 1;
+		dir = buf;
+	} else
+		*name = buf;
+	if (!**name || !strcmp(*name, ".") || !strcmp(*name, ".."))
+		return -EINVAL;
+	return open_beneath(root, dir, O_PATH | O_DIRECTORY, 0);
+}
+
+#define WITH_PARENT(root, rel, call)                                   \
+	do {                                                           \
+		char buf_[PATH_MAX];                                   \
+		const char *name;                                      \
+		int pfd = parent_of(root, rel, buf_, &name);           \
+		if (pfd < 0)                                           \
+			return pfd;                                    \
+		int rc_ = (call) < 0 ? -errno : 0;                     \
+		close(pfd);                                            \
+		return rc_;                                            \
+	} while (0)
+
+int mcfs_open_root(const char *path)
+{
+	int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+int mcfs_openat_beneath(int root, const char *rel, int flags, int mode)
+{
+	return open_beneath(root, rel, flags, mode);
+}
+
+/*
+ * Open a regular file's bytes. Anything else there (a directory, a FIFO left in the tree) is refused
+ * with -EUCLEAN, never used; O_NONBLOCK while opening, so a FIFO cannot block the caller.
+ */
+int mcfs_open_regular_beneath(int root, const char *rel, int flags, int mode)
+{
+	int fd = open_beneath(root, rel, flags | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, mode);
+	if (fd < 0)
+		return fd;
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		int rc = S_ISREG(st.st_mode) ? -errno : -EUCLEAN;
+		close(fd);
+		return rc;
+	}
+	if (!(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0) {
+		int rc = -errno;
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
+int mcfs_mkdirat_beneath(int root, const char *rel, int mode)
+{
+	WITH_PARENT(root, rel, mkdirat(pfd, name, (mode_t)mode));
+}
+
+/* flags: 0 or AT_REMOVEDIR. */
+int mcfs_unlinkat_beneath(int root, const char *rel, int flags)
+{
+	WITH_PARENT(root, rel, unlinkat(pfd, name, flags));
+}
+
+int mcfs_symlinkat_beneath(int root, const char *target, const char *rel)
+{
+	WITH_PARENT(root, rel, symlinkat(target, pfd, name));
+}
+
+int mcfs_fchownat_beneath(int root, const char *rel, uint32_t uid, uint32_t gid)
+{
+	WITH_PARENT(root, rel, fchownat(pfd, name, uid, gid, AT_SYMLINK_NOFOLLOW));
+}
+
+int mcfs_utimensat_beneath(int root, const char *rel, int64_t asec, int64_t ansec, int64_t msec, int64_t mnsec)
+{
+	struct timespec ts[2] = { { .tv_sec = asec, .tv_nsec = ansec }, { .tv_sec = msec, .tv_nsec = mnsec } };
+	WITH_PARENT(root, rel, utimensat(pfd, name, ts, AT_SYMLINK_NOFOLLOW));
+}
+
+int mcfs_readlinkat_beneath(int root, const char *rel, char *out, int size)
+{
+	char buf[PATH_MAX];
+	const char *name;
+	int pfd = parent_of(root, rel, buf, &name);
+	if (pfd < 0)
+		return pfd;
+	ssize_t n = readlinkat(pfd, name, out, (size_t)size);
+	int rc = n < 0 ? -errno : (int)n;
+	close(pfd);
+	return rc;
+}
+
+/* Both ends beneath root; flags as renameat2 (RENAME_NOREPLACE, RENAME_EXCHANGE). */
+int mcfs_renameat_beneath(int root, const char *from, const char *to, uint32_t flags)
+{
+	char b1[PATH_MAX], b2[PATH_MAX];
+	const char *n1, *n2;
+	int p1 = parent_of(root, from, b1, &n1);
+	if (p1 < 0)
+		return p1;
+	int p2 = parent_of(root, to, b2, &n2);
+	if (p2 < 0) {
+		close(p1);
+		return p2;
+	}
+	int rc = syscall(SYS_renameat2, p1, n1, p2, n2, flags) < 0 ? -errno : 0;
+	close(p1);
+	close(p2);
+	return rc;
+}
+
+/* A hard link; a symlink at from is linked itself, never its target (linkat without AT_SYMLINK_FOLLOW). */
+int mcfs_linkat_beneath(int root, const char *from, const char *to)
+{
+	char b1[PATH_MAX], b2[PATH_MAX];
+	const char *n1, *n2;
+	int p1 = parent_of(root, from, b1, &n1);
+	if (p1 < 0)
+		return p1;
+	int p2 = parent_of(root, to, b2, &n2);
+	if (p2 < 0) {
+		close(p1);
+		return p2;
+	}
+	int rc = linkat(p1, n1, p2, n2, 0) < 0 ? -errno : 0;
+	close(p1);
+	close(p2);
+	return rc;
+}

@@ -1,0 +1,191 @@
+import * as fs from "node:fs";
+import { ptr } from "bun:ffi";
+import { beneath, cstr } from "./beneath-native.ts";
+import { E, FsError, errnoName } from "../util/errno.ts";
+
+const { O_RDONLY, O_WRONLY, O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK, O_NOCTTY, O_CREAT, O_EXCL } = fs.constants;
+const O_PATH = 0o10000000;
+const AT_REMOVEDIR = 0x200;
+/** What native/beneath.c answers for "not a regular file" (Node's errno table lacks it). */
+const EUCLEAN = 117;
+
+export type EntryType = "file" | "dir" | "link" | "other";
+
+/**
+ * A directory tree the daemon keeps (a root path, a cache dir), reached only beneath an fd of its top:
+ * no path leaves it and no symlink in it is ever followed, not even as the last component. Paths are
+ * namespace-style ("/a/b", "" for the top) and must be clean (no ".", "..", empty parts or NUL).
+ * Failures throw FsError with the errno and the operation and path in the message.
+ */
+export interface LocalDir {
+  /** Where it is, for messages. */
+  readonly path: string;
+  /** Open a file (never a symlink); O_CREAT makes it with mode. */
+  open(p: string, flags: number, mode?: number): number;
+  /** Open a regular file for its bytes; anything else at p is refused (EIO), never used. */
+  openFile(p: string, flags: number, mode?: number): number;
+  /** lstat; undefined when nothing is there (or the way there is not a directory). */
+  stat(p: string): fs.BigIntStats | undefined;
+  typeOf(p: string): EntryType | undefined;
+  mkdir(p: string, mode: number): void;
+  /** p and its missing parents as directories; a non-directory in the way (a leftover the namespace no longer has) is replaced. */
+  ensureDir(p: string): void;
+  unlink(p: string): void;
+  rmdir(p: string): void;
+  /** Whatever is at p, a directory with its contents; nothing there is fine. */
+  remove(p: string): void;
+  rename(from: string, to: string, flags?: number): void;
+  symlink(target: string, p: string): void;
+  link(from: string, to: string): void;
+  readlink(p: string): string;
+  /** lchown: a symlink's own owner. */
+  chown(p: string, uid: number, gid: number): void;
+  /** chmod of a file or directory (symlinks have no mode of their own: EOPNOTSUPP). */
+  chmod(p: string, mode: number): void;
+  /** Times in ns since the epoch; a symlink's own. */
+  utimes(p: string, atimeNs: bigint, mtimeNs: bigint): void;
+  truncate(p: string, size: number): void;
+  list(p: string): { name: string; type: EntryType }[];
+  close(): void;
+}
+
+const typeOfMode = (mode: number): EntryType => {
+  switch (mode & 0o170000) {
+    case 0o100000: return "file";
+    case 0o040000: return "dir";
+    case 0o120000: return "link";
+    default: return "other";
+  }
+};
+
+/** The relative form of a clean namespace path ("." for the top); anything unclean is refused. */
+export function relOf(p: string): string {
+  if (p === "" || p === "/") return ".";
+  if (p.includes("\0")) throw new FsError(E.EINVAL, `path with NUL refused`);
+  const rel = p.startsWith("/") ? p.slice(1) : p;
+  for (const part of rel.split("/")) if (part === "" || part === "." || part === "..") throw new FsError(E.EINVAL, `unclean path ${JSON.stringify(p)} refused`);
+  return rel;
+}
+
+/** Open top (followed as given: it is the administrator's choice) and confine everything to it. */
+export function openLocalDir(top: string): LocalDir {
+  const lib = beneath();
+  const rootFd = lib.mcfs_open_root(cstr(top));
+  if (rootFd < 0) throw new FsError(-rootFd, `cannot open ${top}: ${errnoName(-rootFd)}`);
+  const fail = (rc: number, op: string, p: string) => new FsError(-rc, `${op} ${top}${p.startsWith("/") ? "" : "/"}${p}: ${errnoName(-rc)}`);
+  const check = (rc: number, op: string, p: string): number => {
+    if (rc < 0) throw fail(rc, op, p);
+    return rc;
+  };
+
+  const open = (p: string, flags: number, mode = 0) => check(lib.mcfs_openat_beneath(rootFd, cstr(relOf(p)), flags | O_NOFOLLOW, mode), "open", p);
+
+  function stat(p: string): fs.BigIntStats | undefined {
+    const rc = lib.mcfs_openat_beneath(rootFd, cstr(relOf(p)), O_PATH | O_NOFOLLOW, 0);
+    // A parent that is a symlink or a file: nothing reachable is at p.
+    if (rc === -E.ENOENT || rc === -E.ENOTDIR || rc === -E.ELOOP) return undefined;
+    const fd = check(rc, "lstat", p);
+    try {
+      return fs.fstatSync(fd, { bigint: true });
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  const typeOf = (p: string) => {
+    const st = stat(p);
+    return st ? typeOfMode(Number(st.mode)) : undefined;
+  };
+
+  const mkdir = (p: string, mode: number) => void check(lib.mcfs_mkdirat_beneath(rootFd, cstr(relOf(p)), mode), "mkdir", p);
+  const unlink = (p: string) => void check(lib.mcfs_unlinkat_beneath(rootFd, cstr(relOf(p)), 0), "unlink", p);
+  const rmdir = (p: string) => void check(lib.mcfs_unlinkat_beneath(rootFd, cstr(relOf(p)), AT_REMOVEDIR), "rmdir", p);
+
+  function list(p: string): { name: string; type: EntryType }[] {
+    const fd = open(p, O_RDONLY | O_DIRECTORY);
+    try {
+      // The fd is the directory itself, already confined: listing it through /proc follows nothing else.
+      return fs.readdirSync(`/proc/self/fd/${fd}`, { withFileTypes: true }).map((d) => ({
+        name: d.name,
+        type: d.isFile() ? "file" : d.isDirectory() ? "dir" : d.isSymbolicLink() ? "link" : "other",
+      }));
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  function remove(p: string): void {
+    const t = typeOf(p);
+    if (t === undefined) return;
+    if (t !== "dir") return unlink(p);
+    for (const e of list(p)) remove(`${p}/${e.name}`);
+    rmdir(p);
+  }
+
+  function ensureDir(p: string): void {
+    if (typeOf(p) === "dir") return;
+    let at = "";
+    for (const part of relOf(p).split("/")) {
+      at += `/${part}`;
+      const t = typeOf(at);
+      if (t === "dir") continue;
+      if (t !== undefined) remove(at);
+      try {
+        mkdir(at, 0o755);
+      } catch (e) {
+        if (!(e instanceof FsError && e.errno === E.EEXIST)) throw e;
+      }
+    }
+  }
+
+  const dir: LocalDir = {
+    path: top,
+    open,
+    openFile(p, flags, mode = 0) {
+      const rc = lib.mcfs_open_regular_beneath(rootFd, cstr(relOf(p)), flags, mode);
+      if (rc === -EUCLEAN) throw new FsError(E.EIO, `${top}${p} is not a regular file: not used`);
+      return check(rc, "open", p);
+    },
+    stat,
+    typeOf,
+    mkdir,
+    ensureDir,
+    unlink,
+    rmdir,
+    remove,
+    rename: (from, to, flags = 0) => void check(lib.mcfs_renameat_beneath(rootFd, cstr(relOf(from)), cstr(relOf(to)), flags), "rename", `${from} -> ${to}`),
+    symlink: (target, p) => void check(lib.mcfs_symlinkat_beneath(rootFd, cstr(target), cstr(relOf(p))), "symlink", p),
+    link: (from, to) => void check(lib.mcfs_linkat_beneath(rootFd, cstr(relOf(from)), cstr(relOf(to))), "link", `${from} -> ${to}`),
+    readlink(p) {
+      const buf = Buffer.alloc(4096);
+      const n = check(lib.mcfs_readlinkat_beneath(rootFd, cstr(relOf(p)), ptr(buf), buf.length), "readlink", p);
+      return buf.toString("utf8", 0, n);
+    },
+    chown: (p, uid, gid) => void check(lib.mcfs_fchownat_beneath(rootFd, cstr(relOf(p)), uid >>> 0, gid >>> 0), "chown", p),
+    chmod(p, mode) {
+      const fd = open(p, O_RDONLY | O_NONBLOCK | O_NOCTTY);
+      try {
+        fs.fchmodSync(fd, mode & 0o7777);
+      } finally {
+        fs.closeSync(fd);
+      }
+    },
+    utimes(p, at, mt) {
+      const s = (t: bigint) => t / 1_000_000_000n, ns = (t: bigint) => t % 1_000_000_000n;
+      check(lib.mcfs_utimensat_beneath(rootFd, cstr(relOf(p)), s(at), ns(at), s(mt), ns(mt)), "utimes", p);
+    },
+    truncate(p, size) {
+      const fd = dir.openFile(p, O_WRONLY);
+      try {
+        fs.ftruncateSync(fd, size);
+      } finally {
+        fs.closeSync(fd);
+      }
+    },
+    list,
+    close: () => fs.closeSync(rootFd),
+  };
+  return dir;
+}
+
+/** Open flags for a new file: created here or refused, never an existing entry reused. */
+export const CREATE_NEW = O_CREAT | O_EXCL;
