@@ -5,7 +5,10 @@ import { randomBytes } from "node:crypto";
 import { fuseUnavailable, waitFor, errCode } from "./helpers/env.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { useCluster } from "./helpers/node.ts";
-import { call, createPeerPool } from "../src/peer/peer-client.ts";
+import { call, createPeerPool, type PeerClient } from "../src/peer/peer-client.ts";
+import { connectRedis } from "../src/meta/redis-connect.ts";
+import * as grpc from "@grpc/grpc-js";
+import { E } from "../src/util/errno.ts";
 
 const skip = fuseUnavailable();
 
@@ -19,10 +22,23 @@ async function peerErrno(p: () => Promise<unknown>): Promise<number> {
   }
 }
 
+/** The gRPC status of a call of Peer/method with an empty body and the right secret (grpc-js, any method name). */
+function rawCallCode(addr: string, method: string): Promise<number> {
+  const client = new grpc.Client(addr, grpc.credentials.createInsecure());
+  const md = new grpc.Metadata();
+  md.set("authorization", "Bearer test-cluster-secret-0123456789");
+  return new Promise((res) => {
+    client.makeUnaryRequest(`/mcfs.v1.Peer/${method}`, (b: Buffer) => b, (b: Buffer) => b, Buffer.alloc(0), md, (err) => {
+      client.close();
+      res(err?.code ?? grpc.status.OK);
+    });
+  });
+}
 
 /** Three daemons, one Redis, one machine: bytes written on one node are read on the others. */
 describe.skipIf(!!skip)("data across nodes", () => {
-  const n = useCluster("cluster", ["a", "b", "c"]).nodes;
+  const cluster = useCluster("cluster", ["a", "b", "c"]);
+  const n = cluster.nodes;
 
   test("a file written and closed on A is read whole on B and C", () => {
     const [a, b, c] = n as [TestDaemon, TestDaemon, TestDaemon];
@@ -116,22 +132,37 @@ describe.skipIf(!!skip)("data across nodes", () => {
     }
   });
 
-  test("peer requests without the secret, with a wrong one, or leaving the root are refused", async () => {
+  test("peers get only reads of held bytes: no secret, a wrong one, unclean paths, symlinks out, old calls are refused", async () => {
     const a = n[0]!;
     fs.writeFileSync(join(a.mnt, "peer.txt"), "p");
+    const ino = BigInt(fs.statSync(join(a.mnt, "peer.txt")).ino);
+    const redis = await connectRedis(cluster.redis.url);
+    const version = BigInt((await redis.hGet(`mcfs:i:${ino}`, "v"))!);
+    await redis.quit();
     const addr = `127.0.0.1:${a.port}`;
+    const read = (c: PeerClient, path: string, i = ino, v = version) => call(() => c.read({ path, ino: i, version: v, offset: 0n, length: 0n }));
     const good = createPeerPool({ secret: "test-cluster-secret-0123456789", timeoutMs: 5000 }).get(addr);
-    expect((await call(() => good.exists({ path: "/peer.txt" }))).exists).toBe(true);
-    const none = createPeerPool({ timeoutMs: 5000 }).get(addr);
-    expect(await peerErrno(() => none.exists({ path: "/peer.txt" }))).toBe(13);
-    const wrong = createPeerPool({ secret: "wrong-secret-wrong-secret", timeoutMs: 5000 }).get(addr);
-    expect(await peerErrno(() => wrong.getAttr({ path: "/peer.txt" }))).toBe(13);
-    for (const p of ["/../../etc/passwd", "etc/passwd", "/a/../../x", "/.mcfs/node-id"]) {
-      expect(await peerErrno(() => good.getAttr({ path: p }))).toBe(13);
+    expect(Buffer.from((await read(good, "/peer.txt")).data).toString()).toBe("p");
+    expect(await peerErrno(() => read(createPeerPool({ timeoutMs: 5000 }).get(addr), "/peer.txt"))).toBe(13);
+    expect(await peerErrno(() => read(createPeerPool({ secret: "wrong-secret-wrong-secret", timeoutMs: 5000 }).get(addr), "/peer.txt"))).toBe(13);
+    for (const p of ["/../../etc/passwd", "etc/passwd", "/a/../../x", "//peer.txt", "/peer.txt/", "/.mcfs/node-id"]) {
+      expect(await peerErrno(() => read(good, p))).toBe(13);
     }
+    // The version asked for must be the one held here; an inode is required.
+    expect(await peerErrno(() => read(good, "/peer.txt", ino, version + 1n))).toBe(E.ESTALE);
+    expect(await peerErrno(() => read(good, "/peer.txt", 0n))).toBe(E.EINVAL);
+    // A symlink in the root (a user's, or planted) is never followed, as a directory or as the file.
     fs.symlinkSync("/etc", join(a.root, "escape"));
-    expect(await peerErrno(() => good.getAttr({ path: "/escape/passwd" }))).toBe(13);
-    expect(await peerErrno(() => good.getAttr({ path: "/missing" }))).toBe(2);
+    fs.symlinkSync("/etc/passwd", join(a.root, "passwd-link"));
+    fs.writeFileSync(join(a.root, "peer.txt.real"), "x");
+    for (const p of ["/escape/passwd", "/passwd-link"]) expect(await peerErrno(() => read(good, p))).toBe(E.ELOOP);
+    // The calls that changed a node's files behind the metadata's back are gone.
+    for (const method of ["Write", "Truncate", "Chown", "Chmod", "Unlink", "Rmdir", "Rename", "Utimens", "Mkdir", "Create", "Exists", "GetAttr", "ReadDir", "Access"]) {
+      expect(await rawCallCode(addr, method)).toBe(grpc.status.UNIMPLEMENTED);
+    }
+    fs.rmSync(join(a.root, "escape"));
+    fs.rmSync(join(a.root, "passwd-link"));
+    fs.rmSync(join(a.root, "peer.txt.real"));
   });
 
   test("with its only holder down, a read fails with EIO; a copy of the current version still reads", async () => {

@@ -1,6 +1,8 @@
 import * as fs from "node:fs";
-import { join } from "node:path";
 import { E, FsError } from "../util/errno.ts";
+import type { LocalDir } from "../local/local-dir.ts";
+
+const { O_RDONLY, O_RDWR, O_CREAT, O_EXCL } = fs.constants;
 
 /**
  * Copies of other nodes' files, in two tiers: small files in RAM (buffers: a file descriptor for each of
@@ -50,7 +52,7 @@ export interface TierUsage {
 
 export interface CopyCacheOptions {
   /** Directory of the disk tier, this node's alone (emptied at start). */
-  dir: string;
+  dir: LocalDir;
   ramBytes: number;
   /** Largest file kept in RAM. */
   ramMaxFileBytes: number;
@@ -65,7 +67,7 @@ interface Entry {
   size: number;
   /** RAM: the bytes. */
   bytes?: Uint8Array;
-  /** Disk: the file. */
+  /** Disk: the file's name in the tier's directory. */
   file?: string;
 }
 
@@ -81,8 +83,7 @@ interface Tier {
 const COPY_NAME = /^\d+\.\d+(\.part-\d+)?$/;
 
 export function createCopyCache(o: CopyCacheOptions): CopyCache {
-  fs.mkdirSync(o.dir, { recursive: true, mode: 0o700 });
-  for (const f of fs.readdirSync(o.dir)) if (COPY_NAME.test(f)) fs.rmSync(join(o.dir, f), { force: true });
+  for (const f of o.dir.list("")) if (COPY_NAME.test(f.name)) o.dir.remove(`/${f.name}`);
   const ram: Tier = { name: "ram", limit: o.ramBytes, entries: new Map(), used: 0 };
   const disk: Tier = { name: "disk", limit: o.diskBytes, entries: new Map(), used: 0 };
   let seq = 0;
@@ -91,7 +92,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
     tier.entries.delete(e.ino);
     tier.used -= e.size;
     // Readers that opened the copy keep reading it (their fd, or the buffer they hold).
-    if (e.file) fs.rmSync(e.file, { force: true });
+    if (e.file) o.dir.remove(e.file);
   }
 
   function find(ino: number): [Tier, Entry] | undefined {
@@ -122,7 +123,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
       const [tier, e] = f;
       tier.entries.delete(ino);
       tier.entries.set(ino, e);
-      return e.bytes ? { bytes: e.bytes } : { fd: fs.openSync(e.file!, "r") };
+      return e.bytes ? { bytes: e.bytes } : { fd: o.dir.openFile(e.file!, O_RDONLY) };
     },
     has(ino, version) {
       return find(ino)?.[1].version === version;
@@ -138,12 +139,12 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
       if (!tier) throw new FsError(E.EFBIG, `a copy of ${size} bytes fits no cache tier`);
       makeRoom(tier, size);
       tier.used += size;
-      const file = tier === disk ? join(o.dir, `${ino}.${version}`) : undefined;
+      const file = tier === disk ? `/${ino}.${version}` : undefined;
       const tmp = file ? `${file}.part-${++seq}` : undefined;
       let fd = -1;
       let bytes: Uint8Array | undefined;
       try {
-        if (tmp) fd = fs.openSync(tmp, "w+", 0o600);
+        if (tmp) fd = o.dir.openFile(tmp, O_RDWR | O_CREAT | O_EXCL, 0o600);
         else bytes = new Uint8Array(size);
       } catch (e) {
         tier.used -= size;
@@ -171,7 +172,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
           if (tmp && file) {
             fs.closeSync(fd);
             // No fsync: the tier is emptied at every start, so a copy cut short by a crash is never served.
-            fs.renameSync(tmp, file);
+            o.dir.rename(tmp, file);
             e.file = file;
           } else e.bytes = bytes;
           tier.entries.set(ino, e);
@@ -182,7 +183,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
           tier.used -= size;
           if (tmp) {
             fs.closeSync(fd);
-            fs.rmSync(tmp, { force: true });
+            o.dir.remove(tmp);
           }
         },
       };

@@ -7,7 +7,8 @@ import { startEmbeddedRedis, type EmbeddedRedis } from "./embedded-redis.ts";
 import { scanRoot } from "./startup-scan.ts";
 import { createRedisStore } from "../meta/redis-store.ts";
 import type { MetadataStore } from "../meta/store.ts";
-import { createVfs, RESERVED_NAME, type Vfs } from "../vfs/vfs.ts";
+import { createVfs, type Vfs } from "../vfs/vfs.ts";
+import { RESERVED_NAME } from "../local/root-layout.ts";
 import { createRemoteData, type RemoteData } from "../vfs/remote-data.ts";
 import { createCopyCache, type CopyCache } from "../cache/copy-cache.ts";
 import { createMetrics, instrument, type Metrics } from "../metrics/metrics.ts";
@@ -15,6 +16,8 @@ import { observeRpcs } from "../metrics/rpc-interceptor.ts";
 import { serveMetrics } from "../metrics/metrics-server.ts";
 import { createProgress } from "../util/progress.ts";
 import { createTodoApplier } from "../vfs/local-todo.ts";
+import { openLocalDir } from "../local/local-dir.ts";
+import { openPrivateDir } from "../local/private-dir.ts";
 import { startPeerServer } from "../peer/peer-server.ts";
 import { createPeerPool } from "../peer/peer-client.ts";
 import { startFuseSession, type FuseSession } from "../fuse/session.ts";
@@ -71,6 +74,9 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
   try {
     const lock = lockRoot(join(cfg.rootPath, RESERVED_NAME), cfg.rootPath);
     cleanups.push(async () => lock.release());
+    // Every local operation from here on is confined beneath this fd of the root path.
+    const root = openLocalDir(cfg.rootPath);
+    cleanups.push(async () => root.close());
     let embedded: EmbeddedRedis | undefined;
     let url = cfg.redisUrl;
     if (!url) {
@@ -100,11 +106,11 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     // (which would otherwise publish deleted files again under their old names).
     // The VFS comes later: until it exists nothing is open.
     let vfs: Vfs | undefined;
-    const todo = createTodoApplier({ rootPath: cfg.rootPath, nodeId, store, log: nlog, writing: (ino) => vfs?.writing(ino) ?? false });
+    const todo = createTodoApplier({ root, nodeId, store, log: nlog, writing: (ino) => vfs?.writing(ino) ?? false });
     await todo.drain();
     const t0 = performance.now();
     const progress = createProgress("start-up scan: files under the root path", nlog, true);
-    const scan = await scanRoot(cfg.rootPath, store, nodeId, nlog, !cfg.redisUrl, (n) => progress.update(n, 0));
+    const scan = await scanRoot(root, store, nodeId, nlog, !cfg.redisUrl, (n) => progress.update(n, 0));
     progress.stop();
     nlog.info({ ...scan, seconds: +((performance.now() - t0) / 1000).toFixed(2), root: cfg.rootPath }, "start-up scan done");
 
@@ -113,8 +119,10 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     if (cfg.redisUrl) {
       if (!cfg.clusterSecret) nlog.warn("--insecure: serving this node's files to anyone who can reach its port");
       // Per node: several nodes on one machine may share the cache directory.
+      const cacheDir = openPrivateDir(cfg.cacheDir, nodeId);
+      cleanups.push(async () => cacheDir.close());
       const cache = createCopyCache({
-        dir: join(cfg.cacheDir, nodeId),
+        dir: cacheDir,
         ramBytes: cfg.ramCacheBytes,
         ramMaxFileBytes: cfg.ramCacheMaxFileBytes,
         diskBytes: cfg.diskCacheBytes,
@@ -131,12 +139,12 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       const pool = createPeerPool({ secret: cfg.clusterSecret, timeoutMs: 30_000, interceptors: m ? [rpcObserver("client")] : [] });
       cleanups.push(async () => pool.close());
       remote = createRemoteData({
-        store, pool, cache, nodeId, startedAt, log: nlog,
+        root, store, pool, cache, nodeId, startedAt, log: nlog,
         observe: m && { cache: (hit) => (hit ? m.cacheHits : m.cacheMisses).inc(), received: (n) => m.peerBytes.inc({ direction: "received" }, n) },
       });
       copies = cache;
       const server = await startPeerServer({
-        rootPath: cfg.rootPath,
+        root,
         port: cfg.port,
         secret: cfg.clusterSecret,
         log: nlog,
@@ -152,7 +160,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     }
     let session: FuseSession | undefined;
     vfs = createVfs({
-      rootPath: cfg.rootPath, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, soleNode: !cfg.redisUrl, remote, catchUp: () => todo.drain(),
+      root, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, soleNode: !cfg.redisUrl, remote, catchUp: () => todo.drain(),
       refreshKernelAttrs: async (ino) => {
         if (!session) return;
         session.invalidateAttrs(ino);

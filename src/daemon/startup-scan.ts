@@ -1,7 +1,8 @@
-import * as fs from "node:fs";
+import type * as fs from "node:fs";
+import type { LocalDir, EntryType } from "../local/local-dir.ts";
 import type { MetadataStore } from "../meta/store.ts";
 import type { Logger } from "../util/log.ts";
-import { RESERVED_NAME } from "../vfs/vfs.ts";
+import { RESERVED_NAME } from "../local/root-layout.ts";
 import { PARTIAL_MARK } from "../vfs/remote-data.ts";
 import { E, FsError } from "../util/errno.ts";
 
@@ -20,15 +21,15 @@ const BATCH = 256;
  * Publish what is already under the root path (files put there before start, or while mcfs was down)
  * into the namespace. Names the namespace already has are left as they are: Redis is authoritative.
  */
-export async function scanRoot(rootPath: string, store: MetadataStore, nodeId: string, log: Logger, repair: boolean, onProgress?: (n: number) => void): Promise<ScanResult> {
+export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: string, log: Logger, repair: boolean, onProgress?: (n: number) => void): Promise<ScanResult> {
   const res: ScanResult = { dirs: 0, published: 0, known: 0, repaired: 0, skipped: 0 };
   const queue: { ino: number; path: string }[] = [{ ino: 1, path: "" }];
   while (queue.length) {
     const { ino, path } = queue.pop()!;
     res.dirs++;
-    let names: fs.Dirent[];
+    let names: { name: string; type: EntryType }[];
     try {
-      names = fs.readdirSync(rootPath + path, { withFileTypes: true });
+      names = root.list(path);
     } catch (e) {
       log.warn({ path, err: (e as Error).message }, "start-up scan cannot read directory");
       continue;
@@ -39,17 +40,17 @@ export async function scanRoot(rootPath: string, store: MetadataStore, nodeId: s
     for (let i = 0; i < todo.length; i += BATCH) {
       const batch = todo.slice(i, i + BATCH);
       // A sole node writes some metadata behind its replies: a file newer than its record is repaired.
-      const known = repair ? batch.filter((d) => d.isFile() && existing.get(d.name)?.type === 0o10) : [];
+      const known = repair ? batch.filter((d) => d.type === "file" && existing.get(d.name)?.type === 0o10) : [];
       const recs = new Map((await store.getMany(known.map((d) => existing.get(d.name)!.ino))).map((r, k) => [known[k]!.name, r]));
       await Promise.all(batch.map(async (d) => {
         const rel = `${path}/${d.name}`;
         const have = existing.get(d.name);
         if (have) {
           res.known++;
-          if (d.isDirectory() && have.type === 0o04) queue.push({ ino: have.ino, path: rel });
+          if (d.type === "dir" && have.type === 0o04) queue.push({ ino: have.ino, path: rel });
           const rec = recs.get(d.name);
-          if (rec) {
-            const st = fs.statSync(rootPath + rel, { bigint: true });
+          const st = rec && root.stat(rel);
+          if (rec && st) {
             // Newer by more than a millisecond: utimes on the local copy rounds, but never by that much.
             if (Number(st.size) !== rec.size || st.mtimeNs > rec.mtime + 1_000_000n) {
               await store.setData(rec.ino, Number(st.size), st.mtimeNs, nodeId, rel);
@@ -58,10 +59,8 @@ export async function scanRoot(rootPath: string, store: MetadataStore, nodeId: s
           }
           return;
         }
-        let st: fs.BigIntStats;
-        try {
-          st = fs.lstatSync(rootPath + rel, { bigint: true });
-        } catch {
+        const st: fs.BigIntStats | undefined = root.stat(rel);
+        if (!st) {
           res.skipped++;
           return;
         }
@@ -75,7 +74,7 @@ export async function scanRoot(rootPath: string, store: MetadataStore, nodeId: s
           const rec = await store.create(ino, d.name, {
             mode, uid: Number(st.uid), gid: Number(st.gid), size: isDir ? 0 : Number(st.size),
             mtime: st.mtimeNs, atime: st.atimeNs, holder: isFile ? nodeId : "",
-            ...(isLink ? { target: fs.readlinkSync(rootPath + rel) } : {}),
+            ...(isLink ? { target: root.readlink(rel) } : {}),
           });
           res.published++;
           if (isDir) queue.push({ ino: rec.ino, path: rel });

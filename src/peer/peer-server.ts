@@ -1,36 +1,19 @@
 import * as http2 from "node:http2";
-import * as fs from "node:fs";
 import { timingSafeEqual } from "node:crypto";
-import { Code, ConnectError, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { Peer } from "../gen/mcfs/v1/peer_pb.ts";
-import { confine } from "./confine.ts";
-import { fromConnectError, toConnectError } from "./errors.ts";
 import { WINDOW } from "./peer-client.ts";
 import type { Logger } from "../util/log.ts";
-import { E, FsError, toErrno } from "../util/errno.ts";
-import { readCopy, type CopyData } from "../cache/copy-cache.ts";
+import { createPeerService, type PeerServiceOptions } from "./peer-service.ts";
 
-/** Stream messages stay at or under 128 KiB: larger ones stall some gRPC clients on Bun's HTTP/2. */
-export const CHUNK = 128 * 1024;
-
-const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
-
-export interface PeerServerOptions {
-  rootPath: string;
+export interface PeerServerOptions extends PeerServiceOptions {
   port: number;
   host?: string;
   /** Cluster secret every caller must present; undefined only with --insecure. */
   secret?: string;
-  /** The cached copy of ino at version, if this node has one (a fd is closed after use). */
-  openCached?: (ino: number, version: number) => CopyData | undefined;
-  /** For each copy, whether this node is listed as holding that version in its root path. */
-  holdsInRoot?: (copies: { ino: number; version: number }[]) => Promise<boolean[]>;
-  /** For metrics: RPCs observed, file bytes served. */
+  /** For metrics: RPCs observed. */
   interceptors?: Interceptor[];
-  onServed?: (bytes: number) => void;
-  /** Follow other nodes' renames on the local disk (called once when an asked-for file is missing). */
-  catchUp?: () => Promise<void>;
   log: Logger;
 }
 
@@ -48,146 +31,9 @@ function authInterceptor(secret: string): Interceptor {
   };
 }
 
-function attrOf(st: fs.BigIntStats) {
-  return {
-    size: st.size, mode: Number(st.mode), uid: Number(st.uid), gid: Number(st.gid), nlink: Number(st.nlink),
-    atimeNs: st.atimeNs, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs,
-  };
-}
-
-/** The node's root path served to other nodes: every request confined to it, errors with their errno. */
+/** The peer service on the network: authenticated callers only, errors with their errno. */
 export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer> {
-  const root = o.rootPath;
-  const realRoot = fs.realpathSync(root);
-  const at = (p: string) => confine(root, realRoot, p);
-  const done = {};
-
-  const missing = (e: unknown) => (e as NodeJS.ErrnoException).code === "ENOENT" || (e as { errno?: number }).errno === 2;
-  const guarded = <A extends unknown[], R>(fn: (...a: A) => R | Promise<R>) => async (...a: A): Promise<R> => {
-    try {
-      try {
-        return await fn(...a);
-      } catch (e) {
-        if (!missing(e) || !o.catchUp) throw e;
-        await o.catchUp();
-        return await fn(...a);
-      }
-    } catch (e) {
-      throw toConnectError(e);
-    }
-  };
-
-  /** The file a read asks for: with ino, only the bytes of that version (cache, else root path). */
-  async function openForRead(r: { path: string; ino: bigint; version: bigint }, held?: Promise<boolean>): Promise<CopyData> {
-    if (r.ino) {
-      const ino = Number(r.ino), version = Number(r.version);
-      const c = o.openCached?.(ino, version);
-      if (c) return c;
-      if (o.holdsInRoot && !(await (held ?? o.holdsInRoot([{ ino, version }]).then((r) => r[0])))) throw new FsError(E.ESTALE, `no copy of ${r.path} at version ${version} here`);
-    }
-    return { fd: fs.openSync(at(r.path), O_RDONLY | O_NOFOLLOW) };
-  }
-  const closeCopy = (c: CopyData) => {
-    if ("fd" in c) fs.closeSync(c.fd);
-  };
-
-  const impl: ServiceImpl<typeof Peer> = {
-    exists: guarded((r) => ({ exists: fs.existsSync(at(r.path)) })),
-    getAttr: guarded((r) => ({ attr: attrOf(fs.lstatSync(at(r.path), { bigint: true })) })),
-    readDir: guarded((r) => ({
-      entries: fs.readdirSync(at(r.path), { withFileTypes: true }).filter((d) => !(r.path === "/" && d.name === ".mcfs")).map((d) => ({ name: d.name, mode: fs.lstatSync(`${at(r.path)}/${d.name}`).mode })),
-    })),
-    read: guarded(async (r) => {
-      const c = await openForRead(r);
-      try {
-        const buf = Buffer.allocUnsafe(Math.min(Number(r.length) || CHUNK, 16 * CHUNK));
-        const n = readCopy(c, buf, Number(r.offset));
-        o.onServed?.(n);
-        return { data: buf.subarray(0, n) };
-      } finally {
-        closeCopy(c);
-      }
-    }),
-    async *readFile(r) {
-      const c = await guarded(() => openForRead(r))();
-      try {
-        let off = Number(r.offset);
-        const end = r.length ? off + Number(r.length) : Infinity;
-        for (;;) {
-          const want = Math.min(CHUNK, end - off);
-          if (want <= 0) return;
-          const buf = Buffer.allocUnsafe(want);
-          const n = readCopy(c, buf, off);
-          if (n === 0) return;
-          o.onServed?.(n);
-          yield { offset: BigInt(off), data: buf.subarray(0, n) };
-          off += n;
-        }
-      } finally {
-        closeCopy(c);
-      }
-    },
-    async *readFiles(r) {
-      // Every file's holder check at once (one round trip to Redis); opened in order as the stream
-      // goes; a file that fails is reported and the rest still come.
-      const all = o.holdsInRoot?.(r.files.map((f) => ({ ino: Number(f.ino), version: Number(f.version) })));
-      all?.catch(() => {});
-      const held = r.files.map((_, i) => all?.then((h) => h[i] === true));
-      let pieces: { index: number; offset: bigint; data: Uint8Array; errno: number; last: boolean }[] = [];
-      // One buffer per message, filled by consecutive files.
-      let buf = Buffer.allocUnsafe(CHUNK);
-      let used = 0;
-      for (const [index, f] of r.files.entries()) {
-        let c: CopyData;
-        try {
-          c = await guarded(() => openForRead(f, held[index]))();
-        } catch (e) {
-          pieces.push({ index, offset: 0n, data: new Uint8Array(0), errno: fromConnectError(e).errno, last: true });
-          continue;
-        }
-        try {
-          for (let off = 0; ; ) {
-            if (used === CHUNK) {
-              yield { pieces };
-              pieces = [];
-              buf = Buffer.allocUnsafe(CHUNK);
-              used = 0;
-            }
-            const n = readCopy(c, buf.subarray(used), off);
-            const last = used + n < CHUNK;
-            pieces.push({ index, offset: BigInt(off), data: buf.subarray(used, used + n), errno: 0, last });
-            o.onServed?.(n);
-            used += n;
-            off += n;
-            if (last) break;
-          }
-        } catch (e) {
-          pieces.push({ index, offset: 0n, data: new Uint8Array(0), errno: toErrno(e), last: true });
-        } finally {
-          closeCopy(c);
-        }
-      }
-      if (pieces.length) yield { pieces };
-    },
-    write: guarded((r) => {
-      const fd = fs.openSync(at(r.path), O_WRONLY | O_NOFOLLOW);
-      try {
-        return { written: BigInt(fs.writeSync(fd, r.data, 0, r.data.length, Number(r.offset))) };
-      } finally {
-        fs.closeSync(fd);
-      }
-    }),
-    truncate: guarded((r) => (fs.truncateSync(at(r.path), Number(r.size)), done)),
-    chown: guarded((r) => (fs.lchownSync(at(r.path), r.uid, r.gid), done)),
-    chmod: guarded((r) => (fs.chmodSync(at(r.path), r.mode & 0o7777), done)),
-    unlink: guarded((r) => (fs.unlinkSync(at(r.path)), done)),
-    rmdir: guarded((r) => (fs.rmdirSync(at(r.path)), done)),
-    rename: guarded((r) => (fs.renameSync(at(r.from), at(r.to)), done)),
-    access: guarded((r) => (fs.accessSync(at(r.path), r.mask), done)),
-    utimens: guarded((r) => (fs.utimesSync(at(r.path), Number(r.atimeNs) / 1e9, Number(r.mtimeNs) / 1e9), done)),
-    mkdir: guarded((r) => (fs.mkdirSync(at(r.path), r.mode & 0o7777), done)),
-    create: guarded((r) => (fs.closeSync(fs.openSync(at(r.path), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, r.mode & 0o7777)), done)),
-  };
+  const impl = createPeerService(o);
 
   const handler = connectNodeAdapter({
     routes: (router) => router.service(Peer, impl),

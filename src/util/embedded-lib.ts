@@ -1,11 +1,11 @@
-import { dlopen, ptr, FFIType, type Narrow, type FFIFunction } from "bun:ffi";
+import { dlopen, ptr, FFIType, type FFIFunction } from "bun:ffi";
 import { closeSync, readFileSync, writeSync } from "node:fs";
 
 /**
  * dlopen a shared library embedded in the binary. Bun would unpack it to $TMPDIR, which is noexec in
  * many pods, so its bytes go into a memfd and are loaded from /proc/self/fd/N instead.
  */
-export function loadEmbedded<Fns extends Record<string, Narrow<FFIFunction>>>(path: string, name: string, symbols: Fns) {
+export function loadEmbedded<Fns extends Record<string, FFIFunction>>(path: string, name: string, symbols: Fns) {
   const bytes = readFileSync(path);
   const libc = dlopen("libc.so.6", { memfd_create: { args: [FFIType.ptr, FFIType.u32], returns: FFIType.i32 } });
   const fd = libc.symbols.memfd_create(ptr(Buffer.from(`${name}\0`)), 0);

@@ -1,64 +1,68 @@
 /**
- * The node's local copies under its root path: creating, replacing and removing them. The namespace in
- * Redis is authoritative, so a leftover that it no longer knows is replaced, and missing parent
- * directories (made on another node) are created on demand.
+ * The node's local copies under its root path: creating, replacing and removing them, always through
+ * the confined LocalDir. The namespace in Redis is authoritative, so a leftover that it no longer
+ * knows is replaced, and missing parent directories (made on another node) are created on demand.
  */
 import * as fs from "node:fs";
 import { dirname } from "node:path";
+import type { LocalDir } from "../local/local-dir.ts";
+import { E, errnoOf } from "../util/errno.ts";
 
-const { O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
+const { O_CREAT, O_EXCL } = fs.constants;
 
-export function removeLocal(p: string): void {
-  try {
-    const st = fs.lstatSync(p);
-    if (st.isDirectory()) fs.rmSync(p, { recursive: true, force: true });
-    else fs.unlinkSync(p);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
-  }
-}
+/** The way to p is missing or not a directory (a leftover, or made on another node). */
+const noParent = (e: unknown) => {
+  const n = errnoOf(e);
+  return n === E.ENOENT || n === E.ENOTDIR || n === E.ELOOP;
+};
 
-/** Run a local filesystem call, creating missing parent directories once (made on another node). */
-export function withParents<T>(p: string, fn: () => T): T {
+/** Run a local filesystem call, making p's parent directories once if they are not there as directories. */
+export function withParents<T>(root: LocalDir, p: string, fn: () => T): T {
   try {
     return fn();
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
-    fs.mkdirSync(dirname(p), { recursive: true });
+    if (!noParent(e)) throw e;
+    root.ensureDir(dirname(p));
     return fn();
   }
 }
+
+/** Something at p the namespace does not have is in the way. */
+const inTheWay = (e: unknown) => {
+  const n = errnoOf(e);
+  return n === E.EEXIST || n === E.ENOTEMPTY || n === E.EISDIR || n === E.ENOTDIR;
+};
 
 /**
  * Make a new local object at p (file, link, ...), replacing a stale leftover there that the namespace
  * no longer knows, and creating missing parent directories.
  */
-export function makeLocal<T>(p: string, make: () => T): T {
-  return withParents(p, () => {
+export function makeLocal<T>(root: LocalDir, p: string, make: () => T): T {
+  return withParents(root, p, () => {
     try {
       return make();
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-      removeLocal(p);
+      if (!inTheWay(e)) throw e;
+      root.remove(p);
       return make();
     }
   });
 }
 
 /** Create the backing file for a new inode. */
-export function createLocalFile(p: string, flags: number, mode: number, uid: number, gid: number): number {
-  const fd = makeLocal(p, () => fs.openSync(p, flags | O_CREAT | O_EXCL | O_NOFOLLOW, mode & 0o7777));
+export function createLocalFile(root: LocalDir, p: string, flags: number, mode: number, uid: number, gid: number): number {
+  const fd = makeLocal(root, p, () => root.openFile(p, flags | O_CREAT | O_EXCL, mode & 0o7777));
   fs.fchownSync(fd, uid, gid);
   // open() applies the umask of the daemon; the kernel already applied the caller's.
   fs.fchmodSync(fd, mode & 0o7777);
   return fd;
 }
 
-/** Apply a change to the local copy at p; no local copy (ENOENT) is fine. */
-export function applyLocal(p: string, fn: (p: string) => void): void {
+/** Apply a change to the local copy at p; no local copy (nothing reachable there) is fine. */
+export function applyLocal(fn: () => void): void {
   try {
-    fn(p);
+    fn();
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+    if (!noParent(e)) throw e;
   }
 }

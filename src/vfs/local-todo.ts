@@ -1,7 +1,9 @@
-import * as fs from "node:fs";
-import { dirname } from "node:path";
 import type { MetadataStore, TodoEntry } from "../meta/store.ts";
+import type { LocalDir } from "../local/local-dir.ts";
+import { makeLocal } from "./local-files.ts";
+import { RESERVED_NAME } from "../local/root-layout.ts";
 import type { Logger } from "../util/log.ts";
+import { RENAME_EXCHANGE } from "../fuse/types.ts";
 
 /**
  * Makes the local disk follow renames and deletes that other nodes did to files this node holds,
@@ -13,11 +15,11 @@ export interface TodoApplier {
 }
 
 function safe(p: string): boolean {
-  return p.startsWith("/") && !p.includes("\0") && !p.split("/").some((s) => s === ".." || s === ".") && p.split("/")[1] !== ".mcfs";
+  return p.startsWith("/") && !p.includes("\0") && !p.split("/").some((s) => s === ".." || s === ".") && p.split("/")[1] !== RESERVED_NAME;
 }
 
 export interface TodoApplierOptions {
-  rootPath: string;
+  root: LocalDir;
   nodeId: string;
   store: MetadataStore;
   log: Logger;
@@ -26,22 +28,18 @@ export interface TodoApplierOptions {
 }
 
 export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
-  const at = (p: string) => o.rootPath + p;
-  const exists = (p: string) => {
-    try {
-      fs.lstatSync(p);
-      return true;
-    } catch {
-      return false;
-    }
-  };
+  const { root } = o;
 
   function move(from: string, to: string): void {
-    if (!exists(from)) return;
-    if (exists(to)) fs.rmSync(to, { recursive: true, force: true });
-    fs.mkdirSync(dirname(to), { recursive: true });
-    fs.renameSync(from, to);
+    if (root.typeOf(from) === undefined) return;
+    root.remove(to);
+    makeLocal(root, to, () => root.rename(from, to));
   }
+
+  const isFile = (p: string) => {
+    const t = root.typeOf(p);
+    return t !== undefined && t !== "dir";
+  };
 
   async function apply(e: TodoEntry): Promise<void> {
     const paths = e.op === "mv" || e.op === "swap" ? [e.from, e.to] : [e.path];
@@ -51,23 +49,23 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
     }
     switch (e.op) {
       case "rm":
-        if (exists(at(e.path)) && !fs.lstatSync(at(e.path)).isDirectory()) fs.unlinkSync(at(e.path));
+        if (isFile(e.path)) root.unlink(e.path);
         return;
       case "rmdir":
-        fs.rmSync(at(e.path), { recursive: true, force: true });
+        root.remove(e.path);
         return;
       case "mv":
-        move(at(e.from), at(e.to));
+        move(e.from, e.to);
         return;
       case "drop":
         if (o.writing(e.ino) || (await o.store.locations(e.ino)).has(o.nodeId)) return;
-        if (exists(at(e.path)) && !fs.lstatSync(at(e.path)).isDirectory()) fs.unlinkSync(at(e.path));
+        if (isFile(e.path)) root.unlink(e.path);
         return;
       case "swap": {
-        const tmp = `${at(e.to)}.mcfs-swap-${process.pid}`;
-        move(at(e.to), tmp);
-        move(at(e.from), at(e.to));
-        move(tmp, at(e.from));
+        const a = root.typeOf(e.from) !== undefined, b = root.typeOf(e.to) !== undefined;
+        if (a && b) root.rename(e.from, e.to, RENAME_EXCHANGE);
+        else if (a) move(e.from, e.to);
+        else if (b) move(e.to, e.from);
         return;
       }
     }

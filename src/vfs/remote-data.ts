@@ -6,6 +6,9 @@ import { fromConnectError } from "../peer/errors.ts";
 import { FsError, E } from "../util/errno.ts";
 import { S_IFMT, S_IFREG } from "./attr.ts";
 import type { Logger } from "../util/log.ts";
+import type { LocalDir } from "../local/local-dir.ts";
+
+const { O_RDWR, O_CREAT, O_EXCL } = fs.constants;
 
 /** Marks a file still being fetched into a root path (never published, never served). */
 export const PARTIAL_MARK = ".mcfs-part-";
@@ -30,8 +33,8 @@ export interface RemoteData {
    * copy arrives). holders: if just read.
    */
   open(ino: number, version: number, path: string, size: number, holders?: Holders, siblings?: Siblings): Promise<{ fd: number } | { ranges: RangeReader }>;
-  /** Fetch the bytes of ino at version into dest (this node is about to write them). */
-  fetchTo(ino: number, version: number, path: string, size: number, dest: string, holders?: Holders): Promise<void>;
+  /** Fetch the bytes of ino at version to path in this node's root (this node is about to write them). */
+  fetchTo(ino: number, version: number, path: string, size: number, holders?: Holders): Promise<void>;
 }
 
 /** Another file of the same directory (fetched along with a small file when it is small too). */
@@ -72,6 +75,8 @@ interface Arriving {
 }
 
 export interface RemoteDataOptions {
+  /** This node's root path: where fetchTo puts what this node is about to write. */
+  root: LocalDir;
   store: MetadataStore;
   pool: PeerPool;
   cache: CopyCache;
@@ -486,10 +491,10 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
       if (!order.length) throw new FsError(E.EIO, `no live node holds ${path} at version ${version}`);
       return { ranges: rangeReader(ino, version, path, size, order) };
     },
-    fetchTo(ino, version, path, size, dest, given) {
-      return once(dest, async () => {
-        const tmp = `${dest}${PARTIAL_MARK}${process.pid}-${++tmpSeq}`;
-        const fd = fs.openSync(tmp, "w+", 0o600);
+    fetchTo(ino, version, path, size, given) {
+      return once(`root:${path}`, async () => {
+        const tmp = `${path}${PARTIAL_MARK}${process.pid}-${++tmpSeq}`;
+        const fd = o.root.openFile(tmp, O_RDWR | O_CREAT | O_EXCL, 0o600);
         try {
           const src = o.cache.open(ino, version);
           if (src !== undefined) {
@@ -504,14 +509,14 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
             await fetchAny(ino, version, path, size, { sink, got: 0, waiters: [] }, given);
           }
           fs.closeSync(fd);
-          fs.renameSync(tmp, dest);
+          o.root.rename(tmp, path);
         } catch (e) {
           try {
             fs.closeSync(fd);
           } catch {
             // already closed
           }
-          fs.rmSync(tmp, { force: true });
+          o.root.remove(tmp);
           throw e;
         }
       });

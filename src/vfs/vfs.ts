@@ -3,27 +3,28 @@ import { dirname } from "node:path";
 import { RENAME_EXCHANGE, RENAME_NOREPLACE, type Attr, type Caller, type DirEntry, type FileSystem, type OpenReply, type SetAttr, type StatFs } from "../fuse/types.ts";
 import type { Holders, Inode, Invalidation, MetadataStore, Removed } from "../meta/store.ts";
 import { nowNs } from "../meta/redis-store.ts";
-import { E, FsError, fsError } from "../util/errno.ts";
+import { E, FsError, errnoOf, fsError } from "../util/errno.ts";
 import type { Logger } from "../util/log.ts";
 import { attrOf, isDir, isReg, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID } from "./attr.ts";
 import { createPathCache } from "./paths.ts";
 import { createMetaCache } from "./meta-cache.ts";
-import { applyLocal, createLocalFile, makeLocal, removeLocal, withParents } from "./local-files.ts";
+import { applyLocal, createLocalFile, makeLocal, withParents } from "./local-files.ts";
+import type { LocalDir } from "../local/local-dir.ts";
+import { RESERVED_NAME } from "../local/root-layout.ts";
 import type { RangeReader, RemoteData, Sibling } from "./remote-data.ts";
 
 const O_ACCMODE = 3;
-const { O_APPEND, O_SYNC, O_DSYNC, O_RDWR, O_WRONLY, O_RDONLY, O_NOFOLLOW, O_TRUNC } = fs.constants;
+const { O_APPEND, O_SYNC, O_DSYNC, O_RDWR, O_WRONLY, O_RDONLY, O_TRUNC } = fs.constants;
 const KEEP_OPEN_FLAGS = O_ACCMODE | O_APPEND | O_SYNC | O_DSYNC;
 const NAME_MAX = 255;
 const XATTR_SIZE_MAX = 65536;
 const OPENED_MAX = 200_000;
 const INO_BLOCK = 1024;
 
-/** Name reserved at the top of every root path for mcfs's own state (the embedded Redis's data). */
-export const RESERVED_NAME = ".mcfs";
 
 export interface VfsOptions {
-  rootPath: string;
+  /** This node's root path, every local operation confined to it. */
+  root: LocalDir;
   nodeId: string;
   store: MetadataStore;
   log: Logger;
@@ -72,7 +73,7 @@ function checkName(name: string): void {
 }
 
 export function createVfs(o: VfsOptions): Vfs {
-  const { store, rootPath, nodeId, log } = o;
+  const { store, root, nodeId, log } = o;
   const paths = createPathCache(store);
   const handles = new Map<number, Handle>();
   /** Inodes open on this node: their handles, and their record (this node is where they change). */
@@ -86,7 +87,6 @@ export function createVfs(o: VfsOptions): Vfs {
   let nextFh = 1;
   const freeFh: number[] = [];
 
-  const local = (p: string) => rootPath + p;
   const allocFh = () => freeFh.pop() ?? nextFh++;
 
   const cache = createMetaCache({ store, paths, attrCacheMs: o.attrCacheMs, skipPrefetch: (ino) => byIno.has(ino) });
@@ -219,7 +219,7 @@ export function createVfs(o: VfsOptions): Vfs {
 
     async setattr(_c, ino, set: SetAttr, fh) {
       let r = learn(await store.get(ino));
-      const p = local(await paths.pathOf(ino));
+      const p = await paths.pathOf(ino);
       if (set.size !== undefined) {
         if (isDir(r.mode)) throw fsError("EISDIR");
         if (!isReg(r.mode)) throw fsError("EINVAL");
@@ -231,26 +231,33 @@ export function createVfs(o: VfsOptions): Vfs {
         } else {
           if (o.remote && !o.soleNode && (await store.locations(ino)).get(nodeId) !== r.version) {
             // Another node holds the bytes: take them first (all but nothing is kept when cutting to 0).
-            if (set.size === 0) fs.closeSync(createLocalFile(p, O_WRONLY, r.mode, r.uid, r.gid));
+            if (set.size === 0) fs.closeSync(createLocalFile(root, p, O_WRONLY, r.mode, r.uid, r.gid));
             else {
-              fs.mkdirSync(dirname(p), { recursive: true });
-              await o.remote.fetchTo(ino, r.version, await paths.pathOf(ino), r.size, p);
+              root.ensureDir(dirname(p));
+              await o.remote.fetchTo(ino, r.version, p, r.size);
             }
           }
-          fs.truncateSync(p, set.size);
-          r = learn(await store.setData(ino, set.size, fs.statSync(p, { bigint: true }).mtimeNs, nodeId, await paths.pathOf(ino)));
+          const fd = root.openFile(p, O_WRONLY);
+          let mtime: bigint;
+          try {
+            fs.ftruncateSync(fd, set.size);
+            mtime = fs.fstatSync(fd, { bigint: true }).mtimeNs;
+          } finally {
+            fs.closeSync(fd);
+          }
+          r = learn(await store.setData(ino, set.size, mtime, nodeId, p));
         }
       }
       const change: Parameters<MetadataStore["setAttrs"]>[1] = {};
       const link = (r.mode & S_IFMT) === S_IFLNK;
       if (set.mode !== undefined) {
         change.mode = (r.mode & S_IFMT) | (set.mode & 0o7777);
-        if (!link) applyLocal(p, (q) => fs.chmodSync(q, set.mode! & 0o7777));
+        if (!link) applyLocal(() => root.chmod(p, set.mode! & 0o7777));
       }
       if (set.uid !== undefined || set.gid !== undefined) {
         if (set.uid !== undefined) change.uid = set.uid;
         if (set.gid !== undefined) change.gid = set.gid;
-        applyLocal(p, (q) => fs.lchownSync(q, set.uid ?? r.uid, set.gid ?? r.gid));
+        applyLocal(() => root.chown(p, set.uid ?? r.uid, set.gid ?? r.gid));
       }
       if (set.atime !== undefined || set.mtime !== undefined) {
         const now = nowNs();
@@ -258,8 +265,7 @@ export function createVfs(o: VfsOptions): Vfs {
         const mt = set.mtime === undefined ? r.mtime : set.mtime === "now" ? now : set.mtime;
         change.atime = at;
         change.mtime = mt;
-        const sec = (t: bigint) => Number(t) / 1e9;
-        applyLocal(p, (q) => (link ? fs.lutimesSync(q, sec(at), sec(mt)) : fs.utimesSync(q, sec(at), sec(mt))));
+        applyLocal(() => root.utimes(p, at, mt));
       }
       if (Object.keys(change).length || set.ctime !== undefined) r = learn(await store.setAttrs(ino, change));
       return liveAttr(r);
@@ -280,7 +286,7 @@ export function createVfs(o: VfsOptions): Vfs {
       dirChanged(parent, [name, r.ino]);
       if (reg) {
         try {
-          fs.closeSync(createLocalFile(local(await paths.pathOf(r.ino)), O_WRONLY, r.mode, r.uid, r.gid));
+          fs.closeSync(createLocalFile(root, await paths.pathOf(r.ino), O_WRONLY, r.mode, r.uid, r.gid));
         } catch (e) {
           await rollback(parent, name, false);
           throw e;
@@ -294,21 +300,21 @@ export function createVfs(o: VfsOptions): Vfs {
       checkReserved(parent, name);
       const r = learn(await changing([parent], () => store.create(parent, name, { mode: S_IFDIR | (mode & 0o7777), uid: c.uid, gid: c.gid })));
       dirChanged(parent, [name, r.ino]);
-      const p = local(await paths.pathOf(r.ino));
+      const p = await paths.pathOf(r.ino);
       try {
-        withParents(p, () => {
+        withParents(root, p, () => {
           try {
-            fs.mkdirSync(p, r.mode & 0o7777);
+            root.mkdir(p, r.mode & 0o7777);
           } catch (e) {
-            if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-            if (!fs.lstatSync(p).isDirectory()) {
-              removeLocal(p);
-              fs.mkdirSync(p, r.mode & 0o7777);
+            if (errnoOf(e) !== E.EEXIST) throw e;
+            if (root.typeOf(p) !== "dir") {
+              root.remove(p);
+              root.mkdir(p, r.mode & 0o7777);
             }
           }
         });
-        fs.chownSync(p, r.uid, r.gid);
-        fs.chmodSync(p, r.mode & 0o7777);
+        root.chown(p, r.uid, r.gid);
+        root.chmod(p, r.mode & 0o7777);
       } catch (e) {
         await rollback(parent, name, true);
         throw e;
@@ -318,20 +324,18 @@ export function createVfs(o: VfsOptions): Vfs {
 
     async unlink(_c, parent, name) {
       const path = await paths.childPath(parent, name);
-      const p = local(path);
       const r = await changing([parent], () => store.remove(parent, name, false, path));
       dirChanged(parent, undefined, name);
-      removeLocal(p);
+      root.remove(path);
       await dropped(r);
     },
 
     async rmdir(_c, parent, name) {
       const path = await paths.childPath(parent, name);
-      const p = local(path);
       const r = await changing([parent], () => store.remove(parent, name, true, path));
       dirChanged(parent, undefined, name);
       dropListing(r.ino);
-      removeLocal(p);
+      root.remove(path);
       forget(r.ino);
     },
 
@@ -341,10 +345,10 @@ export function createVfs(o: VfsOptions): Vfs {
       if (Buffer.byteLength(target) > 4095) throw fsError("ENAMETOOLONG");
       const r = learn(await changing([parent], () => store.create(parent, name, { mode: S_IFLNK | 0o777, uid: c.uid, gid: c.gid, size: Buffer.byteLength(target), target })));
       dirChanged(parent, [name, r.ino]);
-      const p = local(await paths.pathOf(r.ino));
+      const p = await paths.pathOf(r.ino);
       try {
-        makeLocal(p, () => fs.symlinkSync(target, p));
-        fs.lchownSync(p, r.uid, r.gid);
+        makeLocal(root, p, () => root.symlink(target, p));
+        root.chown(p, r.uid, r.gid);
       } catch (e) {
         await rollback(parent, name, false);
         throw e;
@@ -359,8 +363,6 @@ export function createVfs(o: VfsOptions): Vfs {
       if (flags & ~known || flags === known) throw fsError("EINVAL");
       const fromPath = await paths.childPath(parent, name);
       const toPath = await paths.childPath(newParent, newName);
-      const from = local(fromPath);
-      const to = local(toPath);
       const r = await changing([parent, newParent], () => store.rename(parent, name, newParent, newName, flags, fromPath, toPath));
       if (r.exchanged) {
         dirChanged(parent, [name, r.exchanged]);
@@ -371,14 +373,11 @@ export function createVfs(o: VfsOptions): Vfs {
       }
       if (r.replaced?.dir) dropListing(r.replaced.ino);
       if (r.exchanged) {
-        const tmp = `${to}.mcfs-exchange-${process.pid}`;
-        applyLocal(to, (q) => fs.renameSync(q, tmp));
-        applyLocal(from, (q) => withParents(to, () => fs.renameSync(q, to)));
-        applyLocal(tmp, (q) => withParents(from, () => fs.renameSync(q, from)));
+        exchangeLocal(root, fromPath, toPath);
         forget(r.exchanged);
-      } else if (from !== to) {
-        if (r.replaced) removeLocal(to);
-        applyLocal(from, (q) => withParents(to, () => fs.renameSync(q, to)));
+      } else if (fromPath !== toPath) {
+        if (r.replaced) root.remove(toPath);
+        if (root.typeOf(fromPath) !== undefined) makeLocal(root, toPath, () => root.rename(fromPath, toPath));
       }
       forget(r.ino);
       await dropped(r.replaced);
@@ -387,14 +386,14 @@ export function createVfs(o: VfsOptions): Vfs {
     async link(_c, ino, newParent, newName) {
       checkName(newName);
       checkReserved(newParent, newName);
-      const src = local(await paths.pathOf(ino));
-      const dst = local(await paths.childPath(newParent, newName));
+      const src = await paths.pathOf(ino);
+      const dst = await paths.childPath(newParent, newName);
       const r = await changing([newParent], () => store.link(ino, newParent, newName));
       dirChanged(newParent, [newName, ino]);
       try {
-        makeLocal(dst, () => fs.linkSync(src, dst));
+        makeLocal(root, dst, () => root.link(src, dst));
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== "ENOENT" || isReg(r.mode)) {
+        if (errnoOf(e) !== E.ENOENT || isReg(r.mode)) {
           await store.remove(newParent, newName, false, await paths.childPath(newParent, newName)).catch(() => {});
           throw e;
         }
@@ -423,7 +422,6 @@ export function createVfs(o: VfsOptions): Vfs {
       }
       if (isDir(r.mode)) throw fsError("EISDIR");
       const path = await paths.pathOf(ino);
-      const p = local(path);
       const acc = flags & O_ACCMODE;
       const writable = acc === O_WRONLY || acc === O_RDWR;
       let fd: number;
@@ -439,23 +437,24 @@ export function createVfs(o: VfsOptions): Vfs {
       } else {
         if (!here) {
           // About to write another node's bytes: this node takes a copy into its root and becomes the holder.
-          if (flags & O_TRUNC) fs.closeSync(createLocalFile(p, O_WRONLY, r.mode, r.uid, r.gid));
+          if (flags & O_TRUNC) fs.closeSync(createLocalFile(root, path, O_WRONLY, r.mode, r.uid, r.gid));
           else {
-            fs.mkdirSync(dirname(p), { recursive: true });
-            await o.remote!.fetchTo(ino, r.version, path, r.size, p, holders);
+            root.ensureDir(dirname(path));
+            await o.remote!.fetchTo(ino, r.version, path, r.size, holders);
           }
         }
-        const openLocal = () => fs.openSync(p, (flags & KEEP_OPEN_FLAGS) | O_NOFOLLOW);
+        const openLocal = () => root.openFile(path, flags & KEEP_OPEN_FLAGS);
         try {
           fd = openLocal();
         } catch (e) {
-          if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+          const n = errnoOf(e);
+          if (n !== E.ENOENT && n !== E.ENOTDIR && n !== E.ELOOP) throw e;
           // Renamed by another node and not yet followed on this disk: catch up, then try once more.
           await o.catchUp?.();
           try {
             fd = openLocal();
           } catch {
-            throw new FsError(E.EIO, `bytes of ${p} are not on this node`);
+            throw new FsError(E.EIO, `bytes of ${path} are not on this node`);
           }
         }
       }
@@ -493,7 +492,7 @@ export function createVfs(o: VfsOptions): Vfs {
         const gid = p.mode & S_ISGID ? p.gid : c.gid;
         r = { ino: await nextIno(), mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid, rdev: 0, size: 0, nlink: 1, atime: now, mtime: now, ctime: now, version: 1, parent, name };
         paths.learn(r);
-        fd = createLocalFile(local(await paths.pathOf(r.ino)), localFlags, r.mode, r.uid, r.gid);
+        fd = createLocalFile(root, await paths.pathOf(r.ino), localFlags, r.mode, r.uid, r.gid);
         learn(r);
         // The directory's new times are known here too: no round trip queued behind the write.
         learn({ ...p, mtime: now, ctime: now });
@@ -503,7 +502,7 @@ export function createVfs(o: VfsOptions): Vfs {
         r = learn(await changing([parent], () => store.create(parent, name, { mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid: c.gid, holder: nodeId })));
         dirChanged(parent, [name, r.ino]);
         try {
-          fd = createLocalFile(local(await paths.pathOf(r.ino)), localFlags, r.mode, r.uid, r.gid);
+          fd = createLocalFile(root, await paths.pathOf(r.ino), localFlags, r.mode, r.uid, r.gid);
         } catch (e) {
           await rollback(parent, name, false);
           throw e;
@@ -601,7 +600,7 @@ export function createVfs(o: VfsOptions): Vfs {
     },
 
     async statfs(): Promise<StatFs> {
-      const s = fs.statfsSync(rootPath);
+      const s = fs.statfsSync(root.path);
       return { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, namemax: NAME_MAX };
     },
 
@@ -673,4 +672,12 @@ function checkXattrName(name: string): void {
   // ACLs, file capabilities and SELinux labels are not kept (the shim answers their reads itself).
   if (name.startsWith("system.posix_acl_") || name === "security.capability" || name === "security.selinux") throw fsError("EOPNOTSUPP");
   if (!/^(user|trusted|security|system)\./.test(name)) throw fsError("EOPNOTSUPP");
+}
+
+/** The local side of RENAME_EXCHANGE: swap what is there, or move the one that is. */
+function exchangeLocal(root: LocalDir, a: string, b: string): void {
+  const hasA = root.typeOf(a) !== undefined, hasB = root.typeOf(b) !== undefined;
+  if (hasA && hasB) root.rename(a, b, RENAME_EXCHANGE);
+  else if (hasA) makeLocal(root, b, () => root.rename(a, b));
+  else if (hasB) makeLocal(root, a, () => root.rename(b, a));
 }

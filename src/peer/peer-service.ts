@@ -1,0 +1,143 @@
+import * as fs from "node:fs";
+import type { ServiceImpl } from "@connectrpc/connect";
+import { Peer } from "../gen/mcfs/v1/peer_pb.ts";
+import { fromConnectError, toConnectError } from "./errors.ts";
+import { E, FsError, errnoOf, toErrno } from "../util/errno.ts";
+import { readCopy, type CopyData } from "../cache/copy-cache.ts";
+import { relOf, type LocalDir } from "../local/local-dir.ts";
+import { RESERVED_NAME } from "../local/root-layout.ts";
+
+/** Stream messages stay at or under 128 KiB: larger ones stall some gRPC clients on Bun's HTTP/2. */
+export const CHUNK = 128 * 1024;
+
+export interface PeerServiceOptions {
+  /** This node's root path: the only place bytes are served from, besides the cache. */
+  root: LocalDir;
+  /** The cached copy of ino at version, if this node has one (a fd is closed after use). */
+  openCached?: (ino: number, version: number) => CopyData | undefined;
+  /** For each copy, whether this node is listed as holding that version in its root path. */
+  holdsInRoot: (copies: { ino: number; version: number }[]) => Promise<boolean[]>;
+  /** Follow other nodes' renames on the local disk (called once when an asked-for file is missing). */
+  catchUp?: () => Promise<void>;
+  onServed?: (bytes: number) => void;
+}
+
+/**
+ * What a node serves other nodes: the bytes of files it holds, by inode and version, and nothing else.
+ * A path is only where to look: it must be clean, outside mcfs's own state, and a regular file
+ * reached without following any symlink; the inode's version must be held here (cache or root).
+ */
+export function createPeerService(o: PeerServiceOptions): ServiceImpl<typeof Peer> {
+  const guarded = <A extends unknown[], R>(fn: (...a: A) => R | Promise<R>) => async (...a: A): Promise<R> => {
+    try {
+      try {
+        return await fn(...a);
+      } catch (e) {
+        if (errnoOf(e) !== E.ENOENT || !o.catchUp) throw e;
+        await o.catchUp();
+        return await fn(...a);
+      }
+    } catch (e) {
+      throw toConnectError(e);
+    }
+  };
+
+  function checkPath(path: string): void {
+    if (!path.startsWith("/")) throw new FsError(E.EACCES, `path ${JSON.stringify(path)} is not an absolute namespace path`);
+    try {
+      relOf(path);
+    } catch {
+      throw new FsError(E.EACCES, `path ${JSON.stringify(path)} is not a clean path inside the root`);
+    }
+    if (path.split("/")[1] === RESERVED_NAME) throw new FsError(E.EACCES, "mcfs's own state is not served");
+  }
+
+  /** The bytes of ino at version: the cached copy, else the root path's file while listed as held here. */
+  async function openForRead(r: { path: string; ino: bigint; version: bigint }, held?: Promise<boolean>): Promise<CopyData> {
+    if (!r.ino) throw new FsError(E.EINVAL, "a read names the inode and version it wants");
+    checkPath(r.path);
+    const ino = Number(r.ino), version = Number(r.version);
+    const c = o.openCached?.(ino, version);
+    if (c) return c;
+    if (!(await (held ?? o.holdsInRoot([{ ino, version }]).then((h) => h[0])))) throw new FsError(E.ESTALE, `no copy of ${r.path} at version ${version} here`);
+    return { fd: o.root.openFile(r.path, fs.constants.O_RDONLY) };
+  }
+  const closeCopy = (c: CopyData) => {
+    if ("fd" in c) fs.closeSync(c.fd);
+  };
+
+  return {
+    read: guarded(async (r) => {
+      const c = await openForRead(r);
+      try {
+        const buf = Buffer.allocUnsafe(Math.min(Number(r.length) || CHUNK, 16 * CHUNK));
+        const n = readCopy(c, buf, Number(r.offset));
+        o.onServed?.(n);
+        return { data: buf.subarray(0, n) };
+      } finally {
+        closeCopy(c);
+      }
+    }),
+    async *readFile(r) {
+      const c = await guarded(() => openForRead(r))();
+      try {
+        let off = Number(r.offset);
+        const end = r.length ? off + Number(r.length) : Infinity;
+        for (;;) {
+          const want = Math.min(CHUNK, end - off);
+          if (want <= 0) return;
+          const buf = Buffer.allocUnsafe(want);
+          const n = readCopy(c, buf, off);
+          if (n === 0) return;
+          o.onServed?.(n);
+          yield { offset: BigInt(off), data: buf.subarray(0, n) };
+          off += n;
+        }
+      } finally {
+        closeCopy(c);
+      }
+    },
+    async *readFiles(r) {
+      // Every file's holder check at once (one round trip to Redis); opened in order as the stream
+      // goes; a file that fails is reported and the rest still come.
+      const all = o.holdsInRoot(r.files.map((f) => ({ ino: Number(f.ino), version: Number(f.version) })));
+      all.catch(() => {});
+      const held = r.files.map((_, i) => all.then((h) => h[i] === true));
+      let pieces: { index: number; offset: bigint; data: Uint8Array; errno: number; last: boolean }[] = [];
+      // One buffer per message, filled by consecutive files.
+      let buf = Buffer.allocUnsafe(CHUNK);
+      let used = 0;
+      for (const [index, f] of r.files.entries()) {
+        let c: CopyData;
+        try {
+          c = await guarded(() => openForRead(f, held[index]))();
+        } catch (e) {
+          pieces.push({ index, offset: 0n, data: new Uint8Array(0), errno: fromConnectError(e).errno, last: true });
+          continue;
+        }
+        try {
+          for (let off = 0; ; ) {
+            if (used === CHUNK) {
+              yield { pieces };
+              pieces = [];
+              buf = Buffer.allocUnsafe(CHUNK);
+              used = 0;
+            }
+            const n = readCopy(c, buf.subarray(used), off);
+            const last = used + n < CHUNK;
+            pieces.push({ index, offset: BigInt(off), data: buf.subarray(used, used + n), errno: 0, last });
+            o.onServed?.(n);
+            used += n;
+            off += n;
+            if (last) break;
+          }
+        } catch (e) {
+          pieces.push({ index, offset: 0n, data: new Uint8Array(0), errno: toErrno(e), last: true });
+        } finally {
+          closeCopy(c);
+        }
+      }
+      if (pieces.length) yield { pieces };
+    },
+  };
+}
