@@ -53,7 +53,7 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
           if (rec && st) {
             // Newer by more than a millisecond: utimes on the local copy rounds, but never by that much.
             if (Number(st.size) !== rec.size || st.mtimeNs > rec.mtime + 1_000_000n) {
-              await store.setData(rec.ino, Number(st.size), st.mtimeNs, nodeId, rel);
+              await store.setData(rec.ino, Number(st.size), st.mtimeNs, st.ctimeNs, nodeId, rel);
               res.repaired++;
             }
           }

@@ -543,8 +543,8 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
       await publish({ inodes: [ino] }, true);
       return r;
     },
-    async setData(ino, size, mtime, holder, path) {
-      const [told, flat] = (await run("setdata", [ino, size, mtime, nowNs(), holder, path])) as [string[], unknown];
+    async setData(ino, size, mtime, ctime, holder, path) {
+      const [told, flat] = (await run("setdata", [ino, size, mtime, ctime, holder, path])) as [string[], unknown];
       publish({ inodes: [ino], data: [ino], todo: told });
       return parseFlat(flat);
     },

@@ -140,7 +140,7 @@ export interface MetadataStore {
   rename(parent: number, name: string, newParent: number, newName: string, flags: number, fromPath: string, toPath: string): Promise<Renamed>;
   setAttrs(ino: number, change: AttrChange): Promise<Inode>;
   /** New bytes: size and mtime set, version bumped, holder made the only location (path: where). */
-  setData(ino: number, size: number, mtime: bigint, holder: string, path: string): Promise<Inode>;
+  setData(ino: number, size: number, mtime: bigint, ctime: bigint, holder: string, path: string): Promise<Inode>;
   /** Drop an inode whose link count reached zero. */
   purge(ino: number): Promise<void>;
   listDir(ino: number): Promise<DirListing[]>;

@@ -116,6 +116,8 @@ export function createVfs(o: VfsOptions): Vfs {
         const st = fs.fstatSync(h.fd, { bigint: true });
         a.size = Number(st.size);
         if (st.mtimeNs > a.mtime + 1_000_000n) a.mtime = st.mtimeNs;
+        // An ftruncate or write through the handle changed the file after the record was written.
+        if (st.ctimeNs > a.ctime + 1_000_000n) a.ctime = st.ctimeNs;
         break;
       }
     }
@@ -153,12 +155,15 @@ export function createVfs(o: VfsOptions): Vfs {
     const st = fs.fstatSync(h.fd, { bigint: true });
     h.dirty = false;
     const path = await paths.pathOf(h.ino);
-    if (!o.soleNode) return learn(await store.setData(h.ino, Number(st.size), st.mtimeNs, nodeId, path));
+    // The change happened when the file last changed (an ftruncate, a write), not when it is published.
+    const known = byIno.get(h.ino)?.rec.ctime ?? 0n;
+    const ctime = st.ctimeNs > known ? st.ctimeNs : known;
+    if (!o.soleNode) return learn(await store.setData(h.ino, Number(st.size), st.mtimeNs, ctime, nodeId, path));
     // A sole node is the only reader of its metadata: it knows the new record already, and Redis
     // applies the update in order behind whatever this node sends next (see deferred()).
     const prev = await record(h.ino);
-    const r = learn({ ...prev, size: Number(st.size), mtime: st.mtimeNs, ctime: nowNs(), version: prev.version + 1 });
-    deferred("setData", h.ino, store.setData(h.ino, r.size, r.mtime, nodeId, path));
+    const r = learn({ ...prev, size: Number(st.size), mtime: st.mtimeNs, ctime: ctime > prev.ctime ? ctime : prev.ctime, version: prev.version + 1 });
+    deferred("setData", h.ino, store.setData(h.ino, r.size, r.mtime, r.ctime, nodeId, path));
     return r;
   }
 
@@ -183,6 +188,9 @@ export function createVfs(o: VfsOptions): Vfs {
   async function dropped(r: Removed | undefined): Promise<void> {
     if (!r) return;
     forget(r.ino);
+    // Still open here: fstat on a descriptor must see the name count the store now has.
+    const open = byIno.get(r.ino);
+    if (open && !r.dir) open.rec = { ...open.rec, nlink: r.nlink, ctime: nowNs() };
     if (r.dir || r.nlink > 0) return;
     if (byIno.has(r.ino)) purgeOnClose.add(r.ino);
     else await store.purge(r.ino);
@@ -245,7 +253,7 @@ export function createVfs(o: VfsOptions): Vfs {
           } finally {
             fs.closeSync(fd);
           }
-          r = learn(await store.setData(ino, set.size, mtime, nodeId, p));
+          r = learn(await store.setData(ino, set.size, mtime, nowNs(), nodeId, p));
         }
       }
       const change: Parameters<MetadataStore["setAttrs"]>[1] = {};

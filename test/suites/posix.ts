@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { spawnSync } from "bun";
 import { constants as osc } from "node:os";
-import { errCode } from "../helpers/env.ts";
+import { errCode, waitFor } from "../helpers/env.ts";
 import { renameat2, setxattr, getxattr, listxattr, removexattr } from "../helpers/libc.ts";
 
 const E = osc.errno;
@@ -246,8 +246,30 @@ export function posixSuite(dir: () => string, label: string): void {
     expect(b.toString()).toBe("still here");
     fs.writeSync(fd, "X", 0);
     expect(fs.fstatSync(fd).size).toBe(10);
+    expect(fs.fstatSync(fd).nlink).toBe(0);
     fs.closeSync(fd);
     expect(fs.readdirSync(d)).toEqual([]);
+  });
+
+  test(`${label}: a successful ftruncate updates ctime, a refused one does not`, async () => {
+    const d = fresh();
+    const f = join(d, "t");
+    fs.writeFileSync(f, "");
+    const before = fs.statSync(f, { bigint: true }).ctimeNs;
+    // Until the filesystem's clock has moved past it (kernels stamp times at a coarse tick).
+    await waitFor("the clock to tick", () => {
+      fs.writeFileSync(join(d, "tick"), "");
+      return fs.statSync(join(d, "tick"), { bigint: true }).ctimeNs > before;
+    });
+    const fd = fs.openSync(f, "r+");
+    fs.ftruncateSync(fd, 123);
+    fs.closeSync(fd);
+    const after = fs.statSync(f, { bigint: true }).ctimeNs;
+    expect(after > before).toBe(true);
+    const ro = fs.openSync(f, "r");
+    expect(errCode(() => fs.ftruncateSync(ro, 5))).toBe("EINVAL");
+    fs.closeSync(ro);
+    expect(fs.statSync(f, { bigint: true }).ctimeNs).toBe(after);
   });
 
   test(`${label}: statfs`, () => {
