@@ -5,6 +5,7 @@ import { spawnSync } from "bun";
 import { fuseUnavailable } from "./helpers/env.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { useCluster } from "./helpers/node.ts";
+import { startDaemon } from "./helpers/daemon.ts";
 
 const skip = fuseUnavailable();
 
@@ -91,5 +92,17 @@ describe.skipIf(!!skip)("confinement of local operations", () => {
     const rm = spawnSync(["rm", "-rf", join(a.mnt, "u", part)], { stderr: "pipe" });
     expect(rm.exitCode).toBe(0);
     expect(fs.existsSync(join(a.root, "u", part))).toBe(false);
+  });
+
+  test("a cache dir another user owns or can write is refused at start, naming it", async () => {
+    const mine = join(cluster.base, "user-cache");
+    fs.mkdirSync(mine);
+    fs.chownSync(mine, 65534, 65534);
+    const open = join(cluster.base, "open-cache");
+    fs.mkdirSync(open);
+    fs.chmodSync(open, 0o777);
+    for (const dir of [mine, open]) {
+      await expect(startDaemon({ base: cluster.base, name: `c-${dir.endsWith("user-cache") ? "u" : "o"}`, redisUrl: cluster.redis.url, args: ["--cache-dir", dir] })).rejects.toThrow(`cache dir ${dir}`);
+    }
   });
 });
