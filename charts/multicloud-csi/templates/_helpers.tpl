@@ -25,8 +25,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- default "multicloud-cluster-secret" .Values.clusterSecret.existingSecret -}}
 {{- end -}}
 
-
-{{- /* Secret and key of the Redis password ("" when mcfs gets no password file). */ -}}
+{{- /* Secret with the Redis password ("" when mcfs gets no password file). */ -}}
 {{- define "mcfs.redisAuthSecret" -}}
 {{- if .Values.redis.auth.existingSecret -}}
 {{ .Values.redis.auth.existingSecret }}
@@ -35,6 +34,7 @@ multicloud-redis-auth
 {{- end -}}
 {{- end -}}
 
+{{- /* Its key: the generated Secret's is "password". */ -}}
 {{- define "mcfs.redisAuthKey" -}}
 {{- if .Values.redis.auth.existingSecret }}{{ .Values.redis.auth.existingSecretKey }}{{ else }}password{{ end -}}
 {{- end -}}
