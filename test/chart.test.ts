@@ -435,7 +435,8 @@ describe("Helm chart charts/multicloud-csi", () => {
         const secret = (n: string) => objs.find((o) => o.kind === "Secret" && o.metadata.name === n)!.data as Record<string, string>;
         for (const d of ["etc/redis-auth", ...(tls ? ["etc/redis-tls"] : []), "run/redis", "data"]) mkdirSync(join(dir.path, d), { recursive: true });
         const password = Buffer.from(secret("multicloud-redis-auth").password!, "base64").toString();
-        writeFileSync(join(dir.path, "etc/redis-auth/password"), password);
+        // With a final newline, as `kubectl create secret --from-file` often leaves one: not part of the password.
+        writeFileSync(join(dir.path, "etc/redis-auth/password"), `${password}\n`);
         if (tls) for (const k of ["tls.crt", "tls.key", "ca.crt"]) writeFileSync(join(dir.path, "etc/redis-tls", k), Buffer.from(secret("multicloud-redis-tls")[k]!, "base64"));
         const pod = podSpecOf(objs.find((o) => o.kind === "Deployment" && o.metadata.name === "multicloud-redis")!)!;
         // The init container's script, except that the files stay with the user running the test.

@@ -102,6 +102,11 @@ multicloud-redis-auth
 
 {{- /* Probe of the bundled Redis: an authenticated PING as the mcfs user (over TLS when on). */ -}}
 {{- define "mcfs.redisPing" -}}
-REDISCLI_AUTH="$(cat /etc/redis-auth/password)" redis-cli --no-auth-warning --user "$REDIS_USER" -h 127.0.0.1 -p 6379
+{{ include "mcfs.readRedisPassword" . }}; REDISCLI_AUTH="$pw" redis-cli --no-auth-warning --user "$REDIS_USER" -h 127.0.0.1 -p 6379
 {{- if .Values.tls.enabled }} --tls --cacert /run/redis/ca.crt{{ end }} ping | grep -qx PONG
+{{- end -}}
+
+{{- /* sh: the Redis password into $pw, without leading and trailing whitespace (mcfs trims its files so). */ -}}
+{{- define "mcfs.readRedisPassword" -}}
+pw="$(cat /etc/redis-auth/password)"; pw="${pw#"${pw%%[![:space:]]*}"}"; pw="${pw%"${pw##*[![:space:]]}"}"
 {{- end -}}
