@@ -89,4 +89,7 @@ if [ "$got" != "$msg" ]; then
   exit 1
 fi
 echo "kind-up: done. Cluster status:"
-kubectl -n "$NS" exec ds/multicloud-csi-node -c mcfs-daemon -- mcfs status -u "redis://multicloud-redis.$NS.svc.cluster.local:6379"
+# Redis speaks TLS and wants the mcfs user's password: the daemon container has both as files.
+kubectl -n "$NS" exec ds/multicloud-csi-node -c mcfs-daemon -- mcfs status \
+  -u "rediss://mcfs@multicloud-redis.$NS.svc.cluster.local:6379" \
+  --redis-password-file=/etc/mcfs/redis-password --redis-ca=/etc/mcfs/redis-ca.crt

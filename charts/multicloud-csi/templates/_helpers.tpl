@@ -12,9 +12,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{ .repository }}:{{ .tag }}
 {{- end -}}
 
+{{- /* The bundled Redis's URL names only the ACL user: the password reaches mcfs as a file. */ -}}
 {{- define "mcfs.redisUrl" -}}
 {{- if .Values.redis.enabled -}}
-redis://multicloud-redis.{{ .Values.namespace }}.svc.cluster.local:6379
+{{ if .Values.tls.enabled }}rediss{{ else }}redis{{ end }}://{{ .Values.redis.auth.username }}@multicloud-redis.{{ .Values.namespace }}.svc.cluster.local:6379
 {{- else -}}
 {{- required "redis.existingUrl is required when redis.enabled is false" .Values.redis.existingUrl -}}
 {{- end -}}
@@ -22,4 +23,90 @@ redis://multicloud-redis.{{ .Values.namespace }}.svc.cluster.local:6379
 
 {{- define "mcfs.secretName" -}}
 {{- default "multicloud-cluster-secret" .Values.clusterSecret.existingSecret -}}
+{{- end -}}
+
+{{- /* Secret with the Redis password ("" when mcfs gets no password file). */ -}}
+{{- define "mcfs.redisAuthSecret" -}}
+{{- if .Values.redis.auth.existingSecret -}}
+{{ .Values.redis.auth.existingSecret }}
+{{- else if .Values.redis.enabled -}}
+multicloud-redis-auth
+{{- end -}}
+{{- end -}}
+
+{{- /* Its key: the generated Secret's is "password". */ -}}
+{{- define "mcfs.redisAuthKey" -}}
+{{- if .Values.redis.auth.existingSecret }}{{ .Values.redis.auth.existingSecretKey }}{{ else }}password{{ end -}}
+{{- end -}}
+
+{{- /* Secret with the ca.crt mcfs verifies Redis's certificate with ("" for none). */ -}}
+{{- define "mcfs.redisCaSecret" -}}
+{{- if .Values.redis.enabled -}}
+{{- if .Values.tls.enabled }}{{ include "mcfs.redisTlsSecret" . }}{{ end -}}
+{{- else -}}
+{{ .Values.redis.existingCaSecret }}
+{{- end -}}
+{{- end -}}
+
+{{- define "mcfs.nodeTlsSecret" -}}
+{{- default "multicloud-node-tls" .Values.tls.existingSecret -}}
+{{- end -}}
+
+{{- define "mcfs.redisTlsSecret" -}}
+{{- default "multicloud-redis-tls" .Values.tls.redisExistingSecret -}}
+{{- end -}}
+
+{{- /* Flags of every mcfs role that talks to Redis: the password and CA as files under /etc/mcfs. */ -}}
+{{- define "mcfs.redisFlags" -}}
+{{- if include "mcfs.redisAuthSecret" . }}
+- --redis-password-file=/etc/mcfs/redis-password
+{{- end }}
+{{- if include "mcfs.redisCaSecret" . }}
+- --redis-ca=/etc/mcfs/redis-ca.crt
+{{- end }}
+{{- end -}}
+
+{{- /* Projected-volume sources of the Redis password and CA (files redis-password, redis-ca.crt). */ -}}
+{{- define "mcfs.redisSources" -}}
+{{- with include "mcfs.redisAuthSecret" . }}
+- secret:
+    name: {{ . }}
+    items:
+      - key: {{ include "mcfs.redisAuthKey" $ }}
+        path: redis-password
+{{- end }}
+{{- with include "mcfs.redisCaSecret" . }}
+- secret:
+    name: {{ . }}
+    items:
+      - key: ca.crt
+        path: redis-ca.crt
+{{- end }}
+{{- end -}}
+
+{{- /* Labels of the driver's pods that may reach Redis: the node DaemonSet and the controller. */ -}}
+{{- define "mcfs.redisClients" -}}
+- podSelector:
+    matchExpressions:
+      - {key: app.kubernetes.io/name, operator: In, values: [multicloud-csi]}
+      - {key: app.kubernetes.io/component, operator: In, values: [node, controller]}
+{{- end -}}
+
+{{- /* DNS names of the bundled Redis's Service (its certificate's subject alternative names). */ -}}
+{{- define "mcfs.redisDnsNames" -}}
+- multicloud-redis
+- multicloud-redis.{{ .Values.namespace }}
+- multicloud-redis.{{ .Values.namespace }}.svc
+- multicloud-redis.{{ .Values.namespace }}.svc.cluster.local
+{{- end -}}
+
+{{- /* Probe of the bundled Redis: an authenticated PING as the mcfs user (over TLS when on). */ -}}
+{{- define "mcfs.redisPing" -}}
+{{ include "mcfs.readRedisPassword" . }}; REDISCLI_AUTH="$pw" redis-cli --no-auth-warning --user "$REDIS_USER" -h 127.0.0.1 -p 6379
+{{- if .Values.tls.enabled }} --tls --cacert /run/redis/ca.crt{{ end }} ping | grep -qx PONG
+{{- end -}}
+
+{{- /* sh: the Redis password into $pw, without leading and trailing whitespace (mcfs trims its files so). */ -}}
+{{- define "mcfs.readRedisPassword" -}}
+pw="$(cat /etc/redis-auth/password)"; pw="${pw#"${pw%%[![:space:]]*}"}"; pw="${pw%"${pw##*[![:space:]]}"}"
 {{- end -}}
