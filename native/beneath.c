@@ -5,8 +5,8 @@
  * path the daemon (root) follows; ".." cannot climb out; a directory swapped for a symlink between two
  * calls is refused (ELOOP) instead of followed.
  *
- * Paths are relative to the root fd ("a/b/c"; "." for the root itself), so their length is bounded by
- * PATH_MAX alone, not by PATH_MAX minus the root's own prefix. Every function returns >= 0 or -errno.
+ * Paths are relative to the root fd ("a/b/c"; "." for the root itself) and may be longer than PATH_MAX
+ * (see open_beneath). Every function returns >= 0 or -errno.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -14,6 +14,7 @@
 #include <limits.h>
 #include <linux/openat2.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -21,13 +22,13 @@
 
 #define RESOLVE (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
 
-static int open_beneath(int root, const char *rel, int flags, int mode)
+static int open_once(int dirfd, const char *rel, int flags, int mode)
 {
 	struct open_how how = { .flags = (uint64_t)(flags | O_CLOEXEC), .resolve = RESOLVE };
 	if (flags & (O_CREAT | O_TMPFILE))
 		how.mode = (uint64_t)mode & 07777;
 	for (int tries = 0;; tries++) {
-		long fd = syscall(SYS_openat2, root, rel, &how, sizeof how);
+		long fd = syscall(SYS_openat2, dirfd, rel, &how, sizeof how);
 		if (fd >= 0)
 			return (int)fd;
 		/* EAGAIN: a concurrent rename raced the lookup; the kernel asks to try again. */
@@ -37,33 +38,58 @@ static int open_beneath(int root, const char *rel, int flags, int mode)
 }
 
 /*
- * The directory holding rel's last component, opened beneath root, and that component's name. A name
- * of "", "." or ".." is refused: the last component must name an entry, not climb.
+ * openat2 beneath root. A path longer than PATH_MAX (deep trees are fine inside the mount, where the
+ * kernel walks one name at a time) is opened a directory at a time: each prefix beneath the one before,
+ * so beneath root too, since no symlink and no ".." is ever followed.
  */
-static int parent_of(int root, const char *rel, char *buf, const char **name)
+static int open_beneath(int root, const char *rel, int flags, int mode)
 {
 	size_t len = strlen(rel);
-	if (len == 0 || len >= PATH_MAX)
-		return len ? -ENAMETOOLONG : -EINVAL;
-	memcpy(buf, rel, len + 1);
-	char *slash = strrchr(buf, '/');
-	const char *dir = ".";
-	if (slash) {
-		*slash = 0;
-		*name = slash + 1;
-		dir = buf;
-	} else
-		*name = buf;
+	if (len < PATH_MAX)
+		return open_once(root, rel, flags, mode);
+	const char *cut = rel + PATH_MAX - 1;
+	while (cut > rel && *cut != '/')
+		cut--;
+	if (cut == rel)
+		return -ENAMETOOLONG;
+	char *prefix = strndup(rel, (size_t)(cut - rel));
+	if (!prefix)
+		return -ENOMEM;
+	int dir = open_once(root, prefix, O_PATH | O_DIRECTORY, 0);
+	free(prefix);
+	if (dir < 0)
+		return dir;
+	int fd = open_beneath(dir, cut + 1, flags, mode);
+	close(dir);
+	return fd;
+}
+
+/*
+ * The directory holding rel's last component, opened beneath root, and that component's name (a
+ * pointer into rel). A name of "", "." or ".." is refused: the last component must name an entry.
+ */
+static int parent_of(int root, const char *rel, const char **name)
+{
+	const char *slash = strrchr(rel, '/');
+	*name = slash ? slash + 1 : rel;
 	if (!**name || !strcmp(*name, ".") || !strcmp(*name, ".."))
 		return -EINVAL;
-	return open_beneath(root, dir, O_PATH | O_DIRECTORY, 0);
+	if (strlen(*name) > NAME_MAX)
+		return -ENAMETOOLONG;
+	if (!slash)
+		return open_once(root, ".", O_PATH | O_DIRECTORY, 0);
+	char *dir = strndup(rel, (size_t)(slash - rel));
+	if (!dir)
+		return -ENOMEM;
+	int fd = open_beneath(root, dir, O_PATH | O_DIRECTORY, 0);
+	free(dir);
+	return fd;
 }
 
 #define WITH_PARENT(root, rel, call)                                   \
 	do {                                                           \
-		char buf_[PATH_MAX];                                   \
 		const char *name;                                      \
-		int pfd = parent_of(root, rel, buf_, &name);           \
+		int pfd = parent_of(root, rel, &name);                 \
 		if (pfd < 0)                                           \
 			return pfd;                                    \
 		int rc_ = (call) < 0 ? -errno : 0;                     \
@@ -134,9 +160,8 @@ int mcfs_utimensat_beneath(int root, const char *rel, int64_t asec, int64_t anse
 
 int mcfs_readlinkat_beneath(int root, const char *rel, char *out, int size)
 {
-	char buf[PATH_MAX];
 	const char *name;
-	int pfd = parent_of(root, rel, buf, &name);
+	int pfd = parent_of(root, rel, &name);
 	if (pfd < 0)
 		return pfd;
 	ssize_t n = readlinkat(pfd, name, out, (size_t)size);
@@ -148,12 +173,11 @@ int mcfs_readlinkat_beneath(int root, const char *rel, char *out, int size)
 /* Both ends beneath root; flags as renameat2 (RENAME_NOREPLACE, RENAME_EXCHANGE). */
 int mcfs_renameat_beneath(int root, const char *from, const char *to, uint32_t flags)
 {
-	char b1[PATH_MAX], b2[PATH_MAX];
 	const char *n1, *n2;
-	int p1 = parent_of(root, from, b1, &n1);
+	int p1 = parent_of(root, from, &n1);
 	if (p1 < 0)
 		return p1;
-	int p2 = parent_of(root, to, b2, &n2);
+	int p2 = parent_of(root, to, &n2);
 	if (p2 < 0) {
 		close(p1);
 		return p2;
@@ -167,12 +191,11 @@ int mcfs_renameat_beneath(int root, const char *from, const char *to, uint32_t f
 /* A hard link; a symlink at from is linked itself, never its target (linkat without AT_SYMLINK_FOLLOW). */
 int mcfs_linkat_beneath(int root, const char *from, const char *to)
 {
-	char b1[PATH_MAX], b2[PATH_MAX];
 	const char *n1, *n2;
-	int p1 = parent_of(root, from, b1, &n1);
+	int p1 = parent_of(root, from, &n1);
 	if (p1 < 0)
 		return p1;
-	int p2 = parent_of(root, to, b2, &n2);
+	int p2 = parent_of(root, to, &n2);
 	if (p2 < 0) {
 		close(p1);
 		return p2;
