@@ -90,6 +90,10 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       url,
       nodeId,
       onConnectionEvent: (ev, detail) => (ev === "error" ? nlog.error({ redis: redactUrl(url!), detail }, "Redis connection lost") : nlog.info({ redis: redactUrl(url!) }, "Redis connection back")),
+      onSlowNodes: (ev, nodes) =>
+        ev === "unresponsive"
+          ? nlog.warn({ nodes }, "nodes did not acknowledge a change in time: not waited for until they answer again")
+          : nlog.info({ nodes }, "nodes acknowledge changes again"),
     });
     cleanups.push(() => rawStore.close());
     const store: MetadataStore = m ? instrument(rawStore, m, (e) => e instanceof FsError && e.errno !== E.EIO) : rawStore;

@@ -370,6 +370,8 @@ export interface RedisStoreOptions {
   waitForAcks?: boolean;
   /** Called when the connection drops or comes back (for logs). */
   onConnectionEvent?: (event: "error" | "ready", detail?: string) => void;
+  /** Nodes that let an acknowledgement wait run out (no longer waited for) or answered again (for logs). */
+  onSlowNodes?: (event: "unresponsive" | "answering", nodes: string[]) => void;
 }
 
 export async function createRedisStore(opts: RedisStoreOptions): Promise<MetadataStore> {
@@ -417,11 +419,23 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
   let outboxDone: Promise<void> | undefined;
   let seq = 0;
   const awaitingAcks = new Map<number, { need: Set<string>; done: () => void }>();
+  /**
+   * Nodes that let a wait run out: not waited for by any later change until they answer again (a
+   * stopped node would otherwise cost every rename and unlink on every node the full wait).
+   */
+  const unresponsive = new Set<string>();
   let peers: { at: number; ids: Promise<string[]> } | undefined;
+  let refreshing = false;
+  /** Live nodes other than this one; refreshed in the background once a second, never waited for after the first time. */
   function livePeers(): Promise<string[]> {
-    if (!peers || Date.now() - peers.at > 1000) {
-      const ids = nodesNow().then((all) => [...all.values()].filter((n) => n.alive && n.id !== opts.nodeId).map((n) => n.id), () => []);
-      peers = { at: Date.now(), ids };
+    const load = () => nodesNow().then((all) => [...all.values()].filter((n) => n.alive && n.id !== opts.nodeId).map((n) => n.id), () => []);
+    if (!peers) peers = { at: Date.now(), ids: load() };
+    else if (Date.now() - peers.at > 1000 && !refreshing) {
+      refreshing = true;
+      void load().then((ids) => {
+        peers = { at: Date.now(), ids: Promise.resolve(ids) };
+        refreshing = false;
+      });
     }
     return peers.ids;
   }
@@ -439,17 +453,31 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
       outbox = [];
       outboxWaits = false;
       const s = ++seq;
-      client.publish(`${P}inval`, JSON.stringify({ origin: opts.nodeId, seq: s, ack, changes: batch })).catch(() => {});
-      if (!ack) return settle();
-      void livePeers().then((ids) => {
-        if (!ids.length || !subscriber) return settle();
-        const timer = setTimeout(() => finish(), ACK_WAIT_MS);
+      const send = () => void client.publish(`${P}inval`, JSON.stringify({ origin: opts.nodeId, seq: s, ack, changes: batch })).catch(() => {});
+      if (!ack) {
+        send();
+        return settle();
+      }
+      // The waiter is registered before the message goes out: an ack can never come before it.
+      void livePeers().then((all) => {
+        const ids = all.filter((id) => !unresponsive.has(id));
+        if (!ids.length || !subscriber) {
+          send();
+          return settle();
+        }
+        const need = new Set(ids);
         const finish = () => {
           clearTimeout(timer);
           awaitingAcks.delete(s);
           settle();
         };
-        awaitingAcks.set(s, { need: new Set(ids), done: finish });
+        const timer = setTimeout(() => {
+          for (const id of need) unresponsive.add(id);
+          opts.onSlowNodes?.("unresponsive", [...need]);
+          finish();
+        }, ACK_WAIT_MS);
+        awaitingAcks.set(s, { need, done: finish });
+        send();
       });
     });
     return wait ? done : Promise.resolve();
@@ -601,6 +629,7 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
       });
       await subscriber.subscribe(`${P}ack:${opts.nodeId}`, (msg) => {
         const [node, s] = msg.split(" ");
+        if (node && unresponsive.delete(node)) opts.onSlowNodes?.("answering", [node]);
         const w = awaitingAcks.get(Number(s));
         if (!w || !node) return;
         w.need.delete(node);
