@@ -91,8 +91,13 @@ describe.skipIf(!!skip)("data across nodes", () => {
   test("B appends to A's file: B holds the new version and A reads it", () => {
     const [a, b] = n as [TestDaemon, TestDaemon];
     fs.writeFileSync(join(a.mnt, "log.txt"), "from a\n");
+    fs.chmodSync(join(a.mnt, "log.txt"), 0o640);
+    fs.chownSync(join(a.mnt, "log.txt"), 65534, 65534);
     fs.appendFileSync(join(b.mnt, "log.txt"), "from b\n");
     expect(fs.readFileSync(join(a.mnt, "log.txt"), "utf8")).toBe("from a\nfrom b\n");
+    // The copy B took over keeps the file's owner and mode on B's disk.
+    const taken = fs.statSync(join(b.root, "log.txt"));
+    expect([taken.mode & 0o7777, taken.uid, taken.gid]).toEqual([0o640, 65534, 65534]);
     fs.truncateSync(join(a.mnt, "log.txt"), 3);
     expect(fs.readFileSync(join(b.mnt, "log.txt"), "utf8")).toBe("fro");
   });

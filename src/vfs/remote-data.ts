@@ -33,8 +33,17 @@ export interface RemoteData {
    * copy arrives). holders: if just read.
    */
   open(ino: number, version: number, path: string, size: number, holders?: Holders, siblings?: Siblings): Promise<{ fd: number } | { ranges: RangeReader }>;
-  /** Fetch the bytes of ino at version to path in this node's root (this node is about to write them). */
-  fetchTo(ino: number, version: number, path: string, size: number, holders?: Holders): Promise<void>;
+  /**
+   * Fetch the bytes of ino at version to path in this node's root (this node is about to write them),
+   * with the file's owner and mode.
+   */
+  fetchTo(ino: number, version: number, path: string, size: number, owner: FileOwner, holders?: Holders): Promise<void>;
+}
+
+export interface FileOwner {
+  mode: number;
+  uid: number;
+  gid: number;
 }
 
 /** Another file of the same directory (fetched along with a small file when it is small too). */
@@ -491,7 +500,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
       if (!order.length) throw new FsError(E.EIO, `no live node holds ${path} at version ${version}`);
       return { ranges: rangeReader(ino, version, path, size, order) };
     },
-    fetchTo(ino, version, path, size, given) {
+    fetchTo(ino, version, path, size, owner, given) {
       return once(`root:${path}`, async () => {
         const tmp = `${path}${PARTIAL_MARK}${process.pid}-${++tmpSeq}`;
         const fd = o.root.openFile(tmp, O_RDWR | O_CREAT | O_EXCL, 0o600);
@@ -508,6 +517,8 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
             const sink = { write: (d: Uint8Array, at: number) => void fs.writeSync(fd, d, 0, d.length, at), read: (into: Uint8Array, at: number) => fs.readSync(fd, into, 0, into.length, at) };
             await fetchAny(ino, version, path, size, { sink, got: 0, waiters: [] }, given);
           }
+          fs.fchownSync(fd, owner.uid, owner.gid);
+          fs.fchmodSync(fd, owner.mode & 0o7777);
           fs.closeSync(fd);
           o.root.rename(tmp, path);
         } catch (e) {

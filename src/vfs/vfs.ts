@@ -242,7 +242,7 @@ export function createVfs(o: VfsOptions): Vfs {
             if (set.size === 0) fs.closeSync(createLocalFile(root, p, O_WRONLY, r.mode, r.uid, r.gid));
             else {
               root.ensureDir(dirname(p));
-              await o.remote.fetchTo(ino, r.version, p, r.size);
+              await o.remote.fetchTo(ino, r.version, p, r.size, r);
             }
           }
           const fd = root.openFile(p, O_WRONLY);
@@ -448,7 +448,7 @@ export function createVfs(o: VfsOptions): Vfs {
           if (flags & O_TRUNC) fs.closeSync(createLocalFile(root, path, O_WRONLY, r.mode, r.uid, r.gid));
           else {
             root.ensureDir(dirname(path));
-            await o.remote!.fetchTo(ino, r.version, path, r.size, holders);
+            await o.remote!.fetchTo(ino, r.version, path, r.size, r, holders);
           }
         }
         const openLocal = () => root.openFile(path, flags & KEEP_OPEN_FLAGS);
