@@ -10,6 +10,17 @@ import type { LocalDir } from "../local/local-dir.ts";
 
 const { O_RDWR, O_CREAT, O_EXCL } = fs.constants;
 
+/**
+ * No holder could give the version asked for whole, but some answered: they no longer hold it, or
+ * hold more or fewer bytes than its record says (a write in progress there). A newer version, or the
+ * writer's close, will do.
+ */
+export class ChangingCopy extends FsError {
+  constructor(message: string) {
+    super(E.EIO, message);
+  }
+}
+
 /** Marks a file still being fetched into a root path (never published, never served). */
 export const PARTIAL_MARK = ".mcfs-part-";
 
@@ -312,6 +323,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
     try {
       for await (const ch of o.pool.get(address).readFile({ path, offset: 0n, length: 0n, ino: BigInt(ino), version: BigInt(version) })) {
         if (Number(ch.offset) !== got) throw new FsError(E.EIO, `holder ${address} sent bytes out of order`);
+        if (got + ch.data.length > size) throw new ChangingCopy(`holder ${address} has more than the ${size} bytes of ${path}`);
         const at = got, data = ch.data;
         got += data.length;
         behind += data.length;
@@ -326,11 +338,12 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
       throw fromConnectError(e);
     }
     // A short copy is never served: a holder that lost bytes is as good as down.
-    if (got !== size) throw new FsError(E.EIO, `holder ${address} has ${got} of ${size} bytes of ${path}`);
+    if (got !== size) throw new ChangingCopy(`holder ${address} has ${got} of ${size} bytes of ${path}`);
   }
 
   async function fetchAny(ino: number, version: number, path: string, size: number, progress: Arriving, given?: Holders): Promise<void> {
     const errors: string[] = [];
+    let changing = false;
     for (const fresh of given ? [false, true] : [true]) {
       if (fresh) known = undefined;
       for (const { address } of await sources(ino, version, fresh ? undefined : given)) {
@@ -344,11 +357,13 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
           return;
         } catch (e) {
           errors.push(`${address}: ${(e as Error).message}`);
+          changing ||= e instanceof ChangingCopy || (e instanceof FsError && e.errno === E.ESTALE);
           o.log.warn({ path, ino, holder: address, err: (e as Error).message }, "holder failed, trying the next one");
         }
       }
     }
-    throw new FsError(E.EIO, `no reachable node holds ${path} at version ${version}${errors.length ? ` (${errors.join("; ")})` : ""}`);
+    const msg = `no reachable node holds ${path} at version ${version}${errors.length ? ` (${errors.join("; ")})` : ""}`;
+    throw changing ? new ChangingCopy(msg) : new FsError(E.EIO, msg);
   }
 
   /** Copies to list as this node's, written together (a batch of small files lists in one call). */

@@ -11,7 +11,7 @@ import { createMetaCache } from "./meta-cache.ts";
 import { applyLocal, createLocalFile, makeLocal, withParents } from "./local-files.ts";
 import type { LocalDir } from "../local/local-dir.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
-import type { RangeReader, RemoteData, Sibling } from "./remote-data.ts";
+import { ChangingCopy, type RangeReader, type RemoteData, type Sibling } from "./remote-data.ts";
 
 const O_ACCMODE = 3;
 const { O_APPEND, O_SYNC, O_DSYNC, O_RDWR, O_WRONLY, O_RDONLY, O_TRUNC } = fs.constants;
@@ -20,6 +20,8 @@ const NAME_MAX = 255;
 const XATTR_SIZE_MAX = 65536;
 const OPENED_MAX = 200_000;
 const INO_BLOCK = 1024;
+/** Longest an open waits for another node's write to publish the bytes it is changing. */
+const CHANGING_WAIT_MS = 10_000;
 
 
 export interface VfsOptions {
@@ -91,6 +93,28 @@ export function createVfs(o: VfsOptions): Vfs {
 
   const cache = createMetaCache({ store, paths, attrCacheMs: o.attrCacheMs, skipPrefetch: (ino) => byIno.has(ino) });
   const { changing, dirChanged, dropListing, forget } = cache;
+
+  /** Opens waiting for another node to publish new bytes of an inode (its write's close). */
+  const dataWaiters = new Map<number, Set<() => void>>();
+  /** Registered before trying, so a change that comes while the try runs is not missed. */
+  function nextDataChange(ino: number): { wait(ms: number): Promise<void>; cancel(): void } {
+    let fire!: () => void;
+    const changed = new Promise<void>((res) => (fire = res));
+    let set = dataWaiters.get(ino);
+    if (!set) dataWaiters.set(ino, (set = new Set()));
+    set.add(fire);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const cancel = () => {
+      clearTimeout(timer);
+      set.delete(fire);
+      if (!set.size && dataWaiters.get(ino) === set) dataWaiters.delete(ino);
+      fire();
+    };
+    return {
+      wait: (ms) => Promise.race([changed, new Promise<void>((res) => (timer = setTimeout(res, Math.max(0, ms))))]),
+      cancel,
+    };
+  }
 
   /** Remember a fresh record (also as the open-file state when the inode is open here). */
   function learn(r: Inode): Inode {
@@ -411,11 +435,11 @@ export function createVfs(o: VfsOptions): Vfs {
 
     async open(_c, ino, flags) {
       // Close-to-open: with other nodes about, open() reads the record and its holders fresh.
-      let r: Inode;
+      // Assigned by fresh() too: the ! tells the compiler so.
+      let r!: Inode;
       let here = true;
       let holders: Holders | undefined;
-      if (o.soleNode || !o.remote) r = await record(ino);
-      else {
+      const fresh = async () => {
         const [rec, h] = await Promise.all([store.get(ino), store.holders(ino)]);
         r = learn(rec);
         holders = h;
@@ -427,16 +451,37 @@ export function createVfs(o: VfsOptions): Vfs {
           await o.refreshKernelAttrs?.(ino);
           kernelVersion.set(ino, r.version);
         }
-      }
+      };
+      if (o.soleNode || !o.remote) r = await record(ino);
+      else await fresh();
       if (isDir(r.mode)) throw fsError("EISDIR");
       const path = await paths.pathOf(ino);
       const acc = flags & O_ACCMODE;
       const writable = acc === O_WRONLY || acc === O_RDWR;
       let fd: number;
       let ranges: RangeReader | undefined;
-      if (!here && !writable) {
-        // Another node's bytes: a copy of this version in the cache, or ranges from a holder.
-        const got = await o.remote!.open(ino, r.version, path, r.size, holders, { dir: r.parent, list: () => siblingsOf(ino, r.parent) });
+      let got: { fd: number } | { ranges: RangeReader } | undefined;
+      // Another node's bytes: a copy of this version in the cache, or ranges from a holder. While the
+      // holder is writing a new version the old one may be gone and the new one not whole yet: wait
+      // (bounded) for the write's close and read what it published, rather than fail.
+      const deadline = Date.now() + CHANGING_WAIT_MS;
+      while (!here && !writable && !got) {
+        const change = nextDataChange(ino);
+        try {
+          got = await o.remote!.open(ino, r.version, path, r.size, holders, { dir: r.parent, list: () => siblingsOf(ino, r.parent) });
+        } catch (e) {
+          if (!(e instanceof FsError && e.errno === E.EIO) || Date.now() >= deadline) throw e;
+          const was = r.version;
+          await fresh();
+          if (r.version !== was) continue;
+          if (!(e instanceof ChangingCopy)) throw e;
+          await change.wait(deadline - Date.now());
+          await fresh();
+        } finally {
+          change.cancel();
+        }
+      }
+      if (got) {
         if ("fd" in got) fd = got.fd;
         else {
           fd = -1;
@@ -651,6 +696,7 @@ export function createVfs(o: VfsOptions): Vfs {
 
     invalidate(inv) {
       cache.invalidate(inv);
+      for (const ino of [...inv.data, ...inv.inodes]) for (const w of dataWaiters.get(ino) ?? []) w();
       for (const ino of inv.inodes) if (byIno.has(ino)) void store.get(ino).then(learn, () => {});
     },
 

@@ -1,0 +1,63 @@
+import { describe, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { spawn } from "bun";
+import { fuseUnavailable } from "./helpers/env.ts";
+import type { TestDaemon } from "./helpers/daemon.ts";
+import { useCluster } from "./helpers/node.ts";
+
+const skip = fuseUnavailable();
+
+/** A bun script in its own process (the test's own reads would block while it runs). */
+function run(script: string, ...args: string[]) {
+  const p = spawn([process.execPath, "-e", script, ...args], { stdout: "pipe", stderr: "pipe" });
+  return (async () => {
+    const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+    return { out, err, code: p.exitCode };
+  })();
+}
+
+const WRITER = `
+const fs = require("node:fs");
+const [f, n] = process.argv.slice(-2);
+for (let i = 0; i < Number(n); i++) {
+  const fd = fs.openSync(f, fs.constants.O_WRONLY | fs.constants.O_TRUNC);
+  fs.writeSync(fd, Buffer.alloc(65536, 65 + (i % 26)));
+  fs.closeSync(fd);
+}`;
+
+const READER = `
+const fs = require("node:fs");
+const [f, n] = process.argv.slice(-2);
+let failed = 0, mixed = 0, empty = 0;
+const errors = new Set();
+for (let i = 0; i < Number(n); i++) {
+  try {
+    const d = fs.readFileSync(f);
+    if (d.length === 0) empty++;
+    else if (d.length !== 65536 || d.some((b) => b !== d[0])) mixed++;
+  } catch (e) {
+    failed++;
+    errors.add(e.code);
+  }
+}
+console.log(JSON.stringify({ failed, mixed, empty, errors: [...errors] }));`;
+
+describe.skipIf(!!skip)("contention: one node rewrites a file while others read it", () => {
+  const cluster = useCluster("contend", ["a", "b", "c"]);
+
+  test("readers on two other nodes never get an error, and each read is one write's whole content (or the empty file O_TRUNC made)", async () => {
+    const [a, b, c] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
+    fs.writeFileSync(join(a.mnt, "hot"), Buffer.alloc(65536, 64));
+    const writer = run(WRITER, join(a.mnt, "hot"), "300");
+    const readers = [run(READER, join(b.mnt, "hot"), "300"), run(READER, join(c.mnt, "hot"), "300")];
+    const w = await writer;
+    expect(w.err).toBe("");
+    for (const r of await Promise.all(readers)) {
+      expect(r.err).toBe("");
+      const res = JSON.parse(r.out) as { failed: number; mixed: number; errors: string[] };
+      expect(res).toMatchObject({ failed: 0, mixed: 0 });
+      console.log(`reader on another node: ${r.out.trim()}`);
+    }
+  }, 120_000);
+});
