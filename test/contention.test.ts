@@ -61,3 +61,33 @@ describe.skipIf(!!skip)("contention: one node rewrites a file while others read 
     }
   }, 120_000);
 });
+
+describe.skipIf(!!skip)("an open file follows its inode, not its path", () => {
+  // B keeps no copies: every read of A's file is a ranged read from A.
+  const cluster = useCluster("follow", ["a", "b"], { b: ["--ram-cache-mib", "0", "--disk-cache-mib", "0"] });
+
+  test("B reads on through its open descriptor after A renames the file into another directory", () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    const data = Buffer.from(Array.from({ length: 3 << 20 }, (_, i) => (i * 7) & 255));
+    fs.mkdirSync(join(a.mnt, "from"));
+    fs.mkdirSync(join(a.mnt, "to"));
+    fs.writeFileSync(join(a.mnt, "from", "big"), data);
+    const fd = fs.openSync(join(b.mnt, "from", "big"), "r");
+    try {
+      const head = Buffer.alloc(65536);
+      expect(fs.readSync(fd, head, 0, head.length, 0)).toBe(head.length);
+      fs.renameSync(join(a.mnt, "from", "big"), join(a.mnt, "to", "moved"));
+      const rest = Buffer.alloc(data.length - head.length);
+      let got = 0;
+      while (got < rest.length) {
+        const n = fs.readSync(fd, rest, got, rest.length - got, head.length + got);
+        if (n === 0) break;
+        got += n;
+      }
+      expect(got).toBe(rest.length);
+      expect(Buffer.concat([head, rest]).equals(data)).toBe(true);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+});

@@ -17,6 +17,7 @@ import { serveMetrics } from "../metrics/metrics-server.ts";
 import { createProgress } from "../util/progress.ts";
 import { createTodoApplier } from "../vfs/local-todo.ts";
 import { openLocalDir } from "../local/local-dir.ts";
+import { createPathCache } from "../vfs/paths.ts";
 import { openPrivateDir } from "../local/private-dir.ts";
 import { startPeerServer } from "../peer/peer-server.ts";
 import { createPeerPool } from "../peer/peer-client.ts";
@@ -153,6 +154,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         secret: cfg.clusterSecret,
         log: nlog,
         catchUp: () => todo.drain(),
+        currentPath: (ino) => createPathCache(store).pathOf(ino),
         openCached: (ino, version) => cache.open(ino, version),
         holdsInRoot: (copies) => store.heldBy(nodeId, copies),
         interceptors: m ? [rpcObserver("server")] : [],

@@ -19,6 +19,8 @@ export interface PeerServiceOptions {
   holdsInRoot: (copies: { ino: number; version: number }[]) => Promise<boolean[]>;
   /** Follow other nodes' renames on the local disk (called once when an asked-for file is missing). */
   catchUp?: () => Promise<void>;
+  /** Where the namespace has ino now: a reader may ask by a path renamed since it opened the file. */
+  currentPath?: (ino: number) => Promise<string>;
   onServed?: (bytes: number) => void;
 }
 
@@ -60,7 +62,16 @@ export function createPeerService(o: PeerServiceOptions): ServiceImpl<typeof Pee
     const c = o.openCached?.(ino, version);
     if (c) return c;
     if (!(await (held ?? o.holdsInRoot([{ ino, version }]).then((h) => h[0])))) throw new FsError(E.ESTALE, `no copy of ${r.path} at version ${version} here`);
-    return { fd: o.root.openFile(r.path, fs.constants.O_RDONLY) };
+    try {
+      return { fd: o.root.openFile(r.path, fs.constants.O_RDONLY) };
+    } catch (e) {
+      if (errnoOf(e) !== E.ENOENT || !o.currentPath) throw e;
+      // Renamed since the reader learned its path: the file is the inode, wherever it is now.
+      const now = await o.currentPath(ino);
+      if (now === r.path) throw e;
+      checkPath(now);
+      return { fd: o.root.openFile(now, fs.constants.O_RDONLY) };
+    }
   }
   const closeCopy = (c: CopyData) => {
     if ("fd" in c) fs.closeSync(c.fd);
