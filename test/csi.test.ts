@@ -28,8 +28,11 @@ describe.skipIf(!!skip)("CSI driver", () => {
   const nodes: Record<string, CsiProcess> = {};
   const dirs = (n: string) => ({ root: join(t.path, `${n}-root`), mnt: join(t.path, `${n}-mnt`) });
   const targets: string[] = [];
+  const pods = () => join(t.path, "kubelet-pods");
+  /** A pod's target as kubelet hands it over: its parent exists, the target itself is the plugin's to make. */
   const target = (n: string, pod: string) => {
-    const p = join(t.path, "kubelet", n, pod, "mount");
+    const p = join(pods(), n, pod, "mount");
+    fs.mkdirSync(join(p, ".."), { recursive: true });
     targets.push(p);
     return p;
   };
@@ -37,7 +40,7 @@ describe.skipIf(!!skip)("CSI driver", () => {
   async function startNode(n: string, env: Record<string, string> = {}): Promise<CsiProcess> {
     const port = await freePort();
     const { root, mnt } = dirs(n);
-    return startCsi("csi-node", t.path, n, ["--redis-url", redis.url, "--node-url", `127.0.0.1:${port}`, "--root-dir", root, "--mount-point", mnt, "--cluster-secret-file", join(t.path, "secret"), "--check-interval", "0.2"], {
+    return startCsi("csi-node", t.path, n, ["--redis-url", redis.url, "--node-url", `127.0.0.1:${port}`, "--root-dir", root, "--mount-point", mnt, "--pods-dir", pods(), "--cluster-secret-file", join(t.path, "secret"), "--check-interval", "0.2"], {
       MULTICLOUD_FS_DISK_CACHE: join(t.path, `${n}-cache`),
       ...env,
     });
@@ -128,7 +131,7 @@ describe.skipIf(!!skip)("CSI driver", () => {
     expect(fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n").filter((l) => l.split(" ")[4] === tp)).toHaveLength(1);
     expectStatus(await N("n1", "NodePublishVolume", { volume_id: id, target_path: tp, volume_capability: MOUNT_RWX, readonly: true }), "ALREADY_EXISTS", tp);
     for (let i = 0; i < 2; i++) expect((await N("n1", "NodeUnpublishVolume", { volume_id: id, target_path: tp })).status).toBe("OK");
-    expect((await N("n1", "NodeUnpublishVolume", { volume_id: id, target_path: join(t.path, "never-mounted") })).status).toBe("OK");
+    expect((await N("n1", "NodeUnpublishVolume", { volume_id: id, target_path: join(pods(), "never-mounted") })).status).toBe("OK");
     for (let i = 0; i < 2; i++) expect((await C("ControllerUnpublishVolume", { volume_id: id, node_id: "n1" })).status).toBe("OK");
     for (let i = 0; i < 2; i++) expect((await C("DeleteVolume", { volume_id: id })).status).toBe("OK");
     expect((await C("DeleteVolume", { volume_id: "pvc-never-existed" })).status).toBe("OK");
@@ -273,7 +276,7 @@ describe.skipIf(!!skip)("CSI driver", () => {
     const n = "n3";
     const { root, mnt } = dirs(n);
     const port = await freePort();
-    const args = ["--redis-url", redis.url, "--node-url", `127.0.0.1:${port}`, "--root-dir", root, "--mount-point", mnt, "--check-interval", "0.2"];
+    const args = ["--redis-url", redis.url, "--node-url", `127.0.0.1:${port}`, "--root-dir", root, "--mount-point", mnt, "--pods-dir", pods(), "--check-interval", "0.2"];
     const started = startCsi("csi-node", t.path, n, args, { SKIP_NODE_MOUNT: "true" });
     // Not ready: nothing is mounted and this plugin starts nothing.
     const probeSock = join(t.path, `${n}.sock`);
