@@ -4,7 +4,7 @@ import * as fs from "node:fs";
 import { join, relative } from "node:path";
 import { errCode, fuseUnavailable, tempDir } from "./helpers/env.ts";
 import { startRedis, type TestRedis } from "./helpers/redis.ts";
-import { freePort, startCsi, stopNodeDaemon, type CallResult, type CsiProcess } from "./helpers/csi.ts";
+import { daemonPid, freePort, startCsi, stopNodeDaemon, type CallResult, type CsiProcess } from "./helpers/csi.ts";
 
 const skip = fuseUnavailable() ?? (Bun.which("unshare") && Bun.which("nsenter") ? undefined : "unshare/nsenter (util-linux) are not installed");
 
@@ -67,6 +67,14 @@ describe.skipIf(!!skip)("CSI node: hostile targets, foreign mounts, mount flags"
   const publish = (id: string, target: string, extra: object = {}) => N("NodePublishVolume", { volume_id: id, target_path: target, volume_capability: MOUNT, ...extra });
   const unpublish = (id: string, target: string) => N("NodeUnpublishVolume", { volume_id: id, target_path: target });
 
+  /** The plugin in a new private mount namespace, or (restarted) in the one its node daemon still runs in. */
+  async function startNode(): Promise<CsiProcess> {
+    const daemon = daemonPid(root);
+    const wrap = daemon === undefined ? ["unshare", "-m", "--propagation", "private"] : ["nsenter", "-t", String(daemon), "-m", "--"];
+    const args = ["--redis-url", redis.url, "--node-url", `127.0.0.1:${await freePort()}`, "--root-dir", root, "--mount-point", mnt, "--pods-dir", pods, "--cluster-secret-file", join(t.path, "secret"), "--check-interval", "0.2"];
+    return startCsi("csi-node", t.path, "n1", args, { MULTICLOUD_FS_DISK_CACHE: join(t.path, "n1-cache") }, wrap);
+  }
+
   beforeAll(async () => {
     t = tempDir("csi-hostile");
     fs.writeFileSync(join(t.path, "secret"), "csi-hostile-cluster-secret-0123456789\n", { mode: 0o600 });
@@ -79,8 +87,7 @@ describe.skipIf(!!skip)("CSI node: hostile targets, foreign mounts, mount flags"
     fs.writeFileSync(join(outside, "sentinel"), "not the volume");
     redis = await startRedis();
     ctrl = await startCsi("csi-controller", t.path, "controller", ["--redis-url", redis.url], { SKIP_NODE_MOUNT: "true" });
-    const args = ["--redis-url", redis.url, "--node-url", `127.0.0.1:${await freePort()}`, "--root-dir", root, "--mount-point", mnt, "--pods-dir", pods, "--cluster-secret-file", join(t.path, "secret"), "--check-interval", "0.2"];
-    node = await startCsi("csi-node", t.path, "n1", args, { MULTICLOUD_FS_DISK_CACHE: join(t.path, "n1-cache") }, ["unshare", "-m", "--propagation", "private"]);
+    node = await startNode();
     const create = async (name: string) => (await ctrl.client.call("Controller", "CreateVolume", { name, volume_capabilities: [MOUNT] })).reply.volume.volume_id as string;
     vol = await create("pvc-hostile");
     other = await create("pvc-other");
@@ -206,6 +213,21 @@ describe.skipIf(!!skip)("CSI node: hostile targets, foreign mounts, mount flags"
     expect(fs.existsSync(inNs(empty))).toBe(true);
     // Nothing there at all.
     expect((await unpublish(vol, podTarget("pod-never"))).status).toBe("OK");
+  });
+
+  test("a restarted plugin adds nosuid,nodev to a pod's bind that lacks them", async () => {
+    // A read-only bind as the driver made it before: the remount to read-only dropped nosuid,nodev.
+    const old = podTarget("pod-old");
+    fs.mkdirSync(old);
+    nsenter("mount", "--bind", `${mnt}/volumes/${vol}`, old);
+    nsenter("mount", "-o", "remount,bind,ro,suid,dev", old);
+    expect(at(old)[0]!.options).not.toContain("nodev");
+    await node.stop();
+    node = await startNode();
+    expect(at(old)[0]!.options).toEqual(expect.arrayContaining(["ro", "nosuid", "nodev"]));
+    expect(fs.readFileSync(inNs(`${old}/data.txt`), "utf8")).toBe("volume data");
+    expect((await unpublish(vol, old)).status).toBe("OK");
+    expect(at(old)).toEqual([]);
   });
 
   test("nothing the plugin mounted is visible outside its namespace", () => {

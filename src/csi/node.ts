@@ -51,6 +51,7 @@ export function createNodeService(o: NodeServiceOptions): Partial<ServiceImpl<ty
       if (!req.targetPath) throw invalid("target_path");
       requireServable(req.volumeCapability, "volume_capability");
       const options = bindOptions(req.volumeCapability!, req.readonly, "volume_capability");
+      o.binder.checkTarget(req.targetPath);
       const target = req.targetPath;
       return locks.run([`volume:${req.volumeId}`, `target:${target}`], async () => {
         await volumeDir(req.volumeId);
@@ -63,6 +64,7 @@ export function createNodeService(o: NodeServiceOptions): Partial<ServiceImpl<ty
     nodeUnpublishVolume: g("NodeUnpublishVolume", async (req) => {
       if (!req.volumeId) throw invalid("volume_id");
       if (!req.targetPath) throw invalid("target_path");
+      o.binder.checkTarget(req.targetPath);
       const target = req.targetPath;
       return locks.run([`volume:${req.volumeId}`, `target:${target}`], async () => {
         o.binder.unpublish(req.volumeId, target);

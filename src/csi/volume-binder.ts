@@ -17,12 +17,16 @@ export const MCFS_FSTYPE = "fuse.mcfs";
  * a target that is, or is swapped for, a symlink cannot send a mount anywhere else.
  */
 export interface VolumeBinder {
+  /** InvalidArgument unless target is a clean absolute path beneath the pods directory. */
+  checkTarget(target: string): void;
   /** Bind volume id onto target with nosuid,nodev and options; nothing happens if that bind is there. */
   publish(id: string, target: string, options: readonly BindOption[]): void;
   /** Take volume id's bind off target and remove the target if the driver made it and it is empty. */
   unpublish(id: string, target: string): void;
   /** Replace a pod's bind of a dead node mount (a mountinfo entry) by a bind of the live one, same options. */
   rebind(stale: MountEntry): void;
+  /** Add nosuid,nodev to the pods' binds that lack them (made by a version that dropped them on read-only binds). */
+  tightenAll(): void;
 }
 
 export interface VolumeBinderOptions {
@@ -139,7 +143,23 @@ export function createVolumeBinder(o: VolumeBinderOptions): VolumeBinder {
     }
   }
 
+  /** Walk to the target a mountinfo entry names (paths there are resolved: from the pods dir's real path). */
+  function reach<T>(e: MountEntry, fn: (parent: number, name: string, dir: number, keep: (fd: number) => number) => T): T {
+    const base = fs.realpathSync(o.podsDir);
+    const parts = targetComponents(e.mountPoint, base);
+    return withFds((keep) => {
+      const parent = openParent(base, parts, keep, e.mountPoint);
+      const dir = parent === undefined ? undefined : openTarget(parent, parts.at(-1)!, keep, e.mountPoint);
+      if (parent === undefined || dir === undefined || mountedAt(parent, dir)?.id !== e.id) throw new Error(`${e.mountPoint} no longer has mount ${e.id} on top`);
+      return fn(parent, parts.at(-1)!, dir, keep);
+    });
+  }
+
   return {
+    checkTarget(target) {
+      targetComponents(target, o.podsDir);
+    },
+
     publish(id, target, options) {
       const parts = targetComponents(target, o.podsDir);
       const name = parts.at(-1)!;
@@ -199,19 +219,27 @@ export function createVolumeBinder(o: VolumeBinderOptions): VolumeBinder {
       const id = stale.root.slice(volumeRoot("").length);
       if (!isVolumeId(id)) throw new Error(`${stale.mountPoint} has ${stale.root} mounted, not a volume's directory`);
       const options = stale.options.filter(isBindOption);
-      // mountinfo shows paths resolved: walk from the pods directory's real path.
-      const base = fs.realpathSync(o.podsDir);
-      const parts = targetComponents(stale.mountPoint, base);
-      withFds((keep) => {
-        const parent = openParent(base, parts, keep, stale.mountPoint);
-        const dir = parent === undefined ? undefined : openTarget(parent, parts.at(-1)!, keep, stale.mountPoint);
-        if (parent === undefined || dir === undefined || mountedAt(parent, dir)?.id !== stale.id) {
-          throw new Error(`${stale.mountPoint} no longer has mount ${stale.id} on top`);
-        }
+      reach(stale, (parent, name, dir, keep) => {
         o.mounter.unmount(fdPath(dir), true);
-        bindOnto(id, parent, parts.at(-1)!, options, keep, stale.mountPoint);
+        bindOnto(id, parent, name, options, keep, stale.mountPoint);
       });
       o.log.info({ target: stale.mountPoint, volume: id, options }, "re-bound a pod's volume to the new node mount");
+    },
+
+    tightenAll() {
+      if (!fs.existsSync(o.podsDir)) return;
+      const base = fs.realpathSync(o.podsDir);
+      for (const e of o.mounter.mounts()) {
+        if (e.fstype !== MCFS_FSTYPE || !e.root.startsWith(volumeRoot("")) || !e.mountPoint.startsWith(`${base}/`)) continue;
+        if (e.options.includes("nosuid") && e.options.includes("nodev")) continue;
+        const options = e.options.filter(isBindOption);
+        try {
+          reach(e, (_parent, _name, dir) => o.mounter.restrict(fdPath(dir), options));
+          o.log.info({ target: e.mountPoint, volume: e.root, options }, "added nosuid,nodev to a pod's bind");
+        } catch (err) {
+          o.log.error({ target: e.mountPoint, volume: e.root, err: (err as Error).message }, "could not add nosuid,nodev to a pod's bind");
+        }
+      }
     },
   };
 }

@@ -55,6 +55,8 @@ export async function runCsiNode(cfg: CsiNodeConfig, log: Logger): Promise<Role>
   const binder = createVolumeBinder({ podsDir: cfg.podsDir, mountPoint: cfg.mountPoint, mounter, log: nlog });
   const keeper = createMountKeeper({ mountPoint: cfg.mountPoint, mounter, binder, startDaemon: cfg.skipNodeMount ? undefined : startDaemon, intervalMs: cfg.checkIntervalMs, log: nlog });
   await keeper.check();
+  // Pods' binds from before every bind was nosuid,nodev keep running: close that hole without a restart of the pods.
+  binder.tightenAll();
 
   const report = async () => {
     try {
