@@ -134,6 +134,16 @@ describe.skipIf(!!skip)("CSI node: hostile targets, foreign mounts, mount flags"
     expect(fs.readlinkSync(sym)).toBe(outside);
   });
 
+  test("a volume directory that is a symlink in the filesystem is not followed; the failed publish leaves nothing", async () => {
+    // Any user of the filesystem can store a symlink where a volume's directory would be.
+    fs.symlinkSync(outside, inNs(`${mnt}/volumes/pvc-evil`));
+    const target = podTarget("pod-evil");
+    expectStatus(await publish("pvc-evil", target), "FAILED_PRECONDITION", "pvc-evil");
+    expect(at(target)).toEqual([]);
+    expect(fs.existsSync(inNs(target))).toBe(false);
+    fs.rmSync(inNs(`${mnt}/volumes/pvc-evil`));
+  });
+
   test("publish creates the target, retries leave exactly one mount, unpublish removes what it made", async () => {
     const target = podTarget("pod-retry");
     for (let i = 0; i < 3; i++) expect((await publish(vol, target)).status).toBe("OK");
