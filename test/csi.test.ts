@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { fuseUnavailable, tempDir, waitFor, errCode } from "./helpers/env.ts";
 import { startRedis, type TestRedis } from "./helpers/redis.ts";
-import { forceUnmount, isMounted } from "./helpers/daemon.ts";
+import { isMounted } from "./helpers/daemon.ts";
 import { daemonPid, freePort, startCsi, stopNodeDaemon, type CallResult, type CsiProcess } from "./helpers/csi.ts";
 
 const skip = fuseUnavailable();
@@ -20,27 +20,43 @@ function expectStatus(r: CallResult, status: string, mentions?: string) {
   expect(r.message).not.toMatch(/\n\s+at /);
 }
 
-/** A controller and two node plugins (each starting its node daemon) on one Redis, as kubelet and the sidecars call them. */
+/**
+ * A controller and two node plugins (each starting its node daemon) on one Redis, as kubelet and the
+ * sidecars call them. Each node plugin runs in its own private mount namespace (as its container would):
+ * its mounts never reach the host; the test looks at them through /proc/<pid>/root and /proc/<pid>/mountinfo.
+ */
 describe.skipIf(!!skip)("CSI driver", () => {
   let t: ReturnType<typeof tempDir>;
   let redis: TestRedis;
   let ctrl: CsiProcess;
   const nodes: Record<string, CsiProcess> = {};
   const dirs = (n: string) => ({ root: join(t.path, `${n}-root`), mnt: join(t.path, `${n}-mnt`) });
-  const targets: string[] = [];
+  const pods = () => join(t.path, "kubelet-pods");
+  /** A pod's target as kubelet hands it over: its parent exists, the target itself is the plugin's to make. */
   const target = (n: string, pod: string) => {
-    const p = join(t.path, "kubelet", n, pod, "mount");
-    targets.push(p);
+    const p = join(pods(), n, pod, "mount");
+    fs.mkdirSync(join(p, ".."), { recursive: true });
     return p;
   };
+  /** The pid whose mount namespace node n's mounts live in: its plugin, or while that is down its node daemon. */
+  const nsPid = (n: string) => {
+    const p = nodes[n]?.proc;
+    return p && p.exitCode === null && p.signalCode === null ? p.pid : daemonPid(dirs(n).root)!;
+  };
+  /** A path as node n's plugin (and so its pods) see it. */
+  const on = (n: string, p: string) => `/proc/${nsPid(n)}/root${p}`;
+  const mountsAt = (n: string, p: string) => fs.readFileSync(`/proc/${nsPid(n)}/mountinfo`, "utf8").split("\n").filter((l) => l.split(" ")[4] === p).length;
 
+  /** Start node n's plugin: in a new private mount namespace, or in its node daemon's when that still runs. */
   async function startNode(n: string, env: Record<string, string> = {}): Promise<CsiProcess> {
     const port = await freePort();
     const { root, mnt } = dirs(n);
-    return startCsi("csi-node", t.path, n, ["--redis-url", redis.url, "--node-url", `127.0.0.1:${port}`, "--root-dir", root, "--mount-point", mnt, "--cluster-secret-file", join(t.path, "secret"), "--check-interval", "0.2"], {
+    const daemon = daemonPid(root);
+    const wrap = daemon === undefined ? ["unshare", "-m", "--propagation", "private"] : ["nsenter", "-t", String(daemon), "-m", "--"];
+    return startCsi("csi-node", t.path, n, ["--redis-url", redis.url, "--node-url", `127.0.0.1:${port}`, "--root-dir", root, "--mount-point", mnt, "--pods-dir", pods(), "--cluster-secret-file", join(t.path, "secret"), "--check-interval", "0.2"], {
       MULTICLOUD_FS_DISK_CACHE: join(t.path, `${n}-cache`),
       ...env,
-    });
+    }, wrap);
   }
 
   const C = (m: string, r?: object) => ctrl.client.call("Controller", m, r);
@@ -56,7 +72,6 @@ describe.skipIf(!!skip)("CSI driver", () => {
   });
 
   afterAll(async () => {
-    for (const p of targets) forceUnmount(p);
     await ctrl?.stop();
     for (const [n, p] of Object.entries(nodes)) {
       await p.stop();
@@ -90,13 +105,14 @@ describe.skipIf(!!skip)("CSI driver", () => {
     const t1 = target("n1", "pod-a"), t2 = target("n2", "pod-b");
     expect((await N("n1", "NodePublishVolume", { volume_id: id, target_path: t1, volume_capability: MOUNT_RWX })).status).toBe("OK");
     expect((await N("n2", "NodePublishVolume", { volume_id: id, target_path: t2, volume_capability: MOUNT_RWX })).status).toBe("OK");
-    expect(isMounted(t1) && isMounted(t2)).toBe(true);
+    expect([mountsAt("n1", t1), mountsAt("n2", t2)]).toEqual([1, 1]);
+    expect(isMounted(t1) || isMounted(t2)).toBe(false);
     const data = Buffer.from("written by pod a on n1\n".repeat(1000));
-    fs.mkdirSync(join(t1, "out"));
-    fs.writeFileSync(join(t1, "out/result.txt"), data);
-    expect(fs.readFileSync(join(t2, "out/result.txt")).equals(data)).toBe(true);
+    fs.mkdirSync(on("n1", join(t1, "out")));
+    fs.writeFileSync(on("n1", join(t1, "out/result.txt")), data);
+    expect(fs.readFileSync(on("n2", join(t2, "out/result.txt"))).equals(data)).toBe(true);
     // The pod sees its volume only, not the filesystem's root.
-    expect(fs.readdirSync(t2)).toEqual(["out"]);
+    expect(fs.readdirSync(on("n2", t2))).toEqual(["out"]);
     const stats = await N("n1", "NodeGetVolumeStats", { volume_id: id, volume_path: t1 });
     expect(stats.reply.usage.find((u: { unit: string }) => u.unit === "BYTES").total).toBeGreaterThan(0);
     const listed = await C("ListVolumes", {});
@@ -104,13 +120,13 @@ describe.skipIf(!!skip)("CSI driver", () => {
     expect(entry.status.published_node_ids.sort()).toEqual(["n1", "n2"]);
     for (const [n, p] of [["n1", t1], ["n2", t2]] as const) {
       expect((await N(n, "NodeUnpublishVolume", { volume_id: id, target_path: p })).status).toBe("OK");
-      expect(isMounted(p)).toBe(false);
-      expect(fs.existsSync(p)).toBe(false);
+      expect(mountsAt(n, p)).toBe(0);
+      expect(fs.existsSync(on(n, p))).toBe(false);
       expect((await C("ControllerUnpublishVolume", { volume_id: id, node_id: n })).status).toBe("OK");
     }
     expect((await C("DeleteVolume", { volume_id: id })).status).toBe("OK");
     // Gone for every node: from the namespace and from the disk of the node that held the bytes.
-    await waitFor("the volume gone from n2's mount", () => !fs.existsSync(join(dirs("n2").mnt, "volumes", id)));
+    await waitFor("the volume gone from n2's mount", () => !fs.existsSync(on("n2", join(dirs("n2").mnt, "volumes", id))));
     await waitFor("n1's disk to drop the volume's bytes", () => !fs.existsSync(join(dirs("n1").root, "volumes", id, "out/result.txt")));
     expect((await C("ListVolumes", {})).reply.entries.some((e: { volume: { volume_id: string } }) => e.volume.volume_id === id)).toBe(false);
   });
@@ -125,10 +141,10 @@ describe.skipIf(!!skip)("CSI driver", () => {
     expectStatus(await C("ControllerPublishVolume", { volume_id: id, node_id: "n1", volume_capability: MOUNT_RWX, readonly: true }), "ALREADY_EXISTS");
     const tp = target("n1", "pod-idem");
     for (let i = 0; i < 2; i++) expect((await N("n1", "NodePublishVolume", { volume_id: id, target_path: tp, volume_capability: MOUNT_RWX })).status).toBe("OK");
-    expect(fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n").filter((l) => l.split(" ")[4] === tp)).toHaveLength(1);
+    expect(mountsAt("n1", tp)).toBe(1);
     expectStatus(await N("n1", "NodePublishVolume", { volume_id: id, target_path: tp, volume_capability: MOUNT_RWX, readonly: true }), "ALREADY_EXISTS", tp);
     for (let i = 0; i < 2; i++) expect((await N("n1", "NodeUnpublishVolume", { volume_id: id, target_path: tp })).status).toBe("OK");
-    expect((await N("n1", "NodeUnpublishVolume", { volume_id: id, target_path: join(t.path, "never-mounted") })).status).toBe("OK");
+    expect((await N("n1", "NodeUnpublishVolume", { volume_id: id, target_path: join(pods(), "never-mounted") })).status).toBe("OK");
     for (let i = 0; i < 2; i++) expect((await C("ControllerUnpublishVolume", { volume_id: id, node_id: "n1" })).status).toBe("OK");
     for (let i = 0; i < 2; i++) expect((await C("DeleteVolume", { volume_id: id })).status).toBe("OK");
     expect((await C("DeleteVolume", { volume_id: "pvc-never-existed" })).status).toBe("OK");
@@ -168,7 +184,7 @@ describe.skipIf(!!skip)("CSI driver", () => {
     expectStatus(await N("n1", "NodePublishVolume", { volume_id: v, target_path: tp, volume_capability: BLOCK }), "INVALID_ARGUMENT", "block");
     expectStatus(await N("n1", "NodePublishVolume", { volume_id: "pvc-nope", target_path: tp, volume_capability: MOUNT_RWX }), "NOT_FOUND", "pvc-nope");
     expectStatus(await N("n1", "NodePublishVolume", { volume_id: "../../etc", target_path: tp, volume_capability: MOUNT_RWX }), "NOT_FOUND");
-    expect(isMounted(tp)).toBe(false);
+    expect(mountsAt("n1", tp)).toBe(0);
     expectStatus(await N("n1", "NodeUnpublishVolume", { volume_id: v }), "INVALID_ARGUMENT", "target_path");
     expectStatus(await N("n1", "NodeGetVolumeStats", { volume_id: v, volume_path: join(t.path, "nowhere") }), "NOT_FOUND");
     expectStatus(await N("n1", "NodeGetVolumeStats", { volume_id: "pvc-nope", volume_path: t.path }), "NOT_FOUND");
@@ -177,11 +193,11 @@ describe.skipIf(!!skip)("CSI driver", () => {
 
   test("read-only publish: the pod can read, writes fail with EROFS", async () => {
     const v = (await C("CreateVolume", { name: "pvc-ro", volume_capabilities: [MOUNT_RWX] })).reply.volume.volume_id;
-    fs.writeFileSync(join(dirs("n1").mnt, "volumes", v, "input.txt"), "input");
+    fs.writeFileSync(on("n1", join(dirs("n1").mnt, "volumes", v, "input.txt")), "input");
     const tp = target("n2", "pod-ro");
     expect((await N("n2", "NodePublishVolume", { volume_id: v, target_path: tp, volume_capability: MOUNT_RWX, readonly: true })).status).toBe("OK");
-    expect(fs.readFileSync(join(tp, "input.txt"), "utf8")).toBe("input");
-    expect(errCode(() => fs.writeFileSync(join(tp, "new.txt"), "x"))).toBe("EROFS");
+    expect(fs.readFileSync(on("n2", join(tp, "input.txt")), "utf8")).toBe("input");
+    expect(errCode(() => fs.writeFileSync(on("n2", join(tp, "new.txt")), "x"))).toBe("EROFS");
     expect((await N("n2", "NodeUnpublishVolume", { volume_id: v, target_path: tp })).status).toBe("OK");
   });
 
@@ -218,7 +234,7 @@ describe.skipIf(!!skip)("CSI driver", () => {
     const tp = target("n1", "pod-race");
     const ps = await Promise.all(Array.from({ length: 6 }, () => N("n1", "NodePublishVolume", { volume_id: id, target_path: tp, volume_capability: MOUNT_RWX })));
     expect(ps.filter((r) => !r.ok).every((r) => r.status === "ABORTED")).toBe(true);
-    expect(fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n").filter((l) => l.split(" ")[4] === tp)).toHaveLength(1);
+    expect(mountsAt("n1", tp)).toBe(1);
     expect((await N("n1", "NodeUnpublishVolume", { volume_id: id, target_path: tp })).status).toBe("OK");
     await C("DeleteVolume", { volume_id: id });
   });
@@ -227,14 +243,14 @@ describe.skipIf(!!skip)("CSI driver", () => {
     const v = (await C("CreateVolume", { name: "pvc-keep", volume_capabilities: [MOUNT_RWX] })).reply.volume.volume_id;
     const tp = target("n1", "pod-keep");
     expect((await N("n1", "NodePublishVolume", { volume_id: v, target_path: tp, volume_capability: MOUNT_RWX })).status).toBe("OK");
-    fs.writeFileSync(join(tp, "before.txt"), "before");
+    fs.writeFileSync(on("n1", join(tp, "before.txt")), "before");
 
     // The plugin dies hard (its socket file stays behind); the pod's mount does not notice.
     await nodes.n1!.stop("SIGKILL");
-    expect(fs.readFileSync(join(tp, "before.txt"), "utf8")).toBe("before");
-    fs.writeFileSync(join(tp, "while-down.txt"), "written while the plugin was down");
+    expect(fs.readFileSync(on("n1", join(tp, "before.txt")), "utf8")).toBe("before");
+    fs.writeFileSync(on("n1", join(tp, "while-down.txt")), "written while the plugin was down");
     nodes.n1 = await startNode("n1");
-    expect(fs.readFileSync(join(tp, "while-down.txt"), "utf8")).toContain("plugin was down");
+    expect(fs.readFileSync(on("n1", join(tp, "while-down.txt")), "utf8")).toContain("plugin was down");
 
     // The node daemon dies hard: the pod's mount answers ENOTCONN until csi-node brings it back.
     const old = daemonPid(dirs("n1").root)!;
@@ -243,15 +259,15 @@ describe.skipIf(!!skip)("CSI driver", () => {
       const pid = daemonPid(dirs("n1").root);
       if (pid === undefined || pid === old) return false;
       try {
-        return fs.readFileSync(join(tp, "before.txt"), "utf8") === "before";
+        return fs.readFileSync(on("n1", join(tp, "before.txt")), "utf8") === "before";
       } catch {
         return false;
       }
     }, 60_000);
-    fs.writeFileSync(join(tp, "after.txt"), "after");
-    expect(fs.readFileSync(join(dirs("n2").mnt, "volumes", v, "after.txt"), "utf8")).toBe("after");
+    fs.writeFileSync(on("n1", join(tp, "after.txt")), "after");
+    expect(fs.readFileSync(on("n2", join(dirs("n2").mnt, "volumes", v, "after.txt")), "utf8")).toBe("after");
     expect((await N("n1", "NodeUnpublishVolume", { volume_id: v, target_path: tp })).status).toBe("OK");
-    expect(isMounted(tp)).toBe(false);
+    expect(mountsAt("n1", tp)).toBe(0);
   });
 
   test("Probe says not ready while Redis does not answer, and ready again when it does", async () => {
@@ -273,7 +289,7 @@ describe.skipIf(!!skip)("CSI driver", () => {
     const n = "n3";
     const { root, mnt } = dirs(n);
     const port = await freePort();
-    const args = ["--redis-url", redis.url, "--node-url", `127.0.0.1:${port}`, "--root-dir", root, "--mount-point", mnt, "--check-interval", "0.2"];
+    const args = ["--redis-url", redis.url, "--node-url", `127.0.0.1:${port}`, "--root-dir", root, "--mount-point", mnt, "--pods-dir", pods(), "--check-interval", "0.2"];
     const started = startCsi("csi-node", t.path, n, args, { SKIP_NODE_MOUNT: "true" });
     // Not ready: nothing is mounted and this plugin starts nothing.
     const probeSock = join(t.path, `${n}.sock`);

@@ -25,11 +25,14 @@ export function csiNodeOptions<T>(y: Argv<T>) {
     .option("node-url", { type: "string", default: "localhost:5000", describe: "host:port other nodes dial to reach this node's filesystem daemon" })
     .option("root-dir", { type: "string", default: "/var/lib/multicloud/volumes", describe: "Root path of the node daemon: this node's bytes, on its local disk" })
     .option("mount-point", { type: "string", default: "/var/lib/multicloud/mounts", describe: "Where the node daemon mounts the filesystem; volumes are bind-mounted from <mount-point>/volumes/<id>" })
+    .option("pods-dir", { type: "string", default: "/var/lib/kubelet/pods", describe: "kubelet's pods directory: volumes are bind-mounted only onto target paths beneath it" })
     .option("cluster-secret-file", { type: "string", describe: "Cluster secret for the node daemon (or env MCFS_CLUSTER_SECRET)" })
     .option("insecure", { type: "boolean", default: false, describe: "Run the node daemon without a cluster secret" })
     .option("check-interval", { type: "number", default: 2, describe: "Seconds between checks of the node mount (restart, re-bind pods' volumes)" })
     .check((a) => {
       if (!/^[^:\s]+:\d{1,5}$/.test(a["node-url"])) throw new Error(`--node-url must be host:port, got "${a["node-url"]}"`);
+      const pods = resolve(a["pods-dir"]);
+      if (pods === "/" || /^\/(proc|sys|dev)(\/|$)/.test(pods)) throw new Error(`--pods-dir must be kubelet's pods directory, not / or under /proc, /sys or /dev, got "${a["pods-dir"]}"`);
       if (!(a["check-interval"] > 0)) throw new Error(`--check-interval must be a number of seconds > 0, got ${a["check-interval"]}`);
       return true;
     });
@@ -48,6 +51,7 @@ export function csiNodeConfig(a: CsiNodeArgs, env: NodeJS.ProcessEnv, version: s
     ...csiConfig(a, version),
     rootDir: resolve(a["root-dir"]),
     mountPoint: resolve(a["mount-point"]),
+    podsDir: resolve(a["pods-dir"]),
     nodeUrl: a["node-url"],
     skipNodeMount: env.SKIP_NODE_MOUNT === "true",
     daemonArgs,

@@ -1,5 +1,6 @@
 import { VolumeCapability_AccessMode_Mode as Mode, type VolumeCapability } from "../gen/csi/v1/csi_pb.ts";
 import { invalid } from "./errors.ts";
+import { BIND_OPTIONS, isBindOption, type BindOption } from "./mounter.ts";
 
 /** Modes that allow one node at a time. */
 export const SINGLE_NODE = new Set<Mode>([Mode.SINGLE_NODE_WRITER, Mode.SINGLE_NODE_READER_ONLY, Mode.SINGLE_NODE_SINGLE_WRITER, Mode.SINGLE_NODE_MULTI_WRITER]);
@@ -30,4 +31,22 @@ export function requireCapabilities(caps: VolumeCapability[], field: string): vo
     if (!c.accessMode) throw invalid(`${field}[${i}].access_mode`);
     if (c.accessType.case === undefined) throw invalid(`${field}[${i}].access_type`, "is required (mount)");
   });
+}
+
+/** Flags every bind has, or the default (rw; a read-only publish wins): asking for them changes nothing. */
+const ALWAYS = new Set(["nosuid", "nodev", "rw"]);
+
+/**
+ * The per-mount options of a publish: read-only when the request or the access mode says so, plus
+ * the capability's mount_flags; a flag a bind cannot honour (suid, dev, exec...) is refused, not dropped.
+ */
+export function bindOptions(c: VolumeCapability, readonly: boolean, field: string): BindOption[] {
+  const flags = c.accessType.case === "mount" ? c.accessType.value.mountFlags : [];
+  const out = new Set<BindOption>(readonly || READ_ONLY.has(c.accessMode!.mode) ? ["ro"] : []);
+  for (const f of flags) {
+    if (ALWAYS.has(f)) continue;
+    if (!isBindOption(f)) throw invalid(`${field}.mount.mount_flags`, `has ${JSON.stringify(f)}: a bind takes ${[...ALWAYS, ...BIND_OPTIONS].join(", ")} (always nosuid,nodev)`);
+    out.add(f);
+  }
+  return [...out];
 }

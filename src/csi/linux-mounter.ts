@@ -1,9 +1,14 @@
 import { dlopen, FFIType, ptr, read } from "bun:ffi";
 import { readFileSync } from "node:fs";
 import { errnoName } from "../util/errno.ts";
-import type { Mounter, MountEntry } from "./mounter.ts";
+import type { BindOption, Mounter, MountEntry } from "./mounter.ts";
 
-const MS_RDONLY = 1, MS_REMOUNT = 32, MS_BIND = 4096, MNT_DETACH = 2;
+const MS_RDONLY = 1, MS_NOSUID = 2, MS_NODEV = 4, MS_NOEXEC = 8, MS_REMOUNT = 32, MS_NOATIME = 1024, MS_NODIRATIME = 2048, MS_BIND = 4096;
+const MS_RELATIME = 1 << 21, MS_STRICTATIME = 1 << 24, MNT_DETACH = 2;
+
+const FLAG: Record<BindOption, number> = {
+  ro: MS_RDONLY, noexec: MS_NOEXEC, noatime: MS_NOATIME, nodiratime: MS_NODIRATIME, relatime: MS_RELATIME, strictatime: MS_STRICTATIME,
+};
 
 let libc: ReturnType<typeof open> | undefined;
 function open() {
@@ -28,7 +33,7 @@ export function parseMountinfo(text: string): MountEntry[] {
     const f = (pre ?? "").split(" ");
     const g = (post ?? "").split(" ");
     if (f.length < 6 || !g[0]) continue;
-    out.push({ dev: f[2]!, root: unescape(f[3]!), mountPoint: unescape(f[4]!), options: f[5]!.split(","), fstype: g[0] });
+    out.push({ id: Number(f[0]), dev: f[2]!, root: unescape(f[3]!), mountPoint: unescape(f[4]!), options: f[5]!.split(","), fstype: g[0] });
   }
   return out;
 }
@@ -46,16 +51,13 @@ export function createLinuxMounter(): Mounter {
     throw e;
   };
   return {
-    bind(source, target, readonly) {
+    bind(source, target) {
       check(lc.mount(cstr(source), cstr(target), null, MS_BIND, null), `bind mount of ${source} on ${target}`);
-      if (!readonly) return;
-      try {
-        check(lc.mount(null, cstr(target), null, MS_BIND | MS_REMOUNT | MS_RDONLY, null), `read-only remount of ${target}`);
-      } catch (e) {
-        // Never left writable when read-only was asked for.
-        lc.umount2(cstr(target), MNT_DETACH);
-        throw e;
-      }
+    },
+    restrict(target, options) {
+      // A bind remount sets the per-mount flags to exactly these: nosuid,nodev must be named every time.
+      const flags = options.reduce((f, o) => f | FLAG[o], MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV);
+      check(lc.mount(null, cstr(target), null, flags, null), `remount of ${target} with ${["nosuid", "nodev", ...options].join(",")}`);
     },
     unmount(target, lazy) {
       check(lc.umount2(cstr(target), lazy ? MNT_DETACH : 0), `unmount of ${target}`);

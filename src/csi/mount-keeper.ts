@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import type { Logger } from "../util/log.ts";
-import type { Mounter } from "./mounter.ts";
-import { MCFS_FSTYPE, mountAt } from "./node.ts";
+import { mountAt, type Mounter } from "./mounter.ts";
+import { MCFS_FSTYPE, type VolumeBinder } from "./volume-binder.ts";
 import { VOLUMES_DIR } from "./volume-dirs.ts";
 
 /**
@@ -20,6 +20,8 @@ export interface MountKeeper {
 export interface MountKeeperOptions {
   mountPoint: string;
   mounter: Mounter;
+  /** Re-binds the pods' volumes. */
+  binder: VolumeBinder;
   /** Start the node daemon (undefined: it runs elsewhere, e.g. its own container). */
   startDaemon?: () => Promise<void>;
   intervalMs: number;
@@ -49,11 +51,8 @@ export function createMountKeeper(o: MountKeeperOptions): MountKeeper {
     for (const e of o.mounter.mounts()) {
       if (e.fstype !== MCFS_FSTYPE || e.dev === dev || !seen.has(e.dev) || e.mountPoint === o.mountPoint) continue;
       if (!e.root.startsWith(`/${VOLUMES_DIR}/`)) continue;
-      const readonly = e.options.includes("ro");
       try {
-        o.mounter.unmount(e.mountPoint, true);
-        o.mounter.bind(o.mountPoint + e.root, e.mountPoint, readonly);
-        o.log.info({ target: e.mountPoint, volume: e.root, readonly }, "re-bound a pod's volume to the new node mount");
+        o.binder.rebind(e);
       } catch (err) {
         o.log.error({ target: e.mountPoint, volume: e.root, err: (err as Error).message }, "could not re-bind a pod's volume");
       }

@@ -3,26 +3,19 @@ import { Code, type ServiceImpl } from "@connectrpc/connect";
 import { Node, NodeServiceCapability_RPC_Type as Cap, VolumeUsage_Unit as Unit } from "../gen/csi/v1/csi_pb.ts";
 import type { Logger } from "../util/log.ts";
 import { csiError, createOpLocks, guard, invalid } from "./errors.ts";
-import { READ_ONLY, requireServable } from "./capabilities.ts";
-import type { Mounter, MountEntry } from "./mounter.ts";
+import { bindOptions, requireServable } from "./capabilities.ts";
+import type { VolumeBinder } from "./volume-binder.ts";
 import { VOLUMES_DIR, isVolumeId } from "./volume-dirs.ts";
-
-export const MCFS_FSTYPE = "fuse.mcfs";
 
 export interface NodeServiceOptions {
   nodeId: string;
   /** The node-level mcfs mount; volume <id> is its directory volumes/<id>. */
   mountPoint: string;
-  mounter: Mounter;
+  binder: VolumeBinder;
   log: Logger;
 }
 
 const NOTICE_WAIT_MS = 2000, NOTICE_POLL_MS = 50;
-
-/** The bind mount at target, if any (the last one mounted there is the one seen). */
-export function mountAt(m: Mounter, target: string): MountEntry | undefined {
-  return m.mounts().findLast((e) => e.mountPoint === target);
-}
 
 const errCode = (e: unknown) => (e as NodeJS.ErrnoException).code;
 
@@ -56,26 +49,14 @@ export function createNodeService(o: NodeServiceOptions): Partial<ServiceImpl<ty
     nodePublishVolume: g("NodePublishVolume", async (req) => {
       if (!req.volumeId) throw invalid("volume_id");
       if (!req.targetPath) throw invalid("target_path");
-      const mode = requireServable(req.volumeCapability, "volume_capability");
+      requireServable(req.volumeCapability, "volume_capability");
+      const options = bindOptions(req.volumeCapability!, req.readonly, "volume_capability");
+      o.binder.checkTarget(req.targetPath);
       const target = req.targetPath;
-      const readonly = req.readonly || READ_ONLY.has(mode);
       return locks.run([`volume:${req.volumeId}`, `target:${target}`], async () => {
-        const src = await volumeDir(req.volumeId);
-        const root = `/${VOLUMES_DIR}/${req.volumeId}`;
-        const have = mountAt(o.mounter, target);
-        if (have) {
-          if (have.fstype === MCFS_FSTYPE && have.root === root && have.options.includes("ro") === readonly) return {};
-          throw csiError(Code.AlreadyExists, `${target} is already mounted (${have.fstype} ${have.root}${have.options.includes("ro") ? ", read-only" : ""})`);
-        }
-        fs.mkdirSync(target, { recursive: true, mode: 0o750 });
-        o.mounter.bind(src, target, readonly);
-        const now = mountAt(o.mounter, target);
-        // A bind that did not happen would leave pods writing into an empty local directory.
-        if (!now || now.root !== root || now.fstype !== MCFS_FSTYPE || now.options.includes("ro") !== readonly) {
-          if (now) o.mounter.unmount(target, true);
-          throw csiError(Code.Internal, `bind mount of ${src} on ${target} did not take effect`);
-        }
-        o.log.info({ volume: req.volumeId, target, readonly }, "volume published");
+        await volumeDir(req.volumeId);
+        o.binder.publish(req.volumeId, target, options);
+        o.log.info({ volume: req.volumeId, target, options }, "volume published");
         return {};
       });
     }),
@@ -83,22 +64,10 @@ export function createNodeService(o: NodeServiceOptions): Partial<ServiceImpl<ty
     nodeUnpublishVolume: g("NodeUnpublishVolume", async (req) => {
       if (!req.volumeId) throw invalid("volume_id");
       if (!req.targetPath) throw invalid("target_path");
+      o.binder.checkTarget(req.targetPath);
       const target = req.targetPath;
       return locks.run([`volume:${req.volumeId}`, `target:${target}`], async () => {
-        for (let i = 0; i < 16 && mountAt(o.mounter, target); i++) {
-          try {
-            o.mounter.unmount(target, false);
-          } catch {
-            // Busy, or its filesystem is dead (ENOTCONN): detach it.
-            o.mounter.unmount(target, true);
-          }
-        }
-        if (mountAt(o.mounter, target)) throw csiError(Code.Internal, `${target} is still mounted`);
-        try {
-          fs.rmdirSync(target);
-        } catch (e) {
-          if (errCode(e) !== "ENOENT") throw e;
-        }
+        o.binder.unpublish(req.volumeId, target);
         o.log.info({ volume: req.volumeId, target }, "volume unpublished");
         return {};
       });

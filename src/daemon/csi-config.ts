@@ -14,6 +14,8 @@ export interface CsiNodeConfig extends CsiConfig {
   /** Node-level daemon: its root path (local bytes) and mount point. */
   rootDir: string;
   mountPoint: string;
+  /** kubelet's pods directory: every target path must lie beneath it. */
+  podsDir: string;
   /** host:port other nodes dial for this node's daemon. */
   nodeUrl: string;
   /** The node daemon runs elsewhere (its own container): only watch its mount. */

@@ -4,7 +4,9 @@ import type { CsiNodeConfig } from "./csi-config.ts";
 import type { Role } from "./csi-controller-role.ts";
 import { connectRedis } from "../meta/redis-connect.ts";
 import { createRedisVolumeRegistry } from "../csi/redis-volume-registry.ts";
-import { createNodeService, mountAt, MCFS_FSTYPE } from "../csi/node.ts";
+import { createNodeService } from "../csi/node.ts";
+import { mountAt } from "../csi/mounter.ts";
+import { createVolumeBinder, MCFS_FSTYPE } from "../csi/volume-binder.ts";
 import { createIdentityService } from "../csi/identity.ts";
 import { createLinuxMounter } from "../csi/linux-mounter.ts";
 import { createMountKeeper } from "../csi/mount-keeper.ts";
@@ -50,8 +52,11 @@ export async function runCsiNode(cfg: CsiNodeConfig, log: Logger): Promise<Role>
     throw new Error("node daemon did not mount within 60 s");
   }
 
-  const keeper = createMountKeeper({ mountPoint: cfg.mountPoint, mounter, startDaemon: cfg.skipNodeMount ? undefined : startDaemon, intervalMs: cfg.checkIntervalMs, log: nlog });
+  const binder = createVolumeBinder({ podsDir: cfg.podsDir, mountPoint: cfg.mountPoint, mounter, log: nlog });
+  const keeper = createMountKeeper({ mountPoint: cfg.mountPoint, mounter, binder, startDaemon: cfg.skipNodeMount ? undefined : startDaemon, intervalMs: cfg.checkIntervalMs, log: nlog });
   await keeper.check();
+  // Pods' binds from before every bind was nosuid,nodev keep running: close that hole without a restart of the pods.
+  binder.tightenAll();
 
   const report = async () => {
     try {
@@ -69,7 +74,7 @@ export async function runCsiNode(cfg: CsiNodeConfig, log: Logger): Promise<Role>
     cfg.endpoint,
     {
       identity: createIdentityService({ version: cfg.version, ready: async () => keeper.healthy() && (await registry.ping()), log: nlog }),
-      node: createNodeService({ nodeId: cfg.nodeId, mountPoint: cfg.mountPoint, mounter, log: nlog }),
+      node: createNodeService({ nodeId: cfg.nodeId, mountPoint: cfg.mountPoint, binder, log: nlog }),
     },
     nlog,
     metrics.interceptors,

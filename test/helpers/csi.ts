@@ -59,12 +59,15 @@ export interface CsiProcess {
   stop(signal?: "SIGTERM" | "SIGKILL"): Promise<void>;
 }
 
-/** Start `mcfs csi-controller` or `mcfs csi-node`; resolves once Probe answers ready. */
-export async function startCsi(role: "csi-controller" | "csi-node", base: string, name: string, args: string[], env: Record<string, string> = {}): Promise<CsiProcess> {
+/**
+ * Start `mcfs csi-controller` or `mcfs csi-node`; resolves once Probe answers ready. wrap runs it under
+ * a program that execs it in place (e.g. `unshare -m`), so proc.pid is still the plugin's.
+ */
+export async function startCsi(role: "csi-controller" | "csi-node", base: string, name: string, args: string[], env: Record<string, string> = {}, wrap: string[] = []): Promise<CsiProcess> {
   const socket = join(base, `${name}.sock`);
   const logPath = join(base, `${name}.log`);
   if (!existsSync(logPath)) writeFileSync(logPath, "");
-  const proc = spawn([MCFS, role, "--endpoint", `unix://${socket}`, "--nodeid", name, ...args], {
+  const proc = spawn([...wrap, MCFS, role, "--endpoint", `unix://${socket}`, "--nodeid", name, ...args], {
     stdout: Bun.file(logPath),
     stderr: Bun.file(logPath),
     env: { ...process.env, ...env },
