@@ -1,6 +1,7 @@
 import type * as fs from "node:fs";
+import type { BigIntStats } from "node:fs";
 import type { LocalDir, EntryType } from "../local/local-dir.ts";
-import type { MetadataStore } from "../meta/store.ts";
+import type { Holders, Inode, MetadataStore } from "../meta/store.ts";
 import type { Logger } from "../util/log.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
 import { PARTIAL_MARK } from "../vfs/remote-data.ts";
@@ -10,7 +11,7 @@ export interface ScanResult {
   dirs: number;
   published: number;
   known: number;
-  /** Known files whose record was behind the local file (a deferred write lost in a crash). */
+  /** Known files whose local bytes became their new version (see mustRepublish). */
   repaired: number;
   skipped: number;
 }
@@ -21,7 +22,23 @@ const BATCH = 256;
  * Publish what is already under the root path (files put there before start, or while mcfs was down)
  * into the namespace. Names the namespace already has are left as they are: Redis is authoritative.
  */
-export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: string, log: Logger, repair: boolean, onProgress?: (n: number) => void): Promise<ScanResult> {
+/**
+ * Whether the local file of a known record must become its new version:
+ * - this node holds the record's version, but the file differs from it (size, or written after its
+ *   mtime): a write whose close never published it (a crash), or a record written behind and lost;
+ * - no node holds the record's version at all: these bytes are the only ones left, better than none.
+ * A file that another node holds a newer version of is left alone (never served from here).
+ */
+function mustRepublish(rec: Inode, h: Holders, st: BigIntStats, nodeId: string): boolean {
+  const size = Number(st.size);
+  // Newer by more than a millisecond: utimes on the local copy rounds, but never by that much.
+  const changed = size !== rec.size || st.mtimeNs > rec.mtime + 1_000_000n;
+  if (h.data.get(nodeId) === rec.version) return changed;
+  const held = [...h.data.values()].some((v) => v === rec.version);
+  return !held && (size > 0 || rec.size > 0);
+}
+
+export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: string, log: Logger, onProgress?: (n: number) => void): Promise<ScanResult> {
   const res: ScanResult = { dirs: 0, published: 0, known: 0, repaired: 0, skipped: 0 };
   const queue: { ino: number; path: string }[] = [{ ino: 1, path: "" }];
   while (queue.length) {
@@ -39,23 +56,23 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
     const todo = names.filter((d) => !(ino === 1 && d.name === RESERVED_NAME) && !d.name.includes(PARTIAL_MARK));
     for (let i = 0; i < todo.length; i += BATCH) {
       const batch = todo.slice(i, i + BATCH);
-      // A sole node writes some metadata behind its replies: a file newer than its record is repaired.
-      const known = repair ? batch.filter((d) => d.type === "file" && existing.get(d.name)?.type === 0o10) : [];
-      const recs = new Map((await store.getMany(known.map((d) => existing.get(d.name)!.ino))).map((r, k) => [known[k]!.name, r]));
+      const known = batch.filter((d) => d.type === "file" && existing.get(d.name)?.type === 0o10);
+      const inos = known.map((d) => existing.get(d.name)!.ino);
+      const [records, holders] = await Promise.all([store.getMany(inos), Promise.all(inos.map((i) => store.holders(i)))]);
+      const recs = new Map(known.map((d, k) => [d.name, { rec: records[k], holders: holders[k]! }]));
       await Promise.all(batch.map(async (d) => {
         const rel = `${path}/${d.name}`;
         const have = existing.get(d.name);
         if (have) {
           res.known++;
           if (d.type === "dir" && have.type === 0o04) queue.push({ ino: have.ino, path: rel });
-          const rec = recs.get(d.name);
-          const st = rec && root.stat(rel);
-          if (rec && st) {
-            // Newer by more than a millisecond: utimes on the local copy rounds, but never by that much.
-            if (Number(st.size) !== rec.size || st.mtimeNs > rec.mtime + 1_000_000n) {
-              await store.setData(rec.ino, Number(st.size), st.mtimeNs, st.ctimeNs, nodeId, rel);
-              res.repaired++;
-            }
+          const known = recs.get(d.name);
+          const st = known?.rec && root.stat(rel);
+          if (known?.rec && st && mustRepublish(known.rec, known.holders, st, nodeId)) {
+            const rec = known.rec;
+            log.warn({ path: rel, ino: rec.ino, version: rec.version, size: rec.size, localSize: Number(st.size) }, "the local file is not the version its record says (a write cut short by a crash, or a record written behind and lost): published as a new version");
+            await store.setData(rec.ino, Number(st.size), st.mtimeNs, st.ctimeNs, nodeId, rel);
+            res.repaired++;
           }
           return;
         }

@@ -1,4 +1,4 @@
-import { readFileSync, statSync, mkdirSync } from "node:fs";
+import { readFileSync, statSync, statfsSync, mkdirSync } from "node:fs";
 import { dlopen, FFIType, ptr } from "bun:ffi";
 
 export interface MountInfo {
@@ -50,6 +50,9 @@ export function prepareMountpoint(path: string): void {
   for (let i = 0; i < 8; i++) {
     let st;
     try {
+      // statfs always reaches a FUSE daemon (stat may be answered from attributes the kernel cached):
+      // a dead one answers ENOTCONN.
+      statfsSync(path);
       st = statSync(path);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;

@@ -1,0 +1,63 @@
+import { describe, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { spawn } from "bun";
+import { fuseUnavailable, waitFor } from "./helpers/env.ts";
+import type { TestDaemon } from "./helpers/daemon.ts";
+import { useCluster } from "./helpers/node.ts";
+
+const skip = fuseUnavailable();
+
+/** A process that opens f with flags, writes data at 0 and keeps it open (no close) until killed. */
+function writeAndHold(f: string, flags: "trunc" | "inplace", fill: number, size: number) {
+  const script = `
+    const fs = require("node:fs");
+    const [f, how, fill, size] = process.argv.slice(-4);
+    const fd = fs.openSync(f, fs.constants.O_WRONLY | (how === "trunc" ? fs.constants.O_TRUNC : 0));
+    fs.writeSync(fd, Buffer.alloc(Number(size), Number(fill)), 0, Number(size), 0);
+    console.log("written");
+    setInterval(() => {}, 1000);`;
+  const p = spawn([process.execPath, "-e", script, f, flags, String(fill), String(size)], { stdout: "pipe", stderr: "pipe" });
+  const reader = p.stdout.getReader();
+  return {
+    proc: p,
+    async written() {
+      let text = "";
+      while (!text.includes("written")) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error(`writer ended: ${await new Response(p.stderr).text()}`);
+        text += new TextDecoder().decode(value);
+      }
+    },
+  };
+}
+
+/** kill -9 of the node writing a file, before the writer closed it: after restart every node reads the same bytes. */
+describe.skipIf(!!skip)("a node killed in the middle of a write", () => {
+  const cluster = useCluster("crash", ["a", "b", "c"]);
+
+  for (const [how, before, after] of [["trunc", 100 * 1024, 64 * 1024], ["inplace", 100 * 1024, 100 * 1024]] as const) {
+    test(`${how === "trunc" ? "O_TRUNC then 64 KiB" : "overwritten in place, same size"}: after A's restart, A, B and C read the same bytes, the ones on A's disk`, async () => {
+      let a = cluster.nodes[0]!;
+      const [, b, c] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
+      const name = `cut-${how}`;
+      fs.writeFileSync(join(a.mnt, name), Buffer.alloc(before, 0x61));
+      // B and C hold copies of the old version.
+      expect(fs.readFileSync(join(b.mnt, name)).length).toBe(before);
+      expect(fs.readFileSync(join(c.mnt, name)).length).toBe(before);
+      const w = writeAndHold(join(a.mnt, name), how, 0x62, after === before ? 4096 : after);
+      await w.written();
+      await a.kill();
+      w.proc.kill("SIGKILL");
+      await w.proc.exited;
+      a = cluster.nodes[0] = await cluster.start("a");
+      const onDisk = fs.readFileSync(join(a.root, name));
+      expect(onDisk.length).toBe(after);
+      expect(onDisk[0]).toBe(0x62);
+      for (const n of [a, b, c]) {
+        await waitFor(`${n.mnt} to see the repaired size`, () => fs.statSync(join(n.mnt, name)).size === after);
+        expect(fs.readFileSync(join(n.mnt, name)).equals(onDisk)).toBe(true);
+      }
+    });
+  }
+});
