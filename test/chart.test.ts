@@ -83,6 +83,7 @@ const COMBOS: Record<string, string[]> = {
   "existing cluster secret": ["--set", "clusterSecret.existingSecret=my-secret"],
   "existing secrets: Redis password, node and Redis certificates": ["--set", "redis.auth.existingSecret=my-redis-auth", "--set", "redis.auth.existingSecretKey=redis-password", "--set", "tls.existingSecret=my-node-tls", "--set", "tls.redisExistingSecret=my-redis-tls", "--set", "clusterSecret.existingSecret=my-secret"],
   "TLS off": ["--set", "tls.enabled=false"],
+  "Redis fsync always": ["--set", "redis.appendfsync=always"],
   "cert-manager": ["--set", "tls.certManager.enabled=true"],
   "cert-manager with the user's ClusterIssuer": ["--set", "tls.certManager.enabled=true", "--set", "tls.certManager.issuerRef.name=corp-ca", "--set", "tls.certManager.issuerRef.kind=ClusterIssuer"],
   "no NetworkPolicies": ["--set", "networkPolicy.enabled=false"],
@@ -152,6 +153,18 @@ describe("Helm chart charts/multicloud-csi", () => {
 
   test("helm lint --strict passes for every value combination", () => {
     for (const args of Object.values(COMBOS)) run([helm, "lint", "--strict", CHART, ...args]);
+  });
+
+  test("Redis's appendfsync is the value asked for, and only everysec or always", () => {
+    const redisArgs = (combo: string) => {
+      const objs = rendered.get(combo)!;
+      const dep = objs.find((o) => o.kind === "Deployment" && o.metadata.name.includes("redis")) as unknown as { spec: { template: { spec: { containers: { name: string; args: string[] }[] } } } };
+      const a = dep.spec.template.spec.containers.find((c) => c.name === "redis")!.args;
+      return a[a.indexOf("--appendfsync") + 1];
+    };
+    expect(redisArgs("defaults")).toBe("everysec");
+    expect(redisArgs("Redis fsync always")).toBe("always");
+    expect(() => run([helm, "template", "mcfs", CHART, "--set", "redis.appendfsync=no"])).toThrow("redis.appendfsync must be everysec or always");
   });
 
   test("every rendered object is valid against the Kubernetes API schemas", async () => {

@@ -21,6 +21,8 @@ export interface CopyCache {
   /** Start a copy: room is made by evicting old copies; bytes go into fd until commit or abort. */
   begin(ino: number, version: number, size: number): PendingCopy;
   usage(): TierUsage[];
+  /** Evict every copy (each unlisted through onEvict). */
+  dropAll(): void;
   close(): void;
 }
 
@@ -190,6 +192,14 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
     },
     usage() {
       return [ram, disk].map((t) => ({ tier: t.name, bytes: t.used, files: t.entries.size, limit: t.limit }));
+    },
+    dropAll() {
+      for (const t of [ram, disk]) {
+        for (const e of [...t.entries.values()]) {
+          release(t, e);
+          o.onEvict(e.ino, e.version, t.name);
+        }
+      }
     },
     close() {
       for (const t of [ram, disk]) for (const e of [...t.entries.values()]) release(t, e);

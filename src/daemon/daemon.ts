@@ -19,6 +19,7 @@ import { createTodoApplier } from "../vfs/local-todo.ts";
 import { openLocalDir } from "../local/local-dir.ts";
 import { createPathCache } from "../vfs/paths.ts";
 import { openPrivateDir } from "../local/private-dir.ts";
+import { createRollbackGuard, type RedisCheck } from "./rollback-guard.ts";
 import { startPeerServer } from "../peer/peer-server.ts";
 import { createPeerPool } from "../peer/peer-client.ts";
 import { startFuseSession, type FuseSession } from "../fuse/session.ts";
@@ -104,7 +105,15 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     await store.registerNode({ id: nodeId, address, startedAt }, NODE_TTL_MS);
     cleanups.push(() => store.unregisterNode(nodeId));
     let copies: CopyCache | undefined;
-    const beat = setInterval(() => store.heartbeat(nodeId, NODE_TTL_MS, { cache: copies?.usage() ?? [] }).catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "heartbeat failed")), HEARTBEAT_MS);
+    // Redis going backwards (restored from an older copy, its last second lost) is noticed at start
+    // and at every heartbeat; then what this node holds is published again (see afterRollback).
+    const guard = createRollbackGuard({ store, markFile: join(cfg.rootPath, RESERVED_NAME, "inode-high-water"), log: nlog });
+    await guard.check();
+    let afterRollback: (how: RedisCheck) => Promise<void> = async () => {};
+    const beat = setInterval(() => {
+      store.heartbeat(nodeId, NODE_TTL_MS, { cache: copies?.usage() ?? [] }).catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "heartbeat failed"));
+      guard.check().then((how) => (how === "ok" ? undefined : afterRollback(how))).catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "checking Redis for lost writes failed"));
+    }, HEARTBEAT_MS);
     cleanups.push(async () => clearInterval(beat));
 
     // Renames and deletes of this node's files made elsewhere while it was down, before the scan
@@ -167,6 +176,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     let session: FuseSession | undefined;
     vfs = createVfs({
       root, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, soleNode: !cfg.redisUrl, remote, catchUp: () => todo.drain(),
+      dropKernelEntry: (parent, name) => session?.invalidateEntry(parent, name),
       refreshKernelAttrs: async (ino) => {
         if (!session) return;
         session.invalidateAttrs(ino);
@@ -175,6 +185,18 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       onIo: m && ((kind, n) => (kind === "read" ? m.readBytes.inc({ source: "memory" }, n) : m.writtenBytes.inc(n))),
     });
     cleanups.push(() => vfs.closeAll());
+    afterRollback = async (how) => {
+      if (how === "behind") {
+        vfs.resync();
+        copies?.dropAll();
+      } else nlog.warn("Redis restarted: checking that it kept what this node holds");
+      // Changes queued for this node first: a file deleted elsewhere must not be published again.
+      await todo.drain();
+      const again = await scanRoot(root, store, nodeId, nlog);
+      if (!again.published && !again.repaired) return;
+      nlog.error({ ...again }, "Redis had lost files this node holds: published them again from its disk");
+      vfs.resync();
+    };
     const options = ["fsname=mcfs", "subtype=mcfs", "default_permissions"];
     if (cfg.allowOther) options.push("allow_other");
     await store.subscribe(

@@ -31,7 +31,7 @@
  */
 import { commandOptions } from "redis";
 import { connectRedis } from "./redis-connect.ts";
-import type { AttrChange, DirListing, FileHoldings, Holders, NodeReport, NodeState, Inode, Invalidation, MetadataStore, NewInode, NodeInfo, Removed, Renamed, TodoEntry } from "./store.ts";
+import { newGeneration, newVersion, type AttrChange, type DirListing, type FileHoldings, type Holders, type NodeReport, type NodeState, type Inode, type Invalidation, type MetadataStore, type NewInode, type NodeInfo, type Removed, type Renamed, type TodoEntry } from "./store.ts";
 import { E, FsError, fsError } from "../util/errno.ts";
 
 const S_IFMT = 0o170000, S_IFDIR = 0o040000, S_IFREG = 0o100000;
@@ -110,7 +110,8 @@ function parseHolders(data: Record<string, string>, cached: Record<string, strin
 }
 
 const SCRIPTS = {
-  // ARGV: P parent name mode uid gid rdev size atime mtime now target holder [ino] -> {ino, mode, gid}
+  // ARGV: P parent name mode uid gid rdev size atime mtime now target holder ino|'' version above gen
+  //   -> {ino, mode, gid, counter raised (0/1)}
   // ino: taken from a block this node reserved (reserveInodes) instead of the counter.
   // A set-group-ID directory gives new entries its group, and new directories its set-group-ID bit.
   create: `
@@ -119,7 +120,16 @@ local e = needdir(parent) if e then return e end
 local dk = P..'d:'..parent
 if redis.call('HEXISTS', dk, name) == 1 then return redis.error_reply('EEXIST') end
 local ino = ARGV[14]
-if not ino or ino == '' then ino = redis.call('INCR', P..'next') end
+local raised = 0
+if not ino or ino == '' then
+  ino = redis.call('INCR', P..'next')
+  -- Behind numbers the caller has seen: Redis lost writes. No number may come again.
+  if ino <= tonumber(ARGV[16]) then
+    ino = tonumber(ARGV[16]) + 1000000
+    redis.call('SET', P..'next', ino)
+    raised = 1
+  end
+end
 local mode = tonumber(ARGV[4])
 local gid = ARGV[6]
 local dir = bit.band(mode, 61440) == 16384
@@ -131,13 +141,13 @@ if bit.band(tonumber(pr[1]), 1024) ~= 0 then
 end
 local k = P..'i:'..ino
 redis.call('HSET', k, 'm', mode, 'u', ARGV[5], 'g', gid, 'r', ARGV[7], 's', ARGV[8], 'n', dir and 2 or 1,
-  'a', ARGV[9], 't', ARGV[10], 'c', ARGV[11], 'v', 1, 'p', parent, 'nm', name)
+  'a', ARGV[9], 't', ARGV[10], 'c', ARGV[11], 'v', ARGV[15], 'p', parent, 'nm', name, 'gn', ARGV[17])
 if ARGV[12] ~= '' then redis.call('HSET', k, 'l', ARGV[12]) end
 redis.call('HSET', dk, name, ino..':'..bit.rshift(mode, 12))
 if dir then redis.call('HINCRBY', pk, 'n', 1) end
 touch(parent, ARGV[11])
-if ARGV[13] ~= '' then redis.call('HSET', P..'loc:'..ino, ARGV[13], 1) end
-return {ino, mode, tonumber(gid)}`,
+if ARGV[13] ~= '' then redis.call('HSET', P..'loc:'..ino, ARGV[13], ARGV[15]) end
+return {ino, mode, tonumber(gid), raised}`,
   // ARGV: P parent name -> {ino, fields...}
   lookup: `
 local e = redis.call('HGET', P..'d:'..ARGV[2], ARGV[3])
@@ -265,14 +275,14 @@ if #args > 0 then redis.call('HSET', k, unpack(args)) end
 local r = redis.call('HGETALL', k)
 table.insert(r, 1, ARGV[2])
 return r`,
-  // ARGV: P ino size mtime now holder path -> {{nodes told}, record}
+  // ARGV: P ino size mtime ctime holder path version -> {{nodes told}, record}
   // The other holders' copies are now stale: they are told to drop them.
   setdata: `
 local ino = ARGV[2]
 local k = P..'i:'..ino
 if redis.call('EXISTS', k) == 0 then return redis.error_reply('ENOENT') end
-redis.call('HSET', k, 's', ARGV[3], 't', ARGV[4], 'c', ARGV[5])
-local v = redis.call('HINCRBY', k, 'v', 1)
+local v = ARGV[8]
+redis.call('HSET', k, 's', ARGV[3], 't', ARGV[4], 'c', ARGV[5], 'v', v)
 local told = todo(ARGV[6], ino, {op = 'drop', path = ARGV[7], ino = tonumber(ino)})
 redis.call('DEL', P..'loc:'..ino, P..'cc:'..ino)
 if ARGV[6] ~= '' then redis.call('HSET', P..'loc:'..ino, ARGV[6], v) end
@@ -302,6 +312,11 @@ return n`,
 local r = {}
 for i = 3, #ARGV, 2 do r[#r + 1] = redis.call('HGET', P..'loc:'..ARGV[i], ARGV[2]) == ARGV[i + 1] and 1 or 0 end
 return r`,
+  // ARGV: P n: the inode counter becomes at least n
+  raisecounter: `
+local cur = tonumber(redis.call('GET', P..'next') or '0')
+if cur < tonumber(ARGV[2]) then redis.call('SET', P..'next', ARGV[2]) end
+return 0`,
   // ARGV: P ino node version
   dropcached: `
 local e = redis.call('HGET', P..'cc:'..ARGV[2], ARGV[3])
@@ -343,6 +358,7 @@ function parseRecord(ino: number, f: Record<string, string>): Inode {
     mtime: BigInt(f.t ?? "0"),
     ctime: BigInt(f.c ?? "0"),
     version: Number(f.v ?? 1),
+    gen: f.gn ?? "",
     parent: Number(f.p ?? 0),
     name: f.nm ?? "",
   };
@@ -405,6 +421,10 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
   }
 
   const ik = (ino: number) => `${P}i:${ino}`;
+  /** Highest inode number this client was handed (creates, reserved blocks). */
+  let handedOut = 0;
+  /** A create found the counter behind numbers already seen (reported once by inodeCounter). */
+  let wentBack = false;
 
   /**
    * Tell other nodes what changed. Sent behind the change on the same connection, before the caller
@@ -529,15 +549,32 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
       const now = nowNs();
       const mtime = init.mtime ?? now;
       const atime = init.atime ?? mtime;
-      const [ino, mode, gid] = (await run("create", [parent, name, init.mode, init.uid, init.gid, init.rdev ?? 0, init.size ?? 0, atime, mtime, now, init.target ?? "", init.holder ?? "", init.ino ?? ""])) as [number, number, number];
+      const version = init.version ?? newVersion();
+      const gen = init.gen ?? newGeneration();
+      const [ino, mode, gid, raised] = (await run("create", [parent, name, init.mode, init.uid, init.gid, init.rdev ?? 0, init.size ?? 0, atime, mtime, now, init.target ?? "", init.holder ?? "", init.ino ?? "", version, init.above ?? 0, gen])) as [number, number, number, number];
+      if (ino > handedOut) handedOut = ino;
+      if (raised) wentBack = true;
       const dir = (init.mode & S_IFMT) === S_IFDIR;
       publish({ added: [[parent, name]], inodes: [parent] });
-      const rec: Inode = { ino, mode, uid: init.uid, gid, rdev: init.rdev ?? 0, size: init.size ?? 0, nlink: dir ? 2 : 1, atime, mtime, ctime: now, version: 1, parent, name };
+      const rec: Inode = { ino, mode, uid: init.uid, gid, rdev: init.rdev ?? 0, size: init.size ?? 0, nlink: dir ? 2 : 1, atime, mtime, ctime: now, version, gen, parent, name };
       if (init.target !== undefined) rec.target = init.target;
       return rec;
     },
     async reserveInodes(count) {
-      return (await client.incrBy(`${P}next`, count)) - count + 1;
+      const end = await client.incrBy(`${P}next`, count);
+      if (end > handedOut) handedOut = end;
+      return end - count + 1;
+    },
+    async inodeCounter() {
+      const r = { counter: Number((await client.get(`${P}next`)) ?? 0), handedOut, wentBack };
+      wentBack = false;
+      return r;
+    },
+    async instanceId() {
+      return /run_id:(\w+)/.exec(await client.info("server"))?.[1] ?? "";
+    },
+    async raiseInodeCounter(n) {
+      await run("raisecounter", [n]);
     },
     async link(ino, newParent, newName) {
       const r = parseFlat(await run("link", [ino, newParent, newName, nowNs()]));
@@ -571,8 +608,8 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
       await publish({ inodes: [ino] }, true);
       return r;
     },
-    async setData(ino, size, mtime, ctime, holder, path) {
-      const [told, flat] = (await run("setdata", [ino, size, mtime, ctime, holder, path])) as [string[], unknown];
+    async setData(ino, size, mtime, ctime, holder, path, version = newVersion()) {
+      const [told, flat] = (await run("setdata", [ino, size, mtime, ctime, holder, path, version])) as [string[], unknown];
       publish({ inodes: [ino], data: [ino], todo: told });
       return parseFlat(flat);
     },

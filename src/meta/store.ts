@@ -10,8 +10,13 @@ export interface Inode {
   atime: bigint;
   mtime: bigint;
   ctime: bigint;
-  /** Data version: bumped on every change of the bytes; copies carry the version they hold. */
+  /** Data version: a new one (newVersion) on every change of the bytes; copies carry the version they hold. */
   version: number;
+  /**
+   * Random identity given at create and never changed: two files that get the same inode number (Redis
+   * handed it out again after losing writes) are still told apart. "" for records older than it.
+   */
+  gen: string;
   /** Primary name: where the bytes live under each node's root path. */
   parent: number;
   name: string;
@@ -32,6 +37,29 @@ export interface NewInode {
   holder?: string;
   /** An inode number from a block this node reserved; by default the next one is taken. */
   ino?: number;
+  /** Its first data version (see newVersion); by default a new one. */
+  version?: number;
+  /** Its identity (see newGeneration); by default a new one. */
+  gen?: string;
+  /**
+   * Inode numbers up to this one were seen by the caller (its kernel may still know them): should the
+   * counter be behind it (Redis lost writes), it is raised past it before a number is taken.
+   */
+  above?: number;
+}
+
+/**
+ * A new data version: random, not a counter, so that no version of any inode ever repeats — also
+ * when Redis loses recent writes and hands out an inode number again. A copy names the version it
+ * holds, and is served only for exactly that version.
+ */
+export function newGeneration(): string {
+  return Buffer.from(crypto.getRandomValues(new Uint8Array(8))).toString("hex");
+}
+
+export function newVersion(): number {
+  const [hi, lo] = crypto.getRandomValues(new Uint32Array(2)) as unknown as [number, number];
+  return (hi & 0x1fffff) * 2 ** 32 + lo + 1;
 }
 
 export interface DirListing {
@@ -134,13 +162,22 @@ export interface MetadataStore {
   create(parent: number, name: string, init: NewInode): Promise<Inode>;
   /** Reserve count inode numbers for this node; returns the first. */
   reserveInodes(count: number): Promise<number>;
+  /**
+   * The inode counter as the store has it now, the highest inode number it handed this client, and
+   * whether a create found the counter behind `above` since the last call.
+   */
+  inodeCounter(): Promise<{ counter: number; handedOut: number; wentBack: boolean }>;
+  /** Changes whenever the store's server restarted (it may have come back without its last writes). */
+  instanceId(): Promise<string>;
+  /** Raise the inode counter to at least n: after the store lost writes, no number handed out may come again. */
+  raiseInodeCounter(n: number): Promise<void>;
   link(ino: number, newParent: number, newName: string): Promise<Inode>;
   /** path: the namespace path of the name, for the other nodes holding bytes there (todo lists). */
   remove(parent: number, name: string, dir: boolean, path: string): Promise<Removed>;
   rename(parent: number, name: string, newParent: number, newName: string, flags: number, fromPath: string, toPath: string): Promise<Renamed>;
   setAttrs(ino: number, change: AttrChange): Promise<Inode>;
-  /** New bytes: size and mtime set, version bumped, holder made the only location (path: where). */
-  setData(ino: number, size: number, mtime: bigint, ctime: bigint, holder: string, path: string): Promise<Inode>;
+  /** New bytes: size and mtime set, a new version (given, or made here), holder made the only location (path: where). */
+  setData(ino: number, size: number, mtime: bigint, ctime: bigint, holder: string, path: string, version?: number): Promise<Inode>;
   /** Drop an inode whose link count reached zero. */
   purge(ino: number): Promise<void>;
   listDir(ino: number): Promise<DirListing[]>;

@@ -6,6 +6,7 @@ import type { Inode, MetadataStore } from "../meta/store.ts";
  */
 export interface PathCache {
   learn(r: Inode): void;
+
   forget(ino: number): void;
   clear(): void;
   /** "/a/b" for an inode, "" for the root. */
@@ -39,6 +40,7 @@ export function createPathCache(store: MetadataStore): PathCache {
     forget(ino) {
       names.delete(ino);
     },
+
     clear() {
       names.clear();
     },

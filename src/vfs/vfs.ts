@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import { dirname } from "node:path";
 import { RENAME_EXCHANGE, RENAME_NOREPLACE, type Attr, type Caller, type DirEntry, type FileSystem, type OpenReply, type SetAttr, type StatFs } from "../fuse/types.ts";
-import type { Holders, Inode, Invalidation, MetadataStore, Removed } from "../meta/store.ts";
+import { newGeneration, newVersion, type Holders, type Inode, type Invalidation, type MetadataStore, type Removed } from "../meta/store.ts";
 import { nowNs } from "../meta/redis-store.ts";
 import { E, FsError, errnoOf, fsError } from "../util/errno.ts";
 import type { Logger } from "../util/log.ts";
@@ -22,6 +22,8 @@ const OPENED_MAX = 200_000;
 const INO_BLOCK = 1024;
 /** Longest an open waits for another node's write to publish the bytes it is changing. */
 const CHANGING_WAIT_MS = 10_000;
+/** How far past the highest number seen the inode counter is raised after Redis lost writes. */
+const INO_MARGIN = 1_000_000;
 
 
 export interface VfsOptions {
@@ -40,6 +42,8 @@ export interface VfsOptions {
   catchUp?: () => Promise<void>;
   /** Make the kernel forget the attributes it cached for ino; resolves once it has. */
   refreshKernelAttrs?: (ino: number) => Promise<void>;
+  /** Make the kernel forget a name it cached (it now leads to another file). */
+  dropKernelEntry?: (parent: number, name: string) => void;
   /** Bytes read or written in JS (the shim counts what it serves itself). */
   onIo?: (kind: "read" | "write", bytes: number) => void;
 }
@@ -84,6 +88,32 @@ export function createVfs(o: VfsOptions): Vfs {
   const purgeOnClose = new Set<number>();
   /** Data version of each inode when this node last opened it (for the kernel's page cache). */
   const openedVersion = new Map<number, number>();
+  /**
+   * Identity of the file the kernel was told each inode number is. Another identity under the same
+   * number (handed out again after Redis lost writes) means the kernel's inode is stale: ESTALE makes
+   * it look the name up again instead of reading another file's bytes under it.
+   */
+  const kernelGen = new Map<number, string>();
+  /** The name the kernel last got each inode under (a lookup, a create, readdirplus). */
+  const kernelName = new Map<number, { parent: number; name: string }>();
+  /** Attributes for a name's reply: the kernel will know r.ino under it. */
+  function told(parent: number, name: string, r: Inode): Attr {
+    const gen = kernelGen.get(r.ino);
+    if (gen !== undefined && gen !== r.gen) {
+      // The number is another file's now: the name the kernel knew the old one by must lead nowhere stale.
+      const old = kernelName.get(r.ino);
+      if (old && (old.parent !== parent || old.name !== name)) o.dropKernelEntry?.(old.parent, old.name);
+    }
+    if (kernelName.size >= OPENED_MAX) kernelName.clear();
+    kernelName.set(r.ino, { parent, name });
+    return liveAttr(r);
+  }
+  function sameFile(r: Inode): Inode {
+    const told = kernelGen.get(r.ino);
+    if (told === undefined || told === r.gen) return r;
+    kernelGen.delete(r.ino);
+    throw new FsError(E.ESTALE, `inode ${r.ino} is another file now`);
+  }
   /** Data version of the attributes last given to the kernel, per inode (it caches them). */
   const kernelVersion = new Map<number, number>();
   let nextFh = 1;
@@ -118,6 +148,7 @@ export function createVfs(o: VfsOptions): Vfs {
 
   /** Remember a fresh record (also as the open-file state when the inode is open here). */
   function learn(r: Inode): Inode {
+    if (r.ino > maxSeen) maxSeen = r.ino;
     const open = byIno.get(r.ino);
     if (open) open.rec = r;
     return cache.learn(r);
@@ -132,6 +163,8 @@ export function createVfs(o: VfsOptions): Vfs {
   function liveAttr(r: Inode): Attr {
     if (kernelVersion.size >= OPENED_MAX) kernelVersion.clear();
     kernelVersion.set(r.ino, r.version);
+    if (kernelGen.size >= OPENED_MAX) kernelGen.clear();
+    kernelGen.set(r.ino, r.gen);
     const a = attrOf(r);
     const o = byIno.get(r.ino);
     if (o) {
@@ -186,8 +219,8 @@ export function createVfs(o: VfsOptions): Vfs {
     // A sole node is the only reader of its metadata: it knows the new record already, and Redis
     // applies the update in order behind whatever this node sends next (see deferred()).
     const prev = await record(h.ino);
-    const r = learn({ ...prev, size: Number(st.size), mtime: st.mtimeNs, ctime: ctime > prev.ctime ? ctime : prev.ctime, version: prev.version + 1 });
-    deferred("setData", h.ino, store.setData(h.ino, r.size, r.mtime, r.ctime, nodeId, path));
+    const r = learn({ ...prev, size: Number(st.size), mtime: st.mtimeNs, ctime: ctime > prev.ctime ? ctime : prev.ctime, version: newVersion() });
+    deferred("setData", h.ino, store.setData(h.ino, r.size, r.mtime, r.ctime, nodeId, path, r.version));
     return r;
   }
 
@@ -199,11 +232,18 @@ export function createVfs(o: VfsOptions): Vfs {
     write.catch((e: unknown) => log.error({ op: what, ino, err: (e as Error).message }, "deferred metadata write failed; the next start repairs it from the local file"));
   }
 
+  /** Highest inode number this node has seen (its kernel may know every one up to it). */
+  let maxSeen = 0;
   /** Inode numbers handed out by this node without a round trip, a block at a time. */
   let inoNext = 0, inoEnd = 0;
   async function nextIno(): Promise<number> {
     if (inoNext >= inoEnd) {
       inoNext = await store.reserveInodes(INO_BLOCK);
+      if (inoNext <= maxSeen) {
+        // The counter went back (Redis lost writes): never hand out a number the kernel may know.
+        await store.raiseInodeCounter(maxSeen + INO_MARGIN);
+        inoNext = await store.reserveInodes(INO_BLOCK);
+      }
       inoEnd = inoNext + INO_BLOCK;
     }
     return inoNext++;
@@ -241,16 +281,16 @@ export function createVfs(o: VfsOptions): Vfs {
       // sole node answers "no such name" from memory.
       if (ino === null && o.soleNode) throw fsError("ENOENT");
       const known = ino ? cache.fresh(ino) : undefined;
-      if (known) return liveAttr(known);
-      return liveAttr(learn(await store.lookup(parent, name)));
+      if (known) return told(parent, name, known);
+      return told(parent, name, learn(await store.lookup(parent, name)));
     },
 
     async getattr(_c, ino) {
-      return liveAttr(await record(ino));
+      return liveAttr(sameFile(await record(ino)));
     },
 
     async setattr(_c, ino, set: SetAttr, fh) {
-      let r = learn(await store.get(ino));
+      let r = sameFile(learn(await store.get(ino)));
       const p = await paths.pathOf(ino);
       if (set.size !== undefined) {
         if (isDir(r.mode)) throw fsError("EISDIR");
@@ -314,7 +354,7 @@ export function createVfs(o: VfsOptions): Vfs {
       checkReserved(parent, name);
       const reg = (mode & S_IFMT) === S_IFREG || (mode & S_IFMT) === 0;
       const m = reg ? S_IFREG | (mode & 0o7777) : mode;
-      const r = learn(await changing([parent], () => store.create(parent, name, { mode: m, uid: c.uid, gid: c.gid, rdev, holder: reg ? nodeId : "" })));
+      const r = learn(await changing([parent], () => store.create(parent, name, { mode: m, uid: c.uid, gid: c.gid, rdev, holder: reg ? nodeId : "", above: maxSeen })));
       dirChanged(parent, [name, r.ino]);
       if (reg) {
         try {
@@ -324,13 +364,13 @@ export function createVfs(o: VfsOptions): Vfs {
           throw e;
         }
       }
-      return attrOf(r);
+      return told(parent, name, r);
     },
 
     async mkdir(c, parent, name, mode) {
       checkName(name);
       checkReserved(parent, name);
-      const r = learn(await changing([parent], () => store.create(parent, name, { mode: S_IFDIR | (mode & 0o7777), uid: c.uid, gid: c.gid })));
+      const r = learn(await changing([parent], () => store.create(parent, name, { mode: S_IFDIR | (mode & 0o7777), uid: c.uid, gid: c.gid, above: maxSeen })));
       dirChanged(parent, [name, r.ino]);
       const p = await paths.pathOf(r.ino);
       try {
@@ -351,7 +391,7 @@ export function createVfs(o: VfsOptions): Vfs {
         await rollback(parent, name, true);
         throw e;
       }
-      return attrOf(r);
+      return told(parent, name, r);
     },
 
     async unlink(_c, parent, name) {
@@ -375,7 +415,7 @@ export function createVfs(o: VfsOptions): Vfs {
       checkName(name);
       checkReserved(parent, name);
       if (Buffer.byteLength(target) > 4095) throw fsError("ENAMETOOLONG");
-      const r = learn(await changing([parent], () => store.create(parent, name, { mode: S_IFLNK | 0o777, uid: c.uid, gid: c.gid, size: Buffer.byteLength(target), target })));
+      const r = learn(await changing([parent], () => store.create(parent, name, { mode: S_IFLNK | 0o777, uid: c.uid, gid: c.gid, size: Buffer.byteLength(target), target, above: maxSeen })));
       dirChanged(parent, [name, r.ino]);
       const p = await paths.pathOf(r.ino);
       try {
@@ -385,7 +425,7 @@ export function createVfs(o: VfsOptions): Vfs {
         await rollback(parent, name, false);
         throw e;
       }
-      return attrOf(r);
+      return told(parent, name, r);
     },
 
     async rename(_c, parent, name, newParent, newName, flags) {
@@ -430,7 +470,7 @@ export function createVfs(o: VfsOptions): Vfs {
           throw e;
         }
       }
-      return liveAttr(r);
+      return told(newParent, newName, r);
     },
 
     async open(_c, ino, flags) {
@@ -454,6 +494,7 @@ export function createVfs(o: VfsOptions): Vfs {
       };
       if (o.soleNode || !o.remote) r = await record(ino);
       else await fresh();
+      sameFile(r);
       if (isDir(r.mode)) throw fsError("EISDIR");
       const path = await paths.pathOf(ino);
       const acc = flags & O_ACCMODE;
@@ -543,16 +584,16 @@ export function createVfs(o: VfsOptions): Vfs {
         if (!isDir(p.mode)) throw fsError("ENOTDIR");
         const now = nowNs();
         const gid = p.mode & S_ISGID ? p.gid : c.gid;
-        r = { ino: await nextIno(), mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid, rdev: 0, size: 0, nlink: 1, atime: now, mtime: now, ctime: now, version: 1, parent, name };
+        r = { ino: await nextIno(), mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid, rdev: 0, size: 0, nlink: 1, atime: now, mtime: now, ctime: now, version: newVersion(), gen: newGeneration(), parent, name };
         paths.learn(r);
         fd = createLocalFile(root, await paths.pathOf(r.ino), localFlags, r.mode, r.uid, r.gid);
         learn(r);
         // The directory's new times are known here too: no round trip queued behind the write.
         learn({ ...p, mtime: now, ctime: now });
         dirChanged(parent, [name, r.ino]);
-        deferred("create", r.ino, store.create(parent, name, { mode: r.mode, uid: r.uid, gid: c.gid, holder: nodeId, ino: r.ino, mtime: now, atime: now }));
+        deferred("create", r.ino, store.create(parent, name, { mode: r.mode, uid: r.uid, gid: c.gid, holder: nodeId, ino: r.ino, version: r.version, gen: r.gen, mtime: now, atime: now }));
       } else {
-        r = learn(await changing([parent], () => store.create(parent, name, { mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid: c.gid, holder: nodeId })));
+        r = learn(await changing([parent], () => store.create(parent, name, { mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid: c.gid, holder: nodeId, above: maxSeen })));
         dirChanged(parent, [name, r.ino]);
         try {
           fd = createLocalFile(root, await paths.pathOf(r.ino), localFlags, r.mode, r.uid, r.gid);
@@ -563,7 +604,7 @@ export function createVfs(o: VfsOptions): Vfs {
       }
       const fh = addHandle({ ino: r.ino, fd, writable: true, dirty: false }, r);
       openedVersion.set(r.ino, r.version);
-      return { attr: attrOf(r), open: { fh, fd, keepCache: false } };
+      return { attr: told(parent, name, r), open: { fh, fd, keepCache: false } };
     },
 
     async read(_c, _ino, fh, offset, size) {
@@ -642,7 +683,7 @@ export function createVfs(o: VfsOptions): Vfs {
       const recs = await store.getMany(slice.map((e) => e.ino));
       slice.forEach((e, i) => {
         const r = recs[i];
-        if (r) out.push({ name: e.name, next: offset + i + 1, attr: liveAttr(learn(r)) });
+        if (r) out.push({ name: e.name, next: offset + i + 1, attr: told(_ino, e.name, learn(r)) });
       });
       return out;
     },

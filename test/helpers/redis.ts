@@ -1,5 +1,5 @@
 import { spawn } from "bun";
-import { existsSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { tempDir, waitFor } from "./env.ts";
 
@@ -12,15 +12,23 @@ export interface TestRedis {
   /** Freeze it (SIGSTOP): connections stay open, nothing answers. */
   pause(): Promise<void>;
   resume(): Promise<void>;
+  /** Its data directory (dump.rdb goes there on SAVE). */
+  readonly dir: string;
+  /** kill -9, let prepare change the data directory, start again on the same socket. */
+  restart(prepare?: (dir: string) => void): Promise<void>;
 }
 
 /** A real redis-server on a unix socket in a temp dir (no TCP port). */
 export async function startRedis(): Promise<TestRedis> {
   const dir = tempDir("redis");
   const sock = join(dir.path, "redis.sock");
-  const proc = spawn(["redis-server", "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no", "--dir", dir.path], { stdout: "ignore", stderr: "ignore" });
-  await waitFor("redis socket", () => existsSync(sock) || proc.exitCode !== null);
-  if (proc.exitCode !== null) throw new Error("redis-server exited at start");
+  const launch = async () => {
+    const p = spawn(["redis-server", "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no", "--dir", dir.path], { stdout: "ignore", stderr: "ignore" });
+    await waitFor("redis socket", () => existsSync(sock) || p.exitCode !== null);
+    if (p.exitCode !== null) throw new Error("redis-server exited at start");
+    return p;
+  };
+  let proc = await launch();
   const cli = async (...args: string[]) => {
     const p = spawn(["redis-cli", "-s", sock, ...args], { stdout: "pipe", stderr: "pipe" });
     const out = await new Response(p.stdout).text();
@@ -30,8 +38,19 @@ export async function startRedis(): Promise<TestRedis> {
   await waitFor("redis ping", async () => (await cli("ping")) === "PONG");
   return {
     url: `unix://${sock}`,
-    pid: proc.pid,
+    get pid() {
+      return proc.pid;
+    },
+    dir: dir.path,
     cli,
+    async restart(prepare) {
+      proc.kill("SIGKILL");
+      await proc.exited;
+      rmSync(sock, { force: true });
+      prepare?.(dir.path);
+      proc = await launch();
+      await waitFor("redis ping", async () => (await cli("ping")) === "PONG");
+    },
     async pause() {
       proc.kill("SIGSTOP");
     },
