@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #define RESOLVE (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
@@ -204,4 +205,16 @@ int mcfs_linkat_beneath(int root, const char *from, const char *to)
 	close(p1);
 	close(p2);
 	return rc;
+}
+
+/* mcfs's own extended attributes of a file it keeps (its identity), through an fd it holds. */
+int mcfs_fsetxattr(int fd, const char *name, const char *value, int size)
+{
+	return fsetxattr(fd, name, value, (size_t)size, 0) < 0 ? -errno : 0;
+}
+
+int mcfs_fgetxattr(int fd, const char *name, char *out, int size)
+{
+	ssize_t n = fgetxattr(fd, name, out, (size_t)size);
+	return n < 0 ? -errno : (int)n;
 }

@@ -2,6 +2,9 @@ import { beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { fuseUnavailable, errCode } from "./helpers/env.ts";
+import { renameat2 } from "./helpers/libc.ts";
+
+const RENAME_EXCHANGE = 2;
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { useCluster } from "./helpers/node.ts";
 
@@ -13,6 +16,21 @@ describe.skipIf(!!skip)("one namespace across two nodes", () => {
   let a: TestDaemon, b: TestDaemon;
   beforeAll(() => {
     [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+  });
+
+  test("RENAME_EXCHANGE on B of two files A holds: each name now leads to the other file's own bytes, on every node and on A's disk", () => {
+    fs.mkdirSync(join(a.mnt, "ex"));
+    fs.writeFileSync(join(a.mnt, "ex/p"), "p's bytes, the longer ones");
+    fs.writeFileSync(join(a.mnt, "ex/q"), "q's bytes");
+    fs.chmodSync(join(a.mnt, "ex/p"), 0o600);
+    expect(renameat2(join(b.mnt, "ex/p"), join(b.mnt, "ex/q"), RENAME_EXCHANGE)).toBe(0);
+    for (const n of [a, b]) {
+      expect(fs.readFileSync(join(n.mnt, "ex/p"), "utf8")).toBe("q's bytes");
+      expect(fs.readFileSync(join(n.mnt, "ex/q"), "utf8")).toBe("p's bytes, the longer ones");
+      expect(fs.statSync(join(n.mnt, "ex/q")).mode & 0o777).toBe(0o600);
+    }
+    expect(fs.readFileSync(join(a.root, "ex/p"), "utf8")).toBe("q's bytes");
+    expect(fs.readFileSync(join(a.root, "ex/q"), "utf8")).toBe("p's bytes, the longer ones");
   });
 
   test("names and attributes made on one node are seen on the other", () => {

@@ -108,7 +108,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     // Redis going backwards (restored from an older copy, its last second lost) is noticed at start
     // and at every heartbeat; then what this node holds is published again (see afterRollback).
     const guard = createRollbackGuard({ store, markFile: join(cfg.rootPath, RESERVED_NAME, "inode-high-water"), log: nlog });
-    await guard.check();
+    const atStart = await guard.check();
     let afterRollback: (how: RedisCheck) => Promise<void> = async () => {};
     const beat = setInterval(() => {
       store.heartbeat(nodeId, NODE_TTL_MS, { cache: copies?.usage() ?? [] }).catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "heartbeat failed"));
@@ -124,7 +124,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     await todo.drain();
     const t0 = performance.now();
     const progress = createProgress("start-up scan: files under the root path", nlog, true);
-    const scan = await scanRoot(root, store, nodeId, nlog, (n) => progress.update(n, 0));
+    const scan = await scanRoot(root, store, nodeId, nlog, atStart === "behind" ? "republish" : "set-aside", (n) => progress.update(n, 0));
     progress.stop();
     nlog.info({ ...scan, seconds: +((performance.now() - t0) / 1000).toFixed(2), root: cfg.rootPath }, "start-up scan done");
 
@@ -192,7 +192,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       } else nlog.warn("Redis restarted: checking that it kept what this node holds");
       // Changes queued for this node first: a file deleted elsewhere must not be published again.
       await todo.drain();
-      const again = await scanRoot(root, store, nodeId, nlog);
+      const again = await scanRoot(root, store, nodeId, nlog, "republish");
       if (!again.published && !again.repaired) return;
       nlog.error({ ...again }, "Redis had lost files this node holds: published them again from its disk");
       vfs.resync();

@@ -1,7 +1,7 @@
 import type * as fs from "node:fs";
-import type { BigIntStats } from "node:fs";
+import { closeSync, constants, type BigIntStats } from "node:fs";
 import type { LocalDir, EntryType } from "../local/local-dir.ts";
-import type { Holders, Inode, MetadataStore } from "../meta/store.ts";
+import { fileIdentity, type Holders, type Inode, type MetadataStore } from "../meta/store.ts";
 import type { Logger } from "../util/log.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
 import { PARTIAL_MARK } from "../vfs/remote-data.ts";
@@ -14,6 +14,23 @@ export interface ScanResult {
   /** Known files whose local bytes became their new version (see mustRepublish). */
   repaired: number;
   skipped: number;
+  /** Files of inodes the namespace no longer has, moved to .mcfs/orphans (see scanRoot's lost). */
+  setAside: number;
+}
+
+/** Mark a kept file with its inode's identity (see LocalDir.markIdentity). */
+function markFile(root: LocalDir, p: string, id: string): void {
+  let fd: number;
+  try {
+    fd = root.openFile(p, constants.O_RDONLY);
+  } catch {
+    return;
+  }
+  try {
+    root.markIdentity(fd, id);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 const BATCH = 256;
@@ -38,8 +55,13 @@ function mustRepublish(rec: Inode, h: Holders, st: BigIntStats, nodeId: string):
   return !held && (size > 0 || rec.size > 0);
 }
 
-export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: string, log: Logger, onProgress?: (n: number) => void): Promise<ScanResult> {
-  const res: ScanResult = { dirs: 0, published: 0, known: 0, repaired: 0, skipped: 0 };
+/**
+ * lost: what becomes of a file mcfs kept for an inode the namespace no longer has (its identity mark
+ * names it): "republish" when Redis is known to have lost writes, else "set-aside" into
+ * .mcfs/orphans — it was deleted while this node was away, and must not come back.
+ */
+export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: string, log: Logger, lost: "republish" | "set-aside", onProgress?: (n: number) => void): Promise<ScanResult> {
+  const res: ScanResult = { dirs: 0, published: 0, known: 0, repaired: 0, skipped: 0, setAside: 0 };
   const queue: { ino: number; path: string }[] = [{ ino: 1, path: "" }];
   while (queue.length) {
     const { ino, path } = queue.pop()!;
@@ -68,13 +90,35 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
           if (d.type === "dir" && have.type === 0o04) queue.push({ ino: have.ino, path: rel });
           const known = recs.get(d.name);
           const st = known?.rec && root.stat(rel);
-          if (known?.rec && st && mustRepublish(known.rec, known.holders, st, nodeId)) {
-            const rec = known.rec;
+          if (!known?.rec || !st) return;
+          const rec = known.rec;
+          if (mustRepublish(rec, known.holders, st, nodeId)) {
             log.warn({ path: rel, ino: rec.ino, version: rec.version, size: rec.size, localSize: Number(st.size) }, "the local file is not the version its record says (a write cut short by a crash, or a record written behind and lost): published as a new version");
             await store.setData(rec.ino, Number(st.size), st.mtimeNs, st.ctimeNs, nodeId, rel);
             res.repaired++;
           }
+          if (known.holders.data.has(nodeId) && root.identityOf(rel) === undefined) markFile(root, rel, fileIdentity(rec.ino, rec.gen));
           return;
+        }
+        const id = d.type === "file" ? root.identityOf(rel) : undefined;
+        if (id !== undefined) {
+          // A file mcfs kept for an inode, under a name the namespace does not have.
+          const ino = Number(id.split(":")[0]);
+          const rec = ino ? (await store.getMany([ino]))[0] : undefined;
+          if (rec && fileIdentity(rec.ino, rec.gen) === id) {
+            log.info({ path: rel, ino }, "a local file of an inode the namespace has under another name: left for the queued rename");
+            res.skipped++;
+            return;
+          }
+          if (lost === "set-aside") {
+            // Deleted while this node was away (or Redis lost it, unnoticed): kept, never published again.
+            const aside = `/${RESERVED_NAME}/orphans/${id.replace(":", "-")}`;
+            root.ensureDir(`/${RESERVED_NAME}/orphans`);
+            root.rename(rel, aside);
+            log.warn({ path: rel, keptAt: aside }, "a file the namespace no longer has was still here: set aside, not published again");
+            res.setAside++;
+            return;
+          }
         }
         const st: fs.BigIntStats | undefined = root.stat(rel);
         if (!st) {
@@ -93,6 +137,7 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
             mtime: st.mtimeNs, atime: st.atimeNs, holder: isFile ? nodeId : "",
             ...(isLink ? { target: root.readlink(rel) } : {}),
           });
+          if (isFile) markFile(root, rel, fileIdentity(rec.ino, rec.gen));
           res.published++;
           if (isDir) queue.push({ ino: rec.ino, path: rel });
         } catch (e) {

@@ -16,6 +16,8 @@ const symbols = {
   mcfs_readlinkat_beneath: { args: [i32, P, P, i32], returns: i32 },
   mcfs_renameat_beneath: { args: [i32, P, P, u32], returns: i32 },
   mcfs_linkat_beneath: { args: [i32, P, P], returns: i32 },
+  mcfs_fsetxattr: { args: [i32, P, P, i32], returns: i32 },
+  mcfs_fgetxattr: { args: [i32, P, P, i32], returns: i32 },
 } as const;
 
 let lib: ReturnType<typeof load> | undefined;

@@ -6,6 +6,8 @@ import { E, FsError, errnoName } from "../util/errno.ts";
 const { O_RDONLY, O_WRONLY, O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK, O_NOCTTY, O_CREAT, O_EXCL } = fs.constants;
 const O_PATH = 0o10000000;
 const AT_REMOVEDIR = 0x200;
+/** Extended attribute with the identity of the inode a kept file holds (trusted.*: root alone sees it). */
+const IDENTITY = "trusted.mcfs.id";
 /** What native/beneath.c answers for "not a regular file" (Node's errno table lacks it). */
 const EUCLEAN = 117;
 
@@ -45,6 +47,14 @@ export interface LocalDir {
   /** Times in ns since the epoch; a symlink's own. */
   utimes(p: string, atimeNs: bigint, mtimeNs: bigint): void;
   truncate(p: string, size: number): void;
+  /**
+   * Mark a file mcfs keeps with the identity of the inode whose bytes it holds ("ino:gen"), so that a
+   * later change meant for that inode applies to this file only. Best effort: a filesystem without
+   * extended attributes keeps no mark.
+   */
+  markIdentity(fd: number, id: string): void;
+  /** The identity a file at p was marked with, if any. */
+  identityOf(p: string): string | undefined;
   list(p: string): { name: string; type: EntryType }[];
   close(): void;
 }
@@ -182,6 +192,25 @@ export function openLocalDir(top: string): LocalDir {
       }
     },
     list,
+    markIdentity(fd, id) {
+      const v = Buffer.from(id);
+      lib.mcfs_fsetxattr(fd, cstr(IDENTITY), ptr(v), v.length);
+    },
+    identityOf(p) {
+      let fd: number;
+      try {
+        fd = dir.openFile(p, O_RDONLY);
+      } catch {
+        return undefined;
+      }
+      try {
+        const buf = Buffer.alloc(64);
+        const n = lib.mcfs_fgetxattr(fd, cstr(IDENTITY), ptr(buf), buf.length);
+        return n > 0 ? buf.toString("utf8", 0, n) : undefined;
+      } finally {
+        fs.closeSync(fd);
+      }
+    },
     close: () => fs.closeSync(rootFd),
   };
   return dir;

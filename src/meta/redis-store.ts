@@ -80,9 +80,24 @@ local function dropname(ino, parent, name, now)
 end
 -- Queue a change of local files for the other nodes that hold ino's bytes, or for every other node
 -- when ino is nil (a directory: any node may hold files under it). Returns the nodes told.
+-- ino: the inode whose holders must make the change, or several (each holder told once), or nil (every node)
 local function todo(origin, ino, entry)
   local nodes
-  if ino then nodes = redis.call('HKEYS', P..'loc:'..ino) else nodes = redis.call('HKEYS', P..'nodes') end
+  if type(ino) == 'table' then
+    local seen = {}
+    nodes = {}
+    for _, i in ipairs(ino) do
+      for _, n in ipairs(redis.call('HKEYS', P..'loc:'..i)) do
+        if not seen[n] then seen[n] = true nodes[#nodes + 1] = n end
+      end
+    end
+  elseif ino then
+    nodes = redis.call('HKEYS', P..'loc:'..ino)
+    -- Which file the change is for: a local file marked as another inode's is left alone.
+    if entry.op ~= 'swap' then entry.id = ino..':'..(redis.call('HGET', P..'i:'..ino, 'gn') or '') end
+  else
+    nodes = redis.call('HKEYS', P..'nodes')
+  end
   local told = {}
   for _, n in ipairs(nodes) do
     if n ~= origin then
@@ -237,7 +252,8 @@ if de then
     redis.call('HSET', P..'i:'..sino, 'c', now)
     redis.call('HSET', P..'i:'..dino, 'c', now)
     local swap = {op = 'swap', from = from, to = to}
-    if sdir or ddir then tell(todo(origin, nil, swap)) else tell(todo(origin, sino, swap)) tell(todo(origin, dino, swap)) end
+    -- Once per node: a node holding both files swaps them once (twice would swap them back).
+    if sdir or ddir then tell(todo(origin, nil, swap)) else tell(todo(origin, {sino, dino}, swap)) end
     return {tonumber(sino), 0, 0, 0, tonumber(dino), told}
   end
   if sdir and not ddir then return redis.error_reply('ENOTDIR') end

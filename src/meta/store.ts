@@ -136,13 +136,17 @@ export interface Invalidation {
 }
 
 /** A change of local files (namespace paths) that a node holding them must still make. */
+/** How a kept file names the inode whose bytes it holds, and how a queued change names its file. */
+export const fileIdentity = (ino: number, gen: string): string => `${ino}:${gen}`;
+
+/** id: the identity (fileIdentity) of the file the change is meant for; a local file marked otherwise is another file. */
 export type TodoEntry =
-  | { op: "rm"; path: string }
+  | { op: "rm"; path: string; id?: string }
   | { op: "rmdir"; path: string }
-  | { op: "mv"; from: string; to: string }
+  | { op: "mv"; from: string; to: string; id?: string }
   | { op: "swap"; from: string; to: string }
   /** The copy at path is stale: remove it unless this node holds ino's current bytes again. */
-  | { op: "drop"; path: string; ino: number };
+  | { op: "drop"; path: string; ino: number; id?: string };
 
 export interface Holders {
   /** Nodes with ino's bytes in their root path: data version of each copy. */

@@ -7,6 +7,7 @@ import * as fs from "node:fs";
 import { dirname } from "node:path";
 import type { LocalDir } from "../local/local-dir.ts";
 import { E, errnoOf } from "../util/errno.ts";
+import { fileIdentity } from "../meta/store.ts";
 
 const { O_CREAT, O_EXCL } = fs.constants;
 
@@ -49,12 +50,27 @@ export function makeLocal<T>(root: LocalDir, p: string, make: () => T): T {
   });
 }
 
-/** Create the backing file for a new inode. */
-export function createLocalFile(root: LocalDir, p: string, flags: number, mode: number, uid: number, gid: number): number {
-  const fd = makeLocal(root, p, () => root.openFile(p, flags | O_CREAT | O_EXCL, mode & 0o7777));
-  fs.fchownSync(fd, uid, gid);
+/** The inode a kept file holds the bytes of: its owner, mode and identity. */
+export interface KeptFile {
+  ino: number;
+  gen: string;
+  mode: number;
+  uid: number;
+  gid: number;
+}
+
+/** Give a kept file (open as fd) its inode's owner, mode and identity mark. */
+export function keep(root: LocalDir, fd: number, f: KeptFile): void {
+  fs.fchownSync(fd, f.uid, f.gid);
   // open() applies the umask of the daemon; the kernel already applied the caller's.
-  fs.fchmodSync(fd, mode & 0o7777);
+  fs.fchmodSync(fd, f.mode & 0o7777);
+  root.markIdentity(fd, fileIdentity(f.ino, f.gen));
+}
+
+/** Create the backing file for an inode. */
+export function createLocalFile(root: LocalDir, p: string, flags: number, f: KeptFile): number {
+  const fd = makeLocal(root, p, () => root.openFile(p, flags | O_CREAT | O_EXCL, f.mode & 0o7777));
+  keep(root, fd, f);
   return fd;
 }
 

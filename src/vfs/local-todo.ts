@@ -30,8 +30,17 @@ export interface TodoApplierOptions {
 export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
   const { root } = o;
 
-  function move(from: string, to: string): void {
-    if (root.typeOf(from) === undefined) return;
+  /** Whether the local file at p is the one a change names (an unmarked file, kept by an older mcfs, is taken to be). */
+  const isTheFile = (p: string, id: string | undefined) => {
+    if (!id) return true;
+    const have = root.identityOf(p);
+    if (have === undefined || have === id) return true;
+    o.log.info({ path: p, want: id, have }, "a queued change is for another file than the one here: left alone");
+    return false;
+  };
+
+  function move(from: string, to: string, id?: string): void {
+    if (root.typeOf(from) === undefined || !isTheFile(from, id)) return;
     root.remove(to);
     makeLocal(root, to, () => root.rename(from, to));
   }
@@ -49,17 +58,17 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
     }
     switch (e.op) {
       case "rm":
-        if (isFile(e.path)) root.unlink(e.path);
+        if (isFile(e.path) && isTheFile(e.path, e.id)) root.unlink(e.path);
         return;
       case "rmdir":
         root.remove(e.path);
         return;
       case "mv":
-        move(e.from, e.to);
+        move(e.from, e.to, e.id);
         return;
       case "drop":
         if (o.writing(e.ino) || (await o.store.locations(e.ino)).has(o.nodeId)) return;
-        if (isFile(e.path)) root.unlink(e.path);
+        if (isFile(e.path) && isTheFile(e.path, e.id)) root.unlink(e.path);
         return;
       case "swap": {
         const a = root.typeOf(e.from) !== undefined, b = root.typeOf(e.to) !== undefined;

@@ -7,6 +7,7 @@ import { FsError, E } from "../util/errno.ts";
 import { S_IFMT, S_IFREG } from "./attr.ts";
 import type { Logger } from "../util/log.ts";
 import type { LocalDir } from "../local/local-dir.ts";
+import { keep, type KeptFile } from "./local-files.ts";
 
 const { O_RDWR, O_CREAT, O_EXCL } = fs.constants;
 
@@ -48,13 +49,7 @@ export interface RemoteData {
    * Fetch the bytes of ino at version to path in this node's root (this node is about to write them),
    * with the file's owner and mode.
    */
-  fetchTo(ino: number, version: number, path: string, size: number, owner: FileOwner, holders?: Holders): Promise<void>;
-}
-
-export interface FileOwner {
-  mode: number;
-  uid: number;
-  gid: number;
+  fetchTo(ino: number, version: number, path: string, size: number, owner: KeptFile, holders?: Holders): Promise<void>;
 }
 
 /** Another file of the same directory (fetched along with a small file when it is small too). */
@@ -532,8 +527,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
             const sink = { write: (d: Uint8Array, at: number) => void fs.writeSync(fd, d, 0, d.length, at), read: (into: Uint8Array, at: number) => fs.readSync(fd, into, 0, into.length, at) };
             await fetchAny(ino, version, path, size, { sink, got: 0, waiters: [] }, given);
           }
-          fs.fchownSync(fd, owner.uid, owner.gid);
-          fs.fchmodSync(fd, owner.mode & 0o7777);
+          keep(o.root, fd, owner);
           fs.closeSync(fd);
           o.root.rename(tmp, path);
         } catch (e) {

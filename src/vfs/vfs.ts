@@ -303,7 +303,7 @@ export function createVfs(o: VfsOptions): Vfs {
         } else {
           if (o.remote && !o.soleNode && (await store.locations(ino)).get(nodeId) !== r.version) {
             // Another node holds the bytes: take them first (all but nothing is kept when cutting to 0).
-            if (set.size === 0) fs.closeSync(createLocalFile(root, p, O_WRONLY, r.mode, r.uid, r.gid));
+            if (set.size === 0) fs.closeSync(createLocalFile(root, p, O_WRONLY, r));
             else {
               root.ensureDir(dirname(p));
               await o.remote.fetchTo(ino, r.version, p, r.size, r);
@@ -358,7 +358,7 @@ export function createVfs(o: VfsOptions): Vfs {
       dirChanged(parent, [name, r.ino]);
       if (reg) {
         try {
-          fs.closeSync(createLocalFile(root, await paths.pathOf(r.ino), O_WRONLY, r.mode, r.uid, r.gid));
+          fs.closeSync(createLocalFile(root, await paths.pathOf(r.ino), O_WRONLY, r));
         } catch (e) {
           await rollback(parent, name, false);
           throw e;
@@ -531,7 +531,7 @@ export function createVfs(o: VfsOptions): Vfs {
       } else {
         if (!here) {
           // About to write another node's bytes: this node takes a copy into its root and becomes the holder.
-          if (flags & O_TRUNC) fs.closeSync(createLocalFile(root, path, O_WRONLY, r.mode, r.uid, r.gid));
+          if (flags & O_TRUNC) fs.closeSync(createLocalFile(root, path, O_WRONLY, r));
           else {
             root.ensureDir(dirname(path));
             await o.remote!.fetchTo(ino, r.version, path, r.size, r, holders);
@@ -586,7 +586,7 @@ export function createVfs(o: VfsOptions): Vfs {
         const gid = p.mode & S_ISGID ? p.gid : c.gid;
         r = { ino: await nextIno(), mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid, rdev: 0, size: 0, nlink: 1, atime: now, mtime: now, ctime: now, version: newVersion(), gen: newGeneration(), parent, name };
         paths.learn(r);
-        fd = createLocalFile(root, await paths.pathOf(r.ino), localFlags, r.mode, r.uid, r.gid);
+        fd = createLocalFile(root, await paths.pathOf(r.ino), localFlags, r);
         learn(r);
         // The directory's new times are known here too: no round trip queued behind the write.
         learn({ ...p, mtime: now, ctime: now });
@@ -596,7 +596,7 @@ export function createVfs(o: VfsOptions): Vfs {
         r = learn(await changing([parent], () => store.create(parent, name, { mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid: c.gid, holder: nodeId, above: maxSeen })));
         dirChanged(parent, [name, r.ino]);
         try {
-          fd = createLocalFile(root, await paths.pathOf(r.ino), localFlags, r.mode, r.uid, r.gid);
+          fd = createLocalFile(root, await paths.pathOf(r.ino), localFlags, r);
         } catch (e) {
           await rollback(parent, name, false);
           throw e;
