@@ -153,6 +153,9 @@ describe.skipIf(!!skip)("data across nodes", () => {
     for (const p of ["/../../etc/passwd", "etc/passwd", "/a/../../x", "//peer.txt", "/peer.txt/", "/.mcfs/node-id"]) {
       expect(await peerErrno(() => read(good, p))).toBe(13);
     }
+    // A path that leads to another file of this node: the inode's own bytes, never the other's.
+    fs.writeFileSync(join(a.mnt, "other.txt"), "OTHER FILE");
+    expect(Buffer.from((await read(good, "/other.txt")).data).toString()).toBe("p");
     // The version asked for must be the one held here; an inode is required.
     expect(await peerErrno(() => read(good, "/peer.txt", ino, version + 1n))).toBe(E.ESTALE);
     expect(await peerErrno(() => read(good, "/peer.txt", 0n))).toBe(E.EINVAL);

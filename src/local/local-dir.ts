@@ -55,6 +55,8 @@ export interface LocalDir {
   markIdentity(fd: number, id: string): void;
   /** The identity a file at p was marked with, if any. */
   identityOf(p: string): string | undefined;
+  /** The identity the open file fd was marked with, if any. */
+  readIdentity(fd: number): string | undefined;
   list(p: string): { name: string; type: EntryType }[];
   close(): void;
 }
@@ -204,12 +206,15 @@ export function openLocalDir(top: string): LocalDir {
         return undefined;
       }
       try {
-        const buf = Buffer.alloc(64);
-        const n = lib.mcfs_fgetxattr(fd, cstr(IDENTITY), ptr(buf), buf.length);
-        return n > 0 ? buf.toString("utf8", 0, n) : undefined;
+        return dir.readIdentity(fd);
       } finally {
         fs.closeSync(fd);
       }
+    },
+    readIdentity(fd) {
+      const buf = Buffer.alloc(64);
+      const n = lib.mcfs_fgetxattr(fd, cstr(IDENTITY), ptr(buf), buf.length);
+      return n > 0 ? buf.toString("utf8", 0, n) : undefined;
     },
     close: () => fs.closeSync(rootFd),
   };

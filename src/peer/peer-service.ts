@@ -62,16 +62,33 @@ export function createPeerService(o: PeerServiceOptions): ServiceImpl<typeof Pee
     const c = o.openCached?.(ino, version);
     if (c) return c;
     if (!(await (held ?? o.holdsInRoot([{ ino, version }]).then((h) => h[0])))) throw new FsError(E.ESTALE, `no copy of ${r.path} at version ${version} here`);
-    try {
-      return { fd: o.root.openFile(r.path, fs.constants.O_RDONLY) };
-    } catch (e) {
-      if (errnoOf(e) !== E.ENOENT || !o.currentPath) throw e;
-      // Renamed since the reader learned its path: the file is the inode, wherever it is now.
-      const now = await o.currentPath(ino);
-      if (now === r.path) throw e;
+    const fd = openInode(r.path, ino);
+    if (fd !== undefined) return { fd };
+    // Renamed since the reader learned its path (or another file is there now): the file is the
+    // inode, wherever the namespace has it.
+    const now = o.currentPath ? await o.currentPath(ino) : r.path;
+    if (now !== r.path) {
       checkPath(now);
-      return { fd: o.root.openFile(now, fs.constants.O_RDONLY) };
+      const moved = openInode(now, ino);
+      if (moved !== undefined) return { fd: moved };
     }
+    // ENOENT: the caller catches up with queued renames once and asks again.
+    throw new FsError(E.ENOENT, `no file of inode ${ino} at ${r.path} here`);
+  }
+
+  /** The file at path if it holds ino's bytes (by its identity mark; unmarked files are taken at their word); undefined if not there or another's. */
+  function openInode(path: string, ino: number): number | undefined {
+    let fd: number;
+    try {
+      fd = o.root.openFile(path, fs.constants.O_RDONLY);
+    } catch (e) {
+      if (errnoOf(e) === E.ENOENT) return undefined;
+      throw e;
+    }
+    const mark = o.root.readIdentity(fd);
+    if (mark === undefined || mark.startsWith(`${ino}:`)) return fd;
+    fs.closeSync(fd);
+    return undefined;
   }
   const closeCopy = (c: CopyData) => {
     if ("fd" in c) fs.closeSync(c.fd);
