@@ -101,8 +101,18 @@ describe.skipIf(!!skip)("confinement of local operations", () => {
     const open = join(cluster.base, "open-cache");
     fs.mkdirSync(open);
     fs.chmodSync(open, 0o777);
-    for (const dir of [mine, open]) {
-      await expect(startDaemon({ base: cluster.base, name: `c-${dir.endsWith("user-cache") ? "u" : "o"}`, redisUrl: cluster.redis.url, args: ["--cache-dir", dir] })).rejects.toThrow(`cache dir ${dir}`);
+    const link = join(cluster.base, "link-cache");
+    fs.mkdirSync(join(cluster.base, "real-cache"), { mode: 0o700 });
+    fs.symlinkSync(join(cluster.base, "real-cache"), link);
+    fs.lchownSync(link, 65534, 65534);
+    for (const dir of [mine, open, link]) {
+      await expect(startDaemon({ base: cluster.base, name: `c-${dir.split("/").pop()}`, redisUrl: cluster.redis.url, args: ["--cache-dir", dir] })).rejects.toThrow(`cache dir ${dir}`);
     }
+  });
+
+  test("the root path is closed to other users: they reach the bytes only through the mount", () => {
+    for (const n of cluster.nodes) expect(fs.statSync(n.root).mode & 0o077).toBe(0);
+    expect(asNobody(`ls ${a.root}`).code).not.toBe(0);
+    expect(asNobody(`ls ${a.mnt}`).code).toBe(0);
   });
 });

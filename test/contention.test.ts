@@ -91,3 +91,52 @@ describe.skipIf(!!skip)("an open file follows its inode, not its path", () => {
     }
   });
 });
+
+const CREATOR = `
+const fs = require("node:fs");
+const [w, n] = process.argv.slice(-2);
+const made = [];
+for (let i = 0; i < Number(n); i++) {
+  for (const d of ["d", "e", "d", "e"]) {
+    let fd;
+    try {
+      fd = fs.openSync(w + "/" + d + "/f" + i, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY, 0o644);
+    } catch (e) {
+      if (e.code === "ENOENT") continue;
+      throw e;
+    }
+    fs.writeSync(fd, "file " + i + " ".repeat(i));
+    fs.closeSync(fd);
+    made.push(i);
+    break;
+  }
+}
+console.log(JSON.stringify(made));`;
+
+const RENAMER = `
+const fs = require("node:fs");
+const [w, n] = process.argv.slice(-2);
+for (let i = 0; i < Number(n); i++) {
+  try { fs.renameSync(w + "/d", w + "/e"); } catch {}
+  try { fs.renameSync(w + "/e", w + "/d"); } catch {}
+}`;
+
+describe.skipIf(!!skip)("a directory renamed on one node while another creates files in it", () => {
+  const cluster = useCluster("dirrace", ["a", "b"]);
+
+  test("every file whose close succeeded is there afterwards, whole, on both nodes", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "w", "d"), { recursive: true });
+    const creator = run(CREATOR, join(a.mnt, "w"), "300");
+    const renamer = run(RENAMER, join(b.mnt, "w"), "300");
+    const [c, r] = await Promise.all([creator, renamer]);
+    expect(c.err).toBe("");
+    expect(r.err).toBe("");
+    const made = JSON.parse(c.out) as number[];
+    expect(made.length).toBeGreaterThan(0);
+    const dir = fs.readdirSync(join(a.mnt, "w"))[0]!;
+    for (const n of [a, b]) {
+      for (const i of made) expect(fs.readFileSync(join(n.mnt, "w", dir, `f${i}`), "utf8")).toBe(`file ${i}${" ".repeat(i)}`);
+    }
+  }, 120_000);
+});

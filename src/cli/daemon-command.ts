@@ -12,7 +12,7 @@ export function daemonOptions<T>(y: Argv<T>) {
     .option("host_ip", { alias: ["i", "host-ip"], type: "string", default: "localhost", describe: "Address other nodes dial to reach this node" })
     .option("debug", { alias: "d", type: "boolean", default: false, describe: "Trace every filesystem operation (and libfuse's own debug output)" })
     .option("single", { alias: "s", type: "boolean", default: false, describe: "Serve FUSE requests on one thread" })
-    .option("cache-dir", { type: "string", describe: "Directory for copies of other nodes' files (env MULTICLOUD_FS_DISK_CACHE; default /tmp/multicloudfs_cache)" })
+    .option("cache-dir", { type: "string", describe: "Directory for copies of other nodes' files, owned by root and writable by no one else (env MULTICLOUD_FS_DISK_CACHE) [default: <root_path>/.mcfs/cache]" })
     .option("ram-cache-mib", { type: "number", default: 64, describe: "RAM for copies of other nodes' small files (MiB, 0 = none)" })
     .option("ram-cache-max-file-mib", { type: "number", default: 4, describe: "Largest file kept in the RAM cache (MiB)" })
     .option("disk-cache-mib", { type: "number", default: 1024, describe: "Disk for copies of other nodes' files in --cache-dir (MiB); bigger files are read in ranges from their holder" })
@@ -69,7 +69,8 @@ export function daemonConfig(a: DaemonArgs, env: NodeJS.ProcessEnv): DaemonConfi
     hostIp: a.host_ip,
     debug: a.debug,
     singleThread: a.single,
-    cacheDir: resolve(a["cache-dir"] ?? env.MULTICLOUD_FS_DISK_CACHE ?? "/tmp/multicloudfs_cache"),
+    // Not /tmp: any user could make that name first, and stop the daemon from starting.
+    cacheDir: resolve(a["cache-dir"] ?? env.MULTICLOUD_FS_DISK_CACHE ?? join(rootPath, ".mcfs", "cache")),
     ramCacheBytes: Math.floor(a["ram-cache-mib"] * MIB),
     ramCacheMaxFileBytes: Math.floor(a["ram-cache-max-file-mib"] * MIB),
     diskCacheBytes: Math.floor(a["disk-cache-mib"] * MIB),

@@ -79,6 +79,18 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     // Every local operation from here on is confined beneath this fd of the root path.
     const root = openLocalDir(cfg.rootPath);
     cleanups.push(async () => root.close());
+    // Only root may reach the bytes directly: users go through the mount, where the namespace's
+    // owners and modes are checked (a chmod made on another node never reaches this disk's copy).
+    const given = fs.statSync(cfg.rootPath);
+    // A namespace made from this root path starts with its mode, or 0755 if it was already closed.
+    const rootSt = { mode: given.mode & 0o077 ? given.mode : given.mode | 0o755, uid: given.uid, gid: given.gid };
+    if (given.mode & 0o077) {
+      fs.chmodSync(cfg.rootPath, given.mode & 0o7700);
+      nlog.info({ root: cfg.rootPath, was: (given.mode & 0o7777).toString(8) }, "root path closed to other users (0700): they use the mount");
+    }
+    // Checked before anything is registered: a start refused here leaves nothing behind.
+    const cacheDir = cfg.redisUrl ? openPrivateDir(cfg.cacheDir, nodeId) : undefined;
+    if (cacheDir) cleanups.push(async () => cacheDir.close());
     let embedded: EmbeddedRedis | undefined;
     let url = cfg.redisUrl;
     if (!url) {
@@ -99,7 +111,6 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     });
     cleanups.push(() => rawStore.close());
     const store: MetadataStore = m ? instrument(rawStore, m, (e) => e instanceof FsError && e.errno !== E.EIO) : rawStore;
-    const rootSt = fs.statSync(cfg.rootPath);
     await store.init(rootSt.mode, rootSt.uid, rootSt.gid);
     const startedAt = Date.now();
     await store.registerNode({ id: nodeId, address, startedAt }, NODE_TTL_MS);
@@ -133,10 +144,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     if (cfg.redisUrl) {
       if (!cfg.clusterSecret) nlog.warn("--insecure: serving this node's files to anyone who can reach its port");
       // Per node: several nodes on one machine may share the cache directory.
-      const cacheDir = openPrivateDir(cfg.cacheDir, nodeId);
-      cleanups.push(async () => cacheDir.close());
       const cache = createCopyCache({
-        dir: cacheDir,
+        dir: cacheDir!,
         ramBytes: cfg.ramCacheBytes,
         ramMaxFileBytes: cfg.ramCacheMaxFileBytes,
         diskBytes: cfg.diskCacheBytes,

@@ -9,6 +9,16 @@ import { openLocalDir, type LocalDir } from "./local-dir.ts";
  * could put a symlink or their own bytes where the daemon keeps copies it serves as other nodes' files.
  */
 export function openPrivateDir(base: string, sub: string): LocalDir {
+  // A symlink on the way is another user's choice of where root writes, unless root owns it.
+  for (let p = base; p !== "/"; p = dirname(p)) {
+    let st: fs.Stats;
+    try {
+      st = fs.lstatSync(p);
+    } catch {
+      continue;
+    }
+    if (st.isSymbolicLink() && st.uid !== 0) throw new Error(`cache dir ${base}: ${p} is a symlink of uid ${st.uid}, who could choose where mcfs keeps copies; use a path without it`);
+  }
   if (!fs.existsSync(base)) fs.mkdirSync(base, { recursive: true, mode: 0o700 });
   const real = fs.realpathSync(base);
   const me = process.geteuid?.() ?? 0;

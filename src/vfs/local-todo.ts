@@ -40,9 +40,35 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
   };
 
   function move(from: string, to: string, id?: string): void {
-    if (root.typeOf(from) === undefined || !isTheFile(from, id)) return;
+    const t = root.typeOf(from);
+    if (t === undefined || !isTheFile(from, id)) return;
+    // A directory this node made there meanwhile (its files arrived before the queued rename) stays.
+    if (t === "dir" && root.typeOf(to) === "dir") return merge(from, to);
     root.remove(to);
     makeLocal(root, to, () => root.rename(from, to));
+  }
+
+  /** Move what from holds into to; what to has already is newer (made after the rename) and stays. */
+  function merge(from: string, to: string): void {
+    for (const e of root.list(from)) {
+      const a = `${from}/${e.name}`, b = `${to}/${e.name}`;
+      const there = root.typeOf(b);
+      if (there === undefined) root.rename(a, b);
+      else if (e.type === "dir" && there === "dir") merge(a, b);
+      else o.log.warn({ path: a, kept: b }, "a queued rename met a newer file of the same name: the newer one is kept");
+    }
+    root.remove(from);
+  }
+
+  /** Whether the namespace has a directory at path now (made again after the change was queued). */
+  async function isDirNow(path: string): Promise<boolean> {
+    let ino = 1;
+    try {
+      for (const name of path.split("/").filter(Boolean)) ino = (await o.store.lookup(ino, name)).ino;
+      return (await o.store.get(ino)).mode >>> 12 === 0o04;
+    } catch {
+      return false;
+    }
   }
 
   const isFile = (p: string) => {
@@ -61,6 +87,7 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
         if (isFile(e.path) && isTheFile(e.path, e.id)) root.unlink(e.path);
         return;
       case "rmdir":
+        if (await isDirNow(e.path)) return;
         root.remove(e.path);
         return;
       case "mv":
