@@ -2,7 +2,7 @@ import { beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { spawnSync } from "bun";
-import { fuseUnavailable } from "./helpers/env.ts";
+import { errCode, fuseUnavailable } from "./helpers/env.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { useCluster } from "./helpers/node.ts";
 import { startDaemon } from "./helpers/daemon.ts";
@@ -114,5 +114,18 @@ describe.skipIf(!!skip)("confinement of local operations", () => {
     for (const n of cluster.nodes) expect(fs.statSync(n.root).mode & 0o077).toBe(0);
     expect(asNobody(`ls ${a.root}`).code).not.toBe(0);
     expect(asNobody(`ls ${a.mnt}`).code).toBe(0);
+  });
+
+  test("names that are not UTF-8 are refused (EILSEQ), never made into another name", () => {
+    const bad = (tail: number[]) => Buffer.concat([Buffer.from(join(a.mnt, "u") + "/x"), Buffer.from(tail)]);
+    for (const tail of [[0xff], [0xfe], [0xc3]]) {
+      expect(errCode(() => fs.writeFileSync(bad(tail), "x"))).toBe("EILSEQ");
+      expect(errCode(() => fs.mkdirSync(bad(tail)))).toBe("EILSEQ");
+      expect(errCode(() => fs.statSync(bad(tail)))).toBe("ENOENT");
+    }
+    // The replacement character is a name of its own.
+    fs.writeFileSync(join(a.mnt, "u", "x\ufffd"), "real");
+    expect(errCode(() => fs.statSync(bad([0xff])))).toBe("ENOENT");
+    expect(fs.readFileSync(join(a.mnt, "u", "x\ufffd"), "utf8")).toBe("real");
   });
 });

@@ -56,7 +56,11 @@ export interface IoCounters {
 }
 
 const enc = new TextEncoder();
-const dec = new TextDecoder();
+/**
+ * Names are kept as text (Redis keys, JSON): one that is not UTF-8 cannot be stored as it is, and a
+ * lossy decoding would make different names one. Such a name is refused (EILSEQ), never changed.
+ */
+const dec = new TextDecoder("utf-8", { fatal: true });
 
 function packAttr(a: Attr, out: BigInt64Array, o = 0): void {
   out[o] = BigInt(a.ino);
@@ -252,10 +256,17 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
         const b = view.getBigUint64(o + 64, true);
         const rest = op === OP.SETATTR ? [0, 1, 2, 3, 4, 5].map((i) => view.getBigUint64(o + 72 + i * 8, true)) : [];
         let p = o + HDR;
-        const name = n1 ? dec.decode(pollBuf.subarray(p, p + n1 - 1)) : "";
-        p += n1;
-        const name2 = n2 ? dec.decode(pollBuf.subarray(p, p + n2 - 1)) : "";
-        p += n2;
+        let name: string, name2: string;
+        try {
+          name = n1 ? dec.decode(pollBuf.subarray(p, p + n1 - 1)) : "";
+          name2 = n2 ? dec.decode(pollBuf.subarray(p + n1, p + n1 + n2 - 1)) : "";
+        } catch {
+          // No such name can exist here; making one is refused.
+          shim.mcfs_reply_err(id, op === OP.LOOKUP ? E.ENOENT : E.EILSEQ);
+          o += len;
+          continue;
+        }
+        p += n1 + n2;
         const data = dl ? pollBuf.slice(p, p + dl) : new Uint8Array(0);
         dispatch(op, id, c, ino, fh, a, b, rest, name, name2, data);
         o += len;
