@@ -172,6 +172,7 @@ local r = redis.call('HGETALL', P..'i:'..ino)
 table.insert(r, 1, ino)
 return r`,
   // ARGV: P ino newparent newname now
+  // ARGV: P ino newparent newname now origin frompath topath -> record (first: {nodes told})
   link: `
 local ino, np, nn, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local k = P..'i:'..ino
@@ -186,8 +187,10 @@ redis.call('SREM', P..'orphans', ino)
 redis.call('SADD', P..'l:'..ino, np..'/'..nn)
 redis.call('HSET', P..'d:'..np, nn, ino..':'..bit.rshift(tonumber(m), 12))
 touch(np, now)
+local told = todo(ARGV[6], ino, {op = 'link', from = ARGV[7], to = ARGV[8]})
 local r = redis.call('HGETALL', k)
 table.insert(r, 1, ino)
+table.insert(r, 1, told)
 return r`,
   // ARGV: P parent name wantdir(1/0) now origin path -> {ino, nlink, dir, {nodes told}}
   remove: `
@@ -592,10 +595,17 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
     async raiseInodeCounter(n) {
       await run("raisecounter", [n]);
     },
-    async link(ino, newParent, newName) {
-      const r = parseFlat(await run("link", [ino, newParent, newName, nowNs()]));
-      publish({ added: [[newParent, newName]], inodes: [ino, newParent] });
+    async link(ino, newParent, newName, fromPath, toPath) {
+      const [told, ...flat] = (await run("link", [ino, newParent, newName, nowNs(), opts.nodeId, fromPath, toPath])) as [string[], ...unknown[]];
+      const r = parseFlat(flat);
+      publish({ added: [[newParent, newName]], inodes: [ino, newParent], todo: told });
       return r;
+    },
+    async extraNames(ino) {
+      return (await client.sMembers(`${P}l:${ino}`)).map((e) => {
+        const slash = e.indexOf("/");
+        return { parent: Number(e.slice(0, slash)), name: e.slice(slash + 1) };
+      });
     },
     async remove(parent, name, dir, path) {
       const r = (await run("remove", [parent, name, dir ? 1 : 0, nowNs(), opts.nodeId, path])) as [number, number, number, string[]];

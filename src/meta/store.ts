@@ -144,6 +144,8 @@ export type TodoEntry =
   | { op: "rm"; path: string; id?: string }
   | { op: "rmdir"; path: string }
   | { op: "mv"; from: string; to: string; id?: string }
+  /** A new hard link of a file this node holds: its bytes under one more name. */
+  | { op: "link"; from: string; to: string; id?: string }
   | { op: "swap"; from: string; to: string }
   /** The copy at path is stale: remove it unless this node holds ino's current bytes again. */
   | { op: "drop"; path: string; ino: number; id?: string };
@@ -175,7 +177,10 @@ export interface MetadataStore {
   instanceId(): Promise<string>;
   /** Raise the inode counter to at least n: after the store lost writes, no number handed out may come again. */
   raiseInodeCounter(n: number): Promise<void>;
-  link(ino: number, newParent: number, newName: string): Promise<Inode>;
+  /** A new name for ino; its holders are told to link fromPath (a name they have) to toPath. */
+  link(ino: number, newParent: number, newName: string, fromPath: string, toPath: string): Promise<Inode>;
+  /** The names of ino other than its primary one (hard links). */
+  extraNames(ino: number): Promise<{ parent: number; name: string }[]>;
   /** path: the namespace path of the name, for the other nodes holding bytes there (todo lists). */
   remove(parent: number, name: string, dir: boolean, path: string): Promise<Removed>;
   rename(parent: number, name: string, newParent: number, newName: string, flags: number, fromPath: string, toPath: string): Promise<Renamed>;

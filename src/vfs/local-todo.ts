@@ -77,7 +77,7 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
   };
 
   async function apply(e: TodoEntry): Promise<void> {
-    const paths = e.op === "mv" || e.op === "swap" ? [e.from, e.to] : [e.path];
+    const paths = e.op === "mv" || e.op === "swap" || e.op === "link" ? [e.from, e.to] : [e.path];
     if (!paths.every(safe)) {
       o.log.warn({ entry: e }, "todo entry with an unsafe path ignored");
       return;
@@ -92,6 +92,9 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
         return;
       case "mv":
         move(e.from, e.to, e.id);
+        return;
+      case "link":
+        if (root.typeOf(e.from) === "file" && isTheFile(e.from, e.id)) makeLocal(root, e.to, () => root.link(e.from, e.to));
         return;
       case "drop":
         if (o.writing(e.ino) || (await o.store.locations(e.ino)).has(o.nodeId)) return;

@@ -146,6 +146,23 @@ export function createVfs(o: VfsOptions): Vfs {
     };
   }
 
+  /** One more local name for the bytes at from; the namespace has the name already, so a failure is only logged. */
+  function linkLocal(from: string, to: string): void {
+    try {
+      makeLocal(root, to, () => root.link(from, to));
+    } catch (e) {
+      log.warn({ from, to, err: (e as Error).message }, "could not link a local copy under a new name");
+    }
+  }
+
+  /** After this node took an inode's bytes: they go under every name it has (hard links), not only the first. */
+  async function linkAllNames(ino: number, primary: string): Promise<void> {
+    for (const { parent, name } of await store.extraNames(ino)) {
+      const p = await paths.childPath(parent, name).catch(() => undefined);
+      if (p && p !== primary) linkLocal(primary, p);
+    }
+  }
+
   /** Remember a fresh record (also as the open-file state when the inode is open here). */
   function learn(r: Inode): Inode {
     if (r.ino > maxSeen) maxSeen = r.ino;
@@ -308,6 +325,7 @@ export function createVfs(o: VfsOptions): Vfs {
               root.ensureDir(dirname(p));
               await o.remote.fetchTo(ino, r.version, p, r.size, r);
             }
+            if (r.nlink > 1) await linkAllNames(ino, p);
           }
           const fd = root.openFile(p, O_WRONLY);
           let mtime: bigint;
@@ -460,16 +478,12 @@ export function createVfs(o: VfsOptions): Vfs {
       checkReserved(newParent, newName);
       const src = await paths.pathOf(ino);
       const dst = await paths.childPath(newParent, newName);
-      const r = await changing([newParent], () => store.link(ino, newParent, newName));
+      const r = await changing([newParent], () => store.link(ino, newParent, newName, src, dst));
       dirChanged(newParent, [newName, ino]);
-      try {
-        makeLocal(root, dst, () => root.link(src, dst));
-      } catch (e) {
-        if (errnoOf(e) !== E.ENOENT || isReg(r.mode)) {
-          await store.remove(newParent, newName, false, await paths.childPath(newParent, newName)).catch(() => {});
-          throw e;
-        }
-      }
+      // The nodes holding the bytes link them under the new name (told through their todo lists);
+      // this one too if it is one of them, or has the symlink. Any node can make the link.
+      const mine = isReg(r.mode) ? (await store.locations(ino)).get(nodeId) === r.version : root.typeOf(src) === "link";
+      if (mine) linkLocal(src, dst);
       return told(newParent, newName, r);
     },
 
@@ -536,6 +550,7 @@ export function createVfs(o: VfsOptions): Vfs {
             root.ensureDir(dirname(path));
             await o.remote!.fetchTo(ino, r.version, path, r.size, r, holders);
           }
+          if (r.nlink > 1) await linkAllNames(ino, path);
         }
         const openLocal = () => root.openFile(path, flags & KEEP_OPEN_FLAGS);
         try {
