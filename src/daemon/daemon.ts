@@ -111,7 +111,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     // A sole node (private Redis) has no peers: it opens no port.
     let remote: RemoteData | undefined;
     if (cfg.redisUrl) {
-      if (!cfg.clusterSecret) nlog.warn("--insecure: serving this node's files to anyone who can reach its port");
+      if (!cfg.clusterSecret && !cfg.peerTls) nlog.warn("--insecure: serving this node's files to anyone who can reach its port");
       // Per node: several nodes on one machine may share the cache directory.
       const cache = createCopyCache({
         dir: join(cfg.cacheDir, nodeId),
@@ -128,7 +128,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         m?.rpcs.inc({ side, method, code });
         m?.rpcLatency.observe({ side, method }, s);
       });
-      const pool = createPeerPool({ secret: cfg.clusterSecret, timeoutMs: 30_000, interceptors: m ? [rpcObserver("client")] : [] });
+      const pool = createPeerPool({ secret: cfg.clusterSecret, tls: cfg.peerTls, timeoutMs: 30_000, interceptors: m ? [rpcObserver("client")] : [] });
       cleanups.push(async () => pool.close());
       remote = createRemoteData({
         store, pool, cache, nodeId, startedAt, log: nlog,
@@ -138,7 +138,9 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       const server = await startPeerServer({
         rootPath: cfg.rootPath,
         port: cfg.port,
+        host: cfg.listen,
         secret: cfg.clusterSecret,
+        tls: cfg.peerTls,
         log: nlog,
         catchUp: () => todo.drain(),
         openCached: (ino, version) => cache.open(ino, version),
@@ -226,7 +228,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     nlog.info({ mount: cfg.mountPath, root: cfg.rootPath, address, redis: redactUrl(url) }, "mounted");
     if (m && cfg.metricsPort !== undefined) {
       const live = session;
-      const ms = await serveMetrics(m.registry, cfg.metricsPort, nlog, () => refreshGauges(m, live, vfs, copies, store));
+      const ms = await serveMetrics(m.registry, cfg.listen, cfg.metricsPort, nlog, () => refreshGauges(m, live, vfs, copies, store));
       cleanups.push(() => ms.close());
     }
     return { nodeId, done, stop };
