@@ -4,6 +4,7 @@ import * as net from "node:net";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { spawn } from "bun";
+import pino from "pino";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { Peer } from "../src/gen/mcfs/v1/peer_pb.ts";
@@ -12,6 +13,9 @@ import { startDaemon, type TestDaemon } from "./helpers/daemon.ts";
 import { startRedis, type TestRedis } from "./helpers/redis.ts";
 import { useCluster } from "./helpers/node.ts";
 import { floodCall, listeningAddresses, rssBytes } from "./helpers/flood.ts";
+import { makeCa, makeCert, opensslUnavailable, type CertFiles } from "./helpers/certs.ts";
+import { startPeerServer } from "../src/peer/peer-server.ts";
+import { call, createPeerPool } from "../src/peer/peer-client.ts";
 
 const skip = fuseUnavailable();
 const SECRET = "test-cluster-secret-0123456789";
@@ -59,7 +63,7 @@ describe.skipIf(!!skip)("peer port under a flood", () => {
   test("four unauthenticated 512 MiB requests: refused Unauthenticated unread, RSS stays within 100 MiB, the mount answers", async () => {
     const before = rssBytes(a.proc.pid);
     for (let i = 0; i < 4; i++) {
-      const headers = i % 2 ? { authorization: "Bearer wrong-secret-wrong-secret" } : {};
+      const headers: Record<string, string> = i % 2 ? { authorization: "Bearer wrong-secret-wrong-secret" } : {};
       const r = await floodCall(`http://127.0.0.1:${a.port}`, 512 * MIB, headers);
       expect(r.grpcStatus).toBe(Code.Unauthenticated);
       // The server reset the stream instead of reading it: far less than the body went out.
@@ -107,5 +111,147 @@ describe.skipIf(!!skip)("peer port under a flood", () => {
     await waitFor("the connections over the limit closed", () => closedByServer >= 8);
     for (const s of socks) s.destroy();
     expect(await codeOf(() => peerClient(`127.0.0.1:${a.port}`, SECRET).exists({ path: "/still-here.txt" }))).toBe("OK");
+  });
+});
+
+/** Whether a TCP connection to host:port is accepted. */
+function connects(host: string, port: number): Promise<boolean> {
+  return new Promise((res) => {
+    const s = net.connect(port, host, () => (s.destroy(), res(true)));
+    s.on("error", () => res(false));
+  });
+}
+
+/** The metrics port a daemon started with --metrics-port 0 picked, from its log (it starts after the mount). */
+async function metricsPort(d: TestDaemon): Promise<number> {
+  const found = () => /"port":(\d+),"msg":"serving metrics at \/metrics"/.exec(d.log());
+  await waitFor("the metrics server", () => found() !== null);
+  return Number(found()![1]);
+}
+
+describe.skipIf(!!skip)("listening only where asked", () => {
+  const cluster = useCluster("listen", ["a"], { a: ["--metrics-port", "0"] });
+
+  test("with -i 127.0.0.1 the peer and metrics ports listen on 127.0.0.1 only: 127.0.0.2 is refused", async () => {
+    const a = cluster.nodes[0]!;
+    const mport = await metricsPort(a);
+    expect(listeningAddresses(a.port)).toEqual(["127.0.0.1"]);
+    expect(listeningAddresses(mport)).toEqual(["127.0.0.1"]);
+    expect(await connects("127.0.0.1", a.port)).toBe(true);
+    expect(await connects("127.0.0.1", mport)).toBe(true);
+    // 127.0.0.0/8 is all loopback: reachable whenever something listens on it or on 0.0.0.0.
+    expect(await connects("127.0.0.2", a.port)).toBe(false);
+    expect(await connects("127.0.0.2", mport)).toBe(false);
+  });
+
+  test("--listen binds another address than the one dialed (-i); the dialed one is what Redis records", async () => {
+    const b = await startDaemon({ base: cluster.base, name: "b", redisUrl: cluster.redis.url, args: ["-i", "10.255.255.1", "--listen", "127.0.0.2", "--metrics-port", "0"] });
+    try {
+      expect(listeningAddresses(b.port)).toEqual(["127.0.0.2"]);
+      expect(listeningAddresses(await metricsPort(b))).toEqual(["127.0.0.2"]);
+      expect(await connects("127.0.0.1", b.port)).toBe(false);
+      const id = fs.readFileSync(join(b.root, ".mcfs/node-id"), "utf8").trim();
+      expect(await cluster.redis.cli("hget", "mcfs:nodes", id)).toContain(`10.255.255.1:${b.port}`);
+    } finally {
+      await b.stop();
+    }
+  });
+
+  test("--listen on an address this machine does not have is named in the error", async () => {
+    const t = tempDir("listen-bad");
+    try {
+      const r = await refusedStart(["-f", join(t.path, "m"), "-r", join(t.path, "r"), "-u", cluster.redis.url, "--insecure", "-p", "0", "--listen", "192.0.2.1"]);
+      expect(r.code).toBe(1);
+      expect(r.err).toContain("192.0.2.1");
+      expect(r.err).toContain("no such local address");
+    } finally {
+      t.remove();
+    }
+  });
+});
+
+describe.skipIf(!!(skip ?? opensslUnavailable()))("mutual TLS between nodes", () => {
+  let t: ReturnType<typeof tempDir>;
+  let redis: TestRedis;
+  let ca: CertFiles, other: CertFiles, a: CertFiles, b: CertFiles, client: CertFiles, stranger: CertFiles;
+  const nodes: TestDaemon[] = [];
+  const tlsArgs = (c: CertFiles) => ["--tls-cert", c.cert, "--tls-key", c.key, "--tls-ca", ca.cert];
+  const read = (f: string) => fs.readFileSync(f);
+
+  beforeAll(async () => {
+    t = tempDir("tls");
+    ca = makeCa(t.path, "cluster-ca");
+    other = makeCa(t.path, "other-ca");
+    [a, b, client] = ["node-a", "node-b", "client"].map((n) => makeCert(t.path, n, ca)) as [CertFiles, CertFiles, CertFiles];
+    stranger = makeCert(t.path, "stranger", other);
+    redis = await startRedis();
+    // No cluster secret: the certificates alone make the nodes members.
+    for (const [name, cert] of [["a", a], ["b", b]] as const) nodes.push(await startDaemon({ base: t.path, name, args: ["-u", redis.url, ...tlsArgs(cert)] }));
+  });
+  afterAll(async () => {
+    for (const d of nodes) await d.stop();
+    await redis?.stop();
+    t?.remove();
+  });
+
+  test("two nodes with TLS and no secret: a file written on A is read on B byte for byte", () => {
+    const [na, nb] = nodes as [TestDaemon, TestDaemon];
+    expect(na.log()).toContain('"auth":"mutual TLS"');
+    const data = randomBytes(3 * MIB + 12345);
+    fs.writeFileSync(join(na.mnt, "tls.bin"), data);
+    expect(fs.readFileSync(join(nb.mnt, "tls.bin")).equals(data)).toBe(true);
+  });
+
+  test("a client with a certificate of the cluster CA is served; none, another CA's, or plain text are refused", async () => {
+    const addr = `127.0.0.1:${nodes[0]!.port}`;
+    const ok = { ca: read(ca.cert), checkServerIdentity: () => undefined };
+    const call = (opts: object, scheme = "https") => codeOf(() => peerClient(addr, undefined, opts, scheme).exists({ path: "/tls.bin" }));
+    expect(await call({ ...ok, cert: read(client.cert), key: read(client.key) })).toBe("OK");
+    // Refused in the handshake (or, plain text, by a TLS port): no call ever reaches the service.
+    expect(await call(ok)).not.toBe("OK");
+    expect(await call({ ...ok, cert: read(stranger.cert), key: read(stranger.key) })).not.toBe("OK");
+    expect(await call({}, "http")).not.toBe("OK");
+    expect(nodes[0]!.log()).toContain("TLS handshake failed");
+  });
+
+  test("a node's client refuses a server whose certificate another CA signed", async () => {
+    const root = join(t.path, "impostor-root");
+    fs.mkdirSync(root);
+    fs.writeFileSync(join(root, "bait"), "bait");
+    const log = pino({ level: "silent" });
+    const impostor = await startPeerServer({ rootPath: root, port: 0, host: "127.0.0.1", log, tls: { cert: read(stranger.cert), key: read(stranger.key), ca: read(other.cert) } });
+    try {
+      const pool = createPeerPool({ timeoutMs: 5000, tls: { cert: read(client.cert), key: read(client.key), ca: read(ca.cert) } });
+      let errno = 0;
+      try {
+        await call(() => pool.get(`127.0.0.1:${impostor.port}`).exists({ path: "/bait" }));
+      } catch (e) {
+        errno = (e as { errno: number }).errno;
+      }
+      expect(errno).toBe(5);
+    } finally {
+      await impostor.close();
+    }
+  });
+
+  test("--tls-* flags: all three or none; unreadable, invalid and mismatched files are named", async () => {
+    const base = ["-f", join(t.path, "m"), "-r", join(t.path, "r"), "-u", redis.url];
+    const missing = await refusedStart([...base, "--tls-cert", a.cert, "--tls-key", a.key]);
+    expect(missing.code).toBe(2);
+    expect(missing.err).toContain("--tls-ca missing");
+    const twoMissing = await refusedStart([...base, "--tls-cert", a.cert]);
+    expect(twoMissing.err).toContain("--tls-key and --tls-ca missing");
+    const gone = await refusedStart([...base, "--tls-cert", a.cert, "--tls-key", a.key, "--tls-ca", join(t.path, "nope.crt")]);
+    expect(gone.code).toBe(2);
+    expect(gone.err).toContain(`--tls-ca ${join(t.path, "nope.crt")}: no such file`);
+    const junk = join(t.path, "junk.pem");
+    fs.writeFileSync(junk, "not a certificate\n");
+    const invalid = await refusedStart([...base, "--tls-cert", junk, "--tls-key", a.key, "--tls-ca", ca.cert]);
+    expect(invalid.err).toContain(`--tls-cert ${junk} is not a PEM certificate`);
+    const wrongKey = await refusedStart([...base, "--tls-cert", a.cert, "--tls-key", b.key, "--tls-ca", ca.cert]);
+    expect(wrongKey.err).toContain(`--tls-key ${b.key} is not the key of --tls-cert ${a.cert}`);
+    const foreign = await refusedStart([...base, "--tls-cert", stranger.cert, "--tls-key", stranger.key, "--tls-ca", ca.cert]);
+    expect(foreign.err).toContain(`--tls-cert ${stranger.cert} (CN=stranger) is not signed by --tls-ca ${ca.cert}`);
+    expect(fs.existsSync(join(t.path, "m"))).toBe(false);
   });
 });
