@@ -14,6 +14,7 @@ import { startRedis, type TestRedis } from "./helpers/redis.ts";
 import { useCluster } from "./helpers/node.ts";
 import { floodCall, listeningAddresses, rssBytes } from "./helpers/flood.ts";
 import { makeCa, makeCert, opensslUnavailable, type CertFiles } from "./helpers/certs.ts";
+import { startTlsRedis, type TlsRedis } from "./helpers/redis-tls.ts";
 import { startPeerServer } from "../src/peer/peer-server.ts";
 import { call, createPeerPool } from "../src/peer/peer-client.ts";
 
@@ -252,6 +253,78 @@ describe.skipIf(!!(skip ?? opensslUnavailable()))("mutual TLS between nodes", ()
     expect(wrongKey.err).toContain(`--tls-key ${b.key} is not the key of --tls-cert ${a.cert}`);
     const foreign = await refusedStart([...base, "--tls-cert", stranger.cert, "--tls-key", stranger.key, "--tls-ca", ca.cert]);
     expect(foreign.err).toContain(`--tls-cert ${stranger.cert} (CN=stranger) is not signed by --tls-ca ${ca.cert}`);
+    expect(fs.existsSync(join(t.path, "m"))).toBe(false);
+  });
+});
+
+describe.skipIf(!!(skip ?? opensslUnavailable()))("Redis over TLS with an ACL user and the password in a file", () => {
+  const PASSWORD = "redis-acl-password-4711";
+  let t: ReturnType<typeof tempDir>;
+  let redis: TlsRedis;
+  let ca: CertFiles;
+  let passwordFile: string;
+  const redisFlags = () => ["--redis-ca", ca.cert, "--redis-password-file", passwordFile];
+
+  beforeAll(async () => {
+    t = tempDir("redis-tls");
+    ca = makeCa(t.path, "redis-ca");
+    redis = await startTlsRedis(makeCert(t.path, "redis", ca), ca.cert, "mcfs", PASSWORD);
+    passwordFile = join(t.path, "redis-password");
+    fs.writeFileSync(passwordFile, `${PASSWORD}\n`, { mode: 0o600 });
+  });
+  afterAll(async () => {
+    await redis?.stop();
+    t?.remove();
+  });
+
+  test("a daemon on rediss://mcfs@host:port with --redis-ca and --redis-password-file mounts and works; so does mcfs status", async () => {
+    const d = await startDaemon({ base: t.path, name: "a", redisUrl: redis.url, args: redisFlags() });
+    try {
+      fs.writeFileSync(join(d.mnt, "over-tls.txt"), "metadata over TLS");
+      expect(fs.readFileSync(join(d.mnt, "over-tls.txt"), "utf8")).toBe("metadata over TLS");
+      expect(fs.readdirSync(d.mnt)).toContain("over-tls.txt");
+      const st = spawn([MCFS, "status", "-u", redis.url, ...redisFlags(), "--json"], { stdout: "pipe", stderr: "pipe" });
+      const out = await new Response(st.stdout).text();
+      expect(await st.exited).toBe(0);
+      expect(JSON.parse(out).nodes.length).toBe(1);
+      expect(fs.readFileSync(`/proc/${d.proc.pid}/cmdline`, "utf8")).not.toContain(PASSWORD);
+      expect(d.log()).not.toContain(PASSWORD);
+    } finally {
+      await d.stop();
+    }
+  });
+
+  test("a wrong password is refused with an error naming the URL, not the password", async () => {
+    const wrong = join(t.path, "wrong-password");
+    fs.writeFileSync(wrong, "not-the-password-0000\n");
+    const r = await refusedStart(["-f", join(t.path, "m"), "-r", join(t.path, "r"), "-u", redis.url, "--insecure", "--redis-ca", ca.cert, "--redis-password-file", wrong]);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(`cannot connect to Redis at ${redis.url}`);
+    expect(r.err).toMatch(/WRONGPASS|invalid username-password/);
+    expect(r.err).not.toContain("not-the-password-0000");
+  });
+
+  test("without --redis-ca the server's certificate is not trusted (system CAs), and the error says so", async () => {
+    const r = await refusedStart(["-f", join(t.path, "m"), "-r", join(t.path, "r"), "-u", redis.url, "--insecure", "--redis-password-file", passwordFile]);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(`cannot connect to Redis at ${redis.url}`);
+    expect(r.err).toMatch(/certificate/i);
+  });
+
+  test("--redis-ca and --redis-password-file errors name the flag and file, for every role", async () => {
+    const base = ["-f", join(t.path, "m"), "-r", join(t.path, "r"), "--insecure"];
+    const plain = await refusedStart([...base, "-u", "redis://127.0.0.1:1", "--redis-ca", ca.cert]);
+    expect(plain.code).toBe(2);
+    expect(plain.err).toContain("--redis-ca is for a rediss:// Redis URL");
+    const twice = await refusedStart([...base, "-u", "rediss://mcfs:inline-secret@127.0.0.1:1", "--redis-password-file", passwordFile]);
+    expect(twice.err).toContain("the Redis password is given twice");
+    expect(twice.err).not.toContain("inline-secret");
+    for (const role of [["daemon", ...base, "-u", redis.url], ["status", "-u", redis.url], ["node", "forget", "x", "-u", redis.url], ["csi-controller", "-u", redis.url], ["csi-node", "-u", redis.url]]) {
+      const p = spawn([MCFS, ...role, "--redis-password-file", join(t.path, "missing")], { stdout: "ignore", stderr: "pipe" });
+      const err = await new Response(p.stderr).text();
+      expect(await p.exited).toBe(2);
+      expect(err).toContain(`--redis-password-file ${join(t.path, "missing")}: no such file`);
+    }
     expect(fs.existsSync(join(t.path, "m"))).toBe(false);
   });
 });

@@ -3,9 +3,10 @@ import { readFileSync } from "node:fs";
 import type { Argv } from "yargs";
 import type { DaemonConfig } from "../daemon/config.ts";
 import { loadPeerTls, type PeerTls } from "../peer/peer-tls.ts";
+import { checkRedisUrl, redisAccess, redisAccessOptions } from "./redis-options.ts";
 
 export function daemonOptions<T>(y: Argv<T>) {
-  return y
+  return redisAccessOptions(y)
     .option("mount_path", { alias: ["f", "mount-path"], type: "string", demandOption: true, describe: "Where the filesystem appears (created if missing; a dead mount left by a crash is cleared)" })
     .option("root_path", { alias: ["r", "root-path"], type: "string", demandOption: true, describe: "This node's local directory holding the bytes as plain files at their namespace paths; files already there are published at start" })
     .option("port", { alias: "p", type: "number", default: 5000, describe: "Port this node serves other nodes on (0: a free one, registered as picked); not opened with the private Redis" })
@@ -41,7 +42,7 @@ export function daemonOptions<T>(y: Argv<T>) {
       const tls = (["tls-cert", "tls-key", "tls-ca"] as const).filter((k) => a[k] !== undefined);
       if (tls.length > 0 && tls.length < 3) throw new Error(`--tls-cert, --tls-key and --tls-ca go together: ${["tls-cert", "tls-key", "tls-ca"].filter((k) => !tls.includes(k as never)).map((k) => `--${k}`).join(" and ")} missing`);
       if (a.listen === "") throw new Error("--listen must not be empty (0.0.0.0 listens on every address)");
-      if (a.redis_url !== undefined && !/^(redis|rediss|unix):\/\//.test(a.redis_url)) throw new Error(`--redis_url must start with redis://, rediss:// or unix://, got "${a.redis_url.replace(/\/\/[^@]*@/, "//***@")}"`);
+      if (a.redis_url !== undefined) checkRedisUrl("--redis_url", a.redis_url);
       return true;
     });
 }
@@ -80,6 +81,7 @@ export function daemonConfig(a: DaemonArgs, env: NodeJS.ProcessEnv): DaemonConfi
     rootPath,
     port: a.port,
     redisUrl: a.redis_url,
+    redisAccess: redisAccess(a, a.redis_url),
     hostIp: a.host_ip,
     listen: a.listen ?? a.host_ip,
     debug: a.debug,

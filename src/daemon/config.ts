@@ -1,4 +1,5 @@
 import type { PeerTls } from "../peer/peer-tls.ts";
+import type { RedisAccess } from "../meta/redis-connect.ts";
 
 /** Everything `mcfs daemon` needs, decided once from flags and environment by the CLI. */
 export interface DaemonConfig {
@@ -7,6 +8,8 @@ export interface DaemonConfig {
   port: number;
   /** undefined: start a private redis-server. */
   redisUrl?: string;
+  /** CA and password for redisUrl, from files. */
+  redisAccess: RedisAccess;
   /** Address other nodes dial (registered in Redis). */
   hostIp: string;
   /** Local address the peer and metrics servers listen on (hostIp unless --listen). */

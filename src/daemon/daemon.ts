@@ -82,6 +82,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     const m = cfg.metricsPort !== undefined ? createMetrics() : undefined;
     const rawStore = await createRedisStore({
       url,
+      access: cfg.redisAccess,
       nodeId,
       onConnectionEvent: (ev, detail) => (ev === "error" ? nlog.error({ redis: redactUrl(url!), detail }, "Redis connection lost") : nlog.info({ redis: redactUrl(url!) }, "Redis connection back")),
     });

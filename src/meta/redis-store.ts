@@ -30,7 +30,7 @@
  * Errors from scripts are errno names ("ENOENT ..."), mapped by toErrno.
  */
 import { commandOptions } from "redis";
-import { connectRedis } from "./redis-connect.ts";
+import { connectRedis, type RedisAccess } from "./redis-connect.ts";
 import type { AttrChange, DirListing, FileHoldings, Holders, NodeReport, NodeState, Inode, Invalidation, MetadataStore, NewInode, NodeInfo, Removed, Renamed, TodoEntry } from "./store.ts";
 import { E, FsError, fsError } from "../util/errno.ts";
 
@@ -360,6 +360,8 @@ function parseFlat(r: unknown): Inode {
 
 export interface RedisStoreOptions {
   url: string;
+  /** CA and password for the URL, when given apart from it. */
+  access?: RedisAccess;
   /** This node: the origin of the changes it publishes. */
   nodeId: string;
   prefix?: string;
@@ -375,7 +377,7 @@ export interface RedisStoreOptions {
 export async function createRedisStore(opts: RedisStoreOptions): Promise<MetadataStore> {
   const P = opts.prefix ?? "mcfs:";
   // No offline queue: with Redis down, operations fail at once (EIO) instead of hanging the mount.
-  const client = await connectRedis(opts.url, opts.onConnectionEvent);
+  const client = await connectRedis({ url: opts.url, ...opts.access }, opts.onConnectionEvent);
 
   const shas = new Map<ScriptName, string>();
   async function load(name: ScriptName): Promise<string> {
