@@ -32,9 +32,14 @@ export const READ_MAX_BYTES = 4 << 20;
  * client's window) until a handler reads them, and handlers run only for members (see peer-gate.ts).
  */
 const LIMITS = {
-  /** Concurrent calls on one connection; a node reading from another issues at most a few dozen. */
-  streamsPerConnection: 256,
-  connectionsPerAddress: 32,
+  /**
+   * Concurrent calls on one connection. Only members' streams live past their headers, and their
+   * unread bodies share the connection's window; Bun's client fails calls over this limit instead of
+   * queueing them, so it stays far above what one node's FUSE requests put in flight.
+   */
+  streamsPerConnection: 1024,
+  /** Nodes behind one NAT address share it: room for a site of 64 nodes. */
+  connectionsPerAddress: 64,
   connections: 1024,
   /** A connection with no traffic this long is closed; clients close theirs after 60 s idle first. */
   idleMs: 120_000,
