@@ -141,7 +141,7 @@ describe.skipIf(!!skip)("data across nodes", () => {
     const a = n[0]!;
     fs.writeFileSync(join(a.mnt, "peer.txt"), "p");
     const ino = BigInt(fs.statSync(join(a.mnt, "peer.txt")).ino);
-    const redis = await connectRedis(cluster.redis.url);
+    const redis = await connectRedis({ url: cluster.redis.url });
     const version = BigInt((await redis.hGet(`mcfs:i:${ino}`, "v"))!);
     await redis.quit();
     const addr = `127.0.0.1:${a.port}`;

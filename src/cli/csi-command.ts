@@ -2,17 +2,18 @@ import { hostname } from "node:os";
 import { resolve } from "node:path";
 import type { Argv } from "yargs";
 import type { CsiConfig, CsiNodeConfig } from "../daemon/csi-config.ts";
+import { checkRedisUrl, redisAccess, redisAccessOptions } from "./redis-options.ts";
 
 /** Flags of both CSI roles (the original driver's names). */
 export function csiOptions<T>(y: Argv<T>) {
-  return y
+  return redisAccessOptions(y)
     .option("endpoint", { type: "string", default: "unix:///csi/csi.sock", describe: "Where to serve CSI: unix:///path/to.sock or tcp://host:port (a stale socket file is replaced)" })
     .option("nodeid", { type: "string", default: hostname(), describe: "This node's name in Kubernetes (NodeGetInfo; publications are recorded under it)" })
     .option("redis-url", { alias: ["u", "redis_url"], type: "string", demandOption: true, describe: "Redis of the filesystem: redis://[user:password@]host:port[/db], rediss://, unix:///path" })
     .option("debug", { alias: "d", type: "boolean", default: false, describe: "Verbose logs" })
     .option("metrics-port", { type: "number", describe: "Serve Prometheus metrics at http://<host>:<port>/metrics (off unless given)" })
     .check((a) => {
-      if (!/^(redis|rediss|unix):\/\//.test(a["redis-url"])) throw new Error(`--redis-url must start with redis://, rediss:// or unix://, got "${a["redis-url"].replace(/\/\/[^@]*@/, "//***@")}"`);
+      checkRedisUrl("--redis-url", a["redis-url"]);
       if (!/^(unix:\/\/?\/|tcp:\/\/)/.test(a.endpoint)) throw new Error(`--endpoint must be unix:///path/to.sock or tcp://host:port, got "${a.endpoint}"`);
       if (!a.nodeid) throw new Error("--nodeid must not be empty");
       if (a["metrics-port"] !== undefined && !(Number.isInteger(a["metrics-port"]) && a["metrics-port"] >= 0 && a["metrics-port"] <= 65535)) throw new Error(`--metrics-port must be an integer 0..65535, got ${a["metrics-port"]}`);
@@ -42,11 +43,13 @@ type CsiArgs = Awaited<ReturnType<typeof csiOptions>["argv"]>;
 type CsiNodeArgs = Awaited<ReturnType<typeof csiNodeOptions>["argv"]>;
 
 export function csiConfig(a: CsiArgs, version: string): CsiConfig {
-  return { endpoint: a.endpoint, nodeId: a.nodeid, redisUrl: a["redis-url"], version, debug: a.debug, metricsPort: a["metrics-port"] };
+  return { endpoint: a.endpoint, nodeId: a.nodeid, redisUrl: a["redis-url"], redisAccess: redisAccess(a, a["redis-url"]), version, debug: a.debug, metricsPort: a["metrics-port"] };
 }
 
 export function csiNodeConfig(a: CsiNodeArgs, env: NodeJS.ProcessEnv, version: string): CsiNodeConfig {
-  const daemonArgs = [...(a["cluster-secret-file"] ? ["--cluster-secret-file", a["cluster-secret-file"]] : []), ...(a.insecure ? ["--insecure"] : [])];
+  // The node daemon is given the same files (never their contents: its argv is readable by anyone).
+  const passOn = (["cluster-secret-file", "redis-ca", "redis-password-file"] as const).flatMap((k) => (a[k] ? [`--${k}`, a[k]] : []));
+  const daemonArgs = [...passOn, ...(a.insecure ? ["--insecure"] : [])];
   return {
     ...csiConfig(a, version),
     rootDir: resolve(a["root-dir"]),

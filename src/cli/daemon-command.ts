@@ -2,14 +2,17 @@ import { resolve, join } from "node:path";
 import { readFileSync } from "node:fs";
 import type { Argv } from "yargs";
 import type { DaemonConfig } from "../daemon/config.ts";
+import { loadPeerTls, type PeerTls } from "../peer/peer-tls.ts";
+import { checkRedisUrl, redisAccess, redisAccessOptions } from "./redis-options.ts";
 
 export function daemonOptions<T>(y: Argv<T>) {
-  return y
+  return redisAccessOptions(y)
     .option("mount_path", { alias: ["f", "mount-path"], type: "string", demandOption: true, describe: "Where the filesystem appears (created if missing; a dead mount left by a crash is cleared)" })
     .option("root_path", { alias: ["r", "root-path"], type: "string", demandOption: true, describe: "This node's local directory holding the bytes as plain files at their namespace paths; files already there are published at start" })
     .option("port", { alias: "p", type: "number", default: 5000, describe: "Port this node serves other nodes on (0: a free one, registered as picked); not opened with the private Redis" })
     .option("redis_url", { alias: ["u", "redis-url"], type: "string", describe: "Redis holding the metadata: redis://[user:password@]host:port[/db], rediss:// for TLS, unix:///path. Omitted: start a private redis-server (single node)" })
-    .option("host_ip", { alias: ["i", "host-ip"], type: "string", default: "localhost", describe: "Address other nodes dial to reach this node" })
+    .option("host_ip", { alias: ["i", "host-ip"], type: "string", default: "localhost", describe: "Address other nodes dial to reach this node; the peer port and --metrics-port listen on it unless --listen is given" })
+    .option("listen", { type: "string", describe: "Local address (IP or host name) the peer port and --metrics-port listen on, when other nodes dial another one (-i behind NAT); 0.0.0.0 for every address [default: --host_ip]" })
     .option("debug", { alias: "d", type: "boolean", default: false, describe: "Trace every filesystem operation (and libfuse's own debug output)" })
     .option("single", { alias: "s", type: "boolean", default: false, describe: "Serve FUSE requests on one thread" })
     .option("cache-dir", { type: "string", describe: "Directory for copies of other nodes' files, owned by root and writable by no one else (env MULTICLOUD_FS_DISK_CACHE) [default: <root_path>/.mcfs/cache]" })
@@ -20,7 +23,10 @@ export function daemonOptions<T>(y: Argv<T>) {
     .option("entry-timeout", { type: "number", describe: "Seconds the kernel may cache a name lookup [default: 60 with the private Redis (no other node can change anything), 10 with --redis_url (other nodes' changes are pushed to the kernel as they happen; this bounds staleness if one is missed)]" })
     .option("attr-timeout", { type: "number", describe: "Seconds the kernel may cache attributes [default: as --entry-timeout]" })
     .option("cluster-secret-file", { type: "string", describe: "File holding the secret shared by the nodes of a cluster; peer calls without it are refused (env MCFS_CLUSTER_SECRET holds the secret itself)" })
-    .option("insecure", { type: "boolean", default: false, describe: "Serve other nodes without a cluster secret (anyone who can reach --port can read the files)" })
+    .option("insecure", { type: "boolean", default: false, describe: "Serve other nodes without a cluster secret or TLS (anyone who can reach --port can read the files)" })
+    .option("tls-cert", { type: "string", describe: "PEM certificate of this node, signed by --tls-ca: peers talk mutual TLS (with --tls-key and --tls-ca; the cluster secret becomes optional)" })
+    .option("tls-key", { type: "string", describe: "PEM private key of --tls-cert" })
+    .option("tls-ca", { type: "string", describe: "PEM certificate of the cluster CA: peers holding a certificate it signed are members, no others" })
     .option("metrics-port", { type: "number", describe: "Serve Prometheus metrics at http://<host>:<port>/metrics (off unless given; 0 picks a free port)" })
     .option("allow-other", { type: "boolean", default: true, describe: "Let every user of the machine use the mount (permissions are still checked); --no-allow-other limits it to the user who mounted" })
     .check((a) => {
@@ -33,7 +39,10 @@ export function daemonOptions<T>(y: Argv<T>) {
       const m = resolve(a.mount_path), r = resolve(a.root_path);
       if (m.startsWith(r + "/")) throw new Error(`--mount_path ${m} must not be inside --root_path ${r}`);
       if (r.startsWith(m + "/")) throw new Error(`--root_path ${r} must not be inside --mount_path ${m}`);
-      if (a.redis_url !== undefined && !/^(redis|rediss|unix):\/\//.test(a.redis_url)) throw new Error(`--redis_url must start with redis://, rediss:// or unix://, got "${a.redis_url.replace(/\/\/[^@]*@/, "//***@")}"`);
+      const tls = (["tls-cert", "tls-key", "tls-ca"] as const).filter((k) => a[k] !== undefined);
+      if (tls.length > 0 && tls.length < 3) throw new Error(`--tls-cert, --tls-key and --tls-ca go together: ${["tls-cert", "tls-key", "tls-ca"].filter((k) => !tls.includes(k as never)).map((k) => `--${k}`).join(" and ")} missing`);
+      if (a.listen === "") throw new Error("--listen must not be empty (0.0.0.0 listens on every address)");
+      if (a.redis_url !== undefined) checkRedisUrl("--redis_url", a.redis_url);
       return true;
     });
 }
@@ -42,8 +51,13 @@ const MIB = 1 << 20;
 
 type DaemonArgs = Awaited<ReturnType<typeof daemonOptions>["argv"]>;
 
-/** The cluster secret from --cluster-secret-file or MCFS_CLUSTER_SECRET; a cluster without one needs --insecure. */
-function clusterSecret(a: DaemonArgs, env: NodeJS.ProcessEnv): string | undefined {
+function peerTls(a: DaemonArgs): PeerTls | undefined {
+  const [cert, key, ca] = [a["tls-cert"], a["tls-key"], a["tls-ca"]];
+  return cert !== undefined && key !== undefined && ca !== undefined ? loadPeerTls({ cert, key, ca }) : undefined;
+}
+
+/** The cluster secret from --cluster-secret-file or MCFS_CLUSTER_SECRET; a cluster with neither it nor TLS needs --insecure. */
+function clusterSecret(a: DaemonArgs, env: NodeJS.ProcessEnv, tls: boolean): string | undefined {
   let secret: string | undefined;
   if (a["cluster-secret-file"] !== undefined) {
     try {
@@ -54,19 +68,22 @@ function clusterSecret(a: DaemonArgs, env: NodeJS.ProcessEnv): string | undefine
     if (!secret) throw new Error(`--cluster-secret-file ${a["cluster-secret-file"]} is empty`);
   } else if (env.MCFS_CLUSTER_SECRET) secret = env.MCFS_CLUSTER_SECRET.trim();
   if (secret !== undefined && secret.length < 16) throw new Error("the cluster secret must be at least 16 characters");
-  if (a.redis_url && secret === undefined && !a.insecure)
-    throw new Error("nodes of a cluster (--redis_url given) authenticate each other: pass --cluster-secret-file FILE (or set MCFS_CLUSTER_SECRET), or --insecure to run without a secret");
+  if (a.redis_url && secret === undefined && !tls && !a.insecure)
+    throw new Error("nodes of a cluster (--redis_url given) authenticate each other: pass --tls-cert/--tls-key/--tls-ca or --cluster-secret-file FILE (or set MCFS_CLUSTER_SECRET), or --insecure to run without either");
   return secret;
 }
 
 export function daemonConfig(a: DaemonArgs, env: NodeJS.ProcessEnv): DaemonConfig {
   const rootPath = resolve(a.root_path);
+  const tls = peerTls(a);
   return {
     mountPath: resolve(a.mount_path),
     rootPath,
     port: a.port,
     redisUrl: a.redis_url,
+    redisAccess: redisAccess(a, a.redis_url),
     hostIp: a.host_ip,
+    listen: a.listen ?? a.host_ip,
     debug: a.debug,
     singleThread: a.single,
     // Not /tmp: any user could make that name first, and stop the daemon from starting.
@@ -78,7 +95,8 @@ export function daemonConfig(a: DaemonArgs, env: NodeJS.ProcessEnv): DaemonConfi
     entryTimeout: a["entry-timeout"] ?? (a.redis_url ? 10 : 60),
     attrTimeout: a["attr-timeout"] ?? (a.redis_url ? 10 : 60),
     allowOther: a["allow-other"],
-    clusterSecret: clusterSecret(a, env),
+    clusterSecret: clusterSecret(a, env, tls !== undefined),
+    peerTls: tls,
     insecure: a.insecure,
     metricsPort: a["metrics-port"],
   };

@@ -14,7 +14,7 @@ type Args = Awaited<ReturnType<typeof nodeForgetOptions>["argv"]>;
 /** `mcfs node forget ID`: a node whose disk is gone leaves the cluster's records for good. */
 export async function nodeForgetMain(a: Args): Promise<void> {
   const log = createLogger({ name: "mcfs node forget" });
-  const store = await openClusterStore(a.redis_url, "mcfs-admin");
+  const store = await openClusterStore(a, "mcfs-admin");
   let code = 0;
   try {
     const node = (await store.nodes()).get(a.node);

@@ -13,7 +13,7 @@ type StatusArgs = Awaited<ReturnType<typeof statusOptions>["argv"]>;
 /** `mcfs status`: nodes, what they hold, and the files at risk. Progress goes to stderr. */
 export async function statusMain(a: StatusArgs): Promise<void> {
   const log = createLogger({ name: "mcfs status" });
-  const store = await openClusterStore(a.redis_url, "mcfs-status");
+  const store = await openClusterStore(a, "mcfs-status");
   const progress = createProgress("scanning files", log);
   try {
     const st = await clusterStatus(store, (seen, bound) => progress.update(seen, bound));

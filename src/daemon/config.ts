@@ -1,3 +1,6 @@
+import type { PeerTls } from "../peer/peer-tls.ts";
+import type { RedisAccess } from "../meta/redis-connect.ts";
+
 /** Everything `mcfs daemon` needs, decided once from flags and environment by the CLI. */
 export interface DaemonConfig {
   mountPath: string;
@@ -5,7 +8,12 @@ export interface DaemonConfig {
   port: number;
   /** undefined: start a private redis-server. */
   redisUrl?: string;
+  /** CA and password for redisUrl, from files. */
+  redisAccess: RedisAccess;
+  /** Address other nodes dial (registered in Redis). */
   hostIp: string;
+  /** Local address the peer and metrics servers listen on (hostIp unless --listen). */
+  listen: string;
   debug: boolean;
   singleThread: boolean;
   /** Where copies fetched from other nodes are kept (in a subdirectory per node). */
@@ -18,8 +26,10 @@ export interface DaemonConfig {
   entryTimeout: number;
   attrTimeout: number;
   allowOther: boolean;
-  /** Shared by the nodes of a cluster; every peer call carries it. Absent only with insecure. */
+  /** Shared by the nodes of a cluster; every peer call carries it. Absent with peerTls alone, or insecure. */
   clusterSecret?: string;
+  /** Mutual TLS between the nodes (certificate, key, cluster CA), already checked to fit together. */
+  peerTls?: PeerTls;
   insecure: boolean;
   /** Serve Prometheus metrics on this port (undefined: off). */
   metricsPort?: number;

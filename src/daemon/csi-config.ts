@@ -1,8 +1,12 @@
+import type { RedisAccess } from "../meta/redis-connect.ts";
+
 /** What `mcfs csi-controller` and `mcfs csi-node` need, decided once from flags and environment. */
 export interface CsiConfig {
   endpoint: string;
   nodeId: string;
   redisUrl: string;
+  /** CA and password for redisUrl, from files. */
+  redisAccess: RedisAccess;
   /** Version reported by GetPluginInfo. */
   version: string;
   debug: boolean;

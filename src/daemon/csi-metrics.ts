@@ -8,7 +8,8 @@ import type { Logger } from "../util/log.ts";
 export async function csiMetrics(port: number | undefined, log: Logger): Promise<{ interceptors: Interceptor[]; close(): Promise<void> }> {
   if (port === undefined) return { interceptors: [], close: async () => {} };
   const m = createMetrics();
-  const server = await serveMetrics(m.registry, port, log);
+  // The CSI roles serve nothing but CSI calls and metrics, and are scraped on the pod's address.
+  const server = await serveMetrics(m.registry, "0.0.0.0", port, log);
   const interceptor = observeRpcs((method, code, s) => {
     m.csiCalls.inc({ method, code });
     m.csiLatency.observe({ method }, s);

@@ -29,7 +29,7 @@ function self(): string[] {
 export async function runCsiNode(cfg: CsiNodeConfig, log: Logger): Promise<Role> {
   const nlog = log.child({ role: "csi-node", node: cfg.nodeId });
   const registry = createRedisVolumeRegistry(
-    await connectRedis(cfg.redisUrl, (ev, detail) => (ev === "error" ? nlog.error({ redis: redactUrl(cfg.redisUrl), detail }, "Redis connection lost") : nlog.info("Redis connection back"))),
+    await connectRedis({ url: cfg.redisUrl, ...cfg.redisAccess }, (ev, detail) => (ev === "error" ? nlog.error({ redis: redactUrl(cfg.redisUrl), detail }, "Redis connection lost") : nlog.info("Redis connection back"))),
   );
   const mounter = createLinuxMounter();
   const [host, port] = [cfg.nodeUrl.replace(/:\d+$/, ""), /:(\d+)$/.exec(cfg.nodeUrl)?.[1] ?? "5000"];

@@ -102,6 +102,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     const m = cfg.metricsPort !== undefined ? createMetrics() : undefined;
     const rawStore = await createRedisStore({
       url,
+      access: cfg.redisAccess,
       nodeId,
       onConnectionEvent: (ev, detail) => (ev === "error" ? nlog.error({ redis: redactUrl(url!), detail }, "Redis connection lost") : nlog.info({ redis: redactUrl(url!) }, "Redis connection back")),
       onSlowNodes: (ev, nodes) =>
@@ -142,7 +143,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     // A sole node (private Redis) has no peers: it opens no port.
     let remote: RemoteData | undefined;
     if (cfg.redisUrl) {
-      if (!cfg.clusterSecret) nlog.warn("--insecure: serving this node's files to anyone who can reach its port");
+      if (!cfg.clusterSecret && !cfg.peerTls) nlog.warn("--insecure: serving this node's files to anyone who can reach its port");
       // Per node: several nodes on one machine may share the cache directory.
       const cache = createCopyCache({
         dir: cacheDir!,
@@ -159,7 +160,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         m?.rpcs.inc({ side, method, code });
         m?.rpcLatency.observe({ side, method }, s);
       });
-      const pool = createPeerPool({ secret: cfg.clusterSecret, timeoutMs: 30_000, interceptors: m ? [rpcObserver("client")] : [] });
+      const pool = createPeerPool({ secret: cfg.clusterSecret, tls: cfg.peerTls, timeoutMs: 30_000, interceptors: m ? [rpcObserver("client")] : [] });
       cleanups.push(async () => pool.close());
       remote = createRemoteData({
         root, store, pool, cache, nodeId, startedAt, log: nlog,
@@ -169,7 +170,9 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       const server = await startPeerServer({
         root,
         port: cfg.port,
+        host: cfg.listen,
         secret: cfg.clusterSecret,
+        tls: cfg.peerTls,
         log: nlog,
         catchUp: () => todo.drain(),
         currentPath: (ino) => createPathCache(store).pathOf(ino),
@@ -271,7 +274,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     nlog.info({ mount: cfg.mountPath, root: cfg.rootPath, address, redis: redactUrl(url) }, "mounted");
     if (m && cfg.metricsPort !== undefined) {
       const live = session;
-      const ms = await serveMetrics(m.registry, cfg.metricsPort, nlog, () => refreshGauges(m, live, vfs, copies, store));
+      const ms = await serveMetrics(m.registry, cfg.listen, cfg.metricsPort, nlog, () => refreshGauges(m, live, vfs, copies, store));
       cleanups.push(() => ms.close());
     }
     return { nodeId, done, stop };

@@ -3,24 +3,38 @@ import { redactUrl } from "../util/log.ts";
 
 export type RedisClient = ReturnType<typeof createClient>;
 
-/** Client options from a URL: redis://, rediss:// (TLS), or unix:///path/to/socket. */
-function clientOptions(url: string, connected: () => boolean) {
+/** What reaching Redis takes besides its URL. */
+export interface RedisAccess {
+  /** CA that signed a rediss:// server's certificate (undefined: the system CAs). */
+  ca?: Buffer;
+  /** Password of the URL's user, kept out of the URL (and so out of argv). */
+  password?: string;
+}
+
+export interface RedisTarget extends RedisAccess {
+  /** redis://, rediss:// (TLS), or unix:///path/to/socket. */
+  url: string;
+}
+
+function clientOptions(t: RedisTarget, connected: () => boolean) {
   // Before the first connection a few quick tries, then a clear error; once connected, retry forever.
   const fail = { connectTimeout: 5000, reconnectStrategy: (n: number) => (connected() || n < 3 ? Math.min(100 * 2 ** n, 2000) : new Error("gave up")) };
-  if (url.startsWith("unix://")) {
-    const u = new URL(url);
-    return { socket: { path: decodeURIComponent(u.pathname), ...fail }, password: u.password || undefined, username: u.username || undefined };
+  if (t.url.startsWith("unix://")) {
+    const u = new URL(t.url);
+    return { socket: { path: decodeURIComponent(u.pathname), ...fail }, password: t.password ?? (u.password || undefined), username: u.username || undefined };
   }
-  return { url, socket: fail };
+  // node-redis lets the URL's own parts override these; the CLI refuses a password in both places.
+  return { url: t.url, socket: { ...fail, ...(t.ca ? { ca: t.ca } : {}) }, ...(t.password !== undefined ? { password: t.password } : {}) };
 }
 
 /**
  * A connected client, or an error naming the URL (without its password). No offline queue: with
  * Redis down, commands fail at once instead of piling up. onEvent hears the connection drop and return.
  */
-export async function connectRedis(url: string, onEvent?: (event: "error" | "ready", detail?: string) => void): Promise<RedisClient> {
+export async function connectRedis(target: RedisTarget, onEvent?: (event: "error" | "ready", detail?: string) => void): Promise<RedisClient> {
+  const url = target.url;
   let everReady = false;
-  const client = createClient({ ...clientOptions(url, () => everReady), disableOfflineQueue: true });
+  const client = createClient({ ...clientOptions(target, () => everReady), disableOfflineQueue: true });
   let lastError = "";
   client.on("error", (e: Error) => {
     if (e.message !== lastError) onEvent?.("error", e.message);

@@ -30,7 +30,7 @@
  * Errors from scripts are errno names ("ENOENT ..."), mapped by toErrno.
  */
 import { commandOptions } from "redis";
-import { connectRedis } from "./redis-connect.ts";
+import { connectRedis, type RedisAccess } from "./redis-connect.ts";
 import { newGeneration, newVersion, type AttrChange, type DirListing, type FileHoldings, type Holders, type NodeReport, type NodeState, type Inode, type Invalidation, type MetadataStore, type NewInode, type NodeInfo, type Removed, type Renamed, type TodoEntry } from "./store.ts";
 import { E, FsError, fsError } from "../util/errno.ts";
 
@@ -395,6 +395,8 @@ function parseFlat(r: unknown): Inode {
 
 export interface RedisStoreOptions {
   url: string;
+  /** CA and password for the URL, when given apart from it. */
+  access?: RedisAccess;
   /** This node: the origin of the changes it publishes. */
   nodeId: string;
   prefix?: string;
@@ -412,7 +414,7 @@ export interface RedisStoreOptions {
 export async function createRedisStore(opts: RedisStoreOptions): Promise<MetadataStore> {
   const P = opts.prefix ?? "mcfs:";
   // No offline queue: with Redis down, operations fail at once (EIO) instead of hanging the mount.
-  const client = await connectRedis(opts.url, opts.onConnectionEvent);
+  const client = await connectRedis({ url: opts.url, ...opts.access }, opts.onConnectionEvent);
 
   const shas = new Map<ScriptName, string>();
   async function load(name: ScriptName): Promise<string> {

@@ -7,8 +7,8 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-/** Prometheus text format on http://<host>:<port>/metrics. */
-export async function serveMetrics(registry: Registry, port: number, log: Logger, refresh?: () => Promise<void>): Promise<MetricsServer> {
+/** Prometheus text format on http://<host>:<port>/metrics, listening on host only. */
+export async function serveMetrics(registry: Registry, host: string, port: number, log: Logger, refresh?: () => Promise<void>): Promise<MetricsServer> {
   const server = http.createServer((req, res) => {
     if (req.url !== "/metrics" && req.url?.split("?")[0] !== "/metrics") {
       res.writeHead(404, { "content-type": "text/plain" }).end("metrics are at /metrics\n");
@@ -20,11 +20,11 @@ export async function serveMetrics(registry: Registry, port: number, log: Logger
     );
   });
   await new Promise<void>((res, rej) => {
-    server.once("error", (e: NodeJS.ErrnoException) => rej(new Error(`cannot serve metrics on port ${port}: ${e.code === "EADDRINUSE" ? "port in use" : e.message}`)));
-    server.listen(port, "0.0.0.0", () => res());
+    server.once("error", (e: NodeJS.ErrnoException) => rej(new Error(`cannot serve metrics on ${host}:${port}: ${e.code === "EADDRINUSE" ? "port in use" : e.message}`)));
+    server.listen(port, host, () => res());
   });
   const a = server.address();
   const bound = typeof a === "object" && a ? a.port : port;
-  log.info({ port: bound }, "serving metrics at /metrics");
+  log.info({ host, port: bound }, "serving metrics at /metrics");
   return { port: bound, close: () => new Promise<void>((res) => server.close(() => res())) };
 }

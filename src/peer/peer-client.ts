@@ -2,6 +2,7 @@ import { createClient, type Client, type Interceptor } from "@connectrpc/connect
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { Peer } from "../gen/mcfs/v1/peer_pb.ts";
 import { fromConnectError } from "./errors.ts";
+import { clientTlsOptions, type PeerTls } from "./peer-tls.ts";
 
 export type PeerClient = Client<typeof Peer>;
 
@@ -16,6 +17,8 @@ export interface PeerPool {
 
 export interface PeerPoolOptions {
   secret?: string;
+  /** Dial over mutual TLS: present this node's certificate, accept servers certified by the cluster CA. */
+  tls?: PeerTls;
   /** Per-call deadline. */
   timeoutMs: number;
   interceptors?: Interceptor[];
@@ -27,18 +30,19 @@ export function createPeerPool(o: PeerPoolOptions): PeerPool {
     if (o.secret) req.header.set("authorization", `Bearer ${o.secret}`);
     return next(req);
   };
+  const tls = o.tls && clientTlsOptions(o.tls);
   return {
     get(address) {
       let c = clients.get(address);
       if (!c) {
         const transport = createGrpcTransport({
-          baseUrl: `http://${address}`,
+          baseUrl: `${tls ? "https" : "http"}://${address}`,
           interceptors: [...(o.interceptors ?? []), auth],
           defaultTimeoutMs: o.timeoutMs,
           idleConnectionTimeoutMs: 60_000,
           acceptCompression: [],
           // HTTP/2's default 64 KiB window stalls every 128 KiB message on a window update.
-          nodeOptions: { settings: { initialWindowSize: WINDOW } },
+          nodeOptions: { ...tls, settings: { initialWindowSize: WINDOW } },
         });
         clients.set(address, (c = createClient(Peer, transport)));
       }

@@ -1,17 +1,51 @@
 import * as http2 from "node:http2";
-import { timingSafeEqual } from "node:crypto";
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import type { Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { Peer } from "../gen/mcfs/v1/peer_pb.ts";
-import { WINDOW } from "./peer-client.ts";
+import { peerGate, refuseStream } from "./peer-gate.ts";
+import { serverTlsOptions, type PeerTls } from "./peer-tls.ts";
+import { limitConnections } from "./connection-limits.ts";
+import { everyFewSeconds } from "./refusal-log.ts";
 import type { Logger } from "../util/log.ts";
 import { createPeerService, type PeerServiceOptions } from "./peer-service.ts";
 
+/**
+ * Largest request message a peer may send. The largest real one is a readFiles batch of up to 512
+ * file refs with paths of at most 4 KiB (~2.1 MiB with their framing); 4 MiB leaves room for that and
+ * is what one stream of an authenticated caller can make this node hold.
+ */
+export const READ_MAX_BYTES = 4 << 20;
+
+/**
+ * Transport bounds, so that what callers can make the server hold is fixed whatever they send.
+ * Request bodies are only buffered up to the HTTP/2 flow-control windows (left at the protocol's
+ * 64 KiB per stream and per connection: requests are small, replies flow the other way under the
+ * client's window) until a handler reads them, and handlers run only for members (see peer-gate.ts).
+ */
+const LIMITS = {
+  /**
+   * Concurrent calls on one connection. Only members' streams live past their headers, and their
+   * unread bodies share the connection's window; Bun's client fails calls over this limit instead of
+   * queueing them, so it stays far above what one node's FUSE requests put in flight.
+   */
+  streamsPerConnection: 1024,
+  /** Nodes behind one NAT address share it: room for a site of 64 nodes. */
+  connectionsPerAddress: 64,
+  connections: 1024,
+  /** A connection with no traffic this long is closed; clients close theirs after 60 s idle first. */
+  idleMs: 120_000,
+  /** Node's cap on one session's buffered frames, in MB (the windows above bound it on Bun). */
+  sessionMemoryMb: 16,
+};
+
 export interface PeerServerOptions extends PeerServiceOptions {
   port: number;
-  host?: string;
-  /** Cluster secret every caller must present; undefined only with --insecure. */
+  /** Address to listen on (-i, or --listen when the dialed address is not local). */
+  host: string;
+  /** Cluster secret every caller must present; undefined with TLS alone, or with --insecure. */
   secret?: string;
+  /** Mutual TLS: only holders of a certificate of the cluster CA get through the handshake. */
+  tls?: PeerTls;
   /** For metrics: RPCs observed. */
   interceptors?: Interceptor[];
   log: Logger;
@@ -22,16 +56,7 @@ export interface PeerServer {
   close(): Promise<void>;
 }
 
-function authInterceptor(secret: string): Interceptor {
-  const want = Buffer.from(`Bearer ${secret}`);
-  return (next) => async (req) => {
-    const got = Buffer.from(req.header.get("authorization") ?? "");
-    if (got.length !== want.length || !timingSafeEqual(got, want)) throw new ConnectError("missing or wrong cluster secret", Code.Unauthenticated);
-    return next(req);
-  };
-}
-
-/** The peer service on the network: authenticated callers only, errors with their errno. */
+/** The peer service on the network: members only (see peer-gate.ts), bounded, errors with their errno. */
 export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer> {
   const impl = createPeerService(o);
 
@@ -39,17 +64,35 @@ export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer>
     routes: (router) => router.service(Peer, impl),
     // File bytes go as they are: gzip ran at ~30 MB/s on incompressible data and was the bottleneck.
     acceptCompression: [],
-    interceptors: [...(o.interceptors ?? []), ...(o.secret ? [authInterceptor(o.secret)] : [])],
+    readMaxBytes: READ_MAX_BYTES,
+    interceptors: o.interceptors ?? [],
   });
-  const server = http2.createServer({ settings: { initialWindowSize: WINDOW } }, handler);
-  server.on("session", (session) => session.on("connect", () => session.setLocalWindowSize(WINDOW)));
+  const gate = peerGate({ secret: o.secret, tls: o.tls !== undefined });
+  const warnRefused = everyFewSeconds((n, remote: string, why: string) => o.log.warn({ remote, why, refusedSinceLastWarning: n }, "refused a peer"));
+  const serve = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
+    const refused = gate(req);
+    if (refused === undefined) {
+      // A reply sent before the request was read to its end (a message over READ_MAX_BYTES) resets
+      // the stream, so the caller stops sending instead of waiting on a window nobody opens.
+      req.stream.once("finish", () => req.stream.readableEnded || req.stream.close());
+      return void handler(req, res);
+    }
+    warnRefused(req.socket.remoteAddress ?? "?", refused);
+    refuseStream(req, res, refused);
+  };
+  const h2: http2.ServerOptions = { settings: { maxConcurrentStreams: LIMITS.streamsPerConnection }, maxSessionMemory: LIMITS.sessionMemoryMb };
+  const server = o.tls ? http2.createSecureServer({ ...h2, ...serverTlsOptions(o.tls) }, serve) : http2.createServer(h2, serve);
+  limitConnections(server, { perAddress: LIMITS.connectionsPerAddress, total: LIMITS.connections }, (remote, why) => warnRefused(remote, why));
+  server.on("session", (session: http2.ServerHttp2Session) => session.setTimeout(LIMITS.idleMs, () => session.close()));
+  if (o.tls) server.on("tlsClientError", (e: Error, socket: { remoteAddress?: string }) => warnRefused(socket.remoteAddress ?? "?", `TLS handshake failed: ${e.message}`));
   await new Promise<void>((res, rej) => {
-    server.once("error", (e: NodeJS.ErrnoException) => rej(new Error(`cannot serve peers on ${o.host ?? "0.0.0.0"}:${o.port}: ${e.code === "EADDRINUSE" ? "port in use" : e.message}`)));
-    server.listen(o.port, o.host ?? "0.0.0.0", () => res());
+    server.once("error", (e: NodeJS.ErrnoException) => rej(new Error(`cannot serve peers on ${o.host}:${o.port}: ${e.code === "EADDRINUSE" ? "port in use" : e.code === "EADDRNOTAVAIL" ? "no such local address (give --listen an address of this machine)" : e.message}`)));
+    server.listen(o.port, o.host, () => res());
   });
   const addr = server.address();
   const port = typeof addr === "object" && addr ? addr.port : o.port;
-  o.log.info({ port, auth: o.secret ? "cluster secret" : "none (--insecure)" }, "serving peers");
+  const auth = [o.tls && "mutual TLS", o.secret && "cluster secret"].filter(Boolean).join(" + ") || "none (--insecure)";
+  o.log.info({ host: o.host, port, auth }, "serving peers");
   return {
     port,
     close: () => new Promise<void>((res) => server.close(() => res())),

@@ -1,0 +1,44 @@
+import { readFileSync } from "node:fs";
+import type { Argv } from "yargs";
+import type { RedisAccess } from "../meta/redis-connect.ts";
+import { redactUrl } from "../util/log.ts";
+
+/** --redis-ca and --redis-password-file, the same for every role that connects to Redis. */
+export function redisAccessOptions<T>(y: Argv<T>) {
+  return y
+    .option("redis-ca", { type: "string", describe: "PEM CA certificate that signed the rediss:// server's certificate [default: the system CAs]" })
+    .option("redis-password-file", { type: "string", describe: "File holding the password of the Redis URL's user (any local user can read a password given in the URL from the command line)" });
+}
+
+/** Where the Redis URL may point. */
+export function checkRedisUrl(flag: string, url: string): void {
+  if (!/^(redis|rediss|unix):\/\//.test(url)) throw new Error(`${flag} must start with redis://, rediss:// or unix://, got "${redactUrl(url)}"`);
+}
+
+function readFlagFile(flag: string, file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new Error(`${flag} ${file}: ${code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : (e as Error).message}`);
+  }
+}
+
+/** The CA and password the flags name, read now so that a bad file is named before anything starts. */
+export function redisAccess(a: { "redis-ca"?: string; "redis-password-file"?: string }, url: string | undefined): RedisAccess {
+  const access: RedisAccess = {};
+  if (a["redis-ca"] !== undefined) {
+    if (!url?.startsWith("rediss://")) throw new Error(`--redis-ca is for a rediss:// Redis URL, got ${url === undefined ? "none" : `"${redactUrl(url)}"`}`);
+    access.ca = readFlagFile("--redis-ca", a["redis-ca"]);
+    if (!access.ca.toString("latin1").includes("-----BEGIN CERTIFICATE-----")) throw new Error(`--redis-ca ${a["redis-ca"]} is not a PEM certificate`);
+  }
+  if (a["redis-password-file"] !== undefined) {
+    if (url === undefined) throw new Error("--redis-password-file needs a Redis URL (-u)");
+    if (/\/\/[^/@]*:[^/@]*@/.test(url)) throw new Error("the Redis password is given twice: in the URL and in --redis-password-file; keep only the file");
+    // One line: the newline an editor or `echo` leaves is not part of the password.
+    const password = readFlagFile("--redis-password-file", a["redis-password-file"]).toString("utf8").replace(/\r?\n$/, "");
+    if (!password) throw new Error(`--redis-password-file ${a["redis-password-file"]} is empty`);
+    access.password = password;
+  }
+  return access;
+}
