@@ -18,7 +18,7 @@ export async function floodCall(url: string, bytes: number, headers: Record<stri
   const session = http2.connect(url, options);
   session.on("error", () => {});
   try {
-    const stream = session.request({ ":method": "POST", ":path": "/mcfs.v1.Peer/Exists", "content-type": "application/grpc", te: "trailers", ...headers });
+    const stream = session.request({ ":method": "POST", ":path": "/mcfs.v1.Peer/Read", "content-type": "application/grpc", te: "trailers", ...headers });
     let grpcStatus: number | undefined;
     const status = (h: http2.IncomingHttpHeaders) => h["grpc-status"] !== undefined && (grpcStatus = Number(h["grpc-status"]));
     stream.on("response", status);
