@@ -171,8 +171,8 @@ int mcfs_readlinkat_beneath(int root, const char *rel, char *out, int size)
 	return rc;
 }
 
-/* Both ends beneath root; flags as renameat2 (RENAME_NOREPLACE, RENAME_EXCHANGE). */
-int mcfs_renameat_beneath(int root, const char *from, const char *to, uint32_t flags)
+/* Both ends' parents opened beneath root, then op on them; -errno on any failure. */
+static int two_ends(int root, const char *from, const char *to, uint32_t flags, int link)
 {
 	const char *n1, *n2;
 	int p1 = parent_of(root, from, &n1);
@@ -183,28 +183,23 @@ int mcfs_renameat_beneath(int root, const char *from, const char *to, uint32_t f
 		close(p1);
 		return p2;
 	}
-	int rc = syscall(SYS_renameat2, p1, n1, p2, n2, flags) < 0 ? -errno : 0;
+	/* linkat without AT_SYMLINK_FOLLOW: a symlink at from is linked itself, never its target. */
+	long r = link ? linkat(p1, n1, p2, n2, 0) : syscall(SYS_renameat2, p1, n1, p2, n2, flags);
+	int rc = r < 0 ? -errno : 0;
 	close(p1);
 	close(p2);
 	return rc;
 }
 
-/* A hard link; a symlink at from is linked itself, never its target (linkat without AT_SYMLINK_FOLLOW). */
+/* flags as renameat2 (RENAME_NOREPLACE, RENAME_EXCHANGE). */
+int mcfs_renameat_beneath(int root, const char *from, const char *to, uint32_t flags)
+{
+	return two_ends(root, from, to, flags, 0);
+}
+
 int mcfs_linkat_beneath(int root, const char *from, const char *to)
 {
-	const char *n1, *n2;
-	int p1 = parent_of(root, from, &n1);
-	if (p1 < 0)
-		return p1;
-	int p2 = parent_of(root, to, &n2);
-	if (p2 < 0) {
-		close(p1);
-		return p2;
-	}
-	int rc = linkat(p1, n1, p2, n2, 0) < 0 ? -errno : 0;
-	close(p1);
-	close(p2);
-	return rc;
+	return two_ends(root, from, to, 0, 1);
 }
 
 /* mcfs's own extended attributes of a file it keeps (its identity), through an fd it holds. */

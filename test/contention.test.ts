@@ -140,3 +140,25 @@ describe.skipIf(!!skip)("a directory renamed on one node while another creates f
     }
   }, 120_000);
 });
+
+const APPENDER = `
+const fs = require("node:fs");
+const [f, tag, n] = process.argv.slice(-3);
+for (let i = 0; i < Number(n); i++) fs.appendFileSync(f, tag + " " + i + "\\n");`;
+
+describe.skipIf(!!skip)("appends from two nodes", () => {
+  const cluster = useCluster("appends", ["a", "b"]);
+
+  test("every append that returned success is in the file, whole, once", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    fs.writeFileSync(join(a.mnt, "log"), "");
+    const runs = await Promise.all([run(APPENDER, join(a.mnt, "log"), "a", "150"), run(APPENDER, join(b.mnt, "log"), "b", "150")]);
+    for (const r of runs) expect(r.err).toBe("");
+    for (const n of [a, b]) {
+      const lines = fs.readFileSync(join(n.mnt, "log"), "utf8").split("\n").filter(Boolean);
+      expect(lines.length).toBe(300);
+      expect(new Set(lines).size).toBe(300);
+      for (const tag of ["a", "b"]) expect(lines.filter((l) => l.startsWith(`${tag} `)).map((l) => Number(l.split(" ")[1]))).toEqual([...Array(150).keys()]);
+    }
+  }, 120_000);
+});

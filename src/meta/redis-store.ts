@@ -22,6 +22,7 @@
  * | P inval           | pubsub | JSON {origin, seq, ack, changes: Invalidation[]}: other nodes drop   |
  * |                   |        | their caches; with ack they answer on P ack:{origin} once done        |
  * | P ack:{node}      | pubsub | "{node} {seq}": that node has applied message seq of this node       |
+ * | P w:{ino}         | string | node writing ino's bytes now (a lease, expires): writers take turns    |
  * | P todo:{node}     | list   | JSON changes of local files a node must still make (rm, rmdir, mv,    |
  * |                   |        | swap of namespace paths), queued by whoever renamed or deleted them   |
  *
@@ -331,6 +332,18 @@ return n`,
 local r = {}
 for i = 3, #ARGV, 2 do r[#r + 1] = redis.call('HGET', P..'loc:'..ARGV[i], ARGV[2]) == ARGV[i + 1] and 1 or 0 end
 return r`,
+  // ARGV: P ino node ttl -> 1 when node has the write lease of ino now
+  takelease: `
+local k = P..'w:'..ARGV[2]
+local cur = redis.call('GET', k)
+if cur and cur ~= ARGV[3] then return 0 end
+redis.call('SET', k, ARGV[3], 'PX', ARGV[4])
+return 1`,
+  // ARGV: P ino node
+  droplease: `
+local k = P..'w:'..ARGV[2]
+if redis.call('GET', k) == ARGV[3] then redis.call('DEL', k) end
+return 0`,
   // ARGV: P n: the inode counter becomes at least n
   raisecounter: `
 local cur = tonumber(redis.call('GET', P..'next') or '0')
@@ -602,6 +615,12 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
       const r = parseFlat(flat);
       publish({ added: [[newParent, newName]], inodes: [ino, newParent], todo: told });
       return r;
+    },
+    async takeWriteLease(ino, node, ttlMs) {
+      return (await run("takelease", [ino, node, ttlMs])) === 1;
+    },
+    async releaseWriteLease(ino, node) {
+      await run("droplease", [ino, node]);
     },
     async extraNames(ino) {
       return (await client.sMembers(`${P}l:${ino}`)).map((e) => {

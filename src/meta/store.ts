@@ -179,6 +179,13 @@ export interface MetadataStore {
   raiseInodeCounter(n: number): Promise<void>;
   /** A new name for ino; its holders are told to link fromPath (a name they have) to toPath. */
   link(ino: number, newParent: number, newName: string, fromPath: string, toPath: string): Promise<Inode>;
+  /**
+   * Take (or keep) the right to write ino's bytes on node, for ttlMs: false while another node has it.
+   * Writers on different nodes take turns, so none of them loses what it wrote (appends above all).
+   */
+  takeWriteLease(ino: number, node: string, ttlMs: number): Promise<boolean>;
+  /** Give the right back (only if node has it). */
+  releaseWriteLease(ino: number, node: string): Promise<void>;
   /** The names of ino other than its primary one (hard links). */
   extraNames(ino: number): Promise<{ parent: number; name: string }[]>;
   /** path: the namespace path of the name, for the other nodes holding bytes there (todo lists). */

@@ -22,6 +22,12 @@ const OPENED_MAX = 200_000;
 const INO_BLOCK = 1024;
 /** Longest an open waits for another node's write to publish the bytes it is changing. */
 const CHANGING_WAIT_MS = 10_000;
+/** A node's turn to write a file lasts this long unless renewed (a crashed writer's turn runs out). */
+const WRITE_LEASE_MS = 60_000;
+/** Longest an open for writing waits for another node's writer to close. */
+const WRITE_WAIT_MS = 10_000;
+/** The turn comes back just after the change notice of the writer's close: look again this often. */
+const LEASE_POLL_MS = 50;
 /** How far past the highest number seen the inode counter is raised after Redis lost writes. */
 const INO_MARGIN = 1_000_000;
 
@@ -161,6 +167,41 @@ export function createVfs(o: VfsOptions): Vfs {
       const p = await paths.childPath(parent, name).catch(() => undefined);
       if (p && p !== primary) linkLocal(primary, p);
     }
+  }
+
+  /**
+   * Writers on different nodes take turns (a lease in the store): an open for writing waits for
+   * another node's writer to close, then reads what it wrote — so appends from several nodes all land.
+   * A node that keeps a file open for writing past WRITE_WAIT_MS is not waited for longer: then the
+   * last close wins, as before. Every writer on this node shares the node's turn.
+   */
+  /** Inodes this node has the write turn of. */
+  const leases = new Set<number>();
+  async function takeWriteLease(ino: number): Promise<boolean> {
+    if (leases.has(ino)) return true;
+    const deadline = Date.now() + WRITE_WAIT_MS;
+    for (;;) {
+      const change = nextDataChange(ino);
+      try {
+        if (await store.takeWriteLease(ino, nodeId, WRITE_LEASE_MS)) {
+          leases.add(ino);
+          return true;
+        }
+        if (Date.now() >= deadline) {
+          log.warn({ ino }, "another node has been writing this file for long: writing at the same time (the last close wins)");
+          return false;
+        }
+        // Its close publishes new bytes (a change notice), and gives the turn back just after.
+        await change.wait(Math.min(LEASE_POLL_MS, deadline - Date.now()));
+      } finally {
+        change.cancel();
+      }
+    }
+  }
+
+  function releaseWriteLease(ino: number): void {
+    leases.delete(ino);
+    store.releaseWriteLease(ino, nodeId).catch((e: unknown) => log.warn({ ino, err: (e as Error).message }, "could not give back the write turn; it expires by itself"));
   }
 
   /** Remember a fresh record (also as the open-file state when the inode is open here). */
@@ -506,13 +547,20 @@ export function createVfs(o: VfsOptions): Vfs {
           kernelVersion.set(ino, r.version);
         }
       };
-      if (o.soleNode || !o.remote) r = await record(ino);
-      else await fresh();
-      sameFile(r);
-      if (isDir(r.mode)) throw fsError("EISDIR");
-      const path = await paths.pathOf(ino);
       const acc = flags & O_ACCMODE;
       const writable = acc === O_WRONLY || acc === O_RDWR;
+      // Before the record is read: the bytes to write over are those of the last writer's close.
+      const leased = writable && !o.soleNode && !!o.remote && (await takeWriteLease(ino));
+      try {
+        if (o.soleNode || !o.remote) r = await record(ino);
+        else await fresh();
+        sameFile(r);
+        if (isDir(r.mode)) throw fsError("EISDIR");
+      } catch (e) {
+        if (leased && !vfs.writing(ino)) releaseWriteLease(ino);
+        throw e;
+      }
+      const path = await paths.pathOf(ino);
       let fd: number;
       let ranges: RangeReader | undefined;
       let got: { fd: number } | { ranges: RangeReader } | undefined;
@@ -663,6 +711,7 @@ export function createVfs(o: VfsOptions): Vfs {
         freeFh.push(fh);
         const o = byIno.get(ino);
         o?.handles.delete(h);
+        if (h.writable && leases.has(ino) && !vfs.writing(ino)) releaseWriteLease(ino);
         if (o && o.handles.size === 0) {
           byIno.delete(ino);
           if (purgeOnClose.delete(ino)) await store.purge(ino);
