@@ -163,7 +163,15 @@ describe.skipIf(!!skip)("data across nodes", () => {
     fs.symlinkSync("/etc", join(a.root, "escape"));
     fs.symlinkSync("/etc/passwd", join(a.root, "passwd-link"));
     fs.writeFileSync(join(a.root, "peer.txt.real"), "x");
-    for (const p of ["/escape/passwd", "/passwd-link"]) expect(await peerErrno(() => read(good, p))).toBe(E.ELOOP);
+    for (const p of ["/escape/passwd", "/passwd-link"]) {
+      expect(await peerErrno(() => read(good, p))).toBe(E.ELOOP);
+      expect(await peerErrno(async () => {
+        for await (const _ of good.readFile({ path: p, ino, version, offset: 0n, length: 0n })) throw new Error("bytes served");
+      })).toBe(E.ELOOP);
+      for await (const m of good.readFiles({ files: [{ path: p, ino, version }] })) {
+        for (const piece of m.pieces) expect([piece.errno, piece.data.length]).toEqual([E.ELOOP, 0]);
+      }
+    }
     // The calls that changed a node's files behind the metadata's back are gone.
     for (const method of ["Write", "Truncate", "Chown", "Chmod", "Unlink", "Rmdir", "Rename", "Utimens", "Mkdir", "Create", "Exists", "GetAttr", "ReadDir", "Access"]) {
       expect(await rawCallCode(addr, method)).toBe(grpc.status.UNIMPLEMENTED);
