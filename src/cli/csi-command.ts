@@ -28,6 +28,9 @@ export function csiNodeOptions<T>(y: Argv<T>) {
     .option("mount-point", { type: "string", default: "/var/lib/multicloud/mounts", describe: "Where the node daemon mounts the filesystem; volumes are bind-mounted from <mount-point>/volumes/<id>" })
     .option("pods-dir", { type: "string", default: "/var/lib/kubelet/pods", describe: "kubelet's pods directory: volumes are bind-mounted only onto target paths beneath it" })
     .option("cluster-secret-file", { type: "string", describe: "Cluster secret for the node daemon (or env MCFS_CLUSTER_SECRET)" })
+    .option("tls-cert", { type: "string", describe: "Node certificate for mutual TLS between node daemons (passed on to the node daemon; with --tls-key and --tls-ca)" })
+    .option("tls-key", { type: "string", describe: "Key of --tls-cert (passed on to the node daemon)" })
+    .option("tls-ca", { type: "string", describe: "Cluster CA for mutual TLS between node daemons (passed on to the node daemon)" })
     .option("insecure", { type: "boolean", default: false, describe: "Run the node daemon without a cluster secret" })
     .option("check-interval", { type: "number", default: 2, describe: "Seconds between checks of the node mount (restart, re-bind pods' volumes)" })
     .check((a) => {
@@ -48,7 +51,7 @@ export function csiConfig(a: CsiArgs, version: string): CsiConfig {
 
 export function csiNodeConfig(a: CsiNodeArgs, env: NodeJS.ProcessEnv, version: string): CsiNodeConfig {
   // The node daemon is given the same files (never their contents: its argv is readable by anyone).
-  const passOn = (["cluster-secret-file", "redis-ca", "redis-password-file"] as const).flatMap((k) => (a[k] ? [`--${k}`, a[k]] : []));
+  const passOn = (["cluster-secret-file", "redis-ca", "redis-password-file", "tls-cert", "tls-key", "tls-ca"] as const).flatMap((k) => (a[k] ? [`--${k}`, a[k]] : []));
   const daemonArgs = [...passOn, ...(a.insecure ? ["--insecure"] : [])];
   return {
     ...csiConfig(a, version),
