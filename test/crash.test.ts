@@ -61,3 +61,24 @@ describe.skipIf(!!skip)("a node killed in the middle of a write", () => {
     });
   }
 });
+
+describe.skipIf(!!skip)("a file deleted while its node was away", () => {
+  const cluster = useCluster("away", ["a", "b"]);
+
+  test("does not come back when that node restarts, even if the queued delete was lost: it is set aside, not published", async () => {
+    let a = cluster.nodes[0]!;
+    const b = cluster.nodes[1]!;
+    fs.writeFileSync(join(a.mnt, "gone"), "deleted elsewhere");
+    await a.stop();
+    fs.unlinkSync(join(b.mnt, "gone"));
+    // The queued delete lost (what a Redis failover can do): only the file's identity tells.
+    const nodeId = fs.readFileSync(join(a.root, ".mcfs", "node-id"), "utf8").trim();
+    await cluster.redis.cli("DEL", `mcfs:todo:${nodeId}`);
+    a = cluster.nodes[0] = await cluster.start("a");
+    for (const n of [a, b]) expect(fs.readdirSync(n.mnt)).not.toContain("gone");
+    expect(fs.existsSync(join(a.root, "gone"))).toBe(false);
+    const aside = fs.readdirSync(join(a.root, ".mcfs", "orphans"));
+    expect(aside.length).toBe(1);
+    expect(fs.readFileSync(join(a.root, ".mcfs", "orphans", aside[0]!), "utf8")).toBe("deleted elsewhere");
+  });
+});

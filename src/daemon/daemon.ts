@@ -136,7 +136,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     await todo.drain();
     const t0 = performance.now();
     const progress = createProgress("start-up scan: files under the root path", nlog, true);
-    const scan = await scanRoot(root, store, nodeId, nlog, atStart === "behind" ? "republish" : "set-aside", (n) => progress.update(n, 0));
+    const scan = await scanRoot(root, store, nodeId, nlog, atStart === "behind" || !cfg.redisUrl ? "republish" : "set-aside", (n) => progress.update(n, 0));
     progress.stop();
     nlog.info({ ...scan, seconds: +((performance.now() - t0) / 1000).toFixed(2), root: cfg.rootPath }, "start-up scan done");
 

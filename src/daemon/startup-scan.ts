@@ -57,12 +57,16 @@ function mustRepublish(rec: Inode, h: Holders, st: BigIntStats, nodeId: string):
 
 /**
  * lost: what becomes of a file mcfs kept for an inode the namespace no longer has (its identity mark
- * names it): "republish" when Redis is known to have lost writes, else "set-aside" into
- * .mcfs/orphans — it was deleted while this node was away, and must not come back.
+ * names it): "republish" when Redis is known to have lost writes (or no other node could have
+ * deleted it: a private Redis), else "set-aside" into .mcfs/orphans — it was deleted while this node
+ * was away, and must not come back. A file whose inode number Redis never handed out (past its
+ * counter) is always published again: Redis lost it.
  */
 export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: string, log: Logger, lost: "republish" | "set-aside", onProgress?: (n: number) => void): Promise<ScanResult> {
   const res: ScanResult = { dirs: 0, published: 0, known: 0, repaired: 0, skipped: 0, setAside: 0 };
   const queue: { ino: number; path: string }[] = [{ ino: 1, path: "" }];
+  // A kept file's inode number past the counter was handed out by a Redis that lost it since.
+  let counter = (await store.inodeCounter()).counter;
   while (queue.length) {
     const { ino, path } = queue.pop()!;
     res.dirs++;
@@ -110,7 +114,11 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
             res.skipped++;
             return;
           }
-          if (lost === "set-aside") {
+          if (ino > counter) {
+            // Never handed out as far as Redis knows now: it lost the file, and no number up to it may come again.
+            await store.raiseInodeCounter(ino + 1);
+            counter = ino + 1;
+          } else if (lost === "set-aside") {
             // Deleted while this node was away (or Redis lost it, unnoticed): kept, never published again.
             const aside = `/${RESERVED_NAME}/orphans/${id.replace(":", "-")}`;
             root.ensureDir(`/${RESERVED_NAME}/orphans`);
