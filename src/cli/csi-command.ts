@@ -12,6 +12,7 @@ export function csiOptions<T>(y: Argv<T>) {
     .option("redis-url", { alias: ["u", "redis_url"], type: "string", demandOption: true, describe: "Redis of the filesystem: redis://[user:password@]host:port[/db], rediss://, unix:///path" })
     .option("debug", { alias: "d", type: "boolean", default: false, describe: "Verbose logs" })
     .option("metrics-port", { type: "number", describe: "Serve Prometheus metrics at http://<host>:<port>/metrics (off unless given)" })
+    .option("metrics-listen", { type: "string", default: "0.0.0.0", describe: "Address the metrics server listens on (a host-network plugin: give the node's address, not every interface)" })
     .check((a) => {
       checkRedisUrl("--redis-url", a["redis-url"]);
       if (!/^(unix:\/\/?\/|tcp:\/\/)/.test(a.endpoint)) throw new Error(`--endpoint must be unix:///path/to.sock or tcp://host:port, got "${a.endpoint}"`);
@@ -46,7 +47,7 @@ type CsiArgs = Awaited<ReturnType<typeof csiOptions>["argv"]>;
 type CsiNodeArgs = Awaited<ReturnType<typeof csiNodeOptions>["argv"]>;
 
 export function csiConfig(a: CsiArgs, version: string): CsiConfig {
-  return { endpoint: a.endpoint, nodeId: a.nodeid, redisUrl: a["redis-url"], redisAccess: redisAccess(a, a["redis-url"]), version, debug: a.debug, metricsPort: a["metrics-port"] };
+  return { endpoint: a.endpoint, nodeId: a.nodeid, redisUrl: a["redis-url"], redisAccess: redisAccess(a, a["redis-url"]), version, debug: a.debug, metricsPort: a["metrics-port"], metricsListen: a["metrics-listen"] };
 }
 
 export function csiNodeConfig(a: CsiNodeArgs, env: NodeJS.ProcessEnv, version: string): CsiNodeConfig {

@@ -12,6 +12,8 @@ export interface CsiConfig {
   debug: boolean;
   /** Serve Prometheus metrics on this port (undefined: off). */
   metricsPort?: number;
+  /** Address the metrics server binds. */
+  metricsListen: string;
 }
 
 export interface CsiNodeConfig extends CsiConfig {

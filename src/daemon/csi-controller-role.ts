@@ -21,7 +21,7 @@ export async function runCsiController(cfg: CsiConfig, log: Logger): Promise<Rol
   const store = await createRedisStore({ url: cfg.redisUrl, access: cfg.redisAccess, nodeId: `csi-controller:${cfg.nodeId}`, onConnectionEvent: onEvent, waitForAcks: false });
   await store.init(0o755, 0, 0);
   const registry = createRedisVolumeRegistry(await connectRedis({ url: cfg.redisUrl, ...cfg.redisAccess }, onEvent));
-  const metrics = await csiMetrics(cfg.metricsPort, clog);
+  const metrics = await csiMetrics(cfg.metricsPort, cfg.metricsListen, clog);
   const server = await serveCsi(
     cfg.endpoint,
     {

@@ -5,11 +5,10 @@ import { serveMetrics } from "../metrics/metrics-server.ts";
 import type { Logger } from "../util/log.ts";
 
 /** CSI calls counted and timed by method and code, served on port (no port: nothing). */
-export async function csiMetrics(port: number | undefined, log: Logger): Promise<{ interceptors: Interceptor[]; close(): Promise<void> }> {
+export async function csiMetrics(port: number | undefined, host: string, log: Logger): Promise<{ interceptors: Interceptor[]; close(): Promise<void> }> {
   if (port === undefined) return { interceptors: [], close: async () => {} };
   const m = createMetrics();
-  // The CSI roles serve nothing but CSI calls and metrics, and are scraped on the pod's address.
-  const server = await serveMetrics(m.registry, "0.0.0.0", port, log);
+  const server = await serveMetrics(m.registry, host, port, log);
   const interceptor = observeRpcs((method, code, s) => {
     m.csiCalls.inc({ method, code });
     m.csiLatency.observe({ method }, s);

@@ -69,7 +69,7 @@ export async function runCsiNode(cfg: CsiNodeConfig, log: Logger): Promise<Role>
   await report();
   const reporter = setInterval(() => void report(), REPORT_MS);
 
-  const metrics = await csiMetrics(cfg.metricsPort, nlog);
+  const metrics = await csiMetrics(cfg.metricsPort, cfg.metricsListen, nlog);
   const server = await serveCsi(
     cfg.endpoint,
     {
