@@ -25,13 +25,17 @@
  * | P todo:{node}     | list   | JSON changes of local files a node must still make (rm, rmdir, mv,    |
  * |                   |        | swap of namespace paths), queued by whoever renamed or deleted them   |
  *
+ * Nothing else is kept: `mcfs fsck` reports (and with --repair removes) holder entries of versions
+ * other than the record's or of nodes not in P nodes, d: entries naming inodes without a record,
+ * records no entry names that are not in P orphans, and P orphans members with links or no record.
+ *
  * Namespace changes run as Lua scripts, so each is atomic against every other node. Scripts build keys
  * from the prefix themselves (single Redis or a primary with replicas; not Redis Cluster).
  * Errors from scripts are errno names ("ENOENT ..."), mapped by toErrno.
  */
 import { commandOptions } from "redis";
 import { connectRedis, type RedisAccess } from "./redis-connect.ts";
-import { newGeneration, newVersion, type AttrChange, type DirListing, type FileHoldings, type Holders, type NodeReport, type NodeState, type Inode, type Invalidation, type MetadataStore, type NewInode, type NodeInfo, type Removed, type Renamed, type TodoEntry } from "./store.ts";
+import { newGeneration, newVersion, type AttrChange, type DirListing, type FileHoldings, type Holders, type NodeReport, type NodeState, type Inode, type Invalidation, type MetadataStore, type NewInode, type NodeInfo, type Removed, type Renamed, type ScannedInode, type TodoEntry } from "./store.ts";
 import { E, FsError, fsError } from "../util/errno.ts";
 
 const S_IFMT = 0o170000, S_IFDIR = 0o040000, S_IFREG = 0o100000;
@@ -353,6 +357,36 @@ if f == 2 and not has then return redis.error_reply('ENODATA') end
 redis.call('HSET', xk, ARGV[3], ARGV[4])
 redis.call('HSET', k, 'c', ARGV[6])
 return 1`,
+  // ARGV: P ino node version onlyUnknown(0/1) -> 1 when unlisted
+  fsckdropholder: `
+if redis.call('HGET', P..'loc:'..ARGV[2], ARGV[3]) ~= ARGV[4] then return 0 end
+if ARGV[5] == '1' and redis.call('HEXISTS', P..'nodes', ARGV[3]) == 1 then return 0 end
+redis.call('HDEL', P..'loc:'..ARGV[2], ARGV[3])
+return 1`,
+  // ARGV: P parent name ino -> 1 when removed (a directory's entry also gave its parent a link)
+  fsckdropentry: `
+local e = redis.call('HGET', P..'d:'..ARGV[2], ARGV[3])
+if not e or entino(e) ~= ARGV[4] or redis.call('EXISTS', P..'i:'..ARGV[4]) == 1 then return 0 end
+redis.call('HDEL', P..'d:'..ARGV[2], ARGV[3])
+if string.match(e, ':(%d+)$') == '4' and redis.call('EXISTS', P..'i:'..ARGV[2]) == 1 then redis.call('HINCRBY', P..'i:'..ARGV[2], 'n', -1) end
+return 1`,
+  // ARGV: P ino -> 'unlisted' | 'purged' | 'kept'
+  // Open files are not recorded in Redis: an unlinked inode is purged only when no node is live.
+  fsckorphan: `
+local ino = ARGV[2]
+local n = redis.call('HGET', P..'i:'..ino, 'n')
+if n and tonumber(n) > 0 then
+  redis.call('SREM', P..'orphans', ino)
+  return 'unlisted'
+end
+if n then
+  for _, id in ipairs(redis.call('HKEYS', P..'nodes')) do
+    if redis.call('EXISTS', P..'hb:'..id) == 1 then return 'kept' end
+  end
+end
+redis.call('DEL', P..'i:'..ino, P..'x:'..ino, P..'loc:'..ino, P..'cc:'..ino, P..'l:'..ino)
+redis.call('SREM', P..'orphans', ino)
+return 'purged'`,
 } as const;
 
 type ScriptName = keyof typeof SCRIPTS;
@@ -789,6 +823,54 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
         if (batch.length >= 1000) await flush();
       }
       if (batch.length) await flush();
+    },
+    async scanInodes(onBatch, onProgress) {
+      const bound = Number((await client.get(`${P}next`)) ?? 0);
+      let seen = 0;
+      const prefix = `${P}i:`;
+      let batch: string[] = [];
+      const flush = async () => {
+        const all = batch.map((k) => Number(k.slice(prefix.length)));
+        batch = [];
+        const recs = await Promise.all(all.map((i) => client.hmGet(ik(i), ["m", "s", "n", "v", "p", "nm"])));
+        // A record deleted between SCAN and HMGET has no mode: gone, not scanned.
+        const found = all.map((ino, i) => [ino, recs[i]!] as const).filter(([, r]) => r[0]);
+        const kind = (r: readonly (string | null)[]) => Number(r[0]) & S_IFMT;
+        const files = found.filter(([, r]) => kind(r) === S_IFREG).map(([ino]) => ino);
+        const dirs = found.filter(([, r]) => kind(r) === S_IFDIR).map(([ino]) => ino);
+        const [holders, ents] = await Promise.all([holdersMany(files), Promise.all(dirs.map((i) => client.hGetAll(`${P}d:${i}`)))]);
+        const byIno = new Map<number, Holders>(files.map((ino, i) => [ino, holders[i]!]));
+        const entries = new Map<number, DirListing[]>(dirs.map((ino, i) => [ino, Object.entries(ents[i]!).map(([name, v]) => ({ name, ino: Number(v.slice(0, v.indexOf(":"))), type: Number(v.slice(v.indexOf(":") + 1)) }))]));
+        onBatch(found.map(([ino, r]) => {
+          const s: ScannedInode = { ino, mode: Number(r[0]), size: Number(r[1] ?? 0), nlink: Number(r[2] ?? 1), version: Number(r[3] ?? 1), parent: Number(r[4] ?? 0), name: r[5] ?? "" };
+          const h = byIno.get(ino), e = entries.get(ino);
+          if (h) s.holders = h;
+          if (e) s.entries = e;
+          return s;
+        }));
+        seen += all.length;
+        onProgress?.(seen, bound);
+      };
+      for await (const key of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) {
+        batch.push(key);
+        if (batch.length >= 1000) await flush();
+      }
+      if (batch.length) await flush();
+    },
+    async orphans() {
+      return (await client.sMembers(`${P}orphans`)).map(Number);
+    },
+    async dropHolder(ino, node, version, onlyUnknown) {
+      return (await run("fsckdropholder", [ino, node, version, onlyUnknown ? 1 : 0])) === 1;
+    },
+    async dropDanglingEntry(parent, name, ino) {
+      const done = (await run("fsckdropentry", [parent, name, ino])) === 1;
+      // Kernels that cached the name must forget it.
+      if (done) publish({ removed: [[parent, name]], inodes: [parent] });
+      return done;
+    },
+    async settleOrphan(ino) {
+      return (await run("fsckorphan", [ino])) as "unlisted" | "purged" | "kept";
     },
     async unregisterNode(nodeId) {
       // Only the heartbeat goes: the node stays known, so changes to its files are queued while it is away.
