@@ -12,7 +12,7 @@ export interface RootFindings {
   withoutRecords: string[];
   /** Files this node is listed holding at the current version whose local size is not the record's (a write cut short). */
   sizeDiffers: { ino: number; path: string; size: number; localSize: number }[];
-  /** Records this node is listed holding (at version) with no file of theirs here. */
+  /** Records this node is listed holding at their current version with no file of theirs here. */
   missing: { ino: number; path: string; version: number }[];
 }
 
@@ -66,8 +66,9 @@ export function checkRoot(root: LocalDir, node: string, ns: Namespace, onProgres
   }
   for (const i of ns.inodes.values()) {
     const version = i.holders?.data.get(node);
-    // Unreachable inodes have no path where a file of theirs could be looked for.
-    if (version !== undefined && !present.has(i.ino) && ns.paths.has(i.ino)) f.missing.push({ ino: i.ino, path: pathOf(ns, i.ino), version });
+    // Unreachable inodes have no path where a file of theirs could be looked for; an entry at another
+    // version is a stale holder, reported (and dropped) by the cluster check.
+    if (version === i.version && !present.has(i.ino) && ns.paths.has(i.ino)) f.missing.push({ ino: i.ino, path: pathOf(ns, i.ino), version });
   }
   return f;
 }
