@@ -117,6 +117,39 @@ describe.skipIf(!!skip)("mcfs fsck", () => {
     expect(fsck().code).toBe(0);
   }, 120_000);
 
+  test("a record no name reaches is listed; an unlinked file is kept while a node is live, purged once none is", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    fs.writeFileSync(join(a.mnt, "unnamed"), "x");
+    fs.writeFileSync(join(a.mnt, "unlinked"), "y");
+    const unnamed = await inoOf("unnamed"), unlinked = await inoOf("unlinked");
+    const entry = await cli("HGET", "mcfs:d:1", "unnamed");
+    await cli("HDEL", "mcfs:d:1", "unnamed");
+    const lost = fsck();
+    expect(lost.out).toMatch(new RegExp(`lost inodes .*: 1\n {2}inode ${unnamed} `));
+    expect(lost.code).toBe(1);
+    await cli("HSET", "mcfs:d:1", "unnamed", entry);
+
+    // As an unlink leaves a file some process still has open.
+    await cli("HDEL", "mcfs:d:1", "unlinked");
+    await cli("HSET", `mcfs:i:${unlinked}`, "n", "0");
+    await cli("SADD", "mcfs:orphans", String(unlinked));
+    const kept = fsck("--repair");
+    expect(kept.out).toContain("unlinked files kept while a node may have them open: 1");
+    expect(kept.code).toBe(0);
+    expect(await cli("EXISTS", `mcfs:i:${unlinked}`)).toBe("1");
+
+    await a.stop();
+    await b.stop();
+    const listed = fsck();
+    expect(listed.out).toContain(`inode ${unlinked}: unlinked, and no node is live to have it open`);
+    expect(listed.code).toBe(1);
+    const purged = fsck("--repair");
+    expect(purged.out).toContain("1 orphans purged");
+    expect(purged.code).toBe(0);
+    expect(await cli("EXISTS", `mcfs:i:${unlinked}`)).toBe("0");
+    expect(await cli("SISMEMBER", "mcfs:orphans", String(unlinked))).toBe("0");
+  }, 120_000);
+
   test("Redis unreachable: exit 2, the URL named without its password", async () => {
     const url = `redis://admin:s3cret-pw@127.0.0.1:${await freePort()}`;
     const r = spawnSync([MCFS, "fsck", "-u", url], { stdout: "pipe", stderr: "pipe" });
