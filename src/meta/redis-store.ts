@@ -35,7 +35,7 @@
  */
 import { commandOptions } from "redis";
 import { connectRedis, type RedisAccess } from "./redis-connect.ts";
-import { newGeneration, newVersion, type AttrChange, type DirListing, type FileHoldings, type Holders, type NodeReport, type NodeState, type Inode, type Invalidation, type MetadataStore, type NewInode, type NodeInfo, type Removed, type Renamed, type ScannedInode, type TodoEntry } from "./store.ts";
+import { newGeneration, newVersion, type AttrChange, type DirListing, type Holders, type NodeReport, type NodeState, type Inode, type Invalidation, type MetadataStore, type NewInode, type NodeInfo, type Removed, type Renamed, type ScannedInode, type TodoEntry } from "./store.ts";
 import { E, FsError, fsError } from "../util/errno.ts";
 
 const S_IFMT = 0o170000, S_IFDIR = 0o040000, S_IFREG = 0o100000;
@@ -577,6 +577,29 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
     return inos.map((_, i) => parseHolders(all[2 * i]!, all[2 * i + 1]!));
   }
 
+  /**
+   * Every inode record's number, in batches of up to 1000 (SCAN: records made or removed meanwhile
+   * may or may not be seen); progress: inodes seen, and the counter as an upper bound.
+   */
+  async function scanRecords(onBatch: (inos: number[]) => Promise<void>, onProgress?: (seen: number, bound: number) => void): Promise<void> {
+    const bound = Number((await client.get(`${P}next`)) ?? 0);
+    const prefix = `${P}i:`;
+    let seen = 0;
+    let batch: number[] = [];
+    const flush = async () => {
+      const inos = batch;
+      batch = [];
+      await onBatch(inos);
+      seen += inos.length;
+      onProgress?.(seen, bound);
+    };
+    for await (const key of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) {
+      batch.push(Number(key.slice(prefix.length)));
+      if (batch.length >= 1000) await flush();
+    }
+    if (batch.length) await flush();
+  }
+
   async function get(ino: number): Promise<Inode> {
     const f = await client.hGetAll(ik(ino));
     if (f.m === undefined) throw fsError("ENOENT", `inode ${ino} not found`);
@@ -802,36 +825,16 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
       return { held, orphaned };
     },
     async scanFiles(onBatch, onProgress) {
-      const bound = Number((await client.get(`${P}next`)) ?? 0);
-      let seen = 0;
       // Every inode, not every holder list: a file with no copy left must be counted too.
-      const prefix = `${P}i:`;
-      let batch: string[] = [];
-      const flush = async () => {
-        const all = batch.map((k) => Number(k.slice(prefix.length)));
-        batch = [];
+      await scanRecords(async (all) => {
         const recs = await Promise.all(all.map((i) => client.hmGet(`${P}i:${i}`, ["m", "s", "v"])));
         const regular = all.map((ino, i) => [ino, recs[i]!] as const).filter(([, r]) => r[0] && (Number(r[0]) & S_IFMT) === S_IFREG);
         const holders = await holdersMany(regular.map(([ino]) => ino));
-        const files: FileHoldings[] = regular.map(([ino, r], i) => ({ ino, size: Number(r[1] ?? 0), version: Number(r[2] ?? 0), holders: holders[i]! }));
-        seen += all.length;
-        onBatch(files);
-        onProgress?.(seen, bound);
-      };
-      for await (const key of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) {
-        batch.push(key);
-        if (batch.length >= 1000) await flush();
-      }
-      if (batch.length) await flush();
+        onBatch(regular.map(([ino, r], i) => ({ ino, size: Number(r[1] ?? 0), version: Number(r[2] ?? 0), holders: holders[i]! })));
+      }, onProgress);
     },
     async scanInodes(onBatch, onProgress) {
-      const bound = Number((await client.get(`${P}next`)) ?? 0);
-      let seen = 0;
-      const prefix = `${P}i:`;
-      let batch: string[] = [];
-      const flush = async () => {
-        const all = batch.map((k) => Number(k.slice(prefix.length)));
-        batch = [];
+      await scanRecords(async (all) => {
         const recs = await Promise.all(all.map((i) => client.hmGet(ik(i), ["m", "s", "n", "v", "p", "nm"])));
         // A record deleted between SCAN and HMGET has no mode: gone, not scanned.
         const found = all.map((ino, i) => [ino, recs[i]!] as const).filter(([, r]) => r[0]);
@@ -848,14 +851,7 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
           if (e) s.entries = e;
           return s;
         }));
-        seen += all.length;
-        onProgress?.(seen, bound);
-      };
-      for await (const key of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) {
-        batch.push(key);
-        if (batch.length >= 1000) await flush();
-      }
-      if (batch.length) await flush();
+      }, onProgress);
     },
     async orphans() {
       return (await client.sMembers(`${P}orphans`)).map(Number);
