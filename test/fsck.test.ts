@@ -117,7 +117,7 @@ describe.skipIf(!!skip)("mcfs fsck", () => {
     expect(fsck().code).toBe(0);
   }, 120_000);
 
-  test("a record no name reaches is listed; an unlinked file is kept while a node is live, purged once none is", async () => {
+  test("a record no name reaches is listed; a file held only in a cache is a warning; an unlinked file is kept while a node is live, purged once none is", async () => {
     const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
     fs.writeFileSync(join(a.mnt, "unnamed"), "x");
     fs.writeFileSync(join(a.mnt, "unlinked"), "y");
@@ -137,6 +137,18 @@ describe.skipIf(!!skip)("mcfs fsck", () => {
     expect(kept.out).toContain("unlinked files kept while a node may have them open: 1");
     expect(kept.code).toBe(0);
     expect(await cli("EXISTS", `mcfs:i:${unlinked}`)).toBe("1");
+
+    // Held only in b's cache (its own directory: b fetches a directory's small files together).
+    fs.mkdirSync(join(a.mnt, "cdir"));
+    fs.writeFileSync(join(a.mnt, "cdir/cached"), "z");
+    expect(fs.readFileSync(join(b.mnt, "cdir/cached"), "utf8")).toBe("z");
+    const cached = Number((await cli("HGET", `mcfs:d:${Number((await cli("HGET", "mcfs:d:1", "cdir")).split(":")[0])}`, "cached")).split(":")[0]);
+    await waitFor("b's copy listed", async () => (await cli("HEXISTS", `mcfs:cc:${cached}`, nodeId(b))) === "1");
+    await cli("DEL", `mcfs:loc:${cached}`);
+    const warned = fsck();
+    expect(warned.out).toMatch(new RegExp(`warning: held only in caches .*: 1\\n {2}/cdir/cached {2}\\(inode ${cached}, cached on ${nodeId(b)}\\)`));
+    expect(warned.code).toBe(0);
+    fs.rmSync(join(a.mnt, "cdir"), { recursive: true });
 
     await a.stop();
     await b.stop();

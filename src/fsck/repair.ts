@@ -21,8 +21,8 @@ export const noRepairs = (): Repairs => ({ holdersDropped: 0, namesRemoved: 0, o
 
 /** Repair what Redis alone can: holder lists, dangling names, the orphans set. Records without bytes cannot be. */
 export async function repairCluster(store: MetadataStore, f: ClusterFindings, r: Repairs): Promise<void> {
-  for (const h of f.staleHolders) if (await store.dropHolder(h.ino, h.node, h.version, false)) r.holdersDropped++;
-  for (const h of f.unknownHolders) if (await store.dropHolder(h.ino, h.node, h.version, true)) r.holdersDropped++;
+  for (const h of f.staleHolders) if (await store.dropHolder(h.ino, h.node, h.version, "stale")) r.holdersDropped++;
+  for (const h of f.unknownHolders) if (await store.dropHolder(h.ino, h.node, h.version, "unknown")) r.holdersDropped++;
   for (const d of f.danglingNames) if (await store.dropDanglingEntry(d.parent, d.name, d.ino)) r.namesRemoved++;
   for (const o of f.badOrphans) {
     const done = await store.settleOrphan(o.ino);
@@ -37,7 +37,7 @@ export async function repairCluster(store: MetadataStore, f: ClusterFindings, r:
  * back, as at start), then the start-up scan publishes the files without records.
  */
 export async function repairRoot(root: LocalDir, store: MetadataStore, f: RootFindings, log: Logger, r: Repairs): Promise<void> {
-  for (const m of f.missing) if (await store.dropHolder(m.ino, f.node, m.version, false)) r.holdersDropped++;
+  for (const m of f.missing) if (await store.dropHolder(m.ino, f.node, m.version, "absent")) r.holdersDropped++;
   for (const s of f.sizeDiffers) {
     const st = root.stat(s.path);
     const rec = await store.get(s.ino);

@@ -357,11 +357,15 @@ if f == 2 and not has then return redis.error_reply('ENODATA') end
 redis.call('HSET', xk, ARGV[3], ARGV[4])
 redis.call('HSET', k, 'c', ARGV[6])
 return 1`,
-  // ARGV: P ino node version onlyUnknown(0/1) -> 1 when unlisted
+  // ARGV: P ino node version why(stale|unknown|absent) -> 1 when unlisted
+  // stale: only while the record is at another version; unknown: only while the node is no member;
+  // absent: the node (stopped, its root path checked) does not have the file.
   fsckdropholder: `
-if redis.call('HGET', P..'loc:'..ARGV[2], ARGV[3]) ~= ARGV[4] then return 0 end
-if ARGV[5] == '1' and redis.call('HEXISTS', P..'nodes', ARGV[3]) == 1 then return 0 end
-redis.call('HDEL', P..'loc:'..ARGV[2], ARGV[3])
+local ino, node, v, why = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+if redis.call('HGET', P..'loc:'..ino, node) ~= v then return 0 end
+if why == 'stale' and redis.call('HGET', P..'i:'..ino, 'v') == v then return 0 end
+if why == 'unknown' and redis.call('HEXISTS', P..'nodes', node) == 1 then return 0 end
+redis.call('HDEL', P..'loc:'..ino, node)
 return 1`,
   // ARGV: P parent name ino -> 1 when removed (a directory's entry also gave its parent a link)
   fsckdropentry: `
@@ -835,29 +839,28 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
     },
     async scanInodes(onBatch, onProgress) {
       await scanRecords(async (all) => {
-        const recs = await Promise.all(all.map((i) => client.hmGet(ik(i), ["m", "s", "n", "v", "p", "nm"])));
-        // A record deleted between SCAN and HMGET has no mode: gone, not scanned.
-        const found = all.map((ino, i) => [ino, recs[i]!] as const).filter(([, r]) => r[0]);
-        const kind = (r: readonly (string | null)[]) => Number(r[0]) & S_IFMT;
-        const files = found.filter(([, r]) => kind(r) === S_IFREG).map(([ino]) => ino);
-        const dirs = found.filter(([, r]) => kind(r) === S_IFDIR).map(([ino]) => ino);
-        const [holders, ents] = await Promise.all([holdersMany(files), Promise.all(dirs.map((i) => client.hGetAll(`${P}d:${i}`)))]);
-        const byIno = new Map<number, Holders>(files.map((ino, i) => [ino, holders[i]!]));
-        const entries = new Map<number, DirListing[]>(dirs.map((ino, i) => [ino, Object.entries(ents[i]!).map(([name, v]) => ({ name, ino: Number(v.slice(0, v.indexOf(":"))), type: Number(v.slice(v.indexOf(":") + 1)) }))]));
-        onBatch(found.map(([ino, r]) => {
-          const s: ScannedInode = { ino, mode: Number(r[0]), size: Number(r[1] ?? 0), nlink: Number(r[2] ?? 1), version: Number(r[3] ?? 1), parent: Number(r[4] ?? 0), name: r[5] ?? "" };
-          const h = byIno.get(ino), e = entries.get(ino);
-          if (h) s.holders = h;
-          if (e) s.entries = e;
-          return s;
-        }));
+        // One transaction per inode: its record, holders and entries as of one moment (a file
+        // written meanwhile must not look like holders of another version).
+        const got = (await Promise.all(all.map((i) => client.multi().hmGet(ik(i), ["m", "s", "n", "v", "p", "nm"]).hGetAll(`${P}loc:${i}`).hGetAll(`${P}cc:${i}`).hGetAll(`${P}d:${i}`).exec()))) as unknown as [(string | null)[], Record<string, string>, Record<string, string>, Record<string, string>][];
+        const out: ScannedInode[] = [];
+        all.forEach((ino, k) => {
+          const [r, loc, cc, ents] = got[k]!;
+          // A record deleted between SCAN and the read has no mode: gone, not scanned.
+          if (!r[0]) return;
+          const mode = Number(r[0]);
+          const s: ScannedInode = { ino, mode, size: Number(r[1] ?? 0), nlink: Number(r[2] ?? 1), version: Number(r[3] ?? 1), parent: Number(r[4] ?? 0), name: r[5] ?? "" };
+          if ((mode & S_IFMT) === S_IFREG) s.holders = parseHolders(loc, cc);
+          if ((mode & S_IFMT) === S_IFDIR) s.entries = Object.entries(ents).map(([name, v]) => ({ name, ino: Number(v.slice(0, v.indexOf(":"))), type: Number(v.slice(v.indexOf(":") + 1)) }));
+          out.push(s);
+        });
+        onBatch(out);
       }, onProgress);
     },
     async orphans() {
       return (await client.sMembers(`${P}orphans`)).map(Number);
     },
-    async dropHolder(ino, node, version, onlyUnknown) {
-      return (await run("fsckdropholder", [ino, node, version, onlyUnknown ? 1 : 0])) === 1;
+    async dropHolder(ino, node, version, why) {
+      return (await run("fsckdropholder", [ino, node, version, why])) === 1;
     },
     async dropDanglingEntry(parent, name, ino) {
       const done = (await run("fsckdropentry", [parent, name, ino])) === 1;

@@ -247,10 +247,11 @@ export interface MetadataStore {
   /** The inodes listed as having no names left (kept while open somewhere). */
   orphans(): Promise<number[]>;
   /**
-   * Unlist node as a root-path holder of ino if it is still listed at exactly version (and, with
-   * onlyUnknown, only while the node is not a member). Returns whether it was unlisted.
+   * Unlist node as a root-path holder of ino if it is still listed at exactly version and the reason
+   * still holds: "stale", the record is at another version; "unknown", the node is no member;
+   * "absent", the node does not have the file (checked on its disk). Returns whether it was unlisted.
    */
-  dropHolder(ino: number, node: string, version: number, onlyUnknown: boolean): Promise<boolean>;
+  dropHolder(ino: number, node: string, version: number, why: "stale" | "unknown" | "absent"): Promise<boolean>;
   /** Remove the entry name of directory parent if it still names ino and ino has no record. Returns whether it did. */
   dropDanglingEntry(parent: number, name: string, ino: number): Promise<boolean>;
   /**
