@@ -40,9 +40,9 @@ export async function repairRoot(root: LocalDir, store: MetadataStore, f: RootFi
   for (const m of f.missing) if (await store.dropHolder(m.ino, f.node, m.version, "absent")) r.holdersDropped++;
   for (const s of f.sizeDiffers) {
     const st = root.stat(s.path);
-    const rec = await store.get(s.ino);
-    // Another node wrote a newer version meanwhile: its bytes win, this stale file is no holder any more.
-    if (!st?.isFile() || (await store.locations(s.ino)).get(f.node) !== rec.version) continue;
+    const [rec] = await store.getMany([s.ino]);
+    // Removed, or another node wrote a newer version meanwhile: its bytes win over this stale file.
+    if (!rec || !st?.isFile() || (await store.locations(s.ino)).get(f.node) !== rec.version) continue;
     await store.setData(s.ino, Number(st.size), st.mtimeNs, st.ctimeNs, f.node, s.path);
     r.republished++;
   }

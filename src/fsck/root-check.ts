@@ -3,6 +3,7 @@ import type { LocalDir } from "../local/local-dir.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
 import { PARTIAL_MARK } from "../vfs/remote-data.ts";
 import { pathOf, type Namespace } from "./namespace-check.ts";
+import { E, FsError } from "../util/errno.ts";
 
 const S_IFMT = 0o170000, S_IFREG = 0o100000;
 
@@ -18,7 +19,13 @@ export interface RootFindings {
 
 /** The node id kept with a root path (read beneath its fd, like everything else there). */
 export function rootNodeId(root: LocalDir): string {
-  const fd = root.openFile(`/${RESERVED_NAME}/node-id`, constants.O_RDONLY);
+  let fd: number;
+  try {
+    fd = root.openFile(`/${RESERVED_NAME}/node-id`, constants.O_RDONLY);
+  } catch (e) {
+    if (e instanceof FsError && e.errno === E.ENOENT) throw new Error(`not a node's root path: it has no ${RESERVED_NAME}/node-id (a daemon makes it at its first start)`);
+    throw e;
+  }
   try {
     const id = readFileSync(fd, "utf8").trim();
     if (!id) throw new Error(`${root.path}/${RESERVED_NAME}/node-id is empty`);
