@@ -3,7 +3,7 @@ import { createRedisStore } from "../meta/redis-store.ts";
 import type { MetadataStore } from "../meta/store.ts";
 import { checkRedisUrl, redisAccess, redisAccessOptions } from "./redis-options.ts";
 
-/** -u/--redis_url (with --redis-ca, --redis-password-file) of the commands that work on a cluster's records (status, node forget). */
+/** -u/--redis_url (with --redis-ca, --redis-password-file) of the commands that work on a cluster's records (status, node forget, fsck). */
 export function clusterRedisOption<T>(y: Argv<T>) {
   return redisAccessOptions(y)
     .option("redis_url", { alias: ["u", "redis-url"], type: "string", demandOption: true, describe: "Redis of the cluster (as given to the daemons)" })
@@ -15,8 +15,11 @@ export function clusterRedisOption<T>(y: Argv<T>) {
 
 type ClusterRedisArgs = Awaited<ReturnType<typeof clusterRedisOption>["argv"]>;
 
-/** The cluster's store, or exit with the reason (2: a bad flag or file; 1: Redis, named without its password). */
-export async function openClusterStore(a: ClusterRedisArgs, as: string): Promise<MetadataStore> {
+/**
+ * The cluster's store, or exit with the reason (2: a bad flag or file; unreachable, default 1: Redis,
+ * named without its password).
+ */
+export async function openClusterStore(a: ClusterRedisArgs, as: string, unreachable = 1): Promise<MetadataStore> {
   let access;
   try {
     access = redisAccess(a, a.redis_url);
@@ -28,6 +31,6 @@ export async function openClusterStore(a: ClusterRedisArgs, as: string): Promise
     return await createRedisStore({ url: a.redis_url, access, nodeId: as });
   } catch (e) {
     process.stderr.write(`mcfs: ${(e as Error).message}\n`);
-    process.exit(1);
+    process.exit(unreachable);
   }
 }

@@ -4,6 +4,7 @@ import { daemonConfig, daemonOptions } from "./daemon-command.ts";
 import { runDaemon } from "../daemon/daemon.ts";
 import { createLogger, type Logger } from "../util/log.ts";
 import { statusMain, statusOptions } from "./status-command.ts";
+import { fsckMain, fsckOptions } from "./fsck-command.ts";
 import { nodeForgetMain, nodeForgetOptions } from "./node-command.ts";
 import { csiConfig, csiNodeConfig, csiNodeOptions, csiOptions } from "./csi-command.ts";
 import { runCsiController, type Role } from "../daemon/csi-controller-role.ts";
@@ -84,6 +85,7 @@ await yargs(process.argv.slice(2))
     y.command("forget <node>", "Remove a node whose disk is gone from the cluster's records (holders, cached copies, todo list)", (z) => nodeForgetOptions(z), (a) => nodeForgetMain(a)).demandCommand(1),
   )
   .command("status", "Show the cluster: nodes, what each holds, files with a single copy or no live holder", (y) => statusOptions(y), (a) => statusMain(a))
+  .command("fsck", "List where the namespace and the nodes' disks disagree (records without bytes, stale holders, dangling names, ...); --repair repairs what can be", (y) => fsckOptions(y), (a) => fsckMain(a))
   .example("mcfs daemon -f /mnt/mcfs -r /var/lib/mcfs/root", "one node, private Redis")
   .example("mcfs daemon -f /mnt/mcfs -r /data/mcfs -u redis://redis-host:6379 -i 10.0.0.5 -p 5000", "a node of a cluster")
   .strict()

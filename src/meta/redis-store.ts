@@ -26,13 +26,17 @@
  * | P todo:{node}     | list   | JSON changes of local files a node must still make (rm, rmdir, mv,    |
  * |                   |        | swap of namespace paths), queued by whoever renamed or deleted them   |
  *
+ * Nothing else is kept: `mcfs fsck` reports (and with --repair removes) holder entries of versions
+ * other than the record's or of nodes not in P nodes, d: entries naming inodes without a record,
+ * records no entry names that are not in P orphans, and P orphans members with links or no record.
+ *
  * Namespace changes run as Lua scripts, so each is atomic against every other node. Scripts build keys
  * from the prefix themselves (single Redis or a primary with replicas; not Redis Cluster).
  * Errors from scripts are errno names ("ENOENT ..."), mapped by toErrno.
  */
 import { commandOptions } from "redis";
 import { connectRedis, type RedisAccess } from "./redis-connect.ts";
-import { newGeneration, newVersion, type AttrChange, type DirListing, type FileHoldings, type Holders, type NodeReport, type NodeState, type Inode, type Invalidation, type MetadataStore, type NewInode, type NodeInfo, type Removed, type Renamed, type TodoEntry } from "./store.ts";
+import { newGeneration, newVersion, type AttrChange, type DirListing, type Holders, type NodeReport, type NodeState, type Inode, type Invalidation, type MetadataStore, type NewInode, type NodeInfo, type Removed, type Renamed, type ScannedInode, type TodoEntry } from "./store.ts";
 import { E, FsError, fsError } from "../util/errno.ts";
 
 const S_IFMT = 0o170000, S_IFDIR = 0o040000, S_IFREG = 0o100000;
@@ -366,6 +370,40 @@ if f == 2 and not has then return redis.error_reply('ENODATA') end
 redis.call('HSET', xk, ARGV[3], ARGV[4])
 redis.call('HSET', k, 'c', ARGV[6])
 return 1`,
+  // ARGV: P ino node version why(stale|unknown|absent) -> 1 when unlisted
+  // stale: only while the record is at another version; unknown: only while the node is no member;
+  // absent: the node (stopped, its root path checked) does not have the file.
+  fsckdropholder: `
+local ino, node, v, why = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+if redis.call('HGET', P..'loc:'..ino, node) ~= v then return 0 end
+if why == 'stale' and redis.call('HGET', P..'i:'..ino, 'v') == v then return 0 end
+if why == 'unknown' and redis.call('HEXISTS', P..'nodes', node) == 1 then return 0 end
+redis.call('HDEL', P..'loc:'..ino, node)
+return 1`,
+  // ARGV: P parent name ino -> 1 when removed (a directory's entry also gave its parent a link)
+  fsckdropentry: `
+local e = redis.call('HGET', P..'d:'..ARGV[2], ARGV[3])
+if not e or entino(e) ~= ARGV[4] or redis.call('EXISTS', P..'i:'..ARGV[4]) == 1 then return 0 end
+redis.call('HDEL', P..'d:'..ARGV[2], ARGV[3])
+if string.match(e, ':(%d+)$') == '4' and redis.call('EXISTS', P..'i:'..ARGV[2]) == 1 then redis.call('HINCRBY', P..'i:'..ARGV[2], 'n', -1) end
+return 1`,
+  // ARGV: P ino -> 'unlisted' | 'purged' | 'kept'
+  // Open files are not recorded in Redis: an unlinked inode is purged only when no node is live.
+  fsckorphan: `
+local ino = ARGV[2]
+local n = redis.call('HGET', P..'i:'..ino, 'n')
+if n and tonumber(n) > 0 then
+  redis.call('SREM', P..'orphans', ino)
+  return 'unlisted'
+end
+if n then
+  for _, id in ipairs(redis.call('HKEYS', P..'nodes')) do
+    if redis.call('EXISTS', P..'hb:'..id) == 1 then return 'kept' end
+  end
+end
+redis.call('DEL', P..'i:'..ino, P..'x:'..ino, P..'loc:'..ino, P..'cc:'..ino, P..'l:'..ino)
+redis.call('SREM', P..'orphans', ino)
+return 'purged'`,
 } as const;
 
 type ScriptName = keyof typeof SCRIPTS;
@@ -554,6 +592,29 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
   async function holdersMany(inos: number[]): Promise<Holders[]> {
     const all = await Promise.all(inos.flatMap((i) => [client.hGetAll(`${P}loc:${i}`), client.hGetAll(`${P}cc:${i}`)]));
     return inos.map((_, i) => parseHolders(all[2 * i]!, all[2 * i + 1]!));
+  }
+
+  /**
+   * Every inode record's number, in batches of up to 1000 (SCAN: records made or removed meanwhile
+   * may or may not be seen); progress: inodes seen, and the counter as an upper bound.
+   */
+  async function scanRecords(onBatch: (inos: number[]) => Promise<void>, onProgress?: (seen: number, bound: number) => void): Promise<void> {
+    const bound = Number((await client.get(`${P}next`)) ?? 0);
+    const prefix = `${P}i:`;
+    let seen = 0;
+    let batch: number[] = [];
+    const flush = async () => {
+      const inos = batch;
+      batch = [];
+      await onBatch(inos);
+      seen += inos.length;
+      onProgress?.(seen, bound);
+    };
+    for await (const key of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) {
+      batch.push(Number(key.slice(prefix.length)));
+      if (batch.length >= 1000) await flush();
+    }
+    if (batch.length) await flush();
   }
 
   async function get(ino: number): Promise<Inode> {
@@ -787,27 +848,47 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
       return { held, orphaned };
     },
     async scanFiles(onBatch, onProgress) {
-      const bound = Number((await client.get(`${P}next`)) ?? 0);
-      let seen = 0;
       // Every inode, not every holder list: a file with no copy left must be counted too.
-      const prefix = `${P}i:`;
-      let batch: string[] = [];
-      const flush = async () => {
-        const all = batch.map((k) => Number(k.slice(prefix.length)));
-        batch = [];
+      await scanRecords(async (all) => {
         const recs = await Promise.all(all.map((i) => client.hmGet(`${P}i:${i}`, ["m", "s", "v"])));
         const regular = all.map((ino, i) => [ino, recs[i]!] as const).filter(([, r]) => r[0] && (Number(r[0]) & S_IFMT) === S_IFREG);
         const holders = await holdersMany(regular.map(([ino]) => ino));
-        const files: FileHoldings[] = regular.map(([ino, r], i) => ({ ino, size: Number(r[1] ?? 0), version: Number(r[2] ?? 0), holders: holders[i]! }));
-        seen += all.length;
-        onBatch(files);
-        onProgress?.(seen, bound);
-      };
-      for await (const key of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) {
-        batch.push(key);
-        if (batch.length >= 1000) await flush();
-      }
-      if (batch.length) await flush();
+        onBatch(regular.map(([ino, r], i) => ({ ino, size: Number(r[1] ?? 0), version: Number(r[2] ?? 0), holders: holders[i]! })));
+      }, onProgress);
+    },
+    async scanInodes(onBatch, onProgress) {
+      await scanRecords(async (all) => {
+        // One transaction per inode: its record, holders and entries as of one moment (a file
+        // written meanwhile must not look like holders of another version).
+        const got = (await Promise.all(all.map((i) => client.multi().hmGet(ik(i), ["m", "s", "n", "v", "p", "nm"]).hGetAll(`${P}loc:${i}`).hGetAll(`${P}cc:${i}`).hGetAll(`${P}d:${i}`).exec()))) as unknown as [(string | null)[], Record<string, string>, Record<string, string>, Record<string, string>][];
+        const out: ScannedInode[] = [];
+        all.forEach((ino, k) => {
+          const [r, loc, cc, ents] = got[k]!;
+          // A record deleted between SCAN and the read has no mode: gone, not scanned.
+          if (!r[0]) return;
+          const mode = Number(r[0]);
+          const s: ScannedInode = { ino, mode, size: Number(r[1] ?? 0), nlink: Number(r[2] ?? 1), version: Number(r[3] ?? 1), parent: Number(r[4] ?? 0), name: r[5] ?? "" };
+          if ((mode & S_IFMT) === S_IFREG) s.holders = parseHolders(loc, cc);
+          if ((mode & S_IFMT) === S_IFDIR) s.entries = Object.entries(ents).map(([name, v]) => ({ name, ino: Number(v.slice(0, v.indexOf(":"))), type: Number(v.slice(v.indexOf(":") + 1)) }));
+          out.push(s);
+        });
+        onBatch(out);
+      }, onProgress);
+    },
+    async orphans() {
+      return (await client.sMembers(`${P}orphans`)).map(Number);
+    },
+    async dropHolder(ino, node, version, why) {
+      return (await run("fsckdropholder", [ino, node, version, why])) === 1;
+    },
+    async dropDanglingEntry(parent, name, ino) {
+      const done = (await run("fsckdropentry", [parent, name, ino])) === 1;
+      // Kernels that cached the name must forget it.
+      if (done) publish({ removed: [[parent, name]], inodes: [parent] });
+      return done;
+    },
+    async settleOrphan(ino) {
+      return (await run("fsckorphan", [ino])) as "unlisted" | "purged" | "kept";
     },
     async unregisterNode(nodeId) {
       // Only the heartbeat goes: the node stays known, so changes to its files are queued while it is away.

@@ -119,6 +119,22 @@ export interface FileHoldings {
   holders: Holders;
 }
 
+/** One inode as `mcfs fsck` sees it: its record's fields that matter there, holders, and entries if a directory. */
+export interface ScannedInode {
+  ino: number;
+  mode: number;
+  size: number;
+  nlink: number;
+  version: number;
+  /** Primary name (see Inode). */
+  parent: number;
+  name: string;
+  /** Regular files only. */
+  holders?: Holders;
+  /** Directories only. */
+  entries?: DirListing[];
+}
+
 /** What another node changed: caches holding these must let go. */
 export interface Invalidation {
   /** Node that made the change. */
@@ -233,6 +249,24 @@ export interface MetadataStore {
    * copies, and its todo list. Returns how many files it held and how many now have no copy at all.
    */
   forgetNode(nodeId: string, onProgress?: (seen: number, bound: number) => void): Promise<{ held: number; orphaned: number }>;
+  /** Every inode record, in batches (for `mcfs fsck`); progress as for scanFiles. */
+  scanInodes(onBatch: (inodes: ScannedInode[]) => void, onProgress?: (seen: number, bound: number) => void): Promise<void>;
+  /** The inodes listed as having no names left (kept while open somewhere). */
+  orphans(): Promise<number[]>;
+  /**
+   * Unlist node as a root-path holder of ino if it is still listed at exactly version and the reason
+   * still holds: "stale", the record is at another version; "unknown", the node is no member;
+   * "absent", the node does not have the file (checked on its disk). Returns whether it was unlisted.
+   */
+  dropHolder(ino: number, node: string, version: number, why: "stale" | "unknown" | "absent"): Promise<boolean>;
+  /** Remove the entry name of directory parent if it still names ino and ino has no record. Returns whether it did. */
+  dropDanglingEntry(parent: number, name: string, ino: number): Promise<boolean>;
+  /**
+   * Settle an entry of the orphans set that fsck found wrong: "unlisted" when its record has links
+   * again, "purged" when it has no record left, or nlink 0 and no node is live (none can have it
+   * open), else "kept".
+   */
+  settleOrphan(ino: number): Promise<"unlisted" | "purged" | "kept">;
   /** A clean leave: the node stops being live but stays known. */
   unregisterNode(nodeId: string): Promise<void>;
   close(): Promise<void>;
