@@ -1,5 +1,6 @@
-import { readFileSync, statSync, statfsSync, mkdirSync } from "node:fs";
+import { readFileSync, readdirSync, statSync, statfsSync, mkdirSync } from "node:fs";
 import { dlopen, FFIType, ptr } from "bun:ffi";
+import { fusermountUnmount, isRoot } from "./fusermount.ts";
 
 export interface MountInfo {
   mountPoint: string;
@@ -36,17 +37,27 @@ function openLibc() {
 
 const MNT_DETACH = 2;
 
-/** Lazily unmount path. Returns true when something was unmounted. */
-export function lazyUnmount(path: string): boolean {
+/**
+ * Lazily unmount path (it goes at once, also with files open in it): umount2 as root; any other user
+ * may not call umount2, so fusermount3 does it for them (their own mounts only). Throws with the reason.
+ */
+export function detachMount(path: string): void {
+  if (!isRoot()) return fusermountUnmount(path);
   libc ??= openLibc();
-  return libc.symbols.umount2(ptr(Buffer.from(path + "\0")), MNT_DETACH) === 0;
+  if (libc.symbols.umount2(ptr(Buffer.from(path + "\0")), MNT_DETACH) !== 0) throw new Error(`could not unmount ${path} (umount2 failed)`);
+}
+
+/** Whether the FUSE mount with this connection id is still at path. */
+export function stillMounted(path: string, minor: number): boolean {
+  return readMounts().some((m) => m.mountPoint === path && m.minor === minor && m.fsType.startsWith("fuse"));
 }
 
 /**
  * Make path ready to be mounted on: created if missing; a dead FUSE mount left by a crashed run
- * (stat fails with ENOTCONN) is lazily unmounted. A live mount of anything else is refused.
+ * (stat fails with ENOTCONN) is lazily unmounted. A live mount of anything else is refused, and so is
+ * a directory with something in it unless nonempty: the mount would hide it until unmounted.
  */
-export function prepareMountpoint(path: string): void {
+export function prepareMountpoint(path: string, nonempty: boolean): void {
   for (let i = 0; i < 8; i++) {
     let st;
     try {
@@ -61,7 +72,11 @@ export function prepareMountpoint(path: string): void {
         continue;
       }
       if (code === "ENOTCONN" || code === "ECONNABORTED") {
-        lazyUnmount(path);
+        try {
+          detachMount(path);
+        } catch (u) {
+          throw new Error(`mount point ${path} is a dead FUSE mount left by a crashed daemon, and ${(u as Error).message}`);
+        }
         continue;
       }
       throw new Error(`mount point ${path}: ${(e as Error).message}`);
@@ -69,6 +84,9 @@ export function prepareMountpoint(path: string): void {
     if (!st.isDirectory()) throw new Error(`mount point ${path} is not a directory`);
     const m = findMount(path);
     if (m && m.fsType.startsWith("fuse")) throw new Error(`mount point ${path} is already a live FUSE mount (${m.source}); stop that daemon or unmount it first`);
+    const inside = readdirSync(path);
+    if (inside.length && !nonempty)
+      throw new Error(`mount point ${path} is not empty (${inside.length} entries, e.g. ${JSON.stringify(inside[0])}): mcfs would hide them while mounted; empty it, choose another, or pass --nonempty`);
     return;
   }
   throw new Error(`mount point ${path}: could not clear a stale mount`);
