@@ -76,6 +76,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
   const nlog = log.child({ node: nodeId });
   setUnexpectedErrorLogger((err) => nlog.error({ err }, "unexpected error, reported as EIO"));
 
+  const allowOther = decideAllowOther(cfg.allowOther, nlog);
   fs.mkdirSync(cfg.rootPath, { recursive: true });
   const cleanups: (() => Promise<void>)[] = [];
   // Each step is bounded: a stop must finish even when Redis or the disk does not answer.
@@ -104,7 +105,6 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     // Checked before anything is registered: a start refused here leaves nothing behind.
     const cacheDir = cfg.redisUrl ? openPrivateDir(cfg.cacheDir, nodeId) : undefined;
     if (cacheDir) cleanups.push(async () => cacheDir.close());
-    const allowOther = decideAllowOther(cfg.allowOther, nlog);
     prepareMountpoint(cfg.mountPath, cfg.nonempty);
     let embedded: EmbeddedRedis | undefined;
     let url = cfg.redisUrl;
