@@ -4,6 +4,8 @@ import { join } from "node:path";
 import { spawn, spawnSync } from "bun";
 import { errCode, fuseUnavailable, MCFS, tempDir, waitFor } from "./helpers/env.ts";
 import { forceUnmount, isMounted, startDaemon, type TestDaemon } from "./helpers/daemon.ts";
+import { startRedis } from "./helpers/redis.ts";
+import { getxattr } from "./helpers/libc.ts";
 import { FUSE_CONF, userAllowOther } from "../src/fuse/fusermount.ts";
 
 // The daemon runs as nobody, as an HPC user runs it: /dev/fuse usable by everyone, the setuid fusermount3.
@@ -39,8 +41,8 @@ function place(tag: string): { base: string; root: string; mnt: string } {
   return { base: t.path, root, mnt };
 }
 
-async function asNobody(base: string, args: string[] = []): Promise<TestDaemon> {
-  const d = await startDaemon({ base, name: "n", uid: NOBODY, args });
+async function asNobody(base: string, args: string[] = [], redisUrl?: string): Promise<TestDaemon> {
+  const d = await startDaemon({ base, name: "n", uid: NOBODY, args, redisUrl });
   cleanups.push(async () => {
     await d.kill().catch(() => {});
     forceUnmount(d.mnt);
@@ -89,6 +91,8 @@ describe.skipIf(!!skip)("run by a user other than root (nobody)", () => {
     // Without allow_other the mount is the owner's alone, root included.
     expect(errCode(() => fs.readdirSync(d.mnt))).toBe("EACCES");
     expect(fs.readFileSync(join(d.root, "f.txt"), "utf8")).toBe("hello\n");
+    // Marking the kept file needs CAP_SYS_ADMIN (trusted.*): skipped without a failure.
+    expect(getxattr(join(d.root, "f.txt"), "trusted.mcfs.id")).toBeNumber();
     d.proc.kill("SIGTERM");
     expect(await d.proc.exited).toBe(0);
     expect(isMounted(d.mnt)).toBe(false);
@@ -117,6 +121,24 @@ describe.skipIf(!!skip)("run by a user other than root (nobody)", () => {
     expect(await d.proc.exited).toBe(0);
     expect(isMounted(d.mnt)).toBe(false);
     expect(d.log()).toContain("stopped and unmounted");
+  });
+
+  test("in a cluster (-u): its cache dir and the cluster secret are the user's own", async () => {
+    const p = place("unpriv-cluster");
+    const r = await startRedis();
+    cleanups.push(() => r.stop());
+    // A Redis every user may reach (the test's own, on a unix socket).
+    fs.chmodSync(r.url.slice("unix://".length), 0o777);
+    fs.writeFileSync(join(p.base, "cluster-secret"), "test-cluster-secret-0123456789\n", { mode: 0o600 });
+    fs.chownSync(join(p.base, "cluster-secret"), NOBODY, NOBODY);
+    fs.mkdirSync(join(p.base, "n-cache"), { mode: 0o700 });
+    fs.chownSync(join(p.base, "n-cache"), NOBODY, NOBODY);
+    const d = await asNobody(p.base, [], r.url);
+    expect(shAsNobody(`echo clustered > ${d.mnt}/c.txt && cat ${d.mnt}/c.txt`)).toEqual({ code: 0, out: "clustered\n" });
+    expect(fs.readdirSync(join(p.base, "n-cache"))).toHaveLength(1);
+    d.proc.kill("SIGTERM");
+    expect(await d.proc.exited).toBe(0);
+    expect(isMounted(d.mnt)).toBe(false);
   });
 
   test("an explicit --allow-other that fuse.conf does not permit is refused, naming the file, before anything is mounted", async () => {
