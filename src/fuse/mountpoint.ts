@@ -1,6 +1,7 @@
 import { readFileSync, readdirSync, statSync, statfsSync, mkdirSync } from "node:fs";
-import { dlopen, FFIType, ptr } from "bun:ffi";
+import { dlopen, FFIType, ptr, read } from "bun:ffi";
 import { fusermountUnmount, isRoot } from "./fusermount.ts";
+import { errnoName } from "../util/errno.ts";
 
 export interface MountInfo {
   mountPoint: string;
@@ -32,7 +33,10 @@ export function findMount(path: string): MountInfo | undefined {
 
 let libc: ReturnType<typeof openLibc> | undefined;
 function openLibc() {
-  return dlopen("libc.so.6", { umount2: { args: [FFIType.ptr, FFIType.i32], returns: FFIType.i32 } });
+  return dlopen("libc.so.6", {
+    umount2: { args: [FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
+    __errno_location: { args: [], returns: FFIType.ptr },
+  });
 }
 
 const MNT_DETACH = 2;
@@ -44,7 +48,7 @@ const MNT_DETACH = 2;
 export function detachMount(path: string): void {
   if (!isRoot()) return fusermountUnmount(path);
   libc ??= openLibc();
-  if (libc.symbols.umount2(ptr(Buffer.from(path + "\0")), MNT_DETACH) !== 0) throw new Error(`could not unmount ${path} (umount2 failed)`);
+  if (libc.symbols.umount2(ptr(Buffer.from(path + "\0")), MNT_DETACH) !== 0) throw new Error(`could not unmount ${path}: umount2 failed with ${errnoName(read.i32(libc.symbols.__errno_location()!, 0))}`);
 }
 
 /** Whether the FUSE mount with this connection id is still at path. */
