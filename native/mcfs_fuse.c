@@ -57,7 +57,6 @@ static pthread_t loop_thread;
 static int loop_running;
 static int single_thread;
 static int wake_r = -1, wake_w = -1;
-static char *mount_dir;
 
 static pthread_mutex_t qlock = PTHREAD_MUTEX_INITIALIZER;
 static struct qitem *qhead, *qtail;
@@ -647,7 +646,10 @@ int mcfs_start(const char *mountpoint, const char *opts, int debug, int single)
 {
 	if (se)
 		return -EBUSY;
-	/* The abort file used by mcfs_stop lives in fusectl; mount it if the system has not (EBUSY if it has). */
+	/*
+	 * The abort file used by mcfs_stop lives in fusectl; mount it if the system has not (EBUSY if it
+	 * has, EPERM for a user other than root, who relies on the system's).
+	 */
 	(void)mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, NULL);
 	for (uint32_t i = 0; i < MAX_REQS - 1; i++)
 		free_list[i] = MAX_REQS - 1 - i; /* slot 0 unused: id 0 means "no request" */
@@ -683,7 +685,6 @@ int mcfs_start(const char *mountpoint, const char *opts, int debug, int single)
 		close(p[1]);
 		return -EIO;
 	}
-	mount_dir = strdup(mountpoint);
 	single_thread = single;
 	note_stop = 0;
 	if (pthread_create(&note_thread, NULL, note_main, NULL) == 0)
@@ -943,17 +944,17 @@ int mcfs_reply_dir(uint32_t id, uint64_t size, int plus, const uint8_t *ents, in
 
 
 /*
- * Stop the session: lazy unmount, then abort the connection (conn is the mount's device minor, -1 if
- * unknown) so loop threads blocked in read(/dev/fuse) return even while files are open, then join the
- * loop thread for at most timeout_ms. Returns 0 when the loop ended, -ETIMEDOUT when it is still stuck.
+ * Stop the session, once the caller has lazily unmounted it (umount2 as root, fusermount3 for other
+ * users, who may not call umount2): abort the connection (conn is the mount's device minor, -1 if
+ * unknown; fusectl gives its abort file to the user who mounted) so loop threads blocked in
+ * read(/dev/fuse) return even while files are open, then join the loop thread for at most timeout_ms.
+ * Returns 0 when the loop ended, -ETIMEDOUT when it is still stuck.
  */
 int mcfs_stop(int conn, int timeout_ms)
 {
 	if (!se)
 		return 0;
 	fuse_session_exit(se);
-	if (mount_dir)
-		umount2(mount_dir, MNT_DETACH);
 	if (conn >= 0) {
 		char path[80];
 		snprintf(path, sizeof path, "/sys/fs/fuse/connections/%d/abort", conn);

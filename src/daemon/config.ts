@@ -25,7 +25,10 @@ export interface DaemonConfig {
   embeddedRedisDir: string;
   entryTimeout: number;
   attrTimeout: number;
-  allowOther: boolean;
+  /** Let every user use the mount; undefined: wherever /etc/fuse.conf permits it (always as root). */
+  allowOther?: boolean;
+  /** Mount over a directory that has something in it (hidden while mounted). */
+  nonempty: boolean;
   /** Shared by the nodes of a cluster; every peer call carries it. Absent with peerTls alone, or insecure. */
   clusterSecret?: string;
   /** Mutual TLS between the nodes (certificate, key, cluster CA), already checked to fit together. */

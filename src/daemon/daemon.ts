@@ -23,6 +23,8 @@ import { createRollbackGuard, type RedisCheck } from "./rollback-guard.ts";
 import { startPeerServer } from "../peer/peer-server.ts";
 import { createPeerPool } from "../peer/peer-client.ts";
 import { startFuseSession, type FuseSession } from "../fuse/session.ts";
+import { prepareMountpoint } from "../fuse/mountpoint.ts";
+import { FUSE_CONF, isRoot, userAllowOther } from "../fuse/fusermount.ts";
 import { E, FsError, errnoName, setUnexpectedErrorLogger } from "../util/errno.ts";
 import { redactUrl, type Logger } from "../util/log.ts";
 
@@ -56,6 +58,17 @@ async function refreshGauges(m: Metrics, session: FuseSession, vfs: Vfs, copies:
   m.nodes.set({ state: "expired" }, nodes.filter((n) => !n.alive).length);
 }
 
+/**
+ * Whether to mount with allow_other: as asked, or (not asked) wherever fusermount3 permits it to this
+ * user. Asking for what cannot be had is an error before anything starts, not a failed mount later.
+ */
+function decideAllowOther(asked: boolean | undefined, log: Logger): boolean {
+  const permitted = isRoot() || userAllowOther();
+  if (asked === true && !permitted) throw new Error(`--allow-other: uid ${process.geteuid?.()} may not mount with allow_other, ${FUSE_CONF} has no user_allow_other line (add it as root, or run without --allow-other)`);
+  if (asked === undefined && !permitted) log.info({ uid: process.geteuid?.(), conf: FUSE_CONF }, `mounting without allow_other: only this user can use the mount (${FUSE_CONF} has no user_allow_other line)`);
+  return asked ?? permitted;
+}
+
 /** Compose the layers: Redis (given or private) -> store -> start-up scan -> VFS -> FUSE mount. */
 export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon> {
   const address = `${cfg.hostIp}:${cfg.port}`;
@@ -63,6 +76,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
   const nlog = log.child({ node: nodeId });
   setUnexpectedErrorLogger((err) => nlog.error({ err }, "unexpected error, reported as EIO"));
 
+  const allowOther = decideAllowOther(cfg.allowOther, nlog);
   fs.mkdirSync(cfg.rootPath, { recursive: true });
   const cleanups: (() => Promise<void>)[] = [];
   // Each step is bounded: a stop must finish even when Redis or the disk does not answer.
@@ -91,6 +105,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     // Checked before anything is registered: a start refused here leaves nothing behind.
     const cacheDir = cfg.redisUrl ? openPrivateDir(cfg.cacheDir, nodeId) : undefined;
     if (cacheDir) cleanups.push(async () => cacheDir.close());
+    prepareMountpoint(cfg.mountPath, cfg.nonempty);
     let embedded: EmbeddedRedis | undefined;
     let url = cfg.redisUrl;
     if (!url) {
@@ -210,7 +225,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       vfs.resync();
     };
     const options = ["fsname=mcfs", "subtype=mcfs", "default_permissions"];
-    if (cfg.allowOther) options.push("allow_other");
+    if (allowOther) options.push("allow_other");
     await store.subscribe(
       (invs, ack) => {
         // Each kernel invalidation once per batch: a burst of creates in one directory names it thousands of times.
@@ -250,7 +265,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
           }
         }
         await undo();
-        nlog.info({ mount: cfg.mountPath }, "stopped and unmounted");
+        if (session?.isMounted()) nlog.error({ mount: cfg.mountPath }, `stopped, but ${cfg.mountPath} is still mounted: unmount it with ${isRoot() ? "umount -l" : "fusermount3 -u -z"}`);
+        else nlog.info({ mount: cfg.mountPath }, "stopped and unmounted");
         resolveDone();
       })();
       return stopping;

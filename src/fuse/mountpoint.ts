@@ -1,5 +1,7 @@
-import { readFileSync, statSync, statfsSync, mkdirSync } from "node:fs";
-import { dlopen, FFIType, ptr } from "bun:ffi";
+import { readFileSync, readdirSync, statSync, statfsSync, mkdirSync } from "node:fs";
+import { dlopen, FFIType, ptr, read } from "bun:ffi";
+import { fusermountUnmount, isRoot } from "./fusermount.ts";
+import { errnoName } from "../util/errno.ts";
 
 export interface MountInfo {
   mountPoint: string;
@@ -31,22 +33,35 @@ export function findMount(path: string): MountInfo | undefined {
 
 let libc: ReturnType<typeof openLibc> | undefined;
 function openLibc() {
-  return dlopen("libc.so.6", { umount2: { args: [FFIType.ptr, FFIType.i32], returns: FFIType.i32 } });
+  return dlopen("libc.so.6", {
+    umount2: { args: [FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
+    __errno_location: { args: [], returns: FFIType.ptr },
+  });
 }
 
 const MNT_DETACH = 2;
 
-/** Lazily unmount path. Returns true when something was unmounted. */
-export function lazyUnmount(path: string): boolean {
+/**
+ * Lazily unmount path (it goes at once, also with files open in it): umount2 as root; any other user
+ * may not call umount2, so fusermount3 does it for them (their own mounts only). Throws with the reason.
+ */
+export function detachMount(path: string): void {
+  if (!isRoot()) return fusermountUnmount(path);
   libc ??= openLibc();
-  return libc.symbols.umount2(ptr(Buffer.from(path + "\0")), MNT_DETACH) === 0;
+  if (libc.symbols.umount2(ptr(Buffer.from(path + "\0")), MNT_DETACH) !== 0) throw new Error(`could not unmount ${path}: umount2 failed with ${errnoName(read.i32(libc.symbols.__errno_location()!, 0))}`);
+}
+
+/** Whether the FUSE mount with this connection id is still at path. */
+export function stillMounted(path: string, minor: number): boolean {
+  return readMounts().some((m) => m.mountPoint === path && m.minor === minor && m.fsType.startsWith("fuse"));
 }
 
 /**
  * Make path ready to be mounted on: created if missing; a dead FUSE mount left by a crashed run
- * (stat fails with ENOTCONN) is lazily unmounted. A live mount of anything else is refused.
+ * (stat fails with ENOTCONN) is lazily unmounted. A live mount of anything else is refused, and so is
+ * a directory with something in it unless nonempty: the mount would hide it until unmounted.
  */
-export function prepareMountpoint(path: string): void {
+export function prepareMountpoint(path: string, nonempty: boolean): void {
   for (let i = 0; i < 8; i++) {
     let st;
     try {
@@ -61,7 +76,11 @@ export function prepareMountpoint(path: string): void {
         continue;
       }
       if (code === "ENOTCONN" || code === "ECONNABORTED") {
-        lazyUnmount(path);
+        try {
+          detachMount(path);
+        } catch (u) {
+          throw new Error(`mount point ${path} is a dead FUSE mount left by a crashed daemon, and ${(u as Error).message}`);
+        }
         continue;
       }
       throw new Error(`mount point ${path}: ${(e as Error).message}`);
@@ -69,6 +88,9 @@ export function prepareMountpoint(path: string): void {
     if (!st.isDirectory()) throw new Error(`mount point ${path} is not a directory`);
     const m = findMount(path);
     if (m && m.fsType.startsWith("fuse")) throw new Error(`mount point ${path} is already a live FUSE mount (${m.source}); stop that daemon or unmount it first`);
+    const inside = readdirSync(path);
+    if (inside.length && !nonempty)
+      throw new Error(`mount point ${path} is not empty (${inside.length} entries, e.g. ${JSON.stringify(inside[0])}): mcfs would hide them while mounted; empty it, choose another, or pass --nonempty`);
     return;
   }
   throw new Error(`mount point ${path}: could not clear a stale mount`);

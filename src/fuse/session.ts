@@ -1,6 +1,8 @@
 import { ptr } from "bun:ffi";
 import { loadShim, type Shim } from "./native.ts";
-import { findMount, prepareMountpoint } from "./mountpoint.ts";
+import { accessSync, constants } from "node:fs";
+import { detachMount, findMount, stillMounted } from "./mountpoint.ts";
+import { isRoot } from "./fusermount.ts";
 import type { Attr, Caller, DirEntry, FileSystem, SetAttr } from "./types.ts";
 import { E, toErrno } from "../util/errno.ts";
 
@@ -33,6 +35,16 @@ export interface SessionOptions {
   onExit?: () => void;
 }
 
+/** Why fuse_session_mount failed, as far as can be told from here (fusermount3 printed its own reason). */
+function mountFailure(): string {
+  try {
+    accessSync("/dev/fuse", constants.R_OK | constants.W_OK);
+  } catch {
+    return `/dev/fuse is missing or not usable by uid ${process.geteuid?.()}`;
+  }
+  return isRoot() ? "mount(2) refused it" : "fusermount3 refused it or could not be run (its message is above)";
+}
+
 /** A mounted FUSE session that feeds requests to a FileSystem and replies exactly once to each. */
 export interface FuseSession {
   readonly mountPoint: string;
@@ -43,6 +55,8 @@ export interface FuseSession {
   invalidateAttrs(ino: number): void;
   /** Resolves once every invalidation asked for so far has reached the kernel. */
   flushInvalidations(): Promise<void>;
+  /** Whether this session's mount is still in /proc/self/mountinfo (a stop that could not unmount leaves it). */
+  isMounted(): boolean;
   /** Reads and writes the shim served from local files (they never reach JS). */
   ioCounters(): IoCounters;
   readonly closed: Promise<void>;
@@ -86,11 +100,11 @@ function cstr(s: string): Uint8Array {
   return b;
 }
 
+/** Mount at opts.mountPoint (made ready by prepareMountpoint) and serve fs there. */
 export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Promise<FuseSession> {
   const shim: Shim = await loadShim();
-  prepareMountpoint(opts.mountPoint);
   const wakeFd = shim.mcfs_start(ptr(cstr(opts.mountPoint)), ptr(cstr(opts.options.join(","))), opts.debug ? 1 : 0, opts.singleThread ? 1 : 0);
-  if (wakeFd < 0) throw new Error(`cannot mount FUSE at ${opts.mountPoint}: ${-wakeFd === E.EIO ? "mount failed (is /dev/fuse available and are you root?)" : `errno ${-wakeFd}`}`);
+  if (wakeFd < 0) throw new Error(`cannot mount FUSE at ${opts.mountPoint}: ${-wakeFd === E.EIO ? mountFailure() : `errno ${-wakeFd}`}`);
   const conn = findMount(opts.mountPoint)?.minor ?? -1;
 
   const attrBuf = new BigInt64Array(A_N);
@@ -282,6 +296,19 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     flushWaiters = flushWaiters.filter((w) => (all || w.upTo <= done ? (w.resolve(), false) : true));
   }
 
+  /**
+   * Lazily unmount this session's mount if it is still there (never another mount at the same path).
+   * A failure is returned, not thrown: the session is stopped all the same.
+   */
+  const detach = (): Error | undefined => {
+    try {
+      if (stillMounted(opts.mountPoint, conn)) detachMount(opts.mountPoint);
+      return undefined;
+    } catch (e) {
+      return e as Error;
+    }
+  };
+
   (async () => {
     try {
       for (;;) {
@@ -296,6 +323,8 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     }
     if (!stopped) {
       stopped = true;
+      // Gone from outside already, as a rule; the session's end (the loop failing) may have left it.
+      void detach();
       shim.mcfs_stop(conn, 2000);
       opts.onExit?.();
     }
@@ -309,12 +338,15 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     async stop(timeoutMs = 5000) {
       if (stopped) return;
       stopped = true;
+      const unmountFailed = detach();
       const rc = shim.mcfs_stop(conn, timeoutMs);
-      if (rc !== 0) throw new Error(`FUSE session at ${opts.mountPoint} did not stop within ${timeoutMs} ms`);
+      if (rc !== 0) throw new Error(`FUSE session at ${opts.mountPoint} did not stop within ${timeoutMs} ms${unmountFailed ? ` (${unmountFailed.message})` : ""}`);
       await reader.cancel().catch(() => {});
       settleFlushes(true);
       resolveClosed();
+      if (unmountFailed) throw unmountFailed;
     },
+    isMounted: () => stillMounted(opts.mountPoint, conn),
     invalidateEntry(parent, name) {
       shim.mcfs_inval_entry(parent, ptr(cstr(name)));
     },

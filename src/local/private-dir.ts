@@ -25,8 +25,8 @@ export function openPrivateDir(base: string, sub: string): LocalDir {
   for (let p = real; ; p = dirname(p)) {
     const st = fs.lstatSync(p);
     const sticky = (st.mode & 0o1000) !== 0;
-    if (st.uid !== 0 && st.uid !== me) throw new Error(`cache dir ${base}: ${p} belongs to uid ${st.uid}, who could swap what mcfs keeps there; use a directory owned by root`);
-    if (p === real ? st.mode & 0o022 : st.mode & 0o022 && !sticky) throw new Error(`cache dir ${base}: ${p} is writable by other users (mode ${(st.mode & 0o7777).toString(8)}); use a directory only root can write`);
+    if (st.uid !== 0 && st.uid !== me) throw new Error(`cache dir ${base}: ${p} belongs to uid ${st.uid}, who could swap what mcfs keeps there; use a directory owned by root or by the user running mcfs`);
+    if (p === real ? st.mode & 0o022 : st.mode & 0o022 && !sticky) throw new Error(`cache dir ${base}: ${p} is writable by other users (mode ${(st.mode & 0o7777).toString(8)}); use a directory no other user can write`);
     if (p === "/") break;
   }
   const top = openLocalDir(real);

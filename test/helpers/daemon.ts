@@ -33,6 +33,8 @@ export interface DaemonSpec {
   args?: string[];
   root?: string;
   mnt?: string;
+  /** Run the daemon as this user (uid = gid, no other groups) instead of root. */
+  uid?: number;
 }
 
 /** Start `mcfs daemon` with its own root, mount and cache dir; resolves once the mount is live. */
@@ -47,7 +49,8 @@ export async function startDaemon(spec: DaemonSpec): Promise<TestDaemon> {
   const secret = join(spec.base, "cluster-secret");
   if (spec.redisUrl && !existsSync(secret)) writeFileSync(secret, "test-cluster-secret-0123456789\n", { mode: 0o600 });
   const cluster = spec.redisUrl ? ["-u", spec.redisUrl, ...(spec.args?.includes("--insecure") ? [] : ["--cluster-secret-file", secret])] : [];
-  const args = [MCFS, "daemon", "-f", mnt, "-r", root, "-p", String(port), "-i", "127.0.0.1", ...cluster, ...(spec.args ?? [])];
+  const asUser = spec.uid === undefined ? [] : ["setpriv", `--reuid=${spec.uid}`, `--regid=${spec.uid}`, "--clear-groups"];
+  const args = [...asUser, MCFS, "daemon", "-f", mnt, "-r", root, "-p", String(port), "-i", "127.0.0.1", ...cluster, ...(spec.args ?? [])];
   const proc = spawn(args, { stdout: Bun.file(logPath), stderr: Bun.file(logPath), env: { ...process.env, MULTICLOUD_FS_DISK_CACHE: cache } });
   const log = () => {
     try {
