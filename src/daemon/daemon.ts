@@ -79,6 +79,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
   const allowOther = decideAllowOther(cfg.allowOther, nlog);
   fs.mkdirSync(cfg.rootPath, { recursive: true });
   const cleanups: (() => Promise<void>)[] = [];
+  let madeMountPoint = false;
   // Each step is bounded: a stop must finish even when Redis or the disk does not answer.
   const undo = async () => {
     for (const c of cleanups.reverse()) {
@@ -105,7 +106,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     // Checked before anything is registered: a start refused here leaves nothing behind.
     const cacheDir = cfg.redisUrl ? openPrivateDir(cfg.cacheDir, nodeId) : undefined;
     if (cacheDir) cleanups.push(async () => cacheDir.close());
-    prepareMountpoint(cfg.mountPath, cfg.nonempty);
+    // A start that fails later takes back the directory it made here: nothing half-done is left.
+    if (prepareMountpoint(cfg.mountPath, cfg.nonempty).made) madeMountPoint = true;
     let embedded: EmbeddedRedis | undefined;
     let url = cfg.redisUrl;
     if (!url) {
@@ -296,6 +298,13 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     return { nodeId, done, stop };
   } catch (e) {
     await undo();
+    if (madeMountPoint) {
+      try {
+        fs.rmdirSync(cfg.mountPath);
+      } catch {
+        // Not empty any more, or gone: not ours to remove then.
+      }
+    }
     throw e;
   }
 }

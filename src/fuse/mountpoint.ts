@@ -61,7 +61,8 @@ export function stillMounted(path: string, minor: number): boolean {
  * (stat fails with ENOTCONN) is lazily unmounted. A live mount of anything else is refused, and so is
  * a directory with something in it unless nonempty: the mount would hide it until unmounted.
  */
-export function prepareMountpoint(path: string, nonempty: boolean): void {
+export function prepareMountpoint(path: string, nonempty: boolean): { made: boolean } {
+  let made = false;
   for (let i = 0; i < 8; i++) {
     let st;
     try {
@@ -73,6 +74,7 @@ export function prepareMountpoint(path: string, nonempty: boolean): void {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === "ENOENT") {
         mkdirSync(path, { recursive: true });
+        made = true;
         continue;
       }
       if (code === "ENOTCONN" || code === "ECONNABORTED") {
@@ -91,7 +93,7 @@ export function prepareMountpoint(path: string, nonempty: boolean): void {
     const inside = readdirSync(path);
     if (inside.length && !nonempty)
       throw new Error(`mount point ${path} is not empty (${inside.length} entries, e.g. ${JSON.stringify(inside[0])}): mcfs would hide them while mounted; empty it, choose another, or pass --nonempty`);
-    return;
+    return { made };
   }
   throw new Error(`mount point ${path}: could not clear a stale mount`);
 }
