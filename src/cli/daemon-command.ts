@@ -28,7 +28,7 @@ export function daemonOptions<T>(y: Argv<T>) {
     .option("tls-key", { type: "string", describe: "PEM private key of --tls-cert" })
     .option("tls-ca", { type: "string", describe: "PEM certificate of the cluster CA: peers holding a certificate it signed are members, no others" })
     .option("metrics-port", { type: "number", describe: "Serve Prometheus metrics at http://<host>:<port>/metrics (off unless given; 0 picks a free port)" })
-    .option("allow-other", { type: "boolean", describe: "Let every user of the machine use the mount (permissions are still checked); --no-allow-other limits it to the user who mounted [default: on as root; for another user, on where /etc/fuse.conf has user_allow_other]" })
+    .option("allow-other", { type: "boolean", describe: "Let every user of the machine use the mount (permissions are still checked); --no-allow-other limits it to the user who mounted [default: on as root; for another user, on where /etc/fuse.conf has user_allow_other, else off (logged once)]" })
     .option("nonempty", { type: "boolean", default: false, describe: "Mount over a --mount_path that has something in it (hidden while mounted); without it such a mount point is refused" })
     .check((a) => {
       if (!Number.isInteger(a.port) || a.port < 0 || a.port > 65535) throw new Error(`--port must be an integer 0..65535, got ${a.port}`);
