@@ -34,6 +34,12 @@ const LIMITS = {
   connections: 1024,
   /** A connection with no traffic this long is closed; clients close theirs after 60 s idle first. */
   idleMs: 120_000,
+  /**
+   * A connection must carry a member's call this soon after it opens (a node dials when it needs to
+   * read, so its first call comes at once), or it is closed: connections that send nothing cannot
+   * hold the slots above.
+   */
+  proveWithinMs: 5_000,
   /** Node's cap on one session's buffered frames, in MB (the windows above bound it on Bun). */
   sessionMemoryMb: 16,
 };
@@ -72,6 +78,7 @@ export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer>
   const serve = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
     const refused = gate(req);
     if (refused === undefined) {
+      connections.proven(req.socket.remoteAddress, req.socket.remotePort);
       // A reply sent before the request was read to its end (a message over READ_MAX_BYTES) resets
       // the stream, so the caller stops sending instead of waiting on a window nobody opens.
       req.stream.once("finish", () => req.stream.readableEnded || req.stream.close());
@@ -82,7 +89,7 @@ export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer>
   };
   const h2: http2.ServerOptions = { settings: { maxConcurrentStreams: LIMITS.streamsPerConnection }, maxSessionMemory: LIMITS.sessionMemoryMb };
   const server = o.tls ? http2.createSecureServer({ ...h2, ...serverTlsOptions(o.tls) }, serve) : http2.createServer(h2, serve);
-  limitConnections(server, { perAddress: LIMITS.connectionsPerAddress, total: LIMITS.connections }, (remote, why) => warnRefused(remote, why));
+  const connections = limitConnections(server, { perAddress: LIMITS.connectionsPerAddress, total: LIMITS.connections, proveWithinMs: LIMITS.proveWithinMs }, (remote, why) => warnRefused(remote, why));
   server.on("session", (session: http2.ServerHttp2Session) => session.setTimeout(LIMITS.idleMs, () => session.close()));
   if (o.tls) server.on("tlsClientError", (e: Error, socket: { remoteAddress?: string }) => warnRefused(socket.remoteAddress ?? "?", `TLS handshake failed: ${e.message}`));
   await new Promise<void>((res, rej) => {

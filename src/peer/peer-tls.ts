@@ -52,7 +52,8 @@ export function loadPeerTls(f: PeerTlsFiles): PeerTls {
 
 /** Only clients with a certificate of the cluster CA finish the handshake. */
 export function serverTlsOptions(t: PeerTls): SecureServerOptions {
-  return { cert: t.cert, key: t.key, ca: t.ca, requestCert: true, rejectUnauthorized: true, minVersion: "TLSv1.2" };
+  // A handshake that does not finish soon is dropped (its connection also has to prove itself: connection-limits.ts).
+  return { cert: t.cert, key: t.key, ca: t.ca, requestCert: true, rejectUnauthorized: true, minVersion: "TLSv1.2", handshakeTimeout: 5_000 };
 }
 
 /**
