@@ -97,7 +97,8 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
         if (root.typeOf(e.from) === "file" && isTheFile(e.from, e.id)) makeLocal(root, e.to, () => root.link(e.from, e.to));
         return;
       case "drop":
-        if (o.writing(e.ino) || (await o.store.locations(e.ino)).has(o.nodeId)) return;
+        // Asked after the await, and then unlinked at once: an open for writing that began meanwhile keeps the file.
+        if ((await o.store.locations(e.ino)).has(o.nodeId) || o.writing(e.ino)) return;
         if (isFile(e.path) && isTheFile(e.path, e.id)) root.unlink(e.path);
         return;
       case "swap": {

@@ -175,6 +175,12 @@ export function createVfs(o: VfsOptions): Vfs {
    * A node that keeps a file open for writing past WRITE_WAIT_MS is not waited for longer: then the
    * last close wins, as before. Every writer on this node shares the node's turn.
    */
+  /** Whether a handle open here writes ino. */
+  function hasWriter(ino: number): boolean {
+    for (const h of byIno.get(ino)?.handles ?? []) if (h.writable) return true;
+    return false;
+  }
+
   /** Inodes this node has the write turn of. */
   const leases = new Set<number>();
   async function takeWriteLease(ino: number): Promise<boolean> {
@@ -557,7 +563,7 @@ export function createVfs(o: VfsOptions): Vfs {
         sameFile(r);
         if (isDir(r.mode)) throw fsError("EISDIR");
       } catch (e) {
-        if (leased && !vfs.writing(ino)) releaseWriteLease(ino);
+        if (leased && !hasWriter(ino)) releaseWriteLease(ino);
         throw e;
       }
       const path = await paths.pathOf(ino);
@@ -711,7 +717,7 @@ export function createVfs(o: VfsOptions): Vfs {
         freeFh.push(fh);
         const o = byIno.get(ino);
         o?.handles.delete(h);
-        if (h.writable && leases.has(ino) && !vfs.writing(ino)) releaseWriteLease(ino);
+        if (h.writable && leases.has(ino) && !hasWriter(ino)) releaseWriteLease(ino);
         if (o && o.handles.size === 0) {
           byIno.delete(ino);
           if (purgeOnClose.delete(ino)) await store.purge(ino);
@@ -795,8 +801,8 @@ export function createVfs(o: VfsOptions): Vfs {
     },
 
     writing(ino) {
-      for (const h of byIno.get(ino)?.handles ?? []) if (h.writable) return true;
-      return false;
+      // From the write turn on: an open for writing is under way before its handle exists.
+      return leases.has(ino) || hasWriter(ino);
     },
 
     invalidate(inv) {
