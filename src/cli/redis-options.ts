@@ -10,9 +10,18 @@ export function redisAccessOptions<T>(y: Argv<T>) {
     .option("redis-password-file", { type: "string", describe: "File holding the password of the Redis URL's user (any local user can read a password given in the URL from the command line)" });
 }
 
-/** Where the Redis URL may point. */
+/** Where the Redis URL may point; a URL that cannot be used is named with what is wrong in it. */
 export function checkRedisUrl(flag: string, url: string): void {
   if (!/^(redis|rediss|unix):\/\//.test(url)) throw new Error(`${flag} must start with redis://, rediss:// or unix://, got "${redactUrl(url)}"`);
+  // The URL parser's own message is only "Invalid URL": the port is the part people get wrong.
+  const port = /^rediss?:\/\/(?:[^@/?#]*@)?(?:\[[^\]/]*\]|[^:/?#[]*):([^/?#]*)/.exec(url)?.[1];
+  if (port !== undefined && port !== "" && !(/^\d+$/.test(port) && Number(port) >= 1 && Number(port) <= 65535))
+    throw new Error(`${flag} "${redactUrl(url)}": port "${port}" is not a port number (1-65535)`);
+  try {
+    new URL(url);
+  } catch {
+    throw new Error(`${flag} "${redactUrl(url)}" is not a valid URL`);
+  }
 }
 
 function readFlagFile(flag: string, file: string): Buffer {

@@ -16,11 +16,24 @@ export function volumeIdFor(name: string): string {
 
 const TOKEN = "mcfs1:";
 
+/**
+ * Longest volume name accepted: Kubernetes names the volume after its PV, and a PV name is a DNS
+ * subdomain of at most 253 characters, so every name Kubernetes can send fits and nothing much longer
+ * (names are stored in Redis and logged) is taken.
+ */
+export const MAX_NAME_BYTES = 253;
+
+/** Largest capacity recorded: capacities are kept as exact JS numbers (2^53 - 1 bytes, 8 PiB). */
+const MAX_CAPACITY = BigInt(Number.MAX_SAFE_INTEGER);
+
 /** Sizes asked for: at least required, at most limit (0: not set). */
 function range(r: CapacityRange | undefined): { required: number; limit: number } {
-  const required = Number(r?.requiredBytes ?? 0n), limit = Number(r?.limitBytes ?? 0n);
-  if (required < 0) throw invalid("capacity_range.required_bytes", "must not be negative");
-  if (limit < 0) throw invalid("capacity_range.limit_bytes", "must not be negative");
+  const req = r?.requiredBytes ?? 0n, lim = r?.limitBytes ?? 0n;
+  if (req < 0n) throw invalid("capacity_range.required_bytes", "must not be negative");
+  if (lim < 0n) throw invalid("capacity_range.limit_bytes", "must not be negative");
+  for (const [field, v] of [["required_bytes", req], ["limit_bytes", lim]] as const)
+    if (v > MAX_CAPACITY) throw csiError(Code.OutOfRange, `capacity_range.${field} ${v} is above the largest capacity this plugin records (${MAX_CAPACITY} bytes)`);
+  const required = Number(req), limit = Number(lim);
   if (limit && required > limit) throw invalid("capacity_range", "has required_bytes above limit_bytes");
   return { required, limit };
 }
@@ -52,6 +65,8 @@ export function createControllerService(o: ControllerOptions): Partial<ServiceIm
   return {
     createVolume: g("CreateVolume", async (req) => {
       if (!req.name) throw invalid("name");
+      const nameBytes = Buffer.byteLength(req.name);
+      if (nameBytes > MAX_NAME_BYTES) throw invalid("name", `is ${nameBytes} bytes long, more than the ${MAX_NAME_BYTES} of a Kubernetes PV name`);
       requireCapabilities(req.volumeCapabilities, "volume_capabilities");
       for (const c of req.volumeCapabilities) {
         const why = unsupported(c);

@@ -21,6 +21,12 @@ redis.call('HSET', k, 'name', ARGV[2], 'capacity', ARGV[3], 'created', ARGV[4])
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 return {}`;
 
+/** Every capacity stored must be one a later call can answer with (an exact, non-negative integer). */
+function storable(bytes: number): string {
+  if (!Number.isSafeInteger(bytes) || bytes < 0) throw new Error(`capacity ${bytes} cannot be recorded (0 to ${Number.MAX_SAFE_INTEGER} bytes)`);
+  return String(bytes);
+}
+
 function record(id: string, h: Record<string, string>): VolumeRecord | undefined {
   if (h.name === undefined) return undefined;
   return { id, name: h.name, capacity: Number(h.capacity ?? 0), createdAt: Number(h.created ?? 0) };
@@ -41,7 +47,7 @@ export function createRedisVolumeRegistry(client: RedisClient): VolumeRegistry {
       return record(id, await client.hGetAll(`${P}vol:${id}`));
     },
     async create(rec) {
-      const r = (await client.eval(CREATE, { keys: [`${P}vol:${rec.id}`, `${P}vols`], arguments: [rec.id, rec.name, String(rec.capacity), String(rec.createdAt)] })) as string[];
+      const r = (await client.eval(CREATE, { keys: [`${P}vol:${rec.id}`, `${P}vols`], arguments: [rec.id, rec.name, storable(rec.capacity), String(rec.createdAt)] })) as string[];
       if (!r.length) return { record: rec, created: true };
       const h: Record<string, string> = {};
       for (let i = 0; i + 1 < r.length; i += 2) h[r[i]!] = r[i + 1]!;
@@ -68,7 +74,7 @@ export function createRedisVolumeRegistry(client: RedisClient): VolumeRegistry {
       else await client.hDel(`${P}pub:${id}`, node);
     },
     async setCapacity(id, bytes) {
-      await client.hSet(`${P}vol:${id}`, "capacity", String(bytes));
+      await client.hSet(`${P}vol:${id}`, "capacity", storable(bytes));
     },
     async reportNode(node, r) {
       await client.hSet(`${P}nodes`, node, JSON.stringify(r));

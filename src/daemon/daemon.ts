@@ -131,32 +131,13 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     const store: MetadataStore = m ? instrument(rawStore, m, (e) => e instanceof FsError && e.errno !== E.EIO) : rawStore;
     await store.init(rootSt.mode, rootSt.uid, rootSt.gid);
     const startedAt = Date.now();
-    await store.registerNode({ id: nodeId, address, startedAt }, NODE_TTL_MS);
-    cleanups.push(() => store.unregisterNode(nodeId));
-    let copies: CopyCache | undefined;
-    // Redis going backwards (restored from an older copy, its last second lost) is noticed at start
-    // and at every heartbeat; then what this node holds is published again (see afterRollback).
-    const guard = createRollbackGuard({ store, markFile: join(cfg.rootPath, RESERVED_NAME, "inode-high-water"), log: nlog });
-    const atStart = await guard.check();
-    let afterRollback: (how: RedisCheck) => Promise<void> = async () => {};
-    const beat = setInterval(() => {
-      store.heartbeat(nodeId, NODE_TTL_MS, { cache: copies?.usage() ?? [] }).catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "heartbeat failed"));
-      guard.check().then((how) => (how === "ok" ? undefined : afterRollback(how))).catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "checking Redis for lost writes failed"));
-    }, HEARTBEAT_MS);
-    cleanups.push(async () => clearInterval(beat));
-
-    // Renames and deletes of this node's files made elsewhere while it was down, before the scan
-    // (which would otherwise publish deleted files again under their old names).
     // The VFS comes later: until it exists nothing is open.
     let vfs: Vfs | undefined;
     const todo = createTodoApplier({ root, nodeId, store, log: nlog, writing: (ino) => vfs?.writing(ino) ?? false });
-    await todo.drain();
-    const t0 = performance.now();
-    const progress = createProgress("start-up scan: files under the root path", nlog, true);
-    const scan = await scanRoot(root, store, nodeId, nlog, atStart === "behind" || !cfg.redisUrl ? "republish" : "set-aside", (n) => progress.update(n, 0));
-    progress.stop();
-    nlog.info({ ...scan, seconds: +((performance.now() - t0) / 1000).toFixed(2), root: cfg.rootPath }, "start-up scan done");
-
+    let copies: CopyCache | undefined;
+    // The peer port is bound before the node is registered: a port in use (or any failure before
+    // this point) leaves no record naming an address this node never served on.
+    let peerPort = cfg.port;
     // A sole node (private Redis) has no peers: it opens no port.
     let remote: RemoteData | undefined;
     if (cfg.redisUrl) {
@@ -200,8 +181,32 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       });
       cleanups.push(() => server.close());
       // -p 0: the port the kernel picked is the one other nodes must dial.
-      if (server.port !== cfg.port) await store.registerNode({ id: nodeId, address: `${cfg.hostIp}:${server.port}`, startedAt }, NODE_TTL_MS);
+      peerPort = server.port;
     }
+    const previous = await store.registerNode({ id: nodeId, address: `${cfg.hostIp}:${peerPort}`, startedAt }, NODE_TTL_MS);
+    // A start that fails from here on puts back what it replaced; a started node leaves as a known node.
+    let started = false;
+    cleanups.push(() => (started ? store.unregisterNode(nodeId) : store.withdrawNode(nodeId, previous)));
+    // Redis going backwards (restored from an older copy, its last second lost) is noticed at start
+    // and at every heartbeat; then what this node holds is published again (see afterRollback).
+    const guard = createRollbackGuard({ store, markFile: join(cfg.rootPath, RESERVED_NAME, "inode-high-water"), log: nlog });
+    const atStart = await guard.check();
+    let afterRollback: (how: RedisCheck) => Promise<void> = async () => {};
+    const beat = setInterval(() => {
+      store.heartbeat(nodeId, NODE_TTL_MS, { cache: copies?.usage() ?? [] }).catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "heartbeat failed"));
+      guard.check().then((how) => (how === "ok" ? undefined : afterRollback(how))).catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "checking Redis for lost writes failed"));
+    }, HEARTBEAT_MS);
+    cleanups.push(async () => clearInterval(beat));
+
+    // Renames and deletes of this node's files made elsewhere while it was down, before the scan
+    // (which would otherwise publish deleted files again under their old names).
+    await todo.drain();
+    const t0 = performance.now();
+    const progress = createProgress("start-up scan: files under the root path", nlog, true);
+    const scan = await scanRoot(root, store, nodeId, nlog, atStart === "behind" || !cfg.redisUrl ? "republish" : "set-aside", (n) => progress.update(n, 0));
+    progress.stop();
+    nlog.info({ ...scan, seconds: +((performance.now() - t0) / 1000).toFixed(2), root: cfg.rootPath }, "start-up scan done");
+
     let session: FuseSession | undefined;
     vfs = createVfs({
       root, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, soleNode: !cfg.redisUrl, remote, catchUp: () => todo.drain(),
@@ -295,6 +300,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       const ms = await serveMetrics(m.registry, cfg.listen, cfg.metricsPort, nlog, () => refreshGauges(m, live, vfs, copies, store));
       cleanups.push(() => ms.close());
     }
+    started = true;
     return { nodeId, done, stop };
   } catch (e) {
     await undo();

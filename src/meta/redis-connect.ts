@@ -48,7 +48,8 @@ export async function connectRedis(target: RedisTarget, onEvent?: (event: "error
   const connect = client.connect();
   const timeout = new Promise<never>((_, rej) => setTimeout(() => rej(new Error("timed out after 10 s")), 10_000).unref());
   try {
-    await Promise.race([connect, timeout]);
+    // A Redis that wants a password accepts the connection and refuses the first command (NOAUTH).
+    await Promise.race([connect.then(() => client.ping()), timeout]);
   } catch (e) {
     await client.disconnect().catch(() => {});
     throw new Error(`cannot connect to Redis at ${redactUrl(url)}: ${lastError || (e as Error).message}`);

@@ -807,9 +807,19 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
     },
     nodes: nodesNow,
     async registerNode(node, ttlMs) {
+      const [prevNode, prevSeen] = await Promise.all([client.hGet(`${P}nodes`, node.id), client.hGet(`${P}seen`, node.id)]);
       await client.hSet(`${P}nodes`, node.id, JSON.stringify(node));
       await client.set(`${P}hb:${node.id}`, String(Date.now()), { PX: ttlMs });
       await client.hSet(`${P}seen`, node.id, JSON.stringify({ at: Date.now(), cache: [] }));
+      return { node: prevNode ?? undefined, seen: prevSeen ?? undefined };
+    },
+    async withdrawNode(nodeId, previous) {
+      const tx = client.multi().del(`${P}hb:${nodeId}`);
+      if (previous.node === undefined) tx.hDel(`${P}nodes`, nodeId);
+      else tx.hSet(`${P}nodes`, nodeId, previous.node);
+      if (previous.seen === undefined) tx.hDel(`${P}seen`, nodeId);
+      else tx.hSet(`${P}seen`, nodeId, previous.seen);
+      await tx.exec();
     },
     async heartbeat(nodeId, ttlMs, report) {
       const now = Date.now();

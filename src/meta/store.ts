@@ -173,6 +173,12 @@ export interface Holders {
   cached: Map<string, { version: number; startedAt: number }>;
 }
 
+/** A node's records as they were before registerNode (raw, as stored; undefined: there was none). */
+export interface PreviousRegistration {
+  node?: string;
+  seen?: string;
+}
+
 /** Metadata and namespace, shared by all nodes. Every namespace change is atomic. */
 export interface MetadataStore {
   /** Create the root directory if the namespace is new. */
@@ -237,7 +243,10 @@ export interface MetadataStore {
   dropCachedCopy(ino: number, node: string, version: number): Promise<void>;
   /** Every node that ever joined, by id, with whether its heartbeat is current. */
   nodes(): Promise<Map<string, NodeState>>;
-  registerNode(node: NodeInfo, ttlMs: number): Promise<void>;
+  /** Join (or join again) as live; returns what it replaced, for withdrawNode. */
+  registerNode(node: NodeInfo, ttlMs: number): Promise<PreviousRegistration>;
+  /** Undo registerNode of a start that failed: the node's earlier records back, or none if it had none. */
+  withdrawNode(nodeId: string, previous: PreviousRegistration): Promise<void>;
   heartbeat(nodeId: string, ttlMs: number, report?: NodeReport): Promise<void>;
   /**
    * Every file with bytes somewhere, in batches (for `mcfs status`); progress: files seen so far and

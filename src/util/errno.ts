@@ -46,15 +46,20 @@ export function setUnexpectedErrorLogger(fn: Logger): void {
   logUnexpected = fn;
 }
 
+/** A connection's errors (Redis, a peer): what broke is the network, not the file; the caller gets EIO. */
+const CONNECTION_CODES = new Set(["ECONNRESET", "ECONNREFUSED", "ECONNABORTED", "EPIPE", "ENOTCONN", "EHOSTUNREACH", "ENETUNREACH", "ENETDOWN", "EHOSTDOWN"]);
+
 /**
  * The one mapping from anything thrown inside the filesystem to an errno.
- * Node system errors keep their code; Redis errors carrying an errno name (our Lua scripts) keep it;
+ * Node system errors keep their code (a connection's are EIO); Redis errors carrying an errno name (our Lua scripts) keep it;
  * Redis OOM means no space; timeouts and aborts have their own; the rest is EIO, logged.
  */
 export function toErrno(err: unknown): number {
   if (err instanceof FsError) return err.errno;
   if (err && typeof err === "object") {
     const e = err as { code?: unknown; message?: unknown; name?: unknown; errno?: unknown };
+    // Not logged as unexpected: the store and the peer pool log their connections going down.
+    if (typeof e.code === "string" && CONNECTION_CODES.has(e.code)) return E.EIO;
     if (typeof e.code === "string" && e.code in E) return E[e.code] as number;
     const msg = typeof e.message === "string" ? e.message : "";
     const m = /^(?:ERR )?(E[A-Z0-9]+)\b/.exec(msg);

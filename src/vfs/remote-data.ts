@@ -3,7 +3,7 @@ import type { Holders, MetadataStore, NodeInfo } from "../meta/store.ts";
 import type { PeerPool } from "../peer/peer-client.ts";
 import { readCopy, type CopyCache, type CopyData } from "../cache/copy-cache.ts";
 import { fromConnectError } from "../peer/errors.ts";
-import { FsError, E } from "../util/errno.ts";
+import { FsError, E, toErrno } from "../util/errno.ts";
 import { S_IFMT, S_IFREG } from "./attr.ts";
 import type { Logger } from "../util/log.ts";
 import type { LocalDir } from "../local/local-dir.ts";
@@ -21,6 +21,12 @@ export class ChangingCopy extends FsError {
     super(E.EIO, message);
   }
 }
+
+/**
+ * Writing an arriving copy to this node's own disk failed (ENOSPC, EIO of the disk): no other holder
+ * would do better, and the caller gets that errno, not the EIO of an unreachable holder.
+ */
+class LocalWriteError extends FsError {}
 
 /** Marks a file still being fetched into a root path (never published, never served). */
 export const PARTIAL_MARK = ".mcfs-part-";
@@ -300,7 +306,11 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
     let chain: Promise<void> = Promise.resolve();
     return (d, at) =>
       (chain = chain.then(async () => {
-        await progress.sink.write(d, at);
+        try {
+          await progress.sink.write(d, at);
+        } catch (e) {
+          throw new LocalWriteError(toErrno(e), `writing the arriving copy: ${(e as Error).message}`);
+        }
         onWritten?.(d.length);
         progress.got = at + d.length;
         for (const w of progress.waiters.splice(0)) w();
@@ -351,6 +361,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
           }
           return;
         } catch (e) {
+          if (e instanceof LocalWriteError) throw e;
           errors.push(`${address}: ${(e as Error).message}`);
           changing ||= e instanceof ChangingCopy || (e instanceof FsError && e.errno === E.ESTALE);
           o.log.warn({ path, ino, holder: address, err: (e as Error).message }, "holder failed, trying the next one");
