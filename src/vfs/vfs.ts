@@ -573,6 +573,12 @@ export function createVfs(o: VfsOptions): Vfs {
       // Another node's bytes: a copy of this version in the cache, or ranges from a holder. While the
       // holder is writing a new version the old one may be gone and the new one not whole yet: wait
       // (bounded) for the write's close and read what it published, rather than fail.
+      if (here && o.remote && !o.soleNode && r.size > 0 && root.typeOf(path) !== "file") {
+        // Listed as holding it, yet the file is not here (a queued change not applied yet, or Redis
+        // put back an older record after losing writes): the copies elsewhere, rather than EIO.
+        await o.catchUp?.();
+        if (root.typeOf(path) !== "file") here = false;
+      }
       const deadline = Date.now() + CHANGING_WAIT_MS;
       while (!here && !writable && !got) {
         const change = nextDataChange(ino);
