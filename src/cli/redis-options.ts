@@ -1,7 +1,7 @@
-import { readFileSync } from "node:fs";
 import type { Argv } from "yargs";
 import type { RedisAccess } from "../meta/redis-connect.ts";
 import { redactUrl } from "../util/log.ts";
+import { readFlagFile } from "../util/flag-file.ts";
 
 /** --redis-ca and --redis-password-file, the same for every role that connects to Redis. */
 export function redisAccessOptions<T>(y: Argv<T>) {
@@ -21,15 +21,6 @@ export function checkRedisUrl(flag: string, url: string): void {
     new URL(url);
   } catch {
     throw new Error(`${flag} "${redactUrl(url)}" is not a valid URL`);
-  }
-}
-
-function readFlagFile(flag: string, file: string): Buffer {
-  try {
-    return readFileSync(file);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new Error(`${flag} ${file}: ${code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : (e as Error).message}`);
   }
 }
 

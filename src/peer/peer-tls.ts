@@ -1,6 +1,6 @@
-import { readFileSync } from "node:fs";
 import { X509Certificate, createPrivateKey } from "node:crypto";
 import type { SecureClientSessionOptions, SecureServerOptions } from "node:http2";
+import { readFlagFile } from "../util/flag-file.ts";
 
 /**
  * Mutual TLS between the nodes of a cluster: every node has a certificate signed by the cluster CA
@@ -18,15 +18,6 @@ export interface PeerTlsFiles {
   ca: string;
 }
 
-function read(flag: string, file: string): Buffer {
-  try {
-    return readFileSync(file);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new Error(`${flag} ${file}: ${code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : (e as Error).message}`);
-  }
-}
-
 function parse<T>(flag: string, file: string, what: string, fn: () => T): T {
   try {
     return fn();
@@ -40,7 +31,7 @@ function parse<T>(flag: string, file: string, what: string, fn: () => T): T {
  * start names the file, where the same mismatch found at the first peer call would be a bare TLS alert.
  */
 export function loadPeerTls(f: PeerTlsFiles): PeerTls {
-  const tls = { cert: read("--tls-cert", f.cert), key: read("--tls-key", f.key), ca: read("--tls-ca", f.ca) };
+  const tls = { cert: readFlagFile("--tls-cert", f.cert), key: readFlagFile("--tls-key", f.key), ca: readFlagFile("--tls-ca", f.ca) };
   const cert = parse("--tls-cert", f.cert, "certificate", () => new X509Certificate(tls.cert));
   const key = parse("--tls-key", f.key, "private key", () => createPrivateKey(tls.key));
   const ca = parse("--tls-ca", f.ca, "certificate", () => new X509Certificate(tls.ca));
