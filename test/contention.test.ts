@@ -182,5 +182,7 @@ describe.skipIf(!!skip)("appends from two nodes", () => {
       expect(new Set(lines).size).toBe(300);
       for (const tag of ["a", "b"]) expect(lines.filter((l) => l.startsWith(`${tag} `)).map((l) => Number(l.split(" ")[1]))).toEqual([...Array(150).keys()]);
     }
+    // Turns were taken in turn: no writer gave up waiting and wrote alongside the other.
+    for (const n of [a, b]) expect(n.log()).not.toContain("writing at the same time");
   }, 120_000);
 });

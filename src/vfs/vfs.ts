@@ -181,6 +181,12 @@ export function createVfs(o: VfsOptions): Vfs {
     return false;
   }
 
+  /** Whether a handle other than h open here writes ino. */
+  function otherWriter(ino: number, h: Handle): boolean {
+    for (const x of byIno.get(ino)?.handles ?? []) if (x !== h && x.writable) return true;
+    return false;
+  }
+
   /** Inodes this node has the write turn of. */
   const leases = new Set<number>();
   async function takeWriteLease(ino: number): Promise<boolean> {
@@ -703,9 +709,12 @@ export function createVfs(o: VfsOptions): Vfs {
       return n;
     },
 
-    async flush(_c, _ino, fh, dirty) {
+    async flush(_c, ino, fh, dirty) {
       const h = handleOf(fh);
       if (dirty || h.dirty) await commit(h);
+      // The turn goes back at close: the kernel's release comes later, and by then this node's next
+      // open may have run, keeping the turn from another node's writer for good.
+      if (h.writable && leases.has(ino) && !otherWriter(ino, h)) releaseWriteLease(ino);
     },
 
     async release(_c, ino, fh, dirty) {
