@@ -18,8 +18,12 @@ export interface ScanResult {
   setAside: number;
 }
 
-/** Mark a kept file with its inode's identity (see LocalDir.markIdentity). */
-function markFile(root: LocalDir, p: string, id: string): void {
+/**
+ * Mark a kept file with its inode's identity (see LocalDir.markIdentity). keep: a mark already there
+ * stays (a held file); otherwise it is replaced (a file published as a new inode: the old mark names
+ * an inode the namespace no longer has).
+ */
+function markFile(root: LocalDir, p: string, id: string, keep = false): void {
   let fd: number;
   try {
     fd = root.openFile(p, constants.O_RDONLY);
@@ -27,7 +31,7 @@ function markFile(root: LocalDir, p: string, id: string): void {
     return;
   }
   try {
-    root.markIdentity(fd, id);
+    if (!keep || root.readIdentity(fd) === undefined) root.markIdentity(fd, id);
   } finally {
     closeSync(fd);
   }
@@ -101,7 +105,7 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
             await store.setData(rec.ino, Number(st.size), st.mtimeNs, st.ctimeNs, nodeId, rel);
             res.repaired++;
           }
-          if (known.holders.data.has(nodeId) && root.identityOf(rel) === undefined) markFile(root, rel, fileIdentity(rec.ino, rec.gen));
+          if (known.holders.data.has(nodeId)) markFile(root, rel, fileIdentity(rec.ino, rec.gen), true);
           return;
         }
         const id = d.type === "file" ? root.identityOf(rel) : undefined;

@@ -8,6 +8,7 @@ import { dirname } from "node:path";
 import type { LocalDir } from "../local/local-dir.ts";
 import { E, errnoOf } from "../util/errno.ts";
 import { fileIdentity } from "../meta/store.ts";
+import { RENAME_EXCHANGE } from "../fuse/types.ts";
 
 const { O_CREAT, O_EXCL } = fs.constants;
 
@@ -72,6 +73,14 @@ export function createLocalFile(root: LocalDir, p: string, flags: number, f: Kep
   const fd = makeLocal(root, p, () => root.openFile(p, flags | O_CREAT | O_EXCL, f.mode & 0o7777));
   keep(root, fd, f);
   return fd;
+}
+
+/** The local side of RENAME_EXCHANGE: swap what is there, or move the one that is. */
+export function exchangeLocal(root: LocalDir, a: string, b: string): void {
+  const hasA = root.typeOf(a) !== undefined, hasB = root.typeOf(b) !== undefined;
+  if (hasA && hasB) root.rename(a, b, RENAME_EXCHANGE);
+  else if (hasA) makeLocal(root, b, () => root.rename(a, b));
+  else if (hasB) makeLocal(root, a, () => root.rename(b, a));
 }
 
 /** Apply a change to the local copy at p; no local copy (nothing reachable there) is fine. */

@@ -1,9 +1,9 @@
 import type { MetadataStore, TodoEntry } from "../meta/store.ts";
 import type { LocalDir } from "../local/local-dir.ts";
-import { makeLocal } from "./local-files.ts";
+import { isDir } from "./attr.ts";
+import { exchangeLocal, makeLocal } from "./local-files.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
 import type { Logger } from "../util/log.ts";
-import { RENAME_EXCHANGE } from "../fuse/types.ts";
 
 /**
  * Makes the local disk follow renames and deletes that other nodes did to files this node holds,
@@ -65,7 +65,7 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
     let ino = 1;
     try {
       for (const name of path.split("/").filter(Boolean)) ino = (await o.store.lookup(ino, name)).ino;
-      return (await o.store.get(ino)).mode >>> 12 === 0o04;
+      return isDir((await o.store.get(ino)).mode);
     } catch {
       return false;
     }
@@ -102,10 +102,7 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
         if (isFile(e.path) && isTheFile(e.path, e.id)) root.unlink(e.path);
         return;
       case "swap": {
-        const a = root.typeOf(e.from) !== undefined, b = root.typeOf(e.to) !== undefined;
-        if (a && b) root.rename(e.from, e.to, RENAME_EXCHANGE);
-        else if (a) move(e.from, e.to);
-        else if (b) move(e.to, e.from);
+        exchangeLocal(root, e.from, e.to);
         return;
       }
     }

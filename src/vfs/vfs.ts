@@ -8,7 +8,7 @@ import type { Logger } from "../util/log.ts";
 import { attrOf, isDir, isReg, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID } from "./attr.ts";
 import { createPathCache } from "./paths.ts";
 import { createMetaCache } from "./meta-cache.ts";
-import { applyLocal, createLocalFile, makeLocal, withParents } from "./local-files.ts";
+import { applyLocal, createLocalFile, exchangeLocal, makeLocal, withParents } from "./local-files.ts";
 import type { LocalDir } from "../local/local-dir.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
 import { ChangingCopy, type RangeReader, type RemoteData, type Sibling } from "./remote-data.ts";
@@ -115,8 +115,8 @@ export function createVfs(o: VfsOptions): Vfs {
     return liveAttr(r);
   }
   function sameFile(r: Inode): Inode {
-    const told = kernelGen.get(r.ino);
-    if (told === undefined || told === r.gen) return r;
+    const gen = kernelGen.get(r.ino);
+    if (gen === undefined || gen === r.gen) return r;
     kernelGen.delete(r.ino);
     throw new FsError(E.ESTALE, `inode ${r.ino} is another file now`);
   }
@@ -169,26 +169,20 @@ export function createVfs(o: VfsOptions): Vfs {
     }
   }
 
+  /** Whether a handle open here (other than except) writes ino. */
+  function hasWriter(ino: number, except?: Handle): boolean {
+    for (const h of byIno.get(ino)?.handles ?? []) if (h !== except && h.writable) return true;
+    return false;
+  }
+
+  /** Inodes this node has the write turn of. */
+  const leases = new Set<number>();
   /**
    * Writers on different nodes take turns (a lease in the store): an open for writing waits for
    * another node's writer to close, then reads what it wrote — so appends from several nodes all land.
    * A node that keeps a file open for writing past WRITE_WAIT_MS is not waited for longer: then the
    * last close wins, as before. Every writer on this node shares the node's turn.
    */
-  /** Whether a handle open here writes ino. */
-  function hasWriter(ino: number): boolean {
-    for (const h of byIno.get(ino)?.handles ?? []) if (h.writable) return true;
-    return false;
-  }
-
-  /** Whether a handle other than h open here writes ino. */
-  function otherWriter(ino: number, h: Handle): boolean {
-    for (const x of byIno.get(ino)?.handles ?? []) if (x !== h && x.writable) return true;
-    return false;
-  }
-
-  /** Inodes this node has the write turn of. */
-  const leases = new Set<number>();
   async function takeWriteLease(ino: number): Promise<boolean> {
     if (leases.has(ino)) return true;
     const deadline = Date.now() + WRITE_WAIT_MS;
@@ -576,15 +570,15 @@ export function createVfs(o: VfsOptions): Vfs {
       let fd: number;
       let ranges: RangeReader | undefined;
       let got: { fd: number } | { ranges: RangeReader } | undefined;
-      // Another node's bytes: a copy of this version in the cache, or ranges from a holder. While the
-      // holder is writing a new version the old one may be gone and the new one not whole yet: wait
-      // (bounded) for the write's close and read what it published, rather than fail.
       if (here && o.remote && !o.soleNode && r.size > 0 && root.typeOf(path) !== "file") {
         // Listed as holding it, yet the file is not here (a queued change not applied yet, or Redis
         // put back an older record after losing writes): the copies elsewhere, rather than EIO.
         await o.catchUp?.();
         if (root.typeOf(path) !== "file") here = false;
       }
+      // Another node's bytes: a copy of this version in the cache, or ranges from a holder. While the
+      // holder is writing a new version the old one may be gone and the new one not whole yet: wait
+      // (bounded) for the write's close and read what it published, rather than fail.
       const deadline = Date.now() + CHANGING_WAIT_MS;
       while (!here && !writable && !got) {
         const change = nextDataChange(ino);
@@ -714,7 +708,7 @@ export function createVfs(o: VfsOptions): Vfs {
       if (dirty || h.dirty) await commit(h);
       // The turn goes back at close: the kernel's release comes later, and by then this node's next
       // open may have run, keeping the turn from another node's writer for good.
-      if (h.writable && leases.has(ino) && !otherWriter(ino, h)) releaseWriteLease(ino);
+      if (h.writable && leases.has(ino) && !hasWriter(ino, h)) releaseWriteLease(ino);
     },
 
     async release(_c, ino, fh, dirty) {
@@ -852,12 +846,4 @@ function checkXattrName(name: string): void {
   // ACLs, file capabilities and SELinux labels are not kept (the shim answers their reads itself).
   if (name.startsWith("system.posix_acl_") || name === "security.capability" || name === "security.selinux") throw fsError("EOPNOTSUPP");
   if (!/^(user|trusted|security|system)\./.test(name)) throw fsError("EOPNOTSUPP");
-}
-
-/** The local side of RENAME_EXCHANGE: swap what is there, or move the one that is. */
-function exchangeLocal(root: LocalDir, a: string, b: string): void {
-  const hasA = root.typeOf(a) !== undefined, hasB = root.typeOf(b) !== undefined;
-  if (hasA && hasB) root.rename(a, b, RENAME_EXCHANGE);
-  else if (hasA) makeLocal(root, b, () => root.rename(a, b));
-  else if (hasB) makeLocal(root, a, () => root.rename(b, a));
 }
