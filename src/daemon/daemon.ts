@@ -176,6 +176,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         currentPath: (ino) => createPathCache(store).pathOf(ino),
         openCached: (ino, version) => cache.open(ino, version),
         holdsInRoot: (copies) => store.heldBy(nodeId, copies),
+        // Before the vfs exists nothing writes the root: every read is of steady bytes.
+        steady: (ino) => vfs?.steady(ino) ?? (() => vfs === undefined),
         interceptors: m ? [rpcObserver("server")] : [],
         onServed: m && ((n) => m.peerBytes.inc({ direction: "served" }, n)),
       });

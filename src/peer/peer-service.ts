@@ -7,6 +7,9 @@ import { readCopy, type CopyData } from "../cache/copy-cache.ts";
 import { relOf, type LocalDir } from "../local/local-dir.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
 
+/** The version asked for is being rewritten here: the reader waits for the writer's close. */
+const changing = (path: string) => new FsError(E.ESTALE, `${path} is being written on this node`);
+
 /** Stream messages stay at or under 128 KiB: larger ones stall some gRPC clients on Bun's HTTP/2. */
 export const CHUNK = 128 * 1024;
 
@@ -22,6 +25,14 @@ export interface PeerServiceOptions {
   /** Where the namespace has ino now: a reader may ask by a path renamed since it opened the file. */
   currentPath?: (ino: number) => Promise<string>;
   onServed?: (bytes: number) => void;
+  /** A check that no write of ino's root file began since the call (see Vfs.steady). */
+  steady?: (ino: number) => () => boolean;
+}
+
+/** Bytes to serve, and whether they are still those of the version asked for (a root file written here is not). */
+interface Source {
+  data: CopyData;
+  intact: () => boolean;
 }
 
 /**
@@ -55,22 +66,29 @@ export function createPeerService(o: PeerServiceOptions): ServiceImpl<typeof Pee
   }
 
   /** The bytes of ino at version: the cached copy, else the root path's file while listed as held here. */
-  async function openForRead(r: { path: string; ino: bigint; version: bigint }, held?: Promise<boolean>): Promise<CopyData> {
+  async function openForRead(r: { path: string; ino: bigint; version: bigint }, held?: Promise<boolean>): Promise<Source> {
     if (!r.ino) throw new FsError(E.EINVAL, "a read names the inode and version it wants");
     checkPath(r.path);
     const ino = Number(r.ino), version = Number(r.version);
     const c = o.openCached?.(ino, version);
-    if (c) return c;
+    if (c) return { data: c, intact: () => true };
+    // Taken before the holder check: a write begun after it may already have changed the bytes.
+    const intact = o.steady?.(ino) ?? (() => true);
     if (!(await (held ?? o.holdsInRoot([{ ino, version }]).then((h) => h[0])))) throw new FsError(E.ESTALE, `no copy of ${r.path} at version ${version} here`);
+    const fromRoot = (fd: number): Source => {
+      if (intact()) return { data: { fd }, intact };
+      fs.closeSync(fd);
+      throw changing(r.path);
+    };
     const fd = openInode(r.path, ino);
-    if (fd !== undefined) return { fd };
+    if (fd !== undefined) return fromRoot(fd);
     // Renamed since the reader learned its path (or another file is there now): the file is the
     // inode, wherever the namespace has it.
     const now = o.currentPath ? await o.currentPath(ino) : r.path;
     if (now !== r.path) {
       checkPath(now);
       const moved = openInode(now, ino);
-      if (moved !== undefined) return { fd: moved };
+      if (moved !== undefined) return fromRoot(moved);
     }
     // ENOENT: the caller catches up with queued renames once and asks again.
     throw new FsError(E.ENOENT, `no file of inode ${ino} at ${r.path} here`);
@@ -90,8 +108,14 @@ export function createPeerService(o: PeerServiceOptions): ServiceImpl<typeof Pee
     fs.closeSync(fd);
     return undefined;
   }
-  const closeCopy = (c: CopyData) => {
-    if ("fd" in c) fs.closeSync(c.fd);
+  const closeCopy = (s: Source) => {
+    if ("fd" in s.data) fs.closeSync(s.data.fd);
+  };
+  /** Bytes of a source at an offset, refused if a write here may have changed them while they were read. */
+  const readSource = (s: Source, into: Uint8Array, at: number, path: string): number => {
+    const n = readCopy(s.data, into, at);
+    if (!s.intact()) throw changing(path);
+    return n;
   };
 
   return {
@@ -99,7 +123,7 @@ export function createPeerService(o: PeerServiceOptions): ServiceImpl<typeof Pee
       const c = await openForRead(r);
       try {
         const buf = Buffer.allocUnsafe(Math.min(Number(r.length) || CHUNK, 16 * CHUNK));
-        const n = readCopy(c, buf, Number(r.offset));
+        const n = readSource(c, buf, Number(r.offset), r.path);
         o.onServed?.(n);
         return { data: buf.subarray(0, n) };
       } finally {
@@ -115,7 +139,7 @@ export function createPeerService(o: PeerServiceOptions): ServiceImpl<typeof Pee
           const want = Math.min(CHUNK, end - off);
           if (want <= 0) return;
           const buf = Buffer.allocUnsafe(want);
-          const n = readCopy(c, buf, off);
+          const n = readSource(c, buf, off, r.path);
           if (n === 0) return;
           o.onServed?.(n);
           yield { offset: BigInt(off), data: buf.subarray(0, n) };
@@ -136,7 +160,7 @@ export function createPeerService(o: PeerServiceOptions): ServiceImpl<typeof Pee
       let buf = Buffer.allocUnsafe(CHUNK);
       let used = 0;
       for (const [index, f] of r.files.entries()) {
-        let c: CopyData;
+        let c: Source;
         try {
           c = await guarded(() => openForRead(f, held[index]))();
         } catch (e) {
@@ -151,7 +175,7 @@ export function createPeerService(o: PeerServiceOptions): ServiceImpl<typeof Pee
               buf = Buffer.allocUnsafe(CHUNK);
               used = 0;
             }
-            const n = readCopy(c, buf.subarray(used), off);
+            const n = readSource(c, buf.subarray(used), off, f.path);
             const last = used + n < CHUNK;
             pieces.push({ index, offset: BigInt(off), data: buf.subarray(used, used + n), errno: 0, last });
             o.onServed?.(n);

@@ -40,6 +40,8 @@ const UNWANTED_MAX = 1_000_000;
 const BATCH_BYTES = 16 << 20;
 /** Bytes received but not yet written to a copy on disk. */
 const WRITE_BEHIND = 16 << 20;
+/** Largest file whose published bytes are copied aside when this node starts writing it in place. */
+const PRESERVE_MAX = 16 << 20;
 /** How far ahead of an arriving copy a read waits for it instead of asking the holder. */
 const FOLLOW_WINDOW = 32 << 20;
 
@@ -56,6 +58,12 @@ export interface RemoteData {
    * with the file's owner and mode.
    */
   fetchTo(ino: number, version: number, path: string, size: number, owner: KeptFile, holders?: Holders): Promise<void>;
+  /**
+   * Keep the bytes of ino at version, read from fd (this node's root file, about to be written in
+   * place), as a cached copy: other nodes reading that version get it until the writer's close
+   * publishes the next. Kept only if intact() still holds once copied; small files only.
+   */
+  preserve(ino: number, version: number, fd: number, size: number, intact: () => boolean): Promise<void>;
 }
 
 /** Another file of the same directory (fetched along with a small file when it is small too). */
@@ -520,6 +528,24 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
       const order = (await sources(ino, version, given)).map((s) => s.address);
       if (!order.length) throw new FsError(E.EIO, `no live node holds ${path} at version ${version}`);
       return { ranges: rangeReader(ino, version, path, size, order) };
+    },
+    async preserve(ino, version, fd, size, intact) {
+      if (size > PRESERVE_MAX || !o.cache.fits(size) || o.cache.has(ino, version)) return;
+      const pending = o.cache.begin(ino, version, size);
+      try {
+        const buf = Buffer.allocUnsafe(Math.min(size, 1 << 20));
+        for (let at = 0; at < size; ) {
+          const n = await new Promise<number>((res, rej) => fs.read(fd, buf, 0, Math.min(buf.length, size - at), at, (e, got) => (e ? rej(e) : res(got))));
+          if (n === 0) throw new FsError(E.EIO, `holds ${at} of its ${size} bytes`);
+          await pending.write(buf.subarray(0, n), at);
+          at += n;
+        }
+        if (!intact()) throw new FsError(E.ESTALE, "written while it was copied");
+        pending.commit();
+      } catch (e) {
+        pending.abort();
+        o.log.warn({ ino, version, err: (e as Error).message }, "could not keep the published bytes of a file about to be written; other nodes' reads of them wait for its close");
+      }
     },
     fetchTo(ino, version, path, size, owner, given) {
       return once(`root:${path}`, async () => {

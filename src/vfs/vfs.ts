@@ -62,6 +62,8 @@ interface Handle {
   writable: boolean;
   /** Written through JS (the shim reports its own writes at flush). */
   dirty: boolean;
+  /** Read-only: the version whose bytes it reads, and that version's size. */
+  reads?: { version: number; size: number };
 }
 
 interface DirHandle {
@@ -75,6 +77,11 @@ export interface Vfs extends FileSystem {
   resync(): void;
   /** Whether ino is open for writing on this node. */
   writing(ino: number): boolean;
+  /**
+   * For a read of ino's root file that must not see a write: a check, true while no write of the
+   * file has begun here since this call (false from the start if one is under way).
+   */
+  steady(ino: number): () => boolean;
   /** Close every open backing file (at shutdown). */
   closeAll(): Promise<void>;
   readonly openFiles: number;
@@ -175,6 +182,27 @@ export function createVfs(o: VfsOptions): Vfs {
     return false;
   }
 
+  /**
+   * When writes of root files began here (a stamp per inode; older ones forgotten into floor): the
+   * bytes of a published version change in place under a writer, and a peer reading them must know.
+   */
+  const writeBegun = new Map<number, number>();
+  let writeStamp = 0;
+  let writeFloor = 0;
+  function beginWrite(ino: number): void {
+    if (writeBegun.size >= OPENED_MAX) {
+      writeBegun.clear();
+      writeFloor = writeStamp;
+    }
+    writeBegun.set(ino, ++writeStamp);
+  }
+
+  function steady(ino: number): () => boolean {
+    const at = writeStamp;
+    if (hasWriter(ino)) return () => false;
+    return () => (writeBegun.get(ino) ?? writeFloor) <= at && !hasWriter(ino);
+  }
+
   /** Inodes this node has the write turn of. */
   const leases = new Set<number>();
   /**
@@ -239,7 +267,15 @@ export function createVfs(o: VfsOptions): Vfs {
         if (st.mtimeNs > a.mtime + 1_000_000n) a.mtime = st.mtimeNs;
         // An ftruncate or write through the handle changed the file after the record was written.
         if (st.ctimeNs > a.ctime + 1_000_000n) a.ctime = st.ctimeNs;
-        break;
+        return a;
+      }
+      // Read here at an older version while a newer one was published: the kernel's size stays that
+      // of the bytes the last open reads, or a read under way would end at the new size, cut short.
+      let last: Handle["reads"];
+      for (const h of o.handles) last = h.reads ?? last;
+      if (last && last.version !== r.version) {
+        a.size = last.size;
+        kernelVersion.set(r.ino, last.version);
       }
     }
     return a;
@@ -258,6 +294,7 @@ export function createVfs(o: VfsOptions): Vfs {
 
   function addHandle(h: Handle, rec: Inode): number {
     const fh = allocFh();
+    if (h.writable) beginWrite(h.ino);
     handles.set(fh, h);
     let o = byIno.get(h.ino);
     if (!o) byIno.set(h.ino, (o = { handles: new Set(), rec }));
@@ -374,6 +411,7 @@ export function createVfs(o: VfsOptions): Vfs {
             }
             if (r.nlink > 1) await linkAllNames(ino, p);
           }
+          beginWrite(ino);
           const fd = root.openFile(p, O_WRONLY);
           let mtime: bigint;
           try {
@@ -545,13 +583,6 @@ export function createVfs(o: VfsOptions): Vfs {
         r = learn(rec);
         holders = h;
         here = h.data.get(nodeId) === r.version || (h.data.size === 0 && r.size === 0);
-        // Close-to-open: the kernel may still hold the size of an older version (its attribute
-        // cache), and would cut reads of the new bytes short at it.
-        const told = kernelVersion.get(ino);
-        if (told !== undefined && told !== r.version) {
-          await o.refreshKernelAttrs?.(ino);
-          kernelVersion.set(ino, r.version);
-        }
       };
       const acc = flags & O_ACCMODE;
       const writable = acc === O_WRONLY || acc === O_RDWR;
@@ -612,6 +643,24 @@ export function createVfs(o: VfsOptions): Vfs {
           }
           if (r.nlink > 1) await linkAllNames(ino, path);
         }
+        if (here && writable && !(flags & O_TRUNC) && o.remote && !o.soleNode && r.size > 0 && !hasWriter(ino)) {
+          // Written in place from now on, while the record still names the closed version: other
+          // nodes opening it meanwhile read that version from a copy kept aside.
+          const intact = steady(ino);
+          let rfd: number | undefined;
+          try {
+            rfd = root.openFile(path, O_RDONLY);
+          } catch {
+            // Not at its path here yet (a rename to follow): the open below catches up; nothing kept.
+          }
+          if (rfd !== undefined) {
+            try {
+              await o.remote.preserve(ino, r.version, rfd, r.size, intact);
+            } finally {
+              fs.closeSync(rfd);
+            }
+          }
+        }
         const openLocal = () => root.openFile(path, flags & KEEP_OPEN_FLAGS);
         try {
           fd = openLocal();
@@ -627,8 +676,15 @@ export function createVfs(o: VfsOptions): Vfs {
           }
         }
       }
-      const h: Handle = { ino, fd, writable, dirty: false, ...(ranges ? { ranges } : {}) };
+      const h: Handle = { ino, fd, writable, dirty: false, ...(ranges ? { ranges } : {}), ...(writable ? {} : { reads: { version: r.version, size: r.size } }) };
       const fh = addHandle(h, r);
+      // Close-to-open: the kernel may still hold the size of another version (its attribute cache),
+      // and would cut reads of these bytes short at it. After addHandle: liveAttr answers for it.
+      const told = kernelVersion.get(ino);
+      if (told !== undefined && told !== r.version && !o.soleNode) {
+        await o.refreshKernelAttrs?.(ino);
+        kernelVersion.set(ino, r.version);
+      }
       if (flags & O_TRUNC && r.size !== 0) {
         try {
           fs.ftruncateSync(fd, 0);
@@ -808,6 +864,8 @@ export function createVfs(o: VfsOptions): Vfs {
       const bits = c.uid === r.uid ? (r.mode >> 6) & 7 : c.gid === r.gid ? (r.mode >> 3) & 7 : r.mode & 7;
       if ((bits & mask) !== mask) throw fsError("EACCES");
     },
+
+    steady,
 
     writing(ino) {
       // From the write turn on: an open for writing is under way before its handle exists.
