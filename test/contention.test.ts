@@ -127,7 +127,49 @@ describe.skipIf(!!skip)("contention: three nodes rewrite one file while a fourth
 
 describe.skipIf(!!skip)("an open file follows its inode, not its path", () => {
   // B keeps no copies: every read of A's file is a ranged read from A.
-  const cluster = useCluster("follow", ["a", "b"], { b: ["--ram-cache-mib", "0", "--disk-cache-mib", "0"] });
+  const cluster = useCluster("follow", ["a", "b", "c"], { b: ["--ram-cache-mib", "0", "--disk-cache-mib", "0"] });
+  const pattern = (n: number) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 7) & 255));
+  const readFrom = (fd: number, at: number, len: number) => {
+    const out = Buffer.alloc(len);
+    let got = 0;
+    while (got < len) {
+      const n = fs.readSync(fd, out, got, len - got, at + got);
+      if (n === 0) break;
+      got += n;
+    }
+    return out.subarray(0, got);
+  };
+
+  // POSIX: an unlinked file stays readable through a descriptor open before. The holder keeps the
+  // bytes of a file read in ranges elsewhere a while after its last name goes.
+  for (const by of ["a", "c"] as const) {
+    test(`B reads on through its open descriptor after the file's last name is removed on ${by === "a" ? "A, its holder" : "C, another node"}`, () => {
+      const [a, b, c] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
+      const data = pattern(3 << 20);
+      fs.writeFileSync(join(a.mnt, `gone-${by}`), data);
+      const fd = fs.openSync(join(b.mnt, `gone-${by}`), "r");
+      try {
+        expect(readFrom(fd, 0, 65536).equals(data.subarray(0, 65536))).toBe(true);
+        fs.unlinkSync(join((by === "a" ? a : c).mnt, `gone-${by}`));
+        expect(fs.existsSync(join(b.mnt, `gone-${by}`))).toBe(false);
+        expect(readFrom(fd, 65536, data.length).equals(data.subarray(65536))).toBe(true);
+      } finally {
+        fs.closeSync(fd);
+      }
+      expect(fs.existsSync(join(a.root, `gone-${by}`))).toBe(false);
+    });
+  }
+
+  test("a file no other node reads in ranges leaves the holder's disk at once when unlinked", () => {
+    const [a, , c] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
+    fs.writeFileSync(join(a.mnt, "whole"), "read whole at open");
+    expect(fs.readFileSync(join(c.mnt, "whole"), "utf8")).toBe("read whole at open");
+    const kept = () => (fs.existsSync(join(a.root, ".mcfs", "unlinked")) ? fs.readdirSync(join(a.root, ".mcfs", "unlinked")).length : 0);
+    const before = kept();
+    fs.unlinkSync(join(a.mnt, "whole"));
+    expect(fs.existsSync(join(a.root, "whole"))).toBe(false);
+    expect(kept()).toBe(before);
+  });
 
   test("B reads on through its open descriptor after A renames the file into another directory", () => {
     const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];

@@ -9,6 +9,7 @@ import { createRedisStore } from "../meta/redis-store.ts";
 import type { MetadataStore } from "../meta/store.ts";
 import { createVfs, type Vfs } from "../vfs/vfs.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
+import { createRetiredFiles } from "../peer/retired-files.ts";
 import { createRemoteData, type RemoteData } from "../vfs/remote-data.ts";
 import { createCopyCache, type CopyCache } from "../cache/copy-cache.ts";
 import { createMetrics, instrument, type Metrics } from "../metrics/metrics.ts";
@@ -31,6 +32,8 @@ import { redactUrl, type Logger } from "../util/log.ts";
 const HEARTBEAT_MS = 5_000;
 const ACK_FLUSH_MS = 5;
 const NODE_TTL_MS = 15_000;
+/** How long the bytes of a file unlinked while read in ranges elsewhere stay after its last read. */
+const UNLINKED_KEEP_MS = 5 * 60_000;
 
 export interface Daemon {
   readonly nodeId: string;
@@ -133,7 +136,10 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     const startedAt = Date.now();
     // The VFS comes later: until it exists nothing is open.
     let vfs: Vfs | undefined;
-    const todo = createTodoApplier({ root, nodeId, store, log: nlog, writing: (ino) => vfs?.writing(ino) ?? false });
+    // Only other nodes read in ranges: a sole node keeps nothing.
+    const retired = cfg.redisUrl ? createRetiredFiles({ root, keepMs: UNLINKED_KEEP_MS, log: nlog }) : undefined;
+    if (retired) cleanups.push(async () => retired.close());
+    const todo = createTodoApplier({ root, nodeId, store, log: nlog, writing: (ino) => vfs?.writing(ino) ?? false, retire: retired?.retire });
     let copies: CopyCache | undefined;
     // The peer port is bound before the node is registered: a port in use (or any failure before
     // this point) leaves no record naming an address this node never served on.
@@ -176,6 +182,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         currentPath: (ino) => createPathCache(store).pathOf(ino),
         openCached: (ino, version) => cache.open(ino, version),
         holdsInRoot: (copies) => store.heldBy(nodeId, copies),
+        retired,
         // Before the vfs exists nothing writes the root: every read is of steady bytes.
         steady: (ino) => vfs?.steady(ino) ?? (() => vfs === undefined),
         interceptors: m ? [rpcObserver("server")] : [],
@@ -211,7 +218,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
 
     let session: FuseSession | undefined;
     vfs = createVfs({
-      root, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, soleNode: !cfg.redisUrl, remote, catchUp: () => todo.drain(),
+      root, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, soleNode: !cfg.redisUrl, remote, catchUp: () => todo.drain(), retire: retired?.retire,
       dropKernelEntry: (parent, name) => session?.invalidateEntry(parent, name),
       refreshKernelAttrs: async (ino) => {
         if (!session) return;

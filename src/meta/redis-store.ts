@@ -100,12 +100,17 @@ local function todo(origin, ino, entry)
     nodes = redis.call('HKEYS', P..'loc:'..ino)
     -- Which file the change is for: a local file marked as another inode's is left alone.
     if entry.op ~= 'swap' then entry.id = ino..':'..(redis.call('HGET', P..'i:'..ino, 'gn') or '') end
+    -- The last name going (asked before it is dropped): a holder may keep the bytes a while for
+    -- readers elsewhere that have the file open.
+    if entry.op == 'rm' then entry.last = tonumber(redis.call('HGET', P..'i:'..ino, 'n') or '1') <= 1 end
   else
     nodes = redis.call('HKEYS', P..'nodes')
   end
   local told = {}
   for _, n in ipairs(nodes) do
     if n ~= origin then
+      -- A string: cjson would print a 64-bit version number to 14 digits.
+      if entry.op == 'rm' and type(ino) ~= 'table' and ino then entry.v = redis.call('HGET', P..'loc:'..ino, n) or nil end
       redis.call('RPUSH', P..'todo:'..n, cjson.encode(entry))
       told[#told + 1] = n
     end
@@ -197,7 +202,7 @@ local r = redis.call('HGETALL', k)
 table.insert(r, 1, ino)
 table.insert(r, 1, told)
 return r`,
-  // ARGV: P parent name wantdir(1/0) now origin path -> {ino, nlink, dir, {nodes told}}
+  // ARGV: P parent name wantdir(1/0) now origin path -> {ino, nlink, dir, {nodes told}, version origin held or ''}
   remove: `
 local parent, name, now, origin, path = ARGV[2], ARGV[3], ARGV[5], ARGV[6], ARGV[7]
 local e = redis.call('HGET', P..'d:'..parent, name)
@@ -216,8 +221,9 @@ if d then
   return {tonumber(ino), 0, 1, todo(origin, nil, {op = 'rmdir', path = path})}
 end
 local told = todo(origin, ino, {op = 'rm', path = path})
-if not m then return {tonumber(ino), 0, 0, told} end
-return {tonumber(ino), dropname(ino, parent, name, now), 0, told}`,
+local held = redis.call('HGET', P..'loc:'..ino, origin) or ''
+if not m then return {tonumber(ino), 0, 0, told, held} end
+return {tonumber(ino), dropname(ino, parent, name, now), 0, told, held}`,
   // ARGV: P parent name newparent newname flags now origin frompath topath
   //   -> {ino, replacedIno, replacedNlink, replacedDir, exchangedIno, {nodes told}}
   rename: `
@@ -690,9 +696,9 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
       });
     },
     async remove(parent, name, dir, path) {
-      const r = (await run("remove", [parent, name, dir ? 1 : 0, nowNs(), opts.nodeId, path])) as [number, number, number, string[]];
+      const r = (await run("remove", [parent, name, dir ? 1 : 0, nowNs(), opts.nodeId, path])) as [number, number, number, string[], string];
       await publish({ removed: [[parent, name]], inodes: [parent, r[0]], todo: r[3] }, true);
-      return { ino: r[0], nlink: r[1], dir: r[2] === 1 };
+      return { ino: r[0], nlink: r[1], dir: r[2] === 1, ...(r[4] ? { held: Number(r[4]) } : {}) };
     },
     async rename(parent, name, newParent, newName, flags, fromPath, toPath) {
       const r = (await run("rename", [parent, name, newParent, newName, flags, nowNs(), opts.nodeId, fromPath, toPath])) as [number, number, number, number, number, string[]];

@@ -74,6 +74,8 @@ export interface Removed {
   /** Links left; 0 means the inode is gone once no one holds it open. */
   nlink: number;
   dir: boolean;
+  /** The version of the bytes the calling node held (remove only). */
+  held?: number;
 }
 
 export interface Renamed {
@@ -157,7 +159,8 @@ export const fileIdentity = (ino: number, gen: string): string => `${ino}:${gen}
 
 /** id: the identity (fileIdentity) of the file the change is meant for; a local file marked otherwise is another file. */
 export type TodoEntry =
-  | { op: "rm"; path: string; id?: string }
+  /** last: the inode's last name; v: the version this node holds (decimal). */
+  | { op: "rm"; path: string; id?: string; last?: boolean; v?: string }
   | { op: "rmdir"; path: string }
   | { op: "mv"; from: string; to: string; id?: string }
   /** A new hard link of a file this node holds: its bytes under one more name. */

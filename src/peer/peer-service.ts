@@ -6,6 +6,7 @@ import { E, FsError, errnoOf, toErrno } from "../util/errno.ts";
 import { readCopy, type CopyData } from "../cache/copy-cache.ts";
 import { relOf, type LocalDir } from "../local/local-dir.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
+import type { RetiredFiles } from "./retired-files.ts";
 
 /** The version asked for is being rewritten here: the reader waits for the writer's close. */
 const changing = (path: string) => new FsError(E.ESTALE, `${path} is being written on this node`);
@@ -25,6 +26,8 @@ export interface PeerServiceOptions {
   /** Where the namespace has ino now: a reader may ask by a path renamed since it opened the file. */
   currentPath?: (ino: number) => Promise<string>;
   onServed?: (bytes: number) => void;
+  /** Bytes of files unlinked while read in ranges elsewhere. */
+  retired?: RetiredFiles;
   /** A check that no write of ino's root file began since the call (see Vfs.steady). */
   steady?: (ino: number) => () => boolean;
 }
@@ -72,9 +75,19 @@ export function createPeerService(o: PeerServiceOptions): ServiceImpl<typeof Pee
     const ino = Number(r.ino), version = Number(r.version);
     const c = o.openCached?.(ino, version);
     if (c) return { data: c, intact: () => true };
+    const kept = o.retired?.open(ino, version);
+    if (kept !== undefined) return { data: { fd: kept }, intact: () => true };
     // Taken before the holder check: a write begun after it may already have changed the bytes.
     const intact = o.steady?.(ino) ?? (() => true);
-    if (!(await (held ?? o.holdsInRoot([{ ino, version }]).then((h) => h[0])))) throw new FsError(E.ESTALE, `no copy of ${r.path} at version ${version} here`);
+    if (!(await (held ?? o.holdsInRoot([{ ino, version }]).then((h) => h[0])))) {
+      // Unlinked elsewhere a moment ago: its queued removal here keeps the bytes if they were read in ranges.
+      if (o.retired && o.catchUp) {
+        await o.catchUp();
+        const kept = o.retired.open(ino, version);
+        if (kept !== undefined) return { data: { fd: kept }, intact: () => true };
+      }
+      throw new FsError(E.ESTALE, `no copy of ${r.path} at version ${version} here`);
+    }
     const fromRoot = (fd: number): Source => {
       if (intact()) return { data: { fd }, intact };
       fs.closeSync(fd);
@@ -120,6 +133,7 @@ export function createPeerService(o: PeerServiceOptions): ServiceImpl<typeof Pee
 
   return {
     read: guarded(async (r) => {
+      o.retired?.rangeRead(Number(r.ino));
       const c = await openForRead(r);
       try {
         const buf = Buffer.allocUnsafe(Math.min(Number(r.length) || CHUNK, 16 * CHUNK));
@@ -139,7 +153,13 @@ export function createPeerService(o: PeerServiceOptions): ServiceImpl<typeof Pee
           const want = Math.min(CHUNK, end - off);
           if (want <= 0) return;
           const buf = Buffer.allocUnsafe(want);
-          const n = readSource(c, buf, off, r.path);
+          let n: number;
+          try {
+            n = readSource(c, buf, off, r.path);
+          } catch (e) {
+            // Mid-stream: the errno must reach the reader (ESTALE: ask again), not "internal error".
+            throw toConnectError(e);
+          }
           if (n === 0) return;
           o.onServed?.(n);
           yield { offset: BigInt(off), data: buf.subarray(0, n) };

@@ -25,6 +25,8 @@ export interface TodoApplierOptions {
   log: Logger;
   /** Whether this node has ino open for writing: its close will make it the holder again. */
   writing(ino: number): boolean;
+  /** The last name of a file held here goes: true when its bytes were kept for readers elsewhere. */
+  retire?: (path: string, ino: number, version: number) => boolean;
 }
 
 export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
@@ -83,9 +85,12 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
       return;
     }
     switch (e.op) {
-      case "rm":
-        if (isFile(e.path) && isTheFile(e.path, e.id)) root.unlink(e.path);
+      case "rm": {
+        if (!isFile(e.path) || !isTheFile(e.path, e.id)) return;
+        const ino = Number(e.id?.split(":")[0]);
+        if (!(e.last && e.v && ino && o.retire?.(e.path, ino, Number(e.v)))) root.unlink(e.path);
         return;
+      }
       case "rmdir":
         if (await isDirNow(e.path)) return;
         root.remove(e.path);

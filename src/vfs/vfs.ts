@@ -22,6 +22,8 @@ const OPENED_MAX = 200_000;
 const INO_BLOCK = 1024;
 /** Longest an open waits for another node's write to publish the bytes it is changing. */
 const CHANGING_WAIT_MS = 10_000;
+/** Longest pause between its tries meanwhile (they start at 10 ms and double). */
+const CHANGING_POLL_MS = 200;
 /** A node's turn to write a file lasts this long unless renewed (a crashed writer's turn runs out). */
 const WRITE_LEASE_MS = 60_000;
 /** Longest an open for writing waits for another node's writer to close. */
@@ -50,6 +52,8 @@ export interface VfsOptions {
   refreshKernelAttrs?: (ino: number) => Promise<void>;
   /** Make the kernel forget a name it cached (it now leads to another file). */
   dropKernelEntry?: (parent: number, name: string) => void;
+  /** The last name of a file held here goes: true when its bytes were kept for readers elsewhere. */
+  retire?: (path: string, ino: number, version: number) => boolean;
   /** Bytes read or written in JS (the shim counts what it serves itself). */
   onIo?: (kind: "read" | "write", bytes: number) => void;
 }
@@ -501,7 +505,7 @@ export function createVfs(o: VfsOptions): Vfs {
       const path = await paths.childPath(parent, name);
       const r = await changing([parent], () => store.remove(parent, name, false, path));
       dirChanged(parent, undefined, name);
-      root.remove(path);
+      if (!(r.nlink === 0 && r.held !== undefined && o.retire?.(path, r.ino, r.held))) root.remove(path);
       await dropped(r);
     },
 
@@ -611,17 +615,32 @@ export function createVfs(o: VfsOptions): Vfs {
       // holder is writing a new version the old one may be gone and the new one not whole yet: wait
       // (bounded) for the write's close and read what it published, rather than fail.
       const deadline = Date.now() + CHANGING_WAIT_MS;
-      while (!here && !writable && !got) {
+      let taken = false;
+      let pause = 10;
+      while (!here && !got && !taken) {
         const change = nextDataChange(ino);
         try {
-          got = await o.remote!.open(ino, r.version, path, r.size, holders, { dir: r.parent, list: () => siblingsOf(ino, r.parent) });
+          if (!writable) got = await o.remote!.open(ino, r.version, path, r.size, holders, { dir: r.parent, list: () => siblingsOf(ino, r.parent) });
+          else {
+            // About to write another node's bytes: this node takes a copy into its root and becomes the holder.
+            if (flags & O_TRUNC) fs.closeSync(createLocalFile(root, path, O_WRONLY, r));
+            else {
+              root.ensureDir(dirname(path));
+              await o.remote!.fetchTo(ino, r.version, path, r.size, r, holders);
+            }
+            if (r.nlink > 1) await linkAllNames(ino, path);
+            taken = true;
+          }
         } catch (e) {
           if (!(e instanceof FsError && e.errno === E.EIO) || Date.now() >= deadline) throw e;
           const was = r.version;
           await fresh();
           if (r.version !== was) continue;
           if (!(e instanceof ChangingCopy)) throw e;
-          await change.wait(deadline - Date.now());
+          // Polled too: the holder refuses reads until its writer's handle is released, which
+          // publishes nothing when the close already did.
+          await change.wait(Math.min(pause, deadline - Date.now()));
+          pause = Math.min(pause * 2, CHANGING_POLL_MS);
           await fresh();
         } finally {
           change.cancel();
@@ -634,15 +653,6 @@ export function createVfs(o: VfsOptions): Vfs {
           ranges = got.ranges;
         }
       } else {
-        if (!here) {
-          // About to write another node's bytes: this node takes a copy into its root and becomes the holder.
-          if (flags & O_TRUNC) fs.closeSync(createLocalFile(root, path, O_WRONLY, r));
-          else {
-            root.ensureDir(dirname(path));
-            await o.remote!.fetchTo(ino, r.version, path, r.size, r, holders);
-          }
-          if (r.nlink > 1) await linkAllNames(ino, path);
-        }
         if (here && writable && !(flags & O_TRUNC) && o.remote && !o.soleNode && r.size > 0 && !hasWriter(ino)) {
           // Written in place from now on, while the record still names the closed version: other
           // nodes opening it meanwhile read that version from a copy kept aside.
@@ -678,10 +688,11 @@ export function createVfs(o: VfsOptions): Vfs {
       }
       const h: Handle = { ino, fd, writable, dirty: false, ...(ranges ? { ranges } : {}), ...(writable ? {} : { reads: { version: r.version, size: r.size } }) };
       const fh = addHandle(h, r);
-      // Close-to-open: the kernel may still hold the size of another version (its attribute cache),
-      // and would cut reads of these bytes short at it. After addHandle: liveAttr answers for it.
+      // Close-to-open: the kernel may still hold the size of another version (its attribute cache,
+      // or a reply computed before this open), and would cut reads of these bytes short at it, or
+      // fill them out with zeros. After addHandle: liveAttr answers for it from now on.
       const told = kernelVersion.get(ino);
-      if (told !== undefined && told !== r.version && !o.soleNode) {
+      if (!o.soleNode && told !== undefined && (told !== r.version || openedVersion.get(ino) !== r.version)) {
         await o.refreshKernelAttrs?.(ino);
         kernelVersion.set(ino, r.version);
       }
