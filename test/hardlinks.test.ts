@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { fuseUnavailable } from "./helpers/env.ts";
+import { fuseUnavailable, waitFor } from "./helpers/env.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { useCluster } from "./helpers/node.ts";
 
@@ -24,6 +24,16 @@ describe.skipIf(!!skip)("hard links across nodes", () => {
       expect(fs.statSync(join(n.mnt, "h1/g")).nlink).toBe(1);
     }
     expect(fs.readFileSync(join(b.root, "h1/g"), "utf8")).toBe("v2 from b\n");
+  });
+
+  test("A links f as g; B writes g: A's disk keeps the old bytes under neither name", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "h4"));
+    fs.writeFileSync(join(a.mnt, "h4/f"), "old\n");
+    fs.linkSync(join(a.mnt, "h4/f"), join(a.mnt, "h4/g"));
+    fs.writeFileSync(join(b.mnt, "h4/g"), "new from b\n");
+    await waitFor("A to drop its stale copy under both names", () => !fs.existsSync(join(a.root, "h4/f")) && !fs.existsSync(join(a.root, "h4/g")));
+    for (const n of cluster.nodes) for (const name of ["f", "g"]) expect(fs.readFileSync(join(n.mnt, "h4", name), "utf8")).toBe("new from b\n");
   });
 
   test("ln works on a node that does not hold the file; the holder keeps the bytes under both names", () => {

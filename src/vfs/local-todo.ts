@@ -3,6 +3,7 @@ import type { LocalDir } from "../local/local-dir.ts";
 import { isDir } from "./attr.ts";
 import { exchangeLocal, makeLocal } from "./local-files.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
+import { createPathCache } from "./paths.ts";
 import type { Logger } from "../util/log.ts";
 
 /**
@@ -101,11 +102,20 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
       case "link":
         if (root.typeOf(e.from) === "file" && isTheFile(e.from, e.id)) makeLocal(root, e.to, () => root.link(e.from, e.to));
         return;
-      case "drop":
-        // Asked after the await, and then unlinked at once: an open for writing that began meanwhile keeps the file.
+      case "drop": {
+        // Every name of a hard-linked file: this node kept the old bytes under each.
+        const names = [e.path];
+        // A fresh cache: names change under a long-lived one.
+        const where = createPathCache(o.store);
+        for (const { parent, name } of await o.store.extraNames(e.ino)) {
+          const p = await where.childPath(parent, name).catch(() => undefined);
+          if (p && safe(p) && !names.includes(p)) names.push(p);
+        }
+        // Asked after the awaits, and then unlinked at once: an open for writing that began meanwhile keeps the file.
         if ((await o.store.locations(e.ino)).has(o.nodeId) || o.writing(e.ino)) return;
-        if (isFile(e.path) && isTheFile(e.path, e.id)) root.unlink(e.path);
+        for (const p of names) if (isFile(p) && isTheFile(p, e.id)) root.unlink(p);
         return;
+      }
       case "swap": {
         exchangeLocal(root, e.from, e.to);
         return;

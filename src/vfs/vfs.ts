@@ -692,7 +692,8 @@ export function createVfs(o: VfsOptions): Vfs {
       // or a reply computed before this open), and would cut reads of these bytes short at it, or
       // fill them out with zeros. After addHandle: liveAttr answers for it from now on.
       const told = kernelVersion.get(ino);
-      if (!o.soleNode && told !== undefined && (told !== r.version || openedVersion.get(ino) !== r.version)) {
+      const lastOpened = openedVersion.get(ino);
+      if (!o.soleNode && told !== undefined && (told !== r.version || (lastOpened !== undefined && lastOpened !== r.version))) {
         await o.refreshKernelAttrs?.(ino);
         kernelVersion.set(ino, r.version);
       }
