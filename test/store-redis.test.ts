@@ -1,6 +1,6 @@
-import { afterAll, beforeAll } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createRedisStore } from "../src/meta/redis-store.ts";
-import type { MetadataStore } from "../src/meta/store.ts";
+import type { Invalidation, MetadataStore } from "../src/meta/store.ts";
 import { storeContract } from "./contract/store-contract.ts";
 import { startRedis, type TestRedis } from "./helpers/redis.ts";
 
@@ -11,6 +11,31 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await redis?.stop();
+});
+
+async function until(what: string, cond: () => boolean): Promise<void> {
+  for (const end = Date.now() + 10_000; !cond(); await Bun.sleep(5)) if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+}
+
+/** What only a store with a connection can do: lose it. */
+describe("redis store connection", () => {
+  test("a subscriber that lost its connection calls resync, then hears changes again", async () => {
+    const open = (nodeId: string) => createRedisStore({ url: redis!.url, nodeId, prefix: "resync:" });
+    const [a, b] = [await open("node-a"), await open("node-b")];
+    try {
+      await a.init(0o755, 0, 0);
+      let resyncs = 0;
+      const heard: Invalidation[] = [];
+      await b.subscribe((invs) => heard.push(...invs), () => resyncs++);
+      await redis!.cli("CLIENT", "KILL", "TYPE", "pubsub");
+      await until("resync", () => resyncs === 1);
+      await a.create(1, "f", { mode: 0o100644, uid: 0, gid: 0 });
+      await until("the change", () => heard.length === 1);
+      expect(heard[0]!.added).toEqual([[1, "f"]]);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
 });
 
 let run = 0;
@@ -38,7 +63,7 @@ storeContract(
       "listDir of a directory that is not there: ENOENT":
         "redis-store listDir tests the record's mode with `=== undefined`, but node-redis v4 hGet answers null for a missing key, so a removed directory lists as empty",
       "a given inode number is the one used":
-        "the create script returns ARGV[14] (a Lua string) as the inode number, so create({ ino }) answers ino as a string and inodeCounter().handedOut becomes one",
+        "the create script returns ARGV[14] (a Lua string) as the inode number, so create({ ino }) answers the record with ino a string (\"5\", not 5)",
       "RENAME_EXCHANGE of a directory with one of its ancestors: EINVAL":
         "the rename script checks only the source directory against the target's ancestors; an exchange also moves the target, so swapping /a with /a/b/f puts a under b, a cycle cut off from the root",
     },

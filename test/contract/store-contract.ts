@@ -776,6 +776,31 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         expect(own).toEqual([]);
       });
 
+      it("links, attribute and xattr changes, and fsck's entry removals are announced too", async () => {
+        const b = await listener("node-b");
+        const x = await st.reserveInodes(1);
+        await file(ROOT, "gone", { ino: x });
+        await file(ROOT, "again", { ino: x });
+        await st.remove(ROOT, "again", false, "/again");
+        await st.purge(x);
+        const f = await file(ROOT, "f");
+        const d = await dir(ROOT, "d");
+        await until("the creates", () => b.heard.length >= 4);
+        b.heard.length = 0;
+        await st.link(f.ino, d, "l", "/f", "/d/l");
+        await st.setXattr(f.ino, "user.a", new Uint8Array([1]), 0);
+        await st.removeXattr(f.ino, "user.a");
+        await st.dropDanglingEntry(ROOT, "gone", x);
+        await until("four changes", () => b.heard.length >= 4);
+        const none = { removed: [], added: [], data: [], todo: [] };
+        expect(b.heard).toEqual([
+          { origin: A, ...none, added: [[d, "l"]], inodes: [f.ino, d] },
+          { origin: A, ...none, inodes: [f.ino] },
+          { origin: A, ...none, inodes: [f.ino] },
+          { origin: A, ...none, removed: [[ROOT, "gone"]], inodes: [ROOT] },
+        ]);
+      });
+
       it("an invalidation names the nodes given todo entries", async () => {
         const b = await listener("node-b");
         await file(ROOT, "f", { holder: "node-b" });
@@ -906,6 +931,22 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
           const r = await st.get(n.ino);
           expect((await st.lookup(r.parent, r.name)).ino).toBe(n.ino);
         }
+      });
+
+      it("concurrent links and unlinks of one file keep its link count equal to its names", async () => {
+        const b = await h.open("node-b");
+        const f = await file(ROOT, "f");
+        await Promise.all(
+          Array.from({ length: 60 }, (_, k) => {
+            const c = k % 2 ? b : st;
+            const n = `n${k % 7}`;
+            return outcome(k % 3 ? c.link(f.ino, ROOT, n, "/f", `/${n}`) : c.remove(ROOT, n, false, `/${n}`));
+          }),
+        );
+        const names = (await st.listDir(ROOT)).filter((e) => e.ino === f.ino);
+        const r = await st.get(f.ino);
+        expect(r.nlink).toBe(names.length);
+        expect([`${r.parent}/${r.name}`, ...(await st.extraNames(f.ino)).map((e) => `${e.parent}/${e.name}`)].sort()).toEqual(names.map((e) => `${ROOT}/${e.name}`).sort());
       });
 
       it("20 nodes asking for one write lease: exactly one gets it", async () => {
