@@ -11,7 +11,7 @@
  */
 import { nowNs, parseHolders, parseRecord } from "./redis-store.ts";
 import { newGeneration, newVersion, type DirListing, type Holders, type Inode, type Invalidation, type MetadataStore, type NodeInfo, type NodeReport, type NodeState, type Removed, type Renamed, type ScannedInode, type TodoEntry } from "./store.ts";
-import { E, fsError } from "../util/errno.ts";
+import { fsError } from "../util/errno.ts";
 
 const S_IFMT = 0o170000, S_IFDIR = 0o040000, S_IFREG = 0o100000, S_ISGID = 0o2000;
 /** As in redis-store.ts: longest a rename or unlink waits for the other nodes' acknowledgements. */
@@ -74,7 +74,6 @@ const hashOf = (m: Map<number, Hash>, k: number): Hash => made(m, k, () => new M
 const isdir = (m: string | undefined) => m !== undefined && (Number(m) & S_IFMT) === S_IFDIR;
 const entino = (e: string) => Number(e.slice(0, e.indexOf(":")));
 const decode = (ino: number, h: Hash): Inode => parseRecord(ino, Object.fromEntries(h));
-const fail = (name: keyof typeof E, message?: string) => fsError(name, message);
 
 export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore {
   const s = opts.space ?? createMemorySpace();
@@ -86,8 +85,8 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
 
   function needdir(ino: number): void {
     const m = s.i.get(ino)?.get("m");
-    if (m === undefined) throw fail("ENOENT", `directory ${ino} is gone`);
-    if (!isdir(m)) throw fail("ENOTDIR");
+    if (m === undefined) throw fsError("ENOENT", `directory ${ino} is gone`);
+    if (!isdir(m)) throw fsError("ENOTDIR");
   }
   function touch(ino: number, now: string): void {
     const h = hashOf(s.i, ino);
@@ -237,7 +236,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
 
   function get(ino: number): Inode {
     const h = s.i.get(ino);
-    if (h?.get("m") === undefined) throw fail("ENOENT", `inode ${ino} not found`);
+    if (h?.get("m") === undefined) throw fsError("ENOENT", `inode ${ino} not found`);
     return decode(ino, h);
   }
 
@@ -255,7 +254,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
     },
     async lookup(parent, name) {
       const e = s.d.get(parent)?.get(name);
-      if (e === undefined) throw fail("ENOENT");
+      if (e === undefined) throw fsError("ENOENT");
       return get(entino(e));
     },
     async create(parent, name, init) {
@@ -265,7 +264,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       const version = init.version ?? newVersion();
       const gen = init.gen ?? newGeneration();
       needdir(parent);
-      if (s.d.get(parent)?.has(name)) throw fail("EEXIST");
+      if (s.d.get(parent)?.has(name)) throw fsError("EEXIST");
       let ino = init.ino;
       if (ino === undefined) {
         ino = s.next = (s.next ?? 0) + 1;
@@ -317,10 +316,10 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       const now = String(nowNs());
       const h = s.i.get(ino);
       const m = h?.get("m");
-      if (h === undefined || m === undefined) throw fail("ENOENT");
-      if (isdir(m)) throw fail("EPERM", "cannot hard-link a directory");
+      if (h === undefined || m === undefined) throw fsError("ENOENT");
+      if (isdir(m)) throw fsError("EPERM", "cannot hard-link a directory");
       needdir(np);
-      if (s.d.get(np)?.has(nn)) throw fail("EEXIST");
+      if (s.d.get(np)?.has(nn)) throw fsError("EEXIST");
       incr(ino, 1);
       h.set("c", now);
       s.orphans.delete(ino);
@@ -351,13 +350,13 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
     async remove(parent, name, wantDir, path) {
       const now = String(nowNs());
       const e = s.d.get(parent)?.get(name);
-      if (e === undefined) throw fail("ENOENT");
+      if (e === undefined) throw fsError("ENOENT");
       const ino = entino(e);
       const m = s.i.get(ino)?.get("m");
       const dir = isdir(m);
-      if (wantDir && !dir) throw fail("ENOTDIR");
-      if (!wantDir && dir) throw fail("EISDIR");
-      if (dir && (s.d.get(ino)?.size ?? 0) > 0) throw fail("ENOTEMPTY");
+      if (wantDir && !dir) throw fsError("ENOTDIR");
+      if (!wantDir && dir) throw fsError("EISDIR");
+      if (dir && (s.d.get(ino)?.size ?? 0) > 0) throw fsError("ENOTEMPTY");
       s.d.get(parent)!.delete(name);
       touch(parent, now);
       let r: Removed, told: string[];
@@ -376,14 +375,14 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
     async rename(parent, name, np, nn, flags, from, to) {
       const now = String(nowNs());
       const se = s.d.get(parent)?.get(name);
-      if (se === undefined) throw fail("ENOENT");
+      if (se === undefined) throw fsError("ENOENT");
       needdir(np);
       const sino = entino(se);
       const sdir = isdir(s.i.get(sino)?.get("m"));
-      if (sdir && np !== parent && within(np, sino)) throw fail("EINVAL", "cannot move a directory into itself");
+      if (sdir && np !== parent && within(np, sino)) throw fsError("EINVAL", "cannot move a directory into itself");
       const de = s.d.get(np)?.get(nn);
-      if (flags === 1 && de !== undefined) throw fail("EEXIST");
-      if (flags === 2 && de === undefined) throw fail("ENOENT");
+      if (flags === 1 && de !== undefined) throw fsError("EEXIST");
+      if (flags === 2 && de === undefined) throw fsError("ENOENT");
       const told: string[] = [];
       const moved = (r: Renamed, exchanged?: number) => {
         const inodes = [parent, np, r.ino, ...(r.replaced ? [r.replaced.ino] : []), ...(exchanged ? [exchanged] : [])];
@@ -397,7 +396,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
         const ddir = isdir(s.i.get(dino)?.get("m"));
         if (flags === 2) {
           // Deliberately stricter than redis-store.ts (see the contract suite): the target moves too.
-          if (ddir && np !== parent && within(parent, dino)) throw fail("EINVAL", "cannot move a directory into itself");
+          if (ddir && np !== parent && within(parent, dino)) throw fsError("EINVAL", "cannot move a directory into itself");
           s.d.get(parent)!.set(name, de);
           s.d.get(np)!.set(nn, se);
           setname(sino, parent, name, np, nn);
@@ -415,10 +414,10 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
           told.push(...todo(nodeId, sdir || ddir ? undefined : [sino, dino], { op: "swap", from, to }));
           return moved({ ino: sino, exchanged: dino }, dino);
         }
-        if (sdir && !ddir) throw fail("ENOTDIR");
-        if (ddir && !sdir) throw fail("EISDIR");
+        if (sdir && !ddir) throw fsError("ENOTDIR");
+        if (ddir && !sdir) throw fsError("EISDIR");
         if (ddir) {
-          if ((s.d.get(dino)?.size ?? 0) > 0) throw fail("ENOTEMPTY");
+          if ((s.d.get(dino)?.size ?? 0) > 0) throw fsError("ENOTEMPTY");
           dropdir(dino);
           incr(np, -1);
           replaced = { ino: dino, nlink: 0, dir: true };
@@ -442,7 +441,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
     },
     async setAttrs(ino, ch) {
       const h = s.i.get(ino);
-      if (h === undefined) throw fail("ENOENT");
+      if (h === undefined) throw fsError("ENOENT");
       h.set("c", String(nowNs()));
       for (const [k, v] of [["m", ch.mode], ["u", ch.uid], ["g", ch.gid], ["a", ch.atime], ["t", ch.mtime]] as const) if (v !== undefined) h.set(k, String(v));
       const r = decode(ino, h);
@@ -451,7 +450,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
     },
     async setData(ino, size, mtime, ctime, holder, path, version = newVersion()) {
       const h = s.i.get(ino);
-      if (h === undefined) throw fail("ENOENT");
+      if (h === undefined) throw fsError("ENOENT");
       for (const [k, v] of [["s", size], ["t", mtime], ["c", ctime], ["v", version]] as const) h.set(k, String(v));
       const told = todo(holder, ino, { op: "drop", path, ino });
       s.loc.delete(ino);
@@ -466,7 +465,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       dropRecord(ino);
     },
     async listDir(ino) {
-      if (s.i.get(ino)?.get("m") === undefined) throw fail("ENOENT");
+      if (s.i.get(ino)?.get("m") === undefined) throw fsError("ENOENT");
       const out: DirListing[] = [];
       for (const [name, v] of s.d.get(ino) ?? []) out.push({ name, ino: entino(v), type: Number(v.slice(v.indexOf(":") + 1)) });
       return out;
@@ -477,10 +476,10 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
     },
     async setXattr(ino, name, value, flags) {
       const h = s.i.get(ino);
-      if (h === undefined) throw fail("ENOENT");
+      if (h === undefined) throw fsError("ENOENT");
       const x = made(s.x, ino, () => new Map());
-      if (flags === 1 && x.has(name)) throw fail("EEXIST");
-      if (flags === 2 && !x.has(name)) throw fail("ENODATA");
+      if (flags === 1 && x.has(name)) throw fsError("EEXIST");
+      if (flags === 2 && !x.has(name)) throw fsError("ENODATA");
       x.set(name, new Uint8Array(value));
       h.set("c", String(nowNs()));
       publish({ inodes: [ino] });
@@ -490,7 +489,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
     },
     async removeXattr(ino, name) {
       const x = s.x.get(ino);
-      if (!x?.delete(name)) throw fail("ENODATA");
+      if (!x?.delete(name)) throw fsError("ENODATA");
       if (x.size === 0) s.x.delete(ino);
       hashOf(s.i, ino).set("c", String(nowNs()));
       publish({ inodes: [ino] });
