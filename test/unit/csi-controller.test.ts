@@ -142,10 +142,10 @@ describe("ListVolumes", () => {
     for (const n of ["pvc-c", "pvc-a", "pvc-e", "pvc-b", "pvc-d"]) await ctrl.createVolume({ name: n, volumeCapabilities: [RWX], capacityRange: { requiredBytes: 10n } });
   });
 
-  test.each<[string, Parameters<typeof ctrl.listVolumes>[0], string]>([
-    ["a negative max_entries", { maxEntries: -1 }, "InvalidArgument"],
-    ["a token this plugin never gave", { startingToken: "bogus" }, "Aborted"],
-  ])("%s: refused", async (_what, req, want) => {
+  test.each<[string, string, Parameters<typeof ctrl.listVolumes>[0]]>([
+    ["a negative max_entries", "InvalidArgument", { maxEntries: -1 }],
+    ["a token this plugin never gave", "Aborted", { startingToken: "bogus" }],
+  ])("%s: %s", async (_what, want, req) => {
     expect((await code(ctrl.listVolumes(req)))[0]).toBe(want);
   });
 
@@ -178,12 +178,12 @@ describe("ValidateVolumeCapabilities", () => {
     await ctrl.createVolume({ name: NAME, volumeCapabilities: [RWX] });
   });
 
-  test.each<[string, Parameters<typeof ctrl.validateVolumeCapabilities>[0], string]>([
-    ["no id", { volumeCapabilities: [RWX] }, "InvalidArgument"],
-    ["no capabilities", { volumeId: NAME }, "InvalidArgument"],
-    ["a capability without access mode", { volumeId: NAME, volumeCapabilities: [{ accessType: { case: "mount", value: {} } }] }, "InvalidArgument"],
-    ["an unknown volume", { volumeId: "pvc-none", volumeCapabilities: [RWX] }, "NotFound"],
-  ])("%s: %s", async (_what, req, want) => {
+  test.each<[string, string, Parameters<typeof ctrl.validateVolumeCapabilities>[0]]>([
+    ["no id", "InvalidArgument", { volumeCapabilities: [RWX] }],
+    ["no capabilities", "InvalidArgument", { volumeId: NAME }],
+    ["a capability without access mode", "InvalidArgument", { volumeId: NAME, volumeCapabilities: [{ accessType: { case: "mount", value: {} } }] }],
+    ["an unknown volume", "NotFound", { volumeId: "pvc-none", volumeCapabilities: [RWX] }],
+  ])("%s: %s", async (_what, want, req) => {
     expect((await code(ctrl.validateVolumeCapabilities(req)))[0]).toBe(want);
   });
 
@@ -206,14 +206,14 @@ describe("ControllerExpandVolume", () => {
     await ctrl.createVolume({ name: NAME, volumeCapabilities: [RWX], capacityRange: { requiredBytes: 100n } });
   });
 
-  test.each<[string, Parameters<typeof ctrl.controllerExpandVolume>[0], string]>([
-    ["no id", { capacityRange: { requiredBytes: 10n } }, "InvalidArgument"],
-    ["no capacity range", { volumeId: NAME }, "InvalidArgument"],
-    ["a negative size", { volumeId: NAME, capacityRange: { requiredBytes: -5n } }, "InvalidArgument"],
-    ["a size past 2^53", { volumeId: NAME, capacityRange: { requiredBytes: 2n ** 60n } }, "OutOfRange"],
-    ["a limit below the present size (no shrinking)", { volumeId: NAME, capacityRange: { limitBytes: 50n } }, "OutOfRange"],
-    ["an unknown volume", { volumeId: "pvc-none", capacityRange: { requiredBytes: 10n } }, "NotFound"],
-  ])("%s: %s, capacity unchanged", async (_what, req, want) => {
+  test.each<[string, string, Parameters<typeof ctrl.controllerExpandVolume>[0]]>([
+    ["no id", "InvalidArgument", { capacityRange: { requiredBytes: 10n } }],
+    ["no capacity range", "InvalidArgument", { volumeId: NAME }],
+    ["a negative size", "InvalidArgument", { volumeId: NAME, capacityRange: { requiredBytes: -5n } }],
+    ["a size past 2^53", "OutOfRange", { volumeId: NAME, capacityRange: { requiredBytes: 2n ** 60n } }],
+    ["a limit below the present size (no shrinking)", "OutOfRange", { volumeId: NAME, capacityRange: { limitBytes: 50n } }],
+    ["an unknown volume", "NotFound", { volumeId: "pvc-none", capacityRange: { requiredBytes: 10n } }],
+  ])("%s: %s, capacity unchanged", async (_what, want, req) => {
     expect((await code(ctrl.controllerExpandVolume(req)))[0]).toBe(want);
     expect((await registry.get(NAME))?.capacity).toBe(100);
   });
@@ -232,14 +232,14 @@ describe("ControllerPublishVolume", () => {
     for (const n of ["n1", "n2"]) await registry.reportNode(n, { free: 1, total: 2, at: 3 });
   });
 
-  test.each<[string, Parameters<typeof ctrl.controllerPublishVolume>[0], string]>([
-    ["no volume id", { nodeId: "n1", volumeCapability: RWX }, "InvalidArgument"],
-    ["no node id", { volumeId: NAME, volumeCapability: RWX }, "InvalidArgument"],
-    ["no capability", { volumeId: NAME, nodeId: "n1" }, "InvalidArgument"],
-    ["block access", { volumeId: NAME, nodeId: "n1", volumeCapability: BLOCK }, "InvalidArgument"],
-    ["an unknown volume", { volumeId: "pvc-none", nodeId: "n1", volumeCapability: RWX }, "NotFound"],
-    ["a node no plugin reported", { volumeId: NAME, nodeId: "n9", volumeCapability: RWX }, "NotFound"],
-  ])("%s: %s", async (_what, req, want) => {
+  test.each<[string, string, Parameters<typeof ctrl.controllerPublishVolume>[0]]>([
+    ["no volume id", "InvalidArgument", { nodeId: "n1", volumeCapability: RWX }],
+    ["no node id", "InvalidArgument", { volumeId: NAME, volumeCapability: RWX }],
+    ["no capability", "InvalidArgument", { volumeId: NAME, nodeId: "n1" }],
+    ["block access", "InvalidArgument", { volumeId: NAME, nodeId: "n1", volumeCapability: BLOCK }],
+    ["an unknown volume", "NotFound", { volumeId: "pvc-none", nodeId: "n1", volumeCapability: RWX }],
+    ["a node no plugin reported", "NotFound", { volumeId: NAME, nodeId: "n9", volumeCapability: RWX }],
+  ])("%s: %s", async (_what, want, req) => {
     expect((await code(ctrl.controllerPublishVolume(req)))[0]).toBe(want);
     expect(await registry.publications(NAME)).toEqual(new Map());
   });
