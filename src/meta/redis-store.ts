@@ -122,7 +122,7 @@ local function dropdir(ino)
 end
 `;
 
-function parseHolders(data: Record<string, string>, cached: Record<string, string>): Holders {
+export function parseHolders(data: Record<string, string>, cached: Record<string, string>): Holders {
   return {
     data: new Map(Object.entries(data).map(([k, v]) => [k, Number(v)])),
     cached: new Map(
@@ -421,7 +421,7 @@ export function nowNs(): bigint {
   return clockBase + process.hrtime.bigint();
 }
 
-function parseRecord(ino: number, f: Record<string, string>): Inode {
+export function parseRecord(ino: number, f: Record<string, string>): Inode {
   const rec: Inode = {
     ino,
     mode: Number(f.m),

@@ -1,0 +1,649 @@
+/**
+ * MetadataStore in memory, for unit tests of what sits above the store (caches, CSI controller).
+ *
+ * It mirrors redis-store.ts operation by operation: the same key map held in JS maps (values kept as
+ * the strings Redis would hold, decoded by the same codec), each Lua script as one synchronous function
+ * (atomic as a script is: nothing else runs between its first read and its last write), and the same
+ * change feed with acknowledgements. Several stores opened on one MemorySpace are several nodes on one
+ * Redis. It passes the contract suite that the Redis store passes (test/contract/store-contract.ts);
+ * where that suite found redis-store.ts wrong (its known bugs, test/store-redis.test.ts), this store
+ * does what the contract says. It is never a stand-in for Redis in filesystem tests.
+ */
+import { nowNs, parseHolders, parseRecord } from "./redis-store.ts";
+import { newGeneration, newVersion, type DirListing, type Holders, type Inode, type Invalidation, type MetadataStore, type NodeInfo, type NodeReport, type NodeState, type Removed, type Renamed, type ScannedInode, type TodoEntry } from "./store.ts";
+import { fsError } from "../util/errno.ts";
+
+const S_IFMT = 0o170000, S_IFDIR = 0o040000, S_IFREG = 0o100000, S_ISGID = 0o2000;
+/** As in redis-store.ts: longest a rename or unlink waits for the other nodes' acknowledgements. */
+const ACK_WAIT_MS = 500;
+const BATCH = 1000;
+
+type Hash = Map<string, string>;
+
+/** What one Redis would hold: shared by every store opened on it. */
+export interface MemorySpace {
+  /** Like Redis's run_id: the identity of this "server" run. */
+  readonly runId: string;
+  /** P next; absent until init or a reservation. */
+  next: number | undefined;
+  /** P i:{ino}, P d:{ino}, P l:{ino}, P x:{ino}, P loc:{ino}, P cc:{ino}. */
+  readonly i: Map<number, Hash>;
+  readonly d: Map<number, Hash>;
+  readonly l: Map<number, Set<string>>;
+  readonly x: Map<number, Map<string, Uint8Array>>;
+  readonly loc: Map<number, Hash>;
+  readonly cc: Map<number, Hash>;
+  readonly orphans: Set<number>;
+  readonly nodes: Hash;
+  /** P hb:{node}: when it expires (ms since the epoch). */
+  readonly hb: Map<string, number>;
+  readonly seen: Hash;
+  /** P w:{ino}: the lease holder and when it expires. */
+  readonly w: Map<number, { node: string; until: number }>;
+  readonly todo: Map<string, string[]>;
+  /** Pub/sub channels: subscribers of each. */
+  readonly channels: Map<string, Set<(msg: string) => void>>;
+}
+
+export function createMemorySpace(): MemorySpace {
+  return {
+    runId: Buffer.from(crypto.getRandomValues(new Uint8Array(20))).toString("hex"),
+    next: undefined,
+    i: new Map(), d: new Map(), l: new Map(), x: new Map(), loc: new Map(), cc: new Map(),
+    orphans: new Set(), nodes: new Map(), hb: new Map(), seen: new Map(), w: new Map(), todo: new Map(),
+    channels: new Map(),
+  };
+}
+
+export interface MemoryStoreOptions {
+  /** The shared metadata (one Redis); a new one by default. */
+  space?: MemorySpace;
+  /** This node: the origin of the changes it publishes. */
+  nodeId?: string;
+  /** As RedisStoreOptions.waitForAcks. */
+  waitForAcks?: boolean;
+  onSlowNodes?: (event: "unresponsive" | "answering", nodes: string[]) => void;
+}
+
+function made<K, V>(m: Map<K, V>, k: K, make: () => V): V {
+  let v = m.get(k);
+  if (v === undefined) m.set(k, (v = make()));
+  return v;
+}
+const hashOf = (m: Map<number, Hash>, k: number): Hash => made(m, k, () => new Map());
+const isdir = (m: string | undefined) => m !== undefined && (Number(m) & S_IFMT) === S_IFDIR;
+const entino = (e: string) => Number(e.slice(0, e.indexOf(":")));
+const decode = (ino: number, h: Hash): Inode => parseRecord(ino, Object.fromEntries(h));
+
+export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore {
+  const s = opts.space ?? createMemorySpace();
+  const nodeId = opts.nodeId ?? "memory";
+  let handedOut = 0;
+  let wentBack = false;
+
+  // --- the Lua library (redis-store.ts LIB) ---
+
+  function needdir(ino: number): void {
+    const m = s.i.get(ino)?.get("m");
+    if (m === undefined) throw fsError("ENOENT", `directory ${ino} is gone`);
+    if (!isdir(m)) throw fsError("ENOTDIR");
+  }
+  function touch(ino: number, now: string): void {
+    const h = hashOf(s.i, ino);
+    h.set("t", now);
+    h.set("c", now);
+  }
+  function incr(ino: number, by: number): number {
+    const h = hashOf(s.i, ino);
+    const n = Number(h.get("n") ?? 0) + by;
+    h.set("n", String(n));
+    return n;
+  }
+  function setname(ino: number, op: number, on: string, np: number, nn: string): void {
+    const h = hashOf(s.i, ino);
+    if (h.get("p") === String(op) && h.get("nm") === on) {
+      h.set("p", String(np));
+      h.set("nm", nn);
+    } else {
+      const l = made(s.l, ino, () => new Set());
+      l.delete(`${op}/${on}`);
+      l.add(`${np}/${nn}`);
+    }
+  }
+  function dropname(ino: number, parent: number, name: string, now: string): number {
+    const n = incr(ino, -1);
+    const h = hashOf(s.i, ino);
+    h.set("c", now);
+    const l = s.l.get(ino);
+    if (h.get("p") === String(parent) && h.get("nm") === name) {
+      const alt = l?.values().next().value;
+      if (alt !== undefined) {
+        l!.delete(alt);
+        const slash = alt.indexOf("/");
+        h.set("p", alt.slice(0, slash));
+        h.set("nm", alt.slice(slash + 1));
+      }
+    } else l?.delete(`${parent}/${name}`);
+    if (l?.size === 0) s.l.delete(ino);
+    if (n <= 0) s.orphans.add(ino);
+    return n;
+  }
+  /** Queue entry for the holders of ino (or of each of several, once per node), or every known node; returns those told. */
+  function todo(origin: string, ino: number | number[] | undefined, entry: TodoEntry & { id?: string }): string[] {
+    let nodes: string[];
+    if (Array.isArray(ino)) nodes = [...new Set(ino.flatMap((i) => [...(s.loc.get(i)?.keys() ?? [])]))];
+    else if (ino !== undefined) {
+      nodes = [...(s.loc.get(ino)?.keys() ?? [])];
+      if (entry.op !== "swap") entry.id = `${ino}:${s.i.get(ino)?.get("gn") ?? ""}`;
+    } else nodes = [...s.nodes.keys()];
+    const told = nodes.filter((n) => n !== origin);
+    for (const n of told) made(s.todo, n, () => []).push(JSON.stringify(entry));
+    return told;
+  }
+  function dropdir(ino: number): void {
+    for (const m of [s.i, s.d, s.x, s.loc, s.cc, s.l]) m.delete(ino);
+  }
+  function dropRecord(ino: number): void {
+    for (const m of [s.i, s.x, s.loc, s.cc, s.l]) m.delete(ino);
+    s.orphans.delete(ino);
+  }
+  /** Whether dir is ino or lies beneath it (walking primary names up to the root). */
+  function within(dir: number, ino: number): boolean {
+    for (let cur: number | undefined = dir; cur !== undefined && cur !== 1 && cur !== 0; ) {
+      if (cur === ino) return true;
+      const p: string | undefined = s.i.get(cur)?.get("p");
+      cur = p === undefined ? undefined : Number(p);
+    }
+    return false;
+  }
+  const alive = (id: string) => (s.hb.get(id) ?? 0) > Date.now();
+
+  // --- the change feed (as redis-store.ts publish) ---
+
+  function emit(channel: string, msg: string): void {
+    for (const h of [...(s.channels.get(channel) ?? [])]) queueMicrotask(() => h(msg));
+  }
+  const mine: [string, (msg: string) => void][] = [];
+  function listen(channel: string, h: (msg: string) => void): void {
+    made(s.channels, channel, () => new Set()).add(h);
+    mine.push([channel, h]);
+  }
+  let subscribed = false;
+  let outbox: Invalidation[] = [];
+  let outboxWaits = false;
+  let outboxDone: Promise<void> | undefined;
+  let seq = 0;
+  const awaitingAcks = new Map<number, { need: Set<string>; done: () => void }>();
+  const unresponsive = new Set<string>();
+
+  function publish(ch: Partial<Omit<Invalidation, "origin">>, wait = false): Promise<void> {
+    const inv: Invalidation = { origin: nodeId, added: ch.added ?? [], removed: ch.removed ?? [], inodes: ch.inodes ?? [], data: ch.data ?? [], todo: ch.todo ?? [] };
+    wait &&= opts.waitForAcks !== false;
+    outboxWaits ||= wait;
+    if (outbox.push(inv) > 1) return wait ? outboxDone! : Promise.resolve();
+    let settle!: () => void;
+    outboxDone = new Promise<void>((res) => (settle = res));
+    const done = outboxDone;
+    queueMicrotask(() => {
+      const batch = outbox;
+      const ack = outboxWaits;
+      outbox = [];
+      outboxWaits = false;
+      const sq = ++seq;
+      const send = () => emit("inval", JSON.stringify({ origin: nodeId, seq: sq, ack, changes: batch }));
+      const ids = [...s.nodes.keys()].filter((id) => id !== nodeId && alive(id) && !unresponsive.has(id));
+      if (!ack || !ids.length || !subscribed) {
+        send();
+        return settle();
+      }
+      const need = new Set(ids);
+      const finish = () => {
+        clearTimeout(timer);
+        awaitingAcks.delete(sq);
+        settle();
+      };
+      const timer = setTimeout(() => {
+        for (const id of need) unresponsive.add(id);
+        opts.onSlowNodes?.("unresponsive", [...need]);
+        finish();
+      }, ACK_WAIT_MS);
+      awaitingAcks.set(sq, { need, done: finish });
+      send();
+    });
+    return wait ? done : Promise.resolve();
+  }
+
+  function nodesNow(): Map<string, NodeState> {
+    return new Map(
+      [...s.nodes].map(([id, info]) => {
+        const seen = s.seen.get(id);
+        const st = seen ? (JSON.parse(seen) as { at: number } & NodeReport) : undefined;
+        return [id, { ...(JSON.parse(info) as NodeInfo), alive: alive(id), lastSeen: st?.at, report: st && { cache: st.cache ?? [] } }];
+      }),
+    );
+  }
+  const holdersOf = (ino: number): Holders => parseHolders(Object.fromEntries(s.loc.get(ino) ?? []), Object.fromEntries(s.cc.get(ino) ?? []));
+
+  async function scanRecords(onBatch: (inos: number[]) => Promise<void>, onProgress?: (seen: number, bound: number) => void): Promise<void> {
+    const bound = s.next ?? 0;
+    const all = [...s.i.keys()];
+    for (let k = 0; k < all.length; k += BATCH) {
+      const inos = all.slice(k, k + BATCH);
+      await onBatch(inos);
+      onProgress?.(k + inos.length, bound);
+    }
+  }
+
+  function get(ino: number): Inode {
+    const h = s.i.get(ino);
+    if (h?.get("m") === undefined) throw fsError("ENOENT", `inode ${ino} not found`);
+    return decode(ino, h);
+  }
+
+  return {
+    async init(rootMode, uid, gid) {
+      if (s.i.get(1)?.has("m")) return;
+      const now = nowNs().toString();
+      const h = hashOf(s.i, 1);
+      for (const [k, v] of Object.entries({ m: S_IFDIR | (rootMode & 0o7777), u: uid, g: gid, r: 0, s: 0, n: 2, a: now, t: now, c: now, v: 1, p: 0, nm: "" })) h.set(k, String(v));
+      s.next ??= 1;
+    },
+    get: async (ino) => get(ino),
+    async getMany(inos) {
+      return inos.map((i) => (s.i.get(i)?.has("m") ? decode(i, s.i.get(i)!) : undefined));
+    },
+    async lookup(parent, name) {
+      const e = s.d.get(parent)?.get(name);
+      if (e === undefined) throw fsError("ENOENT");
+      return get(entino(e));
+    },
+    async create(parent, name, init) {
+      const now = nowNs();
+      const mtime = init.mtime ?? now;
+      const atime = init.atime ?? mtime;
+      const version = init.version ?? newVersion();
+      const gen = init.gen ?? newGeneration();
+      needdir(parent);
+      if (s.d.get(parent)?.has(name)) throw fsError("EEXIST");
+      let ino = init.ino;
+      if (ino === undefined) {
+        ino = s.next = (s.next ?? 0) + 1;
+        // Behind numbers the caller has seen: the store lost writes. No number may come again.
+        if (ino <= (init.above ?? 0)) {
+          ino = s.next = (init.above ?? 0) + 1_000_000;
+          wentBack = true;
+        }
+      }
+      let mode = init.mode;
+      const dir = (mode & S_IFMT) === S_IFDIR;
+      const p = s.i.get(parent)!;
+      let gid = init.gid;
+      if (Number(p.get("m")) & S_ISGID) {
+        gid = Number(p.get("g"));
+        if (dir) mode |= S_ISGID;
+      }
+      const h = hashOf(s.i, ino);
+      const fields = { m: mode, u: init.uid, g: gid, r: init.rdev ?? 0, s: init.size ?? 0, n: dir ? 2 : 1, a: atime, t: mtime, c: now, v: version, p: parent, nm: name, gn: gen };
+      for (const [k, v] of Object.entries(fields)) h.set(k, String(v));
+      if (init.target !== undefined && init.target !== "") h.set("l", init.target);
+      hashOf(s.d, parent).set(name, `${ino}:${mode >> 12}`);
+      if (dir) incr(parent, 1);
+      touch(parent, String(now));
+      if (init.holder) hashOf(s.loc, ino).set(init.holder, String(version));
+      if (ino > handedOut) handedOut = ino;
+      publish({ added: [[parent, name]], inodes: [parent] });
+      const rec: Inode = { ino, mode, uid: init.uid, gid, rdev: init.rdev ?? 0, size: init.size ?? 0, nlink: dir ? 2 : 1, atime, mtime, ctime: now, version, gen, parent, name };
+      if (init.target !== undefined) rec.target = init.target;
+      return rec;
+    },
+    async reserveInodes(count) {
+      const end = (s.next = (s.next ?? 0) + count);
+      if (end > handedOut) handedOut = end;
+      return end - count + 1;
+    },
+    async inodeCounter() {
+      const r = { counter: s.next ?? 0, handedOut, wentBack };
+      wentBack = false;
+      return r;
+    },
+    async instanceId() {
+      return s.runId;
+    },
+    async raiseInodeCounter(n) {
+      if ((s.next ?? 0) < n) s.next = n;
+    },
+    async link(ino, np, nn, fromPath, toPath) {
+      const now = String(nowNs());
+      const h = s.i.get(ino);
+      const m = h?.get("m");
+      if (h === undefined || m === undefined) throw fsError("ENOENT");
+      if (isdir(m)) throw fsError("EPERM", "cannot hard-link a directory");
+      needdir(np);
+      if (s.d.get(np)?.has(nn)) throw fsError("EEXIST");
+      incr(ino, 1);
+      h.set("c", now);
+      s.orphans.delete(ino);
+      made(s.l, ino, () => new Set()).add(`${np}/${nn}`);
+      hashOf(s.d, np).set(nn, `${ino}:${Number(m) >> 12}`);
+      touch(np, now);
+      const told = todo(nodeId, ino, { op: "link", from: fromPath, to: toPath });
+      const r = decode(ino, h);
+      publish({ added: [[np, nn]], inodes: [ino, np], todo: told });
+      return r;
+    },
+    async takeWriteLease(ino, node, ttlMs) {
+      const cur = s.w.get(ino);
+      if (cur && cur.until > Date.now() && cur.node !== node) return false;
+      s.w.set(ino, { node, until: Date.now() + ttlMs });
+      return true;
+    },
+    async releaseWriteLease(ino, node) {
+      const cur = s.w.get(ino);
+      if (cur && cur.until > Date.now() && cur.node === node) s.w.delete(ino);
+    },
+    async extraNames(ino) {
+      return [...(s.l.get(ino) ?? [])].map((e) => {
+        const slash = e.indexOf("/");
+        return { parent: Number(e.slice(0, slash)), name: e.slice(slash + 1) };
+      });
+    },
+    async remove(parent, name, wantDir, path) {
+      const now = String(nowNs());
+      const e = s.d.get(parent)?.get(name);
+      if (e === undefined) throw fsError("ENOENT");
+      const ino = entino(e);
+      const m = s.i.get(ino)?.get("m");
+      const dir = isdir(m);
+      if (wantDir && !dir) throw fsError("ENOTDIR");
+      if (!wantDir && dir) throw fsError("EISDIR");
+      if (dir && (s.d.get(ino)?.size ?? 0) > 0) throw fsError("ENOTEMPTY");
+      s.d.get(parent)!.delete(name);
+      touch(parent, now);
+      let r: Removed, told: string[];
+      if (dir) {
+        incr(parent, -1);
+        dropdir(ino);
+        told = todo(nodeId, undefined, { op: "rmdir", path });
+        r = { ino, nlink: 0, dir: true };
+      } else {
+        told = todo(nodeId, ino, { op: "rm", path });
+        r = { ino, nlink: m === undefined ? 0 : dropname(ino, parent, name, now), dir: false };
+      }
+      await publish({ removed: [[parent, name]], inodes: [parent, ino], todo: told }, true);
+      return r;
+    },
+    async rename(parent, name, np, nn, flags, from, to) {
+      const now = String(nowNs());
+      const se = s.d.get(parent)?.get(name);
+      if (se === undefined) throw fsError("ENOENT");
+      needdir(np);
+      const sino = entino(se);
+      const sdir = isdir(s.i.get(sino)?.get("m"));
+      if (sdir && np !== parent && within(np, sino)) throw fsError("EINVAL", "cannot move a directory into itself");
+      const de = s.d.get(np)?.get(nn);
+      if (flags === 1 && de !== undefined) throw fsError("EEXIST");
+      if (flags === 2 && de === undefined) throw fsError("ENOENT");
+      const told: string[] = [];
+      const moved = (r: Renamed, exchanged?: number) => {
+        const inodes = [parent, np, r.ino, ...(r.replaced ? [r.replaced.ino] : []), ...(exchanged ? [exchanged] : [])];
+        const added: [number, string][] = exchanged ? [[parent, name], [np, nn]] : [[np, nn]];
+        return publish({ removed: [[parent, name], [np, nn]], added, inodes, todo: told }, true).then(() => r);
+      };
+      let replaced: Removed | undefined;
+      if (de !== undefined) {
+        const dino = entino(de);
+        if (dino === sino) return moved({ ino: sino });
+        const ddir = isdir(s.i.get(dino)?.get("m"));
+        if (flags === 2) {
+          // Deliberately stricter than redis-store.ts (see the contract suite): the target moves too.
+          if (ddir && np !== parent && within(parent, dino)) throw fsError("EINVAL", "cannot move a directory into itself");
+          s.d.get(parent)!.set(name, de);
+          s.d.get(np)!.set(nn, se);
+          setname(sino, parent, name, np, nn);
+          setname(dino, np, nn, parent, name);
+          if (sdir !== ddir && parent !== np) {
+            const [a, b] = ddir ? [np, parent] : [parent, np];
+            incr(a, -1);
+            incr(b, 1);
+          }
+          touch(parent, now);
+          touch(np, now);
+          hashOf(s.i, sino).set("c", now);
+          hashOf(s.i, dino).set("c", now);
+          // Once per node: a node holding both files swaps them once (twice would swap them back).
+          told.push(...todo(nodeId, sdir || ddir ? undefined : [sino, dino], { op: "swap", from, to }));
+          return moved({ ino: sino, exchanged: dino }, dino);
+        }
+        if (sdir && !ddir) throw fsError("ENOTDIR");
+        if (ddir && !sdir) throw fsError("EISDIR");
+        if (ddir) {
+          if ((s.d.get(dino)?.size ?? 0) > 0) throw fsError("ENOTEMPTY");
+          dropdir(dino);
+          incr(np, -1);
+          replaced = { ino: dino, nlink: 0, dir: true };
+        } else {
+          told.push(...todo(nodeId, dino, { op: "rm", path: to }));
+          replaced = { ino: dino, nlink: dropname(dino, np, nn, now), dir: false };
+        }
+      }
+      s.d.get(parent)!.delete(name);
+      hashOf(s.d, np).set(nn, se);
+      setname(sino, parent, name, np, nn);
+      if (sdir && parent !== np) {
+        incr(parent, -1);
+        incr(np, 1);
+      }
+      touch(parent, now);
+      if (np !== parent) touch(np, now);
+      hashOf(s.i, sino).set("c", now);
+      told.push(...todo(nodeId, sdir ? undefined : sino, { op: "mv", from, to }));
+      return moved(replaced ? { ino: sino, replaced } : { ino: sino });
+    },
+    async setAttrs(ino, ch) {
+      const h = s.i.get(ino);
+      if (h === undefined) throw fsError("ENOENT");
+      h.set("c", String(nowNs()));
+      for (const [k, v] of [["m", ch.mode], ["u", ch.uid], ["g", ch.gid], ["a", ch.atime], ["t", ch.mtime]] as const) if (v !== undefined) h.set(k, String(v));
+      const r = decode(ino, h);
+      await publish({ inodes: [ino] }, true);
+      return r;
+    },
+    async setData(ino, size, mtime, ctime, holder, path, version = newVersion()) {
+      const h = s.i.get(ino);
+      if (h === undefined) throw fsError("ENOENT");
+      for (const [k, v] of [["s", size], ["t", mtime], ["c", ctime], ["v", version]] as const) h.set(k, String(v));
+      const told = todo(holder, ino, { op: "drop", path, ino });
+      s.loc.delete(ino);
+      s.cc.delete(ino);
+      if (holder !== "") hashOf(s.loc, ino).set(holder, String(version));
+      const r = decode(ino, h);
+      publish({ inodes: [ino], data: [ino], todo: told });
+      return r;
+    },
+    async purge(ino) {
+      if (Number(s.i.get(ino)?.get("n") ?? 0) > 0) return;
+      dropRecord(ino);
+    },
+    async listDir(ino) {
+      if (s.i.get(ino)?.get("m") === undefined) throw fsError("ENOENT");
+      const out: DirListing[] = [];
+      for (const [name, v] of s.d.get(ino) ?? []) out.push({ name, ino: entino(v), type: Number(v.slice(v.indexOf(":") + 1)) });
+      return out;
+    },
+    async getXattr(ino, name) {
+      const v = s.x.get(ino)?.get(name);
+      return v === undefined ? undefined : new Uint8Array(v);
+    },
+    async setXattr(ino, name, value, flags) {
+      const h = s.i.get(ino);
+      if (h === undefined) throw fsError("ENOENT");
+      const x = made(s.x, ino, () => new Map());
+      if (flags === 1 && x.has(name)) throw fsError("EEXIST");
+      if (flags === 2 && !x.has(name)) throw fsError("ENODATA");
+      x.set(name, new Uint8Array(value));
+      h.set("c", String(nowNs()));
+      publish({ inodes: [ino] });
+    },
+    async listXattr(ino) {
+      return [...(s.x.get(ino)?.keys() ?? [])];
+    },
+    async removeXattr(ino, name) {
+      const x = s.x.get(ino);
+      if (!x?.delete(name)) throw fsError("ENODATA");
+      if (x.size === 0) s.x.delete(ino);
+      hashOf(s.i, ino).set("c", String(nowNs()));
+      publish({ inodes: [ino] });
+    },
+    // resync is never called: a memory channel cannot drop messages.
+    async subscribe(onChanges) {
+      subscribed = true;
+      listen("inval", (msg) => {
+        const m = JSON.parse(msg) as { origin: string; seq: number; ack: boolean; changes: Invalidation[] };
+        if (m.origin === nodeId) return;
+        const ack = m.ack ? () => emit(`ack:${m.origin}`, `${nodeId} ${m.seq}`) : undefined;
+        onChanges(m.changes, ack);
+      });
+      listen(`ack:${nodeId}`, (msg) => {
+        const [node, sq] = msg.split(" ");
+        if (node && unresponsive.delete(node)) opts.onSlowNodes?.("answering", [node]);
+        const w = awaitingAcks.get(Number(sq));
+        if (!w || !node) return;
+        w.need.delete(node);
+        if (!w.need.size) w.done();
+      });
+    },
+    async takeTodo() {
+      const items = s.todo.get(nodeId) ?? [];
+      s.todo.delete(nodeId);
+      return items.map((i) => JSON.parse(i) as TodoEntry);
+    },
+    async locations(ino) {
+      return new Map([...(s.loc.get(ino) ?? [])].map(([k, v]) => [k, Number(v)]));
+    },
+    holders: async (ino) => holdersOf(ino),
+    async heldBy(node, copies) {
+      return copies.map((c) => s.loc.get(c.ino)?.get(node) === String(c.version));
+    },
+    async addCachedCopies(node, startedAt, copies) {
+      let n = 0;
+      for (const c of copies) {
+        if (s.i.get(c.ino)?.get("v") !== String(c.version)) continue;
+        hashOf(s.cc, c.ino).set(node, `${c.version} ${startedAt}`);
+        n++;
+      }
+      return n;
+    },
+    async dropCachedCopy(ino, node, version) {
+      const cc = s.cc.get(ino);
+      if (cc?.get(node)?.split(" ")[0] !== String(version)) return;
+      cc.delete(node);
+      if (cc.size === 0) s.cc.delete(ino);
+    },
+    nodes: async () => nodesNow(),
+    async registerNode(node, ttlMs) {
+      const prev = { node: s.nodes.get(node.id), seen: s.seen.get(node.id) };
+      s.nodes.set(node.id, JSON.stringify(node));
+      s.hb.set(node.id, Date.now() + ttlMs);
+      s.seen.set(node.id, JSON.stringify({ at: Date.now(), cache: [] }));
+      return prev;
+    },
+    async withdrawNode(id, previous) {
+      s.hb.delete(id);
+      if (previous.node === undefined) s.nodes.delete(id);
+      else s.nodes.set(id, previous.node);
+      if (previous.seen === undefined) s.seen.delete(id);
+      else s.seen.set(id, previous.seen);
+    },
+    async heartbeat(id, ttlMs, report) {
+      const now = Date.now();
+      s.hb.set(id, now + ttlMs);
+      s.seen.set(id, JSON.stringify({ at: now, cache: report?.cache ?? [] }));
+    },
+    async forgetNode(id, onProgress) {
+      const bound = s.next ?? 0;
+      let seen = 0, held = 0;
+      /** Files whose root-path holders it was the last of: they may still have a cached copy. */
+      const bare: number[] = [];
+      const keys = [...[...s.loc.keys()].map((ino) => ["loc", ino] as const), ...[...s.cc.keys()].map((ino) => ["cc", ino] as const)];
+      for (const [kind, ino] of keys) {
+        const h = s[kind].get(ino);
+        if (h?.delete(id) && kind === "loc") {
+          held++;
+          if (h.size === 0) bare.push(ino);
+        }
+        if (h?.size === 0) s[kind].delete(ino);
+        if (++seen % BATCH === 0 || seen === keys.length) onProgress?.(seen, bound);
+      }
+      for (const m of [s.nodes, s.seen, s.todo, s.hb]) m.delete(id);
+      const known = nodesNow();
+      const orphaned = bare.filter((ino) => ![...holdersOf(ino).cached].some(([n, c]) => String(c.version) === s.i.get(ino)?.get("v") && known.get(n)?.startedAt === c.startedAt)).length;
+      return { held, orphaned };
+    },
+    async scanFiles(onBatch, onProgress) {
+      await scanRecords(async (all) => {
+        const files = all.flatMap((ino) => {
+          const h = s.i.get(ino);
+          const m = h?.get("m");
+          if (!h || m === undefined || (Number(m) & S_IFMT) !== S_IFREG) return [];
+          return [{ ino, size: Number(h.get("s") ?? 0), version: Number(h.get("v") ?? 0), holders: holdersOf(ino) }];
+        });
+        onBatch(files);
+      }, onProgress);
+    },
+    async scanInodes(onBatch, onProgress) {
+      await scanRecords(async (all) => {
+        const out: ScannedInode[] = [];
+        for (const ino of all) {
+          const h = s.i.get(ino);
+          const m = h?.get("m");
+          if (!h || m === undefined) continue;
+          const mode = Number(m);
+          const r: ScannedInode = { ino, mode, size: Number(h.get("s") ?? 0), nlink: Number(h.get("n") ?? 1), version: Number(h.get("v") ?? 1), parent: Number(h.get("p") ?? 0), name: h.get("nm") ?? "" };
+          if ((mode & S_IFMT) === S_IFREG) r.holders = holdersOf(ino);
+          if ((mode & S_IFMT) === S_IFDIR) r.entries = [...(s.d.get(ino) ?? [])].map(([name, v]) => ({ name, ino: entino(v), type: Number(v.slice(v.indexOf(":") + 1)) }));
+          out.push(r);
+        }
+        onBatch(out);
+      }, onProgress);
+    },
+    async orphans() {
+      return [...s.orphans];
+    },
+    async dropHolder(ino, node, version, why) {
+      const loc = s.loc.get(ino);
+      if (loc?.get(node) !== String(version)) return false;
+      if (why === "stale" && s.i.get(ino)?.get("v") === String(version)) return false;
+      if (why === "unknown" && s.nodes.has(node)) return false;
+      loc.delete(node);
+      if (loc.size === 0) s.loc.delete(ino);
+      return true;
+    },
+    async dropDanglingEntry(parent, name, ino) {
+      const e = s.d.get(parent)?.get(name);
+      if (e === undefined || entino(e) !== ino || s.i.has(ino)) return false;
+      s.d.get(parent)!.delete(name);
+      if (e.endsWith(":4") && s.i.has(parent)) incr(parent, -1);
+      // Kernels that cached the name must forget it.
+      publish({ removed: [[parent, name]], inodes: [parent] });
+      return true;
+    },
+    async settleOrphan(ino) {
+      const n = s.i.get(ino)?.get("n");
+      if (n !== undefined && Number(n) > 0) {
+        s.orphans.delete(ino);
+        return "unlisted";
+      }
+      // Open files are not recorded in the store: an unlinked inode is purged only when no node is live.
+      if (n !== undefined && [...s.nodes.keys()].some(alive)) return "kept";
+      dropRecord(ino);
+      return "purged";
+    },
+    async unregisterNode(id) {
+      s.hb.delete(id);
+    },
+    async close() {
+      for (const [channel, h] of mine.splice(0)) s.channels.get(channel)?.delete(h);
+      subscribed = false;
+    },
+  };
+}

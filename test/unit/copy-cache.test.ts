@@ -1,0 +1,184 @@
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createCopyCache, readCopy, type CopyCache, type CopyCacheOptions, type CopyData } from "../../src/cache/copy-cache.ts";
+import { openLocalDir, type LocalDir } from "../../src/local/local-dir.ts";
+import { E, FsError } from "../../src/util/errno.ts";
+
+let base: string, dir: LocalDir, evicted: [number, number, string][], cache: CopyCache;
+
+function open(o: Partial<CopyCacheOptions> = {}): CopyCache {
+  cache = createCopyCache({ dir, ramBytes: 100, ramMaxFileBytes: 50, diskBytes: 1000, onEvict: (i, v, t) => evicted.push([i, v, t]), ...o });
+  return cache;
+}
+
+/** A committed copy of ino at version, size bytes of fill. */
+async function put(ino: number, version: number, size: number, fill = ino & 0xff): Promise<void> {
+  const p = cache.begin(ino, version, size);
+  await p.write(new Uint8Array(size).fill(fill), 0);
+  p.commit();
+}
+
+function bytesOf(c: CopyData | undefined, size: number): Uint8Array {
+  expect(c).toBeDefined();
+  const out = new Uint8Array(size);
+  expect(readCopy(c!, out, 0)).toBe(size);
+  if ("fd" in c!) fs.closeSync(c.fd);
+  return out;
+}
+
+const usage = (tier: "ram" | "disk") => cache.usage().find((u) => u.tier === tier)!;
+const files = () => fs.readdirSync(base).sort();
+
+beforeEach(() => {
+  base = fs.mkdtempSync(join(tmpdir(), "mcfs-unit-cache-"));
+  dir = openLocalDir(base);
+  evicted = [];
+});
+afterEach(() => {
+  cache?.close();
+  dir.close();
+  fs.rmSync(base, { recursive: true, force: true });
+});
+
+describe("copy cache", () => {
+  test("small copies live in RAM, large ones on disk named by inode and version", async () => {
+    open();
+    await put(1, 10, 20);
+    await put(2, 11, 60);
+    expect(files()).toEqual(["2.11"]);
+    expect(bytesOf(cache.open(1, 10), 20)).toEqual(new Uint8Array(20).fill(1));
+    expect(bytesOf(cache.open(2, 11), 60)).toEqual(new Uint8Array(60).fill(2));
+    expect(cache.usage()).toEqual([
+      { tier: "ram", bytes: 20, files: 1, limit: 100 },
+      { tier: "disk", bytes: 60, files: 1, limit: 1000 },
+    ]);
+  });
+
+  test("a copy is served only for the version it holds", async () => {
+    open();
+    await put(1, 10, 20);
+    expect(cache.has(1, 10)).toBe(true);
+    expect(cache.has(1, 11)).toBe(false);
+    expect(cache.open(1, 11)).toBeUndefined();
+    expect(cache.versionOf(1)).toBe(10);
+    expect(cache.versionOf(2)).toBeUndefined();
+  });
+
+  test("a new version replaces the old copy (and its file), which is not reported evicted", async () => {
+    open();
+    await put(2, 11, 60);
+    await put(2, 12, 70, 9);
+    expect(files()).toEqual(["2.12"]);
+    expect(cache.has(2, 11)).toBe(false);
+    expect(bytesOf(cache.open(2, 12), 70)).toEqual(new Uint8Array(70).fill(9));
+    expect(usage("disk")).toMatchObject({ bytes: 70, files: 1 });
+    expect(evicted).toEqual([]);
+  });
+
+  test("the least recently used copy of the tier is evicted, and unlisted through onEvict", async () => {
+    open();
+    await put(1, 1, 40);
+    await put(2, 2, 40);
+    bytesOf(cache.open(1, 1), 40);
+    await put(3, 3, 40);
+    expect(evicted).toEqual([[2, 2, "ram"]]);
+    expect([1, 2, 3].map((i) => cache.has(i, i))).toEqual([true, false, true]);
+    expect(usage("ram")).toMatchObject({ bytes: 80, files: 2 });
+  });
+
+  test("each tier evicts only its own copies", async () => {
+    open({ diskBytes: 150 });
+    await put(1, 1, 40);
+    await put(2, 2, 60);
+    await put(3, 3, 60);
+    await put(4, 4, 60);
+    expect(evicted).toEqual([[2, 2, "disk"]]);
+    expect(files()).toEqual(["3.3", "4.4"]);
+    expect(cache.has(1, 1)).toBe(true);
+  });
+
+  test("a copy being fetched counts against its tier until commit or abort", async () => {
+    open();
+    const p = cache.begin(1, 1, 60);
+    expect(usage("disk")).toEqual({ tier: "disk", bytes: 60, files: 0, limit: 1000 });
+    expect(files()).toEqual([expect.stringMatching(/^1\.1\.part-\d+$/)]);
+    await p.write(new Uint8Array([1, 2, 3]), 0);
+    const seen = new Uint8Array(3);
+    expect(p.read(seen, 0)).toBe(3);
+    expect(seen).toEqual(new Uint8Array([1, 2, 3]));
+    expect(cache.has(1, 1)).toBe(false);
+    p.abort();
+    p.abort();
+    expect(usage("disk")).toMatchObject({ bytes: 0, files: 0 });
+    expect(files()).toEqual([]);
+    const q = cache.begin(2, 2, 30);
+    expect(usage("ram")).toMatchObject({ bytes: 30, files: 0 });
+    q.commit();
+    q.abort();
+    expect(usage("ram")).toMatchObject({ bytes: 30, files: 1 });
+  });
+
+  test("room for a new copy is made by evicting committed ones", async () => {
+    open();
+    await put(1, 1, 50);
+    await put(2, 2, 40);
+    const p = cache.begin(3, 3, 50);
+    expect(evicted).toEqual([[1, 1, "ram"]]);
+    p.abort();
+  });
+
+  test("a copy that fits no tier is refused with EFBIG; one longer than announced with EIO", async () => {
+    open();
+    expect(cache.fits(1000)).toBe(true);
+    expect(cache.fits(1001)).toBe(false);
+    expect(() => cache.begin(1, 1, 1001)).toThrow(expect.objectContaining({ errno: E.EFBIG }));
+    const p = cache.begin(1, 1, 4);
+    let err: unknown;
+    try {
+      p.write(new Uint8Array(5), 0);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(FsError);
+    expect((err as FsError).errno).toBe(E.EIO);
+    p.abort();
+    expect(usage("ram").bytes).toBe(0);
+  });
+
+  test("a file bigger than the RAM tier goes to disk even below ramMaxFileBytes", async () => {
+    open({ ramBytes: 10, ramMaxFileBytes: 50 });
+    await put(1, 1, 20);
+    expect(files()).toEqual(["1.1"]);
+  });
+
+  test("dropAll evicts every copy through onEvict; close forgets them silently", async () => {
+    open();
+    await put(1, 1, 10);
+    await put(2, 2, 60);
+    cache.dropAll();
+    expect(evicted.sort()).toEqual([[1, 1, "ram"], [2, 2, "disk"]]);
+    expect(files()).toEqual([]);
+    await put(3, 3, 60);
+    cache.close();
+    expect(evicted).toHaveLength(2);
+    expect(files()).toEqual([]);
+  });
+
+  test("leftover copies are removed at start; other files are left alone", () => {
+    for (const f of ["5.7", "5.7.part-3", "notes.txt", "5.x"]) fs.writeFileSync(join(base, f), "old");
+    open();
+    expect(files()).toEqual(["5.x", "notes.txt"]);
+    expect(cache.has(5, 7)).toBe(false);
+  });
+
+  test("a reader keeps reading a copy evicted under it", async () => {
+    open({ diskBytes: 60 });
+    await put(1, 1, 60);
+    const c = cache.open(1, 1)!;
+    await put(2, 2, 60);
+    expect(evicted).toEqual([[1, 1, "disk"]]);
+    expect(bytesOf(c, 60)).toEqual(new Uint8Array(60).fill(1));
+  });
+});

@@ -1,0 +1,138 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { openLocalDir, relOf, type LocalDir } from "../../src/local/local-dir.ts";
+import { E, FsError } from "../../src/util/errno.ts";
+
+const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL } = fs.constants;
+
+/** The errno a call fails with (0: it did not). */
+function errnoOf(fn: () => unknown): number {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof FsError) return e.errno;
+    throw e;
+  }
+  return 0;
+}
+
+/**
+ * Confinement of the daemon's local directories with nothing but an ordinary user's rights (no chown,
+ * no trusted.* attributes): the same as the root-only test/local-dir.test.ts checks, minus those.
+ */
+describe("local dir confinement (no root needed)", () => {
+  let base: string, top: string, outside: string, dir: LocalDir;
+  beforeAll(() => {
+    base = fs.mkdtempSync(join(tmpdir(), "mcfs-unit-localdir-"));
+    top = join(base, "top");
+    outside = join(base, "outside");
+    fs.mkdirSync(top);
+    fs.mkdirSync(outside);
+    fs.writeFileSync(join(outside, "secret"), "secret");
+    fs.symlinkSync(outside, join(top, "out"));
+    fs.symlinkSync(join(outside, "secret"), join(top, "secretlink"));
+    fs.symlinkSync("..", join(top, "up"));
+    fs.mkdirSync(join(top, "d"));
+    fs.writeFileSync(join(top, "d", "f"), "inside");
+    dir = openLocalDir(top);
+  });
+  afterAll(() => {
+    dir.close();
+    fs.rmSync(base, { recursive: true, force: true });
+  });
+  const outsideUntouched = () => {
+    expect(fs.readdirSync(outside)).toEqual(["secret"]);
+    expect(fs.readFileSync(join(outside, "secret"), "utf8")).toBe("secret");
+  };
+
+  test("relOf refuses unclean paths and maps the top to '.'", () => {
+    expect(relOf("")).toBe(".");
+    expect(relOf("/")).toBe(".");
+    expect(relOf("/a/b")).toBe("a/b");
+    for (const p of ["/a/../b", "/..", "/a/./b", "//a", "/a/", "/a\0b", "/."]) expect(errnoOf(() => relOf(p))).toBe(E.EINVAL);
+  });
+
+  test.each([
+    ["open through a symlinked directory", () => dir.open("/out/secret", O_RDONLY)],
+    ["create through a symlinked directory", () => dir.open("/out/new", O_WRONLY | O_CREAT, 0o644)],
+    ["open a symlink", () => dir.open("/secretlink", O_RDONLY)],
+    ["openFile a symlink", () => dir.openFile("/secretlink", O_RDONLY)],
+    ["truncate through a symlink", () => dir.truncate("/secretlink", 0)],
+    ["chmod through a symlinked directory", () => dir.chmod("/out/secret", 0o777)],
+    ["utimes through a symlinked directory", () => dir.utimes("/out/secret", 1n, 1n)],
+    ["mkdir through a symlinked directory", () => dir.mkdir("/out/x", 0o755)],
+    ["unlink through a symlinked directory", () => dir.unlink("/out/secret")],
+    ["symlink through a symlinked directory", () => dir.symlink("x", "/out/x")],
+    ["rename out through a symlinked directory", () => dir.rename("/d/f", "/out/f")],
+    ["rename in through a symlinked directory", () => dir.rename("/out/secret", "/d/got")],
+    ["link through a symlinked directory", () => dir.link("/out/secret", "/d/got")],
+    ["list a symlinked directory", () => dir.list("/out")],
+    ["list through a symlink to ..", () => dir.list("/up/outside")],
+    ["readlink through a symlinked directory", () => dir.readlink("/out/secret")],
+    ["climb with ..", () => dir.open("/d/../../outside/secret", O_RDONLY)],
+    ["remove .. ", () => dir.remove("/..")],
+  ])("%s is refused", (_what, fn) => {
+    expect(errnoOf(fn)).not.toBe(0);
+    outsideUntouched();
+  });
+
+  test("stat and typeOf see nothing through a symlink, and the symlink itself as a link", () => {
+    expect(dir.stat("/out/secret")).toBeUndefined();
+    expect(dir.typeOf("/out/secret")).toBeUndefined();
+    expect(dir.typeOf("/out")).toBe("link");
+    expect(dir.typeOf("/d")).toBe("dir");
+    expect(dir.typeOf("/d/f")).toBe("file");
+  });
+
+  test("remove of a symlinked directory removes the link, not what it points to", () => {
+    fs.symlinkSync(outside, join(top, "out2"));
+    dir.remove("/out2");
+    expect(fs.existsSync(join(top, "out2"))).toBe(false);
+    outsideUntouched();
+  });
+
+  test("ensureDir replaces a symlink in the way instead of following it", () => {
+    fs.symlinkSync(outside, join(top, "way"));
+    dir.ensureDir("/way/sub");
+    expect(fs.lstatSync(join(top, "way")).isDirectory()).toBe(true);
+    expect(fs.statSync(join(top, "way", "sub")).isDirectory()).toBe(true);
+    outsideUntouched();
+  });
+
+  test("openFile refuses what is not a regular file (EIO)", () => {
+    expect(errnoOf(() => dir.openFile("/d", O_RDONLY))).toBe(E.EIO);
+  });
+
+  test("a symlink is stored as data and read back as it was", () => {
+    dir.symlink("../../../etc/passwd", "/d/l");
+    expect(dir.readlink("/d/l")).toBe("../../../etc/passwd");
+    expect(errnoOf(() => dir.open("/d/l", O_RDONLY))).toBe(E.ELOOP);
+  });
+
+  test("paths longer than PATH_MAX work beneath the top, and stay confined", () => {
+    const part = "p".repeat(200);
+    const deep = "/" + Array.from({ length: 25 }, () => part).join("/");
+    expect(deep.length).toBeGreaterThan(4096);
+    dir.ensureDir(deep);
+    const fd = dir.open(`${deep}/f`, O_WRONLY | O_CREAT | O_EXCL, 0o600);
+    fs.writeSync(fd, "deep");
+    fs.closeSync(fd);
+    expect(dir.stat(`${deep}/f`)?.size).toBe(4n);
+    expect(dir.list(deep)).toEqual([{ name: "f", type: "file" }]);
+    // A symlink deep down, past the first PATH_MAX bytes (walked a directory at a time), is refused all the same.
+    const far = deep.slice(0, 22 * 201);
+    expect(far.length).toBeGreaterThan(4096);
+    dir.symlink(outside, `${far}/link`);
+    expect(errnoOf(() => dir.open(`${far}/link/secret`, O_RDONLY))).not.toBe(0);
+    expect(errnoOf(() => dir.list(`${far}/link`))).not.toBe(0);
+    expect(errnoOf(() => dir.open(`${far}/link/new`, O_WRONLY | O_CREAT, 0o644))).not.toBe(0);
+    outsideUntouched();
+  });
+
+  test("a name longer than NAME_MAX is refused with ENAMETOOLONG", () => {
+    expect(errnoOf(() => dir.mkdir(`/${"n".repeat(256)}`, 0o755))).toBe(E.ENAMETOOLONG);
+    expect(errnoOf(() => dir.open(`/d/${"n".repeat(256)}`, O_WRONLY | O_CREAT, 0o600))).toBe(E.ENAMETOOLONG);
+  });
+});

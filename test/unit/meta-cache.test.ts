@@ -1,0 +1,163 @@
+import { beforeEach, describe, expect, test } from "bun:test";
+import { createMemorySpace, createMemoryStore } from "../../src/meta/memory-store.ts";
+import type { Invalidation, MetadataStore } from "../../src/meta/store.ts";
+import { createMetaCache, type MetaCache } from "../../src/vfs/meta-cache.ts";
+import { createPathCache } from "../../src/vfs/paths.ts";
+
+const ROOT = 1, FILE = 0o100644, DIR = 0o040755;
+
+/** Node A's cache over the memory store; node B changes the same metadata and A hears it. */
+let a: MetadataStore, b: MetadataStore, cache: MetaCache, heard: Invalidation[];
+let skip: Set<number>;
+
+function makeCache(attrCacheMs = 60_000): MetaCache {
+  return createMetaCache({ store: a, paths: createPathCache(a), attrCacheMs, skipPrefetch: (ino) => skip.has(ino) });
+}
+
+async function until(what: string, cond: () => boolean): Promise<void> {
+  for (let i = 0; !cond(); i++) {
+    if (i > 500) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(2);
+  }
+}
+
+/** The listing of dir, loaded (the first call only starts the load). */
+async function listing(dir: number): Promise<ReadonlyMap<string, number>> {
+  cache.listed(dir, "");
+  await until("the listing", () => cache.entries(dir) !== undefined);
+  return cache.entries(dir)!;
+}
+
+beforeEach(async () => {
+  const space = createMemorySpace();
+  a = createMemoryStore({ space, nodeId: "a" });
+  b = createMemoryStore({ space, nodeId: "b" });
+  await a.init(0o755, 0, 0);
+  skip = new Set();
+  heard = [];
+  cache = makeCache();
+  await a.subscribe((invs) => {
+    heard.push(...invs);
+    for (const i of invs) cache.invalidate(i);
+  }, () => cache.resync());
+});
+
+describe("meta cache", () => {
+  test("a learned record is fresh for attrCacheMs, then not", async () => {
+    const f = await a.create(ROOT, "f", { mode: FILE, uid: 0, gid: 0 });
+    cache = makeCache(30);
+    expect(cache.fresh(f.ino)).toBeUndefined();
+    expect(cache.learn(f)).toBe(f);
+    expect(cache.fresh(f.ino)).toBe(f);
+    await Bun.sleep(40);
+    expect(cache.fresh(f.ino)).toBeUndefined();
+  });
+
+  test("with attrCacheMs 0 nothing is kept", async () => {
+    cache = makeCache(0);
+    const f = await a.create(ROOT, "f", { mode: FILE, uid: 0, gid: 0 });
+    cache.learn(f);
+    expect(cache.fresh(f.ino)).toBeUndefined();
+  });
+
+  test("listed: undefined until the listing loads, then the inode or null", async () => {
+    const f = await a.create(ROOT, "f", { mode: FILE, uid: 0, gid: 0 });
+    expect(cache.listed(ROOT, "f")).toBeUndefined();
+    await listing(ROOT);
+    expect(cache.listed(ROOT, "f")).toBe(f.ino);
+    expect(cache.listed(ROOT, "nope")).toBeNull();
+  });
+
+  test("loading a listing prefetches its entries' records, except those to skip", async () => {
+    const f = await a.create(ROOT, "f", { mode: FILE, uid: 0, gid: 0 });
+    const g = await a.create(ROOT, "g", { mode: FILE, uid: 0, gid: 0 });
+    skip.add(g.ino);
+    await listing(ROOT);
+    await until("the prefetch", () => cache.fresh(f.ino) !== undefined);
+    expect(cache.fresh(f.ino)).toEqual(f);
+    expect(cache.fresh(g.ino)).toBeUndefined();
+  });
+
+  test("another node's create and remove reach the listing", async () => {
+    await listing(ROOT);
+    const f = await b.create(ROOT, "f", { mode: FILE, uid: 0, gid: 0 });
+    await until("the create", () => cache.listed(ROOT, "f") !== null);
+    // Known to exist, inode not yet: the invalidation names the entry, not the inode.
+    expect(cache.listed(ROOT, "f")).toBe(0);
+    await b.remove(ROOT, "f", false, "/f");
+    await until("the remove", () => cache.listed(ROOT, "f") === null);
+    expect(heard.map((i) => i.origin)).toEqual(["b", "b"]);
+    expect(f.ino).toBeGreaterThan(ROOT);
+  });
+
+  test("another node's change of an inode drops its record", async () => {
+    const f = await a.create(ROOT, "f", { mode: FILE, uid: 0, gid: 0 });
+    cache.learn(f);
+    await b.setAttrs(f.ino, { uid: 7 });
+    await until("the change", () => cache.fresh(f.ino) === undefined);
+  });
+
+  test("a directory renamed away on another node loses its listing", async () => {
+    const d = await a.create(ROOT, "d", { mode: DIR, uid: 0, gid: 0 });
+    await a.create(d.ino, "x", { mode: FILE, uid: 0, gid: 0 });
+    await listing(d.ino);
+    const e = await a.create(ROOT, "e", { mode: DIR, uid: 0, gid: 0 });
+    await b.rename(ROOT, "d", e.ino, "d", 0, "/d", "/e/d");
+    await until("the rename", () => cache.entries(d.ino) === undefined);
+  });
+
+  test("a change heard while a listing loads is applied to it", async () => {
+    await a.create(ROOT, "old", { mode: FILE, uid: 0, gid: 0 });
+    expect(cache.listed(ROOT, "x")).toBeUndefined();
+    cache.dirChanged(ROOT, ["new", 42], "old");
+    const l = await listing(ROOT);
+    expect(new Map(l)).toEqual(new Map([["new", 42]]));
+  });
+
+  test("dirChanged edits a loaded listing and leaves unloaded directories unloaded", async () => {
+    await listing(ROOT);
+    cache.dirChanged(ROOT, ["n", 9]);
+    expect(cache.listed(ROOT, "n")).toBe(9);
+    cache.dirChanged(ROOT, undefined, "n");
+    expect(cache.listed(ROOT, "n")).toBeNull();
+    cache.dirChanged(77, ["n", 9]);
+    expect(cache.entries(77)).toBeUndefined();
+    cache.dropListing(ROOT);
+    expect(cache.entries(ROOT)).toBeUndefined();
+  });
+
+  test("resync forgets everything, and a listing loading across it is thrown away", async () => {
+    const f = await a.create(ROOT, "f", { mode: FILE, uid: 0, gid: 0 });
+    await listing(ROOT);
+    cache.learn(f);
+    const d = await a.create(ROOT, "d", { mode: DIR, uid: 0, gid: 0 });
+    expect(cache.listed(d.ino, "x")).toBeUndefined();
+    cache.resync();
+    expect(cache.fresh(f.ino)).toBeUndefined();
+    expect(cache.entries(ROOT)).toBeUndefined();
+    await Bun.sleep(5);
+    expect(cache.entries(d.ino)).toBeUndefined();
+  });
+
+  test("changing drops the directories' records around the change", async () => {
+    const d = await a.create(ROOT, "d", { mode: DIR, uid: 0, gid: 0 });
+    cache.learn(d);
+    const r = await cache.changing([d.ino], async () => {
+      expect(cache.fresh(d.ino)).toBeUndefined();
+      cache.learn(await a.get(d.ino));
+      return a.create(d.ino, "f", { mode: FILE, uid: 0, gid: 0 });
+    });
+    expect(r.name).toBe("f");
+    expect(cache.fresh(d.ino)).toBeUndefined();
+  });
+
+  test("forget drops one record", async () => {
+    const f = await a.create(ROOT, "f", { mode: FILE, uid: 0, gid: 0 });
+    const g = await a.create(ROOT, "g", { mode: FILE, uid: 0, gid: 0 });
+    cache.learn(f);
+    cache.learn(g);
+    cache.forget(f.ino);
+    expect(cache.fresh(f.ino)).toBeUndefined();
+    expect(cache.fresh(g.ino)).toBe(g);
+  });
+});
