@@ -135,9 +135,17 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
     else if (ino !== undefined) {
       nodes = [...(s.loc.get(ino)?.keys() ?? [])];
       if (entry.op !== "swap") entry.id = `${ino}:${s.i.get(ino)?.get("gn") ?? ""}`;
+      if (entry.op === "rm") entry.last = Number(s.i.get(ino)?.get("n") ?? "1") <= 1;
     } else nodes = [...s.nodes.keys()];
     const told = nodes.filter((n) => n !== origin);
-    for (const n of told) made(s.todo, n, () => []).push(JSON.stringify(entry));
+    for (const n of told) {
+      if (entry.op === "rm" && typeof ino === "number") {
+        const v = s.loc.get(ino)?.get(n);
+        if (v === undefined) delete entry.v;
+        else entry.v = v;
+      }
+      made(s.todo, n, () => []).push(JSON.stringify(entry));
+    }
     return told;
   }
   function dropdir(ino: number): void {
@@ -367,7 +375,8 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
         r = { ino, nlink: 0, dir: true };
       } else {
         told = todo(nodeId, ino, { op: "rm", path });
-        r = { ino, nlink: m === undefined ? 0 : dropname(ino, parent, name, now), dir: false };
+        const held = s.loc.get(ino)?.get(nodeId);
+        r = { ino, nlink: m === undefined ? 0 : dropname(ino, parent, name, now), dir: false, ...(held ? { held: Number(held) } : {}) };
       }
       await publish({ removed: [[parent, name]], inodes: [parent, ino], todo: told }, true);
       return r;

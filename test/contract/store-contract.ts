@@ -522,9 +522,26 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         const f = await file(ROOT, "f", { holder: "node-b" });
         const b = await h.open("node-b");
         await st.remove(ROOT, "f", false, "/f");
-        expect(await b.takeTodo()).toEqual([{ op: "rm", path: "/f", id: `${f.ino}:${f.gen}` }]);
+        // The last name, and the version node-b holds: it may keep the bytes for readers elsewhere.
+        expect(await b.takeTodo()).toEqual([{ op: "rm", path: "/f", id: `${f.ino}:${f.gen}`, last: true, v: String(f.version) }]);
         expect(await b.takeTodo()).toEqual([]);
         expect(await st.takeTodo()).toEqual([]);
+      });
+
+      it("unlink of one of two names is not the last", async () => {
+        const f = await file(ROOT, "f", { holder: "node-b" });
+        await st.link(f.ino, ROOT, "g", "/f", "/g");
+        const b = await h.open("node-b");
+        await b.takeTodo();
+        expect(await st.remove(ROOT, "g", false, "/g")).toMatchObject({ ino: f.ino, nlink: 1, dir: false });
+        expect((await b.takeTodo()).map((e) => ("last" in e ? e.last : undefined))).toEqual([false]);
+      });
+
+      it("unlink tells the origin the version it held (none when it held nothing)", async () => {
+        const f = await file(ROOT, "f", { holder: A });
+        expect((await st.remove(ROOT, "f", false, "/f")).held).toBe(f.version);
+        await file(ROOT, "g", { holder: "node-b" });
+        expect((await st.remove(ROOT, "g", false, "/g")).held).toBeUndefined();
       });
 
       it("the origin is not told of its own changes", async () => {
@@ -558,7 +575,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         const f = await file(ROOT, "f", { holder: "node-b" });
         const g = await file(ROOT, "g", { holder: "node-c" });
         await st.rename(ROOT, "f", ROOT, "g", 0, "/f", "/g");
-        expect(await (await h.open("node-c")).takeTodo()).toEqual([{ op: "rm", path: "/g", id: `${g.ino}:${g.gen}` }]);
+        expect(await (await h.open("node-c")).takeTodo()).toEqual([{ op: "rm", path: "/g", id: `${g.ino}:${g.gen}`, last: true, v: String(g.version) }]);
         expect(await (await h.open("node-b")).takeTodo()).toEqual([{ op: "mv", from: "/f", to: "/g", id: `${f.ino}:${f.gen}` }]);
       });
 

@@ -126,7 +126,7 @@ describe("DeleteVolume", () => {
     // The file is purged, not left orphaned; node-1 is told to delete its bytes.
     expect(await store.orphans()).toEqual([]);
     expect(await store.getMany([f.ino, sub.ino])).toEqual([undefined, undefined]);
-    expect(await createMemoryStore({ space, nodeId: "node-1" }).takeTodo()).toEqual([{ op: "rm", path: `/volumes/${NAME}/sub/f`, id: `${f.ino}:${f.gen}` }]);
+    expect(await createMemoryStore({ space, nodeId: "node-1" }).takeTodo()).toEqual([{ op: "rm", path: `/volumes/${NAME}/sub/f`, id: `${f.ino}:${f.gen}`, last: true, v: String(f.version) }]);
   });
 
   test("an unknown volume, or an id that names no directory: OK, nothing touched", async () => {
