@@ -60,10 +60,6 @@ storeContract(
   },
   {
     knownBugs: {
-      "listDir of a directory that is not there: ENOENT":
-        "redis-store listDir tests the record's mode with `=== undefined`, but node-redis v4 hGet answers null for a missing key, so a removed directory lists as empty",
-      "a given inode number is the one used":
-        "the create script returns ARGV[14] (a Lua string) as the inode number, so create({ ino }) answers the record with ino a string (\"5\", not 5)",
       "RENAME_EXCHANGE of a directory with one of its ancestors: EINVAL":
         "the rename script checks only the source directory against the target's ancestors; an exchange also moves the target, so swapping /a with /a/b/f puts a under b, a cycle cut off from the root",
     },

@@ -172,7 +172,7 @@ redis.call('HSET', dk, name, ino..':'..bit.rshift(mode, 12))
 if dir then redis.call('HINCRBY', pk, 'n', 1) end
 touch(parent, ARGV[11])
 if ARGV[13] ~= '' then redis.call('HSET', P..'loc:'..ino, ARGV[13], ARGV[15]) end
-return {ino, mode, tonumber(gid), raised}`,
+return {tonumber(ino), mode, tonumber(gid), raised}`,
   // ARGV: P parent name -> {ino, fields...}
   lookup: `
 local e = redis.call('HGET', P..'d:'..ARGV[2], ARGV[3])
@@ -732,7 +732,8 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
     },
     async listDir(ino) {
       const [exists, ents] = await Promise.all([client.hGet(ik(ino), "m"), client.hGetAll(`${P}d:${ino}`)]);
-      if (exists === undefined) throw fsError("ENOENT");
+      // node-redis answers null for a missing field.
+      if (exists == null) throw fsError("ENOENT");
       const out: DirListing[] = [];
       for (const [name, v] of Object.entries(ents)) {
         const c = v.indexOf(":");
