@@ -15,7 +15,7 @@ RUN update-ca-certificates
 ENV NODE_OPTIONS=--use-openssl-ca
 WORKDIR /src
 COPY package.json package-lock.json .npmrc ./
-RUN npm install --no-audit --no-fund --loglevel=error
+RUN npm ci --no-audit --no-fund --loglevel=error
 COPY . .
 RUN node_modules/.bin/bun run build.ts && ./dist/mcfs --version
 

@@ -33,6 +33,6 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # A redis-server installed by apt is started as a system service; mcfs starts its own, so leave that be.
 if [ ! -x node_modules/.bin/bun ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  # npm install, not npm ci: the registry mirror lacks some other platforms' optional packages, which npm ci insists on.
-  npm install --no-save --no-audit --no-fund --loglevel=error
+  # npm ci: exactly the locked versions, and a lock out of step with package.json is an error, not a rewrite.
+  npm ci --no-audit --no-fund --loglevel=error
 fi
