@@ -3,10 +3,11 @@ import { resolve } from "node:path";
 import type { Argv } from "yargs";
 import type { CsiConfig, CsiNodeConfig } from "../daemon/csi-config.ts";
 import { checkRedisUrl, redisAccess, redisAccessOptions } from "./redis-options.ts";
+import { logOptions } from "./log-options.ts";
 
 /** Flags of both CSI roles (the original driver's names). */
 export function csiOptions<T>(y: Argv<T>) {
-  return redisAccessOptions(y)
+  return logOptions(redisAccessOptions(y))
     .option("endpoint", { type: "string", default: "unix:///csi/csi.sock", describe: "Where to serve CSI: unix:///path/to.sock or tcp://host:port (a stale socket file is replaced)" })
     .option("nodeid", { type: "string", default: hostname(), describe: "This node's name in Kubernetes (NodeGetInfo; publications are recorded under it)" })
     .option("redis-url", { alias: ["u", "redis_url"], type: "string", demandOption: true, describe: "Redis of the filesystem: redis://[user:password@]host:port[/db], rediss://, unix:///path" })
@@ -47,13 +48,13 @@ type CsiArgs = Awaited<ReturnType<typeof csiOptions>["argv"]>;
 type CsiNodeArgs = Awaited<ReturnType<typeof csiNodeOptions>["argv"]>;
 
 export function csiConfig(a: CsiArgs, version: string): CsiConfig {
-  return { endpoint: a.endpoint, nodeId: a.nodeid, redisUrl: a["redis-url"], redisAccess: redisAccess(a, a["redis-url"]), version, debug: a.debug, metricsPort: a["metrics-port"], metricsListen: a["metrics-listen"] };
+  return { endpoint: a.endpoint, nodeId: a.nodeid, redisUrl: a["redis-url"], redisAccess: redisAccess(a, a["redis-url"]), version, debug: a.debug, logFormat: a["log-format"], metricsPort: a["metrics-port"], metricsListen: a["metrics-listen"] };
 }
 
 export function csiNodeConfig(a: CsiNodeArgs, env: NodeJS.ProcessEnv, version: string): CsiNodeConfig {
   // The node daemon is given the same files (never their contents: its argv is readable by anyone).
   const passOn = (["cluster-secret-file", "redis-ca", "redis-password-file", "tls-cert", "tls-key", "tls-ca"] as const).flatMap((k) => (a[k] ? [`--${k}`, a[k]] : []));
-  const daemonArgs = [...passOn, ...(a.insecure ? ["--insecure"] : [])];
+  const daemonArgs = [...passOn, "--log-format", a["log-format"], ...(a.insecure ? ["--insecure"] : [])];
   return {
     ...csiConfig(a, version),
     rootDir: resolve(a["root-dir"]),

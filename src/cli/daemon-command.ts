@@ -4,9 +4,10 @@ import type { Argv } from "yargs";
 import type { DaemonConfig } from "../daemon/config.ts";
 import { loadPeerTls, type PeerTls } from "../peer/peer-tls.ts";
 import { checkRedisUrl, redisAccess, redisAccessOptions } from "./redis-options.ts";
+import { logOptions } from "./log-options.ts";
 
 export function daemonOptions<T>(y: Argv<T>) {
-  return redisAccessOptions(y)
+  return logOptions(redisAccessOptions(y))
     .option("mount_path", { alias: ["f", "mount-path"], type: "string", demandOption: true, describe: "Where the filesystem appears (created if missing; a dead mount left by a crash is cleared)" })
     .option("root_path", { alias: ["r", "root-path"], type: "string", demandOption: true, describe: "This node's local directory holding the bytes as plain files at their namespace paths; files already there are published at start" })
     .option("port", { alias: "p", type: "number", default: 5000, describe: "Port this node serves other nodes on (0: a free one, registered as picked); not opened with the private Redis" })
@@ -86,6 +87,7 @@ export function daemonConfig(a: DaemonArgs, env: NodeJS.ProcessEnv): DaemonConfi
     hostIp: a.host_ip,
     listen: a.listen ?? a.host_ip,
     debug: a.debug,
+    logFormat: a["log-format"],
     singleThread: a.single,
     // Not /tmp: any user could make that name first, and stop the daemon from starting.
     cacheDir: resolve(a["cache-dir"] ?? env.MULTICLOUD_FS_DISK_CACHE ?? join(rootPath, ".mcfs", "cache")),

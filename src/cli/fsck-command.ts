@@ -51,7 +51,7 @@ async function check(store: MetadataStore, log: Logger, local?: { root: LocalDir
  * nothing (left) wrong; 1: disagreements remain; 2: an error (a bad flag, Redis unreachable).
  */
 export async function fsckMain(a: Args): Promise<void> {
-  const log = createLogger({ name: "mcfs fsck" });
+  const log = createLogger({ name: "mcfs fsck", format: a["log-format"] });
   let local: ReturnType<typeof openRoot> | undefined;
   try {
     if (a.root !== undefined) local = openRoot(a.root);

@@ -2,7 +2,7 @@
 import yargs from "yargs";
 import { daemonConfig, daemonOptions } from "./daemon-command.ts";
 import { runDaemon } from "../daemon/daemon.ts";
-import { createLogger, type Logger } from "../util/log.ts";
+import { createLogger, type Logger, type LogFormat } from "../util/log.ts";
 import { statusMain, statusOptions } from "./status-command.ts";
 import { fsckMain, fsckOptions } from "./fsck-command.ts";
 import { nodeForgetMain, nodeForgetOptions } from "./node-command.ts";
@@ -19,7 +19,7 @@ async function daemonMain(argv: Parameters<typeof daemonConfig>[0]) {
     process.stderr.write(`mcfs: ${(e as Error).message}\n`);
     process.exit(2);
   }
-  const log = createLogger({ debug: cfg.debug });
+  const log = createLogger({ debug: cfg.debug, format: cfg.logFormat });
   let d;
   try {
     d = await runDaemon(cfg, log);
@@ -43,8 +43,8 @@ async function daemonMain(argv: Parameters<typeof daemonConfig>[0]) {
 }
 
 /** Run a CSI role until SIGINT/SIGTERM. */
-async function roleMain(debug: boolean, start: (log: Logger) => Promise<Role>) {
-  const log = createLogger({ debug });
+async function roleMain(cfg: { debug: boolean; logFormat: LogFormat }, start: (log: Logger) => Promise<Role>) {
+  const log = createLogger({ debug: cfg.debug, format: cfg.logFormat });
   let role: Role;
   try {
     role = await start(log);
@@ -75,11 +75,11 @@ await yargs(process.argv.slice(2))
   .command(["daemon", "$0"], "Mount the filesystem on this node and serve its files to other nodes", (y) => daemonOptions(y), (a) => daemonMain(a))
   .command("csi-controller", "Serve the CSI controller (volumes as directories of the filesystem, recorded in Redis)", (y) => csiOptions(y), (a) => {
     const cfg = configOrExit(() => csiConfig(a, pkg.version));
-    return roleMain(cfg.debug, (log) => runCsiController(cfg, log));
+    return roleMain(cfg, (log) => runCsiController(cfg, log));
   })
   .command("csi-node", "Serve the CSI node plugin (bind-mounts volumes of the node-level mount into pods)", (y) => csiNodeOptions(y), (a) => {
     const cfg = configOrExit(() => csiNodeConfig(a, process.env, pkg.version));
-    return roleMain(cfg.debug, (log) => runCsiNode(cfg, log));
+    return roleMain(cfg, (log) => runCsiNode(cfg, log));
   })
   .command("node", "Manage the cluster's nodes", (y) =>
     y.command("forget <node>", "Remove a node whose disk is gone from the cluster's records (holders, cached copies, todo list)", (z) => nodeForgetOptions(z), (a) => nodeForgetMain(a)).demandCommand(1),

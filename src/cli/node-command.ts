@@ -13,7 +13,7 @@ type Args = Awaited<ReturnType<typeof nodeForgetOptions>["argv"]>;
 
 /** `mcfs node forget ID`: a node whose disk is gone leaves the cluster's records for good. */
 export async function nodeForgetMain(a: Args): Promise<void> {
-  const log = createLogger({ name: "mcfs node forget" });
+  const log = createLogger({ name: "mcfs node forget", format: a["log-format"] });
   const store = await openClusterStore(a, "mcfs-admin");
   let code = 0;
   try {

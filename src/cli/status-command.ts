@@ -12,7 +12,7 @@ type StatusArgs = Awaited<ReturnType<typeof statusOptions>["argv"]>;
 
 /** `mcfs status`: nodes, what they hold, and the files at risk. Progress goes to stderr. */
 export async function statusMain(a: StatusArgs): Promise<void> {
-  const log = createLogger({ name: "mcfs status" });
+  const log = createLogger({ name: "mcfs status", format: a["log-format"] });
   const store = await openClusterStore(a, "mcfs-status");
   const progress = createProgress("scanning files", log);
   try {

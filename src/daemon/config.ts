@@ -1,5 +1,6 @@
 import type { PeerTls } from "../peer/peer-tls.ts";
 import type { RedisAccess } from "../meta/redis-connect.ts";
+import type { LogFormat } from "../util/log.ts";
 
 /** Everything `mcfs daemon` needs, decided once from flags and environment by the CLI. */
 export interface DaemonConfig {
@@ -15,6 +16,7 @@ export interface DaemonConfig {
   /** Local address the peer and metrics servers listen on (hostIp unless --listen). */
   listen: string;
   debug: boolean;
+  logFormat: LogFormat;
   singleThread: boolean;
   /** Where copies fetched from other nodes are kept (in a subdirectory per node). */
   cacheDir: string;

@@ -1,4 +1,5 @@
 import type { RedisAccess } from "../meta/redis-connect.ts";
+import type { LogFormat } from "../util/log.ts";
 
 /** What `mcfs csi-controller` and `mcfs csi-node` need, decided once from flags and environment. */
 export interface CsiConfig {
@@ -10,6 +11,7 @@ export interface CsiConfig {
   /** Version reported by GetPluginInfo. */
   version: string;
   debug: boolean;
+  logFormat: LogFormat;
   /** Serve Prometheus metrics on this port (undefined: off). */
   metricsPort?: number;
   /** Address the metrics server binds. */
