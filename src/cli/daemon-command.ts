@@ -6,10 +6,13 @@ import { loadPeerTls, type PeerTls } from "../peer/peer-tls.ts";
 import { checkRedisUrl, redisAccess, redisAccessOptions } from "./redis-options.ts";
 import { logOptions } from "./log-options.ts";
 
+const OCTAL_MODE = /^(0o?)?[0-7]{1,4}$/;
+
 export function daemonOptions<T>(y: Argv<T>) {
   return logOptions(redisAccessOptions(y))
     .option("mount_path", { alias: ["f", "mount-path"], type: "string", demandOption: true, describe: "Where the filesystem appears (created if missing; a dead mount left by a crash is cleared)" })
     .option("root_path", { alias: ["r", "root-path"], type: "string", demandOption: true, describe: "This node's local directory holding the bytes as plain files at their namespace paths; files already there are published at start" })
+    .option("root-mode", { type: "string", default: "0755", describe: "Mode (octal) of the mount's top directory when this node creates the namespace; an existing namespace keeps its own (the root path on disk stays 0700 either way)" })
     .option("port", { alias: "p", type: "number", default: 5000, describe: "Port this node serves other nodes on (0: a free one, registered as picked); not opened with the private Redis" })
     .option("redis_url", { alias: ["u", "redis-url"], type: "string", describe: "Redis holding the metadata: redis://[user:password@]host:port[/db], rediss:// for TLS, unix:///path. Omitted: start a private redis-server (single node)" })
     .option("host_ip", { alias: ["i", "host-ip"], type: "string", default: "localhost", describe: "Address other nodes dial to reach this node; the peer port and --metrics-port listen on it unless --listen is given" })
@@ -36,6 +39,7 @@ export function daemonOptions<T>(y: Argv<T>) {
       for (const k of ["ram-cache-mib", "ram-cache-max-file-mib", "disk-cache-mib"] as const) if (!(a[k] >= 0)) throw new Error(`--${k} must be a number of MiB >= 0, got ${a[k]}`);
       if (a["metrics-port"] !== undefined && !(Number.isInteger(a["metrics-port"]) && a["metrics-port"] >= 0 && a["metrics-port"] <= 65535)) throw new Error(`--metrics-port must be an integer 0..65535, got ${a["metrics-port"]}`);
       for (const k of ["entry-timeout", "attr-timeout"] as const) if (a[k] !== undefined && !(a[k] >= 0)) throw new Error(`--${k} must be a number of seconds >= 0, got ${a[k]}`);
+      if (!OCTAL_MODE.test(a["root-mode"])) throw new Error(`--root-mode must be an octal mode from 0000 to 7777 (such as 0755), got "${a["root-mode"]}"`);
       if (!a.mount_path || !a.root_path) throw new Error("--mount_path and --root_path must not be empty");
       if (resolve(a.mount_path) === resolve(a.root_path)) throw new Error("--mount_path and --root_path must be different directories");
       const m = resolve(a.mount_path), r = resolve(a.root_path);
@@ -81,6 +85,7 @@ export function daemonConfig(a: DaemonArgs, env: NodeJS.ProcessEnv): DaemonConfi
   return {
     mountPath: resolve(a.mount_path),
     rootPath,
+    rootMode: parseInt(a["root-mode"].replace(/^0o/, ""), 8),
     port: a.port,
     redisUrl: a.redis_url,
     redisAccess: redisAccess(a, a.redis_url),

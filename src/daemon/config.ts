@@ -6,6 +6,8 @@ import type { LogFormat } from "../util/log.ts";
 export interface DaemonConfig {
   mountPath: string;
   rootPath: string;
+  /** Mode of the namespace's root directory when this node creates the namespace. */
+  rootMode: number;
   port: number;
   /** undefined: start a private redis-server. */
   redisUrl?: string;

@@ -100,8 +100,6 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     // Only root may reach the bytes directly: users go through the mount, where the namespace's
     // owners and modes are checked (a chmod made on another node never reaches this disk's copy).
     const given = fs.statSync(cfg.rootPath);
-    // A namespace made from this root path starts with its mode, or 0755 if it was already closed.
-    const rootSt = { mode: given.mode & 0o077 ? given.mode : given.mode | 0o755, uid: given.uid, gid: given.gid };
     if (given.mode & 0o077) {
       fs.chmodSync(cfg.rootPath, given.mode & 0o7700);
       nlog.info({ root: cfg.rootPath, was: (given.mode & 0o7777).toString(8) }, "root path closed to other users (0700): they use the mount");
@@ -132,7 +130,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     });
     cleanups.push(() => rawStore.close());
     const store: MetadataStore = m ? instrument(rawStore, m, (e) => e instanceof FsError && e.errno !== E.EIO) : rawStore;
-    await store.init(rootSt.mode, rootSt.uid, rootSt.gid);
+    // The namespace's root takes --root-mode, not the disk's 0700: that would lock users out of the mount.
+    await store.init(cfg.rootMode, given.uid, given.gid);
     const startedAt = Date.now();
     // The VFS comes later: until it exists nothing is open.
     let vfs: Vfs | undefined;
