@@ -217,7 +217,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
 
     let session: FuseSession | undefined;
     vfs = createVfs({
-      root, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, soleNode: !cfg.redisUrl, remote, catchUp: () => todo.drain(), retire: retired?.retire,
+      root, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, remote, catchUp: () => todo.drain(), retire: retired?.retire,
       dropKernelEntry: (parent, name) => session?.invalidateEntry(parent, name),
       refreshKernelAttrs: async (ino) => {
         if (!session) return;

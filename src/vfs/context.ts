@@ -1,0 +1,67 @@
+import type { LocalDir } from "../local/local-dir.ts";
+import type { Inode, MetadataStore, Removed } from "../meta/store.ts";
+import type { Logger } from "../util/log.ts";
+import type { DataChanges } from "./data-changes.ts";
+import type { InodeNumbers } from "./inode-numbers.ts";
+import type { KernelView } from "./kernel-view.ts";
+import type { MetaCache } from "./meta-cache.ts";
+import type { Handle, OpenFiles } from "./open-files.ts";
+import type { PathCache } from "./paths.ts";
+import type { RemoteData } from "./remote-data.ts";
+import type { WritePolicy } from "./write-policy.ts";
+import type { WriteTurns } from "./write-turns.ts";
+
+export interface VfsOptions {
+  /** This node's root path, every local operation confined to it. */
+  root: LocalDir;
+  nodeId: string;
+  store: MetadataStore;
+  log: Logger;
+  /** How long a fetched record may answer getattr again (the kernel's attribute timeout). */
+  attrCacheMs: number;
+  /** Fetches other nodes' bytes; absent on a sole node (a private Redis no other node shares). */
+  remote?: RemoteData;
+  /** Apply other nodes' pending renames and deletes to the local disk (when a held file is missing). */
+  catchUp?: () => Promise<void>;
+  /** Make the kernel forget the attributes it cached for ino; resolves once it has. */
+  refreshKernelAttrs?: (ino: number) => Promise<void>;
+  /** Make the kernel forget a name it cached (it now leads to another file). */
+  dropKernelEntry?: (parent: number, name: string) => void;
+  /** The last name of a file held here goes: true when its bytes were kept for readers elsewhere. */
+  retire?: (path: string, ino: number, version: number) => boolean;
+  /** Bytes read or written in JS (the shim counts what it serves itself). */
+  onIo?: (kind: "read" | "write", bytes: number) => void;
+}
+
+/** What the operations of one node's VFS share. */
+export interface VfsContext {
+  readonly o: VfsOptions;
+  readonly store: MetadataStore;
+  readonly root: LocalDir;
+  readonly nodeId: string;
+  readonly log: Logger;
+  readonly paths: PathCache;
+  readonly cache: MetaCache;
+  readonly open: OpenFiles;
+  readonly kernel: KernelView;
+  readonly changes: DataChanges;
+  readonly turns: WriteTurns;
+  readonly inos: InodeNumbers;
+  readonly policy: WritePolicy;
+  /** Unlinked while open here: purged at the last close. */
+  readonly purgeOnClose: Set<number>;
+  /** Remember a fresh record (also as the open-file state when the inode is open here). */
+  learn(r: Inode): Inode;
+  /** The record of an inode: from the open-file state when open here, a recent fetch, else the store. */
+  record(ino: number): Promise<Inode>;
+  /** Publish the bytes of an open file: size, mtime, new version, this node as holder. */
+  commit(h: Handle): Promise<Inode>;
+  /** A name went: forget the inode, and purge it when it has no name and nothing here holds it open. */
+  dropped(r: Removed | undefined): Promise<void>;
+  /** Undo the namespace half of a create whose local half failed. */
+  rollback(parent: number, name: string, dir: boolean): Promise<void>;
+  /** One more local name for the bytes at from; the namespace has the name already, so a failure is only logged. */
+  linkLocal(from: string, to: string): void;
+  /** After this node took an inode's bytes: they go under every name it has (hard links), not only the first. */
+  linkAllNames(ino: number, primary: string): Promise<void>;
+}

@@ -1,0 +1,254 @@
+import * as fs from "node:fs";
+import { dirname } from "node:path";
+import type { FileSystem, OpenReply } from "../fuse/types.ts";
+import type { Holders, Inode } from "../meta/store.ts";
+import { E, FsError, errnoOf, fsError } from "../util/errno.ts";
+import { isDir } from "./attr.ts";
+import type { VfsContext } from "./context.ts";
+import { createLocalFile } from "./local-files.ts";
+import { checkName, checkReserved } from "./namespace-ops.ts";
+import type { Handle } from "./open-files.ts";
+import { ChangingCopy, type RangeReader, type Sibling } from "./remote-data.ts";
+
+const O_ACCMODE = 3;
+const { O_APPEND, O_SYNC, O_DSYNC, O_RDWR, O_WRONLY, O_RDONLY, O_TRUNC } = fs.constants;
+const KEEP_OPEN_FLAGS = O_ACCMODE | O_APPEND | O_SYNC | O_DSYNC;
+/** Longest an open waits for another node's write to publish the bytes it is changing. */
+const CHANGING_WAIT_MS = 10_000;
+/** Longest pause between its tries meanwhile (they start at 10 ms and double). */
+const CHANGING_POLL_MS = 200;
+
+type FileOps = Pick<FileSystem, "open" | "create" | "read" | "write" | "flush" | "release" | "fsync">;
+
+/** What open() learned of an inode: its record, its holders, and whether this node holds its bytes. */
+interface Found {
+  r: Inode;
+  holders?: Holders;
+  here: boolean;
+}
+
+/**
+ * Opening, reading, writing and closing files: local bytes through their fd (served in the shim when
+ * it can), other nodes' bytes from the cache or their holders, writers taking turns across nodes, and
+ * close-to-open publishing.
+ */
+export function createFileOps(ctx: VfsContext): FileOps {
+  const { store, root, nodeId, paths, cache, kernel, o } = ctx;
+  const remote = o.remote;
+
+  /** Close-to-open: with other nodes about, open() reads the record and its holders fresh. */
+  async function fresh(ino: number): Promise<Found> {
+    const [rec, h] = await Promise.all([store.get(ino), store.holders(ino)]);
+    const r = ctx.learn(rec);
+    return { r, holders: h, here: h.data.get(nodeId) === r.version || (h.data.size === 0 && r.size === 0) };
+  }
+
+  /** The other files of dir, as far as its listing is loaded (none otherwise: no Redis call for this). */
+  async function siblingsOf(ino: number, dir: number): Promise<Iterable<Sibling>> {
+    const l = cache.entries(dir);
+    if (!l) return [];
+    const base = await paths.pathOf(dir);
+    const prefix = base === "/" ? "/" : `${base}/`;
+    return (function* () {
+      for (const [name, i] of l) if (i > 0 && i !== ino) yield { ino: i, path: prefix + name };
+    })();
+  }
+
+  /**
+   * Another node's bytes: a copy of this version in the cache, or ranges from a holder; for a writer,
+   * a copy taken into this node's root (it becomes the holder). While the holder is writing a new
+   * version the old one may be gone and the new one not whole yet: wait (bounded) for the write's
+   * close and read what it published, rather than fail.
+   */
+  async function fromElsewhere(ino: number, f: Found, path: string, flags: number, writable: boolean): Promise<{ found: Found; got?: { fd: number } | { ranges: RangeReader } }> {
+    const deadline = Date.now() + CHANGING_WAIT_MS;
+    let pause = 10;
+    for (;;) {
+      if (f.here) return { found: f };
+      const { r } = f;
+      const change = ctx.changes.next(ino);
+      try {
+        if (!writable) return { found: f, got: await remote!.open(ino, r.version, path, r.size, f.holders, { dir: r.parent, list: () => siblingsOf(ino, r.parent) }) };
+        if (flags & O_TRUNC) fs.closeSync(createLocalFile(root, path, O_WRONLY, r));
+        else {
+          root.ensureDir(dirname(path));
+          await remote!.fetchTo(ino, r.version, path, r.size, r, f.holders);
+        }
+        if (r.nlink > 1) await ctx.linkAllNames(ino, path);
+        return { found: f };
+      } catch (e) {
+        if (!(e instanceof FsError && e.errno === E.EIO) || Date.now() >= deadline) throw e;
+        const was = r.version;
+        f = await fresh(ino);
+        if (f.r.version !== was) continue;
+        if (!(e instanceof ChangingCopy)) throw e;
+        // Polled too: the holder refuses reads until its writer's handle is released, which
+        // publishes nothing when the close already did.
+        await change.wait(Math.min(pause, deadline - Date.now()));
+        pause = Math.min(pause * 2, CHANGING_POLL_MS);
+        f = await fresh(ino);
+      } finally {
+        change.cancel();
+      }
+    }
+  }
+
+  /**
+   * About to be written in place, while the record still names the closed version: other nodes
+   * opening it meanwhile read that version from a copy kept aside.
+   */
+  async function keepClosedVersion(r: Inode, path: string): Promise<void> {
+    const intact = ctx.open.steady(r.ino);
+    let rfd: number | undefined;
+    try {
+      rfd = root.openFile(path, O_RDONLY);
+    } catch {
+      // Not at its path here yet (a rename to follow): the open catches up; nothing kept.
+    }
+    if (rfd === undefined) return;
+    try {
+      await remote!.preserve(r.ino, r.version, rfd, r.size, intact);
+    } finally {
+      fs.closeSync(rfd);
+    }
+  }
+
+  /** This node's own copy at path, following another node's rename not applied here yet. */
+  async function openLocal(path: string, flags: number): Promise<number> {
+    const open = () => root.openFile(path, flags & KEEP_OPEN_FLAGS);
+    try {
+      return open();
+    } catch (e) {
+      const n = errnoOf(e);
+      if (n !== E.ENOENT && n !== E.ENOTDIR && n !== E.ELOOP) throw e;
+      await o.catchUp?.();
+      try {
+        return open();
+      } catch {
+        throw new FsError(E.EIO, `bytes of ${path} are not on this node`);
+      }
+    }
+  }
+
+  const ops: FileOps = {
+    async open(_c, ino, flags) {
+      const acc = flags & O_ACCMODE;
+      const writable = acc === O_WRONLY || acc === O_RDWR;
+      // Before the record is read: the bytes to write over are those of the last writer's close.
+      const leased = writable && !!remote && (await ctx.turns.take(ino));
+      let f: Found;
+      try {
+        f = remote ? await fresh(ino) : { r: await ctx.record(ino), here: true };
+        kernel.sameFile(f.r);
+        if (isDir(f.r.mode)) throw fsError("EISDIR");
+      } catch (e) {
+        if (leased && !ctx.open.hasWriter(ino)) ctx.turns.give(ino);
+        throw e;
+      }
+      const path = await paths.pathOf(ino);
+      if (f.here && remote && f.r.size > 0 && root.typeOf(path) !== "file") {
+        // Listed as holding it, yet the file is not here (a queued change not applied yet, or Redis
+        // put back an older record after losing writes): the copies elsewhere, rather than EIO.
+        await o.catchUp?.();
+        if (root.typeOf(path) !== "file") f = { ...f, here: false };
+      }
+      const { found, got } = await fromElsewhere(ino, f, path, flags, writable);
+      let r = found.r;
+      let fd = -1;
+      let ranges: RangeReader | undefined;
+      if (got && "fd" in got) fd = got.fd;
+      else if (got) ranges = got.ranges;
+      else {
+        if (found.here && writable && !(flags & O_TRUNC) && remote && r.size > 0 && !ctx.open.hasWriter(ino)) await keepClosedVersion(r, path);
+        fd = await openLocal(path, flags);
+      }
+      const h: Handle = { ino, fd, writable, dirty: false, ...(ranges ? { ranges } : {}), ...(writable ? {} : { reads: { version: r.version, size: r.size } }) };
+      const fh = ctx.open.add(h, r);
+      // Close-to-open: the kernel may still hold the size of another version (its attribute cache,
+      // or a reply computed before this open), and would cut reads of these bytes short at it, or
+      // fill them out with zeros. After the handle is added: the kernel view answers for it from now on.
+      if (remote && kernel.mayBeStale(ino, r.version)) {
+        await o.refreshKernelAttrs?.(ino);
+        kernel.refreshed(ino, r.version);
+      }
+      if (flags & O_TRUNC && r.size !== 0) {
+        try {
+          fs.ftruncateSync(fd, 0);
+          r = await ctx.commit(h);
+        } catch (e) {
+          await ops.release(_c, ino, fh, false);
+          throw e;
+        }
+      }
+      // Pages cached by the kernel stay valid while the version is the one they were read at.
+      const keepCache = kernel.opened(ino, r.version);
+      return { fh, ...(fd >= 0 ? { fd } : {}), keepCache } satisfies OpenReply;
+    },
+
+    async create(c, parent, name, mode, flags) {
+      checkName(name);
+      checkReserved(parent, name);
+      const acc = flags & O_ACCMODE;
+      const localFlags = (flags & KEEP_OPEN_FLAGS & ~O_ACCMODE) | (acc === O_RDONLY ? O_RDWR : acc);
+      const { r, fd } = await ctx.policy.createFile(ctx, c, parent, name, mode, localFlags);
+      const fh = ctx.open.add({ ino: r.ino, fd, writable: true, dirty: false }, r);
+      kernel.opened(r.ino, r.version);
+      return { attr: kernel.told(parent, name, r), open: { fh, fd, keepCache: false } };
+    },
+
+    async read(_c, _ino, fh, offset, size) {
+      const h = ctx.open.get(fh);
+      if (h.ranges) {
+        const d = await h.ranges.read(offset, size);
+        o.onIo?.("read", d.length);
+        return d;
+      }
+      const buf = Buffer.allocUnsafe(size);
+      const n = fs.readSync(h.fd, buf, 0, size, offset);
+      o.onIo?.("read", n);
+      return buf.subarray(0, n);
+    },
+
+    async write(_c, _ino, fh, offset, data) {
+      const h = ctx.open.get(fh);
+      const n = fs.writeSync(h.fd, data, 0, data.length, offset);
+      h.dirty = true;
+      o.onIo?.("write", n);
+      return n;
+    },
+
+    async flush(_c, ino, fh, dirty) {
+      const h = ctx.open.get(fh);
+      if (dirty || h.dirty) await ctx.commit(h);
+      // The turn goes back at close: the kernel's release comes later, and by then this node's next
+      // open may have run, keeping the turn from another node's writer for good.
+      if (h.writable && ctx.turns.has(ino) && !ctx.open.hasWriter(ino, h)) ctx.turns.give(ino);
+    },
+
+    async release(_c, ino, fh, dirty) {
+      const h = ctx.open.find(fh);
+      if (!h) return;
+      try {
+        if ((dirty || h.dirty) && !ctx.purgeOnClose.has(ino)) await ctx.commit(h).catch((e: unknown) => {
+          // Unlinked everywhere meanwhile: nothing to publish.
+          if (!(e instanceof FsError && e.errno === E.ENOENT)) throw e;
+        });
+      } finally {
+        if (h.fd >= 0) fs.closeSync(h.fd);
+        h.ranges?.close();
+        const { last } = ctx.open.remove(fh, h);
+        if (h.writable && ctx.turns.has(ino) && !ctx.open.hasWriter(ino)) ctx.turns.give(ino);
+        if (last && ctx.purgeOnClose.delete(ino)) await store.purge(ino);
+      }
+    },
+
+    async fsync(_c, _ino, fh, datasync, dirty) {
+      const h = ctx.open.get(fh);
+      if (h.fd < 0) return;
+      if (datasync) fs.fdatasyncSync(h.fd);
+      else fs.fsyncSync(h.fd);
+      if (dirty || h.dirty) await ctx.commit(h);
+    },
+  };
+  return ops;
+}

@@ -1,0 +1,109 @@
+import * as fs from "node:fs";
+import type { Attr } from "../fuse/types.ts";
+import type { Inode } from "../meta/store.ts";
+import { E, FsError } from "../util/errno.ts";
+import { attrOf } from "./attr.ts";
+import type { Handle, OpenFiles } from "./open-files.ts";
+
+/**
+ * What this node's kernel was told of each inode (it caches attributes, names and pages): the
+ * attributes of every reply are made here, so the kernel's view stays consistent with the bytes the
+ * open handles serve, and a reused inode number is noticed.
+ */
+export interface KernelView {
+  /** Attributes for a name's reply: the kernel will know r.ino under it. */
+  told(parent: number, name: string, r: Inode): Attr;
+  /** Attributes of r as the kernel must see them now (a writer's live size; a reader's version). */
+  attr(r: Inode): Attr;
+  /** r, unless its number is another file's than the one the kernel knows (ESTALE then). */
+  sameFile(r: Inode): Inode;
+  /** Whether the kernel may hold attributes of another version than version (then refresh them). */
+  mayBeStale(ino: number, version: number): boolean;
+  /** The kernel was refreshed to version. */
+  refreshed(ino: number, version: number): void;
+  /** An open at version: whether the kernel's cached pages of ino stay valid (same version as the last open). */
+  opened(ino: number, version: number): boolean;
+}
+
+/** Entries kept per map before it is cleared (the kernel then just gets refreshed once more). */
+const KEPT_MAX = 200_000;
+
+export function createKernelView(o: { open: OpenFiles; dropKernelEntry?: (parent: number, name: string) => void }): KernelView {
+  /**
+   * Identity of the file the kernel was told each inode number is. Another identity under the same
+   * number (handed out again after Redis lost writes) means the kernel's inode is stale: ESTALE makes
+   * it look the name up again instead of reading another file's bytes under it.
+   */
+  const kernelGen = new Map<number, string>();
+  /** The name the kernel last got each inode under (a lookup, a create, readdirplus). */
+  const kernelName = new Map<number, { parent: number; name: string }>();
+  /** Data version of the attributes last given to the kernel, per inode (it caches them). */
+  const kernelVersion = new Map<number, number>();
+  /** Data version of each inode when this node last opened it (for the kernel's page cache). */
+  const openedVersion = new Map<number, number>();
+
+  function attr(r: Inode): Attr {
+    if (kernelVersion.size >= KEPT_MAX) kernelVersion.clear();
+    kernelVersion.set(r.ino, r.version);
+    if (kernelGen.size >= KEPT_MAX) kernelGen.clear();
+    kernelGen.set(r.ino, r.gen);
+    const a = attrOf(r);
+    const open = o.open.inode(r.ino);
+    if (open) {
+      for (const h of open.handles) {
+        if (!h.writable) continue;
+        const st = fs.fstatSync(h.fd, { bigint: true });
+        a.size = Number(st.size);
+        if (st.mtimeNs > a.mtime + 1_000_000n) a.mtime = st.mtimeNs;
+        // An ftruncate or write through the handle changed the file after the record was written.
+        if (st.ctimeNs > a.ctime + 1_000_000n) a.ctime = st.ctimeNs;
+        return a;
+      }
+      // Read here at an older version while a newer one was published: the kernel's size stays that
+      // of the bytes the last open reads, or a read under way would end at the new size, cut short.
+      let last: Handle["reads"];
+      for (const h of open.handles) last = h.reads ?? last;
+      if (last && last.version !== r.version) {
+        a.size = last.size;
+        kernelVersion.set(r.ino, last.version);
+      }
+    }
+    return a;
+  }
+
+  return {
+    told(parent, name, r) {
+      const gen = kernelGen.get(r.ino);
+      if (gen !== undefined && gen !== r.gen) {
+        // The number is another file's now: the name the kernel knew the old one by must lead nowhere stale.
+        const old = kernelName.get(r.ino);
+        if (old && (old.parent !== parent || old.name !== name)) o.dropKernelEntry?.(old.parent, old.name);
+      }
+      if (kernelName.size >= KEPT_MAX) kernelName.clear();
+      kernelName.set(r.ino, { parent, name });
+      return attr(r);
+    },
+    attr,
+    sameFile(r) {
+      const gen = kernelGen.get(r.ino);
+      if (gen === undefined || gen === r.gen) return r;
+      kernelGen.delete(r.ino);
+      throw new FsError(E.ESTALE, `inode ${r.ino} is another file now`);
+    },
+    mayBeStale(ino, version) {
+      const told = kernelVersion.get(ino);
+      const lastOpened = openedVersion.get(ino);
+      // A reply computed before this open may carry another version's size: also after a version change.
+      return told !== undefined && (told !== version || (lastOpened !== undefined && lastOpened !== version));
+    },
+    refreshed(ino, version) {
+      kernelVersion.set(ino, version);
+    },
+    opened(ino, version) {
+      const keep = openedVersion.get(ino) === version;
+      if (openedVersion.size >= KEPT_MAX) openedVersion.clear();
+      openedVersion.set(ino, version);
+      return keep;
+    },
+  };
+}

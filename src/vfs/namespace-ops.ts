@@ -1,0 +1,244 @@
+import * as fs from "node:fs";
+import { dirname } from "node:path";
+import { RENAME_EXCHANGE, RENAME_NOREPLACE, type FileSystem, type SetAttr, type StatFs } from "../fuse/types.ts";
+import type { MetadataStore } from "../meta/store.ts";
+import { nowNs } from "../meta/redis-store.ts";
+import { E, FsError, errnoOf, fsError } from "../util/errno.ts";
+import { RESERVED_NAME } from "../local/root-layout.ts";
+import { isDir, isReg, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "./attr.ts";
+import type { VfsContext } from "./context.ts";
+import { applyLocal, createLocalFile, exchangeLocal, makeLocal, withParents } from "./local-files.ts";
+
+const { O_WRONLY } = fs.constants;
+export const NAME_MAX = 255;
+const SYMLINK_MAX = 4095;
+
+export function checkName(name: string): void {
+  if (Buffer.byteLength(name) > NAME_MAX) throw fsError("ENAMETOOLONG");
+}
+
+export function checkReserved(parent: number, name: string): void {
+  if (parent === 1 && name === RESERVED_NAME) throw new FsError(E.EPERM, `${RESERVED_NAME} is reserved at the top of the filesystem`);
+}
+
+type NamespaceOps = Pick<FileSystem, "lookup" | "getattr" | "setattr" | "readlink" | "mknod" | "mkdir" | "unlink" | "rmdir" | "symlink" | "rename" | "link" | "access" | "statfs">;
+
+/** Names and attributes: each change goes to the store first, then to this node's disk and caches. */
+export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
+  const { store, root, nodeId, paths, cache, kernel, o } = ctx;
+  const { changing, dirChanged, dropListing, forget } = cache;
+  const above = () => ctx.inos.maxSeen;
+
+  return {
+    async lookup(_c, parent, name) {
+      checkName(name);
+      const ino = cache.listed(parent, name);
+      // Another node's new name reaches this listing a moment after its create returns.
+      if (ino === null && ctx.policy.listingsComplete) throw fsError("ENOENT");
+      const known = ino ? cache.fresh(ino) : undefined;
+      if (known) return kernel.told(parent, name, known);
+      return kernel.told(parent, name, ctx.learn(await store.lookup(parent, name)));
+    },
+
+    async getattr(_c, ino) {
+      return kernel.attr(kernel.sameFile(await ctx.record(ino)));
+    },
+
+    async setattr(_c, ino, set: SetAttr, fh) {
+      let r = kernel.sameFile(ctx.learn(await store.get(ino)));
+      const p = await paths.pathOf(ino);
+      if (set.size !== undefined) {
+        if (isDir(r.mode)) throw fsError("EISDIR");
+        if (!isReg(r.mode)) throw fsError("EINVAL");
+        const h = fh !== undefined ? ctx.open.find(fh) : undefined;
+        if (h?.writable) {
+          // Through an open handle: published with the rest of the writes at flush (close-to-open).
+          fs.ftruncateSync(h.fd, set.size);
+          h.dirty = true;
+        } else {
+          if (o.remote && (await store.locations(ino)).get(nodeId) !== r.version) {
+            // Another node holds the bytes: take them first (all but nothing is kept when cutting to 0).
+            if (set.size === 0) fs.closeSync(createLocalFile(root, p, O_WRONLY, r));
+            else {
+              root.ensureDir(dirname(p));
+              await o.remote.fetchTo(ino, r.version, p, r.size, r);
+            }
+            if (r.nlink > 1) await ctx.linkAllNames(ino, p);
+          }
+          ctx.open.beginWrite(ino);
+          const fd = root.openFile(p, O_WRONLY);
+          let mtime: bigint;
+          try {
+            fs.ftruncateSync(fd, set.size);
+            mtime = fs.fstatSync(fd, { bigint: true }).mtimeNs;
+          } finally {
+            fs.closeSync(fd);
+          }
+          r = ctx.learn(await store.setData(ino, set.size, mtime, nowNs(), nodeId, p));
+        }
+      }
+      const change: Parameters<MetadataStore["setAttrs"]>[1] = {};
+      const link = (r.mode & S_IFMT) === S_IFLNK;
+      if (set.mode !== undefined) {
+        change.mode = (r.mode & S_IFMT) | (set.mode & 0o7777);
+        if (!link) applyLocal(() => root.chmod(p, set.mode! & 0o7777));
+      }
+      if (set.uid !== undefined || set.gid !== undefined) {
+        if (set.uid !== undefined) change.uid = set.uid;
+        if (set.gid !== undefined) change.gid = set.gid;
+        applyLocal(() => root.chown(p, set.uid ?? r.uid, set.gid ?? r.gid));
+      }
+      if (set.atime !== undefined || set.mtime !== undefined) {
+        const now = nowNs();
+        const at = set.atime === undefined ? r.atime : set.atime === "now" ? now : set.atime;
+        const mt = set.mtime === undefined ? r.mtime : set.mtime === "now" ? now : set.mtime;
+        change.atime = at;
+        change.mtime = mt;
+        applyLocal(() => root.utimes(p, at, mt));
+      }
+      if (Object.keys(change).length || set.ctime !== undefined) r = ctx.learn(await store.setAttrs(ino, change));
+      return kernel.attr(r);
+    },
+
+    async readlink(_c, ino) {
+      const r = await ctx.record(ino);
+      if (r.target === undefined) throw fsError("EINVAL");
+      return r.target;
+    },
+
+    async mknod(c, parent, name, mode, rdev) {
+      checkName(name);
+      checkReserved(parent, name);
+      const reg = (mode & S_IFMT) === S_IFREG || (mode & S_IFMT) === 0;
+      const m = reg ? S_IFREG | (mode & 0o7777) : mode;
+      const r = ctx.learn(await changing([parent], () => store.create(parent, name, { mode: m, uid: c.uid, gid: c.gid, rdev, holder: reg ? nodeId : "", above: above() })));
+      dirChanged(parent, [name, r.ino]);
+      if (reg) {
+        try {
+          fs.closeSync(createLocalFile(root, await paths.pathOf(r.ino), O_WRONLY, r));
+        } catch (e) {
+          await ctx.rollback(parent, name, false);
+          throw e;
+        }
+      }
+      return kernel.told(parent, name, r);
+    },
+
+    async mkdir(c, parent, name, mode) {
+      checkName(name);
+      checkReserved(parent, name);
+      const r = ctx.learn(await changing([parent], () => store.create(parent, name, { mode: S_IFDIR | (mode & 0o7777), uid: c.uid, gid: c.gid, above: above() })));
+      dirChanged(parent, [name, r.ino]);
+      const p = await paths.pathOf(r.ino);
+      try {
+        withParents(root, p, () => {
+          try {
+            root.mkdir(p, r.mode & 0o7777);
+          } catch (e) {
+            if (errnoOf(e) !== E.EEXIST) throw e;
+            if (root.typeOf(p) !== "dir") {
+              root.remove(p);
+              root.mkdir(p, r.mode & 0o7777);
+            }
+          }
+        });
+        root.chown(p, r.uid, r.gid);
+        root.chmod(p, r.mode & 0o7777);
+      } catch (e) {
+        await ctx.rollback(parent, name, true);
+        throw e;
+      }
+      return kernel.told(parent, name, r);
+    },
+
+    async unlink(_c, parent, name) {
+      const path = await paths.childPath(parent, name);
+      const r = await changing([parent], () => store.remove(parent, name, false, path));
+      dirChanged(parent, undefined, name);
+      if (!(r.nlink === 0 && r.held !== undefined && o.retire?.(path, r.ino, r.held))) root.remove(path);
+      await ctx.dropped(r);
+    },
+
+    async rmdir(_c, parent, name) {
+      const path = await paths.childPath(parent, name);
+      const r = await changing([parent], () => store.remove(parent, name, true, path));
+      dirChanged(parent, undefined, name);
+      dropListing(r.ino);
+      root.remove(path);
+      forget(r.ino);
+    },
+
+    async symlink(c, parent, name, target) {
+      checkName(name);
+      checkReserved(parent, name);
+      if (Buffer.byteLength(target) > SYMLINK_MAX) throw fsError("ENAMETOOLONG");
+      const r = ctx.learn(await changing([parent], () => store.create(parent, name, { mode: S_IFLNK | 0o777, uid: c.uid, gid: c.gid, size: Buffer.byteLength(target), target, above: above() })));
+      dirChanged(parent, [name, r.ino]);
+      const p = await paths.pathOf(r.ino);
+      try {
+        makeLocal(root, p, () => root.symlink(target, p));
+        root.chown(p, r.uid, r.gid);
+      } catch (e) {
+        await ctx.rollback(parent, name, false);
+        throw e;
+      }
+      return kernel.told(parent, name, r);
+    },
+
+    async rename(_c, parent, name, newParent, newName, flags) {
+      checkName(newName);
+      checkReserved(newParent, newName);
+      const known = RENAME_NOREPLACE | RENAME_EXCHANGE;
+      if (flags & ~known || flags === known) throw fsError("EINVAL");
+      const fromPath = await paths.childPath(parent, name);
+      const toPath = await paths.childPath(newParent, newName);
+      const r = await changing([parent, newParent], () => store.rename(parent, name, newParent, newName, flags, fromPath, toPath));
+      if (r.exchanged) {
+        dirChanged(parent, [name, r.exchanged]);
+        dirChanged(newParent, [newName, r.ino]);
+      } else {
+        dirChanged(parent, undefined, name);
+        dirChanged(newParent, [newName, r.ino]);
+      }
+      if (r.replaced?.dir) dropListing(r.replaced.ino);
+      if (r.exchanged) {
+        exchangeLocal(root, fromPath, toPath);
+        forget(r.exchanged);
+      } else if (fromPath !== toPath) {
+        if (r.replaced) root.remove(toPath);
+        if (root.typeOf(fromPath) !== undefined) makeLocal(root, toPath, () => root.rename(fromPath, toPath));
+      }
+      forget(r.ino);
+      await ctx.dropped(r.replaced);
+    },
+
+    async link(_c, ino, newParent, newName) {
+      checkName(newName);
+      checkReserved(newParent, newName);
+      const src = await paths.pathOf(ino);
+      const dst = await paths.childPath(newParent, newName);
+      const r = await changing([newParent], () => store.link(ino, newParent, newName, src, dst));
+      dirChanged(newParent, [newName, ino]);
+      // The nodes holding the bytes link them under the new name (told through their todo lists);
+      // this one too if it is one of them, or has the symlink. Any node can make the link.
+      const mine = isReg(r.mode) ? (await store.locations(ino)).get(nodeId) === r.version : root.typeOf(src) === "link";
+      if (mine) ctx.linkLocal(src, dst);
+      return kernel.told(newParent, newName, r);
+    },
+
+    async access(c, ino, mask) {
+      const r = await ctx.record(ino);
+      if (mask === 0 || c.uid === 0) {
+        if (c.uid === 0 && mask & 1 && !isDir(r.mode) && !(r.mode & 0o111)) throw fsError("EACCES");
+        return;
+      }
+      const bits = c.uid === r.uid ? (r.mode >> 6) & 7 : c.gid === r.gid ? (r.mode >> 3) & 7 : r.mode & 7;
+      if ((bits & mask) !== mask) throw fsError("EACCES");
+    },
+
+    async statfs(): Promise<StatFs> {
+      const s = fs.statfsSync(root.path);
+      return { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, namemax: NAME_MAX };
+    },
+  };
+}

@@ -1,0 +1,137 @@
+import type { Inode } from "../meta/store.ts";
+import { fsError } from "../util/errno.ts";
+import type { RangeReader } from "./remote-data.ts";
+
+export interface Handle {
+  ino: number;
+  /** The local copy, or -1 while ranges of a big remote file are read from its holder. */
+  fd: number;
+  ranges?: RangeReader;
+  writable: boolean;
+  /** Written through JS (the shim reports its own writes at flush). */
+  dirty: boolean;
+  /** Read-only: the version whose bytes it reads, and that version's size. */
+  reads?: { version: number; size: number };
+}
+
+export interface DirHandle {
+  entries: { name: string; ino: number; type: number }[];
+}
+
+/** An inode open on this node: its handles, and its record (this node is where it changes). */
+export interface OpenInode {
+  handles: Set<Handle>;
+  rec: Inode;
+}
+
+/**
+ * What is open on this node: file and directory handles by number, inodes by number, and when writes
+ * of their root files began (the bytes of a published version change in place under a writer, and a
+ * peer reading them must know).
+ */
+export interface OpenFiles {
+  readonly count: number;
+  add(h: Handle, rec: Inode): number;
+  /** The handle of fh; EBADF if none. */
+  get(fh: number): Handle;
+  find(fh: number): Handle | undefined;
+  /** Forget fh; returns the inode's entry when this was its last handle (it is gone then). */
+  remove(fh: number, h: Handle): { last: boolean };
+  inode(ino: number): OpenInode | undefined;
+  /** Whether a handle open here (other than except) writes ino. */
+  hasWriter(ino: number, except?: Handle): boolean;
+  /** A write of ino's root file begins here outside a handle (a truncate by path). */
+  beginWrite(ino: number): void;
+  /** A check, true while no write of ino's root file has begun here since this call (false from the start if one is under way). */
+  steady(ino: number): () => boolean;
+  addDir(d: DirHandle): number;
+  dir(fh: number): DirHandle;
+  removeDir(fh: number): void;
+  /** Every file handle, to close them all at shutdown. */
+  all(): IterableIterator<[number, Handle]>;
+  clear(): void;
+}
+
+/** Write stamps kept per inode before the oldest are forgotten (into a floor every check respects). */
+const STAMPS_MAX = 200_000;
+
+export function createOpenFiles(): OpenFiles {
+  const handles = new Map<number, Handle>();
+  const byIno = new Map<number, OpenInode>();
+  const dirs = new Map<number, DirHandle>();
+  let nextFh = 1;
+  const freeFh: number[] = [];
+  const allocFh = () => freeFh.pop() ?? nextFh++;
+
+  const writeBegun = new Map<number, number>();
+  let writeStamp = 0;
+  let writeFloor = 0;
+  function beginWrite(ino: number): void {
+    if (writeBegun.size >= STAMPS_MAX) {
+      writeBegun.clear();
+      writeFloor = writeStamp;
+    }
+    writeBegun.set(ino, ++writeStamp);
+  }
+  function hasWriter(ino: number, except?: Handle): boolean {
+    for (const h of byIno.get(ino)?.handles ?? []) if (h !== except && h.writable) return true;
+    return false;
+  }
+
+  return {
+    get count() {
+      return handles.size;
+    },
+    add(h, rec) {
+      const fh = allocFh();
+      if (h.writable) beginWrite(h.ino);
+      handles.set(fh, h);
+      let o = byIno.get(h.ino);
+      if (!o) byIno.set(h.ino, (o = { handles: new Set(), rec }));
+      o.handles.add(h);
+      return fh;
+    },
+    get(fh) {
+      const h = handles.get(fh);
+      if (!h) throw fsError("EBADF");
+      return h;
+    },
+    find: (fh) => handles.get(fh),
+    remove(fh, h) {
+      handles.delete(fh);
+      freeFh.push(fh);
+      const o = byIno.get(h.ino);
+      o?.handles.delete(h);
+      if (!o || o.handles.size > 0) return { last: false };
+      byIno.delete(h.ino);
+      return { last: true };
+    },
+    inode: (ino) => byIno.get(ino),
+    hasWriter,
+    beginWrite,
+    steady(ino) {
+      const at = writeStamp;
+      if (hasWriter(ino)) return () => false;
+      return () => (writeBegun.get(ino) ?? writeFloor) <= at && !hasWriter(ino);
+    },
+    addDir(d) {
+      const fh = allocFh();
+      dirs.set(fh, d);
+      return fh;
+    },
+    dir(fh) {
+      const d = dirs.get(fh);
+      if (!d) throw fsError("EBADF");
+      return d;
+    },
+    removeDir(fh) {
+      dirs.delete(fh);
+      freeFh.push(fh);
+    },
+    all: () => handles.entries(),
+    clear() {
+      handles.clear();
+      byIno.clear();
+    },
+  };
+}

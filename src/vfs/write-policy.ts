@@ -1,0 +1,84 @@
+import type { Caller } from "../fuse/types.ts";
+import { newGeneration, newVersion, type Inode } from "../meta/store.ts";
+import { nowNs } from "../meta/redis-store.ts";
+import { fsError } from "../util/errno.ts";
+import { isDir, S_IFREG, S_ISGID } from "./attr.ts";
+import type { VfsContext } from "./context.ts";
+import { createLocalFile } from "./local-files.ts";
+
+/** The bytes of an open file as they are to be published. */
+export interface Published {
+  ino: number;
+  size: number;
+  mtime: bigint;
+  ctime: bigint;
+  path: string;
+}
+
+/**
+ * How this node's metadata writes reach the store. A sole node (a private Redis no other node
+ * shares) is the only reader of its metadata: it writes creates and close-time updates behind its
+ * replies, and knows a name missing from a loaded listing is absent. A node of a cluster waits for
+ * each write, and asks the store about every name it does not know.
+ */
+export interface WritePolicy {
+  /** A name missing from a directory listing this node has loaded is surely absent. */
+  readonly listingsComplete: boolean;
+  /** Make a regular file's record and its local file, open with localFlags. */
+  createFile(ctx: VfsContext, c: Caller, parent: number, name: string, mode: number, localFlags: number): Promise<{ r: Inode; fd: number }>;
+  /** Publish new bytes of an open file: a new version, this node as holder. */
+  publish(ctx: VfsContext, p: Published): Promise<Inode>;
+}
+
+export function createWriteThrough(): WritePolicy {
+  return {
+    listingsComplete: false,
+    async createFile(ctx, c, parent, name, mode, localFlags) {
+      const r = ctx.learn(await ctx.cache.changing([parent], () => ctx.store.create(parent, name, { mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid: c.gid, holder: ctx.nodeId, above: ctx.inos.maxSeen })));
+      ctx.cache.dirChanged(parent, [name, r.ino]);
+      try {
+        return { r, fd: createLocalFile(ctx.root, await ctx.paths.pathOf(r.ino), localFlags, r) };
+      } catch (e) {
+        await ctx.rollback(parent, name, false);
+        throw e;
+      }
+    },
+    async publish(ctx, p) {
+      return ctx.learn(await ctx.store.setData(p.ino, p.size, p.mtime, p.ctime, ctx.nodeId, p.path));
+    },
+  };
+}
+
+export function createWriteBehind(): WritePolicy {
+  const through = createWriteThrough();
+  /** Its own later reads queue behind such a write on the same connection; if it fails, the start-up scan's reconciliation repairs the record from the local file. */
+  const behind = (ctx: VfsContext, what: string, ino: number, write: Promise<unknown>) =>
+    write.catch((e: unknown) => ctx.log.error({ op: what, ino, err: (e as Error).message }, "deferred metadata write failed; the next start repairs it from the local file"));
+  return {
+    listingsComplete: true,
+    async createFile(ctx, c, parent, name, mode, localFlags) {
+      // Only with the directory's whole listing does this node know the name is free.
+      if (ctx.cache.listed(parent, name) !== null) return through.createFile(ctx, c, parent, name, mode, localFlags);
+      const p = await ctx.record(parent);
+      if (!isDir(p.mode)) throw fsError("ENOTDIR");
+      const now = nowNs();
+      const gid = p.mode & S_ISGID ? p.gid : c.gid;
+      const r: Inode = { ino: await ctx.inos.next(), mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid, rdev: 0, size: 0, nlink: 1, atime: now, mtime: now, ctime: now, version: newVersion(), gen: newGeneration(), parent, name };
+      ctx.paths.learn(r);
+      const fd = createLocalFile(ctx.root, await ctx.paths.pathOf(r.ino), localFlags, r);
+      ctx.learn(r);
+      // The directory's new times are known here too: no round trip queued behind the write.
+      ctx.learn({ ...p, mtime: now, ctime: now });
+      ctx.cache.dirChanged(parent, [name, r.ino]);
+      void behind(ctx, "create", r.ino, ctx.store.create(parent, name, { mode: r.mode, uid: r.uid, gid: c.gid, holder: ctx.nodeId, ino: r.ino, version: r.version, gen: r.gen, mtime: now, atime: now }));
+      return { r, fd };
+    },
+    async publish(ctx, p) {
+      // The new record is known here already; Redis applies the update in order behind whatever this node sends next.
+      const prev = await ctx.record(p.ino);
+      const r = ctx.learn({ ...prev, size: p.size, mtime: p.mtime, ctime: p.ctime > prev.ctime ? p.ctime : prev.ctime, version: newVersion() });
+      void behind(ctx, "setData", p.ino, ctx.store.setData(p.ino, r.size, r.mtime, r.ctime, ctx.nodeId, p.path, r.version));
+      return r;
+    },
+  };
+}

@@ -1,0 +1,39 @@
+import type { FileSystem } from "../fuse/types.ts";
+import type { MetadataStore } from "../meta/store.ts";
+import { fsError } from "../util/errno.ts";
+
+const XATTR_NAME_MAX = 255;
+const XATTR_SIZE_MAX = 65536;
+
+function checkXattrName(name: string): void {
+  if (Buffer.byteLength(name) > XATTR_NAME_MAX) throw fsError("ERANGE");
+  // ACLs, file capabilities and SELinux labels are not kept (the shim answers their reads itself).
+  if (name.startsWith("system.posix_acl_") || name === "security.capability" || name === "security.selinux") throw fsError("EOPNOTSUPP");
+  if (!/^(user|trusted|security|system)\./.test(name)) throw fsError("EOPNOTSUPP");
+}
+
+type XattrOps = Pick<FileSystem, "setxattr" | "getxattr" | "listxattr" | "removexattr">;
+
+/** Extended attributes: kept in the store only (every node sees the same), never on the local disk. */
+export function createXattrOps(store: MetadataStore): XattrOps {
+  return {
+    async setxattr(_c, ino, name, value, flags) {
+      checkXattrName(name);
+      if (value.length > XATTR_SIZE_MAX) throw fsError("E2BIG");
+      await store.setXattr(ino, name, value, flags);
+    },
+    async getxattr(_c, ino, name) {
+      checkXattrName(name);
+      const v = await store.getXattr(ino, name);
+      if (!v) throw fsError("ENODATA");
+      return v;
+    },
+    async listxattr(_c, ino) {
+      return store.listXattr(ino);
+    },
+    async removexattr(_c, ino, name) {
+      checkXattrName(name);
+      await store.removeXattr(ino, name);
+    },
+  };
+}
