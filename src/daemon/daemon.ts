@@ -23,6 +23,7 @@ import { openPrivateDir } from "../local/private-dir.ts";
 import { createRollbackGuard, type RedisCheck } from "./rollback-guard.ts";
 import { startPeerServer } from "../peer/peer-server.ts";
 import { createPeerPool } from "../peer/peer-client.ts";
+import { createPeerReads } from "../peer/peer-reads.ts";
 import { startFuseSession, type FuseSession } from "../fuse/session.ts";
 import { prepareMountpoint } from "../fuse/mountpoint.ts";
 import { FUSE_CONF, isRoot, userAllowOther } from "../fuse/fusermount.ts";
@@ -166,7 +167,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       const pool = createPeerPool({ secret: cfg.clusterSecret, tls: cfg.peerTls, timeoutMs: 30_000, interceptors: m ? [rpcObserver("client")] : [] });
       cleanups.push(async () => pool.close());
       remote = createRemoteData({
-        root, store, pool, cache, nodeId, startedAt, log: nlog,
+        root, store, peers: createPeerReads(pool), cache, nodeId, startedAt, log: nlog,
         observe: m && { cache: (hit) => (hit ? m.cacheHits : m.cacheMisses).inc(), received: (n) => m.peerBytes.inc({ direction: "received" }, n) },
       });
       copies = cache;

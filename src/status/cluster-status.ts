@@ -1,3 +1,4 @@
+import { holdersAt } from "../meta/holding.ts";
 import type { MetadataStore } from "../meta/store.ts";
 
 export interface NodeStatus {
@@ -31,10 +32,7 @@ export async function clusterStatus(store: MetadataStore, onProgress?: (seen: nu
   const st: ClusterStatus = { nodes: [], files: 0, bytes: 0, singleCopy: { files: 0, bytes: 0 }, unavailable: { files: 0, bytes: 0 } };
   await store.scanFiles((files) => {
     for (const f of files) {
-      const holders = new Set<string>();
-      for (const [node, v] of f.holders.data) if (v === f.version) holders.add(node);
-      // A cached copy counts only from the run that made it: a restart empties the cache.
-      for (const [node, c] of f.holders.cached) if (c.version === f.version && known.get(node)?.startedAt === c.startedAt) holders.add(node);
+      const holders = holdersAt(f.holders, f.version, (node) => known.get(node)?.startedAt);
       st.files++;
       st.bytes += f.size;
       // An empty file has nothing to lose or fetch.

@@ -1,0 +1,62 @@
+import type { FsError } from "../util/errno.ts";
+import { fromConnectError } from "./errors.ts";
+import type { PeerPool } from "./peer-client.ts";
+
+/** A file's bytes at one version, and where the holder should look for them. */
+export interface FileAt {
+  ino: number;
+  version: number;
+  path: string;
+}
+
+/** Part of one file of a ReadFiles stream; errno set (and no data) when the holder could not send it. */
+export interface FilePiece {
+  index: number;
+  offset: number;
+  data: Uint8Array;
+  errno: number;
+  last: boolean;
+}
+
+/**
+ * The peer API as the reading side uses it: plain numbers in, bytes out, and every failure an
+ * errno-carrying FsError (EIO when the holder could not be reached) — no protobuf shapes beyond here.
+ */
+export interface PeerReads {
+  /** Up to length bytes at offset. */
+  range(address: string, f: FileAt, offset: number, length: number): Promise<Uint8Array>;
+  /** The whole file, in order. */
+  file(address: string, f: FileAt): AsyncIterable<{ offset: number; data: Uint8Array }>;
+  /** Several files in one stream, each in order, one after another. */
+  files(address: string, files: FileAt[]): AsyncIterable<FilePiece>;
+}
+
+const wire = (f: FileAt) => ({ path: f.path, ino: BigInt(f.ino), version: BigInt(f.version) });
+
+async function* translated<T>(it: AsyncIterable<T>): AsyncIterable<T> {
+  try {
+    yield* it;
+  } catch (e) {
+    throw fromConnectError(e) satisfies FsError;
+  }
+}
+
+export function createPeerReads(pool: PeerPool): PeerReads {
+  return {
+    async range(address, f, offset, length) {
+      try {
+        return (await pool.get(address).read({ ...wire(f), offset: BigInt(offset), length: BigInt(length) })).data;
+      } catch (e) {
+        throw fromConnectError(e);
+      }
+    },
+    async *file(address, f) {
+      for await (const ch of translated(pool.get(address).readFile({ ...wire(f), offset: 0n, length: 0n }))) yield { offset: Number(ch.offset), data: ch.data };
+    },
+    async *files(address, files) {
+      for await (const msg of translated(pool.get(address).readFiles({ files: files.map(wire) }))) {
+        for (const p of msg.pieces) yield { index: p.index, offset: Number(p.offset), data: p.data, errno: p.errno, last: p.last };
+      }
+    },
+  };
+}
