@@ -9,9 +9,10 @@
  * where that suite found redis-store.ts wrong (its known bugs, test/store-redis.test.ts), this store
  * does what the contract says. It is never a stand-in for Redis in filesystem tests.
  */
-import { nowNs, parseHolders, parseRecord } from "./redis-store.ts";
+import { parseHolders, parseRecord } from "./redis-store.ts";
 import { newGeneration, newVersion, type DirListing, type Holders, type Inode, type Invalidation, type MetadataStore, type NodeInfo, type NodeReport, type NodeState, type Removed, type Renamed, type ScannedInode, type TodoEntry } from "./store.ts";
 import { fsError } from "../util/errno.ts";
+import { nowNs } from "../util/time.ts";
 
 const S_IFMT = 0o170000, S_IFDIR = 0o040000, S_IFREG = 0o100000, S_ISGID = 0o2000;
 /** As in redis-store.ts: longest a rename or unlink waits for the other nodes' acknowledgements. */

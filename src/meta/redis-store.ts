@@ -38,6 +38,10 @@ import { commandOptions } from "redis";
 import { connectRedis, type RedisAccess } from "./redis-connect.ts";
 import { newGeneration, newVersion, type AttrChange, type DirListing, type Holders, type NodeReport, type NodeState, type Inode, type Invalidation, type MetadataStore, type NewInode, type NodeInfo, type Removed, type Renamed, type ScannedInode, type TodoEntry } from "./store.ts";
 import { E, FsError, fsError } from "../util/errno.ts";
+import { nowNs } from "../util/time.ts";
+
+/** Moved to src/util/time.ts; re-exported until no caller imports it from here. */
+export { nowNs };
 
 const S_IFMT = 0o170000, S_IFDIR = 0o040000, S_IFREG = 0o100000;
 /** Longest a rename or unlink waits for the other nodes to acknowledge it (a node that hangs). */
@@ -413,13 +417,6 @@ return 'purged'`,
 } as const;
 
 type ScriptName = keyof typeof SCRIPTS;
-
-const clockBase = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
-
-/** Wall-clock time in nanoseconds (ms-accurate, ns-resolution so successive changes stay ordered). */
-export function nowNs(): bigint {
-  return clockBase + process.hrtime.bigint();
-}
 
 export function parseRecord(ino: number, f: Record<string, string>): Inode {
   const rec: Inode = {
