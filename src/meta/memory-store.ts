@@ -5,9 +5,9 @@
  * kept as the strings Redis would hold, decoded by the same codec), each Lua script as one synchronous function
  * (atomic as a script is: nothing else runs between its first read and its last write), and the same
  * change feed with acknowledgements. Several stores opened on one MemorySpace are several nodes on one
- * Redis. It passes the contract suite that the Redis store passes (test/contract/store-contract.ts);
- * where that suite found redis-store.ts wrong (its known bugs, test/store-redis.test.ts), this store
- * does what the contract says. It is never a stand-in for Redis in filesystem tests.
+ * Redis. It passes the contract suite that the Redis store passes (test/contract/store-contract.ts),
+ * and test/store-differential.test.ts holds it to the Redis store's answers. It is never a stand-in
+ * for Redis in filesystem tests.
  */
 import { parseHolders, parseRecord } from "./redis/record-codec.ts";
 import { newGeneration, newVersion, type DirListing, type Holders, type Inode, type Invalidation, type MetadataStore, type NodeInfo, type NodeReport, type NodeState, type Removed, type Renamed, type ScannedInode, type TodoEntry } from "./store.ts";
@@ -405,7 +405,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
         if (dino === sino) return moved({ ino: sino });
         const ddir = isdir(s.i.get(dino)?.get("m"));
         if (flags === 2) {
-          // Deliberately stricter than redis-store.ts (see the contract suite): the target moves too.
+          // The target moves too: into parent, which must not lie beneath it.
           if (ddir && np !== parent && within(parent, dino)) throw fsError("EINVAL", "cannot move a directory into itself");
           s.d.get(parent)!.set(name, de);
           s.d.get(np)!.set(nn, se);

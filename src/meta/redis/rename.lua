@@ -2,18 +2,21 @@
 --   -> {ino, replacedIno, replacedNlink, replacedDir, exchangedIno, {nodes told}}
 local parent, name, np, nn, flags, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
 local origin, from, to = ARGV[8], ARGV[9], ARGV[10]
+-- Whether directory dir is ino or lies beneath it.
+local function within(dir, ino)
+  local cur = dir
+  while cur and cur ~= '1' and cur ~= '0' do
+    if cur == ino then return true end
+    cur = redis.call('HGET', P..'i:'..cur, 'p')
+  end
+  return false
+end
 local se = redis.call('HGET', P..'d:'..parent, name)
 if not se then return redis.error_reply('ENOENT') end
 local err = needdir(np) if err then return err end
 local sino = entino(se)
 local sdir = isdir(redis.call('HGET', P..'i:'..sino, 'm'))
-if sdir and np ~= parent then
-  local cur = np
-  while cur and cur ~= '1' and cur ~= '0' do
-    if cur == sino then return redis.error_reply('EINVAL cannot move a directory into itself') end
-    cur = redis.call('HGET', P..'i:'..cur, 'p')
-  end
-end
+if sdir and np ~= parent and within(np, sino) then return redis.error_reply('EINVAL cannot move a directory into itself') end
 local de = redis.call('HGET', P..'d:'..np, nn)
 if flags == 1 and de then return redis.error_reply('EEXIST') end
 if flags == 2 and not de then return redis.error_reply('ENOENT') end
@@ -25,6 +28,8 @@ if de then
   if dino == sino then return {tonumber(sino), 0, 0, 0, 0, {}} end
   local ddir = isdir(redis.call('HGET', P..'i:'..dino, 'm'))
   if flags == 2 then
+    -- The target moves too: into parent, which must not lie beneath it.
+    if ddir and np ~= parent and within(parent, dino) then return redis.error_reply('EINVAL cannot move a directory into itself') end
     redis.call('HSET', P..'d:'..parent, name, de)
     redis.call('HSET', P..'d:'..np, nn, se)
     setname(sino, parent, name, np, nn)
