@@ -58,10 +58,4 @@ storeContract(
       },
     };
   },
-  {
-    knownBugs: {
-      "RENAME_EXCHANGE of a directory with one of its ancestors: EINVAL":
-        "the rename script checks only the source directory against the target's ancestors; an exchange also moves the target, so swapping /a with /a/b/f puts a under b, a cycle cut off from the root",
-    },
-  },
 );

@@ -1,20 +1,21 @@
 /**
  * MetadataStore in memory, for unit tests of what sits above the store (caches, CSI controller).
  *
- * It mirrors redis-store.ts operation by operation: the same key map held in JS maps (values kept as
- * the strings Redis would hold, decoded by the same codec), each Lua script as one synchronous function
+ * It mirrors the Redis store (redis/) operation by operation: the same key map held in JS maps (values
+ * kept as the strings Redis would hold, decoded by the same codec), each Lua script as one synchronous function
  * (atomic as a script is: nothing else runs between its first read and its last write), and the same
  * change feed with acknowledgements. Several stores opened on one MemorySpace are several nodes on one
- * Redis. It passes the contract suite that the Redis store passes (test/contract/store-contract.ts);
- * where that suite found redis-store.ts wrong (its known bugs, test/store-redis.test.ts), this store
- * does what the contract says. It is never a stand-in for Redis in filesystem tests.
+ * Redis. It passes the contract suite that the Redis store passes (test/contract/store-contract.ts),
+ * and test/store-differential.test.ts holds it to the Redis store's answers. It is never a stand-in
+ * for Redis in filesystem tests.
  */
-import { nowNs, parseHolders, parseRecord } from "./redis-store.ts";
+import { parseHolders, parseRecord } from "./redis/record-codec.ts";
 import { newGeneration, newVersion, type DirListing, type Holders, type Inode, type Invalidation, type MetadataStore, type NodeInfo, type NodeReport, type NodeState, type Removed, type Renamed, type ScannedInode, type TodoEntry } from "./store.ts";
 import { fsError } from "../util/errno.ts";
+import { nowNs } from "../util/time.ts";
 
 const S_IFMT = 0o170000, S_IFDIR = 0o040000, S_IFREG = 0o100000, S_ISGID = 0o2000;
-/** As in redis-store.ts: longest a rename or unlink waits for the other nodes' acknowledgements. */
+/** As in redis/change-feed.ts: longest a rename or unlink waits for the other nodes' acknowledgements. */
 const ACK_WAIT_MS = 500;
 const BATCH = 1000;
 
@@ -81,7 +82,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
   let handedOut = 0;
   let wentBack = false;
 
-  // --- the Lua library (redis-store.ts LIB) ---
+  // --- the Lua library (redis/lib.lua) ---
 
   function needdir(ino: number): void {
     const m = s.i.get(ino)?.get("m");
@@ -166,7 +167,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
   }
   const alive = (id: string) => (s.hb.get(id) ?? 0) > Date.now();
 
-  // --- the change feed (as redis-store.ts publish) ---
+  // --- the change feed (as redis/change-feed.ts publish) ---
 
   function emit(channel: string, msg: string): void {
     for (const h of [...(s.channels.get(channel) ?? [])]) queueMicrotask(() => h(msg));
@@ -404,7 +405,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
         if (dino === sino) return moved({ ino: sino });
         const ddir = isdir(s.i.get(dino)?.get("m"));
         if (flags === 2) {
-          // Deliberately stricter than redis-store.ts (see the contract suite): the target moves too.
+          // The target moves too: into parent, which must not lie beneath it.
           if (ddir && np !== parent && within(parent, dino)) throw fsError("EINVAL", "cannot move a directory into itself");
           s.d.get(parent)!.set(name, de);
           s.d.get(np)!.set(nn, se);

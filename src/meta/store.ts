@@ -182,8 +182,8 @@ export interface PreviousRegistration {
   seen?: string;
 }
 
-/** Metadata and namespace, shared by all nodes. Every namespace change is atomic. */
-export interface MetadataStore {
+/** The tree of names and inode records. Every change is atomic. */
+export interface Namespace {
   /** Create the root directory if the namespace is new. */
   init(rootMode: number, uid: number, gid: number): Promise<void>;
   get(ino: number): Promise<Inode>;
@@ -191,26 +191,8 @@ export interface MetadataStore {
   getMany(inos: number[]): Promise<(Inode | undefined)[]>;
   lookup(parent: number, name: string): Promise<Inode>;
   create(parent: number, name: string, init: NewInode): Promise<Inode>;
-  /** Reserve count inode numbers for this node; returns the first. */
-  reserveInodes(count: number): Promise<number>;
-  /**
-   * The inode counter as the store has it now, the highest inode number it handed this client, and
-   * whether a create found the counter behind `above` since the last call.
-   */
-  inodeCounter(): Promise<{ counter: number; handedOut: number; wentBack: boolean }>;
-  /** Changes whenever the store's server restarted (it may have come back without its last writes). */
-  instanceId(): Promise<string>;
-  /** Raise the inode counter to at least n: after the store lost writes, no number handed out may come again. */
-  raiseInodeCounter(n: number): Promise<void>;
   /** A new name for ino; its holders are told to link fromPath (a name they have) to toPath. */
   link(ino: number, newParent: number, newName: string, fromPath: string, toPath: string): Promise<Inode>;
-  /**
-   * Take (or keep) the right to write ino's bytes on node, for ttlMs: false while another node has it.
-   * Writers on different nodes take turns, so none of them loses what it wrote (appends above all).
-   */
-  takeWriteLease(ino: number, node: string, ttlMs: number): Promise<boolean>;
-  /** Give the right back (only if node has it). */
-  releaseWriteLease(ino: number, node: string): Promise<void>;
   /** The names of ino other than its primary one (hard links). */
   extraNames(ino: number): Promise<{ parent: number; name: string }[]>;
   /** path: the namespace path of the name, for the other nodes holding bytes there (todo lists). */
@@ -222,18 +204,40 @@ export interface MetadataStore {
   /** Drop an inode whose link count reached zero. */
   purge(ino: number): Promise<void>;
   listDir(ino: number): Promise<DirListing[]>;
+}
+
+/** Inode numbers: handed out once cluster-wide, also after the store lost writes. */
+export interface InodeNumbers {
+  /** Reserve count inode numbers for this node; returns the first. */
+  reserveInodes(count: number): Promise<number>;
+  /**
+   * The inode counter as the store has it now, the highest inode number it handed this client, and
+   * whether a create found the counter behind `above` since the last call.
+   */
+  inodeCounter(): Promise<{ counter: number; handedOut: number; wentBack: boolean }>;
+  /** Changes whenever the store's server restarted (it may have come back without its last writes). */
+  instanceId(): Promise<string>;
+  /** Raise the inode counter to at least n: after the store lost writes, no number handed out may come again. */
+  raiseInodeCounter(n: number): Promise<void>;
+}
+
+/** Extended attributes of an inode. */
+export interface ExtendedAttributes {
   getXattr(ino: number, name: string): Promise<Uint8Array | undefined>;
   setXattr(ino: number, name: string, value: Uint8Array, flags: number): Promise<void>;
   listXattr(ino: number): Promise<string[]>;
   removeXattr(ino: number, name: string): Promise<void>;
+}
+
+/** Which nodes hold a file's bytes, and which one may write them now. */
+export interface Placement {
   /**
-   * Hear other nodes' changes. resync is called when changes may have been missed (the channel was
-   * down): every cache must then be dropped. ack, when given, must be called once the changes are
-   * applied (the kernel no longer has what they made stale): their origin is waiting for it.
+   * Take (or keep) the right to write ino's bytes on node, for ttlMs: false while another node has it.
+   * Writers on different nodes take turns, so none of them loses what it wrote (appends above all).
    */
-  subscribe(onChanges: (invs: Invalidation[], ack?: () => void) => void, resync: () => void): Promise<void>;
-  /** Take this node's todo list (the entries are removed from the store). */
-  takeTodo(): Promise<TodoEntry[]>;
+  takeWriteLease(ino: number, node: string, ttlMs: number): Promise<boolean>;
+  /** Give the right back (only if node has it). */
+  releaseWriteLease(ino: number, node: string): Promise<void>;
   /** Nodes holding the bytes of ino, with the data version each holds. */
   locations(ino: number): Promise<Map<string, number>>;
   /** Root-path holders and cached copies of ino, in one round trip. */
@@ -244,6 +248,22 @@ export interface MetadataStore {
   addCachedCopies(node: string, startedAt: number, copies: { ino: number; version: number }[]): Promise<number>;
   /** Unlist node's cached copy of ino, if it is still listed at version. */
   dropCachedCopy(ino: number, node: string, version: number): Promise<void>;
+}
+
+/** How nodes hear what others changed, and the changes of local files queued for them. */
+export interface ChangeFeed {
+  /**
+   * Hear other nodes' changes. resync is called when changes may have been missed (the channel was
+   * down): every cache must then be dropped. ack, when given, must be called once the changes are
+   * applied (the kernel no longer has what they made stale): their origin is waiting for it.
+   */
+  subscribe(onChanges: (invs: Invalidation[], ack?: () => void) => void, resync: () => void): Promise<void>;
+  /** Take this node's todo list (the entries are removed from the store). */
+  takeTodo(): Promise<TodoEntry[]>;
+}
+
+/** The nodes of the cluster and whether each is live. */
+export interface Membership {
   /** Every node that ever joined, by id, with whether its heartbeat is current. */
   nodes(): Promise<Map<string, NodeState>>;
   /** Join (or join again) as live; returns what it replaced, for withdrawNode. */
@@ -251,6 +271,12 @@ export interface MetadataStore {
   /** Undo registerNode of a start that failed: the node's earlier records back, or none if it had none. */
   withdrawNode(nodeId: string, previous: PreviousRegistration): Promise<void>;
   heartbeat(nodeId: string, ttlMs: number, report?: NodeReport): Promise<void>;
+  /** A clean leave: the node stops being live but stays known. */
+  unregisterNode(nodeId: string): Promise<void>;
+}
+
+/** Whole-store scans and repairs for `mcfs status`, `mcfs fsck` and `mcfs forget`. */
+export interface AdminScans {
   /**
    * Every file with bytes somewhere, in batches (for `mcfs status`); progress: files seen so far and
    * the highest inode number handed out (an upper bound of the files).
@@ -279,7 +305,9 @@ export interface MetadataStore {
    * open), else "kept".
    */
   settleOrphan(ino: number): Promise<"unlisted" | "purged" | "kept">;
-  /** A clean leave: the node stops being live but stays known. */
-  unregisterNode(nodeId: string): Promise<void>;
+}
+
+/** Metadata and namespace, shared by all nodes. */
+export interface MetadataStore extends Namespace, InodeNumbers, ExtendedAttributes, Placement, ChangeFeed, Membership, AdminScans {
   close(): Promise<void>;
 }

@@ -2,7 +2,7 @@ import * as fs from "node:fs";
 import { dirname } from "node:path";
 import { RENAME_EXCHANGE, RENAME_NOREPLACE, type FileSystem, type SetAttr, type StatFs } from "../fuse/types.ts";
 import type { MetadataStore } from "../meta/store.ts";
-import { nowNs } from "../meta/redis-store.ts";
+import { nowNs } from "../util/time.ts";
 import { E, FsError, errnoOf, fsError } from "../util/errno.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
 import { isDir, isReg, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "./attr.ts";

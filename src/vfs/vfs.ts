@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import type { FileSystem } from "../fuse/types.ts";
 import type { Inode, Invalidation } from "../meta/store.ts";
-import { nowNs } from "../meta/redis-store.ts";
+import { nowNs } from "../util/time.ts";
 import type { VfsContext, VfsOptions } from "./context.ts";
 import { createDataChanges } from "./data-changes.ts";
 import { createDirOps } from "./dir-ops.ts";

@@ -1,6 +1,6 @@
 import type { Caller } from "../fuse/types.ts";
 import { newGeneration, newVersion, type Inode } from "../meta/store.ts";
-import { nowNs } from "../meta/redis-store.ts";
+import { nowNs } from "../util/time.ts";
 import { fsError } from "../util/errno.ts";
 import { isDir, S_IFREG, S_ISGID } from "./attr.ts";
 import type { VfsContext } from "./context.ts";

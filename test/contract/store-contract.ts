@@ -409,6 +409,16 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         expect(await outcome(st.rename(b, "f", ROOT, "a", RENAME_EXCHANGE, "/a/b/f", "/a"))).toBe("EINVAL");
         expect(await consistentTree(st)).toBe(3);
       });
+
+      it("RENAME_EXCHANGE of two directories, one beneath the other: EINVAL either way round", async () => {
+        const a = await dir(ROOT, "a");
+        const b = await dir(a, "b");
+        const c = await dir(b, "c");
+        expect(await outcome(st.rename(b, "c", ROOT, "a", RENAME_EXCHANGE, "/a/b/c", "/a"))).toBe("EINVAL");
+        expect(await outcome(st.rename(ROOT, "a", b, "c", RENAME_EXCHANGE, "/a", "/a/b/c"))).toBe("EINVAL");
+        expect((await st.get(c)).parent).toBe(b);
+        expect(await consistentTree(st)).toBe(4);
+      });
     });
 
     describe("inode numbers", () => {

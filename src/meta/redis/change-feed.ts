@@ -1,0 +1,149 @@
+/**
+ * The change feed: what this node changed goes to the others on P inval (they drop their caches and,
+ * when asked, acknowledge on P ack:{origin}); changes of local files queued for this node wait in
+ * P todo:{node}.
+ */
+import type { RedisClient } from "../redis-connect.ts";
+import type { ChangeFeed, Invalidation, NodeState, TodoEntry } from "../store.ts";
+import type { Keys } from "./keys.ts";
+
+/** Longest a rename or unlink waits for the other nodes to acknowledge it (a node that hangs). */
+const ACK_WAIT_MS = 500;
+
+export interface ChangeFeedOptions {
+  /** This node: the origin of the changes it publishes. */
+  nodeId: string;
+  /** False: publish never waits for acknowledgements (see RedisStoreOptions). */
+  waitForAcks?: boolean;
+  onSlowNodes?: (event: "unresponsive" | "answering", nodes: string[]) => void;
+  /** The membership, for which nodes are live (those are waited for). */
+  nodes: () => Promise<Map<string, NodeState>>;
+}
+
+export interface RedisChangeFeed extends ChangeFeed {
+  /**
+   * Tell other nodes what changed. Sent behind the change on the same connection, before the caller
+   * hears the change is done; changes completed together (one batch of Redis replies) go as one
+   * message, in order, so a burst costs the other nodes one message, not thousands.
+   * With wait, the promise resolves once every live node has acknowledged the message (its kernel
+   * has dropped what it cached), or after ACK_WAIT_MS: a rename or unlink is then visible everywhere
+   * when it returns. Otherwise it resolves at once.
+   */
+  publish(ch: Partial<Omit<Invalidation, "origin">>, wait?: boolean): Promise<void>;
+  /** Stop listening (the subscriber's own connection). */
+  close(): Promise<void>;
+}
+
+export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFeedOptions): RedisChangeFeed {
+  let outbox: Invalidation[] = [];
+  let outboxWaits = false;
+  let outboxDone: Promise<void> | undefined;
+  let seq = 0;
+  const awaitingAcks = new Map<number, { need: Set<string>; done: () => void }>();
+  /**
+   * Nodes that let a wait run out: not waited for by any later change until they answer again (a
+   * stopped node would otherwise cost every rename and unlink on every node the full wait).
+   */
+  const unresponsive = new Set<string>();
+  let peers: { at: number; ids: Promise<string[]> } | undefined;
+  let refreshing = false;
+  let subscriber: ReturnType<typeof client.duplicate> | undefined;
+
+  /** Live nodes other than this one; refreshed in the background once a second, never waited for after the first time. */
+  function livePeers(): Promise<string[]> {
+    const load = () => opts.nodes().then((all) => [...all.values()].filter((n) => n.alive && n.id !== opts.nodeId).map((n) => n.id), () => []);
+    if (!peers) peers = { at: Date.now(), ids: load() };
+    else if (Date.now() - peers.at > 1000 && !refreshing) {
+      refreshing = true;
+      void load().then((ids) => {
+        peers = { at: Date.now(), ids: Promise.resolve(ids) };
+        refreshing = false;
+      });
+    }
+    return peers.ids;
+  }
+
+  return {
+    publish(ch, wait = false) {
+      const inv: Invalidation = { origin: opts.nodeId, added: ch.added ?? [], removed: ch.removed ?? [], inodes: ch.inodes ?? [], data: ch.data ?? [], todo: ch.todo ?? [] };
+      wait &&= opts.waitForAcks !== false;
+      outboxWaits ||= wait;
+      if (outbox.push(inv) > 1) return wait ? outboxDone! : Promise.resolve();
+      let settle!: () => void;
+      outboxDone = new Promise<void>((res) => (settle = res));
+      const done = outboxDone;
+      queueMicrotask(() => {
+        const batch = outbox;
+        const ack = outboxWaits;
+        outbox = [];
+        outboxWaits = false;
+        const s = ++seq;
+        const send = () => void client.publish(keys.inval, JSON.stringify({ origin: opts.nodeId, seq: s, ack, changes: batch })).catch(() => {});
+        if (!ack) {
+          send();
+          return settle();
+        }
+        // The waiter is registered before the message goes out: an ack can never come before it.
+        void livePeers().then((all) => {
+          const ids = all.filter((id) => !unresponsive.has(id));
+          if (!ids.length || !subscriber) {
+            send();
+            return settle();
+          }
+          const need = new Set(ids);
+          const finish = () => {
+            clearTimeout(timer);
+            awaitingAcks.delete(s);
+            settle();
+          };
+          const timer = setTimeout(() => {
+            for (const id of need) unresponsive.add(id);
+            opts.onSlowNodes?.("unresponsive", [...need]);
+            finish();
+          }, ACK_WAIT_MS);
+          awaitingAcks.set(s, { need, done: finish });
+          send();
+        });
+      });
+      return wait ? done : Promise.resolve();
+    },
+    async subscribe(onChanges, resync) {
+      subscriber = client.duplicate();
+      subscriber.on("error", () => {});
+      // A reconnect means messages may have been lost meanwhile.
+      let first = true;
+      subscriber.on("ready", () => {
+        if (!first) resync();
+        first = false;
+      });
+      await subscriber.connect();
+      await subscriber.subscribe(keys.inval, (msg) => {
+        let m: { origin: string; seq: number; ack: boolean; changes: Invalidation[] };
+        try {
+          m = JSON.parse(msg) as typeof m;
+        } catch {
+          return;
+        }
+        if (m.origin === opts.nodeId || !Array.isArray(m.changes)) return;
+        const ack = m.ack ? () => void client.publish(keys.ack(m.origin), `${opts.nodeId} ${m.seq}`).catch(() => {}) : undefined;
+        onChanges(m.changes, ack);
+      });
+      await subscriber.subscribe(keys.ack(opts.nodeId), (msg) => {
+        const [node, s] = msg.split(" ");
+        if (node && unresponsive.delete(node)) opts.onSlowNodes?.("answering", [node]);
+        const w = awaitingAcks.get(Number(s));
+        if (!w || !node) return;
+        w.need.delete(node);
+        if (!w.need.size) w.done();
+      });
+    },
+    async takeTodo() {
+      const key = keys.todo(opts.nodeId);
+      const [items] = (await client.multi().lRange(key, 0, -1).del(key).exec()) as unknown as [string[]];
+      return items.map((i) => JSON.parse(i) as TodoEntry);
+    },
+    async close() {
+      if (subscriber?.isOpen) await subscriber.disconnect().catch(() => {});
+    },
+  };
+}

@@ -1,0 +1,78 @@
+-- Prepended to every script (scripts.ts): the key prefix and helpers they share.
+-- ARGV[1] of every script is the key prefix P; scripts build keys from it themselves (see keys.ts).
+local P = ARGV[1]
+local function isdir(m) return m and bit.band(tonumber(m), 61440) == 16384 end
+local function entino(e) return string.match(e, '^(%d+)') end
+local function needdir(ino)
+  local m = redis.call('HGET', P..'i:'..ino, 'm')
+  if not m then return redis.error_reply('ENOENT directory '..ino..' is gone') end
+  if not isdir(m) then return redis.error_reply('ENOTDIR') end
+  return nil
+end
+local function touch(ino, now) redis.call('HSET', P..'i:'..ino, 't', now, 'c', now) end
+-- move one name of ino from (op, on) to (np, nn): the primary name lives in the inode, others in l:
+local function setname(ino, op, on, np, nn)
+  local k = P..'i:'..ino
+  local r = redis.call('HMGET', k, 'p', 'nm')
+  if r[1] == op and r[2] == on then
+    redis.call('HSET', k, 'p', np, 'nm', nn)
+  else
+    redis.call('SREM', P..'l:'..ino, op..'/'..on)
+    redis.call('SADD', P..'l:'..ino, np..'/'..nn)
+  end
+end
+-- drop one name of a file; returns links left
+local function dropname(ino, parent, name, now)
+  local k = P..'i:'..ino
+  local n = redis.call('HINCRBY', k, 'n', -1)
+  redis.call('HSET', k, 'c', now)
+  local r = redis.call('HMGET', k, 'p', 'nm')
+  if r[1] == parent and r[2] == name then
+    local alt = redis.call('SPOP', P..'l:'..ino)
+    if alt then
+      local pp, nn = string.match(alt, '^(%d+)/(.*)$')
+      redis.call('HSET', k, 'p', pp, 'nm', nn)
+    end
+  else
+    redis.call('SREM', P..'l:'..ino, parent..'/'..name)
+  end
+  if n <= 0 then redis.call('SADD', P..'orphans', ino) end
+  return n
+end
+-- Queue a change of local files for the other nodes that hold ino's bytes, or for every other node
+-- when ino is nil (a directory: any node may hold files under it). Returns the nodes told.
+-- ino: the inode whose holders must make the change, or several (each holder told once), or nil (every node)
+local function todo(origin, ino, entry)
+  local nodes
+  if type(ino) == 'table' then
+    local seen = {}
+    nodes = {}
+    for _, i in ipairs(ino) do
+      for _, n in ipairs(redis.call('HKEYS', P..'loc:'..i)) do
+        if not seen[n] then seen[n] = true nodes[#nodes + 1] = n end
+      end
+    end
+  elseif ino then
+    nodes = redis.call('HKEYS', P..'loc:'..ino)
+    -- Which file the change is for: a local file marked as another inode's is left alone.
+    if entry.op ~= 'swap' then entry.id = ino..':'..(redis.call('HGET', P..'i:'..ino, 'gn') or '') end
+    -- The last name going (asked before it is dropped): a holder may keep the bytes a while for
+    -- readers elsewhere that have the file open.
+    if entry.op == 'rm' then entry.last = tonumber(redis.call('HGET', P..'i:'..ino, 'n') or '1') <= 1 end
+  else
+    nodes = redis.call('HKEYS', P..'nodes')
+  end
+  local told = {}
+  for _, n in ipairs(nodes) do
+    if n ~= origin then
+      -- A string: cjson would print a 64-bit version number to 14 digits.
+      if entry.op == 'rm' and type(ino) ~= 'table' and ino then entry.v = redis.call('HGET', P..'loc:'..ino, n) or nil end
+      redis.call('RPUSH', P..'todo:'..n, cjson.encode(entry))
+      told[#told + 1] = n
+    end
+  end
+  return told
+end
+local function dropdir(ino)
+  redis.call('DEL', P..'i:'..ino, P..'d:'..ino, P..'x:'..ino, P..'loc:'..ino, P..'cc:'..ino, P..'l:'..ino)
+end

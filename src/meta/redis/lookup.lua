@@ -1,0 +1,7 @@
+-- ARGV: P parent name -> {ino, fields...}
+local e = redis.call('HGET', P..'d:'..ARGV[2], ARGV[3])
+if not e then return redis.error_reply('ENOENT') end
+local ino = entino(e)
+local r = redis.call('HGETALL', P..'i:'..ino)
+table.insert(r, 1, ino)
+return r

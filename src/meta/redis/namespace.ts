@@ -1,0 +1,112 @@
+/** The tree: inode records, directory entries and hard-link names; every change is one script. */
+import { newGeneration, newVersion, type AttrChange, type Inode, type Namespace, type Removed, type Renamed } from "../store.ts";
+import type { RedisClient } from "../redis-connect.ts";
+import { fsError } from "../../util/errno.ts";
+import { nowNs } from "../../util/time.ts";
+import type { RedisChangeFeed } from "./change-feed.ts";
+import type { RedisInodeNumbers } from "./inode-numbers.ts";
+import type { Keys } from "./keys.ts";
+import { parseEntries, parseExtraName, parseRecord, parseScriptRecord } from "./record-codec.ts";
+import type { RunScript } from "./scripts.ts";
+
+const S_IFMT = 0o170000, S_IFDIR = 0o040000;
+
+export interface NamespaceDeps {
+  client: RedisClient;
+  keys: Keys;
+  run: RunScript;
+  /** This node: the origin of its changes, told apart in todo lists. */
+  nodeId: string;
+  numbers: RedisInodeNumbers;
+  feed: RedisChangeFeed;
+}
+
+export function createNamespace({ client, keys, run, nodeId, numbers, feed }: NamespaceDeps): Namespace {
+  const { publish } = feed;
+  return {
+    async init(rootMode, uid, gid) {
+      const now = nowNs().toString();
+      const created = await client.hSetNX(keys.inode(1), "m", String(S_IFDIR | (rootMode & 0o7777)));
+      if (created) {
+        await client.hSet(keys.inode(1), { u: uid, g: gid, r: 0, s: 0, n: 2, a: now, t: now, c: now, v: 1, p: 0, nm: "" });
+        await client.setNX(keys.next, "1");
+      }
+    },
+    async get(ino) {
+      const f = await client.hGetAll(keys.inode(ino));
+      if (f.m === undefined) throw fsError("ENOENT", `inode ${ino} not found`);
+      return parseRecord(ino, f);
+    },
+    async getMany(inos) {
+      const all = await Promise.all(inos.map((i) => client.hGetAll(keys.inode(i))));
+      return all.map((f, i) => (f.m === undefined ? undefined : parseRecord(inos[i]!, f)));
+    },
+    async lookup(parent, name) {
+      return parseScriptRecord(await run("lookup", [parent, name]));
+    },
+    async create(parent, name, init) {
+      const now = nowNs();
+      const mtime = init.mtime ?? now;
+      const atime = init.atime ?? mtime;
+      const version = init.version ?? newVersion();
+      const gen = init.gen ?? newGeneration();
+      const [ino, mode, gid, raised] = (await run("create", [parent, name, init.mode, init.uid, init.gid, init.rdev ?? 0, init.size ?? 0, atime, mtime, now, init.target ?? "", init.holder ?? "", init.ino ?? "", version, init.above ?? 0, gen])) as [number, number, number, number];
+      numbers.created(ino, !!raised);
+      const dir = (init.mode & S_IFMT) === S_IFDIR;
+      publish({ added: [[parent, name]], inodes: [parent] });
+      const rec: Inode = { ino, mode, uid: init.uid, gid, rdev: init.rdev ?? 0, size: init.size ?? 0, nlink: dir ? 2 : 1, atime, mtime, ctime: now, version, gen, parent, name };
+      if (init.target !== undefined) rec.target = init.target;
+      return rec;
+    },
+    async link(ino, newParent, newName, fromPath, toPath) {
+      const [told, ...flat] = (await run("link", [ino, newParent, newName, nowNs(), nodeId, fromPath, toPath])) as [string[], ...unknown[]];
+      const r = parseScriptRecord(flat);
+      publish({ added: [[newParent, newName]], inodes: [ino, newParent], todo: told });
+      return r;
+    },
+    async extraNames(ino) {
+      return (await client.sMembers(keys.links(ino))).map(parseExtraName);
+    },
+    async remove(parent, name, dir, path) {
+      const r = (await run("remove", [parent, name, dir ? 1 : 0, nowNs(), nodeId, path])) as [number, number, number, string[], string];
+      await publish({ removed: [[parent, name]], inodes: [parent, r[0]], todo: r[3] }, true);
+      return { ino: r[0], nlink: r[1], dir: r[2] === 1, ...(r[4] ? { held: Number(r[4]) } : {}) };
+    },
+    async rename(parent, name, newParent, newName, flags, fromPath, toPath) {
+      const r = (await run("rename", [parent, name, newParent, newName, flags, nowNs(), nodeId, fromPath, toPath])) as [number, number, number, number, number, string[]];
+      const moved = [parent, newParent, r[0]!, ...(r[1] ? [r[1]] : []), ...(r[4] ? [r[4]] : [])];
+      const told = r[5];
+      if (r[4]) await publish({ removed: [[parent, name], [newParent, newName]], added: [[parent, name], [newParent, newName]], inodes: moved, todo: told }, true);
+      else await publish({ removed: [[parent, name], [newParent, newName]], added: [[newParent, newName]], inodes: moved, todo: told }, true);
+      const out: Renamed = { ino: r[0]! };
+      if (r[1]) out.replaced = { ino: r[1], nlink: r[2]!, dir: r[3] === 1 } satisfies Removed;
+      if (r[4]) out.exchanged = r[4];
+      return out;
+    },
+    async setAttrs(ino, ch: AttrChange) {
+      const kv: (string | number | bigint)[] = ["c", nowNs()];
+      if (ch.mode !== undefined) kv.push("m", ch.mode);
+      if (ch.uid !== undefined) kv.push("u", ch.uid);
+      if (ch.gid !== undefined) kv.push("g", ch.gid);
+      if (ch.atime !== undefined) kv.push("a", ch.atime);
+      if (ch.mtime !== undefined) kv.push("t", ch.mtime);
+      const r = parseScriptRecord(await run("setattrs", [ino, ...kv]));
+      await publish({ inodes: [ino] }, true);
+      return r;
+    },
+    async setData(ino, size, mtime, ctime, holder, path, version = newVersion()) {
+      const [told, flat] = (await run("setdata", [ino, size, mtime, ctime, holder, path, version])) as [string[], unknown];
+      publish({ inodes: [ino], data: [ino], todo: told });
+      return parseScriptRecord(flat);
+    },
+    async purge(ino) {
+      await run("purge", [ino]);
+    },
+    async listDir(ino) {
+      const [exists, ents] = await Promise.all([client.hGet(keys.inode(ino), "m"), client.hGetAll(keys.entries(ino))]);
+      // node-redis answers null for a missing field.
+      if (exists == null) throw fsError("ENOENT");
+      return parseEntries(ents);
+    },
+  };
+}

@@ -1,0 +1,36 @@
+/** Who holds a file's bytes (P loc:{ino} root paths, P cc:{ino} caches) and who may write them now (P w:{ino}). */
+import type { RedisClient } from "../redis-connect.ts";
+import type { Placement } from "../store.ts";
+import type { Keys } from "./keys.ts";
+import { parseHolders } from "./record-codec.ts";
+import type { RunScript } from "./scripts.ts";
+
+export function createPlacement(client: RedisClient, keys: Keys, run: RunScript): Placement {
+  return {
+    async takeWriteLease(ino, node, ttlMs) {
+      return (await run("takelease", [ino, node, ttlMs])) === 1;
+    },
+    async releaseWriteLease(ino, node) {
+      await run("droplease", [ino, node]);
+    },
+    async locations(ino) {
+      const h = await client.hGetAll(keys.locations(ino));
+      return new Map(Object.entries(h).map(([k, v]) => [k, Number(v)]));
+    },
+    async holders(ino) {
+      const [data, cached] = (await client.multi().hGetAll(keys.locations(ino)).hGetAll(keys.cached(ino)).exec()) as unknown as [Record<string, string>, Record<string, string>];
+      return parseHolders(data, cached);
+    },
+    async heldBy(node, copies) {
+      if (!copies.length) return [];
+      const r = (await run("heldby", [node, ...copies.flatMap((c) => [String(c.ino), String(c.version)])])) as number[];
+      return r.map((x) => x === 1);
+    },
+    async addCachedCopies(node, startedAt, copies) {
+      return (await run("addcached", [node, String(startedAt), ...copies.flatMap((c) => [String(c.ino), String(c.version)])])) as number;
+    },
+    async dropCachedCopy(ino, node, version) {
+      await run("dropcached", [String(ino), node, String(version)]);
+    },
+  };
+}

@@ -1,0 +1,61 @@
+/** How the store reads what the scripts keep (keys.ts): every field a decimal string, some optional. */
+import type { DirListing, Holders, Inode } from "../store.ts";
+import { fsError } from "../../util/errno.ts";
+
+/** An inode record (P i:{ino}); fields older records lack take their defaults. */
+export function parseRecord(ino: number, f: Record<string, string>): Inode {
+  const rec: Inode = {
+    ino,
+    mode: Number(f.m),
+    uid: Number(f.u ?? 0),
+    gid: Number(f.g ?? 0),
+    rdev: Number(f.r ?? 0),
+    size: Number(f.s ?? 0),
+    nlink: Number(f.n ?? 1),
+    atime: BigInt(f.a ?? "0"),
+    mtime: BigInt(f.t ?? "0"),
+    ctime: BigInt(f.c ?? "0"),
+    version: Number(f.v ?? 1),
+    gen: f.gn ?? "",
+    parent: Number(f.p ?? 0),
+    name: f.nm ?? "",
+  };
+  if (f.l !== undefined) rec.target = f.l;
+  return rec;
+}
+
+/** A record as scripts answer it: {ino, field, value, ...}; ENOENT when it has no mode (no record). */
+export function parseScriptRecord(r: unknown): Inode {
+  const a = r as string[];
+  const f: Record<string, string> = {};
+  for (let i = 1; i + 1 < a.length; i += 2) f[a[i]!] = a[i + 1]!;
+  if (f.m === undefined) throw fsError("ENOENT");
+  return parseRecord(Number(a[0]), f);
+}
+
+/** P loc:{ino} and P cc:{ino}. */
+export function parseHolders(data: Record<string, string>, cached: Record<string, string>): Holders {
+  return {
+    data: new Map(Object.entries(data).map(([k, v]) => [k, Number(v)])),
+    cached: new Map(
+      Object.entries(cached).map(([k, v]) => {
+        const [version, startedAt] = v.split(" ").map(Number);
+        return [k, { version: version ?? 0, startedAt: startedAt ?? 0 }];
+      }),
+    ),
+  };
+}
+
+/** P d:{ino}: name -> "{child ino}:{mode >> 12}". */
+export function parseEntries(ents: Record<string, string>): DirListing[] {
+  return Object.entries(ents).map(([name, v]) => {
+    const c = v.indexOf(":");
+    return { name, ino: Number(v.slice(0, c)), type: Number(v.slice(c + 1)) };
+  });
+}
+
+/** A member of P l:{ino}: "{parent ino}/{name}". */
+export function parseExtraName(e: string): { parent: number; name: string } {
+  const slash = e.indexOf("/");
+  return { parent: Number(e.slice(0, slash)), name: e.slice(slash + 1) };
+}

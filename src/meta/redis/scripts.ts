@@ -1,0 +1,61 @@
+/**
+ * The Lua scripts, one .lua file each with lib.lua prepended, run by name. Each runs atomically: a
+ * namespace change is one script, so it is atomic against every other node. Single Redis or a primary
+ * with replicas, not Redis Cluster: the scripts build their keys from the prefix (ARGV[1]) themselves.
+ */
+import { E, FsError } from "../../util/errno.ts";
+import type { RedisClient } from "../redis-connect.ts";
+import lib from "./lib.lua" with { type: "text" };
+import addcached from "./addcached.lua" with { type: "text" };
+import create from "./create.lua" with { type: "text" };
+import dropcached from "./dropcached.lua" with { type: "text" };
+import droplease from "./droplease.lua" with { type: "text" };
+import fsckdropentry from "./fsckdropentry.lua" with { type: "text" };
+import fsckdropholder from "./fsckdropholder.lua" with { type: "text" };
+import fsckorphan from "./fsckorphan.lua" with { type: "text" };
+import heldby from "./heldby.lua" with { type: "text" };
+import link from "./link.lua" with { type: "text" };
+import lookup from "./lookup.lua" with { type: "text" };
+import purge from "./purge.lua" with { type: "text" };
+import raisecounter from "./raisecounter.lua" with { type: "text" };
+import remove from "./remove.lua" with { type: "text" };
+import rename from "./rename.lua" with { type: "text" };
+import setattrs from "./setattrs.lua" with { type: "text" };
+import setdata from "./setdata.lua" with { type: "text" };
+import setxattr from "./setxattr.lua" with { type: "text" };
+import takelease from "./takelease.lua" with { type: "text" };
+
+const SCRIPTS = { addcached, create, dropcached, droplease, fsckdropentry, fsckdropholder, fsckorphan, heldby, link, lookup, purge, raisecounter, remove, rename, setattrs, setdata, setxattr, takelease } as const;
+
+export type ScriptName = keyof typeof SCRIPTS;
+export type ScriptArg = string | number | bigint | Buffer;
+/** Runs a script with the prefix as ARGV[1]; a refusal ("ENOENT ...") is thrown as that errno. */
+export type RunScript = (name: ScriptName, args: ScriptArg[]) => Promise<unknown>;
+
+/** Loads every script (EVALSHA from then on; loaded again should Redis have forgotten it). */
+export async function createScriptRunner(client: RedisClient, prefix: string): Promise<RunScript> {
+  const shas = new Map<ScriptName, string>();
+  async function load(name: ScriptName): Promise<string> {
+    const sha = await client.scriptLoad(`${lib}\n${SCRIPTS[name]}`);
+    shas.set(name, sha);
+    return sha;
+  }
+  for (const n of Object.keys(SCRIPTS) as ScriptName[]) await load(n);
+
+  return async (name, args) => {
+    const argv = [prefix, ...args.map((a) => (Buffer.isBuffer(a) ? a : String(a)))] as string[];
+    try {
+      try {
+        return await client.evalSha(shas.get(name)!, { arguments: argv });
+      } catch (e) {
+        if (!(e as Error).message?.startsWith("NOSCRIPT")) throw e;
+        return await client.evalSha(await load(name), { arguments: argv });
+      }
+    } catch (e) {
+      // Scripts refuse with an errno name: "ENOENT", "ENOTEMPTY ...", which Redis may prefix with "ERR".
+      const m = /^(?:ERR )?(E[A-Z0-9]+)\b ?(.*)$/.exec((e as Error).message ?? "");
+      if (m && m[1]! in E) throw new FsError(E[m[1]!] as number, m[2] || m[1]);
+      throw e;
+    }
+  };
+}

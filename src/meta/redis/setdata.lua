@@ -1,0 +1,13 @@
+-- ARGV: P ino size mtime ctime holder path version -> {{nodes told}, record}
+-- The other holders' copies are now stale: they are told to drop them.
+local ino = ARGV[2]
+local k = P..'i:'..ino
+if redis.call('EXISTS', k) == 0 then return redis.error_reply('ENOENT') end
+local v = ARGV[8]
+redis.call('HSET', k, 's', ARGV[3], 't', ARGV[4], 'c', ARGV[5], 'v', v)
+local told = todo(ARGV[6], ino, {op = 'drop', path = ARGV[7], ino = tonumber(ino)})
+redis.call('DEL', P..'loc:'..ino, P..'cc:'..ino)
+if ARGV[6] ~= '' then redis.call('HSET', P..'loc:'..ino, ARGV[6], v) end
+local r = redis.call('HGETALL', k)
+table.insert(r, 1, ino)
+return {told, r}
