@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { RENAME_EXCHANGE } from "../src/fuse/types.ts";
+import { RENAME_EXCHANGE, RENAME_NOREPLACE } from "../src/fuse/types.ts";
 import { createMemorySpace, createMemoryStore } from "../src/meta/memory-store.ts";
 import { createRedisStore } from "../src/meta/redis-store.ts";
 import type { MetadataStore } from "../src/meta/store.ts";
@@ -89,7 +89,7 @@ function makeOp(r: ReturnType<typeof rng>, inos: number[], dirs: number[], k: nu
     }
     case 6:
     case 7: {
-      const [p, n, np, nn, f] = [dir(), name(), dir(), name(), r.pick([0, 0, 1, 2])];
+      const [p, n, np, nn, f] = [dir(), name(), dir(), name(), r.pick([0, 0, RENAME_NOREPLACE, RENAME_EXCHANGE])];
       return { what: `rename ${p}/${n} -> ${np}/${nn} flags ${f}`, run: (st) => st.rename(p, n, np, nn, f, `/${n}`, `/${nn}`) };
     }
     case 8: {
@@ -119,15 +119,6 @@ function makeOp(r: ReturnType<typeof rng>, inos: number[], dirs: number[], k: nu
   }
 }
 
-/** Whether dir is ino or inside it (redis-store lets an exchange make such a cycle: a known bug). */
-async function within(st: MetadataStore, dir: number, ino: number): Promise<boolean> {
-  for (let cur = dir, n = 0; cur > 1 && n < 100; n++) {
-    if (cur === ino) return true;
-    cur = (await st.get(cur).catch(() => ({ parent: 0 }))).parent;
-  }
-  return false;
-}
-
 async function outcome(p: Promise<unknown>): Promise<unknown> {
   try {
     return ["ok", await p];
@@ -154,14 +145,6 @@ describe("memory store against Redis store", () => {
       for (let k = 0; k < 500; k++) {
         const op = makeOp(r, inos, dirs, k);
         const who = r.int(2);
-        if (op.what.startsWith("rename") && op.what.endsWith(`flags ${RENAME_EXCHANGE}`)) {
-          // Skip the exchanges the Redis store gets wrong (a directory swapped into its own subtree).
-          const [, src, , dst] = op.what.split(" ");
-          const [sp, sn] = src!.split("/"), [dp, dn] = dst!.split("/");
-          const s = await mem[0]!.lookup(Number(sp), sn!).catch(() => undefined);
-          const d = await mem[0]!.lookup(Number(dp), dn!).catch(() => undefined);
-          if (s && d && (await within(mem[0]!, Number(sp), d.ino))) continue;
-        }
         const [a, b] = [await outcome(op.run(mem[who]!)), await outcome(op.run(red[who]!))];
         expect({ k, op: op.what, got: a }).toEqual({ k, op: op.what, got: b });
         if (typeof a === "string") errnos.add(a);
