@@ -1,5 +1,5 @@
 import type { Argv } from "yargs";
-import { createRedisStore } from "../meta/redis-store.ts";
+import { openStore } from "../meta/open-store.ts";
 import type { MetadataStore } from "../meta/store.ts";
 import { checkRedisUrl, redisAccess, redisAccessOptions } from "./redis-options.ts";
 import { logOptions } from "./log-options.ts";
@@ -29,7 +29,7 @@ export async function openClusterStore(a: ClusterRedisArgs, as: string, unreacha
     process.exit(2);
   }
   try {
-    return await createRedisStore({ url: a.redis_url, access, nodeId: as });
+    return await openStore({ url: a.redis_url, access, nodeId: as });
   } catch (e) {
     process.stderr.write(`mcfs: ${(e as Error).message}\n`);
     process.exit(unreachable);

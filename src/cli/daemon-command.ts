@@ -1,4 +1,6 @@
 import { resolve, join } from "node:path";
+import { E, errnoOf } from "../util/errno.ts";
+import { RESERVED_NAME } from "../local/root-layout.ts";
 import { readFileSync } from "node:fs";
 import type { Argv } from "yargs";
 import type { DaemonConfig } from "../daemon/config.ts";
@@ -69,7 +71,7 @@ function clusterSecret(a: DaemonArgs, env: NodeJS.ProcessEnv, tls: boolean): str
     try {
       secret = readFileSync(a["cluster-secret-file"], "utf8").trim();
     } catch (e) {
-      throw new Error(`--cluster-secret-file ${a["cluster-secret-file"]}: ${(e as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (e as Error).message}`);
+      throw new Error(`--cluster-secret-file ${a["cluster-secret-file"]}: ${errnoOf(e) === E.ENOENT ? "no such file" : (e as Error).message}`);
     }
     if (!secret) throw new Error(`--cluster-secret-file ${a["cluster-secret-file"]} is empty`);
   } else if (env.MCFS_CLUSTER_SECRET) secret = env.MCFS_CLUSTER_SECRET.trim();
@@ -95,11 +97,11 @@ export function daemonConfig(a: DaemonArgs, env: NodeJS.ProcessEnv): DaemonConfi
     logFormat: a["log-format"],
     singleThread: a.single,
     // Not /tmp: any user could make that name first, and stop the daemon from starting.
-    cacheDir: resolve(a["cache-dir"] ?? env.MULTICLOUD_FS_DISK_CACHE ?? join(rootPath, ".mcfs", "cache")),
+    cacheDir: resolve(a["cache-dir"] ?? env.MULTICLOUD_FS_DISK_CACHE ?? join(rootPath, RESERVED_NAME, "cache")),
     ramCacheBytes: Math.floor(a["ram-cache-mib"] * MIB),
     ramCacheMaxFileBytes: Math.floor(a["ram-cache-max-file-mib"] * MIB),
     diskCacheBytes: Math.floor(a["disk-cache-mib"] * MIB),
-    embeddedRedisDir: resolve(a["redis-dir"] ?? join(rootPath, ".mcfs", "redis")),
+    embeddedRedisDir: resolve(a["redis-dir"] ?? join(rootPath, RESERVED_NAME, "redis")),
     entryTimeout: a["entry-timeout"] ?? (a.redis_url ? 10 : 60),
     attrTimeout: a["attr-timeout"] ?? (a.redis_url ? 10 : 60),
     allowOther: a["allow-other"],

@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
+import { O_PATH } from "../util/file-mode.ts";
 
 /** Open for naming only: no read or write, yet mountable, unmountable and a base for lookups. */
-const O_PATH = 0o10000000;
 const { O_NOFOLLOW, O_DIRECTORY } = fs.constants;
 
 /** The procfs magic link of fd: a path that means exactly the object fd names, looked up by nobody. */

@@ -1,4 +1,5 @@
 import * as fs from "node:fs";
+import { E, errnoOf } from "../util/errno.ts";
 import * as http2 from "node:http2";
 import { dirname } from "node:path";
 import type { Interceptor, ServiceImpl } from "@connectrpc/connect";
@@ -46,7 +47,7 @@ export async function serveCsi(endpoint: string, services: CsiServices, log: Log
       if (!fs.lstatSync(where.path).isSocket()) throw new Error(`${where.path} exists and is not a socket`);
       fs.unlinkSync(where.path);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+      if (errnoOf(e) !== E.ENOENT) throw e;
     }
   }
   await new Promise<void>((res, rej) => {

@@ -1,9 +1,9 @@
 import type { MetadataStore } from "../meta/store.ts";
 import { toErrno, E } from "../util/errno.ts";
+import { S_IFDIR } from "../util/file-mode.ts";
 import { VOLUMES_DIR, type VolumeDirs } from "./volume-dirs.ts";
 
 const ROOT = 1;
-const S_IFDIR = 0o040000;
 const DT_DIR = 4;
 
 /** Volume directories made and removed through the metadata store (the controller has no mount). */

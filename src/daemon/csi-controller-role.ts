@@ -1,6 +1,6 @@
 import type { CsiConfig } from "./csi-config.ts";
 import { connectRedis } from "../meta/redis-connect.ts";
-import { createRedisStore } from "../meta/redis-store.ts";
+import { openStore } from "../meta/open-store.ts";
 import { createRedisVolumeRegistry } from "../csi/redis-volume-registry.ts";
 import { createStoreVolumeDirs } from "../csi/store-volume-dirs.ts";
 import { createControllerService } from "../csi/controller.ts";
@@ -18,7 +18,7 @@ export async function runCsiController(cfg: CsiConfig, log: Logger): Promise<Rol
   const clog = log.child({ role: "csi-controller" });
   const onEvent = (ev: "error" | "ready", detail?: string) => (ev === "error" ? clog.error({ redis: redactUrl(cfg.redisUrl), detail }, "Redis connection lost") : clog.info("Redis connection back"));
   // Volumes are removed after their pods are gone: no node needs to see each removal at once.
-  const store = await createRedisStore({ url: cfg.redisUrl, access: cfg.redisAccess, nodeId: `csi-controller:${cfg.nodeId}`, onConnectionEvent: onEvent, waitForAcks: false });
+  const store = await openStore({ url: cfg.redisUrl, access: cfg.redisAccess, nodeId: `csi-controller:${cfg.nodeId}`, onConnectionEvent: onEvent, waitForAcks: false });
   await store.init(0o755, 0, 0);
   const registry = createRedisVolumeRegistry(await connectRedis({ url: cfg.redisUrl, ...cfg.redisAccess }, onEvent));
   const metrics = await csiMetrics(cfg.metricsPort, cfg.metricsListen, clog);

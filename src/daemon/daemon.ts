@@ -5,7 +5,7 @@ import { lockRoot } from "./root-lock.ts";
 import { nodeIdentity } from "./node-identity.ts";
 import { startEmbeddedRedis, type EmbeddedRedis } from "./embedded-redis.ts";
 import { scanRoot } from "./startup-scan.ts";
-import { createRedisStore } from "../meta/redis-store.ts";
+import { openStore } from "../meta/open-store.ts";
 import type { MetadataStore } from "../meta/store.ts";
 import { createVfs, type Vfs } from "../vfs/vfs.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
@@ -119,7 +119,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       nlog.info({ dir: cfg.embeddedRedisDir, pid: embedded.pid }, "no --redis_url given: started a private redis-server (single-node use; give -u to join a cluster)");
     }
     const m = cfg.metricsPort !== undefined ? createMetrics() : undefined;
-    const rawStore = await createRedisStore({
+    const rawStore = await openStore({
       url,
       access: cfg.redisAccess,
       nodeId,

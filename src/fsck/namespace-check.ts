@@ -1,6 +1,6 @@
 import type { MetadataStore, NodeState, ScannedInode } from "../meta/store.ts";
+import { isReg } from "../util/file-mode.ts";
 
-const S_IFMT = 0o170000, S_IFREG = 0o100000;
 
 /** The whole namespace as one scan of Redis saw it: what the local check compares a root path with. */
 export interface Namespace {
@@ -34,7 +34,6 @@ export interface ClusterFindings {
   openOrphans: number;
 }
 
-const isReg = (m: number) => (m & S_IFMT) === S_IFREG;
 
 /** Read the whole namespace (every record, directory and holder list) in one pass. */
 export async function readNamespace(store: MetadataStore, onProgress?: (seen: number, bound: number) => void): Promise<Namespace> {

@@ -4,8 +4,8 @@ import { RESERVED_NAME } from "../local/root-layout.ts";
 import { PARTIAL_MARK } from "../vfs/remote-data.ts";
 import { pathOf, type Namespace } from "./namespace-check.ts";
 import { E, FsError } from "../util/errno.ts";
+import { isReg } from "../util/file-mode.ts";
 
-const S_IFMT = 0o170000, S_IFREG = 0o100000;
 
 export interface RootFindings {
   node: string;
@@ -58,7 +58,7 @@ export function checkRoot(root: LocalDir, node: string, ns: Namespace, onProgres
       }
       if (d.type !== "file") continue;
       const rec = e && ns.inodes.get(e.ino);
-      if (rec && (rec.mode & S_IFMT) === S_IFREG) {
+      if (rec && isReg(rec.mode)) {
         // A hard-linked file is here under each of its names: checked once.
         if (present.has(rec.ino)) continue;
         present.add(rec.ino);

@@ -1,10 +1,10 @@
 import * as fs from "node:fs";
+import { O_PATH, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../util/file-mode.ts";
 import { ptr } from "bun:ffi";
 import { beneath, cstr } from "./beneath-native.ts";
 import { E, FsError, errnoName } from "../util/errno.ts";
 
 const { O_RDONLY, O_WRONLY, O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK, O_NOCTTY, O_CREAT, O_EXCL } = fs.constants;
-const O_PATH = 0o10000000;
 const AT_REMOVEDIR = 0x200;
 /** Extended attribute with the identity of the inode a kept file holds (trusted.*: root alone sees it). */
 const IDENTITY = "trusted.mcfs.id";
@@ -62,10 +62,10 @@ export interface LocalDir {
 }
 
 const typeOfMode = (mode: number): EntryType => {
-  switch (mode & 0o170000) {
-    case 0o100000: return "file";
-    case 0o040000: return "dir";
-    case 0o120000: return "link";
+  switch (mode & S_IFMT) {
+    case S_IFREG: return "file";
+    case S_IFDIR: return "dir";
+    case S_IFLNK: return "link";
     default: return "other";
   }
 };

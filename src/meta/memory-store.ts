@@ -13,8 +13,8 @@ import { parseHolders, parseRecord } from "./redis/record-codec.ts";
 import { newGeneration, newVersion, type DirListing, type Holders, type Inode, type Invalidation, type MetadataStore, type NodeInfo, type NodeReport, type NodeState, type Removed, type Renamed, type ScannedInode, type TodoEntry } from "./store.ts";
 import { fsError } from "../util/errno.ts";
 import { nowNs } from "../util/time.ts";
+import { S_IFMT, S_IFDIR, S_IFREG, S_ISGID } from "../util/file-mode.ts";
 
-const S_IFMT = 0o170000, S_IFDIR = 0o040000, S_IFREG = 0o100000, S_ISGID = 0o2000;
 /** As in redis/change-feed.ts: longest a rename or unlink waits for the other nodes' acknowledgements. */
 const ACK_WAIT_MS = 500;
 const BATCH = 1000;

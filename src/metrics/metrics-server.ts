@@ -1,4 +1,5 @@
 import * as http from "node:http";
+import { listenFailure } from "../util/errno.ts";
 import type { Registry } from "prom-client";
 import type { Logger } from "../util/log.ts";
 
@@ -20,7 +21,7 @@ export async function serveMetrics(registry: Registry, host: string, port: numbe
     );
   });
   await new Promise<void>((res, rej) => {
-    server.once("error", (e: NodeJS.ErrnoException) => rej(new Error(`cannot serve metrics on ${host}:${port}: ${e.code === "EADDRINUSE" ? "port in use" : e.message}`)));
+    server.once("error", (e: NodeJS.ErrnoException) => rej(new Error(`cannot serve metrics on ${host}:${port}: ${listenFailure(e)}`)));
     server.listen(port, host, () => res());
   });
   const a = server.address();

@@ -1,4 +1,5 @@
 import * as http2 from "node:http2";
+import { listenFailure } from "../util/errno.ts";
 import type { Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { Peer } from "../gen/mcfs/v1/peer_pb.ts";
@@ -93,7 +94,7 @@ export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer>
   server.on("session", (session: http2.ServerHttp2Session) => session.setTimeout(LIMITS.idleMs, () => session.close()));
   if (o.tls) server.on("tlsClientError", (e: Error, socket: { remoteAddress?: string }) => warnRefused(socket.remoteAddress ?? "?", `TLS handshake failed: ${e.message}`));
   await new Promise<void>((res, rej) => {
-    server.once("error", (e: NodeJS.ErrnoException) => rej(new Error(`cannot serve peers on ${o.host}:${o.port}: ${e.code === "EADDRINUSE" ? "port in use" : e.code === "EADDRNOTAVAIL" ? "no such local address (give --listen an address of this machine)" : e.message}`)));
+    server.once("error", (e: NodeJS.ErrnoException) => rej(new Error(`cannot serve peers on ${o.host}:${o.port}: ${listenFailure(e)}`)));
     server.listen(o.port, o.host, () => res());
   });
   const addr = server.address();

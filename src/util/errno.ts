@@ -49,6 +49,22 @@ export function setUnexpectedErrorLogger(fn: Logger): void {
 /** A connection's errors (Redis, a peer): what broke is the network, not the file; the caller gets EIO. */
 const CONNECTION_CODES = new Set(["ECONNRESET", "ECONNREFUSED", "ECONNABORTED", "EPIPE", "ENOTCONN", "EHOSTUNREACH", "ENETUNREACH", "ENETDOWN", "EHOSTDOWN"]);
 
+/** A refusal of one of our Lua scripts: an errno name ("ENOENT", "ENOTEMPTY detail"), which Redis may prefix with "ERR". */
+export function scriptRefusal(message: string): FsError | undefined {
+  const m = /^(?:ERR )?(E[A-Z0-9]+)\b ?(.*)$/.exec(message);
+  if (!m || !(m[1]! in E)) return undefined;
+  return new FsError(E[m[1]!] as number, m[2] || m[1]!);
+}
+
+/** Why a server could not listen, in words naming what to change. */
+export function listenFailure(e: unknown): string {
+  const n = errnoOf(e);
+  if (n === E.EADDRINUSE) return "port in use";
+  if (n === E.EADDRNOTAVAIL) return "no such local address (give --listen an address of this machine)";
+  if (n === E.EACCES) return "not allowed to listen there (a port below 1024 needs root)";
+  return (e as Error).message;
+}
+
 /**
  * The one mapping from anything thrown inside the filesystem to an errno.
  * Node system errors keep their code (a connection's are EIO); Redis errors carrying an errno name (our Lua scripts) keep it;
@@ -62,8 +78,8 @@ export function toErrno(err: unknown): number {
     if (typeof e.code === "string" && CONNECTION_CODES.has(e.code)) return E.EIO;
     if (typeof e.code === "string" && e.code in E) return E[e.code] as number;
     const msg = typeof e.message === "string" ? e.message : "";
-    const m = /^(?:ERR )?(E[A-Z0-9]+)\b/.exec(msg);
-    if (m && m[1]! in E) return E[m[1]!] as number;
+    const refused = scriptRefusal(msg);
+    if (refused) return refused.errno;
     if (msg.startsWith("OOM")) return E.ENOSPC;
     if (e.name === "TimeoutError" || e.code === "ETIMEDOUT") return E.ETIMEDOUT;
     if (e.name === "AbortError") return E.EINTR;

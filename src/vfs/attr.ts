@@ -1,10 +1,9 @@
 import type { Attr } from "../fuse/types.ts";
 import type { Inode } from "../meta/store.ts";
 
-export const S_IFMT = 0o170000, S_IFDIR = 0o040000, S_IFREG = 0o100000, S_IFLNK = 0o120000, S_ISGID = 0o2000;
+import { isDir } from "../util/file-mode.ts";
 
-export const isDir = (mode: number) => (mode & S_IFMT) === S_IFDIR;
-export const isReg = (mode: number) => (mode & S_IFMT) === S_IFREG;
+export { S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, S_ISGID, isDir, isReg } from "../util/file-mode.ts";
 
 export function attrOf(r: Inode): Attr {
   return {

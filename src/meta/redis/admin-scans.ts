@@ -5,8 +5,8 @@ import type { RedisChangeFeed } from "./change-feed.ts";
 import type { Keys } from "./keys.ts";
 import { parseEntries, parseHolders } from "./record-codec.ts";
 import type { RunScript } from "./scripts.ts";
+import { S_IFMT, S_IFDIR, S_IFREG } from "../../util/file-mode.ts";
 
-const S_IFMT = 0o170000, S_IFDIR = 0o040000, S_IFREG = 0o100000;
 const BATCH = 1000;
 
 export interface AdminScansDeps {

@@ -3,13 +3,13 @@ import { newGeneration, newVersion, type AttrChange, type Inode, type Namespace,
 import type { RedisClient } from "../redis-connect.ts";
 import { fsError } from "../../util/errno.ts";
 import { nowNs } from "../../util/time.ts";
+import { S_IFMT, S_IFDIR } from "../../util/file-mode.ts";
 import type { RedisChangeFeed } from "./change-feed.ts";
 import type { RedisInodeNumbers } from "./inode-numbers.ts";
 import type { Keys } from "./keys.ts";
 import { parseEntries, parseExtraName, parseRecord, parseScriptRecord } from "./record-codec.ts";
 import type { RunScript } from "./scripts.ts";
 
-const S_IFMT = 0o170000, S_IFDIR = 0o040000;
 
 export interface NamespaceDeps {
   client: RedisClient;

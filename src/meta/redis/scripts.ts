@@ -3,7 +3,7 @@
  * namespace change is one script, so it is atomic against every other node. Single Redis or a primary
  * with replicas, not Redis Cluster: the scripts build their keys from the prefix (ARGV[1]) themselves.
  */
-import { E, FsError } from "../../util/errno.ts";
+import { scriptRefusal } from "../../util/errno.ts";
 import type { RedisClient } from "../redis-connect.ts";
 import lib from "./lib.lua" with { type: "text" };
 import addcached from "./addcached.lua" with { type: "text" };
@@ -52,10 +52,7 @@ export async function createScriptRunner(client: RedisClient, prefix: string): P
         return await client.evalSha(await load(name), { arguments: argv });
       }
     } catch (e) {
-      // Scripts refuse with an errno name: "ENOENT", "ENOTEMPTY ...", which Redis may prefix with "ERR".
-      const m = /^(?:ERR )?(E[A-Z0-9]+)\b ?(.*)$/.exec((e as Error).message ?? "");
-      if (m && m[1]! in E) throw new FsError(E[m[1]!] as number, m[2] || m[1]);
-      throw e;
+      throw scriptRefusal((e as Error).message ?? "") ?? e;
     }
   };
 }
