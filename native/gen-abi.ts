@@ -1,8 +1,8 @@
 /**
- * Writes the shim's C view of src/fuse/abi.ts, so the request record, opcodes and reply arrays are
- * described once. Run by build.ts before the shim is compiled; the output lives in native/build/.
+ * Writes the shim's C view of src/fuse/abi.ts, so the request record, opcodes, reply arrays and the
+ * functions JS calls are described once. Run by build.ts before the shim is compiled; the output lives in native/build/.
  */
-import { ATTR, DIRENT_AFTER_ATTR, IO_COUNTERS, OPEN_FLAGS, OPS, REQ_ARG_SLOTS, REQ_HEADER_BYTES, REQ_U32, REQ_U64, STATFS } from "../src/fuse/abi.ts";
+import { ATTR, DIRENT_AFTER_ATTR, IO_COUNTERS, OPEN_FLAGS, OPS, REQ_ARG_SLOTS, REQ_HEADER_BYTES, REQ_U32, REQ_U64, SHIM_FUNCTIONS, STATFS } from "../src/fuse/abi.ts";
 
 /** The C spelling of an abi.ts name (newParent -> new_parent). */
 export const snake = (s: string) => s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
@@ -54,6 +54,9 @@ ${Object.entries(OPEN_FLAGS).map(([n, v]) => `\tOPEN_${upper(n)} = ${v},`).join(
 
 /* Reads and writes served from local fds. */
 ${enumOf("IO_", IO_COUNTERS, "N")}
+
+/* The functions JS calls through bun:ffi. */
+${Object.entries(SHIM_FUNCTIONS).map(([name, f]) => `${f.returns} ${name}(${f.args.length ? f.args.join(", ") : "void"});`).join("\n")}
 
 #endif
 `;

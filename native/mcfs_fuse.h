@@ -1,7 +1,7 @@
 /*
  * What the shim's files share: libfuse's low-level API, the layout JS reads and writes (mcfs_abi.h,
- * generated from src/fuse/abi.ts), and each file's functions for the others. The shim is one .so
- * whose version script exports only mcfs_*, so nothing internal is named so.
+ * generated from src/fuse/abi.ts with the mcfs_* functions JS calls), and each file's functions for the
+ * others. The shim is one .so whose version script exports only mcfs_*, so nothing internal is named so.
  *
  * Request path: libfuse thread -> ops.c handler -> io.c (served from a local fd) or queue.c (copied,
  * given an id by ids.c, JS woken) -> JS drains with mcfs_poll -> replies through reply.c by id.

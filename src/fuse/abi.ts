@@ -1,9 +1,9 @@
 /**
  * The one description of what crosses between the FUSE shim (native/*.c) and JS: the queued request
- * record, the opcodes and each operation's arguments, and the arrays JS hands back in replies.
- * build.ts turns it into the shim's C header (native/gen-abi.ts writes native/build/mcfs_abi.h);
- * session.ts uses it directly, so a layout changed here changes on both sides at the next build.
- * test/unit/fuse-abi.test.ts has the C compiler confirm the offsets computed here.
+ * record, the opcodes and each operation's arguments, the arrays JS hands back in replies, and the
+ * functions JS calls. build.ts turns it into the shim's C header (native/gen-abi.ts writes
+ * native/build/mcfs_abi.h); session.ts and native.ts use it directly, so a layout changed here changes
+ * on both sides at the next build. test/unit/fuse-abi.test.ts has the C compiler confirm the offsets.
  */
 
 /** Request header fields before the arguments, in order; the u32s come first, then the u64s. */
@@ -84,3 +84,33 @@ export const OPEN_FLAGS = { directIo: 1, keepCache: 2, nonseekable: 4 } as const
 /** Counters of reads and writes the shim served from local fds, uint64 each, in this order. */
 export const IO_COUNTERS = ["readOps", "readBytes", "writeOps", "writeBytes"] as const;
 
+/**
+ * The functions the shim exports, in C. gen-abi.ts declares them in mcfs_abi.h, so the compiler refuses
+ * a definition that differs; native.ts hands them to dlopen, a pointer becoming "ptr" and a scalar
+ * keeping its C name (which bun:ffi knows). Scalars are one word: int, uint32_t, uint64_t, double.
+ */
+export const SHIM_FUNCTIONS = {
+  mcfs_start: { returns: "int", args: ["const char *mountpoint", "const char *opts", "int debug", "int single"] },
+  mcfs_running: { returns: "int", args: [] },
+  mcfs_poll: { returns: "int", args: ["uint8_t *buf", "int cap"] },
+  mcfs_stop: { returns: "int", args: ["int conn", "int timeout_ms"] },
+  mcfs_reply_err: { returns: "int", args: ["uint32_t id", "int err"] },
+  mcfs_reply_none: { returns: "int", args: ["uint32_t id"] },
+  mcfs_reply_entry: { returns: "int", args: ["uint32_t id", "const int64_t *attr", "double entry_to", "double attr_to"] },
+  mcfs_reply_attr: { returns: "int", args: ["uint32_t id", "const int64_t *attr", "double attr_to"] },
+  mcfs_reply_open: { returns: "int", args: ["uint32_t id", "uint64_t fh", "int fd", "uint32_t flags"] },
+  mcfs_reply_create: { returns: "int", args: ["uint32_t id", "const int64_t *attr", "double entry_to", "double attr_to", "uint64_t fh", "int fd", "uint32_t flags"] },
+  mcfs_clear_fh: { returns: "void", args: ["uint64_t fh"] },
+  mcfs_io_counters: { returns: "void", args: ["uint64_t *out"] },
+  mcfs_reply_buf: { returns: "int", args: ["uint32_t id", "const void *buf", "uint64_t len"] },
+  mcfs_reply_write: { returns: "int", args: ["uint32_t id", "uint64_t count"] },
+  mcfs_reply_xattr: { returns: "int", args: ["uint32_t id", "uint64_t count"] },
+  mcfs_reply_readlink: { returns: "int", args: ["uint32_t id", "const char *target"] },
+  mcfs_reply_statfs: { returns: "int", args: ["uint32_t id", "const uint64_t *s"] },
+  mcfs_reply_dir: { returns: "int", args: ["uint32_t id", "uint64_t size", "int plus", "const uint8_t *ents", "int n", "double entry_to", "double attr_to"] },
+  mcfs_inval_entry: { returns: "int", args: ["uint64_t parent", "const char *name"] },
+  mcfs_inval_inode: { returns: "int", args: ["uint64_t ino"] },
+  mcfs_inval_attrs: { returns: "int", args: ["uint64_t ino"] },
+  mcfs_notes_pushed: { returns: "uint64_t", args: [] },
+  mcfs_notes_done: { returns: "uint64_t", args: [] },
+} as const;
