@@ -13,9 +13,10 @@ const SA_MODE = 1, SA_UID = 2, SA_GID = 4, SA_SIZE = 8, SA_ATIME = 16, SA_MTIME 
 const NS = 1_000_000_000n;
 
 /** A queued request of operation K: its header, then its arguments and strings by the names abi.ts gives them. */
-type Req<K extends OpName> = { readonly id: number; readonly c: Caller; readonly ino: number; readonly fh: number; readonly data: Uint8Array }
+type Req<K extends OpName> = { readonly id: number; readonly c: Caller; readonly ino: number; readonly fh: number }
   & { readonly [A in (typeof OPS)[K]["args"][number]]: bigint }
-  & { readonly [S in (typeof OPS)[K]["strings"][number]]: string };
+  & { readonly [S in (typeof OPS)[K]["strings"][number]]: string }
+  & ((typeof OPS)[K] extends { data: true } ? { readonly data: Uint8Array } : unknown);
 
 /** One small function per operation: call the FileSystem, reply. A throw is answered with its errno by the caller. */
 type Handlers = { readonly [K in OpName]: (r: Req<K>) => Promise<void> };
@@ -30,6 +31,7 @@ interface Decoder {
 const DECODERS: (Decoder | undefined)[] = [];
 for (const [name, spec] of Object.entries(OPS)) DECODERS[spec.code] = { name: name as OpName, args: spec.args, strings: spec.strings };
 
+/** Where the header fields are, looked up once rather than per request. */
 const H = {
   len: reqOffset("len"), id: reqOffset("id"), op: reqOffset("op"), uid: reqOffset("uid"), gid: reqOffset("gid"), pid: reqOffset("pid"),
   n1: reqOffset("n1"), n2: reqOffset("n2"), dlen: reqOffset("dlen"), ino: reqOffset("ino"), fh: reqOffset("fh"),
