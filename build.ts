@@ -4,6 +4,7 @@
  */
 import { $ } from "bun";
 import { existsSync, mkdirSync } from "node:fs";
+import { abiHeader } from "./native/gen-abi.ts";
 
 const root = import.meta.dir;
 mkdirSync(`${root}/native/build`, { recursive: true });
@@ -11,7 +12,11 @@ mkdirSync(`${root}/native/build`, { recursive: true });
 const cflags = (await $`pkg-config --cflags fuse3`.nothrow().quiet()).stdout.toString().trim() || "-I/usr/include/fuse3";
 const lib = ["/usr/lib/x86_64-linux-gnu/libfuse3.a", "/usr/lib/aarch64-linux-gnu/libfuse3.a", "/usr/lib/libfuse3.a"].find(existsSync);
 if (!lib) throw new Error("libfuse3.a not found: install libfuse3-dev (apt-get install libfuse3-dev)");
-await $`cc -O2 -Wall -Wextra -Werror -fPIC -shared ${{ raw: cflags }} -o ${root}/native/build/mcfs_fuse.so ${root}/native/mcfs_fuse.c -Wl,--version-script=${root}/native/mcfs_fuse.map ${lib} -lpthread`;
+// The shim's C header for the request/reply layout and its exported functions comes from the same spec
+// session.ts and native.ts read; -Wmissing-prototypes fails an exported mcfs_* function the spec lacks.
+await Bun.write(`${root}/native/build/mcfs_abi.h`, abiHeader());
+const shimSources = ["session.c", "ops.c", "queue.c", "ids.c", "reply.c", "io.c", "notify.c"].map((f) => `${root}/native/${f}`);
+await $`cc -O2 -Wall -Wextra -Wmissing-prototypes -Werror -fPIC -shared ${{ raw: cflags }} -I${root}/native/build -o ${root}/native/build/mcfs_fuse.so ${shimSources} -Wl,--version-script=${root}/native/mcfs_fuse.map ${lib} -lpthread`;
 await $`cc -O2 -Wall -Wextra -Werror -fPIC -shared -o ${root}/native/build/mcfs_beneath.so ${root}/native/beneath.c`;
 console.log("built native/build/mcfs_fuse.so, native/build/mcfs_beneath.so");
 if (process.argv.includes("--shim-only")) process.exit(0);

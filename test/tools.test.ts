@@ -20,7 +20,7 @@ describe.skipIf(!!skip)("tools on the mount", () => {
   test("tar: pack a tree in, unpack it again, identical", () => {
     sh(`tar cf ${node.daemon.mnt}/src.tar -C ${REPO} src native`, node.daemon.mnt);
     sh(`mkdir out && tar xf src.tar -C out`, node.daemon.mnt);
-    sh(`diff -r ${REPO}/src out/src && diff -r ${REPO}/native/mcfs_fuse.c out/native/mcfs_fuse.c`, node.daemon.mnt);
+    sh(`diff -r ${REPO}/src out/src && diff -r ${REPO}/native/ops.c out/native/ops.c`, node.daemon.mnt);
   });
 
   test("git: init, commit, gc, fsck, status clean", () => {

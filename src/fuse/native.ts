@@ -1,36 +1,20 @@
-import { FFIType, type dlopen } from "bun:ffi";
+import type { dlopen } from "bun:ffi";
 import { loadEmbedded } from "../util/embedded-lib.ts";
+import { SHIM_FUNCTIONS } from "./abi.ts";
 import shimPath from "../../native/build/mcfs_fuse.so" with { type: "file" };
 
-const { i32, u32, u64, f64, ptr: P, void: V } = FFIType;
+/** bun:ffi's name for a C parameter or return type of SHIM_FUNCTIONS. */
+type FfiOf<C extends string> = C extends `${string}*${string}` ? "ptr" : C extends `${infer T} ${string}` ? T : C;
+type FfiArgs<A extends readonly string[]> = { readonly [I in keyof A]: FfiOf<A[I] & string> };
+type Fn = (typeof SHIM_FUNCTIONS)[keyof typeof SHIM_FUNCTIONS];
+type Symbols = { readonly [K in keyof typeof SHIM_FUNCTIONS]: { readonly args: FfiArgs<(typeof SHIM_FUNCTIONS)[K]["args"]>; readonly returns: FfiOf<(typeof SHIM_FUNCTIONS)[K]["returns"]> } };
 
-const symbols = {
-  mcfs_start: { args: [P, P, i32, i32], returns: i32 },
-  mcfs_running: { args: [], returns: i32 },
-  mcfs_poll: { args: [P, i32], returns: i32 },
-  mcfs_stop: { args: [i32, i32], returns: i32 },
-  mcfs_reply_err: { args: [u32, i32], returns: i32 },
-  mcfs_reply_none: { args: [u32], returns: i32 },
-  mcfs_reply_entry: { args: [u32, P, f64, f64], returns: i32 },
-  mcfs_reply_attr: { args: [u32, P, f64], returns: i32 },
-  mcfs_reply_open: { args: [u32, u64, i32, u32], returns: i32 },
-  mcfs_reply_create: { args: [u32, P, f64, f64, u64, i32, u32], returns: i32 },
-  mcfs_clear_fh: { args: [u64], returns: V },
-  mcfs_io_counters: { args: [P], returns: V },
-  mcfs_reply_buf: { args: [u32, P, u64], returns: i32 },
-  mcfs_reply_write: { args: [u32, u64], returns: i32 },
-  mcfs_reply_xattr: { args: [u32, u64], returns: i32 },
-  mcfs_reply_readlink: { args: [u32, P], returns: i32 },
-  mcfs_reply_statfs: { args: [u32, P], returns: i32 },
-  mcfs_reply_dir: { args: [u32, u64, i32, P, i32, f64, f64], returns: i32 },
-  mcfs_inval_entry: { args: [u64, P], returns: i32 },
-  mcfs_inval_inode: { args: [u64], returns: i32 },
-  mcfs_inval_attrs: { args: [u64], returns: i32 },
-  mcfs_notes_pushed: { args: [], returns: u64 },
-  mcfs_notes_done: { args: [], returns: u64 },
-} as const;
+const ffiOf = (c: string) => (c.includes("*") ? "ptr" : c.split(" ")[0]!);
+const symbols = Object.fromEntries(
+  Object.entries(SHIM_FUNCTIONS).map(([name, f]: [string, Fn]) => [name, { args: f.args.map(ffiOf), returns: ffiOf(f.returns) }]),
+) as unknown as Symbols;
 
-export type Shim = ReturnType<typeof dlopen<typeof symbols>>["symbols"];
+export type Shim = ReturnType<typeof dlopen<Symbols>>["symbols"];
 
 let loaded: Shim | undefined;
 

@@ -3,23 +3,83 @@ import { loadShim, type Shim } from "./native.ts";
 import { accessSync, constants } from "node:fs";
 import { detachMount, findMount, stillMounted } from "./mountpoint.ts";
 import { isRoot } from "./fusermount.ts";
+import { ATTR, DIRENT_AFTER_ATTR, IO_COUNTERS, OPEN_FLAGS, OPS, REQ_ARGS_AT, REQ_HEADER_BYTES, STATFS, reqOffset, type OpName } from "./abi.ts";
 import type { Attr, Caller, DirEntry, FileSystem, SetAttr } from "./types.ts";
 import { E, toErrno } from "../util/errno.ts";
-
-const OP = {
-  LOOKUP: 1, GETATTR: 2, SETATTR: 3, READLINK: 4, MKNOD: 5, MKDIR: 6, UNLINK: 7, RMDIR: 8, SYMLINK: 9,
-  RENAME: 10, LINK: 11, OPEN: 12, READ: 13, WRITE: 14, FLUSH: 15, RELEASE: 16, FSYNC: 17, OPENDIR: 18,
-  READDIR: 19, RELEASEDIR: 20, FSYNCDIR: 21, STATFS: 22, SETXATTR: 23, GETXATTR: 24, LISTXATTR: 25,
-  REMOVEXATTR: 26, ACCESS: 27, CREATE: 28, READDIRPLUS: 29,
-} as const;
-
-export const OP_NAMES: Record<number, string> = Object.fromEntries(Object.entries(OP).map(([k, v]) => [v, k.toLowerCase()]));
 
 // FUSE_SET_ATTR_* bits
 const SA_MODE = 1, SA_UID = 2, SA_GID = 4, SA_SIZE = 8, SA_ATIME = 16, SA_MTIME = 32, SA_ATIME_NOW = 128, SA_MTIME_NOW = 256, SA_CTIME = 1024;
 
-const HDR = 120; // struct rec: 10 x u32 + 10 x u64
-const A_N = 15;
+const NS = 1_000_000_000n;
+
+/** A queued request of operation K: its header, then its arguments and strings by the names abi.ts gives them. */
+type Req<K extends OpName> = { readonly id: number; readonly c: Caller; readonly ino: number; readonly fh: number }
+  & { readonly [A in (typeof OPS)[K]["args"][number]]: bigint }
+  & { readonly [S in (typeof OPS)[K]["strings"][number]]: string }
+  & ((typeof OPS)[K] extends { data: true } ? { readonly data: Uint8Array } : unknown);
+
+/** One small function per operation: call the FileSystem, reply. A throw is answered with its errno by the caller. */
+type Handlers = { readonly [K in OpName]: (r: Req<K>) => Promise<void> };
+
+interface Decoder {
+  readonly name: OpName;
+  readonly args: readonly string[];
+  readonly strings: readonly string[];
+}
+
+/** abi.ts's operations by opcode, which is all the request loop needs to decode any of them. */
+const DECODERS: (Decoder | undefined)[] = [];
+for (const [name, spec] of Object.entries(OPS)) DECODERS[spec.code] = { name: name as OpName, args: spec.args, strings: spec.strings };
+
+/** Where the header fields are, looked up once rather than per request. */
+const H = {
+  len: reqOffset("len"), id: reqOffset("id"), op: reqOffset("op"), uid: reqOffset("uid"), gid: reqOffset("gid"), pid: reqOffset("pid"),
+  n1: reqOffset("n1"), n2: reqOffset("n2"), dlen: reqOffset("dlen"), ino: reqOffset("ino"), fh: reqOffset("fh"),
+};
+
+/** Each reply attribute from an Attr; the type makes every field abi.ts lists be filled. */
+const ATTR_OF: { readonly [K in (typeof ATTR)[number]]: (a: Attr) => bigint } = {
+  ino: (a) => BigInt(a.ino),
+  mode: (a) => BigInt(a.mode),
+  nlink: (a) => BigInt(a.nlink),
+  uid: (a) => BigInt(a.uid),
+  gid: (a) => BigInt(a.gid),
+  rdev: (a) => BigInt(a.rdev),
+  size: (a) => BigInt(a.size),
+  blocks: (a) => BigInt(Math.ceil(a.size / 512)),
+  atime: (a) => a.atime / NS,
+  atimeNsec: (a) => a.atime % NS,
+  mtime: (a) => a.mtime / NS,
+  mtimeNsec: (a) => a.mtime % NS,
+  ctime: (a) => a.ctime / NS,
+  ctimeNsec: (a) => a.ctime % NS,
+  blksize: () => 4096n,
+};
+const ATTR_GETTERS = ATTR.map((k) => ATTR_OF[k]);
+const DIRENT_WORDS = ATTR.length + DIRENT_AFTER_ATTR.length;
+const DIRENT_NEXT = ATTR.length + DIRENT_AFTER_ATTR.indexOf("next");
+const DIRENT_NAME_LEN = ATTR.length + DIRENT_AFTER_ATTR.indexOf("nameLen");
+
+function packAttr(a: Attr, out: BigInt64Array, o = 0): void {
+  for (let i = 0; i < ATTR_GETTERS.length; i++) out[o + i] = ATTR_GETTERS[i]!(a);
+}
+
+function setAttrOf(r: Req<"setattr">): SetAttr {
+  const valid = Number(r.valid);
+  const s: SetAttr = {};
+  if (valid & SA_MODE) s.mode = Number(r.mode);
+  if (valid & SA_UID) s.uid = Number(r.uid);
+  if (valid & SA_GID) s.gid = Number(r.gid);
+  if (valid & SA_SIZE) s.size = Number(r.size);
+  if (valid & SA_ATIME) s.atime = valid & SA_ATIME_NOW ? "now" : r.atimeSec * NS + r.atimeNsec;
+  if (valid & SA_MTIME) s.mtime = valid & SA_MTIME_NOW ? "now" : r.mtimeSec * NS + r.mtimeNsec;
+  if (valid & SA_CTIME) s.ctime = 0n;
+  return s;
+}
+
+function openFlags(o: { directIo?: boolean; keepCache?: boolean }): number {
+  return (o.directIo ? OPEN_FLAGS.directIo : 0) | (o.keepCache ? OPEN_FLAGS.keepCache : 0);
+}
 
 export interface SessionOptions {
   mountPoint: string;
@@ -76,24 +136,6 @@ const enc = new TextEncoder();
  */
 const dec = new TextDecoder("utf-8", { fatal: true });
 
-function packAttr(a: Attr, out: BigInt64Array, o = 0): void {
-  out[o] = BigInt(a.ino);
-  out[o + 1] = BigInt(a.mode);
-  out[o + 2] = BigInt(a.nlink);
-  out[o + 3] = BigInt(a.uid);
-  out[o + 4] = BigInt(a.gid);
-  out[o + 5] = BigInt(a.rdev);
-  out[o + 6] = BigInt(a.size);
-  out[o + 7] = BigInt(Math.ceil(a.size / 512));
-  out[o + 8] = a.atime / 1_000_000_000n;
-  out[o + 9] = a.atime % 1_000_000_000n;
-  out[o + 10] = a.mtime / 1_000_000_000n;
-  out[o + 11] = a.mtime % 1_000_000_000n;
-  out[o + 12] = a.ctime / 1_000_000_000n;
-  out[o + 13] = a.ctime % 1_000_000_000n;
-  out[o + 14] = 4096n;
-}
-
 function cstr(s: string): Uint8Array {
   const b = new Uint8Array(Buffer.byteLength(s) + 1);
   enc.encodeInto(s, b);
@@ -107,7 +149,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
   if (wakeFd < 0) throw new Error(`cannot mount FUSE at ${opts.mountPoint}: ${-wakeFd === E.EIO ? mountFailure() : `errno ${-wakeFd}`}`);
   const conn = findMount(opts.mountPoint)?.minor ?? -1;
 
-  const attrBuf = new BigInt64Array(A_N);
+  const attrBuf = new BigInt64Array(ATTR.length);
   // Room for the largest request (a 1 MiB write with its header) and a batch of small ones.
   const pollBuf = new Uint8Array(4 << 20);
   const view = new DataView(pollBuf.buffer);
@@ -119,6 +161,9 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
 
   const entryTo = opts.entryTimeout, attrTo = opts.attrTimeout;
 
+  function ok(id: number) {
+    shim.mcfs_reply_err(id, 0);
+  }
   function replyEntry(id: number, a: Attr) {
     packAttr(a, attrBuf);
     shim.mcfs_reply_entry(id, ptr(attrBuf), entryTo, attrTo);
@@ -127,14 +172,11 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     packAttr(a, attrBuf);
     shim.mcfs_reply_attr(id, ptr(attrBuf), attrTo);
   }
-  function openFlags(o: { directIo?: boolean; keepCache?: boolean }) {
-    return (o.directIo ? 1 : 0) | (o.keepCache ? 2 : 0);
-  }
 
   function replyDir(id: number, size: number, plus: boolean, ents: DirEntry[]) {
     let bytes = 0;
     const names = ents.map((e) => enc.encode(e.name));
-    for (const n of names) bytes += (A_N + 2) * 8 + ((n.length + 1 + 7) & ~7);
+    for (const n of names) bytes += DIRENT_WORDS * 8 + ((n.length + 1 + 7) & ~7);
     const buf = new ArrayBuffer(Math.max(bytes, 8));
     const i64 = new BigInt64Array(buf);
     const u8 = new Uint8Array(buf);
@@ -142,90 +184,19 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     for (let i = 0; i < ents.length; i++) {
       const e = ents[i]!, n = names[i]!;
       packAttr(e.attr, i64, off / 8);
-      i64[off / 8 + A_N] = BigInt(e.next);
-      i64[off / 8 + A_N + 1] = BigInt(n.length + 1);
-      u8.set(n, off + (A_N + 2) * 8);
-      off += (A_N + 2) * 8 + ((n.length + 1 + 7) & ~7);
+      i64[off / 8 + DIRENT_NEXT] = BigInt(e.next);
+      i64[off / 8 + DIRENT_NAME_LEN] = BigInt(n.length + 1);
+      u8.set(n, off + DIRENT_WORDS * 8);
+      off += DIRENT_WORDS * 8 + ((n.length + 1 + 7) & ~7);
     }
     shim.mcfs_reply_dir(id, size, plus ? 1 : 0, ptr(u8), ents.length, entryTo, attrTo);
   }
 
-  function setAttrOf(valid: number, size: number, mode: number, uidgid: bigint, at: bigint, atn: bigint, mt: bigint, mtn: bigint): SetAttr {
-    const s: SetAttr = {};
-    if (valid & SA_MODE) s.mode = mode;
-    if (valid & SA_UID) s.uid = Number(uidgid >> 32n);
-    if (valid & SA_GID) s.gid = Number(uidgid & 0xffffffffn);
-    if (valid & SA_SIZE) s.size = size;
-    if (valid & SA_ATIME) s.atime = valid & SA_ATIME_NOW ? "now" : at * 1_000_000_000n + atn;
-    if (valid & SA_MTIME) s.mtime = valid & SA_MTIME_NOW ? "now" : mt * 1_000_000_000n + mtn;
-    if (valid & SA_CTIME) s.ctime = 0n;
-    return s;
-  }
-
-  async function handle(op: number, id: number, c: Caller, ino: number, fh: number, a: bigint, b: bigint, rest: bigint[], name: string, name2: string, data: Uint8Array) {
-    switch (op) {
-      case OP.LOOKUP: return replyEntry(id, await fs.lookup(c, ino, name));
-      case OP.GETATTR: return replyAttr(id, await fs.getattr(c, ino, a ? fh : undefined));
-      case OP.SETATTR: {
-        const valid = Number(a & 0xffffffffn);
-        const hasFh = (a >> 32n) & 1n;
-        const [cc, d, e, f, g, h] = rest as [bigint, bigint, bigint, bigint, bigint, bigint];
-        const s = setAttrOf(valid, Number(b), Number(cc >> 32n), d, e, f, g, h);
-        return replyAttr(id, await fs.setattr(c, ino, s, hasFh ? fh : undefined));
-      }
-      case OP.READLINK: return void shim.mcfs_reply_readlink(id, ptr(cstr(await fs.readlink(c, ino))));
-      case OP.MKNOD: return replyEntry(id, await fs.mknod(c, ino, name, Number(a), Number(b)));
-      case OP.MKDIR: return replyEntry(id, await fs.mkdir(c, ino, name, Number(a)));
-      case OP.UNLINK: await fs.unlink(c, ino, name); return void shim.mcfs_reply_err(id, 0);
-      case OP.RMDIR: await fs.rmdir(c, ino, name); return void shim.mcfs_reply_err(id, 0);
-      case OP.SYMLINK: return replyEntry(id, await fs.symlink(c, ino, name, name2));
-      case OP.RENAME: await fs.rename(c, ino, name, Number(a), name2, Number(b)); return void shim.mcfs_reply_err(id, 0);
-      case OP.LINK: return replyEntry(id, await fs.link(c, ino, Number(a), name));
-      case OP.OPEN: {
-        const o = await fs.open(c, ino, Number(a));
-        if (shim.mcfs_reply_open(id, o.fh, o.fd ?? -1, openFlags(o)) !== 0) await fs.release(c, ino, o.fh, false);
-        return;
-      }
-      case OP.CREATE: {
-        const r = await fs.create(c, ino, name, Number(b), Number(a));
-        packAttr(r.attr, attrBuf);
-        if (shim.mcfs_reply_create(id, ptr(attrBuf), entryTo, attrTo, r.open.fh, r.open.fd ?? -1, openFlags(r.open)) !== 0) await fs.release(c, r.attr.ino, r.open.fh, false);
-        return;
-      }
-      case OP.READ: {
-        const d = await fs.read(c, ino, fh, Number(a), Number(b));
-        return void shim.mcfs_reply_buf(id, d.length ? ptr(d) : null, d.length);
-      }
-      case OP.WRITE: return void shim.mcfs_reply_write(id, await fs.write(c, ino, fh, Number(a), data));
-      case OP.FLUSH: await fs.flush(c, ino, fh, a !== 0n); return void shim.mcfs_reply_err(id, 0);
-      case OP.RELEASE: shim.mcfs_clear_fh(fh); await fs.release(c, ino, fh, a !== 0n); return void shim.mcfs_reply_err(id, 0);
-      case OP.FSYNC: await fs.fsync(c, ino, fh, a !== 0n, b !== 0n); return void shim.mcfs_reply_err(id, 0);
-      case OP.OPENDIR: return void shim.mcfs_reply_open(id, await fs.opendir(c, ino), -1, 0);
-      case OP.READDIR:
-      case OP.READDIRPLUS: {
-        const plus = op === OP.READDIRPLUS;
-        const size = Number(b);
-        // Upper bound on what fits, so a huge directory is not fetched whole for each call.
-        const max = Math.max(1, Math.floor(size / (plus ? 136 : 32)));
-        return replyDir(id, size, plus, await fs.readdir(c, ino, fh, Number(a), max, plus));
-      }
-      case OP.RELEASEDIR: await fs.releasedir(c, ino, fh); return void shim.mcfs_reply_err(id, 0);
-      case OP.FSYNCDIR: return void shim.mcfs_reply_err(id, 0);
-      case OP.STATFS: {
-        const s = await fs.statfs(c, ino);
-        const v = new BigUint64Array([s.bsize, s.frsize, s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.favail, s.namemax].map((x) => BigInt(Math.max(0, Math.floor(x)))));
-        return void shim.mcfs_reply_statfs(id, ptr(v));
-      }
-      case OP.SETXATTR: await fs.setxattr(c, ino, name, data, Number(a)); return void shim.mcfs_reply_err(id, 0);
-      case OP.GETXATTR: return replySized(id, Number(a), await fs.getxattr(c, ino, name));
-      case OP.LISTXATTR: {
-        const names = await fs.listxattr(c, ino);
-        return replySized(id, Number(a), enc.encode(names.map((n) => n + "\0").join("")));
-      }
-      case OP.REMOVEXATTR: await fs.removexattr(c, ino, name); return void shim.mcfs_reply_err(id, 0);
-      case OP.ACCESS: await fs.access(c, ino, Number(a)); return void shim.mcfs_reply_err(id, 0);
-      default: return void shim.mcfs_reply_err(id, E.ENOSYS);
-    }
+  async function readdir(r: Req<"readdir" | "readdirplus">, plus: boolean) {
+    const size = Number(r.size);
+    // Upper bound on what fits, so a huge directory is not fetched whole for each call.
+    const max = Math.max(1, Math.floor(size / (plus ? 136 : 32)));
+    replyDir(r.id, size, plus, await fs.readdir(r.c, r.ino, r.fh, Number(r.offset), max, plus));
   }
 
   function replySized(id: number, size: number, v: Uint8Array) {
@@ -234,12 +205,94 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     else shim.mcfs_reply_buf(id, v.length ? ptr(v) : null, v.length);
   }
 
-  function dispatch(op: number, id: number, c: Caller, ino: number, fh: number, a: bigint, b: bigint, rest: bigint[], name: string, name2: string, data: Uint8Array) {
+  const handlers: Handlers = {
+    lookup: async (r) => replyEntry(r.id, await fs.lookup(r.c, r.ino, r.name)),
+    getattr: async (r) => replyAttr(r.id, await fs.getattr(r.c, r.ino, r.hasFh ? r.fh : undefined)),
+    setattr: async (r) => replyAttr(r.id, await fs.setattr(r.c, r.ino, setAttrOf(r), r.hasFh ? r.fh : undefined)),
+    readlink: async (r) => void shim.mcfs_reply_readlink(r.id, ptr(cstr(await fs.readlink(r.c, r.ino)))),
+    mknod: async (r) => replyEntry(r.id, await fs.mknod(r.c, r.ino, r.name, Number(r.mode), Number(r.rdev))),
+    mkdir: async (r) => replyEntry(r.id, await fs.mkdir(r.c, r.ino, r.name, Number(r.mode))),
+    unlink: async (r) => {
+      await fs.unlink(r.c, r.ino, r.name);
+      ok(r.id);
+    },
+    rmdir: async (r) => {
+      await fs.rmdir(r.c, r.ino, r.name);
+      ok(r.id);
+    },
+    symlink: async (r) => replyEntry(r.id, await fs.symlink(r.c, r.ino, r.name, r.target)),
+    rename: async (r) => {
+      await fs.rename(r.c, r.ino, r.name, Number(r.newParent), r.newName, Number(r.flags));
+      ok(r.id);
+    },
+    link: async (r) => replyEntry(r.id, await fs.link(r.c, r.ino, Number(r.newParent), r.newName)),
+    open: async (r) => {
+      const o = await fs.open(r.c, r.ino, Number(r.flags));
+      if (shim.mcfs_reply_open(r.id, o.fh, o.fd ?? -1, openFlags(o)) !== 0) await fs.release(r.c, r.ino, o.fh, false);
+    },
+    create: async (r) => {
+      const { attr, open } = await fs.create(r.c, r.ino, r.name, Number(r.mode), Number(r.flags));
+      packAttr(attr, attrBuf);
+      if (shim.mcfs_reply_create(r.id, ptr(attrBuf), entryTo, attrTo, open.fh, open.fd ?? -1, openFlags(open)) !== 0) await fs.release(r.c, attr.ino, open.fh, false);
+    },
+    read: async (r) => {
+      const d = await fs.read(r.c, r.ino, r.fh, Number(r.offset), Number(r.size));
+      shim.mcfs_reply_buf(r.id, d.length ? ptr(d) : null, d.length);
+    },
+    write: async (r) => void shim.mcfs_reply_write(r.id, await fs.write(r.c, r.ino, r.fh, Number(r.offset), r.data)),
+    flush: async (r) => {
+      await fs.flush(r.c, r.ino, r.fh, r.dirty !== 0n);
+      ok(r.id);
+    },
+    release: async (r) => {
+      shim.mcfs_clear_fh(r.fh);
+      await fs.release(r.c, r.ino, r.fh, r.dirty !== 0n);
+      ok(r.id);
+    },
+    fsync: async (r) => {
+      await fs.fsync(r.c, r.ino, r.fh, r.datasync !== 0n, r.dirty !== 0n);
+      ok(r.id);
+    },
+    opendir: async (r) => void shim.mcfs_reply_open(r.id, await fs.opendir(r.c, r.ino), -1, 0),
+    readdir: (r) => readdir(r, false),
+    readdirplus: (r) => readdir(r, true),
+    releasedir: async (r) => {
+      await fs.releasedir(r.c, r.ino, r.fh);
+      ok(r.id);
+    },
+    // Directories have nothing of their own to sync: their changes are in Redis once made.
+    fsyncdir: async (r) => ok(r.id),
+    statfs: async (r) => {
+      const s = await fs.statfs(r.c, r.ino);
+      shim.mcfs_reply_statfs(r.id, ptr(new BigUint64Array(STATFS.map((k) => BigInt(Math.max(0, Math.floor(s[k])))))));
+    },
+    setxattr: async (r) => {
+      await fs.setxattr(r.c, r.ino, r.name, r.data, Number(r.flags));
+      ok(r.id);
+    },
+    getxattr: async (r) => replySized(r.id, Number(r.size), await fs.getxattr(r.c, r.ino, r.name)),
+    listxattr: async (r) => {
+      const names = await fs.listxattr(r.c, r.ino);
+      replySized(r.id, Number(r.size), enc.encode(names.map((n) => n + "\0").join("")));
+    },
+    removexattr: async (r) => {
+      await fs.removexattr(r.c, r.ino, r.name);
+      ok(r.id);
+    },
+    access: async (r) => {
+      await fs.access(r.c, r.ino, Number(r.mask));
+      ok(r.id);
+    },
+  };
+
+  /** Run one request's handler; whatever it throws is answered with its errno. name: its first string, for onOp. */
+  function dispatch(op: OpName, r: Req<OpName>, name: string) {
     const t0 = opts.onOp ? performance.now() : 0;
-    const done = (errno: number) => opts.onOp?.(OP_NAMES[op] ?? String(op), (performance.now() - t0) / 1000, errno, ino, name);
+    const done = (errno: number) => opts.onOp?.(op, (performance.now() - t0) / 1000, errno, r.ino, name);
     let p: Promise<void>;
     try {
-      p = handle(op, id, c, ino, fh, a, b, rest, name, name2, data);
+      // Decoded by the table for this opcode, so r has exactly the fields handlers[op] reads.
+      p = (handlers[op] as (r: Req<OpName>) => Promise<void>)(r);
     } catch (e) {
       p = Promise.reject(e);
     }
@@ -247,44 +300,43 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
       () => done(0),
       (e: unknown) => {
         const errno = toErrno(e);
-        shim.mcfs_reply_err(id, errno);
+        shim.mcfs_reply_err(r.id, errno);
         done(errno);
       },
     );
+  }
+
+  /** Decode the request at o in pollBuf by its operation's entry in abi.ts and dispatch it. */
+  function decode(o: number) {
+    const id = view.getUint32(o + H.id, true);
+    const d = DECODERS[view.getUint32(o + H.op, true)];
+    if (!d) return void shim.mcfs_reply_err(id, E.ENOSYS);
+    const c: Caller = { uid: view.getUint32(o + H.uid, true), gid: view.getUint32(o + H.gid, true), pid: view.getUint32(o + H.pid, true) };
+    const lens = [view.getUint32(o + H.n1, true), view.getUint32(o + H.n2, true)];
+    const dl = view.getUint32(o + H.dlen, true);
+    const r: Record<string, unknown> = { id, c, ino: Number(view.getBigUint64(o + H.ino, true)), fh: Number(view.getBigUint64(o + H.fh, true)) };
+    for (let i = 0; i < d.args.length; i++) r[d.args[i]!] = view.getBigUint64(o + REQ_ARGS_AT + i * 8, true);
+    let p = o + REQ_HEADER_BYTES;
+    for (let i = 0; i < d.strings.length; i++) {
+      const l = lens[i]!;
+      try {
+        r[d.strings[i]!] = l ? dec.decode(pollBuf.subarray(p, p + l - 1)) : "";
+      } catch {
+        // No such name can exist here; making one is refused.
+        return void shim.mcfs_reply_err(id, d.name === "lookup" ? E.ENOENT : E.EILSEQ);
+      }
+      p += l;
+    }
+    p = o + REQ_HEADER_BYTES + lens[0]! + lens[1]!;
+    r.data = dl ? pollBuf.slice(p, p + dl) : new Uint8Array(0);
+    dispatch(d.name, r as Req<OpName>, d.strings.length ? (r[d.strings[0]!] as string) : "");
   }
 
   function drain() {
     for (;;) {
       const n = shim.mcfs_poll(ptr(pollBuf), pollBuf.length);
       if (n <= 0) return;
-      let o = 0;
-      while (o < n) {
-        const len = view.getUint32(o, true);
-        const id = view.getUint32(o + 4, true);
-        const op = view.getUint32(o + 8, true);
-        const c: Caller = { uid: view.getUint32(o + 12, true), gid: view.getUint32(o + 16, true), pid: view.getUint32(o + 20, true) };
-        const n1 = view.getUint32(o + 24, true), n2 = view.getUint32(o + 28, true), dl = view.getUint32(o + 32, true);
-        const ino = Number(view.getBigUint64(o + 40, true));
-        const fh = Number(view.getBigUint64(o + 48, true));
-        const a = view.getBigUint64(o + 56, true);
-        const b = view.getBigUint64(o + 64, true);
-        const rest = op === OP.SETATTR ? [0, 1, 2, 3, 4, 5].map((i) => view.getBigUint64(o + 72 + i * 8, true)) : [];
-        let p = o + HDR;
-        let name: string, name2: string;
-        try {
-          name = n1 ? dec.decode(pollBuf.subarray(p, p + n1 - 1)) : "";
-          name2 = n2 ? dec.decode(pollBuf.subarray(p + n1, p + n1 + n2 - 1)) : "";
-        } catch {
-          // No such name can exist here; making one is refused.
-          shim.mcfs_reply_err(id, op === OP.LOOKUP ? E.ENOENT : E.EILSEQ);
-          o += len;
-          continue;
-        }
-        p += n1 + n2;
-        const data = dl ? pollBuf.slice(p, p + dl) : new Uint8Array(0);
-        dispatch(op, id, c, ino, fh, a, b, rest, name, name2, data);
-        o += len;
-      }
+      for (let o = 0; o < n; o += view.getUint32(o + H.len, true)) decode(o);
     }
   }
 
@@ -362,9 +414,10 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
       return new Promise<void>((resolve) => flushWaiters.push({ upTo, resolve }));
     },
     ioCounters() {
-      const c = new BigUint64Array(4);
+      const c = new BigUint64Array(IO_COUNTERS.length);
       shim.mcfs_io_counters(ptr(c));
-      return { readOps: Number(c[0]), readBytes: Number(c[1]), writeOps: Number(c[2]), writeBytes: Number(c[3]) };
+      const at = (k: keyof IoCounters) => Number(c[IO_COUNTERS.indexOf(k)]);
+      return { readOps: at("readOps"), readBytes: at("readBytes"), writeOps: at("writeOps"), writeBytes: at("writeBytes") };
     },
   };
 }

@@ -1,0 +1,120 @@
+/*
+ * The fast path. When JS opens a file whose bytes are on the local disk it attaches the backing fd to
+ * the file handle (mcfs_reply_open/create); reads, writes, lseek and fallocate on that handle are then
+ * served here with pread/pwrite/splice, without a round trip through JS. A dirty flag per handle tells
+ * JS at flush/fsync/release whether there is anything to publish; the counters feed its metrics.
+ */
+#include "mcfs_fuse.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_FH (1u << 20)
+
+static _Atomic int fh_fd[MAX_FH];
+static _Atomic uint8_t fh_dirty[MAX_FH];
+static _Atomic uint64_t io_count[IO_N];
+
+void io_reset(void)
+{
+	for (uint32_t i = 0; i < MAX_FH; i++)
+		atomic_store(&fh_fd[i], -1);
+}
+
+static int fd_of(uint64_t fh)
+{
+	return fh < MAX_FH ? atomic_load(&fh_fd[fh]) : -1;
+}
+
+void io_attach(uint64_t fh, int fd)
+{
+	if (fh < MAX_FH) {
+		atomic_store(&fh_dirty[fh], 0);
+		atomic_store(&fh_fd[fh], fd);
+	}
+}
+
+int io_served(uint64_t fh) { return fd_of(fh) >= 0; }
+
+int io_dirty(uint64_t fh) { return fh < MAX_FH && atomic_load(&fh_dirty[fh]); }
+
+int io_take_dirty(uint64_t fh) { return fh < MAX_FH ? atomic_exchange(&fh_dirty[fh], 0) : 0; }
+
+int io_try_read(fuse_req_t req, uint64_t fh, size_t size, off_t off)
+{
+	int fd = fd_of(fh);
+	if (fd < 0)
+		return 0;
+	struct stat st;
+	/* What the read returns: up to the end of the file (the kernel asks in whole pages). */
+	if (fstat(fd, &st) == 0 && st.st_size > off)
+		atomic_fetch_add(&io_count[IO_READ_BYTES], (uint64_t)st.st_size - (uint64_t)off < size ? (uint64_t)st.st_size - (uint64_t)off : size);
+	atomic_fetch_add(&io_count[IO_READ_OPS], 1);
+	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	buf.buf[0].fd = fd;
+	buf.buf[0].pos = off;
+	fuse_reply_data(req, &buf, 0);
+	return 1;
+}
+
+int io_try_write(fuse_req_t req, uint64_t fh, struct fuse_bufvec *in, off_t off)
+{
+	int fd = fd_of(fh);
+	if (fd < 0)
+		return 0;
+	struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
+	out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	out.buf[0].fd = fd;
+	out.buf[0].pos = off;
+	ssize_t n = fuse_buf_copy(&out, in, 0);
+	if (n < 0) {
+		fuse_reply_err(req, (int)-n);
+		return 1;
+	}
+	atomic_store(&fh_dirty[fh], 1);
+	atomic_fetch_add(&io_count[IO_WRITE_OPS], 1);
+	atomic_fetch_add(&io_count[IO_WRITE_BYTES], (uint64_t)n);
+	fuse_reply_write(req, (size_t)n);
+	return 1;
+}
+
+void io_fallocate(fuse_req_t req, uint64_t fh, int mode, off_t off, off_t len)
+{
+	int fd = fd_of(fh);
+	if (fd < 0) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	int r = fallocate(fd, mode, off, len);
+	if (r == 0)
+		atomic_store(&fh_dirty[fh], 1);
+	fuse_reply_err(req, r == 0 ? 0 : errno);
+}
+
+void io_lseek(fuse_req_t req, uint64_t fh, off_t off, int whence)
+{
+	int fd = fd_of(fh);
+	if (fd < 0) {
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
+	off_t r = lseek(fd, off, whence);
+	if (r < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_lseek(req, r);
+}
+
+/* Detach the backing fd from fh (JS closes the fd itself afterwards). */
+void mcfs_clear_fh(uint64_t fh) { io_attach(fh, -1); }
+
+/* Reads and writes served from local fds so far, in the order of IO_*. */
+void mcfs_io_counters(uint64_t *out)
+{
+	for (int i = 0; i < IO_N; i++)
+		out[i] = atomic_load(&io_count[i]);
+}

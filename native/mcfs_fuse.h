@@ -1,0 +1,50 @@
+/*
+ * What the shim's files share: libfuse's low-level API, the layout JS reads and writes (mcfs_abi.h,
+ * generated from src/fuse/abi.ts with the mcfs_* functions JS calls), and each file's functions for the
+ * others. The shim is one .so whose version script exports only mcfs_*, so nothing internal is named so.
+ *
+ * Request path: libfuse thread -> ops.c handler -> io.c (served from a local fd) or queue.c (copied,
+ * given an id by ids.c, JS woken) -> JS drains with mcfs_poll -> replies through reply.c by id.
+ */
+#ifndef MCFS_FUSE_H
+#define MCFS_FUSE_H
+#define FUSE_USE_VERSION 312
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <fuse_lowlevel.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "mcfs_abi.h"
+
+/* ops.c: the low-level handlers the session runs. */
+extern const struct fuse_lowlevel_ops ll_ops;
+
+/* ids.c: reply ids (slot|generation) for queued requests, so each is answered exactly once. */
+void ids_reset(void);
+uint32_t ids_put(fuse_req_t req); /* 0 when the table is full */
+fuse_req_t ids_take(uint32_t id); /* NULL for a stale, repeated or unknown id */
+
+/* queue.c: requests waiting for JS, and the pipe that wakes it. */
+int queue_open(void); /* the wake pipe's read end for JS, or -errno */
+void queue_close(void);
+void queue_wake(void);
+/* Copy h (op and arguments set) with its strings and data into the queue, or answer the request with an error. */
+void queue_put(fuse_req_t req, struct mcfs_req *h, const char *s1, const char *s2, const void *data, size_t dlen);
+
+/* io.c: reads and writes served from the local fd JS attached to a file handle. */
+void io_reset(void);
+void io_attach(uint64_t fh, int fd); /* fd -1 detaches */
+int io_try_read(fuse_req_t req, uint64_t fh, size_t size, off_t off);    /* 1: answered here */
+int io_try_write(fuse_req_t req, uint64_t fh, struct fuse_bufvec *in, off_t off);
+int io_served(uint64_t fh);      /* an fd serves this handle */
+int io_dirty(uint64_t fh);       /* written through it since the last io_take_dirty */
+int io_take_dirty(uint64_t fh);  /* the dirty flag, cleared */
+void io_fallocate(fuse_req_t req, uint64_t fh, int mode, off_t off, off_t len);
+void io_lseek(fuse_req_t req, uint64_t fh, off_t off, int whence);
+
+/* notify.c: kernel cache invalidations, made on their own thread. */
+int notify_start(struct fuse_session *se);
+void notify_stop(void);
+
+#endif

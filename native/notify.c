@@ -1,0 +1,145 @@
+/*
+ * Kernel cache invalidations run on their own thread: a notification can block until the kernel gets a
+ * directory lock held by a request that only JS can answer, so JS must never make them itself. JS
+ * queues them (mcfs_inval_*) and, when it must know they reached the kernel, waits for the done count
+ * to reach the pushed count (mcfs_notes_*); the thread wakes JS each time it drains the queue.
+ */
+#include "mcfs_fuse.h"
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct note {
+	struct note *next;
+	uint64_t ino;
+	uint64_t seq;
+	int entry;
+	/* Inode: only its attributes (its cached pages stay). */
+	int attrs_only;
+	char name[];
+};
+
+static struct fuse_session *se;
+static uint64_t notes_pushed, notes_done;
+static pthread_mutex_t nlock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t ncond = PTHREAD_COND_INITIALIZER;
+static struct note *nhead, *ntail;
+static int note_stop;
+static pthread_t note_thread;
+static int note_running;
+
+static void *note_main(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&nlock);
+	for (;;) {
+		while (!nhead && !note_stop)
+			pthread_cond_wait(&ncond, &nlock);
+		if (note_stop)
+			break;
+		struct note *n = nhead;
+		nhead = n->next;
+		if (!nhead)
+			ntail = NULL;
+		pthread_mutex_unlock(&nlock);
+		/* ENOENT only means the kernel had nothing cached for it. */
+		if (n->entry)
+			fuse_lowlevel_notify_inval_entry(se, n->ino, n->name, strlen(n->name));
+		else
+			fuse_lowlevel_notify_inval_inode(se, n->ino, n->attrs_only ? -1 : 0, 0);
+		uint64_t seq = n->seq;
+		free(n);
+		pthread_mutex_lock(&nlock);
+		notes_done = seq;
+		/* Drained: JS may be waiting for these to have reached the kernel. */
+		if (!nhead) {
+			pthread_mutex_unlock(&nlock);
+			queue_wake();
+			pthread_mutex_lock(&nlock);
+		}
+	}
+	while (nhead) {
+		struct note *n = nhead;
+		nhead = n->next;
+		free(n);
+	}
+	ntail = NULL;
+	pthread_mutex_unlock(&nlock);
+	return NULL;
+}
+
+/* Start the thread for session s; without it invalidations are refused (ENOTCONN). */
+int notify_start(struct fuse_session *s)
+{
+	se = s;
+	note_stop = 0;
+	if (pthread_create(&note_thread, NULL, note_main, NULL) != 0)
+		return -EAGAIN;
+	note_running = 1;
+	return 0;
+}
+
+/* Stop the thread, dropping what it has not done yet (the session is ending). */
+void notify_stop(void)
+{
+	pthread_mutex_lock(&nlock);
+	int joined_notes = note_running;
+	note_running = 0;
+	note_stop = 1;
+	pthread_cond_signal(&ncond);
+	pthread_mutex_unlock(&nlock);
+	if (joined_notes)
+		pthread_join(note_thread, NULL);
+}
+
+static int note_push(uint64_t ino, const char *name, int attrs_only)
+{
+	size_t l = name ? strlen(name) + 1 : 1;
+	struct note *n = malloc(sizeof *n + l);
+	if (!n)
+		return -ENOMEM;
+	n->next = NULL;
+	n->ino = ino;
+	n->entry = name != NULL;
+	n->attrs_only = attrs_only;
+	memcpy(n->name, name ? name : "", l);
+	pthread_mutex_lock(&nlock);
+	if (!note_running) {
+		pthread_mutex_unlock(&nlock);
+		free(n);
+		return -ENOTCONN;
+	}
+	n->seq = ++notes_pushed;
+	if (ntail) ntail->next = n; else nhead = n;
+	ntail = n;
+	pthread_cond_signal(&ncond);
+	pthread_mutex_unlock(&nlock);
+	return 0;
+}
+
+/* Forget the kernel's cached entry parent/name (queued). */
+int mcfs_inval_entry(uint64_t parent, const char *name) { return note_push(parent, name, 0); }
+
+/* Forget the kernel's cached attributes and pages of ino (queued). */
+int mcfs_inval_inode(uint64_t ino) { return note_push(ino, NULL, 0); }
+
+/* Forget the kernel's cached attributes of ino, keeping its pages (queued). */
+int mcfs_inval_attrs(uint64_t ino) { return note_push(ino, NULL, 1); }
+
+/* How many invalidations were queued, and how many carried out (the kernel has them). */
+uint64_t mcfs_notes_pushed(void)
+{
+	pthread_mutex_lock(&nlock);
+	uint64_t n = notes_pushed;
+	pthread_mutex_unlock(&nlock);
+	return n;
+}
+
+uint64_t mcfs_notes_done(void)
+{
+	pthread_mutex_lock(&nlock);
+	uint64_t n = notes_done;
+	pthread_mutex_unlock(&nlock);
+	return n;
+}
