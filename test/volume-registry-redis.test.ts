@@ -21,10 +21,4 @@ volumeRegistryContract(
     const registry = createRedisVolumeRegistry(await connectRedis({ url: redis!.url }));
     return { registry, cleanup: () => registry.close() };
   },
-  {
-    knownBugs: {
-      "a capacity set for a volume that is gone does not block creating it again":
-        "setCapacity is a plain HSET: on a removed id it leaves csi:vol:{id} holding only capacity; the CREATE script then sees the key EXISTS and returns it, and create() answers { record: undefined, created: false } (CreateVolume would fail Internal on that name from then on)",
-    },
-  },
 );

@@ -32,6 +32,8 @@ function record(id: string, h: Record<string, string>): VolumeRecord | undefined
   return { id, name: h.name, capacity: Number(h.capacity ?? 0), createdAt: Number(h.created ?? 0) };
 }
 
+const SET_CAPACITY = `if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'capacity', ARGV[1]) end return 0`;
+
 export function createRedisVolumeRegistry(client: RedisClient): VolumeRegistry {
   return {
     async ping() {
@@ -74,7 +76,8 @@ export function createRedisVolumeRegistry(client: RedisClient): VolumeRegistry {
       else await client.hDel(`${P}pub:${id}`, node);
     },
     async setCapacity(id, bytes) {
-      await client.hSet(`${P}vol:${id}`, "capacity", storable(bytes));
+      // Only on a volume that is there: a key holding capacity alone would block creating the name again.
+      await client.eval(SET_CAPACITY, { keys: [`${P}vol:${id}`], arguments: [storable(bytes)] });
     },
     async reportNode(node, r) {
       await client.hSet(`${P}nodes`, node, JSON.stringify(r));
