@@ -145,3 +145,35 @@ describe("dashboards/mcfs.json", () => {
     for (const name of used) expect({ name, exported: exported.has(name) }).toEqual({ name, exported: true });
   });
 });
+
+describe.skipIf(!!skip)("read-ahead into a RAM tier smaller than the directory", () => {
+  const n = useCluster("readahead", ["a", "b"], { b: ["--metrics-port", "0", "--ram-cache-mib", "4", "--disk-cache-mib", "0"] }).nodes;
+
+  test("a listed directory's small files come along with the first read; the bytes moved stay within 1.2x those read, and any fetched but never read are counted", async () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "inputs"));
+    const files = Array.from({ length: 120 }, (_, i) => ({ name: `f${String(i).padStart(3, "0")}`, data: randomBytes(100 * 1024) }));
+    for (const f of files) fs.writeFileSync(join(a.mnt, "inputs", f.name), f.data);
+    // A task lists its inputs first: the listing is what lets B fetch a file's siblings along with it.
+    expect(fs.readdirSync(join(b.mnt, "inputs")).length).toBe(files.length);
+    const before = await scrape(b);
+    let read = 0;
+    // In an order of its own (tasks pick their inputs), not the listing's.
+    const order = files.map((f, i) => ({ f, k: (i * 37) % files.length })).sort((x, y) => x.k - y.k).map((x) => x.f);
+    for (const f of order) {
+      const got = fs.readFileSync(join(b.mnt, "inputs", f.name));
+      expect(got.equals(f.data)).toBe(true);
+      read += got.length;
+    }
+    const after = await scrape(b);
+    const moved = after("mcfs_peer_bytes_total", { direction: "received" }) - before("mcfs_peer_bytes_total", { direction: "received" });
+    const unused = after("mcfs_readahead_unused_bytes_total") - before("mcfs_readahead_unused_bytes_total");
+    const hits = after("mcfs_cache_hits_total") - before("mcfs_cache_hits_total");
+    console.log(`read ${read} bytes on B, ${moved} moved from A (${(moved / read).toFixed(2)}x), ${unused} fetched and evicted unread`);
+    // Fetched along with the first ones asked for: most opens find their copy already here.
+    expect(hits).toBeGreaterThan(files.length / 2);
+    expect(moved).toBeGreaterThanOrEqual(read);
+    expect(moved).toBeLessThanOrEqual(1.2 * read);
+    expect(unused).toBeLessThanOrEqual(moved - read);
+  }, 120_000);
+});

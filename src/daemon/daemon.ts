@@ -168,7 +168,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       cleanups.push(async () => pool.close());
       remote = createRemoteData({
         root, store, peers: createPeerReads(pool), cache, nodeId, startedAt, log: nlog,
-        observe: m && { cache: (hit) => (hit ? m.cacheHits : m.cacheMisses).inc(), received: (n) => m.peerBytes.inc({ direction: "received" }, n) },
+        observe: m && { cache: (hit) => (hit ? m.cacheHits : m.cacheMisses).inc(), received: (n) => m.peerBytes.inc({ direction: "received" }, n), unused: (n) => m.readAheadUnused.inc(n) },
       });
       copies = cache;
       const server = await startPeerServer({

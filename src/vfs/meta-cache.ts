@@ -15,6 +15,8 @@ export interface MetaCache {
    * name, undefined: no listing yet (one is loaded in the background).
    */
   listed(parent: number, name: string): number | null | undefined;
+  /** The directory's listing will be wanted (it is being read): load it in the background if it is not. */
+  want(dir: number): void;
   /** The directory's listing, if loaded: name -> inode (0: not known yet). */
   entries(dir: number): ReadonlyMap<string, number> | undefined;
   /** A name appeared in or left a directory. */
@@ -135,6 +137,9 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
         return undefined;
       }
       return l.get(name) ?? null;
+    },
+    want(dir) {
+      void loadListing(dir).catch(() => {});
     },
     entries: (dir) => listings.get(dir),
     dirChanged,

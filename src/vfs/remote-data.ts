@@ -58,7 +58,7 @@ export interface RemoteDataOptions {
   startedAt: number;
   log: Logger;
   /** For metrics: an open found its copy cached (hit) or had to fetch it; bytes received from peers. */
-  observe?: { cache(hit: boolean): void; received(bytes: number): void };
+  observe?: { cache(hit: boolean): void; received(bytes: number): void; unused(bytes: number): void };
 }
 
 /**
@@ -74,7 +74,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   const received = o.observe && ((n: number) => o.observe!.received(n));
   const sources = createSources({ store: o.store, nodeId: o.nodeId });
   const streams = createStreams({ peers: o.peers, sources, log: o.log, ...(received ? { received } : {}) });
-  const batches = createBatches({ peers: o.peers, store: o.store, cache: o.cache, log: o.log, list, ...(received ? { received } : {}) });
+  const batches = createBatches({ peers: o.peers, store: o.store, cache: o.cache, log: o.log, list, ...(received ? { received } : {}), ...(o.observe ? { unused: (n: number) => o.observe!.unused(n) } : {}) });
   const rangeOptions = { cache: o.cache, peers: o.peers, log: o.log, arriving: (ino: number, version: number) => arriving.get(`${ino}.${version}`), ...(received ? { received } : {}) };
 
   /** Copies to list as this node's, written together (a batch of small files lists in one call). */

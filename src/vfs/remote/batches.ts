@@ -65,6 +65,8 @@ export interface BatchesOptions {
   /** A companion arrived whole into the cache: list it as this node's copy. */
   list(ino: number, version: number): void;
   received?: (bytes: number) => void;
+  /** Fetched along and evicted before anyone opened it: bytes moved for nothing. */
+  unused?: (bytes: number) => void;
 }
 
 export function createBatches(o: BatchesOptions): Batches {
@@ -177,16 +179,23 @@ export function createBatches(o: BatchesOptions): Batches {
     return { first: firstArrived, all };
   }
 
-  function readAhead(src: Source, siblings: Siblings): void {
-    const key = `${src.node}/${siblings.dir}`;
-    // Copies evicted before anyone opened them no longer count.
+  /** What fetched-along copies not yet opened may take: half the RAM tier (the rest is for copies in use). */
+  const ramRoom = () => (o.cache.usage().find((t) => t.tier === "ram")?.limit ?? 0) / 2;
+
+  /** Copies evicted before anyone opened them no longer count against read-ahead; they were fetched for nothing. */
+  function sweep(): void {
     for (const [ino, size] of unopened) {
       if (o.cache.versionOf(ino) !== undefined) continue;
       unopened.delete(ino);
       unopenedBytes -= size;
+      o.unused?.(size);
     }
-    const room = (o.cache.usage().find((t) => t.tier === "ram")?.limit ?? 0) / 2;
-    if (readingAhead.has(key) || unopenedBytes >= room) return;
+  }
+
+  function readAhead(src: Source, siblings: Siblings): void {
+    const key = `${src.node}/${siblings.dir}`;
+    sweep();
+    if (readingAhead.has(key) || unopenedBytes >= ramRoom()) return;
     readingAhead.add(key);
     void (async () => {
       let full = false;
