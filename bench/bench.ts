@@ -182,6 +182,27 @@ async function runCases(t: Target): Promise<Row> {
   return row;
 }
 
+const WF_INPUTS = 300;
+const WF_TASKS = 600;
+/** One workflow worker: tasks from..to by step, each reading 4 inputs (8-64 KiB) and writing one 16 KiB output. */
+const WF_WORKER = `const fs = require("fs"); const [inDir, outDir, from, to, step, n] = process.argv.slice(-6);
+for (let t = +from; t < +to; t += +step) { for (let k = 0; k < 4; k++) fs.readFileSync(inDir + "/i" + ((t * 7 + k * 13) % +n));
+  fs.writeFileSync(outDir + "/o" + t, Buffer.alloc(16384, t & 255)); }`;
+
+/** Inputs written through dirs[i % dirs.length] (each node writes its share), then WF_TASKS tasks spread over the dirs at once: tasks/s. */
+async function workflow(dirs: string[]): Promise<number> {
+  fs.mkdirSync(join(dirs[0]!, "wf", "in"), { recursive: true });
+  fs.mkdirSync(join(dirs[0]!, "wf", "out"));
+  for (let i = 0; i < WF_INPUTS; i++) fs.writeFileSync(join(dirs[i % dirs.length]!, "wf", "in", `i${i}`), Buffer.alloc(8192 + ((i * 7919) % 57344), i & 255));
+  spawnSync(["sync"]);
+  const s = await timeAsync(() => Promise.all(dirs.map(async (d, w) => {
+    const code = await spawn([process.execPath, "-e", WF_WORKER, join(d, "wf", "in"), join(d, "wf", "out"), String(w), String(WF_TASKS), String(dirs.length), String(WF_INPUTS)], { stderr: "inherit" }).exited;
+    if (code !== 0) throw new Error(`workflow worker ${w} failed`);
+  })));
+  if (fs.readdirSync(join(dirs[0]!, "wf", "out")).length !== WF_TASKS) throw new Error("workflow outputs missing");
+  return WF_TASKS / s;
+}
+
 /** Two nodes on this machine, one redis-server: bytes written on A, read on A and on B. */
 async function clusterCases(work: string, targets: Target[]): Promise<string> {
   const sock = join(work, "redis.sock");
@@ -230,13 +251,44 @@ async function clusterCases(work: string, targets: Target[]): Promise<string> {
     };
     rows.push([`read ${FILES} 4 KiB files, first time (files/s)`, FILES / timeIt(readSmall(a.dir)), FILES / timeIt(readSmall(b.dir))]);
     rows.push([`read ${FILES} 4 KiB files again (files/s)`, FILES / timeIt(readSmall(a.dir)), FILES / timeIt(readSmall(b.dir))]);
+    // Creates with another node up: every name goes to Redis (no sole-node write-behind).
+    fs.mkdirSync(join(a.dir, "creates"));
+    const cdata = Buffer.alloc(4096, 0x63);
+    const c1 = FILES / timeIt(() => {
+      for (let i = 0; i < FILES; i++) {
+        const f = fs.openSync(join(a.dir, "creates", `c${i}`), "w");
+        fs.writeSync(f, cdata);
+        fs.closeSync(f);
+      }
+    });
+    const PAR = Math.floor(FILES / 2);
+    const per = Math.ceil(PAR / WRITERS);
+    const c4 = PAR / (await timeAsync(() => Promise.all(Array.from({ length: WRITERS }, async (_, w) => {
+      const code = await spawn([process.execPath, "-e", WRITER_SRC, join(a.dir, "creates"), String(w * per), String(Math.min(PAR, (w + 1) * per))], { stderr: "inherit" }).exited;
+      if (code !== 0) throw new Error(`cluster writer ${w} failed`);
+    }))));
+    const c = await node("c", await freePort());
+    const local = join(work, "wf-local");
+    fs.mkdirSync(local);
+    const wfLocal = await workflow([local, local, local]);
+    const wfMcfs = await workflow([a.dir, b.dir, c.dir]);
     await a.stop();
     await b.stop();
+    await c.stop();
     const f = (n: number) => (n >= 100 ? n.toFixed(0) : n.toFixed(2));
     return [
       `| case (written on node A) | read on A | read on B | B / A |`,
       `|---|---:|---:|---:|`,
       ...rows.map(([k, x, y]) => `| ${k} | ${f(x)} | ${f(y)} | ${(y / x).toFixed(2)} |`),
+      ``,
+      `| case | local dir | mcfs | mcfs / local |`,
+      `|---|---:|---:|---:|`,
+      `| workflow: ${WF_TASKS} tasks on 3 nodes, each reading 4 of ${WF_INPUTS} inputs (8-64 KiB) the nodes wrote, writing one output (tasks/s) | ${f(wfLocal)} | ${f(wfMcfs)} | ${(wfMcfs / wfLocal).toFixed(2)} |`,
+      ``,
+      `| case (cluster mode: node B up) | mcfs on A |`,
+      `|---|---:|`,
+      `| create 4 KiB files, 1 writer (files/s) | ${f(c1)} |`,
+      `| create 4 KiB files, ${WRITERS} writers (files/s) | ${f(c4)} |`,
     ].join("\n");
   } finally {
     redis.kill();
@@ -282,7 +334,7 @@ try {
   console.log(clusterTable);
   if (OUT) {
     const cmd = `bun bench/bench.ts --big-mib ${BIG_MIB} --files ${FILES} --out ${OUT}`;
-    fs.writeFileSync(OUT, `# Benchmark results\n\nProduced by \`${cmd}\` on ${new Date().toISOString().slice(0, 10)} (${spawnSync(["uname", "-srm"]).stdout.toString().trim()}, ${require("node:os").cpus().length} cores).\nRatios: above 1 means mcfs is faster. Small files: ${FILES} x 4 KiB in one directory, then half as many again by ${WRITERS} processes at once. Big file: ${BIG_MIB} MiB written in 1 MiB blocks (timed before its fsync; best of three runs). "After remount": the FUSE filesystem is stopped and mounted again over the same data, so its own caches and the kernel's start empty; the plain directory has no such restart (this machine refuses drop_caches), so its numbers there are warm.\n\n${table}\n\n## Across nodes\n\nTwo daemons on this machine (loopback), one redis-server, a cluster secret: the bytes are written on A, then read on A itself and on B (which fetches them from A over gRPC into its cache directory). The small files are written after a \`sync\`, so the big file's write-back is over.\n\n${clusterTable}\n`);
+    fs.writeFileSync(OUT, `# Benchmark results\n\nProduced by \`${cmd}\` on ${new Date().toISOString().slice(0, 10)} (${spawnSync(["uname", "-srm"]).stdout.toString().trim()}, ${require("node:os").cpus().length} cores).\nRatios: above 1 means mcfs is faster. Small files: ${FILES} x 4 KiB in one directory, then half as many again by ${WRITERS} processes at once. Big file: ${BIG_MIB} MiB written in 1 MiB blocks (timed before its fsync; best of three runs). "After remount": the FUSE filesystem is stopped and mounted again over the same data, so its own caches and the kernel's start empty; the plain directory has no such restart (this machine refuses drop_caches), so its numbers there are warm.\n\n${table}\n\n## Across nodes\n\nTwo daemons on this machine (loopback), one redis-server, a cluster secret: the bytes are written on A, then read on A itself and on B (which fetches them from A over gRPC into its cache directory). The small files are written after a \`sync\`, so the big file's write-back is over. Then a workflow: a third node joins, each node writes a third of the inputs, and one process per node runs its share of the tasks at once (the same three processes on one local directory for the reference). Then creates on A while B is up (cluster mode: names go to Redis as they are made). GlusterFS is not in this table: Debian's glusterfs-server was not installed in this run.\n\n${clusterTable}\n`);
   }
 } finally {
   for (const t of targets) await t.stop().catch(() => {});
