@@ -172,6 +172,26 @@ describe.skipIf(!!skip)("daemon life cycle", () => {
   });
 });
 
+describe.skipIf(!!skip)("signals", () => {
+  // A SIGTERM while the daemon starts (it may have mounted already) must still end in a clean
+  // unmount and exit 0, never the default action that leaves a dead mount.
+  test("SIGTERM during start: the daemon finishes starting, unmounts and exits 0", async () => {
+    const base = temp("sigstart");
+    const mnt = join(base, "mnt"), log = join(base, "log");
+    fs.writeFileSync(log, "");
+    const p = spawn([MCFS, "daemon", "-f", mnt, "-r", join(base, "root")], { stdout: Bun.file(log), stderr: Bun.file(log) });
+    cleanups.push(async () => {
+      if (p.exitCode === null) p.kill("SIGKILL");
+      await p.exited;
+      forceUnmount(mnt);
+    });
+    await waitFor("the daemon's first log line", () => fs.readFileSync(log, "utf8").length > 0);
+    p.kill("SIGTERM");
+    expect(await p.exited).toBe(0);
+    expect(isMounted(mnt)).toBe(false);
+  });
+});
+
 describe.skipIf(!!skip)("running conditions", () => {
   test("starts where $TMPDIR is mounted noexec (the shim is loaded from memory), and with -s", async () => {
     const base = temp("noexec");

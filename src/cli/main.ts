@@ -20,24 +20,28 @@ async function daemonMain(argv: Parameters<typeof daemonConfig>[0]) {
     process.exit(2);
   }
   const log = createLogger({ debug: cfg.debug, format: cfg.logFormat });
-  let d;
-  try {
-    d = await runDaemon(cfg, log);
-  } catch (e) {
-    log.error((e as Error).message);
-    process.exit(1);
-  }
-  const daemon = d;
+  // Caught from the start: a signal while the daemon starts (after it mounted, say) must still
+  // unmount, not kill the process and leave a dead mount behind. It stops once started.
+  let daemon: Awaited<ReturnType<typeof runDaemon>> | undefined;
+  let pending: string | undefined;
   let signals = 0;
   const onSignal = (sig: string) => {
     if (++signals > 1) {
       log.warn({ signal: sig }, "second signal: exiting now");
       process.exit(130);
     }
-    void daemon.stop(sig);
+    if (daemon) void daemon.stop(sig);
+    else pending = sig;
   };
   process.on("SIGINT", () => onSignal("SIGINT"));
   process.on("SIGTERM", () => onSignal("SIGTERM"));
+  try {
+    daemon = await runDaemon(cfg, log);
+  } catch (e) {
+    log.error((e as Error).message);
+    process.exit(1);
+  }
+  if (pending) void daemon.stop(pending);
   await daemon.done;
   process.exit(0);
 }
@@ -45,6 +49,11 @@ async function daemonMain(argv: Parameters<typeof daemonConfig>[0]) {
 /** Run a CSI role until SIGINT/SIGTERM. */
 async function roleMain(cfg: { debug: boolean; logFormat: LogFormat }, start: (log: Logger) => Promise<Role>) {
   const log = createLogger({ debug: cfg.debug, format: cfg.logFormat });
+  // Caught from the start, as the daemon does: a signal while the role starts stops it once started.
+  const signalled = new Promise<void>((res) => {
+    process.once("SIGINT", () => res());
+    process.once("SIGTERM", () => res());
+  });
   let role: Role;
   try {
     role = await start(log);
@@ -52,10 +61,7 @@ async function roleMain(cfg: { debug: boolean; logFormat: LogFormat }, start: (l
     log.error((e as Error).message);
     process.exit(1);
   }
-  await new Promise<void>((res) => {
-    process.once("SIGINT", () => res());
-    process.once("SIGTERM", () => res());
-  });
+  await signalled;
   await role.stop().catch((e: unknown) => log.warn({ err: (e as Error).message }, "stop failed"));
   process.exit(0);
 }
