@@ -12,11 +12,11 @@
 import { parseHolders, parseRecord } from "./redis/record-codec.ts";
 import { newGeneration, newVersion, type DirListing, type Holders, type Inode, type Invalidation, type MetadataStore, type NodeInfo, type NodeReport, type NodeState, type Removed, type Renamed, type ScannedInode, type TodoEntry } from "./store.ts";
 import { fsError } from "../util/errno.ts";
+import { createChangeOutbox } from "./change-outbox.ts";
 import { nowNs } from "../util/time.ts";
 import { S_IFMT, S_IFDIR, S_IFREG, S_ISGID } from "../util/file-mode.ts";
 
 /** As in redis/change-feed.ts: longest a rename or unlink waits for the other nodes' acknowledgements. */
-const ACK_WAIT_MS = 500;
 const BATCH = 1000;
 
 type Hash = Map<string, string>;
@@ -178,49 +178,15 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
     mine.push([channel, h]);
   }
   let subscribed = false;
-  let outbox: Invalidation[] = [];
-  let outboxWaits = false;
-  let outboxDone: Promise<void> | undefined;
-  let seq = 0;
-  const awaitingAcks = new Map<number, { need: Set<string>; done: () => void }>();
-  const unresponsive = new Set<string>();
-
-  function publish(ch: Partial<Omit<Invalidation, "origin">>, wait = false): Promise<void> {
-    const inv: Invalidation = { origin: nodeId, added: ch.added ?? [], removed: ch.removed ?? [], inodes: ch.inodes ?? [], data: ch.data ?? [], todo: ch.todo ?? [] };
-    wait &&= opts.waitForAcks !== false;
-    outboxWaits ||= wait;
-    if (outbox.push(inv) > 1) return wait ? outboxDone! : Promise.resolve();
-    let settle!: () => void;
-    outboxDone = new Promise<void>((res) => (settle = res));
-    const done = outboxDone;
-    queueMicrotask(() => {
-      const batch = outbox;
-      const ack = outboxWaits;
-      outbox = [];
-      outboxWaits = false;
-      const sq = ++seq;
-      const send = () => emit("inval", JSON.stringify({ origin: nodeId, seq: sq, ack, changes: batch }));
-      const ids = [...s.nodes.keys()].filter((id) => id !== nodeId && alive(id) && !unresponsive.has(id));
-      if (!ack || !ids.length || !subscribed) {
-        send();
-        return settle();
-      }
-      const need = new Set(ids);
-      const finish = () => {
-        clearTimeout(timer);
-        awaitingAcks.delete(sq);
-        settle();
-      };
-      const timer = setTimeout(() => {
-        for (const id of need) unresponsive.add(id);
-        opts.onSlowNodes?.("unresponsive", [...need]);
-        finish();
-      }, ACK_WAIT_MS);
-      awaitingAcks.set(sq, { need, done: finish });
-      send();
-    });
-    return wait ? done : Promise.resolve();
-  }
+  const outbox = createChangeOutbox({
+    nodeId,
+    waitForAcks: opts.waitForAcks,
+    onSlowNodes: opts.onSlowNodes,
+    peers: async () => [...s.nodes.keys()].filter((id) => id !== nodeId && alive(id)),
+    listening: () => subscribed,
+    send: (m) => emit("inval", m),
+  });
+  const publish = outbox.publish;
 
   function nodesNow(): Map<string, NodeState> {
     return new Map(
@@ -513,14 +479,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
         const ack = m.ack ? () => emit(`ack:${m.origin}`, `${nodeId} ${m.seq}`) : undefined;
         onChanges(m.changes, ack);
       });
-      listen(`ack:${nodeId}`, (msg) => {
-        const [node, sq] = msg.split(" ");
-        if (node && unresponsive.delete(node)) opts.onSlowNodes?.("answering", [node]);
-        const w = awaitingAcks.get(Number(sq));
-        if (!w || !node) return;
-        w.need.delete(node);
-        if (!w.need.size) w.done();
-      });
+      listen(`ack:${nodeId}`, outbox.acked);
     },
     async takeTodo() {
       const items = s.todo.get(nodeId) ?? [];

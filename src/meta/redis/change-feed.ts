@@ -6,9 +6,7 @@
 import type { RedisClient } from "../redis-connect.ts";
 import type { ChangeFeed, Invalidation, NodeState, TodoEntry } from "../store.ts";
 import type { Keys } from "./keys.ts";
-
-/** Longest a rename or unlink waits for the other nodes to acknowledge it (a node that hangs). */
-const ACK_WAIT_MS = 500;
+import { createChangeOutbox } from "../change-outbox.ts";
 
 export interface ChangeFeedOptions {
   /** This node: the origin of the changes it publishes. */
@@ -26,7 +24,7 @@ export interface RedisChangeFeed extends ChangeFeed {
    * hears the change is done; changes completed together (one batch of Redis replies) go as one
    * message, in order, so a burst costs the other nodes one message, not thousands.
    * With wait, the promise resolves once every live node has acknowledged the message (its kernel
-   * has dropped what it cached), or after ACK_WAIT_MS: a rename or unlink is then visible everywhere
+   * has dropped what it cached), or after a bound (see change-outbox.ts): a rename or unlink is then visible everywhere
    * when it returns. Otherwise it resolves at once.
    */
   publish(ch: Partial<Omit<Invalidation, "origin">>, wait?: boolean): Promise<void>;
@@ -35,16 +33,6 @@ export interface RedisChangeFeed extends ChangeFeed {
 }
 
 export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFeedOptions): RedisChangeFeed {
-  let outbox: Invalidation[] = [];
-  let outboxWaits = false;
-  let outboxDone: Promise<void> | undefined;
-  let seq = 0;
-  const awaitingAcks = new Map<number, { need: Set<string>; done: () => void }>();
-  /**
-   * Nodes that let a wait run out: not waited for by any later change until they answer again (a
-   * stopped node would otherwise cost every rename and unlink on every node the full wait).
-   */
-  const unresponsive = new Set<string>();
   let peers: { at: number; ids: Promise<string[]> } | undefined;
   let refreshing = false;
   let subscriber: ReturnType<typeof client.duplicate> | undefined;
@@ -63,50 +51,17 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
     return peers.ids;
   }
 
+  const outbox = createChangeOutbox({
+    nodeId: opts.nodeId,
+    waitForAcks: opts.waitForAcks,
+    onSlowNodes: opts.onSlowNodes,
+    peers: livePeers,
+    listening: () => subscriber !== undefined,
+    send: (m) => void client.publish(keys.inval, m).catch(() => {}),
+  });
+
   return {
-    publish(ch, wait = false) {
-      const inv: Invalidation = { origin: opts.nodeId, added: ch.added ?? [], removed: ch.removed ?? [], inodes: ch.inodes ?? [], data: ch.data ?? [], todo: ch.todo ?? [] };
-      wait &&= opts.waitForAcks !== false;
-      outboxWaits ||= wait;
-      if (outbox.push(inv) > 1) return wait ? outboxDone! : Promise.resolve();
-      let settle!: () => void;
-      outboxDone = new Promise<void>((res) => (settle = res));
-      const done = outboxDone;
-      queueMicrotask(() => {
-        const batch = outbox;
-        const ack = outboxWaits;
-        outbox = [];
-        outboxWaits = false;
-        const s = ++seq;
-        const send = () => void client.publish(keys.inval, JSON.stringify({ origin: opts.nodeId, seq: s, ack, changes: batch })).catch(() => {});
-        if (!ack) {
-          send();
-          return settle();
-        }
-        // The waiter is registered before the message goes out: an ack can never come before it.
-        void livePeers().then((all) => {
-          const ids = all.filter((id) => !unresponsive.has(id));
-          if (!ids.length || !subscriber) {
-            send();
-            return settle();
-          }
-          const need = new Set(ids);
-          const finish = () => {
-            clearTimeout(timer);
-            awaitingAcks.delete(s);
-            settle();
-          };
-          const timer = setTimeout(() => {
-            for (const id of need) unresponsive.add(id);
-            opts.onSlowNodes?.("unresponsive", [...need]);
-            finish();
-          }, ACK_WAIT_MS);
-          awaitingAcks.set(s, { need, done: finish });
-          send();
-        });
-      });
-      return wait ? done : Promise.resolve();
-    },
+    publish: outbox.publish,
     async subscribe(onChanges, resync) {
       subscriber = client.duplicate();
       subscriber.on("error", () => {});
@@ -128,14 +83,7 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
         const ack = m.ack ? () => void client.publish(keys.ack(m.origin), `${opts.nodeId} ${m.seq}`).catch(() => {}) : undefined;
         onChanges(m.changes, ack);
       });
-      await subscriber.subscribe(keys.ack(opts.nodeId), (msg) => {
-        const [node, s] = msg.split(" ");
-        if (node && unresponsive.delete(node)) opts.onSlowNodes?.("answering", [node]);
-        const w = awaitingAcks.get(Number(s));
-        if (!w || !node) return;
-        w.need.delete(node);
-        if (!w.need.size) w.done();
-      });
+      await subscriber.subscribe(keys.ack(opts.nodeId), outbox.acked);
     },
     async takeTodo() {
       const key = keys.todo(opts.nodeId);

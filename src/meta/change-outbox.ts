@@ -1,0 +1,94 @@
+import type { Invalidation } from "./store.ts";
+
+/** Longest a rename or unlink waits for the other nodes to acknowledge it (a node that hangs). */
+const ACK_WAIT_MS = 500;
+
+export interface ChangeOutboxOptions {
+  /** This node: the origin of the changes it publishes. */
+  nodeId: string;
+  /** False: publish never waits for acknowledgements. */
+  waitForAcks?: boolean | undefined;
+  onSlowNodes?: ((event: "unresponsive" | "answering", nodes: string[]) => void) | undefined;
+  /** Live nodes other than this one (those are waited for). */
+  peers(): Promise<string[]>;
+  /** Whether this node hears acknowledgements yet (it subscribed). */
+  listening(): boolean;
+  /** Put one message on the feed. */
+  send(message: string): void;
+}
+
+/**
+ * What a store's change feed does whatever carries it: changes completed together go out as one
+ * message, in order, and a waiting publish resolves once every live node has acknowledged it (its
+ * kernel has dropped what it cached) or after ACK_WAIT_MS. A node that lets a wait run out is not
+ * waited for by later changes until it answers again: a stopped node would otherwise cost every
+ * rename and unlink on every node the full wait.
+ */
+export interface ChangeOutbox {
+  publish(ch: Partial<Omit<Invalidation, "origin">>, wait?: boolean): Promise<void>;
+  /** An acknowledgement message ("node seq") arrived for this node. */
+  acked(message: string): void;
+}
+
+export function createChangeOutbox(o: ChangeOutboxOptions): ChangeOutbox {
+  let outbox: Invalidation[] = [];
+  let outboxWaits = false;
+  let outboxDone: Promise<void> | undefined;
+  let seq = 0;
+  const awaitingAcks = new Map<number, { need: Set<string>; done: () => void }>();
+  const unresponsive = new Set<string>();
+
+  return {
+    publish(ch, wait = false) {
+      const inv: Invalidation = { origin: o.nodeId, added: ch.added ?? [], removed: ch.removed ?? [], inodes: ch.inodes ?? [], data: ch.data ?? [], todo: ch.todo ?? [] };
+      wait &&= o.waitForAcks !== false;
+      outboxWaits ||= wait;
+      if (outbox.push(inv) > 1) return wait ? outboxDone! : Promise.resolve();
+      let settle!: () => void;
+      outboxDone = new Promise<void>((res) => (settle = res));
+      const done = outboxDone;
+      queueMicrotask(() => {
+        const batch = outbox;
+        const ack = outboxWaits;
+        outbox = [];
+        outboxWaits = false;
+        const s = ++seq;
+        const send = () => o.send(JSON.stringify({ origin: o.nodeId, seq: s, ack, changes: batch }));
+        if (!ack) {
+          send();
+          return settle();
+        }
+        // The waiter is registered before the message goes out: an ack can never come before it.
+        void o.peers().then((all) => {
+          const ids = all.filter((id) => !unresponsive.has(id));
+          if (!ids.length || !o.listening()) {
+            send();
+            return settle();
+          }
+          const need = new Set(ids);
+          const finish = () => {
+            clearTimeout(timer);
+            awaitingAcks.delete(s);
+            settle();
+          };
+          const timer = setTimeout(() => {
+            for (const id of need) unresponsive.add(id);
+            o.onSlowNodes?.("unresponsive", [...need]);
+            finish();
+          }, ACK_WAIT_MS);
+          awaitingAcks.set(s, { need, done: finish });
+          send();
+        });
+      });
+      return wait ? done : Promise.resolve();
+    },
+    acked(message) {
+      const [node, s] = message.split(" ");
+      if (node && unresponsive.delete(node)) o.onSlowNodes?.("answering", [node]);
+      const w = awaitingAcks.get(Number(s));
+      if (!w || !node) return;
+      w.need.delete(node);
+      if (!w.need.size) w.done();
+    },
+  };
+}
