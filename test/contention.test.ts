@@ -1,21 +1,12 @@
 import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { spawn } from "bun";
 import { fuseUnavailable } from "./helpers/env.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { useCluster } from "./helpers/node.ts";
+import { runScript } from "./helpers/script.ts";
 
 const skip = fuseUnavailable();
-
-/** A bun script in its own process (the test's own reads would block while it runs). */
-function run(script: string, ...args: string[]) {
-  const p = spawn([process.execPath, "-e", script, ...args], { stdout: "pipe", stderr: "pipe" });
-  return (async () => {
-    const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
-    return { out, err, code: p.exitCode };
-  })();
-}
 
 const WRITER = `
 const fs = require("node:fs");
@@ -49,8 +40,8 @@ describe.skipIf(!!skip)("contention: one node rewrites a file while others read 
   test("readers on two other nodes never get an error, and each read is one write's whole content (or the empty file O_TRUNC made)", async () => {
     const [a, b, c] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
     fs.writeFileSync(join(a.mnt, "hot"), Buffer.alloc(65536, 64));
-    const writer = run(WRITER, join(a.mnt, "hot"), "300");
-    const readers = [run(READER, join(b.mnt, "hot"), "300"), run(READER, join(c.mnt, "hot"), "300")];
+    const writer = runScript(WRITER, join(a.mnt, "hot"), "300");
+    const readers = [runScript(READER, join(b.mnt, "hot"), "300"), runScript(READER, join(c.mnt, "hot"), "300")];
     const w = await writer;
     expect(w.err).toBe("");
     for (const r of await Promise.all(readers)) {
@@ -91,8 +82,8 @@ describe.skipIf(!!skip)("contention: two nodes rewrite a file of several FUSE re
   test("every read is one write's whole content or the empty file O_TRUNC made: never cut short, never two writes mixed", async () => {
     const [a, b, c] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
     fs.writeFileSync(join(a.mnt, "big"), Buffer.alloc(300000, 1));
-    const writers = [run(BIG_WRITER, join(a.mnt, "big"), "300", "65"), run(BIG_WRITER, join(b.mnt, "big"), "300", "97")];
-    const r = await run(BIG_READER, join(c.mnt, "big"), "600");
+    const writers = [runScript(BIG_WRITER, join(a.mnt, "big"), "300", "65"), runScript(BIG_WRITER, join(b.mnt, "big"), "300", "97")];
+    const r = await runScript(BIG_READER, join(c.mnt, "big"), "600");
     for (const w of await Promise.all(writers)) expect(w.err).toBe("");
     expect(r.err).toBe("");
     const seen = JSON.parse(r.out) as Record<string, number>;
@@ -110,8 +101,8 @@ describe.skipIf(!!skip)("contention: three nodes rewrite one file while a fourth
   test("no reader or writer gets an error, every read is one write's whole content, and the file ends as one writer's whole write", async () => {
     const [a, b, c, d] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon, TestDaemon];
     fs.writeFileSync(join(a.mnt, "hot3"), Buffer.alloc(65536, 64));
-    const writers = [a, b, c].map((n) => run(WRITER, join(n.mnt, "hot3"), "100"));
-    const readers = [d, d].map((n) => run(READER, join(n.mnt, "hot3"), "200"));
+    const writers = [a, b, c].map((n) => runScript(WRITER, join(n.mnt, "hot3"), "100"));
+    const readers = [d, d].map((n) => runScript(READER, join(n.mnt, "hot3"), "200"));
     for (const w of await Promise.all(writers)) expect(w.err).toBe("");
     for (const r of await Promise.all(readers)) {
       expect(r.err).toBe("");
@@ -232,8 +223,8 @@ describe.skipIf(!!skip)("a directory renamed on one node while another creates f
   test("every file whose close succeeded is there afterwards, whole, on both nodes", async () => {
     const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
     fs.mkdirSync(join(a.mnt, "w", "d"), { recursive: true });
-    const creator = run(CREATOR, join(a.mnt, "w"), "300");
-    const renamer = run(RENAMER, join(b.mnt, "w"), "300");
+    const creator = runScript(CREATOR, join(a.mnt, "w"), "300");
+    const renamer = runScript(RENAMER, join(b.mnt, "w"), "300");
     const [c, r] = await Promise.all([creator, renamer]);
     expect(c.err).toBe("");
     expect(r.err).toBe("");
@@ -257,7 +248,7 @@ describe.skipIf(!!skip)("appends from two nodes", () => {
   test("every append that returned success is in the file, whole, once", async () => {
     const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
     fs.writeFileSync(join(a.mnt, "log"), "");
-    const runs = await Promise.all([run(APPENDER, join(a.mnt, "log"), "a", "150"), run(APPENDER, join(b.mnt, "log"), "b", "150")]);
+    const runs = await Promise.all([runScript(APPENDER, join(a.mnt, "log"), "a", "150"), runScript(APPENDER, join(b.mnt, "log"), "b", "150")]);
     for (const r of runs) expect(r.err).toBe("");
     for (const n of [a, b]) {
       const lines = fs.readFileSync(join(n.mnt, "log"), "utf8").split("\n").filter(Boolean);

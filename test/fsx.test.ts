@@ -2,20 +2,12 @@ import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { spawn } from "bun";
 import { fuseUnavailable } from "./helpers/env.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { useCluster } from "./helpers/node.ts";
+import { runScript } from "./helpers/script.ts";
 
 const skip = fuseUnavailable();
-
-function run(script: string, ...args: string[]) {
-  const p = spawn([process.execPath, "-e", script, ...args], { stdout: "pipe", stderr: "pipe" });
-  return (async () => {
-    const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
-    return { out, err, code: p.exitCode };
-  })();
-}
 
 /**
  * fsx in the manner of the xfstests tool (not packaged for Debian): random writes, truncates, reads
@@ -96,9 +88,9 @@ describe.skipIf(!!skip)("fsx on one node while another reads the file", () => {
     const initial = Buffer.alloc(200 * 1024, 7);
     fs.writeFileSync(join(a.mnt, "fsx"), initial);
     const stop = join(cluster.base, "fsx-done");
-    const reader = run(READER, join(b.mnt, "fsx"), stop);
+    const reader = runScript(READER, join(b.mnt, "fsx"), stop);
     const seed = 1 + Math.floor(Math.random() * 1e9);
-    const w = await run(FSX, join(a.mnt, "fsx"), "150", String(seed));
+    const w = await runScript(FSX, join(a.mnt, "fsx"), "150", String(seed));
     fs.writeFileSync(stop, "");
     const r = await reader;
     expect({ seed, err: w.err, code: w.code }).toEqual({ seed, err: "", code: 0 });
