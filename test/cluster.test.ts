@@ -122,6 +122,38 @@ describe.skipIf(!!skip)("data across nodes", () => {
     }
   });
 
+  test("two nodes creating one new name at once: neither fails, one file wins whole on every node, the other leaves no disk", async () => {
+    const [a, b, c] = n as [TestDaemon, TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "race"));
+    for (let round = 0; round < 20; round++) {
+      const name = `new-${round}`;
+      const fromA = Buffer.alloc(70_000 + round, 0x41);
+      const fromB = Buffer.alloc(50_000 + round, 0x42);
+      // dd without conv=notrunc: open(O_CREAT|O_TRUNC), as a task writing its output does.
+      const codes = await Promise.all([
+        Bun.spawn(["dd", `of=${join(a.mnt, "race", name)}`, "bs=64k", "status=none"], { stdin: fromA, stderr: "inherit" }).exited,
+        Bun.spawn(["dd", `of=${join(b.mnt, "race", name)}`, "bs=64k", "status=none"], { stdin: fromB, stderr: "inherit" }).exited,
+      ]);
+      expect(codes).toEqual([0, 0]);
+      const seen = fs.readFileSync(join(c.mnt, "race", name));
+      expect(seen.equals(fromA) || seen.equals(fromB)).toBe(true);
+      expect(fs.readFileSync(join(a.mnt, "race", name)).equals(seen)).toBe(true);
+      expect(fs.readFileSync(join(b.mnt, "race", name)).equals(seen)).toBe(true);
+      expect(fs.readdirSync(join(c.mnt, "race")).filter((x) => x === name)).toEqual([name]);
+    }
+    // A loser's bytes leave its disk (its todo list), a winner's stay.
+    await waitFor("losers' files removed", () => {
+      for (let round = 0; round < 20; round++) {
+        const seen = fs.readFileSync(join(c.mnt, "race", `new-${round}`));
+        for (const d of [a, b]) {
+          const local = join(d.root, "race", `new-${round}`);
+          if (fs.existsSync(local) && !fs.readFileSync(local).equals(seen)) return false;
+        }
+      }
+      return true;
+    });
+  });
+
   test("workflow-shaped: 2,000 small files spread over three nodes, each read on another node", () => {
     fs.mkdirSync(join(n[0]!.mnt, "wf"));
     const files = new Map<string, Buffer>();

@@ -10,7 +10,7 @@
  * for Redis in filesystem tests.
  */
 import { parseHolders, parseRecord } from "./redis/record-codec.ts";
-import { newGeneration, newVersion, type DirListing, type Holders, type Inode, type Invalidation, type MetadataStore, type NodeInfo, type NodeReport, type NodeState, type Removed, type Renamed, type ScannedInode, type TodoEntry } from "./store.ts";
+import { newGeneration, newVersion, type Created, type DirListing, type Holders, type Inode, type Invalidation, type MetadataStore, type NodeInfo, type NodeReport, type NodeState, type Removed, type Renamed, type ScannedInode, type TodoEntry } from "./store.ts";
 import { fsError } from "../util/errno.ts";
 import { createChangeOutbox } from "./change-outbox.ts";
 import { nowNs } from "../util/time.ts";
@@ -239,7 +239,16 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       const version = init.version ?? newVersion();
       const gen = init.gen ?? newGeneration();
       needdir(parent);
-      if (s.d.get(parent)?.has(name)) throw fsError("EEXIST");
+      const old = s.d.get(parent)?.get(name);
+      let replaced: Removed | undefined;
+      const told: string[] = [];
+      if (old !== undefined) {
+        if (init.replace === undefined) throw fsError("EEXIST");
+        const dino = entino(old);
+        if (isdir(s.i.get(dino)?.get("m"))) throw fsError("EISDIR");
+        told.push(...todo(nodeId, dino, { op: "rm", path: init.replace }));
+        replaced = { ino: dino, nlink: dropname(dino, parent, name, String(now)), dir: false };
+      }
       let ino = init.ino;
       if (ino === undefined) {
         ino = s.next = (s.next ?? 0) + 1;
@@ -266,9 +275,11 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       touch(parent, String(now));
       if (init.holder) hashOf(s.loc, ino).set(init.holder, String(version));
       if (ino > handedOut) handedOut = ino;
-      publish({ added: [[parent, name]], inodes: [parent] });
-      const rec: Inode = { ino, mode, uid: init.uid, gid, rdev: init.rdev ?? 0, size: init.size ?? 0, nlink: dir ? 2 : 1, atime, mtime, ctime: now, version, gen, parent, name };
+      if (replaced) publish({ removed: [[parent, name]], added: [[parent, name]], inodes: [parent, replaced.ino], todo: told });
+      else publish({ added: [[parent, name]], inodes: [parent] });
+      const rec: Created = { ino, mode, uid: init.uid, gid, rdev: init.rdev ?? 0, size: init.size ?? 0, nlink: dir ? 2 : 1, atime, mtime, ctime: now, version, gen, parent, name };
       if (init.target !== undefined) rec.target = init.target;
+      if (replaced) rec.replaced = replaced;
       return rec;
     },
     async reserveInodes(count) {

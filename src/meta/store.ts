@@ -46,7 +46,16 @@ export interface NewInode {
    * counter be behind it (Redis lost writes), it is raised past it before a number is taken.
    */
   above?: number;
+  /**
+   * A file made on this node before the store was asked (a create written behind): should another
+   * node have made the same name meanwhile, this one replaces it as a rename over it would; the
+   * value is the name's path, for the replaced file's holders. A directory there is still EISDIR.
+   */
+  replace?: string;
 }
+
+/** A new inode, and the file its name replaced (see NewInode.replace). */
+export type Created = Inode & { replaced?: Removed };
 
 /**
  * A new data version: random, not a counter, so that no version of any inode ever repeats — also
@@ -190,7 +199,7 @@ export interface Namespace {
   /** Records for many inodes in one round trip; missing ones are undefined. */
   getMany(inos: number[]): Promise<(Inode | undefined)[]>;
   lookup(parent: number, name: string): Promise<Inode>;
-  create(parent: number, name: string, init: NewInode): Promise<Inode>;
+  create(parent: number, name: string, init: NewInode): Promise<Created>;
   /** A new name for ino; its holders are told to link fromPath (a name they have) to toPath. */
   link(ino: number, newParent: number, newName: string, fromPath: string, toPath: string): Promise<Inode>;
   /** The names of ino other than its primary one (hard links). */

@@ -11,7 +11,7 @@ import type { Handle } from "./open-files.ts";
 import { ChangingCopy, type RangeReader, type Sibling } from "./remote-data.ts";
 
 const O_ACCMODE = 3;
-const { O_APPEND, O_SYNC, O_DSYNC, O_RDWR, O_WRONLY, O_RDONLY, O_TRUNC } = fs.constants;
+const { O_APPEND, O_SYNC, O_DSYNC, O_RDWR, O_WRONLY, O_RDONLY, O_TRUNC, O_EXCL } = fs.constants;
 const KEEP_OPEN_FLAGS = O_ACCMODE | O_APPEND | O_SYNC | O_DSYNC;
 /** Longest an open waits for another node's write to publish the bytes it is changing. */
 const CHANGING_WAIT_MS = 10_000;
@@ -190,7 +190,7 @@ export function createFileOps(ctx: VfsContext): FileOps {
       checkReserved(parent, name);
       const acc = flags & O_ACCMODE;
       const localFlags = (flags & KEEP_OPEN_FLAGS & ~O_ACCMODE) | (acc === O_RDONLY ? O_RDWR : acc);
-      const { r, fd } = await ctx.policy.createFile(ctx, c, parent, name, mode, localFlags);
+      const { r, fd } = await ctx.policy.createFile(ctx, c, parent, name, mode, localFlags, (flags & O_EXCL) !== 0);
       const fh = ctx.open.add({ ino: r.ino, fd, writable: true, dirty: false }, r);
       kernel.opened(r.ino, r.version);
       return { attr: kernel.told(parent, name, r), open: { fh, fd, keepCache: false } };
@@ -219,7 +219,14 @@ export function createFileOps(ctx: VfsContext): FileOps {
 
     async flush(_c, ino, fh, dirty) {
       const h = ctx.open.get(fh);
-      if (dirty || h.dirty) await ctx.commit(h);
+      try {
+        if (dirty || h.dirty) await ctx.commit(h);
+        else await ctx.policy.settled(ino);
+      } catch (e) {
+        // Its last name went on another node meanwhile (an unlink, a rename or create over it): a
+        // close of an unlinked file succeeds, and its bytes go with it.
+        if (!(e instanceof FsError && e.errno === E.ENOENT)) throw e;
+      }
       // The turn goes back at close: the kernel's release comes later, and by then this node's next
       // open may have run, keeping the turn from another node's writer for good.
       if (h.writable && ctx.turns.has(ino) && !ctx.open.hasWriter(ino, h)) ctx.turns.give(ino);
@@ -248,6 +255,7 @@ export function createFileOps(ctx: VfsContext): FileOps {
       if (datasync) fs.fdatasyncSync(h.fd);
       else fs.fsyncSync(h.fd);
       if (dirty || h.dirty) await ctx.commit(h);
+      else await ctx.policy.settled(h.ino);
     },
   };
   return ops;

@@ -13,7 +13,7 @@ import { createMetaCache } from "./meta-cache.ts";
 import { createNamespaceOps } from "./namespace-ops.ts";
 import { createOpenFiles, type Handle } from "./open-files.ts";
 import { createPathCache } from "./paths.ts";
-import { createWriteBehind, createWriteThrough } from "./write-policy.ts";
+import { createWriteAtClose, createWriteBehind } from "./write-policy.ts";
 import { createWriteTurns } from "./write-turns.ts";
 import { createXattrOps } from "./xattr-ops.ts";
 
@@ -69,7 +69,7 @@ export function createVfs(o: VfsOptions): Vfs {
     o, store, root, nodeId, log, paths, cache, open, changes, inos, purgeOnClose,
     kernel: createKernelView({ open, ...(o.dropKernelEntry ? { dropKernelEntry: o.dropKernelEntry } : {}) }),
     turns: createWriteTurns({ store, nodeId, log, changes }),
-    policy: o.remote ? createWriteThrough() : createWriteBehind(),
+    policy: o.remote ? createWriteAtClose() : createWriteBehind(),
     learn,
     async record(ino) {
       return open.inode(ino)?.rec ?? cache.fresh(ino) ?? learn(await store.get(ino));

@@ -1,5 +1,5 @@
 import type { Caller } from "../fuse/types.ts";
-import { newGeneration, newVersion, type Inode } from "../meta/store.ts";
+import { newGeneration, newVersion, type Created, type Inode, type NewInode } from "../meta/store.ts";
 import { nowNs } from "../util/time.ts";
 import { fsError } from "../util/errno.ts";
 import { isDir, S_IFREG, S_ISGID } from "./attr.ts";
@@ -16,41 +16,113 @@ export interface Published {
 }
 
 /**
- * How this node's metadata writes reach the store. A sole node (a private Redis no other node
- * shares) is the only reader of its metadata: it writes creates and close-time updates behind its
- * replies, and knows a name missing from a loaded listing is absent. A node of a cluster waits for
- * each write, and asks the store about every name it does not know.
+ * How this node's metadata writes reach the store.
+ *
+ * A sole node (a private Redis no other node shares) is the only reader of its metadata: it writes
+ * creates and close-time updates behind its replies, and knows a name missing from a loaded listing
+ * is absent.
+ *
+ * A node of a cluster writes a non-exclusive create behind too, but a file's close (flush, fsync)
+ * waits for its create and its new size to be in the store: what another node can see is what was
+ * closed (close-to-open). Commands sent in one event-loop turn leave as one pipeline, so writers
+ * closing at once share a round trip. Should another node have made the same name in between, the
+ * later create replaces the earlier file, as if it had been renamed over it. O_EXCL creates and every
+ * other namespace change wait for the store before they return.
  */
 export interface WritePolicy {
   /** A name missing from a directory listing this node has loaded is surely absent. */
   readonly listingsComplete: boolean;
   /** Make a regular file's record and its local file, open with localFlags. */
-  createFile(ctx: VfsContext, c: Caller, parent: number, name: string, mode: number, localFlags: number): Promise<{ r: Inode; fd: number }>;
+  createFile(ctx: VfsContext, c: Caller, parent: number, name: string, mode: number, localFlags: number, exclusive: boolean): Promise<{ r: Inode; fd: number }>;
   /** Publish new bytes of an open file: a new version, this node as holder. */
   publish(ctx: VfsContext, p: Published): Promise<Inode>;
+  /** The store has ino's create (written behind): a close waits for this; rejects when it failed. */
+  settled(ino: number): Promise<void>;
 }
 
-export function createWriteThrough(): WritePolicy {
+/** The new file's record and local file, made here before the store is asked. */
+async function makeAhead(ctx: VfsContext, c: Caller, parent: number, name: string, mode: number, localFlags: number): Promise<{ r: Inode; fd: number; init: NewInode }> {
+  const p = await ctx.record(parent);
+  if (!isDir(p.mode)) throw fsError("ENOTDIR");
+  const now = nowNs();
+  const gid = p.mode & S_ISGID ? p.gid : c.gid;
+  const r: Inode = { ino: await ctx.inos.next(), mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid, rdev: 0, size: 0, nlink: 1, atime: now, mtime: now, ctime: now, version: newVersion(), gen: newGeneration(), parent, name };
+  ctx.paths.learn(r);
+  const fd = createLocalFile(ctx.root, await ctx.paths.pathOf(r.ino), localFlags, r);
+  ctx.learn(r);
+  // The directory's new times are known here too: no round trip queued behind the write.
+  ctx.learn({ ...p, mtime: now, ctime: now });
+  ctx.cache.dirChanged(parent, [name, r.ino]);
+  return { r, fd, init: { mode: r.mode, uid: r.uid, gid: c.gid, holder: ctx.nodeId, ino: r.ino, version: r.version, gen: r.gen, mtime: now, atime: now } };
+}
+
+/** The create waits for the store; the name is checked there. */
+async function createNow(ctx: VfsContext, c: Caller, parent: number, name: string, mode: number, localFlags: number): Promise<{ r: Inode; fd: number }> {
+  const r = ctx.learn(await ctx.cache.changing([parent], () => ctx.store.create(parent, name, { mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid: c.gid, holder: ctx.nodeId, above: ctx.inos.maxSeen })));
+  ctx.cache.dirChanged(parent, [name, r.ino]);
+  try {
+    return { r, fd: createLocalFile(ctx.root, await ctx.paths.pathOf(r.ino), localFlags, r) };
+  } catch (e) {
+    await ctx.rollback(parent, name, false);
+    throw e;
+  }
+}
+
+export function createWriteAtClose(): WritePolicy {
+  /** Creates sent and not yet answered, by inode. */
+  const creating = new Map<number, Promise<void>>();
+
+  /** The store refused a create written behind: this node forgets the file it made (its close reports the error). */
+  async function undo(ctx: VfsContext, r: Inode, path: string): Promise<void> {
+    ctx.cache.dirChanged(r.parent, undefined, r.name);
+    ctx.cache.forget(r.ino);
+    try {
+      ctx.root.unlink(path);
+    } catch {
+      // Gone already, or renamed locally since: the start-up scan sets such a file aside.
+    }
+  }
+
   return {
     listingsComplete: false,
-    async createFile(ctx, c, parent, name, mode, localFlags) {
-      const r = ctx.learn(await ctx.cache.changing([parent], () => ctx.store.create(parent, name, { mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid: c.gid, holder: ctx.nodeId, above: ctx.inos.maxSeen })));
-      ctx.cache.dirChanged(parent, [name, r.ino]);
-      try {
-        return { r, fd: createLocalFile(ctx.root, await ctx.paths.pathOf(r.ino), localFlags, r) };
-      } catch (e) {
-        await ctx.rollback(parent, name, false);
-        throw e;
-      }
+    async createFile(ctx, c, parent, name, mode, localFlags, exclusive) {
+      // The kernel found no such name; one another node made since is replaced (the rule above).
+      if (exclusive) return createNow(ctx, c, parent, name, mode, localFlags);
+      const { r, fd, init } = await makeAhead(ctx, c, parent, name, mode, localFlags);
+      const path = await ctx.paths.pathOf(r.ino);
+      const sent = ctx.store.create(parent, name, { ...init, replace: path }).then(
+        async (made: Created) => {
+          if (made.replaced) await ctx.dropped(made.replaced);
+        },
+        async (e: unknown) => {
+          ctx.log.warn({ op: "create", path, ino: r.ino, err: (e as Error).message }, "the store refused a create written behind; its close fails");
+          await undo(ctx, r, path);
+          throw e;
+        },
+      );
+      const settle = sent.finally(() => {
+        if (creating.get(r.ino) === settle) creating.delete(r.ino);
+      });
+      // Failure is reported by the close that waits for it; nothing else does.
+      settle.catch(() => {});
+      creating.set(r.ino, settle);
+      return { r, fd };
     },
     async publish(ctx, p) {
-      return ctx.learn(await ctx.store.setData(p.ino, p.size, p.mtime, p.ctime, ctx.nodeId, p.path));
+      // Sent at once: Redis runs it after the create on the same connection, in the same pipeline.
+      const data = ctx.store.setData(p.ino, p.size, p.mtime, p.ctime, ctx.nodeId, p.path);
+      const pending = creating.get(p.ino);
+      if (pending) {
+        data.catch(() => {});
+        await pending;
+      }
+      return ctx.learn(await data);
     },
+    settled: (ino) => creating.get(ino) ?? Promise.resolve(),
   };
 }
 
 export function createWriteBehind(): WritePolicy {
-  const through = createWriteThrough();
   /** Its own later reads queue behind such a write on the same connection; if it fails, the start-up scan's reconciliation repairs the record from the local file. */
   const behind = (ctx: VfsContext, what: string, ino: number, write: Promise<unknown>) =>
     write.catch((e: unknown) => ctx.log.error({ op: what, ino, err: (e as Error).message }, "deferred metadata write failed; the next start repairs it from the local file"));
@@ -58,19 +130,9 @@ export function createWriteBehind(): WritePolicy {
     listingsComplete: true,
     async createFile(ctx, c, parent, name, mode, localFlags) {
       // Only with the directory's whole listing does this node know the name is free.
-      if (ctx.cache.listed(parent, name) !== null) return through.createFile(ctx, c, parent, name, mode, localFlags);
-      const p = await ctx.record(parent);
-      if (!isDir(p.mode)) throw fsError("ENOTDIR");
-      const now = nowNs();
-      const gid = p.mode & S_ISGID ? p.gid : c.gid;
-      const r: Inode = { ino: await ctx.inos.next(), mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid, rdev: 0, size: 0, nlink: 1, atime: now, mtime: now, ctime: now, version: newVersion(), gen: newGeneration(), parent, name };
-      ctx.paths.learn(r);
-      const fd = createLocalFile(ctx.root, await ctx.paths.pathOf(r.ino), localFlags, r);
-      ctx.learn(r);
-      // The directory's new times are known here too: no round trip queued behind the write.
-      ctx.learn({ ...p, mtime: now, ctime: now });
-      ctx.cache.dirChanged(parent, [name, r.ino]);
-      void behind(ctx, "create", r.ino, ctx.store.create(parent, name, { mode: r.mode, uid: r.uid, gid: c.gid, holder: ctx.nodeId, ino: r.ino, version: r.version, gen: r.gen, mtime: now, atime: now }));
+      if (ctx.cache.listed(parent, name) !== null) return createNow(ctx, c, parent, name, mode, localFlags);
+      const { r, fd, init } = await makeAhead(ctx, c, parent, name, mode, localFlags);
+      void behind(ctx, "create", r.ino, ctx.store.create(parent, name, init));
       return { r, fd };
     },
     async publish(ctx, p) {
@@ -80,5 +142,6 @@ export function createWriteBehind(): WritePolicy {
       void behind(ctx, "setData", p.ino, ctx.store.setData(p.ino, r.size, r.mtime, r.ctime, ctx.nodeId, p.path, r.version));
       return r;
     },
+    settled: () => Promise.resolve(),
   };
 }

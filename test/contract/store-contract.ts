@@ -109,6 +109,20 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         expect(after.mtime > before.mtime && after.ctime > before.ctime).toBe(true);
       });
 
+      it("create of a taken name: EEXIST, unless it replaces (a create written behind), which a directory still refuses", async () => {
+        const old = await file(ROOT, "f", { holder: "node-b" });
+        expect(await outcome(file(ROOT, "f"))).toBe("EEXIST");
+        const r = await file(ROOT, "f", { holder: A, replace: "/f" });
+        expect(r.replaced).toEqual({ ino: old.ino, nlink: 0, dir: false });
+        expect(await st.lookup(ROOT, "f")).toMatchObject({ ino: r.ino });
+        expect(await st.listDir(ROOT)).toEqual([{ name: "f", ino: r.ino, type: FILE >> 12 }]);
+        expect(await (await h.open("node-b")).takeTodo()).toEqual([{ op: "rm", path: "/f", id: `${old.ino}:${old.gen}`, last: true, v: String(old.version) }]);
+        expect((await file(ROOT, "g", { replace: "/g" })).replaced).toBeUndefined();
+        await dir(ROOT, "d");
+        expect(await outcome(file(ROOT, "d", { replace: "/d" }))).toBe("EISDIR");
+        expect((await st.get(ROOT)).nlink).toBe(3);
+      });
+
       it("a new directory has two links and gives its parent one", async () => {
         const d = await dir(ROOT, "d");
         expect((await st.get(d)).nlink).toBe(2);

@@ -1,11 +1,21 @@
--- ARGV: P parent name mode uid gid rdev size atime mtime now target holder ino|'' version above gen
---   -> {ino, mode, gid, counter raised (0/1)}
+-- ARGV: P parent name mode uid gid rdev size atime mtime now target holder ino|'' version above gen replace
+--   -> {ino, mode, gid, counter raised (0/1), replaced ino (0: none), its links left, nodes told}
+-- replace: the name's path when the file was made before asking (written behind): a non-directory
+-- another node made under the name meanwhile is replaced, as a rename over it would be.
 -- ino: taken from a block this node reserved (reserveInodes) instead of the counter.
 -- A set-group-ID directory gives new entries its group, and new directories its set-group-ID bit.
 local parent, name = ARGV[2], ARGV[3]
 local e = needdir(parent) if e then return e end
 local dk = P..'d:'..parent
-if redis.call('HEXISTS', dk, name) == 1 then return redis.error_reply('EEXIST') end
+local rino, rn, told = 0, 0, {}
+local old = redis.call('HGET', dk, name)
+if old then
+  if not ARGV[18] or ARGV[18] == '' then return redis.error_reply('EEXIST') end
+  local dino, dtype = string.match(old, '^(%d+):(%d+)$')
+  if tonumber(dtype) == 4 then return redis.error_reply('EISDIR') end
+  told = todo(ARGV[13], dino, {op = 'rm', path = ARGV[18]})
+  rino, rn = tonumber(dino), dropname(dino, parent, name, ARGV[11])
+end
 local ino = ARGV[14]
 local raised = 0
 if not ino or ino == '' then
@@ -34,4 +44,4 @@ redis.call('HSET', dk, name, ino..':'..bit.rshift(mode, 12))
 if dir then redis.call('HINCRBY', pk, 'n', 1) end
 touch(parent, ARGV[11])
 if ARGV[13] ~= '' then redis.call('HSET', P..'loc:'..ino, ARGV[13], ARGV[15]) end
-return {tonumber(ino), mode, tonumber(gid), raised}
+return {tonumber(ino), mode, tonumber(gid), raised, rino, rn, told}

@@ -1,5 +1,5 @@
 /** The tree: inode records, directory entries and hard-link names; every change is one script. */
-import { newGeneration, newVersion, type AttrChange, type Inode, type Namespace, type Removed, type Renamed } from "../store.ts";
+import { newGeneration, newVersion, type AttrChange, type Created, type Inode, type Namespace, type Removed, type Renamed } from "../store.ts";
 import type { RedisClient } from "../redis-connect.ts";
 import { fsError } from "../../util/errno.ts";
 import { nowNs } from "../../util/time.ts";
@@ -50,12 +50,15 @@ export function createNamespace({ client, keys, run, nodeId, numbers, feed }: Na
       const atime = init.atime ?? mtime;
       const version = init.version ?? newVersion();
       const gen = init.gen ?? newGeneration();
-      const [ino, mode, gid, raised] = (await run("create", [parent, name, init.mode, init.uid, init.gid, init.rdev ?? 0, init.size ?? 0, atime, mtime, now, init.target ?? "", init.holder ?? "", init.ino ?? "", version, init.above ?? 0, gen])) as [number, number, number, number];
+      const [ino, mode, gid, raised, rino, rn, told] = (await run("create", [parent, name, init.mode, init.uid, init.gid, init.rdev ?? 0, init.size ?? 0, atime, mtime, now, init.target ?? "", init.holder ?? "", init.ino ?? "", version, init.above ?? 0, gen, init.replace ?? ""])) as [number, number, number, number, number, number, string[]];
       numbers.created(ino, !!raised);
       const dir = (init.mode & S_IFMT) === S_IFDIR;
-      publish({ added: [[parent, name]], inodes: [parent] });
-      const rec: Inode = { ino, mode, uid: init.uid, gid, rdev: init.rdev ?? 0, size: init.size ?? 0, nlink: dir ? 2 : 1, atime, mtime, ctime: now, version, gen, parent, name };
+      const rec: Created = { ino, mode, uid: init.uid, gid, rdev: init.rdev ?? 0, size: init.size ?? 0, nlink: dir ? 2 : 1, atime, mtime, ctime: now, version, gen, parent, name };
       if (init.target !== undefined) rec.target = init.target;
+      if (rino) {
+        rec.replaced = { ino: rino, nlink: rn, dir: false };
+        publish({ removed: [[parent, name]], added: [[parent, name]], inodes: [parent, rino], todo: told });
+      } else publish({ added: [[parent, name]], inodes: [parent] });
       return rec;
     },
     async link(ino, newParent, newName, fromPath, toPath) {
