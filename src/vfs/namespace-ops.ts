@@ -45,12 +45,15 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
     },
 
     async setattr(_c, ino, set: SetAttr, fh) {
-      let r = kernel.sameFile(ctx.learn(await store.get(ino)));
+      const h = fh !== undefined ? ctx.open.find(fh) : undefined;
+      // A size cut through this node's own writable handle (ftruncate, O_TRUNC): its record is the
+      // open file's, published at close; nothing to ask the store.
+      const sizeOnly = Object.keys(set).every((k) => k === "size");
+      let r = kernel.sameFile(h?.writable && sizeOnly ? await ctx.record(ino) : ctx.learn(await store.get(ino)));
       const p = await paths.pathOf(ino);
       if (set.size !== undefined) {
         if (isDir(r.mode)) throw fsError("EISDIR");
         if (!isReg(r.mode)) throw fsError("EINVAL");
-        const h = fh !== undefined ? ctx.open.find(fh) : undefined;
         if (h?.writable) {
           // Through an open handle: published with the rest of the writes at flush (close-to-open).
           fs.ftruncateSync(h.fd, set.size);
