@@ -26,6 +26,8 @@ static pthread_mutex_t nlock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t ncond = PTHREAD_COND_INITIALIZER;
 static struct note *nhead, *ntail;
 static int note_stop;
+/* A batch is being queued: the thread is woken once, at its end (one wake-up, not one per note). */
+static int notes_held;
 static pthread_t note_thread;
 static int note_running;
 
@@ -113,7 +115,8 @@ static int note_push(uint64_t ino, const char *name, int attrs_only)
 	n->seq = ++notes_pushed;
 	if (ntail) ntail->next = n; else nhead = n;
 	ntail = n;
-	pthread_cond_signal(&ncond);
+	if (!notes_held)
+		pthread_cond_signal(&ncond);
 	pthread_mutex_unlock(&nlock);
 	return 0;
 }
@@ -126,6 +129,23 @@ int mcfs_inval_inode(uint64_t ino) { return note_push(ino, NULL, 0); }
 
 /* Forget the kernel's cached attributes of ino, keeping its pages (queued). */
 int mcfs_inval_attrs(uint64_t ino) { return note_push(ino, NULL, 1); }
+
+/* Queue a batch of invalidations between these two: the thread starts on them at the release. */
+void mcfs_notes_hold(void)
+{
+	pthread_mutex_lock(&nlock);
+	notes_held = 1;
+	pthread_mutex_unlock(&nlock);
+}
+
+void mcfs_notes_release(void)
+{
+	pthread_mutex_lock(&nlock);
+	notes_held = 0;
+	if (nhead)
+		pthread_cond_signal(&ncond);
+	pthread_mutex_unlock(&nlock);
+}
 
 /* How many invalidations were queued, and how many carried out (the kernel has them). */
 uint64_t mcfs_notes_pushed(void)

@@ -254,8 +254,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         }
         if (invs.some((inv) => inv.todo.includes(nodeId))) void todo.drain();
         if (!session) return ack?.();
-        for (const [dir, name] of entries.values()) session.invalidateEntry(dir, name);
-        for (const ino of inodes) session.invalidateInode(ino);
+        session.invalidateMany(entries.values(), inodes);
         // Acknowledged once the kernel has them, or after a few ms: an invalidation waits for the
         // directory's lock, which this node's own rename in that directory holds while it waits for
         // the other node's acknowledgement (two nodes renaming in one directory would stall each other).

@@ -111,6 +111,8 @@ export const SHIM_FUNCTIONS = {
   mcfs_inval_entry: { returns: "int", args: ["uint64_t parent", "const char *name"] },
   mcfs_inval_inode: { returns: "int", args: ["uint64_t ino"] },
   mcfs_inval_attrs: { returns: "int", args: ["uint64_t ino"] },
+  mcfs_notes_hold: { returns: "void", args: [] },
+  mcfs_notes_release: { returns: "void", args: [] },
   mcfs_notes_pushed: { returns: "uint64_t", args: [] },
   mcfs_notes_done: { returns: "uint64_t", args: [] },
 } as const;

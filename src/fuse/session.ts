@@ -110,7 +110,8 @@ export interface FuseSession {
   readonly mountPoint: string;
   stop(timeoutMs?: number): Promise<void>;
   invalidateEntry(parent: number, name: string): void;
-  invalidateInode(ino: number): void;
+  /** Many at once: the notifier thread is woken once for them all. */
+  invalidateMany(entries: Iterable<[number, string]>, inodes: Iterable<number>): void;
   /** Forget the kernel's cached attributes of ino (its pages stay). */
   invalidateAttrs(ino: number): void;
   /** Resolves once every invalidation asked for so far has reached the kernel. */
@@ -402,8 +403,14 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     invalidateEntry(parent, name) {
       shim.mcfs_inval_entry(parent, ptr(cstr(name)));
     },
-    invalidateInode(ino) {
-      shim.mcfs_inval_inode(ino);
+    invalidateMany(entries, inodes) {
+      shim.mcfs_notes_hold();
+      try {
+        for (const [parent, name] of entries) shim.mcfs_inval_entry(parent, ptr(cstr(name)));
+        for (const ino of inodes) shim.mcfs_inval_inode(ino);
+      } finally {
+        shim.mcfs_notes_release();
+      }
     },
     invalidateAttrs(ino) {
       shim.mcfs_inval_attrs(ino);
