@@ -39,6 +39,11 @@ function listening(port: number): boolean {
   });
 }
 
+/** "10.3", from `glusterfs --version`. */
+export function glusterVersion(): string {
+  return spawnSync([which("glusterfs") ?? "glusterfs", "--version"]).stdout.toString().match(/glusterfs (\S+)/)?.[1] ?? "(version unknown)";
+}
+
 /** Why GlusterFS cannot be measured here (after installing it if it is missing), or undefined when it can. */
 export function glusterUnavailable(): string | undefined {
   if (!which("glusterd")) {
@@ -53,7 +58,7 @@ export function glusterUnavailable(): string | undefined {
   return undefined;
 }
 
-function alive(pid: number): boolean {
+export function alive(pid: number): boolean {
   try {
     // A zombie still answers kill 0; it is dead for our purpose (nobody here may reap the bricks).
     return fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.[0] !== "Z";
