@@ -380,10 +380,39 @@ function unmountUnder(dir: string): void {
 const WORK_PREFIX = "mcfs-bench-";
 
 /**
+ * Leave nothing of a bench in dir, without its help: kill (by pid) the processes whose command line or cwd
+ * lies in dir (daemons, redis, GlusterFS's glusterd, bricks and clients, workers), unmount what is mounted
+ * there, remove the files bricks keep outside it, and dir. Synchronous, so a signal handler can use it.
+ */
+function reap(dir: string): void {
+  const inDir = (p: string) => p === dir || p.startsWith(`${dir}/`);
+  const pids = fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p)).map(Number).filter((pid) => {
+    let cwd = "";
+    try {
+      cwd = fs.readlinkSync(`/proc/${pid}/cwd`);
+    } catch {}
+    return pid !== process.pid && alive(pid) && (inDir(cwd) || cmdline(pid).some((a) => a.includes(`${dir}/`)));
+  });
+  const outside = pids.flatMap((p) => brickFiles(cmdline(p)));
+  const kill = (p: number, sig: NodeJS.Signals) => {
+    try {
+      process.kill(p, sig);
+    } catch {}
+  };
+  // SIGTERM first: an mcfs daemon then unmounts itself.
+  for (const p of pids) kill(p, "SIGTERM");
+  const end = Date.now() + 10_000;
+  while (pids.some(alive) && Date.now() < end) Bun.sleepSync(50);
+  for (const p of pids.filter(alive)) kill(p, "SIGKILL");
+  unmountUnder(dir);
+  for (const f of outside) fs.rmSync(f, { force: true });
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+
+/**
  * A bench killed midway (SIGKILL, a lost terminal) leaves its daemons, GlusterFS bricks and mounts behind,
- * and the bricks hold port 24007. Every work dir names its bench (bench.pid): for each dir whose bench is
- * gone, kill the processes whose command line or cwd lies in it (by pid), unmount what is mounted in it
- * and remove it. Dirs without bench.pid (older benches) are left alone: their owner cannot be told.
+ * and glusterd holds port 24007. Every work dir names its bench (bench.pid): reap each dir whose bench is
+ * gone. Dirs without bench.pid (older benches) are left alone: their owner cannot be told.
  */
 function cleanLeftovers(): void {
   for (const name of fs.readdirSync(tmpdir()).filter((n) => n.startsWith(WORK_PREFIX))) {
@@ -396,22 +425,7 @@ function cleanLeftovers(): void {
     }
     if (startTime(Number(owner[0])) === owner[1]) continue;
     console.error(`bench: cleaning up after a killed bench in ${dir}`);
-    const inDir = (p: string) => p === dir || p.startsWith(`${dir}/`);
-    const pids = fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p)).map(Number).filter((pid) => {
-      let cwd = "";
-      try {
-        cwd = fs.readlinkSync(`/proc/${pid}/cwd`);
-      } catch {}
-      return alive(pid) && (inDir(cwd) || cmdline(pid).some((a) => a.includes(`${dir}/`)));
-    });
-    const outside = pids.flatMap((p) => brickFiles(cmdline(p)));
-    for (const p of pids) process.kill(p, "SIGTERM");
-    const end = Date.now() + 10_000;
-    while (pids.some(alive) && Date.now() < end) Bun.sleepSync(50);
-    for (const p of pids.filter(alive)) process.kill(p, "SIGKILL");
-    unmountUnder(dir);
-    for (const f of outside) fs.rmSync(f, { force: true });
-    fs.rmSync(dir, { recursive: true, force: true });
+    reap(dir);
   }
 }
 
@@ -419,15 +433,14 @@ cleanLeftovers();
 const work = fs.mkdtempSync(join(tmpdir(), WORK_PREFIX));
 fs.writeFileSync(join(work, "bench.pid"), `${process.pid} ${startTime(process.pid)}`);
 const running: Stoppable[] = [];
-let cleaning: Promise<void> | undefined;
-/** Stop whatever still runs (latest first: clients before their servers), then remove the work dir. */
-const cleanup = () => (cleaning ??= (async () => {
-  for (const t of [...running].reverse()) await t.stop().catch((e) => console.error(`bench: stopping: ${(e as Error).message}`));
-  unmountUnder(work);
-  fs.rmSync(work, { recursive: true, force: true });
-})());
-// Interrupted, still leave nothing mounted or running.
-for (const [sig, n] of [["SIGINT", 2], ["SIGTERM", 15], ["SIGHUP", 1]] as const) process.on(sig, () => void cleanup().finally(() => process.exit(128 + n)));
+// Interrupted, still leave nothing mounted or running; synchronously, so the interrupted code starts nothing more.
+for (const [sig, n] of [["SIGINT", 2], ["SIGTERM", 15], ["SIGHUP", 1]] as const) {
+  process.on(sig, () => {
+    console.error(`bench: ${sig}: stopping everything it started`);
+    reap(work);
+    process.exit(128 + n);
+  });
+}
 try {
   const plainDir = join(work, "plain");
   fs.mkdirSync(plainDir);
@@ -477,5 +490,8 @@ try {
     fs.writeFileSync(OUT, `# Benchmark results\n\nProduced by \`${cmd}\` on ${new Date().toISOString().slice(0, 10)} (${spawnSync(["uname", "-srm"]).stdout.toString().trim()}, ${require("node:os").cpus().length} cores).\nRatios: above 1 means mcfs is faster. Small files: ${FILES} x 4 KiB in one directory, then half as many again by ${WRITERS} processes at once. Big file: ${BIG_MIB} MiB written in 1 MiB blocks (timed before its fsync; best of three runs). "After remount": the FUSE filesystem is stopped and mounted again over the same data, so its own caches and the kernel's start empty; the plain directory has no such restart (this machine refuses drop_caches), so its numbers there are warm.\n\n${table}\n\n## Across nodes\n\nTwo daemons on this machine (loopback), one redis-server, a cluster secret: the bytes are written on A, then read on A itself and on B (which fetches them from A over gRPC into its cache directory). The small files are written after a \`sync\`, so the big file's write-back is over. Then creates on A while B is up (cluster mode: names go to Redis as they are made). Then workflows: a third node joins, each node writes a third of the inputs, and one process per node (then ${WF_PER_NODE.at(-1)}) runs its share of the tasks at once (the same processes on one local directory for the reference, run with no filesystem daemon up). ${glusterText}\n\n${clusterTable}\n`);
   }
 } finally {
-  await cleanup();
+  // Latest first: clients before their servers.
+  for (const t of running.reverse()) await t.stop().catch((e) => console.error(`bench: stopping: ${(e as Error).message}`));
+  unmountUnder(work);
+  fs.rmSync(work, { recursive: true, force: true });
 }
