@@ -14,7 +14,8 @@ import * as fs from "node:fs";
 import { join, resolve } from "node:path";
 import { tmpdir } from "node:os";
 import { freePort } from "../test/helpers/env.ts";
-import { alive, brickFiles, cmdline, glusterUnavailable, glusterVersion, startGluster, type Gluster } from "./gluster.ts";
+import { brickFiles, glusterUnavailable, glusterVersion, startGluster, type Gluster } from "./gluster.ts";
+import { alive, cmdline, mounted, startTime, until, unmountUnder } from "./sys.ts";
 
 const arg = (name: string, dflt: string) => {
   const i = process.argv.indexOf(name);
@@ -25,18 +26,6 @@ const FILES = Number(arg("--files", "10000"));
 const OUT = process.argv.includes("--out") ? arg("--out", "bench/RESULTS.md") : undefined;
 const REPO = resolve(import.meta.dir, "..");
 const MCFS = join(REPO, "dist/mcfs");
-
-function mounted(p: string): boolean {
-  return fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n").some((l) => l.split(" ")[4] === p);
-}
-
-async function until(what: string, cond: () => boolean): Promise<void> {
-  const end = Date.now() + 30_000;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(10);
-  }
-}
 
 function dropCaches(): void {
   spawnSync(["sync"]);
@@ -360,21 +349,6 @@ function acrossTables(m: Across, g: Across | string, local: number[]): string {
     `| create 4 KiB files, ${WRITERS} writers (files/s) | ${gf(gl?.creates[1])} | ${f(m.creates[1])} | ${ratio(m.creates[1], gl?.creates[1])} |`,
     ...(typeof g === "string" ? [``, `GlusterFS: n/a (${g}).`] : []),
   ].join("\n");
-}
-
-/** The start time of a process (field 22 of its stat): with the pid, it names one process even after pids wrap. */
-function startTime(pid: number): string | undefined {
-  try {
-    return fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")[19];
-  } catch {
-    return undefined;
-  }
-}
-
-/** Lazily unmount everything mounted at or below dir, deepest first. */
-function unmountUnder(dir: string): void {
-  const points = fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n").map((l) => l.split(" ")[4]!).filter((p) => p === dir || p?.startsWith(`${dir}/`));
-  for (const p of points.sort((x, y) => y.length - x.length)) spawnSync(["umount", "-l", p]);
 }
 
 const WORK_PREFIX = "mcfs-bench-";

@@ -10,6 +10,7 @@ import { spawn, spawnSync, type Subprocess } from "bun";
 import * as fs from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
+import { alive, cmdline, mounted, until } from "./sys.ts";
 
 const PATH = `${process.env.PATH ?? ""}:/usr/sbin:/sbin`;
 const which = (cmd: string) => Bun.which(cmd, { PATH });
@@ -58,23 +59,6 @@ export function glusterUnavailable(): string | undefined {
   return undefined;
 }
 
-export function alive(pid: number): boolean {
-  try {
-    // A zombie still answers kill 0; it is dead for our purpose (nobody here may reap the bricks).
-    return fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.[0] !== "Z";
-  } catch {
-    return false;
-  }
-}
-
-export function cmdline(pid: number): string[] {
-  try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").slice(0, -1);
-  } catch {
-    return [];
-  }
-}
-
 /** The files a brick process keeps outside the work dir: its -S socket and its -l log. */
 export function brickFiles(argv: string[]): string[] {
   if (!argv.includes("--brick-name")) return [];
@@ -88,18 +72,6 @@ async function exitWithin(p: Subprocess, ms: number): Promise<void> {
   const t = setTimeout(() => p.kill("SIGKILL"), ms);
   await p.exited;
   clearTimeout(t);
-}
-
-async function until(what: string, cond: () => boolean, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(20);
-  }
-}
-
-function mounted(p: string): boolean {
-  return fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n").some((l) => l.split(" ")[4] === p);
 }
 
 /** The last error lines of a gluster log, for a failure message. */
