@@ -3,14 +3,19 @@
  *   plain        the backing directory itself (no FUSE)
  *   passthrough  libfuse's passthrough_ll example (C, low-level API), built from the libfuse3-dev examples
  *   mcfs         one node, private redis-server
+ * and across nodes (two, then three daemons on this machine) beside
+ *   GlusterFS    Debian's glusterfs-server (installed with apt-get if missing), a private glusterd, a 2-brick
+ *                distribute volume and three FUSE clients; "n/a", with the reason, when it cannot run
  * Usage: bun bench/bench.ts [--big-mib 1024] [--files 10000] [--out bench/RESULTS.md]
- * Prints a markdown table; with --out also writes it there. Needs root, /dev/fuse, redis-server, dist/mcfs.
+ * Prints markdown tables; with --out also writes them there. Needs root, /dev/fuse, redis-server, dist/mcfs.
  */
 import { spawn, spawnSync, type Subprocess } from "bun";
 import * as fs from "node:fs";
 import { join, resolve } from "node:path";
 import { tmpdir } from "node:os";
 import { freePort } from "../test/helpers/env.ts";
+import { brickFiles, glusterUnavailable, glusterVersion, startGluster, type Gluster } from "./gluster.ts";
+import { alive, cmdline, mounted, startTime, until, unmountUnder } from "./sys.ts";
 
 const arg = (name: string, dflt: string) => {
   const i = process.argv.indexOf(name);
@@ -21,18 +26,6 @@ const FILES = Number(arg("--files", "10000"));
 const OUT = process.argv.includes("--out") ? arg("--out", "bench/RESULTS.md") : undefined;
 const REPO = resolve(import.meta.dir, "..");
 const MCFS = join(REPO, "dist/mcfs");
-
-function mounted(p: string): boolean {
-  return fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n").some((l) => l.split(" ")[4] === p);
-}
-
-async function until(what: string, cond: () => boolean): Promise<void> {
-  const end = Date.now() + 30_000;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(10);
-  }
-}
 
 function dropCaches(): void {
   spawnSync(["sync"]);
@@ -51,12 +44,16 @@ function buildPassthrough(dir: string): string {
   return out;
 }
 
-interface Target {
+/** Anything the bench started that must be stopped however it ends. */
+interface Stoppable {
+  stop(): Promise<void>;
+}
+
+interface Target extends Stoppable {
   name: string;
   dir: string;
   /** Unmount and mount again over the same data: every cache of the filesystem starts cold. */
   restart(): Promise<void>;
-  stop(): Promise<void>;
 }
 
 function plainTarget(dir: string): Target {
@@ -184,120 +181,240 @@ async function runCases(t: Target): Promise<Row> {
 
 const WF_INPUTS = 300;
 const WF_TASKS = 600;
+/** Processes per node in the workflow: one, then several at once, as a node running tasks in parallel would. */
+const WF_PER_NODE = [1, 4];
 /** One workflow worker: tasks from..to by step, each reading 4 inputs (8-64 KiB) and writing one 16 KiB output. */
 const WF_WORKER = `const fs = require("fs"); const [inDir, outDir, from, to, step, n] = process.argv.slice(-6);
 for (let t = +from; t < +to; t += +step) { for (let k = 0; k < 4; k++) fs.readFileSync(inDir + "/i" + ((t * 7 + k * 13) % +n));
   fs.writeFileSync(outDir + "/o" + t, Buffer.alloc(16384, t & 255)); }`;
 
-/** Inputs written through dirs[i % dirs.length] (each node writes its share), then WF_TASKS tasks spread over the dirs at once: tasks/s. */
-async function workflow(dirs: string[]): Promise<number> {
-  fs.mkdirSync(join(dirs[0]!, "wf", "in"), { recursive: true });
-  fs.mkdirSync(join(dirs[0]!, "wf", "out"));
-  for (let i = 0; i < WF_INPUTS; i++) fs.writeFileSync(join(dirs[i % dirs.length]!, "wf", "in", `i${i}`), Buffer.alloc(8192 + ((i * 7919) % 57344), i & 255));
+/**
+ * Inputs written through nodes[i % nodes.length] (each node writes its share), then WF_TASKS tasks run by
+ * perNode processes on every node at once: tasks/s. Each perNode has its own directory, so runs do not meet.
+ */
+async function workflow(nodes: string[], perNode: number): Promise<number> {
+  const wf = (d: string, sub: string) => join(d, `wf${perNode}`, sub);
+  fs.mkdirSync(wf(nodes[0]!, "in"), { recursive: true });
+  fs.mkdirSync(wf(nodes[0]!, "out"));
+  for (let i = 0; i < WF_INPUTS; i++) fs.writeFileSync(join(wf(nodes[i % nodes.length]!, "in"), `i${i}`), Buffer.alloc(8192 + ((i * 7919) % 57344), i & 255));
   spawnSync(["sync"]);
-  const s = await timeAsync(() => Promise.all(dirs.map(async (d, w) => {
-    const code = await spawn([process.execPath, "-e", WF_WORKER, join(d, "wf", "in"), join(d, "wf", "out"), String(w), String(WF_TASKS), String(dirs.length), String(WF_INPUTS)], { stderr: "inherit" }).exited;
+  const workers = nodes.length * perNode;
+  const s = await timeAsync(() => Promise.all(Array.from({ length: workers }, async (_, w) => {
+    const d = nodes[w % nodes.length]!;
+    const code = await spawn([process.execPath, "-e", WF_WORKER, wf(d, "in"), wf(d, "out"), String(w), String(WF_TASKS), String(workers), String(WF_INPUTS)], { stderr: "inherit" }).exited;
     if (code !== 0) throw new Error(`workflow worker ${w} failed`);
   })));
-  if (fs.readdirSync(join(dirs[0]!, "wf", "out")).length !== WF_TASKS) throw new Error("workflow outputs missing");
+  if (fs.readdirSync(wf(nodes[0]!, "out")).length !== WF_TASKS) throw new Error("workflow outputs missing");
   return WF_TASKS / s;
 }
 
-/** Two nodes on this machine, one redis-server: bytes written on A, read on A and on B. */
-async function clusterCases(work: string, targets: Target[]): Promise<string> {
-  const sock = join(work, "redis.sock");
-  const redis = spawn(["redis-server", "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no"], { stdout: "ignore", stderr: "ignore" });
-  try {
-    await until("redis socket", () => fs.existsSync(sock));
-    const secret = join(work, "secret");
-    fs.writeFileSync(secret, "bench-cluster-secret-0123456789");
-    const node = async (name: string, port: number) => {
-      const t = await fuseTarget(`mcfs ${name}`, join(work, `${name}-mnt`), [MCFS, "daemon", "-f", join(work, `${name}-mnt`), "-r", join(work, `${name}-root`), "--cache-dir", join(work, `${name}-cache`),
-        "-u", `unix://${sock}`, "-i", "127.0.0.1", "-p", String(port), "--cluster-secret-file", secret]);
-      targets.push(t);
-      return t;
-    };
-    const a = await node("a", await freePort());
-    const b = await node("b", await freePort());
-    const rows: [string, number, number][] = [];
-    const big = "big.bin";
-    const block = Buffer.alloc(1 << 20, 0xcd);
-    const fd = fs.openSync(join(a.dir, big), "w");
-    for (let i = 0; i < BIG_MIB; i++) fs.writeSync(fd, block);
-    fs.closeSync(fd);
-    const rb = Buffer.alloc(1 << 20);
-    const readAll = (dir: string) => () => {
-      const r = fs.openSync(join(dir, big), "r");
-      while (fs.readSync(r, rb, 0, rb.length, null) > 0);
+/** [case, through node A, through node B] */
+type Reads = [string, number, number][];
+
+/** Bytes written through a, then read through a and through b, the first time and again. */
+function readsAcross(a: string, b: string): Reads {
+  const rows: Reads = [];
+  const big = "big.bin";
+  const block = Buffer.alloc(1 << 20, 0xcd);
+  const fd = fs.openSync(join(a, big), "w");
+  for (let i = 0; i < BIG_MIB; i++) fs.writeSync(fd, block);
+  fs.closeSync(fd);
+  const rb = Buffer.alloc(1 << 20);
+  const readAll = (dir: string) => () => {
+    const r = fs.openSync(join(dir, big), "r");
+    while (fs.readSync(r, rb, 0, rb.length, null) > 0);
+    fs.closeSync(r);
+  };
+  const onA = mbps(BIG_MIB << 20, timeIt(readAll(a)));
+  const firstB = mbps(BIG_MIB << 20, timeIt(readAll(b)));
+  rows.push([`read ${BIG_MIB} MiB, first time (MB/s)`, onA, firstB]);
+  rows.push([`read ${BIG_MIB} MiB again (MB/s)`, mbps(BIG_MIB << 20, timeIt(readAll(a))), mbps(BIG_MIB << 20, timeIt(readAll(b)))]);
+  fs.mkdirSync(join(a, "small"));
+  const data = Buffer.alloc(4096, 0x62);
+  for (let i = 0; i < FILES; i++) fs.writeFileSync(join(a, "small", `f${i}`), data);
+  // The big file's copies are still being written back to disk: let that finish, so the small-file
+  // case measures itself, not the write-back of the case before.
+  spawnSync(["sync"]);
+  const rbuf = Buffer.alloc(8192);
+  const readSmall = (dir: string) => () => {
+    for (let i = 0; i < FILES; i++) {
+      const r = fs.openSync(join(dir, "small", `f${i}`), "r");
+      fs.readSync(r, rbuf, 0, rbuf.length, 0);
       fs.closeSync(r);
-    };
-    const onA = mbps(BIG_MIB << 20, timeIt(readAll(a.dir)));
-    const firstB = mbps(BIG_MIB << 20, timeIt(readAll(b.dir)));
-    rows.push([`read ${BIG_MIB} MiB, first time (MB/s)`, onA, firstB]);
-    rows.push([`read ${BIG_MIB} MiB again (MB/s)`, mbps(BIG_MIB << 20, timeIt(readAll(a.dir))), mbps(BIG_MIB << 20, timeIt(readAll(b.dir)))]);
-    fs.mkdirSync(join(a.dir, "small"));
-    const data = Buffer.alloc(4096, 0x62);
-    for (let i = 0; i < FILES; i++) fs.writeFileSync(join(a.dir, "small", `f${i}`), data);
-    // The big file's copies are still being written back to disk: let that finish, so the small-file
-    // case measures itself, not the write-back of the case before.
-    spawnSync(["sync"]);
-    const rbuf = Buffer.alloc(8192);
-    const readSmall = (dir: string) => () => {
-      for (let i = 0; i < FILES; i++) {
-        const r = fs.openSync(join(dir, "small", `f${i}`), "r");
-        fs.readSync(r, rbuf, 0, rbuf.length, 0);
-        fs.closeSync(r);
-      }
-    };
-    rows.push([`read ${FILES} 4 KiB files, first time (files/s)`, FILES / timeIt(readSmall(a.dir)), FILES / timeIt(readSmall(b.dir))]);
-    rows.push([`read ${FILES} 4 KiB files again (files/s)`, FILES / timeIt(readSmall(a.dir)), FILES / timeIt(readSmall(b.dir))]);
-    // Creates with another node up: every name goes to Redis (no sole-node write-behind).
-    fs.mkdirSync(join(a.dir, "creates"));
-    const cdata = Buffer.alloc(4096, 0x63);
-    const c1 = FILES / timeIt(() => {
-      for (let i = 0; i < FILES; i++) {
-        const f = fs.openSync(join(a.dir, "creates", `c${i}`), "w");
-        fs.writeSync(f, cdata);
-        fs.closeSync(f);
-      }
-    });
-    const PAR = Math.floor(FILES / 2);
-    const per = Math.ceil(PAR / WRITERS);
-    const c4 = PAR / (await timeAsync(() => Promise.all(Array.from({ length: WRITERS }, async (_, w) => {
-      const code = await spawn([process.execPath, "-e", WRITER_SRC, join(a.dir, "creates"), String(w * per), String(Math.min(PAR, (w + 1) * per))], { stderr: "inherit" }).exited;
-      if (code !== 0) throw new Error(`cluster writer ${w} failed`);
-    }))));
-    const c = await node("c", await freePort());
-    const local = join(work, "wf-local");
-    fs.mkdirSync(local);
-    const wfLocal = await workflow([local, local, local]);
-    const wfMcfs = await workflow([a.dir, b.dir, c.dir]);
-    await a.stop();
-    await b.stop();
-    await c.stop();
-    const f = (n: number) => (n >= 100 ? n.toFixed(0) : n.toFixed(2));
-    return [
-      `| case (written on node A) | read on A | read on B | B / A |`,
-      `|---|---:|---:|---:|`,
-      ...rows.map(([k, x, y]) => `| ${k} | ${f(x)} | ${f(y)} | ${(y / x).toFixed(2)} |`),
-      ``,
-      `| case | local dir | mcfs | mcfs / local |`,
-      `|---|---:|---:|---:|`,
-      `| workflow: ${WF_TASKS} tasks on 3 nodes, each reading 4 of ${WF_INPUTS} inputs (8-64 KiB) the nodes wrote, writing one output (tasks/s) | ${f(wfLocal)} | ${f(wfMcfs)} | ${(wfMcfs / wfLocal).toFixed(2)} |`,
-      ``,
-      `| case (cluster mode: node B up) | mcfs on A |`,
-      `|---|---:|`,
-      `| create 4 KiB files, 1 writer (files/s) | ${f(c1)} |`,
-      `| create 4 KiB files, ${WRITERS} writers (files/s) | ${f(c4)} |`,
-    ].join("\n");
+    }
+  };
+  rows.push([`read ${FILES} 4 KiB files, first time (files/s)`, FILES / timeIt(readSmall(a)), FILES / timeIt(readSmall(b))]);
+  rows.push([`read ${FILES} 4 KiB files again (files/s)`, FILES / timeIt(readSmall(a)), FILES / timeIt(readSmall(b))]);
+  return rows;
+}
+
+/** Creates through dir while another node is up: files/s with 1 writer, then with WRITERS processes. */
+async function createsAcross(dir: string): Promise<[number, number]> {
+  fs.mkdirSync(join(dir, "creates"));
+  const cdata = Buffer.alloc(4096, 0x63);
+  const c1 = FILES / timeIt(() => {
+    for (let i = 0; i < FILES; i++) {
+      const f = fs.openSync(join(dir, "creates", `c${i}`), "w");
+      fs.writeSync(f, cdata);
+      fs.closeSync(f);
+    }
+  });
+  const PAR = Math.floor(FILES / 2);
+  const per = Math.ceil(PAR / WRITERS);
+  const c4 = PAR / (await timeAsync(() => Promise.all(Array.from({ length: WRITERS }, async (_, w) => {
+    const code = await spawn([process.execPath, "-e", WRITER_SRC, join(dir, "creates"), String(w * per), String(Math.min(PAR, (w + 1) * per))], { stderr: "inherit" }).exited;
+    if (code !== 0) throw new Error(`cluster writer ${w} failed`);
+  }))));
+  return [c1, c4];
+}
+
+/** The cross-node cases of one filesystem: reads across A and B, creates on A with B up, workflows on three nodes (one entry per WF_PER_NODE). */
+interface Across {
+  reads: Reads;
+  creates: [number, number];
+  workflows: number[];
+}
+
+async function workflows(nodes: string[]): Promise<number[]> {
+  const out: number[] = [];
+  for (const n of WF_PER_NODE) out.push(await workflow(nodes, n));
+  return out;
+}
+
+/** mcfs: two nodes on this machine and one redis-server; a third node joins for the workflows. */
+async function mcfsAcross(work: string, running: Stoppable[]): Promise<Across> {
+  const sock = join(work, "redis.sock");
+  // cwd in the work dir: redis rewrites its command line, so that is how a later bench finds it if this one is killed.
+  const redis = spawn(["redis-server", "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no"], { cwd: work, stdout: "ignore", stderr: "ignore" });
+  running.push({ stop: async () => { redis.kill(); await redis.exited; } });
+  await until("redis socket", () => fs.existsSync(sock));
+  const secret = join(work, "secret");
+  fs.writeFileSync(secret, "bench-cluster-secret-0123456789");
+  const node = async (name: string, port: number) => {
+    const t = await fuseTarget(`mcfs ${name}`, join(work, `${name}-mnt`), [MCFS, "daemon", "-f", join(work, `${name}-mnt`), "-r", join(work, `${name}-root`), "--cache-dir", join(work, `${name}-cache`),
+      "-u", `unix://${sock}`, "-i", "127.0.0.1", "-p", String(port), "--cluster-secret-file", secret]);
+    running.push(t);
+    return t;
+  };
+  const a = await node("a", await freePort());
+  const b = await node("b", await freePort());
+  const reads = readsAcross(a.dir, b.dir);
+  // Creates with another node up: every name goes to Redis (no sole-node write-behind).
+  const creates = await createsAcross(a.dir);
+  const c = await node("c", await freePort());
+  const wfs = await workflows([a.dir, b.dir, c.dir]);
+  for (const t of [a, b, c]) await t.stop();
+  redis.kill();
+  await redis.exited;
+  return { reads, creates, workflows: wfs };
+}
+
+/** The same cases on GlusterFS: three FUSE clients of one 2-brick distribute volume; or why they could not run. Never throws: the mcfs numbers stand without it. */
+async function glusterAcross(work: string, running: Stoppable[]): Promise<Across | string> {
+  const why = glusterUnavailable();
+  if (why) return why;
+  let g: Gluster | undefined;
+  try {
+    g = await startGluster(join(work, "gluster"), 3);
+    running.push(g);
+    const [a, b, c] = g.clients as [string, string, string];
+    const reads = readsAcross(a, b);
+    const creates = await createsAcross(a);
+    return { reads, creates, workflows: await workflows([a, b, c]) };
+  } catch (e) {
+    return `GlusterFS failed: ${(e as Error).message}`;
   } finally {
-    redis.kill();
-    await redis.exited;
+    await g?.stop();
   }
 }
 
-const work = fs.mkdtempSync(join(tmpdir(), "mcfs-bench-"));
-const targets: Target[] = [];
+function acrossTables(m: Across, g: Across | string, local: number[]): string {
+  const f = (n: number) => (n >= 100 ? n.toFixed(0) : n.toFixed(2));
+  const gl = typeof g === "string" ? undefined : g;
+  const gf = (n: number | undefined) => (n === undefined ? "n/a" : f(n));
+  const ratio = (x: number, y: number | undefined) => (y === undefined ? "n/a" : (x / y).toFixed(2));
+  const wfCase = (n: number) => `workflow: ${WF_TASKS} tasks on 3 nodes, ${n} process${n > 1 ? "es" : ""} per node, each task reading 4 of ${WF_INPUTS} inputs (8-64 KiB) the nodes wrote and writing one output (tasks/s)`;
+  return [
+    `| case (written on node A) | mcfs on A | mcfs on B | B / A | GlusterFS on A | GlusterFS on B | mcfs / GlusterFS, on B |`,
+    `|---|---:|---:|---:|---:|---:|---:|`,
+    ...m.reads.map(([k, x, y], i) => `| ${k} | ${f(x)} | ${f(y)} | ${(y / x).toFixed(2)} | ${gf(gl?.reads[i]![1])} | ${gf(gl?.reads[i]![2])} | ${ratio(y, gl?.reads[i]![2])} |`),
+    ``,
+    `| case | local dir | GlusterFS | mcfs | mcfs / GlusterFS | mcfs / local |`,
+    `|---|---:|---:|---:|---:|---:|`,
+    ...WF_PER_NODE.map((n, i) => `| ${wfCase(n)} | ${f(local[i]!)} | ${gf(gl?.workflows[i])} | ${f(m.workflows[i]!)} | ${ratio(m.workflows[i]!, gl?.workflows[i])} | ${(m.workflows[i]! / local[i]!).toFixed(2)} |`),
+    ``,
+    `| case (cluster mode: node B up) | GlusterFS on A | mcfs on A | mcfs / GlusterFS |`,
+    `|---|---:|---:|---:|`,
+    `| create 4 KiB files, 1 writer (files/s) | ${gf(gl?.creates[0])} | ${f(m.creates[0])} | ${ratio(m.creates[0], gl?.creates[0])} |`,
+    `| create 4 KiB files, ${WRITERS} writers (files/s) | ${gf(gl?.creates[1])} | ${f(m.creates[1])} | ${ratio(m.creates[1], gl?.creates[1])} |`,
+    ...(typeof g === "string" ? [``, `GlusterFS: n/a (${g}).`] : []),
+  ].join("\n");
+}
+
+const WORK_PREFIX = "mcfs-bench-";
+
+/**
+ * Leave nothing of a bench in dir, without its help: kill (by pid) the processes whose command line or cwd
+ * lies in dir (daemons, redis, GlusterFS's glusterd, bricks and clients, workers), unmount what is mounted
+ * there, remove the files bricks keep outside it, and dir. Synchronous, so a signal handler can use it.
+ */
+function reap(dir: string): void {
+  const inDir = (p: string) => p === dir || p.startsWith(`${dir}/`);
+  const pids = fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p)).map(Number).filter((pid) => {
+    let cwd = "";
+    try {
+      cwd = fs.readlinkSync(`/proc/${pid}/cwd`);
+    } catch {}
+    return pid !== process.pid && alive(pid) && (inDir(cwd) || cmdline(pid).some((a) => a.includes(`${dir}/`)));
+  });
+  const outside = pids.flatMap((p) => brickFiles(cmdline(p)));
+  const kill = (p: number, sig: NodeJS.Signals) => {
+    try {
+      process.kill(p, sig);
+    } catch {}
+  };
+  // SIGTERM first: an mcfs daemon then unmounts itself.
+  for (const p of pids) kill(p, "SIGTERM");
+  const end = Date.now() + 10_000;
+  while (pids.some(alive) && Date.now() < end) Bun.sleepSync(50);
+  for (const p of pids.filter(alive)) kill(p, "SIGKILL");
+  unmountUnder(dir);
+  for (const f of outside) fs.rmSync(f, { force: true });
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+
+/**
+ * A bench killed midway (SIGKILL, a lost terminal) leaves its daemons, GlusterFS bricks and mounts behind,
+ * and glusterd holds port 24007. Every work dir names its bench (bench.pid): reap each dir whose bench is
+ * gone. Dirs without bench.pid (older benches) are left alone: their owner cannot be told.
+ */
+function cleanLeftovers(): void {
+  for (const name of fs.readdirSync(tmpdir()).filter((n) => n.startsWith(WORK_PREFIX))) {
+    const dir = join(tmpdir(), name);
+    let owner: string[];
+    try {
+      owner = fs.readFileSync(join(dir, "bench.pid"), "utf8").trim().split(" ");
+    } catch {
+      continue;
+    }
+    if (startTime(Number(owner[0])) === owner[1]) continue;
+    console.error(`bench: cleaning up after a killed bench in ${dir}`);
+    reap(dir);
+  }
+}
+
+cleanLeftovers();
+const work = fs.mkdtempSync(join(tmpdir(), WORK_PREFIX));
+fs.writeFileSync(join(work, "bench.pid"), `${process.pid} ${startTime(process.pid)}`);
+const running: Stoppable[] = [];
+// Interrupted, still leave nothing mounted or running; synchronously, so the interrupted code starts nothing more.
+for (const [sig, n] of [["SIGINT", 2], ["SIGTERM", 15], ["SIGHUP", 1]] as const) {
+  process.on(sig, () => {
+    console.error(`bench: ${sig}: stopping everything it started`);
+    reap(work);
+    process.exit(128 + n);
+  });
+}
 try {
   const plainDir = join(work, "plain");
   fs.mkdirSync(plainDir);
@@ -307,11 +424,11 @@ try {
   results.plain = await runCases(plainTarget(plainDir));
   // passthrough_ll keeps an fd per inode it has seen: give it room for 2 x FILES of them.
   const ptT = await fuseTarget("passthrough_ll", join(work, "pt-mnt"), ["sh", "-c", `ulimit -n "$(ulimit -Hn)" && exec "$0" "$@"`, pt, "-f", "-o", `source=${join(work, "pt-src")}`, join(work, "pt-mnt")]);
-  targets.push(ptT);
+  running.push(ptT);
   results.passthrough = await runCases(ptT);
   await ptT.stop();
   const mc = await fuseTarget("mcfs", join(work, "mcfs-mnt"), [MCFS, "daemon", "-f", join(work, "mcfs-mnt"), "-r", join(work, "mcfs-root"), "--cache-dir", join(work, "mcfs-cache")]);
-  targets.push(mc);
+  running.push(mc);
   results.mcfs = await runCases(mc);
   await mc.stop();
 
@@ -330,13 +447,25 @@ try {
   ];
   const table = lines.join("\n");
   console.log(table);
-  const clusterTable = await clusterCases(work, targets);
+  const mcfsX = await mcfsAcross(work, running);
+  // The reference for the workflows: the same processes on one local directory, with nothing else running.
+  const local = join(work, "wf-local");
+  fs.mkdirSync(local);
+  const wfLocal = await workflows([local, local, local]);
+  const glusterX = await glusterAcross(work, running);
+  if (typeof glusterX === "string") console.error(`bench: GlusterFS: ${glusterX}`);
+  const clusterTable = acrossTables(mcfsX, glusterX, wfLocal);
   console.log(clusterTable);
   if (OUT) {
     const cmd = `bun bench/bench.ts --big-mib ${BIG_MIB} --files ${FILES} --out ${OUT}`;
-    fs.writeFileSync(OUT, `# Benchmark results\n\nProduced by \`${cmd}\` on ${new Date().toISOString().slice(0, 10)} (${spawnSync(["uname", "-srm"]).stdout.toString().trim()}, ${require("node:os").cpus().length} cores).\nRatios: above 1 means mcfs is faster. Small files: ${FILES} x 4 KiB in one directory, then half as many again by ${WRITERS} processes at once. Big file: ${BIG_MIB} MiB written in 1 MiB blocks (timed before its fsync; best of three runs). "After remount": the FUSE filesystem is stopped and mounted again over the same data, so its own caches and the kernel's start empty; the plain directory has no such restart (this machine refuses drop_caches), so its numbers there are warm.\n\n${table}\n\n## Across nodes\n\nTwo daemons on this machine (loopback), one redis-server, a cluster secret: the bytes are written on A, then read on A itself and on B (which fetches them from A over gRPC into its cache directory). The small files are written after a \`sync\`, so the big file's write-back is over. Then a workflow: a third node joins, each node writes a third of the inputs, and one process per node runs its share of the tasks at once (the same three processes on one local directory for the reference). Then creates on A while B is up (cluster mode: names go to Redis as they are made). GlusterFS is not in this table: Debian's glusterfs-server was not installed in this run.\n\n${clusterTable}\n`);
+    const glusterText = typeof glusterX === "string"
+      ? `GlusterFS is n/a in these tables: ${glusterX}.`
+      : `GlusterFS ${glusterVersion()} (Debian's glusterfs-server) beside it: after mcfs has stopped, the same cases through three FUSE clients (A, B, C; all mounted from the start) of one plain distribute volume with default options: two bricks in the bench's temporary directory (the same disk), served by a private glusterd on this machine.`;
+    fs.writeFileSync(OUT, `# Benchmark results\n\nProduced by \`${cmd}\` on ${new Date().toISOString().slice(0, 10)} (${spawnSync(["uname", "-srm"]).stdout.toString().trim()}, ${require("node:os").cpus().length} cores).\nRatios: above 1 means mcfs is faster. Small files: ${FILES} x 4 KiB in one directory, then half as many again by ${WRITERS} processes at once. Big file: ${BIG_MIB} MiB written in 1 MiB blocks (timed before its fsync; best of three runs). "After remount": the FUSE filesystem is stopped and mounted again over the same data, so its own caches and the kernel's start empty; the plain directory has no such restart (this machine refuses drop_caches), so its numbers there are warm.\n\n${table}\n\n## Across nodes\n\nTwo daemons on this machine (loopback), one redis-server, a cluster secret: the bytes are written on A, then read on A itself and on B (which fetches them from A over gRPC into its cache directory). The small files are written after a \`sync\`, so the big file's write-back is over. Then creates on A while B is up (cluster mode: names go to Redis as they are made). Then workflows: a third node joins, each node writes a third of the inputs, and one process per node (then ${WF_PER_NODE.at(-1)}) runs its share of the tasks at once (the same processes on one local directory for the reference, run with no filesystem daemon up). ${glusterText}\n\n${clusterTable}\n`);
   }
 } finally {
-  for (const t of targets) await t.stop().catch(() => {});
+  // Latest first: clients before their servers.
+  for (const t of running.reverse()) await t.stop().catch((e) => console.error(`bench: stopping: ${(e as Error).message}`));
+  unmountUnder(work);
   fs.rmSync(work, { recursive: true, force: true });
 }

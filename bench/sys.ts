@@ -1,0 +1,48 @@
+/** Small process and mount helpers shared by bench.ts and gluster.ts. */
+import { spawnSync } from "bun";
+import * as fs from "node:fs";
+
+export function mounted(p: string): boolean {
+  return fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n").some((l) => l.split(" ")[4] === p);
+}
+
+export async function until(what: string, cond: () => boolean): Promise<void> {
+  const end = Date.now() + 30_000;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(10);
+  }
+}
+
+export function alive(pid: number): boolean {
+  try {
+    // A zombie still answers kill 0; it is dead for our purpose (nobody here may reap the bricks).
+    return fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.[0] !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+/** The argv of a process; [] once it is gone. */
+export function cmdline(pid: number): string[] {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").slice(0, -1);
+  } catch {
+    return [];
+  }
+}
+
+/** The start time of a process (field 22 of its stat): with the pid, it names one process even after pids wrap. */
+export function startTime(pid: number): string | undefined {
+  try {
+    return fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")[19];
+  } catch {
+    return undefined;
+  }
+}
+
+/** Lazily unmount everything mounted at or below dir, deepest first. */
+export function unmountUnder(dir: string): void {
+  const points = fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n").map((l) => l.split(" ")[4]!).filter((p) => p === dir || p?.startsWith(`${dir}/`));
+  for (const p of points.sort((x, y) => y.length - x.length)) spawnSync(["umount", "-l", p]);
+}
