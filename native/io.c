@@ -29,10 +29,10 @@ static int fd_of(uint64_t fh)
 	return fh < MAX_FH ? atomic_load(&fh_fd[fh]) : -1;
 }
 
-void io_attach(uint64_t fh, int fd)
+void io_attach(uint64_t fh, int fd, int dirty)
 {
 	if (fh < MAX_FH) {
-		atomic_store(&fh_dirty[fh], 0);
+		atomic_store(&fh_dirty[fh], dirty ? 1 : 0);
 		atomic_store(&fh_fd[fh], fd);
 	}
 }
@@ -110,7 +110,7 @@ void io_lseek(fuse_req_t req, uint64_t fh, off_t off, int whence)
 }
 
 /* Detach the backing fd from fh (JS closes the fd itself afterwards). */
-void mcfs_clear_fh(uint64_t fh) { io_attach(fh, -1); }
+void mcfs_clear_fh(uint64_t fh) { io_attach(fh, -1, 0); }
 
 /* Reads and writes served from local fds so far, in the order of IO_*. */
 void mcfs_io_counters(uint64_t *out)

@@ -122,6 +122,15 @@ describe.skipIf(!!skip)("data across nodes", () => {
     }
   });
 
+  test("an empty file made on A (nothing written) is on B once its close returns", () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "empty"));
+    for (let i = 0; i < 200; i++) {
+      fs.closeSync(fs.openSync(join(a.mnt, "empty", `e${i}`), "w"));
+      expect(fs.statSync(join(b.mnt, "empty", `e${i}`)).size).toBe(0);
+    }
+  });
+
   test("two nodes creating one new name at once: neither fails, one file wins whole on every node, the other leaves no disk", async () => {
     const [a, b, c] = n as [TestDaemon, TestDaemon, TestDaemon];
     fs.mkdirSync(join(a.mnt, "race"));

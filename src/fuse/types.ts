@@ -25,6 +25,8 @@ export interface OpenReply {
   fd?: number;
   directIo?: boolean;
   keepCache?: boolean;
+  /** Its flush must reach the filesystem even when nothing was written through it. */
+  unpublished?: boolean;
 }
 
 export interface DirEntry {

@@ -193,7 +193,7 @@ export function createFileOps(ctx: VfsContext): FileOps {
       const { r, fd } = await ctx.policy.createFile(ctx, c, parent, name, mode, localFlags, (flags & O_EXCL) !== 0);
       const fh = ctx.open.add({ ino: r.ino, fd, writable: true, dirty: false }, r);
       kernel.opened(r.ino, r.version);
-      return { attr: kernel.told(parent, name, r), open: { fh, fd, keepCache: false } };
+      return { attr: kernel.told(parent, name, r), open: { fh, fd, keepCache: false, unpublished: ctx.policy.unsettled(r.ino) } };
     },
 
     async read(_c, _ino, fh, offset, size) {

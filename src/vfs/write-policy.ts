@@ -38,6 +38,8 @@ export interface WritePolicy {
   publish(ctx: VfsContext, p: Published): Promise<Inode>;
   /** The store has ino's create (written behind): a close waits for this; rejects when it failed. */
   settled(ino: number): Promise<void>;
+  /** ino's create is still on its way to the store (its close must wait, even with nothing written). */
+  unsettled(ino: number): boolean;
 }
 
 /** The new file's record and local file, made here before the store is asked. */
@@ -119,6 +121,7 @@ export function createWriteAtClose(): WritePolicy {
       return ctx.learn(await data);
     },
     settled: (ino) => creating.get(ino) ?? Promise.resolve(),
+    unsettled: (ino) => creating.has(ino),
   };
 }
 
@@ -143,5 +146,6 @@ export function createWriteBehind(): WritePolicy {
       return r;
     },
     settled: () => Promise.resolve(),
+    unsettled: () => false,
   };
 }
