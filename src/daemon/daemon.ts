@@ -123,6 +123,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       url,
       access: cfg.redisAccess,
       nodeId,
+      alone: !cfg.redisUrl,
       onConnectionEvent: (ev, detail) => (ev === "error" ? nlog.error({ redis: redactUrl(url!), detail }, "Redis connection lost") : nlog.info({ redis: redactUrl(url!) }, "Redis connection back")),
       onSlowNodes: (ev, nodes) =>
         ev === "unresponsive"

@@ -13,6 +13,8 @@ export interface ChangeFeedOptions {
   nodeId: string;
   /** False: publish never waits for acknowledgements (see RedisStoreOptions). */
   waitForAcks?: boolean;
+  /** No other node shares this Redis: nothing is sent (see RedisStoreOptions.alone). */
+  alone?: boolean | undefined;
   onSlowNodes?: (event: "unresponsive" | "answering", nodes: string[]) => void;
   /** The membership, for which nodes are live (those are waited for). */
   nodes: () => Promise<Map<string, NodeState>>;
@@ -57,7 +59,9 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
     onSlowNodes: opts.onSlowNodes,
     peers: livePeers,
     listening: () => subscriber !== undefined,
-    send: (m) => void client.publish(keys.inval, m).catch(() => {}),
+    send: (m) => {
+      if (!opts.alone) void client.publish(keys.inval, m).catch(() => {});
+    },
   });
 
   return {

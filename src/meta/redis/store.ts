@@ -28,6 +28,11 @@ export interface RedisStoreOptions {
    * callers need no such guarantee (the CSI controller removing a whole volume).
    */
   waitForAcks?: boolean;
+  /**
+   * No other node can reach this Redis (the daemon's private one): what this client changes is told to
+   * no one, sparing a PUBLISH per change.
+   */
+  alone?: boolean;
   /** Called when the connection drops or comes back (for logs). */
   onConnectionEvent?: (event: "error" | "ready", detail?: string) => void;
   /** Nodes that let an acknowledgement wait run out (no longer waited for) or answered again (for logs). */
@@ -41,7 +46,7 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
   const run = await createScriptRunner(client, prefix);
   const keys = createKeys(prefix);
   const membership = createMembership(client, keys);
-  const feed = createChangeFeed(client, keys, { nodeId: opts.nodeId, waitForAcks: opts.waitForAcks, onSlowNodes: opts.onSlowNodes, nodes: membership.nodes });
+  const feed = createChangeFeed(client, keys, { nodeId: opts.nodeId, waitForAcks: opts.waitForAcks, alone: opts.alone, onSlowNodes: opts.onSlowNodes, nodes: membership.nodes });
   const numbers = createInodeNumbers(client, keys, run);
   return {
     ...createNamespace({ client, keys, run, nodeId: opts.nodeId, numbers, feed }),
