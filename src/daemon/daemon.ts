@@ -250,8 +250,9 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         const inodes = new Set<number>();
         for (const inv of invs) {
           vfs.invalidate(inv);
-          for (const [dir, name] of [...inv.removed, ...inv.added]) entries.set(`${dir}/${name}`, [dir, name]);
-          for (const ino of inv.inodes) inodes.add(ino);
+          // Only what the kernel was given: other nodes' names and files this node never looked at cost nothing.
+          for (const [dir, name] of [...inv.removed, ...inv.added]) if (vfs.kernelMayHaveEntry(dir, name)) entries.set(`${dir}/${name}`, [dir, name]);
+          for (const ino of inv.inodes) if (vfs.kernelMayHave(ino)) inodes.add(ino);
         }
         if (invs.some((inv) => inv.todo.includes(nodeId))) void todo.drain();
         if (!session) return ack?.();

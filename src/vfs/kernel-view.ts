@@ -21,6 +21,13 @@ export interface KernelView {
   mayBeStale(ino: number, version: number): boolean;
   /** The kernel was refreshed to version. */
   refreshed(ino: number, version: number): void;
+  /** Whether the kernel may hold ino (it was given its attributes), so a change of it must reach it. */
+  mayHave(ino: number): boolean;
+  /**
+   * Whether the kernel may hold the name parent/name (it was given it). Names it was refused are not
+   * cached past the reply (an ENOENT answer leaves a dentry that is looked up again every time).
+   */
+  mayHaveEntry(parent: number, name: string): boolean;
   /** An open at version: whether the kernel's cached pages of ino stay valid (same version as the last open). */
   opened(ino: number, version: number): boolean;
 }
@@ -41,9 +48,17 @@ export function createKernelView(o: { open: OpenFiles; dropKernelEntry?: (parent
   const kernelVersion = new Map<number, number>();
   /** Data version of each inode when this node last opened it (for the kernel's page cache). */
   const openedVersion = new Map<number, number>();
+  /** Names given to the kernel, "parent/name". */
+  const toldNames = new Set<string>();
+  /** A map above was cleared: what the kernel holds is no longer known, so it may hold anything. */
+  let lostInodes = false;
+  let lostNames = false;
 
   function attr(r: Inode): Attr {
-    if (kernelVersion.size >= KEPT_MAX) kernelVersion.clear();
+    if (kernelVersion.size >= KEPT_MAX) {
+      kernelVersion.clear();
+      lostInodes = true;
+    }
     kernelVersion.set(r.ino, r.version);
     if (kernelGen.size >= KEPT_MAX) kernelGen.clear();
     kernelGen.set(r.ino, r.gen);
@@ -81,6 +96,11 @@ export function createKernelView(o: { open: OpenFiles; dropKernelEntry?: (parent
       }
       if (kernelName.size >= KEPT_MAX) kernelName.clear();
       kernelName.set(r.ino, { parent, name });
+      if (toldNames.size >= KEPT_MAX) {
+        toldNames.clear();
+        lostNames = true;
+      }
+      toldNames.add(`${parent}/${name}`);
       return attr(r);
     },
     attr,
@@ -99,6 +119,8 @@ export function createKernelView(o: { open: OpenFiles; dropKernelEntry?: (parent
     refreshed(ino, version) {
       kernelVersion.set(ino, version);
     },
+    mayHave: (ino) => ino === 1 || lostInodes || kernelVersion.has(ino),
+    mayHaveEntry: (parent, name) => lostNames || toldNames.has(`${parent}/${name}`),
     opened(ino, version) {
       const keep = openedVersion.get(ino) === version;
       if (openedVersion.size >= KEPT_MAX) openedVersion.clear();

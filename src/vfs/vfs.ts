@@ -24,6 +24,9 @@ export interface Vfs extends FileSystem {
   invalidate(inv: Invalidation): void;
   /** Changes may have been missed: drop every cache. */
   resync(): void;
+  /** Whether the kernel may cache ino, or the name parent/name: only those need invalidating. */
+  kernelMayHave(ino: number): boolean;
+  kernelMayHaveEntry(parent: number, name: string): boolean;
   /** Whether ino is open for writing on this node. */
   writing(ino: number): boolean;
   /**
@@ -126,6 +129,8 @@ export function createVfs(o: VfsOptions): Vfs {
     resync() {
       cache.resync();
     },
+    kernelMayHave: (ino) => ctx.kernel.mayHave(ino),
+    kernelMayHaveEntry: (parent, name) => ctx.kernel.mayHaveEntry(parent, name),
     async closeAll() {
       for (const [, h] of open.all()) {
         if (h.dirty) await ctx.commit(h).catch(() => {});
