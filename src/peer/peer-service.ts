@@ -80,8 +80,9 @@ export function createPeerService(o: PeerServiceOptions): ServiceImpl<typeof Pee
     // Taken before the holder check: a write begun after it may already have changed the bytes.
     const intact = o.steady?.(ino) ?? (() => true);
     if (!(await (held ?? o.holdsInRoot([{ ino, version }]).then((h) => h[0])))) {
-      // Unlinked elsewhere a moment ago: its queued removal here keeps the bytes if they were read in ranges.
-      if (o.retired && o.catchUp) {
+      // Unlinked elsewhere a moment ago: its queued removal here keeps the bytes if they were read in
+      // ranges. Not held here for any other reason (a sibling asked along): no need to catch up.
+      if (o.retired?.wouldKeep(ino) && o.catchUp) {
         await o.catchUp();
         const kept = o.retired.open(ino, version);
         if (kept !== undefined) return { data: { fd: kept }, intact: () => true };

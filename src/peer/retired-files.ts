@@ -14,6 +14,8 @@ export interface RetiredFiles {
   rangeRead(ino: number): void;
   /** The last name of ino (held here at version) goes: true when its file was kept (moved aside). */
   retire(path: string, ino: number, version: number): boolean;
+  /** Whether the last name of ino going would keep its bytes (it was read in ranges lately). */
+  wouldKeep(ino: number): boolean;
   /** A read-only fd on the kept bytes of ino at version, if kept. */
   open(ino: number, version: number): number | undefined;
   close(): void;
@@ -28,6 +30,7 @@ export function createRetiredFiles(o: { root: LocalDir; keepMs: number; log: Log
   root.remove(DIR);
   /** When each inode was last read in ranges. */
   const ranged = new Map<number, number>();
+  const wouldKeep = (ino: number) => (ranged.get(ino) ?? 0) >= Date.now() - o.keepMs;
   /** Kept files by "ino.version": when last read. */
   const kept = new Map<string, number>();
   const sweep = setInterval(() => {
@@ -47,9 +50,9 @@ export function createRetiredFiles(o: { root: LocalDir; keepMs: number; log: Log
       ranged.set(ino, Date.now());
       if (ranged.size > RANGED_MAX) ranged.delete(ranged.keys().next().value!);
     },
+    wouldKeep,
     retire(path, ino, version) {
-      const at = ranged.get(ino);
-      if (at === undefined || at < Date.now() - o.keepMs) return false;
+      if (!wouldKeep(ino)) return false;
       try {
         root.ensureDir(DIR);
         root.rename(path, `${DIR}/${ino}.${version}`);
