@@ -17,7 +17,7 @@ export function createMetrics() {
     readBytes: new Counter({ name: "mcfs_read_bytes_total", help: "Bytes read through the mount, by where they came from: local (a file on this node's disk, served by the shim), ram (a RAM copy or a ranged read, served in JS)", labelNames: ["source"], ...r }),
     writtenBytes: new Counter({ name: "mcfs_written_bytes_total", help: "Bytes written through the mount", ...r }),
     peerBytes: new Counter({ name: "mcfs_peer_bytes_total", help: "File bytes moved between nodes: received from peers, served to peers", labelNames: ["direction"], ...r }),
-    readAheadUnused: new Counter({ name: "mcfs_readahead_unused_bytes_total", help: "Bytes of small files fetched along with another and evicted before anyone opened them", ...r }),
+    readAheadUnused: new Counter({ name: "mcfs_readahead_unused_bytes_total", help: "Bytes of small files fetched ahead of their readers (along with another file, or read ahead) and evicted before anyone opened them: bytes moved for nothing", ...r }),
     cacheHits: new Counter({ name: "mcfs_cache_hits_total", help: "Opens of other nodes' files answered from this node's cache", ...r }),
     cacheMisses: new Counter({ name: "mcfs_cache_misses_total", help: "Opens of other nodes' files that had to fetch them", ...r }),
     cacheEvictions: new Counter({ name: "mcfs_cache_evictions_total", help: "Copies evicted from the cache, by tier", labelNames: ["tier"], ...r }),
