@@ -42,7 +42,7 @@ describe.skipIf(!!skip)("read-ahead bounded by what the RAM tier keeps until it 
   }
 
   /** Tasks of 4 files each, in the order given, dealt to WORKERS processes on B running at once. */
-  async function run(dir: string, order: string[], want: Map<string, string>): Promise<{ read: number; moved: number; unused: number; hits: number; tasksPerSecond: number }> {
+  async function run(dir: string, order: string[], want: Map<string, string>): Promise<{ read: number; moved: number; unused: number; hits: number; tasksPerSecond: number; byShim: number; inJs: number }> {
     const b = cluster.nodes[1]!;
     const tasks: string[][] = [];
     for (let i = 0; i < order.length; i += 4) tasks.push(order.slice(i, i + 4));
@@ -76,10 +76,15 @@ describe.skipIf(!!skip)("read-ahead bounded by what the RAM tier keeps until it 
       moved: delta("mcfs_peer_bytes_total", { direction: "received" }),
       unused: delta("mcfs_readahead_unused_bytes_total"),
       hits: delta("mcfs_cache_hits_total"),
+      byShim: delta("mcfs_read_bytes_total", { source: "local" }),
+      inJs: delta("mcfs_read_bytes_total", { source: "memory" }),
       tasksPerSecond: +(tasks.length / seconds).toFixed(1),
     };
     for (const k of ["read", "moved", "unused"] as const) total[k] += r[k];
-    console.log(`${dir}: read ${read} bytes on B, moved ${r.moved} (${(r.moved / read).toFixed(2)}x), ${r.unused} fetched ahead and evicted unread, ${r.hits} of ${reads} opens hit, ${r.tasksPerSecond} tasks/s`);
+    console.log(`${dir}: read ${read} bytes on B, moved ${r.moved} (${(r.moved / read).toFixed(2)}x), ${r.unused} fetched ahead and evicted unread, ${r.hits} of ${reads} opens hit, ${r.tasksPerSecond} tasks/s, ${r.byShim} bytes read by the shim, ${r.inJs} in JS`);
+    // Copies in the RAM tier are memfds the shim reads from: no read crosses into JS.
+    expect(r.inJs).toBe(0);
+    expect(r.byShim).toBeGreaterThanOrEqual(read);
     return r;
   }
 

@@ -29,6 +29,7 @@ import { prepareMountpoint } from "../fuse/mountpoint.ts";
 import { FUSE_CONF, isRoot, userAllowOther } from "../fuse/fusermount.ts";
 import { E, FsError, errnoName, setUnexpectedErrorLogger } from "../util/errno.ts";
 import { redactUrl, type Logger } from "../util/log.ts";
+import { openFileLimit } from "../util/fd-limit.ts";
 
 const HEARTBEAT_MS = 5_000;
 const ACK_FLUSH_MS = 5;
@@ -159,6 +160,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         dir: cacheDir!,
         ramBytes: cfg.ramCacheBytes,
         ramMaxFileBytes: cfg.ramCacheMaxFileBytes,
+        // Half the process's files: the other half is for open handles (each reader of a copy has its own fd), sockets and the rest.
+        ramMaxFiles: Math.floor(openFileLimit() / 2),
         diskBytes: cfg.diskCacheBytes,
         onEvict: (ino, version, tier) => {
           m?.cacheEvictions.inc({ tier });

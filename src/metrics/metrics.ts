@@ -14,7 +14,7 @@ export function createMetrics() {
     fuseOps: new Counter({ name: "mcfs_fuse_operations_total", help: "FUSE operations answered in JS, by operation (reads and writes of local files are served by the shim: see mcfs_read_bytes_total)", labelNames: ["op"], ...r }),
     fuseErrors: new Counter({ name: "mcfs_fuse_operation_errors_total", help: "FUSE operations answered with an error, by operation and errno", labelNames: ["op", "errno"], ...r }),
     fuseLatency: new Histogram({ name: "mcfs_fuse_operation_duration_seconds", help: "Time to answer a FUSE operation in JS", labelNames: ["op"], buckets: LATENCY, ...r }),
-    readBytes: new Counter({ name: "mcfs_read_bytes_total", help: "Bytes read through the mount, by where they came from: local (a file on this node's disk, served by the shim), ram (a RAM copy or a ranged read, served in JS)", labelNames: ["source"], ...r }),
+    readBytes: new Counter({ name: "mcfs_read_bytes_total", help: "Bytes read through the mount, by what served them: local (the shim, from a fd: a file on this node's disk or a cached copy, in RAM or on disk), memory (JS: ranged reads of a file held elsewhere)", labelNames: ["source"], ...r }),
     writtenBytes: new Counter({ name: "mcfs_written_bytes_total", help: "Bytes written through the mount", ...r }),
     peerBytes: new Counter({ name: "mcfs_peer_bytes_total", help: "File bytes moved between nodes: received from peers, served to peers", labelNames: ["direction"], ...r }),
     readAheadUnused: new Counter({ name: "mcfs_readahead_unused_bytes_total", help: "Bytes of small files fetched ahead of their readers (along with another file, or read ahead) and evicted before anyone opened them: bytes moved for nothing", ...r }),

@@ -29,9 +29,9 @@ const PRESERVE_MAX = 16 << 20;
 /** Bytes held by other nodes, fetched from a live holder of the current version. */
 export interface RemoteData {
   /**
-   * Open ino at version for reading: a fd on a copy cached on disk, or a reader in JS (a copy in
-   * RAM; or ranges of a big file, or one no cache tier takes, read from a holder on demand while a
-   * copy arrives). holders: if just read.
+   * Open ino at version for reading: a fd on its cached copy (in RAM or on disk; the shim serves
+   * reads from it), or a reader in JS (ranges of a big file, or of one no cache tier takes or has
+   * room for, read from a holder on demand while a copy arrives). holders: if just read.
    */
   open(ino: number, version: number, path: string, size: number, holders?: Holders, siblings?: Siblings): Promise<{ fd: number } | { ranges: RangeReader }>;
   /**
@@ -136,20 +136,12 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
     });
   }
 
-  /** A copy in RAM, read in JS. */
-  function bytesReader(bytes: Uint8Array): RangeReader {
-    return {
-      read: async (offset, want) => bytes.slice(offset, offset + want),
-      close() {},
-    };
-  }
-
   /** The cached copy of ino at version, for a reader of this node. */
-  function opened(ino: number, version: number): { fd: number } | { ranges: RangeReader } | undefined {
+  function opened(ino: number, version: number): { fd: number } | undefined {
     const c: Opened | undefined = o.cache.open(ino, version);
     if (!c) return undefined;
     if (c.ahead) batches.used(ino);
-    return "fd" in c ? { fd: c.fd } : { ranges: bytesReader(c.bytes) };
+    return { fd: c.fd };
   }
 
   return {
@@ -205,7 +197,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
               const buf = Buffer.allocUnsafe(1 << 20);
               for (let off = 0, n; (n = readCopy(src, buf, off)) > 0; off += n) fs.writeSync(fd, buf, 0, n, off);
             } finally {
-              if ("fd" in src) fs.closeSync(src.fd);
+              fs.closeSync(src.fd);
             }
           } else {
             const sink = { write: (d: Uint8Array, at: number) => void fs.writeSync(fd, d, 0, d.length, at), read: (into: Uint8Array, at: number) => fs.readSync(fd, into, 0, into.length, at) };

@@ -12,7 +12,7 @@ let base: string, dir: LocalDir, cache: CopyCache, w: AheadWindows<string>;
 beforeEach(() => {
   base = fs.mkdtempSync(join(tmpdir(), "mcfs-unit-ahead-"));
   dir = openLocalDir(base);
-  cache = createCopyCache({ dir, ramBytes: 4 * MiB, ramMaxFileBytes: 4 * MiB, diskBytes: 0, onEvict() {} });
+  cache = createCopyCache({ dir, ramBytes: 4 * MiB, ramMaxFileBytes: 4 * MiB, ramMaxFiles: 1000, diskBytes: 0, onEvict() {} });
   w = createAheadWindows(cache);
 });
 afterEach(() => {

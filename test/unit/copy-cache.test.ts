@@ -9,7 +9,7 @@ import { E, FsError } from "../../src/util/errno.ts";
 let base: string, dir: LocalDir, evicted: [number, number, string][], cache: CopyCache;
 
 function open(o: Partial<CopyCacheOptions> = {}): CopyCache {
-  cache = createCopyCache({ dir, ramBytes: 100, ramMaxFileBytes: 50, diskBytes: 1000, onEvict: (i, v, t) => evicted.push([i, v, t]), ...o });
+  cache = createCopyCache({ dir, ramBytes: 100, ramMaxFileBytes: 50, ramMaxFiles: 1000, diskBytes: 1000, onEvict: (i, v, t) => evicted.push([i, v, t]), ...o });
   return cache;
 }
 
@@ -217,5 +217,19 @@ describe("copy cache", () => {
     await put(4, 4, 50);
     expect(evicted.map((e) => e[0]).sort()).toEqual([1, 2]);
     expect(cache.ahead()).toEqual({ bytes: 0, limit: 50, evictedUnread: 20 });
+  });
+
+  test("a RAM copy is a memfd: each open gets a read-only fd of its own that outlives the copy's eviction", async () => {
+    open({ ramMaxFiles: 2 });
+    await put(1, 1, 20);
+    const c = cache.open(1, 1)!;
+    expect(fs.readlinkSync(`/proc/self/fd/${c.fd}`)).toStartWith("/memfd:");
+    expect(() => fs.writeSync(c.fd, new Uint8Array(1), 0, 1, 0)).toThrow();
+    await put(2, 2, 20);
+    // Past ramMaxFiles copies (each holds a fd): the least recently used goes, whatever the bytes.
+    await put(3, 3, 20);
+    expect(evicted).toEqual([[1, 1, "ram"]]);
+    expect(usage("ram")).toMatchObject({ bytes: 40, files: 2 });
+    expect(bytesOf(c, 20)).toEqual(new Uint8Array(20).fill(1));
   });
 });
