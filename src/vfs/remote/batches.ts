@@ -13,6 +13,8 @@ export const BATCH_FILE_MAX = 256 << 10;
 const BATCH_FILES = 512;
 const BATCH_BYTES = 16 << 20;
 const UNWANTED_MAX = 1_000_000;
+/** Records are read for one candidate per this many bytes of room (plus a few): not for 512 when 7 fit. */
+const BYTES_PER_CANDIDATE = 4096;
 
 /** A file's bytes at a version, to be fetched. */
 export interface Wanted {
@@ -86,12 +88,14 @@ export function createBatches(o: BatchesOptions): Batches {
   const windows = createAheadWindows<{ src: Source; siblings: Siblings }>(o.cache);
 
   async function companions(node: string, siblings: Siblings, after: number): Promise<Wanted[]> {
-    if (windows.room(siblings.dir) <= 0) return [];
+    const room = windows.room(siblings.dir);
+    if (room <= 0) return [];
+    const most = Math.min(BATCH_FILES, 16 + Math.ceil(room / BYTES_PER_CANDIDATE));
     let cand: Sibling[] | undefined;
     for (const s of await siblings.list()) {
       if (s.ino === after) cand = [];
       else if (cand && o.cache.versionOf(s.ino) === undefined && !fetchingIno.has(s.ino) && !unwanted.has(s.ino) && !unwanted.has(`${node}/${s.ino}`)) cand.push(s);
-      if (cand?.length === BATCH_FILES) break;
+      if (cand?.length === most) break;
     }
     if (!cand?.length) return [];
     // Records only: whether node holds each is its to say (it answers ESTALE for those it does not).
