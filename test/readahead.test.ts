@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { createHash, randomBytes } from "node:crypto";
 import { spawn } from "bun";
-import { fuseUnavailable } from "./helpers/env.ts";
+import { fuseUnavailable, waitFor } from "./helpers/env.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { scrape } from "./helpers/metrics.ts";
 import { useCluster } from "./helpers/node.ts";
@@ -27,10 +27,16 @@ describe.skipIf(!!skip)("read-ahead bounded by what the RAM tier keeps until it 
   const total = { read: 0, moved: 0, unused: 0 };
   const cluster = useCluster("readahead-bound", ["a", "b", "c"], { b: ["--metrics-port", "0", "--ram-cache-mib", String(RAM_MIB), "--disk-cache-mib", "0"] });
 
-  /** A directory of small files (8-64 KiB, together 3x B's RAM tier) written half on A, half on C; name -> sha256. */
-  function inputs(dir: string): Map<string, string> {
-    const [a, , c] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
+  /**
+   * A directory of small files (8-64 KiB, together 3x B's RAM tier) written half on A, half on C
+   * after B listed it empty (B's listing then learns the names from A's and C's creates, without
+   * their inodes); name -> sha256.
+   */
+  async function inputs(dir: string): Promise<Map<string, string>> {
+    const [a, b, c] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
     fs.mkdirSync(join(a.mnt, dir));
+    await waitFor("the directory on B", () => fs.existsSync(join(b.mnt, dir)));
+    expect(fs.readdirSync(join(b.mnt, dir))).toEqual([]);
     const want = new Map<string, string>();
     for (let i = 0; i < FILES; i++) {
       const data = randomBytes(8192 + Math.floor(Math.random() * 57345));
@@ -89,7 +95,7 @@ describe.skipIf(!!skip)("read-ahead bounded by what the RAM tier keeps until it 
   }
 
   test("shuffled reads of a directory 3x the RAM tier move at most 1.2x the bytes read", async () => {
-    const want = inputs("shuffled");
+    const want = await inputs("shuffled");
     const b = cluster.nodes[1]!;
     // Tasks list their directory first: the listing is what lets B fetch a file's siblings along.
     expect(fs.readdirSync(join(b.mnt, "shuffled")).length).toBe(FILES);
@@ -105,7 +111,7 @@ describe.skipIf(!!skip)("read-ahead bounded by what the RAM tier keeps until it 
   }, 240_000);
 
   test("reads in listing order move at most 1.2x the bytes read, and most find their copy fetched ahead", async () => {
-    const want = inputs("sequential");
+    const want = await inputs("sequential");
     const b = cluster.nodes[1]!;
     const order = fs.readdirSync(join(b.mnt, "sequential"));
     expect(order.length).toBe(FILES);
