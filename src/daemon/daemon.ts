@@ -29,6 +29,7 @@ import { prepareMountpoint } from "../fuse/mountpoint.ts";
 import { FUSE_CONF, isRoot, userAllowOther } from "../fuse/fusermount.ts";
 import { E, FsError, errnoName, setUnexpectedErrorLogger } from "../util/errno.ts";
 import { redactUrl, type Logger } from "../util/log.ts";
+import { openFileLimit } from "../util/fd-limit.ts";
 
 const HEARTBEAT_MS = 5_000;
 const ACK_FLUSH_MS = 5;
@@ -45,6 +46,7 @@ export interface Daemon {
 
 /** Counters the shim keeps and gauges of state, brought up to date before each scrape. */
 const shimSeen = new WeakMap<FuseSession, { readBytes: number; writeBytes: number }>();
+const unreadSeen = new WeakMap<CopyCache, number>();
 async function refreshGauges(m: Metrics, session: FuseSession, vfs: Vfs, copies: CopyCache | undefined, store: MetadataStore): Promise<void> {
   const io = session.ioCounters();
   const last = shimSeen.get(session) ?? { readBytes: 0, writeBytes: 0 };
@@ -52,6 +54,11 @@ async function refreshGauges(m: Metrics, session: FuseSession, vfs: Vfs, copies:
   m.writtenBytes.inc(io.writeBytes - last.writeBytes);
   shimSeen.set(session, io);
   m.openFiles.set(vfs.openFiles);
+  if (copies) {
+    const unread = copies.ahead().evictedUnread;
+    m.readAheadUnused.inc(unread - (unreadSeen.get(copies) ?? 0));
+    unreadSeen.set(copies, unread);
+  }
   for (const u of copies?.usage() ?? []) {
     m.cacheBytes.set({ tier: u.tier }, u.bytes);
     m.cacheFiles.set({ tier: u.tier }, u.files);
@@ -154,6 +161,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         dir: cacheDir!,
         ramBytes: cfg.ramCacheBytes,
         ramMaxFileBytes: cfg.ramCacheMaxFileBytes,
+        // Half the process's files: the other half is for open handles (each reader of a copy has its own fd), sockets and the rest.
+        ramMaxFiles: Math.floor(openFileLimit() / 2),
         diskBytes: cfg.diskCacheBytes,
         onEvict: (ino, version, tier) => {
           m?.cacheEvictions.inc({ tier });
@@ -169,7 +178,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       cleanups.push(async () => pool.close());
       remote = createRemoteData({
         root, store, peers: createPeerReads(pool), cache, nodeId, startedAt, log: nlog,
-        observe: m && { cache: (hit) => (hit ? m.cacheHits : m.cacheMisses).inc(), received: (n) => m.peerBytes.inc({ direction: "received" }, n), unused: (n) => m.readAheadUnused.inc(n) },
+        observe: m && { cache: (hit) => (hit ? m.cacheHits : m.cacheMisses).inc(), received: (n) => m.peerBytes.inc({ direction: "received" }, n) },
       });
       copies = cache;
       const server = await startPeerServer({

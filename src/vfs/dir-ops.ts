@@ -10,9 +10,8 @@ export function createDirOps(ctx: VfsContext): DirOps {
   return {
     async opendir(_c, ino) {
       // Listed by readdirplus, its names are never looked up: the listing that lets reads of its
-      // small files fetch their siblings along would not load otherwise.
-      ctx.cache.want(ino);
-      const list = await store.listDir(ino);
+      // small files fetch their siblings along would not load, nor learn the inodes of other nodes' new names, otherwise.
+      const list = await ctx.cache.readListing(ino);
       const r = ctx.learn(await store.get(ino));
       return ctx.open.addDir({ entries: [{ name: ".", ino, type: S_IFDIR >> 12 }, { name: "..", ino: r.parent || 1, type: S_IFDIR >> 12 }, ...list] });
     },

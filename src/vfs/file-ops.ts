@@ -43,14 +43,14 @@ export function createFileOps(ctx: VfsContext): FileOps {
     return { r, holders: h, here: h.data.get(nodeId) === r.version || (h.data.size === 0 && r.size === 0) };
   }
 
-  /** The other files of dir, as far as its listing is loaded (none otherwise: no Redis call for this). */
-  async function siblingsOf(ino: number, dir: number): Promise<Iterable<Sibling>> {
+  /** The files of dir in listing order, as far as its listing is loaded (none otherwise: no Redis call for this). */
+  async function filesOf(dir: number): Promise<Iterable<Sibling>> {
     const l = cache.entries(dir);
     if (!l) return [];
     const base = await paths.pathOf(dir);
     const prefix = base === "/" ? "/" : `${base}/`;
     return (function* () {
-      for (const [name, i] of l) if (i > 0 && i !== ino) yield { ino: i, path: prefix + name };
+      for (const [name, i] of l) if (i > 0) yield { ino: i, path: prefix + name };
     })();
   }
 
@@ -68,7 +68,7 @@ export function createFileOps(ctx: VfsContext): FileOps {
       const { r } = f;
       const change = ctx.changes.next(ino);
       try {
-        if (!writable) return { found: f, got: await remote!.open(ino, r.version, path, r.size, f.holders, { dir: r.parent, list: () => siblingsOf(ino, r.parent) }) };
+        if (!writable) return { found: f, got: await remote!.open(ino, r.version, path, r.size, f.holders, { dir: r.parent, list: () => filesOf(r.parent) }) };
         if (flags & O_TRUNC) fs.closeSync(createLocalFile(root, path, O_WRONLY, r));
         else {
           root.ensureDir(dirname(path));

@@ -1,4 +1,4 @@
-import type { Inode, Invalidation, MetadataStore } from "../meta/store.ts";
+import type { DirListing, Inode, Invalidation, MetadataStore } from "../meta/store.ts";
 import type { PathCache } from "./paths.ts";
 
 /**
@@ -15,8 +15,13 @@ export interface MetaCache {
    * name, undefined: no listing yet (one is loaded in the background).
    */
   listed(parent: number, name: string): number | null | undefined;
-  /** The directory's listing will be wanted (it is being read): load it in the background if it is not. */
-  want(dir: number): void;
+  /**
+   * The directory's listing read from the store now (for readdir). A cached listing learns the
+   * inodes of names it knows without one (other nodes' creates: read-ahead passes over those), unless
+   * a change to the directory was heard meanwhile (the store may have been read before it); without
+   * one, the listing is loaded in the background.
+   */
+  readListing(dir: number): Promise<DirListing[]>;
   /** The directory's listing, if loaded: name -> inode (0: not known yet). */
   entries(dir: number): ReadonlyMap<string, number> | undefined;
   /** A name appeared in or left a directory. */
@@ -138,8 +143,15 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
       }
       return l.get(name) ?? null;
     },
-    want(dir) {
-      void loadListing(dir).catch(() => {});
+    async readListing(dir) {
+      const cached = listings.get(dir);
+      const since = dirChanges.get(dir);
+      if (!cached) void loadListing(dir).catch(() => {});
+      const ents = await store.listDir(dir);
+      if (cached && listings.get(dir) === cached && dirChanges.get(dir) === since) {
+        for (const e of ents) if (cached.get(e.name) === 0) cached.set(e.name, e.ino);
+      }
+      return ents;
     },
     entries: (dir) => listings.get(dir),
     dirChanged,

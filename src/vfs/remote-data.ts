@@ -1,13 +1,13 @@
 import * as fs from "node:fs";
 import type { Holders, MetadataStore } from "../meta/store.ts";
 import type { PeerReads } from "../peer/peer-reads.ts";
-import { readCopy, type CopyCache, type CopyData } from "../cache/copy-cache.ts";
+import { readCopy, type CopyCache, type Opened } from "../cache/copy-cache.ts";
 import { FsError, E } from "../util/errno.ts";
 import type { Logger } from "../util/log.ts";
 import type { LocalDir } from "../local/local-dir.ts";
 import { keep, type KeptFile } from "./local-files.ts";
 import type { Arriving } from "./remote/arriving.ts";
-import { BATCH_FILE_MAX, BATCH_FILES, createBatches, type Siblings } from "./remote/batches.ts";
+import { BATCH_FILE_MAX, createBatches, type Siblings } from "./remote/batches.ts";
 import { createRangeReader, type RangeReader } from "./remote/ranges.ts";
 import { createSources } from "./remote/sources.ts";
 import { createStreams } from "./remote/streams.ts";
@@ -29,9 +29,9 @@ const PRESERVE_MAX = 16 << 20;
 /** Bytes held by other nodes, fetched from a live holder of the current version. */
 export interface RemoteData {
   /**
-   * Open ino at version for reading: a fd on a copy cached on disk, or a reader in JS (a copy in
-   * RAM; or ranges of a big file, or one no cache tier takes, read from a holder on demand while a
-   * copy arrives). holders: if just read.
+   * Open ino at version for reading: a fd on its cached copy (in RAM or on disk; the shim serves
+   * reads from it), or a reader in JS (ranges of a big file, or of one no cache tier takes or has
+   * room for, read from a holder on demand while a copy arrives). holders: if just read.
    */
   open(ino: number, version: number, path: string, size: number, holders?: Holders, siblings?: Siblings): Promise<{ fd: number } | { ranges: RangeReader }>;
   /**
@@ -58,7 +58,7 @@ export interface RemoteDataOptions {
   startedAt: number;
   log: Logger;
   /** For metrics: an open found its copy cached (hit) or had to fetch it; bytes received from peers. */
-  observe?: { cache(hit: boolean): void; received(bytes: number): void; unused(bytes: number): void };
+  observe?: { cache(hit: boolean): void; received(bytes: number): void };
 }
 
 /**
@@ -74,7 +74,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   const received = o.observe && ((n: number) => o.observe!.received(n));
   const sources = createSources({ store: o.store, nodeId: o.nodeId });
   const streams = createStreams({ peers: o.peers, sources, log: o.log, ...(received ? { received } : {}) });
-  const batches = createBatches({ peers: o.peers, store: o.store, cache: o.cache, log: o.log, list, ...(received ? { received } : {}), ...(o.observe ? { unused: (n: number) => o.observe!.unused(n) } : {}) });
+  const batches = createBatches({ peers: o.peers, store: o.store, cache: o.cache, log: o.log, list, arriving: (ino, version) => arriving.has(`${ino}.${version}`), ...(received ? { received } : {}) });
   const rangeOptions = { cache: o.cache, peers: o.peers, log: o.log, arriving: (ino: number, version: number) => arriving.get(`${ino}.${version}`), ...(received ? { received } : {}) };
 
   /** Copies to list as this node's, written together (a batch of small files lists in one call). */
@@ -105,19 +105,19 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
     if (o.cache.has(ino, version)) return;
     return once(key, async () => {
       const pending = o.cache.begin(ino, version, size);
+      // The tier is held by copies on their way: this open reads from a holder without a copy.
+      if (!pending) return;
       const progress: Arriving = { sink: pending, got: 0, waiters: [] };
       arriving.set(key, progress);
       try {
         let fetched = false;
         if (siblings && size <= BATCH_FILE_MAX) {
           const src = (await sources.of(ino, version, given))[0];
-          const extra = src ? await batches.companions(src.node, await siblings.list()) : [];
+          const extra = src ? await batches.companions(src.node, siblings, ino) : [];
           if (src && extra.length) {
             try {
-              const batch = batches.fetch(src, { wanted: { ino, version, path, size }, progress }, extra);
-              await batch.first;
+              await batches.fetch(src, siblings, { wanted: { ino, version, path, size }, progress }, extra).first;
               fetched = true;
-              if (extra.length === BATCH_FILES) void batch.all.then(() => batches.readAhead(src, siblings));
             } catch (e) {
               o.log.warn({ path, ino, holder: src.address, err: (e as Error).message }, "batched fetch failed, fetching the file alone");
             }
@@ -136,30 +136,27 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
     });
   }
 
-  /** A copy in RAM, read in JS. */
-  function bytesReader(bytes: Uint8Array): RangeReader {
-    return {
-      read: async (offset, want) => bytes.slice(offset, offset + want),
-      close() {},
-    };
-  }
-
-  function opened(c: CopyData | undefined): { fd: number } | { ranges: RangeReader } | undefined {
-    return c && ("fd" in c ? c : { ranges: bytesReader(c.bytes) });
+  /** The cached copy of ino at version, for a reader of this node. */
+  function opened(ino: number, version: number): { fd: number } | undefined {
+    const c: Opened | undefined = o.cache.open(ino, version);
+    if (!c) return undefined;
+    if (c.ahead) batches.used(ino);
+    return { fd: c.fd };
   }
 
   return {
     async open(ino, version, path, size, given, siblings) {
-      o.observe?.cache(o.cache.has(ino, version));
-      batches.opened(ino);
+      // Fetched ahead and still on its way is a hit too: this open did not have to ask for it.
+      o.observe?.cache(o.cache.has(ino, version) || batches.pending(ino, version) !== undefined);
       const fits = o.cache.fits(size);
       if (fits && size < RANGED_MIN) {
         await cache(ino, version, path, size, given, siblings);
-        // undefined: evicted at once by other copies arriving (a tier far smaller than the files read).
-        const c = opened(o.cache.open(ino, version));
+        // undefined: evicted at once by other copies arriving (a tier far smaller than the files read),
+        // or never cached (a tier held by copies on their way).
+        const c = opened(ino, version);
         if (c) return c;
       } else {
-        const c = opened(o.cache.open(ino, version));
+        const c = opened(ino, version);
         if (c) return c;
         if (fits) void cache(ino, version, path, size, given).catch((e: unknown) => o.log.warn({ path, ino, err: (e as Error).message }, "background copy failed"));
       }
@@ -170,6 +167,10 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
     async preserve(ino, version, fd, size, intact) {
       if (size > PRESERVE_MAX || !o.cache.fits(size) || o.cache.has(ino, version)) return;
       const pending = o.cache.begin(ino, version, size);
+      if (!pending) {
+        o.log.warn({ ino, version }, "no room in the cache to keep the published bytes of a file about to be written; other nodes' reads of them wait for its close");
+        return;
+      }
       try {
         const buf = Buffer.allocUnsafe(Math.min(size, 1 << 20));
         for (let at = 0; at < size; ) {
@@ -196,7 +197,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
               const buf = Buffer.allocUnsafe(1 << 20);
               for (let off = 0, n; (n = readCopy(src, buf, off)) > 0; off += n) fs.writeSync(fd, buf, 0, n, off);
             } finally {
-              if ("fd" in src) fs.closeSync(src.fd);
+              fs.closeSync(src.fd);
             }
           } else {
             const sink = { write: (d: Uint8Array, at: number) => void fs.writeSync(fd, d, 0, d.length, at), read: (into: Uint8Array, at: number) => fs.readSync(fd, into, 0, into.length, at) };

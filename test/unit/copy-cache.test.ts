@@ -9,13 +9,13 @@ import { E, FsError } from "../../src/util/errno.ts";
 let base: string, dir: LocalDir, evicted: [number, number, string][], cache: CopyCache;
 
 function open(o: Partial<CopyCacheOptions> = {}): CopyCache {
-  cache = createCopyCache({ dir, ramBytes: 100, ramMaxFileBytes: 50, diskBytes: 1000, onEvict: (i, v, t) => evicted.push([i, v, t]), ...o });
+  cache = createCopyCache({ dir, ramBytes: 100, ramMaxFileBytes: 50, ramMaxFiles: 1000, diskBytes: 1000, onEvict: (i, v, t) => evicted.push([i, v, t]), ...o });
   return cache;
 }
 
 /** A committed copy of ino at version, size bytes of fill. */
 async function put(ino: number, version: number, size: number, fill = ino & 0xff): Promise<void> {
-  const p = cache.begin(ino, version, size);
+  const p = cache.begin(ino, version, size)!;
   await p.write(new Uint8Array(size).fill(fill), 0);
   p.commit();
 }
@@ -101,7 +101,7 @@ describe("copy cache", () => {
 
   test("a copy being fetched counts against its tier until commit or abort", async () => {
     open();
-    const p = cache.begin(1, 1, 60);
+    const p = cache.begin(1, 1, 60)!;
     expect(usage("disk")).toEqual({ tier: "disk", bytes: 60, files: 0, limit: 1000 });
     expect(files()).toEqual([expect.stringMatching(/^1\.1\.part-\d+$/)]);
     await p.write(new Uint8Array([1, 2, 3]), 0);
@@ -113,7 +113,7 @@ describe("copy cache", () => {
     p.abort();
     expect(usage("disk")).toMatchObject({ bytes: 0, files: 0 });
     expect(files()).toEqual([]);
-    const q = cache.begin(2, 2, 30);
+    const q = cache.begin(2, 2, 30)!;
     expect(usage("ram")).toMatchObject({ bytes: 30, files: 0 });
     q.commit();
     q.abort();
@@ -124,7 +124,7 @@ describe("copy cache", () => {
     open();
     await put(1, 1, 50);
     await put(2, 2, 40);
-    const p = cache.begin(3, 3, 50);
+    const p = cache.begin(3, 3, 50)!;
     expect(evicted).toEqual([[1, 1, "ram"]]);
     p.abort();
   });
@@ -133,8 +133,8 @@ describe("copy cache", () => {
     open();
     expect(cache.fits(1000)).toBe(true);
     expect(cache.fits(1001)).toBe(false);
-    expect(() => cache.begin(1, 1, 1001)).toThrow(expect.objectContaining({ errno: E.EFBIG }));
-    const p = cache.begin(1, 1, 4);
+    expect(() => cache.begin(1, 1, 1001)!).toThrow(expect.objectContaining({ errno: E.EFBIG }));
+    const p = cache.begin(1, 1, 4)!;
     let err: unknown;
     try {
       p.write(new Uint8Array(5), 0);
@@ -180,5 +180,56 @@ describe("copy cache", () => {
     await put(2, 2, 60);
     expect(evicted).toEqual([[1, 1, "disk"]]);
     expect(bytesOf(c, 60)).toEqual(new Uint8Array(60).fill(1));
+  });
+
+  test("copies on their way cannot be evicted: a copy that would take the tier past its size is refused", () => {
+    open();
+    const p = cache.begin(1, 1, 40)!;
+    const q = cache.begin(2, 2, 40)!;
+    expect(cache.begin(3, 3, 40)).toBeUndefined();
+    expect(usage("ram").bytes).toBe(80);
+    p.commit();
+    // Committed copies make room as before.
+    const r = cache.begin(3, 3, 40)!;
+    expect(evicted).toEqual([[1, 1, "ram"]]);
+    expect(usage("ram").bytes).toBeLessThanOrEqual(100);
+    q.abort();
+    r.abort();
+    expect(usage("ram").bytes).toBe(0);
+  });
+
+  test("copies fetched ahead take at most half their tier; the first open says so; those evicted unopened are counted", async () => {
+    open();
+    const a = cache.begin(1, 1, 30, true)!;
+    expect(cache.begin(2, 2, 30, true)).toBeUndefined();
+    expect(cache.ahead()).toEqual({ bytes: 30, limit: 50, evictedUnread: 0 });
+    await a.write(new Uint8Array(30).fill(1), 0);
+    a.commit();
+    const b = cache.begin(2, 2, 20, true)!;
+    b.commit();
+    const c = cache.open(1, 1)!;
+    expect(c.ahead).toBe(true);
+    bytesOf(c, 30);
+    expect(cache.open(1, 1)!.ahead).toBeUndefined();
+    expect(cache.ahead()).toMatchObject({ bytes: 20, evictedUnread: 0 });
+    // 1 was opened, 2 was not: both evicted, only 2 counts.
+    await put(3, 3, 50);
+    await put(4, 4, 50);
+    expect(evicted.map((e) => e[0]).sort()).toEqual([1, 2]);
+    expect(cache.ahead()).toEqual({ bytes: 0, limit: 50, evictedUnread: 20 });
+  });
+
+  test("a RAM copy is a memfd: each open gets a read-only fd of its own that outlives the copy's eviction", async () => {
+    open({ ramMaxFiles: 2 });
+    await put(1, 1, 20);
+    const c = cache.open(1, 1)!;
+    expect(fs.readlinkSync(`/proc/self/fd/${c.fd}`)).toStartWith("/memfd:");
+    expect(() => fs.writeSync(c.fd, new Uint8Array(1), 0, 1, 0)).toThrow();
+    await put(2, 2, 20);
+    // Past ramMaxFiles copies (each holds a fd): the least recently used goes, whatever the bytes.
+    await put(3, 3, 20);
+    expect(evicted).toEqual([[1, 1, "ram"]]);
+    expect(usage("ram")).toMatchObject({ bytes: 40, files: 2 });
+    expect(bytesOf(c, 20)).toEqual(new Uint8Array(20).fill(1));
   });
 });

@@ -90,6 +90,25 @@ describe("meta cache", () => {
     expect(f.ino).toBeGreaterThan(ROOT);
   });
 
+  test("reading a listing from the store teaches the cached one the inodes of other nodes' new names", async () => {
+    await listing(ROOT);
+    const f = await b.create(ROOT, "f", { mode: FILE, uid: 0, gid: 0 });
+    await until("the create", () => cache.listed(ROOT, "f") !== null);
+    expect(cache.listed(ROOT, "f")).toBe(0);
+    expect((await cache.readListing(ROOT)).map((e) => [e.name, e.ino])).toEqual([["f", f.ino]]);
+    expect(cache.listed(ROOT, "f")).toBe(f.ino);
+  });
+
+  test("a listing read while another change was heard teaches nothing (the store may have been read before it)", async () => {
+    await listing(ROOT);
+    await b.create(ROOT, "f", { mode: FILE, uid: 0, gid: 0 });
+    await until("the create", () => cache.listed(ROOT, "f") !== null);
+    const read = cache.readListing(ROOT);
+    cache.dirChanged(ROOT, ["g", 0]);
+    await read;
+    expect(cache.listed(ROOT, "f")).toBe(0);
+  });
+
   test("another node's change of an inode drops its record", async () => {
     const f = await a.create(ROOT, "f", { mode: FILE, uid: 0, gid: 0 });
     cache.learn(f);

@@ -4,14 +4,17 @@ import type { PeerReads } from "../../peer/peer-reads.ts";
 import { E, FsError } from "../../util/errno.ts";
 import type { Logger } from "../../util/log.ts";
 import { isReg } from "../attr.ts";
+import { createAheadWindows } from "./ahead-windows.ts";
 import { inOrder, type Arriving } from "./arriving.ts";
 import type { Source } from "./sources.ts";
 
 /** Companions of a small file fetched in one call: files up to this size, this many, this many bytes. */
 export const BATCH_FILE_MAX = 256 << 10;
-export const BATCH_FILES = 512;
+const BATCH_FILES = 512;
 const BATCH_BYTES = 16 << 20;
 const UNWANTED_MAX = 1_000_000;
+/** Records are read for one candidate per this many bytes of room (plus a few): not for 512 when 7 fit. */
+const BYTES_PER_CANDIDATE = 4096;
 
 /** A file's bytes at a version, to be fetched. */
 export interface Wanted {
@@ -27,9 +30,10 @@ export interface Sibling {
   path: string;
 }
 
-/** The other files of a file's directory, for fetching small ones along with it. */
+/** The files of a file's directory, for fetching small ones along with it. */
 export interface Siblings {
   dir: number;
+  /** In listing order: read-ahead takes those after the file being read first. */
   list(): Promise<Iterable<Sibling>>;
 }
 
@@ -41,20 +45,23 @@ export interface Siblings {
 export interface Batches {
   /** A companion fetch of ino at version under way: settles when it has (arrived or not). */
   pending(ino: number, version: number): Promise<void> | undefined;
-  /** Other small files of the directory that node holds and this node has no copy of. */
-  companions(node: string, siblings: Iterable<Sibling>): Promise<Wanted[]>;
   /**
-   * One call for first and its companions: resolves once first has arrived whole; the companions go
-   * on arriving into the cache behind it (an open of one of them waits for it).
+   * Other small files of the directory, listed after the file `after` (a reader in listing order reads
+   * them next; those before it it has read), that node may hold and this node has no copy of, up to
+   * a batch; fetch takes as many as the directory's window has room for.
    */
-  fetch(src: Source, first: { wanted: Wanted; progress: Arriving } | undefined, extra: Wanted[]): { first: Promise<void>; all: Promise<void> };
+  companions(node: string, siblings: Siblings, after: number): Promise<Wanted[]>;
   /**
-   * Keep a directory's small files coming while they are being read: after a full batch, the next
-   * one, until the copies fetched and not yet opened fill half the RAM tier.
+   * One call for first and its companions (cut where the cache has no room for them): resolves once
+   * first has arrived whole; the companions go on arriving into the cache behind it (an open of one
+   * of them waits for it).
    */
-  readAhead(src: Source, siblings: Siblings): void;
-  /** ino was opened: its fetched copy is no longer counted as unused. */
-  opened(ino: number): void;
+  fetch(src: Source, siblings: Siblings, first: { wanted: Wanted; progress: Arriving } | undefined, extra: Wanted[]): { first: Promise<void>; all: Promise<void> };
+  /**
+   * A copy fetched ahead was opened for the first time: its directory's window grows, and once half
+   * of it is read, the next files of that directory are fetched while these are being read.
+   */
+  used(ino: number): void;
 }
 
 export interface BatchesOptions {
@@ -64,9 +71,9 @@ export interface BatchesOptions {
   log: Logger;
   /** A companion arrived whole into the cache: list it as this node's copy. */
   list(ino: number, version: number): void;
+  /** A copy of ino at version is on its way already (asked for alone). */
+  arriving(ino: number, version: number): boolean;
   received?: (bytes: number) => void;
-  /** Fetched along and evicted before anyone opened it: bytes moved for nothing. */
-  unused?: (bytes: number) => void;
 }
 
 export function createBatches(o: BatchesOptions): Batches {
@@ -75,34 +82,36 @@ export function createBatches(o: BatchesOptions): Batches {
   const fetchingIno = new Set<number>();
   /** Siblings found not worth fetching along (by inode, or "holder/inode"), so misses do not ask again. */
   const unwanted = new Set<number | string>();
-  /** Companions fetched and not opened yet: read-ahead stops when they fill half the RAM tier. */
-  const unopened = new Map<number, number>();
-  let unopenedBytes = 0;
-  /** Read-ahead chains running, by holder and directory. */
+  /** Read-ahead batches running, by holder and directory. */
   const readingAhead = new Set<string>();
+  /** By directory; each copy fetched ahead remembers where from: opening it may start the next batch. */
+  const windows = createAheadWindows<{ src: Source; siblings: Siblings }>(o.cache);
 
-  async function companions(node: string, siblings: Iterable<Sibling>): Promise<Wanted[]> {
-    const cand: Sibling[] = [];
-    for (const s of siblings) {
-      if (o.cache.versionOf(s.ino) === undefined && !fetchingIno.has(s.ino) && !unwanted.has(s.ino) && !unwanted.has(`${node}/${s.ino}`)) cand.push(s);
-      if (cand.length === BATCH_FILES) break;
+  async function companions(node: string, siblings: Siblings, after: number): Promise<Wanted[]> {
+    const room = windows.room(siblings.dir);
+    if (room <= 0) return [];
+    const most = Math.min(BATCH_FILES, 16 + Math.ceil(room / BYTES_PER_CANDIDATE));
+    let cand: Sibling[] | undefined;
+    for (const s of await siblings.list()) {
+      if (s.ino === after) cand = [];
+      else if (cand && o.cache.versionOf(s.ino) === undefined && !fetchingIno.has(s.ino) && !unwanted.has(s.ino) && !unwanted.has(`${node}/${s.ino}`)) cand.push(s);
+      if (cand?.length === most) break;
     }
-    if (!cand.length) return [];
+    if (!cand?.length) return [];
     // Records only: whether node holds each is its to say (it answers ESTALE for those it does not).
     const recs = await o.store.getMany(cand.map((c) => c.ino));
     if (unwanted.size > UNWANTED_MAX) unwanted.clear();
     const out: Wanted[] = [];
-    let bytes = 0;
     for (const [i, c] of cand.entries()) {
       const r = recs[i];
       // Not looked at again: what is not a small file.
       if (!r || !isReg(r.mode) || r.size > BATCH_FILE_MAX) unwanted.add(c.ino);
-      else if ((bytes += r.size) <= BATCH_BYTES) out.push({ ino: c.ino, version: r.version, path: c.path, size: r.size });
+      else out.push({ ino: c.ino, version: r.version, path: c.path, size: r.size });
     }
     return out;
   }
 
-  function fetch(src: Source, first: { wanted: Wanted; progress: Arriving } | undefined, extra: Wanted[]): { first: Promise<void>; all: Promise<void> } {
+  function fetch(src: Source, siblings: Siblings, first: { wanted: Wanted; progress: Arriving } | undefined, extra: Wanted[]): { first: Promise<void>; all: Promise<void> } {
     const address = src.address;
     interface Item extends Wanted {
       got: number;
@@ -118,10 +127,18 @@ export function createBatches(o: BatchesOptions): Batches {
       first.progress.got = 0;
       items.push({ ...first.wanted, got: 0, writes: [], write: inOrder(first.progress), finish: firstDone });
     }
+    // Measured here, where the copies are reserved: batches chosen at the same time share one window.
+    let budget = Math.min(BATCH_BYTES, windows.room(siblings.dir));
     for (const w of extra) {
+      // Taken by another batch, or asked for alone, meanwhile.
+      if (fetchingIno.has(w.ino) || o.cache.versionOf(w.ino) !== undefined || o.arriving(w.ino, w.version)) continue;
+      if ((budget -= w.size) < 0) break;
       const key = `${w.ino}.${w.version}`;
-      const pending = o.cache.begin(w.ino, w.version, w.size);
+      const pending = o.cache.begin(w.ino, w.version, w.size, true);
+      // No room in the cache until some copy is opened or arrives: the batch ends here.
+      if (!pending) break;
       let settle!: () => void;
+      windows.fetching(w.ino, w.version, siblings.dir, w.size, { src, siblings });
       fetchingIno.add(w.ino);
       prefetching.set(key, new Promise<void>((res) => (settle = res)));
       items.push({
@@ -130,12 +147,13 @@ export function createBatches(o: BatchesOptions): Batches {
         writes: [],
         write: (d, at) => pending.write(d, at),
         finish(err) {
-          if (err) pending.abort();
-          else {
+          if (err) {
+            pending.abort();
+            windows.failed(w.ino);
+          } else {
             pending.commit();
+            windows.arrived(w.ino);
             o.list(w.ino, w.version);
-            unopened.set(w.ino, w.size);
-            unopenedBytes += w.size;
           }
           prefetching.delete(key);
           fetchingIno.delete(w.ino);
@@ -143,6 +161,8 @@ export function createBatches(o: BatchesOptions): Batches {
         },
       });
     }
+    // Every companion cut and no first: nothing to ask for.
+    if (!items.length) return { first: firstArrived, all: Promise.resolve() };
     const done = new Set<number>();
     const end = (i: number, err?: Error) => {
       if (done.has(i)) return;
@@ -179,37 +199,20 @@ export function createBatches(o: BatchesOptions): Batches {
     return { first: firstArrived, all };
   }
 
-  /** What fetched-along copies not yet opened may take: half the RAM tier (the rest is for copies in use). */
-  const ramRoom = () => (o.cache.usage().find((t) => t.tier === "ram")?.limit ?? 0) / 2;
-
-  /** Copies evicted before anyone opened them no longer count against read-ahead; they were fetched for nothing. */
-  function sweep(): void {
-    for (const [ino, size] of unopened) {
-      if (o.cache.versionOf(ino) !== undefined) continue;
-      unopened.delete(ino);
-      unopenedBytes -= size;
-      o.unused?.(size);
-    }
-  }
-
-  function readAhead(src: Source, siblings: Siblings): void {
+  /** The next files of the directory, once half its window is free again (what was fetched ahead is being read). */
+  function readAhead(src: Source, siblings: Siblings, after: number): void {
     const key = `${src.node}/${siblings.dir}`;
-    sweep();
-    if (readingAhead.has(key) || unopenedBytes >= ramRoom()) return;
+    if (readingAhead.has(key) || !windows.drained(siblings.dir)) return;
     readingAhead.add(key);
     void (async () => {
-      let full = false;
       try {
-        const extra = await companions(src.node, await siblings.list());
-        full = extra.length === BATCH_FILES;
-        if (extra.length) await fetch(src, undefined, extra).all;
+        const extra = await companions(src.node, siblings, after);
+        if (extra.length) await fetch(src, siblings, undefined, extra).all;
       } catch (e) {
         o.log.debug({ dir: siblings.dir, err: (e as Error).message }, "read-ahead stopped");
-        full = false;
       } finally {
         readingAhead.delete(key);
       }
-      if (full) readAhead(src, siblings);
     })();
   }
 
@@ -217,12 +220,9 @@ export function createBatches(o: BatchesOptions): Batches {
     pending: (ino, version) => prefetching.get(`${ino}.${version}`),
     companions,
     fetch,
-    readAhead,
-    opened(ino) {
-      const was = unopened.get(ino);
-      if (was === undefined) return;
-      unopened.delete(ino);
-      unopenedBytes -= was;
+    used(ino) {
+      const f = windows.used(ino);
+      if (f) readAhead(f.src, f.siblings, ino);
     },
   };
 }

@@ -1,0 +1,124 @@
+import { describe, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { createHash, randomBytes } from "node:crypto";
+import { spawn } from "bun";
+import { fuseUnavailable, waitFor } from "./helpers/env.ts";
+import type { TestDaemon } from "./helpers/daemon.ts";
+import { scrape } from "./helpers/metrics.ts";
+import { useCluster } from "./helpers/node.ts";
+
+const skip = fuseUnavailable();
+
+const RAM_MIB = 4;
+const FILES = 360;
+const WORKERS = 4;
+
+/** A worker: runs its tasks one after another, each reading 4 files whole; prints "name sha256 bytes" per read. */
+const WORKER = `const fs = require("fs"), { createHash } = require("crypto"); const [dir, list] = process.argv.slice(-2);
+const out = []; for (const task of JSON.parse(fs.readFileSync(list, "utf8"))) for (const name of task) {
+  const b = fs.readFileSync(dir + "/" + name); out.push(name + " " + createHash("sha256").update(b).digest("hex") + " " + b.length); }
+process.stdout.write(out.join("\\n"));`;
+
+const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+
+describe.skipIf(!!skip)("read-ahead bounded by what the RAM tier keeps until it is read", () => {
+  /** Over the tests so far: copies fetched ahead in one may be evicted unread in the next. */
+  const total = { read: 0, moved: 0, unused: 0 };
+  const cluster = useCluster("readahead-bound", ["a", "b", "c"], { b: ["--metrics-port", "0", "--ram-cache-mib", String(RAM_MIB), "--disk-cache-mib", "0"] });
+
+  /**
+   * A directory of small files (8-64 KiB, together 3x B's RAM tier) written half on A, half on C
+   * after B listed it empty (B's listing then learns the names from A's and C's creates, without
+   * their inodes); name -> sha256.
+   */
+  async function inputs(dir: string): Promise<Map<string, string>> {
+    const [a, b, c] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, dir));
+    await waitFor("the directory on B", () => fs.existsSync(join(b.mnt, dir)));
+    expect(fs.readdirSync(join(b.mnt, dir))).toEqual([]);
+    const want = new Map<string, string>();
+    for (let i = 0; i < FILES; i++) {
+      const data = randomBytes(8192 + Math.floor(Math.random() * 57345));
+      const name = `in${String(i).padStart(4, "0")}`;
+      fs.writeFileSync(join((i % 2 ? c : a).mnt, dir, name), data);
+      want.set(name, sha(data));
+    }
+    return want;
+  }
+
+  /** Tasks of 4 files each, in the order given, dealt to WORKERS processes on B running at once. */
+  async function run(dir: string, order: string[], want: Map<string, string>): Promise<{ read: number; moved: number; unused: number; hits: number; tasksPerSecond: number; byShim: number; inJs: number }> {
+    const b = cluster.nodes[1]!;
+    const tasks: string[][] = [];
+    for (let i = 0; i < order.length; i += 4) tasks.push(order.slice(i, i + 4));
+    const lists = Array.from({ length: WORKERS }, (_, w) => {
+      const p = join(cluster.base, `${dir}-tasks-${w}.json`);
+      fs.writeFileSync(p, JSON.stringify(tasks.filter((_, t) => t % WORKERS === w)));
+      return p;
+    });
+    const before = await scrape(b);
+    const t0 = performance.now();
+    const outs = await Promise.all(lists.map(async (list) => {
+      const p = spawn([process.execPath, "-e", WORKER, join(b.mnt, dir), list], { stdout: "pipe", stderr: "inherit" });
+      const text = await new Response(p.stdout).text();
+      expect(await p.exited).toBe(0);
+      return text;
+    }));
+    const seconds = (performance.now() - t0) / 1000;
+    const after = await scrape(b);
+    let read = 0, reads = 0;
+    for (const line of outs.join("\n").split("\n")) {
+      const [name, hash, bytes] = line.split(" ");
+      // Nothing read is wrong: every byte as written.
+      expect({ name, hash }).toEqual({ name, hash: want.get(name!) });
+      read += Number(bytes);
+      reads++;
+    }
+    expect(reads).toBe(order.length);
+    const delta = (name: string, labels?: Record<string, string>) => after(name, labels) - before(name, labels);
+    const r = {
+      read,
+      moved: delta("mcfs_peer_bytes_total", { direction: "received" }),
+      unused: delta("mcfs_readahead_unused_bytes_total"),
+      hits: delta("mcfs_cache_hits_total"),
+      byShim: delta("mcfs_read_bytes_total", { source: "local" }),
+      inJs: delta("mcfs_read_bytes_total", { source: "memory" }),
+      tasksPerSecond: +(tasks.length / seconds).toFixed(1),
+    };
+    for (const k of ["read", "moved", "unused"] as const) total[k] += r[k];
+    console.log(`${dir}: read ${read} bytes on B, moved ${r.moved} (${(r.moved / read).toFixed(2)}x), ${r.unused} fetched ahead and evicted unread, ${r.hits} of ${reads} opens hit, ${r.tasksPerSecond} tasks/s, ${r.byShim} bytes read by the shim, ${r.inJs} in JS`);
+    // Copies in the RAM tier are memfds the shim reads from: no read crosses into JS.
+    expect(r.inJs).toBe(0);
+    expect(r.byShim).toBeGreaterThanOrEqual(read);
+    return r;
+  }
+
+  test("shuffled reads of a directory 3x the RAM tier move at most 1.2x the bytes read", async () => {
+    const want = await inputs("shuffled");
+    const b = cluster.nodes[1]!;
+    // Tasks list their directory first: the listing is what lets B fetch a file's siblings along.
+    expect(fs.readdirSync(join(b.mnt, "shuffled")).length).toBe(FILES);
+    const order = [...want.keys()];
+    for (let i = order.length - 1; i > 0; i--) {
+      const j = Math.floor(Math.random() * (i + 1));
+      [order[i], order[j]] = [order[j]!, order[i]!];
+    }
+    const r = await run("shuffled", order, want);
+    expect(r.moved).toBeGreaterThanOrEqual(r.read);
+    expect(r.moved).toBeLessThanOrEqual(1.2 * r.read);
+    expect(total.unused).toBeLessThanOrEqual(total.moved - total.read);
+  }, 240_000);
+
+  test("reads in listing order move at most 1.2x the bytes read, and most find their copy fetched ahead", async () => {
+    const want = await inputs("sequential");
+    const b = cluster.nodes[1]!;
+    const order = fs.readdirSync(join(b.mnt, "sequential"));
+    expect(order.length).toBe(FILES);
+    const r = await run("sequential", order, want);
+    expect(r.moved).toBeGreaterThanOrEqual(r.read);
+    expect(r.moved).toBeLessThanOrEqual(1.2 * r.read);
+    expect(total.unused).toBeLessThanOrEqual(total.moved - total.read);
+    expect(r.hits).toBeGreaterThan(FILES / 2);
+  }, 240_000);
+});
