@@ -10,7 +10,7 @@
  * for Redis in filesystem tests.
  */
 import { parseHolders, parseRecord } from "./redis/record-codec.ts";
-import { newGeneration, newVersion, type Created, type DirListing, type Holders, type Inode, type Invalidation, type MetadataStore, type NodeInfo, type NodeReport, type NodeState, type Removed, type Renamed, type ScannedInode, type TodoEntry } from "./store.ts";
+import { newGeneration, newVersion, type CopyOrder, type Created, type DirListing, type Holders, type Inode, type Invalidation, type MetadataStore, type NodeInfo, type NodeReport, type NodeState, type Removed, type Renamed, type ScannedInode, type TodoEntry } from "./store.ts";
 import { fsError } from "../util/errno.ts";
 import { createChangeOutbox } from "./change-outbox.ts";
 import { nowNs } from "../util/time.ts";
@@ -42,6 +42,10 @@ export interface MemorySpace {
   /** P w:{ino}: the lease holder and when it expires. */
   readonly w: Map<number, { node: string; until: number }>;
   readonly todo: Map<string, string[]>;
+  /** P copy:{node}, P settings, P repair (holder and expiry). */
+  readonly copies: Map<string, string[]>;
+  readonly settings: Hash;
+  repair: { node: string; until: number } | undefined;
   /** Pub/sub channels: subscribers of each. */
   readonly channels: Map<string, Set<(msg: string) => void>>;
 }
@@ -52,6 +56,7 @@ export function createMemorySpace(): MemorySpace {
     next: undefined,
     i: new Map(), d: new Map(), l: new Map(), x: new Map(), loc: new Map(), cc: new Map(),
     orphans: new Set(), nodes: new Map(), hb: new Map(), seen: new Map(), w: new Map(), todo: new Map(),
+    copies: new Map(), settings: new Map(), repair: undefined,
     channels: new Map(),
   };
 }
@@ -193,7 +198,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       [...s.nodes].map(([id, info]) => {
         const seen = s.seen.get(id);
         const st = seen ? (JSON.parse(seen) as { at: number } & NodeReport) : undefined;
-        return [id, { ...(JSON.parse(info) as NodeInfo), alive: alive(id), lastSeen: st?.at, report: st && { cache: st.cache ?? [] } }];
+        return [id, { ...(JSON.parse(info) as NodeInfo), alive: alive(id), lastSeen: st?.at, report: st && { cache: st.cache ?? [], ...(st.free !== undefined ? { free: st.free } : {}) } }];
       }),
     );
   }
@@ -527,6 +532,35 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       s.seen.set(node.id, JSON.stringify({ at: Date.now(), cache: [] }));
       return prev;
     },
+    async setting(name) {
+      return s.settings.get(name);
+    },
+    async setSetting(name, value) {
+      s.settings.set(name, value);
+    },
+    async queueCopy(node, order) {
+      made(s.copies, node, () => []).push(JSON.stringify(order));
+    },
+    async takeCopies(node, max) {
+      const l = s.copies.get(node) ?? [];
+      const got = l.splice(0, max);
+      if (!l.length) s.copies.delete(node);
+      return got.map((x) => JSON.parse(x) as CopyOrder);
+    },
+    async copyBacklog() {
+      return new Map([...s.copies].filter(([, l]) => l.length > 0).map(([n, l]) => [n, l.length]));
+    },
+    async addHolder(ino, node, version) {
+      if (s.i.get(ino)?.get("v") !== String(version)) return false;
+      hashOf(s.loc, ino).set(node, String(version));
+      return true;
+    },
+    async takeRepairLease(node, ttlMs) {
+      const now = Date.now();
+      if (s.repair && s.repair.until > now && s.repair.node !== node) return false;
+      s.repair = { node, until: now + ttlMs };
+      return true;
+    },
     async withdrawNode(id, previous) {
       s.hb.delete(id);
       if (previous.node === undefined) s.nodes.delete(id);
@@ -537,7 +571,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
     async heartbeat(id, ttlMs, report) {
       const now = Date.now();
       s.hb.set(id, now + ttlMs);
-      s.seen.set(id, JSON.stringify({ at: now, cache: report?.cache ?? [] }));
+      s.seen.set(id, JSON.stringify({ at: now, cache: report?.cache ?? [], ...(report?.free !== undefined ? { free: report.free } : {}) }));
     },
     async forgetNode(id, onProgress) {
       const bound = s.next ?? 0;
@@ -554,7 +588,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
         if (h?.size === 0) s[kind].delete(ino);
         if (++seen % BATCH === 0 || seen === keys.length) onProgress?.(seen, bound);
       }
-      for (const m of [s.nodes, s.seen, s.todo, s.hb]) m.delete(id);
+      for (const m of [s.nodes, s.seen, s.todo, s.copies, s.hb]) m.delete(id);
       const known = nodesNow();
       const orphaned = bare.filter((ino) => ![...holdersOf(ino).cached].some(([n, c]) => String(c.version) === s.i.get(ino)?.get("v") && known.get(n)?.startedAt === c.startedAt)).length;
       return { held, orphaned };
@@ -565,7 +599,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
           const h = s.i.get(ino);
           const m = h?.get("m");
           if (!h || m === undefined || (Number(m) & S_IFMT) !== S_IFREG) return [];
-          return [{ ino, size: Number(h.get("s") ?? 0), version: Number(h.get("v") ?? 0), holders: holdersOf(ino) }];
+          return [{ ino, size: Number(h.get("s") ?? 0), version: Number(h.get("v") ?? 0), parent: Number(h.get("p") ?? 0), holders: holdersOf(ino) }];
         });
         onBatch(files);
       }, onProgress);

@@ -113,6 +113,8 @@ export interface NodeInfo {
 export interface NodeReport {
   /** Cache use by tier. */
   cache: { tier: string; bytes: number; files: number; limit: number }[];
+  /** Bytes free on the disk of its root path (replicas go to the least full nodes first). */
+  free?: number;
 }
 
 /** A node as the store knows it: alive while its heartbeat is current; when it last beat. */
@@ -127,6 +129,8 @@ export interface FileHoldings {
   ino: number;
   size: number;
   version: number;
+  /** Its primary name's directory (its replica count is that directory's). */
+  parent: number;
   holders: Holders;
 }
 
@@ -284,6 +288,31 @@ export interface Membership {
   unregisterNode(nodeId: string): Promise<void>;
 }
 
+/** A node is asked to take a copy of a file's bytes at a version into its root path (a replica). */
+export interface CopyOrder {
+  ino: number;
+  version: number;
+  /** Where the file was when asked (the namespace's current path is the one used). */
+  path: string;
+}
+
+/** Extra copies of files on other nodes' disks (replicas), and the cluster-wide settings asking for them. */
+export interface Replication {
+  /** A cluster-wide setting by name (undefined: never set). */
+  setting(name: string): Promise<string | undefined>;
+  setSetting(name: string, value: string): Promise<void>;
+  /** Add an order to node's list of copies to make. */
+  queueCopy(node: string, order: CopyOrder): Promise<void>;
+  /** Up to max of the copies asked of node, oldest first, taken off its list. */
+  takeCopies(node: string, max: number): Promise<CopyOrder[]>;
+  /** Copies waiting to be made, per node (nodes with none are left out). */
+  copyBacklog(): Promise<Map<string, number>>;
+  /** List node as holding ino's bytes at version, if that is still the file's version (else false: the copy is stale). */
+  addHolder(ino: number, node: string, version: number): Promise<boolean>;
+  /** Take or renew the lease of the node that repairs missing replicas (one at a time in the cluster). */
+  takeRepairLease(node: string, ttlMs: number): Promise<boolean>;
+}
+
 /** Whole-store scans and repairs for `mcfs status`, `mcfs fsck` and `mcfs forget`. */
 export interface AdminScans {
   /**
@@ -317,6 +346,6 @@ export interface AdminScans {
 }
 
 /** Metadata and namespace, shared by all nodes. */
-export interface MetadataStore extends Namespace, InodeNumbers, ExtendedAttributes, Placement, ChangeFeed, Membership, AdminScans {
+export interface MetadataStore extends Namespace, InodeNumbers, ExtendedAttributes, Placement, ChangeFeed, Membership, AdminScans, Replication {
   close(): Promise<void>;
 }

@@ -702,6 +702,53 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
       });
     });
 
+    describe("replication", () => {
+      it("settings are cluster-wide: set by one client, read by another", async () => {
+        expect(await st.setting("replicas")).toBeUndefined();
+        await st.setSetting("replicas", "2");
+        expect(await (await h.open("node-b")).setting("replicas")).toBe("2");
+      });
+
+      it("copy orders queue per node, are taken oldest first, and count as backlog until taken", async () => {
+        const b = await h.open("node-b");
+        await st.queueCopy("node-b", { ino: 5, version: 7, path: "/x" });
+        await st.queueCopy("node-b", { ino: 6, version: 8, path: "/y" });
+        await st.queueCopy("node-c", { ino: 9, version: 1, path: "/z" });
+        expect(await b.copyBacklog()).toEqual(new Map([["node-b", 2], ["node-c", 1]]));
+        expect(await b.takeCopies("node-b", 1)).toEqual([{ ino: 5, version: 7, path: "/x" }]);
+        expect(await b.takeCopies("node-b", 10)).toEqual([{ ino: 6, version: 8, path: "/y" }]);
+        expect(await b.takeCopies("node-b", 10)).toEqual([]);
+        expect(await b.copyBacklog()).toEqual(new Map([["node-c", 1]]));
+      });
+
+      it("addHolder lists a copy only at the file's current version", async () => {
+        const f = await file(ROOT, "f", { holder: A });
+        expect(await st.addHolder(f.ino, "node-b", f.version)).toBe(true);
+        expect(await st.locations(f.ino)).toEqual(new Map([[A, f.version], ["node-b", f.version]]));
+        const g = await st.setData(f.ino, 3, 1n, 1n, A, "/f");
+        expect(await st.addHolder(f.ino, "node-c", f.version)).toBe(false);
+        expect((await st.locations(f.ino)).has("node-c")).toBe(false);
+        expect(await st.addHolder(f.ino, "node-c", g.version)).toBe(true);
+        expect(await st.addHolder(999_999, "node-c", 1)).toBe(false);
+      });
+
+      it("one node holds the repair lease at a time; its holder renews it", async () => {
+        const b = await h.open("node-b");
+        expect(await st.takeRepairLease(A, 60_000)).toBe(true);
+        expect(await b.takeRepairLease("node-b", 60_000)).toBe(false);
+        expect(await st.takeRepairLease(A, 60_000)).toBe(true);
+      });
+
+      it("forgetting a node drops its copy orders; heartbeats carry free space", async () => {
+        await st.registerNode({ id: "node-b", address: "b:1", startedAt: 1 }, 60_000);
+        await st.heartbeat("node-b", 60_000, { cache: [], free: 12345 });
+        expect((await st.nodes()).get("node-b")?.report?.free).toBe(12345);
+        await st.queueCopy("node-b", { ino: 5, version: 7, path: "/x" });
+        await st.forgetNode("node-b");
+        expect(await st.copyBacklog()).toEqual(new Map());
+      });
+    });
+
     describe("fsck and status scans", () => {
       it("scanFiles lists every regular file with its holders, with progress", async () => {
         const d = await dir(ROOT, "d");
@@ -712,7 +759,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         await st.scanFiles((b) => {
           for (const x of b) {
             got.push(x.ino);
-            if (x.ino === f.ino) expect(x).toEqual({ ino: f.ino, size: 3, version: f.version, holders: { data: new Map([["node-b", f.version]]), cached: new Map() } });
+            if (x.ino === f.ino) expect(x).toEqual({ ino: f.ino, size: 3, version: f.version, parent: d, holders: { data: new Map([["node-b", f.version]]), cached: new Map() } });
           }
         }, (seen, bound) => (last = [seen, bound]));
         expect(got.sort()).toEqual([f.ino, g.ino].sort());

@@ -12,7 +12,8 @@ describe("redis key map", () => {
   });
 
   test("scan patterns, and the inode a scanned key is for (a prefix may hold colons)", () => {
-    expect(k.scan).toEqual({ inodes: "vol:a:i:*", locations: "vol:a:loc:*", cached: "vol:a:cc:*" });
+    expect(k.scan).toEqual({ inodes: "vol:a:i:*", locations: "vol:a:loc:*", cached: "vol:a:cc:*", copies: "vol:a:copy:*" });
+    expect(k.nodeOfCopies(k.copies("n:1"))).toBe("n:1");
     expect(k.inodeOf(k.inode(12345), "i")).toBe(12345);
     expect(k.inodeOf(k.locations(9), "loc")).toBe(9);
     expect(k.isLocations(k.locations(9))).toBe(true);

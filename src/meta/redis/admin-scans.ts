@@ -73,7 +73,7 @@ export function createAdminScans({ client, keys, run, membership, feed }: AdminS
         }
       }
       if (batch.length) await flush();
-      await client.multi().hDel(keys.nodes, id).hDel(keys.seen, id).del(keys.todo(id)).del(keys.heartbeat(id)).exec();
+      await client.multi().hDel(keys.nodes, id).hDel(keys.seen, id).del(keys.todo(id)).del(keys.copies(id)).del(keys.heartbeat(id)).exec();
       const known = await membership.nodes();
       const [recs, holders] = await Promise.all([Promise.all(bare.map((i) => client.hGet(keys.inode(i), "v"))), holdersMany(bare)]);
       const orphaned = bare.filter((_, i) => ![...holders[i]!.cached].some(([n, c]) => String(c.version) === recs[i] && known.get(n)?.startedAt === c.startedAt)).length;
@@ -82,10 +82,10 @@ export function createAdminScans({ client, keys, run, membership, feed }: AdminS
     async scanFiles(onBatch, onProgress) {
       // Every inode, not every holder list: a file with no copy left must be counted too.
       await scanRecords(async (all) => {
-        const recs = await Promise.all(all.map((i) => client.hmGet(keys.inode(i), ["m", "s", "v"])));
+        const recs = await Promise.all(all.map((i) => client.hmGet(keys.inode(i), ["m", "s", "v", "p"])));
         const regular = all.map((ino, i) => [ino, recs[i]!] as const).filter(([, r]) => r[0] && (Number(r[0]) & S_IFMT) === S_IFREG);
         const holders = await holdersMany(regular.map(([ino]) => ino));
-        onBatch(regular.map(([ino, r], i) => ({ ino, size: Number(r[1] ?? 0), version: Number(r[2] ?? 0), holders: holders[i]! })));
+        onBatch(regular.map(([ino, r], i) => ({ ino, size: Number(r[1] ?? 0), version: Number(r[2] ?? 0), parent: Number(r[3] ?? 0), holders: holders[i]! })));
       }, onProgress);
     },
     async scanInodes(onBatch, onProgress) {

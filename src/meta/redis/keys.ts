@@ -23,6 +23,9 @@
  * | P w:{ino}         | string | node writing ino's bytes now (a lease, expires): writers take turns    |
  * | P todo:{node}     | list   | JSON changes of local files a node must still make (rm, rmdir, mv,    |
  * |                   |        | swap of namespace paths), queued by whoever renamed or deleted them   |
+ * | P copy:{node}     | list   | JSON {ino, version, path}: copies (replicas) the node is asked to make |
+ * | P settings        | hash   | cluster-wide settings: replicas (copies of each file wanted)          |
+ * | P repair          | string | node repairing missing replicas now (a lease, expires)                |
  *
  * Nothing else is kept: `mcfs fsck` reports (and with --repair removes) holder entries of versions
  * other than the record's or of nodes not in P nodes, d: entries naming inodes without a record,
@@ -47,11 +50,16 @@ export function createKeys(P: string) {
     inval: `${P}inval`,
     ack: (node: string) => `${P}ack:${node}`,
     todo: (node: string) => `${P}todo:${node}`,
+    copies: (node: string) => `${P}copy:${node}`,
+    nodeOfCopies: (key: string) => key.slice(`${P}copy:`.length),
+    settings: `${P}settings`,
+    repairLease: `${P}repair`,
     /** SCAN patterns of the per-inode keys of one kind, and the inode a key of that kind is for. */
     scan: {
       inodes: `${P}i:*`,
       locations: `${P}loc:*`,
       cached: `${P}cc:*`,
+      copies: `${P}copy:*`,
     },
     isLocations: (key: string) => key.startsWith(`${P}loc:`),
     inodeOf: (key: string, kind: "i" | "loc") => Number(key.slice(`${P}${kind}:`.length)),

@@ -12,7 +12,7 @@ export function createMembership(client: RedisClient, keys: Keys): Membership {
       return new Map(
         ids.map((id, i) => {
           const s = seen[id] ? (JSON.parse(seen[id]) as { at: number } & NodeReport) : undefined;
-          return [id, { ...(JSON.parse(all[id]!) as NodeInfo), alive: alive[i] === 1, lastSeen: s?.at, report: s && { cache: s.cache ?? [] } } satisfies NodeState];
+          return [id, { ...(JSON.parse(all[id]!) as NodeInfo), alive: alive[i] === 1, lastSeen: s?.at, report: s && { cache: s.cache ?? [], ...(s.free !== undefined ? { free: s.free } : {}) } } satisfies NodeState];
         }),
       );
     },
@@ -33,7 +33,7 @@ export function createMembership(client: RedisClient, keys: Keys): Membership {
     },
     async heartbeat(nodeId, ttlMs, report) {
       const now = Date.now();
-      await client.multi().set(keys.heartbeat(nodeId), String(now), { PX: ttlMs }).hSet(keys.seen, nodeId, JSON.stringify({ at: now, cache: report?.cache ?? [] })).exec();
+      await client.multi().set(keys.heartbeat(nodeId), String(now), { PX: ttlMs }).hSet(keys.seen, nodeId, JSON.stringify({ at: now, cache: report?.cache ?? [], ...(report?.free !== undefined ? { free: report.free } : {}) })).exec();
     },
     async unregisterNode(nodeId) {
       // Only the heartbeat goes: the node stays known, so changes to its files are queued while it is away.

@@ -7,6 +7,7 @@ import { scriptRefusal } from "../../util/errno.ts";
 import type { RedisClient } from "../redis-connect.ts";
 import lib from "./lib.lua" with { type: "text" };
 import addcached from "./addcached.lua" with { type: "text" };
+import addholder from "./addholder.lua" with { type: "text" };
 import create from "./create.lua" with { type: "text" };
 import dropcached from "./dropcached.lua" with { type: "text" };
 import droplease from "./droplease.lua" with { type: "text" };
@@ -25,7 +26,7 @@ import setdata from "./setdata.lua" with { type: "text" };
 import setxattr from "./setxattr.lua" with { type: "text" };
 import takelease from "./takelease.lua" with { type: "text" };
 
-const SCRIPTS = { addcached, create, dropcached, droplease, fsckdropentry, fsckdropholder, fsckorphan, heldby, link, lookup, purge, raisecounter, remove, rename, setattrs, setdata, setxattr, takelease } as const;
+const SCRIPTS = { addcached, addholder, create, dropcached, droplease, fsckdropentry, fsckdropholder, fsckorphan, heldby, link, lookup, purge, raisecounter, remove, rename, setattrs, setdata, setxattr, takelease } as const;
 
 export type ScriptName = keyof typeof SCRIPTS;
 export type ScriptArg = string | number | bigint | Buffer;

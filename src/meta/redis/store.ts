@@ -13,6 +13,7 @@ import { createKeys } from "./keys.ts";
 import { createMembership } from "./membership.ts";
 import { createNamespace } from "./namespace.ts";
 import { createPlacement } from "./placement.ts";
+import { createReplication } from "./replication.ts";
 import { createScriptRunner } from "./scripts.ts";
 import { createXattrs } from "./xattrs.ts";
 
@@ -57,6 +58,7 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
     raiseInodeCounter: numbers.raiseInodeCounter,
     ...createXattrs(client, keys, run, feed),
     ...createPlacement(client, keys, run),
+    ...createReplication(client, keys, run),
     subscribe: feed.subscribe,
     takeTodo: feed.takeTodo,
     ...membership,
