@@ -7,6 +7,7 @@ import type { DaemonConfig } from "../daemon/config.ts";
 import { loadPeerTls, type PeerTls } from "../peer/peer-tls.ts";
 import { checkRedisUrl, redisAccess, redisAccessOptions } from "./redis-options.ts";
 import { logOptions } from "./log-options.ts";
+import { MAX_REPLICAS } from "../replicas/replica-count.ts";
 
 const OCTAL_MODE = /^(0o?)?[0-7]{1,4}$/;
 
@@ -35,6 +36,9 @@ export function daemonOptions<T>(y: Argv<T>) {
     .option("tls-ca", { type: "string", describe: "PEM certificate of the cluster CA: peers holding a certificate it signed are members, no others" })
     .option("metrics-port", { type: "number", describe: "Serve Prometheus metrics at http://<host>:<port>/metrics (off unless given; 0 picks a free port)" })
     .option("allow-other", { type: "boolean", describe: "Let every user of the machine use the mount (permissions are still checked); --no-allow-other limits it to the user who mounted [default: on as root; for another user, on where /etc/fuse.conf has user_allow_other, else off (logged once)]" })
+    .option("replicas", { type: "number", describe: "Copies of each file the cluster keeps, on as many nodes (a cluster-wide setting stored in Redis: the last node started with it sets it; a directory's user.mcfs.replicas attribute overrides it for the files under it) [default: as set before, else 1]" })
+    .option("replica-grace", { type: "number", default: 300, describe: "Seconds a holder's node may be gone before its copies are made again on other nodes" })
+    .option("replica-check", { type: "number", default: 60, describe: "Seconds between looks for files with fewer copies than wanted (one node looks at a time)" })
     .option("nonempty", { type: "boolean", default: false, describe: "Mount over a --mount_path that has something in it (hidden while mounted); without it such a mount point is refused" })
     .check((a) => {
       if (!Number.isInteger(a.port) || a.port < 0 || a.port > 65535) throw new Error(`--port must be an integer 0..65535, got ${a.port}`);
@@ -49,6 +53,9 @@ export function daemonOptions<T>(y: Argv<T>) {
       if (r.startsWith(m + "/")) throw new Error(`--root_path ${r} must not be inside --mount_path ${m}`);
       const tls = (["tls-cert", "tls-key", "tls-ca"] as const).filter((k) => a[k] !== undefined);
       if (tls.length > 0 && tls.length < 3) throw new Error(`--tls-cert, --tls-key and --tls-ca go together: ${["tls-cert", "tls-key", "tls-ca"].filter((k) => !tls.includes(k as never)).map((k) => `--${k}`).join(" and ")} missing`);
+      if (a.replicas !== undefined && !(Number.isInteger(a.replicas) && a.replicas >= 1 && a.replicas <= MAX_REPLICAS)) throw new Error(`--replicas must be an integer 1..${MAX_REPLICAS}, got ${a.replicas}`);
+      if (a.replicas !== undefined && a.replicas > 1 && a.redis_url === undefined) throw new Error("--replicas needs other nodes: give --redis_url (a private Redis has no cluster to copy to)");
+      for (const k of ["replica-grace", "replica-check"] as const) if (!(a[k] > 0)) throw new Error(`--${k} must be a number of seconds > 0, got ${a[k]}`);
       if (a.listen === "") throw new Error("--listen must not be empty (0.0.0.0 listens on every address)");
       if (a.redis_url !== undefined) checkRedisUrl("--redis_url", a.redis_url);
       return true;
@@ -110,5 +117,8 @@ export function daemonConfig(a: DaemonArgs, env: NodeJS.ProcessEnv): DaemonConfi
     peerTls: tls,
     insecure: a.insecure,
     metricsPort: a["metrics-port"],
+    replicas: a.replicas,
+    replicaGraceMs: a["replica-grace"] * 1000,
+    replicaCheckMs: a["replica-check"] * 1000,
   };
 }

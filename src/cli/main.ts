@@ -6,6 +6,7 @@ import { createLogger, type Logger, type LogFormat } from "../util/log.ts";
 import { statusMain, statusOptions } from "./status-command.ts";
 import { fsckMain, fsckOptions } from "./fsck-command.ts";
 import { nodeForgetMain, nodeForgetOptions } from "./node-command.ts";
+import { repairMain, repairOptions } from "./repair-command.ts";
 import { csiConfig, csiNodeConfig, csiNodeOptions, csiOptions } from "./csi-command.ts";
 import { runCsiController, type Role } from "../daemon/csi-controller-role.ts";
 import { runCsiNode } from "../daemon/csi-node-role.ts";
@@ -90,6 +91,7 @@ await yargs(process.argv.slice(2))
   .command("node", "Manage the cluster's nodes", (y) =>
     y.command("forget <node>", "Remove a node whose disk is gone from the cluster's records (holders, cached copies, todo list)", (z) => nodeForgetOptions(z), (a) => nodeForgetMain(a)).demandCommand(1),
   )
+  .command("repair", "Ask live nodes for the copies files are missing (fewer than --replicas or their directory's user.mcfs.replicas) and follow them being made", (y) => repairOptions(y), (a) => repairMain(a))
   .command("status", "Show the cluster: nodes, what each holds, files with a single copy or no live holder", (y) => statusOptions(y), (a) => statusMain(a))
   .command("fsck", "List where the namespace and the nodes' disks disagree (records without bytes, stale holders, dangling names, ...); --repair repairs what can be", (y) => fsckOptions(y), (a) => fsckMain(a))
   .example("mcfs daemon -f /mnt/mcfs -r /var/lib/mcfs/root", "one node, private Redis")

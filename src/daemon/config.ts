@@ -40,4 +40,10 @@ export interface DaemonConfig {
   insecure: boolean;
   /** Serve Prometheus metrics on this port (undefined: off). */
   metricsPort?: number;
+  /** Set the cluster-wide replica count (undefined: leave it as it is). */
+  replicas?: number;
+  /** How long a holder may be gone before its copies are made elsewhere. */
+  replicaGraceMs: number;
+  /** Between looks for files with too few copies. */
+  replicaCheckMs: number;
 }

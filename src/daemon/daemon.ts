@@ -21,6 +21,8 @@ import { openLocalDir } from "../local/local-dir.ts";
 import { createPathCache } from "../vfs/paths.ts";
 import { openPrivateDir } from "../local/private-dir.ts";
 import { createRollbackGuard, type RedisCheck } from "./rollback-guard.ts";
+import { startNodeReplicas, type NodeReplicas } from "./replicas.ts";
+import { REPLICAS_SETTING } from "../replicas/replica-count.ts";
 import { startPeerServer } from "../peer/peer-server.ts";
 import { createPeerPool } from "../peer/peer-client.ts";
 import { createPeerReads } from "../peer/peer-reads.ts";
@@ -42,6 +44,16 @@ export interface Daemon {
   /** Resolves when the daemon has stopped (signal, or the mount was taken away). */
   readonly done: Promise<void>;
   stop(reason: string): Promise<void>;
+}
+
+/** Bytes free on the disk of the root path, for the heartbeat (replicas go to the least full nodes). */
+function freeSpace(rootPath: string): { free?: number } {
+  try {
+    const st = fs.statfsSync(rootPath);
+    return { free: st.bavail * st.bsize };
+  } catch {
+    return {};
+  }
 }
 
 /** Counters the shim keeps and gauges of state, brought up to date before each scrape. */
@@ -141,6 +153,11 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     const store: MetadataStore = m ? instrument(rawStore, m, (e) => e instanceof FsError && e.errno !== E.EIO) : rawStore;
     // The namespace's root takes --root-mode, not the disk's 0700: that would lock users out of the mount.
     await store.init(cfg.rootMode, given.uid, given.gid);
+    if (cfg.replicas !== undefined && cfg.redisUrl) {
+      const was = await store.setting(REPLICAS_SETTING);
+      await store.setSetting(REPLICAS_SETTING, String(cfg.replicas));
+      if (was !== String(cfg.replicas)) nlog.info({ replicas: cfg.replicas, was: was ?? "1 (never set)" }, "cluster-wide replica count set");
+    }
     const startedAt = Date.now();
     // The VFS comes later: until it exists nothing is open.
     let vfs: Vfs | undefined;
@@ -212,7 +229,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     const atStart = await guard.check();
     let afterRollback: (how: RedisCheck) => Promise<void> = async () => {};
     const beat = setInterval(() => {
-      store.heartbeat(nodeId, NODE_TTL_MS, { cache: copies?.usage() ?? [] }).catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "heartbeat failed"));
+      store.heartbeat(nodeId, NODE_TTL_MS, { cache: copies?.usage() ?? [], ...freeSpace(cfg.rootPath) }).catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "heartbeat failed"));
       guard.check().then((how) => (how === "ok" ? undefined : afterRollback(how))).catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "checking Redis for lost writes failed"));
     }, HEARTBEAT_MS);
     cleanups.push(async () => clearInterval(beat));
@@ -227,6 +244,11 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     nlog.info({ ...scan, seconds: +((performance.now() - t0) / 1000).toFixed(2), root: cfg.rootPath }, "start-up scan done");
 
     let session: FuseSession | undefined;
+    let replicas: NodeReplicas | undefined;
+    if (remote) {
+      replicas = startNodeReplicas({ store, nodeId, root, log: nlog, remote, graceMs: cfg.replicaGraceMs, checkMs: cfg.replicaCheckMs, writing: (ino) => vfs?.writing(ino) ?? false, metrics: m });
+      cleanups.push(() => replicas!.close());
+    }
     vfs = createVfs({
       root, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, remote, catchUp: () => todo.drain(), retire: retired?.retire,
       dropKernelEntry: (parent, name) => session?.invalidateEntry(parent, name),
@@ -236,6 +258,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         await session.flushInvalidations();
       },
       onIo: m && ((kind, n) => (kind === "read" ? m.readBytes.inc({ source: "memory" }, n) : m.writtenBytes.inc(n))),
+      ...(replicas ? { published: replicas.published, xattrSet: replicas.xattrSet } : {}),
     });
     cleanups.push(() => vfs.closeAll());
     afterRollback = async (how) => {

@@ -547,8 +547,8 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       if (!l.length) s.copies.delete(node);
       return got.map((x) => JSON.parse(x) as CopyOrder);
     },
-    async copyBacklog() {
-      return new Map([...s.copies].filter(([, l]) => l.length > 0).map(([n, l]) => [n, l.length]));
+    async copyOrders() {
+      return new Map([...s.copies].filter(([, l]) => l.length > 0).map(([n, l]) => [n, l.map((x) => JSON.parse(x) as CopyOrder)]));
     },
     async addHolder(ino, node, version) {
       if (s.i.get(ino)?.get("v") !== String(version)) return false;

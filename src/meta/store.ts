@@ -306,7 +306,7 @@ export interface Replication {
   /** Up to max of the copies asked of node, oldest first, taken off its list. */
   takeCopies(node: string, max: number): Promise<CopyOrder[]>;
   /** Copies waiting to be made, per node (nodes with none are left out). */
-  copyBacklog(): Promise<Map<string, number>>;
+  copyOrders(): Promise<Map<string, CopyOrder[]>>;
   /** List node as holding ino's bytes at version, if that is still the file's version (else false: the copy is stale). */
   addHolder(ino: number, node: string, version: number): Promise<boolean>;
   /** Take or renew the lease of the node that repairs missing replicas (one at a time in the cluster). */

@@ -1,5 +1,7 @@
 import { holdersAt } from "../meta/holding.ts";
-import type { MetadataStore } from "../meta/store.ts";
+import type { FileHoldings, MetadataStore } from "../meta/store.ts";
+import { createReplicaCount } from "../replicas/replica-count.ts";
+import { copyBacklog } from "../replicas/repair.ts";
 
 export interface NodeStatus {
   id: string;
@@ -21,6 +23,10 @@ export interface ClusterStatus {
   singleCopy: { files: number; bytes: number };
   /** Files none of whose holders is alive: reads fail with EIO until one comes back. */
   unavailable: { files: number; bytes: number };
+  /** Files with fewer copies on live nodes' disks than their directory wants (see replicas/). */
+  underReplicated: { files: number; bytes: number };
+  /** Replicas asked for and not made yet. */
+  replicaBacklog: number;
 }
 
 /** The cluster at a glance, from Redis alone (no node is asked). */
@@ -29,30 +35,39 @@ export async function clusterStatus(store: MetadataStore, onProgress?: (seen: nu
   const nodes = new Map<string, NodeStatus>(
     [...known.values()].map((n) => [n.id, { id: n.id, address: n.address, alive: n.alive, lastSeen: n.lastSeen, files: 0, bytes: 0, cache: n.report?.cache ?? [] }]),
   );
-  const st: ClusterStatus = { nodes: [], files: 0, bytes: 0, singleCopy: { files: 0, bytes: 0 }, unavailable: { files: 0, bytes: 0 } };
-  await store.scanFiles((files) => {
-    for (const f of files) {
-      const holders = holdersAt(f.holders, f.version, (node) => known.get(node)?.startedAt);
-      st.files++;
-      st.bytes += f.size;
-      // An empty file has nothing to lose or fetch.
-      if (f.size === 0) continue;
-      for (const h of holders) {
-        const n = nodes.get(h);
-        if (!n) continue;
-        n.files++;
-        n.bytes += f.size;
-      }
-      if (holders.size === 1) {
-        st.singleCopy.files++;
-        st.singleCopy.bytes += f.size;
-      }
-      if (![...holders].some((h) => known.get(h)?.alive)) {
-        st.unavailable.files++;
-        st.unavailable.bytes += f.size;
-      }
+  const st: ClusterStatus = { nodes: [], files: 0, bytes: 0, singleCopy: { files: 0, bytes: 0 }, unavailable: { files: 0, bytes: 0 }, underReplicated: { files: 0, bytes: 0 }, replicaBacklog: 0 };
+  const all: FileHoldings[] = [];
+  await store.scanFiles((files) => all.push(...files), onProgress);
+  const count = createReplicaCount(store);
+  const replicated = await count.inUse();
+  for (const f of all) {
+    const holders = holdersAt(f.holders, f.version, (node) => known.get(node)?.startedAt);
+    st.files++;
+    st.bytes += f.size;
+    // An empty file has nothing to lose or fetch.
+    if (f.size === 0) continue;
+    for (const h of holders) {
+      const n = nodes.get(h);
+      if (!n) continue;
+      n.files++;
+      n.bytes += f.size;
     }
-  }, onProgress);
+    if (holders.size === 1) {
+      st.singleCopy.files++;
+      st.singleCopy.bytes += f.size;
+    }
+    if (![...holders].some((h) => known.get(h)?.alive)) {
+      st.unavailable.files++;
+      st.unavailable.bytes += f.size;
+    }
+    if (!replicated) continue;
+    const onDisks = [...f.holders.data].filter(([n, v]) => v === f.version && known.get(n)?.alive).length;
+    if (onDisks < (await count.of(f.parent))) {
+      st.underReplicated.files++;
+      st.underReplicated.bytes += f.size;
+    }
+  }
+  st.replicaBacklog = await copyBacklog(store);
   st.nodes = [...nodes.values()].sort((a, b) => a.id.localeCompare(b.id));
   return st;
 }
@@ -97,6 +112,8 @@ export function formatStatus(st: ClusterStatus, where: string, now = Date.now())
     line("files", st),
     `${line("single copy", st.singleCopy)}${st.singleCopy.files ? "  <- one disk lost loses them" : ""}`,
     `${line("every holder down", st.unavailable)}${st.unavailable.files ? "  <- reads fail with EIO until a holder is back" : ""}`,
+    `${line("fewer copies than wanted", st.underReplicated)}${st.underReplicated.files ? "  <- made again once their node has been gone --replica-grace" : ""}`,
+    `replicas asked for, not made yet: ${st.replicaBacklog.toLocaleString("en")}`,
     "",
   ].join("\n");
 }

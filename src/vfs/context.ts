@@ -29,6 +29,10 @@ export interface VfsOptions {
   dropKernelEntry?: (parent: number, name: string) => void;
   /** The last name of a file held here goes: true when its bytes were kept for readers elsewhere. */
   retire?: (path: string, ino: number, version: number) => boolean;
+  /** This node published a version of a file (its close): replicas of it may be wanted elsewhere. */
+  published?: (r: Inode, path: string) => void;
+  /** An extended attribute was set. */
+  xattrSet?: (ino: number, name: string, value: Uint8Array) => Promise<void>;
   /** Bytes read or written in JS (the shim counts what it serves itself). */
   onIo?: (kind: "read" | "write", bytes: number) => void;
 }

@@ -83,7 +83,9 @@ export function createVfs(o: VfsOptions): Vfs {
       const path = await paths.pathOf(h.ino);
       // The change happened when the file last changed (an ftruncate, a write), not when it is published.
       const known = open.inode(h.ino)?.rec.ctime ?? 0n;
-      return ctx.policy.publish(ctx, { ino: h.ino, size: Number(st.size), mtime: st.mtimeNs, ctime: st.ctimeNs > known ? st.ctimeNs : known, path });
+      const r = await ctx.policy.publish(ctx, { ino: h.ino, size: Number(st.size), mtime: st.mtimeNs, ctime: st.ctimeNs > known ? st.ctimeNs : known, path });
+      o.published?.(r, path);
+      return r;
     },
     async dropped(r) {
       if (!r) return;
@@ -112,7 +114,7 @@ export function createVfs(o: VfsOptions): Vfs {
     ...createNamespaceOps(ctx),
     ...createFileOps(ctx),
     ...createDirOps(ctx),
-    ...createXattrOps(store),
+    ...createXattrOps(store, o.xattrSet),
     get openFiles() {
       return open.count;
     },

@@ -14,13 +14,17 @@ function checkXattrName(name: string): void {
 
 type XattrOps = Pick<FileSystem, "setxattr" | "getxattr" | "listxattr" | "removexattr">;
 
-/** Extended attributes: kept in the store only (every node sees the same), never on the local disk. */
-export function createXattrOps(store: MetadataStore): XattrOps {
+/**
+ * Extended attributes: kept in the store only (every node sees the same), never on the local disk.
+ * onSet hears each one set (the replica count of a directory is one).
+ */
+export function createXattrOps(store: MetadataStore, onSet?: (ino: number, name: string, value: Uint8Array) => Promise<void>): XattrOps {
   return {
     async setxattr(_c, ino, name, value, flags) {
       checkXattrName(name);
       if (value.length > XATTR_SIZE_MAX) throw fsError("E2BIG");
       await store.setXattr(ino, name, value, flags);
+      await onSet?.(ino, name, value);
     },
     async getxattr(_c, ino, name) {
       checkXattrName(name);

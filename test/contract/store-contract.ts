@@ -714,11 +714,11 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         await st.queueCopy("node-b", { ino: 5, version: 7, path: "/x" });
         await st.queueCopy("node-b", { ino: 6, version: 8, path: "/y" });
         await st.queueCopy("node-c", { ino: 9, version: 1, path: "/z" });
-        expect(await b.copyBacklog()).toEqual(new Map([["node-b", 2], ["node-c", 1]]));
+        expect(await b.copyOrders()).toEqual(new Map([["node-b", [{ ino: 5, version: 7, path: "/x" }, { ino: 6, version: 8, path: "/y" }]], ["node-c", [{ ino: 9, version: 1, path: "/z" }]]]));
         expect(await b.takeCopies("node-b", 1)).toEqual([{ ino: 5, version: 7, path: "/x" }]);
         expect(await b.takeCopies("node-b", 10)).toEqual([{ ino: 6, version: 8, path: "/y" }]);
         expect(await b.takeCopies("node-b", 10)).toEqual([]);
-        expect(await b.copyBacklog()).toEqual(new Map([["node-c", 1]]));
+        expect(await b.copyOrders()).toEqual(new Map([["node-c", [{ ino: 9, version: 1, path: "/z" }]]]));
       });
 
       it("addHolder lists a copy only at the file's current version", async () => {
@@ -745,7 +745,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         expect((await st.nodes()).get("node-b")?.report?.free).toBe(12345);
         await st.queueCopy("node-b", { ino: 5, version: 7, path: "/x" });
         await st.forgetNode("node-b");
-        expect(await st.copyBacklog()).toEqual(new Map());
+        expect(await st.copyOrders()).toEqual(new Map());
       });
     });
 

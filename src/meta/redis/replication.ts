@@ -19,11 +19,11 @@ export function createReplication(client: RedisClient, keys: Keys, run: RunScrip
       const got = await client.lPopCount(keys.copies(node), max);
       return (got ?? []).map((s) => JSON.parse(s) as CopyOrder);
     },
-    async copyBacklog() {
-      const out = new Map<string, number>();
+    async copyOrders() {
+      const out = new Map<string, CopyOrder[]>();
       for await (const key of client.scanIterator({ MATCH: keys.scan.copies, COUNT: 1000 })) {
-        const n = await client.lLen(key);
-        if (n > 0) out.set(keys.nodeOfCopies(key), n);
+        const l = await client.lRange(key, 0, -1);
+        if (l.length) out.set(keys.nodeOfCopies(key), l.map((x) => JSON.parse(x) as CopyOrder));
       }
       return out;
     },

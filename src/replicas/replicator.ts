@@ -1,0 +1,126 @@
+/**
+ * Replicas on one node. After a close publishes a version here, the other nodes a file's directory
+ * wants copies on are asked for them (their copy lists in the store); and this node makes the
+ * copies asked of it, one at a time (the bandwidth bound): fetched into its root path as any holder's
+ * file is, then listed as a holder at that version — unless the file changed meanwhile, when the
+ * stale copy is removed again.
+ */
+import { dirname } from "node:path";
+import type { LocalDir } from "../local/local-dir.ts";
+import type { CopyOrder, Inode, MetadataStore, NodeState } from "../meta/store.ts";
+import { errnoOf, E } from "../util/errno.ts";
+import { isReg } from "../util/file-mode.ts";
+import { fileIdentity } from "../meta/store.ts";
+import type { Logger } from "../util/log.ts";
+import type { ReplicaCount } from "./replica-count.ts";
+import { pickTargets } from "./targets.ts";
+
+/** How often the copy list is looked at when it was empty. */
+const POLL_MS = 1_000;
+/** Orders taken from the list at once. */
+const TAKE = 8;
+
+export interface Replicator {
+  /** This node published ino at version (path, in directory dir): ask other nodes for the copies wanted. */
+  published(r: Inode, path: string): void;
+  /** Look at the copy list now (a repair just filled it, say) instead of at the next poll. */
+  poke(): void;
+  close(): Promise<void>;
+}
+
+export interface ReplicatorOptions {
+  store: MetadataStore;
+  nodeId: string;
+  root: LocalDir;
+  log: Logger;
+  count: ReplicaCount;
+  /** Fetch ino's bytes at version from its holders into this node's root path at path. */
+  fetchTo(ino: number, version: number, path: string, size: number, owner: Inode): Promise<void>;
+  /** The inode's current path in the namespace. */
+  pathOf(ino: number): Promise<string>;
+  /** Whether ino is being written here (its bytes are this node's to publish, not to copy). */
+  writing(ino: number): boolean;
+  /** A copy was made here (for metrics). */
+  copied?: (bytes: number) => void;
+}
+
+export function createReplicator(o: ReplicatorOptions): Replicator {
+  const { store, nodeId, log } = o;
+  let nodes: { at: number; all: Promise<Map<string, NodeState>> } | undefined;
+  const liveNodes = () => {
+    if (!nodes || Date.now() - nodes.at > 2_000) nodes = { at: Date.now(), all: store.nodes() };
+    return nodes.all;
+  };
+
+  async function ask(r: Inode, path: string): Promise<void> {
+    const want = await o.count.of(r.parent);
+    if (want <= 1) return;
+    const loc = await store.locations(r.ino);
+    const have = new Set([...loc].filter(([, v]) => v === r.version).map(([n]) => n));
+    const targets = pickTargets(await liveNodes(), new Set([...have, nodeId]), want - have.size);
+    for (const t of targets) await store.queueCopy(t, { ino: r.ino, version: r.version, path });
+    if (targets.length < want - have.size) log.warn({ path, ino: r.ino, want, have: have.size, asked: targets.length }, "fewer live nodes than the copies wanted");
+  }
+
+  /** Make one copy asked of this node; false when there was nothing to do. */
+  async function make(order: CopyOrder): Promise<boolean> {
+    let r: Inode;
+    try {
+      r = await store.get(order.ino);
+    } catch (e) {
+      if (errnoOf(e) === E.ENOENT) return false;
+      throw e;
+    }
+    // Another version by now: its own writer asks for its copies.
+    if (r.version !== order.version || !isReg(r.mode) || o.writing(r.ino)) return false;
+    if ((await store.locations(r.ino)).get(nodeId) === r.version) return false;
+    const path = await o.pathOf(r.ino);
+    o.root.ensureDir(dirname(path));
+    await o.fetchTo(r.ino, r.version, path, r.size, r);
+    if (await store.addHolder(r.ino, nodeId, r.version)) {
+      o.copied?.(r.size);
+      return true;
+    }
+    // Written again while it came: this copy is of no version, and no one would tell this node to drop it.
+    if (o.root.identityOf(path) === fileIdentity(r.ino, r.gen) && (await store.locations(r.ino)).get(nodeId) === undefined) o.root.unlink(path);
+    return false;
+  }
+
+  let closed = false;
+  let wake: (() => void) | undefined;
+  const loop = (async () => {
+    while (!closed) {
+      let orders: CopyOrder[] = [];
+      try {
+        orders = await store.takeCopies(nodeId, TAKE);
+      } catch (e) {
+        log.warn({ err: (e as Error).message }, "could not read this node's copy list");
+      }
+      for (const order of orders) {
+        try {
+          await make(order);
+        } catch (e) {
+          log.warn({ ino: order.ino, path: order.path, err: (e as Error).message }, "could not make a replica; the next repair asks again");
+        }
+      }
+      if (orders.length) continue;
+      await new Promise<void>((res) => {
+        wake = res;
+        setTimeout(res, POLL_MS);
+      });
+      wake = undefined;
+    }
+  })();
+
+  return {
+    published(r, path) {
+      void ask(r, path).catch((e: unknown) => log.warn({ path, ino: r.ino, err: (e as Error).message }, "could not ask for replicas; the next repair does"));
+    },
+    poke: () => wake?.(),
+    async close() {
+      closed = true;
+      wake?.();
+      await loop;
+    },
+  };
+}
