@@ -82,6 +82,7 @@ const COMBOS: Record<string, string[]> = {
   "node CIDRs for the NetworkPolicy": ["--set", "networkPolicy.nodeCIDRs={10.20.0.0/16,fd00:10::/64}"],
   "hyperflow nfs PVC": ["--set", "hyperflow.nfsPvc.enabled=true"],
   "no metrics, no StorageClass, no namespace": ["--set", "metrics.enabled=false", "--set", "storageClass.create=false", "--set", "createNamespace=false"],
+  "replicas per StorageClass": ["--set", "storageClass.replicas=2"],
   "placement and caches": ["--set", "node.nodeSelector.mcfs=yes", "--set", "node.tolerations[0].key=dedicated", "--set", "node.tolerations[0].operator=Exists", "--set", "node.cache.ramMiB=256", "--set", "storageClass.default=true", "--set", "images.csiPlugin.repository=registry.example/mcfs"],
 };
 
@@ -178,6 +179,7 @@ describe("Helm chart charts/multicloud-csi", () => {
       expect(csiDriver.metadata.name).toBe("csi.multicloud.fs");
       const sc = objs.find((o) => o.kind === "StorageClass");
       if (sc) expect(sc.provisioner).toBe("csi.multicloud.fs");
+      if (sc) expect((sc as unknown as { parameters?: Record<string, string> }).parameters).toEqual(name === "replicas per StorageClass" ? { replicas: "2" } : undefined);
       const mcfs = containersOf(objs).filter(({ c }) => c.args?.[0] && ["daemon", "csi-node", "csi-controller"].includes(c.args[0]));
       expect(mcfs.map(({ c }) => c.args![0]).sort()).toEqual(["csi-controller", "csi-node", "daemon"]);
       for (const { owner, c } of mcfs) {

@@ -8,6 +8,7 @@ import { csiError, createOpLocks, guard, invalid } from "./errors.ts";
 import { READ_ONLY, SINGLE_NODE, requireCapabilities, requireServable, unsupported } from "./capabilities.ts";
 import type { VolumeRecord, VolumeRegistry } from "./volume-registry.ts";
 import { isVolumeId, type VolumeDirs } from "./volume-dirs.ts";
+import { MAX_REPLICAS, parseReplicas } from "../replicas/replica-count.ts";
 
 /** A directory name for a volume: the CO's name when it is a safe one (pvc-<uid>), else a digest of it. */
 export function volumeIdFor(name: string): string {
@@ -27,6 +28,15 @@ export const MAX_NAME_BYTES = 253;
 const MAX_CAPACITY = BigInt(Number.MAX_SAFE_INTEGER);
 
 /** Sizes asked for: at least required, at most limit (0: not set). */
+/** The StorageClass parameter `replicas`: copies of each file of the volume (undefined: the cluster's setting). */
+function replicasParameter(p: Record<string, string>): number | undefined {
+  const v = p.replicas;
+  if (v === undefined) return undefined;
+  const n = parseReplicas(v);
+  if (n === undefined) throw invalid("parameters", `replicas must be an integer 1..${MAX_REPLICAS}, got ${JSON.stringify(v)}`);
+  return n;
+}
+
 function range(r: CapacityRange | undefined): { required: number; limit: number } {
   const req = r?.requiredBytes ?? 0n, lim = r?.limitBytes ?? 0n;
   if (req < 0n) throw invalid("capacity_range.required_bytes", "must not be negative");
@@ -74,6 +84,7 @@ export function createControllerService(o: ControllerOptions): Partial<ServiceIm
       }
       if (req.volumeContentSource?.type.case) throw invalid("volume_content_source", "is not supported (no snapshots or clones)");
       const want = range(req.capacityRange);
+      const replicas = replicasParameter(req.parameters);
       const id = volumeIdFor(req.name);
       return locks.run([`volume:${id}`], async () => {
         const capacity = want.required || want.limit;
@@ -81,10 +92,10 @@ export function createControllerService(o: ControllerOptions): Partial<ServiceIm
         if (existing) {
           if (existing.name !== req.name) throw csiError(Code.AlreadyExists, `volume id ${id} belongs to another name`);
           if (!fits(existing.capacity, want)) throw csiError(Code.AlreadyExists, `volume ${req.name} exists with capacity ${existing.capacity}, not in the range asked for`);
-          await dirs.create(id);
+          await dirs.create(id, replicas);
           return { volume: volumeOf(existing) };
         }
-        await dirs.create(id);
+        await dirs.create(id, replicas);
         const { record } = await registry.create({ id, name: req.name, capacity, createdAt: Date.now() });
         o.log.info({ volume: id, name: req.name, capacity }, "volume created");
         return { volume: volumeOf(record) };

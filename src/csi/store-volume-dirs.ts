@@ -2,6 +2,7 @@ import type { MetadataStore } from "../meta/store.ts";
 import { toErrno, E } from "../util/errno.ts";
 import { S_IFDIR } from "../util/file-mode.ts";
 import { VOLUMES_DIR, type VolumeDirs } from "./volume-dirs.ts";
+import { setDirReplicas } from "../replicas/replica-count.ts";
 
 const ROOT = 1;
 const DT_DIR = 4;
@@ -47,10 +48,11 @@ export function createStoreVolumeDirs(store: MetadataStore): VolumeDirs {
   }
 
   return {
-    async create(id) {
+    async create(id, replicas) {
       const vols = await mkdir(ROOT, VOLUMES_DIR, 0o755);
       // World-writable like an NFS export: pods run as any user; each pod sees only its own volume.
-      await mkdir(vols, id, 0o777);
+      const dir = await mkdir(vols, id, 0o777);
+      if (replicas !== undefined) await setDirReplicas(store, dir, replicas);
     },
     async remove(id) {
       const vols = await child(ROOT, VOLUMES_DIR);

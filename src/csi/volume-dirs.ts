@@ -8,8 +8,8 @@ export function isVolumeId(id: string): boolean {
 
 /** The volumes' directories in the shared namespace. */
 export interface VolumeDirs {
-  /** Make the volume's directory (and /volumes); nothing happens if it exists. */
-  create(id: string): Promise<void>;
+  /** Make the volume's directory (and /volumes); nothing happens if it exists. replicas: copies of each of its files wanted. */
+  create(id: string, replicas?: number): Promise<void>;
   /** Remove the volume's directory and all under it, for every node (holders delete their bytes). */
   remove(id: string): Promise<void>;
   exists(id: string): Promise<boolean>;

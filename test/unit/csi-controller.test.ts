@@ -64,6 +64,8 @@ describe("CreateVolume", () => {
     ["a negative limit", { name: NAME, volumeCapabilities: [RWX], capacityRange: { limitBytes: -1n } }, "InvalidArgument", /limit_bytes must not be negative/],
     ["required above limit", { name: NAME, volumeCapabilities: [RWX], capacityRange: { requiredBytes: 10n, limitBytes: 5n } }, "InvalidArgument", /^capacity_range has required_bytes above limit_bytes/],
     ["a size past 2^53", { name: NAME, volumeCapabilities: [RWX], capacityRange: { requiredBytes: 2n ** 53n } }, "OutOfRange", /required_bytes/],
+    ["replicas that is not a count", { name: NAME, volumeCapabilities: [RWX], parameters: { replicas: "two" } }, "InvalidArgument", /^parameters replicas must be an integer 1\.\.16, got "two"/],
+    ["replicas past the most", { name: NAME, volumeCapabilities: [RWX], parameters: { replicas: "17" } }, "InvalidArgument", /^parameters replicas/],
   ])("%s: refused, nothing made", async (_what, req, want, msg) => {
     const [got, message] = await code(ctrl.createVolume(req));
     expect(got).toBe(want);
@@ -78,6 +80,14 @@ describe("CreateVolume", () => {
     expect(r.volume?.capacityBytes).toBe(1000n);
     expect((await volumeDir(NAME))?.mode).toBe(0o040777);
     expect(await registry.get(NAME)).toMatchObject({ id: NAME, name: NAME, capacity: 1000 });
+  });
+
+  test("the StorageClass parameter replicas marks the volume's directory; without it, nothing", async () => {
+    await ctrl.createVolume({ name: NAME, volumeCapabilities: [RWX], parameters: { replicas: "2" } });
+    expect(Buffer.from((await store.getXattr((await volumeDir(NAME))!.ino, "user.mcfs.replicas"))!).toString()).toBe("2");
+    expect(await store.setting("replica-dirs")).toBe("1");
+    await ctrl.createVolume({ name: "pvc-plain", volumeCapabilities: [RWX] });
+    expect(await store.getXattr((await volumeDir("pvc-plain"))!.ino, "user.mcfs.replicas")).toBeUndefined();
   });
 
   test("only a limit: that is the capacity; none: 0", async () => {
