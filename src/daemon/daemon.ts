@@ -272,6 +272,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       if (!again.published && !again.repaired) return;
       nlog.error({ ...again }, "Redis had lost files this node holds: published them again from its disk");
       vfs.resync();
+      // Published again under new inode numbers: the names this node's kernel knows may lead to the old ones.
+      session?.invalidateMany(vfs.takeKernelNames(), []);
     };
     const options = ["fsname=mcfs", "subtype=mcfs", "default_permissions"];
     if (allowOther) options.push("allow_other");

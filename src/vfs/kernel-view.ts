@@ -28,6 +28,8 @@ export interface KernelView {
    * cached past the reply (an ENOENT answer leaves a dentry that is looked up again every time).
    */
   mayHaveEntry(parent: number, name: string): boolean;
+  /** Every name the kernel was given, and forget them (it is about to be told to drop them all). */
+  takeNames(): [number, string][];
   /** An open at version: whether the kernel's cached pages of ino stay valid (same version as the last open). */
   opened(ino: number, version: number): boolean;
 }
@@ -121,6 +123,14 @@ export function createKernelView(o: { open: OpenFiles; dropKernelEntry?: (parent
     },
     mayHave: (ino) => ino === 1 || lostInodes || kernelVersion.has(ino),
     mayHaveEntry: (parent, name) => lostNames || toldNames.has(`${parent}/${name}`),
+    takeNames() {
+      const out = [...toldNames].map((k): [number, string] => {
+        const slash = k.indexOf("/");
+        return [Number(k.slice(0, slash)), k.slice(slash + 1)];
+      });
+      toldNames.clear();
+      return out;
+    },
     opened(ino, version) {
       const keep = openedVersion.get(ino) === version;
       if (openedVersion.size >= KEPT_MAX) openedVersion.clear();

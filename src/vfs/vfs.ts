@@ -27,6 +27,8 @@ export interface Vfs extends FileSystem {
   /** Whether the kernel may cache ino, or the name parent/name: only those need invalidating. */
   kernelMayHave(ino: number): boolean;
   kernelMayHaveEntry(parent: number, name: string): boolean;
+  /** Every name the kernel was given (to drop them all: their files may have other numbers now), forgotten here. */
+  takeKernelNames(): [number, string][];
   /** Whether ino is open for writing on this node. */
   writing(ino: number): boolean;
   /**
@@ -82,8 +84,10 @@ export function createVfs(o: VfsOptions): Vfs {
       h.dirty = false;
       const path = await paths.pathOf(h.ino);
       // The change happened when the file last changed (an ftruncate, a write), not when it is published.
+      // The disk's clock is the kernel's coarse one, up to a tick behind the one the record's times
+      // came from: a change stamped before the last known one still comes after it.
       const known = open.inode(h.ino)?.rec.ctime ?? 0n;
-      const r = await ctx.policy.publish(ctx, { ino: h.ino, size: Number(st.size), mtime: st.mtimeNs, ctime: st.ctimeNs > known ? st.ctimeNs : known, path });
+      const r = await ctx.policy.publish(ctx, { ino: h.ino, size: Number(st.size), mtime: st.mtimeNs, ctime: st.ctimeNs > known ? st.ctimeNs : known + 1n, path });
       o.published?.(r, path);
       return r;
     },
@@ -133,6 +137,7 @@ export function createVfs(o: VfsOptions): Vfs {
     },
     kernelMayHave: (ino) => ctx.kernel.mayHave(ino),
     kernelMayHaveEntry: (parent, name) => ctx.kernel.mayHaveEntry(parent, name),
+    takeKernelNames: () => ctx.kernel.takeNames(),
     async closeAll() {
       for (const [, h] of open.all()) {
         if (h.dirty) await ctx.commit(h).catch(() => {});
