@@ -65,7 +65,39 @@ async function requestOf(req: http2.Http2ServerRequest, max: number): Promise<Re
   return fromBinary(ReadRequestSchema, body.subarray(5));
 }
 
-type ChunkOut = { offset: bigint; data: Uint8Array };
+export type ChunkOut = { offset: bigint; data: Uint8Array };
+
+/**
+ * A ReadFile call framed here, through Connect interceptors (metrics) as Connect would have shown it
+ * to them: a streaming call whose reply is the chunks that call gives.
+ */
+export async function intercepted(interceptors: Interceptor[], url: string, signal: AbortSignal, request: AsyncIterable<ReadRequest>, call: (r: ReadRequest) => AsyncIterable<ChunkOut>): Promise<AsyncIterable<ChunkOut>> {
+  type Next = (r: StreamRequest) => Promise<StreamResponse | UnaryResponse>;
+  const inner: Next = async (r) => ({
+    stream: true,
+    service: Peer,
+    method: Peer.method.readFile,
+    header: new Headers(),
+    trailer: new Headers(),
+    message: (async function* () {
+      for await (const m of r.message) yield* call(m as ReadRequest);
+    })() as StreamResponse["message"],
+  });
+  const run = interceptors.reduceRight<Next>((next, i) => i(next as Parameters<Interceptor>[0]), inner);
+  const reply = await run({
+    stream: true,
+    service: Peer,
+    method: Peer.method.readFile,
+    requestMethod: "POST",
+    url,
+    signal,
+    header: new Headers(),
+    contextValues: createContextValues(),
+    message: request,
+  });
+  if (!reply.stream) throw new FsError(E.EIO, "an interceptor answered ReadFile with one message");
+  return reply.message as AsyncIterable<ChunkOut>;
+}
 
 /**
  * ReadFile over gRPC, its replies framed here rather than by Connect's serializer (which copied each
@@ -86,38 +118,14 @@ export async function serveFileFrames(
     abort.abort();
     drained();
   });
-  // The interceptors see a streaming call of ReadFile, as Connect would have shown it to them.
-  const call: StreamRequest = {
-    stream: true,
-    service: Peer,
-    method: Peer.method.readFile,
-    requestMethod: "POST",
-    url: req.url,
-    signal: abort.signal,
-    header: new Headers(),
-    contextValues: createContextValues(),
-    message: (async function* () {
-      yield await requestOf(req, o.readMaxBytes);
-    })(),
-  };
-  type Next = (r: StreamRequest) => Promise<StreamResponse | UnaryResponse>;
-  const inner: Next = async (r) => ({
-    stream: true,
-    service: Peer,
-    method: Peer.method.readFile,
-    header: new Headers(),
-    trailer: new Headers(),
-    message: (async function* () {
-      for await (const m of r.message) yield* o.readFile(m as ReadRequest);
-    })() as StreamResponse["message"],
-  });
-  const run = o.interceptors.reduceRight<Next>((next, i) => i(next as Parameters<Interceptor>[0]), inner);
+  const request = (async function* () {
+    yield await requestOf(req, o.readMaxBytes);
+  })();
   res.writeHead(200, { "content-type": "application/grpc+proto" });
   const trailer: Record<string, string> = { "grpc-status": "0" };
   try {
-    const reply = await run(call);
-    if (!reply.stream) throw new FsError(E.EIO, "an interceptor answered ReadFile with one message");
-    for await (const c of reply.message as AsyncIterable<ChunkOut>) {
+    const chunks = await intercepted(o.interceptors, req.url, abort.signal, request, o.readFile);
+    for await (const c of chunks) {
       if (abort.signal.aborted) break;
       // Waits at each message: writing on while HTTP/2 is busy had its queue concatenated (a copy).
       if (!res.write(frameChunk({ offset: Number(c.offset), data: c.data }))) await new Promise<void>((done) => (drained = done));

@@ -1,4 +1,6 @@
 import type { FsError } from "../util/errno.ts";
+import { create } from "@bufbuild/protobuf";
+import { ReadRequestSchema } from "../gen/mcfs/v1/peer_pb.ts";
 import { fromConnectError } from "./errors.ts";
 import type { PeerPool } from "./peer-client.ts";
 
@@ -59,9 +61,8 @@ export function createPeerReads(pool: PeerPool): PeerReads {
       }
     },
     async *file(address, f, part) {
-      const req = { ...wire(f), offset: BigInt(part?.offset ?? 0), length: BigInt(part?.length ?? 0) };
-      const stream = pool.get(address, part?.lane).readFile(req, part?.signal ? { signal: part.signal } : {});
-      for await (const ch of translated(stream)) yield { offset: Number(ch.offset), data: ch.data };
+      const req = create(ReadRequestSchema, { ...wire(f), offset: BigInt(part?.offset ?? 0), length: BigInt(part?.length ?? 0) });
+      for await (const ch of translated(pool.readFile(address, req, part?.lane, part?.signal))) yield { offset: Number(ch.offset), data: ch.data };
     },
     async *files(address, files) {
       for await (const msg of translated(pool.get(address).readFiles({ files: files.map(wire) }))) {
