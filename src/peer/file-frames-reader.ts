@@ -5,12 +5,13 @@ import { fromBinary, toBinary, create } from "@bufbuild/protobuf";
 import { ChunkSchema, ReadRequestSchema, type ReadRequest } from "../gen/mcfs/v1/peer_pb.ts";
 import { READ_FILE_PATH, type ChunkOut } from "./file-frames.ts";
 
-/** The gRPC messages of a stream, taken from its pieces: a message within one piece is not copied. */
-function createMessages(): { push(piece: Buffer): void; next(): Buffer | undefined; left(): number } {
+/** The gRPC messages of a stream, taken from its pieces as they come: a message within one piece is not copied. */
+export function createMessages(): { push(piece: Buffer): void; next(): Buffer | undefined; left(): number } {
   const pieces: Buffer[] = [];
   let have = 0;
   /** The first n bytes held, removed: a view of the first piece if it holds them, else one copy. */
   const take = (n: number): Buffer => {
+    if (n === 0) return Buffer.alloc(0);
     const first = pieces[0]!;
     have -= n;
     if (first.length >= n) {

@@ -39,8 +39,12 @@ export function frameChunk(c: { offset: number; data: Uint8Array }): Uint8Array 
     data = room.subarray(FRAME_ROOM);
   }
   const buf = new Uint8Array(data.buffer, data.byteOffset - FRAME_ROOM, FRAME_ROOM + data.length);
-  let at = varintBefore(buf, FRAME_ROOM, data.length);
-  buf[--at] = 0x12; // field 2 (data), length-delimited
+  let at = FRAME_ROOM;
+  // Empty fields are left out, as protobuf's serializer leaves them: the same bytes on the wire.
+  if (data.length > 0) {
+    at = varintBefore(buf, at, data.length);
+    buf[--at] = 0x12; // field 2 (data), length-delimited
+  }
   if (c.offset > 0) {
     at = varintBefore(buf, at, c.offset);
     buf[--at] = 0x08; // field 1 (offset), varint
