@@ -1,4 +1,6 @@
 import type { FsError } from "../util/errno.ts";
+import { create } from "@bufbuild/protobuf";
+import { ReadRequestSchema } from "../gen/mcfs/v1/peer_pb.ts";
 import { fromConnectError } from "./errors.ts";
 import type { PeerPool } from "./peer-client.ts";
 
@@ -25,10 +27,18 @@ export interface FilePiece {
 export interface PeerReads {
   /** Up to length bytes at offset. */
   range(address: string, f: FileAt, offset: number, length: number): Promise<Uint8Array>;
-  /** The whole file, in order. */
-  file(address: string, f: FileAt): AsyncIterable<{ offset: number; data: Uint8Array }>;
+  /** The file in order: whole, or part of it (to its end without a length). */
+  file(address: string, f: FileAt, part?: FilePart): AsyncIterable<{ offset: number; data: Uint8Array }>;
   /** Several files in one stream, each in order, one after another. */
   files(address: string, files: FileAt[]): AsyncIterable<FilePiece>;
+}
+
+/** Which bytes of a file to stream, over which of the pool's connections to the holder, until when. */
+export interface FilePart {
+  offset: number;
+  length?: number;
+  lane?: number;
+  signal?: AbortSignal;
 }
 
 const wire = (f: FileAt) => ({ path: f.path, ino: BigInt(f.ino), version: BigInt(f.version) });
@@ -50,8 +60,9 @@ export function createPeerReads(pool: PeerPool): PeerReads {
         throw fromConnectError(e);
       }
     },
-    async *file(address, f) {
-      for await (const ch of translated(pool.get(address).readFile({ ...wire(f), offset: 0n, length: 0n }))) yield { offset: Number(ch.offset), data: ch.data };
+    async *file(address, f, part) {
+      const req = create(ReadRequestSchema, { ...wire(f), offset: BigInt(part?.offset ?? 0), length: BigInt(part?.length ?? 0) });
+      for await (const ch of translated(pool.readFile(address, req, part?.lane, part?.signal))) yield { offset: Number(ch.offset), data: ch.data };
     },
     async *files(address, files) {
       for await (const msg of translated(pool.get(address).readFiles({ files: files.map(wire) }))) {

@@ -1,12 +1,13 @@
 import * as fs from "node:fs";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { Peer } from "../gen/mcfs/v1/peer_pb.ts";
+import { Peer, type ReadRequest } from "../gen/mcfs/v1/peer_pb.ts";
 import { fromConnectError, toConnectError } from "./errors.ts";
 import { E, FsError, errnoOf, toErrno } from "../util/errno.ts";
 import { readCopy, type CopyData } from "../cache/copy-cache.ts";
 import { relOf, type LocalDir } from "../local/local-dir.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
 import type { RetiredFiles } from "./retired-files.ts";
+import { FRAME_ROOM } from "./file-frames.ts";
 
 /** The version asked for is being rewritten here: the reader waits for the writer's close. */
 const changing = (path: string) => new FsError(E.ESTALE, `${path} is being written on this node`);
@@ -32,6 +33,12 @@ export interface PeerServiceOptions {
   steady?: (ino: number) => () => boolean;
 }
 
+/** The service for Connect, and ReadFile alone for the gRPC path that frames its replies itself (file-frames.ts). */
+export interface PeerService {
+  impl: ServiceImpl<typeof Peer>;
+  readFile(r: ReadRequest): AsyncGenerator<{ offset: bigint; data: Uint8Array }>;
+}
+
 /** Bytes to serve, and whether they are still those of the version asked for (a root file written here is not). */
 interface Source {
   data: CopyData;
@@ -43,7 +50,7 @@ interface Source {
  * A path is only where to look: it must be clean, outside mcfs's own state, and a regular file
  * reached without following any symlink; the inode's version must be held here (cache or root).
  */
-export function createPeerService(o: PeerServiceOptions): ServiceImpl<typeof Peer> {
+export function createPeerService(o: PeerServiceOptions): PeerService {
   const guarded = <A extends unknown[], R>(fn: (...a: A) => R | Promise<R>) => async (...a: A): Promise<R> => {
     try {
       try {
@@ -132,7 +139,35 @@ export function createPeerService(o: PeerServiceOptions): ServiceImpl<typeof Pee
     return n;
   };
 
-  return {
+  /** Bytes of a file from offset, in chunks of at most CHUNK, to its end or length. */
+  async function* readFile(r: ReadRequest) {
+    const c = await guarded(() => openForRead(r))();
+    try {
+      let off = Number(r.offset);
+      const end = r.length ? off + Number(r.length) : Infinity;
+      for (;;) {
+        const want = Math.min(CHUNK, end - off);
+        if (want <= 0) return;
+        // Room in front of the bytes: the gRPC framing goes there without copying them (file-frames.ts).
+        const buf = Buffer.allocUnsafe(FRAME_ROOM + want).subarray(FRAME_ROOM);
+        let n: number;
+        try {
+          n = readSource(c, buf, off, r.path);
+        } catch (e) {
+          // Mid-stream: the errno must reach the reader (ESTALE: ask again), not "internal error".
+          throw toConnectError(e);
+        }
+        if (n === 0) return;
+        o.onServed?.(n);
+        yield { offset: BigInt(off), data: buf.subarray(0, n) };
+        off += n;
+      }
+    } finally {
+      closeCopy(c);
+    }
+  }
+
+  const impl: ServiceImpl<typeof Peer> = {
     read: guarded(async (r) => {
       o.retired?.rangeRead(Number(r.ino));
       const c = await openForRead(r);
@@ -145,31 +180,7 @@ export function createPeerService(o: PeerServiceOptions): ServiceImpl<typeof Pee
         closeCopy(c);
       }
     }),
-    async *readFile(r) {
-      const c = await guarded(() => openForRead(r))();
-      try {
-        let off = Number(r.offset);
-        const end = r.length ? off + Number(r.length) : Infinity;
-        for (;;) {
-          const want = Math.min(CHUNK, end - off);
-          if (want <= 0) return;
-          const buf = Buffer.allocUnsafe(want);
-          let n: number;
-          try {
-            n = readSource(c, buf, off, r.path);
-          } catch (e) {
-            // Mid-stream: the errno must reach the reader (ESTALE: ask again), not "internal error".
-            throw toConnectError(e);
-          }
-          if (n === 0) return;
-          o.onServed?.(n);
-          yield { offset: BigInt(off), data: buf.subarray(0, n) };
-          off += n;
-        }
-      } finally {
-        closeCopy(c);
-      }
-    },
+    readFile,
     async *readFiles(r) {
       // Every file's holder check at once (one round trip to Redis); opened in order as the stream
       // goes; a file that fails is reported and the rest still come.
@@ -213,4 +224,5 @@ export function createPeerService(o: PeerServiceOptions): ServiceImpl<typeof Pee
       if (pieces.length) yield { pieces };
     },
   };
+  return { impl, readFile };
 }

@@ -42,3 +42,31 @@ export function inOrder(progress: Arriving, onWritten?: (bytes: number) => void)
       for (const w of progress.waiters.splice(0)) w();
     }));
 }
+
+/**
+ * Writes into an arriving copy in any order (parts fetched at once): progress.got moves only over
+ * bytes written, from 0 without a gap, so readers following the copy never read a byte still on its
+ * way. Pieces landed past a gap wait in a map by where they start. A piece written again (a part
+ * fetched anew from another holder: the same version, so the same bytes) is taken as it comes.
+ */
+export function anyOrder(progress: Arriving, onWritten?: (bytes: number) => void): (d: Uint8Array, at: number) => Promise<void> {
+  const ahead = new Map<number, number>();
+  return async (d, at) => {
+    try {
+      await progress.sink.write(d, at);
+    } catch (e) {
+      throw new LocalWriteError(toErrno(e), `writing the arriving copy: ${(e as Error).message}`);
+    }
+    onWritten?.(d.length);
+    const end = at + d.length;
+    if (end <= progress.got) return;
+    const from = Math.max(at, progress.got);
+    ahead.set(from, Math.max(end, ahead.get(from) ?? 0));
+    const was = progress.got;
+    for (let e; (e = ahead.get(progress.got)) !== undefined; ) {
+      ahead.delete(progress.got);
+      progress.got = Math.max(progress.got, e);
+    }
+    if (progress.got > was) for (const w of progress.waiters.splice(0)) w();
+  };
+}

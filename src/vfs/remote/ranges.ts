@@ -4,9 +4,13 @@ import type { PeerReads } from "../../peer/peer-reads.ts";
 import { E, FsError } from "../../util/errno.ts";
 import type { Logger } from "../../util/log.ts";
 import type { Arriving } from "./arriving.ts";
+import { PART, PARTS_AT_ONCE } from "./streams.ts";
 
-/** How far ahead of an arriving copy a read waits for it instead of asking the holder. */
-const FOLLOW_WINDOW = 32 << 20;
+/**
+ * How far ahead of an arriving copy a read waits for it instead of asking the holder: the parts
+ * fetched at once (streams.ts), so a reader following the copy waits rather than fetch bytes twice.
+ */
+const FOLLOW_WINDOW = PART * PARTS_AT_ONCE;
 
 export interface RangeReader {
   /** Up to size bytes at offset (fewer only at the end of the file). */
@@ -23,6 +27,12 @@ export interface RangesOptions {
   received?: (bytes: number) => void;
 }
 
+/** A copy holds every byte of its version: fewer than asked for (within the file) is a broken copy. */
+function whole(n: number, out: Uint8Array): Uint8Array {
+  if (n !== out.length) throw new FsError(E.EIO, `a copy gave ${n} of ${out.length} bytes`);
+  return out;
+}
+
 /**
  * A big remote file read where it is: from its copy once cached (or as far as it has arrived), else
  * in ranges from its holders, moving to the next holder when one fails — never a short read.
@@ -33,18 +43,13 @@ export function createRangeReader(o: RangesOptions, ino: number, version: number
   const reader: RangeReader = {
     async read(offset, want) {
       const end = Math.min(size, offset + want);
-      const out = new Uint8Array(Math.max(0, end - offset));
+      // Not zeroed: every byte is filled below, or the read fails.
+      const out = Buffer.allocUnsafe(Math.max(0, end - offset));
       // From the copy when it holds these bytes already (whole, or arrived so far).
       copy ??= o.cache.open(ino, version);
-      if (copy) {
-        readCopy(copy, out, offset);
-        return out;
-      }
+      if (copy) return whole(readCopy(copy, out, offset), out);
       const part = o.arriving(ino, version);
-      if (part && part.got >= end) {
-        part.sink.read(out, offset);
-        return out;
-      }
+      if (part && part.got >= end) return whole(part.sink.read(out, offset), out);
       // Just ahead of the copy (a sequential reader): wait for it rather than fetch the bytes twice.
       if (part && end <= part.got + FOLLOW_WINDOW) {
         await new Promise<void>((res) => part.waiters.push(res));

@@ -1,76 +1,140 @@
 import type { Holders } from "../../meta/store.ts";
-import type { PeerReads } from "../../peer/peer-reads.ts";
+import type { FileAt, PeerReads } from "../../peer/peer-reads.ts";
 import { E, FsError } from "../../util/errno.ts";
 import type { Logger } from "../../util/log.ts";
-import { ChangingCopy, LocalWriteError, inOrder, type Arriving } from "./arriving.ts";
-import type { Sources } from "./sources.ts";
+import { ChangingCopy, LocalWriteError, anyOrder, type Arriving } from "./arriving.ts";
+import type { Source, Sources } from "./sources.ts";
 
-/** Bytes received but not yet written to a copy on disk. */
-const WRITE_BEHIND = 16 << 20;
+/**
+ * A file comes in parts of this size, this many at once, each part one stream over its own
+ * connection to the holder (a lane): one connection carried ~250 MB/s here, four ~500. The parts
+ * being fetched are the next ones after what arrived, so a reader following the copy from its start
+ * waits for at most this many parts (see FOLLOW_WINDOW in ranges.ts).
+ */
+export const PART = 8 << 20;
+export const PARTS_AT_ONCE = 4;
+/** Bytes of one stream received but not yet written to the copy. */
+const WRITE_BEHIND = 8 << 20;
 /** Copies from this size on are logged with the speed they came at. */
 const LOG_FROM = 64 << 20;
 
-/** Whole files streamed from one holder, or the next when one fails. */
+/** Whole files fetched from their holders, moving to the next holder when one fails. */
 export interface Streams {
-  /** Stream ino at version into progress from the first holder that has it whole. */
+  /** Fetch ino at version into progress from the holders that have it whole. */
   fetchAny(ino: number, version: number, path: string, size: number, progress: Arriving, given?: Holders): Promise<void>;
 }
 
+/** A part of the file: its bytes from offset, up to the next part (or, for the last, to the end of the file). */
+interface Part {
+  offset: number;
+  length: number;
+  last: boolean;
+}
+
+/** Why holders failed: ChangingCopy at the end if any answered that its bytes are not those of the version. */
+interface Failures {
+  messages: string[];
+  changing: boolean;
+}
+
 export function createStreams(o: { peers: PeerReads; sources: Sources; log: Logger; received?: (bytes: number) => void }): Streams {
-  /** Stream the file from one holder; the byte count must match the record's size. */
-  async function fetchFrom(address: string, ino: number, version: number, path: string, size: number, progress: Arriving): Promise<void> {
-    let got = 0;
-    progress.got = 0;
+  /** One part from one holder: exactly its bytes, and for the last one, nothing past the record's size. */
+  async function fetchPart(address: string, f: FileAt, size: number, part: Part, lane: number, write: (d: Uint8Array, at: number) => Promise<void>, signal: AbortSignal): Promise<void> {
+    let at = part.offset;
+    const end = part.offset + part.length;
     // Disk writes run behind the stream, off the event loop: receiving and writing overlap.
     let behind = 0;
-    const write = inOrder(progress, (n) => (behind -= n));
-    let written: Promise<void> = Promise.resolve();
+    const writes: Promise<void>[] = [];
     try {
-      for await (const ch of o.peers.file(address, { ino, version, path })) {
-        if (ch.offset !== got) throw new FsError(E.EIO, `holder ${address} sent bytes out of order`);
-        if (got + ch.data.length > size) throw new ChangingCopy(`holder ${address} has more than the ${size} bytes of ${path}`);
-        const at = got, data = ch.data;
-        got += data.length;
-        behind += data.length;
-        o.received?.(data.length);
-        written = write(data, at);
+      const range = { offset: part.offset, lane, signal, ...(part.last ? {} : { length: part.length }) };
+      for await (const ch of o.peers.file(address, f, range)) {
+        if (ch.offset !== at) throw new FsError(E.EIO, `holder ${address} sent bytes out of order`);
+        if (at + ch.data.length > end) throw new ChangingCopy(`holder ${address} has more than the ${size} bytes of ${f.path}`);
+        const n = ch.data.length;
+        at += n;
+        behind += n;
+        o.received?.(n);
+        const w = write(ch.data, ch.offset);
+        w.then(() => void (behind -= n), () => {});
+        writes.push(w);
         // Bounded: past this the stream waits (and HTTP/2 flow control holds the sender).
-        if (behind > WRITE_BEHIND) await written;
+        while (behind > WRITE_BEHIND) await writes.shift();
       }
-      await written;
-    } catch (e) {
-      await written.catch(() => {});
-      throw e;
+      for (const w of writes) await w;
+    } finally {
+      // Every write settles before the part ends, either way: the copy may be closed right after.
+      await Promise.allSettled(writes);
     }
     // A short copy is never served: a holder that lost bytes is as good as down.
-    if (got !== size) throw new ChangingCopy(`holder ${address} has ${got} of ${size} bytes of ${path}`);
+    if (at !== end) throw new ChangingCopy(`holder ${address} has ${at} of ${size} bytes of ${f.path}`);
+  }
+
+  /**
+   * Parts of the file from the holders in order, PARTS_AT_ONCE at a time: a part whose holder fails
+   * is fetched again from the next one (same version, same bytes); the parts left when no holder is
+   * left are returned. A failed write to this node's disk stops them all and is thrown.
+   */
+  async function fetchParts(holders: Source[], f: FileAt, size: number, todo: Part[], write: (d: Uint8Array, at: number) => Promise<void>, failures: Failures): Promise<Part[]> {
+    const stop = new AbortController();
+    let at = 0;
+    let fatal: unknown;
+    const left: Part[] = [];
+    const worker = async (lane: number) => {
+      for (let part; (part = todo.shift()); ) {
+        for (;;) {
+          const tried = at;
+          const src = holders[tried];
+          if (src === undefined || fatal !== undefined) {
+            left.push(part);
+            break;
+          }
+          try {
+            await fetchPart(src.address, f, size, part, lane, write, stop.signal);
+            break;
+          } catch (e) {
+            if (e instanceof LocalWriteError) {
+              fatal ??= e;
+              stop.abort();
+              continue;
+            }
+            if (stop.signal.aborted) continue;
+            // Parts run at once: only the first to see a holder fail moves on.
+            if (at === tried) {
+              at++;
+              failures.messages.push(`${src.address}: ${(e as Error).message}`);
+              failures.changing ||= e instanceof ChangingCopy || (e instanceof FsError && e.errno === E.ESTALE);
+              o.log.warn({ path: f.path, ino: f.ino, holder: src.address, err: (e as Error).message }, "holder failed, trying the next one");
+            }
+          }
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(PARTS_AT_ONCE, todo.length) }, (_, lane) => worker(lane)));
+    if (fatal !== undefined) throw fatal;
+    return left.sort((a, b) => a.offset - b.offset);
   }
 
   return {
     async fetchAny(ino, version, path, size, progress, given) {
-      const errors: string[] = [];
-      let changing = false;
+      const f = { ino, version, path };
+      progress.got = 0;
+      const write = anyOrder(progress);
+      let todo: Part[] = [];
+      for (let offset = 0; offset === 0 || offset < size; offset += PART) todo.push({ offset, length: Math.min(PART, size - offset), last: offset + PART >= size });
+      const failures: Failures = { messages: [], changing: false };
+      const t0 = performance.now();
       for (const fresh of given ? [false, true] : [true]) {
         if (fresh) o.sources.refresh();
-        for (const { address } of await o.sources.of(ino, version, fresh ? undefined : given)) {
-          try {
-            const t0 = performance.now();
-            await fetchFrom(address, ino, version, path, size, progress);
-            if (size >= LOG_FROM) {
-              const seconds = (performance.now() - t0) / 1000;
-              o.log.info({ path, ino, holder: address, mib: Math.round(size / 2 ** 20), seconds: +seconds.toFixed(2), mbPerSecond: Math.round(size / 1e6 / seconds) }, "copied a big file from its holder");
-            }
-            return;
-          } catch (e) {
-            if (e instanceof LocalWriteError) throw e;
-            errors.push(`${address}: ${(e as Error).message}`);
-            changing ||= e instanceof ChangingCopy || (e instanceof FsError && e.errno === E.ESTALE);
-            o.log.warn({ path, ino, holder: address, err: (e as Error).message }, "holder failed, trying the next one");
-          }
+        todo = await fetchParts(await o.sources.of(ino, version, fresh ? undefined : given), f, size, todo, write, failures);
+        if (todo.length) continue;
+        if (size >= LOG_FROM) {
+          const seconds = (performance.now() - t0) / 1000;
+          o.log.info({ path, ino, mib: Math.round(size / 2 ** 20), seconds: +seconds.toFixed(2), mbPerSecond: Math.round(size / 1e6 / seconds) }, "copied a big file from its holders");
         }
+        return;
       }
-      const msg = `no reachable node holds ${path} at version ${version}${errors.length ? ` (${errors.join("; ")})` : ""}`;
-      throw changing ? new ChangingCopy(msg) : new FsError(E.EIO, msg);
+      const msg = `no reachable node holds ${path} at version ${version}${failures.messages.length ? ` (${failures.messages.join("; ")})` : ""}`;
+      throw failures.changing ? new ChangingCopy(msg) : new FsError(E.EIO, msg);
     },
   };
 }

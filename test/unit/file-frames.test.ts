@@ -1,0 +1,53 @@
+import { describe, expect, test } from "bun:test";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { ChunkSchema } from "../../src/gen/mcfs/v1/peer_pb.ts";
+import { FRAME_ROOM, frameChunk } from "../../src/peer/file-frames.ts";
+import { createMessages } from "../../src/peer/file-frames-reader.ts";
+
+/** A gRPC message as Connect frames it: flags, length, the protobuf serializer's bytes. */
+function connectFrame(offset: number, data: Uint8Array): Buffer {
+  const body = toBinary(ChunkSchema, create(ChunkSchema, { offset: BigInt(offset), data }));
+  const head = Buffer.alloc(5);
+  head.writeUInt32BE(body.length, 1);
+  return Buffer.concat([head, body]);
+}
+
+describe("ReadFile framed by hand", () => {
+  const sizes = [0, 1, 127, 128, 16_383, 16_384, 131_072];
+  const offsets = [0, 1, 127, 128, 2 ** 31, 2 ** 40 + 3, Number.MAX_SAFE_INTEGER];
+
+  test("each chunk is framed byte for byte as Connect frames it, with room in front of its data or without", () => {
+    for (const size of sizes) {
+      for (const offset of offsets) {
+        const data = Buffer.from(Array.from({ length: size }, (_, i) => (i * 31 + size) & 255));
+        const roomy = Buffer.allocUnsafe(FRAME_ROOM + size).subarray(FRAME_ROOM);
+        roomy.set(data);
+        const want = connectFrame(offset, data);
+        expect(Buffer.from(frameChunk({ offset, data: roomy })).equals(want)).toBe(true);
+        expect(Buffer.from(frameChunk({ offset, data: new Uint8Array(data) })).equals(want)).toBe(true);
+      }
+    }
+  });
+
+  test("messages are taken whole from a stream cut into pieces anywhere, and nothing is left over", () => {
+    const frames = sizes.flatMap((size, i) => offsets.map((offset) => ({ offset, data: Buffer.alloc(size, i + 1) })));
+    const stream = Buffer.concat(frames.map((f) => connectFrame(f.offset, f.data)));
+    for (const cut of [1, 2, 3, 5, 7, 4096, 16_374, 100_000, stream.length]) {
+      const m = createMessages();
+      const got: { offset: number; data: Uint8Array }[] = [];
+      for (let at = 0; at < stream.length; at += cut) {
+        m.push(stream.subarray(at, at + cut));
+        for (let msg; (msg = m.next()); ) {
+          const c = fromBinary(ChunkSchema, msg);
+          got.push({ offset: Number(c.offset), data: c.data });
+        }
+      }
+      expect(m.left()).toBe(0);
+      expect(got.length).toBe(frames.length);
+      for (const [i, f] of frames.entries()) {
+        expect(got[i]!.offset).toBe(f.offset);
+        expect(Buffer.from(got[i]!.data).equals(f.data)).toBe(true);
+      }
+    }
+  });
+});
