@@ -29,9 +29,9 @@ describe("redis store connection", () => {
       await b.subscribe((invs) => heard.push(...invs), () => resyncs++);
       await redis!.cli("CLIENT", "KILL", "TYPE", "pubsub");
       await until("resync", () => resyncs === 1);
-      await a.create(1, "f", { mode: 0o100644, uid: 0, gid: 0 });
+      const f = await a.create(1, "f", { mode: 0o100644, uid: 0, gid: 0 });
       await until("the change", () => heard.length === 1);
-      expect(heard[0]!.added).toEqual([[1, "f"]]);
+      expect(heard[0]!.added).toEqual([[1, "f", f.ino]]);
     } finally {
       await Promise.all([a.close(), b.close()]);
     }

@@ -280,8 +280,8 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       touch(parent, String(now));
       if (init.holder) hashOf(s.loc, ino).set(init.holder, String(version));
       if (ino > handedOut) handedOut = ino;
-      if (replaced) publish({ removed: [[parent, name]], added: [[parent, name]], inodes: [parent, replaced.ino], todo: told });
-      else publish({ added: [[parent, name]], inodes: [parent] });
+      if (replaced) publish({ removed: [[parent, name]], added: [[parent, name, ino]], inodes: [parent, replaced.ino], todo: told });
+      else publish({ added: [[parent, name, ino]], inodes: [parent] });
       const rec: Created = { ino, mode, uid: init.uid, gid, rdev: init.rdev ?? 0, size: init.size ?? 0, nlink: dir ? 2 : 1, atime, mtime, ctime: now, version, gen, parent, name };
       if (init.target !== undefined) rec.target = init.target;
       if (replaced) rec.replaced = replaced;
@@ -319,7 +319,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       touch(np, now);
       const told = todo(nodeId, ino, { op: "link", from: fromPath, to: toPath });
       const r = decode(ino, h);
-      publish({ added: [[np, nn]], inodes: [ino, np], todo: told });
+      publish({ added: [[np, nn, ino]], inodes: [ino, np], todo: told });
       return r;
     },
     async takeWriteLease(ino, node, ttlMs) {
@@ -378,7 +378,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       const told: string[] = [];
       const moved = (r: Renamed, exchanged?: number) => {
         const inodes = [parent, np, r.ino, ...(r.replaced ? [r.replaced.ino] : []), ...(exchanged ? [exchanged] : [])];
-        const added: [number, string][] = exchanged ? [[parent, name], [np, nn]] : [[np, nn]];
+        const added: Invalidation["added"] = exchanged ? [[parent, name, exchanged], [np, nn, r.ino]] : [[np, nn, r.ino]];
         return publish({ removed: [[parent, name], [np, nn]], added, inodes, todo: told }, true).then(() => r);
       };
       let replaced: Removed | undefined;

@@ -154,8 +154,8 @@ export interface ScannedInode {
 export interface Invalidation {
   /** Node that made the change. */
   origin: string;
-  /** Names that appeared: [directory inode, name]. */
-  added: [number, string][];
+  /** Names that appeared: [directory inode, name, the inode it names] (the inode where the change knows it). */
+  added: ([number, string] | [number, string, number])[];
   /** Names that went away. */
   removed: [number, string][];
   /** Inodes whose attributes changed. */

@@ -171,7 +171,7 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
     },
     invalidate(inv) {
       for (const [dir, name] of inv.removed) dirChanged(dir, undefined, name);
-      for (const [dir, name] of inv.added) dirChanged(dir, [name, 0]);
+      for (const [dir, name, ino] of inv.added) dirChanged(dir, [name, ino ?? 0]);
       for (const ino of inv.inodes) {
         recent.delete(ino);
         if (inv.removed.length) dropListing(ino);

@@ -855,10 +855,10 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         await st.rename(ROOT, "f", ROOT, "g", 0, "/f", "/g");
         await st.remove(ROOT, "g", false, "/g");
         await until("five changes", () => b.heard.length >= 5);
-        expect(b.heard[0]).toEqual({ origin: A, added: [[ROOT, "f"]], removed: [], inodes: [ROOT], data: [], todo: [] });
+        expect(b.heard[0]).toEqual({ origin: A, added: [[ROOT, "f", f.ino]], removed: [], inodes: [ROOT], data: [], todo: [] });
         expect(b.heard[1]).toMatchObject({ origin: A, inodes: [f.ino], data: [f.ino] });
         expect(b.heard[2]).toMatchObject({ inodes: [f.ino], data: [] });
-        expect(b.heard[3]).toMatchObject({ removed: [[ROOT, "f"], [ROOT, "g"]], added: [[ROOT, "g"]] });
+        expect(b.heard[3]).toMatchObject({ removed: [[ROOT, "f"], [ROOT, "g"]], added: [[ROOT, "g", f.ino]] });
         expect(b.heard[3]!.inodes).toContain(f.ino);
         expect(b.heard[4]).toMatchObject({ removed: [[ROOT, "g"]], inodes: [ROOT, f.ino] });
         expect(own).toEqual([]);
@@ -882,7 +882,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         await until("four changes", () => b.heard.length >= 4);
         const none = { removed: [], added: [], data: [], todo: [] };
         expect(b.heard).toEqual([
-          { origin: A, ...none, added: [[d, "l"]], inodes: [f.ino, d] },
+          { origin: A, ...none, added: [[d, "l", f.ino]], inodes: [f.ino, d] },
           { origin: A, ...none, inodes: [f.ino] },
           { origin: A, ...none, inodes: [f.ino] },
           { origin: A, ...none, removed: [[ROOT, "gone"]], inodes: [ROOT] },

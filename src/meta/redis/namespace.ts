@@ -57,14 +57,14 @@ export function createNamespace({ client, keys, run, nodeId, numbers, feed }: Na
       if (init.target !== undefined) rec.target = init.target;
       if (rino) {
         rec.replaced = { ino: rino, nlink: rn, dir: false };
-        publish({ removed: [[parent, name]], added: [[parent, name]], inodes: [parent, rino], todo: told });
-      } else publish({ added: [[parent, name]], inodes: [parent] });
+        publish({ removed: [[parent, name]], added: [[parent, name, ino]], inodes: [parent, rino], todo: told });
+      } else publish({ added: [[parent, name, ino]], inodes: [parent] });
       return rec;
     },
     async link(ino, newParent, newName, fromPath, toPath) {
       const [told, ...flat] = (await run("link", [ino, newParent, newName, nowNs(), nodeId, fromPath, toPath])) as [string[], ...unknown[]];
       const r = parseScriptRecord(flat);
-      publish({ added: [[newParent, newName]], inodes: [ino, newParent], todo: told });
+      publish({ added: [[newParent, newName, ino]], inodes: [ino, newParent], todo: told });
       return r;
     },
     async extraNames(ino) {
@@ -79,8 +79,8 @@ export function createNamespace({ client, keys, run, nodeId, numbers, feed }: Na
       const r = (await run("rename", [parent, name, newParent, newName, flags, nowNs(), nodeId, fromPath, toPath])) as [number, number, number, number, number, string[]];
       const moved = [parent, newParent, r[0]!, ...(r[1] ? [r[1]] : []), ...(r[4] ? [r[4]] : [])];
       const told = r[5];
-      if (r[4]) await publish({ removed: [[parent, name], [newParent, newName]], added: [[parent, name], [newParent, newName]], inodes: moved, todo: told }, true);
-      else await publish({ removed: [[parent, name], [newParent, newName]], added: [[newParent, newName]], inodes: moved, todo: told }, true);
+      if (r[4]) await publish({ removed: [[parent, name], [newParent, newName]], added: [[parent, name, r[4]], [newParent, newName, r[0]]], inodes: moved, todo: told }, true);
+      else await publish({ removed: [[parent, name], [newParent, newName]], added: [[newParent, newName, r[0]]], inodes: moved, todo: told }, true);
       const out: Renamed = { ino: r[0]! };
       if (r[1]) out.replaced = { ino: r[1], nlink: r[2]!, dir: r[3] === 1 } satisfies Removed;
       if (r[4]) out.exchanged = r[4];
