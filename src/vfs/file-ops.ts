@@ -43,15 +43,24 @@ export function createFileOps(ctx: VfsContext): FileOps {
     return { r, holders: h, here: h.data.get(nodeId) === r.version || (h.data.size === 0 && r.size === 0) };
   }
 
-  /** The files of dir in listing order, as far as its listing is loaded (none otherwise: no Redis call for this). */
-  async function filesOf(dir: number): Promise<Iterable<Sibling>> {
+  /** Each directory's files in listing order, and where each is in it, while its listing has not changed. */
+  const indexes = new Map<number, { listing: ReadonlyMap<string, number>; changes: number; files: Sibling[]; at: Map<number, number> }>();
+  /** The files of dir listed after ino, as far as its listing is loaded (none otherwise: no Redis call for this). */
+  async function filesAfter(dir: number, ino: number): Promise<Iterable<Sibling>> {
     const l = cache.entries(dir);
     if (!l) return [];
-    const base = await paths.pathOf(dir);
-    const prefix = base === "/" ? "/" : `${base}/`;
-    return (function* () {
-      for (const [name, i] of l) if (i > 0) yield { ino: i, path: prefix + name };
-    })();
+    let x = indexes.get(dir);
+    if (!x || x.listing !== l || x.changes !== cache.listingChanges(dir)) {
+      const base = await paths.pathOf(dir);
+      const prefix = base === "/" ? "/" : `${base}/`;
+      const files: Sibling[] = [];
+      for (const [name, i] of l) if (i > 0) files.push({ ino: i, path: prefix + name });
+      if (indexes.size >= 1000) indexes.clear();
+      x = { listing: l, changes: cache.listingChanges(dir), files, at: new Map(files.map((f, k) => [f.ino, k])) };
+      indexes.set(dir, x);
+    }
+    const from = x.at.get(ino);
+    return from === undefined ? [] : x.files.slice(from + 1);
   }
 
   /**
@@ -68,7 +77,7 @@ export function createFileOps(ctx: VfsContext): FileOps {
       const { r } = f;
       const change = ctx.changes.next(ino);
       try {
-        if (!writable) return { found: f, got: await remote!.open(ino, r.version, path, r.size, f.holders, { dir: r.parent, list: () => filesOf(r.parent) }) };
+        if (!writable) return { found: f, got: await remote!.open(ino, r.version, path, r.size, f.holders, { dir: r.parent, after: (i) => filesAfter(r.parent, i) }) };
         if (flags & O_TRUNC) fs.closeSync(createLocalFile(root, path, O_WRONLY, r));
         else {
           root.ensureDir(dirname(path));

@@ -22,6 +22,8 @@ export interface MetaCache {
    * one, the listing is loaded in the background.
    */
   readListing(dir: number): Promise<DirListing[]>;
+  /** How many changes of dir's listing were seen: what was derived from it stays right while this does not move. */
+  listingChanges(dir: number): number;
   /** The directory's listing, if loaded: name -> inode (0: not known yet). */
   entries(dir: number): ReadonlyMap<string, number> | undefined;
   /** A name appeared in or left a directory. */
@@ -149,11 +151,14 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
       if (!cached) void loadListing(dir).catch(() => {});
       const ents = await store.listDir(dir);
       if (cached && listings.get(dir) === cached && dirChanges.get(dir) === since) {
-        for (const e of ents) if (cached.get(e.name) === 0) cached.set(e.name, e.ino);
+        let taught = false;
+        for (const e of ents) if (cached.get(e.name) === 0) (cached.set(e.name, e.ino), (taught = true));
+        if (taught) dirChanges.set(dir, (dirChanges.get(dir) ?? 0) + 1);
       }
       return ents;
     },
     entries: (dir) => listings.get(dir),
+    listingChanges: (dir) => dirChanges.get(dir) ?? 0,
     dirChanged,
     dropListing,
     async changing(dirs, change) {

@@ -1,7 +1,8 @@
 import type { CopyCache } from "../../cache/copy-cache.ts";
 
 /**
- * A directory's window starts here, grows by each byte fetched ahead that is opened and shrinks by
+ * A directory's window starts at all the room the cache gives read-ahead (a directory that fits is
+ * fetched whole, in name order or not; at least WINDOW_START), grows by each byte fetched ahead that is opened and shrinks by
  * PENALTY for each byte evicted unopened, so that it settles where at least PENALTY / (PENALTY + 1)
  * of what is fetched ahead gets read (a reader in listing order widens it to the cache's limit, one
  * in random order over more than the cache holds keeps it near the floor); never below WINDOW_MIN,
@@ -52,7 +53,7 @@ export function createAheadWindows<T>(cache: CopyCache): AheadWindows<T> {
     let w = windows.get(dir);
     if (!w) {
       if (windows.size >= DIRS_MAX) for (const [d, x] of windows) if (!x.waiting) windows.delete(d);
-      windows.set(dir, (w = { bytes: WINDOW_START, waiting: 0 }));
+      windows.set(dir, (w = { bytes: Math.max(WINDOW_START, cache.ahead().limit), waiting: 0 }));
     }
     return w;
   }

@@ -33,8 +33,8 @@ export interface Sibling {
 /** The files of a file's directory, for fetching small ones along with it. */
 export interface Siblings {
   dir: number;
-  /** In listing order: read-ahead takes those after the file being read first. */
-  list(): Promise<Iterable<Sibling>>;
+  /** The files listed after the one given, in listing order (read-ahead takes those first); none if it is not listed. */
+  after(ino: number): Promise<Iterable<Sibling>>;
 }
 
 /**
@@ -91,13 +91,12 @@ export function createBatches(o: BatchesOptions): Batches {
     const room = windows.room(siblings.dir);
     if (room <= 0) return [];
     const most = Math.min(BATCH_FILES, 16 + Math.ceil(room / BYTES_PER_CANDIDATE));
-    let cand: Sibling[] | undefined;
-    for (const s of await siblings.list()) {
-      if (s.ino === after) cand = [];
-      else if (cand && o.cache.versionOf(s.ino) === undefined && !fetchingIno.has(s.ino) && !unwanted.has(s.ino) && !unwanted.has(`${node}/${s.ino}`)) cand.push(s);
-      if (cand?.length === most) break;
+    const cand: Sibling[] = [];
+    for (const s of await siblings.after(after)) {
+      if (o.cache.versionOf(s.ino) === undefined && !fetchingIno.has(s.ino) && !unwanted.has(s.ino) && !unwanted.has(`${node}/${s.ino}`)) cand.push(s);
+      if (cand.length === most) break;
     }
-    if (!cand?.length) return [];
+    if (!cand.length) return [];
     // Records only: whether node holds each is its to say (it answers ESTALE for those it does not).
     const recs = await o.store.getMany(cand.map((c) => c.ino));
     if (unwanted.size > UNWANTED_MAX) unwanted.clear();
