@@ -1,5 +1,7 @@
 import { createClient } from "redis";
 import { redactUrl } from "../util/log.ts";
+import { connectThroughSentinels } from "./redis-failover.ts";
+import { SENTINEL_SCHEME } from "./redis-sentinel.ts";
 
 export type RedisClient = ReturnType<typeof createClient>;
 
@@ -12,7 +14,7 @@ export interface RedisAccess {
 }
 
 export interface RedisTarget extends RedisAccess {
-  /** redis://, rediss:// (TLS), or unix:///path/to/socket. */
+  /** redis://, rediss:// (TLS), unix:///path/to/socket, or redis+sentinel:// (see redis-sentinel.ts). */
   url: string;
 }
 
@@ -33,6 +35,8 @@ function clientOptions(t: RedisTarget, connected: () => boolean) {
  */
 export async function connectRedis(target: RedisTarget, onEvent?: (event: "error" | "ready", detail?: string) => void): Promise<RedisClient> {
   const url = target.url;
+  // Through sentinels, operations wait for the next master instead of failing at once.
+  if (url.startsWith(SENTINEL_SCHEME)) return connectThroughSentinels(url, target.password, onEvent);
   let everReady = false;
   const client = createClient({ ...clientOptions(target, () => everReady), disableOfflineQueue: true });
   let lastError = "";

@@ -13,7 +13,8 @@ import { createKeys } from "./keys.ts";
 import { createMembership } from "./membership.ts";
 import { createNamespace } from "./namespace.ts";
 import { createPlacement } from "./placement.ts";
-import { createScriptRunner } from "./scripts.ts";
+import { createScriptRunner, type ReplicaAck } from "./scripts.ts";
+import { parseSentinelUrl, SENTINEL_SCHEME } from "../redis-sentinel.ts";
 import { createXattrs } from "./xattrs.ts";
 
 export interface RedisStoreOptions {
@@ -39,11 +40,19 @@ export interface RedisStoreOptions {
   onSlowNodes?: (event: "unresponsive" | "answering", nodes: string[]) => void;
 }
 
+/** The URL's wait_replicas/wait_ms (redis+sentinel:// only). */
+function replicaAck(url: string): ReplicaAck | undefined {
+  if (!url.startsWith(SENTINEL_SCHEME)) return undefined;
+  const u = parseSentinelUrl(url);
+  return u.waitReplicas > 0 ? { replicas: u.waitReplicas, timeoutMs: u.waitMs } : undefined;
+}
+
 export async function createRedisStore(opts: RedisStoreOptions): Promise<MetadataStore> {
   const prefix = opts.prefix ?? "mcfs:";
-  // No offline queue: with Redis down, operations fail at once (EIO) instead of hanging the mount.
+  // A lone Redis down: operations fail at once (EIO) instead of hanging the mount. Through sentinels
+  // they wait (bounded) for the next master.
   const client = await connectRedis({ url: opts.url, ...opts.access }, opts.onConnectionEvent);
-  const run = await createScriptRunner(client, prefix);
+  const run = await createScriptRunner(client, prefix, replicaAck(opts.url));
   const keys = createKeys(prefix);
   const membership = createMembership(client, keys);
   const feed = createChangeFeed(client, keys, { nodeId: opts.nodeId, waitForAcks: opts.waitForAcks, alone: opts.alone, onSlowNodes: opts.onSlowNodes, nodes: membership.nodes });

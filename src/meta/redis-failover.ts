@@ -1,0 +1,214 @@
+/**
+ * A Redis client that follows the master through a failover (Redis Sentinel). One node-redis client
+ * whose socket connects wherever the sentinels last said the master is; commands go through a gate
+ * that is open only while the connection is ready and ROLE says master. A command issued while the
+ * gate is shut, or lost with the connection, or refused by a demoted master (READONLY), waits for the
+ * next master and is sent again, up to a bound; then it fails with EIO naming the outage.
+ *
+ * Sent again means at least once: a change whose reply was lost may have been made on the old master.
+ * With kill -9 that is rare (the reply and the replication stream leave together); a repeated namespace
+ * change then answers EEXIST or ENOENT as any repeat would.
+ */
+import { ClientOfflineError, ConnectionTimeoutError, createClient, SocketClosedUnexpectedlyError } from "redis";
+import { fsError } from "../util/errno.ts";
+import type { RedisClient } from "./redis-connect.ts";
+import { createMasterLocator, describeSentinels, parseSentinelUrl, type SentinelUrl } from "./redis-sentinel.ts";
+
+/** Runs fn against the client's own connection as one unit: sent again as a whole after a failover. */
+export type UnitRunner = <T>(fn: (raw: RedisClient) => Promise<T>) => Promise<T>;
+
+const units = new WeakMap<object, UnitRunner>();
+
+/** How to run several commands as one unit on this client (for a plain client: just run them). */
+export function unitRunner(client: RedisClient): UnitRunner {
+  return units.get(client) ?? ((fn) => fn(client));
+}
+
+/** Commands that are not Redis commands, or that must not wait (closing, listening, iterating). */
+const PASSTHROUGH = new Set<PropertyKey>(["on", "once", "off", "addListener", "removeListener", "removeAllListeners", "emit", "listeners", "duplicate", "connect", "disconnect", "quit", "QUIT", "ref", "unref", "scanIterator", "hScanIterator", "sScanIterator", "zScanIterator", "multi", "MULTI"]);
+
+/** Lost or refused before it ran, or lost with the connection: worth sending to the next master. */
+function transient(e: unknown): boolean {
+  // By class, not name: the build minifies class names.
+  if (e instanceof ClientOfflineError || e instanceof SocketClosedUnexpectedlyError || e instanceof ConnectionTimeoutError) return true;
+  const err = e as { message?: string; code?: string };
+  if (["ECONNRESET", "EPIPE", "ECONNREFUSED", "ETIMEDOUT"].includes(err?.code ?? "")) return true;
+  return /^(READONLY|LOADING|MASTERDOWN|UNBLOCKED|TRYAGAIN)\b/.test(err?.message ?? "");
+}
+
+export interface FailoverEvents {
+  (event: "error" | "ready", detail?: string): void;
+}
+
+export async function connectThroughSentinels(url: string, password: string | undefined, onEvent?: FailoverEvents): Promise<RedisClient> {
+  const u: SentinelUrl = parseSentinelUrl(url);
+  const where = describeSentinels(u);
+  const locator = await createMasterLocator(u);
+  const kick = () => void locator.locate().catch((e: Error) => note(e.message));
+  const raw = createClient({
+    socket: {
+      // Read at every (re)connection: the socket follows the sentinels' answer.
+      get host() {
+        return locator.master.host;
+      },
+      get port() {
+        return locator.master.port;
+      },
+      connectTimeout: 2000,
+      reconnectStrategy: (n: number) => {
+        if (closed) return false;
+        kick();
+        return Math.min(50 * 2 ** n, 500);
+      },
+    },
+    ...(u.username ? { username: u.username } : {}),
+    ...((password ?? u.password) !== undefined ? { password: password ?? u.password } : {}),
+    ...(u.db ? { database: u.db } : {}),
+    disableOfflineQueue: true,
+  });
+
+  let open = false;
+  let closed = false;
+  let lastError = "";
+  let waiters: (() => void)[] = [];
+  function note(detail: string) {
+    if (detail !== lastError) onEvent?.("error", detail);
+    lastError = detail;
+  }
+  function setOpen() {
+    open = true;
+    if (lastError) onEvent?.("ready", `master at ${locator.master.host}:${locator.master.port}`);
+    lastError = "";
+    for (const w of waiters.splice(0)) w();
+  }
+  /** This connection's CLIENT ID, on the server it was made to. */
+  let myId: number | undefined;
+  /**
+   * Drop this connection so that the socket reconnects to where the sentinels now point. Killed from
+   * a connection of its own: on ours, a blocked WAIT would hold the kill back until it times out.
+   */
+  async function reconnect() {
+    open = false;
+    await locator.locate().catch((e: Error) => note(e.message));
+    if (myId === undefined) return;
+    const killer = raw.duplicate({ socket: { host: connectedTo.host, port: connectedTo.port, connectTimeout: 1000, reconnectStrategy: false } });
+    killer.on("error", () => {});
+    try {
+      await killer.connect();
+      await killer.sendCommand(["CLIENT", "KILL", "ID", String(myId)]);
+    } catch (e) {
+      note(`dropping the connection to ${connectedTo.host}:${connectedTo.port}: ${(e as Error).message}`);
+    } finally {
+      await killer.disconnect().catch(() => {});
+    }
+  }
+  async function verify() {
+    try {
+      const [role, id] = (await Promise.all([raw.sendCommand(["ROLE"]), raw.sendCommand(["CLIENT", "ID"])])) as [[string, ...unknown[]], number];
+      myId = id;
+      if (role[0] === "master") return setOpen();
+      note(`${locator.master.host}:${locator.master.port} is a ${role[0]}, not the master`);
+      await reconnect();
+    } catch (e) {
+      note((e as Error).message);
+    }
+  }
+  raw.on("error", (e: Error) => {
+    open = false;
+    note(e.message);
+  });
+  raw.on("ready", () => void verify());
+  let connectedTo = { ...locator.master };
+  raw.on("connect", () => (connectedTo = { ...locator.master }));
+
+  function opened(deadline: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const w = () => {
+        clearTimeout(t);
+        resolve();
+      };
+      const t = setTimeout(() => {
+        waiters = waiters.filter((x) => x !== w);
+        reject(outage());
+      }, Math.max(0, deadline - Date.now()));
+      waiters.push(w);
+    });
+  }
+  function outage() {
+    const e = fsError("EIO", `no Redis master for ${u.failoverWaitMs} ms (${where}): ${lastError || "not answering"}`);
+    onEvent?.("error", e.message);
+    return e;
+  }
+
+  const run: UnitRunner = async (fn) => {
+    const deadline = Date.now() + u.failoverWaitMs;
+    for (;;) {
+      if (closed) throw fsError("EIO", "Redis client closed");
+      // When open, fn runs in this same tick: commands issued together stay in order on one connection.
+      if (!open) await opened(deadline);
+      try {
+        return await fn(raw);
+      } catch (e) {
+        if (closed || !transient(e)) throw e;
+        note((e as Error).message);
+        if (/^READONLY\b/.test((e as Error).message)) await reconnect();
+        else if (open && raw.isReady) await new Promise((r) => setTimeout(r, 100)); // LOADING and the like: the same server, soon
+        if (Date.now() >= deadline) throw outage();
+      }
+    }
+  };
+
+  const proxy = new Proxy(raw, {
+    get(target, p) {
+      const v = Reflect.get(target, p, target) as unknown;
+      if (typeof v !== "function") return v;
+      const f = v as (...a: unknown[]) => unknown;
+      if (p === "disconnect" || p === "quit") {
+        return async (...a: unknown[]) => {
+          closed = true;
+          for (const w of waiters.splice(0)) w();
+          await locator.close();
+          return f.apply(target, a);
+        };
+      }
+      if (p === "multi" || p === "MULTI") return (...a: unknown[]) => guardMulti(f.apply(target, a) as object);
+      if (PASSTHROUGH.has(p)) return f.bind(target);
+      return (...a: unknown[]) => run(() => f.apply(target, a) as Promise<unknown>);
+    },
+  }) as RedisClient;
+
+  /** A transaction is sent again as a whole. */
+  function guardMulti(m: object): object {
+    const wrapped: object = new Proxy(m, {
+      get(target, p) {
+        const v = Reflect.get(target, p, target) as unknown;
+        if (typeof v !== "function") return v;
+        const f = v as (...a: unknown[]) => unknown;
+        if (p === "exec" || p === "EXEC") return (...a: unknown[]) => run(() => f.apply(target, a) as Promise<unknown>);
+        return (...a: unknown[]) => {
+          const r = f.apply(target, a);
+          return r === target ? wrapped : r;
+        };
+      },
+    });
+    return wrapped;
+  }
+
+  units.set(proxy, run);
+  try {
+    await Promise.race([raw.connect().then(() => opened(Date.now() + 10_000)), new Promise<never>((_, rej) => setTimeout(() => rej(new Error("timed out after 10 s")), 10_000).unref())]);
+  } catch (e) {
+    closed = true;
+    await raw.disconnect().catch(() => {});
+    await locator.close();
+    throw new Error(`cannot connect to the Redis ${where}: ${lastError || (e as Error).message}`);
+  }
+  // Hearing a switch at once matters when the old master stays up but unreachable; losing the
+  // connection already tells most switches.
+  await locator.watch(() => {
+    void locator.locate().then((a) => {
+      if (open && (a.host !== connectedTo.host || a.port !== connectedTo.port)) void reconnect();
+    }, () => {});
+  }).catch((e: Error) => note(`watching the sentinels: ${e.message}`));
+  return proxy;
+}
