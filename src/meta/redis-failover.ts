@@ -106,8 +106,11 @@ export async function connectThroughSentinels(url: string, password: string | un
     try {
       const [role, id] = (await Promise.all([raw.sendCommand(["ROLE"]), raw.sendCommand(["CLIENT", "ID"])])) as [[string, ...unknown[]], number];
       myId = id;
-      if (role[0] === "master") return setOpen();
-      note(`${locator.master.host}:${locator.master.port} is a ${role[0]}, not the master`);
+      // A master the sentinels no longer name is the old one before its demotion: what it takes is lost.
+      const named = await locator.locate().catch(() => locator.master);
+      const here = `${connectedTo.host}:${connectedTo.port}`;
+      if (role[0] === "master" && named.host === connectedTo.host && named.port === connectedTo.port) return setOpen();
+      note(role[0] === "master" ? `${here} is no longer the master the sentinels name` : `${here} is a ${role[0]}, not the master`);
       await reconnect();
     } catch (e) {
       note((e as Error).message);

@@ -42,7 +42,7 @@ export function parseSentinelUrl(url: string): SentinelUrl {
   const [path, query = ""] = rest.slice(slash + 1).split("?", 2) as [string, string?];
   const at = authority.lastIndexOf("@");
   const hosts = at < 0 ? authority : authority.slice(at + 1);
-  const out: SentinelUrl = { sentinels: [], master: decodeURIComponent(path), db: 0, waitReplicas: 0, waitMs: 1000, failoverWaitMs: 30_000 };
+  const out: SentinelUrl = { sentinels: [], master: decodeURIComponent(path), db: 0, waitReplicas: 0, waitMs: 10_000, failoverWaitMs: 30_000 };
   if (at >= 0) {
     const userinfo = authority.slice(0, at);
     const colon = userinfo.indexOf(":");
