@@ -9,6 +9,7 @@ const BACKENDS: Record<string, (o: StoreOptions) => Promise<MetadataStore>> = {
   "rediss:": createRedisStore,
   "unix:": createRedisStore,
   "redis+sentinel:": createRedisStore,
+  "redis+cluster:": createRedisStore,
 };
 
 /** The metadata store a URL names; an unknown scheme is refused with the ones known. */

@@ -1,9 +1,11 @@
 /**
- * A Redis client that follows the master through a failover (Redis Sentinel). One node-redis client
- * whose socket connects wherever the sentinels last said the master is; commands go through a gate
- * that is open only while the connection is ready and ROLE says master. A command issued while the
- * gate is shut, or lost with the connection, or refused by a demoted master (READONLY), waits for the
- * next master and is sent again, up to a bound; then it fails with EIO naming the outage.
+ * A Redis client that follows one master through failovers: the sentinels' master, or the owner of
+ * the filesystem's hash slot in a Redis Cluster. One node-redis client whose socket connects wherever
+ * the locator last found the master; commands go through a gate that is open only while the
+ * connection is ready, ROLE says master and the locator still names it. A command issued while the
+ * gate is shut, or lost with the connection, or refused (READONLY from a demoted master, MOVED from a
+ * node that lost the slot), waits for the next master and is sent again, up to a bound; then it
+ * fails with EIO naming the outage.
  *
  * Sent again means at least once: a change whose reply was lost may have been made on the old master.
  * With kill -9 that is rare (the reply and the replication stream leave together); a repeated namespace
@@ -12,7 +14,7 @@
 import { ClientOfflineError, ConnectionTimeoutError, createClient, SocketClosedUnexpectedlyError } from "redis";
 import { fsError } from "../util/errno.ts";
 import type { RedisClient } from "./redis-connect.ts";
-import { createMasterLocator, describeSentinels, parseSentinelUrl, type SentinelUrl } from "./redis-sentinel.ts";
+import type { Address, MultiHostUrl } from "./redis-multi-url.ts";
 
 /** Runs fn against the client's own connection as one unit: sent again as a whole after a failover. */
 export type UnitRunner = <T>(fn: (raw: RedisClient) => Promise<T>) => Promise<T>;
@@ -33,21 +35,33 @@ function transient(e: unknown): boolean {
   if (e instanceof ClientOfflineError || e instanceof SocketClosedUnexpectedlyError || e instanceof ConnectionTimeoutError) return true;
   const err = e as { message?: string; code?: string };
   if (["ECONNRESET", "EPIPE", "ECONNREFUSED", "ETIMEDOUT"].includes(err?.code ?? "")) return true;
-  return /^(READONLY|LOADING|MASTERDOWN|UNBLOCKED|TRYAGAIN)\b/.test(err?.message ?? "");
+  return /^(READONLY|MOVED|ASK|CLUSTERDOWN|LOADING|MASTERDOWN|UNBLOCKED|TRYAGAIN)\b/.test(err?.message ?? "");
+}
+
+/** Where the one master that matters is now (the sentinels' master, the slot's owner in a cluster). */
+export interface MasterLocator {
+  /** Where the master was last found. */
+  master: Address;
+  /** Look now; calls while one looks share its answer. */
+  locate(): Promise<Address>;
+  /** Call onSwitch when the master may have moved (beyond what a lost connection tells). */
+  watch(onSwitch: () => void): Promise<void>;
+  close(): Promise<void>;
 }
 
 export interface FailoverEvents {
   (event: "error" | "ready", detail?: string): void;
 }
 
-export async function connectThroughSentinels(url: string, password: string | undefined, onEvent?: FailoverEvents): Promise<RedisClient> {
-  const u: SentinelUrl = parseSentinelUrl(url);
-  const where = describeSentinels(u);
-  const locator = await createMasterLocator(u);
+/**
+ * A client of the master the locator finds (u: the URL's user, db and failover_wait_ms; where: the
+ * servers and name, for errors; password: given apart from the URL).
+ */
+export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, where: string, password: string | undefined, onEvent?: FailoverEvents): Promise<RedisClient> {
   const kick = () => void locator.locate().catch((e: Error) => note(e.message));
   const raw = createClient({
     socket: {
-      // Read at every (re)connection: the socket follows the sentinels' answer.
+      // Read at every (re)connection: the socket follows the locator's answer.
       get host() {
         return locator.master.host;
       },
@@ -106,7 +120,7 @@ export async function connectThroughSentinels(url: string, password: string | un
     try {
       const [role, id] = (await Promise.all([raw.sendCommand(["ROLE"]), raw.sendCommand(["CLIENT", "ID"])])) as [[string, ...unknown[]], number];
       myId = id;
-      // A master the sentinels no longer name is the old one before its demotion: what it takes is lost.
+      // A master the locator no longer names is the old one before its demotion: what it takes is lost.
       const named = await locator.locate().catch(() => locator.master);
       const here = `${connectedTo.host}:${connectedTo.port}`;
       if (role[0] === "master" && named.host === connectedTo.host && named.port === connectedTo.port) return setOpen();
@@ -154,7 +168,8 @@ export async function connectThroughSentinels(url: string, password: string | un
       } catch (e) {
         if (closed || !transient(e)) throw e;
         note((e as Error).message);
-        if (/^READONLY\b/.test((e as Error).message)) await reconnect();
+        // A demoted master, or a cluster node that no longer serves the slot.
+        if (/^(READONLY|MOVED|ASK)\b/.test((e as Error).message)) await reconnect();
         else if (open && raw.isReady) await new Promise((r) => setTimeout(r, 100)); // LOADING and the like: the same server, soon
         if (Date.now() >= deadline) throw outage();
       }
@@ -204,7 +219,7 @@ export async function connectThroughSentinels(url: string, password: string | un
     closed = true;
     await raw.disconnect().catch(() => {});
     await locator.close();
-    throw new Error(`cannot connect to the Redis ${where}: ${lastError || (e as Error).message}`);
+    throw new Error(`cannot connect to ${where}: ${lastError || (e as Error).message}`);
   }
   // Hearing a switch at once matters when the old master stays up but unreachable; losing the
   // connection already tells most switches.

@@ -4,90 +4,33 @@
  * and at once when a sentinel announces +switch-master.
  */
 import { createClient } from "redis";
-
-export interface Address {
-  host: string;
-  port: number;
-}
+import type { MasterLocator } from "./redis-failover.ts";
+import { parseMultiHostUrl, showAddress as show, type Address, type MultiHostUrl } from "./redis-multi-url.ts";
 
 /**
- * redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/master-name[?query]
- * query: db (number), wait_replicas and wait_ms (WAIT after each namespace change),
- * failover_wait_ms (how long an operation waits for a master before failing with EIO).
+ * redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/master-name[?query]: the user and
+ * password are the master's (the sentinels are asked without); query: see MultiHostUrl.
  */
-export interface SentinelUrl {
-  sentinels: Address[];
+export interface SentinelUrl extends MultiHostUrl {
   master: string;
-  username?: string;
-  /** Of the master and its replicas; the sentinels are asked without one. */
-  password?: string;
-  db: number;
-  /** Replicas that must acknowledge each namespace change (0: none waited for). */
-  waitReplicas: number;
-  waitMs: number;
-  failoverWaitMs: number;
 }
 
 export const SENTINEL_SCHEME = "redis+sentinel://";
-const DEFAULT_SENTINEL_PORT = 26379;
-const QUERY = new Set(["db", "wait_replicas", "wait_ms", "failover_wait_ms"]);
 
-/** The parts of a redis+sentinel:// URL; a wrong part is named (never with the password). */
 export function parseSentinelUrl(url: string): SentinelUrl {
-  if (!url.startsWith(SENTINEL_SCHEME)) throw new Error(`not a ${SENTINEL_SCHEME} URL`);
-  const rest = url.slice(SENTINEL_SCHEME.length);
-  const slash = rest.indexOf("/");
-  if (slash < 0) throw new Error("names no master: add /<master-name> after the sentinels");
-  const authority = rest.slice(0, slash);
-  const [path, query = ""] = rest.slice(slash + 1).split("?", 2) as [string, string?];
-  const at = authority.lastIndexOf("@");
-  const hosts = at < 0 ? authority : authority.slice(at + 1);
-  const out: SentinelUrl = { sentinels: [], master: decodeURIComponent(path), db: 0, waitReplicas: 0, waitMs: 10_000, failoverWaitMs: 30_000 };
-  if (at >= 0) {
-    const userinfo = authority.slice(0, at);
-    const colon = userinfo.indexOf(":");
-    const user = decodeURIComponent(colon < 0 ? userinfo : userinfo.slice(0, colon));
-    if (user) out.username = user;
-    if (colon >= 0) out.password = decodeURIComponent(userinfo.slice(colon + 1));
-  }
-  if (!out.master || out.master.includes("/")) throw new Error(`master name "${path}" is not one name`);
-  for (const h of hosts.split(",")) {
-    const m = /^(\[[0-9a-fA-F:.]+\]|[^:[\]]+)(?::(\d+))?$/.exec(h);
-    const port = m?.[2] === undefined ? DEFAULT_SENTINEL_PORT : Number(m[2]);
-    if (!m || !(port >= 1 && port <= 65535)) throw new Error(`sentinel "${h}" is not host[:port]`);
-    out.sentinels.push({ host: m[1]!.replace(/^\[|\]$/g, ""), port });
-  }
-  for (const [k, v] of new URLSearchParams(query)) {
-    if (!QUERY.has(k)) throw new Error(`unknown parameter "${k}" (known: ${[...QUERY].join(", ")})`);
-    if (!/^\d+$/.test(v)) throw new Error(`${k}=${v} is not a whole number`);
-    const n = Number(v);
-    if (k === "db") out.db = n;
-    else if (k === "wait_replicas") out.waitReplicas = n;
-    else if (k === "wait_ms") out.waitMs = n;
-    else out.failoverWaitMs = n;
-  }
-  return out;
+  const u = parseMultiHostUrl(url, SENTINEL_SCHEME, 26379);
+  if (!u.path || u.path.includes("/")) throw new Error(`names no master: add /<master-name> after the sentinels`);
+  return { ...u, master: u.path };
 }
-
-export interface MasterLocator {
-  /** Where the sentinels last said the master is. */
-  readonly master: Address;
-  /** Ask the sentinels now; calls while one asks share its answer. */
-  locate(): Promise<Address>;
-  /** Hear +promoted-slave and +switch-master from a sentinel (any that answers; the next one when it goes). */
-  watch(onSwitch: () => void): Promise<void>;
-  close(): Promise<void>;
-}
-
-const show = (a: Address) => (a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`);
 
 export function describeSentinels(u: SentinelUrl): string {
-  return `master "${u.master}" of sentinels ${u.sentinels.map(show).join(",")}`;
+  return `master "${u.master}" of sentinels ${u.hosts.map(show).join(",")}`;
 }
 
-export async function createMasterLocator(u: SentinelUrl): Promise<MasterLocator> {
+/** Sentinels hear +promoted-slave and +switch-master (any that answers; the next one when it goes). */
+export async function createSentinelLocator(u: SentinelUrl): Promise<MasterLocator> {
   // The sentinel that answered last is asked first next time.
-  const order = [...u.sentinels];
+  const order = [...u.hosts];
   let asking: Promise<Address> | undefined;
   let watcher: ReturnType<typeof createClient> | undefined;
 

@@ -144,3 +144,49 @@ export async function startSentinels(replicas = 2, master = "mcfs"): Promise<Tes
   };
   return group;
 }
+
+export interface TestRedisCluster {
+  /** redis+cluster:// URL naming every primary. */
+  url: string;
+  ports: number[];
+  cliAt(port: number, ...args: string[]): Promise<string>;
+  stop(): Promise<void>;
+}
+
+/** Three primaries (no replicas) on 127.0.0.1, joined with redis-cli --cluster create. */
+export async function startRedisCluster(): Promise<TestRedisCluster> {
+  const dir = tempDir("rcluster");
+  const procs: ReturnType<typeof spawn>[] = [];
+  const ports: number[] = [];
+  const cliAt = async (port: number, ...args: string[]) => {
+    const p = spawn(["redis-cli", "-p", String(port), ...args], { stdout: "pipe", stderr: "pipe" });
+    const out = await new Response(p.stdout).text();
+    await p.exited;
+    return out.trim();
+  };
+  const stop = async () => {
+    for (const p of procs) {
+      p.kill("SIGKILL");
+      await p.exited;
+    }
+    dir.remove();
+  };
+  try {
+    for (let i = 0; i < 3; i++) {
+      const port = await freePort();
+      const d = join(dir.path, `n${port}`);
+      mkdirSync(d);
+      procs.push(spawn(["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes", "--cluster-config-file", join(d, "nodes.conf"), "--save", "", "--appendonly", "no", "--dir", d], { stdout: "ignore", stderr: "ignore" }));
+      ports.push(port);
+      await waitFor(`redis on ${port}`, async () => (await cliAt(port, "ping")) === "PONG");
+    }
+    const create = spawn(["redis-cli", "--cluster", "create", ...ports.map((p) => `127.0.0.1:${p}`), "--cluster-replicas", "0", "--cluster-yes"], { stdout: "pipe", stderr: "pipe" });
+    const out = await new Response(create.stdout).text();
+    if ((await create.exited) !== 0) throw new Error(`redis-cli --cluster create failed: ${out}`);
+    for (const p of ports) await waitFor(`cluster state ok on ${p}`, async () => (await cliAt(p, "cluster", "info")).includes("cluster_state:ok"), 30_000);
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { url: `redis+cluster://${ports.map((p) => `127.0.0.1:${p}`).join(",")}`, ports, cliAt, stop };
+}

@@ -1,7 +1,8 @@
 /**
  * The Lua scripts, one .lua file each with lib.lua prepended, run by name. Each runs atomically: a
- * namespace change is one script, so it is atomic against every other node. Single Redis or a primary
- * with replicas, not Redis Cluster: the scripts build their keys from the prefix (ARGV[1]) themselves.
+ * namespace change is one script, so it is atomic against every other node. The scripts build their
+ * keys from the prefix (ARGV[1]) themselves; KEYS[1] is P next, unused by them: it declares the slot
+ * every key of the filesystem hashes to, for a Redis Cluster (see redis-cluster.ts).
  */
 import { fsError, scriptRefusal } from "../../util/errno.ts";
 import type { RedisClient } from "../redis-connect.ts";
@@ -48,6 +49,7 @@ export interface ReplicaAck {
  */
 export async function createScriptRunner(client: RedisClient, prefix: string, ack?: ReplicaAck): Promise<RunScript> {
   const unit = unitRunner(client);
+  const routing = `${prefix}next`;
   const shas = new Map<ScriptName, string>();
   async function load(name: ScriptName): Promise<string> {
     const sha = await client.scriptLoad(`${lib}\n${SCRIPTS[name]}`);
@@ -60,7 +62,7 @@ export async function createScriptRunner(client: RedisClient, prefix: string, ac
   /** The script, and WAIT right behind it on the same connection (one round trip; sent again together). */
   const evalSha = (name: ScriptName, sha: string, argv: string[]) =>
     unit(async (c) => {
-      const reply = c.evalSha(sha, { arguments: argv });
+      const reply = c.evalSha(sha, { keys: [routing], arguments: argv });
       if (!waits(name)) return reply;
       const acked = c.wait(ack!.replicas, ack!.timeoutMs);
       acked.catch(() => {});
