@@ -88,8 +88,12 @@ describe.skipIf(!!skip)("two nodes on a Redis Cluster", () => {
     fs.unlinkSync(join(b.mnt, "d", "y"));
     fs.rmdirSync(join(a.mnt, "d"));
     expect(fs.existsSync(join(b.mnt, "d"))).toBe(false);
-    const p = spawn([MCFS, "status", "-u", cluster!.url], { stdout: "pipe", stderr: "pipe" });
-    const out = (await new Response(p.stdout).text()) + (await new Response(p.stderr).text());
-    expect({ code: await p.exited, out }).toEqual({ code: 0, out: expect.stringContaining("2") });
+    // Status scans the filesystem's slot on its primary: both nodes live, the one file counted.
+    const p = spawn([MCFS, "status", "--json", "-u", cluster!.url], { stdout: "pipe", stderr: "pipe" });
+    const [out, err] = [await new Response(p.stdout).text(), await new Response(p.stderr).text()];
+    expect({ code: await p.exited, err }).toEqual({ code: 0, err: expect.not.stringContaining('"level":50') });
+    const st = JSON.parse(out) as { nodes: { alive: boolean }[]; files: number };
+    // one.bin (d/x went with d).
+    expect({ alive: st.nodes.filter((n) => n.alive).length, files: st.files }).toEqual({ alive: 2, files: 1 });
   }, 120_000);
 });

@@ -6,8 +6,63 @@ import { spawn } from "bun";
 import { fuseUnavailable, MCFS, tempDir, waitFor } from "./helpers/env.ts";
 import { startDaemon, type TestDaemon } from "./helpers/daemon.ts";
 import { startSentinels, type TestSentinels } from "./helpers/redis.ts";
+import { createRedisStore } from "../src/meta/redis-store.ts";
+import { E, type FsError } from "../src/util/errno.ts";
 
 const skip = fuseUnavailable();
+const noRedis = Bun.which("redis-server") ? undefined : "redis-server is not installed";
+
+/** The error an operation fails with, and how long it took to. */
+async function failure(op: () => Promise<unknown>): Promise<{ errno?: number; message: string; ms: number }> {
+  const t0 = Date.now();
+  try {
+    await op();
+    return { message: "succeeded", ms: Date.now() - t0 };
+  } catch (e) {
+    return { errno: (e as FsError).errno, message: (e as Error).message, ms: Date.now() - t0 };
+  }
+}
+
+/** A master with one replica: the bounds of waiting, at the store. */
+describe.skipIf(!!noRedis)("metadata store through Redis Sentinel: bounds", () => {
+  let g: TestSentinels;
+  beforeAll(async () => {
+    g = await startSentinels(1);
+  });
+  afterAll(async () => {
+    await g?.stop();
+  });
+
+  test("wait_replicas beyond the replicas there are: the change fails with EIO saying how many acknowledged it", async () => {
+    const s = await createRedisStore({ url: `${g.url}?wait_replicas=2&wait_ms=300`, nodeId: "n1", prefix: "acks:" });
+    try {
+      await s.init(0o755, 0, 0);
+      const f = await failure(() => s.create(1, "f", { mode: 0o100644, uid: 0, gid: 0 }));
+      expect({ errno: f.errno, message: f.message }).toEqual({ errno: E.EIO, message: expect.stringContaining("acknowledged by 1 of 2 replicas") });
+    } finally {
+      await s.close();
+    }
+  });
+
+  test("no master to be had: an operation waits failover_wait_ms, then fails with EIO naming the master and the sentinels", async () => {
+    const s = await createRedisStore({ url: `${g.url}?wait_replicas=1&failover_wait_ms=2000`, nodeId: "n1", prefix: "bound:" });
+    try {
+      await s.init(0o755, 0, 0);
+      await s.create(1, "before", { mode: 0o100644, uid: 0, gid: 0 });
+      // The master and its only replica gone: nothing can be promoted.
+      const master = await g.masterPort();
+      const replica = Number(/ip=127\.0\.0\.1,port=(\d+)/.exec(await g.cliAt(master, "info", "replication"))![1]);
+      await g.kill(replica);
+      await g.kill(master);
+      const f = await failure(() => s.create(1, "after", { mode: 0o100644, uid: 0, gid: 0 }));
+      expect({ errno: f.errno, message: f.message }).toEqual({ errno: E.EIO, message: expect.stringContaining(`no Redis master for 2000 ms (the Redis master "${g.master}" of sentinels 127.0.0.1:`) });
+      expect(f.ms).toBeGreaterThanOrEqual(1900);
+      expect(f.ms).toBeLessThan(10_000);
+    } finally {
+      await s.close();
+    }
+  }, 30_000);
+});
 
 /**
  * Two nodes on a master with two replicas watched by three sentinels; each namespace change waits for

@@ -98,18 +98,19 @@ export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, 
   /** This connection's CLIENT ID, on the server it was made to. */
   let myId: number | undefined;
   /**
-   * Drop this connection so that the socket reconnects to where the sentinels now point. Killed from
-   * a connection of its own: on ours, a blocked WAIT would hold the kill back until it times out.
+   * Drop connection id (the current one unless it was replaced meanwhile) so that the socket
+   * reconnects to where the locator now points. Killed from a connection of its own: on ours, a
+   * blocked WAIT would hold the kill back until it times out.
    */
-  async function reconnect() {
+  async function reconnect(id = myId) {
     open = false;
     await locator.locate().catch((e: Error) => note(e.message));
-    if (myId === undefined) return;
+    if (id === undefined || id !== myId) return;
     const killer = raw.duplicate({ socket: { host: connectedTo.host, port: connectedTo.port, connectTimeout: 1000, reconnectStrategy: false } });
     killer.on("error", () => {});
     try {
       await killer.connect();
-      await killer.sendCommand(["CLIENT", "KILL", "ID", String(myId)]);
+      await killer.sendCommand(["CLIENT", "KILL", "ID", String(id)]);
     } catch (e) {
       note(`dropping the connection to ${connectedTo.host}:${connectedTo.port}: ${(e as Error).message}`);
     } finally {
@@ -163,13 +164,14 @@ export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, 
       if (closed) throw fsError("EIO", "Redis client closed");
       // When open, fn runs in this same tick: commands issued together stay in order on one connection.
       if (!open) await opened(deadline);
+      const on = myId;
       try {
         return await fn(raw);
       } catch (e) {
         if (closed || !transient(e)) throw e;
         note((e as Error).message);
         // A demoted master, or a cluster node that no longer serves the slot.
-        if (/^(READONLY|MOVED|ASK)\b/.test((e as Error).message)) await reconnect();
+        if (/^(READONLY|MOVED|ASK)\b/.test((e as Error).message)) await reconnect(on);
         else if (open && raw.isReady) await new Promise((r) => setTimeout(r, 100)); // LOADING and the like: the same server, soon
         if (Date.now() >= deadline) throw outage();
       }

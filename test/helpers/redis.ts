@@ -101,6 +101,7 @@ export async function startSentinels(replicas = 2, master = "mcfs"): Promise<Tes
   const masterPort = await freePort();
   await server(masterPort);
   for (let i = 0; i < replicas; i++) await server(await freePort(), "--replicaof", "127.0.0.1", String(masterPort));
+  await waitFor("replicas in sync", async () => ((await cliAt(masterPort, "info", "replication")).match(/state=online/g)?.length ?? 0) === replicas, 30_000);
   const sentinelPorts: number[] = [];
   for (let i = 0; i < 3; i++) {
     const port = await freePort();
