@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { spawn } from "bun";
-import { fuseUnavailable, MCFS, tempDir, waitFor } from "./helpers/env.ts";
+import { freePort, fuseUnavailable, MCFS, tempDir, waitFor } from "./helpers/env.ts";
 import { startDaemon, type TestDaemon } from "./helpers/daemon.ts";
 import { startSentinels, type TestSentinels } from "./helpers/redis.ts";
 import { createRedisStore } from "../src/meta/redis-store.ts";
@@ -22,6 +22,29 @@ async function failure(op: () => Promise<unknown>): Promise<{ errno?: number; me
     return { errno: (e as FsError).errno, message: (e as Error).message, ms: Date.now() - t0 };
   }
 }
+
+describe.skipIf(!!noRedis)("a sentinel URL that cannot be used is named, never its password", () => {
+  const status = async (url: string) => {
+    const p = spawn([MCFS, "status", "-u", url], { stdout: "pipe", stderr: "pipe" });
+    const err = await new Response(p.stderr).text();
+    return { code: await p.exited, err };
+  };
+  test("a malformed one: the flag and the wrong part (exit 2)", async () => {
+    const r = await status("redis+sentinel://u:s3cret@127.0.0.1:26379");
+    expect(r.code).toBe(2);
+    expect(r.err).toContain("--redis_url");
+    expect(r.err).toContain("names no master");
+    expect(r.err).not.toContain("s3cret");
+  });
+  test("no sentinel answering: every sentinel tried is named (exit 1)", async () => {
+    const [p1, p2] = [await freePort(), await freePort()];
+    const r = await status(`redis+sentinel://u:s3cret@127.0.0.1:${p1},127.0.0.1:${p2}/main`);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(`no sentinel told where master "main" of sentinels 127.0.0.1:${p1},127.0.0.1:${p2} is`);
+    expect(r.err).toContain("ECONNREFUSED");
+    expect(r.err).not.toContain("s3cret");
+  });
+});
 
 /** A master with one replica: the bounds of waiting, at the store. */
 describe.skipIf(!!noRedis)("metadata store through Redis Sentinel: bounds", () => {
