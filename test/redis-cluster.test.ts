@@ -43,6 +43,52 @@ describe.skipIf(!!noRedis)("redis store on a Redis Cluster", () => {
   });
 });
 
+/** Its own cluster, each primary with two replicas: the primary of a filesystem's slot dies. */
+describe.skipIf(!!noRedis)("redis store on a Redis Cluster whose primary fails", () => {
+  let replicated: TestRedisCluster | undefined;
+  beforeAll(async () => {
+    replicated = await startRedisCluster(2);
+  });
+  afterAll(async () => {
+    await replicated?.stop();
+  });
+
+  test("kill -9 of the slot's primary: operations wait for its replica's promotion and go on; nothing acknowledged with wait_replicas is lost", async () => {
+    const c = replicated!;
+    const s = await createRedisStore({ url: `${c.url}/failing?wait_replicas=1&failover_wait_ms=30000`, nodeId: "n1" });
+    try {
+      await s.init(0o755, 0, 0);
+      const made: string[] = [];
+      for (let i = 0; i < 50; i++) made.push((await s.create(1, `before-${i}`, { mode: 0o100644, uid: 0, gid: 0 })).name);
+      const slot = await c.cliAt(c.ports[0]!, "cluster", "keyslot", "{failing}");
+      // CLUSTER NODES: "<id> <ip:port@cport> <flags> <master> ... <connected> <from-to>...".
+      const owner = (await c.cliAt(c.ports[0]!, "cluster", "nodes"))
+        .split("\n")
+        .map((l) => l.split(" "))
+        .filter((f) => f[2]!.includes("master"))
+        .find((f) => f.slice(8).some((r) => {
+          const [from, to = from] = r.split("-").map(Number);
+          return from! <= Number(slot) && Number(slot) <= to!;
+        }));
+      const ownerPort = Number(/:(\d+)@/.exec(owner![1]!)![1]);
+      expect(c.ports).toContain(ownerPort);
+      const t0 = Date.now();
+      const during = (async () => {
+        for (let i = 0; i < 20; i++) made.push((await s.create(1, `during-${i}`, { mode: 0o100644, uid: 0, gid: 0 })).name);
+      })();
+      await c.kill(ownerPort);
+      await during;
+      // Made while the cluster has not yet promoted a replica: each waits, none fails.
+      for (let i = 0; i < 20; i++) made.push((await s.create(1, `after-${i}`, { mode: 0o100644, uid: 0, gid: 0 })).name);
+      expect(Date.now() - t0).toBeLessThan(30_000);
+      const names = new Set((await s.listDir(1)).map((e) => e.name));
+      expect(made.filter((n) => !names.has(n))).toEqual([]);
+    } finally {
+      await s.close();
+    }
+  }, 60_000);
+});
+
 let run = 0;
 if (!noRedis)
   storeContract("redis cluster", async () => {

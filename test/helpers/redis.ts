@@ -151,11 +151,16 @@ export interface TestRedisCluster {
   url: string;
   ports: number[];
   cliAt(port: number, ...args: string[]): Promise<string>;
+  /** kill -9 the server on this port (it stays down). */
+  kill(port: number): Promise<void>;
   stop(): Promise<void>;
 }
 
-/** Three primaries (no replicas) on 127.0.0.1, joined with redis-cli --cluster create. */
-export async function startRedisCluster(): Promise<TestRedisCluster> {
+/**
+ * Three primaries on 127.0.0.1, each with replicasEach replicas, joined with redis-cli --cluster
+ * create. A primary is held failed after one second without an answer.
+ */
+export async function startRedisCluster(replicasEach = 0): Promise<TestRedisCluster> {
   const dir = tempDir("rcluster");
   const procs: ReturnType<typeof spawn>[] = [];
   const ports: number[] = [];
@@ -173,15 +178,15 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
     dir.remove();
   };
   try {
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < 3 * (1 + replicasEach); i++) {
       const port = await freePort();
       const d = join(dir.path, `n${port}`);
       mkdirSync(d);
-      procs.push(spawn(["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes", "--cluster-config-file", join(d, "nodes.conf"), "--save", "", "--appendonly", "no", "--dir", d], { stdout: "ignore", stderr: "ignore" }));
+      procs.push(spawn(["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes", "--cluster-config-file", join(d, "nodes.conf"), "--cluster-node-timeout", "1000", "--save", "", "--appendonly", "no", "--dir", d], { stdout: "ignore", stderr: "ignore" }));
       ports.push(port);
       await waitFor(`redis on ${port}`, async () => (await cliAt(port, "ping")) === "PONG");
     }
-    const create = spawn(["redis-cli", "--cluster", "create", ...ports.map((p) => `127.0.0.1:${p}`), "--cluster-replicas", "0", "--cluster-yes"], { stdout: "pipe", stderr: "pipe" });
+    const create = spawn(["redis-cli", "--cluster", "create", ...ports.map((p) => `127.0.0.1:${p}`), "--cluster-replicas", String(replicasEach), "--cluster-yes"], { stdout: "pipe", stderr: "pipe" });
     const out = await new Response(create.stdout).text();
     if ((await create.exited) !== 0) throw new Error(`redis-cli --cluster create failed: ${out}`);
     for (const p of ports) await waitFor(`cluster state ok on ${p}`, async () => (await cliAt(p, "cluster", "info")).includes("cluster_state:ok"), 30_000);
@@ -189,5 +194,15 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
     await stop();
     throw e;
   }
-  return { url: `redis+cluster://${ports.map((p) => `127.0.0.1:${p}`).join(",")}`, ports, cliAt, stop };
+  return {
+    url: `redis+cluster://${ports.map((p) => `127.0.0.1:${p}`).join(",")}`,
+    ports,
+    cliAt,
+    stop,
+    async kill(port) {
+      const p = procs[ports.indexOf(port)];
+      p?.kill("SIGKILL");
+      await p?.exited;
+    },
+  };
 }
