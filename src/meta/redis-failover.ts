@@ -49,15 +49,14 @@ export interface MasterLocator {
   close(): Promise<void>;
 }
 
-export interface FailoverEvents {
-  (event: "error" | "ready", detail?: string): void;
-}
+/** Hears the connection go ("error", each new cause once) and come back ("ready"), for logs. */
+export type ConnectionEvents = (event: "error" | "ready", detail?: string) => void;
 
 /**
  * A client of the master the locator finds (u: the URL's user, db and failover_wait_ms; where: the
  * servers and name, for errors; password: given apart from the URL).
  */
-export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, where: string, password: string | undefined, onEvent?: FailoverEvents): Promise<RedisClient> {
+export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, where: string, password: string | undefined, onEvent?: ConnectionEvents): Promise<RedisClient> {
   const kick = () => void locator.locate().catch((e: Error) => note(e.message));
   const raw = createClient({
     socket: {
@@ -83,16 +82,22 @@ export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, 
 
   let open = false;
   let closed = false;
-  let lastError = "";
+  /** The last thing that went wrong (for the outage's message), and the last one logged (each once). */
+  let cause = "";
+  let told = "";
   let waiters: (() => void)[] = [];
+  function tell(detail: string) {
+    if (detail !== told) onEvent?.("error", detail);
+    told = detail;
+  }
   function note(detail: string) {
-    if (detail !== lastError) onEvent?.("error", detail);
-    lastError = detail;
+    cause = detail;
+    tell(detail);
   }
   function setOpen() {
     open = true;
-    if (lastError) onEvent?.("ready", `master at ${locator.master.host}:${locator.master.port}`);
-    lastError = "";
+    if (told) onEvent?.("ready", `master at ${locator.master.host}:${locator.master.port}`);
+    told = cause = "";
     for (const w of waiters.splice(0)) w();
   }
   /** This connection's CLIENT ID, on the server it was made to. */
@@ -153,8 +158,8 @@ export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, 
     });
   }
   function outage() {
-    const e = fsError("EIO", `no Redis master for ${u.failoverWaitMs} ms (${where}): ${lastError || "not answering"}`);
-    onEvent?.("error", e.message);
+    const e = fsError("EIO", `no Redis master for ${u.failoverWaitMs} ms (${where}): ${cause || "not answering"}`);
+    tell(e.message);
     return e;
   }
 
@@ -171,8 +176,9 @@ export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, 
         if (closed || !transient(e)) throw e;
         note((e as Error).message);
         // A demoted master, or a cluster node that no longer serves the slot.
-        if (/^(READONLY|MOVED|ASK)\b/.test((e as Error).message)) await reconnect(on);
-        else if (open && raw.isReady) await new Promise((r) => setTimeout(r, 100)); // LOADING and the like: the same server, soon
+        if (/^(READONLY|MOVED)\b/.test((e as Error).message)) await reconnect(on);
+        // LOADING, a slot being migrated (ASK) and the like: the same server, soon.
+        else if (open && raw.isReady) await new Promise((r) => setTimeout(r, 100));
         if (Date.now() >= deadline) throw outage();
       }
     }
@@ -221,7 +227,7 @@ export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, 
     closed = true;
     await raw.disconnect().catch(() => {});
     await locator.close();
-    throw new Error(`cannot connect to ${where}: ${lastError || (e as Error).message}`);
+    throw new Error(`cannot connect to ${where}: ${cause || (e as Error).message}`);
   }
   // Hearing a switch at once matters when the old master stays up but unreachable; losing the
   // connection already tells most switches.
@@ -229,6 +235,6 @@ export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, 
     void locator.locate().then((a) => {
       if (open && (a.host !== connectedTo.host || a.port !== connectedTo.port)) void reconnect();
     }, () => {});
-  }).catch((e: Error) => note(`watching the sentinels: ${e.message}`));
+  }).catch((e: Error) => note(`watching for a switch of master: ${e.message}`));
   return proxy;
 }
