@@ -165,8 +165,9 @@ describe.skipIf(!!skip)("metadata failover through Redis Sentinel", () => {
 
   /**
    * Sentinel promotes a replica while the old master still takes writes, and its other replica still
-   * acknowledges them (WAIT cannot tell), until the sentinels reconfigure both: writes of that moment
-   * are lost from Redis. The nodes notice (a new server) and publish again the files they hold.
+   * acknowledges them (WAIT cannot tell), until the sentinels reconfigure both. The nodes stop sending
+   * at +selected-slave, but what was on the wire then may be lost from Redis: the nodes notice (a new
+   * server) and publish again the files they hold.
    */
   test("SENTINEL FAILOVER under a workload: no write fails, every closed file is back whole, status works", async () => {
     await writeThrough(

@@ -44,9 +44,19 @@ export interface MasterLocator {
   master: Address;
   /** Look now; calls while one looks share its answer. */
   locate(): Promise<Address>;
-  /** Call onSwitch when the master may have moved (beyond what a lost connection tells). */
-  watch(onSwitch: () => void): Promise<void>;
+  /** Tell of a switch of master beyond what a lost connection tells. */
+  watch(on: SwitchEvents): Promise<void>;
   close(): Promise<void>;
+}
+
+export interface SwitchEvents {
+  /** A failover has begun: the master may be replaced at any moment. */
+  moving(): void;
+  /**
+   * The master may be elsewhere now: promoted or switched (a failover's last steps), aborted (given
+   * up: the master stays), or heard again after the watcher's own reconnection.
+   */
+  moved(how: "switched" | "aborted" | "heard again"): void;
 }
 
 /** Hears the connection go ("error", each new cause once) and come back ("ready"), for logs. */
@@ -82,6 +92,8 @@ export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, 
 
   let open = false;
   let closed = false;
+  /** A failover has begun and no new master is known yet. */
+  let failing = false;
   /** The last thing that went wrong (for the outage's message), and the last one logged (each once). */
   let cause = "";
   let told = "";
@@ -96,6 +108,7 @@ export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, 
   }
   function setOpen() {
     open = true;
+    failing = false;
     if (told) onEvent?.("ready", `master at ${locator.master.host}:${locator.master.port}`);
     told = cause = "";
     for (const w of waiters.splice(0)) w();
@@ -153,6 +166,8 @@ export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, 
       const t = setTimeout(() => {
         waiters = waiters.filter((x) => x !== w);
         reject(outage());
+        // Should the end of a failover have gone unheard: look again.
+        if (!open && raw.isReady) void verify();
       }, Math.max(0, deadline - Date.now()));
       waiters.push(w);
     });
@@ -231,10 +246,21 @@ export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, 
   }
   // Hearing a switch at once matters when the old master stays up but unreachable; losing the
   // connection already tells most switches.
-  await locator.watch(() => {
-    void locator.locate().then((a) => {
-      if (open && (a.host !== connectedTo.host || a.port !== connectedTo.port)) void reconnect();
-    }, () => {});
-  }).catch((e: Error) => note(`watching for a switch of master: ${e.message}`));
+  await locator
+    .watch({
+      // Writes wait from the start of a failover: what the old master takes then is lost.
+      moving: () => {
+        open = false;
+        failing = true;
+      },
+      moved: (how) => {
+        void locator.locate().then((a) => {
+          if (a.host !== connectedTo.host || a.port !== connectedTo.port) void reconnect();
+          // The sentinel asked may not know the new master yet: the others announce it as they learn it.
+          else if ((how === "aborted" || !failing) && !open && raw.isReady) void verify();
+        }, () => {});
+      },
+    })
+    .catch((e: Error) => note(`watching for a switch of master: ${e.message}`));
   return proxy;
 }

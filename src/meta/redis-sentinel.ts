@@ -4,7 +4,7 @@
  * and at once when a sentinel announces +switch-master.
  */
 import { createClient } from "redis";
-import type { MasterLocator } from "./redis-failover.ts";
+import type { MasterLocator, SwitchEvents } from "./redis-failover.ts";
 import { parseMultiHostUrl, showAddress as show, type Address, type MultiHostUrl } from "./redis-multi-url.ts";
 
 /**
@@ -32,7 +32,7 @@ export async function createSentinelLocator(u: SentinelUrl): Promise<MasterLocat
   // The sentinel that answered last is asked first next time.
   const order = [...u.hosts];
   let asking: Promise<Address> | undefined;
-  let watcher: ReturnType<typeof createClient> | undefined;
+  const watchers: ReturnType<typeof createClient>[] = [];
 
   async function ask(s: Address): Promise<Address> {
     const c = createClient({ socket: { host: s.host, port: s.port, connectTimeout: 1000, reconnectStrategy: false }, disableClientInfo: true });
@@ -69,45 +69,41 @@ export async function createSentinelLocator(u: SentinelUrl): Promise<MasterLocat
       asking ??= askAll().finally(() => (asking = undefined));
       return asking;
     },
-    async watch(onSwitch: () => void) {
-      let next = 0;
-      const at = () => order[next % order.length]!;
-      const c = createClient({
-        socket: {
-          get host() {
-            return at().host;
-          },
-          get port() {
-            return at().port;
-          },
-          connectTimeout: 1000,
-          reconnectStrategy: () => {
-            next++;
-            return 200;
-          },
-        },
-        disableClientInfo: true,
-      });
-      watcher = c;
-      c.on("error", () => {});
-      // A new sentinel connection may have missed a switch announced meanwhile.
-      let first = true;
-      c.on("ready", () => {
-        if (!first) onSwitch();
-        first = false;
-      });
-      await c.connect();
-      await c.subscribe("+switch-master", (msg) => {
-        if (msg.startsWith(`${u.master} `)) onSwitch();
-      });
-      // Announced at the promotion, before +switch-master: the old master may take writes until it
-      // is reconfigured, and what it takes then is lost.
-      await c.subscribe("+promoted-slave", (msg) => {
-        if (msg.includes(` @ ${u.master} `)) onSwitch();
-      });
+    async watch(on: SwitchEvents) {
+      // Every sentinel: only the leader of a failover announces its steps.
+      for (const a of u.hosts) {
+        const c = createClient({ socket: { host: a.host, port: a.port, connectTimeout: 1000, reconnectStrategy: () => 1000 }, disableClientInfo: true });
+        watchers.push(c);
+        c.on("error", () => {});
+        // A new connection may have missed a switch announced meanwhile.
+        let first = true;
+        c.on("ready", () => {
+          if (!first) on.moved("heard again");
+          first = false;
+        });
+        const ours = (msg: string) => msg.startsWith(`${u.master} `) || msg.includes(` @ ${u.master} `) || msg.startsWith(`master ${u.master} `);
+        // Announced before the replica is told to become master: from then on the old master's
+        // writes reach its other replicas (WAIT counts them) but are lost when it is demoted.
+        const moving = (msg: string) => void (ours(msg) && on.moving());
+        // The sentinel that announced the new master is asked first where it is.
+        const switched = (msg: string) => {
+          if (!ours(msg)) return;
+          const i = order.findIndex((o) => o.host === a.host && o.port === a.port);
+          if (i > 0) order.unshift(...order.splice(i, 1));
+          on.moved("switched");
+        };
+        try {
+          await c.connect();
+          await c.subscribe("+selected-slave", moving);
+          await c.subscribe(["+promoted-slave", "+switch-master"], switched);
+          await c.pSubscribe("-failover-abort-*", (msg) => void (ours(msg) && on.moved("aborted")));
+        } catch {
+          // Down now: the reconnection subscribes (node-redis resubscribes what was asked).
+        }
+      }
     },
     async close() {
-      if (watcher?.isOpen) await watcher.disconnect().catch(() => {});
+      await Promise.all(watchers.map((c) => (c.isOpen ? c.disconnect().catch(() => {}) : undefined)));
     },
   };
   await locator.locate();
