@@ -53,7 +53,7 @@ describe.skipIf(!!noRedis)("redis store on a Redis Cluster whose primary fails",
     await replicated?.stop();
   });
 
-  test("kill -9 of the slot's primary: operations wait for its replica's promotion and go on; nothing acknowledged with wait_replicas is lost", async () => {
+  test("kill -9 of the slot's primary: operations wait for its replica's promotion and go on (but one on the wire); nothing acknowledged with wait_replicas is lost", async () => {
     const c = replicated!;
     const s = await createRedisStore({ url: `${c.url}/failing?wait_replicas=1&failover_wait_ms=30000`, nodeId: "n1" });
     try {
@@ -73,11 +73,19 @@ describe.skipIf(!!noRedis)("redis store on a Redis Cluster whose primary fails",
       const ownerPort = Number(/:(\d+)@/.exec(owner![1]!)![1]);
       expect(c.ports).toContain(ownerPort);
       const t0 = Date.now();
+      const lost: string[] = [];
       const during = (async () => {
-        for (let i = 0; i < 20; i++) made.push((await s.create(1, `during-${i}`, { mode: 0o100644, uid: 0, gid: 0 })).name);
+        for (let i = 0; i < 20; i++)
+          await s.create(1, `during-${i}`, { mode: 0o100644, uid: 0, gid: 0 }).then(
+            (r) => made.push(r.name),
+            (e: Error) => lost.push(e.message),
+          );
       })();
       await c.kill(ownerPort);
       await during;
+      // The one on the wire when the primary died may or may not have been made: it fails, once.
+      expect(lost.length).toBeLessThanOrEqual(1);
+      for (const m of lost) expect(m).toContain("may or may not have been made");
       // Made while the cluster has not yet promoted a replica: each waits, none fails.
       for (let i = 0; i < 20; i++) made.push((await s.create(1, `after-${i}`, { mode: 0o100644, uid: 0, gid: 0 })).name);
       expect(Date.now() - t0).toBeLessThan(30_000);

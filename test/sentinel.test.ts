@@ -77,7 +77,8 @@ describe.skipIf(!!noRedis)("metadata store through Redis Sentinel: bounds", () =
       const replica = Number(/ip=127\.0\.0\.1,port=(\d+)/.exec(await g.cliAt(master, "info", "replication"))![1]);
       await g.kill(replica);
       await g.kill(master);
-      const f = await failure(() => s.create(1, "after", { mode: 0o100644, uid: 0, gid: 0 }));
+      // A read: sent again when lost with the connection (a change on the wire would fail at once).
+      const f = await failure(() => s.get(1));
       expect({ errno: f.errno, message: f.message }).toEqual({ errno: E.EIO, message: expect.stringContaining(`no Redis master for 2000 ms (the Redis master "${g.master}" of sentinels 127.0.0.1:`) });
       expect(f.ms).toBeGreaterThanOrEqual(1900);
       expect(f.ms).toBeLessThan(10_000);
@@ -110,10 +111,10 @@ describe.skipIf(!!skip)("metadata failover through Redis Sentinel", () => {
 
   /**
    * Files written and closed on A without pause while switchMaster runs; once the sentinels name a
-   * new master, 30 more. Every write returns without error, and every closed file reads whole on
-   * both nodes afterwards (settle: once the nodes have republished what the switch lost).
+   * new master, 30 more. Every write returns without error but inFlight (EIO), and every closed file
+   * reads whole on both nodes afterwards (settle: once the nodes have republished what the switch lost).
    */
-  async function writeThrough(tag: string, switchMaster: (port: number) => Promise<void>, settle = false) {
+  async function writeThrough(tag: string, switchMaster: (port: number) => Promise<void>, settle = false, inFlight = 0) {
     const [a, b] = nodes as [TestDaemon, TestDaemon];
     const acked = new Map<string, Buffer>();
     const errors: string[] = [];
@@ -139,7 +140,9 @@ describe.skipIf(!!skip)("metadata failover through Redis Sentinel", () => {
     await waitFor("files after the switch", () => acked.size >= atSwitch + 30 || errors.length > 0, 60_000);
     stop = true;
     await writer;
-    expect(errors).toEqual([]);
+    // A change on the wire when the master died may or may not have been made: it fails (EIO), once.
+    expect(errors.length).toBeLessThanOrEqual(inFlight);
+    for (const e of errors) expect(e).toContain("EIO");
     const bad = () =>
       [a, b].flatMap((d) => {
         // The listing is whole too: nothing written was lost from the directory.
@@ -184,7 +187,7 @@ describe.skipIf(!!skip)("metadata failover through Redis Sentinel", () => {
 
   test("kill -9 of the master under a workload: writes wait for the new master, every closed file is whole, status works", async () => {
     // One of two replicas acknowledges each change: the one promoted may not be it (see README).
-    await writeThrough("killed", (port) => g.kill(port), true);
+    await writeThrough("killed", (port) => g.kill(port), true, 1);
     const s = await status();
     expect(s.out).not.toContain("rror");
     expect(s.code).toBe(0);

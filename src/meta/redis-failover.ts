@@ -3,21 +3,22 @@
  * the filesystem's hash slot in a Redis Cluster. One node-redis client whose socket connects wherever
  * the locator last found the master; commands go through a gate that is open only while the
  * connection is ready, ROLE says master and the locator still names it. A command issued while the
- * gate is shut, or lost with the connection, or refused (READONLY from a demoted master, MOVED from a
- * node that lost the slot), waits for the next master and is sent again, up to a bound; then it
- * fails with EIO naming the outage.
- *
- * Sent again means at least once: a change whose reply was lost may have been made on the old master.
- * With kill -9 that is rare (the reply and the replication stream leave together); a repeated namespace
- * change then answers EEXIST or ENOENT as any repeat would.
+ * gate is shut, or refused (READONLY from a demoted master, MOVED from a node that lost the slot),
+ * waits for the next master and is sent again, up to a bound; then it fails with EIO naming the
+ * outage. A read lost with the connection is sent again too; a change lost with it is not: it may
+ * have been made (and passed to the replicas) before the master died, and the scripts are not all
+ * safe to repeat (a create written behind would replace its own entry). It fails with EIO.
  */
 import { ClientOfflineError, ConnectionTimeoutError, createClient, SocketClosedUnexpectedlyError } from "redis";
 import { fsError } from "../util/errno.ts";
 import type { RedisClient } from "./redis-connect.ts";
 import type { Address, MultiHostUrl } from "./redis-multi-url.ts";
 
-/** Runs fn against the client's own connection as one unit: sent again as a whole after a failover. */
-export type UnitRunner = <T>(fn: (raw: RedisClient) => Promise<T>) => Promise<T>;
+/**
+ * Runs fn against the client's own connection as one unit: sent again as a whole after a failover.
+ * repeatable: fn changes nothing (or is safe to run twice), so it is sent again even when lost in flight.
+ */
+export type UnitRunner = <T>(fn: (raw: RedisClient) => Promise<T>, repeatable?: boolean) => Promise<T>;
 
 const units = new WeakMap<object, UnitRunner>();
 
@@ -29,13 +30,24 @@ export function unitRunner(client: RedisClient): UnitRunner {
 /** Commands that are not Redis commands, or that must not wait (closing, listening, iterating). */
 const PASSTHROUGH = new Set<PropertyKey>(["on", "once", "off", "addListener", "removeListener", "removeAllListeners", "emit", "listeners", "duplicate", "connect", "disconnect", "quit", "QUIT", "ref", "unref", "scanIterator", "hScanIterator", "sScanIterator", "zScanIterator", "multi", "MULTI"]);
 
-/** Lost or refused before it ran, or lost with the connection: worth sending to the next master. */
-function transient(e: unknown): boolean {
+/** Commands of the client that change nothing: sent again even when lost in flight. */
+const READS = new Set<PropertyKey>(["get", "exists", "hGet", "hGetAll", "hmGet", "hKeys", "hExists", "hLen", "sMembers", "sIsMember", "lRange", "zRange", "zRangeByScore", "info", "ping", "scriptLoad", "clientId", "time"]);
+
+/**
+ * Why a command failed, when a next master may take it: never sent or refused unrun ("refused"), or
+ * lost with the connection, run or not ("lost").
+ */
+function failover(e: unknown): "refused" | "lost" | undefined {
   // By class, not name: the build minifies class names.
-  if (e instanceof ClientOfflineError || e instanceof SocketClosedUnexpectedlyError || e instanceof ConnectionTimeoutError) return true;
+  if (e instanceof ClientOfflineError) return "refused";
+  if (e instanceof SocketClosedUnexpectedlyError || e instanceof ConnectionTimeoutError) return "lost";
   const err = e as { message?: string; code?: string };
-  if (["ECONNRESET", "EPIPE", "ECONNREFUSED", "ETIMEDOUT"].includes(err?.code ?? "")) return true;
-  return /^(READONLY|MOVED|ASK|CLUSTERDOWN|LOADING|MASTERDOWN|UNBLOCKED|TRYAGAIN)\b/.test(err?.message ?? "");
+  if (err?.code === "ECONNREFUSED") return "refused";
+  if (["ECONNRESET", "EPIPE", "ETIMEDOUT"].includes(err?.code ?? "")) return "lost";
+  if (/^(READONLY|MOVED|ASK|CLUSTERDOWN|LOADING|MASTERDOWN|TRYAGAIN)\b/.test(err?.message ?? "")) return "refused";
+  // A blocked WAIT on a master being demoted: its change was made, and may be lost.
+  if (/^UNBLOCKED\b/.test(err?.message ?? "")) return "lost";
+  return undefined;
 }
 
 /** Where the one master that matters is now (the sentinels' master, the slot's owner in a cluster). */
@@ -178,7 +190,7 @@ export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, 
     return e;
   }
 
-  const run: UnitRunner = async (fn) => {
+  const run: UnitRunner = async (fn, repeatable = false) => {
     const deadline = Date.now() + u.failoverWaitMs;
     for (;;) {
       if (closed) throw fsError("EIO", "Redis client closed");
@@ -188,8 +200,10 @@ export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, 
       try {
         return await fn(raw);
       } catch (e) {
-        if (closed || !transient(e)) throw e;
+        const why = failover(e);
+        if (closed || !why) throw e;
         note((e as Error).message);
+        if (why === "lost" && !repeatable) throw fsError("EIO", `the connection to the Redis master was lost with a change on its way (${where}): it may or may not have been made (${(e as Error).message})`);
         // A demoted master, or a cluster node that no longer serves the slot.
         if (/^(READONLY|MOVED)\b/.test((e as Error).message)) await reconnect(on);
         // LOADING, a slot being migrated (ASK) and the like: the same server, soon.
@@ -214,7 +228,7 @@ export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, 
       }
       if (p === "multi" || p === "MULTI") return (...a: unknown[]) => guardMulti(f.apply(target, a) as object);
       if (PASSTHROUGH.has(p)) return f.bind(target);
-      return (...a: unknown[]) => run(() => f.apply(target, a) as Promise<unknown>);
+      return (...a: unknown[]) => run(() => f.apply(target, a) as Promise<unknown>, READS.has(p));
     },
   }) as RedisClient;
 

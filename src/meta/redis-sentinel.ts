@@ -1,7 +1,7 @@
 /**
  * Finding the Redis master through Redis Sentinel: the redis+sentinel:// URL, and the sentinels asked
- * where the master of a name is (SENTINEL get-master-addr-by-name), again whenever the caller lost it
- * and at once when a sentinel announces +switch-master.
+ * where the master of a name is (SENTINEL get-master-addr-by-name), again whenever the caller lost it,
+ * and listened to for the steps of a failover.
  */
 import { createClient } from "redis";
 import type { MasterLocator, SwitchEvents } from "./redis-failover.ts";
@@ -27,7 +27,7 @@ export function describeSentinels(u: SentinelUrl): string {
   return `master "${u.master}" of sentinels ${u.hosts.map(show).join(",")}`;
 }
 
-/** Sentinels hear +promoted-slave and +switch-master (any that answers; the next one when it goes). */
+/** The sentinels of the URL, asked in turn (the last that answered first) and all listened to. */
 export async function createSentinelLocator(u: SentinelUrl): Promise<MasterLocator> {
   // The sentinel that answered last is asked first next time.
   const order = [...u.hosts];
@@ -92,14 +92,13 @@ export async function createSentinelLocator(u: SentinelUrl): Promise<MasterLocat
           if (i > 0) order.unshift(...order.splice(i, 1));
           on.moved("switched");
         };
-        try {
-          await c.connect();
-          await c.subscribe("+selected-slave", moving);
-          await c.subscribe(["+promoted-slave", "+switch-master"], switched);
-          await c.pSubscribe("-failover-abort-*", (msg) => void (ours(msg) && on.moved("aborted")));
-        } catch {
-          // Down now: the reconnection subscribes (node-redis resubscribes what was asked).
-        }
+        // Not waited for: a sentinel down now is subscribed to once it answers.
+        void c.connect().catch(() => {});
+        void Promise.all([
+          c.subscribe("+selected-slave", moving),
+          c.subscribe(["+promoted-slave", "+switch-master"], switched),
+          c.pSubscribe("-failover-abort-*", (msg) => void (ours(msg) && on.moved("aborted"))),
+        ]).catch(() => {});
       }
     },
     async close() {

@@ -70,7 +70,7 @@ export async function createScriptRunner(client: RedisClient, prefix: string, ac
       const n = await acked;
       if (n < ack!.replicas) throw fsError("EIO", `${name}: made on the Redis master but acknowledged by ${n} of ${ack!.replicas} replicas within ${ack!.timeoutMs} ms`);
       return r;
-    });
+    }, READ_ONLY.has(name));
 
   return async (name, args) => {
     const argv = [prefix, ...args.map((a) => (Buffer.isBuffer(a) ? a : String(a)))] as string[];
