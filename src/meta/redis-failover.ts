@@ -10,7 +10,7 @@
  * safe to repeat (a create written behind would replace its own entry). It fails with EIO.
  */
 import { ClientOfflineError, ConnectionTimeoutError, createClient, SocketClosedUnexpectedlyError } from "redis";
-import { fsError } from "../util/errno.ts";
+import { fsError, OutcomeUnknown } from "../util/errno.ts";
 import type { RedisClient } from "./redis-connect.ts";
 import type { Address, MultiHostUrl } from "./redis-multi-url.ts";
 
@@ -104,8 +104,9 @@ export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, 
 
   let open = false;
   let closed = false;
-  /** A failover has begun and no new master is known yet. */
-  let failing = false;
+  /** The master a failover has begun to replace (none: no failover under way). */
+  let failing: Address | undefined;
+  const same = (a: Address, b: Address | undefined) => b !== undefined && a.host === b.host && a.port === b.port;
   /** The last thing that went wrong (for the outage's message), and the last one logged (each once). */
   let cause = "";
   let told = "";
@@ -120,7 +121,7 @@ export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, 
   }
   function setOpen() {
     open = true;
-    failing = false;
+    failing = undefined;
     if (told) onEvent?.("ready", `master at ${locator.master.host}:${locator.master.port}`);
     told = cause = "";
     for (const w of waiters.splice(0)) w();
@@ -154,7 +155,9 @@ export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, 
       // A master the locator no longer names is the old one before its demotion: what it takes is lost.
       const named = await locator.locate().catch(() => locator.master);
       const here = `${connectedTo.host}:${connectedTo.port}`;
-      if (role[0] === "master" && named.host === connectedTo.host && named.port === connectedTo.port) return setOpen();
+      // Nor the master being replaced, though the sentinels name it until the promotion is done.
+      if (same(connectedTo, failing)) return note(`a failover of ${here} is under way`);
+      if (role[0] === "master" && same(named, connectedTo)) return setOpen();
       note(role[0] === "master" ? `${here} is no longer the master the sentinels name` : `${here} is a ${role[0]}, not the master`);
       await reconnect();
     } catch (e) {
@@ -179,6 +182,7 @@ export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, 
         waiters = waiters.filter((x) => x !== w);
         reject(outage());
         // Should the end of a failover have gone unheard: look again.
+        failing = undefined;
         if (!open && raw.isReady) void verify();
       }, Math.max(0, deadline - Date.now()));
       waiters.push(w);
@@ -203,7 +207,7 @@ export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, 
         const why = failover(e);
         if (closed || !why) throw e;
         note((e as Error).message);
-        if (why === "lost" && !repeatable) throw fsError("EIO", `the connection to the Redis master was lost with a change on its way (${where}): it may or may not have been made (${(e as Error).message})`);
+        if (why === "lost" && !repeatable) throw new OutcomeUnknown(`the connection to the Redis master was lost with a change on its way (${where}): it may or may not have been made (${(e as Error).message})`);
         // A demoted master, or a cluster node that no longer serves the slot.
         if (/^(READONLY|MOVED)\b/.test((e as Error).message)) await reconnect(on);
         // LOADING, a slot being migrated (ASK) and the like: the same server, soon.
@@ -265,13 +269,14 @@ export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, 
       // Writes wait from the start of a failover: what the old master takes then is lost.
       moving: () => {
         open = false;
-        failing = true;
+        failing ??= { ...connectedTo };
       },
       moved: (how) => {
+        if (how === "aborted") failing = undefined;
         void locator.locate().then((a) => {
-          if (a.host !== connectedTo.host || a.port !== connectedTo.port) void reconnect();
+          if (!same(a, connectedTo)) void reconnect();
           // The sentinel asked may not know the new master yet: the others announce it as they learn it.
-          else if ((how === "aborted" || !failing) && !open && raw.isReady) void verify();
+          else if (!open && raw.isReady) void verify();
         }, () => {});
       },
     })
