@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import type { Argv } from "yargs";
 import type { DaemonConfig } from "../daemon/config.ts";
 import { loadPeerTls, type PeerTls } from "../peer/peer-tls.ts";
-import { checkRedisUrl, redisAccess, redisAccessOptions } from "./redis-options.ts";
+import { checkRedisUrl, REDIS_URL_FORMS, redisAccess, redisAccessOptions } from "./redis-options.ts";
 import { logOptions } from "./log-options.ts";
 import { MAX_REPLICAS } from "../replicas/replica-count.ts";
 
@@ -17,7 +17,7 @@ export function daemonOptions<T>(y: Argv<T>) {
     .option("root_path", { alias: ["r", "root-path"], type: "string", demandOption: true, describe: "This node's local directory holding the bytes as plain files at their namespace paths; files already there are published at start" })
     .option("root-mode", { type: "string", default: "0755", describe: "Mode (octal) of the mount's top directory when this node creates the namespace; an existing namespace keeps its own (the root path on disk stays 0700 either way)" })
     .option("port", { alias: "p", type: "number", default: 5000, describe: "Port this node serves other nodes on (0: a free one, registered as picked); not opened with the private Redis" })
-    .option("redis_url", { alias: ["u", "redis-url"], type: "string", describe: "Redis holding the metadata: redis://[user:password@]host:port[/db], rediss:// for TLS, unix:///path. Omitted: start a private redis-server (single node)" })
+    .option("redis_url", { alias: ["u", "redis-url"], type: "string", describe: `Redis holding the metadata: ${REDIS_URL_FORMS}. Omitted: start a private redis-server (single node)` })
     .option("host_ip", { alias: ["i", "host-ip"], type: "string", default: "localhost", describe: "Address other nodes dial to reach this node; the peer port and --metrics-port listen on it unless --listen is given" })
     .option("listen", { type: "string", describe: "Local address (IP or host name) the peer port and --metrics-port listen on, when other nodes dial another one (-i behind NAT); 0.0.0.0 for every address [default: --host_ip]" })
     .option("debug", { alias: "d", type: "boolean", default: false, describe: "Trace every filesystem operation (and libfuse's own debug output)" })

@@ -2,6 +2,12 @@ import type { Argv } from "yargs";
 import type { RedisAccess } from "../meta/redis-connect.ts";
 import { redactUrl } from "../util/log.ts";
 import { readFlagFile } from "../util/flag-file.ts";
+import { parseSentinelUrl, SENTINEL_SCHEME } from "../meta/redis-sentinel.ts";
+import { CLUSTER_SCHEME, parseClusterUrl } from "../meta/redis-cluster.ts";
+
+/** The forms of -u/--redis_url, for --help. */
+export const REDIS_URL_FORMS =
+  "redis://[user:pass@]host:port[/db], rediss:// (TLS), unix:///path/to/socket, or redis+sentinel://[user:pass@]host:port,host:port,.../master-name[?db=N&wait_replicas=N&wait_ms=MS&failover_wait_ms=MS] (follows the sentinels' master through a failover), or redis+cluster://[user:pass@]host:port,host:port,...[/tag][?wait_replicas=N&wait_ms=MS&failover_wait_ms=MS] (Redis Cluster: all keys under hash tag {tag}, default {mcfs}); see README";
 
 /** --redis-ca and --redis-password-file, the same for every role that connects to Redis. */
 export function redisAccessOptions<T>(y: Argv<T>) {
@@ -12,7 +18,16 @@ export function redisAccessOptions<T>(y: Argv<T>) {
 
 /** Where the Redis URL may point; a URL that cannot be used is named with what is wrong in it. */
 export function checkRedisUrl(flag: string, url: string): void {
-  if (!/^(redis|rediss|unix):\/\//.test(url)) throw new Error(`${flag} must start with redis://, rediss:// or unix://, got "${redactUrl(url)}"`);
+  if (url.startsWith(SENTINEL_SCHEME) || url.startsWith(CLUSTER_SCHEME)) {
+    try {
+      if (url.startsWith(SENTINEL_SCHEME)) parseSentinelUrl(url);
+      else parseClusterUrl(url);
+    } catch (e) {
+      throw new Error(`${flag} "${redactUrl(url)}": ${(e as Error).message}`);
+    }
+    return;
+  }
+  if (!/^(redis|rediss|unix):\/\//.test(url)) throw new Error(`${flag} must start with redis://, rediss://, unix://, ${SENTINEL_SCHEME} or ${CLUSTER_SCHEME}, got "${redactUrl(url)}"`);
   // The URL parser's own message is only "Invalid URL": the port is the part people get wrong.
   const port = /^rediss?:\/\/(?:[^@/?#]*@)?(?:\[[^\]/]*\]|[^:/?#[]*):([^/?#]*)/.exec(url)?.[1];
   if (port !== undefined && port !== "" && !(/^\d+$/.test(port) && Number(port) >= 1 && Number(port) <= 65535))

@@ -8,6 +8,8 @@ const BACKENDS: Record<string, (o: StoreOptions) => Promise<MetadataStore>> = {
   "redis:": createRedisStore,
   "rediss:": createRedisStore,
   "unix:": createRedisStore,
+  "redis+sentinel:": createRedisStore,
+  "redis+cluster:": createRedisStore,
 };
 
 /** The metadata store a URL names; an unknown scheme is refused with the ones known. */

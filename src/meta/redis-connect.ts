@@ -1,5 +1,8 @@
 import { createClient } from "redis";
 import { redactUrl } from "../util/log.ts";
+import { CLUSTER_SCHEME, createSlotLocator, describeCluster, parseClusterUrl } from "./redis-cluster.ts";
+import { connectFollowing } from "./redis-failover.ts";
+import { createSentinelLocator, describeSentinels, parseSentinelUrl, SENTINEL_SCHEME } from "./redis-sentinel.ts";
 
 export type RedisClient = ReturnType<typeof createClient>;
 
@@ -12,7 +15,7 @@ export interface RedisAccess {
 }
 
 export interface RedisTarget extends RedisAccess {
-  /** redis://, rediss:// (TLS), or unix:///path/to/socket. */
+  /** redis://, rediss:// (TLS), unix:///path/to/socket, redis+sentinel:// (redis-sentinel.ts) or redis+cluster:// (redis-cluster.ts). */
   url: string;
 }
 
@@ -33,6 +36,19 @@ function clientOptions(t: RedisTarget, connected: () => boolean) {
  */
 export async function connectRedis(target: RedisTarget, onEvent?: (event: "error" | "ready", detail?: string) => void): Promise<RedisClient> {
   const url = target.url;
+  // Through sentinels or on a cluster, operations wait for the next master instead of failing at once.
+  if (url.startsWith(SENTINEL_SCHEME)) {
+    const u = parseSentinelUrl(url);
+    const where = `the Redis ${describeSentinels(u)}`;
+    const locator = await createSentinelLocator(u).catch((e: Error) => Promise.reject(new Error(`cannot connect to ${where}: ${e.message}`)));
+    return connectFollowing(locator, u, where, target.password, onEvent);
+  }
+  if (url.startsWith(CLUSTER_SCHEME)) {
+    const u = parseClusterUrl(url);
+    const where = describeCluster(u);
+    const locator = await createSlotLocator(u, target.password).catch((e: Error) => Promise.reject(new Error(`cannot connect to ${where}: ${e.message}`)));
+    return connectFollowing(locator, u, where, target.password, onEvent);
+  }
   let everReady = false;
   const client = createClient({ ...clientOptions(target, () => everReady), disableOfflineQueue: true });
   let lastError = "";

@@ -22,6 +22,17 @@ export class FsError extends Error {
   }
 }
 
+/**
+ * A change that may or may not have been made (its connection was lost with it on the way): EIO to
+ * the caller, who must not undo what it did on the change's behalf.
+ */
+export class OutcomeUnknown extends FsError {
+  constructor(message: string) {
+    super(E.EIO as number, message);
+    this.name = "OutcomeUnknown";
+  }
+}
+
 /** The errno an error carries, if any (FsError or a Node system error); no logging, unlike toErrno. */
 export function errnoOf(err: unknown): number | undefined {
   if (err instanceof FsError) return err.errno;

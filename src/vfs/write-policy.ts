@@ -1,7 +1,7 @@
 import type { Caller } from "../fuse/types.ts";
 import { newGeneration, newVersion, type Created, type Inode, type NewInode } from "../meta/store.ts";
 import { nowNs } from "../util/time.ts";
-import { fsError } from "../util/errno.ts";
+import { fsError, OutcomeUnknown } from "../util/errno.ts";
 import { isDir, S_IFREG, S_ISGID } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
 import { createLocalFile } from "./local-files.ts";
@@ -97,6 +97,12 @@ export function createWriteAtClose(): WritePolicy {
           if (made.replaced) await ctx.dropped(made.replaced);
         },
         async (e: unknown) => {
+          // Perhaps made after all: the local file stays (its close publishes it, or the next check
+          // of Redis finds it), else a made name would list a file no node holds.
+          if (e instanceof OutcomeUnknown) {
+            ctx.log.warn({ op: "create", path, ino: r.ino, err: e.message }, "a create written behind may or may not have reached the store; the local file is kept");
+            throw e;
+          }
           ctx.log.warn({ op: "create", path, ino: r.ino, err: (e as Error).message }, "the store refused a create written behind; its close fails");
           await undo(ctx, r, path);
           throw e;

@@ -1,7 +1,7 @@
 import { spawn } from "bun";
-import { existsSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { tempDir, waitFor } from "./env.ts";
+import { freePort, tempDir, waitFor } from "./env.ts";
 
 export interface TestRedis {
   url: string;
@@ -61,6 +61,148 @@ export async function startRedis(): Promise<TestRedis> {
       proc.kill("SIGKILL");
       await proc.exited;
       dir.remove();
+    },
+  };
+}
+
+export interface TestSentinels {
+  /** redis+sentinel:// URL of the group (query appended by the caller). */
+  url: string;
+  master: string;
+  /** Port of the server the sentinels now name as master. */
+  masterPort(): Promise<number>;
+  /** redis-cli against one of the group's ports. */
+  cliAt(port: number, ...args: string[]): Promise<string>;
+  /** kill -9 the server on this port (it stays down). */
+  kill(port: number): Promise<void>;
+  sentinelPorts: number[];
+  stop(): Promise<void>;
+}
+
+/**
+ * A master with replicas and three sentinels on 127.0.0.1 (sentinels need TCP: they announce
+ * themselves and the servers by address). Failures are seen after one second.
+ */
+export async function startSentinels(replicas = 2, master = "mcfs"): Promise<TestSentinels> {
+  const dir = tempDir("sentinel");
+  const procs = new Map<number, ReturnType<typeof spawn>>();
+  const cliAt = async (port: number, ...args: string[]) => {
+    const p = spawn(["redis-cli", "-p", String(port), ...args], { stdout: "pipe", stderr: "pipe" });
+    const out = await new Response(p.stdout).text();
+    await p.exited;
+    return out.trim();
+  };
+  const server = async (port: number, ...extra: string[]) => {
+    const d = join(dir.path, `r${port}`);
+    mkdirSync(d);
+    procs.set(port, spawn(["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", d, ...extra], { stdout: "ignore", stderr: "ignore" }));
+    await waitFor(`redis on ${port}`, async () => (await cliAt(port, "ping")) === "PONG");
+  };
+  const masterPort = await freePort();
+  await server(masterPort);
+  for (let i = 0; i < replicas; i++) await server(await freePort(), "--replicaof", "127.0.0.1", String(masterPort));
+  await waitFor("replicas in sync", async () => ((await cliAt(masterPort, "info", "replication")).match(/state=online/g)?.length ?? 0) === replicas, 30_000);
+  const sentinelPorts: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const port = await freePort();
+    const conf = join(dir.path, `sentinel-${port}.conf`);
+    writeFileSync(conf, [`port ${port}`, "bind 127.0.0.1", `dir ${dir.path}`, `sentinel monitor ${master} 127.0.0.1 ${masterPort} 2`, `sentinel down-after-milliseconds ${master} 1000`, `sentinel failover-timeout ${master} 5000`, ""].join("\n"));
+    procs.set(port, spawn(["redis-server", conf, "--sentinel"], { stdout: "ignore", stderr: "ignore" }));
+    sentinelPorts.push(port);
+  }
+  // Ready for a failover: every sentinel knows the replicas and the other two sentinels.
+  for (const s of sentinelPorts) {
+    await waitFor(`sentinel ${s} sees the group`, async () => {
+      const others = await cliAt(s, "sentinel", "sentinels", master);
+      const reps = await cliAt(s, "sentinel", "replicas", master);
+      return (others.match(/^name$/gm)?.length ?? 0) === 2 && (reps.match(/^name$/gm)?.length ?? 0) === replicas;
+    }, 30_000);
+  }
+  const group: TestSentinels = {
+    url: `redis+sentinel://${sentinelPorts.map((p) => `127.0.0.1:${p}`).join(",")}/${master}`,
+    master,
+    sentinelPorts,
+    cliAt,
+    async masterPort() {
+      for (const s of sentinelPorts) {
+        const out = (await cliAt(s, "sentinel", "get-master-addr-by-name", master)).split("\n");
+        if (out.length === 2) return Number(out[1]);
+      }
+      throw new Error("no sentinel answers");
+    },
+    async kill(port) {
+      const p = procs.get(port);
+      p?.kill("SIGKILL");
+      await p?.exited;
+    },
+    async stop() {
+      for (const p of procs.values()) {
+        p.kill("SIGKILL");
+        await p.exited;
+      }
+      dir.remove();
+    },
+  };
+  return group;
+}
+
+export interface TestRedisCluster {
+  /** redis+cluster:// URL naming every primary. */
+  url: string;
+  ports: number[];
+  cliAt(port: number, ...args: string[]): Promise<string>;
+  /** kill -9 the server on this port (it stays down). */
+  kill(port: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Three primaries on 127.0.0.1, each with replicasEach replicas, joined with redis-cli --cluster
+ * create. A primary is held failed after one second without an answer.
+ */
+export async function startRedisCluster(replicasEach = 0): Promise<TestRedisCluster> {
+  const dir = tempDir("rcluster");
+  const procs: ReturnType<typeof spawn>[] = [];
+  const ports: number[] = [];
+  const cliAt = async (port: number, ...args: string[]) => {
+    const p = spawn(["redis-cli", "-p", String(port), ...args], { stdout: "pipe", stderr: "pipe" });
+    const out = await new Response(p.stdout).text();
+    await p.exited;
+    return out.trim();
+  };
+  const stop = async () => {
+    for (const p of procs) {
+      p.kill("SIGKILL");
+      await p.exited;
+    }
+    dir.remove();
+  };
+  try {
+    for (let i = 0; i < 3 * (1 + replicasEach); i++) {
+      const port = await freePort();
+      const d = join(dir.path, `n${port}`);
+      mkdirSync(d);
+      procs.push(spawn(["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes", "--cluster-config-file", join(d, "nodes.conf"), "--cluster-node-timeout", "1000", "--save", "", "--appendonly", "no", "--dir", d], { stdout: "ignore", stderr: "ignore" }));
+      ports.push(port);
+      await waitFor(`redis on ${port}`, async () => (await cliAt(port, "ping")) === "PONG");
+    }
+    const create = spawn(["redis-cli", "--cluster", "create", ...ports.map((p) => `127.0.0.1:${p}`), "--cluster-replicas", String(replicasEach), "--cluster-yes"], { stdout: "pipe", stderr: "pipe" });
+    const out = await new Response(create.stdout).text();
+    if ((await create.exited) !== 0) throw new Error(`redis-cli --cluster create failed: ${out}`);
+    for (const p of ports) await waitFor(`cluster state ok on ${p}`, async () => (await cliAt(p, "cluster", "info")).includes("cluster_state:ok"), 30_000);
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return {
+    url: `redis+cluster://${ports.map((p) => `127.0.0.1:${p}`).join(",")}`,
+    ports,
+    cliAt,
+    stop,
+    async kill(port) {
+      const p = procs[ports.indexOf(port)];
+      p?.kill("SIGKILL");
+      await p?.exited;
     },
   };
 }

@@ -1,5 +1,6 @@
 -- Prepended to every script (scripts.ts): the key prefix and helpers they share.
 -- ARGV[1] of every script is the key prefix P; scripts build keys from it themselves (see keys.ts).
+-- KEYS[1] (P next) only routes the call to the filesystem's slot on a Redis Cluster.
 local P = ARGV[1]
 local function isdir(m) return m and bit.band(tonumber(m), 61440) == 16384 end
 local function entino(e) return string.match(e, '^(%d+)') end

@@ -1,10 +1,12 @@
 /**
  * The Lua scripts, one .lua file each with lib.lua prepended, run by name. Each runs atomically: a
- * namespace change is one script, so it is atomic against every other node. Single Redis or a primary
- * with replicas, not Redis Cluster: the scripts build their keys from the prefix (ARGV[1]) themselves.
+ * namespace change is one script, so it is atomic against every other node. The scripts build their
+ * keys from the prefix (ARGV[1]) themselves; KEYS[1] is P next, unused by them: it declares the slot
+ * every key of the filesystem hashes to, for a Redis Cluster (see redis-cluster.ts).
  */
-import { scriptRefusal } from "../../util/errno.ts";
+import { fsError, scriptRefusal } from "../../util/errno.ts";
 import type { RedisClient } from "../redis-connect.ts";
+import { unitRunner } from "../redis-failover.ts";
 import lib from "./lib.lua" with { type: "text" };
 import addcached from "./addcached.lua" with { type: "text" };
 import addholder from "./addholder.lua" with { type: "text" };
@@ -33,8 +35,22 @@ export type ScriptArg = string | number | bigint | Buffer;
 /** Runs a script with the prefix as ARGV[1]; a refusal ("ENOENT ...") is thrown as that errno. */
 export type RunScript = (name: ScriptName, args: ScriptArg[]) => Promise<unknown>;
 
-/** Loads every script (EVALSHA from then on; loaded again should Redis have forgotten it). */
-export async function createScriptRunner(client: RedisClient, prefix: string): Promise<RunScript> {
+/** Scripts that change nothing: never waited for. */
+const READ_ONLY = new Set<ScriptName>(["lookup", "heldby"]);
+
+/** WAIT after each change: it is then on this many replicas (or the caller hears EIO). */
+export interface ReplicaAck {
+  replicas: number;
+  timeoutMs: number;
+}
+
+/**
+ * Loads every script (EVALSHA from then on; loaded again should Redis have forgotten it, as a new
+ * master after a failover has).
+ */
+export async function createScriptRunner(client: RedisClient, prefix: string, ack?: ReplicaAck): Promise<RunScript> {
+  const unit = unitRunner(client);
+  const routing = `${prefix}next`;
   const shas = new Map<ScriptName, string>();
   async function load(name: ScriptName): Promise<string> {
     const sha = await client.scriptLoad(`${lib}\n${SCRIPTS[name]}`);
@@ -43,14 +59,28 @@ export async function createScriptRunner(client: RedisClient, prefix: string): P
   }
   for (const n of Object.keys(SCRIPTS) as ScriptName[]) await load(n);
 
+  const waits = (name: ScriptName) => ack !== undefined && ack.replicas > 0 && !READ_ONLY.has(name);
+  /** The script, and WAIT right behind it on the same connection (one round trip; sent again together). */
+  const evalSha = (name: ScriptName, sha: string, argv: string[]) =>
+    unit(async (c) => {
+      const reply = c.evalSha(sha, { keys: [routing], arguments: argv });
+      if (!waits(name)) return reply;
+      const acked = c.wait(ack!.replicas, ack!.timeoutMs);
+      acked.catch(() => {});
+      const r = await reply;
+      const n = await acked;
+      if (n < ack!.replicas) throw fsError("EIO", `${name}: made on the Redis master but acknowledged by ${n} of ${ack!.replicas} replicas within ${ack!.timeoutMs} ms`);
+      return r;
+    }, READ_ONLY.has(name));
+
   return async (name, args) => {
     const argv = [prefix, ...args.map((a) => (Buffer.isBuffer(a) ? a : String(a)))] as string[];
     try {
       try {
-        return await client.evalSha(shas.get(name)!, { arguments: argv });
+        return await evalSha(name, shas.get(name)!, argv);
       } catch (e) {
         if (!(e as Error).message?.startsWith("NOSCRIPT")) throw e;
-        return await client.evalSha(await load(name), { arguments: argv });
+        return await evalSha(name, await load(name), argv);
       }
     } catch (e) {
       throw scriptRefusal((e as Error).message ?? "") ?? e;

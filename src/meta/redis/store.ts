@@ -14,7 +14,9 @@ import { createMembership } from "./membership.ts";
 import { createNamespace } from "./namespace.ts";
 import { createPlacement } from "./placement.ts";
 import { createReplication } from "./replication.ts";
-import { createScriptRunner } from "./scripts.ts";
+import { createScriptRunner, type ReplicaAck } from "./scripts.ts";
+import { parseSentinelUrl, SENTINEL_SCHEME } from "../redis-sentinel.ts";
+import { CLUSTER_SCHEME, clusterPrefix, parseClusterUrl } from "../redis-cluster.ts";
 import { createXattrs } from "./xattrs.ts";
 
 export interface RedisStoreOptions {
@@ -40,11 +42,21 @@ export interface RedisStoreOptions {
   onSlowNodes?: (event: "unresponsive" | "answering", nodes: string[]) => void;
 }
 
+/** The URL's wait_replicas/wait_ms (redis+sentinel:// and redis+cluster:// only). */
+function replicaAck(url: string): ReplicaAck | undefined {
+  const u = url.startsWith(SENTINEL_SCHEME) ? parseSentinelUrl(url) : url.startsWith(CLUSTER_SCHEME) ? parseClusterUrl(url) : undefined;
+  if (!u) return undefined;
+  return u.waitReplicas > 0 ? { replicas: u.waitReplicas, timeoutMs: u.waitMs } : undefined;
+}
+
 export async function createRedisStore(opts: RedisStoreOptions): Promise<MetadataStore> {
-  const prefix = opts.prefix ?? "mcfs:";
-  // No offline queue: with Redis down, operations fail at once (EIO) instead of hanging the mount.
+  // A single Redis keeps the prefix it always had (existing data); on a cluster the URL's tag makes
+  // every key hash to one slot.
+  const prefix = opts.prefix ?? (opts.url.startsWith(CLUSTER_SCHEME) ? clusterPrefix(opts.url) : "mcfs:");
+  // A lone Redis down: operations fail at once (EIO) instead of hanging the mount. Through sentinels
+  // they wait (bounded) for the next master.
   const client = await connectRedis({ url: opts.url, ...opts.access }, opts.onConnectionEvent);
-  const run = await createScriptRunner(client, prefix);
+  const run = await createScriptRunner(client, prefix, replicaAck(opts.url));
   const keys = createKeys(prefix);
   const membership = createMembership(client, keys);
   const feed = createChangeFeed(client, keys, { nodeId: opts.nodeId, waitForAcks: opts.waitForAcks, alone: opts.alone, onSlowNodes: opts.onSlowNodes, nodes: membership.nodes });

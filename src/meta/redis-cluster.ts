@@ -1,0 +1,92 @@
+/**
+ * A filesystem on a Redis Cluster: every key of it carries one hash tag ("{mcfs}:..."), so all of it
+ * lives in one hash slot, on one primary at a time (like JuiceFS). The client talks to that primary
+ * alone, found with CLUSTER SLOTS on any node the URL names, and found again when it fails over or
+ * the slot moves (MOVED): scripts, MULTI, SCAN and WAIT then work as on a single Redis.
+ *
+ * redis+cluster://[user[:password]@]host[:port][,host[:port]...][/tag][?query]: tag (default "mcfs")
+ * names the filesystem; several share one cluster under different tags. query: see MultiHostUrl.
+ */
+import { createClient } from "redis";
+import type { MasterLocator } from "./redis-failover.ts";
+import { parseMultiHostUrl, showAddress as show, type Address, type MultiHostUrl } from "./redis-multi-url.ts";
+
+export const CLUSTER_SCHEME = "redis+cluster://";
+
+export interface ClusterUrl extends MultiHostUrl {
+  tag: string;
+}
+
+export function parseClusterUrl(url: string): ClusterUrl {
+  const u = parseMultiHostUrl(url, CLUSTER_SCHEME, 6379);
+  const tag = u.path || "mcfs";
+  if (/[{}/]/.test(tag)) throw new Error(`tag "${tag}" must not hold {, } or /`);
+  if (u.db) throw new Error("a Redis Cluster has only db 0");
+  return { ...u, tag };
+}
+
+/** The key prefix of the filesystem a cluster URL names: its tag is the hash tag. */
+export function clusterPrefix(url: string): string {
+  return `{${parseClusterUrl(url).tag}}:`;
+}
+
+export function describeCluster(u: ClusterUrl): string {
+  return `the primary of hash tag {${u.tag}} in the Redis Cluster of ${u.hosts.map(show).join(",")}`;
+}
+
+export async function createSlotLocator(u: ClusterUrl, password: string | undefined): Promise<MasterLocator> {
+  const order = [...u.hosts];
+  let slot: number | undefined;
+  let asking: Promise<Address> | undefined;
+
+  async function ask(s: Address): Promise<Address> {
+    const c = createClient({
+      socket: { host: s.host, port: s.port, connectTimeout: 1000, reconnectStrategy: false },
+      ...(u.username ? { username: u.username } : {}),
+      ...((password ?? u.password) !== undefined ? { password: password ?? u.password } : {}),
+      disableClientInfo: true,
+    });
+    c.on("error", () => {});
+    try {
+      await c.connect();
+      slot ??= Number(await c.sendCommand(["CLUSTER", "KEYSLOT", `{${u.tag}}`]));
+      // [[start, end, [host, port, id], replicas...], ...]
+      const ranges = (await c.sendCommand(["CLUSTER", "SLOTS"])) as [number, number, [string, number, ...unknown[]], ...unknown[]][];
+      const r = ranges.find(([start, end]) => start <= slot! && slot! <= end);
+      if (!r) throw new Error(`no node serves slot ${slot}`);
+      // An empty host means "the address you reached me at".
+      return { host: r[2][0] || s.host, port: Number(r[2][1]) };
+    } finally {
+      await c.disconnect().catch(() => {});
+    }
+  }
+
+  async function askAll(): Promise<Address> {
+    const why: string[] = [];
+    for (const s of [...order]) {
+      try {
+        const a = await ask(s);
+        order.splice(order.indexOf(s), 1);
+        order.unshift(s);
+        locator.master = a;
+        return a;
+      } catch (e) {
+        why.push(`${show(s)}: ${(e as Error).message}`);
+      }
+    }
+    throw new Error(`no node told where ${describeCluster(u)} is (${why.join("; ")})`);
+  }
+
+  const locator: MasterLocator = {
+    master: { host: "", port: 0 },
+    locate() {
+      asking ??= askAll().finally(() => (asking = undefined));
+      return asking;
+    },
+    // The cluster announces nothing to clients: a lost connection or MOVED tells of a move.
+    async watch() {},
+    async close() {},
+  };
+  await locator.locate();
+  return locator;
+}

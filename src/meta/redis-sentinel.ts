@@ -1,0 +1,110 @@
+/**
+ * Finding the Redis master through Redis Sentinel: the redis+sentinel:// URL, and the sentinels asked
+ * where the master of a name is (SENTINEL get-master-addr-by-name), again whenever the caller lost it,
+ * and listened to for the steps of a failover.
+ */
+import { createClient } from "redis";
+import type { MasterLocator, SwitchEvents } from "./redis-failover.ts";
+import { parseMultiHostUrl, showAddress as show, type Address, type MultiHostUrl } from "./redis-multi-url.ts";
+
+/**
+ * redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/master-name[?query]: the user and
+ * password are the master's (the sentinels are asked without); query: see MultiHostUrl.
+ */
+export interface SentinelUrl extends MultiHostUrl {
+  master: string;
+}
+
+export const SENTINEL_SCHEME = "redis+sentinel://";
+
+export function parseSentinelUrl(url: string): SentinelUrl {
+  const u = parseMultiHostUrl(url, SENTINEL_SCHEME, 26379);
+  if (!u.path || u.path.includes("/")) throw new Error(`names no master: add /<master-name> after the sentinels`);
+  return { ...u, master: u.path };
+}
+
+export function describeSentinels(u: SentinelUrl): string {
+  return `master "${u.master}" of sentinels ${u.hosts.map(show).join(",")}`;
+}
+
+/** The sentinels of the URL, asked in turn (the last that answered first) and all listened to. */
+export async function createSentinelLocator(u: SentinelUrl): Promise<MasterLocator> {
+  // The sentinel that answered last is asked first next time.
+  const order = [...u.hosts];
+  let asking: Promise<Address> | undefined;
+  const watchers: ReturnType<typeof createClient>[] = [];
+
+  async function ask(s: Address): Promise<Address> {
+    const c = createClient({ socket: { host: s.host, port: s.port, connectTimeout: 1000, reconnectStrategy: false }, disableClientInfo: true });
+    c.on("error", () => {});
+    try {
+      await c.connect();
+      const r = (await c.sendCommand(["SENTINEL", "get-master-addr-by-name", u.master])) as [string, string] | null;
+      if (!r) throw new Error(`does not know master "${u.master}"`);
+      return { host: r[0], port: Number(r[1]) };
+    } finally {
+      await c.disconnect().catch(() => {});
+    }
+  }
+
+  async function askAll(): Promise<Address> {
+    const why: string[] = [];
+    for (const s of [...order]) {
+      try {
+        const a = await ask(s);
+        order.splice(order.indexOf(s), 1);
+        order.unshift(s);
+        locator.master = a;
+        return a;
+      } catch (e) {
+        why.push(`${show(s)}: ${(e as Error).message}`);
+      }
+    }
+    throw new Error(`no sentinel told where ${describeSentinels(u)} is (${why.join("; ")})`);
+  }
+
+  const locator = {
+    master: { host: "", port: 0 } as Address,
+    locate() {
+      asking ??= askAll().finally(() => (asking = undefined));
+      return asking;
+    },
+    async watch(on: SwitchEvents) {
+      // Every sentinel: only the leader of a failover announces its steps.
+      for (const a of u.hosts) {
+        const c = createClient({ socket: { host: a.host, port: a.port, connectTimeout: 1000, reconnectStrategy: () => 1000 }, disableClientInfo: true });
+        watchers.push(c);
+        c.on("error", () => {});
+        // A new connection may have missed a switch announced meanwhile.
+        let first = true;
+        c.on("ready", () => {
+          if (!first) on.moved("heard again");
+          first = false;
+        });
+        const ours = (msg: string) => msg.startsWith(`${u.master} `) || msg.includes(` @ ${u.master} `) || msg.startsWith(`master ${u.master} `);
+        // Announced before the replica is told to become master: from then on the old master's
+        // writes reach its other replicas (WAIT counts them) but are lost when it is demoted.
+        const moving = (msg: string) => void (ours(msg) && on.moving());
+        // The sentinel that announced the new master is asked first where it is.
+        const switched = (msg: string) => {
+          if (!ours(msg)) return;
+          const i = order.findIndex((o) => o.host === a.host && o.port === a.port);
+          if (i > 0) order.unshift(...order.splice(i, 1));
+          on.moved("switched");
+        };
+        // Not waited for: a sentinel down now is subscribed to once it answers.
+        void c.connect().catch(() => {});
+        void Promise.all([
+          c.subscribe("+selected-slave", moving),
+          c.subscribe(["+promoted-slave", "+switch-master"], switched),
+          c.pSubscribe("-failover-abort-*", (msg) => void (ours(msg) && on.moved("aborted"))),
+        ]).catch(() => {});
+      }
+    },
+    async close() {
+      await Promise.all(watchers.map((c) => (c.isOpen ? c.disconnect().catch(() => {}) : undefined)));
+    },
+  };
+  await locator.locate();
+  return locator;
+}

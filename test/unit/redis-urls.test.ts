@@ -1,0 +1,44 @@
+import { describe, expect, test } from "bun:test";
+import { parseSentinelUrl } from "../../src/meta/redis-sentinel.ts";
+import { clusterPrefix, parseClusterUrl } from "../../src/meta/redis-cluster.ts";
+import { checkRedisUrl } from "../../src/cli/redis-options.ts";
+
+describe("redis+sentinel:// and redis+cluster:// URLs", () => {
+  test("sentinels, master name, user, password, query", () => {
+    const u = parseSentinelUrl("redis+sentinel://mcfs:p%40ss@s1,10.0.0.2:26380,[::1]:26381/main?db=2&wait_replicas=1&wait_ms=500&failover_wait_ms=60000");
+    expect(u.hosts).toEqual([{ host: "s1", port: 26379 }, { host: "10.0.0.2", port: 26380 }, { host: "::1", port: 26381 }]);
+    expect({ master: u.master, username: u.username, password: u.password, db: u.db }).toEqual({ master: "main", username: "mcfs", password: "p@ss", db: 2 });
+    expect({ r: u.waitReplicas, w: u.waitMs, f: u.failoverWaitMs }).toEqual({ r: 1, w: 500, f: 60000 });
+  });
+
+  test("defaults: no WAIT, 10 s for an acknowledgement, 30 s for a master", () => {
+    const u = parseSentinelUrl("redis+sentinel://s1/m");
+    expect({ r: u.waitReplicas, w: u.waitMs, f: u.failoverWaitMs, db: u.db }).toEqual({ r: 0, w: 10000, f: 30000, db: 0 });
+  });
+
+  test("a cluster URL's tag is its path (default mcfs) and makes the key prefix", () => {
+    expect(parseClusterUrl("redis+cluster://a:7000,b:7001").hosts).toEqual([{ host: "a", port: 7000 }, { host: "b", port: 7001 }]);
+    expect(clusterPrefix("redis+cluster://a:7000")).toBe("{mcfs}:");
+    expect(clusterPrefix("redis+cluster://a:7000/fs2?wait_replicas=1")).toBe("{fs2}:");
+  });
+
+  test("what is wrong is named, never the password", () => {
+    const msg = (url: string) => {
+      try {
+        checkRedisUrl("--redis_url", url);
+        return "";
+      } catch (e) {
+        return (e as Error).message;
+      }
+    };
+    expect(msg("redis+sentinel://u:secret@s1:26379")).toContain("names no master");
+    expect(msg("redis+sentinel://u:secret@s1:99999/m")).toContain("not host[:port]");
+    expect(msg("redis+sentinel://s1/m?wait=1")).toContain('unknown parameter "wait"');
+    expect(msg("redis+sentinel://s1/m?wait_ms=soon")).toContain("not a whole number");
+    expect(msg("redis+cluster://a:7000/x{y}")).toContain("must not hold");
+    expect(msg("redis+cluster://a:7000?db=1")).toContain("only db 0");
+    for (const u of ["redis+sentinel://u:secret@s1:26379", "redis+sentinel://u:secret@s1:99999/m"]) expect(msg(u)).not.toContain("secret");
+    expect(msg("redis+sentinel://s1,s2:26380/m?wait_replicas=1")).toBe("");
+    expect(msg("redis+cluster://a:7000,b:7001/fs")).toBe("");
+  });
+});
