@@ -83,6 +83,7 @@ const COMBOS: Record<string, string[]> = {
   "hyperflow nfs PVC": ["--set", "hyperflow.nfsPvc.enabled=true"],
   "no metrics, no StorageClass, no namespace": ["--set", "metrics.enabled=false", "--set", "storageClass.create=false", "--set", "createNamespace=false"],
   "replicas per StorageClass": ["--set", "storageClass.replicas=2"],
+  "Redis with replicas and sentinels": ["--set", "redis.sentinel.enabled=true", "--set", "tls.enabled=false"],
   "placement and caches": ["--set", "node.nodeSelector.mcfs=yes", "--set", "node.tolerations[0].key=dedicated", "--set", "node.tolerations[0].operator=Exists", "--set", "node.cache.ramMiB=256", "--set", "storageClass.default=true", "--set", "images.csiPlugin.repository=registry.example/mcfs"],
 };
 
@@ -158,6 +159,9 @@ describe("Helm chart charts/multicloud-csi", () => {
     expect(redisArgs("defaults")).toBe("everysec");
     expect(redisArgs("Redis fsync always")).toBe("always");
     expect(() => run([helm, "template", "mcfs", CHART, "--set", "redis.appendfsync=no"])).toThrow("redis.appendfsync must be everysec or always");
+    expect(() => run([helm, "template", "mcfs", CHART, "--set", "redis.sentinel.enabled=true"])).toThrow("redis.sentinel.enabled needs tls.enabled=false");
+    expect(() => run([helm, "template", "mcfs", CHART, "--set", "redis.sentinel.enabled=true", "--set", "tls.enabled=false", "--set", "redis.sentinel.replicas=2"])).toThrow("redis.sentinel.replicas must be at least 3");
+    expect(() => run([helm, "template", "mcfs", CHART, "--set", "redis.sentinel.enabled=true", "--set", "tls.enabled=false", "--set", "redis.sentinel.waitReplicas=3"])).toThrow("redis.sentinel.waitReplicas must be below");
   });
 
   test("every rendered object is valid against the Kubernetes API schemas", async () => {
@@ -259,8 +263,9 @@ describe("Helm chart charts/multicloud-csi", () => {
 
   test("Redis: an ACL user with a password, the default user off; TLS only when tls.enabled; mcfs uses the user, the file and the CA", () => {
     for (const [name, objs] of rendered) {
-      const redis = objs.find((o) => o.kind === "Deployment" && o.metadata.name === "multicloud-redis");
+      const redis = objs.find((o) => (o.kind === "Deployment" || o.kind === "StatefulSet") && o.metadata.name === "multicloud-redis");
       const tls = !COMBOS[name]!.includes("tls.enabled=false");
+      const sentinel = COMBOS[name]!.includes("redis.sentinel.enabled=true");
       const mcfs = mcfsContainersOf(objs);
       const urls = mcfs.map(({ c }) => c.env!.find((e) => e.name === "REDIS_URL")!.value!);
       if (!redis) {
@@ -293,7 +298,18 @@ describe("Helm chart charts/multicloud-csi", () => {
         expect(args).not.toContain("--tls-port");
         expect(args).not.toContain("--port");
       }
-      for (const url of urls) expect(url).toBe(`${tls ? "rediss" : "redis"}://mcfs@multicloud-redis.multicloud-system.svc.cluster.local:6379`);
+      const pods = [0, 1, 2].map((i) => `multicloud-redis-${i}.multicloud-redis-headless.multicloud-system.svc.cluster.local:26379`);
+      for (const url of urls) expect(url).toBe(sentinel ? `redis+sentinel://mcfs@${pods.join(",")}/mcfs?wait_replicas=1` : `${tls ? "rediss" : "redis"}://mcfs@multicloud-redis.multicloud-system.svc.cluster.local:6379`);
+      if (sentinel) {
+        // Three pods, each a Redis (master or replica, as the sentinels say at its start) and a sentinel.
+        expect(redis.kind).toBe("StatefulSet");
+        expect((redis.spec as { replicas: number }).replicas).toBe(3);
+        expect(after("--include")).toBe("/run/redis/replica.conf");
+        expect(pod.containers.find((c) => c.name === "sentinel")!.args).toEqual(["/run/redis/sentinel.conf", "--sentinel"]);
+        expect(script).toContain("sentinel get-master-addr-by-name mcfs");
+        expect(script).toContain("sentinel monitor mcfs %s 6379 2");
+        expect(script).toMatch(/masteruser %s\\nmasterauth/);
+      }
       for (const { c } of mcfs) {
         expect(flagOf(c, "--redis-password-file")).toBe("/etc/mcfs/redis-password");
         expect(flagOf(c, "--redis-ca")).toBe(tls ? "/etc/mcfs/redis-ca.crt" : undefined);
@@ -396,7 +412,8 @@ describe("Helm chart charts/multicloud-csi", () => {
       }
       const controller = policies.find((p) => p.metadata.name === "multicloud-csi-controller")!.spec as Record<string, any>;
       expect(controller.podSelector.matchLabels["app.kubernetes.io/component"]).toBe("controller");
-      const redisDeployment = objs.find((o) => o.kind === "Deployment" && o.metadata.name === "multicloud-redis");
+      const redisDeployment = objs.find((o) => (o.kind === "Deployment" || o.kind === "StatefulSet") && o.metadata.name === "multicloud-redis");
+      const sentinel = COMBOS[name]!.includes("redis.sentinel.enabled=true");
       const redis = policies.find((p) => p.metadata.name === "multicloud-redis");
       if (!redisDeployment) {
         expect(redis).toBeUndefined();
@@ -408,10 +425,19 @@ describe("Helm chart charts/multicloud-csi", () => {
       for (const [k, v] of Object.entries(spec.podSelector.matchLabels as Record<string, string>)) expect(podLabels[k]).toBe(v);
       expect(spec.podSelector.matchLabels["app.kubernetes.io/component"]).toBe("redis");
       expect(spec.policyTypes).toEqual(["Ingress", "Egress"]);
-      expect(spec.egress).toEqual([]);
-      expect(spec.ingress).toHaveLength(1);
+      const redisPods = { podSelector: { matchLabels: { "app.kubernetes.io/name": "multicloud-csi", "app.kubernetes.io/component": "redis" } } };
+      const both = [{ port: 6379, protocol: "TCP" }, { port: 26379, protocol: "TCP" }];
+      if (sentinel) {
+        // Replication and sentinels between Redis's own pods, and DNS to find them by name; nothing else.
+        expect(spec.ingress).toHaveLength(2);
+        expect(spec.ingress[1]).toEqual({ ports: both, from: [redisPods] });
+        expect(spec.egress).toEqual([{ ports: both, to: [redisPods] }, { ports: [{ port: 53, protocol: "UDP" }, { port: 53, protocol: "TCP" }] }]);
+      } else {
+        expect(spec.egress).toEqual([]);
+        expect(spec.ingress).toHaveLength(1);
+      }
       const rule = spec.ingress[0];
-      expect(rule.ports).toEqual([{ port: 6379, protocol: "TCP" }]);
+      expect(rule.ports).toEqual(sentinel ? both : [{ port: 6379, protocol: "TCP" }]);
       // ...and admits the driver's pods: the labels of the node DaemonSet and the controller, nothing else.
       const selectors = rule.from.filter((f: Record<string, unknown>) => f.podSelector);
       expect(selectors).toHaveLength(1);

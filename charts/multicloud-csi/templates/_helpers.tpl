@@ -14,11 +14,29 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 
 {{- /* The bundled Redis's URL names only the ACL user: the password reaches mcfs as a file. */ -}}
 {{- define "mcfs.redisUrl" -}}
-{{- if .Values.redis.enabled -}}
+{{- if and .Values.redis.enabled .Values.redis.sentinel.enabled -}}
+{{- $s := .Values.redis.sentinel -}}
+redis+sentinel://{{ .Values.redis.auth.username }}@{{ include "mcfs.sentinelHosts" . }}/{{ $s.masterName }}{{ if $s.waitReplicas }}?wait_replicas={{ $s.waitReplicas }}{{ end }}
+{{- else if .Values.redis.enabled -}}
 {{ if .Values.tls.enabled }}rediss{{ else }}redis{{ end }}://{{ .Values.redis.auth.username }}@multicloud-redis.{{ .Values.namespace }}.svc.cluster.local:6379
 {{- else -}}
 {{- required "redis.existingUrl is required when redis.enabled is false" .Values.redis.existingUrl -}}
 {{- end -}}
+{{- end -}}
+
+{{- /* DNS name of Redis pod i of the sentinel StatefulSet. */ -}}
+{{- define "mcfs.redisPodHost" -}}
+multicloud-redis-{{ .i }}.multicloud-redis-headless.{{ .ns }}.svc.cluster.local
+{{- end -}}
+
+{{- /* Every sentinel, host:port, comma-separated: the client listens to each (only a failover's leader announces it). */ -}}
+{{- define "mcfs.sentinelHosts" -}}
+{{- $ns := .Values.namespace -}}
+{{- $hosts := list -}}
+{{- range $i := until (int .Values.redis.sentinel.replicas) -}}
+{{- $hosts = append $hosts (printf "%s:26379" (include "mcfs.redisPodHost" (dict "i" $i "ns" $ns))) -}}
+{{- end -}}
+{{- join "," $hosts -}}
 {{- end -}}
 
 {{- define "mcfs.secretName" -}}
