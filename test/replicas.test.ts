@@ -79,12 +79,23 @@ describe.skipIf(!!skip)("replicas per directory", () => {
     expect(setxattr(join(a.mnt, "three"), "user.mcfs.replicas", Buffer.from("3"))).toBe(0);
     fs.mkdirSync(join(a.mnt, "three", "sub"));
     fs.mkdirSync(join(a.mnt, "plain"));
-    for (let i = 0; i < 5; i++) fs.writeFileSync(join(a.mnt, "three", "sub", `t${i}`), randomBytes(5000 + i));
+    for (let i = 0; i < 5; i++) {
+      // t0 has a second name, made before its close: every copy has the bytes under both.
+      const fd = fs.openSync(join(a.mnt, "three", "sub", `t${i}`), "w");
+      if (i === 0) fs.linkSync(join(a.mnt, "three", "sub", "t0"), join(a.mnt, "three", "t0-link"));
+      fs.writeSync(fd, randomBytes(5000 + i));
+      fs.closeSync(fd);
+    }
     for (let i = 0; i < 5; i++) fs.writeFileSync(join(b.mnt, "plain", `p${i}`), randomBytes(7000 + i));
     const sub = await inoOf(await inoOf(1, "three"), "sub"), plain = await inoOf(1, "plain");
     const three = await Promise.all([0, 1, 2, 3, 4].map((i) => inoOf(sub, `t${i}`)));
     const ones = await Promise.all([0, 1, 2, 3, 4].map((i) => inoOf(plain, `p${i}`)));
     await waitFor("three copies of each file under three/", async () => (await Promise.all(three.map(holderCount))).every((n) => n === 3));
+    const t0 = fs.readFileSync(join(a.mnt, "three", "sub", "t0"));
+    for (const n of cluster.nodes) {
+      expect(fs.readFileSync(join(n.root, "three", "sub", "t0")).equals(t0)).toBe(true);
+      expect(fs.readFileSync(join(n.root, "three", "t0-link")).equals(t0)).toBe(true);
+    }
     expect(await Promise.all(ones.map(holderCount))).toEqual([1, 1, 1, 1, 1]);
     expect(await cli("KEYS", "mcfs:copy:*")).toBe("");
 

@@ -19,6 +19,7 @@ import { createProgress } from "../util/progress.ts";
 import { createTodoApplier } from "../vfs/local-todo.ts";
 import { openLocalDir } from "../local/local-dir.ts";
 import { createPathCache } from "../vfs/paths.ts";
+import { linkLocal } from "../vfs/local-files.ts";
 import { openPrivateDir } from "../local/private-dir.ts";
 import { createRollbackGuard, type RedisCheck } from "./rollback-guard.ts";
 import { startNodeReplicas, type NodeReplicas } from "./replicas.ts";
@@ -246,7 +247,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     let session: FuseSession | undefined;
     let replicas: NodeReplicas | undefined;
     if (remote) {
-      replicas = startNodeReplicas({ store, nodeId, root, log: nlog, remote, graceMs: cfg.replicaGraceMs, checkMs: cfg.replicaCheckMs, writing: (ino) => vfs?.writing(ino) ?? false, metrics: m });
+      replicas = startNodeReplicas({ store, nodeId, root, log: nlog, remote, graceMs: cfg.replicaGraceMs, checkMs: cfg.replicaCheckMs, writing: (ino) => vfs?.writing(ino) ?? false, metrics: m,
+        linkLocal: (from, to) => linkLocal(root, from, to, nlog) });
       cleanups.push(() => replicas!.close());
     }
     vfs = createVfs({

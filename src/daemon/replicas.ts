@@ -27,6 +27,8 @@ export interface NodeReplicasOptions {
   graceMs: number;
   checkMs: number;
   writing(ino: number): boolean;
+  /** One more local name for the bytes at from (hard links). */
+  linkLocal(from: string, to: string): void;
   metrics?: Metrics | undefined;
 }
 
@@ -38,6 +40,8 @@ export function startNodeReplicas(o: NodeReplicasOptions): NodeReplicas {
     store, nodeId, root: o.root, log, count,
     fetchTo: (ino, version, path, size, owner) => o.remote.fetchTo(ino, version, path, size, owner),
     pathOf: (ino) => paths.pathOf(ino),
+    childPath: (parent, name) => paths.childPath(parent, name),
+    linkLocal: o.linkLocal,
     writing: o.writing,
     copied: (bytes) => {
       m?.replicaCopies.inc();

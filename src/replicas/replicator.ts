@@ -38,6 +38,10 @@ export interface ReplicatorOptions {
   fetchTo(ino: number, version: number, path: string, size: number, owner: Inode): Promise<void>;
   /** The inode's current path in the namespace. */
   pathOf(ino: number): Promise<string>;
+  /** The path of a name in directory parent. */
+  childPath(parent: number, name: string): Promise<string>;
+  /** Give the bytes at from one more local name (a hard link), replacing a stale leftover there. */
+  linkLocal(from: string, to: string): void;
   /** Whether ino is being written here (its bytes are this node's to publish, not to copy). */
   writing(ino: number): boolean;
   /** A copy was made here (for metrics). */
@@ -77,6 +81,8 @@ export function createReplicator(o: ReplicatorOptions): Replicator {
     const path = await o.pathOf(r.ino);
     o.root.ensureDir(dirname(path));
     await o.fetchTo(r.ino, r.version, path, r.size, r);
+    // A holder has the bytes under every name of the file: its hard links too.
+    if (r.nlink > 1) for (const { parent, name } of await store.extraNames(r.ino)) o.linkLocal(path, await o.childPath(parent, name));
     if (await store.addHolder(r.ino, nodeId, r.version)) {
       o.copied?.(r.size);
       return true;

@@ -9,6 +9,7 @@ import type { LocalDir } from "../local/local-dir.ts";
 import { E, errnoOf } from "../util/errno.ts";
 import { fileIdentity } from "../meta/store.ts";
 import { RENAME_EXCHANGE } from "../fuse/types.ts";
+import type { Logger } from "../util/log.ts";
 
 const { O_CREAT, O_EXCL } = fs.constants;
 
@@ -49,6 +50,18 @@ export function makeLocal<T>(root: LocalDir, p: string, make: () => T): T {
       return make();
     }
   });
+}
+
+/**
+ * One more local name for the bytes at from (a hard link), replacing a stale leftover at to; the
+ * namespace has the name already, so a failure is only logged.
+ */
+export function linkLocal(root: LocalDir, from: string, to: string, log: Logger): void {
+  try {
+    makeLocal(root, to, () => root.link(from, to));
+  } catch (e) {
+    log.warn({ from, to, err: (e as Error).message }, "could not link a local copy under a new name");
+  }
 }
 
 /** The inode a kept file holds the bytes of: its owner, mode and identity. */

@@ -8,7 +8,7 @@ import { createDirOps } from "./dir-ops.ts";
 import { createFileOps } from "./file-ops.ts";
 import { createInodeNumbers } from "./inode-numbers.ts";
 import { createKernelView } from "./kernel-view.ts";
-import { makeLocal } from "./local-files.ts";
+import { linkLocal } from "./local-files.ts";
 import { createMetaCache } from "./meta-cache.ts";
 import { createNamespaceOps } from "./namespace-ops.ts";
 import { createOpenFiles, type Handle } from "./open-files.ts";
@@ -62,14 +62,6 @@ export function createVfs(o: VfsOptions): Vfs {
     return cache.learn(r);
   }
 
-  function linkLocal(from: string, to: string): void {
-    try {
-      makeLocal(root, to, () => root.link(from, to));
-    } catch (e) {
-      log.warn({ from, to, err: (e as Error).message }, "could not link a local copy under a new name");
-    }
-  }
-
   const ctx: VfsContext = {
     o, store, root, nodeId, log, paths, cache, open, changes, inos, purgeOnClose,
     kernel: createKernelView({ open, ...(o.dropKernelEntry ? { dropKernelEntry: o.dropKernelEntry } : {}) }),
@@ -105,11 +97,11 @@ export function createVfs(o: VfsOptions): Vfs {
       const path = await paths.childPath(parent, name).catch(() => "");
       await store.remove(parent, name, dir, path).catch((e: unknown) => log.error({ err: e, parent, name }, "rollback of a failed create left an entry"));
     },
-    linkLocal,
+    linkLocal: (from, to) => linkLocal(root, from, to, log),
     async linkAllNames(ino, primary) {
       for (const { parent, name } of await store.extraNames(ino)) {
         const p = await paths.childPath(parent, name).catch(() => undefined);
-        if (p && p !== primary) linkLocal(primary, p);
+        if (p && p !== primary) linkLocal(root, primary, p, log);
       }
     },
   };
