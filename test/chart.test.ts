@@ -84,6 +84,7 @@ const COMBOS: Record<string, string[]> = {
   "no metrics, no StorageClass, no namespace": ["--set", "metrics.enabled=false", "--set", "storageClass.create=false", "--set", "createNamespace=false"],
   "replicas per StorageClass": ["--set", "storageClass.replicas=2"],
   "Redis with replicas and sentinels": ["--set", "redis.sentinel.enabled=true", "--set", "tls.enabled=false"],
+  "Redis with replicas and sentinels over TLS": ["--set", "redis.sentinel.enabled=true"],
   "placement and caches": ["--set", "node.nodeSelector.mcfs=yes", "--set", "node.tolerations[0].key=dedicated", "--set", "node.tolerations[0].operator=Exists", "--set", "node.cache.ramMiB=256", "--set", "storageClass.default=true", "--set", "images.csiPlugin.repository=registry.example/mcfs"],
 };
 
@@ -159,7 +160,6 @@ describe("Helm chart charts/multicloud-csi", () => {
     expect(redisArgs("defaults")).toBe("everysec");
     expect(redisArgs("Redis fsync always")).toBe("always");
     expect(() => run([helm, "template", "mcfs", CHART, "--set", "redis.appendfsync=no"])).toThrow("redis.appendfsync must be everysec or always");
-    expect(() => run([helm, "template", "mcfs", CHART, "--set", "redis.sentinel.enabled=true"])).toThrow("redis.sentinel.enabled needs tls.enabled=false");
     expect(() => run([helm, "template", "mcfs", CHART, "--set", "redis.sentinel.enabled=true", "--set", "tls.enabled=false", "--set", "redis.sentinel.replicas=2"])).toThrow("redis.sentinel.replicas must be at least 3");
     expect(() => run([helm, "template", "mcfs", CHART, "--set", "redis.sentinel.enabled=true", "--set", "tls.enabled=false", "--set", "redis.sentinel.waitReplicas=3"])).toThrow("redis.sentinel.waitReplicas must be below");
   });
@@ -299,7 +299,7 @@ describe("Helm chart charts/multicloud-csi", () => {
         expect(args).not.toContain("--port");
       }
       const pods = [0, 1, 2].map((i) => `multicloud-redis-${i}.multicloud-redis-headless.multicloud-system.svc.cluster.local:26379`);
-      for (const url of urls) expect(url).toBe(sentinel ? `redis+sentinel://mcfs@${pods.join(",")}/mcfs?wait_replicas=1` : `${tls ? "rediss" : "redis"}://mcfs@multicloud-redis.multicloud-system.svc.cluster.local:6379`);
+      for (const url of urls) expect(url).toBe(sentinel ? `${tls ? "rediss" : "redis"}+sentinel://mcfs@${pods.join(",")}/mcfs?wait_replicas=1` : `${tls ? "rediss" : "redis"}://mcfs@multicloud-redis.multicloud-system.svc.cluster.local:6379`);
       if (sentinel) {
         // Three pods, each a Redis (master or replica, as the sentinels say at its start) and a sentinel.
         expect(redis.kind).toBe("StatefulSet");
@@ -309,6 +309,14 @@ describe("Helm chart charts/multicloud-csi", () => {
         expect(script).toContain("sentinel get-master-addr-by-name mcfs");
         expect(script).toContain("sentinel monitor mcfs %s 6379 2");
         expect(script).toMatch(/masteruser %s\\nmasterauth/);
+        // Over TLS: the sentinels and replication too, and every pod's name in the certificate.
+        expect(script.includes("tls-replication yes")).toBe(tls);
+        expect(args.includes("--tls-replication")).toBe(tls);
+        if (tls) {
+          const secret = objs.find((o) => o.kind === "Secret" && o.metadata.name === "multicloud-redis-tls")!;
+          const cert = new X509Certificate(Buffer.from((secret.data as Record<string, string>)["tls.crt"]!, "base64").toString());
+          expect(cert.subjectAltName).toContain("DNS:*.multicloud-redis-headless.multicloud-system.svc.cluster.local");
+        }
       }
       for (const { c } of mcfs) {
         expect(flagOf(c, "--redis-password-file")).toBe("/etc/mcfs/redis-password");

@@ -6,6 +6,7 @@ import { spawn } from "bun";
 import { freePort, fuseUnavailable, MCFS, tempDir, waitFor } from "./helpers/env.ts";
 import { startDaemon, type TestDaemon } from "./helpers/daemon.ts";
 import { startSentinels, type TestSentinels } from "./helpers/redis.ts";
+import { makeCa, makeCert, opensslUnavailable } from "./helpers/certs.ts";
 import { createRedisStore } from "../src/meta/redis-store.ts";
 import { E, type FsError } from "../src/util/errno.ts";
 
@@ -197,4 +198,42 @@ describe.skipIf(!!skip)("metadata failover through Redis Sentinel", () => {
     // The mounts never went away.
     for (const d of nodes) expect(fs.readdirSync(d.mnt).length).toBeGreaterThan(0);
   }, 180_000);
+});
+
+/** rediss+sentinel://: TLS to the sentinels and to every master, verified against --redis-ca's CA. */
+describe.skipIf(!!noRedis || !!opensslUnavailable())("Redis Sentinel over TLS", () => {
+  let g: TestSentinels;
+  let t: ReturnType<typeof tempDir>;
+  let ca = "";
+  beforeAll(async () => {
+    t = tempDir("sentinel-tls");
+    const authority = makeCa(t.path, "ca");
+    const server = makeCert(t.path, "redis", authority);
+    ca = authority.cert;
+    g = await startSentinels(1, "mcfs", { ...server, ca });
+  });
+  afterAll(async () => {
+    await g?.stop();
+    t?.remove();
+  });
+
+  test("the master is found and used over TLS, and followed through a kill -9; without the CA it is refused", async () => {
+    expect(g.url.startsWith("rediss+sentinel://")).toBe(true);
+    const s = await createRedisStore({ url: `${g.url}?failover_wait_ms=30000`, nodeId: "n1", prefix: "tls:", access: { ca: fs.readFileSync(ca) } });
+    try {
+      await s.init(0o755, 0, 0);
+      const before = await s.create(1, "before", { mode: 0o100644, uid: 0, gid: 0 });
+      // On the replica before the master goes (its one replica is promoted; none is left to WAIT for after).
+      expect(await g.cliAt(await g.masterPort(), "WAIT", "1", "5000")).toBe("1");
+      await g.kill(await g.masterPort());
+      // Waits for the sentinels to promote the replica, then is made there.
+      const after = await s.create(1, "after", { mode: 0o100644, uid: 0, gid: 0 });
+      expect((await s.lookup(1, "after")).ino).toBe(after.ino);
+      expect((await s.lookup(1, "before")).ino).toBe(before.ino);
+    } finally {
+      await s.close();
+    }
+    // The system CAs do not know this one: the sentinels cannot be asked.
+    expect((await failure(() => createRedisStore({ url: g.url, nodeId: "n2", prefix: "tls:" }))).message).toMatch(/cannot connect/);
+  }, 120_000);
 });

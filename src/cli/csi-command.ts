@@ -3,7 +3,7 @@ import { resolve } from "node:path";
 import type { Argv } from "yargs";
 import type { CsiConfig, CsiNodeConfig } from "../daemon/csi-config.ts";
 import { checkRedisUrl, REDIS_URL_FORMS, redisAccess, redisAccessOptions } from "./redis-options.ts";
-import { CLUSTER_SCHEME } from "../meta/redis-cluster.ts";
+import { isClusterUrl } from "../meta/redis-cluster.ts";
 import { logOptions } from "./log-options.ts";
 
 /** Flags of both CSI roles (the original driver's names). */
@@ -18,7 +18,7 @@ export function csiOptions<T>(y: Argv<T>) {
     .check((a) => {
       checkRedisUrl("--redis-url", a["redis-url"]);
       // Its volume records (csi:*) would lie outside the filesystem's hash slot: not yet.
-      if (a["redis-url"].startsWith(CLUSTER_SCHEME)) throw new Error("--redis-url: the CSI driver does not run on a Redis Cluster (redis+cluster://) yet; use a single Redis or redis+sentinel://");
+      if (isClusterUrl(a["redis-url"])) throw new Error("--redis-url: the CSI driver does not run on a Redis Cluster (redis+cluster://) yet; use a single Redis or redis+sentinel://");
       if (!/^(unix:\/\/?\/|tcp:\/\/)/.test(a.endpoint)) throw new Error(`--endpoint must be unix:///path/to.sock or tcp://host:port, got "${a.endpoint}"`);
       if (!a.nodeid) throw new Error("--nodeid must not be empty");
       if (a["metrics-port"] !== undefined && !(Number.isInteger(a["metrics-port"]) && a["metrics-port"] >= 0 && a["metrics-port"] <= 65535)) throw new Error(`--metrics-port must be an integer 0..65535, got ${a["metrics-port"]}`);

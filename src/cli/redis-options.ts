@@ -2,25 +2,25 @@ import type { Argv } from "yargs";
 import type { RedisAccess } from "../meta/redis-connect.ts";
 import { redactUrl } from "../util/log.ts";
 import { readFlagFile } from "../util/flag-file.ts";
-import { parseSentinelUrl, SENTINEL_SCHEME } from "../meta/redis-sentinel.ts";
-import { CLUSTER_SCHEME, parseClusterUrl } from "../meta/redis-cluster.ts";
+import { isSentinelUrl, parseSentinelUrl, SENTINEL_SCHEME } from "../meta/redis-sentinel.ts";
+import { CLUSTER_SCHEME, isClusterUrl, parseClusterUrl } from "../meta/redis-cluster.ts";
 
 /** The forms of -u/--redis_url, for --help. */
 export const REDIS_URL_FORMS =
-  "redis://[user:pass@]host:port[/db], rediss:// (TLS), unix:///path/to/socket, or redis+sentinel://[user:pass@]host:port,host:port,.../master-name[?db=N&wait_replicas=N&wait_ms=MS&failover_wait_ms=MS] (follows the sentinels' master through a failover), or redis+cluster://[user:pass@]host:port,host:port,...[/tag][?wait_replicas=N&wait_ms=MS&failover_wait_ms=MS] (Redis Cluster: all keys under hash tag {tag}, default {mcfs}); see README";
+  "redis://[user:pass@]host:port[/db], rediss:// (TLS), unix:///path/to/socket, or redis+sentinel://[user:pass@]host:port,host:port,.../master-name[?db=N&wait_replicas=N&wait_ms=MS&failover_wait_ms=MS] (follows the sentinels' master through a failover), or redis+cluster://[user:pass@]host:port,host:port,...[/tag][?wait_replicas=N&wait_ms=MS&failover_wait_ms=MS] (Redis Cluster: all keys under hash tag {tag}, default {mcfs}); rediss+sentinel:// and rediss+cluster:// for TLS; see README";
 
 /** --redis-ca and --redis-password-file, the same for every role that connects to Redis. */
 export function redisAccessOptions<T>(y: Argv<T>) {
   return y
-    .option("redis-ca", { type: "string", describe: "PEM CA certificate that signed the rediss:// server's certificate [default: the system CAs]" })
+    .option("redis-ca", { type: "string", describe: "PEM CA certificate that signed the certificates of a TLS Redis (rediss://, rediss+sentinel://, rediss+cluster://) [default: the system CAs]" })
     .option("redis-password-file", { type: "string", describe: "File holding the password of the Redis URL's user (any local user can read a password given in the URL from the command line)" });
 }
 
 /** Where the Redis URL may point; a URL that cannot be used is named with what is wrong in it. */
 export function checkRedisUrl(flag: string, url: string): void {
-  if (url.startsWith(SENTINEL_SCHEME) || url.startsWith(CLUSTER_SCHEME)) {
+  if (isSentinelUrl(url) || isClusterUrl(url)) {
     try {
-      if (url.startsWith(SENTINEL_SCHEME)) parseSentinelUrl(url);
+      if (isSentinelUrl(url)) parseSentinelUrl(url);
       else parseClusterUrl(url);
     } catch (e) {
       throw new Error(`${flag} "${redactUrl(url)}": ${(e as Error).message}`);
@@ -43,7 +43,7 @@ export function checkRedisUrl(flag: string, url: string): void {
 export function redisAccess(a: { "redis-ca"?: string; "redis-password-file"?: string }, url: string | undefined): RedisAccess {
   const access: RedisAccess = {};
   if (a["redis-ca"] !== undefined) {
-    if (!url?.startsWith("rediss://")) throw new Error(`--redis-ca is for a rediss:// Redis URL, got ${url === undefined ? "none" : `"${redactUrl(url)}"`}`);
+    if (!/^rediss(\+sentinel|\+cluster)?:\/\//.test(url ?? "")) throw new Error(`--redis-ca is for a TLS Redis URL (rediss://, rediss+sentinel:// or rediss+cluster://), got ${url === undefined ? "none" : `"${redactUrl(url)}"`}`);
     access.ca = readFlagFile("--redis-ca", a["redis-ca"]);
     if (!access.ca.toString("latin1").includes("-----BEGIN CERTIFICATE-----")) throw new Error(`--redis-ca ${a["redis-ca"]} is not a PEM certificate`);
   }

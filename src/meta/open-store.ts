@@ -10,6 +10,8 @@ const BACKENDS: Record<string, (o: StoreOptions) => Promise<MetadataStore>> = {
   "unix:": createRedisStore,
   "redis+sentinel:": createRedisStore,
   "redis+cluster:": createRedisStore,
+  "rediss+sentinel:": createRedisStore,
+  "rediss+cluster:": createRedisStore,
 };
 
 /** The metadata store a URL names; an unknown scheme is refused with the ones known. */

@@ -9,9 +9,11 @@
  */
 import { createClient } from "redis";
 import type { MasterLocator } from "./redis-failover.ts";
-import { parseMultiHostUrl, showAddress as show, type Address, type MultiHostUrl } from "./redis-multi-url.ts";
+import { isOfScheme, parseMultiHostUrl, showAddress as show, socketTls, type Address, type MultiHostUrl } from "./redis-multi-url.ts";
 
 export const CLUSTER_SCHEME = "redis+cluster://";
+/** redis+cluster:// or rediss+cluster:// (TLS to every node). */
+export const isClusterUrl = (url: string) => isOfScheme(url, CLUSTER_SCHEME);
 
 export interface ClusterUrl extends MultiHostUrl {
   tag: string;
@@ -41,7 +43,7 @@ export async function createSlotLocator(u: ClusterUrl, password: string | undefi
 
   async function ask(s: Address): Promise<Address> {
     const c = createClient({
-      socket: { host: s.host, port: s.port, connectTimeout: 1000, reconnectStrategy: false },
+      socket: { host: s.host, port: s.port, connectTimeout: 1000, reconnectStrategy: false, ...socketTls(u) },
       ...(u.username ? { username: u.username } : {}),
       ...((password ?? u.password) !== undefined ? { password: password ?? u.password } : {}),
       disableClientInfo: true,

@@ -1,8 +1,8 @@
 import { createClient } from "redis";
 import { redactUrl } from "../util/log.ts";
-import { CLUSTER_SCHEME, createSlotLocator, describeCluster, parseClusterUrl } from "./redis-cluster.ts";
+import { createSlotLocator, describeCluster, isClusterUrl, parseClusterUrl } from "./redis-cluster.ts";
 import { connectFollowing } from "./redis-failover.ts";
-import { createSentinelLocator, describeSentinels, parseSentinelUrl, SENTINEL_SCHEME } from "./redis-sentinel.ts";
+import { createSentinelLocator, describeSentinels, isSentinelUrl, parseSentinelUrl } from "./redis-sentinel.ts";
 
 export type RedisClient = ReturnType<typeof createClient>;
 
@@ -15,7 +15,7 @@ export interface RedisAccess {
 }
 
 export interface RedisTarget extends RedisAccess {
-  /** redis://, rediss:// (TLS), unix:///path/to/socket, redis+sentinel:// (redis-sentinel.ts) or redis+cluster:// (redis-cluster.ts). */
+  /** redis://, rediss:// (TLS), unix:///path/to/socket, redis+sentinel:// (redis-sentinel.ts) or redis+cluster:// (redis-cluster.ts), or their rediss+ forms. */
   url: string;
 }
 
@@ -37,14 +37,14 @@ function clientOptions(t: RedisTarget, connected: () => boolean) {
 export async function connectRedis(target: RedisTarget, onEvent?: (event: "error" | "ready", detail?: string) => void): Promise<RedisClient> {
   const url = target.url;
   // Through sentinels or on a cluster, operations wait for the next master instead of failing at once.
-  if (url.startsWith(SENTINEL_SCHEME)) {
-    const u = parseSentinelUrl(url);
+  if (isSentinelUrl(url)) {
+    const u = { ...parseSentinelUrl(url), ...(target.ca ? { ca: target.ca } : {}) };
     const where = `the Redis ${describeSentinels(u)}`;
     const locator = await createSentinelLocator(u).catch((e: Error) => Promise.reject(new Error(`cannot connect to ${where}: ${e.message}`)));
     return connectFollowing(locator, u, where, target.password, onEvent);
   }
-  if (url.startsWith(CLUSTER_SCHEME)) {
-    const u = parseClusterUrl(url);
+  if (isClusterUrl(url)) {
+    const u = { ...parseClusterUrl(url), ...(target.ca ? { ca: target.ca } : {}) };
     const where = describeCluster(u);
     const locator = await createSlotLocator(u, target.password).catch((e: Error) => Promise.reject(new Error(`cannot connect to ${where}: ${e.message}`)));
     return connectFollowing(locator, u, where, target.password, onEvent);

@@ -12,7 +12,7 @@
 import { ClientOfflineError, ConnectionTimeoutError, createClient, SocketClosedUnexpectedlyError } from "redis";
 import { fsError, OutcomeUnknown } from "../util/errno.ts";
 import type { RedisClient } from "./redis-connect.ts";
-import type { Address, MultiHostUrl } from "./redis-multi-url.ts";
+import { socketTls, type Address, type MultiHostUrl } from "./redis-multi-url.ts";
 
 /**
  * Runs fn against the client's own connection as one unit: sent again as a whole after a failover.
@@ -90,6 +90,7 @@ export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, 
         return locator.master.port;
       },
       connectTimeout: 2000,
+      ...socketTls(u),
       reconnectStrategy: (n: number) => {
         if (closed) return false;
         kick();

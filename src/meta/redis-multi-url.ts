@@ -1,6 +1,7 @@
 /**
- * The URLs that name several servers (redis+sentinel://, redis+cluster://), which WHATWG URL cannot
- * parse: scheme://[user[:password]@]host[:port][,host[:port]...][/path][?query].
+ * The URLs that name several servers (redis+sentinel://, redis+cluster://, and rediss+... for TLS to
+ * every one of them), which WHATWG URL cannot parse:
+ * scheme://[user[:password]@]host[:port][,host[:port]...][/path][?query].
  */
 export interface Address {
   host: string;
@@ -19,14 +20,27 @@ export interface MultiHostUrl {
   waitMs: number;
   /** How long an operation waits for a master before failing with EIO. */
   failoverWaitMs: number;
+  /** TLS to every server (the rediss+ form), verified against ca (else the system CAs). */
+  tls: boolean;
+  ca?: Buffer;
+}
+
+/** Whether url is of scheme ("redis+x://") or its TLS form ("rediss+x://"). */
+export const isOfScheme = (url: string, scheme: string) => url.startsWith(scheme) || url.startsWith(tlsForm(scheme));
+const tlsForm = (scheme: string) => scheme.replace(/^redis\+/, "rediss+");
+
+/** The socket options of a connection to one of the URL's servers: TLS when the URL asks for it. */
+export function socketTls(u: Pick<MultiHostUrl, "tls" | "ca">): { tls?: true; ca?: Buffer } {
+  return u.tls ? { tls: true, ...(u.ca ? { ca: u.ca } : {}) } : {};
 }
 
 const QUERY = new Set(["db", "wait_replicas", "wait_ms", "failover_wait_ms"]);
 
 /** The parts of such a URL; a wrong part is named (never with the password). */
 export function parseMultiHostUrl(url: string, scheme: string, defaultPort: number): MultiHostUrl {
-  if (!url.startsWith(scheme)) throw new Error(`not a ${scheme} URL`);
-  const rest = url.slice(scheme.length);
+  const tls = url.startsWith(tlsForm(scheme));
+  if (!tls && !url.startsWith(scheme)) throw new Error(`not a ${scheme} URL`);
+  const rest = url.slice((tls ? tlsForm(scheme) : scheme).length);
   const end = rest.search(/[/?]/);
   const authority = end < 0 ? rest : rest.slice(0, end);
   const tail = end < 0 ? "" : rest.slice(end);
@@ -35,7 +49,7 @@ export function parseMultiHostUrl(url: string, scheme: string, defaultPort: numb
   const query = q < 0 ? "" : tail.slice(q + 1);
   const at = authority.lastIndexOf("@");
   const hosts = at < 0 ? authority : authority.slice(at + 1);
-  const out: MultiHostUrl = { hosts: [], path, db: 0, waitReplicas: 0, waitMs: 10_000, failoverWaitMs: 30_000 };
+  const out: MultiHostUrl = { hosts: [], path, db: 0, waitReplicas: 0, waitMs: 10_000, failoverWaitMs: 30_000, tls };
   if (at >= 0) {
     const userinfo = authority.slice(0, at);
     const colon = userinfo.indexOf(":");

@@ -5,7 +5,7 @@
  */
 import { createClient } from "redis";
 import type { MasterLocator, SwitchEvents } from "./redis-failover.ts";
-import { parseMultiHostUrl, showAddress as show, type Address, type MultiHostUrl } from "./redis-multi-url.ts";
+import { isOfScheme, parseMultiHostUrl, showAddress as show, socketTls, type Address, type MultiHostUrl } from "./redis-multi-url.ts";
 
 /**
  * redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/master-name[?query]: the user and
@@ -16,6 +16,8 @@ export interface SentinelUrl extends MultiHostUrl {
 }
 
 export const SENTINEL_SCHEME = "redis+sentinel://";
+/** redis+sentinel:// or rediss+sentinel:// (TLS to the sentinels and the master). */
+export const isSentinelUrl = (url: string) => isOfScheme(url, SENTINEL_SCHEME);
 
 export function parseSentinelUrl(url: string): SentinelUrl {
   const u = parseMultiHostUrl(url, SENTINEL_SCHEME, 26379);
@@ -35,7 +37,7 @@ export async function createSentinelLocator(u: SentinelUrl): Promise<MasterLocat
   const watchers: ReturnType<typeof createClient>[] = [];
 
   async function ask(s: Address): Promise<Address> {
-    const c = createClient({ socket: { host: s.host, port: s.port, connectTimeout: 1000, reconnectStrategy: false }, disableClientInfo: true });
+    const c = createClient({ socket: { host: s.host, port: s.port, connectTimeout: 1000, reconnectStrategy: false, ...socketTls(u) }, disableClientInfo: true });
     c.on("error", () => {});
     try {
       await c.connect();
@@ -72,7 +74,7 @@ export async function createSentinelLocator(u: SentinelUrl): Promise<MasterLocat
     async watch(on: SwitchEvents) {
       // Every sentinel: only the leader of a failover announces its steps.
       for (const a of u.hosts) {
-        const c = createClient({ socket: { host: a.host, port: a.port, connectTimeout: 1000, reconnectStrategy: () => 1000 }, disableClientInfo: true });
+        const c = createClient({ socket: { host: a.host, port: a.port, connectTimeout: 1000, reconnectStrategy: () => 1000, ...socketTls(u) }, disableClientInfo: true });
         watchers.push(c);
         c.on("error", () => {});
         // A new connection may have missed a switch announced meanwhile.

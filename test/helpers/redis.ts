@@ -83,11 +83,14 @@ export interface TestSentinels {
  * A master with replicas and three sentinels on 127.0.0.1 (sentinels need TCP: they announce
  * themselves and the servers by address). Failures are seen after one second.
  */
-export async function startSentinels(replicas = 2, master = "mcfs"): Promise<TestSentinels> {
+export async function startSentinels(replicas = 2, master = "mcfs", tls?: { cert: string; key: string; ca: string }): Promise<TestSentinels> {
   const dir = tempDir("sentinel");
   const procs = new Map<number, ReturnType<typeof spawn>>();
+  // With tls: every server and sentinel speaks TLS only (replication and sentinel links too).
+  const tlsArgs = tls ? ["--tls-cert-file", tls.cert, "--tls-key-file", tls.key, "--tls-ca-cert-file", tls.ca, "--tls-auth-clients", "no", "--tls-replication", "yes"] : [];
+  const portArgs = (port: number) => (tls ? ["--port", "0", "--tls-port", String(port)] : ["--port", String(port)]);
   const cliAt = async (port: number, ...args: string[]) => {
-    const p = spawn(["redis-cli", "-p", String(port), ...args], { stdout: "pipe", stderr: "pipe" });
+    const p = spawn(["redis-cli", ...(tls ? ["--tls", "--cacert", tls.ca] : []), "-p", String(port), ...args], { stdout: "pipe", stderr: "pipe" });
     const out = await new Response(p.stdout).text();
     await p.exited;
     return out.trim();
@@ -95,7 +98,7 @@ export async function startSentinels(replicas = 2, master = "mcfs"): Promise<Tes
   const server = async (port: number, ...extra: string[]) => {
     const d = join(dir.path, `r${port}`);
     mkdirSync(d);
-    procs.set(port, spawn(["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", d, ...extra], { stdout: "ignore", stderr: "ignore" }));
+    procs.set(port, spawn(["redis-server", ...portArgs(port), ...tlsArgs, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", d, ...extra], { stdout: "ignore", stderr: "ignore" }));
     await waitFor(`redis on ${port}`, async () => (await cliAt(port, "ping")) === "PONG");
   };
   const masterPort = await freePort();
@@ -106,7 +109,8 @@ export async function startSentinels(replicas = 2, master = "mcfs"): Promise<Tes
   for (let i = 0; i < 3; i++) {
     const port = await freePort();
     const conf = join(dir.path, `sentinel-${port}.conf`);
-    writeFileSync(conf, [`port ${port}`, "bind 127.0.0.1", `dir ${dir.path}`, `sentinel monitor ${master} 127.0.0.1 ${masterPort} 2`, `sentinel down-after-milliseconds ${master} 1000`, `sentinel failover-timeout ${master} 5000`, ""].join("\n"));
+    const tlsConf = tls ? ["port 0", `tls-port ${port}`, `tls-cert-file ${tls.cert}`, `tls-key-file ${tls.key}`, `tls-ca-cert-file ${tls.ca}`, "tls-auth-clients no", "tls-replication yes"] : [`port ${port}`];
+    writeFileSync(conf, [...tlsConf, "bind 127.0.0.1", `dir ${dir.path}`, `sentinel monitor ${master} 127.0.0.1 ${masterPort} 2`, `sentinel down-after-milliseconds ${master} 1000`, `sentinel failover-timeout ${master} 5000`, ""].join("\n"));
     procs.set(port, spawn(["redis-server", conf, "--sentinel"], { stdout: "ignore", stderr: "ignore" }));
     sentinelPorts.push(port);
   }
@@ -119,7 +123,7 @@ export async function startSentinels(replicas = 2, master = "mcfs"): Promise<Tes
     }, 30_000);
   }
   const group: TestSentinels = {
-    url: `redis+sentinel://${sentinelPorts.map((p) => `127.0.0.1:${p}`).join(",")}/${master}`,
+    url: `${tls ? "rediss" : "redis"}+sentinel://${sentinelPorts.map((p) => `127.0.0.1:${p}`).join(",")}/${master}`,
     master,
     sentinelPorts,
     cliAt,

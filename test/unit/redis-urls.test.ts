@@ -1,7 +1,9 @@
 import { describe, expect, test } from "bun:test";
 import { parseSentinelUrl } from "../../src/meta/redis-sentinel.ts";
 import { clusterPrefix, parseClusterUrl } from "../../src/meta/redis-cluster.ts";
-import { checkRedisUrl } from "../../src/cli/redis-options.ts";
+import { checkRedisUrl, redisAccess } from "../../src/cli/redis-options.ts";
+import { rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 
 describe("redis+sentinel:// and redis+cluster:// URLs", () => {
   test("sentinels, master name, user, password, query", () => {
@@ -14,6 +16,22 @@ describe("redis+sentinel:// and redis+cluster:// URLs", () => {
   test("defaults: no WAIT, 10 s for an acknowledgement, 30 s for a master", () => {
     const u = parseSentinelUrl("redis+sentinel://s1/m");
     expect({ r: u.waitReplicas, w: u.waitMs, f: u.failoverWaitMs, db: u.db }).toEqual({ r: 0, w: 10000, f: 30000, db: 0 });
+  });
+
+  test("the rediss+ forms ask for TLS to every server; --redis-ca goes with them", () => {
+    expect(parseSentinelUrl("rediss+sentinel://s1/m").tls).toBe(true);
+    expect(parseSentinelUrl("redis+sentinel://s1/m").tls).toBe(false);
+    expect(parseClusterUrl("rediss+cluster://a:7000").tls).toBe(true);
+    expect(clusterPrefix("rediss+cluster://a:7000/fs3")).toBe("{fs3}:");
+    expect(() => checkRedisUrl("--redis_url", "rediss+sentinel://s1:26379/m")).not.toThrow();
+    const ca = `${tmpdir()}/mcfs-unit-ca-${process.pid}.crt`;
+    writeFileSync(ca, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+    try {
+      expect(redisAccess({ "redis-ca": ca }, "rediss+sentinel://s1/m").ca).toBeDefined();
+      expect(() => redisAccess({ "redis-ca": ca }, "redis+sentinel://s1/m")).toThrow("--redis-ca is for a TLS Redis URL");
+    } finally {
+      rmSync(ca);
+    }
   });
 
   test("a cluster URL's tag is its path (default mcfs) and makes the key prefix", () => {

@@ -16,7 +16,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "mcfs.redisUrl" -}}
 {{- if and .Values.redis.enabled .Values.redis.sentinel.enabled -}}
 {{- $s := .Values.redis.sentinel -}}
-redis+sentinel://{{ .Values.redis.auth.username }}@{{ include "mcfs.sentinelHosts" . }}/{{ $s.masterName }}{{ if $s.waitReplicas }}?wait_replicas={{ $s.waitReplicas }}{{ end }}
+{{ if .Values.tls.enabled }}rediss{{ else }}redis{{ end }}+sentinel://{{ .Values.redis.auth.username }}@{{ include "mcfs.sentinelHosts" . }}/{{ $s.masterName }}{{ if $s.waitReplicas }}?wait_replicas={{ $s.waitReplicas }}{{ end }}
 {{- else if .Values.redis.enabled -}}
 {{ if .Values.tls.enabled }}rediss{{ else }}redis{{ end }}://{{ .Values.redis.auth.username }}@multicloud-redis.{{ .Values.namespace }}.svc.cluster.local:6379
 {{- else -}}
@@ -116,6 +116,9 @@ multicloud-redis-auth
 - multicloud-redis.{{ .Values.namespace }}
 - multicloud-redis.{{ .Values.namespace }}.svc
 - multicloud-redis.{{ .Values.namespace }}.svc.cluster.local
+{{- if .Values.redis.sentinel.enabled }}
+- "*.multicloud-redis-headless.{{ .Values.namespace }}.svc.cluster.local"
+{{- end }}
 {{- end -}}
 
 {{- /* Probe of the bundled Redis: an authenticated PING as the mcfs user (over TLS when on). */ -}}

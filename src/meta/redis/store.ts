@@ -15,8 +15,8 @@ import { createNamespace } from "./namespace.ts";
 import { createPlacement } from "./placement.ts";
 import { createReplication } from "./replication.ts";
 import { createScriptRunner, type ReplicaAck } from "./scripts.ts";
-import { parseSentinelUrl, SENTINEL_SCHEME } from "../redis-sentinel.ts";
-import { CLUSTER_SCHEME, clusterPrefix, parseClusterUrl } from "../redis-cluster.ts";
+import { isSentinelUrl, parseSentinelUrl } from "../redis-sentinel.ts";
+import { clusterPrefix, isClusterUrl, parseClusterUrl } from "../redis-cluster.ts";
 import { createXattrs } from "./xattrs.ts";
 
 export interface RedisStoreOptions {
@@ -44,7 +44,7 @@ export interface RedisStoreOptions {
 
 /** The URL's wait_replicas/wait_ms (redis+sentinel:// and redis+cluster:// only). */
 function replicaAck(url: string): ReplicaAck | undefined {
-  const u = url.startsWith(SENTINEL_SCHEME) ? parseSentinelUrl(url) : url.startsWith(CLUSTER_SCHEME) ? parseClusterUrl(url) : undefined;
+  const u = isSentinelUrl(url) ? parseSentinelUrl(url) : isClusterUrl(url) ? parseClusterUrl(url) : undefined;
   if (!u) return undefined;
   return u.waitReplicas > 0 ? { replicas: u.waitReplicas, timeoutMs: u.waitMs } : undefined;
 }
@@ -52,7 +52,7 @@ function replicaAck(url: string): ReplicaAck | undefined {
 export async function createRedisStore(opts: RedisStoreOptions): Promise<MetadataStore> {
   // A single Redis keeps the prefix it always had (existing data); on a cluster the URL's tag makes
   // every key hash to one slot.
-  const prefix = opts.prefix ?? (opts.url.startsWith(CLUSTER_SCHEME) ? clusterPrefix(opts.url) : "mcfs:");
+  const prefix = opts.prefix ?? (isClusterUrl(opts.url) ? clusterPrefix(opts.url) : "mcfs:");
   // A lone Redis down: operations fail at once (EIO) instead of hanging the mount. Through sentinels
   // they wait (bounded) for the next master.
   const client = await connectRedis({ url: opts.url, ...opts.access }, opts.onConnectionEvent);
