@@ -5,6 +5,7 @@ import { randomBytes } from "node:crypto";
 import { fuseUnavailable, waitFor, errCode } from "./helpers/env.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { useCluster } from "./helpers/node.ts";
+import { runScript } from "./helpers/script.ts";
 import { call, createPeerPool, type PeerClient } from "../src/peer/peer-client.ts";
 import { connectRedis } from "../src/meta/redis-connect.ts";
 import * as grpc from "@grpc/grpc-js";
@@ -129,6 +130,40 @@ describe.skipIf(!!skip)("data across nodes", () => {
       fs.closeSync(fs.openSync(join(a.mnt, "empty", `e${i}`), "w"));
       expect(fs.statSync(join(b.mnt, "empty", `e${i}`)).size).toBe(0);
     }
+  });
+
+  test("a file made in a directory another node removes at that moment: its close fails, or the removal does (never both succeed)", () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "gone"));
+    // In C, released together by a barrier: the close's error is the kernel's (Bun ignores a failed close).
+    const src = join(cluster.base, "race.c"), bin = join(cluster.base, "race");
+    fs.writeFileSync(src, `#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
+static pthread_barrier_t go; static const char *file, *dir; static int werr = -1, rerr = -1;
+static void *writer(void *x) { (void)x; pthread_barrier_wait(&go); int fd = open(file, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+  if (fd < 0) { werr = errno; return 0; } if (write(fd, "data", 4) != 4) { werr = errno; close(fd); return 0; } werr = close(fd) ? errno : 0; return 0; }
+static void *remover(void *x) { (void)x; pthread_barrier_wait(&go); rerr = rmdir(dir) ? errno : 0; return 0; }
+int main(int argc, char **argv) { (void)argc; file = argv[1]; dir = argv[2]; pthread_t t1, t2; pthread_barrier_init(&go, 0, 2);
+  pthread_create(&t1, 0, writer, 0); pthread_create(&t2, 0, remover, 0); pthread_join(t1, 0); pthread_join(t2, 0); printf("%d %d\\n", werr, rerr); return 0; }
+`);
+    const cc = Bun.spawnSync(["cc", "-O2", "-pthread", "-o", bin, src], { stderr: "pipe" });
+    expect(cc.stderr.toString()).toBe("");
+    let both = 0, closes = 0;
+    for (let i = 0; i < 100; i++) {
+      fs.mkdirSync(join(a.mnt, "gone", `d${i}`));
+      // B knows the directory (as a racing rmdir would).
+      fs.readdirSync(join(b.mnt, "gone", `d${i}`));
+      const [w, r] = Bun.spawnSync([bin, join(a.mnt, "gone", `d${i}`, "f"), join(b.mnt, "gone", `d${i}`)], { stdout: "pipe" }).stdout.toString().trim().split(" ").map(Number);
+      if (w === 0) closes++;
+      if (w === 0 && r === 0) both++;
+      // What a successful close wrote is there, on both nodes.
+      else if (w === 0) for (const d of [a, b]) expect(fs.readFileSync(join(d.mnt, "gone", `d${i}`, "f"), "utf8")).toBe("data");
+    }
+    expect({ both }).toEqual({ both: 0 });
+    expect(closes).toBeGreaterThan(0);
   });
 
   test("two nodes creating one new name at once: neither fails, one file wins whole on every node, the other leaves no disk", async () => {

@@ -99,6 +99,21 @@ describe.skipIf(!!skip)("replicas per directory", () => {
     expect(await Promise.all(ones.map(holderCount))).toEqual([1, 1, 1, 1, 1]);
     expect(await cli("KEYS", "mcfs:copy:*")).toBe("");
 
+    // A big file renamed as soon as it is closed, while its copy is on its way: the copy ends up under
+    // the new name, and nothing stays under the old one.
+    const big = randomBytes(48 << 20);
+    fs.writeFileSync(join(a.mnt, "three", "sub", "big"), big);
+    // Renamed once a copy is on its way (a partial file on another node's disk).
+    const arriving = (root: string) => [join(root, "three", "sub"), join(root, ".mcfs", "replicas")].some((d) => fs.existsSync(d) && fs.readdirSync(d).some((f) => f.includes(".mcfs-part-")));
+    await waitFor("a copy on its way", () => cluster.nodes.slice(1).some((n) => arriving(n.root)), 30_000);
+    fs.renameSync(join(a.mnt, "three", "sub", "big"), join(a.mnt, "three", "sub", "big-renamed"));
+    const bigIno = await inoOf(sub, "big-renamed");
+    await waitFor("three copies of the renamed file", async () => (await holderCount(bigIno)) === 3, 60_000);
+    for (const n of cluster.nodes) {
+      expect(fs.existsSync(join(n.root, "three", "sub", "big"))).toBe(false);
+      expect(fs.readFileSync(join(n.root, "three", "sub", "big-renamed")).equals(big)).toBe(true);
+    }
+
     expect(setxattr(join(b.mnt, "plain"), "user.mcfs.replicas", Buffer.from("2"))).toBe(0);
     const r = spawnSync([MCFS, "repair", "-u", cluster.redis.url], { stdout: "pipe", stderr: "pipe" });
     expect({ code: r.exitCode, out: r.stdout.toString() }).toMatchObject({ code: 0, out: expect.stringContaining("5 with too few copies: 5 copies asked for") });

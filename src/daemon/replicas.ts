@@ -10,6 +10,7 @@ import { createReplicaCount, markReplicaDir, parseReplicas, REPLICAS_XATTR } fro
 import { createReplicator } from "../replicas/replicator.ts";
 import type { Logger } from "../util/log.ts";
 import { createPathCache } from "../vfs/paths.ts";
+import { makeLocal } from "../vfs/local-files.ts";
 import type { RemoteData } from "../vfs/remote-data.ts";
 
 export interface NodeReplicas {
@@ -35,13 +36,14 @@ export interface NodeReplicasOptions {
 export function startNodeReplicas(o: NodeReplicasOptions): NodeReplicas {
   const { store, nodeId, log, metrics: m } = o;
   const count = createReplicaCount(store);
-  const paths = createPathCache(store);
   const replicator = createReplicator({
     store, nodeId, root: o.root, log, count,
-    fetchTo: (ino, version, path, size, owner) => o.remote.fetchTo(ino, version, path, size, owner),
-    pathOf: (ino) => paths.pathOf(ino),
-    childPath: (parent, name) => paths.childPath(parent, name),
+    fetchTo: (ino, version, path, size, owner, into) => o.remote.fetchTo(ino, version, path, size, owner, undefined, into),
+    // No cache kept: other nodes' renames are not heard here.
+    pathOf: (ino) => createPathCache(store).pathOf(ino),
+    childPath: (parent, name) => createPathCache(store).childPath(parent, name),
     linkLocal: o.linkLocal,
+    moveLocal: (from, to) => makeLocal(o.root, to, () => o.root.rename(from, to)),
     writing: o.writing,
     copied: (bytes) => {
       m?.replicaCopies.inc();

@@ -5,8 +5,8 @@
  * file is, then listed as a holder at that version — unless the file changed meanwhile, when the
  * stale copy is removed again.
  */
-import { dirname } from "node:path";
 import type { LocalDir } from "../local/local-dir.ts";
+import { RESERVED_NAME } from "../local/root-layout.ts";
 import type { CopyOrder, Inode, MetadataStore, NodeState } from "../meta/store.ts";
 import { errnoOf, E } from "../util/errno.ts";
 import { isReg } from "../util/file-mode.ts";
@@ -15,6 +15,8 @@ import type { Logger } from "../util/log.ts";
 import type { ReplicaCount } from "./replica-count.ts";
 import { pickTargets } from "./targets.ts";
 
+/** Where copies arrive before they are put at their paths; emptied at start (a copy cut short). */
+const ASIDE = `/${RESERVED_NAME}/replicas`;
 /** How often the copy list is looked at when it was empty. */
 const POLL_MS = 1_000;
 /** Orders taken from the list at once. */
@@ -34,14 +36,16 @@ export interface ReplicatorOptions {
   root: LocalDir;
   log: Logger;
   count: ReplicaCount;
-  /** Fetch ino's bytes at version from its holders into this node's root path at path. */
-  fetchTo(ino: number, version: number, path: string, size: number, owner: Inode): Promise<void>;
-  /** The inode's current path in the namespace. */
+  /** Fetch ino's bytes at version (at path on its holders) into this node's root path at into. */
+  fetchTo(ino: number, version: number, path: string, size: number, owner: Inode, into: string): Promise<void>;
+  /** The inode's current path in the namespace, read fresh (a rename elsewhere is not heard here). */
   pathOf(ino: number): Promise<string>;
-  /** The path of a name in directory parent. */
+  /** The path of a name in directory parent, read fresh. */
   childPath(parent: number, name: string): Promise<string>;
   /** Give the bytes at from one more local name (a hard link), replacing a stale leftover there. */
   linkLocal(from: string, to: string): void;
+  /** Move the local file at from to to, replacing a stale leftover there and making missing directories. */
+  moveLocal(from: string, to: string): void;
   /** Whether ino is being written here (its bytes are this node's to publish, not to copy). */
   writing(ino: number): boolean;
   /** A copy was made here (for metrics). */
@@ -50,6 +54,7 @@ export interface ReplicatorOptions {
 
 export function createReplicator(o: ReplicatorOptions): Replicator {
   const { store, nodeId, log } = o;
+  o.root.remove(ASIDE);
   let nodes: { at: number; all: Promise<Map<string, NodeState>> } | undefined;
   const liveNodes = () => {
     if (!nodes || Date.now() - nodes.at > 2_000) nodes = { at: Date.now(), all: store.nodes() };
@@ -78,18 +83,28 @@ export function createReplicator(o: ReplicatorOptions): Replicator {
     // Another version by now: its own writer asks for its copies.
     if (r.version !== order.version || !isReg(r.mode) || o.writing(r.ino)) return false;
     if ((await store.locations(r.ino)).get(nodeId) === r.version) return false;
-    const path = await o.pathOf(r.ino);
-    o.root.ensureDir(dirname(path));
-    await o.fetchTo(r.ino, r.version, path, r.size, r);
+    // Fetched aside, then put where the namespace has the file once it is whole: a rename meanwhile
+    // (this node is not a holder yet, so no one tells it) does not leave the copy under an old name.
+    const aside = `${ASIDE}/${r.ino}.${r.version}`;
+    o.root.ensureDir(ASIDE);
+    await o.fetchTo(r.ino, r.version, await o.pathOf(r.ino), r.size, r, aside);
+    let path = await o.pathOf(r.ino);
+    o.moveLocal(aside, path);
+    if (!(await store.addHolder(r.ino, nodeId, r.version))) {
+      // Written again while it came: this copy is of no version, and no one would tell this node to drop it.
+      if (o.root.identityOf(path) === fileIdentity(r.ino, r.gen) && (await store.locations(r.ino)).get(nodeId) === undefined) o.root.unlink(path);
+      return false;
+    }
+    // Renamed between the path read and the listing: from the listing on, renames reach this node's todo list.
+    const now = await o.pathOf(r.ino);
+    if (now !== path) {
+      o.moveLocal(path, now);
+      path = now;
+    }
     // A holder has the bytes under every name of the file: its hard links too.
     if (r.nlink > 1) for (const { parent, name } of await store.extraNames(r.ino)) o.linkLocal(path, await o.childPath(parent, name));
-    if (await store.addHolder(r.ino, nodeId, r.version)) {
-      o.copied?.(r.size);
-      return true;
-    }
-    // Written again while it came: this copy is of no version, and no one would tell this node to drop it.
-    if (o.root.identityOf(path) === fileIdentity(r.ino, r.gen) && (await store.locations(r.ino)).get(nodeId) === undefined) o.root.unlink(path);
-    return false;
+    o.copied?.(r.size);
+    return true;
   }
 
   let closed = false;

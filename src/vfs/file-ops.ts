@@ -152,6 +152,9 @@ export function createFileOps(ctx: VfsContext): FileOps {
         if (isDir(f.r.mode)) throw fsError("EISDIR");
       } catch (e) {
         if (leased && !ctx.open.hasWriter(ino)) ctx.turns.give(ino);
+        // The name the kernel opened by led to a file gone since (unlinked, or replaced by another
+        // node's create): ESTALE makes it look the name up again and open what is there now.
+        if (remote && e instanceof FsError && e.errno === E.ENOENT) throw new FsError(E.ESTALE, `inode ${ino} is gone`);
         throw e;
       }
       const path = await paths.pathOf(ino);
@@ -233,8 +236,10 @@ export function createFileOps(ctx: VfsContext): FileOps {
         else await ctx.policy.settled(ino);
       } catch (e) {
         // Its last name went on another node meanwhile (an unlink, a rename or create over it): a
-        // close of an unlinked file succeeds, and its bytes go with it.
+        // close of an unlinked file succeeds, and its bytes go with it. Not so when its create never
+        // reached the store: that refusal is the close's error.
         if (!(e instanceof FsError && e.errno === E.ENOENT)) throw e;
+        await ctx.policy.settled(ino);
       }
       // The turn goes back at close: the kernel's release comes later, and by then this node's next
       // open may have run, keeping the turn from another node's writer for good.

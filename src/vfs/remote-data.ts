@@ -36,9 +36,10 @@ export interface RemoteData {
   open(ino: number, version: number, path: string, size: number, holders?: Holders, siblings?: Siblings): Promise<{ fd: number } | { ranges: RangeReader }>;
   /**
    * Fetch the bytes of ino at version to path in this node's root (this node is about to write them),
-   * with the file's owner and mode.
+   * with the file's owner and mode; or to into, another local name (path is still where the holders
+   * have the file).
    */
-  fetchTo(ino: number, version: number, path: string, size: number, owner: KeptFile, holders?: Holders): Promise<void>;
+  fetchTo(ino: number, version: number, path: string, size: number, owner: KeptFile, holders?: Holders, into?: string): Promise<void>;
   /**
    * Keep the bytes of ino at version, read from fd (this node's root file, about to be written in
    * place), as a cached copy: other nodes reading that version get it until the writer's close
@@ -186,9 +187,9 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
         o.log.warn({ ino, version, err: (e as Error).message }, "could not keep the published bytes of a file about to be written; other nodes' reads of them wait for its close");
       }
     },
-    fetchTo(ino, version, path, size, owner, given) {
-      return once(`root:${path}`, async () => {
-        const tmp = `${path}${PARTIAL_MARK}${process.pid}-${++tmpSeq}`;
+    fetchTo(ino, version, path, size, owner, given, into = path) {
+      return once(`root:${into}`, async () => {
+        const tmp = `${into}${PARTIAL_MARK}${process.pid}-${++tmpSeq}`;
         const fd = o.root.openFile(tmp, O_RDWR | O_CREAT | O_EXCL, 0o600);
         try {
           const src = o.cache.open(ino, version);
@@ -200,12 +201,12 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
               fs.closeSync(src.fd);
             }
           } else {
-            const sink = { write: (d: Uint8Array, at: number) => void fs.writeSync(fd, d, 0, d.length, at), read: (into: Uint8Array, at: number) => fs.readSync(fd, into, 0, into.length, at) };
+            const sink = { write: (d: Uint8Array, at: number) => void fs.writeSync(fd, d, 0, d.length, at), read: (buf: Uint8Array, at: number) => fs.readSync(fd, buf, 0, buf.length, at) };
             await streams.fetchAny(ino, version, path, size, { sink, got: 0, waiters: [] }, given);
           }
           keep(o.root, fd, owner);
           fs.closeSync(fd);
-          o.root.rename(tmp, path);
+          o.root.rename(tmp, into);
         } catch (e) {
           try {
             fs.closeSync(fd);

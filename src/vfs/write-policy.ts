@@ -1,7 +1,7 @@
 import type { Caller } from "../fuse/types.ts";
 import { newGeneration, newVersion, type Created, type Inode, type NewInode } from "../meta/store.ts";
 import { nowNs } from "../util/time.ts";
-import { fsError, OutcomeUnknown } from "../util/errno.ts";
+import { E, errnoOf, FsError, fsError, OutcomeUnknown } from "../util/errno.ts";
 import { isDir, S_IFREG, S_ISGID } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
 import { createLocalFile } from "./local-files.ts";
@@ -105,10 +105,13 @@ export function createWriteAtClose(): WritePolicy {
           }
           ctx.log.warn({ op: "create", path, ino: r.ino, err: (e as Error).message }, "the store refused a create written behind; its close fails");
           await undo(ctx, r, path);
-          throw e;
+          // The file never existed for anyone else: its close fails (not passing for the close of a
+          // file unlinked since), and keeps failing (the refusal stays in creating).
+          throw new FsError(errnoOf(e) ?? E.EIO, `${path}: ${(e as Error).message}`);
         },
       );
-      const settle = sent.finally(() => {
+      // Kept when refused: every later close of the file must hear it (they are few, and never reused).
+      const settle = sent.then(() => {
         if (creating.get(r.ino) === settle) creating.delete(r.ino);
       });
       // Failure is reported by the close that waits for it; nothing else does.
