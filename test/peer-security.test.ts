@@ -325,7 +325,7 @@ describe.skipIf(!!(skip ?? opensslUnavailable()))("Redis over TLS with an ACL us
     const base = ["-f", join(t.path, "m"), "-r", join(t.path, "r"), "--insecure"];
     const plain = await refusedStart([...base, "-u", "redis://127.0.0.1:1", "--redis-ca", ca.cert]);
     expect(plain.code).toBe(2);
-    expect(plain.err).toContain("--redis-ca is for a rediss:// Redis URL");
+    expect(plain.err).toContain("--redis-ca is for a TLS Redis URL (rediss://");
     const twice = await refusedStart([...base, "-u", "rediss://mcfs:inline-secret@127.0.0.1:1", "--redis-password-file", passwordFile]);
     expect(twice.err).toContain("the Redis password is given twice");
     expect(twice.err).not.toContain("inline-secret");
