@@ -24,11 +24,14 @@ export interface TodoApplierOptions {
   nodeId: string;
   store: MetadataStore;
   log: Logger;
-  /** Whether this node has ino open for writing: its close will make it the holder again. */
+  /** Whether this node has ino open for writing (its close may make it the holder again: a drop waits). */
   writing(ino: number): boolean;
   /** The last name of a file held here goes: true when its bytes were kept for readers elsewhere. */
   retire?: (path: string, ino: number, version: number) => boolean;
 }
+
+/** How soon a drop put off while this node wrote the file is asked again. */
+const RETRY_MS = 500;
 
 export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
   const { root } = o;
@@ -112,7 +115,10 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
           if (p && safe(p) && !names.includes(p)) names.push(p);
         }
         // Asked after the awaits, and then unlinked at once: an open for writing that began meanwhile keeps the file.
-        if ((await o.store.locations(e.ino)).has(o.nodeId) || o.writing(e.ino)) return;
+        if ((await o.store.locations(e.ino)).has(o.nodeId)) return;
+        // Being written here: asked again once the writer is done (its close may make this node the
+        // holder again, else the stale file would stay on this disk for good).
+        if (o.writing(e.ino)) return void later.push(e);
         for (const p of names) if (isFile(p) && isTheFile(p, e.id)) root.unlink(p);
         return;
       }
@@ -124,10 +130,13 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
   }
 
   let chain: Promise<void> = Promise.resolve();
-  return {
+  /** Drops put off while this node wrote the file, and the timer that asks them again. */
+  let later: TodoEntry[] = [];
+  let retry: ReturnType<typeof setTimeout> | undefined;
+  const applier = {
     drain() {
       chain = chain.then(async () => {
-        const entries = await o.store.takeTodo();
+        const entries = [...later.splice(0), ...(await o.store.takeTodo())];
         for (const e of entries) {
           try {
             await apply(e);
@@ -136,8 +145,10 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
           }
         }
         if (entries.length) o.log.info({ changes: entries.length }, "applied other nodes' renames and deletes to the local disk");
+        if (later.length && !retry) retry = setTimeout(() => ((retry = undefined), void applier.drain()), RETRY_MS).unref();
       }).catch((err: unknown) => o.log.warn({ err: (err as Error).message }, "reading the todo list failed"));
       return chain;
     },
   };
+  return applier;
 }
