@@ -9,7 +9,7 @@
  */
 import { createClient } from "redis";
 import type { MasterLocator } from "./redis-failover.ts";
-import { isOfScheme, parseMultiHostUrl, showAddress as show, socketTls, type Address, type MultiHostUrl } from "./redis-multi-url.ts";
+import { askInTurn, isOfScheme, parseMultiHostUrl, showAddress as show, socketTls, type Address, type MultiHostUrl } from "./redis-multi-url.ts";
 
 export const CLUSTER_SCHEME = "redis+cluster://";
 /** redis+cluster:// or rediss+cluster:// (TLS to every node). */
@@ -37,9 +37,7 @@ export function describeCluster(u: ClusterUrl): string {
 }
 
 export async function createSlotLocator(u: ClusterUrl, password: string | undefined): Promise<MasterLocator> {
-  const order = [...u.hosts];
   let slot: number | undefined;
-  let asking: Promise<Address> | undefined;
 
   async function ask(s: Address): Promise<Address> {
     const c = createClient({
@@ -63,28 +61,13 @@ export async function createSlotLocator(u: ClusterUrl, password: string | undefi
     }
   }
 
-  async function askAll(): Promise<Address> {
-    const why: string[] = [];
-    for (const s of [...order]) {
-      try {
-        const a = await ask(s);
-        order.splice(order.indexOf(s), 1);
-        order.unshift(s);
-        locator.master = a;
-        return a;
-      } catch (e) {
-        why.push(`${show(s)}: ${(e as Error).message}`);
-      }
-    }
-    throw new Error(`no node told where ${describeCluster(u)} is (${why.join("; ")})`);
-  }
+  const turn = askInTurn(u.hosts, ask, (why) => `no node told where ${describeCluster(u)} is (${why})`);
 
   const locator: MasterLocator = {
-    master: { host: "", port: 0 },
-    locate() {
-      asking ??= askAll().finally(() => (asking = undefined));
-      return asking;
+    get master() {
+      return turn.master;
     },
+    locate: turn.locate,
     // The cluster announces nothing to clients: a lost connection or MOVED tells of a move.
     async watch() {},
     async close() {},

@@ -76,3 +76,43 @@ export function parseMultiHostUrl(url: string, scheme: string, defaultPort: numb
 }
 
 export const showAddress = (a: Address) => (a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`);
+
+/** The servers of such a URL, asked in turn where the master is. */
+export interface ServersInTurn {
+  /** Where the master was last found. */
+  readonly master: Address;
+  /** Ask now, the server that answered last first; calls while one asks share its answer. */
+  locate(): Promise<Address>;
+  /** Ask this server first next time (it just announced a switch). */
+  first(a: Address): void;
+}
+
+/** nobody: the error when no server answered, given each one's reason. */
+export function askInTurn(hosts: Address[], ask: (s: Address) => Promise<Address>, nobody: (why: string) => string): ServersInTurn {
+  const order = [...hosts];
+  let asking: Promise<Address> | undefined;
+  const turn = {
+    master: { host: "", port: 0 } as Address,
+    first(a: Address) {
+      const i = order.findIndex((o) => o.host === a.host && o.port === a.port);
+      if (i > 0) order.unshift(...order.splice(i, 1));
+    },
+    locate() {
+      asking ??= (async () => {
+        const why: string[] = [];
+        for (const s of [...order]) {
+          try {
+            turn.master = await ask(s);
+            turn.first(s);
+            return turn.master;
+          } catch (e) {
+            why.push(`${showAddress(s)}: ${(e as Error).message}`);
+          }
+        }
+        throw new Error(nobody(why.join("; ")));
+      })().finally(() => (asking = undefined));
+      return asking;
+    },
+  };
+  return turn;
+}

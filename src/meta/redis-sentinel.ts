@@ -5,7 +5,7 @@
  */
 import { createClient } from "redis";
 import type { MasterLocator, SwitchEvents } from "./redis-failover.ts";
-import { isOfScheme, parseMultiHostUrl, showAddress as show, socketTls, type Address, type MultiHostUrl } from "./redis-multi-url.ts";
+import { askInTurn, isOfScheme, parseMultiHostUrl, showAddress as show, socketTls, type Address, type MultiHostUrl } from "./redis-multi-url.ts";
 
 /**
  * redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/master-name[?query]: the user and
@@ -31,9 +31,6 @@ export function describeSentinels(u: SentinelUrl): string {
 
 /** The sentinels of the URL, asked in turn (the last that answered first) and all listened to. */
 export async function createSentinelLocator(u: SentinelUrl): Promise<MasterLocator> {
-  // The sentinel that answered last is asked first next time.
-  const order = [...u.hosts];
-  let asking: Promise<Address> | undefined;
   const watchers: ReturnType<typeof createClient>[] = [];
 
   async function ask(s: Address): Promise<Address> {
@@ -49,28 +46,13 @@ export async function createSentinelLocator(u: SentinelUrl): Promise<MasterLocat
     }
   }
 
-  async function askAll(): Promise<Address> {
-    const why: string[] = [];
-    for (const s of [...order]) {
-      try {
-        const a = await ask(s);
-        order.splice(order.indexOf(s), 1);
-        order.unshift(s);
-        locator.master = a;
-        return a;
-      } catch (e) {
-        why.push(`${show(s)}: ${(e as Error).message}`);
-      }
-    }
-    throw new Error(`no sentinel told where ${describeSentinels(u)} is (${why.join("; ")})`);
-  }
+  const turn = askInTurn(u.hosts, ask, (why) => `no sentinel told where ${describeSentinels(u)} is (${why})`);
 
-  const locator = {
-    master: { host: "", port: 0 } as Address,
-    locate() {
-      asking ??= askAll().finally(() => (asking = undefined));
-      return asking;
+  const locator: MasterLocator = {
+    get master() {
+      return turn.master;
     },
+    locate: turn.locate,
     async watch(on: SwitchEvents) {
       // Every sentinel: only the leader of a failover announces its steps.
       for (const a of u.hosts) {
@@ -90,8 +72,7 @@ export async function createSentinelLocator(u: SentinelUrl): Promise<MasterLocat
         // The sentinel that announced the new master is asked first where it is.
         const switched = (msg: string) => {
           if (!ours(msg)) return;
-          const i = order.findIndex((o) => o.host === a.host && o.port === a.port);
-          if (i > 0) order.unshift(...order.splice(i, 1));
+          turn.first(a);
           on.moved("switched");
         };
         // Not waited for: a sentinel down now is subscribed to once it answers.
