@@ -4,8 +4,7 @@ import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { spawn } from "bun";
 import { createRedisStore } from "../src/meta/redis-store.ts";
-import type { MetadataStore } from "../src/meta/store.ts";
-import { storeContract } from "./contract/store-contract.ts";
+import { harnessOf, storeContract } from "./contract/store-contract.ts";
 import { fuseUnavailable, MCFS, tempDir } from "./helpers/env.ts";
 import { startDaemon, type TestDaemon } from "./helpers/daemon.ts";
 import { startRedisCluster, type TestRedisCluster } from "./helpers/redis.ts";
@@ -102,19 +101,7 @@ if (!noRedis)
   storeContract("redis cluster", async () => {
     // A tag of its own per test: the filesystems land on different primaries.
     const url = `${cluster!.url}/contract${++run}`;
-    const opened: MetadataStore[] = [];
-    const open = async (nodeId: string) => {
-      const s = await createRedisStore({ url, nodeId });
-      opened.push(s);
-      return s;
-    };
-    return {
-      store: await open("node-a"),
-      open,
-      async cleanup() {
-        await Promise.all(opened.map((s) => s.close()));
-      },
-    };
+    return harnessOf((nodeId) => createRedisStore({ url, nodeId }));
   });
 
 describe.skipIf(!!skip)("two nodes on a Redis Cluster", () => {

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createRedisStore } from "../src/meta/redis-store.ts";
-import type { Invalidation, MetadataStore } from "../src/meta/store.ts";
-import { storeContract } from "./contract/store-contract.ts";
+import type { Invalidation } from "../src/meta/store.ts";
+import { harnessOf, storeContract } from "./contract/store-contract.ts";
 import { startRedis, type TestRedis } from "./helpers/redis.ts";
 
 /** One redis-server for the file; each test gets a key prefix of its own. */
@@ -39,23 +39,8 @@ describe("redis store connection", () => {
 });
 
 let run = 0;
-storeContract(
-  "redis",
-  async () => {
-    const prefix = `contract${++run}:`;
-    const opened: MetadataStore[] = [];
-    // As the daemon makes it (src/daemon/daemon.ts): a URL, this node's id, a prefix.
-    const open = async (nodeId: string) => {
-      const s = await createRedisStore({ url: redis!.url, nodeId, prefix });
-      opened.push(s);
-      return s;
-    };
-    return {
-      store: await open("node-a"),
-      open,
-      async cleanup() {
-        await Promise.all(opened.map((s) => s.close()));
-      },
-    };
-  },
-);
+storeContract("redis", async () => {
+  const prefix = `contract${++run}:`;
+  // As the daemon makes it (src/daemon/daemon.ts): a URL, this node's id, a prefix.
+  return harnessOf((nodeId) => createRedisStore({ url: redis!.url, nodeId, prefix }));
+});

@@ -19,6 +19,23 @@ export interface StoreHarness {
 
 export type StoreFactory = () => Promise<StoreHarness>;
 
+/** A harness over one way to open a store as a node; cleanup closes every store it opened. */
+export async function harnessOf(openAs: (nodeId: string) => MetadataStore | Promise<MetadataStore>): Promise<StoreHarness> {
+  const opened: MetadataStore[] = [];
+  const open = async (nodeId: string) => {
+    const s = await openAs(nodeId);
+    opened.push(s);
+    return s;
+  };
+  return {
+    store: await open("node-a"),
+    open,
+    async cleanup() {
+      await Promise.all(opened.map((s) => s.close()));
+    },
+  };
+}
+
 export interface ContractOptions {
   /** Tests this implementation is known to fail, by name: reported as todo with the bug, not run. */
   knownBugs?: Record<string, string>;
