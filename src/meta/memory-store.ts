@@ -10,7 +10,7 @@
  * for Redis in filesystem tests.
  */
 import { parseHolders, parseRecord } from "./redis/record-codec.ts";
-import { newGeneration, newVersion, type CopyOrder, type Created, type DirListing, type Holders, type Inode, type Invalidation, type MetadataStore, type NodeInfo, type NodeReport, type NodeState, type Removed, type Renamed, type ScannedInode, type TodoEntry } from "./store.ts";
+import { createdChange, createdRecord, createStamps, newVersion, type CopyOrder, type DirListing, type Holders, type Inode, type Invalidation, type MetadataStore, type NodeInfo, type NodeReport, type NodeState, type Removed, type Renamed, type ScannedInode, type TodoEntry } from "./store.ts";
 import { fsError } from "../util/errno.ts";
 import { createChangeOutbox } from "./change-outbox.ts";
 import { nowNs } from "../util/time.ts";
@@ -238,11 +238,8 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       return get(entino(e));
     },
     async create(parent, name, init) {
-      const now = nowNs();
-      const mtime = init.mtime ?? now;
-      const atime = init.atime ?? mtime;
-      const version = init.version ?? newVersion();
-      const gen = init.gen ?? newGeneration();
+      const st = createStamps(init);
+      const { now, mtime, atime, version, gen } = st;
       needdir(parent);
       const old = s.d.get(parent)?.get(name);
       let replaced: Removed | undefined;
@@ -280,12 +277,8 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       touch(parent, String(now));
       if (init.holder) hashOf(s.loc, ino).set(init.holder, String(version));
       if (ino > handedOut) handedOut = ino;
-      if (replaced) publish({ removed: [[parent, name]], added: [[parent, name, ino]], inodes: [parent, replaced.ino], todo: told });
-      else publish({ added: [[parent, name, ino]], inodes: [parent] });
-      const rec: Created = { ino, mode, uid: init.uid, gid, rdev: init.rdev ?? 0, size: init.size ?? 0, nlink: dir ? 2 : 1, atime, mtime, ctime: now, version, gen, parent, name };
-      if (init.target !== undefined) rec.target = init.target;
-      if (replaced) rec.replaced = replaced;
-      return rec;
+      publish(createdChange(parent, name, ino, replaced, told));
+      return createdRecord(parent, name, init, st, { ino, mode, gid }, replaced);
     },
     async reserveInodes(count) {
       const end = (s.next = (s.next ?? 0) + count);

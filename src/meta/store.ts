@@ -1,3 +1,5 @@
+import { nowNs } from "../util/time.ts";
+import { S_IFDIR, S_IFMT } from "../util/file-mode.ts";
 /** A file's metadata record as kept in the metadata store. Times are nanoseconds since the epoch. */
 export interface Inode {
   ino: number;
@@ -56,6 +58,27 @@ export interface NewInode {
 
 /** A new inode, and the file its name replaced (see NewInode.replace). */
 export type Created = Inode & { replaced?: Removed };
+
+/** A create's times, version and identity: those init gives, else now and new ones. */
+export function createStamps(init: NewInode): { now: bigint; mtime: bigint; atime: bigint; version: number; gen: string } {
+  const now = nowNs();
+  const mtime = init.mtime ?? now;
+  return { now, mtime, atime: init.atime ?? mtime, version: init.version ?? newVersion(), gen: init.gen ?? newGeneration() };
+}
+
+/** The record a create made, as every store answers it: ino, mode and gid as the store set them. */
+export function createdRecord(parent: number, name: string, init: NewInode, st: ReturnType<typeof createStamps>, made: { ino: number; mode: number; gid: number }, replaced?: Removed): Created {
+  const dir = (init.mode & S_IFMT) === S_IFDIR;
+  const rec: Created = { ino: made.ino, mode: made.mode, uid: init.uid, gid: made.gid, rdev: init.rdev ?? 0, size: init.size ?? 0, nlink: dir ? 2 : 1, atime: st.atime, mtime: st.mtime, ctime: st.now, version: st.version, gen: st.gen, parent, name };
+  if (init.target !== undefined) rec.target = init.target;
+  if (replaced) rec.replaced = replaced;
+  return rec;
+}
+
+/** What a create tells the other nodes: the new name, and the file it replaced if any. */
+export function createdChange(parent: number, name: string, ino: number, replaced: Removed | undefined, told: string[]): Partial<Omit<Invalidation, "origin">> {
+  return replaced ? { removed: [[parent, name]], added: [[parent, name, ino]], inodes: [parent, replaced.ino], todo: told } : { added: [[parent, name, ino]], inodes: [parent] };
+}
 
 /**
  * A new data version: random, not a counter, so that no version of any inode ever repeats — also

@@ -1,9 +1,9 @@
 /** The tree: inode records, directory entries and hard-link names; every change is one script. */
-import { newGeneration, newVersion, type AttrChange, type Created, type Inode, type Namespace, type Removed, type Renamed } from "../store.ts";
+import { createdChange, createdRecord, createStamps, newVersion, type AttrChange, type Inode, type Namespace, type Removed, type Renamed } from "../store.ts";
 import type { RedisClient } from "../redis-connect.ts";
 import { fsError } from "../../util/errno.ts";
 import { nowNs } from "../../util/time.ts";
-import { S_IFMT, S_IFDIR } from "../../util/file-mode.ts";
+import { S_IFDIR } from "../../util/file-mode.ts";
 import type { RedisChangeFeed } from "./change-feed.ts";
 import type { RedisInodeNumbers } from "./inode-numbers.ts";
 import type { Keys } from "./keys.ts";
@@ -45,21 +45,12 @@ export function createNamespace({ client, keys, run, nodeId, numbers, feed }: Na
       return parseScriptRecord(await run("lookup", [parent, name]));
     },
     async create(parent, name, init) {
-      const now = nowNs();
-      const mtime = init.mtime ?? now;
-      const atime = init.atime ?? mtime;
-      const version = init.version ?? newVersion();
-      const gen = init.gen ?? newGeneration();
-      const [ino, mode, gid, raised, rino, rn, told] = (await run("create", [parent, name, init.mode, init.uid, init.gid, init.rdev ?? 0, init.size ?? 0, atime, mtime, now, init.target ?? "", init.holder ?? "", init.ino ?? "", version, init.above ?? 0, gen, init.replace ?? ""])) as [number, number, number, number, number, number, string[]];
+      const st = createStamps(init);
+      const [ino, mode, gid, raised, rino, rn, told] = (await run("create", [parent, name, init.mode, init.uid, init.gid, init.rdev ?? 0, init.size ?? 0, st.atime, st.mtime, st.now, init.target ?? "", init.holder ?? "", init.ino ?? "", st.version, init.above ?? 0, st.gen, init.replace ?? ""])) as [number, number, number, number, number, number, string[]];
       numbers.created(ino, !!raised);
-      const dir = (init.mode & S_IFMT) === S_IFDIR;
-      const rec: Created = { ino, mode, uid: init.uid, gid, rdev: init.rdev ?? 0, size: init.size ?? 0, nlink: dir ? 2 : 1, atime, mtime, ctime: now, version, gen, parent, name };
-      if (init.target !== undefined) rec.target = init.target;
-      if (rino) {
-        rec.replaced = { ino: rino, nlink: rn, dir: false };
-        publish({ removed: [[parent, name]], added: [[parent, name, ino]], inodes: [parent, rino], todo: told });
-      } else publish({ added: [[parent, name, ino]], inodes: [parent] });
-      return rec;
+      const replaced = rino ? { ino: rino, nlink: rn, dir: false } : undefined;
+      publish(createdChange(parent, name, ino, replaced, told));
+      return createdRecord(parent, name, init, st, { ino, mode, gid }, replaced);
     },
     async link(ino, newParent, newName, fromPath, toPath) {
       const [told, ...flat] = (await run("link", [ino, newParent, newName, nowNs(), nodeId, fromPath, toPath])) as [string[], ...unknown[]];
