@@ -9,10 +9,9 @@ import type { FileHoldings, MetadataStore, NodeState } from "../meta/store.ts";
 import type { ReplicaCount } from "./replica-count.ts";
 import { pickTargets } from "./targets.ts";
 
-function made<K, V>(m: Map<K, Set<V>>, k: K): Set<V> {
-  let v = m.get(k);
-  if (!v) m.set(k, (v = new Set()));
-  return v;
+/** Nodes with f's bytes at its current version on their disks (cached copies do not count), of those that count. */
+export function diskCopies(f: FileHoldings, counts: (node: string) => boolean): string[] {
+  return [...f.holders.data].filter(([n, v]) => v === f.version && counts(n)).map(([n]) => n);
 }
 
 export interface ReplicaReport {
@@ -49,7 +48,12 @@ export async function checkReplicas(o: RepairOptions): Promise<ReplicaReport> {
   const nodes = await o.store.nodes();
   /** Copies already asked of each node, by "ino.version": they count as made, and that node is not asked twice. */
   const ordered = new Map<string, Set<string>>();
-  for (const [node, orders] of await o.store.copyOrders()) for (const c of orders) made(ordered, `${c.ino}.${c.version}`).add(node);
+  for (const [node, orders] of await o.store.copyOrders()) {
+    for (const c of orders) {
+      const key = `${c.ino}.${c.version}`;
+      ordered.set(key, (ordered.get(key) ?? new Set()).add(node));
+    }
+  }
   const now = Date.now();
   const counts = (n: NodeState | undefined) => !!n && (n.alive || (n.lastSeen !== undefined && now - n.lastSeen < o.graceMs));
   const files: FileHoldings[] = [];
@@ -60,7 +64,7 @@ export async function checkReplicas(o: RepairOptions): Promise<ReplicaReport> {
   for (const f of files) {
     const want = await o.count.of(f.parent);
     const key = `${f.ino}.${f.version}`;
-    const copies = [...f.holders.data].filter(([n, v]) => v === f.version && counts(nodes.get(n))).map(([n]) => n);
+    const copies = diskCopies(f, (n) => counts(nodes.get(n)));
     const coming = ordered.get(key) ?? new Set<string>();
     if (copies.length >= want) continue;
     report.under.files++;
@@ -71,7 +75,7 @@ export async function checkReplicas(o: RepairOptions): Promise<ReplicaReport> {
       continue;
     }
     if (!o.queue || askedFor.has(key)) continue;
-    const atVersion = new Set([...f.holders.data].filter(([, v]) => v === f.version).map(([n]) => n));
+    const atVersion = diskCopies(f, () => true);
     const targets = pickTargets(nodes, new Set([...atVersion, ...coming]), want - copies.length - coming.size);
     for (const t of targets) await o.store.queueCopy(t, { ino: f.ino, version: f.version, path: "" });
     if (targets.length) askedFor.set(key, now);

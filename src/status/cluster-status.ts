@@ -1,7 +1,7 @@
 import { holdersAt } from "../meta/holding.ts";
 import type { FileHoldings, MetadataStore } from "../meta/store.ts";
 import { createReplicaCount } from "../replicas/replica-count.ts";
-import { copyBacklog } from "../replicas/repair.ts";
+import { copyBacklog, diskCopies } from "../replicas/repair.ts";
 
 export interface NodeStatus {
   id: string;
@@ -61,8 +61,7 @@ export async function clusterStatus(store: MetadataStore, onProgress?: (seen: nu
       st.unavailable.bytes += f.size;
     }
     if (!replicated) continue;
-    const onDisks = [...f.holders.data].filter(([n, v]) => v === f.version && known.get(n)?.alive).length;
-    if (onDisks < (await count.of(f.parent))) {
+    if (diskCopies(f, (n) => !!known.get(n)?.alive).length < (await count.of(f.parent))) {
       st.underReplicated.files++;
       st.underReplicated.bytes += f.size;
     }
