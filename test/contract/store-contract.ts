@@ -140,6 +140,14 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         expect((await st.get(ROOT)).nlink).toBe(3);
       });
 
+      it("a create that would replace another user's file in a sticky directory is refused (EEXIST)", async () => {
+        const t = (await st.create(ROOT, "t", { mode: 0o041777, uid: 0, gid: 0 })).ino;
+        await file(t, "f", { uid: 1000 });
+        expect(await outcome(st.create(t, "f", { mode: FILE, uid: 2000, gid: 100, replace: "/t/f" }))).toBe("EEXIST");
+        expect((await st.create(t, "f", { mode: FILE, uid: 1000, gid: 100, replace: "/t/f" })).replaced).toMatchObject({ nlink: 0 });
+        expect((await st.create(t, "f", { mode: FILE, uid: 0, gid: 0, replace: "/t/f" })).replaced).toMatchObject({ nlink: 0 });
+      });
+
       it("a new directory has two links and gives its parent one", async () => {
         const d = await dir(ROOT, "d");
         expect((await st.get(d)).nlink).toBe(2);

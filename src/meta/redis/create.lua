@@ -13,6 +13,9 @@ if old then
   if not ARGV[18] or ARGV[18] == '' then return redis.error_reply('EEXIST') end
   local dino, dtype = string.match(old, '^(%d+):(%d+)$')
   if tonumber(dtype) == 4 then return redis.error_reply('EISDIR') end
+  -- A sticky directory lets only a file's owner (or the directory's) take its name away.
+  local pm = redis.call('HMGET', P..'i:'..parent, 'm', 'u')
+  if bit.band(tonumber(pm[1]), 512) ~= 0 and pm[2] ~= ARGV[5] and redis.call('HGET', P..'i:'..dino, 'u') ~= ARGV[5] then return redis.error_reply('EEXIST') end
   told = todo(ARGV[13], dino, {op = 'rm', path = ARGV[18]})
   rino, rn = tonumber(dino), dropname(dino, parent, name, ARGV[11])
 end
