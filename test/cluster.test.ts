@@ -74,6 +74,33 @@ describe.skipIf(!!skip)("data across nodes", () => {
     expect(fs.statSync(join(b.mnt, "v.txt")).size).toBe(11);
   });
 
+  test("a file open on B while A writes it: B's handle keeps its version's size and bytes, B's stat follows A at B's close; a chmod on A shows on B at once", async () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    const f = join(b.mnt, "held-open.txt");
+    fs.writeFileSync(join(a.mnt, "held-open.txt"), "first version, the longer one");
+    let fd = fs.openSync(f, "r");
+    try {
+      fs.writeFileSync(join(a.mnt, "held-open.txt"), "second");
+      const buf = Buffer.alloc(64);
+      expect(buf.subarray(0, fs.readSync(fd, buf, 0, 64, 0)).toString()).toBe("first version, the longer one");
+      expect(fs.fstatSync(fd).size).toBe(29);
+    } finally {
+      fs.closeSync(fd);
+    }
+    // Well within the attribute timeout (10 s): what was held back while the file was open reaches B's kernel at its close.
+    await waitFor("B's stat of A's new version", () => fs.statSync(f).size === 6, 5000);
+    expect(fs.readFileSync(f, "utf8")).toBe("second");
+    fd = fs.openSync(f, "r");
+    try {
+      // The kernel holds valid attributes of the open file (for the attribute timeout).
+      expect(fs.fstatSync(fd).mode & 0o777).toBe(fs.statSync(f).mode & 0o777);
+      fs.chmodSync(join(a.mnt, "held-open.txt"), 0o600);
+      await waitFor("A's chmod on B", () => (fs.statSync(f).mode & 0o777) === 0o600, 5000);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
   test("close-to-open, many times over: B never reads an older size or older bytes after A's close", () => {
     const [a, b] = n as [TestDaemon, TestDaemon];
     let stale = 0;

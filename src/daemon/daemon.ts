@@ -254,6 +254,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     vfs = createVfs({
       root, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, remote, catchUp: () => todo.drain(), retire: retired?.retire,
       dropKernelEntry: (parent, name) => session?.invalidateEntry(parent, name),
+      dropKernelInode: (ino) => session?.invalidateMany([], [ino]),
       refreshKernelAttrs: async (ino) => {
         if (!session) return;
         session.invalidateAttrs(ino);
@@ -288,7 +289,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
           vfs.invalidate(inv);
           // Only what the kernel was given: other nodes' names and files this node never looked at cost nothing.
           for (const [dir, name] of [...inv.removed, ...inv.added]) if (vfs.kernelMayHaveEntry(dir, name)) entries.set(`${dir}/${name}`, [dir, name]);
-          for (const ino of inv.inodes) if (vfs.kernelMayHave(ino)) inodes.add(ino);
+          for (const ino of inv.inodes) if (vfs.kernelChanged(ino)) inodes.add(ino);
         }
         if (invs.some((inv) => inv.todo.includes(nodeId))) void todo.drain();
         if (!session) return ack?.();

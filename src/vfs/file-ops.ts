@@ -258,6 +258,7 @@ export function createFileOps(ctx: VfsContext): FileOps {
         if (h.fd >= 0) fs.closeSync(h.fd);
         h.ranges?.close();
         const { last } = ctx.open.remove(fh, h);
+        if (last && kernel.closed(ino)) o.dropKernelInode?.(ino);
         if (h.writable && ctx.turns.has(ino) && !ctx.open.hasWriter(ino)) ctx.turns.give(ino);
         if (last && ctx.purgeOnClose.delete(ino)) await store.purge(ino);
       }

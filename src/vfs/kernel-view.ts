@@ -21,8 +21,19 @@ export interface KernelView {
   mayBeStale(ino: number, version: number): boolean;
   /** The kernel was refreshed to version. */
   refreshed(ino: number, version: number): void;
-  /** Whether the kernel may hold ino (it was given its attributes), so a change of it must reach it. */
-  mayHave(ino: number): boolean;
+  /**
+   * Another node changed ino: whether the kernel's attributes and pages of it must be dropped now
+   * (only if it may hold them). Not while ino is open here: the kernel then gets the size of the
+   * version the handles read, and an invalidation landing between the getattr of a read and its reply
+   * makes the kernel throw the reply away and read on with the size it had before the open, filling
+   * the bytes out with zeros or cutting them short. Held back to the last close (closed()); a change
+   * of owner or mode goes at once (permsChanged()).
+   */
+  changedElsewhere(ino: number): boolean;
+  /** The last handle of ino closed: whether a change held back must reach the kernel now. */
+  closed(ino: number): boolean;
+  /** Whether r's owner or mode may differ from what the kernel was told (a permission change not to hold back). */
+  permsChanged(r: Inode): boolean;
   /**
    * Whether the kernel may hold the name parent/name (it was given it). Names it was refused are not
    * cached past the reply (an ENOENT answer leaves a dentry that is looked up again every time).
@@ -33,6 +44,11 @@ export interface KernelView {
   /** An open at version: whether the kernel's cached pages of ino stay valid (same version as the last open). */
   opened(ino: number, version: number): boolean;
 }
+
+/** Stands for a version the kernel may hold attributes of, not known which: never any file's. */
+const UNKNOWN_VERSION = -1;
+
+const permsOf = (r: Inode) => `${r.mode}:${r.uid}:${r.gid}`;
 
 /** Entries kept per map before it is cleared (the kernel then just gets refreshed once more). */
 const KEPT_MAX = 200_000;
@@ -48,6 +64,10 @@ export function createKernelView(o: { open: OpenFiles; dropKernelEntry?: (parent
   const kernelName = new Map<number, { parent: number; name: string }>();
   /** Data version of the attributes last given to the kernel, per inode (it caches them). */
   const kernelVersion = new Map<number, number>();
+  /** Owner and mode last given to the kernel, per inode. */
+  const kernelPerms = new Map<number, string>();
+  /** Inodes open here that other nodes changed since they were opened (see changedElsewhere). */
+  const heldBack = new Set<number>();
   /** Data version of each inode when this node last opened it (for the kernel's page cache). */
   const openedVersion = new Map<number, number>();
   /** Names given to the kernel, "parent/name". */
@@ -66,6 +86,8 @@ export function createKernelView(o: { open: OpenFiles; dropKernelEntry?: (parent
     kernelGen.set(r.ino, r.gen);
     const a = attrOf(r);
     const open = o.open.inode(r.ino);
+    if (kernelPerms.size >= KEPT_MAX) kernelPerms.clear();
+    kernelPerms.set(r.ino, permsOf(r));
     if (open) {
       for (const h of open.handles) {
         if (!h.writable) continue;
@@ -121,7 +143,22 @@ export function createKernelView(o: { open: OpenFiles; dropKernelEntry?: (parent
     refreshed(ino, version) {
       kernelVersion.set(ino, version);
     },
-    mayHave: (ino) => ino === 1 || lostInodes || kernelVersion.has(ino),
+    changedElsewhere(ino) {
+      if (!(ino === 1 || lostInodes || kernelVersion.has(ino))) return false;
+      if (!o.open.inode(ino)) return true;
+      heldBack.add(ino);
+      return false;
+    },
+    closed(ino) {
+      if (!heldBack.delete(ino)) return false;
+      // What the kernel holds now is not known (a reply of the last getattr may have been dropped): refreshed at the next open.
+      kernelVersion.set(ino, UNKNOWN_VERSION);
+      return true;
+    },
+    permsChanged(r) {
+      const told = kernelPerms.get(r.ino);
+      return told !== permsOf(r);
+    },
     mayHaveEntry: (parent, name) => lostNames || toldNames.has(`${parent}/${name}`),
     takeNames() {
       const out = [...toldNames].map((k): [number, string] => {

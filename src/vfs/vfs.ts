@@ -24,8 +24,9 @@ export interface Vfs extends FileSystem {
   invalidate(inv: Invalidation): void;
   /** Changes may have been missed: drop every cache. */
   resync(): void;
-  /** Whether the kernel may cache ino, or the name parent/name: only those need invalidating. */
-  kernelMayHave(ino: number): boolean;
+  /** Another node changed ino: whether the kernel's cache of it must be dropped now (see KernelView.changedElsewhere). */
+  kernelChanged(ino: number): boolean;
+  /** Whether the kernel may cache the name parent/name: only those need invalidating. */
   kernelMayHaveEntry(parent: number, name: string): boolean;
   /** Every name the kernel was given (to drop them all: their files may have other numbers now), forgotten here. */
   takeKernelNames(): [number, string][];
@@ -122,12 +123,18 @@ export function createVfs(o: VfsOptions): Vfs {
     invalidate(inv) {
       cache.invalidate(inv);
       changes.changed([...inv.data, ...inv.inodes]);
-      for (const ino of inv.inodes) if (open.inode(ino)) void store.get(ino).then(learn, () => {});
+      for (const ino of inv.inodes) {
+        if (!open.inode(ino)) continue;
+        void store.get(ino).then((r) => {
+          learn(r);
+          if (ctx.kernel.permsChanged(r)) o.dropKernelInode?.(ino);
+        }, () => {});
+      }
     },
     resync() {
       cache.resync();
     },
-    kernelMayHave: (ino) => ctx.kernel.mayHave(ino),
+    kernelChanged: (ino) => ctx.kernel.changedElsewhere(ino),
     kernelMayHaveEntry: (parent, name) => ctx.kernel.mayHaveEntry(parent, name),
     takeKernelNames: () => ctx.kernel.takeNames(),
     async closeAll() {
