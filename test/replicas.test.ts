@@ -7,6 +7,7 @@ import { MCFS, fuseUnavailable, waitFor } from "./helpers/env.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { useCluster } from "./helpers/node.ts";
 import { setxattr } from "./helpers/libc.ts";
+import { PARTIAL_MARK } from "../src/vfs/remote-data.ts";
 
 const skip = fuseUnavailable();
 const FAST = ["--replica-grace", "1", "--replica-check", "0.5"];
@@ -119,4 +120,50 @@ describe.skipIf(!!skip)("replicas per directory", () => {
     expect({ code: r.exitCode, out: r.stdout.toString() }).toMatchObject({ code: 0, out: expect.stringContaining("5 with too few copies: 5 copies asked for") });
     await waitFor("two copies of each file under plain/", async () => (await Promise.all(ones.map(holderCount))).every((n) => n === 2));
   }, 60_000);
+});
+
+/** kill -9 of the node a copy is being made on, in the middle of it: nothing half-made is kept or served, and the copy is made again. */
+describe.skipIf(!!skip)("a copy target killed mid-copy", () => {
+  const cluster = useCluster("replicas-kill", ["a", "b", "c"], { a: ["--replicas", "2", ...FAST], b: FAST, c: FAST });
+  const cli = (...args: string[]) => cluster.redis.cli(...args);
+  const holders = async (ino: number) => {
+    const v = await cli("HGET", `mcfs:i:${ino}`, "v");
+    const loc = (await cli("HGETALL", `mcfs:loc:${ino}`)).split("\n").filter(Boolean);
+    return loc.filter((x, i) => i % 2 === 0 && loc[i + 1] === v);
+  };
+  const partials = (root: string) => {
+    const d = join(root, ".mcfs", "replicas");
+    return fs.existsSync(d) ? fs.readdirSync(d) : [];
+  };
+
+  test("the target's partial copy is gone after its restart, it is never listed meanwhile, every node reads the file whole, and two copies are made again", async () => {
+    const [a] = cluster.nodes as [TestDaemon];
+    const big = randomBytes(96 << 20);
+    fs.writeFileSync(join(a.mnt, "big"), big);
+    const ino = Number((await cli("HGET", "mcfs:d:1", "big")).split(":")[0]);
+    await waitFor("a copy on its way to B or C", () => cluster.nodes.slice(1).some((n) => partials(n.root).some((f) => f.includes(".mcfs-part-"))), 30_000);
+    const k = cluster.nodes.findIndex((n, i) => i > 0 && partials(n.root).length > 0);
+    const target = cluster.nodes[k]!;
+    const targetId = nodeId(target);
+    const cut = `${PARTIAL_MARK}${target.proc.pid}-`;
+    await target.kill();
+    // Cut short: the target is not a holder, and the others read the whole file.
+    expect(await holders(ino)).not.toContain(targetId);
+    const other = cluster.nodes[3 - k]!;
+    expect(fs.readFileSync(join(other.mnt, "big")).equals(big)).toBe(true);
+    expect(fs.readFileSync(join(a.mnt, "big")).equals(big)).toBe(true);
+
+    const back = (cluster.nodes[k] = await cluster.start(k === 1 ? "b" : "c"));
+    // Its own partial copy is gone (one the restarted node may have begun since has another name).
+    expect(partials(back.root).filter((f) => f.includes(cut))).toEqual([]);
+    // The order stayed on the killed node's list: it makes the copy at its restart, or (gone past the
+    // grace meanwhile) another node is asked for it; not both.
+    await waitFor("two copies of the file again", async () => (await holders(ino)).length === 2);
+    for (const id of await holders(ino)) {
+      const n = cluster.nodes.find((x) => nodeId(x) === id)!;
+      expect(fs.readFileSync(join(n.root, "big")).equals(big)).toBe(true);
+    }
+    expect(fs.readFileSync(join(back.mnt, "big")).equals(big)).toBe(true);
+    await waitFor("no partial copy left on the restarted node", () => partials(back.root).length === 0);
+  }, 120_000);
 });

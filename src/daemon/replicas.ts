@@ -50,14 +50,13 @@ export function startNodeReplicas(o: NodeReplicasOptions): NodeReplicas {
       m?.replicaBytes.inc(bytes);
     },
   });
-  const asked = new Map<string, number>();
   let looking = false;
   const look = setInterval(() => {
     if (looking) return;
     looking = true;
     void (async () => {
       if (!(await count.inUse()) || !(await store.takeRepairLease(nodeId, 3 * o.checkMs))) return;
-      const rep = await checkReplicas({ store, count, graceMs: o.graceMs, queue: true, asked });
+      const rep = await checkReplicas({ store, count, graceMs: o.graceMs, queue: true });
       const backlog = await copyBacklog(store);
       m?.underReplicated.set(rep.under.files);
       m?.replicaBacklog.set(backlog);

@@ -537,11 +537,14 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
     async queueCopy(node, order) {
       made(s.copies, node, () => []).push(JSON.stringify(order));
     },
-    async takeCopies(node, max) {
+    async nextCopies(node, max) {
+      return (s.copies.get(node) ?? []).slice(0, max).map((x) => JSON.parse(x) as CopyOrder);
+    },
+    async copyDone(node, order) {
       const l = s.copies.get(node) ?? [];
-      const got = l.splice(0, max);
+      const at = l.indexOf(JSON.stringify(order));
+      if (at >= 0) l.splice(at, 1);
       if (!l.length) s.copies.delete(node);
-      return got.map((x) => JSON.parse(x) as CopyOrder);
     },
     async copyOrders() {
       return new Map([...s.copies].filter(([, l]) => l.length > 0).map(([n, l]) => [n, l.map((x) => JSON.parse(x) as CopyOrder)]));

@@ -326,9 +326,14 @@ export interface Replication {
   setSetting(name: string, value: string): Promise<void>;
   /** Add an order to node's list of copies to make. */
   queueCopy(node: string, order: CopyOrder): Promise<void>;
-  /** Up to max of the copies asked of node, oldest first, taken off its list. */
-  takeCopies(node: string, max: number): Promise<CopyOrder[]>;
-  /** Copies waiting to be made, per node (nodes with none are left out). */
+  /**
+   * Up to max of the copies asked of node, oldest first, left on its list until copyDone: a node that
+   * dies making one finds it again at its restart, and meanwhile the repair sees it asked for.
+   */
+  nextCopies(node: string, max: number): Promise<CopyOrder[]>;
+  /** An order nextCopies gave is done with (made, not needed, or failed: the repair asks again then). */
+  copyDone(node: string, order: CopyOrder): Promise<void>;
+  /** Copies asked for and not done yet, per node (nodes with none are left out). */
   copyOrders(): Promise<Map<string, CopyOrder[]>>;
   /** List node as holding ino's bytes at version, if that is still the file's version (else false: the copy is stale). */
   addHolder(ino: number, node: string, version: number): Promise<boolean>;

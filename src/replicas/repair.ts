@@ -32,12 +32,10 @@ export interface RepairOptions {
   graceMs: number;
   /** Ask for the missing copies (false: only count them, as `mcfs status` does). */
   queue: boolean;
-  /** Copies asked for lately, by "ino.version" (not asked again while under way). */
-  asked?: Map<string, number>;
   onProgress?: (seen: number, bound: number) => void;
 }
 
-/** Copies asked for and not taken yet, cluster-wide. */
+/** Copies asked for and not done yet, cluster-wide. */
 export async function copyBacklog(store: MetadataStore): Promise<number> {
   let n = 0;
   for (const l of (await store.copyOrders()).values()) n += l.length;
@@ -46,21 +44,23 @@ export async function copyBacklog(store: MetadataStore): Promise<number> {
 
 export async function checkReplicas(o: RepairOptions): Promise<ReplicaReport> {
   const nodes = await o.store.nodes();
-  /** Copies already asked of each node, by "ino.version": they count as made, and that node is not asked twice. */
+  const now = Date.now();
+  const counts = (n: NodeState | undefined) => !!n && (n.alive || (n.lastSeen !== undefined && now - n.lastSeen < o.graceMs));
+  /**
+   * Copies asked of each node and not done yet, by "ino.version": they count as made, and that node is
+   * not asked twice. Not those of a node gone past the grace: they are asked of others.
+   */
   const ordered = new Map<string, Set<string>>();
   for (const [node, orders] of await o.store.copyOrders()) {
+    if (!counts(nodes.get(node))) continue;
     for (const c of orders) {
       const key = `${c.ino}.${c.version}`;
       ordered.set(key, (ordered.get(key) ?? new Set()).add(node));
     }
   }
-  const now = Date.now();
-  const counts = (n: NodeState | undefined) => !!n && (n.alive || (n.lastSeen !== undefined && now - n.lastSeen < o.graceMs));
   const files: FileHoldings[] = [];
   await o.store.scanFiles((b) => files.push(...b), o.onProgress);
   const report: ReplicaReport = { files: files.length, under: { files: 0, bytes: 0 }, queued: 0, unavailable: 0 };
-  const askedFor = o.asked ?? new Map<string, number>();
-  for (const [k, at] of askedFor) if (now - at > Math.max(o.graceMs, 60_000)) askedFor.delete(k);
   for (const f of files) {
     const want = await o.count.of(f.parent);
     const key = `${f.ino}.${f.version}`;
@@ -74,11 +74,10 @@ export async function checkReplicas(o: RepairOptions): Promise<ReplicaReport> {
       report.unavailable++;
       continue;
     }
-    if (!o.queue || askedFor.has(key)) continue;
+    if (!o.queue) continue;
     const atVersion = diskCopies(f, () => true);
     const targets = pickTargets(nodes, new Set([...atVersion, ...coming]), want - copies.length - coming.size);
     for (const t of targets) await o.store.queueCopy(t, { ino: f.ino, version: f.version, path: "" });
-    if (targets.length) askedFor.set(key, now);
     report.queued += targets.length;
   }
   return report;

@@ -3,7 +3,8 @@
  * wants copies on are asked for them (their copy lists in the store); and this node makes the
  * copies asked of it, one at a time (the bandwidth bound): fetched into its root path as any holder's
  * file is, then listed as a holder at that version — unless the file changed meanwhile, when the
- * stale copy is removed again.
+ * stale copy is removed again. An order leaves the list once done with, so one cut short by a crash
+ * is made at the restart.
  */
 import type { LocalDir } from "../local/local-dir.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
@@ -82,7 +83,11 @@ export function createReplicator(o: ReplicatorOptions): Replicator {
     }
     // Another version by now: its own writer asks for its copies.
     if (r.version !== order.version || !isReg(r.mode) || o.writing(r.ino)) return false;
-    if ((await store.locations(r.ino)).get(nodeId) === r.version) return false;
+    const loc = await store.locations(r.ino);
+    if (loc.get(nodeId) === r.version) return false;
+    // Made on live nodes meanwhile (asked of another while this node was down, say).
+    const live = await liveNodes();
+    if ([...loc].filter(([n, v]) => v === r.version && live.get(n)?.alive).length >= (await o.count.of(r.parent))) return false;
     // Fetched aside, then put where the namespace has the file once it is whole: a rename meanwhile
     // (this node is not a holder yet, so no one tells it) does not leave the copy under an old name.
     const aside = `${ASIDE}/${r.ino}.${r.version}`;
@@ -113,7 +118,7 @@ export function createReplicator(o: ReplicatorOptions): Replicator {
     while (!closed) {
       let orders: CopyOrder[] = [];
       try {
-        orders = await store.takeCopies(nodeId, TAKE);
+        orders = await store.nextCopies(nodeId, TAKE);
       } catch (e) {
         log.warn({ err: (e as Error).message }, "could not read this node's copy list");
       }
@@ -123,6 +128,7 @@ export function createReplicator(o: ReplicatorOptions): Replicator {
         } catch (e) {
           log.warn({ ino: order.ino, path: order.path, err: (e as Error).message }, "could not make a replica; the next repair asks again");
         }
+        await store.copyDone(nodeId, order).catch((e: unknown) => log.warn({ ino: order.ino, err: (e as Error).message }, "could not take a done copy off this node's list"));
       }
       if (orders.length) continue;
       await new Promise<void>((res) => {

@@ -734,15 +734,20 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         expect(await (await h.open("node-b")).setting("replicas")).toBe("2");
       });
 
-      it("copy orders queue per node, are taken oldest first, and count as backlog until taken", async () => {
+      it("copy orders queue per node, are given oldest first, and stay (as backlog) until done", async () => {
         const b = await h.open("node-b");
         await st.queueCopy("node-b", { ino: 5, version: 7, path: "/x" });
         await st.queueCopy("node-b", { ino: 6, version: 8, path: "/y" });
         await st.queueCopy("node-c", { ino: 9, version: 1, path: "/z" });
         expect(await b.copyOrders()).toEqual(new Map([["node-b", [{ ino: 5, version: 7, path: "/x" }, { ino: 6, version: 8, path: "/y" }]], ["node-c", [{ ino: 9, version: 1, path: "/z" }]]]));
-        expect(await b.takeCopies("node-b", 1)).toEqual([{ ino: 5, version: 7, path: "/x" }]);
-        expect(await b.takeCopies("node-b", 10)).toEqual([{ ino: 6, version: 8, path: "/y" }]);
-        expect(await b.takeCopies("node-b", 10)).toEqual([]);
+        // Left on the list until done with: a node that died making a copy finds it again.
+        expect(await b.nextCopies("node-b", 1)).toEqual([{ ino: 5, version: 7, path: "/x" }]);
+        expect(await b.nextCopies("node-b", 10)).toEqual([{ ino: 5, version: 7, path: "/x" }, { ino: 6, version: 8, path: "/y" }]);
+        await b.copyDone("node-b", { ino: 5, version: 7, path: "/x" });
+        expect(await b.nextCopies("node-b", 10)).toEqual([{ ino: 6, version: 8, path: "/y" }]);
+        await b.copyDone("node-b", { ino: 6, version: 8, path: "/y" });
+        await b.copyDone("node-b", { ino: 6, version: 8, path: "/y" });
+        expect(await b.nextCopies("node-b", 10)).toEqual([]);
         expect(await b.copyOrders()).toEqual(new Map([["node-c", [{ ino: 9, version: 1, path: "/z" }]]]));
       });
 

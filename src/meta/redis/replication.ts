@@ -15,9 +15,12 @@ export function createReplication(client: RedisClient, keys: Keys, run: RunScrip
     async queueCopy(node, order) {
       await client.rPush(keys.copies(node), JSON.stringify(order));
     },
-    async takeCopies(node, max) {
-      const got = await client.lPopCount(keys.copies(node), max);
-      return (got ?? []).map((s) => JSON.parse(s) as CopyOrder);
+    async nextCopies(node, max) {
+      return (await client.lRange(keys.copies(node), 0, max - 1)).map((s) => JSON.parse(s) as CopyOrder);
+    },
+    async copyDone(node, order) {
+      // The string queueCopy stored: JSON of the same fields in the same order.
+      await client.lRem(keys.copies(node), 1, JSON.stringify(order));
     },
     async copyOrders() {
       const out = new Map<string, CopyOrder[]>();
