@@ -47,6 +47,69 @@ describe.skipIf(!!noRedis)("a sentinel URL that cannot be used is named, never i
   });
 });
 
+/** Sentinels that ask for a password of their own (requirepass), given with --redis-sentinel-password-file. */
+describe.skipIf(!!noRedis)("sentinels with a password of their own", () => {
+  const PASS = "sentinel-s3cret";
+  let g: TestSentinels;
+  let t: ReturnType<typeof tempDir>;
+  beforeAll(async () => {
+    t = tempDir("sentinel-auth");
+    g = await startSentinels(1, "mcfs", undefined, PASS);
+  });
+  afterAll(async () => {
+    await g?.stop();
+    t?.remove();
+  });
+  const status = async (...args: string[]) => {
+    const p = spawn([MCFS, "status", ...args], { stdout: "pipe", stderr: "pipe" });
+    const out = (await new Response(p.stdout).text()) + (await new Response(p.stderr).text());
+    return { code: await p.exited, out };
+  };
+
+  test("with the password the master is found, used and followed through a kill -9; without it the sentinels' refusal is named", async () => {
+    const s = await createRedisStore({ url: `${g.url}?failover_wait_ms=30000`, nodeId: "n1", prefix: "auth:", access: { sentinelPassword: PASS } });
+    try {
+      await s.init(0o755, 0, 0);
+      const before = await s.create(1, "before", { mode: 0o100644, uid: 0, gid: 0 });
+      expect(await g.cliAt(await g.masterPort(), "WAIT", "1", "5000")).toBe("1");
+      const old = await g.masterPort();
+      await g.kill(old);
+      await waitFor("the sentinels to name another master", async () => (await g.masterPort().catch(() => old)) !== old, 60_000);
+      const after = await s.create(1, "after", { mode: 0o100644, uid: 0, gid: 0 });
+      expect((await s.lookup(1, "after")).ino).toBe(after.ino);
+      expect((await s.lookup(1, "before")).ino).toBe(before.ino);
+    } finally {
+      await s.close();
+    }
+    const refused = await createRedisStore({ url: g.url, nodeId: "n1", prefix: "auth:" }).then(
+      async (st) => (await st.close(), "connected"),
+      (e: Error) => e.message,
+    );
+    expect(refused).toContain("no sentinel told where");
+    expect(refused).toMatch(/NOAUTH|Authentication required/);
+    expect(refused).not.toContain(PASS);
+  }, 90_000);
+
+  test("the flag: read from its file, refused for a URL without sentinels or when empty, never printed", async () => {
+    const file = join(t.path, "sentinel-pass");
+    fs.writeFileSync(file, `${PASS}\n`, { mode: 0o600 });
+    const ok = await status("-u", g.url, "--redis-sentinel-password-file", file);
+    expect(ok.code).toBe(0);
+    expect(ok.out).toContain("mcfs cluster at redis+sentinel://");
+    expect(ok.out).not.toContain(PASS);
+    const without = await status("-u", g.url);
+    expect(without.code).toBe(1);
+    expect(without.out).toMatch(/NOAUTH|Authentication required/);
+    const plain = await status("-u", "redis://127.0.0.1:1", "--redis-sentinel-password-file", file);
+    expect(plain.code).toBe(2);
+    expect(plain.out).toContain("--redis-sentinel-password-file is for a redis+sentinel:// URL");
+    fs.writeFileSync(join(t.path, "empty"), "");
+    const empty = await status("-u", g.url, "--redis-sentinel-password-file", join(t.path, "empty"));
+    expect(empty.code).toBe(2);
+    expect(empty.out).toContain("is empty");
+  }, 60_000);
+});
+
 /** A master with one replica: the bounds of waiting, at the store. */
 describe.skipIf(!!noRedis)("metadata store through Redis Sentinel: bounds", () => {
   let g: TestSentinels;

@@ -4,7 +4,7 @@ import type { MetadataStore } from "../meta/store.ts";
 import { checkRedisUrl, redisAccess, redisAccessOptions } from "./redis-options.ts";
 import { logOptions } from "./log-options.ts";
 
-/** -u/--redis_url (with --redis-ca, --redis-password-file) and --log-format of the commands that work on a cluster's records (status, node forget, fsck). */
+/** -u/--redis_url (with --redis-ca, --redis-password-file, --redis-sentinel-password-file) and --log-format of the commands that work on a cluster's records (status, node forget, fsck). */
 export function clusterRedisOption<T>(y: Argv<T>) {
   return logOptions(redisAccessOptions(y))
     .option("redis_url", { alias: ["u", "redis-url"], type: "string", demandOption: true, describe: "Redis of the cluster (as given to the daemons)" })

@@ -56,7 +56,7 @@ export function csiConfig(a: CsiArgs, version: string): CsiConfig {
 
 export function csiNodeConfig(a: CsiNodeArgs, env: NodeJS.ProcessEnv, version: string): CsiNodeConfig {
   // The node daemon is given the same files (never their contents: its argv is readable by anyone).
-  const passOn = (["cluster-secret-file", "redis-ca", "redis-password-file", "tls-cert", "tls-key", "tls-ca"] as const).flatMap((k) => (a[k] ? [`--${k}`, a[k]] : []));
+  const passOn = (["cluster-secret-file", "redis-ca", "redis-password-file", "redis-sentinel-password-file", "tls-cert", "tls-key", "tls-ca"] as const).flatMap((k) => (a[k] ? [`--${k}`, a[k]] : []));
   const daemonArgs = [...passOn, "--log-format", a["log-format"], ...(a.insecure ? ["--insecure"] : [])];
   return {
     ...csiConfig(a, version),

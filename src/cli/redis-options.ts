@@ -9,11 +9,12 @@ import { CLUSTER_SCHEME, isClusterUrl, parseClusterUrl } from "../meta/redis-clu
 export const REDIS_URL_FORMS =
   "redis://[user:pass@]host:port[/db], rediss:// (TLS), unix:///path/to/socket, or redis+sentinel://[user:pass@]host:port,host:port,.../master-name[?db=N&wait_replicas=N&wait_ms=MS&failover_wait_ms=MS] (follows the sentinels' master through a failover), or redis+cluster://[user:pass@]host:port,host:port,...[/tag][?wait_replicas=N&wait_ms=MS&failover_wait_ms=MS] (Redis Cluster: all keys under hash tag {tag}, default {mcfs}); rediss+sentinel:// and rediss+cluster:// for TLS; see README";
 
-/** --redis-ca and --redis-password-file, the same for every role that connects to Redis. */
+/** --redis-ca, --redis-password-file and --redis-sentinel-password-file, the same for every role that connects to Redis. */
 export function redisAccessOptions<T>(y: Argv<T>) {
   return y
     .option("redis-ca", { type: "string", describe: "PEM CA certificate that signed the certificates of a TLS Redis (rediss://, rediss+sentinel://, rediss+cluster://) [default: the system CAs]" })
-    .option("redis-password-file", { type: "string", describe: "File holding the password of the Redis URL's user (any local user can read a password given in the URL from the command line)" });
+    .option("redis-password-file", { type: "string", describe: "File holding the password of the Redis URL's user (any local user can read a password given in the URL from the command line)" })
+    .option("redis-sentinel-password-file", { type: "string", describe: "File holding the password of the sentinels themselves (their requirepass), for a redis+sentinel:// URL whose sentinels ask for one" });
 }
 
 /** Where the Redis URL may point; a URL that cannot be used is named with what is wrong in it. */
@@ -40,7 +41,7 @@ export function checkRedisUrl(flag: string, url: string): void {
 }
 
 /** The CA and password the flags name, read now so that a bad file is named before anything starts. */
-export function redisAccess(a: { "redis-ca"?: string; "redis-password-file"?: string }, url: string | undefined): RedisAccess {
+export function redisAccess(a: { "redis-ca"?: string; "redis-password-file"?: string; "redis-sentinel-password-file"?: string }, url: string | undefined): RedisAccess {
   const access: RedisAccess = {};
   if (a["redis-ca"] !== undefined) {
     if (!/^rediss(\+sentinel|\+cluster)?:\/\//.test(url ?? "")) throw new Error(`--redis-ca is for a TLS Redis URL (rediss://, rediss+sentinel:// or rediss+cluster://), got ${url === undefined ? "none" : `"${redactUrl(url)}"`}`);
@@ -50,10 +51,18 @@ export function redisAccess(a: { "redis-ca"?: string; "redis-password-file"?: st
   if (a["redis-password-file"] !== undefined) {
     if (url === undefined) throw new Error("--redis-password-file needs a Redis URL (-u)");
     if (/\/\/[^/@]*:[^/@]*@/.test(url)) throw new Error("the Redis password is given twice: in the URL and in --redis-password-file; keep only the file");
-    // One line: the newline an editor or `echo` leaves is not part of the password.
-    const password = readFlagFile("--redis-password-file", a["redis-password-file"]).toString("utf8").replace(/\r?\n$/, "");
-    if (!password) throw new Error(`--redis-password-file ${a["redis-password-file"]} is empty`);
-    access.password = password;
+    access.password = passwordIn("--redis-password-file", a["redis-password-file"]);
+  }
+  if (a["redis-sentinel-password-file"] !== undefined) {
+    if (url === undefined || !isSentinelUrl(url)) throw new Error(`--redis-sentinel-password-file is for a ${SENTINEL_SCHEME} URL, got ${url === undefined ? "none" : `"${redactUrl(url)}"`}`);
+    access.sentinelPassword = passwordIn("--redis-sentinel-password-file", a["redis-sentinel-password-file"]);
   }
   return access;
+}
+
+/** The password in a flag's file: one line (the newline an editor or `echo` leaves is not part of it). */
+function passwordIn(flag: string, file: string): string {
+  const password = readFlagFile(flag, file).toString("utf8").replace(/\r?\n$/, "");
+  if (!password) throw new Error(`${flag} ${file} is empty`);
+  return password;
 }

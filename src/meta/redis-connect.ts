@@ -12,6 +12,8 @@ export interface RedisAccess {
   ca?: Buffer;
   /** Password of the URL's user, kept out of the URL (and so out of argv). */
   password?: string;
+  /** Password of the sentinels themselves (their requirepass) of a redis+sentinel:// URL. */
+  sentinelPassword?: string;
 }
 
 export interface RedisTarget extends RedisAccess {
@@ -40,7 +42,7 @@ export async function connectRedis(target: RedisTarget, onEvent?: (event: "error
   if (isSentinelUrl(url)) {
     const u = { ...parseSentinelUrl(url), ...(target.ca ? { ca: target.ca } : {}) };
     const where = `the Redis ${describeSentinels(u)}`;
-    const locator = await createSentinelLocator(u).catch((e: Error) => Promise.reject(new Error(`cannot connect to ${where}: ${e.message}`)));
+    const locator = await createSentinelLocator(u, target.sentinelPassword).catch((e: Error) => Promise.reject(new Error(`cannot connect to ${where}: ${e.message}`)));
     return connectFollowing(locator, u, where, target.password, onEvent);
   }
   if (isClusterUrl(url)) {

@@ -9,7 +9,7 @@ import { askInTurn, isOfScheme, parseMultiHostUrl, showAddress as show, socketTl
 
 /**
  * redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/master-name[?query]: the user and
- * password are the master's (the sentinels are asked without); query: see MultiHostUrl.
+ * password are the master's (the sentinels' own password is given apart); query: see MultiHostUrl.
  */
 export interface SentinelUrl extends MultiHostUrl {
   master: string;
@@ -30,11 +30,12 @@ export function describeSentinels(u: SentinelUrl): string {
 }
 
 /** The sentinels of the URL, asked in turn (the last that answered first) and all listened to. */
-export async function createSentinelLocator(u: SentinelUrl): Promise<MasterLocator> {
+export async function createSentinelLocator(u: SentinelUrl, password?: string): Promise<MasterLocator> {
   const watchers: ReturnType<typeof createClient>[] = [];
+  const auth = password !== undefined ? { password } : {};
 
   async function ask(s: Address): Promise<Address> {
-    const c = createClient({ socket: { host: s.host, port: s.port, connectTimeout: 1000, reconnectStrategy: false, ...socketTls(u) }, disableClientInfo: true });
+    const c = createClient({ socket: { host: s.host, port: s.port, connectTimeout: 1000, reconnectStrategy: false, ...socketTls(u) }, disableClientInfo: true, ...auth });
     c.on("error", () => {});
     try {
       await c.connect();
@@ -56,7 +57,7 @@ export async function createSentinelLocator(u: SentinelUrl): Promise<MasterLocat
     async watch(on: SwitchEvents) {
       // Every sentinel: only the leader of a failover announces its steps.
       for (const a of u.hosts) {
-        const c = createClient({ socket: { host: a.host, port: a.port, connectTimeout: 1000, reconnectStrategy: () => 1000, ...socketTls(u) }, disableClientInfo: true });
+        const c = createClient({ socket: { host: a.host, port: a.port, connectTimeout: 1000, reconnectStrategy: () => 1000, ...socketTls(u) }, disableClientInfo: true, ...auth });
         watchers.push(c);
         c.on("error", () => {});
         // A new connection may have missed a switch announced meanwhile.

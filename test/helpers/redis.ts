@@ -81,16 +81,19 @@ export interface TestSentinels {
 
 /**
  * A master with replicas and three sentinels on 127.0.0.1 (sentinels need TCP: they announce
- * themselves and the servers by address). Failures are seen after one second.
+ * themselves and the servers by address). Failures are seen after one second. sentinelPassword: the
+ * sentinels' own requirepass (they use it among themselves too).
  */
-export async function startSentinels(replicas = 2, master = "mcfs", tls?: { cert: string; key: string; ca: string }): Promise<TestSentinels> {
+export async function startSentinels(replicas = 2, master = "mcfs", tls?: { cert: string; key: string; ca: string }, sentinelPassword?: string): Promise<TestSentinels> {
   const dir = tempDir("sentinel");
   const procs = new Map<number, ReturnType<typeof spawn>>();
   // With tls: every server and sentinel speaks TLS only (replication and sentinel links too).
   const tlsArgs = tls ? ["--tls-cert-file", tls.cert, "--tls-key-file", tls.key, "--tls-ca-cert-file", tls.ca, "--tls-auth-clients", "no", "--tls-replication", "yes"] : [];
   const portArgs = (port: number) => (tls ? ["--port", "0", "--tls-port", String(port)] : ["--port", String(port)]);
+  const sentinelPorts: number[] = [];
   const cliAt = async (port: number, ...args: string[]) => {
-    const p = spawn(["redis-cli", ...(tls ? ["--tls", "--cacert", tls.ca] : []), "-p", String(port), ...args], { stdout: "pipe", stderr: "pipe" });
+    const auth = sentinelPassword && sentinelPorts.includes(port) ? ["-a", sentinelPassword, "--no-auth-warning"] : [];
+    const p = spawn(["redis-cli", ...(tls ? ["--tls", "--cacert", tls.ca] : []), ...auth, "-p", String(port), ...args], { stdout: "pipe", stderr: "pipe" });
     const out = await new Response(p.stdout).text();
     await p.exited;
     return out.trim();
@@ -105,14 +108,13 @@ export async function startSentinels(replicas = 2, master = "mcfs", tls?: { cert
   await server(masterPort);
   for (let i = 0; i < replicas; i++) await server(await freePort(), "--replicaof", "127.0.0.1", String(masterPort));
   await waitFor("replicas in sync", async () => ((await cliAt(masterPort, "info", "replication")).match(/state=online/g)?.length ?? 0) === replicas, 30_000);
-  const sentinelPorts: number[] = [];
   for (let i = 0; i < 3; i++) {
     const port = await freePort();
     const conf = join(dir.path, `sentinel-${port}.conf`);
     const tlsConf = tls ? ["port 0", `tls-port ${port}`, `tls-cert-file ${tls.cert}`, `tls-key-file ${tls.key}`, `tls-ca-cert-file ${tls.ca}`, "tls-auth-clients no", "tls-replication yes"] : [`port ${port}`];
-    writeFileSync(conf, [...tlsConf, "bind 127.0.0.1", `dir ${dir.path}`, `sentinel monitor ${master} 127.0.0.1 ${masterPort} 2`, `sentinel down-after-milliseconds ${master} 1000`, `sentinel failover-timeout ${master} 5000`, ""].join("\n"));
-    procs.set(port, spawn(["redis-server", conf, "--sentinel"], { stdout: "ignore", stderr: "ignore" }));
+    writeFileSync(conf, [...tlsConf, "bind 127.0.0.1", `dir ${dir.path}`, `sentinel monitor ${master} 127.0.0.1 ${masterPort} 2`, `sentinel down-after-milliseconds ${master} 1000`, `sentinel failover-timeout ${master} 5000`, ...(sentinelPassword ? [`requirepass ${sentinelPassword}`, `sentinel sentinel-pass ${sentinelPassword}`] : []), ""].join("\n"));
     sentinelPorts.push(port);
+    procs.set(port, spawn(["redis-server", conf, "--sentinel"], { stdout: "ignore", stderr: "ignore" }));
   }
   // Ready for a failover: every sentinel knows the replicas and the other two sentinels.
   for (const s of sentinelPorts) {
