@@ -8,6 +8,7 @@ import type { TestDaemon } from "./helpers/daemon.ts";
 import { useCluster } from "./helpers/node.ts";
 import { setxattr } from "./helpers/libc.ts";
 import { PARTIAL_MARK } from "../src/vfs/remote-data.ts";
+import { E } from "../src/util/errno.ts";
 
 const skip = fuseUnavailable();
 const FAST = ["--replica-grace", "1", "--replica-check", "0.5"];
@@ -115,6 +116,11 @@ describe.skipIf(!!skip)("replicas per directory", () => {
       expect(fs.readFileSync(join(n.root, "three", "sub", "big-renamed")).equals(big)).toBe(true);
     }
 
+    // A directory's owner may not multiply everyone's disk use: above the cluster-wide count (1 here) only root may go.
+    fs.chownSync(join(b.mnt, "plain"), 65534, 65534);
+    const asNobody = (v: string) => spawnSync(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, "-e", `const { setxattr } = require(${JSON.stringify(join(import.meta.dir, "helpers/libc.ts"))}); process.exit(setxattr(process.argv.at(-2), "user.mcfs.replicas", Buffer.from(process.argv.at(-1))))`, join(b.mnt, "plain"), v]).exitCode;
+    expect([asNobody("2"), asNobody("16"), asNobody("1"), asNobody("two")]).toEqual([E.EPERM, E.EPERM, 0, E.EINVAL]);
+    expect(setxattr(join(b.mnt, "plain"), "user.mcfs.replicas", Buffer.from("17"))).toBe(E.EINVAL);
     expect(setxattr(join(b.mnt, "plain"), "user.mcfs.replicas", Buffer.from("2"))).toBe(0);
     const r = spawnSync([MCFS, "repair", "-u", cluster.redis.url], { stdout: "pipe", stderr: "pipe" });
     expect({ code: r.exitCode, out: r.stdout.toString() }).toMatchObject({ code: 0, out: expect.stringContaining("5 with too few copies: 5 copies asked for") });

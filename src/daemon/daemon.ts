@@ -261,7 +261,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         await session.flushInvalidations();
       },
       onIo: m && ((kind, n) => (kind === "read" ? m.readBytes.inc({ source: "memory" }, n) : m.writtenBytes.inc(n))),
-      ...(replicas ? { published: replicas.published, xattrSet: replicas.xattrSet } : {}),
+      ...(replicas ? { published: replicas.published, xattrSetting: replicas.xattrSetting } : {}),
     });
     cleanups.push(() => vfs.closeAll());
     afterRollback = async (how) => {

@@ -3,10 +3,11 @@
  * of it, and, while it holds the repair lease, looks for files with too few copies every so often.
  */
 import type { LocalDir } from "../local/local-dir.ts";
+import type { Caller } from "../fuse/types.ts";
 import type { Inode, MetadataStore } from "../meta/store.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import { checkReplicas, copyBacklog } from "../replicas/repair.ts";
-import { createReplicaCount, markReplicaDir, parseReplicas, REPLICAS_XATTR } from "../replicas/replica-count.ts";
+import { checkDirReplicas, createReplicaCount, markReplicaDir, REPLICAS_XATTR } from "../replicas/replica-count.ts";
 import { createReplicator } from "../replicas/replicator.ts";
 import type { Logger } from "../util/log.ts";
 import { createPathCache } from "../vfs/paths.ts";
@@ -15,7 +16,8 @@ import type { RemoteData } from "../vfs/remote-data.ts";
 
 export interface NodeReplicas {
   published(r: Inode, path: string): void;
-  xattrSet(ino: number, name: string, value: Uint8Array): Promise<void>;
+  /** A directory's replica count is about to be set by c: checked (see checkDirReplicas), and the cluster marked as using replicas. */
+  xattrSetting(c: Caller, ino: number, name: string, value: Uint8Array): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -67,8 +69,9 @@ export function startNodeReplicas(o: NodeReplicasOptions): NodeReplicas {
   }, o.checkMs);
   return {
     published: (r, path) => replicator.published(r, path),
-    async xattrSet(_ino, name, value) {
-      if (name === REPLICAS_XATTR) await markReplicaDir(store, parseReplicas(value));
+    async xattrSetting(c, _ino, name, value) {
+      if (name !== REPLICAS_XATTR) return;
+      await markReplicaDir(store, await checkDirReplicas(c.uid, value, () => count.clusterWide()));
     },
     async close() {
       clearInterval(look);

@@ -4,6 +4,7 @@
  * cluster-wide setting `replicas` (set by `mcfs daemon --replicas`), else 1 (no replicas).
  */
 import type { MetadataStore } from "../meta/store.ts";
+import { FsError, E } from "../util/errno.ts";
 
 export const REPLICAS_XATTR = "user.mcfs.replicas";
 /** Cluster-wide setting in the store. */
@@ -21,6 +22,23 @@ export interface ReplicaCount {
   of(dir: number): Promise<number>;
   /** Whether any file may want more than one copy (the cluster setting, or a directory marked). */
   inUse(): Promise<boolean>;
+  /** The cluster-wide count (the setting, else 1). */
+  clusterWide(): Promise<number>;
+}
+
+/**
+ * The count a user sets on a directory: a whole number 1..MAX_REPLICAS (EINVAL otherwise), and above
+ * the cluster-wide one only for root (EPERM): each copy takes space on other nodes' disks, which a
+ * directory's owner could otherwise multiply for everyone.
+ */
+export async function checkDirReplicas(uid: number, value: Uint8Array, clusterWide: () => Promise<number>): Promise<number> {
+  const n = parseReplicas(value);
+  if (n === undefined) throw new FsError(E.EINVAL, `${REPLICAS_XATTR} must be a whole number of copies from 1 to ${MAX_REPLICAS}`);
+  if (uid !== 0) {
+    const most = await clusterWide();
+    if (n > most) throw new FsError(E.EPERM, `${REPLICAS_XATTR} ${n}: only root may ask for more copies than the cluster-wide ${most}`);
+  }
+  return n;
 }
 
 /** Ask for n copies of the files under directory dir (its attribute, and the mark that makes nodes look). */
@@ -68,6 +86,7 @@ export function createReplicaCount(store: MetadataStore): ReplicaCount {
 
   return {
     of: (dir) => of(dir),
+    clusterWide,
     async inUse() {
       return (await clusterWide()) > 1 || (await store.setting(MARKED_SETTING)) === "1";
     },

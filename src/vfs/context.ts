@@ -1,3 +1,4 @@
+import type { Caller } from "../fuse/types.ts";
 import type { LocalDir } from "../local/local-dir.ts";
 import type { Inode, MetadataStore, Removed } from "../meta/store.ts";
 import type { Logger } from "../util/log.ts";
@@ -33,8 +34,8 @@ export interface VfsOptions {
   retire?: (path: string, ino: number, version: number) => boolean;
   /** This node published a version of a file (its close): replicas of it may be wanted elsewhere. */
   published?: (r: Inode, path: string) => void;
-  /** An extended attribute was set. */
-  xattrSet?: (ino: number, name: string, value: Uint8Array) => Promise<void>;
+  /** An extended attribute is about to be set by c: may refuse it (an FsError). */
+  xattrSetting?: (c: Caller, ino: number, name: string, value: Uint8Array) => Promise<void>;
   /** Bytes read or written in JS (the shim counts what it serves itself). */
   onIo?: (kind: "read" | "write", bytes: number) => void;
 }

@@ -111,7 +111,7 @@ export function createVfs(o: VfsOptions): Vfs {
     ...createNamespaceOps(ctx),
     ...createFileOps(ctx),
     ...createDirOps(ctx),
-    ...createXattrOps(store, o.xattrSet),
+    ...createXattrOps(store, o.xattrSetting),
     get openFiles() {
       return open.count;
     },

@@ -1,4 +1,4 @@
-import type { FileSystem } from "../fuse/types.ts";
+import type { Caller, FileSystem } from "../fuse/types.ts";
 import type { MetadataStore } from "../meta/store.ts";
 import { fsError } from "../util/errno.ts";
 
@@ -16,15 +16,15 @@ type XattrOps = Pick<FileSystem, "setxattr" | "getxattr" | "listxattr" | "remove
 
 /**
  * Extended attributes: kept in the store only (every node sees the same), never on the local disk.
- * onSet hears each one set (the replica count of a directory is one).
+ * setting hears each one before it is set, and may refuse it (the replica count of a directory is one).
  */
-export function createXattrOps(store: MetadataStore, onSet?: (ino: number, name: string, value: Uint8Array) => Promise<void>): XattrOps {
+export function createXattrOps(store: MetadataStore, setting?: (c: Caller, ino: number, name: string, value: Uint8Array) => Promise<void>): XattrOps {
   return {
-    async setxattr(_c, ino, name, value, flags) {
+    async setxattr(c, ino, name, value, flags) {
       checkXattrName(name);
       if (value.length > XATTR_SIZE_MAX) throw fsError("E2BIG");
+      await setting?.(c, ino, name, value);
       await store.setXattr(ino, name, value, flags);
-      await onSet?.(ino, name, value);
     },
     async getxattr(_c, ino, name) {
       checkXattrName(name);
