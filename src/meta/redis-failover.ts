@@ -27,6 +27,24 @@ export function unitRunner(client: RedisClient): UnitRunner {
   return units.get(client) ?? ((fn) => fn(client));
 }
 
+/** What a new connection needs before the client's own commands go out on it (commands of raw). */
+export type Preparation = (raw: RedisClient) => Promise<unknown>;
+
+const preparations = new WeakMap<object, (p: Preparation) => void>();
+
+/**
+ * Run prepare on every later connection of client (after a failover, a reconnection, a restart of
+ * Redis), before any other command of the client goes out on it; the one open now is the caller's
+ * to prepare.
+ */
+export function prepareEachConnection(client: RedisClient, prepare: Preparation): void {
+  const following = preparations.get(client);
+  if (following) return following(prepare);
+  // A plain client refuses commands until it is ready (no offline queue): those sent in its "ready"
+  // handler are the first on the new connection.
+  client.on("ready", () => void prepare(client).catch(() => {}));
+}
+
 /** Commands that are not Redis commands, or that must not wait (closing, listening, iterating). */
 const PASSTHROUGH = new Set<PropertyKey>(["on", "once", "off", "addListener", "removeListener", "removeAllListeners", "emit", "listeners", "duplicate", "connect", "disconnect", "quit", "QUIT", "ref", "unref", "scanIterator", "hScanIterator", "sScanIterator", "zScanIterator", "multi", "MULTI"]);
 
@@ -105,6 +123,7 @@ export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, 
 
   let open = false;
   let closed = false;
+  let prepare: Preparation | undefined;
   /** The master a failover has begun to replace (none: no failover under way). */
   let failing: Address | undefined;
   const same = (a: Address, b: Address | undefined) => b !== undefined && a.host === b.host && a.port === b.port;
@@ -153,6 +172,8 @@ export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, 
     try {
       const [role, id] = (await Promise.all([raw.sendCommand(["ROLE"]), raw.sendCommand(["CLIENT", "ID"])])) as [[string, ...unknown[]], number];
       myId = id;
+      // While the gate is shut: nothing of the client's own can come before it on this connection.
+      if (role[0] === "master") await prepare?.(raw);
       // A master the locator no longer names is the old one before its demotion: what it takes is lost.
       const named = await locator.locate().catch(() => locator.master);
       const here = `${connectedTo.host}:${connectedTo.port}`;
@@ -255,6 +276,7 @@ export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, 
   }
 
   units.set(proxy, run);
+  preparations.set(proxy, (p) => (prepare = p));
   try {
     await Promise.race([raw.connect().then(() => opened(Date.now() + 10_000)), new Promise<never>((_, rej) => setTimeout(() => rej(new Error("timed out after 10 s")), 10_000).unref())]);
   } catch (e) {

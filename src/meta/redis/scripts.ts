@@ -6,7 +6,7 @@
  */
 import { fsError, scriptRefusal } from "../../util/errno.ts";
 import type { RedisClient } from "../redis-connect.ts";
-import { unitRunner } from "../redis-failover.ts";
+import { prepareEachConnection, unitRunner } from "../redis-failover.ts";
 import lib from "./lib.lua" with { type: "text" };
 import addcached from "./addcached.lua" with { type: "text" };
 import addholder from "./addholder.lua" with { type: "text" };
@@ -45,19 +45,25 @@ export interface ReplicaAck {
 }
 
 /**
- * Loads every script (EVALSHA from then on; loaded again should Redis have forgotten it, as a new
- * master after a failover has).
+ * Loads every script (EVALSHA from then on), and again on every new connection before anything else
+ * is sent on it: a new master after a failover, or a restarted Redis, has none. Loaded on demand
+ * instead (NOSCRIPT), a script would be sent again after the scripts pipelined behind it had already
+ * run on the new server: a close's update after its create ran first, failed (ENOENT, as if the
+ * file had been unlinked), and the close's bytes were never published.
  */
 export async function createScriptRunner(client: RedisClient, prefix: string, ack?: ReplicaAck): Promise<RunScript> {
   const unit = unitRunner(client);
   const routing = `${prefix}next`;
+  const names = Object.keys(SCRIPTS) as ScriptName[];
+  const text = (name: ScriptName) => `${lib}\n${SCRIPTS[name]}`;
   const shas = new Map<ScriptName, string>();
   async function load(name: ScriptName): Promise<string> {
-    const sha = await client.scriptLoad(`${lib}\n${SCRIPTS[name]}`);
+    const sha = await client.scriptLoad(text(name));
     shas.set(name, sha);
     return sha;
   }
-  for (const n of Object.keys(SCRIPTS) as ScriptName[]) await load(n);
+  for (const n of names) await load(n);
+  prepareEachConnection(client, (raw) => Promise.all(names.map((n) => raw.scriptLoad(text(n)))));
 
   const waits = (name: ScriptName) => ack !== undefined && ack.replicas > 0 && !READ_ONLY.has(name);
   /** The script, and WAIT right behind it on the same connection (one round trip; sent again together). */
