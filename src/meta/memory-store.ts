@@ -502,6 +502,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       return new Map([...(s.loc.get(ino) ?? [])].map(([k, v]) => [k, Number(v)]));
     },
     holders: async (ino) => holdersOf(ino),
+    recordAndHolders: async (ino) => ({ r: get(ino), holders: holdersOf(ino) }),
     async heldBy(node, copies) {
       return copies.map((c) => s.loc.get(c.ino)?.get(node) === String(c.version));
     },

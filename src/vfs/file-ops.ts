@@ -38,7 +38,7 @@ export function createFileOps(ctx: VfsContext): FileOps {
 
   /** Close-to-open: with other nodes about, open() reads the record and its holders fresh. */
   async function fresh(ino: number): Promise<Found> {
-    const [rec, h] = await Promise.all([store.get(ino), store.holders(ino)]);
+    const { r: rec, holders: h } = await store.recordAndHolders(ino);
     const r = ctx.learn(rec);
     return { r, holders: h, here: h.data.get(nodeId) === r.version || (h.data.size === 0 && r.size === 0) };
   }

@@ -564,6 +564,15 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         await st.dropCachedCopy(f.ino, "node-c", 5);
         expect((await st.holders(f.ino)).cached.size).toBe(0);
       });
+
+      it("recordAndHolders: the record and holders get and holders give, in one call; ENOENT for no record", async () => {
+        const f = await file(ROOT, "f", { holder: "node-b", version: 5 });
+        await st.addCachedCopies("node-c", 77, [{ ino: f.ino, version: 5 }]);
+        expect(await st.recordAndHolders(f.ino)).toEqual({ r: await st.get(f.ino), holders: await st.holders(f.ino) });
+        const empty = await file(ROOT, "g");
+        expect(await st.recordAndHolders(empty.ino)).toEqual({ r: await st.get(empty.ino), holders: { data: new Map(), cached: new Map() } });
+        expect(await outcome(st.recordAndHolders(999_999))).toBe("ENOENT");
+      });
     });
 
     describe("todo lists", () => {

@@ -2,7 +2,7 @@
 import type { RedisClient } from "../redis-connect.ts";
 import type { Placement } from "../store.ts";
 import type { Keys } from "./keys.ts";
-import { parseHolders } from "./record-codec.ts";
+import { parseHolders, parseScriptRecord } from "./record-codec.ts";
 import type { RunScript } from "./scripts.ts";
 
 export function createPlacement(client: RedisClient, keys: Keys, run: RunScript): Placement {
@@ -21,6 +21,10 @@ export function createPlacement(client: RedisClient, keys: Keys, run: RunScript)
       const [data, cached] = (await client.multi().hGetAll(keys.locations(ino)).hGetAll(keys.cached(ino)).exec()) as unknown as [Record<string, string>, Record<string, string>];
       return parseHolders(data, cached);
     },
+    async recordAndHolders(ino) {
+      const [rec, loc, cc] = (await run("opening", [ino])) as [string[], string[], string[]];
+      return { r: parseScriptRecord(rec), holders: parseHolders(pairs(loc), pairs(cc)) };
+    },
     async heldBy(node, copies) {
       if (!copies.length) return [];
       const r = (await run("heldby", [node, ...copies.flatMap((c) => [String(c.ino), String(c.version)])])) as number[];
@@ -33,4 +37,11 @@ export function createPlacement(client: RedisClient, keys: Keys, run: RunScript)
       await run("dropcached", [String(ino), node, String(version)]);
     },
   };
+}
+
+/** A flat HGETALL reply of a script as an object. */
+function pairs(flat: string[]): Record<string, string> {
+  const o: Record<string, string> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) o[flat[i]!] = flat[i + 1]!;
+  return o;
 }
