@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import { E, FsError } from "../util/errno.ts";
 import type { LocalDir } from "../local/local-dir.ts";
-import { createMemfd } from "./memfd.ts";
+import { createMemfd, dupFd, sealMemfd } from "./memfd.ts";
 
 const { O_RDONLY, O_RDWR, O_CREAT, O_EXCL } = fs.constants;
 
@@ -91,7 +91,7 @@ interface Entry {
   ino: number;
   version: number;
   size: number;
-  /** RAM: the memfd holding the bytes (the cache's; readers get their own). */
+  /** RAM: the memfd holding the bytes, sealed (the cache's; readers get their own). */
   fd?: number;
   /** Disk: the file's name in the tier's directory. */
   file?: string;
@@ -115,6 +115,13 @@ interface Tier {
 }
 
 const COPY_NAME = /^\d+\.\d+(\.part-\d+)?$/;
+
+/** A reader's own fd of a RAM copy. */
+function dupOf(fd: number): number {
+  const d = dupFd(fd);
+  if (d < 0) throw new FsError(E.EMFILE, "no file descriptor left for a cached copy");
+  return d;
+}
 
 export function createCopyCache(o: CopyCacheOptions): CopyCache {
   for (const f of o.dir.list("")) if (COPY_NAME.test(f.name)) o.dir.remove(`/${f.name}`);
@@ -171,8 +178,8 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
       const [tier, e] = f;
       tier.entries.delete(ino);
       tier.entries.set(ino, e);
-      // A RAM copy is opened anew through /proc, read-only: the reader's fd outlives an eviction, and no write through it reaches the copy.
-      const c: Opened = { fd: e.file ? o.dir.openFile(e.file, O_RDONLY) : fs.openSync(`/proc/self/fd/${e.fd}`, O_RDONLY) };
+      // A RAM copy's reader gets a fd of its own, which outlives an eviction; the seals keep any write off the copy.
+      const c: Opened = { fd: e.file ? o.dir.openFile(e.file, O_RDONLY) : dupOf(e.fd!) };
       if (!e.ahead) return c;
       e.ahead = false;
       tier.ahead -= e.size;
@@ -205,6 +212,13 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
       };
       reserve(1);
       let settled = false;
+      const abort = () => {
+        if (settled) return;
+        settled = true;
+        reserve(-1);
+        fs.closeSync(fd);
+        if (tmp) o.dir.remove(tmp);
+      };
       return {
         write(data, at) {
           if (at + data.length > size) throw new FsError(E.EIO, `copy of inode ${ino} longer than its ${size} bytes`);
@@ -219,6 +233,11 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
         },
         commit() {
           if (settled) return;
+          // Unsealed, the copy could be written through a reader's fd (the kernel refuses a seal only while the memfd is mapped writable: never here).
+          if (!tmp && !sealMemfd(fd)) {
+            abort();
+            throw new FsError(E.EIO, `the RAM copy of inode ${ino} could not be sealed`);
+          }
           settled = true;
           tier.pending -= size;
           tier.pendingFiles--;
@@ -233,13 +252,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
           } else e.fd = fd;
           tier.entries.set(ino, e);
         },
-        abort() {
-          if (settled) return;
-          settled = true;
-          reserve(-1);
-          fs.closeSync(fd);
-          if (tmp) o.dir.remove(tmp);
-        },
+        abort,
       };
     },
     usage() {

@@ -219,12 +219,16 @@ describe("copy cache", () => {
     expect(cache.ahead()).toEqual({ bytes: 0, limit: 50, evictedUnread: 20 });
   });
 
-  test("a RAM copy is a memfd: each open gets a read-only fd of its own that outlives the copy's eviction", async () => {
+  test("a RAM copy is a sealed memfd: each open gets a fd of its own that cannot change it and outlives the copy's eviction", async () => {
     open({ ramMaxFiles: 2 });
     await put(1, 1, 20);
     const c = cache.open(1, 1)!;
     expect(fs.readlinkSync(`/proc/self/fd/${c.fd}`)).toStartWith("/memfd:");
+    expect(c.fd).not.toBe(cache.open(1, 1)!.fd);
     expect(() => fs.writeSync(c.fd, new Uint8Array(1), 0, 1, 0)).toThrow();
+    expect(() => fs.ftruncateSync(c.fd, 0)).toThrow();
+    expect(() => fs.ftruncateSync(c.fd, 100)).toThrow();
+    expect(bytesOf(cache.open(1, 1)!, 20)).toEqual(new Uint8Array(20).fill(1));
     await put(2, 2, 20);
     // Past ramMaxFiles copies (each holds a fd): the least recently used goes, whatever the bytes.
     await put(3, 3, 20);
