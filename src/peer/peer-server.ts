@@ -9,7 +9,7 @@ import { limitConnections } from "./connection-limits.ts";
 import { everyFewSeconds } from "./refusal-log.ts";
 import type { Logger } from "../util/log.ts";
 import { createPeerService, type PeerServiceOptions } from "./peer-service.ts";
-import { READ_FILE_PATH, serveFileFrames } from "./file-frames.ts";
+import { framedCalls, serveFramed } from "./file-frames.ts";
 
 /**
  * Largest request message a peer may send. The largest real one is a readFiles batch of up to 512
@@ -66,7 +66,8 @@ export interface PeerServer {
 
 /** The peer service on the network: members only (see peer-gate.ts), bounded, errors with their errno. */
 export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer> {
-  const { impl, readFile } = createPeerService(o);
+  const { impl, readFile, readFiles } = createPeerService(o);
+  const framed = framedCalls({ readFile, readFiles });
 
   const handler = connectNodeAdapter({
     routes: (router) => router.service(Peer, impl),
@@ -84,8 +85,9 @@ export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer>
       // A reply sent before the request was read to its end (a message over READ_MAX_BYTES) resets
       // the stream, so the caller stops sending instead of waiting on a window nobody opens.
       req.stream.once("finish", () => req.stream.readableEnded || req.stream.close());
-      if (req.url === READ_FILE_PATH && /^application\/grpc(\+proto)?$/.test(req.headers["content-type"] ?? "")) {
-        return void serveFileFrames(req, res, { readFile, readMaxBytes: READ_MAX_BYTES, interceptors: o.interceptors ?? [] }).catch((e: unknown) => {
+      const f = framed.get(req.url);
+      if (f && /^application\/grpc(\+proto)?$/.test(req.headers["content-type"] ?? "")) {
+        return void serveFramed(req, res, f, { readMaxBytes: READ_MAX_BYTES, interceptors: o.interceptors ?? [] }).catch((e: unknown) => {
           o.log.warn({ err: (e as Error).message }, "a file stream to a peer failed");
           res.destroy();
         });

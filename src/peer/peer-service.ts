@@ -1,13 +1,13 @@
 import * as fs from "node:fs";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { Peer, type ReadRequest } from "../gen/mcfs/v1/peer_pb.ts";
+import { Peer, type ReadFilesRequest, type ReadRequest } from "../gen/mcfs/v1/peer_pb.ts";
 import { fromConnectError, toConnectError } from "./errors.ts";
 import { E, FsError, errnoOf, toErrno } from "../util/errno.ts";
 import { readCopy, type CopyData } from "../cache/copy-cache.ts";
 import { relOf, type LocalDir } from "../local/local-dir.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
 import type { RetiredFiles } from "./retired-files.ts";
-import { FRAME_ROOM } from "./file-frames.ts";
+import { FRAME_ROOM, type PieceOut } from "./file-frames.ts";
 
 /** The version asked for is being rewritten here: the reader waits for the writer's close. */
 const changing = (path: string) => new FsError(E.ESTALE, `${path} is being written on this node`);
@@ -37,6 +37,7 @@ export interface PeerServiceOptions {
 export interface PeerService {
   impl: ServiceImpl<typeof Peer>;
   readFile(r: ReadRequest): AsyncGenerator<{ offset: bigint; data: Uint8Array }>;
+  readFiles(r: ReadFilesRequest): AsyncGenerator<{ pieces: PieceOut[] }>;
 }
 
 /** Bytes to serve, and whether they are still those of the version asked for (a root file written here is not). */
@@ -167,6 +168,50 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
     }
   }
 
+  /** Consecutive files' bytes, several small ones to a message. */
+  async function* readFiles(r: ReadFilesRequest) {
+    // Every file's holder check at once (one round trip to Redis); opened in order as the stream
+    // goes; a file that fails is reported and the rest still come.
+    const all = o.holdsInRoot(r.files.map((f) => ({ ino: Number(f.ino), version: Number(f.version) })));
+    all.catch(() => {});
+    const held = r.files.map((_, i) => all.then((h) => h[i] === true));
+    let pieces: PieceOut[] = [];
+    // One buffer per message, filled by consecutive files.
+    let buf = Buffer.allocUnsafe(CHUNK);
+    let used = 0;
+    for (const [index, f] of r.files.entries()) {
+      let c: Source;
+      try {
+        c = await guarded(() => openForRead(f, held[index]))();
+      } catch (e) {
+        pieces.push({ index, offset: 0n, data: new Uint8Array(0), errno: fromConnectError(e).errno, last: true });
+        continue;
+      }
+      try {
+        for (let off = 0; ; ) {
+          if (used === CHUNK) {
+            yield { pieces };
+            pieces = [];
+            buf = Buffer.allocUnsafe(CHUNK);
+            used = 0;
+          }
+          const n = readSource(c, buf.subarray(used), off, f.path);
+          const last = used + n < CHUNK;
+          pieces.push({ index, offset: BigInt(off), data: buf.subarray(used, used + n), errno: 0, last });
+          o.onServed?.(n);
+          used += n;
+          off += n;
+          if (last) break;
+        }
+      } catch (e) {
+        pieces.push({ index, offset: 0n, data: new Uint8Array(0), errno: toErrno(e), last: true });
+      } finally {
+        closeCopy(c);
+      }
+    }
+    if (pieces.length) yield { pieces };
+  }
+
   const impl: ServiceImpl<typeof Peer> = {
     read: guarded(async (r) => {
       o.retired?.rangeRead(Number(r.ino));
@@ -181,48 +226,8 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
       }
     }),
     readFile,
-    async *readFiles(r) {
-      // Every file's holder check at once (one round trip to Redis); opened in order as the stream
-      // goes; a file that fails is reported and the rest still come.
-      const all = o.holdsInRoot(r.files.map((f) => ({ ino: Number(f.ino), version: Number(f.version) })));
-      all.catch(() => {});
-      const held = r.files.map((_, i) => all.then((h) => h[i] === true));
-      let pieces: { index: number; offset: bigint; data: Uint8Array; errno: number; last: boolean }[] = [];
-      // One buffer per message, filled by consecutive files.
-      let buf = Buffer.allocUnsafe(CHUNK);
-      let used = 0;
-      for (const [index, f] of r.files.entries()) {
-        let c: Source;
-        try {
-          c = await guarded(() => openForRead(f, held[index]))();
-        } catch (e) {
-          pieces.push({ index, offset: 0n, data: new Uint8Array(0), errno: fromConnectError(e).errno, last: true });
-          continue;
-        }
-        try {
-          for (let off = 0; ; ) {
-            if (used === CHUNK) {
-              yield { pieces };
-              pieces = [];
-              buf = Buffer.allocUnsafe(CHUNK);
-              used = 0;
-            }
-            const n = readSource(c, buf.subarray(used), off, f.path);
-            const last = used + n < CHUNK;
-            pieces.push({ index, offset: BigInt(off), data: buf.subarray(used, used + n), errno: 0, last });
-            o.onServed?.(n);
-            used += n;
-            off += n;
-            if (last) break;
-          }
-        } catch (e) {
-          pieces.push({ index, offset: 0n, data: new Uint8Array(0), errno: toErrno(e), last: true });
-        } finally {
-          closeCopy(c);
-        }
-      }
-      if (pieces.length) yield { pieces };
-    },
+    readFiles,
   };
-  return { impl, readFile };
+  return { impl, readFile, readFiles };
+
 }

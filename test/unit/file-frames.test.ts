@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { ChunkSchema } from "../../src/gen/mcfs/v1/peer_pb.ts";
-import { FRAME_ROOM, frameChunk } from "../../src/peer/file-frames.ts";
+import { ChunkSchema, FilePiecesSchema } from "../../src/gen/mcfs/v1/peer_pb.ts";
+import { FRAME_ROOM, frameChunk, framePieces, type PieceOut } from "../../src/peer/file-frames.ts";
 import { createMessages } from "../../src/peer/file-frames-reader.ts";
 
 /** A gRPC message as Connect frames it: flags, length, the protobuf serializer's bytes. */
@@ -48,6 +48,27 @@ describe("ReadFile framed by hand", () => {
         expect(got[i]!.offset).toBe(f.offset);
         expect(Buffer.from(got[i]!.data).equals(f.data)).toBe(true);
       }
+    }
+  });
+});
+
+describe("ReadFiles framed by hand", () => {
+  test("each message of pieces is framed byte for byte as Connect frames it, defaults left out", () => {
+    const piece = (index: number, offset: number, size: number, errno: number, last: boolean): PieceOut => ({
+      index, offset: BigInt(offset), data: Buffer.from(Array.from({ length: size }, (_, i) => (i * 7 + index) & 255)), errno, last,
+    });
+    const messages: PieceOut[][] = [
+      [],
+      [piece(0, 0, 0, 0, false)],
+      [piece(0, 0, 10, 0, true)],
+      [piece(1, 0, 0, 2, true), piece(2, 0, 300, 0, true), piece(3, 2 ** 40 + 3, 16_384, 0, false)],
+      [piece(127, 127, 127, 127, true), piece(128, 128, 128, 128, true), piece(2 ** 32 - 1, Number.MAX_SAFE_INTEGER, 131_072, 2 ** 32 - 1, false)],
+    ];
+    for (const pieces of messages) {
+      const body = toBinary(FilePiecesSchema, create(FilePiecesSchema, { pieces }));
+      const head = Buffer.alloc(5);
+      head.writeUInt32BE(body.length, 1);
+      expect(Buffer.from(framePieces({ pieces })).equals(Buffer.concat([head, body]))).toBe(true);
     }
   });
 });
