@@ -121,4 +121,22 @@ describe.skipIf(!!skip)("read-ahead bounded by what the RAM tier keeps until it 
     expect(total.unused).toBeLessThanOrEqual(total.moved - total.read);
     expect(r.hits).toBeGreaterThan(FILES / 2);
   }, 240_000);
+
+  test("numbered files read in the order of their numbers (Redis keeps a directory past 512 names in hash order): most find their copy fetched ahead, and readdir lists them so", async () => {
+    // Made before B looks at the directory: B's listing comes from Redis whole, in its hash order.
+    const files = 600;
+    const [a, b, c] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "numbered"));
+    const want = new Map<string, string>();
+    for (let i = 0; i < files; i++) {
+      const data = randomBytes(8192 + Math.floor(Math.random() * 57345));
+      fs.writeFileSync(join((i % 2 ? c : a).mnt, "numbered", `f${i}`), data);
+      want.set(`f${i}`, sha(data));
+    }
+    const order = [...want.keys()];
+    expect(fs.readdirSync(join(b.mnt, "numbered"))).toEqual(order);
+    const r = await run("numbered", order, want);
+    expect(r.moved).toBeLessThanOrEqual(1.2 * r.read);
+    expect(r.hits).toBeGreaterThan(files / 2);
+  }, 240_000);
 });

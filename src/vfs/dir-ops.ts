@@ -1,17 +1,22 @@
 import type { DirEntry, FileSystem } from "../fuse/types.ts";
 import { S_IFDIR } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
+import { compareNames } from "./name-order.ts";
 
 type DirOps = Pick<FileSystem, "opendir" | "readdir" | "releasedir">;
 
-/** Directory listings: read whole at opendir, served in slices; readdirplus tells the kernel each entry's attributes. */
+/**
+ * Directory listings: read whole at opendir, in natural order of names (the order read-ahead fetches
+ * a directory's files in, so that a program reading them as listed finds them fetched ahead), served
+ * in slices; readdirplus tells the kernel each entry's attributes.
+ */
 export function createDirOps(ctx: VfsContext): DirOps {
   const { store, kernel } = ctx;
   return {
     async opendir(_c, ino) {
       // Listed by readdirplus, its names are never looked up: the listing that lets reads of its
       // small files fetch their siblings along would not load, nor learn the inodes of other nodes' new names, otherwise.
-      const list = await ctx.cache.readListing(ino);
+      const list = [...(await ctx.cache.readListing(ino))].sort((a, b) => compareNames(a.name, b.name));
       const r = ctx.learn(await store.get(ino));
       return ctx.open.addDir({ entries: [{ name: ".", ino, type: S_IFDIR >> 12 }, { name: "..", ino: r.parent || 1, type: S_IFDIR >> 12 }, ...list] });
     },

@@ -7,6 +7,7 @@ import { isDir } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
 import { createLocalFile } from "./local-files.ts";
 import { checkName, checkReserved } from "./namespace-ops.ts";
+import { compareNames } from "./name-order.ts";
 import type { Handle } from "./open-files.ts";
 import { ChangingCopy, type RangeReader, type Sibling } from "./remote-data.ts";
 
@@ -43,9 +44,9 @@ export function createFileOps(ctx: VfsContext): FileOps {
     return { r, holders: h, here: h.data.get(nodeId) === r.version || (h.data.size === 0 && r.size === 0) };
   }
 
-  /** Each directory's files in listing order, and where each is in it, while its listing has not changed. */
+  /** Each directory's files in natural order of their names (the order read-ahead expects them read in), and where each is in it, while its listing has not changed. */
   const indexes = new Map<number, { listing: ReadonlyMap<string, number>; changes: number; files: Sibling[]; at: Map<number, number> }>();
-  /** The files of dir listed after ino, as far as its listing is loaded (none otherwise: no Redis call for this). */
+  /** The files of dir after ino in natural order, as far as its listing is loaded (none otherwise: no Redis call for this). */
   async function filesAfter(dir: number, ino: number): Promise<Iterable<Sibling>> {
     const l = cache.entries(dir);
     if (!l) return [];
@@ -54,7 +55,8 @@ export function createFileOps(ctx: VfsContext): FileOps {
       const base = await paths.pathOf(dir);
       const prefix = base === "/" ? "/" : `${base}/`;
       const files: Sibling[] = [];
-      for (const [name, i] of l) if (i > 0) files.push({ ino: i, path: prefix + name });
+      const names = [...l].filter(([, i]) => i > 0).sort(([a], [b]) => compareNames(a, b));
+      for (const [name, i] of names) files.push({ ino: i, path: prefix + name });
       if (indexes.size >= 1000) indexes.clear();
       x = { listing: l, changes: cache.listingChanges(dir), files, at: new Map(files.map((f, k) => [f.ino, k])) };
       indexes.set(dir, x);
