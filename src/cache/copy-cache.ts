@@ -30,6 +30,8 @@ export interface CopyCache {
    * by copies fetched ahead and not opened yet).
    */
   begin(ino: number, version: number, size: number, ahead?: boolean): PendingCopy | undefined;
+  /** Resolves once a copy on its way is committed or aborted (its room may be free), at once if none is. */
+  settled(): Promise<void>;
   usage(): TierUsage[];
   ahead(): AheadUsage;
   /** Evict every copy (each unlisted through onEvict). */
@@ -129,6 +131,12 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
   const disk: Tier = { name: "disk", limit: o.diskBytes, maxFiles: Infinity, entries: new Map(), used: 0, pending: 0, pendingFiles: 0, ahead: 0 };
   let seq = 0;
   let evictedUnread = 0;
+  let settleWaiters: (() => void)[] = [];
+  const wakeSettled = () => {
+    const w = settleWaiters;
+    settleWaiters = [];
+    for (const f of w) f();
+  };
 
   function release(tier: Tier, e: Entry): void {
     tier.entries.delete(e.ino);
@@ -218,6 +226,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
         reserve(-1);
         fs.closeSync(fd);
         if (tmp) o.dir.remove(tmp);
+        wakeSettled();
       };
       return {
         write(data, at) {
@@ -251,9 +260,14 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
             e.file = file;
           } else e.fd = fd;
           tier.entries.set(ino, e);
+          wakeSettled();
         },
         abort,
       };
+    },
+    settled() {
+      if (ram.pendingFiles + disk.pendingFiles === 0) return Promise.resolve();
+      return new Promise<void>((res) => settleWaiters.push(res));
     },
     usage() {
       return [ram, disk].map((t) => ({ tier: t.name, bytes: t.used, files: t.entries.size, limit: t.limit }));

@@ -23,6 +23,8 @@ export const PARTIAL_MARK = ".mcfs-part-";
 
 /** Remote files from this size on are read in ranges while their copy arrives. */
 const RANGED_MIN = 64 << 20;
+/** Copies on their way an open waits to land for room in its tier before it reads without a copy. */
+const ROOM_WAITS = 8;
 /** Largest file whose published bytes are copied aside when this node starts writing it in place. */
 const PRESERVE_MAX = 16 << 20;
 
@@ -105,8 +107,14 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
     await batches.pending(ino, version);
     if (o.cache.has(ino, version)) return;
     return once(key, async () => {
-      const pending = o.cache.begin(ino, version, size);
-      // The tier is held by copies on their way: this open reads from a holder without a copy.
+      let pending = o.cache.begin(ino, version, size);
+      // The tier is held by copies on their way: room comes as they land (a few), else this open
+      // reads from a holder without a copy, through JS.
+      for (let waits = 0; !pending && waits < ROOM_WAITS; waits++) {
+        await o.cache.settled();
+        if (o.cache.has(ino, version)) return;
+        pending = o.cache.begin(ino, version, size);
+      }
       if (!pending) return;
       const progress: Arriving = { sink: pending, got: 0, waiters: [] };
       arriving.set(key, progress);

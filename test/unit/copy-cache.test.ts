@@ -236,4 +236,21 @@ describe("copy cache", () => {
     expect(usage("ram")).toMatchObject({ bytes: 40, files: 2 });
     expect(bytesOf(c, 20)).toEqual(new Uint8Array(20).fill(1));
   });
+
+  test("settled: at once with no copy on its way, else once one of them is committed or aborted", async () => {
+    open();
+    let done = false;
+    await cache.settled();
+    const a = cache.begin(1, 1, 10)!;
+    const b = cache.begin(2, 2, 10)!;
+    const first = cache.settled().then(() => (done = true));
+    await Promise.resolve();
+    expect(done).toBe(false);
+    a.abort();
+    await first;
+    const second = cache.settled();
+    b.commit();
+    await second;
+    await cache.settled();
+  });
 });
