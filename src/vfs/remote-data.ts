@@ -23,6 +23,8 @@ export const PARTIAL_MARK = ".mcfs-part-";
 
 /** Remote files from this size on are read in ranges while their copy arrives. */
 const RANGED_MIN = 64 << 20;
+/** Times an open of a small file has its copy made before it reads without one (through JS). */
+const COPY_TRIES = 3;
 /** Copies on their way an open waits to land for room in its tier before it reads without a copy. */
 const ROOM_WAITS = 8;
 /** Largest file whose published bytes are copied aside when this node starts writing it in place. */
@@ -159,11 +161,13 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
       o.observe?.cache(o.cache.has(ino, version) || batches.pending(ino, version) !== undefined);
       const fits = o.cache.fits(size);
       if (fits && size < RANGED_MIN) {
-        await cache(ino, version, path, size, given, siblings);
-        // undefined: evicted at once by other copies arriving (a tier far smaller than the files read),
-        // or never cached (a tier held by copies on their way).
-        const c = opened(ino, version);
-        if (c) return c;
+        // Again if the copy is gone before this open took it: evicted at once by copies arriving into
+        // a tier far smaller than the files read, or never made (a tier held by copies on their way).
+        for (let tries = 0; tries < COPY_TRIES; tries++) {
+          await cache(ino, version, path, size, given, siblings);
+          const c = opened(ino, version);
+          if (c) return c;
+        }
       } else {
         const c = opened(ino, version);
         if (c) return c;
