@@ -53,6 +53,7 @@ export function createChangeOutbox(o: ChangeOutboxOptions): ChangeOutbox {
         outbox = [];
         outboxWaits = false;
         const s = ++seq;
+        // origin first: a node knows its own messages by their first bytes.
         const send = () => o.send(JSON.stringify({ origin: o.nodeId, seq: s, ack, changes: batch }));
         if (!ack) {
           send();

@@ -76,7 +76,10 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
         first = false;
       });
       await subscriber.connect();
+      // This node's own messages come back too: known by their first bytes (the outbox writes origin first), not parsed.
+      const own = `{"origin":${JSON.stringify(opts.nodeId)},`;
       await subscriber.subscribe(keys.inval, (msg) => {
+        if (msg.startsWith(own)) return;
         let m: { origin: string; seq: number; ack: boolean; changes: Invalidation[] };
         try {
           m = JSON.parse(msg) as typeof m;
