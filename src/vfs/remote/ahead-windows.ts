@@ -9,7 +9,7 @@ import type { CopyCache } from "../../cache/copy-cache.ts";
  * so that a reader turning sequential again is noticed.
  */
 const WINDOW_START = 1 << 20;
-const WINDOW_MIN = 256 << 10;
+const WINDOW_MIN = 128 << 10;
 const PENALTY = 4;
 /** Directories whose windows are remembered; past this they start again. */
 const DIRS_MAX = 10_000;
