@@ -51,14 +51,14 @@ describe("read-ahead windows", () => {
     expect(w.room(8)).toBe(MiB);
   });
 
-  test("a copy evicted unopened narrows its directory's window by 4x its size, down to 256 KiB", () => {
+  test("a copy evicted unopened narrows its directory's window by 4x its size, down to 128 KiB", () => {
     ahead(1, 100 * KiB);
     for (let i = 0; i < 5; i++) asked(10 + i, 900 * KiB);
     expect(cache.has(1, 1)).toBe(false);
     expect(w.room(7)).toBe(2 * MiB - 400 * KiB);
     ahead(2, 500 * KiB);
     for (let i = 0; i < 5; i++) asked(20 + i, 900 * KiB);
-    expect(w.room(7)).toBe(256 * KiB);
+    expect(w.room(7)).toBe(128 * KiB);
   });
 
   test("never past what the cache lets copies fetched ahead take: half the tier", () => {
