@@ -8,6 +8,7 @@ import { startDaemon, type TestDaemon } from "./helpers/daemon.ts";
 import { startSentinels, type TestSentinels } from "./helpers/redis.ts";
 import { makeCa, makeCert, opensslUnavailable } from "./helpers/certs.ts";
 import { createRedisStore } from "../src/meta/redis-store.ts";
+import { updateMadeAfterCreate } from "./helpers/script-reload.ts";
 import { E, type FsError } from "../src/util/errno.ts";
 
 const skip = fuseUnavailable();
@@ -24,14 +25,35 @@ async function failure(op: () => Promise<unknown>): Promise<{ errno?: number; me
   }
 }
 
+/** `mcfs status` with these arguments: its exit code, stderr, and stdout and stderr together. */
+async function status(...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const p = spawn([MCFS, "status", ...args], { stdout: "pipe", stderr: "pipe" });
+  const [stdout, err] = [await new Response(p.stdout).text(), await new Response(p.stderr).text()];
+  return { code: await p.exited, out: stdout + err, err };
+}
+
+/**
+ * A store on the group's master keeps working through a kill -9 of it: a name made before (on the
+ * replica by then) and one made after the sentinels promote that replica are both there.
+ */
+async function followsKill(s: Awaited<ReturnType<typeof createRedisStore>>, g: TestSentinels): Promise<void> {
+  await s.init(0o755, 0, 0);
+  const before = await s.create(1, "before", { mode: 0o100644, uid: 0, gid: 0 });
+  // On the replica before the master goes (its one replica is promoted; none is left to WAIT for after).
+  expect(await g.cliAt(await g.masterPort(), "WAIT", "1", "5000")).toBe("1");
+  const old = await g.masterPort();
+  await g.kill(old);
+  // Sent once the connection is seen gone (a change on the wire at the kill may or may not have
+  // been made: that one fails, by design): it waits for the sentinels' promotion, then is made there.
+  await waitFor("the sentinels to name another master", async () => (await g.masterPort().catch(() => old)) !== old, 60_000);
+  const after = await s.create(1, "after", { mode: 0o100644, uid: 0, gid: 0 });
+  expect((await s.lookup(1, "after")).ino).toBe(after.ino);
+  expect((await s.lookup(1, "before")).ino).toBe(before.ino);
+}
+
 describe.skipIf(!!noRedis)("a sentinel URL that cannot be used is named, never its password", () => {
-  const status = async (url: string) => {
-    const p = spawn([MCFS, "status", "-u", url], { stdout: "pipe", stderr: "pipe" });
-    const err = await new Response(p.stderr).text();
-    return { code: await p.exited, err };
-  };
   test("a malformed one: the flag and the wrong part (exit 2)", async () => {
-    const r = await status("redis+sentinel://u:s3cret@127.0.0.1:26379");
+    const r = await status("-u", "redis+sentinel://u:s3cret@127.0.0.1:26379");
     expect(r.code).toBe(2);
     expect(r.err).toContain("--redis_url");
     expect(r.err).toContain("names no master");
@@ -39,7 +61,7 @@ describe.skipIf(!!noRedis)("a sentinel URL that cannot be used is named, never i
   });
   test("no sentinel answering: every sentinel tried is named (exit 1)", async () => {
     const [p1, p2] = [await freePort(), await freePort()];
-    const r = await status(`redis+sentinel://u:s3cret@127.0.0.1:${p1},127.0.0.1:${p2}/main`);
+    const r = await status("-u", `redis+sentinel://u:s3cret@127.0.0.1:${p1},127.0.0.1:${p2}/main`);
     expect(r.code).toBe(1);
     expect(r.err).toContain(`no sentinel told where master "main" of sentinels 127.0.0.1:${p1},127.0.0.1:${p2} is`);
     expect(r.err).toContain("ECONNREFUSED");
@@ -60,24 +82,11 @@ describe.skipIf(!!noRedis)("sentinels with a password of their own", () => {
     await g?.stop();
     t?.remove();
   });
-  const status = async (...args: string[]) => {
-    const p = spawn([MCFS, "status", ...args], { stdout: "pipe", stderr: "pipe" });
-    const out = (await new Response(p.stdout).text()) + (await new Response(p.stderr).text());
-    return { code: await p.exited, out };
-  };
 
   test("with the password the master is found, used and followed through a kill -9; without it the sentinels' refusal is named", async () => {
     const s = await createRedisStore({ url: `${g.url}?failover_wait_ms=30000`, nodeId: "n1", prefix: "auth:", access: { sentinelPassword: PASS } });
     try {
-      await s.init(0o755, 0, 0);
-      const before = await s.create(1, "before", { mode: 0o100644, uid: 0, gid: 0 });
-      expect(await g.cliAt(await g.masterPort(), "WAIT", "1", "5000")).toBe("1");
-      const old = await g.masterPort();
-      await g.kill(old);
-      await waitFor("the sentinels to name another master", async () => (await g.masterPort().catch(() => old)) !== old, 60_000);
-      const after = await s.create(1, "after", { mode: 0o100644, uid: 0, gid: 0 });
-      expect((await s.lookup(1, "after")).ino).toBe(after.ino);
-      expect((await s.lookup(1, "before")).ino).toBe(before.ino);
+      await followsKill(s, g);
     } finally {
       await s.close();
     }
@@ -174,16 +183,7 @@ describe.skipIf(!!noRedis)("metadata store through Redis Sentinel: a new master"
       await waitFor("the sentinels to name another master", async () => (await g.masterPort()) !== was, 60_000);
       const runId = /run_id:(\w+)/.exec(await g.cliAt(await g.masterPort(), "info", "server"))![1];
       await waitFor("the store on the new master", async () => (await s.instanceId()) === runId, 30_000);
-      // One script used again first: the new master has it, and not the create.
-      await s.setData(old.ino, 1, 1n, 1n, "n1", "/old");
-      const ino = await s.reserveInodes(1);
-      // As a close right behind its create written behind: one pipeline, the update after the create.
-      const [made, closed] = await Promise.allSettled([
-        s.create(1, "new", { mode: 0o100644, uid: 0, gid: 0, holder: "n1", ino }),
-        s.setData(ino, 5, 2n, 2n, "n1", "/new"),
-      ]);
-      expect([made.status, closed.status]).toEqual(["fulfilled", "fulfilled"]);
-      expect((await s.get(ino)).size).toBe(5);
+      await updateMadeAfterCreate(s, old.ino);
     } finally {
       await s.close();
     }
@@ -262,11 +262,6 @@ describe.skipIf(!!skip)("metadata failover through Redis Sentinel", () => {
     expect(bad()).toEqual([]);
   }
 
-  async function status(): Promise<{ code: number; out: string }> {
-    const p = spawn([MCFS, "status", "-u", url()], { stdout: "pipe", stderr: "pipe" });
-    const out = (await new Response(p.stdout).text()) + (await new Response(p.stderr).text());
-    return { code: await p.exited, out };
-  }
 
   /**
    * Sentinel promotes a replica while the old master still takes writes, and its other replica still
@@ -282,7 +277,7 @@ describe.skipIf(!!skip)("metadata failover through Redis Sentinel", () => {
       },
       true,
     );
-    const s = await status();
+    const s = await status("-u", url());
     expect(s.out).not.toContain("rror");
     expect(s.code).toBe(0);
   }, 180_000);
@@ -290,7 +285,7 @@ describe.skipIf(!!skip)("metadata failover through Redis Sentinel", () => {
   test("kill -9 of the master under a workload: writes wait for the new master, every closed file is whole, status works", async () => {
     // One of two replicas acknowledges each change: the one promoted may not be it (see README).
     await writeThrough("killed", (port) => g.kill(port), true, 1);
-    const s = await status();
+    const s = await status("-u", url());
     expect(s.out).not.toContain("rror");
     expect(s.code).toBe(0);
     // The mounts never went away.
@@ -319,18 +314,7 @@ describe.skipIf(!!noRedis || !!opensslUnavailable())("Redis Sentinel over TLS", 
     expect(g.url.startsWith("rediss+sentinel://")).toBe(true);
     const s = await createRedisStore({ url: `${g.url}?failover_wait_ms=30000`, nodeId: "n1", prefix: "tls:", access: { ca: fs.readFileSync(ca) } });
     try {
-      await s.init(0o755, 0, 0);
-      const before = await s.create(1, "before", { mode: 0o100644, uid: 0, gid: 0 });
-      // On the replica before the master goes (its one replica is promoted; none is left to WAIT for after).
-      expect(await g.cliAt(await g.masterPort(), "WAIT", "1", "5000")).toBe("1");
-      const old = await g.masterPort();
-      await g.kill(old);
-      // Sent once the connection is seen gone (a change on the wire at the kill may or may not have
-      // been made: that one fails, by design): it waits for the sentinels' promotion, then is made there.
-      await waitFor("the sentinels to name another master", async () => (await g.masterPort().catch(() => old)) !== old, 60_000);
-      const after = await s.create(1, "after", { mode: 0o100644, uid: 0, gid: 0 });
-      expect((await s.lookup(1, "after")).ino).toBe(after.ino);
-      expect((await s.lookup(1, "before")).ino).toBe(before.ino);
+      await followsKill(s, g);
     } finally {
       await s.close();
     }

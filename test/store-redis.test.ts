@@ -4,6 +4,7 @@ import type { Invalidation } from "../src/meta/store.ts";
 import { harnessOf, storeContract } from "./contract/store-contract.ts";
 import { startRedis, type TestRedis } from "./helpers/redis.ts";
 import { waitFor } from "./helpers/env.ts";
+import { updateMadeAfterCreate } from "./helpers/script-reload.ts";
 
 /** One redis-server for the file; each test gets a key prefix of its own. */
 let redis: TestRedis | undefined;
@@ -46,16 +47,7 @@ describe("redis store connection", () => {
       await redis!.cli("SAVE");
       await redis!.restart();
       await waitFor("the store back", () => s.get(1).then(() => true, () => false));
-      // One script used again first: the restarted server has it, and not the create.
-      await s.setData(old.ino, 1, 1n, 1n, "n1", "/old");
-      const ino = await s.reserveInodes(1);
-      // As a close right behind its create written behind: one pipeline, the update after the create.
-      const [made, closed] = await Promise.allSettled([
-        s.create(1, "new", { mode: 0o100644, uid: 0, gid: 0, holder: "n1", ino }),
-        s.setData(ino, 5, 2n, 2n, "n1", "/new"),
-      ]);
-      expect([made.status, closed.status]).toEqual(["fulfilled", "fulfilled"]);
-      expect((await s.get(ino)).size).toBe(5);
+      await updateMadeAfterCreate(s, old.ino);
     } finally {
       await s.close();
     }
