@@ -155,10 +155,7 @@ export function createKernelView(o: { open: OpenFiles; dropKernelEntry?: (parent
       kernelVersion.set(ino, UNKNOWN_VERSION);
       return true;
     },
-    permsChanged(r) {
-      const told = kernelPerms.get(r.ino);
-      return told !== permsOf(r);
-    },
+    permsChanged: (r) => kernelPerms.get(r.ino) !== permsOf(r),
     mayHaveEntry: (parent, name) => lostNames || toldNames.has(`${parent}/${name}`),
     takeNames() {
       const out = [...toldNames].map((k): [number, string] => {
