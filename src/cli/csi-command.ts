@@ -3,7 +3,6 @@ import { resolve } from "node:path";
 import type { Argv } from "yargs";
 import type { CsiConfig, CsiNodeConfig } from "../daemon/csi-config.ts";
 import { checkRedisUrl, REDIS_URL_FORMS, redisAccess, redisAccessOptions } from "./redis-options.ts";
-import { isClusterUrl } from "../meta/redis-cluster.ts";
 import { logOptions } from "./log-options.ts";
 
 /** Flags of both CSI roles (the original driver's names). */
@@ -17,8 +16,6 @@ export function csiOptions<T>(y: Argv<T>) {
     .option("metrics-listen", { type: "string", default: "0.0.0.0", describe: "Address the metrics server listens on (a host-network plugin: give the node's address, not every interface)" })
     .check((a) => {
       checkRedisUrl("--redis-url", a["redis-url"]);
-      // Its volume records (csi:*) would lie outside the filesystem's hash slot: not yet.
-      if (isClusterUrl(a["redis-url"])) throw new Error("--redis-url: the CSI driver does not run on a Redis Cluster (redis+cluster://) yet; use a single Redis or redis+sentinel://");
       if (!/^(unix:\/\/?\/|tcp:\/\/)/.test(a.endpoint)) throw new Error(`--endpoint must be unix:///path/to.sock or tcp://host:port, got "${a.endpoint}"`);
       if (!a.nodeid) throw new Error("--nodeid must not be empty");
       if (a["metrics-port"] !== undefined && !(Number.isInteger(a["metrics-port"]) && a["metrics-port"] >= 0 && a["metrics-port"] <= 65535)) throw new Error(`--metrics-port must be an integer 0..65535, got ${a["metrics-port"]}`);
@@ -28,9 +25,9 @@ export function csiOptions<T>(y: Argv<T>) {
 
 export function csiNodeOptions<T>(y: Argv<T>) {
   return csiOptions(y)
-    .option("node-url", { type: "string", default: "localhost:5000", describe: "host:port other nodes dial to reach this node's filesystem daemon" })
-    .option("root-dir", { type: "string", default: "/var/lib/multicloud/volumes", describe: "Root path of the node daemon: this node's bytes, on its local disk" })
-    .option("mount-point", { type: "string", default: "/var/lib/multicloud/mounts", describe: "Where the node daemon mounts the filesystem; volumes are bind-mounted from <mount-point>/volumes/<id>" })
+    .option("node-url", { type: "string", default: "localhost:5000", describe: "host:port other nodes dial to reach this node's filesystem daemon (on a Redis Cluster: host, with a free port for each volume's daemon)" })
+    .option("root-dir", { type: "string", default: "/var/lib/multicloud/volumes", describe: "Root path of the node daemon: this node's bytes, on its local disk (on a Redis Cluster: <root-dir>/<tag> for each volume)" })
+    .option("mount-point", { type: "string", default: "/var/lib/multicloud/mounts", describe: "Where the node daemon mounts the filesystem; volumes are bind-mounted from <mount-point>/volumes/<id> (on a Redis Cluster each volume is a filesystem of its own, mounted at <mount-point>/<tag>)" })
     .option("pods-dir", { type: "string", default: "/var/lib/kubelet/pods", describe: "kubelet's pods directory: volumes are bind-mounted only onto target paths beneath it" })
     .option("cluster-secret-file", { type: "string", describe: "Cluster secret for the node daemon (or env MCFS_CLUSTER_SECRET)" })
     .option("tls-cert", { type: "string", describe: "Node certificate for mutual TLS between node daemons (passed on to the node daemon; with --tls-key and --tls-ca)" })

@@ -39,6 +39,7 @@ export function daemonOptions<T>(y: Argv<T>) {
     .option("replicas", { type: "number", describe: "Copies of each file the cluster keeps, on as many nodes (a cluster-wide setting stored in Redis: the last node started with it sets it; a directory's user.mcfs.replicas attribute overrides it for the files under it) [default: as set before, else 1]" })
     .option("replica-grace", { type: "number", default: 300, describe: "Seconds a holder's node may be gone before its copies are made again on other nodes" })
     .option("replica-check", { type: "number", default: 60, describe: "Seconds between looks for files with fewer copies than wanted (one node looks at a time)" })
+    .option("fsname", { type: "string", default: "mcfs", describe: "Name of the mount in /proc/mounts (mount's source column); the CSI driver names each volume's mount after its volume" })
     .option("nonempty", { type: "boolean", default: false, describe: "Mount over a --mount_path that has something in it (hidden while mounted); without it such a mount point is refused" })
     .check((a) => {
       if (!Number.isInteger(a.port) || a.port < 0 || a.port > 65535) throw new Error(`--port must be an integer 0..65535, got ${a.port}`);
@@ -56,6 +57,7 @@ export function daemonOptions<T>(y: Argv<T>) {
       if (a.replicas !== undefined && !(Number.isInteger(a.replicas) && a.replicas >= 1 && a.replicas <= MAX_REPLICAS)) throw new Error(`--replicas must be an integer 1..${MAX_REPLICAS}, got ${a.replicas}`);
       if (a.replicas !== undefined && a.replicas > 1 && a.redis_url === undefined) throw new Error("--replicas needs other nodes: give --redis_url (a private Redis has no cluster to copy to)");
       for (const k of ["replica-grace", "replica-check"] as const) if (!(a[k] > 0)) throw new Error(`--${k} must be a number of seconds > 0, got ${a[k]}`);
+      if (!/^[A-Za-z0-9._:-]{1,200}$/.test(a.fsname)) throw new Error(`--fsname must be 1..200 letters, digits, '.', '_', ':' or '-', got "${a.fsname}"`);
       if (a.listen === "") throw new Error("--listen must not be empty (0.0.0.0 listens on every address)");
       if (a.redis_url !== undefined) checkRedisUrl("--redis_url", a.redis_url);
       return true;
@@ -113,6 +115,7 @@ export function daemonConfig(a: DaemonArgs, env: NodeJS.ProcessEnv): DaemonConfi
     attrTimeout: a["attr-timeout"] ?? (a.redis_url ? 10 : 60),
     allowOther: a["allow-other"],
     nonempty: a.nonempty,
+    fsname: a.fsname,
     clusterSecret: clusterSecret(a, env, tls !== undefined),
     peerTls: tls,
     insecure: a.insecure,

@@ -57,7 +57,8 @@ export interface ControllerOptions {
 }
 
 /**
- * The controller: each volume is a directory /volumes/<id> of the filesystem, recorded in Redis.
+ * The controller: each volume is a directory /volumes/<id> of the filesystem, or on a Redis Cluster a
+ * filesystem of its own (volume-dirs.ts), recorded in Redis.
  * Capacity is recorded (and grows with expansion) but not enforced as a quota.
  */
 export function createControllerService(o: ControllerOptions): Partial<ServiceImpl<typeof Controller>> {
@@ -91,13 +92,15 @@ export function createControllerService(o: ControllerOptions): Partial<ServiceIm
         const existing = await registry.get(id);
         if (existing) {
           if (existing.name !== req.name) throw csiError(Code.AlreadyExists, `volume id ${id} belongs to another name`);
+          if (existing.deleting) throw csiError(Code.Aborted, `volume ${req.name} is being deleted: DeleteVolume must finish first`);
           if (!fits(existing.capacity, want)) throw csiError(Code.AlreadyExists, `volume ${req.name} exists with capacity ${existing.capacity}, not in the range asked for`);
-          await dirs.create(id, replicas);
+          await dirs.create(existing, replicas);
           return { volume: volumeOf(existing) };
         }
-        await dirs.create(id, replicas);
-        const { record } = await registry.create({ id, name: req.name, capacity, createdAt: Date.now() });
-        o.log.info({ volume: id, name: req.name, capacity }, "volume created");
+        // The record first: a create cut short leaves a record that the retry (or DeleteVolume) finds.
+        const { record } = await registry.create({ id, name: req.name, capacity, createdAt: Date.now(), ...(await dirs.place(id)) });
+        await dirs.create(record, replicas);
+        o.log.info({ volume: id, name: req.name, capacity, ...(record.tag ? { tag: record.tag } : {}) }, "volume created");
         return { volume: volumeOf(record) };
       });
     }),
@@ -106,8 +109,10 @@ export function createControllerService(o: ControllerOptions): Partial<ServiceIm
       if (!req.volumeId) throw invalid("volume_id");
       const id = req.volumeId;
       return locks.run([`volume:${id}`], async () => {
-        // Also a directory left by a create cut short before its record: ids are names of directories.
-        if (isVolumeId(id)) await dirs.remove(id);
+        const rec = await registry.get(id);
+        // Marked first: nodes stop serving it, and a CreateVolume of its name waits for the end.
+        if (rec) await registry.markDeleting(id);
+        await dirs.remove(id, rec);
         await registry.remove(id);
         o.log.info({ volume: id }, "volume deleted");
         return {};

@@ -33,7 +33,7 @@ export function parseMountinfo(text: string): MountEntry[] {
     const f = (pre ?? "").split(" ");
     const g = (post ?? "").split(" ");
     if (f.length < 6 || !g[0]) continue;
-    out.push({ id: Number(f[0]), dev: f[2]!, root: unescape(f[3]!), mountPoint: unescape(f[4]!), options: f[5]!.split(","), fstype: g[0] });
+    out.push({ id: Number(f[0]), dev: f[2]!, root: unescape(f[3]!), mountPoint: unescape(f[4]!), options: f[5]!.split(","), fstype: g[0], source: unescape(g[1] ?? "") });
   }
   return out;
 }

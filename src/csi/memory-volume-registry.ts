@@ -15,12 +15,13 @@ function storable(bytes: number): string {
 const byBytes = (a: string, b: string) => Buffer.compare(Buffer.from(a), Buffer.from(b));
 
 export function createMemoryVolumeRegistry(): VolumeRegistry {
-  const vols = new Map<string, { name: string; capacity: string; created: string }>();
+  const vols = new Map<string, { name: string; capacity: string; created: string; tag?: string; deleting?: true }>();
   const pubs = new Map<string, Map<string, string>>();
   const nodes = new Map<string, string>();
+  const gone = new Set<string>();
   const record = (id: string): VolumeRecord | undefined => {
     const v = vols.get(id);
-    return v && { id, name: v.name, capacity: Number(v.capacity), createdAt: Number(v.created) };
+    return v && { id, name: v.name, capacity: Number(v.capacity), createdAt: Number(v.created), ...(v.tag ? { tag: v.tag } : {}), ...(v.deleting ? { deleting: true } : {}) };
   };
   return {
     ping: async () => true,
@@ -28,13 +29,20 @@ export function createMemoryVolumeRegistry(): VolumeRegistry {
     async create(rec) {
       const had = record(rec.id);
       if (had) return { record: had, created: false };
-      vols.set(rec.id, { name: rec.name, capacity: storable(rec.capacity), created: String(rec.createdAt) });
+      vols.set(rec.id, { name: rec.name, capacity: storable(rec.capacity), created: String(rec.createdAt), ...(rec.tag ? { tag: rec.tag } : {}) });
       return { record: rec, created: true };
     },
+    async markDeleting(id) {
+      const v = vols.get(id);
+      if (v) v.deleting = true;
+    },
     async remove(id) {
+      const tag = vols.get(id)?.tag;
+      if (tag) gone.add(tag);
       vols.delete(id);
       pubs.delete(id);
     },
+    deletedTags: async () => new Set(gone),
     async list(after, max) {
       const ids = [...vols.keys()].sort(byBytes).filter((id) => !after || byBytes(id, after) > 0);
       return { records: ids.slice(0, max).map((id) => record(id)!), more: ids.length > max };

@@ -1,8 +1,8 @@
 import * as fs from "node:fs";
 import type { Logger } from "../util/log.ts";
-import { mountAt, type Mounter } from "./mounter.ts";
-import { MCFS_FSTYPE, type VolumeBinder } from "./volume-binder.ts";
-import { VOLUMES_DIR } from "./volume-dirs.ts";
+import { mountAt, type Mounter, type MountEntry } from "./mounter.ts";
+import type { VolumeBinder } from "./volume-binder.ts";
+import { MCFS_FSTYPE, type VolumeSource } from "./volume-source.ts";
 
 /**
  * Watches the node-level mount. When it is down, starts the node daemon (if this process manages
@@ -22,6 +22,8 @@ export interface MountKeeperOptions {
   mounter: Mounter;
   /** Re-binds the pods' volumes. */
   binder: VolumeBinder;
+  /** The volume a pod's bind is of, found in the node-level mount. */
+  sourceOf(e: MountEntry): VolumeSource | undefined;
   /** Start the node daemon (undefined: it runs elsewhere, e.g. its own container). */
   startDaemon?: () => Promise<void>;
   intervalMs: number;
@@ -50,9 +52,10 @@ export function createMountKeeper(o: MountKeeperOptions): MountKeeper {
   function repair(dev: string): void {
     for (const e of o.mounter.mounts()) {
       if (e.fstype !== MCFS_FSTYPE || e.dev === dev || !seen.has(e.dev) || e.mountPoint === o.mountPoint) continue;
-      if (!e.root.startsWith(`/${VOLUMES_DIR}/`)) continue;
+      const src = o.sourceOf(e);
+      if (!src) continue;
       try {
-        o.binder.rebind(e);
+        o.binder.rebind(e, src);
       } catch (err) {
         o.log.error({ target: e.mountPoint, volume: e.root, err: (err as Error).message }, "could not re-bind a pod's volume");
       }

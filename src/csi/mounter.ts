@@ -10,6 +10,8 @@ export interface MountEntry {
   /** Per-mount options (ro, rw, nosuid...). */
   options: string[];
   fstype: string;
+  /** The filesystem's source (a FUSE mount's fsname). */
+  source: string;
 }
 
 /** Per-mount options a volume's bind may carry on top of nosuid,nodev, which every bind has. */

@@ -5,45 +5,21 @@ import type { Logger } from "../util/log.ts";
 import { csiError, createOpLocks, guard, invalid } from "./errors.ts";
 import { bindOptions, requireServable } from "./capabilities.ts";
 import type { VolumeBinder } from "./volume-binder.ts";
-import { VOLUMES_DIR, isVolumeId } from "./volume-dirs.ts";
+import type { VolumeSources } from "./volume-source.ts";
 
 export interface NodeServiceOptions {
   nodeId: string;
-  /** The node-level mcfs mount; volume <id> is its directory volumes/<id>. */
-  mountPoint: string;
+  sources: VolumeSources;
   binder: VolumeBinder;
   log: Logger;
 }
 
-const NOTICE_WAIT_MS = 2000, NOTICE_POLL_MS = 50;
-
 const errCode = (e: unknown) => (e as NodeJS.ErrnoException).code;
 
-/** The node service: a volume is published by bind-mounting its directory of the node-level mount. */
+/** The node service: a volume is published by bind-mounting its directory onto the pod's target. */
 export function createNodeService(o: NodeServiceOptions): Partial<ServiceImpl<typeof Node>> {
   const locks = createOpLocks();
   const g = <Req, Res>(m: string, fn: (r: Req) => Promise<Res>) => guard(o.log, m, fn);
-  const sourceOf = (id: string) => `${o.mountPoint}/${VOLUMES_DIR}/${id}`;
-
-  /**
-   * The volume's directory in the mount, checked: NotFound if it is not there, Unavailable if the
-   * mount is down. A volume the controller made a moment ago may not have reached this node's
-   * caches yet (the notice is on its way): a missing one is looked for again for a little while.
-   */
-  async function volumeDir(id: string): Promise<string> {
-    if (!isVolumeId(id)) throw csiError(Code.NotFound, `volume ${JSON.stringify(id)} does not exist`);
-    const src = sourceOf(id);
-    for (let wait = 0; ; wait += NOTICE_POLL_MS) {
-      try {
-        if (fs.statSync(src).isDirectory()) return src;
-      } catch (e) {
-        if (errCode(e) === "ENOTCONN") throw csiError(Code.Unavailable, `the node-level mcfs mount at ${o.mountPoint} is down`);
-        if (errCode(e) !== "ENOENT") throw e;
-      }
-      if (wait >= NOTICE_WAIT_MS) throw csiError(Code.NotFound, `volume ${id} does not exist`);
-      await Bun.sleep(NOTICE_POLL_MS);
-    }
-  }
 
   return {
     nodePublishVolume: g("NodePublishVolume", async (req) => {
@@ -54,8 +30,7 @@ export function createNodeService(o: NodeServiceOptions): Partial<ServiceImpl<ty
       o.binder.checkTarget(req.targetPath);
       const target = req.targetPath;
       return locks.run([`volume:${req.volumeId}`, `target:${target}`], async () => {
-        await volumeDir(req.volumeId);
-        o.binder.publish(req.volumeId, target, options);
+        o.binder.publish(await o.sources.ready(req.volumeId), target, options);
         o.log.info({ volume: req.volumeId, target, options }, "volume published");
         return {};
       });
@@ -67,7 +42,7 @@ export function createNodeService(o: NodeServiceOptions): Partial<ServiceImpl<ty
       o.binder.checkTarget(req.targetPath);
       const target = req.targetPath;
       return locks.run([`volume:${req.volumeId}`, `target:${target}`], async () => {
-        o.binder.unpublish(req.volumeId, target);
+        o.binder.unpublish(o.sources.owner(req.volumeId), target);
         o.log.info({ volume: req.volumeId, target }, "volume unpublished");
         return {};
       });
@@ -76,7 +51,7 @@ export function createNodeService(o: NodeServiceOptions): Partial<ServiceImpl<ty
     nodeGetVolumeStats: g("NodeGetVolumeStats", async (req) => {
       if (!req.volumeId) throw invalid("volume_id");
       if (!req.volumePath) throw invalid("volume_path");
-      await volumeDir(req.volumeId);
+      await o.sources.ready(req.volumeId);
       let st: fs.StatsFs;
       try {
         st = fs.statfsSync(req.volumePath);

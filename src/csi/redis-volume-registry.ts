@@ -1,23 +1,27 @@
 /**
- * VolumeRegistry on Redis (the filesystem's Redis; its own prefix).
+ * VolumeRegistry on Redis (the filesystem's Redis; its own prefix, under the filesystem's hash tag on
+ * a Redis Cluster).
  *
  * | key              | type | holds                                                          |
  * |------------------|------|----------------------------------------------------------------|
- * | csi:vol:{id}     | hash | name, capacity (bytes), created (ms since epoch)               |
+ * | csi:vol:{id}     | hash | name, capacity (bytes), created (ms since epoch); on a Redis   |
+ * |                  |      | Cluster tag (the volume's own filesystem); deleting: "1" once  |
+ * |                  |      | DeleteVolume has begun                                         |
  * | csi:vols         | zset | every volume id, score 0: ListVolumes pages through it by id   |
  * | csi:pub:{id}     | hash | node id -> JSON {readonly, mode}: where the volume is published |
  * | csi:nodes        | hash | node id -> JSON {free, total, at}: node plugins that reported  |
+ * | csi:gone         | hash | tag -> ms since epoch: filesystems of deleted volumes          |
  */
 import type { RedisClient } from "../meta/redis-connect.ts";
 import type { NodeReport, Publication, VolumeRecord, VolumeRegistry } from "./volume-registry.ts";
 
-const P = "csi:";
 const PING_TIMEOUT_MS = 2000;
 
 const CREATE = `
 local k = KEYS[1]
 if redis.call('EXISTS', k) == 1 then return redis.call('HGETALL', k) end
 redis.call('HSET', k, 'name', ARGV[2], 'capacity', ARGV[3], 'created', ARGV[4])
+if ARGV[5] ~= '' then redis.call('HSET', k, 'tag', ARGV[5]) end
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 return {}`;
 
@@ -29,12 +33,22 @@ function storable(bytes: number): string {
 
 function record(id: string, h: Record<string, string>): VolumeRecord | undefined {
   if (h.name === undefined) return undefined;
-  return { id, name: h.name, capacity: Number(h.capacity ?? 0), createdAt: Number(h.created ?? 0) };
+  return { id, name: h.name, capacity: Number(h.capacity ?? 0), createdAt: Number(h.created ?? 0), ...(h.tag ? { tag: h.tag } : {}), ...(h.deleting ? { deleting: true } : {}) };
 }
 
-const SET_CAPACITY = `if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'capacity', ARGV[1]) end return 0`;
+const REMOVE = `
+local tag = redis.call('HGET', KEYS[1], 'tag')
+if tag then redis.call('HSET', KEYS[4], tag, ARGV[2]) end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 0`;
 
-export function createRedisVolumeRegistry(client: RedisClient): VolumeRegistry {
+/** A field of a volume that is there: a key holding it alone would block creating the name again. */
+const SET_FIELD = `if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end return 0`;
+
+/** prefix: the filesystem's key prefix ("{tag}:" on a Redis Cluster); the registry's keys go under it. */
+export function createRedisVolumeRegistry(client: RedisClient, prefix = ""): VolumeRegistry {
+  const P = `${prefix}csi:`;
   return {
     async ping() {
       // A Redis that hangs is as down as one that refuses: Probe must answer, and say not ready.
@@ -49,14 +63,20 @@ export function createRedisVolumeRegistry(client: RedisClient): VolumeRegistry {
       return record(id, await client.hGetAll(`${P}vol:${id}`));
     },
     async create(rec) {
-      const r = (await client.eval(CREATE, { keys: [`${P}vol:${rec.id}`, `${P}vols`], arguments: [rec.id, rec.name, storable(rec.capacity), String(rec.createdAt)] })) as string[];
+      const r = (await client.eval(CREATE, { keys: [`${P}vol:${rec.id}`, `${P}vols`], arguments: [rec.id, rec.name, storable(rec.capacity), String(rec.createdAt), rec.tag ?? ""] })) as string[];
       if (!r.length) return { record: rec, created: true };
       const h: Record<string, string> = {};
       for (let i = 0; i + 1 < r.length; i += 2) h[r[i]!] = r[i + 1]!;
       return { record: record(rec.id, h)!, created: false };
     },
+    async markDeleting(id) {
+      await client.eval(SET_FIELD, { keys: [`${P}vol:${id}`], arguments: ["deleting", "1"] });
+    },
     async remove(id) {
-      await client.multi().del(`${P}vol:${id}`).del(`${P}pub:${id}`).zRem(`${P}vols`, id).exec();
+      await client.eval(REMOVE, { keys: [`${P}vol:${id}`, `${P}pub:${id}`, `${P}vols`, `${P}gone`], arguments: [id, String(Date.now())] });
+    },
+    async deletedTags() {
+      return new Set(await client.hKeys(`${P}gone`));
     },
     async list(after, max) {
       const ids = await client.zRangeByLex(`${P}vols`, after ? `(${after}` : "-", "+", { LIMIT: { offset: 0, count: max + 1 } });
@@ -76,8 +96,7 @@ export function createRedisVolumeRegistry(client: RedisClient): VolumeRegistry {
       else await client.hDel(`${P}pub:${id}`, node);
     },
     async setCapacity(id, bytes) {
-      // Only on a volume that is there: a key holding capacity alone would block creating the name again.
-      await client.eval(SET_CAPACITY, { keys: [`${P}vol:${id}`], arguments: [storable(bytes)] });
+      await client.eval(SET_FIELD, { keys: [`${P}vol:${id}`], arguments: ["capacity", storable(bytes)] });
     },
     async reportNode(node, r) {
       await client.hSet(`${P}nodes`, node, JSON.stringify(r));

@@ -1,7 +1,7 @@
 import type { MetadataStore } from "../meta/store.ts";
 import { toErrno, E } from "../util/errno.ts";
 import { S_IFDIR } from "../util/file-mode.ts";
-import { VOLUMES_DIR, type VolumeDirs } from "./volume-dirs.ts";
+import { VOLUMES_DIR, isVolumeId, type VolumeDirs } from "./volume-dirs.ts";
 import { setDirReplicas } from "../replicas/replica-count.ts";
 
 const ROOT = 1;
@@ -48,19 +48,18 @@ export function createStoreVolumeDirs(store: MetadataStore): VolumeDirs {
   }
 
   return {
-    async create(id, replicas) {
+    place: async () => ({}),
+    async create(rec, replicas) {
       const vols = await mkdir(ROOT, VOLUMES_DIR, 0o755);
       // World-writable like an NFS export: pods run as any user; each pod sees only its own volume.
-      const dir = await mkdir(vols, id, 0o777);
+      const dir = await mkdir(vols, rec.id, 0o777);
       if (replicas !== undefined) await setDirReplicas(store, dir, replicas);
     },
+    // Ids are names of directories: one left by a create cut short goes too.
     async remove(id) {
+      if (!isVolumeId(id)) return;
       const vols = await child(ROOT, VOLUMES_DIR);
       if (vols !== undefined) await removeTree(vols, id, `/${VOLUMES_DIR}/${id}`, true);
-    },
-    async exists(id) {
-      const vols = await child(ROOT, VOLUMES_DIR);
-      return vols !== undefined && (await child(vols, id)) !== undefined;
     },
   };
 }

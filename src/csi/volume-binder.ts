@@ -6,9 +6,7 @@ import { fdPath, mountIdOf, openDirAt, openDirPath, withFds } from "./fds.ts";
 import { isMade, markMade } from "./made-mark.ts";
 import { isBindOption, type BindOption, type Mounter, type MountEntry } from "./mounter.ts";
 import { targetComponents } from "./target-path.ts";
-import { VOLUMES_DIR, isVolumeId } from "./volume-dirs.ts";
-
-export const MCFS_FSTYPE = "fuse.mcfs";
+import { MCFS_FSTYPE, owns, type VolumeOwner, type VolumeSource } from "./volume-source.ts";
 
 /**
  * Puts volumes' binds onto pods' targets and takes them off, and nothing else. Every target is
@@ -19,26 +17,23 @@ export const MCFS_FSTYPE = "fuse.mcfs";
 export interface VolumeBinder {
   /** InvalidArgument unless target is a clean absolute path beneath the pods directory. */
   checkTarget(target: string): void;
-  /** Bind volume id onto target with nosuid,nodev and options; nothing happens if that bind is there. */
-  publish(id: string, target: string, options: readonly BindOption[]): void;
-  /** Take volume id's bind off target and remove the target if the driver made it and it is empty. */
-  unpublish(id: string, target: string): void;
-  /** Replace a pod's bind of a dead node mount (a mountinfo entry) by a bind of the live one, same options. */
-  rebind(stale: MountEntry): void;
+  /** Bind the volume onto target with nosuid,nodev and options; nothing happens if that bind is there. */
+  publish(src: VolumeSource, target: string, options: readonly BindOption[]): void;
+  /** Take the volume's bind off target and remove the target if the driver made it and it is empty. */
+  unpublish(owner: VolumeOwner, target: string): void;
+  /** Replace a pod's bind of a dead mount (a mountinfo entry) by a bind of the live source, same options. */
+  rebind(stale: MountEntry, src: VolumeSource): void;
   /** Add nosuid,nodev to the pods' binds that lack them (made by a version that dropped them on read-only binds). */
   tightenAll(): void;
 }
 
 export interface VolumeBinderOptions {
   podsDir: string;
-  /** The node-level mcfs mount; volume <id> is its directory volumes/<id>. */
-  mountPoint: string;
   mounter: Mounter;
   log: Logger;
 }
 
 const errCode = (e: unknown) => (e as NodeJS.ErrnoException).code;
-const volumeRoot = (id: string) => `/${VOLUMES_DIR}/${id}`;
 /** Bounds the unmounting of binds stacked at one target (by an older version, or a crash mid-publish). */
 const MAX_STACKED = 16;
 
@@ -88,14 +83,14 @@ export function createVolumeBinder(o: VolumeBinderOptions): VolumeBinder {
     }
   }
 
-  /** The volume's directory in the node mount; a symlink there (stored data) is not followed. */
-  function openSource(id: string, keep: (fd: number) => number): number {
+  /** The volume's directory; a symlink there (stored data) is not followed. */
+  function openSource(src: VolumeSource, keep: (fd: number) => number): number {
     try {
-      return keep(openDirAt(keep(openDirPath(`${o.mountPoint}/${VOLUMES_DIR}`)), id));
+      return keep(openDirAt(keep(openDirPath(src.dir)), src.name));
     } catch (e) {
-      if (errCode(e) === "ENOENT") throw csiError(Code.NotFound, `volume ${id} does not exist`);
-      if (errCode(e) === "ENOTDIR") throw csiError(Code.FailedPrecondition, `${VOLUMES_DIR}/${id} in the node mount is not a directory`);
-      if (errCode(e) === "ENOTCONN") throw csiError(Code.Unavailable, `the node-level mcfs mount at ${o.mountPoint} is down`);
+      if (errCode(e) === "ENOENT") throw csiError(Code.NotFound, `volume ${src.id} does not exist`);
+      if (errCode(e) === "ENOTDIR") throw csiError(Code.FailedPrecondition, `${src.dir}/${src.name}, volume ${src.id}, is not a directory`);
+      if (errCode(e) === "ENOTCONN") throw csiError(Code.Unavailable, `the mcfs mount of volume ${src.id} (${src.dir}) is down`);
       throw e;
     }
   }
@@ -104,7 +99,8 @@ export function createVolumeBinder(o: VolumeBinderOptions): VolumeBinder {
    * Bind the volume onto the (unmounted) directory name inside parent and restrict its flags. On any
    * failure the one mount made here is taken off again, so a retry never finds a stack.
    */
-  function bindOnto(id: string, parent: number, name: string, options: readonly BindOption[], keep: (fd: number) => number, target: string): void {
+  function bindOnto(src: VolumeSource, parent: number, name: string, options: readonly BindOption[], keep: (fd: number) => number, target: string): void {
+    const id = src.id;
     const before = keep(openDirAt(parent, name));
     // The mounter's errors name descriptors; the caller needs the target.
     const named = (what: string, fn: () => void) => {
@@ -114,13 +110,13 @@ export function createVolumeBinder(o: VolumeBinderOptions): VolumeBinder {
         throw csiError(Code.Internal, `${what} of volume ${id} on ${target}: ${errCode(e) ?? (e as Error).message}`);
       }
     };
-    const source = openSource(id, keep);
+    const source = openSource(src, keep);
     named("bind mount", () => o.mounter.bind(fdPath(source), fdPath(before)));
     // The descriptor opened before still names the covered directory: open again to reach the new mount's root.
     const now = keep(openDirAt(parent, name));
     const made = mountedAt(parent, now);
     try {
-      if (!made || made.fstype !== MCFS_FSTYPE || made.root !== volumeRoot(id)) {
+      if (!made || !owns(src, made)) {
         throw csiError(Code.Internal, `bind mount of volume ${id} on ${target} did not take effect`);
       }
       named(`remount with ${expected(options).join(",")}`, () => o.mounter.restrict(fdPath(now), options));
@@ -160,7 +156,7 @@ export function createVolumeBinder(o: VolumeBinderOptions): VolumeBinder {
       targetComponents(target, o.podsDir);
     },
 
-    publish(id, target, options) {
+    publish(src, target, options) {
       const parts = targetComponents(target, o.podsDir);
       const name = parts.at(-1)!;
       withFds((keep) => {
@@ -179,11 +175,11 @@ export function createVolumeBinder(o: VolumeBinderOptions): VolumeBinder {
         }
         const have = mountedAt(parent, dir!);
         if (have) {
-          if (have.fstype === MCFS_FSTYPE && have.root === volumeRoot(id) && carries(have, options)) return;
+          if (owns(src, have) && carries(have, options)) return;
           throw csiError(Code.AlreadyExists, `${target} is already mounted (${have.fstype} ${have.root} ${have.options.join(",")})`);
         }
         try {
-          bindOnto(id, parent, name, options, keep, target);
+          bindOnto(src, parent, name, options, keep, target);
         } catch (e) {
           removeIfMade(parent, name, dir!, target);
           throw e;
@@ -191,7 +187,7 @@ export function createVolumeBinder(o: VolumeBinderOptions): VolumeBinder {
       });
     },
 
-    unpublish(id, target) {
+    unpublish(owner, target) {
       const parts = targetComponents(target, o.podsDir);
       const name = parts.at(-1)!;
       withFds((keep) => {
@@ -205,8 +201,8 @@ export function createVolumeBinder(o: VolumeBinderOptions): VolumeBinder {
             removeIfMade(parent, name, dir, target);
             return;
           }
-          if (m.fstype !== MCFS_FSTYPE || m.root !== volumeRoot(id)) {
-            throw csiError(Code.FailedPrecondition, `${target} has ${m.fstype} ${m.root} mounted, not volume ${id}: left alone`);
+          if (!owns(owner, m)) {
+            throw csiError(Code.FailedPrecondition, `${target} has ${m.fstype} ${m.source}${m.root} mounted, not volume ${owner.id}: left alone`);
           }
           if (i >= MAX_STACKED) throw csiError(Code.Internal, `${target} is still mounted`);
           // Lazy: the descriptor that names the mount exactly also keeps it busy.
@@ -215,22 +211,21 @@ export function createVolumeBinder(o: VolumeBinderOptions): VolumeBinder {
       });
     },
 
-    rebind(stale) {
-      const id = stale.root.slice(volumeRoot("").length);
-      if (!isVolumeId(id)) throw new Error(`${stale.mountPoint} has ${stale.root} mounted, not a volume's directory`);
+    rebind(stale, src) {
+      if (!owns(src, stale)) throw new Error(`${stale.mountPoint} has ${stale.source}${stale.root} mounted, not volume ${src.id}`);
       const options = stale.options.filter(isBindOption);
       reach(stale, (parent, name, dir, keep) => {
         o.mounter.unmount(fdPath(dir), true);
-        bindOnto(id, parent, name, options, keep, stale.mountPoint);
+        bindOnto(src, parent, name, options, keep, stale.mountPoint);
       });
-      o.log.info({ target: stale.mountPoint, volume: id, options }, "re-bound a pod's volume to the new node mount");
+      o.log.info({ target: stale.mountPoint, volume: src.id, options }, "re-bound a pod's volume to the new mount");
     },
 
     tightenAll() {
       if (!fs.existsSync(o.podsDir)) return;
       const base = fs.realpathSync(o.podsDir);
       for (const e of o.mounter.mounts()) {
-        if (e.fstype !== MCFS_FSTYPE || !e.root.startsWith(volumeRoot("")) || !e.mountPoint.startsWith(`${base}/`)) continue;
+        if (e.fstype !== MCFS_FSTYPE || !e.mountPoint.startsWith(`${base}/`)) continue;
         if (e.options.includes("nosuid") && e.options.includes("nodev")) continue;
         const options = e.options.filter(isBindOption);
         try {

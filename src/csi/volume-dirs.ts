@@ -1,3 +1,5 @@
+import type { VolumeRecord } from "./volume-registry.ts";
+
 /** Where volumes live in the filesystem's namespace: /volumes/<id>, one directory each. */
 export const VOLUMES_DIR = "volumes";
 
@@ -6,11 +8,12 @@ export function isVolumeId(id: string): boolean {
   return /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(id);
 }
 
-/** The volumes' directories in the shared namespace. */
+/** Where volumes' files live: directories of the shared namespace, or (Redis Cluster) filesystems of their own. */
 export interface VolumeDirs {
-  /** Make the volume's directory (and /volumes); nothing happens if it exists. replicas: copies of each of its files wanted. */
-  create(id: string, replicas?: number): Promise<void>;
-  /** Remove the volume's directory and all under it, for every node (holders delete their bytes). */
-  remove(id: string): Promise<void>;
-  exists(id: string): Promise<boolean>;
+  /** What a new volume's record must carry to find its files (its own filesystem's tag), before it is stored. */
+  place(id: string): Promise<Pick<VolumeRecord, "tag">>;
+  /** Make the volume's home; nothing happens if it exists. replicas: copies of each of its files wanted. */
+  create(rec: VolumeRecord, replicas?: number): Promise<void>;
+  /** Remove the volume and all its files, for every node. rec: undefined when there is no record (a create cut short). */
+  remove(id: string, rec: VolumeRecord | undefined): Promise<void>;
 }

@@ -5,6 +5,10 @@ export interface VolumeRecord {
   name: string;
   capacity: number;
   createdAt: number;
+  /** On a Redis Cluster: the hash tag of the volume's own filesystem (undefined: a directory of the shared one). */
+  tag?: string;
+  /** DeleteVolume has begun: nodes stop serving the volume and drop its bytes. */
+  deleting?: boolean;
 }
 
 /** A volume published to a node (ControllerPublishVolume). */
@@ -27,8 +31,12 @@ export interface VolumeRegistry {
   get(id: string): Promise<VolumeRecord | undefined>;
   /** Store rec unless its id exists; returns the record stored and whether it is new. */
   create(rec: VolumeRecord): Promise<{ record: VolumeRecord; created: boolean }>;
-  /** Forget a volume and its publications. */
+  /** Record that DeleteVolume has begun (nothing happens to a volume not recorded). */
+  markDeleting(id: string): Promise<void>;
+  /** Forget a volume and its publications; the tag of its own filesystem is kept as deleted. */
   remove(id: string): Promise<void>;
+  /** Tags of the filesystems of deleted volumes: a node that was away then still has their bytes to remove. */
+  deletedTags(): Promise<Set<string>>;
   /** Volumes by id after the given one (exclusive), at most max; more tells whether others follow. */
   list(after: string, max: number): Promise<{ records: VolumeRecord[]; more: boolean }>;
   publications(id: string): Promise<Map<string, Publication>>;

@@ -33,6 +33,8 @@ export interface DaemonConfig {
   allowOther?: boolean;
   /** Mount over a directory that has something in it (hidden while mounted). */
   nonempty: boolean;
+  /** The mount's source in /proc/mounts. */
+  fsname: string;
   /** Shared by the nodes of a cluster; every peer call carries it. Absent with peerTls alone, or insecure. */
   clusterSecret?: string;
   /** Mutual TLS between the nodes (certificate, key, cluster CA), already checked to fit together. */

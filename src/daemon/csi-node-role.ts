@@ -1,4 +1,5 @@
 import * as fs from "node:fs";
+import { join } from "node:path";
 import { spawn } from "bun";
 import type { CsiNodeConfig } from "./csi-config.ts";
 import type { Role } from "./csi-controller-role.ts";
@@ -6,7 +7,10 @@ import { connectRedis } from "../meta/redis-connect.ts";
 import { createRedisVolumeRegistry } from "../csi/redis-volume-registry.ts";
 import { createNodeService } from "../csi/node.ts";
 import { mountAt } from "../csi/mounter.ts";
-import { createVolumeBinder, MCFS_FSTYPE } from "../csi/volume-binder.ts";
+import { createVolumeBinder } from "../csi/volume-binder.ts";
+import { createVolumeDaemons } from "../csi/volume-daemons.ts";
+import { createSharedSources, MCFS_FSTYPE, sharedVolumeOf, volumeFsname, type VolumeSources } from "../csi/volume-source.ts";
+import { clusterPrefix, isClusterUrl, withClusterTag } from "../meta/redis-cluster.ts";
 import { createIdentityService } from "../csi/identity.ts";
 import { createLinuxMounter } from "../csi/linux-mounter.ts";
 import { createMountKeeper } from "../csi/mount-keeper.ts";
@@ -28,33 +32,63 @@ function self(): string[] {
  */
 export async function runCsiNode(cfg: CsiNodeConfig, log: Logger): Promise<Role> {
   const nlog = log.child({ role: "csi-node", node: cfg.nodeId });
+  const cluster = isClusterUrl(cfg.redisUrl);
+  if (cluster && cfg.skipNodeMount) throw new Error("SKIP_NODE_MOUNT=true does not go with a Redis Cluster: there each volume has a daemon of its own, which this plugin starts");
   const registry = createRedisVolumeRegistry(
     await connectRedis({ url: cfg.redisUrl, ...cfg.redisAccess }, (ev, detail) => (ev === "error" ? nlog.error({ redis: redactUrl(cfg.redisUrl), detail }, "Redis connection lost") : nlog.info("Redis connection back"))),
+    cluster ? clusterPrefix(cfg.redisUrl) : "",
   );
   const mounter = createLinuxMounter();
   const [host, port] = [cfg.nodeUrl.replace(/:\d+$/, ""), /:(\d+)$/.exec(cfg.nodeUrl)?.[1] ?? "5000"];
 
   /**
-   * Start the node daemon in its own session: it outlives this process, so a restart of the plugin
-   * leaves the pods' mounts alone. Resolves once the mount is live.
+   * Start a daemon in its own session: it outlives this process, so a restart of the plugin leaves
+   * the pods' mounts alone. Resolves once it has mounted at mount.
    */
-  async function startDaemon(): Promise<void> {
-    fs.mkdirSync(cfg.rootDir, { recursive: true });
-    const args = [...self(), "daemon", "-f", cfg.mountPoint, "-r", cfg.rootDir, "-u", cfg.redisUrl, "-i", host, "-p", port, ...cfg.daemonArgs];
-    const child = spawn(args, { stdio: ["ignore", "inherit", "inherit"], detached: true });
+  async function startDaemon(mount: string, args: string[], env: Record<string, string | undefined> = process.env): Promise<void> {
+    const child = spawn([...self(), "daemon", "-f", mount, ...args, ...cfg.daemonArgs], { stdio: ["ignore", "inherit", "inherit"], detached: true, env });
     child.unref();
-    nlog.info({ pid: child.pid, mount: cfg.mountPoint, root: cfg.rootDir, address: cfg.nodeUrl }, "started the node daemon");
+    nlog.info({ pid: child.pid, mount }, "started a daemon");
     for (let i = 0; i < 600; i++) {
-      if (child.exitCode !== null) throw new Error(`node daemon exited with code ${child.exitCode}`);
-      if (mountAt(mounter, cfg.mountPoint)?.fstype === MCFS_FSTYPE && fs.existsSync(cfg.mountPoint)) return;
+      if (child.exitCode !== null) throw new Error(`the daemon exited with code ${child.exitCode}`);
+      if (mountAt(mounter, mount)?.fstype === MCFS_FSTYPE && fs.existsSync(mount)) return;
       await Bun.sleep(100);
     }
-    throw new Error("node daemon did not mount within 60 s");
+    throw new Error("the daemon did not mount within 60 s");
   }
 
-  const binder = createVolumeBinder({ podsDir: cfg.podsDir, mountPoint: cfg.mountPoint, mounter, log: nlog });
-  const keeper = createMountKeeper({ mountPoint: cfg.mountPoint, mounter, binder, startDaemon: cfg.skipNodeMount ? undefined : startDaemon, intervalMs: cfg.checkIntervalMs, log: nlog });
-  await keeper.check();
+  const binder = createVolumeBinder({ podsDir: cfg.podsDir, mounter, log: nlog });
+  let sources: VolumeSources, healthy: () => boolean, stopChecks: () => void;
+  if (cluster) {
+    // Each volume's copy cache beside the others, never shared: two daemons would evict each other's files.
+    const cacheBase = process.env.MULTICLOUD_FS_DISK_CACHE;
+    const { MULTICLOUD_FS_DISK_CACHE: _, ...env } = process.env;
+    const daemons = createVolumeDaemons({
+      rootDir: cfg.rootDir,
+      mountDir: cfg.mountPoint,
+      podsDir: cfg.podsDir,
+      registry,
+      mounter,
+      binder,
+      start: (d) =>
+        startDaemon(d.mount, ["-r", d.root, "-u", withClusterTag(cfg.redisUrl, d.tag), "-i", host, "-p", "0", "--fsname", volumeFsname(d.id), ...(cacheBase ? ["--cache-dir", join(cacheBase, d.tag)] : [])], env),
+      forget: (tag) => cacheBase && fs.rmSync(join(cacheBase, tag), { recursive: true, force: true }),
+      log: nlog,
+    });
+    let running: Promise<void> | undefined;
+    const check = () => (running ??= daemons.check().finally(() => (running = undefined)));
+    await check();
+    const timer = setInterval(() => void check(), cfg.checkIntervalMs);
+    [sources, healthy, stopChecks] = [daemons, daemons.healthy, () => clearInterval(timer)];
+  } else {
+    const start = async () => {
+      fs.mkdirSync(cfg.rootDir, { recursive: true });
+      await startDaemon(cfg.mountPoint, ["-r", cfg.rootDir, "-u", cfg.redisUrl, "-i", host, "-p", port]);
+    };
+    const keeper = createMountKeeper({ mountPoint: cfg.mountPoint, mounter, binder, sourceOf: (e) => sharedVolumeOf(cfg.mountPoint, e), startDaemon: cfg.skipNodeMount ? undefined : start, intervalMs: cfg.checkIntervalMs, log: nlog });
+    await keeper.check();
+    [sources, healthy, stopChecks] = [createSharedSources(cfg.mountPoint), keeper.healthy, keeper.stop];
+  }
   // Pods' binds from before every bind was nosuid,nodev keep running: close that hole without a restart of the pods.
   binder.tightenAll();
 
@@ -73,17 +107,17 @@ export async function runCsiNode(cfg: CsiNodeConfig, log: Logger): Promise<Role>
   const server = await serveCsi(
     cfg.endpoint,
     {
-      identity: createIdentityService({ version: cfg.version, ready: async () => keeper.healthy() && (await registry.ping()), log: nlog }),
-      node: createNodeService({ nodeId: cfg.nodeId, mountPoint: cfg.mountPoint, binder, log: nlog }),
+      identity: createIdentityService({ version: cfg.version, ready: async () => healthy() && (await registry.ping()), log: nlog }),
+      node: createNodeService({ nodeId: cfg.nodeId, sources, binder, log: nlog }),
     },
     nlog,
     metrics.interceptors,
   );
   return {
     async stop() {
-      // The node daemon and the pods' mounts stay: they do not depend on this process.
+      // The daemons and the pods' mounts stay: they do not depend on this process.
       clearInterval(reporter);
-      keeper.stop();
+      stopChecks();
       await server.close();
       await metrics.close();
       await registry.close();

@@ -278,7 +278,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       // Published again under new inode numbers: the names this node's kernel knows may lead to the old ones.
       session?.invalidateMany(vfs.takeKernelNames(), []);
     };
-    const options = ["fsname=mcfs", "subtype=mcfs", "default_permissions"];
+    const options = [`fsname=${cfg.fsname}`, "subtype=mcfs", "default_permissions"];
     if (allowOther) options.push("allow_other");
     await store.subscribe(
       (invs, ack) => {

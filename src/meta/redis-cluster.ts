@@ -32,6 +32,17 @@ export function clusterPrefix(url: string): string {
   return `{${parseClusterUrl(url).tag}}:`;
 }
 
+/** The same cluster URL naming another filesystem: its tag replaced (user, hosts and query kept). */
+export function withClusterTag(url: string, tag: string): string {
+  parseClusterUrl(url);
+  if (!/^[A-Za-z0-9._-]+$/.test(tag)) throw new Error(`tag "${tag}" must be letters, digits, '.', '_' or '-'`);
+  const scheme = url.slice(0, url.indexOf("://") + 3);
+  const rest = url.slice(scheme.length);
+  const end = rest.search(/[/?]/);
+  const q = rest.indexOf("?");
+  return `${scheme}${end < 0 ? rest : rest.slice(0, end)}/${tag}${q < 0 ? "" : rest.slice(q)}`;
+}
+
 export function describeCluster(u: ClusterUrl): string {
   return `the primary of hash tag {${u.tag}} in the Redis Cluster of ${u.hosts.map(show).join(",")}`;
 }

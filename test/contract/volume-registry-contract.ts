@@ -41,6 +41,22 @@ export function volumeRegistryContract(name: string, factory: () => Promise<Regi
       expect(await reg.create({ ...vol("v1", 5), name: "other" })).toEqual({ record: vol("v1"), created: false });
     });
 
+    it("a volume's tag is kept; markDeleting marks a volume that is there and makes none", async () => {
+      await reg.create({ ...vol("t1"), tag: "mcfs-v0123" });
+      expect(await reg.get("t1")).toEqual({ ...vol("t1"), tag: "mcfs-v0123" });
+      await reg.markDeleting("t1");
+      await reg.markDeleting("gone");
+      expect(await reg.get("t1")).toEqual({ ...vol("t1"), tag: "mcfs-v0123", deleting: true });
+      expect(await reg.get("gone")).toBeUndefined();
+      expect(await reg.create(vol("gone"))).toEqual({ record: vol("gone"), created: true });
+      expect((await reg.list("", 10)).records.map((r) => r.id)).toEqual(["gone", "t1"]);
+      expect(await reg.deletedTags()).toEqual(new Set());
+      await reg.remove("gone");
+      await reg.remove("t1");
+      expect(await reg.deletedTags()).toEqual(new Set(["mcfs-v0123"]));
+      expect(await reg.get("t1")).toBeUndefined();
+    });
+
     it("capacities it cannot answer exactly are refused and nothing is stored", async () => {
       for (const c of [-1, 1.5, 2 ** 53, Number.NaN]) {
         await expect(reg.create(vol("bad", c))).rejects.toThrow(/cannot be recorded/);
