@@ -66,6 +66,7 @@ interface PodSpec {
 }
 
 /** Each documented value combination the chart must render (and lint) cleanly. */
+const CLUSTER = "CSI on a Redis Cluster";
 const COMBOS: Record<string, string[]> = {
   defaults: [],
   "redis on a host path": ["--set", "redis.persistence.type=hostPath"],
@@ -83,6 +84,7 @@ const COMBOS: Record<string, string[]> = {
   "hyperflow nfs PVC": ["--set", "hyperflow.nfsPvc.enabled=true"],
   "no metrics, no StorageClass, no namespace": ["--set", "metrics.enabled=false", "--set", "storageClass.create=false", "--set", "createNamespace=false"],
   "replicas per StorageClass": ["--set", "storageClass.replicas=2"],
+  [CLUSTER]: ["--set", "redis.enabled=false", "--set", "redis.existingUrl=redis+cluster://mcfs@redis-0.example:6379\\,redis-1.example:6379\\,redis-2.example:6379"],
   "Redis with replicas and sentinels": ["--set", "redis.sentinel.enabled=true", "--set", "tls.enabled=false"],
   "Redis with replicas and sentinels over TLS": ["--set", "redis.sentinel.enabled=true"],
   "placement and caches": ["--set", "node.nodeSelector.mcfs=yes", "--set", "node.tolerations[0].key=dedicated", "--set", "node.tolerations[0].operator=Exists", "--set", "node.cache.ramMiB=256", "--set", "storageClass.default=true", "--set", "images.csiPlugin.repository=registry.example/mcfs"],
@@ -185,7 +187,9 @@ describe("Helm chart charts/multicloud-csi", () => {
       if (sc) expect(sc.provisioner).toBe("csi.multicloud.fs");
       if (sc) expect((sc as unknown as { parameters?: Record<string, string> }).parameters).toEqual(name === "replicas per StorageClass" ? { replicas: "2" } : undefined);
       const mcfs = containersOf(objs).filter(({ c }) => c.args?.[0] && ["daemon", "csi-node", "csi-controller"].includes(c.args[0]));
-      expect(mcfs.map(({ c }) => c.args![0]).sort()).toEqual(["csi-controller", "csi-node", "daemon"]);
+      // On a Redis Cluster the plugin starts a daemon for each volume: no node-level daemon container.
+      const cluster = name === CLUSTER;
+      expect(mcfs.map(({ c }) => c.args![0]).sort()).toEqual(cluster ? ["csi-controller", "csi-node"] : ["csi-controller", "csi-node", "daemon"]);
       for (const { owner, c } of mcfs) {
         const role = c.args![0]!;
         for (const a of c.args!.slice(1)) {
@@ -204,14 +208,20 @@ describe("Helm chart charts/multicloud-csi", () => {
       const volumes = (ds.spec!.template as { spec: { volumes: { name: string; hostPath?: { path: string } }[] } }).spec.volumes;
       expect(regPath).toBe(`${volumes.find((v) => v.name === "plugin-dir")!.hostPath!.path}/csi.sock`);
       expect(regPath).toContain("/plugins/csi.multicloud.fs/");
-      // The plugin bind-mounts from the daemon's mount point; both see it through the same Bidirectional host path.
-      expect(arg("csi-node", "--mount-point")).toBe(arg("daemon", "--mount_path"));
-      expect(arg("csi-node", "--root-dir")).toBe(arg("daemon", "--root_path"));
-      expect(arg("csi-node", "--node-url")!.split(":")[1]).toBe(arg("daemon", "--port"));
       for (const { c } of mcfs.filter(({ c }) => c.args![0] !== "csi-controller")) {
         expect(c.volumeMounts!.find((m) => m.name === "multicloud-dir")!.mountPropagation).toBe("Bidirectional");
       }
       const plugin = mcfs.find(({ c }) => c.args![0] === "csi-node")!.c;
+      if (cluster) {
+        expect(plugin.env!.find((e) => e.name === "SKIP_NODE_MOUNT")).toBeUndefined();
+        expect(plugin.env!.find((e) => e.name === "MULTICLOUD_FS_DISK_CACHE")!.value).toStartWith(plugin.volumeMounts!.find((m) => m.name === "multicloud-dir")!.mountPath);
+        expect(plugin.volumeMounts!.map((m) => m.mountPath)).toContain("/dev/fuse");
+        continue;
+      }
+      // The plugin bind-mounts from the daemon's mount point; both see it through the same Bidirectional host path.
+      expect(arg("csi-node", "--mount-point")).toBe(arg("daemon", "--mount_path"));
+      expect(arg("csi-node", "--root-dir")).toBe(arg("daemon", "--root_path"));
+      expect(arg("csi-node", "--node-url")!.split(":")[1]).toBe(arg("daemon", "--port"));
       expect(plugin.env!.find((e) => e.name === "SKIP_NODE_MOUNT")!.value).toBe("true");
     }
   });
@@ -334,7 +344,9 @@ describe("Helm chart charts/multicloud-csi", () => {
   test("node daemons: mutual TLS with the cluster's certificate when tls.enabled, none otherwise", () => {
     for (const [name, objs] of rendered) {
       const tls = !COMBOS[name]!.includes("tls.enabled=false");
-      const daemon = mcfsContainersOf(objs).find(({ c }) => c.args![0] === "daemon")!;
+      // On a Redis Cluster the plugin passes the daemon's flags on to each volume's daemon.
+      const daemonRole = name === CLUSTER ? "csi-node" : "daemon";
+      const daemon = mcfsContainersOf(objs).find(({ c }) => c.args![0] === daemonRole)!;
       expect([flagOf(daemon.c, "--tls-cert"), flagOf(daemon.c, "--tls-key"), flagOf(daemon.c, "--tls-ca")]).toEqual(
         tls ? ["/etc/mcfs/tls/tls.crt", "/etc/mcfs/tls/tls.key", "/etc/mcfs/tls/ca.crt"] : [undefined, undefined, undefined],
       );
@@ -344,7 +356,7 @@ describe("Helm chart charts/multicloud-csi", () => {
         expect(tlsSecret).toBe(setValues(COMBOS[name]!, "tls.existingSecret")[0] ?? "multicloud-node-tls");
       }
       // The node plugin and the controller never get the node's key or the cluster secret.
-      for (const { c, pod } of mcfsContainersOf(objs).filter(({ c }) => c.args![0] !== "daemon")) {
+      for (const { c, pod } of mcfsContainersOf(objs).filter(({ c }) => c.args![0] !== daemonRole)) {
         for (const m of c.volumeMounts ?? []) {
           const v = pod.volumes!.find((x) => x.name === m.name)!;
           const paths = (v.projected?.sources ?? []).flatMap((s) => s.secret?.items ?? []).map((i) => i.path);
