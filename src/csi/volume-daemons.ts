@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { Code } from "@connectrpc/connect";
 import type { Logger } from "../util/log.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
+import { isPlainTag } from "../meta/redis-cluster.ts";
 import { csiError } from "./errors.ts";
 import { mountAt, type Mounter } from "./mounter.ts";
 import type { VolumeBinder } from "./volume-binder.ts";
@@ -146,7 +147,7 @@ export function createVolumeDaemons(o: VolumeDaemonsOptions): VolumeDaemons {
     return all;
   }
 
-  const local = () => (fs.existsSync(o.rootDir) ? fs.readdirSync(o.rootDir).filter((n) => !n.startsWith(".")) : []);
+  const local = () => (fs.existsSync(o.rootDir) ? fs.readdirSync(o.rootDir).filter(isPlainTag) : []);
 
   return {
     owner,
@@ -156,6 +157,7 @@ export function createVolumeDaemons(o: VolumeDaemonsOptions): VolumeDaemons {
       const rec = await o.registry.get(id);
       if (!rec || rec.deleting) throw csiError(Code.NotFound, `volume ${id} does not exist`);
       if (!rec.tag) throw csiError(Code.FailedPrecondition, `volume ${id} has no filesystem of its own: it was made by a driver on a single Redis`);
+      if (!isPlainTag(rec.tag)) throw csiError(Code.FailedPrecondition, `volume ${id} names a filesystem tag ${JSON.stringify(rec.tag)} that is not a plain name`);
       const d = daemonOf(id, rec.tag);
       try {
         await up(d);
@@ -168,7 +170,13 @@ export function createVolumeDaemons(o: VolumeDaemonsOptions): VolumeDaemons {
     async check() {
       let byTag: Map<string, VolumeRecord>, deleted: Set<string>;
       try {
-        byTag = new Map((await records()).flatMap((r) => (r.tag ? [[r.tag, r] as const] : [])));
+        byTag = new Map();
+        for (const r of await records()) {
+          // Tags become paths here: one that could leave rootDir is never acted on (local() lists only plain names).
+          if (!r.tag || !isPlainTag(r.tag)) continue;
+          // A tag two records name (only by editing Redis) stays served while either is live.
+          if (!byTag.get(r.tag) || byTag.get(r.tag)?.deleting) byTag.set(r.tag, r);
+        }
         deleted = await o.registry.deletedTags();
       } catch (e) {
         o.log.warn({ err: (e as Error).message }, "could not read the volume records: this node's volumes are checked again later");

@@ -32,10 +32,13 @@ export function clusterPrefix(url: string): string {
   return `{${parseClusterUrl(url).tag}}:`;
 }
 
+/** A tag that is also safe as a file name: letters, digits, '.', '_', '-', and never "." or "..". */
+export const isPlainTag = (tag: string) => /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(tag);
+
 /** The same cluster URL naming another filesystem: its tag replaced (user, hosts and query kept). */
 export function withClusterTag(url: string, tag: string): string {
   parseClusterUrl(url);
-  if (!/^[A-Za-z0-9._-]+$/.test(tag)) throw new Error(`tag "${tag}" must be letters, digits, '.', '_' or '-'`);
+  if (!isPlainTag(tag)) throw new Error(`tag "${tag}" must be 1..128 letters, digits, '.', '_' or '-', starting with a letter or digit`);
   const scheme = url.slice(0, url.indexOf("://") + 3);
   const rest = url.slice(scheme.length);
   const end = rest.search(/[/?]/);

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { parseSentinelUrl } from "../../src/meta/redis-sentinel.ts";
-import { clusterPrefix, parseClusterUrl } from "../../src/meta/redis-cluster.ts";
+import { clusterPrefix, parseClusterUrl, withClusterTag } from "../../src/meta/redis-cluster.ts";
 import { checkRedisUrl, redisAccess } from "../../src/cli/redis-options.ts";
 import { rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -38,6 +38,14 @@ describe("redis+sentinel:// and redis+cluster:// URLs", () => {
     expect(parseClusterUrl("redis+cluster://a:7000,b:7001").hosts).toEqual([{ host: "a", port: 7000 }, { host: "b", port: 7001 }]);
     expect(clusterPrefix("redis+cluster://a:7000")).toBe("{mcfs}:");
     expect(clusterPrefix("redis+cluster://a:7000/fs2?wait_replicas=1")).toBe("{fs2}:");
+  });
+
+  test("another tag in the same cluster URL: user, hosts and query kept; a tag that is no plain file name refused", () => {
+    expect(withClusterTag("redis+cluster://u:p@a:7000,b:7001/mcfs?wait_replicas=1", "mcfs-v0a")).toBe("redis+cluster://u:p@a:7000,b:7001/mcfs-v0a?wait_replicas=1");
+    expect(withClusterTag("rediss+cluster://a:7000", "v1")).toBe("rediss+cluster://a:7000/v1");
+    expect(withClusterTag("redis+cluster://a:7000?wait_ms=5", "v1")).toBe("redis+cluster://a:7000/v1?wait_ms=5");
+    expect(parseClusterUrl(withClusterTag("redis+cluster://a:7000/x", "v.2_b-c")).tag).toBe("v.2_b-c");
+    for (const bad of ["", ".", "..", ".hidden", "a/b", "a}b", "a b", "x".repeat(129)]) expect(() => withClusterTag("redis+cluster://a:7000", bad)).toThrow("tag");
   });
 
   test("what is wrong is named, never the password", () => {
