@@ -217,4 +217,40 @@ describe.skipIf(!!skip)("CSI driver on a Redis Cluster", () => {
     await waitFor("n2 to remove the deleted volume's bytes", () => !fs.existsSync(join(dirs("n2").root, tag)));
     expect(daemons("n2").has(tag)).toBe(false);
   });
+
+  test("NodePublish racing DeleteVolume: whatever answers, nothing of the volume is left (no key, no bytes, no daemon) and it is never made again", async () => {
+    for (const delay of [0, 50, 150, 300]) {
+      const v = (await C("CreateVolume", { name: `pvc-race-${delay}`, volume_capabilities: [MOUNT_RWX] })).reply.volume.volume_id;
+      const tag = await tagOf(v);
+      const tp = target("n1", `pod-race-${delay}`);
+      const publish = N("n1", "NodePublishVolume", { volume_id: v, target_path: tp, volume_capability: MOUNT_RWX });
+      await Bun.sleep(delay);
+      expect((await C("DeleteVolume", { volume_id: v })).status).toBe("OK");
+      await publish;
+      await waitFor(`volume ${tag} gone from n1 and from the cluster`, async () => !fs.existsSync(join(dirs("n1").root, tag)) && !daemons("n1").has(tag) && (await keysWith(tag)).length === 0);
+      await N("n1", "NodeUnpublishVolume", { volume_id: v, target_path: tp });
+    }
+  });
+
+  test("records edited in Redis to name the registry's tag or another volume's: DeleteVolume removes only the record, the registry and the other filesystem stay", async () => {
+    const ids: string[] = [];
+    for (const name of ["pvc-edit-a", "pvc-edit-b", "pvc-edit-c"]) ids.push((await C("CreateVolume", { name, volume_capabilities: [MOUNT_RWX] })).reply.volume.volume_id);
+    const [a, b, c] = ids as [string, string, string];
+    const tagA = await tagOf(a);
+    const keysA = (await keysWith(tagA)).length;
+    const registryKeys = (await keysWith("{mcfs}:csi")).length;
+    await cluster.cliAt(cluster.ports[0]!, "-c", "hset", `{mcfs}:csi:vol:${b}`, "tag", "mcfs");
+    await cluster.cliAt(cluster.ports[0]!, "-c", "hset", `{mcfs}:csi:vol:${c}`, "tag", tagA);
+    expect((await C("DeleteVolume", { volume_id: b })).status).toBe("OK");
+    expect((await C("DeleteVolume", { volume_id: c })).status).toBe("OK");
+    expect((await keysWith(tagA)).length).toBe(keysA);
+    expect((await keysWith("{mcfs}:csi")).length).toBeGreaterThanOrEqual(registryKeys - 2);
+    expect((await C("ListVolumes", {})).reply.entries.map((e: { volume: { volume_id: string } }) => e.volume.volume_id)).toContain(a);
+    const tp = target("n2", "pod-edit");
+    expect((await N("n2", "NodePublishVolume", { volume_id: a, target_path: tp, volume_capability: MOUNT_RWX })).status).toBe("OK");
+    fs.writeFileSync(on("n2", join(tp, "still.txt")), "a's filesystem still works");
+    expect((await N("n2", "NodeUnpublishVolume", { volume_id: a, target_path: tp })).status).toBe("OK");
+    expect((await C("DeleteVolume", { volume_id: a })).status).toBe("OK");
+    expect(await keysWith(tagA)).toEqual([]);
+  });
 });

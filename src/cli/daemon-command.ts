@@ -40,6 +40,7 @@ export function daemonOptions<T>(y: Argv<T>) {
     .option("replica-grace", { type: "number", default: 300, describe: "Seconds a holder's node may be gone before its copies are made again on other nodes" })
     .option("replica-check", { type: "number", default: 60, describe: "Seconds between looks for files with fewer copies than wanted (one node looks at a time)" })
     .option("fsname", { type: "string", default: "mcfs", describe: "Name of the mount in /proc/mounts (mount's source column); the CSI driver names each volume's mount after its volume" })
+    .option("require-namespace", { type: "boolean", default: false, describe: "Refuse to start unless the filesystem already exists in Redis (the CSI driver's volume daemons: the controller makes each volume's filesystem, and a deleted one must not come back)" })
     .option("nonempty", { type: "boolean", default: false, describe: "Mount over a --mount_path that has something in it (hidden while mounted); without it such a mount point is refused" })
     .check((a) => {
       if (!Number.isInteger(a.port) || a.port < 0 || a.port > 65535) throw new Error(`--port must be an integer 0..65535, got ${a.port}`);
@@ -116,6 +117,7 @@ export function daemonConfig(a: DaemonArgs, env: NodeJS.ProcessEnv): DaemonConfi
     allowOther: a["allow-other"],
     nonempty: a.nonempty,
     fsname: a.fsname,
+    requireNamespace: a["require-namespace"],
     clusterSecret: clusterSecret(a, env, tls !== undefined),
     peerTls: tls,
     insecure: a.insecure,

@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto";
 import { Code } from "@connectrpc/connect";
 import type { Logger } from "../util/log.ts";
 import { connectRedis, type RedisAccess, type RedisClient } from "../meta/redis-connect.ts";
@@ -8,12 +7,12 @@ import { setDirReplicas } from "../replicas/replica-count.ts";
 import { csiError } from "./errors.ts";
 import type { VolumeDirs } from "./volume-dirs.ts";
 import type { VolumeRecord, VolumeRegistry } from "./volume-registry.ts";
+import { dropFilesystem, isVolumeTag, newVolumeTag, onFilesystem, servingNodes } from "./volume-tags.ts";
 
 const ROOT = 1;
 /** Tags tried for a new volume: enough that one lands on the emptiest primary almost surely. */
 const CANDIDATES = 32;
 const POLL_MS = 250;
-const BATCH = 500;
 
 export interface ClusterVolumeDirsOptions {
   /** The driver's redis+cluster:// URL: its tag holds the registry, each volume gets a tag of its own. */
@@ -34,13 +33,28 @@ export interface ClusterVolumeDirsOptions {
  */
 export function createClusterVolumeDirs(o: ClusterVolumeDirsOptions): VolumeDirs & { close(): Promise<void> } {
   const base = parseClusterUrl(o.url).tag;
-  const urlOf = (tag: string) => withClusterTag(o.url, tag);
-  const tagOf = (rec: VolumeRecord) => {
-    if (!rec.tag) throw csiError(Code.FailedPrecondition, `volume ${rec.id} has no filesystem of its own: it was made by a driver on a single Redis`);
-    return rec.tag;
-  };
+  /**
+   * The record's tag if it is one this driver made and no other record names (two can only by an
+   * edit of Redis): else undefined, and nothing is made or removed under it.
+   */
+  async function tagOf(rec: VolumeRecord): Promise<string | undefined> {
+    const tag = rec.tag;
+    if (!tag || !isVolumeTag(base, tag)) return undefined;
+    return (await all()).some((r) => r.id !== rec.id && r.tag === tag) ? undefined : tag;
+  }
   let admin: Promise<RedisClient> | undefined;
   const client = () => (admin ??= connectRedis({ url: o.url, ...o.access }));
+
+  async function all(): Promise<VolumeRecord[]> {
+    const out: VolumeRecord[] = [];
+    for (let after = "", more = true; more; ) {
+      const page = await o.registry.list(after, 1000);
+      out.push(...page.records);
+      after = page.records.at(-1)?.id ?? after;
+      more = page.more;
+    }
+    return out;
+  }
 
   /** Node id of the primary serving each slot, and of the slot of each tag. */
   async function primaries(): Promise<{ of(tag: string): Promise<string>; all: Set<string> }> {
@@ -53,51 +67,29 @@ export function createClusterVolumeDirs(o: ClusterVolumeDirsOptions): VolumeDirs
     return { of, all: new Set(ranges.map((r) => r[2][2])) };
   }
 
-  /** Run fn with a client of the volume's filesystem (on the primary of its slot). */
-  async function onVolume<T>(tag: string, fn: (c: RedisClient) => Promise<T>): Promise<T> {
-    const c = await connectRedis({ url: urlOf(tag), ...o.access });
-    try {
-      return await fn(c);
-    } finally {
-      await c.quit().catch(() => c.disconnect());
-    }
-  }
-
-  async function keys(c: RedisClient, match: string, each: (batch: string[]) => Promise<void>): Promise<void> {
-    let batch: string[] = [];
-    for await (const k of c.scanIterator({ MATCH: match, COUNT: 1000 })) {
-      batch.push(k);
-      if (batch.length >= BATCH) await each(batch.splice(0));
-    }
-    if (batch.length) await each(batch);
-  }
-
   return {
     async place() {
       const p = await primaries();
       const load = new Map([...p.all].map((n) => [n, 0]));
-      for (let after = "", more = true; more; ) {
-        const page = await o.registry.list(after, 1000);
-        for (const r of page.records) {
-          if (!r.tag) continue;
-          const n = await p.of(r.tag);
-          load.set(n, (load.get(n) ?? 0) + 1);
-        }
-        after = page.records.at(-1)?.id ?? after;
-        more = page.more;
+      for (const r of await all()) {
+        if (!r.tag) continue;
+        const n = await p.of(r.tag);
+        load.set(n, (load.get(n) ?? 0) + 1);
       }
+      const least = Math.min(...load.values());
       let best: { tag: string; load: number } | undefined;
-      for (let i = 0; i < CANDIDATES; i++) {
-        const tag = `${base}-v${randomBytes(6).toString("hex")}`;
+      for (let i = 0; i < CANDIDATES && best?.load !== least; i++) {
+        const tag = newVolumeTag(base);
         const l = load.get(await p.of(tag)) ?? Infinity;
         if (!best || l < best.load) best = { tag, load: l };
-        if (l === Math.min(...load.values())) break;
       }
       return { tag: best!.tag };
     },
 
     async create(rec, replicas) {
-      const store = await openStore({ url: urlOf(tagOf(rec)), access: o.access, nodeId: o.nodeId, waitForAcks: false });
+      const tag = await tagOf(rec);
+      if (!tag) throw csiError(Code.FailedPrecondition, `volume ${rec.id} has no filesystem tag of its own this driver made (${JSON.stringify(rec.tag ?? "")}): delete it and create it again`);
+      const store = await openStore({ url: withClusterTag(o.url, tag), access: o.access, nodeId: o.nodeId, waitForAcks: false });
       try {
         // World-writable like an NFS export: pods run as any user; each pod sees only its own volume.
         await store.init(0o777, 0, 0);
@@ -109,26 +101,21 @@ export function createClusterVolumeDirs(o: ClusterVolumeDirsOptions): VolumeDirs
 
     /**
      * The nodes stop their daemons of the volume once it is marked (they look every check interval);
-     * its keys go only after that, else a last heartbeat would write some back.
+     * its keys go only after that, else a last heartbeat would write some back. A node whose daemon
+     * wrote after all (one starting as the volume was deleted) removes the keys again once it has
+     * stopped it (volume-daemons.ts).
      */
     async remove(id, rec) {
-      if (!rec) return;
-      const tag = tagOf(rec);
-      await onVolume(tag, async (c) => {
-        const live = async () => {
-          const hb: string[] = [];
-          await keys(c, `{${tag}}:hb:*`, async (b) => void hb.push(...b));
-          return hb.map((k) => k.slice(`{${tag}}:hb:`.length));
-        };
-        let serving = await live();
-        for (const end = Date.now() + o.stopWaitMs; serving.length && Date.now() < end; serving = await live()) await Bun.sleep(POLL_MS);
+      const tag = rec && (await tagOf(rec));
+      if (!tag) {
+        if (rec) o.log.warn({ volume: id, tag: rec.tag }, "the volume's record names no filesystem of its own this driver made: only the record is removed");
+        return;
+      }
+      await onFilesystem(o.url, o.access, tag, async (c) => {
+        let serving = await servingNodes(c, tag);
+        for (const end = Date.now() + o.stopWaitMs; serving.length && Date.now() < end; serving = await servingNodes(c, tag)) await Bun.sleep(POLL_MS);
         if (serving.length) throw csiError(Code.Unavailable, `volume ${id}: nodes ${serving.join(", ")} still serve it; they stop within their check interval, retry`);
-        let n = 0;
-        await keys(c, `{${tag}}:*`, async (b) => {
-          n += b.length;
-          await c.unlink(b);
-        });
-        o.log.info({ volume: id, tag, keys: n }, "volume's filesystem removed from the cluster");
+        o.log.info({ volume: id, tag, keys: await dropFilesystem(c, tag) }, "volume's filesystem removed from the cluster");
       });
     },
 

@@ -124,7 +124,7 @@ export function createControllerService(o: ControllerOptions): Partial<ServiceIm
       if (!req.nodeId) throw invalid("node_id");
       const mode = requireServable(req.volumeCapability, "volume_capability");
       return locks.run([`volume:${req.volumeId}`], async () => {
-        await known(req.volumeId);
+        if ((await known(req.volumeId)).deleting) throw csiError(Code.NotFound, `volume ${req.volumeId} is being deleted`);
         if (!(await registry.nodes()).has(req.nodeId)) throw csiError(Code.NotFound, `node ${req.nodeId} is not known (no csi-node has reported it)`);
         const pubs = await registry.publications(req.volumeId);
         const here = pubs.get(req.nodeId);

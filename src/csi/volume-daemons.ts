@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { Code } from "@connectrpc/connect";
 import type { Logger } from "../util/log.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
-import { isPlainTag } from "../meta/redis-cluster.ts";
+import { isVolumeTag } from "./volume-tags.ts";
 import { csiError } from "./errors.ts";
 import { mountAt, type Mounter } from "./mounter.ts";
 import type { VolumeBinder } from "./volume-binder.ts";
@@ -32,6 +32,10 @@ export interface VolumeDaemonsOptions {
   start(d: VolumeDaemon): Promise<void>;
   /** Remove what the volume's daemon kept outside its root (its copy cache). */
   forget(tag: string): void;
+  /** Remove every key under a deleted volume's tag; returns how many there were. */
+  dropKeys(tag: string): Promise<number>;
+  /** The driver's own tag: volumes' tags are <base>-v<12 hex digits>, and no other name is acted on. */
+  base: string;
   log: Logger;
 }
 
@@ -117,8 +121,12 @@ export function createVolumeDaemons(o: VolumeDaemonsOptions): VolumeDaemons {
     return !fs.existsSync(`/proc/${pid}`);
   }
 
-  /** Stop the daemon of a deleted volume and remove its bytes, mount point and cache from this node. */
-  const retire = (d: VolumeDaemon) =>
+  /**
+   * Stop the daemon of a deleted volume and remove its mount point, cache and bytes from this node,
+   * the root last: it is what tells a later round that something is left. Once the controller is
+   * done (keys: true), the keys a daemon wrote as it was deleted (it started just then) go too.
+   */
+  const retire = (d: VolumeDaemon, keys: boolean) =>
     serialized(d.tag, async () => {
       const pid = pidOf(d);
       if (pid !== undefined) {
@@ -130,9 +138,11 @@ export function createVolumeDaemons(o: VolumeDaemonsOptions): VolumeDaemons {
         }
       }
       while (mountAt(o.mounter, d.mount)) o.mounter.unmount(d.mount, true);
-      fs.rmSync(d.root, { recursive: true, force: true });
       fs.rmSync(d.mount, { recursive: true, force: true });
       o.forget(d.tag);
+      const left = keys ? await o.dropKeys(d.tag) : 0;
+      if (left) o.log.warn({ tag: d.tag, keys: left }, "keys written by the deleted volume's daemon after the controller removed its filesystem: removed");
+      fs.rmSync(d.root, { recursive: true, force: true });
       o.log.info({ ...(d.id ? { volume: d.id } : {}), tag: d.tag }, "deleted volume: its daemon stopped and its bytes removed from this node");
     });
 
@@ -147,7 +157,7 @@ export function createVolumeDaemons(o: VolumeDaemonsOptions): VolumeDaemons {
     return all;
   }
 
-  const local = () => (fs.existsSync(o.rootDir) ? fs.readdirSync(o.rootDir).filter(isPlainTag) : []);
+  const local = () => (fs.existsSync(o.rootDir) ? fs.readdirSync(o.rootDir).filter((n) => isVolumeTag(o.base, n)) : []);
 
   return {
     owner,
@@ -157,7 +167,7 @@ export function createVolumeDaemons(o: VolumeDaemonsOptions): VolumeDaemons {
       const rec = await o.registry.get(id);
       if (!rec || rec.deleting) throw csiError(Code.NotFound, `volume ${id} does not exist`);
       if (!rec.tag) throw csiError(Code.FailedPrecondition, `volume ${id} has no filesystem of its own: it was made by a driver on a single Redis`);
-      if (!isPlainTag(rec.tag)) throw csiError(Code.FailedPrecondition, `volume ${id} names a filesystem tag ${JSON.stringify(rec.tag)} that is not a plain name`);
+      if (!isVolumeTag(o.base, rec.tag)) throw csiError(Code.FailedPrecondition, `volume ${id} names a filesystem tag ${JSON.stringify(rec.tag)} this driver did not make`);
       const d = daemonOf(id, rec.tag);
       try {
         await up(d);
@@ -172,8 +182,8 @@ export function createVolumeDaemons(o: VolumeDaemonsOptions): VolumeDaemons {
       try {
         byTag = new Map();
         for (const r of await records()) {
-          // Tags become paths here: one that could leave rootDir is never acted on (local() lists only plain names).
-          if (!r.tag || !isPlainTag(r.tag)) continue;
+          // Tags become paths here: only ones of this driver's form (local() lists no others).
+          if (!r.tag || !isVolumeTag(o.base, r.tag)) continue;
           // A tag two records name (only by editing Redis) stays served while either is live.
           if (!byTag.get(r.tag) || byTag.get(r.tag)?.deleting) byTag.set(r.tag, r);
         }
@@ -193,7 +203,7 @@ export function createVolumeDaemons(o: VolumeDaemonsOptions): VolumeDaemons {
         }
         const d = daemonOf(rec?.id ?? "", tag);
         if (!rec || rec.deleting) {
-          await retire(d).catch((e: unknown) => o.log.error({ volume: d.id, tag, err: (e as Error).message }, "could not remove a deleted volume from this node"));
+          await retire(d, !rec).catch((e: unknown) => o.log.error({ volume: d.id, tag, err: (e as Error).message }, "could not remove a deleted volume from this node"));
           continue;
         }
         await up(d).catch((e: unknown) => o.log.error({ volume: rec.id, err: (e as Error).message }, "the volume's daemon did not start"));

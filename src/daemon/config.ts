@@ -35,6 +35,8 @@ export interface DaemonConfig {
   nonempty: boolean;
   /** The mount's source in /proc/mounts. */
   fsname: string;
+  /** Never create the namespace: it must exist already. */
+  requireNamespace: boolean;
   /** Shared by the nodes of a cluster; every peer call carries it. Absent with peerTls alone, or insecure. */
   clusterSecret?: string;
   /** Mutual TLS between the nodes (certificate, key, cluster CA), already checked to fit together. */

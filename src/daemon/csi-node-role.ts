@@ -10,7 +10,8 @@ import { mountAt } from "../csi/mounter.ts";
 import { createVolumeBinder } from "../csi/volume-binder.ts";
 import { createVolumeDaemons } from "../csi/volume-daemons.ts";
 import { createSharedSources, MCFS_FSTYPE, sharedVolumeOf, volumeFsname, type VolumeSources } from "../csi/volume-source.ts";
-import { clusterPrefix, isClusterUrl, withClusterTag } from "../meta/redis-cluster.ts";
+import { clusterPrefix, isClusterUrl, parseClusterUrl, withClusterTag } from "../meta/redis-cluster.ts";
+import { dropFilesystem, onFilesystem } from "../csi/volume-tags.ts";
 import { createIdentityService } from "../csi/identity.ts";
 import { createLinuxMounter } from "../csi/linux-mounter.ts";
 import { createMountKeeper } from "../csi/mount-keeper.ts";
@@ -71,8 +72,10 @@ export async function runCsiNode(cfg: CsiNodeConfig, log: Logger): Promise<Role>
       mounter,
       binder,
       start: (d) =>
-        startDaemon(d.mount, ["-r", d.root, "-u", withClusterTag(cfg.redisUrl, d.tag), "-i", host, "-p", "0", "--fsname", volumeFsname(d.id), ...(cacheBase ? ["--cache-dir", join(cacheBase, d.tag)] : [])], env),
+        startDaemon(d.mount, ["-r", d.root, "-u", withClusterTag(cfg.redisUrl, d.tag), "-i", host, "-p", "0", "--fsname", volumeFsname(d.id), "--require-namespace", ...(cacheBase ? ["--cache-dir", join(cacheBase, d.tag)] : [])], env),
       forget: (tag) => cacheBase && fs.rmSync(join(cacheBase, tag), { recursive: true, force: true }),
+      dropKeys: (tag) => onFilesystem(cfg.redisUrl, cfg.redisAccess, tag, (c) => dropFilesystem(c, tag)),
+      base: parseClusterUrl(cfg.redisUrl).tag,
       log: nlog,
     });
     let running: Promise<void> | undefined;

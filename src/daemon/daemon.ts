@@ -152,6 +152,10 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     });
     cleanups.push(() => rawStore.close());
     const store: MetadataStore = m ? instrument(rawStore, m, (e) => e instanceof FsError && e.errno !== E.EIO) : rawStore;
+    if (cfg.requireNamespace) {
+      const root = await store.getMany([1]);
+      if (!root[0]) throw new Error(`there is no filesystem at ${redactUrl(url!)} and --require-namespace forbids making one`);
+    }
     // The namespace's root takes --root-mode, not the disk's 0700: that would lock users out of the mount.
     await store.init(cfg.rootMode, given.uid, given.gid);
     if (cfg.replicas !== undefined && cfg.redisUrl) {

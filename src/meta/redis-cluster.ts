@@ -33,7 +33,7 @@ export function clusterPrefix(url: string): string {
 }
 
 /** A tag that is also safe as a file name: letters, digits, '.', '_', '-', and never "." or "..". */
-export const isPlainTag = (tag: string) => /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(tag);
+const isPlainTag = (tag: string) => /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(tag);
 
 /** The same cluster URL naming another filesystem: its tag replaced (user, hosts and query kept). */
 export function withClusterTag(url: string, tag: string): string {

@@ -263,4 +263,13 @@ describe("ControllerPublishVolume", () => {
     await ctrl.controllerPublishVolume({ volumeId: NAME, nodeId: "n2", volumeCapability: RWX });
     expect([...(await registry.publications(NAME)).keys()]).toEqual(["n2"]);
   });
+
+  test("a volume whose DeleteVolume has begun: publish is NotFound, a create of its name Aborted; the retried delete ends it", async () => {
+    await registry.markDeleting(NAME);
+    expect(await code(ctrl.controllerPublishVolume({ volumeId: NAME, nodeId: "n1", volumeCapability: RWX }))).toEqual(["NotFound", `volume ${NAME} is being deleted`]);
+    expect((await code(ctrl.createVolume({ name: NAME, volumeCapabilities: [RWX] })))[0]).toBe("Aborted");
+    expect(await registry.publications(NAME)).toEqual(new Map());
+    await ctrl.deleteVolume({ volumeId: NAME });
+    expect(await code(ctrl.createVolume({ name: NAME, volumeCapabilities: [RWX] }))).toEqual(["OK", ""]);
+  });
 });
