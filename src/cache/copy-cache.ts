@@ -63,8 +63,8 @@ export function readCopy(c: CopyData, into: Uint8Array, at: number): number {
 export interface PendingCopy {
   /** Into RAM at once; to disk on a worker thread (the promise). Past the announced size: EIO. */
   write(data: Uint8Array, at: number): void | Promise<void>;
-  /** Bytes already written (a reader following the copy as it arrives). */
-  read(into: Uint8Array, at: number): number;
+  /** The descriptor the copy is written to: a reader following it as it arrives reads what was written. */
+  readonly fd: number;
   commit(): void;
   abort(): void;
 }
@@ -237,9 +237,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
           }
           return new Promise<void>((res, rej) => fs.write(fd, data, 0, data.length, at, (e) => (e ? rej(e) : res())));
         },
-        read(into, at) {
-          return fs.readSync(fd, into, 0, into.length, at);
-        },
+        fd,
         commit() {
           if (settled) return;
           // Unsealed, the copy could be written through a reader's fd (the kernel refuses a seal only while the memfd is mapped writable: never here).

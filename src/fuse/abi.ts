@@ -104,6 +104,7 @@ export const SHIM_FUNCTIONS = {
   mcfs_clear_fh: { returns: "void", args: ["uint64_t fh"] },
   mcfs_io_counters: { returns: "void", args: ["uint64_t *out"] },
   mcfs_reply_buf: { returns: "int", args: ["uint32_t id", "const void *buf", "uint64_t len"] },
+  mcfs_reply_fd: { returns: "int", args: ["uint32_t id", "int fd", "uint64_t off", "uint64_t len"] },
   mcfs_reply_write: { returns: "int", args: ["uint32_t id", "uint64_t count"] },
   mcfs_reply_xattr: { returns: "int", args: ["uint32_t id", "uint64_t count"] },
   mcfs_reply_readlink: { returns: "int", args: ["uint32_t id", "const char *target"] },

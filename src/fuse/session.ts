@@ -1,6 +1,6 @@
 import { ptr } from "bun:ffi";
 import { loadShim, type Shim } from "./native.ts";
-import { accessSync, constants } from "node:fs";
+import { accessSync, closeSync, constants } from "node:fs";
 import { detachMount, findMount, stillMounted } from "./mountpoint.ts";
 import { isRoot } from "./fusermount.ts";
 import { ATTR, DIRENT_AFTER_ATTR, IO_COUNTERS, OPEN_FLAGS, OPS, REQ_ARGS_AT, REQ_HEADER_BYTES, STATFS, reqOffset, type OpName } from "./abi.ts";
@@ -238,7 +238,12 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     },
     read: async (r) => {
       const d = await fs.read(r.c, r.ino, r.fh, Number(r.offset), Number(r.size));
-      shim.mcfs_reply_buf(r.id, d.length ? ptr(d) : null, d.length);
+      if (d instanceof Uint8Array) return void shim.mcfs_reply_buf(r.id, d.length ? ptr(d) : null, d.length);
+      try {
+        shim.mcfs_reply_fd(r.id, d.fd, d.offset, d.length);
+      } finally {
+        closeSync(d.fd);
+      }
     },
     write: async (r) => void shim.mcfs_reply_write(r.id, await fs.write(r.c, r.ino, r.fh, Number(r.offset), r.data)),
     flush: async (r) => {

@@ -57,6 +57,16 @@ export const RENAME_NOREPLACE = 1;
 export const RENAME_EXCHANGE = 2;
 
 /**
+ * A read's bytes that lie whole in a file: the binding sends them from the file's pages (no copy
+ * through JS) and then closes fd, a descriptor of the reply's own.
+ */
+export interface FileSlice {
+  fd: number;
+  offset: number;
+  length: number;
+}
+
+/**
  * What the FUSE binding asks of a filesystem. Each method resolves with its result or throws an
  * errno-carrying error; the binding replies exactly once either way.
  */
@@ -74,7 +84,7 @@ export interface FileSystem {
   link(c: Caller, ino: number, newParent: number, newName: string): Promise<Attr>;
   open(c: Caller, ino: number, flags: number): Promise<OpenReply>;
   create(c: Caller, parent: number, name: string, mode: number, flags: number): Promise<{ attr: Attr; open: OpenReply }>;
-  read(c: Caller, ino: number, fh: number, offset: number, size: number): Promise<Uint8Array>;
+  read(c: Caller, ino: number, fh: number, offset: number, size: number): Promise<Uint8Array | FileSlice>;
   write(c: Caller, ino: number, fh: number, offset: number, data: Uint8Array): Promise<number>;
   /** dirty: the shim wrote through this handle since the last flush. */
   flush(c: Caller, ino: number, fh: number, dirty: boolean): Promise<void>;

@@ -213,7 +213,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
               fs.closeSync(src.fd);
             }
           } else {
-            const sink = { write: (d: Uint8Array, at: number) => void fs.writeSync(fd, d, 0, d.length, at), read: (buf: Uint8Array, at: number) => fs.readSync(fd, buf, 0, buf.length, at) };
+            const sink = { write: (d: Uint8Array, at: number) => void fs.writeSync(fd, d, 0, d.length, at), fd };
             await streams.fetchAny(ino, version, path, size, { sink, got: 0, waiters: [] }, given);
           }
           keep(o.root, fd, owner);

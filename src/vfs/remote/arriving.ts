@@ -19,7 +19,8 @@ export class LocalWriteError extends FsError {}
 
 /** A copy being fetched: where its bytes go, how many arrived so far, and readers waiting for more. */
 export interface Arriving {
-  sink: { write(data: Uint8Array, at: number): void | Promise<void>; read(into: Uint8Array, at: number): number };
+  /** fd: where the bytes are written; read it only below got. */
+  sink: { write(data: Uint8Array, at: number): void | Promise<void>; fd: number };
   got: number;
   waiters: (() => void)[];
 }

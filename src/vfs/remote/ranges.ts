@@ -1,5 +1,7 @@
 import * as fs from "node:fs";
-import { readCopy, type CopyCache, type CopyData } from "../../cache/copy-cache.ts";
+import type { CopyCache, CopyData } from "../../cache/copy-cache.ts";
+import { dupFd } from "../../cache/memfd.ts";
+import type { FileSlice } from "../../fuse/types.ts";
 import type { PeerReads } from "../../peer/peer-reads.ts";
 import { E, FsError } from "../../util/errno.ts";
 import type { Logger } from "../../util/log.ts";
@@ -13,8 +15,8 @@ import { PART, PARTS_AT_ONCE } from "./streams.ts";
 const FOLLOW_WINDOW = PART * PARTS_AT_ONCE;
 
 export interface RangeReader {
-  /** Up to size bytes at offset (fewer only at the end of the file). */
-  read(offset: number, size: number): Promise<Uint8Array>;
+  /** Up to size bytes at offset (fewer only at the end of the file); a slice of the copy where it has them. */
+  read(offset: number, size: number): Promise<Uint8Array | FileSlice>;
   close(): void;
 }
 
@@ -27,10 +29,14 @@ export interface RangesOptions {
   received?: (bytes: number) => void;
 }
 
-/** A copy holds every byte of its version: fewer than asked for (within the file) is a broken copy. */
-function whole(n: number, out: Uint8Array): Uint8Array {
-  if (n !== out.length) throw new FsError(E.EIO, `a copy gave ${n} of ${out.length} bytes`);
-  return out;
+/**
+ * Bytes of a copy, sent from its pages by the FUSE binding, which checks that the copy holds them
+ * all (else EIO) and closes the descriptor: a dup, so the copy may close its own meanwhile.
+ */
+function slice(fd: number, offset: number, end: number): FileSlice {
+  const own = dupFd(fd);
+  if (own < 0) throw new FsError(E.EMFILE, "no descriptor left to read a copy");
+  return { fd: own, offset, length: end - offset };
 }
 
 /**
@@ -43,18 +49,19 @@ export function createRangeReader(o: RangesOptions, ino: number, version: number
   const reader: RangeReader = {
     async read(offset, want) {
       const end = Math.min(size, offset + want);
-      // Not zeroed: every byte is filled below, or the read fails.
-      const out = Buffer.allocUnsafe(Math.max(0, end - offset));
+      if (end <= offset) return new Uint8Array(0);
       // From the copy when it holds these bytes already (whole, or arrived so far).
       copy ??= o.cache.open(ino, version);
-      if (copy) return whole(readCopy(copy, out, offset), out);
+      if (copy) return slice(copy.fd, offset, end);
       const part = o.arriving(ino, version);
-      if (part && part.got >= end) return whole(part.sink.read(out, offset), out);
+      if (part && part.got >= end) return slice(part.sink.fd, offset, end);
       // Just ahead of the copy (a sequential reader): wait for it rather than fetch the bytes twice.
       if (part && end <= part.got + FOLLOW_WINDOW) {
         await new Promise<void>((res) => part.waiters.push(res));
         return reader.read(offset, want);
       }
+      // Not zeroed: every byte is filled below, or the read fails.
+      const out = Buffer.allocUnsafe(end - offset);
       let got = 0;
       while (offset + got < end) {
         let data: Uint8Array;
