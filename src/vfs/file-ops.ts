@@ -2,7 +2,7 @@ import * as fs from "node:fs";
 import { dirname } from "node:path";
 import type { FileSystem, OpenReply } from "../fuse/types.ts";
 import type { Holders, Inode } from "../meta/store.ts";
-import { E, FsError, errnoOf, fsError } from "../util/errno.ts";
+import { E, FsError, fsError } from "../util/errno.ts";
 import { isDir } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
 import { createLocalFile } from "./local-files.ts";
@@ -124,21 +124,31 @@ export function createFileOps(ctx: VfsContext): FileOps {
     }
   }
 
-  /** This node's own copy at path, following another node's rename not applied here yet. */
-  async function openLocal(path: string, flags: number): Promise<number> {
+  /**
+   * This node's own copy at path, following another node's rename not applied here yet; undefined
+   * when there is no regular file there even then. Opened first, looked at only when that fails:
+   * the common case costs one openat2.
+   */
+  async function openHere(path: string, flags: number): Promise<number | undefined> {
     const open = () => root.openFile(path, flags & KEEP_OPEN_FLAGS);
     try {
       return open();
     } catch (e) {
-      const n = errnoOf(e);
-      if (n !== E.ENOENT && n !== E.ENOTDIR && n !== E.ELOOP) throw e;
-      await o.catchUp?.();
-      try {
-        return open();
-      } catch {
-        throw new FsError(E.EIO, `bytes of ${path} are not on this node`);
-      }
+      if (root.typeOf(path) === "file") throw e;
     }
+    await o.catchUp?.();
+    try {
+      return open();
+    } catch (e) {
+      if (root.typeOf(path) === "file") throw e;
+      return undefined;
+    }
+  }
+
+  async function openLocal(path: string, flags: number): Promise<number> {
+    const fd = await openHere(path, flags);
+    if (fd === undefined) throw new FsError(E.EIO, `bytes of ${path} are not on this node`);
+    return fd;
   }
 
   const ops: FileOps = {
@@ -160,11 +170,12 @@ export function createFileOps(ctx: VfsContext): FileOps {
         throw e;
       }
       const path = await paths.pathOf(ino);
-      if (f.here && remote && f.r.size > 0 && root.typeOf(path) !== "file") {
+      let here: number | undefined;
+      if (f.here && remote && f.r.size > 0) {
         // Listed as holding it, yet the file is not here (a queued change not applied yet, or Redis
         // put back an older record after losing writes): the copies elsewhere, rather than EIO.
-        await o.catchUp?.();
-        if (root.typeOf(path) !== "file") f = { ...f, here: false };
+        here = await openHere(path, flags);
+        if (here === undefined) f = { ...f, here: false };
       }
       const { found, got } = await fromElsewhere(ino, f, path, flags, writable);
       let r = found.r;
@@ -173,8 +184,13 @@ export function createFileOps(ctx: VfsContext): FileOps {
       if (got && "fd" in got) fd = got.fd;
       else if (got) ranges = got.ranges;
       else {
-        if (found.here && writable && !(flags & O_TRUNC) && remote && r.size > 0 && !ctx.open.hasWriter(ino)) await keepClosedVersion(r, path);
-        fd = await openLocal(path, flags);
+        try {
+          if (found.here && writable && !(flags & O_TRUNC) && remote && r.size > 0 && !ctx.open.hasWriter(ino)) await keepClosedVersion(r, path);
+        } catch (e) {
+          if (here !== undefined) fs.closeSync(here);
+          throw e;
+        }
+        fd = here ?? (await openLocal(path, flags));
       }
       const h: Handle = { ino, fd, writable, dirty: false, ...(ranges ? { ranges } : {}), ...(writable ? {} : { reads: { version: r.version, size: r.size } }) };
       const fh = ctx.open.add(h, r);
