@@ -6,7 +6,7 @@ import { parseClusterUrl, withClusterTag } from "../meta/redis-cluster.ts";
 import { setDirReplicas } from "../replicas/replica-count.ts";
 import { csiError } from "./errors.ts";
 import type { VolumeDirs } from "./volume-dirs.ts";
-import type { VolumeRecord, VolumeRegistry } from "./volume-registry.ts";
+import { allVolumes, type VolumeRecord, type VolumeRegistry } from "./volume-registry.ts";
 import { dropFilesystem, isVolumeTag, newVolumeTag, onFilesystem, servingNodes } from "./volume-tags.ts";
 
 const ROOT = 1;
@@ -40,21 +40,10 @@ export function createClusterVolumeDirs(o: ClusterVolumeDirsOptions): VolumeDirs
   async function tagOf(rec: VolumeRecord): Promise<string | undefined> {
     const tag = rec.tag;
     if (!tag || !isVolumeTag(base, tag)) return undefined;
-    return (await all()).some((r) => r.id !== rec.id && r.tag === tag) ? undefined : tag;
+    return (await allVolumes(o.registry)).some((r) => r.id !== rec.id && r.tag === tag) ? undefined : tag;
   }
   let admin: Promise<RedisClient> | undefined;
   const client = () => (admin ??= connectRedis({ url: o.url, ...o.access }));
-
-  async function all(): Promise<VolumeRecord[]> {
-    const out: VolumeRecord[] = [];
-    for (let after = "", more = true; more; ) {
-      const page = await o.registry.list(after, 1000);
-      out.push(...page.records);
-      after = page.records.at(-1)?.id ?? after;
-      more = page.more;
-    }
-    return out;
-  }
 
   /** Node id of the primary serving each slot, and of the slot of each tag. */
   async function primaries(): Promise<{ of(tag: string): Promise<string>; all: Set<string> }> {
@@ -71,7 +60,7 @@ export function createClusterVolumeDirs(o: ClusterVolumeDirsOptions): VolumeDirs
     async place() {
       const p = await primaries();
       const load = new Map([...p.all].map((n) => [n, 0]));
-      for (const r of await all()) {
+      for (const r of await allVolumes(o.registry)) {
         if (!r.tag) continue;
         const n = await p.of(r.tag);
         load.set(n, (load.get(n) ?? 0) + 1);

@@ -8,7 +8,7 @@ import { csiError } from "./errors.ts";
 import { mountAt, type Mounter } from "./mounter.ts";
 import type { VolumeBinder } from "./volume-binder.ts";
 import { isVolumeId } from "./volume-dirs.ts";
-import type { VolumeRecord, VolumeRegistry } from "./volume-registry.ts";
+import { allVolumes, type VolumeRecord, type VolumeRegistry } from "./volume-registry.ts";
 import { MCFS_FSTYPE, owns, volumeFsname, type VolumeOwner, type VolumeSource, type VolumeSources } from "./volume-source.ts";
 
 /** A volume's daemon on this node, as the node plugin starts it. */
@@ -146,17 +146,6 @@ export function createVolumeDaemons(o: VolumeDaemonsOptions): VolumeDaemons {
       o.log.info({ ...(d.id ? { volume: d.id } : {}), tag: d.tag }, "deleted volume: its daemon stopped and its bytes removed from this node");
     });
 
-  async function records(): Promise<VolumeRecord[]> {
-    const all: VolumeRecord[] = [];
-    for (let after = "", more = true; more; ) {
-      const page = await o.registry.list(after, 1000);
-      all.push(...page.records);
-      after = page.records.at(-1)?.id ?? after;
-      more = page.more;
-    }
-    return all;
-  }
-
   const local = () => (fs.existsSync(o.rootDir) ? fs.readdirSync(o.rootDir).filter((n) => isVolumeTag(o.base, n)) : []);
 
   return {
@@ -181,7 +170,7 @@ export function createVolumeDaemons(o: VolumeDaemonsOptions): VolumeDaemons {
       let byTag: Map<string, VolumeRecord>, deleted: Set<string>;
       try {
         byTag = new Map();
-        for (const r of await records()) {
+        for (const r of await allVolumes(o.registry)) {
           // Tags become paths here: only ones of this driver's form (local() lists no others).
           if (!r.tag || !isVolumeTag(o.base, r.tag)) continue;
           // A tag two records name (only by editing Redis) stays served while either is live.

@@ -48,3 +48,15 @@ export interface VolumeRegistry {
   nodes(): Promise<Map<string, NodeReport>>;
   close(): Promise<void>;
 }
+
+/** Every volume recorded, page by page. */
+export async function allVolumes(registry: VolumeRegistry): Promise<VolumeRecord[]> {
+  const out: VolumeRecord[] = [];
+  for (let after = "", more = true; more; ) {
+    const page = await registry.list(after, 1000);
+    out.push(...page.records);
+    after = page.records.at(-1)?.id ?? after;
+    more = page.more;
+  }
+  return out;
+}
