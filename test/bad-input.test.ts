@@ -63,6 +63,21 @@ describe.skipIf(!!skip)("a bad Redis URL names the flag and what is wrong", () =
     });
 });
 
+describe.skipIf(!!skip)("--require-namespace", () => {
+  test("a daemon told to find its filesystem refuses an empty Redis, says why, mounts nothing and makes no key; a filesystem that exists it serves", async () => {
+    const base = temp("reqns");
+    const r = await redis();
+    const p = run(["daemon", "-f", join(base, "m"), "-r", join(base, "r"), "-u", r.url, "--insecure", "--require-namespace"]);
+    expect(p.code).toBe(1);
+    expect(p.err).toContain("--require-namespace");
+    expect(isMounted(join(base, "m"))).toBe(false);
+    expect(spawnSync(["redis-cli", "-s", r.url.slice("unix://".length), "dbsize"]).stdout.toString().trim()).toBe("0");
+    await daemon({ base, name: "maker", redisUrl: r.url });
+    const d = await daemon({ base, name: "joiner", redisUrl: r.url, args: ["--require-namespace"] });
+    expect(fs.readdirSync(d.mnt)).toEqual([]);
+  });
+});
+
 describe.skipIf(!!skip)("a Redis that refuses the credentials is named", () => {
   test("NOAUTH and WRONGPASS name the Redis address, never the password", async () => {
     const base = temp("auth");
