@@ -2,6 +2,7 @@ import { beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
+import { spawn } from "bun";
 import { fuseUnavailable, waitFor, errCode } from "./helpers/env.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { useCluster } from "./helpers/node.ts";
@@ -239,6 +240,36 @@ int main(int argc, char **argv) { (void)argc; file = argv[1]; dir = argv[2]; pth
       const reader = n[(i++ + 1) % 3]!;
       expect(fs.readFileSync(join(reader.mnt, "wf", name)).equals(data)).toBe(true);
     }
+  });
+
+  test("Redis loses its scripts over and over (SCRIPT FLUSH) while A creates and closes files: every close that succeeded is whole on B", async () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "flushed"));
+    const sock = cluster.redis.url.slice("unix://".length);
+    const flusher = spawn(["bash", "-c", `while redis-cli -s ${sock} script flush >/dev/null; do :; done`], { stdout: "ignore", stderr: "ignore" });
+    const closed: number[] = [];
+    try {
+      for (let i = 0; i < 300; i++) {
+        try {
+          fs.writeFileSync(join(a.mnt, "flushed", `f${i}`), Buffer.alloc(1000 + i, i & 255));
+          closed.push(i);
+        } catch {
+          // A close may fail (EIO): then nothing is promised for that file.
+        }
+      }
+    } finally {
+      flusher.kill();
+      await flusher.exited;
+    }
+    expect(closed.length).toBeGreaterThan(250);
+    const wrong = closed.filter((i) => {
+      try {
+        return !fs.readFileSync(join(b.mnt, "flushed", `f${i}`)).equals(Buffer.alloc(1000 + i, i & 255));
+      } catch {
+        return true;
+      }
+    });
+    expect(wrong).toEqual([]);
   });
 
   test("peers get only reads of held bytes: no secret, a wrong one, unclean paths, symlinks out, old calls are refused", async () => {

@@ -151,6 +151,28 @@ export function createFileOps(ctx: VfsContext): FileOps {
     return fd;
   }
 
+  const gone = (e: unknown) => e instanceof FsError && e.errno === E.ENOENT;
+
+  /**
+   * Publish what was written through h. ENOENT: its last name went on another node meanwhile (an
+   * unlink, a rename or create over it), and a close of an unlinked file succeeds, its bytes going
+   * with it. Not so when its create never reached the store: that refusal is the close's error. And
+   * when the create was still on its way, the update may have overtaken it (a script Redis had
+   * lost, sent again after the one behind it): once the create is in, it is sent again.
+   */
+  async function publish(h: Handle): Promise<void> {
+    const creating = ctx.policy.unsettled(h.ino);
+    try {
+      await ctx.commit(h);
+    } catch (e) {
+      if (!gone(e)) throw e;
+      await ctx.policy.settled(h.ino);
+      if (creating) await ctx.commit(h).catch((again: unknown) => {
+        if (!gone(again)) throw again;
+      });
+    }
+  }
+
   const ops: FileOps = {
     async open(_c, ino, flags) {
       const acc = flags & O_ACCMODE;
@@ -249,16 +271,8 @@ export function createFileOps(ctx: VfsContext): FileOps {
 
     async flush(_c, ino, fh, dirty) {
       const h = ctx.open.get(fh);
-      try {
-        if (dirty || h.dirty) await ctx.commit(h);
-        else await ctx.policy.settled(ino);
-      } catch (e) {
-        // Its last name went on another node meanwhile (an unlink, a rename or create over it): a
-        // close of an unlinked file succeeds, and its bytes go with it. Not so when its create never
-        // reached the store: that refusal is the close's error.
-        if (!(e instanceof FsError && e.errno === E.ENOENT)) throw e;
-        await ctx.policy.settled(ino);
-      }
+      if (dirty || h.dirty) await publish(h);
+      else await ctx.policy.settled(ino);
       // The turn goes back at close: the kernel's release comes later, and by then this node's next
       // open may have run, keeping the turn from another node's writer for good.
       if (h.writable && ctx.turns.has(ino) && !ctx.open.hasWriter(ino, h)) ctx.turns.give(ino);
@@ -268,10 +282,7 @@ export function createFileOps(ctx: VfsContext): FileOps {
       const h = ctx.open.find(fh);
       if (!h) return;
       try {
-        if ((dirty || h.dirty) && !ctx.purgeOnClose.has(ino)) await ctx.commit(h).catch((e: unknown) => {
-          // Unlinked everywhere meanwhile: nothing to publish.
-          if (!(e instanceof FsError && e.errno === E.ENOENT)) throw e;
-        });
+        if ((dirty || h.dirty) && !ctx.purgeOnClose.has(ino)) await publish(h);
       } finally {
         if (h.fd >= 0) fs.closeSync(h.fd);
         h.ranges?.close();
@@ -287,7 +298,7 @@ export function createFileOps(ctx: VfsContext): FileOps {
       if (h.fd < 0) return;
       if (datasync) fs.fdatasyncSync(h.fd);
       else fs.fsyncSync(h.fd);
-      if (dirty || h.dirty) await ctx.commit(h);
+      if (dirty || h.dirty) await publish(h);
       else await ctx.policy.settled(h.ino);
     },
   };
