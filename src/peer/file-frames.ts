@@ -35,19 +35,6 @@ function varintAt(buf: Uint8Array, at: number, v: number): number {
   return at;
 }
 
-/** Writes a varint ending at end (exclusive), backwards; returns where it starts. */
-function varintBefore(buf: Uint8Array, end: number, v: number): number {
-  const bytes: number[] = [];
-  do {
-    const low = v % 128;
-    v = Math.floor(v / 128);
-    bytes.push(v > 0 ? low | 128 : low);
-  } while (v > 0);
-  let at = end - bytes.length;
-  for (const b of bytes) buf[at++] = b;
-  return end - bytes.length;
-}
-
 /**
  * One gRPC message of a Chunk, framed in the room in front of its data (a copy only where there is
  * none): the same bytes Connect's serializer writes, without its three copies of every chunk.
@@ -60,21 +47,21 @@ export function frameChunk(c: { offset: number; data: Uint8Array }): Uint8Array 
     data = room.subarray(FRAME_ROOM);
   }
   const buf = new Uint8Array(data.buffer, data.byteOffset - FRAME_ROOM, FRAME_ROOM + data.length);
-  let at = FRAME_ROOM;
   // Empty fields are left out, as protobuf's serializer leaves them: the same bytes on the wire.
-  if (data.length > 0) {
-    at = varintBefore(buf, at, data.length);
-    buf[--at] = 0x12; // field 2 (data), length-delimited
-  }
+  const head = (c.offset > 0 ? 1 + varintLength(c.offset) : 0) + (data.length > 0 ? 1 + varintLength(data.length) : 0);
+  const start = FRAME_ROOM - head - 5;
+  buf[start] = 0; // not compressed
+  new DataView(buf.buffer, buf.byteOffset).setUint32(start + 1, head + data.length);
+  let at = start + 5;
   if (c.offset > 0) {
-    at = varintBefore(buf, at, c.offset);
-    buf[--at] = 0x08; // field 1 (offset), varint
+    buf[at++] = 0x08; // field 1 (offset), varint
+    at = varintAt(buf, at, c.offset);
   }
-  const len = buf.length - at;
-  at -= 5;
-  buf[at] = 0; // not compressed
-  new DataView(buf.buffer, buf.byteOffset).setUint32(at + 1, len);
-  return buf.subarray(at);
+  if (data.length > 0) {
+    buf[at++] = 0x12; // field 2 (data), length-delimited
+    varintAt(buf, at, data.length);
+  }
+  return buf.subarray(start);
 }
 
 export type PieceOut = { index: number; offset: bigint; data: Uint8Array; errno: number; last: boolean };

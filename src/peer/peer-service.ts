@@ -229,5 +229,4 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
     readFiles,
   };
   return { impl, readFile, readFiles };
-
 }
