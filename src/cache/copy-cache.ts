@@ -118,13 +118,6 @@ interface Tier {
 
 const COPY_NAME = /^\d+\.\d+(\.part-\d+)?$/;
 
-/** A reader's own fd of a RAM copy. */
-function dupOf(fd: number): number {
-  const d = dupFd(fd);
-  if (d < 0) throw new FsError(E.EMFILE, "no file descriptor left for a cached copy");
-  return d;
-}
-
 export function createCopyCache(o: CopyCacheOptions): CopyCache {
   for (const f of o.dir.list("")) if (COPY_NAME.test(f.name)) o.dir.remove(`/${f.name}`);
   const ram: Tier = { name: "ram", limit: o.ramBytes, maxFiles: o.ramMaxFiles, entries: new Map(), used: 0, pending: 0, pendingFiles: 0, ahead: 0 };
@@ -187,7 +180,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
       tier.entries.delete(ino);
       tier.entries.set(ino, e);
       // A RAM copy's reader gets a fd of its own, which outlives an eviction; the seals keep any write off the copy.
-      const c: Opened = { fd: e.file ? o.dir.openFile(e.file, O_RDONLY) : dupOf(e.fd!) };
+      const c: Opened = { fd: e.file ? o.dir.openFile(e.file, O_RDONLY) : dupFd(e.fd!) };
       if (!e.ahead) return c;
       e.ahead = false;
       tier.ahead -= e.size;

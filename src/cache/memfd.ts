@@ -1,4 +1,5 @@
 import { dlopen, FFIType, ptr } from "bun:ffi";
+import { E, FsError } from "../util/errno.ts";
 
 const MFD_CLOEXEC = 1, MFD_ALLOW_SEALING = 2;
 const F_DUPFD_CLOEXEC = 1030, F_ADD_SEALS = 1033;
@@ -26,7 +27,9 @@ export function sealMemfd(fd: number): boolean {
   return (libc ??= load()).fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) === 0;
 }
 
-/** Another fd of the same open file (close-on-exec): -1 when out of file descriptors. */
+/** Another fd of the same open file (close-on-exec), the caller's own: EMFILE when out of file descriptors. */
 export function dupFd(fd: number): number {
-  return (libc ??= load()).fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  const d = (libc ??= load()).fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (d < 0) throw new FsError(E.EMFILE, "no file descriptor left for another reader of a copy");
+  return d;
 }

@@ -34,9 +34,7 @@ export interface RangesOptions {
  * all (else EIO) and closes the descriptor: a dup, so the copy may close its own meanwhile.
  */
 function slice(fd: number, offset: number, end: number): FileSlice {
-  const own = dupFd(fd);
-  if (own < 0) throw new FsError(E.EMFILE, "no descriptor left to read a copy");
-  return { fd: own, offset, length: end - offset };
+  return { fd: dupFd(fd), offset, length: end - offset };
 }
 
 /**
