@@ -2,7 +2,7 @@
 import type { RedisClient } from "../redis-connect.ts";
 import type { Placement } from "../store.ts";
 import type { Keys } from "./keys.ts";
-import { parseHolders, parseScriptRecord } from "./record-codec.ts";
+import { pairs, parseHolders, parseScriptRecord } from "./record-codec.ts";
 import type { RunScript } from "./scripts.ts";
 
 export function createPlacement(client: RedisClient, keys: Keys, run: RunScript): Placement {
@@ -37,11 +37,4 @@ export function createPlacement(client: RedisClient, keys: Keys, run: RunScript)
       await run("dropcached", [String(ino), node, String(version)]);
     },
   };
-}
-
-/** A flat HGETALL reply of a script as an object. */
-function pairs(flat: string[]): Record<string, string> {
-  const o: Record<string, string> = {};
-  for (let i = 0; i + 1 < flat.length; i += 2) o[flat[i]!] = flat[i + 1]!;
-  return o;
 }

@@ -24,11 +24,17 @@ export function parseRecord(ino: number, f: Record<string, string>): Inode {
   return rec;
 }
 
+/** A flat HGETALL reply of a script (field, value, ...) from index from, as an object. */
+export function pairs(flat: string[], from = 0): Record<string, string> {
+  const o: Record<string, string> = {};
+  for (let i = from; i + 1 < flat.length; i += 2) o[flat[i]!] = flat[i + 1]!;
+  return o;
+}
+
 /** A record as scripts answer it: {ino, field, value, ...}; ENOENT when it has no mode (no record). */
 export function parseScriptRecord(r: unknown): Inode {
   const a = r as string[];
-  const f: Record<string, string> = {};
-  for (let i = 1; i + 1 < a.length; i += 2) f[a[i]!] = a[i + 1]!;
+  const f = pairs(a, 1);
   if (f.m === undefined) throw fsError("ENOENT");
   return parseRecord(Number(a[0]), f);
 }
