@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { fuseUnavailable, tempDir, waitFor } from "./helpers/env.ts";
 import { startRedisCluster, type TestRedisCluster } from "./helpers/redis.ts";
-import { daemonPid, freePort, startCsi, type CsiProcess } from "./helpers/csi.ts";
+import { daemonPid, freePort, mountsIn, podTarget, startCsi, type CsiProcess } from "./helpers/csi.ts";
 
 const skip = fuseUnavailable() ?? (Bun.which("redis-server") ? undefined : "redis-server is not installed");
 
@@ -30,11 +30,7 @@ describe.skipIf(!!skip)("CSI driver on a Redis Cluster", () => {
   const nodes: Record<string, CsiProcess> = {};
   const dirs = (n: string) => ({ root: join(t.path, `${n}-root`), mnt: join(t.path, `${n}-mnt`) });
   const pods = () => join(t.path, "kubelet-pods");
-  const target = (n: string, pod: string) => {
-    const p = join(pods(), n, pod, "mount");
-    fs.mkdirSync(join(p, ".."), { recursive: true });
-    return p;
-  };
+  const target = (n: string, pod: string) => podTarget(pods(), n, pod);
   /** The pids of node n's volume daemons, by tag. */
   const daemons = (n: string) => {
     const root = dirs(n).root;
@@ -51,7 +47,7 @@ describe.skipIf(!!skip)("CSI driver on a Redis Cluster", () => {
     return p && p.exitCode === null && p.signalCode === null ? p.pid : [...daemons(n).values()][0]!;
   };
   const on = (n: string, p: string) => `/proc/${nsPid(n)}/root${p}`;
-  const mountsAt = (n: string, p: string) => fs.readFileSync(`/proc/${nsPid(n)}/mountinfo`, "utf8").split("\n").filter((l) => l.split(" ")[4] === p).length;
+  const mountsAt = (n: string, p: string) => mountsIn(nsPid(n), p);
   const readable = (path: string, want: string) => {
     try {
       return fs.readFileSync(path, "utf8") === want;

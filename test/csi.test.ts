@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { fuseUnavailable, tempDir, waitFor, errCode } from "./helpers/env.ts";
 import { startRedis, type TestRedis } from "./helpers/redis.ts";
 import { isMounted } from "./helpers/daemon.ts";
-import { daemonPid, freePort, startCsi, stopNodeDaemon, type CallResult, type CsiProcess } from "./helpers/csi.ts";
+import { daemonPid, freePort, mountsIn, podTarget, startCsi, stopNodeDaemon, type CallResult, type CsiProcess } from "./helpers/csi.ts";
 
 const skip = fuseUnavailable();
 
@@ -32,12 +32,7 @@ describe.skipIf(!!skip)("CSI driver", () => {
   const nodes: Record<string, CsiProcess> = {};
   const dirs = (n: string) => ({ root: join(t.path, `${n}-root`), mnt: join(t.path, `${n}-mnt`) });
   const pods = () => join(t.path, "kubelet-pods");
-  /** A pod's target as kubelet hands it over: its parent exists, the target itself is the plugin's to make. */
-  const target = (n: string, pod: string) => {
-    const p = join(pods(), n, pod, "mount");
-    fs.mkdirSync(join(p, ".."), { recursive: true });
-    return p;
-  };
+  const target = (n: string, pod: string) => podTarget(pods(), n, pod);
   /** The pid whose mount namespace node n's mounts live in: its plugin, or while that is down its node daemon. */
   const nsPid = (n: string) => {
     const p = nodes[n]?.proc;
@@ -45,7 +40,7 @@ describe.skipIf(!!skip)("CSI driver", () => {
   };
   /** A path as node n's plugin (and so its pods) see it. */
   const on = (n: string, p: string) => `/proc/${nsPid(n)}/root${p}`;
-  const mountsAt = (n: string, p: string) => fs.readFileSync(`/proc/${nsPid(n)}/mountinfo`, "utf8").split("\n").filter((l) => l.split(" ")[4] === p).length;
+  const mountsAt = (n: string, p: string) => mountsIn(nsPid(n), p);
 
   /** Start node n's plugin: in a new private mount namespace, or in its node daemon's when that still runs. */
   async function startNode(n: string, env: Record<string, string> = {}): Promise<CsiProcess> {

@@ -1,5 +1,5 @@
 import { spawn, type Subprocess } from "bun";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
@@ -124,6 +124,18 @@ export async function stopNodeDaemon(root: string, mnt: string, signal: "SIGTERM
     });
   }
   if (signal === "SIGTERM") forceUnmount(mnt);
+}
+
+/** A pod's target as kubelet hands it over: its parent exists, the target itself is the plugin's to make. */
+export function podTarget(podsDir: string, node: string, pod: string): string {
+  const p = join(podsDir, node, pod, "mount");
+  mkdirSync(join(p, ".."), { recursive: true });
+  return p;
+}
+
+/** How many mounts sit exactly at p in the mount namespace of pid. */
+export function mountsIn(pid: number, p: string): number {
+  return readFileSync(`/proc/${pid}/mountinfo`, "utf8").split("\n").filter((l) => l.split(" ")[4] === p).length;
 }
 
 export { freePort, isMounted };
