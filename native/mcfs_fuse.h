@@ -4,7 +4,7 @@
  * others. The shim is one .so whose version script exports only mcfs_*, so nothing internal is named so.
  *
  * Request path: libfuse thread -> ops.c handler -> io.c (served from a local fd) or queue.c (copied,
- * given an id by ids.c, JS woken) -> JS drains with mcfs_poll -> replies through reply.c by id.
+ * given an id by ids.c, JS woken by callback) -> JS drains with mcfs_poll -> replies through reply.c by id.
  */
 #ifndef MCFS_FUSE_H
 #define MCFS_FUSE_H
@@ -25,10 +25,12 @@ void ids_reset(void);
 uint32_t ids_put(fuse_req_t req); /* 0 when the table is full */
 fuse_req_t ids_take(uint32_t id); /* NULL for a stale, repeated or unknown id */
 
-/* queue.c: requests waiting for JS, and the pipe that wakes it. */
-int queue_open(void); /* the wake pipe's read end for JS, or -errno */
+/* queue.c: requests waiting for JS, the callback that wakes it, and the pipe that tells it the session ended. */
+int queue_open(void (*wake)(void)); /* the pipe's read end for JS, or -errno */
 void queue_close(void);
 void queue_wake(void);
+void queue_stop_waking(void); /* once the session's threads are gone: JS may free the callback */
+void queue_end(void);         /* the session ended: a byte down the pipe */
 /* Copy h (op and arguments set) with its strings and data into the queue, or answer the request with an error. */
 void queue_put(fuse_req_t req, struct mcfs_req *h, const char *s1, const char *s2, const void *data, size_t dlen);
 

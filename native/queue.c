@@ -1,7 +1,10 @@
 /*
  * The hand-off to JS. Bun cannot block in the session loop, so handlers copy each request into this
- * queue and write a byte to a pipe that Bun's event loop reads; JS then drains whole records in batches
- * with mcfs_poll. One wake per batch: no byte is written while one is already pending.
+ * queue and wake JS through a threadsafe callback, which queues a task on Bun's event loop; JS then
+ * drains whole records in batches with mcfs_poll. One wake per batch: none while one is pending. The
+ * callback costs half the CPU of waking a pipe reader (measured here: 27 against 63 us a wake, each
+ * stream read re-arming epoll and reading twice); the pipe only tells JS the session ended, and its
+ * pending read keeps Bun's event loop alive, which the callback does not.
  */
 #include "mcfs_fuse.h"
 #include <errno.h>
@@ -18,11 +21,14 @@ struct qitem {
 };
 
 static int wake_r = -1, wake_w = -1;
+/* Called, and cleared, under wlock: once queue_stop_waking returns, no thread calls into JS any more. */
+static void (*waker)(void);
+static pthread_mutex_t wlock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t qlock = PTHREAD_MUTEX_INITIALIZER;
 static struct qitem *qhead, *qtail;
 static int wake_pending;
 
-int queue_open(void)
+int queue_open(void (*wake)(void))
 {
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0)
@@ -32,18 +38,37 @@ int queue_open(void)
 	fcntl(p[1], F_SETFL, O_NONBLOCK);
 	wake_r = p[0];
 	wake_w = p[1];
+	pthread_mutex_lock(&wlock);
+	waker = wake;
+	pthread_mutex_unlock(&wlock);
 	return wake_r;
+}
+
+void queue_stop_waking(void)
+{
+	pthread_mutex_lock(&wlock);
+	waker = NULL;
+	pthread_mutex_unlock(&wlock);
 }
 
 /* Close the pipe again when the mount failed and JS never saw it. */
 void queue_close(void)
 {
+	queue_stop_waking();
 	close(wake_r);
 	close(wake_w);
 	wake_r = wake_w = -1;
 }
 
 void queue_wake(void)
+{
+	pthread_mutex_lock(&wlock);
+	if (waker)
+		waker();
+	pthread_mutex_unlock(&wlock);
+}
+
+void queue_end(void)
 {
 	char c = 1;
 	while (write(wake_w, &c, 1) < 0 && errno == EINTR)
@@ -93,9 +118,6 @@ void queue_put(fuse_req_t req, struct mcfs_req *h, const char *s1, const char *s
 /* Copy queued requests into buf (whole records only). Returns bytes written. */
 int mcfs_poll(uint8_t *buf, int cap)
 {
-	char drain[256];
-	while (read(wake_r, drain, sizeof drain) == (ssize_t)sizeof drain)
-		;
 	int used = 0;
 	pthread_mutex_lock(&qlock);
 	while (qhead && used + (int)qhead->r.len <= cap) {

@@ -31,15 +31,16 @@ static void *loop_main(void *arg)
 	}
 	/* Tell JS the session ended (unmounted from outside or stopped). */
 	__atomic_store_n(&loop_running, 0, __ATOMIC_SEQ_CST);
-	queue_wake();
+	queue_end();
 	return NULL;
 }
 
 /*
  * Mount and start the session. opts is a comma list of -o options. debug turns on libfuse's tracing.
- * Returns the read end of the wake pipe, or -errno.
+ * wake is called (from any thread) when requests wait for mcfs_poll. Returns the read end of the pipe
+ * that tells of the session's end, or -errno.
  */
-int mcfs_start(const char *mountpoint, const char *opts, int debug, int single)
+int mcfs_start(const char *mountpoint, const char *opts, int debug, int single, void (*wake)(void))
 {
 	if (se)
 		return -EBUSY;
@@ -50,7 +51,7 @@ int mcfs_start(const char *mountpoint, const char *opts, int debug, int single)
 	(void)mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, NULL);
 	ids_reset();
 	io_reset();
-	int wake_r = queue_open();
+	int wake_r = queue_open(wake);
 	if (wake_r < 0)
 		return wake_r;
 	const char *argv[5];
@@ -76,6 +77,8 @@ int mcfs_start(const char *mountpoint, const char *opts, int debug, int single)
 	(void)notify_start(se);
 	loop_running = 1;
 	if (pthread_create(&loop_thread, NULL, loop_main, NULL) != 0) {
+		notify_stop();
+		queue_close();
 		fuse_session_unmount(se);
 		fuse_session_destroy(se);
 		se = NULL;
@@ -118,6 +121,7 @@ int mcfs_stop(int conn, int timeout_ms)
 	if (pthread_timedjoin_np(loop_thread, NULL, &ts) != 0)
 		return -ETIMEDOUT;
 	notify_stop();
+	queue_stop_waking();
 	fuse_session_unmount(se);
 	fuse_session_destroy(se);
 	se = NULL;

@@ -91,7 +91,7 @@ export const IO_COUNTERS = ["readOps", "readBytes", "writeOps", "writeBytes"] as
  * keeping its C name (which bun:ffi knows). Scalars are one word: int, uint32_t, uint64_t, double.
  */
 export const SHIM_FUNCTIONS = {
-  mcfs_start: { returns: "int", args: ["const char *mountpoint", "const char *opts", "int debug", "int single"] },
+  mcfs_start: { returns: "int", args: ["const char *mountpoint", "const char *opts", "int debug", "int single", "void (*wake)(void)"] },
   mcfs_running: { returns: "int", args: [] },
   mcfs_poll: { returns: "int", args: ["uint8_t *buf", "int cap"] },
   mcfs_stop: { returns: "int", args: ["int conn", "int timeout_ms"] },

@@ -1,4 +1,4 @@
-import { ptr } from "bun:ffi";
+import { JSCallback, ptr } from "bun:ffi";
 import { loadShim, type Shim } from "./native.ts";
 import { accessSync, closeSync, constants } from "node:fs";
 import { detachMount, findMount, stillMounted } from "./mountpoint.ts";
@@ -146,8 +146,14 @@ function cstr(s: string): Uint8Array {
 /** Mount at opts.mountPoint (made ready by prepareMountpoint) and serve fs there. */
 export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Promise<FuseSession> {
   const shim: Shim = await loadShim();
-  const wakeFd = shim.mcfs_start(ptr(cstr(opts.mountPoint)), ptr(cstr(opts.options.join(","))), opts.debug ? 1 : 0, opts.singleThread ? 1 : 0);
-  if (wakeFd < 0) throw new Error(`cannot mount FUSE at ${opts.mountPoint}: ${-wakeFd === E.EIO ? mountFailure() : `errno ${-wakeFd}`}`);
+  // Called from the shim's threads; runs as a task on this thread. Never closed: a task Bun queued may
+  // still be on its way to it after the session ends (one per process, as sessions are).
+  const wake = new JSCallback(() => {
+    drain();
+    settleFlushes();
+  }, { returns: "void", args: [], threadsafe: true });
+  const endFd = shim.mcfs_start(ptr(cstr(opts.mountPoint)), ptr(cstr(opts.options.join(","))), opts.debug ? 1 : 0, opts.singleThread ? 1 : 0, wake.ptr);
+  if (endFd < 0) throw new Error(`cannot mount FUSE at ${opts.mountPoint}: ${-endFd === E.EIO ? mountFailure() : `errno ${-endFd}`}`);
   const conn = findMount(opts.mountPoint)?.minor ?? -1;
 
   const attrBuf = new BigInt64Array(ATTR.length);
@@ -157,8 +163,8 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
   let stopped = false;
   let resolveClosed!: () => void;
   const closed = new Promise<void>((r) => (resolveClosed = r));
-  // A pipe reader keeps the event loop alive while mounted; no timers, no polling.
-  const reader = Bun.file(wakeFd).stream().getReader();
+  // The shim writes to this pipe when the session ends; the pending read keeps the event loop alive while mounted.
+  const reader = Bun.file(endFd).stream().getReader();
 
   const entryTo = opts.entryTimeout, attrTo = opts.attrTimeout;
 
