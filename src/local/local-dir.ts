@@ -2,6 +2,7 @@ import * as fs from "node:fs";
 import { O_PATH, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../util/file-mode.ts";
 import { ptr } from "bun:ffi";
 import { beneath, cstr } from "./beneath-native.ts";
+import { filePool } from "./file-pool.ts";
 import { E, FsError, errnoName } from "../util/errno.ts";
 
 const { O_RDONLY, O_WRONLY, O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK, O_NOCTTY, O_CREAT, O_EXCL } = fs.constants;
@@ -26,6 +27,11 @@ export interface LocalDir {
   open(p: string, flags: number, mode?: number): number;
   /** Open a regular file for its bytes; anything else at p is refused (EIO), never used. */
   openFile(p: string, flags: number, mode?: number): number;
+  /**
+   * openFile on another thread: the JS thread goes on meanwhile (an open may wait on a lock or the
+   * disk). owner: a new file is given it there too (as chown, chmod to mode and markIdentity would).
+   */
+  openFileAsync(p: string, flags: number, mode?: number, owner?: { uid: number; gid: number; id: string }): Promise<number>;
   /** lstat; undefined when nothing is there (or the way there is not a directory). */
   stat(p: string): fs.BigIntStats | undefined;
   typeOf(p: string): EntryType | undefined;
@@ -36,6 +42,8 @@ export interface LocalDir {
   rmdir(p: string): void;
   /** Whatever is at p, a directory with its contents; nothing there is fine. */
   remove(p: string): void;
+  /** remove, a file's unlink made on another thread (freeing a big file's blocks can take the disk a while). */
+  removeAsync(p: string): Promise<void>;
   rename(from: string, to: string, flags?: number): void;
   symlink(target: string, p: string): void;
   link(from: string, to: string): void;
@@ -88,6 +96,24 @@ export function openLocalDir(top: string): LocalDir {
   const check = (rc: number, op: string, p: string): number => {
     if (rc < 0) throw fail(rc, op, p);
     return rc;
+  };
+
+  /** Opens on the pool's threads not yet answered, and whether close was asked meanwhile (rootFd is closed after the last). */
+  let queued = 0;
+  let closing = false;
+  /** A call on the pool's threads, rootFd kept open until it is done. */
+  async function pooled(p: string, call: (rel: string) => Promise<number>): Promise<number> {
+    const rel = relOf(p);
+    queued++;
+    try {
+      return await call(rel);
+    } finally {
+      if (--queued === 0 && closing) fs.closeSync(rootFd);
+    }
+  }
+  const regular = (rc: number, p: string) => {
+    if (rc === -EUCLEAN) throw new FsError(E.EIO, `${top}${p} is not a regular file: not used`);
+    return check(rc, "open", p);
   };
 
   const open = (p: string, flags: number, mode = 0) => check(lib.mcfs_openat_beneath(rootFd, cstr(relOf(p)), flags | O_NOFOLLOW, mode), "open", p);
@@ -152,10 +178,14 @@ export function openLocalDir(top: string): LocalDir {
   const dir: LocalDir = {
     path: top,
     open,
-    openFile(p, flags, mode = 0) {
-      const rc = lib.mcfs_open_regular_beneath(rootFd, cstr(relOf(p)), flags, mode);
-      if (rc === -EUCLEAN) throw new FsError(E.EIO, `${top}${p} is not a regular file: not used`);
-      return check(rc, "open", p);
+    openFile: (p, flags, mode = 0) => regular(lib.mcfs_open_regular_beneath(rootFd, cstr(relOf(p)), flags, mode), p),
+    openFileAsync: async (p, flags, mode = 0, owner) =>
+      regular(await pooled(p, (rel) => filePool().open(rootFd, rel, flags, mode, owner && { uid: owner.uid, gid: owner.gid, markName: IDENTITY, mark: owner.id })), p),
+    async removeAsync(p) {
+      const rc = await pooled(p, (rel) => filePool().unlink(rootFd, rel));
+      // Nothing there (or no way there): as remove. A directory: its contents go first, here.
+      if (rc === -E.EISDIR) return remove(p);
+      if (rc < 0 && rc !== -E.ENOENT && rc !== -E.ENOTDIR && rc !== -E.ELOOP) throw fail(rc, "unlink", p);
     },
     stat,
     typeOf,
@@ -216,7 +246,10 @@ export function openLocalDir(top: string): LocalDir {
       const n = lib.mcfs_fgetxattr(fd, cstr(IDENTITY), ptr(buf), buf.length);
       return n > 0 ? buf.toString("utf8", 0, n) : undefined;
     },
-    close: () => fs.closeSync(rootFd),
+    close() {
+      closing = true;
+      if (queued === 0) fs.closeSync(rootFd);
+    },
   };
   return dir;
 }

@@ -102,14 +102,14 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
       fs.closeSync(fd);
       throw changing(r.path);
     };
-    const fd = openInode(r.path, ino);
+    const fd = await openInode(r.path, ino);
     if (fd !== undefined) return fromRoot(fd);
     // Renamed since the reader learned its path (or another file is there now): the file is the
     // inode, wherever the namespace has it.
     const now = o.currentPath ? await o.currentPath(ino) : r.path;
     if (now !== r.path) {
       checkPath(now);
-      const moved = openInode(now, ino);
+      const moved = await openInode(now, ino);
       if (moved !== undefined) return fromRoot(moved);
     }
     // ENOENT: the caller catches up with queued renames once and asks again.
@@ -117,10 +117,10 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
   }
 
   /** The file at path if it holds ino's bytes (by its identity mark; unmarked files are taken at their word); undefined if not there or another's. */
-  function openInode(path: string, ino: number): number | undefined {
+  async function openInode(path: string, ino: number): Promise<number | undefined> {
     let fd: number;
     try {
-      fd = o.root.openFile(path, fs.constants.O_RDONLY);
+      fd = await o.root.openFileAsync(path, fs.constants.O_RDONLY);
     } catch (e) {
       if (errnoOf(e) === E.ENOENT) return undefined;
       throw e;

@@ -1,4 +1,5 @@
 import * as fs from "node:fs";
+import { promisify } from "node:util";
 import { dirname } from "node:path";
 import type { FileSystem, OpenReply } from "../fuse/types.ts";
 import type { Holders, Inode } from "../meta/store.ts";
@@ -11,6 +12,7 @@ import { compareNames } from "./name-order.ts";
 import type { Handle } from "./open-files.ts";
 import { ChangingCopy, type RangeReader, type Sibling } from "./remote-data.ts";
 
+const fsync = promisify(fs.fsync), fdatasync = promisify(fs.fdatasync);
 const O_ACCMODE = 3;
 const { O_APPEND, O_SYNC, O_DSYNC, O_RDWR, O_WRONLY, O_RDONLY, O_TRUNC, O_EXCL } = fs.constants;
 const KEEP_OPEN_FLAGS = O_ACCMODE | O_APPEND | O_SYNC | O_DSYNC;
@@ -132,7 +134,7 @@ export function createFileOps(ctx: VfsContext): FileOps {
   async function openHere(path: string, flags: number): Promise<number | undefined> {
     const open = () => root.openFile(path, flags & KEEP_OPEN_FLAGS);
     try {
-      return open();
+      return await root.openFileAsync(path, flags & KEEP_OPEN_FLAGS);
     } catch (e) {
       if (root.typeOf(path) === "file") throw e;
     }
@@ -296,8 +298,8 @@ export function createFileOps(ctx: VfsContext): FileOps {
     async fsync(_c, _ino, fh, datasync, dirty) {
       const h = ctx.open.get(fh);
       if (h.fd < 0) return;
-      if (datasync) fs.fdatasyncSync(h.fd);
-      else fs.fsyncSync(h.fd);
+      // On Bun's threads: a sync may wait on the disk for long, and every other request with it.
+      await (datasync ? fdatasync : fsync)(h.fd);
       if (dirty || h.dirty) await publish(h);
       else await ctx.policy.settled(h.ino);
     },

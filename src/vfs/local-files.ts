@@ -84,8 +84,23 @@ export function keep(root: LocalDir, fd: number, f: KeptFile): void {
 /** Create the backing file for an inode. */
 export function createLocalFile(root: LocalDir, p: string, flags: number, f: KeptFile): number {
   const fd = makeLocal(root, p, () => root.openFile(p, flags | O_CREAT | O_EXCL, f.mode & 0o7777));
-  keep(root, fd, f);
+  try {
+    keep(root, fd, f);
+  } catch (e) {
+    fs.closeSync(fd);
+    throw e;
+  }
   return fd;
+}
+
+/** createLocalFile, made and kept on the open threads; what is in the way (a leftover, missing parents) is cleared here. */
+export async function createLocalFileAsync(root: LocalDir, p: string, flags: number, f: KeptFile): Promise<number> {
+  try {
+    return await root.openFileAsync(p, flags | O_CREAT | O_EXCL, f.mode & 0o7777, { uid: f.uid, gid: f.gid, id: fileIdentity(f.ino, f.gen) });
+  } catch (e) {
+    if (!noParent(e) && !inTheWay(e)) throw e;
+    return createLocalFile(root, p, flags, f);
+  }
 }
 
 /** The local side of RENAME_EXCHANGE: swap what is there, or move the one that is. */

@@ -158,7 +158,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       const path = await paths.childPath(parent, name);
       const r = await changing([parent], () => store.remove(parent, name, false, path));
       dirChanged(parent, undefined, name);
-      if (!(r.nlink === 0 && r.held !== undefined && o.retire?.(path, r.ino, r.held))) root.remove(path);
+      if (!(r.nlink === 0 && r.held !== undefined && o.retire?.(path, r.ino, r.held))) await root.removeAsync(path);
       await ctx.dropped(r);
     },
 

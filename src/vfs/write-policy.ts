@@ -4,7 +4,7 @@ import { nowNs } from "../util/time.ts";
 import { E, errnoOf, FsError, fsError, OutcomeUnknown } from "../util/errno.ts";
 import { isDir, S_IFREG, S_ISGID } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
-import { createLocalFile } from "./local-files.ts";
+import { createLocalFileAsync } from "./local-files.ts";
 
 /** The bytes of an open file as they are to be published. */
 export interface Published {
@@ -50,7 +50,7 @@ async function makeAhead(ctx: VfsContext, c: Caller, parent: number, name: strin
   const gid = p.mode & S_ISGID ? p.gid : c.gid;
   const r: Inode = { ino: await ctx.inos.next(), mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid, rdev: 0, size: 0, nlink: 1, atime: now, mtime: now, ctime: now, version: newVersion(), gen: newGeneration(), parent, name };
   ctx.paths.learn(r);
-  const fd = createLocalFile(ctx.root, await ctx.paths.pathOf(r.ino), localFlags, r);
+  const fd = await createLocalFileAsync(ctx.root, await ctx.paths.pathOf(r.ino), localFlags, r);
   ctx.learn(r);
   // The directory's new times are known here too: no round trip queued behind the write.
   ctx.learn({ ...p, mtime: now, ctime: now });
@@ -63,7 +63,7 @@ async function createNow(ctx: VfsContext, c: Caller, parent: number, name: strin
   const r = ctx.learn(await ctx.cache.changing([parent], () => ctx.store.create(parent, name, { mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid: c.gid, holder: ctx.nodeId, above: ctx.inos.maxSeen })));
   ctx.cache.dirChanged(parent, [name, r.ino]);
   try {
-    return { r, fd: createLocalFile(ctx.root, await ctx.paths.pathOf(r.ino), localFlags, r) };
+    return { r, fd: await createLocalFileAsync(ctx.root, await ctx.paths.pathOf(r.ino), localFlags, r) };
   } catch (e) {
     await ctx.rollback(parent, name, false);
     throw e;

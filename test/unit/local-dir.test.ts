@@ -136,3 +136,104 @@ describe("local dir confinement (no root needed)", () => {
     expect(errnoOf(() => dir.open(`/d/${"n".repeat(256)}`, O_WRONLY | O_CREAT, 0o600))).toBe(E.ENAMETOOLONG);
   });
 });
+
+/** The errno a promise rejects with (0: it resolved; the fd it gave is closed). */
+async function asyncErrno(p: Promise<number>): Promise<number> {
+  try {
+    fs.closeSync(await p);
+  } catch (e) {
+    if (e instanceof FsError) return e.errno;
+    throw e;
+  }
+  return 0;
+}
+
+const fdCount = () => fs.readdirSync("/proc/self/fd").length;
+
+describe("opens on the pool's threads (openFileAsync)", () => {
+  let base: string, top: string, outside: string, dir: LocalDir;
+  beforeAll(() => {
+    base = fs.mkdtempSync(join(tmpdir(), "mcfs-unit-openpool-"));
+    top = join(base, "top");
+    outside = join(base, "outside");
+    fs.mkdirSync(top);
+    fs.mkdirSync(outside);
+    fs.writeFileSync(join(outside, "secret"), "secret");
+    fs.symlinkSync(outside, join(top, "out"));
+    fs.symlinkSync(join(outside, "secret"), join(top, "secretlink"));
+    fs.mkdirSync(join(top, "d"));
+    dir = openLocalDir(top);
+  });
+  afterAll(() => {
+    dir.close();
+    fs.rmSync(base, { recursive: true, force: true });
+  });
+
+  test("confined as openFile is: symlinks, .., and what is not a regular file are refused", async () => {
+    expect(await asyncErrno(dir.openFileAsync("/out/secret", O_RDONLY))).not.toBe(0);
+    expect(await asyncErrno(dir.openFileAsync("/secretlink", O_RDONLY))).not.toBe(0);
+    expect(await asyncErrno(dir.openFileAsync("/out/new", O_WRONLY | O_CREAT | O_EXCL, 0o644))).not.toBe(0);
+    expect(await asyncErrno(dir.openFileAsync("/d/../../outside/secret", O_RDONLY))).toBe(E.EINVAL);
+    expect(await asyncErrno(dir.openFileAsync("/d", O_RDONLY))).toBe(E.EIO);
+    expect(await asyncErrno(dir.openFileAsync("/missing", O_RDONLY))).toBe(E.ENOENT);
+    expect(fs.readdirSync(outside)).toEqual(["secret"]);
+    expect(fs.readFileSync(join(outside, "secret"), "utf8")).toBe("secret");
+  });
+
+  test("many at once: each answer is the file asked for, and no descriptor is left over", async () => {
+    const before = fdCount();
+    const n = 300;
+    const fds = await Promise.all(Array.from({ length: n }, (_, i) => dir.openFileAsync(`/d/f${i}`, O_WRONLY | O_CREAT | O_EXCL, 0o640)));
+    fds.forEach((fd, i) => {
+      fs.writeSync(fd, `file ${i}`);
+      fs.closeSync(fd);
+    });
+    const again = await Promise.all(Array.from({ length: n }, (_, i) => dir.openFileAsync(`/d/f${i}`, O_RDONLY)));
+    again.forEach((fd, i) => {
+      expect(fs.readFileSync(fd, "utf8")).toBe(`file ${i}`);
+      fs.closeSync(fd);
+    });
+    expect(fdCount()).toBe(before);
+  });
+
+  test("a new file is given its owner, mode and identity on the same thread", async () => {
+    const uid = process.getuid!(), gid = process.getgid!();
+    const fd = await dir.openFileAsync("/d/kept", O_WRONLY | O_CREAT | O_EXCL, 0o751, { uid, gid, id: "42:abc" });
+    try {
+      const st = fs.fstatSync(fd);
+      // The daemon's umask does not apply: the mode is the one asked for.
+      expect(st.mode & 0o7777).toBe(0o751);
+      expect([st.uid, st.gid]).toEqual([uid, gid]);
+      // trusted.* takes root: without it no mark is kept (best effort, as markIdentity).
+      expect(dir.readIdentity(fd)).toBe(uid === 0 ? "42:abc" : undefined);
+    } finally {
+      fs.closeSync(fd);
+    }
+    // A new file whose owner cannot be given is not handed out.
+    if (uid !== 0) expect(await asyncErrno(dir.openFileAsync("/d/kept2", O_WRONLY | O_CREAT | O_EXCL, 0o600, { uid: 0, gid: 0, id: "1:x" }))).toBe(E.EPERM);
+  });
+
+  test("removeAsync: a file, a symlink (not what it points to), a directory with its contents; nothing there is fine; never through a symlink", async () => {
+    fs.writeFileSync(join(top, "d", "rm-file"), "x");
+    fs.symlinkSync(join(outside, "secret"), join(top, "d", "rm-link"));
+    fs.mkdirSync(join(top, "d", "rm-dir", "sub"), { recursive: true });
+    fs.writeFileSync(join(top, "d", "rm-dir", "sub", "f"), "x");
+    for (const p of ["/d/rm-file", "/d/rm-link", "/d/rm-dir", "/d/nothing", "/out/secret", "/secretlink/x"]) await dir.removeAsync(p);
+    for (const n of ["rm-file", "rm-link", "rm-dir"]) expect(fs.existsSync(join(top, "d", n))).toBe(false);
+    expect(fs.readdirSync(outside)).toEqual(["secret"]);
+    expect(fs.readFileSync(join(outside, "secret"), "utf8")).toBe("secret");
+    expect(fs.lstatSync(join(top, "secretlink")).isSymbolicLink()).toBe(true);
+  });
+
+  test("closed while opens are queued: they finish beneath it, then its descriptor goes", async () => {
+    const other = openLocalDir(top);
+    const before = fdCount();
+    const pending = Array.from({ length: 50 }, () => other.openFileAsync("/d/f1", O_RDONLY));
+    other.close();
+    for (const fd of await Promise.all(pending)) {
+      expect(fs.readFileSync(fd, "utf8")).toBe("file 1");
+      fs.closeSync(fd);
+    }
+    expect(fdCount()).toBe(before - 1);
+  });
+});

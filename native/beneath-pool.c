@@ -1,0 +1,196 @@
+/*
+ * Opens and unlinks off the JS thread. Either can wait: on a directory's lock behind a create, on the
+ * disk for a directory or inode block that is not cached, or for a big file's blocks to be freed. JS
+ * hands them to these threads and goes on serving requests; the results come back through
+ * mcfs_pool_poll, JS woken by a threadsafe callback once per batch (as the FUSE queue wakes it).
+ *
+ * The pool lives as long as the process. JS keeps a root's descriptor open while calls beneath it are
+ * queued, so that the number cannot name another directory meanwhile.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+int mcfs_open_regular_beneath(int root, const char *rel, int flags, int mode);
+int mcfs_unlinkat_beneath(int root, const char *rel, int flags);
+int mcfs_pool_start(void (*wake)(void));
+int mcfs_pool_open(uint32_t token, int root, const char *rel, int flags, int mode, int keep, uint32_t uid, uint32_t gid, const char *mark_name, const char *mark);
+int mcfs_pool_unlink(uint32_t token, int root, const char *rel);
+int mcfs_pool_poll(int32_t *out, int cap);
+
+#define THREADS 4
+
+enum { JOB_OPEN, JOB_UNLINK };
+
+struct job {
+	struct job *next;
+	uint32_t token;
+	int op, root, flags, mode, keep;
+	uid_t uid;
+	gid_t gid;
+	char *mark_name, *mark; /* point into text, after rel */
+	char text[];
+};
+
+/* A new file made the inode's: its owner, its mode (open applied the daemon's umask) and its identity mark (best effort). */
+static int keep_file(int fd, const struct job *j)
+{
+	if (fchown(fd, j->uid, j->gid) < 0 || fchmod(fd, (mode_t)j->mode & 07777) < 0)
+		return -errno;
+	(void)fsetxattr(fd, j->mark_name, j->mark, strlen(j->mark), 0);
+	return 0;
+}
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t work = PTHREAD_COND_INITIALIZER;
+static struct job *head, *tail;
+/* Results not yet polled: token, result pairs. Room for every job in flight is made when it is
+   submitted, so a worker never allocates and no result is ever dropped. */
+static int32_t *done;
+static size_t ndone, inflight, room;
+static void (*waker)(void);
+static int wake_pending;
+
+static void *worker(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		pthread_mutex_lock(&lock);
+		while (!head)
+			pthread_cond_wait(&work, &lock);
+		struct job *j = head;
+		head = j->next;
+		if (!head)
+			tail = NULL;
+		pthread_mutex_unlock(&lock);
+		int rc = j->op == JOB_UNLINK ? mcfs_unlinkat_beneath(j->root, j->text, 0) : mcfs_open_regular_beneath(j->root, j->text, j->flags, j->mode);
+		if (rc >= 0 && j->keep) {
+			int k = keep_file(rc, j);
+			if (k < 0) {
+				close(rc);
+				rc = k;
+			}
+		}
+		pthread_mutex_lock(&lock);
+		done[2 * ndone] = (int32_t)j->token;
+		done[2 * ndone + 1] = rc;
+		ndone++;
+		inflight--;
+		int wake = !wake_pending;
+		wake_pending = 1;
+		pthread_mutex_unlock(&lock);
+		free(j);
+		if (wake)
+			waker();
+	}
+	return NULL;
+}
+
+/* Start the threads once; wake is called from them when results wait. 0 or -errno. */
+int mcfs_pool_start(void (*wake)(void))
+{
+	pthread_mutex_lock(&lock);
+	int rc = 0;
+	if (!waker) {
+		waker = wake;
+		for (int i = 0; i < THREADS && rc == 0; i++) {
+			pthread_t t;
+			rc = -pthread_create(&t, NULL, worker, NULL);
+			if (rc == 0)
+				pthread_detach(t);
+		}
+	}
+	pthread_mutex_unlock(&lock);
+	return rc;
+}
+
+/* Queue j (its op and arguments set), for root; its result comes with token. 0 or -ENOMEM (j freed). */
+static int submit(struct job *j, uint32_t token, int root)
+{
+	j->next = NULL;
+	j->token = token;
+	j->root = root;
+	pthread_mutex_lock(&lock);
+	if (ndone + inflight + 1 > room) {
+		size_t want = room ? 2 * room : 64;
+		int32_t *grown = realloc(done, want * 2 * sizeof *done);
+		if (!grown) {
+			pthread_mutex_unlock(&lock);
+			free(j);
+			return -ENOMEM;
+		}
+		done = grown;
+		room = want;
+	}
+	inflight++;
+	if (tail)
+		tail->next = j;
+	else
+		head = j;
+	tail = j;
+	pthread_cond_signal(&work);
+	pthread_mutex_unlock(&lock);
+	return 0;
+}
+
+/*
+ * Queue an open of rel beneath root (mcfs_open_regular_beneath); its result comes with token. keep: then
+ * give the file uid, gid, mode and the identity mark (the extended attribute mark_name), on the same
+ * thread. 0 or -errno.
+ */
+int mcfs_pool_open(uint32_t token, int root, const char *rel, int flags, int mode, int keep, uint32_t uid, uint32_t gid, const char *mark_name, const char *mark)
+{
+	size_t len = strlen(rel), nlen = strlen(mark_name), mlen = strlen(mark);
+	struct job *j = malloc(sizeof *j + len + 1 + nlen + 1 + mlen + 1);
+	if (!j)
+		return -ENOMEM;
+	j->op = JOB_OPEN;
+	j->flags = flags;
+	j->mode = mode;
+	j->keep = keep;
+	j->uid = (uid_t)uid;
+	j->gid = (gid_t)gid;
+	memcpy(j->text, rel, len + 1);
+	j->mark_name = j->text + len + 1;
+	memcpy(j->mark_name, mark_name, nlen + 1);
+	j->mark = j->mark_name + nlen + 1;
+	memcpy(j->mark, mark, mlen + 1);
+	return submit(j, token, root);
+}
+
+/* Queue an unlink of rel (not a directory) beneath root; its result comes with token. 0 or -errno. */
+int mcfs_pool_unlink(uint32_t token, int root, const char *rel)
+{
+	size_t len = strlen(rel);
+	struct job *j = malloc(sizeof *j + len + 1);
+	if (!j)
+		return -ENOMEM;
+	j->op = JOB_UNLINK;
+	j->keep = 0;
+	memcpy(j->text, rel, len + 1);
+	return submit(j, token, root);
+}
+
+/* Move up to cap results (token, result pairs) into out. Returns how many pairs. */
+int mcfs_pool_poll(int32_t *out, int cap)
+{
+	pthread_mutex_lock(&lock);
+	size_t n = ndone < (size_t)cap ? ndone : (size_t)cap;
+	if (n) {
+		memcpy(out, done, n * 2 * sizeof *done);
+		memmove(done, done + 2 * n, (ndone - n) * 2 * sizeof *done);
+		ndone -= n;
+	}
+	wake_pending = ndone > 0;
+	int again = wake_pending;
+	pthread_mutex_unlock(&lock);
+	if (again)
+		waker();
+	return (int)n;
+}
