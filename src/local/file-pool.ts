@@ -4,11 +4,6 @@ import { beneath, cstr } from "./beneath-native.ts";
 /** Results taken per poll (token, result pairs). */
 const BATCH = 256;
 
-/**
- * Calls on backing files beneath a root, run on the threads of native/beneath-pool.c so that one
- * waiting on a directory lock or the disk does not hold up the JS thread. Each resolves with what its
- * call in native/beneath.c returns (>= 0, or -errno).
- */
 /** What a new file is given on the pool's thread: owner, mode (as opened) and an identity mark. */
 export interface NewFileOwner {
   uid: number;
@@ -17,7 +12,11 @@ export interface NewFileOwner {
   mark: string;
 }
 
-/** rootFd must stay open until the promise settles. */
+/**
+ * Calls on backing files beneath a root, run on the threads of native/beneath-pool.c so that one
+ * waiting on a directory lock or the disk does not hold up the JS thread. Each resolves with what its
+ * call in native/beneath.c returns (>= 0, or -errno); rootFd must stay open until then.
+ */
 export interface FilePool {
   /** mcfs_open_regular_beneath; keep: a new file is given it. */
   open(rootFd: number, rel: string, flags: number, mode: number, keep?: NewFileOwner): Promise<number>;
@@ -32,7 +31,7 @@ function createFilePool(): FilePool {
   const waiting = new Map<number, (rc: number) => void>();
   let next = 1;
   const results = new Int32Array(BATCH * 2);
-  // The callback does not keep Bun's loop alive: this timer does, while opens are out (it never fires).
+  // The callback does not keep Bun's loop alive: this timer does, while calls are out (it never fires).
   const keepAlive = setInterval(() => {}, 2 ** 30);
   keepAlive.unref();
   // Never closed: the pool's threads call it for as long as the process lives.

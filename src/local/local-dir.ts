@@ -98,7 +98,7 @@ export function openLocalDir(top: string): LocalDir {
     return rc;
   };
 
-  /** Opens on the pool's threads not yet answered, and whether close was asked meanwhile (rootFd is closed after the last). */
+  /** Calls on the pool's threads not yet answered, and whether close was asked meanwhile (rootFd is closed after the last). */
   let queued = 0;
   let closing = false;
   /** A call on the pool's threads, rootFd kept open until it is done. */
