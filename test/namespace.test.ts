@@ -2,7 +2,7 @@ import { beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { fuseUnavailable, errCode } from "./helpers/env.ts";
-import { renameat2 } from "./helpers/libc.ts";
+import { readDirFd, renameat2 } from "./helpers/libc.ts";
 
 const RENAME_EXCHANGE = 2;
 import type { TestDaemon } from "./helpers/daemon.ts";
@@ -42,6 +42,29 @@ describe.skipIf(!!skip)("one namespace across two nodes", () => {
     expect(st.mode & 0o777).toBe(0o600);
     expect(st.ino).toBe(fs.statSync(join(a.mnt, "d1/f")).ino);
     expect(fs.readdirSync(join(b.mnt, "d1"))).toEqual(["f"]);
+  });
+
+  test("a name A renames or removes while B has the directory open is not handed to B's kernel under its old name", () => {
+    fs.mkdirSync(join(a.mnt, "dopen"));
+    fs.writeFileSync(join(a.mnt, "dopen/a"), "original a");
+    fs.writeFileSync(join(a.mnt, "dopen/gone"), "gone");
+    fs.writeFileSync(join(a.mnt, "dopen/stays"), "stays");
+    expect(fs.readdirSync(join(b.mnt, "dopen")).sort()).toEqual(["a", "gone", "stays"]);
+    const dir = fs.openSync(join(b.mnt, "dopen"), fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+    // Returned on A once B has heard (see the test below).
+    fs.renameSync(join(a.mnt, "dopen/a"), join(a.mnt, "dopen/b"));
+    fs.unlinkSync(join(a.mnt, "dopen/gone"));
+    const listed = readDirFd(dir);
+    fs.closeSync(dir);
+    expect(listed).toContain("stays");
+    expect(fs.existsSync(join(b.mnt, "dopen/a"))).toBe(false);
+    fs.writeFileSync(join(b.mnt, "dopen/a"), "new a");
+    fs.writeFileSync(join(b.mnt, "dopen/gone"), "new gone");
+    for (const n of [a, b]) {
+      expect(fs.readFileSync(join(n.mnt, "dopen/b"), "utf8")).toBe("original a");
+      expect(fs.readFileSync(join(n.mnt, "dopen/a"), "utf8")).toBe("new a");
+      expect(fs.readFileSync(join(n.mnt, "dopen/gone"), "utf8")).toBe("new gone");
+    }
   });
 
   test("a name B has cached goes away on B when A unlinks or renames it", async () => {

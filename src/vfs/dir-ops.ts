@@ -1,6 +1,7 @@
 import type { DirEntry, FileSystem } from "../fuse/types.ts";
 import { S_IFDIR } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
+import type { DirHandle } from "./open-files.ts";
 import { compareNames } from "./name-order.ts";
 
 type DirOps = Pick<FileSystem, "opendir" | "readdir" | "releasedir">;
@@ -9,16 +10,31 @@ type DirOps = Pick<FileSystem, "opendir" | "readdir" | "releasedir">;
  * Directory listings: read whole at opendir, in natural order of names (the order read-ahead fetches
  * a directory's files in, so that a program reading them as listed finds them fetched ahead), served
  * in slices; readdirplus tells the kernel each entry's attributes.
+ *
+ * The kernel keeps each name readdirplus gives it, as a lookup's answer: a name the directory lost
+ * since opendir (renamed, removed; here, or heard from another node) is left out, since under it the
+ * next create would open, and truncate, the file that moved away; a name that leads to another file
+ * now is given that file. POSIX leaves open whether such names are listed at all.
  */
 export function createDirOps(ctx: VfsContext): DirOps {
   const { store, kernel } = ctx;
   return {
     async opendir(_c, ino) {
-      // Listed by readdirplus, its names are never looked up: the listing that lets reads of its
-      // small files fetch their siblings along would not load, nor learn the inodes of other nodes' new names, otherwise.
-      const list = [...(await ctx.cache.readListing(ino))].sort((a, b) => compareNames(a.name, b.name));
-      const r = ctx.learn(await store.get(ino));
-      return ctx.open.addDir({ entries: [{ name: ".", ino, type: S_IFDIR >> 12 }, { name: "..", ino: r.parent || 1, type: S_IFDIR >> 12 }, ...list] });
+      // Open before the listing is read, so that it hears the changes made meanwhile (one the
+      // listing has already is heard harmlessly).
+      const d: DirHandle = { ino, entries: [], changed: new Map() };
+      const fh = ctx.open.addDir(d);
+      try {
+        // Listed by readdirplus, its names are never looked up: the listing that lets reads of its
+        // small files fetch their siblings along would not load, nor learn the inodes of other nodes' new names, otherwise.
+        const list = [...(await ctx.cache.readListing(ino))].sort((a, b) => compareNames(a.name, b.name));
+        const r = ctx.learn(await store.get(ino));
+        d.entries = [{ name: ".", ino, type: S_IFDIR >> 12 }, { name: "..", ino: r.parent || 1, type: S_IFDIR >> 12 }, ...list];
+        return fh;
+      } catch (e) {
+        ctx.open.removeDir(fh);
+        throw e;
+      }
     },
 
     async readdir(_c, ino, fh, offset, max, plus) {
@@ -29,9 +45,16 @@ export function createDirOps(ctx: VfsContext): DirOps {
         slice.forEach((e, i) => out.push({ name: e.name, next: offset + i + 1, attr: { ino: e.ino, mode: e.type << 12, nlink: 1, uid: 0, gid: 0, rdev: 0, size: 0, atime: 0n, mtime: 0n, ctime: 0n } }));
         return out;
       }
-      const recs = await store.getMany(slice.map((e) => e.ino));
+      // Lost since opendir: none (0: gained back from another node, its inode not heard: left out too).
+      const now = slice.map((e) => {
+        const c = d.changed.get(e.name);
+        return c === undefined ? e.ino : c || undefined;
+      });
+      const recs = await store.getMany(now.filter((i) => i !== undefined));
+      let k = 0;
       slice.forEach((e, i) => {
-        const r = recs[i];
+        if (now[i] === undefined) return;
+        const r = recs[k++];
         if (r) out.push({ name: e.name, next: offset + i + 1, attr: kernel.told(ino, e.name, ctx.learn(r)) });
       });
       return out;

@@ -42,6 +42,8 @@ export interface MetaCacheOptions {
   attrCacheMs: number;
   /** Records not to prefetch (open files: their state lives elsewhere). */
   skipPrefetch(ino: number): boolean;
+  /** Hears every change of a listing (see dirChanged). */
+  onDirChanged?(dir: number, add?: [string, number], remove?: string): void;
 }
 
 const RECENT_MAX = 200_000;
@@ -87,6 +89,7 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
 
   function dirChanged(dir: number, add?: [string, number], remove?: string): void {
     dirChanges.set(dir, (dirChanges.get(dir) ?? 0) + 1);
+    o.onDirChanged?.(dir, add, remove);
     const l = listings.get(dir);
     if (l) apply(l, add, remove);
     else loading.get(dir)?.push([add, remove]);

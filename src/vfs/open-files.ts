@@ -15,7 +15,12 @@ export interface Handle {
 }
 
 export interface DirHandle {
+  /** The directory. */
+  ino: number;
+  /** Its listing when opened. */
   entries: { name: string; ino: number; type: number }[];
+  /** Names it lost (null) or gained (their inode; 0 when not known) since. */
+  changed: Map<string, number | null>;
 }
 
 /** An inode open on this node: its handles, and its record (this node is where it changes). */
@@ -47,6 +52,8 @@ export interface OpenFiles {
   addDir(d: DirHandle): number;
   dir(fh: number): DirHandle;
   removeDir(fh: number): void;
+  /** A name left or joined a directory: its open handles note it. */
+  dirChanged(dir: number, add?: [string, number], remove?: string): void;
   /** Every file handle, to close them all at shutdown. */
   all(): IterableIterator<[number, Handle]>;
   clear(): void;
@@ -59,6 +66,7 @@ export function createOpenFiles(): OpenFiles {
   const handles = new Map<number, Handle>();
   const byIno = new Map<number, OpenInode>();
   const dirs = new Map<number, DirHandle>();
+  const dirsByIno = new Map<number, Set<DirHandle>>();
   let nextFh = 1;
   const freeFh: number[] = [];
   const allocFh = () => freeFh.pop() ?? nextFh++;
@@ -117,6 +125,9 @@ export function createOpenFiles(): OpenFiles {
     addDir(d) {
       const fh = allocFh();
       dirs.set(fh, d);
+      let same = dirsByIno.get(d.ino);
+      if (!same) dirsByIno.set(d.ino, (same = new Set()));
+      same.add(d);
       return fh;
     },
     dir(fh) {
@@ -125,8 +136,19 @@ export function createOpenFiles(): OpenFiles {
       return d;
     },
     removeDir(fh) {
+      const d = dirs.get(fh);
+      if (!d) return;
       dirs.delete(fh);
+      const same = dirsByIno.get(d.ino);
+      same?.delete(d);
+      if (same?.size === 0) dirsByIno.delete(d.ino);
       freeFh.push(fh);
+    },
+    dirChanged(dir, add, remove) {
+      for (const d of dirsByIno.get(dir) ?? []) {
+        if (remove !== undefined) d.changed.set(remove, null);
+        if (add !== undefined) d.changed.set(add[0], add[1]);
+      }
     },
     all: () => handles.entries(),
     clear() {

@@ -51,7 +51,7 @@ export function createVfs(o: VfsOptions): Vfs {
   const { store, root, nodeId, log } = o;
   const paths = createPathCache(store);
   const open = createOpenFiles();
-  const cache = createMetaCache({ store, paths, attrCacheMs: o.attrCacheMs, skipPrefetch: (ino) => open.inode(ino) !== undefined });
+  const cache = createMetaCache({ store, paths, attrCacheMs: o.attrCacheMs, skipPrefetch: (ino) => open.inode(ino) !== undefined, onDirChanged: open.dirChanged });
   const changes = createDataChanges();
   const inos = createInodeNumbers(store);
   const purgeOnClose = new Set<number>();

@@ -7,6 +7,7 @@ const lib = dlopen("libc.so.6", {
   getxattr: { args: [P, P, P, u64], returns: i64 },
   listxattr: { args: [P, P, u64], returns: i64 },
   removexattr: { args: [P, P], returns: i32 },
+  getdents64: { args: [i32, P, u64], returns: i64 },
   __errno_location: { args: [], returns: P },
 });
 
@@ -42,4 +43,20 @@ export function listxattr(path: string): string[] | number {
 
 export function removexattr(path: string, name: string): number {
   return lib.symbols.removexattr(c(path), c(name)) === 0 ? 0 : errno();
+}
+
+/** The names getdents64 gives for an open directory fd (read to its end), as a program reading a directory it opened earlier sees them. */
+export function readDirFd(fd: number): string[] {
+  const buf = new Uint8Array(4096);
+  const view = new DataView(buf.buffer);
+  const names: string[] = [];
+  for (;;) {
+    const n = Number(lib.symbols.getdents64(fd, ptr(buf), buf.length));
+    if (n < 0) throw new Error(`getdents64: errno ${errno()}`);
+    if (n === 0) return names;
+    for (let o = 0; o < n; o += view.getUint16(o + 16, true)) {
+      const name = buf.subarray(o + 19, buf.indexOf(0, o + 19));
+      names.push(new TextDecoder().decode(name));
+    }
+  }
 }

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { spawnSync } from "bun";
 import { constants as osc } from "node:os";
 import { errCode, waitFor } from "../helpers/env.ts";
-import { renameat2, setxattr, getxattr, listxattr, removexattr } from "../helpers/libc.ts";
+import { readDirFd, renameat2, setxattr, getxattr, listxattr, removexattr } from "../helpers/libc.ts";
 
 const E = osc.errno;
 
@@ -181,6 +181,31 @@ export function posixSuite(dir: () => string, label: string): void {
     expect(fs.readFileSync(a, "utf8")).toBe("start;one;two;three;");
     fs.writeFileSync(f, "short");
     expect(fs.readFileSync(f, "utf8")).toBe("short");
+  });
+
+  // A listing is read between opendir and each getdents; readdirplus makes the kernel keep each name
+  // it is given. One given under a name it no longer has made the next create of that name open (and
+  // truncate) the file that moved away.
+  test(`${label}: a name renamed or removed between opendir and reading the listing is not handed out under its old name`, () => {
+    const d = fresh();
+    fs.writeFileSync(join(d, "a"), "original a");
+    fs.writeFileSync(join(d, "gone"), "gone");
+    fs.writeFileSync(join(d, "stays"), "stays");
+    const dir = fs.openSync(d, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+    fs.renameSync(join(d, "a"), join(d, "b"));
+    fs.unlinkSync(join(d, "gone"));
+    const listed = readDirFd(dir);
+    fs.closeSync(dir);
+    expect(listed).toContain("stays");
+    expect(fs.existsSync(join(d, "a"))).toBe(false);
+    expect(fs.existsSync(join(d, "gone"))).toBe(false);
+    fs.writeFileSync(join(d, "a"), "new a");
+    fs.writeFileSync(join(d, "gone"), "new gone");
+    expect(fs.readFileSync(join(d, "b"), "utf8")).toBe("original a");
+    expect(fs.readFileSync(join(d, "a"), "utf8")).toBe("new a");
+    expect(fs.readFileSync(join(d, "gone"), "utf8")).toBe("new gone");
+    expect(fs.statSync(join(d, "a")).ino).not.toBe(fs.statSync(join(d, "b")).ino);
+    expect(fs.readdirSync(d).sort()).toEqual(["a", "b", "gone", "stays"]);
   });
 
   test(`${label}: symlinks and hard links`, () => {
