@@ -42,7 +42,9 @@ export function createNamespace({ client, keys, run, nodeId, numbers, feed }: Na
       return all.map((f, i) => (f.m === undefined ? undefined : parseRecord(inos[i]!, f)));
     },
     async lookup(parent, name) {
-      return parseScriptRecord(await run("lookup", [parent, name]));
+      const r = await run("lookup", [parent, name]);
+      if (r === null) throw fsError("ENOENT");
+      return parseScriptRecord(r);
     },
     async create(parent, name, init) {
       const st = createStamps(init);
