@@ -1,4 +1,4 @@
-import { dlopen, FFIType, ptr } from "bun:ffi";
+import { dlopen, FFIType} from "bun:ffi";
 import { E, FsError } from "../util/errno.ts";
 
 const MFD_CLOEXEC = 1, MFD_ALLOW_SEALING = 2;
@@ -19,7 +19,7 @@ const load = () =>
  * file descriptors or memory).
  */
 export function createMemfd(): number {
-  return (libc ??= load()).memfd_create(ptr(NAME), MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  return (libc ??= load()).memfd_create(NAME, MFD_CLOEXEC | MFD_ALLOW_SEALING);
 }
 
 /** Make a memfd's bytes final: no fd of it can write, grow or shrink it any more (false if refused). */

@@ -1,4 +1,5 @@
-import { dlopen, FFIType, ptr, read } from "bun:ffi";
+import { dlopen, FFIType, read } from "bun:ffi";
+import { cstr } from "../util/c-string.ts";
 import { readFileSync } from "node:fs";
 import { errnoName } from "../util/errno.ts";
 import type { BindOption, Mounter, MountEntry } from "./mounter.ts";
@@ -20,7 +21,6 @@ function open() {
   });
 }
 
-const cstr = (s: string) => ptr(Buffer.from(`${s}\0`));
 
 /** mountinfo escapes space, tab, newline and backslash as octal. */
 const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));

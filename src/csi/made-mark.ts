@@ -1,4 +1,5 @@
-import { dlopen, FFIType, ptr, read } from "bun:ffi";
+import { dlopen, FFIType, read } from "bun:ffi";
+import { cstr } from "../util/c-string.ts";
 import { errnoName } from "../util/errno.ts";
 
 /**
@@ -20,12 +21,11 @@ function open() {
   });
 }
 
-const cstr = (s: string) => ptr(Buffer.from(`${s}\0`));
 
 /** Mark the directory at path (e.g. /proc/self/fd/N) as made by this driver. */
 export function markMade(path: string): void {
   libc ??= open();
-  if (libc.symbols.setxattr(cstr(path), cstr(NAME), ptr(VALUE), VALUE.length, 0) !== 0) {
+  if (libc.symbols.setxattr(cstr(path), cstr(NAME), VALUE, VALUE.length, 0) !== 0) {
     throw new Error(`marking ${path} as made by the driver: ${errnoName(read.i32(libc.symbols.__errno_location()!, 0))}`);
   }
 }
@@ -34,5 +34,5 @@ export function markMade(path: string): void {
 export function isMade(path: string): boolean {
   libc ??= open();
   const buf = Buffer.alloc(VALUE.length + 1);
-  return Number(libc.symbols.getxattr(cstr(path), cstr(NAME), ptr(buf), buf.length)) === VALUE.length && buf.subarray(0, VALUE.length).equals(VALUE);
+  return Number(libc.symbols.getxattr(cstr(path), cstr(NAME), buf, buf.length)) === VALUE.length && buf.subarray(0, VALUE.length).equals(VALUE);
 }

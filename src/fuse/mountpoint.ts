@@ -1,5 +1,6 @@
 import { readFileSync, readdirSync, statSync, statfsSync, mkdirSync } from "node:fs";
-import { dlopen, FFIType, ptr, read } from "bun:ffi";
+import { dlopen, FFIType, read } from "bun:ffi";
+import { cstr } from "../util/c-string.ts";
 import { fusermountUnmount, isRoot } from "./fusermount.ts";
 import { errnoName } from "../util/errno.ts";
 
@@ -48,7 +49,7 @@ const MNT_DETACH = 2;
 export function detachMount(path: string): void {
   if (!isRoot()) return fusermountUnmount(path);
   libc ??= openLibc();
-  if (libc.symbols.umount2(ptr(Buffer.from(path + "\0")), MNT_DETACH) !== 0) throw new Error(`could not unmount ${path}: umount2 failed with ${errnoName(read.i32(libc.symbols.__errno_location()!, 0))}`);
+  if (libc.symbols.umount2(cstr(path), MNT_DETACH) !== 0) throw new Error(`could not unmount ${path}: umount2 failed with ${errnoName(read.i32(libc.symbols.__errno_location()!, 0))}`);
 }
 
 /** Whether the FUSE mount with this connection id is still at path. */

@@ -1,4 +1,4 @@
-import { JSCallback, ptr } from "bun:ffi";
+import { JSCallback } from "bun:ffi";
 import { loadShim, type Shim } from "./native.ts";
 import { accessSync, closeSync, constants } from "node:fs";
 import { detachMount, findMount, stillMounted } from "./mountpoint.ts";
@@ -6,6 +6,7 @@ import { isRoot } from "./fusermount.ts";
 import { ATTR, DIRENT_AFTER_ATTR, IO_COUNTERS, OPEN_FLAGS, OPS, REQ_ARGS_AT, REQ_HEADER_BYTES, STATFS, reqOffset, type OpName } from "./abi.ts";
 import type { Attr, Caller, DirEntry, FileSystem, SetAttr } from "./types.ts";
 import { E, toErrno } from "../util/errno.ts";
+import { cstr } from "../util/c-string.ts";
 
 // FUSE_SET_ATTR_* bits
 const SA_MODE = 1, SA_UID = 2, SA_GID = 4, SA_SIZE = 8, SA_ATIME = 16, SA_MTIME = 32, SA_ATIME_NOW = 128, SA_MTIME_NOW = 256, SA_CTIME = 1024;
@@ -137,11 +138,6 @@ const enc = new TextEncoder();
  */
 const dec = new TextDecoder("utf-8", { fatal: true });
 
-function cstr(s: string): Uint8Array {
-  const b = new Uint8Array(Buffer.byteLength(s) + 1);
-  enc.encodeInto(s, b);
-  return b;
-}
 
 /** Mount at opts.mountPoint (made ready by prepareMountpoint) and serve fs there. */
 export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Promise<FuseSession> {
@@ -152,7 +148,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     drain();
     settleFlushes();
   }, { returns: "void", args: [], threadsafe: true });
-  const endFd = shim.mcfs_start(ptr(cstr(opts.mountPoint)), ptr(cstr(opts.options.join(","))), opts.debug ? 1 : 0, opts.singleThread ? 1 : 0, wake.ptr);
+  const endFd = shim.mcfs_start(cstr(opts.mountPoint), cstr(opts.options.join(",")), opts.debug ? 1 : 0, opts.singleThread ? 1 : 0, wake.ptr);
   if (endFd < 0) throw new Error(`cannot mount FUSE at ${opts.mountPoint}: ${-endFd === E.EIO ? mountFailure() : `errno ${-endFd}`}`);
   const conn = findMount(opts.mountPoint)?.minor ?? -1;
 
@@ -173,11 +169,11 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
   }
   function replyEntry(id: number, a: Attr) {
     packAttr(a, attrBuf);
-    shim.mcfs_reply_entry(id, ptr(attrBuf), entryTo, attrTo);
+    shim.mcfs_reply_entry(id, attrBuf, entryTo, attrTo);
   }
   function replyAttr(id: number, a: Attr) {
     packAttr(a, attrBuf);
-    shim.mcfs_reply_attr(id, ptr(attrBuf), attrTo);
+    shim.mcfs_reply_attr(id, attrBuf, attrTo);
   }
 
   function replyDir(id: number, size: number, plus: boolean, ents: DirEntry[]) {
@@ -196,7 +192,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
       u8.set(n, off + DIRENT_WORDS * 8);
       off += DIRENT_WORDS * 8 + ((n.length + 1 + 7) & ~7);
     }
-    shim.mcfs_reply_dir(id, size, plus ? 1 : 0, ptr(u8), ents.length, entryTo, attrTo);
+    shim.mcfs_reply_dir(id, size, plus ? 1 : 0, u8, ents.length, entryTo, attrTo);
   }
 
   async function readdir(r: Req<"readdir" | "readdirplus">, plus: boolean) {
@@ -209,14 +205,14 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
   function replySized(id: number, size: number, v: Uint8Array) {
     if (size === 0) shim.mcfs_reply_xattr(id, v.length);
     else if (v.length > size) shim.mcfs_reply_err(id, E.ERANGE);
-    else shim.mcfs_reply_buf(id, v.length ? ptr(v) : null, v.length);
+    else shim.mcfs_reply_buf(id, v.length ? v : null, v.length);
   }
 
   const handlers: Handlers = {
     lookup: async (r) => replyEntry(r.id, await fs.lookup(r.c, r.ino, r.name)),
     getattr: async (r) => replyAttr(r.id, await fs.getattr(r.c, r.ino, r.hasFh ? r.fh : undefined)),
     setattr: async (r) => replyAttr(r.id, await fs.setattr(r.c, r.ino, setAttrOf(r), r.hasFh ? r.fh : undefined)),
-    readlink: async (r) => void shim.mcfs_reply_readlink(r.id, ptr(cstr(await fs.readlink(r.c, r.ino)))),
+    readlink: async (r) => void shim.mcfs_reply_readlink(r.id, cstr(await fs.readlink(r.c, r.ino))),
     mknod: async (r) => replyEntry(r.id, await fs.mknod(r.c, r.ino, r.name, Number(r.mode), Number(r.rdev))),
     mkdir: async (r) => replyEntry(r.id, await fs.mkdir(r.c, r.ino, r.name, Number(r.mode))),
     unlink: async (r) => {
@@ -240,11 +236,11 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     create: async (r) => {
       const { attr, open } = await fs.create(r.c, r.ino, r.name, Number(r.mode), Number(r.flags));
       packAttr(attr, attrBuf);
-      if (shim.mcfs_reply_create(r.id, ptr(attrBuf), entryTo, attrTo, open.fh, open.fd ?? -1, openFlags(open)) !== 0) await fs.release(r.c, attr.ino, open.fh, false);
+      if (shim.mcfs_reply_create(r.id, attrBuf, entryTo, attrTo, open.fh, open.fd ?? -1, openFlags(open)) !== 0) await fs.release(r.c, attr.ino, open.fh, false);
     },
     read: async (r) => {
       const d = await fs.read(r.c, r.ino, r.fh, Number(r.offset), Number(r.size));
-      if (d instanceof Uint8Array) return void shim.mcfs_reply_buf(r.id, d.length ? ptr(d) : null, d.length);
+      if (d instanceof Uint8Array) return void shim.mcfs_reply_buf(r.id, d.length ? d : null, d.length);
       try {
         shim.mcfs_reply_fd(r.id, d.fd, d.offset, d.length);
       } finally {
@@ -276,7 +272,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     fsyncdir: async (r) => ok(r.id),
     statfs: async (r) => {
       const s = await fs.statfs(r.c, r.ino);
-      shim.mcfs_reply_statfs(r.id, ptr(new BigUint64Array(STATFS.map((k) => BigInt(Math.max(0, Math.floor(s[k])))))));
+      shim.mcfs_reply_statfs(r.id, new BigUint64Array(STATFS.map((k) => BigInt(Math.max(0, Math.floor(s[k]))))));
     },
     setxattr: async (r) => {
       await fs.setxattr(r.c, r.ino, r.name, r.data, Number(r.flags));
@@ -346,7 +342,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
 
   function drain() {
     for (;;) {
-      const n = shim.mcfs_poll(ptr(pollBuf), pollBuf.length);
+      const n = shim.mcfs_poll(pollBuf, pollBuf.length);
       if (n <= 0) return;
       for (let o = 0; o < n; o += view.getUint32(o + H.len, true)) decode(o);
     }
@@ -412,12 +408,12 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     },
     isMounted: () => stillMounted(opts.mountPoint, conn),
     invalidateEntry(parent, name) {
-      shim.mcfs_inval_entry(parent, ptr(cstr(name)));
+      shim.mcfs_inval_entry(parent, cstr(name));
     },
     invalidateMany(entries, inodes) {
       shim.mcfs_notes_hold();
       try {
-        for (const [parent, name] of entries) shim.mcfs_inval_entry(parent, ptr(cstr(name)));
+        for (const [parent, name] of entries) shim.mcfs_inval_entry(parent, cstr(name));
         for (const ino of inodes) shim.mcfs_inval_inode(ino);
       } finally {
         shim.mcfs_notes_release();
@@ -433,7 +429,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     },
     ioCounters() {
       const c = new BigUint64Array(IO_COUNTERS.length);
-      shim.mcfs_io_counters(ptr(c));
+      shim.mcfs_io_counters(c);
       const at = (k: keyof IoCounters) => Number(c[IO_COUNTERS.indexOf(k)]);
       return { readOps: at("readOps"), readBytes: at("readBytes"), writeOps: at("writeOps"), writeBytes: at("writeBytes") };
     },

@@ -1,4 +1,4 @@
-import { FFIType, ptr } from "bun:ffi";
+import { FFIType } from "bun:ffi";
 import libPath from "../../native/build/mcfs_beneath.so" with { type: "file" };
 import { loadEmbedded } from "../util/embedded-lib.ts";
 
@@ -32,5 +32,3 @@ export function beneath() {
   return (lib ??= load());
 }
 
-/** A NUL-terminated copy of s for a C call. */
-export const cstr = (s: string) => ptr(Buffer.from(`${s}\0`));

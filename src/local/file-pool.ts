@@ -1,5 +1,6 @@
-import { JSCallback, ptr } from "bun:ffi";
-import { beneath, cstr } from "./beneath-native.ts";
+import { JSCallback } from "bun:ffi";
+import { beneath } from "./beneath-native.ts";
+import { cstr } from "../util/c-string.ts";
 
 /** Results taken per poll (token, result pairs). */
 const BATCH = 256;
@@ -37,7 +38,7 @@ function createFilePool(): FilePool {
   // Never closed: the pool's threads call it for as long as the process lives.
   const wake = new JSCallback(() => {
     for (;;) {
-      const n = lib.mcfs_pool_poll(ptr(results), BATCH);
+      const n = lib.mcfs_pool_poll(results, BATCH);
       for (let i = 0; i < n; i++) {
         const token = results[2 * i]!;
         const resolve = waiting.get(token);

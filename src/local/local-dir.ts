@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import { O_PATH, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../util/file-mode.ts";
-import { ptr } from "bun:ffi";
-import { beneath, cstr } from "./beneath-native.ts";
+import { beneath } from "./beneath-native.ts";
+import { cstr } from "../util/c-string.ts";
 import { filePool } from "./file-pool.ts";
 import { E, FsError, errnoName } from "../util/errno.ts";
 
@@ -199,7 +199,7 @@ export function openLocalDir(top: string): LocalDir {
     link: (from, to) => void check(lib.mcfs_linkat_beneath(rootFd, cstr(relOf(from)), cstr(relOf(to))), "link", `${from} -> ${to}`),
     readlink(p) {
       const buf = Buffer.alloc(4096);
-      const n = check(lib.mcfs_readlinkat_beneath(rootFd, cstr(relOf(p)), ptr(buf), buf.length), "readlink", p);
+      const n = check(lib.mcfs_readlinkat_beneath(rootFd, cstr(relOf(p)), buf, buf.length), "readlink", p);
       return buf.toString("utf8", 0, n);
     },
     chown: (p, uid, gid) => void check(lib.mcfs_fchownat_beneath(rootFd, cstr(relOf(p)), uid >>> 0, gid >>> 0), "chown", p),
@@ -226,7 +226,7 @@ export function openLocalDir(top: string): LocalDir {
     list,
     markIdentity(fd, id) {
       const v = Buffer.from(id);
-      lib.mcfs_fsetxattr(fd, cstr(IDENTITY), ptr(v), v.length);
+      lib.mcfs_fsetxattr(fd, cstr(IDENTITY), v, v.length);
     },
     identityOf(p) {
       let fd: number;
@@ -243,7 +243,7 @@ export function openLocalDir(top: string): LocalDir {
     },
     readIdentity(fd) {
       const buf = Buffer.alloc(64);
-      const n = lib.mcfs_fgetxattr(fd, cstr(IDENTITY), ptr(buf), buf.length);
+      const n = lib.mcfs_fgetxattr(fd, cstr(IDENTITY), buf, buf.length);
       return n > 0 ? buf.toString("utf8", 0, n) : undefined;
     },
     close() {

@@ -1,4 +1,5 @@
-import { dlopen, ptr, FFIType, type FFIFunction } from "bun:ffi";
+import { dlopen, FFIType, type FFIFunction } from "bun:ffi";
+import { cstr } from "./c-string.ts";
 import { closeSync, readFileSync, writeSync } from "node:fs";
 
 /**
@@ -8,7 +9,7 @@ import { closeSync, readFileSync, writeSync } from "node:fs";
 export function loadEmbedded<Fns extends Record<string, FFIFunction>>(path: string, name: string, symbols: Fns) {
   const bytes = readFileSync(path);
   const libc = dlopen("libc.so.6", { memfd_create: { args: [FFIType.ptr, FFIType.u32], returns: FFIType.i32 } });
-  const fd = libc.symbols.memfd_create(ptr(Buffer.from(`${name}\0`)), 0);
+  const fd = libc.symbols.memfd_create(cstr(name), 0);
   libc.close();
   if (fd < 0) throw new Error(`memfd_create failed: cannot load ${name}`);
   try {

@@ -1,4 +1,4 @@
-import { dlopen, FFIType, ptr, toArrayBuffer } from "bun:ffi";
+import { dlopen, FFIType, toArrayBuffer } from "bun:ffi";
 
 const { i32, ptr: P, u64, i64, u32 } = FFIType;
 const lib = dlopen("libc.so.6", {
@@ -12,7 +12,7 @@ const lib = dlopen("libc.so.6", {
 });
 
 const AT_FDCWD = -100;
-const c = (s: string) => ptr(Buffer.from(s + "\0"));
+const c = (s: string) => Buffer.from(s + "\0");
 
 function errno(): number {
   const p = lib.symbols.__errno_location();
@@ -25,18 +25,18 @@ export function renameat2(from: string, to: string, flags: number): number {
 }
 
 export function setxattr(path: string, name: string, value: Uint8Array, flags = 0): number {
-  return lib.symbols.setxattr(c(path), c(name), value.length ? ptr(value) : null, value.length, flags) === 0 ? 0 : errno();
+  return lib.symbols.setxattr(c(path), c(name), value.length ? value : null, value.length, flags) === 0 ? 0 : errno();
 }
 
 export function getxattr(path: string, name: string): Uint8Array | number {
   const buf = new Uint8Array(65536);
-  const n = Number(lib.symbols.getxattr(c(path), c(name), ptr(buf), buf.length));
+  const n = Number(lib.symbols.getxattr(c(path), c(name), buf, buf.length));
   return n < 0 ? errno() : buf.slice(0, n);
 }
 
 export function listxattr(path: string): string[] | number {
   const buf = new Uint8Array(65536);
-  const n = Number(lib.symbols.listxattr(c(path), ptr(buf), buf.length));
+  const n = Number(lib.symbols.listxattr(c(path), buf, buf.length));
   if (n < 0) return errno();
   return new TextDecoder().decode(buf.subarray(0, n)).split("\0").filter(Boolean);
 }
@@ -51,7 +51,7 @@ export function readDirFd(fd: number): string[] {
   const view = new DataView(buf.buffer);
   const names: string[] = [];
   for (;;) {
-    const n = Number(lib.symbols.getdents64(fd, ptr(buf), buf.length));
+    const n = Number(lib.symbols.getdents64(fd, buf, buf.length));
     if (n < 0) throw new Error(`getdents64: errno ${errno()}`);
     if (n === 0) return names;
     for (let o = 0; o < n; o += view.getUint16(o + 16, true)) {
