@@ -67,6 +67,27 @@ describe.skipIf(!!skip)("one namespace across two nodes", () => {
     }
   });
 
+  // A reply naming f that B's kernel takes in just after its invalidation (a listing in flight) leaves
+  // it the name: the open of B's create then finds the renamed file, and must not empty it.
+  test("B's create of a name A just renamed away, while B lists the directory, makes a new file and never empties the renamed one", async () => {
+    fs.mkdirSync(join(a.mnt, "churn"));
+    const n = 200;
+    for (let i = 0; i < n; i++) fs.writeFileSync(join(a.mnt, `churn/f${i}`), `orig ${i}`);
+    const lister = Bun.spawn([process.execPath, "-e", `const fs = require("fs"); for (;;) fs.readdirSync(process.argv.at(-1));`, join(b.mnt, "churn")], { stdout: "ignore", stderr: "ignore" });
+    try {
+      for (let i = 0; i < n; i++) {
+        fs.renameSync(join(a.mnt, `churn/f${i}`), join(a.mnt, `churn/g${i}`));
+        fs.writeFileSync(join(b.mnt, `churn/f${i}`), `new ${i}`);
+      }
+    } finally {
+      lister.kill();
+      await lister.exited;
+    }
+    const clobbered = Array.from({ length: n }, (_, i) => i).filter((i) => fs.readFileSync(join(a.mnt, `churn/g${i}`), "utf8") !== `orig ${i}`);
+    expect(clobbered).toEqual([]);
+    for (let i = 0; i < n; i++) expect(fs.readFileSync(join(a.mnt, `churn/f${i}`), "utf8")).toBe(`new ${i}`);
+  });
+
   test("a name B has cached goes away on B when A unlinks or renames it", async () => {
     fs.mkdirSync(join(a.mnt, "d2"));
     fs.writeFileSync(join(a.mnt, "d2/gone"), "x");

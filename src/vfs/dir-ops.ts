@@ -46,16 +46,18 @@ export function createDirOps(ctx: VfsContext): DirOps {
         return out;
       }
       // Lost since opendir: none (0: gained back from another node, its inode not heard: left out too).
-      const now = slice.map((e) => {
+      const inoNow = (e: DirHandle["entries"][number]) => {
         const c = d.changed.get(e.name);
         return c === undefined ? e.ino : c || undefined;
-      });
+      };
+      const now = slice.map(inoNow);
       const recs = await store.getMany(now.filter((i) => i !== undefined));
       let k = 0;
       slice.forEach((e, i) => {
         if (now[i] === undefined) return;
         const r = recs[k++];
-        if (r) out.push({ name: e.name, next: offset + i + 1, attr: kernel.told(ino, e.name, ctx.learn(r)) });
+        // Asked again: a change heard while the records were read must not go out either.
+        if (r && inoNow(e) === now[i]) out.push({ name: e.name, next: offset + i + 1, attr: kernel.told(ino, e.name, ctx.learn(r)) });
       });
       return out;
     },

@@ -17,6 +17,15 @@ export interface KernelView {
   attr(r: Inode): Attr;
   /** r, unless its number is another file's than the one the kernel knows (ESTALE then). */
   sameFile(r: Inode): Inode;
+  /**
+   * r, unless the kernel was given it under a name it no longer has (ESTALE then: the kernel looks
+   * the name up again). A name another node renamed can outlive its invalidation in the kernel: a
+   * reply naming it (a listing, a lookup) that the kernel takes in just after. Opened through such a
+   * name, a create (O_TRUNC) would empty the file that moved away. Files of several names are let be.
+   */
+  sameName(r: Inode): Inode;
+  /** This node renamed ino: the kernel moved its name itself. */
+  moved(ino: number, parent: number, name: string): void;
   /** Whether the kernel may hold attributes of another version than version (then refresh them). */
   mayBeStale(ino: number, version: number): boolean;
   /** The kernel was refreshed to version. */
@@ -128,6 +137,15 @@ export function createKernelView(o: { open: OpenFiles; dropKernelEntry?: (parent
       return attr(r);
     },
     attr,
+    sameName(r) {
+      const told = kernelName.get(r.ino);
+      if (!told || r.nlink !== 1 || (told.parent === r.parent && told.name === r.name)) return r;
+      kernelName.delete(r.ino);
+      throw new FsError(E.ESTALE, `inode ${r.ino} is no longer named ${told.name}`);
+    },
+    moved(ino, parent, name) {
+      if (kernelName.has(ino)) kernelName.set(ino, { parent, name });
+    },
     sameFile(r) {
       const gen = kernelGen.get(r.ino);
       if (gen === undefined || gen === r.gen) return r;
