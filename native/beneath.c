@@ -109,15 +109,9 @@ int mcfs_openat_beneath(int root, const char *rel, int flags, int mode)
 	return open_beneath(root, rel, flags, mode);
 }
 
-/*
- * Open a regular file's bytes. Anything else there (a directory, a FIFO left in the tree) is refused
- * with -EUCLEAN, never used; O_NONBLOCK while opening, so a FIFO cannot block the caller.
- */
-int mcfs_open_regular_beneath(int root, const char *rel, int flags, int mode)
+/* fd (opened with O_NONBLOCK) if it is a regular file, O_NONBLOCK cleared unless flags asked for it; else closed, -errno. */
+static int regular_only(int fd, int flags)
 {
-	int fd = open_beneath(root, rel, flags | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, mode);
-	if (fd < 0)
-		return fd;
 	struct stat st;
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		int rc = S_ISREG(st.st_mode) ? -errno : -EUCLEAN;
@@ -130,6 +124,35 @@ int mcfs_open_regular_beneath(int root, const char *rel, int flags, int mode)
 		return rc;
 	}
 	return fd;
+}
+
+/*
+ * Open a regular file's bytes. Anything else there (a directory, a FIFO left in the tree) is refused
+ * with -EUCLEAN, never used; O_NONBLOCK while opening, so a FIFO cannot block the caller.
+ */
+int mcfs_open_regular_beneath(int root, const char *rel, int flags, int mode)
+{
+	int fd = open_beneath(root, rel, flags | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, mode);
+	return fd < 0 ? fd : regular_only(fd, flags);
+}
+
+/*
+ * mcfs_open_regular_beneath where the kernel's caches resolve the whole path (RESOLVE_CACHED): such an
+ * open never waits on the disk or a directory lock, so it may run on any thread. -EAGAIN where it
+ * would: a path not cached, a create or truncate, a path longer than PATH_MAX; and on kernels before
+ * 5.12, which refuse RESOLVE_CACHED (EINVAL; mcfs_open_regular_beneath gives any other EINVAL).
+ */
+int mcfs_open_cached_beneath(int root, const char *rel, int flags)
+{
+	if ((flags & (O_CREAT | O_TRUNC | O_TMPFILE)) || strlen(rel) >= PATH_MAX)
+		return -EAGAIN;
+	struct open_how how = { .flags = (uint64_t)(flags | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC), .resolve = RESOLVE | RESOLVE_CACHED };
+	long fd;
+	while ((fd = syscall(SYS_openat2, root, rel, &how, sizeof how)) < 0 && errno == EINTR)
+		;
+	if (fd < 0)
+		return errno == EINVAL ? -EAGAIN : -errno;
+	return regular_only((int)fd, flags);
 }
 
 int mcfs_mkdirat_beneath(int root, const char *rel, int mode)

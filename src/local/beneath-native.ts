@@ -8,6 +8,7 @@ const symbols = {
   mcfs_open_root: { args: [P], returns: i32 },
   mcfs_openat_beneath: { args: [i32, P, i32, i32], returns: i32 },
   mcfs_open_regular_beneath: { args: [i32, P, i32, i32], returns: i32 },
+  mcfs_open_cached_beneath: { args: [i32, P, i32], returns: i32 },
   mcfs_mkdirat_beneath: { args: [i32, P, i32], returns: i32 },
   mcfs_unlinkat_beneath: { args: [i32, P, i32], returns: i32 },
   mcfs_symlinkat_beneath: { args: [i32, P, P], returns: i32 },

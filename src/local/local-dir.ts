@@ -179,8 +179,12 @@ export function openLocalDir(top: string): LocalDir {
     path: top,
     open,
     openFile: (p, flags, mode = 0) => regular(lib.mcfs_open_regular_beneath(rootFd, cstr(relOf(p)), flags, mode), p),
-    openFileAsync: async (p, flags, mode = 0, owner) =>
-      regular(await pooled(p, (rel) => filePool().open(rootFd, rel, flags, mode, owner && { uid: owner.uid, gid: owner.gid, markName: IDENTITY, mark: owner.id })), p),
+    async openFileAsync(p, flags, mode = 0, owner) {
+      // Resolved from the kernel's caches alone, it cannot wait: here, without two thread hand-offs.
+      const rc = owner ? -E.EAGAIN : lib.mcfs_open_cached_beneath(rootFd, cstr(relOf(p)), flags);
+      if (rc !== -E.EAGAIN) return regular(rc, p);
+      return regular(await pooled(p, (rel) => filePool().open(rootFd, rel, flags, mode, owner && { uid: owner.uid, gid: owner.gid, markName: IDENTITY, mark: owner.id })), p);
+    },
     async removeAsync(p) {
       const rc = await pooled(p, (rel) => filePool().unlink(rootFd, rel));
       // Nothing there (or no way there): as remove. A directory: its contents go first, here.

@@ -225,15 +225,18 @@ describe("opens on the pool's threads (openFileAsync)", () => {
     expect(fs.lstatSync(join(top, "secretlink")).isSymbolicLink()).toBe(true);
   });
 
-  test("closed while opens are queued: they finish beneath it, then its descriptor goes", async () => {
+  test("closed while calls are queued on the threads: they finish beneath it, then its descriptor goes", async () => {
     const other = openLocalDir(top);
     const before = fdCount();
-    const pending = Array.from({ length: 50 }, () => other.openFileAsync("/d/f1", O_RDONLY));
+    const owner = { uid: process.getuid!(), gid: process.getgid!(), id: "7:q" };
+    // Creates always go to the threads (an open the kernel's caches resolve is made at once).
+    const pending = Array.from({ length: 50 }, (_, i) => other.openFileAsync(`/d/q${i}`, O_WRONLY | O_CREAT | O_EXCL, 0o600, owner));
+    const removed = other.removeAsync("/d/f2");
     other.close();
-    for (const fd of await Promise.all(pending)) {
-      expect(fs.readFileSync(fd, "utf8")).toBe("file 1");
-      fs.closeSync(fd);
-    }
+    for (const fd of await Promise.all(pending)) fs.closeSync(fd);
+    await removed;
+    expect(fs.existsSync(join(top, "d", "f2"))).toBe(false);
+    for (let i = 0; i < 50; i++) expect(fs.statSync(join(top, "d", `q${i}`)).mode & 0o777).toBe(0o600);
     expect(fdCount()).toBe(before - 1);
   });
 });
