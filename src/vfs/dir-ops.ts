@@ -39,10 +39,9 @@ export function createDirOps(ctx: VfsContext): DirOps {
 
     async readdir(_c, ino, fh, offset, max, plus) {
       const d = ctx.open.dir(fh);
-      const slice = d.entries.slice(offset, offset + max);
       const out: DirEntry[] = [];
       if (!plus) {
-        slice.forEach((e, i) => out.push({ name: e.name, next: offset + i + 1, attr: { ino: e.ino, mode: e.type << 12, nlink: 1, uid: 0, gid: 0, rdev: 0, size: 0, atime: 0n, mtime: 0n, ctime: 0n } }));
+        d.entries.slice(offset, offset + max).forEach((e, i) => out.push({ name: e.name, next: offset + i + 1, attr: { ino: e.ino, mode: e.type << 12, nlink: 1, uid: 0, gid: 0, rdev: 0, size: 0, atime: 0n, mtime: 0n, ctime: 0n } }));
         return out;
       }
       // Lost since opendir: none (0: gained back from another node, its inode not heard: left out too).
@@ -50,15 +49,19 @@ export function createDirOps(ctx: VfsContext): DirOps {
         const c = d.changed.get(e.name);
         return c === undefined ? e.ino : c || undefined;
       };
-      const now = slice.map(inoNow);
-      const recs = await store.getMany(now.filter((i) => i !== undefined));
-      let k = 0;
-      slice.forEach((e, i) => {
-        if (now[i] === undefined) return;
-        const r = recs[k++];
-        // Asked again: a change heard while the records were read must not go out either.
-        if (r && inoNow(e) === now[i]) out.push({ name: e.name, next: offset + i + 1, attr: kernel.told(ino, e.name, ctx.learn(r)) });
-      });
+      // An empty answer ends the listing for the kernel: a slice left with nothing goes on to the next.
+      for (let at = offset; !out.length && at < d.entries.length; at += max) {
+        const part = d.entries.slice(at, at + max);
+        const now = part.map(inoNow);
+        const recs = await store.getMany(now.filter((i) => i !== undefined));
+        let k = 0;
+        part.forEach((e, i) => {
+          if (now[i] === undefined) return;
+          const r = recs[k++];
+          // Asked again: a change heard while the records were read must not go out either.
+          if (r && inoNow(e) === now[i]) out.push({ name: e.name, next: at + i + 1, attr: kernel.told(ino, e.name, ctx.learn(r)) });
+        });
+      }
       return out;
     },
 

@@ -208,6 +208,17 @@ export function posixSuite(dir: () => string, label: string): void {
     expect(fs.readdirSync(d).sort()).toEqual(["a", "b", "gone", "stays"]);
   });
 
+  test(`${label}: a listing goes on past a stretch of names removed since opendir, longer than one reply`, () => {
+    const d = fresh();
+    for (let i = 0; i < 100; i++) fs.writeFileSync(join(d, `a${String(i).padStart(3, "0")}`), "gone");
+    for (let i = 0; i < 20; i++) fs.writeFileSync(join(d, `z${i}`), "stays");
+    const dir = fs.openSync(d, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+    for (let i = 0; i < 100; i++) fs.unlinkSync(join(d, `a${String(i).padStart(3, "0")}`));
+    const listed = readDirFd(dir);
+    fs.closeSync(dir);
+    expect(listed.filter((n) => n.startsWith("z")).sort()).toEqual(Array.from({ length: 20 }, (_, i) => `z${i}`).sort());
+  });
+
   test(`${label}: symlinks and hard links`, () => {
     const d = fresh();
     fs.writeFileSync(join(d, "target"), "T");
