@@ -1,4 +1,4 @@
-import { dlopen, FFIType} from "bun:ffi";
+import { dlopen, FFIType } from "bun:ffi";
 import { E, FsError } from "../util/errno.ts";
 
 const MFD_CLOEXEC = 1, MFD_ALLOW_SEALING = 2;

@@ -21,7 +21,6 @@ function open() {
   });
 }
 
-
 /** mountinfo escapes space, tab, newline and backslash as octal. */
 const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
 

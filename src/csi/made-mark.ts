@@ -21,7 +21,6 @@ function open() {
   });
 }
 
-
 /** Mark the directory at path (e.g. /proc/self/fd/N) as made by this driver. */
 export function markMade(path: string): void {
   libc ??= open();

@@ -138,7 +138,6 @@ const enc = new TextEncoder();
  */
 const dec = new TextDecoder("utf-8", { fatal: true });
 
-
 /** Mount at opts.mountPoint (made ready by prepareMountpoint) and serve fs there. */
 export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Promise<FuseSession> {
   const shim: Shim = await loadShim();
