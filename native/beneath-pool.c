@@ -13,12 +13,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/xattr.h>
 #include <unistd.h>
+#include "beneath.h"
 
-int mcfs_open_regular_beneath(int root, const char *rel, int flags, int mode);
-int mcfs_unlinkat_beneath(int root, const char *rel, int flags);
 int mcfs_pool_start(void (*wake)(void));
 int mcfs_pool_open(uint32_t token, int root, const char *rel, int flags, int mode, int keep, uint32_t uid, uint32_t gid, const char *mark_name, const char *mark);
 int mcfs_pool_unlink(uint32_t token, int root, const char *rel);
@@ -32,20 +29,10 @@ struct job {
 	struct job *next;
 	uint32_t token;
 	int op, root, flags, mode, keep;
-	uid_t uid;
-	gid_t gid;
+	uint32_t uid, gid;
 	char *mark_name, *mark; /* point into text, after rel */
 	char text[];
 };
-
-/* A new file made the inode's: its owner, its mode (open applied the daemon's umask) and its identity mark (best effort). */
-static int keep_file(int fd, const struct job *j)
-{
-	if (fchown(fd, j->uid, j->gid) < 0 || fchmod(fd, (mode_t)j->mode & 07777) < 0)
-		return -errno;
-	(void)fsetxattr(fd, j->mark_name, j->mark, strlen(j->mark), 0);
-	return 0;
-}
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t work = PTHREAD_COND_INITIALIZER;
@@ -71,7 +58,7 @@ static void *worker(void *arg)
 		pthread_mutex_unlock(&lock);
 		int rc = j->op == JOB_UNLINK ? mcfs_unlinkat_beneath(j->root, j->text, 0) : mcfs_open_regular_beneath(j->root, j->text, j->flags, j->mode);
 		if (rc >= 0 && j->keep) {
-			int k = keep_file(rc, j);
+			int k = mcfs_keep_fd(rc, j->uid, j->gid, j->mode, j->mark_name, j->mark);
 			if (k < 0) {
 				close(rc);
 				rc = k;
@@ -141,8 +128,7 @@ static int submit(struct job *j, uint32_t token, int root)
 
 /*
  * Queue an open of rel beneath root (mcfs_open_regular_beneath); its result comes with token. keep: then
- * give the file uid, gid, mode and the identity mark (the extended attribute mark_name), on the same
- * thread. 0 or -errno.
+ * mcfs_keep_fd on the same thread. 0 or -errno.
  */
 int mcfs_pool_open(uint32_t token, int root, const char *rel, int flags, int mode, int keep, uint32_t uid, uint32_t gid, const char *mark_name, const char *mark)
 {
@@ -154,8 +140,8 @@ int mcfs_pool_open(uint32_t token, int root, const char *rel, int flags, int mod
 	j->flags = flags;
 	j->mode = mode;
 	j->keep = keep;
-	j->uid = (uid_t)uid;
-	j->gid = (gid_t)gid;
+	j->uid = uid;
+	j->gid = gid;
 	memcpy(j->text, rel, len + 1);
 	j->mark_name = j->text + len + 1;
 	memcpy(j->mark_name, mark_name, nlen + 1);

@@ -20,6 +20,7 @@
 #include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+#include "beneath.h"
 
 #define RESOLVE (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
 
@@ -229,6 +230,19 @@ int mcfs_linkat_beneath(int root, const char *from, const char *to)
 int mcfs_fsetxattr(int fd, const char *name, const char *value, int size)
 {
 	return fsetxattr(fd, name, value, (size_t)size, 0) < 0 ? -errno : 0;
+}
+
+/*
+ * A file mcfs keeps for an inode (open as fd) given the inode's owner, its mode (open applied the
+ * daemon's umask; the kernel had applied the caller's) and its identity mark, the extended attribute
+ * mark_name (best effort: a filesystem without them keeps no mark).
+ */
+int mcfs_keep_fd(int fd, uint32_t uid, uint32_t gid, int mode, const char *mark_name, const char *mark)
+{
+	if (fchown(fd, (uid_t)uid, (gid_t)gid) < 0 || fchmod(fd, (mode_t)mode & 07777) < 0)
+		return -errno;
+	(void)fsetxattr(fd, mark_name, mark, strlen(mark), 0);
+	return 0;
 }
 
 int mcfs_fgetxattr(int fd, const char *name, char *out, int size)

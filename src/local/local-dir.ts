@@ -14,6 +14,13 @@ const EUCLEAN = 117;
 
 export type EntryType = "file" | "dir" | "link" | "other";
 
+/** Whose a file mcfs keeps for an inode is: the owner, and the identity mark ("ino:gen", see markIdentity). */
+export interface FileOwner {
+  uid: number;
+  gid: number;
+  id: string;
+}
+
 /**
  * A directory tree the daemon keeps (a root path, a cache dir), reached only beneath an fd of its top:
  * no path leaves it and no symlink in it is ever followed, not even as the last component. Paths are
@@ -29,9 +36,9 @@ export interface LocalDir {
   openFile(p: string, flags: number, mode?: number): number;
   /**
    * openFile on another thread: the JS thread goes on meanwhile (an open may wait on a lock or the
-   * disk). owner: a new file is given it there too (as chown, chmod to mode and markIdentity would).
+   * disk). owner: a new file is given it there too, as keepAs would.
    */
-  openFileAsync(p: string, flags: number, mode?: number, owner?: { uid: number; gid: number; id: string }): Promise<number>;
+  openFileAsync(p: string, flags: number, mode?: number, owner?: FileOwner): Promise<number>;
   /** lstat; undefined when nothing is there (or the way there is not a directory). */
   stat(p: string): fs.BigIntStats | undefined;
   typeOf(p: string): EntryType | undefined;
@@ -61,6 +68,8 @@ export interface LocalDir {
    * extended attributes keeps no mark.
    */
   markIdentity(fd: number, id: string): void;
+  /** Give an open file mcfs keeps its owner, its mode (open applied the daemon's umask) and its identity mark. */
+  keepAs(fd: number, mode: number, owner: FileOwner): void;
   /** The identity a file at p was marked with, if any. */
   identityOf(p: string): string | undefined;
   /** The identity the open file fd was marked with, if any. */
@@ -228,6 +237,10 @@ export function openLocalDir(top: string): LocalDir {
       }
     },
     list,
+    keepAs(fd, mode, owner) {
+      const rc = lib.mcfs_keep_fd(fd, owner.uid >>> 0, owner.gid >>> 0, mode, cstr(IDENTITY), cstr(owner.id));
+      if (rc < 0) throw new FsError(-rc, `giving a kept file under ${top} its owner and mode: ${errnoName(-rc)}`);
+    },
     markIdentity(fd, id) {
       const v = Buffer.from(id);
       lib.mcfs_fsetxattr(fd, cstr(IDENTITY), v, v.length);

@@ -5,7 +5,7 @@
  */
 import * as fs from "node:fs";
 import { dirname } from "node:path";
-import type { LocalDir } from "../local/local-dir.ts";
+import type { FileOwner, LocalDir } from "../local/local-dir.ts";
 import { E, errnoOf } from "../util/errno.ts";
 import { fileIdentity } from "../meta/store.ts";
 import { RENAME_EXCHANGE } from "../fuse/types.ts";
@@ -73,12 +73,11 @@ export interface KeptFile {
   gid: number;
 }
 
+const ownerOf = (f: KeptFile): FileOwner => ({ uid: f.uid, gid: f.gid, id: fileIdentity(f.ino, f.gen) });
+
 /** Give a kept file (open as fd) its inode's owner, mode and identity mark. */
 export function keep(root: LocalDir, fd: number, f: KeptFile): void {
-  fs.fchownSync(fd, f.uid, f.gid);
-  // open() applies the umask of the daemon; the kernel already applied the caller's.
-  fs.fchmodSync(fd, f.mode & 0o7777);
-  root.markIdentity(fd, fileIdentity(f.ino, f.gen));
+  root.keepAs(fd, f.mode, ownerOf(f));
 }
 
 /** Create the backing file for an inode. */
@@ -96,7 +95,7 @@ export function createLocalFile(root: LocalDir, p: string, flags: number, f: Kep
 /** createLocalFile, made and kept on the open threads; what is in the way (a leftover, missing parents) is cleared here. */
 export async function createLocalFileAsync(root: LocalDir, p: string, flags: number, f: KeptFile): Promise<number> {
   try {
-    return await root.openFileAsync(p, flags | O_CREAT | O_EXCL, f.mode & 0o7777, { uid: f.uid, gid: f.gid, id: fileIdentity(f.ino, f.gen) });
+    return await root.openFileAsync(p, flags | O_CREAT | O_EXCL, f.mode & 0o7777, ownerOf(f));
   } catch (e) {
     if (!noParent(e) && !inTheWay(e)) throw e;
     return createLocalFile(root, p, flags, f);
