@@ -19,33 +19,43 @@ function errnoOf(fn: () => unknown): number {
 }
 
 /**
+ * A top with ways out planted in it (a symlinked directory "out", a symlink "secretlink" to the file
+ * outside/secret, "up" to ..) and a directory d holding f.
+ */
+function plantTree(prefix: string): { base: string; top: string; outside: string } {
+  const base = fs.mkdtempSync(join(tmpdir(), prefix));
+  const top = join(base, "top"), outside = join(base, "outside");
+  fs.mkdirSync(top);
+  fs.mkdirSync(outside);
+  fs.writeFileSync(join(outside, "secret"), "secret");
+  fs.symlinkSync(outside, join(top, "out"));
+  fs.symlinkSync(join(outside, "secret"), join(top, "secretlink"));
+  fs.symlinkSync("..", join(top, "up"));
+  fs.mkdirSync(join(top, "d"));
+  fs.writeFileSync(join(top, "d", "f"), "inside");
+  return { base, top, outside };
+}
+
+/** Nothing outside a planted tree was changed. */
+function outsideUntouched(outside: string): void {
+  expect(fs.readdirSync(outside)).toEqual(["secret"]);
+  expect(fs.readFileSync(join(outside, "secret"), "utf8")).toBe("secret");
+}
+
+/**
  * Confinement of the daemon's local directories with nothing but an ordinary user's rights (no chown,
  * no trusted.* attributes): the same as the root-only test/local-dir.test.ts checks, minus those.
  */
 describe("local dir confinement (no root needed)", () => {
   let base: string, top: string, outside: string, dir: LocalDir;
   beforeAll(() => {
-    base = fs.mkdtempSync(join(tmpdir(), "mcfs-unit-localdir-"));
-    top = join(base, "top");
-    outside = join(base, "outside");
-    fs.mkdirSync(top);
-    fs.mkdirSync(outside);
-    fs.writeFileSync(join(outside, "secret"), "secret");
-    fs.symlinkSync(outside, join(top, "out"));
-    fs.symlinkSync(join(outside, "secret"), join(top, "secretlink"));
-    fs.symlinkSync("..", join(top, "up"));
-    fs.mkdirSync(join(top, "d"));
-    fs.writeFileSync(join(top, "d", "f"), "inside");
+    ({ base, top, outside } = plantTree("mcfs-unit-localdir-"));
     dir = openLocalDir(top);
   });
   afterAll(() => {
     dir.close();
     fs.rmSync(base, { recursive: true, force: true });
   });
-  const outsideUntouched = () => {
-    expect(fs.readdirSync(outside)).toEqual(["secret"]);
-    expect(fs.readFileSync(join(outside, "secret"), "utf8")).toBe("secret");
-  };
 
   test("relOf refuses unclean paths and maps the top to '.'", () => {
     expect(relOf("")).toBe(".");
@@ -75,7 +85,7 @@ describe("local dir confinement (no root needed)", () => {
     ["remove .. ", () => dir.remove("/..")],
   ])("%s is refused", (_what, fn) => {
     expect(errnoOf(fn)).not.toBe(0);
-    outsideUntouched();
+    outsideUntouched(outside);
   });
 
   test("stat and typeOf see nothing through a symlink, and the symlink itself as a link", () => {
@@ -90,7 +100,7 @@ describe("local dir confinement (no root needed)", () => {
     fs.symlinkSync(outside, join(top, "out2"));
     dir.remove("/out2");
     expect(fs.existsSync(join(top, "out2"))).toBe(false);
-    outsideUntouched();
+    outsideUntouched(outside);
   });
 
   test("ensureDir replaces a symlink in the way instead of following it", () => {
@@ -98,7 +108,7 @@ describe("local dir confinement (no root needed)", () => {
     dir.ensureDir("/way/sub");
     expect(fs.lstatSync(join(top, "way")).isDirectory()).toBe(true);
     expect(fs.statSync(join(top, "way", "sub")).isDirectory()).toBe(true);
-    outsideUntouched();
+    outsideUntouched(outside);
   });
 
   test("openFile refuses what is not a regular file (EIO)", () => {
@@ -128,7 +138,7 @@ describe("local dir confinement (no root needed)", () => {
     expect(errnoOf(() => dir.open(`${far}/link/secret`, O_RDONLY))).not.toBe(0);
     expect(errnoOf(() => dir.list(`${far}/link`))).not.toBe(0);
     expect(errnoOf(() => dir.open(`${far}/link/new`, O_WRONLY | O_CREAT, 0o644))).not.toBe(0);
-    outsideUntouched();
+    outsideUntouched(outside);
   });
 
   test("a name longer than NAME_MAX is refused with ENAMETOOLONG", () => {
@@ -153,15 +163,7 @@ const fdCount = () => fs.readdirSync("/proc/self/fd").length;
 describe("opens on the pool's threads (openFileAsync)", () => {
   let base: string, top: string, outside: string, dir: LocalDir;
   beforeAll(() => {
-    base = fs.mkdtempSync(join(tmpdir(), "mcfs-unit-openpool-"));
-    top = join(base, "top");
-    outside = join(base, "outside");
-    fs.mkdirSync(top);
-    fs.mkdirSync(outside);
-    fs.writeFileSync(join(outside, "secret"), "secret");
-    fs.symlinkSync(outside, join(top, "out"));
-    fs.symlinkSync(join(outside, "secret"), join(top, "secretlink"));
-    fs.mkdirSync(join(top, "d"));
+    ({ base, top, outside } = plantTree("mcfs-unit-openpool-"));
     dir = openLocalDir(top);
   });
   afterAll(() => {
@@ -176,8 +178,7 @@ describe("opens on the pool's threads (openFileAsync)", () => {
     expect(await asyncErrno(dir.openFileAsync("/d/../../outside/secret", O_RDONLY))).toBe(E.EINVAL);
     expect(await asyncErrno(dir.openFileAsync("/d", O_RDONLY))).toBe(E.EIO);
     expect(await asyncErrno(dir.openFileAsync("/missing", O_RDONLY))).toBe(E.ENOENT);
-    expect(fs.readdirSync(outside)).toEqual(["secret"]);
-    expect(fs.readFileSync(join(outside, "secret"), "utf8")).toBe("secret");
+    outsideUntouched(outside);
   });
 
   test("many at once: each answer is the file asked for, and no descriptor is left over", async () => {
@@ -220,8 +221,7 @@ describe("opens on the pool's threads (openFileAsync)", () => {
     fs.writeFileSync(join(top, "d", "rm-dir", "sub", "f"), "x");
     for (const p of ["/d/rm-file", "/d/rm-link", "/d/rm-dir", "/d/nothing", "/out/secret", "/secretlink/x"]) await dir.removeAsync(p);
     for (const n of ["rm-file", "rm-link", "rm-dir"]) expect(fs.existsSync(join(top, "d", n))).toBe(false);
-    expect(fs.readdirSync(outside)).toEqual(["secret"]);
-    expect(fs.readFileSync(join(outside, "secret"), "utf8")).toBe("secret");
+    outsideUntouched(outside);
     expect(fs.lstatSync(join(top, "secretlink")).isSymbolicLink()).toBe(true);
   });
 
