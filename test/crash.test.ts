@@ -62,11 +62,11 @@ describe.skipIf(!!skip)("a node killed in the middle of a write", () => {
   }
 });
 
-/** kill -9 of a node whose creates are written behind, with files made and some still open. */
+/** kill -9 of a node whose creates are written behind, with files made, some still open and more being made. */
 describe.skipIf(!!skip)("a node killed among its new files", () => {
   const cluster = useCluster("crash-create", ["a", "b"]);
 
-  test("every file whose close returned reads whole on both nodes after the restart; the open ones are whole or absent; fsck finds nothing", async () => {
+  test("every file whose close returned reads whole on both nodes after the restart; the open ones are whole or absent, the creates under way absent or their bytes so far; fsck finds nothing", async () => {
     let a = cluster.nodes[0]!;
     const b = cluster.nodes[1]!;
     fs.mkdirSync(join(a.mnt, "new"));
@@ -87,12 +87,32 @@ describe.skipIf(!!skip)("a node killed among its new files", () => {
       if (done) throw new Error("writer ended early");
       text += new TextDecoder().decode(value);
     }
+    // And creates under way when A dies: its backing files are made on A's file threads.
+    const busy = `const fs = require("node:fs"); const [dir] = process.argv.slice(-1);
+      for (let i = 0; ; i++) { fs.writeFileSync(dir + "/k" + i, Buffer.alloc(3000, i & 255)); console.log("closed k" + i); }`;
+    const k = spawn([process.execPath, "-e", busy, join(a.mnt, "new")], { stdout: "pipe", stderr: "ignore" });
+    const kReader = k.stdout.getReader();
+    let kText = "";
+    while (!kText.includes("closed k20\n")) {
+      const { value, done } = await kReader.read();
+      if (done) throw new Error("busy writer ended early");
+      kText += new TextDecoder().decode(value);
+    }
     await a.kill();
-    w.kill("SIGKILL");
-    await w.exited;
+    for (const p of [w, k]) p.kill("SIGKILL");
+    await Promise.all([w.exited, k.exited]);
+    for (let r = await kReader.read(); !r.done; r = await kReader.read()) kText += new TextDecoder().decode(r.value);
+    const kClosed = new Set([...kText.matchAll(/closed k(\d+)\n/g)].map((m) => Number(m[1])));
     a = cluster.nodes[0] = await cluster.start("a");
     for (const n of [a, b]) {
       for (let i = 0; i < 300; i++) expect(fs.readFileSync(join(n.mnt, "new", `c${i}`)).equals(Buffer.alloc(1000 + i, i & 255))).toBe(true);
+      // A create under way is absent, or its bytes so far; one whose close returned is whole.
+      for (let i = 0; fs.existsSync(join(n.mnt, "new", `k${i}`)) || kClosed.has(i); i++) {
+        const got = fs.readFileSync(join(n.mnt, "new", `k${i}`));
+        const want = Buffer.alloc(3000, i & 255);
+        if (kClosed.has(i)) expect(got.equals(want)).toBe(true);
+        else expect(got.equals(want.subarray(0, got.length))).toBe(true);
+      }
       for (let i = 0; i < 50; i++) {
         const f = join(n.mnt, "new", `o${i}`);
         if (!fs.existsSync(f)) continue;
