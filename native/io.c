@@ -3,6 +3,8 @@
  * the file handle (mcfs_reply_open/create); reads, writes, lseek and fallocate on that handle are then
  * served here with pread/pwrite/splice, without a round trip through JS. A dirty flag per handle tells
  * JS at flush/fsync/release whether there is anything to publish; the counters feed its metrics.
+ * A handle may also follow a copy still arriving (mcfs_follow_fh): only reads of bytes already there
+ * are served here, the rest go to JS, which waits for them.
  */
 #include "mcfs_fuse.h"
 #include <errno.h>
@@ -16,6 +18,9 @@
 
 static _Atomic int fh_fd[MAX_FH];
 static _Atomic uint8_t fh_dirty[MAX_FH];
+/* Bytes from the start of the fd that may be read: WHOLE for a file's own fd or a finished copy. */
+static _Atomic uint64_t fh_ready[MAX_FH];
+#define WHOLE UINT64_MAX
 static _Atomic uint64_t io_count[IO_N];
 
 void io_reset(void)
@@ -29,12 +34,38 @@ static int fd_of(uint64_t fh)
 	return fh < MAX_FH ? atomic_load(&fh_fd[fh]) : -1;
 }
 
-void io_attach(uint64_t fh, int fd, int dirty)
+/* ready before fd: a thread that sees the fd sees what may be read of it. */
+static void attach(uint64_t fh, int fd, int dirty, uint64_t ready)
 {
 	if (fh < MAX_FH) {
 		atomic_store(&fh_dirty[fh], dirty ? 1 : 0);
+		atomic_store(&fh_ready[fh], ready);
 		atomic_store(&fh_fd[fh], fd);
 	}
+}
+
+void io_attach(uint64_t fh, int fd, int dirty) { attach(fh, fd, dirty, WHOLE); }
+
+/* The fd of a whole file: writes, lseek and fallocate need one (a copy on its way has holes). */
+static int whole_fd_of(uint64_t fh)
+{
+	int fd = fd_of(fh);
+	return fd >= 0 && atomic_load(&fh_ready[fh]) == WHOLE ? fd : -1;
+}
+
+/*
+ * fh (a read-only handle without an fd) follows a copy on its way: fd is the copy's, read-only, and
+ * its first ready bytes are there (WHOLE: all). Called again as more arrive; JS closes the fd after
+ * mcfs_clear_fh at release.
+ */
+void mcfs_follow_fh(uint64_t fh, int fd, uint64_t ready)
+{
+	if (fh >= MAX_FH)
+		return;
+	if (fd_of(fh) == fd)
+		atomic_store(&fh_ready[fh], ready);
+	else
+		attach(fh, fd, 0, ready);
 }
 
 int io_served(uint64_t fh) { return fd_of(fh) >= 0; }
@@ -47,6 +78,9 @@ int io_try_read(fuse_req_t req, uint64_t fh, size_t size, off_t off)
 {
 	int fd = fd_of(fh);
 	if (fd < 0)
+		return 0;
+	/* A short reply would tell the kernel the file ends there: only bytes already arrived. */
+	if ((uint64_t)off + size > atomic_load(&fh_ready[fh]))
 		return 0;
 	struct stat st;
 	/* What the read returns: up to the end of the file (the kernel asks in whole pages). */
@@ -63,7 +97,7 @@ int io_try_read(fuse_req_t req, uint64_t fh, size_t size, off_t off)
 
 int io_try_write(fuse_req_t req, uint64_t fh, struct fuse_bufvec *in, off_t off)
 {
-	int fd = fd_of(fh);
+	int fd = whole_fd_of(fh);
 	if (fd < 0)
 		return 0;
 	struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
@@ -84,7 +118,7 @@ int io_try_write(fuse_req_t req, uint64_t fh, struct fuse_bufvec *in, off_t off)
 
 void io_fallocate(fuse_req_t req, uint64_t fh, int mode, off_t off, off_t len)
 {
-	int fd = fd_of(fh);
+	int fd = whole_fd_of(fh);
 	if (fd < 0) {
 		fuse_reply_err(req, EOPNOTSUPP);
 		return;
@@ -97,7 +131,7 @@ void io_fallocate(fuse_req_t req, uint64_t fh, int mode, off_t off, off_t len)
 
 void io_lseek(fuse_req_t req, uint64_t fh, off_t off, int whence)
 {
-	int fd = fd_of(fh);
+	int fd = whole_fd_of(fh);
 	if (fd < 0) {
 		fuse_reply_err(req, ENOSYS);
 		return;

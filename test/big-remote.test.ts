@@ -4,7 +4,8 @@ import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { fuseUnavailable } from "./helpers/env.ts";
+import { fuseUnavailable, waitFor } from "./helpers/env.ts";
+import { scrape } from "./helpers/metrics.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { useCluster } from "./helpers/node.ts";
 import { ChunkSchema, ReadRequestSchema, type ReadRequest } from "../src/gen/mcfs/v1/peer_pb.ts";
@@ -33,7 +34,7 @@ function readAll(path: string): { data: Buffer; code?: string } {
 
 /** Big files fetched in parts, several at once: whole and exact on the reading node, or an error. */
 describe.skipIf(!!skip)("big files across nodes", () => {
-  const cluster = useCluster("bigremote", ["a", "b", "c"]);
+  const cluster = useCluster("bigremote", ["a", "b", "c"], { b: ["--metrics-port", "0"] });
   const n = cluster.nodes;
 
   test("a file of many parts, not a multiple of them, reads byte for byte on B (followed while it arrives, then from B's copy)", () => {
@@ -45,6 +46,46 @@ describe.skipIf(!!skip)("big files across nodes", () => {
     expect(first.data.equals(data)).toBe(true);
     expect(b.log()).toContain("copied a big file from its holders");
     expect(fs.readFileSync(join(b.mnt, "parts.bin")).equals(data)).toBe(true);
+  });
+
+  test("reads of a big file while its copy arrives, in any order, are exact; once arrived, the shim serves them from the copy through the same handle", async () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    const MIB = 1 << 20;
+    const data = randomBytes(10 * PART + 4321);
+    fs.writeFileSync(join(a.mnt, "followed.bin"), data);
+    const copied = () => b.log().split("copied a big file from its holders").length;
+    const before = copied();
+    const fd = fs.openSync(join(b.mnt, "followed.bin"), "r");
+    try {
+      // Blocks in a shuffled order, the last one short: some behind the copy, some ahead of it.
+      const blocks = Array.from({ length: Math.ceil(data.length / MIB) }, (_, i) => i);
+      for (let i = blocks.length - 1; i > 0; i--) {
+        const j = (i * 7919 + 13) % (i + 1);
+        [blocks[i], blocks[j]] = [blocks[j]!, blocks[i]!];
+      }
+      const got = Buffer.alloc(MIB);
+      for (const k of blocks.slice(0, blocks.length / 2)) {
+        const want = Math.min(MIB, data.length - k * MIB);
+        expect(fs.readSync(fd, got, 0, MIB, k * MIB)).toBe(want);
+        expect(got.subarray(0, want).equals(data.subarray(k * MIB, k * MIB + want))).toBe(true);
+      }
+      await waitFor("B's copy to arrive", () => copied() > before, 60_000);
+      // The other half, never read, so not in the kernel's page cache: the shim reads it from the copy.
+      const m0 = await scrape(b);
+      let rest = 0;
+      for (const k of blocks.slice(blocks.length / 2)) {
+        const want = Math.min(MIB, data.length - k * MIB);
+        expect(fs.readSync(fd, got, 0, MIB, k * MIB)).toBe(want);
+        expect(got.subarray(0, want).equals(data.subarray(k * MIB, k * MIB + want))).toBe(true);
+        rest += want;
+      }
+      const m1 = await scrape(b);
+      // JS read none of it; the shim read it all, but what the kernel had read ahead of the first half.
+      expect(m1("mcfs_read_bytes_total", { source: "memory" })).toBe(m0("mcfs_read_bytes_total", { source: "memory" }));
+      expect(m1("mcfs_read_bytes_total", { source: "local" }) - m0("mcfs_read_bytes_total", { source: "local" })).toBeGreaterThan(rest / 2);
+    } finally {
+      fs.closeSync(fd);
+    }
   });
 
   test("ReadFile framed by the holder itself decodes in another gRPC client (grpc-js), ranged and whole", async () => {

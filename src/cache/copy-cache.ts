@@ -1,5 +1,6 @@
 import * as fs from "node:fs";
 import { E, FsError } from "../util/errno.ts";
+import { byteLength, writePieces, writePiecesSync, type Pieces } from "../util/bytes.ts";
 import type { LocalDir } from "../local/local-dir.ts";
 import { createMemfd, dupFd, sealMemfd } from "./memfd.ts";
 
@@ -62,7 +63,7 @@ export function readCopy(c: CopyData, into: Uint8Array, at: number): number {
 
 export interface PendingCopy {
   /** Into RAM at once; to disk on a worker thread (the promise). Past the announced size: EIO. */
-  write(data: Uint8Array, at: number): void | Promise<void>;
+  write(data: Pieces, at: number): void | Promise<void>;
   /** The descriptor the copy is written to: a reader following it as it arrives reads what was written. */
   readonly fd: number;
   commit(): void;
@@ -223,12 +224,8 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
       };
       return {
         write(data, at) {
-          if (at + data.length > size) throw new FsError(E.EIO, `copy of inode ${ino} longer than its ${size} bytes`);
-          if (!tmp) {
-            fs.writeSync(fd, data, 0, data.length, at);
-            return;
-          }
-          return new Promise<void>((res, rej) => fs.write(fd, data, 0, data.length, at, (e) => (e ? rej(e) : res())));
+          if (at + byteLength(data) > size) throw new FsError(E.EIO, `copy of inode ${ino} longer than its ${size} bytes`);
+          return tmp ? writePieces(fd, data, at) : writePiecesSync(fd, data, at);
         },
         fd,
         commit() {

@@ -1,5 +1,6 @@
 import { dlopen, FFIType } from "bun:ffi";
-import { E, FsError } from "../util/errno.ts";
+import * as fs from "node:fs";
+import { E, FsError, toErrno } from "../util/errno.ts";
 
 const MFD_CLOEXEC = 1, MFD_ALLOW_SEALING = 2;
 const F_DUPFD_CLOEXEC = 1030, F_ADD_SEALS = 1033;
@@ -25,6 +26,15 @@ export function createMemfd(): number {
 /** Make a memfd's bytes final: no fd of it can write, grow or shrink it any more (false if refused). */
 export function sealMemfd(fd: number): boolean {
   return (libc ??= load()).fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) === 0;
+}
+
+/** The file of fd opened again, read-only: whoever reads a copy still being written through it cannot write it. */
+export function readOnlyFd(fd: number): number {
+  try {
+    return fs.openSync(`/proc/self/fd/${fd}`, fs.constants.O_RDONLY);
+  } catch (e) {
+    throw new FsError(toErrno(e), `opening a copy again to read it: ${(e as Error).message}`);
+  }
 }
 
 /** Another fd of the same open file (close-on-exec), the caller's own: EMFILE when out of file descriptors. */

@@ -12,6 +12,8 @@ import { cstr } from "../util/c-string.ts";
 const SA_MODE = 1, SA_UID = 2, SA_GID = 4, SA_SIZE = 8, SA_ATIME = 16, SA_MTIME = 32, SA_ATIME_NOW = 128, SA_MTIME_NOW = 256, SA_CTIME = 1024;
 
 const NS = 1_000_000_000n;
+/** mcfs_follow_fh: every byte of the copy may be read. */
+const WHOLE = 0xffff_ffff_ffff_ffffn;
 
 /** A queued request of operation K: its header, then its arguments and strings by the names abi.ts gives them. */
 type Req<K extends OpName> = { readonly id: number; readonly c: Caller; readonly ino: number; readonly fh: number }
@@ -231,6 +233,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     open: async (r) => {
       const o = await fs.open(r.c, r.ino, Number(r.flags));
       if (shim.mcfs_reply_open(r.id, o.fh, o.fd ?? -1, openFlags(o)) !== 0) await fs.release(r.c, r.ino, o.fh, false);
+      else o.follow?.((fd, bytes, whole) => shim.mcfs_follow_fh(o.fh, fd, whole ? WHOLE : BigInt(bytes)));
     },
     create: async (r) => {
       const { attr, open } = await fs.create(r.c, r.ino, r.name, Number(r.mode), Number(r.flags));

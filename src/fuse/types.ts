@@ -27,6 +27,12 @@ export interface OpenReply {
   keepCache?: boolean;
   /** Its flush must reach the filesystem even when nothing was written through it. */
   unpublished?: boolean;
+  /**
+   * No fd: the bytes are on their way into a copy. Called once the open is answered; listen then
+   * hears a read-only fd of the copy and how many bytes from its start are there, again as more
+   * arrive (whole: all of them), and the shim serves reads of those bytes from it.
+   */
+  follow?: (listen: (fd: number, bytes: number, whole: boolean) => void) => void;
 }
 
 export interface DirEntry {

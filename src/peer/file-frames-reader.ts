@@ -3,54 +3,111 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { Http2SessionManager } from "@connectrpc/connect-node";
 import { fromBinary, toBinary, create } from "@bufbuild/protobuf";
 import { ChunkSchema, ReadRequestSchema, type ReadRequest } from "../gen/mcfs/v1/peer_pb.ts";
-import { READ_FILE_PATH, type ChunkOut } from "./file-frames.ts";
+import { READ_FILE_PATH } from "./file-frames.ts";
 
-/** The gRPC messages of a stream, taken from its pieces as they come: a message within one piece is not copied. */
-export function createMessages(): { push(piece: Buffer): void; next(): Buffer | undefined; left(): number } {
+/** The gRPC messages of a stream, taken from its pieces as they come, each as views of the pieces it lies in: never copied. */
+export function createMessages(): { push(piece: Buffer): void; next(): Buffer[] | undefined; left(): number } {
   const pieces: Buffer[] = [];
   let have = 0;
-  /** The first n bytes held, removed: a view of the first piece if it holds them, else one copy. */
-  const take = (n: number): Buffer => {
-    if (n === 0) return Buffer.alloc(0);
-    const first = pieces[0]!;
+  /** The first n bytes held, removed. */
+  const take = (n: number): Buffer[] => {
+    const out: Buffer[] = [];
     have -= n;
-    if (first.length >= n) {
-      if (first.length === n) pieces.shift();
-      else pieces[0] = first.subarray(n);
-      return first.subarray(0, n);
-    }
-    const out = Buffer.allocUnsafe(n);
-    for (let at = 0; at < n; ) {
+    while (n > 0) {
       const p = pieces[0]!;
-      const k = Math.min(p.length, n - at);
-      out.set(p.subarray(0, k), at);
-      at += k;
-      if (k === p.length) pieces.shift();
-      else pieces[0] = p.subarray(k);
+      if (p.length <= n) {
+        out.push(p);
+        pieces.shift();
+        n -= p.length;
+      } else {
+        out.push(p.subarray(0, n));
+        pieces[0] = p.subarray(n);
+        n = 0;
+      }
     }
     return out;
   };
   return {
     push(piece) {
+      if (!piece.length) return;
       pieces.push(piece);
       have += piece.length;
     },
     next() {
       if (have < 5) return undefined;
-      const head = pieces[0]!.length >= 5 ? pieces[0]! : take(5);
-      const len = head.readUInt32BE(1);
+      const head = pieces[0]!.length >= 5 ? pieces[0]! : firstBytes(pieces, 5);
       if (head[0] !== 0) throw new ConnectError("compressed or unknown gRPC frame", Code.Internal);
-      if (head !== pieces[0]) {
-        // take(5) consumed the header already: put it back until the message is whole.
-        pieces.unshift(head);
-        have += 5;
-      }
+      const len = head.readUInt32BE(1);
       if (have < 5 + len) return undefined;
       take(5);
       return take(len);
     },
     left: () => have,
   };
+}
+
+/** A copy of the first n bytes of parts (or all of them, if fewer). */
+function firstBytes(parts: Buffer[], n: number): Buffer {
+  const out = Buffer.allocUnsafe(n);
+  let at = 0;
+  for (const p of parts) {
+    if (at >= n) break;
+    at += p.copy(out, at, 0, Math.min(p.length, n - at));
+  }
+  return out.subarray(0, at);
+}
+
+/** A chunk of a ReadFile reply: its data as the pieces it arrived in, in order. */
+export interface ChunkIn {
+  offset: bigint;
+  data: Buffer[];
+}
+
+/** The most bytes of a Chunk's fields before its data: tags and varints (see FRAME_ROOM). */
+const CHUNK_HEAD_MAX = 17;
+
+/**
+ * A Chunk message from its pieces. In the shape frameChunk writes (an optional offset, then the data
+ * to the message's end) the data stays in its pieces; any other encoding is decoded whole.
+ */
+export function chunkOf(parts: Buffer[]): ChunkIn {
+  const len = parts.reduce((n, p) => n + p.length, 0);
+  const head = parts[0] && parts[0].length >= Math.min(len, CHUNK_HEAD_MAX) ? parts[0] : firstBytes(parts, CHUNK_HEAD_MAX);
+  let at = 0;
+  const varint = (): number => {
+    let v = 0;
+    for (let scale = 1; at < head.length && scale <= 2 ** 49; scale *= 128) {
+      const b = head[at++]!;
+      v += (b & 127) * scale;
+      if (b < 128) return v;
+    }
+    return -1;
+  };
+  let offset = 0;
+  if (head[at] === 0x08) {
+    at++;
+    offset = varint();
+  }
+  if (offset >= 0 && (at === len || head[at] === 0x12)) {
+    const dataLen = at === len ? 0 : (at++, varint());
+    if (dataLen >= 0 && at + dataLen === len) return { offset: BigInt(offset), data: dropFirst(parts, at) };
+  }
+  const c = fromBinary(ChunkSchema, parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+  return { offset: c.offset, data: [Buffer.from(c.data.buffer, c.data.byteOffset, c.data.length)] };
+}
+
+/** parts without their first n bytes. */
+function dropFirst(parts: Buffer[], n: number): Buffer[] {
+  const out: Buffer[] = [];
+  for (const p of parts) {
+    if (n >= p.length) {
+      n -= p.length;
+      continue;
+    }
+    out.push(n ? p.subarray(n) : p);
+    n = 0;
+  }
+  return out;
 }
 
 /** A gRPC status of a response (headers of a trailers-only reply, or its trailers) as an error, if not OK. */
@@ -75,7 +132,7 @@ export interface FileFramesOptions {
  * a view of the bytes as they came (copied only when a message spans pieces). Failures are
  * ConnectErrors (the errno in the trailers' metadata), as from Connect.
  */
-export async function* readFileFrames(session: Http2SessionManager, r: ReadRequest, o: FileFramesOptions): AsyncGenerator<ChunkOut> {
+export async function* readFileFrames(session: Http2SessionManager, r: ReadRequest, o: FileFramesOptions): AsyncGenerator<ChunkIn> {
   const body = toBinary(ReadRequestSchema, create(ReadRequestSchema, r));
   const frame = Buffer.allocUnsafe(5 + body.length);
   frame[0] = 0;
@@ -109,10 +166,7 @@ export async function* readFileFrames(session: Http2SessionManager, r: ReadReque
       for await (const piece of stream as AsyncIterable<Buffer>) {
         session.notifyResponseByteRead(stream);
         messages.push(piece);
-        for (let m; (m = messages.next()); ) {
-          const c = fromBinary(ChunkSchema, m);
-          yield { offset: c.offset, data: c.data };
-        }
+        for (let m; (m = messages.next()); ) yield chunkOf(m);
       }
     } catch (e) {
       throw ended ?? ConnectError.from(e, Code.Unavailable);

@@ -1,8 +1,8 @@
 import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-node";
 import { Peer, type ReadRequest } from "../gen/mcfs/v1/peer_pb.ts";
-import { intercepted, type ChunkOut } from "./file-frames.ts";
-import { readFileFrames } from "./file-frames-reader.ts";
+import { intercepted } from "./file-frames.ts";
+import { readFileFrames, type ChunkIn } from "./file-frames-reader.ts";
 import { fromConnectError } from "./errors.ts";
 import { clientTlsOptions, type PeerTls } from "./peer-tls.ts";
 
@@ -19,7 +19,7 @@ export const WINDOW = 16 << 20;
 export interface PeerPool {
   get(address: string, lane?: number): PeerClient;
   /** ReadFile read off the stream as it comes (file-frames-reader.ts), on the same connection as get's client. */
-  readFile(address: string, r: ReadRequest, lane?: number, signal?: AbortSignal): AsyncIterable<ChunkOut>;
+  readFile(address: string, r: ReadRequest, lane?: number, signal?: AbortSignal): AsyncIterable<ChunkIn>;
   close(): void;
 }
 

@@ -1,4 +1,5 @@
 import type { FsError } from "../util/errno.ts";
+import type { Pieces } from "../util/bytes.ts";
 import { create } from "@bufbuild/protobuf";
 import { ReadRequestSchema } from "../gen/mcfs/v1/peer_pb.ts";
 import { fromConnectError } from "./errors.ts";
@@ -28,7 +29,7 @@ export interface PeerReads {
   /** Up to length bytes at offset. */
   range(address: string, f: FileAt, offset: number, length: number): Promise<Uint8Array>;
   /** The file in order: whole, or part of it (to its end without a length). */
-  file(address: string, f: FileAt, part?: FilePart): AsyncIterable<{ offset: number; data: Uint8Array }>;
+  file(address: string, f: FileAt, part?: FilePart): AsyncIterable<{ offset: number; data: Pieces }>;
   /** Several files in one stream, each in order, one after another. */
   files(address: string, files: FileAt[]): AsyncIterable<FilePiece>;
 }

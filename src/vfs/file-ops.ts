@@ -237,7 +237,7 @@ export function createFileOps(ctx: VfsContext): FileOps {
       }
       // Pages cached by the kernel stay valid while the version is the one they were read at.
       const keepCache = kernel.opened(ino, r.version);
-      return { fh, ...(fd >= 0 ? { fd } : {}), keepCache } satisfies OpenReply;
+      return { fh, ...(fd >= 0 ? { fd } : {}), ...(ranges ? { follow: (listen) => ranges.follow(listen) } : {}), keepCache } satisfies OpenReply;
     },
 
     async create(c, parent, name, mode, flags) {

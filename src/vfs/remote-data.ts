@@ -3,6 +3,7 @@ import type { Holders, MetadataStore } from "../meta/store.ts";
 import type { PeerReads } from "../peer/peer-reads.ts";
 import { readCopy, type CopyCache, type Opened } from "../cache/copy-cache.ts";
 import { FsError, E } from "../util/errno.ts";
+import { writePiecesSync, type Pieces } from "../util/bytes.ts";
 import type { Logger } from "../util/log.ts";
 import type { LocalDir } from "../local/local-dir.ts";
 import { keep, type KeptFile } from "./local-files.ts";
@@ -189,7 +190,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
         for (let at = 0; at < size; ) {
           const n = await new Promise<number>((res, rej) => fs.read(fd, buf, 0, Math.min(buf.length, size - at), at, (e, got) => (e ? rej(e) : res(got))));
           if (n === 0) throw new FsError(E.EIO, `holds ${at} of its ${size} bytes`);
-          await pending.write(buf.subarray(0, n), at);
+          await pending.write([buf.subarray(0, n)], at);
           at += n;
         }
         if (!intact()) throw new FsError(E.ESTALE, "written while it was copied");
@@ -213,7 +214,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
               fs.closeSync(src.fd);
             }
           } else {
-            const sink = { write: (d: Uint8Array, at: number) => void fs.writeSync(fd, d, 0, d.length, at), fd };
+            const sink = { write: (d: Pieces, at: number) => writePiecesSync(fd, d, at), fd };
             await streams.fetchAny(ino, version, path, size, { sink, got: 0, waiters: [] }, given);
           }
           keep(o.root, fd, owner);

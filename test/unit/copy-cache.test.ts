@@ -16,7 +16,7 @@ function open(o: Partial<CopyCacheOptions> = {}): CopyCache {
 /** A committed copy of ino at version, size bytes of fill. */
 async function put(ino: number, version: number, size: number, fill = ino & 0xff): Promise<void> {
   const p = cache.begin(ino, version, size)!;
-  await p.write(new Uint8Array(size).fill(fill), 0);
+  await p.write([new Uint8Array(size).fill(fill)], 0);
   p.commit();
 }
 
@@ -104,7 +104,7 @@ describe("copy cache", () => {
     const p = cache.begin(1, 1, 60)!;
     expect(usage("disk")).toEqual({ tier: "disk", bytes: 60, files: 0, limit: 1000 });
     expect(files()).toEqual([expect.stringMatching(/^1\.1\.part-\d+$/)]);
-    await p.write(new Uint8Array([1, 2, 3]), 0);
+    await p.write([new Uint8Array([1, 2, 3])], 0);
     const seen = new Uint8Array(3);
     expect(fs.readSync(p.fd, seen, 0, 3, 0)).toBe(3);
     expect(seen).toEqual(new Uint8Array([1, 2, 3]));
@@ -137,7 +137,7 @@ describe("copy cache", () => {
     const p = cache.begin(1, 1, 4)!;
     let err: unknown;
     try {
-      p.write(new Uint8Array(5), 0);
+      p.write([new Uint8Array(5)], 0);
     } catch (e) {
       err = e;
     }
@@ -203,7 +203,7 @@ describe("copy cache", () => {
     const a = cache.begin(1, 1, 30, true)!;
     expect(cache.begin(2, 2, 30, true)).toBeUndefined();
     expect(cache.ahead()).toEqual({ bytes: 30, limit: 50, evictedUnread: 0 });
-    await a.write(new Uint8Array(30).fill(1), 0);
+    await a.write([new Uint8Array(30).fill(1)], 0);
     a.commit();
     const b = cache.begin(2, 2, 20, true)!;
     b.commit();

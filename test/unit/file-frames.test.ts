@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { ChunkSchema, FilePiecesSchema } from "../../src/gen/mcfs/v1/peer_pb.ts";
 import { FRAME_ROOM, frameChunk, framePieces, type PieceOut } from "../../src/peer/file-frames.ts";
-import { createMessages } from "../../src/peer/file-frames-reader.ts";
+import { chunkOf, createMessages } from "../../src/peer/file-frames-reader.ts";
 
 /** A gRPC message as Connect frames it: flags, length, the protobuf serializer's bytes. */
 function connectFrame(offset: number, data: Uint8Array): Buffer {
@@ -29,7 +29,7 @@ describe("ReadFile framed by hand", () => {
     }
   });
 
-  test("messages are taken whole from a stream cut into pieces anywhere, and nothing is left over", () => {
+  test("messages are taken whole from a stream cut into pieces anywhere, their data left in the pieces, and nothing is left over", () => {
     const frames = sizes.flatMap((size, i) => offsets.map((offset) => ({ offset, data: Buffer.alloc(size, i + 1) })));
     const stream = Buffer.concat(frames.map((f) => connectFrame(f.offset, f.data)));
     for (const cut of [1, 2, 3, 5, 7, 4096, 16_374, 100_000, stream.length]) {
@@ -38,8 +38,10 @@ describe("ReadFile framed by hand", () => {
       for (let at = 0; at < stream.length; at += cut) {
         m.push(stream.subarray(at, at + cut));
         for (let msg; (msg = m.next()); ) {
-          const c = fromBinary(ChunkSchema, msg);
-          got.push({ offset: Number(c.offset), data: c.data });
+          const c = chunkOf(msg);
+          got.push({ offset: Number(c.offset), data: Buffer.concat(c.data) });
+          // Views of what was pushed, never copies: the stream's pieces are not copied again.
+          expect(c.data.every((d) => d.buffer === stream.buffer)).toBe(true);
         }
       }
       expect(m.left()).toBe(0);
@@ -50,6 +52,36 @@ describe("ReadFile framed by hand", () => {
       }
     }
   });
+});
+
+test("a Chunk encoded otherwise than frameChunk does (fields reordered, unknown ones, offsets past 2^53) is decoded whole", () => {
+  const data = Buffer.from("hello, pieces");
+  const varint = (v: bigint) => {
+    const out: number[] = [];
+    for (; v >= 128n; v >>= 7n) out.push(Number(v & 127n) | 128);
+    out.push(Number(v));
+    return out;
+  };
+  const cases: { bytes: number[]; offset: bigint }[] = [
+    // data first, offset after
+    { bytes: [0x12, data.length, ...data, 0x08, ...varint(300n)], offset: 300n },
+    // an unknown field 5 (varint) after the data
+    { bytes: [0x08, 7, 0x12, data.length, ...data, 0x28, 1], offset: 7n },
+    // an offset that takes ten bytes of varint
+    { bytes: [0x08, ...varint(2n ** 63n + 5n), 0x12, data.length, ...data], offset: 2n ** 63n + 5n },
+  ];
+  for (const { bytes, offset } of cases) {
+    const whole = Buffer.from(bytes);
+    expect(fromBinary(ChunkSchema, whole).offset).toBe(offset);
+    for (const cut of [1, 3, whole.length]) {
+      const parts: Buffer[] = [];
+      for (let at = 0; at < whole.length; at += cut) parts.push(whole.subarray(at, at + cut));
+      const c = chunkOf(parts);
+      expect(c.offset).toBe(offset);
+      expect(Buffer.concat(c.data).equals(data)).toBe(true);
+    }
+  }
+  expect(chunkOf([])).toEqual({ offset: 0n, data: [] });
 });
 
 describe("ReadFiles framed by hand", () => {

@@ -1,4 +1,5 @@
 import { E, FsError, toErrno } from "../../util/errno.ts";
+import { byteLength, type Pieces } from "../../util/bytes.ts";
 
 /**
  * No holder could give the version asked for whole, but some answered: they no longer hold it, or
@@ -20,7 +21,7 @@ export class LocalWriteError extends FsError {}
 /** A copy being fetched: where its bytes go, how many arrived so far, and readers waiting for more. */
 export interface Arriving {
   /** fd: where the bytes are written; read it only below got. */
-  sink: { write(data: Uint8Array, at: number): void | Promise<void>; fd: number };
+  sink: { write(data: Pieces, at: number): void | Promise<void>; fd: number };
   got: number;
   waiters: (() => void)[];
 }
@@ -29,7 +30,7 @@ export interface Arriving {
  * Writes into an arriving copy, one after another: readers following the copy trust progress.got
  * to cover only bytes written. onWritten hears each write land. Each call's promise settles with it.
  */
-export function inOrder(progress: Arriving, onWritten?: (bytes: number) => void): (d: Uint8Array, at: number) => Promise<void> {
+export function inOrder(progress: Arriving, onWritten?: (bytes: number) => void): (d: Pieces, at: number) => Promise<void> {
   let chain: Promise<void> = Promise.resolve();
   return (d, at) =>
     (chain = chain.then(async () => {
@@ -38,8 +39,9 @@ export function inOrder(progress: Arriving, onWritten?: (bytes: number) => void)
       } catch (e) {
         throw new LocalWriteError(toErrno(e), `writing the arriving copy: ${(e as Error).message}`);
       }
-      onWritten?.(d.length);
-      progress.got = at + d.length;
+      const n = byteLength(d);
+      onWritten?.(n);
+      progress.got = at + n;
       for (const w of progress.waiters.splice(0)) w();
     }));
 }
@@ -50,7 +52,7 @@ export function inOrder(progress: Arriving, onWritten?: (bytes: number) => void)
  * way. Pieces landed past a gap wait in a map by where they start. A piece written again (a part
  * fetched anew from another holder: the same version, so the same bytes) is taken as it comes.
  */
-export function anyOrder(progress: Arriving, onWritten?: (bytes: number) => void): (d: Uint8Array, at: number) => Promise<void> {
+export function anyOrder(progress: Arriving, onWritten?: (bytes: number) => void): (d: Pieces, at: number) => Promise<void> {
   const ahead = new Map<number, number>();
   return async (d, at) => {
     try {
@@ -58,8 +60,8 @@ export function anyOrder(progress: Arriving, onWritten?: (bytes: number) => void
     } catch (e) {
       throw new LocalWriteError(toErrno(e), `writing the arriving copy: ${(e as Error).message}`);
     }
-    onWritten?.(d.length);
-    const end = at + d.length;
+    const end = at + byteLength(d);
+    onWritten?.(end - at);
     if (end <= progress.got) return;
     const from = Math.max(at, progress.got);
     ahead.set(from, Math.max(end, ahead.get(from) ?? 0));

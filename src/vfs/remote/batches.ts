@@ -2,6 +2,7 @@ import type { CopyCache } from "../../cache/copy-cache.ts";
 import type { MetadataStore } from "../../meta/store.ts";
 import type { PeerReads } from "../../peer/peer-reads.ts";
 import { E, FsError } from "../../util/errno.ts";
+import type { Pieces } from "../../util/bytes.ts";
 import type { Logger } from "../../util/log.ts";
 import { isReg } from "../attr.ts";
 import { createAheadWindows } from "./ahead-windows.ts";
@@ -116,7 +117,7 @@ export function createBatches(o: BatchesOptions): Batches {
       got: number;
       /** Writes to disk still running: the file is finished after them. */
       writes: Promise<void>[];
-      write(d: Uint8Array, at: number): void | Promise<void>;
+      write(d: Pieces, at: number): void | Promise<void>;
       finish(err?: Error): void;
     }
     let firstDone: (err?: Error) => void = () => {};
@@ -184,7 +185,7 @@ export function createBatches(o: BatchesOptions): Batches {
             continue;
           }
           if (ch.offset !== it.got || it.got + ch.data.length > it.size) throw new FsError(E.EIO, `holder ${address} sent bytes of ${it.path} out of order`);
-          const w = it.write(ch.data, it.got);
+          const w = it.write([ch.data], it.got);
           if (w) it.writes.push(w);
           o.received?.(ch.data.length);
           it.got += ch.data.length;

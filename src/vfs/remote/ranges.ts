@@ -1,6 +1,6 @@
 import * as fs from "node:fs";
 import type { CopyCache, CopyData } from "../../cache/copy-cache.ts";
-import { dupFd } from "../../cache/memfd.ts";
+import { dupFd, readOnlyFd } from "../../cache/memfd.ts";
 import type { FileSlice } from "../../fuse/types.ts";
 import type { PeerReads } from "../../peer/peer-reads.ts";
 import { E, FsError } from "../../util/errno.ts";
@@ -17,6 +17,12 @@ const FOLLOW_WINDOW = PART * PARTS_AT_ONCE;
 export interface RangeReader {
   /** Up to size bytes at offset (fewer only at the end of the file); a slice of the copy where it has them. */
   read(offset: number, size: number): Promise<Uint8Array | FileSlice>;
+  /**
+   * listen hears of the copy of this file once this node has one, arriving or whole: a read-only fd
+   * of it and how many bytes from its start are there, again as more arrive (whole: all of them).
+   * Until close.
+   */
+  follow(listen: (fd: number, bytes: number, whole: boolean) => void): void;
   close(): void;
 }
 
@@ -44,8 +50,34 @@ function slice(fd: number, offset: number, end: number): FileSlice {
 export function createRangeReader(o: RangesOptions, ino: number, version: number, path: string, size: number, order: string[]): RangeReader {
   let copy: CopyData | undefined;
   let at = 0;
+  let listen: ((fd: number, bytes: number, whole: boolean) => void) | undefined;
+  let followed: number | undefined;
+  /** Hands listen the copy when there is one: started after the open that made this reader, so looked for again at each read. */
+  const track = () => {
+    if (!listen || followed !== undefined) return;
+    const whole = o.cache.open(ino, version);
+    if (whole) {
+      followed = whole.fd;
+      return listen(followed, size, true);
+    }
+    const part = o.arriving(ino, version);
+    if (!part) return;
+    followed = readOnlyFd(part.sink.fd);
+    const tell = () => {
+      if (!listen || followed === undefined) return;
+      listen(followed, part.got, part.got >= size);
+      // Aborted part way, the bytes that came stay good: they are this version's.
+      if (o.arriving(ino, version) === part && part.got < size) part.waiters.push(tell);
+    };
+    tell();
+  };
   const reader: RangeReader = {
+    follow(l) {
+      listen = l;
+      track();
+    },
     async read(offset, want) {
+      track();
       const end = Math.min(size, offset + want);
       if (end <= offset) return new Uint8Array(0);
       // From the copy when it holds these bytes already (whole, or arrived so far).
@@ -85,6 +117,9 @@ export function createRangeReader(o: RangesOptions, ino: number, version: number
     close() {
       if (copy && "fd" in copy) fs.closeSync(copy.fd);
       copy = undefined;
+      listen = undefined;
+      if (followed !== undefined) fs.closeSync(followed);
+      followed = undefined;
     },
   };
   return reader;

@@ -1,6 +1,7 @@
 import type { Holders } from "../../meta/store.ts";
 import type { FileAt, PeerReads } from "../../peer/peer-reads.ts";
 import { E, FsError } from "../../util/errno.ts";
+import { byteLength, type Pieces } from "../../util/bytes.ts";
 import type { Logger } from "../../util/log.ts";
 import { ChangingCopy, LocalWriteError, anyOrder, type Arriving } from "./arriving.ts";
 import type { Source, Sources } from "./sources.ts";
@@ -39,7 +40,7 @@ interface Failures {
 
 export function createStreams(o: { peers: PeerReads; sources: Sources; log: Logger; received?: (bytes: number) => void }): Streams {
   /** One part from one holder: exactly its bytes, and for the last one, nothing past the record's size. */
-  async function fetchPart(address: string, f: FileAt, size: number, part: Part, lane: number, write: (d: Uint8Array, at: number) => Promise<void>, signal: AbortSignal): Promise<void> {
+  async function fetchPart(address: string, f: FileAt, size: number, part: Part, lane: number, write: (d: Pieces, at: number) => Promise<void>, signal: AbortSignal): Promise<void> {
     let at = part.offset;
     const end = part.offset + part.length;
     // Disk writes run behind the stream, off the event loop: receiving and writing overlap.
@@ -49,8 +50,8 @@ export function createStreams(o: { peers: PeerReads; sources: Sources; log: Logg
       const range = { offset: part.offset, lane, signal, ...(part.last ? {} : { length: part.length }) };
       for await (const ch of o.peers.file(address, f, range)) {
         if (ch.offset !== at) throw new FsError(E.EIO, `holder ${address} sent bytes out of order`);
-        if (at + ch.data.length > end) throw new ChangingCopy(`holder ${address} has more than the ${size} bytes of ${f.path}`);
-        const n = ch.data.length;
+        const n = byteLength(ch.data);
+        if (at + n > end) throw new ChangingCopy(`holder ${address} has more than the ${size} bytes of ${f.path}`);
         at += n;
         behind += n;
         o.received?.(n);
@@ -74,7 +75,7 @@ export function createStreams(o: { peers: PeerReads; sources: Sources; log: Logg
    * is fetched again from the next one (same version, same bytes); the parts left when no holder is
    * left are returned. A failed write to this node's disk stops them all and is thrown.
    */
-  async function fetchParts(holders: Source[], f: FileAt, size: number, todo: Part[], write: (d: Uint8Array, at: number) => Promise<void>, failures: Failures): Promise<Part[]> {
+  async function fetchParts(holders: Source[], f: FileAt, size: number, todo: Part[], write: (d: Pieces, at: number) => Promise<void>, failures: Failures): Promise<Part[]> {
     const stop = new AbortController();
     let at = 0;
     let fatal: unknown;
