@@ -259,6 +259,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       root, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, remote, catchUp: () => todo.drain(), retire: retired?.retire,
       dropKernelEntry: (parent, name) => session?.invalidateEntry(parent, name),
       dropKernelInode: (ino) => session?.invalidateMany([], [ino]),
+      detachHandle: (fh) => session?.detach(fh),
       refreshKernelAttrs: async (ino) => {
         if (!session) return;
         session.invalidateAttrs(ino);

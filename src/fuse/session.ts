@@ -123,6 +123,8 @@ export interface FuseSession {
   isMounted(): boolean;
   /** Reads and writes the shim served from local files (they never reach JS). */
   ioCounters(): IoCounters;
+  /** Reads of fh are no longer served from its fd by the shim: they come to the filesystem (which keeps the fd open until release). */
+  detach(fh: number): void;
   readonly closed: Promise<void>;
 }
 
@@ -428,6 +430,9 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
       const upTo = Number(shim.mcfs_notes_pushed());
       if (stopped || Number(shim.mcfs_notes_done()) >= upTo) return Promise.resolve();
       return new Promise<void>((resolve) => flushWaiters.push({ upTo, resolve }));
+    },
+    detach(fh) {
+      shim.mcfs_clear_fh(fh);
     },
     ioCounters() {
       const c = new BigUint64Array(IO_COUNTERS.length);

@@ -28,6 +28,8 @@ export interface VfsOptions {
   refreshKernelAttrs?: (ino: number) => Promise<void>;
   /** Make the kernel forget the attributes and pages it cached of ino. */
   dropKernelInode?: (ino: number) => void;
+  /** The shim stops serving fh's reads from its fd: they come to JS. */
+  detachHandle?: (fh: number) => void;
   /** Make the kernel forget a name it cached (it now leads to another file). */
   dropKernelEntry?: (parent: number, name: string) => void;
   /** The last name of a file held here goes: true when its bytes were kept for readers elsewhere. */

@@ -156,6 +156,22 @@ export function createFileOps(ctx: VfsContext): FileOps {
   const gone = (e: unknown) => e instanceof FsError && e.errno === E.ENOENT;
 
   /**
+   * The kernel keeps one page cache per inode. Once a handle here reads one version, no other may
+   * still bring another version's bytes into it (a copy of another node's file; or this node's own
+   * file, when the new handle reads a copy), or the new handle would read them from the cache. Their
+   * reads of what the kernel does not hold fail from now on: the file changed since they opened it.
+   */
+  function supersede(fresh: Handle, version: number): void {
+    for (const [h, fh] of ctx.open.inode(fresh.ino)?.handles ?? []) {
+      if (h === fresh || !h.reads || h.superseded || h.reads.version === version) continue;
+      if (!h.reads.copy && !fresh.reads?.copy) continue;
+      h.superseded = true;
+      // Its fd stays open to its release: a read of it may be under way in the shim.
+      o.detachHandle?.(fh);
+    }
+  }
+
+  /**
    * Publish what was written through h. ENOENT: its last name went on another node meanwhile (an
    * unlink, a rename or create over it), and a close of an unlinked file succeeds, its bytes going
    * with it. Not so when its create never reached the store: that refusal is the close's error. And
@@ -217,8 +233,9 @@ export function createFileOps(ctx: VfsContext): FileOps {
         }
         fd = here ?? (await openLocal(path, flags));
       }
-      const h: Handle = { ino, fd, writable, dirty: false, ...(ranges ? { ranges } : {}), ...(writable ? {} : { reads: { version: r.version, size: r.size } }) };
+      const h: Handle = { ino, fd, writable, dirty: false, ...(ranges ? { ranges } : {}), ...(writable ? {} : { reads: { version: r.version, size: r.size, copy: got !== undefined } }) };
       const fh = ctx.open.add(h, r);
+      supersede(h, r.version);
       // Close-to-open: the kernel may still hold the size of another version (its attribute cache,
       // or a reply computed before this open), and would cut reads of these bytes short at it, or
       // fill them out with zeros. After the handle is added: the kernel view answers for it from now on.
@@ -237,7 +254,8 @@ export function createFileOps(ctx: VfsContext): FileOps {
       }
       // Pages cached by the kernel stay valid while the version is the one they were read at.
       const keepCache = kernel.opened(ino, r.version);
-      return { fh, ...(fd >= 0 ? { fd } : {}), ...(ranges ? { follow: (listen) => ranges.follow(listen) } : {}), keepCache } satisfies OpenReply;
+      const follow = (listen: Parameters<RangeReader["follow"]>[0]) => ranges?.follow((...a) => void (h.superseded || listen(...a)));
+      return { fh, ...(fd >= 0 ? { fd } : {}), ...(ranges ? { follow } : {}), keepCache } satisfies OpenReply;
     },
 
     async create(c, parent, name, mode, flags) {
@@ -251,8 +269,9 @@ export function createFileOps(ctx: VfsContext): FileOps {
       return { attr: kernel.told(parent, name, r), open: { fh, fd, keepCache: false, unpublished: ctx.policy.unsettled(r.ino) } };
     },
 
-    async read(_c, _ino, fh, offset, size) {
+    async read(_c, ino, fh, offset, size) {
       const h = ctx.open.get(fh);
+      if (h.superseded) throw new FsError(E.EIO, `inode ${ino} changed on another node since this handle opened it: open it again`);
       if (h.ranges) {
         const d = await h.ranges.read(offset, size);
         o.onIo?.("read", d.length);

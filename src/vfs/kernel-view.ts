@@ -98,7 +98,7 @@ export function createKernelView(o: { open: OpenFiles; dropKernelEntry?: (parent
     if (kernelPerms.size >= KEPT_MAX) kernelPerms.clear();
     kernelPerms.set(r.ino, permsOf(r));
     if (open) {
-      for (const h of open.handles) {
+      for (const h of open.handles.keys()) {
         if (!h.writable) continue;
         const st = fs.fstatSync(h.fd, { bigint: true });
         a.size = Number(st.size);
@@ -110,7 +110,7 @@ export function createKernelView(o: { open: OpenFiles; dropKernelEntry?: (parent
       // Read here at an older version while a newer one was published: the kernel's size stays that
       // of the bytes the last open reads, or a read under way would end at the new size, cut short.
       let last: Handle["reads"];
-      for (const h of open.handles) last = h.reads ?? last;
+      for (const h of open.handles.keys()) last = h.reads ?? last;
       if (last && last.version !== r.version) {
         a.size = last.size;
         kernelVersion.set(r.ino, last.version);

@@ -10,8 +10,13 @@ export interface Handle {
   writable: boolean;
   /** Written through JS (the shim reports its own writes at flush). */
   dirty: boolean;
-  /** Read-only: the version whose bytes it reads, and that version's size. */
-  reads?: { version: number; size: number };
+  /**
+   * Read-only: the version whose bytes it reads, that version's size, and whether they are a copy of
+   * another node's file (cached, arriving, or read in ranges from it) rather than this node's own.
+   */
+  reads?: { version: number; size: number; copy: boolean };
+  /** Another version was opened here since: its reads fail (see FileOps.open). */
+  superseded?: boolean;
 }
 
 export interface DirHandle {
@@ -25,7 +30,8 @@ export interface DirHandle {
 
 /** An inode open on this node: its handles, and its record (this node is where it changes). */
 export interface OpenInode {
-  handles: Set<Handle>;
+  /** Each handle, and its number. */
+  handles: Map<Handle, number>;
   rec: Inode;
 }
 
@@ -82,7 +88,7 @@ export function createOpenFiles(): OpenFiles {
     writeBegun.set(ino, ++writeStamp);
   }
   function hasWriter(ino: number, except?: Handle): boolean {
-    for (const h of byIno.get(ino)?.handles ?? []) if (h !== except && h.writable) return true;
+    for (const h of byIno.get(ino)?.handles.keys() ?? []) if (h !== except && h.writable) return true;
     return false;
   }
 
@@ -95,8 +101,8 @@ export function createOpenFiles(): OpenFiles {
       if (h.writable) beginWrite(h.ino);
       handles.set(fh, h);
       let o = byIno.get(h.ino);
-      if (!o) byIno.set(h.ino, (o = { handles: new Set(), rec }));
-      o.handles.add(h);
+      if (!o) byIno.set(h.ino, (o = { handles: new Map(), rec }));
+      o.handles.set(h, fh);
       return fh;
     },
     get(fh) {
