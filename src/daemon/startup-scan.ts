@@ -1,5 +1,5 @@
 import type * as fs from "node:fs";
-import { closeSync, constants, type BigIntStats } from "node:fs";
+import { closeSync, constants, fstatSync, type BigIntStats } from "node:fs";
 import type { LocalDir, EntryType } from "../local/local-dir.ts";
 import { fileIdentity, type Holders, type Inode, type MetadataStore } from "../meta/store.ts";
 import type { Logger } from "../util/log.ts";
@@ -18,12 +18,8 @@ export interface ScanResult {
   setAside: number;
 }
 
-/**
- * Mark a kept file with its inode's identity (see LocalDir.markIdentity). keep: a mark already there
- * stays (a held file); otherwise it is replaced (a file published as a new inode: the old mark names
- * an inode the namespace no longer has).
- */
-function markFile(root: LocalDir, p: string, id: string, keep = false): void {
+/** Mark a file just published with its new inode's identity (see LocalDir.markIdentity), over any old mark. */
+function markFile(root: LocalDir, p: string, id: string): void {
   let fd: number;
   try {
     fd = root.openFile(p, constants.O_RDONLY);
@@ -31,7 +27,27 @@ function markFile(root: LocalDir, p: string, id: string, keep = false): void {
     return;
   }
   try {
-    if (!keep || root.readIdentity(fd) === undefined) root.markIdentity(fd, id);
+    root.markIdentity(fd, id);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * A known file's stat, with one open; id: its identity mark, made if it has none (a file held here).
+ * Not a regular file, or gone: what stat says, and nothing marked.
+ */
+function inspect(root: LocalDir, p: string, id: string | undefined): BigIntStats | undefined {
+  let fd: number;
+  try {
+    fd = root.openFile(p, constants.O_RDONLY);
+  } catch {
+    return root.stat(p);
+  }
+  try {
+    const st = fstatSync(fd, { bigint: true });
+    if (id !== undefined && root.readIdentity(fd) === undefined) root.markIdentity(fd, id);
+    return st;
   } finally {
     closeSync(fd);
   }
@@ -88,8 +104,8 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
       const batch = todo.slice(i, i + BATCH);
       const known = batch.filter((d) => d.type === "file" && existing.get(d.name)?.type === 0o10);
       const inos = known.map((d) => existing.get(d.name)!.ino);
-      const [records, holders] = await Promise.all([store.getMany(inos), Promise.all(inos.map((i) => store.holders(i)))]);
-      const recs = new Map(known.map((d, k) => [d.name, { rec: records[k], holders: holders[k]! }]));
+      const found = await store.recordsAndHolders(inos);
+      const recs = new Map(known.map((d, k) => [d.name, found[k]]));
       await Promise.all(batch.map(async (d) => {
         const rel = `${path}/${d.name}`;
         const have = existing.get(d.name);
@@ -97,15 +113,15 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
           res.known++;
           if (d.type === "dir" && have.type === 0o04) queue.push({ ino: have.ino, path: rel });
           const known = recs.get(d.name);
-          const st = known?.rec && root.stat(rel);
-          if (!known?.rec || !st) return;
-          const rec = known.rec;
-          if (mustRepublish(rec, known.holders, st, nodeId)) {
+          if (!known) return;
+          const { r: rec, holders } = known;
+          const st = inspect(root, rel, holders.data.has(nodeId) ? fileIdentity(rec.ino, rec.gen) : undefined);
+          if (!st) return;
+          if (mustRepublish(rec, holders, st, nodeId)) {
             log.warn({ path: rel, ino: rec.ino, version: rec.version, size: rec.size, localSize: Number(st.size) }, "the local file is not the version its record says (a write cut short by a crash, or a record written behind and lost): published as a new version");
             await store.setData(rec.ino, Number(st.size), st.mtimeNs, st.ctimeNs, nodeId, rel);
             res.repaired++;
           }
-          if (known.holders.data.has(nodeId)) markFile(root, rel, fileIdentity(rec.ino, rec.gen), true);
           return;
         }
         const id = d.type === "file" ? root.identityOf(rel) : undefined;

@@ -503,6 +503,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
     },
     holders: async (ino) => holdersOf(ino),
     recordAndHolders: async (ino) => ({ r: get(ino), holders: holdersOf(ino) }),
+    recordsAndHolders: async (inos) => inos.map((ino) => (s.i.get(ino)?.get("m") === undefined ? undefined : { r: get(ino), holders: holdersOf(ino) })),
     async heldBy(node, copies) {
       return copies.map((c) => s.loc.get(c.ino)?.get(node) === String(c.version));
     },

@@ -280,6 +280,8 @@ export interface Placement {
   holders(ino: number): Promise<Holders>;
   /** ino's record and its holders as of one moment, in one round trip (what an open reads: close-to-open). */
   recordAndHolders(ino: number): Promise<{ r: Inode; holders: Holders }>;
+  /** recordAndHolders of each of inos in one round trip; undefined where there is no record. */
+  recordsAndHolders(inos: number[]): Promise<({ r: Inode; holders: Holders } | undefined)[]>;
   /** For each copy, whether node holds that version of it in its root path. */
   heldBy(node: string, copies: { ino: number; version: number }[]): Promise<boolean[]>;
   /** List node's cached copies (those of a version no longer current are not); returns how many were. */

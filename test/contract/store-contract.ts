@@ -573,6 +573,14 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         expect(await st.recordAndHolders(empty.ino)).toEqual({ r: await st.get(empty.ino), holders: { data: new Map(), cached: new Map() } });
         expect(await outcome(st.recordAndHolders(999_999))).toBe("ENOENT");
       });
+
+      it("recordsAndHolders: recordAndHolders of each, in order, undefined where there is no record", async () => {
+        const f = await file(ROOT, "f", { holder: "node-b", version: 5 });
+        await st.addCachedCopies("node-c", 77, [{ ino: f.ino, version: 5 }]);
+        const g = await file(ROOT, "g");
+        expect(await st.recordsAndHolders([g.ino, 999_999, f.ino])).toEqual([await st.recordAndHolders(g.ino), undefined, await st.recordAndHolders(f.ino)]);
+        expect(await st.recordsAndHolders([])).toEqual([]);
+      });
     });
 
     describe("todo lists", () => {

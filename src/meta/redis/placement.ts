@@ -2,7 +2,7 @@
 import type { RedisClient } from "../redis-connect.ts";
 import type { Placement } from "../store.ts";
 import type { Keys } from "./keys.ts";
-import { pairs, parseHolders, parseScriptRecord } from "./record-codec.ts";
+import { pairs, parseHolders, parseRecord, parseScriptRecord } from "./record-codec.ts";
 import type { RunScript } from "./scripts.ts";
 
 export function createPlacement(client: RedisClient, keys: Keys, run: RunScript): Placement {
@@ -24,6 +24,14 @@ export function createPlacement(client: RedisClient, keys: Keys, run: RunScript)
     async recordAndHolders(ino) {
       const [rec, loc, cc] = (await run("opening", [ino])) as [string[], string[], string[]];
       return { r: parseScriptRecord(rec), holders: parseHolders(pairs(loc), pairs(cc)) };
+    },
+    async recordsAndHolders(inos) {
+      if (!inos.length) return [];
+      const all = (await run("holdings", inos)) as [string[], string[], string[]][];
+      return all.map(([rec, loc, cc]) => {
+        const f = pairs(rec, 1);
+        return f.m === undefined ? undefined : { r: parseRecord(Number(rec[0]), f), holders: parseHolders(pairs(loc), pairs(cc)) };
+      });
     },
     async heldBy(node, copies) {
       if (!copies.length) return [];

@@ -17,6 +17,7 @@ import fsckdropentry from "./fsckdropentry.lua" with { type: "text" };
 import fsckdropholder from "./fsckdropholder.lua" with { type: "text" };
 import fsckorphan from "./fsckorphan.lua" with { type: "text" };
 import heldby from "./heldby.lua" with { type: "text" };
+import holdings from "./holdings.lua" with { type: "text" };
 import link from "./link.lua" with { type: "text" };
 import lookup from "./lookup.lua" with { type: "text" };
 import opening from "./opening.lua" with { type: "text" };
@@ -29,7 +30,7 @@ import setdata from "./setdata.lua" with { type: "text" };
 import setxattr from "./setxattr.lua" with { type: "text" };
 import takelease from "./takelease.lua" with { type: "text" };
 
-const SCRIPTS = { addcached, addholder, create, dropcached, droplease, fsckdropentry, fsckdropholder, fsckorphan, heldby, link, lookup, opening, purge, raisecounter, remove, rename, setattrs, setdata, setxattr, takelease } as const;
+const SCRIPTS = { addcached, addholder, create, dropcached, droplease, fsckdropentry, fsckdropholder, fsckorphan, heldby, holdings, link, lookup, opening, purge, raisecounter, remove, rename, setattrs, setdata, setxattr, takelease } as const;
 
 export type ScriptName = keyof typeof SCRIPTS;
 export type ScriptArg = string | number | bigint | Buffer;
@@ -37,7 +38,7 @@ export type ScriptArg = string | number | bigint | Buffer;
 export type RunScript = (name: ScriptName, args: ScriptArg[]) => Promise<unknown>;
 
 /** Scripts that change nothing: never waited for. */
-const READ_ONLY = new Set<ScriptName>(["lookup", "heldby", "opening"]);
+const READ_ONLY = new Set<ScriptName>(["lookup", "heldby", "holdings", "opening"]);
 
 /** WAIT after each change: it is then on this many replicas (or the caller hears EIO). */
 export interface ReplicaAck {
