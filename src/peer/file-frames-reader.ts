@@ -129,7 +129,7 @@ export interface FileFramesOptions {
 /**
  * The chunks of a ReadFile call read straight off its HTTP/2 stream: Connect's reader copied every
  * message into a zeroed buffer of its own and passed it through several async steps; here a chunk is
- * a view of the bytes as they came (copied only when a message spans pieces). Failures are
+ * the pieces of the stream its bytes came in, never copied. Failures are
  * ConnectErrors (the errno in the trailers' metadata), as from Connect.
  */
 export async function* readFileFrames(session: Http2SessionManager, r: ReadRequest, o: FileFramesOptions): AsyncGenerator<ChunkIn> {
