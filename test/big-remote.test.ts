@@ -144,6 +144,48 @@ describe.skipIf(!!skip)("big files across nodes", () => {
     }
   });
 
+  test("a handle reading a copy while a writer on the same node changes the file never hides or undoes the writer's bytes", async () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    for (const [name, size] of [["rmw-small.bin", (1 << 20) + 17], ["rmw-big.bin", 10 * PART + 5]] as const) {
+      const v1 = randomBytes(size);
+      fs.writeFileSync(join(a.mnt, name), v1);
+      const want = Buffer.from(v1);
+      const at = 600_000;
+      const page = at - (at % 4096);
+      const reader = fs.openSync(join(b.mnt, name), "r");
+      const head = Buffer.alloc(4096);
+      fs.readSync(reader, head, 0, head.length, 0);
+      const w = fs.openSync(join(b.mnt, name), "r+");
+      try {
+        // Less than a page: the kernel's page is not whole after it, and the next read of it asks.
+        fs.writeSync(w, Buffer.alloc(100, 0xee), 0, 100, at);
+        want.fill(0xee, at, at + 100);
+        // The reader asks for that page first: from its copy it would bring the old bytes.
+        const seen = Buffer.alloc(4096);
+        let code: string | undefined;
+        try {
+          fs.readSync(reader, seen, 0, 4096, page);
+        } catch (e) {
+          code = (e as NodeJS.ErrnoException).code;
+        }
+        if (code === undefined) expect(seen.equals(want.subarray(page, page + 4096))).toBe(true);
+        else expect(code).toBe("EIO");
+        // Read, change and write back the page through the writer.
+        const mine = Buffer.alloc(4096);
+        expect(fs.readSync(w, mine, 0, 4096, page)).toBe(4096);
+        expect(mine.equals(want.subarray(page, page + 4096))).toBe(true);
+        mine[0]! ^= 1;
+        want[page]! ^= 1;
+        fs.writeSync(w, mine, 0, 4096, page);
+      } finally {
+        fs.closeSync(w);
+        fs.closeSync(reader);
+      }
+      expect(readAll(join(b.mnt, name)).data.equals(want)).toBe(true);
+      expect(readAll(join(a.mnt, name)).data.equals(want)).toBe(true);
+    }
+  });
+
   test("ReadFile framed by the holder itself decodes in another gRPC client (grpc-js), ranged and whole", async () => {
     const [a] = n as [TestDaemon];
     const data = randomBytes(3 * 131072 + 999);

@@ -156,15 +156,19 @@ export function createFileOps(ctx: VfsContext): FileOps {
   const gone = (e: unknown) => e instanceof FsError && e.errno === E.ENOENT;
 
   /**
-   * The kernel keeps one page cache per inode. Once a handle here reads one version, no other may
-   * still bring another version's bytes into it (a copy of another node's file; or this node's own
-   * file, when the new handle reads a copy), or the new handle would read them from the cache. Their
-   * reads of what the kernel does not hold fail from now on: the file changed since they opened it.
+   * The kernel keeps one page cache per inode: no handle may bring other bytes into it than those
+   * the newest open here reads, or that one reads them from the cache. So once a handle opens another
+   * version (a copy of another node's file; or this node's own file, when the new handle reads a
+   * copy), or a writer opens this node's file (which then changes in place, and a copy of it does
+   * not), the handles reading a copy of anything else fail their reads of what the kernel does not
+   * hold: the file changed since they opened it.
    */
   function supersede(fresh: Handle, version: number): void {
+    const writing = ctx.open.hasWriter(fresh.ino);
     for (const [h, fh] of ctx.open.inode(fresh.ino)?.handles ?? []) {
-      if (h === fresh || !h.reads || h.superseded || h.reads.version === version) continue;
-      if (!h.reads.copy && !fresh.reads?.copy) continue;
+      if (!h.reads || h.superseded) continue;
+      const other = h !== fresh && h.reads.version !== version && (h.reads.copy || !!fresh.reads?.copy);
+      if (!other && !(h.reads.copy && writing)) continue;
       h.superseded = true;
       // Its fd stays open to its release: a read of it may be under way in the shim.
       o.detachHandle?.(fh);
