@@ -275,7 +275,7 @@ export function createFileOps(ctx: VfsContext): FileOps {
 
     async read(_c, ino, fh, offset, size) {
       const h = ctx.open.get(fh);
-      if (h.superseded) throw new FsError(E.EIO, `inode ${ino} changed on another node since this handle opened it: open it again`);
+      if (h.superseded) throw new FsError(E.EIO, `inode ${ino} changed since this handle opened it (a newer version, or a writer on this node): open it again`);
       if (h.ranges) {
         const d = await h.ranges.read(offset, size);
         o.onIo?.("read", d.length);
