@@ -144,7 +144,7 @@ describe.skipIf(!!skip)("big files across nodes", () => {
     }
   });
 
-  test("a handle reading a copy while a writer on the same node changes the file never hides or undoes the writer's bytes", async () => {
+  test("a handle reading a copy while a writer on the same node changes the file never hides or undoes the writer's bytes; one opened meanwhile reads them", async () => {
     const [a, b] = n as [TestDaemon, TestDaemon];
     for (const [name, size] of [["rmw-small.bin", (1 << 20) + 17], ["rmw-big.bin", 10 * PART + 5]] as const) {
       const v1 = randomBytes(size);
@@ -177,6 +177,15 @@ describe.skipIf(!!skip)("big files across nodes", () => {
         mine[0]! ^= 1;
         want[page]! ^= 1;
         fs.writeSync(w, mine, 0, 4096, page);
+        // Opened while the writer is: it reads this node's file, the writer's bytes (no EIO).
+        const later = fs.openSync(join(b.mnt, name), "r");
+        try {
+          const now = Buffer.alloc(8192);
+          expect(fs.readSync(later, now, 0, now.length, page)).toBe(now.length);
+          expect(now.equals(want.subarray(page, page + now.length))).toBe(true);
+        } finally {
+          fs.closeSync(later);
+        }
       } finally {
         fs.closeSync(w);
         fs.closeSync(reader);

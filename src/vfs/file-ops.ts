@@ -215,6 +215,8 @@ export function createFileOps(ctx: VfsContext): FileOps {
         throw e;
       }
       const path = await paths.pathOf(ino);
+      // A writer here writes this node's own file, not yet published: a reader here reads it too.
+      if (!f.here && remote && !writable && ctx.open.hasWriter(ino)) f = { ...f, here: true };
       let here: number | undefined;
       if (f.here && remote && f.r.size > 0) {
         // Listed as holding it, yet the file is not here (a queued change not applied yet, or Redis
@@ -259,7 +261,8 @@ export function createFileOps(ctx: VfsContext): FileOps {
       // Pages cached by the kernel stay valid while the version is the one they were read at.
       const keepCache = kernel.opened(ino, r.version);
       const follow = (listen: Parameters<RangeReader["follow"]>[0]) => ranges?.follow((...a) => void (h.superseded || listen(...a)));
-      return { fh, ...(fd >= 0 ? { fd } : {}), ...(ranges ? { follow } : {}), keepCache } satisfies OpenReply;
+      // Superseded at once: no fd for the shim to serve it from.
+      return { fh, ...(fd >= 0 && !h.superseded ? { fd } : {}), ...(ranges ? { follow } : {}), keepCache } satisfies OpenReply;
     },
 
     async create(c, parent, name, mode, flags) {
