@@ -2,7 +2,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { spawn, spawnSync } from "bun";
-import { errCode, fuseUnavailable, MCFS, tempDir, waitFor } from "./helpers/env.ts";
+import { errCode, freePort, fuseUnavailable, MCFS, tempDir, waitFor } from "./helpers/env.ts";
 import { startRedis, type TestRedis } from "./helpers/redis.ts";
 import { forceUnmount, isMounted, startDaemon, type TestDaemon } from "./helpers/daemon.ts";
 import { getxattr, setxattr } from "./helpers/libc.ts";
@@ -147,6 +147,62 @@ describe.skipIf(!!skip)("daemon life cycle", () => {
     expect(fs.readdirSync(join(a.mnt, "x/y")).length).toBe(50);
     expect(fs.readFileSync(join(a.mnt, "x/y/f7"), "utf8")).toBe("data 7");
     expect(fs.readFileSync(join(a.mnt, "ln"), "utf8")).toBe("data 1");
+  });
+
+  test("killed during its start-up scan, a node starts again and publishes what changed in its root while it was away; a file swapped for a symlink or a FIFO there is not followed", async () => {
+    const base = temp("scankill");
+    const r = await redis();
+    const a = await daemon({ base, name: "k", redisUrl: r.url });
+    const N = 10_000;
+    fs.mkdirSync(join(a.mnt, "many"));
+    for (let i = 0; i < N; i++) fs.writeFileSync(join(a.mnt, "many", `f${i}`), `file ${i}`);
+    for (const [name, data] of [["same", "aaaa"], ["grown", "short"], ["to-link", "kept"], ["to-fifo", "kept"]]) fs.writeFileSync(join(a.mnt, name!), data!);
+    await a.stop();
+    // While the node is away, its root's files change under it.
+    fs.writeFileSync(join(a.root, "same"), "bbbb");
+    const later = new Date(Date.now() + 60_000);
+    fs.utimesSync(join(a.root, "same"), later, later);
+    fs.appendFileSync(join(a.root, "grown"), " and then longer");
+    fs.rmSync(join(a.root, "to-link"));
+    fs.symlinkSync("/etc/passwd", join(a.root, "to-link"));
+    fs.rmSync(join(a.root, "to-fifo"));
+    expect(spawnSync(["mkfifo", join(a.root, "to-fifo")]).exitCode).toBe(0);
+    // Started again, and killed while its scan has one of the root's files open.
+    const log = join(base, "killed.log");
+    fs.writeFileSync(log, "");
+    const p = spawn([MCFS, "daemon", "-f", a.mnt, "-r", a.root, "-p", String(await freePort()), "-i", "127.0.0.1", "-u", r.url, "--cluster-secret-file", join(base, "cluster-secret")], {
+      stdout: Bun.file(log), stderr: Bun.file(log), env: { ...process.env, MULTICLOUD_FS_DISK_CACHE: join(base, "k-cache") },
+    });
+    cleanups.push(async () => {
+      if (p.exitCode === null) p.kill("SIGKILL");
+      await p.exited;
+      forceUnmount(a.mnt);
+    });
+    const scanning = () => fs.readdirSync(`/proc/${p.pid}/fd`).some((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/${p.pid}/fd/${fd}`).startsWith(join(a.root, "many") + "/");
+      } catch {
+        return false;
+      }
+    });
+    await waitFor("the start-up scan to have a file of many/ open", () => {
+      if (p.exitCode !== null || isMounted(a.mnt)) throw new Error(`the daemon got past its scan before it was caught in it:\n${fs.readFileSync(log, "utf8")}`);
+      return scanning();
+    });
+    p.kill("SIGKILL");
+    await p.exited;
+    forceUnmount(a.mnt);
+    const b = await daemon({ base, name: "k", redisUrl: r.url });
+    expect(fs.readdirSync(join(b.mnt, "many")).length).toBe(N);
+    for (const i of [0, 4321, N - 1]) expect(fs.readFileSync(join(b.mnt, "many", `f${i}`), "utf8")).toBe(`file ${i}`);
+    // Another node reads what the restarted one published again.
+    const c = await daemon({ base, name: "k2", redisUrl: r.url });
+    for (const d of [b, c]) {
+      expect(fs.readFileSync(join(d.mnt, "same"), "utf8")).toBe("bbbb");
+      expect(fs.readFileSync(join(d.mnt, "grown"), "utf8")).toBe("short and then longer");
+      expect(errCode(() => fs.readFileSync(join(d.mnt, "to-link")))).toBe("EIO");
+      expect(errCode(() => fs.readFileSync(join(d.mnt, "to-fifo")))).toBe("EIO");
+    }
   });
 
   test("a second daemon on the same root is refused", async () => {
