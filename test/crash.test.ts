@@ -8,6 +8,18 @@ import { useCluster } from "./helpers/node.ts";
 
 const skip = fuseUnavailable();
 
+/** What a process wrote to stdout, read until it includes marker; failing with ended() if the output ends first. */
+async function readUntil(reader: { read(): Promise<{ done: boolean; value?: Uint8Array }> }, marker: string, ended: () => string | Promise<string>): Promise<string> {
+  const dec = new TextDecoder();
+  let text = "";
+  while (!text.includes(marker)) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(await ended());
+    text += dec.decode(value);
+  }
+  return text;
+}
+
 /** A process that opens f with flags, writes data at 0 and keeps it open (no close) until killed. */
 function writeAndHold(f: string, flags: "trunc" | "inplace", fill: number, size: number) {
   const script = `
@@ -22,12 +34,7 @@ function writeAndHold(f: string, flags: "trunc" | "inplace", fill: number, size:
   return {
     proc: p,
     async written() {
-      let text = "";
-      while (!text.includes("written")) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error(`writer ended: ${await new Response(p.stderr).text()}`);
-        text += new TextDecoder().decode(value);
-      }
+      await readUntil(reader, "written", async () => `writer ended: ${await new Response(p.stderr).text()}`);
     },
   };
 }
@@ -80,24 +87,13 @@ describe.skipIf(!!skip)("a node killed among its new files", () => {
       console.log("holding");
       setInterval(() => {}, 1000);`;
     const w = spawn([process.execPath, "-e", script, join(a.mnt, "new")], { stdout: "pipe", stderr: "inherit" });
-    const reader = w.stdout.getReader();
-    let text = "";
-    while (!text.includes("holding")) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error("writer ended early");
-      text += new TextDecoder().decode(value);
-    }
+    await readUntil(w.stdout.getReader(), "holding", () => "writer ended early");
     // And creates under way when A dies: its backing files are made on A's file threads.
     const busy = `const fs = require("node:fs"); const [dir] = process.argv.slice(-1);
       for (let i = 0; ; i++) { fs.writeFileSync(dir + "/k" + i, Buffer.alloc(3000, i & 255)); console.log("closed k" + i); }`;
     const k = spawn([process.execPath, "-e", busy, join(a.mnt, "new")], { stdout: "pipe", stderr: "ignore" });
     const kReader = k.stdout.getReader();
-    let kText = "";
-    while (!kText.includes("closed k20\n")) {
-      const { value, done } = await kReader.read();
-      if (done) throw new Error("busy writer ended early");
-      kText += new TextDecoder().decode(value);
-    }
+    let kText = await readUntil(kReader, "closed k20\n", () => "busy writer ended early");
     await a.kill();
     for (const p of [w, k]) p.kill("SIGKILL");
     await Promise.all([w.exited, k.exited]);
