@@ -36,6 +36,20 @@ function plantTree(prefix: string): { base: string; top: string; outside: string
   return { base, top, outside };
 }
 
+/** A planted tree and a LocalDir on its top for the tests of one describe block, removed after them. */
+function usePlantedDir(prefix: string): { base: string; top: string; outside: string; dir: LocalDir } {
+  const t = {} as { base: string; top: string; outside: string; dir: LocalDir };
+  beforeAll(() => {
+    Object.assign(t, plantTree(prefix));
+    t.dir = openLocalDir(t.top);
+  });
+  afterAll(() => {
+    t.dir.close();
+    fs.rmSync(t.base, { recursive: true, force: true });
+  });
+  return t;
+}
+
 /** Nothing outside a planted tree was changed. */
 function outsideUntouched(outside: string): void {
   expect(fs.readdirSync(outside)).toEqual(["secret"]);
@@ -47,15 +61,7 @@ function outsideUntouched(outside: string): void {
  * no trusted.* attributes): the same as the root-only test/local-dir.test.ts checks, minus those.
  */
 describe("local dir confinement (no root needed)", () => {
-  let base: string, top: string, outside: string, dir: LocalDir;
-  beforeAll(() => {
-    ({ base, top, outside } = plantTree("mcfs-unit-localdir-"));
-    dir = openLocalDir(top);
-  });
-  afterAll(() => {
-    dir.close();
-    fs.rmSync(base, { recursive: true, force: true });
-  });
+  const t = usePlantedDir("mcfs-unit-localdir-");
 
   test("relOf refuses unclean paths and maps the top to '.'", () => {
     expect(relOf("")).toBe(".");
@@ -65,85 +71,85 @@ describe("local dir confinement (no root needed)", () => {
   });
 
   test.each([
-    ["open through a symlinked directory", () => dir.open("/out/secret", O_RDONLY)],
-    ["create through a symlinked directory", () => dir.open("/out/new", O_WRONLY | O_CREAT, 0o644)],
-    ["open a symlink", () => dir.open("/secretlink", O_RDONLY)],
-    ["openFile a symlink", () => dir.openFile("/secretlink", O_RDONLY)],
-    ["truncate through a symlink", () => dir.truncate("/secretlink", 0)],
-    ["chmod through a symlinked directory", () => dir.chmod("/out/secret", 0o777)],
-    ["utimes through a symlinked directory", () => dir.utimes("/out/secret", 1n, 1n)],
-    ["mkdir through a symlinked directory", () => dir.mkdir("/out/x", 0o755)],
-    ["unlink through a symlinked directory", () => dir.unlink("/out/secret")],
-    ["symlink through a symlinked directory", () => dir.symlink("x", "/out/x")],
-    ["rename out through a symlinked directory", () => dir.rename("/d/f", "/out/f")],
-    ["rename in through a symlinked directory", () => dir.rename("/out/secret", "/d/got")],
-    ["link through a symlinked directory", () => dir.link("/out/secret", "/d/got")],
-    ["list a symlinked directory", () => dir.list("/out")],
-    ["list through a symlink to ..", () => dir.list("/up/outside")],
-    ["readlink through a symlinked directory", () => dir.readlink("/out/secret")],
-    ["climb with ..", () => dir.open("/d/../../outside/secret", O_RDONLY)],
-    ["remove .. ", () => dir.remove("/..")],
+    ["open through a symlinked directory", () => t.dir.open("/out/secret", O_RDONLY)],
+    ["create through a symlinked directory", () => t.dir.open("/out/new", O_WRONLY | O_CREAT, 0o644)],
+    ["open a symlink", () => t.dir.open("/secretlink", O_RDONLY)],
+    ["openFile a symlink", () => t.dir.openFile("/secretlink", O_RDONLY)],
+    ["truncate through a symlink", () => t.dir.truncate("/secretlink", 0)],
+    ["chmod through a symlinked directory", () => t.dir.chmod("/out/secret", 0o777)],
+    ["utimes through a symlinked directory", () => t.dir.utimes("/out/secret", 1n, 1n)],
+    ["mkdir through a symlinked directory", () => t.dir.mkdir("/out/x", 0o755)],
+    ["unlink through a symlinked directory", () => t.dir.unlink("/out/secret")],
+    ["symlink through a symlinked directory", () => t.dir.symlink("x", "/out/x")],
+    ["rename out through a symlinked directory", () => t.dir.rename("/d/f", "/out/f")],
+    ["rename in through a symlinked directory", () => t.dir.rename("/out/secret", "/d/got")],
+    ["link through a symlinked directory", () => t.dir.link("/out/secret", "/d/got")],
+    ["list a symlinked directory", () => t.dir.list("/out")],
+    ["list through a symlink to ..", () => t.dir.list("/up/outside")],
+    ["readlink through a symlinked directory", () => t.dir.readlink("/out/secret")],
+    ["climb with ..", () => t.dir.open("/d/../../outside/secret", O_RDONLY)],
+    ["remove .. ", () => t.dir.remove("/..")],
   ])("%s is refused", (_what, fn) => {
     expect(errnoOf(fn)).not.toBe(0);
-    outsideUntouched(outside);
+    outsideUntouched(t.outside);
   });
 
   test("stat and typeOf see nothing through a symlink, and the symlink itself as a link", () => {
-    expect(dir.stat("/out/secret")).toBeUndefined();
-    expect(dir.typeOf("/out/secret")).toBeUndefined();
-    expect(dir.typeOf("/out")).toBe("link");
-    expect(dir.typeOf("/d")).toBe("dir");
-    expect(dir.typeOf("/d/f")).toBe("file");
+    expect(t.dir.stat("/out/secret")).toBeUndefined();
+    expect(t.dir.typeOf("/out/secret")).toBeUndefined();
+    expect(t.dir.typeOf("/out")).toBe("link");
+    expect(t.dir.typeOf("/d")).toBe("dir");
+    expect(t.dir.typeOf("/d/f")).toBe("file");
   });
 
   test("remove of a symlinked directory removes the link, not what it points to", () => {
-    fs.symlinkSync(outside, join(top, "out2"));
-    dir.remove("/out2");
-    expect(fs.existsSync(join(top, "out2"))).toBe(false);
-    outsideUntouched(outside);
+    fs.symlinkSync(t.outside, join(t.top, "out2"));
+    t.dir.remove("/out2");
+    expect(fs.existsSync(join(t.top, "out2"))).toBe(false);
+    outsideUntouched(t.outside);
   });
 
   test("ensureDir replaces a symlink in the way instead of following it", () => {
-    fs.symlinkSync(outside, join(top, "way"));
-    dir.ensureDir("/way/sub");
-    expect(fs.lstatSync(join(top, "way")).isDirectory()).toBe(true);
-    expect(fs.statSync(join(top, "way", "sub")).isDirectory()).toBe(true);
-    outsideUntouched(outside);
+    fs.symlinkSync(t.outside, join(t.top, "way"));
+    t.dir.ensureDir("/way/sub");
+    expect(fs.lstatSync(join(t.top, "way")).isDirectory()).toBe(true);
+    expect(fs.statSync(join(t.top, "way", "sub")).isDirectory()).toBe(true);
+    outsideUntouched(t.outside);
   });
 
   test("openFile refuses what is not a regular file (EIO)", () => {
-    expect(errnoOf(() => dir.openFile("/d", O_RDONLY))).toBe(E.EIO);
+    expect(errnoOf(() => t.dir.openFile("/d", O_RDONLY))).toBe(E.EIO);
   });
 
   test("a symlink is stored as data and read back as it was", () => {
-    dir.symlink("../../../etc/passwd", "/d/l");
-    expect(dir.readlink("/d/l")).toBe("../../../etc/passwd");
-    expect(errnoOf(() => dir.open("/d/l", O_RDONLY))).toBe(E.ELOOP);
+    t.dir.symlink("../../../etc/passwd", "/d/l");
+    expect(t.dir.readlink("/d/l")).toBe("../../../etc/passwd");
+    expect(errnoOf(() => t.dir.open("/d/l", O_RDONLY))).toBe(E.ELOOP);
   });
 
   test("paths longer than PATH_MAX work beneath the top, and stay confined", () => {
     const part = "p".repeat(200);
     const deep = "/" + Array.from({ length: 25 }, () => part).join("/");
     expect(deep.length).toBeGreaterThan(4096);
-    dir.ensureDir(deep);
-    const fd = dir.open(`${deep}/f`, O_WRONLY | O_CREAT | O_EXCL, 0o600);
+    t.dir.ensureDir(deep);
+    const fd = t.dir.open(`${deep}/f`, O_WRONLY | O_CREAT | O_EXCL, 0o600);
     fs.writeSync(fd, "deep");
     fs.closeSync(fd);
-    expect(dir.stat(`${deep}/f`)?.size).toBe(4n);
-    expect(dir.list(deep)).toEqual([{ name: "f", type: "file" }]);
+    expect(t.dir.stat(`${deep}/f`)?.size).toBe(4n);
+    expect(t.dir.list(deep)).toEqual([{ name: "f", type: "file" }]);
     // A symlink deep down, past the first PATH_MAX bytes (walked a directory at a time), is refused all the same.
     const far = deep.slice(0, 22 * 201);
     expect(far.length).toBeGreaterThan(4096);
-    dir.symlink(outside, `${far}/link`);
-    expect(errnoOf(() => dir.open(`${far}/link/secret`, O_RDONLY))).not.toBe(0);
-    expect(errnoOf(() => dir.list(`${far}/link`))).not.toBe(0);
-    expect(errnoOf(() => dir.open(`${far}/link/new`, O_WRONLY | O_CREAT, 0o644))).not.toBe(0);
-    outsideUntouched(outside);
+    t.dir.symlink(t.outside, `${far}/link`);
+    expect(errnoOf(() => t.dir.open(`${far}/link/secret`, O_RDONLY))).not.toBe(0);
+    expect(errnoOf(() => t.dir.list(`${far}/link`))).not.toBe(0);
+    expect(errnoOf(() => t.dir.open(`${far}/link/new`, O_WRONLY | O_CREAT, 0o644))).not.toBe(0);
+    outsideUntouched(t.outside);
   });
 
   test("a name longer than NAME_MAX is refused with ENAMETOOLONG", () => {
-    expect(errnoOf(() => dir.mkdir(`/${"n".repeat(256)}`, 0o755))).toBe(E.ENAMETOOLONG);
-    expect(errnoOf(() => dir.open(`/d/${"n".repeat(256)}`, O_WRONLY | O_CREAT, 0o600))).toBe(E.ENAMETOOLONG);
+    expect(errnoOf(() => t.dir.mkdir(`/${"n".repeat(256)}`, 0o755))).toBe(E.ENAMETOOLONG);
+    expect(errnoOf(() => t.dir.open(`/d/${"n".repeat(256)}`, O_WRONLY | O_CREAT, 0o600))).toBe(E.ENAMETOOLONG);
   });
 });
 
@@ -161,35 +167,27 @@ async function asyncErrno(p: Promise<number>): Promise<number> {
 const fdCount = () => fs.readdirSync("/proc/self/fd").length;
 
 describe("opens on the pool's threads (openFileAsync)", () => {
-  let base: string, top: string, outside: string, dir: LocalDir;
-  beforeAll(() => {
-    ({ base, top, outside } = plantTree("mcfs-unit-openpool-"));
-    dir = openLocalDir(top);
-  });
-  afterAll(() => {
-    dir.close();
-    fs.rmSync(base, { recursive: true, force: true });
-  });
+  const t = usePlantedDir("mcfs-unit-openpool-");
 
   test("confined as openFile is: symlinks, .., and what is not a regular file are refused", async () => {
-    expect(await asyncErrno(dir.openFileAsync("/out/secret", O_RDONLY))).not.toBe(0);
-    expect(await asyncErrno(dir.openFileAsync("/secretlink", O_RDONLY))).not.toBe(0);
-    expect(await asyncErrno(dir.openFileAsync("/out/new", O_WRONLY | O_CREAT | O_EXCL, 0o644))).not.toBe(0);
-    expect(await asyncErrno(dir.openFileAsync("/d/../../outside/secret", O_RDONLY))).toBe(E.EINVAL);
-    expect(await asyncErrno(dir.openFileAsync("/d", O_RDONLY))).toBe(E.EIO);
-    expect(await asyncErrno(dir.openFileAsync("/missing", O_RDONLY))).toBe(E.ENOENT);
-    outsideUntouched(outside);
+    expect(await asyncErrno(t.dir.openFileAsync("/out/secret", O_RDONLY))).not.toBe(0);
+    expect(await asyncErrno(t.dir.openFileAsync("/secretlink", O_RDONLY))).not.toBe(0);
+    expect(await asyncErrno(t.dir.openFileAsync("/out/new", O_WRONLY | O_CREAT | O_EXCL, 0o644))).not.toBe(0);
+    expect(await asyncErrno(t.dir.openFileAsync("/d/../../outside/secret", O_RDONLY))).toBe(E.EINVAL);
+    expect(await asyncErrno(t.dir.openFileAsync("/d", O_RDONLY))).toBe(E.EIO);
+    expect(await asyncErrno(t.dir.openFileAsync("/missing", O_RDONLY))).toBe(E.ENOENT);
+    outsideUntouched(t.outside);
   });
 
   test("many at once: each answer is the file asked for, and no descriptor is left over", async () => {
     const before = fdCount();
     const n = 300;
-    const fds = await Promise.all(Array.from({ length: n }, (_, i) => dir.openFileAsync(`/d/f${i}`, O_WRONLY | O_CREAT | O_EXCL, 0o640)));
+    const fds = await Promise.all(Array.from({ length: n }, (_, i) => t.dir.openFileAsync(`/d/f${i}`, O_WRONLY | O_CREAT | O_EXCL, 0o640)));
     fds.forEach((fd, i) => {
       fs.writeSync(fd, `file ${i}`);
       fs.closeSync(fd);
     });
-    const again = await Promise.all(Array.from({ length: n }, (_, i) => dir.openFileAsync(`/d/f${i}`, O_RDONLY)));
+    const again = await Promise.all(Array.from({ length: n }, (_, i) => t.dir.openFileAsync(`/d/f${i}`, O_RDONLY)));
     again.forEach((fd, i) => {
       expect(fs.readFileSync(fd, "utf8")).toBe(`file ${i}`);
       fs.closeSync(fd);
@@ -199,34 +197,34 @@ describe("opens on the pool's threads (openFileAsync)", () => {
 
   test("a new file is given its owner, mode and identity on the same thread", async () => {
     const uid = process.getuid!(), gid = process.getgid!();
-    const fd = await dir.openFileAsync("/d/kept", O_WRONLY | O_CREAT | O_EXCL, 0o751, { uid, gid, id: "42:abc" });
+    const fd = await t.dir.openFileAsync("/d/kept", O_WRONLY | O_CREAT | O_EXCL, 0o751, { uid, gid, id: "42:abc" });
     try {
       const st = fs.fstatSync(fd);
       // The daemon's umask does not apply: the mode is the one asked for.
       expect(st.mode & 0o7777).toBe(0o751);
       expect([st.uid, st.gid]).toEqual([uid, gid]);
       // trusted.* takes root: without it no mark is kept (best effort, as markIdentity).
-      expect(dir.readIdentity(fd)).toBe(uid === 0 ? "42:abc" : undefined);
+      expect(t.dir.readIdentity(fd)).toBe(uid === 0 ? "42:abc" : undefined);
     } finally {
       fs.closeSync(fd);
     }
     // A new file whose owner cannot be given is not handed out.
-    if (uid !== 0) expect(await asyncErrno(dir.openFileAsync("/d/kept2", O_WRONLY | O_CREAT | O_EXCL, 0o600, { uid: 0, gid: 0, id: "1:x" }))).toBe(E.EPERM);
+    if (uid !== 0) expect(await asyncErrno(t.dir.openFileAsync("/d/kept2", O_WRONLY | O_CREAT | O_EXCL, 0o600, { uid: 0, gid: 0, id: "1:x" }))).toBe(E.EPERM);
   });
 
   test("removeAsync: a file, a symlink (not what it points to), a directory with its contents; nothing there is fine; never through a symlink", async () => {
-    fs.writeFileSync(join(top, "d", "rm-file"), "x");
-    fs.symlinkSync(join(outside, "secret"), join(top, "d", "rm-link"));
-    fs.mkdirSync(join(top, "d", "rm-dir", "sub"), { recursive: true });
-    fs.writeFileSync(join(top, "d", "rm-dir", "sub", "f"), "x");
-    for (const p of ["/d/rm-file", "/d/rm-link", "/d/rm-dir", "/d/nothing", "/out/secret", "/secretlink/x"]) await dir.removeAsync(p);
-    for (const n of ["rm-file", "rm-link", "rm-dir"]) expect(fs.existsSync(join(top, "d", n))).toBe(false);
-    outsideUntouched(outside);
-    expect(fs.lstatSync(join(top, "secretlink")).isSymbolicLink()).toBe(true);
+    fs.writeFileSync(join(t.top, "d", "rm-file"), "x");
+    fs.symlinkSync(join(t.outside, "secret"), join(t.top, "d", "rm-link"));
+    fs.mkdirSync(join(t.top, "d", "rm-t.dir", "sub"), { recursive: true });
+    fs.writeFileSync(join(t.top, "d", "rm-t.dir", "sub", "f"), "x");
+    for (const p of ["/d/rm-file", "/d/rm-link", "/d/rm-t.dir", "/d/nothing", "/out/secret", "/secretlink/x"]) await t.dir.removeAsync(p);
+    for (const n of ["rm-file", "rm-link", "rm-t.dir"]) expect(fs.existsSync(join(t.top, "d", n))).toBe(false);
+    outsideUntouched(t.outside);
+    expect(fs.lstatSync(join(t.top, "secretlink")).isSymbolicLink()).toBe(true);
   });
 
   test("closed while calls are queued on the threads: they finish beneath it, then its descriptor goes", async () => {
-    const other = openLocalDir(top);
+    const other = openLocalDir(t.top);
     const before = fdCount();
     const owner = { uid: process.getuid!(), gid: process.getgid!(), id: "7:q" };
     // Creates always go to the threads (an open the kernel's caches resolve is made at once).
@@ -235,8 +233,8 @@ describe("opens on the pool's threads (openFileAsync)", () => {
     other.close();
     for (const fd of await Promise.all(pending)) fs.closeSync(fd);
     await removed;
-    expect(fs.existsSync(join(top, "d", "f2"))).toBe(false);
-    for (let i = 0; i < 50; i++) expect(fs.statSync(join(top, "d", `q${i}`)).mode & 0o777).toBe(0o600);
+    expect(fs.existsSync(join(t.top, "d", "f2"))).toBe(false);
+    for (let i = 0; i < 50; i++) expect(fs.statSync(join(t.top, "d", `q${i}`)).mode & 0o777).toBe(0o600);
     expect(fdCount()).toBe(before - 1);
   });
 });
