@@ -2,7 +2,7 @@
 import type { RedisClient } from "../redis-connect.ts";
 import type { Placement } from "../store.ts";
 import type { Keys } from "./keys.ts";
-import { pairs, parseHolders, parseRecord, parseScriptRecord } from "./record-codec.ts";
+import { pairs, parseHolders, parseScriptRecord, scriptRecord } from "./record-codec.ts";
 import type { RunScript } from "./scripts.ts";
 
 export function createPlacement(client: RedisClient, keys: Keys, run: RunScript): Placement {
@@ -29,8 +29,8 @@ export function createPlacement(client: RedisClient, keys: Keys, run: RunScript)
       if (!inos.length) return [];
       const all = (await run("holdings", inos)) as [string[], string[], string[]][];
       return all.map(([rec, loc, cc]) => {
-        const f = pairs(rec, 1);
-        return f.m === undefined ? undefined : { r: parseRecord(Number(rec[0]), f), holders: parseHolders(pairs(loc), pairs(cc)) };
+        const r = scriptRecord(rec);
+        return r && { r, holders: parseHolders(pairs(loc), pairs(cc)) };
       });
     },
     async heldBy(node, copies) {

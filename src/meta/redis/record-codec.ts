@@ -31,12 +31,18 @@ export function pairs(flat: string[], from = 0): Record<string, string> {
   return o;
 }
 
-/** A record as scripts answer it: {ino, field, value, ...}; ENOENT when it has no mode (no record). */
-export function parseScriptRecord(r: unknown): Inode {
+/** A record as scripts answer it: {ino, field, value, ...}; undefined when it has no mode (no record). */
+export function scriptRecord(r: unknown): Inode | undefined {
   const a = r as string[];
   const f = pairs(a, 1);
-  if (f.m === undefined) throw fsError("ENOENT");
-  return parseRecord(Number(a[0]), f);
+  return f.m === undefined ? undefined : parseRecord(Number(a[0]), f);
+}
+
+/** scriptRecord, ENOENT when there is no record. */
+export function parseScriptRecord(r: unknown): Inode {
+  const rec = scriptRecord(r);
+  if (!rec) throw fsError("ENOENT");
+  return rec;
 }
 
 /** P loc:{ino} and P cc:{ino}. */
