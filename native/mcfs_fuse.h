@@ -45,6 +45,14 @@ int io_take_dirty(uint64_t fh);  /* the dirty flag, cleared */
 void io_fallocate(fuse_req_t req, uint64_t fh, int mode, off_t off, off_t len);
 void io_lseek(fuse_req_t req, uint64_t fh, off_t off, int whence);
 
+/* reply.c: an entry reply's parameters from an attribute array. */
+void attr_entry(const int64_t *a, double entry_to, double attr_to, struct fuse_entry_param *e);
+
+/* entries.c: names answered without JS (see there). */
+int entries_try_lookup(fuse_req_t req, uint64_t parent, const char *name); /* 1: answered here */
+void entries_drop(uint64_t parent, const char *name);
+void entries_drop_inode(uint64_t ino);
+
 /* notify.c: kernel cache invalidations, made on their own thread. */
 int notify_start(struct fuse_session *se);
 void notify_stop(void);

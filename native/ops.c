@@ -1,6 +1,6 @@
 /*
- * The libfuse low-level handlers. Each one either answers in C (the fd fast path in io.c, xattrs mcfs
- * never stores, forgets) or fills its operation's arguments (named in mcfs_abi.h, from
+ * The libfuse low-level handlers. Each one either answers in C (the fd fast path in io.c, names JS
+ * handed entries.c, xattrs mcfs never stores, forgets) or fills its operation's arguments (named in mcfs_abi.h, from
  * src/fuse/abi.ts) and queues the request for JS. The strings go first and second in the order abi.ts
  * names them.
  */
@@ -12,7 +12,13 @@
 
 #define REQ(op_) struct mcfs_req h; memset(&h, 0, sizeof h); h.op = (op_); h.ino = ino
 
-static void ll_lookup(fuse_req_t req, fuse_ino_t ino, const char *name) { REQ(OP_LOOKUP); queue_put(req, &h, name, NULL, NULL, 0); }
+static void ll_lookup(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	if (entries_try_lookup(req, ino, name))
+		return;
+	REQ(OP_LOOKUP);
+	queue_put(req, &h, name, NULL, NULL, 0);
+}
 static void ll_forget(fuse_req_t req, fuse_ino_t ino, uint64_t n) { (void)ino; (void)n; fuse_reply_none(req); }
 static void ll_forget_multi(fuse_req_t req, size_t c, struct fuse_forget_data *f) { (void)c; (void)f; fuse_reply_none(req); }
 

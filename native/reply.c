@@ -30,7 +30,7 @@ static void to_stat(const int64_t *a, struct stat *st)
 	st->st_blksize = (blksize_t)a[A_BLKSIZE];
 }
 
-static void to_entry(const int64_t *a, double entry_to, double attr_to, struct fuse_entry_param *e)
+void attr_entry(const int64_t *a, double entry_to, double attr_to, struct fuse_entry_param *e)
 {
 	memset(e, 0, sizeof *e);
 	e->ino = (fuse_ino_t)a[A_INO];
@@ -61,7 +61,7 @@ int mcfs_reply_entry(uint32_t id, const int64_t *attr, double entry_to, double a
 	fuse_req_t r = ids_take(id);
 	if (!r) return -ENOENT;
 	struct fuse_entry_param e;
-	to_entry(attr, entry_to, attr_to, &e);
+	attr_entry(attr, entry_to, attr_to, &e);
 	return fuse_reply_entry(r, &e);
 }
 
@@ -97,7 +97,7 @@ int mcfs_reply_create(uint32_t id, const int64_t *attr, double entry_to, double 
 	fuse_req_t r = ids_take(id);
 	if (!r) return -ENOENT;
 	struct fuse_entry_param e;
-	to_entry(attr, entry_to, attr_to, &e);
+	attr_entry(attr, entry_to, attr_to, &e);
 	struct fuse_file_info fi;
 	memset(&fi, 0, sizeof fi);
 	fi.fh = fh;
@@ -199,7 +199,7 @@ int mcfs_reply_dir(uint32_t id, uint64_t size, int plus, const uint8_t *ents, in
 		size_t sz;
 		if (plus) {
 			struct fuse_entry_param e;
-			to_entry(a, entry_to, attr_to, &e);
+			attr_entry(a, entry_to, attr_to, &e);
 			/* "." and ".." take no lookup reference: send them without attributes. */
 			if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
 				memset(&e, 0, sizeof e);

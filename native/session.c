@@ -51,6 +51,7 @@ int mcfs_start(const char *mountpoint, const char *opts, int debug, int single, 
 	(void)mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, NULL);
 	ids_reset();
 	io_reset();
+	mcfs_entry_clear();
 	int wake_r = queue_open(wake);
 	if (wake_r < 0)
 		return wake_r;

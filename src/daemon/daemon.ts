@@ -58,14 +58,16 @@ function freeSpace(rootPath: string): { free?: number } {
 }
 
 /** Counters the shim keeps and gauges of state, brought up to date before each scrape. */
-const shimSeen = new WeakMap<FuseSession, { readBytes: number; writeBytes: number }>();
+const shimSeen = new WeakMap<FuseSession, { readBytes: number; writeBytes: number; lookups: number }>();
 const unreadSeen = new WeakMap<CopyCache, number>();
 async function refreshGauges(m: Metrics, session: FuseSession, vfs: Vfs, copies: CopyCache | undefined, store: MetadataStore): Promise<void> {
   const io = session.ioCounters();
-  const last = shimSeen.get(session) ?? { readBytes: 0, writeBytes: 0 };
+  const lookups = session.shimLookups();
+  const last = shimSeen.get(session) ?? { readBytes: 0, writeBytes: 0, lookups: 0 };
   m.readBytes.inc({ source: "local" }, io.readBytes - last.readBytes);
   m.writtenBytes.inc(io.writeBytes - last.writeBytes);
-  shimSeen.set(session, io);
+  m.shimLookups.inc(lookups - last.lookups);
+  shimSeen.set(session, { ...io, lookups });
   m.openFiles.set(vfs.openFiles);
   if (copies) {
     const unread = copies.ahead().evictedUnread;
@@ -258,6 +260,13 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     vfs = createVfs({
       root, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, remote, catchUp: () => todo.drain(), retire: retired?.retire,
       dropKernelEntry: (parent, name) => session?.invalidateEntry(parent, name),
+      shimEntries: {
+        keep: (parent, name, attr, ttlMs) => session?.entries.keep(parent, name, attr, ttlMs),
+        drop: (parent, name) => session?.entries.drop(parent, name),
+        dropInode: (ino) => session?.entries.dropInode(ino),
+        dropDir: (dir) => session?.entries.dropDir(dir),
+        dropAll: () => session?.entries.dropAll(),
+      },
       dropKernelInode: (ino) => session?.invalidateMany([], [ino]),
       detachHandle: (fh) => session?.detach(fh),
       refreshKernelAttrs: async (ino) => {

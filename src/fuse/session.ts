@@ -4,7 +4,7 @@ import { accessSync, closeSync, constants } from "node:fs";
 import { detachMount, findMount, stillMounted } from "./mountpoint.ts";
 import { isRoot } from "./fusermount.ts";
 import { ATTR, DIRENT_AFTER_ATTR, IO_COUNTERS, OPEN_FLAGS, OPS, REQ_ARGS_AT, REQ_HEADER_BYTES, STATFS, reqOffset, type OpName } from "./abi.ts";
-import type { Attr, Caller, DirEntry, FileSystem, SetAttr } from "./types.ts";
+import type { Attr, Caller, DirEntry, FileSystem, SetAttr, ShimEntries } from "./types.ts";
 import { E, toErrno } from "../util/errno.ts";
 import { cstr } from "../util/c-string.ts";
 
@@ -123,6 +123,10 @@ export interface FuseSession {
   isMounted(): boolean;
   /** Reads and writes the shim served from local files (they never reach JS). */
   ioCounters(): IoCounters;
+  /** Names the shim answers lookups of without asking the filesystem. */
+  readonly entries: ShimEntries;
+  /** Lookups the shim answered from those entries. */
+  shimLookups(): number;
   /** Reads of fh are no longer served from its fd by the shim: they come to the filesystem (which keeps the fd open until release). */
   detach(fh: number): void;
   readonly closed: Promise<void>;
@@ -434,6 +438,17 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     detach(fh) {
       shim.mcfs_clear_fh(fh);
     },
+    entries: {
+      keep(parent, name, attr, ttlMs) {
+        packAttr(attr, attrBuf);
+        shim.mcfs_entry_keep(parent, cstr(name), attrBuf, entryTo, attrTo, Math.max(0, Math.floor(ttlMs)));
+      },
+      drop: (parent, name) => shim.mcfs_entry_drop(parent, cstr(name)),
+      dropInode: (ino) => shim.mcfs_entry_drop_inode(ino),
+      dropDir: (dir) => shim.mcfs_entry_drop_dir(dir),
+      dropAll: () => shim.mcfs_entry_clear(),
+    },
+    shimLookups: () => Number(shim.mcfs_entry_hits()),
     ioCounters() {
       const c = new BigUint64Array(IO_COUNTERS.length);
       shim.mcfs_io_counters(c);

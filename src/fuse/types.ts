@@ -76,6 +76,21 @@ export interface FileSlice {
  * What the FUSE binding asks of a filesystem. Each method resolves with its result or throws an
  * errno-carrying error; the binding replies exactly once either way.
  */
+/**
+ * Names the FUSE shim answers lookups of by itself, without a hop through the FileSystem
+ * (native/entries.c): entries the FileSystem has at hand, with the attributes it would reply.
+ */
+export interface ShimEntries {
+  /** parent/name is answered with attr for ttlMs. */
+  keep(parent: number, name: string, attr: Attr, ttlMs: number): void;
+  drop(parent: number, name: string): void;
+  /** Every name of ino. */
+  dropInode(ino: number): void;
+  /** Every name in dir. */
+  dropDir(dir: number): void;
+  dropAll(): void;
+}
+
 export interface FileSystem {
   lookup(c: Caller, parent: number, name: string): Promise<Attr>;
   getattr(c: Caller, ino: number, fh?: number): Promise<Attr>;

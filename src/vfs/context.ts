@@ -1,4 +1,4 @@
-import type { Caller } from "../fuse/types.ts";
+import type { Caller, ShimEntries } from "../fuse/types.ts";
 import type { LocalDir } from "../local/local-dir.ts";
 import type { Inode, MetadataStore, Removed } from "../meta/store.ts";
 import type { Logger } from "../util/log.ts";
@@ -30,6 +30,8 @@ export interface VfsOptions {
   dropKernelInode?: (ino: number) => void;
   /** The shim stops serving fh's reads from its fd: they come to JS. */
   detachHandle?: (fh: number) => void;
+  /** Names the FUSE shim may answer lookups of itself: kept for prefetched records, dropped with them. */
+  shimEntries?: ShimEntries;
   /** Make the kernel forget a name it cached (it now leads to another file). */
   dropKernelEntry?: (parent: number, name: string) => void;
   /** The last name of a file held here goes: true when its bytes were kept for readers elsewhere. */

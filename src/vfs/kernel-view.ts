@@ -11,8 +11,12 @@ import type { Handle, OpenFiles } from "./open-files.ts";
  * open handles serve, and a reused inode number is noticed.
  */
 export interface KernelView {
-  /** Attributes for a name's reply: the kernel will know r.ino under it. */
-  told(parent: number, name: string, r: Inode): Attr;
+  /**
+   * Attributes for a name's reply: the kernel will know r.ino under it. ahead: handed to the shim,
+   * which may give it to the kernel later; a name the kernel was given already stays the one
+   * sameName checks (the kernel may hold it still: an invalidation can lose to a reply in flight).
+   */
+  told(parent: number, name: string, r: Inode, ahead?: boolean): Attr;
   /** Attributes of r as the kernel must see them now (a writer's live size; a reader's version). */
   attr(r: Inode): Attr;
   /** r, unless its number is another file's than the one the kernel knows (ESTALE then). */
@@ -62,7 +66,11 @@ const permsOf = (r: Inode) => `${r.mode}:${r.uid}:${r.gid}`;
 /** Entries kept per map before it is cleared (the kernel then just gets refreshed once more). */
 const KEPT_MAX = 200_000;
 
-export function createKernelView(o: { open: OpenFiles; dropKernelEntry?: (parent: number, name: string) => void }): KernelView {
+/**
+ * dropKernelEntry: make the kernel forget a name. refused: a reply of ESTALE for ino is on its way (the
+ * kernel looks the name up again: that lookup must come here, not be answered from elsewhere).
+ */
+export function createKernelView(o: { open: OpenFiles; dropKernelEntry?: (parent: number, name: string) => void; refused?: (ino: number) => void }): KernelView {
   /**
    * Identity of the file the kernel was told each inode number is. Another identity under the same
    * number (handed out again after Redis lost writes) means the kernel's inode is stale: ESTALE makes
@@ -120,7 +128,7 @@ export function createKernelView(o: { open: OpenFiles; dropKernelEntry?: (parent
   }
 
   return {
-    told(parent, name, r) {
+    told(parent, name, r, ahead = false) {
       const gen = kernelGen.get(r.ino);
       if (gen !== undefined && gen !== r.gen) {
         // The number is another file's now: the name the kernel knew the old one by must lead nowhere stale.
@@ -128,7 +136,7 @@ export function createKernelView(o: { open: OpenFiles; dropKernelEntry?: (parent
         if (old && (old.parent !== parent || old.name !== name)) o.dropKernelEntry?.(old.parent, old.name);
       }
       if (kernelName.size >= KEPT_MAX) kernelName.clear();
-      kernelName.set(r.ino, { parent, name });
+      if (!ahead || !kernelName.has(r.ino)) kernelName.set(r.ino, { parent, name });
       if (toldNames.size >= KEPT_MAX) {
         toldNames.clear();
         lostNames = true;
@@ -141,6 +149,7 @@ export function createKernelView(o: { open: OpenFiles; dropKernelEntry?: (parent
       const told = kernelName.get(r.ino);
       if (!told || r.nlink !== 1 || (told.parent === r.parent && told.name === r.name)) return r;
       kernelName.delete(r.ino);
+      o.refused?.(r.ino);
       throw new FsError(E.ESTALE, `inode ${r.ino} is no longer named ${told.name}`);
     },
     moved(ino, parent, name) {
@@ -150,6 +159,7 @@ export function createKernelView(o: { open: OpenFiles; dropKernelEntry?: (parent
       const gen = kernelGen.get(r.ino);
       if (gen === undefined || gen === r.gen) return r;
       kernelGen.delete(r.ino);
+      o.refused?.(r.ino);
       throw new FsError(E.ESTALE, `inode ${r.ino} is another file now`);
     },
     mayBeStale(ino, version) {

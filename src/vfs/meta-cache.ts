@@ -36,6 +36,21 @@ export interface MetaCache {
   resync(): void;
 }
 
+/**
+ * Another copy of what this cache answers for names (the FUSE shim's entries): told of records
+ * prefetched with their names, and of everything dropped here, as it is dropped.
+ */
+export interface MetaMirror {
+  /** Records of names in dir just prefetched, good for ttlMs. */
+  prefetched(dir: number, named: [string, Inode][], ttlMs: number): void;
+  dropName(dir: number, name: string): void;
+  /** Every name of ino. */
+  dropInode(ino: number): void;
+  /** Every name in dir. */
+  dropDir(dir: number): void;
+  dropAll(): void;
+}
+
 export interface MetaCacheOptions {
   store: MetadataStore;
   paths: PathCache;
@@ -44,6 +59,7 @@ export interface MetaCacheOptions {
   skipPrefetch(ino: number): boolean;
   /** Hears every change of a listing (see dirChanged). */
   onDirChanged?(dir: number, add?: [string, number], remove?: string): void;
+  mirror?: MetaMirror;
 }
 
 const RECENT_MAX = 200_000;
@@ -51,7 +67,7 @@ const LISTED_MAX = 2_000_000;
 const PREFETCH_MAX = 20_000;
 
 export function createMetaCache(o: MetaCacheOptions): MetaCache {
-  const { store, paths } = o;
+  const { store, paths, mirror } = o;
   const recent = new Map<number, { rec: Inode; until: number }>();
   const listings = new Map<number, Map<string, number>>();
   let listedNames = 0;
@@ -63,6 +79,7 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
   const loading = new Map<number, [([string, number] | undefined), (string | undefined)][]>();
 
   function learn(r: Inode): Inode {
+    mirror?.dropInode(r.ino);
     paths.learn(r);
     if (o.attrCacheMs > 0) {
       // Bounded: past the limit the oldest tenth goes (a Map iterates in insertion order).
@@ -90,12 +107,15 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
   function dirChanged(dir: number, add?: [string, number], remove?: string): void {
     dirChanges.set(dir, (dirChanges.get(dir) ?? 0) + 1);
     o.onDirChanged?.(dir, add, remove);
+    if (add !== undefined) mirror?.dropName(dir, add[0]);
+    if (remove !== undefined) mirror?.dropName(dir, remove);
     const l = listings.get(dir);
     if (l) apply(l, add, remove);
     else loading.get(dir)?.push([add, remove]);
   }
 
   function dropListing(dir: number): void {
+    mirror?.dropDir(dir);
     const l = listings.get(dir);
     if (l) listedNames -= l.size;
     listings.delete(dir);
@@ -125,9 +145,19 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
       if (ents.length > PREFETCH_MAX) return;
       for (let i = 0; i < ents.length; i += 1000) {
         const gen = dirChanges.get(dir);
-        const recs = await store.getMany(ents.slice(i, i + 1000).map((e) => e.ino));
-        if (dirChanges.get(dir) !== gen) return;
-        for (const r of recs) if (r && !o.skipPrefetch(r.ino) && !recent.has(r.ino)) learn(r);
+        const part = ents.slice(i, i + 1000);
+        const recs = await store.getMany(part.map((e) => e.ino));
+        if (dirChanges.get(dir) !== gen || epoch !== resyncs || listings.get(dir) !== l) return;
+        const named: [string, Inode][] = [];
+        recs.forEach((r, j) => {
+          if (!r || o.skipPrefetch(r.ino) || recent.has(r.ino)) return;
+          learn(r);
+          // ents may be older than the record (a rename heard before this batch began): only a name
+          // the listing still gives this inode, and that its record has too, is handed on.
+          const name = part[j]!.name;
+          if (l.get(name) === r.ino && (r.nlink !== 1 || (r.parent === dir && r.name === name))) named.push([name, r]);
+        });
+        if (o.attrCacheMs > 0) mirror?.prefetched(dir, named, o.attrCacheMs);
       }
     } finally {
       loading.delete(dir);
@@ -166,28 +196,31 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
     dropListing,
     async changing(dirs, change) {
       // Dropped before and after: a getattr that raced with the change cannot leave a stale record.
-      for (const d of dirs) recent.delete(d);
+      for (const d of dirs) (recent.delete(d), mirror?.dropInode(d));
       try {
         return await change();
       } finally {
-        for (const d of dirs) recent.delete(d);
+        for (const d of dirs) (recent.delete(d), mirror?.dropInode(d));
       }
     },
     forget(ino) {
       paths.forget(ino);
       recent.delete(ino);
+      mirror?.dropInode(ino);
     },
     invalidate(inv) {
       for (const [dir, name] of inv.removed) dirChanged(dir, undefined, name);
       for (const [dir, name, ino] of inv.added) dirChanged(dir, [name, ino ?? 0]);
       for (const ino of inv.inodes) {
         recent.delete(ino);
+        mirror?.dropInode(ino);
         if (inv.removed.length) dropListing(ino);
         paths.forget(ino);
       }
     },
     resync() {
       resyncs++;
+      mirror?.dropAll();
       listings.clear();
       listedNames = 0;
       recent.clear();

@@ -68,7 +68,8 @@ export interface OpenFiles {
 /** Write stamps kept per inode before the oldest are forgotten (into a floor every check respects). */
 const STAMPS_MAX = 200_000;
 
-export function createOpenFiles(): OpenFiles {
+/** opened: an inode was opened here (its attributes are the open file's from now on). */
+export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
   const handles = new Map<number, Handle>();
   const byIno = new Map<number, OpenInode>();
   const dirs = new Map<number, DirHandle>();
@@ -101,7 +102,10 @@ export function createOpenFiles(): OpenFiles {
       if (h.writable) beginWrite(h.ino);
       handles.set(fh, h);
       let o = byIno.get(h.ino);
-      if (!o) byIno.set(h.ino, (o = { handles: new Map(), rec }));
+      if (!o) {
+        byIno.set(h.ino, (o = { handles: new Map(), rec }));
+        opened?.(h.ino);
+      }
       o.handles.set(h, fh);
       return fh;
     },

@@ -9,7 +9,7 @@ import { createFileOps } from "./file-ops.ts";
 import { createInodeNumbers } from "./inode-numbers.ts";
 import { createKernelView } from "./kernel-view.ts";
 import { linkLocal } from "./local-files.ts";
-import { createMetaCache } from "./meta-cache.ts";
+import { createMetaCache, type MetaMirror } from "./meta-cache.ts";
 import { createNamespaceOps } from "./namespace-ops.ts";
 import { createOpenFiles, type Handle } from "./open-files.ts";
 import { createPathCache } from "./paths.ts";
@@ -50,8 +50,20 @@ export interface Vfs extends FileSystem {
 export function createVfs(o: VfsOptions): Vfs {
   const { store, root, nodeId, log } = o;
   const paths = createPathCache(store);
-  const open = createOpenFiles();
-  const cache = createMetaCache({ store, paths, attrCacheMs: o.attrCacheMs, skipPrefetch: (ino) => open.inode(ino) !== undefined, onDirChanged: open.dirChanged });
+  const shim = o.shimEntries;
+  const open = createOpenFiles(shim?.dropInode);
+  // The shim answers prefetched names itself, with the attributes a lookup would get here; never an
+  // open file's (those are the handles' own, see KernelView.attr).
+  const mirror: MetaMirror | undefined = shim && {
+    prefetched(dir, named, ttlMs) {
+      for (const [name, r] of named) if (!open.inode(r.ino)) shim.keep(dir, name, ctx.kernel.told(dir, name, r, true), ttlMs);
+    },
+    dropName: shim.drop,
+    dropInode: shim.dropInode,
+    dropDir: shim.dropDir,
+    dropAll: shim.dropAll,
+  };
+  const cache = createMetaCache({ store, paths, attrCacheMs: o.attrCacheMs, skipPrefetch: (ino) => open.inode(ino) !== undefined, onDirChanged: open.dirChanged, ...(mirror ? { mirror } : {}) });
   const changes = createDataChanges();
   const inos = createInodeNumbers(store);
   const purgeOnClose = new Set<number>();
@@ -65,7 +77,7 @@ export function createVfs(o: VfsOptions): Vfs {
 
   const ctx: VfsContext = {
     o, store, root, nodeId, log, paths, cache, open, changes, inos, purgeOnClose,
-    kernel: createKernelView({ open, ...(o.dropKernelEntry ? { dropKernelEntry: o.dropKernelEntry } : {}) }),
+    kernel: createKernelView({ open, ...(o.dropKernelEntry ? { dropKernelEntry: o.dropKernelEntry } : {}), ...(shim ? { refused: shim.dropInode } : {}) }),
     turns: createWriteTurns({ store, nodeId, log, changes }),
     policy: o.remote ? createWriteAtClose() : createWriteBehind(),
     learn,

@@ -1,0 +1,201 @@
+/*
+ * Names the kernel may be given without a hop through JS: entries whose records JS has at hand (a
+ * directory's listing it prefetched), with the very attributes JS would reply, each good until a
+ * deadline (JS's own cache of those records lasts as long). A lookup that finds its name here is
+ * answered here; any other goes to JS.
+ *
+ * JS drops what changes: a name, an inode (all its names), a directory (all names in it), everything.
+ * Kernel invalidations drop the same (notify.c), so nothing JS tells the kernel to forget survives
+ * here. Inodes and directories are dropped by bumping a generation their entries were kept under
+ * (slots shared by hash: a drop may take unrelated entries along, which then just go to JS).
+ *
+ * A lookup replies under the read lock, and drops take the write lock: once a drop returns, every
+ * reply made from what it dropped has reached the kernel, so the invalidation JS sends next lands
+ * after them, never before.
+ */
+#include "mcfs_fuse.h"
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define BUCKETS (1u << 17)
+#define MAX_ENTRIES (1u << 17)
+#define INO_SLOTS (1u << 18)
+#define DIR_SLOTS (1u << 16)
+
+struct entry {
+	struct entry *next;
+	uint64_t parent;
+	uint64_t until_ms;
+	double entry_to, attr_to;
+	uint32_t hash, ino_gen, dir_gen, all_gen;
+	int64_t attr[A_N];
+	char name[];
+};
+
+static pthread_rwlock_t lock = PTHREAD_RWLOCK_INITIALIZER;
+static struct entry *buckets[BUCKETS];
+static uint32_t count;
+static uint32_t ino_gens[INO_SLOTS], dir_gens[DIR_SLOTS], all_gen;
+/* Read without the lock: a lookup skips the table while it is empty. */
+static _Atomic uint32_t kept;
+static _Atomic uint64_t hits;
+
+static uint64_t now_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &t);
+	return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
+
+static uint32_t hash_of(uint64_t parent, const char *name)
+{
+	uint32_t h = 2166136261u;
+	for (int i = 0; i < 8; i++)
+		h = (h ^ (uint8_t)(parent >> (8 * i))) * 16777619u;
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return h;
+}
+
+static uint32_t slot(uint64_t ino, uint32_t slots) { return (uint32_t)((ino * 0x9E3779B97F4A7C15ull) >> 40) & (slots - 1); }
+#define INO_GEN(ino) ino_gens[slot((ino), INO_SLOTS)]
+#define DIR_GEN(dir) dir_gens[slot((dir), DIR_SLOTS)]
+
+static struct entry **find(uint64_t parent, const char *name, uint32_t h)
+{
+	struct entry **at = &buckets[h & (BUCKETS - 1)];
+	for (; *at; at = &(*at)->next)
+		if ((*at)->hash == h && (*at)->parent == parent && strcmp((*at)->name, name) == 0)
+			return at;
+	return at;
+}
+
+static int current(const struct entry *e, uint64_t now)
+{
+	return e->until_ms > now && e->all_gen == all_gen && e->ino_gen == INO_GEN((uint64_t)e->attr[A_INO]) &&
+	       e->dir_gen == DIR_GEN(e->parent);
+}
+
+static void unlink_at(struct entry **at)
+{
+	struct entry *e = *at;
+	*at = e->next;
+	free(e);
+	count--;
+}
+
+/* Free what is no longer current (write lock held). */
+static void sweep(void)
+{
+	uint64_t now = now_ms();
+	for (uint32_t b = 0; b < BUCKETS; b++)
+		for (struct entry **at = &buckets[b]; *at;)
+			if (current(*at, now)) at = &(*at)->next;
+			else unlink_at(at);
+	atomic_store(&kept, count);
+}
+
+int entries_try_lookup(fuse_req_t req, uint64_t parent, const char *name)
+{
+	if (!atomic_load(&kept))
+		return 0;
+	uint32_t h = hash_of(parent, name);
+	pthread_rwlock_rdlock(&lock);
+	struct entry *e = *find(parent, name, h);
+	if (!e || !current(e, now_ms())) {
+		pthread_rwlock_unlock(&lock);
+		return 0;
+	}
+	struct fuse_entry_param p;
+	attr_entry(e->attr, e->entry_to, e->attr_to, &p);
+	fuse_reply_entry(req, &p);
+	pthread_rwlock_unlock(&lock);
+	atomic_fetch_add(&hits, 1);
+	return 1;
+}
+
+int mcfs_entry_keep(uint64_t parent, const char *name, const int64_t *attr, double entry_to, double attr_to, uint32_t ttl_ms)
+{
+	size_t l = strlen(name) + 1;
+	struct entry *n = malloc(sizeof *n + l);
+	if (!n)
+		return -ENOMEM;
+	n->parent = parent;
+	n->until_ms = now_ms() + ttl_ms;
+	n->entry_to = entry_to;
+	n->attr_to = attr_to;
+	n->hash = hash_of(parent, name);
+	memcpy(n->attr, attr, sizeof n->attr);
+	memcpy(n->name, name, l);
+	pthread_rwlock_wrlock(&lock);
+	struct entry **at = find(parent, name, n->hash);
+	if (*at)
+		unlink_at(at);
+	else if (count >= MAX_ENTRIES) {
+		sweep();
+		if (count >= MAX_ENTRIES) {
+			pthread_rwlock_unlock(&lock);
+			free(n);
+			return -ENOSPC;
+		}
+		at = find(parent, name, n->hash);
+	}
+	n->ino_gen = INO_GEN((uint64_t)attr[A_INO]);
+	n->dir_gen = DIR_GEN(parent);
+	n->all_gen = all_gen;
+	n->next = *at;
+	*at = n;
+	count++;
+	atomic_store(&kept, count);
+	pthread_rwlock_unlock(&lock);
+	return 0;
+}
+
+void entries_drop(uint64_t parent, const char *name)
+{
+	if (!atomic_load(&kept))
+		return;
+	uint32_t h = hash_of(parent, name);
+	pthread_rwlock_wrlock(&lock);
+	struct entry **at = find(parent, name, h);
+	if (*at)
+		unlink_at(at);
+	atomic_store(&kept, count);
+	pthread_rwlock_unlock(&lock);
+}
+
+void entries_drop_inode(uint64_t ino)
+{
+	if (!atomic_load(&kept))
+		return;
+	pthread_rwlock_wrlock(&lock);
+	INO_GEN(ino)++;
+	pthread_rwlock_unlock(&lock);
+}
+
+void mcfs_entry_drop(uint64_t parent, const char *name) { entries_drop(parent, name); }
+
+void mcfs_entry_drop_inode(uint64_t ino) { entries_drop_inode(ino); }
+
+void mcfs_entry_drop_dir(uint64_t dir)
+{
+	if (!atomic_load(&kept))
+		return;
+	pthread_rwlock_wrlock(&lock);
+	DIR_GEN(dir)++;
+	pthread_rwlock_unlock(&lock);
+}
+
+void mcfs_entry_clear(void)
+{
+	pthread_rwlock_wrlock(&lock);
+	all_gen++;
+	sweep();
+	pthread_rwlock_unlock(&lock);
+}
+
+uint64_t mcfs_entry_hits(void) { return atomic_load(&hits); }

@@ -1,0 +1,95 @@
+import { describe, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { errCode, fuseUnavailable, waitFor } from "./helpers/env.ts";
+import type { TestDaemon } from "./helpers/daemon.ts";
+import { scrape } from "./helpers/metrics.ts";
+import { useCluster } from "./helpers/node.ts";
+
+const skip = fuseUnavailable();
+const FILES = 300;
+/** Below the attribute timeout of a cluster (10 s): what the shim answers must not outlive a change that long. */
+const CONVERGE_MS = 5000;
+
+const view = (st: fs.Stats) => ({ ino: st.ino, size: st.size, mode: st.mode, nlink: st.nlink, uid: st.uid, mtimeMs: st.mtimeMs });
+
+/**
+ * Lookups of names whose records a node prefetched (a directory's listing) are answered by the FUSE
+ * shim itself (native/entries.c): with the attributes JS would give, and never after a change JS knows of.
+ */
+describe.skipIf(!!skip)("lookups answered by the shim", () => {
+  const cluster = useCluster("shim-entries", ["a", "b"], { a: ["--metrics-port", "0"], b: ["--metrics-port", "0"] });
+
+  /** Make dir on a with FILES files of distinct sizes and modes; on b, look names up until the shim answers. Returns b's first name not looked up yet. */
+  async function prefetched(dir: string): Promise<number> {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, dir));
+    for (let i = 0; i < FILES; i++) {
+      fs.writeFileSync(join(a.mnt, dir, `f${i}`), Buffer.alloc(i * 37, i & 255));
+      fs.chmodSync(join(a.mnt, dir, `f${i}`), 0o600 + (i % 0o100));
+    }
+    let next = 0;
+    await waitFor("the shim answering lookups in the directory", async () => {
+      const before = (await scrape(b))("mcfs_shim_lookups_total");
+      fs.statSync(join(b.mnt, dir, `f${next++}`));
+      return (await scrape(b))("mcfs_shim_lookups_total") > before;
+    });
+    return next;
+  }
+
+  test("names of a prefetched directory: looked up without JS, with the attributes the writing node sees", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    const from = await prefetched("same");
+    const b0 = await scrape(b);
+    for (let i = from; i < FILES; i++) expect(view(fs.statSync(join(b.mnt, "same", `f${i}`)))).toEqual(view(fs.statSync(join(a.mnt, "same", `f${i}`))));
+    const b1 = await scrape(b);
+    const looked = FILES - from;
+    expect(b1("mcfs_shim_lookups_total") - b0("mcfs_shim_lookups_total")).toBe(looked);
+    expect(b1("mcfs_fuse_operations_total", { op: "lookup" }) - b0("mcfs_fuse_operations_total", { op: "lookup" })).toBe(0);
+    for (let i = from; i < FILES; i += 37) expect(fs.readFileSync(join(b.mnt, "same", `f${i}`)).equals(Buffer.alloc(i * 37, i & 255))).toBe(true);
+  });
+
+  test("a name the shim could answer for is never answered stale: changes by this node at once, renames and unlinks elsewhere at once, other changes elsewhere well within the attribute timeout", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    const from = await prefetched("changing");
+    const p = (n: TestDaemon, i: number) => join(n.mnt, "changing", `f${i}`);
+    const f = (k: number) => from + k;
+
+    // Elsewhere (a): the changes b must see; a rename and an unlink return once b acknowledged them.
+    fs.renameSync(p(a, f(0)), join(a.mnt, "changing", "renamed"));
+    fs.unlinkSync(p(a, f(1)));
+    fs.chmodSync(p(a, f(2)), 0o640);
+    fs.writeFileSync(p(a, f(3)), Buffer.alloc(7777, 3));
+    expect(errCode(() => fs.statSync(p(b, f(0))))).toBe("ENOENT");
+    expect(fs.statSync(join(b.mnt, "changing", "renamed")).size).toBe(f(0) * 37);
+    expect(errCode(() => fs.statSync(p(b, f(1))))).toBe("ENOENT");
+    expect(fs.readFileSync(p(b, f(3))).equals(Buffer.alloc(7777, 3))).toBe(true);
+    expect(fs.statSync(p(b, f(3))).size).toBe(7777);
+    await waitFor("b seeing a's chmod", () => (fs.statSync(p(b, f(2))).mode & 0o7777) === 0o640, CONVERGE_MS);
+
+    // Here (b): each change is seen at once, by this node and by the one that wrote the file.
+    fs.chmodSync(p(b, f(4)), 0o604);
+    expect(fs.statSync(p(b, f(4))).mode & 0o7777).toBe(0o604);
+    fs.truncateSync(p(b, f(5)), 3);
+    expect(fs.statSync(p(b, f(5))).size).toBe(3);
+    fs.renameSync(p(b, f(6)), join(b.mnt, "changing", "moved-here"));
+    expect(errCode(() => fs.statSync(p(b, f(6))))).toBe("ENOENT");
+    expect(errCode(() => fs.statSync(p(a, f(6))))).toBe("ENOENT");
+    fs.writeFileSync(p(b, f(7)), "written on b");
+    expect(fs.statSync(p(b, f(7))).size).toBe(12);
+    expect(fs.readFileSync(p(a, f(7)), "utf8")).toBe("written on b");
+    fs.linkSync(p(b, f(8)), join(b.mnt, "changing", "second-name"));
+    expect(fs.statSync(p(b, f(8))).nlink).toBe(2);
+    expect(fs.statSync(join(b.mnt, "changing", "second-name")).nlink).toBe(2);
+
+    // A file open for writing here: its size is the writer's, never the record the shim was handed.
+    const fd = fs.openSync(p(b, f(10)), "r+");
+    try {
+      fs.writeSync(fd, Buffer.alloc(5000, 1), 0, 5000, 0);
+      expect(fs.statSync(p(b, f(10))).size).toBe(Math.max(5000, f(10) * 37));
+    } finally {
+      fs.closeSync(fd);
+    }
+    await waitFor("a seeing b's chmod and truncate", () => (fs.statSync(p(a, f(4))).mode & 0o7777) === 0o604 && fs.statSync(p(a, f(5))).size === 3, CONVERGE_MS);
+  });
+});
