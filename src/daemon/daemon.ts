@@ -36,6 +36,8 @@ import { openFileLimit } from "../util/fd-limit.ts";
 
 const HEARTBEAT_MS = 5_000;
 const ACK_FLUSH_MS = 5;
+/** Longest an open waits for the kernel to drop names it may still hold of a renamed file (an open holds no directory lock). */
+const FORGET_NAMES_MS = 1000;
 const NODE_TTL_MS = 15_000;
 /** How long the bytes of a file unlinked while read in ranges elsewhere stay after its last read. */
 const UNLINKED_KEEP_MS = 5 * 60_000;
@@ -260,6 +262,11 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     vfs = createVfs({
       root, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, remote, catchUp: () => todo.drain(), retire: retired?.retire,
       dropKernelEntry: (parent, name) => session?.invalidateEntry(parent, name),
+      forgetKernelNames: async (names) => {
+        if (!session) return true;
+        session.invalidateMany(names, []);
+        return Promise.race([session.flushInvalidations().then(() => true), Bun.sleep(FORGET_NAMES_MS).then(() => false)]);
+      },
       shimEntries: {
         keep: (parent, name, attr, ttlMs) => session?.entries.keep(parent, name, attr, ttlMs),
         drop: (parent, name) => session?.entries.drop(parent, name),

@@ -32,6 +32,8 @@ export interface VfsOptions {
   detachHandle?: (fh: number) => void;
   /** Names the FUSE shim may answer lookups of itself: kept for prefetched records, dropped with them. */
   shimEntries?: ShimEntries;
+  /** Make the kernel forget names it may hold; resolves once it has (false: not in time). */
+  forgetKernelNames?: (names: [number, string][]) => Promise<boolean>;
   /** Make the kernel forget a name it cached (it now leads to another file). */
   dropKernelEntry?: (parent: number, name: string) => void;
   /** The last name of a file held here goes: true when its bytes were kept for readers elsewhere. */

@@ -205,7 +205,7 @@ export function createFileOps(ctx: VfsContext): FileOps {
       try {
         f = remote ? await fresh(ino) : { r: await ctx.record(ino), here: true };
         kernel.sameFile(f.r);
-        if (remote) kernel.sameName(f.r);
+        if (remote) await kernel.sameName(f.r);
         if (isDir(f.r.mode)) throw fsError("EISDIR");
       } catch (e) {
         if (leased && !ctx.open.hasWriter(ino)) ctx.turns.give(ino);

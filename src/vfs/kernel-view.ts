@@ -11,25 +11,24 @@ import type { Handle, OpenFiles } from "./open-files.ts";
  * open handles serve, and a reused inode number is noticed.
  */
 export interface KernelView {
-  /**
-   * Attributes for a name's reply: the kernel will know r.ino under it. ahead: handed to the shim,
-   * which may give it to the kernel later; a name the kernel was given already stays the one
-   * sameName checks (the kernel may hold it still: an invalidation can lose to a reply in flight).
-   */
-  told(parent: number, name: string, r: Inode, ahead?: boolean): Attr;
+  /** Attributes for a name's reply (or one the shim may give later): the kernel will know r.ino under it. */
+  told(parent: number, name: string, r: Inode): Attr;
   /** Attributes of r as the kernel must see them now (a writer's live size; a reader's version). */
   attr(r: Inode): Attr;
   /** r, unless its number is another file's than the one the kernel knows (ESTALE then). */
   sameFile(r: Inode): Inode;
   /**
-   * r, unless the kernel was given it under a name it no longer has (ESTALE then: the kernel looks
-   * the name up again). A name another node renamed can outlive its invalidation in the kernel: a
-   * reply naming it (a listing, a lookup) that the kernel takes in just after. Opened through such a
-   * name, a create (O_TRUNC) would empty the file that moved away. Files of several names are let be.
+   * r, unless the kernel was given it under a name it no longer has: those names are dropped from the
+   * kernel, then ESTALE (the kernel looks up again the name it opened by). A name another node renamed
+   * can outlive its invalidation in the kernel: a reply naming it (a listing, a lookup) that the
+   * kernel takes in just after. Opened through such a name, a create (O_TRUNC) would empty the file
+   * that moved away. The open does not say which name it came by, so every name the kernel was given
+   * counts, not only the last: it may hold the new one and the old one at once. Files of several
+   * names are let be.
    */
-  sameName(r: Inode): Inode;
-  /** This node renamed ino: the kernel moved its name itself. */
-  moved(ino: number, parent: number, name: string): void;
+  sameName(r: Inode): Promise<Inode>;
+  /** This node renamed ino from a name: the kernel moved its name itself. */
+  moved(ino: number, from: { parent: number; name: string }, parent: number, name: string): void;
   /** Whether the kernel may hold attributes of another version than version (then refresh them). */
   mayBeStale(ino: number, version: number): boolean;
   /** The kernel was refreshed to version. */
@@ -63,6 +62,11 @@ const UNKNOWN_VERSION = -1;
 
 const permsOf = (r: Inode) => `${r.mode}:${r.uid}:${r.gid}`;
 
+const splitKey = (k: string): [number, string] => {
+  const slash = k.indexOf("/");
+  return [Number(k.slice(0, slash)), k.slice(slash + 1)];
+};
+
 /** Entries kept per map before it is cleared (the kernel then just gets refreshed once more). */
 const KEPT_MAX = 200_000;
 
@@ -70,15 +74,21 @@ const KEPT_MAX = 200_000;
  * dropKernelEntry: make the kernel forget a name. refused: a reply of ESTALE for ino is on its way (the
  * kernel looks the name up again: that lookup must come here, not be answered from elsewhere).
  */
-export function createKernelView(o: { open: OpenFiles; dropKernelEntry?: (parent: number, name: string) => void; refused?: (ino: number) => void }): KernelView {
+export function createKernelView(o: {
+  open: OpenFiles;
+  dropKernelEntry?: (parent: number, name: string) => void;
+  /** Make the kernel forget these names; resolves once it has (false: not in time). */
+  forgetNames?: (names: [number, string][]) => Promise<boolean>;
+  refused?: (ino: number) => void;
+}): KernelView {
   /**
    * Identity of the file the kernel was told each inode number is. Another identity under the same
    * number (handed out again after Redis lost writes) means the kernel's inode is stale: ESTALE makes
    * it look the name up again instead of reading another file's bytes under it.
    */
   const kernelGen = new Map<number, string>();
-  /** The name the kernel last got each inode under (a lookup, a create, readdirplus). */
-  const kernelName = new Map<number, { parent: number; name: string }>();
+  /** The names ("parent/name") the kernel got each inode under (lookups, creates, readdirplus) and may still hold. */
+  const kernelNames = new Map<number, Set<string>>();
   /** Data version of the attributes last given to the kernel, per inode (it caches them). */
   const kernelVersion = new Map<number, number>();
   /** Owner and mode last given to the kernel, per inode. */
@@ -128,15 +138,18 @@ export function createKernelView(o: { open: OpenFiles; dropKernelEntry?: (parent
   }
 
   return {
-    told(parent, name, r, ahead = false) {
+    told(parent, name, r) {
+      const key = `${parent}/${name}`;
       const gen = kernelGen.get(r.ino);
       if (gen !== undefined && gen !== r.gen) {
-        // The number is another file's now: the name the kernel knew the old one by must lead nowhere stale.
-        const old = kernelName.get(r.ino);
-        if (old && (old.parent !== parent || old.name !== name)) o.dropKernelEntry?.(old.parent, old.name);
+        // The number is another file's now: the names the kernel knew the old one by must lead nowhere stale.
+        for (const old of kernelNames.get(r.ino) ?? []) if (old !== key) o.dropKernelEntry?.(...splitKey(old));
+        kernelNames.delete(r.ino);
       }
-      if (kernelName.size >= KEPT_MAX) kernelName.clear();
-      if (!ahead || !kernelName.has(r.ino)) kernelName.set(r.ino, { parent, name });
+      if (kernelNames.size >= KEPT_MAX) kernelNames.clear();
+      const names = kernelNames.get(r.ino);
+      if (names) names.add(key);
+      else kernelNames.set(r.ino, new Set([key]));
       if (toldNames.size >= KEPT_MAX) {
         toldNames.clear();
         lostNames = true;
@@ -145,15 +158,22 @@ export function createKernelView(o: { open: OpenFiles; dropKernelEntry?: (parent
       return attr(r);
     },
     attr,
-    sameName(r) {
-      const told = kernelName.get(r.ino);
-      if (!told || r.nlink !== 1 || (told.parent === r.parent && told.name === r.name)) return r;
-      kernelName.delete(r.ino);
+    async sameName(r) {
+      const names = kernelNames.get(r.ino);
+      const now = `${r.parent}/${r.name}`;
+      if (!names || r.nlink !== 1) return r;
+      const stale = [...names].filter((k) => k !== now);
+      if (!stale.length) return r;
       o.refused?.(r.ino);
-      throw new FsError(E.ESTALE, `inode ${r.ino} is no longer named ${told.name}`);
+      // Forgotten here only once the kernel has dropped them: until then every open of r is refused.
+      if (await o.forgetNames?.(stale.map(splitKey))) for (const k of stale) names.delete(k);
+      throw new FsError(E.ESTALE, `inode ${r.ino} is no longer named ${splitKey(stale[0]!)[1]}`);
     },
-    moved(ino, parent, name) {
-      if (kernelName.has(ino)) kernelName.set(ino, { parent, name });
+    moved(ino, from, parent, name) {
+      const names = kernelNames.get(ino);
+      if (!names) return;
+      names.delete(`${from.parent}/${from.name}`);
+      names.add(`${parent}/${name}`);
     },
     sameFile(r) {
       const gen = kernelGen.get(r.ino);
@@ -186,10 +206,7 @@ export function createKernelView(o: { open: OpenFiles; dropKernelEntry?: (parent
     permsChanged: (r) => kernelPerms.get(r.ino) !== permsOf(r),
     mayHaveEntry: (parent, name) => lostNames || toldNames.has(`${parent}/${name}`),
     takeNames() {
-      const out = [...toldNames].map((k): [number, string] => {
-        const slash = k.indexOf("/");
-        return [Number(k.slice(0, slash)), k.slice(slash + 1)];
-      });
+      const out = [...toldNames].map(splitKey);
       toldNames.clear();
       return out;
     },

@@ -196,9 +196,9 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       const fromPath = await paths.childPath(parent, name);
       const toPath = await paths.childPath(newParent, newName);
       const r = await changing([parent, newParent], () => store.rename(parent, name, newParent, newName, flags, fromPath, toPath));
-      kernel.moved(r.ino, newParent, newName);
+      kernel.moved(r.ino, { parent, name }, newParent, newName);
       if (r.exchanged) {
-        kernel.moved(r.exchanged, parent, name);
+        kernel.moved(r.exchanged, { parent: newParent, name: newName }, parent, name);
         dirChanged(parent, [name, r.exchanged]);
         dirChanged(newParent, [newName, r.ino]);
       } else {

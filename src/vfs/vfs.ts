@@ -56,7 +56,7 @@ export function createVfs(o: VfsOptions): Vfs {
   // open file's (those are the handles' own, see KernelView.attr).
   const mirror: MetaMirror | undefined = shim && {
     prefetched(dir, named, ttlMs) {
-      for (const [name, r] of named) if (!open.inode(r.ino)) shim.keep(dir, name, ctx.kernel.told(dir, name, r, true), ttlMs);
+      for (const [name, r] of named) if (!open.inode(r.ino)) shim.keep(dir, name, ctx.kernel.told(dir, name, r), ttlMs);
     },
     dropName: shim.drop,
     dropInode: shim.dropInode,
@@ -77,7 +77,12 @@ export function createVfs(o: VfsOptions): Vfs {
 
   const ctx: VfsContext = {
     o, store, root, nodeId, log, paths, cache, open, changes, inos, purgeOnClose,
-    kernel: createKernelView({ open, ...(o.dropKernelEntry ? { dropKernelEntry: o.dropKernelEntry } : {}), ...(shim ? { refused: shim.dropInode } : {}) }),
+    kernel: createKernelView({
+      open,
+      ...(o.dropKernelEntry ? { dropKernelEntry: o.dropKernelEntry } : {}),
+      ...(o.forgetKernelNames ? { forgetNames: o.forgetKernelNames } : {}),
+      ...(shim ? { refused: shim.dropInode } : {}),
+    }),
     turns: createWriteTurns({ store, nodeId, log, changes }),
     policy: o.remote ? createWriteAtClose() : createWriteBehind(),
     learn,
