@@ -118,41 +118,53 @@ int entries_try_lookup(fuse_req_t req, uint64_t parent, const char *name)
 	return 1;
 }
 
-int mcfs_entry_keep(uint64_t parent, const char *name, const int64_t *attr, double entry_to, double attr_to, uint32_t ttl_ms)
+/* Put one entry (write lock held); 0, or -ENOSPC when the table is full of current entries. */
+static int put(uint64_t parent, const char *name, const int64_t *attr, double entry_to, double attr_to, uint64_t until_ms)
 {
+	uint32_t h = hash_of(parent, name);
+	struct entry **at = find(parent, name, h);
+	if (*at)
+		unlink_at(at);
+	else if (count >= MAX_ENTRIES) {
+		sweep();
+		if (count >= MAX_ENTRIES)
+			return -ENOSPC;
+		at = find(parent, name, h);
+	}
 	size_t l = strlen(name) + 1;
 	struct entry *n = malloc(sizeof *n + l);
 	if (!n)
 		return -ENOMEM;
 	n->parent = parent;
-	n->until_ms = now_ms() + ttl_ms;
+	n->until_ms = until_ms;
 	n->entry_to = entry_to;
 	n->attr_to = attr_to;
-	n->hash = hash_of(parent, name);
+	n->hash = h;
 	memcpy(n->attr, attr, sizeof n->attr);
 	memcpy(n->name, name, l);
-	pthread_rwlock_wrlock(&lock);
-	struct entry **at = find(parent, name, n->hash);
-	if (*at)
-		unlink_at(at);
-	else if (count >= MAX_ENTRIES) {
-		sweep();
-		if (count >= MAX_ENTRIES) {
-			pthread_rwlock_unlock(&lock);
-			free(n);
-			return -ENOSPC;
-		}
-		at = find(parent, name, n->hash);
-	}
 	n->ino_gen = INO_GEN((uint64_t)attr[A_INO]);
 	n->dir_gen = DIR_GEN(parent);
 	n->all_gen = all_gen;
 	n->next = *at;
 	*at = n;
 	count++;
+	return 0;
+}
+
+/* n entries of parent, in the layout of a readdir reply's (mcfs_reply_dir; next unused), good for ttl_ms. */
+int mcfs_entry_keep(uint64_t parent, const uint8_t *ents, int n, double entry_to, double attr_to, uint32_t ttl_ms)
+{
+	uint64_t until = now_ms() + ttl_ms;
+	int rc = 0;
+	pthread_rwlock_wrlock(&lock);
+	for (int i = 0; i < n && rc == 0; i++) {
+		const int64_t *a = (const int64_t *)ents;
+		rc = put(parent, (const char *)(a + DIRENT_NAME), a, entry_to, attr_to, until);
+		ents += (size_t)DIRENT_NAME * 8 + (((size_t)a[DIRENT_NAME_LEN] + 7) & ~(size_t)7);
+	}
 	atomic_store(&kept, count);
 	pthread_rwlock_unlock(&lock);
-	return 0;
+	return rc;
 }
 
 void entries_drop(uint64_t parent, const char *name)

@@ -268,7 +268,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         return Promise.race([session.flushInvalidations().then(() => true), Bun.sleep(FORGET_NAMES_MS).then(() => false)]);
       },
       shimEntries: {
-        keep: (parent, name, attr, ttlMs) => session?.entries.keep(parent, name, attr, ttlMs),
+        keep: (parent, named, ttlMs) => session?.entries.keep(parent, named, ttlMs),
         drop: (parent, name) => session?.entries.drop(parent, name),
         dropInode: (ino) => session?.entries.dropInode(ino),
         dropDir: (dir) => session?.entries.dropDir(dir),

@@ -183,7 +183,8 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     shim.mcfs_reply_attr(id, attrBuf, attrTo);
   }
 
-  function replyDir(id: number, size: number, plus: boolean, ents: DirEntry[]) {
+  /** Entries in the layout of abi.ts (DIRENT_AFTER_ATTR): attributes, next, name length, name padded to 8. */
+  function packDirents(ents: { name: string; attr: Attr; next: number }[]): Uint8Array {
     let bytes = 0;
     const names = ents.map((e) => enc.encode(e.name));
     for (const n of names) bytes += DIRENT_WORDS * 8 + ((n.length + 1 + 7) & ~7);
@@ -199,7 +200,11 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
       u8.set(n, off + DIRENT_WORDS * 8);
       off += DIRENT_WORDS * 8 + ((n.length + 1 + 7) & ~7);
     }
-    shim.mcfs_reply_dir(id, size, plus ? 1 : 0, u8, ents.length, entryTo, attrTo);
+    return u8;
+  }
+
+  function replyDir(id: number, size: number, plus: boolean, ents: DirEntry[]) {
+    shim.mcfs_reply_dir(id, size, plus ? 1 : 0, packDirents(ents), ents.length, entryTo, attrTo);
   }
 
   async function readdir(r: Req<"readdir" | "readdirplus">, plus: boolean) {
@@ -439,9 +444,10 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
       shim.mcfs_clear_fh(fh);
     },
     entries: {
-      keep(parent, name, attr, ttlMs) {
-        packAttr(attr, attrBuf);
-        shim.mcfs_entry_keep(parent, cstr(name), attrBuf, entryTo, attrTo, Math.max(0, Math.floor(ttlMs)));
+      keep(parent, named, ttlMs) {
+        if (!named.length) return;
+        const ents = named.map(([name, attr]) => ({ name, attr, next: 0 }));
+        shim.mcfs_entry_keep(parent, packDirents(ents), ents.length, entryTo, attrTo, Math.max(0, Math.floor(ttlMs)));
       },
       drop: (parent, name) => shim.mcfs_entry_drop(parent, cstr(name)),
       dropInode: (ino) => shim.mcfs_entry_drop_inode(ino),

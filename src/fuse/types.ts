@@ -81,8 +81,8 @@ export interface FileSlice {
  * (native/entries.c): entries the FileSystem has at hand, with the attributes it would reply.
  */
 export interface ShimEntries {
-  /** parent/name is answered with attr for ttlMs. */
-  keep(parent: number, name: string, attr: Attr, ttlMs: number): void;
+  /** Each name in parent is answered with its attributes for ttlMs. */
+  keep(parent: number, named: [string, Attr][], ttlMs: number): void;
   drop(parent: number, name: string): void;
   /** Every name of ino. */
   dropInode(ino: number): void;

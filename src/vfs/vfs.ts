@@ -56,7 +56,7 @@ export function createVfs(o: VfsOptions): Vfs {
   // open file's (those are the handles' own, see KernelView.attr).
   const mirror: MetaMirror | undefined = shim && {
     prefetched(dir, named, ttlMs) {
-      for (const [name, r] of named) if (!open.inode(r.ino)) shim.keep(dir, name, ctx.kernel.told(dir, name, r), ttlMs);
+      shim.keep(dir, named.filter(([, r]) => !open.inode(r.ino)).map(([name, r]) => [name, ctx.kernel.told(dir, name, r)]), ttlMs);
     },
     dropName: shim.drop,
     dropInode: shim.dropInode,
