@@ -28,11 +28,16 @@ describe.skipIf(!!skip)("lookups answered by the shim", () => {
       fs.writeFileSync(join(a.mnt, dir, `f${i}`), Buffer.alloc(i * 37, i & 255));
       fs.chmodSync(join(a.mnt, dir, `f${i}`), 0o600 + (i % 0o100));
     }
-    let next = 0;
+    return untilShim(b, dir, 0);
+  }
+
+  /** On d, stat dir/f<from>, dir/f<from+1>... until the shim answers one. Returns the first name not looked up yet. */
+  async function untilShim(d: TestDaemon, dir: string, from: number): Promise<number> {
+    let next = from;
     await waitFor("the shim answering lookups in the directory", async () => {
-      const before = (await scrape(b))("mcfs_shim_lookups_total");
-      fs.statSync(join(b.mnt, dir, `f${next++}`));
-      return (await scrape(b))("mcfs_shim_lookups_total") > before;
+      const before = (await scrape(d))("mcfs_shim_lookups_total");
+      fs.statSync(join(d.mnt, dir, `f${next++}`));
+      return (await scrape(d))("mcfs_shim_lookups_total") > before;
     });
     return next;
   }
@@ -47,6 +52,24 @@ describe.skipIf(!!skip)("lookups answered by the shim", () => {
     expect(b1("mcfs_shim_lookups_total") - b0("mcfs_shim_lookups_total")).toBe(looked);
     expect(b1("mcfs_fuse_operations_total", { op: "lookup" }) - b0("mcfs_fuse_operations_total", { op: "lookup" })).toBe(0);
     for (let i = from; i < FILES; i += 37) expect(fs.readFileSync(join(b.mnt, "same", `f${i}`)).equals(Buffer.alloc(i * 37, i & 255))).toBe(true);
+  });
+
+  test("names another node made after this one listed the directory are read again once looked up, and answered by the shim", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "later"));
+    fs.writeFileSync(join(a.mnt, "later", "first"), "1");
+    expect(fs.statSync(join(b.mnt, "later", "first")).size).toBe(1);
+    for (let i = 0; i < FILES; i++) {
+      fs.writeFileSync(join(a.mnt, "later", `f${i}`), Buffer.alloc(i * 11, 1));
+      fs.chmodSync(join(a.mnt, "later", `f${i}`), 0o640);
+    }
+    const from = await untilShim(b, "later", 0);
+    const b0 = await scrape(b);
+    for (let i = from; i < FILES; i++) expect(view(fs.statSync(join(b.mnt, "later", `f${i}`)))).toEqual(view(fs.statSync(join(a.mnt, "later", `f${i}`))));
+    const b1 = await scrape(b);
+    expect(b1("mcfs_shim_lookups_total") - b0("mcfs_shim_lookups_total")).toBe(FILES - from);
+    expect(b1("mcfs_fuse_operations_total", { op: "lookup" }) - b0("mcfs_fuse_operations_total", { op: "lookup" })).toBe(0);
+    expect(from).toBeLessThan(FILES / 10);
   });
 
   test("a name the shim could answer for is never answered stale: changes by this node at once, renames and unlinks elsewhere at once, other changes elsewhere well within the attribute timeout", async () => {

@@ -22,6 +22,8 @@ export interface MetaCache {
    * one, the listing is loaded in the background.
    */
   readListing(dir: number): Promise<DirListing[]>;
+  /** A listed name of dir was looked up with no record at hand (see missed() in createMetaCache). */
+  missed(dir: number): void;
   /** How many changes of dir's listing were seen: what was derived from it stays right while this does not move. */
   listingChanges(dir: number): number;
   /** The directory's listing, if loaded: name -> inode (0: not known yet). */
@@ -65,6 +67,9 @@ export interface MetaCacheOptions {
 const RECENT_MAX = 200_000;
 const LISTED_MAX = 2_000_000;
 const PREFETCH_MAX = 20_000;
+/** Misses in a listed directory before its records are read again: this many, or one per this many names. */
+const REFETCH_MISSES = 4;
+const REFETCH_SHARE = 64;
 
 export function createMetaCache(o: MetaCacheOptions): MetaCache {
   const { store, paths, mirror } = o;
@@ -142,26 +147,67 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
       listedNames += ents.length;
       for (const [add, remove] of changes) apply(l, add, remove);
       listings.set(dir, l);
-      if (ents.length > PREFETCH_MAX) return;
-      for (let i = 0; i < ents.length; i += 1000) {
-        const gen = dirChanges.get(dir);
-        const part = ents.slice(i, i + 1000);
-        const recs = await store.getMany(part.map((e) => e.ino));
-        if (dirChanges.get(dir) !== gen || epoch !== resyncs || listings.get(dir) !== l) return;
-        const named: [string, Inode][] = [];
-        recs.forEach((r, j) => {
-          if (!r || o.skipPrefetch(r.ino) || recent.has(r.ino)) return;
-          learn(r);
-          // ents may be older than the record (a rename heard before this batch began): only a name
-          // the listing still gives this inode, and that its record has too, is handed on.
-          const name = part[j]!.name;
-          if (l.get(name) === r.ino && (r.nlink !== 1 || (r.parent === dir && r.name === name))) named.push([name, r]);
-        });
-        if (o.attrCacheMs > 0) mirror?.prefetched(dir, named, o.attrCacheMs);
-      }
+      if (ents.length <= PREFETCH_MAX) await prefetch(dir, ents, l, epoch);
     } finally {
       loading.delete(dir);
     }
+  }
+
+  /** Learn the records of ents, entries of dir's listing l, in batches; stop at a change of dir. */
+  async function prefetch(dir: number, ents: DirListing[], l: Map<string, number>, epoch: number): Promise<void> {
+    for (let i = 0; i < ents.length; i += 1000) {
+      const gen = dirChanges.get(dir);
+      const part = ents.slice(i, i + 1000);
+      const recs = await store.getMany(part.map((e) => e.ino));
+      if (dirChanges.get(dir) !== gen || epoch !== resyncs || listings.get(dir) !== l) return;
+      const named: [string, Inode][] = [];
+      recs.forEach((r, j) => {
+        if (!r || o.skipPrefetch(r.ino) || recent.has(r.ino)) return;
+        learn(r);
+        // ents may be older than the record (a rename heard before this batch began): only a name
+        // the listing still gives this inode, and that its record has too, is handed on.
+        const name = part[j]!.name;
+        if (l.get(name) === r.ino && (r.nlink !== 1 || (r.parent === dir && r.name === name))) named.push([name, r]);
+      });
+      if (o.attrCacheMs > 0) mirror?.prefetched(dir, named, o.attrCacheMs);
+    }
+  }
+
+  /** Names looked up in each listed directory without a record at hand, since its records were last read. */
+  const misses = new Map<number, number>();
+  const refetching = new Set<number>();
+
+  /**
+   * Read again the records a listed directory's names have none of here: names that came after its
+   * listing was loaded (other nodes' creates), or whose records expired. Once misses pass a share of
+   * the directory (a reader going through it), so a few misses in a big one never read it all.
+   */
+  function missed(dir: number): void {
+    const l = listings.get(dir);
+    if (!l || l.size > PREFETCH_MAX || refetching.has(dir) || loading.has(dir)) return;
+    const n = (misses.get(dir) ?? 0) + 1;
+    if (n < Math.max(REFETCH_MISSES, l.size / REFETCH_SHARE)) return void misses.set(dir, n);
+    misses.delete(dir);
+    refetching.add(dir);
+    const epoch = resyncs;
+    // readListing: names heard without an inode learn it, so their records can be read too.
+    readListing(dir)
+      .then((ents) => (epoch === resyncs && listings.get(dir) === l ? prefetch(dir, ents.filter((e) => !recent.has(e.ino)), l, epoch) : undefined))
+      .catch(() => {})
+      .finally(() => refetching.delete(dir));
+  }
+
+  async function readListing(dir: number): Promise<DirListing[]> {
+    const cached = listings.get(dir);
+    const since = dirChanges.get(dir);
+    if (!cached) void loadListing(dir).catch(() => {});
+    const ents = await store.listDir(dir);
+    if (cached && listings.get(dir) === cached && dirChanges.get(dir) === since) {
+      let taught = false;
+      for (const e of ents) if (cached.get(e.name) === 0) (cached.set(e.name, e.ino), (taught = true));
+      if (taught) dirChanges.set(dir, (dirChanges.get(dir) ?? 0) + 1);
+    }
+    return ents;
   }
 
   return {
@@ -178,18 +224,8 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
       }
       return l.get(name) ?? null;
     },
-    async readListing(dir) {
-      const cached = listings.get(dir);
-      const since = dirChanges.get(dir);
-      if (!cached) void loadListing(dir).catch(() => {});
-      const ents = await store.listDir(dir);
-      if (cached && listings.get(dir) === cached && dirChanges.get(dir) === since) {
-        let taught = false;
-        for (const e of ents) if (cached.get(e.name) === 0) (cached.set(e.name, e.ino), (taught = true));
-        if (taught) dirChanges.set(dir, (dirChanges.get(dir) ?? 0) + 1);
-      }
-      return ents;
-    },
+    readListing,
+    missed,
     entries: (dir) => listings.get(dir),
     listingChanges: (dir) => dirChanges.get(dir) ?? 0,
     dirChanged,

@@ -37,6 +37,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       if (ino === null && ctx.policy.listingsComplete) throw fsError("ENOENT");
       const known = ino ? cache.fresh(ino) : undefined;
       if (known) return kernel.told(parent, name, known);
+      if (ino !== null && ino !== undefined) cache.missed(parent);
       return kernel.told(parent, name, ctx.learn(await store.lookup(parent, name)));
     },
 
