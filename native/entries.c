@@ -36,7 +36,8 @@ struct entry {
 	char name[];
 };
 
-static pthread_rwlock_t lock = PTHREAD_RWLOCK_INITIALIZER;
+/* Writers first: a storm of lookups must not keep JS's drops (on its only thread) waiting. */
+static pthread_rwlock_t lock = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
 static struct entry *buckets[BUCKETS];
 static uint32_t count;
 static uint32_t ino_gens[INO_SLOTS], dir_gens[DIR_SLOTS], all_gen;

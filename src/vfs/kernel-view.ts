@@ -29,6 +29,8 @@ export interface KernelView {
   sameName(r: Inode): Promise<Inode>;
   /** This node renamed ino from a name: the kernel moved its name itself. */
   moved(ino: number, from: { parent: number; name: string }, parent: number, name: string): void;
+  /** This node removed a name of ino (unlink, or a rename over it): the kernel dropped it itself. */
+  unnamed(ino: number, parent: number, name: string): void;
   /** Whether the kernel may hold attributes of another version than version (then refresh them). */
   mayBeStale(ino: number, version: number): boolean;
   /** The kernel was refreshed to version. */
@@ -87,8 +89,13 @@ export function createKernelView(o: {
    * it look the name up again instead of reading another file's bytes under it.
    */
   const kernelGen = new Map<number, string>();
-  /** The names ("parent/name") the kernel got each inode under (lookups, creates, readdirplus) and may still hold. */
-  const kernelNames = new Map<number, Set<string>>();
+  /**
+   * The names ("parent/name") the kernel got each inode under (lookups, creates, readdirplus) and may
+   * still hold, each with when it was last given (a count): a name given again while it was being
+   * dropped from the kernel stays.
+   */
+  const kernelNames = new Map<number, Map<string, number>>();
+  let toldSeq = 0;
   /** Data version of the attributes last given to the kernel, per inode (it caches them). */
   const kernelVersion = new Map<number, number>();
   /** Owner and mode last given to the kernel, per inode. */
@@ -143,13 +150,13 @@ export function createKernelView(o: {
       const gen = kernelGen.get(r.ino);
       if (gen !== undefined && gen !== r.gen) {
         // The number is another file's now: the names the kernel knew the old one by must lead nowhere stale.
-        for (const old of kernelNames.get(r.ino) ?? []) if (old !== key) o.dropKernelEntry?.(...splitKey(old));
+        for (const old of kernelNames.get(r.ino)?.keys() ?? []) if (old !== key) o.dropKernelEntry?.(...splitKey(old));
         kernelNames.delete(r.ino);
       }
       if (kernelNames.size >= KEPT_MAX) kernelNames.clear();
       const names = kernelNames.get(r.ino);
-      if (names) names.add(key);
-      else kernelNames.set(r.ino, new Set([key]));
+      if (names) names.set(key, ++toldSeq);
+      else kernelNames.set(r.ino, new Map([[key, ++toldSeq]]));
       if (toldNames.size >= KEPT_MAX) {
         toldNames.clear();
         lostNames = true;
@@ -162,18 +169,22 @@ export function createKernelView(o: {
       const names = kernelNames.get(r.ino);
       const now = `${r.parent}/${r.name}`;
       if (!names || r.nlink !== 1) return r;
-      const stale = [...names].filter((k) => k !== now);
+      const stale = [...names].filter(([k]) => k !== now);
       if (!stale.length) return r;
       o.refused?.(r.ino);
-      // Forgotten here only once the kernel has dropped them: until then every open of r is refused.
-      if (await o.forgetNames?.(stale.map(splitKey))) for (const k of stale) names.delete(k);
-      throw new FsError(E.ESTALE, `inode ${r.ino} is no longer named ${splitKey(stale[0]!)[1]}`);
+      // Forgotten here only once the kernel has dropped them, and unless given again meanwhile (a
+      // reply that may land after the drop): until then every open of r is refused.
+      if (await o.forgetNames?.(stale.map(([k]) => splitKey(k)))) for (const [k, seq] of stale) if (names.get(k) === seq) names.delete(k);
+      throw new FsError(E.ESTALE, `inode ${r.ino} is no longer named ${splitKey(stale[0]![0])[1]}`);
     },
     moved(ino, from, parent, name) {
       const names = kernelNames.get(ino);
       if (!names) return;
       names.delete(`${from.parent}/${from.name}`);
-      names.add(`${parent}/${name}`);
+      names.set(`${parent}/${name}`, ++toldSeq);
+    },
+    unnamed(ino, parent, name) {
+      kernelNames.get(ino)?.delete(`${parent}/${name}`);
     },
     sameFile(r) {
       const gen = kernelGen.get(r.ino);

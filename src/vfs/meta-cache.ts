@@ -80,6 +80,9 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
   const dirChanges = new Map<number, number>();
   /** Counts resyncs: a listing loaded across one may lack changes that were never heard. */
   let resyncs = 0;
+  /** Names looked up in each listed directory without a record at hand, since its records were last read. */
+  const misses = new Map<number, number>();
+  const refetching = new Set<number>();
   /** Directories whose listing is loading, with the changes seen meanwhile. */
   const loading = new Map<number, [([string, number] | undefined), (string | undefined)][]>();
 
@@ -121,6 +124,7 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
 
   function dropListing(dir: number): void {
     mirror?.dropDir(dir);
+    misses.delete(dir);
     const l = listings.get(dir);
     if (l) listedNames -= l.size;
     listings.delete(dir);
@@ -173,9 +177,6 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
     }
   }
 
-  /** Names looked up in each listed directory without a record at hand, since its records were last read. */
-  const misses = new Map<number, number>();
-  const refetching = new Set<number>();
 
   /**
    * Read again the records a listed directory's names have none of here: names that came after its
@@ -256,6 +257,7 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
     },
     resync() {
       resyncs++;
+      misses.clear();
       mirror?.dropAll();
       listings.clear();
       listedNames = 0;

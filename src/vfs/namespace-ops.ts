@@ -158,6 +158,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
     async unlink(_c, parent, name) {
       const path = await paths.childPath(parent, name);
       const r = await changing([parent], () => store.remove(parent, name, false, path));
+      kernel.unnamed(r.ino, parent, name);
       dirChanged(parent, undefined, name);
       if (!(r.nlink === 0 && r.held !== undefined && o.retire?.(path, r.ino, r.held))) await root.removeAsync(path);
       await ctx.dropped(r);
@@ -206,6 +207,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
         dirChanged(parent, undefined, name);
         dirChanged(newParent, [newName, r.ino]);
       }
+      if (r.replaced) kernel.unnamed(r.replaced.ino, newParent, newName);
       if (r.replaced?.dir) dropListing(r.replaced.ino);
       if (r.exchanged) {
         exchangeLocal(root, fromPath, toPath);
@@ -223,7 +225,8 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       checkReserved(newParent, newName);
       const src = await paths.pathOf(ino);
       const dst = await paths.childPath(newParent, newName);
-      const r = await changing([newParent], () => store.link(ino, newParent, newName, src, dst));
+      // Its other names' attributes (nlink, ctime) change too.
+      const r = ctx.learn(await changing([newParent], () => store.link(ino, newParent, newName, src, dst)));
       dirChanged(newParent, [newName, ino]);
       // The nodes holding the bytes link them under the new name (told through their todo lists);
       // this one too if it is one of them, or has the symlink. Any node can make the link.
