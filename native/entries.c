@@ -168,7 +168,7 @@ int mcfs_entry_keep(uint64_t parent, const uint8_t *ents, int n, double entry_to
 	return rc;
 }
 
-void entries_drop(uint64_t parent, const char *name)
+void mcfs_entry_drop(uint64_t parent, const char *name)
 {
 	if (!atomic_load(&kept))
 		return;
@@ -181,27 +181,19 @@ void entries_drop(uint64_t parent, const char *name)
 	pthread_rwlock_unlock(&lock);
 }
 
-void entries_drop_inode(uint64_t ino)
+/* Every entry kept under this generation slot stops being current. */
+static void bump(uint32_t *gen)
 {
 	if (!atomic_load(&kept))
 		return;
 	pthread_rwlock_wrlock(&lock);
-	INO_GEN(ino)++;
+	(*gen)++;
 	pthread_rwlock_unlock(&lock);
 }
 
-void mcfs_entry_drop(uint64_t parent, const char *name) { entries_drop(parent, name); }
+void mcfs_entry_drop_inode(uint64_t ino) { bump(&INO_GEN(ino)); }
 
-void mcfs_entry_drop_inode(uint64_t ino) { entries_drop_inode(ino); }
-
-void mcfs_entry_drop_dir(uint64_t dir)
-{
-	if (!atomic_load(&kept))
-		return;
-	pthread_rwlock_wrlock(&lock);
-	DIR_GEN(dir)++;
-	pthread_rwlock_unlock(&lock);
-}
+void mcfs_entry_drop_dir(uint64_t dir) { bump(&DIR_GEN(dir)); }
 
 void mcfs_entry_clear(void)
 {

@@ -124,21 +124,21 @@ static int note_push(uint64_t ino, const char *name, int attrs_only)
 /* Forget the kernel's cached entry parent/name (queued); the shim's own goes at once. */
 int mcfs_inval_entry(uint64_t parent, const char *name)
 {
-	entries_drop(parent, name);
+	mcfs_entry_drop(parent, name);
 	return note_push(parent, name, 0);
 }
 
 /* Forget the kernel's cached attributes and pages of ino (queued); the shim's entries of it go at once. */
 int mcfs_inval_inode(uint64_t ino)
 {
-	entries_drop_inode(ino);
+	mcfs_entry_drop_inode(ino);
 	return note_push(ino, NULL, 0);
 }
 
 /* Forget the kernel's cached attributes of ino, keeping its pages (queued); the shim's entries of it go at once. */
 int mcfs_inval_attrs(uint64_t ino)
 {
-	entries_drop_inode(ino);
+	mcfs_entry_drop_inode(ino);
 	return note_push(ino, NULL, 1);
 }
 
