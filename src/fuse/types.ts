@@ -73,10 +73,6 @@ export interface FileSlice {
 }
 
 /**
- * What the FUSE binding asks of a filesystem. Each method resolves with its result or throws an
- * errno-carrying error; the binding replies exactly once either way.
- */
-/**
  * Names the FUSE shim answers lookups of by itself, without a hop through the FileSystem
  * (native/entries.c): entries the FileSystem has at hand, with the attributes it would reply.
  */
@@ -91,6 +87,10 @@ export interface ShimEntries {
   dropAll(): void;
 }
 
+/**
+ * What the FUSE binding asks of a filesystem. Each method resolves with its result or throws an
+ * errno-carrying error; the binding replies exactly once either way.
+ */
 export interface FileSystem {
   lookup(c: Caller, parent: number, name: string): Promise<Attr>;
   getattr(c: Caller, ino: number, fh?: number): Promise<Attr>;

@@ -112,6 +112,12 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
     }
   }
 
+  /** A record no longer to be answered from, here or by the mirror. */
+  function dropRecord(ino: number): void {
+    recent.delete(ino);
+    mirror?.dropInode(ino);
+  }
+
   function dirChanged(dir: number, add?: [string, number], remove?: string): void {
     dirChanges.set(dir, (dirChanges.get(dir) ?? 0) + 1);
     o.onDirChanged?.(dir, add, remove);
@@ -177,7 +183,6 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
     }
   }
 
-
   /**
    * Read again the records a listed directory's names have none of here: names that came after its
    * listing was loaded (other nodes' creates), or whose records expired. Once misses pass a share of
@@ -233,24 +238,22 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
     dropListing,
     async changing(dirs, change) {
       // Dropped before and after: a getattr that raced with the change cannot leave a stale record.
-      for (const d of dirs) (recent.delete(d), mirror?.dropInode(d));
+      for (const d of dirs) dropRecord(d);
       try {
         return await change();
       } finally {
-        for (const d of dirs) (recent.delete(d), mirror?.dropInode(d));
+        for (const d of dirs) dropRecord(d);
       }
     },
     forget(ino) {
       paths.forget(ino);
-      recent.delete(ino);
-      mirror?.dropInode(ino);
+      dropRecord(ino);
     },
     invalidate(inv) {
       for (const [dir, name] of inv.removed) dirChanged(dir, undefined, name);
       for (const [dir, name, ino] of inv.added) dirChanged(dir, [name, ino ?? 0]);
       for (const ino of inv.inodes) {
-        recent.delete(ino);
-        mirror?.dropInode(ino);
+        dropRecord(ino);
         if (inv.removed.length) dropListing(ino);
         paths.forget(ino);
       }

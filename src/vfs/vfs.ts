@@ -53,10 +53,10 @@ export function createVfs(o: VfsOptions): Vfs {
   const shim = o.shimEntries;
   const open = createOpenFiles(shim?.dropInode);
   // The shim answers prefetched names itself, with the attributes a lookup would get here; never an
-  // open file's (those are the handles' own, see KernelView.attr).
+  // open file's (skipPrefetch keeps those out: their attributes are the handles', see KernelView.attr).
   const mirror: MetaMirror | undefined = shim && {
     prefetched(dir, named, ttlMs) {
-      shim.keep(dir, named.filter(([, r]) => !open.inode(r.ino)).map(([name, r]) => [name, ctx.kernel.told(dir, name, r)]), ttlMs);
+      shim.keep(dir, named.map(([name, r]) => [name, ctx.kernel.told(dir, name, r)]), ttlMs);
     },
     dropName: shim.drop,
     dropInode: shim.dropInode,
