@@ -9,4 +9,13 @@ node_modules/.bin/bun run build.ts
 node_modules/.bin/tsc --noEmit
 if [ $# -gt 0 ]; then exec node_modules/.bin/bun test --timeout 300000 "$@"; fi
 node_modules/.bin/bun test --timeout 60000 test/unit
-exec node_modules/.bin/bun test --timeout 300000 test/*.test.ts
+# The suites' output is long and CI keeps its tail: each failure's own lines are printed again last.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+node_modules/.bin/bun test --timeout 300000 test/*.test.ts 2>&1 | tee "$log" || status=$?
+if [ "$status" -ne 0 ]; then
+  echo "=== the failures again, each with the 60 lines before it ==="
+  awk '/ tests? failed:$/ { exit } { seen[NR % 60] = $0 } /^\(fail\)/ { print "---"; for (i = (NR > 59 ? NR - 59 : 1); i <= NR; i++) print seen[i % 60] }' "$log"
+fi
+exit "$status"
