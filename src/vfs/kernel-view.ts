@@ -69,59 +69,109 @@ const splitKey = (k: string): [number, string] => {
   return [Number(k.slice(0, slash)), k.slice(slash + 1)];
 };
 
-/** Entries kept per map before it is cleared (the kernel then just gets refreshed once more). */
+/** Inodes (and names) whose state is kept; past it the oldest tenth is dropped from the kernel and forgotten. */
 const KEPT_MAX = 200_000;
 
+/** What the kernel was told of one inode. */
+interface Told {
+  /** Identity of the file the number was (see gen in Inode). */
+  gen: string;
+  /** Data version of the attributes last given (the kernel caches them). */
+  version: number;
+  /** Owner and mode last given. */
+  perms: string;
+  /**
+   * The names ("parent/name") it got the inode under (lookups, creates, readdirplus) and may still
+   * hold, each with when it was last given (a count): a name given again while it was being dropped
+   * from the kernel stays.
+   */
+  names: Map<string, number>;
+}
+
 /**
- * dropKernelEntry: make the kernel forget a name. refused: a reply of ESTALE for ino is on its way (the
- * kernel looks the name up again: that lookup must come here, not be answered from elsewhere).
+ * dropKernelEntry: make the kernel forget a name; dropKernelInode: its attributes and pages of an
+ * inode. refused: a reply of ESTALE for ino is on its way (the kernel looks the name up again: that
+ * lookup must come here, not be answered from elsewhere). keptMax: see KEPT_MAX.
  */
 export function createKernelView(o: {
   open: OpenFiles;
   dropKernelEntry?: (parent: number, name: string) => void;
+  dropKernelInode?: (ino: number) => void;
   /** Make the kernel forget these names; resolves once it has (false: not in time). */
   forgetNames?: (names: [number, string][]) => Promise<boolean>;
   refused?: (ino: number) => void;
+  keptMax?: number;
 }): KernelView {
+  const max = o.keptMax ?? KEPT_MAX;
   /**
-   * Identity of the file the kernel was told each inode number is. Another identity under the same
-   * number (handed out again after Redis lost writes) means the kernel's inode is stale: ESTALE makes
-   * it look the name up again instead of reading another file's bytes under it.
+   * Per inode number, what the kernel was told. Another identity under the same number (handed out
+   * again after Redis lost writes) means the kernel's inode is stale: ESTALE makes it look the name up
+   * again instead of reading another file's bytes under it.
    */
-  const kernelGen = new Map<number, string>();
-  /**
-   * The names ("parent/name") the kernel got each inode under (lookups, creates, readdirplus) and may
-   * still hold, each with when it was last given (a count): a name given again while it was being
-   * dropped from the kernel stays.
-   */
-  const kernelNames = new Map<number, Map<string, number>>();
+  const told = new Map<number, Told>();
   let toldSeq = 0;
-  /** Data version of the attributes last given to the kernel, per inode (it caches them). */
-  const kernelVersion = new Map<number, number>();
-  /** Owner and mode last given to the kernel, per inode. */
-  const kernelPerms = new Map<number, string>();
+  /** Every name given to the kernel ("parent/name"), with the inode it was last given for. */
+  const toldNames = new Map<string, number>();
   /** Inodes open here that other nodes changed since they were opened (see changedElsewhere). */
   const heldBack = new Set<number>();
   /** Data version of each inode when this node last opened it (for the kernel's page cache). */
   const openedVersion = new Map<number, number>();
-  /** Names given to the kernel, "parent/name". */
-  const toldNames = new Set<string>();
-  /** A map above was cleared: what the kernel holds is no longer known, so it may hold anything. */
-  let lostInodes = false;
-  let lostNames = false;
+
+  /** The kernel forgets a name, and this view with it. */
+  function dropName(key: string): void {
+    toldNames.delete(key);
+    o.dropKernelEntry?.(...splitKey(key));
+  }
+
+  /**
+   * Bounded by dropping the oldest (a Map iterates in insertion order) from the kernel too: what it
+   * no longer holds needs no watching. Inodes open here stay (an invalidation under a read can cut
+   * it short, see changedElsewhere): they go to the back.
+   */
+  function roomForInode(): void {
+    if (told.size < max) return;
+    let n = Math.max(1, Math.floor(max / 10));
+    // Each at most once: the open ones come round again at the back.
+    let visits = told.size;
+    for (const [ino, t] of told) {
+      if (n === 0 || visits-- === 0) break;
+      told.delete(ino);
+      if (o.open.inode(ino)) {
+        told.set(ino, t);
+        continue;
+      }
+      n--;
+      for (const key of t.names.keys()) if (toldNames.get(key) === ino) dropName(key);
+      o.dropKernelInode?.(ino);
+    }
+  }
+
+  function roomForName(): void {
+    if (toldNames.size < max) return;
+    let n = Math.max(1, Math.floor(max / 10));
+    for (const key of toldNames.keys()) {
+      if (n-- === 0) break;
+      dropName(key);
+    }
+  }
+
+  function viewOf(r: Inode): Told {
+    let t = told.get(r.ino);
+    if (!t) {
+      roomForInode();
+      t = { gen: r.gen, version: r.version, perms: permsOf(r), names: new Map() };
+      told.set(r.ino, t);
+    }
+    return t;
+  }
 
   function attr(r: Inode): Attr {
-    if (kernelVersion.size >= KEPT_MAX) {
-      kernelVersion.clear();
-      lostInodes = true;
-    }
-    kernelVersion.set(r.ino, r.version);
-    if (kernelGen.size >= KEPT_MAX) kernelGen.clear();
-    kernelGen.set(r.ino, r.gen);
+    const t = viewOf(r);
+    t.version = r.version;
+    t.gen = r.gen;
+    t.perms = permsOf(r);
     const a = attrOf(r);
     const open = o.open.inode(r.ino);
-    if (kernelPerms.size >= KEPT_MAX) kernelPerms.clear();
-    kernelPerms.set(r.ino, permsOf(r));
     if (open) {
       for (const h of open.handles.keys()) {
         if (!h.writable) continue;
@@ -138,7 +188,7 @@ export function createKernelView(o: {
       for (const h of open.handles.keys()) last = h.reads ?? last;
       if (last && last.version !== r.version) {
         a.size = last.size;
-        kernelVersion.set(r.ino, last.version);
+        t.version = last.version;
       }
     }
     return a;
@@ -147,26 +197,21 @@ export function createKernelView(o: {
   return {
     told(parent, name, r) {
       const key = `${parent}/${name}`;
-      const gen = kernelGen.get(r.ino);
-      if (gen !== undefined && gen !== r.gen) {
+      const had = told.get(r.ino);
+      if (had && had.gen !== r.gen) {
         // The number is another file's now: the names the kernel knew the old one by must lead nowhere stale.
-        for (const old of kernelNames.get(r.ino)?.keys() ?? []) if (old !== key) o.dropKernelEntry?.(...splitKey(old));
-        kernelNames.delete(r.ino);
+        for (const old of had.names.keys()) if (old !== key) o.dropKernelEntry?.(...splitKey(old));
+        had.names.clear();
       }
-      if (kernelNames.size >= KEPT_MAX) kernelNames.clear();
-      const names = kernelNames.get(r.ino);
-      if (names) names.set(key, ++toldSeq);
-      else kernelNames.set(r.ino, new Map([[key, ++toldSeq]]));
-      if (toldNames.size >= KEPT_MAX) {
-        toldNames.clear();
-        lostNames = true;
-      }
-      toldNames.add(`${parent}/${name}`);
-      return attr(r);
+      const a = attr(r);
+      told.get(r.ino)!.names.set(key, ++toldSeq);
+      if (!toldNames.has(key)) roomForName();
+      toldNames.set(key, r.ino);
+      return a;
     },
     attr,
     async sameName(r) {
-      const names = kernelNames.get(r.ino);
+      const names = told.get(r.ino)?.names;
       const now = `${r.parent}/${r.name}`;
       if (!names || r.nlink !== 1) return r;
       const stale = [...names].filter(([k]) => k !== now);
@@ -178,32 +223,35 @@ export function createKernelView(o: {
       throw new FsError(E.ESTALE, `inode ${r.ino} is no longer named ${splitKey(stale[0]![0])[1]}`);
     },
     moved(ino, from, parent, name) {
-      const names = kernelNames.get(ino);
+      const names = told.get(ino)?.names;
       if (!names) return;
       names.delete(`${from.parent}/${from.name}`);
       names.set(`${parent}/${name}`, ++toldSeq);
     },
     unnamed(ino, parent, name) {
-      kernelNames.get(ino)?.delete(`${parent}/${name}`);
+      told.get(ino)?.names.delete(`${parent}/${name}`);
     },
     sameFile(r) {
-      const gen = kernelGen.get(r.ino);
-      if (gen === undefined || gen === r.gen) return r;
-      kernelGen.delete(r.ino);
+      const t = told.get(r.ino);
+      if (t === undefined || t.gen === r.gen) return r;
+      // The names the kernel knew the old file by lead to another one now.
+      for (const key of t.names.keys()) if (toldNames.get(key) === r.ino) dropName(key);
+      told.delete(r.ino);
       o.refused?.(r.ino);
       throw new FsError(E.ESTALE, `inode ${r.ino} is another file now`);
     },
     mayBeStale(ino, version) {
-      const told = kernelVersion.get(ino);
+      const was = told.get(ino)?.version;
       const lastOpened = openedVersion.get(ino);
       // A reply computed before this open may carry another version's size: also after a version change.
-      return told !== undefined && (told !== version || (lastOpened !== undefined && lastOpened !== version));
+      return was !== undefined && (was !== version || (lastOpened !== undefined && lastOpened !== version));
     },
     refreshed(ino, version) {
-      kernelVersion.set(ino, version);
+      const t = told.get(ino);
+      if (t) t.version = version;
     },
     changedElsewhere(ino) {
-      if (!(ino === 1 || lostInodes || kernelVersion.has(ino))) return false;
+      if (!(ino === 1 || told.has(ino))) return false;
       if (!o.open.inode(ino)) return true;
       heldBack.add(ino);
       return false;
@@ -211,19 +259,21 @@ export function createKernelView(o: {
     closed(ino) {
       if (!heldBack.delete(ino)) return false;
       // What the kernel holds now is not known (a reply of the last getattr may have been dropped): refreshed at the next open.
-      kernelVersion.set(ino, UNKNOWN_VERSION);
+      const t = told.get(ino);
+      if (t) t.version = UNKNOWN_VERSION;
       return true;
     },
-    permsChanged: (r) => kernelPerms.get(r.ino) !== permsOf(r),
-    mayHaveEntry: (parent, name) => lostNames || toldNames.has(`${parent}/${name}`),
+    permsChanged: (r) => told.get(r.ino)?.perms !== permsOf(r),
+    mayHaveEntry: (parent, name) => toldNames.has(`${parent}/${name}`),
     takeNames() {
-      const out = [...toldNames].map(splitKey);
+      const out = [...toldNames.keys()].map(splitKey);
       toldNames.clear();
       return out;
     },
     opened(ino, version) {
       const keep = openedVersion.get(ino) === version;
-      if (openedVersion.size >= KEPT_MAX) openedVersion.clear();
+      // Cleared: the next open of each drops its pages once more.
+      if (openedVersion.size >= max) openedVersion.clear();
       openedVersion.set(ino, version);
       return keep;
     },

@@ -80,6 +80,7 @@ export function createVfs(o: VfsOptions): Vfs {
     kernel: createKernelView({
       open,
       ...(o.dropKernelEntry ? { dropKernelEntry: o.dropKernelEntry } : {}),
+      ...(o.dropKernelInode ? { dropKernelInode: o.dropKernelInode } : {}),
       ...(o.forgetKernelNames ? { forgetNames: o.forgetKernelNames } : {}),
       ...(shim ? { refused: shim.dropInode } : {}),
     }),

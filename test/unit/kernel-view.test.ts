@@ -1,0 +1,104 @@
+import { beforeEach, describe, expect, test } from "bun:test";
+import type { Inode } from "../../src/meta/store.ts";
+import { E, FsError } from "../../src/util/errno.ts";
+import { createKernelView, type KernelView } from "../../src/vfs/kernel-view.ts";
+import type { OpenFiles } from "../../src/vfs/open-files.ts";
+
+const DIR = 100;
+const rec = (ino: number, gen = `g${ino}`, name = `f${ino}`): Inode => ({
+  ino, mode: 0o100644, uid: 0, gid: 0, rdev: 0, size: 1, nlink: 1, atime: 0n, mtime: 0n, ctime: 0n, version: 7, gen, parent: DIR, name,
+});
+
+/** What the view made the kernel drop, in order; which inodes are open here. */
+let droppedNames: [number, string][], droppedInodes: number[], open: Set<number>, view: KernelView;
+
+function makeView(keptMax: number): KernelView {
+  const files = { inode: (ino: number) => (open.has(ino) ? { handles: new Map() } : undefined) } as unknown as OpenFiles;
+  return createKernelView({ open: files, keptMax, dropKernelEntry: (p, n) => void droppedNames.push([p, n]), dropKernelInode: (ino) => void droppedInodes.push(ino) });
+}
+
+beforeEach(() => {
+  droppedNames = [];
+  droppedInodes = [];
+  open = new Set();
+  view = makeView(10);
+});
+
+function thrown(f: () => unknown): unknown {
+  try {
+    f();
+  } catch (e) {
+    return e;
+  }
+  return undefined;
+}
+
+describe("kernel view", () => {
+  // Inode 1 (the root) is always watched: these start past it.
+  test("past its bound the oldest inodes are dropped from the kernel (names, attributes) and forgotten; the rest are still watched", () => {
+    for (let ino = 21; ino <= 30; ino++) view.told(DIR, `f${ino}`, rec(ino));
+    expect(droppedNames).toEqual([]);
+    view.told(DIR, "f31", rec(31));
+    expect(droppedNames).toEqual([[DIR, "f21"]]);
+    expect(droppedInodes).toEqual([21]);
+    // Dropped from the kernel: nothing of it to invalidate any more.
+    expect(view.mayHaveEntry(DIR, "f21")).toBe(false);
+    expect(view.changedElsewhere(21)).toBe(false);
+    for (let ino = 22; ino <= 31; ino++) {
+      expect(view.mayHaveEntry(DIR, `f${ino}`)).toBe(true);
+      expect(view.changedElsewhere(ino)).toBe(true);
+    }
+  });
+
+  test("an inode open here is never dropped (an invalidation under a read could cut it short): the next oldest goes", () => {
+    for (let ino = 21; ino <= 30; ino++) view.told(DIR, `f${ino}`, rec(ino));
+    open.add(21);
+    view.told(DIR, "f31", rec(31));
+    expect(droppedInodes).toEqual([22]);
+    expect(view.mayHaveEntry(DIR, "f21")).toBe(true);
+    // Every one open: none is dropped, and the view grows rather than loop.
+    for (let ino = 21; ino <= 31; ino++) open.add(ino);
+    view.told(DIR, "f32", rec(32));
+    expect(droppedInodes).toEqual([22]);
+  });
+
+  test("a name told for a newer inode stays when the older inode it was told for goes", () => {
+    view.told(DIR, "x", rec(21));
+    view.told(DIR, "x", rec(22));
+    for (let ino = 23; ino <= 30; ino++) view.told(DIR, `f${ino}`, rec(ino));
+    view.told(DIR, "f31", rec(31));
+    expect(droppedInodes).toEqual([21]);
+    expect(droppedNames).toEqual([]);
+    expect(view.mayHaveEntry(DIR, "x")).toBe(true);
+  });
+
+  test("a number that is another file now: ESTALE, and the names the kernel knew the old file by are dropped from it", () => {
+    view.told(DIR, "old", rec(5, "first", "old"));
+    const e = thrown(() => view.sameFile(rec(5, "second", "new")));
+    expect(e instanceof FsError && e.errno).toBe(E.ESTALE);
+    expect(droppedNames).toEqual([[DIR, "old"]]);
+    expect(view.mayHaveEntry(DIR, "old")).toBe(false);
+    // Looked up again: the new file is the kernel's.
+    view.told(DIR, "new", rec(5, "second", "new"));
+    expect(view.sameFile(rec(5, "second", "new")).gen).toBe("second");
+  });
+
+  test("a name told for a number that is another file now drops the old file's other names", () => {
+    view.told(DIR, "a", rec(5, "first", "a"));
+    view.told(DIR, "b", rec(5, "second", "b"));
+    expect(droppedNames).toEqual([[DIR, "a"]]);
+  });
+
+  test("renamed elsewhere: an open through the old name is refused (ESTALE) once the kernel dropped it", async () => {
+    const forgot: [number, string][][] = [];
+    const v = createKernelView({ open: { inode: () => undefined } as unknown as OpenFiles, forgetNames: async (names) => (forgot.push(names), true) });
+    v.told(DIR, "before", rec(3, "g", "before"));
+    const moved = rec(3, "g", "after");
+    v.told(DIR, "after", moved);
+    const e = await v.sameName(moved).then(() => undefined, (x: unknown) => x);
+    expect(e instanceof FsError && e.errno).toBe(E.ESTALE);
+    expect(forgot).toEqual([[[DIR, "before"]]]);
+    // Dropped from the kernel: the next open through the new name goes on.
+    expect(await v.sameName(moved)).toBe(moved);
+  });
+});
