@@ -9,7 +9,11 @@
  * here. Inodes and directories are dropped by bumping a generation their entries were kept under
  * (slots shared by hash: a drop may take unrelated entries along, which then just go to JS).
  *
- * A lookup replies under the read lock, and drops take the write lock: once a drop returns, every
+ * Attributes are kept the same way, for inodes whose records JS has fresh (not open here): as an
+ * entry of the inode itself under the empty name, which no lookup asks for. A getattr that finds one
+ * is answered here; dropping the inode drops it with its names.
+ *
+ * A reply is made under the read lock, and drops take the write lock: once a drop returns, every
  * reply made from what it dropped has reached the kernel, so the invalidation JS sends next lands
  * after them, never before.
  */
@@ -43,7 +47,7 @@ static uint32_t count;
 static uint32_t ino_gens[INO_SLOTS], dir_gens[DIR_SLOTS], all_gen;
 /* Read without the lock: a lookup skips the table while it is empty. */
 static _Atomic uint32_t kept;
-static _Atomic uint64_t hits;
+static _Atomic uint64_t hits, attr_hits;
 
 static uint64_t now_ms(void)
 {
@@ -100,7 +104,8 @@ static void sweep(void)
 	atomic_store(&kept, count);
 }
 
-int entries_try_lookup(fuse_req_t req, uint64_t parent, const char *name)
+/* Answer req from the current entry of (parent, name), if there is one: 1 if answered. */
+static int answer(fuse_req_t req, uint64_t parent, const char *name, int attr_only)
 {
 	if (!atomic_load(&kept))
 		return 0;
@@ -113,11 +118,18 @@ int entries_try_lookup(fuse_req_t req, uint64_t parent, const char *name)
 	}
 	struct fuse_entry_param p;
 	attr_entry(e->attr, e->entry_to, e->attr_to, &p);
-	fuse_reply_entry(req, &p);
+	if (attr_only)
+		fuse_reply_attr(req, &p.attr, e->attr_to);
+	else
+		fuse_reply_entry(req, &p);
 	pthread_rwlock_unlock(&lock);
-	atomic_fetch_add(&hits, 1);
+	atomic_fetch_add(attr_only ? &attr_hits : &hits, 1);
 	return 1;
 }
+
+int entries_try_lookup(fuse_req_t req, uint64_t parent, const char *name) { return answer(req, parent, name, 0); }
+
+int entries_try_getattr(fuse_req_t req, uint64_t ino) { return answer(req, ino, "", 1); }
 
 /* Put one entry (write lock held); 0, or -ENOSPC when the table is full of current entries. */
 static int put(uint64_t parent, const char *name, const int64_t *attr, double entry_to, double attr_to, uint64_t until_ms)
@@ -168,6 +180,22 @@ int mcfs_entry_keep(uint64_t parent, const uint8_t *ents, int n, double entry_to
 	return rc;
 }
 
+/* Attributes of n inodes, in the layout of a readdir reply's entries (names unused), good for ttl_ms. */
+int mcfs_attr_keep(const uint8_t *ents, int n, double attr_to, uint32_t ttl_ms)
+{
+	uint64_t until = now_ms() + ttl_ms;
+	int rc = 0;
+	pthread_rwlock_wrlock(&lock);
+	for (int i = 0; i < n && rc == 0; i++) {
+		const int64_t *a = (const int64_t *)ents;
+		rc = put((uint64_t)a[A_INO], "", a, 0, attr_to, until);
+		ents += (size_t)DIRENT_NAME * 8 + (((size_t)a[DIRENT_NAME_LEN] + 7) & ~(size_t)7);
+	}
+	atomic_store(&kept, count);
+	pthread_rwlock_unlock(&lock);
+	return rc;
+}
+
 void mcfs_entry_drop(uint64_t parent, const char *name)
 {
 	if (!atomic_load(&kept))
@@ -204,3 +232,5 @@ void mcfs_entry_clear(void)
 }
 
 uint64_t mcfs_entry_hits(void) { return atomic_load(&hits); }
+
+uint64_t mcfs_attr_hits(void) { return atomic_load(&attr_hits); }

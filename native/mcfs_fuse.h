@@ -50,6 +50,7 @@ void attr_entry(const int64_t *a, double entry_to, double attr_to, struct fuse_e
 
 /* entries.c: names answered without JS (see there). */
 int entries_try_lookup(fuse_req_t req, uint64_t parent, const char *name); /* 1: answered here */
+int entries_try_getattr(fuse_req_t req, uint64_t ino);                     /* 1: answered here */
 
 /* notify.c: kernel cache invalidations, made on their own thread. */
 int notify_start(struct fuse_session *se);

@@ -24,6 +24,8 @@ static void ll_forget_multi(fuse_req_t req, size_t c, struct fuse_forget_data *f
 
 static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	if (entries_try_getattr(req, ino))
+		return;
 	REQ(OP_GETATTR);
 	h.fh = fi ? fi->fh : 0;
 	h.getattr.has_fh = fi != NULL;

@@ -115,4 +115,35 @@ describe.skipIf(!!skip)("lookups answered by the shim", () => {
     }
     await waitFor("a seeing b's chmod and truncate", () => (fs.statSync(p(a, f(4))).mode & 0o7777) === 0o604 && fs.statSync(p(a, f(5))).size === 3, CONVERGE_MS);
   });
+
+  test("getattr of an inode whose record JS holds fresh (a directory after each create in it) is answered by the shim; a change elsewhere is seen at once", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    const dir = (n: TestDaemon) => join(n.mnt, "attrs");
+    const same = (st: fs.Stats) => ({ ino: st.ino, mode: st.mode, nlink: st.nlink, uid: st.uid });
+    fs.mkdirSync(dir(a));
+    fs.statSync(dir(a));
+    const a0 = await scrape(a);
+    // Each create makes the kernel drop the directory's attributes: the stat after it asks again.
+    for (let i = 0; i < 20; i++) {
+      fs.writeFileSync(join(dir(a), `f${i}`), "x");
+      fs.statSync(dir(a));
+    }
+    const a1 = await scrape(a);
+    expect(a1("mcfs_shim_getattrs_total") - a0("mcfs_shim_getattrs_total")).toBeGreaterThanOrEqual(20);
+    expect(a1("mcfs_fuse_operations_total", { op: "getattr" }) - a0("mcfs_fuse_operations_total", { op: "getattr" })).toBe(0);
+    expect(same(fs.statSync(dir(a)))).toEqual(same(fs.statSync(dir(b))));
+    // Changed on b: a's next stat has it (a chmod returns once a dropped what it held).
+    fs.chmodSync(dir(b), 0o711);
+    expect(fs.statSync(dir(a)).mode & 0o7777).toBe(0o711);
+    fs.writeFileSync(join(dir(a), "g"), "y");
+    expect(fs.statSync(dir(a)).mode & 0o7777).toBe(0o711);
+    // Made on b (told behind the mkdir and the create): a sees the directory's link count and times a
+    // moment later; a removal (told before rmdir returns) at once.
+    fs.mkdirSync(join(dir(b), "sub"));
+    await waitFor("a seeing b's mkdir in the directory's link count", () => fs.statSync(dir(a)).nlink === 3, CONVERGE_MS);
+    fs.rmdirSync(join(dir(b), "sub"));
+    expect(fs.statSync(dir(a)).nlink).toBe(2);
+    fs.writeFileSync(join(dir(b), "from-b"), "z");
+    await waitFor("a seeing the directory's times after b's create", () => fs.statSync(dir(a)).mtimeMs === fs.statSync(dir(b)).mtimeMs, CONVERGE_MS);
+  });
 });

@@ -60,16 +60,18 @@ function freeSpace(rootPath: string): { free?: number } {
 }
 
 /** Counters the shim keeps and gauges of state, brought up to date before each scrape. */
-const shimSeen = new WeakMap<FuseSession, { readBytes: number; writeBytes: number; lookups: number }>();
+const shimSeen = new WeakMap<FuseSession, { readBytes: number; writeBytes: number; lookups: number; getattrs: number }>();
 const unreadSeen = new WeakMap<CopyCache, number>();
 async function refreshGauges(m: Metrics, session: FuseSession, vfs: Vfs, copies: CopyCache | undefined, store: MetadataStore): Promise<void> {
   const io = session.ioCounters();
   const lookups = session.shimLookups();
-  const last = shimSeen.get(session) ?? { readBytes: 0, writeBytes: 0, lookups: 0 };
+  const getattrs = session.shimGetattrs();
+  const last = shimSeen.get(session) ?? { readBytes: 0, writeBytes: 0, lookups: 0, getattrs: 0 };
   m.readBytes.inc({ source: "local" }, io.readBytes - last.readBytes);
   m.writtenBytes.inc(io.writeBytes - last.writeBytes);
   m.shimLookups.inc(lookups - last.lookups);
-  shimSeen.set(session, { ...io, lookups });
+  m.shimGetattrs.inc(getattrs - last.getattrs);
+  shimSeen.set(session, { ...io, lookups, getattrs });
   m.openFiles.set(vfs.openFiles);
   if (copies) {
     const unread = copies.ahead().evictedUnread;
@@ -269,6 +271,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       },
       shimEntries: {
         keep: (parent, named, ttlMs) => session?.entries.keep(parent, named, ttlMs),
+        keepAttrs: (attrs, ttlMs) => session?.entries.keepAttrs(attrs, ttlMs),
         drop: (parent, name) => session?.entries.drop(parent, name),
         dropInode: (ino) => session?.entries.dropInode(ino),
         dropDir: (dir) => session?.entries.dropDir(dir),

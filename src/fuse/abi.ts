@@ -120,6 +120,8 @@ export const SHIM_FUNCTIONS = {
   mcfs_entry_drop_dir: { returns: "void", args: ["uint64_t dir"] },
   mcfs_entry_clear: { returns: "void", args: [] },
   mcfs_entry_hits: { returns: "uint64_t", args: [] },
+  mcfs_attr_keep: { returns: "int", args: ["const uint8_t *ents", "int n", "double attr_to", "uint32_t ttl_ms"] },
+  mcfs_attr_hits: { returns: "uint64_t", args: [] },
   mcfs_notes_hold: { returns: "void", args: [] },
   mcfs_notes_release: { returns: "void", args: [] },
   mcfs_notes_pushed: { returns: "uint64_t", args: [] },

@@ -127,6 +127,8 @@ export interface FuseSession {
   readonly entries: ShimEntries;
   /** Lookups the shim answered from those entries. */
   shimLookups(): number;
+  /** Getattrs the shim answered from the attributes kept there. */
+  shimGetattrs(): number;
   /** Reads of fh are no longer served from its fd by the shim: they come to the filesystem (which keeps the fd open until release). */
   detach(fh: number): void;
   readonly closed: Promise<void>;
@@ -449,12 +451,17 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
         const ents = named.map(([name, attr]) => ({ name, attr, next: 0 }));
         shim.mcfs_entry_keep(parent, packDirents(ents), ents.length, entryTo, attrTo, Math.max(0, Math.floor(ttlMs)));
       },
+      keepAttrs(attrs, ttlMs) {
+        if (!attrs.length) return;
+        shim.mcfs_attr_keep(packDirents(attrs.map((attr) => ({ name: "", attr, next: 0 }))), attrs.length, attrTo, Math.max(0, Math.floor(ttlMs)));
+      },
       drop: (parent, name) => shim.mcfs_entry_drop(parent, cstr(name)),
       dropInode: (ino) => shim.mcfs_entry_drop_inode(ino),
       dropDir: (dir) => shim.mcfs_entry_drop_dir(dir),
       dropAll: () => shim.mcfs_entry_clear(),
     },
     shimLookups: () => Number(shim.mcfs_entry_hits()),
+    shimGetattrs: () => Number(shim.mcfs_attr_hits()),
     ioCounters() {
       const c = new BigUint64Array(IO_COUNTERS.length);
       shim.mcfs_io_counters(c);

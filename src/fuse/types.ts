@@ -79,6 +79,8 @@ export interface FileSlice {
 export interface ShimEntries {
   /** Each name in parent is answered with its attributes for ttlMs. */
   keep(parent: number, named: [string, Attr][], ttlMs: number): void;
+  /** A getattr of each of these inodes is answered with these attributes for ttlMs (dropped with the inode). */
+  keepAttrs(attrs: Attr[], ttlMs: number): void;
   drop(parent: number, name: string): void;
   /** Every name of ino. */
   dropInode(ino: number): void;

@@ -35,6 +35,11 @@ export interface NewInode {
   target?: string;
   mtime?: bigint;
   atime?: bigint;
+  /**
+   * When the create happened (its ctime, and the directory's new times); by default now. A create
+   * made ahead of the store passes the time its node already answers with, so every node sees the same.
+   */
+  ctime?: bigint;
   /** The node that holds the bytes (none for directories and special files). */
   holder?: string;
   /** An inode number from a block this node reserved; by default the next one is taken. */
@@ -61,7 +66,7 @@ export type Created = Inode & { replaced?: Removed };
 
 /** A create's times, version and identity: those init gives, else now and new ones. */
 export function createStamps(init: NewInode): { now: bigint; mtime: bigint; atime: bigint; version: number; gen: string } {
-  const now = nowNs();
+  const now = init.ctime ?? nowNs();
   const mtime = init.mtime ?? now;
   return { now, mtime, atime: init.atime ?? mtime, version: init.version ?? newVersion(), gen: init.gen ?? newGeneration() };
 }

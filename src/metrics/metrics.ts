@@ -13,6 +13,7 @@ export function createMetrics() {
     registry,
     fuseOps: new Counter({ name: "mcfs_fuse_operations_total", help: "FUSE operations answered in JS, by operation (reads and writes of local files are served by the shim: see mcfs_read_bytes_total)", labelNames: ["op"], ...r }),
     shimLookups: new Counter({ name: "mcfs_shim_lookups_total", help: "Lookups the FUSE shim answered itself, from names whose records JS had prefetched (they never reach JS: not in mcfs_fuse_operations_total)", ...r }),
+    shimGetattrs: new Counter({ name: "mcfs_shim_getattrs_total", help: "Getattrs the FUSE shim answered itself, from records JS had fresh (they never reach JS: not in mcfs_fuse_operations_total)", ...r }),
     fuseErrors: new Counter({ name: "mcfs_fuse_operation_errors_total", help: "FUSE operations answered with an error, by operation and errno", labelNames: ["op", "errno"], ...r }),
     fuseLatency: new Histogram({ name: "mcfs_fuse_operation_duration_seconds", help: "Time to answer a FUSE operation in JS", labelNames: ["op"], buckets: LATENCY, ...r }),
     readBytes: new Counter({ name: "mcfs_read_bytes_total", help: "Bytes read through the mount, by what served them: local (the shim, from a fd: a file on this node's disk or a cached copy, in RAM or on disk), memory (JS: ranged reads of a file held elsewhere)", labelNames: ["source"], ...r }),

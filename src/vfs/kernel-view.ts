@@ -15,6 +15,11 @@ export interface KernelView {
   told(parent: number, name: string, r: Inode): Attr;
   /** Attributes of r as the kernel must see them now (a writer's live size; a reader's version). */
   attr(r: Inode): Attr;
+  /**
+   * Attributes of r for the shim to give the kernel later (as attr() does), unless the kernel knows r's
+   * number as another file (sameFile refuses that: the shim must not answer it).
+   */
+  given(r: Inode): Attr | undefined;
   /** r, unless its number is another file's than the one the kernel knows (ESTALE then). */
   sameFile(r: Inode): Inode;
   /**
@@ -210,6 +215,10 @@ export function createKernelView(o: {
       return a;
     },
     attr,
+    given(r) {
+      const t = told.get(r.ino);
+      return t && t.gen !== r.gen ? undefined : attr(r);
+    },
     async sameName(r) {
       const names = told.get(r.ino)?.names;
       const now = `${r.parent}/${r.name}`;

@@ -45,6 +45,8 @@ export interface MetaCache {
 export interface MetaMirror {
   /** Records of names in dir just prefetched, good for ttlMs. */
   prefetched(dir: number, named: [string, Inode][], ttlMs: number): void;
+  /** A record learned (not of a file open here), good for ttlMs: its attributes, by inode. */
+  learned(r: Inode, ttlMs: number): void;
   dropName(dir: number, name: string): void;
   /** Every name of ino. */
   dropInode(ino: number): void;
@@ -90,6 +92,7 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
     mirror?.dropInode(r.ino);
     paths.learn(r);
     if (o.attrCacheMs > 0) {
+      if (!o.skipPrefetch(r.ino)) mirror?.learned(r, o.attrCacheMs);
       // Bounded: past the limit the oldest tenth goes (a Map iterates in insertion order).
       if (recent.size >= RECENT_MAX) {
         let n = RECENT_MAX / 10;

@@ -58,6 +58,10 @@ export function createVfs(o: VfsOptions): Vfs {
     prefetched(dir, named, ttlMs) {
       shim.keep(dir, named.map(([name, r]) => [name, ctx.kernel.told(dir, name, r)]), ttlMs);
     },
+    learned(r, ttlMs) {
+      const a = ctx.kernel.given(r);
+      if (a) shim.keepAttrs([a], ttlMs);
+    },
     dropName: shim.drop,
     dropInode: shim.dropInode,
     dropDir: shim.dropDir,

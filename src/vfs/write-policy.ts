@@ -55,7 +55,7 @@ async function makeAhead(ctx: VfsContext, c: Caller, parent: number, name: strin
   // The directory's new times are known here too: no round trip queued behind the write.
   ctx.learn({ ...p, mtime: now, ctime: now });
   ctx.cache.dirChanged(parent, [name, r.ino]);
-  return { r, fd, init: { mode: r.mode, uid: r.uid, gid: c.gid, holder: ctx.nodeId, ino: r.ino, version: r.version, gen: r.gen, mtime: now, atime: now } };
+  return { r, fd, init: { mode: r.mode, uid: r.uid, gid: c.gid, holder: ctx.nodeId, ino: r.ino, version: r.version, gen: r.gen, mtime: now, atime: now, ctime: now } };
 }
 
 /** The create waits for the store; the name is checked there. */
