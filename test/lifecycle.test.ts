@@ -266,6 +266,26 @@ describe.skipIf(!!skip)("running conditions", () => {
   });
 });
 
+describe.skipIf(!!skip)("allocator", () => {
+  const environ = (pid: number) => fs.readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
+  test("the daemon keeps freed memory a second before giving it back (it runs itself again, under the PID and name it was started with); a setting of the user's is kept", async () => {
+    const base = temp("alloc");
+    const a = await daemon({ base, name: "al" });
+    expect(environ(a.proc.pid)).toContain("MIMALLOC_PURGE_DELAY=1000");
+    expect(fs.readFileSync(`/proc/${a.proc.pid}/comm`, "utf8").trim()).toBe("mcfs");
+    expect(fs.readFileSync(`/proc/${a.proc.pid}/cmdline`, "utf8").split("\0")).toContain("daemon");
+    const saved = process.env.MIMALLOC_PURGE_DELAY;
+    process.env.MIMALLOC_PURGE_DELAY = "50";
+    try {
+      const b = await daemon({ base, name: "al2" });
+      expect(environ(b.proc.pid)).toContain("MIMALLOC_PURGE_DELAY=50");
+    } finally {
+      if (saved === undefined) delete process.env.MIMALLOC_PURGE_DELAY;
+      else process.env.MIMALLOC_PURGE_DELAY = saved;
+    }
+  });
+});
+
 describe.skipIf(!!skip)("full disk", () => {
   test("a full root path gives ENOSPC, keeps what was written, and the mount keeps working", async () => {
     const base = temp("full");

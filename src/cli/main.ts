@@ -1,6 +1,7 @@
 #!/usr/bin/env bun
 import yargs from "yargs";
 import { daemonConfig, daemonOptions } from "./daemon-command.ts";
+import { tuneAllocator } from "./allocator.ts";
 import { runDaemon } from "../daemon/daemon.ts";
 import { createLogger, type Logger, type LogFormat } from "../util/log.ts";
 import { statusMain, statusOptions } from "./status-command.ts";
@@ -20,6 +21,7 @@ async function daemonMain(argv: Parameters<typeof daemonConfig>[0]) {
     process.stderr.write(`mcfs: ${(e as Error).message}\n`);
     process.exit(2);
   }
+  tuneAllocator();
   const log = createLogger({ debug: cfg.debug, format: cfg.logFormat });
   // Caught from the start: a signal while the daemon starts (after it mounted, say) must still
   // unmount, not kill the process and leave a dead mount behind. It stops once started.

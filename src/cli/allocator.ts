@@ -1,0 +1,53 @@
+import { dlopen, FFIType, ptr } from "bun:ffi";
+import * as fs from "node:fs";
+
+/**
+ * How long Bun's allocator (mimalloc) keeps pages freed in a burst before giving them back to the
+ * kernel. Its default (10 ms) gives them back between one buffer and the next: each 128 KiB chunk a
+ * peer streams then faults its pages in again and each give-back costs a TLB shootdown; kept for a
+ * second, a cross-node copy of 1 GiB took 1.8x less time and ~45% less CPU here (.prof/big.ts). Idle
+ * for a second, the memory still goes back.
+ */
+const PURGE_DELAY_MS = "1000";
+const VAR = "MIMALLOC_PURGE_DELAY";
+
+/**
+ * mimalloc reads its options when the process starts: unless set already (by the user, or by the
+ * run before this one), the binary runs itself again with it set. execve keeps the PID (what started
+ * the daemon still tracks it), the arguments and the open descriptors. Should execve fail, this run
+ * goes on with the default.
+ */
+export function tuneAllocator(): void {
+  if (process.env[VAR] !== undefined || process.platform !== "linux") return;
+  let args: string[];
+  try {
+    args = fs.readFileSync("/proc/self/cmdline", "latin1").split("\0").slice(0, -1);
+  } catch {
+    return;
+  }
+  const cstr = (s: string) => Buffer.from(`${s}\0`, "latin1");
+  const env = Object.entries({ ...process.env, [VAR]: PURGE_DELAY_MS }).map(([k, v]) => cstr(`${k}=${v}`));
+  const argv = args.map(cstr);
+  const table = (bufs: Buffer[]) => {
+    const t = new BigUint64Array(bufs.length + 1);
+    bufs.forEach((b, i) => (t[i] = BigInt(ptr(b))));
+    return t;
+  };
+  const argvTable = table(argv), envTable = table(env);
+  // By its path, so the process keeps its name (an exec of /proc/self/exe would be called "exe").
+  let path = "/proc/self/exe";
+  try {
+    const real = fs.readlinkSync(path);
+    if (!real.endsWith(" (deleted)")) path = real;
+  } catch {
+    // /proc/self/exe it is.
+  }
+  const exe = cstr(path);
+  try {
+    const libc = dlopen("libc.so.6", { execve: { args: [FFIType.ptr, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 } });
+    libc.symbols.execve(ptr(exe), ptr(argvTable), ptr(envTable));
+    libc.close();
+  } catch {
+    // No libc to call: the default stays.
+  }
+}
