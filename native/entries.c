@@ -44,6 +44,9 @@ struct entry {
 static pthread_rwlock_t lock = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
 static struct entry *buckets[BUCKETS];
 static uint32_t count;
+/* When a full table was last swept: at most one sweep a second (a batch of keeps on a table full of
+ * current entries would otherwise scan it once per entry, holding the lock). */
+static uint64_t swept_ms;
 static uint32_t ino_gens[INO_SLOTS], dir_gens[DIR_SLOTS], all_gen;
 /* Read without the lock: a lookup skips the table while it is empty. */
 static _Atomic uint32_t kept;
@@ -118,12 +121,13 @@ static int answer(fuse_req_t req, uint64_t parent, const char *name, int attr_on
 	}
 	struct fuse_entry_param p;
 	attr_entry(e->attr, e->entry_to, e->attr_to, &p);
+	/* Counted first: once the caller has its answer, the count already shows it. */
+	atomic_fetch_add(attr_only ? &attr_hits : &hits, 1);
 	if (attr_only)
 		fuse_reply_attr(req, &p.attr, e->attr_to);
 	else
 		fuse_reply_entry(req, &p);
 	pthread_rwlock_unlock(&lock);
-	atomic_fetch_add(attr_only ? &attr_hits : &hits, 1);
 	return 1;
 }
 
@@ -139,6 +143,10 @@ static int put(uint64_t parent, const char *name, const int64_t *attr, double en
 	if (*at)
 		unlink_at(at);
 	else if (count >= MAX_ENTRIES) {
+		uint64_t now = now_ms();
+		if (now - swept_ms < 1000)
+			return -ENOSPC;
+		swept_ms = now;
 		sweep();
 		if (count >= MAX_ENTRIES)
 			return -ENOSPC;

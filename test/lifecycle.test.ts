@@ -283,6 +283,15 @@ describe.skipIf(!!skip)("allocator", () => {
       if (saved === undefined) delete process.env.MIMALLOC_PURGE_DELAY;
       else process.env.MIMALLOC_PURGE_DELAY = saved;
     }
+    // The environment goes over byte for byte (a secret or a path of any bytes).
+    process.env.MCFS_TEST_BYTES = "é✓";
+    try {
+      const c = await daemon({ base, name: "al3" });
+      expect(environ(c.proc.pid)).toContain("MIMALLOC_PURGE_DELAY=1000");
+      expect(fs.readFileSync(`/proc/${c.proc.pid}/environ`).includes(Buffer.from("\0MCFS_TEST_BYTES=é✓\0"))).toBe(true);
+    } finally {
+      delete process.env.MCFS_TEST_BYTES;
+    }
   });
 });
 

@@ -19,14 +19,17 @@ const VAR = "MIMALLOC_PURGE_DELAY";
  */
 export function tuneAllocator(): void {
   if (process.env[VAR] !== undefined || process.platform !== "linux") return;
-  let args: string[];
+  // The bytes the process was given, as given (process.env decodes them as UTF-8).
+  const strings = (file: string) => fs.readFileSync(file, "latin1").split("\0").slice(0, -1);
+  let args: string[], vars: string[];
   try {
-    args = fs.readFileSync("/proc/self/cmdline", "latin1").split("\0").slice(0, -1);
+    args = strings("/proc/self/cmdline");
+    vars = strings("/proc/self/environ");
   } catch {
     return;
   }
   const cstr = (s: string) => Buffer.from(`${s}\0`, "latin1");
-  const env = Object.entries({ ...process.env, [VAR]: PURGE_DELAY_MS }).map(([k, v]) => cstr(`${k}=${v}`));
+  const env = [...vars, `${VAR}=${PURGE_DELAY_MS}`].map(cstr);
   const argv = args.map(cstr);
   const table = (bufs: Buffer[]) => {
     const t = new BigUint64Array(bufs.length + 1);

@@ -14,6 +14,8 @@ import { runCsiNode } from "../daemon/csi-node-role.ts";
 import pkg from "../../package.json" with { type: "json" };
 
 async function daemonMain(argv: Parameters<typeof daemonConfig>[0]) {
+  // First: nothing is read (a secret from a pipe, say) before the run that stays.
+  tuneAllocator();
   let cfg;
   try {
     cfg = daemonConfig(argv, process.env);
@@ -21,7 +23,6 @@ async function daemonMain(argv: Parameters<typeof daemonConfig>[0]) {
     process.stderr.write(`mcfs: ${(e as Error).message}\n`);
     process.exit(2);
   }
-  tuneAllocator();
   const log = createLogger({ debug: cfg.debug, format: cfg.logFormat });
   // Caught from the start: a signal while the daemon starts (after it mounted, say) must still
   // unmount, not kill the process and leave a dead mount behind. It stops once started.

@@ -16,8 +16,11 @@ export interface KernelView {
   /** Attributes of r as the kernel must see them now (a writer's live size; a reader's version). */
   attr(r: Inode): Attr;
   /**
-   * Attributes of r for the shim to give the kernel later (as attr() does), unless the kernel knows r's
-   * number as another file (sameFile refuses that: the shim must not answer it).
+   * Attributes of r for the shim to give the kernel later, unless the kernel knows r's number as
+   * another file (sameFile refuses that: the shim must not answer it). Not counted as told (the shim
+   * may never give them): what the kernel was told stays as it was, so every check that compares with
+   * it still fires; an inode the kernel was told nothing of is watched from now on, its version and
+   * owner unknown.
    */
   given(r: Inode): Attr | undefined;
   /** r, unless its number is another file's than the one the kernel knows (ESTALE then). */
@@ -160,13 +163,15 @@ export function createKernelView(o: {
     }
   }
 
+  /** r's record, made or moved to the back: what the kernel is given again stays longest. */
   function viewOf(r: Inode): Told {
     let t = told.get(r.ino);
-    if (!t) {
+    if (t) told.delete(r.ino);
+    else {
       roomForInode();
       t = { gen: r.gen, version: r.version, perms: permsOf(r), names: new Map() };
-      told.set(r.ino, t);
     }
+    told.set(r.ino, t);
     return t;
   }
 
@@ -210,14 +215,19 @@ export function createKernelView(o: {
       }
       const a = attr(r);
       told.get(r.ino)!.names.set(key, ++toldSeq);
-      if (!toldNames.has(key)) roomForName();
+      if (!toldNames.delete(key)) roomForName();
       toldNames.set(key, r.ino);
       return a;
     },
     attr,
     given(r) {
       const t = told.get(r.ino);
-      return t && t.gen !== r.gen ? undefined : attr(r);
+      if (t && t.gen !== r.gen) return undefined;
+      if (!t) {
+        roomForInode();
+        told.set(r.ino, { gen: r.gen, version: UNKNOWN_VERSION, perms: "", names: new Map() });
+      }
+      return attrOf(r);
     },
     async sameName(r) {
       const names = told.get(r.ino)?.names;

@@ -92,17 +92,17 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
     mirror?.dropInode(r.ino);
     paths.learn(r);
     if (o.attrCacheMs > 0) {
-      if (!o.skipPrefetch(r.ino)) mirror?.learned(r, o.attrCacheMs);
-      // Bounded: past the limit the oldest tenth goes (a Map iterates in insertion order).
+      // Bounded: past the limit the oldest tenth goes (a Map iterates in insertion order), here and in the mirror.
       if (recent.size >= RECENT_MAX) {
         let n = RECENT_MAX / 10;
         for (const k of recent.keys()) {
-          recent.delete(k);
+          dropRecord(k);
           if (--n === 0) break;
         }
       }
       recent.delete(r.ino);
       recent.set(r.ino, { rec: r, until: Date.now() + o.attrCacheMs });
+      if (!o.skipPrefetch(r.ino)) mirror?.learned(r, o.attrCacheMs);
     }
     return r;
   }

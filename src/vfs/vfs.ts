@@ -2,6 +2,7 @@ import * as fs from "node:fs";
 import type { FileSystem } from "../fuse/types.ts";
 import type { Inode, Invalidation } from "../meta/store.ts";
 import { nowNs } from "../util/time.ts";
+import { isDir } from "./attr.ts";
 import type { VfsContext, VfsOptions } from "./context.ts";
 import { createDataChanges } from "./data-changes.ts";
 import { createDirOps } from "./dir-ops.ts";
@@ -59,6 +60,8 @@ export function createVfs(o: VfsOptions): Vfs {
       shim.keep(dir, named.map(([name, r]) => [name, ctx.kernel.told(dir, name, r)]), ttlMs);
     },
     learned(r, ttlMs) {
+      // Directories only: a file's attributes go with its opens (version checks, the handles' sizes).
+      if (!isDir(r.mode)) return;
       const a = ctx.kernel.given(r);
       if (a) shim.keepAttrs([a], ttlMs);
     },

@@ -101,4 +101,27 @@ describe("kernel view", () => {
     // Dropped from the kernel: the next open through the new name goes on.
     expect(await v.sameName(moved)).toBe(moved);
   });
+
+  test("attributes handed to the shim are not counted as told: a newer version still refreshes the kernel at open; an inode told nothing of is watched from then on", () => {
+    view.told(DIR, "f21", rec(21));
+    const newer = { ...rec(21), version: 8, size: 99 };
+    expect(view.given(newer)?.size).toBe(99);
+    expect(view.mayBeStale(21, 8)).toBe(true);
+    expect(view.permsChanged({ ...newer, mode: 0o100600 })).toBe(true);
+    // Never told: watched (a change elsewhere reaches the kernel), what it holds unknown.
+    expect(view.changedElsewhere(22)).toBe(false);
+    expect(view.given(rec(22))).toBeDefined();
+    expect(view.changedElsewhere(22)).toBe(true);
+    expect(view.mayBeStale(22, 7)).toBe(true);
+    // Known as another file: the shim must not answer for it.
+    expect(view.given(rec(21, "another"))).toBeUndefined();
+  });
+
+  test("an inode given to the kernel again goes to the back: the one given least lately goes first", () => {
+    for (let ino = 21; ino <= 30; ino++) view.told(DIR, `f${ino}`, rec(ino));
+    view.attr(rec(21));
+    view.told(DIR, "f31", rec(31));
+    expect(droppedInodes).toEqual([22]);
+    expect(view.changedElsewhere(21)).toBe(true);
+  });
 });
