@@ -26,8 +26,6 @@ const TAKE = 8;
 export interface Replicator {
   /** This node published ino at version (path, in directory dir): ask other nodes for the copies wanted. */
   published(r: Inode, path: string): void;
-  /** Look at the copy list now (a repair just filled it, say) instead of at the next poll. */
-  poke(): void;
   close(): Promise<void>;
 }
 
@@ -143,7 +141,6 @@ export function createReplicator(o: ReplicatorOptions): Replicator {
     published(r, path) {
       void ask(r, path).catch((e: unknown) => log.warn({ path, ino: r.ino, err: (e as Error).message }, "could not ask for replicas; the next repair does"));
     },
-    poke: () => wake?.(),
     async close() {
       closed = true;
       wake?.();
