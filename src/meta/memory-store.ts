@@ -96,8 +96,10 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
   }
   function touch(ino: number, now: string): void {
     const h = hashOf(s.i, ino);
-    h.set("t", now);
-    h.set("c", now);
+    const cur = h.get("c");
+    const t = cur !== undefined && BigInt(now) <= BigInt(cur) ? String(BigInt(cur) + 1n) : now;
+    h.set("t", t);
+    h.set("c", t);
   }
   function incr(ino: number, by: number): number {
     const h = hashOf(s.i, ino);

@@ -126,6 +126,22 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         expect(after.mtime > before.mtime && after.ctime > before.ctime).toBe(true);
       });
 
+      it("a directory's times move forward with each change in it, never back: a change stamped earlier gets the last one's time plus 1 ns", async () => {
+        const d = await st.create(ROOT, "times", { mode: DIR, uid: 0, gid: 0 });
+        const late = 9_000_000_000_000_000_000n;
+        await file(d.ino, "late", { ctime: late });
+        expect(await st.get(d.ino)).toMatchObject({ mtime: late, ctime: late });
+        await file(d.ino, "early", { ctime: late - 5n });
+        expect(await st.get(d.ino)).toMatchObject({ mtime: late + 1n, ctime: late + 1n });
+        await st.remove(d.ino, "early", false, "/times/early");
+        expect(await st.get(d.ino)).toMatchObject({ mtime: late + 2n, ctime: late + 2n });
+        // Past a run of nines the count carries.
+        const nines = 9_999_999_999_999_999_999n;
+        await file(d.ino, "nines", { ctime: nines });
+        await file(d.ino, "after", { ctime: 1n });
+        expect((await st.get(d.ino)).ctime).toBe(nines + 1n);
+      });
+
       it("create of a taken name: EEXIST, unless it replaces (a create written behind), which a directory still refuses", async () => {
         const old = await file(ROOT, "f", { holder: "node-b" });
         expect(await outcome(file(ROOT, "f"))).toBe("EEXIST");

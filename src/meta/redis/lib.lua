@@ -10,7 +10,23 @@ local function needdir(ino)
   if not isdir(m) then return redis.error_reply('ENOTDIR') end
   return nil
 end
-local function touch(ino, now) redis.call('HSET', P..'i:'..ino, 't', now, 'c', now) end
+-- times are nanoseconds as decimal strings, past what a Lua number holds exactly: compared and
+-- counted as strings
+local function later(a, b) return #a > #b or (#a == #b and a > b) end
+local function plusone(s)
+  local i = #s
+  while i > 0 and s:sub(i, i) == '9' do i = i - 1 end
+  if i == 0 then return '1'..string.rep('0', #s) end
+  return s:sub(1, i - 1)..string.char(s:byte(i) + 1)..string.rep('0', #s - i)
+end
+-- a directory's times move forward with every change in it, never back: a change stamped before the
+-- last one (another node's clock, a create made before it was written) gets the last one's time plus 1 ns
+local function touch(ino, now)
+  local k = P..'i:'..ino
+  local cur = redis.call('HGET', k, 'c')
+  if cur and not later(now, cur) then now = plusone(cur) end
+  redis.call('HSET', k, 't', now, 'c', now)
+end
 -- move one name of ino from (op, on) to (np, nn): the primary name lives in the inode, others in l:
 local function setname(ino, op, on, np, nn)
   local k = P..'i:'..ino
