@@ -172,37 +172,32 @@ static int put(uint64_t parent, const char *name, const int64_t *attr, double en
 	return 0;
 }
 
-/* n entries of parent, in the layout of a readdir reply's (mcfs_reply_dir; next unused), good for ttl_ms. */
-int mcfs_entry_keep(uint64_t parent, const uint8_t *ents, int n, double entry_to, double attr_to, uint32_t ttl_ms)
+/*
+ * n entries in the layout of a readdir reply's (mcfs_reply_dir; next unused), good for ttl_ms: names of
+ * parent, or with parent 0 (no inode's number) each inode's attributes, under its own number and the
+ * empty name.
+ */
+static int keep(uint64_t parent, const uint8_t *ents, int n, double entry_to, double attr_to, uint32_t ttl_ms)
 {
 	uint64_t until = now_ms() + ttl_ms;
 	int rc = 0;
 	pthread_rwlock_wrlock(&lock);
 	for (int i = 0; i < n && rc == 0; i++) {
 		const int64_t *a = (const int64_t *)ents;
-		rc = put(parent, (const char *)(a + DIRENT_NAME), a, entry_to, attr_to, until);
-		ents += (size_t)DIRENT_NAME * 8 + (((size_t)a[DIRENT_NAME_LEN] + 7) & ~(size_t)7);
+		rc = parent ? put(parent, (const char *)(a + DIRENT_NAME), a, entry_to, attr_to, until) : put((uint64_t)a[A_INO], "", a, 0, attr_to, until);
+		ents = dirent_next(a);
 	}
 	atomic_store(&kept, count);
 	pthread_rwlock_unlock(&lock);
 	return rc;
 }
 
-/* Attributes of n inodes, in the layout of a readdir reply's entries (names unused), good for ttl_ms. */
-int mcfs_attr_keep(const uint8_t *ents, int n, double attr_to, uint32_t ttl_ms)
+int mcfs_entry_keep(uint64_t parent, const uint8_t *ents, int n, double entry_to, double attr_to, uint32_t ttl_ms)
 {
-	uint64_t until = now_ms() + ttl_ms;
-	int rc = 0;
-	pthread_rwlock_wrlock(&lock);
-	for (int i = 0; i < n && rc == 0; i++) {
-		const int64_t *a = (const int64_t *)ents;
-		rc = put((uint64_t)a[A_INO], "", a, 0, attr_to, until);
-		ents += (size_t)DIRENT_NAME * 8 + (((size_t)a[DIRENT_NAME_LEN] + 7) & ~(size_t)7);
-	}
-	atomic_store(&kept, count);
-	pthread_rwlock_unlock(&lock);
-	return rc;
+	return keep(parent, ents, n, entry_to, attr_to, ttl_ms);
 }
+
+int mcfs_attr_keep(const uint8_t *ents, int n, double attr_to, uint32_t ttl_ms) { return keep(0, ents, n, 0, attr_to, ttl_ms); }
 
 void mcfs_entry_drop(uint64_t parent, const char *name)
 {

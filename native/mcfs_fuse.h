@@ -47,6 +47,11 @@ void io_lseek(fuse_req_t req, uint64_t fh, off_t off, int whence);
 
 /* reply.c: an entry reply's parameters from an attribute array. */
 void attr_entry(const int64_t *a, double entry_to, double attr_to, struct fuse_entry_param *e);
+/* The entry after a, in the entries' layout of abi.ts (DIRENT_*): attributes, next, name length, name padded to 8. */
+static inline const uint8_t *dirent_next(const int64_t *a)
+{
+	return (const uint8_t *)a + (size_t)DIRENT_NAME * 8 + (((size_t)a[DIRENT_NAME_LEN] + 7) & ~(size_t)7);
+}
 
 /* entries.c: names answered without JS (see there). */
 int entries_try_lookup(fuse_req_t req, uint64_t parent, const char *name); /* 1: answered here */

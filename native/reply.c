@@ -194,7 +194,6 @@ int mcfs_reply_dir(uint32_t id, uint64_t size, int plus, const uint8_t *ents, in
 	for (i = 0; i < n; i++) {
 		const int64_t *a = (const int64_t *)p;
 		int64_t next = a[DIRENT_NEXT];
-		int64_t nlen = a[DIRENT_NAME_LEN];
 		const char *name = (const char *)(a + DIRENT_NAME);
 		size_t sz;
 		if (plus) {
@@ -215,7 +214,7 @@ int mcfs_reply_dir(uint32_t id, uint64_t size, int plus, const uint8_t *ents, in
 		if (sz > size - used)
 			break;
 		used += sz;
-		p += (size_t)DIRENT_NAME * 8 + (((size_t)nlen + 7) & ~(size_t)7);
+		p = dirent_next(a);
 	}
 	fuse_reply_buf(r, buf, used);
 	free(buf);

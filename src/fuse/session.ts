@@ -205,6 +205,9 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     return u8;
   }
 
+  /** A time to live as the shim takes it: whole milliseconds, none below 0. */
+  const wholeMs = (ms: number) => Math.max(0, Math.floor(ms));
+
   function replyDir(id: number, size: number, plus: boolean, ents: DirEntry[]) {
     shim.mcfs_reply_dir(id, size, plus ? 1 : 0, packDirents(ents), ents.length, entryTo, attrTo);
   }
@@ -449,11 +452,11 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
       keep(parent, named, ttlMs) {
         if (!named.length) return;
         const ents = named.map(([name, attr]) => ({ name, attr, next: 0 }));
-        shim.mcfs_entry_keep(parent, packDirents(ents), ents.length, entryTo, attrTo, Math.max(0, Math.floor(ttlMs)));
+        shim.mcfs_entry_keep(parent, packDirents(ents), ents.length, entryTo, attrTo, wholeMs(ttlMs));
       },
       keepAttrs(attrs, ttlMs) {
         if (!attrs.length) return;
-        shim.mcfs_attr_keep(packDirents(attrs.map((attr) => ({ name: "", attr, next: 0 }))), attrs.length, attrTo, Math.max(0, Math.floor(ttlMs)));
+        shim.mcfs_attr_keep(packDirents(attrs.map((attr) => ({ name: "", attr, next: 0 }))), attrs.length, attrTo, wholeMs(ttlMs));
       },
       drop: (parent, name) => shim.mcfs_entry_drop(parent, cstr(name)),
       dropInode: (ino) => shim.mcfs_entry_drop_inode(ino),

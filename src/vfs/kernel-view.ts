@@ -131,6 +131,11 @@ export function createKernelView(o: {
     o.dropKernelEntry?.(...splitKey(key));
   }
 
+  /** The kernel forgets the names it was last given for ino (one given since for another inode stays). */
+  function dropNamesOf(ino: number, t: Told): void {
+    for (const key of t.names.keys()) if (toldNames.get(key) === ino) dropName(key);
+  }
+
   /**
    * Bounded by dropping the oldest (a Map iterates in insertion order) from the kernel too: what it
    * no longer holds needs no watching. Inodes open here stay (an invalidation under a read can cut
@@ -149,7 +154,7 @@ export function createKernelView(o: {
         continue;
       }
       n--;
-      for (const key of t.names.keys()) if (toldNames.get(key) === ino) dropName(key);
+      dropNamesOf(ino, t);
       o.dropKernelInode?.(ino);
     }
   }
@@ -254,7 +259,7 @@ export function createKernelView(o: {
       const t = told.get(r.ino);
       if (t === undefined || t.gen === r.gen) return r;
       // The names the kernel knew the old file by lead to another one now.
-      for (const key of t.names.keys()) if (toldNames.get(key) === r.ino) dropName(key);
+      dropNamesOf(r.ino, t);
       told.delete(r.ino);
       o.refused?.(r.ino);
       throw new FsError(E.ESTALE, `inode ${r.ino} is another file now`);
