@@ -146,4 +146,28 @@ describe.skipIf(!!skip)("lookups answered by the shim", () => {
     fs.writeFileSync(join(dir(b), "from-b"), "z");
     await waitFor("a seeing the directory's times after b's create", () => fs.statSync(dir(a)).mtimeMs === fs.statSync(dir(b)).mtimeMs, CONVERGE_MS);
   });
+
+  test("another node's creates bring this node's record of the directory up to date: its stats are answered by the shim, with no read of Redis", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    const dir = (n: TestDaemon) => join(n.mnt, "touched");
+    fs.mkdirSync(dir(b));
+    fs.statSync(dir(a));
+    const a0 = await scrape(a);
+    for (let i = 0; i < 10; i++) {
+      if (i === 5) fs.mkdirSync(join(dir(b), "sub"));
+      else fs.writeFileSync(join(dir(b), `f${i}`), "x");
+      const want = fs.statSync(dir(b));
+      await waitFor(`a seeing b's change ${i} in the directory's times`, () => fs.statSync(dir(a)).mtimeMs === want.mtimeMs, CONVERGE_MS);
+      const got = fs.statSync(dir(a));
+      expect({ ctime: got.ctimeMs, nlink: got.nlink }).toEqual({ ctime: want.ctimeMs, nlink: want.nlink });
+    }
+    const a1 = await scrape(a);
+    const delta = (name: string, labels?: Record<string, string>) => a1(name, labels) - a0(name, labels);
+    expect(delta("mcfs_redis_operations_total", { op: "get" })).toBe(0);
+    expect(delta("mcfs_fuse_operations_total", { op: "getattr" })).toBe(0);
+    expect(delta("mcfs_shim_getattrs_total")).toBeGreaterThanOrEqual(10);
+    // A change that is not a create still drops what a held: b's chmod is seen at once.
+    fs.chmodSync(dir(b), 0o700);
+    expect(fs.statSync(dir(a)).mode & 0o7777).toBe(0o700);
+  });
 });

@@ -310,14 +310,16 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         const entries = new Map<string, [number, string]>();
         const inodes = new Set<number>();
         for (const inv of invs) {
-          vfs.invalidate(inv);
           // Only what the kernel was given: other nodes' names and files this node never looked at cost nothing.
           for (const [dir, name] of [...inv.removed, ...inv.added]) if (vfs.kernelMayHaveEntry(dir, name)) entries.set(`${dir}/${name}`, [dir, name]);
           for (const ino of inv.inodes) if (vfs.kernelChanged(ino)) inodes.add(ino);
         }
+        // The shim drops what it holds of these at once; then the caches here learn the change, and
+        // may give the shim the new attributes (a directory another node created in).
+        session?.invalidateMany(entries.values(), inodes);
+        for (const inv of invs) vfs.invalidate(inv);
         if (invs.some((inv) => inv.todo.includes(nodeId))) void todo.drain();
         if (!session) return ack?.();
-        session.invalidateMany(entries.values(), inodes);
         // Acknowledged once the kernel has them, or after a few ms: an invalidation waits for the
         // directory's lock, which this node's own rename in that directory holds while it waits for
         // the other node's acknowledgement (two nodes renaming in one directory would stall each other).

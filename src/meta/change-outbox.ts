@@ -40,7 +40,7 @@ export function createChangeOutbox(o: ChangeOutboxOptions): ChangeOutbox {
 
   return {
     publish(ch, wait = false) {
-      const inv: Invalidation = { origin: o.nodeId, added: ch.added ?? [], removed: ch.removed ?? [], inodes: ch.inodes ?? [], data: ch.data ?? [], todo: ch.todo ?? [] };
+      const inv: Invalidation = { origin: o.nodeId, added: ch.added ?? [], removed: ch.removed ?? [], inodes: ch.inodes ?? [], data: ch.data ?? [], todo: ch.todo ?? [], ...(ch.touched ? { touched: ch.touched } : {}) };
       wait &&= o.waitForAcks !== false;
       outboxWaits ||= wait;
       if (outbox.push(inv) > 1) return wait ? outboxDone! : Promise.resolve();

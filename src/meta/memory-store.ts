@@ -282,7 +282,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       touch(parent, String(now));
       if (init.holder) hashOf(s.loc, ino).set(init.holder, String(version));
       if (ino > handedOut) handedOut = ino;
-      publish(createdChange(parent, name, ino, replaced, told));
+      publish(createdChange(parent, name, ino, replaced, told, { ctime: p.get("c")!, nlink: Number(p.get("n")) }));
       return createdRecord(parent, name, init, st, { ino, mode, gid }, replaced);
     },
     async reserveInodes(count) {

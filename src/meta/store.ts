@@ -80,9 +80,14 @@ export function createdRecord(parent: number, name: string, init: NewInode, st: 
   return rec;
 }
 
-/** What a create tells the other nodes: the new name, and the file it replaced if any. */
-export function createdChange(parent: number, name: string, ino: number, replaced: Removed | undefined, told: string[]): Partial<Omit<Invalidation, "origin">> {
-  return replaced ? { removed: [[parent, name]], added: [[parent, name, ino]], inodes: [parent, replaced.ino], todo: told } : { added: [[parent, name, ino]], inodes: [parent] };
+/**
+ * What a create tells the other nodes: the new name, and the file it replaced if any; else also the
+ * directory's times and link count after it (parent: its ctime in ns, decimal; its nlink).
+ */
+export function createdChange(parent: number, name: string, ino: number, replaced: Removed | undefined, told: string[], after: { ctime: string; nlink: number }): Partial<Omit<Invalidation, "origin">> {
+  return replaced
+    ? { removed: [[parent, name]], added: [[parent, name, ino]], inodes: [parent, replaced.ino], todo: told }
+    : { added: [[parent, name, ino]], inodes: [parent], touched: [[parent, after.ctime, after.nlink]] };
 }
 
 /**
@@ -192,6 +197,12 @@ export interface Invalidation {
   data: number[];
   /** Nodes that have new entries in their todo list. */
   todo: string[];
+  /**
+   * Directories of inodes whose only change was a name added: [directory, its ctime and mtime now (ns,
+   * decimal), its nlink now]. Every change in a directory moves its ctime forward (see touch in
+   * lib.lua), so a node holding an older record of it may bring it up to date instead of reading it again.
+   */
+  touched?: [number, string, number][];
 }
 
 /** A change of local files (namespace paths) that a node holding them must still make. */

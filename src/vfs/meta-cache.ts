@@ -206,6 +206,25 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
       .finally(() => refetching.delete(dir));
   }
 
+  /**
+   * A name was added to dir, which then had these times and link count: a record of it held here
+   * is brought up to them, rather than read again (by every node, after every create elsewhere).
+   * Its other fields are those of the store still: any other change of them comes with a message
+   * of its own, and drops it. False: nothing held to bring up to date.
+   */
+  function caughtUp(dir: number, ctime: bigint, nlink: number): boolean {
+    const c = recent.get(dir);
+    const left = c ? c.until - Date.now() : 0;
+    if (!c || left <= 0) return false;
+    // Read after the change already (a directory's ctime only moves forward with its changes).
+    if (c.rec.ctime >= ctime) return true;
+    const rec = { ...c.rec, mtime: ctime, ctime, nlink };
+    c.rec = rec;
+    mirror?.dropInode(dir);
+    if (!o.skipPrefetch(dir)) mirror?.learned(rec, left);
+    return true;
+  }
+
   async function readListing(dir: number): Promise<DirListing[]> {
     const cached = listings.get(dir);
     const since = dirChanges.get(dir);
@@ -255,7 +274,10 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
     invalidate(inv) {
       for (const [dir, name] of inv.removed) dirChanged(dir, undefined, name);
       for (const [dir, name, ino] of inv.added) dirChanged(dir, [name, ino ?? 0]);
+      const touched = new Map(inv.touched?.map(([dir, ctime, nlink]) => [dir, { ctime: BigInt(ctime), nlink }]));
       for (const ino of inv.inodes) {
+        const t = touched.get(ino);
+        if (t && caughtUp(ino, t.ctime, t.nlink)) continue;
         dropRecord(ino);
         if (inv.removed.length) dropListing(ino);
         paths.forget(ino);

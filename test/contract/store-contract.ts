@@ -913,18 +913,35 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         const own: Invalidation[] = [];
         await st.subscribe((invs) => own.push(...invs), () => {});
         const f = await file(ROOT, "f");
+        const root = await st.get(ROOT);
         await st.setData(f.ino, 1, 1n, 1n, A, "/f");
         await st.setAttrs(f.ino, { uid: 3 });
         await st.rename(ROOT, "f", ROOT, "g", 0, "/f", "/g");
         await st.remove(ROOT, "g", false, "/g");
         await until("five changes", () => b.heard.length >= 5);
-        expect(b.heard[0]).toEqual({ origin: A, added: [[ROOT, "f", f.ino]], removed: [], inodes: [ROOT], data: [], todo: [] });
+        // The directory's times and links after the create come along: the only change of its record.
+        expect(b.heard[0]).toEqual({ origin: A, added: [[ROOT, "f", f.ino]], removed: [], inodes: [ROOT], data: [], todo: [], touched: [[ROOT, String(root.ctime), root.nlink]] });
         expect(b.heard[1]).toMatchObject({ origin: A, inodes: [f.ino], data: [f.ino] });
         expect(b.heard[2]).toMatchObject({ inodes: [f.ino], data: [] });
         expect(b.heard[3]).toMatchObject({ removed: [[ROOT, "f"], [ROOT, "g"]], added: [[ROOT, "g", f.ino]] });
         expect(b.heard[3]!.inodes).toContain(f.ino);
         expect(b.heard[4]).toMatchObject({ removed: [[ROOT, "g"]], inodes: [ROOT, f.ino] });
         expect(own).toEqual([]);
+      });
+
+      it("a create tells the directory's ctime and link count as the store has them after it (a mkdir's too, a time moved forward too); a create over a name does not", async () => {
+        const b = await listener("node-b");
+        const d = await dir(ROOT, "d");
+        await file(d, "late", { ctime: 5_000_000_000_000_000_000n });
+        await file(d, "early", { ctime: 1n });
+        await dir(d, "sub");
+        await file(d, "early", { replace: "/d/early" });
+        await until("five creates", () => b.heard.length >= 5);
+        const after = await st.get(d);
+        expect(after.ctime).toBe(5_000_000_000_000_000_003n);
+        expect(b.heard.slice(1, 4).map((m) => m.touched)).toEqual([[[d, "5000000000000000000", 2]], [[d, "5000000000000000001", 2]], [[d, "5000000000000000002", 3]]]);
+        expect(after.nlink).toBe(3);
+        expect(b.heard[4]!.touched).toBeUndefined();
       });
 
       it("links, attribute and xattr changes, and fsck's entry removals are announced too", async () => {

@@ -48,10 +48,10 @@ export function createNamespace({ client, keys, run, nodeId, numbers, feed }: Na
     },
     async create(parent, name, init) {
       const st = createStamps(init);
-      const [ino, mode, gid, raised, rino, rn, told] = (await run("create", [parent, name, init.mode, init.uid, init.gid, init.rdev ?? 0, init.size ?? 0, st.atime, st.mtime, st.now, init.target ?? "", init.holder ?? "", init.ino ?? "", st.version, init.above ?? 0, st.gen, init.replace ?? ""])) as [number, number, number, number, number, number, string[]];
+      const [ino, mode, gid, raised, rino, rn, told, ctime, nlink] = (await run("create", [parent, name, init.mode, init.uid, init.gid, init.rdev ?? 0, init.size ?? 0, st.atime, st.mtime, st.now, init.target ?? "", init.holder ?? "", init.ino ?? "", st.version, init.above ?? 0, st.gen, init.replace ?? ""])) as [number, number, number, number, number, number, string[], string, number];
       numbers.created(ino, !!raised);
       const replaced = rino ? { ino: rino, nlink: rn, dir: false } : undefined;
-      publish(createdChange(parent, name, ino, replaced, told));
+      publish(createdChange(parent, name, ino, replaced, told, { ctime, nlink }));
       return createdRecord(parent, name, init, st, { ino, mode, gid }, replaced);
     },
     async link(ino, newParent, newName, fromPath, toPath) {
