@@ -11,6 +11,7 @@ import { createVfs, type Vfs } from "../vfs/vfs.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
 import { createRetiredFiles } from "../peer/retired-files.ts";
 import { createRemoteData, type RemoteData } from "../vfs/remote-data.ts";
+import { createCopyListing } from "../vfs/copy-listing.ts";
 import { createCopyCache, type CopyCache } from "../cache/copy-cache.ts";
 import { createMetrics, instrument, type Metrics } from "../metrics/metrics.ts";
 import { observeRpcs } from "../metrics/rpc-interceptor.ts";
@@ -185,6 +186,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     if (cfg.redisUrl) {
       if (!cfg.clusterSecret && !cfg.peerTls) nlog.warn("--insecure: serving this node's files to anyone who can reach its port");
       // Per node: several nodes on one machine may share the cache directory.
+      const listing = createCopyListing({ store, nodeId, startedAt, log: nlog });
       const cache = createCopyCache({
         dir: cacheDir!,
         ramBytes: cfg.ramCacheBytes,
@@ -194,7 +196,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         diskBytes: cfg.diskCacheBytes,
         onEvict: (ino, version, tier) => {
           m?.cacheEvictions.inc({ tier });
-          void store.dropCachedCopy(ino, nodeId, version).catch((e: unknown) => nlog.warn({ ino, err: (e as Error).message }, "could not unlist an evicted copy"));
+          listing.evicted(ino, version);
         },
       });
       cleanups.push(async () => cache.close());
@@ -205,7 +207,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       const pool = createPeerPool({ secret: cfg.clusterSecret, tls: cfg.peerTls, timeoutMs: 30_000, interceptors: m ? [rpcObserver("client")] : [] });
       cleanups.push(async () => pool.close());
       remote = createRemoteData({
-        root, store, peers: createPeerReads(pool), cache, nodeId, startedAt, log: nlog,
+        root, store, peers: createPeerReads(pool), cache, nodeId, listing, log: nlog,
         observe: m && { cache: (hit) => (hit ? m.cacheHits : m.cacheMisses).inc(), received: (n) => m.peerBytes.inc({ direction: "received" }, n) },
       });
       copies = cache;

@@ -7,6 +7,7 @@ import { writePiecesSync, type Pieces } from "../util/bytes.ts";
 import type { Logger } from "../util/log.ts";
 import type { LocalDir } from "../local/local-dir.ts";
 import { keep, type KeptFile } from "./local-files.ts";
+import type { CopyListing } from "./copy-listing.ts";
 import type { Arriving } from "./remote/arriving.ts";
 import { BATCH_FILE_MAX, createBatches, type Siblings } from "./remote/batches.ts";
 import { createRangeReader, type RangeReader } from "./remote/ranges.ts";
@@ -60,8 +61,8 @@ export interface RemoteDataOptions {
   peers: PeerReads;
   cache: CopyCache;
   nodeId: string;
-  /** This run of the node: its cached copies are listed under it. */
-  startedAt: number;
+  /** Where the copies this node caches are listed for the others. */
+  listing: CopyListing;
   log: Logger;
   /** For metrics: an open found its copy cached (hit) or had to fetch it; bytes received from peers. */
   observe?: { cache(hit: boolean): void; received(bytes: number): void };
@@ -80,19 +81,8 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   const received = o.observe && ((n: number) => o.observe!.received(n));
   const sources = createSources({ store: o.store, nodeId: o.nodeId });
   const streams = createStreams({ peers: o.peers, sources, log: o.log, ...(received ? { received } : {}) });
-  const batches = createBatches({ peers: o.peers, store: o.store, cache: o.cache, log: o.log, list, arriving: (ino, version) => arriving.has(`${ino}.${version}`), ...(received ? { received } : {}) });
+  const batches = createBatches({ peers: o.peers, store: o.store, cache: o.cache, log: o.log, list: o.listing.added, arriving: (ino, version) => arriving.has(`${ino}.${version}`), ...(received ? { received } : {}) });
   const rangeOptions = { cache: o.cache, peers: o.peers, log: o.log, arriving: (ino: number, version: number) => arriving.get(`${ino}.${version}`), ...(received ? { received } : {}) };
-
-  /** Copies to list as this node's, written together (a batch of small files lists in one call). */
-  let toList: { ino: number; version: number }[] = [];
-  function list(ino: number, version: number): void {
-    if (toList.push({ ino, version }) > 1) return;
-    queueMicrotask(() => {
-      const copies = toList;
-      toList = [];
-      o.store.addCachedCopies(o.nodeId, o.startedAt, copies).catch((e: unknown) => o.log.warn({ copies: copies.length, err: (e as Error).message }, "could not list cached copies"));
-    });
-  }
 
   function once(key: string, fn: () => Promise<void>): Promise<void> {
     let p = inflight.get(key);
@@ -144,7 +134,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
         arriving.delete(key);
         for (const w of progress.waiters.splice(0)) w();
       }
-      list(ino, version);
+      o.listing.added(ino, version);
     });
   }
 

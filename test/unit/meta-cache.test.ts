@@ -119,6 +119,24 @@ describe("meta cache", () => {
     await until("the change", () => cache.fresh(f.ino) === undefined);
   });
 
+  test("another node's create brings a held record of its directory up to the store's (times, links); an older one is not brought back; any other change drops it", async () => {
+    const d = await a.create(ROOT, "d", { mode: DIR, uid: 0, gid: 0 });
+    cache.learn(await a.get(d.ino));
+    const creates = heard.length;
+    await b.create(d.ino, "f", { mode: FILE, uid: 0, gid: 0 });
+    await b.create(d.ino, "sub", { mode: DIR, uid: 0, gid: 0 });
+    await until("both creates", () => heard.length >= creates + 2);
+    expect(cache.fresh(d.ino)).toEqual(await a.get(d.ino));
+    // Read after a change its message is late for: the record stays as read.
+    await b.create(d.ino, "g", { mode: FILE, uid: 0, gid: 0, ctime: 1n });
+    const now = await a.get(d.ino);
+    cache.learn(now);
+    cache.invalidate({ origin: "b", added: [[d.ino, "old", 99]], removed: [], inodes: [d.ino], data: [], todo: [], touched: [[d.ino, "2", 2]] });
+    expect(cache.fresh(d.ino)).toEqual(now);
+    await b.setAttrs(d.ino, { mode: 0o700 });
+    await until("the chmod", () => cache.fresh(d.ino) === undefined);
+  });
+
   test("a directory renamed away on another node loses its listing", async () => {
     const d = await a.create(ROOT, "d", { mode: DIR, uid: 0, gid: 0 });
     await a.create(d.ino, "x", { mode: FILE, uid: 0, gid: 0 });
