@@ -193,8 +193,8 @@ for (let t = +from; t < +to; t += +step) { for (let k = 0; k < 4; k++) fs.readFi
  * Inputs written through nodes[i % nodes.length] (each node writes its share), then WF_TASKS tasks run by
  * perNode processes on every node at once: tasks/s. Each perNode has its own directory, so runs do not meet.
  */
-async function workflow(nodes: string[], perNode: number): Promise<number> {
-  const wf = (d: string, sub: string) => join(d, `wf${perNode}`, sub);
+async function workflow(nodes: string[], perNode: number, dir = `wf${perNode}`): Promise<number> {
+  const wf = (d: string, sub: string) => join(d, dir, sub);
   fs.mkdirSync(wf(nodes[0]!, "in"), { recursive: true });
   fs.mkdirSync(wf(nodes[0]!, "out"));
   for (let i = 0; i < WF_INPUTS; i++) fs.writeFileSync(join(wf(nodes[i % nodes.length]!, "in"), `i${i}`), Buffer.alloc(8192 + ((i * 7919) % 57344), i & 255));
@@ -276,7 +276,13 @@ interface Across {
   workflows: number[];
 }
 
+/**
+ * One untimed run first, in a directory of its own: what is measured is a filesystem that has been
+ * serving a while (mcfs's JIT has compiled its hot paths: the first seconds of a daemon run its
+ * JavaScript slower), as a workflow's tasks meet it after the first few. Every target gets it.
+ */
 async function workflows(nodes: string[]): Promise<number[]> {
+  await workflow(nodes, 1, "wf-warm");
   const out: number[] = [];
   for (const n of WF_PER_NODE) out.push(await workflow(nodes, n));
   return out;
@@ -462,7 +468,7 @@ try {
     const glusterText = typeof glusterX === "string"
       ? `GlusterFS is n/a in these tables: ${glusterX}.`
       : `GlusterFS ${glusterVersion()} (Debian's glusterfs-server) beside it: after mcfs has stopped, the same cases through three FUSE clients (A, B, C; all mounted from the start) of one plain distribute volume with default options: two bricks in the bench's temporary directory (the same disk), served by a private glusterd on this machine.`;
-    fs.writeFileSync(OUT, `# Benchmark results\n\nProduced by \`${cmd}\` on ${new Date().toISOString().slice(0, 10)} (${spawnSync(["uname", "-srm"]).stdout.toString().trim()}, ${require("node:os").cpus().length} cores).\nRatios: above 1 means mcfs is faster. Small files: ${FILES} x 4 KiB in one directory, then half as many again by ${WRITERS} processes at once. Big file: ${BIG_MIB} MiB written in 1 MiB blocks (timed before its fsync; best of three runs). "After remount": the FUSE filesystem is stopped and mounted again over the same data, so its own caches and the kernel's start empty; the plain directory has no such restart (this machine refuses drop_caches), so its numbers there are warm. No case deletes its files before the bench ends: on this machine's ext4, which has no journal, creating files next to inodes deleted a second to a minute before runs several times slower (10,000 creates in a plain directory: 55,000 files/s, 6,000 two seconds after deleting 10,000 others), which would tax whichever target ran after a deletion.\n\n${table}\n\n## Across nodes\n\nTwo daemons on this machine (loopback), one redis-server, a cluster secret: the bytes are written on A, then read on A itself and on B (which fetches them from A over gRPC into its cache directory). The small files are written after a \`sync\`, so the big file's write-back is over. Then creates on A while B is up (cluster mode: names go to Redis as they are made). Then workflows: a third node joins, each node writes a third of the inputs, and one process per node (then ${WF_PER_NODE.at(-1)}) runs its share of the tasks at once (the same processes on one local directory for the reference, run with no filesystem daemon up). ${glusterText}\n\n${clusterTable}\n`);
+    fs.writeFileSync(OUT, `# Benchmark results\n\nProduced by \`${cmd}\` on ${new Date().toISOString().slice(0, 10)} (${spawnSync(["uname", "-srm"]).stdout.toString().trim()}, ${require("node:os").cpus().length} cores).\nRatios: above 1 means mcfs is faster. Small files: ${FILES} x 4 KiB in one directory, then half as many again by ${WRITERS} processes at once. Big file: ${BIG_MIB} MiB written in 1 MiB blocks (timed before its fsync; best of three runs). "After remount": the FUSE filesystem is stopped and mounted again over the same data, so its own caches and the kernel's start empty; the plain directory has no such restart (this machine refuses drop_caches), so its numbers there are warm. No case deletes its files before the bench ends: on this machine's ext4, which has no journal, creating files next to inodes deleted a second to a minute before runs several times slower (10,000 creates in a plain directory: 55,000 files/s, 6,000 two seconds after deleting 10,000 others), which would tax whichever target ran after a deletion.\n\n${table}\n\n## Across nodes\n\nTwo daemons on this machine (loopback), one redis-server, a cluster secret: the bytes are written on A, then read on A itself and on B (which fetches them from A over gRPC into its cache directory). The small files are written after a \`sync\`, so the big file's write-back is over. Then creates on A while B is up (cluster mode: names go to Redis as they are made). Then workflows: a third node joins, each node writes a third of the inputs, and one process per node (then ${WF_PER_NODE.at(-1)}) runs its share of the tasks at once (the same processes on one local directory for the reference, run with no filesystem daemon up). Each target first runs the one-process workflow once untimed, on inputs and outputs of its own: the runs measured are of a filesystem that has served a while (a daemon's first seconds run its JavaScript before the JIT has compiled it: 15-20% fewer tasks/s on this machine). ${glusterText}\n\n${clusterTable}\n`);
   }
 } finally {
   // Latest first: clients before their servers.
