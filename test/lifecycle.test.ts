@@ -266,12 +266,13 @@ describe.skipIf(!!skip)("running conditions", () => {
   });
 });
 
-describe.skipIf(!!skip)("allocator", () => {
+describe.skipIf(!!skip)("runtime settings", () => {
   const environ = (pid: number) => fs.readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
-  test("the daemon keeps freed memory a second before giving it back (it runs itself again, under the PID and name it was started with); a setting of the user's is kept", async () => {
+  test("the daemon keeps freed memory a second before giving it back and runs without JavaScriptCore's FTL tier (it runs itself again, under the PID and name it was started with); a setting of the user's is kept", async () => {
     const base = temp("alloc");
     const a = await daemon({ base, name: "al" });
     expect(environ(a.proc.pid)).toContain("MIMALLOC_PURGE_DELAY=1000");
+    expect(environ(a.proc.pid)).toContain("BUN_JSC_useFTLJIT=false");
     expect(fs.readFileSync(`/proc/${a.proc.pid}/comm`, "utf8").trim()).toBe("mcfs");
     expect(fs.readFileSync(`/proc/${a.proc.pid}/cmdline`, "utf8").split("\0")).toContain("daemon");
     const saved = process.env.MIMALLOC_PURGE_DELAY;
@@ -279,6 +280,8 @@ describe.skipIf(!!skip)("allocator", () => {
     try {
       const b = await daemon({ base, name: "al2" });
       expect(environ(b.proc.pid)).toContain("MIMALLOC_PURGE_DELAY=50");
+      // The one the user left unset is still set.
+      expect(environ(b.proc.pid)).toContain("BUN_JSC_useFTLJIT=false");
     } finally {
       if (saved === undefined) delete process.env.MIMALLOC_PURGE_DELAY;
       else process.env.MIMALLOC_PURGE_DELAY = saved;

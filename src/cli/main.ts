@@ -1,7 +1,7 @@
 #!/usr/bin/env bun
 import yargs from "yargs";
 import { daemonConfig, daemonOptions } from "./daemon-command.ts";
-import { tuneAllocator } from "./allocator.ts";
+import { applyRuntimeSettings } from "./runtime-settings.ts";
 import { runDaemon } from "../daemon/daemon.ts";
 import { createLogger, type Logger, type LogFormat } from "../util/log.ts";
 import { statusMain, statusOptions } from "./status-command.ts";
@@ -15,7 +15,7 @@ import pkg from "../../package.json" with { type: "json" };
 
 async function daemonMain(argv: Parameters<typeof daemonConfig>[0]) {
   // First: nothing is read (a secret from a pipe, say) before the run that stays.
-  tuneAllocator();
+  applyRuntimeSettings();
   let cfg;
   try {
     cfg = daemonConfig(argv, process.env);
