@@ -273,6 +273,10 @@ describe.skipIf(!!skip)("runtime settings", () => {
     const a = await daemon({ base, name: "al" });
     expect(environ(a.proc.pid)).toContain("MIMALLOC_PURGE_DELAY=1000");
     expect(environ(a.proc.pid)).toContain("BUN_JSC_useFTLJIT=false");
+    expect(environ(a.proc.pid)).toContain("BUN_JSC_useWarmUpMarkedBlocks=false");
+    // In force: no thread of the warm-up.
+    const threads = fs.readdirSync(`/proc/${a.proc.pid}/task`).map((t) => fs.readFileSync(`/proc/${a.proc.pid}/task/${t}/comm`, "utf8").trim());
+    expect(threads).not.toContain("JSCWarmUp");
     expect(fs.readFileSync(`/proc/${a.proc.pid}/comm`, "utf8").trim()).toBe("mcfs");
     expect(fs.readFileSync(`/proc/${a.proc.pid}/cmdline`, "utf8").split("\0")).toContain("daemon");
     const saved = process.env.MIMALLOC_PURGE_DELAY;
