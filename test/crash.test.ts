@@ -142,10 +142,13 @@ describe.skipIf(!!skip)("a node's disk and the records disagree", () => {
     expect(fs.readFileSync(join(a.root, ".mcfs", "orphans", aside[0]!), "utf8")).toBe("deleted elsewhere");
   });
 
-  test("a node listed as holding a file it no longer has reads it from another node's copy, instead of EIO", () => {
+  test("a node listed as holding a file it no longer has reads it from another node's copy, instead of EIO", async () => {
     const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
     fs.writeFileSync(join(a.mnt, "held"), "the bytes");
     expect(fs.readFileSync(join(b.mnt, "held"), "utf8")).toBe("the bytes");
+    // B lists its copy a moment after making it.
+    const ino = fs.statSync(join(a.mnt, "held")).ino;
+    await waitFor("B's copy listed", async () => (await cluster.redis.cli("hlen", `mcfs:cc:${ino}`)) === "1");
     // What Redis put back after losing writes can name a holder whose copy was removed since.
     fs.rmSync(join(a.root, "held"));
     expect(fs.readFileSync(join(a.mnt, "held"), "utf8")).toBe("the bytes");

@@ -53,13 +53,16 @@ export function createDirOps(ctx: VfsContext): DirOps {
       for (let at = offset; !out.length && at < d.entries.length; at += max) {
         const part = d.entries.slice(at, at + max);
         const now = part.map(inoNow);
-        const recs = await store.getMany(now.filter((i) => i !== undefined));
+        // Records held fresh (a lookup would answer from them too: the listing's prefetch) are not read again.
+        const held = now.map((i) => (i === undefined ? undefined : ctx.cache.fresh(i)));
+        const recs = await store.getMany(now.filter((i, k) => i !== undefined && !held[k]) as number[]);
         let k = 0;
         part.forEach((e, i) => {
           if (now[i] === undefined) return;
-          const r = recs[k++];
+          const r = held[i] ?? recs[k++];
           // Asked again: a change heard while the records were read must not go out either.
-          if (r && inoNow(e) === now[i]) out.push({ name: e.name, next: at + i + 1, attr: kernel.told(ino, e.name, ctx.learn(r)) });
+          if (!r || inoNow(e) !== now[i]) return;
+          out.push({ name: e.name, next: at + i + 1, attr: kernel.told(ino, e.name, held[i] ? r : ctx.learn(r)) });
         });
       }
       return out;
