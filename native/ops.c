@@ -226,11 +226,12 @@ static void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	/*
 	 * The kernel asks for security.capability before every write, and ls -l asks for ACLs and SELinux
 	 * labels of every file. mcfs keeps none of these (setxattr refuses them), so answer here instead of
-	 * costing a trip to JS and Redis.
+	 * costing a trip to JS and Redis; and answer that they are not supported, as a filesystem without
+	 * them does: ls then stops asking for the rest of the files on the mount.
 	 */
 	if (strcmp(name, "security.capability") == 0 || strcmp(name, "security.selinux") == 0 ||
 	    strncmp(name, "system.posix_acl_", 17) == 0) {
-		fuse_reply_err(req, ENODATA);
+		fuse_reply_err(req, EOPNOTSUPP);
 		return;
 	}
 	REQ(OP_GETXATTR);

@@ -4,6 +4,8 @@ import { join } from "node:path";
 import { errCode, fuseUnavailable, waitFor } from "./helpers/env.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { scrape } from "./helpers/metrics.ts";
+import { getxattr, setxattr } from "./helpers/libc.ts";
+import { E } from "../src/util/errno.ts";
 import { useCluster } from "./helpers/node.ts";
 
 const skip = fuseUnavailable();
@@ -145,6 +147,17 @@ describe.skipIf(!!skip)("lookups answered by the shim", () => {
     expect(fs.statSync(dir(a)).nlink).toBe(2);
     fs.writeFileSync(join(dir(b), "from-b"), "z");
     await waitFor("a seeing the directory's times after b's create", () => fs.statSync(dir(a)).mtimeMs === fs.statSync(dir(b)).mtimeMs, CONVERGE_MS);
+  });
+
+  test("ACLs, SELinux labels and file capabilities are answered as not supported (ls -l then asks once per mount, not once per file), by the shim; user attributes are kept", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    fs.writeFileSync(join(a.mnt, "labels"), "x");
+    const before = await scrape(a);
+    for (const name of ["security.selinux", "system.posix_acl_access", "system.posix_acl_default", "security.capability"]) expect(getxattr(join(a.mnt, "labels"), name)).toBe(E.EOPNOTSUPP);
+    expect((await scrape(a))("mcfs_fuse_operations_total", { op: "getxattr" })).toBe(before("mcfs_fuse_operations_total", { op: "getxattr" }));
+    expect(setxattr(join(a.mnt, "labels"), "user.k", Buffer.from("v"))).toBe(0);
+    expect(Buffer.from(getxattr(join(b.mnt, "labels"), "user.k") as Uint8Array).toString()).toBe("v");
+    expect(getxattr(join(b.mnt, "labels"), "user.none")).toBe(E.ENODATA);
   });
 
   test("another node's creates bring this node's record of the directory up to date: its stats are answered by the shim, with no read of Redis", async () => {

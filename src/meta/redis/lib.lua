@@ -2,6 +2,14 @@
 -- ARGV[1] of every script is the key prefix P; scripts build keys from it themselves (see keys.ts).
 -- KEYS[1] (P next) only routes the call to the filesystem's slot on a Redis Cluster.
 local P = ARGV[1]
+-- ino's record as one string (RECORD, set before this file by scripts.ts: record-codec.ts's
+-- RECORD_FIELDS): "{ino}\0{value}\0..." with '' where a field is absent; false when there is none
+local function packed(ino)
+  local v = redis.call('HMGET', P..'i:'..ino, unpack(RECORD))
+  if not v[1] then return false end
+  for i = 1, #RECORD do if not v[i] then v[i] = '' end end
+  return ino..'\0'..table.concat(v, '\0')
+end
 local function isdir(m) return m and bit.band(tonumber(m), 61440) == 16384 end
 local function entino(e) return string.match(e, '^(%d+)') end
 local function needdir(ino)

@@ -1,4 +1,4 @@
--- ARGV: P ino newparent newname now origin frompath topath -> record (first: {nodes told})
+-- ARGV: P ino newparent newname now origin frompath topath -> {{nodes told}, record (packed)}
 local ino, np, nn, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local k = P..'i:'..ino
 local m = redis.call('HGET', k, 'm')
@@ -13,7 +13,4 @@ redis.call('SADD', P..'l:'..ino, np..'/'..nn)
 redis.call('HSET', P..'d:'..np, nn, ino..':'..bit.rshift(tonumber(m), 12))
 touch(np, now)
 local told = todo(ARGV[6], ino, {op = 'link', from = ARGV[7], to = ARGV[8]})
-local r = redis.call('HGETALL', k)
-table.insert(r, 1, ino)
-table.insert(r, 1, told)
-return r
+return {told, packed(ino)}

@@ -7,7 +7,7 @@ import { S_IFDIR } from "../../util/file-mode.ts";
 import type { RedisChangeFeed } from "./change-feed.ts";
 import type { RedisInodeNumbers } from "./inode-numbers.ts";
 import type { Keys } from "./keys.ts";
-import { parseEntries, parseExtraName, parseRecord, parseScriptRecord } from "./record-codec.ts";
+import { parseEntries, parseExtraName, parseScriptRecord, scriptRecord } from "./record-codec.ts";
 import type { RunScript } from "./scripts.ts";
 
 
@@ -33,13 +33,14 @@ export function createNamespace({ client, keys, run, nodeId, numbers, feed }: Na
       }
     },
     async get(ino) {
-      const f = await client.hGetAll(keys.inode(ino));
-      if (f.m === undefined) throw fsError("ENOENT", `inode ${ino} not found`);
-      return parseRecord(ino, f);
+      const [r] = (await run("records", [ino])) as unknown[];
+      const rec = scriptRecord(r);
+      if (!rec) throw fsError("ENOENT", `inode ${ino} not found`);
+      return rec;
     },
     async getMany(inos) {
-      const all = await Promise.all(inos.map((i) => client.hGetAll(keys.inode(i))));
-      return all.map((f, i) => (f.m === undefined ? undefined : parseRecord(inos[i]!, f)));
+      if (!inos.length) return [];
+      return ((await run("records", inos)) as unknown[]).map(scriptRecord);
     },
     async lookup(parent, name) {
       const r = await run("lookup", [parent, name]);
@@ -55,8 +56,8 @@ export function createNamespace({ client, keys, run, nodeId, numbers, feed }: Na
       return createdRecord(parent, name, init, st, { ino, mode, gid }, replaced);
     },
     async link(ino, newParent, newName, fromPath, toPath) {
-      const [told, ...flat] = (await run("link", [ino, newParent, newName, nowNs(), nodeId, fromPath, toPath])) as [string[], ...unknown[]];
-      const r = parseScriptRecord(flat);
+      const [told, packed] = (await run("link", [ino, newParent, newName, nowNs(), nodeId, fromPath, toPath])) as [string[], unknown];
+      const r = parseScriptRecord(packed);
       publish({ added: [[newParent, newName, ino]], inodes: [ino, newParent], todo: told });
       return r;
     },

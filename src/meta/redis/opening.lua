@@ -1,5 +1,4 @@
--- ARGV: P ino -> {{ino, fields...}, {loc fields...}, {cc fields...}}: an open's record and holders, as of one moment
-local r = redis.call('HGETALL', P..'i:'..ARGV[2])
-if #r == 0 then return redis.error_reply('ENOENT') end
-table.insert(r, 1, ARGV[2])
+-- ARGV: P ino -> {record (packed), {loc fields...}, {cc fields...}}: an open's record and holders, as of one moment
+local r = packed(ARGV[2])
+if not r then return redis.error_reply('ENOENT') end
 return {r, redis.call('HGETALL', P..'loc:'..ARGV[2]), redis.call('HGETALL', P..'cc:'..ARGV[2])}

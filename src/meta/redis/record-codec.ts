@@ -31,11 +31,21 @@ export function pairs(flat: string[], from = 0): Record<string, string> {
   return o;
 }
 
-/** A record as scripts answer it: {ino, field, value, ...}; undefined when it has no mode (no record). */
+/**
+ * The fields of a record as scripts answer it (lib.lua's packed, given this list by scripts.ts): one
+ * string, "{ino}\0{value}\0{value}..." in this order, "" for a field the record lacks. None of the
+ * values can hold a NUL (numbers, a hex identity, a name, a symlink's target). One reply to parse
+ * instead of two per field: reading records is most of what an open or a listing costs the node.
+ */
+export const RECORD_FIELDS = ["m", "u", "g", "r", "s", "n", "a", "t", "c", "v", "gn", "p", "nm", "l"] as const;
+
+/** A record as scripts answer it (packed, above); undefined when there is none. */
 export function scriptRecord(r: unknown): Inode | undefined {
-  const a = r as string[];
-  const f = pairs(a, 1);
-  return f.m === undefined ? undefined : parseRecord(Number(a[0]), f);
+  if (typeof r !== "string") return undefined;
+  const v = r.split("\0");
+  const f: Record<string, string> = {};
+  for (let i = 0; i < RECORD_FIELDS.length; i++) if (v[i + 1]) f[RECORD_FIELDS[i]!] = v[i + 1]!;
+  return f.m === undefined ? undefined : parseRecord(Number(v[0]), f);
 }
 
 /** scriptRecord, ENOENT when there is no record. */

@@ -7,6 +7,7 @@
 import { fsError, scriptRefusal } from "../../util/errno.ts";
 import type { RedisClient } from "../redis-connect.ts";
 import { prepareEachConnection, unitRunner } from "../redis-failover.ts";
+import { RECORD_FIELDS } from "./record-codec.ts";
 import lib from "./lib.lua" with { type: "text" };
 import addcached from "./addcached.lua" with { type: "text" };
 import addholder from "./addholder.lua" with { type: "text" };
@@ -23,6 +24,7 @@ import lookup from "./lookup.lua" with { type: "text" };
 import opening from "./opening.lua" with { type: "text" };
 import purge from "./purge.lua" with { type: "text" };
 import raisecounter from "./raisecounter.lua" with { type: "text" };
+import records from "./records.lua" with { type: "text" };
 import remove from "./remove.lua" with { type: "text" };
 import rename from "./rename.lua" with { type: "text" };
 import setattrs from "./setattrs.lua" with { type: "text" };
@@ -30,7 +32,7 @@ import setdata from "./setdata.lua" with { type: "text" };
 import setxattr from "./setxattr.lua" with { type: "text" };
 import takelease from "./takelease.lua" with { type: "text" };
 
-const SCRIPTS = { addcached, addholder, create, dropcached, droplease, fsckdropentry, fsckdropholder, fsckorphan, heldby, holdings, link, lookup, opening, purge, raisecounter, remove, rename, setattrs, setdata, setxattr, takelease } as const;
+const SCRIPTS = { addcached, addholder, create, dropcached, droplease, fsckdropentry, fsckdropholder, fsckorphan, heldby, holdings, link, lookup, opening, purge, raisecounter, records, remove, rename, setattrs, setdata, setxattr, takelease } as const;
 
 export type ScriptName = keyof typeof SCRIPTS;
 export type ScriptArg = string | number | bigint | Buffer;
@@ -38,7 +40,7 @@ export type ScriptArg = string | number | bigint | Buffer;
 export type RunScript = (name: ScriptName, args: ScriptArg[]) => Promise<unknown>;
 
 /** Scripts that change nothing: never waited for. */
-const READ_ONLY = new Set<ScriptName>(["lookup", "heldby", "holdings", "opening"]);
+const READ_ONLY = new Set<ScriptName>(["lookup", "heldby", "holdings", "opening", "records"]);
 
 /** WAIT after each change: it is then on this many replicas (or the caller hears EIO). */
 export interface ReplicaAck {
@@ -57,7 +59,7 @@ export async function createScriptRunner(client: RedisClient, prefix: string, ac
   const unit = unitRunner(client);
   const routing = `${prefix}next`;
   const names = Object.keys(SCRIPTS) as ScriptName[];
-  const text = (name: ScriptName) => `${lib}\n${SCRIPTS[name]}`;
+  const text = (name: ScriptName) => `local RECORD = {${RECORD_FIELDS.map((f) => `'${f}'`).join(", ")}}\n${lib}\n${SCRIPTS[name]}`;
   const shas = new Map<ScriptName, string>();
   async function load(name: ScriptName): Promise<string> {
     const sha = await client.scriptLoad(text(name));

@@ -1,4 +1,4 @@
--- ARGV: P ino size mtime ctime holder path version -> {{nodes told}, record}
+-- ARGV: P ino size mtime ctime holder path version -> {{nodes told}, record (packed)}
 -- The other holders' copies are now stale: they are told to drop them.
 local ino = ARGV[2]
 local k = P..'i:'..ino
@@ -8,6 +8,4 @@ redis.call('HSET', k, 's', ARGV[3], 't', ARGV[4], 'c', ARGV[5], 'v', v)
 local told = todo(ARGV[6], ino, {op = 'drop', path = ARGV[7], ino = tonumber(ino)})
 redis.call('DEL', P..'loc:'..ino, P..'cc:'..ino)
 if ARGV[6] ~= '' then redis.call('HSET', P..'loc:'..ino, ARGV[6], v) end
-local r = redis.call('HGETALL', k)
-table.insert(r, 1, ino)
-return {told, r}
+return {told, packed(ino)}
