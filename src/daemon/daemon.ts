@@ -318,7 +318,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         }
         // The shim drops what it holds of these at once; then the caches here learn the change, and
         // may give the shim the new attributes (a directory another node created in).
-        session?.invalidateMany(entries.values(), inodes);
+        if (entries.size || inodes.size) session?.invalidateMany(entries.values(), inodes);
         for (const inv of invs) vfs.invalidate(inv);
         if (invs.some((inv) => inv.todo.includes(nodeId))) void todo.drain();
         if (!session) return ack?.();
