@@ -1,4 +1,5 @@
 import type { DirEntry, FileSystem } from "../fuse/types.ts";
+import type { Inode } from "../meta/store.ts";
 import { S_IFDIR } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
 import type { DirHandle } from "./open-files.ts";
@@ -53,15 +54,27 @@ export function createDirOps(ctx: VfsContext): DirOps {
       for (let at = offset; !out.length && at < d.entries.length; at += max) {
         const part = d.entries.slice(at, at + max);
         const now = part.map(inoNow);
-        // Records held fresh (a lookup would answer from them too: the listing's prefetch) are not read again.
+        // Records held fresh (a lookup would answer from them too: the listing's prefetch) are not
+        // read again; one dropped while the others were read (a change heard) is read after all, and
+        // after a third round of that, every one is.
         const held = now.map((i) => (i === undefined ? undefined : ctx.cache.fresh(i)));
-        const recs = await store.getMany(now.filter((i, k) => i !== undefined && !held[k]) as number[]);
-        let k = 0;
+        const got = new Map<number, Inode>();
+        for (let round = 0; ; round++) {
+          const want = now.filter((i, k): i is number => i !== undefined && !held[k] && !got.has(i));
+          if (!want.length) break;
+          (await store.getMany(want)).forEach((r, k) => r && got.set(want[k]!, r));
+          let dropped = false;
+          now.forEach((i, k) => {
+            if (i !== undefined && held[k] && (round === 2 || ctx.cache.fresh(i) !== held[k])) (held[k] = undefined), (dropped = true);
+          });
+          if (!dropped) break;
+        }
         part.forEach((e, i) => {
-          if (now[i] === undefined) return;
-          const r = held[i] ?? recs[k++];
+          const child = now[i];
+          if (child === undefined) return;
+          const r = held[i] ?? got.get(child);
           // Asked again: a change heard while the records were read must not go out either.
-          if (!r || inoNow(e) !== now[i]) return;
+          if (!r || inoNow(e) !== child) return;
           out.push({ name: e.name, next: at + i + 1, attr: kernel.told(ino, e.name, held[i] ? r : ctx.learn(r)) });
         });
       }

@@ -216,8 +216,10 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
     const c = recent.get(dir);
     const left = c ? c.until - Date.now() : 0;
     if (!c || left <= 0) return false;
-    // Read after the change already (a directory's ctime only moves forward with its changes).
-    if (c.rec.ctime >= ctime) return true;
+    // Read after the change already (a directory's ctime only moves forward with its changes); not
+    // so a record this node made up (makeAhead: its own clock), which can be ahead of a mkdir
+    // elsewhere it lacks: its link count tells.
+    if (c.rec.ctime >= ctime) return c.rec.nlink === nlink;
     const rec = { ...c.rec, mtime: ctime, ctime, nlink };
     c.rec = rec;
     mirror?.dropInode(dir);

@@ -131,10 +131,17 @@ describe("meta cache", () => {
     await b.create(d.ino, "g", { mode: FILE, uid: 0, gid: 0, ctime: 1n });
     const now = await a.get(d.ino);
     cache.learn(now);
-    cache.invalidate({ origin: "b", added: [[d.ino, "old", 99]], removed: [], inodes: [d.ino], data: [], todo: [], touched: [[d.ino, "2", 2]] });
+    cache.invalidate({ origin: "b", added: [[d.ino, "old", 99]], removed: [], inodes: [d.ino], data: [], todo: [], touched: [[d.ino, "2", now.nlink]] });
     expect(cache.fresh(d.ino)).toEqual(now);
-    await b.setAttrs(d.ino, { mode: 0o700 });
+    await b.setAttrs(d.ino, { mode: 0o040700 });
     await until("the chmod", () => cache.fresh(d.ino) === undefined);
+    // A record this node made up ahead of the store (its own clock) is not kept past a mkdir elsewhere.
+    const ahead = { ...(await a.get(d.ino)), ctime: 9_000_000_000_000_000_000n };
+    cache.learn(ahead);
+    const told = heard.length;
+    await b.create(d.ino, "sub2", { mode: DIR, uid: 0, gid: 0 });
+    await until("the mkdir", () => heard.length > told);
+    expect(cache.fresh(d.ino)).toBeUndefined();
   });
 
   test("a directory renamed away on another node loses its listing", async () => {
