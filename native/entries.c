@@ -177,7 +177,7 @@ static int put(uint64_t parent, const char *name, const int64_t *attr, double en
  * parent, or with parent 0 (no inode's number) each inode's attributes, under its own number and the
  * empty name.
  */
-static int keep(uint64_t parent, const uint8_t *ents, int n, double entry_to, double attr_to, uint32_t ttl_ms)
+int mcfs_entry_keep(uint64_t parent, const uint8_t *ents, int n, double entry_to, double attr_to, uint32_t ttl_ms)
 {
 	uint64_t until = now_ms() + ttl_ms;
 	int rc = 0;
@@ -192,12 +192,7 @@ static int keep(uint64_t parent, const uint8_t *ents, int n, double entry_to, do
 	return rc;
 }
 
-int mcfs_entry_keep(uint64_t parent, const uint8_t *ents, int n, double entry_to, double attr_to, uint32_t ttl_ms)
-{
-	return keep(parent, ents, n, entry_to, attr_to, ttl_ms);
-}
-
-int mcfs_attr_keep(const uint8_t *ents, int n, double attr_to, uint32_t ttl_ms) { return keep(0, ents, n, 0, attr_to, ttl_ms); }
+int mcfs_attr_keep(const uint8_t *ents, int n, double attr_to, uint32_t ttl_ms) { return mcfs_entry_keep(0, ents, n, 0, attr_to, ttl_ms); }
 
 void mcfs_entry_drop(uint64_t parent, const char *name)
 {

@@ -46,7 +46,6 @@ redis.call('HSET', k, 'm', mode, 'u', ARGV[5], 'g', gid, 'r', ARGV[7], 's', ARGV
 if ARGV[12] ~= '' then redis.call('HSET', k, 'l', ARGV[12]) end
 redis.call('HSET', dk, name, ino..':'..bit.rshift(mode, 12))
 if dir then redis.call('HINCRBY', pk, 'n', 1) end
-touch(parent, ARGV[11])
+local ctime = touch(parent, ARGV[11])
 if ARGV[13] ~= '' then redis.call('HSET', P..'loc:'..ino, ARGV[13], ARGV[15]) end
-local after = redis.call('HMGET', pk, 'c', 'n')
-return {tonumber(ino), mode, tonumber(gid), raised, rino, rn, told, after[1], tonumber(after[2])}
+return {tonumber(ino), mode, tonumber(gid), raised, rino, rn, told, ctime, tonumber(redis.call('HGET', pk, 'n'))}

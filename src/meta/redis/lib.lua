@@ -28,12 +28,14 @@ local function plusone(s)
   return s:sub(1, i - 1)..string.char(s:byte(i) + 1)..string.rep('0', #s - i)
 end
 -- a directory's times move forward with every change in it, never back: a change stamped before the
--- last one (another node's clock, a create made before it was written) gets the last one's time plus 1 ns
+-- last one (another node's clock, a create made before it was written) gets the last one's time plus 1 ns;
+-- returns the time it set
 local function touch(ino, now)
   local k = P..'i:'..ino
   local cur = redis.call('HGET', k, 'c')
   if cur and not later(now, cur) then now = plusone(cur) end
   redis.call('HSET', k, 't', now, 'c', now)
+  return now
 end
 -- move one name of ino from (op, on) to (np, nn): the primary name lives in the inode, others in l:
 local function setname(ino, op, on, np, nn)
