@@ -317,9 +317,13 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
           for (const ino of inv.inodes) if (vfs.kernelChanged(ino)) inodes.add(ino);
         }
         // The shim drops what it holds of these at once; then the caches here learn the change, and
-        // may give the shim the new attributes (a directory another node created in).
-        if (entries.size || inodes.size) session?.invalidateMany(entries.values(), inodes);
-        for (const inv of invs) vfs.invalidate(inv);
+        // may give the shim the new attributes (a directory another node created in), before the
+        // kernel drops its own and asks again.
+        const learn = () => {
+          for (const inv of invs) vfs.invalidate(inv);
+        };
+        if (session && (entries.size || inodes.size)) session.invalidateMany(entries.values(), inodes, learn);
+        else learn();
         if (invs.some((inv) => inv.todo.includes(nodeId))) void todo.drain();
         if (!session) return ack?.();
         // Acknowledged once the kernel has them, or after a few ms: an invalidation waits for the

@@ -113,8 +113,12 @@ export interface FuseSession {
   readonly mountPoint: string;
   stop(timeoutMs?: number): Promise<void>;
   invalidateEntry(parent: number, name: string): void;
-  /** Many at once: the notifier thread is woken once for them all. */
-  invalidateMany(entries: Iterable<[number, string]>, inodes: Iterable<number>): void;
+  /**
+   * Many at once: the notifier thread is woken once for them all. The shim's own entries of them go
+   * at once; the kernel hears of them only after meanwhile has run (new attributes it gives the shim
+   * are there before the kernel asks again).
+   */
+  invalidateMany(entries: Iterable<[number, string]>, inodes: Iterable<number>, meanwhile?: () => void): void;
   /** Forget the kernel's cached attributes of ino (its pages stay). */
   invalidateAttrs(ino: number): void;
   /** Resolves once every invalidation asked for so far has reached the kernel. */
@@ -428,11 +432,12 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     invalidateEntry(parent, name) {
       shim.mcfs_inval_entry(parent, cstr(name));
     },
-    invalidateMany(entries, inodes) {
+    invalidateMany(entries, inodes, meanwhile) {
       shim.mcfs_notes_hold();
       try {
         for (const [parent, name] of entries) shim.mcfs_inval_entry(parent, cstr(name));
         for (const ino of inodes) shim.mcfs_inval_inode(ino);
+        meanwhile?.();
       } finally {
         shim.mcfs_notes_release();
       }
