@@ -8,6 +8,7 @@ const lib = dlopen("libc.so.6", {
   listxattr: { args: [P, P, u64], returns: i64 },
   removexattr: { args: [P, P], returns: i32 },
   getdents64: { args: [i32, P, u64], returns: i64 },
+  close: { args: [i32], returns: i32 },
   __errno_location: { args: [], returns: P },
 });
 
@@ -17,6 +18,11 @@ const c = (s: string) => Buffer.from(s + "\0");
 function errno(): number {
   const p = lib.symbols.__errno_location();
   return new Int32Array(toArrayBuffer(p!, 0, 4))[0]!;
+}
+
+/** Close fd; returns 0 or the errno (Bun's closeSync drops a failed close's error, a flush's among them). */
+export function closeFd(fd: number): number {
+  return lib.symbols.close(fd) === 0 ? 0 : errno();
 }
 
 /** Returns 0 or the errno. */
