@@ -53,7 +53,10 @@ export interface ReplicaAck {
  * is sent on it: a new master after a failover, or a restarted Redis, has none. Loaded on demand
  * instead (NOSCRIPT), a script would be sent again after the scripts pipelined behind it had already
  * run on the new server: a close's update after its create ran first, failed (ENOENT, as if the
- * file had been unlinked), and the close's bytes were never published.
+ * file had been unlinked), and the close's bytes were never published. A server that loses them
+ * under a live connection (SCRIPT FLUSH) gets the one script refused (NOSCRIPT) again with its text:
+ * one retry that cannot fail the same way. What was pipelined behind it may have run first; a
+ * close's update catches up with its create (file-ops' publish).
  */
 export async function createScriptRunner(client: RedisClient, prefix: string, ack?: ReplicaAck): Promise<RunScript> {
   const unit = unitRunner(client);
@@ -70,10 +73,13 @@ export async function createScriptRunner(client: RedisClient, prefix: string, ac
   prepareEachConnection(client, (raw) => Promise.all(names.map((n) => raw.scriptLoad(text(n)))));
 
   const waits = (name: ScriptName) => ack !== undefined && ack.replicas > 0 && !READ_ONLY.has(name);
-  /** The script, and WAIT right behind it on the same connection (one round trip; sent again together). */
-  const evalSha = (name: ScriptName, sha: string, argv: string[]) =>
+  /**
+   * The script (by its SHA, or with its text when Redis has lost it), and WAIT right behind it on the
+   * same connection (one round trip; sent again together).
+   */
+  const run = (name: ScriptName, argv: string[], whole: boolean) =>
     unit(async (c) => {
-      const reply = c.evalSha(sha, { keys: [routing], arguments: argv });
+      const reply = whole ? c.eval(text(name), { keys: [routing], arguments: argv }) : c.evalSha(shas.get(name)!, { keys: [routing], arguments: argv });
       if (!waits(name)) return reply;
       const acked = c.wait(ack!.replicas, ack!.timeoutMs);
       acked.catch(() => {});
@@ -87,10 +93,11 @@ export async function createScriptRunner(client: RedisClient, prefix: string, ac
     const argv = [prefix, ...args.map((a) => (Buffer.isBuffer(a) ? a : String(a)))] as string[];
     try {
       try {
-        return await evalSha(name, shas.get(name)!, argv);
+        return await run(name, argv, false);
       } catch (e) {
         if (!(e as Error).message?.startsWith("NOSCRIPT")) throw e;
-        return await evalSha(name, await load(name), argv);
+        // Sent whole, it cannot be lost again on the way (as a SCRIPT LOAD then EVALSHA could).
+        return await run(name, argv, true);
       }
     } catch (e) {
       throw scriptRefusal((e as Error).message ?? "") ?? e;
