@@ -1,7 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { randomBytes } from "node:crypto";
 import { spawn } from "bun";
 import { freePort, fuseUnavailable, MCFS, tempDir, waitFor } from "./helpers/env.ts";
 import { startDaemon, type TestDaemon } from "./helpers/daemon.ts";
@@ -9,6 +8,7 @@ import { startSentinels, type TestSentinels } from "./helpers/redis.ts";
 import { makeCa, makeCert, opensslUnavailable } from "./helpers/certs.ts";
 import { createRedisStore } from "../src/meta/redis-store.ts";
 import { updateMadeAfterCreate } from "./helpers/script-reload.ts";
+import { fileData } from "./helpers/file-writer.ts";
 import { E, type FsError } from "../src/util/errno.ts";
 
 const skip = fuseUnavailable();
@@ -212,36 +212,42 @@ describe.skipIf(!!skip)("metadata failover through Redis Sentinel", () => {
   });
 
   /**
-   * Files written and closed on A without pause while switchMaster runs; once the sentinels name a
-   * new master, 30 more. Every write returns without error but inFlight (EIO), and every closed file
-   * reads whole on both nodes afterwards (settle: once the nodes have republished what the switch lost).
+   * Files written and closed on A without pause (by a program of its own, file-writer.ts, which sees
+   * each close's error) while switchMaster runs; once the sentinels name a new master, 30 more. Every
+   * file's open, write and close succeed but inFlight (EIO), and every file whose close succeeded reads
+   * whole on both nodes afterwards (settle: once the nodes have republished what the switch lost).
    */
   async function writeThrough(tag: string, switchMaster: (port: number) => Promise<void>, settle = false, inFlight = 0) {
     const [a, b] = nodes as [TestDaemon, TestDaemon];
     const acked = new Map<string, Buffer>();
     const errors: string[] = [];
-    let stop = false;
+    const stopFile = join(t.path, `${tag}-stop`);
+    const proc = spawn([process.execPath, join(import.meta.dir, "helpers", "file-writer.ts"), a.mnt, tag, stopFile], { stdout: "pipe", stderr: "pipe" });
     const writer = (async () => {
-      for (let i = 0; !stop; i++) {
-        const name = `${tag}-${i}`;
-        const data = randomBytes(1 + ((i * 7919) % 65536));
-        const t0 = Date.now();
-        try {
-          await fs.promises.writeFile(join(a.mnt, name), data);
-          acked.set(name, data);
-        } catch (e) {
-          errors.push(`${name} after ${Date.now() - t0} ms: ${(e as Error).message}`);
+      let partial = "";
+      for await (const chunk of proc.stdout) {
+        const lines = (partial + new TextDecoder().decode(chunk)).split("\n");
+        partial = lines.pop()!;
+        for (const line of lines) {
+          const [name, errno, ms] = line.split(" ") as [string, string, string];
+          if (errno === "0") acked.set(name, fileData(tag, Number(name.slice(tag.length + 1))));
+          else errors.push(`${name} after ${ms} ms: errno ${errno}${errno === String(E.EIO) ? " (EIO)" : ""}`);
         }
       }
+      if (await proc.exited) throw new Error(`file-writer failed: ${await new Response(proc.stderr).text()}`);
     })();
-    await waitFor("files before the switch", () => acked.size >= 30);
-    const old = await g.masterPort();
-    await switchMaster(old);
-    await waitFor("a new master", async () => (await g.masterPort()) !== old, 60_000);
-    const atSwitch = acked.size;
-    await waitFor("files after the switch", () => acked.size >= atSwitch + 30 || errors.length > 0, 60_000);
-    stop = true;
-    await writer;
+    try {
+      await waitFor("files before the switch", () => acked.size >= 30);
+      const old = await g.masterPort();
+      await switchMaster(old);
+      await waitFor("a new master", async () => (await g.masterPort()) !== old, 60_000);
+      const atSwitch = acked.size;
+      await waitFor("files after the switch", () => acked.size >= atSwitch + 30 || errors.length > 0, 60_000);
+    } finally {
+      fs.writeFileSync(stopFile, "");
+      await writer;
+    }
+    console.log(`${tag}: ${acked.size} files closed, ${errors.length} failed${errors.length ? ` (${errors.join("; ")})` : ""}`);
     // A change on the wire when the master died may or may not have been made: it fails (EIO), once.
     expect(errors.length).toBeLessThanOrEqual(inFlight);
     for (const e of errors) expect(e).toContain("EIO");
