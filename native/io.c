@@ -18,8 +18,6 @@
 
 static _Atomic int fh_fd[MAX_FH];
 static _Atomic uint8_t fh_dirty[MAX_FH];
-/* Its flushes are answered here even when dirty: the release publishes (OPEN_FLUSH_LATE). */
-static _Atomic uint8_t fh_late[MAX_FH];
 /* Bytes from the start of the fd that may be read: WHOLE for a file's own fd or a finished copy. */
 static _Atomic uint64_t fh_ready[MAX_FH];
 #define WHOLE UINT64_MAX
@@ -37,17 +35,16 @@ static int fd_of(uint64_t fh)
 }
 
 /* ready before fd: a thread that sees the fd sees what may be read of it. */
-static void attach(uint64_t fh, int fd, int dirty, int late, uint64_t ready)
+static void attach(uint64_t fh, int fd, int dirty, uint64_t ready)
 {
 	if (fh < MAX_FH) {
 		atomic_store(&fh_dirty[fh], dirty ? 1 : 0);
-		atomic_store(&fh_late[fh], late ? 1 : 0);
 		atomic_store(&fh_ready[fh], ready);
 		atomic_store(&fh_fd[fh], fd);
 	}
 }
 
-void io_attach(uint64_t fh, int fd, int dirty, int late) { attach(fh, fd, dirty, late, WHOLE); }
+void io_attach(uint64_t fh, int fd, int dirty) { attach(fh, fd, dirty, WHOLE); }
 
 /* The fd of a whole file: writes, lseek and fallocate need one (a copy on its way has holes). */
 static int whole_fd_of(uint64_t fh)
@@ -68,14 +65,12 @@ void mcfs_follow_fh(uint64_t fh, int fd, uint64_t ready)
 	if (fd_of(fh) == fd)
 		atomic_store(&fh_ready[fh], ready);
 	else
-		attach(fh, fd, 0, 0, ready);
+		attach(fh, fd, 0, ready);
 }
 
 int io_served(uint64_t fh) { return fd_of(fh) >= 0; }
 
 int io_dirty(uint64_t fh) { return fh < MAX_FH && atomic_load(&fh_dirty[fh]); }
-
-int io_flush_late(uint64_t fh) { return fh < MAX_FH && atomic_load(&fh_late[fh]); }
 
 int io_take_dirty(uint64_t fh) { return fh < MAX_FH ? atomic_exchange(&fh_dirty[fh], 0) : 0; }
 
@@ -149,7 +144,7 @@ void io_lseek(fuse_req_t req, uint64_t fh, off_t off, int whence)
 }
 
 /* Detach the backing fd from fh (JS closes the fd itself afterwards). */
-void mcfs_clear_fh(uint64_t fh) { io_attach(fh, -1, 0, 0); }
+void mcfs_clear_fh(uint64_t fh) { io_attach(fh, -1, 0); }
 
 /* Reads and writes served from local fds so far, in the order of IO_*. */
 void mcfs_io_counters(uint64_t *out)

@@ -36,13 +36,12 @@ void queue_put(fuse_req_t req, struct mcfs_req *h, const char *s1, const char *s
 
 /* io.c: reads and writes served from the local fd JS attached to a file handle. */
 void io_reset(void);
-void io_attach(uint64_t fh, int fd, int dirty, int late); /* fd -1 detaches; dirty: the first flush goes to JS; late: no flush does */
+void io_attach(uint64_t fh, int fd, int dirty); /* fd -1 detaches; dirty: the first flush goes to JS */
 int io_try_read(fuse_req_t req, uint64_t fh, size_t size, off_t off);    /* 1: answered here */
 int io_try_write(fuse_req_t req, uint64_t fh, struct fuse_bufvec *in, off_t off);
 int io_served(uint64_t fh);      /* an fd serves this handle */
 int io_dirty(uint64_t fh);       /* written through it since the last io_take_dirty */
 int io_take_dirty(uint64_t fh);  /* the dirty flag, cleared */
-int io_flush_late(uint64_t fh);  /* its release publishes: flushes are answered here */
 void io_fallocate(fuse_req_t req, uint64_t fh, int mode, off_t off, off_t len);
 void io_lseek(fuse_req_t req, uint64_t fh, off_t off, int whence);
 

@@ -144,9 +144,8 @@ static void ll_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 
 static void ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	/* Nothing written through a local fd since the last flush: nothing to publish. Or what was is
-	 * left, dirty, for the release to publish. */
-	if (io_served(fi->fh) && (!io_dirty(fi->fh) || io_flush_late(fi->fh))) {
+	/* Nothing written through a local fd since the last flush: nothing to publish. */
+	if (io_served(fi->fh) && !io_dirty(fi->fh)) {
 		fuse_reply_err(req, 0);
 		return;
 	}

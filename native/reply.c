@@ -85,10 +85,10 @@ int mcfs_reply_open(uint32_t id, uint64_t fh, int fd, uint32_t flags)
 	fi.direct_io = (flags & OPEN_DIRECT_IO) != 0;
 	fi.keep_cache = (flags & OPEN_KEEP_CACHE) != 0;
 	fi.nonseekable = (flags & OPEN_NONSEEKABLE) != 0;
-	io_attach(fh, fd, (flags & OPEN_UNPUBLISHED) != 0, (flags & OPEN_FLUSH_LATE) != 0);
+	io_attach(fh, fd, (flags & OPEN_UNPUBLISHED) != 0);
 	int rc = fuse_reply_open(r, &fi);
 	if (rc != 0)
-		io_attach(fh, -1, 0, 0);
+		io_attach(fh, -1, 0);
 	return rc;
 }
 
@@ -103,10 +103,10 @@ int mcfs_reply_create(uint32_t id, const int64_t *attr, double entry_to, double 
 	fi.fh = fh;
 	fi.direct_io = (flags & OPEN_DIRECT_IO) != 0;
 	fi.keep_cache = (flags & OPEN_KEEP_CACHE) != 0;
-	io_attach(fh, fd, (flags & OPEN_UNPUBLISHED) != 0, (flags & OPEN_FLUSH_LATE) != 0);
+	io_attach(fh, fd, (flags & OPEN_UNPUBLISHED) != 0);
 	int rc = fuse_reply_create(r, &e, &fi);
 	if (rc != 0)
-		io_attach(fh, -1, 0, 0);
+		io_attach(fh, -1, 0);
 	return rc;
 }
 

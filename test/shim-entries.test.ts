@@ -1,8 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { errCode, fuseUnavailable, tempDir, waitFor } from "./helpers/env.ts";
-import { startDaemon, type TestDaemon } from "./helpers/daemon.ts";
+import { errCode, fuseUnavailable, waitFor } from "./helpers/env.ts";
+import type { TestDaemon } from "./helpers/daemon.ts";
 import { scrape } from "./helpers/metrics.ts";
 import { getxattr, setxattr } from "./helpers/libc.ts";
 import { E } from "../src/util/errno.ts";
@@ -182,46 +182,5 @@ describe.skipIf(!!skip)("lookups answered by the shim", () => {
     // A change that is not a create still drops what a held: b's chmod is seen at once.
     fs.chmodSync(dir(b), 0o700);
     expect(fs.statSync(dir(a)).mode & 0o7777).toBe(0o700);
-  });
-});
-
-/**
- * A sole node (its private Redis) writes its store behind its replies: a close's flush would publish
- * nothing its release does not, so the shim answers it and the release publishes.
- */
-describe.skipIf(!!skip)("a sole node's closes", () => {
-  test("are answered by the shim; the file is whole at once, and its release publishes it (nothing to repair at the next start)", async () => {
-    const t = tempDir("sole-close");
-    let d = await startDaemon({ base: t.path, name: "solo", args: ["--metrics-port", "0"] });
-    try {
-      fs.mkdirSync(join(d.mnt, "w"));
-      const data = (i: number) => Buffer.alloc(100 + i * 13, i & 255);
-      const before = await scrape(d);
-      for (let i = 0; i < 50; i++) {
-        fs.writeFileSync(join(d.mnt, "w", `f${i}`), data(i));
-        expect(fs.statSync(join(d.mnt, "w", `f${i}`)).size).toBe(data(i).length);
-        expect(fs.readFileSync(join(d.mnt, "w", `f${i}`)).equals(data(i))).toBe(true);
-      }
-      // One file open twice: the first close leaves the second handle's writes to its own release.
-      const f = join(d.mnt, "w", "twice");
-      const fd1 = fs.openSync(f, "w");
-      const fd2 = fs.openSync(f, "r+");
-      fs.writeSync(fd1, "first ");
-      fs.closeSync(fd1);
-      fs.writeSync(fd2, "second", 6);
-      expect(fs.readFileSync(f, "utf8")).toBe("first second");
-      fs.closeSync(fd2);
-      const after = await scrape(d);
-      expect(after("mcfs_fuse_operations_total", { op: "flush" }) - before("mcfs_fuse_operations_total", { op: "flush" })).toBe(0);
-      expect(after("mcfs_fuse_operations_total", { op: "release" }) - before("mcfs_fuse_operations_total", { op: "release" })).toBeGreaterThanOrEqual(52);
-      expect(await d.stop()).toBe(0);
-      d = await startDaemon({ base: t.path, name: "solo", args: ["--metrics-port", "0"] });
-      expect(d.log()).toMatch(/"repaired":0,.*"start-up scan done"/);
-      for (let i = 0; i < 50; i++) expect(fs.readFileSync(join(d.mnt, "w", `f${i}`)).equals(data(i))).toBe(true);
-      expect(fs.readFileSync(f, "utf8")).toBe("first second");
-    } finally {
-      await d.stop();
-      t.remove();
-    }
   });
 });

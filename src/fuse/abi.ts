@@ -79,11 +79,8 @@ export const DIRENT_AFTER_ATTR = ["next", "nameLen"] as const;
 export const STATFS = ["bsize", "frsize", "blocks", "bfree", "bavail", "files", "ffree", "favail", "namemax"] as const;
 
 /** Bits of the flags argument of the open and create replies. */
-/**
- * unpublished: the handle's flush goes to JS even with nothing written (a create still to be published).
- * flushLate: the shim answers the handle's flush; what was written is left for its release to publish.
- */
-export const OPEN_FLAGS = { directIo: 1, keepCache: 2, nonseekable: 4, unpublished: 8, flushLate: 16 } as const;
+/** unpublished: the handle's flush goes to JS even with nothing written (a create still to be published). */
+export const OPEN_FLAGS = { directIo: 1, keepCache: 2, nonseekable: 4, unpublished: 8 } as const;
 
 /** Counters of reads and writes the shim served from local fds, uint64 each, in this order. */
 export const IO_COUNTERS = ["readOps", "readBytes", "writeOps", "writeBytes"] as const;

@@ -80,8 +80,8 @@ function setAttrOf(r: Req<"setattr">): SetAttr {
   return s;
 }
 
-function openFlags(o: { directIo?: boolean; keepCache?: boolean; unpublished?: boolean; flushLate?: boolean }): number {
-  return (o.directIo ? OPEN_FLAGS.directIo : 0) | (o.keepCache ? OPEN_FLAGS.keepCache : 0) | (o.unpublished ? OPEN_FLAGS.unpublished : 0) | (o.flushLate ? OPEN_FLAGS.flushLate : 0);
+function openFlags(o: { directIo?: boolean; keepCache?: boolean; unpublished?: boolean }): number {
+  return (o.directIo ? OPEN_FLAGS.directIo : 0) | (o.keepCache ? OPEN_FLAGS.keepCache : 0) | (o.unpublished ? OPEN_FLAGS.unpublished : 0);
 }
 
 export interface SessionOptions {

@@ -28,11 +28,6 @@ export interface OpenReply {
   /** Its flush must reach the filesystem even when nothing was written through it. */
   unpublished?: boolean;
   /**
-   * Its flushes (closes) need not reach the filesystem: its release publishes what was written, told
-   * by release's dirty. With an fd only (the shim answers them).
-   */
-  flushLate?: boolean;
-  /**
    * No fd: the bytes are on their way into a copy. Called once the open is answered; listen then
    * hears a read-only fd of the copy and how many bytes from its start are there, again as more
    * arrive (whole: all of them), and the shim serves reads of those bytes from it.

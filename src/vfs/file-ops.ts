@@ -239,9 +239,6 @@ export function createFileOps(ctx: VfsContext): FileOps {
         }
         fd = here ?? (await openLocal(path, flags));
       }
-      // A sole node's file holds the newest bytes: it gets the newest record, which a writer's release
-      // may have published while this open waited (and, were it the last handle, taken with it).
-      if (!remote) r = ctx.open.inode(ino)?.rec ?? ctx.cache.fresh(ino) ?? r;
       const h: Handle = { ino, fd, writable, dirty: false, ...(ranges ? { ranges } : {}), ...(writable ? {} : { reads: { version: r.version, size: r.size, copy: got !== undefined } }) };
       const fh = ctx.open.add(h, r);
       supersede(h, r.version);
@@ -265,8 +262,7 @@ export function createFileOps(ctx: VfsContext): FileOps {
       const keepCache = kernel.opened(ino, r.version);
       const follow = (listen: Parameters<RangeReader["follow"]>[0]) => ranges?.follow((...a) => void (h.superseded || listen(...a)));
       // Superseded at once: no fd for the shim to serve it from.
-      const served = fd >= 0 && !h.superseded;
-      return { fh, ...(served ? { fd } : {}), ...(ranges ? { follow } : {}), keepCache, ...(served && writable && ctx.policy.publishAtRelease ? { flushLate: true } : {}) } satisfies OpenReply;
+      return { fh, ...(fd >= 0 && !h.superseded ? { fd } : {}), ...(ranges ? { follow } : {}), keepCache } satisfies OpenReply;
     },
 
     async create(c, parent, name, mode, flags) {
@@ -277,7 +273,7 @@ export function createFileOps(ctx: VfsContext): FileOps {
       const { r, fd } = await ctx.policy.createFile(ctx, c, parent, name, mode, localFlags, (flags & O_EXCL) !== 0);
       const fh = ctx.open.add({ ino: r.ino, fd, writable: true, dirty: false }, r);
       kernel.opened(r.ino, r.version);
-      return { attr: kernel.told(parent, name, r), open: { fh, fd, keepCache: false, unpublished: ctx.policy.unsettled(r.ino), flushLate: ctx.policy.publishAtRelease } };
+      return { attr: kernel.told(parent, name, r), open: { fh, fd, keepCache: false, unpublished: ctx.policy.unsettled(r.ino) } };
     },
 
     async read(_c, ino, fh, offset, size) {

@@ -32,12 +32,6 @@ export interface Published {
 export interface WritePolicy {
   /** A name missing from a directory listing this node has loaded is surely absent. */
   readonly listingsComplete: boolean;
-  /**
-   * A close publishes nothing its file's release would not publish as well: what the store gets is
-   * written behind either way, and this node's own view of an open file comes from its local file.
-   * The shim then answers writable handles' flushes, and their releases publish.
-   */
-  readonly publishAtRelease: boolean;
   /** Make a regular file's record and its local file, open with localFlags. */
   createFile(ctx: VfsContext, c: Caller, parent: number, name: string, mode: number, localFlags: number, exclusive: boolean): Promise<{ r: Inode; fd: number }>;
   /** Publish new bytes of an open file: a new version, this node as holder. */
@@ -93,7 +87,6 @@ export function createWriteAtClose(): WritePolicy {
 
   return {
     listingsComplete: false,
-    publishAtRelease: false,
     async createFile(ctx, c, parent, name, mode, localFlags, exclusive) {
       // The kernel found no such name; one another node made since is replaced (the rule above).
       if (exclusive) return createNow(ctx, c, parent, name, mode, localFlags);
@@ -147,7 +140,6 @@ export function createWriteBehind(): WritePolicy {
     write.catch((e: unknown) => ctx.log.error({ op: what, ino, err: (e as Error).message }, "deferred metadata write failed; the next start repairs it from the local file"));
   return {
     listingsComplete: true,
-    publishAtRelease: true,
     async createFile(ctx, c, parent, name, mode, localFlags) {
       // Only with the directory's whole listing does this node know the name is free.
       if (ctx.cache.listed(parent, name) !== null) return createNow(ctx, c, parent, name, mode, localFlags);

@@ -183,6 +183,24 @@ export function posixSuite(dir: () => string, label: string): void {
     expect(fs.readFileSync(f, "utf8")).toBe("short");
   });
 
+  // Close-to-open on one node: each open right after a close sees what the close left (its O_TRUNC
+  // cuts the whole of it, its size is the one just written).
+  test(`${label}: a file rewritten, appended to and reopened at once reads what each close left`, () => {
+    const r = join(fresh(), "rewritten");
+    for (let i = 0; i < 50; i++) {
+      fs.writeFileSync(r, `a longer first line ${i}\n`);
+      fs.writeFileSync(r, `x${i}\n`);
+      expect(fs.readFileSync(r, "utf8")).toBe(`x${i}\n`);
+      fs.appendFileSync(r, "y");
+      const fd = fs.openSync(r, "r");
+      try {
+        expect(fs.fstatSync(fd).size).toBe(`x${i}\ny`.length);
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+  });
+
   // A listing is read between opendir and each getdents; readdirplus makes the kernel keep each name
   // it is given. One given under a name it no longer has made the next create of that name open (and
   // truncate) the file that moved away.
