@@ -247,9 +247,10 @@ int main(int argc, char **argv) { (void)argc; file = argv[1]; dir = argv[2]; pth
     const [a, b] = n as [TestDaemon, TestDaemon];
     fs.mkdirSync(join(a.mnt, "flushed"));
     const sock = cluster.redis.url.slice("unix://".length);
-    // Stopped by a file, not a signal (a killed bash would leave its redis-cli behind); its last
-    // round still flushes under B's reads.
+    // Stopped by a file, not a signal (a killed bash would leave its redis-cli behind).
     const stop = join(cluster.base, "flusher-stop");
+    const flushes = () => Number(/cmdstat_script\|flush:calls=(\d+)/.exec(Bun.spawnSync(["redis-cli", "-s", sock, "info", "commandstats"]).stdout.toString())?.[1] ?? 0);
+    const flushed0 = flushes();
     const flusher = spawn(["bash", "-c", `while [ ! -e ${stop} ] && redis-cli -s ${sock} -r 100 -i 0.001 script flush >/dev/null; do :; done`], { stdout: "ignore", stderr: "ignore" });
     const closed: number[] = [];
     try {
@@ -273,6 +274,8 @@ int main(int argc, char **argv) { (void)argc; file = argv[1]; dir = argv[2]; pth
       fs.writeFileSync(stop, "");
       await flusher.exited;
     }
+    // The scripts were lost all along (one flush a millisecond, give or take).
+    expect(flushes() - flushed0).toBeGreaterThan(100);
     // A script Redis no longer has is sent again whole: nothing fails for it.
     expect(closed.length).toBe(300);
     // Each wrong file is named with what B got: an errno, or the length and first byte read.

@@ -1,7 +1,7 @@
 /**
  * Run as a program: writes files `${tag}-0`, `${tag}-1`, … into dir, one after another, until stopFile
  * exists; for each, one line on stdout: `name errno ms` (errno 0 when its open, write and close all
- * succeeded). The close is libc's: Bun's closeSync and writeFile drop its error, which is where a
+ * succeeded; "short" for a write that wrote less). The close is libc's: Bun's closeSync and writeFile drop its error, which is where a
  * filesystem reports a publish that failed. Imported: fileData, the bytes of each file.
  */
 import * as fs from "node:fs";
@@ -23,11 +23,11 @@ if (import.meta.main) {
     const name = `${tag}-${i}`;
     const data = fileData(tag, i);
     const t0 = Date.now();
-    let errno = 0;
+    let errno: number | string = 0;
     try {
       const fd = fs.openSync(join(dir, name), "w");
       try {
-        if (fs.writeSync(fd, data) !== data.length) errno = 5;
+        if (fs.writeSync(fd, data) !== data.length) errno = "short";
       } catch (e) {
         errno = -((e as NodeJS.ErrnoException).errno ?? -5);
       }
