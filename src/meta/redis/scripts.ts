@@ -55,8 +55,9 @@ export interface ReplicaAck {
  * run on the new server: a close's update after its create ran first, failed (ENOENT, as if the
  * file had been unlinked), and the close's bytes were never published. A server that loses them
  * under a live connection (SCRIPT FLUSH) gets the one script refused (NOSCRIPT) again with its text:
- * one retry that cannot fail the same way. What was pipelined behind it may have run first; a
- * close's update catches up with its create (file-ops' publish).
+ * one retry that cannot fail the same way. What was pipelined behind it may have run first: a
+ * cluster node's close sends its update again once its create is in (file-ops' publish); a sole
+ * node's deferred update that failed so is repaired from its local file at the next start.
  */
 export async function createScriptRunner(client: RedisClient, prefix: string, ack?: ReplicaAck): Promise<RunScript> {
   const unit = unitRunner(client);
