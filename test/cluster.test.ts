@@ -228,6 +228,47 @@ int main(int argc, char **argv) { (void)argc; file = argv[1]; dir = argv[2]; pth
     });
   });
 
+  test("a reader on the writer's node: a stat after each close sees the size just written, though the reader opened before it", async () => {
+    const a = n[0]!;
+    const f = join(a.mnt, "reread");
+    fs.writeFileSync(f, "x");
+    const stop = join(cluster.base, "reader-stop");
+    fs.rmSync(stop, { force: true });
+    // Opens straddling the writer's closes: one read before a close and added after it. It says when
+    // it has opened once, and how many opens it made.
+    const reader = spawn([process.execPath, "-e", `const fs = require("fs"); const [f, stop] = process.argv.slice(-2); const b = Buffer.alloc(65536); let n = 0;
+      while (!fs.existsSync(stop)) { const fd = fs.openSync(f, "r"); fs.readSync(fd, b, 0, b.length, 0); fs.closeSync(fd); if (++n === 1) console.log("ready"); }
+      console.log(n);`, f, stop], { stdout: "pipe", stderr: "pipe" });
+    const out = reader.stdout.getReader();
+    let said = "";
+    const wrong: string[] = [];
+    let done = false;
+    try {
+      while (!said.includes("ready\n")) {
+        const { value, done: ended } = await out.read();
+        if (ended) throw new Error(`the reader ended before it opened the file: ${await new Response(reader.stderr).text()}`);
+        said += new TextDecoder().decode(value);
+      }
+      for (let i = 1; i <= 300; i++) {
+        const len = 100 + ((i * 7919) % 5000);
+        fs.writeFileSync(f, Buffer.alloc(len, i & 255));
+        const size = fs.statSync(f).size;
+        if (size !== len) wrong.push(`${i}: ${size} of ${len}`);
+      }
+      done = true;
+    } finally {
+      fs.writeFileSync(stop, "");
+      if (!done) reader.kill();
+      await reader.exited;
+    }
+    for (let r; !(r = await out.read()).done; ) said += new TextDecoder().decode(r.value);
+    expect(await new Response(reader.stderr).text()).toBe("");
+    const opens = Number(said.trim().split("\n").at(-1));
+    console.log(`reader's opens while the writer rewrote the file 300 times: ${opens}`);
+    expect(opens).toBeGreaterThan(0);
+    expect(wrong).toEqual([]);
+  });
+
   test("workflow-shaped: 2,000 small files spread over three nodes, each read on another node", () => {
     fs.mkdirSync(join(n[0]!.mnt, "wf"));
     const files = new Map<string, Buffer>();

@@ -201,44 +201,67 @@ export function createFileOps(ctx: VfsContext): FileOps {
       const writable = acc === O_WRONLY || acc === O_RDWR;
       // Before the record is read: the bytes to write over are those of the last writer's close.
       const leased = writable && !!remote && (await ctx.turns.take(ino));
-      let f: Found;
-      try {
-        f = remote ? await fresh(ino) : { r: await ctx.record(ino), here: true };
-        kernel.sameFile(f.r);
-        if (remote) await kernel.sameName(f.r);
-        if (isDir(f.r.mode)) throw fsError("EISDIR");
-      } catch (e) {
-        if (leased && !ctx.open.hasWriter(ino)) ctx.turns.give(ino);
-        // The name the kernel opened by led to a file gone since (unlinked, or replaced by another
-        // node's create): ESTALE makes it look the name up again and open what is there now.
-        if (remote && e instanceof FsError && e.errno === E.ENOENT) throw new FsError(E.ESTALE, `inode ${ino} is gone`);
-        throw e;
-      }
-      const path = await paths.pathOf(ino);
-      // A writer here writes this node's own file, not yet published: a reader here reads it too.
-      if (!f.here && remote && !writable && ctx.open.hasWriter(ino)) f = { ...f, here: true };
-      let here: number | undefined;
-      if (f.here && remote && f.r.size > 0) {
-        // Listed as holding it, yet the file is not here (a queued change not applied yet, or Redis
-        // put back an older record after losing writes): the copies elsewhere, rather than EIO.
-        here = await openHere(path, flags);
-        if (here === undefined) f = { ...f, here: false };
-      }
-      const { found, got } = await fromElsewhere(ino, f, path, flags, writable);
-      let r = found.r;
-      let fd = -1;
-      let ranges: RangeReader | undefined;
-      if (got && "fd" in got) fd = got.fd;
-      else if (got) ranges = got.ranges;
-      else {
+      // The record, and the bytes it names: this node's own file, or another node's (a copy, ranges).
+      const attempt = async () => {
+        let f: Found;
         try {
-          if (found.here && writable && !(flags & O_TRUNC) && remote && r.size > 0 && !ctx.open.hasWriter(ino)) await keepClosedVersion(r, path);
+          f = remote ? await fresh(ino) : { r: await ctx.record(ino), here: true };
+          kernel.sameFile(f.r);
+          if (remote) await kernel.sameName(f.r);
+          if (isDir(f.r.mode)) throw fsError("EISDIR");
         } catch (e) {
-          if (here !== undefined) fs.closeSync(here);
+          if (leased && !ctx.open.hasWriter(ino)) ctx.turns.give(ino);
+          // The name the kernel opened by led to a file gone since (unlinked, or replaced by another
+          // node's create): ESTALE makes it look the name up again and open what is there now.
+          if (remote && e instanceof FsError && e.errno === E.ENOENT) throw new FsError(E.ESTALE, `inode ${ino} is gone`);
           throw e;
         }
-        fd = here ?? (await openLocal(path, flags));
+        const path = await paths.pathOf(ino);
+        // A writer here writes this node's own file, not yet published: a reader here reads it too.
+        if (!f.here && remote && !writable && ctx.open.hasWriter(ino)) f = { ...f, here: true };
+        let here: number | undefined;
+        if (f.here && remote && f.r.size > 0) {
+          // Listed as holding it, yet the file is not here (a queued change not applied yet, or Redis
+          // put back an older record after losing writes): the copies elsewhere, rather than EIO.
+          here = await openHere(path, flags);
+          if (here === undefined) f = { ...f, here: false };
+        }
+        const { found, got } = await fromElsewhere(ino, f, path, flags, writable);
+        let fd = -1;
+        let ranges: RangeReader | undefined;
+        if (got && "fd" in got) fd = got.fd;
+        else if (got) ranges = got.ranges;
+        else {
+          try {
+            if (found.here && writable && !(flags & O_TRUNC) && remote && found.r.size > 0 && !ctx.open.hasWriter(ino)) await keepClosedVersion(found.r, path);
+          } catch (e) {
+            if (here !== undefined) fs.closeSync(here);
+            throw e;
+          }
+          fd = here ?? (await openLocal(path, flags));
+        }
+        return { found, got, fd, ranges };
+      };
+      let steady = ctx.open.steady(ino);
+      let a = await attempt();
+      let r = a.found.r;
+      // A writer here changes this node's file in place, or did while this reader waited: the reader
+      // reads what the file holds, so it takes the record of what this node last published of it,
+      // while the open inode's record is that one. Else (the writer's last handle gone with it, or
+      // another record learned since): read again, or an older record would be this reader's.
+      for (let tries = 0; !writable && a.found.here && !steady(); tries++) {
+        const open = ctx.open.inode(ino);
+        if (open && open.ownVersion === open.rec.version) {
+          r = open.rec;
+          break;
+        }
+        if (tries === 3) break;
+        fs.closeSync(a.fd);
+        steady = ctx.open.steady(ino);
+        a = await attempt();
+        r = a.found.r;
       }
+      const { got, fd, ranges } = a;
       const h: Handle = { ino, fd, writable, dirty: false, ...(ranges ? { ranges } : {}), ...(writable ? {} : { reads: { version: r.version, size: r.size, copy: got !== undefined } }) };
       const fh = ctx.open.add(h, r);
       supersede(h, r.version);

@@ -33,6 +33,8 @@ export interface OpenInode {
   /** Each handle, and its number. */
   handles: Map<Handle, number>;
   rec: Inode;
+  /** The version this node last published of its own file while the inode was open here. */
+  ownVersion?: number;
 }
 
 /**
