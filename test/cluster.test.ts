@@ -7,7 +7,7 @@ import { fuseUnavailable, waitFor, errCode } from "./helpers/env.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { useCluster } from "./helpers/node.ts";
 import { runScript } from "./helpers/script.ts";
-import { closeFd } from "./helpers/libc.ts";
+import { writeClosed } from "./helpers/file-writer.ts";
 import { call, createPeerPool, type PeerClient } from "../src/peer/peer-client.ts";
 import { connectRedis } from "../src/meta/redis-connect.ts";
 import * as grpc from "@grpc/grpc-js";
@@ -296,20 +296,8 @@ int main(int argc, char **argv) { (void)argc; file = argv[1]; dir = argv[2]; pth
     const closed: number[] = [];
     try {
       for (let i = 0; i < 300; i++) {
-        // The close is libc's: Bun's drops its error, and the close (its flush) is what would fail.
-        let fd: number;
-        try {
-          fd = fs.openSync(join(a.mnt, "flushed", `f${i}`), "w");
-        } catch {
-          continue;
-        }
-        let written = false;
-        try {
-          written = fs.writeSync(fd, Buffer.alloc(1000 + i, i & 255)) === 1000 + i;
-        } catch {
-          // Counted below as not closed.
-        }
-        if (closeFd(fd) === 0 && written) closed.push(i);
+        // The close (its flush) is what would fail: writeClosed sees its error.
+        if (writeClosed(join(a.mnt, "flushed", `f${i}`), Buffer.alloc(1000 + i, i & 255)) === 0) closed.push(i);
       }
     } finally {
       fs.writeFileSync(stop, "");

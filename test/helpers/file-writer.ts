@@ -1,8 +1,7 @@
 /**
  * Run as a program: writes files `${tag}-0`, `${tag}-1`, … into dir, one after another, until stopFile
- * exists; for each, one line on stdout: `name errno ms` (errno 0 when its open, write and close all
- * succeeded; "short" for a write that wrote less). The close is libc's: Bun's closeSync and writeFile drop its error, which is where a
- * filesystem reports a publish that failed. Imported: fileData, the bytes of each file.
+ * exists; for each, one line on stdout: `name errno ms` (writeClosed's answer). Imported: fileData,
+ * the bytes of each file, and writeClosed.
  */
 import * as fs from "node:fs";
 import { createHash } from "node:crypto";
@@ -17,25 +16,34 @@ export function fileData(tag: string, i: number): Buffer {
   return out;
 }
 
+/**
+ * Write data into a new or emptied file at path and close it: 0 when its open, write and close all
+ * succeeded, else the errno ("short" for a write that wrote less). The close is libc's: Bun's
+ * closeSync and writeFile drop its error, which is where a filesystem reports a publish that failed.
+ */
+export function writeClosed(path: string, data: Uint8Array): number | "short" {
+  let fd: number;
+  try {
+    fd = fs.openSync(path, "w");
+  } catch (e) {
+    return -((e as NodeJS.ErrnoException).errno ?? -5);
+  }
+  let errno: number | "short" = 0;
+  try {
+    if (fs.writeSync(fd, data) !== data.length) errno = "short";
+  } catch (e) {
+    errno = -((e as NodeJS.ErrnoException).errno ?? -5);
+  }
+  const closed = closeFd(fd);
+  return errno || closed;
+}
+
 if (import.meta.main) {
   const [dir, tag, stopFile] = process.argv.slice(2) as [string, string, string];
   for (let i = 0; !fs.existsSync(stopFile); i++) {
     const name = `${tag}-${i}`;
-    const data = fileData(tag, i);
     const t0 = Date.now();
-    let errno: number | string = 0;
-    try {
-      const fd = fs.openSync(join(dir, name), "w");
-      try {
-        if (fs.writeSync(fd, data) !== data.length) errno = "short";
-      } catch (e) {
-        errno = -((e as NodeJS.ErrnoException).errno ?? -5);
-      }
-      const closed = closeFd(fd);
-      errno ||= closed;
-    } catch (e) {
-      errno = -((e as NodeJS.ErrnoException).errno ?? -5);
-    }
+    const errno = writeClosed(join(dir, name), fileData(tag, i));
     process.stdout.write(`${name} ${errno} ${Date.now() - t0}\n`);
   }
 }
