@@ -103,6 +103,27 @@ describe.skipIf(!!skip)("data across nodes", () => {
     }
   });
 
+  test("B cuts A's file by path while B reads a copy of it: B's reader keeps its bytes, and once it closes B's stat and reads have the new size", async () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    fs.writeFileSync(join(a.mnt, "cut-on-b"), Buffer.alloc(1000, 1));
+    const f = join(b.mnt, "cut-on-b");
+    const fd = fs.openSync(f, "r");
+    try {
+      expect(fs.readSync(fd, Buffer.alloc(10), 0, 10, 0)).toBe(10);
+      fs.truncateSync(f, 10);
+      const old = Buffer.alloc(1000);
+      expect(fs.readSync(fd, old, 0, 1000, 0)).toBe(1000);
+      expect(old.equals(Buffer.alloc(1000, 1))).toBe(true);
+    } finally {
+      fs.closeSync(fd);
+    }
+    // What was held back for the reader reaches B's kernel at its close (the kernel sends the release
+    // after close returns), well within the attribute timeout (10 s).
+    await waitFor("B's stat of its own cut", () => fs.statSync(f).size === 10, 5000);
+    expect(fs.readFileSync(f).equals(Buffer.alloc(10, 1))).toBe(true);
+    await waitFor("A's stat of B's cut", () => fs.statSync(join(a.mnt, "cut-on-b")).size === 10, 5000);
+  });
+
   test("close-to-open, many times over: B never reads an older size or older bytes after A's close", () => {
     const [a, b] = n as [TestDaemon, TestDaemon];
     let stale = 0;

@@ -1,3 +1,4 @@
+import type { BigIntStats } from "node:fs";
 import type { Caller, ShimEntries } from "../fuse/types.ts";
 import type { LocalDir } from "../local/local-dir.ts";
 import type { Inode, MetadataStore, Removed } from "../meta/store.ts";
@@ -69,6 +70,8 @@ export interface VfsContext {
   record(ino: number): Promise<Inode>;
   /** Publish the bytes of an open file: size, mtime, new version, this node as holder. */
   commit(h: Handle): Promise<Inode>;
+  /** This node's own file of r.ino (st: its fstat) changed in place and was published as r: readers of it here read r's version now. */
+  changedInPlace(st: BigIntStats, r: Inode): void;
   /** A name went: forget the inode, and purge it when it has no name and nothing here holds it open. */
   dropped(r: Removed | undefined): Promise<void>;
   /** Undo the namespace half of a create whose local half failed. */

@@ -204,6 +204,8 @@ export function createKernelView(o: {
       if (last && last.version !== r.version) {
         a.size = last.size;
         t.version = last.version;
+        // The current size goes to the kernel at the last close.
+        heldBack.add(r.ino);
       }
     }
     return a;

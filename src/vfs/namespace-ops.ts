@@ -71,14 +71,15 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
           }
           ctx.open.beginWrite(ino);
           const fd = root.openFile(p, O_WRONLY);
-          let mtime: bigint;
+          let st: fs.BigIntStats;
           try {
             fs.ftruncateSync(fd, set.size);
-            mtime = fs.fstatSync(fd, { bigint: true }).mtimeNs;
+            st = fs.fstatSync(fd, { bigint: true });
           } finally {
             fs.closeSync(fd);
           }
-          r = ctx.learn(await store.setData(ino, set.size, mtime, nowNs(), nodeId, p));
+          r = ctx.learn(await store.setData(ino, set.size, st.mtimeNs, nowNs(), nodeId, p));
+          ctx.changedInPlace(st, r);
         }
       }
       const change: Parameters<MetadataStore["setAttrs"]>[1] = {};

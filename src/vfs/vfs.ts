@@ -106,19 +106,21 @@ export function createVfs(o: VfsOptions): Vfs {
       // came from: a change stamped before the last known one still comes after it.
       const known = open.inode(h.ino)?.rec.ctime ?? 0n;
       const r = await ctx.policy.publish(ctx, { ino: h.ino, size: Number(st.size), mtime: st.mtimeNs, ctime: st.ctimeNs > known ? st.ctimeNs : known + 1n, path });
-      // Readers here of the same file read what it holds now, changed in place: this version (not
-      // those of a file the writer's open replaced, whose bytes stay what they were).
-      const entry = open.inode(h.ino);
-      if (entry) {
-        entry.ownVersion = r.version;
-        for (const other of entry.handles.keys()) {
-          if (!other.reads || other.reads.copy || other.fd < 0) continue;
-          const same = fs.fstatSync(other.fd, { bigint: true });
-          if (same.ino === st.ino && same.dev === st.dev) other.reads = { version: r.version, size: r.size, copy: false };
-        }
-      }
+      ctx.changedInPlace(st, r);
       o.published?.(r, path);
       return r;
+    },
+    changedInPlace(st, r) {
+      // Readers here of the same file read what it holds now: this version (not those of a file the
+      // writer's open replaced, whose bytes stay what they were).
+      const entry = open.inode(r.ino);
+      if (!entry) return;
+      entry.ownVersion = r.version;
+      for (const other of entry.handles.keys()) {
+        if (!other.reads || other.reads.copy || other.fd < 0) continue;
+        const same = fs.fstatSync(other.fd, { bigint: true });
+        if (same.ino === st.ino && same.dev === st.dev) other.reads = { version: r.version, size: r.size, copy: false };
+      }
     },
     async dropped(r) {
       if (!r) return;

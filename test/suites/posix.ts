@@ -201,6 +201,32 @@ export function posixSuite(dir: () => string, label: string): void {
     }
   });
 
+  // A truncate by path changes the file under a reader's open handle: the reader, a stat and a new
+  // open all see the new size (extended: zeros), during and after the reader.
+  test(`${label}: a file truncated by path while open for reading has the new size for the reader and for stat`, () => {
+    const f = join(fresh(), "cut-under-reader");
+    fs.writeFileSync(f, Buffer.alloc(1000, 1));
+    const fd = fs.openSync(f, "r");
+    try {
+      expect(fs.readSync(fd, Buffer.alloc(10), 0, 10, 0)).toBe(10);
+      fs.truncateSync(f, 10);
+      expect(fs.statSync(f).size).toBe(10);
+      expect(fs.fstatSync(fd).size).toBe(10);
+      fs.truncateSync(f, 5000);
+      expect(fs.statSync(f).size).toBe(5000);
+      const b = Buffer.alloc(100, 7);
+      expect(fs.readSync(fd, b, 0, 100, 4000)).toBe(100);
+      expect(b.equals(Buffer.alloc(100))).toBe(true);
+    } finally {
+      fs.closeSync(fd);
+    }
+    expect(fs.statSync(f).size).toBe(5000);
+    const all = fs.readFileSync(f);
+    expect(all.length).toBe(5000);
+    expect(all.subarray(0, 10).equals(Buffer.alloc(10, 1))).toBe(true);
+    expect(all.subarray(10).equals(Buffer.alloc(4990))).toBe(true);
+  });
+
   // A listing is read between opendir and each getdents; readdirplus makes the kernel keep each name
   // it is given. One given under a name it no longer has made the next create of that name open (and
   // truncate) the file that moved away.
