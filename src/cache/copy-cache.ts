@@ -214,18 +214,30 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
       };
       reserve(1);
       let settled = false;
+      /** Writes on the file threads not yet done: the fd is closed only after the last (its number could name another file by then). */
+      let writing = 0;
+      let closeAfterWrites = false;
+      const discard = () => {
+        fs.closeSync(fd);
+        if (tmp) o.dir.remove(tmp);
+      };
       const abort = () => {
         if (settled) return;
         settled = true;
         reserve(-1);
-        fs.closeSync(fd);
-        if (tmp) o.dir.remove(tmp);
+        if (writing) closeAfterWrites = true;
+        else discard();
         wakeSettled();
       };
       return {
         write(data, at) {
           if (at + byteLength(data) > size) throw new FsError(E.EIO, `copy of inode ${ino} longer than its ${size} bytes`);
-          return tmp ? writePieces(fd, data, at) : writePiecesSync(fd, data, at);
+          if (!tmp) return writePiecesSync(fd, data, at);
+          if (settled) throw new FsError(E.EIO, `copy of inode ${ino} is settled`);
+          writing++;
+          return writePieces(fd, data, at).finally(() => {
+            if (--writing === 0 && closeAfterWrites) discard();
+          });
         },
         fd,
         commit() {

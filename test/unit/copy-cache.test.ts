@@ -120,6 +120,30 @@ describe("copy cache", () => {
     expect(usage("ram")).toMatchObject({ bytes: 30, files: 1 });
   });
 
+  test("a copy aborted while a write to it is on its way: the write never lands in a file opened since (its descriptor's number reused)", async () => {
+    open({ diskBytes: 1 << 30 });
+    const data = new Uint8Array(1 << 20).fill(7);
+    const other = join(base, "..", `${base.split("/").pop()}-other`);
+    let landed = 0;
+    try {
+      for (let i = 0; i < 100; i++) {
+        const p = cache.begin(i + 1, 1, data.length)!;
+        const w = Promise.resolve(p.write([data], 0)).catch(() => {});
+        p.abort();
+        // The lowest free number: the one the copy just gave back, unless still held.
+        const fd = fs.openSync(other, "w+");
+        await w;
+        if (fs.fstatSync(fd).size > 0) landed++;
+        fs.closeSync(fd);
+      }
+    } finally {
+      fs.rmSync(other, { force: true });
+    }
+    expect(landed).toBe(0);
+    expect(files()).toEqual([]);
+    expect(usage("disk")).toMatchObject({ bytes: 0, files: 0 });
+  });
+
   test("room for a new copy is made by evicting committed ones", async () => {
     open();
     await put(1, 1, 50);
