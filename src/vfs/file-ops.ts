@@ -336,7 +336,9 @@ export function createFileOps(ctx: VfsContext): FileOps {
       try {
         if ((dirty || h.dirty) && !ctx.purgeOnClose.has(ino)) await publish(h);
       } finally {
+        // Closed at shutdown meanwhile (closeAll) if -1; else given up here, so that closeAll does not close the number again.
         if (h.fd >= 0) fs.closeSync(h.fd);
+        h.fd = -1;
         h.ranges?.close();
         const { last } = ctx.open.remove(fh, h);
         if (last && kernel.closed(ino)) o.dropKernelInode?.(ino);

@@ -189,7 +189,7 @@ export function createKernelView(o: {
     const open = o.open.inode(r.ino);
     if (open) {
       for (const h of open.handles.keys()) {
-        if (!h.writable) continue;
+        if (!h.writable || h.fd < 0) continue;
         const st = fs.fstatSync(h.fd, { bigint: true });
         a.size = Number(st.size);
         if (st.mtimeNs > a.mtime + 1_000_000n) a.mtime = st.mtimeNs;

@@ -193,7 +193,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
     fetchTo(ino, version, path, size, owner, given, into = path) {
       return once(`root:${into}`, async () => {
         const tmp = `${into}${PARTIAL_MARK}${process.pid}-${++tmpSeq}`;
-        const fd = o.root.openFile(tmp, O_RDWR | O_CREAT | O_EXCL, 0o600);
+        let fd = o.root.openFile(tmp, O_RDWR | O_CREAT | O_EXCL, 0o600);
         try {
           const src = o.cache.open(ino, version);
           if (src !== undefined) {
@@ -208,13 +208,16 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
             await streams.fetchAny(ino, version, path, size, { sink, got: 0, waiters: [] }, given);
           }
           keep(o.root, fd, owner);
-          fs.closeSync(fd);
+          const done = fd;
+          // Given up before the close: a failed close frees the number too, and the rename may fail after it.
+          fd = -1;
+          fs.closeSync(done);
           o.root.rename(tmp, into);
         } catch (e) {
           try {
-            fs.closeSync(fd);
+            if (fd >= 0) fs.closeSync(fd);
           } catch {
-            // already closed
+            // Its number is freed either way.
           }
           o.root.remove(tmp);
           throw e;

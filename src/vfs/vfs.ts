@@ -176,10 +176,16 @@ export function createVfs(o: VfsOptions): Vfs {
     kernelMayHaveEntry: (parent, name) => ctx.kernel.mayHaveEntry(parent, name),
     takeKernelNames: () => ctx.kernel.takeNames(),
     async closeAll() {
-      for (const [, h] of open.all()) {
+      for (const [fh, h] of open.all()) {
         if (h.dirty) await ctx.commit(h).catch(() => {});
+        // Released while that commit ran: its release closed the fd.
+        if (h.fd < 0) continue;
+        // Once closed, the number may be another file's: the shim and every handler still running stop using it first.
+        o.detachHandle?.(fh);
+        const fd = h.fd;
+        h.fd = -1;
         try {
-          fs.closeSync(h.fd);
+          fs.closeSync(fd);
         } catch {
           // already closed
         }
