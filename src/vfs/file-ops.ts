@@ -284,8 +284,16 @@ export function createFileOps(ctx: VfsContext): FileOps {
       // Pages cached by the kernel stay valid while the version is the one they were read at.
       const keepCache = kernel.opened(ino, r.version);
       const follow = (listen: Parameters<RangeReader["follow"]>[0]) => ranges?.follow((...a) => void (h.superseded || listen(...a)));
-      // Superseded at once: no fd for the shim to serve it from.
-      return { fh, ...(fd >= 0 && !h.superseded ? { fd } : {}), ...(ranges ? { follow } : {}), keepCache } satisfies OpenReply;
+      return {
+        fh,
+        // Read when the open is answered: a handle superseded before then (at once, or by an event
+        // while the reply waits its turn) gets no fd for the shim to serve it from.
+        get fd() {
+          return fd >= 0 && !h.superseded ? fd : undefined;
+        },
+        ...(ranges ? { follow } : {}),
+        keepCache,
+      } satisfies OpenReply;
     },
 
     async create(c, parent, name, mode, flags) {
