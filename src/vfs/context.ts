@@ -64,8 +64,8 @@ export interface VfsContext {
   readonly policy: WritePolicy;
   /** Unlinked while open here: purged at the last close. */
   readonly purgeOnClose: Set<number>;
-  /** Remember a fresh record (also as the open-file state when the inode is open here). */
-  learn(r: Inode): Inode;
+  /** Remember a fresh record (also as the open-file state when the inode is open here); named: see MetaCache.learn. */
+  learn(r: Inode, named?: boolean): Inode;
   /** The record of an inode: from the open-file state when open here, a recent fetch, else the store. */
   record(ino: number): Promise<Inode>;
   /** Publish the bytes of an open file: size, mtime, new version, this node as holder. */

@@ -6,8 +6,11 @@ import type { PathCache } from "./paths.ts";
  * directories it works in. Kept current by this node's own changes and by other nodes' invalidations.
  */
 export interface MetaCache {
-  /** Remember a record fetched from the store. */
-  learn(r: Inode): Inode;
+  /**
+   * Remember a record fetched from the store; named false: one made here from a record held (a data
+   * update), whose name may be older than what the path cache knows, so its names are not taken.
+   */
+  learn(r: Inode, named?: boolean): Inode;
   /** A record fetched lately enough to answer for it (as long as the kernel may cache attributes). */
   fresh(ino: number): Inode | undefined;
   /**
@@ -88,9 +91,9 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
   /** Directories whose listing is loading, with the changes seen meanwhile. */
   const loading = new Map<number, [([string, number] | undefined), (string | undefined)][]>();
 
-  function learn(r: Inode): Inode {
+  function learn(r: Inode, named = true): Inode {
     mirror?.dropInode(r.ino);
-    paths.learn(r);
+    if (named) paths.learn(r);
     if (o.attrCacheMs > 0) {
       // Bounded: past the limit the oldest tenth goes (a Map iterates in insertion order), here and in the mirror.
       if (recent.size >= RECENT_MAX) {

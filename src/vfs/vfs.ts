@@ -75,11 +75,11 @@ export function createVfs(o: VfsOptions): Vfs {
   const inos = createInodeNumbers(store);
   const purgeOnClose = new Set<number>();
 
-  function learn(r: Inode): Inode {
+  function learn(r: Inode, named = true): Inode {
     inos.seen(r.ino);
     const entry = open.inode(r.ino);
     if (entry) entry.rec = r;
-    return cache.learn(r);
+    return cache.learn(r, named);
   }
 
   const ctx: VfsContext = {

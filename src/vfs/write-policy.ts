@@ -150,7 +150,8 @@ export function createWriteBehind(): WritePolicy {
     async publish(ctx, p) {
       // The new record is known here already; Redis applies the update in order behind whatever this node sends next.
       const prev = await ctx.record(p.ino);
-      const r = ctx.learn({ ...prev, size: p.size, mtime: p.mtime, ctime: p.ctime > prev.ctime ? p.ctime : prev.ctime, version: newVersion() });
+      // Not its names: those of the record held may be older than a rename or unlink since.
+      const r = ctx.learn({ ...prev, size: p.size, mtime: p.mtime, ctime: p.ctime > prev.ctime ? p.ctime : prev.ctime, version: newVersion() }, false);
       void behind(ctx, "setData", p.ino, ctx.store.setData(p.ino, r.size, r.mtime, r.ctime, ctx.nodeId, p.path, r.version));
       return r;
     },

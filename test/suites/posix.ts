@@ -263,6 +263,43 @@ export function posixSuite(dir: () => string, label: string): void {
     expect(listed.filter((n) => n.startsWith("z")).sort()).toEqual(Array.from({ length: 20 }, (_, i) => `z${i}`).sort());
   });
 
+  // The bytes of a file open while it was renamed, or while its first name went and another file took
+  // that name, stay under the names the file has now: writes through another open land there.
+  test(`${label}: a file renamed, or relinked and unlinked, while open keeps its bytes under its new name`, () => {
+    const d = fresh();
+    const [a, b] = [join(d, "a"), join(d, "b")];
+    fs.writeFileSync(a, "old");
+    const held = fs.openSync(a, "r");
+    try {
+      fs.renameSync(a, b);
+      const w = fs.openSync(b, "r+");
+      fs.writeSync(w, "NEW");
+      fs.closeSync(w);
+      expect(fs.readFileSync(b, "utf8")).toBe("NEW");
+      fs.writeFileSync(a, "unrelated");
+    } finally {
+      fs.closeSync(held);
+    }
+    fs.appendFileSync(b, "+b");
+    expect(fs.readFileSync(b, "utf8")).toBe("NEW+b");
+    expect(fs.readFileSync(a, "utf8")).toBe("unrelated");
+
+    const [x, y] = [join(d, "x"), join(d, "y")];
+    const fd = fs.openSync(x, "w+");
+    try {
+      fs.writeSync(fd, "original");
+      fs.linkSync(x, y);
+      fs.unlinkSync(x);
+      fs.writeFileSync(x, "unrelated new file");
+    } finally {
+      fs.closeSync(fd);
+    }
+    expect(fs.readFileSync(y, "utf8")).toBe("original");
+    fs.appendFileSync(y, "+y");
+    expect(fs.readFileSync(y, "utf8")).toBe("original+y");
+    expect(fs.readFileSync(x, "utf8")).toBe("unrelated new file");
+  });
+
   test(`${label}: symlinks and hard links`, () => {
     const d = fresh();
     fs.writeFileSync(join(d, "target"), "T");
