@@ -196,7 +196,10 @@ export function createFileOps(ctx: VfsContext): FileOps {
   }
 
   const ops: FileOps = {
-    async open(_c, ino, flags) {
+    async open(_c, ino, asked) {
+      // O_TRUNC cuts the file whatever the access mode (Linux; the kernel checked write permission
+      // for it): a read-only open with it writes, once.
+      const flags = (asked & O_ACCMODE) === O_RDONLY && asked & O_TRUNC ? (asked & ~O_ACCMODE) | O_RDWR : asked;
       const acc = flags & O_ACCMODE;
       const writable = acc === O_WRONLY || acc === O_RDWR;
       // Before the record is read: the bytes to write over are those of the last writer's close.
@@ -272,7 +275,9 @@ export function createFileOps(ctx: VfsContext): FileOps {
         await o.refreshKernelAttrs?.(ino);
         kernel.refreshed(ino, r.version);
       }
-      if (flags & O_TRUNC && r.size !== 0) {
+      // Also when the record says it is empty: another handle here may have written it since, and
+      // an O_TRUNC open of an existing file changes its mtime and ctime even when it was empty.
+      if (flags & O_TRUNC) {
         try {
           fs.ftruncateSync(fd, 0);
           r = await ctx.commit(h);

@@ -263,6 +263,31 @@ export function posixSuite(dir: () => string, label: string): void {
     expect(listed.filter((n) => n.startsWith("z")).sort()).toEqual(Array.from({ length: 20 }, (_, i) => `z${i}`).sort());
   });
 
+  // O_TRUNC cuts what the file holds now, also bytes another open wrote and has not closed yet, in any
+  // access mode, and marks mtime and ctime even when there was nothing to cut.
+  test(`${label}: O_TRUNC empties the file whatever wrote it last, in every access mode, and always moves mtime`, () => {
+    const d = fresh();
+    for (const mode of [fs.constants.O_WRONLY, fs.constants.O_RDWR, fs.constants.O_RDONLY]) {
+      const f = join(d, `t${mode}`);
+      const w = fs.openSync(f, "w");
+      try {
+        fs.writeSync(w, "hello");
+        const t = fs.openSync(f, mode | fs.constants.O_TRUNC);
+        fs.closeSync(t);
+        expect(fs.statSync(f).size).toBe(0);
+        fs.writeSync(w, "!", 0);
+      } finally {
+        fs.closeSync(w);
+      }
+      expect(fs.readFileSync(f, "utf8")).toBe("!");
+    }
+    const empty = join(d, "empty");
+    fs.writeFileSync(empty, "");
+    fs.utimesSync(empty, 1_000_000, 1_000_000);
+    fs.closeSync(fs.openSync(empty, fs.constants.O_WRONLY | fs.constants.O_TRUNC));
+    expect(fs.statSync(empty).mtimeMs).toBeGreaterThan(1_000_000_000);
+  });
+
   // The bytes of a file open while it was renamed, or while its first name went and another file took
   // that name, stay under the names the file has now: writes through another open land there.
   test(`${label}: a file renamed, or relinked and unlinked, while open keeps its bytes under its new name`, () => {
