@@ -226,6 +226,13 @@ int mcfs_linkat_beneath(int root, const char *from, const char *to)
 	return two_ends(root, from, to, 0, 1);
 }
 
+/* Times of a file through an fd it holds (the file may have no name left). */
+int mcfs_futimens(int fd, int64_t asec, int64_t ansec, int64_t msec, int64_t mnsec)
+{
+	struct timespec ts[2] = { { .tv_sec = asec, .tv_nsec = ansec }, { .tv_sec = msec, .tv_nsec = mnsec } };
+	return futimens(fd, ts) < 0 ? -errno : 0;
+}
+
 /* mcfs's own extended attributes of a file it keeps (its identity), through an fd it holds. */
 int mcfs_fsetxattr(int fd, const char *name, const char *value, int size)
 {

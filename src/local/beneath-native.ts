@@ -17,6 +17,7 @@ const symbols = {
   mcfs_readlinkat_beneath: { args: [i32, P, P, i32], returns: i32 },
   mcfs_renameat_beneath: { args: [i32, P, P, u32], returns: i32 },
   mcfs_linkat_beneath: { args: [i32, P, P], returns: i32 },
+  mcfs_futimens: { args: [i32, i64, i64, i64, i64], returns: i32 },
   mcfs_fsetxattr: { args: [i32, P, P, i32], returns: i32 },
   mcfs_fgetxattr: { args: [i32, P, P, i32], returns: i32 },
   mcfs_keep_fd: { args: [i32, u32, u32, i32, P, P], returns: i32 },

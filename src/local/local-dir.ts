@@ -96,6 +96,15 @@ export function relOf(p: string): string {
   return rel;
 }
 
+const secondsOf = (t: bigint) => t / 1_000_000_000n;
+const nanosOf = (t: bigint) => t % 1_000_000_000n;
+
+/** Set the times of the file fd holds (it may have no name left), to the nanosecond. */
+export function futimes(fd: number, atimeNs: bigint, mtimeNs: bigint): void {
+  const rc = beneath().mcfs_futimens(fd, secondsOf(atimeNs), nanosOf(atimeNs), secondsOf(mtimeNs), nanosOf(mtimeNs));
+  if (rc < 0) throw new FsError(-rc, `futimens on fd ${fd}: ${errnoName(-rc)}`);
+}
+
 /** Open top (followed as given: it is the administrator's choice) and confine everything to it. */
 export function openLocalDir(top: string): LocalDir {
   const lib = beneath();
@@ -225,8 +234,7 @@ export function openLocalDir(top: string): LocalDir {
       }
     },
     utimes(p, at, mt) {
-      const s = (t: bigint) => t / 1_000_000_000n, ns = (t: bigint) => t % 1_000_000_000n;
-      check(lib.mcfs_utimensat_beneath(rootFd, cstr(relOf(p)), s(at), ns(at), s(mt), ns(mt)), "utimes", p);
+      check(lib.mcfs_utimensat_beneath(rootFd, cstr(relOf(p)), secondsOf(at), nanosOf(at), secondsOf(mt), nanosOf(mt)), "utimes", p);
     },
     truncate(p, size) {
       const fd = dir.openFile(p, O_WRONLY);

@@ -5,6 +5,7 @@ import type { MetadataStore } from "../meta/store.ts";
 import { nowNs } from "../util/time.ts";
 import { E, FsError, errnoOf, fsError } from "../util/errno.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
+import { futimes } from "../local/local-dir.ts";
 import { isDir, isReg, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
 import { applyLocal, createLocalFile, exchangeLocal, makeLocal, withParents } from "./local-files.ts";
@@ -28,6 +29,12 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
   const { store, root, nodeId, paths, cache, kernel, o } = ctx;
   const { changing, dirChanged, dropListing, forget } = cache;
   const above = () => ctx.inos.maxSeen;
+
+  /** The fd of a handle open here for writing ino: this node's own file. */
+  function writerFd(ino: number): number | undefined {
+    for (const h of ctx.open.inode(ino)?.handles.keys() ?? []) if (h.writable && h.fd >= 0) return h.fd;
+    return undefined;
+  }
 
   return {
     async lookup(_c, parent, name) {
@@ -100,6 +107,9 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
         change.atime = at;
         change.mtime = mt;
         applyLocal(() => root.utimes(p, at, mt));
+        // Open for writing here: a stat shows that file's times, and it may have no name left (unlinked).
+        const held = writerFd(ino);
+        if (held !== undefined) futimes(held, at, mt);
       }
       if (Object.keys(change).length || set.ctime !== undefined) r = ctx.learn(await store.setAttrs(ino, change));
       return kernel.attr(r);

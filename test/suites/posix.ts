@@ -376,7 +376,7 @@ export function posixSuite(dir: () => string, label: string): void {
     expect(r.stdout.toString()).toBe("through-the-pipe\n");
   });
 
-  test(`${label}: an unlinked file stays readable through an open descriptor`, () => {
+  test(`${label}: an unlinked file stays readable and writable through an open descriptor, and keeps the times set through it`, () => {
     const d = fresh();
     const f = join(d, "u");
     fs.writeFileSync(f, "still here");
@@ -389,6 +389,9 @@ export function posixSuite(dir: () => string, label: string): void {
     fs.writeSync(fd, "X", 0);
     expect(fs.fstatSync(fd).size).toBe(10);
     expect(fs.fstatSync(fd).nlink).toBe(0);
+    // Its times, set through the descriptor, are what fstat shows.
+    fs.futimesSync(fd, 1_000_000, 1_000_000);
+    expect(fs.fstatSync(fd).mtimeMs).toBe(1_000_000_000);
     fs.closeSync(fd);
     expect(fs.readdirSync(d)).toEqual([]);
   });
