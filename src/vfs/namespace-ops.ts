@@ -36,6 +36,12 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
     return undefined;
   }
 
+  /** An fd open here on this node's own file of ino (a writer's, or a reader's of it, not of a copy). */
+  function ownFd(ino: number): number | undefined {
+    for (const h of ctx.open.inode(ino)?.handles.keys() ?? []) if (h.fd >= 0 && (h.writable || h.reads?.copy === false)) return h.fd;
+    return undefined;
+  }
+
   return {
     async lookup(_c, parent, name) {
       checkName(name);
@@ -58,7 +64,12 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       // open file's, published at close; nothing to ask the store.
       const sizeOnly = Object.keys(set).every((k) => k === "size");
       let r = kernel.sameFile(h?.writable && sizeOnly ? await ctx.record(ino) : ctx.learn(await store.get(ino)));
-      const p = await paths.pathOf(ino);
+      const held = ownFd(ino);
+      // Open here, a file may have no path left (unlinked, its directory gone): its fd still reaches it.
+      const p = await paths.pathOf(ino).catch((e: unknown) => {
+        if (held === undefined || errnoOf(e) !== E.ENOENT) throw e;
+        return undefined;
+      });
       if (set.size !== undefined) {
         if (isDir(r.mode)) throw fsError("EISDIR");
         if (!isReg(r.mode)) throw fsError("EINVAL");
@@ -67,6 +78,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
           fs.ftruncateSync(h.fd, set.size);
           h.dirty = true;
         } else {
+          if (p === undefined) throw new FsError(E.ENOENT, `inode ${ino} has no path left to truncate it by`);
           if (o.remote && (await store.locations(ino)).get(nodeId) !== r.version) {
             // Another node holds the bytes: take them first (all but nothing is kept when cutting to 0).
             if (set.size === 0) fs.closeSync(createLocalFile(root, p, O_WRONLY, r));
@@ -93,12 +105,12 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       const link = (r.mode & S_IFMT) === S_IFLNK;
       if (set.mode !== undefined) {
         change.mode = (r.mode & S_IFMT) | (set.mode & 0o7777);
-        if (!link) applyLocal(() => root.chmod(p, set.mode! & 0o7777));
+        if (!link) applyLocal(() => (p === undefined ? fs.fchmodSync(held!, set.mode! & 0o7777) : root.chmod(p, set.mode! & 0o7777)));
       }
       if (set.uid !== undefined || set.gid !== undefined) {
         if (set.uid !== undefined) change.uid = set.uid;
         if (set.gid !== undefined) change.gid = set.gid;
-        applyLocal(() => root.chown(p, set.uid ?? r.uid, set.gid ?? r.gid));
+        applyLocal(() => (p === undefined ? fs.fchownSync(held!, set.uid ?? r.uid, set.gid ?? r.gid) : root.chown(p, set.uid ?? r.uid, set.gid ?? r.gid)));
       }
       if (set.atime !== undefined || set.mtime !== undefined) {
         const now = nowNs();
@@ -106,10 +118,10 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
         const mt = set.mtime === undefined ? r.mtime : set.mtime === "now" ? now : set.mtime;
         change.atime = at;
         change.mtime = mt;
-        applyLocal(() => root.utimes(p, at, mt));
+        if (p !== undefined) applyLocal(() => root.utimes(p, at, mt));
         // Open for writing here: a stat shows that file's times, and it may have no name left (unlinked).
-        const held = writerFd(ino);
-        if (held !== undefined) futimes(held, at, mt);
+        const through = writerFd(ino) ?? (p === undefined ? held : undefined);
+        if (through !== undefined) futimes(through, at, mt);
       }
       if (Object.keys(change).length || set.ctime !== undefined) r = ctx.learn(await store.setAttrs(ino, change));
       return kernel.attr(r);

@@ -396,6 +396,27 @@ export function posixSuite(dir: () => string, label: string): void {
     expect(fs.readdirSync(d)).toEqual([]);
   });
 
+  // With its directory gone too, the file has no path at all: calls on the descriptor still reach it.
+  test(`${label}: ftruncate, fchmod and futimes reach an unlinked open file whose directory is gone`, () => {
+    const d = join(fresh(), "gone");
+    fs.mkdirSync(d);
+    const fd = fs.openSync(join(d, "f"), "w+");
+    try {
+      fs.writeSync(fd, "hello");
+      fs.unlinkSync(join(d, "f"));
+      fs.rmdirSync(d);
+      fs.ftruncateSync(fd, 3);
+      fs.fchmodSync(fd, 0o600);
+      fs.futimesSync(fd, 5, 5);
+      const st = fs.fstatSync(fd);
+      expect([st.size, st.mode & 0o777, st.mtimeMs]).toEqual([3, 0o600, 5000]);
+      const b = Buffer.alloc(8);
+      expect(b.toString("utf8", 0, fs.readSync(fd, b, 0, 8, 0))).toBe("hel");
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
   test(`${label}: a successful ftruncate updates ctime, a refused one does not`, async () => {
     const d = fresh();
     const f = join(d, "t");
