@@ -103,6 +103,23 @@ describe.skipIf(!!skip)("data across nodes", () => {
     }
   });
 
+  test("a name B's own rename made is gone from B once A renames or removes it: nothing B does through it reaches the file", () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "moved-twice"));
+    const A = (p: string) => join(a.mnt, "moved-twice", p), B = (p: string) => join(b.mnt, "moved-twice", p);
+    fs.writeFileSync(A("f"), "original");
+    fs.renameSync(B("f"), B("n"));
+    fs.renameSync(A("n"), A("moved"));
+    expect(errCode(() => fs.statSync(B("n")))).toBe("ENOENT");
+    expect(errCode(() => fs.truncateSync(B("n"), 1))).toBe("ENOENT");
+    expect(fs.readFileSync(A("moved"), "utf8")).toBe("original");
+    fs.mkdirSync(A("src"));
+    fs.renameSync(B("src"), B("d"));
+    fs.renameSync(A("d"), A("e"));
+    expect(errCode(() => fs.writeFileSync(B("d/x"), "x"))).toBe("ENOENT");
+    expect(fs.readdirSync(A("e"))).toEqual([]);
+  });
+
   test("B cuts A's file by path while B reads a copy of it: B's reader keeps its bytes, and once it closes B's stat and reads have the new size", async () => {
     const [a, b] = n as [TestDaemon, TestDaemon];
     fs.writeFileSync(join(a.mnt, "cut-on-b"), Buffer.alloc(1000, 1));

@@ -249,10 +249,16 @@ export function createKernelView(o: {
       throw new FsError(E.ESTALE, `inode ${r.ino} is no longer named ${splitKey(stale[0]![0])[1]}`);
     },
     moved(ino, from, parent, name) {
+      // The kernel moved its entry itself: the new name is one it holds, to be dropped when another
+      // node renames or removes it, like a name it was given.
+      const was = `${from.parent}/${from.name}`, key = `${parent}/${name}`;
+      if (toldNames.get(was) === ino) toldNames.delete(was);
+      if (!toldNames.delete(key)) roomForName();
+      toldNames.set(key, ino);
       const names = told.get(ino)?.names;
       if (!names) return;
-      names.delete(`${from.parent}/${from.name}`);
-      names.set(`${parent}/${name}`, ++toldSeq);
+      names.delete(was);
+      names.set(key, ++toldSeq);
     },
     unnamed(ino, parent, name) {
       told.get(ino)?.names.delete(`${parent}/${name}`);
