@@ -103,6 +103,20 @@ describe.skipIf(!!skip)("data across nodes", () => {
     }
   });
 
+  test("while A holds its file open after O_TRUNC, B reads the empty version A's open left, then what A's close left", () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    fs.writeFileSync(join(a.mnt, "cut-open"), "hello world");
+    const fd = fs.openSync(join(a.mnt, "cut-open"), fs.constants.O_WRONLY | fs.constants.O_TRUNC);
+    try {
+      expect(fs.readFileSync(join(b.mnt, "cut-open"), "utf8")).toBe("");
+      fs.writeSync(fd, "new");
+      expect(fs.readFileSync(join(b.mnt, "cut-open"), "utf8")).toBe("");
+    } finally {
+      fs.closeSync(fd);
+    }
+    expect(fs.readFileSync(join(b.mnt, "cut-open"), "utf8")).toBe("new");
+  });
+
   test("a name B's own rename made is gone from B once A renames or removes it: nothing B does through it reaches the file", () => {
     const [a, b] = n as [TestDaemon, TestDaemon];
     fs.mkdirSync(join(a.mnt, "moved-twice"));

@@ -2,6 +2,7 @@ import * as fs from "node:fs";
 import type { Holders, MetadataStore } from "../meta/store.ts";
 import type { PeerReads } from "../peer/peer-reads.ts";
 import { readCopy, type CopyCache, type Opened } from "../cache/copy-cache.ts";
+import { createMemfd } from "../cache/memfd.ts";
 import { FsError, E } from "../util/errno.ts";
 import { writePiecesSync, type Pieces } from "../util/bytes.ts";
 import type { Logger } from "../util/log.ts";
@@ -148,6 +149,12 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
 
   return {
     async open(ino, version, path, size, given, siblings) {
+      // No bytes to fetch: read as empty here, also while a holder writes the next version in place
+      // (it refuses reads of this one, and keeps no copy aside of an empty file).
+      if (size === 0) {
+        const fd = createMemfd();
+        if (fd >= 0) return { fd };
+      }
       // Fetched ahead and still on its way is a hit too: this open did not have to ask for it.
       o.observe?.cache(o.cache.has(ino, version) || batches.pending(ino, version) !== undefined);
       const fits = o.cache.fits(size);
