@@ -146,6 +146,13 @@ void io_lseek(fuse_req_t req, uint64_t fh, off_t off, int whence)
 /* Detach the backing fd from fh (JS closes the fd itself afterwards). */
 void mcfs_clear_fh(uint64_t fh) { io_attach(fh, -1, 0); }
 
+/* JS changed the file of fh itself (a truncate through it): its next flush goes to JS, as after a write here. */
+void mcfs_dirty_fh(uint64_t fh)
+{
+	if (fh < MAX_FH)
+		atomic_store(&fh_dirty[fh], 1);
+}
+
 /* Reads and writes served from local fds so far, in the order of IO_*. */
 void mcfs_io_counters(uint64_t *out)
 {

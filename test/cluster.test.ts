@@ -103,6 +103,24 @@ describe.skipIf(!!skip)("data across nodes", () => {
     }
   });
 
+  test("B cuts A's file with ftruncate alone (no write) and closes: A's next open reads the cut file, every time", () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    const wrong: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      const len = [0, 3, 5000][i % 3]!;
+      fs.writeFileSync(join(a.mnt, `ftrunc-${i}`), Buffer.alloc(10000, 7));
+      const fd = fs.openSync(join(b.mnt, `ftrunc-${i}`), "r+");
+      try {
+        fs.ftruncateSync(fd, len);
+      } finally {
+        fs.closeSync(fd);
+      }
+      const got = fs.readFileSync(join(a.mnt, `ftrunc-${i}`));
+      if (!got.equals(Buffer.alloc(len, 7))) wrong.push(`${i}: ${got.length} of ${len} bytes`);
+    }
+    expect(wrong).toEqual([]);
+  });
+
   test("while A holds its file open after O_TRUNC, B reads the empty version A's open left, then what A's close left", () => {
     const [a, b] = n as [TestDaemon, TestDaemon];
     fs.writeFileSync(join(a.mnt, "cut-open"), "hello world");

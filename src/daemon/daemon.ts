@@ -281,6 +281,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       },
       dropKernelInode: (ino) => session?.invalidateMany([], [ino]),
       detachHandle: (fh) => session?.detach(fh),
+      dirtyHandle: (fh) => session?.markDirty(fh),
       refreshKernelAttrs: async (ino) => {
         if (!session) return;
         session.invalidateAttrs(ino);

@@ -102,6 +102,7 @@ export const SHIM_FUNCTIONS = {
   mcfs_reply_open: { returns: "int", args: ["uint32_t id", "uint64_t fh", "int fd", "uint32_t flags"] },
   mcfs_reply_create: { returns: "int", args: ["uint32_t id", "const int64_t *attr", "double entry_to", "double attr_to", "uint64_t fh", "int fd", "uint32_t flags"] },
   mcfs_clear_fh: { returns: "void", args: ["uint64_t fh"] },
+  mcfs_dirty_fh: { returns: "void", args: ["uint64_t fh"] },
   mcfs_follow_fh: { returns: "void", args: ["uint64_t fh", "int fd", "uint64_t ready"] },
   mcfs_io_counters: { returns: "void", args: ["uint64_t *out"] },
   mcfs_reply_buf: { returns: "int", args: ["uint32_t id", "const void *buf", "uint64_t len"] },

@@ -135,6 +135,8 @@ export interface FuseSession {
   shimGetattrs(): number;
   /** Reads of fh are no longer served from its fd by the shim: they come to the filesystem (which keeps the fd open until release). */
   detach(fh: number): void;
+  /** The filesystem changed fh's file itself: its next flush comes to the filesystem even if the shim served no write. */
+  markDirty(fh: number): void;
   readonly closed: Promise<void>;
 }
 
@@ -449,6 +451,9 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
       const upTo = Number(shim.mcfs_notes_pushed());
       if (stopped || Number(shim.mcfs_notes_done()) >= upTo) return Promise.resolve();
       return new Promise<void>((resolve) => flushWaiters.push({ upTo, resolve }));
+    },
+    markDirty(fh) {
+      shim.mcfs_dirty_fh(fh);
     },
     detach(fh) {
       shim.mcfs_clear_fh(fh);

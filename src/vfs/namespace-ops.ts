@@ -74,9 +74,11 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
         if (isDir(r.mode)) throw fsError("EISDIR");
         if (!isReg(r.mode)) throw fsError("EINVAL");
         if (h?.writable) {
-          // Through an open handle: published with the rest of the writes at flush (close-to-open).
+          // Through an open handle: published with the rest of the writes at flush (close-to-open),
+          // which must come here even if the shim served no write through the handle.
           fs.ftruncateSync(h.fd, set.size);
           h.dirty = true;
+          o.dirtyHandle?.(fh!);
         } else {
           if (p === undefined) throw new FsError(E.ENOENT, `inode ${ino} has no path left to truncate it by`);
           if (o.remote && (await store.locations(ino)).get(nodeId) !== r.version) {
