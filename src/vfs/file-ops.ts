@@ -219,6 +219,10 @@ export function createFileOps(ctx: VfsContext): FileOps {
           if (remote && e instanceof FsError && e.errno === E.ENOENT) throw new FsError(E.ESTALE, `inode ${ino} is gone`);
           throw e;
         }
+        // Unlinked while open here, and opened again (through /proc/PID/fd): the file has no path
+        // left, and the one it had may name another file now; the fds open on it reach it.
+        const held = f.r.nlink === 0 ? ctx.open.localFd(ino) : undefined;
+        if (held !== undefined) return { found: f, got: undefined, fd: fs.openSync(`/proc/self/fd/${held}`, flags & KEEP_OPEN_FLAGS), ranges: undefined };
         const path = await paths.pathOf(ino);
         // A writer here writes this node's own file, not yet published: a reader here reads it too.
         if (!f.here && remote && !writable && ctx.open.hasWriter(ino)) f = { ...f, here: true };

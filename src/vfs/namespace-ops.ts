@@ -36,12 +36,6 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
     return undefined;
   }
 
-  /** An fd open here on this node's own file of ino (a writer's, or a reader's of it, not of a copy). */
-  function ownFd(ino: number): number | undefined {
-    for (const h of ctx.open.inode(ino)?.handles.keys() ?? []) if (h.fd >= 0 && (h.writable || h.reads?.copy === false)) return h.fd;
-    return undefined;
-  }
-
   return {
     async lookup(_c, parent, name) {
       checkName(name);
@@ -64,7 +58,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       // open file's, published at close; nothing to ask the store.
       const sizeOnly = Object.keys(set).every((k) => k === "size");
       let r = kernel.sameFile(h?.writable && sizeOnly ? await ctx.record(ino) : ctx.learn(await store.get(ino)));
-      const held = ownFd(ino);
+      const held = ctx.open.localFd(ino);
       // Open here, a file may have no path left (unlinked, its directory gone): its fd still reaches it.
       const p = await paths.pathOf(ino).catch((e: unknown) => {
         if (held === undefined || errnoOf(e) !== E.ENOENT) throw e;

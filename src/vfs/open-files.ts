@@ -53,6 +53,8 @@ export interface OpenFiles {
   inode(ino: number): OpenInode | undefined;
   /** Whether a handle open here (other than except) writes ino. */
   hasWriter(ino: number, except?: Handle): boolean;
+  /** An fd open here on this node's own file of ino (a writer's, or a reader's of it; not a copy's). */
+  localFd(ino: number): number | undefined;
   /** A write of ino's root file begins here outside a handle (a truncate by path). */
   beginWrite(ino: number): void;
   /** A check, true while no write of ino's root file has begun here since this call (false from the start if one is under way). */
@@ -128,6 +130,10 @@ export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
     },
     inode: (ino) => byIno.get(ino),
     hasWriter,
+    localFd(ino) {
+      for (const h of byIno.get(ino)?.handles.keys() ?? []) if (h.fd >= 0 && (h.writable || h.reads?.copy === false)) return h.fd;
+      return undefined;
+    },
     beginWrite,
     steady(ino) {
       const at = writeStamp;

@@ -376,7 +376,7 @@ export function posixSuite(dir: () => string, label: string): void {
     expect(r.stdout.toString()).toBe("through-the-pipe\n");
   });
 
-  test(`${label}: an unlinked file stays readable and writable through an open descriptor, and keeps the times set through it`, () => {
+  test(`${label}: an unlinked file stays readable and writable through an open descriptor, keeps the times set through it, and opens again through /proc`, () => {
     const d = fresh();
     const f = join(d, "u");
     fs.writeFileSync(f, "still here");
@@ -392,6 +392,15 @@ export function posixSuite(dir: () => string, label: string): void {
     // Its times, set through the descriptor, are what fstat shows.
     fs.futimesSync(fd, 1_000_000, 1_000_000);
     expect(fs.fstatSync(fd).mtimeMs).toBe(1_000_000_000);
+    // Opened again through /proc (how a deleted file is recovered), while a new file has its old name.
+    fs.writeFileSync(f, "another file");
+    const again = fs.openSync(`/proc/self/fd/${fd}`, "r");
+    try {
+      expect(fs.readFileSync(again, "utf8")).toBe("Xtill here");
+    } finally {
+      fs.closeSync(again);
+    }
+    fs.unlinkSync(f);
     fs.closeSync(fd);
     expect(fs.readdirSync(d)).toEqual([]);
   });
