@@ -3,7 +3,7 @@ import type { CopyCache, CopyData } from "../../cache/copy-cache.ts";
 import { dupFd, readOnlyFd } from "../../cache/memfd.ts";
 import type { FileSlice } from "../../fuse/types.ts";
 import type { PeerReads } from "../../peer/peer-reads.ts";
-import { E, FsError } from "../../util/errno.ts";
+import { E, FsError, errnoOf } from "../../util/errno.ts";
 import type { Logger } from "../../util/log.ts";
 import type { Arriving } from "./arriving.ts";
 import { PART, PARTS_AT_ONCE } from "./streams.ts";
@@ -13,6 +13,12 @@ import { PART, PARTS_AT_ONCE } from "./streams.ts";
  * fetched at once (streams.ts), so a reader following the copy waits rather than fetch bytes twice.
  */
 const FOLLOW_WINDOW = PART * PARTS_AT_ONCE;
+/**
+ * How long a holder that refuses the bytes as changing (ESTALE) is asked again before the next one:
+ * a writer's close there has returned before the kernel's release ends its write, and the bytes are
+ * served once it has.
+ */
+const CHANGING_RETRY_MS = 1000;
 
 export interface RangeReader {
   /** Up to size bytes at offset (fewer only at the end of the file); a slice of the copy where it has them. */
@@ -93,6 +99,8 @@ export function createRangeReader(o: RangesOptions, ino: number, version: number
       // Not zeroed: every byte is filled below, or the read fails.
       const out = Buffer.allocUnsafe(end - offset);
       let got = 0;
+      let waited = 0;
+      let pause = 2;
       while (offset + got < end) {
         let data: Uint8Array;
         // Reads run concurrently (kernel readahead): only the first to see a holder fail moves on.
@@ -102,6 +110,12 @@ export function createRangeReader(o: RangesOptions, ino: number, version: number
         try {
           data = await o.peers.range(holder, { ino, version, path }, offset + got, end - offset - got);
         } catch (e) {
+          if (errnoOf(e) === E.ESTALE && waited < CHANGING_RETRY_MS) {
+            await Bun.sleep(pause);
+            waited += pause;
+            pause = Math.min(2 * pause, 100);
+            continue;
+          }
           o.log.warn({ path, ino, holder, err: (e as Error).message }, "holder failed during a ranged read");
           if (at === tried) at++;
           if (at >= order.length) throw new FsError(E.EIO, `reading ${path}: ${(e as Error).message}`);
