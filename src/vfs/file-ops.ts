@@ -20,6 +20,8 @@ const KEEP_OPEN_FLAGS = O_ACCMODE | O_APPEND | O_SYNC | O_DSYNC;
 const CHANGING_WAIT_MS = 10_000;
 /** Longest pause between its tries meanwhile (they start at 10 ms and double). */
 const CHANGING_POLL_MS = 200;
+/** How long a reader of another version open here is waited for to close before it is superseded. */
+const SUPERSEDE_WAIT_MS = 200;
 
 type FileOps = Pick<FileSystem, "open" | "create" | "read" | "write" | "flush" | "release" | "fsync">;
 
@@ -269,6 +271,13 @@ export function createFileOps(ctx: VfsContext): FileOps {
         r = a.found.r;
       }
       const { got, fd, ranges } = a;
+      // Another version is read here (see supersede): one of the two readers must stop, as the kernel
+      // has one page cache per inode. Readers mostly read and close at once: the older one is given
+      // a moment to, rather than fail its next read.
+      if (!writable) {
+        const copy = got !== undefined;
+        await ctx.open.closedOf(ino, (o) => !!o.reads && !o.superseded && o.reads.version !== r.version && (o.reads.copy || copy), SUPERSEDE_WAIT_MS);
+      }
       const h: Handle = { ino, fd, writable, dirty: false, ...(ranges ? { ranges } : {}), ...(writable ? {} : { reads: { version: r.version, size: r.size, copy: got !== undefined } }) };
       const fh = ctx.open.add(h, r);
       supersede(h, r.version);

@@ -50,6 +50,8 @@ export interface OpenFiles {
   find(fh: number): Handle | undefined;
   /** Forget fh; returns the inode's entry when this was its last handle (it is gone then). */
   remove(fh: number, h: Handle): { last: boolean };
+  /** Resolves true once no handle of ino that matches is open here, or false after ms. */
+  closedOf(ino: number, match: (h: Handle) => boolean, ms: number): Promise<boolean>;
   inode(ino: number): OpenInode | undefined;
   /** Whether a handle open here (other than except) writes ino. */
   hasWriter(ino: number, except?: Handle): boolean;
@@ -82,6 +84,8 @@ export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
   const freeFh: number[] = [];
   const allocFh = () => freeFh.pop() ?? nextFh++;
 
+  /** Opens waiting for handles of an inode to close (closedOf), each checking again at every close. */
+  const closeWaits = new Map<number, Set<() => void>>();
   const writeBegun = new Map<number, number>();
   let writeStamp = 0;
   let writeFloor = 0;
@@ -124,9 +128,29 @@ export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
       freeFh.push(fh);
       const o = byIno.get(h.ino);
       o?.handles.delete(h);
+      for (const check of [...(closeWaits.get(h.ino) ?? [])]) check();
       if (!o || o.handles.size > 0) return { last: false };
       byIno.delete(h.ino);
       return { last: true };
+    },
+    closedOf(ino, match, ms) {
+      const open = () => [...(byIno.get(ino)?.handles.keys() ?? [])].some(match);
+      if (!open()) return Promise.resolve(true);
+      return new Promise((resolve) => {
+        let waits = closeWaits.get(ino);
+        if (!waits) closeWaits.set(ino, (waits = new Set()));
+        const done = (closed: boolean) => {
+          clearTimeout(timer);
+          waits.delete(check);
+          if (!waits.size && closeWaits.get(ino) === waits) closeWaits.delete(ino);
+          resolve(closed);
+        };
+        const check = () => {
+          if (!open()) done(true);
+        };
+        const timer = setTimeout(() => done(false), ms);
+        waits.add(check);
+      });
     },
     inode: (ino) => byIno.get(ino),
     hasWriter,
