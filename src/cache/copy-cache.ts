@@ -232,8 +232,8 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
       return {
         write(data, at) {
           if (at + byteLength(data) > size) throw new FsError(E.EIO, `copy of inode ${ino} longer than its ${size} bytes`);
-          if (!tmp) return writePiecesSync(fd, data, at);
           if (settled) throw new FsError(E.EIO, `copy of inode ${ino} is settled`);
+          if (!tmp) return writePiecesSync(fd, data, at);
           writing++;
           return writePieces(fd, data, at).finally(() => {
             if (--writing === 0 && closeAfterWrites) discard();

@@ -30,12 +30,6 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
   const { changing, dirChanged, dropListing, forget } = cache;
   const above = () => ctx.inos.maxSeen;
 
-  /** The fd of a handle open here for writing ino: this node's own file. */
-  function writerFd(ino: number): number | undefined {
-    for (const h of ctx.open.inode(ino)?.handles.keys() ?? []) if (h.writable && h.fd >= 0) return h.fd;
-    return undefined;
-  }
-
   return {
     async lookup(_c, parent, name) {
       checkName(name);
@@ -116,7 +110,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
         change.mtime = mt;
         if (p !== undefined) applyLocal(() => root.utimes(p, at, mt));
         // Open for writing here: a stat shows that file's times, and it may have no name left (unlinked).
-        const through = writerFd(ino) ?? (p === undefined ? held : undefined);
+        const through = ctx.open.writerFd(ino) ?? (p === undefined ? held : undefined);
         if (through !== undefined) futimes(through, at, mt);
       }
       if (Object.keys(change).length || set.ctime !== undefined) r = ctx.learn(await store.setAttrs(ino, change));

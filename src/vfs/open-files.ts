@@ -57,6 +57,8 @@ export interface OpenFiles {
   hasWriter(ino: number, except?: Handle): boolean;
   /** An fd open here on this node's own file of ino (a writer's, or a reader's of it; not a copy's). */
   localFd(ino: number): number | undefined;
+  /** The fd of a handle open here writing ino (this node's own file). */
+  writerFd(ino: number): number | undefined;
   /** A write of ino's root file begins here outside a handle (a truncate by path). */
   beginWrite(ino: number): void;
   /** A check, true while no write of ino's root file has begun here since this call (false from the start if one is under way). */
@@ -128,13 +130,17 @@ export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
       freeFh.push(fh);
       const o = byIno.get(h.ino);
       o?.handles.delete(h);
-      for (const check of [...(closeWaits.get(h.ino) ?? [])]) check();
+      const waits = closeWaits.get(h.ino);
+      if (waits) for (const check of [...waits]) check();
       if (!o || o.handles.size > 0) return { last: false };
       byIno.delete(h.ino);
       return { last: true };
     },
     closedOf(ino, match, ms) {
-      const open = () => [...(byIno.get(ino)?.handles.keys() ?? [])].some(match);
+      const open = () => {
+        for (const h of byIno.get(ino)?.handles.keys() ?? []) if (match(h)) return true;
+        return false;
+      };
       if (!open()) return Promise.resolve(true);
       return new Promise((resolve) => {
         let waits = closeWaits.get(ino);
@@ -156,6 +162,10 @@ export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
     hasWriter,
     localFd(ino) {
       for (const h of byIno.get(ino)?.handles.keys() ?? []) if (h.fd >= 0 && (h.writable || h.reads?.copy === false)) return h.fd;
+      return undefined;
+    },
+    writerFd(ino) {
+      for (const h of byIno.get(ino)?.handles.keys() ?? []) if (h.fd >= 0 && h.writable) return h.fd;
       return undefined;
     },
     beginWrite,
