@@ -70,6 +70,8 @@ export interface VfsContext {
   learn(r: Inode, named?: boolean): Inode;
   /** The record of an inode: from the open-file state when open here, a recent fetch, else the store. */
   record(ino: number): Promise<Inode>;
+  /** The record of an inode from the store (learned); a directory open here that was removed since answers with its last record, no link left. */
+  current(ino: number): Promise<Inode>;
   /** Publish the bytes of an open file: size, mtime, new version, this node as holder. */
   commit(h: Handle): Promise<Inode>;
   /** This node's own file of r.ino (st: its fstat) changed in place and was published as r: readers of it here read r's version now. */

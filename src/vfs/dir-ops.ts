@@ -30,6 +30,7 @@ export function createDirOps(ctx: VfsContext): DirOps {
         // small files fetch their siblings along would not load, nor learn the inodes of other nodes' new names, otherwise.
         const list = [...(await ctx.cache.readListing(ino))].sort((a, b) => compareNames(a.name, b.name));
         const r = ctx.learn(await store.get(ino));
+        d.rec = r;
         d.entries = [{ name: ".", ino, type: S_IFDIR >> 12 }, { name: "..", ino: r.parent || 1, type: S_IFDIR >> 12 }, ...list];
         return fh;
       } catch (e) {

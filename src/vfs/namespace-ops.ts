@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import { dirname } from "node:path";
 import { RENAME_EXCHANGE, RENAME_NOREPLACE, type FileSystem, type SetAttr, type StatFs } from "../fuse/types.ts";
-import type { MetadataStore } from "../meta/store.ts";
+import type { Inode, MetadataStore } from "../meta/store.ts";
 import { nowNs } from "../util/time.ts";
 import { E, FsError, errnoOf, fsError } from "../util/errno.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
@@ -30,6 +30,16 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
   const { changing, dirChanged, dropListing, forget } = cache;
   const above = () => ctx.inos.maxSeen;
 
+  /** A directory removed while open here has no record in the store, nor a local directory: what is set through its fd stays with the handles. */
+  function removedDirChanged(r: Inode, set: SetAttr): Inode {
+    if (set.size !== undefined) throw fsError("EISDIR");
+    const now = nowNs();
+    const time = (t: bigint | "now" | undefined, was: bigint) => (t === undefined ? was : t === "now" ? now : t);
+    const changed: Inode = { ...r, mode: set.mode === undefined ? r.mode : S_IFDIR | (set.mode & 0o7777), uid: set.uid ?? r.uid, gid: set.gid ?? r.gid, atime: time(set.atime, r.atime), mtime: time(set.mtime, r.mtime), ctime: set.ctime ?? now };
+    ctx.open.setDirRecord(changed);
+    return changed;
+  }
+
   return {
     async lookup(_c, parent, name) {
       checkName(name);
@@ -51,7 +61,8 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       // A size cut through this node's own writable handle (ftruncate, O_TRUNC): its record is the
       // open file's, published at close; nothing to ask the store.
       const sizeOnly = Object.keys(set).every((k) => k === "size");
-      let r = kernel.sameFile(h?.writable && sizeOnly ? await ctx.record(ino) : ctx.learn(await store.get(ino)));
+      let r = kernel.sameFile(h?.writable && sizeOnly ? await ctx.record(ino) : await ctx.current(ino));
+      if (isDir(r.mode) && r.nlink === 0) return kernel.attr(removedDirChanged(r, set));
       const held = ctx.open.localFd(ino);
       // Open here, a file may have no path left (unlinked, its directory gone): its fd still reaches it.
       const p = await paths.pathOf(ino).catch((e: unknown) => {

@@ -26,6 +26,8 @@ export interface DirHandle {
   entries: { name: string; ino: number; type: number }[];
   /** Names it lost (null) or gained (their inode; 0 when not known) since. */
   changed: Map<string, number | null>;
+  /** Its record as last known here: what it answers with once removed (its record gone from the store). */
+  rec?: Inode;
 }
 
 /** An inode open on this node: its handles, and its record (this node is where it changes). */
@@ -68,6 +70,10 @@ export interface OpenFiles {
   removeDir(fh: number): void;
   /** A name left or joined a directory: its open handles note it. */
   dirChanged(dir: number, add?: [string, number], remove?: string): void;
+  /** The record of directory ino, if open here. */
+  dirRecord(ino: number): Inode | undefined;
+  /** Directory ino's record changed while open here (with no record left in the store, it changes only here). */
+  setDirRecord(r: Inode): void;
   /** Every file handle, to close them all at shutdown. */
   all(): IterableIterator<[number, Handle]>;
   clear(): void;
@@ -201,6 +207,13 @@ export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
         if (remove !== undefined) d.changed.set(remove, null);
         if (add !== undefined) d.changed.set(add[0], add[1]);
       }
+    },
+    dirRecord(ino) {
+      for (const d of dirsByIno.get(ino) ?? []) if (d.rec) return d.rec;
+      return undefined;
+    },
+    setDirRecord(r) {
+      for (const d of dirsByIno.get(r.ino) ?? []) d.rec = r;
     },
     all: () => handles.entries(),
     clear() {

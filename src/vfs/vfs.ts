@@ -1,6 +1,7 @@
 import * as fs from "node:fs";
 import type { FileSystem } from "../fuse/types.ts";
 import type { Inode, Invalidation } from "../meta/store.ts";
+import { E, errnoOf } from "../util/errno.ts";
 import { nowNs } from "../util/time.ts";
 import { isDir } from "./attr.ts";
 import type { VfsContext, VfsOptions } from "./context.ts";
@@ -95,7 +96,16 @@ export function createVfs(o: VfsOptions): Vfs {
     policy: o.remote ? createWriteAtClose() : createWriteBehind(),
     learn,
     async record(ino) {
-      return open.inode(ino)?.rec ?? cache.fresh(ino) ?? learn(await store.get(ino));
+      return open.inode(ino)?.rec ?? cache.fresh(ino) ?? ctx.current(ino);
+    },
+    async current(ino) {
+      try {
+        return learn(await store.get(ino));
+      } catch (e) {
+        const removed = errnoOf(e) === E.ENOENT ? open.dirRecord(ino) : undefined;
+        if (!removed) throw e;
+        return removed.nlink === 0 ? removed : { ...removed, nlink: 0, size: 0 };
+      }
     },
     async commit(h: Handle) {
       const st = fs.fstatSync(h.fd, { bigint: true });

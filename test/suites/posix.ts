@@ -426,6 +426,25 @@ export function posixSuite(dir: () => string, label: string): void {
     }
   });
 
+  // A shell whose working directory another process removed, or a program holding a directory fd.
+  test(`${label}: an open directory that was removed still answers fstat, fchmod and futimes`, () => {
+    const d = join(fresh(), "gone");
+    fs.mkdirSync(d, 0o755);
+    const fd = fs.openSync(d, "r");
+    try {
+      fs.rmdirSync(d);
+      expect(fs.fstatSync(fd).nlink).toBe(0);
+      fs.fchmodSync(fd, 0o700);
+      fs.futimesSync(fd, 7, 7);
+      const st = fs.fstatSync(fd);
+      expect([st.isDirectory(), st.nlink, st.mode & 0o777, st.mtimeMs]).toEqual([true, 0, 0o700, 7000]);
+      expect(() => readDirFd(fd)).toThrow(`errno ${E.ENOENT}`);
+      expect(errCode(() => fs.mkdirSync(join(`/proc/self/fd/${fd}`, "x")))).toBe("ENOENT");
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
   test(`${label}: a successful ftruncate updates ctime, a refused one does not`, async () => {
     const d = fresh();
     const f = join(d, "t");
