@@ -152,6 +152,38 @@ describe.skipIf(!!skip)("data across nodes", () => {
     expect(fs.readdirSync(A("e"))).toEqual([]);
   });
 
+  // One page cache per inode holds one version: the older reader follows the newer, as a reader of a
+  // local file sees a rewrite in place, rather than fail.
+  test("a reader on B of A's older version, once B opens A's newer one: its next reads get the newer bytes and size, never EIO", () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    const MIB = 1 << 20;
+    fs.writeFileSync(join(a.mnt, "followed"), Buffer.alloc(MIB, 1));
+    const f = join(b.mnt, "followed");
+    const older = fs.openSync(f, "r");
+    try {
+      expect(fs.readSync(older, Buffer.alloc(10), 0, 10, 0)).toBe(10);
+      fs.writeFileSync(join(a.mnt, "followed"), Buffer.alloc(2 * MIB, 2));
+      const newer = fs.openSync(f, "r");
+      try {
+        const head = Buffer.alloc(10);
+        expect(fs.readSync(newer, head, 0, 10, 0)).toBe(10);
+        expect(head.equals(Buffer.alloc(10, 2))).toBe(true);
+        // Far past what the newer reader brought into the page cache: the older handle's own read.
+        const tail = Buffer.alloc(64 << 10);
+        expect(fs.readSync(older, tail, 0, tail.length, MIB + 512 * 1024)).toBe(tail.length);
+        expect(tail.equals(Buffer.alloc(tail.length, 2))).toBe(true);
+        expect(fs.fstatSync(older).size).toBe(2 * MIB);
+      } finally {
+        fs.closeSync(newer);
+      }
+      const again = Buffer.alloc(64 << 10);
+      expect(fs.readSync(older, again, 0, again.length, 256 * 1024)).toBe(again.length);
+      expect(again.equals(Buffer.alloc(again.length, 2))).toBe(true);
+    } finally {
+      fs.closeSync(older);
+    }
+  });
+
   test("B cuts A's file by path while B reads a copy of it: B's reader keeps its bytes, and once it closes B's stat and reads have the new size", async () => {
     const [a, b] = n as [TestDaemon, TestDaemon];
     fs.writeFileSync(join(a.mnt, "cut-on-b"), Buffer.alloc(1000, 1));

@@ -281,6 +281,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       },
       dropKernelInode: (ino) => session?.invalidateMany([], [ino]),
       detachHandle: (fh) => session?.detach(fh),
+      followHandle: (fh, fd, bytes, whole) => session?.follow(fh, fd, bytes, whole),
       dirtyHandle: (fh) => session?.markDirty(fh),
       refreshKernelAttrs: async (ino) => {
         if (!session) return;

@@ -137,6 +137,8 @@ export interface FuseSession {
   detach(fh: number): void;
   /** The filesystem changed fh's file itself: its next flush comes to the filesystem even if the shim served no write. */
   markDirty(fh: number): void;
+  /** Reads of fh are served by the shim from fd, of its first bytes (all of them if whole); the rest come to the filesystem. */
+  follow(fh: number, fd: number, bytes: number, whole: boolean): void;
   readonly closed: Promise<void>;
 }
 
@@ -179,6 +181,9 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
 
   const entryTo = opts.entryTimeout, attrTo = opts.attrTimeout;
 
+  function follow(fh: number, fd: number, bytes: number, whole: boolean): void {
+    shim.mcfs_follow_fh(fh, fd, whole ? WHOLE : BigInt(bytes));
+  }
   function ok(id: number) {
     shim.mcfs_reply_err(id, 0);
   }
@@ -255,7 +260,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     open: async (r) => {
       const o = await fs.open(r.c, r.ino, Number(r.flags));
       if (shim.mcfs_reply_open(r.id, o.fh, o.fd ?? -1, openFlags(o)) !== 0) await fs.release(r.c, r.ino, o.fh, false);
-      else o.follow?.((fd, bytes, whole) => shim.mcfs_follow_fh(o.fh, fd, whole ? WHOLE : BigInt(bytes)));
+      else o.follow?.((fd, bytes, whole) => follow(o.fh, fd, bytes, whole));
     },
     create: async (r) => {
       const { attr, open } = await fs.create(r.c, r.ino, r.name, Number(r.mode), Number(r.flags));
@@ -458,6 +463,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     detach(fh) {
       shim.mcfs_clear_fh(fh);
     },
+    follow,
     entries: {
       keep(parent, named, ttlMs) {
         if (!named.length) return;

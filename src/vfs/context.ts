@@ -31,6 +31,8 @@ export interface VfsOptions {
   dropKernelInode?: (ino: number) => void;
   /** The shim stops serving fh's reads from its fd: they come to JS. */
   detachHandle?: (fh: number) => void;
+  /** The shim serves fh's reads from fd, of its first bytes (all of them if whole). */
+  followHandle?: (fh: number, fd: number, bytes: number, whole: boolean) => void;
   /** JS changed fh's file itself: its flush must come to JS though the shim saw no write. */
   dirtyHandle?: (fh: number) => void;
   /** Names the FUSE shim may answer lookups of itself: kept for prefetched records, dropped with them. */

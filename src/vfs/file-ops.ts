@@ -32,6 +32,16 @@ interface Found {
   here: boolean;
 }
 
+type Listen = Parameters<RangeReader["follow"]>[0];
+
+/** The bytes an open reads: an fd (this node's file, or a copy), or ranges of a big remote file; got: from elsewhere. */
+interface Opened {
+  found: Found;
+  got: { fd: number } | { ranges: RangeReader } | undefined;
+  fd: number;
+  ranges: RangeReader | undefined;
+}
+
 /**
  * Opening, reading, writing and closing files: local bytes through their fd (served in the shim when
  * it can), other nodes' bytes from the cache or their holders, writers taking turns across nodes, and
@@ -162,8 +172,8 @@ export function createFileOps(ctx: VfsContext): FileOps {
    * the newest open here reads, or that one reads them from the cache. So once a handle opens another
    * version (a copy of another node's file; or this node's own file, when the new handle reads a
    * copy), or a writer opens this node's file (which then changes in place, and a copy of it does
-   * not), the handles reading a copy of anything else fail their reads of what the kernel does not
-   * hold: the file changed since they opened it.
+   * not), the handles reading a copy of anything else read what the newest open reads from then on
+   * (reopen): the file changed since they opened it, as if in place.
    */
   function supersede(fresh: Handle, version: number): void {
     const writing = ctx.open.hasWriter(fresh.ino);
@@ -197,6 +207,113 @@ export function createFileOps(ctx: VfsContext): FileOps {
     }
   }
 
+  /**
+   * The record of ino and the bytes it names, opened with flags: this node's own file, or another
+   * node's (a copy, ranges). leased: a write turn taken for the open, given back if it fails.
+   */
+  async function dataOf(ino: number, flags: number, writable: boolean, leased: boolean): Promise<{ a: Opened; r: Inode }> {
+    const attempt = async (): Promise<Opened> => {
+      let f: Found;
+      try {
+        f = remote ? await fresh(ino) : { r: await ctx.record(ino), here: true };
+        kernel.sameFile(f.r);
+        if (remote) await kernel.sameName(f.r);
+        if (isDir(f.r.mode)) throw fsError("EISDIR");
+      } catch (e) {
+        if (leased && !ctx.open.hasWriter(ino)) ctx.turns.give(ino);
+        // The name the kernel opened by led to a file gone since (unlinked, or replaced by another
+        // node's create): ESTALE makes it look the name up again and open what is there now.
+        if (remote && e instanceof FsError && e.errno === E.ENOENT) throw new FsError(E.ESTALE, `inode ${ino} is gone`);
+        throw e;
+      }
+      // Unlinked while open here, and opened again (through /proc/PID/fd): the file has no path
+      // left, and the one it had may name another file now; the fds open on it reach it.
+      const held = f.r.nlink === 0 ? ctx.open.localFd(ino) : undefined;
+      if (held !== undefined) return { found: f, got: undefined, fd: fs.openSync(`/proc/self/fd/${held}`, flags & KEEP_OPEN_FLAGS), ranges: undefined };
+      const path = await paths.pathOf(ino);
+      // A writer here writes this node's own file, not yet published: a reader here reads it too.
+      if (!f.here && remote && !writable && ctx.open.hasWriter(ino)) f = { ...f, here: true };
+      let here: number | undefined;
+      if (f.here && remote && f.r.size > 0) {
+        // Listed as holding it, yet the file is not here (a queued change not applied yet, or Redis
+        // put back an older record after losing writes): the copies elsewhere, rather than EIO.
+        here = await openHere(path, flags);
+        if (here === undefined) f = { ...f, here: false };
+      }
+      const { found, got } = await fromElsewhere(ino, f, path, flags, writable);
+      let fd = -1;
+      let ranges: RangeReader | undefined;
+      if (got && "fd" in got) fd = got.fd;
+      else if (got) ranges = got.ranges;
+      else {
+        try {
+          if (found.here && writable && !(flags & O_TRUNC) && remote && found.r.size > 0 && !ctx.open.hasWriter(ino)) await keepClosedVersion(found.r, path);
+        } catch (e) {
+          if (here !== undefined) fs.closeSync(here);
+          throw e;
+        }
+        fd = here ?? (await openLocal(path, flags));
+      }
+      return { found, got, fd, ranges };
+    };
+    let steady = ctx.open.steady(ino);
+    let a = await attempt();
+    let r = a.found.r;
+    // A writer here changes this node's file in place, or did while this reader waited: the reader
+    // reads what the file holds, so it takes the record of what this node last published of it,
+    // while the open inode's record is that one. Else (the writer's last handle gone with it, or
+    // another record learned since): read again, or an older record would be this reader's.
+    for (let tries = 0; !writable && a.found.here && !steady(); tries++) {
+      const open = ctx.open.inode(ino);
+      if (open && open.ownVersion === open.rec.version) {
+        r = open.rec;
+        break;
+      }
+      if (tries === 3) break;
+      fs.closeSync(a.fd);
+      steady = ctx.open.steady(ino);
+      a = await attempt();
+      r = a.found.r;
+    }
+    return { a, r };
+  }
+
+  /** The shim serves h's reads from what has arrived of the copy ranges reads, while h reads through them. */
+  function followRanges(h: Handle, ranges: RangeReader, listen: Listen): void {
+    ranges.follow((fd, bytes, whole) => void (h.ranges === ranges && !h.superseded && listen(fd, bytes, whole)));
+  }
+
+  /**
+   * A reader superseded here reads the version opened since, from its next read that reaches JS on:
+   * as a reader of a local file sees a rewrite in place, rather than fail. What it read from is kept
+   * to its release: a read of it may still be under way in the shim.
+   */
+  function reopen(h: Handle, fh: number): Promise<void> {
+    h.reopening ??= (async () => {
+      try {
+        const { a, r } = await dataOf(h.ino, O_RDONLY, false, false);
+        // Released meanwhile (at shutdown: the kernel releases a handle only once its reads are done).
+        if (ctx.open.find(fh) !== h) {
+          if (a.fd >= 0) fs.closeSync(a.fd);
+          a.ranges?.close();
+          return;
+        }
+        (h.retired ??= []).push({ fd: h.fd, ...(h.ranges ? { ranges: h.ranges } : {}) });
+        h.fd = a.fd;
+        h.ranges = a.ranges;
+        if (!a.ranges) delete h.ranges;
+        h.reads = { version: r.version, size: r.size, copy: a.got !== undefined };
+        h.superseded = false;
+        supersede(h, r.version);
+        if (a.fd >= 0) o.followHandle?.(fh, a.fd, 0, true);
+        else if (a.ranges) followRanges(h, a.ranges, (fd, bytes, whole) => o.followHandle?.(fh, fd, bytes, whole));
+      } finally {
+        h.reopening = undefined;
+      }
+    })();
+    return h.reopening;
+  }
+
   const ops: FileOps = {
     async open(_c, ino, asked) {
       // O_TRUNC cuts the file whatever the access mode (Linux; the kernel checked write permission
@@ -206,74 +323,13 @@ export function createFileOps(ctx: VfsContext): FileOps {
       const writable = acc === O_WRONLY || acc === O_RDWR;
       // Before the record is read: the bytes to write over are those of the last writer's close.
       const leased = writable && !!remote && (await ctx.turns.take(ino));
-      // The record, and the bytes it names: this node's own file, or another node's (a copy, ranges).
-      const attempt = async () => {
-        let f: Found;
-        try {
-          f = remote ? await fresh(ino) : { r: await ctx.record(ino), here: true };
-          kernel.sameFile(f.r);
-          if (remote) await kernel.sameName(f.r);
-          if (isDir(f.r.mode)) throw fsError("EISDIR");
-        } catch (e) {
-          if (leased && !ctx.open.hasWriter(ino)) ctx.turns.give(ino);
-          // The name the kernel opened by led to a file gone since (unlinked, or replaced by another
-          // node's create): ESTALE makes it look the name up again and open what is there now.
-          if (remote && e instanceof FsError && e.errno === E.ENOENT) throw new FsError(E.ESTALE, `inode ${ino} is gone`);
-          throw e;
-        }
-        // Unlinked while open here, and opened again (through /proc/PID/fd): the file has no path
-        // left, and the one it had may name another file now; the fds open on it reach it.
-        const held = f.r.nlink === 0 ? ctx.open.localFd(ino) : undefined;
-        if (held !== undefined) return { found: f, got: undefined, fd: fs.openSync(`/proc/self/fd/${held}`, flags & KEEP_OPEN_FLAGS), ranges: undefined };
-        const path = await paths.pathOf(ino);
-        // A writer here writes this node's own file, not yet published: a reader here reads it too.
-        if (!f.here && remote && !writable && ctx.open.hasWriter(ino)) f = { ...f, here: true };
-        let here: number | undefined;
-        if (f.here && remote && f.r.size > 0) {
-          // Listed as holding it, yet the file is not here (a queued change not applied yet, or Redis
-          // put back an older record after losing writes): the copies elsewhere, rather than EIO.
-          here = await openHere(path, flags);
-          if (here === undefined) f = { ...f, here: false };
-        }
-        const { found, got } = await fromElsewhere(ino, f, path, flags, writable);
-        let fd = -1;
-        let ranges: RangeReader | undefined;
-        if (got && "fd" in got) fd = got.fd;
-        else if (got) ranges = got.ranges;
-        else {
-          try {
-            if (found.here && writable && !(flags & O_TRUNC) && remote && found.r.size > 0 && !ctx.open.hasWriter(ino)) await keepClosedVersion(found.r, path);
-          } catch (e) {
-            if (here !== undefined) fs.closeSync(here);
-            throw e;
-          }
-          fd = here ?? (await openLocal(path, flags));
-        }
-        return { found, got, fd, ranges };
-      };
-      let steady = ctx.open.steady(ino);
-      let a = await attempt();
-      let r = a.found.r;
-      // A writer here changes this node's file in place, or did while this reader waited: the reader
-      // reads what the file holds, so it takes the record of what this node last published of it,
-      // while the open inode's record is that one. Else (the writer's last handle gone with it, or
-      // another record learned since): read again, or an older record would be this reader's.
-      for (let tries = 0; !writable && a.found.here && !steady(); tries++) {
-        const open = ctx.open.inode(ino);
-        if (open && open.ownVersion === open.rec.version) {
-          r = open.rec;
-          break;
-        }
-        if (tries === 3) break;
-        fs.closeSync(a.fd);
-        steady = ctx.open.steady(ino);
-        a = await attempt();
-        r = a.found.r;
-      }
+      const data = await dataOf(ino, flags, writable, leased);
+      const a = data.a;
+      let r = data.r;
       const { got, fd, ranges } = a;
-      // Another version is read here (see supersede): one of the two readers must stop, as the kernel
-      // has one page cache per inode. Readers mostly read and close at once: the older one is given
-      // a moment to, rather than fail its next read.
+      // Another version is read here (see supersede): the older reader must move to this one, as the
+      // kernel has one page cache per inode. Readers mostly read and close at once: the older one is
+      // given a moment to, rather than see the file change under it.
       if (!writable) {
         const copy = got !== undefined;
         await ctx.open.closedOf(ino, (o) => !!o.reads && !o.superseded && o.reads.version !== r.version && (o.reads.copy || copy), SUPERSEDE_WAIT_MS);
@@ -301,7 +357,7 @@ export function createFileOps(ctx: VfsContext): FileOps {
       }
       // Pages cached by the kernel stay valid while the version is the one they were read at.
       const keepCache = kernel.opened(ino, r.version);
-      const follow = (listen: Parameters<RangeReader["follow"]>[0]) => ranges?.follow((...a) => void (h.superseded || listen(...a)));
+      const follow = (listen: Listen) => ranges && followRanges(h, ranges, listen);
       return {
         fh,
         // Read when the open is answered: a handle superseded before then (at once, or by an event
@@ -327,7 +383,7 @@ export function createFileOps(ctx: VfsContext): FileOps {
 
     async read(_c, ino, fh, offset, size) {
       const h = ctx.open.get(fh);
-      if (h.superseded) throw new FsError(E.EIO, `inode ${ino} changed since this handle opened it (a newer version, or a writer on this node): open it again`);
+      while (h.superseded) await reopen(h, fh);
       if (h.ranges) {
         const d = await h.ranges.read(offset, size);
         o.onIo?.("read", d.length);
@@ -366,6 +422,10 @@ export function createFileOps(ctx: VfsContext): FileOps {
         if (h.fd >= 0) fs.closeSync(h.fd);
         h.fd = -1;
         h.ranges?.close();
+        for (const old of h.retired ?? []) {
+          if (old.fd >= 0) fs.closeSync(old.fd);
+          old.ranges?.close();
+        }
         const { last } = ctx.open.remove(fh, h);
         if (last && kernel.closed(ino)) o.dropKernelInode?.(ino);
         if (h.writable && ctx.turns.has(ino) && !ctx.open.hasWriter(ino)) ctx.turns.give(ino);

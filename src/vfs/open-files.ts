@@ -15,8 +15,12 @@ export interface Handle {
    * another node's file (cached, arriving, or read in ranges from it) rather than this node's own.
    */
   reads?: { version: number; size: number; copy: boolean };
-  /** Another version was opened here since: its reads fail (see FileOps.open). */
+  /** Another version was opened here since: its next read reopens the version read here now (see FileOps.read). */
   superseded?: boolean;
+  /** That reopen, under way. */
+  reopening?: Promise<void>;
+  /** What it read before it was reopened: closed at its release. */
+  retired?: { fd: number; ranges?: RangeReader }[];
 }
 
 export interface DirHandle {
