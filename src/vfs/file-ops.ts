@@ -291,7 +291,9 @@ export function createFileOps(ctx: VfsContext): FileOps {
   function reopen(h: Handle, fh: number): Promise<void> {
     h.reopening ??= (async () => {
       try {
-        const { a, r } = await dataOf(h.ino, O_RDONLY, false, false);
+        const { a, r } = await dataOf(h.ino, O_RDONLY, false, false).catch((e: unknown) => {
+          throw new FsError(E.EIO, `inode ${h.ino} changed since this handle opened it, and the new version cannot be read: ${(e as Error).message}`);
+        });
         // Released meanwhile (at shutdown: the kernel releases a handle only once its reads are done).
         if (ctx.open.find(fh) !== h) {
           if (a.fd >= 0) fs.closeSync(a.fd);
