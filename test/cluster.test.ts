@@ -184,6 +184,30 @@ describe.skipIf(!!skip)("data across nodes", () => {
     }
   });
 
+  test("a reader on B of a copy of A's file, once a writer on B opens it: reads what the writer writes there, never EIO", () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    const MIB = 1 << 20;
+    fs.writeFileSync(join(a.mnt, "written-under"), Buffer.alloc(MIB, 1));
+    const f = join(b.mnt, "written-under");
+    const reader = fs.openSync(f, "r");
+    try {
+      expect(fs.readSync(reader, Buffer.alloc(10), 0, 10, 0)).toBe(10);
+      const writer = fs.openSync(f, "r+");
+      try {
+        fs.writeSync(writer, Buffer.alloc(4096, 9), 0, 4096, 600 * 1024);
+        const buf = Buffer.alloc(8192);
+        expect(fs.readSync(reader, buf, 0, buf.length, 600 * 1024)).toBe(buf.length);
+        expect([buf[0], buf[4095], buf[4096]]).toEqual([9, 9, 1]);
+      } finally {
+        fs.closeSync(writer);
+      }
+    } finally {
+      fs.closeSync(reader);
+    }
+    const onA = fs.readFileSync(join(a.mnt, "written-under"));
+    expect([onA.length, onA[600 * 1024], onA[600 * 1024 + 4096]]).toEqual([MIB, 9, 1]);
+  });
+
   test("B cuts A's file by path while B reads a copy of it: B's reader keeps its bytes, and once it closes B's stat and reads have the new size", async () => {
     const [a, b] = n as [TestDaemon, TestDaemon];
     fs.writeFileSync(join(a.mnt, "cut-on-b"), Buffer.alloc(1000, 1));
