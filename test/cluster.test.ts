@@ -208,6 +208,28 @@ describe.skipIf(!!skip)("data across nodes", () => {
     expect([onA.length, onA[600 * 1024], onA[600 * 1024 + 4096]]).toEqual([MIB, 9, 1]);
   });
 
+  test("A moves its file (rename, into a subdirectory, link and unlink, a new file under the old name) while B writes it: B's close publishes it whole under its new name", async () => {
+    const [a, b, c] = n as [TestDaemon, TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "moved-sub"));
+    const moves: [string, (from: string, to: string) => void][] = [
+      ["renamed", (from, to) => fs.renameSync(from, to)],
+      ["into a subdirectory", (from, to) => fs.renameSync(from, to.replace(/moved-to-/, "moved-sub/moved-to-"))],
+      ["linked and unlinked", (from, to) => (fs.linkSync(from, to), fs.unlinkSync(from))],
+      ["renamed, a new file in its place", (from, to) => (fs.renameSync(from, to), fs.writeFileSync(from, "NEW"))],
+    ];
+    for (const [i, [how, move]] of moves.entries()) {
+      const from = `moved-from-${i}`;
+      const to = how === "into a subdirectory" ? `moved-sub/moved-to-${i}` : `moved-to-${i}`;
+      fs.writeFileSync(join(a.mnt, from), "ORIG");
+      await waitFor("B to see the name", () => fs.existsSync(join(b.mnt, from)));
+      const fd = fs.openSync(join(b.mnt, from), "a");
+      move(join(a.mnt, from), join(a.mnt, `moved-to-${i}`));
+      fs.writeSync(fd, "zz");
+      fs.closeSync(fd);
+      for (const [name, node] of [["A", a], ["B", b], ["C", c]] as const) expect(`${how} on ${name}: ${fs.readFileSync(join(node.mnt, to), "utf8")}`).toBe(`${how} on ${name}: ORIGzz`);
+    }
+  });
+
   test("B cuts A's file by path while B reads a copy of it: B's reader keeps its bytes, and once it closes B's stat and reads have the new size", async () => {
     const [a, b] = n as [TestDaemon, TestDaemon];
     fs.writeFileSync(join(a.mnt, "cut-on-b"), Buffer.alloc(1000, 1));

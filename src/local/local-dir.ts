@@ -41,6 +41,8 @@ export interface LocalDir {
   openFileAsync(p: string, flags: number, mode?: number, owner?: FileOwner): Promise<number>;
   /** lstat; undefined when nothing is there (or the way there is not a directory). */
   stat(p: string): fs.BigIntStats | undefined;
+  /** Where the open file fd is now beneath the top (moved since it was opened), if it has a name there. */
+  whereIs(fd: number): string | undefined;
   typeOf(p: string): EntryType | undefined;
   mkdir(p: string, mode: number): void;
   /** p and its missing parents as directories; a non-directory in the way (a leftover the namespace no longer has) is replaced. */
@@ -193,8 +195,30 @@ export function openLocalDir(top: string): LocalDir {
     }
   }
 
+  /** The top's own path as the kernel names it (what /proc shows of the fds beneath it). */
+  let topSeen: string | undefined;
+
   const dir: LocalDir = {
     path: top,
+    whereIs(fd) {
+      let at: string;
+      try {
+        topSeen ??= fs.readlinkSync(`/proc/self/fd/${rootFd}`);
+        at = fs.readlinkSync(`/proc/self/fd/${fd}`);
+      } catch {
+        return undefined;
+      }
+      if (!at.startsWith(`${topSeen}/`)) return undefined;
+      // The name /proc gives is a hint (an unlinked file's ends in " (deleted)"): the file there must be fd's.
+      const p = at.slice(topSeen.length);
+      try {
+        const there = stat(p);
+        const st = fs.fstatSync(fd, { bigint: true });
+        return there && there.ino === st.ino && there.dev === st.dev ? p : undefined;
+      } catch {
+        return undefined;
+      }
+    },
     open,
     openFile: (p, flags, mode = 0) => regular(lib.mcfs_open_regular_beneath(rootFd, cstr(relOf(p)), flags, mode), p),
     async openFileAsync(p, flags, mode = 0, owner) {

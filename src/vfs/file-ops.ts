@@ -37,6 +37,8 @@ type Listen = Parameters<RangeReader["follow"]>[0];
 /** The bytes an open reads: an fd (this node's file, or a copy), or ranges of a big remote file; got: from elsewhere. */
 interface Opened {
   found: Found;
+  /** Where this node's file of it is, when the open is of that (to write it, or read it). */
+  path?: string;
   got: { fd: number } | { ranges: RangeReader } | undefined;
   fd: number;
   ranges: RangeReader | undefined;
@@ -336,7 +338,7 @@ export function createFileOps(ctx: VfsContext): FileOps {
         const copy = got !== undefined;
         await ctx.open.closedOf(ino, (o) => !!o.reads && !o.superseded && o.reads.version !== r.version && (o.reads.copy || copy), SUPERSEDE_WAIT_MS);
       }
-      const h: Handle = { ino, fd, writable, dirty: false, ...(ranges ? { ranges } : {}), ...(writable ? {} : { reads: { version: r.version, size: r.size, copy: got !== undefined } }) };
+      const h: Handle = { ino, fd, writable, dirty: false, ...(ranges ? { ranges } : {}), ...(writable ? (a.path === undefined ? {} : { at: a.path }) : { reads: { version: r.version, size: r.size, copy: got !== undefined } }) };
       const fh = ctx.open.add(h, r);
       supersede(h, r.version);
       // Close-to-open: the kernel may still hold the size of another version (its attribute cache,

@@ -10,6 +10,8 @@ export interface Handle {
   writable: boolean;
   /** Written through JS (the shim reports its own writes at flush). */
   dirty: boolean;
+  /** A writer's: the path its file had in this node's root when it was opened, or last published. */
+  at?: string;
   /**
    * Read-only: the version whose bytes it reads, that version's size, and whether they are a copy of
    * another node's file (cached, arriving, or read in ranges from it) rather than this node's own.

@@ -1,4 +1,5 @@
 import * as fs from "node:fs";
+import { dirname } from "node:path";
 import type { FileSystem } from "../fuse/types.ts";
 import type { Inode, Invalidation } from "../meta/store.ts";
 import { E, errnoOf } from "../util/errno.ts";
@@ -83,6 +84,24 @@ export function createVfs(o: VfsOptions): Vfs {
     return cache.learn(r, named);
   }
 
+  /**
+   * The file a writer here has open was moved in the namespace since: by another node, which moves
+   * only the files of the nodes listed as its holders, and this one is not yet. Its file here moves
+   * too, so that it is where what is published says.
+   */
+  function moveWith(h: Handle, path: string): void {
+    const now = root.whereIs(h.fd);
+    if (now !== undefined && now !== path) {
+      try {
+        root.ensureDir(dirname(path));
+        root.rename(now, path);
+      } catch (e) {
+        log.error({ op: "publish", path, from: now, ino: h.ino, err: (e as Error).message }, "a file written here could not follow its rename: its close publishes a path without it");
+      }
+    }
+    h.at = path;
+  }
+
   const ctx: VfsContext = {
     o, store, root, nodeId, log, paths, cache, open, changes, inos, purgeOnClose,
     kernel: createKernelView({
@@ -111,13 +130,18 @@ export function createVfs(o: VfsOptions): Vfs {
       const st = fs.fstatSync(h.fd, { bigint: true });
       h.dirty = false;
       const path = await paths.pathOf(h.ino);
+      if (h.at !== undefined && h.at !== path) moveWith(h, path);
       // The change happened when the file last changed (an ftruncate, a write), not when it is published.
       // The disk's clock is the kernel's coarse one, up to a tick behind the one the record's times
       // came from: a change stamped before the last known one still comes after it.
       const known = open.inode(h.ino)?.rec.ctime ?? 0n;
       const r = await ctx.policy.publish(ctx, { ino: h.ino, size: Number(st.size), mtime: st.mtimeNs, ctime: st.ctimeNs > known ? st.ctimeNs : known + 1n, path });
+      // Moved by another node before this node was its holder, and heard of only now (the record
+      // published has its current name): a rename from now on reaches this node as a holder.
+      const at = h.at === undefined ? path : await paths.pathOf(h.ino);
+      if (at !== h.at) moveWith(h, at);
       ctx.changedInPlace(st, r);
-      o.published?.(r, path);
+      o.published?.(r, at);
       return r;
     },
     changedInPlace(st, r) {
