@@ -230,6 +230,28 @@ describe.skipIf(!!skip)("data across nodes", () => {
     }
   });
 
+  test("A unlinks a file B has open for writing: fchmod, fchown, futimes and ftruncate through B's descriptor still reach it", async () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    fs.writeFileSync(join(a.mnt, "unlinked-elsewhere"), "hello");
+    await waitFor("B to see the name", () => fs.existsSync(join(b.mnt, "unlinked-elsewhere")));
+    const fd = fs.openSync(join(b.mnt, "unlinked-elsewhere"), "r+");
+    try {
+      fs.unlinkSync(join(a.mnt, "unlinked-elsewhere"));
+      await waitFor("B to hear of the unlink", () => !fs.existsSync(join(b.mnt, "unlinked-elsewhere")));
+      fs.fchmodSync(fd, 0o600);
+      fs.fchownSync(fd, 1234, 1234);
+      fs.ftruncateSync(fd, 3);
+      fs.futimesSync(fd, 5, 5);
+      const st = fs.fstatSync(fd);
+      expect([st.mode & 0o777, st.uid, st.gid, st.mtimeMs, st.size]).toEqual([0o600, 1234, 1234, 5000, 3]);
+      const buf = Buffer.alloc(8);
+      expect(buf.toString("utf8", 0, fs.readSync(fd, buf, 0, 8, 0))).toBe("hel");
+    } finally {
+      fs.closeSync(fd);
+    }
+    expect(fs.existsSync(join(a.mnt, "unlinked-elsewhere"))).toBe(false);
+  });
+
   test("B cuts A's file by path while B reads a copy of it: B's reader keeps its bytes, and once it closes B's stat and reads have the new size", async () => {
     const [a, b] = n as [TestDaemon, TestDaemon];
     fs.writeFileSync(join(a.mnt, "cut-on-b"), Buffer.alloc(1000, 1));

@@ -72,7 +72,7 @@ export interface VfsContext {
   learn(r: Inode, named?: boolean): Inode;
   /** The record of an inode: from the open-file state when open here, a recent fetch, else the store. */
   record(ino: number): Promise<Inode>;
-  /** The record of an inode from the store (learned); a directory open here that was removed since answers with its last record, no link left. */
+  /** The record of an inode from the store (learned); a file or directory open here whose record went since (removed) answers with its last one, no link left. */
   current(ino: number): Promise<Inode>;
   /** Publish the bytes of an open file: size, mtime, new version, this node as holder. */
   commit(h: Handle): Promise<Inode>;

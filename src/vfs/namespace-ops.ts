@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import { dirname } from "node:path";
 import { RENAME_EXCHANGE, RENAME_NOREPLACE, type FileSystem, type SetAttr, type StatFs } from "../fuse/types.ts";
-import type { Inode, MetadataStore } from "../meta/store.ts";
+import type { AttrChange, Inode, MetadataStore } from "../meta/store.ts";
 import { nowNs } from "../util/time.ts";
 import { E, FsError, errnoOf, fsError } from "../util/errno.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
@@ -38,6 +38,18 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
     const changed: Inode = { ...r, mode: set.mode === undefined ? r.mode : S_IFDIR | (set.mode & 0o7777), uid: set.uid ?? r.uid, gid: set.gid ?? r.gid, atime: time(set.atime, r.atime), mtime: time(set.mtime, r.mtime), ctime: set.ctime ?? now };
     ctx.open.setDirRecord(changed);
     return changed;
+  }
+
+  /** The store's record of r changed; one the store has no more (removed on another node) changes only for its handles here. */
+  async function attrsChanged(r: Inode, change: AttrChange): Promise<Inode> {
+    try {
+      return ctx.learn(await store.setAttrs(r.ino, change));
+    } catch (e) {
+      const entry = errnoOf(e) === E.ENOENT ? ctx.open.inode(r.ino) : undefined;
+      if (!entry) throw e;
+      entry.rec = { ...entry.rec, ...change, ctime: nowNs() };
+      return entry.rec;
+    }
   }
 
   return {
@@ -102,7 +114,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
           ctx.changedInPlace(st, r);
         }
       }
-      const change: Parameters<MetadataStore["setAttrs"]>[1] = {};
+      const change: AttrChange = {};
       const link = (r.mode & S_IFMT) === S_IFLNK;
       if (set.mode !== undefined) {
         change.mode = (r.mode & S_IFMT) | (set.mode & 0o7777);
@@ -124,7 +136,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
         const through = ctx.open.writerFd(ino) ?? (p === undefined ? held : undefined);
         if (through !== undefined) futimes(through, at, mt);
       }
-      if (Object.keys(change).length || set.ctime !== undefined) r = ctx.learn(await store.setAttrs(ino, change));
+      if (Object.keys(change).length || set.ctime !== undefined) r = await attrsChanged(r, change);
       return kernel.attr(r);
     },
 

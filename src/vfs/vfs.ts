@@ -121,7 +121,11 @@ export function createVfs(o: VfsOptions): Vfs {
       try {
         return learn(await store.get(ino));
       } catch (e) {
-        const removed = errnoOf(e) === E.ENOENT ? open.dirRecord(ino) : undefined;
+        if (errnoOf(e) !== E.ENOENT) throw e;
+        // Unlinked on another node, which had it open nowhere: its record went, its handles here stay.
+        const file = open.inode(ino)?.rec;
+        if (file) return file.nlink === 0 ? file : { ...file, nlink: 0 };
+        const removed = open.dirRecord(ino);
         if (!removed) throw e;
         return removed.nlink === 0 ? removed : { ...removed, nlink: 0, size: 0 };
       }
