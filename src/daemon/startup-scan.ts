@@ -34,20 +34,22 @@ function markFile(root: LocalDir, p: string, id: string): void {
 }
 
 /**
- * A known file's stat, with one open; id: its identity mark, made if it has none (a file held here).
- * Not a regular file, or gone: what stat says, and nothing marked.
+ * A known file's stat and identity mark, with one open; id: its identity mark, made if it has none
+ * (a file held here). Not a regular file, or gone: what stat says, and nothing marked.
  */
-function inspect(root: LocalDir, p: string, id: string | undefined): BigIntStats | undefined {
+function inspect(root: LocalDir, p: string, id: string | undefined): { st: BigIntStats; mark?: string } | undefined {
   let fd: number;
   try {
     fd = root.openFile(p, constants.O_RDONLY);
   } catch {
-    return root.stat(p);
+    const st = root.stat(p);
+    return st && { st };
   }
   try {
     const st = fstatSync(fd, { bigint: true });
-    if (id !== undefined && root.readIdentity(fd) === undefined) root.markIdentity(fd, id);
-    return st;
+    const mark = root.readIdentity(fd);
+    if (id !== undefined && mark === undefined) root.markIdentity(fd, id);
+    return mark === undefined ? { st } : { st, mark };
   } finally {
     closeSync(fd);
   }
@@ -115,8 +117,15 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
           const known = recs.get(d.name);
           if (!known) return;
           const { r: rec, holders } = known;
-          const st = inspect(root, rel, holders.data.has(nodeId) ? fileIdentity(rec.ino, rec.gen) : undefined);
-          if (!st) return;
+          const seen = inspect(root, rel, holders.data.has(nodeId) ? fileIdentity(rec.ino, rec.gen) : undefined);
+          if (!seen) return;
+          const { st, mark } = seen;
+          // Kept for another inode (one a rename replaced, its move not made: the queued one makes it): never this one's bytes.
+          if (mark !== undefined && mark !== fileIdentity(rec.ino, rec.gen)) {
+            log.warn({ path: rel, ino: rec.ino, mark }, "the local file under a known name is another inode's: not published as this one's");
+            res.skipped++;
+            return;
+          }
           if (mustRepublish(rec, holders, st, nodeId)) {
             log.warn({ path: rel, ino: rec.ino, version: rec.version, size: rec.size, localSize: Number(st.size) }, "the local file is not the version its record says (a write cut short by a crash, or a record written behind and lost): published as a new version");
             await store.setData(rec.ino, Number(st.size), st.mtimeNs, st.ctimeNs, nodeId, rel);

@@ -426,8 +426,10 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       touch(parent, now);
       if (np !== parent) touch(np, now);
       hashOf(s.i, sino).set("c", now);
-      told.push(...todo(nodeId, sdir ? undefined : sino, { op: "mv", from, to }));
-      return moved(replaced ? { ino: sino, replaced } : { ino: sino });
+      // The origin too (see rename.lua).
+      told.push(...todo("", sdir ? undefined : sino, { op: "mv", from, to }));
+      const queued = told.includes(nodeId) ? { queued: true } : {};
+      return moved(replaced ? { ino: sino, replaced, ...queued } : { ino: sino, ...queued });
     },
     async setAttrs(ino, ch) {
       const h = s.i.get(ino);

@@ -126,6 +126,8 @@ export interface Renamed {
   replaced?: Removed;
   /** With RENAME_EXCHANGE: the inode that moved the other way. */
   exchanged?: number;
+  /** The move of this node's own files was queued for it too (its next start makes it, should it die first). */
+  queued?: boolean;
 }
 
 export interface AttrChange {

@@ -249,9 +249,16 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
         exchangeLocal(root, fromPath, toPath);
         forget(r.exchanged);
       } else if (fromPath !== toPath) {
-        if (r.replaced) root.remove(toPath);
-        if (root.typeOf(fromPath) !== undefined) makeLocal(root, toPath, () => root.rename(fromPath, toPath));
+        // Moved already if this node's queued move of it was made meanwhile (while the rename
+        // waited for the other nodes): what is at toPath then is the file, not the one it replaced.
+        if (root.typeOf(fromPath) !== undefined) {
+          if (r.replaced) root.remove(toPath);
+          makeLocal(root, toPath, () => root.rename(fromPath, toPath));
+        } else if (r.replaced && !r.replaced.dir && (!r.queued || root.identityOf(toPath)?.startsWith(`${r.replaced.ino}:`))) root.remove(toPath);
       }
+      // The move queued for this node too (made at its next start should it die before the disk
+      // followed) is done: taken off its list now, so that it never meets a later file at fromPath.
+      if (r.queued) void o.catchUp?.();
       forget(r.ino);
       await ctx.dropped(r.replaced);
     },

@@ -626,15 +626,18 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         expect((await st.remove(ROOT, "g", false, "/g")).held).toBeUndefined();
       });
 
-      it("the origin is not told of its own changes", async () => {
+      it("the origin is told of its own renames (the move of its disk, made at its next start should it die first), not of its unlinks", async () => {
         const f = await file(ROOT, "f", { holder: A });
-        await st.rename(ROOT, "f", ROOT, "g", 0, "/f", "/g");
+        expect((await st.rename(ROOT, "f", ROOT, "g", 0, "/f", "/g")).queued).toBe(true);
         await st.remove(ROOT, "g", false, "/g");
+        expect(await st.takeTodo()).toEqual([{ op: "mv", from: "/f", to: "/g", id: `${f.ino}:${f.gen}` }]);
+        const other = await file(ROOT, "o", { holder: "node-b" });
+        expect((await st.rename(ROOT, "o", ROOT, "p", 0, "/o", "/p")).queued).toBeUndefined();
         expect(await st.takeTodo()).toEqual([]);
-        expect(f.ino).toBeGreaterThan(ROOT);
+        expect(other.ino).toBeGreaterThan(ROOT);
       });
 
-      it("rmdir and a directory's rename tell every known node but the origin", async () => {
+      it("rmdir tells every known node but the origin; a directory's rename every known node", async () => {
         for (const n of [A, "node-b", "node-c"]) await st.registerNode({ id: n, address: `${n}:1`, startedAt: 1 }, 60_000);
         await dir(ROOT, "d");
         await dir(ROOT, "e");
@@ -642,7 +645,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         await st.remove(ROOT, "e", true, "/e");
         const want: TodoEntry[] = [{ op: "mv", from: "/d", to: "/d2" }, { op: "rmdir", path: "/e" }];
         for (const n of ["node-b", "node-c"]) expect(await (await h.open(n)).takeTodo()).toEqual(want);
-        expect(await st.takeTodo()).toEqual([]);
+        expect(await st.takeTodo()).toEqual([{ op: "mv", from: "/d", to: "/d2" }]);
       });
 
       it("a file's rename and link tell its holders", async () => {

@@ -78,6 +78,7 @@ export function createNamespace({ client, keys, run, nodeId, numbers, feed }: Na
       const out: Renamed = { ino: r[0]! };
       if (r[1]) out.replaced = { ino: r[1], nlink: r[2]!, dir: r[3] === 1 } satisfies Removed;
       if (r[4]) out.exchanged = r[4];
+      if (told.includes(nodeId)) out.queued = true;
       return out;
     },
     async setAttrs(ino, ch: AttrChange) {

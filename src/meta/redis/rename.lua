@@ -71,5 +71,6 @@ touch(parent, now)
 if np ~= parent then touch(np, now) end
 redis.call('HSET', P..'i:'..sino, 'c', now)
 local mv = {op = 'mv', from = from, to = to}
-if sdir then tell(todo(origin, nil, mv)) else tell(todo(origin, sino, mv)) end
+-- The origin too: should it die before its disk follows, its next start does it (a move is done once).
+if sdir then tell(todo('', nil, mv)) else tell(todo('', sino, mv)) end
 return {tonumber(sino), rino, rn, rdir, xino, told}
