@@ -230,6 +230,18 @@ describe.skipIf(!!skip)("data across nodes", () => {
     }
   });
 
+  test("B links its file under a second name while A writes it, then unlinks the first: the second reads on every node", async () => {
+    const [a, b, c] = n as [TestDaemon, TestDaemon, TestDaemon];
+    fs.writeFileSync(join(b.mnt, "linked-0"), "0123456789");
+    await waitFor("A to see the name", () => fs.existsSync(join(a.mnt, "linked-0")));
+    const fd = fs.openSync(join(a.mnt, "linked-0"), "r+");
+    fs.linkSync(join(b.mnt, "linked-0"), join(b.mnt, "linked-1"));
+    fs.writeSync(fd, "X", 10);
+    fs.closeSync(fd);
+    fs.unlinkSync(join(b.mnt, "linked-0"));
+    for (const [name, node] of [["A", a], ["B", b], ["C", c]] as const) expect(`${name}: ${fs.readFileSync(join(node.mnt, "linked-1"), "utf8")}`).toBe(`${name}: 0123456789X`);
+  });
+
   test("A unlinks a file B has open for writing: fchmod, fchown, futimes and ftruncate through B's descriptor still reach it", async () => {
     const [a, b] = n as [TestDaemon, TestDaemon];
     fs.writeFileSync(join(a.mnt, "unlinked-elsewhere"), "hello");

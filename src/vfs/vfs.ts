@@ -144,6 +144,8 @@ export function createVfs(o: VfsOptions): Vfs {
       // published has its current name): a rename from now on reaches this node as a holder.
       const at = h.at === undefined ? path : await paths.pathOf(h.ino);
       if (at !== h.at) moveWith(h, at);
+      // Linked under other names since it was opened: as the holder now, this node has the bytes under each.
+      if (o.remote && h.at !== undefined && r.nlink > 1) await ctx.linkAllNames(h.ino, at);
       ctx.changedInPlace(st, r);
       o.published?.(r, at);
       return r;
