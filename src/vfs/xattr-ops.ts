@@ -9,7 +9,9 @@ function checkXattrName(name: string): void {
   if (Buffer.byteLength(name) > XATTR_NAME_MAX) throw fsError("ERANGE");
   // ACLs, file capabilities and SELinux labels are not kept (the shim answers their reads itself).
   if (name.startsWith("system.posix_acl_") || name === "security.capability" || name === "security.selinux") throw fsError("EOPNOTSUPP");
-  if (!/^(user|trusted|security|system)\./.test(name)) throw fsError("EOPNOTSUPP");
+  const ns = /^(user|trusted|security|system)\./.exec(name);
+  if (!ns) throw fsError("EOPNOTSUPP");
+  if (name.length === ns[0].length) throw fsError("EINVAL");
 }
 
 type XattrOps = Pick<FileSystem, "setxattr" | "getxattr" | "listxattr" | "removexattr">;
@@ -32,8 +34,10 @@ export function createXattrOps(store: MetadataStore, setting?: (c: Caller, ino: 
       if (!v) throw fsError("ENODATA");
       return v;
     },
-    async listxattr(_c, ino) {
-      return store.listXattr(ino);
+    async listxattr(c, ino) {
+      const names = await store.listXattr(ino);
+      // Only the administrator may read trusted.* (the kernel checks reads, not lists): as ext4, its names are not shown to others.
+      return c.uid === 0 ? names : names.filter((n) => !n.startsWith("trusted."));
     },
     async removexattr(_c, ino, name) {
       checkXattrName(name);

@@ -363,6 +363,22 @@ export function posixSuite(dir: () => string, label: string): void {
     expect(removexattr(f, "user.s")).toBe(0);
     expect(removexattr(f, "user.s")).toBe(E.ENODATA);
     expect(listxattr(f)).toEqual(["user.bin"]);
+    expect(setxattr(f, "user.", Buffer.from("v"))).toBe(E.EINVAL);
+  });
+
+  // trusted.* is for the administrator alone (the kernel refuses its reads to others): not even its names.
+  test(`${label}: another user's list of extended attributes leaves out trusted.*`, () => {
+    const d = fresh();
+    const f = join(d, "x");
+    fs.writeFileSync(f, "x");
+    fs.chmodSync(d, 0o755);
+    expect(setxattr(f, "trusted.t", Buffer.from("1"))).toBe(0);
+    expect(setxattr(f, "user.u", Buffer.from("1"))).toBe(0);
+    expect((listxattr(f) as string[]).sort()).toEqual(["trusted.t", "user.u"]);
+    const lib = join(import.meta.dir, "../helpers/libc.ts");
+    const r = spawnSync(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, "-e", `import { listxattr } from ${JSON.stringify(lib)}; console.log(JSON.stringify(listxattr(${JSON.stringify(f)})))`], { stdout: "pipe", stderr: "pipe" });
+    expect(r.stderr.toString()).toBe("");
+    expect(JSON.parse(r.stdout.toString())).toEqual(["user.u"]);
   });
 
   test(`${label}: FIFOs`, async () => {
