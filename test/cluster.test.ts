@@ -230,6 +230,18 @@ describe.skipIf(!!skip)("data across nodes", () => {
     }
   });
 
+  test("a truncate by path on B returns once A's kernel has dropped the old size: A's stat right after has the new one", () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    for (let i = 0; i < 10; i++) {
+      const f = `cut-seen-${i}`;
+      fs.writeFileSync(join(a.mnt, f), Buffer.alloc(100_000, 1));
+      expect(fs.statSync(join(a.mnt, f)).size).toBe(100_000);
+      expect(fs.statSync(join(b.mnt, f)).size).toBe(100_000);
+      fs.truncateSync(join(b.mnt, f), 5 + i);
+      expect(fs.statSync(join(a.mnt, f)).size).toBe(5 + i);
+    }
+  });
+
   test("B links its file under a second name while A writes it, then unlinks the first: the second reads on every node", async () => {
     const [a, b, c] = n as [TestDaemon, TestDaemon, TestDaemon];
     fs.writeFileSync(join(b.mnt, "linked-0"), "0123456789");

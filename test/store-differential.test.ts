@@ -94,7 +94,7 @@ function makeOp(r: ReturnType<typeof rng>, inos: number[], dirs: number[], k: nu
     }
     case 8: {
       const [i, h] = [ino(), r.pick(NODES)];
-      return { what: `setData ${i} by ${h}`, run: (st) => st.setData(i, k, 1n, 1n, h, "/p", v).then((x) => [x.size, x.version]) };
+      return { what: `setData ${i} by ${h}`, run: (st) => st.setData(i, k, 1n, 1n, h, "/p", { version: v }).then((x) => [x.size, x.version]) };
     }
     case 9: {
       const [i, m] = [ino(), r.int(0o777)];

@@ -440,7 +440,8 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       await publish({ inodes: [ino] }, true);
       return r;
     },
-    async setData(ino, size, mtime, ctime, holder, path, version = newVersion()) {
+    async setData(ino, size, mtime, ctime, holder, path, opts = {}) {
+      const version = opts.version ?? newVersion();
       const h = s.i.get(ino);
       if (h === undefined) throw fsError("ENOENT");
       for (const [k, v] of [["s", size], ["t", mtime], ["c", ctime], ["v", version]] as const) h.set(k, String(v));
@@ -449,7 +450,8 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       s.cc.delete(ino);
       if (holder !== "") hashOf(s.loc, ino).set(holder, String(version));
       const r = decode(ino, h);
-      publish({ inodes: [ino], data: [ino], todo: told });
+      const sent = publish({ inodes: [ino], data: [ino], todo: told }, opts.acked);
+      if (opts.acked) await sent;
       return r;
     },
     async purge(ino) {

@@ -253,8 +253,12 @@ export interface Namespace {
   remove(parent: number, name: string, dir: boolean, path: string): Promise<Removed>;
   rename(parent: number, name: string, newParent: number, newName: string, flags: number, fromPath: string, toPath: string): Promise<Renamed>;
   setAttrs(ino: number, change: AttrChange): Promise<Inode>;
-  /** New bytes: size and mtime set, a new version (given, or made here), holder made the only location (path: where). */
-  setData(ino: number, size: number, mtime: bigint, ctime: bigint, holder: string, path: string, version?: number): Promise<Inode>;
+  /**
+   * New bytes: size and mtime set, a new version (given, or made here), holder made the only location
+   * (path: where). acked: returns once the other live nodes have dropped what their kernels cached of
+   * the old state (a truncate by path; a close's new bytes are read at the next open, close-to-open).
+   */
+  setData(ino: number, size: number, mtime: bigint, ctime: bigint, holder: string, path: string, opts?: { version?: number; acked?: boolean }): Promise<Inode>;
   /** Drop an inode whose link count reached zero. */
   purge(ino: number): Promise<void>;
   listDir(ino: number): Promise<DirListing[]>;

@@ -110,7 +110,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
           } finally {
             fs.closeSync(fd);
           }
-          r = ctx.learn(await store.setData(ino, set.size, st.mtimeNs, nowNs(), nodeId, p));
+          r = ctx.learn(await store.setData(ino, set.size, st.mtimeNs, nowNs(), nodeId, p, { acked: true }));
           ctx.changedInPlace(st, r);
         }
       }

@@ -152,7 +152,7 @@ export function createWriteBehind(): WritePolicy {
       const prev = await ctx.record(p.ino);
       // Not its names: those of the record held may be older than a rename or unlink since.
       const r = ctx.learn({ ...prev, size: p.size, mtime: p.mtime, ctime: p.ctime > prev.ctime ? p.ctime : prev.ctime, version: newVersion() }, false);
-      void behind(ctx, "setData", p.ino, ctx.store.setData(p.ino, r.size, r.mtime, r.ctime, ctx.nodeId, p.path, r.version));
+      void behind(ctx, "setData", p.ino, ctx.store.setData(p.ino, r.size, r.mtime, r.ctime, ctx.nodeId, p.path, { version: r.version }));
       return r;
     },
     settled: () => Promise.resolve(),

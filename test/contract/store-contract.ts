@@ -277,7 +277,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
       it("setData sets size, times and version and makes the writer the only holder", async () => {
         const f = await file(ROOT, "f", { holder: "node-b" });
         await st.addCachedCopies("node-c", 1, [{ ino: f.ino, version: f.version }]);
-        const r = await st.setData(f.ino, 1234, 50n, 60n, "node-c", "/f", 777);
+        const r = await st.setData(f.ino, 1234, 50n, 60n, "node-c", "/f", { version: 777 });
         expect(r).toMatchObject({ size: 1234, mtime: 50n, ctime: 60n, version: 777 });
         expect(await st.locations(f.ino)).toEqual(new Map([["node-c", 777]]));
         expect((await st.holders(f.ino)).cached.size).toBe(0);
@@ -855,7 +855,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         expect(await st.dropHolder(g.ino, "node-x", 5, "unknown")).toBe(true);
         await file(ROOT, "h", { holder: "node-b", version: 5 });
         const hh = await st.lookup(ROOT, "h");
-        await st.setData(hh.ino, 0, 1n, 1n, "node-c", "/h", 6);
+        await st.setData(hh.ino, 0, 1n, 1n, "node-c", "/h", { version: 6 });
         expect(await st.dropHolder(hh.ino, "node-c", 6, "stale")).toBe(false);
       });
 

@@ -92,9 +92,10 @@ export function createNamespace({ client, keys, run, nodeId, numbers, feed }: Na
       await publish({ inodes: [ino] }, true);
       return r;
     },
-    async setData(ino, size, mtime, ctime, holder, path, version = newVersion()) {
-      const [told, flat] = (await run("setdata", [ino, size, mtime, ctime, holder, path, version])) as [string[], unknown];
-      publish({ inodes: [ino], data: [ino], todo: told });
+    async setData(ino, size, mtime, ctime, holder, path, opts = {}) {
+      const [told, flat] = (await run("setdata", [ino, size, mtime, ctime, holder, path, opts.version ?? newVersion()])) as [string[], unknown];
+      const sent = publish({ inodes: [ino], data: [ino], todo: told }, opts.acked);
+      if (opts.acked) await sent;
       return parseScriptRecord(flat);
     },
     async purge(ino) {
