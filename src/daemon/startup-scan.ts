@@ -80,9 +80,10 @@ function mustRepublish(rec: Inode, h: Holders, st: BigIntStats, nodeId: string):
 /**
  * lost: what becomes of a file mcfs kept for an inode the namespace no longer has (its identity mark
  * names it): "republish" when Redis is known to have lost writes (or no other node could have
- * deleted it: a private Redis), else "set-aside" into .mcfs/orphans — it was deleted while this node
- * was away, and must not come back. A file whose inode number Redis never handed out (past its
- * counter) is always published again: Redis lost it.
+ * deleted it: a private Redis), else "set-aside" into .mcfs/orphans if the store remembers the inode
+ * as deleted — it was deleted while this node was away, and must not come back — and published again
+ * if not (Redis lost its create: an inode counter reserved ahead hides that). A file whose inode
+ * number Redis never handed out (past its counter) is always published again: Redis lost it.
  */
 export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: string, log: Logger, lost: "republish" | "set-aside", onProgress?: (n: number) => void): Promise<ScanResult> {
   const res: ScanResult = { dirs: 0, published: 0, known: 0, repaired: 0, skipped: 0, setAside: 0 };
@@ -147,14 +148,16 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
             // Never handed out as far as Redis knows now: it lost the file, and no number up to it may come again.
             await store.raiseInodeCounter(ino + 1);
             counter = ino + 1;
-          } else if (lost === "set-aside") {
-            // Deleted while this node was away (or Redis lost it, unnoticed): kept, never published again.
+          } else if (lost === "set-aside" && (await store.deleted([ino]))[0]) {
+            // Deleted while this node was away (its queued delete lost): kept, never published again.
             const aside = `/${RESERVED_NAME}/orphans/${id.replace(":", "-")}`;
             root.ensureDir(`/${RESERVED_NAME}/orphans`);
             root.rename(rel, aside);
             log.warn({ path: rel, keptAt: aside }, "a file the namespace no longer has was still here: set aside, not published again");
             res.setAside++;
             return;
+          } else if (lost === "set-aside") {
+            log.warn({ path: rel, ino }, "the namespace lost a file kept here without a trace of its deletion (Redis lost its last writes): published again");
           }
         }
         const st: fs.BigIntStats | undefined = root.stat(rel);

@@ -35,6 +35,8 @@ export interface MemorySpace {
   readonly loc: Map<number, Hash>;
   readonly cc: Map<number, Hash>;
   readonly orphans: Set<number>;
+  /** P gone: deleted file inodes -> when (ms since the epoch). */
+  readonly gone: Map<number, number>;
   readonly nodes: Hash;
   /** P hb:{node}: when it expires (ms since the epoch). */
   readonly hb: Map<string, number>;
@@ -55,7 +57,7 @@ export function createMemorySpace(): MemorySpace {
     runId: Buffer.from(crypto.getRandomValues(new Uint8Array(20))).toString("hex"),
     next: undefined,
     i: new Map(), d: new Map(), l: new Map(), x: new Map(), loc: new Map(), cc: new Map(),
-    orphans: new Set(), nodes: new Map(), hb: new Map(), seen: new Map(), w: new Map(), todo: new Map(),
+    orphans: new Set(), gone: new Map(), nodes: new Map(), hb: new Map(), seen: new Map(), w: new Map(), todo: new Map(),
     copies: new Map(), settings: new Map(), repair: undefined,
     channels: new Map(),
   };
@@ -159,9 +161,14 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
   function dropdir(ino: number): void {
     for (const m of [s.i, s.d, s.x, s.loc, s.cc, s.l]) m.delete(ino);
   }
+  /** As lib.lua's GONE_KEEP. */
+  const GONE_KEEP_MS = 30 * 86_400_000;
   function dropRecord(ino: number): void {
     for (const m of [s.i, s.x, s.loc, s.cc, s.l]) m.delete(ino);
     s.orphans.delete(ino);
+    const now = Date.now();
+    s.gone.set(ino, now);
+    for (const [i, at] of s.gone) if (at < now - GONE_KEEP_MS) s.gone.delete(i);
   }
   /** Whether dir is ino or lies beneath it (walking primary names up to the root). */
   function within(dir: number, ino: number): boolean {
@@ -457,6 +464,9 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
     async purge(ino) {
       if (Number(s.i.get(ino)?.get("n") ?? 0) > 0) return;
       dropRecord(ino);
+    },
+    async deleted(inos) {
+      return inos.map((i) => s.gone.has(i));
     },
     async listDir(ino) {
       if (s.i.get(ino)?.get("m") === undefined) throw fsError("ENOENT");

@@ -261,6 +261,11 @@ export interface Namespace {
   setData(ino: number, size: number, mtime: bigint, ctime: bigint, holder: string, path: string, opts?: { version?: number; acked?: boolean }): Promise<Inode>;
   /** Drop an inode whose link count reached zero. */
   purge(ino: number): Promise<void>;
+  /**
+   * Whether each file inode was deleted (its record purged, in the last 30 days): a file a node kept
+   * for an inode with no record was deleted meanwhile if so, else the store lost its record.
+   */
+  deleted(inos: number[]): Promise<boolean[]>;
   listDir(ino: number): Promise<DirListing[]>;
 }
 

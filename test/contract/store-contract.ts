@@ -240,6 +240,18 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         expect(await st.orphans()).toEqual([]);
       });
 
+      it("a purged file is remembered as deleted; one still named, or never made, is not", async () => {
+        const f = await file(ROOT, "f");
+        const g = await file(ROOT, "g");
+        expect(await st.deleted([f.ino, g.ino, 999])).toEqual([false, false, false]);
+        await st.remove(ROOT, "f", false, "/f");
+        expect(await st.deleted([f.ino])).toEqual([false]);
+        await st.purge(f.ino);
+        await st.purge(g.ino);
+        expect(await st.deleted([f.ino, g.ino, 999])).toEqual([true, false, false]);
+        expect(await st.deleted([])).toEqual([]);
+      });
+
       it("remove refuses: ENOENT, EISDIR, ENOTDIR, ENOTEMPTY", async () => {
         const d = await dir(ROOT, "d");
         await file(d, "f");

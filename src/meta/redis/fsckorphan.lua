@@ -11,6 +11,5 @@ if n then
     if redis.call('EXISTS', P..'hb:'..id) == 1 then return 'kept' end
   end
 end
-redis.call('DEL', P..'i:'..ino, P..'x:'..ino, P..'loc:'..ino, P..'cc:'..ino, P..'l:'..ino)
-redis.call('SREM', P..'orphans', ino)
+dropfile(ino)
 return 'purged'

@@ -14,6 +14,7 @@
  * | P cc:{ino}        | hash   | nodes holding a cached copy: node id -> "{version} {startedAt}" (the  |
  * |                   |        | run that cached it: a restarted node's cache is gone)                 |
  * | P orphans         | set    | inodes with no names left, kept while some node has them open         |
+ * | P gone            | zset   | inodes of files deleted (their record purged) -> when, in s; 30 days  |
  * | P nodes           | hash   | every node that ever joined: id -> JSON {id, address, startedAt}      |
  * | P hb:{node}       | string | heartbeat, expires when the node stops beating                         |
  * | P seen            | hash   | node id -> JSON {at, cache}: its last heartbeat and what it reported  |
@@ -44,6 +45,7 @@ export function createKeys(P: string) {
     locations: (ino: number) => `${P}loc:${ino}`,
     cached: (ino: number) => `${P}cc:${ino}`,
     orphans: `${P}orphans`,
+    gone: `${P}gone`,
     nodes: `${P}nodes`,
     heartbeat: (node: string) => `${P}hb:${node}`,
     seen: `${P}seen`,

@@ -100,6 +100,17 @@ local function todo(origin, ino, entry)
   end
   return told
 end
+-- How long a deleted file's inode number is remembered as deleted (seconds): a node away longer that
+-- also lost its queued delete publishes the file again.
+local GONE_KEEP = 30 * 86400
+-- A file's record goes for good: remembered as deleted (not lost by Redis: see MetadataStore.deleted).
+local function dropfile(ino)
+  redis.call('DEL', P..'i:'..ino, P..'x:'..ino, P..'loc:'..ino, P..'cc:'..ino, P..'l:'..ino)
+  redis.call('SREM', P..'orphans', ino)
+  local now = tonumber(redis.call('TIME')[1])
+  redis.call('ZADD', P..'gone', now, ino)
+  redis.call('ZREMRANGEBYSCORE', P..'gone', '-inf', '(' .. (now - GONE_KEEP))
+end
 local function dropdir(ino)
   redis.call('DEL', P..'i:'..ino, P..'d:'..ino, P..'x:'..ino, P..'loc:'..ino, P..'cc:'..ino, P..'l:'..ino)
 end

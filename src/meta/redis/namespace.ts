@@ -101,6 +101,10 @@ export function createNamespace({ client, keys, run, nodeId, numbers, feed }: Na
     async purge(ino) {
       await run("purge", [ino]);
     },
+    async deleted(inos) {
+      if (!inos.length) return [];
+      return (await client.zmScore(keys.gone, inos.map(String))).map((at) => at !== null);
+    },
     async listDir(ino) {
       const [exists, ents] = await Promise.all([client.hGet(keys.inode(ino), "m"), client.hGetAll(keys.entries(ino))]);
       // node-redis answers null for a missing field.
