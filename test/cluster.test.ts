@@ -242,6 +242,20 @@ describe.skipIf(!!skip)("data across nodes", () => {
     }
   });
 
+  test("truncates by path from A then B in turn: B's cut is not undone by the drop A's cut queued for it, and B opens the file after", () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    for (let i = 0; i < 12; i++) {
+      const f = `cut-turns-${i}`;
+      fs.writeFileSync(join(b.mnt, f), "x");
+      fs.truncateSync(join(a.mnt, f), 1);
+      fs.truncateSync(join(b.mnt, f), 0);
+      const fd = fs.openSync(join(b.mnt, f), "r+");
+      fs.writeSync(fd, "y");
+      fs.closeSync(fd);
+      expect(`${i}: ${fs.readFileSync(join(a.mnt, f), "utf8")}`).toBe(`${i}: y`);
+    }
+  });
+
   test("B links its file under a second name while A writes it, then unlinks the first: the second reads on every node", async () => {
     const [a, b, c] = n as [TestDaemon, TestDaemon, TestDaemon];
     fs.writeFileSync(join(b.mnt, "linked-0"), "0123456789");

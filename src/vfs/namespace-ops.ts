@@ -92,26 +92,31 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
           o.dirtyHandle?.(fh!);
         } else {
           if (p === undefined) throw new FsError(E.ENOENT, `inode ${ino} has no path left to truncate it by`);
-          if (o.remote && (await store.locations(ino)).get(nodeId) !== r.version) {
-            // Another node holds the bytes: take them first (all but nothing is kept when cutting to 0).
-            if (set.size === 0) fs.closeSync(createLocalFile(root, p, O_WRONLY, r));
-            else {
-              root.ensureDir(dirname(p));
-              await o.remote.fetchTo(ino, r.version, p, r.size, r);
-            }
-            if (r.nlink > 1) await ctx.linkAllNames(ino, p);
-          }
-          ctx.open.beginWrite(ino);
-          const fd = root.openFile(p, O_WRONLY);
-          let st: fs.BigIntStats;
+          // A queued drop of an older version must not take the file this cut makes (and then publishes) meanwhile.
+          const done = ctx.open.writeOutside(ino);
           try {
-            fs.ftruncateSync(fd, set.size);
-            st = fs.fstatSync(fd, { bigint: true });
+            if (o.remote && (await store.locations(ino)).get(nodeId) !== r.version) {
+              // Another node holds the bytes: take them first (all but nothing is kept when cutting to 0).
+              if (set.size === 0) fs.closeSync(createLocalFile(root, p, O_WRONLY, r));
+              else {
+                root.ensureDir(dirname(p));
+                await o.remote.fetchTo(ino, r.version, p, r.size, r);
+              }
+              if (r.nlink > 1) await ctx.linkAllNames(ino, p);
+            }
+            const fd = root.openFile(p, O_WRONLY);
+            let st: fs.BigIntStats;
+            try {
+              fs.ftruncateSync(fd, set.size);
+              st = fs.fstatSync(fd, { bigint: true });
+            } finally {
+              fs.closeSync(fd);
+            }
+            r = ctx.learn(await store.setData(ino, set.size, st.mtimeNs, nowNs(), nodeId, p, { acked: true }));
+            ctx.changedInPlace(st, r);
           } finally {
-            fs.closeSync(fd);
+            done();
           }
-          r = ctx.learn(await store.setData(ino, set.size, st.mtimeNs, nowNs(), nodeId, p, { acked: true }));
-          ctx.changedInPlace(st, r);
         }
       }
       const change: AttrChange = {};

@@ -69,6 +69,10 @@ export interface OpenFiles {
   writerFd(ino: number): number | undefined;
   /** A write of ino's root file begins here outside a handle (a truncate by path). */
   beginWrite(ino: number): void;
+  /** A write of ino's root file outside a handle (a truncate by path) is under way until the returned call. */
+  writeOutside(ino: number): () => void;
+  /** Whether such a write of ino is under way. */
+  writingOutside(ino: number): boolean;
   /** A check, true while no write of ino's root file has begun here since this call (false from the start if one is under way). */
   steady(ino: number): () => boolean;
   addDir(d: DirHandle): number;
@@ -101,6 +105,7 @@ export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
   /** Opens waiting for handles of an inode to close (closedOf), each checking again at every close. */
   const closeWaits = new Map<number, Set<() => void>>();
   const writeBegun = new Map<number, number>();
+  const outside = new Map<number, number>();
   let writeStamp = 0;
   let writeFloor = 0;
   function beginWrite(ino: number): void {
@@ -181,6 +186,19 @@ export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
       return undefined;
     },
     beginWrite,
+    writeOutside(ino) {
+      beginWrite(ino);
+      outside.set(ino, (outside.get(ino) ?? 0) + 1);
+      let ended = false;
+      return () => {
+        if (ended) return;
+        ended = true;
+        const n = (outside.get(ino) ?? 1) - 1;
+        if (n > 0) outside.set(ino, n);
+        else outside.delete(ino);
+      };
+    },
+    writingOutside: (ino) => outside.has(ino),
     steady(ino) {
       const at = writeStamp;
       if (hasWriter(ino)) return () => false;

@@ -196,7 +196,7 @@ export function createVfs(o: VfsOptions): Vfs {
     steady: open.steady,
     writing(ino) {
       // From the write turn on: an open for writing is under way before its handle exists.
-      return ctx.turns.has(ino) || open.hasWriter(ino);
+      return ctx.turns.has(ino) || open.hasWriter(ino) || open.writingOutside(ino);
     },
     invalidate(inv) {
       cache.invalidate(inv);
