@@ -36,7 +36,14 @@ import { redactUrl, type Logger } from "../util/log.ts";
 import { openFileLimit } from "../util/fd-limit.ts";
 
 const HEARTBEAT_MS = 5_000;
+/**
+ * Longest a node waits for its kernel to take another node's invalidations of names before it
+ * acknowledges them: one waits for its directory's lock, which the other node's rename in that
+ * directory may hold while it waits for this acknowledgement.
+ */
 const ACK_FLUSH_MS = 5;
+/** The same for a change of attributes alone (no lock to wait for): below the 500 ms an origin waits. */
+const ACK_ATTRS_MS = 250;
 /** Longest an open waits for the kernel to drop names it may still hold of a renamed file (an open holds no directory lock). */
 const FORGET_NAMES_MS = 1000;
 const NODE_TTL_MS = 15_000;
@@ -331,7 +338,9 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         // Acknowledged once the kernel has them, or after a few ms: an invalidation waits for the
         // directory's lock, which this node's own rename in that directory holds while it waits for
         // the other node's acknowledgement (two nodes renaming in one directory would stall each other).
-        if (ack) void Promise.race([session.flushInvalidations(), Bun.sleep(ACK_FLUSH_MS)]).then(ack);
+        // Attributes alone wait for no directory lock: the kernel has them once they are flushed (a
+        // busy machine takes more than a few ms), and no later than the origin stops waiting.
+        if (ack) void Promise.race([session.flushInvalidations(), Bun.sleep(entries.size ? ACK_FLUSH_MS : ACK_ATTRS_MS)]).then(ack);
       },
       () => {
         nlog.warn("invalidation channel reconnected: dropping cached metadata");
