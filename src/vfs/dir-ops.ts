@@ -19,6 +19,18 @@ type DirOps = Pick<FileSystem, "opendir" | "readdir" | "releasedir">;
  */
 export function createDirOps(ctx: VfsContext): DirOps {
   const { store, kernel } = ctx;
+
+  /** The directory's listing now, with . and ..: it has the changes heard before (those heard while it is read are kept). */
+  async function load(d: DirHandle): Promise<void> {
+    d.changed.clear();
+    // Listed by readdirplus, its names are never looked up: the listing that lets reads of its
+    // small files fetch their siblings along would not load, nor learn the inodes of other nodes' new names, otherwise.
+    const list = [...(await ctx.cache.readListing(d.ino))].sort((a, b) => compareNames(a.name, b.name));
+    const r = ctx.learn(await store.get(d.ino));
+    d.rec = r;
+    d.entries = [{ name: ".", ino: d.ino, type: S_IFDIR >> 12 }, { name: "..", ino: r.parent || 1, type: S_IFDIR >> 12 }, ...list];
+  }
+
   return {
     async opendir(_c, ino) {
       // Open before the listing is read, so that it hears the changes made meanwhile (one the
@@ -26,12 +38,7 @@ export function createDirOps(ctx: VfsContext): DirOps {
       const d: DirHandle = { ino, entries: [], changed: new Map() };
       const fh = ctx.open.addDir(d);
       try {
-        // Listed by readdirplus, its names are never looked up: the listing that lets reads of its
-        // small files fetch their siblings along would not load, nor learn the inodes of other nodes' new names, otherwise.
-        const list = [...(await ctx.cache.readListing(ino))].sort((a, b) => compareNames(a.name, b.name));
-        const r = ctx.learn(await store.get(ino));
-        d.rec = r;
-        d.entries = [{ name: ".", ino, type: S_IFDIR >> 12 }, { name: "..", ino: r.parent || 1, type: S_IFDIR >> 12 }, ...list];
+        await load(d);
         return fh;
       } catch (e) {
         ctx.open.removeDir(fh);
@@ -41,6 +48,9 @@ export function createDirOps(ctx: VfsContext): DirOps {
 
     async readdir(_c, ino, fh, offset, max, plus) {
       const d = ctx.open.dir(fh);
+      // Read again from its start (rewinddir, or a seek to 0): POSIX has it list what is there now.
+      if (offset === 0 && d.served) await load(d);
+      d.served = true;
       const out: DirEntry[] = [];
       if (!plus) {
         d.entries.slice(offset, offset + max).forEach((e, i) => out.push({ name: e.name, next: offset + i + 1, attr: { ino: e.ino, mode: e.type << 12, nlink: 1, uid: 0, gid: 0, rdev: 0, size: 0, atime: 0n, mtime: 0n, ctime: 0n } }));

@@ -34,6 +34,8 @@ export interface DirHandle {
   changed: Map<string, number | null>;
   /** Its record as last known here: what it answers with once removed (its record gone from the store). */
   rec?: Inode;
+  /** A readdir was answered: one from offset 0 again reads the listing again. */
+  served?: boolean;
 }
 
 /** An inode open on this node: its handles, and its record (this node is where it changes). */

@@ -8,6 +8,7 @@ const lib = dlopen("libc.so.6", {
   listxattr: { args: [P, P, u64], returns: i64 },
   removexattr: { args: [P, P], returns: i32 },
   getdents64: { args: [i32, P, u64], returns: i64 },
+  lseek: { args: [i32, i64, i32], returns: i64 },
   close: { args: [i32], returns: i32 },
   __errno_location: { args: [], returns: P },
 });
@@ -52,6 +53,11 @@ export function removexattr(path: string, name: string): number {
 }
 
 /** The names getdents64 gives for an open directory fd (read to its end), as a program reading a directory it opened earlier sees them. */
+/** lseek(fd, 0, SEEK_SET): what rewinddir does to a directory. */
+export function rewindFd(fd: number): void {
+  if (Number(lib.symbols.lseek(fd, 0, 0)) < 0) throw new Error(`lseek: errno ${errno()}`);
+}
+
 export function readDirFd(fd: number): string[] {
   const buf = new Uint8Array(4096);
   const view = new DataView(buf.buffer);

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { spawnSync } from "bun";
 import { constants as osc } from "node:os";
 import { errCode, waitFor } from "../helpers/env.ts";
-import { readDirFd, renameat2, setxattr, getxattr, listxattr, removexattr } from "../helpers/libc.ts";
+import { readDirFd, rewindFd, renameat2, setxattr, getxattr, listxattr, removexattr } from "../helpers/libc.ts";
 
 const E = osc.errno;
 
@@ -437,6 +437,24 @@ export function posixSuite(dir: () => string, label: string): void {
       expect([st.size, st.mode & 0o777, st.mtimeMs]).toEqual([3, 0o600, 5000]);
       const b = Buffer.alloc(8);
       expect(b.toString("utf8", 0, fs.readSync(fd, b, 0, 8, 0))).toBe("hel");
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
+  test(`${label}: a directory read again from its start (rewinddir) lists what is there now`, () => {
+    const d = fresh();
+    fs.writeFileSync(join(d, "f1"), "");
+    const fd = fs.openSync(d, "r");
+    try {
+      expect(readDirFd(fd).filter((x) => !x.startsWith(".")).sort()).toEqual(["f1"]);
+      fs.writeFileSync(join(d, "f2"), "");
+      fs.unlinkSync(join(d, "f1"));
+      rewindFd(fd);
+      expect(readDirFd(fd).filter((x) => !x.startsWith(".")).sort()).toEqual(["f2"]);
+      fs.writeFileSync(join(d, "f3"), "");
+      rewindFd(fd);
+      expect(readDirFd(fd).filter((x) => !x.startsWith(".")).sort()).toEqual(["f2", "f3"]);
     } finally {
       fs.closeSync(fd);
     }
