@@ -151,6 +151,22 @@ describe.skipIf(!!skip)("an open file follows its inode, not its path", () => {
     });
   }
 
+  test("B reads on through its open descriptor after A renames another file over it", () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    const data = pattern(3 << 20);
+    fs.writeFileSync(join(a.mnt, "replaced"), data);
+    fs.writeFileSync(join(a.mnt, "replacing"), "the new file under that name");
+    const fd = fs.openSync(join(b.mnt, "replaced"), "r");
+    try {
+      expect(readFrom(fd, 0, 65536).equals(data.subarray(0, 65536))).toBe(true);
+      fs.renameSync(join(a.mnt, "replacing"), join(a.mnt, "replaced"));
+      expect(readFrom(fd, 65536, data.length).equals(data.subarray(65536))).toBe(true);
+    } finally {
+      fs.closeSync(fd);
+    }
+    expect(fs.readFileSync(join(b.mnt, "replaced"), "utf8")).toBe("the new file under that name");
+  });
+
   // A's close returns before the kernel's release ends its write, and A refuses reads of a file being
   // written: B asks again rather than fail.
   test("B reads each file right after A's close returns: never an error", () => {

@@ -420,7 +420,8 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
           replaced = { ino: dino, nlink: 0, dir: true };
         } else {
           told.push(...todo(nodeId, dino, { op: "rm", path: to }));
-          replaced = { ino: dino, nlink: dropname(dino, np, nn, now), dir: false };
+          const held = s.loc.get(dino)?.get(nodeId);
+          replaced = { ino: dino, nlink: dropname(dino, np, nn, now), dir: false, ...(held !== undefined ? { held: Number(held) } : {}) };
         }
       }
       s.d.get(parent)!.delete(name);

@@ -116,7 +116,7 @@ export interface Removed {
   /** Links left; 0 means the inode is gone once no one holds it open. */
   nlink: number;
   dir: boolean;
-  /** The version of the bytes the calling node held (remove only). */
+  /** The version of the bytes the calling node held (remove, and the file a rename replaced). */
   held?: number;
 }
 

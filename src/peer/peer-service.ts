@@ -142,6 +142,8 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
 
   /** Bytes of a file from offset, in chunks of at most CHUNK, to its end or length. */
   async function* readFile(r: ReadRequest) {
+    // A part of a big file (streams.ts): its later parts are asked for after its last name may have gone.
+    if (r.length || r.offset) o.retired?.rangeRead(Number(r.ino));
     const c = await guarded(() => openForRead(r))();
     try {
       let off = Number(r.offset);

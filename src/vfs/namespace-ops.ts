@@ -257,7 +257,9 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
         // Moved already if this node's queued move of it was made meanwhile (while the rename
         // waited for the other nodes): what is at toPath then is the file, not the one it replaced.
         if (root.typeOf(fromPath) !== undefined) {
-          if (r.replaced) root.remove(toPath);
+          // The replaced file's bytes may be kept a while for readers elsewhere, as an unlinked file's.
+          const kept = r.replaced?.nlink === 0 && r.replaced.held !== undefined && o.retire?.(toPath, r.replaced.ino, r.replaced.held);
+          if (r.replaced && !kept) root.remove(toPath);
           makeLocal(root, toPath, () => root.rename(fromPath, toPath));
         } else if (r.replaced && !r.replaced.dir && (!r.queued || root.identityOf(toPath)?.startsWith(`${r.replaced.ino}:`))) root.remove(toPath);
       }

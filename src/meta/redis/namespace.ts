@@ -70,13 +70,13 @@ export function createNamespace({ client, keys, run, nodeId, numbers, feed }: Na
       return { ino: r[0], nlink: r[1], dir: r[2] === 1, ...(r[4] ? { held: Number(r[4]) } : {}) };
     },
     async rename(parent, name, newParent, newName, flags, fromPath, toPath) {
-      const r = (await run("rename", [parent, name, newParent, newName, flags, nowNs(), nodeId, fromPath, toPath])) as [number, number, number, number, number, string[]];
+      const r = (await run("rename", [parent, name, newParent, newName, flags, nowNs(), nodeId, fromPath, toPath])) as [number, number, number, number, number, string[], string | null | undefined];
       const moved = [parent, newParent, r[0]!, ...(r[1] ? [r[1]] : []), ...(r[4] ? [r[4]] : [])];
       const told = r[5];
       if (r[4]) await publish({ removed: [[parent, name], [newParent, newName]], added: [[parent, name, r[4]], [newParent, newName, r[0]]], inodes: moved, todo: told }, true);
       else await publish({ removed: [[parent, name], [newParent, newName]], added: [[newParent, newName, r[0]]], inodes: moved, todo: told }, true);
       const out: Renamed = { ino: r[0]! };
-      if (r[1]) out.replaced = { ino: r[1], nlink: r[2]!, dir: r[3] === 1 } satisfies Removed;
+      if (r[1]) out.replaced = { ino: r[1], nlink: r[2]!, dir: r[3] === 1, ...(r[6] ? { held: Number(r[6]) } : {}) } satisfies Removed;
       if (r[4]) out.exchanged = r[4];
       if (told.includes(nodeId)) out.queued = true;
       return out;

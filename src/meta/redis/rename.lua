@@ -1,5 +1,5 @@
 -- ARGV: P parent name newparent newname flags now origin frompath topath
---   -> {ino, replacedIno, replacedNlink, replacedDir, exchangedIno, {nodes told}}
+--   -> {ino, replacedIno, replacedNlink, replacedDir, exchangedIno, {nodes told}, version of the replaced file the origin held}
 local parent, name, np, nn, flags, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
 local origin, from, to = ARGV[8], ARGV[9], ARGV[10]
 -- Whether directory dir is ino or lies beneath it.
@@ -20,7 +20,7 @@ if sdir and np ~= parent and within(np, sino) then return redis.error_reply('EIN
 local de = redis.call('HGET', P..'d:'..np, nn)
 if flags == 1 and de then return redis.error_reply('EEXIST') end
 if flags == 2 and not de then return redis.error_reply('ENOENT') end
-local rino, rn, rdir, xino = 0, 0, 0, 0
+local rino, rn, rdir, xino, rheld = 0, 0, 0, 0, false
 local told = {}
 local function tell(list) for _, n in ipairs(list) do told[#told + 1] = n end end
 if de then
@@ -57,6 +57,7 @@ if de then
     rino, rn, rdir = tonumber(dino), 0, 1
   else
     tell(todo(origin, dino, {op = 'rm', path = to}))
+    rheld = redis.call('HGET', P..'loc:'..dino, origin)
     rino, rn = tonumber(dino), dropname(dino, np, nn, now)
   end
 end
@@ -73,4 +74,4 @@ redis.call('HSET', P..'i:'..sino, 'c', now)
 local mv = {op = 'mv', from = from, to = to}
 -- The origin too: should it die before its disk follows, its next start does it (a move is done once).
 if sdir then tell(todo('', nil, mv)) else tell(todo('', sino, mv)) end
-return {tonumber(sino), rino, rn, rdir, xino, told}
+return {tonumber(sino), rino, rn, rdir, xino, told, rheld}
