@@ -167,6 +167,21 @@ describe.skipIf(!!skip)("an open file follows its inode, not its path", () => {
     expect(fs.readFileSync(join(b.mnt, "replaced"), "utf8")).toBe("the new file under that name");
   });
 
+  // As a reader of a local file sees a truncate: what is left, then the end of the file.
+  test("B reads on through its open descriptor after A truncates the file in place: the bytes left, then EOF", () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    const data = pattern(3 << 20);
+    fs.writeFileSync(join(a.mnt, "cut-in-place"), data);
+    const fd = fs.openSync(join(b.mnt, "cut-in-place"), "r");
+    try {
+      expect(readFrom(fd, 0, 65536).equals(data.subarray(0, 65536))).toBe(true);
+      fs.truncateSync(join(a.mnt, "cut-in-place"), 1 << 20);
+      expect(readFrom(fd, 65536, data.length).equals(data.subarray(65536, 1 << 20))).toBe(true);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
   // A's close returns before the kernel's release ends its write, and A refuses reads of a file being
   // written: B asks again rather than fail.
   test("B reads each file right after A's close returns: never an error", () => {

@@ -3,7 +3,7 @@ import { promisify } from "node:util";
 import { dirname } from "node:path";
 import type { FileSystem, OpenReply } from "../fuse/types.ts";
 import type { Holders, Inode } from "../meta/store.ts";
-import { E, FsError, fsError } from "../util/errno.ts";
+import { E, FsError, errnoOf, fsError } from "../util/errno.ts";
 import { isDir } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
 import { createLocalFile } from "./local-files.ts";
@@ -389,7 +389,19 @@ export function createFileOps(ctx: VfsContext): FileOps {
       const h = ctx.open.get(fh);
       while (h.superseded) await reopen(h, fh);
       if (h.ranges) {
-        const d = await h.ranges.read(offset, size);
+        let d: Awaited<ReturnType<RangeReader["read"]>>;
+        try {
+          d = await h.ranges.read(offset, size);
+        } catch (e) {
+          if (errnoOf(e) !== E.EIO) throw e;
+          // No holder has its version any more (one changed it in place, as a truncate does), or none
+          // is up: once, it reads what the file is now (reopen fails too if none is up).
+          h.superseded = true;
+          o.detachHandle?.(fh);
+          await reopen(h, fh);
+          if (!h.ranges) return ops.read(_c, ino, fh, offset, size);
+          d = await h.ranges.read(offset, size);
+        }
         o.onIo?.("read", d.length);
         return d;
       }
