@@ -2,7 +2,8 @@ import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { spawn, spawnSync } from "bun";
-import { MCFS, fuseUnavailable, waitFor } from "./helpers/env.ts";
+import { MCFS, errCode, fuseUnavailable, waitFor } from "./helpers/env.ts";
+import { getxattr } from "./helpers/libc.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { useCluster } from "./helpers/node.ts";
 import { createRedisStore } from "../src/meta/redis-store.ts";
@@ -158,6 +159,34 @@ describe.skipIf(!!skip)("a node's disk and the records disagree", () => {
     for (const n of [a, b]) expect(fs.readFileSync(join(n.mnt, "create-lost"), "utf8")).toBe("closed before the power cut");
     const aside = fs.existsSync(join(a.root, ".mcfs", "orphans")) ? fs.readdirSync(join(a.root, ".mcfs", "orphans")) : [];
     expect(aside.filter((x) => x.startsWith(`${ino}-`))).toEqual([]);
+  });
+
+  test("a rename Redis lost while the disk made it: the renamed file is read under the name the namespace has, the replaced name is refused, never its bytes", async () => {
+    let a = cluster.nodes[0]!;
+    const b = cluster.nodes[1]!;
+    fs.writeFileSync(join(a.mnt, "lost-src"), "the renamed file, longer than the other");
+    fs.writeFileSync(join(a.mnt, "lost-dst"), "short");
+    await a.stop();
+    fs.renameSync(join(a.root, "lost-src"), join(a.root, "lost-dst"));
+    a = cluster.nodes[0] = await cluster.start("a");
+    for (const n of [a, b]) {
+      expect(fs.readFileSync(join(n.mnt, "lost-src"), "utf8")).toBe("the renamed file, longer than the other");
+      expect(errCode(() => fs.readFileSync(join(n.mnt, "lost-dst"), "utf8"))).toBe("EIO");
+    }
+  });
+
+  test("a queued move of a file that finds a directory or symlink made at its old path since leaves both alone", async () => {
+    let a = cluster.nodes[0]!;
+    fs.writeFileSync(join(a.mnt, "moved-x"), "the moved bytes");
+    fs.renameSync(join(a.mnt, "moved-x"), join(a.mnt, "moved-y"));
+    fs.mkdirSync(join(a.mnt, "moved-x"));
+    const id = Buffer.from(getxattr(join(a.root, "moved-y"), "trusted.mcfs.id") as Uint8Array).toString();
+    const nodeId = fs.readFileSync(join(a.root, ".mcfs", "node-id"), "utf8").trim();
+    await a.stop();
+    await cluster.redis.cli("RPUSH", `mcfs:todo:${nodeId}`, JSON.stringify({ op: "mv", from: "/moved-x", to: "/moved-y", id }));
+    a = cluster.nodes[0] = await cluster.start("a");
+    expect(fs.readFileSync(join(a.mnt, "moved-y"), "utf8")).toBe("the moved bytes");
+    expect(fs.statSync(join(a.mnt, "moved-x")).isDirectory()).toBe(true);
   });
 
   // What a power cut leaves between the two steps of a rename: the store's, done; the disk's, not.

@@ -1,10 +1,12 @@
 import type * as fs from "node:fs";
+import { dirname } from "node:path";
 import { closeSync, constants, fstatSync, type BigIntStats } from "node:fs";
 import type { LocalDir, EntryType } from "../local/local-dir.ts";
 import { fileIdentity, type Holders, type Inode, type MetadataStore } from "../meta/store.ts";
 import type { Logger } from "../util/log.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
 import { PARTIAL_MARK } from "../vfs/remote-data.ts";
+import { createPathCache } from "../vfs/paths.ts";
 import { E, FsError } from "../util/errno.ts";
 
 export interface ScanResult {
@@ -87,6 +89,33 @@ function mustRepublish(rec: Inode, h: Holders, st: BigIntStats, nodeId: string):
  */
 export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: string, log: Logger, lost: "republish" | "set-aside", onProgress?: (n: number) => void): Promise<ScanResult> {
   const res: ScanResult = { dirs: 0, published: 0, known: 0, repaired: 0, skipped: 0, setAside: 0 };
+  const paths = createPathCache(store);
+
+  const setAside = (rel: string, id: string) => {
+    const aside = `/${RESERVED_NAME}/orphans/${id.replace(":", "-")}`;
+    root.ensureDir(`/${RESERVED_NAME}/orphans`);
+    root.rename(rel, aside);
+    res.setAside++;
+    return aside;
+  };
+
+  /**
+   * A file kept for inode ino (its mark: id) at rel, where the namespace does not have that inode:
+   * its move was lost (a rename Redis lost, or this node's queued one). The namespace is
+   * authoritative: the file goes to where it has ino if nothing is there here, else aside; never
+   * left to pass for the file the namespace has at rel.
+   */
+  async function misplaced(rel: string, ino: number, id: string): Promise<void> {
+    const where = await paths.pathOf(ino).catch(() => undefined);
+    if (where !== undefined && where !== rel && root.typeOf(where) === undefined) {
+      root.ensureDir(dirname(where));
+      root.rename(rel, where);
+      log.warn({ path: rel, movedTo: where, ino }, "a local file was not where the namespace has its inode (a lost rename): moved there");
+      res.repaired++;
+      return;
+    }
+    log.warn({ path: rel, ino, keptAt: setAside(rel, id) }, "a local file was not where the namespace has its inode, and another is there: set aside");
+  }
   const queue: { ino: number; path: string }[] = [{ ino: 1, path: "" }];
   // A kept file's inode number past the counter was handed out by a Redis that lost it since.
   let counter = (await store.inodeCounter()).counter;
@@ -123,8 +152,11 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
           const { st, mark } = seen;
           // Kept for another inode (one a rename replaced, its move not made: the queued one makes it): never this one's bytes.
           if (mark !== undefined && mark !== fileIdentity(rec.ino, rec.gen)) {
-            log.warn({ path: rel, ino: rec.ino, mark }, "the local file under a known name is another inode's: not published as this one's");
-            res.skipped++;
+            const other = Number(mark.split(":")[0]);
+            const its = other ? (await store.getMany([other]))[0] : undefined;
+            log.warn({ path: rel, ino: rec.ino, mark }, "the local file under a known name is another inode's: not this one's bytes");
+            if (its && fileIdentity(its.ino, its.gen) === mark) await misplaced(rel, other, mark);
+            else setAside(rel, mark);
             return;
           }
           if (mustRepublish(rec, holders, st, nodeId)) {
@@ -140,8 +172,8 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
           const ino = Number(id.split(":")[0]);
           const rec = ino ? (await store.getMany([ino]))[0] : undefined;
           if (rec && fileIdentity(rec.ino, rec.gen) === id) {
-            log.info({ path: rel, ino }, "a local file of an inode the namespace has under another name: left for the queued rename");
-            res.skipped++;
+            // Queued renames were made before the scan: this one's was lost.
+            await misplaced(rel, ino, id);
             return;
           }
           if (ino > counter) {
@@ -150,11 +182,7 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
             counter = ino + 1;
           } else if (lost === "set-aside" && (await store.deleted([ino]))[0]) {
             // Deleted while this node was away (its queued delete lost): kept, never published again.
-            const aside = `/${RESERVED_NAME}/orphans/${id.replace(":", "-")}`;
-            root.ensureDir(`/${RESERVED_NAME}/orphans`);
-            root.rename(rel, aside);
-            log.warn({ path: rel, keptAt: aside }, "a file the namespace no longer has was still here: set aside, not published again");
-            res.setAside++;
+            log.warn({ path: rel, keptAt: setAside(rel, id) }, "a file the namespace no longer has was still here: set aside, not published again");
             return;
           } else if (lost === "set-aside") {
             log.warn({ path: rel, ino }, "the namespace lost a file kept here without a trace of its deletion (Redis lost its last writes): published again");

@@ -36,9 +36,13 @@ const RETRY_MS = 500;
 export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
   const { root } = o;
 
-  /** Whether the local file at p is the one a change names (an unmarked file, kept by an older mcfs, is taken to be). */
+  /**
+   * Whether the local file at p is the one a change names (an unmarked regular file, kept by an older
+   * mcfs, is taken to be; a directory or symlink made there since never is).
+   */
   const isTheFile = (p: string, id: string | undefined) => {
     if (!id) return true;
+    if (root.typeOf(p) !== "file") return false;
     const have = root.identityOf(p);
     if (have === undefined || have === id) return true;
     o.log.info({ path: p, want: id, have }, "a queued change is for another file than the one here: left alone");
