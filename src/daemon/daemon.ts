@@ -38,12 +38,12 @@ import { openFileLimit } from "../util/fd-limit.ts";
 const HEARTBEAT_MS = 5_000;
 /**
  * Longest a node waits for its kernel to take another node's invalidations of names before it
- * acknowledges them: one waits for its directory's lock, which the other node's rename in that
- * directory may hold while it waits for this acknowledgement.
+ * acknowledges them while a change of its own waits for acknowledgements: the invalidation waits for
+ * its directory's lock, which this node's own rename there may hold meanwhile.
  */
 const ACK_FLUSH_MS = 5;
-/** The same for a change of attributes alone (no lock to wait for): below the 500 ms an origin waits. */
-const ACK_ATTRS_MS = 250;
+/** Longest it waits otherwise (no lock of its own in the way): below the 500 ms an origin waits. */
+const ACK_SETTLE_MS = 250;
 /** Longest an open waits for the kernel to drop names it may still hold of a renamed file (an open holds no directory lock). */
 const FORGET_NAMES_MS = 1000;
 const NODE_TTL_MS = 15_000;
@@ -318,7 +318,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     const options = [`fsname=${cfg.fsname}`, "subtype=mcfs", "default_permissions"];
     if (allowOther) options.push("allow_other");
     await store.subscribe(
-      (invs, ack) => {
+      (invs, ack, waiting) => {
         // Each kernel invalidation once per batch: a burst of creates in one directory names it thousands of times.
         const entries = new Map<string, [number, string]>();
         const inodes = new Set<number>();
@@ -337,12 +337,11 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         else learn();
         if (invs.some((inv) => inv.todo.includes(nodeId))) void todo.drain();
         if (!session) return ack?.();
-        // Acknowledged once the kernel has them, or after a few ms: an invalidation waits for the
-        // directory's lock, which this node's own rename in that directory holds while it waits for
-        // the other node's acknowledgement (two nodes renaming in one directory would stall each other).
-        // Attributes alone wait for no directory lock: the kernel has them once they are flushed (a
-        // busy machine takes more than a few ms), and no later than the origin stops waiting.
-        if (ack) void Promise.race([session.flushInvalidations(), Bun.sleep(entries.size ? ACK_FLUSH_MS : ACK_ATTRS_MS)]).then(ack);
+        // Acknowledged once the kernel has them (a busy machine takes more than a few ms), no later
+        // than the origin stops waiting; names, while a change of this node waits for acknowledgements
+        // too, after a few ms: their invalidation waits for the directory's lock, which this node's
+        // own rename there may hold meanwhile (two nodes renaming in one directory would stall each other).
+        if (ack) void Promise.race([session.flushInvalidations(), Bun.sleep(entries.size && waiting ? ACK_FLUSH_MS : ACK_SETTLE_MS)]).then(ack);
       },
       () => {
         nlog.warn("invalidation channel reconnected: dropping cached metadata");

@@ -28,6 +28,8 @@ export interface ChangeOutbox {
   publish(ch: Partial<Omit<Invalidation, "origin">>, wait?: boolean): Promise<void>;
   /** An acknowledgement message ("node seq") arrived for this node. */
   acked(message: string): void;
+  /** Whether a change of this node waits for other nodes' acknowledgements now. */
+  waiting(): boolean;
 }
 
 export function createChangeOutbox(o: ChangeOutboxOptions): ChangeOutbox {
@@ -83,6 +85,7 @@ export function createChangeOutbox(o: ChangeOutboxOptions): ChangeOutbox {
       });
       return wait ? done : Promise.resolve();
     },
+    waiting: () => awaitingAcks.size > 0,
     acked(message) {
       const [node, s] = message.split(" ");
       if (node && unresponsive.delete(node)) o.onSlowNodes?.("answering", [node]);

@@ -506,7 +506,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
         const m = JSON.parse(msg) as { origin: string; seq: number; ack: boolean; changes: Invalidation[] };
         if (m.origin === nodeId) return;
         const ack = m.ack ? () => emit(`ack:${m.origin}`, `${nodeId} ${m.seq}`) : undefined;
-        onChanges(m.changes, ack);
+        onChanges(m.changes, ack, outbox.waiting());
       });
       listen(`ack:${nodeId}`, outbox.acked);
     },

@@ -322,9 +322,11 @@ export interface ChangeFeed {
   /**
    * Hear other nodes' changes. resync is called when changes may have been missed (the channel was
    * down): every cache must then be dropped. ack, when given, must be called once the changes are
-   * applied (the kernel no longer has what they made stale): their origin is waiting for it.
+   * applied (the kernel no longer has what they made stale): their origin is waiting for it. waiting:
+   * a change of this node waits for acknowledgements meanwhile (its kernel may hold a directory's
+   * lock for it, which the invalidation of a name in that directory needs).
    */
-  subscribe(onChanges: (invs: Invalidation[], ack?: () => void) => void, resync: () => void): Promise<void>;
+  subscribe(onChanges: (invs: Invalidation[], ack?: () => void, waiting?: boolean) => void, resync: () => void): Promise<void>;
   /** Take this node's todo list (the entries are removed from the store). */
   takeTodo(): Promise<TodoEntry[]>;
 }

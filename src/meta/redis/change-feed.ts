@@ -88,7 +88,7 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
         }
         if (m.origin === opts.nodeId || !Array.isArray(m.changes)) return;
         const ack = m.ack ? () => void client.publish(keys.ack(m.origin), `${opts.nodeId} ${m.seq}`).catch(() => {}) : undefined;
-        onChanges(m.changes, ack);
+        onChanges(m.changes, ack, outbox.waiting());
       });
       await subscriber.subscribe(keys.ack(opts.nodeId), outbox.acked);
     },
