@@ -251,8 +251,9 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     const beat = setInterval(() => {
       store.heartbeat(nodeId, NODE_TTL_MS, { cache: copies?.usage() ?? [], ...freeSpace(cfg.rootPath) }).catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "heartbeat failed"));
       guard.check().then((how) => (how === "ok" ? undefined : afterRollback(how))).catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "checking Redis for lost writes failed"));
-      // Changes queued for this node whose notice never came (their node died right after queueing them).
-      void todo.drain();
+      // Changes queued for this node whose notice never came (their node died right after queueing
+      // them); not while the start-up scan walks the disk.
+      if (started) void todo.drain();
     }, HEARTBEAT_MS);
     cleanups.push(async () => clearInterval(beat));
 

@@ -91,12 +91,19 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
   const res: ScanResult = { dirs: 0, published: 0, known: 0, repaired: 0, skipped: 0, setAside: 0 };
   const paths = createPathCache(store);
 
-  const setAside = (rel: string, id: string) => {
+  /** Into .mcfs/orphans, kept, never published; why: for the log. */
+  const setAside = (rel: string, id: string, why: string) => {
     const aside = `/${RESERVED_NAME}/orphans/${id.replace(":", "-")}`;
-    root.ensureDir(`/${RESERVED_NAME}/orphans`);
-    root.rename(rel, aside);
+    try {
+      root.ensureDir(`/${RESERVED_NAME}/orphans`);
+      root.rename(rel, aside);
+    } catch (e) {
+      // Moved meanwhile (a queued change applied while a rescan runs): the next scan sees where it is.
+      log.warn({ path: rel, err: (e as Error).message }, `${why}; it could not be set aside`);
+      return;
+    }
     res.setAside++;
-    return aside;
+    log.warn({ path: rel, keptAt: aside }, `${why}: set aside`);
   };
 
   /**
@@ -108,13 +115,17 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
   async function misplaced(rel: string, ino: number, id: string): Promise<void> {
     const where = await paths.pathOf(ino).catch(() => undefined);
     if (where !== undefined && where !== rel && root.typeOf(where) === undefined) {
-      root.ensureDir(dirname(where));
-      root.rename(rel, where);
-      log.warn({ path: rel, movedTo: where, ino }, "a local file was not where the namespace has its inode (a lost rename): moved there");
-      res.repaired++;
-      return;
+      try {
+        root.ensureDir(dirname(where));
+        root.rename(rel, where);
+        log.warn({ path: rel, movedTo: where, ino }, "a local file was not where the namespace has its inode (a lost rename): moved there");
+        res.repaired++;
+        return;
+      } catch (e) {
+        log.warn({ path: rel, movedTo: where, err: (e as Error).message }, "a local file not where the namespace has its inode could not be moved there");
+      }
     }
-    log.warn({ path: rel, ino, keptAt: setAside(rel, id) }, "a local file was not where the namespace has its inode, and another is there: set aside");
+    setAside(rel, id, `a local file of inode ${ino} was not where the namespace has that inode`);
   }
   const queue: { ino: number; path: string }[] = [{ ino: 1, path: "" }];
   // A kept file's inode number past the counter was handed out by a Redis that lost it since.
@@ -156,7 +167,7 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
             const its = other ? (await store.getMany([other]))[0] : undefined;
             log.warn({ path: rel, ino: rec.ino, mark }, "the local file under a known name is another inode's: not this one's bytes");
             if (its && fileIdentity(its.ino, its.gen) === mark) await misplaced(rel, other, mark);
-            else setAside(rel, mark);
+            else setAside(rel, mark, "a local file of an inode the namespace no longer has was under a known name");
             return;
           }
           if (mustRepublish(rec, holders, st, nodeId)) {
@@ -182,7 +193,7 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
             counter = ino + 1;
           } else if (lost === "set-aside" && (await store.deleted([ino]))[0]) {
             // Deleted while this node was away (its queued delete lost): kept, never published again.
-            log.warn({ path: rel, keptAt: setAside(rel, id) }, "a file the namespace no longer has was still here: set aside, not published again");
+            setAside(rel, id, "a file the namespace no longer has was still here, not published again");
             return;
           } else if (lost === "set-aside") {
             log.warn({ path: rel, ino }, "the namespace lost a file kept here without a trace of its deletion (Redis lost its last writes): published again");
