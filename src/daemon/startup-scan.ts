@@ -107,14 +107,17 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
   };
 
   /**
-   * A file kept for inode ino (its mark: id) at rel, where the namespace does not have that inode:
-   * its move was lost (a rename Redis lost, or this node's queued one). The namespace is
-   * authoritative: the file goes to where it has ino if nothing is there here, else aside; never
-   * left to pass for the file the namespace has at rel.
+   * A file kept for inode ino (its mark: id) at rel, where the namespace did not have that inode
+   * when its directory was read: its move was lost (a rename Redis lost, or this node's queued one).
+   * The namespace is authoritative: the file goes to where it has ino if nothing is there here.
+   * Else, if the namespace names another file rel (named), it is set aside, never left to pass for
+   * that file; if rel is no name there, it is left. Where the namespace has it at rel now (a create
+   * or rename that landed meanwhile), nothing is done.
    */
-  async function misplaced(rel: string, ino: number, id: string): Promise<void> {
+  async function misplaced(rel: string, ino: number, id: string, named: boolean): Promise<void> {
     const where = await paths.pathOf(ino).catch(() => undefined);
-    if (where !== undefined && where !== rel && root.typeOf(where) === undefined) {
+    if (where === rel) return;
+    if (where !== undefined && root.typeOf(where) === undefined) {
       try {
         root.ensureDir(dirname(where));
         root.rename(rel, where);
@@ -125,7 +128,7 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
         log.warn({ path: rel, movedTo: where, err: (e as Error).message }, "a local file not where the namespace has its inode could not be moved there");
       }
     }
-    setAside(rel, id, `a local file of inode ${ino} was not where the namespace has that inode`);
+    if (named) setAside(rel, id, `a local file of inode ${ino} was under a name of another file`);
   }
   const queue: { ino: number; path: string }[] = [{ ino: 1, path: "" }];
   // A kept file's inode number past the counter was handed out by a Redis that lost it since.
@@ -166,7 +169,7 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
             const other = Number(mark.split(":")[0]);
             const its = other ? (await store.getMany([other]))[0] : undefined;
             log.warn({ path: rel, ino: rec.ino, mark }, "the local file under a known name is another inode's: not this one's bytes");
-            if (its && fileIdentity(its.ino, its.gen) === mark) await misplaced(rel, other, mark);
+            if (its && fileIdentity(its.ino, its.gen) === mark) await misplaced(rel, other, mark, true);
             else setAside(rel, mark, "a local file of an inode the namespace no longer has was under a known name");
             return;
           }
@@ -184,7 +187,7 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
           const rec = ino ? (await store.getMany([ino]))[0] : undefined;
           if (rec && fileIdentity(rec.ino, rec.gen) === id) {
             // Queued renames were made before the scan: this one's was lost.
-            await misplaced(rel, ino, id);
+            await misplaced(rel, ino, id, false);
             return;
           }
           if (ino > counter) {
