@@ -167,8 +167,13 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
     for (const m of [s.i, s.x, s.loc, s.cc, s.l]) m.delete(ino);
     s.orphans.delete(ino);
     const now = Date.now();
+    // Kept in the order they went: the expired ones are the first.
+    s.gone.delete(ino);
     s.gone.set(ino, now);
-    for (const [i, at] of s.gone) if (at < now - GONE_KEEP_MS) s.gone.delete(i);
+    for (const [i, at] of s.gone) {
+      if (at >= now - GONE_KEEP_MS) break;
+      s.gone.delete(i);
+    }
   }
   /** Whether dir is ino or lies beneath it (walking primary names up to the root). */
   function within(dir: number, ino: number): boolean {

@@ -304,8 +304,8 @@ export function createFileOps(ctx: VfsContext): FileOps {
         }
         (h.retired ??= []).push({ fd: h.fd, ...(h.ranges ? { ranges: h.ranges } : {}) });
         h.fd = a.fd;
-        h.ranges = a.ranges;
-        if (!a.ranges) delete h.ranges;
+        if (a.ranges) h.ranges = a.ranges;
+        else delete h.ranges;
         h.reads = { version: r.version, size: r.size, copy: a.got !== undefined };
         h.superseded = false;
         supersede(h, r.version);
