@@ -119,7 +119,8 @@ static int regular_only(int fd, int flags)
 		close(fd);
 		return rc;
 	}
-	if (!(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0) {
+	/* F_SETFL sets only the status flags (O_APPEND, O_DIRECT, O_NOATIME, ...): those asked for. */
+	if (!(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, flags) < 0) {
 		int rc = -errno;
 		close(fd);
 		return rc;

@@ -28,6 +28,8 @@ static struct note *nhead, *ntail;
 static int note_stop;
 /* A batch is being queued: the thread is woken once, at its end (one wake-up, not one per note). */
 static int notes_held;
+/* JS waits for notes_done to reach this: the thread wakes it when it does, then clears it. */
+static uint64_t notes_wanted;
 static pthread_t note_thread;
 static int note_running;
 
@@ -54,8 +56,8 @@ static void *note_main(void *arg)
 		free(n);
 		pthread_mutex_lock(&nlock);
 		notes_done = seq;
-		/* Drained: JS may be waiting for these to have reached the kernel. */
-		if (!nhead) {
+		if (notes_wanted && notes_done >= notes_wanted) {
+			notes_wanted = 0;
 			pthread_mutex_unlock(&nlock);
 			queue_wake();
 			pthread_mutex_lock(&nlock);
@@ -166,6 +168,21 @@ uint64_t mcfs_notes_pushed(void)
 	uint64_t n = notes_pushed;
 	pthread_mutex_unlock(&nlock);
 	return n;
+}
+
+/*
+ * JS waits until the done count reaches up_to: 1 if it has already (no wake comes), else 0 and the
+ * thread wakes JS once it has (the lowest count asked for; JS asks again for the rest). Checked and
+ * set under one lock: the count cannot pass unseen between.
+ */
+int mcfs_notes_want(uint64_t up_to)
+{
+	pthread_mutex_lock(&nlock);
+	int reached = notes_done >= up_to || !note_running;
+	if (!reached && (!notes_wanted || up_to < notes_wanted))
+		notes_wanted = up_to;
+	pthread_mutex_unlock(&nlock);
+	return reached;
 }
 
 uint64_t mcfs_notes_done(void)

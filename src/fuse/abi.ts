@@ -127,4 +127,5 @@ export const SHIM_FUNCTIONS = {
   mcfs_notes_release: { returns: "void", args: [] },
   mcfs_notes_pushed: { returns: "uint64_t", args: [] },
   mcfs_notes_done: { returns: "uint64_t", args: [] },
+  mcfs_notes_want: { returns: "int", args: ["uint64_t up_to"] },
 } as const;

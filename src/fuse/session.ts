@@ -380,9 +380,12 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
   /** Callers waiting for the notifier thread to reach a number of invalidations. */
   let flushWaiters: { upTo: number; resolve: () => void }[] = [];
   function settleFlushes(all = false) {
-    if (!flushWaiters.length) return;
-    const done = Number(shim.mcfs_notes_done());
-    flushWaiters = flushWaiters.filter((w) => (all || w.upTo <= done ? (w.resolve(), false) : true));
+    while (flushWaiters.length) {
+      const done = Number(shim.mcfs_notes_done());
+      flushWaiters = flushWaiters.filter((w) => (all || w.upTo <= done ? (w.resolve(), false) : true));
+      // The notifier wakes this thread only when asked to, for the lowest count waited for.
+      if (!flushWaiters.length || !shim.mcfs_notes_want(Math.min(...flushWaiters.map((w) => w.upTo)))) return;
+    }
   }
 
   /**
@@ -454,7 +457,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     },
     flushInvalidations() {
       const upTo = Number(shim.mcfs_notes_pushed());
-      if (stopped || Number(shim.mcfs_notes_done()) >= upTo) return Promise.resolve();
+      if (stopped || shim.mcfs_notes_want(upTo)) return Promise.resolve();
       return new Promise<void>((resolve) => flushWaiters.push({ upTo, resolve }));
     },
     markDirty(fh) {

@@ -379,8 +379,9 @@ export function createFileOps(ctx: VfsContext): FileOps {
       checkReserved(parent, name);
       const acc = flags & O_ACCMODE;
       const localFlags = (flags & KEEP_OPEN_FLAGS & ~O_ACCMODE) | (acc === O_RDONLY ? O_RDWR : acc);
-      const { r, fd } = await ctx.policy.createFile(ctx, c, parent, name, mode, localFlags, (flags & O_EXCL) !== 0);
-      const fh = ctx.open.add({ ino: r.ino, fd, writable: true, dirty: false }, r);
+      const { r, fd, path } = await ctx.policy.createFile(ctx, c, parent, name, mode, localFlags, (flags & O_EXCL) !== 0);
+      // Where its file is: its close looks for it elsewhere only if the namespace moved it since.
+      const fh = ctx.open.add({ ino: r.ino, fd, writable: true, dirty: false, at: path }, r);
       kernel.opened(r.ino, r.version);
       return { attr: kernel.told(parent, name, r), open: { fh, fd, keepCache: false, unpublished: ctx.policy.unsettled(r.ino) } };
     },

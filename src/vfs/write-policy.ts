@@ -33,7 +33,7 @@ export interface WritePolicy {
   /** A name missing from a directory listing this node has loaded is surely absent. */
   readonly listingsComplete: boolean;
   /** Make a regular file's record and its local file, open with localFlags. */
-  createFile(ctx: VfsContext, c: Caller, parent: number, name: string, mode: number, localFlags: number, exclusive: boolean): Promise<{ r: Inode; fd: number }>;
+  createFile(ctx: VfsContext, c: Caller, parent: number, name: string, mode: number, localFlags: number, exclusive: boolean): Promise<Made>;
   /** Publish new bytes of an open file: a new version, this node as holder. */
   publish(ctx: VfsContext, p: Published): Promise<Inode>;
   /** The store has ino's create (written behind): a close waits for this; rejects when it failed. */
@@ -42,28 +42,37 @@ export interface WritePolicy {
   unsettled(ino: number): boolean;
 }
 
+/** A new file: its record, and its local file open (fd) at path in this node's root. */
+export interface Made {
+  r: Inode;
+  fd: number;
+  path: string;
+}
+
 /** The new file's record and local file, made here before the store is asked. */
-async function makeAhead(ctx: VfsContext, c: Caller, parent: number, name: string, mode: number, localFlags: number): Promise<{ r: Inode; fd: number; init: NewInode }> {
+async function makeAhead(ctx: VfsContext, c: Caller, parent: number, name: string, mode: number, localFlags: number): Promise<Made & { init: NewInode }> {
   const p = await ctx.record(parent);
   if (!isDir(p.mode)) throw fsError("ENOTDIR");
   const now = nowNs();
   const gid = p.mode & S_ISGID ? p.gid : c.gid;
   const r: Inode = { ino: await ctx.inos.next(), mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid, rdev: 0, size: 0, nlink: 1, atime: now, mtime: now, ctime: now, version: newVersion(), gen: newGeneration(), parent, name };
   ctx.paths.learn(r);
-  const fd = await createLocalFileAsync(ctx.root, await ctx.paths.pathOf(r.ino), localFlags, r);
+  const path = await ctx.paths.pathOf(r.ino);
+  const fd = await createLocalFileAsync(ctx.root, path, localFlags, r);
   ctx.learn(r);
   // The directory's new times are known here too: no round trip queued behind the write.
   ctx.learn({ ...p, mtime: now, ctime: now });
   ctx.cache.dirChanged(parent, [name, r.ino]);
-  return { r, fd, init: { mode: r.mode, uid: r.uid, gid: c.gid, holder: ctx.nodeId, ino: r.ino, version: r.version, gen: r.gen, mtime: now, atime: now, ctime: now } };
+  return { r, fd, path, init: { mode: r.mode, uid: r.uid, gid: c.gid, holder: ctx.nodeId, ino: r.ino, version: r.version, gen: r.gen, mtime: now, atime: now, ctime: now } };
 }
 
 /** The create waits for the store; the name is checked there. */
-async function createNow(ctx: VfsContext, c: Caller, parent: number, name: string, mode: number, localFlags: number): Promise<{ r: Inode; fd: number }> {
+async function createNow(ctx: VfsContext, c: Caller, parent: number, name: string, mode: number, localFlags: number): Promise<Made> {
   const r = ctx.learn(await ctx.cache.changing([parent], () => ctx.store.create(parent, name, { mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid: c.gid, holder: ctx.nodeId, above: ctx.inos.maxSeen })));
   ctx.cache.dirChanged(parent, [name, r.ino]);
   try {
-    return { r, fd: await createLocalFileAsync(ctx.root, await ctx.paths.pathOf(r.ino), localFlags, r) };
+    const path = await ctx.paths.pathOf(r.ino);
+    return { r, fd: await createLocalFileAsync(ctx.root, path, localFlags, r), path };
   } catch (e) {
     await ctx.rollback(parent, name, false);
     throw e;
@@ -90,8 +99,7 @@ export function createWriteAtClose(): WritePolicy {
     async createFile(ctx, c, parent, name, mode, localFlags, exclusive) {
       // The kernel found no such name; one another node made since is replaced (the rule above).
       if (exclusive) return createNow(ctx, c, parent, name, mode, localFlags);
-      const { r, fd, init } = await makeAhead(ctx, c, parent, name, mode, localFlags);
-      const path = await ctx.paths.pathOf(r.ino);
+      const { r, fd, path, init } = await makeAhead(ctx, c, parent, name, mode, localFlags);
       const sent = ctx.store.create(parent, name, { ...init, replace: path }).then(
         async (made: Created) => {
           if (made.replaced) await ctx.dropped(made.replaced);
@@ -117,7 +125,7 @@ export function createWriteAtClose(): WritePolicy {
       // Failure is reported by the close that waits for it; nothing else does.
       settle.catch(() => {});
       creating.set(r.ino, settle);
-      return { r, fd };
+      return { r, fd, path };
     },
     async publish(ctx, p) {
       // Sent at once: Redis runs it after the create on the same connection, in the same pipeline.
@@ -143,9 +151,9 @@ export function createWriteBehind(): WritePolicy {
     async createFile(ctx, c, parent, name, mode, localFlags) {
       // Only with the directory's whole listing does this node know the name is free.
       if (ctx.cache.listed(parent, name) !== null) return createNow(ctx, c, parent, name, mode, localFlags);
-      const { r, fd, init } = await makeAhead(ctx, c, parent, name, mode, localFlags);
+      const { r, fd, path, init } = await makeAhead(ctx, c, parent, name, mode, localFlags);
       void behind(ctx, "create", r.ino, ctx.store.create(parent, name, init));
-      return { r, fd };
+      return { r, fd, path };
     },
     async publish(ctx, p) {
       // The new record is known here already; Redis applies the update in order behind whatever this node sends next.
