@@ -3,6 +3,7 @@ import type { Caller, ShimEntries } from "../fuse/types.ts";
 import type { LocalDir } from "../local/local-dir.ts";
 import type { Inode, MetadataStore, Removed } from "../meta/store.ts";
 import type { Logger } from "../util/log.ts";
+import type { RecentSet } from "../util/recent-set.ts";
 import type { DataChanges } from "./data-changes.ts";
 import type { InodeNumbers } from "./inode-numbers.ts";
 import type { KernelView } from "./kernel-view.ts";
@@ -68,6 +69,8 @@ export interface VfsContext {
   readonly policy: WritePolicy;
   /** Unlinked while open here: purged at the last close. */
   readonly purgeOnClose: Set<number>;
+  /** Files this node made or published lately (it held their bytes then): never fetched ahead from others. */
+  readonly writtenHere: RecentSet<number>;
   /** Remember a fresh record (also as the open-file state when the inode is open here); named: see MetaCache.learn. */
   learn(r: Inode, named?: boolean): Inode;
   /** The record of an inode: from the open-file state when open here, a recent fetch, else the store. */

@@ -78,7 +78,8 @@ export function createFileOps(ctx: VfsContext): FileOps {
       indexes.set(dir, x);
     }
     const from = x.at.get(ino);
-    return from === undefined ? [] : x.files.slice(from + 1);
+    // Not those this node wrote: a copy another node has of them would come back here for nothing.
+    return from === undefined ? [] : x.files.slice(from + 1).filter((f) => !ctx.writtenHere.has(f.ino));
   }
 
   /**
@@ -380,6 +381,7 @@ export function createFileOps(ctx: VfsContext): FileOps {
       const acc = flags & O_ACCMODE;
       const localFlags = (flags & KEEP_OPEN_FLAGS & ~O_ACCMODE) | (acc === O_RDONLY ? O_RDWR : acc);
       const { r, fd, path } = await ctx.policy.createFile(ctx, c, parent, name, mode, localFlags, (flags & O_EXCL) !== 0);
+      ctx.writtenHere.add(r.ino);
       // Where its file is: its close looks for it elsewhere only if the namespace moved it since.
       const fh = ctx.open.add({ ino: r.ino, fd, writable: true, dirty: false, at: path }, r);
       kernel.opened(r.ino, r.version);

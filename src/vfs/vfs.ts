@@ -3,6 +3,7 @@ import { dirname } from "node:path";
 import type { FileSystem } from "../fuse/types.ts";
 import type { Inode, Invalidation } from "../meta/store.ts";
 import { E, errnoOf } from "../util/errno.ts";
+import { createRecentSet } from "../util/recent-set.ts";
 import { nowNs } from "../util/time.ts";
 import { isDir } from "./attr.ts";
 import type { VfsContext, VfsOptions } from "./context.ts";
@@ -19,6 +20,9 @@ import { createPathCache } from "./paths.ts";
 import { createWriteAtClose, createWriteBehind } from "./write-policy.ts";
 import { createWriteTurns } from "./write-turns.ts";
 import { createXattrOps } from "./xattr-ops.ts";
+
+/** How many of the files this node wrote last it keeps out of read-ahead batches (a few MB of memory). */
+const WRITTEN_HERE_KEPT = 100_000;
 
 export type { VfsOptions } from "./context.ts";
 
@@ -76,6 +80,7 @@ export function createVfs(o: VfsOptions): Vfs {
   const changes = createDataChanges();
   const inos = createInodeNumbers(store);
   const purgeOnClose = new Set<number>();
+  const writtenHere = createRecentSet<number>(WRITTEN_HERE_KEPT);
 
   function learn(r: Inode, named = true): Inode {
     inos.seen(r.ino);
@@ -103,7 +108,7 @@ export function createVfs(o: VfsOptions): Vfs {
   }
 
   const ctx: VfsContext = {
-    o, store, root, nodeId, log, paths, cache, open, changes, inos, purgeOnClose,
+    o, store, root, nodeId, log, paths, cache, open, changes, inos, purgeOnClose, writtenHere,
     kernel: createKernelView({
       open,
       ...(o.dropKernelEntry ? { dropKernelEntry: o.dropKernelEntry } : {}),
@@ -147,6 +152,7 @@ export function createVfs(o: VfsOptions): Vfs {
       // Linked under other names since it was opened: as the holder now, this node has the bytes under each.
       if (o.remote && h.at !== undefined && r.nlink > 1) await ctx.linkAllNames(h.ino, at);
       ctx.changedInPlace(st, r);
+      writtenHere.add(r.ino);
       o.published?.(r, at);
       return r;
     },
