@@ -122,6 +122,25 @@ describe.skipIf(!!skip)("read-ahead bounded by what the RAM tier keeps until it 
     expect(r.hits).toBeGreaterThan(FILES / 2);
   }, 240_000);
 
+  test("a node's own files never come back to it from another node's copy of them, fetched along with that node's files", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "mine"));
+    const want = new Map<string, string>();
+    let fromA = 0;
+    // Together well within B's RAM tier: nothing is evicted, every byte moved is a copy made.
+    for (let i = 0; i < 60; i++) {
+      const data = randomBytes(8192 + Math.floor(Math.random() * 32768));
+      fs.writeFileSync(join((i % 2 ? b : a).mnt, "mine", `m${String(i).padStart(3, "0")}`), data);
+      want.set(`m${String(i).padStart(3, "0")}`, sha(data));
+      if (i % 2 === 0) fromA += data.length;
+    }
+    // A reads them all: it lists copies of B's files, so it can serve them too.
+    for (const name of want.keys()) fs.readFileSync(join(a.mnt, "mine", name));
+    const order = fs.readdirSync(join(b.mnt, "mine"));
+    const r = await run("mine", order, want);
+    expect(r.moved).toBe(fromA);
+  }, 240_000);
+
   test("numbered files read in the order of their numbers (Redis keeps a directory past 512 names in hash order): most find their copy fetched ahead, and readdir lists them so", async () => {
     // Made before B looks at the directory: B's listing comes from Redis whole, in its hash order.
     const files = 600;

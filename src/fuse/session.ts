@@ -383,8 +383,12 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     while (flushWaiters.length) {
       const done = Number(shim.mcfs_notes_done());
       flushWaiters = flushWaiters.filter((w) => (all || w.upTo <= done ? (w.resolve(), false) : true));
+      if (!flushWaiters.length) return;
       // The notifier wakes this thread only when asked to, for the lowest count waited for.
-      if (!flushWaiters.length || !shim.mcfs_notes_want(Math.min(...flushWaiters.map((w) => w.upTo)))) return;
+      const low = Math.min(...flushWaiters.map((w) => w.upTo));
+      if (!shim.mcfs_notes_want(low)) return;
+      // Reached meanwhile; or the notifier has stopped, and nothing more reaches the kernel: all settle.
+      if (Number(shim.mcfs_notes_done()) < low) all = true;
     }
   }
 
