@@ -33,6 +33,7 @@ void queue_stop_waking(void); /* once the session's threads are gone: JS may fre
 void queue_end(void);         /* the session ended: a byte down the pipe */
 /* Copy h (op and arguments set) with its strings and data into the queue, or answer the request with an error. */
 void queue_put(fuse_req_t req, struct mcfs_req *h, const char *s1, const char *s2, const void *data, size_t dlen);
+int queue_note(fuse_req_t req, struct mcfs_req *h); /* a record with id 0, req answered by the caller after; -errno */
 
 /* io.c: reads and writes served from the local fd JS attached to a file handle. */
 void io_reset(void);

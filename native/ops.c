@@ -6,6 +6,7 @@
  */
 #include "mcfs_fuse.h"
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -160,6 +161,14 @@ static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	REQ(OP_RELEASE);
 	h.fh = fi->fh;
 	h.release.dirty = io_take_dirty(fi->fh);
+	/*
+	 * A reader's release changes nothing the kernel waits on: answered here, and JS closes the
+	 * handle with its next request (before it, in order) without a wake of its own.
+	 */
+	if ((fi->flags & O_ACCMODE) == O_RDONLY && !(fi->flags & O_TRUNC) && !h.release.dirty && queue_note(req, &h) == 0) {
+		fuse_reply_err(req, 0);
+		return;
+	}
 	queue_put(req, &h, NULL, NULL, NULL, 0);
 }
 

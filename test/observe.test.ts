@@ -47,6 +47,18 @@ describe.skipIf(!!skip)("metrics", () => {
     const text = await (await fetch(`http://127.0.0.1:${metricsPort(b)}/metrics`)).text();
     expect(text).not.toContain("m.bin");
   });
+
+  test("a reader's close is taken in with nothing asked of the mount after it (the shim answers it and JS hears of it late): the open-files gauge goes back", async () => {
+    const a = n[0]!;
+    fs.writeFileSync(join(a.mnt, "g.txt"), "x");
+    // The writer's release comes after its close returns: it is a request JS answers.
+    await waitFor("the writer's release", async () => (await scrape(a))("mcfs_open_files") === 0);
+    const fd = fs.openSync(join(a.mnt, "g.txt"), "r");
+    expect(fs.readSync(fd, Buffer.alloc(4), 0, 4, 0)).toBe(1);
+    expect((await scrape(a))("mcfs_open_files")).toBe(1);
+    fs.closeSync(fd);
+    await waitFor("the reader's release", async () => (await scrape(a))("mcfs_open_files") === 0);
+  });
 });
 
 interface StatusJson {
