@@ -163,9 +163,11 @@ static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	h.release.dirty = io_take_dirty(fi->fh);
 	/*
 	 * A reader's release changes nothing the kernel waits on: answered here, and JS closes the
-	 * handle with its next request (before it, in order) without a wake of its own.
+	 * handle with its next request (before it, in order) without a wake of its own. (An O_RDONLY |
+	 * O_TRUNC open, a writer to JS, comes here too, as the kernel drops O_TRUNC from the flags: its
+	 * cut was published at open, and its write turn goes back at most a late wake later.)
 	 */
-	if ((fi->flags & O_ACCMODE) == O_RDONLY && !(fi->flags & O_TRUNC) && !h.release.dirty && queue_note(req, &h) == 0) {
+	if ((fi->flags & O_ACCMODE) == O_RDONLY && !h.release.dirty && queue_note(req, &h) == 0) {
 		fuse_reply_err(req, 0);
 		return;
 	}

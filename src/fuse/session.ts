@@ -386,7 +386,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
       flushWaiters = flushWaiters.filter((w) => (all || w.upTo <= done ? (w.resolve(), false) : true));
       if (!flushWaiters.length) return;
       // The notifier wakes this thread only when asked to, for the lowest count waited for.
-      const low = Math.min(...flushWaiters.map((w) => w.upTo));
+      const low = flushWaiters.reduce((m, w) => Math.min(m, w.upTo), Infinity);
       if (!shim.mcfs_notes_want(low)) return;
       // Reached meanwhile; or the notifier has stopped, and nothing more reaches the kernel: all settle.
       if (Number(shim.mcfs_notes_done()) < low) all = true;
