@@ -15,7 +15,11 @@
 #include <fuse_lowlevel.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 #include "mcfs_abi.h"
+
+/* session.c: the time ms from now on clock, for timed waits. */
+struct timespec deadline_after(clockid_t clock, int ms);
 
 /* ops.c: the low-level handlers the session runs. */
 extern const struct fuse_lowlevel_ops ll_ops;

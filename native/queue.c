@@ -15,7 +15,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 struct qitem {
@@ -47,14 +46,7 @@ static void *late_main(void *arg)
 			pthread_cond_wait(&late_cond, &qlock);
 			continue;
 		}
-		struct timespec until;
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		until.tv_sec += LATE_MS / 1000;
-		until.tv_nsec += (LATE_MS % 1000) * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
+		struct timespec until = deadline_after(CLOCK_MONOTONIC, LATE_MS);
 		while (late_pending && !late_stop && pthread_cond_timedwait(&late_cond, &qlock, &until) == 0)
 			;
 		if (!late_pending || late_stop)
@@ -176,13 +168,13 @@ static void append(struct qitem *q, int late)
 	if (qtail) qtail->next = q; else qhead = q;
 	qtail = q;
 	int need_wake = 0;
-	if (!late) {
-		need_wake = !wake_pending;
-		wake_pending = 1;
-	} else if (!wake_pending && !late_pending && late_running) {
-		late_pending = 1;
-		pthread_cond_signal(&late_cond);
-	} else if (!late_running) {
+	if (late && late_running) {
+		/* A wake on its way, or a late one owed already, takes this record too. */
+		if (!wake_pending && !late_pending) {
+			late_pending = 1;
+			pthread_cond_signal(&late_cond);
+		}
+	} else {
 		need_wake = !wake_pending;
 		wake_pending = 1;
 	}

@@ -88,6 +88,19 @@ int mcfs_start(const char *mountpoint, const char *opts, int debug, int single, 
 	return wake_r;
 }
 
+struct timespec deadline_after(clockid_t clock, int ms)
+{
+	struct timespec t;
+	clock_gettime(clock, &t);
+	t.tv_sec += ms / 1000;
+	t.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (t.tv_nsec >= 1000000000L) {
+		t.tv_sec++;
+		t.tv_nsec -= 1000000000L;
+	}
+	return t;
+}
+
 int mcfs_running(void) { return __atomic_load_n(&loop_running, __ATOMIC_SEQ_CST); }
 
 /*
@@ -111,14 +124,7 @@ int mcfs_stop(int conn, int timeout_ms)
 			close(fd);
 		}
 	}
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += timeout_ms / 1000;
-	ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	struct timespec ts = deadline_after(CLOCK_REALTIME, timeout_ms);
 	if (pthread_timedjoin_np(loop_thread, NULL, &ts) != 0)
 		return -ETIMEDOUT;
 	notify_stop();
