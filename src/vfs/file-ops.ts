@@ -18,6 +18,8 @@ const { O_APPEND, O_SYNC, O_DSYNC, O_RDWR, O_WRONLY, O_RDONLY, O_TRUNC, O_EXCL }
 const KEEP_OPEN_FLAGS = O_ACCMODE | O_APPEND | O_SYNC | O_DSYNC;
 /** Longest an open waits for another node's write to publish the bytes it is changing. */
 const CHANGING_WAIT_MS = 10_000;
+/** Opens of a file listed here that is not at its path, each with its record read again, before the copies elsewhere are tried. */
+const MOVED_TRIES = 3;
 /** Longest pause between its tries meanwhile (they start at 10 ms and double). */
 const CHANGING_POLL_MS = 200;
 /** How long a reader of another version open here is waited for to close before it is superseded. */
@@ -215,7 +217,7 @@ export function createFileOps(ctx: VfsContext): FileOps {
    * node's (a copy, ranges). leased: a write turn taken for the open, given back if it fails.
    */
   async function dataOf(ino: number, flags: number, writable: boolean, leased: boolean): Promise<{ a: Opened; r: Inode }> {
-    const attempt = async (): Promise<Opened> => {
+    const attempt = async (tries = 0): Promise<Opened> => {
       let f: Found;
       try {
         f = remote ? await fresh(ino) : { r: await ctx.record(ino), here: true };
@@ -233,14 +235,17 @@ export function createFileOps(ctx: VfsContext): FileOps {
       // left, and the one it had may name another file now; the fds open on it reach it.
       const held = f.r.nlink === 0 ? ctx.open.localFd(ino) : undefined;
       if (held !== undefined) return { found: f, got: undefined, fd: fs.openSync(`/proc/self/fd/${held}`, flags & KEEP_OPEN_FLAGS), ranges: undefined };
-      const path = await paths.pathOf(ino);
+      const path = await paths.pathOf(ino, tries > 0);
       // A writer here writes this node's own file, not yet published: a reader here reads it too.
       if (!f.here && remote && !writable && ctx.open.hasWriter(ino)) f = { ...f, here: true };
       let here: number | undefined;
-      if (f.here && remote && f.r.size > 0) {
-        // Listed as holding it, yet the file is not here (a queued change not applied yet, or Redis
-        // put back an older record after losing writes): the copies elsewhere, rather than EIO.
+      if (f.here && remote) {
         here = await openHere(path, flags);
+        // Listed as holding it, yet not at its path: another node's rename, applied to this disk
+        // since the record was read or before this node's caches heard of it, moved it (record and
+        // path again, from the store); or Redis put back an older record after losing writes: the
+        // copies elsewhere, rather than EIO.
+        if (here === undefined && tries < MOVED_TRIES) return attempt(tries + 1);
         if (here === undefined) f = { ...f, here: false };
       }
       const { found, got } = await fromElsewhere(ino, f, path, flags, writable);

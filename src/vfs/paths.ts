@@ -9,20 +9,23 @@ export interface PathCache {
 
   forget(ino: number): void;
   clear(): void;
-  /** "/a/b" for an inode, "" for the root. */
-  pathOf(ino: number): Promise<string>;
+  /**
+   * "/a/b" for an inode, "" for the root. current: each name read from the store again (and kept),
+   * for when the cached ones may be of before a rename this node's caches have not heard of yet.
+   */
+  pathOf(ino: number, current?: boolean): Promise<string>;
   /** Path of a name inside a directory. */
   childPath(parent: number, name: string): Promise<string>;
 }
 
 export function createPathCache(store: MetadataStore): PathCache {
   const names = new Map<number, { parent: number; name: string }>();
-  async function pathOf(ino: number): Promise<string> {
+  async function pathOf(ino: number, current = false): Promise<string> {
     const parts: string[] = [];
     let cur = ino;
     for (let depth = 0; cur !== 1; depth++) {
       if (depth > 4096) throw Object.assign(new Error("ELOOP path too deep"), { code: "ELOOP" });
-      let n = names.get(cur);
+      let n = current ? undefined : names.get(cur);
       if (!n) {
         const r = await store.get(cur);
         n = { parent: r.parent, name: r.name };

@@ -1,0 +1,67 @@
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { createCopyCache } from "../../src/cache/copy-cache.ts";
+import { openLocalDir } from "../../src/local/local-dir.ts";
+import { openStore } from "../../src/meta/open-store.ts";
+import type { MetadataStore } from "../../src/meta/store.ts";
+import { createPeerPool } from "../../src/peer/peer-client.ts";
+import { createPeerReads } from "../../src/peer/peer-reads.ts";
+import { createLogger } from "../../src/util/log.ts";
+import { createCopyListing } from "../../src/vfs/copy-listing.ts";
+import { createTodoApplier, type TodoApplier } from "../../src/vfs/local-todo.ts";
+import { createRemoteData } from "../../src/vfs/remote-data.ts";
+import { createVfs, type Vfs } from "../../src/vfs/vfs.ts";
+import { tempDir } from "./env.ts";
+
+/**
+ * One cluster node's VFS in this process, without FUSE or a peer port: a real Redis store, root and
+ * cache dirs, and the queue of changes other nodes leave for it, drained only when the test says
+ * (as the change feed would). To hold a node between two steps of an operation, a test passes a store
+ * wrapper that acts when the operation reaches it.
+ */
+export interface VfsNode {
+  id: string;
+  vfs: Vfs;
+  /** The store as this node's VFS sees it (wrapped, if the test wrapped it). */
+  store: MetadataStore;
+  todo: TodoApplier;
+  rootPath: string;
+  close(): Promise<void>;
+}
+
+export async function startVfsNode(url: string, id: string, wrap: (s: MetadataStore) => MetadataStore = (s) => s): Promise<VfsNode> {
+  const dir = tempDir(`vfs-${id}`);
+  const rootPath = join(dir.path, "root");
+  fs.mkdirSync(rootPath);
+  fs.mkdirSync(join(dir.path, "cache"));
+  const log = createLogger({ name: id }).child({ node: id });
+  log.level = "warn";
+  const raw = await openStore({ url, nodeId: id, waitForAcks: false });
+  const store = wrap(raw);
+  await store.init(0o755, 0, 0);
+  const startedAt = Date.now();
+  await store.registerNode({ id, address: "127.0.0.1:1", startedAt }, 60_000);
+  const root = openLocalDir(rootPath);
+  const cacheDir = openLocalDir(join(dir.path, "cache"));
+  const listing = createCopyListing({ store, nodeId: id, startedAt, log });
+  const cache = createCopyCache({ dir: cacheDir, ramBytes: 1 << 24, ramMaxFileBytes: 1 << 20, ramMaxFiles: 100, diskBytes: 1 << 24, onEvict: (ino, version) => listing.evicted(ino, version) });
+  const pool = createPeerPool({ timeoutMs: 5_000 });
+  const remote = createRemoteData({ root, store, peers: createPeerReads(pool), cache, nodeId: id, listing, log });
+  let vfs: Vfs | undefined;
+  const todo = createTodoApplier({ root, nodeId: id, store, log, writing: (ino) => vfs?.writing(ino) ?? false });
+  vfs = createVfs({ root, nodeId: id, store, log, attrCacheMs: 1000, remote, catchUp: () => todo.drain() });
+  const made = vfs;
+  return {
+    id, vfs: made, store, todo, rootPath,
+    async close() {
+      await made.closeAll();
+      await pool.close();
+      cache.close();
+      await raw.unregisterNode(id);
+      await raw.close();
+      cacheDir.close();
+      root.close();
+      dir.remove();
+    },
+  };
+}

@@ -1,0 +1,99 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import { join } from "node:path";
+import * as os from "node:os";
+import type { Caller } from "../src/fuse/types.ts";
+import type { MetadataStore } from "../src/meta/store.ts";
+import { startRedis, type TestRedis } from "./helpers/redis.ts";
+import { startVfsNode, type VfsNode } from "./helpers/vfs-node.ts";
+
+const { O_RDONLY, O_RDWR, O_WRONLY, O_CREAT } = fs.constants;
+const C: Caller = { uid: 0, gid: 0, pid: process.pid };
+
+/**
+ * Opens racing another node's change of the same file, each step ordered by the test: node A's open
+ * is held right after it read the file's record from Redis, while node B acts and A's disk follows.
+ */
+describe("an open racing another node's rename", () => {
+  let redis: TestRedis;
+  let a: VfsNode, b: VfsNode;
+  /** Runs once, when A's next open has just read a record. */
+  let between: (() => Promise<void>) | undefined;
+  const holdAfterRecord = (s: MetadataStore): MetadataStore =>
+    new Proxy(s, {
+      get(t, k, recv) {
+        if (k !== "recordAndHolders") return Reflect.get(t, k, recv);
+        return async (ino: number) => {
+          const got = await t.recordAndHolders(ino);
+          const act = between;
+          between = undefined;
+          await act?.();
+          return got;
+        };
+      },
+    });
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    a = await startVfsNode(redis.url, "a", holdAfterRecord);
+    b = await startVfsNode(redis.url, "b");
+  });
+  afterAll(async () => {
+    await a?.close();
+    await b?.close();
+    await redis?.stop();
+  });
+
+  /** A file d/x on A (A holds it), its bytes. */
+  async function heldByA(d: string, size: number, fill: number): Promise<{ dir: number; ino: number; bytes: Buffer }> {
+    const dir = (await a.vfs.mkdir(C, 1, d, 0o755)).ino;
+    const bytes = Buffer.alloc(size, fill);
+    const made = await a.vfs.create(C, dir, "x", 0o644, O_WRONLY | O_CREAT);
+    const ino = made.attr.ino;
+    if (size) expect(await a.vfs.write(C, ino, made.open.fh, 0, bytes)).toBe(size);
+    await a.vfs.release(C, ino, made.open.fh, size > 0);
+    expect(fs.readFileSync(join(a.rootPath, d, "x"))).toEqual(bytes);
+    await b.vfs.lookup(C, 1, d);
+    await b.vfs.lookup(C, dir, "x");
+    return { dir, ino, bytes };
+  }
+
+  const cases = [
+    { name: "a reader of the holder's file", size: 100, flags: O_RDONLY },
+    { name: "a reader of an empty file", size: 0, flags: O_RDONLY },
+    { name: "a writer of the holder's file", size: 100, flags: O_RDWR },
+  ];
+  for (const [i, k] of cases.entries()) {
+    test(`${k.name} opens it in its directory's new place, moved on disk after the record was read (no EIO)`, async () => {
+      const { ino, bytes } = await heldByA(`d${i}`, k.size, 0x41 + i);
+      between = async () => {
+        await b.vfs.rename(C, 1, `d${i}`, 1, `e${i}`, 0);
+        await a.todo.drain();
+        expect(fs.existsSync(join(a.rootPath, `e${i}`, "x"))).toBe(true);
+      };
+      const o = await a.vfs.open(C, ino, k.flags);
+      expect(between).toBeUndefined();
+      try {
+        expect(o.fd).toBeNumber();
+        const got = Buffer.alloc(k.size + 1);
+        expect(fs.readSync(o.fd!, got, 0, got.length, 0)).toBe(k.size);
+        expect(Buffer.compare(got.subarray(0, k.size), bytes)).toBe(0);
+        expect(fs.fstatSync(o.fd!).ino).toBe(fs.statSync(join(a.rootPath, `e${i}`, "x")).ino);
+      } finally {
+        await a.vfs.release(C, ino, o.fh, false);
+      }
+    });
+  }
+
+  test("an open by a name the file no longer has is refused with ESTALE (the kernel looks the name up again), not EIO", async () => {
+    const { dir, ino } = await heldByA("f", 100, 0x61);
+    between = async () => {
+      await b.vfs.rename(C, dir, "x", dir, "y", 0);
+      await a.todo.drain();
+      expect(fs.existsSync(join(a.rootPath, "f", "y"))).toBe(true);
+    };
+    const e = await a.vfs.open(C, ino, O_RDONLY).then(() => undefined, (err: unknown) => err);
+    expect(between).toBeUndefined();
+    expect((e as { errno?: number } | undefined)?.errno).toBe(os.constants.errno.ESTALE);
+  });
+});
