@@ -195,6 +195,42 @@ describe.skipIf(!!skip)("big files across nodes", () => {
     }
   });
 
+  test("a sparse file opened for writing on a node that does not hold it is copied with its holes: only its data crosses, and the copy takes no more disk than it", async () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    const MIB = 1 << 20, SIZE = 1024 * MIB;
+    const head = randomBytes(8192), middle = randomBytes(5000);
+    const fa = fs.openSync(join(a.mnt, "sparse.img"), "w");
+    fs.writeSync(fa, head, 0, head.length, 0);
+    fs.writeSync(fa, middle, 0, middle.length, 300 * MIB + 17);
+    fs.ftruncateSync(fa, SIZE);
+    fs.closeSync(fa);
+    const received = async () => (await scrape(b))("mcfs_peer_bytes_total", { direction: "received" });
+    const before = await received();
+    const fb = fs.openSync(join(b.mnt, "sparse.img"), "r+");
+    fs.writeSync(fb, Buffer.from("B"), 0, 1, 700 * MIB);
+    fs.closeSync(fb);
+    // B holds it now: its file is the copy, with the holes A's has, and only the data came.
+    const st = fs.statSync(join(b.root, "sparse.img"));
+    expect(st.size).toBe(SIZE);
+    expect(st.blocks * 512).toBeLessThan(MIB);
+    expect((await received()) - before).toBeLessThan(MIB);
+    const fr = fs.openSync(join(a.mnt, "sparse.img"), "r");
+    try {
+      const at = (off: number, len: number) => {
+        const buf = Buffer.alloc(len);
+        expect(fs.readSync(fr, buf, 0, len, off)).toBe(len);
+        return buf;
+      };
+      expect(at(0, head.length).equals(head)).toBe(true);
+      expect(at(300 * MIB + 17, middle.length).equals(middle)).toBe(true);
+      expect(at(700 * MIB, 1).toString()).toBe("B");
+      for (const off of [head.length, 300 * MIB - 4096, 300 * MIB + 17 + middle.length, 700 * MIB + 1, SIZE - MIB]) expect(at(off, 4096).equals(Buffer.alloc(4096))).toBe(true);
+      expect(fs.fstatSync(fr).size).toBe(SIZE);
+    } finally {
+      fs.closeSync(fr);
+    }
+  });
+
   test("ReadFile framed by the holder itself decodes in another gRPC client (grpc-js), ranged and whole", async () => {
     const [a] = n as [TestDaemon];
     const data = randomBytes(3 * 131072 + 999);

@@ -40,6 +40,8 @@ export interface FilePart {
   length?: number;
   lane?: number;
   signal?: AbortSignal;
+  /** Runs the holder stores as holes are skipped, and an empty piece marks the end (ReadRequest.holes). */
+  holes?: boolean;
 }
 
 const wire = (f: FileAt) => ({ path: f.path, ino: BigInt(f.ino), version: BigInt(f.version) });
@@ -62,7 +64,7 @@ export function createPeerReads(pool: PeerPool): PeerReads {
       }
     },
     async *file(address, f, part) {
-      const req = create(ReadRequestSchema, { ...wire(f), offset: BigInt(part?.offset ?? 0), length: BigInt(part?.length ?? 0) });
+      const req = create(ReadRequestSchema, { ...wire(f), offset: BigInt(part?.offset ?? 0), length: BigInt(part?.length ?? 0), holes: part?.holes ?? false });
       for await (const ch of translated(pool.readFile(address, req, part?.lane, part?.signal))) yield { offset: Number(ch.offset), data: ch.data };
     },
     async *files(address, files) {

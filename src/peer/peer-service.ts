@@ -4,6 +4,7 @@ import { Peer, type ReadFilesRequest, type ReadRequest } from "../gen/mcfs/v1/pe
 import { fromConnectError, toConnectError } from "./errors.ts";
 import { E, FsError, errnoOf, toErrno } from "../util/errno.ts";
 import { readCopy, type CopyData } from "../cache/copy-cache.ts";
+import { dataRun } from "../local/data-runs.ts";
 import { relOf, type LocalDir } from "../local/local-dir.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
 import type { RetiredFiles } from "./retired-files.ts";
@@ -147,9 +148,27 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
     const c = await guarded(() => openForRead(r))();
     try {
       let off = Number(r.offset);
-      const end = r.length ? off + Number(r.length) : Infinity;
+      const asked = r.length ? off + Number(r.length) : Infinity;
+      // Asked to skip holes: read to the end of each run of data, the next one looked for from there.
+      const end = r.holes ? Math.min(asked, fs.fstatSync(c.data.fd).size) : asked;
+      let runEnd = r.holes ? off : end;
       for (;;) {
-        const want = Math.min(CHUNK, end - off);
+        if (r.holes && off >= runEnd) {
+          let run: { start: number; end: number } | undefined;
+          try {
+            run = off < end ? dataRun(c.data.fd, off) : undefined;
+            if ((!run || run.start >= end) && !c.intact()) throw changing(r.path);
+          } catch (e) {
+            throw toConnectError(e);
+          }
+          if (!run || run.start >= end) {
+            yield { offset: BigInt(end), data: new Uint8Array(0) };
+            return;
+          }
+          off = run.start;
+          runEnd = Math.min(run.end, end);
+        }
+        const want = Math.min(CHUNK, (r.holes ? runEnd : end) - off);
         if (want <= 0) return;
         // Room in front of the bytes: the gRPC framing goes there without copying them (file-frames.ts).
         const buf = Buffer.allocUnsafe(FRAME_ROOM + want).subarray(FRAME_ROOM);

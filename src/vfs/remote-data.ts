@@ -212,7 +212,10 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
             }
           } else {
             const sink = { write: (d: Pieces, at: number) => writePiecesSync(fd, d, at), fd };
-            await streams.fetchAny(ino, version, path, size, { sink, got: 0, waiters: [] }, given);
+            // This node's own file from now on: the holder's holes stay holes (a sparse file of
+            // terabytes takes the disk its data takes, not its size).
+            await streams.fetchAny(ino, version, path, size, { sink, got: 0, waiters: [] }, given, true);
+            fs.ftruncateSync(fd, size);
           }
           keep(o.root, fd, owner);
           const done = fd;

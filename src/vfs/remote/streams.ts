@@ -21,8 +21,12 @@ const LOG_FROM = 64 << 20;
 
 /** Whole files fetched from their holders, moving to the next holder when one fails. */
 export interface Streams {
-  /** Fetch ino at version into progress from the holders that have it whole. */
-  fetchAny(ino: number, version: number, path: string, size: number, progress: Arriving, given?: Holders): Promise<void>;
+  /**
+   * Fetch ino at version into progress from the holders that have it whole. holes: the holders'
+   * holes are not sent, and stay holes here (progress then counts no further than the first one:
+   * for a copy no reader follows as it arrives).
+   */
+  fetchAny(ino: number, version: number, path: string, size: number, progress: Arriving, given?: Holders, holes?: boolean): Promise<void>;
 }
 
 /** A part of the file: its bytes from offset, up to the next part (or, for the last, to the end of the file). */
@@ -40,18 +44,21 @@ interface Failures {
 
 export function createStreams(o: { peers: PeerReads; sources: Sources; log: Logger; received?: (bytes: number) => void }): Streams {
   /** One part from one holder: exactly its bytes, and for the last one, nothing past the record's size. */
-  async function fetchPart(address: string, f: FileAt, size: number, part: Part, lane: number, write: (d: Pieces, at: number) => Promise<void>, signal: AbortSignal): Promise<void> {
+  async function fetchPart(address: string, f: FileAt, size: number, part: Part, lane: number, write: (d: Pieces, at: number) => Promise<void>, signal: AbortSignal, holes: boolean): Promise<void> {
     let at = part.offset;
     const end = part.offset + part.length;
     // Disk writes run behind the stream, off the event loop: receiving and writing overlap.
     let behind = 0;
     const writes: Promise<void>[] = [];
     try {
-      const range = { offset: part.offset, lane, signal, ...(part.last ? {} : { length: part.length }) };
+      const range = { offset: part.offset, lane, signal, holes, ...(part.last ? {} : { length: part.length }) };
       for await (const ch of o.peers.file(address, f, range)) {
-        if (ch.offset !== at) throw new FsError(E.EIO, `holder ${address} sent bytes out of order`);
+        // Skipping holes, the chunks may leave gaps (and the last, empty, marks the end).
+        if (holes ? ch.offset < at : ch.offset !== at) throw new FsError(E.EIO, `holder ${address} sent bytes out of order`);
         const n = byteLength(ch.data);
-        if (at + n > end) throw new ChangingCopy(`holder ${address} has more than the ${size} bytes of ${f.path}`);
+        if (ch.offset + n > end) throw new ChangingCopy(`holder ${address} has more than the ${size} bytes of ${f.path}`);
+        at = ch.offset;
+        if (!n) continue;
         at += n;
         behind += n;
         o.received?.(n);
@@ -75,7 +82,7 @@ export function createStreams(o: { peers: PeerReads; sources: Sources; log: Logg
    * is fetched again from the next one (same version, same bytes); the parts left when no holder is
    * left are returned. A failed write to this node's disk stops them all and is thrown.
    */
-  async function fetchParts(holders: Source[], f: FileAt, size: number, todo: Part[], write: (d: Pieces, at: number) => Promise<void>, failures: Failures): Promise<Part[]> {
+  async function fetchParts(holders: Source[], f: FileAt, size: number, todo: Part[], write: (d: Pieces, at: number) => Promise<void>, failures: Failures, holes: boolean): Promise<Part[]> {
     const stop = new AbortController();
     let at = 0;
     let fatal: unknown;
@@ -90,7 +97,7 @@ export function createStreams(o: { peers: PeerReads; sources: Sources; log: Logg
             break;
           }
           try {
-            await fetchPart(src.address, f, size, part, lane, write, stop.signal);
+            await fetchPart(src.address, f, size, part, lane, write, stop.signal, holes);
             break;
           } catch (e) {
             if (e instanceof LocalWriteError) {
@@ -116,7 +123,7 @@ export function createStreams(o: { peers: PeerReads; sources: Sources; log: Logg
   }
 
   return {
-    async fetchAny(ino, version, path, size, progress, given) {
+    async fetchAny(ino, version, path, size, progress, given, holes = false) {
       const f = { ino, version, path };
       progress.got = 0;
       const write = anyOrder(progress);
@@ -126,7 +133,7 @@ export function createStreams(o: { peers: PeerReads; sources: Sources; log: Logg
       const t0 = performance.now();
       for (const fresh of given ? [false, true] : [true]) {
         if (fresh) o.sources.refresh();
-        todo = await fetchParts(await o.sources.of(ino, version, fresh ? undefined : given), f, size, todo, write, failures);
+        todo = await fetchParts(await o.sources.of(ino, version, fresh ? undefined : given), f, size, todo, write, failures, holes);
         if (todo.length) continue;
         if (size >= LOG_FROM) {
           const seconds = (performance.now() - t0) / 1000;
