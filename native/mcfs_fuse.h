@@ -18,8 +18,9 @@
 #include <time.h>
 #include "mcfs_abi.h"
 
-/* session.c: the time ms from now on clock, for timed waits. */
+/* session.c: the time ms from now on clock, for timed waits; and ms after t. */
 struct timespec deadline_after(clockid_t clock, int ms);
+struct timespec time_after(struct timespec t, int ms);
 
 /* ops.c: the low-level handlers the session runs. */
 extern const struct fuse_lowlevel_ops ll_ops;

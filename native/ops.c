@@ -162,12 +162,12 @@ static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	h.fh = fi->fh;
 	h.release.dirty = io_take_dirty(fi->fh);
 	/*
-	 * A reader's release changes nothing the kernel waits on: answered here, and JS closes the
-	 * handle with its next request (before it, in order) without a wake of its own. (An O_RDONLY |
-	 * O_TRUNC open, a writer to JS, comes here too, as the kernel drops O_TRUNC from the flags: its
-	 * cut was published at open, and its write turn goes back at most a late wake later.)
+	 * A release with nothing written since the last flush changes nothing the kernel waits on (close
+	 * returned with that flush): answered here, and JS closes the handle with its next request
+	 * (before it, in order), or a late wake later, without a wake of its own. A writer's close
+	 * published at its flush; its write turn goes back that much later.
 	 */
-	if ((fi->flags & O_ACCMODE) == O_RDONLY && !h.release.dirty && queue_note(req, &h) == 0) {
+	if (!h.release.dirty && queue_note(req, &h) == 0) {
 		fuse_reply_err(req, 0);
 		return;
 	}

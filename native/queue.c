@@ -33,9 +33,21 @@ static int wake_pending;
 /* Records queued without a wake wait at most this long for one. */
 #define LATE_MS 20
 static pthread_cond_t late_cond = PTHREAD_COND_INITIALIZER;
-/* Under qlock: records queued without a wake and not taken yet; the late thread's state. */
-static int late_pending, late_stop, late_running;
+/*
+ * Under qlock: a record queued without a wake is waiting (since late_since); the late thread's state.
+ * The late thread is signalled only from its untimed wait: a record taken in time costs it nothing,
+ * and a stream of them one timed wait in LATE_MS, not a wake each.
+ */
+static int late_pending, late_stop, late_running, late_idle;
+static struct timespec late_since;
 static pthread_t late_thread;
+
+static int reached(const struct timespec *t)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return now.tv_sec > t->tv_sec || (now.tv_sec == t->tv_sec && now.tv_nsec >= t->tv_nsec);
+}
 
 static void *late_main(void *arg)
 {
@@ -43,14 +55,17 @@ static void *late_main(void *arg)
 	pthread_mutex_lock(&qlock);
 	while (!late_stop) {
 		if (!late_pending) {
+			late_idle = 1;
 			pthread_cond_wait(&late_cond, &qlock);
+			late_idle = 0;
 			continue;
 		}
-		struct timespec until = deadline_after(CLOCK_MONOTONIC, LATE_MS);
-		while (late_pending && !late_stop && pthread_cond_timedwait(&late_cond, &qlock, &until) == 0)
-			;
-		if (!late_pending || late_stop)
+		struct timespec until = time_after(late_since, LATE_MS);
+		if (!reached(&until)) {
+			pthread_cond_timedwait(&late_cond, &qlock, &until);
+			/* Taken meanwhile, or a newer record's wait (late_since moved): looked at again. */
 			continue;
+		}
 		late_pending = 0;
 		int need_wake = !wake_pending;
 		wake_pending = 1;
@@ -71,6 +86,7 @@ static void late_start(void)
 	pthread_cond_init(&late_cond, &a);
 	pthread_condattr_destroy(&a);
 	late_stop = 0;
+	late_idle = 0;
 	late_pending = 0;
 	late_running = pthread_create(&late_thread, NULL, late_main, NULL) == 0;
 }
@@ -172,7 +188,9 @@ static void append(struct qitem *q, int late)
 		/* A wake on its way, or a late one owed already, takes this record too. */
 		if (!wake_pending && !late_pending) {
 			late_pending = 1;
-			pthread_cond_signal(&late_cond);
+			clock_gettime(CLOCK_MONOTONIC, &late_since);
+			if (late_idle)
+				pthread_cond_signal(&late_cond);
 		}
 	} else {
 		need_wake = !wake_pending;
@@ -223,11 +241,9 @@ int mcfs_poll(uint8_t *buf, int cap)
 		free(q);
 	}
 	wake_pending = qhead != NULL;
-	/* Taken with the others: no late wake is owed for them any more. */
-	if (!qhead && late_pending) {
+	/* Taken with the others: no late wake is owed for them any more (the late thread sees it when its wait ends). */
+	if (!qhead)
 		late_pending = 0;
-		pthread_cond_signal(&late_cond);
-	}
 	pthread_mutex_unlock(&qlock);
 	if (wake_pending)
 		queue_wake();

@@ -92,6 +92,11 @@ struct timespec deadline_after(clockid_t clock, int ms)
 {
 	struct timespec t;
 	clock_gettime(clock, &t);
+	return time_after(t, ms);
+}
+
+struct timespec time_after(struct timespec t, int ms)
+{
 	t.tv_sec += ms / 1000;
 	t.tv_nsec += (long)(ms % 1000) * 1000000L;
 	if (t.tv_nsec >= 1000000000L) {

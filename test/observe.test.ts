@@ -48,10 +48,12 @@ describe.skipIf(!!skip)("metrics", () => {
     expect(text).not.toContain("m.bin");
   });
 
-  test("a reader's close is taken in with nothing asked of the mount after it (the shim answers it and JS hears of it late): the open-files gauge goes back", async () => {
+  test("a writer's and a reader's close are taken in with nothing asked of the mount after them (the shim answers the releases and JS hears of them late): the open-files gauge goes back", async () => {
     const a = n[0]!;
-    fs.writeFileSync(join(a.mnt, "g.txt"), "x");
-    // The writer's release comes after its close returns: it is a request JS answers.
+    const wfd = fs.openSync(join(a.mnt, "g.txt"), "w");
+    fs.writeSync(wfd, "x");
+    expect((await scrape(a))("mcfs_open_files")).toBe(1);
+    fs.closeSync(wfd);
     await waitFor("the writer's release", async () => (await scrape(a))("mcfs_open_files") === 0);
     const fd = fs.openSync(join(a.mnt, "g.txt"), "r");
     expect(fs.readSync(fd, Buffer.alloc(4), 0, 4, 0)).toBe(1);

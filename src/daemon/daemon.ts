@@ -178,8 +178,9 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       if (was !== String(cfg.replicas)) nlog.info({ replicas: cfg.replicas, was: was ?? "1 (never set)" }, "cluster-wide replica count set");
     }
     const startedAt = Date.now();
-    // The VFS comes later: until it exists nothing is open.
+    // The VFS and the mount come later: until they exist nothing is open.
     let vfs: Vfs | undefined;
+    let session: FuseSession | undefined;
     // Only other nodes read in ranges: a sole node keeps nothing.
     const retired = cfg.redisUrl ? createRetiredFiles({ root, keepMs: UNLINKED_KEEP_MS, log: nlog }) : undefined;
     if (retired) cleanups.push(async () => retired.close());
@@ -230,8 +231,12 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         openCached: (ino, version) => cache.open(ino, version),
         holdsInRoot: (copies) => store.heldBy(nodeId, copies),
         retired,
-        // Before the vfs exists nothing writes the root: every read is of steady bytes.
-        steady: (ino) => vfs?.steady(ino) ?? (() => vfs === undefined),
+        // Before the vfs exists nothing writes the root: every read is of steady bytes. A writer's
+        // release the shim answered is taken in first: its close returned, its bytes are published.
+        steady: (ino) => {
+          session?.takeQueued();
+          return vfs?.steady(ino) ?? (() => vfs === undefined);
+        },
         interceptors: m ? [rpcObserver("server")] : [],
         onServed: m && ((n) => m.peerBytes.inc({ direction: "served" }, n)),
       });
@@ -266,7 +271,6 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     progress.stop();
     nlog.info({ ...scan, seconds: +((performance.now() - t0) / 1000).toFixed(2), root: cfg.rootPath }, "start-up scan done");
 
-    let session: FuseSession | undefined;
     let replicas: NodeReplicas | undefined;
     if (remote) {
       replicas = startNodeReplicas({ store, nodeId, root, log: nlog, remote, graceMs: cfg.replicaGraceMs, checkMs: cfg.replicaCheckMs, writing: (ino) => vfs?.writing(ino) ?? false, metrics: m,

@@ -139,6 +139,11 @@ export interface FuseSession {
   markDirty(fh: number): void;
   /** Reads of fh are served by the shim from fd, of its first bytes (all of them if whole); the rest come to the filesystem. */
   follow(fh: number, fd: number, bytes: number, whole: boolean): void;
+  /**
+   * Take in now what the shim has queued: requests, and the releases it answered itself (those reach
+   * the filesystem with the next request, or a late wake later). For a decision a release may change.
+   */
+  takeQueued(): void;
   readonly closed: Promise<void>;
 }
 
@@ -284,7 +289,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     release: async (r) => {
       shim.mcfs_clear_fh(r.fh);
       await fs.release(r.c, r.ino, r.fh, r.dirty !== 0n);
-      // Id 0: a reader's release the shim answered itself (the kernel waits for nothing).
+      // Id 0: a clean release the shim answered itself (the kernel waits for nothing).
       if (r.id !== 0) ok(r.id);
     },
     fsync: async (r) => {
@@ -472,6 +477,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
       shim.mcfs_clear_fh(fh);
     },
     follow,
+    takeQueued: drain,
     entries: {
       keep(parent, named, ttlMs) {
         if (!named.length) return;
