@@ -231,6 +231,25 @@ describe.skipIf(!!skip)("big files across nodes", () => {
     }
   });
 
+  test("a copy on its way into a node's root is out of every user's reach: files named like it neither block the copy nor end up in the file's place", async () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    const data = randomBytes(3 * PART + 999);
+    fs.mkdirSync(join(a.mnt, "shared"));
+    fs.writeFileSync(join(a.mnt, "shared", "victim.bin"), data);
+    // Where a copy used to be made, by B's pid and a counter any user can guess.
+    const decoys: string[] = [];
+    for (let seq = 1; seq <= 1000; seq++) decoys.push(`victim.bin.mcfs-part-${b.proc.pid}-${seq}`);
+    for (const d of decoys) fs.writeFileSync(join(b.mnt, "shared", d), `decoy ${d}`);
+    const fd = fs.openSync(join(b.mnt, "shared", "victim.bin"), "r+");
+    fs.writeSync(fd, Buffer.from("B"), 0, 1, PART);
+    fs.closeSync(fd);
+    const want = Buffer.from(data);
+    want[PART] = "B".charCodeAt(0);
+    expect(fs.readFileSync(join(a.mnt, "shared", "victim.bin")).equals(want)).toBe(true);
+    expect(fs.readFileSync(join(b.mnt, "shared", "victim.bin")).equals(want)).toBe(true);
+    for (const d of decoys) expect(fs.readFileSync(join(a.mnt, "shared", d), "utf8")).toBe(`decoy ${d}`);
+  });
+
   test("ReadFile framed by the holder itself decodes in another gRPC client (grpc-js), ranged and whole", async () => {
     const [a] = n as [TestDaemon];
     const data = randomBytes(3 * 131072 + 999);

@@ -5,7 +5,6 @@ import type { LocalDir, EntryType } from "../local/local-dir.ts";
 import { fileIdentity, type Holders, type Inode, type MetadataStore } from "../meta/store.ts";
 import type { Logger } from "../util/log.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
-import { PARTIAL_MARK } from "../vfs/remote-data.ts";
 import { createPathCache } from "../vfs/paths.ts";
 import { E, FsError } from "../util/errno.ts";
 
@@ -144,8 +143,8 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
       continue;
     }
     const existing = new Map((await store.listDir(ino)).map((e) => [e.name, e]));
-    // Not published: mcfs's own state, and partial copies left by an interrupted fetch.
-    const todo = names.filter((d) => !(ino === 1 && d.name === RESERVED_NAME) && !d.name.includes(PARTIAL_MARK));
+    // Not published: mcfs's own state (partial copies of an interrupted fetch too).
+    const todo = names.filter((d) => !(ino === 1 && d.name === RESERVED_NAME));
     for (let i = 0; i < todo.length; i += BATCH) {
       const batch = todo.slice(i, i + BATCH);
       const known = batch.filter((d) => d.type === "file" && existing.get(d.name)?.type === 0o10);

@@ -1,7 +1,6 @@
 import { closeSync, constants, readFileSync } from "node:fs";
 import type { LocalDir } from "../local/local-dir.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
-import { PARTIAL_MARK } from "../vfs/remote-data.ts";
 import { pathOf, type Namespace } from "./namespace-check.ts";
 import { E, FsError } from "../util/errno.ts";
 import { isReg } from "../util/file-mode.ts";
@@ -47,8 +46,8 @@ export function checkRoot(root: LocalDir, node: string, ns: Namespace, onProgres
     const [path, dir] = queue.pop()!;
     const entries = new Map((dir === undefined ? [] : (ns.inodes.get(dir)?.entries ?? [])).map((e) => [e.name, e]));
     for (const d of root.list(path)) {
-      // mcfs's own state, and partial copies of an interrupted fetch: not namespace files.
-      if ((path === "" && d.name === RESERVED_NAME) || d.name.includes(PARTIAL_MARK)) continue;
+      // mcfs's own state (partial copies of an interrupted fetch too): not namespace files.
+      if (path === "" && d.name === RESERVED_NAME) continue;
       const rel = `${path}/${d.name}`;
       onProgress?.(++seen);
       const e = entries.get(d.name);

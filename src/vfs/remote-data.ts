@@ -7,6 +7,7 @@ import { FsError, E } from "../util/errno.ts";
 import { writePiecesSync, type Pieces } from "../util/bytes.ts";
 import type { Logger } from "../util/log.ts";
 import type { LocalDir } from "../local/local-dir.ts";
+import { RESERVED_NAME } from "../local/root-layout.ts";
 import { keep, type KeptFile } from "./local-files.ts";
 import type { CopyListing } from "./copy-listing.ts";
 import type { Arriving } from "./remote/arriving.ts";
@@ -21,8 +22,11 @@ export type { RangeReader } from "./remote/ranges.ts";
 
 const { O_RDWR, O_CREAT, O_EXCL } = fs.constants;
 
-/** Marks a file still being fetched into a root path (never published, never served). */
-export const PARTIAL_MARK = ".mcfs-part-";
+/**
+ * Where files being fetched into the root path are made (never published, never served), then moved
+ * into place whole: out of every user's reach, where no name a user picks can be in their way.
+ */
+const PARTIAL_DIR = `/${RESERVED_NAME}/partial`;
 
 /** Remote files from this size on are read in ranges while their copy arrives. */
 const RANGED_MIN = 64 << 20;
@@ -79,6 +83,8 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   /** Copies on their way into the cache, by "ino.version". */
   const arriving = new Map<string, Arriving>();
   let tmpSeq = 0;
+  // Left by a run that stopped while fetching.
+  o.root.remove(PARTIAL_DIR);
   const received = o.observe && ((n: number) => o.observe!.received(n));
   const sources = createSources({ store: o.store, nodeId: o.nodeId });
   const streams = createStreams({ peers: o.peers, sources, log: o.log, ...(received ? { received } : {}) });
@@ -199,7 +205,8 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
     },
     fetchTo(ino, version, path, size, owner, given, into = path) {
       return once(`root:${into}`, async () => {
-        const tmp = `${into}${PARTIAL_MARK}${process.pid}-${++tmpSeq}`;
+        const tmp = `${PARTIAL_DIR}/${process.pid}-${++tmpSeq}`;
+        o.root.ensureDir(PARTIAL_DIR);
         let fd = o.root.openFile(tmp, O_RDWR | O_CREAT | O_EXCL, 0o600);
         try {
           const src = o.cache.open(ino, version);
