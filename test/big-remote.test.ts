@@ -2,6 +2,7 @@ import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
+import { spawnSync } from "bun";
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { fuseUnavailable, waitFor } from "./helpers/env.ts";
@@ -229,6 +230,51 @@ describe.skipIf(!!skip)("big files across nodes", () => {
     } finally {
       fs.closeSync(fr);
     }
+  });
+
+  test("a sparse file read on a node (its copy kept there whole, zeros and all) and then opened for writing there takes the disk its data takes", async () => {
+    const c = n[2]!;
+    const a = n[0]!;
+    const MIB = 1 << 20;
+    const fa = fs.openSync(join(a.mnt, "cached-sparse.img"), "w");
+    fs.writeSync(fa, Buffer.from("data"), 0, 4, 40 * MIB);
+    fs.ftruncateSync(fa, 48 * MIB);
+    fs.closeSync(fa);
+    expect(fs.readFileSync(join(c.mnt, "cached-sparse.img")).length).toBe(48 * MIB);
+    const fc = fs.openSync(join(c.mnt, "cached-sparse.img"), "r+");
+    fs.writeSync(fc, Buffer.from("C"), 0, 1, 0);
+    fs.closeSync(fc);
+    expect(fs.statSync(join(c.root, "cached-sparse.img")).blocks * 512).toBeLessThan(MIB);
+    const got = fs.readFileSync(join(a.mnt, "cached-sparse.img"));
+    const want = Buffer.alloc(48 * MIB);
+    want.write("C", 0);
+    want.write("data", 40 * MIB);
+    expect(got.equals(want)).toBe(true);
+  });
+
+  test("a sparse file of terabytes opened for writing on a node that does not hold it comes at the speed of its data, and a size past what a file can have is EFBIG", async () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    const SIZE = 8 * 2 ** 40;
+    const fa = fs.openSync(join(a.mnt, "vast.img"), "w");
+    fs.ftruncateSync(fa, SIZE);
+    fs.writeSync(fa, Buffer.from("end"), 0, 3, SIZE - 3);
+    fs.closeSync(fa);
+    const fb = fs.openSync(join(b.mnt, "vast.img"), "r+");
+    fs.writeSync(fb, Buffer.from("B"), 0, 1, 0);
+    fs.closeSync(fb);
+    expect(fs.statSync(join(b.root, "vast.img")).blocks * 512).toBeLessThan(1 << 20);
+    const tail = Buffer.alloc(4);
+    const fr = fs.openSync(join(a.mnt, "vast.img"), "r");
+    expect(fs.readSync(fr, tail, 0, 4, SIZE - 4)).toBe(4);
+    const head = Buffer.alloc(2);
+    expect(fs.readSync(fr, head, 0, 2, 0)).toBe(2);
+    fs.closeSync(fr);
+    expect(tail.equals(Buffer.from("\0end"))).toBe(true);
+    expect(head.equals(Buffer.from("B\0"))).toBe(true);
+    const big = spawnSync(["truncate", "-s", "4E", join(b.mnt, "vast.img")], { stderr: "pipe" });
+    expect(big.exitCode).not.toBe(0);
+    expect(big.stderr.toString()).toContain("File too large");
+    expect(fs.statSync(join(a.mnt, "vast.img")).size).toBe(SIZE);
   });
 
   test("a copy on its way into a node's root is out of every user's reach: files named like it neither block the copy nor end up in the file's place", async () => {

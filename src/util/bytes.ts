@@ -10,6 +10,18 @@ export function byteLength(p: Pieces): number {
   return n;
 }
 
+const ZEROS = Buffer.alloc(1 << 20);
+
+/** Whether every byte of p is zero (a run a new file can leave as a hole). */
+export function allZero(p: Uint8Array): boolean {
+  const b = Buffer.from(p.buffer, p.byteOffset, p.length);
+  for (let at = 0; at < b.length; at += ZEROS.length) {
+    const part = b.subarray(at, at + ZEROS.length);
+    if (!part.equals(ZEROS.subarray(0, part.length))) return false;
+  }
+  return true;
+}
+
 /** Writes p to fd at at, off the JS thread; a short write (a full disk part way) fails. */
 export function writePieces(fd: number, p: Pieces, at: number): Promise<void> {
   const n = byteLength(p);

@@ -84,6 +84,8 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       if (set.size !== undefined) {
         if (isDir(r.mode)) throw fsError("EISDIR");
         if (!isReg(r.mode)) throw fsError("EINVAL");
+        // Past 2^53 a size is no longer exact here (and past any file a disk here can hold).
+        if (!Number.isSafeInteger(set.size)) throw fsError("EFBIG");
         if (h?.writable) {
           // Through an open handle: published with the rest of the writes at flush (close-to-open),
           // which must come here even if the shim served no write through the handle.

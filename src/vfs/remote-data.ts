@@ -4,7 +4,7 @@ import type { PeerReads } from "../peer/peer-reads.ts";
 import { readCopy, type CopyCache, type Opened } from "../cache/copy-cache.ts";
 import { createMemfd } from "../cache/memfd.ts";
 import { FsError, E } from "../util/errno.ts";
-import { writePiecesSync, type Pieces } from "../util/bytes.ts";
+import { allZero, writePiecesSync, type Pieces } from "../util/bytes.ts";
 import type { Logger } from "../util/log.ts";
 import type { LocalDir } from "../local/local-dir.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
@@ -212,18 +212,24 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
           const src = o.cache.open(ino, version);
           if (src !== undefined) {
             try {
-              const buf = Buffer.allocUnsafe(1 << 20);
-              for (let off = 0, n; (n = readCopy(src, buf, off)) > 0; off += n) fs.writeSync(fd, buf, 0, n, off);
+              // In blocks small enough that a few bytes amid zeros take about as much disk.
+              const buf = Buffer.allocUnsafe(64 << 10);
+              for (let off = 0, n; (n = readCopy(src, buf, off)) > 0; off += n) if (!allZero(buf.subarray(0, n))) fs.writeSync(fd, buf, 0, n, off);
             } finally {
               fs.closeSync(src.fd);
             }
           } else {
-            const sink = { write: (d: Pieces, at: number) => writePiecesSync(fd, d, at), fd };
-            // This node's own file from now on: the holder's holes stay holes (a sparse file of
-            // terabytes takes the disk its data takes, not its size).
+            const sink = {
+              write: (d: Pieces, at: number) => {
+                if (!d.every(allZero)) writePiecesSync(fd, d, at);
+              },
+              fd,
+            };
             await streams.fetchAny(ino, version, path, size, { sink, got: 0, waiters: [] }, given, true);
-            fs.ftruncateSync(fd, size);
           }
+          // This node's own file from now on: holes stay holes, the holder's and those of zeros a
+          // copy kept as bytes (a sparse file of terabytes takes the disk its data takes).
+          fs.ftruncateSync(fd, size);
           keep(o.root, fd, owner);
           const done = fd;
           // Given up before the close: a failed close frees the number too, and the rename may fail after it.
