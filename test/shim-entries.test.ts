@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
+import { spawnSync } from "bun";
 import { errCode, fuseUnavailable, waitFor } from "./helpers/env.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { scrape } from "./helpers/metrics.ts";
@@ -158,6 +159,19 @@ describe.skipIf(!!skip)("lookups answered by the shim", () => {
     expect(setxattr(join(a.mnt, "labels"), "user.k", Buffer.from("v"))).toBe(0);
     expect(Buffer.from(getxattr(join(b.mnt, "labels"), "user.k") as Uint8Array).toString()).toBe("v");
     expect(getxattr(join(b.mnt, "labels"), "user.none")).toBe(E.ENODATA);
+  });
+
+  test("system.* attributes are not kept: a user cannot set one on a file they may not even read (the kernel leaves their checks to the filesystem)", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    fs.writeFileSync(join(a.mnt, "roots-secret"), "x", { mode: 0o600 });
+    fs.chmodSync(join(a.mnt, "roots-secret"), 0o600);
+    const asNobody = (name: string) =>
+      spawnSync(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, "-e", `const { setxattr } = require(${JSON.stringify(join(import.meta.dir, "helpers/libc.ts"))}); process.exit(setxattr(process.argv.at(-1), process.argv.at(-2), Buffer.from("v")))`, name, join(b.mnt, "roots-secret")]).exitCode;
+    for (const name of ["system.evil", "system.nfs4_acl"]) {
+      expect(asNobody(name)).toBe(E.EOPNOTSUPP);
+      expect(setxattr(join(b.mnt, "roots-secret"), name, Buffer.from("v"))).toBe(E.EOPNOTSUPP);
+      expect(getxattr(join(a.mnt, "roots-secret"), name)).toBe(E.EOPNOTSUPP);
+    }
   });
 
   test("another node's creates bring this node's record of the directory up to date: its stats are answered by the shim, with no read of Redis", async () => {

@@ -8,8 +8,10 @@ const XATTR_SIZE_MAX = 65536;
 function checkXattrName(name: string): void {
   if (Buffer.byteLength(name) > XATTR_NAME_MAX) throw fsError("ERANGE");
   // ACLs, file capabilities and SELinux labels are not kept (the shim answers their reads itself).
-  if (name.startsWith("system.posix_acl_") || name === "security.capability" || name === "security.selinux") throw fsError("EOPNOTSUPP");
-  const ns = /^(user|trusted|security|system)\./.exec(name);
+  // Nor is anything else of system.*: the kernel leaves who may set those to the filesystem, and
+  // any user could then set them on any file (as ext4 does, with no handler for the name).
+  if (name.startsWith("system.") || name === "security.capability" || name === "security.selinux") throw fsError("EOPNOTSUPP");
+  const ns = /^(user|trusted|security)\./.exec(name);
   if (!ns) throw fsError("EOPNOTSUPP");
   if (name.length === ns[0].length) throw fsError("EINVAL");
 }
