@@ -19,9 +19,17 @@ describe("an open racing another node's rename", () => {
   let a: VfsNode, b: VfsNode;
   /** Runs once, when A's next open has just read a record. */
   let between: (() => Promise<void>) | undefined;
+  /** Runs each time A has just read the record of this inode alone (as when it walks a path up), while it returns true. */
+  let afterGet: { ino: number; act: () => Promise<boolean> } | undefined;
   const holdAfterRecord = (s: MetadataStore): MetadataStore =>
     new Proxy(s, {
       get(t, k, recv) {
+        if (k === "get")
+          return async (ino: number) => {
+            const got = await t.get(ino);
+            if (afterGet?.ino === ino && !(await afterGet.act())) afterGet = undefined;
+            return got;
+          };
         if (k !== "recordAndHolders") return Reflect.get(t, k, recv);
         return async (ino: number) => {
           const got = await t.recordAndHolders(ino);
@@ -84,6 +92,30 @@ describe("an open racing another node's rename", () => {
       }
     });
   }
+
+  test("an open each of whose tries for a while reads its directory's path just before another node's rename of it lands on this disk opens the file once the renames stop (no EIO)", async () => {
+    const { dir, ino, bytes } = await heldByA("s0", 100, 0x71);
+    let at = "s0";
+    const swap = async () => {
+      const to = at === "s0" ? "s1" : "s0";
+      await b.vfs.rename(C, 1, at, 1, to, 0);
+      await a.todo.drain();
+      at = to;
+    };
+    between = swap;
+    let races = 6;
+    afterGet = { ino: dir, act: async () => (await swap(), --races > 0) };
+    const o = await a.vfs.open(C, ino, O_RDONLY);
+    try {
+      expect(races).toBe(0);
+      const got = Buffer.alloc(101);
+      expect(fs.readSync(o.fd!, got, 0, 101, 0)).toBe(100);
+      expect(Buffer.compare(got.subarray(0, 100), bytes)).toBe(0);
+      expect(fs.fstatSync(o.fd!).ino).toBe(fs.statSync(join(a.rootPath, at, "x")).ino);
+    } finally {
+      await a.vfs.release(C, ino, o.fh, false);
+    }
+  });
 
   test("an open by a name the file no longer has is refused with ESTALE (the kernel looks the name up again), not EIO", async () => {
     const { dir, ino } = await heldByA("f", 100, 0x61);

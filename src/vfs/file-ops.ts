@@ -18,8 +18,11 @@ const { O_APPEND, O_SYNC, O_DSYNC, O_RDWR, O_WRONLY, O_RDONLY, O_TRUNC, O_EXCL }
 const KEEP_OPEN_FLAGS = O_ACCMODE | O_APPEND | O_SYNC | O_DSYNC;
 /** Longest an open waits for another node's write to publish the bytes it is changing. */
 const CHANGING_WAIT_MS = 10_000;
-/** Opens of a file listed here that is not at its path, each with its record read again, before the copies elsewhere are tried. */
-const MOVED_TRIES = 3;
+/**
+ * How long an open of a file listed here that is not at its path keeps reading its record and path
+ * again (renames of its directories landing on this disk meanwhile), before the copies elsewhere.
+ */
+const MOVED_WAIT_MS = 2_000;
 /** Longest pause between its tries meanwhile (they start at 10 ms and double). */
 const CHANGING_POLL_MS = 200;
 /** How long a reader of another version open here is waited for to close before it is superseded. */
@@ -217,6 +220,7 @@ export function createFileOps(ctx: VfsContext): FileOps {
    * node's (a copy, ranges). leased: a write turn taken for the open, given back if it fails.
    */
   async function dataOf(ino: number, flags: number, writable: boolean, leased: boolean): Promise<{ a: Opened; r: Inode }> {
+    const moving = { until: 0, pause: 1 };
     const attempt = async (tries = 0): Promise<Opened> => {
       let f: Found;
       try {
@@ -245,7 +249,11 @@ export function createFileOps(ctx: VfsContext): FileOps {
         // since the record was read or before this node's caches heard of it, moved it (record and
         // path again, from the store); or Redis put back an older record after losing writes: the
         // copies elsewhere, rather than EIO.
-        if (here === undefined && tries < MOVED_TRIES) return attempt(tries + 1);
+        if (here === undefined && (tries === 0 || Date.now() < moving.until)) {
+          if (tries === 0) moving.until = Date.now() + MOVED_WAIT_MS;
+          else await Bun.sleep((moving.pause = Math.min(moving.pause * 2, 50)));
+          return attempt(tries + 1);
+        }
         if (here === undefined) f = { ...f, here: false };
       }
       const { found, got } = await fromElsewhere(ino, f, path, flags, writable);

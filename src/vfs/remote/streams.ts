@@ -110,7 +110,8 @@ export function createStreams(o: { peers: PeerReads; sources: Sources; log: Logg
             if (at === tried) {
               at++;
               failures.messages.push(`${src.address}: ${(e as Error).message}`);
-              failures.changing ||= e instanceof ChangingCopy || (e instanceof FsError && e.errno === E.ESTALE);
+              // ENOENT: no file of it at the path the holder was told, its disk still following renames.
+              failures.changing ||= e instanceof ChangingCopy || (e instanceof FsError && (e.errno === E.ESTALE || e.errno === E.ENOENT));
               o.log.warn({ path: f.path, ino: f.ino, holder: src.address, err: (e as Error).message }, "holder failed, trying the next one");
             }
           }
