@@ -18,13 +18,13 @@ const { O_APPEND, O_SYNC, O_DSYNC, O_RDWR, O_WRONLY, O_RDONLY, O_TRUNC, O_EXCL }
 const KEEP_OPEN_FLAGS = O_ACCMODE | O_APPEND | O_SYNC | O_DSYNC;
 /** Longest an open waits for another node's write to publish the bytes it is changing. */
 const CHANGING_WAIT_MS = 10_000;
+/** Longest pause between its tries meanwhile (they start at 10 ms and double). */
+const CHANGING_POLL_MS = 200;
 /**
  * How long an open of a file listed here that is not at its path keeps reading its record and path
  * again (renames of its directories landing on this disk meanwhile), before the copies elsewhere.
  */
 const MOVED_WAIT_MS = 2_000;
-/** Longest pause between its tries meanwhile (they start at 10 ms and double). */
-const CHANGING_POLL_MS = 200;
 /** How long a reader of another version open here is waited for to close before it is superseded. */
 const SUPERSEDE_WAIT_MS = 200;
 

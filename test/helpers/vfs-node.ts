@@ -49,8 +49,7 @@ export async function startVfsNode(url: string, id: string, wrap: (s: MetadataSt
   const remote = createRemoteData({ root, store, peers: createPeerReads(pool), cache, nodeId: id, listing, log });
   let vfs: Vfs | undefined;
   const todo = createTodoApplier({ root, nodeId: id, store, log, writing: (ino) => vfs?.writing(ino) ?? false });
-  vfs = createVfs({ root, nodeId: id, store, log, attrCacheMs: 1000, remote, catchUp: () => todo.drain() });
-  const made = vfs;
+  const made = (vfs = createVfs({ root, nodeId: id, store, log, attrCacheMs: 1000, remote, catchUp: () => todo.drain() }));
   return {
     id, vfs: made, store, todo, rootPath,
     async close() {
