@@ -2,8 +2,8 @@ import * as http2 from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Http2SessionManager } from "@connectrpc/connect-node";
 import { fromBinary, toBinary, create } from "@bufbuild/protobuf";
-import { ChunkSchema, ReadRequestSchema, type ReadRequest } from "../gen/mcfs/v1/peer_pb.ts";
-import { READ_FILE_PATH } from "./file-frames.ts";
+import { ChunkSchema, FilePiecesSchema, ReadFilesRequestSchema, ReadRequestSchema, type FilePieces, type ReadFilesRequest, type ReadRequest } from "../gen/mcfs/v1/peer_pb.ts";
+import { READ_FILE_PATH, READ_FILES_PATH } from "./file-frames.ts";
 
 /** The gRPC messages of a stream, taken from its pieces as they come, each as views of the pieces it lies in: never copied. */
 export function createMessages(): { push(piece: Buffer): void; next(): Buffer[] | undefined; left(): number } {
@@ -127,25 +127,24 @@ export interface FileFramesOptions {
 }
 
 /**
- * The chunks of a ReadFile call read straight off its HTTP/2 stream: Connect's reader copied every
- * message into a zeroed buffer of its own and passed it through several async steps; here a chunk is
- * the pieces of the stream its bytes came in, never copied. Failures are
- * ConnectErrors (the errno in the trailers' metadata), as from Connect.
+ * The reply messages of a call read straight off its HTTP/2 stream, each as the pieces of the stream
+ * it came in: Connect's reader copied every message into a zeroed buffer of its own and passed it
+ * through several async steps. Failures are ConnectErrors (the errno in the trailers' metadata), as
+ * from Connect.
  */
-export async function* readFileFrames(session: Http2SessionManager, r: ReadRequest, o: FileFramesOptions): AsyncGenerator<ChunkIn> {
-  const body = toBinary(ReadRequestSchema, create(ReadRequestSchema, r));
+async function* readFrames(session: Http2SessionManager, path: string, call: string, body: Uint8Array, o: FileFramesOptions): AsyncGenerator<Buffer[]> {
   const frame = Buffer.allocUnsafe(5 + body.length);
   frame[0] = 0;
   frame.writeUInt32BE(body.length, 1);
   frame.set(body, 5);
-  const stream = await session.request("POST", READ_FILE_PATH, { ...o.headers, "content-type": "application/grpc+proto", te: "trailers", "grpc-timeout": `${o.timeoutMs}m` }, {});
+  const stream = await session.request("POST", path, { ...o.headers, "content-type": "application/grpc+proto", te: "trailers", "grpc-timeout": `${o.timeoutMs}m` }, {});
   let ended: ConnectError | undefined;
   const timer = setTimeout(() => {
-    ended = new ConnectError(`ReadFile took over ${o.timeoutMs} ms`, Code.DeadlineExceeded);
+    ended = new ConnectError(`${call} took over ${o.timeoutMs} ms`, Code.DeadlineExceeded);
     stream.close(http2.constants.NGHTTP2_CANCEL);
   }, o.timeoutMs);
   const abort = () => {
-    ended = new ConnectError("ReadFile cancelled", Code.Canceled);
+    ended = new ConnectError(`${call} cancelled`, Code.Canceled);
     stream.close(http2.constants.NGHTTP2_CANCEL);
   };
   o.signal?.addEventListener("abort", abort);
@@ -166,17 +165,27 @@ export async function* readFileFrames(session: Http2SessionManager, r: ReadReque
       for await (const piece of stream as AsyncIterable<Buffer>) {
         session.notifyResponseByteRead(stream);
         messages.push(piece);
-        for (let m; (m = messages.next()); ) yield chunkOf(m);
+        for (let m; (m = messages.next()); ) yield m;
       }
     } catch (e) {
       throw ended ?? ConnectError.from(e, Code.Unavailable);
     }
     if (ended) throw ended;
     if (status) throw status;
-    if (!finished || messages.left() > 0) throw new ConnectError("ReadFile stream ended without its status", Code.Unavailable);
+    if (!finished || messages.left() > 0) throw new ConnectError(`${call} stream ended without its status`, Code.Unavailable);
   } finally {
     clearTimeout(timer);
     o.signal?.removeEventListener("abort", abort);
     if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
   }
+}
+
+/** The chunks of a ReadFile call: each the pieces of the stream its bytes came in, never copied. */
+export async function* readFileFrames(session: Http2SessionManager, r: ReadRequest, o: FileFramesOptions): AsyncGenerator<ChunkIn> {
+  for await (const m of readFrames(session, READ_FILE_PATH, "ReadFile", toBinary(ReadRequestSchema, create(ReadRequestSchema, r)), o)) yield chunkOf(m);
+}
+
+/** The messages of a ReadFiles call: a message in several pieces is joined (one copy), its data fields views of that. */
+export async function* readFilesFrames(session: Http2SessionManager, r: ReadFilesRequest, o: FileFramesOptions): AsyncGenerator<FilePieces> {
+  for await (const m of readFrames(session, READ_FILES_PATH, "ReadFiles", toBinary(ReadFilesRequestSchema, create(ReadFilesRequestSchema, r)), o)) yield fromBinary(FilePiecesSchema, m.length === 1 ? m[0]! : Buffer.concat(m));
 }

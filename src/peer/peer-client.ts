@@ -1,8 +1,8 @@
 import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-node";
-import { Peer, type ReadRequest } from "../gen/mcfs/v1/peer_pb.ts";
+import { Peer, type FilePieces, type ReadFilesRequest, type ReadRequest } from "../gen/mcfs/v1/peer_pb.ts";
 import { intercepted } from "./file-frames.ts";
-import { readFileFrames, type ChunkIn } from "./file-frames-reader.ts";
+import { readFileFrames, readFilesFrames, type ChunkIn, type FileFramesOptions } from "./file-frames-reader.ts";
 import { fromConnectError } from "./errors.ts";
 import { clientTlsOptions, type PeerTls } from "./peer-tls.ts";
 
@@ -20,6 +20,8 @@ export interface PeerPool {
   get(address: string, lane?: number): PeerClient;
   /** ReadFile read off the stream as it comes (file-frames-reader.ts), on the same connection as get's client. */
   readFile(address: string, r: ReadRequest, lane?: number, signal?: AbortSignal): AsyncIterable<ChunkIn>;
+  /** ReadFiles read off the stream as it comes, as readFile. */
+  readFiles(address: string, r: ReadFilesRequest): AsyncIterable<FilePieces>;
   close(): void;
 }
 
@@ -45,7 +47,8 @@ export function createPeerPool(o: PeerPoolOptions): PeerPool {
     if (!c) {
       const baseUrl = `${tls ? "https" : "http"}://${address}`;
       // HTTP/2's default 64 KiB window stalls every 128 KiB message on a window update; frames of up
-      // to 256 KiB bring such a message in one piece, not eight to be joined by a copy.
+      // to 256 KiB bring such a message in one piece, not eight to be joined by a copy (from servers
+      // that send them: Bun's sends 16 KiB frames whatever the client allows).
       const session = new Http2SessionManager(baseUrl, { idleConnectionTimeoutMs: 60_000 }, { ...tls, settings: { initialWindowSize: WINDOW, maxFrameSize: 1 << 18 } });
       const transport = createGrpcTransport({
         baseUrl,
@@ -59,16 +62,19 @@ export function createPeerPool(o: PeerPoolOptions): PeerPool {
     return c;
   };
   const headers: Record<string, string> = o.secret ? { authorization: `Bearer ${o.secret}` } : {};
+  /** A call whose replies are read off the stream (file-frames-reader.ts), through the interceptors as Connect's would be. */
+  async function* framed<I, O>(address: string, lane: number, signal: AbortSignal | undefined, r: I, read: (s: Http2SessionManager, r: I, f: FileFramesOptions) => AsyncIterable<O>, method: typeof Peer.method.readFile | typeof Peer.method.readFiles): AsyncIterable<O> {
+    const { session } = connect(address, lane);
+    const stop = signal ?? new AbortController().signal;
+    const one = (async function* () {
+      yield r;
+    })();
+    yield* await intercepted(o.interceptors ?? [], `${tls ? "https" : "http"}://${address}`, stop, one, (req) => read(session, req, { headers, timeoutMs: o.timeoutMs, signal: stop }), method);
+  }
   return {
     get: (address, lane = 0) => connect(address, lane).client,
-    async *readFile(address, r, lane = 0, signal) {
-      const { session } = connect(address, lane);
-      const stop = signal ?? new AbortController().signal;
-      const one = (async function* () {
-        yield r;
-      })();
-      yield* await intercepted(o.interceptors ?? [], `${tls ? "https" : "http"}://${address}`, stop, one, (req) => readFileFrames(session, req, { headers, timeoutMs: o.timeoutMs, signal: stop }));
-    },
+    readFile: (address, r, lane = 0, signal) => framed(address, lane, signal, r, readFileFrames, Peer.method.readFile),
+    readFiles: (address, r) => framed(address, 0, undefined, r, readFilesFrames, Peer.method.readFiles),
     close() {
       clients.clear();
     },

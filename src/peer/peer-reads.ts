@@ -1,7 +1,7 @@
 import type { FsError } from "../util/errno.ts";
 import type { Pieces } from "../util/bytes.ts";
 import { create } from "@bufbuild/protobuf";
-import { ReadRequestSchema } from "../gen/mcfs/v1/peer_pb.ts";
+import { ReadFilesRequestSchema, ReadRequestSchema } from "../gen/mcfs/v1/peer_pb.ts";
 import { fromConnectError } from "./errors.ts";
 import type { PeerPool } from "./peer-client.ts";
 
@@ -68,7 +68,7 @@ export function createPeerReads(pool: PeerPool): PeerReads {
       for await (const ch of translated(pool.readFile(address, req, part?.lane, part?.signal))) yield { offset: Number(ch.offset), data: ch.data };
     },
     async *files(address, files) {
-      for await (const msg of translated(pool.get(address).readFiles({ files: files.map(wire) }))) {
+      for await (const msg of translated(pool.readFiles(address, create(ReadFilesRequestSchema, { files: files.map(wire) })))) {
         for (const p of msg.pieces) yield { index: p.index, offset: Number(p.offset), data: p.data, errno: p.errno, last: p.last };
       }
     },
