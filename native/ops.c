@@ -6,7 +6,6 @@
  */
 #include "mcfs_fuse.h"
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>

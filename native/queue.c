@@ -6,8 +6,9 @@
  * stream read re-arming epoll and reading twice); the pipe only tells JS the session ended, and its
  * pending read keeps Bun's event loop alive, which the callback does not.
  *
- * Records the kernel has had its answer to already (queue_note: a reader's release) wake nobody: JS
- * takes them with the next request, in order, or at most LATE_MS later (the late thread's wake).
+ * Records the kernel has had its answer to already (queue_note: a release with nothing written since
+ * its flush) wake nobody: JS takes them with the next request, in order, or at most LATE_MS later (the
+ * late thread's wake).
  */
 #include "mcfs_fuse.h"
 #include <errno.h>
