@@ -5,6 +5,9 @@ import { fromBinary, toBinary, create } from "@bufbuild/protobuf";
 import { ChunkSchema, FilePiecesSchema, ReadFilesRequestSchema, ReadRequestSchema, type FilePieces, type ReadFilesRequest, type ReadRequest } from "../gen/mcfs/v1/peer_pb.ts";
 import { READ_FILE_PATH, READ_FILES_PATH } from "./file-frames.ts";
 
+/** Largest reply message taken: a holder sends at most 128 KiB of data a message (gRPC's default receive limit). */
+const MESSAGE_MAX = 4 << 20;
+
 /** The gRPC messages of a stream, taken from its pieces as they come, each as views of the pieces it lies in: never copied. */
 export function createMessages(): { push(piece: Buffer): void; next(): Buffer[] | undefined; left(): number } {
   const pieces: Buffer[] = [];
@@ -38,6 +41,8 @@ export function createMessages(): { push(piece: Buffer): void; next(): Buffer[] 
       const head = pieces[0]!.length >= 5 ? pieces[0]! : firstBytes(pieces, 5);
       if (head[0] !== 0) throw new ConnectError("compressed or unknown gRPC frame", Code.Internal);
       const len = head.readUInt32BE(1);
+      // Refused before its bytes pile up here, whatever the peer says they are.
+      if (len > MESSAGE_MAX) throw new ConnectError(`a reply message of ${len} bytes, larger than ${MESSAGE_MAX}`, Code.ResourceExhausted);
       if (have < 5 + len) return undefined;
       take(5);
       return take(len);

@@ -54,6 +54,14 @@ describe("ReadFile framed by hand", () => {
   });
 });
 
+test("a reply message declared larger than any a holder sends is refused as soon as its length is read, before its bytes are kept", () => {
+  const m = createMessages();
+  const head = Buffer.from([0, 0, 0, 0, 0]);
+  head.writeUInt32BE(0xffff_ffff, 1);
+  m.push(head);
+  expect(() => m.next()).toThrow(/larger than/);
+});
+
 test("a Chunk encoded otherwise than frameChunk does (fields reordered, unknown ones, offsets past 2^53) is decoded whole", () => {
   const data = Buffer.from("hello, pieces");
   const varint = (v: bigint) => {
