@@ -38,7 +38,8 @@ void queue_stop_waking(void); /* once the session's threads are gone: JS may fre
 void queue_end(void);         /* the session ended: a byte down the pipe */
 /* Copy h (op and arguments set) with its strings and data into the queue, or answer the request with an error. */
 void queue_put(fuse_req_t req, struct mcfs_req *h, const char *s1, const char *s2, const void *data, size_t dlen);
-int queue_note(fuse_req_t req, struct mcfs_req *h); /* a record with id 0, req answered by the caller after; -errno */
+/* A record with id 0, for a request the caller answers itself after (ctx: its caller's); -errno. */
+int queue_note(const struct fuse_ctx *ctx, struct mcfs_req *h, const char *s1);
 
 /* io.c: reads and writes served from the local fd JS attached to a file handle. */
 void io_reset(void);
@@ -62,6 +63,18 @@ static inline const uint8_t *dirent_next(const int64_t *a)
 /* entries.c: names answered without JS (see there). */
 int entries_try_lookup(fuse_req_t req, uint64_t parent, const char *name); /* 1: answered here */
 int entries_try_getattr(fuse_req_t req, uint64_t ino);                     /* 1: answered here */
+
+/* listings.c: a sole node's complete listings: names surely not there, answered ENOENT without JS (see there). */
+int listing_try_absent(fuse_req_t req, uint64_t parent, const char *name); /* 1: answered here */
+/*
+ * name, missing from parent's listing, is put in it for a file the shim makes: 1 and a dup of the
+ * directory's local fd (the caller closes it), its mode and gid; 0 when the shim cannot make it there.
+ */
+int listing_claim(uint64_t parent, const char *name, int *dirfd, uint32_t *mode, uint32_t *gid);
+void listing_unclaim(uint64_t parent, const char *name); /* the file was not made after all */
+
+/* creates.c: a sole node's creates answered without JS (see there). */
+int creates_try(fuse_req_t req, uint64_t parent, const char *name, mode_t mode, struct fuse_file_info *fi);
 
 /* notify.c: kernel cache invalidations, made on their own thread. */
 int notify_start(struct fuse_session *se);

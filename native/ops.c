@@ -1,6 +1,7 @@
 /*
  * The libfuse low-level handlers. Each one either answers in C (the fd fast path in io.c, names JS
- * handed entries.c, xattrs mcfs never stores, forgets) or fills its operation's arguments (named in mcfs_abi.h, from
+ * handed entries.c, names missing from listings JS handed listings.c, xattrs mcfs never stores,
+ * forgets, a sole node's flushes) or fills its operation's arguments (named in mcfs_abi.h, from
  * src/fuse/abi.ts) and queues the request for JS. The strings go first and second in the order abi.ts
  * names them.
  */
@@ -14,7 +15,7 @@
 
 static void ll_lookup(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-	if (entries_try_lookup(req, ino, name))
+	if (entries_try_lookup(req, ino, name) || listing_try_absent(req, ino, name))
 		return;
 	REQ(OP_LOOKUP);
 	queue_put(req, &h, name, NULL, NULL, 0);
@@ -99,6 +100,8 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 static void ll_create(fuse_req_t req, fuse_ino_t ino, const char *name, mode_t mode, struct fuse_file_info *fi)
 {
+	if (creates_try(req, ino, name, mode, fi))
+		return;
 	REQ(OP_CREATE);
 	h.create.flags = (uint32_t)fi->flags;
 	h.create.mode = mode;
@@ -142,6 +145,11 @@ static void ll_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 	free(data);
 }
 
+/* Set by mcfs_flush_notes before the session starts; read by the loop's threads only after. */
+static int flush_notes;
+
+void mcfs_flush_notes(int on) { flush_notes = on; }
+
 static void ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	/* Nothing written through a local fd since the last flush: nothing to publish. */
@@ -152,6 +160,14 @@ static void ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	REQ(OP_FLUSH);
 	h.fh = fi->fh;
 	h.flush.dirty = io_take_dirty(fi->fh);
+	/*
+	 * A node whose publish nobody else waits for (a sole node) answers the close here: the bytes are
+	 * in its local file already, and JS publishes them before it answers anything after (in order).
+	 */
+	if (flush_notes && io_served(fi->fh) && queue_note(fuse_req_ctx(req), &h, NULL) == 0) {
+		fuse_reply_err(req, 0);
+		return;
+	}
 	queue_put(req, &h, NULL, NULL, NULL, 0);
 }
 
@@ -166,7 +182,7 @@ static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	 * (before it, in order), or a late wake later, without a wake of its own. A writer's close
 	 * published at its flush; its write turn goes back that much later.
 	 */
-	if (!h.release.dirty && queue_note(req, &h) == 0) {
+	if (!h.release.dirty && queue_note(fuse_req_ctx(req), &h, NULL) == 0) {
 		fuse_reply_err(req, 0);
 		return;
 	}

@@ -7,8 +7,8 @@
  * pending read keeps Bun's event loop alive, which the callback does not.
  *
  * Records the kernel has had its answer to already (queue_note: a release with nothing written since
- * its flush) wake nobody: JS takes them with the next request, in order, or at most LATE_MS later (the
- * late thread's wake).
+ * its flush, a sole node's flush, a file the shim made) wake nobody: JS takes them with the next
+ * request, in order, or at most LATE_MS later (the late thread's wake).
  */
 #include "mcfs_fuse.h"
 #include <errno.h>
@@ -218,9 +218,9 @@ void queue_put(fuse_req_t req, struct mcfs_req *h, const char *s1, const char *s
 	append(q, 0);
 }
 
-int queue_note(fuse_req_t req, struct mcfs_req *h)
+int queue_note(const struct fuse_ctx *ctx, struct mcfs_req *h, const char *s1)
 {
-	struct qitem *q = record(0, fuse_req_ctx(req), h, NULL, NULL, NULL, 0);
+	struct qitem *q = record(0, ctx, h, s1, NULL, NULL, 0);
 	if (!q)
 		return -ENOMEM;
 	append(q, 1);

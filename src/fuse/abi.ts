@@ -62,6 +62,11 @@ export const OPS = {
   access: { code: 27, args: ["mask"], strings: [] },
   create: { code: 28, args: ["flags", "mode"], strings: ["name"] },
   readdirplus: { code: 29, args: ["offset", "size"], strings: [] },
+  /**
+   * A file the shim made and answered the create of itself (id 0; header ino: the parent, fh: the
+   * handle): the inode of the kit it took, its local file open as fd, its group, its times (ns).
+   */
+  created: { code: 30, args: ["flags", "mode", "newIno", "fd", "gid", "timeNs"], strings: ["name"] },
 } as const satisfies Record<string, OpSpec>;
 
 export type OpName = keyof typeof OPS;
@@ -82,6 +87,13 @@ export const STATFS = ["bsize", "frsize", "blocks", "bfree", "bavail", "files", 
 /** unpublished: the handle's flush goes to JS even with nothing written (a create still to be published). */
 export const OPEN_FLAGS = { directIo: 1, keepCache: 2, nonseekable: 4, unpublished: 8 } as const;
 
+/**
+ * What the shim takes for a file it makes itself (creates.c), one kit a file: u64 ino, u64 fh, then
+ * the identity mark its local file gets (NUL-terminated) in the rest of KIT_BYTES.
+ */
+export const KIT_BYTES = 64;
+export const KIT_MARK_AT = 16;
+
 /** Counters of reads and writes the shim served from local fds, uint64 each, in this order. */
 export const IO_COUNTERS = ["readOps", "readBytes", "writeOps", "writeBytes"] as const;
 
@@ -101,6 +113,11 @@ export const SHIM_FUNCTIONS = {
   mcfs_reply_attr: { returns: "int", args: ["uint32_t id", "const int64_t *attr", "double attr_to"] },
   mcfs_reply_open: { returns: "int", args: ["uint32_t id", "uint64_t fh", "int fd", "uint32_t flags"] },
   mcfs_reply_create: { returns: "int", args: ["uint32_t id", "const int64_t *attr", "double entry_to", "double attr_to", "uint64_t fh", "int fd", "uint32_t flags"] },
+  mcfs_flush_notes: { returns: "void", args: ["int on"] },
+  mcfs_creates_start: { returns: "void", args: ["double entry_to", "double attr_to"] },
+  mcfs_create_kits: { returns: "int", args: ["const uint8_t *kits", "int n"] },
+  mcfs_creates_made: { returns: "uint64_t", args: [] },
+  mcfs_listing_make_here: { returns: "int", args: ["uint64_t dir", "int fd", "uint32_t mode", "uint32_t gid"] },
   mcfs_clear_fh: { returns: "void", args: ["uint64_t fh"] },
   mcfs_dirty_fh: { returns: "void", args: ["uint64_t fh"] },
   mcfs_follow_fh: { returns: "void", args: ["uint64_t fh", "int fd", "uint64_t ready"] },
@@ -123,6 +140,11 @@ export const SHIM_FUNCTIONS = {
   mcfs_entry_hits: { returns: "uint64_t", args: [] },
   mcfs_attr_keep: { returns: "int", args: ["const uint8_t *ents", "int n", "double attr_to", "uint32_t ttl_ms"] },
   mcfs_attr_hits: { returns: "uint64_t", args: [] },
+  mcfs_listing_set: { returns: "int", args: ["uint64_t dir", "const char *names", "int n"] },
+  mcfs_listing_name: { returns: "void", args: ["uint64_t dir", "const char *name", "int present"] },
+  mcfs_listing_drop: { returns: "void", args: ["uint64_t dir"] },
+  mcfs_listing_clear: { returns: "void", args: [] },
+  mcfs_listing_absent_hits: { returns: "uint64_t", args: [] },
   mcfs_notes_hold: { returns: "void", args: [] },
   mcfs_notes_release: { returns: "void", args: [] },
   mcfs_notes_pushed: { returns: "uint64_t", args: [] },

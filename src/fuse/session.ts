@@ -3,8 +3,8 @@ import { loadShim, type Shim } from "./native.ts";
 import { accessSync, closeSync, constants } from "node:fs";
 import { detachMount, findMount, stillMounted } from "./mountpoint.ts";
 import { isRoot } from "./fusermount.ts";
-import { ATTR, DIRENT_AFTER_ATTR, IO_COUNTERS, OPEN_FLAGS, OPS, REQ_ARGS_AT, REQ_HEADER_BYTES, STATFS, reqOffset, type OpName } from "./abi.ts";
-import type { Attr, Caller, DirEntry, FileSystem, SetAttr, ShimEntries } from "./types.ts";
+import { ATTR, DIRENT_AFTER_ATTR, IO_COUNTERS, KIT_BYTES, KIT_MARK_AT, OPEN_FLAGS, OPS, REQ_ARGS_AT, REQ_HEADER_BYTES, STATFS, reqOffset, type OpName } from "./abi.ts";
+import type { Attr, Caller, DirEntry, FileSystem, SetAttr, ShimCreates, ShimEntries } from "./types.ts";
 import { E, toErrno } from "../util/errno.ts";
 import { cstr } from "../util/c-string.ts";
 
@@ -92,6 +92,14 @@ export interface SessionOptions {
   singleThread?: boolean;
   entryTimeout: number;
   attrTimeout: number;
+  /**
+   * The shim answers a close's flush itself and hands it to the FileSystem after, for one whose flush
+   * cannot fail for a reason the closer must hear and that nobody else waits for (a sole node's).
+   * Later requests wait for such a flush to be done: none is answered from what it has yet to record.
+   */
+  flushNotes?: boolean;
+  /** The shim answers creates itself where it can (FuseSession.creates), for a FileSystem with created(). */
+  createsInShim?: boolean;
   /** Called once per request with its op name, duration, errno (0 on success), inode and name (if any). */
   onOp?: (op: string, seconds: number, errno: number, ino: number, name: string) => void;
   /** Called when the session ends on its own (unmounted from outside). */
@@ -133,6 +141,11 @@ export interface FuseSession {
   shimLookups(): number;
   /** Getattrs the shim answered from the attributes kept there. */
   shimGetattrs(): number;
+  /** Lookups the shim answered ENOENT itself, from listings (ShimEntries.list). */
+  shimAbsent(): number;
+  /** Files the shim made itself (ShimCreates). */
+  shimCreates(): number;
+  readonly creates: ShimCreates;
   /** Reads of fh are no longer served from its fd by the shim: they come to the filesystem (which keeps the fd open until release). */
   detach(fh: number): void;
   /** The filesystem changed fh's file itself: its next flush comes to the filesystem even if the shim served no write. */
@@ -170,6 +183,11 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     drain();
     settleFlushes();
   }, { returns: "void", args: [], threadsafe: true });
+  shim.mcfs_flush_notes(opts.flushNotes ? 1 : 0);
+  if (opts.createsInShim) {
+    if (!fs.created) throw new Error("createsInShim needs a FileSystem that takes in created files");
+    shim.mcfs_creates_start(opts.entryTimeout, opts.attrTimeout);
+  }
   const endFd = shim.mcfs_start(cstr(opts.mountPoint), cstr(opts.options.join(",")), opts.debug ? 1 : 0, opts.singleThread ? 1 : 0, wake.ptr);
   if (endFd < 0) throw new Error(`cannot mount FUSE at ${opts.mountPoint}: ${-endFd === E.EIO ? mountFailure() : `errno ${-endFd}`}`);
   const conn = findMount(opts.mountPoint)?.minor ?? -1;
@@ -284,13 +302,17 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     write: async (r) => void shim.mcfs_reply_write(r.id, await fs.write(r.c, r.ino, r.fh, Number(r.offset), r.data)),
     flush: async (r) => {
       await fs.flush(r.c, r.ino, r.fh, r.dirty !== 0n);
-      ok(r.id);
+      // Id 0: a flush the shim answered itself (flushNotes).
+      if (r.id !== 0) ok(r.id);
     },
     release: async (r) => {
       shim.mcfs_clear_fh(r.fh);
       await fs.release(r.c, r.ino, r.fh, r.dirty !== 0n);
       // Id 0: a clean release the shim answered itself (the kernel waits for nothing).
       if (r.id !== 0) ok(r.id);
+    },
+    created: async (r) => {
+      await fs.created!(r.c, r.ino, r.name, { ino: Number(r.newIno), fh: r.fh, fd: Number(r.fd), mode: Number(r.mode), flags: Number(r.flags), gid: Number(r.gid), time: r.timeNs });
     },
     fsync: async (r) => {
       await fs.fsync(r.c, r.ino, r.fh, r.datasync !== 0n, r.dirty !== 0n);
@@ -328,8 +350,24 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     },
   };
 
+  /** Settles once every flush or created note dispatched so far has; until then requests wait for it, in order. */
+  let afterNotes: Promise<void> | undefined;
+
+  /** Dispatch r, after the flush and created notes before it (what they record is what later requests must see). */
+  function admit(op: OpName, r: Req<OpName>, name: string) {
+    const wait = afterNotes;
+    const note = r.id === 0 && (op === "flush" || op === "created");
+    if (!wait && !note) return void dispatch(op, r, name);
+    const run = wait ? wait.then(() => dispatch(op, r, name)) : dispatch(op, r, name);
+    if (!note) return;
+    const mine: Promise<void> = run.then(() => {
+      if (afterNotes === mine) afterNotes = undefined;
+    });
+    afterNotes = mine;
+  }
+
   /** Run one request's handler; whatever it throws is answered with its errno. name: its first string, for onOp. */
-  function dispatch(op: OpName, r: Req<OpName>, name: string) {
+  function dispatch(op: OpName, r: Req<OpName>, name: string): Promise<void> {
     const t0 = opts.onOp ? performance.now() : 0;
     const done = (errno: number) => opts.onOp?.(op, (performance.now() - t0) / 1000, errno, r.ino, name);
     let p: Promise<void>;
@@ -339,7 +377,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     } catch (e) {
       p = Promise.reject(e);
     }
-    p.then(
+    return p.then(
       () => done(0),
       (e: unknown) => {
         const errno = toErrno(e);
@@ -372,7 +410,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     }
     p = o + REQ_HEADER_BYTES + lens[0]! + lens[1]!;
     r.data = dl ? pollBuf.slice(p, p + dl) : new Uint8Array(0);
-    dispatch(d.name, r as Req<OpName>, d.strings.length ? (r[d.strings[0]!] as string) : "");
+    admit(d.name, r as Req<OpName>, d.strings.length ? (r[d.strings[0]!] as string) : "");
   }
 
   function drain() {
@@ -492,9 +530,34 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
       dropInode: (ino) => shim.mcfs_entry_drop_inode(ino),
       dropDir: (dir) => shim.mcfs_entry_drop_dir(dir),
       dropAll: () => shim.mcfs_entry_clear(),
+      list(dir, names) {
+        const all = [...names];
+        // One NUL more: an empty listing still passes a buffer.
+        shim.mcfs_listing_set(dir, enc.encode(all.map((n) => n + "\0").join("") + "\0"), all.length);
+      },
+      listName: (dir, name, present) => shim.mcfs_listing_name(dir, cstr(name), present ? 1 : 0),
+      unlist: (dir) => shim.mcfs_listing_drop(dir),
+      unlistAll: () => shim.mcfs_listing_clear(),
     },
     shimLookups: () => Number(shim.mcfs_entry_hits()),
     shimGetattrs: () => Number(shim.mcfs_attr_hits()),
+    shimAbsent: () => Number(shim.mcfs_listing_absent_hits()),
+    shimCreates: () => Number(shim.mcfs_creates_made()),
+    creates: {
+      supply(kits) {
+        const buf = new Uint8Array(Math.max(1, kits.length) * KIT_BYTES);
+        const v = new DataView(buf.buffer);
+        kits.forEach((k, i) => {
+          v.setBigUint64(i * KIT_BYTES, BigInt(k.ino), true);
+          v.setBigUint64(i * KIT_BYTES + 8, BigInt(k.fh), true);
+          const mark = enc.encode(k.mark);
+          if (mark.length >= KIT_BYTES - KIT_MARK_AT) throw new Error(`identity mark too long for a kit: ${k.mark}`);
+          buf.set(mark, i * KIT_BYTES + KIT_MARK_AT);
+        });
+        return shim.mcfs_create_kits(buf, kits.length);
+      },
+      makeHere: (dir, dirFd, mode, gid) => shim.mcfs_listing_make_here(dir, dirFd, mode >>> 0, gid >>> 0) === 0,
+    },
     ioCounters() {
       const c = new BigUint64Array(IO_COUNTERS.length);
       shim.mcfs_io_counters(c);

@@ -87,6 +87,50 @@ export interface ShimEntries {
   /** Every name in dir. */
   dropDir(dir: number): void;
   dropAll(): void;
+  /**
+   * dir's whole listing, for a FileSystem whose listings are complete (nobody else changes them): a
+   * lookup of any other name in dir is answered ENOENT, until unlist. Each change of it must be
+   * told (listName) before the request that made it is answered.
+   */
+  list(dir: number, names: Iterable<string>): void;
+  /** A name came into (present) or left a listed directory. */
+  listName(dir: number, name: string, present: boolean): void;
+  unlist(dir: number): void;
+  unlistAll(): void;
+}
+
+/** What the shim takes to make a file itself: the inode number, handle and identity mark it gets. */
+export interface ShimKit {
+  ino: number;
+  fh: number;
+  mark: string;
+}
+
+/**
+ * Creates the FUSE shim answers itself (native/creates.c), for a FileSystem nobody else changes:
+ * in listed directories (ShimEntries.list) it was given the local directory of, each with a kit.
+ */
+export interface ShimCreates {
+  /** More kits; returns how many the shim holds now. */
+  supply(kits: ShimKit[]): number;
+  /**
+   * New files in listed dir may be made in dirFd (its local directory, O_PATH; the shim owns it and
+   * closes it with the listing), with the directory's mode and gid; dirFd -1: the mode and gid changed.
+   * False (dirFd closed) when the shim has no listing of dir.
+   */
+  makeHere(dir: number, dirFd: number, mode: number, gid: number): boolean;
+}
+
+/** A file the shim made and answered the create of (ShimCreates): from the kit it took, its local file open as fd. */
+export interface MadeInShim {
+  ino: number;
+  fh: number;
+  fd: number;
+  mode: number;
+  flags: number;
+  gid: number;
+  /** Its times, ns since the epoch. */
+  time: bigint;
 }
 
 /**
@@ -123,4 +167,6 @@ export interface FileSystem {
   listxattr(c: Caller, ino: number): Promise<string[]>;
   removexattr(c: Caller, ino: number, name: string): Promise<void>;
   access(c: Caller, ino: number, mask: number): Promise<void>;
+  /** A file the shim made (ShimCreates): taken in before any other request, the kernel has it already. */
+  created?(c: Caller, parent: number, name: string, made: MadeInShim): Promise<void>;
 }

@@ -30,6 +30,8 @@ export function createMetrics() {
     registry,
     fuseOps: talliedCounter("mcfs_fuse_operations_total", "FUSE operations answered in JS, by operation (reads and writes of local files are served by the shim: see mcfs_read_bytes_total)", "op", r.registers),
     shimLookups: new Counter({ name: "mcfs_shim_lookups_total", help: "Lookups the FUSE shim answered itself, from names whose records JS had prefetched (they never reach JS: not in mcfs_fuse_operations_total)", ...r }),
+    shimAbsent: new Counter({ name: "mcfs_shim_absent_total", help: "Lookups the FUSE shim answered ENOENT itself, for names missing from a sole node's complete listings (they never reach JS: not in mcfs_fuse_operations_total)", ...r }),
+    shimCreates: new Counter({ name: "mcfs_shim_creates_total", help: "Files the FUSE shim made and answered the create of itself, on a sole node (JS takes them in after: they are in mcfs_fuse_operations_total as op created, not create)", ...r }),
     shimGetattrs: new Counter({ name: "mcfs_shim_getattrs_total", help: "Getattrs the FUSE shim answered itself, from records JS had fresh (they never reach JS: not in mcfs_fuse_operations_total)", ...r }),
     fuseErrors: new Counter({ name: "mcfs_fuse_operation_errors_total", help: "FUSE operations answered with an error, by operation and errno", labelNames: ["op", "errno"], ...r }),
     fuseLatency: new Histogram({ name: "mcfs_fuse_operation_duration_seconds", help: "Time to answer a FUSE operation in JS", labelNames: ["op"], buckets: LATENCY, ...r }),

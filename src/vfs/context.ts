@@ -1,5 +1,5 @@
 import type { BigIntStats } from "node:fs";
-import type { Caller, ShimEntries } from "../fuse/types.ts";
+import type { Caller, ShimCreates, ShimEntries } from "../fuse/types.ts";
 import type { LocalDir } from "../local/local-dir.ts";
 import type { Inode, MetadataStore, Removed } from "../meta/store.ts";
 import type { Logger } from "../util/log.ts";
@@ -38,6 +38,8 @@ export interface VfsOptions {
   dirtyHandle?: (fh: number) => void;
   /** Names the FUSE shim may answer lookups of itself: kept for prefetched records, dropped with them. */
   shimEntries?: ShimEntries;
+  /** Files the FUSE shim may make itself (a sole node's): it is handed what it needs for them. */
+  shimCreates?: ShimCreates;
   /** Make the kernel forget names it may hold; resolves once it has (false: not in time). */
   forgetKernelNames?: (names: [number, string][]) => Promise<boolean>;
   /** Make the kernel forget a name it cached (it now leads to another file). */

@@ -10,6 +10,7 @@ import { createLocalFile } from "./local-files.ts";
 import { checkName, checkReserved } from "./namespace-ops.ts";
 import { compareNames } from "./name-order.ts";
 import type { Handle } from "./open-files.ts";
+import type { ShimKits } from "./shim-kits.ts";
 import { ChangingCopy, type RangeReader, type Sibling } from "./remote-data.ts";
 
 const fsync = promisify(fs.fsync), fdatasync = promisify(fs.fdatasync);
@@ -28,7 +29,7 @@ const MOVED_WAIT_MS = 2_000;
 /** How long a reader of another version open here is waited for to close before it is superseded. */
 const SUPERSEDE_WAIT_MS = 200;
 
-type FileOps = Pick<FileSystem, "open" | "create" | "read" | "write" | "flush" | "release" | "fsync">;
+type FileOps = Pick<FileSystem, "open" | "create" | "read" | "write" | "flush" | "release" | "fsync" | "created">;
 
 /** What open() learned of an inode: its record, its holders, and whether this node holds its bytes. */
 interface Found {
@@ -54,7 +55,7 @@ interface Opened {
  * it can), other nodes' bytes from the cache or their holders, writers taking turns across nodes, and
  * close-to-open publishing.
  */
-export function createFileOps(ctx: VfsContext): FileOps {
+export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
   const { store, root, nodeId, paths, cache, kernel, o } = ctx;
   const remote = o.remote;
 
@@ -398,7 +399,25 @@ export function createFileOps(ctx: VfsContext): FileOps {
       // Where its file is: its close looks for it elsewhere only if the namespace moved it since.
       const fh = ctx.open.add({ ino: r.ino, fd, writable: true, dirty: false, at: path }, r);
       kernel.opened(r.ino, r.version);
+      if (kits) kits.madeIn(await ctx.record(parent), dirname(path));
       return { attr: kernel.told(parent, name, r), open: { fh, fd, keepCache: false, unpublished: ctx.policy.unsettled(r.ino) } };
+    },
+
+    async created(c, parent, name, m) {
+      const gen = kits?.take(m.ino);
+      try {
+        if (gen === undefined || !ctx.policy.adopt) throw new Error(`no kit of inode ${m.ino} was handed to the shim`);
+        const { r, path } = await ctx.policy.adopt(ctx, c, parent, name, { ino: m.ino, gen, mode: m.mode, gid: m.gid, time: m.time, fd: m.fd });
+        ctx.writtenHere.add(r.ino);
+        ctx.open.add({ ino: r.ino, fd: m.fd, writable: true, dirty: false, at: path }, r, m.fh);
+        kernel.opened(r.ino, r.version);
+        kernel.told(parent, name, r);
+      } catch (e) {
+        // The kernel has the file already: its handle fails from now on, and the next start publishes the local file.
+        o.detachHandle?.(m.fh);
+        fs.closeSync(m.fd);
+        ctx.log.error({ op: "create", parent, name, ino: m.ino, err: (e as Error).message }, "a file the shim made could not be taken in");
+      }
     },
 
     async read(_c, ino, fh, offset, size) {

@@ -56,6 +56,11 @@ export interface MetaMirror {
   /** Every name in dir. */
   dropDir(dir: number): void;
   dropAll(): void;
+  /** Whole listings, for a mirror that answers for names missing from them: dir's as it now is, then each change of it. */
+  listed?(dir: number, names: Iterable<string>): void;
+  listChanged?(dir: number, name: string, present: boolean): void;
+  unlisted?(dir: number): void;
+  unlistedAll?(): void;
 }
 
 export interface MetaCacheOptions {
@@ -130,8 +135,12 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
     if (add !== undefined) mirror?.dropName(dir, add[0]);
     if (remove !== undefined) mirror?.dropName(dir, remove);
     const l = listings.get(dir);
-    if (l) apply(l, add, remove);
-    else loading.get(dir)?.push([add, remove]);
+    if (!l) return void loading.get(dir)?.push([add, remove]);
+    if (remove !== undefined && l.has(remove)) mirror?.listChanged?.(dir, remove, false);
+    const added = add !== undefined && !l.has(add[0]);
+    apply(l, add, remove);
+    // Told after the listing has it: a name is never missing from the mirror while it is here.
+    if (added) mirror?.listChanged?.(dir, add[0], true);
   }
 
   function dropListing(dir: number): void {
@@ -140,6 +149,7 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
     const l = listings.get(dir);
     if (l) listedNames -= l.size;
     listings.delete(dir);
+    mirror?.unlisted?.(dir);
   }
 
   /**
@@ -157,12 +167,14 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
       if (epoch !== resyncs) return;
       if (listedNames + ents.length > LISTED_MAX) {
         listings.clear();
+        mirror?.unlistedAll?.();
         listedNames = 0;
       }
       const l = new Map(ents.map((e) => [e.name, e.ino]));
       listedNames += ents.length;
       for (const [add, remove] of changes) apply(l, add, remove);
       listings.set(dir, l);
+      mirror?.listed?.(dir, l.keys());
       if (ents.length <= PREFETCH_MAX) await prefetch(dir, ents, l, epoch);
     } finally {
       loading.delete(dir);
@@ -292,6 +304,7 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
       resyncs++;
       misses.clear();
       mirror?.dropAll();
+      mirror?.unlistedAll?.();
       listings.clear();
       listedNames = 0;
       recent.clear();

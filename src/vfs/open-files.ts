@@ -54,7 +54,10 @@ export interface OpenInode {
  */
 export interface OpenFiles {
   readonly count: number;
-  add(h: Handle, rec: Inode): number;
+  /** fh: a number reserved for it (reserveFh), else one is taken. Returns its number. */
+  add(h: Handle, rec: Inode, fh?: number): number;
+  /** A handle number no other handle gets, for add later (the shim's creates answer with it first). */
+  reserveFh(): number;
   /** The handle of fh; EBADF if none. */
   get(fh: number): Handle;
   find(fh: number): Handle | undefined;
@@ -126,8 +129,9 @@ export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
     get count() {
       return handles.size;
     },
-    add(h, rec) {
-      const fh = allocFh();
+    reserveFh: allocFh,
+    add(h, rec, reserved) {
+      const fh = reserved ?? allocFh();
       if (h.writable) beginWrite(h.ino);
       handles.set(fh, h);
       let o = byIno.get(h.ino);

@@ -10,6 +10,7 @@ import type { VfsContext, VfsOptions } from "./context.ts";
 import { createDataChanges } from "./data-changes.ts";
 import { createDirOps } from "./dir-ops.ts";
 import { createFileOps } from "./file-ops.ts";
+import { createShimKits } from "./shim-kits.ts";
 import { createInodeNumbers } from "./inode-numbers.ts";
 import { createKernelView } from "./kernel-view.ts";
 import { linkLocal } from "./local-files.ts";
@@ -59,6 +60,10 @@ export function createVfs(o: VfsOptions): Vfs {
   const paths = createPathCache(store);
   const shim = o.shimEntries;
   const open = createOpenFiles(shim?.dropInode);
+  const policy = o.remote ? createWriteAtClose() : createWriteBehind();
+  const inos = createInodeNumbers(store);
+  // Only where listings are complete does the shim know a name is free to make a file under.
+  const kits = o.shimCreates && policy.listingsComplete ? createShimKits({ creates: o.shimCreates, inos, open, root, log }) : undefined;
   // The shim answers prefetched names itself, with the attributes a lookup would get here; never an
   // open file's (skipPrefetch keeps those out: their attributes are the handles', see KernelView.attr).
   const mirror: MetaMirror | undefined = shim && {
@@ -75,10 +80,27 @@ export function createVfs(o: VfsOptions): Vfs {
     dropInode: shim.dropInode,
     dropDir: shim.dropDir,
     dropAll: shim.dropAll,
+    // Only complete listings tell the shim which names are missing (another node's create may be in none here).
+    ...(policy.listingsComplete
+      ? {
+          listed(dir: number, names: Iterable<string>) {
+            kits?.unlisted(dir);
+            shim.list(dir, names);
+          },
+          listChanged: shim.listName,
+          unlisted(dir: number) {
+            kits?.unlisted(dir);
+            shim.unlist(dir);
+          },
+          unlistedAll() {
+            kits?.unlistedAll();
+            shim.unlistAll();
+          },
+        }
+      : {}),
   };
   const cache = createMetaCache({ store, paths, attrCacheMs: o.attrCacheMs, skipPrefetch: (ino) => open.inode(ino) !== undefined, onDirChanged: open.dirChanged, ...(mirror ? { mirror } : {}) });
   const changes = createDataChanges();
-  const inos = createInodeNumbers(store);
   const purgeOnClose = new Set<number>();
   const writtenHere = createRecentSet<number>(WRITTEN_HERE_KEPT);
 
@@ -86,6 +108,7 @@ export function createVfs(o: VfsOptions): Vfs {
     inos.seen(r.ino);
     const entry = open.inode(r.ino);
     if (entry) entry.rec = r;
+    if (kits && isDir(r.mode)) kits.learned(r);
     return cache.learn(r, named);
   }
 
@@ -117,7 +140,7 @@ export function createVfs(o: VfsOptions): Vfs {
       ...(shim ? { refused: shim.dropInode } : {}),
     }),
     turns: createWriteTurns({ store, nodeId, log, changes }),
-    policy: o.remote ? createWriteAtClose() : createWriteBehind(),
+    policy,
     learn,
     async record(ino) {
       return open.inode(ino)?.rec ?? cache.fresh(ino) ?? ctx.current(ino);
@@ -193,7 +216,7 @@ export function createVfs(o: VfsOptions): Vfs {
 
   return {
     ...createNamespaceOps(ctx),
-    ...createFileOps(ctx),
+    ...createFileOps(ctx, kits),
     ...createDirOps(ctx),
     ...createXattrOps(store, o.xattrSetting),
     get openFiles() {

@@ -1,0 +1,165 @@
+/*
+ * Creates a sole node's shim answers without JS: the file is made in its directory's local dir (an
+ * fd JS handed listings.c), given an inode number, a handle and an identity from a kit JS handed
+ * here beforehand, and the kernel gets its entry at once. JS hears of it through a note queued
+ * before the reply, so it has the file (record, handle, store write behind) before any request
+ * about it. The store knows nothing of the file until then; a crash meanwhile leaves the local
+ * file, which the start-up scan publishes as it does any create written behind.
+ *
+ * Anything unusual goes to JS instead: no kit left, a directory JS handed no fd for (or whose
+ * listing it does not have whole), a name that is there or reserved, any error making the file.
+ */
+#include "mcfs_fuse.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#define MAX_KITS 1024
+#define RESERVED_NAME ".mcfs"
+#define IDENTITY_XATTR "trusted.mcfs.id"
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct mcfs_kit kits[MAX_KITS];
+static int nkits;
+/* Set before the session starts. */
+static int on;
+static double entry_to, attr_to;
+static _Atomic uint64_t made;
+
+void mcfs_creates_start(double entry_timeout, double attr_timeout)
+{
+	entry_to = entry_timeout;
+	attr_to = attr_timeout;
+	on = 1;
+}
+
+/* n more kits (struct mcfs_kit each); those past MAX_KITS are not taken. Returns how many are held. */
+int mcfs_create_kits(const uint8_t *buf, int n)
+{
+	pthread_mutex_lock(&lock);
+	for (int i = 0; i < n && nkits < MAX_KITS; i++) {
+		memcpy(&kits[nkits], buf + (size_t)i * sizeof(struct mcfs_kit), sizeof(struct mcfs_kit));
+		kits[nkits].mark[sizeof kits[nkits].mark - 1] = 0;
+		nkits++;
+	}
+	int held = nkits;
+	pthread_mutex_unlock(&lock);
+	return held;
+}
+
+uint64_t mcfs_creates_made(void) { return atomic_load(&made); }
+
+static int take_kit(struct mcfs_kit *k)
+{
+	pthread_mutex_lock(&lock);
+	int got = nkits > 0;
+	if (got)
+		*k = kits[--nkits];
+	pthread_mutex_unlock(&lock);
+	return got;
+}
+
+static void give_back(const struct mcfs_kit *k)
+{
+	pthread_mutex_lock(&lock);
+	if (nkits < MAX_KITS)
+		kits[nkits++] = *k;
+	pthread_mutex_unlock(&lock);
+}
+
+/* Make name in dirfd, owned and marked as JS would: the open fd, or -errno (nothing left behind). */
+static int make(int dirfd, const char *name, int flags, mode_t mode, uid_t uid, gid_t gid, const char *mark)
+{
+	int fd = openat(dirfd, name, flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+	if (fd < 0)
+		return -errno;
+	if (fchown(fd, uid, gid) < 0 || fchmod(fd, mode) < 0) {
+		int e = errno;
+		close(fd);
+		unlinkat(dirfd, name, 0);
+		return -e;
+	}
+	/* Best effort, as for files JS makes: a filesystem without xattrs keeps no mark. */
+	(void)fsetxattr(fd, IDENTITY_XATTR, mark, strlen(mark), 0);
+	return fd;
+}
+
+int creates_try(fuse_req_t req, uint64_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
+{
+	if (!on || strlen(name) > 255 || (parent == 1 && strcmp(name, RESERVED_NAME) == 0))
+		return 0;
+	struct mcfs_kit k;
+	if (!take_kit(&k))
+		return 0;
+	int dirfd;
+	uint32_t dir_mode, dir_gid;
+	if (!listing_claim(parent, name, &dirfd, &dir_mode, &dir_gid)) {
+		give_back(&k);
+		return 0;
+	}
+	/* Copied: the request is gone once answered, and a note may follow the answer. */
+	const struct fuse_ctx c = *fuse_req_ctx(req);
+	mode_t perm = mode & 07777;
+	gid_t gid = dir_mode & S_ISGID ? dir_gid : c.gid;
+	/* The local file is opened for writing whatever the caller asked: the shim writes through it. */
+	int acc = fi->flags & O_ACCMODE;
+	int flags = (fi->flags & (O_APPEND | O_SYNC | O_DSYNC)) | (acc == O_RDONLY ? O_RDWR : acc);
+	int fd = make(dirfd, name, flags, perm, c.uid, gid, k.mark);
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	struct mcfs_req h;
+	memset(&h, 0, sizeof h);
+	h.op = OP_CREATED;
+	h.ino = parent;
+	h.fh = k.fh;
+	h.created.flags = (uint64_t)fi->flags;
+	h.created.mode = perm;
+	h.created.new_ino = k.ino;
+	h.created.fd = (uint64_t)fd;
+	h.created.gid = gid;
+	h.created.time_ns = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+	if (fd >= 0 && queue_note(&c, &h, name) != 0) {
+		close(fd);
+		unlinkat(dirfd, name, 0);
+		fd = -1;
+	}
+	close(dirfd);
+	if (fd < 0) {
+		listing_unclaim(parent, name);
+		give_back(&k);
+		return 0;
+	}
+	int64_t a[A_N];
+	memset(a, 0, sizeof a);
+	a[A_INO] = (int64_t)k.ino;
+	a[A_MODE] = S_IFREG | perm;
+	a[A_NLINK] = 1;
+	a[A_UID] = c.uid;
+	a[A_GID] = gid;
+	a[A_ATIME] = a[A_MTIME] = a[A_CTIME] = now.tv_sec;
+	a[A_ATIME_NSEC] = a[A_MTIME_NSEC] = a[A_CTIME_NSEC] = now.tv_nsec;
+	a[A_BLKSIZE] = 4096;
+	struct fuse_entry_param e;
+	attr_entry(a, entry_to, attr_to, &e);
+	fi->fh = k.fh;
+	fi->direct_io = 0;
+	fi->keep_cache = 0;
+	io_attach(k.fh, fd, 0);
+	atomic_fetch_add(&made, 1);
+	if (fuse_reply_create(req, &e, fi) != 0) {
+		/* The kernel never had the handle: JS closes it (the file stays, as after a create whose caller died). */
+		io_attach(k.fh, -1, 0);
+		memset(&h, 0, sizeof h);
+		h.op = OP_RELEASE;
+		h.ino = k.ino;
+		h.fh = k.fh;
+		queue_note(&c, &h, NULL);
+	}
+	return 1;
+}

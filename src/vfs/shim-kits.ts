@@ -1,0 +1,95 @@
+import * as fs from "node:fs";
+import type { ShimCreates, ShimKit } from "../fuse/types.ts";
+import type { LocalDir } from "../local/local-dir.ts";
+import { fileIdentity, newGeneration, type Inode } from "../meta/store.ts";
+import type { Logger } from "../util/log.ts";
+import type { InodeNumbers } from "./inode-numbers.ts";
+import type { OpenFiles } from "./open-files.ts";
+
+/** Kits the shim holds: topped up by BATCH once below LOW. */
+const LOW = 32;
+const BATCH = 64;
+
+/**
+ * What a sole node hands the FUSE shim so that it makes new files itself (ShimCreates): kits (an
+ * inode number, a handle, an identity) kept topped up, and the local directory of each listed
+ * directory this node has made a file in. Files the shim made are taken in by file-ops' created.
+ */
+export interface ShimKits {
+  /** The generation of the kit of ino, which the shim used (forgotten here). */
+  take(ino: number): string | undefined;
+  /** A file was made in directory d (its local path: dirPath) through JS: the shim may make the next ones there. */
+  madeIn(d: Inode, dirPath: string): void;
+  /** A directory's record changed: its mode and group go to the shim again. */
+  learned(d: Inode): void;
+  /** dir's listing in the shim went or was replaced, and its local directory with it. */
+  unlisted(dir: number): void;
+  unlistedAll(): void;
+}
+
+export interface ShimKitsOptions {
+  creates: ShimCreates;
+  inos: InodeNumbers;
+  open: OpenFiles;
+  root: LocalDir;
+  log: Logger;
+}
+
+export function createShimKits(o: ShimKitsOptions): ShimKits {
+  const gens = new Map<number, string>();
+  /** Directories whose local directory the shim has, with the mode and group it was told. */
+  const handed = new Map<number, { mode: number; gid: number }>();
+  let held = 0;
+  let filling = false;
+
+  async function refill(): Promise<void> {
+    if (filling || held >= LOW) return;
+    filling = true;
+    try {
+      const kits: ShimKit[] = [];
+      for (let i = 0; i < BATCH; i++) {
+        const ino = await o.inos.next();
+        const gen = newGeneration();
+        gens.set(ino, gen);
+        kits.push({ ino, fh: o.open.reserveFh(), mark: fileIdentity(ino, gen) });
+      }
+      held = o.creates.supply(kits);
+    } catch (e) {
+      // The shim's creates go to JS meanwhile; the next create made there tries again.
+      o.log.warn({ op: "create", err: (e as Error).message }, "could not hand the shim inode numbers for new files");
+    } finally {
+      filling = false;
+    }
+  }
+
+  return {
+    take(ino) {
+      const gen = gens.get(ino);
+      gens.delete(ino);
+      held--;
+      void refill();
+      return gen;
+    },
+    madeIn(d, dirPath) {
+      void refill();
+      if (handed.has(d.ino)) return;
+      let fd: number;
+      try {
+        fd = o.root.open(dirPath, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+      } catch (e) {
+        o.log.warn({ op: "create", path: dirPath, err: (e as Error).message }, "could not open a directory for the shim to make files in");
+        return;
+      }
+      // Refused (fd closed) when the shim has no whole listing of it: tried again at the next create here.
+      if (o.creates.makeHere(d.ino, fd, d.mode, d.gid)) handed.set(d.ino, { mode: d.mode, gid: d.gid });
+    },
+    learned(d) {
+      const had = handed.get(d.ino);
+      if (!had || (had.mode === d.mode && had.gid === d.gid)) return;
+      handed.set(d.ino, { mode: d.mode, gid: d.gid });
+      o.creates.makeHere(d.ino, -1, d.mode, d.gid);
+    },
+    unlisted: (dir) => void handed.delete(dir),
+    unlistedAll: () => handed.clear(),
+  };
+}

@@ -1,0 +1,281 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { spawn } from "bun";
+import { errCode, fuseUnavailable, tempDir, waitFor } from "./helpers/env.ts";
+import { startDaemon, type TestDaemon } from "./helpers/daemon.ts";
+import { scrape } from "./helpers/metrics.ts";
+import { getxattr, renameat2 } from "./helpers/libc.ts";
+import { RENAME_EXCHANGE } from "../src/fuse/types.ts";
+
+const skip = fuseUnavailable();
+
+/**
+ * A sole node (private Redis: nobody else changes its namespace) answers in the FUSE shim, without a
+ * hop through JS, the lookups of names missing from directories whose whole listing it has
+ * (native/listings.c), creates in them (native/creates.c: JS takes the file in after), and the flush
+ * of a close (JS publishes it before anything after it).
+ */
+describe.skipIf(!!skip)("a sole node's shim answers missing names, creates and closes", () => {
+  let t: ReturnType<typeof tempDir> | undefined;
+  let d: TestDaemon | undefined;
+  // No kernel caching of names or attributes: every stat below reaches the daemon.
+  const args = ["--metrics-port", "0", "--entry-timeout", "0", "--attr-timeout", "0"];
+  beforeAll(async () => {
+    t = tempDir("sole-node");
+    d = await startDaemon({ base: t.path, name: "solo", args });
+  });
+  afterAll(async () => {
+    await d?.stop();
+    t?.remove();
+  });
+
+  const present = (p: string) => errCode(() => fs.lstatSync(p)) === undefined;
+  const missing = (p: string) => errCode(() => fs.lstatSync(p)) === "ENOENT";
+
+  /** Look missing names up in dir until the shim answers one (its listing is loaded in the background). */
+  async function listed(dir: string): Promise<void> {
+    let n = 0;
+    await waitFor(`the shim answering missing names in ${dir}`, async () => {
+      const before = (await scrape(d!))("mcfs_shim_absent_total");
+      expect(missing(join(dir, `nothing-${n++}`))).toBe(true);
+      return (await scrape(d!))("mcfs_shim_absent_total") > before;
+    });
+  }
+
+  test("names made by every kind of change are found at once, names gone are missing at once, and missing ones never reach JS", async () => {
+    const dir = join(d!.mnt, "names");
+    fs.mkdirSync(dir);
+    for (let i = 0; i < 100; i++) fs.writeFileSync(join(dir, `old${i}`), `${i}`);
+    await listed(dir);
+    const changes: [string, () => void, string[], string[]][] = [
+      ["create", () => fs.writeFileSync(join(dir, "made"), "x"), ["made"], []],
+      ["exclusive create", () => fs.closeSync(fs.openSync(join(dir, "excl"), "wx")), ["excl"], []],
+      ["mkdir", () => fs.mkdirSync(join(dir, "sub")), ["sub"], []],
+      ["symlink", () => fs.symlinkSync("made", join(dir, "link")), ["link"], []],
+      ["hard link", () => fs.linkSync(join(dir, "made"), join(dir, "made2")), ["made2", "made"], []],
+      ["mknod (fifo)", () => expect(Bun.spawnSync(["mkfifo", join(dir, "fifo")]).exitCode).toBe(0), ["fifo"], []],
+      ["rename", () => fs.renameSync(join(dir, "old1"), join(dir, "new1")), ["new1"], ["old1"]],
+      ["rename over", () => fs.renameSync(join(dir, "old2"), join(dir, "old3")), ["old3"], ["old2"]],
+      ["rename exchange", () => expect(renameat2(join(dir, "old4"), join(dir, "new1"), RENAME_EXCHANGE)).toBe(0), ["old4", "new1"], []],
+      ["rename out", () => fs.renameSync(join(dir, "old5"), join(dir, "sub", "old5")), ["sub/old5"], ["old5"]],
+      ["rename in", () => fs.renameSync(join(dir, "sub", "old5"), join(dir, "back5")), ["back5"], ["sub/old5"]],
+      ["unlink", () => fs.unlinkSync(join(dir, "old6")), [], ["old6"]],
+      ["unlink of one name of two", () => fs.unlinkSync(join(dir, "made2")), ["made"], ["made2"]],
+      ["rmdir", () => fs.rmdirSync(join(dir, "sub")), [], ["sub"]],
+      ["a name made again", () => fs.writeFileSync(join(dir, "old6"), "again"), ["old6"], []],
+    ];
+    for (const [what, change, there, gone] of changes) {
+      change();
+      for (const n of there) expect({ what, n, present: present(join(dir, n)) }).toEqual({ what, n, present: true });
+      for (const n of gone) expect({ what, n, missing: missing(join(dir, n)) }).toEqual({ what, n, missing: true });
+    }
+    expect(fs.readFileSync(join(dir, "old6"), "utf8")).toBe("again");
+    expect(fs.readdirSync(dir).sort()).toEqual(
+      [...Array.from({ length: 100 }, (_, i) => `old${i}`).filter((n) => !["old1", "old2", "old5"].includes(n)), "made", "excl", "link", "fifo", "new1", "back5"].sort(),
+    );
+    const before = await scrape(d!);
+    for (let i = 0; i < 50; i++) expect(missing(join(dir, `absent${i}`))).toBe(true);
+    const after = await scrape(d!);
+    // The shim's to answer: JS heard of none.
+    expect(after("mcfs_shim_absent_total") - before("mcfs_shim_absent_total")).toBe(50);
+    expect(after("mcfs_fuse_operation_errors_total", { op: "lookup", errno: "ENOENT" }) - before("mcfs_fuse_operation_errors_total", { op: "lookup", errno: "ENOENT" })).toBe(0);
+  });
+
+  test("a file the shim made is found by a lookup at once, before JS has taken it in", async () => {
+    // Names not cached by the kernel, attributes cached (no getattr wakes JS); the lookups are made
+    // from inside the directory, so that nothing but the name's own lookup reaches the daemon.
+    const f = await startDaemon({ base: t!.path, name: "fresh", args: ["--metrics-port", "0", "--entry-timeout", "0"] });
+    try {
+      const dir = join(f.mnt, "fresh");
+      fs.mkdirSync(dir);
+      fs.writeFileSync(join(dir, "first"), "1");
+      await waitFor("the listing of the directory", async () => {
+        const before = (await scrape(f))("mcfs_shim_absent_total");
+        expect(missing(join(dir, "nothing"))).toBe(true);
+        return (await scrape(f))("mcfs_shim_absent_total") > before;
+      });
+      const before = await scrape(f);
+      const script = `
+        const fs = require("node:fs");
+        const missed = [];
+        for (let i = 0; i < 30; i++) {
+          fs.closeSync(fs.openSync("f" + i, "w"));
+          // The kernel forgets the name it was just given: the stat asks the daemon.
+          fs.writeFileSync("/proc/sys/vm/drop_caches", "2");
+          try { fs.statSync("f" + i); } catch (e) { missed.push(i + " " + e.code); }
+        }
+        console.log(JSON.stringify(missed));`;
+      const r = Bun.spawnSync([process.execPath, "-e", script], { cwd: dir, stderr: "pipe" });
+      expect(r.stderr.toString()).toBe("");
+      expect(JSON.parse(r.stdout.toString())).toEqual([]);
+      expect((await scrape(f))("mcfs_shim_creates_total") - before("mcfs_shim_creates_total")).toBe(30);
+    } finally {
+      await f.stop();
+    }
+  });
+
+  test("names longer than 255 bytes are still refused as too long, not missing", async () => {
+    const dir = join(d!.mnt, "long");
+    fs.mkdirSync(dir);
+    await listed(dir);
+    expect(errCode(() => fs.statSync(join(dir, "x".repeat(256))))).toBe("ENAMETOOLONG");
+    expect(missing(join(dir, "x".repeat(255)))).toBe(true);
+  });
+
+  test("creates and removals by several processes at once: every name is found while it exists, none after", async () => {
+    const dir = join(d!.mnt, "busy");
+    fs.mkdirSync(dir);
+    await listed(dir);
+    // Each worker makes, checks, renames, checks and removes its own names; a wrong ENOENT fails it.
+    const script = `
+      const fs = require("node:fs");
+      const [dir, w] = process.argv.slice(-2);
+      const code = (p) => { try { fs.lstatSync(p); return "ok"; } catch (e) { return e.code; } };
+      for (let i = 0; i < 150; i++) {
+        const a = dir + "/w" + w + "-" + i, b = a + "-moved";
+        fs.writeFileSync(a, "x".repeat(i));
+        if (code(a) !== "ok") throw new Error("missing after create: " + a);
+        fs.renameSync(a, b);
+        if (code(a) !== "ENOENT" || code(b) !== "ok") throw new Error("wrong after rename: " + a);
+        if (fs.statSync(b).size !== i) throw new Error("wrong size: " + b);
+        if (i % 3 === 0) fs.unlinkSync(b);
+        if (i % 3 === 0 && code(b) !== "ENOENT") throw new Error("there after unlink: " + b);
+      }`;
+    const ws = Array.from({ length: 4 }, (_, w) => spawn([process.execPath, "-e", script, dir, String(w)], { stdout: "ignore", stderr: "pipe" }));
+    const codes = await Promise.all(ws.map((p) => p.exited));
+    const errs = await Promise.all(ws.map((p) => new Response(p.stderr).text()));
+    expect({ codes, errs: errs.filter(Boolean) }).toEqual({ codes: [0, 0, 0, 0], errs: [] });
+    expect(fs.readdirSync(dir).length).toBe(4 * 100);
+  });
+
+  test("files the shim makes have the owner, group, mode, times and identity JS would give, now and after a restart", async () => {
+    const dir = join(d!.mnt, "made");
+    fs.mkdirSync(dir, { mode: 0o777 });
+    fs.chmodSync(dir, 0o777);
+    fs.mkdirSync(join(dir, "sgid"));
+    fs.chownSync(join(dir, "sgid"), 0, 4242);
+    fs.chmodSync(join(dir, "sgid"), 0o2777);
+    const before = await scrape(d!);
+    const t0 = Date.now();
+    // The first file of each directory is JS's (it then hands the shim the directory); the rest are the shim's.
+    const make = (sub: string, n: number, user: boolean) => {
+      const cmd = Array.from({ length: n }, (_, i) => `umask 022; printf '%s' ${"x".repeat(i)} > ${join(dir, sub, `${user ? "u" : "r"}${i}`)}`).join(" && ");
+      const r = Bun.spawnSync(user ? ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", cmd] : ["sh", "-c", cmd], { stderr: "pipe" });
+      expect(r.stderr.toString()).toBe("");
+    };
+    make(".", 30, true);
+    make("sgid", 30, true);
+    make("sgid", 30, false);
+    const after = await scrape(d!);
+    expect(after("mcfs_shim_creates_total") - before("mcfs_shim_creates_total")).toBeGreaterThanOrEqual(80);
+    const want = (sub: string, i: number, user: boolean) => ({ uid: user ? 65534 : 0, gid: sub === "sgid" ? 4242 : user ? 65534 : 0, mode: 0o100644, nlink: 1, size: i });
+    const seen = (p: string) => {
+      const st = fs.statSync(p);
+      return { uid: st.uid, gid: st.gid, mode: st.mode, nlink: st.nlink, size: st.size };
+    };
+    const check = (mnt: string) => {
+      for (let i = 0; i < 30; i++) {
+        expect(seen(join(mnt, "made", `u${i}`))).toEqual(want(".", i, true));
+        expect(seen(join(mnt, "made", "sgid", `u${i}`))).toEqual(want("sgid", i, true));
+        expect(seen(join(mnt, "made", "sgid", `r${i}`))).toEqual(want("sgid", i, false));
+      }
+    };
+    check(d!.mnt);
+    for (let i = 0; i < 30; i++) {
+      const st = fs.statSync(join(dir, `u${i}`));
+      expect(st.mtimeMs).toBeGreaterThanOrEqual(t0 - 1000);
+      expect(st.ctimeMs).toBeGreaterThanOrEqual(t0 - 1000);
+      // Its local file is the one the record names (the start-up scan and fsck go by this mark).
+      const id = getxattr(join(d!.root, "made", `u${i}`), "trusted.mcfs.id");
+      expect(typeof id).not.toBe("number");
+      expect(new TextDecoder().decode(id as Uint8Array)).toMatch(new RegExp(`^${st.ino}:[0-9a-f]{16}$`));
+    }
+    expect(await d!.stop()).toBe(0);
+    d = await startDaemon({ base: t!.path, name: "solo", args });
+    check(d.mnt);
+  });
+
+  test("the shim makes files in a directory as it now is: renamed, given setgid and a group, removed and made again", async () => {
+    const base = join(d!.mnt, "moving");
+    fs.mkdirSync(join(base, "a"), { recursive: true });
+    const fill = (sub: string, tag: string) => {
+      for (let i = 0; i < 20; i++) fs.writeFileSync(join(base, sub, `${tag}${i}`), `${tag}${i}`);
+    };
+    fill("a", "first");
+    fs.renameSync(join(base, "a"), join(base, "b"));
+    fill("b", "second");
+    fs.chownSync(join(base, "b"), 0, 4343);
+    fs.chmodSync(join(base, "b"), 0o2755);
+    fill("b", "third");
+    fs.mkdirSync(join(base, "c"));
+    fs.renameSync(join(base, "b"), join(base, "c", "b"));
+    fill("c/b", "fourth");
+    for (const [tag, gid] of [["first", 0], ["second", 0], ["third", 4343], ["fourth", 4343]] as const)
+      for (let i = 0; i < 20; i++) {
+        const p = join(base, "c", "b", `${tag}${i}`);
+        expect(fs.readFileSync(p, "utf8")).toBe(`${tag}${i}`);
+        expect(fs.statSync(p).gid).toBe(gid);
+        // Where the namespace says: on this node's disk, in the directory as it is now.
+        expect(fs.readFileSync(join(d!.root, "moving", "c", "b", `${tag}${i}`), "utf8")).toBe(`${tag}${i}`);
+      }
+    fs.rmSync(join(base, "c"), { recursive: true });
+    fs.mkdirSync(join(base, "c", "b"), { recursive: true });
+    fill("c/b", "fifth");
+    expect(fs.readdirSync(join(base, "c", "b")).sort()).toEqual(Array.from({ length: 20 }, (_, i) => `fifth${i}`).sort());
+    for (let i = 0; i < 20; i++) expect(fs.readFileSync(join(d!.root, "moving", "c", "b", `fifth${i}`), "utf8")).toBe(`fifth${i}`);
+  });
+
+  test("a close the shim answered is published before anything after it: size and times at once, then across a restart", async () => {
+    const dir = join(d!.mnt, "closes");
+    fs.mkdirSync(dir);
+    for (let i = 0; i < 200; i++) {
+      const p = join(dir, `f${i}`);
+      const before = Date.now();
+      fs.writeFileSync(p, Buffer.alloc(i * 13, i & 255));
+      const st = fs.statSync(p);
+      expect({ i, size: st.size }).toEqual({ i, size: i * 13 });
+      expect(st.mtimeMs).toBeGreaterThanOrEqual(before - 1000);
+      // Rewritten shorter in place: the new size, not the larger one before.
+      if (i % 10 === 0) {
+        const fd = fs.openSync(p, "r+");
+        fs.ftruncateSync(fd, i);
+        fs.closeSync(fd);
+        expect(fs.statSync(p).size).toBe(i);
+      }
+    }
+    expect(await d!.stop()).toBe(0);
+    d = await startDaemon({ base: t!.path, name: "solo", args });
+    for (let i = 0; i < 200; i++) {
+      const want = i % 10 === 0 ? i : i * 13;
+      expect(fs.readFileSync(join(d.mnt, "closes", `f${i}`)).equals(Buffer.alloc(want, i & 255))).toBe(true);
+    }
+  });
+
+  test("killed right after its closes: every file whose close returned is whole after the restart", async () => {
+    const dir = join(d!.mnt, "killed");
+    fs.mkdirSync(dir);
+    const script = `
+      const fs = require("node:fs");
+      const [dir] = process.argv.slice(-1);
+      for (let i = 0; ; i++) { fs.writeFileSync(dir + "/k" + i, Buffer.alloc(500 + i, i & 255)); console.log("closed k" + i); }`;
+    const w = spawn([process.execPath, "-e", script, dir], { stdout: "pipe", stderr: "ignore" });
+    const reader = w.stdout.getReader();
+    let text = "";
+    while (!text.includes("closed k300\n")) {
+      const r = await reader.read();
+      if (r.done) throw new Error(`writer ended early: ${text.slice(-200)}`);
+      text += new TextDecoder().decode(r.value);
+    }
+    const redisPid = Number(/"pid":(\d+),"msg":"no --redis_url given/.exec(d!.log())?.[1]);
+    expect(redisPid).toBeGreaterThan(0);
+    await d!.kill();
+    w.kill("SIGKILL");
+    await w.exited;
+    for (let r = await reader.read(); !r.done; r = await reader.read()) text += new TextDecoder().decode(r.value);
+    const closed = new Set([...text.matchAll(/closed k(\d+)\n/g)].map((m) => Number(m[1])));
+    await waitFor("the private redis-server to end with its daemon", () => errCode(() => process.kill(redisPid, 0)) === "ESRCH");
+    d = await startDaemon({ base: t!.path, name: "solo", args });
+    for (const i of closed) expect({ i, same: fs.readFileSync(join(d.mnt, "killed", `k${i}`)).equals(Buffer.alloc(500 + i, i & 255)) }).toEqual({ i, same: true });
+  });
+});
