@@ -136,11 +136,13 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
     if (remove !== undefined) mirror?.dropName(dir, remove);
     const l = listings.get(dir);
     if (!l) return void loading.get(dir)?.push([add, remove]);
-    if (remove !== undefined && l.has(remove)) mirror?.listChanged?.(dir, remove, false);
-    const added = add !== undefined && !l.has(add[0]);
+    const names = [remove, add?.[0]].filter((n) => n !== undefined);
+    const had = names.map((n) => l.has(n));
     apply(l, add, remove);
-    // Told after the listing has it: a name is never missing from the mirror while it is here.
-    if (added) mirror?.listChanged?.(dir, add[0], true);
+    // What changed of each name (one name may go and come back in one change) goes to the mirror.
+    names.forEach((n, i) => {
+      if (l.has(n) !== had[i]) mirror?.listChanged?.(dir, n, l.has(n));
+    });
   }
 
   function dropListing(dir: number): void {

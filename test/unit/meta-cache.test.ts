@@ -208,3 +208,47 @@ describe("meta cache", () => {
     expect(cache.fresh(g.ino)).toBe(g);
   });
 });
+
+describe("meta cache: a mirror of whole listings", () => {
+  /** The names a mirror holds of each directory, as the cache tells it. */
+  function mirrored(): { lists: Map<number, Set<string>>; cache: MetaCache } {
+    const lists = new Map<number, Set<string>>();
+    const noop = () => {};
+    const c = createMetaCache({
+      store: a, paths: createPathCache(a), attrCacheMs: 60_000, skipPrefetch: () => false,
+      mirror: {
+        prefetched: noop, learned: noop, dropName: noop, dropInode: noop, dropDir: noop, dropAll: noop,
+        listed: (dir, names) => void lists.set(dir, new Set(names)),
+        listChanged: (dir, name, present) => void (present ? lists.get(dir)?.add(name) : lists.get(dir)?.delete(name)),
+        unlisted: (dir) => void lists.delete(dir),
+        unlistedAll: () => lists.clear(),
+      },
+    });
+    return { lists, cache: c };
+  }
+
+  test("holds what the listing holds through every kind of change, a name going and coming back in one included", async () => {
+    await a.create(ROOT, "x", { mode: FILE, uid: 0, gid: 0 });
+    const m = mirrored();
+    cache = m.cache;
+    await listing(ROOT);
+    const same = () => expect([...(m.lists.get(ROOT) ?? [])].sort()).toEqual([...cache.entries(ROOT)!.keys()].sort());
+    same();
+    cache.dirChanged(ROOT, ["y", 5]);
+    same();
+    cache.dirChanged(ROOT, ["z", 6], "y");
+    same();
+    // Renamed over a name it keeps (the same name goes and comes back): still there.
+    cache.dirChanged(ROOT, ["z", 7], "z");
+    same();
+    expect(m.lists.get(ROOT)?.has("z")).toBe(true);
+    cache.dirChanged(ROOT, undefined, "x");
+    same();
+    cache.dropListing(ROOT);
+    expect(m.lists.has(ROOT)).toBe(false);
+    await listing(ROOT);
+    same();
+    cache.resync();
+    expect(m.lists.size).toBe(0);
+  });
+});
