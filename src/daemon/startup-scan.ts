@@ -198,7 +198,7 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
             setAside(rel, id, "a file the namespace no longer has was still here, not published again");
             return;
           } else if (lost === "set-aside") {
-            log.warn({ path: rel, ino }, "the namespace lost a file kept here without a trace of its deletion (Redis lost its last writes): published again");
+            log.warn({ path: rel, ino }, "a file kept here is not in the namespace, and nothing says it was deleted (its create was cut off by a crash before it reached Redis, or Redis lost it): published again");
           }
         }
         const st: fs.BigIntStats | undefined = root.stat(rel);
