@@ -74,4 +74,45 @@ describe.skipIf(!!skip)("Redis restored from an older copy", () => {
     // Said loudly, with what was done about it.
     expect(a.log()).toContain("Redis had lost files this node holds");
   }, 120_000);
+
+  test("a file open for writing when its node finds Redis lost writes is published at its close, not before: no node reads it half-written", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
+    const redis = cluster.redis;
+    fs.mkdirSync(join(a.mnt, "h"));
+    const v1 = content("v1", 7);
+    fs.writeFileSync(join(a.mnt, "h", "held"), v1);
+    expect(fs.readFileSync(join(b.mnt, "h", "held")).equals(v1)).toBe(true);
+    expect(await redis.cli("SAVE")).toBe("OK");
+    fs.copyFileSync(join(redis.dir, "dump.rdb"), join(redis.dir, "older.rdb"));
+    // Lost by the restore: A finds out, and publishes it again from its disk.
+    fs.writeFileSync(join(a.mnt, "h", "lost-again"), content("lost-again", 1));
+    const fd = fs.openSync(join(a.mnt, "h", "held"), "r+");
+    const v2 = Buffer.from(v1);
+    v2.fill(0x7a, 0, 2000);
+    try {
+      // Half of the new bytes written when Redis goes back.
+      fs.writeSync(fd, v2, 0, 1000, 0);
+      const said = a.log().split("Redis had lost files this node holds").length;
+      await redis.restart((dir) => fs.copyFileSync(join(dir, "older.rdb"), join(dir, "dump.rdb")));
+      await waitFor("A publishing again what Redis lost", () => a.log().split("Redis had lost files this node holds").length > said, 30_000);
+      expect(fs.readFileSync(join(a.mnt, "h", "lost-again")).equals(content("lost-again", 1))).toBe(true);
+      // B reads the last closed version, never the one A is still writing.
+      let why = "";
+      await waitFor("B reading the file again", () => {
+        try {
+          return fs.readFileSync(join(b.mnt, "h", "held")).length > 0;
+        } catch (e) {
+          why = (e as Error).message;
+          return false;
+        }
+      }).catch((e: Error) => {
+        throw new Error(`${e.message}: ${why}\n${a.log().split("\n").slice(-15).join("\n")}`);
+      });
+      expect(fs.readFileSync(join(b.mnt, "h", "held")).equals(v1)).toBe(true);
+      fs.writeSync(fd, v2, 1000, 1000, 1000);
+    } finally {
+      fs.closeSync(fd);
+    }
+    await waitFor("B reading what A closed", () => fs.readFileSync(join(b.mnt, "h", "held")).equals(v2));
+  }, 120_000);
 });

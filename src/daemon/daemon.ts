@@ -271,7 +271,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     await todo.drain();
     const t0 = performance.now();
     const progress = createProgress("start-up scan: files under the root path", nlog, true);
-    const scan = await scanRoot(root, store, nodeId, nlog, atStart === "behind" || !cfg.redisUrl ? "republish" : "set-aside", (n) => progress.update(n, 0));
+    const scan = await scanRoot(root, store, nodeId, nlog, atStart === "behind" || !cfg.redisUrl ? "republish" : "set-aside", { onProgress: (n) => progress.update(n, 0) });
     progress.stop();
     nlog.info({ ...scan, seconds: +((performance.now() - t0) / 1000).toFixed(2), root: cfg.rootPath }, "start-up scan done");
 
@@ -329,7 +329,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       } else nlog.warn("Redis restarted: checking that it kept what this node holds");
       // Changes queued for this node first: a file deleted elsewhere must not be published again.
       await todo.drain();
-      const again = await scanRoot(root, store, nodeId, nlog, "republish");
+      const again = await scanRoot(root, store, nodeId, nlog, "republish", { writing: (ino) => vfs.writing(ino) });
       if (!again.published && !again.repaired) return;
       nlog.error({ ...again }, "Redis had lost files this node holds: published them again from its disk");
       vfs.resync();

@@ -78,6 +78,12 @@ function mustRepublish(rec: Inode, h: Holders, st: BigIntStats, nodeId: string):
   return !held && (size > 0 || rec.size > 0);
 }
 
+export interface ScanOptions {
+  onProgress?: (n: number) => void;
+  /** A file open for writing here (a scan while serving): its close publishes it; never before, half-written. */
+  writing?: (ino: number) => boolean;
+}
+
 /**
  * lost: what becomes of a file mcfs kept for an inode the namespace no longer has (its identity mark
  * names it): "republish" when Redis is known to have lost writes (or no other node could have
@@ -86,7 +92,7 @@ function mustRepublish(rec: Inode, h: Holders, st: BigIntStats, nodeId: string):
  * if not (Redis lost its create: an inode counter reserved ahead hides that). A file whose inode
  * number Redis never handed out (past its counter) is always published again: Redis lost it.
  */
-export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: string, log: Logger, lost: "republish" | "set-aside", onProgress?: (n: number) => void): Promise<ScanResult> {
+export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: string, log: Logger, lost: "republish" | "set-aside", o: ScanOptions = {}): Promise<ScanResult> {
   const res: ScanResult = { dirs: 0, published: 0, known: 0, repaired: 0, skipped: 0, setAside: 0 };
   const paths = createPathCache(store);
 
@@ -172,6 +178,7 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
             else setAside(rel, mark, "a local file of an inode the namespace no longer has was under a known name");
             return;
           }
+          if (o.writing?.(rec.ino)) return;
           if (mustRepublish(rec, holders, st, nodeId)) {
             log.warn({ path: rel, ino: rec.ino, version: rec.version, size: rec.size, localSize: Number(st.size) }, "the local file is not the version its record says (a write cut short by a crash, or a record written behind and lost): published as a new version");
             await store.setData(rec.ino, Number(st.size), st.mtimeNs, st.ctimeNs, nodeId, rel);
@@ -227,7 +234,7 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
           res.known++;
         }
       }));
-      onProgress?.(res.published + res.known);
+      o.onProgress?.(res.published + res.known);
     }
   }
   return res;
