@@ -115,4 +115,39 @@ describe.skipIf(!!skip)("Redis restored from an older copy", () => {
     }
     await waitFor("B reading what A closed", () => fs.readFileSync(join(b.mnt, "h", "held")).equals(v2));
   }, 120_000);
+
+  test("a file made and still being written when Redis loses its create is published whole at its close, never cut short", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
+    const redis = cluster.redis;
+    fs.mkdirSync(join(a.mnt, "n"));
+    fs.writeFileSync(join(a.mnt, "n", "before"), "kept");
+    expect(fs.readFileSync(join(b.mnt, "n", "before"), "utf8")).toBe("kept");
+    expect(await redis.cli("SAVE")).toBe("OK");
+    fs.copyFileSync(join(redis.dir, "dump.rdb"), join(redis.dir, "older.rdb"));
+    const whole = content("fresh", 3);
+    const half = whole.length >> 1;
+    // Made after the copy was taken: the restore loses its create.
+    const fd = fs.openSync(join(a.mnt, "n", "fresh"), "w");
+    try {
+      fs.writeSync(fd, whole, 0, half, 0);
+      const said = a.log().split("Redis restarted").length;
+      await redis.restart((dir) => fs.copyFileSync(join(dir, "older.rdb"), join(dir, "dump.rdb")));
+      await waitFor("A checking what Redis kept", () => a.log().split("Redis restarted").length > said, 30_000);
+      fs.writeSync(fd, whole, half, whole.length - half, half);
+    } finally {
+      fs.closeSync(fd);
+    }
+    // Every read of it anywhere is the whole file: never the half the restart found.
+    await waitFor("B reading the file A made", () => {
+      try {
+        const got = fs.readFileSync(join(b.mnt, "n", "fresh"));
+        expect(got.equals(whole)).toBe(true);
+        return true;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+        return false;
+      }
+    }, 30_000);
+    expect(fs.readFileSync(join(a.mnt, "n", "fresh")).equals(whole)).toBe(true);
+  }, 120_000);
 });

@@ -256,7 +256,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     // and at every heartbeat; then what this node holds is published again (see afterRollback).
     const guard = createRollbackGuard({ store, markFile: join(cfg.rootPath, RESERVED_NAME, "inode-high-water"), log: nlog });
     const atStart = await guard.check();
-    let afterRollback: (how: RedisCheck) => Promise<void> = async () => {};
+    /** closing: a file whose close found its record gone (not deleted): published again though still open. */
+    let afterRollback: (how: RedisCheck | "lost", closing?: number) => Promise<void> = async () => {};
     const beat = setInterval(() => {
       store.heartbeat(nodeId, NODE_TTL_MS, { cache: copies?.usage() ?? [], ...freeSpace(cfg.rootPath) }).catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "heartbeat failed"));
       guard.check().then((how) => (how === "ok" ? undefined : afterRollback(how))).catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "checking Redis for lost writes failed"));
@@ -318,18 +319,20 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         session.invalidateAttrs(ino);
         await session.flushInvalidations();
       },
+      recordLost: (ino) => afterRollback("lost", ino),
       onIo: m && ((kind, n) => (kind === "read" ? m.readBytes.inc({ source: "memory" }, n) : m.writtenBytes.inc(n))),
       ...(replicas ? { published: replicas.published, xattrSetting: replicas.xattrSetting } : {}),
     });
     cleanups.push(() => vfs.closeAll());
-    afterRollback = async (how) => {
+    afterRollback = async (how, closing) => {
       if (how === "behind") {
         vfs.resync();
         copies?.dropAll();
-      } else nlog.warn("Redis restarted: checking that it kept what this node holds");
+      } else if (how === "lost") nlog.warn({ ino: closing }, "a file closed here has no record left, and nothing says it was deleted (Redis lost it): checking what Redis kept of this node's files");
+      else nlog.warn("Redis restarted: checking that it kept what this node holds");
       // Changes queued for this node first: a file deleted elsewhere must not be published again.
       await todo.drain();
-      const again = await scanRoot(root, store, nodeId, nlog, "republish", { writing: (ino) => vfs.writing(ino) });
+      const again = await scanRoot(root, store, nodeId, nlog, "republish", { writing: (ino) => ino !== closing && vfs.writing(ino) });
       if (!again.published && !again.repaired) return;
       nlog.error({ ...again }, "Redis had lost files this node holds: published them again from its disk");
       vfs.resync();

@@ -190,6 +190,8 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
         if (id !== undefined) {
           // A file mcfs kept for an inode, under a name the namespace does not have.
           const ino = Number(id.split(":")[0]);
+          // Still being written here: published whole at its close, not half-written now.
+          if (o.writing?.(ino)) return;
           const rec = ino ? (await store.getMany([ino]))[0] : undefined;
           if (rec && fileIdentity(rec.ino, rec.gen) === id) {
             // Queued renames were made before the scan: this one's was lost.

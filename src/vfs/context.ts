@@ -50,6 +50,11 @@ export interface VfsOptions {
   published?: (r: Inode, path: string) => void;
   /** An extended attribute is about to be set by c: may refuse it (an FsError). */
   xattrSetting?: (c: Caller, ino: number, name: string, value: Uint8Array) => Promise<void>;
+  /**
+   * A file this node is publishing has no record, and the store has no trace of its deletion (Redis
+   * lost its create): put what this node holds back in the namespace; resolves once done.
+   */
+  recordLost?: (ino: number) => Promise<void>;
   /** Bytes read or written in JS (the shim counts what it serves itself). */
   onIo?: (kind: "read" | "write", bytes: number) => void;
 }

@@ -213,6 +213,9 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       if (creating) await ctx.commit(h).catch((again: unknown) => {
         if (!gone(again)) throw again;
       });
+      // Not unlinked elsewhere: Redis lost the record (a restore, its last second gone), and with it
+      // the file, whose bytes are here. They go back now, whole, rather than at the next check.
+      else if (o.recordLost && !(await store.deleted([h.ino]))[0]) await o.recordLost(h.ino);
     }
   }
 
