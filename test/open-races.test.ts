@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import * as os from "node:os";
-import type { Caller } from "../src/fuse/types.ts";
+import type { Caller, ShimCreates, ShimKit } from "../src/fuse/types.ts";
 import type { MetadataStore } from "../src/meta/store.ts";
 import { startRedis, type TestRedis } from "./helpers/redis.ts";
 import { startVfsNode, type VfsNode } from "./helpers/vfs-node.ts";
@@ -127,5 +127,55 @@ describe("an open racing another node's rename", () => {
     const e = await a.vfs.open(C, ino, O_RDONLY).then(() => undefined, (err: unknown) => err);
     expect(between).toBeUndefined();
     expect((e as { errno?: number } | undefined)?.errno).toBe(os.constants.errno.ESTALE);
+  });
+});
+
+/** A sole node's VFS taking in a file the FUSE shim made (the shim's side played by the test), the store out of reach. */
+describe("a file the shim made, taken in while Redis is out of reach", () => {
+  test("its handle works: writes, flush and release succeed (written behind), and its bytes stay on this node's disk", async () => {
+    const redis = await startRedis();
+    const kits: ShimKit[] = [];
+    let offline = false;
+    const cutOff = (s: MetadataStore): MetadataStore =>
+      new Proxy(s, {
+        get(t, k, recv) {
+          const v = Reflect.get(t, k, recv);
+          if (typeof v !== "function") return v;
+          return (...args: unknown[]) => (offline ? Promise.reject(new Error("The client is offline")) : (v as (...a: unknown[]) => unknown).apply(t, args));
+        },
+      });
+    const shim: ShimCreates = {
+      supply: (more) => kits.push(...more),
+      makeHere: (_dir, fd) => {
+        if (fd >= 0) fs.closeSync(fd);
+        return true;
+      },
+    };
+    const n = await startVfsNode(redis.url, "sole", cutOff, { sole: true, shimCreates: shim });
+    try {
+      // JS's own create hands the shim the directory, and kits.
+      const first = await n.vfs.create(C, 1, "first", 0o644, O_WRONLY | O_CREAT);
+      await n.vfs.release(C, first.attr.ino, first.open.fh, false);
+      for (let i = 0; kits.length === 0; i++) {
+        if (i > 500) throw new Error("no kits handed to the shim");
+        await Bun.sleep(2);
+      }
+      const kit = kits.pop()!;
+      // What the shim does: the file in the directory's local dir; the kernel has it open already.
+      const fd = fs.openSync(join(n.rootPath, "made"), "w+", 0o644);
+      // The records JS held are gone (as after a reconnect), and Redis with them.
+      n.vfs.resync();
+      offline = true;
+      await n.vfs.created!(C, 1, "made", { ino: kit.ino, fh: kit.fh, fd, mode: 0o644, flags: O_WRONLY, gid: 0, time: BigInt(Date.now()) * 1_000_000n });
+      const data = Buffer.alloc(5000, 0x42);
+      expect(await n.vfs.write(C, kit.ino, kit.fh, 0, data)).toBe(data.length);
+      await n.vfs.flush(C, kit.ino, kit.fh, true);
+      await n.vfs.release(C, kit.ino, kit.fh, false);
+      expect(fs.readFileSync(join(n.rootPath, "made")).equals(data)).toBe(true);
+    } finally {
+      offline = false;
+      await n.close();
+      await redis.stop();
+    }
   });
 });

@@ -408,19 +408,18 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
 
     async created(c, parent, name, m) {
       const gen = kits?.take(m.ino);
-      try {
-        if (gen === undefined || !ctx.policy.adopt) throw new Error(`no kit of inode ${m.ino} was handed to the shim`);
-        const { r, path } = await ctx.policy.adopt(ctx, c, parent, name, { ino: m.ino, gen, mode: m.mode, gid: m.gid, time: m.time, fd: m.fd });
-        ctx.writtenHere.add(r.ino);
-        ctx.open.add({ ino: r.ino, fd: m.fd, writable: true, dirty: false, at: path }, r, m.fh);
-        kernel.opened(r.ino, r.version);
-        kernel.told(parent, name, r);
-      } catch (e) {
-        // The kernel has the file already: its handle fails from now on, and the next start publishes the local file.
+      if (gen === undefined || !ctx.policy.adopt) {
+        // Never so (kits are only handed where files are adopted): its handle fails from now on.
         o.detachHandle?.(m.fh);
         fs.closeSync(m.fd);
-        ctx.log.error({ op: "create", parent, name, ino: m.ino, err: (e as Error).message }, "a file the shim made could not be taken in");
+        ctx.log.error({ op: "create", parent, name, ino: m.ino }, "the shim made a file with no kit handed for it");
+        return;
       }
+      const { r, path } = await ctx.policy.adopt(ctx, c, parent, name, { ino: m.ino, gen, mode: m.mode, gid: m.gid, time: m.time });
+      ctx.writtenHere.add(r.ino);
+      ctx.open.add({ ino: r.ino, fd: m.fd, writable: true, dirty: false, ...(path !== undefined ? { at: path } : {}) }, r, m.fh);
+      kernel.opened(r.ino, r.version);
+      kernel.told(parent, name, r);
     },
 
     async read(_c, ino, fh, offset, size) {

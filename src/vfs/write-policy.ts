@@ -40,18 +40,21 @@ export interface WritePolicy {
   settled(ino: number): Promise<void>;
   /** ino's create is still on its way to the store (its close must wait, even with nothing written). */
   unsettled(ino: number): boolean;
-  /** A sole node's file the FUSE shim made and answered the create of: its record, known here and written behind. */
-  adopt?(ctx: VfsContext, c: Caller, parent: number, name: string, m: Adopted): Promise<Made>;
+  /**
+   * A sole node's file the FUSE shim made and answered the create of: its record, known here and
+   * written behind. Never fails for want of the store (the kernel has the file already); its path
+   * is undefined when the store was needed to tell it.
+   */
+  adopt?(ctx: VfsContext, c: Caller, parent: number, name: string, m: Adopted): Promise<{ r: Inode; path: string | undefined }>;
 }
 
-/** A file made outside JS: its inode and identity, mode and group, times, and its local file open as fd. */
+/** A file made outside JS: its inode and identity, mode and group, times. */
 export interface Adopted {
   ino: number;
   gen: string;
   mode: number;
   gid: number;
   time: bigint;
-  fd: number;
 }
 
 /** A new file: its record, and its local file open (fd) at path in this node's root. */
@@ -61,17 +64,17 @@ export interface Made {
   path: string;
 }
 
-/** A new regular file's record: in parent p, made by c at time now. */
-function newFile(c: Caller, p: Inode, name: string, ino: number, gen: string, mode: number, gid: number, now: bigint): Inode {
-  return { ino, mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid, rdev: 0, size: 0, nlink: 1, atime: now, mtime: now, ctime: now, version: newVersion(), gen, parent: p.ino, name };
+/** A new regular file's record: in parent, made by c at time now. */
+function newFile(c: Caller, parent: number, name: string, ino: number, gen: string, mode: number, gid: number, now: bigint): Inode {
+  return { ino, mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid, rdev: 0, size: 0, nlink: 1, atime: now, mtime: now, ctime: now, version: newVersion(), gen, parent, name };
 }
 
-/** The new file r, made in p, known to this node's caches; returns what the store is to be told. */
-function taken(ctx: VfsContext, c: Caller, p: Inode, r: Inode): NewInode {
+/** The new file r, made in its parent (p: the parent's record, if at hand), known to this node's caches; returns what the store is to be told. */
+function taken(ctx: VfsContext, c: Caller, p: Inode | undefined, r: Inode): NewInode {
   ctx.learn(r);
   // The directory's new times are known here too: no round trip queued behind the write.
-  ctx.learn({ ...p, mtime: r.mtime, ctime: r.ctime });
-  ctx.cache.dirChanged(p.ino, [r.name, r.ino]);
+  if (p) ctx.learn({ ...p, mtime: r.mtime, ctime: r.ctime });
+  ctx.cache.dirChanged(r.parent, [r.name, r.ino]);
   return { mode: r.mode, uid: r.uid, gid: c.gid, holder: ctx.nodeId, ino: r.ino, version: r.version, gen: r.gen, mtime: r.mtime, atime: r.atime, ctime: r.ctime };
 }
 
@@ -79,7 +82,7 @@ function taken(ctx: VfsContext, c: Caller, p: Inode, r: Inode): NewInode {
 async function makeAhead(ctx: VfsContext, c: Caller, parent: number, name: string, mode: number, localFlags: number): Promise<Made & { init: NewInode }> {
   const p = await ctx.record(parent);
   if (!isDir(p.mode)) throw fsError("ENOTDIR");
-  const r = newFile(c, p, name, await ctx.inos.next(), newGeneration(), mode, p.mode & S_ISGID ? p.gid : c.gid, nowNs());
+  const r = newFile(c, parent, name, await ctx.inos.next(), newGeneration(), mode, p.mode & S_ISGID ? p.gid : c.gid, nowNs());
   ctx.paths.learn(r);
   const path = await ctx.paths.pathOf(r.ino);
   const fd = await createLocalFileAsync(ctx.root, path, localFlags, r);
@@ -186,12 +189,12 @@ export function createWriteBehind(): WritePolicy {
     settled: () => Promise.resolve(),
     unsettled: () => false,
     async adopt(ctx, c, parent, name, m) {
-      const p = await ctx.record(parent);
-      const r = newFile(c, p, name, m.ino, m.gen, m.mode, m.gid, m.time);
+      const r = newFile(c, parent, name, m.ino, m.gen, m.mode, m.gid, m.time);
       ctx.paths.learn(r);
-      const path = await ctx.paths.pathOf(r.ino);
-      void behind(ctx, "create", r.ino, ctx.store.create(parent, name, taken(ctx, c, p, r)));
-      return { r, fd: m.fd, path };
+      // Only what is at hand: the store may be out of reach, and the kernel has the file already.
+      void behind(ctx, "create", r.ino, ctx.store.create(parent, name, taken(ctx, c, ctx.cache.fresh(parent), r)));
+      const path = await ctx.paths.pathOf(r.ino).catch(() => undefined);
+      return { r, path };
     },
   };
 }

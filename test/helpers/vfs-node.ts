@@ -4,6 +4,7 @@ import { createCopyCache } from "../../src/cache/copy-cache.ts";
 import { openLocalDir } from "../../src/local/local-dir.ts";
 import { openStore } from "../../src/meta/open-store.ts";
 import type { MetadataStore } from "../../src/meta/store.ts";
+import type { ShimCreates } from "../../src/fuse/types.ts";
 import { createPeerPool } from "../../src/peer/peer-client.ts";
 import { createPeerReads } from "../../src/peer/peer-reads.ts";
 import { createLogger } from "../../src/util/log.ts";
@@ -14,7 +15,7 @@ import { createVfs, type Vfs } from "../../src/vfs/vfs.ts";
 import { tempDir } from "./env.ts";
 
 /**
- * One cluster node's VFS in this process, without FUSE or a peer port: a real Redis store, root and
+ * One node's VFS in this process (a cluster node's, or a sole node's), without FUSE or a peer port: a real Redis store, root and
  * cache dirs, and the queue of changes other nodes leave for it, drained only when the test says
  * (as the change feed would). To hold a node between two steps of an operation, a test passes a store
  * wrapper that acts when the operation reaches it.
@@ -29,7 +30,13 @@ export interface VfsNode {
   close(): Promise<void>;
 }
 
-export async function startVfsNode(url: string, id: string, wrap: (s: MetadataStore) => MetadataStore = (s) => s): Promise<VfsNode> {
+/** sole: a sole node's VFS (no peers, metadata written behind); shimCreates: what it hands the shim for creates. */
+export interface VfsNodeOptions {
+  sole?: boolean;
+  shimCreates?: ShimCreates;
+}
+
+export async function startVfsNode(url: string, id: string, wrap: (s: MetadataStore) => MetadataStore = (s) => s, o: VfsNodeOptions = {}): Promise<VfsNode> {
   const dir = tempDir(`vfs-${id}`);
   const rootPath = join(dir.path, "root");
   fs.mkdirSync(rootPath);
@@ -49,7 +56,7 @@ export async function startVfsNode(url: string, id: string, wrap: (s: MetadataSt
   const remote = createRemoteData({ root, store, peers: createPeerReads(pool), cache, nodeId: id, listing, log });
   let vfs: Vfs | undefined;
   const todo = createTodoApplier({ root, nodeId: id, store, log, writing: (ino) => vfs?.writing(ino) ?? false });
-  const made = (vfs = createVfs({ root, nodeId: id, store, log, attrCacheMs: 1000, remote, catchUp: () => todo.drain() }));
+  const made = (vfs = createVfs({ root, nodeId: id, store, log, attrCacheMs: 1000, ...(o.sole ? {} : { remote, catchUp: () => todo.drain() }), ...(o.shimCreates ? { shimCreates: o.shimCreates } : {}) }));
   return {
     id, vfs: made, store, todo, rootPath,
     async close() {
