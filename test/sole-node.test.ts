@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { spawn } from "bun";
 import { errCode, fuseUnavailable, tempDir, waitFor } from "./helpers/env.ts";
 import { startDaemon, type TestDaemon } from "./helpers/daemon.ts";
-import { scrape } from "./helpers/metrics.ts";
+import { metricsPort, scrape } from "./helpers/metrics.ts";
 import { getxattr, renameat2 } from "./helpers/libc.ts";
 import { RENAME_EXCHANGE } from "../src/fuse/types.ts";
 
@@ -33,15 +33,16 @@ describe.skipIf(!!skip)("a sole node's shim answers missing names, creates and c
   const present = (p: string) => errCode(() => fs.lstatSync(p)) === undefined;
   const missing = (p: string) => errCode(() => fs.lstatSync(p)) === "ENOENT";
 
-  /** Look missing names up in dir until the shim answers one (its listing is loaded in the background). */
-  async function listed(dir: string): Promise<void> {
-    let n = 0;
+  /** Look missing names up in dir (on node n) until the shim answers one (its listing is loaded in the background). */
+  async function listedOn(n: TestDaemon, dir: string): Promise<void> {
+    let i = 0;
     await waitFor(`the shim answering missing names in ${dir}`, async () => {
-      const before = (await scrape(d!))("mcfs_shim_absent_total");
-      expect(missing(join(dir, `nothing-${n++}`))).toBe(true);
-      return (await scrape(d!))("mcfs_shim_absent_total") > before;
+      const before = (await scrape(n))("mcfs_shim_absent_total");
+      expect(missing(join(dir, `nothing-${i++}`))).toBe(true);
+      return (await scrape(n))("mcfs_shim_absent_total") > before;
     });
   }
+  const listed = (dir: string) => listedOn(d!, dir);
 
   test("names made by every kind of change are found at once, names gone are missing at once, and missing ones never reach JS", async () => {
     const dir = join(d!.mnt, "names");
@@ -90,11 +91,7 @@ describe.skipIf(!!skip)("a sole node's shim answers missing names, creates and c
       const dir = join(f.mnt, "fresh");
       fs.mkdirSync(dir);
       fs.writeFileSync(join(dir, "first"), "1");
-      await waitFor("the listing of the directory", async () => {
-        const before = (await scrape(f))("mcfs_shim_absent_total");
-        expect(missing(join(dir, "nothing"))).toBe(true);
-        return (await scrape(f))("mcfs_shim_absent_total") > before;
-      });
+      await listedOn(f, dir);
       const before = await scrape(f);
       const script = `
         const fs = require("node:fs");
@@ -112,6 +109,49 @@ describe.skipIf(!!skip)("a sole node's shim answers missing names, creates and c
       expect((await scrape(f))("mcfs_shim_creates_total") - before("mcfs_shim_creates_total")).toBe(30);
     } finally {
       await f.stop();
+    }
+  });
+
+  test("Redis gone: new files fail with EIO (never a descriptor refused), metrics still answer, and what was closed before is there after a restart", async () => {
+    const f = await startDaemon({ base: t!.path, name: "gone", args: ["--metrics-port", "0", "--entry-timeout", "0", "--attr-timeout", "0"] });
+    try {
+      const dir = join(f.mnt, "d");
+      fs.mkdirSync(dir);
+      fs.writeFileSync(join(dir, "first"), "1");
+      await listedOn(f, dir);
+      fs.writeFileSync(join(dir, "second"), "2");
+      const made = (await scrape(f))("mcfs_shim_creates_total");
+      fs.writeFileSync(join(dir, "third"), "3");
+      expect((await scrape(f))("mcfs_shim_creates_total")).toBe(made + 1);
+      const redisPid = Number(/"pid":(\d+),"msg":"no --redis_url given/.exec(f.log())?.[1]);
+      process.kill(redisPid, "SIGKILL");
+      await waitFor("the private redis-server gone", () => errCode(() => process.kill(redisPid, 0)) === "ESRCH");
+      const errs: string[] = [];
+      for (let i = 0; i < 5; i++) {
+        try {
+          const fd = fs.openSync(join(dir, `g${i}`), "w");
+          try {
+            fs.writeSync(fd, Buffer.alloc(10_000, 0x41));
+          } finally {
+            fs.closeSync(fd);
+          }
+        } catch (e) {
+          errs.push((e as NodeJS.ErrnoException).code ?? String(e));
+        }
+      }
+      expect(errs.filter((e) => e !== "EIO")).toEqual([]);
+      // The scrape answered 500 while Redis was gone: no metrics exactly when they are wanted.
+      const res = await fetch(`http://127.0.0.1:${metricsPort(f)}/metrics`);
+      expect(res.status).toBe(200);
+      expect(await res.text()).toContain("mcfs_redis_operation_errors_total");
+    } finally {
+      await f.stop();
+    }
+    const again = await startDaemon({ base: t!.path, name: "gone", args: ["--entry-timeout", "0", "--attr-timeout", "0"] });
+    try {
+      for (const [name, text] of [["first", "1"], ["second", "2"], ["third", "3"]]) expect(fs.readFileSync(join(again.mnt, "d", name!), "utf8")).toBe(text!);
+    } finally {
+      await again.stop();
     }
   });
 

@@ -95,9 +95,11 @@ async function refreshGauges(m: Metrics, session: FuseSession, vfs: Vfs, copies:
     m.cacheFiles.set({ tier: u.tier }, u.files);
     m.cacheLimit.set({ tier: u.tier }, u.limit);
   }
-  const nodes = [...(await store.nodes()).values()];
-  m.nodes.set({ state: "live" }, nodes.filter((n) => n.alive).length);
-  m.nodes.set({ state: "expired" }, nodes.filter((n) => !n.alive).length);
+  // Redis out of reach: the scrape still answers (the errors are in mcfs_redis_operation_errors_total), with the last counts.
+  const nodes = await store.nodes().catch(() => undefined);
+  if (!nodes) return;
+  m.nodes.set({ state: "live" }, [...nodes.values()].filter((n) => n.alive).length);
+  m.nodes.set({ state: "expired" }, [...nodes.values()].filter((n) => !n.alive).length);
 }
 
 /**
