@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
-import { spawnSync } from "bun";
+import { spawn, spawnSync } from "bun";
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { fuseUnavailable, waitFor } from "./helpers/env.ts";
@@ -361,6 +361,72 @@ describe.skipIf(!!skip)("big files across nodes", () => {
     expect(now.code).toBeUndefined();
     expect(now.data.subarray(size - (1 << 20)).equals(Buffer.alloc(1 << 20, 0x22))).toBe(true);
     expect(now.data.subarray(0, size - (1 << 20)).equals(old.subarray(0, size - (1 << 20)))).toBe(true);
+  });
+
+  test("the holder a sparse file opened for writing on B is copied from (holes skipped) dies mid-copy: B's file comes exact and sparse from the other holder, or the open fails with EIO leaving nothing behind", async () => {
+    const [a, b, c] = n as [TestDaemon, TestDaemon, TestDaemon];
+    const MIB = 1 << 20, SIZE = 960 * MIB + 12345, name = "dying-sparse.img";
+    // 120 runs of random bytes, a little over 1 MiB each, unaligned, 8 MiB apart: data and holes alternate.
+    const want = Buffer.alloc(SIZE);
+    let data = 0;
+    const fa = fs.openSync(join(a.mnt, name), "w");
+    for (let i = 0; i < 120; i++) {
+      const at = i * 8 * MIB + ((i * 40_961) % MIB), run = randomBytes(MIB + i * 7);
+      run.copy(want, at);
+      fs.writeSync(fa, run, 0, run.length, at);
+      data += run.length;
+    }
+    fs.ftruncateSync(fa, SIZE);
+    fs.closeSync(fa);
+    // C keeps a copy in its cache (zeros as bytes), listed for the others: the second holder.
+    const ino = fs.statSync(join(a.mnt, name)).ino;
+    const fc = fs.openSync(join(c.mnt, name), "r");
+    fs.readSync(fc, Buffer.alloc(4096), 0, 4096, 0);
+    fs.closeSync(fc);
+    await waitFor("C's copy to be listed", async () => (await cluster.redis.cli("HLEN", `mcfs:cc:${ino}`)) !== "0", 120_000);
+    const partial = join(b.root, ".mcfs", "partial");
+    const inPartial = () => (fs.existsSync(partial) ? fs.readdirSync(partial) : []);
+    const before = inPartial();
+    const rchar = (d: TestDaemon) => Number(/rchar: (\d+)/.exec(fs.readFileSync(`/proc/${d.proc.pid}/io`, "utf8"))![1]);
+    const [ra, rc] = [rchar(a), rchar(c)];
+    const failed = () => b.log().split("holder failed, trying the next one").length;
+    const failedBefore = failed();
+    const at = 500 * MIB + 3;
+    const script = `const fs=require("fs");try{const fd=fs.openSync(process.env.P,"r+");fs.writeSync(fd,"B",${at});fs.closeSync(fd);console.log("ok")}catch(e){console.log(e.code)}`;
+    const w = spawn([process.execPath, "-e", script], { env: { ...process.env, P: join(b.mnt, name) }, stdout: "pipe" });
+    await waitFor("B's copy to be under way", () => {
+      if (w.exitCode !== null) throw new Error("B's open ended before its copy was seen under way");
+      return inPartial().some((f) => !before.includes(f) && (fs.statSync(join(partial, f), { throwIfNoEntry: false })?.blocks ?? 0) > 0);
+    }, 60_000);
+    // Kill the holder streaming to B (A, or C if B picked it): the one whose reads grew.
+    const k = rchar(a) - ra >= rchar(c) - rc ? 0 : 2;
+    const [gone, other] = k === 0 ? [a, c] : [c, a];
+    try {
+      await gone.kill();
+      await waitFor("B's open to end", () => w.exitCode !== null, 120_000);
+      const out = (await new Response(w.stdout).text()).trim();
+      expect(failed()).toBeGreaterThan(failedBefore);
+      await waitFor("nothing of the copy left in B's partial dir", () => inPartial().every((f) => before.includes(f)));
+      if (out === "ok") {
+        want[at] = "B".charCodeAt(0);
+        const st = fs.statSync(join(b.root, name));
+        expect(st.size).toBe(SIZE);
+        expect(st.blocks * 512).toBeLessThan(2 * data);
+      } else {
+        expect(out).toBe("EIO");
+        expect(fs.existsSync(join(b.root, name))).toBe(false);
+      }
+      // The new bytes after a write, else the old ones; holes read as zeros.
+      for (const d of [b, other]) {
+        const got = readAll(join(d.mnt, name));
+        expect(got.code).toBeUndefined();
+        expect(got.data.length).toBe(SIZE);
+        expect(got.data.equals(want)).toBe(true);
+      }
+    } finally {
+      if (w.exitCode === null) w.kill("SIGKILL");
+      cluster.nodes[k] = await cluster.start(k === 0 ? "a" : "c");
+    }
   });
 
   test("the holder B is fetching from dies mid-fetch: the parts left come from the other holder, and B's file is exact", async () => {
