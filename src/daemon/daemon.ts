@@ -70,6 +70,8 @@ function freeSpace(rootPath: string): { free?: number } {
 /** Counters the shim keeps and gauges of state, brought up to date before each scrape. */
 const shimSeen = new WeakMap<FuseSession, { readBytes: number; writeBytes: number; lookups: number; getattrs: number; absent: number; creates: number }>();
 const unreadSeen = new WeakMap<CopyCache, number>();
+/** How long a scrape waits for Redis to count the nodes before it answers without. */
+const NODES_SCRAPE_MS = 1_000;
 async function refreshGauges(m: Metrics, session: FuseSession, vfs: Vfs, copies: CopyCache | undefined, store: MetadataStore): Promise<void> {
   const io = session.ioCounters();
   const lookups = session.shimLookups();
@@ -95,8 +97,8 @@ async function refreshGauges(m: Metrics, session: FuseSession, vfs: Vfs, copies:
     m.cacheFiles.set({ tier: u.tier }, u.files);
     m.cacheLimit.set({ tier: u.tier }, u.limit);
   }
-  // Redis out of reach: the scrape still answers (the errors are in mcfs_redis_operation_errors_total), with the last counts.
-  const nodes = await store.nodes().catch(() => undefined);
+  // Redis out of reach or stalled: the scrape still answers (the errors are in mcfs_redis_operation_errors_total), with the last counts.
+  const nodes = await Promise.race([store.nodes().catch(() => undefined), Bun.sleep(NODES_SCRAPE_MS).then(() => undefined)]);
   if (!nodes) return;
   m.nodes.set({ state: "live" }, [...nodes.values()].filter((n) => n.alive).length);
   m.nodes.set({ state: "expired" }, [...nodes.values()].filter((n) => !n.alive).length);
@@ -153,7 +155,12 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     let embedded: EmbeddedRedis | undefined;
     let url = cfg.redisUrl;
     if (!url) {
-      embedded = await startEmbeddedRedis(cfg.embeddedRedisDir);
+      embedded = await startEmbeddedRedis(cfg.embeddedRedisDir, {
+        onRestart: ({ code, signal, pid, err }) =>
+          pid !== undefined
+            ? nlog.error({ dir: cfg.embeddedRedisDir, code, signal, pid }, "the private redis-server exited: started it again (what it lost is checked for and repaired)")
+            : nlog.error({ dir: cfg.embeddedRedisDir, code, signal, err }, "the private redis-server exited and could not be started again: trying again"),
+      });
       cleanups.push(() => embedded!.stop());
       url = embedded.url;
       nlog.info({ dir: cfg.embeddedRedisDir, pid: embedded.pid }, "no --redis_url given: started a private redis-server (single-node use; give -u to join a cluster)");
