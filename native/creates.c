@@ -90,9 +90,34 @@ static int make(int dirfd, const char *name, int flags, mode_t mode, uid_t uid, 
 	return fd;
 }
 
+/* Strict UTF-8, as JS decodes names (no overlong forms, surrogates, or code points past U+10FFFF). */
+static int utf8_ok(const unsigned char *s)
+{
+	while (*s) {
+		unsigned c = *s++;
+		if (c < 0x80)
+			continue;
+		int n = c >= 0xC2 && c <= 0xDF ? 1 : c >= 0xE0 && c <= 0xEF ? 2 : c >= 0xF0 && c <= 0xF4 ? 3 : -1;
+		if (n < 0)
+			return 0;
+		unsigned lo = 0x80, hi = 0xBF;
+		if (c == 0xE0) lo = 0xA0;
+		else if (c == 0xED) hi = 0x9F;
+		else if (c == 0xF0) lo = 0x90;
+		else if (c == 0xF4) hi = 0x8F;
+		for (int i = 0; i < n; i++, lo = 0x80, hi = 0xBF)
+			if (*s < lo || *s > hi)
+				return 0;
+			else
+				s++;
+	}
+	return 1;
+}
+
 int creates_try(fuse_req_t req, uint64_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
 {
-	if (!on || strlen(name) > 255 || (parent == 1 && strcmp(name, RESERVED_NAME) == 0))
+	/* Anything JS refuses (a name too long, not UTF-8, reserved) is JS's to refuse. */
+	if (!on || strlen(name) > 255 || !utf8_ok((const unsigned char *)name) || (parent == 1 && strcmp(name, RESERVED_NAME) == 0))
 		return 0;
 	struct mcfs_kit k;
 	if (!take_kit(&k))

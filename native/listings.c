@@ -21,6 +21,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define DIR_BUCKETS (1u << 12)
@@ -37,7 +38,7 @@ static char tomb_mark;
 struct dir {
 	struct dir *next;
 	uint64_t ino;
-	uint32_t used, cap; /* slots not empty (names and tombstones), slots */
+	uint32_t used, live, cap; /* slots not empty (names and tombstones), names, slots */
 	struct name_slot *slots;
 	int fd; /* the local directory new files are made in by the shim, or -1 */
 	uint32_t mode, gid;
@@ -124,6 +125,7 @@ static int resize(struct dir *d, uint32_t cap)
 			*slot_of(d, old[i].name, old[i].hash) = old[i];
 			d->used++;
 		}
+	d->live = d->used;
 	free(old);
 	return 0;
 }
@@ -136,7 +138,8 @@ static int add(struct dir *d, const char *name)
 	if (holds(s))
 		return 0;
 	if ((d->used + 1) * 4 > d->cap * 3) {
-		if (resize(d, d->cap * 2) < 0)
+		/* Mostly tombstones (names made and dropped): swept at the same size, not doubled. */
+		if (resize(d, (d->live + 1) * 2 < d->cap ? d->cap : d->cap * 2) < 0)
 			return -ENOMEM;
 		s = slot_of(d, name, h);
 	}
@@ -147,6 +150,7 @@ static int add(struct dir *d, const char *name)
 		d->used++;
 	s->hash = h;
 	s->name = copy;
+	d->live++;
 	names++;
 	return 0;
 }
@@ -208,6 +212,7 @@ static void change(uint64_t dir, const char *name, int present)
 	if (holds(s)) {
 		free(s->name);
 		s->name = TOMB;
+		d->live--;
 		names--;
 	}
 }
@@ -241,12 +246,21 @@ void mcfs_listing_clear(void)
 }
 
 /*
- * New files in listed dir may be made by the shim, in fd (its local directory, O_PATH: taken over,
- * closed with the listing), with the directory's mode and gid (a setgid one gives its group); fd -1
- * when only they changed. -ENOENT (fd closed) when dir is not listed.
+ * New files in listed dir may be made by the shim, in fd (its local directory: taken over, closed
+ * with the listing), with the directory's mode and gid (a setgid one gives its group); fd -1 when
+ * only they changed. name: a file just made in dir, open as file_fd. -ENOENT when dir is not listed,
+ * -ESTALE when fd does not hold that file (fd closed either way).
  */
-int mcfs_listing_make_here(uint64_t dir, int fd, uint32_t mode, uint32_t gid)
+int mcfs_listing_make_here(uint64_t dir, int fd, uint32_t mode, uint32_t gid, const char *name, int file_fd)
 {
+	/* Opened by path, fd may be another directory by now (dir renamed meanwhile): it must hold the file just made in dir. */
+	if (fd >= 0) {
+		struct stat there, made;
+		if (fstatat(fd, name, &there, AT_SYMLINK_NOFOLLOW) != 0 || fstat(file_fd, &made) != 0 || there.st_ino != made.st_ino || there.st_dev != made.st_dev) {
+			close(fd);
+			return -ESTALE;
+		}
+	}
 	pthread_rwlock_wrlock(&lock);
 	struct dir *d = *dir_at(dir);
 	if (d) {
@@ -262,6 +276,18 @@ int mcfs_listing_make_here(uint64_t dir, int fd, uint32_t mode, uint32_t gid)
 	if (!d && fd >= 0)
 		close(fd);
 	return d ? 0 : -ENOENT;
+}
+
+/* The shim makes no more files in dir (its fd closed); its listing stays. */
+void mcfs_listing_make_elsewhere(uint64_t dir)
+{
+	pthread_rwlock_wrlock(&lock);
+	struct dir *d = *dir_at(dir);
+	if (d && d->fd >= 0) {
+		close(d->fd);
+		d->fd = -1;
+	}
+	pthread_rwlock_unlock(&lock);
 }
 
 int listing_claim(uint64_t parent, const char *name, int *dirfd, uint32_t *mode, uint32_t *gid)

@@ -150,6 +150,7 @@ describe("a file the shim made, taken in while Redis is out of reach", () => {
         if (fd >= 0) fs.closeSync(fd);
         return true;
       },
+      elsewhere: () => {},
     };
     const n = await startVfsNode(redis.url, "sole", cutOff, { sole: true, shimCreates: shim });
     try {

@@ -157,12 +157,40 @@ describe.skipIf(!!skip)("a sole node's shim answers missing names, creates and c
     }
   });
 
-  test("names longer than 255 bytes are still refused as too long, not missing", async () => {
+  test("names JS refuses are refused where the shim makes files: too long (ENAMETOOLONG), not UTF-8 (EILSEQ), never made into another name", async () => {
     const dir = join(d!.mnt, "long");
     fs.mkdirSync(dir);
     await listed(dir);
+    fs.writeFileSync(join(dir, "made-by-js"), "1");
+    const made = (await scrape(d!))("mcfs_shim_creates_total");
+    fs.writeFileSync(join(dir, "made-by-shim"), "2");
+    expect((await scrape(d!))("mcfs_shim_creates_total")).toBe(made + 1);
     expect(errCode(() => fs.statSync(join(dir, "x".repeat(256))))).toBe("ENAMETOOLONG");
+    expect(errCode(() => fs.writeFileSync(join(dir, "x".repeat(256)), "x"))).toBe("ENAMETOOLONG");
     expect(missing(join(dir, "x".repeat(255)))).toBe(true);
+    const bad = (tail: number[]) => Buffer.concat([Buffer.from(join(dir, "x")), Buffer.from(tail)]);
+    // Bytes no UTF-8 has; a lead byte cut short; an overlong form; a surrogate; past U+10FFFF.
+    for (const tail of [[0xff], [0xc3], [0xc0, 0xaf], [0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80]]) {
+      expect({ tail, code: errCode(() => fs.writeFileSync(bad(tail), "x")) }).toEqual({ tail, code: "EILSEQ" });
+      expect({ tail, code: errCode(() => fs.statSync(bad(tail))) }).toEqual({ tail, code: "ENOENT" });
+    }
+    expect((await scrape(d!))("mcfs_shim_creates_total")).toBe(made + 1);
+    expect(fs.readdirSync(dir).sort()).toEqual(["made-by-js", "made-by-shim"]);
+    expect(fs.readdirSync(join(d!.root, "long")).sort()).toEqual(["made-by-js", "made-by-shim"]);
+  });
+
+  test("the shim keeps a bounded number of directories open, however many get files", async () => {
+    const base = join(d!.mnt, "many");
+    fs.mkdirSync(base);
+    const fds = () => fs.readdirSync(`/proc/${d!.proc.pid}/fd`).length;
+    const before = fds();
+    for (let i = 0; i < 400; i++) {
+      fs.mkdirSync(join(base, `d${i}`));
+      fs.writeFileSync(join(base, `d${i}`, "a"), "a");
+      fs.writeFileSync(join(base, `d${i}`, "b"), "b");
+    }
+    expect(fds() - before).toBeLessThanOrEqual(300);
+    for (let i = 0; i < 400; i += 37) expect(fs.readFileSync(join(base, `d${i}`, "b"), "utf8")).toBe("b");
   });
 
   test("creates and removals by several processes at once: every name is found while it exists, none after", async () => {

@@ -313,11 +313,12 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       },
       shimCreates: {
         supply: (kits) => session?.creates.supply(kits) ?? 0,
-        makeHere: (dir, dirFd, mode, gid) => {
-          if (session) return session.creates.makeHere(dir, dirFd, mode, gid);
+        makeHere: (dir, dirFd, mode, gid, made) => {
+          if (session) return session.creates.makeHere(dir, dirFd, mode, gid, made);
           if (dirFd >= 0) fs.closeSync(dirFd);
           return false;
         },
+        elsewhere: (dir) => session?.creates.elsewhere(dir),
       },
       dropKernelInode: (ino) => session?.invalidateMany([], [ino]),
       detachHandle: (fh) => session?.detach(fh),

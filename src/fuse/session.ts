@@ -556,7 +556,8 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
         });
         return shim.mcfs_create_kits(buf, kits.length);
       },
-      makeHere: (dir, dirFd, mode, gid) => shim.mcfs_listing_make_here(dir, dirFd, mode >>> 0, gid >>> 0) === 0,
+      makeHere: (dir, dirFd, mode, gid, made) => shim.mcfs_listing_make_here(dir, dirFd, mode >>> 0, gid >>> 0, cstr(made?.name ?? ""), made?.fd ?? -1) === 0,
+      elsewhere: (dir) => shim.mcfs_listing_make_elsewhere(dir),
     },
     ioCounters() {
       const c = new BigUint64Array(IO_COUNTERS.length);

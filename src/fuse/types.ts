@@ -114,11 +114,15 @@ export interface ShimCreates {
   /** More kits; returns how many the shim holds now. */
   supply(kits: ShimKit[]): number;
   /**
-   * New files in listed dir may be made in dirFd (its local directory, O_PATH; the shim owns it and
-   * closes it with the listing), with the directory's mode and gid; dirFd -1: the mode and gid changed.
-   * False (dirFd closed) when the shim has no listing of dir.
+   * New files in listed dir may be made in dirFd (its local directory; the shim owns it and closes it
+   * with the listing), with the directory's mode and gid; dirFd -1: the mode and gid changed. made: a
+   * file just made in dir (its name, open as fd), which dirFd must hold (it was opened by path, and dir
+   * may have been renamed meanwhile). False (dirFd closed) when the shim has no listing of dir, or
+   * dirFd does not hold that file.
    */
-  makeHere(dir: number, dirFd: number, mode: number, gid: number): boolean;
+  makeHere(dir: number, dirFd: number, mode: number, gid: number, made?: { name: string; fd: number }): boolean;
+  /** No more files made in dir by the shim (its fd closed); the listing stays. */
+  elsewhere(dir: number): void;
 }
 
 /** A file the shim made and answered the create of (ShimCreates): from the kit it took, its local file open as fd. */

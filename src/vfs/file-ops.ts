@@ -402,12 +402,12 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       // Where its file is: its close looks for it elsewhere only if the namespace moved it since.
       const fh = ctx.open.add({ ino: r.ino, fd, writable: true, dirty: false, at: path }, r);
       kernel.opened(r.ino, r.version);
-      if (kits) kits.madeIn(await ctx.record(parent), dirname(path));
+      if (kits) kits.madeIn(await ctx.record(parent), dirname(path), name, fd);
       return { attr: kernel.told(parent, name, r), open: { fh, fd, keepCache: false, unpublished: ctx.policy.unsettled(r.ino) } };
     },
 
     async created(c, parent, name, m) {
-      const gen = kits?.take(m.ino);
+      const gen = kits?.take(m.ino, parent);
       if (gen === undefined || !ctx.policy.adopt) {
         // Never so (kits are only handed where files are adopted): its handle fails from now on.
         o.detachHandle?.(m.fh);

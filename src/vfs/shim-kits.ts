@@ -9,6 +9,8 @@ import type { OpenFiles } from "./open-files.ts";
 /** Kits the shim holds: topped up by BATCH once below LOW. */
 const LOW = 32;
 const BATCH = 64;
+/** Directories the shim makes files in at once (each an open fd): past this, the least used goes back to JS. */
+const MAX_DIRS = 256;
 
 /**
  * What a sole node hands the FUSE shim so that it makes new files itself (ShimCreates): kits (an
@@ -16,10 +18,13 @@ const BATCH = 64;
  * directory this node has made a file in. Files the shim made are taken in by file-ops' created.
  */
 export interface ShimKits {
-  /** The generation of the kit of ino, which the shim used (forgotten here). */
-  take(ino: number): string | undefined;
-  /** A file was made in directory d (its local path: dirPath) through JS: the shim may make the next ones there. */
-  madeIn(d: Inode, dirPath: string): void;
+  /** The generation of the kit of ino, which the shim used in dir (forgotten here). */
+  take(ino: number, dir: number): string | undefined;
+  /**
+   * A file was made in directory d through JS (its name, open as fd; its directory's local path:
+   * dirPath): the shim may make the next ones there.
+   */
+  madeIn(d: Inode, dirPath: string, name: string, fd: number): void;
   /** A directory's record changed: its mode and group go to the shim again. */
   learned(d: Inode): void;
   /** dir's listing in the shim went or was replaced, and its local directory with it. */
@@ -63,25 +68,38 @@ export function createShimKits(o: ShimKitsOptions): ShimKits {
   }
 
   return {
-    take(ino) {
+    take(ino, dir) {
       const gen = gens.get(ino);
       gens.delete(ino);
       held--;
       void refill();
+      // Used lately: the last to go back to JS.
+      const h = handed.get(dir);
+      if (h) {
+        handed.delete(dir);
+        handed.set(dir, h);
+      }
       return gen;
     },
-    madeIn(d, dirPath) {
+    madeIn(d, dirPath, name, fd) {
       void refill();
       if (handed.has(d.ino)) return;
-      let fd: number;
+      let dirFd: number;
       try {
-        fd = o.root.open(dirPath, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+        dirFd = o.root.open(dirPath, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
       } catch (e) {
         o.log.warn({ op: "create", path: dirPath, err: (e as Error).message }, "could not open a directory for the shim to make files in");
         return;
       }
-      // Refused (fd closed) when the shim has no whole listing of it: tried again at the next create here.
-      if (o.creates.makeHere(d.ino, fd, d.mode, d.gid)) handed.set(d.ino, { mode: d.mode, gid: d.gid });
+      // Refused (fd closed) when the shim has no whole listing of it, or the directory was renamed
+      // since its path was read (dirFd another one): tried again at the next create here.
+      if (!o.creates.makeHere(d.ino, dirFd, d.mode, d.gid, { name, fd })) return;
+      handed.set(d.ino, { mode: d.mode, gid: d.gid });
+      if (handed.size > MAX_DIRS) {
+        const [oldest] = handed.keys();
+        handed.delete(oldest!);
+        o.creates.elsewhere(oldest!);
+      }
     },
     learned(d) {
       const had = handed.get(d.ino);
