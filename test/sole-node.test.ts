@@ -121,9 +121,13 @@ describe.skipIf(!!skip)("a sole node's shim answers missing names, creates and c
       const redisPid = Number(/"pid":(\d+),"msg":"no --redis_url given/.exec(f.log())?.[1]);
       process.kill(redisPid, "SIGKILL");
       await waitFor("the private redis-server started again", () => f.log().includes("the private redis-server exited: started it again"));
-      // Closes may fail while it is down (EIO); once it is back, every one succeeds.
-      await waitFor("a file made once Redis is back", () => errCode(() => fs.writeFileSync(join(dir, "probe"), "p")) === undefined);
+      // Changes may fail while it is down (EIO); once it is back, every one succeeds. (A mkdir waits for Redis; a file the shim makes may not.)
+      let tries = 0;
+      await waitFor("a directory made once Redis is back", () => errCode(() => fs.mkdirSync(join(dir, `probe${tries++}`))) === undefined);
       for (let i = 0; i < 50; i++) fs.writeFileSync(join(dir, `after${i}`), `a${i}`);
+      // Creates written behind and not yet in Redis when it died come back from this node's disk (its check after the restart).
+      const readable = (n: string) => errCode(() => fs.readFileSync(join(dir, n))) === undefined;
+      await waitFor("every file closed before the kill back", () => Array.from({ length: 50 }, (_, i) => `before${i}`).every(readable), 30_000);
       for (let i = 0; i < 50; i++) expect(fs.readFileSync(join(dir, `before${i}`), "utf8")).toBe(`b${i}`);
       const res = await fetch(`http://127.0.0.1:${metricsPort(f)}/metrics`);
       expect(res.status).toBe(200);
