@@ -183,6 +183,38 @@ describe.skipIf(!!skip)("a sole node's shim answers missing names, creates and c
     expect(fs.readdirSync(join(d!.root, "long")).sort()).toEqual(["made-by-js", "made-by-shim"]);
   });
 
+  test("a directory renamed while its first file is made: the file and the next ones are in it, not in what took its name", async () => {
+    const base = join(d!.mnt, "swap");
+    fs.mkdirSync(base);
+    // Each round: a child makes files in s through a descriptor of it while s is renamed away and a new s made.
+    const script = `
+      const fs = require("node:fs");
+      const [base] = process.argv.slice(-1);
+      const fd = fs.openSync(base + "/s", "r");
+      process.stdout.write("ready\\n");
+      for (let i = 0; i < 10; i++) fs.writeFileSync("/proc/self/fd/" + fd + "/f" + i, "f" + i);
+      fs.closeSync(fd);`;
+    for (let k = 0; k < 40; k++) {
+      fs.mkdirSync(join(base, "s"));
+      const w = spawn([process.execPath, "-e", script, base], { stdout: "pipe", stderr: "pipe" });
+      const reader = w.stdout.getReader();
+      expect(new TextDecoder().decode((await reader.read()).value)).toBe("ready\n");
+      fs.renameSync(join(base, "s"), join(base, `s${k}`));
+      fs.mkdirSync(join(base, "s"));
+      fs.renameSync(join(base, "s"), join(base, `t${k}`));
+      expect({ code: await w.exited, err: await new Response(w.stderr).text() }).toEqual({ code: 0, err: "" });
+    }
+    for (let k = 0; k < 40; k++) {
+      expect(fs.readdirSync(join(base, `t${k}`))).toEqual([]);
+      expect(fs.readdirSync(join(d!.root, "swap", `t${k}`))).toEqual([]);
+      for (let i = 0; i < 10; i++) {
+        expect(fs.readFileSync(join(base, `s${k}`, `f${i}`), "utf8")).toBe(`f${i}`);
+        // On this node's disk where the namespace has it.
+        expect(fs.readFileSync(join(d!.root, "swap", `s${k}`, `f${i}`), "utf8")).toBe(`f${i}`);
+      }
+    }
+  });
+
   test("the shim keeps a bounded number of directories open, however many get files", async () => {
     const base = join(d!.mnt, "many");
     fs.mkdirSync(base);

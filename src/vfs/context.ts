@@ -4,6 +4,7 @@ import type { LocalDir } from "../local/local-dir.ts";
 import type { Inode, MetadataStore, Removed } from "../meta/store.ts";
 import type { Logger } from "../util/log.ts";
 import type { RecentSet } from "../util/recent-set.ts";
+import type { RwLock } from "../util/rw-lock.ts";
 import type { DataChanges } from "./data-changes.ts";
 import type { InodeNumbers } from "./inode-numbers.ts";
 import type { KernelView } from "./kernel-view.ts";
@@ -76,6 +77,8 @@ export interface VfsContext {
   readonly policy: WritePolicy;
   /** Unlinked while open here: purged at the last close. */
   readonly purgeOnClose: Set<number>;
+  /** Creates by path hold it shared from the path they read to the file made; a rename that may move directories holds it alone. */
+  readonly localDirs: RwLock;
   /** Files this node made or published lately (it held their bytes then): never fetched ahead from others. */
   readonly writtenHere: RecentSet<number>;
   /** Remember a fresh record (also as the open-file state when the inode is open here); named: see MetaCache.learn. */

@@ -52,6 +52,43 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
     }
   }
 
+  /** The store's rename, and this node's caches and disk after it: what it returns, for the rest of the rename. */
+  async function renamed(parent: number, name: string, newParent: number, newName: string, flags: number) {
+    const fromPath = await paths.childPath(parent, name);
+    const toPath = await paths.childPath(newParent, newName);
+    const r = await changing([parent, newParent], () => store.rename(parent, name, newParent, newName, flags, fromPath, toPath));
+    kernel.moved(r.ino, { parent, name }, newParent, newName);
+    if (r.exchanged) {
+      kernel.moved(r.exchanged, { parent: newParent, name: newName }, parent, name);
+      dirChanged(parent, [name, r.exchanged]);
+      dirChanged(newParent, [newName, r.ino]);
+    } else {
+      dirChanged(parent, undefined, name);
+      dirChanged(newParent, [newName, r.ino]);
+    }
+    if (r.replaced) kernel.unnamed(r.replaced.ino, newParent, newName);
+    if (r.replaced?.dir) dropListing(r.replaced.ino);
+    if (r.exchanged) {
+      exchangeLocal(root, fromPath, toPath);
+      forget(r.exchanged);
+    } else if (fromPath !== toPath) {
+      // Moved already if this node's queued move of it was made meanwhile (while the rename
+      // waited for the other nodes): what is at toPath then is the file, not the one it replaced.
+      if (root.typeOf(fromPath) !== undefined) {
+        // The replaced file's bytes may be kept a while for readers elsewhere, as an unlinked file's.
+        const kept = r.replaced?.nlink === 0 && r.replaced.held !== undefined && o.retire?.(toPath, r.replaced.ino, r.replaced.held);
+        if (r.replaced && !kept) root.remove(toPath);
+        makeLocal(root, toPath, () => root.rename(fromPath, toPath));
+      } else if (r.replaced && !r.replaced.dir && (!r.queued || root.identityOf(toPath)?.startsWith(`${r.replaced.ino}:`))) root.remove(toPath);
+    }
+    // The move queued for this node too (made at its next start should it die before the disk
+    // followed) is done: taken off its list now, so that it never meets a later file at fromPath.
+    if (r.queued) void o.catchUp?.();
+    // With the disk: no path read from here on leads where it was.
+    forget(r.ino);
+    return r;
+  }
+
   return {
     async lookup(_c, parent, name) {
       checkName(name);
@@ -238,37 +275,12 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       checkReserved(newParent, newName);
       const known = RENAME_NOREPLACE | RENAME_EXCHANGE;
       if (flags & ~known || flags === known) throw fsError("EINVAL");
-      const fromPath = await paths.childPath(parent, name);
-      const toPath = await paths.childPath(newParent, newName);
-      const r = await changing([parent, newParent], () => store.rename(parent, name, newParent, newName, flags, fromPath, toPath));
-      kernel.moved(r.ino, { parent, name }, newParent, newName);
-      if (r.exchanged) {
-        kernel.moved(r.exchanged, { parent: newParent, name: newName }, parent, name);
-        dirChanged(parent, [name, r.exchanged]);
-        dirChanged(newParent, [newName, r.ino]);
-      } else {
-        dirChanged(parent, undefined, name);
-        dirChanged(newParent, [newName, r.ino]);
-      }
-      if (r.replaced) kernel.unnamed(r.replaced.ino, newParent, newName);
-      if (r.replaced?.dir) dropListing(r.replaced.ino);
-      if (r.exchanged) {
-        exchangeLocal(root, fromPath, toPath);
-        forget(r.exchanged);
-      } else if (fromPath !== toPath) {
-        // Moved already if this node's queued move of it was made meanwhile (while the rename
-        // waited for the other nodes): what is at toPath then is the file, not the one it replaced.
-        if (root.typeOf(fromPath) !== undefined) {
-          // The replaced file's bytes may be kept a while for readers elsewhere, as an unlinked file's.
-          const kept = r.replaced?.nlink === 0 && r.replaced.held !== undefined && o.retire?.(toPath, r.replaced.ino, r.replaced.held);
-          if (r.replaced && !kept) root.remove(toPath);
-          makeLocal(root, toPath, () => root.rename(fromPath, toPath));
-        } else if (r.replaced && !r.replaced.dir && (!r.queued || root.identityOf(toPath)?.startsWith(`${r.replaced.ino}:`))) root.remove(toPath);
-      }
-      // The move queued for this node too (made at its next start should it die before the disk
-      // followed) is done: taken off its list now, so that it never meets a later file at fromPath.
-      if (r.queued) void o.catchUp?.();
-      forget(r.ino);
+      // A directory's local move waits for creates made by path under it, and they for it: the kernel
+      // keeps no create inside a directory from its rename. A known file's rename moves no one's path.
+      const from = cache.listed(parent, name);
+      const rec = from ? cache.fresh(from) : undefined;
+      const movesDirs = !!(flags & RENAME_EXCHANGE) || !rec || isDir(rec.mode);
+      const r = await (movesDirs ? ctx.localDirs.exclusive(() => renamed(parent, name, newParent, newName, flags)) : renamed(parent, name, newParent, newName, flags));
       await ctx.dropped(r.replaced);
     },
 

@@ -78,14 +78,24 @@ function taken(ctx: VfsContext, c: Caller, p: Inode | undefined, r: Inode): NewI
   return { mode: r.mode, uid: r.uid, gid: c.gid, holder: ctx.nodeId, ino: r.ino, version: r.version, gen: r.gen, mtime: r.mtime, atime: r.atime, ctime: r.ctime };
 }
 
+/**
+ * r's local file, made at the path the namespace has for it. Path and file with no local move of a
+ * directory between them (ctx.localDirs): the kernel keeps no create from its directory's rename.
+ */
+function madeAt(ctx: VfsContext, r: Inode, localFlags: number): Promise<{ path: string; fd: number }> {
+  return ctx.localDirs.shared(async () => {
+    const path = await ctx.paths.pathOf(r.ino);
+    return { path, fd: await createLocalFileAsync(ctx.root, path, localFlags, r) };
+  });
+}
+
 /** The new file's record and local file, made here before the store is asked. */
 async function makeAhead(ctx: VfsContext, c: Caller, parent: number, name: string, mode: number, localFlags: number): Promise<Made & { init: NewInode }> {
   const p = await ctx.record(parent);
   if (!isDir(p.mode)) throw fsError("ENOTDIR");
   const r = newFile(c, parent, name, await ctx.inos.next(), newGeneration(), mode, p.mode & S_ISGID ? p.gid : c.gid, nowNs());
   ctx.paths.learn(r);
-  const path = await ctx.paths.pathOf(r.ino);
-  const fd = await createLocalFileAsync(ctx.root, path, localFlags, r);
+  const { path, fd } = await madeAt(ctx, r, localFlags);
   return { r, fd, path, init: taken(ctx, c, p, r) };
 }
 
@@ -94,8 +104,7 @@ async function createNow(ctx: VfsContext, c: Caller, parent: number, name: strin
   const r = ctx.learn(await ctx.cache.changing([parent], () => ctx.store.create(parent, name, { mode: S_IFREG | (mode & 0o7777), uid: c.uid, gid: c.gid, holder: ctx.nodeId, above: ctx.inos.maxSeen })));
   ctx.cache.dirChanged(parent, [name, r.ino]);
   try {
-    const path = await ctx.paths.pathOf(r.ino);
-    return { r, fd: await createLocalFileAsync(ctx.root, path, localFlags, r), path };
+    return { r, ...(await madeAt(ctx, r, localFlags)) };
   } catch (e) {
     await ctx.rollback(parent, name, false);
     throw e;
