@@ -21,6 +21,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 #include "beneath.h"
+#include "keep-fd.h"
 
 #define RESOLVE (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
 
@@ -240,17 +241,10 @@ int mcfs_fsetxattr(int fd, const char *name, const char *value, int size)
 	return fsetxattr(fd, name, value, (size_t)size, 0) < 0 ? -errno : 0;
 }
 
-/*
- * A file mcfs keeps for an inode (open as fd) given the inode's owner, its mode (open applied the
- * daemon's umask; the kernel had applied the caller's) and its identity mark, the extended attribute
- * mark_name (best effort: a filesystem without them keeps no mark).
- */
+/* keep_fd (keep-fd.h), for JS. */
 int mcfs_keep_fd(int fd, uint32_t uid, uint32_t gid, int mode, const char *mark_name, const char *mark)
 {
-	if (fchown(fd, (uid_t)uid, (gid_t)gid) < 0 || fchmod(fd, (mode_t)mode & 07777) < 0)
-		return -errno;
-	(void)fsetxattr(fd, mark_name, mark, strlen(mark), 0);
-	return 0;
+	return keep_fd(fd, uid, gid, mode, mark_name, mark);
 }
 
 int mcfs_fgetxattr(int fd, const char *name, char *out, int size)

@@ -10,32 +10,34 @@
  * listing it does not have whole), a name that is there or reserved, any error making the file.
  */
 #include "mcfs_fuse.h"
+#include "keep-fd.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/xattr.h>
 #include <unistd.h>
 
 #define MAX_KITS 1024
-#define RESERVED_NAME ".mcfs"
-#define IDENTITY_XATTR "trusted.mcfs.id"
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct mcfs_kit kits[MAX_KITS];
 static int nkits;
-/* Set before the session starts. */
+/* Set before the session starts: the name reserved at the top, the identity mark's xattr. */
 static int on;
 static double entry_to, attr_to;
+static char reserved[256], mark_xattr[256];
 static _Atomic uint64_t made;
 
-void mcfs_creates_start(double entry_timeout, double attr_timeout)
+void mcfs_creates_start(double entry_timeout, double attr_timeout, const char *reserved_name, const char *mark_name)
 {
 	entry_to = entry_timeout;
 	attr_to = attr_timeout;
+	snprintf(reserved, sizeof reserved, "%s", reserved_name);
+	snprintf(mark_xattr, sizeof mark_xattr, "%s", mark_name);
 	on = 1;
 }
 
@@ -79,14 +81,12 @@ static int make(int dirfd, const char *name, int flags, mode_t mode, uid_t uid, 
 	int fd = openat(dirfd, name, flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
 	if (fd < 0)
 		return -errno;
-	if (fchown(fd, uid, gid) < 0 || fchmod(fd, mode) < 0) {
-		int e = errno;
+	int rc = keep_fd(fd, uid, gid, (int)mode, mark_xattr, mark);
+	if (rc < 0) {
 		close(fd);
 		unlinkat(dirfd, name, 0);
-		return -e;
+		return rc;
 	}
-	/* Best effort, as for files JS makes: a filesystem without xattrs keeps no mark. */
-	(void)fsetxattr(fd, IDENTITY_XATTR, mark, strlen(mark), 0);
 	return fd;
 }
 
@@ -117,7 +117,7 @@ static int utf8_ok(const unsigned char *s)
 int creates_try(fuse_req_t req, uint64_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
 {
 	/* Anything JS refuses (a name too long, not UTF-8, reserved) is JS's to refuse. */
-	if (!on || strlen(name) > 255 || !utf8_ok((const unsigned char *)name) || (parent == 1 && strcmp(name, RESERVED_NAME) == 0))
+	if (!on || strlen(name) > 255 || !utf8_ok((const unsigned char *)name) || (parent == 1 && strcmp(name, reserved) == 0))
 		return 0;
 	struct mcfs_kit k;
 	if (!take_kit(&k))

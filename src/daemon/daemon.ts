@@ -18,7 +18,7 @@ import { observeRpcs } from "../metrics/rpc-interceptor.ts";
 import { serveMetrics } from "../metrics/metrics-server.ts";
 import { createProgress } from "../util/progress.ts";
 import { createTodoApplier } from "../vfs/local-todo.ts";
-import { openLocalDir } from "../local/local-dir.ts";
+import { IDENTITY, openLocalDir } from "../local/local-dir.ts";
 import { createPathCache } from "../vfs/paths.ts";
 import { linkLocal } from "../vfs/local-files.ts";
 import { openPrivateDir } from "../local/private-dir.ts";
@@ -412,7 +412,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       attrTimeout: cfg.attrTimeout,
       // A sole node's close publishes nothing another node waits for, and its store write is behind already.
       flushNotes: !remote,
-      createsInShim: !remote,
+      ...(remote ? {} : { createsInShim: { reservedName: RESERVED_NAME, markName: IDENTITY } }),
       onOp: cfg.debug || m ? (op, s, errno, ino, name) => {
         if (cfg.debug) nlog.debug({ op, ino, ...(name ? { name } : {}), ms: +(s * 1000).toFixed(3), ...(errno ? { errno: errnoName(errno) } : {}) }, "fuse op");
         if (!m) return;

@@ -98,8 +98,12 @@ export interface SessionOptions {
    * Later requests wait for such a flush to be done: none is answered from what it has yet to record.
    */
   flushNotes?: boolean;
-  /** The shim answers creates itself where it can (FuseSession.creates), for a FileSystem with created(). */
-  createsInShim?: boolean;
+  /**
+   * The shim answers creates itself where it can (FuseSession.creates), for a FileSystem with
+   * created(): never of reservedName at the top (left to the FileSystem), each file marked with
+   * the extended attribute markName.
+   */
+  createsInShim?: { reservedName: string; markName: string };
   /** Called once per request with its op name, duration, errno (0 on success), inode and name (if any). */
   onOp?: (op: string, seconds: number, errno: number, ino: number, name: string) => void;
   /** Called when the session ends on its own (unmounted from outside). */
@@ -186,7 +190,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
   shim.mcfs_flush_notes(opts.flushNotes ? 1 : 0);
   if (opts.createsInShim) {
     if (!fs.created) throw new Error("createsInShim needs a FileSystem that takes in created files");
-    shim.mcfs_creates_start(opts.entryTimeout, opts.attrTimeout);
+    shim.mcfs_creates_start(opts.entryTimeout, opts.attrTimeout, cstr(opts.createsInShim.reservedName), cstr(opts.createsInShim.markName));
   }
   const endFd = shim.mcfs_start(cstr(opts.mountPoint), cstr(opts.options.join(",")), opts.debug ? 1 : 0, opts.singleThread ? 1 : 0, wake.ptr);
   if (endFd < 0) throw new Error(`cannot mount FUSE at ${opts.mountPoint}: ${-endFd === E.EIO ? mountFailure() : `errno ${-endFd}`}`);

@@ -8,7 +8,7 @@ import { E, FsError, errnoName } from "../util/errno.ts";
 const { O_RDONLY, O_WRONLY, O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK, O_NOCTTY, O_CREAT, O_EXCL } = fs.constants;
 const AT_REMOVEDIR = 0x200;
 /** Extended attribute with the identity of the inode a kept file holds (trusted.*: root alone sees it). */
-const IDENTITY = "trusted.mcfs.id";
+export const IDENTITY = "trusted.mcfs.id";
 /** What native/beneath.c answers for "not a regular file" (Node's errno table lacks it). */
 const EUCLEAN = 117;
 
