@@ -7,6 +7,7 @@
  */
 #include "mcfs_fuse.h"
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -150,8 +151,14 @@ static int flush_notes;
 
 void mcfs_flush_notes(int on) { flush_notes = on; }
 
+/* Every flush the kernel sent: a read-only open's handle gets none (FOPEN_NOFLUSH). */
+static _Atomic uint64_t flushes;
+
+uint64_t mcfs_flush_requests(void) { return atomic_load(&flushes); }
+
 static void ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	atomic_fetch_add(&flushes, 1);
 	/* Nothing written through a local fd since the last flush: nothing to publish. */
 	if (io_served(fi->fh) && !io_dirty(fi->fh)) {
 		fuse_reply_err(req, 0);

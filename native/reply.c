@@ -85,6 +85,7 @@ int mcfs_reply_open(uint32_t id, uint64_t fh, int fd, uint32_t flags)
 	fi.direct_io = (flags & OPEN_DIRECT_IO) != 0;
 	fi.keep_cache = (flags & OPEN_KEEP_CACHE) != 0;
 	fi.nonseekable = (flags & OPEN_NONSEEKABLE) != 0;
+	fi.noflush = (flags & OPEN_NO_FLUSH) != 0;
 	io_attach(fh, fd, (flags & OPEN_UNPUBLISHED) != 0);
 	int rc = fuse_reply_open(r, &fi);
 	if (rc != 0)

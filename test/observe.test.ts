@@ -61,6 +61,27 @@ describe.skipIf(!!skip)("metrics", () => {
     fs.closeSync(fd);
     await waitFor("the reader's release", async () => (await scrape(a))("mcfs_open_files") === 0);
   });
+
+  test("a read-only handle's closes cost no flush (the open asks the kernel for none); a writer's close still flushes and its bytes reach the other node", async () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    fs.writeFileSync(join(a.mnt, "nf.txt"), "first");
+    // On both nodes: a file held here, and a copy of one held elsewhere.
+    for (const d of [a, b]) {
+      const before = (await scrape(d))("mcfs_fuse_flushes_total");
+      for (let i = 0; i < 20; i++) expect(fs.readFileSync(join(d.mnt, "nf.txt"), "utf8")).toBe("first");
+      const fd = fs.openSync(join(d.mnt, "nf.txt"), "r");
+      // A dup's close is a flush too, when the handle has them.
+      fs.closeSync(fs.openSync(`/proc/self/fd/${fd}`, "r"));
+      fs.closeSync(fd);
+      expect((await scrape(d))("mcfs_fuse_flushes_total") - before).toBe(0);
+    }
+    const before = (await scrape(b))("mcfs_fuse_flushes_total");
+    const w = fs.openSync(join(b.mnt, "nf.txt"), "r+");
+    fs.writeSync(w, "again", 0);
+    fs.closeSync(w);
+    expect((await scrape(b))("mcfs_fuse_flushes_total") - before).toBe(1);
+    expect(fs.readFileSync(join(a.mnt, "nf.txt"), "utf8")).toBe("again");
+  });
 });
 
 interface StatusJson {

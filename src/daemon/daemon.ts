@@ -68,7 +68,7 @@ function freeSpace(rootPath: string): { free?: number } {
 }
 
 /** Counters the shim keeps and gauges of state, brought up to date before each scrape. */
-const shimSeen = new WeakMap<FuseSession, { readBytes: number; writeBytes: number; lookups: number; getattrs: number; absent: number; creates: number }>();
+const shimSeen = new WeakMap<FuseSession, { readBytes: number; writeBytes: number; lookups: number; getattrs: number; absent: number; creates: number; flushes: number }>();
 const unreadSeen = new WeakMap<CopyCache, number>();
 /** How long a scrape waits for Redis to count the nodes before it answers without. */
 const NODES_SCRAPE_MS = 1_000;
@@ -78,14 +78,16 @@ async function refreshGauges(m: Metrics, session: FuseSession, vfs: Vfs, copies:
   const getattrs = session.shimGetattrs();
   const absent = session.shimAbsent();
   const creates = session.shimCreates();
-  const last = shimSeen.get(session) ?? { readBytes: 0, writeBytes: 0, lookups: 0, getattrs: 0, absent: 0, creates: 0 };
+  const flushes = session.flushRequests();
+  const last = shimSeen.get(session) ?? { readBytes: 0, writeBytes: 0, lookups: 0, getattrs: 0, absent: 0, creates: 0, flushes: 0 };
   m.readBytes.inc({ source: "local" }, io.readBytes - last.readBytes);
   m.writtenBytes.inc(io.writeBytes - last.writeBytes);
   m.shimLookups.inc(lookups - last.lookups);
   m.shimGetattrs.inc(getattrs - last.getattrs);
   m.shimAbsent.inc(absent - last.absent);
   m.shimCreates.inc(creates - last.creates);
-  shimSeen.set(session, { ...io, lookups, getattrs, absent, creates });
+  m.fuseFlushes.inc(flushes - last.flushes);
+  shimSeen.set(session, { ...io, lookups, getattrs, absent, creates, flushes });
   m.openFiles.set(vfs.openFiles);
   if (copies) {
     const unread = copies.ahead().evictedUnread;

@@ -84,8 +84,11 @@ export const DIRENT_AFTER_ATTR = ["next", "nameLen"] as const;
 export const STATFS = ["bsize", "frsize", "blocks", "bfree", "bavail", "files", "ffree", "favail", "namemax"] as const;
 
 /** Bits of the flags argument of the open and create replies. */
-/** unpublished: the handle's flush goes to JS even with nothing written (a create still to be published). */
-export const OPEN_FLAGS = { directIo: 1, keepCache: 2, nonseekable: 4, unpublished: 8 } as const;
+/**
+ * unpublished: the handle's flush goes to JS even with nothing written (a create still to be published).
+ * noFlush: the kernel sends no flush at the handle's closes (FOPEN_NOFLUSH; a read-only open has none to publish).
+ */
+export const OPEN_FLAGS = { directIo: 1, keepCache: 2, nonseekable: 4, unpublished: 8, noFlush: 16 } as const;
 
 /**
  * What the shim takes for a file it makes itself (creates.c), one kit a file: u64 ino, u64 fh, then
@@ -141,6 +144,7 @@ export const SHIM_FUNCTIONS = {
   mcfs_entry_hits: { returns: "uint64_t", args: [] },
   mcfs_attr_keep: { returns: "int", args: ["const uint8_t *ents", "int n", "double attr_to", "uint32_t ttl_ms"] },
   mcfs_attr_hits: { returns: "uint64_t", args: [] },
+  mcfs_flush_requests: { returns: "uint64_t", args: [] },
   mcfs_listing_set: { returns: "int", args: ["uint64_t dir", "const char *names", "int n"] },
   mcfs_listing_name: { returns: "void", args: ["uint64_t dir", "const char *name", "int present"] },
   mcfs_listing_drop: { returns: "void", args: ["uint64_t dir"] },

@@ -80,8 +80,8 @@ function setAttrOf(r: Req<"setattr">): SetAttr {
   return s;
 }
 
-function openFlags(o: { directIo?: boolean; keepCache?: boolean; unpublished?: boolean }): number {
-  return (o.directIo ? OPEN_FLAGS.directIo : 0) | (o.keepCache ? OPEN_FLAGS.keepCache : 0) | (o.unpublished ? OPEN_FLAGS.unpublished : 0);
+function openFlags(o: { directIo?: boolean; keepCache?: boolean; unpublished?: boolean; noFlush?: boolean }): number {
+  return (o.directIo ? OPEN_FLAGS.directIo : 0) | (o.keepCache ? OPEN_FLAGS.keepCache : 0) | (o.unpublished ? OPEN_FLAGS.unpublished : 0) | (o.noFlush ? OPEN_FLAGS.noFlush : 0);
 }
 
 export interface SessionOptions {
@@ -145,6 +145,8 @@ export interface FuseSession {
   shimLookups(): number;
   /** Getattrs the shim answered from the attributes kept there. */
   shimGetattrs(): number;
+  /** Flushes the kernel sent (each close of a handle opened without noFlush), wherever answered. */
+  flushRequests(): number;
   /** Lookups the shim answered ENOENT itself, from listings (ShimEntries.list). */
   shimAbsent(): number;
   /** Files the shim made itself (ShimCreates). */
@@ -545,6 +547,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     },
     shimLookups: () => Number(shim.mcfs_entry_hits()),
     shimGetattrs: () => Number(shim.mcfs_attr_hits()),
+    flushRequests: () => Number(shim.mcfs_flush_requests()),
     shimAbsent: () => Number(shim.mcfs_listing_absent_hits()),
     shimCreates: () => Number(shim.mcfs_creates_made()),
     creates: {

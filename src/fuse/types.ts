@@ -27,6 +27,8 @@ export interface OpenReply {
   keepCache?: boolean;
   /** Its flush must reach the filesystem even when nothing was written through it. */
   unpublished?: boolean;
+  /** Nothing to do at its closes (a read-only open): the kernel sends them no flush. */
+  noFlush?: boolean;
   /**
    * No fd: the bytes are on their way into a copy. Called once the open is answered; listen then
    * hears a read-only fd of the copy and how many bytes from its start are there, again as more

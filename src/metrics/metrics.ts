@@ -33,6 +33,7 @@ export function createMetrics() {
     shimAbsent: new Counter({ name: "mcfs_shim_absent_total", help: "Lookups the FUSE shim answered ENOENT itself, for names missing from a sole node's complete listings (they never reach JS: not in mcfs_fuse_operations_total)", ...r }),
     shimCreates: new Counter({ name: "mcfs_shim_creates_total", help: "Files the FUSE shim made and answered the create of itself, on a sole node (JS takes them in after: they are in mcfs_fuse_operations_total as op created, not create)", ...r }),
     shimGetattrs: new Counter({ name: "mcfs_shim_getattrs_total", help: "Getattrs the FUSE shim answered itself, from records JS had fresh (they never reach JS: not in mcfs_fuse_operations_total)", ...r }),
+    fuseFlushes: new Counter({ name: "mcfs_fuse_flushes_total", help: "Flush requests the kernel sent, answered by the shim or by JS (a handle opened read-only gets none at its closes)", ...r }),
     fuseErrors: new Counter({ name: "mcfs_fuse_operation_errors_total", help: "FUSE operations answered with an error, by operation and errno", labelNames: ["op", "errno"], ...r }),
     fuseLatency: new Histogram({ name: "mcfs_fuse_operation_duration_seconds", help: "Time to answer a FUSE operation in JS", labelNames: ["op"], buckets: LATENCY, ...r }),
     readBytes: new Counter({ name: "mcfs_read_bytes_total", help: "Bytes read through the mount, by what served them: local (the shim, from a fd: a file on this node's disk or a cached copy, in RAM or on disk), memory (JS: ranged reads of a file held elsewhere)", labelNames: ["source"], ...r }),

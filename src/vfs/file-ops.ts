@@ -389,6 +389,8 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
         },
         ...(ranges ? { follow } : {}),
         keepCache,
+        // A reader's close publishes nothing, and waits for nothing: each close of it would cost a trip.
+        noFlush: !writable,
       } satisfies OpenReply;
     },
 
