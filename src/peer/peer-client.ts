@@ -1,8 +1,8 @@
 import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-node";
-import { Peer, type FilePieces, type ReadFilesRequest, type ReadRequest } from "../gen/mcfs/v1/peer_pb.ts";
+import { Peer, type ReadFilesRequest, type ReadRequest } from "../gen/mcfs/v1/peer_pb.ts";
 import { intercepted } from "./file-frames.ts";
-import { readFileFrames, readFilesFrames, type ChunkIn, type FileFramesOptions } from "./file-frames-reader.ts";
+import { readFileFrames, readFilesFrames, type ChunkIn, type FileFramesOptions, type PieceIn } from "./file-frames-reader.ts";
 import { fromConnectError } from "./errors.ts";
 import { clientTlsOptions, type PeerTls } from "./peer-tls.ts";
 
@@ -21,7 +21,7 @@ export interface PeerPool {
   /** ReadFile read off the stream as it comes (file-frames-reader.ts), on the same connection as get's client. */
   readFile(address: string, r: ReadRequest, lane?: number, signal?: AbortSignal): AsyncIterable<ChunkIn>;
   /** ReadFiles read off the stream as it comes, as readFile. */
-  readFiles(address: string, r: ReadFilesRequest): AsyncIterable<FilePieces>;
+  readFiles(address: string, r: ReadFilesRequest): AsyncIterable<PieceIn[]>;
   close(): void;
 }
 

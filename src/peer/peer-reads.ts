@@ -16,7 +16,7 @@ export interface FileAt {
 export interface FilePiece {
   index: number;
   offset: number;
-  data: Uint8Array;
+  data: Pieces;
   errno: number;
   last: boolean;
 }
@@ -69,7 +69,7 @@ export function createPeerReads(pool: PeerPool): PeerReads {
     },
     async *files(address, files) {
       for await (const msg of translated(pool.readFiles(address, create(ReadFilesRequestSchema, { files: files.map(wire) })))) {
-        for (const p of msg.pieces) yield { index: p.index, offset: Number(p.offset), data: p.data, errno: p.errno, last: p.last };
+        yield* msg;
       }
     },
   };

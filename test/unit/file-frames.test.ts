@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { ChunkSchema, FilePiecesSchema } from "../../src/gen/mcfs/v1/peer_pb.ts";
 import { FRAME_ROOM, frameChunk, framePieces, type PieceOut } from "../../src/peer/file-frames.ts";
-import { chunkOf, createMessages } from "../../src/peer/file-frames-reader.ts";
+import { chunkOf, createMessages, piecesOf } from "../../src/peer/file-frames-reader.ts";
 
 /** A gRPC message as Connect frames it: flags, length, the protobuf serializer's bytes. */
 function connectFrame(offset: number, data: Uint8Array): Buffer {
@@ -93,22 +93,71 @@ test("a Chunk encoded otherwise than frameChunk does (fields reordered, unknown 
 });
 
 describe("ReadFiles framed by hand", () => {
+  const piece = (index: number, offset: number, size: number, errno: number, last: boolean): PieceOut => ({
+    index, offset: BigInt(offset), data: Buffer.from(Array.from({ length: size }, (_, i) => (i * 7 + index) & 255)), errno, last,
+  });
+  const messages: PieceOut[][] = [
+    [],
+    [piece(0, 0, 0, 0, false)],
+    [piece(0, 0, 10, 0, true)],
+    [piece(1, 0, 0, 2, true), piece(2, 0, 300, 0, true), piece(3, 2 ** 40 + 3, 16_384, 0, false)],
+    [piece(127, 127, 127, 127, true), piece(128, 128, 128, 128, true), piece(2 ** 32 - 1, Number.MAX_SAFE_INTEGER, 131_072, 2 ** 32 - 1, false)],
+  ];
+
   test("each message of pieces is framed byte for byte as Connect frames it, defaults left out", () => {
-    const piece = (index: number, offset: number, size: number, errno: number, last: boolean): PieceOut => ({
-      index, offset: BigInt(offset), data: Buffer.from(Array.from({ length: size }, (_, i) => (i * 7 + index) & 255)), errno, last,
-    });
-    const messages: PieceOut[][] = [
-      [],
-      [piece(0, 0, 0, 0, false)],
-      [piece(0, 0, 10, 0, true)],
-      [piece(1, 0, 0, 2, true), piece(2, 0, 300, 0, true), piece(3, 2 ** 40 + 3, 16_384, 0, false)],
-      [piece(127, 127, 127, 127, true), piece(128, 128, 128, 128, true), piece(2 ** 32 - 1, Number.MAX_SAFE_INTEGER, 131_072, 2 ** 32 - 1, false)],
-    ];
     for (const pieces of messages) {
       const body = toBinary(FilePiecesSchema, create(FilePiecesSchema, { pieces }));
       const head = Buffer.alloc(5);
       head.writeUInt32BE(body.length, 1);
       expect(Buffer.from(framePieces({ pieces })).equals(Buffer.concat([head, body]))).toBe(true);
     }
+  });
+});
+
+describe("ReadFiles read by hand", () => {
+  const piece = (index: number, offset: number, size: number, errno: number, last: boolean): PieceOut => ({
+    index, offset: BigInt(offset), data: Buffer.from(Array.from({ length: size }, (_, i) => (i * 7 + index + 1) & 255)), errno, last,
+  });
+  const plain = (pieces: PieceOut[]) => pieces.map((p) => ({ index: p.index, offset: Number(p.offset), data: Buffer.from(p.data), errno: p.errno, last: p.last }));
+  const joined = (got: ReturnType<typeof piecesOf>) => got.map((p) => ({ ...p, data: Buffer.concat(p.data) }));
+  const cutUp = (whole: Buffer, cut: number) => {
+    const parts: Buffer[] = [];
+    for (let at = 0; at < whole.length; at += cut) parts.push(whole.subarray(at, at + cut));
+    return parts;
+  };
+
+  test("a message cut into pieces anywhere reads as the serializer's decoding, its data left in the pieces", () => {
+    const messages: PieceOut[][] = [
+      [],
+      [piece(0, 0, 0, 0, false)],
+      [piece(0, 0, 10, 0, true), piece(1, 0, 0, 2, true)],
+      [piece(2, 0, 300, 0, true), piece(3, 2 ** 40 + 3, 16_384, 0, false), piece(3, 2 ** 40 + 16_387, 40_000, 0, true)],
+      [piece(127, 127, 127, 127, true), piece(128, 128, 128, 128, true), piece(2 ** 32 - 1, Number.MAX_SAFE_INTEGER, 70_000, 2 ** 32 - 1, false)],
+    ];
+    for (const pieces of messages) {
+      const whole = Buffer.from(framePieces({ pieces })).subarray(5);
+      for (const cut of [1, 2, 7, 4096, 16_384, whole.length || 1]) {
+        const parts = cutUp(whole, cut);
+        const got = piecesOf(parts);
+        expect(joined(got)).toEqual(plain(pieces));
+        for (const p of got) expect(p.data.every((d) => d.buffer === whole.buffer)).toBe(true);
+      }
+    }
+  });
+
+  test("a message encoded otherwise (fields reordered, an unknown field, a repeated one) reads as the serializer decodes it; one whose lengths overrun, or with a data field that is not length-delimited, is refused", () => {
+    const data = [...Buffer.from("some bytes")];
+    const inner = (fields: number[]) => [0x0a, fields.length, ...fields];
+    const cases = [
+      inner([0x10, 5, 0x08, 2, 0x1a, data.length, ...data]),
+      inner([0x08, 1, 0x1a, data.length, ...data, 0x28, 1, 0x30, 9]),
+      inner([0x08, 1, 0x08, 4]),
+    ];
+    for (const bytes of cases) {
+      const want = fromBinary(FilePiecesSchema, Buffer.from(bytes)).pieces.map((p) => ({ index: p.index, offset: Number(p.offset), data: Buffer.from(p.data), errno: p.errno, last: p.last }));
+      expect(want.length).toBeGreaterThan(0);
+      for (const cut of [1, 3, bytes.length]) expect(joined(piecesOf(cutUp(Buffer.from(bytes), cut)))).toEqual(want);
+    }
+    for (const bad of [[0x0a, 4, 0x1a, 9, 1, 2], [0x0a, 30, 0x08, 1], [...inner([0x08, 1]), ...inner([0x18, 1, 0x08, 3])]]) expect(() => piecesOf([Buffer.from(bad)])).toThrow();
   });
 });

@@ -2,7 +2,7 @@ import type { CopyCache } from "../../cache/copy-cache.ts";
 import type { MetadataStore } from "../../meta/store.ts";
 import type { PeerReads } from "../../peer/peer-reads.ts";
 import { E, FsError } from "../../util/errno.ts";
-import type { Pieces } from "../../util/bytes.ts";
+import { byteLength, type Pieces } from "../../util/bytes.ts";
 import type { Logger } from "../../util/log.ts";
 import { isReg } from "../attr.ts";
 import { createAheadWindows } from "./ahead-windows.ts";
@@ -184,11 +184,12 @@ export function createBatches(o: BatchesOptions): Batches {
             end(ch.index, new FsError(ch.errno, `holder ${address} could not send ${it.path}`));
             continue;
           }
-          if (ch.offset !== it.got || it.got + ch.data.length > it.size) throw new FsError(E.EIO, `holder ${address} sent bytes of ${it.path} out of order`);
-          const w = it.write([ch.data], it.got);
+          const n = byteLength(ch.data);
+          if (ch.offset !== it.got || it.got + n > it.size) throw new FsError(E.EIO, `holder ${address} sent bytes of ${it.path} out of order`);
+          const w = it.write(ch.data, it.got);
           if (w) it.writes.push(w);
-          o.received?.(ch.data.length);
-          it.got += ch.data.length;
+          o.received?.(n);
+          it.got += n;
           if (ch.last) end(ch.index, it.got === it.size ? undefined : new FsError(E.EIO, `holder ${address} has ${it.got} of ${it.size} bytes of ${it.path}`));
         }
       } catch (e) {
