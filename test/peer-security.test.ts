@@ -109,6 +109,42 @@ describe.skipIf(!!skip)("peer port under a flood", () => {
     mountAnswers();
   });
 
+  test("readers that go away mid-batch leave no file open on the holder (it opens files ahead of the stream), and the next batch comes whole", async () => {
+    fs.mkdirSync(join(a.mnt, "batch"));
+    const body = (i: number) => Buffer.alloc(100_000 + i, i + 1);
+    const files: { path: string; ino: bigint; version: bigint }[] = [];
+    for (let i = 0; i < 48; i++) {
+      const p = join(a.mnt, "batch", `f${i}`);
+      fs.writeFileSync(p, body(i));
+      const ino = BigInt(fs.statSync(p).ino);
+      files.push({ path: `/batch/f${i}`, ino, version: BigInt((await cluster.redis.cli("HGET", `mcfs:i:${ino}`, "v")).trim()) });
+    }
+    const c = peerClient(`127.0.0.1:${a.port}`, SECRET);
+    const whole = async () => {
+      const got = files.map(() => [] as Buffer[]);
+      for await (const m of c.readFiles({ files })) {
+        for (const p of m.pieces) {
+          expect(p.errno).toBe(0);
+          got[p.index]!.push(Buffer.from(p.data));
+        }
+      }
+      for (const [i, parts] of got.entries()) expect(Buffer.concat(parts).equals(body(i))).toBe(true);
+    };
+    // Its connection is open from here on: only what the calls open is counted.
+    await whole();
+    const fds = () => fs.readdirSync(`/proc/${a.proc.pid}/fd`).length;
+    const before = fds();
+    for (let round = 0; round < 5; round++) {
+      const stop = new AbortController();
+      expect(await codeOf(async () => {
+        for await (const _ of c.readFiles({ files }, { signal: stop.signal })) stop.abort();
+      })).toBe("Canceled");
+    }
+    await waitFor("the holder closing what it opened for the abandoned batches", () => fds() <= before);
+    await whole();
+    mountAnswers();
+  });
+
   test("connections that send nothing cannot keep members out: over 64 from one address the oldest idle ones go, and every idle one is closed within seconds", async () => {
     let closedByServer = 0;
     const socks = Array.from({ length: 72 }, () => {

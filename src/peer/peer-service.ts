@@ -15,6 +15,8 @@ const changing = (path: string) => new FsError(E.ESTALE, `${path} is being writt
 
 /** Stream messages stay at or under 128 KiB: larger ones stall some gRPC clients on Bun's HTTP/2. */
 export const CHUNK = 128 * 1024;
+/** Files of a ReadFiles call opened before their turn. */
+const OPEN_AHEAD = 8;
 
 export interface PeerServiceOptions {
   /** This node's root path: the only place bytes are served from, besides the cache. */
@@ -191,8 +193,8 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
 
   /** Consecutive files' bytes, several small ones to a message. */
   async function* readFiles(r: ReadFilesRequest) {
-    // Every file's holder check at once (one round trip to Redis); opened in order as the stream
-    // goes; a file that fails is reported and the rest still come.
+    // Every file's holder check at once (one round trip to Redis); opened a few ahead of the stream,
+    // sent in order; a file that fails is reported and the rest still come.
     const all = o.holdsInRoot(r.files.map((f) => ({ ino: Number(f.ino), version: Number(f.version) })));
     all.catch(() => {});
     const held = r.files.map((_, i) => all.then((h) => h[i] === true));
@@ -200,37 +202,56 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
     // One buffer per message, filled by consecutive files.
     let buf = Buffer.allocUnsafe(CHUNK);
     let used = 0;
-    for (const [index, f] of r.files.entries()) {
-      let c: Source;
-      try {
-        c = await guarded(() => openForRead(f, held[index]))();
-      } catch (e) {
-        pieces.push({ index, offset: 0n, data: new Uint8Array(0), errno: fromConnectError(e).errno, last: true });
-        continue;
+    // Each open waits on a pool thread: one at a time, a batch's stream waited for every one in turn.
+    const opening: Promise<Source>[] = [];
+    const openAhead = (upTo: number) => {
+      for (let i = opening.length; i < Math.min(upTo, r.files.length); i++) {
+        const open = guarded(() => openForRead(r.files[i]!, held[i]))();
+        // Its failure is reported in its turn, not as a rejection nobody waited for meanwhile.
+        open.catch(() => {});
+        opening.push(open);
       }
-      try {
-        for (let off = 0; ; ) {
-          if (used === CHUNK) {
-            yield { pieces };
-            pieces = [];
-            buf = Buffer.allocUnsafe(CHUNK);
-            used = 0;
-          }
-          const n = readSource(c, buf.subarray(used), off, f.path);
-          const last = used + n < CHUNK;
-          pieces.push({ index, offset: BigInt(off), data: buf.subarray(used, used + n), errno: 0, last });
-          o.onServed?.(n);
-          used += n;
-          off += n;
-          if (last) break;
+    };
+    let taken = 0;
+    try {
+      for (const [index, f] of r.files.entries()) {
+        openAhead(index + OPEN_AHEAD);
+        let c: Source;
+        try {
+          c = await opening[index]!;
+        } catch (e) {
+          pieces.push({ index, offset: 0n, data: new Uint8Array(0), errno: fromConnectError(e).errno, last: true });
+          continue;
+        } finally {
+          taken = index + 1;
         }
-      } catch (e) {
-        pieces.push({ index, offset: 0n, data: new Uint8Array(0), errno: toErrno(e), last: true });
-      } finally {
-        closeCopy(c);
+        try {
+          for (let off = 0; ; ) {
+            if (used === CHUNK) {
+              yield { pieces };
+              pieces = [];
+              buf = Buffer.allocUnsafe(CHUNK);
+              used = 0;
+            }
+            const n = readSource(c, buf.subarray(used), off, f.path);
+            const last = used + n < CHUNK;
+            pieces.push({ index, offset: BigInt(off), data: buf.subarray(used, used + n), errno: 0, last });
+            o.onServed?.(n);
+            used += n;
+            off += n;
+            if (last) break;
+          }
+        } catch (e) {
+          pieces.push({ index, offset: 0n, data: new Uint8Array(0), errno: toErrno(e), last: true });
+        } finally {
+          closeCopy(c);
+        }
       }
+      if (pieces.length) yield { pieces };
+    } finally {
+      // The reader went away mid-stream: what was opened ahead is closed once open.
+      for (const open of opening.slice(taken)) open.then(closeCopy, () => {});
     }
-    if (pieces.length) yield { pieces };
   }
 
   const impl: ServiceImpl<typeof Peer> = {
