@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { spawnSync } from "bun";
-import { MCFS, fuseUnavailable, waitFor } from "./helpers/env.ts";
+import { MCFS, errCode, fuseUnavailable, waitFor } from "./helpers/env.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { metricsPort, scrape } from "./helpers/metrics.ts";
 import { useCluster } from "./helpers/node.ts";
@@ -191,4 +191,30 @@ describe.skipIf(!!skip)("read-ahead into a RAM tier smaller than the directory",
     expect(moved).toBeLessThanOrEqual(1.2 * read);
     expect(unused).toBeLessThanOrEqual(moved - read);
   }, 120_000);
+});
+
+describe.skipIf(!!skip)("reads of a node that is down", () => {
+  const n = useCluster("down-holder", ["a", "b"], { b: ["--metrics-port", "0"] }).nodes;
+
+  test("each read of its files fails with EIO at once: the refused address is not dialled again for every file (nor its files' records read for a batch)", async () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    const FILES = 100;
+    fs.mkdirSync(join(a.mnt, "lost"));
+    for (let i = 0; i < FILES; i++) fs.writeFileSync(join(a.mnt, "lost", `f${i}`), Buffer.alloc(4096, i));
+    // Known to b (listed), so every failure below is a read's, not a lookup's.
+    expect(fs.readdirSync(join(b.mnt, "lost")).length).toBe(FILES);
+    await a.kill();
+    const before = await scrape(b);
+    for (let i = 0; i < FILES; i++) expect(errCode(() => fs.readFileSync(join(b.mnt, "lost", `f${i}`)))).toBe("EIO");
+    const after = await scrape(b);
+    const dialled = after("mcfs_peer_rpcs_total", { side: "client" }) - before("mcfs_peer_rpcs_total", { side: "client" });
+    const batches = after("mcfs_redis_operation_duration_seconds_count", { op: "getMany" }) - before("mcfs_redis_operation_duration_seconds_count", { op: "getMany" });
+    console.log(`${FILES} reads of a down holder's files: ${dialled} calls to it, ${batches} batches' records read`);
+    // Three calls a file before (a batch, the file alone, its holders asked again): a refusal now stands a second.
+    expect(dialled).toBeLessThan(FILES / 4);
+    expect(batches).toBeLessThan(FILES / 4);
+    // Still a member: its own files read.
+    fs.writeFileSync(join(b.mnt, "mine"), "b's own");
+    expect(fs.readFileSync(join(b.mnt, "mine"), "utf8")).toBe("b's own");
+  });
 });

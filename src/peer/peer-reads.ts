@@ -1,4 +1,5 @@
-import type { FsError } from "../util/errno.ts";
+import { ConnectError } from "@connectrpc/connect";
+import { E, FsError } from "../util/errno.ts";
 import type { Pieces } from "../util/bytes.ts";
 import { create } from "@bufbuild/protobuf";
 import { ReadFilesRequestSchema, ReadRequestSchema } from "../gen/mcfs/v1/peer_pb.ts";
@@ -32,6 +33,8 @@ export interface PeerReads {
   file(address: string, f: FileAt, part?: FilePart): AsyncIterable<{ offset: number; data: Pieces }>;
   /** Several files in one stream, each in order, one after another. */
   files(address: string, files: FileAt[]): AsyncIterable<FilePiece>;
+  /** Whether address refused a connection a moment ago: calls to it fail at once meanwhile. */
+  unreachable(address: string): boolean;
 }
 
 /** Which bytes of a file to stream, over which of the pool's connections to the holder, until when. */
@@ -46,31 +49,61 @@ export interface FilePart {
 
 const wire = (f: FileAt) => ({ path: f.path, ino: BigInt(f.ino), version: BigInt(f.version) });
 
-async function* translated<T>(it: AsyncIterable<T>): AsyncIterable<T> {
-  try {
-    yield* it;
-  } catch (e) {
-    throw fromConnectError(e) satisfies FsError;
-  }
-}
+/**
+ * After a holder's address refused a connection, calls to it fail at once for this long: a reader
+ * of many files of a node that is down paid a connection attempt for each one, several times over
+ * (a batch, the file alone, its holders asked again), about 8 ms of CPU a file.
+ */
+const UNREACHABLE_MS = 1000;
+/** Failures to connect at all (not of a call under way). */
+const CONNECT_FAILURES = new Set(["ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH", "EHOSTDOWN"]);
 
 export function createPeerReads(pool: PeerPool): PeerReads {
+  const unreachable = new Map<string, { until: number; why: string }>();
+  /** The refusal that still stands for address, if any. */
+  function refused(address: string): string | undefined {
+    const u = unreachable.get(address);
+    if (!u) return undefined;
+    if (Date.now() < u.until) return u.why;
+    unreachable.delete(address);
+    return undefined;
+  }
+  function reachable(address: string): void {
+    const why = refused(address);
+    if (why !== undefined) throw new FsError(E.EIO, `${why} (not tried again for ${UNREACHABLE_MS} ms)`);
+  }
+  function failed(address: string, e: unknown): FsError {
+    const ce = e instanceof FsError ? undefined : ConnectError.from(e);
+    const code = (ce?.cause as { code?: unknown } | undefined)?.code;
+    if (ce && typeof code === "string" && CONNECT_FAILURES.has(code)) unreachable.set(address, { until: Date.now() + UNREACHABLE_MS, why: ce.rawMessage });
+    return fromConnectError(e);
+  }
+  async function* translated<T>(address: string, it: () => AsyncIterable<T>): AsyncIterable<T> {
+    reachable(address);
+    try {
+      yield* it();
+    } catch (e) {
+      throw failed(address, e);
+    }
+  }
   return {
     async range(address, f, offset, length) {
+      reachable(address);
       try {
         return (await pool.get(address).read({ ...wire(f), offset: BigInt(offset), length: BigInt(length) })).data;
       } catch (e) {
-        throw fromConnectError(e);
+        throw failed(address, e);
       }
     },
     async *file(address, f, part) {
       const req = create(ReadRequestSchema, { ...wire(f), offset: BigInt(part?.offset ?? 0), length: BigInt(part?.length ?? 0), holes: part?.holes ?? false });
-      for await (const ch of translated(pool.readFile(address, req, part?.lane, part?.signal))) yield { offset: Number(ch.offset), data: ch.data };
+      for await (const ch of translated(address, () => pool.readFile(address, req, part?.lane, part?.signal))) yield { offset: Number(ch.offset), data: ch.data };
     },
     async *files(address, files) {
-      for await (const msg of translated(pool.readFiles(address, create(ReadFilesRequestSchema, { files: files.map(wire) })))) {
+      for await (const msg of translated(address, () => pool.readFiles(address, create(ReadFilesRequestSchema, { files: files.map(wire) })))) {
         yield* msg;
       }
     },
+    unreachable: (address) => refused(address) !== undefined,
   };
 }

@@ -122,7 +122,8 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
         let fetched = false;
         if (siblings && size <= BATCH_FILE_MAX) {
           const src = (await sources.of(ino, version, given))[0];
-          const extra = src ? await batches.companions(src.node, siblings, ino) : [];
+          // A holder that just refused a connection is not asked for a batch: the records of its companions would be read for nothing.
+          const extra = src && !o.peers.unreachable(src.address) ? await batches.companions(src.node, siblings, ino) : [];
           if (src && extra.length) {
             try {
               await batches.fetch(src, siblings, { wanted: { ino, version, path, size }, progress }, extra).first;
