@@ -49,6 +49,9 @@ export interface FilePart {
 
 const wire = (f: FileAt) => ({ path: f.path, ino: BigInt(f.ino), version: BigInt(f.version) });
 
+/** A call not made: its holder's address refused a connection a moment ago. */
+export class Unreachable extends FsError {}
+
 /**
  * After a holder's address refused a connection, calls to it fail at once for this long: a reader
  * of many files of a node that is down paid a connection attempt for each one, several times over
@@ -70,7 +73,7 @@ export function createPeerReads(pool: PeerPool): PeerReads {
   }
   function reachable(address: string): void {
     const why = refused(address);
-    if (why !== undefined) throw new FsError(E.EIO, `${why} (not tried again for ${UNREACHABLE_MS} ms)`);
+    if (why !== undefined) throw new Unreachable(E.EIO, `${why} (not tried again for ${UNREACHABLE_MS} ms)`);
   }
   function failed(address: string, e: unknown): FsError {
     const ce = e instanceof FsError ? undefined : ConnectError.from(e);

@@ -5,6 +5,7 @@ import { readCopy, type CopyCache, type Opened } from "../cache/copy-cache.ts";
 import { createMemfd } from "../cache/memfd.ts";
 import { FsError, E } from "../util/errno.ts";
 import { allZero, writePiecesSync, type Pieces } from "../util/bytes.ts";
+import { holderWarnings } from "./remote/holder-warnings.ts";
 import type { Logger } from "../util/log.ts";
 import type { LocalDir } from "../local/local-dir.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
@@ -89,7 +90,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   const sources = createSources({ store: o.store, nodeId: o.nodeId });
   const streams = createStreams({ peers: o.peers, sources, log: o.log, ...(received ? { received } : {}) });
   const batches = createBatches({ peers: o.peers, store: o.store, cache: o.cache, log: o.log, list: o.listing.added, arriving: (ino, version) => arriving.has(`${ino}.${version}`), ...(received ? { received } : {}) });
-  const rangeOptions = { cache: o.cache, peers: o.peers, log: o.log, arriving: (ino: number, version: number) => arriving.get(`${ino}.${version}`), ...(received ? { received } : {}) };
+  const rangeOptions = { cache: o.cache, peers: o.peers, warn: holderWarnings(o.log), arriving: (ino: number, version: number) => arriving.get(`${ino}.${version}`), ...(received ? { received } : {}) };
 
   function once(key: string, fn: () => Promise<void>): Promise<void> {
     let p = inflight.get(key);

@@ -4,8 +4,8 @@ import { dupFd, readOnlyFd } from "../../cache/memfd.ts";
 import type { FileSlice } from "../../fuse/types.ts";
 import type { PeerReads } from "../../peer/peer-reads.ts";
 import { E, FsError, errnoOf } from "../../util/errno.ts";
-import type { Logger } from "../../util/log.ts";
 import type { Arriving } from "./arriving.ts";
+import type { holderWarnings } from "./holder-warnings.ts";
 import { PART, PARTS_AT_ONCE } from "./streams.ts";
 
 /**
@@ -35,7 +35,8 @@ export interface RangeReader {
 export interface RangesOptions {
   cache: CopyCache;
   peers: PeerReads;
-  log: Logger;
+  /** Holders' failures to the log (holderWarnings): one for all range readers, so that its limit holds. */
+  warn: ReturnType<typeof holderWarnings>;
   /** The copy of ino at version on its way into the cache, if one is. */
   arriving(ino: number, version: number): Arriving | undefined;
   received?: (bytes: number) => void;
@@ -116,7 +117,7 @@ export function createRangeReader(o: RangesOptions, ino: number, version: number
             pause = Math.min(2 * pause, 100);
             continue;
           }
-          o.log.warn({ path, ino, holder, err: (e as Error).message }, "holder failed during a ranged read");
+          o.warn({ path, ino, holder }, e, "holder failed during a ranged read");
           if (at === tried) at++;
           if (at >= order.length) throw new FsError(E.EIO, `reading ${path}: ${(e as Error).message}`);
           continue;
