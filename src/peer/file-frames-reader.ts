@@ -62,57 +62,86 @@ function firstBytes(parts: Buffer[], n: number): Buffer {
   return out.subarray(0, at);
 }
 
+/** Reads protobuf fields off a message held in pieces; undefined where the bytes are not what it expects. */
+function partsCursor(parts: Buffer[]) {
+  let i = 0;
+  let at = 0;
+  const total = parts.reduce((n, p) => n + p.length, 0);
+  let pos = 0;
+  const byte = (): number | undefined => {
+    while (i < parts.length && at >= parts[i]!.length) {
+      i++;
+      at = 0;
+    }
+    if (i >= parts.length) return undefined;
+    pos++;
+    return parts[i]![at++];
+  };
+  return {
+    total,
+    pos: () => pos,
+    done: () => pos >= total,
+    byte,
+    /** A varint up to 2^53 (larger: undefined). */
+    varint(): number | undefined {
+      let v = 0;
+      for (let scale = 1; scale <= 2 ** 49; scale *= 128) {
+        const b = byte();
+        if (b === undefined) return undefined;
+        v += (b & 127) * scale;
+        if (b < 128) return v;
+      }
+      return undefined;
+    },
+    /** The next n bytes as views of the pieces they lie in. */
+    views(n: number): Buffer[] | undefined {
+      if (pos + n > total) return undefined;
+      const out: Buffer[] = [];
+      pos += n;
+      while (n > 0) {
+        const p = parts[i]!;
+        const take = Math.min(n, p.length - at);
+        if (take > 0) out.push(p.subarray(at, at + take));
+        n -= take;
+        at += take;
+        if (at >= p.length) {
+          i++;
+          at = 0;
+        }
+      }
+      return out;
+    },
+  };
+}
+
 /** A chunk of a ReadFile reply: its data as the pieces it arrived in, in order. */
 export interface ChunkIn {
   offset: bigint;
   data: Buffer[];
 }
 
-/** The most bytes of a Chunk's fields before its data: tags and varints (see FRAME_ROOM). */
-const CHUNK_HEAD_MAX = 17;
-
 /**
  * A Chunk message from its pieces. In the shape frameChunk writes (an optional offset, then the data
  * to the message's end) the data stays in its pieces; any other encoding is decoded whole.
  */
 export function chunkOf(parts: Buffer[]): ChunkIn {
-  const len = parts.reduce((n, p) => n + p.length, 0);
-  const head = parts[0] && parts[0].length >= Math.min(len, CHUNK_HEAD_MAX) ? parts[0] : firstBytes(parts, CHUNK_HEAD_MAX);
-  let at = 0;
-  const varint = (): number => {
-    let v = 0;
-    for (let scale = 1; at < head.length && scale <= 2 ** 49; scale *= 128) {
-      const b = head[at++]!;
-      v += (b & 127) * scale;
-      if (b < 128) return v;
+  const c = partsCursor(parts);
+  let tag = c.byte();
+  let offset: number | undefined = 0;
+  if (tag === 0x08) {
+    offset = c.varint();
+    tag = c.byte();
+  }
+  if (offset !== undefined) {
+    if (tag === undefined) return { offset: BigInt(offset), data: [] };
+    if (tag === 0x12) {
+      const n = c.varint();
+      const data = n === undefined || c.pos() + n !== c.total ? undefined : c.views(n);
+      if (data) return { offset: BigInt(offset), data };
     }
-    return -1;
-  };
-  let offset = 0;
-  if (head[at] === 0x08) {
-    at++;
-    offset = varint();
   }
-  if (offset >= 0 && (at === len || head[at] === 0x12)) {
-    const dataLen = at === len ? 0 : (at++, varint());
-    if (dataLen >= 0 && at + dataLen === len) return { offset: BigInt(offset), data: dropFirst(parts, at) };
-  }
-  const c = fromBinary(ChunkSchema, parts.length === 1 ? parts[0]! : Buffer.concat(parts));
-  return { offset: c.offset, data: [Buffer.from(c.data.buffer, c.data.byteOffset, c.data.length)] };
-}
-
-/** parts without their first n bytes. */
-function dropFirst(parts: Buffer[], n: number): Buffer[] {
-  const out: Buffer[] = [];
-  for (const p of parts) {
-    if (n >= p.length) {
-      n -= p.length;
-      continue;
-    }
-    out.push(n ? p.subarray(n) : p);
-    n = 0;
-  }
-  return out;
+  const m = fromBinary(ChunkSchema, parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+  return { offset: m.offset, data: [Buffer.from(m.data.buffer, m.data.byteOffset, m.data.length)] };
 }
 
 /** A gRPC status of a response (headers of a trailers-only reply, or its trailers) as an error, if not OK. */
@@ -197,57 +226,6 @@ export interface PieceIn {
   data: Buffer[];
   errno: number;
   last: boolean;
-}
-
-/** Reads protobuf fields off a message held in pieces; undefined where the bytes are not what it expects. */
-function partsCursor(parts: Buffer[]) {
-  let i = 0;
-  let at = 0;
-  const total = parts.reduce((n, p) => n + p.length, 0);
-  let pos = 0;
-  const byte = (): number | undefined => {
-    while (i < parts.length && at >= parts[i]!.length) {
-      i++;
-      at = 0;
-    }
-    if (i >= parts.length) return undefined;
-    pos++;
-    return parts[i]![at++];
-  };
-  return {
-    pos: () => pos,
-    done: () => pos >= total,
-    byte,
-    /** A varint up to 2^53 (larger: undefined). */
-    varint(): number | undefined {
-      let v = 0;
-      for (let scale = 1; scale <= 2 ** 49; scale *= 128) {
-        const b = byte();
-        if (b === undefined) return undefined;
-        v += (b & 127) * scale;
-        if (b < 128) return v;
-      }
-      return undefined;
-    },
-    /** The next n bytes as views of the pieces they lie in. */
-    views(n: number): Buffer[] | undefined {
-      if (pos + n > total) return undefined;
-      const out: Buffer[] = [];
-      pos += n;
-      while (n > 0) {
-        const p = parts[i]!;
-        const take = Math.min(n, p.length - at);
-        if (take > 0) out.push(p.subarray(at, at + take));
-        n -= take;
-        at += take;
-        if (at >= p.length) {
-          i++;
-          at = 0;
-        }
-      }
-      return out;
-    },
-  };
 }
 
 /**
