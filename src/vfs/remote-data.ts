@@ -88,9 +88,11 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   o.root.remove(PARTIAL_DIR);
   const received = o.observe && ((n: number) => o.observe!.received(n));
   const sources = createSources({ store: o.store, nodeId: o.nodeId });
-  const streams = createStreams({ peers: o.peers, sources, log: o.log, ...(received ? { received } : {}) });
+  // One for whole-file fetches and ranged reads alike: a dead holder's refusals share one limit.
+  const warn = holderWarnings(o.log);
+  const streams = createStreams({ peers: o.peers, sources, log: o.log, warn, ...(received ? { received } : {}) });
   const batches = createBatches({ peers: o.peers, store: o.store, cache: o.cache, log: o.log, list: o.listing.added, arriving: (ino, version) => arriving.has(`${ino}.${version}`), ...(received ? { received } : {}) });
-  const rangeOptions = { cache: o.cache, peers: o.peers, warn: holderWarnings(o.log), arriving: (ino: number, version: number) => arriving.get(`${ino}.${version}`), ...(received ? { received } : {}) };
+  const rangeOptions = { cache: o.cache, peers: o.peers, warn, arriving: (ino: number, version: number) => arriving.get(`${ino}.${version}`), ...(received ? { received } : {}) };
 
   function once(key: string, fn: () => Promise<void>): Promise<void> {
     let p = inflight.get(key);

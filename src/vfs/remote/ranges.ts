@@ -5,7 +5,7 @@ import type { FileSlice } from "../../fuse/types.ts";
 import type { PeerReads } from "../../peer/peer-reads.ts";
 import { E, FsError, errnoOf } from "../../util/errno.ts";
 import type { Arriving } from "./arriving.ts";
-import type { holderWarnings } from "./holder-warnings.ts";
+import type { HolderWarnings } from "./holder-warnings.ts";
 import { PART, PARTS_AT_ONCE } from "./streams.ts";
 
 /**
@@ -35,8 +35,8 @@ export interface RangeReader {
 export interface RangesOptions {
   cache: CopyCache;
   peers: PeerReads;
-  /** Holders' failures to the log (holderWarnings): one for all range readers, so that its limit holds. */
-  warn: ReturnType<typeof holderWarnings>;
+  /** Holders' failures to the log. */
+  warn: HolderWarnings;
   /** The copy of ino at version on its way into the cache, if one is. */
   arriving(ino: number, version: number): Arriving | undefined;
   received?: (bytes: number) => void;

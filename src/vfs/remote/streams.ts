@@ -5,7 +5,7 @@ import { byteLength, type Pieces } from "../../util/bytes.ts";
 import type { Logger } from "../../util/log.ts";
 import { ChangingCopy, LocalWriteError, anyOrder, type Arriving } from "./arriving.ts";
 import type { Source, Sources } from "./sources.ts";
-import { holderWarnings } from "./holder-warnings.ts";
+import type { HolderWarnings } from "./holder-warnings.ts";
 
 /**
  * A file comes in parts of this size, this many at once, each part one stream over its own
@@ -43,8 +43,7 @@ interface Failures {
   changing: boolean;
 }
 
-export function createStreams(o: { peers: PeerReads; sources: Sources; log: Logger; received?: (bytes: number) => void }): Streams {
-  const warn = holderWarnings(o.log);
+export function createStreams(o: { peers: PeerReads; sources: Sources; log: Logger; warn: HolderWarnings; received?: (bytes: number) => void }): Streams {
   /** One part from one holder: exactly its bytes, and for the last one, nothing past the record's size. */
   async function fetchPart(address: string, f: FileAt, size: number, part: Part, lane: number, write: (d: Pieces, at: number) => Promise<void>, signal: AbortSignal, holes: boolean): Promise<void> {
     let at = part.offset;
@@ -114,7 +113,7 @@ export function createStreams(o: { peers: PeerReads; sources: Sources; log: Logg
               failures.messages.push(`${src.address}: ${(e as Error).message}`);
               // ENOENT: no file of it at the path the holder was told, its disk still following renames.
               failures.changing ||= e instanceof ChangingCopy || (e instanceof FsError && (e.errno === E.ESTALE || e.errno === E.ENOENT));
-              warn({ path: f.path, ino: f.ino, holder: src.address }, e, "holder failed, trying the next one");
+              o.warn({ path: f.path, ino: f.ino, holder: src.address }, e, "holder failed, trying the next one");
             }
           }
         }
