@@ -2,6 +2,7 @@ import * as fs from "node:fs";
 import type { Attr } from "../fuse/types.ts";
 import type { Inode } from "../meta/store.ts";
 import { E, FsError } from "../util/errno.ts";
+import { changeTime } from "../util/time.ts";
 import { attrOf } from "./attr.ts";
 import type { Handle, OpenFiles } from "./open-files.ts";
 
@@ -193,8 +194,11 @@ export function createKernelView(o: {
         const st = fs.fstatSync(h.fd, { bigint: true });
         a.size = Number(st.size);
         if (st.mtimeNs > a.mtime + 1_000_000n) a.mtime = st.mtimeNs;
-        // An ftruncate or write through the handle changed the file after the record was written.
-        if (st.ctimeNs > a.ctime + 1_000_000n) a.ctime = st.ctimeNs;
+        // An ftruncate or write through the handle changed the file after the record was written. A
+        // change this node made (dirty) is stamped as its commit will publish it: the disk's coarse
+        // clock may read before the record's time.
+        if (h.dirty) a.ctime = changeTime(st.ctimeNs, a.ctime);
+        else if (st.ctimeNs > a.ctime + 1_000_000n) a.ctime = st.ctimeNs;
         return a;
       }
       // Read here at an older version while a newer one was published: the kernel's size stays that

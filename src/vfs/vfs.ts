@@ -4,7 +4,7 @@ import type { FileSystem } from "../fuse/types.ts";
 import type { Inode, Invalidation } from "../meta/store.ts";
 import { E, errnoOf } from "../util/errno.ts";
 import { createRecentSet } from "../util/recent-set.ts";
-import { nowNs } from "../util/time.ts";
+import { changeTime, nowNs } from "../util/time.ts";
 import { isDir } from "./attr.ts";
 import type { VfsContext, VfsOptions } from "./context.ts";
 import { createDataChanges } from "./data-changes.ts";
@@ -166,10 +166,7 @@ export function createVfs(o: VfsOptions): Vfs {
       const path = await paths.pathOf(h.ino);
       if (h.at !== undefined && h.at !== path) moveWith(h, path);
       // The change happened when the file last changed (an ftruncate, a write), not when it is published.
-      // The disk's clock is the kernel's coarse one, up to a tick behind the one the record's times
-      // came from: a change stamped before the last known one still comes after it.
-      const known = open.inode(h.ino)?.rec.ctime ?? 0n;
-      const r = await ctx.policy.publish(ctx, { ino: h.ino, size: Number(st.size), mtime: st.mtimeNs, ctime: st.ctimeNs > known ? st.ctimeNs : known + 1n, path });
+      const r = await ctx.policy.publish(ctx, { ino: h.ino, size: Number(st.size), mtime: st.mtimeNs, ctime: changeTime(st.ctimeNs, open.inode(h.ino)?.rec.ctime ?? 0n), path });
       // Moved by another node before this node was its holder, and heard of only now (the record
       // published has its current name): a rename from now on reaches this node as a holder.
       const at = h.at === undefined ? path : await paths.pathOf(h.ino);

@@ -500,6 +500,23 @@ export function posixSuite(dir: () => string, label: string): void {
     expect(fs.statSync(f, { bigint: true }).ctimeNs).toBe(after);
   });
 
+  test(`${label}: an ftruncate right after a create stamps a ctime after the create's`, () => {
+    // The disk's clock is the kernel's coarse one, a tick behind the one a record's times come from:
+    // the cut must still read as the later change, through the descriptor and after the close.
+    const d = fresh();
+    for (let i = 0; i < 20; i++) {
+      const f = join(d, `t${i}`);
+      fs.writeFileSync(f, "x");
+      const before = fs.statSync(f, { bigint: true }).ctimeNs;
+      const fd = fs.openSync(f, "r+");
+      fs.ftruncateSync(fd, 0);
+      const through = fs.fstatSync(fd, { bigint: true }).ctimeNs;
+      fs.closeSync(fd);
+      const after = fs.statSync(f, { bigint: true }).ctimeNs;
+      expect([i, through > before, after >= through]).toEqual([i, true, true]);
+    }
+  });
+
   test(`${label}: statfs`, () => {
     const s = fs.statfsSync(dir());
     expect(s.blocks).toBeGreaterThan(0);
