@@ -1,0 +1,78 @@
+import { describe, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { errCode, fuseUnavailable, waitFor } from "./helpers/env.ts";
+import type { TestDaemon } from "./helpers/daemon.ts";
+import { useCluster } from "./helpers/node.ts";
+
+const skip = fuseUnavailable();
+
+/** New files on one node of a cluster, in directories another node changes. */
+describe.skipIf(!!skip)("creates across nodes", () => {
+  const n = useCluster("cluster-creates", ["a", "b"]).nodes;
+
+  test("each file made on one node is whole on the other as soon as it is closed (close-to-open), an empty one too", () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "out"));
+    for (let i = 0; i < 40; i++) {
+      const data = `output ${i} `.repeat(i * 50 + 1);
+      fs.writeFileSync(join(a.mnt, "out", `f${i}`), data);
+      expect(fs.readFileSync(join(b.mnt, "out", `f${i}`), "utf8")).toBe(data);
+    }
+    expect(fs.readdirSync(join(b.mnt, "out")).length).toBe(40);
+    fs.closeSync(fs.openSync(join(a.mnt, "out", "empty"), "w"));
+    expect(fs.statSync(join(b.mnt, "out", "empty")).size).toBe(0);
+  });
+
+  test("an O_EXCL create of a name another node made is refused (EEXIST)", () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "excl"));
+    for (let i = 0; i < 10; i++) fs.closeSync(fs.openSync(join(a.mnt, "excl", `x${i}`), "wx"));
+    expect(errCode(() => fs.openSync(join(b.mnt, "excl", "x3"), "wx"))).toBe("EEXIST");
+    fs.writeFileSync(join(b.mnt, "excl", "taken"), "b");
+    expect(errCode(() => fs.openSync(join(a.mnt, "excl", "taken"), "wx"))).toBe("EEXIST");
+  });
+
+  test("a directory made setgid on another node: the files made in it here after take its group", async () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    const dir = join(a.mnt, "grp");
+    fs.mkdirSync(dir);
+    fs.writeFileSync(join(dir, "first"), "1");
+    fs.writeFileSync(join(dir, "second"), "2");
+    expect(fs.statSync(join(dir, "second")).gid).toBe(0);
+    fs.chownSync(join(b.mnt, "grp"), 0, 4242);
+    fs.chmodSync(join(b.mnt, "grp"), 0o2775);
+    // Only the change's message tells A (the kernel asks for the directory's attributes again).
+    let i = 0;
+    await waitFor("a new file in grp with the directory's group", () => {
+      const f = join(dir, `n${i++}`);
+      fs.writeFileSync(f, "x");
+      return fs.statSync(f).gid === 4242;
+    });
+    for (let k = 0; k < 5; k++) {
+      const f = join(dir, `after${k}`);
+      fs.writeFileSync(f, "x");
+      expect(fs.statSync(f).gid).toBe(4242);
+      expect(fs.statSync(join(b.mnt, "grp", `after${k}`)).gid).toBe(4242);
+    }
+  });
+
+  test("a directory removed on another node: a create there fails, and leaves no file on either node", async () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    const dir = join(a.mnt, "gone");
+    fs.mkdirSync(dir);
+    fs.writeFileSync(join(dir, "first"), "1");
+    fs.writeFileSync(join(dir, "second"), "2");
+    const fd = fs.openSync(dir, "r");
+    try {
+      fs.rmSync(join(b.mnt, "gone"), { recursive: true });
+      // Through A's descriptor of the directory: its name is gone, its inode is what the kernel asks about.
+      await waitFor("a create in the removed directory refused", () => errCode(() => fs.writeFileSync(`/proc/self/fd/${fd}/late`, "x")) !== undefined);
+      expect(errCode(() => fs.writeFileSync(`/proc/self/fd/${fd}/later`, "x"))).toBe("ENOENT");
+    } finally {
+      fs.closeSync(fd);
+    }
+    expect(fs.existsSync(join(b.mnt, "gone"))).toBe(false);
+    await waitFor("A's local directory gone", () => !fs.existsSync(join(a.root, "gone")));
+  });
+});
