@@ -4,6 +4,7 @@ import type { DaemonConfig } from "./config.ts";
 import { lockRoot } from "./root-lock.ts";
 import { nodeIdentity } from "./node-identity.ts";
 import { startEmbeddedRedis, type EmbeddedRedis } from "./embedded-redis.ts";
+import { createSpaceReserve, type SpaceReserve } from "./space-reserve.ts";
 import { scanRoot } from "./startup-scan.ts";
 import { openStore } from "../meta/open-store.ts";
 import type { MetadataStore } from "../meta/store.ts";
@@ -49,6 +50,8 @@ const FORGET_NAMES_MS = 1000;
 const NODE_TTL_MS = 15_000;
 /** How long the bytes of a file unlinked while read in ranges elsewhere stay after its last read. */
 const UNLINKED_KEEP_MS = 5 * 60_000;
+/** Room kept for the private Redis's appends on its disk: thousands of changes, removes among them. */
+const REDIS_ROOM_BYTES = 8 << 20;
 
 export interface Daemon {
   readonly nodeId: string;
@@ -155,6 +158,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     // A start that fails later takes back the directory it made here: nothing half-done is left.
     if (prepareMountpoint(cfg.mountPath, cfg.nonempty).made) madeMountPoint = true;
     let embedded: EmbeddedRedis | undefined;
+    let reserve: SpaceReserve | undefined;
     let url = cfg.redisUrl;
     if (!url) {
       embedded = await startEmbeddedRedis(cfg.embeddedRedisDir, {
@@ -165,6 +169,9 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       });
       cleanups.push(() => embedded!.stop());
       url = embedded.url;
+      const kept = createSpaceReserve(cfg.embeddedRedisDir, REDIS_ROOM_BYTES, nlog);
+      cleanups.push(async () => kept.stop());
+      reserve = kept;
       nlog.info({ dir: cfg.embeddedRedisDir, pid: embedded.pid }, "no --redis_url given: started a private redis-server (single-node use; give -u to join a cluster)");
     }
     const m = cfg.metricsPort !== undefined ? createMetrics() : undefined;
@@ -173,6 +180,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       access: cfg.redisAccess,
       nodeId,
       alone: !cfg.redisUrl,
+      makeRoom: reserve && (() => reserve.release()),
       onConnectionEvent: (ev, detail) => (ev === "error" ? nlog.error({ redis: redactUrl(url!), detail }, "Redis connection lost") : nlog.info({ redis: redactUrl(url!) }, "Redis connection back")),
       onSlowNodes: (ev, nodes) =>
         ev === "unresponsive"

@@ -67,6 +67,11 @@ export function scriptRefusal(message: string): FsError | undefined {
   return new FsError(E[m[1]!] as number, m[2] || m[1]!);
 }
 
+/** Redis refusing changes because it could not append them to its file: the disk under it is full. */
+export function redisDiskFull(message: string): boolean {
+  return /^MISCONF\b/.test(message) && /No space left on device|Disk quota exceeded/.test(message);
+}
+
 /** Why a server could not listen, in words naming what to change. */
 export function listenFailure(e: unknown): string {
   const n = errnoOf(e);
@@ -79,7 +84,7 @@ export function listenFailure(e: unknown): string {
 /**
  * The one mapping from anything thrown inside the filesystem to an errno.
  * Node system errors keep their code (a connection's are EIO); Redis errors carrying an errno name (our Lua scripts) keep it;
- * Redis OOM means no space; timeouts and aborts have their own; the rest is EIO, logged.
+ * Redis OOM, and Redis unable to append to its file on a full disk, mean no space; timeouts and aborts have their own; the rest is EIO, logged.
  */
 export function toErrno(err: unknown): number {
   if (err instanceof FsError) return err.errno;
@@ -91,7 +96,7 @@ export function toErrno(err: unknown): number {
     const msg = typeof e.message === "string" ? e.message : "";
     const refused = scriptRefusal(msg);
     if (refused) return refused.errno;
-    if (msg.startsWith("OOM")) return E.ENOSPC;
+    if (msg.startsWith("OOM") || redisDiskFull(msg)) return E.ENOSPC;
     if (e.name === "TimeoutError" || e.code === "ETIMEDOUT") return E.ETIMEDOUT;
     if (e.name === "AbortError") return E.EINTR;
   }

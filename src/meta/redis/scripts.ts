@@ -4,7 +4,7 @@
  * keys from the prefix (ARGV[1]) themselves; KEYS[1] is P next, unused by them: it declares the slot
  * every key of the filesystem hashes to, for a Redis Cluster (see redis-cluster.ts).
  */
-import { fsError, scriptRefusal } from "../../util/errno.ts";
+import { fsError, redisDiskFull, scriptRefusal } from "../../util/errno.ts";
 import type { RedisClient } from "../redis-connect.ts";
 import { prepareEachConnection, unitRunner } from "../redis-failover.ts";
 import { RECORD_FIELDS } from "./record-codec.ts";
@@ -49,6 +49,20 @@ export interface ReplicaAck {
 }
 
 /**
+ * Frees room for Redis when it refuses changes because its disk is full (redisDiskFull): whether it
+ * freed any.
+ */
+export type MakeRoom = () => boolean;
+
+/** Longest a refused change waits for Redis to append again once room was made. */
+const ROOM_WAIT_MS = 3000;
+
+export interface ScriptRunnerOptions {
+  ack?: ReplicaAck | undefined;
+  makeRoom?: MakeRoom | undefined;
+}
+
+/**
  * Loads every script (EVALSHA from then on), and again on every new connection before anything else
  * is sent on it: a new master after a failover, or a restarted Redis, has none. Loaded on demand
  * instead (NOSCRIPT), a script would be sent again after the scripts pipelined behind it had already
@@ -58,8 +72,14 @@ export interface ReplicaAck {
  * one retry that cannot fail the same way. What was pipelined behind it may have run first: a
  * cluster node's close sends its update again once its create is in (file-ops' publish); a sole
  * node's deferred update that failed so is repaired from its local file at the next start.
+ *
+ * A script refused for a full disk made no change: Redis refuses every write while its last append
+ * failed, so the script's first write was refused, and that cannot change while a script runs. With
+ * makeRoom, it is sent again once room is made and Redis appends again; scripts sent meanwhile wait
+ * for that, so none runs before what was refused ahead of it.
  */
-export async function createScriptRunner(client: RedisClient, prefix: string, ack?: ReplicaAck): Promise<RunScript> {
+export async function createScriptRunner(client: RedisClient, prefix: string, o: ScriptRunnerOptions = {}): Promise<RunScript> {
+  const { ack, makeRoom } = o;
   const unit = unitRunner(client);
   const routing = `${prefix}next`;
   const names = Object.keys(SCRIPTS) as ScriptName[];
@@ -90,15 +110,38 @@ export async function createScriptRunner(client: RedisClient, prefix: string, ac
       return r;
     }, READ_ONLY.has(name));
 
+  const send = async (name: ScriptName, argv: string[]) => {
+    try {
+      return await run(name, argv, false);
+    } catch (e) {
+      if (!(e as Error).message?.startsWith("NOSCRIPT")) throw e;
+      // Sent whole, it cannot be lost again on the way (as a SCRIPT LOAD then EVALSHA could).
+      return await run(name, argv, true);
+    }
+  };
+
+  /** Redis retries its failed append as it serves: until one succeeds, or ROOM_WAIT_MS. */
+  async function appendsAgain(): Promise<boolean> {
+    const end = Date.now() + ROOM_WAIT_MS;
+    for (;;) {
+      const info = await client.info("persistence").catch(() => "");
+      if (info.includes("aof_last_write_status:ok")) return true;
+      if (Date.now() >= end) return false;
+      await Bun.sleep(20);
+    }
+  }
+  let recovering: Promise<boolean> | undefined;
+  const recover = (mk: MakeRoom) => (recovering ??= (async () => mk() && (await appendsAgain()))().finally(() => (recovering = undefined)));
+
   return async (name, args) => {
     const argv = [prefix, ...args.map((a) => (Buffer.isBuffer(a) ? a : String(a)))] as string[];
     try {
+      if (recovering) await recovering;
       try {
-        return await run(name, argv, false);
+        return await send(name, argv);
       } catch (e) {
-        if (!(e as Error).message?.startsWith("NOSCRIPT")) throw e;
-        // Sent whole, it cannot be lost again on the way (as a SCRIPT LOAD then EVALSHA could).
-        return await run(name, argv, true);
+        if (!makeRoom || !redisDiskFull((e as Error).message ?? "") || !(await recover(makeRoom))) throw e;
+        return await send(name, argv);
       }
     } catch (e) {
       throw scriptRefusal((e as Error).message ?? "") ?? e;

@@ -14,7 +14,7 @@ import { createMembership } from "./membership.ts";
 import { createNamespace } from "./namespace.ts";
 import { createPlacement } from "./placement.ts";
 import { createReplication } from "./replication.ts";
-import { createScriptRunner, type ReplicaAck } from "./scripts.ts";
+import { createScriptRunner, type MakeRoom, type ReplicaAck } from "./scripts.ts";
 import { isSentinelUrl, parseSentinelUrl } from "../redis-sentinel.ts";
 import { clusterPrefix, isClusterUrl, parseClusterUrl } from "../redis-cluster.ts";
 import { createXattrs } from "./xattrs.ts";
@@ -36,6 +36,11 @@ export interface RedisStoreOptions {
    * no one, sparing a PUBLISH per change.
    */
   alone?: boolean;
+  /**
+   * Redis refused a change for want of disk space: free some (the room a daemon keeps beside its
+   * private Redis) and say whether any was freed. The change is then made once Redis appends again.
+   */
+  makeRoom?: MakeRoom;
   /** Called when the connection drops or comes back (for logs). */
   onConnectionEvent?: (event: "error" | "ready", detail?: string) => void;
   /** Nodes that let an acknowledgement wait run out (no longer waited for) or answered again (for logs). */
@@ -56,7 +61,7 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
   // A lone Redis down: operations fail at once (EIO) instead of hanging the mount. Through sentinels
   // they wait (bounded) for the next master.
   const client = await connectRedis({ url: opts.url, ...opts.access }, opts.onConnectionEvent);
-  const run = await createScriptRunner(client, prefix, replicaAck(opts.url));
+  const run = await createScriptRunner(client, prefix, { ack: replicaAck(opts.url), makeRoom: opts.makeRoom });
   const keys = createKeys(prefix);
   const membership = createMembership(client, keys);
   const feed = createChangeFeed(client, keys, { nodeId: opts.nodeId, waitForAcks: opts.waitForAcks, alone: opts.alone, onSlowNodes: opts.onSlowNodes, nodes: membership.nodes });

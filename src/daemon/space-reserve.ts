@@ -1,0 +1,89 @@
+/**
+ * Room kept on the disk of the private Redis for Redis's own appends. The bytes of the files share
+ * that disk: once writes through the mount fill it, Redis can append nothing, refuses every change,
+ * and not even a remove (the way to make room) goes through. The reserve is given back when Redis
+ * says its disk is full, and made again once the disk has room to spare.
+ */
+import { randomBytes } from "node:crypto";
+import * as fs from "node:fs";
+import { join } from "node:path";
+import type { Logger } from "../util/log.ts";
+
+const NAME = "space-reserve";
+/** How often a reserve given back is tried again. */
+const REFILL_EVERY_MS = 5000;
+/** Made only while the disk has this many times its size free: never what fills it. */
+const ROOM_MARGIN = 2;
+
+export interface SpaceReserve {
+  /** Give the room back to the disk: whether there was any to give. */
+  release(): boolean;
+  stop(): void;
+}
+
+export function createSpaceReserve(dir: string, bytes: number, log: Logger): SpaceReserve {
+  const path = join(dir, NAME);
+  let held = false;
+
+  const roomFor = () => {
+    try {
+      const s = fs.statfsSync(dir);
+      return s.bavail * s.bsize >= ROOM_MARGIN * bytes;
+    } catch {
+      return false;
+    }
+  };
+  /** Written out (random bytes: a compressing filesystem keeps the room too), or nothing left. */
+  const fill = (): boolean => {
+    let fd: number | undefined;
+    try {
+      fd = fs.openSync(path, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, 0o600);
+      const block = randomBytes(Math.min(bytes, 1 << 20));
+      for (let done = 0; done < bytes; done += block.length) fs.writeSync(fd, block, 0, Math.min(block.length, bytes - done));
+      fs.fsyncSync(fd);
+      return true;
+    } catch (e) {
+      log.warn({ path, err: (e as Error).message }, "could not keep room for the private Redis on its disk");
+      try {
+        fs.unlinkSync(path);
+      } catch {
+        // never made
+      }
+      return false;
+    } finally {
+      if (fd !== undefined) fs.closeSync(fd);
+    }
+  };
+  const refill = () => {
+    if (held || !roomFor()) return;
+    held = fill();
+    if (held) log.info({ path, bytes }, "room for the private Redis kept again");
+  };
+
+  try {
+    const st = fs.lstatSync(path);
+    held = st.isFile() && st.size === bytes;
+  } catch {
+    held = false;
+  }
+  refill();
+  if (!held) log.warn({ path, bytes }, "no room kept for the private Redis on its disk (too full): kept once the disk has room");
+  const timer = setInterval(refill, REFILL_EVERY_MS);
+  timer.unref();
+
+  return {
+    release() {
+      if (!held) return false;
+      held = false;
+      try {
+        fs.unlinkSync(path);
+      } catch (e) {
+        log.error({ path, err: (e as Error).message }, "could not give back the room kept for the private Redis");
+        return false;
+      }
+      log.warn({ path, bytes }, "the disk of the private Redis is full: gave back the room kept for it, so changes (removing files to make room) go through");
+      return true;
+    },
+    stop: () => clearInterval(timer),
+  };
+}
