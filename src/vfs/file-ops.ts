@@ -421,7 +421,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       ctx.writtenHere.add(r.ino);
       ctx.open.add({ ino: r.ino, fd: m.fd, writable: true, dirty: false, ...(path !== undefined ? { at: path } : {}) }, r, m.fh);
       kernel.opened(r.ino, r.version);
-      kernel.told(parent, name, r);
+      kernel.toldByShim(parent, name, r);
     },
 
     async read(_c, ino, fh, offset, size) {

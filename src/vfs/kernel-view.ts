@@ -14,6 +14,8 @@ import type { Handle, OpenFiles } from "./open-files.ts";
 export interface KernelView {
   /** Attributes for a name's reply (or one the shim may give later): the kernel will know r.ino under it. */
   told(parent: number, name: string, r: Inode): Attr;
+  /** The shim told the kernel of r as parent/name itself (a file it made): noted as told, its attributes not worked out again. */
+  toldByShim(parent: number, name: string, r: Inode): void;
   /** Attributes of r as the kernel must see them now (a writer's live size; a reader's version). */
   attr(r: Inode): Attr;
   /**
@@ -181,11 +183,17 @@ export function createKernelView(o: {
     return t;
   }
 
-  function attr(r: Inode): Attr {
+  /** r as the kernel is told of it from now on. */
+  function telling(r: Inode): Told {
     const t = viewOf(r);
     t.version = r.version;
     t.gen = r.gen;
     t.perms = permsOf(r);
+    return t;
+  }
+
+  function attr(r: Inode): Attr {
+    const t = telling(r);
     const a = attrOf(r);
     const open = o.open.inode(r.ino);
     if (open) {
@@ -215,21 +223,25 @@ export function createKernelView(o: {
     return a;
   }
 
+  /** parent/name leads the kernel to r from now on; r itself noted by note. */
+  function named<T>(parent: number, name: string, r: Inode, note: (r: Inode) => T): T {
+    const key = `${parent}/${name}`;
+    const had = told.get(r.ino);
+    if (had && had.gen !== r.gen) {
+      // The number is another file's now: the names the kernel knew the old one by must lead nowhere stale.
+      for (const old of had.names.keys()) if (old !== key) o.dropKernelEntry?.(...splitKey(old));
+      had.names.clear();
+    }
+    const a = note(r);
+    told.get(r.ino)!.names.set(key, ++toldSeq);
+    if (!toldNames.delete(key)) roomForName();
+    toldNames.set(key, r.ino);
+    return a;
+  }
+
   return {
-    told(parent, name, r) {
-      const key = `${parent}/${name}`;
-      const had = told.get(r.ino);
-      if (had && had.gen !== r.gen) {
-        // The number is another file's now: the names the kernel knew the old one by must lead nowhere stale.
-        for (const old of had.names.keys()) if (old !== key) o.dropKernelEntry?.(...splitKey(old));
-        had.names.clear();
-      }
-      const a = attr(r);
-      told.get(r.ino)!.names.set(key, ++toldSeq);
-      if (!toldNames.delete(key)) roomForName();
-      toldNames.set(key, r.ino);
-      return a;
-    },
+    told: (parent, name, r) => named(parent, name, r, attr),
+    toldByShim: (parent, name, r) => void named(parent, name, r, telling),
     attr,
     given(r) {
       const t = told.get(r.ino);

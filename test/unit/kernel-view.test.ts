@@ -50,6 +50,15 @@ describe("kernel view", () => {
     }
   });
 
+  test("a file the shim told the kernel of is watched as one told here: its name, its inode, a reused number", () => {
+    view.toldByShim(DIR, "made", rec(21));
+    expect(view.mayHaveEntry(DIR, "made")).toBe(true);
+    expect(view.changedElsewhere(21)).toBe(true);
+    // Its number for another file: the name it had is dropped from the kernel.
+    view.told(DIR, "other", rec(21, "g-new", "other"));
+    expect(droppedNames).toEqual([[DIR, "made"]]);
+  });
+
   test("an inode open here is never dropped (an invalidation under a read could cut it short): the next oldest goes", () => {
     for (let ino = 21; ino <= 30; ino++) view.told(DIR, `f${ino}`, rec(ino));
     open.add(21);
