@@ -215,6 +215,42 @@ describe.skipIf(!!skip)("a sole node's shim answers missing names, creates and c
     }
   });
 
+  test("a directory renamed while directories, symlinks and hard links are made in it: each is in it on the disk too, not in what took its name", async () => {
+    const base = join(d!.mnt, "swap-kinds");
+    fs.mkdirSync(base);
+    fs.writeFileSync(join(base, "src"), "linked");
+    const script = `
+      const fs = require("node:fs");
+      const [base] = process.argv.slice(-1);
+      const fd = fs.openSync(base + "/s", "r");
+      const at = "/proc/self/fd/" + fd;
+      process.stdout.write("ready\\n");
+      for (let i = 0; i < 4; i++) {
+        fs.mkdirSync(at + "/d" + i);
+        fs.symlinkSync("target" + i, at + "/l" + i);
+        fs.linkSync(base + "/src", at + "/h" + i);
+      }
+      fs.closeSync(fd);`;
+    const ROUNDS = 20;
+    for (let k = 0; k < ROUNDS; k++) {
+      fs.mkdirSync(join(base, "s"));
+      const w = spawn([process.execPath, "-e", script, base], { stdout: "pipe", stderr: "pipe" });
+      const reader = w.stdout.getReader();
+      expect(new TextDecoder().decode((await reader.read()).value)).toBe("ready\n");
+      fs.renameSync(join(base, "s"), join(base, `s${k}`));
+      fs.mkdirSync(join(base, "s"));
+      fs.renameSync(join(base, "s"), join(base, `t${k}`));
+      expect({ code: await w.exited, err: await new Response(w.stderr).text() }).toEqual({ code: 0, err: "" });
+    }
+    const made = ["d0", "d1", "d2", "d3", "h0", "h1", "h2", "h3", "l0", "l1", "l2", "l3"];
+    for (let k = 0; k < ROUNDS; k++) {
+      expect({ k, mount: fs.readdirSync(join(base, `t${k}`)), disk: fs.readdirSync(join(d!.root, "swap-kinds", `t${k}`)) }).toEqual({ k, mount: [], disk: [] });
+      expect({ k, mount: fs.readdirSync(join(base, `s${k}`)).sort(), disk: fs.readdirSync(join(d!.root, "swap-kinds", `s${k}`)).sort() }).toEqual({ k, mount: made, disk: made });
+      expect(fs.readlinkSync(join(d!.root, "swap-kinds", `s${k}`, "l3"))).toBe("target3");
+      expect(fs.readFileSync(join(base, `s${k}`, "h3"), "utf8")).toBe("linked");
+    }
+  });
+
   test("the shim keeps a bounded number of directories open, however many get files", async () => {
     const base = join(d!.mnt, "many");
     fs.mkdirSync(base);
