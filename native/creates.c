@@ -128,6 +128,13 @@ int creates_try(fuse_req_t req, uint64_t parent, const char *name, mode_t mode, 
 		give_back(&k);
 		return 0;
 	}
+	/* The disk's last room is kept for removals: JS refuses the name (ENOSPC). */
+	if (!io_room_for(dirfd, 0)) {
+		close(dirfd);
+		listing_unclaim(parent, name);
+		give_back(&k);
+		return 0;
+	}
 	/* Copied: the request is gone once answered, and a note may follow the answer. */
 	const struct fuse_ctx c = *fuse_req_ctx(req);
 	mode_t perm = mode & 07777;

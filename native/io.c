@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #define MAX_FH (1u << 20)
@@ -22,6 +23,8 @@ static _Atomic uint8_t fh_dirty[MAX_FH];
 static _Atomic uint64_t fh_ready[MAX_FH];
 #define WHOLE UINT64_MAX
 static _Atomic uint64_t io_count[IO_N];
+/* Writes are refused (ENOSPC) where they would leave less than this free on their disk: 0, never. */
+static _Atomic uint64_t space_floor;
 
 void io_reset(void)
 {
@@ -95,11 +98,24 @@ int io_try_read(fuse_req_t req, uint64_t fh, size_t size, off_t off)
 	return 1;
 }
 
+void mcfs_space_floor(uint64_t bytes) { atomic_store(&space_floor, bytes); }
+
+int io_room_for(int fd, uint64_t len)
+{
+	uint64_t floor = atomic_load(&space_floor);
+	struct statfs s;
+	return floor == 0 || fstatfs(fd, &s) != 0 || (uint64_t)s.f_bavail * (uint64_t)s.f_bsize >= floor + len;
+}
+
 int io_try_write(fuse_req_t req, uint64_t fh, struct fuse_bufvec *in, off_t off)
 {
 	int fd = whole_fd_of(fh);
 	if (fd < 0)
 		return 0;
+	if (!io_room_for(fd, fuse_buf_size(in))) {
+		fuse_reply_err(req, ENOSPC);
+		return 1;
+	}
 	struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
 	out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 	out.buf[0].fd = fd;
@@ -121,6 +137,10 @@ void io_fallocate(fuse_req_t req, uint64_t fh, int mode, off_t off, off_t len)
 	int fd = whole_fd_of(fh);
 	if (fd < 0) {
 		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	if (!(mode & FALLOC_FL_PUNCH_HOLE) && !io_room_for(fd, (uint64_t)len)) {
+		fuse_reply_err(req, ENOSPC);
 		return;
 	}
 	int r = fallocate(fd, mode, off, len);

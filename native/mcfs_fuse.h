@@ -45,6 +45,8 @@ int queue_note(const struct fuse_ctx *ctx, struct mcfs_req *h, const char *s1);
 void io_reset(void);
 void io_attach(uint64_t fh, int fd, int dirty); /* fd -1 detaches; dirty: the first flush goes to JS */
 int io_try_read(fuse_req_t req, uint64_t fh, size_t size, off_t off);    /* 1: answered here */
+/* Whether fd's disk keeps the space floor free after len more bytes (mcfs_space_floor: the room kept for metadata). */
+int io_room_for(int fd, uint64_t len);
 int io_try_write(fuse_req_t req, uint64_t fh, struct fuse_bufvec *in, off_t off);
 int io_served(uint64_t fh);      /* an fd serves this handle */
 int io_dirty(uint64_t fh);       /* written through it since the last io_take_dirty */

@@ -32,7 +32,7 @@ import { createPeerReads } from "../peer/peer-reads.ts";
 import { startFuseSession, type FuseSession } from "../fuse/session.ts";
 import { prepareMountpoint } from "../fuse/mountpoint.ts";
 import { FUSE_CONF, isRoot, userAllowOther } from "../fuse/fusermount.ts";
-import { E, FsError, errnoName, setUnexpectedErrorLogger } from "../util/errno.ts";
+import { E, FsError, errnoName, redisDiskFull, setUnexpectedErrorLogger } from "../util/errno.ts";
 import { redactUrl, type Logger } from "../util/log.ts";
 import { openFileLimit } from "../util/fd-limit.ts";
 
@@ -159,6 +159,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     if (prepareMountpoint(cfg.mountPath, cfg.nonempty).made) madeMountPoint = true;
     let embedded: EmbeddedRedis | undefined;
     let reserve: SpaceReserve | undefined;
+    let spaceFloor = 0;
+    let session: FuseSession | undefined;
     let url = cfg.redisUrl;
     if (!url) {
       embedded = await startEmbeddedRedis(cfg.embeddedRedisDir, {
@@ -169,7 +171,12 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       });
       cleanups.push(() => embedded!.stop());
       url = embedded.url;
-      const kept = createSpaceReserve(cfg.embeddedRedisDir, REDIS_ROOM_BYTES, nlog);
+      // On the disk of the files, the room given back is Redis's: writes leave half of it free until it is kept again.
+      const shared = fs.statSync(cfg.embeddedRedisDir).dev === fs.statSync(cfg.rootPath).dev;
+      const kept = createSpaceReserve(cfg.embeddedRedisDir, REDIS_ROOM_BYTES, nlog, (held) => {
+        spaceFloor = held || !shared ? 0 : REDIS_ROOM_BYTES / 2;
+        session?.spaceFloor(spaceFloor);
+      });
       cleanups.push(async () => kept.stop());
       reserve = kept;
       nlog.info({ dir: cfg.embeddedRedisDir, pid: embedded.pid }, "no --redis_url given: started a private redis-server (single-node use; give -u to join a cluster)");
@@ -201,9 +208,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       if (was !== String(cfg.replicas)) nlog.info({ replicas: cfg.replicas, was: was ?? "1 (never set)" }, "cluster-wide replica count set");
     }
     const startedAt = Date.now();
-    // The VFS and the mount come later: until they exist nothing is open.
+    // The VFS and the mount (session, above) come later: until they exist nothing is open.
     let vfs: Vfs | undefined;
-    let session: FuseSession | undefined;
     // Only other nodes read in ranges: a sole node keeps nothing.
     const retired = cfg.redisUrl ? createRetiredFiles({ root, keepMs: UNLINKED_KEEP_MS, log: nlog }) : undefined;
     if (retired) cleanups.push(async () => retired.close());
@@ -303,6 +309,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     }
     vfs = createVfs({
       root, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, remote, catchUp: () => todo.drain(), retire: retired?.retire,
+      roomFor: (bytes) => spaceFloor === 0 || (freeSpace(cfg.rootPath).free ?? Infinity) >= spaceFloor + bytes,
       dropKernelEntry: (parent, name) => session?.invalidateEntry(parent, name),
       forgetKernelNames: async (names) => {
         if (!session) return true;
@@ -432,6 +439,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       } : undefined,
       onExit: () => void stop("mount went away"),
     });
+    session.spaceFloor(spaceFloor);
     nlog.info({ mount: cfg.mountPath, root: cfg.rootPath, address, redis: redactUrl(url) }, "mounted");
     if (m && cfg.metricsPort !== undefined) {
       const live = session;
@@ -449,6 +457,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         // Not empty any more, or gone: not ours to remove then.
       }
     }
+    if (redisDiskFull((e as Error)?.message ?? "")) throw new Error(`${cfg.redisUrl ? "Redis" : `the private Redis (in ${cfg.embeddedRedisDir})`} cannot write: its disk is full (${(e as Error).message}); free space there and start again`);
     throw e;
   }
 }

@@ -21,9 +21,11 @@ export interface SpaceReserve {
   stop(): void;
 }
 
-export function createSpaceReserve(dir: string, bytes: number, log: Logger): SpaceReserve {
+/** onHeld: the reserve is kept (true) or not (false), at start and at each change. */
+export function createSpaceReserve(dir: string, bytes: number, log: Logger, onHeld: (held: boolean) => void = () => {}): SpaceReserve {
   const path = join(dir, NAME);
   let held = false;
+  let warned = false;
 
   const roomFor = () => {
     try {
@@ -43,11 +45,13 @@ export function createSpaceReserve(dir: string, bytes: number, log: Logger): Spa
       fs.fsyncSync(fd);
       return true;
     } catch (e) {
-      log.warn({ path, err: (e as Error).message }, "could not keep room for the private Redis on its disk");
+      // Once until it is kept: tried again every few seconds.
+      if (!warned) log.warn({ path, err: (e as Error).message }, "could not keep room for the private Redis on its disk (a directory there must be removed by hand)");
+      warned = true;
       try {
         fs.unlinkSync(path);
       } catch {
-        // never made
+        // never made, or a directory (left alone: it may hold something)
       }
       return false;
     } finally {
@@ -57,7 +61,10 @@ export function createSpaceReserve(dir: string, bytes: number, log: Logger): Spa
   const refill = () => {
     if (held || !roomFor()) return;
     held = fill();
-    if (held) log.info({ path, bytes }, "room for the private Redis kept again");
+    if (!held) return;
+    warned = false;
+    log.info({ path, bytes }, "room for the private Redis kept");
+    onHeld(true);
   };
 
   try {
@@ -66,8 +73,12 @@ export function createSpaceReserve(dir: string, bytes: number, log: Logger): Spa
   } catch {
     held = false;
   }
-  refill();
-  if (!held) log.warn({ path, bytes }, "no room kept for the private Redis on its disk (too full): kept once the disk has room");
+  if (held) onHeld(true);
+  else {
+    onHeld(false);
+    if (!roomFor()) log.warn({ path, bytes }, "no room kept for the private Redis on its disk (too full): kept once the disk has room");
+    refill();
+  }
   const timer = setInterval(refill, REFILL_EVERY_MS);
   timer.unref();
 
@@ -75,6 +86,7 @@ export function createSpaceReserve(dir: string, bytes: number, log: Logger): Spa
     release() {
       if (!held) return false;
       held = false;
+      onHeld(false);
       try {
         fs.unlinkSync(path);
       } catch (e) {

@@ -126,6 +126,7 @@ export const SHIM_FUNCTIONS = {
   mcfs_dirty_fh: { returns: "void", args: ["uint64_t fh"] },
   mcfs_follow_fh: { returns: "void", args: ["uint64_t fh", "int fd", "uint64_t ready"] },
   mcfs_io_counters: { returns: "void", args: ["uint64_t *out"] },
+  mcfs_space_floor: { returns: "void", args: ["uint64_t bytes"] },
   mcfs_reply_buf: { returns: "int", args: ["uint32_t id", "const void *buf", "uint64_t len"] },
   mcfs_reply_fd: { returns: "int", args: ["uint32_t id", "int fd", "uint64_t off", "uint64_t len"] },
   mcfs_reply_write: { returns: "int", args: ["uint32_t id", "uint64_t count"] },

@@ -139,6 +139,8 @@ export interface FuseSession {
   isMounted(): boolean;
   /** Reads and writes the shim served from local files (they never reach JS). */
   ioCounters(): IoCounters;
+  /** Writes the shim serves fail with ENOSPC where they would leave less than bytes free on their disk (0: never). */
+  spaceFloor(bytes: number): void;
   /** Names the shim answers lookups of without asking the filesystem. */
   readonly entries: ShimEntries;
   /** Lookups the shim answered from those entries. */
@@ -566,6 +568,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
       makeHere: (dir, dirFd, mode, gid, made) => shim.mcfs_listing_make_here(dir, dirFd, mode >>> 0, gid >>> 0, cstr(made?.name ?? ""), made?.fd ?? -1) === 0,
       elsewhere: (dir) => shim.mcfs_listing_make_elsewhere(dir),
     },
+    spaceFloor: (bytes) => shim.mcfs_space_floor(BigInt(bytes)),
     ioCounters() {
       const c = new BigUint64Array(IO_COUNTERS.length);
       shim.mcfs_io_counters(c);

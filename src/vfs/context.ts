@@ -56,6 +56,8 @@ export interface VfsOptions {
    * lost its create): put what this node holds back in the namespace; resolves once done.
    */
   recordLost?: (ino: number) => Promise<void>;
+  /** Whether a write in JS may take bytes more of the root's disk (false: ENOSPC, the room is kept for metadata). */
+  roomFor?: (bytes: number) => boolean;
   /** Bytes read or written in JS (the shim counts what it serves itself). */
   onIo?: (kind: "read" | "write", bytes: number) => void;
 }

@@ -7,7 +7,7 @@ import { E, FsError, errnoOf, fsError } from "../util/errno.ts";
 import { isDir } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
 import { createLocalFile } from "./local-files.ts";
-import { checkName, checkReserved } from "./namespace-ops.ts";
+import { checkName, checkReserved, checkRoom } from "./namespace-ops.ts";
 import { compareNames } from "./name-order.ts";
 import type { Handle } from "./open-files.ts";
 import type { ShimKits } from "./shim-kits.ts";
@@ -397,6 +397,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
     async create(c, parent, name, mode, flags) {
       checkName(name);
       checkReserved(parent, name);
+      checkRoom(ctx);
       const acc = flags & O_ACCMODE;
       const localFlags = (flags & KEEP_OPEN_FLAGS & ~O_ACCMODE) | (acc === O_RDONLY ? O_RDWR : acc);
       const { r, fd, path } = await ctx.policy.createFile(ctx, c, parent, name, mode, localFlags, (flags & O_EXCL) !== 0);
@@ -452,6 +453,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
 
     async write(_c, _ino, fh, offset, data) {
       const h = ctx.open.get(fh);
+      if (ctx.o.roomFor?.(data.length) === false) throw fsError("ENOSPC");
       const n = fs.writeSync(h.fd, data, 0, data.length, offset);
       h.dirty = true;
       o.onIo?.("write", n);

@@ -22,6 +22,11 @@ export function checkReserved(parent: number, name: string): void {
   if (parent === 1 && name === RESERVED_NAME) throw new FsError(E.EPERM, `${RESERVED_NAME} is reserved at the top of the filesystem`);
 }
 
+/** A new name takes room in the store: refused while what is left of the disk is kept for the store's other changes. */
+export function checkRoom(ctx: VfsContext): void {
+  if (ctx.o.roomFor?.(0) === false) throw new FsError(E.ENOSPC, "the disk's last room is kept for removals");
+}
+
 type NamespaceOps = Pick<FileSystem, "lookup" | "getattr" | "setattr" | "readlink" | "mknod" | "mkdir" | "unlink" | "rmdir" | "symlink" | "rename" | "link" | "access" | "statfs">;
 
 /** Names and attributes: each change goes to the store first, then to this node's disk and caches. */
@@ -193,6 +198,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
     async mknod(c, parent, name, mode, rdev) {
       checkName(name);
       checkReserved(parent, name);
+      checkRoom(ctx);
       const reg = (mode & S_IFMT) === S_IFREG || (mode & S_IFMT) === 0;
       const m = reg ? S_IFREG | (mode & 0o7777) : mode;
       const r = ctx.learn(await changing([parent], () => store.create(parent, name, { mode: m, uid: c.uid, gid: c.gid, rdev, holder: reg ? nodeId : "", above: above() })));
@@ -211,6 +217,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
     async mkdir(c, parent, name, mode) {
       checkName(name);
       checkReserved(parent, name);
+      checkRoom(ctx);
       const r = ctx.learn(await changing([parent], () => store.create(parent, name, { mode: S_IFDIR | (mode & 0o7777), uid: c.uid, gid: c.gid, above: above() })));
       dirChanged(parent, [name, r.ino]);
       const p = await paths.pathOf(r.ino);
@@ -256,6 +263,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
     async symlink(c, parent, name, target) {
       checkName(name);
       checkReserved(parent, name);
+      checkRoom(ctx);
       if (Buffer.byteLength(target) > SYMLINK_MAX) throw fsError("ENAMETOOLONG");
       const r = ctx.learn(await changing([parent], () => store.create(parent, name, { mode: S_IFLNK | 0o777, uid: c.uid, gid: c.gid, size: Buffer.byteLength(target), target, above: above() })));
       dirChanged(parent, [name, r.ino]);
@@ -287,6 +295,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
     async link(_c, ino, newParent, newName) {
       checkName(newName);
       checkReserved(newParent, newName);
+      checkRoom(ctx);
       const src = await paths.pathOf(ino);
       const dst = await paths.childPath(newParent, newName);
       // Its other names' attributes (nlink, ctime) change too.
