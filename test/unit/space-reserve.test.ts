@@ -22,10 +22,13 @@ const dir = () => {
 
 test("keeps its room as a file of its size, gives it back once, and never follows a symlink where it goes", () => {
   const d = dir();
-  const r = createSpaceReserve(d, 1 << 20, log);
+  const held: boolean[] = [];
+  const r = createSpaceReserve(d, 1 << 20, log, (h) => void held.push(h));
   made[0]!.r = r;
   expect(fs.statSync(join(d, "space-reserve")).size).toBe(1 << 20);
+  expect(held).toEqual([false, true]);
   expect(r.release()).toBe(true);
+  expect(held).toEqual([false, true, false]);
   expect(fs.existsSync(join(d, "space-reserve"))).toBe(false);
   expect(r.release()).toBe(false);
 
