@@ -14,6 +14,8 @@ const NAME = "space-reserve";
 const REFILL_EVERY_MS = 5000;
 /** Made only while the disk has this many times its size free: never what fills it. */
 const ROOM_MARGIN = 2;
+/** Given back unasked once the disk has less than this part of its size free (a start on a full disk asks nothing first). */
+const LOW_FRACTION = 8;
 
 export interface SpaceReserve {
   /** Give the room back to the disk: whether there was any to give. */
@@ -27,14 +29,15 @@ export function createSpaceReserve(dir: string, bytes: number, log: Logger, onHe
   let held = false;
   let warned = false;
 
-  const roomFor = () => {
+  const free = () => {
     try {
       const s = fs.statfsSync(dir);
-      return s.bavail * s.bsize >= ROOM_MARGIN * bytes;
+      return s.bavail * s.bsize;
     } catch {
-      return false;
+      return 0;
     }
   };
+  const roomFor = () => free() >= ROOM_MARGIN * bytes;
   /** Written out (random bytes: a compressing filesystem keeps the room too), or nothing left. */
   const fill = (): boolean => {
     let fd: number | undefined;
@@ -58,7 +61,22 @@ export function createSpaceReserve(dir: string, bytes: number, log: Logger, onHe
       if (fd !== undefined) fs.closeSync(fd);
     }
   };
+  const release = (): boolean => {
+    if (!held) return false;
+    held = false;
+    onHeld(false);
+    try {
+      fs.unlinkSync(path);
+    } catch (e) {
+      log.error({ path, err: (e as Error).message }, "could not give back the room kept for the private Redis");
+      return false;
+    }
+    log.warn({ path, bytes }, "the disk of the private Redis is full: gave back the room kept for it, so changes (removing files to make room) go through");
+    return true;
+  };
   const refill = () => {
+    // Nearly full with the reserve kept: Redis's next append (or its first, at a start) would fail.
+    if (held && free() < bytes / LOW_FRACTION) release();
     if (held || !roomFor()) return;
     held = fill();
     if (!held) return;
@@ -73,8 +91,10 @@ export function createSpaceReserve(dir: string, bytes: number, log: Logger, onHe
   } catch {
     held = false;
   }
-  if (held) onHeld(true);
-  else {
+  if (held) {
+    onHeld(true);
+    refill();
+  } else {
     onHeld(false);
     if (!roomFor()) log.warn({ path, bytes }, "no room kept for the private Redis on its disk (too full): kept once the disk has room");
     refill();
@@ -83,19 +103,7 @@ export function createSpaceReserve(dir: string, bytes: number, log: Logger, onHe
   timer.unref();
 
   return {
-    release() {
-      if (!held) return false;
-      held = false;
-      onHeld(false);
-      try {
-        fs.unlinkSync(path);
-      } catch (e) {
-        log.error({ path, err: (e as Error).message }, "could not give back the room kept for the private Redis");
-        return false;
-      }
-      log.warn({ path, bytes }, "the disk of the private Redis is full: gave back the room kept for it, so changes (removing files to make room) go through");
-      return true;
-    },
+    release,
     stop: () => clearInterval(timer),
   };
 }

@@ -22,7 +22,10 @@ export function checkReserved(parent: number, name: string): void {
   if (parent === 1 && name === RESERVED_NAME) throw new FsError(E.EPERM, `${RESERVED_NAME} is reserved at the top of the filesystem`);
 }
 
-/** A new name takes room in the store: refused while what is left of the disk is kept for the store's other changes. */
+/**
+ * A change the store must keep (a name, attributes) takes room in it: refused while what is left of
+ * the disk is kept for removals (the way to make room).
+ */
 export function checkRoom(ctx: VfsContext): void {
   if (ctx.o.roomFor?.(0) === false) throw new FsError(E.ENOSPC, "the disk's last room is kept for removals");
 }
@@ -115,6 +118,8 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       // A size cut through this node's own writable handle (ftruncate, O_TRUNC): its record is the
       // open file's, published at close; nothing to ask the store.
       const sizeOnly = Object.keys(set).every((k) => k === "size");
+      // A truncate may be what makes room.
+      if (!sizeOnly) checkRoom(ctx);
       let r = kernel.sameFile(h?.writable && sizeOnly ? await ctx.record(ino) : await ctx.current(ino));
       if (isDir(r.mode) && r.nlink === 0) return kernel.attr(removedDirChanged(r, set));
       const held = ctx.open.localFd(ino);
@@ -281,6 +286,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
     async rename(_c, parent, name, newParent, newName, flags) {
       checkName(newName);
       checkReserved(newParent, newName);
+      checkRoom(ctx);
       const known = RENAME_NOREPLACE | RENAME_EXCHANGE;
       if (flags & ~known || flags === known) throw fsError("EINVAL");
       // A directory's local move waits for creates made by path under it, and they for it: the kernel

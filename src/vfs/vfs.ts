@@ -16,7 +16,7 @@ import { createInodeNumbers } from "./inode-numbers.ts";
 import { createKernelView } from "./kernel-view.ts";
 import { linkLocal } from "./local-files.ts";
 import { createMetaCache, type MetaMirror } from "./meta-cache.ts";
-import { createNamespaceOps } from "./namespace-ops.ts";
+import { checkRoom, createNamespaceOps } from "./namespace-ops.ts";
 import { createOpenFiles, type Handle } from "./open-files.ts";
 import { createPathCache } from "./paths.ts";
 import { createWriteAtClose, createWriteBehind } from "./write-policy.ts";
@@ -217,7 +217,7 @@ export function createVfs(o: VfsOptions): Vfs {
     ...createNamespaceOps(ctx),
     ...createFileOps(ctx, kits),
     ...createDirOps(ctx),
-    ...createXattrOps(store, o.xattrSetting),
+    ...createXattrOps(store, o.xattrSetting, () => checkRoom(ctx)),
     get openFiles() {
       return open.count;
     },

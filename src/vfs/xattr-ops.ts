@@ -20,13 +20,15 @@ type XattrOps = Pick<FileSystem, "setxattr" | "getxattr" | "listxattr" | "remove
 
 /**
  * Extended attributes: kept in the store only (every node sees the same), never on the local disk.
- * setting hears each one before it is set, and may refuse it (the replica count of a directory is one).
+ * setting hears each one before it is set, and may refuse it (the replica count of a directory is one);
+ * room throws when the store's room is kept for removals.
  */
-export function createXattrOps(store: MetadataStore, setting?: (c: Caller, ino: number, name: string, value: Uint8Array) => Promise<void>): XattrOps {
+export function createXattrOps(store: MetadataStore, setting?: (c: Caller, ino: number, name: string, value: Uint8Array) => Promise<void>, room?: () => void): XattrOps {
   return {
     async setxattr(c, ino, name, value, flags) {
       checkXattrName(name);
       if (value.length > XATTR_SIZE_MAX) throw fsError("E2BIG");
+      room?.();
       await setting?.(c, ino, name, value);
       await store.setXattr(ino, name, value, flags);
     },
