@@ -2,7 +2,8 @@
  * Room kept on the disk of the private Redis for Redis's own appends. The bytes of the files share
  * that disk: once writes through the mount fill it, Redis can append nothing, refuses every change,
  * and not even a remove (the way to make room) goes through. The reserve is given back when Redis
- * says its disk is full, and made again once the disk has room to spare.
+ * says its disk is full, or when the disk is found nearly full, and made again once it has room to
+ * spare. While it is given back, the daemon keeps the rest of Redis's room for removals.
  */
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
