@@ -413,6 +413,31 @@ describe.skipIf(!!skip)("full disk", () => {
   });
 });
 
+describe.skipIf(!!skip)("a change Redis refuses", () => {
+  test("chmod, chown and utime refused by Redis leave the file on this node's disk as it was: a restart does not bring them back", async () => {
+    const base = temp("refused");
+    const r = await redis();
+    const a = await daemon({ base, name: "refused", redisUrl: r.url });
+    const f = join(a.mnt, "f");
+    fs.writeFileSync(f, "kept as it was");
+    fs.chmodSync(f, 0o640);
+    fs.utimesSync(f, 1000, 1000);
+    // Every write refused (there is no replica), reads still served.
+    expect(await r.cli("config", "set", "min-replicas-to-write", "1")).toBe("OK");
+    expect(errCode(() => fs.utimesSync(f, 2000, 2000))).toBe("EIO");
+    expect(errCode(() => fs.chmodSync(f, 0o600))).toBe("EIO");
+    expect(errCode(() => fs.chownSync(f, 1234, 1234))).toBe("EIO");
+    const disk = fs.statSync(join(a.root, "f"));
+    expect({ mtime: disk.mtimeMs, mode: disk.mode & 0o7777, uid: disk.uid }).toEqual({ mtime: 1_000_000, mode: 0o640, uid: 0 });
+    expect(await r.cli("config", "set", "min-replicas-to-write", "0")).toBe("OK");
+    expect(await a.stop()).toBe(0);
+    const b = await daemon({ base, name: "refused", redisUrl: r.url });
+    const st = fs.statSync(join(b.mnt, "f"));
+    expect({ mtime: st.mtimeMs, mode: st.mode & 0o7777, uid: st.uid }).toEqual({ mtime: 1_000_000, mode: 0o640, uid: 0 });
+    expect(fs.readFileSync(join(b.mnt, "f"), "utf8")).toBe("kept as it was");
+  });
+});
+
 describe.skipIf(!!skip)("command line", () => {
   const run = (...args: string[]) => spawnSync([MCFS, ...args], { stderr: "pipe", stdout: "pipe" });
 

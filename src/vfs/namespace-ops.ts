@@ -170,27 +170,26 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       }
       const change: AttrChange = {};
       const link = (r.mode & S_IFMT) === S_IFLNK;
-      if (set.mode !== undefined) {
-        change.mode = (r.mode & S_IFMT) | (set.mode & 0o7777);
-        if (!link) applyLocal(() => (p === undefined ? fs.fchmodSync(held!, set.mode! & 0o7777) : root.chmod(p, set.mode! & 0o7777)));
-      }
-      if (set.uid !== undefined || set.gid !== undefined) {
-        if (set.uid !== undefined) change.uid = set.uid;
-        if (set.gid !== undefined) change.gid = set.gid;
-        applyLocal(() => (p === undefined ? fs.fchownSync(held!, set.uid ?? r.uid, set.gid ?? r.gid) : root.chown(p, set.uid ?? r.uid, set.gid ?? r.gid)));
-      }
+      if (set.mode !== undefined) change.mode = (r.mode & S_IFMT) | (set.mode & 0o7777);
+      if (set.uid !== undefined) change.uid = set.uid;
+      if (set.gid !== undefined) change.gid = set.gid;
       if (set.atime !== undefined || set.mtime !== undefined) {
         const now = nowNs();
-        const at = set.atime === undefined ? r.atime : set.atime === "now" ? now : set.atime;
-        const mt = set.mtime === undefined ? r.mtime : set.mtime === "now" ? now : set.mtime;
-        change.atime = at;
-        change.mtime = mt;
+        change.atime = set.atime === undefined ? r.atime : set.atime === "now" ? now : set.atime;
+        change.mtime = set.mtime === undefined ? r.mtime : set.mtime === "now" ? now : set.mtime;
+      }
+      const was = r;
+      // The store first: a change it refuses leaves the disk as it was, or the next start would publish it from there.
+      if (Object.keys(change).length || set.ctime !== undefined) r = await attrsChanged(r, change);
+      if (set.mode !== undefined && !link) applyLocal(() => (p === undefined ? fs.fchmodSync(held!, set.mode! & 0o7777) : root.chmod(p, set.mode! & 0o7777)));
+      if (set.uid !== undefined || set.gid !== undefined) applyLocal(() => (p === undefined ? fs.fchownSync(held!, set.uid ?? was.uid, set.gid ?? was.gid) : root.chown(p, set.uid ?? was.uid, set.gid ?? was.gid)));
+      if (change.atime !== undefined && change.mtime !== undefined) {
+        const [at, mt] = [change.atime, change.mtime];
         if (p !== undefined) applyLocal(() => root.utimes(p, at, mt));
         // Open for writing here: a stat shows that file's times, and it may have no name left (unlinked).
         const through = ctx.open.writerFd(ino) ?? (p === undefined ? held : undefined);
         if (through !== undefined) futimes(through, at, mt);
       }
-      if (Object.keys(change).length || set.ctime !== undefined) r = await attrsChanged(r, change);
       return kernel.attr(r);
     },
 
