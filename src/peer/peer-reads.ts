@@ -79,7 +79,7 @@ export function createPeerReads(pool: PeerPool): PeerReads {
     const ce = e instanceof FsError ? undefined : ConnectError.from(e);
     const code = (ce?.cause as { code?: unknown } | undefined)?.code;
     if (ce && typeof code === "string" && CONNECT_FAILURES.has(code)) unreachable.set(address, { until: Date.now() + UNREACHABLE_MS, why: ce.rawMessage });
-    return fromConnectError(e);
+    return fromConnectError(ce ?? e);
   }
   async function* translated<T>(address: string, it: () => AsyncIterable<T>): AsyncIterable<T> {
     reachable(address);
