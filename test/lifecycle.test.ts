@@ -37,6 +37,21 @@ function temp(tag: string): string {
   return t.path;
 }
 
+/** 1 MiB blocks written to a new file at path, up to mib of them: the code of the call that failed (the open or a write), and whether the file was made. */
+function fill(path: string, mib: number): { code: string | undefined; made: boolean } {
+  const block = Buffer.alloc(1 << 20, 7);
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(path, "w");
+    for (let i = 0; i < mib; i++) fs.writeSync(fd, block);
+    return { code: undefined, made: true };
+  } catch (e) {
+    return { code: (e as NodeJS.ErrnoException).code, made: fd !== undefined };
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+}
+
 function populate(mnt: string) {
   fs.mkdirSync(join(mnt, "dir/sub"), { recursive: true });
   fs.writeFileSync(join(mnt, "dir/sub/file.txt"), "content\n");
@@ -310,17 +325,7 @@ describe.skipIf(!!skip)("full disk", () => {
     const r = await redis();
     const a = await daemon({ base, name: "full", redisUrl: r.url, root });
     fs.writeFileSync(join(a.mnt, "kept"), "written before the disk filled");
-    const big = Buffer.alloc(1 << 20, 7);
-    let failure: string | undefined;
-    const fd = fs.openSync(join(a.mnt, "filler"), "w");
-    try {
-      for (let i = 0; i < 16; i++) fs.writeSync(fd, big);
-    } catch (e) {
-      failure = (e as NodeJS.ErrnoException).code;
-    } finally {
-      fs.closeSync(fd);
-    }
-    expect(failure).toBe("ENOSPC");
+    expect(fill(join(a.mnt, "filler"), 16).code).toBe("ENOSPC");
     expect(fs.readFileSync(join(a.mnt, "kept"), "utf8")).toBe("written before the disk filled");
     fs.unlinkSync(join(a.mnt, "filler"));
     fs.writeFileSync(join(a.mnt, "after"), "room again");
@@ -333,17 +338,7 @@ describe.skipIf(!!skip)("full disk", () => {
     tmpfs(root, "size=24m");
     const a = await daemon({ base, name: "fullsole", root });
     fs.writeFileSync(join(a.mnt, "kept"), "written before the disk filled");
-    const big = Buffer.alloc(1 << 20, 7);
-    let failure: string | undefined;
-    const fd = fs.openSync(join(a.mnt, "filler"), "w");
-    try {
-      for (let i = 0; i < 32; i++) fs.writeSync(fd, big);
-    } catch (e) {
-      failure = (e as NodeJS.ErrnoException).code;
-    } finally {
-      fs.closeSync(fd);
-    }
-    expect(failure).toBe("ENOSPC");
+    expect(fill(join(a.mnt, "filler"), 32)).toEqual({ code: "ENOSPC", made: true });
     // Enough metadata changes that Redis's appends meet the full disk; then the room given back to
     // Redis is fought over by more writes, and more changes follow.
     const errors = new Map<string, number>();
@@ -363,23 +358,14 @@ describe.skipIf(!!skip)("full disk", () => {
     };
     changes("a");
     // Refused at its create already if the changes took Redis's room down to what is kept for removals.
-    let again: string | undefined;
-    let fd2: number | undefined;
-    try {
-      fd2 = fs.openSync(join(a.mnt, "filler2"), "w");
-      for (let i = 0; i < 32; i++) fs.writeSync(fd2, big);
-    } catch (e) {
-      again = (e as NodeJS.ErrnoException).code;
-    } finally {
-      if (fd2 !== undefined) fs.closeSync(fd2);
-    }
-    expect(again).toBe("ENOSPC");
+    const filler2 = fill(join(a.mnt, "filler2"), 32);
+    expect(filler2.code).toBe("ENOSPC");
     changes("b");
     expect([...errors.keys()].filter((c) => c !== "ENOSPC")).toEqual([]);
     // Every create that succeeded is in the namespace, not only on the disk.
     const listed = new Set(fs.readdirSync(a.mnt));
     expect(made.filter((n) => !listed.has(n))).toEqual([]);
-    if (fd2 !== undefined) fs.unlinkSync(join(a.mnt, "filler2"));
+    if (filler2.made) fs.unlinkSync(join(a.mnt, "filler2"));
     fs.unlinkSync(join(a.mnt, "filler"));
     fs.writeFileSync(join(a.mnt, "after"), "room again");
     expect(fs.readFileSync(join(a.mnt, "after"), "utf8")).toBe("room again");
@@ -395,14 +381,7 @@ describe.skipIf(!!skip)("full disk", () => {
     // The room is kept again at that start; then the disk fills from outside the mount (another
     // program: here a file beside Redis's), a few changes are made, and the node restarts.
     expect(fs.statSync(join(root, ".mcfs/redis/space-reserve")).size).toBe(8 << 20);
-    const hog = fs.openSync(join(root, ".mcfs/hog"), "w");
-    try {
-      for (let i = 0; i < 32; i++) fs.writeSync(hog, big);
-    } catch (e) {
-      expect((e as NodeJS.ErrnoException).code).toBe("ENOSPC");
-    } finally {
-      fs.closeSync(hog);
-    }
+    expect(fill(join(root, ".mcfs/hog"), 32).code).toBe("ENOSPC");
     // Until Redis has failed an append (the last page of its file may hold a few more).
     const appendFailed = () => spawnSync(["redis-cli", "-s", join(root, ".mcfs/redis/redis.sock"), "info", "persistence"]).stdout.toString().includes("aof_last_write_status:err");
     for (let i = 0; i < 2000 && !appendFailed(); i++) expect(["ok", "ENOSPC"]).toContain(errCode(() => fs.mkdirSync(join(b.mnt, `e${i}`))) ?? "ok");

@@ -44,6 +44,23 @@ describe.skipIf(!!skip)("a sole node's shim answers missing names, creates and c
   }
   const listed = (dir: string) => listedOn(d!, dir);
 
+  /**
+   * rounds times: base/s made, a child runs script (it opens base/s, says "ready", makes things in it
+   * through that descriptor) while s is renamed to s<k> and a new s made and renamed to t<k>.
+   */
+  async function renamedWhileMaking(base: string, script: string, rounds: number): Promise<void> {
+    for (let k = 0; k < rounds; k++) {
+      fs.mkdirSync(join(base, "s"));
+      const w = spawn([process.execPath, "-e", script, base], { stdout: "pipe", stderr: "pipe" });
+      const reader = w.stdout.getReader();
+      expect(new TextDecoder().decode((await reader.read()).value)).toBe("ready\n");
+      fs.renameSync(join(base, "s"), join(base, `s${k}`));
+      fs.mkdirSync(join(base, "s"));
+      fs.renameSync(join(base, "s"), join(base, `t${k}`));
+      expect({ code: await w.exited, err: await new Response(w.stderr).text() }).toEqual({ code: 0, err: "" });
+    }
+  }
+
   test("names made by every kind of change are found at once, names gone are missing at once, and missing ones never reach JS", async () => {
     const dir = join(d!.mnt, "names");
     fs.mkdirSync(dir);
@@ -194,16 +211,7 @@ describe.skipIf(!!skip)("a sole node's shim answers missing names, creates and c
       process.stdout.write("ready\\n");
       for (let i = 0; i < 10; i++) fs.writeFileSync("/proc/self/fd/" + fd + "/f" + i, "f" + i);
       fs.closeSync(fd);`;
-    for (let k = 0; k < 40; k++) {
-      fs.mkdirSync(join(base, "s"));
-      const w = spawn([process.execPath, "-e", script, base], { stdout: "pipe", stderr: "pipe" });
-      const reader = w.stdout.getReader();
-      expect(new TextDecoder().decode((await reader.read()).value)).toBe("ready\n");
-      fs.renameSync(join(base, "s"), join(base, `s${k}`));
-      fs.mkdirSync(join(base, "s"));
-      fs.renameSync(join(base, "s"), join(base, `t${k}`));
-      expect({ code: await w.exited, err: await new Response(w.stderr).text() }).toEqual({ code: 0, err: "" });
-    }
+    await renamedWhileMaking(base, script, 40);
     for (let k = 0; k < 40; k++) {
       expect(fs.readdirSync(join(base, `t${k}`))).toEqual([]);
       expect(fs.readdirSync(join(d!.root, "swap", `t${k}`))).toEqual([]);
@@ -232,16 +240,7 @@ describe.skipIf(!!skip)("a sole node's shim answers missing names, creates and c
       }
       fs.closeSync(fd);`;
     const ROUNDS = 20;
-    for (let k = 0; k < ROUNDS; k++) {
-      fs.mkdirSync(join(base, "s"));
-      const w = spawn([process.execPath, "-e", script, base], { stdout: "pipe", stderr: "pipe" });
-      const reader = w.stdout.getReader();
-      expect(new TextDecoder().decode((await reader.read()).value)).toBe("ready\n");
-      fs.renameSync(join(base, "s"), join(base, `s${k}`));
-      fs.mkdirSync(join(base, "s"));
-      fs.renameSync(join(base, "s"), join(base, `t${k}`));
-      expect({ code: await w.exited, err: await new Response(w.stderr).text() }).toEqual({ code: 0, err: "" });
-    }
+    await renamedWhileMaking(base, script, ROUNDS);
     const made = ["d0", "d1", "d2", "d3", "h0", "h1", "h2", "h3", "l0", "l1", "l2", "l3"];
     for (let k = 0; k < ROUNDS; k++) {
       expect({ k, mount: fs.readdirSync(join(base, `t${k}`)), disk: fs.readdirSync(join(d!.root, "swap-kinds", `t${k}`)) }).toEqual({ k, mount: [], disk: [] });
