@@ -35,6 +35,7 @@ import { FUSE_CONF, isRoot, userAllowOther } from "../fuse/fusermount.ts";
 import { E, FsError, errnoName, redisDiskFull, setUnexpectedErrorLogger } from "../util/errno.ts";
 import { redactUrl, type Logger } from "../util/log.ts";
 import { openFileLimit } from "../util/fd-limit.ts";
+import { freeBytes } from "../util/free-space.ts";
 
 const HEARTBEAT_MS = 5_000;
 /**
@@ -62,12 +63,8 @@ export interface Daemon {
 
 /** Bytes free on the disk of the root path, for the heartbeat (replicas go to the least full nodes). */
 function freeSpace(rootPath: string): { free?: number } {
-  try {
-    const st = fs.statfsSync(rootPath);
-    return { free: st.bavail * st.bsize };
-  } catch {
-    return {};
-  }
+  const free = freeBytes(rootPath);
+  return free === undefined ? {} : { free };
 }
 
 /** Counters the shim keeps and gauges of state, brought up to date before each scrape. */
@@ -309,7 +306,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     }
     vfs = createVfs({
       root, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, remote, catchUp: () => todo.drain(), retire: retired?.retire,
-      roomFor: (bytes) => spaceFloor === 0 || (freeSpace(cfg.rootPath).free ?? Infinity) >= spaceFloor + bytes,
+      roomFor: (bytes) => spaceFloor === 0 || (freeBytes(cfg.rootPath) ?? Infinity) >= spaceFloor + bytes,
       dropKernelEntry: (parent, name) => session?.invalidateEntry(parent, name),
       forgetKernelNames: async (names) => {
         if (!session) return true;

@@ -8,6 +8,7 @@
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import { join } from "node:path";
+import { freeBytes } from "../util/free-space.ts";
 import type { Logger } from "../util/log.ts";
 
 const NAME = "space-reserve";
@@ -30,14 +31,7 @@ export function createSpaceReserve(dir: string, bytes: number, log: Logger, onHe
   let held = false;
   let warned = false;
 
-  const free = () => {
-    try {
-      const s = fs.statfsSync(dir);
-      return s.bavail * s.bsize;
-    } catch {
-      return 0;
-    }
-  };
+  const free = () => freeBytes(dir) ?? 0;
   const roomFor = () => free() >= ROOM_MARGIN * bytes;
   /** Written out (random bytes: a compressing filesystem keeps the room too), or nothing left. */
   const fill = (): boolean => {

@@ -178,11 +178,10 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
         change.atime = set.atime === undefined ? r.atime : set.atime === "now" ? now : set.atime;
         change.mtime = set.mtime === undefined ? r.mtime : set.mtime === "now" ? now : set.mtime;
       }
-      const was = r;
       // The store first: a change it refuses leaves the disk as it was, or the next start would publish it from there.
       if (Object.keys(change).length || set.ctime !== undefined) r = await attrsChanged(r, change);
       if (set.mode !== undefined && !link) applyLocal(() => (p === undefined ? fs.fchmodSync(held!, set.mode! & 0o7777) : root.chmod(p, set.mode! & 0o7777)));
-      if (set.uid !== undefined || set.gid !== undefined) applyLocal(() => (p === undefined ? fs.fchownSync(held!, set.uid ?? was.uid, set.gid ?? was.gid) : root.chown(p, set.uid ?? was.uid, set.gid ?? was.gid)));
+      if (set.uid !== undefined || set.gid !== undefined) applyLocal(() => (p === undefined ? fs.fchownSync(held!, r.uid, r.gid) : root.chown(p, r.uid, r.gid)));
       if (change.atime !== undefined && change.mtime !== undefined) {
         const [at, mt] = [change.atime, change.mtime];
         if (p !== undefined) applyLocal(() => root.utimes(p, at, mt));
