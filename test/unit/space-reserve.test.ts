@@ -50,3 +50,13 @@ test("a reserve left by an earlier run is kept as it is, and given back", () => 
   expect(fs.readFileSync(join(d, "space-reserve"))[0]).toBe(1);
   expect(r.release()).toBe(true);
 });
+
+test("a reserve cut short (a crash while it was written) is written again whole at the next start", () => {
+  const d = dir();
+  fs.writeFileSync(join(d, "space-reserve"), Buffer.alloc(12345, 1));
+  const held: boolean[] = [];
+  const r = createSpaceReserve(d, 1 << 20, log, (h) => void held.push(h));
+  made[0]!.r = r;
+  expect(fs.statSync(join(d, "space-reserve")).size).toBe(1 << 20);
+  expect(held).toEqual([false, true]);
+});
