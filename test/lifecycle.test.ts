@@ -393,7 +393,7 @@ describe.skipIf(!!skip)("full disk", () => {
 });
 
 describe.skipIf(!!skip)("a change Redis refuses", () => {
-  test("chmod, chown and utime refused by Redis leave the file on this node's disk as it was: a restart does not bring them back", async () => {
+  test("chmod, chown, utime and truncate refused by Redis leave the file on this node's disk as it was: a restart does not bring them back", async () => {
     const base = temp("refused");
     const r = await redis();
     const a = await daemon({ base, name: "refused", redisUrl: r.url });
@@ -406,7 +406,11 @@ describe.skipIf(!!skip)("a change Redis refuses", () => {
     expect(errCode(() => fs.utimesSync(f, 2000, 2000))).toBe("EIO");
     expect(errCode(() => fs.chmodSync(f, 0o600))).toBe("EIO");
     expect(errCode(() => fs.chownSync(f, 1234, 1234))).toBe("EIO");
+    // A cut refused: not one byte gone from the disk, by path or by an open that truncates.
+    expect(errCode(() => fs.truncateSync(f, 4))).toBe("EIO");
+    expect(errCode(() => fs.writeFileSync(f, "new"))).toBe("EIO");
     const disk = fs.statSync(join(a.root, "f"));
+    expect(fs.readFileSync(join(a.root, "f"), "utf8")).toBe("kept as it was");
     expect({ mtime: disk.mtimeMs, mode: disk.mode & 0o7777, uid: disk.uid }).toEqual({ mtime: 1_000_000, mode: 0o640, uid: 0 });
     expect(await r.cli("config", "set", "min-replicas-to-write", "0")).toBe("OK");
     expect(await a.stop()).toBe(0);

@@ -89,8 +89,11 @@ export interface VfsContext {
   record(ino: number): Promise<Inode>;
   /** The record of an inode from the store (learned); a file or directory open here whose record went since (removed) answers with its last one, no link left. */
   current(ino: number): Promise<Inode>;
-  /** Publish the bytes of an open file: size, mtime, new version, this node as holder. */
-  commit(h: Handle): Promise<Inode>;
+  /**
+   * Publish the bytes of an open file: size, mtime, new version, this node as holder. With cutTo:
+   * the file cut to that size, the store asked first, so that a cut it refuses leaves every byte on the disk.
+   */
+  commit(h: Handle, cutTo?: number): Promise<Inode>;
   /** This node's own file of r.ino (st: its fstat) changed in place and was published as r: readers of it here read r's version now. */
   changedInPlace(st: BigIntStats, r: Inode): void;
   /** A name went: forget the inode, and purge it when it has no name and nothing here holds it open. */

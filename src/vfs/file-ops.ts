@@ -370,8 +370,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       // an O_TRUNC open of an existing file changes its mtime and ctime even when it was empty.
       if (flags & O_TRUNC) {
         try {
-          fs.ftruncateSync(fd, 0);
-          r = await ctx.commit(h);
+          r = await ctx.commit(h, 0);
         } catch (e) {
           await ops.release(_c, ino, fh, false);
           throw e;

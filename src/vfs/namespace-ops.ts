@@ -154,15 +154,18 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
               if (r.nlink > 1) await ctx.linkAllNames(ino, p);
             }
             const fd = root.openFile(p, O_WRONLY);
-            let st: fs.BigIntStats;
             try {
+              const st = fs.fstatSync(fd, { bigint: true });
+              // The store first: a cut it refuses leaves every byte on the disk. The disk then gets
+              // the record's mtime, as a start takes a file whose mtime differs for a change the store missed.
+              const now = nowNs();
+              r = ctx.learn(await store.setData(ino, set.size, now, now, nodeId, p, { acked: true }));
               fs.ftruncateSync(fd, set.size);
-              st = fs.fstatSync(fd, { bigint: true });
+              futimes(fd, st.atimeNs, now);
+              ctx.changedInPlace(st, r);
             } finally {
               fs.closeSync(fd);
             }
-            r = ctx.learn(await store.setData(ino, set.size, st.mtimeNs, nowNs(), nodeId, p, { acked: true }));
-            ctx.changedInPlace(st, r);
           } finally {
             done();
           }

@@ -1,6 +1,7 @@
 import * as fs from "node:fs";
 import { dirname } from "node:path";
 import type { FileSystem } from "../fuse/types.ts";
+import { futimes } from "../local/local-dir.ts";
 import type { Inode, Invalidation } from "../meta/store.ts";
 import { E, errnoOf } from "../util/errno.ts";
 import { createRecentSet } from "../util/recent-set.ts";
@@ -160,13 +161,20 @@ export function createVfs(o: VfsOptions): Vfs {
         return removed.nlink === 0 ? removed : { ...removed, nlink: 0, size: 0 };
       }
     },
-    async commit(h: Handle) {
+    async commit(h: Handle, cutTo?: number) {
       const st = fs.fstatSync(h.fd, { bigint: true });
       h.dirty = false;
       const path = await paths.pathOf(h.ino);
       if (h.at !== undefined && h.at !== path) moveWith(h, path);
+      const now = nowNs();
       // The change happened when the file last changed (an ftruncate, a write), not when it is published.
-      const r = await ctx.policy.publish(ctx, { ino: h.ino, size: Number(st.size), mtime: st.mtimeNs, ctime: changeTime(st.ctimeNs, open.inode(h.ino)?.rec.ctime ?? 0n), path });
+      const p = cutTo === undefined ? { size: Number(st.size), mtime: st.mtimeNs, ctime: changeTime(st.ctimeNs, open.inode(h.ino)?.rec.ctime ?? 0n) } : { size: cutTo, mtime: now, ctime: now };
+      const r = await ctx.policy.publish(ctx, { ino: h.ino, ...p, path });
+      if (cutTo !== undefined) {
+        fs.ftruncateSync(h.fd, cutTo);
+        // The disk's mtime is the record's: the next start takes a file whose mtime differs for a change the store missed.
+        futimes(h.fd, st.atimeNs, now);
+      }
       // Moved by another node before this node was its holder, and heard of only now (the record
       // published has its current name): a rename from now on reaches this node as a holder.
       const at = h.at === undefined ? path : await paths.pathOf(h.ino);
