@@ -12,6 +12,7 @@ import { compareNames } from "./name-order.ts";
 import type { Handle } from "./open-files.ts";
 import type { ShimKits } from "./shim-kits.ts";
 import { ChangingCopy, type RangeReader, type Sibling } from "./remote-data.ts";
+import { mayKeepPrivileges, withoutPrivileges } from "./privileges.ts";
 
 const fsync = promisify(fs.fsync), fdatasync = promisify(fs.fdatasync);
 const O_ACCMODE = 3;
@@ -370,6 +371,12 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       // an O_TRUNC open of an existing file changes its mtime and ctime even when it was empty.
       if (flags & O_TRUNC) {
         try {
+          // As a truncate or write by the caller would: with atomic O_TRUNC the kernel leaves it to the filesystem.
+          const kept = withoutPrivileges(r.mode);
+          if (kept !== undefined && !mayKeepPrivileges(_c)) {
+            r = ctx.learn(await ctx.store.setAttrs(ino, { mode: kept }));
+            fs.fchmodSync(fd, kept & 0o7777);
+          }
           r = await ctx.commit(h, 0);
         } catch (e) {
           await ops.release(_c, ino, fh, false);

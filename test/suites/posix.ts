@@ -561,6 +561,39 @@ export function posixSuite(dir: () => string, label: string): void {
     expect(fs.statSync(join(g, "sub")).mode & 0o2000).toBe(0o2000);
   });
 
+  test(`${label}: a write, a truncate or an O_TRUNC open by a user without CAP_FSETID, and a chown, clear setuid and setgid (of a group-executable file)`, () => {
+    const d = fresh();
+    fs.chmodSync(d, 0o777);
+    const mode = (f: string) => fs.statSync(f).mode & 0o7777;
+    const file = (name: string, m: number) => {
+      const f = join(d, name);
+      fs.writeFileSync(f, "0123456789");
+      fs.chmodSync(f, m);
+      return f;
+    };
+    const cases: [string, (f: string) => string][] = [
+      ["write", (f) => `printf x >> ${f}`],
+      ["truncate", (f) => `truncate -s 4 ${f}`],
+      ["trunc-open", (f) => `: > ${f}`],
+    ];
+    for (const [what, cmd] of cases) {
+      const both = file(`${what}-both`, 0o6777);
+      const uid = file(`${what}-uid`, 0o4776);
+      for (const f of [both, uid]) expect(asNobody(cmd(f))[0]).toBe(0);
+      expect([what, mode(both), mode(uid)]).toEqual([what, 0o777, 0o776]);
+    }
+    // The owner writing as root (CAP_FSETID) keeps them.
+    const mine = file("root-write", 0o6777);
+    fs.appendFileSync(mine, "x");
+    expect(mode(mine)).toBe(0o6777);
+    // A chown clears them, root's too; setgid without group execute (a mandatory-lock mark, not a privilege) stays.
+    const given = file("chown", 0o6777);
+    const lockGiven = file("chown-lock", 0o2766);
+    fs.chownSync(given, 65534, 65534);
+    fs.chownSync(lockGiven, 65534, 65534);
+    expect([mode(given), mode(lockGiven)]).toEqual([0o777, 0o2766]);
+  });
+
   test(`${label}: readdir lists many entries exactly once`, () => {
     const d = fresh();
     const names = new Set<string>();
