@@ -147,7 +147,11 @@ describe.skipIf(!!skip)("Redis restored from an older copy", () => {
         if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
         return false;
       }
-    }, 30_000);
+    }, 30_000).catch(async (e: Error) => {
+      // Seen once in a full run (not alone, nor under load): what each side did, for the next time.
+      const tail = (d: TestDaemon) => d.log().split("\n").slice(-25).join("\n");
+      throw new Error(`${e.message}; A lists ${JSON.stringify(fs.readdirSync(join(a.mnt, "n")))}, Redis has ${(await redis.cli("KEYS", "*").catch(() => "?")).slice(0, 2000)}\n--- A:\n${tail(a)}\n--- B:\n${tail(b)}`);
+    });
     expect(fs.readFileSync(join(a.mnt, "n", "fresh")).equals(whole)).toBe(true);
   }, 120_000);
 });
