@@ -260,7 +260,10 @@ static void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	 * The kernel asks for security.capability before every write, and ls -l asks for ACLs and SELinux
 	 * labels of every file. mcfs keeps none of these (setxattr refuses them), so answer here instead of
 	 * costing a trip to JS and Redis; and answer that they are not supported, as a filesystem without
-	 * them does: ls then stops asking for the rest of the files on the mount.
+	 * them does: ls then stops asking for the rest of the files on the mount. The kernel still asks
+	 * before each write (a round trip: 4 KiB writes cost twice passthrough_ll's): it stops only on a
+	 * superblock with SB_NOSEC, which FUSE sets for FUSE_HANDLE_KILLPRIV_V2 alone, and libfuse 3.14
+	 * cannot negotiate that (nor hand over the kill flags the kernel then sends).
 	 */
 	if (strcmp(name, "security.capability") == 0 || strcmp(name, "security.selinux") == 0 ||
 	    strncmp(name, "system.posix_acl_", 17) == 0) {
