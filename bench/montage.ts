@@ -186,7 +186,7 @@ async function runWorkflow(dirs: string[], images: string[]): Promise<number[]> 
 async function onTarget(dirs: string[], src: string, images: string[], sub = "montage"): Promise<{ times: number[]; mosaic: string }> {
   const w = (d: string) => join(d, sub);
   fs.mkdirSync(w(dirs[0]!));
-  for (const sub of ["raw", "proj", "diff", "fit", "corr"]) fs.mkdirSync(join(w(dirs[0]!), sub));
+  for (const d of ["raw", "proj", "diff", "fit", "corr"]) fs.mkdirSync(join(w(dirs[0]!), d));
   for (const n of images) fs.copyFileSync(join(src, "raw", `${n}.fits`), join(w(dirs[0]!), "raw", `${n}.fits`));
   fs.writeFileSync(join(w(dirs[0]!), "concat.sh"), CONCAT);
   fs.writeFileSync(join(w(dirs[0]!), "sort.sh"), SORT_TABLE);
