@@ -36,6 +36,7 @@ import { E, FsError, errnoName, redisDiskFull, setUnexpectedErrorLogger } from "
 import { redactUrl, type Logger } from "../util/log.ts";
 import { openFileLimit } from "../util/fd-limit.ts";
 import { freeBytes } from "../util/free-space.ts";
+import { createRwLock } from "../util/rw-lock.ts";
 
 const HEARTBEAT_MS = 5_000;
 /**
@@ -210,7 +211,9 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     // Only other nodes read in ranges: a sole node keeps nothing.
     const retired = cfg.redisUrl ? createRetiredFiles({ root, keepMs: UNLINKED_KEEP_MS, log: nlog }) : undefined;
     if (retired) cleanups.push(async () => retired.close());
-    const todo = createTodoApplier({ root, nodeId, store, log: nlog, writing: (ino) => vfs?.writing(ino) ?? false, retire: retired?.retire });
+    // One lock for the local directories: creates here, and renames from here or applied from other nodes.
+    const localDirs = createRwLock();
+    const todo = createTodoApplier({ root, nodeId, store, log: nlog, writing: (ino) => vfs?.writing(ino) ?? false, retire: retired?.retire, localDirs });
     let copies: CopyCache | undefined;
     // The peer port is bound before the node is registered: a port in use (or any failure before
     // this point) leaves no record naming an address this node never served on.
@@ -305,7 +308,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       cleanups.push(() => replicas!.close());
     }
     vfs = createVfs({
-      root, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, remote, catchUp: () => todo.drain(), retire: retired?.retire,
+      root, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, remote, catchUp: () => todo.drain(), localDirs, retire: retired?.retire,
       roomFor: (bytes) => spaceFloor === 0 || (freeBytes(cfg.rootPath) ?? Infinity) >= spaceFloor + bytes,
       dropKernelEntry: (parent, name) => session?.invalidateEntry(parent, name),
       forgetKernelNames: async (names) => {

@@ -27,6 +27,8 @@ export interface VfsOptions {
   remote?: RemoteData;
   /** Apply other nodes' pending renames and deletes to the local disk (when a held file is missing). */
   catchUp?: () => Promise<void>;
+  /** The lock of VfsContext.localDirs, shared with what applies catchUp's renames (made here if absent). */
+  localDirs?: RwLock;
   /** Make the kernel forget the attributes it cached for ino; resolves once it has. */
   refreshKernelAttrs?: (ino: number) => Promise<void>;
   /** Make the kernel forget the attributes and pages it cached of ino. */
@@ -79,7 +81,10 @@ export interface VfsContext {
   readonly policy: WritePolicy;
   /** Unlinked while open here: purged at the last close. */
   readonly purgeOnClose: Set<number>;
-  /** Creates by path hold it shared from the path they read to the file made; a rename that may move directories holds it alone. */
+  /**
+   * Creates by path hold it shared from the path they read to the file made; a rename that may move
+   * directories holds it alone, here or applied from another node's (local-todo.ts).
+   */
   readonly localDirs: RwLock;
   /** Files this node made or published lately (it held their bytes then): never fetched ahead from others. */
   readonly writtenHere: RecentSet<number>;

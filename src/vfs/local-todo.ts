@@ -5,6 +5,7 @@ import { exchangeLocal, makeLocal } from "./local-files.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
 import { createPathCache } from "./paths.ts";
 import type { Logger } from "../util/log.ts";
+import type { RwLock } from "../util/rw-lock.ts";
 
 /**
  * Makes the local disk follow renames and deletes that other nodes did to files this node holds,
@@ -28,6 +29,12 @@ export interface TodoApplierOptions {
   writing(ino: number): boolean;
   /** The last name of a file held here goes: true when its bytes were kept for readers elsewhere. */
   retire?: (path: string, ino: number, version: number) => boolean;
+  /**
+   * The VFS's lock on local directories (VfsContext.localDirs), held alone while a rename moves them:
+   * a create here reads its path and makes its file with no move in between, or the file lands in
+   * a directory the move left behind (and its close's success would read EIO).
+   */
+  localDirs?: RwLock;
 }
 
 /** How soon a drop put off while this node wrote the file is asked again. */
@@ -86,6 +93,8 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
     return t !== undefined && t !== "dir";
   };
 
+  const moving = (fn: () => void | Promise<void>): Promise<void> => (o.localDirs ? o.localDirs.exclusive(async () => fn()) : Promise.resolve(fn()));
+
   async function apply(e: TodoEntry): Promise<void> {
     const paths = e.op === "mv" || e.op === "swap" || e.op === "link" ? [e.from, e.to] : [e.path];
     if (!paths.every(safe)) {
@@ -101,11 +110,9 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
       }
       case "rmdir":
         if (await isDirNow(e.path)) return;
-        root.remove(e.path);
-        return;
+        return moving(() => root.remove(e.path));
       case "mv":
-        move(e.from, e.to, e.id);
-        return;
+        return moving(() => move(e.from, e.to, e.id));
       case "link":
         if (root.typeOf(e.from) === "file" && isTheFile(e.from, e.id)) makeLocal(root, e.to, () => root.link(e.from, e.to));
         return;
@@ -126,10 +133,8 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
         for (const p of names) if (isFile(p) && isTheFile(p, e.id)) root.unlink(p);
         return;
       }
-      case "swap": {
-        exchangeLocal(root, e.from, e.to);
-        return;
-      }
+      case "swap":
+        return moving(() => exchangeLocal(root, e.from, e.to));
     }
   }
 

@@ -134,7 +134,7 @@ export function createVfs(o: VfsOptions): Vfs {
 
   const ctx: VfsContext = {
     o, store, root, nodeId, log, paths, cache, open, changes, inos, purgeOnClose, writtenHere,
-    localDirs: createRwLock(),
+    localDirs: o.localDirs ?? createRwLock(),
     kernel: createKernelView({
       open,
       ...(o.dropKernelEntry ? { dropKernelEntry: o.dropKernelEntry } : {}),

@@ -10,6 +10,7 @@ import { createPeerReads } from "../../src/peer/peer-reads.ts";
 import { createLogger } from "../../src/util/log.ts";
 import { createCopyListing } from "../../src/vfs/copy-listing.ts";
 import { createTodoApplier, type TodoApplier } from "../../src/vfs/local-todo.ts";
+import { createRwLock } from "../../src/util/rw-lock.ts";
 import { createRemoteData } from "../../src/vfs/remote-data.ts";
 import { createVfs, type Vfs } from "../../src/vfs/vfs.ts";
 import { tempDir } from "./env.ts";
@@ -55,8 +56,9 @@ export async function startVfsNode(url: string, id: string, wrap: (s: MetadataSt
   const pool = createPeerPool({ timeoutMs: 5_000 });
   const remote = createRemoteData({ root, store, peers: createPeerReads(pool), cache, nodeId: id, listing, log });
   let vfs: Vfs | undefined;
-  const todo = createTodoApplier({ root, nodeId: id, store, log, writing: (ino) => vfs?.writing(ino) ?? false });
-  const made = (vfs = createVfs({ root, nodeId: id, store, log, attrCacheMs: 1000, ...(o.sole ? {} : { remote, catchUp: () => todo.drain() }), ...(o.shimCreates ? { shimCreates: o.shimCreates } : {}) }));
+  const localDirs = createRwLock();
+  const todo = createTodoApplier({ root, nodeId: id, store, log, writing: (ino) => vfs?.writing(ino) ?? false, localDirs });
+  const made = (vfs = createVfs({ root, nodeId: id, store, log, attrCacheMs: 1000, localDirs, ...(o.sole ? {} : { remote, catchUp: () => todo.drain() }), ...(o.shimCreates ? { shimCreates: o.shimCreates } : {}) }));
   return {
     id, vfs: made, store, todo, rootPath,
     async close() {
