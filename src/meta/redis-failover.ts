@@ -22,9 +22,23 @@ export type UnitRunner = <T>(fn: (raw: RedisClient) => Promise<T>, repeatable?: 
 
 const units = new WeakMap<object, UnitRunner>();
 
-/** How to run several commands as one unit on this client (for a plain client: just run them). */
+/**
+ * How to run several commands as one unit on this client. A plain client runs them once; a change
+ * lost with its connection may or may not have been made, as through a failover: OutcomeUnknown, so
+ * that a create written behind keeps its local file rather than take it for refused and delete it.
+ */
 export function unitRunner(client: RedisClient): UnitRunner {
-  return units.get(client) ?? ((fn) => fn(client));
+  return (
+    units.get(client) ??
+    (async (fn, repeatable = false) => {
+      try {
+        return await fn(client);
+      } catch (e) {
+        if (!repeatable && e instanceof SocketClosedUnexpectedlyError) throw new OutcomeUnknown(`the connection to Redis was lost with a change on its way: it may or may not have been made (${e.message})`);
+        throw e;
+      }
+    })
+  );
 }
 
 /** What a new connection needs before the client's own commands go out on it (commands of raw). */
