@@ -27,8 +27,8 @@ export interface VfsOptions {
   remote?: RemoteData;
   /** Apply other nodes' pending renames and deletes to the local disk (when a held file is missing). */
   catchUp?: () => Promise<void>;
-  /** The lock of VfsContext.localDirs, shared with what applies catchUp's renames (made here if absent). */
-  localDirs?: RwLock;
+  /** The lock of VfsContext.localDirs, shared with what applies catchUp's renames (local-todo.ts). */
+  localDirs: RwLock;
   /** Make the kernel forget the attributes it cached for ino; resolves once it has. */
   refreshKernelAttrs?: (ino: number) => Promise<void>;
   /** Make the kernel forget the attributes and pages it cached of ino. */

@@ -34,7 +34,7 @@ export interface TodoApplierOptions {
    * a create here reads its path and makes its file with no move in between, or the file lands in
    * a directory the move left behind (and its close's success would read EIO).
    */
-  localDirs?: RwLock;
+  localDirs: RwLock;
 }
 
 /** How soon a drop put off while this node wrote the file is asked again. */
@@ -93,7 +93,7 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
     return t !== undefined && t !== "dir";
   };
 
-  const moving = (fn: () => void | Promise<void>): Promise<void> => (o.localDirs ? o.localDirs.exclusive(async () => fn()) : Promise.resolve(fn()));
+  const moving = (fn: () => void): Promise<void> => o.localDirs.exclusive(async () => fn());
 
   async function apply(e: TodoEntry): Promise<void> {
     const paths = e.op === "mv" || e.op === "swap" || e.op === "link" ? [e.from, e.to] : [e.path];

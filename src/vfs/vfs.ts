@@ -12,7 +12,6 @@ import { createDataChanges } from "./data-changes.ts";
 import { createDirOps } from "./dir-ops.ts";
 import { createFileOps } from "./file-ops.ts";
 import { createShimKits } from "./shim-kits.ts";
-import { createRwLock } from "../util/rw-lock.ts";
 import { createInodeNumbers } from "./inode-numbers.ts";
 import { createKernelView } from "./kernel-view.ts";
 import { linkLocal } from "./local-files.ts";
@@ -134,7 +133,7 @@ export function createVfs(o: VfsOptions): Vfs {
 
   const ctx: VfsContext = {
     o, store, root, nodeId, log, paths, cache, open, changes, inos, purgeOnClose, writtenHere,
-    localDirs: o.localDirs ?? createRwLock(),
+    localDirs: o.localDirs,
     kernel: createKernelView({
       open,
       ...(o.dropKernelEntry ? { dropKernelEntry: o.dropKernelEntry } : {}),
