@@ -1,8 +1,7 @@
 import * as fs from "node:fs";
 import type { Caller } from "../fuse/types.ts";
-import { isReg } from "../util/file-mode.ts";
+import { isReg, S_ISGID, S_ISUID, S_IXGRP } from "../util/file-mode.ts";
 
-const S_ISUID = 0o4000, S_ISGID = 0o2000, S_IXGRP = 0o010;
 /** CAP_FSETID's bit in a process's capability sets. */
 const CAP_FSETID = 4n;
 
