@@ -30,14 +30,12 @@ const units = new WeakMap<object, UnitRunner>();
 export function unitRunner(client: RedisClient): UnitRunner {
   return (
     units.get(client) ??
-    (async (fn, repeatable = false) => {
-      try {
-        return await fn(client);
-      } catch (e) {
-        if (!repeatable && e instanceof SocketClosedUnexpectedlyError) throw new OutcomeUnknown(`the connection to Redis was lost with a change on its way: it may or may not have been made (${e.message})`);
-        throw e;
-      }
-    })
+    ((fn, repeatable = false) =>
+      repeatable
+        ? fn(client)
+        : fn(client).catch((e: unknown) => {
+            throw e instanceof SocketClosedUnexpectedlyError ? new OutcomeUnknown(`the connection to Redis was lost with a change on its way: it may or may not have been made (${e.message})`) : e;
+          }))
   );
 }
 
