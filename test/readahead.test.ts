@@ -159,3 +159,34 @@ describe.skipIf(!!skip)("read-ahead bounded by what the RAM tier keeps until it 
     expect(r.hits).toBeGreaterThan(files / 2);
   }, 240_000);
 });
+
+describe.skipIf(!!skip)("RAM copies pushed out go on in the disk tier", () => {
+  const cluster = useCluster("demote", ["a", "b"], { b: ["--metrics-port", "0", "--ram-cache-mib", "4"] });
+
+  test("files read again after outgrowing the RAM tier come from this node's disk: the second pass moves no bytes", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "big"));
+    // 3x the RAM tier, each file over the batch limit: fetched one by one, in order.
+    const want = new Map<string, string>();
+    for (let i = 0; i < 24; i++) {
+      const data = randomBytes(512 << 10);
+      fs.writeFileSync(join(a.mnt, "big", `t${String(i).padStart(2, "0")}`), data);
+      want.set(`t${String(i).padStart(2, "0")}`, sha(data));
+    }
+    await waitFor("B sees every file", () => fs.existsSync(join(b.mnt, "big", "t23")));
+    const pass = async () => {
+      const before = await scrape(b);
+      for (const [name, hash] of want) expect({ name, hash: sha(fs.readFileSync(join(b.mnt, "big", name))) }).toEqual({ name, hash });
+      const after = await scrape(b);
+      return (name: string, labels?: Record<string, string>) => after(name, labels) - before(name, labels);
+    };
+    const first = await pass();
+    expect(first("mcfs_peer_bytes_total", { direction: "received" })).toBe(24 * (512 << 10));
+    const second = await pass();
+    expect(second("mcfs_peer_bytes_total", { direction: "received" })).toBe(0);
+    expect(second("mcfs_cache_misses_total")).toBe(0);
+    // Each pushed out of RAM by the ones after it, and kept on disk.
+    expect(first("mcfs_cache_demotions_total", { result: "moved" })).toBeGreaterThanOrEqual(16);
+    expect(first("mcfs_cache_evictions_total", { tier: "ram" })).toBe(0);
+  }, 120_000);
+});

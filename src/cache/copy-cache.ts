@@ -14,6 +14,10 @@ const { O_RDONLY, O_RDWR, O_CREAT, O_EXCL } = fs.constants;
  * Least recently used copies are evicted to keep each tier within its size; copies on their way cannot
  * be, so a tier held by them refuses a new copy rather than overshoot.
  *
+ * A RAM copy pushed out by newer ones moves to the disk tier when that has room (it evicts its own least
+ * recently used for it): a workflow whose inputs outgrow the RAM tier reads them again from this
+ * node's disk, not from their holder.
+ *
  * A copy fetched ahead (before anyone asked for it) is marked until its first open: such copies may
  * take half their tier, and those evicted unopened are counted, bytes moved for nothing.
  */
@@ -88,13 +92,15 @@ export interface CopyCacheOptions {
   diskBytes: number;
   /** A copy was evicted: it must no longer be listed as a holder. */
   onEvict(ino: number, version: number, tier: "ram" | "disk"): void;
+  /** A RAM copy moved to the disk tier (still held); failed: its bytes could not be written there, and it was evicted. */
+  onDemote?(failed: boolean): void;
 }
 
 interface Entry {
   ino: number;
   version: number;
   size: number;
-  /** RAM: the memfd holding the bytes, sealed (the cache's; readers get their own). */
+  /** RAM: the memfd holding the bytes, sealed (the cache's; readers get their own); also on disk until its file is written. */
   fd?: number;
   /** Disk: the file's name in the tier's directory. */
   file?: string;
@@ -149,9 +155,73 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
   }
 
   function evict(tier: Tier, e: Entry): void {
+    if (tier === ram && demote(e)) return;
+    drop(tier, e);
+  }
+
+  function drop(tier: Tier, e: Entry): void {
     if (e.ahead) evictedUnread += e.size;
     release(tier, e);
     o.onEvict(e.ino, e.version, tier.name);
+  }
+
+  /**
+   * Move a RAM copy to the disk tier if it has room: the entry is the disk tier's at once (served from
+   * its memfd meanwhile), its file written on worker threads and put in place if it is still there.
+   */
+  function demote(e: Entry): boolean {
+    if (e.fd === undefined || e.size > disk.limit || !makeRoom(disk, e.size)) return false;
+    let src: number, dst: number;
+    const part = `/${e.ino}.${e.version}.part-${++seq}`;
+    try {
+      // Its own fds: a release of the entry meanwhile closes the memfd, whose number could then name another file.
+      src = dupFd(e.fd);
+    } catch {
+      return false;
+    }
+    try {
+      dst = o.dir.openFile(part, O_RDWR | O_CREAT | O_EXCL, 0o600);
+    } catch {
+      fs.closeSync(src);
+      return false;
+    }
+    ram.entries.delete(e.ino);
+    ram.used -= e.size;
+    disk.entries.set(e.ino, e);
+    disk.used += e.size;
+    if (e.ahead) {
+      ram.ahead -= e.size;
+      disk.ahead += e.size;
+    }
+    const landed = (ok: boolean) => {
+      fs.closeSync(src);
+      fs.closeSync(dst);
+      const here = disk.entries.get(e.ino) === e;
+      if (ok && here) {
+        try {
+          const file = `/${e.ino}.${e.version}`;
+          o.dir.rename(part, file);
+          e.file = file;
+          fs.closeSync(e.fd!);
+          delete e.fd;
+          o.onDemote?.(false);
+          return;
+        } catch {
+          // Evicted below, as when its bytes could not be written.
+        }
+      }
+      try {
+        o.dir.remove(part);
+      } catch {
+        // Gone with the tier (closed), or removed at the next start.
+      }
+      if (here) {
+        drop(disk, e);
+        o.onDemote?.(true);
+      }
+    };
+    copyOut(src, dst, e.size).then(() => landed(true), () => landed(false));
+    return true;
   }
 
   /** Whether one more copy of size bytes fits once every committed copy is evicted; if so, evict as few as that takes. */
@@ -276,10 +346,21 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
       return { bytes: ram.ahead + disk.ahead, limit: aheadLimit(tierFor(1) ?? ram), evictedUnread };
     },
     dropAll() {
-      for (const t of [ram, disk]) for (const e of [...t.entries.values()]) evict(t, e);
+      for (const t of [ram, disk]) for (const e of [...t.entries.values()]) drop(t, e);
     },
     close() {
       for (const t of [ram, disk]) for (const e of [...t.entries.values()]) release(t, e);
     },
   };
+}
+
+/** size bytes of src (from 0) into dst, on worker threads. */
+async function copyOut(src: number, dst: number, size: number): Promise<void> {
+  const buf = Buffer.allocUnsafe(size);
+  for (let at = 0; at < size; ) {
+    const n = await new Promise<number>((res, rej) => fs.read(src, buf, at, size - at, at, (e, got) => (e ? rej(e) : res(got))));
+    if (n === 0) throw new FsError(E.EIO, `copy ends at ${at} of its ${size} bytes`);
+    at += n;
+  }
+  await writePieces(dst, [buf], 0);
 }

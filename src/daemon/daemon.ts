@@ -235,6 +235,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
           m?.cacheEvictions.inc({ tier });
           listing.evicted(ino, version);
         },
+        onDemote: (failed) => m?.cacheDemotions.inc({ result: failed ? "failed" : "moved" }),
       });
       cleanups.push(async () => cache.close());
       const rpcObserver = (side: string) => observeRpcs((method, code, s) => {

@@ -43,6 +43,7 @@ export function createMetrics() {
     cacheHits: new Counter({ name: "mcfs_cache_hits_total", help: "Opens of other nodes' files answered from this node's cache", ...r }),
     cacheMisses: new Counter({ name: "mcfs_cache_misses_total", help: "Opens of other nodes' files that had to fetch them", ...r }),
     cacheEvictions: new Counter({ name: "mcfs_cache_evictions_total", help: "Copies evicted from the cache, by tier", labelNames: ["tier"], ...r }),
+    cacheDemotions: new Counter({ name: "mcfs_cache_demotions_total", help: "RAM copies pushed out and moved to the disk tier (result: moved, or failed and evicted)", labelNames: ["result"], ...r }),
     cacheBytes: new Gauge({ name: "mcfs_cache_bytes", help: "Bytes of copies in the cache, by tier", labelNames: ["tier"], ...r }),
     cacheFiles: new Gauge({ name: "mcfs_cache_files", help: "Copies in the cache, by tier", labelNames: ["tier"], ...r }),
     cacheLimit: new Gauge({ name: "mcfs_cache_limit_bytes", help: "Size limit of each cache tier", labelNames: ["tier"], ...r }),

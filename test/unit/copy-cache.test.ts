@@ -28,6 +28,14 @@ function bytesOf(c: CopyData | undefined, size: number): Uint8Array {
   return out;
 }
 
+/** Wait for a condition the cache's worker threads bring about. */
+async function until(cond: () => boolean): Promise<void> {
+  for (let i = 0; !cond(); i++) {
+    if (i > 5000) throw new Error("condition not met");
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
 const usage = (tier: "ram" | "disk") => cache.usage().find((u) => u.tier === tier)!;
 const files = () => fs.readdirSync(base).sort();
 
@@ -78,7 +86,7 @@ describe("copy cache", () => {
   });
 
   test("the least recently used copy of the tier is evicted, and unlisted through onEvict", async () => {
-    open();
+    open({ diskBytes: 0 });
     await put(1, 1, 40);
     await put(2, 2, 40);
     bytesOf(cache.open(1, 1), 40);
@@ -144,8 +152,64 @@ describe("copy cache", () => {
     expect(usage("disk")).toMatchObject({ bytes: 0, files: 0 });
   });
 
-  test("room for a new copy is made by evicting committed ones", async () => {
+  test("a RAM copy pushed out moves to the disk tier: still held and listed, served from its memfd until its file is written", async () => {
     open();
+    await put(1, 1, 40);
+    await put(2, 2, 40);
+    const p = cache.begin(3, 3, 40)!;
+    expect(evicted).toEqual([]);
+    expect(cache.has(1, 1)).toBe(true);
+    expect(usage("ram")).toMatchObject({ bytes: 80, files: 1 });
+    expect(usage("disk")).toMatchObject({ bytes: 40, files: 1 });
+    expect(bytesOf(cache.open(1, 1), 40)).toEqual(new Uint8Array(40).fill(1));
+    await until(() => files().includes("1.1"));
+    expect(files()).toEqual(["1.1"]);
+    const c = cache.open(1, 1)!;
+    expect(fs.readlinkSync(`/proc/self/fd/${c.fd}`)).toBe(join(base, "1.1"));
+    expect(bytesOf(c, 40)).toEqual(new Uint8Array(40).fill(1));
+    p.abort();
+  });
+
+  test("a moved copy takes room on disk from the disk tier's least recently used; none is kept that the disk tier cannot hold", async () => {
+    open({ diskBytes: 50 });
+    await put(1, 1, 40);
+    await put(2, 2, 40);
+    await put(3, 3, 40);
+    await put(4, 4, 40);
+    // 1 moved to disk, then pushed out of it by 2.
+    expect(evicted).toEqual([[1, 1, "disk"]]);
+    await until(() => !files().some((f) => f.includes("part")));
+    expect(files()).toEqual(["2.2"]);
+    expect([1, 2, 3, 4].map((i) => cache.has(i, i))).toEqual([false, true, true, true]);
+    const tiny = createCopyCache({ dir, ramBytes: 100, ramMaxFileBytes: 50, ramMaxFiles: 1000, diskBytes: 30, onEvict: (i, v, t) => evicted.push([i, v, t]) });
+    try {
+      const p = tiny.begin(7, 7, 40)!;
+      p.commit();
+      const q = tiny.begin(8, 8, 40)!;
+      q.commit();
+      tiny.begin(9, 9, 40)!.abort();
+      expect(evicted.at(-1)).toEqual([7, 7, "ram"]);
+    } finally {
+      tiny.close();
+    }
+  });
+
+  test("a copy replaced by a new version, or dropped, while it moves leaves no file behind", async () => {
+    open();
+    await put(1, 1, 40);
+    await put(2, 2, 40);
+    // 1 moves to disk; its new version replaces it there before its file is written (2 moves too).
+    await put(3, 3, 40);
+    await put(1, 5, 40, 9);
+    expect(cache.has(1, 1)).toBe(false);
+    expect(bytesOf(cache.open(1, 5), 40)).toEqual(new Uint8Array(40).fill(9));
+    cache.dropAll();
+    await until(() => files().length === 0);
+    expect(evicted.sort()).toEqual([[1, 5, "ram"], [2, 2, "disk"], [3, 3, "ram"]]);
+  });
+
+  test("room for a new copy is made by evicting committed ones", async () => {
+    open({ diskBytes: 0 });
     await put(1, 1, 50);
     await put(2, 2, 40);
     const p = cache.begin(3, 3, 50)!;
@@ -207,7 +271,7 @@ describe("copy cache", () => {
   });
 
   test("copies on their way cannot be evicted: a copy that would take the tier past its size is refused", () => {
-    open();
+    open({ diskBytes: 0 });
     const p = cache.begin(1, 1, 40)!;
     const q = cache.begin(2, 2, 40)!;
     expect(cache.begin(3, 3, 40)).toBeUndefined();
@@ -223,7 +287,7 @@ describe("copy cache", () => {
   });
 
   test("copies fetched ahead take at most half their tier; the first open says so; those evicted unopened are counted", async () => {
-    open();
+    open({ diskBytes: 0 });
     const a = cache.begin(1, 1, 30, true)!;
     expect(cache.begin(2, 2, 30, true)).toBeUndefined();
     expect(cache.ahead()).toEqual({ bytes: 30, limit: 50, evictedUnread: 0 });
@@ -244,7 +308,7 @@ describe("copy cache", () => {
   });
 
   test("a RAM copy is a sealed memfd: each open gets a fd of its own that cannot change it and outlives the copy's eviction", async () => {
-    open({ ramMaxFiles: 2 });
+    open({ ramMaxFiles: 2, diskBytes: 0 });
     await put(1, 1, 20);
     const c = cache.open(1, 1)!;
     expect(fs.readlinkSync(`/proc/self/fd/${c.fd}`)).toStartWith("/memfd:");
