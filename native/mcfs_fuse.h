@@ -78,6 +78,12 @@ void listing_unclaim(uint64_t parent, const char *name); /* the file was not mad
 /* creates.c: a sole node's creates answered without JS (see there). */
 int creates_try(fuse_req_t req, uint64_t parent, const char *name, mode_t mode, struct fuse_file_info *fi);
 
+/* killpriv.c: FUSE_HANDLE_KILLPRIV_V2 negotiated through libfuse's I/O hooks (see there). */
+int killpriv_install(struct fuse_session *se);     /* once mounted, before the loop: 0 or -errno */
+int killpriv_request_kills(void);                   /* the kernel asked this thread's request to take setuid/setgid */
+void killpriv_told(uint64_t ino, uint32_t mode);    /* attributes of ino going to the kernel */
+int killpriv_may_hold(uint64_t ino);                /* ino may have setuid or setgid+g+x */
+
 /* notify.c: kernel cache invalidations, made on their own thread. */
 int notify_start(struct fuse_session *se);
 void notify_stop(void);

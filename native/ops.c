@@ -38,7 +38,7 @@ static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st, int to_s
 {
 	REQ(OP_SETATTR);
 	h.fh = fi ? fi->fh : 0;
-	h.setattr.valid = (uint32_t)to_set;
+	h.setattr.valid = (uint32_t)to_set | (killpriv_request_kills() ? SETATTR_KILL_PRIVILEGES : 0);
 	h.setattr.has_fh = fi != NULL;
 	h.setattr.size = (uint64_t)st->st_size;
 	h.setattr.mode = st->st_mode;
@@ -122,7 +122,9 @@ static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 
 static void ll_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off, struct fuse_file_info *fi)
 {
-	if (io_try_write(req, fi->fh, in, off))
+	/* Privileges to take first: JS does that, then the write. */
+	int kill = killpriv_request_kills() && killpriv_may_hold(ino);
+	if (!kill && io_try_write(req, fi->fh, in, off))
 		return;
 	size_t size = fuse_buf_size(in);
 	void *data = malloc(size ? size : 1);
@@ -142,6 +144,7 @@ static void ll_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 	h.fh = fi->fh;
 	h.write.offset = (uint64_t)off;
 	h.write.size = (uint64_t)n;
+	h.write.kill = (uint64_t)kill;
 	queue_put(req, &h, NULL, NULL, data, (size_t)n);
 	free(data);
 }
@@ -260,10 +263,9 @@ static void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	 * The kernel asks for security.capability before every write, and ls -l asks for ACLs and SELinux
 	 * labels of every file. mcfs keeps none of these (setxattr refuses them), so answer here instead of
 	 * costing a trip to JS and Redis; and answer that they are not supported, as a filesystem without
-	 * them does: ls then stops asking for the rest of the files on the mount. The kernel still asks
-	 * before each write (a round trip: 4 KiB writes cost twice passthrough_ll's): it stops only on a
-	 * superblock with SB_NOSEC, which FUSE sets for FUSE_HANDLE_KILLPRIV_V2 alone, and libfuse 3.14
-	 * cannot negotiate that (nor hand over the kill flags the kernel then sends).
+	 * them does: ls then stops asking for the rest of the files on the mount. The kernel asks before
+	 * each write only where FUSE_HANDLE_KILLPRIV_V2 could not be negotiated (killpriv.c); where it was,
+	 * once after each refresh of a file's attributes.
 	 */
 	if (strcmp(name, "security.capability") == 0 || strcmp(name, "security.selinux") == 0 ||
 	    strncmp(name, "system.posix_acl_", 17) == 0) {

@@ -36,6 +36,7 @@ void attr_entry(const int64_t *a, double entry_to, double attr_to, struct fuse_e
 	e->ino = (fuse_ino_t)a[A_INO];
 	e->generation = 1;
 	to_stat(a, &e->attr);
+	killpriv_told((uint64_t)a[A_INO], (uint32_t)a[A_MODE]);
 	e->entry_timeout = entry_to;
 	e->attr_timeout = attr_to;
 }
@@ -71,6 +72,7 @@ int mcfs_reply_attr(uint32_t id, const int64_t *attr, double attr_to)
 	if (!r) return -ENOENT;
 	struct stat st;
 	to_stat(attr, &st);
+	killpriv_told((uint64_t)attr[A_INO], (uint32_t)attr[A_MODE]);
 	return fuse_reply_attr(r, &st, attr_to);
 }
 

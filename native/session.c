@@ -74,6 +74,8 @@ int mcfs_start(const char *mountpoint, const char *opts, int debug, int single, 
 		queue_close();
 		return -EIO;
 	}
+	/* Without the hooks the kernel keeps killing privileges itself (and asks before every write). */
+	(void)killpriv_install(se);
 	single_thread = single;
 	(void)notify_start(se);
 	loop_running = 1;

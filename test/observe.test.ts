@@ -48,6 +48,10 @@ describe.skipIf(!!skip)("metrics", () => {
     expect(text).not.toContain("m.bin");
   });
 
+  test("the kernel leaves taking setuid and setgid to mcfs (FUSE_HANDLE_KILLPRIV_V2): no security.capability lookup before each write", async () => {
+    for (const d of n) expect((await scrape(d))("mcfs_fuse_kill_privileges")).toBe(1);
+  });
+
   test("a writer's and a reader's close are taken in with nothing asked of the mount after them (the shim answers the releases and JS hears of them late): the open-files gauge goes back", async () => {
     const a = n[0]!;
     const wfd = fs.openSync(join(a.mnt, "g.txt"), "w");

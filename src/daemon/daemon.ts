@@ -88,6 +88,7 @@ async function refreshGauges(m: Metrics, session: FuseSession, vfs: Vfs, copies:
   m.shimAbsent.inc(absent - last.absent);
   m.shimCreates.inc(creates - last.creates);
   m.fuseFlushes.inc(flushes - last.flushes);
+  m.fuseKillPrivileges.set(session.killPrivileges() ? 1 : 0);
   shimSeen.set(session, { ...io, lookups, getattrs, absent, creates, flushes });
   m.openFiles.set(vfs.openFiles);
   if (copies) {

@@ -45,7 +45,8 @@ export const OPS = {
   link: { code: 11, args: ["newParent"], strings: ["newName"] },
   open: { code: 12, args: ["flags"], strings: [] },
   read: { code: 13, args: ["offset", "size"], strings: [] },
-  write: { code: 14, args: ["offset", "size"], strings: [], data: true },
+  /** kill: setuid and setgid are to be taken from the file first (FUSE_HANDLE_KILLPRIV_V2, native/killpriv.c). */
+  write: { code: 14, args: ["offset", "size", "kill"], strings: [], data: true },
   /** dirty: the shim wrote through this handle's fd since the last flush (and forgot it). */
   flush: { code: 15, args: ["dirty"], strings: [] },
   release: { code: 16, args: ["dirty"], strings: [] },
@@ -90,6 +91,9 @@ export const STATFS = ["bsize", "frsize", "blocks", "bfree", "bavail", "files", 
  */
 export const OPEN_FLAGS = { directIo: 1, keepCache: 2, nonseekable: 4, unpublished: 8, noFlush: 16 } as const;
 
+/** A bit of setattr's valid past libfuse's FUSE_SET_ATTR_*: the kernel asked for setuid and setgid to be taken (FATTR_KILL_SUIDGID). */
+export const SETATTR_KILL_PRIVILEGES = 1 << 30;
+
 /**
  * What the shim takes for a file it makes itself (creates.c), one kit a file: u64 ino, u64 fh, then
  * the identity mark its local file gets (NUL-terminated) in the rest of KIT_BYTES.
@@ -108,6 +112,8 @@ export const IO_COUNTERS = ["readOps", "readBytes", "writeOps", "writeBytes"] as
 export const SHIM_FUNCTIONS = {
   mcfs_start: { returns: "int", args: ["const char *mountpoint", "const char *opts", "int debug", "int single", "void (*wake)(void)"] },
   mcfs_running: { returns: "int", args: [] },
+  /** 1 once the kernel agreed to FUSE_HANDLE_KILLPRIV_V2 (writes without a security.capability lookup each). */
+  mcfs_killpriv: { returns: "int", args: [] },
   mcfs_poll: { returns: "int", args: ["uint8_t *buf", "int cap"] },
   mcfs_stop: { returns: "int", args: ["int conn", "int timeout_ms"] },
   mcfs_reply_err: { returns: "int", args: ["uint32_t id", "int err"] },

@@ -3,7 +3,7 @@ import { loadShim, type Shim } from "./native.ts";
 import { accessSync, closeSync, constants } from "node:fs";
 import { detachMount, findMount, stillMounted } from "./mountpoint.ts";
 import { isRoot } from "./fusermount.ts";
-import { ATTR, DIRENT_AFTER_ATTR, IO_COUNTERS, KIT_BYTES, KIT_MARK_AT, OPEN_FLAGS, OPS, REQ_ARGS_AT, REQ_HEADER_BYTES, STATFS, reqOffset, type OpName } from "./abi.ts";
+import { ATTR, DIRENT_AFTER_ATTR, IO_COUNTERS, KIT_BYTES, KIT_MARK_AT, OPEN_FLAGS, OPS, REQ_ARGS_AT, REQ_HEADER_BYTES, SETATTR_KILL_PRIVILEGES, STATFS, reqOffset, type OpName } from "./abi.ts";
 import type { Attr, Caller, DirEntry, FileSystem, SetAttr, ShimCreates, ShimEntries } from "./types.ts";
 import { E, toErrno } from "../util/errno.ts";
 import { cstr } from "../util/c-string.ts";
@@ -77,6 +77,7 @@ function setAttrOf(r: Req<"setattr">): SetAttr {
   if (valid & SA_ATIME) s.atime = valid & SA_ATIME_NOW ? "now" : r.atimeSec * NS + r.atimeNsec;
   if (valid & SA_MTIME) s.mtime = valid & SA_MTIME_NOW ? "now" : r.mtimeSec * NS + r.mtimeNsec;
   if (valid & SA_CTIME) s.ctime = 0n;
+  if (valid & SETATTR_KILL_PRIVILEGES) s.killPrivileges = true;
   return s;
 }
 
@@ -149,6 +150,8 @@ export interface FuseSession {
   shimGetattrs(): number;
   /** Flushes the kernel sent (each close of a handle opened without noFlush), wherever answered. */
   flushRequests(): number;
+  /** Whether the kernel agreed to leave taking setuid and setgid to mcfs (FUSE_HANDLE_KILLPRIV_V2): no lookup of security.capability before each write. */
+  killPrivileges(): boolean;
   /** Lookups the shim answered ENOENT itself, from listings (ShimEntries.list). */
   shimAbsent(): number;
   /** Files the shim made itself (ShimCreates). */
@@ -307,7 +310,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
         closeSync(d.fd);
       }
     },
-    write: async (r) => void shim.mcfs_reply_write(r.id, await fs.write(r.c, r.ino, r.fh, Number(r.offset), r.data)),
+    write: async (r) => void shim.mcfs_reply_write(r.id, await fs.write(r.c, r.ino, r.fh, Number(r.offset), r.data, r.kill !== 0n)),
     flush: async (r) => {
       await fs.flush(r.c, r.ino, r.fh, r.dirty !== 0n);
       // Id 0: a flush the shim answered itself (flushNotes).
@@ -550,6 +553,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     shimLookups: () => Number(shim.mcfs_entry_hits()),
     shimGetattrs: () => Number(shim.mcfs_attr_hits()),
     flushRequests: () => Number(shim.mcfs_flush_requests()),
+    killPrivileges: () => shim.mcfs_killpriv() === 1,
     shimAbsent: () => Number(shim.mcfs_listing_absent_hits()),
     shimCreates: () => Number(shim.mcfs_creates_made()),
     creates: {

@@ -59,6 +59,8 @@ export interface SetAttr {
   atime?: bigint | "now";
   mtime?: bigint | "now";
   ctime?: bigint;
+  /** The caller lacks CAP_FSETID and cuts or extends the file: its setuid and setgid go (the kernel leaves that to mcfs). */
+  killPrivileges?: true;
 }
 
 export const RENAME_NOREPLACE = 1;
@@ -158,7 +160,8 @@ export interface FileSystem {
   open(c: Caller, ino: number, flags: number): Promise<OpenReply>;
   create(c: Caller, parent: number, name: string, mode: number, flags: number): Promise<{ attr: Attr; open: OpenReply }>;
   read(c: Caller, ino: number, fh: number, offset: number, size: number): Promise<Uint8Array | FileSlice>;
-  write(c: Caller, ino: number, fh: number, offset: number, data: Uint8Array): Promise<number>;
+  /** killPrivileges: the file's setuid and setgid go first (the caller lacks CAP_FSETID). */
+  write(c: Caller, ino: number, fh: number, offset: number, data: Uint8Array, killPrivileges?: boolean): Promise<number>;
   /** dirty: the shim wrote through this handle since the last flush. */
   flush(c: Caller, ino: number, fh: number, dirty: boolean): Promise<void>;
   release(c: Caller, ino: number, fh: number, dirty: boolean): Promise<void>;

@@ -33,6 +33,7 @@ export function createMetrics() {
     shimAbsent: new Counter({ name: "mcfs_shim_absent_total", help: "Lookups the FUSE shim answered ENOENT itself, for names missing from a sole node's complete listings (they never reach JS: not in mcfs_fuse_operations_total)", ...r }),
     shimCreates: new Counter({ name: "mcfs_shim_creates_total", help: "Files the FUSE shim made and answered the create of itself, on a sole node (JS takes them in after: they are in mcfs_fuse_operations_total as op created, not create)", ...r }),
     shimGetattrs: new Counter({ name: "mcfs_shim_getattrs_total", help: "Getattrs the FUSE shim answered itself, from records JS had fresh (they never reach JS: not in mcfs_fuse_operations_total)", ...r }),
+    fuseKillPrivileges: new Gauge({ name: "mcfs_fuse_kill_privileges", help: "1 when the kernel leaves taking setuid and setgid on writes to mcfs (FUSE_HANDLE_KILLPRIV_V2): writes without a security.capability lookup each", ...r }),
     fuseFlushes: new Counter({ name: "mcfs_fuse_flushes_total", help: "Flush requests the kernel sent, answered by the shim or by JS (a handle opened read-only gets none at its closes)", ...r }),
     fuseErrors: new Counter({ name: "mcfs_fuse_operation_errors_total", help: "FUSE operations answered with an error, by operation and errno", labelNames: ["op", "errno"], ...r }),
     fuseLatency: new Histogram({ name: "mcfs_fuse_operation_duration_seconds", help: "Time to answer a FUSE operation in JS", labelNames: ["op"], buckets: LATENCY, ...r }),

@@ -337,6 +337,17 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
     return h.reopening;
   }
 
+  /** Take ino's privileges (withoutPrivileges), in the store first, then from its local file through fd; the record as it is then. */
+  async function dropPrivileges(ino: number, fd: number, r: Inode): Promise<Inode> {
+    const kept = withoutPrivileges(r.mode);
+    if (kept === undefined) return r;
+    const now = ctx.learn(await ctx.store.setAttrs(ino, { mode: kept }));
+    fs.fchmodSync(fd, kept & 0o7777);
+    // Not awaited: a write's caller holds the kernel's inode until this answers. The shim's copy of the attributes goes at once.
+    void o.refreshKernelAttrs?.(ino);
+    return now;
+  }
+
   const ops: FileOps = {
     async open(_c, ino, asked) {
       // O_TRUNC cuts the file whatever the access mode (Linux; the kernel checked write permission
@@ -372,11 +383,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       if (flags & O_TRUNC) {
         try {
           // As a truncate or write by the caller would: with atomic O_TRUNC the kernel leaves it to the filesystem.
-          const kept = withoutPrivileges(r.mode);
-          if (kept !== undefined && !mayKeepPrivileges(_c)) {
-            r = ctx.learn(await ctx.store.setAttrs(ino, { mode: kept }));
-            fs.fchmodSync(fd, kept & 0o7777);
-          }
+          if (!mayKeepPrivileges(_c)) r = await dropPrivileges(ino, fd, r);
           r = await ctx.commit(h, 0);
         } catch (e) {
           await ops.release(_c, ino, fh, false);
@@ -457,9 +464,10 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       return buf.subarray(0, n);
     },
 
-    async write(_c, _ino, fh, offset, data) {
+    async write(_c, ino, fh, offset, data, killPrivileges) {
       const h = ctx.open.get(fh);
       if (ctx.o.roomFor?.(data.length) === false) throw fsError("ENOSPC");
+      if (killPrivileges) await dropPrivileges(ino, h.fd, await ctx.current(ino));
       const n = fs.writeSync(h.fd, data, 0, data.length, offset);
       h.dirty = true;
       o.onIo?.("write", n);

@@ -9,6 +9,7 @@ import { futimes } from "../local/local-dir.ts";
 import { isDir, isReg, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
 import { applyLocal, createLocalFile, exchangeLocal, makeLocal, withParents } from "./local-files.ts";
+import { withoutPrivileges } from "./privileges.ts";
 
 const { O_WRONLY } = fs.constants;
 export const NAME_MAX = 255;
@@ -117,7 +118,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       const h = fh !== undefined ? ctx.open.find(fh) : undefined;
       // A size cut through this node's own writable handle (ftruncate, O_TRUNC): its record is the
       // open file's, published at close; nothing to ask the store.
-      const sizeOnly = Object.keys(set).every((k) => k === "size");
+      const sizeOnly = Object.keys(set).every((k) => k === "size" || k === "killPrivileges");
       // A truncate may be what makes room.
       if (!sizeOnly) checkRoom(ctx);
       let r = kernel.sameFile(h?.writable && sizeOnly ? await ctx.record(ino) : await ctx.current(ino));
@@ -174,6 +175,12 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       const change: AttrChange = {};
       const link = (r.mode & S_IFMT) === S_IFLNK;
       if (set.mode !== undefined) change.mode = (r.mode & S_IFMT) | (set.mode & 0o7777);
+      // A chown takes them whoever asks (Linux since 2.2.13), a truncate by a caller without
+      // CAP_FSETID too: the kernel sends neither as a mode when it leaves that to mcfs (native/killpriv.c).
+      else if (set.killPrivileges || set.uid !== undefined || set.gid !== undefined) {
+        const kept = withoutPrivileges(r.mode);
+        if (kept !== undefined) change.mode = kept;
+      }
       if (set.uid !== undefined) change.uid = set.uid;
       if (set.gid !== undefined) change.gid = set.gid;
       if (set.atime !== undefined || set.mtime !== undefined) {
@@ -183,7 +190,8 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       }
       // The store first: a change it refuses leaves the disk as it was, or the next start would publish it from there.
       if (Object.keys(change).length || set.ctime !== undefined) r = await attrsChanged(r, change);
-      if (set.mode !== undefined && !link) applyLocal(() => (p === undefined ? fs.fchmodSync(held!, set.mode! & 0o7777) : root.chmod(p, set.mode! & 0o7777)));
+      const mode = change.mode;
+      if (mode !== undefined && !link) applyLocal(() => (p === undefined ? fs.fchmodSync(held!, mode & 0o7777) : root.chmod(p, mode & 0o7777)));
       if (set.uid !== undefined || set.gid !== undefined) applyLocal(() => (p === undefined ? fs.fchownSync(held!, r.uid, r.gid) : root.chown(p, r.uid, r.gid)));
       if (change.atime !== undefined && change.mtime !== undefined) {
         const [at, mt] = [change.atime, change.mtime];

@@ -569,6 +569,8 @@ export function posixSuite(dir: () => string, label: string): void {
       const f = join(d, name);
       fs.writeFileSync(f, "0123456789");
       fs.chmodSync(f, m);
+      // Its attributes cached, as by any ls: what a write changes must not be answered from there.
+      expect(fs.statSync(f).mode & 0o7777).toBe(m);
       return f;
     };
     const cases: [string, (f: string) => string][] = [
@@ -582,6 +584,15 @@ export function posixSuite(dir: () => string, label: string): void {
       for (const f of [both, uid]) expect(asNobody(cmd(f))[0]).toBe(0);
       expect([what, mode(both), mode(uid)]).toEqual([what, 0o777, 0o776]);
     }
+    // Written again after that: nothing left to take, the write goes on.
+    const twice = file("twice", 0o6777);
+    expect(asNobody(`printf x >> ${twice} && printf y >> ${twice}`)[0]).toBe(0);
+    expect([mode(twice), fs.readFileSync(twice, "utf8")]).toEqual([0o777, "0123456789xy"]);
+    // Given them while its writer has it open: that writer's next write takes them.
+    const late = file("late", 0o666);
+    fs.chownSync(late, 65534, 65534);
+    expect(asNobody(`exec 3>>${late}; chmod 6777 ${late} && printf x >&3`)).toEqual([0, ""]);
+    expect(mode(late)).toBe(0o777);
     // The owner writing as root (CAP_FSETID) keeps them.
     const mine = file("root-write", 0o6777);
     fs.appendFileSync(mine, "x");
