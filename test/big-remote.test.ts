@@ -439,7 +439,11 @@ describe.skipIf(!!skip)("big files across nodes", () => {
     const got = Buffer.alloc(data.length);
     fs.readSync(fd, got, 0, 1 << 20, 0);
     await a.kill();
-    for (let at = 1 << 20; at < data.length; ) at += fs.readSync(fd, got, at, Math.min(1 << 20, data.length - at), at);
+    try {
+      for (let at = 1 << 20; at < data.length; ) at += fs.readSync(fd, got, at, Math.min(1 << 20, data.length - at), at);
+    } catch (e) {
+      throw new Error(`${(e as Error).message}\nB's log:\n${b.log().split("\n").filter((l) => !l.includes('"level":30')).join("\n")}`);
+    }
     fs.closeSync(fd);
     expect(got.equals(data)).toBe(true);
     expect(fs.readFileSync(join(b.mnt, "dying.bin")).equals(data)).toBe(true);

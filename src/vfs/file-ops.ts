@@ -13,6 +13,7 @@ import type { Handle } from "./open-files.ts";
 import type { ShimKits } from "./shim-kits.ts";
 import { ChangingCopy, type RangeReader, type Sibling } from "./remote-data.ts";
 import { mayKeepPrivileges, withoutPrivileges } from "./privileges.ts";
+import { programOf } from "./remote/read-patterns.ts";
 
 const fsync = promisify(fs.fsync), fdatasync = promisify(fs.fdatasync);
 const O_ACCMODE = 3;
@@ -95,7 +96,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
    * version the old one may be gone and the new one not whole yet: wait (bounded) for the write's
    * close and read what it published, rather than fail.
    */
-  async function fromElsewhere(ino: number, f: Found, path: string, flags: number, writable: boolean): Promise<{ found: Found; got?: { fd: number } | { ranges: RangeReader } }> {
+  async function fromElsewhere(ino: number, f: Found, path: string, flags: number, writable: boolean, program?: () => string | undefined): Promise<{ found: Found; got?: { fd: number } | { ranges: RangeReader } }> {
     const deadline = Date.now() + CHANGING_WAIT_MS;
     let pause = 10;
     for (;;) {
@@ -103,7 +104,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       const { r } = f;
       const change = ctx.changes.next(ino);
       try {
-        if (!writable) return { found: f, got: await remote!.open(ino, r.version, path, r.size, f.holders, { dir: r.parent, after: (i) => filesAfter(r.parent, i) }) };
+        if (!writable) return { found: f, got: await remote!.open(ino, r.version, path, r.size, f.holders, { dir: r.parent, after: (i) => filesAfter(r.parent, i) }, program) };
         if (flags & O_TRUNC) fs.closeSync(createLocalFile(root, path, O_WRONLY, r));
         else {
           root.ensureDir(dirname(path));
@@ -224,7 +225,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
    * The record of ino and the bytes it names, opened with flags: this node's own file, or another
    * node's (a copy, ranges). leased: a write turn taken for the open, given back if it fails.
    */
-  async function dataOf(ino: number, flags: number, writable: boolean, leased: boolean): Promise<{ a: Opened; r: Inode }> {
+  async function dataOf(ino: number, flags: number, writable: boolean, leased: boolean, program?: () => string | undefined): Promise<{ a: Opened; r: Inode }> {
     const moving = { until: 0, pause: 1 };
     const attempt = async (tries = 0): Promise<Opened> => {
       let f: Found;
@@ -261,7 +262,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
         }
         if (here === undefined) f = { ...f, here: false };
       }
-      const { found, got } = await fromElsewhere(ino, f, path, flags, writable);
+      const { found, got } = await fromElsewhere(ino, f, path, flags, writable, program);
       let fd = -1;
       let ranges: RangeReader | undefined;
       if (got && "fd" in got) fd = got.fd;
@@ -357,7 +358,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       const writable = acc === O_WRONLY || acc === O_RDWR;
       // Before the record is read: the bytes to write over are those of the last writer's close.
       const leased = writable && !!remote && (await ctx.turns.take(ino));
-      const data = await dataOf(ino, flags, writable, leased);
+      const data = await dataOf(ino, flags, writable, leased, () => programOf(_c.pid));
       const a = data.a;
       let r = data.r;
       const { got, fd, ranges } = a;

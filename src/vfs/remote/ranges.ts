@@ -52,11 +52,20 @@ function slice(fd: number, offset: number, end: number): FileSlice {
 
 /**
  * A big remote file read where it is: from its copy once cached (or as far as it has arrived), else
- * in ranges from its holders, moving to the next holder when one fails — never a short read.
+ * in ranges from its holders, moving to the next holder when one fails — never a short read. more:
+ * the holders as the store lists them now, asked once the ones known fail (a copy listed since the
+ * open, the reader's best hope once the holder it read from is gone).
  */
-export function createRangeReader(o: RangesOptions, ino: number, version: number, path: string, size: number, order: string[]): RangeReader {
+export function createRangeReader(o: RangesOptions, ino: number, version: number, path: string, size: number, order: string[], more?: () => Promise<string[]>): RangeReader {
   let copy: CopyData | undefined;
   let at = 0;
+  /** Holders the store listed after the known ones failed: each reader asks once, the concurrent ones share it. */
+  let asked: Promise<void> | undefined;
+  const askMore = () =>
+    (asked ??= (more?.() ?? Promise.resolve([])).then(
+      (listed) => void order.push(...listed.filter((h) => !order.includes(h))),
+      () => {},
+    ));
   let listen: ((fd: number, bytes: number, whole: boolean) => void) | undefined;
   let followed: number | undefined;
   /** Hands listen the copy when there is one: started after the open that made this reader, so looked for again at each read. */
@@ -119,6 +128,7 @@ export function createRangeReader(o: RangesOptions, ino: number, version: number
           }
           o.warn({ path, ino, holder }, e, "holder failed during a ranged read");
           if (at === tried) at++;
+          if (at >= order.length) await askMore();
           if (at >= order.length) throw new FsError(E.EIO, `reading ${path}: ${(e as Error).message}`);
           continue;
         }
