@@ -38,6 +38,21 @@ uint32_t ids_put(fuse_req_t req)
 	return (gen << 16) | slot;
 }
 
+void ids_fail_all(int err)
+{
+	for (uint32_t slot = 1; slot < MAX_REQS; slot++) {
+		pthread_mutex_lock(&rlock);
+		fuse_req_t req = reqs[slot];
+		if (req) {
+			reqs[slot] = NULL;
+			free_list[free_top++] = slot;
+		}
+		pthread_mutex_unlock(&rlock);
+		if (req)
+			fuse_reply_err(req, err);
+	}
+}
+
 fuse_req_t ids_take(uint32_t id)
 {
 	uint32_t slot = id & SLOT_MASK, gen = id >> 16;

@@ -3,13 +3,15 @@
  * security.capability before every write (a round trip: a 4 KiB write cost twice passthrough_ll's),
  * since FUSE sets SB_NOSEC only with it. With it the kernel leaves taking setuid and setgid away to the
  * filesystem, and says when in flags libfuse drops: FUSE_WRITE_KILL_SUIDGID on a write and
- * FATTR_KILL_SUIDGID on a truncate by a caller without CAP_FSETID (a chown always takes them: JS does).
+ * FATTR_KILL_SUIDGID on a truncate by a caller without CAP_FSETID (a chown always takes them, and
+ * before a write or fallocate the kernel sends a setattr with nothing left in it: JS does both).
  *
  * libfuse's custom I/O hooks see the raw traffic: the read hook notes whether the kernel offers the
  * flag and the kill flags of the request this thread is about to handle (each loop thread handles what
  * it read), and the writev hook adds the flag to the INIT reply. Writes that may have to take privileges
  * go to JS: those of a caller the kernel flagged, to a file whose mode, as last told to the kernel, had
- * them (a table that only ever gains files: a false hit costs a trip to JS, a miss would keep a bit).
+ * setuid or setgid (a table that only ever gains files: a false hit costs a trip to JS, a miss would
+ * keep a bit).
  */
 #include "mcfs_fuse.h"
 #include <errno.h>
@@ -34,7 +36,9 @@ static ssize_t hook_read(int fd, void *buf, size_t len, void *userdata)
 {
 	(void)userdata;
 	ssize_t n = read(fd, buf, len);
+	int err = errno;
 	request_kills = 0;
+	errno = err;
 	if (n < (ssize_t)sizeof(struct fuse_in_header))
 		return n;
 	const struct fuse_in_header *in = buf;
@@ -96,10 +100,12 @@ int killpriv_request_kills(void) { return request_kills; }
 
 void killpriv_told(uint64_t ino, uint32_t mode)
 {
-	if (S_ISREG(mode) && ((mode & S_ISUID) || (mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP)))
+	if (S_ISREG(mode) && (mode & (S_ISUID | S_ISGID)))
 		atomic_store(&maybe[slot_of(ino)], 1);
 }
 
 int killpriv_may_hold(uint64_t ino) { return atomic_load(&maybe[slot_of(ino)]); }
 
 int mcfs_killpriv(void) { return atomic_load(&negotiated); }
+
+void mcfs_killpriv_mark(uint64_t ino) { atomic_store(&maybe[slot_of(ino)], 1); }

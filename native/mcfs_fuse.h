@@ -29,6 +29,7 @@ extern const struct fuse_lowlevel_ops ll_ops;
 void ids_reset(void);
 uint32_t ids_put(fuse_req_t req); /* 0 when the table is full */
 fuse_req_t ids_take(uint32_t id); /* NULL for a stale, repeated or unknown id */
+void ids_fail_all(int err);       /* answer every request still waiting for JS: its session is going */
 
 /* queue.c: requests waiting for JS, the callback that wakes it, and the pipe that tells it the session ended. */
 int queue_open(void (*wake)(void)); /* the pipe's read end for JS, or -errno */

@@ -136,6 +136,8 @@ int mcfs_stop(int conn, int timeout_ms)
 		return -ETIMEDOUT;
 	notify_stop();
 	queue_stop_waking();
+	/* A reply JS sends later finds no request: it would reach the session freed below (its I/O hooks' table too). */
+	ids_fail_all(ENOTCONN);
 	fuse_session_unmount(se);
 	fuse_session_destroy(se);
 	se = NULL;

@@ -705,3 +705,26 @@ describe.skipIf(!!skip)("cached copies", () => {
     expect(fs.readFileSync(join(c.mnt, "small.txt")).equals(small)).toBe(true);
   });
 });
+
+describe.skipIf(!!skip || !Bun.which("setpriv"))("setuid given on another node", () => {
+  const cluster = useCluster("privileges", ["a", "b"]);
+
+  test("a user writing a file on A through a descriptor opened before B gave it setuid and setgid: the writes take them, as on one node", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "p"));
+    fs.chmodSync(join(a.mnt, "p"), 0o777);
+    fs.writeFileSync(join(a.mnt, "p", "x"), "0123");
+    fs.chmodSync(join(a.mnt, "p", "x"), 0o666);
+    const [onA, onB, ready, go] = [join(a.mnt, "p", "x"), join(b.mnt, "p", "x"), join(cluster.base, "ready"), join(cluster.base, "go")];
+    fs.chmodSync(cluster.base, 0o777);
+    // Opens on A, then (told to go) writes once at a time until B sees the bits gone, or 500 writes.
+    const writer = spawn(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c",
+      `exec 3>>${onA}; : > ${ready}; while [ ! -e ${go} ]; do sleep 0.01; done; i=0; while [ $i -lt 500 ] && [ "$(stat -c %a ${onB})" != 777 ]; do printf x >&3; i=$((i+1)); done`], { stderr: "inherit" });
+    await waitFor("the writer's open on A", () => fs.existsSync(ready));
+    fs.chmodSync(onB, 0o6777);
+    fs.writeFileSync(go, "");
+    expect(await writer.exited).toBe(0);
+    expect(fs.statSync(onB).mode & 0o7777).toBe(0o777);
+    expect(fs.statSync(onA).mode & 0o7777).toBe(0o777);
+  }, 60_000);
+});

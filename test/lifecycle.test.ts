@@ -373,7 +373,9 @@ describe.skipIf(!!skip)("full disk", () => {
     expect(a.log()).not.toContain("reported as EIO");
     // What the mount answered is what Redis kept: the same after a restart.
     const before = fs.readdirSync(a.mnt).sort();
-    expect(await a.stop()).toBe(0);
+    const stopped = await a.stop();
+    if (stopped !== 0) console.log(a.log().split("\n").slice(-30).join("\n"));
+    expect(stopped).toBe(0);
     const b = await daemon({ base, name: "fullsole", root });
     expect(fs.readdirSync(b.mnt).sort()).toEqual(before);
     expect(fs.existsSync(join(b.mnt, "filler"))).toBe(false);

@@ -114,6 +114,8 @@ export const SHIM_FUNCTIONS = {
   mcfs_running: { returns: "int", args: [] },
   /** 1 once the kernel agreed to FUSE_HANDLE_KILLPRIV_V2 (writes without a security.capability lookup each). */
   mcfs_killpriv: { returns: "int", args: [] },
+  /** ino has setuid or setgid though its kernel has not been told (another node's chmod): writes to it go to JS. */
+  mcfs_killpriv_mark: { returns: "void", args: ["uint64_t ino"] },
   mcfs_poll: { returns: "int", args: ["uint8_t *buf", "int cap"] },
   mcfs_stop: { returns: "int", args: ["int conn", "int timeout_ms"] },
   mcfs_reply_err: { returns: "int", args: ["uint32_t id", "int err"] },

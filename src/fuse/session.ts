@@ -152,6 +152,8 @@ export interface FuseSession {
   flushRequests(): number;
   /** Whether the kernel agreed to leave taking setuid and setgid to mcfs (FUSE_HANDLE_KILLPRIV_V2): no lookup of security.capability before each write. */
   killPrivileges(): boolean;
+  /** ino has setuid or setgid now, though this kernel has not been told: its writers' writes go to JS, which takes them. */
+  markPrivileged(ino: number): void;
   /** Lookups the shim answered ENOENT itself, from listings (ShimEntries.list). */
   shimAbsent(): number;
   /** Files the shim made itself (ShimCreates). */
@@ -554,6 +556,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     shimGetattrs: () => Number(shim.mcfs_attr_hits()),
     flushRequests: () => Number(shim.mcfs_flush_requests()),
     killPrivileges: () => shim.mcfs_killpriv() === 1,
+    markPrivileged: (ino) => shim.mcfs_killpriv_mark(BigInt(ino)),
     shimAbsent: () => Number(shim.mcfs_listing_absent_hits()),
     shimCreates: () => Number(shim.mcfs_creates_made()),
     creates: {

@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import { promisify } from "node:util";
 import { dirname } from "node:path";
-import type { FileSystem, OpenReply } from "../fuse/types.ts";
+import type { Caller, FileSystem, OpenReply } from "../fuse/types.ts";
 import type { Holders, Inode } from "../meta/store.ts";
 import { E, FsError, errnoOf, fsError } from "../util/errno.ts";
 import { isDir } from "./attr.ts";
@@ -12,7 +12,7 @@ import { compareNames } from "./name-order.ts";
 import type { Handle } from "./open-files.ts";
 import type { ShimKits } from "./shim-kits.ts";
 import { ChangingCopy, type RangeReader, type Sibling } from "./remote-data.ts";
-import { mayKeepPrivileges, withoutPrivileges } from "./privileges.ts";
+import { mayKeepPrivileges, outsideGroup, withoutPrivileges } from "./privileges.ts";
 import { programOf } from "./remote/read-patterns.ts";
 
 const fsync = promisify(fs.fsync), fdatasync = promisify(fs.fdatasync);
@@ -338,9 +338,9 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
     return h.reopening;
   }
 
-  /** Take ino's privileges (withoutPrivileges), in the store first, then from its local file through fd; the record as it is then. */
-  async function dropPrivileges(ino: number, fd: number, r: Inode): Promise<Inode> {
-    const kept = withoutPrivileges(r.mode);
+  /** Take ino's privileges from c's change (withoutPrivileges), in the store first, then from its local file through fd; the record as it is then. */
+  async function dropPrivileges(c: Caller, ino: number, fd: number, r: Inode): Promise<Inode> {
+    const kept = withoutPrivileges(r.mode, () => outsideGroup(c, r.gid));
     if (kept === undefined) return r;
     const now = ctx.learn(await ctx.store.setAttrs(ino, { mode: kept }));
     fs.fchmodSync(fd, kept & 0o7777);
@@ -384,7 +384,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       if (flags & O_TRUNC) {
         try {
           // As a truncate or write by the caller would: with atomic O_TRUNC the kernel leaves it to the filesystem.
-          if (!mayKeepPrivileges(_c)) r = await dropPrivileges(ino, fd, r);
+          if (!mayKeepPrivileges(_c)) r = await dropPrivileges(_c, ino, fd, r);
           r = await ctx.commit(h, 0);
         } catch (e) {
           await ops.release(_c, ino, fh, false);
@@ -465,10 +465,10 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       return buf.subarray(0, n);
     },
 
-    async write(_c, ino, fh, offset, data, killPrivileges) {
+    async write(c, ino, fh, offset, data, killPrivileges) {
       const h = ctx.open.get(fh);
       if (ctx.o.roomFor?.(data.length) === false) throw fsError("ENOSPC");
-      if (killPrivileges) await dropPrivileges(ino, h.fd, await ctx.current(ino));
+      if (killPrivileges) await dropPrivileges(c, ino, h.fd, await ctx.current(ino));
       const n = fs.writeSync(h.fd, data, 0, data.length, offset);
       h.dirty = true;
       o.onIo?.("write", n);

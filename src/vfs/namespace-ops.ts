@@ -9,7 +9,7 @@ import { futimes } from "../local/local-dir.ts";
 import { isDir, isReg, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
 import { applyLocal, createLocalFile, exchangeLocal, makeLocal, withParents } from "./local-files.ts";
-import { withoutPrivileges } from "./privileges.ts";
+import { mayKeepPrivileges, outsideGroup, withoutPrivileges } from "./privileges.ts";
 
 const { O_WRONLY } = fs.constants;
 export const NAME_MAX = 255;
@@ -114,7 +114,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       return kernel.attr(kernel.sameFile(await ctx.record(ino)));
     },
 
-    async setattr(_c, ino, set: SetAttr, fh) {
+    async setattr(c, ino, set: SetAttr, fh) {
       const h = fh !== undefined ? ctx.open.find(fh) : undefined;
       // A size cut through this node's own writable handle (ftruncate, O_TRUNC): its record is the
       // open file's, published at close; nothing to ask the store.
@@ -175,10 +175,13 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       const change: AttrChange = {};
       const link = (r.mode & S_IFMT) === S_IFLNK;
       if (set.mode !== undefined) change.mode = (r.mode & S_IFMT) | (set.mode & 0o7777);
-      // A chown takes them whoever asks (Linux since 2.2.13), a truncate by a caller without
-      // CAP_FSETID too: the kernel sends neither as a mode when it leaves that to mcfs (native/killpriv.c).
-      else if (set.killPrivileges || set.uid !== undefined || set.gid !== undefined) {
-        const kept = withoutPrivileges(r.mode);
+      // Privileges go with a chown, whoever asks (Linux since 2.2.13), with a truncate by a caller
+      // without CAP_FSETID, and where the kernel asks with nothing to change (its own taking of them
+      // before a write or fallocate, stripped of the mode): it sends none of these as a mode when it
+      // leaves that to mcfs (native/killpriv.c).
+      else if (set.killPrivileges || set.uid !== undefined || set.gid !== undefined || Object.keys(set).length === 0) {
+        const chown = set.uid !== undefined || set.gid !== undefined;
+        const kept = withoutPrivileges(r.mode, () => (!chown || !mayKeepPrivileges(c)) && outsideGroup(c, r.gid));
         if (kept !== undefined) change.mode = kept;
       }
       if (set.uid !== undefined) change.uid = set.uid;

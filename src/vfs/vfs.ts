@@ -41,6 +41,8 @@ export interface Vfs extends FileSystem {
   takeKernelNames(): [number, string][];
   /** Whether ino is open for writing on this node. */
   writing(ino: number): boolean;
+  /** ino's mode as the store has it (fresh after invalidate). */
+  modeOf(ino: number): Promise<number>;
   /**
    * For a read of ino's root file that must not see a write: a check, true while no write of the
    * file has begun here since this call (false from the start if one is under way).
@@ -233,6 +235,8 @@ export function createVfs(o: VfsOptions): Vfs {
       // From the write turn on: an open for writing is under way before its handle exists.
       return ctx.turns.has(ino) || open.hasWriter(ino) || open.writingOutside(ino);
     },
+    // Not learned: an open writer's record here stays its own.
+    modeOf: async (ino) => (await store.get(ino)).mode,
     invalidate(inv) {
       cache.invalidate(inv);
       changes.changed([...inv.data, ...inv.inodes]);

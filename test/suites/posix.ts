@@ -593,6 +593,14 @@ export function posixSuite(dir: () => string, label: string): void {
     fs.chownSync(late, 65534, 65534);
     expect(asNobody(`exec 3>>${late}; chmod 6777 ${late} && printf x >&3`)).toEqual([0, ""]);
     expect(mode(late)).toBe(0o777);
+    // fallocate changes the file as a write does (room made, a hole punched): it takes them too.
+    const room = file("fallocate", 0o6777);
+    expect(asNobody(`fallocate -l 65536 ${room} && fallocate -p -o 0 -l 4096 ${room}`)).toEqual([0, ""]);
+    expect(mode(room)).toBe(0o777);
+    // Setgid without group execute goes too when the writer is not in the file's group.
+    const outside = file("outside", 0o2767);
+    expect(asNobody(`printf x >> ${outside}`)[0]).toBe(0);
+    expect(mode(outside)).toBe(0o767);
     // The owner writing as root (CAP_FSETID) keeps them.
     const mine = file("root-write", 0o6777);
     fs.appendFileSync(mine, "x");

@@ -2,7 +2,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
-import { mayKeepPrivileges, withoutPrivileges } from "../../src/vfs/privileges.ts";
+import { mayKeepPrivileges, outsideGroup, withoutPrivileges } from "../../src/vfs/privileges.ts";
 
 describe("withoutPrivileges", () => {
   test.each([
@@ -15,6 +15,34 @@ describe("withoutPrivileges", () => {
     // Not a regular file: a directory's setgid is inheritance of its group.
     [0o042775, undefined],
   ])("%o -> %o", (mode, want) => expect(withoutPrivileges(mode)).toBe(want));
+  test("setgid without group execute goes when the one changing the file is an outsider (asked only then)", () => {
+    let asked = 0;
+    const outsider = () => (asked++, true);
+    expect(withoutPrivileges(0o102766, outsider)).toBe(0o100766);
+    expect(withoutPrivileges(0o106777, outsider)).toBe(0o100777);
+    expect(withoutPrivileges(0o100766, outsider)).toBeUndefined();
+    expect(asked).toBe(1);
+  });
+});
+
+describe("outsideGroup", () => {
+  const proc = fs.mkdtempSync(join(tmpdir(), "groups-"));
+  afterAll(() => fs.rmSync(proc, { recursive: true }));
+  fs.mkdirSync(join(proc, "20"));
+  fs.writeFileSync(join(proc, "20", "status"), "Name:\tx\nGid:\t5\t5\t5\t5\nGroups:\t7 100 \nCapEff:\t0\n");
+  fs.mkdirSync(join(proc, "21"));
+  fs.writeFileSync(join(proc, "21", "status"), "Name:\tx\nGroups:\t\n");
+  test.each([
+    [20, 5, false],
+    [20, 100, false],
+    [20, 7, false],
+    [20, 8, true],
+    [21, 8, true],
+    // No supplementary groups is not group 0.
+    [21, 0, true],
+    // Gone: an outsider.
+    [22, 8, true],
+  ])("pid %d, group %d -> %p", (pid, gid, want) => expect(outsideGroup({ uid: 1, gid: 5, pid }, gid, proc)).toBe(want));
 });
 
 describe("mayKeepPrivileges", () => {
