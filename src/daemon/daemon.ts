@@ -1,6 +1,5 @@
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { isReg, S_ISGID, S_ISUID } from "../util/file-mode.ts";
 import type { DaemonConfig } from "./config.ts";
 import { lockRoot } from "./root-lock.ts";
 import { nodeIdentity } from "./node-identity.ts";
@@ -341,6 +340,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         elsewhere: (dir) => session?.creates.elsewhere(dir),
       },
       dropKernelInode: (ino) => session?.invalidateMany([], [ino]),
+      privileged: (ino) => session?.markPrivileged(ino),
       detachHandle: (fh) => session?.detach(fh),
       followHandle: (fh, fd, bytes, whole) => session?.follow(fh, fd, bytes, whole),
       dirtyHandle: (fh) => session?.markDirty(fh),
@@ -386,11 +386,6 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         // kernel drops its own and asks again.
         const learn = () => {
           for (const inv of invs) vfs.invalidate(inv);
-          // A writer here may be writing a file another node just gave setuid or setgid: its
-          // writes must go to JS to take them, though this kernel has not been told (killpriv.c).
-          const s = session;
-          if (s?.killPrivileges())
-            for (const inv of invs) for (const ino of inv.inodes) if (vfs.writing(ino)) void vfs.modeOf(ino).then((m) => isReg(m) && m & (S_ISUID | S_ISGID) && s.markPrivileged(ino), () => {});
         };
         if (session && (entries.size || inodes.size)) session.invalidateMany(entries.values(), inodes, learn);
         else learn();

@@ -468,7 +468,8 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
     async write(c, ino, fh, offset, data, killPrivileges) {
       const h = ctx.open.get(fh);
       if (ctx.o.roomFor?.(data.length) === false) throw fsError("ENOSPC");
-      if (killPrivileges) await dropPrivileges(c, ino, h.fd, await ctx.current(ino));
+      // The open file's record: another node's chmod reaches it before the shim sends writes here for it.
+      if (killPrivileges) await dropPrivileges(c, ino, h.fd, await ctx.record(ino));
       const n = fs.writeSync(h.fd, data, 0, data.length, offset);
       h.dirty = true;
       o.onIo?.("write", n);

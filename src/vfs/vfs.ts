@@ -7,6 +7,7 @@ import { E, errnoOf } from "../util/errno.ts";
 import { createRecentSet } from "../util/recent-set.ts";
 import { changeTime, nowNs } from "../util/time.ts";
 import { isDir } from "./attr.ts";
+import { isReg, S_ISGID, S_ISUID } from "../util/file-mode.ts";
 import type { VfsContext, VfsOptions } from "./context.ts";
 import { createDataChanges } from "./data-changes.ts";
 import { createDirOps } from "./dir-ops.ts";
@@ -41,8 +42,6 @@ export interface Vfs extends FileSystem {
   takeKernelNames(): [number, string][];
   /** Whether ino is open for writing on this node. */
   writing(ino: number): boolean;
-  /** ino's mode as the store has it (fresh after invalidate). */
-  modeOf(ino: number): Promise<number>;
   /**
    * For a read of ino's root file that must not see a write: a check, true while no write of the
    * file has begun here since this call (false from the start if one is under way).
@@ -235,8 +234,6 @@ export function createVfs(o: VfsOptions): Vfs {
       // From the write turn on: an open for writing is under way before its handle exists.
       return ctx.turns.has(ino) || open.hasWriter(ino) || open.writingOutside(ino);
     },
-    // Not learned: an open writer's record here stays its own.
-    modeOf: async (ino) => (await store.get(ino)).mode,
     invalidate(inv) {
       cache.invalidate(inv);
       changes.changed([...inv.data, ...inv.inodes]);
@@ -245,6 +242,7 @@ export function createVfs(o: VfsOptions): Vfs {
         void store.get(ino).then((r) => {
           learn(r);
           if (ctx.kernel.permsChanged(r)) o.dropKernelInode?.(ino);
+          if (isReg(r.mode) && r.mode & (S_ISUID | S_ISGID) && open.hasWriter(ino)) o.privileged?.(ino);
         }, () => {});
       }
     },
