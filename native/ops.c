@@ -295,7 +295,16 @@ static void ll_access(fuse_req_t req, fuse_ino_t ino, int mask)
 
 static void ll_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len, struct fuse_file_info *fi)
 {
-	(void)ino;
+	/* The kernel sends no kill flag with it: JS decides, for a file that may have privileges. */
+	if (mcfs_killpriv() && killpriv_may_hold(ino)) {
+		REQ(OP_FALLOCATE);
+		h.fh = fi->fh;
+		h.fallocate.mode = (uint64_t)mode;
+		h.fallocate.offset = (uint64_t)off;
+		h.fallocate.length = (uint64_t)len;
+		queue_put(req, &h, NULL, NULL, NULL, 0);
+		return;
+	}
 	io_fallocate(req, fi->fh, mode, off, len);
 }
 

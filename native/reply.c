@@ -113,6 +113,14 @@ int mcfs_reply_create(uint32_t id, const int64_t *attr, double entry_to, double 
 	return rc;
 }
 
+int mcfs_reply_fallocate(uint32_t id, uint64_t fh, int mode, uint64_t offset, uint64_t length)
+{
+	fuse_req_t r = ids_take(id);
+	if (!r) return -ENOENT;
+	io_fallocate(r, fh, mode, (off_t)offset, (off_t)length);
+	return 0;
+}
+
 int mcfs_reply_buf(uint32_t id, const void *buf, uint64_t len)
 {
 	fuse_req_t r = ids_take(id);

@@ -727,4 +727,28 @@ describe.skipIf(!!skip || !Bun.which("setpriv"))("setuid given on another node",
     expect(fs.statSync(onB).mode & 0o7777).toBe(0o777);
     expect(fs.statSync(onA).mode & 0o7777).toBe(0o777);
   }, 60_000);
+
+  test.skipIf(!fs.existsSync("/usr/bin/python3"))("the same with fallocate, which the kernel sends with no kill flag: it takes them too", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "q"));
+    fs.chmodSync(join(a.mnt, "q"), 0o777);
+    fs.writeFileSync(join(a.mnt, "q", "y"), "0123");
+    fs.chmodSync(join(a.mnt, "q", "y"), 0o666);
+    const [onA, onB, ready, go] = [join(a.mnt, "q", "y"), join(b.mnt, "q", "y"), join(cluster.base, "ready-f"), join(cluster.base, "go-f")];
+    fs.chmodSync(cluster.base, 0o777);
+    const script = `import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY)
+open(sys.argv[3], "w").close()
+while not os.path.exists(sys.argv[4]): os.sched_yield()
+for i in range(500):
+    if os.stat(sys.argv[2]).st_mode & 0o7777 == 0o777: break
+    os.posix_fallocate(fd, 0, 8192 + i)`;
+    const writer = spawn(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", script, onA, onB, ready, go], { stderr: "inherit" });
+    await waitFor("the writer's open on A", () => fs.existsSync(ready));
+    fs.chmodSync(onB, 0o6777);
+    fs.writeFileSync(go, "");
+    expect(await writer.exited).toBe(0);
+    expect(fs.statSync(onB).mode & 0o7777).toBe(0o777);
+    expect(fs.statSync(onA).mode & 0o7777).toBe(0o777);
+  }, 60_000);
 });

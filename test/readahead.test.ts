@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { createHash, randomBytes } from "node:crypto";
-import { spawn, spawnSync } from "bun";
+import { spawn } from "bun";
 import { fuseUnavailable, waitFor } from "./helpers/env.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { scrape } from "./helpers/metrics.ts";
@@ -181,50 +181,12 @@ describe.skipIf(!!skip)("RAM copies pushed out go on in the disk tier", () => {
       return (name: string, labels?: Record<string, string>) => after(name, labels) - before(name, labels);
     };
     const first = await pass();
-    // Every byte once, and some twice: one open in eight is lazy (read-patterns.ts) and reads its first bytes from A before the copy.
-    expect(first("mcfs_peer_bytes_total", { direction: "received" })).toBeGreaterThanOrEqual(24 * (512 << 10));
-    expect(first("mcfs_peer_bytes_total", { direction: "received" })).toBeLessThanOrEqual(1.2 * 24 * (512 << 10));
+    expect(first("mcfs_peer_bytes_total", { direction: "received" })).toBe(24 * (512 << 10));
     const second = await pass();
     expect(second("mcfs_peer_bytes_total", { direction: "received" })).toBe(0);
     expect(second("mcfs_cache_misses_total")).toBe(0);
     // Each pushed out of RAM by the ones after it, and kept on disk.
     expect(first("mcfs_cache_demotions_total", { result: "moved" })).toBeGreaterThanOrEqual(16);
     expect(first("mcfs_cache_evictions_total", { tier: "ram" })).toBe(0);
-  }, 120_000);
-});
-
-describe.skipIf(!!skip)("programs that read only the first bytes of other nodes' files", () => {
-  const cluster = useCluster("lazy", ["a", "b"], { b: ["--metrics-port", "0"] });
-
-  test("once learned, their opens move those bytes, not the files; a program reading whole files still gets every byte, also when sampled lazily", async () => {
-    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
-    fs.mkdirSync(join(a.mnt, "fits"));
-    const files = new Map<string, Buffer>();
-    for (let i = 0; i < 48; i++) {
-      const data = randomBytes((1 << 20) + i * 4096);
-      const name = `img${String(i).padStart(2, "0")}`;
-      fs.writeFileSync(join(a.mnt, "fits", name), data);
-      files.set(name, data);
-    }
-    await waitFor("B sees every file", () => fs.existsSync(join(b.mnt, "fits", "img47")));
-    const names = [...files.keys()];
-    const header = (name: string) => {
-      const r = spawnSync(["dd", `if=${join(b.mnt, "fits", name)}`, "bs=2880", "count=1", "status=none"], { stdout: "pipe", stderr: "pipe" });
-      expect(r.exitCode).toBe(0);
-      return r.stdout;
-    };
-    // 32 files teach B that dd reads only a header; the 16 after are opened lazily.
-    for (const name of names.slice(0, 32)) expect(header(name)).toEqual(files.get(name)!.subarray(0, 2880));
-    const before = await scrape(b);
-    for (const name of names.slice(32)) expect(header(name)).toEqual(files.get(name)!.subarray(0, 2880));
-    const moved = (await scrape(b))("mcfs_peer_bytes_total", { direction: "received" }) - before("mcfs_peer_bytes_total", { direction: "received" });
-    // The kernel reads ahead of a header, up to a few tens of KiB: far less than the 16 MiB of the files.
-    expect(moved).toBeGreaterThan(0);
-    expect(moved).toBeLessThan(16 * (256 << 10));
-    // sha256sum reads whole files: eager, but for one open in eight, whose copy is fetched once it reads on.
-    const r = spawnSync(["sha256sum", ...names.map((n) => join(b.mnt, "fits", n))], { stdout: "pipe", stderr: "pipe" });
-    expect(r.exitCode).toBe(0);
-    const sums = r.stdout.toString().trim().split("\n").map((l: string) => l.split(/\s+/)[0]);
-    expect(sums).toEqual(names.map((n) => sha(files.get(n)!)));
   }, 120_000);
 });

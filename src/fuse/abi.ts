@@ -68,6 +68,8 @@ export const OPS = {
    * handle): the inode of the kit it took, its local file open as fd, its group, its times (ns).
    */
   created: { code: 30, args: ["flags", "mode", "newIno", "fd", "gid", "timeNs"], strings: ["name"] },
+  /** A fallocate of a file that may have setuid or setgid (killpriv.c): JS takes them, then the shim does it (mcfs_reply_fallocate). */
+  fallocate: { code: 31, args: ["mode", "offset", "length"], strings: [] },
 } as const satisfies Record<string, OpSpec>;
 
 export type OpName = keyof typeof OPS;
@@ -138,6 +140,7 @@ export const SHIM_FUNCTIONS = {
   mcfs_reply_buf: { returns: "int", args: ["uint32_t id", "const void *buf", "uint64_t len"] },
   mcfs_reply_fd: { returns: "int", args: ["uint32_t id", "int fd", "uint64_t off", "uint64_t len"] },
   mcfs_reply_write: { returns: "int", args: ["uint32_t id", "uint64_t count"] },
+  mcfs_reply_fallocate: { returns: "int", args: ["uint32_t id", "uint64_t fh", "int mode", "uint64_t offset", "uint64_t length"] },
   mcfs_reply_xattr: { returns: "int", args: ["uint32_t id", "uint64_t count"] },
   mcfs_reply_readlink: { returns: "int", args: ["uint32_t id", "const char *target"] },
   mcfs_reply_statfs: { returns: "int", args: ["uint32_t id", "const uint64_t *s"] },

@@ -340,6 +340,10 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     },
     // Directories have nothing of their own to sync: their changes are in Redis once made.
     fsyncdir: async (r) => ok(r.id),
+    fallocate: async (r) => {
+      await fs.fallocating(r.c, r.ino, r.fh);
+      shim.mcfs_reply_fallocate(r.id, r.fh, Number(r.mode), r.offset, r.length);
+    },
     statfs: async (r) => {
       const s = await fs.statfs(r.c, r.ino);
       shim.mcfs_reply_statfs(r.id, new BigUint64Array(STATFS.map((k) => BigInt(Math.max(0, Math.floor(s[k]))))));

@@ -171,6 +171,8 @@ export interface FileSystem {
   readdir(c: Caller, ino: number, fh: number, offset: number, max: number, plus: boolean): Promise<DirEntry[]>;
   releasedir(c: Caller, ino: number, fh: number): Promise<void>;
   statfs(c: Caller, ino: number): Promise<StatFs>;
+  /** Before a fallocate through fh (the shim then does it): a caller without CAP_FSETID takes the file's privileges, as with a write. */
+  fallocating(c: Caller, ino: number, fh: number): Promise<void>;
   setxattr(c: Caller, ino: number, name: string, value: Uint8Array, flags: number): Promise<void>;
   getxattr(c: Caller, ino: number, name: string): Promise<Uint8Array>;
   listxattr(c: Caller, ino: number): Promise<string[]>;

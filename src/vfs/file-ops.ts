@@ -13,7 +13,6 @@ import type { Handle } from "./open-files.ts";
 import type { ShimKits } from "./shim-kits.ts";
 import { ChangingCopy, type RangeReader, type Sibling } from "./remote-data.ts";
 import { mayKeepPrivileges, outsideGroup, withoutPrivileges } from "./privileges.ts";
-import { programOf } from "./remote/read-patterns.ts";
 
 const fsync = promisify(fs.fsync), fdatasync = promisify(fs.fdatasync);
 const O_ACCMODE = 3;
@@ -31,7 +30,7 @@ const MOVED_WAIT_MS = 2_000;
 /** How long a reader of another version open here is waited for to close before it is superseded. */
 const SUPERSEDE_WAIT_MS = 200;
 
-type FileOps = Pick<FileSystem, "open" | "create" | "read" | "write" | "flush" | "release" | "fsync" | "created">;
+type FileOps = Pick<FileSystem, "open" | "create" | "read" | "write" | "fallocating" | "flush" | "release" | "fsync" | "created">;
 
 /** What open() learned of an inode: its record, its holders, and whether this node holds its bytes. */
 interface Found {
@@ -96,7 +95,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
    * version the old one may be gone and the new one not whole yet: wait (bounded) for the write's
    * close and read what it published, rather than fail.
    */
-  async function fromElsewhere(ino: number, f: Found, path: string, flags: number, writable: boolean, program?: () => string | undefined): Promise<{ found: Found; got?: { fd: number } | { ranges: RangeReader } }> {
+  async function fromElsewhere(ino: number, f: Found, path: string, flags: number, writable: boolean): Promise<{ found: Found; got?: { fd: number } | { ranges: RangeReader } }> {
     const deadline = Date.now() + CHANGING_WAIT_MS;
     let pause = 10;
     for (;;) {
@@ -104,7 +103,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       const { r } = f;
       const change = ctx.changes.next(ino);
       try {
-        if (!writable) return { found: f, got: await remote!.open(ino, r.version, path, r.size, f.holders, { dir: r.parent, after: (i) => filesAfter(r.parent, i) }, program) };
+        if (!writable) return { found: f, got: await remote!.open(ino, r.version, path, r.size, f.holders, { dir: r.parent, after: (i) => filesAfter(r.parent, i) }) };
         if (flags & O_TRUNC) fs.closeSync(createLocalFile(root, path, O_WRONLY, r));
         else {
           root.ensureDir(dirname(path));
@@ -225,7 +224,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
    * The record of ino and the bytes it names, opened with flags: this node's own file, or another
    * node's (a copy, ranges). leased: a write turn taken for the open, given back if it fails.
    */
-  async function dataOf(ino: number, flags: number, writable: boolean, leased: boolean, program?: () => string | undefined): Promise<{ a: Opened; r: Inode }> {
+  async function dataOf(ino: number, flags: number, writable: boolean, leased: boolean): Promise<{ a: Opened; r: Inode }> {
     const moving = { until: 0, pause: 1 };
     const attempt = async (tries = 0): Promise<Opened> => {
       let f: Found;
@@ -262,7 +261,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
         }
         if (here === undefined) f = { ...f, here: false };
       }
-      const { found, got } = await fromElsewhere(ino, f, path, flags, writable, program);
+      const { found, got } = await fromElsewhere(ino, f, path, flags, writable);
       let fd = -1;
       let ranges: RangeReader | undefined;
       if (got && "fd" in got) fd = got.fd;
@@ -358,7 +357,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       const writable = acc === O_WRONLY || acc === O_RDWR;
       // Before the record is read: the bytes to write over are those of the last writer's close.
       const leased = writable && !!remote && (await ctx.turns.take(ino));
-      const data = await dataOf(ino, flags, writable, leased, () => programOf(_c.pid));
+      const data = await dataOf(ino, flags, writable, leased);
       const a = data.a;
       let r = data.r;
       const { got, fd, ranges } = a;
@@ -463,6 +462,10 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       const n = fs.readSync(h.fd, buf, 0, size, offset);
       o.onIo?.("read", n);
       return buf.subarray(0, n);
+    },
+
+    async fallocating(c, ino, fh) {
+      if (!mayKeepPrivileges(c)) await dropPrivileges(c, ino, ctx.open.get(fh).fd, await ctx.record(ino));
     },
 
     async write(c, ino, fh, offset, data, killPrivileges) {

@@ -180,8 +180,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       // before a write or fallocate, stripped of the mode): it sends none of these as a mode when it
       // leaves that to mcfs (native/killpriv.c).
       else if (set.killPrivileges || set.uid !== undefined || set.gid !== undefined || Object.keys(set).length === 0) {
-        const chown = set.uid !== undefined || set.gid !== undefined;
-        const kept = withoutPrivileges(r.mode, () => (!chown || !mayKeepPrivileges(c)) && outsideGroup(c, r.gid));
+        const kept = withoutPrivileges(r.mode, () => outsideGroup(c, r.gid) && !mayKeepPrivileges(c));
         if (kept !== undefined) change.mode = kept;
       }
       if (set.uid !== undefined) change.uid = set.uid;

@@ -16,7 +16,6 @@ import { BATCH_FILE_MAX, createBatches, type Siblings } from "./remote/batches.t
 import { createRangeReader, type RangeReader } from "./remote/ranges.ts";
 import { createSources } from "./remote/sources.ts";
 import { createStreams } from "./remote/streams.ts";
-import { createReadPatterns } from "./remote/read-patterns.ts";
 
 export { ChangingCopy } from "./remote/arriving.ts";
 export type { Sibling, Siblings } from "./remote/batches.ts";
@@ -32,10 +31,6 @@ const PARTIAL_DIR = `/${RESERVED_NAME}/partial`;
 
 /** Remote files from this size on are read in ranges while their copy arrives. */
 const RANGED_MIN = 64 << 20;
-/** Files from this size on (and below RANGED_MIN) may be opened lazily, by programs that read only parts of them. */
-const LAZY_MIN = BATCH_FILE_MAX + 1;
-/** Bytes a lazily opened file is read for (or half of it, if less) before its whole copy is fetched. */
-const LAZY_READ_ON = 128 << 10;
 /** Times an open of a small file has its copy made before it reads without one (through JS). */
 const COPY_TRIES = 3;
 /** Copies on their way an open waits to land for room in its tier before it reads without a copy. */
@@ -48,10 +43,9 @@ export interface RemoteData {
   /**
    * Open ino at version for reading: a fd on its cached copy (in RAM or on disk; the shim serves
    * reads from it), or a reader in JS (ranges of a big file, or of one no cache tier takes or has
-   * room for, read from a holder on demand while a copy arrives). holders: if just read. program: the
-   * name of the program opening it, asked only where how it reads files decides (read-patterns.ts).
+   * room for, read from a holder on demand while a copy arrives). holders: if just read.
    */
-  open(ino: number, version: number, path: string, size: number, holders?: Holders, siblings?: Siblings, program?: () => string | undefined): Promise<{ fd: number } | { ranges: RangeReader }>;
+  open(ino: number, version: number, path: string, size: number, holders?: Holders, siblings?: Siblings): Promise<{ fd: number } | { ranges: RangeReader }>;
   /**
    * Fetch the bytes of ino at version to path in this node's root (this node is about to write them),
    * with the file's owner and mode; or to into, another local name (path is still where the holders
@@ -99,7 +93,6 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   const streams = createStreams({ peers: o.peers, sources, log: o.log, warn, ...(received ? { received } : {}) });
   const batches = createBatches({ peers: o.peers, store: o.store, cache: o.cache, log: o.log, list: o.listing.added, arriving: (ino, version) => arriving.has(`${ino}.${version}`), ...(received ? { received } : {}) });
   const rangeOptions = { cache: o.cache, peers: o.peers, warn, arriving: (ino: number, version: number) => arriving.get(`${ino}.${version}`), ...(received ? { received } : {}) };
-  const patterns = createReadPatterns();
 
   function once(key: string, fn: () => Promise<void>): Promise<void> {
     let p = inflight.get(key);
@@ -156,36 +149,6 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
     });
   }
 
-  /**
-   * ino at version read from its holders as it is read, with nothing fetched ahead: a program that
-   * reads a header and a last block moves those bytes, not the file. Once it has been read for
-   * LAZY_READ_ON bytes (not by where reads begin: the kernel's readahead asks on from the first read
-   * as soon as a header spans two pages), the whole copy is fetched, and later reads follow it.
-   */
-  async function lazily(ino: number, version: number, path: string, size: number, given: Holders | undefined, program: string): Promise<RangeReader> {
-    const order = (await sources.of(ino, version, given)).map((s) => s.address);
-    if (!order.length) throw new FsError(E.EIO, `no live node holds ${path} at version ${version}`);
-    const inner = createRangeReader(rangeOptions, ino, version, path, size, order, listedNow(ino, version));
-    const enough = Math.min(LAZY_READ_ON, size / 2);
-    let asked = 0;
-    let readOn = false;
-    return {
-      follow: (listen) => inner.follow(listen),
-      read(offset, want) {
-        asked += want;
-        if (!readOn && asked >= enough) {
-          readOn = true;
-          void cache(ino, version, path, size, given).catch((e: unknown) => o.log.warn({ path, ino, err: (e as Error).message }, "background copy failed"));
-        }
-        return inner.read(offset, want);
-      },
-      close() {
-        inner.close();
-        patterns.closed(program, readOn);
-      },
-    };
-  }
-
   /** The holders of ino at version the store lists when asked, not those an open was given. */
   const listedNow = (ino: number, version: number) => async () => (await sources.of(ino, version)).map((s) => s.address);
 
@@ -198,7 +161,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   }
 
   return {
-    async open(ino, version, path, size, given, siblings, program) {
+    async open(ino, version, path, size, given, siblings) {
       // No bytes to fetch: read as empty here, also while a holder writes the next version in place
       // (it refuses reads of this one, and keeps no copy aside of an empty file).
       if (size === 0) {
@@ -208,10 +171,6 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
       // Fetched ahead and still on its way is a hit too: this open did not have to ask for it.
       o.observe?.cache(o.cache.has(ino, version) || batches.pending(ino, version) !== undefined);
       const fits = o.cache.fits(size);
-      if (fits && size >= LAZY_MIN && size < RANGED_MIN && program && !o.cache.has(ino, version) && !arriving.has(`${ino}.${version}`)) {
-        const name = program();
-        if (name !== undefined && patterns.lazy(name)) return { ranges: await lazily(ino, version, path, size, given, name) };
-      }
       if (fits && size < RANGED_MIN) {
         // Again if the copy is gone before this open took it: evicted at once by copies arriving into
         // a tier far smaller than the files read, or never made (a tier held by copies on their way).

@@ -611,6 +611,12 @@ export function posixSuite(dir: () => string, label: string): void {
     fs.chownSync(given, 65534, 65534);
     fs.chownSync(lockGiven, 65534, 65534);
     expect([mode(given), mode(lockGiven)]).toEqual([0o777, 0o2766]);
+    // Root (CAP_FSETID) keeps setgid without group execute through a chown, even outside the file's group.
+    const rootKeeps = file("chown-root", 0o2767);
+    fs.chownSync(rootKeeps, 0, 4242);
+    fs.chmodSync(rootKeeps, 0o2767);
+    fs.chownSync(rootKeeps, -1, -1);
+    expect(mode(rootKeeps)).toBe(0o2767);
   });
 
   test(`${label}: readdir lists many entries exactly once`, () => {
