@@ -98,14 +98,14 @@ int killpriv_install(struct fuse_session *se)
 
 int killpriv_request_kills(void) { return request_kills; }
 
+void mcfs_killpriv_mark(uint64_t ino) { atomic_store(&maybe[slot_of(ino)], 1); }
+
 void killpriv_told(uint64_t ino, uint32_t mode)
 {
 	if (S_ISREG(mode) && (mode & (S_ISUID | S_ISGID)))
-		atomic_store(&maybe[slot_of(ino)], 1);
+		mcfs_killpriv_mark(ino);
 }
 
 int killpriv_may_hold(uint64_t ino) { return atomic_load(&maybe[slot_of(ino)]); }
 
 int mcfs_killpriv(void) { return atomic_load(&negotiated); }
-
-void mcfs_killpriv_mark(uint64_t ino) { atomic_store(&maybe[slot_of(ino)], 1); }

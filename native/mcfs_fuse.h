@@ -83,7 +83,7 @@ int creates_try(fuse_req_t req, uint64_t parent, const char *name, mode_t mode, 
 int killpriv_install(struct fuse_session *se);     /* once mounted, before the loop: 0 or -errno */
 int killpriv_request_kills(void);                   /* the kernel asked this thread's request to take setuid/setgid */
 void killpriv_told(uint64_t ino, uint32_t mode);    /* attributes of ino going to the kernel */
-int killpriv_may_hold(uint64_t ino);                /* ino may have setuid or setgid+g+x */
+int killpriv_may_hold(uint64_t ino);                /* ino may have setuid or setgid */
 
 /* notify.c: kernel cache invalidations, made on their own thread. */
 int notify_start(struct fuse_session *se);

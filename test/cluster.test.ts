@@ -709,33 +709,34 @@ describe.skipIf(!!skip)("cached copies", () => {
 describe.skipIf(!!skip || !Bun.which("setpriv"))("setuid given on another node", () => {
   const cluster = useCluster("privileges", ["a", "b"]);
 
-  test("a user writing a file on A through a descriptor opened before B gave it setuid and setgid: the writes take them, as on one node", async () => {
+  /**
+   * A world-writable file made on A, and nobody's program (command, given its path on A, on B, a
+   * ready file and a go file) that opens it on A, says it is ready, waits for go, then changes it
+   * until B sees the bits gone (or 500 times): B gives it 6777 in between. Both nodes end with 0777.
+   */
+  async function givenWhileOpen(name: string, command: string[]): Promise<void> {
     const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
-    fs.mkdirSync(join(a.mnt, "p"));
-    fs.chmodSync(join(a.mnt, "p"), 0o777);
-    fs.writeFileSync(join(a.mnt, "p", "x"), "0123");
-    fs.chmodSync(join(a.mnt, "p", "x"), 0o666);
-    const [onA, onB, ready, go] = [join(a.mnt, "p", "x"), join(b.mnt, "p", "x"), join(cluster.base, "ready"), join(cluster.base, "go")];
+    fs.mkdirSync(join(a.mnt, name));
+    fs.chmodSync(join(a.mnt, name), 0o777);
+    fs.writeFileSync(join(a.mnt, name, "f"), "0123");
+    fs.chmodSync(join(a.mnt, name, "f"), 0o666);
+    const [onA, onB, ready, go] = [join(a.mnt, name, "f"), join(b.mnt, name, "f"), join(cluster.base, `${name}-ready`), join(cluster.base, `${name}-go`)];
     fs.chmodSync(cluster.base, 0o777);
-    // Opens on A, then (told to go) writes once at a time until B sees the bits gone, or 500 writes.
-    const writer = spawn(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c",
-      `exec 3>>${onA}; : > ${ready}; while [ ! -e ${go} ]; do sleep 0.01; done; i=0; while [ $i -lt 500 ] && [ "$(stat -c %a ${onB})" != 777 ]; do printf x >&3; i=$((i+1)); done`], { stderr: "inherit" });
+    const writer = spawn(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", ...command, onA, onB, ready, go], { stderr: "inherit" });
     await waitFor("the writer's open on A", () => fs.existsSync(ready));
     fs.chmodSync(onB, 0o6777);
     fs.writeFileSync(go, "");
     expect(await writer.exited).toBe(0);
     expect(fs.statSync(onB).mode & 0o7777).toBe(0o777);
     expect(fs.statSync(onA).mode & 0o7777).toBe(0o777);
+  }
+
+  test("a user writing a file on A through a descriptor opened before B gave it setuid and setgid: the writes take them, as on one node", async () => {
+    const script = `exec 3>>"$1"; : > "$3"; while [ ! -e "$4" ]; do sleep 0.01; done; i=0; while [ $i -lt 500 ] && [ "$(stat -c %a "$2")" != 777 ]; do printf x >&3; i=$((i+1)); done`;
+    await givenWhileOpen("write", ["sh", "-c", script, "sh"]);
   }, 60_000);
 
   test.skipIf(!fs.existsSync("/usr/bin/python3"))("the same with fallocate, which the kernel sends with no kill flag: it takes them too", async () => {
-    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
-    fs.mkdirSync(join(a.mnt, "q"));
-    fs.chmodSync(join(a.mnt, "q"), 0o777);
-    fs.writeFileSync(join(a.mnt, "q", "y"), "0123");
-    fs.chmodSync(join(a.mnt, "q", "y"), 0o666);
-    const [onA, onB, ready, go] = [join(a.mnt, "q", "y"), join(b.mnt, "q", "y"), join(cluster.base, "ready-f"), join(cluster.base, "go-f")];
-    fs.chmodSync(cluster.base, 0o777);
     const script = `import os, sys
 fd = os.open(sys.argv[1], os.O_WRONLY)
 open(sys.argv[3], "w").close()
@@ -743,12 +744,6 @@ while not os.path.exists(sys.argv[4]): os.sched_yield()
 for i in range(500):
     if os.stat(sys.argv[2]).st_mode & 0o7777 == 0o777: break
     os.posix_fallocate(fd, 0, 8192 + i)`;
-    const writer = spawn(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", script, onA, onB, ready, go], { stderr: "inherit" });
-    await waitFor("the writer's open on A", () => fs.existsSync(ready));
-    fs.chmodSync(onB, 0o6777);
-    fs.writeFileSync(go, "");
-    expect(await writer.exited).toBe(0);
-    expect(fs.statSync(onB).mode & 0o7777).toBe(0o777);
-    expect(fs.statSync(onA).mode & 0o7777).toBe(0o777);
+    await givenWhileOpen("fallocate", ["/usr/bin/python3", "-c", script]);
   }, 60_000);
 });

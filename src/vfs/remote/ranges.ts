@@ -56,13 +56,13 @@ function slice(fd: number, offset: number, end: number): FileSlice {
  * the holders as the store lists them now, asked once the ones known fail (a copy listed since the
  * open, the reader's best hope once the holder it read from is gone).
  */
-export function createRangeReader(o: RangesOptions, ino: number, version: number, path: string, size: number, order: string[], more?: () => Promise<string[]>): RangeReader {
+export function createRangeReader(o: RangesOptions, ino: number, version: number, path: string, size: number, order: string[], more: () => Promise<string[]>): RangeReader {
   let copy: CopyData | undefined;
   let at = 0;
   /** Holders the store listed after the known ones failed: each reader asks once, the concurrent ones share it. */
   let asked: Promise<void> | undefined;
   const askMore = () =>
-    (asked ??= (more?.() ?? Promise.resolve([])).then(
+    (asked ??= more().then(
       (listed) => void order.push(...listed.filter((h) => !order.includes(h))),
       () => {},
     ));
