@@ -433,8 +433,10 @@ describe.skipIf(!!skip)("big files across nodes", () => {
     const [a, b, c] = n as [TestDaemon, TestDaemon, TestDaemon];
     const data = randomBytes(24 * PART + 7);
     fs.writeFileSync(join(a.mnt, "dying.bin"), data);
-    // C keeps a copy: the second holder.
+    // C keeps a copy: the second holder, once listed (C's copy of a big file lands after its reads).
     expect(fs.readFileSync(join(c.mnt, "dying.bin")).equals(data)).toBe(true);
+    const ino = fs.statSync(join(a.mnt, "dying.bin")).ino;
+    await waitFor("C's copy to be listed", async () => (await cluster.redis.cli("HLEN", `mcfs:cc:${ino}`)) !== "0", 120_000);
     const fd = fs.openSync(join(b.mnt, "dying.bin"), "r");
     const got = Buffer.alloc(data.length);
     fs.readSync(fd, got, 0, 1 << 20, 0);
