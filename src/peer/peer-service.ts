@@ -36,11 +36,16 @@ export interface PeerServiceOptions {
   steady?: (ino: number) => () => boolean;
 }
 
-/** The service for Connect, and ReadFile alone for the gRPC path that frames its replies itself (file-frames.ts). */
+/**
+ * The service for Connect, and ReadFile and ReadFiles for the gRPC path that frames their replies
+ * itself (file-frames.ts). reuse: each message's bytes may be overwritten once the next is asked for
+ * (that path frames and writes a message before it asks; HTTP/2 copies what is written). A fresh
+ * 128 KiB buffer a message cost the holder's page faults on every chunk it served.
+ */
 export interface PeerService {
   impl: ServiceImpl<typeof Peer>;
-  readFile(r: ReadRequest): AsyncGenerator<{ offset: bigint; data: Uint8Array }>;
-  readFiles(r: ReadFilesRequest): AsyncGenerator<{ pieces: PieceOut[] }>;
+  readFile(r: ReadRequest, reuse?: boolean): AsyncGenerator<{ offset: bigint; data: Uint8Array }>;
+  readFiles(r: ReadFilesRequest, reuse?: boolean): AsyncGenerator<{ pieces: PieceOut[] }>;
 }
 
 /** Bytes to serve, and whether they are still those of the version asked for (a root file written here is not). */
@@ -144,7 +149,7 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
   };
 
   /** Bytes of a file from offset, in chunks of at most CHUNK, to its end or length. */
-  async function* readFile(r: ReadRequest) {
+  async function* readFile(r: ReadRequest, reuse = false) {
     // A part of a big file (streams.ts): its later parts are asked for after its last name may have gone.
     if (r.length || r.offset) o.retired?.rangeRead(Number(r.ino));
     const c = await guarded(() => openForRead(r))();
@@ -154,6 +159,7 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
       // Asked to skip holes: read to the end of each run of data, the next one looked for from there.
       const end = r.holes ? Math.min(asked, fs.fstatSync(c.data.fd).size) : asked;
       let runEnd = r.holes ? off : end;
+      const kept = reuse ? Buffer.allocUnsafe(FRAME_ROOM + CHUNK) : undefined;
       for (;;) {
         if (r.holes && off >= runEnd) {
           let run: { start: number; end: number } | undefined;
@@ -173,7 +179,7 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
         const want = Math.min(CHUNK, (r.holes ? runEnd : end) - off);
         if (want <= 0) return;
         // Room in front of the bytes: the gRPC framing goes there without copying them (file-frames.ts).
-        const buf = Buffer.allocUnsafe(FRAME_ROOM + want).subarray(FRAME_ROOM);
+        const buf = (kept ?? Buffer.allocUnsafe(FRAME_ROOM + want)).subarray(FRAME_ROOM, FRAME_ROOM + want);
         let n: number;
         try {
           n = readSource(c, buf, off, r.path);
@@ -192,7 +198,7 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
   }
 
   /** Consecutive files' bytes, several small ones to a message. */
-  async function* readFiles(r: ReadFilesRequest) {
+  async function* readFiles(r: ReadFilesRequest, reuse = false) {
     // Every file's holder check at once (one round trip to Redis); opened a few ahead of the stream,
     // sent in order; a file that fails is reported and the rest still come.
     const all = o.holdsInRoot(r.files.map((f) => ({ ino: Number(f.ino), version: Number(f.version) })));
@@ -230,7 +236,7 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
             if (used === CHUNK) {
               yield { pieces };
               pieces = [];
-              buf = Buffer.allocUnsafe(CHUNK);
+              if (!reuse) buf = Buffer.allocUnsafe(CHUNK);
               used = 0;
             }
             const n = readSource(c, buf.subarray(used), off, f.path);
@@ -267,8 +273,8 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
         closeCopy(c);
       }
     }),
-    readFile,
-    readFiles,
+    readFile: (r) => readFile(r),
+    readFiles: (r) => readFiles(r),
   };
   return { impl, readFile, readFiles };
 }

@@ -112,6 +112,22 @@ describe("ReadFiles framed by hand", () => {
       expect(Buffer.from(framePieces({ pieces })).equals(Buffer.concat([head, body]))).toBe(true);
     }
   });
+
+  test("framed into one scratch buffer, message after message (largest first), each is still byte for byte Connect's", () => {
+    const scratch: { buf?: Buffer } = {};
+    const order = [...messages].reverse();
+    const first = framePieces({ pieces: order[0]! }, scratch);
+    const kept = scratch.buf;
+    for (const pieces of [...order, ...order]) {
+      const body = toBinary(FilePiecesSchema, create(FilePiecesSchema, { pieces }));
+      const head = Buffer.alloc(5);
+      head.writeUInt32BE(body.length, 1);
+      const framed = framePieces({ pieces }, scratch);
+      expect(Buffer.from(framed).equals(Buffer.concat([head, body]))).toBe(true);
+      expect(framed.buffer).toBe(first.buffer);
+    }
+    expect(scratch.buf).toBe(kept);
+  });
 });
 
 describe("ReadFiles read by hand", () => {
