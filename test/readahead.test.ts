@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { createHash, randomBytes } from "node:crypto";
 import { spawn } from "bun";
-import { fuseUnavailable, waitFor } from "./helpers/env.ts";
+import { errCode, fuseUnavailable, waitFor } from "./helpers/env.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { scrape } from "./helpers/metrics.ts";
 import { useCluster } from "./helpers/node.ts";
@@ -189,4 +189,44 @@ describe.skipIf(!!skip)("RAM copies pushed out go on in the disk tier", () => {
     expect(first("mcfs_cache_demotions_total", { result: "moved" })).toBeGreaterThanOrEqual(16);
     expect(first("mcfs_cache_evictions_total", { tier: "ram" })).toBe(0);
   }, 120_000);
+});
+
+describe.skipIf(!!skip)("a node killed while it moves RAM copies to its disk tier", () => {
+  const cluster = useCluster("demote-kill", ["a", "b", "c"], { b: ["--ram-cache-mib", "4"] });
+
+  test("after kill -9 mid-move and a restart: no half-written copy is left or served, nothing is listed as B's, and B reads every file right", async () => {
+    const [a, , c] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
+    let b = cluster.nodes[1]!;
+    const cacheDir = join(cluster.base, "b-cache");
+    fs.mkdirSync(join(a.mnt, "k"));
+    // 12x the RAM tier in files of half of it: each read pushes the copy before it to the disk tier, 2 MiB at a time.
+    const want = new Map<string, string>();
+    for (let i = 0; i < 24; i++) {
+      const data = randomBytes(2 << 20);
+      fs.writeFileSync(join(a.mnt, "k", `m${i}`), data);
+      want.set(`m${i}`, sha(data));
+    }
+    await waitFor("B sees every file", () => fs.existsSync(join(b.mnt, "k", "m23")));
+    const reader = spawn(["sh", "-c", `while :; do cat ${join(b.mnt, "k")}/m* > /dev/null || exit 0; done`], { stdout: "ignore", stderr: "ignore" });
+    try {
+      // Killed with a copy's file half made: its name ends .part-N until it is whole.
+      const moving = () => fs.readdirSync(cacheDir, { recursive: true }).some((n) => String(n).includes(".part-"));
+      await waitFor("a copy on its way to B's disk tier", moving, 60_000);
+      await b.kill();
+    } finally {
+      reader.kill("SIGKILL");
+      await reader.exited;
+    }
+    b = cluster.nodes[1] = await cluster.start("b");
+    const left = fs.readdirSync(cacheDir, { recursive: true }).map(String).filter((n) => /^\d+\.\d+/.test(n.split("/").at(-1)!));
+    expect(left).toEqual([]);
+    // B's copies from before its kill are B's no more: with A stopped, C finds no holder of a file it never read.
+    await a.stop();
+    try {
+      expect(errCode(() => fs.readFileSync(join(c.mnt, "k", "m0")))).toBe("EIO");
+    } finally {
+      cluster.nodes[0] = await cluster.start("a");
+    }
+    for (const [name, hash] of want) expect({ name, hash: sha(fs.readFileSync(join(b.mnt, "k", name))) }).toEqual({ name, hash });
+  }, 180_000);
 });
