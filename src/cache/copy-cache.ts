@@ -123,13 +123,21 @@ interface Tier {
   ahead: number;
 }
 
-const COPY_NAME = /^\d+\.\d+(\.part-\d+)?$/;
+/** Copy files: ino.version.n, and ino.version.part-n on their way (ino.version from older runs). */
+const COPY_NAME = /^\d+\.\d+(\.\d+|\.part-\d+)?$/;
 
 export function createCopyCache(o: CopyCacheOptions): CopyCache {
   for (const f of o.dir.list("")) if (COPY_NAME.test(f.name)) o.dir.remove(`/${f.name}`);
   const ram: Tier = { name: "ram", limit: o.ramBytes, maxFiles: o.ramMaxFiles, entries: new Map(), used: 0, pending: 0, pendingFiles: 0, ahead: 0 };
   const disk: Tier = { name: "disk", limit: o.diskBytes, maxFiles: Infinity, entries: new Map(), used: 0, pending: 0, pendingFiles: 0, ahead: 0 };
   let seq = 0;
+  /** Each copy's file has a name of its own, and so has each on its way: a removal may run behind a new copy of the same version. */
+  const copyFile = (ino: number, version: number) => {
+    const n = ++seq;
+    return { file: `/${ino}.${version}.${n}`, part: `/${ino}.${version}.part-${n}` };
+  };
+  /** On the file pool: unlinking a 1 GiB copy took 60-250 ms here. One that fails is removed at the next start. */
+  const removeBehind = (p: string) => void o.dir.removeAsync(p).catch(() => {});
   let evictedUnread = 0;
   let settleWaiters: (() => void)[] = [];
   const wakeSettled = () => {
@@ -138,12 +146,12 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
     for (const f of w) f();
   };
 
-  function release(tier: Tier, e: Entry): void {
+  function release(tier: Tier, e: Entry, now = false): void {
     tier.entries.delete(e.ino);
     tier.used -= e.size;
     if (e.ahead) tier.ahead -= e.size;
     // Readers that opened the copy keep reading it through their own fd.
-    if (e.file) o.dir.remove(e.file);
+    if (e.file) now ? o.dir.remove(e.file) : removeBehind(e.file);
     if (e.fd !== undefined) fs.closeSync(e.fd);
   }
 
@@ -173,7 +181,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
   function demote(e: Entry): boolean {
     if (e.fd === undefined || e.size > disk.limit || !makeRoom(disk, e.size)) return false;
     let src: number;
-    const part = `/${e.ino}.${e.version}.part-${++seq}`;
+    const { file, part } = copyFile(e.ino, e.version);
     try {
       // Its own fds: a release of the entry meanwhile closes the memfd, whose number could then name another file.
       src = dupFd(e.fd);
@@ -194,7 +202,6 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
       const here = disk.entries.get(e.ino) === e;
       if (ok && here) {
         try {
-          const file = `/${e.ino}.${e.version}`;
           o.dir.rename(part, file);
           e.file = file;
           fs.closeSync(e.fd!);
@@ -205,11 +212,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
           // Evicted below, as when its bytes could not be written.
         }
       }
-      try {
-        if (dst !== undefined) o.dir.remove(part);
-      } catch {
-        // Gone with the tier (closed), or removed at the next start.
-      }
+      if (dst !== undefined) removeBehind(part);
       if (here) {
         drop(disk, e);
         o.onDemote?.(true);
@@ -269,8 +272,9 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
       if (!tier) throw new FsError(E.EFBIG, `a copy of ${size} bytes fits no cache tier`);
       if (ahead && tier.ahead + size > aheadLimit(tier)) return undefined;
       if (!makeRoom(tier, size)) return undefined;
-      const file = tier === disk ? `/${ino}.${version}` : undefined;
-      const tmp = file ? `${file}.part-${++seq}` : undefined;
+      const names = tier === disk ? copyFile(ino, version) : undefined;
+      const file = names?.file;
+      const tmp = names?.part;
       // No memfd to be had (out of file descriptors or memory): no room, like a full tier.
       const fd = tmp ? o.dir.openFile(tmp, O_RDWR | O_CREAT | O_EXCL, 0o600) : createMemfd();
       if (fd < 0) return undefined;
@@ -287,7 +291,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
       let closeAfterWrites = false;
       const discard = () => {
         fs.closeSync(fd);
-        if (tmp) o.dir.remove(tmp);
+        if (tmp) removeBehind(tmp);
       };
       const abort = () => {
         if (settled) return;
@@ -347,7 +351,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
       for (const t of [ram, disk]) for (const e of [...t.entries.values()]) drop(t, e);
     },
     close() {
-      for (const t of [ram, disk]) for (const e of [...t.entries.values()]) release(t, e);
+      for (const t of [ram, disk]) for (const e of [...t.entries.values()]) release(t, e, true);
     },
   };
 }
