@@ -223,6 +223,34 @@ describe.skipIf(!!skip)("a sole node's shim answers missing names, creates and c
     }
   });
 
+  test("a directory made again at the name one was just renamed from (files being made in the renamed one meanwhile) stays on the disk, on a busy machine too", async () => {
+    const base = join(d!.mnt, "again");
+    fs.mkdirSync(base);
+    const script = `
+      const fs = require("node:fs");
+      const [base] = process.argv.slice(-1);
+      const fd = fs.openSync(base + "/s", "r");
+      process.stdout.write("ready\\n");
+      for (let i = 0; i < 10; i++) fs.writeFileSync("/proc/self/fd/" + fd + "/f" + i, "f" + i);
+      fs.closeSync(fd);`;
+    // Three busy processes: each rename's own bookkeeping then ran after the next mkdir (a loaded CI run).
+    const hogs = [0, 1, 2].map(() => spawn([process.execPath, "-e", "for (;;) {}"], { stdout: "ignore", stderr: "ignore" }));
+    try {
+      await renamedWhileMaking(base, script, 200);
+    } finally {
+      for (const h of hogs) h.kill("SIGKILL");
+      await Promise.all(hogs.map((h) => h.exited));
+    }
+    const disk = join(d!.root, "again");
+    const wrong: string[] = [];
+    for (let k = 0; k < 200; k++) {
+      if (fs.readdirSync(join(base, `t${k}`)).length) wrong.push(`t${k} not empty`);
+      if (!fs.existsSync(join(disk, `t${k}`))) wrong.push(`t${k} missing on the disk`);
+      for (let i = 0; i < 10; i++) if (fs.readFileSync(join(disk, `s${k}`, `f${i}`), "utf8") !== `f${i}`) wrong.push(`s${k}/f${i} wrong on the disk`);
+    }
+    expect(wrong).toEqual([]);
+  });
+
   test("a directory renamed while directories, symlinks and hard links are made in it: each is in it on the disk too, not in what took its name", async () => {
     const base = join(d!.mnt, "swap-kinds");
     fs.mkdirSync(base);

@@ -90,9 +90,6 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
         makeLocal(root, toPath, () => root.rename(fromPath, toPath));
       } else if (r.replaced && !r.replaced.dir && (!r.queued || root.identityOf(toPath)?.startsWith(`${r.replaced.ino}:`))) root.remove(toPath);
     }
-    // The move queued for this node too (made at its next start should it die before the disk
-    // followed) is done: taken off its list now, so that it never meets a later file at fromPath.
-    if (r.queued) void o.catchUp?.();
     // With the disk: no path read from here on leads where it was.
     forget(r.ino);
     return r;
@@ -306,6 +303,11 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       const rec = from ? cache.fresh(from) : undefined;
       const movesDirs = !!(flags & RENAME_EXCHANGE) || !rec || isDir(rec.mode);
       const r = await (movesDirs ? ctx.localDirs.exclusive(() => renamed(parent, name, newParent, newName, flags)) : renamed(parent, name, newParent, newName, flags));
+      // The move queued for this node too (made at its next start should it die before the disk
+      // followed) is done: taken off its list before the rename returns. Taken later, it met what
+      // the caller made at fromPath since (a directory made again there was merged into the moved
+      // one and removed). Outside the local directories' lock, which applying the list takes.
+      if (r.queued) await o.catchUp?.();
       await ctx.dropped(r.replaced);
     },
 
