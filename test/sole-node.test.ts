@@ -44,6 +44,15 @@ describe.skipIf(!!skip)("a sole node's shim answers missing names, creates and c
   }
   const listed = (dir: string) => listedOn(d!, dir);
 
+  /** A child that makes ten files in s through a descriptor of it, once s is open (renamed away and made again meanwhile). */
+  const MAKES_TEN_FILES = `
+      const fs = require("node:fs");
+      const [base] = process.argv.slice(-1);
+      const fd = fs.openSync(base + "/s", "r");
+      process.stdout.write("ready\\n");
+      for (let i = 0; i < 10; i++) fs.writeFileSync("/proc/self/fd/" + fd + "/f" + i, "f" + i);
+      fs.closeSync(fd);`;
+
   /**
    * rounds times: base/s made, a child runs script (it opens base/s, says "ready", makes things in it
    * through that descriptor) while s is renamed to s<k> and a new s made and renamed to t<k>.
@@ -203,15 +212,7 @@ describe.skipIf(!!skip)("a sole node's shim answers missing names, creates and c
   test("a directory renamed while its first file is made: the file and the next ones are in it, not in what took its name", async () => {
     const base = join(d!.mnt, "swap");
     fs.mkdirSync(base);
-    // Each round: a child makes files in s through a descriptor of it while s is renamed away and a new s made.
-    const script = `
-      const fs = require("node:fs");
-      const [base] = process.argv.slice(-1);
-      const fd = fs.openSync(base + "/s", "r");
-      process.stdout.write("ready\\n");
-      for (let i = 0; i < 10; i++) fs.writeFileSync("/proc/self/fd/" + fd + "/f" + i, "f" + i);
-      fs.closeSync(fd);`;
-    await renamedWhileMaking(base, script, 40);
+    await renamedWhileMaking(base, MAKES_TEN_FILES, 40);
     for (let k = 0; k < 40; k++) {
       expect(fs.readdirSync(join(base, `t${k}`))).toEqual([]);
       expect(fs.readdirSync(join(d!.root, "swap", `t${k}`))).toEqual([]);
@@ -226,17 +227,10 @@ describe.skipIf(!!skip)("a sole node's shim answers missing names, creates and c
   test("a directory made again at the name one was just renamed from (files being made in the renamed one meanwhile) stays on the disk, on a busy machine too", async () => {
     const base = join(d!.mnt, "again");
     fs.mkdirSync(base);
-    const script = `
-      const fs = require("node:fs");
-      const [base] = process.argv.slice(-1);
-      const fd = fs.openSync(base + "/s", "r");
-      process.stdout.write("ready\\n");
-      for (let i = 0; i < 10; i++) fs.writeFileSync("/proc/self/fd/" + fd + "/f" + i, "f" + i);
-      fs.closeSync(fd);`;
     // Three busy processes: each rename's own bookkeeping then ran after the next mkdir (a loaded CI run).
     const hogs = [0, 1, 2].map(() => spawn([process.execPath, "-e", "for (;;) {}"], { stdout: "ignore", stderr: "ignore" }));
     try {
-      await renamedWhileMaking(base, script, 200);
+      await renamedWhileMaking(base, MAKES_TEN_FILES, 200);
     } finally {
       for (const h of hogs) h.kill("SIGKILL");
       await Promise.all(hogs.map((h) => h.exited));

@@ -186,7 +186,7 @@ export function framedCalls(o: { readFile: (r: ReadRequest) => AsyncIterable<Chu
     method: Peer.method.readFiles,
     request: (req, max) => requestOf(req, max, ReadFilesRequestSchema),
     call: o.readFiles,
-    frame: (m, scratch) => framePieces(m, scratch),
+    frame: framePieces,
   };
   return new Map<string, FramedCall<never, never>>([
     [READ_FILE_PATH, readFile as unknown as FramedCall<never, never>],

@@ -273,6 +273,7 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
         closeCopy(c);
       }
     }),
+    // Connect passes its handler context second: it must not land in reuse (Connect's pipeline may hold a message on).
     readFile: (r) => readFile(r),
     readFiles: (r) => readFiles(r),
   };
