@@ -141,7 +141,7 @@ describe.skipIf(!!skip)("read-ahead bounded by what the RAM tier keeps until it 
     expect(r.moved).toBe(fromA);
   }, 240_000);
 
-  test("numbered files read in the order of their numbers (Redis keeps a directory past 512 names in hash order): most find their copy fetched ahead, and readdir lists them so", async () => {
+  test("numbered files read in the order of their numbers (Redis keeps a directory past 512 names in hash order): three in four find their copy fetched ahead, and readdir lists them so", async () => {
     // Made before B looks at the directory: B's listing comes from Redis whole, in its hash order.
     const files = 600;
     const [a, b, c] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
@@ -156,7 +156,7 @@ describe.skipIf(!!skip)("read-ahead bounded by what the RAM tier keeps until it 
     expect(fs.readdirSync(join(b.mnt, "numbered"))).toEqual(order);
     const r = await run("numbered", order, want);
     expect(r.moved).toBeLessThanOrEqual(1.2 * r.read);
-    expect(r.hits).toBeGreaterThan(files / 2);
+    expect(r.hits).toBeGreaterThan((files * 3) / 4);
   }, 240_000);
 });
 

@@ -19,7 +19,11 @@ const { O_RDONLY, O_RDWR, O_CREAT, O_EXCL } = fs.constants;
  * node's disk, not from their holder.
  *
  * A copy fetched ahead (before anyone asked for it) is marked until its first open: such copies may
- * take half their tier, and those evicted unopened are counted, bytes moved for nothing.
+ * take half their tier, and those evicted unopened are counted, bytes moved for nothing. Until newer
+ * copies as large as its tier have arrived there, an unopened one is evicted only after every other
+ * copy: a workflow reads most files once, so a copy just read is worth less than one about to be
+ * (plain LRU evicted a sequential reader's next files for the ones it had done with). Past that it
+ * is stale (its reader went elsewhere): it stops holding the read-ahead budget and ages as any copy.
  */
 export interface CopyCache {
   /** The copy of ino at version as a new read-only fd, the caller's to close; marks it used. */
@@ -106,6 +110,8 @@ interface Entry {
   file?: string;
   /** Fetched ahead and not opened yet. */
   ahead: boolean;
+  /** The tier's clock once it arrived there. */
+  arrived: number;
 }
 
 interface Tier {
@@ -119,8 +125,12 @@ interface Tier {
   /** Bytes and number of copies being fetched: they cannot be evicted. */
   pending: number;
   pendingFiles: number;
-  /** Bytes of copies fetched ahead and not opened (being fetched or committed). */
+  /** Bytes of copies fetched ahead and not opened, being fetched or fresh. */
   ahead: number;
+  /** Copies fetched ahead, not opened and not stale, in order of arrival: evicted last. */
+  fresh: Map<number, Entry>;
+  /** Bytes of copies that arrived in this tier, since start. */
+  clock: number;
 }
 
 /** Copy files: ino.version.n, and ino.version.part-n on their way (ino.version from older runs). */
@@ -128,8 +138,9 @@ const COPY_NAME = /^\d+\.\d+(\.\d+|\.part-\d+)?$/;
 
 export function createCopyCache(o: CopyCacheOptions): CopyCache {
   for (const f of o.dir.list("")) if (COPY_NAME.test(f.name)) o.dir.remove(`/${f.name}`);
-  const ram: Tier = { name: "ram", limit: o.ramBytes, maxFiles: o.ramMaxFiles, entries: new Map(), used: 0, pending: 0, pendingFiles: 0, ahead: 0 };
-  const disk: Tier = { name: "disk", limit: o.diskBytes, maxFiles: Infinity, entries: new Map(), used: 0, pending: 0, pendingFiles: 0, ahead: 0 };
+  const tier = (name: Tier["name"], limit: number, maxFiles: number): Tier => ({ name, limit, maxFiles, entries: new Map(), used: 0, pending: 0, pendingFiles: 0, ahead: 0, fresh: new Map(), clock: 0 });
+  const ram = tier("ram", o.ramBytes, o.ramMaxFiles);
+  const disk = tier("disk", o.diskBytes, Infinity);
   let seq = 0;
   /** Each copy's file has a name of its own, and so has each on its way: a removal may run behind a new copy of the same version. */
   const copyFile = (ino: number, version: number) => {
@@ -146,10 +157,33 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
     for (const f of w) f();
   };
 
+  /** Into tier's entries as its newest copy; an unopened one fetched ahead is fresh there. */
+  function arrive(tier: Tier, e: Entry): void {
+    tier.clock += e.size;
+    e.arrived = tier.clock;
+    tier.entries.set(e.ino, e);
+    if (!e.ahead) return;
+    tier.fresh.set(e.ino, e);
+    tier.ahead += e.size;
+  }
+
+  /** No longer fresh: opened, gone, or stale. */
+  function unfresh(tier: Tier, e: Entry): void {
+    if (tier.fresh.delete(e.ino)) tier.ahead -= e.size;
+  }
+
+  /** Fresh copies after which newer copies as large as the tier arrived there are stale. */
+  function age(tier: Tier): void {
+    for (const e of tier.fresh.values()) {
+      if (tier.clock - e.arrived < tier.limit) break;
+      unfresh(tier, e);
+    }
+  }
+
   function release(tier: Tier, e: Entry, now = false): void {
     tier.entries.delete(e.ino);
     tier.used -= e.size;
-    if (e.ahead) tier.ahead -= e.size;
+    unfresh(tier, e);
     // Readers that opened the copy keep reading it through their own fd.
     if (e.file) now ? o.dir.remove(e.file) : removeBehind(e.file);
     if (e.fd !== undefined) fs.closeSync(e.fd);
@@ -190,12 +224,9 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
     }
     ram.entries.delete(e.ino);
     ram.used -= e.size;
-    disk.entries.set(e.ino, e);
+    unfresh(ram, e);
+    arrive(disk, e);
     disk.used += e.size;
-    if (e.ahead) {
-      ram.ahead -= e.size;
-      disk.ahead += e.size;
-    }
     const landed = (ok: boolean, dst?: number) => {
       fs.closeSync(src);
       if (dst !== undefined) fs.closeSync(dst);
@@ -225,11 +256,17 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
     return true;
   }
 
-  /** Whether one more copy of size bytes fits once every committed copy is evicted; if so, evict as few as that takes. */
+  /** Whether one more copy of size bytes fits once every committed copy is evicted; if so, evict as few as that takes, fresh ones last. */
   function makeRoom(tier: Tier, size: number): boolean {
     if (tier.pending + size > tier.limit || tier.pendingFiles + 1 > tier.maxFiles) return false;
+    age(tier);
+    const fits = () => tier.used + size <= tier.limit && tier.entries.size + tier.pendingFiles + 1 <= tier.maxFiles;
     for (const e of tier.entries.values()) {
-      if (tier.used + size <= tier.limit && tier.entries.size + tier.pendingFiles + 1 <= tier.maxFiles) break;
+      if (fits()) return true;
+      if (!tier.fresh.has(e.ino)) evict(tier, e);
+    }
+    for (const e of tier.fresh.values()) {
+      if (fits()) break;
       evict(tier, e);
     }
     return true;
@@ -255,7 +292,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
       const c: Opened = { fd: e.file ? o.dir.openFile(e.file, O_RDONLY) : dupFd(e.fd!) };
       if (!e.ahead) return c;
       e.ahead = false;
-      tier.ahead -= e.size;
+      unfresh(tier, e);
       return { ...c, ahead: true };
     },
     has(ino, version) {
@@ -270,6 +307,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
     begin(ino, version, size, ahead = false) {
       const tier = tierFor(size);
       if (!tier) throw new FsError(E.EFBIG, `a copy of ${size} bytes fits no cache tier`);
+      age(tier);
       if (ahead && tier.ahead + size > aheadLimit(tier)) return undefined;
       if (!makeRoom(tier, size)) return undefined;
       const names = tier === disk ? copyFile(ino, version) : undefined;
@@ -282,6 +320,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
         tier.used += sign * size;
         tier.pending += sign * size;
         tier.pendingFiles += sign;
+        // Counted as fresh from the start: the budget for copies fetched ahead holds those on their way too.
         if (ahead) tier.ahead += sign * size;
       };
       reserve(1);
@@ -324,14 +363,16 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
           tier.pendingFiles--;
           const old = find(ino);
           if (old) release(old[0], old[1]);
-          const e: Entry = { ino, version, size, ahead };
+          // Its reservation becomes its place among the fresh (arrive counts it again).
+          if (ahead) tier.ahead -= size;
+          const e: Entry = { ino, version, size, ahead, arrived: 0 };
           if (tmp && file) {
             fs.closeSync(fd);
             // No fsync: the tier is emptied at every start, so a copy cut short by a crash is never served.
             o.dir.rename(tmp, file);
             e.file = file;
           } else e.fd = fd;
-          tier.entries.set(ino, e);
+          arrive(tier, e);
           wakeSettled();
         },
         abort,
@@ -345,6 +386,8 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
       return [ram, disk].map((t) => ({ tier: t.name, bytes: t.used, files: t.entries.size, limit: t.limit }));
     },
     ahead() {
+      age(ram);
+      age(disk);
       return { bytes: ram.ahead + disk.ahead, limit: aheadLimit(tierFor(1) ?? ram), evictedUnread };
     },
     dropAll() {

@@ -53,11 +53,14 @@ describe("read-ahead windows", () => {
 
   test("a copy evicted unopened narrows its directory's window by 4x its size, down to 128 KiB", () => {
     ahead(1, 100 * KiB);
+    // Evicted only once stale: after newer copies as large as the tier (4 MiB).
     for (let i = 0; i < 5; i++) asked(10 + i, 900 * KiB);
+    expect(cache.has(1, 1)).toBe(true);
+    asked(15, 900 * KiB);
     expect(cache.has(1, 1)).toBe(false);
     expect(w.room(7)).toBe(2 * MiB - 400 * KiB);
     ahead(2, 500 * KiB);
-    for (let i = 0; i < 5; i++) asked(20 + i, 900 * KiB);
+    for (let i = 0; i < 6; i++) asked(20 + i, 900 * KiB);
     expect(w.room(7)).toBe(128 * KiB);
   });
 

@@ -312,11 +312,51 @@ describe("copy cache", () => {
     bytesOf(c, 30);
     expect(cache.open(1, 1)!.ahead).toBeUndefined();
     expect(cache.ahead()).toMatchObject({ bytes: 20, evictedUnread: 0 });
-    // 1 was opened, 2 was not: both evicted, only 2 counts.
+    // 1 was opened, 2 was not: 2 waits for its reader while 1 and the newer 3 go.
     await put(3, 3, 50);
     await put(4, 4, 50);
-    expect(evicted.map((e) => e[0]).sort()).toEqual([1, 2]);
+    expect(evicted.map((e) => e[0])).toEqual([1, 3]);
+    // Newer copies as large as the tier arrived after it: 2 is stale (out of the budget), the least recently used, and counted as evicted unopened.
+    expect(cache.ahead()).toEqual({ bytes: 0, limit: 50, evictedUnread: 0 });
+    await put(5, 5, 50);
+    expect(evicted.map((e) => e[0])).toEqual([1, 3, 2]);
     expect(cache.ahead()).toEqual({ bytes: 0, limit: 50, evictedUnread: 20 });
+  });
+
+  test("an unopened copy fetched ahead goes after every other copy until newer ones as large as its tier arrived; then it is stale: it frees the read-ahead budget and ages as any copy", async () => {
+    open({ diskBytes: 0 });
+    cache.begin(1, 1, 40, true)!.commit();
+    expect(cache.begin(2, 2, 20, true)).toBeUndefined();
+    await put(2, 2, 30);
+    bytesOf(cache.open(2, 2), 30);
+    await put(3, 3, 30);
+    await put(4, 4, 30);
+    expect(evicted.map((e) => e[0])).toEqual([2]);
+    await put(5, 5, 30);
+    expect(evicted.map((e) => e[0])).toEqual([2, 3]);
+    // 120 bytes arrived after 1: stale, still held, no longer holding the budget.
+    expect(cache.has(1, 1)).toBe(true);
+    expect(cache.ahead()).toEqual({ bytes: 0, limit: 50, evictedUnread: 0 });
+    const p = cache.begin(6, 6, 20, true)!;
+    expect(p).toBeDefined();
+    p.abort();
+    await put(7, 7, 30);
+    expect(evicted.map((e) => e[0])).toEqual([2, 3, 1]);
+    expect(cache.ahead()).toEqual({ bytes: 0, limit: 50, evictedUnread: 40 });
+  });
+
+  test("a fresh copy fetched ahead moves to the disk tier fresh: opened copies there go first", async () => {
+    open({ ramBytes: 100, ramMaxFileBytes: 100, diskBytes: 200 });
+    cache.begin(1, 1, 30, true)!.commit();
+    // RAM holds nothing but 1: it moves down, fresh.
+    await put(2, 2, 80);
+    await put(3, 3, 70);
+    bytesOf(cache.open(2, 2), 80);
+    await put(4, 4, 70);
+    await put(5, 5, 70);
+    // The disk tier (200) held 1, 2 (opened), 3: room for 4 is made from 2, not the least recently used 1.
+    expect(evicted).toEqual([[2, 2, "disk"]]);
+    expect(cache.open(1, 1)!.ahead).toBe(true);
   });
 
   test("a RAM copy is a sealed memfd: each open gets a fd of its own that cannot change it and outlives the copy's eviction", async () => {
