@@ -119,6 +119,8 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
         pending = o.cache.begin(ino, version, size);
       }
       if (!pending) return;
+      // Readers following the copy as it arrives read its fd.
+      await pending.ready;
       const progress: Arriving = { sink: pending, got: 0, waiters: [] };
       arriving.set(key, progress);
       try {

@@ -118,10 +118,40 @@ describe("copy cache", () => {
     expect(cache.has(1, 1)).toBe(true);
   });
 
+  test("a disk copy's file is made on the file pool: begin returns without it, ready once it is there; one given up meanwhile leaves no file", async () => {
+    open({ ramBytes: 0 });
+    const p = cache.begin(1, 1, 10)!;
+    // Not made on this thread: no descriptor until the pool's answer is taken in.
+    expect(() => p.fd).toThrow();
+    await p.ready;
+    expect(files()).toEqual(["1.1.part-1"]);
+    await p.write([new Uint8Array(10).fill(7)], 0);
+    p.commit();
+    expect(files()).toEqual(["1.1"]);
+    expect(bytesOf(cache.open(1, 1), 10)).toEqual(new Uint8Array(10).fill(7));
+    // Given up before its file was made, with a write waiting for it.
+    const q = cache.begin(2, 2, 10)!;
+    const w = q.write([new Uint8Array(10)], 0);
+    q.abort();
+    expect(usage("disk").bytes).toBe(10);
+    expect(await q.ready.then(() => "made", () => "refused")).toBe("refused");
+    expect(await Promise.resolve(w).then(() => "written", () => "refused")).toBe("refused");
+    await until(() => files().length === 1);
+    expect(files()).toEqual(["1.1"]);
+    // Committed before its file was made (no bytes written): refused, given up.
+    const e = cache.begin(3, 3, 10)!;
+    expect(() => e.commit()).toThrow();
+    expect(await e.ready.then(() => "made", () => "refused")).toBe("refused");
+    await until(() => files().length === 1);
+    expect(cache.has(3, 3)).toBe(false);
+    expect(usage("disk")).toMatchObject({ bytes: 10, files: 1 });
+  });
+
   test("a copy being fetched counts against its tier until commit or abort", async () => {
     open();
     const p = cache.begin(1, 1, 60)!;
     expect(usage("disk")).toEqual({ tier: "disk", bytes: 60, files: 0, limit: 1000 });
+    await p.ready;
     expect(files()).toEqual([expect.stringMatching(/^1\.1\.part-\d+$/)]);
     await p.write([new Uint8Array([1, 2, 3])], 0);
     const seen = new Uint8Array(3);
