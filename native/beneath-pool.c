@@ -1,5 +1,5 @@
 /*
- * Opens and unlinks off the JS thread. Either can wait: on a directory's lock behind a create, on the
+ * Opens, unlinks and copies between descriptors off the JS thread. Either can wait: on a directory's lock behind a create, on the
  * disk for a directory or inode block that is not cached, or for a big file's blocks to be freed. JS
  * hands them to these threads and goes on serving requests; the results come back through
  * mcfs_pool_poll, JS woken by a threadsafe callback once per batch (as the FUSE queue wakes it).
@@ -13,22 +13,26 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <unistd.h>
 #include "beneath.h"
 
 int mcfs_pool_start(void (*wake)(void));
 int mcfs_pool_open(uint32_t token, int root, const char *rel, int flags, int mode, int keep, uint32_t uid, uint32_t gid, const char *mark_name, const char *mark);
 int mcfs_pool_unlink(uint32_t token, int root, const char *rel);
+int mcfs_pool_copy(uint32_t token, int src, int dst, double size);
 int mcfs_pool_poll(int32_t *out, int cap);
 
 #define THREADS 4
 
-enum { JOB_OPEN, JOB_UNLINK };
+enum { JOB_OPEN, JOB_UNLINK, JOB_COPY };
 
 struct job {
 	struct job *next;
 	uint32_t token;
+	/* JOB_COPY: root is the source, flags the destination. */
 	int op, root, flags, mode, keep;
+	off_t size;
 	uint32_t uid, gid;
 	char *mark_name, *mark; /* point into text, after rel */
 	char text[];
@@ -44,6 +48,21 @@ static size_t ndone, inflight, room;
 static void (*waker)(void);
 static int wake_pending;
 
+/* size bytes of src from its start to dst at its offset, in the kernel (a memfd's pages into a file). 0 or -errno; -EIO if src is shorter. */
+static int copy_fd(int src, int dst, off_t size)
+{
+	for (off_t at = 0; at < size;) {
+		ssize_t n = sendfile(dst, src, &at, (size_t)(size - at));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO;
+	}
+	return 0;
+}
+
 static void *worker(void *arg)
 {
 	(void)arg;
@@ -56,7 +75,7 @@ static void *worker(void *arg)
 		if (!head)
 			tail = NULL;
 		pthread_mutex_unlock(&lock);
-		int rc = j->op == JOB_UNLINK ? mcfs_unlinkat_beneath(j->root, j->text, 0) : mcfs_open_regular_beneath(j->root, j->text, j->flags, j->mode);
+		int rc = j->op == JOB_COPY ? copy_fd(j->root, j->flags, j->size) : j->op == JOB_UNLINK ? mcfs_unlinkat_beneath(j->root, j->text, 0) : mcfs_open_regular_beneath(j->root, j->text, j->flags, j->mode);
 		if (rc >= 0 && j->keep) {
 			int k = mcfs_keep_fd(rc, j->uid, j->gid, j->mode, j->mark_name, j->mark);
 			if (k < 0) {
@@ -161,6 +180,22 @@ int mcfs_pool_unlink(uint32_t token, int root, const char *rel)
 	j->keep = 0;
 	memcpy(j->text, rel, len + 1);
 	return submit(j, token, root);
+}
+
+/* Queue a copy of size bytes of src (from its start) to dst (at its offset); both stay open until the result comes with token. 0 or -errno. */
+int mcfs_pool_copy(uint32_t token, int src, int dst, double size)
+{
+	if (size < 0)
+		return -EINVAL;
+	struct job *j = malloc(sizeof *j + 1);
+	if (!j)
+		return -ENOMEM;
+	j->op = JOB_COPY;
+	j->keep = 0;
+	j->flags = dst;
+	j->size = (off_t)size;
+	j->text[0] = 0;
+	return submit(j, token, src);
 }
 
 /* Move up to cap results (token, result pairs) into out. Returns how many pairs. */

@@ -3,6 +3,7 @@ import { E, FsError } from "../util/errno.ts";
 import { byteLength, writePieces, writePiecesSync, type Pieces } from "../util/bytes.ts";
 import type { LocalDir } from "../local/local-dir.ts";
 import { createMemfd, dupFd, sealMemfd } from "./memfd.ts";
+import { filePool } from "../local/file-pool.ts";
 
 const { O_RDONLY, O_RDWR, O_CREAT, O_EXCL } = fs.constants;
 
@@ -16,7 +17,7 @@ const { O_RDONLY, O_RDWR, O_CREAT, O_EXCL } = fs.constants;
  *
  * A RAM copy pushed out by newer ones moves to the disk tier when that has room (it evicts its own least
  * recently used for it): a workflow whose inputs outgrow the RAM tier reads them again from this
- * node's disk, not from their holder.
+ * node's disk, not from their holder. Its bytes are copied by the kernel on the file pool's threads.
  *
  * A copy fetched ahead (before anyone asked for it) is marked until its first open: such copies may
  * take half their tier, and those evicted unopened are counted, bytes moved for nothing. Until newer
@@ -256,7 +257,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
       }
     };
     o.dir.openFileAsync(part, O_RDWR | O_CREAT | O_EXCL, 0o600).then(
-      (dst) => copyOut(src, dst, e.size).then(() => landed(true, dst), () => landed(false, dst)),
+      (dst) => filePool().copy(src, dst, e.size).then((rc) => landed(rc === 0, dst), () => landed(false, dst)),
       () => landed(false),
     );
     return true;
@@ -431,15 +432,4 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
       for (const t of [ram, disk]) for (const e of [...t.entries.values()]) release(t, e, true);
     },
   };
-}
-
-/** size bytes of src (from 0) into dst, on worker threads. */
-async function copyOut(src: number, dst: number, size: number): Promise<void> {
-  const buf = Buffer.allocUnsafe(size);
-  for (let at = 0; at < size; ) {
-    const n = await new Promise<number>((res, rej) => fs.read(src, buf, at, size - at, at, (e, got) => (e ? rej(e) : res(got))));
-    if (n === 0) throw new FsError(E.EIO, `copy ends at ${at} of its ${size} bytes`);
-    at += n;
-  }
-  await writePieces(dst, [buf], 0);
 }

@@ -2,7 +2,7 @@ import { FFIType } from "bun:ffi";
 import libPath from "../../native/build/mcfs_beneath.so" with { type: "file" };
 import { loadEmbedded } from "../util/embedded-lib.ts";
 
-const { i32, u32, i64, ptr: P } = FFIType;
+const { i32, u32, i64, f64, ptr: P } = FFIType;
 
 const symbols = {
   mcfs_open_root: { args: [P], returns: i32 },
@@ -24,6 +24,7 @@ const symbols = {
   mcfs_pool_start: { args: [P], returns: i32 },
   mcfs_pool_open: { args: [u32, i32, P, i32, i32, i32, u32, u32, P, P], returns: i32 },
   mcfs_pool_unlink: { args: [u32, i32, P], returns: i32 },
+  mcfs_pool_copy: { args: [u32, i32, i32, f64], returns: i32 },
   mcfs_pool_poll: { args: [P, i32], returns: i32 },
 } as const;
 

@@ -23,6 +23,8 @@ export interface FilePool {
   open(rootFd: number, rel: string, flags: number, mode: number, keep?: NewFileOwner): Promise<number>;
   /** mcfs_unlinkat_beneath of what is not a directory. */
   unlink(rootFd: number, rel: string): Promise<number>;
+  /** size bytes of src from its start to dst at its offset, in the kernel; both stay open until then. 0, or -EIO if src is shorter. */
+  copy(src: number, dst: number, size: number): Promise<number>;
 }
 
 let pool: FilePool | undefined;
@@ -64,6 +66,7 @@ function createFilePool(): FilePool {
     open: (rootFd, rel, flags, mode, keep) =>
       run((token) => lib.mcfs_pool_open(token, rootFd, cstr(rel), flags, mode, keep ? 1 : 0, (keep?.uid ?? 0) >>> 0, (keep?.gid ?? 0) >>> 0, cstr(keep?.markName ?? ""), cstr(keep?.mark ?? ""))),
     unlink: (rootFd, rel) => run((token) => lib.mcfs_pool_unlink(token, rootFd, cstr(rel))),
+    copy: (src, dst, size) => run((token) => lib.mcfs_pool_copy(token, src, dst, size)),
   };
 }
 

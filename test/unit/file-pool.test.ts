@@ -1,0 +1,27 @@
+import { afterEach, beforeEach, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { filePool } from "../../src/local/file-pool.ts";
+import { createMemfd } from "../../src/cache/memfd.ts";
+import { E } from "../../src/util/errno.ts";
+
+let base: string;
+beforeEach(() => void (base = fs.mkdtempSync(join(tmpdir(), "mcfs-unit-pool-"))));
+afterEach(() => fs.rmSync(base, { recursive: true, force: true }));
+
+test("copy: a memfd's bytes into a file by the pool's threads; a source shorter than asked gives EIO", async () => {
+  const bytes = new Uint8Array(300_000).map((_, i) => (i * 31) & 255);
+  const src = createMemfd();
+  fs.writeSync(src, bytes, 0, bytes.length, 0);
+  const dst = fs.openSync(join(base, "copy"), "w+");
+  try {
+    expect(await filePool().copy(src, dst, bytes.length)).toBe(0);
+    expect(new Uint8Array(fs.readFileSync(join(base, "copy")))).toEqual(bytes);
+    fs.ftruncateSync(dst, 0);
+    expect(await filePool().copy(src, dst, bytes.length + 1)).toBe(-E.EIO);
+  } finally {
+    fs.closeSync(src);
+    fs.closeSync(dst);
+  }
+});
