@@ -212,6 +212,35 @@ describe.skipIf(!!skip)("a node's disk and the records disagree", () => {
     expect(fs.readFileSync(join(a.root, "dst"), "utf8")).toBe("the renamed bytes");
   });
 
+  // What a power cut leaves between the two steps of a truncate by path: the store's (a new version
+  // of the new size, held by A), done; the disk's, not. The truncate never returned: either size may
+  // come back, as long as every node reads what A's disk has.
+  test("a node that died between a truncate's record and its disk: at restart every node reads the bytes its disk has, at their size", async () => {
+    let a = cluster.nodes[0]!;
+    const b = cluster.nodes[1]!;
+    const bytes = Buffer.alloc(100 * 1024, 0x63);
+    fs.writeFileSync(join(a.mnt, "cut"), bytes);
+    // B holds a copy of the version before.
+    expect(fs.readFileSync(join(b.mnt, "cut")).equals(bytes)).toBe(true);
+    const ino = fs.statSync(join(a.mnt, "cut")).ino;
+    await a.stop();
+    const nodeId = fs.readFileSync(join(a.root, ".mcfs", "node-id"), "utf8").trim();
+    const asA = await createRedisStore({ url: cluster.redis.url, nodeId });
+    try {
+      const now = BigInt(Date.now()) * 1_000_000n;
+      await asA.setData(ino, 10, now, now, nodeId, "/cut");
+    } finally {
+      await asA.close();
+    }
+    expect(await cluster.redis.cli("HGET", `mcfs:i:${ino}`, "s")).toBe("10");
+    a = cluster.nodes[0] = await cluster.start("a");
+    expect(fs.readFileSync(join(a.root, "cut")).equals(bytes)).toBe(true);
+    for (const n of [a, b]) {
+      await waitFor(`${n.mnt} to see the size A's disk has`, () => fs.statSync(join(n.mnt, "cut")).size === bytes.length);
+      expect(fs.readFileSync(join(n.mnt, "cut")).equals(bytes)).toBe(true);
+    }
+  });
+
   test("a node listed as holding a file it no longer has reads it from another node's copy, instead of EIO", async () => {
     const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
     fs.writeFileSync(join(a.mnt, "held"), "the bytes");
