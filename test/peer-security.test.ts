@@ -18,6 +18,8 @@ import { startTlsRedis, type TlsRedis } from "./helpers/redis-tls.ts";
 import { startPeerServer } from "../src/peer/peer-server.ts";
 import { call, createPeerPool } from "../src/peer/peer-client.ts";
 import { openLocalDir } from "../src/local/local-dir.ts";
+import { createAnswerReader, encodeRequest, type BulkRequest } from "../src/peer/bulk-protocol.ts";
+import { E } from "../src/util/errno.ts";
 
 const skip = fuseUnavailable();
 const SECRET = "test-cluster-secret-0123456789";
@@ -158,6 +160,80 @@ describe.skipIf(!!skip)("peer port under a flood", () => {
     expect(await codeOf(() => peerClient(`127.0.0.1:${a.port}`, SECRET).read(served("/still-here.txt")))).toBe(SERVED);
     await waitFor("every idle connection closed by the server", () => closedByServer === socks.length, 30_000);
     expect(a.log()).toContain("no member's call within");
+  });
+});
+
+/** One exchange on a fresh connection to the bulk lane: the answer's parts until its end or errno (untilClose: until the server closes). */
+function bulkExchange(port: number, bytes: Buffer, untilClose = false): Promise<{ data: Buffer; end?: true; errno?: number; foreign?: true; closed: boolean }> {
+  return new Promise((res) => {
+    const s = net.connect(port, "127.0.0.1", () => s.write(bytes));
+    const read = createAnswerReader();
+    const data: Buffer[] = [];
+    const out: { end?: true; errno?: number; foreign?: true } = {};
+    const finish = (closed: boolean) => {
+      s.destroy();
+      res({ data: Buffer.concat(data), ...out, closed });
+    };
+    s.on("error", () => {});
+    s.on("close", () => finish(true));
+    s.on("data", (chunk: Buffer) => {
+      for (const p of read(chunk).parts) {
+        if ("data" in p) data.push(p.data);
+        else if ("end" in p) out.end = true;
+        else if ("errno" in p) out.errno = p.errno;
+        else out.foreign = true;
+      }
+      if (!untilClose && (out.end || out.foreign || out.errno !== undefined)) finish(false);
+    });
+  });
+}
+
+describe.skipIf(!!skip)("the bulk lane on the peer port", () => {
+  const cluster = useCluster("bulk", ["a"]);
+  const bytes = randomBytes(300_000);
+  let a: TestDaemon;
+  let file: { ino: number; version: number; path: string };
+  beforeAll(async () => {
+    a = cluster.nodes[0]!;
+    fs.writeFileSync(join(a.mnt, "held.bin"), bytes);
+    const ino = fs.statSync(join(a.mnt, "held.bin")).ino;
+    file = { ino, version: Number(await cluster.redis.cli("HGET", `mcfs:i:${ino}`, "v")), path: "/held.bin" };
+  });
+  const ask = (over: Partial<BulkRequest>) => bulkExchange(a.port, encodeRequest({ secret: SECRET, ...file, offset: 0, length: 0, ...over }));
+
+  test("a member gets the file's bytes, whole or a range; no secret or a wrong one gets EACCES and a closed connection, nothing read", async () => {
+    expect(await ask({})).toEqual({ data: bytes, end: true, closed: false });
+    expect(await ask({ offset: 1000, length: 5000 })).toEqual({ data: bytes.subarray(1000, 6000), end: true, closed: false });
+    for (const secret of [undefined, "wrong-secret-wrong-secret-0123", SECRET + "x"]) {
+      const r = await bulkExchange(a.port, encodeRequest({ ...(secret === undefined ? {} : { secret }), ...file, offset: 0, length: 0 }), true);
+      expect(r).toEqual({ data: Buffer.alloc(0), errno: E.EACCES, closed: true });
+    }
+    expect(a.log()).toContain("missing or wrong cluster secret");
+  });
+
+  test("what a member may not read over gRPC it may not read here: paths out of the root or into mcfs's state, a version not held", async () => {
+    for (const path of ["/../../../etc/passwd", "/.mcfs/node-id", "relative/held.bin"]) {
+      const r = await ask({ path });
+      expect({ path, errno: r.errno, data: r.data.length }).toEqual({ path, errno: E.EACCES, data: 0 });
+    }
+    const r = await ask({ version: file.version + 1 });
+    expect({ errno: r.errno, data: r.data.length }).toEqual({ errno: E.ESTALE, data: 0 });
+  });
+
+  test("bytes of neither protocol, a header over the limit or one that is not a request close the connection; the node serves on", async () => {
+    const closes = [
+      Buffer.from("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+      Buffer.concat([Buffer.from("MCFB"), Buffer.from([0xff, 0xff, 0xff, 0x7f]), Buffer.alloc(1024)]),
+      (() => {
+        const j = Buffer.from(JSON.stringify({ secret: SECRET, path: "/held.bin" }));
+        const h = Buffer.from("MCFB\0\0\0\0");
+        h.writeUInt32LE(j.length, 4);
+        return Buffer.concat([h, j]);
+      })(),
+    ];
+    for (const b of closes) expect(await bulkExchange(a.port, b, true)).toEqual({ data: Buffer.alloc(0), closed: true });
+    expect(await ask({})).toEqual({ data: bytes, end: true, closed: false });
+    expect(fs.readFileSync(join(a.mnt, "held.bin")).equals(bytes)).toBe(true);
   });
 });
 

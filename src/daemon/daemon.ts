@@ -27,6 +27,7 @@ import { createRollbackGuard, type RedisCheck } from "./rollback-guard.ts";
 import { startNodeReplicas, type NodeReplicas } from "./replicas.ts";
 import { REPLICAS_SETTING } from "../replicas/replica-count.ts";
 import { startPeerServer } from "../peer/peer-server.ts";
+import { createBulkClient } from "../peer/bulk-client.ts";
 import { createPeerPool } from "../peer/peer-client.ts";
 import { createPeerReads } from "../peer/peer-reads.ts";
 import { startFuseSession, type FuseSession } from "../fuse/session.ts";
@@ -245,8 +246,15 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       });
       const pool = createPeerPool({ secret: cfg.clusterSecret, tls: cfg.peerTls, timeoutMs: 30_000, interceptors: m ? [rpcObserver("client")] : [] });
       cleanups.push(async () => pool.close());
+      const bulkObserver = (side: string) => (errno: number, s: number) => {
+        m?.rpcs.inc({ side, method: "BulkRead", code: errno ? errnoName(errno) : "OK" });
+        m?.rpcLatency.observe({ side, method: "BulkRead" }, s);
+      };
+      // The bulk lane is plain text: with TLS every byte goes over gRPC.
+      const bulk = cfg.peerTls ? undefined : createBulkClient({ ...(cfg.clusterSecret === undefined ? {} : { secret: cfg.clusterSecret }), timeoutMs: 30_000, ...(m ? { observe: bulkObserver("client") } : {}) });
+      if (bulk) cleanups.push(async () => bulk.close());
       remote = createRemoteData({
-        root, store, peers: createPeerReads(pool), cache, nodeId, listing, log: nlog,
+        root, store, peers: createPeerReads(pool, bulk), cache, nodeId, listing, log: nlog,
         observe: m && { cache: (hit) => (hit ? m.cacheHits : m.cacheMisses).inc(), received: (n) => m.peerBytes.inc({ direction: "received" }, n) },
       });
       copies = cache;
@@ -269,6 +277,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
           return vfs?.steady(ino) ?? (() => vfs === undefined);
         },
         interceptors: m ? [rpcObserver("server")] : [],
+        ...(m ? { observeBulk: bulkObserver("server") } : {}),
         onServed: m && ((n) => m.peerBytes.inc({ direction: "served" }, n)),
       });
       cleanups.push(() => server.close());

@@ -5,6 +5,7 @@ import { create } from "@bufbuild/protobuf";
 import { ReadFilesRequestSchema, ReadRequestSchema } from "../gen/mcfs/v1/peer_pb.ts";
 import { fromConnectError } from "./errors.ts";
 import type { PeerPool } from "./peer-client.ts";
+import { BulkUnreachable, BulkUnsupported, type BulkClient } from "./bulk-client.ts";
 
 /** A file's bytes at one version, and where the holder should look for them. */
 export interface FileAt {
@@ -60,9 +61,13 @@ export class Unreachable extends FsError {}
 const UNREACHABLE_MS = 1000;
 /** Failures to connect at all (not of a call under way). */
 const CONNECT_FAILURES = new Set(["ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH", "EHOSTDOWN"]);
+/** A holder that answered no bulk request (an older node) is read over gRPC alone for this long. */
+const NO_BULK_MS = 60_000;
 
-export function createPeerReads(pool: PeerPool): PeerReads {
+/** bulk: files are read over the bulk lane where holders serve it (plain-text clusters), else over gRPC. */
+export function createPeerReads(pool: PeerPool, bulk?: BulkClient): PeerReads {
   const unreachable = new Map<string, { until: number; why: string }>();
+  const noBulk = new Map<string, number>();
   /** The refusal that still stands for address, if any. */
   function refused(address: string): string | undefined {
     const u = unreachable.get(address);
@@ -76,6 +81,7 @@ export function createPeerReads(pool: PeerPool): PeerReads {
     if (why !== undefined) throw new Unreachable(E.EIO, `${why} (not tried again for ${UNREACHABLE_MS} ms)`);
   }
   function failed(address: string, e: unknown): FsError {
+    if (e instanceof BulkUnreachable && CONNECT_FAILURES.has(e.why)) unreachable.set(address, { until: Date.now() + UNREACHABLE_MS, why: e.message });
     const ce = e instanceof FsError ? undefined : ConnectError.from(e);
     const code = (ce?.cause as { code?: unknown } | undefined)?.code;
     if (ce && typeof code === "string" && CONNECT_FAILURES.has(code)) unreachable.set(address, { until: Date.now() + UNREACHABLE_MS, why: ce.rawMessage });
@@ -99,6 +105,16 @@ export function createPeerReads(pool: PeerPool): PeerReads {
       }
     },
     async *file(address, f, part) {
+      if (bulk && !part?.holes && (noBulk.get(address) ?? 0) < Date.now()) {
+        reachable(address);
+        try {
+          return yield* bulk.read(address, f, part?.offset ?? 0, part?.length ?? 0, part?.signal);
+        } catch (e) {
+          if (!(e instanceof BulkUnsupported)) throw failed(address, e);
+          // Nothing was read: the same call over gRPC.
+          noBulk.set(address, Date.now() + NO_BULK_MS);
+        }
+      }
       const req = create(ReadRequestSchema, { ...wire(f), offset: BigInt(part?.offset ?? 0), length: BigInt(part?.length ?? 0), holes: part?.holes ?? false });
       for await (const ch of translated(address, () => pool.readFile(address, req, part?.lane, part?.signal))) yield { offset: Number(ch.offset), data: ch.data };
     },

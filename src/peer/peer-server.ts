@@ -1,4 +1,5 @@
 import * as http2 from "node:http2";
+import * as net from "node:net";
 import { listenFailure } from "../util/errno.ts";
 import type { Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -10,6 +11,8 @@ import { everyFewSeconds } from "./refusal-log.ts";
 import type { Logger } from "../util/log.ts";
 import { createPeerService, type PeerServiceOptions } from "./peer-service.ts";
 import { framedCalls, serveFramed } from "./file-frames.ts";
+import { H2_PREFACE, MAGIC } from "./bulk-protocol.ts";
+import { serveBulk } from "./bulk-server.ts";
 
 /**
  * Largest request message a peer may send. The largest real one is a readFiles batch of up to 512
@@ -56,6 +59,8 @@ export interface PeerServerOptions extends PeerServiceOptions {
   tls?: PeerTls;
   /** For metrics: RPCs observed. */
   interceptors?: Interceptor[];
+  /** For metrics: a bulk read answered (errno 0: whole). */
+  observeBulk?(errno: number, seconds: number): void;
   log: Logger;
 }
 
@@ -100,19 +105,60 @@ export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer>
   };
   const h2: http2.ServerOptions = { settings: { maxConcurrentStreams: LIMITS.streamsPerConnection }, maxSessionMemory: LIMITS.sessionMemoryMb };
   const server = o.tls ? http2.createSecureServer({ ...h2, ...serverTlsOptions(o.tls) }, serve) : http2.createServer(h2, serve);
-  const connections = limitConnections(server, { perAddress: LIMITS.connectionsPerAddress, total: LIMITS.connections, proveWithinMs: LIMITS.proveWithinMs }, (remote, why) => warnRefused(remote, why));
+  /** Every connection, closed at stop: a member's idle ones would hold the port's close for a minute. */
+  const open = new Set<net.Socket>();
+  // In plain text the port also takes the bulk lane (bulk-protocol.ts), told apart by a connection's first bytes.
+  const front = o.tls
+    ? server
+    : net.createServer((socket) => {
+        open.add(socket);
+        socket.once("close", () => open.delete(socket));
+        socket.on("error", () => {});
+        let head: Buffer = Buffer.alloc(0);
+        const sniff = (d: Buffer) => {
+          head = head.length ? Buffer.concat([head, d]) : d;
+          if (head.length < 4) return;
+          socket.off("data", sniff);
+          const remote = socket.remoteAddress ?? "?";
+          if (head.subarray(0, 4).equals(H2_PREFACE)) {
+            socket.pause();
+            socket.unshift(head);
+            server.emit("connection", socket);
+            socket.resume();
+          } else if (head.subarray(0, 4).equals(MAGIC)) {
+            // As an HTTP/2 session: a connection with no traffic this long is closed (a reader that stopped reading too).
+            socket.setTimeout(LIMITS.idleMs, () => socket.destroy());
+            serveBulk(socket, head, {
+              ...(o.secret === undefined ? {} : { secret: o.secret }),
+              readFile,
+              proven: () => connections.proven(socket.remoteAddress, socket.remotePort),
+              refused: (why) => warnRefused(remote, why),
+              ...(o.observeBulk ? { observe: o.observeBulk } : {}),
+            });
+          } else {
+            warnRefused(remote, "neither HTTP/2 nor a bulk request");
+            socket.destroy();
+          }
+        };
+        socket.on("data", sniff);
+      });
+  const connections = limitConnections(front, { perAddress: LIMITS.connectionsPerAddress, total: LIMITS.connections, proveWithinMs: LIMITS.proveWithinMs }, (remote, why) => warnRefused(remote, why));
   server.on("session", (session: http2.ServerHttp2Session) => session.setTimeout(LIMITS.idleMs, () => session.close()));
   if (o.tls) server.on("tlsClientError", (e: Error, socket: { remoteAddress?: string }) => warnRefused(socket.remoteAddress ?? "?", `TLS handshake failed: ${e.message}`));
   await new Promise<void>((res, rej) => {
-    server.once("error", (e: NodeJS.ErrnoException) => rej(new Error(`cannot serve peers on ${o.host}:${o.port}: ${listenFailure(e)}`)));
-    server.listen(o.port, o.host, () => res());
+    front.once("error", (e: NodeJS.ErrnoException) => rej(new Error(`cannot serve peers on ${o.host}:${o.port}: ${listenFailure(e)}`)));
+    front.listen(o.port, o.host, () => res());
   });
-  const addr = server.address();
+  const addr = front.address();
   const port = typeof addr === "object" && addr ? addr.port : o.port;
   const auth = [o.tls && "mutual TLS", o.secret && "cluster secret"].filter(Boolean).join(" + ") || "none (--insecure)";
   o.log.info({ host: o.host, port, auth }, "serving peers");
   return {
     port,
-    close: () => new Promise<void>((res) => server.close(() => res())),
+    close: () =>
+      new Promise<void>((res) => {
+        front.close(() => res());
+        for (const s of open) s.resetAndDestroy ? s.resetAndDestroy() : s.destroy();
+      }),
   };
 }

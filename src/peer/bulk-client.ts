@@ -1,0 +1,186 @@
+import * as net from "node:net";
+import { E, FsError, errnoName } from "../util/errno.ts";
+import type { Pieces } from "../util/bytes.ts";
+import { createAnswerReader, encodeRequest, type AnswerPart } from "./bulk-protocol.ts";
+
+/** A file's bytes at one version, and where the holder should look for them. */
+export interface BulkFile {
+  ino: number;
+  version: number;
+  path: string;
+}
+
+/** The holder answered nothing a bulk lane would: an older node (its HTTP/2 server closed the connection). Nothing was read. */
+export class BulkUnsupported extends FsError {}
+
+/** The holder's port could not be reached at all (why: the socket's error, e.g. ECONNREFUSED). */
+export class BulkUnreachable extends FsError {
+  constructor(
+    message: string,
+    readonly why: string,
+  ) {
+    super(E.EIO, message);
+  }
+}
+
+/** The bulk lane's client: connections to each holder, reused one request at a time. */
+export interface BulkClient {
+  /** Bytes of f from offset (length 0: to its end), in order. */
+  read(address: string, f: BulkFile, offset: number, length: number, signal?: AbortSignal): AsyncIterable<{ offset: number; data: Pieces }>;
+  close(): void;
+}
+
+export interface BulkClientOptions {
+  secret?: string;
+  /** A read with nothing received this long fails (ETIMEDOUT). */
+  timeoutMs: number;
+  /** For metrics: a read ended (errno 0: whole). */
+  observe?(errno: number, seconds: number): void;
+}
+
+/** Idle connections kept per holder (parts of a big file come over several at once). */
+const IDLE_MAX = 8;
+/** An idle connection is closed after this long; the server closes unused ones after 120 s. */
+const IDLE_MS = 60_000;
+
+function hostPort(address: string): { host: string; port: number } {
+  const at = address.lastIndexOf(":");
+  return { host: address.slice(0, at).replace(/^\[(.*)\]$/, "$1"), port: Number(address.slice(at + 1)) };
+}
+
+export function createBulkClient(o: BulkClientOptions): BulkClient {
+  const idle = new Map<string, net.Socket[]>();
+  /** Connections whose read saw no byte for timeoutMs (then closed). */
+  const timedOut = new WeakSet<net.Socket>();
+
+  const unidle = (address: string, s: net.Socket) => {
+    const l = idle.get(address);
+    const i = l?.indexOf(s) ?? -1;
+    if (i >= 0) l!.splice(i, 1);
+  };
+
+  function connect(address: string): Promise<net.Socket> {
+    return new Promise((res, rej) => {
+      const s = net.connect(hostPort(address));
+      s.setNoDelay(true);
+      const failed = (e: NodeJS.ErrnoException) => rej(new BulkUnreachable(`cannot reach ${address}: ${e.message}`, e.code ?? "EIO"));
+      s.once("error", failed);
+      s.once("connect", () => {
+        s.off("error", failed);
+        // Errors end a read through its close; an idle connection's are of no one's concern.
+        s.on("error", () => {});
+        // Idle too long, or a read waiting too long: either way the connection goes.
+        s.on("timeout", () => {
+          timedOut.add(s);
+          s.destroy();
+        });
+        s.once("close", () => unidle(address, s));
+        res(s);
+      });
+    });
+  }
+
+  function take(address: string): Promise<net.Socket> {
+    const list = idle.get(address);
+    for (let s; (s = list?.pop()); ) {
+      if (!s.destroyed) {
+        s.setTimeout(0);
+        return Promise.resolve(s);
+      }
+    }
+    return connect(address);
+  }
+
+  function release(address: string, s: net.Socket): void {
+    const list = idle.get(address) ?? [];
+    if (list.length >= IDLE_MAX) return void s.destroy();
+    list.push(s);
+    idle.set(address, list);
+    s.setTimeout(IDLE_MS);
+  }
+
+  async function* read(address: string, f: BulkFile, offset: number, length: number, signal?: AbortSignal): AsyncIterable<{ offset: number; data: Pieces }> {
+    const t0 = performance.now();
+    let errno = E.EIO;
+    let s: net.Socket;
+    try {
+      s = await take(address);
+    } catch (e) {
+      o.observe?.(errno, (performance.now() - t0) / 1000);
+      throw e;
+    }
+    const parts: AnswerPart[] = [];
+    let closed = false;
+    let wake: (() => void) | undefined;
+    const poke = () => {
+      wake?.();
+      wake = undefined;
+    };
+    const readAnswer = createAnswerReader();
+    const onData = (chunk: Buffer) => {
+      const { parts: got, rest } = readAnswer(chunk);
+      parts.push(...got);
+      // Bytes past the answer's end: nothing was asked for them.
+      if (rest) s.destroy();
+      poke();
+    };
+    const onClose = () => {
+      closed = true;
+      poke();
+    };
+    const onAbort = () => s.destroy();
+    s.on("data", onData);
+    s.once("close", onClose);
+    s.setTimeout(o.timeoutMs);
+    signal?.addEventListener("abort", onAbort);
+    let done = false;
+    let any = false;
+    try {
+      s.write(encodeRequest({ ...(o.secret === undefined ? {} : { secret: o.secret }), ino: f.ino, version: f.version, path: f.path, offset, length }));
+      let at = offset;
+      for (;;) {
+        const p = parts.shift();
+        if (!p) {
+          if (closed) {
+            if (timedOut.has(s)) throw new FsError(E.ETIMEDOUT, `${address} sent nothing of ${f.path} for ${o.timeoutMs} ms`);
+            if (!any) throw new BulkUnsupported(E.EIO, `${address} closed the connection without an answer`);
+            throw new FsError(E.EIO, `${address} closed the connection in the middle of ${f.path}`);
+          }
+          await new Promise<void>((res) => (wake = res));
+          continue;
+        }
+        if ("foreign" in p) throw new BulkUnsupported(E.EIO, `${address} answered with something other than a bulk answer`);
+        any = true;
+        if ("data" in p) {
+          yield { offset: at, data: [p.data] };
+          at += p.data.length;
+        } else if ("end" in p) {
+          done = true;
+          errno = 0;
+          return;
+        } else {
+          done = true;
+          errno = p.errno;
+          throw new FsError(p.errno, `holder ${address} could not send ${f.path}: ${errnoName(p.errno)}`);
+        }
+      }
+    } finally {
+      s.off("data", onData);
+      s.off("close", onClose);
+      signal?.removeEventListener("abort", onAbort);
+      s.setTimeout(0);
+      // Only a connection whose answer was read to its end can carry the next request.
+      if (done && !closed) release(address, s);
+      else s.destroy();
+      o.observe?.(errno, (performance.now() - t0) / 1000);
+    }
+  }
+
+  return {
+    read,
+    close() {
+      for (const list of idle.values()) for (const s of list) s.destroy();
+      idle.clear();
+    },
+  };
+}

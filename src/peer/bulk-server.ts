@@ -1,0 +1,97 @@
+import type { Socket } from "node:net";
+import { timingSafeEqual } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { ReadRequestSchema, type ReadRequest } from "../gen/mcfs/v1/peer_pb.ts";
+import { E } from "../util/errno.ts";
+import { fromConnectError } from "./errors.ts";
+import { frameHead, HEADER_MAX, MAGIC, parseRequest } from "./bulk-protocol.ts";
+
+export interface BulkServeOptions {
+  /** Cluster secret every request must carry; undefined with --insecure (the lane is never served with TLS). */
+  secret?: string;
+  /** The file's bytes as the peer service reads them for ReadFile (its checks: path, holder, identity). */
+  readFile(r: ReadRequest): AsyncIterable<{ data: Uint8Array }>;
+  /** The connection carried a member's request. */
+  proven(): void;
+  refused(why: string): void;
+  /** A request answered: its errno (0: whole) and time. */
+  observe?(errno: number, seconds: number): void;
+}
+
+/** Until the socket can take more, or is gone. */
+const drained = (s: Socket) =>
+  new Promise<void>((res) => {
+    const done = () => {
+      s.off("drain", done);
+      s.off("close", done);
+      res();
+    };
+    s.on("drain", done);
+    s.on("close", done);
+  });
+
+/**
+ * Serve bulk requests on socket, first: its bytes so far. Nothing is opened or read before a request
+ * has shown the secret; a bad request closes the connection.
+ */
+export function serveBulk(socket: Socket, first: Buffer, o: BulkServeOptions): void {
+  const want = o.secret === undefined ? undefined : Buffer.from(o.secret);
+  let buf = first;
+  let busy = false;
+
+  async function answer(r: ReadRequest): Promise<void> {
+    const t0 = performance.now();
+    let errno = 0;
+    socket.write(MAGIC);
+    try {
+      for await (const ch of o.readFile(r)) {
+        if (socket.destroyed) return;
+        const n = ch.data.length;
+        if (!n) continue;
+        socket.write(frameHead(n));
+        // A fresh buffer each chunk (readFile without reuse): the socket may hold it until sent.
+        if (!socket.write(ch.data)) await drained(socket);
+      }
+      socket.write(frameHead(0));
+    } catch (e) {
+      errno = fromConnectError(e).errno || E.EIO;
+      if (!socket.destroyed) socket.write(frameHead(-errno));
+    } finally {
+      o.observe?.(errno, (performance.now() - t0) / 1000);
+    }
+  }
+
+  function next(): void {
+    if (busy || socket.destroyed) return;
+    const p = parseRequest(buf);
+    if ("need" in p) return;
+    if ("refused" in p) {
+      o.refused(p.refused);
+      return void socket.destroy();
+    }
+    buf = buf.subarray(p.used);
+    const got = Buffer.from(p.request.secret ?? "");
+    if (want && (got.length !== want.length || !timingSafeEqual(got, want))) {
+      o.refused("missing or wrong cluster secret");
+      return void socket.end(Buffer.concat([MAGIC, frameHead(-E.EACCES)]));
+    }
+    o.proven();
+    busy = true;
+    const r = p.request;
+    void answer(create(ReadRequestSchema, { path: r.path, ino: BigInt(r.ino), version: BigInt(r.version), offset: BigInt(r.offset), length: BigInt(r.length) })).finally(() => {
+      busy = false;
+      next();
+    });
+  }
+
+  socket.on("data", (d: Buffer) => {
+    buf = buf.length ? Buffer.concat([buf, d]) : d;
+    // A member sends its next request after the answer: more than one header's worth meanwhile is not one.
+    if (buf.length > HEADER_MAX + 8) {
+      o.refused("requests sent ahead of their answers");
+      return void socket.destroy();
+    }
+    next();
+  });
+  next();
+}
