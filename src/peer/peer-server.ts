@@ -128,6 +128,7 @@ export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer>
           } else if (head.subarray(0, 4).equals(MAGIC)) {
             // As an HTTP/2 session: a connection with no traffic this long is closed (a reader that stopped reading too).
             socket.setTimeout(LIMITS.idleMs, () => socket.destroy());
+            socket.setNoDelay(true);
             serveBulk(socket, head, {
               ...(o.secret === undefined ? {} : { secret: o.secret }),
               readFile,
