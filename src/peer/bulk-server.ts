@@ -53,17 +53,25 @@ export function serveBulk(socket: Socket, first: Buffer, o: BulkServeOptions): v
       first = false;
       return out;
     };
+    // Each frame is written once the next chunk is read, the last one with the end: a small file goes in one write.
+    let held: Uint8Array | undefined;
     try {
       for await (const ch of o.readFile(r)) {
         if (socket.destroyed) return;
         const n = ch.data.length;
+        if (!n) continue;
         // The socket may hold the buffer until it is sent: readFile without reuse gives a fresh one each chunk.
-        if (n && !socket.write(framed(n, ch.data))) await drained(socket);
+        const f = framed(n, ch.data);
+        if (held && !socket.write(held)) await drained(socket);
+        held = f;
       }
-      socket.write(framed(0));
+      const end = framed(0);
+      socket.write(held ? Buffer.concat([held, end]) : end);
+      held = undefined;
     } catch (e) {
       errno = fromConnectError(e).errno || E.EIO;
-      if (!socket.destroyed) socket.write(framed(-errno));
+      // What was read before the failure goes first: the reader keeps the order of the bytes.
+      if (!socket.destroyed) socket.write(held ? Buffer.concat([held, framed(-errno)]) : framed(-errno));
     } finally {
       o.observe?.(errno, (performance.now() - t0) / 1000);
     }
