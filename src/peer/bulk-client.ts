@@ -80,15 +80,16 @@ export function createBulkClient(o: BulkClientOptions): BulkClient {
     });
   }
 
-  function take(address: string): Promise<net.Socket> {
+  /** An idle connection to address (reused), else a new one. */
+  async function take(address: string): Promise<{ s: net.Socket; reused: boolean }> {
     const list = idle.get(address);
     for (let s; (s = list?.pop()); ) {
       if (!s.destroyed) {
         s.setTimeout(0);
-        return Promise.resolve(s);
+        return { s, reused: true };
       }
     }
-    return connect(address);
+    return { s: await connect(address), reused: false };
   }
 
   function release(address: string, s: net.Socket): void {
@@ -99,16 +100,19 @@ export function createBulkClient(o: BulkClientOptions): BulkClient {
     s.setTimeout(IDLE_MS);
   }
 
-  async function* read(address: string, f: BulkFile, offset: number, length: number, signal?: AbortSignal): AsyncIterable<{ offset: number; data: Pieces }> {
+  /** fresh: on a new connection (an idle one the holder closed meanwhile, at its restart, answers nothing). */
+  async function* read(address: string, f: BulkFile, offset: number, length: number, signal?: AbortSignal, fresh = false): AsyncIterable<{ offset: number; data: Pieces }> {
     const t0 = performance.now();
     let errno = E.EIO;
     let s: net.Socket;
+    let reused: boolean;
     try {
-      s = await take(address);
+      ({ s, reused } = fresh ? { s: await connect(address), reused: false } : await take(address));
     } catch (e) {
       o.observe?.(errno, (performance.now() - t0) / 1000);
       throw e;
     }
+    let again = false;
     const parts: AnswerPart[] = [];
     let closed = false;
     let wake: (() => void) | undefined;
@@ -143,6 +147,10 @@ export function createBulkClient(o: BulkClientOptions): BulkClient {
         if (!p) {
           if (closed) {
             if (timedOut.has(s)) throw new FsError(E.ETIMEDOUT, `${address} sent nothing of ${f.path} for ${o.timeoutMs} ms`);
+            if (!any && reused) {
+              again = true;
+              break;
+            }
             if (!any) throw new BulkUnsupported(E.EIO, `${address} closed the connection without an answer`);
             throw new FsError(E.EIO, `${address} closed the connection in the middle of ${f.path}`);
           }
@@ -172,8 +180,10 @@ export function createBulkClient(o: BulkClientOptions): BulkClient {
       // Only a connection whose answer was read to its end can carry the next request.
       if (done && !closed) release(address, s);
       else s.destroy();
-      o.observe?.(errno, (performance.now() - t0) / 1000);
+      if (!again) o.observe?.(errno, (performance.now() - t0) / 1000);
     }
+    // Nothing was read on the old connection.
+    if (again) yield* read(address, f, offset, length, signal, true);
   }
 
   return {

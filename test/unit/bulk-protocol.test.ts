@@ -1,7 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import * as http2 from "node:http2";
+import * as net from "node:net";
 import type { AddressInfo } from "node:net";
-import { HEADER_MAX, createAnswerReader, encodeRequest, frameHead, parseRequest, type AnswerPart } from "../../src/peer/bulk-protocol.ts";
+import { HEADER_MAX, MAGIC, createAnswerReader, encodeRequest, frameHead, parseRequest, type AnswerPart } from "../../src/peer/bulk-protocol.ts";
 import { BulkUnreachable, BulkUnsupported, createBulkClient } from "../../src/peer/bulk-client.ts";
 import { freePort } from "../helpers/env.ts";
 
@@ -51,6 +52,42 @@ describe("bulk lane protocol", () => {
     const split = createAnswerReader();
     expect(split(Buffer.from("MC"))).toEqual({ parts: [] });
     expect(split(Buffer.from("X"))).toEqual({ parts: [{ foreign: true }] });
+  });
+
+  test("the client reuses a connection for the next read; one the holder closed meanwhile (its restart) is read again on a new one, not taken for an older node", async () => {
+    let connections = 0;
+    const server = net.createServer((sock) => {
+      connections++;
+      let answered = 0;
+      let buf = Buffer.alloc(0);
+      sock.on("data", (d: Buffer) => {
+        buf = Buffer.concat([buf, d]);
+        const p = parseRequest(buf);
+        if (!("request" in p)) return;
+        buf = buf.subarray(p.used);
+        // The second request on a connection finds the holder gone.
+        if (answered++) return void sock.destroy();
+        sock.write(Buffer.concat([MAGIC, frameHead(3), Buffer.from("abc"), frameHead(0)]));
+      });
+    });
+    await new Promise<void>((res) => server.listen(0, "127.0.0.1", () => res()));
+    const client = createBulkClient({ timeoutMs: 5000 });
+    const address = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const whole = async () => {
+      const out: Uint8Array[] = [];
+      for await (const ch of client.read(address, { ino: 1, version: 1, path: "/f" }, 0, 0)) out.push(...ch.data);
+      return Buffer.concat(out).toString();
+    };
+    try {
+      expect(await whole()).toBe("abc");
+      expect(await whole()).toBe("abc");
+      expect(await whole()).toBe("abc");
+      // The first connection, the one its second read found closed, and the one that read again.
+      expect(connections).toBe(3);
+    } finally {
+      client.close();
+      await new Promise<void>((res) => server.close(() => res()));
+    }
   });
 
   test("the client: a port nobody listens on is unreachable (ECONNREFUSED); a server that answers no bulk request (an older node's HTTP/2) is told apart, nothing read", async () => {
