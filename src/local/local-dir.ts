@@ -110,7 +110,8 @@ export function futimes(fd: number, atimeNs: bigint, mtimeNs: bigint): void {
 /** Open top (followed as given: it is the administrator's choice) and confine everything to it. */
 export function openLocalDir(top: string): LocalDir {
   const lib = beneath();
-  const rootFd = lib.mcfs_open_root(cstr(top));
+  // -1 once closed: a call after close gets EBADF, never a directory that took the number since.
+  let rootFd = lib.mcfs_open_root(cstr(top));
   if (rootFd < 0) throw new FsError(-rootFd, `cannot open ${top}: ${errnoName(-rootFd)}`);
   const fail = (rc: number, op: string, p: string) => new FsError(-rc, `${op} ${top}${p.startsWith("/") ? "" : "/"}${p}: ${errnoName(-rc)}`);
   const check = (rc: number, op: string, p: string): number => {
@@ -121,14 +122,20 @@ export function openLocalDir(top: string): LocalDir {
   /** Calls on the pool's threads not yet answered, and whether close was asked meanwhile (rootFd is closed after the last). */
   let queued = 0;
   let closing = false;
-  /** A call on the pool's threads, rootFd kept open until it is done. */
+  const closeRoot = () => {
+    const fd = rootFd;
+    rootFd = -1;
+    fs.closeSync(fd);
+  };
+  /** A call on the pool's threads, rootFd kept open until it is done; refused once close was asked. */
   async function pooled(p: string, call: (rel: string) => Promise<number>): Promise<number> {
     const rel = relOf(p);
+    if (closing) return -E.EBADF;
     queued++;
     try {
       return await call(rel);
     } finally {
-      if (--queued === 0 && closing) fs.closeSync(rootFd);
+      if (--queued === 0 && closing) closeRoot();
     }
   }
   const regular = (rc: number, p: string) => {
@@ -296,8 +303,9 @@ export function openLocalDir(top: string): LocalDir {
       return n > 0 ? buf.toString("utf8", 0, n) : undefined;
     },
     close() {
+      if (closing) return;
       closing = true;
-      if (queued === 0) fs.closeSync(rootFd);
+      if (queued === 0) closeRoot();
     },
   };
   return dir;

@@ -237,4 +237,22 @@ describe("opens on the pool's threads (openFileAsync)", () => {
     for (let i = 0; i < 50; i++) expect(fs.statSync(join(t.top, "d", `q${i}`)).mode & 0o777).toBe(0o600);
     expect(fdCount()).toBe(before - 1);
   });
+
+  test("calls after close are refused (EBADF) and close no descriptor: the number its directory had may be another file's by then", async () => {
+    const other = openLocalDir(t.top);
+    other.close();
+    // The directory's number, taken by a file opened since.
+    const taken = fs.openSync(join(t.top, "d", "f1"), "r");
+    try {
+      expect(await asyncErrno(other.openFileAsync("/d/late", O_WRONLY | O_CREAT | O_EXCL, 0o600, { uid: process.getuid!(), gid: process.getgid!(), id: "8:z" }))).toBe(E.EBADF);
+      expect(await other.removeAsync("/d/f3").then(() => 0, (e: FsError) => e.errno)).toBe(E.EBADF);
+      expect(errnoOf(() => other.openFile("/d/f1", O_RDONLY))).toBe(E.EBADF);
+      other.close();
+      expect(fs.existsSync(join(t.top, "d", "f3"))).toBe(true);
+      expect(fs.existsSync(join(t.top, "d", "late"))).toBe(false);
+      expect(fs.fstatSync(taken).isFile()).toBe(true);
+    } finally {
+      fs.closeSync(taken);
+    }
+  });
 });
