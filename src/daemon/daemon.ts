@@ -240,16 +240,14 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         onDemote: (failed) => m?.cacheDemotions.inc({ result: failed ? "failed" : "moved" }),
       });
       cleanups.push(async () => cache.close());
-      const rpcObserver = (side: string) => observeRpcs((method, code, s) => {
+      const rpcSeen = (side: string) => (method: string, code: string, s: number) => {
         m?.rpcs.inc({ side, method, code });
         m?.rpcLatency.observe({ side, method }, s);
-      });
+      };
+      const rpcObserver = (side: string) => observeRpcs(rpcSeen(side));
       const pool = createPeerPool({ secret: cfg.clusterSecret, tls: cfg.peerTls, timeoutMs: 30_000, interceptors: m ? [rpcObserver("client")] : [] });
       cleanups.push(async () => pool.close());
-      const bulkObserver = (side: string) => (errno: number, s: number) => {
-        m?.rpcs.inc({ side, method: "BulkRead", code: errno ? errnoName(errno) : "OK" });
-        m?.rpcLatency.observe({ side, method: "BulkRead" }, s);
-      };
+      const bulkObserver = (side: string) => (errno: number, s: number) => rpcSeen(side)("BulkRead", errno ? errnoName(errno) : "OK", s);
       // The bulk lane is plain text: with TLS every byte goes over gRPC.
       const bulk = cfg.peerTls ? undefined : createBulkClient({ ...(cfg.clusterSecret === undefined ? {} : { secret: cfg.clusterSecret }), timeoutMs: 30_000, ...(m ? { observe: bulkObserver("client") } : {}) });
       if (bulk) cleanups.push(async () => bulk.close());

@@ -1,10 +1,10 @@
 import type { Socket } from "node:net";
-import { timingSafeEqual } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { ReadRequestSchema, type ReadRequest } from "../gen/mcfs/v1/peer_pb.ts";
 import { E } from "../util/errno.ts";
 import { fromConnectError } from "./errors.ts";
 import { frameHead, HEADER_MAX, MAGIC, parseRequest } from "./bulk-protocol.ts";
+import { sameSecret, WRONG_SECRET } from "./peer-gate.ts";
 
 export interface BulkServeOptions {
   /** Cluster secret every request must carry; undefined with --insecure (the lane is never served with TLS). */
@@ -86,9 +86,8 @@ export function serveBulk(socket: Socket, first: Buffer, o: BulkServeOptions): v
       return void socket.destroy();
     }
     buf = buf.subarray(p.used);
-    const got = Buffer.from(p.request.secret ?? "");
-    if (want && (got.length !== want.length || !timingSafeEqual(got, want))) {
-      o.refused("missing or wrong cluster secret");
+    if (want && !sameSecret(want, p.request.secret ?? "")) {
+      o.refused(WRONG_SECRET);
       return void socket.end(Buffer.concat([MAGIC, frameHead(-E.EACCES)]));
     }
     o.proven();

@@ -10,6 +10,15 @@ export interface GateOptions {
   tls: boolean;
 }
 
+/** Why a caller without the cluster secret is refused. */
+export const WRONG_SECRET = "missing or wrong cluster secret";
+
+/** Whether given is the secret wanted, compared in constant time. */
+export function sameSecret(want: Buffer, given: string): boolean {
+  const got = Buffer.from(given);
+  return got.length === want.length && timingSafeEqual(got, want);
+}
+
 /** Why a stream is refused, or undefined when its caller is a member of the cluster. */
 export type Gate = (req: Http2ServerRequest) => string | undefined;
 
@@ -23,8 +32,7 @@ export function peerGate(o: GateOptions): Gate {
     // The handshake already refused unverified certificates; this holds should that ever be loosened.
     if (o.tls && (req.socket as TLSSocket).authorized !== true) return "no verified client certificate";
     if (!want) return undefined;
-    const got = Buffer.from(req.headers.authorization ?? "");
-    if (got.length !== want.length || !timingSafeEqual(got, want)) return "missing or wrong cluster secret";
+    if (!sameSecret(want, req.headers.authorization ?? "")) return WRONG_SECRET;
     return undefined;
   };
 }
