@@ -164,9 +164,13 @@ describe.skipIf(!!skip)("peer port under a flood", () => {
 });
 
 /** One exchange on a fresh connection to the bulk lane: the answer's parts until its end or errno (untilClose: until the server closes). */
-function bulkExchange(port: number, bytes: Buffer, untilClose = false): Promise<{ data: Buffer; end?: true; errno?: number; foreign?: true; closed: boolean }> {
+function bulkExchange(port: number, bytes: Buffer, untilClose = false, piece = bytes.length): Promise<{ data: Buffer; end?: true; errno?: number; foreign?: true; closed: boolean }> {
   return new Promise((res) => {
-    const s = net.connect(port, "127.0.0.1", () => s.write(bytes));
+    const s = net.connect(port, "127.0.0.1", async () => {
+      s.setNoDelay(true);
+      // In pieces of this many bytes, each sent on its own.
+      for (let at = 0; at < bytes.length; at += piece) await new Promise<void>((sent) => s.write(bytes.subarray(at, at + piece), () => sent()));
+    });
     const read = createAnswerReader();
     const data: Buffer[] = [];
     const out: { end?: true; errno?: number; foreign?: true } = {};
@@ -204,6 +208,8 @@ describe.skipIf(!!skip)("the bulk lane on the peer port", () => {
   test("a member gets the file's bytes, whole or a range; no secret or a wrong one gets EACCES and a closed connection, nothing read", async () => {
     expect(await ask({})).toEqual({ data: bytes, end: true, closed: false });
     expect(await ask({ offset: 1000, length: 5000 })).toEqual({ data: bytes.subarray(1000, 6000), end: true, closed: false });
+    // A request arriving a few bytes at a time is answered the same.
+    expect(await bulkExchange(a.port, encodeRequest({ secret: SECRET, ...file, offset: 0, length: 0 }), false, 3)).toEqual({ data: bytes, end: true, closed: false });
     for (const secret of [undefined, "wrong-secret-wrong-secret-0123", SECRET + "x"]) {
       const r = await bulkExchange(a.port, encodeRequest({ ...(secret === undefined ? {} : { secret }), ...file, offset: 0, length: 0 }), true);
       expect(r).toEqual({ data: Buffer.alloc(0), errno: E.EACCES, closed: true });

@@ -35,15 +35,15 @@ export function encodeRequest(r: BulkRequest): Buffer {
   return Buffer.concat([head, json]);
 }
 
-/** What a request's bytes say: the request and how many bytes it took, more bytes needed, or why it is refused. */
-export type Parsed = { request: BulkRequest; used: number } | { need: true } | { refused: string };
+/** What a request's bytes say: the request and how many bytes it took, how many it needs in all, or why it is refused. */
+export type Parsed = { request: BulkRequest; used: number } | { need: number } | { refused: string };
 
 export function parseRequest(b: Buffer): Parsed {
-  if (b.length < 8) return b.subarray(0, 4).equals(MAGIC.subarray(0, Math.min(4, b.length))) ? { need: true } : { refused: "not a bulk request" };
+  if (b.length < 8) return b.subarray(0, 4).equals(MAGIC.subarray(0, Math.min(4, b.length))) ? { need: 8 } : { refused: "not a bulk request" };
   if (!b.subarray(0, 4).equals(MAGIC)) return { refused: "not a bulk request" };
   const n = b.readUInt32LE(4);
   if (n > HEADER_MAX) return { refused: `a request header of ${n} bytes (at most ${HEADER_MAX})` };
-  if (b.length < 8 + n) return { need: true };
+  if (b.length < 8 + n) return { need: 8 + n };
   let v: unknown;
   try {
     v = JSON.parse(b.subarray(8, 8 + n).toString("utf8"));

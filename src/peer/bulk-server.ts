@@ -36,7 +36,11 @@ const drained = (s: Socket) =>
  */
 export function serveBulk(socket: Socket, first: Buffer, o: BulkServeOptions): void {
   const want = o.secret === undefined ? undefined : Buffer.from(o.secret);
-  let buf = first;
+  // What arrived of the next request, joined only once it is all there: a header dripped a byte at a
+  // time would otherwise be copied again at every byte, before its caller shows the secret.
+  let chunks: Buffer[] = [first];
+  let total = first.length;
+  let need = 8;
   let busy = false;
 
   async function answer(r: ReadRequest): Promise<void> {
@@ -78,14 +82,22 @@ export function serveBulk(socket: Socket, first: Buffer, o: BulkServeOptions): v
   }
 
   function next(): void {
-    if (busy || socket.destroyed) return;
+    if (busy || socket.destroyed || total < need) return;
+    const buf = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total);
+    chunks = [buf];
     const p = parseRequest(buf);
-    if ("need" in p) return;
+    if ("need" in p) {
+      need = p.need;
+      return;
+    }
     if ("refused" in p) {
       o.refused(p.refused);
       return void socket.destroy();
     }
-    buf = buf.subarray(p.used);
+    const rest = buf.subarray(p.used);
+    chunks = [rest];
+    total = rest.length;
+    need = 8;
     if (want && !sameSecret(want, p.request.secret ?? "")) {
       o.refused(WRONG_SECRET);
       return void socket.end(Buffer.concat([MAGIC, frameHead(-E.EACCES)]));
@@ -100,9 +112,10 @@ export function serveBulk(socket: Socket, first: Buffer, o: BulkServeOptions): v
   }
 
   socket.on("data", (d: Buffer) => {
-    buf = buf.length ? Buffer.concat([buf, d]) : d;
+    chunks.push(d);
+    total += d.length;
     // A member sends its next request after the answer: more than one header's worth meanwhile is not one.
-    if (buf.length > HEADER_MAX + 8) {
+    if (total > HEADER_MAX + 8) {
       o.refused("requests sent ahead of their answers");
       return void socket.destroy();
     }
