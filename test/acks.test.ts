@@ -3,6 +3,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { fuseUnavailable, waitFor } from "./helpers/env.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
+import { scrape } from "./helpers/metrics.ts";
 import { useCluster } from "./helpers/node.ts";
 
 const skip = fuseUnavailable();
@@ -10,7 +11,7 @@ const SLOW = "nodes did not acknowledge a change in time";
 
 /** Renames and unlinks wait for every live node's acknowledgement: none may be lost, a stopped node costs one wait. */
 describe.skipIf(!!skip)("acknowledgements of changes", () => {
-  const cluster = useCluster("acks", ["a", "b", "c"]);
+  const cluster = useCluster("acks", ["a", "b", "c"], { b: ["--metrics-port", "0"] });
 
   test("no acknowledgement is lost, also for the first change after the node list went stale", async () => {
     const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
@@ -47,5 +48,50 @@ describe.skipIf(!!skip)("acknowledgements of changes", () => {
     // Once c answers again, it is waited for again (and it saw every change).
     await waitFor("c to answer again", () => a.log().includes("nodes acknowledge changes again"));
     expect(fs.readdirSync(join(c.mnt, "stopped"))).toEqual([]);
+  });
+
+  test("a reader's opens of a file it watches ask nothing of Redis, and still read each new version another node wrote (close-to-open)", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "watched"));
+    const at = (n: TestDaemon) => join(n.mnt, "watched", "f");
+    const m0 = await scrape(b);
+    const rounds = 30;
+    for (let i = 0; i < rounds; i++) {
+      // A new size each time: a stale record would cut or pad the read.
+      const body = `version ${i};`.repeat(i + 1);
+      fs.writeFileSync(at(a), body);
+      expect(fs.readFileSync(at(b), "utf8")).toBe(body);
+      expect(fs.readFileSync(at(b), "utf8")).toBe(body);
+      expect(fs.readFileSync(at(b), "utf8")).toBe(body);
+    }
+    const m1 = await scrape(b);
+    // The first open of each version asks Redis (and watches from then on); the two after it do not.
+    expect(m1("mcfs_watched_opens_total") - m0("mcfs_watched_opens_total")).toBeGreaterThanOrEqual(2 * rounds - 2);
+    expect(m1("mcfs_redis_operations_total", { op: "recordAndHolders" }) - m0("mcfs_redis_operations_total", { op: "recordAndHolders" })).toBeLessThanOrEqual(rounds + 2);
+  });
+
+  test("a stopped watcher delays a new version once, and reads that version as soon as it runs again", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "paused"));
+    const at = (n: TestDaemon) => join(n.mnt, "paused", "f");
+    fs.writeFileSync(at(a), "before");
+    expect(fs.readFileSync(at(b), "utf8")).toBe("before");
+    expect(fs.readFileSync(at(b), "utf8")).toBe("before");
+    let took: number;
+    b.proc.kill("SIGSTOP");
+    try {
+      const t0 = Date.now();
+      fs.writeFileSync(at(a), "after, and longer");
+      took = Date.now() - t0;
+      // b watches it no more: the next version does not wait for it.
+      const t1 = Date.now();
+      fs.writeFileSync(at(a), "after, and longer still");
+      expect(Date.now() - t1).toBeLessThan(took);
+    } finally {
+      b.proc.kill("SIGCONT");
+    }
+    // Its feed was not shown current while it was stopped: this open asks Redis, whatever it heard yet.
+    expect(fs.readFileSync(at(b), "utf8")).toBe("after, and longer still");
+    expect(took).toBeGreaterThanOrEqual(400);
   });
 });

@@ -282,7 +282,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       // -p 0: the port the kernel picked is the one other nodes must dial.
       peerPort = server.port;
     }
-    const previous = await store.registerNode({ id: nodeId, address: `${cfg.hostIp}:${peerPort}`, startedAt }, NODE_TTL_MS);
+    const previous = await store.registerNode({ id: nodeId, address: `${cfg.hostIp}:${peerPort}`, startedAt, watches: true }, NODE_TTL_MS);
     // A start that fails from here on puts back what it replaced; a started node leaves as a known node.
     let started = false;
     cleanups.push(() => (started ? store.unregisterNode(nodeId) : store.withdrawNode(nodeId, previous)));
@@ -318,6 +318,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     }
     vfs = createVfs({
       root, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, remote, catchUp: () => todo.drain(), localDirs, retire: retired?.retire,
+      ...(m ? { watchedOpen: () => m.watchedOpens.inc() } : {}),
       roomFor: (bytes) => spaceFloor === 0 || (freeBytes(cfg.rootPath) ?? Infinity) >= spaceFloor + bytes,
       dropKernelEntry: (parent, name) => session?.invalidateEntry(parent, name),
       forgetKernelNames: async (names) => {

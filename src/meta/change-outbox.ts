@@ -3,6 +3,14 @@ import type { Invalidation } from "./store.ts";
 /** Longest a rename or unlink waits for the other nodes to acknowledge it (a node that hangs). */
 const ACK_WAIT_MS = 500;
 
+/**
+ * How recent the last proof that this node's feed is current must be for its watches to hold: well
+ * under ACK_WAIT_MS, the least a new version waits for a watcher that does not answer. A change whose
+ * writer gave up on this node was published more than ACK_WAIT_MS before that writer returned; a proof
+ * begun after the publish arrives behind the change on the same connection.
+ */
+export const WATCH_PROOF_MS = ACK_WAIT_MS - 150;
+
 export interface ChangeOutboxOptions {
   /** This node: the origin of the changes it publishes. */
   nodeId: string;
@@ -25,7 +33,11 @@ export interface ChangeOutboxOptions {
  * rename and unlink on every node the full wait.
  */
 export interface ChangeOutbox {
-  publish(ch: Partial<Omit<Invalidation, "origin">>, wait?: boolean): Promise<void>;
+  /**
+   * watchers: nodes to wait for whatever wait says, up to ACK_WAIT_MS each time, even those that let
+   * a wait run out before: they answer opens of what changed without asking (ChangeFeed.watchesHold).
+   */
+  publish(ch: Partial<Omit<Invalidation, "origin">>, wait?: boolean, watchers?: readonly string[]): Promise<void>;
   /** An acknowledgement message ("node seq") arrived for this node. */
   acked(message: string): void;
   /** Whether a change of this node waits for other nodes' acknowledgements now. */
@@ -35,25 +47,32 @@ export interface ChangeOutbox {
 export function createChangeOutbox(o: ChangeOutboxOptions): ChangeOutbox {
   let outbox: Invalidation[] = [];
   let outboxWaits = false;
+  let outboxWatchers = new Set<string>();
   let outboxDone: Promise<void> | undefined;
   let seq = 0;
   const awaitingAcks = new Map<number, { need: Set<string>; done: () => void }>();
   const unresponsive = new Set<string>();
 
   return {
-    publish(ch, wait = false) {
+    publish(ch, wait = false, watchers = []) {
       const inv: Invalidation = { origin: o.nodeId, added: ch.added ?? [], removed: ch.removed ?? [], inodes: ch.inodes ?? [], data: ch.data ?? [], todo: ch.todo ?? [], ...(ch.touched ? { touched: ch.touched } : {}) };
       wait &&= o.waitForAcks !== false;
+      const watched = o.waitForAcks !== false && watchers.some((id) => id !== o.nodeId);
       outboxWaits ||= wait;
+      if (watched) for (const id of watchers) if (id !== o.nodeId) outboxWatchers.add(id);
+      wait ||= watched;
       if (outbox.push(inv) > 1) return wait ? outboxDone! : Promise.resolve();
       let settle!: () => void;
       outboxDone = new Promise<void>((res) => (settle = res));
       const done = outboxDone;
       queueMicrotask(() => {
         const batch = outbox;
-        const ack = outboxWaits;
+        const waitAll = outboxWaits;
+        const watchersNow = outboxWatchers;
+        const ack = waitAll || watchersNow.size > 0;
         outbox = [];
         outboxWaits = false;
+        outboxWatchers = new Set();
         const s = ++seq;
         // origin first: a node knows its own messages by their first bytes.
         const send = () => o.send(JSON.stringify({ origin: o.nodeId, seq: s, ack, changes: batch }));
@@ -62,8 +81,10 @@ export function createChangeOutbox(o: ChangeOutboxOptions): ChangeOutbox {
           return settle();
         }
         // The waiter is registered before the message goes out: an ack can never come before it.
-        void o.peers().then((all) => {
-          const ids = all.filter((id) => !unresponsive.has(id));
+        void (waitAll ? o.peers() : Promise.resolve([])).then((all) => {
+          // A watcher is waited for even when it let a wait run out, or seems gone: it may answer
+          // opens meanwhile. It watches no more once this change is made, so it costs one wait at most.
+          const ids = [...new Set([...all.filter((id) => !unresponsive.has(id)), ...watchersNow])];
           if (!ids.length || !o.listening()) {
             send();
             return settle();

@@ -27,13 +27,14 @@ export interface MemorySpace {
   readonly runId: string;
   /** P next; absent until init or a reservation. */
   next: number | undefined;
-  /** P i:{ino}, P d:{ino}, P l:{ino}, P x:{ino}, P loc:{ino}, P cc:{ino}. */
+  /** P i:{ino}, P d:{ino}, P l:{ino}, P x:{ino}, P loc:{ino}, P cc:{ino}, P cb:{ino}. */
   readonly i: Map<number, Hash>;
   readonly d: Map<number, Hash>;
   readonly l: Map<number, Set<string>>;
   readonly x: Map<number, Map<string, Uint8Array>>;
   readonly loc: Map<number, Hash>;
   readonly cc: Map<number, Hash>;
+  readonly cb: Map<number, Set<string>>;
   readonly orphans: Set<number>;
   /** P gone: deleted file inodes -> when (ms since the epoch). */
   readonly gone: Map<number, number>;
@@ -56,7 +57,7 @@ export function createMemorySpace(): MemorySpace {
   return {
     runId: Buffer.from(crypto.getRandomValues(new Uint8Array(20))).toString("hex"),
     next: undefined,
-    i: new Map(), d: new Map(), l: new Map(), x: new Map(), loc: new Map(), cc: new Map(),
+    i: new Map(), d: new Map(), l: new Map(), x: new Map(), loc: new Map(), cc: new Map(), cb: new Map(),
     orphans: new Set(), gone: new Map(), nodes: new Map(), hb: new Map(), seen: new Map(), w: new Map(), todo: new Map(),
     copies: new Map(), settings: new Map(), repair: undefined,
     channels: new Map(),
@@ -159,12 +160,12 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
     return told;
   }
   function dropdir(ino: number): void {
-    for (const m of [s.i, s.d, s.x, s.loc, s.cc, s.l]) m.delete(ino);
+    for (const m of [s.i, s.d, s.x, s.loc, s.cc, s.l, s.cb]) m.delete(ino);
   }
   /** As lib.lua's GONE_KEEP. */
   const GONE_KEEP_MS = 30 * 86_400_000;
   function dropRecord(ino: number): void {
-    for (const m of [s.i, s.x, s.loc, s.cc, s.l]) m.delete(ino);
+    for (const m of [s.i, s.x, s.loc, s.cc, s.l, s.cb]) m.delete(ino);
     s.orphans.delete(ino);
     const now = Date.now();
     // Kept in the order they went: the expired ones are the first.
@@ -462,9 +463,11 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       s.loc.delete(ino);
       s.cc.delete(ino);
       if (holder !== "") hashOf(s.loc, ino).set(holder, String(version));
+      const watchers = [...(s.cb.get(ino) ?? [])].filter((n) => n !== nodeId);
+      s.cb.delete(ino);
       const r = decode(ino, h);
-      const sent = publish({ inodes: [ino], data: [ino], todo: told }, opts.acked);
-      if (opts.acked) await sent;
+      const sent = publish({ inodes: [ino], data: [ino], todo: told }, opts.acked, watchers);
+      if (opts.acked || watchers.length) await sent;
       return r;
     },
     async purge(ino) {
@@ -524,7 +527,13 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       return new Map([...(s.loc.get(ino) ?? [])].map(([k, v]) => [k, Number(v)]));
     },
     holders: async (ino) => holdersOf(ino),
-    recordAndHolders: async (ino) => ({ r: get(ino), holders: holdersOf(ino) }),
+    async recordAndHolders(ino, watch = false) {
+      const r = get(ino);
+      if (watch) made(s.cb, ino, () => new Set()).add(nodeId);
+      return { r, holders: holdersOf(ino) };
+    },
+    // In one process every message is heard in order, before anything that follows it.
+    watchesHold: () => subscribed && [...s.nodes].every(([id, info]) => id === nodeId || !alive(id) || (JSON.parse(info) as NodeInfo).watches === true),
     recordsAndHolders: async (inos) => inos.map((ino) => (s.i.get(ino)?.get("m") === undefined ? undefined : { r: get(ino), holders: holdersOf(ino) })),
     async heldBy(node, copies) {
       return copies.map((c) => s.loc.get(c.ino)?.get(node) === String(c.version));

@@ -142,6 +142,11 @@ export interface NodeInfo {
   id: string;
   address: string;
   startedAt: number;
+  /**
+   * Its new versions wait for the file's watchers (setData, ChangeFeed.watchesHold). A node trusts
+   * its watches only while every live node says so: an older one writes without waiting.
+   */
+  watches?: boolean;
 }
 
 /** What a node says of itself with each heartbeat. */
@@ -257,6 +262,9 @@ export interface Namespace {
    * New bytes: size and mtime set, a new version (given, or made here), holder made the only location
    * (path: where). acked: returns once the other live nodes have dropped what their kernels cached of
    * the old state (a truncate by path; a close's new bytes are read at the next open, close-to-open).
+   * Either way it returns once the nodes watching ino (recordAndHolders with watch) have dropped what
+   * they kept of it, or after the change feed's bound (see ChangeFeed.watchesHold): they answer opens
+   * of it without asking, and must not answer one with the old version after this returns.
    */
   setData(ino: number, size: number, mtime: bigint, ctime: bigint, holder: string, path: string, opts?: { version?: number; acked?: boolean }): Promise<Inode>;
   /** Drop an inode whose link count reached zero. */
@@ -305,8 +313,13 @@ export interface Placement {
   locations(ino: number): Promise<Map<string, number>>;
   /** Root-path holders and cached copies of ino, in one round trip. */
   holders(ino: number): Promise<Holders>;
-  /** ino's record and its holders as of one moment, in one round trip (what an open reads: close-to-open). */
-  recordAndHolders(ino: number): Promise<{ r: Inode; holders: Holders }>;
+  /**
+   * ino's record and its holders as of one moment, in one round trip (what an open reads: close-to-open).
+   * watch: this node is also made a watcher of ino, atomically with the read: the next new version
+   * of it (setData) waits for this node's acknowledgement of its change, so that until then this node
+   * may answer opens from what it read here (while watchesHold).
+   */
+  recordAndHolders(ino: number, watch?: boolean): Promise<{ r: Inode; holders: Holders }>;
   /** recordAndHolders of each of inos in one round trip; undefined where there is no record. */
   recordsAndHolders(inos: number[]): Promise<({ r: Inode; holders: Holders } | undefined)[]>;
   /** For each copy, whether node holds that version of it in its root path. */
@@ -329,6 +342,12 @@ export interface ChangeFeed {
   subscribe(onChanges: (invs: Invalidation[], ack?: () => void, waiting?: boolean) => void, resync: () => void): Promise<void>;
   /** Take this node's todo list (the entries are removed from the store). */
   takeTodo(): Promise<TodoEntry[]>;
+  /**
+   * Whether what this node watches (recordAndHolders with watch) still holds without asking: every
+   * change another node made before a moment recent enough that its writer, which waits at least
+   * that long for this node's acknowledgement, cannot have gone on without it, has reached onChanges.
+   */
+  watchesHold(): boolean;
 }
 
 /** The nodes of the cluster and whether each is live. */

@@ -41,6 +41,7 @@ export function createMetrics() {
     writtenBytes: new Counter({ name: "mcfs_written_bytes_total", help: "Bytes written through the mount", ...r }),
     peerBytes: new Counter({ name: "mcfs_peer_bytes_total", help: "File bytes moved between nodes: received from peers, served to peers", labelNames: ["direction"], ...r }),
     readAheadUnused: new Counter({ name: "mcfs_readahead_unused_bytes_total", help: "Bytes of small files fetched ahead of their readers (along with another file, or read ahead) and evicted before anyone opened them: bytes moved for nothing", ...r }),
+    watchedOpens: new Counter({ name: "mcfs_watched_opens_total", help: "Opens for reading answered from what this node read when it began to watch the file, with no round trip to Redis (the file's next version waits for this node's acknowledgement)", ...r }),
     cacheHits: new Counter({ name: "mcfs_cache_hits_total", help: "Opens of other nodes' files answered from this node's cache", ...r }),
     cacheMisses: new Counter({ name: "mcfs_cache_misses_total", help: "Opens of other nodes' files that had to fetch them", ...r }),
     cacheEvictions: new Counter({ name: "mcfs_cache_evictions_total", help: "Copies evicted from the cache, by tier", labelNames: ["tier"], ...r }),
@@ -66,6 +67,9 @@ export function createMetrics() {
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
+/** Store methods that are no operation on Redis (watchesHold asks nothing of it). */
+const NOT_OPERATIONS = new Set(["subscribe", "close", "watchesHold"]);
+
 /**
  * The store's methods, timed and counted by name. Errors the filesystem expects (ENOENT, EEXIST...:
  * they carry an errno) are answers, not failures of Redis.
@@ -74,7 +78,7 @@ export function instrument<T extends object>(target: T, m: Metrics, isAnswer: (e
   return new Proxy(target, {
     get(obj, prop, recv) {
       const v = Reflect.get(obj, prop, recv) as unknown;
-      if (typeof v !== "function" || typeof prop !== "string" || prop === "subscribe" || prop === "close") return v;
+      if (typeof v !== "function" || typeof prop !== "string" || NOT_OPERATIONS.has(prop)) return v;
       return (...args: unknown[]) => {
         const end = m.redisLatency.startTimer({ op: prop });
         m.redisOps.add(prop);

@@ -29,6 +29,8 @@ export interface VfsOptions {
   catchUp?: () => Promise<void>;
   /** The lock of VfsContext.localDirs, shared with what applies catchUp's renames (local-todo.ts). */
   localDirs: RwLock;
+  /** A reader's open was answered from what this node watches of its file (no round trip to the store). */
+  watchedOpen?: () => void;
   /** Make the kernel forget the attributes it cached for ino; resolves once it has. */
   refreshKernelAttrs?: (ino: number) => Promise<void>;
   /** Make the kernel forget the attributes and pages it cached of ino. */

@@ -60,11 +60,35 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
   const { store, root, nodeId, paths, cache, kernel, o } = ctx;
   const remote = o.remote;
 
-  /** Close-to-open: with other nodes about, open() reads the record and its holders fresh. */
-  async function fresh(ino: number): Promise<Found> {
-    const { r: rec, holders: h } = await store.recordAndHolders(ino);
-    const r = ctx.learn(rec);
-    return { r, holders: h, here: h.data.get(nodeId) === r.version || (h.data.size === 0 && r.size === 0) };
+  /**
+   * Close-to-open: with other nodes about, open() reads the record and its holders fresh. watch: and
+   * this node watches the file from then on (a reader's open), so that the next ones need not.
+   */
+  async function fresh(ino: number, watch = false): Promise<Found> {
+    const asked = watch ? cache.watches.asking(ino) : undefined;
+    let got: Awaited<ReturnType<typeof store.recordAndHolders>> | undefined;
+    try {
+      got = await store.recordAndHolders(ino, watch);
+    } finally {
+      // Kept before it is learned: learning it must not count as a change of what is kept.
+      if (asked) cache.watches.keep(asked, got);
+    }
+    return found(ctx.learn(got.r), got.holders);
+  }
+  const found = (r: Inode, h: Holders): Found => ({ r, holders: h, here: h.data.get(nodeId) === r.version || (h.data.size === 0 && r.size === 0) });
+
+  /**
+   * A reader's open: what this node read of the file when it began to watch it, while no change of it
+   * was heard and the store says that would have been (close-to-open all the same: a writer elsewhere
+   * returns only once this node has heard its change, or has been unable to hear anything for longer
+   * than it would trust this).
+   */
+  function known(ino: number): Promise<Found> | Found {
+    const w = store.watchesHold() ? cache.watches.get(ino) : undefined;
+    if (!w) return fresh(ino, true);
+    o.watchedOpen?.();
+    // Learned again: its attributes answer the kernel's getattrs after the open, as a fresh read's would.
+    return found(ctx.learn(w.r), w.holders);
   }
 
   /** Each directory's files in natural order of their names (the order read-ahead expects them read in), and where each is in it, while its listing has not changed. */
@@ -229,7 +253,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
     const attempt = async (tries = 0): Promise<Opened> => {
       let f: Found;
       try {
-        f = remote ? await fresh(ino) : { r: await ctx.record(ino), here: true };
+        f = remote ? await (writable || tries > 0 ? fresh(ino) : known(ino)) : { r: await ctx.record(ino), here: true };
         kernel.sameFile(f.r);
         if (remote) await kernel.sameName(f.r);
         if (isDir(f.r.mode)) throw fsError("EISDIR");

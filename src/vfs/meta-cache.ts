@@ -1,5 +1,12 @@
-import type { DirListing, Inode, Invalidation, MetadataStore } from "../meta/store.ts";
+import type { DirListing, Holders, Inode, Invalidation, MetadataStore } from "../meta/store.ts";
+import { createOpenWatches, type OpenWatches } from "./open-watches.ts";
 import type { PathCache } from "./paths.ts";
+
+/** What an open read of a file it watches: the record and holders as of that read. */
+export interface Watched {
+  r: Inode;
+  holders: Holders;
+}
 
 /**
  * What this node keeps of the shared metadata: records seen lately, and complete listings of the
@@ -39,6 +46,8 @@ export interface MetaCache {
   forget(ino: number): void;
   invalidate(inv: Invalidation): void;
   resync(): void;
+  /** Files this node watches (see OpenWatches): dropped here with every change of their records. */
+  readonly watches: OpenWatches<Watched>;
 }
 
 /**
@@ -75,6 +84,7 @@ export interface MetaCacheOptions {
 }
 
 const RECENT_MAX = 200_000;
+const WATCHED_MAX = 100_000;
 const LISTED_MAX = 2_000_000;
 const PREFETCH_MAX = 20_000;
 /** Misses in a listed directory before its records are read again: this many, or one per this many names. */
@@ -95,8 +105,12 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
   const refetching = new Set<number>();
   /** Directories whose listing is loading, with the changes seen meanwhile. */
   const loading = new Map<number, [([string, number] | undefined), (string | undefined)][]>();
+  const watches = createOpenWatches<Watched>(WATCHED_MAX);
 
   function learn(r: Inode, named = true): Inode {
+    const w = watches.get(r.ino);
+    // Any other state of the file than the one watched (this node's own change of it, mostly).
+    if (w && (w.r.version !== r.version || w.r.size !== r.size || w.r.nlink !== r.nlink || w.r.parent !== r.parent || w.r.name !== r.name || w.r.mode !== r.mode || w.r.uid !== r.uid || w.r.gid !== r.gid)) watches.drop([r.ino]);
     mirror?.dropInode(r.ino);
     if (named) paths.learn(r);
     if (o.attrCacheMs > 0) {
@@ -289,8 +303,11 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
     forget(ino) {
       paths.forget(ino);
       dropRecord(ino);
+      watches.drop([ino]);
     },
     invalidate(inv) {
+      watches.drop(inv.inodes);
+      watches.drop(inv.data);
       for (const [dir, name] of inv.removed) dirChanged(dir, undefined, name);
       for (const [dir, name, ino] of inv.added) dirChanged(dir, [name, ino ?? 0]);
       const touched = new Map(inv.touched?.map(([dir, ctime, nlink]) => [dir, { ctime: BigInt(ctime), nlink }]));
@@ -302,7 +319,9 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
         paths.forget(ino);
       }
     },
+    watches,
     resync() {
+      watches.clear();
       resyncs++;
       misses.clear();
       mirror?.dropAll();

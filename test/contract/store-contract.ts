@@ -1005,6 +1005,56 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         expect(b.heard.some((i) => i.removed.length === 1)).toBe(true);
       });
 
+      it("a new version waits for the nodes watching the file (recordAndHolders with watch), once: they watch no more after it", async () => {
+        await st.subscribe(() => {}, () => {});
+        const b = await listener("node-b", 100);
+        const f = await file(ROOT, "f");
+        const timed = async (fn: () => Promise<unknown>) => {
+          const t0 = Date.now();
+          await fn();
+          return Date.now() - t0;
+        };
+        // A read without watch makes no watcher.
+        await b.s.recordAndHolders(f.ino);
+        expect(await timed(() => st.setData(f.ino, 1, 1n, 1n, A, "/f"))).toBeLessThan(90);
+        const watched = await b.s.recordAndHolders(f.ino, true);
+        expect(watched.r.size).toBe(1);
+        const took = await timed(() => st.setData(f.ino, 2, 2n, 2n, A, "/f"));
+        expect(took).toBeGreaterThanOrEqual(90);
+        expect(took).toBeLessThan(450);
+        expect(b.heard.some((i) => i.data.includes(f.ino))).toBe(true);
+        expect(await timed(() => st.setData(f.ino, 3, 3n, 3n, A, "/f"))).toBeLessThan(90);
+        // The writer's own watch never waits for itself.
+        await st.recordAndHolders(f.ino, true);
+        expect(await timed(() => st.setData(f.ino, 4, 4n, 4n, A, "/f"))).toBeLessThan(90);
+      });
+
+      it("a watcher that never acknowledges is waited for each time it watched, though it let a wait run out before", async () => {
+        await st.subscribe(() => {}, () => {});
+        await st.registerNode({ id: "node-b", address: "b", startedAt: 1 }, 60_000);
+        const b = await listener("node-b");
+        const f = await file(ROOT, "f");
+        for (let i = 1; i <= 2; i++) {
+          await b.s.recordAndHolders(f.ino, true);
+          const t0 = Date.now();
+          await st.setData(f.ino, i, 1n, 1n, A, "/f");
+          expect(Date.now() - t0).toBeGreaterThanOrEqual(400);
+          expect(Date.now() - t0).toBeLessThan(2000);
+        }
+      });
+
+      it("watches hold only for a subscribed node, once its feed is shown current, and while every live node waits for watchers", async () => {
+        const b = await h.open("node-b");
+        expect(b.watchesHold()).toBe(false);
+        await b.subscribe(() => {}, () => {});
+        await until("b's watches to hold", () => b.watchesHold());
+        // An older node writes without waiting for anyone.
+        await st.registerNode({ id: "node-c", address: "c", startedAt: 1 }, 60_000);
+        await until("b's watches to stop holding", () => !b.watchesHold());
+        await st.registerNode({ id: "node-c", address: "c", startedAt: 2, watches: true }, 60_000);
+        await until("b's watches to hold again", () => b.watchesHold());
+      });
+
       it("a live node that never acknowledges delays a removal at most briefly", async () => {
         await st.subscribe(() => {}, () => {});
         await st.registerNode({ id: "node-b", address: "b", startedAt: 1 }, 60_000);

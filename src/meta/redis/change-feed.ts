@@ -6,7 +6,10 @@
 import type { RedisClient } from "../redis-connect.ts";
 import type { ChangeFeed, Invalidation, NodeState, TodoEntry } from "../store.ts";
 import type { Keys } from "./keys.ts";
-import { createChangeOutbox } from "../change-outbox.ts";
+import { createChangeOutbox, WATCH_PROOF_MS } from "../change-outbox.ts";
+
+/** How often the subscriber proves its feed current (watchesHold): a few times within WATCH_PROOF_MS. */
+const PROOF_EVERY_MS = 100;
 
 export interface ChangeFeedOptions {
   /** This node: the origin of the changes it publishes. */
@@ -27,9 +30,9 @@ export interface RedisChangeFeed extends ChangeFeed {
    * message, in order, so a burst costs the other nodes one message, not thousands.
    * With wait, the promise resolves once every live node has acknowledged the message (its kernel
    * has dropped what it cached), or after a bound (see change-outbox.ts): a rename or unlink is then visible everywhere
-   * when it returns. Otherwise it resolves at once.
+   * when it returns. Otherwise it resolves at once. watchers: see ChangeOutbox.publish.
    */
-  publish(ch: Partial<Omit<Invalidation, "origin">>, wait?: boolean): Promise<void>;
+  publish(ch: Partial<Omit<Invalidation, "origin">>, wait?: boolean, watchers?: readonly string[]): Promise<void>;
   /** Stop listening (the subscriber's own connection). */
   close(): Promise<void>;
 }
@@ -37,11 +40,28 @@ export interface RedisChangeFeed extends ChangeFeed {
 export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFeedOptions): RedisChangeFeed {
   let peers: { at: number; ids: Promise<string[]> } | undefined;
   let refreshing = false;
+  /** Every live node waits for watchers (NodeInfo.watches), at the last look at the membership. */
+  let everyoneWaits = false;
   let subscriber: ReturnType<typeof client.duplicate> | undefined;
+  let proving: ReturnType<typeof setInterval> | undefined;
+  /** When the last answered PING on the subscriber was sent (performance.now): every message published before then has been heard. */
+  let currentAsOf = -Infinity;
+  let proofOut = false;
 
   /** Live nodes other than this one; refreshed in the background once a second, never waited for after the first time. */
   function livePeers(): Promise<string[]> {
-    const load = () => opts.nodes().then((all) => [...all.values()].filter((n) => n.alive && n.id !== opts.nodeId).map((n) => n.id), () => []);
+    const load = () =>
+      opts.nodes().then(
+        (all) => {
+          const live = [...all.values()].filter((n) => n.alive && n.id !== opts.nodeId);
+          everyoneWaits = live.every((n) => n.watches === true);
+          return live.map((n) => n.id);
+        },
+        () => {
+          everyoneWaits = false;
+          return [];
+        },
+      );
     if (!peers) peers = { at: Date.now(), ids: load() };
     else if (Date.now() - peers.at > 1000 && !refreshing) {
       refreshing = true;
@@ -91,13 +111,32 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
         onChanges(m.changes, ack, outbox.waiting());
       });
       await subscriber.subscribe(keys.ack(opts.nodeId), outbox.acked);
+      // Redis answers a PING on a subscribed connection in order with the messages: its answer comes
+      // behind every message published before the PING got there.
+      const sub = subscriber;
+      proving = setInterval(() => {
+        void livePeers();
+        if (proofOut || !sub.isReady) return;
+        proofOut = true;
+        const sent = performance.now();
+        sub.ping().then(
+          () => {
+            if (sent > currentAsOf) currentAsOf = sent;
+          },
+          () => {},
+        ).finally(() => (proofOut = false));
+      }, PROOF_EVERY_MS);
+      proving.unref?.();
     },
+    watchesHold: () => everyoneWaits && subscriber !== undefined && performance.now() - currentAsOf < WATCH_PROOF_MS,
     async takeTodo() {
       const key = keys.todo(opts.nodeId);
       const [items] = (await client.multi().lRange(key, 0, -1).del(key).exec()) as unknown as [string[]];
       return items.map((i) => JSON.parse(i) as TodoEntry);
     },
     async close() {
+      clearInterval(proving);
+      currentAsOf = -Infinity;
       if (subscriber?.isOpen) await subscriber.disconnect().catch(() => {});
     },
   };

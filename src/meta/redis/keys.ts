@@ -22,6 +22,8 @@
  * |                   |        | their caches; with ack they answer on P ack:{origin} once done        |
  * | P ack:{node}      | pubsub | "{node} {seq}": that node has applied message seq of this node       |
  * | P w:{ino}         | string | node writing ino's bytes now (a lease, expires): writers take turns    |
+ * | P cb:{ino}        | set    | nodes watching ino: they answer opens of it from what they read, and   |
+ * |                   |        | its next new version waits for their acknowledgement (then empties)   |
  * | P todo:{node}     | list   | JSON changes of local files a node must still make (rm, rmdir, mv,    |
  * |                   |        | swap of namespace paths), queued by whoever renamed or deleted them   |
  * | P copy:{node}     | list   | JSON {ino, version, path}: copies (replicas) the node is asked to make |
@@ -33,7 +35,7 @@
  * records no entry names that are not in P orphans, and P orphans members with links or no record.
  *
  * The Lua scripts (this folder's .lua files) build the same keys from the prefix themselves; P w:{ino}
- * is only ever touched there.
+ * and P cb:{ino} are only ever touched there.
  */
 export function createKeys(P: string) {
   return {

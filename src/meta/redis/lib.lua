@@ -105,12 +105,12 @@ end
 local GONE_KEEP = 30 * 86400
 -- A file's record goes for good: remembered as deleted (not lost by Redis: see MetadataStore.deleted).
 local function dropfile(ino)
-  redis.call('DEL', P..'i:'..ino, P..'x:'..ino, P..'loc:'..ino, P..'cc:'..ino, P..'l:'..ino)
+  redis.call('DEL', P..'i:'..ino, P..'x:'..ino, P..'loc:'..ino, P..'cc:'..ino, P..'l:'..ino, P..'cb:'..ino)
   redis.call('SREM', P..'orphans', ino)
   local now = tonumber(redis.call('TIME')[1])
   redis.call('ZADD', P..'gone', now, ino)
   redis.call('ZREMRANGEBYSCORE', P..'gone', '-inf', '(' .. (now - GONE_KEEP))
 end
 local function dropdir(ino)
-  redis.call('DEL', P..'i:'..ino, P..'d:'..ino, P..'x:'..ino, P..'loc:'..ino, P..'cc:'..ino, P..'l:'..ino)
+  redis.call('DEL', P..'i:'..ino, P..'d:'..ino, P..'x:'..ino, P..'loc:'..ino, P..'cc:'..ino, P..'l:'..ino, P..'cb:'..ino)
 end

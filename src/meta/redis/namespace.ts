@@ -93,9 +93,10 @@ export function createNamespace({ client, keys, run, nodeId, numbers, feed }: Na
       return r;
     },
     async setData(ino, size, mtime, ctime, holder, path, opts = {}) {
-      const [told, flat] = (await run("setdata", [ino, size, mtime, ctime, holder, path, opts.version ?? newVersion()])) as [string[], unknown];
-      const sent = publish({ inodes: [ino], data: [ino], todo: told }, opts.acked);
-      if (opts.acked) await sent;
+      const [told, flat, watchers] = (await run("setdata", [ino, size, mtime, ctime, holder, path, opts.version ?? newVersion()])) as [string[], unknown, string[]];
+      const others = watchers.filter((n) => n !== nodeId);
+      const sent = publish({ inodes: [ino], data: [ino], todo: told }, opts.acked, others);
+      if (opts.acked || others.length) await sent;
       return parseScriptRecord(flat);
     },
     async purge(ino) {

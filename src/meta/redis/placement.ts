@@ -5,7 +5,7 @@ import type { Keys } from "./keys.ts";
 import { pairs, parseHolders, parseScriptRecord, scriptRecord } from "./record-codec.ts";
 import type { RunScript } from "./scripts.ts";
 
-export function createPlacement(client: RedisClient, keys: Keys, run: RunScript): Placement {
+export function createPlacement(client: RedisClient, keys: Keys, run: RunScript, nodeId: string): Placement {
   return {
     async takeWriteLease(ino, node, ttlMs) {
       return (await run("takelease", [ino, node, ttlMs])) === 1;
@@ -21,8 +21,8 @@ export function createPlacement(client: RedisClient, keys: Keys, run: RunScript)
       const [data, cached] = (await client.multi().hGetAll(keys.locations(ino)).hGetAll(keys.cached(ino)).exec()) as unknown as [Record<string, string>, Record<string, string>];
       return parseHolders(data, cached);
     },
-    async recordAndHolders(ino) {
-      const [rec, loc, cc] = (await run("opening", [ino])) as [string[], string[], string[]];
+    async recordAndHolders(ino, watch = false) {
+      const [rec, loc, cc] = (await run("opening", [ino, watch ? nodeId : ""])) as [string[], string[], string[]];
       return { r: parseScriptRecord(rec), holders: parseHolders(pairs(loc), pairs(cc)) };
     },
     async recordsAndHolders(inos) {

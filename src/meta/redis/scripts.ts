@@ -40,7 +40,9 @@ export type ScriptArg = string | number | bigint | Buffer;
 export type RunScript = (name: ScriptName, args: ScriptArg[]) => Promise<unknown>;
 
 /** Scripts that change nothing: never waited for. */
-const READ_ONLY = new Set<ScriptName>(["lookup", "heldby", "holdings", "opening", "records"]);
+const READ_ONLY = new Set<ScriptName>(["lookup", "heldby", "holdings", "records"]);
+/** Scripts sent again, as they were, when the connection is lost under them: those and ones whose change repeats as made (a watcher added). */
+const REPEATABLE = new Set<ScriptName>([...READ_ONLY, "opening"]);
 
 /** WAIT after each change: it is then on this many replicas (or the caller hears EIO). */
 export interface ReplicaAck {
@@ -108,7 +110,7 @@ export async function createScriptRunner(client: RedisClient, prefix: string, o:
       const n = await acked;
       if (n < ack!.replicas) throw fsError("EIO", `${name}: made on the Redis master but acknowledged by ${n} of ${ack!.replicas} replicas within ${ack!.timeoutMs} ms`);
       return r;
-    }, READ_ONLY.has(name));
+    }, REPEATABLE.has(name));
 
   const send = async (name: ScriptName, argv: string[]) => {
     try {

@@ -74,10 +74,11 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
     instanceId: numbers.instanceId,
     raiseInodeCounter: numbers.raiseInodeCounter,
     ...createXattrs(client, keys, run, feed),
-    ...createPlacement(client, keys, run),
+    ...createPlacement(client, keys, run, opts.nodeId),
     ...createReplication(client, keys, run),
     subscribe: feed.subscribe,
     takeTodo: feed.takeTodo,
+    watchesHold: feed.watchesHold,
     ...membership,
     ...createAdminScans({ client, keys, run, membership, feed }),
     async close() {

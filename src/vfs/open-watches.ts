@@ -1,0 +1,65 @@
+/**
+ * What this node read of the files it watches (MetadataStore.recordAndHolders with watch): while the
+ * store says watches hold, an open of one is answered from what was read, without a round trip. A
+ * read whose file changed while it was on its way is not kept: the change may have been heard before
+ * its answer, and the answer is then older than what was heard.
+ */
+export interface OpenWatches<T> {
+  /** Before the store is asked for ino: what keep needs. */
+  asking(ino: number): Asked;
+  /** What the store answered to asked, kept unless its file changed since it was asked; none: the question failed. */
+  keep(asked: Asked, value: T | undefined): void;
+  get(ino: number): T | undefined;
+  /** These files changed (heard from another node, or made here): what is kept of them goes, and answers on their way are not kept. */
+  drop(inos: Iterable<number>): void;
+  /** Everything goes: changes may have been missed. */
+  clear(): void;
+  readonly size: number;
+}
+
+/** A question on its way to the store. */
+export interface Asked {
+  readonly ino: number;
+  changed: boolean;
+}
+
+export function createOpenWatches<T>(limit: number): OpenWatches<T> {
+  const kept = new Map<number, T>();
+  const asking = new Map<number, Set<Asked>>();
+  const stale = (ino: number) => {
+    for (const a of asking.get(ino) ?? []) a.changed = true;
+  };
+  return {
+    asking(ino) {
+      const a: Asked = { ino, changed: false };
+      let s = asking.get(ino);
+      if (!s) asking.set(ino, (s = new Set()));
+      s.add(a);
+      return a;
+    },
+    keep(a, value) {
+      const s = asking.get(a.ino);
+      s?.delete(a);
+      if (s?.size === 0) asking.delete(a.ino);
+      if (a.changed || value === undefined) return;
+      kept.delete(a.ino);
+      kept.set(a.ino, value);
+      // The oldest go first: this node stays a watcher of those in the store, which costs their next writer one acknowledgement.
+      if (kept.size > limit) kept.delete(kept.keys().next().value!);
+    },
+    get: (ino) => kept.get(ino),
+    drop(inos) {
+      for (const ino of inos) {
+        kept.delete(ino);
+        stale(ino);
+      }
+    },
+    clear() {
+      kept.clear();
+      for (const s of asking.values()) for (const a of s) a.changed = true;
+    },
+    get size() {
+      return kept.size;
+    },
+  };
+}
