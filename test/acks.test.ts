@@ -94,4 +94,19 @@ describe.skipIf(!!skip)("acknowledgements of changes", () => {
     expect(fs.readFileSync(at(b), "utf8")).toBe("after, and longer still");
     expect(took).toBeGreaterThanOrEqual(400);
   });
+
+  test("files fetched ahead are watched from the read of their records: their first opens ask nothing of Redis, and a version written since is read", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "ahead"));
+    const at = (n: TestDaemon, i: number) => join(n.mnt, "ahead", `f${String(i).padStart(2, "0")}`);
+    for (let i = 0; i < 40; i++) fs.writeFileSync(at(a, i), `first ${i}`);
+    const m0 = await scrape(b);
+    expect(fs.readFileSync(at(b, 0), "utf8")).toBe("first 0");
+    // Once the read-ahead has fetched (and watched) the next ones, some are rewritten on A.
+    await waitFor("read-ahead", async () => (await scrape(b))("mcfs_cache_files", { tier: "ram" }) - m0("mcfs_cache_files", { tier: "ram" }) >= 10);
+    for (let i = 1; i < 40; i += 3) fs.writeFileSync(at(a, i), `second ${i}, longer`);
+    for (let i = 1; i < 40; i++) expect(fs.readFileSync(at(b, i), "utf8")).toBe(i % 3 === 1 ? `second ${i}, longer` : `first ${i}`);
+    const m1 = await scrape(b);
+    expect(m1("mcfs_watched_opens_total") - m0("mcfs_watched_opens_total")).toBeGreaterThanOrEqual(5);
+  });
 });

@@ -4,6 +4,7 @@ import type { DaemonConfig } from "./config.ts";
 import { lockRoot } from "./root-lock.ts";
 import { nodeIdentity } from "./node-identity.ts";
 import { startEmbeddedRedis, type EmbeddedRedis } from "./embedded-redis.ts";
+import { createWatches } from "../vfs/open-watches.ts";
 import { createSpaceReserve, type SpaceReserve } from "./space-reserve.ts";
 import { scanRoot } from "./startup-scan.ts";
 import { openStore } from "../meta/open-store.ts";
@@ -222,6 +223,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     let peerPort = cfg.port;
     // A sole node (private Redis) has no peers: it opens no port.
     let remote: RemoteData | undefined;
+    // One set of watches for the VFS's opens and the read-ahead's record reads.
+    const watches = createWatches();
     if (cfg.redisUrl) {
       if (!cfg.clusterSecret && !cfg.peerTls) nlog.warn("--insecure: serving this node's files to anyone who can reach its port");
       // Per node: several nodes on one machine may share the cache directory.
@@ -252,7 +255,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       const bulk = cfg.peerTls ? undefined : createBulkClient({ ...(cfg.clusterSecret === undefined ? {} : { secret: cfg.clusterSecret }), timeoutMs: 30_000, ...(m ? { observe: bulkObserver("client") } : {}) });
       if (bulk) cleanups.push(async () => bulk.close());
       remote = createRemoteData({
-        root, store, peers: createPeerReads(pool, bulk), cache, nodeId, listing, log: nlog,
+        root, store, peers: createPeerReads(pool, bulk), cache, nodeId, listing, log: nlog, watches,
         observe: m && { cache: (hit) => (hit ? m.cacheHits : m.cacheMisses).inc(), received: (n) => m.peerBytes.inc({ direction: "received" }, n) },
       });
       copies = cache;
@@ -317,7 +320,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       cleanups.push(() => replicas!.close());
     }
     vfs = createVfs({
-      root, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, remote, catchUp: () => todo.drain(), localDirs, retire: retired?.retire,
+      root, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, remote, catchUp: () => todo.drain(), localDirs, retire: retired?.retire, watches,
       ...(m ? { watchedOpen: () => m.watchedOpens.inc() } : {}),
       roomFor: (bytes) => spaceFloor === 0 || (freeBytes(cfg.rootPath) ?? Infinity) >= spaceFloor + bytes,
       dropKernelEntry: (parent, name) => session?.invalidateEntry(parent, name),

@@ -534,7 +534,12 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
     },
     // In one process every message is heard in order, before anything that follows it.
     watchesHold: () => subscribed && [...s.nodes].every(([id, info]) => id === nodeId || !alive(id) || (JSON.parse(info) as NodeInfo).watches === true),
-    recordsAndHolders: async (inos) => inos.map((ino) => (s.i.get(ino)?.get("m") === undefined ? undefined : { r: get(ino), holders: holdersOf(ino) })),
+    recordsAndHolders: async (inos, watch = false) =>
+      inos.map((ino) => {
+        if (s.i.get(ino)?.get("m") === undefined) return undefined;
+        if (watch) made(s.cb, ino, () => new Set()).add(nodeId);
+        return { r: get(ino), holders: holdersOf(ino) };
+      }),
     async heldBy(node, copies) {
       return copies.map((c) => s.loc.get(c.ino)?.get(node) === String(c.version));
     },

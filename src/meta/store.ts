@@ -320,8 +320,8 @@ export interface Placement {
    * may answer opens from what it read here (while watchesHold).
    */
   recordAndHolders(ino: number, watch?: boolean): Promise<{ r: Inode; holders: Holders }>;
-  /** recordAndHolders of each of inos in one round trip; undefined where there is no record. */
-  recordsAndHolders(inos: number[]): Promise<({ r: Inode; holders: Holders } | undefined)[]>;
+  /** recordAndHolders of each of inos in one round trip (with watch, of each that has a record); undefined where there is no record. */
+  recordsAndHolders(inos: number[], watch?: boolean): Promise<({ r: Inode; holders: Holders } | undefined)[]>;
   /** For each copy, whether node holds that version of it in its root path. */
   heldBy(node: string, copies: { ino: number; version: number }[]): Promise<boolean[]>;
   /** List node's cached copies (those of a version no longer current are not); returns how many were. */

@@ -1,3 +1,4 @@
+import type { OpenWatches, Watched } from "./open-watches.ts";
 import type { BigIntStats } from "node:fs";
 import type { Caller, ShimCreates, ShimEntries } from "../fuse/types.ts";
 import type { LocalDir } from "../local/local-dir.ts";
@@ -29,6 +30,8 @@ export interface VfsOptions {
   catchUp?: () => Promise<void>;
   /** The lock of VfsContext.localDirs, shared with what applies catchUp's renames (local-todo.ts). */
   localDirs: RwLock;
+  /** The node's watches, shared with its read-ahead (remote); the VFS makes its own without. */
+  watches?: OpenWatches<Watched>;
   /** A reader's open was answered from what this node watches of its file (no round trip to the store). */
   watchedOpen?: () => void;
   /** Make the kernel forget the attributes it cached for ino; resolves once it has. */

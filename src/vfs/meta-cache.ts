@@ -1,12 +1,6 @@
-import type { DirListing, Holders, Inode, Invalidation, MetadataStore } from "../meta/store.ts";
-import { createOpenWatches, type OpenWatches } from "./open-watches.ts";
+import type { DirListing, Inode, Invalidation, MetadataStore } from "../meta/store.ts";
+import { createWatches, type OpenWatches, type Watched } from "./open-watches.ts";
 import type { PathCache } from "./paths.ts";
-
-/** What an open read of a file it watches: the record and holders as of that read. */
-export interface Watched {
-  r: Inode;
-  holders: Holders;
-}
 
 /**
  * What this node keeps of the shared metadata: records seen lately, and complete listings of the
@@ -81,10 +75,11 @@ export interface MetaCacheOptions {
   /** Hears every change of a listing (see dirChanged). */
   onDirChanged?(dir: number, add?: [string, number], remove?: string): void;
   mirror?: MetaMirror;
+  /** The node's watches, if shared with another part (its read-ahead); else its own. */
+  watches?: OpenWatches<Watched>;
 }
 
 const RECENT_MAX = 200_000;
-const WATCHED_MAX = 100_000;
 const LISTED_MAX = 2_000_000;
 const PREFETCH_MAX = 20_000;
 /** Misses in a listed directory before its records are read again: this many, or one per this many names. */
@@ -105,7 +100,7 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
   const refetching = new Set<number>();
   /** Directories whose listing is loading, with the changes seen meanwhile. */
   const loading = new Map<number, [([string, number] | undefined), (string | undefined)][]>();
-  const watches = createOpenWatches<Watched>(WATCHED_MAX);
+  const watches = o.watches ?? createWatches();
 
   function learn(r: Inode, named = true): Inode {
     const w = watches.get(r.ino);

@@ -1,3 +1,17 @@
+import type { Holders, Inode } from "../meta/store.ts";
+
+/** What was read of a file being watched: its record and holders as of that read. */
+export interface Watched {
+  r: Inode;
+  holders: Holders;
+}
+
+/** Files a node keeps what it read of, at most. */
+const WATCHED_MAX = 100_000;
+
+/** The watches of a node's files: shared by its opens and its read-ahead (which begins to watch what it fetches). */
+export const createWatches = (): OpenWatches<Watched> => createOpenWatches<Watched>(WATCHED_MAX);
+
 /**
  * What this node read of the files it watches (MetadataStore.recordAndHolders with watch): while the
  * store says watches hold, an open of one is answered from what was read, without a round trip. A

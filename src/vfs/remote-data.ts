@@ -1,4 +1,5 @@
 import * as fs from "node:fs";
+import type { OpenWatches, Watched } from "./open-watches.ts";
 import type { Holders, MetadataStore } from "../meta/store.ts";
 import type { PeerReads } from "../peer/peer-reads.ts";
 import { readCopy, type CopyCache, type Opened } from "../cache/copy-cache.ts";
@@ -72,6 +73,8 @@ export interface RemoteDataOptions {
   log: Logger;
   /** For metrics: an open found its copy cached (hit) or had to fetch it; bytes received from peers. */
   observe?: { cache(hit: boolean): void; received(bytes: number): void };
+  /** The node's watches (VfsOptions.watches): files fetched ahead are watched from the read of their records. */
+  watches?: OpenWatches<Watched>;
 }
 
 /**
@@ -91,7 +94,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   // One for whole-file fetches and ranged reads alike: a dead holder's refusals share one limit.
   const warn = holderWarnings(o.log);
   const streams = createStreams({ peers: o.peers, sources, log: o.log, warn, ...(received ? { received } : {}) });
-  const batches = createBatches({ peers: o.peers, store: o.store, cache: o.cache, log: o.log, list: o.listing.added, arriving: (ino, version) => arriving.has(`${ino}.${version}`), ...(received ? { received } : {}) });
+  const batches = createBatches({ peers: o.peers, store: o.store, cache: o.cache, log: o.log, list: o.listing.added, arriving: (ino, version) => arriving.has(`${ino}.${version}`), ...(received ? { received } : {}), ...(o.watches ? { watches: o.watches } : {}) });
   const rangeOptions = { cache: o.cache, peers: o.peers, warn, arriving: (ino: number, version: number) => arriving.get(`${ino}.${version}`), ...(received ? { received } : {}) };
 
   function once(key: string, fn: () => Promise<void>): Promise<void> {

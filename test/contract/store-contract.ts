@@ -1024,9 +1024,13 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         expect(took).toBeLessThan(450);
         expect(b.heard.some((i) => i.data.includes(f.ino))).toBe(true);
         expect(await timed(() => st.setData(f.ino, 3, 3n, 3n, A, "/f"))).toBeLessThan(90);
+        // So does a watch begun with the records of several files.
+        expect(await b.s.recordsAndHolders([f.ino, 999_999], true)).toEqual([await st.recordAndHolders(f.ino), undefined]);
+        expect(await timed(() => st.setData(f.ino, 5, 5n, 5n, A, "/f"))).toBeGreaterThanOrEqual(90);
+        expect(await timed(() => st.setData(f.ino, 6, 6n, 6n, A, "/f"))).toBeLessThan(90);
         // The writer's own watch never waits for itself.
         await st.recordAndHolders(f.ino, true);
-        expect(await timed(() => st.setData(f.ino, 4, 4n, 4n, A, "/f"))).toBeLessThan(90);
+        expect(await timed(() => st.setData(f.ino, 7, 7n, 7n, A, "/f"))).toBeLessThan(90);
       });
 
       it("a watcher that never acknowledges is waited for each time it watched, though it let a wait run out before", async () => {

@@ -25,9 +25,9 @@ export function createPlacement(client: RedisClient, keys: Keys, run: RunScript,
       const [rec, loc, cc] = (await run("opening", [ino, watch ? nodeId : ""])) as [string[], string[], string[]];
       return { r: parseScriptRecord(rec), holders: parseHolders(pairs(loc), pairs(cc)) };
     },
-    async recordsAndHolders(inos) {
+    async recordsAndHolders(inos, watch = false) {
       if (!inos.length) return [];
-      const all = (await run("holdings", inos)) as [string[], string[], string[]][];
+      const all = (await run("holdings", [watch ? nodeId : "", ...inos])) as [string[], string[], string[]][];
       return all.map(([rec, loc, cc]) => {
         const r = scriptRecord(rec);
         return r && { r, holders: parseHolders(pairs(loc), pairs(cc)) };

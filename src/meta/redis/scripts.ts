@@ -40,9 +40,9 @@ export type ScriptArg = string | number | bigint | Buffer;
 export type RunScript = (name: ScriptName, args: ScriptArg[]) => Promise<unknown>;
 
 /** Scripts that change nothing: never waited for. */
-const READ_ONLY = new Set<ScriptName>(["lookup", "heldby", "holdings", "records"]);
+const READ_ONLY = new Set<ScriptName>(["lookup", "heldby", "records"]);
 /** Scripts sent again, as they were, when the connection is lost under them: those and ones whose change repeats as made (a watcher added). */
-const REPEATABLE = new Set<ScriptName>([...READ_ONLY, "opening"]);
+const REPEATABLE = new Set<ScriptName>([...READ_ONLY, "opening", "holdings"]);
 
 /** WAIT after each change: it is then on this many replicas (or the caller hears EIO). */
 export interface ReplicaAck {

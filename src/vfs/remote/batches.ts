@@ -1,3 +1,4 @@
+import type { OpenWatches, Watched } from "../open-watches.ts";
 import type { CopyCache } from "../../cache/copy-cache.ts";
 import type { MetadataStore } from "../../meta/store.ts";
 import type { PeerReads } from "../../peer/peer-reads.ts";
@@ -75,6 +76,8 @@ export interface BatchesOptions {
   /** A copy of ino at version is on its way already (asked for alone). */
   arriving(ino: number, version: number): boolean;
   received?: (bytes: number) => void;
+  /** Watched from the read of their records on: the first open of a file fetched ahead asks nothing of the store. */
+  watches?: OpenWatches<Watched>;
 }
 
 export function createBatches(o: BatchesOptions): Batches {
@@ -98,8 +101,18 @@ export function createBatches(o: BatchesOptions): Batches {
       if (cand.length === most) break;
     }
     if (!cand.length) return [];
-    // Records only: whether node holds each is its to say (it answers ESTALE for those it does not).
-    const recs = await o.store.getMany(cand.map((c) => c.ino));
+    // Whether node holds each is its to say (it answers ESTALE for those it does not).
+    const asked = o.watches ? cand.map((c) => o.watches!.asking(c.ino)) : undefined;
+    let found: Awaited<ReturnType<MetadataStore["recordsAndHolders"]>> | undefined;
+    try {
+      found = await o.store.recordsAndHolders(cand.map((c) => c.ino), asked !== undefined);
+    } finally {
+      asked?.forEach((a, i) => {
+        const f = found?.[i];
+        o.watches!.keep(a, f && isReg(f.r.mode) ? f : undefined);
+      });
+    }
+    const recs = found.map((f) => f?.r);
     if (unwanted.size > UNWANTED_MAX) unwanted.clear();
     const out: Wanted[] = [];
     for (const [i, c] of cand.entries()) {
