@@ -193,7 +193,9 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       onSlowNodes: (ev, nodes) =>
         ev === "unresponsive"
           ? nlog.warn({ nodes }, "nodes did not acknowledge a change in time: not waited for until they answer again")
-          : nlog.info({ nodes }, "nodes acknowledge changes again"),
+          : ev === "late watchers"
+            ? nlog.warn({ nodes }, "nodes watching a file did not acknowledge its new version in time: it went on without them")
+            : nlog.info({ nodes }, "nodes acknowledge changes again"),
     });
     cleanups.push(() => rawStore.close());
     const store: MetadataStore = m ? instrument(rawStore, m, (e) => e instanceof FsError && e.errno !== E.EIO) : rawStore;

@@ -11,12 +11,18 @@ const ACK_WAIT_MS = 500;
  */
 export const WATCH_PROOF_MS = ACK_WAIT_MS - 150;
 
+/**
+ * unresponsive: nodes a change waited for in vain, not waited for until they answer again; answering:
+ * one of those answered; late watchers: watchers a new version waited for in vain (waited for again).
+ */
+export type SlowNodesEvent = "unresponsive" | "answering" | "late watchers";
+
 export interface ChangeOutboxOptions {
   /** This node: the origin of the changes it publishes. */
   nodeId: string;
   /** False: publish never waits for acknowledgements. */
   waitForAcks?: boolean | undefined;
-  onSlowNodes?: ((event: "unresponsive" | "answering", nodes: string[]) => void) | undefined;
+  onSlowNodes?: ((event: SlowNodesEvent, nodes: string[]) => void) | undefined;
   /** Live nodes other than this one (those are waited for). */
   peers(): Promise<string[]>;
   /** Whether this node hears acknowledgements yet (it subscribed). */
@@ -84,7 +90,8 @@ export function createChangeOutbox(o: ChangeOutboxOptions): ChangeOutbox {
         void (waitAll ? o.peers() : Promise.resolve([])).then((all) => {
           // A watcher is waited for even when it let a wait run out, or seems gone: it may answer
           // opens meanwhile. It watches no more once this change is made, so it costs one wait at most.
-          const ids = [...new Set([...all.filter((id) => !unresponsive.has(id)), ...watchersNow])];
+          const peers = all.filter((id) => !unresponsive.has(id));
+          const ids = [...new Set([...peers, ...watchersNow])];
           if (!ids.length || !o.listening()) {
             send();
             return settle();
@@ -96,8 +103,13 @@ export function createChangeOutbox(o: ChangeOutboxOptions): ChangeOutbox {
             settle();
           };
           const timer = setTimeout(() => {
-            for (const id of need) unresponsive.add(id);
-            o.onSlowNodes?.("unresponsive", [...need]);
+            // Only a node every change waits for is then left out: a watcher late with one version
+            // (one busy with its kernel's pages of the file) would otherwise miss the next unlink's wait.
+            const out = [...need].filter((id) => peers.includes(id));
+            for (const id of out) unresponsive.add(id);
+            if (out.length) o.onSlowNodes?.("unresponsive", out);
+            const late = [...need].filter((id) => !peers.includes(id));
+            if (late.length) o.onSlowNodes?.("late watchers", late);
             finish();
           }, ACK_WAIT_MS);
           awaitingAcks.set(s, { need, done: finish });

@@ -12,7 +12,7 @@
 import { parseHolders, parseRecord } from "./redis/record-codec.ts";
 import { createdChange, createdRecord, createStamps, newVersion, type CopyOrder, type DirListing, type Holders, type Inode, type Invalidation, type MetadataStore, type NodeInfo, type NodeReport, type NodeState, type Removed, type Renamed, type ScannedInode, type TodoEntry } from "./store.ts";
 import { fsError } from "../util/errno.ts";
-import { createChangeOutbox } from "./change-outbox.ts";
+import { createChangeOutbox, type SlowNodesEvent } from "./change-outbox.ts";
 import { nowNs } from "../util/time.ts";
 import { S_IFMT, S_IFDIR, S_IFREG, S_ISGID } from "../util/file-mode.ts";
 
@@ -71,7 +71,7 @@ export interface MemoryStoreOptions {
   nodeId?: string;
   /** As RedisStoreOptions.waitForAcks. */
   waitForAcks?: boolean;
-  onSlowNodes?: (event: "unresponsive" | "answering", nodes: string[]) => void;
+  onSlowNodes?: (event: SlowNodesEvent, nodes: string[]) => void;
 }
 
 function made<K, V>(m: Map<K, V>, k: K, make: () => V): V {

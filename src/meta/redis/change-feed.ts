@@ -6,7 +6,7 @@
 import type { RedisClient } from "../redis-connect.ts";
 import type { ChangeFeed, Invalidation, NodeState, TodoEntry } from "../store.ts";
 import type { Keys } from "./keys.ts";
-import { createChangeOutbox, WATCH_PROOF_MS } from "../change-outbox.ts";
+import { createChangeOutbox, WATCH_PROOF_MS, type SlowNodesEvent } from "../change-outbox.ts";
 
 /** How often the subscriber proves its feed current (watchesHold): a few times within WATCH_PROOF_MS. */
 const PROOF_EVERY_MS = 100;
@@ -18,7 +18,7 @@ export interface ChangeFeedOptions {
   waitForAcks?: boolean;
   /** No other node shares this Redis: nothing is sent (see RedisStoreOptions.alone). */
   alone?: boolean | undefined;
-  onSlowNodes?: (event: "unresponsive" | "answering", nodes: string[]) => void;
+  onSlowNodes?: (event: SlowNodesEvent, nodes: string[]) => void;
   /** The membership, for which nodes are live (those are waited for). */
   nodes: () => Promise<Map<string, NodeState>>;
 }
@@ -48,20 +48,23 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
   let currentAsOf = -Infinity;
   let proofOut = false;
 
+  /** Live nodes other than this one, and whether each waits for watchers. */
+  const load = () =>
+    opts.nodes().then(
+      (all) => {
+        const live = [...all.values()].filter((n) => n.alive && n.id !== opts.nodeId);
+        everyoneWaits = live.every((n) => n.watches === true);
+        return live.map((n) => n.id);
+      },
+      () => {
+        everyoneWaits = false;
+        return [];
+      },
+    );
+  let lastLook = 0;
+
   /** Live nodes other than this one; refreshed in the background once a second, never waited for after the first time. */
   function livePeers(): Promise<string[]> {
-    const load = () =>
-      opts.nodes().then(
-        (all) => {
-          const live = [...all.values()].filter((n) => n.alive && n.id !== opts.nodeId);
-          everyoneWaits = live.every((n) => n.watches === true);
-          return live.map((n) => n.id);
-        },
-        () => {
-          everyoneWaits = false;
-          return [];
-        },
-      );
     if (!peers) peers = { at: Date.now(), ids: load() };
     else if (Date.now() - peers.at > 1000 && !refreshing) {
       refreshing = true;
@@ -115,7 +118,12 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
       // behind every message published before the PING got there.
       const sub = subscriber;
       proving = setInterval(() => {
-        void livePeers();
+        // Its own look at the membership: loaded here, the list of peers a change waits for would be
+        // as old as the last look whenever a change comes, missing nodes that joined since.
+        if (performance.now() - lastLook > 1000) {
+          lastLook = performance.now();
+          void load();
+        }
         if (proofOut || !sub.isReady) return;
         proofOut = true;
         const sent = performance.now();

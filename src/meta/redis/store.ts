@@ -5,6 +5,7 @@
  * Errors from scripts are errno names ("ENOENT ..."), thrown as FsError.
  */
 import { connectRedis, type RedisAccess } from "../redis-connect.ts";
+import type { SlowNodesEvent } from "../change-outbox.ts";
 import type { MetadataStore } from "../store.ts";
 import { createAdminScans } from "./admin-scans.ts";
 import { createChangeFeed } from "./change-feed.ts";
@@ -44,7 +45,7 @@ export interface RedisStoreOptions {
   /** Called when the connection drops or comes back (for logs). */
   onConnectionEvent?: (event: "error" | "ready", detail?: string) => void;
   /** Nodes that let an acknowledgement wait run out (no longer waited for) or answered again (for logs). */
-  onSlowNodes?: (event: "unresponsive" | "answering", nodes: string[]) => void;
+  onSlowNodes?: (event: SlowNodesEvent, nodes: string[]) => void;
 }
 
 /** The URL's wait_replicas/wait_ms (redis+sentinel:// and redis+cluster:// only). */
