@@ -4,6 +4,7 @@ import { join } from "node:path";
 import * as os from "node:os";
 import type { Caller, ShimCreates, ShimKit } from "../src/fuse/types.ts";
 import type { MetadataStore } from "../src/meta/store.ts";
+import { OutcomeUnknown } from "../src/util/errno.ts";
 import { startRedis, type TestRedis } from "./helpers/redis.ts";
 import { startVfsNode, type VfsNode } from "./helpers/vfs-node.ts";
 
@@ -180,3 +181,38 @@ describe("a file the shim made, taken in while Redis is out of reach", () => {
     }
   });
 });
+
+/** A cluster node's create written behind, its connection lost on the way: it may or may not have been made. */
+describe("a create whose outcome is unknown", () => {
+  test("when Redis has no record of it at its close, the file goes back from this node's disk (not a failed close, not a file no one lists)", async () => {
+    const redis = await startRedis();
+    let lose = false;
+    const losing = (s: MetadataStore): MetadataStore =>
+      new Proxy(s, {
+        get(t, k, recv) {
+          const v = Reflect.get(t, k, recv);
+          if (k !== "create" || typeof v !== "function") return v;
+          return (...args: unknown[]) => (lose ? Promise.reject(new OutcomeUnknown("the connection to Redis was lost with a change on its way")) : (v as (...a: unknown[]) => unknown).apply(t, args));
+        },
+      });
+    const lost: number[] = [];
+    const n = await startVfsNode(redis.url, "a", losing, { recordLost: async (ino) => void lost.push(ino) });
+    const other = await startVfsNode(redis.url, "b");
+    try {
+      lose = true;
+      const made = await n.vfs.create(C, 1, "fresh", 0o644, O_WRONLY | O_CREAT);
+      lose = false;
+      const data = Buffer.alloc(3000, 0x5a);
+      expect(await n.vfs.write(C, made.attr.ino, made.open.fh, 0, data)).toBe(data.length);
+      await n.vfs.flush(C, made.attr.ino, made.open.fh, true);
+      await n.vfs.release(C, made.attr.ino, made.open.fh, false);
+      expect(lost).toEqual([made.attr.ino]);
+      expect(fs.readFileSync(join(n.rootPath, "fresh")).equals(data)).toBe(true);
+    } finally {
+      await other.close();
+      await n.close();
+      await redis.stop();
+    }
+  });
+});
+

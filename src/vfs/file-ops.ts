@@ -3,7 +3,7 @@ import { promisify } from "node:util";
 import { dirname } from "node:path";
 import type { Caller, FileSystem, OpenReply } from "../fuse/types.ts";
 import type { Holders, Inode } from "../meta/store.ts";
-import { E, FsError, errnoOf, fsError } from "../util/errno.ts";
+import { E, FsError, OutcomeUnknown, errnoOf, fsError } from "../util/errno.ts";
 import { isDir } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
 import { createLocalFile } from "./local-files.ts";
@@ -226,7 +226,9 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
    * unlink, a rename or create over it), and a close of an unlinked file succeeds, its bytes going
    * with it. Not so when its create never reached the store: that refusal is the close's error. And
    * when the create was still on its way, the update may have overtaken it (a script Redis had
-   * lost, sent again after the one behind it): once the create is in, it is sent again.
+   * lost, sent again after the one behind it): once the create is in, it is sent again. A create
+   * whose connection was lost under it may or may not have been made: without a record and not
+   * deleted, the file goes back from this disk, as one Redis lost.
    */
   async function publish(h: Handle): Promise<void> {
     const creating = ctx.policy.unsettled(h.ino);
@@ -234,8 +236,14 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       await ctx.commit(h);
     } catch (e) {
       if (!gone(e)) throw e;
-      await ctx.policy.settled(h.ino);
-      if (creating) await ctx.commit(h).catch((again: unknown) => {
+      const made = await ctx.policy.settled(h.ino).then(
+        () => true,
+        (err: unknown) => {
+          if (err instanceof OutcomeUnknown && o.recordLost) return false;
+          throw err;
+        },
+      );
+      if (creating && made) await ctx.commit(h).catch((again: unknown) => {
         if (!gone(again)) throw again;
       });
       // Not unlinked elsewhere: Redis lost the record (a restore, its last second gone), and with it

@@ -165,7 +165,10 @@ export function createWriteAtClose(): WritePolicy {
       const pending = creating.get(p.ino);
       if (pending) {
         data.catch(() => {});
-        await pending;
+        // A create that may or may not have been made: the update's own answer tells (ENOENT: not).
+        await pending.catch((e: unknown) => {
+          if (!(e instanceof OutcomeUnknown)) throw e;
+        });
       }
       return ctx.learn(await data);
     },

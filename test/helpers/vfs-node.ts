@@ -35,6 +35,8 @@ export interface VfsNode {
 export interface VfsNodeOptions {
   sole?: boolean;
   shimCreates?: ShimCreates;
+  /** What the daemon does when a file this node holds has no record (VfsOptions.recordLost). */
+  recordLost?: (ino: number) => Promise<void>;
 }
 
 export async function startVfsNode(url: string, id: string, wrap: (s: MetadataStore) => MetadataStore = (s) => s, o: VfsNodeOptions = {}): Promise<VfsNode> {
@@ -58,7 +60,7 @@ export async function startVfsNode(url: string, id: string, wrap: (s: MetadataSt
   let vfs: Vfs | undefined;
   const localDirs = createRwLock();
   const todo = createTodoApplier({ root, nodeId: id, store, log, writing: (ino) => vfs?.writing(ino) ?? false, localDirs });
-  const made = (vfs = createVfs({ root, nodeId: id, store, log, attrCacheMs: 1000, localDirs, ...(o.sole ? {} : { remote, catchUp: () => todo.drain() }), ...(o.shimCreates ? { shimCreates: o.shimCreates } : {}) }));
+  const made = (vfs = createVfs({ root, nodeId: id, store, log, attrCacheMs: 1000, localDirs, ...(o.sole ? {} : { remote, catchUp: () => todo.drain() }), ...(o.shimCreates ? { shimCreates: o.shimCreates } : {}), ...(o.recordLost ? { recordLost: o.recordLost } : {}) }));
   return {
     id, vfs: made, store, todo, rootPath,
     async close() {
