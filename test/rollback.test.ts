@@ -154,4 +154,29 @@ describe.skipIf(!!skip)("Redis restored from an older copy", () => {
     });
     expect(fs.readFileSync(join(a.mnt, "n", "fresh")).equals(whole)).toBe(true);
   }, 120_000);
+
+  test("a reader whose watch Redis lost in a restart still reads the next version another node writes", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
+    const redis = cluster.redis;
+    fs.mkdirSync(join(a.mnt, "rewatch"));
+    fs.writeFileSync(join(a.mnt, "rewatch", "f"), "one");
+    expect(await redis.cli("SAVE")).toBe("OK");
+    fs.copyFileSync(join(redis.dir, "dump.rdb"), join(redis.dir, "unwatched.rdb"));
+    // B watches f from here on; the copy taken before does not have it as a watcher.
+    expect(fs.readFileSync(join(b.mnt, "rewatch", "f"), "utf8")).toBe("one");
+    expect(fs.readFileSync(join(b.mnt, "rewatch", "f"), "utf8")).toBe("one");
+    const said = b.log().split("invalidation channel reconnected").length;
+    await redis.restart((dir) => fs.copyFileSync(join(dir, "unwatched.rdb"), join(dir, "dump.rdb")));
+    await waitFor("B back on the change feed", () => b.log().split("invalidation channel reconnected").length > said, 30_000);
+    // A's new version waits for no one (Redis lost B's watch): B must not answer from what it read.
+    await waitFor("A writing again", () => {
+      try {
+        fs.writeFileSync(join(a.mnt, "rewatch", "f"), "two, longer");
+        return true;
+      } catch {
+        return false;
+      }
+    }, 30_000);
+    expect(fs.readFileSync(join(b.mnt, "rewatch", "f"), "utf8")).toBe("two, longer");
+  }, 120_000);
 });
