@@ -20,6 +20,8 @@ if [ "${1:-}" = "--test" ]; then
   # The chart tests unpack helm from an npm package's zip.
   command -v unzip >/dev/null || need+=(unzip)
   command -v shellcheck >/dev/null || need+=(shellcheck)
+  # ss: the tests see what Redis has not read yet.
+  command -v ss >/dev/null || need+=(iproute2)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

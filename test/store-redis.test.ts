@@ -5,6 +5,7 @@ import { harnessOf, storeContract } from "./contract/store-contract.ts";
 import { startRedis, type TestRedis } from "./helpers/redis.ts";
 import { waitFor } from "./helpers/env.ts";
 import { updateMadeAfterCreate } from "./helpers/script-reload.ts";
+import { OutcomeUnknown } from "../src/util/errno.ts";
 
 /** One redis-server for the file; each test gets a key prefix of its own. */
 let redis: TestRedis | undefined;
@@ -49,6 +50,23 @@ describe("redis store connection", () => {
       await waitFor("the store back", () => s.get(1).then(() => true, () => false));
       await updateMadeAfterCreate(s, old.ino);
     } finally {
+      await s.close();
+    }
+  });
+
+  test("a create Redis dies with unread (its client hears ECONNRESET) may or may not have been made: never taken for refused", async () => {
+    const s = await createRedisStore({ url: redis!.url, nodeId: "n1", prefix: "unread:" });
+    try {
+      await s.init(0o755, 0, 0);
+      await redis!.pause();
+      const made = s.create(1, "f", { mode: 0o100644, uid: 0, gid: 0, holder: "n1" }).then(() => "made", (e: unknown) => e);
+      // Dying with bytes unread resets the connection; closed without, it only ends.
+      await waitFor("the create queued unread in Redis", async () => (await redis!.unread()) > 0);
+      await redis!.restart();
+      const e = await made;
+      expect(e).toBeInstanceOf(OutcomeUnknown);
+    } finally {
+      await redis!.resume().catch(() => {});
       await s.close();
     }
   });

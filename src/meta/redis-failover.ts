@@ -34,7 +34,7 @@ export function unitRunner(client: RedisClient): UnitRunner {
       repeatable
         ? fn(client)
         : fn(client).catch((e: unknown) => {
-            throw e instanceof SocketClosedUnexpectedlyError ? new OutcomeUnknown(`the connection to Redis was lost with a change on its way: it may or may not have been made (${e.message})`) : e;
+            throw failover(e) === "lost" ? new OutcomeUnknown(`the connection to Redis was lost with a change on its way: it may or may not have been made (${(e as Error).message})`) : e;
           }))
   );
 }

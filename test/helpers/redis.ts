@@ -1,5 +1,5 @@
 import { spawn } from "bun";
-import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { freePort, tempDir, waitFor } from "./env.ts";
 
@@ -9,8 +9,10 @@ export interface TestRedis {
   stop(): Promise<void>;
   /** Run a redis-cli command against it. */
   cli(...args: string[]): Promise<string>;
-  /** Freeze it (SIGSTOP): connections stay open, nothing answers. */
+  /** Freeze it (SIGSTOP; resolves once stopped): connections stay open, nothing answers. */
   pause(): Promise<void>;
+  /** Bytes clients sent that it has not read yet (its end of each connection, by ss). */
+  unread(): Promise<number>;
   resume(): Promise<void>;
   /** Its data directory (dump.rdb goes there on SAVE). */
   readonly dir: string;
@@ -53,6 +55,14 @@ export async function startRedis(): Promise<TestRedis> {
     },
     async pause() {
       proc.kill("SIGSTOP");
+      await waitFor("redis stopped", () => readFileSync(`/proc/${proc.pid}/stat`, "utf8").split(") ")[1]?.startsWith("T") ?? false);
+    },
+    async unread() {
+      const p = spawn(["ss", "-xnH"], { stdout: "pipe" });
+      const out = await new Response(p.stdout).text();
+      await p.exited;
+      // Netid State Recv-Q Send-Q Local Peer: the server's end of a connection names the socket's path.
+      return out.split("\n").map((l) => l.trim().split(/\s+/)).filter((f) => f[4] === sock).reduce((n, f) => n + Number(f[2] ?? 0), 0);
     },
     async resume() {
       proc.kill("SIGCONT");
