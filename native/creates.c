@@ -1,13 +1,20 @@
 /*
- * Creates a sole node's shim answers without JS: the file is made in its directory's local dir (an
- * fd JS handed listings.c), given an inode number, a handle and an identity from a kit JS handed
- * here beforehand, and the kernel gets its entry at once. JS hears of it through a note queued
- * before the reply, so it has the file (record, handle, store write behind) before any request
- * about it. The store knows nothing of the file until then; a crash meanwhile leaves the local
- * file, which the start-up scan publishes as it does any create written behind.
+ * Creates the shim answers without JS: the file is made in its directory's local dir (an fd JS
+ * handed listings.c), given an inode number, a handle and an identity from a kit JS handed here
+ * beforehand, and the kernel gets its entry at once. JS hears of it through a note queued before
+ * the reply, so it has the file (record, handle, store write behind) before any request about it.
+ * The store knows nothing of the file until then; a crash meanwhile leaves the local file, which
+ * the start-up scan publishes as it does any create written behind.
  *
- * Anything unusual goes to JS instead: no kit left, a directory JS handed no fd for (or whose
- * listing it does not have whole), a name that is there or reserved, any error making the file.
+ * On a sole node the name is known free from the directory's whole listing. On a node of a cluster
+ * the kernel's lookup of it just before went to the store and found none: the create is then what
+ * a create JS writes behind is (another node's file made under the name meanwhile is replaced);
+ * O_EXCL ones go to JS, which asks the store first; and the handle starts unpublished, so that its
+ * close goes to JS and waits for the store to have the file.
+ *
+ * Anything unusual goes to JS instead: no kit left, a directory JS handed no fd for (or, on a sole
+ * node, whose listing it does not have whole), a name that is there or reserved, any error making
+ * the file.
  */
 #include "mcfs_fuse.h"
 #include "keep-fd.h"
@@ -27,13 +34,16 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct mcfs_kit kits[MAX_KITS];
 static int nkits;
 /* Set before the session starts: the name reserved at the top, the identity mark's xattr. */
-static int on;
+static int on, cluster;
 static double entry_to, attr_to;
 static char reserved[256], mark_xattr[256];
 static _Atomic uint64_t made;
 
-void mcfs_creates_start(double entry_timeout, double attr_timeout, const char *reserved_name, const char *mark_name)
+void mcfs_creates_start(double entry_timeout, double attr_timeout, const char *reserved_name, const char *mark_name, int of_cluster)
 {
+	cluster = of_cluster;
+	if (cluster)
+		listings_allow_unlisted();
 	entry_to = entry_timeout;
 	attr_to = attr_timeout;
 	snprintf(reserved, sizeof reserved, "%s", reserved_name);
@@ -119,6 +129,8 @@ int creates_try(fuse_req_t req, uint64_t parent, const char *name, mode_t mode, 
 	/* Anything JS refuses (a name too long, not UTF-8, reserved) is JS's to refuse. */
 	if (!on || strlen(name) > 255 || !utf8_ok((const unsigned char *)name) || (parent == 1 && strcmp(name, reserved) == 0))
 		return 0;
+	if (cluster && (fi->flags & O_EXCL))
+		return 0;
 	struct mcfs_kit k;
 	if (!take_kit(&k))
 		return 0;
@@ -182,7 +194,7 @@ int creates_try(fuse_req_t req, uint64_t parent, const char *name, mode_t mode, 
 	fi->fh = k.fh;
 	fi->direct_io = 0;
 	fi->keep_cache = 0;
-	io_attach(k.fh, fd, 0);
+	io_attach(k.fh, fd, cluster);
 	atomic_fetch_add(&made, 1);
 	if (fuse_reply_create(req, &e, fi) != 0) {
 		/* The kernel never had the handle: JS closes it (the file stays, as after a create whose caller died). */

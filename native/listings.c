@@ -12,7 +12,9 @@
  * what it changed is still on its way.
  *
  * A listed directory may also have its local directory's fd, mode and gid (mcfs_listing_make_here):
- * creates.c then makes new files in it without JS. Dropping the listing closes the fd.
+ * creates.c then makes new files in it without JS. Dropping the listing closes the fd. A node of a
+ * cluster keeps no listings (another node's create may be in none), only such directories, each
+ * without names (not whole): there the kernel's lookup just before asked the store, and found none.
  */
 #include "mcfs_fuse.h"
 #include <errno.h>
@@ -42,6 +44,7 @@ struct dir {
 	struct name_slot *slots;
 	int fd; /* the local directory new files are made in by the shim, or -1 */
 	uint32_t mode, gid;
+	int whole; /* its names are its whole listing; 0: none kept (a cluster's, see above) */
 };
 
 static pthread_rwlock_t lock = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
@@ -50,6 +53,10 @@ static uint32_t names;
 /* Read without the lock: a lookup skips all this while no listing is kept. */
 static _Atomic uint32_t listed;
 static _Atomic uint64_t hits;
+/* Set before the session starts: directories may be handed without listings (a node of a cluster). */
+static int unlisted_ok;
+
+void listings_allow_unlisted(void) { unlisted_ok = 1; }
 
 static uint64_t name_hash(const char *name)
 {
@@ -178,6 +185,7 @@ int mcfs_listing_set(uint64_t dir, const char *buf, int n)
 		d->cap = cap;
 		d->slots = slots;
 		d->fd = -1;
+		d->whole = 1;
 		*dir_at(dir) = d;
 		atomic_fetch_add(&listed, 1);
 		rc = 0;
@@ -203,6 +211,8 @@ static void change(uint64_t dir, const char *name, int present)
 	if (!*at)
 		return;
 	struct dir *d = *at;
+	if (!d->whole)
+		return;
 	if (present) {
 		if (add(d, name) < 0)
 			dir_free(at);
@@ -248,8 +258,8 @@ void mcfs_listing_clear(void)
 /*
  * New files in listed dir may be made by the shim, in fd (its local directory: taken over, closed
  * with the listing), with the directory's mode and gid (a setgid one gives its group); fd -1 when
- * only they changed. name: a file just made in dir, open as file_fd. -ENOENT when dir is not listed,
- * -ESTALE when fd does not hold that file (fd closed either way).
+ * only they changed. name: a file just made in dir, open as file_fd. -ENOENT when dir is not listed
+ * (and unlisted directories are not taken), -ESTALE when fd does not hold that file (fd closed either way).
  */
 int mcfs_listing_make_here(uint64_t dir, int fd, uint32_t mode, uint32_t gid, const char *name, int file_fd)
 {
@@ -263,6 +273,12 @@ int mcfs_listing_make_here(uint64_t dir, int fd, uint32_t mode, uint32_t gid, co
 	}
 	pthread_rwlock_wrlock(&lock);
 	struct dir *d = *dir_at(dir);
+	if (!d && fd >= 0 && unlisted_ok && (d = calloc(1, sizeof *d)) != NULL) {
+		d->ino = dir;
+		d->fd = -1;
+		*dir_at(dir) = d;
+		atomic_fetch_add(&listed, 1);
+	}
 	if (d) {
 		if (fd >= 0) {
 			if (d->fd >= 0 && d->fd != fd)
@@ -297,11 +313,11 @@ int listing_claim(uint64_t parent, const char *name, int *dirfd, uint32_t *mode,
 	int claimed = 0;
 	pthread_rwlock_wrlock(&lock);
 	struct dir *d = *dir_at(parent);
-	if (d && d->fd >= 0 && !holds(slot_of(d, name, name_hash(name)))) {
+	if (d && d->fd >= 0 && (!d->whole || !holds(slot_of(d, name, name_hash(name))))) {
 		*dirfd = fcntl(d->fd, F_DUPFD_CLOEXEC, 0);
 		*mode = d->mode;
 		*gid = d->gid;
-		claimed = *dirfd >= 0 && add(d, name) == 0;
+		claimed = *dirfd >= 0 && (!d->whole || add(d, name) == 0);
 		if (!claimed && *dirfd >= 0)
 			close(*dirfd);
 	}
@@ -322,7 +338,7 @@ int listing_try_absent(fuse_req_t req, uint64_t parent, const char *name)
 		return 0;
 	pthread_rwlock_rdlock(&lock);
 	struct dir *d = *dir_at(parent);
-	int absent = d && !holds(slot_of(d, name, name_hash(name)));
+	int absent = d && d->whole && !holds(slot_of(d, name, name_hash(name)));
 	if (absent) {
 		atomic_fetch_add(&hits, 1);
 		fuse_reply_err(req, ENOENT);

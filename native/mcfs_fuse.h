@@ -75,8 +75,9 @@ int listing_try_absent(fuse_req_t req, uint64_t parent, const char *name); /* 1:
  */
 int listing_claim(uint64_t parent, const char *name, int *dirfd, uint32_t *mode, uint32_t *gid);
 void listing_unclaim(uint64_t parent, const char *name); /* the file was not made after all */
+void listings_allow_unlisted(void); /* a node of a cluster: directories handed to make files in, without names */
 
-/* creates.c: a sole node's creates answered without JS (see there). */
+/* creates.c: creates answered without JS (see there). */
 int creates_try(fuse_req_t req, uint64_t parent, const char *name, mode_t mode, struct fuse_file_info *fi);
 
 /* killpriv.c: FUSE_HANDLE_KILLPRIV_V2 negotiated through libfuse's I/O hooks (see there). */

@@ -3,16 +3,19 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { errCode, fuseUnavailable, waitFor } from "./helpers/env.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
+import { scrape } from "./helpers/metrics.ts";
 import { useCluster } from "./helpers/node.ts";
 
 const skip = fuseUnavailable();
 
 /** New files on one node of a cluster, in directories another node changes. */
 describe.skipIf(!!skip)("creates across nodes", () => {
-  const n = useCluster("cluster-creates", ["a", "b"]).nodes;
+  const n = useCluster("cluster-creates", ["a", "b"], { a: ["--metrics-port", "0"] }).nodes;
 
-  test("each file made on one node is whole on the other as soon as it is closed (close-to-open), an empty one too", () => {
+  test("each file made on one node is whole on the other as soon as it is closed (close-to-open), an empty one too; the FUSE shim made them", async () => {
     const [a, b] = n as [TestDaemon, TestDaemon];
+    const shimMade = async () => (await scrape(a))("mcfs_shim_creates_total");
+    const before = await shimMade();
     fs.mkdirSync(join(a.mnt, "out"));
     for (let i = 0; i < 40; i++) {
       const data = `output ${i} `.repeat(i * 50 + 1);
@@ -22,6 +25,8 @@ describe.skipIf(!!skip)("creates across nodes", () => {
     expect(fs.readdirSync(join(b.mnt, "out")).length).toBe(40);
     fs.closeSync(fs.openSync(join(a.mnt, "out", "empty"), "w"));
     expect(fs.statSync(join(b.mnt, "out", "empty")).size).toBe(0);
+    // All but the first (made through JS, which hands the shim the directory).
+    expect(await shimMade()).toBe(before + 40);
   });
 
   test("an O_EXCL create of a name another node made is refused (EEXIST)", () => {

@@ -445,7 +445,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       attrTimeout: cfg.attrTimeout,
       // A sole node's close publishes nothing another node waits for, and its store write is behind already.
       flushNotes: !remote,
-      ...(remote ? {} : { createsInShim: { reservedName: RESERVED_NAME, markName: IDENTITY } }),
+      createsInShim: { reservedName: RESERVED_NAME, markName: IDENTITY, cluster: remote !== undefined },
       onOp: cfg.debug || m ? (op, s, errno, ino, name) => {
         if (cfg.debug) nlog.debug({ op, ino, ...(name ? { name } : {}), ms: +(s * 1000).toFixed(3), ...(errno ? { errno: errnoName(errno) } : {}) }, "fuse op");
         if (!m) return;

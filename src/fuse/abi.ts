@@ -127,7 +127,7 @@ export const SHIM_FUNCTIONS = {
   mcfs_reply_open: { returns: "int", args: ["uint32_t id", "uint64_t fh", "int fd", "uint32_t flags"] },
   mcfs_reply_create: { returns: "int", args: ["uint32_t id", "const int64_t *attr", "double entry_to", "double attr_to", "uint64_t fh", "int fd", "uint32_t flags"] },
   mcfs_flush_notes: { returns: "void", args: ["int on"] },
-  mcfs_creates_start: { returns: "void", args: ["double entry_to", "double attr_to", "const char *reserved_name", "const char *mark_name"] },
+  mcfs_creates_start: { returns: "void", args: ["double entry_to", "double attr_to", "const char *reserved_name", "const char *mark_name", "int of_cluster"] },
   mcfs_create_kits: { returns: "int", args: ["const uint8_t *kits", "int n"] },
   mcfs_creates_made: { returns: "uint64_t", args: [] },
   mcfs_listing_make_here: { returns: "int", args: ["uint64_t dir", "int fd", "uint32_t mode", "uint32_t gid", "const char *name", "int file_fd"] },

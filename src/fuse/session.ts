@@ -102,9 +102,10 @@ export interface SessionOptions {
   /**
    * The shim answers creates itself where it can (FuseSession.creates), for a FileSystem with
    * created(): never of reservedName at the top (left to the FileSystem), each file marked with
-   * the extended attribute markName.
+   * the extended attribute markName. cluster: the FileSystem is a node of a cluster (no listings
+   * whole; O_EXCL creates and every close of a file made so go to it).
    */
-  createsInShim?: { reservedName: string; markName: string };
+  createsInShim?: { reservedName: string; markName: string; cluster: boolean };
   /** Called once per request with its op name, duration, errno (0 on success), inode and name (if any). */
   onOp?: (op: string, seconds: number, errno: number, ino: number, name: string) => void;
   /** Called when the session ends on its own (unmounted from outside). */
@@ -199,7 +200,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
   shim.mcfs_flush_notes(opts.flushNotes ? 1 : 0);
   if (opts.createsInShim) {
     if (!fs.created) throw new Error("createsInShim needs a FileSystem that takes in created files");
-    shim.mcfs_creates_start(opts.entryTimeout, opts.attrTimeout, cstr(opts.createsInShim.reservedName), cstr(opts.createsInShim.markName));
+    shim.mcfs_creates_start(opts.entryTimeout, opts.attrTimeout, cstr(opts.createsInShim.reservedName), cstr(opts.createsInShim.markName), opts.createsInShim.cluster ? 1 : 0);
   }
   const endFd = shim.mcfs_start(cstr(opts.mountPoint), cstr(opts.options.join(",")), opts.debug ? 1 : 0, opts.singleThread ? 1 : 0, wake.ptr);
   if (endFd < 0) throw new Error(`cannot mount FUSE at ${opts.mountPoint}: ${-endFd === E.EIO ? mountFailure() : `errno ${-endFd}`}`);

@@ -13,9 +13,10 @@ const BATCH = 64;
 const MAX_DIRS = 256;
 
 /**
- * What a sole node hands the FUSE shim so that it makes new files itself (ShimCreates): kits (an
- * inode number, a handle, an identity) kept topped up, and the local directory of each listed
- * directory this node has made a file in. Files the shim made are taken in by file-ops' created.
+ * What a node hands the FUSE shim so that it makes new files itself (ShimCreates): kits (an inode
+ * number, a handle, an identity) kept topped up, and the local directory of each directory this
+ * node has made a file in (on a sole node, of each listed one). Files the shim made are taken in by
+ * file-ops' created.
  */
 export interface ShimKits {
   /** The generation of the kit of ino, which the shim used in dir (forgotten here). */
@@ -91,8 +92,8 @@ export function createShimKits(o: ShimKitsOptions): ShimKits {
         o.log.warn({ op: "create", path: dirPath, err: (e as Error).message }, "could not open a directory for the shim to make files in");
         return;
       }
-      // Refused (fd closed) when the shim has no whole listing of it, or the directory was renamed
-      // since its path was read (dirFd another one): tried again at the next create here.
+      // Refused (fd closed) when a sole node's shim has no whole listing of it, or the directory was
+      // renamed since its path was read (dirFd another one): tried again at the next create here.
       if (!o.creates.makeHere(d.ino, dirFd, d.mode, d.gid, { name, fd })) return;
       handed.set(d.ino, { mode: d.mode, gid: d.gid });
       if (handed.size > MAX_DIRS) {

@@ -64,8 +64,9 @@ export function createVfs(o: VfsOptions): Vfs {
   const open = createOpenFiles(shim?.dropInode);
   const policy = o.remote ? createWriteAtClose() : createWriteBehind();
   const inos = createInodeNumbers(store);
-  // Only where listings are complete does the shim know a name is free to make a file under.
-  const kits = o.shimCreates && policy.listingsComplete ? createShimKits({ creates: o.shimCreates, inos, open, root, log }) : undefined;
+  // The shim makes files where the policy takes them in: a sole node's names are free by its listings,
+  // a cluster node's by the store's answer to the kernel's lookup just before (creates.c).
+  const kits = o.shimCreates && policy.adopt ? createShimKits({ creates: o.shimCreates, inos, open, root, log }) : undefined;
   // The shim answers prefetched names itself, with the attributes a lookup would get here; never an
   // open file's (skipPrefetch keeps those out: their attributes are the handles', see KernelView.attr).
   const mirror: MetaMirror | undefined = shim && {

@@ -41,9 +41,9 @@ export interface WritePolicy {
   /** ino's create is still on its way to the store (its close must wait, even with nothing written). */
   unsettled(ino: number): boolean;
   /**
-   * A sole node's file the FUSE shim made and answered the create of: its record, known here and
-   * written behind. Never fails for want of the store (the kernel has the file already); its path
-   * is undefined when the store was needed to tell it.
+   * A file the FUSE shim made and answered the create of: its record, known here and written
+   * behind. Never fails for want of the store (the kernel has the file already); its path is
+   * undefined when the store was needed to tell it (on a node of a cluster its close then fails).
    */
   adopt?(ctx: VfsContext, c: Caller, parent: number, name: string, m: Adopted): Promise<{ r: Inode; path: string | undefined }>;
 }
@@ -126,38 +126,57 @@ export function createWriteAtClose(): WritePolicy {
     }
   }
 
+  /** r, made here at path, goes to the store behind the reply; its closes wait for it (settled). */
+  function sendBehind(ctx: VfsContext, r: Inode, path: string, init: NewInode): void {
+    // The kernel found no such name; one another node made since is replaced (the rule above).
+    const sent = ctx.store.create(r.parent, r.name, { ...init, replace: path }).then(
+      async (made: Created) => {
+        if (made.replaced) await ctx.dropped(made.replaced);
+      },
+      async (e: unknown) => {
+        // Perhaps made after all: the local file stays (its close publishes it, or the next check
+        // of Redis finds it), else a made name would list a file no node holds.
+        if (e instanceof OutcomeUnknown) {
+          ctx.log.warn({ op: "create", path, ino: r.ino, err: e.message }, "a create written behind may or may not have reached the store; the local file is kept");
+          throw e;
+        }
+        ctx.log.warn({ op: "create", path, ino: r.ino, err: (e as Error).message }, "the store refused a create written behind; its close fails");
+        await undo(ctx, r, path);
+        // The file never existed for anyone else: its close fails (not passing for the close of a
+        // file unlinked since), and keeps failing (the refusal stays in creating).
+        throw new FsError(errnoOf(e) ?? E.EIO, `${path}: ${(e as Error).message}`);
+      },
+    );
+    // Kept when refused: every later close of the file must hear it (they are few, and never reused).
+    const settle = sent.then(() => {
+      if (creating.get(r.ino) === settle) creating.delete(r.ino);
+    });
+    // Failure is reported by the close that waits for it; nothing else does.
+    settle.catch(() => {});
+    creating.set(r.ino, settle);
+  }
+
   return {
     listingsComplete: false,
     async createFile(ctx, c, parent, name, mode, localFlags, exclusive) {
-      // The kernel found no such name; one another node made since is replaced (the rule above).
       if (exclusive) return createNow(ctx, c, parent, name, mode, localFlags);
       const { r, fd, path, init } = await makeAhead(ctx, c, parent, name, mode, localFlags);
-      const sent = ctx.store.create(parent, name, { ...init, replace: path }).then(
-        async (made: Created) => {
-          if (made.replaced) await ctx.dropped(made.replaced);
-        },
-        async (e: unknown) => {
-          // Perhaps made after all: the local file stays (its close publishes it, or the next check
-          // of Redis finds it), else a made name would list a file no node holds.
-          if (e instanceof OutcomeUnknown) {
-            ctx.log.warn({ op: "create", path, ino: r.ino, err: e.message }, "a create written behind may or may not have reached the store; the local file is kept");
-            throw e;
-          }
-          ctx.log.warn({ op: "create", path, ino: r.ino, err: (e as Error).message }, "the store refused a create written behind; its close fails");
-          await undo(ctx, r, path);
-          // The file never existed for anyone else: its close fails (not passing for the close of a
-          // file unlinked since), and keeps failing (the refusal stays in creating).
-          throw new FsError(errnoOf(e) ?? E.EIO, `${path}: ${(e as Error).message}`);
-        },
-      );
-      // Kept when refused: every later close of the file must hear it (they are few, and never reused).
-      const settle = sent.then(() => {
-        if (creating.get(r.ino) === settle) creating.delete(r.ino);
-      });
-      // Failure is reported by the close that waits for it; nothing else does.
-      settle.catch(() => {});
-      creating.set(r.ino, settle);
+      sendBehind(ctx, r, path, init);
       return { r, fd, path };
+    },
+    async adopt(ctx, c, parent, name, m) {
+      const r = newFile(c, parent, name, m.ino, m.gen, m.mode, m.gid, m.time);
+      ctx.paths.learn(r);
+      const init = taken(ctx, c, ctx.cache.fresh(parent), r);
+      const path = await ctx.paths.pathOf(r.ino).catch(() => undefined);
+      if (path !== undefined) sendBehind(ctx, r, path, init);
+      else {
+        // The store out of reach: as a create lost on its way, its close publishes it from its local file.
+        const lost = Promise.reject(new OutcomeUnknown(`${name}: made in directory ${parent} while its path was unknown (the store out of reach)`));
+        lost.catch(() => {});
+        creating.set(r.ino, lost);
+      }
+      return { r, path };
     },
     async publish(ctx, p) {
       // Sent at once: Redis runs it after the create on the same connection, in the same pipeline.
