@@ -4,9 +4,10 @@ import { join } from "node:path";
 import * as os from "node:os";
 import type { Caller, ShimCreates, ShimKit } from "../src/fuse/types.ts";
 import type { MetadataStore } from "../src/meta/store.ts";
-import { OutcomeUnknown } from "../src/util/errno.ts";
+import { OutcomeUnknown, StoreUnavailable } from "../src/util/errno.ts";
 import { startRedis, type TestRedis } from "./helpers/redis.ts";
 import { startVfsNode, type VfsNode } from "./helpers/vfs-node.ts";
+import { waitFor } from "./helpers/env.ts";
 
 const { O_RDONLY, O_RDWR, O_WRONLY, O_CREAT } = fs.constants;
 const C: Caller = { uid: 0, gid: 0, pid: process.pid };
@@ -176,6 +177,48 @@ describe("a file the shim made, taken in while Redis is out of reach", () => {
       expect(fs.readFileSync(join(n.rootPath, "made")).equals(data)).toBe(true);
     } finally {
       offline = false;
+      await n.close();
+      await redis.stop();
+    }
+  });
+});
+
+describe("a file the shim made on a node of a cluster, taken in while Redis is down", () => {
+  test("the store did not refuse it: the local file stays, and its close once Redis is back publishes it whole", async () => {
+    const redis = await startRedis();
+    const kits: ShimKit[] = [];
+    const shim: ShimCreates = {
+      supply: (more) => kits.push(...more),
+      makeHere: (_dir, fd) => {
+        if (fd >= 0) fs.closeSync(fd);
+        return true;
+      },
+      elsewhere: () => {},
+    };
+    const lost: number[] = [];
+    const n = await startVfsNode(redis.url, "a", undefined, { shimCreates: shim, recordLost: async (ino) => void lost.push(ino) });
+    const other = await startVfsNode(redis.url, "b");
+    try {
+      const first = await n.vfs.create(C, 1, "first", 0o644, O_WRONLY | O_CREAT);
+      await n.vfs.flush(C, first.attr.ino, first.open.fh, false);
+      await n.vfs.release(C, first.attr.ino, first.open.fh, false);
+      await waitFor("kits handed to the shim", () => kits.length > 0);
+      const kit = kits.pop()!;
+      const fd = fs.openSync(join(n.rootPath, "made"), "w+", 0o644);
+      const data = Buffer.alloc(5000, 0x42);
+      expect(await redis.cli("SAVE")).toBe("OK");
+      await redis.restart(async () => {
+        await waitFor("A's store out of reach", () => n.store.create(1, "probe", { mode: 0o100644, uid: 0, gid: 0 }).then(() => false, (e: unknown) => e instanceof StoreUnavailable));
+        await n.vfs.created!(C, 1, "made", { ino: kit.ino, fh: kit.fh, fd, mode: 0o644, flags: O_WRONLY, gid: 0, time: BigInt(Date.now()) * 1_000_000n });
+        expect(await n.vfs.write(C, kit.ino, kit.fh, 0, data)).toBe(data.length);
+      });
+      await waitFor("A's store back", () => n.store.get(1).then(() => true, () => false));
+      await n.vfs.flush(C, kit.ino, kit.fh, true);
+      await n.vfs.release(C, kit.ino, kit.fh, false);
+      expect(lost).toEqual([kit.ino]);
+      expect(fs.readFileSync(join(n.rootPath, "made")).equals(data)).toBe(true);
+    } finally {
+      await other.close();
       await n.close();
       await redis.stop();
     }

@@ -10,7 +10,7 @@
  * safe to repeat (a create written behind would replace its own entry). It fails with EIO.
  */
 import { ClientOfflineError, ConnectionTimeoutError, createClient, SocketClosedUnexpectedlyError } from "redis";
-import { fsError, OutcomeUnknown } from "../util/errno.ts";
+import { fsError, OutcomeUnknown, StoreUnavailable } from "../util/errno.ts";
 import type { RedisClient } from "./redis-connect.ts";
 import { socketTls, type Address, type MultiHostUrl } from "./redis-multi-url.ts";
 
@@ -24,8 +24,9 @@ const units = new WeakMap<object, UnitRunner>();
 
 /**
  * How to run several commands as one unit on this client. A plain client runs them once; a change
- * lost with its connection may or may not have been made, as through a failover: OutcomeUnknown, so
- * that a create written behind keeps its local file rather than take it for refused and delete it.
+ * lost with its connection may or may not have been made, as through a failover: OutcomeUnknown; one
+ * Redis could not take (no connection, not serving changes) was not: StoreUnavailable. Either way a
+ * create written behind keeps its local file rather than take it for refused and delete it.
  */
 export function unitRunner(client: RedisClient): UnitRunner {
   return (
@@ -34,7 +35,10 @@ export function unitRunner(client: RedisClient): UnitRunner {
       repeatable
         ? fn(client)
         : fn(client).catch((e: unknown) => {
-            throw failover(e) === "lost" ? new OutcomeUnknown(`the connection to Redis was lost with a change on its way: it may or may not have been made (${(e as Error).message})`) : e;
+            const why = failover(e);
+            if (why === "lost") throw new OutcomeUnknown(`the connection to Redis was lost with a change on its way: it may or may not have been made (${(e as Error).message})`);
+            if (why === "refused") throw new StoreUnavailable(`Redis could not take a change (${(e as Error).message})`);
+            throw e;
           }))
   );
 }
@@ -223,7 +227,7 @@ export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, 
     });
   }
   function outage() {
-    const e = fsError("EIO", `no Redis master for ${u.failoverWaitMs} ms (${where}): ${cause || "not answering"}`);
+    const e = new StoreUnavailable(`no Redis master for ${u.failoverWaitMs} ms (${where}): ${cause || "not answering"}`);
     tell(e.message);
     return e;
   }

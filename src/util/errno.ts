@@ -33,6 +33,17 @@ export class OutcomeUnknown extends FsError {
   }
 }
 
+/**
+ * A change the store could not take (out of reach, or not serving changes yet): not made. EIO to the
+ * caller, who, as after OutcomeUnknown, keeps what it did on the change's behalf: nothing refused it.
+ */
+export class StoreUnavailable extends FsError {
+  constructor(message: string) {
+    super(E.EIO as number, message);
+    this.name = "StoreUnavailable";
+  }
+}
+
 /** The errno an error carries, if any (FsError or a Node system error); no logging, unlike toErrno. */
 export function errnoOf(err: unknown): number | undefined {
   if (err instanceof FsError) return err.errno;

@@ -1,7 +1,7 @@
 import type { Caller } from "../fuse/types.ts";
 import { newGeneration, newVersion, type Created, type Inode, type NewInode } from "../meta/store.ts";
 import { nowNs } from "../util/time.ts";
-import { E, errnoOf, FsError, fsError, OutcomeUnknown } from "../util/errno.ts";
+import { E, errnoOf, FsError, fsError, OutcomeUnknown, StoreUnavailable } from "../util/errno.ts";
 import { isDir, S_IFREG, S_ISGID } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
 import { createLocalFileAsync } from "./local-files.ts";
@@ -111,6 +111,9 @@ async function createNow(ctx: VfsContext, c: Caller, parent: number, name: strin
   }
 }
 
+/** The store answered a change with a refusal (a name taken, a directory gone, its disk full): not out of reach, nor a change lost on its way. */
+const refusedByStore = (e: unknown) => !(e instanceof OutcomeUnknown) && !(e instanceof StoreUnavailable);
+
 export function createWriteAtClose(): WritePolicy {
   /** Creates sent and not yet answered, by inode. */
   const creating = new Map<number, Promise<void>>();
@@ -134,11 +137,12 @@ export function createWriteAtClose(): WritePolicy {
         if (made.replaced) await ctx.dropped(made.replaced);
       },
       async (e: unknown) => {
-        // Perhaps made after all: the local file stays (its close publishes it, or the next check
-        // of Redis finds it), else a made name would list a file no node holds.
-        if (e instanceof OutcomeUnknown) {
-          ctx.log.warn({ op: "create", path, ino: r.ino, err: e.message }, "a create written behind may or may not have reached the store; the local file is kept");
-          throw e;
+        // Perhaps made after all, or never sent (the store out of reach): not refused. The local
+        // file stays (its close publishes it, or the next check of Redis finds it), else a made
+        // name would list a file no node holds, or a file being written would be lost.
+        if (!refusedByStore(e)) {
+          ctx.log.warn({ op: "create", path, ino: r.ino, err: (e as Error).message }, "a create written behind may or may not have reached the store; the local file is kept");
+          throw e instanceof OutcomeUnknown ? e : new OutcomeUnknown(`${path}: ${(e as Error).message}`);
         }
         ctx.log.warn({ op: "create", path, ino: r.ino, err: (e as Error).message }, "the store refused a create written behind; its close fails");
         await undo(ctx, r, path);

@@ -16,8 +16,8 @@ export interface TestRedis {
   resume(): Promise<void>;
   /** Its data directory (dump.rdb goes there on SAVE). */
   readonly dir: string;
-  /** kill -9, let prepare change the data directory, start again on the same socket. */
-  restart(prepare?: (dir: string) => void): Promise<void>;
+  /** kill -9, let prepare change the data directory (or act while Redis is down), start again on the same socket. */
+  restart(prepare?: (dir: string) => void | Promise<void>): Promise<void>;
 }
 
 /** A real redis-server on a unix socket in a temp dir (no TCP port). */
@@ -49,7 +49,7 @@ export async function startRedis(): Promise<TestRedis> {
       proc.kill("SIGKILL");
       await proc.exited;
       rmSync(sock, { force: true });
-      prepare?.(dir.path);
+      await prepare?.(dir.path);
       proc = await launch();
       await waitFor("redis ping", async () => (await cli("ping")) === "PONG");
     },

@@ -4,7 +4,7 @@
  * keys from the prefix (ARGV[1]) themselves; KEYS[1] is P next, unused by them: it declares the slot
  * every key of the filesystem hashes to, for a Redis Cluster (see redis-cluster.ts).
  */
-import { fsError, redisDiskFull, scriptRefusal } from "../../util/errno.ts";
+import { OutcomeUnknown, redisDiskFull, scriptRefusal } from "../../util/errno.ts";
 import type { RedisClient } from "../redis-connect.ts";
 import { prepareEachConnection, unitRunner } from "../redis-failover.ts";
 import { RECORD_FIELDS } from "./record-codec.ts";
@@ -108,7 +108,8 @@ export async function createScriptRunner(client: RedisClient, prefix: string, o:
       acked.catch(() => {});
       const r = await reply;
       const n = await acked;
-      if (n < ack!.replicas) throw fsError("EIO", `${name}: made on the Redis master but acknowledged by ${n} of ${ack!.replicas} replicas within ${ack!.timeoutMs} ms`);
+      // Made, and perhaps lost with the master: as a change lost on its way.
+      if (n < ack!.replicas) throw new OutcomeUnknown(`${name}: made on the Redis master but acknowledged by ${n} of ${ack!.replicas} replicas within ${ack!.timeoutMs} ms`);
       return r;
     }, REPEATABLE.has(name));
 
