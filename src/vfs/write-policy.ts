@@ -48,13 +48,14 @@ export interface WritePolicy {
   adopt?(ctx: VfsContext, c: Caller, parent: number, name: string, m: Adopted): Promise<{ r: Inode; path: string | undefined }>;
 }
 
-/** A file made outside JS: its inode and identity, mode and group, times. */
+/** A file made outside JS: its inode and identity, mode and group, times, and its local file open as fd. */
 export interface Adopted {
   ino: number;
   gen: string;
   mode: number;
   gid: number;
   time: bigint;
+  fd: number;
 }
 
 /** A new file: its record, and its local file open (fd) at path in this node's root. */
@@ -172,11 +173,13 @@ export function createWriteAtClose(): WritePolicy {
       const r = newFile(c, parent, name, m.ino, m.gen, m.mode, m.gid, m.time);
       ctx.paths.learn(r);
       const init = taken(ctx, c, ctx.cache.fresh(parent), r);
-      const path = await ctx.paths.pathOf(r.ino).catch(() => undefined);
+      // Its directory's path unknown here (dropped by a change heard since, the store out of reach):
+      // where its local file is, so that a refusal (the directory gone) removes it.
+      const path = await ctx.paths.pathOf(r.ino).catch(() => ctx.root.whereIs(m.fd));
       if (path !== undefined) sendBehind(ctx, r, path, init);
       else {
-        // The store out of reach: as a create lost on its way, its close publishes it from its local file.
-        const lost = Promise.reject(new OutcomeUnknown(`${name}: made in directory ${parent} while its path was unknown (the store out of reach)`));
+        // Unlinked already (its directory removed here meanwhile): as a create lost on its way, its close decides.
+        const lost = Promise.reject(new OutcomeUnknown(`${name}: made in directory ${parent}, its local file no longer found`));
         lost.catch(() => {});
         creating.set(r.ino, lost);
       }
