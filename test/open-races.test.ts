@@ -225,6 +225,49 @@ describe("a file the shim made on a node of a cluster, taken in while Redis is d
   });
 });
 
+describe("a file the shim made on a node of a cluster, in a directory another node removes meanwhile", () => {
+  test("the store refuses its create: its close fails (ENOENT), and the file is on no node", async () => {
+    const redis = await startRedis();
+    const kits: ShimKit[] = [];
+    const shim: ShimCreates = {
+      supply: (more) => kits.push(...more),
+      makeHere: (_dir, fd) => {
+        if (fd >= 0) fs.closeSync(fd);
+        return true;
+      },
+      elsewhere: () => {},
+    };
+    const a = await startVfsNode(redis.url, "a", undefined, { shimCreates: shim, recordLost: async () => {} });
+    const b = await startVfsNode(redis.url, "b");
+    try {
+      const d = await a.vfs.mkdir(C, 1, "d", 0o755);
+      const seed = await a.vfs.create(C, d.ino, "seed", 0o644, O_WRONLY | O_CREAT);
+      await a.vfs.flush(C, seed.attr.ino, seed.open.fh, false);
+      await a.vfs.release(C, seed.attr.ino, seed.open.fh, false);
+      await a.vfs.unlink(C, d.ino, "seed");
+      await waitFor("kits handed to the shim", () => kits.length > 0);
+      const kit = kits.pop()!;
+      // What the shim does, once the kernel's lookup found no such name in Redis.
+      const fd = fs.openSync(join(a.rootPath, "d", "f"), "w+", 0o644);
+      // B removes the directory (Redis does not have f yet); A hears of it, and its disk follows.
+      await b.vfs.rmdir(C, 1, "d");
+      a.vfs.resync();
+      await a.todo.drain();
+      await a.vfs.created!(C, d.ino, "f", { ino: kit.ino, fh: kit.fh, fd, mode: 0o644, flags: O_WRONLY, gid: 0, time: BigInt(Date.now()) * 1_000_000n });
+      expect(await a.vfs.write(C, kit.ino, kit.fh, 0, Buffer.from("bytes"))).toBe(5);
+      const closed = await a.vfs.flush(C, kit.ino, kit.fh, true).then(() => "ok", (e: unknown) => (e as NodeJS.ErrnoException).code ?? (e as Error).message);
+      await a.vfs.release(C, kit.ino, kit.fh, false);
+      expect(closed).toBe("ENOENT");
+      expect(fs.existsSync(join(a.rootPath, "d"))).toBe(false);
+      expect(await a.store.lookup(1, "d").then(() => "there", (e: unknown) => (e as NodeJS.ErrnoException).code)).toBe("ENOENT");
+    } finally {
+      await b.close();
+      await a.close();
+      await redis.stop();
+    }
+  });
+});
+
 /** A cluster node's create written behind, its connection lost on the way: it may or may not have been made. */
 describe("a create whose outcome is unknown", () => {
   test("when Redis has no record of it at its close, the file goes back from this node's disk (not a failed close, not a file no one lists)", async () => {

@@ -130,10 +130,15 @@ export function createWriteAtClose(): WritePolicy {
     }
   }
 
-  /** r, made here at path, goes to the store behind the reply; its closes wait for it (settled). */
-  function sendBehind(ctx: VfsContext, r: Inode, path: string, init: NewInode): void {
+  /**
+   * r, made here at path, goes to the store behind the reply; its closes wait for it (settled).
+   * path undefined: where its local file is is not known (its directory removed meanwhile); it
+   * replaces no file another node made, and a refusal leaves nothing here to remove.
+   */
+  function sendBehind(ctx: VfsContext, r: Inode, path: string | undefined, init: NewInode): void {
+    const where = path ?? `${r.parent}/${r.name}`;
     // The kernel found no such name; one another node made since is replaced (the rule above).
-    const sent = ctx.store.create(r.parent, r.name, { ...init, replace: path }).then(
+    const sent = ctx.store.create(r.parent, r.name, path !== undefined ? { ...init, replace: path } : init).then(
       async (made: Created) => {
         if (made.replaced) await ctx.dropped(made.replaced);
       },
@@ -142,14 +147,14 @@ export function createWriteAtClose(): WritePolicy {
         // file stays (its close publishes it, or the next check of Redis finds it), else a made
         // name would list a file no node holds, or a file being written would be lost.
         if (!refusedByStore(e)) {
-          ctx.log.warn({ op: "create", path, ino: r.ino, err: (e as Error).message }, "a create written behind may or may not have reached the store; the local file is kept");
-          throw e instanceof OutcomeUnknown ? e : new OutcomeUnknown(`${path}: ${(e as Error).message}`);
+          ctx.log.warn({ op: "create", path: where, ino: r.ino, err: (e as Error).message }, "a create written behind may or may not have reached the store; the local file is kept");
+          throw e instanceof OutcomeUnknown ? e : new OutcomeUnknown(`${where}: ${(e as Error).message}`);
         }
-        ctx.log.warn({ op: "create", path, ino: r.ino, err: (e as Error).message }, "the store refused a create written behind; its close fails");
-        await undo(ctx, r, path);
+        ctx.log.warn({ op: "create", path: where, ino: r.ino, err: (e as Error).message }, "the store refused a create written behind; its close fails");
+        if (path !== undefined) await undo(ctx, r, path);
         // The file never existed for anyone else: its close fails (not passing for the close of a
         // file unlinked since), and keeps failing (the refusal stays in creating).
-        throw new FsError(errnoOf(e) ?? E.EIO, `${path}: ${(e as Error).message}`);
+        throw new FsError(errnoOf(e) ?? E.EIO, `${where}: ${(e as Error).message}`);
       },
     );
     // Kept when refused: every later close of the file must hear it (they are few, and never reused).
@@ -176,13 +181,9 @@ export function createWriteAtClose(): WritePolicy {
       // Its directory's path unknown here (dropped by a change heard since, the store out of reach):
       // where its local file is, so that a refusal (the directory gone) removes it.
       const path = await ctx.paths.pathOf(r.ino).catch(() => ctx.root.whereIs(m.fd));
-      if (path !== undefined) sendBehind(ctx, r, path, init);
-      else {
-        // Unlinked already (its directory removed here meanwhile): as a create lost on its way, its close decides.
-        const lost = Promise.reject(new OutcomeUnknown(`${name}: made in directory ${parent}, its local file no longer found`));
-        lost.catch(() => {});
-        creating.set(r.ino, lost);
-      }
+      // Sent whatever: only the store's answer tells a directory removed meanwhile (the close fails)
+      // from one that is there.
+      sendBehind(ctx, r, path, init);
       return { r, path };
     },
     async publish(ctx, p) {
