@@ -268,6 +268,60 @@ describe("a file the shim made on a node of a cluster, in a directory another no
   });
 });
 
+describe("two writers of one file on one node, closing at once", () => {
+  test("the record ends with the size the file has on disk, whichever close's publish is held up", async () => {
+    const redis = await startRedis();
+    let hold: Promise<void> | undefined;
+    let held: (() => void) | undefined;
+    let gets = 0;
+    const holdNextGet = (s: MetadataStore): MetadataStore =>
+      new Proxy(s, {
+        get(t, k, recv) {
+          if (k === "get")
+            return async (ino: number) => {
+              gets++;
+              const h = hold;
+              hold = undefined;
+              if (h) await h;
+              return t.get(ino);
+            };
+          return Reflect.get(t, k, recv);
+        },
+      });
+    const a = await startVfsNode(redis.url, "a", holdNextGet);
+    const b = await startVfsNode(redis.url, "b");
+    try {
+      const d = await a.vfs.mkdir(C, 1, "d", 0o755);
+      const one = await a.vfs.create(C, d.ino, "f", 0o644, O_WRONLY | O_CREAT);
+      const ino = one.attr.ino;
+      await a.vfs.flush(C, ino, one.open.fh, false);
+      const two = await a.vfs.open(C, ino, O_WRONLY);
+      expect(await a.vfs.write(C, ino, one.open.fh, 0, Buffer.alloc(100, 0x61))).toBe(100);
+      // The first close's publish waits on the path of the file (the paths dropped, as after a reconnect).
+      a.vfs.resync();
+      hold = new Promise((r) => (held = r));
+      const before = gets;
+      const first = a.vfs.flush(C, ino, one.open.fh, true);
+      await waitFor("the first close's publish held", () => gets > before);
+      expect(await a.vfs.write(C, ino, two.fh, 0, Buffer.alloc(200, 0x62))).toBe(200);
+      const second = a.vfs.flush(C, ino, two.fh, true);
+      // One turn of the event loop: the second close's publish gets as far as it can without the
+      // first's (to Redis, if it does not wait for it: nothing on that way waits for I/O); then the first's goes on.
+      await new Promise((r) => setImmediate(r));
+      held!();
+      await Promise.all([first, second]);
+      expect(fs.statSync(join(a.rootPath, "d", "f")).size).toBe(200);
+      expect((await b.store.get(ino)).size).toBe(200);
+      await a.vfs.release(C, ino, one.open.fh, false);
+      await a.vfs.release(C, ino, two.fh, false);
+    } finally {
+      await b.close();
+      await a.close();
+      await redis.stop();
+    }
+  });
+});
+
 /** A cluster node's create written behind, its connection lost on the way: it may or may not have been made. */
 describe("a create whose outcome is unknown", () => {
   test("when Redis has no record of it at its close, the file goes back from this node's disk (not a failed close, not a file no one lists)", async () => {

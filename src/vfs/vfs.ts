@@ -133,6 +133,36 @@ export function createVfs(o: VfsOptions): Vfs {
     h.at = path;
   }
 
+  /** The commit of each file under way here, the last one asked for. */
+  const committing = new Map<number, Promise<unknown>>();
+
+  /** Publish what was written through h (cutTo: truncated to that size instead): ctx.commit, one at a time per file. */
+  async function commitNow(h: Handle, cutTo?: number): Promise<Inode> {
+    const st = fs.fstatSync(h.fd, { bigint: true });
+    h.dirty = false;
+    const path = await paths.pathOf(h.ino);
+    if (h.at !== undefined && h.at !== path) moveWith(h, path);
+    const now = nowNs();
+    // The change happened when the file last changed (an ftruncate, a write), not when it is published.
+    const p = cutTo === undefined ? { size: Number(st.size), mtime: st.mtimeNs, ctime: changeTime(st.ctimeNs, open.inode(h.ino)?.rec.ctime ?? 0n) } : { size: cutTo, mtime: now, ctime: now };
+    const r = await ctx.policy.publish(ctx, { ino: h.ino, ...p, path });
+    if (cutTo !== undefined) {
+      fs.ftruncateSync(h.fd, cutTo);
+      // The disk's mtime is the record's: the next start takes a file whose mtime differs for a change the store missed.
+      futimes(h.fd, st.atimeNs, now);
+    }
+    // Moved by another node before this node was its holder, and heard of only now (the record
+    // published has its current name): a rename from now on reaches this node as a holder.
+    const at = h.at === undefined ? path : await paths.pathOf(h.ino);
+    if (at !== h.at) moveWith(h, at);
+    // Linked under other names since it was opened: as the holder now, this node has the bytes under each.
+    if (o.remote && h.at !== undefined && r.nlink > 1) await ctx.linkAllNames(h.ino, at);
+    ctx.changedInPlace(st, r);
+    writtenHere.add(r.ino);
+    o.published?.(r, at);
+    return r;
+  }
+
   const ctx: VfsContext = {
     o, store, root, nodeId, log, paths, cache, open, changes, inos, purgeOnClose, writtenHere,
     localDirs: o.localDirs,
@@ -162,30 +192,17 @@ export function createVfs(o: VfsOptions): Vfs {
         return removed.nlink === 0 ? removed : { ...removed, nlink: 0, size: 0 };
       }
     },
-    async commit(h: Handle, cutTo?: number) {
-      const st = fs.fstatSync(h.fd, { bigint: true });
-      h.dirty = false;
-      const path = await paths.pathOf(h.ino);
-      if (h.at !== undefined && h.at !== path) moveWith(h, path);
-      const now = nowNs();
-      // The change happened when the file last changed (an ftruncate, a write), not when it is published.
-      const p = cutTo === undefined ? { size: Number(st.size), mtime: st.mtimeNs, ctime: changeTime(st.ctimeNs, open.inode(h.ino)?.rec.ctime ?? 0n) } : { size: cutTo, mtime: now, ctime: now };
-      const r = await ctx.policy.publish(ctx, { ino: h.ino, ...p, path });
-      if (cutTo !== undefined) {
-        fs.ftruncateSync(h.fd, cutTo);
-        // The disk's mtime is the record's: the next start takes a file whose mtime differs for a change the store missed.
-        futimes(h.fd, st.atimeNs, now);
-      }
-      // Moved by another node before this node was its holder, and heard of only now (the record
-      // published has its current name): a rename from now on reaches this node as a holder.
-      const at = h.at === undefined ? path : await paths.pathOf(h.ino);
-      if (at !== h.at) moveWith(h, at);
-      // Linked under other names since it was opened: as the holder now, this node has the bytes under each.
-      if (o.remote && h.at !== undefined && r.nlink > 1) await ctx.linkAllNames(h.ino, at);
-      ctx.changedInPlace(st, r);
-      writtenHere.add(r.ino);
-      o.published?.(r, at);
-      return r;
+    commit(h: Handle, cutTo?: number) {
+      // One at a time per file: each reads the size and sends it after the one before, so the last
+      // sent (which Redis keeps) is never an older size than one sent before it.
+      const after = committing.get(h.ino);
+      const mine = (after ? after.catch(() => {}) : Promise.resolve()).then(() => commitNow(h, cutTo));
+      const tail = mine.finally(() => {
+        if (committing.get(h.ino) === tail) committing.delete(h.ino);
+      });
+      tail.catch(() => {});
+      committing.set(h.ino, tail);
+      return mine;
     },
     changedInPlace(st, r) {
       // Readers here of the same file read what it holds now: this version (not those of a file the
