@@ -386,6 +386,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     if (allowOther) options.push("allow_other");
     await store.subscribe(
       (invs, ack, waiting) => {
+        // A file closed here whose release the shim answered is open no more: its change is not held back to a close that was.
+        session?.takeNotes();
         // Each kernel invalidation once per batch: a burst of creates in one directory names it thousands of times.
         const entries = new Map<string, [number, string]>();
         const inodes = new Set<number>();

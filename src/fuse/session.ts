@@ -137,6 +137,11 @@ export interface FuseSession {
   invalidateAttrs(ino: number): void;
   /** Resolves once every invalidation asked for so far has reached the kernel. */
   flushInvalidations(): Promise<void>;
+  /**
+   * Take in now what the shim queued without a wake (releases and creates it answered itself):
+   * their handlers start before this returns, so what is open here is what the kernel has open.
+   */
+  takeNotes(): void;
   /** Whether this session's mount is still in /proc/self/mountinfo (a stop that could not unmount leaves it). */
   isMounted(): boolean;
   /** Reads and writes the shim served from local files (they never reach JS). */
@@ -520,6 +525,9 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     },
     invalidateAttrs(ino) {
       shim.mcfs_inval_attrs(ino);
+    },
+    takeNotes() {
+      if (!stopped) drain();
     },
     flushInvalidations() {
       const upTo = Number(shim.mcfs_notes_pushed());

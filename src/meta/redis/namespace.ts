@@ -58,7 +58,8 @@ export function createNamespace({ client, keys, run, nodeId, numbers, feed }: Na
     async link(ino, newParent, newName, fromPath, toPath) {
       const [told, packed] = (await run("link", [ino, newParent, newName, nowNs(), nodeId, fromPath, toPath])) as [string[], unknown];
       const r = parseScriptRecord(packed);
-      publish({ added: [[newParent, newName, ino]], inodes: [ino, newParent], todo: told });
+      // Its link count is an attribute every node's kernel may hold: as a chmod, the link returns once they dropped it.
+      await publish({ added: [[newParent, newName, ino]], inodes: [ino, newParent], todo: told }, true);
       return r;
     },
     async extraNames(ino) {
