@@ -9,7 +9,7 @@ import { startRedis, type TestRedis } from "./helpers/redis.ts";
 import { startVfsNode, type VfsNode } from "./helpers/vfs-node.ts";
 import { waitFor } from "./helpers/env.ts";
 
-const { O_RDONLY, O_RDWR, O_WRONLY, O_CREAT } = fs.constants;
+const { O_RDONLY, O_RDWR, O_WRONLY, O_CREAT, O_TRUNC } = fs.constants;
 const C: Caller = { uid: 0, gid: 0, pid: process.pid };
 
 /**
@@ -117,6 +117,16 @@ describe("an open racing another node's rename", () => {
     } finally {
       await a.vfs.release(C, ino, o.fh, false);
     }
+  });
+
+  test("an O_TRUNC open of a file another node unlinks after its record was read is refused with ESTALE (the kernel looks the name up again, and makes the file), not ENOENT", async () => {
+    const { dir, ino } = await heldByA("t", 100, 0x74);
+    between = async () => {
+      await b.vfs.unlink(C, dir, "x");
+    };
+    const e = await a.vfs.open(C, ino, O_WRONLY | O_TRUNC).then(() => undefined, (err: unknown) => err);
+    expect(between).toBeUndefined();
+    expect((e as { errno?: number } | undefined)?.errno).toBe(os.constants.errno.ESTALE);
   });
 
   test("an open by a name the file no longer has is refused with ESTALE (the kernel looks the name up again), not EIO", async () => {

@@ -419,6 +419,9 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
           r = await ctx.commit(h, 0);
         } catch (e) {
           await ops.release(_c, ino, fh, false);
+          // Unlinked on another node since its record was read: ESTALE makes the kernel look the
+          // name up again, and open what is there now or make the file (O_CREAT), as a local open would.
+          if (remote && gone(e)) throw new FsError(E.ESTALE, `inode ${ino} is gone`);
           throw e;
         }
       }
