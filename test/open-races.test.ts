@@ -129,6 +129,15 @@ describe("an open racing another node's rename", () => {
     expect((e as { errno?: number } | undefined)?.errno).toBe(os.constants.errno.ESTALE);
   });
 
+  test("a getattr of a file another node unlinked is ESTALE (the kernel's open or stat looks the name up again), not ENOENT", async () => {
+    const { dir, ino } = await heldByA("g", 10, 0x67);
+    expect((await a.vfs.getattr(C, ino)).ino).toBe(ino);
+    await b.vfs.unlink(C, dir, "x");
+    a.vfs.resync();
+    const e = await a.vfs.getattr(C, ino).then(() => undefined, (err: unknown) => err);
+    expect((e as { errno?: number } | undefined)?.errno).toBe(os.constants.errno.ESTALE);
+  });
+
   test("an open by a name the file no longer has is refused with ESTALE (the kernel looks the name up again), not EIO", async () => {
     const { dir, ino } = await heldByA("f", 100, 0x61);
     between = async () => {

@@ -108,7 +108,14 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
     },
 
     async getattr(_c, ino) {
-      return kernel.attr(kernel.sameFile(await ctx.record(ino)));
+      try {
+        return kernel.attr(kernel.sameFile(await ctx.record(ino)));
+      } catch (e) {
+        // Gone on another node since the kernel looked its name up: ESTALE makes the kernel walk the
+        // path again (an open, a stat: NFS's answer), which finds what the name is now, or none.
+        if (o.remote && errnoOf(e) === E.ENOENT) throw new FsError(E.ESTALE, `inode ${ino} is gone`);
+        throw e;
+      }
     },
 
     async setattr(c, ino, set: SetAttr, fh) {
