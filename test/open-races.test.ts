@@ -151,11 +151,30 @@ describe("an open racing another node's rename", () => {
   });
 });
 
+/** The shim's side of creates, played by a test: it takes every directory handed, and keeps the kits. */
+function playedShim(): { shim: ShimCreates; kit(): Promise<ShimKit> } {
+  const kits: ShimKit[] = [];
+  return {
+    shim: {
+      supply: (more) => kits.push(...more),
+      makeHere: (_dir, fd) => {
+        if (fd >= 0) fs.closeSync(fd);
+        return true;
+      },
+      elsewhere: () => {},
+    },
+    async kit() {
+      await waitFor("kits handed to the shim", () => kits.length > 0);
+      return kits.pop()!;
+    },
+  };
+}
+
 /** A sole node's VFS taking in a file the FUSE shim made (the shim's side played by the test), the store out of reach. */
 describe("a file the shim made, taken in while Redis is out of reach", () => {
   test("its handle works: writes, flush and release succeed (written behind), and its bytes stay on this node's disk", async () => {
     const redis = await startRedis();
-    const kits: ShimKit[] = [];
+    const { shim, kit: nextKit } = playedShim();
     let offline = false;
     const cutOff = (s: MetadataStore): MetadataStore =>
       new Proxy(s, {
@@ -165,24 +184,12 @@ describe("a file the shim made, taken in while Redis is out of reach", () => {
           return (...args: unknown[]) => (offline ? Promise.reject(new Error("The client is offline")) : (v as (...a: unknown[]) => unknown).apply(t, args));
         },
       });
-    const shim: ShimCreates = {
-      supply: (more) => kits.push(...more),
-      makeHere: (_dir, fd) => {
-        if (fd >= 0) fs.closeSync(fd);
-        return true;
-      },
-      elsewhere: () => {},
-    };
     const n = await startVfsNode(redis.url, "sole", cutOff, { sole: true, shimCreates: shim });
     try {
       // JS's own create hands the shim the directory, and kits.
       const first = await n.vfs.create(C, 1, "first", 0o644, O_WRONLY | O_CREAT);
       await n.vfs.release(C, first.attr.ino, first.open.fh, false);
-      for (let i = 0; kits.length === 0; i++) {
-        if (i > 500) throw new Error("no kits handed to the shim");
-        await Bun.sleep(2);
-      }
-      const kit = kits.pop()!;
+      const kit = await nextKit();
       // What the shim does: the file in the directory's local dir; the kernel has it open already.
       const fd = fs.openSync(join(n.rootPath, "made"), "w+", 0o644);
       // The records JS held are gone (as after a reconnect), and Redis with them.
@@ -205,15 +212,7 @@ describe("a file the shim made, taken in while Redis is out of reach", () => {
 describe("a file the shim made on a node of a cluster, taken in while Redis is down", () => {
   test("the store did not refuse it: the local file stays, and its close once Redis is back publishes it whole", async () => {
     const redis = await startRedis();
-    const kits: ShimKit[] = [];
-    const shim: ShimCreates = {
-      supply: (more) => kits.push(...more),
-      makeHere: (_dir, fd) => {
-        if (fd >= 0) fs.closeSync(fd);
-        return true;
-      },
-      elsewhere: () => {},
-    };
+    const { shim, kit: nextKit } = playedShim();
     const lost: number[] = [];
     const n = await startVfsNode(redis.url, "a", undefined, { shimCreates: shim, recordLost: async (ino) => void lost.push(ino) });
     const other = await startVfsNode(redis.url, "b");
@@ -221,8 +220,7 @@ describe("a file the shim made on a node of a cluster, taken in while Redis is d
       const first = await n.vfs.create(C, 1, "first", 0o644, O_WRONLY | O_CREAT);
       await n.vfs.flush(C, first.attr.ino, first.open.fh, false);
       await n.vfs.release(C, first.attr.ino, first.open.fh, false);
-      await waitFor("kits handed to the shim", () => kits.length > 0);
-      const kit = kits.pop()!;
+      const kit = await nextKit();
       const fd = fs.openSync(join(n.rootPath, "made"), "w+", 0o644);
       const data = Buffer.alloc(5000, 0x42);
       expect(await redis.cli("SAVE")).toBe("OK");
@@ -247,15 +245,7 @@ describe("a file the shim made on a node of a cluster, taken in while Redis is d
 describe("a file the shim made on a node of a cluster, in a directory another node removes meanwhile", () => {
   test("the store refuses its create: its close fails (ENOENT), and the file is on no node", async () => {
     const redis = await startRedis();
-    const kits: ShimKit[] = [];
-    const shim: ShimCreates = {
-      supply: (more) => kits.push(...more),
-      makeHere: (_dir, fd) => {
-        if (fd >= 0) fs.closeSync(fd);
-        return true;
-      },
-      elsewhere: () => {},
-    };
+    const { shim, kit: nextKit } = playedShim();
     const a = await startVfsNode(redis.url, "a", undefined, { shimCreates: shim, recordLost: async () => {} });
     const b = await startVfsNode(redis.url, "b");
     try {
@@ -264,8 +254,7 @@ describe("a file the shim made on a node of a cluster, in a directory another no
       await a.vfs.flush(C, seed.attr.ino, seed.open.fh, false);
       await a.vfs.release(C, seed.attr.ino, seed.open.fh, false);
       await a.vfs.unlink(C, d.ino, "seed");
-      await waitFor("kits handed to the shim", () => kits.length > 0);
-      const kit = kits.pop()!;
+      const kit = await nextKit();
       // What the shim does, once the kernel's lookup found no such name in Redis.
       const fd = fs.openSync(join(a.rootPath, "d", "f"), "w+", 0o644);
       // B removes the directory (Redis does not have f yet); A hears of it, and its disk follows.
