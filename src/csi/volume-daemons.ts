@@ -10,6 +10,7 @@ import type { VolumeBinder } from "./volume-binder.ts";
 import { isVolumeId } from "./volume-dirs.ts";
 import { allVolumes, type VolumeRecord, type VolumeRegistry } from "./volume-registry.ts";
 import { MCFS_FSTYPE, owns, volumeFsname, type VolumeOwner, type VolumeSource, type VolumeSources } from "./volume-source.ts";
+import { createKeyedQueue } from "../util/keyed-queue.ts";
 
 /** A volume's daemon on this node, as the node plugin starts it. */
 export interface VolumeDaemon {
@@ -57,18 +58,9 @@ export function createVolumeDaemons(o: VolumeDaemonsOptions): VolumeDaemons {
   const owner = (id: string): VolumeOwner => ({ id, root: "/", fsname: volumeFsname(id) });
   const daemonOf = (id: string, tag: string): VolumeDaemon => ({ id, tag, mount: join(o.mountDir, tag), root: join(o.rootDir, tag) });
   /** One start or stop at a time per volume: a publish and a check round may both want it up. */
-  const busy = new Map<string, Promise<unknown>>();
+  const busy = createKeyedQueue<string>();
   const warned = new Set<string>();
   let alive = true;
-
-  function serialized<T>(tag: string, fn: () => Promise<T>): Promise<T> {
-    const run = (busy.get(tag) ?? Promise.resolve()).catch(() => {}).then(fn);
-    const tail = run.finally(() => {
-      if (busy.get(tag) === tail) busy.delete(tag);
-    });
-    busy.set(tag, tail);
-    return run;
-  }
 
   /** The device of the volume's live mount, if it is mounted and answers. */
   function live(d: VolumeDaemon): string | undefined {
@@ -83,7 +75,7 @@ export function createVolumeDaemons(o: VolumeDaemonsOptions): VolumeDaemons {
   }
 
   const up = (d: VolumeDaemon) =>
-    serialized(d.tag, async () => {
+    busy.run(d.tag, async () => {
       // The daemon makes its root and mount point, and clears a dead mount left there.
       if (live(d) !== undefined) return;
       o.log.info({ volume: d.id, tag: d.tag, mount: d.mount }, "starting the volume's daemon");
@@ -127,7 +119,7 @@ export function createVolumeDaemons(o: VolumeDaemonsOptions): VolumeDaemons {
    * done (keys: true), the keys a daemon wrote as it was deleted (it started just then) go too.
    */
   const retire = (d: VolumeDaemon, keys: boolean) =>
-    serialized(d.tag, async () => {
+    busy.run(d.tag, async () => {
       const pid = pidOf(d);
       if (pid !== undefined) {
         process.kill(pid, "SIGTERM");

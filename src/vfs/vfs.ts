@@ -23,6 +23,7 @@ import { createPathCache } from "./paths.ts";
 import { createWriteAtClose, createWriteBehind } from "./write-policy.ts";
 import { createWriteTurns } from "./write-turns.ts";
 import { createXattrOps } from "./xattr-ops.ts";
+import { createKeyedQueue } from "../util/keyed-queue.ts";
 
 /** How many of the files this node wrote last it keeps out of read-ahead batches (a few MB of memory). */
 const WRITTEN_HERE_KEPT = 100_000;
@@ -133,8 +134,8 @@ export function createVfs(o: VfsOptions): Vfs {
     h.at = path;
   }
 
-  /** The commit of each file under way here, the last one asked for. */
-  const committing = new Map<number, Promise<unknown>>();
+  /** Commits one at a time per file (ctx.commit). */
+  const committing = createKeyedQueue<number>();
 
   /** Publish what was written through h (cutTo: truncated to that size instead): ctx.commit, one at a time per file. */
   async function commitNow(h: Handle, cutTo?: number): Promise<Inode> {
@@ -195,14 +196,7 @@ export function createVfs(o: VfsOptions): Vfs {
     commit(h: Handle, cutTo?: number) {
       // One at a time per file: each reads the size and sends it after the one before, so the last
       // sent (which Redis keeps) is never an older size than one sent before it.
-      const after = committing.get(h.ino);
-      const mine = (after ? after.catch(() => {}) : Promise.resolve()).then(() => commitNow(h, cutTo));
-      const tail = mine.finally(() => {
-        if (committing.get(h.ino) === tail) committing.delete(h.ino);
-      });
-      tail.catch(() => {});
-      committing.set(h.ino, tail);
-      return mine;
+      return committing.run(h.ino, () => commitNow(h, cutTo));
     },
     changedInPlace(st, r) {
       // Readers here of the same file read what it holds now: this version (not those of a file the
