@@ -44,6 +44,14 @@ export class StoreUnavailable extends FsError {
   }
 }
 
+/**
+ * e, or ESTALE in its place when e is the store's ENOENT for ino: the file went on another node since
+ * the kernel looked its name up, and ESTALE makes the kernel walk the path again (NFS's answer).
+ */
+export function staleIfGone(e: unknown, ino: number): unknown {
+  return e instanceof FsError && e.errno === E.ENOENT ? new FsError(E.ESTALE, `inode ${ino} is gone`) : e;
+}
+
 /** The errno an error carries, if any (FsError or a Node system error); no logging, unlike toErrno. */
 export function errnoOf(err: unknown): number | undefined {
   if (err instanceof FsError) return err.errno;

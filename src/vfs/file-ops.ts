@@ -3,7 +3,7 @@ import { promisify } from "node:util";
 import { dirname } from "node:path";
 import type { Caller, FileSystem, OpenReply } from "../fuse/types.ts";
 import type { Holders, Inode } from "../meta/store.ts";
-import { E, FsError, OutcomeUnknown, errnoOf, fsError } from "../util/errno.ts";
+import { E, FsError, OutcomeUnknown, errnoOf, fsError, staleIfGone } from "../util/errno.ts";
 import { isDir } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
 import { createLocalFile } from "./local-files.ts";
@@ -269,8 +269,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
         if (leased && !ctx.open.hasWriter(ino)) ctx.turns.give(ino);
         // The name the kernel opened by led to a file gone since (unlinked, or replaced by another
         // node's create): ESTALE makes it look the name up again and open what is there now.
-        if (remote && e instanceof FsError && e.errno === E.ENOENT) throw new FsError(E.ESTALE, `inode ${ino} is gone`);
-        throw e;
+        throw remote ? staleIfGone(e, ino) : e;
       }
       // Unlinked while open here, and opened again (through /proc/PID/fd): the file has no path
       // left, and the one it had may name another file now; the fds open on it reach it.
@@ -421,8 +420,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
           await ops.release(_c, ino, fh, false);
           // Unlinked on another node since its record was read: ESTALE makes the kernel look the
           // name up again, and open what is there now or make the file (O_CREAT), as a local open would.
-          if (remote && gone(e)) throw new FsError(E.ESTALE, `inode ${ino} is gone`);
-          throw e;
+          throw remote ? staleIfGone(e, ino) : e;
         }
       }
       // Pages cached by the kernel stay valid while the version is the one they were read at.
