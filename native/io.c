@@ -19,10 +19,13 @@
 
 static _Atomic int fh_fd[MAX_FH];
 static _Atomic uint8_t fh_dirty[MAX_FH];
+#define STICKY 2
+/* A sticky handle's file at its last flush: size, mtime and ctime (ns). */
+static uint64_t fh_seen[MAX_FH][3];
 /* Bytes from the start of the fd that may be read: WHOLE for a file's own fd or a finished copy. */
 static _Atomic uint64_t fh_ready[MAX_FH];
 #define WHOLE UINT64_MAX
-static _Atomic uint64_t io_count[IO_N];
+static _Atomic uint64_t io_count_of[IO_N];
 /* Writes are refused (ENOSPC) where they would leave less than this free on their disk: 0, never. */
 static _Atomic uint64_t space_floor;
 
@@ -41,7 +44,8 @@ static int fd_of(uint64_t fh)
 static void attach(uint64_t fh, int fd, int dirty, uint64_t ready)
 {
 	if (fh < MAX_FH) {
-		atomic_store(&fh_dirty[fh], dirty ? 1 : 0);
+		atomic_store(&fh_dirty[fh], dirty == STICKY ? STICKY : dirty ? 1 : 0);
+		fh_seen[fh][0] = fh_seen[fh][1] = fh_seen[fh][2] = UINT64_MAX;
 		atomic_store(&fh_ready[fh], ready);
 		atomic_store(&fh_fd[fh], fd);
 	}
@@ -75,7 +79,48 @@ int io_served(uint64_t fh) { return fd_of(fh) >= 0; }
 
 int io_dirty(uint64_t fh) { return fh < MAX_FH && atomic_load(&fh_dirty[fh]); }
 
-int io_take_dirty(uint64_t fh) { return fh < MAX_FH ? atomic_exchange(&fh_dirty[fh], 0) : 0; }
+/* What a sticky handle's file is now, noted for its release. */
+static int seen_changed(uint64_t fh)
+{
+	struct stat st;
+	int fd = fd_of(fh);
+	if (fd < 0 || fstat(fd, &st) != 0)
+		return 1;
+	uint64_t now[3] = { (uint64_t)st.st_size, (uint64_t)st.st_mtim.tv_sec * 1000000000ull + (uint64_t)st.st_mtim.tv_nsec,
+			    (uint64_t)st.st_ctim.tv_sec * 1000000000ull + (uint64_t)st.st_ctim.tv_nsec };
+	int changed = now[0] != fh_seen[fh][0] || now[1] != fh_seen[fh][1] || now[2] != fh_seen[fh][2];
+	fh_seen[fh][0] = now[0];
+	fh_seen[fh][1] = now[1];
+	fh_seen[fh][2] = now[2];
+	return changed;
+}
+
+int io_take_dirty(uint64_t fh)
+{
+	if (fh >= MAX_FH)
+		return 0;
+	if (atomic_load(&fh_dirty[fh]) == STICKY) {
+		(void)seen_changed(fh);
+		return 1;
+	}
+	return atomic_exchange(&fh_dirty[fh], 0) != 0;
+}
+
+int io_take_dirty_at_release(uint64_t fh)
+{
+	if (fh < MAX_FH && atomic_load(&fh_dirty[fh]) == STICKY)
+		return seen_changed(fh);
+	return io_take_dirty(fh);
+}
+
+/* Marked written, a sticky flag left as it is. */
+static void mark_dirty(uint64_t fh)
+{
+	uint8_t clean = 0;
+	(void)atomic_compare_exchange_strong(&fh_dirty[fh], &clean, 1);
+}
+
+void io_count(int counter) { atomic_fetch_add(&io_count_of[counter], 1); }
 
 int io_try_read(fuse_req_t req, uint64_t fh, size_t size, off_t off)
 {
@@ -88,8 +133,8 @@ int io_try_read(fuse_req_t req, uint64_t fh, size_t size, off_t off)
 	struct stat st;
 	/* What the read returns: up to the end of the file (the kernel asks in whole pages). */
 	if (fstat(fd, &st) == 0 && st.st_size > off)
-		atomic_fetch_add(&io_count[IO_READ_BYTES], (uint64_t)st.st_size - (uint64_t)off < size ? (uint64_t)st.st_size - (uint64_t)off : size);
-	atomic_fetch_add(&io_count[IO_READ_OPS], 1);
+		atomic_fetch_add(&io_count_of[IO_READ_BYTES], (uint64_t)st.st_size - (uint64_t)off < size ? (uint64_t)st.st_size - (uint64_t)off : size);
+	atomic_fetch_add(&io_count_of[IO_READ_OPS], 1);
 	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
 	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 	buf.buf[0].fd = fd;
@@ -125,9 +170,9 @@ int io_try_write(fuse_req_t req, uint64_t fh, struct fuse_bufvec *in, off_t off)
 		fuse_reply_err(req, (int)-n);
 		return 1;
 	}
-	atomic_store(&fh_dirty[fh], 1);
-	atomic_fetch_add(&io_count[IO_WRITE_OPS], 1);
-	atomic_fetch_add(&io_count[IO_WRITE_BYTES], (uint64_t)n);
+	mark_dirty(fh);
+	atomic_fetch_add(&io_count_of[IO_WRITE_OPS], 1);
+	atomic_fetch_add(&io_count_of[IO_WRITE_BYTES], (uint64_t)n);
 	fuse_reply_write(req, (size_t)n);
 	return 1;
 }
@@ -145,7 +190,7 @@ void io_fallocate(fuse_req_t req, uint64_t fh, int mode, off_t off, off_t len)
 	}
 	int r = fallocate(fd, mode, off, len);
 	if (r == 0)
-		atomic_store(&fh_dirty[fh], 1);
+		mark_dirty(fh);
 	fuse_reply_err(req, r == 0 ? 0 : errno);
 }
 
@@ -170,12 +215,12 @@ void mcfs_clear_fh(uint64_t fh) { io_attach(fh, -1, 0); }
 void mcfs_dirty_fh(uint64_t fh)
 {
 	if (fh < MAX_FH)
-		atomic_store(&fh_dirty[fh], 1);
+		mark_dirty(fh);
 }
 
 /* Reads and writes served from local fds so far, in the order of IO_*. */
 void mcfs_io_counters(uint64_t *out)
 {
 	for (int i = 0; i < IO_N; i++)
-		out[i] = atomic_load(&io_count[i]);
+		out[i] = atomic_load(&io_count_of[i]);
 }

@@ -6,7 +6,8 @@
  * FATTR_KILL_SUIDGID on a truncate by a caller without CAP_FSETID (a chown always takes them, and
  * before a write or fallocate the kernel sends a setattr with nothing left in it: JS does both).
  *
- * libfuse's custom I/O hooks see the raw traffic: the read hook notes whether the kernel offers the
+ * libfuse's custom I/O hooks see the raw traffic (passthrough.c's negotiation and open replies go
+ * through them too): the read hook notes whether the kernel offers the
  * flag and the kill flags of the request this thread is about to handle (each loop thread handles what
  * it read), and the writev hook adds the flag to the INIT reply. Writes that may have to take privileges
  * go to JS: those of a caller the kernel flagged, to a file whose mode, as last told to the kernel, had
@@ -48,6 +49,7 @@ static ssize_t hook_read(int fd, void *buf, size_t len, void *userdata)
 	case FUSE_INIT:
 		if (arglen >= offsetof(struct fuse_init_in, flags) + sizeof(uint32_t)) {
 			offered = (((const struct fuse_init_in *)arg)->flags & FUSE_HANDLE_KILLPRIV_V2) != 0;
+			passthrough_offered(arg, arglen);
 			atomic_store(&init_unique, in->unique);
 		}
 		break;
@@ -75,8 +77,10 @@ static ssize_t hook_writev(int fd, struct iovec *iov, int count, void *userdata)
 				((struct fuse_init_out *)iov[1].iov_base)->flags |= FUSE_HANDLE_KILLPRIV_V2;
 				atomic_store(&negotiated, 1);
 			}
+			passthrough_accept(iov[1].iov_base, iov[1].iov_len);
 		}
 	}
+	passthrough_patch_reply(iov, count);
 	return writev(fd, iov, count);
 }
 

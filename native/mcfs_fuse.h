@@ -15,7 +15,9 @@
 #include <fuse_lowlevel.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 #include <time.h>
+#include <linux/fuse.h>
 #include "mcfs_abi.h"
 
 /* session.c: the time ms from now on clock, for timed waits; and ms after t. */
@@ -51,7 +53,9 @@ int io_room_for(int fd, uint64_t len);
 int io_try_write(fuse_req_t req, uint64_t fh, struct fuse_bufvec *in, off_t off);
 int io_served(uint64_t fh);      /* an fd serves this handle */
 int io_dirty(uint64_t fh);       /* written through it since the last io_take_dirty */
-int io_take_dirty(uint64_t fh);  /* the dirty flag, cleared */
+int io_take_dirty(uint64_t fh);  /* the dirty flag, cleared (a passthrough writer's stays: its writes go unseen) */
+int io_take_dirty_at_release(uint64_t fh); /* the same; a passthrough writer's file changed since its last flush */
+void io_count(int counter);      /* one more of IO_* */
 void io_fallocate(fuse_req_t req, uint64_t fh, int mode, off_t off, off_t len);
 void io_lseek(fuse_req_t req, uint64_t fh, off_t off, int whence);
 
@@ -86,6 +90,16 @@ int killpriv_request_kills(void);                   /* the kernel asked this thr
 void killpriv_told(uint64_t ino, uint32_t mode);    /* attributes of ino going to the kernel */
 int killpriv_may_hold(uint64_t ino);                /* ino may have setuid or setgid */
 
+/* passthrough.c: FUSE passthrough, negotiated and counted per inode (see there). */
+void passthrough_reset(int dev_fd);                                 /* at mount: nothing open, not negotiated */
+void passthrough_offered(const struct fuse_init_in *in, size_t len);  /* the kernel's INIT */
+void passthrough_accept(struct fuse_init_out *out, size_t len);       /* the INIT reply, before it goes */
+/* A file handle fh of nodeid opens (allowed: JS lets it pass through): its backing id, or -1 (not through). */
+int passthrough_open(uint64_t nodeid, uint64_t fh, int fd, int allowed);
+void passthrough_reply_done(void);                                  /* after the open's reply went, or failed */
+void passthrough_patch_reply(struct iovec *iov, int count);         /* an open reply going out: flag and id */
+void passthrough_release(uint64_t fh);
+int passthrough_is(uint64_t fh);
 /* notify.c: kernel cache invalidations, made on their own thread. */
 int notify_start(struct fuse_session *se);
 void notify_stop(void);

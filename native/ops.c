@@ -183,9 +183,10 @@ static void ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	passthrough_release(fi->fh);
 	REQ(OP_RELEASE);
 	h.fh = fi->fh;
-	h.release.dirty = io_take_dirty(fi->fh);
+	h.release.dirty = io_take_dirty_at_release(fi->fh);
 	/*
 	 * A release with nothing written since the last flush changes nothing the kernel waits on (close
 	 * returned with that flush): answered here, and JS closes the handle with its next request

@@ -76,8 +76,28 @@ int mcfs_reply_attr(uint32_t id, const int64_t *attr, double attr_to)
 	return fuse_reply_attr(r, &st, attr_to);
 }
 
+/*
+ * How a file's open is answered: fd (>= 0) attached to fh for io.c, and in passthrough when
+ * passthrough.c says so (ino 0: a directory's, never). The handle's writes are then unseen: its
+ * flushes publish (sticky dirty) unless it has none (a reader's).
+ */
+static int open_handle(uint64_t ino, uint64_t fh, int fd, uint32_t flags)
+{
+	int through = ino != 0 && passthrough_open(ino, fh, fd, (flags & OPEN_PASSTHROUGH) != 0) >= 0;
+	io_attach(fh, fd, through && !(flags & OPEN_NO_FLUSH) ? 2 : (flags & OPEN_UNPUBLISHED) != 0);
+	return through;
+}
+
+/* The kernel never had the handle (its reply failed, or was not sent): nothing of it is left here. */
+static void open_undone(uint64_t ino, uint64_t fh)
+{
+	io_attach(fh, -1, 0);
+	if (ino != 0)
+		passthrough_release(fh);
+}
+
 /* flags: OPEN_* bits. fd >= 0 attaches a backing fd to fh (io.c serves it from then on). */
-int mcfs_reply_open(uint32_t id, uint64_t fh, int fd, uint32_t flags)
+int mcfs_reply_open(uint32_t id, uint64_t ino, uint64_t fh, int fd, uint32_t flags)
 {
 	fuse_req_t r = ids_take(id);
 	if (!r) return -ENOENT;
@@ -88,10 +108,11 @@ int mcfs_reply_open(uint32_t id, uint64_t fh, int fd, uint32_t flags)
 	fi.keep_cache = (flags & OPEN_KEEP_CACHE) != 0;
 	fi.nonseekable = (flags & OPEN_NONSEEKABLE) != 0;
 	fi.noflush = (flags & OPEN_NO_FLUSH) != 0;
-	io_attach(fh, fd, (flags & OPEN_UNPUBLISHED) != 0);
+	open_handle(ino, fh, fd, flags);
 	int rc = fuse_reply_open(r, &fi);
+	passthrough_reply_done();
 	if (rc != 0)
-		io_attach(fh, -1, 0);
+		open_undone(ino, fh);
 	return rc;
 }
 
@@ -106,10 +127,12 @@ int mcfs_reply_create(uint32_t id, const int64_t *attr, double entry_to, double 
 	fi.fh = fh;
 	fi.direct_io = (flags & OPEN_DIRECT_IO) != 0;
 	fi.keep_cache = (flags & OPEN_KEEP_CACHE) != 0;
-	io_attach(fh, fd, (flags & OPEN_UNPUBLISHED) != 0);
+	uint64_t ino = (uint64_t)attr[A_INO];
+	open_handle(ino, fh, fd, flags);
 	int rc = fuse_reply_create(r, &e, &fi);
+	passthrough_reply_done();
 	if (rc != 0)
-		io_attach(fh, -1, 0);
+		open_undone(ino, fh);
 	return rc;
 }
 

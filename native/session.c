@@ -75,6 +75,7 @@ int mcfs_start(const char *mountpoint, const char *opts, int debug, int single, 
 		return -EIO;
 	}
 	/* Without the hooks the kernel keeps killing privileges itself (and asks before every write). */
+	passthrough_reset(fuse_session_fd(se));
 	(void)killpriv_install(se);
 	single_thread = single;
 	(void)notify_start(se);

@@ -71,7 +71,7 @@ function freeSpace(rootPath: string): { free?: number } {
 }
 
 /** Counters the shim keeps and gauges of state, brought up to date before each scrape. */
-const shimSeen = new WeakMap<FuseSession, { readBytes: number; writeBytes: number; lookups: number; getattrs: number; absent: number; creates: number; flushes: number }>();
+const shimSeen = new WeakMap<FuseSession, { readBytes: number; writeBytes: number; passthroughOpens: number; lookups: number; getattrs: number; absent: number; creates: number; flushes: number }>();
 const unreadSeen = new WeakMap<CopyCache, number>();
 /** How long a scrape waits for Redis to count the nodes before it answers without. */
 const NODES_SCRAPE_MS = 1_000;
@@ -82,7 +82,7 @@ async function refreshGauges(m: Metrics, session: FuseSession, vfs: Vfs, copies:
   const absent = session.shimAbsent();
   const creates = session.shimCreates();
   const flushes = session.flushRequests();
-  const last = shimSeen.get(session) ?? { readBytes: 0, writeBytes: 0, lookups: 0, getattrs: 0, absent: 0, creates: 0, flushes: 0 };
+  const last = shimSeen.get(session) ?? { readBytes: 0, writeBytes: 0, passthroughOpens: 0, lookups: 0, getattrs: 0, absent: 0, creates: 0, flushes: 0 };
   m.readBytes.inc({ source: "local" }, io.readBytes - last.readBytes);
   m.writtenBytes.inc(io.writeBytes - last.writeBytes);
   m.shimLookups.inc(lookups - last.lookups);
@@ -91,6 +91,8 @@ async function refreshGauges(m: Metrics, session: FuseSession, vfs: Vfs, copies:
   m.shimCreates.inc(creates - last.creates);
   m.fuseFlushes.inc(flushes - last.flushes);
   m.fuseKillPrivileges.set(session.killPrivileges() ? 1 : 0);
+  m.fusePassthrough.set(session.passthrough() ? 1 : 0);
+  m.passthroughOpens.inc(io.passthroughOpens - last.passthroughOpens);
   shimSeen.set(session, { ...io, lookups, getattrs, absent, creates, flushes });
   m.openFiles.set(vfs.openFiles);
   if (copies) {
@@ -353,7 +355,15 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         elsewhere: (dir) => session?.creates.elsewhere(dir),
       },
       dropKernelInode: (ino) => session?.invalidateMany([], [ino]),
-      privileged: (ino) => session?.markPrivileged(ino),
+      privileged: (ino, path) => {
+        if (!session) return;
+        session.markPrivileged(ino);
+        // A writer in passthrough writes unseen: the kernel takes the bits itself at its next write,
+        // once it has the file's new mode (a getattr, which also clears its "no privileges" mark).
+        if (path !== undefined && session.passthrough()) {
+          void session.flushInvalidations().then(() => fs.promises.stat(join(cfg.mountPath, path))).catch(() => {});
+        }
+      },
       detachHandle: (fh) => session?.detach(fh),
       followHandle: (fh, fd, bytes, whole) => session?.follow(fh, fd, bytes, whole),
       dirtyHandle: (fh) => session?.markDirty(fh),

@@ -90,8 +90,9 @@ export const STATFS = ["bsize", "frsize", "blocks", "bfree", "bavail", "files", 
 /**
  * unpublished: the handle's flush goes to JS even with nothing written (a create still to be published).
  * noFlush: the kernel sends no flush at the handle's closes (FOPEN_NOFLUSH; a read-only open has none to publish).
+ * passthrough: the fd is this node's own file of the inode: the kernel may read and write it itself (passthrough.c).
  */
-export const OPEN_FLAGS = { directIo: 1, keepCache: 2, nonseekable: 4, unpublished: 8, noFlush: 16 } as const;
+export const OPEN_FLAGS = { directIo: 1, keepCache: 2, nonseekable: 4, unpublished: 8, noFlush: 16, passthrough: 32 } as const;
 
 /** A bit of setattr's valid past libfuse's FUSE_SET_ATTR_*: the kernel asked for setuid and setgid to be taken (FATTR_KILL_SUIDGID). */
 export const SETATTR_KILL_PRIVILEGES = 1 << 30;
@@ -104,7 +105,7 @@ export const KIT_BYTES = 64;
 export const KIT_MARK_AT = 16;
 
 /** Counters of reads and writes the shim served from local fds, uint64 each, in this order. */
-export const IO_COUNTERS = ["readOps", "readBytes", "writeOps", "writeBytes"] as const;
+export const IO_COUNTERS = ["readOps", "readBytes", "writeOps", "writeBytes", "passthroughOpens", "passthroughShared"] as const;
 
 /**
  * The functions the shim exports, in C. gen-abi.ts declares them in mcfs_abi.h, so the compiler refuses
@@ -116,6 +117,7 @@ export const SHIM_FUNCTIONS = {
   mcfs_running: { returns: "int", args: [] },
   /** 1 once the kernel agreed to FUSE_HANDLE_KILLPRIV_V2 (writes without a security.capability lookup each). */
   mcfs_killpriv: { returns: "int", args: [] },
+  mcfs_passthrough: { returns: "int", args: [] },
   /** ino has setuid or setgid though its kernel has not been told (another node's chmod): writes to it go to JS. */
   mcfs_killpriv_mark: { returns: "void", args: ["uint64_t ino"] },
   mcfs_poll: { returns: "int", args: ["uint8_t *buf", "int cap"] },
@@ -124,7 +126,7 @@ export const SHIM_FUNCTIONS = {
   mcfs_reply_none: { returns: "int", args: ["uint32_t id"] },
   mcfs_reply_entry: { returns: "int", args: ["uint32_t id", "const int64_t *attr", "double entry_to", "double attr_to"] },
   mcfs_reply_attr: { returns: "int", args: ["uint32_t id", "const int64_t *attr", "double attr_to"] },
-  mcfs_reply_open: { returns: "int", args: ["uint32_t id", "uint64_t fh", "int fd", "uint32_t flags"] },
+  mcfs_reply_open: { returns: "int", args: ["uint32_t id", "uint64_t ino", "uint64_t fh", "int fd", "uint32_t flags"] },
   mcfs_reply_create: { returns: "int", args: ["uint32_t id", "const int64_t *attr", "double entry_to", "double attr_to", "uint64_t fh", "int fd", "uint32_t flags"] },
   mcfs_flush_notes: { returns: "void", args: ["int on"] },
   mcfs_creates_start: { returns: "void", args: ["double entry_to", "double attr_to", "const char *reserved_name", "const char *mark_name", "int of_cluster"] },

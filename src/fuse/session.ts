@@ -4,7 +4,7 @@ import { accessSync, closeSync, constants } from "node:fs";
 import { detachMount, findMount, stillMounted } from "./mountpoint.ts";
 import { isRoot } from "./fusermount.ts";
 import { ATTR, DIRENT_AFTER_ATTR, IO_COUNTERS, KIT_BYTES, KIT_MARK_AT, OPEN_FLAGS, OPS, REQ_ARGS_AT, REQ_HEADER_BYTES, SETATTR_KILL_PRIVILEGES, STATFS, reqOffset, type OpName } from "./abi.ts";
-import type { Attr, Caller, DirEntry, FileSystem, SetAttr, ShimCreates, ShimEntries } from "./types.ts";
+import type { Attr, Caller, DirEntry, FileSystem, OpenReply, SetAttr, ShimCreates, ShimEntries } from "./types.ts";
 import { E, toErrno } from "../util/errno.ts";
 import { cstr } from "../util/c-string.ts";
 
@@ -81,8 +81,8 @@ function setAttrOf(r: Req<"setattr">): SetAttr {
   return s;
 }
 
-function openFlags(o: { directIo?: boolean; keepCache?: boolean; unpublished?: boolean; noFlush?: boolean }): number {
-  return (o.directIo ? OPEN_FLAGS.directIo : 0) | (o.keepCache ? OPEN_FLAGS.keepCache : 0) | (o.unpublished ? OPEN_FLAGS.unpublished : 0) | (o.noFlush ? OPEN_FLAGS.noFlush : 0);
+function openFlags(o: OpenReply): number {
+  return (o.directIo ? OPEN_FLAGS.directIo : 0) | (o.keepCache ? OPEN_FLAGS.keepCache : 0) | (o.unpublished ? OPEN_FLAGS.unpublished : 0) | (o.noFlush ? OPEN_FLAGS.noFlush : 0) | (o.passthrough ? OPEN_FLAGS.passthrough : 0);
 }
 
 export interface SessionOptions {
@@ -158,6 +158,8 @@ export interface FuseSession {
   flushRequests(): number;
   /** Whether the kernel agreed to leave taking setuid and setgid to mcfs (FUSE_HANDLE_KILLPRIV_V2): no lookup of security.capability before each write. */
   killPrivileges(): boolean;
+  /** Whether the kernel agreed to read and write files' backing fds itself (FUSE passthrough, Linux 6.9+). */
+  passthrough(): boolean;
   /** ino has setuid or setgid now, though this kernel has not been told: its writers' writes go to JS, which takes them. */
   markPrivileged(ino: number): void;
   /** Lookups the shim answered ENOENT itself, from listings (ShimEntries.list). */
@@ -184,6 +186,10 @@ export interface IoCounters {
   readBytes: number;
   writeOps: number;
   writeBytes: number;
+  /** Handles the kernel reads and writes itself (FUSE passthrough): their bytes are in none of the above. */
+  passthroughOpens: number;
+  /** Of those, opens JS did not ask to pass through, given the inode's backing file (passthrough.c). */
+  passthroughShared: number;
 }
 
 const enc = new TextEncoder();
@@ -301,7 +307,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     link: async (r) => replyEntry(r.id, await fs.link(r.c, r.ino, Number(r.newParent), r.newName)),
     open: async (r) => {
       const o = await fs.open(r.c, r.ino, Number(r.flags));
-      if (shim.mcfs_reply_open(r.id, o.fh, o.fd ?? -1, openFlags(o)) !== 0) await fs.release(r.c, r.ino, o.fh, false);
+      if (shim.mcfs_reply_open(r.id, r.ino, o.fh, o.fd ?? -1, openFlags(o)) !== 0) await fs.release(r.c, r.ino, o.fh, false);
       else o.follow?.((fd, bytes, whole) => follow(o.fh, fd, bytes, whole));
     },
     create: async (r) => {
@@ -337,7 +343,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
       await fs.fsync(r.c, r.ino, r.fh, r.datasync !== 0n, r.dirty !== 0n);
       ok(r.id);
     },
-    opendir: async (r) => void shim.mcfs_reply_open(r.id, await fs.opendir(r.c, r.ino), -1, 0),
+    opendir: async (r) => void shim.mcfs_reply_open(r.id, 0, await fs.opendir(r.c, r.ino), -1, 0),
     readdir: (r) => readdir(r, false),
     readdirplus: (r) => readdir(r, true),
     releasedir: async (r) => {
@@ -569,6 +575,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     shimGetattrs: () => Number(shim.mcfs_attr_hits()),
     flushRequests: () => Number(shim.mcfs_flush_requests()),
     killPrivileges: () => shim.mcfs_killpriv() === 1,
+    passthrough: () => shim.mcfs_passthrough() === 1,
     markPrivileged: (ino) => shim.mcfs_killpriv_mark(BigInt(ino)),
     shimAbsent: () => Number(shim.mcfs_listing_absent_hits()),
     shimCreates: () => Number(shim.mcfs_creates_made()),
@@ -593,7 +600,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
       const c = new BigUint64Array(IO_COUNTERS.length);
       shim.mcfs_io_counters(c);
       const at = (k: keyof IoCounters) => Number(c[IO_COUNTERS.indexOf(k)]);
-      return { readOps: at("readOps"), readBytes: at("readBytes"), writeOps: at("writeOps"), writeBytes: at("writeBytes") };
+      return { readOps: at("readOps"), readBytes: at("readBytes"), writeOps: at("writeOps"), writeBytes: at("writeBytes"), passthroughOpens: at("passthroughOpens"), passthroughShared: at("passthroughShared") };
     },
   };
 }

@@ -30,6 +30,11 @@ export interface OpenReply {
   /** Nothing to do at its closes (a read-only open): the kernel sends them no flush. */
   noFlush?: boolean;
   /**
+   * fd is this node's own file of the inode: the kernel may read and write it itself (FUSE
+   * passthrough), unseen by the filesystem; each flush of a writer's handle then counts as written.
+   */
+  passthrough?: boolean;
+  /**
    * No fd: the bytes are on their way into a copy. Called once the open is answered; listen then
    * hears a read-only fd of the copy and how many bytes from its start are there, again as more
    * arrive (whole: all of them), and the shim serves reads of those bytes from it.

@@ -34,6 +34,8 @@ export function createMetrics() {
     shimCreates: new Counter({ name: "mcfs_shim_creates_total", help: "Files the FUSE shim made and answered the create of itself (JS takes them in after: they are in mcfs_fuse_operations_total as op created, not create)", ...r }),
     shimGetattrs: new Counter({ name: "mcfs_shim_getattrs_total", help: "Getattrs the FUSE shim answered itself, from records JS had fresh (they never reach JS: not in mcfs_fuse_operations_total)", ...r }),
     fuseKillPrivileges: new Gauge({ name: "mcfs_fuse_kill_privileges", help: "1 when the kernel leaves taking setuid and setgid on writes to mcfs (FUSE_HANDLE_KILLPRIV_V2): writes without a security.capability lookup each", ...r }),
+    fusePassthrough: new Gauge({ name: "mcfs_fuse_passthrough", help: "1 when the kernel reads and writes this node's own files itself (FUSE passthrough): a writer's bytes then reach no mcfs counter", ...r }),
+    passthroughOpens: new Counter({ name: "mcfs_passthrough_opens_total", help: "Opens and creates the kernel reads and writes in passthrough: writers of this node's own files, and readers of them while one is open", ...r }),
     fuseFlushes: new Counter({ name: "mcfs_fuse_flushes_total", help: "Flush requests the kernel sent, answered by the shim or by JS (a handle opened read-only gets none at its closes)", ...r }),
     fuseErrors: new Counter({ name: "mcfs_fuse_operation_errors_total", help: "FUSE operations answered with an error, by operation and errno", labelNames: ["op", "errno"], ...r }),
     fuseLatency: new Histogram({ name: "mcfs_fuse_operation_duration_seconds", help: "Time to answer a FUSE operation in JS", labelNames: ["op"], buckets: LATENCY, ...r }),

@@ -38,8 +38,11 @@ export interface VfsOptions {
   refreshKernelAttrs?: (ino: number) => Promise<void>;
   /** Make the kernel forget the attributes and pages it cached of ino. */
   dropKernelInode?: (ino: number) => void;
-  /** ino, open for writing here, has setuid or setgid now, though this kernel has not been told (another node's chmod): its writes must take them. */
-  privileged?: (ino: number) => void;
+  /**
+   * ino, open for writing here, has setuid or setgid now, though this kernel has not been told
+   * (another node's chmod): its writes must take them. path: where it is in the namespace, if known.
+   */
+  privileged?: (ino: number, path?: string) => void;
   /** The shim stops serving fh's reads from its fd: they come to JS. */
   detachHandle?: (fh: number) => void;
   /** The shim serves fh's reads from fd, of its first bytes (all of them if whole). */

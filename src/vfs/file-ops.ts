@@ -16,7 +16,7 @@ import { mayKeepPrivileges, outsideGroup, withoutPrivileges } from "./privileges
 
 const fsync = promisify(fs.fsync), fdatasync = promisify(fs.fdatasync);
 const O_ACCMODE = 3;
-const { O_APPEND, O_SYNC, O_DSYNC, O_RDWR, O_WRONLY, O_RDONLY, O_TRUNC, O_EXCL } = fs.constants;
+const { O_APPEND, O_SYNC, O_DSYNC, O_RDWR, O_WRONLY, O_RDONLY, O_TRUNC, O_EXCL, O_DIRECT } = fs.constants;
 const KEEP_OPEN_FLAGS = O_ACCMODE | O_APPEND | O_SYNC | O_DSYNC;
 /** Longest an open waits for another node's write to publish the bytes it is changing. */
 const CHANGING_WAIT_MS = 10_000;
@@ -437,6 +437,10 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
         keepCache,
         // A reader's close publishes nothing, and waits for nothing: each close of it would cost a trip.
         noFlush: !writable,
+        // This node's own file, read and written by the kernel itself. Not a reader's with other nodes
+        // about, unless a writer is open here (then every reader here reads this file): the kernel
+        // keeps one backing file per inode, and a reader opening another version after it could not.
+        passthrough: fd >= 0 && got === undefined && !(asked & O_DIRECT) && (writable || !remote || ctx.open.hasWriter(ino)),
       } satisfies OpenReply;
     },
 
@@ -452,7 +456,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       const fh = ctx.open.add({ ino: r.ino, fd, writable: true, dirty: false, at: path }, r);
       kernel.opened(r.ino, r.version);
       if (kits) kits.madeIn(await ctx.record(parent), dirname(path), name, fd);
-      return { attr: kernel.told(parent, name, r), open: { fh, fd, keepCache: false, unpublished: ctx.policy.unsettled(r.ino) } };
+      return { attr: kernel.told(parent, name, r), open: { fh, fd, keepCache: false, unpublished: ctx.policy.unsettled(r.ino), passthrough: !(flags & O_DIRECT) } };
     },
 
     async created(c, parent, name, m) {

@@ -254,7 +254,12 @@ export function createVfs(o: VfsOptions): Vfs {
         void store.get(ino).then((r) => {
           learn(r);
           if (ctx.kernel.permsChanged(r)) o.dropKernelInode?.(ino);
-          if (isReg(r.mode) && r.mode & (S_ISUID | S_ISGID) && open.hasWriter(ino)) o.privileged?.(ino);
+          if (isReg(r.mode) && r.mode & (S_ISUID | S_ISGID) && open.hasWriter(ino)) {
+            void ctx.paths.pathOf(ino).then(
+              (path) => o.privileged?.(ino, path),
+              () => o.privileged?.(ino),
+            );
+          }
         }, () => {});
       }
     },

@@ -1,0 +1,118 @@
+import { describe, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import { release } from "node:os";
+import { join } from "node:path";
+import { spawnSync } from "bun";
+import type { TestDaemon } from "./helpers/daemon.ts";
+import { fuseUnavailable, waitFor } from "./helpers/env.ts";
+import { scrape } from "./helpers/metrics.ts";
+import { useCluster } from "./helpers/node.ts";
+
+const skip = fuseUnavailable();
+/** FUSE passthrough came with Linux 6.9: on such a kernel mcfs must have it on. */
+const kernelHasIt = (() => {
+  const [major = 0, minor = 0] = release().split(".").map(Number);
+  return major > 6 || (major === 6 && minor >= 9);
+})();
+
+const sh = (cmd: string) => {
+  const p = spawnSync(["sh", "-c", cmd]);
+  if (p.exitCode !== 0) throw new Error(`${cmd}: ${p.stderr.toString()}`);
+  return p.stdout.toString();
+};
+
+/**
+ * A writer of this node's own file is read and written by the kernel itself (passthrough.c): mcfs
+ * never sees its writes, yet each close publishes them, and readers on the node and elsewhere read
+ * what was written.
+ */
+describe.skipIf(!!skip)("passthrough", () => {
+  const cluster = useCluster("pt", ["a", "b"], { a: ["--metrics-port", "0"] });
+
+  test("on a kernel that has it, the writes of a create and of a writer's open pass through", async () => {
+    const [a] = cluster.nodes as [TestDaemon, TestDaemon];
+    const before = await scrape(a);
+    fs.writeFileSync(join(a.mnt, "p0"), "made\n");
+    fs.appendFileSync(join(a.mnt, "p0"), "appended\n");
+    const after = await scrape(a);
+    expect(after("mcfs_fuse_passthrough")).toBe(kernelHasIt ? 1 : 0);
+    if (kernelHasIt) expect(after("mcfs_passthrough_opens_total") - before("mcfs_passthrough_opens_total")).toBeGreaterThanOrEqual(2);
+    expect(fs.readFileSync(join(a.mnt, "p0"), "utf8")).toBe("made\nappended\n");
+  });
+
+  test("what a dup of the handle writes after the first close is published at its own close", () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    const f = join(a.mnt, "p1");
+    // fd 3 closes first (a flush that publishes "one"); fd 4, the same open file, writes on and closes.
+    sh(`exec 3>${f}; exec 4>&3; printf one >&3; exec 3>&-; printf two >&4; exec 4>&-`);
+    expect(fs.readFileSync(join(b.mnt, "p1"), "utf8")).toBe("onetwo");
+    // And again on a file that already exists (an open, not a create).
+    sh(`exec 3>>${f}; exec 4>&3; printf three >&3; exec 3>&-; printf four >&4; exec 4>&-`);
+    expect(fs.readFileSync(join(b.mnt, "p1"), "utf8")).toBe("onetwothreefour");
+  });
+
+  test("a reader opened while a writer is open on the node reads the writer's bytes as they are written", () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    const f = join(a.mnt, "p2");
+    const w = fs.openSync(f, "w");
+    fs.writeSync(w, "abc");
+    const r = fs.openSync(f, "r");
+    const buf = Buffer.alloc(16);
+    expect(buf.toString("utf8", 0, fs.readSync(r, buf, 0, 16, 0))).toBe("abc");
+    fs.writeSync(w, "def");
+    expect(buf.toString("utf8", 0, fs.readSync(r, buf, 0, 16, 0))).toBe("abcdef");
+    expect(fs.fstatSync(r).size).toBe(6);
+    fs.closeSync(r);
+    fs.closeSync(w);
+    expect(fs.readFileSync(join(b.mnt, "p2"), "utf8")).toBe("abcdef");
+  });
+
+  test("a writer opened while a reader of another node's copy is open on the node: both work, the writer's bytes go everywhere", () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    fs.writeFileSync(join(b.mnt, "p3"), "from b, version one\n");
+    const f = join(a.mnt, "p3");
+    // A reads a copy of B's file (not passed through); the writer's open must then not be either.
+    const r = fs.openSync(f, "r");
+    const buf = Buffer.alloc(64);
+    expect(buf.toString("utf8", 0, fs.readSync(r, buf, 0, 64, 0))).toBe("from b, version one\n");
+    const w = fs.openSync(f, "r+");
+    fs.writeSync(w, "FROM A", 0);
+    fs.closeSync(w);
+    expect(buf.toString("utf8", 0, fs.readSync(r, buf, 0, 64, 0))).toBe("FROM A, version one\n");
+    fs.closeSync(r);
+    expect(fs.readFileSync(join(b.mnt, "p3"), "utf8")).toBe("FROM A, version one\n");
+    // With no handle left, the next writer passes through again, and the one after it on B sees it.
+    fs.writeFileSync(f, "again from a\n");
+    expect(fs.readFileSync(join(b.mnt, "p3"), "utf8")).toBe("again from a\n");
+  });
+
+  test("writes through a shared mapping are published at the close that follows them", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    const f = join(a.mnt, "p4");
+    fs.writeFileSync(f, "........");
+    // B keeps a copy of this version: only a new one published makes it read anything else.
+    expect(fs.readFileSync(join(b.mnt, "p4"), "utf8")).toBe("........");
+    const [src, bin] = ["mapwrite.c", "mapwrite"].map((n) => join(cluster.base, n)) as [string, string];
+    fs.writeFileSync(
+      src,
+      `#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+  int fd = open(argv[1], O_RDWR);
+  char *m = mmap(0, 8, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (argc < 2 || fd < 0 || m == MAP_FAILED) return 1;
+  memcpy(m, "MAPPED", 6);
+  if (munmap(m, 8) != 0) return 1;
+  return close(fd) != 0;
+}
+`,
+    );
+    sh(`cc -o ${bin} ${src}`);
+    sh(`${bin} ${f}`);
+    expect(fs.readFileSync(join(b.mnt, "p4"), "utf8")).toBe("MAPPED..");
+  });
+
+
+});
