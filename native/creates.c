@@ -194,15 +194,13 @@ int creates_try(fuse_req_t req, uint64_t parent, const char *name, mode_t mode, 
 	fi->fh = k.fh;
 	fi->direct_io = 0;
 	fi->keep_cache = 0;
-	int through = passthrough_open(k.ino, k.fh, fd, !(fi->flags & O_DIRECT)) >= 0;
-	io_attach(k.fh, fd, through ? 2 : cluster);
+	open_attach(k.ino, k.fh, fd, (fi->flags & O_DIRECT ? 0 : OPEN_PASSTHROUGH) | (cluster ? OPEN_UNPUBLISHED : 0));
 	atomic_fetch_add(&made, 1);
 	int rc = fuse_reply_create(req, &e, fi);
 	passthrough_reply_done();
 	if (rc != 0) {
 		/* The kernel never had the handle: JS closes it (the file stays, as after a create whose caller died). */
-		io_attach(k.fh, -1, 0);
-		passthrough_release(k.fh);
+		open_undone(k.ino, k.fh);
 		memset(&h, 0, sizeof h);
 		h.op = OP_RELEASE;
 		h.ino = k.ino;

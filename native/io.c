@@ -19,7 +19,6 @@
 
 static _Atomic int fh_fd[MAX_FH];
 static _Atomic uint8_t fh_dirty[MAX_FH];
-#define STICKY 2
 /* A sticky handle's file at its last flush: size, mtime and ctime (ns). */
 static uint64_t fh_seen[MAX_FH][3];
 /* Bytes from the start of the fd that may be read: WHOLE for a file's own fd or a finished copy. */
@@ -44,7 +43,7 @@ static int fd_of(uint64_t fh)
 static void attach(uint64_t fh, int fd, int dirty, uint64_t ready)
 {
 	if (fh < MAX_FH) {
-		atomic_store(&fh_dirty[fh], dirty == STICKY ? STICKY : dirty ? 1 : 0);
+		atomic_store(&fh_dirty[fh], dirty == IO_STICKY ? IO_STICKY : dirty ? 1 : 0);
 		fh_seen[fh][0] = fh_seen[fh][1] = fh_seen[fh][2] = UINT64_MAX;
 		atomic_store(&fh_ready[fh], ready);
 		atomic_store(&fh_fd[fh], fd);
@@ -99,7 +98,7 @@ int io_take_dirty(uint64_t fh)
 {
 	if (fh >= MAX_FH)
 		return 0;
-	if (atomic_load(&fh_dirty[fh]) == STICKY) {
+	if (atomic_load(&fh_dirty[fh]) == IO_STICKY) {
 		(void)seen_changed(fh);
 		return 1;
 	}
@@ -108,7 +107,7 @@ int io_take_dirty(uint64_t fh)
 
 int io_take_dirty_at_release(uint64_t fh)
 {
-	if (fh < MAX_FH && atomic_load(&fh_dirty[fh]) == STICKY)
+	if (fh < MAX_FH && atomic_load(&fh_dirty[fh]) == IO_STICKY)
 		return seen_changed(fh);
 	return io_take_dirty(fh);
 }

@@ -46,7 +46,8 @@ int queue_note(const struct fuse_ctx *ctx, struct mcfs_req *h, const char *s1);
 
 /* io.c: reads and writes served from the local fd JS attached to a file handle. */
 void io_reset(void);
-void io_attach(uint64_t fh, int fd, int dirty); /* fd -1 detaches; dirty: the first flush goes to JS */
+void io_attach(uint64_t fh, int fd, int dirty); /* fd -1 detaches; dirty: the first flush goes to JS (IO_STICKY: every one) */
+#define IO_STICKY 2
 int io_try_read(fuse_req_t req, uint64_t fh, size_t size, off_t off);    /* 1: answered here */
 /* Whether fd's disk keeps the space floor free after len more bytes (mcfs_space_floor: the room kept for metadata). */
 int io_room_for(int fd, uint64_t len);
@@ -61,6 +62,9 @@ void io_lseek(fuse_req_t req, uint64_t fh, off_t off, int whence);
 
 /* reply.c: an entry reply's parameters from an attribute array. */
 void attr_entry(const int64_t *a, double entry_to, double attr_to, struct fuse_entry_param *e);
+/* A file's open about to be answered: fd attached to fh, in passthrough if allowed (OPEN_* flags; ino 0: a directory's). */
+void open_attach(uint64_t ino, uint64_t fh, int fd, uint32_t flags);
+void open_undone(uint64_t ino, uint64_t fh); /* its reply failed: the kernel never had the handle */
 /* The entry after a, in the entries' layout of abi.ts (DIRENT_*): attributes, next, name length, name padded to 8. */
 static inline const uint8_t *dirent_next(const int64_t *a)
 {
@@ -99,7 +103,6 @@ int passthrough_open(uint64_t nodeid, uint64_t fh, int fd, int allowed);
 void passthrough_reply_done(void);                                  /* after the open's reply went, or failed */
 void passthrough_patch_reply(struct iovec *iov, int count);         /* an open reply going out: flag and id */
 void passthrough_release(uint64_t fh);
-int passthrough_is(uint64_t fh);
 /* notify.c: kernel cache invalidations, made on their own thread. */
 int notify_start(struct fuse_session *se);
 void notify_stop(void);

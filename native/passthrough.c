@@ -217,5 +217,3 @@ void passthrough_patch_reply(struct iovec *iov, int count)
 	o->padding = (uint32_t)reply_backing; /* backing_id */
 	reply_backing = -1;
 }
-
-int passthrough_is(uint64_t fh) { return fh < MAX_FH && fh_mode[fh] == 2; }

@@ -77,19 +77,18 @@ int mcfs_reply_attr(uint32_t id, const int64_t *attr, double attr_to)
 }
 
 /*
- * How a file's open is answered: fd (>= 0) attached to fh for io.c, and in passthrough when
- * passthrough.c says so (ino 0: a directory's, never). The handle's writes are then unseen: its
- * flushes publish (sticky dirty) unless it has none (a reader's).
+ * fd (>= 0) attached to fh for io.c, and in passthrough when passthrough.c says so (ino 0: a
+ * directory's, never). A passthrough handle's writes are unseen: its flushes publish (IO_STICKY)
+ * unless it has none (a reader's).
  */
-static int open_handle(uint64_t ino, uint64_t fh, int fd, uint32_t flags)
+void open_attach(uint64_t ino, uint64_t fh, int fd, uint32_t flags)
 {
 	int through = ino != 0 && passthrough_open(ino, fh, fd, (flags & OPEN_PASSTHROUGH) != 0) >= 0;
-	io_attach(fh, fd, through && !(flags & OPEN_NO_FLUSH) ? 2 : (flags & OPEN_UNPUBLISHED) != 0);
-	return through;
+	io_attach(fh, fd, through && !(flags & OPEN_NO_FLUSH) ? IO_STICKY : (flags & OPEN_UNPUBLISHED) != 0);
 }
 
-/* The kernel never had the handle (its reply failed, or was not sent): nothing of it is left here. */
-static void open_undone(uint64_t ino, uint64_t fh)
+/* Nothing of the handle is left here (its fh numbers a directory's handles too: ino 0 says which). */
+void open_undone(uint64_t ino, uint64_t fh)
 {
 	io_attach(fh, -1, 0);
 	if (ino != 0)
@@ -108,7 +107,7 @@ int mcfs_reply_open(uint32_t id, uint64_t ino, uint64_t fh, int fd, uint32_t fla
 	fi.keep_cache = (flags & OPEN_KEEP_CACHE) != 0;
 	fi.nonseekable = (flags & OPEN_NONSEEKABLE) != 0;
 	fi.noflush = (flags & OPEN_NO_FLUSH) != 0;
-	open_handle(ino, fh, fd, flags);
+	open_attach(ino, fh, fd, flags);
 	int rc = fuse_reply_open(r, &fi);
 	passthrough_reply_done();
 	if (rc != 0)
@@ -128,7 +127,7 @@ int mcfs_reply_create(uint32_t id, const int64_t *attr, double entry_to, double 
 	fi.direct_io = (flags & OPEN_DIRECT_IO) != 0;
 	fi.keep_cache = (flags & OPEN_KEEP_CACHE) != 0;
 	uint64_t ino = (uint64_t)attr[A_INO];
-	open_handle(ino, fh, fd, flags);
+	open_attach(ino, fh, fd, flags);
 	int rc = fuse_reply_create(r, &e, &fi);
 	passthrough_reply_done();
 	if (rc != 0)
