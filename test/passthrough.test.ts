@@ -28,6 +28,13 @@ const sh = (cmd: string) => {
  */
 describe.skipIf(!!skip)("passthrough", () => {
   const cluster = useCluster("pt", ["a", "b"], { a: ["--metrics-port", "0"] });
+  /** A C program built from src, in the test's directory: its path. */
+  const program = (name: string, src: string) => {
+    const bin = join(cluster.base, name);
+    fs.writeFileSync(`${bin}.c`, src);
+    sh(`cc -o ${bin} ${bin}.c`);
+    return bin;
+  };
 
   test("on a kernel that has it, the writes of a create and of a writer's open pass through", async () => {
     const [a] = cluster.nodes as [TestDaemon, TestDaemon];
@@ -92,9 +99,8 @@ describe.skipIf(!!skip)("passthrough", () => {
     fs.writeFileSync(f, "........");
     // B keeps a copy of this version: only a new one published makes it read anything else.
     expect(fs.readFileSync(join(b.mnt, "p4"), "utf8")).toBe("........");
-    const [src, bin] = ["mapwrite.c", "mapwrite"].map((n) => join(cluster.base, n)) as [string, string];
-    fs.writeFileSync(
-      src,
+    const bin = program(
+      "mapwrite",
       `#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -109,10 +115,44 @@ int main(int argc, char **argv) {
 }
 `,
     );
-    sh(`cc -o ${bin} ${src}`);
     sh(`${bin} ${f}`);
     expect(fs.readFileSync(join(b.mnt, "p4"), "utf8")).toBe("MAPPED..");
   });
 
 
+
+  test("a read-only handle sharing a writer's backing file (opened for writing by the daemon) still cannot write through it", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    const f = join(a.mnt, "p5");
+    const before = await scrape(a);
+    const w = fs.openSync(f, "w");
+    fs.writeSync(w, "the writer's bytes");
+    // Opened while the writer is: in passthrough, on the same backing file. write() must fail with
+    // EBADF, a shared writable mapping with EACCES, and mprotect cannot make a read-only one writable.
+    const bin = program(
+      "rowrite",
+      `#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+  int fd = open(argv[1], O_RDONLY);
+  if (argc < 2 || fd < 0) return 1;
+  int w = write(fd, "X", 1) < 0 ? errno : 0;
+  void *m = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  int mw = m == MAP_FAILED ? errno : 0;
+  void *r = mmap(0, 4096, PROT_READ, MAP_SHARED, fd, 0);
+  int mp = r == MAP_FAILED ? -1 : mprotect(r, 4096, PROT_READ | PROT_WRITE) < 0 ? errno : 0;
+  printf("%d %d %d\\n", w, mw, mp);
+  return 0;
+}
+`,
+    );
+    expect(sh(`${bin} ${f}`).trim()).toBe(`${9} ${13} ${13}`);
+    // Both the writer and the reader were passed through.
+    if (kernelHasIt) expect((await scrape(a))("mcfs_passthrough_opens_total") - before("mcfs_passthrough_opens_total")).toBe(2);
+    fs.closeSync(w);
+    expect(fs.readFileSync(join(b.mnt, "p5"), "utf8")).toBe("the writer's bytes");
+  });
 });
