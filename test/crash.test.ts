@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { spawn, spawnSync } from "bun";
-import { MCFS, errCode, fuseUnavailable, waitFor } from "./helpers/env.ts";
+import { MCFS, errCode, fuseUnavailable, kernelHasPassthrough, waitFor } from "./helpers/env.ts";
 import { getxattr } from "./helpers/libc.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { useCluster } from "./helpers/node.ts";
@@ -69,6 +69,51 @@ describe.skipIf(!!skip)("a node killed in the middle of a write", () => {
       }
     });
   }
+});
+
+/**
+ * With FUSE passthrough the kernel writes a writer's local file itself: its writes go on landing
+ * there after the daemon died (its close, a request, fails with ENOTCONN). The restart publishes
+ * what the disk then holds, on every node.
+ */
+describe.skipIf(!!skip)("a writer that goes on writing after its node was killed", () => {
+  const cluster = useCluster("crash-after", ["a", "b"]);
+
+  test("after A's restart both nodes read the bytes on A's disk, the writes made after A died with them", async () => {
+    let a = cluster.nodes[0]!;
+    const b = cluster.nodes[1]!;
+    fs.writeFileSync(join(a.mnt, "outlives"), Buffer.alloc(8192, 0x61));
+    expect(fs.readFileSync(join(b.mnt, "outlives")).length).toBe(8192);
+    const go = join(cluster.base, "outlives-go");
+    const script = `
+      const fs = require("node:fs");
+      const [f, go] = process.argv.slice(-2);
+      const fd = fs.openSync(f, "r+");
+      fs.writeSync(fd, Buffer.alloc(4096, 0x62), 0, 4096, 0);
+      console.log("written");
+      while (!fs.existsSync(go)) Bun.sleepSync(5);
+      let wrote = "wrote";
+      try { fs.writeSync(fd, Buffer.alloc(4096, 0x63), 0, 4096, 4096); } catch (e) { wrote = e.code; }
+      fs.closeSync(fd);
+      console.log(wrote);`;
+    const w = spawn([process.execPath, "-e", script, join(a.mnt, "outlives"), go], { stdout: "pipe", stderr: "inherit" });
+    const reader = w.stdout.getReader();
+    await readUntil(reader, "written", () => "writer ended early");
+    await a.kill();
+    fs.writeFileSync(go, "");
+    const said = await readUntil(reader, "\n", () => "writer ended without a word");
+    await w.exited;
+    a = cluster.nodes[0] = await cluster.start("a");
+    const onDisk = fs.readFileSync(join(a.root, "outlives"));
+    // Passed through, the write after the death landed; without passthrough it fails, and the disk keeps 0x61 there.
+    const wrote = said.trim().split("\n").pop()!;
+    expect(wrote).toBe(kernelHasPassthrough() ? "wrote" : "ENOTCONN");
+    expect(onDisk.subarray(0, 4096).equals(Buffer.alloc(4096, 0x62))).toBe(true);
+    expect(onDisk[4096]).toBe(wrote === "wrote" ? 0x63 : 0x61);
+    for (const n of [a, b]) {
+      await waitFor(`${n.mnt} to read the bytes on A's disk`, () => fs.readFileSync(join(n.mnt, "outlives")).equals(onDisk));
+    }
+  });
 });
 
 /** kill -9 of a node whose creates are written behind, with files made, some still open and more being made. */

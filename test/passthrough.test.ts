@@ -1,19 +1,14 @@
 import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
-import { release } from "node:os";
 import { join } from "node:path";
 import { spawnSync } from "bun";
 import type { TestDaemon } from "./helpers/daemon.ts";
-import { fuseUnavailable, waitFor } from "./helpers/env.ts";
+import { fuseUnavailable, kernelHasPassthrough, waitFor } from "./helpers/env.ts";
 import { scrape } from "./helpers/metrics.ts";
 import { useCluster } from "./helpers/node.ts";
 
 const skip = fuseUnavailable();
-/** FUSE passthrough came with Linux 6.9: on such a kernel mcfs must have it on. */
-const kernelHasIt = (() => {
-  const [major = 0, minor = 0] = release().split(".").map(Number);
-  return major > 6 || (major === 6 && minor >= 9);
-})();
+const kernelHasIt = kernelHasPassthrough();
 
 const sh = (cmd: string) => {
   const p = spawnSync(["sh", "-c", cmd]);

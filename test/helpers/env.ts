@@ -1,10 +1,16 @@
 import { chmodSync, existsSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { release, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createServer } from "node:net";
 
 export const REPO = resolve(import.meta.dir, "../..");
 export const MCFS = process.env.MCFS_BIN ?? join(REPO, "dist/mcfs");
+
+/** FUSE passthrough came with Linux 6.9: on such a kernel mcfs has it on. */
+export function kernelHasPassthrough(): boolean {
+  const [major = 0, minor = 0] = release().split(".").map(Number);
+  return major > 6 || (major === 6 && minor >= 9);
+}
 
 /** Why FUSE tests cannot run here, or undefined when they can. */
 export function fuseUnavailable(): string | undefined {
