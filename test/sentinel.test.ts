@@ -221,6 +221,7 @@ describe.skipIf(!!skip)("metadata failover through Redis Sentinel", () => {
     const [a, b] = nodes as [TestDaemon, TestDaemon];
     const acked = new Map<string, Buffer>();
     const errors: string[] = [];
+    const before = g.switches();
     const stopFile = join(t.path, `${tag}-stop`);
     const proc = spawn([process.execPath, join(import.meta.dir, "helpers", "file-writer.ts"), a.mnt, tag, stopFile], { stdout: "pipe", stderr: "pipe" });
     const writer = (async () => {
@@ -249,11 +250,14 @@ describe.skipIf(!!skip)("metadata failover through Redis Sentinel", () => {
       fs.writeFileSync(stopFile, "");
       await writer;
     }
-    console.log(`${tag}: ${acked.size} files closed, ${errors.length} failed${errors.length ? ` (${errors.join("; ")})` : ""}`);
-    // What A logged of the switch when more failed than was on the wire (seen once in a full CI run: a second EIO 4.4 s after the kill).
-    if (errors.length > inFlight) console.error(`${a.mnt}:\n${a.log().split("\n").filter((l) => /"level":(40|50)/.test(l)).slice(-20).join("\n")}`);
+    // Under load a sentinel may take the new master for down too and fail over again (seen in CI:
+    // down 1 s after it switched to it); each further switch may fail the change then on the wire.
+    const more = [...g.switches()].filter((s) => !before.has(s));
+    const allowed = inFlight + Math.max(0, more.length - 1);
+    console.log(`${tag}: ${acked.size} files closed, ${errors.length} failed${errors.length ? ` (${errors.join("; ")})` : ""}; switches ${more.join(", ")}`);
+    if (errors.length > allowed) console.error(`${a.mnt}:\n${a.log().split("\n").filter((l) => /"level":(30|40|50)/.test(l)).slice(-30).join("\n")}\n${g.sentinelLogs()}`);
     // A change on the wire when the master died may or may not have been made: it fails (EIO), once.
-    expect(errors.length).toBeLessThanOrEqual(inFlight);
+    expect(errors.length).toBeLessThanOrEqual(allowed);
     for (const e of errors) expect(e).toContain("EIO");
     const bad = () =>
       [a, b].flatMap((d) => {

@@ -208,7 +208,11 @@ export async function connectFollowing(locator: MasterLocator, u: MultiHostUrl, 
   });
   raw.on("ready", () => void verify());
   let connectedTo = { ...locator.master };
-  raw.on("connect", () => (connectedTo = { ...locator.master }));
+  raw.on("connect", () => {
+    connectedTo = { ...locator.master };
+    // An id of the last connection names some other client on this server.
+    myId = undefined;
+  });
 
   function opened(deadline: number): Promise<void> {
     return new Promise((resolve, reject) => {

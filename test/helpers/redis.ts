@@ -86,6 +86,10 @@ export interface TestSentinels {
   /** kill -9 the server on this port (it stays down). */
   kill(port: number): Promise<void>;
   sentinelPorts: number[];
+  /** What each sentinel logged (the steps of a failover), for a failure seen only in CI. */
+  sentinelLogs(): string;
+  /** The switches of master the sentinels have logged so far ("old -> new" ports), each once, from its promotion on. */
+  switches(): Set<string>;
   stop(): Promise<void>;
 }
 
@@ -122,7 +126,7 @@ export async function startSentinels(replicas = 2, master = "mcfs", tls?: { cert
     const port = await freePort();
     const conf = join(dir.path, `sentinel-${port}.conf`);
     const tlsConf = tls ? ["port 0", `tls-port ${port}`, `tls-cert-file ${tls.cert}`, `tls-key-file ${tls.key}`, `tls-ca-cert-file ${tls.ca}`, "tls-auth-clients no", "tls-replication yes"] : [`port ${port}`];
-    writeFileSync(conf, [...tlsConf, "bind 127.0.0.1", `dir ${dir.path}`, `sentinel monitor ${master} 127.0.0.1 ${masterPort} 2`, `sentinel down-after-milliseconds ${master} 1000`, `sentinel failover-timeout ${master} 5000`, ...(sentinelPassword ? [`requirepass ${sentinelPassword}`, `sentinel sentinel-pass ${sentinelPassword}`] : []), ""].join("\n"));
+    writeFileSync(conf, [...tlsConf, "bind 127.0.0.1", `dir ${dir.path}`, `sentinel monitor ${master} 127.0.0.1 ${masterPort} 2`, `sentinel down-after-milliseconds ${master} 1000`, `sentinel failover-timeout ${master} 5000`, `logfile ${join(dir.path, `sentinel-${port}.log`)}`, ...(sentinelPassword ? [`requirepass ${sentinelPassword}`, `sentinel sentinel-pass ${sentinelPassword}`] : []), ""].join("\n"));
     sentinelPorts.push(port);
     procs.set(port, spawn(["redis-server", conf, "--sentinel"], { stdout: "ignore", stderr: "ignore" }));
   }
@@ -145,6 +149,16 @@ export async function startSentinels(replicas = 2, master = "mcfs", tls?: { cert
         if (out.length === 2) return Number(out[1]);
       }
       throw new Error("no sentinel answers");
+    },
+    sentinelLogs() {
+      return sentinelPorts.map((p) => `sentinel ${p}:\n${readFileSync(join(dir.path, `sentinel-${p}.log`), "utf8")}`).join("\n");
+    },
+    switches() {
+      const logs = group.sentinelLogs();
+      // The leader logs the promotion at once, every sentinel the switch at the failover's end.
+      const promoted = [...logs.matchAll(/\+promoted-slave slave \S+ \S+ (\d+) @ \S+ \S+ (\d+)/g)].map((m) => `${m[2]} -> ${m[1]}`);
+      const switched = [...logs.matchAll(/\+switch-master \S+ \S+ (\d+) \S+ (\d+)/g)].map((m) => `${m[1]} -> ${m[2]}`);
+      return new Set([...promoted, ...switched]);
     },
     async kill(port) {
       const p = procs.get(port);
