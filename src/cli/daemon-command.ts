@@ -23,7 +23,7 @@ export function daemonOptions<T>(y: Argv<T>) {
     .option("debug", { alias: "d", type: "boolean", default: false, describe: "Trace every filesystem operation (and libfuse's own debug output)" })
     .option("single", { alias: "s", type: "boolean", default: false, describe: "Serve FUSE requests on one thread" })
     .option("cache-dir", { type: "string", describe: "Directory for copies of other nodes' files, owned by root and writable by no one else (env MULTICLOUD_FS_DISK_CACHE) [default: <root_path>/.mcfs/cache]" })
-    .option("ram-cache-mib", { type: "number", default: 64, describe: "RAM for copies of other nodes' small files (MiB, 0 = none)" })
+    .option("ram-cache-mib", { type: "number", default: 256, describe: "RAM for copies of other nodes' small files (MiB, 0 = none)" })
     .option("ram-cache-max-file-mib", { type: "number", default: 4, describe: "Largest file kept in the RAM cache (MiB)" })
     .option("disk-cache-mib", { type: "number", default: 1024, describe: "Disk for copies of other nodes' files in --cache-dir (MiB); bigger files are read in ranges from their holder" })
     .option("redis-dir", { type: "string", describe: "Data directory of the private redis-server when no --redis_url is given [default <root_path>/.mcfs/redis]" })

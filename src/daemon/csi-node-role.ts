@@ -20,6 +20,8 @@ import { csiMetrics } from "./csi-metrics.ts";
 import { redactUrl, type Logger } from "../util/log.ts";
 
 const REPORT_MS = 30_000;
+/** RAM tier of each volume's own daemon: a node may serve many volumes, and pays it per volume (the pod's memory limit). */
+const VOLUME_RAM_CACHE_MIB = 64;
 
 /** This program again: the compiled binary, or bun running the entry script. */
 function self(): string[] {
@@ -72,7 +74,7 @@ export async function runCsiNode(cfg: CsiNodeConfig, log: Logger): Promise<Role>
       mounter,
       binder,
       start: (d) =>
-        startDaemon(d.mount, ["-r", d.root, "-u", withClusterTag(cfg.redisUrl, d.tag), "-i", host, "-p", "0", "--fsname", volumeFsname(d.id), "--require-namespace", ...(cacheBase ? ["--cache-dir", join(cacheBase, d.tag)] : [])], env),
+        startDaemon(d.mount, ["-r", d.root, "-u", withClusterTag(cfg.redisUrl, d.tag), "-i", host, "-p", "0", "--fsname", volumeFsname(d.id), "--require-namespace", "--ram-cache-mib", String(VOLUME_RAM_CACHE_MIB), ...(cacheBase ? ["--cache-dir", join(cacheBase, d.tag)] : [])], env),
       forget: (tag) => cacheBase && fs.rmSync(join(cacheBase, tag), { recursive: true, force: true }),
       dropKeys: (tag) => onFilesystem(cfg.redisUrl, cfg.redisAccess, tag, (c) => dropFilesystem(c, tag)),
       base: parseClusterUrl(cfg.redisUrl).tag,
