@@ -151,9 +151,11 @@ int creates_try(fuse_req_t req, uint64_t parent, const char *name, mode_t mode, 
 	const struct fuse_ctx c = *fuse_req_ctx(req);
 	mode_t perm = mode & 07777;
 	gid_t gid = dir_mode & S_ISGID ? dir_gid : c.gid;
-	/* The local file is opened for writing whatever the caller asked: the shim writes through it. */
-	int acc = fi->flags & O_ACCMODE;
-	int flags = (fi->flags & (O_APPEND | O_SYNC | O_DSYNC)) | (acc == O_RDONLY ? O_RDWR : acc);
+	/*
+	 * Read and write whatever the caller asked (the kernel checks its handle's mode): the shim writes
+	 * through it, and a backing file for passthrough must be O_RDWR (else passthrough.c reopens it).
+	 */
+	int flags = (fi->flags & (O_APPEND | O_SYNC | O_DSYNC)) | O_RDWR;
 	int fd = make(dirfd, name, flags, perm, c.uid, gid, k.mark);
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);

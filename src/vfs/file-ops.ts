@@ -448,8 +448,8 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       checkName(name);
       checkReserved(parent, name);
       checkRoom(ctx);
-      const acc = flags & O_ACCMODE;
-      const localFlags = (flags & KEEP_OPEN_FLAGS & ~O_ACCMODE) | (acc === O_RDONLY ? O_RDWR : acc);
+      // Read and write whatever the caller asked, as creates.c: a backing file for passthrough is O_RDWR.
+      const localFlags = (flags & KEEP_OPEN_FLAGS & ~O_ACCMODE) | O_RDWR;
       const { r, fd, path } = await ctx.policy.createFile(ctx, c, parent, name, mode, localFlags, (flags & O_EXCL) !== 0);
       ctx.writtenHere.add(r.ino);
       // Where its file is: its close looks for it elsewhere only if the namespace moved it since.
