@@ -135,6 +135,9 @@ describe.skipIf(!!skip)("CSI driver on a Redis Cluster", () => {
     expect(fs.readdirSync(on("n2", t2))).toEqual(["out"]);
     const n1Daemon = daemons("n1").get(tags[0]!)!;
     expect(n1Daemon).toBeGreaterThan(0);
+    // A node pays each volume's RAM tier: a volume's daemon keeps a small one, whatever the CLI's default.
+    const args = fs.readFileSync(`/proc/${n1Daemon}/cmdline`, "utf8").split("\0");
+    expect(args[args.indexOf("--ram-cache-mib") + 1]).toBe("64");
 
     // n1's pod goes; n1's daemon of the volume stays, and serves the bytes only n1 has.
     expect((await N("n1", "NodeUnpublishVolume", { volume_id: a, target_path: t1 })).status).toBe("OK");
