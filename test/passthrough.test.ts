@@ -150,4 +150,33 @@ int main(int argc, char **argv) {
     fs.closeSync(w);
     expect(fs.readFileSync(join(b.mnt, "p5"), "utf8")).toBe("the writer's bytes");
   });
+
+  test("a write-only create (its backing file opened for reading too by the daemon) cannot read through it", async () => {
+    const [a] = cluster.nodes as [TestDaemon, TestDaemon];
+    const before = await scrape(a);
+    // read() must fail with EBADF and a mapping for reading with EACCES: the kernel checks the caller's handle.
+    const bin = program(
+      "woread",
+      `#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+  int fd = open(argv[1], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (argc < 2 || fd < 0 || write(fd, "secret", 6) != 6) return 1;
+  char b[8];
+  int r = read(fd, b, sizeof b) < 0 ? errno : 0;
+  int p = pread(fd, b, sizeof b, 0) < 0 ? errno : 0;
+  void *m = mmap(0, 4096, PROT_READ, MAP_SHARED, fd, 0);
+  int mr = m == MAP_FAILED ? errno : 0;
+  printf("%d %d %d\\n", r, p, mr);
+  return close(fd) < 0;
+}
+`,
+    );
+    expect(sh(`${bin} ${join(a.mnt, "p6")}`).trim()).toBe(`${9} ${9} ${13}`);
+    if (kernelHasIt) expect((await scrape(a))("mcfs_passthrough_opens_total") - before("mcfs_passthrough_opens_total")).toBe(1);
+    expect(fs.readFileSync(join(a.mnt, "p6"), "utf8")).toBe("secret");
+  });
 });
