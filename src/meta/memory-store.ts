@@ -27,7 +27,7 @@ export interface MemorySpace {
   readonly runId: string;
   /** P next; absent until init or a reservation. */
   next: number | undefined;
-  /** P i:{ino}, P d:{ino}, P l:{ino}, P x:{ino}, P loc:{ino}, P cc:{ino}, P cb:{ino}. */
+  /** P i:{ino}, P d:{ino}, P l:{ino}, P x:{ino}, P loc:{ino}, P cc:{ino}, P cb:{ino}, P dw:{ino}. */
   readonly i: Map<number, Hash>;
   readonly d: Map<number, Hash>;
   readonly l: Map<number, Set<string>>;
@@ -35,6 +35,7 @@ export interface MemorySpace {
   readonly loc: Map<number, Hash>;
   readonly cc: Map<number, Hash>;
   readonly cb: Map<number, Set<string>>;
+  readonly dw: Map<number, Set<string>>;
   readonly orphans: Set<number>;
   /** P gone: deleted file inodes -> when (ms since the epoch). */
   readonly gone: Map<number, number>;
@@ -57,7 +58,7 @@ export function createMemorySpace(): MemorySpace {
   return {
     runId: Buffer.from(crypto.getRandomValues(new Uint8Array(20))).toString("hex"),
     next: undefined,
-    i: new Map(), d: new Map(), l: new Map(), x: new Map(), loc: new Map(), cc: new Map(), cb: new Map(),
+    i: new Map(), d: new Map(), l: new Map(), x: new Map(), loc: new Map(), cc: new Map(), cb: new Map(), dw: new Map(),
     orphans: new Set(), gone: new Map(), nodes: new Map(), hb: new Map(), seen: new Map(), w: new Map(), todo: new Map(),
     copies: new Map(), settings: new Map(), repair: undefined,
     channels: new Map(),
@@ -160,7 +161,16 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
     return told;
   }
   function dropdir(ino: number): void {
-    for (const m of [s.i, s.d, s.x, s.loc, s.cc, s.l, s.cb]) m.delete(ino);
+    for (const m of [s.i, s.d, s.x, s.loc, s.cc, s.l, s.cb, s.dw]) m.delete(ino);
+  }
+  /** As lib.lua's newname: the watchers of dir other than this node, who watch it no more. */
+  function newname(dir: number): string[] {
+    const w = s.dw.get(dir);
+    if (!w) return [];
+    const others = [...w].filter((n) => n !== nodeId);
+    if (w.has(nodeId)) s.dw.set(dir, new Set([nodeId]));
+    else s.dw.delete(dir);
+    return others;
   }
   /** As lib.lua's GONE_KEEP. */
   const GONE_KEEP_MS = 30 * 86_400_000;
@@ -295,7 +305,9 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       touch(parent, String(now));
       if (init.holder) hashOf(s.loc, ino).set(init.holder, String(version));
       if (ino > handedOut) handedOut = ino;
-      publish(createdChange(parent, name, ino, replaced, told, { ctime: p.get("c")!, nlink: Number(p.get("n")) }));
+      const watchers = newname(parent);
+      const sent = publish(createdChange(parent, name, ino, replaced, told, { ctime: p.get("c")!, nlink: Number(p.get("n")) }), false, watchers);
+      if (watchers.length) await sent;
       return createdRecord(parent, name, init, st, { ino, mode, gid }, replaced);
     },
     async reserveInodes(count) {
@@ -330,7 +342,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       touch(np, now);
       const told = todo(nodeId, ino, { op: "link", from: fromPath, to: toPath });
       const r = decode(ino, h);
-      publish({ added: [[np, nn, ino]], inodes: [ino, np], todo: told });
+      await publish({ added: [[np, nn, ino]], inodes: [ino, np], todo: told }, true, newname(np));
       return r;
     },
     async takeWriteLease(ino, node, ttlMs) {
@@ -387,15 +399,17 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       if (flags === 1 && de !== undefined) throw fsError("EEXIST");
       if (flags === 2 && de === undefined) throw fsError("ENOENT");
       const told: string[] = [];
-      const moved = (r: Renamed, exchanged?: number) => {
+      const moved = (r: Renamed, exchanged?: number, same = false) => {
         const inodes = [parent, np, r.ino, ...(r.replaced ? [r.replaced.ino] : []), ...(exchanged ? [exchanged] : [])];
         const added: Invalidation["added"] = exchanged ? [[parent, name, exchanged], [np, nn, r.ino]] : [[np, nn, r.ino]];
-        return publish({ removed: [[parent, name], [np, nn]], added, inodes, todo: told }, true).then(() => r);
+        // As rename.lua: a rename of a name onto itself adds none.
+        const watchers = same ? [] : [...newname(np), ...(exchanged && np !== parent ? newname(parent) : [])];
+        return publish({ removed: [[parent, name], [np, nn]], added, inodes, todo: told }, true, watchers).then(() => r);
       };
       let replaced: Removed | undefined;
       if (de !== undefined) {
         const dino = entino(de);
-        if (dino === sino) return moved({ ino: sino });
+        if (dino === sino) return moved({ ino: sino }, undefined, true);
         const ddir = isdir(s.i.get(dino)?.get("m"));
         if (flags === 2) {
           // The target moves too: into parent, which must not lie beneath it.
@@ -477,8 +491,9 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
     async deleted(inos) {
       return inos.map((i) => s.gone.has(i));
     },
-    async listDir(ino) {
+    async listDir(ino, watch = false) {
       if (s.i.get(ino)?.get("m") === undefined) throw fsError("ENOENT");
+      if (watch) made(s.dw, ino, () => new Set()).add(nodeId);
       const out: DirListing[] = [];
       for (const [name, v] of s.d.get(ino) ?? []) out.push({ name, ino: entino(v), type: Number(v.slice(v.indexOf(":") + 1)) });
       return out;

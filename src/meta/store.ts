@@ -274,7 +274,14 @@ export interface Namespace {
    * for an inode with no record was deleted meanwhile if so, else the store lost its record.
    */
   deleted(inos: number[]): Promise<boolean[]>;
-  listDir(ino: number): Promise<DirListing[]>;
+  /**
+   * watch: this node is also made a watcher of the directory, atomically with the read: the next
+   * name that comes into it (create, link, rename; made by another node) returns only once this
+   * node has acknowledged its change (or after the change feed's bound), so that until then this
+   * node may answer a lookup of a name missing from what it read, kept current by the change feed,
+   * without asking (while watchesHold). It watches no more after that name.
+   */
+  listDir(ino: number, watch?: boolean): Promise<DirListing[]>;
 }
 
 /** Inode numbers: handed out once cluster-wide, also after the store lost writes. */

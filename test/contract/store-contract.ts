@@ -1034,6 +1034,51 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         expect(await timed(() => st.setData(f.ino, 7, 7n, 7n, A, "/f"))).toBeLessThan(90);
       });
 
+      it("a new name in a directory waits for the nodes watching it (listDir with watch), once, whichever change makes it", async () => {
+        await st.subscribe(() => {}, () => {});
+        const b = await listener("node-b", 100);
+        const d = await dir(ROOT, "d");
+        const other = await dir(ROOT, "o");
+        const timed = async (fn: () => Promise<unknown>) => {
+          const t0 = Date.now();
+          await fn();
+          return Date.now() - t0;
+        };
+        // A listing without watch makes no watcher.
+        await b.s.listDir(d);
+        expect(await timed(() => file(d, "f1"))).toBeLessThan(90);
+        // The watch's listing is that of the moment it began.
+        expect((await b.s.listDir(d, true)).map((e) => e.name)).toEqual(["f1"]);
+        const took = await timed(() => file(d, "f2"));
+        expect(took).toBeGreaterThanOrEqual(90);
+        expect(took).toBeLessThan(450);
+        expect(b.heard.some((i) => i.added.some(([p, n]) => p === d && n === "f2"))).toBe(true);
+        // It watches no more: the next name does not wait.
+        expect(await timed(() => file(d, "f3"))).toBeLessThan(90);
+        // A name made elsewhere, or a change in another directory, does not wait for it either.
+        await b.s.listDir(d, true);
+        expect(await timed(() => file(other, "g"))).toBeLessThan(90);
+        // A link, a rename into it and an exchange (into the other directory, watched) wait as a create does.
+        const g = await st.lookup(other, "g");
+        expect(await timed(() => st.link(g.ino, d, "l", "/o/g", "/d/l"))).toBeGreaterThanOrEqual(90);
+        await b.s.listDir(d, true);
+        expect(await timed(() => st.rename(other, "g", d, "g", 0, "/o/g", "/d/g"))).toBeGreaterThanOrEqual(90);
+        await file(other, "x");
+        await b.s.listDir(other, true);
+        expect(await timed(() => st.rename(d, "f1", other, "x", 2, "/d/f1", "/o/x"))).toBeGreaterThanOrEqual(90);
+        // The maker's own watch never waits for itself, and stays.
+        await st.listDir(d, true);
+        expect(await timed(() => file(d, "f4"))).toBeLessThan(90);
+        await b.s.listDir(d, true);
+        expect(await timed(() => file(d, "f5"))).toBeGreaterThanOrEqual(90);
+        // A removal takes no watch away.
+        await b.s.listDir(d, true);
+        await st.remove(d, "f5", false, "/d/f5");
+        expect(await timed(() => file(d, "f6"))).toBeGreaterThanOrEqual(90);
+        // A directory removed and its number gone: no watcher is left behind it.
+        expect(await outcome(b.s.listDir(999_999, true))).toBe("ENOENT");
+      });
+
       it("a watcher that never acknowledges is waited for each time it watched, though it let a wait run out before", async () => {
         await st.subscribe(() => {}, () => {});
         await st.registerNode({ id: "node-b", address: "b", startedAt: 1 }, 60_000);

@@ -1,6 +1,6 @@
--- ARGV: P parent name mode uid gid rdev size atime mtime now target holder ino|'' version above gen replace
+-- ARGV: P parent name mode uid gid rdev size atime mtime now target holder ino|'' version above gen replace origin
 --   -> {ino, mode, gid, counter raised (0/1), replaced ino (0: none), its links left, nodes told,
---       the parent's ctime and nlink after it}
+--       the parent's ctime and nlink after it, nodes watching the parent (newname)}
 -- replace: the name's path when the file was made before asking (written behind): a non-directory
 -- another node made under the name meanwhile is replaced, as a rename over it would be.
 -- ino: taken from a block this node reserved (reserveInodes) instead of the counter.
@@ -48,4 +48,4 @@ redis.call('HSET', dk, name, ino..':'..bit.rshift(mode, 12))
 if dir then redis.call('HINCRBY', pk, 'n', 1) end
 local ctime = touch(parent, ARGV[11])
 if ARGV[13] ~= '' then redis.call('HSET', P..'loc:'..ino, ARGV[13], ARGV[15]) end
-return {tonumber(ino), mode, tonumber(gid), raised, rino, rn, told, ctime, tonumber(redis.call('HGET', pk, 'n'))}
+return {tonumber(ino), mode, tonumber(gid), raised, rino, rn, told, ctime, tonumber(redis.call('HGET', pk, 'n')), newname(parent, ARGV[19])}

@@ -24,6 +24,9 @@
  * | P w:{ino}         | string | node writing ino's bytes now (a lease, expires): writers take turns    |
  * | P cb:{ino}        | set    | nodes watching ino: they answer opens of it from what they read, and   |
  * |                   |        | its next new version waits for their acknowledgement (then empties)   |
+ * | P dw:{ino}        | set    | nodes watching directory ino: they answer lookups of names missing     |
+ * |                   |        | from their listing, and a new name waits for their acknowledgement    |
+ * |                   |        | (then they leave the set; its maker stays)                             |
  * | P todo:{node}     | list   | JSON changes of local files a node must still make (rm, rmdir, mv,    |
  * |                   |        | swap of namespace paths), queued by whoever renamed or deleted them   |
  * | P copy:{node}     | list   | JSON {ino, version, path}: copies (replicas) the node is asked to make |
@@ -34,8 +37,8 @@
  * other than the record's or of nodes not in P nodes, d: entries naming inodes without a record,
  * records no entry names that are not in P orphans, and P orphans members with links or no record.
  *
- * The Lua scripts (this folder's .lua files) build the same keys from the prefix themselves; P w:{ino}
- * and P cb:{ino} are only ever touched there.
+ * The Lua scripts (this folder's .lua files) build the same keys from the prefix themselves; P w:{ino},
+ * P cb:{ino} and P dw:{ino} are only ever touched there.
  */
 export function createKeys(P: string) {
   return {

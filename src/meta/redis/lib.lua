@@ -112,5 +112,18 @@ local function dropfile(ino)
   redis.call('ZREMRANGEBYSCORE', P..'gone', '-inf', '(' .. (now - GONE_KEEP))
 end
 local function dropdir(ino)
-  redis.call('DEL', P..'i:'..ino, P..'d:'..ino, P..'x:'..ino, P..'loc:'..ino, P..'cc:'..ino, P..'l:'..ino, P..'cb:'..ino)
+  redis.call('DEL', P..'i:'..ino, P..'d:'..ino, P..'x:'..ino, P..'loc:'..ino, P..'cc:'..ino, P..'l:'..ino, P..'cb:'..ino, P..'dw:'..ino)
+end
+-- A name came into dir: the nodes answering lookups there from their listings (listing.lua), other
+-- than origin, must hear of it before origin returns; they watch no more (origin knows its own names).
+local function newname(dir, origin)
+  local k = P..'dw:'..dir
+  local w = redis.call('SMEMBERS', k)
+  if #w == 0 then return w end
+  redis.call('DEL', k)
+  local others = {}
+  for _, n in ipairs(w) do
+    if n == origin then redis.call('SADD', k, n) else others[#others + 1] = n end
+  end
+  return others
 end

@@ -1,4 +1,4 @@
--- ARGV: P ino newparent newname now origin frompath topath -> {{nodes told}, record (packed)}
+-- ARGV: P ino newparent newname now origin frompath topath -> {{nodes told}, record (packed), nodes watching newparent}
 local ino, np, nn, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local k = P..'i:'..ino
 local m = redis.call('HGET', k, 'm')
@@ -13,4 +13,4 @@ redis.call('SADD', P..'l:'..ino, np..'/'..nn)
 redis.call('HSET', P..'d:'..np, nn, ino..':'..bit.rshift(tonumber(m), 12))
 touch(np, now)
 local told = todo(ARGV[6], ino, {op = 'link', from = ARGV[7], to = ARGV[8]})
-return {told, packed(ino)}
+return {told, packed(ino), newname(np, ARGV[6])}

@@ -49,17 +49,18 @@ export function createNamespace({ client, keys, run, nodeId, numbers, feed }: Na
     },
     async create(parent, name, init) {
       const st = createStamps(init);
-      const [ino, mode, gid, raised, rino, rn, told, ctime, nlink] = (await run("create", [parent, name, init.mode, init.uid, init.gid, init.rdev ?? 0, init.size ?? 0, st.atime, st.mtime, st.now, init.target ?? "", init.holder ?? "", init.ino ?? "", st.version, init.above ?? 0, st.gen, init.replace ?? ""])) as [number, number, number, number, number, number, string[], string, number];
+      const [ino, mode, gid, raised, rino, rn, told, ctime, nlink, watchers] = (await run("create", [parent, name, init.mode, init.uid, init.gid, init.rdev ?? 0, init.size ?? 0, st.atime, st.mtime, st.now, init.target ?? "", init.holder ?? "", init.ino ?? "", st.version, init.above ?? 0, st.gen, init.replace ?? "", nodeId])) as [number, number, number, number, number, number, string[], string, number, string[]];
       numbers.created(ino, !!raised);
       const replaced = rino ? { ino: rino, nlink: rn, dir: false } : undefined;
-      publish(createdChange(parent, name, ino, replaced, told, { ctime, nlink }));
+      const sent = publish(createdChange(parent, name, ino, replaced, told, { ctime, nlink }), false, watchers);
+      if (watchers.length) await sent;
       return createdRecord(parent, name, init, st, { ino, mode, gid }, replaced);
     },
     async link(ino, newParent, newName, fromPath, toPath) {
-      const [told, packed] = (await run("link", [ino, newParent, newName, nowNs(), nodeId, fromPath, toPath])) as [string[], unknown];
+      const [told, packed, watchers] = (await run("link", [ino, newParent, newName, nowNs(), nodeId, fromPath, toPath])) as [string[], unknown, string[]];
       const r = parseScriptRecord(packed);
       // Its link count is an attribute every node's kernel may hold: as a chmod, the link returns once they dropped it.
-      await publish({ added: [[newParent, newName, ino]], inodes: [ino, newParent], todo: told }, true);
+      await publish({ added: [[newParent, newName, ino]], inodes: [ino, newParent], todo: told }, true, watchers);
       return r;
     },
     async extraNames(ino) {
@@ -71,11 +72,12 @@ export function createNamespace({ client, keys, run, nodeId, numbers, feed }: Na
       return { ino: r[0], nlink: r[1], dir: r[2] === 1, ...(r[4] ? { held: Number(r[4]) } : {}) };
     },
     async rename(parent, name, newParent, newName, flags, fromPath, toPath) {
-      const r = (await run("rename", [parent, name, newParent, newName, flags, nowNs(), nodeId, fromPath, toPath])) as [number, number, number, number, number, string[], string | null | undefined];
+      const r = (await run("rename", [parent, name, newParent, newName, flags, nowNs(), nodeId, fromPath, toPath])) as [number, number, number, number, number, string[], string | null | undefined, string[] | undefined];
       const moved = [parent, newParent, r[0]!, ...(r[1] ? [r[1]] : []), ...(r[4] ? [r[4]] : [])];
       const told = r[5];
-      if (r[4]) await publish({ removed: [[parent, name], [newParent, newName]], added: [[parent, name, r[4]], [newParent, newName, r[0]]], inodes: moved, todo: told }, true);
-      else await publish({ removed: [[parent, name], [newParent, newName]], added: [[newParent, newName, r[0]]], inodes: moved, todo: told }, true);
+      const watchers = r[7] ?? [];
+      if (r[4]) await publish({ removed: [[parent, name], [newParent, newName]], added: [[parent, name, r[4]], [newParent, newName, r[0]]], inodes: moved, todo: told }, true, watchers);
+      else await publish({ removed: [[parent, name], [newParent, newName]], added: [[newParent, newName, r[0]]], inodes: moved, todo: told }, true, watchers);
       const out: Renamed = { ino: r[0]! };
       if (r[1]) out.replaced = { ino: r[1], nlink: r[2]!, dir: r[3] === 1, ...(r[6] ? { held: Number(r[6]) } : {}) } satisfies Removed;
       if (r[4]) out.exchanged = r[4];
@@ -107,10 +109,10 @@ export function createNamespace({ client, keys, run, nodeId, numbers, feed }: Na
       if (!inos.length) return [];
       return (await client.zmScore(keys.gone, inos.map(String))).map((at) => at !== null);
     },
-    async listDir(ino) {
-      const [exists, ents] = await Promise.all([client.hGet(keys.inode(ino), "m"), client.hGetAll(keys.entries(ino))]);
-      // node-redis answers null for a missing field.
-      if (exists == null) throw fsError("ENOENT");
+    async listDir(ino, watch = false) {
+      const flat = (await run("listing", [ino, watch ? nodeId : ""])) as string[];
+      const ents: Record<string, string> = {};
+      for (let i = 0; i + 1 < flat.length; i += 2) ents[flat[i]!] = flat[i + 1]!;
       return parseEntries(ents);
     },
   };

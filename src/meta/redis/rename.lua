@@ -1,5 +1,6 @@
 -- ARGV: P parent name newparent newname flags now origin frompath topath
---   -> {ino, replacedIno, replacedNlink, replacedDir, exchangedIno, {nodes told}, version of the replaced file the origin held}
+--   -> {ino, replacedIno, replacedNlink, replacedDir, exchangedIno, {nodes told}, version of the replaced file the origin held,
+--       nodes watching the directories given a name (newname)}
 local parent, name, np, nn, flags, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
 local origin, from, to = ARGV[8], ARGV[9], ARGV[10]
 -- Whether directory dir is ino or lies beneath it.
@@ -46,7 +47,9 @@ if de then
     local swap = {op = 'swap', from = from, to = to}
     -- Once per node: a node holding both files swaps them once (twice would swap them back).
     if sdir or ddir then tell(todo(origin, nil, swap)) else tell(todo(origin, {sino, dino}, swap)) end
-    return {tonumber(sino), 0, 0, 0, tonumber(dino), told}
+    local w = newname(np, origin)
+    if np ~= parent then for _, n in ipairs(newname(parent, origin)) do w[#w + 1] = n end end
+    return {tonumber(sino), 0, 0, 0, tonumber(dino), told, false, w}
   end
   if sdir and not ddir then return redis.error_reply('ENOTDIR') end
   if ddir and not sdir then return redis.error_reply('EISDIR') end
@@ -74,4 +77,4 @@ redis.call('HSET', P..'i:'..sino, 'c', now)
 local mv = {op = 'mv', from = from, to = to}
 -- The origin too: should it die before its disk follows, its next start does it (a move is done once).
 if sdir then tell(todo('', nil, mv)) else tell(todo('', sino, mv)) end
-return {tonumber(sino), rino, rn, rdir, xino, told, rheld}
+return {tonumber(sino), rino, rn, rdir, xino, told, rheld, newname(np, origin)}

@@ -20,6 +20,7 @@ import fsckorphan from "./fsckorphan.lua" with { type: "text" };
 import heldby from "./heldby.lua" with { type: "text" };
 import holdings from "./holdings.lua" with { type: "text" };
 import link from "./link.lua" with { type: "text" };
+import listing from "./listing.lua" with { type: "text" };
 import lookup from "./lookup.lua" with { type: "text" };
 import opening from "./opening.lua" with { type: "text" };
 import purge from "./purge.lua" with { type: "text" };
@@ -32,7 +33,7 @@ import setdata from "./setdata.lua" with { type: "text" };
 import setxattr from "./setxattr.lua" with { type: "text" };
 import takelease from "./takelease.lua" with { type: "text" };
 
-const SCRIPTS = { addcached, addholder, create, dropcached, droplease, fsckdropentry, fsckdropholder, fsckorphan, heldby, holdings, link, lookup, opening, purge, raisecounter, records, remove, rename, setattrs, setdata, setxattr, takelease } as const;
+const SCRIPTS = { addcached, addholder, create, dropcached, droplease, fsckdropentry, fsckdropholder, fsckorphan, heldby, holdings, link, listing, lookup, opening, purge, raisecounter, records, remove, rename, setattrs, setdata, setxattr, takelease } as const;
 
 export type ScriptName = keyof typeof SCRIPTS;
 export type ScriptArg = string | number | bigint | Buffer;
@@ -42,7 +43,7 @@ export type RunScript = (name: ScriptName, args: ScriptArg[]) => Promise<unknown
 /** Scripts that change nothing: never waited for. */
 const READ_ONLY = new Set<ScriptName>(["lookup", "heldby", "records"]);
 /** Scripts sent again, as they were, when the connection is lost under them: those and ones whose change repeats as made (a watcher added). */
-const REPEATABLE = new Set<ScriptName>([...READ_ONLY, "opening", "holdings"]);
+const REPEATABLE = new Set<ScriptName>([...READ_ONLY, "opening", "holdings", "listing"]);
 
 /** WAIT after each change: it is then on this many replicas (or the caller hears EIO). */
 export interface ReplicaAck {
