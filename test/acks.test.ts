@@ -95,6 +95,62 @@ describe.skipIf(!!skip)("acknowledgements of changes", () => {
     expect(took).toBeGreaterThanOrEqual(400);
   });
 
+  /** Whether a lookup on n of a name missing from dir was answered without asking Redis (n watches dir). */
+  async function answersAbsent(n: TestDaemon, dir: string, name: string): Promise<boolean> {
+    const m0 = await scrape(n);
+    expect(() => fs.statSync(join(dir, name))).toThrow(/ENOENT/);
+    const m1 = await scrape(n);
+    return m1("mcfs_redis_operations_total", { op: "lookup" }) === m0("mcfs_redis_operations_total", { op: "lookup" });
+  }
+
+  test("a node watching a directory answers lookups of names missing there without Redis, and still finds each name another node made (close-to-open)", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "names"));
+    const dir = join(b.mnt, "names");
+    const slow = () => cluster.nodes.map((n) => n.log().split(SLOW).length);
+    const slowBefore = slow();
+    let k = 0;
+    const watching = () => waitFor("b to watch the directory", () => answersAbsent(b, dir, `missing${k++}`));
+    await watching();
+    for (let i = 0; i < 10; i++) expect(await answersAbsent(b, dir, `missing${k++}`)).toBe(true);
+    for (let i = 0; i < 5; i++) {
+      // Made on A while B watches: A's close returns once B heard of it, so B's next lookup finds it.
+      const body = `new ${i};`.repeat(i + 1);
+      fs.writeFileSync(join(a.mnt, "names", `new${i}`), body);
+      expect(fs.readFileSync(join(dir, `new${i}`), "utf8")).toBe(body);
+      fs.mkdirSync(join(a.mnt, "names", `sub${i}`));
+      expect(fs.statSync(join(dir, `sub${i}`)).isDirectory()).toBe(true);
+      // Each name made elsewhere ends the watch; B watches again once the directory is quiet.
+      expect(await answersAbsent(b, dir, `missing${k++}`)).toBe(false);
+      await watching();
+    }
+    expect(slow()).toEqual(slowBefore);
+  });
+
+  test("a stopped watcher of a directory delays a new name there once, and finds it (and those made since) as soon as it runs again", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "stopnames"));
+    const dir = join(b.mnt, "stopnames");
+    let k = 0;
+    await waitFor("b to watch the directory", () => answersAbsent(b, dir, `missing${k++}`));
+    let took: number;
+    b.proc.kill("SIGSTOP");
+    try {
+      const t0 = Date.now();
+      fs.writeFileSync(join(a.mnt, "stopnames", "f"), "made while b was stopped");
+      took = Date.now() - t0;
+      const t1 = Date.now();
+      fs.writeFileSync(join(a.mnt, "stopnames", "g"), "and another");
+      expect(Date.now() - t1).toBeLessThan(took);
+    } finally {
+      b.proc.kill("SIGCONT");
+    }
+    expect(took).toBeGreaterThanOrEqual(400);
+    // Its feed was not shown current while it was stopped: these lookups ask Redis, whatever it heard yet.
+    expect(fs.readFileSync(join(dir, "f"), "utf8")).toBe("made while b was stopped");
+    expect(fs.readFileSync(join(dir, "g"), "utf8")).toBe("and another");
+  });
+
   test("files fetched ahead are watched from the read of their records: their first opens ask nothing of Redis, and a version written since is read", async () => {
     const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
     fs.mkdirSync(join(a.mnt, "ahead"));

@@ -20,6 +20,12 @@ export interface MetaCache {
    */
   listed(parent: number, name: string): number | null | undefined;
   /**
+   * A name missing from dir's listing (listed: null) is missing in the store too: this node watches
+   * dir (MetadataStore.listDir with watch) and its feed is current (watchesHold). When not so,
+   * the watch may be begun again in the background.
+   */
+  surelyAbsent(dir: number): boolean;
+  /**
    * The directory's listing read from the store now (for readdir). A cached listing learns the
    * inodes of names it knows without one (other nodes' creates: read-ahead passes over those), unless
    * a change to the directory was heard meanwhile (the store may have been read before it); without
@@ -77,6 +83,8 @@ export interface MetaCacheOptions {
   mirror?: MetaMirror;
   /** The node's watches, if shared with another part (its read-ahead); else its own. */
   watches?: OpenWatches<Watched>;
+  /** Watch the directories listed (a node of a cluster: others make names in them). */
+  watchDirs?: boolean;
 }
 
 const RECENT_MAX = 200_000;
@@ -85,6 +93,13 @@ const PREFETCH_MAX = 20_000;
 /** Misses in a listed directory before its records are read again: this many, or one per this many names. */
 const REFETCH_MISSES = 4;
 const REFETCH_SHARE = 64;
+/**
+ * A directory another node made a name in lately is not watched again until it has been this quiet:
+ * each new watch costs the next name made elsewhere a wait for this node's acknowledgement, which
+ * nodes making names in one directory by turns would otherwise pay every time.
+ */
+const REWATCH_QUIET_MS = 1000;
+const FOREIGN_ADDS_MAX = 100_000;
 
 export function createMetaCache(o: MetaCacheOptions): MetaCache {
   const { store, paths, mirror } = o;
@@ -101,6 +116,13 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
   /** Directories whose listing is loading, with the changes seen meanwhile. */
   const loading = new Map<number, [([string, number] | undefined), (string | undefined)][]>();
   const watches = o.watches ?? createWatches();
+  /** Directories this node watches whose listing is loaded (see surelyAbsent). */
+  const watchedDirs = new Set<number>();
+  /** Per directory: names other nodes made in it heard so far, and when the last one was. */
+  const foreignAdds = new Map<number, { n: number; at: number }>();
+  const rewatching = new Set<number>();
+  const quiet = (dir: number) => Date.now() - (foreignAdds.get(dir)?.at ?? -Infinity) >= REWATCH_QUIET_MS;
+  const addsHeard = (dir: number) => foreignAdds.get(dir)?.n ?? 0;
 
   function learn(r: Inode, named = true): Inode {
     const w = watches.get(r.ino);
@@ -155,6 +177,7 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
   }
 
   function dropListing(dir: number): void {
+    watchedDirs.delete(dir);
     mirror?.dropDir(dir);
     misses.delete(dir);
     const l = listings.get(dir);
@@ -173,11 +196,14 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
     const changes: [([string, number] | undefined), (string | undefined)][] = [];
     loading.set(dir, changes);
     const epoch = resyncs;
+    const watch = o.watchDirs === true && quiet(dir);
+    const adds = addsHeard(dir);
     try {
-      const ents = await store.listDir(dir);
+      const ents = await store.listDir(dir, watch);
       if (epoch !== resyncs) return;
       if (listedNames + ents.length > LISTED_MAX) {
         listings.clear();
+        watchedDirs.clear();
         mirror?.unlistedAll?.();
         listedNames = 0;
       }
@@ -185,6 +211,9 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
       listedNames += ents.length;
       for (const [add, remove] of changes) apply(l, add, remove);
       listings.set(dir, l);
+      // A name another node made, heard while this was read, may be one the store had made after
+      // the watch began (this node then watches no more) or before it.
+      if (watch && addsHeard(dir) === adds) watchedDirs.add(dir);
       mirror?.listed?.(dir, l.keys());
       if (ents.length <= PREFETCH_MAX) await prefetch(dir, ents, l, epoch);
     } finally {
@@ -253,6 +282,28 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
     return true;
   }
 
+  /**
+   * Watch dir again (another node's name ended the last watch): its listing here is kept current by
+   * the feed, so the store's listing as the watch begins must be the same (else it is dropped, and
+   * loaded again when next needed). Any change of dir heard meanwhile: tried again later.
+   */
+  function rewatch(dir: number): void {
+    const l = listings.get(dir);
+    if (!l || l.size > PREFETCH_MAX || rewatching.has(dir) || loading.has(dir) || !quiet(dir)) return;
+    rewatching.add(dir);
+    const since = dirChanges.get(dir);
+    const epoch = resyncs;
+    store
+      .listDir(dir, true)
+      .then((ents) => {
+        if (epoch !== resyncs || listings.get(dir) !== l || dirChanges.get(dir) !== since) return;
+        if (ents.length === l.size && ents.every((e) => l.has(e.name))) watchedDirs.add(dir);
+        else dropListing(dir);
+      })
+      .catch(() => {})
+      .finally(() => rewatching.delete(dir));
+  }
+
   async function readListing(dir: number): Promise<DirListing[]> {
     const cached = listings.get(dir);
     const since = dirChanges.get(dir);
@@ -280,6 +331,12 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
       }
       return l.get(name) ?? null;
     },
+    surelyAbsent(dir) {
+      if (!o.watchDirs) return false;
+      if (watchedDirs.has(dir)) return store.watchesHold();
+      rewatch(dir);
+      return false;
+    },
     readListing,
     missed,
     entries: (dir) => listings.get(dir),
@@ -304,7 +361,16 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
       watches.drop(inv.inodes);
       watches.drop(inv.data);
       for (const [dir, name] of inv.removed) dirChanged(dir, undefined, name);
-      for (const [dir, name, ino] of inv.added) dirChanged(dir, [name, ino ?? 0]);
+      for (const [dir, name, ino] of inv.added) {
+        // The store took this node off the directory's watchers as it made the name (listDir).
+        watchedDirs.delete(dir);
+        const n = addsHeard(dir) + 1;
+        foreignAdds.delete(dir);
+        foreignAdds.set(dir, { n, at: Date.now() });
+        // Bounded: the oldest go (a Map iterates in insertion order); those of loads under way are recent.
+        if (foreignAdds.size > FOREIGN_ADDS_MAX) for (const k of [...foreignAdds.keys()].slice(0, FOREIGN_ADDS_MAX / 10)) foreignAdds.delete(k);
+        dirChanged(dir, [name, ino ?? 0]);
+      }
       const touched = new Map(inv.touched?.map(([dir, ctime, nlink]) => [dir, { ctime: BigInt(ctime), nlink }]));
       for (const ino of inv.inodes) {
         const t = touched.get(ino);
@@ -317,6 +383,7 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
     watches,
     resync() {
       watches.clear();
+      watchedDirs.clear();
       resyncs++;
       misses.clear();
       mirror?.dropAll();

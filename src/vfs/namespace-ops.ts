@@ -99,8 +99,9 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
     async lookup(_c, parent, name) {
       checkName(name);
       const ino = cache.listed(parent, name);
-      // Another node's new name reaches this listing a moment after its create returns.
-      if (ino === null && ctx.policy.listingsComplete) throw fsError("ENOENT");
+      // Another node's new name reaches this listing a moment after its create returns, unless this
+      // node watches the directory: then it returns only once this node heard of it.
+      if (ino === null && (ctx.policy.listingsComplete || cache.surelyAbsent(parent))) throw fsError("ENOENT");
       const known = ino ? cache.fresh(ino) : undefined;
       if (known) return kernel.told(parent, name, known);
       if (ino !== null && ino !== undefined) cache.missed(parent);

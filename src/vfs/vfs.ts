@@ -103,7 +103,7 @@ export function createVfs(o: VfsOptions): Vfs {
         }
       : {}),
   };
-  const cache = createMetaCache({ store, paths, attrCacheMs: o.attrCacheMs, skipPrefetch: (ino) => open.inode(ino) !== undefined, onDirChanged: open.dirChanged, ...(mirror ? { mirror } : {}), ...(o.watches ? { watches: o.watches } : {}) });
+  const cache = createMetaCache({ store, paths, attrCacheMs: o.attrCacheMs, skipPrefetch: (ino) => open.inode(ino) !== undefined, onDirChanged: open.dirChanged, watchDirs: !!o.remote, ...(mirror ? { mirror } : {}), ...(o.watches ? { watches: o.watches } : {}) });
   const changes = createDataChanges();
   const purgeOnClose = new Set<number>();
   const writtenHere = createRecentSet<number>(WRITTEN_HERE_KEPT);
