@@ -14,7 +14,10 @@
  * A listed directory may also have its local directory's fd, mode and gid (mcfs_listing_make_here):
  * creates.c then makes new files in it without JS. Dropping the listing closes the fd. A node of a
  * cluster keeps no listings (another node's create may be in none), only such directories, each
- * without names (not whole): there the kernel's lookup just before asked the store, and found none.
+ * without names (not whole): there the kernel's lookup just before asked the store, and found none;
+ * and the whole listings of the directories it watches (MetadataStore.listDir with watch), which
+ * answer only while its change feed is shown current (mcfs_listing_trust_for): until then a name
+ * another node made there may not have reached them.
  */
 #include "mcfs_fuse.h"
 #include <errno.h>
@@ -24,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define DIR_BUCKETS (1u << 12)
@@ -55,8 +59,19 @@ static _Atomic uint32_t listed;
 static _Atomic uint64_t hits;
 /* Set before the session starts: directories may be handed without listings (a node of a cluster). */
 static int unlisted_ok;
+/* CLOCK_MONOTONIC ns up to which listings answer for missing names: for good, unless JS says otherwise (a node of a cluster). */
+static _Atomic int64_t trusted_until = INT64_MAX;
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 void listings_allow_unlisted(void) { unlisted_ok = 1; }
+
+void mcfs_listing_trust_for(int ms) { atomic_store(&trusted_until, ms > 0 ? now_ns() + (int64_t)ms * 1000000 : 0); }
 
 static uint64_t name_hash(const char *name)
 {
@@ -335,6 +350,8 @@ int listing_try_absent(fuse_req_t req, uint64_t parent, const char *name)
 		return 0;
 	/* Longer names are JS's to refuse (ENAMETOOLONG). */
 	if (strlen(name) > 255)
+		return 0;
+	if (now_ns() >= atomic_load(&trusted_until))
 		return 0;
 	pthread_rwlock_rdlock(&lock);
 	struct dir *d = *dir_at(parent);

@@ -40,6 +40,29 @@ describe("redis store connection", () => {
     }
   });
 
+  test("a client that never subscribed and waits for no node (the CSI controller) still waits for a directory's watchers: it listens for their acknowledgements", async () => {
+    const open = (nodeId: string, waitForAcks = true) => createRedisStore({ url: redis!.url, nodeId, prefix: "unsubscribed:", waitForAcks });
+    const [controller, b] = [await open("controller", false), await open("node-b")];
+    try {
+      await controller.init(0o755, 0, 0);
+      const heard: Invalidation[] = [];
+      await b.subscribe((invs, ack) => {
+        heard.push(...invs);
+        if (ack) setTimeout(ack, 100);
+      }, () => {});
+      await b.listDir(1, true);
+      const t0 = Date.now();
+      await controller.create(1, "volume", { mode: 0o40777, uid: 0, gid: 0 });
+      const took = Date.now() - t0;
+      // Heard before it returned; by its acknowledgement, not the whole bound.
+      expect(heard.some((i) => i.added.some(([, n]) => n === "volume"))).toBe(true);
+      expect(took).toBeGreaterThanOrEqual(90);
+      expect(took).toBeLessThan(450);
+    } finally {
+      await Promise.all([controller.close(), b.close()]);
+    }
+  });
+
   test("after Redis restarts (its scripts gone), a close's update sent right behind its create is made after it", async () => {
     const s = await createRedisStore({ url: redis!.url, nodeId: "n1", prefix: "reload:" });
     try {

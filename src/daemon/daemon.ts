@@ -344,6 +344,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         listName: (dir, name, present) => session?.entries.listName(dir, name, present),
         unlist: (dir) => session?.entries.unlist(dir),
         unlistAll: () => session?.entries.unlistAll(),
+        trustFor: (ms) => session?.entries.trustFor(ms),
       },
       shimCreates: {
         supply: (kits) => session?.creates.supply(kits) ?? 0,
@@ -458,6 +459,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       // A sole node's close publishes nothing another node waits for, and its store write is behind already.
       flushNotes: !remote,
       createsInShim: { reservedName: RESERVED_NAME, markName: IDENTITY, cluster: remote !== undefined },
+      listingsExpire: remote !== undefined,
       onOp: cfg.debug || m ? (op, s, errno, ino, name) => {
         if (cfg.debug) nlog.debug({ op, ino, ...(name ? { name } : {}), ms: +(s * 1000).toFixed(3), ...(errno ? { errno: errnoName(errno) } : {}) }, "fuse op");
         if (!m) return;

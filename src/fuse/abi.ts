@@ -164,6 +164,7 @@ export const SHIM_FUNCTIONS = {
   mcfs_listing_drop: { returns: "void", args: ["uint64_t dir"] },
   mcfs_listing_clear: { returns: "void", args: [] },
   mcfs_listing_absent_hits: { returns: "uint64_t", args: [] },
+  mcfs_listing_trust_for: { returns: "void", args: ["int ms"] },
   mcfs_notes_hold: { returns: "void", args: [] },
   mcfs_notes_release: { returns: "void", args: [] },
   mcfs_notes_pushed: { returns: "uint64_t", args: [] },

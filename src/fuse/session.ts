@@ -106,6 +106,8 @@ export interface SessionOptions {
    * whole; O_EXCL creates and every close of a file made so go to it).
    */
   createsInShim?: { reservedName: string; markName: string; cluster: boolean };
+  /** Listings (ShimEntries.list) answer only while ShimEntries.trustFor says so: a node of a cluster. */
+  listingsExpire?: boolean;
   /** Called once per request with its op name, duration, errno (0 on success), inode and name (if any). */
   onOp?: (op: string, seconds: number, errno: number, ino: number, name: string) => void;
   /** Called when the session ends on its own (unmounted from outside). */
@@ -209,6 +211,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     settleFlushes();
   }, { returns: "void", args: [], threadsafe: true });
   shim.mcfs_flush_notes(opts.flushNotes ? 1 : 0);
+  if (opts.listingsExpire) shim.mcfs_listing_trust_for(0);
   if (opts.createsInShim) {
     if (!fs.created) throw new Error("createsInShim needs a FileSystem that takes in created files");
     shim.mcfs_creates_start(opts.entryTimeout, opts.attrTimeout, cstr(opts.createsInShim.reservedName), cstr(opts.createsInShim.markName), opts.createsInShim.cluster ? 1 : 0);
@@ -570,6 +573,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
       listName: (dir, name, present) => shim.mcfs_listing_name(dir, cstr(name), present ? 1 : 0),
       unlist: (dir) => shim.mcfs_listing_drop(dir),
       unlistAll: () => shim.mcfs_listing_clear(),
+      trustFor: (ms) => shim.mcfs_listing_trust_for(Math.max(0, Math.min(2 ** 31 - 1, Math.floor(ms)))),
     },
     shimLookups: () => Number(shim.mcfs_entry_hits()),
     shimGetattrs: () => Number(shim.mcfs_attr_hits()),

@@ -97,15 +97,18 @@ export interface ShimEntries {
   dropDir(dir: number): void;
   dropAll(): void;
   /**
-   * dir's whole listing, for a FileSystem whose listings are complete (nobody else changes them): a
-   * lookup of any other name in dir is answered ENOENT, until unlist. Each change of it must be
-   * told (listName) before the request that made it is answered.
+   * dir's whole listing, for a FileSystem whose listings are complete (nobody else changes them, or
+   * every change by others is heard before it returns, while trustFor holds): a lookup of any other
+   * name in dir is answered ENOENT, until unlist. Each change of it must be told (listName) before
+   * the request that made it is answered.
    */
   list(dir: number, names: Iterable<string>): void;
   /** A name came into (present) or left a listed directory. */
   listName(dir: number, name: string, present: boolean): void;
   unlist(dir: number): void;
   unlistAll(): void;
+  /** A node of a cluster: its listings answer for the next ms only (0: not now). */
+  trustFor(ms: number): void;
 }
 
 /** What the shim takes to make a file itself: the inode number, handle and identity mark it gets. */

@@ -20,13 +20,13 @@ export type SlowNodesEvent = "unresponsive" | "answering" | "late watchers";
 export interface ChangeOutboxOptions {
   /** This node: the origin of the changes it publishes. */
   nodeId: string;
-  /** False: publish never waits for acknowledgements. */
+  /** False: publish waits for no acknowledgements but watchers' (see publish). */
   waitForAcks?: boolean | undefined;
   onSlowNodes?: ((event: SlowNodesEvent, nodes: string[]) => void) | undefined;
   /** Live nodes other than this one (those are waited for). */
   peers(): Promise<string[]>;
-  /** Whether this node hears acknowledgements yet (it subscribed). */
-  listening(): boolean;
+  /** Whether this node hears acknowledgements (it subscribed; else it begins to listen for them alone, if it can). */
+  listen(): Promise<boolean>;
   /** Put one message on the feed. */
   send(message: string): void;
 }
@@ -42,6 +42,8 @@ export interface ChangeOutbox {
   /**
    * watchers: nodes to wait for whatever wait says, up to ACK_WAIT_MS each time, even those that let
    * a wait run out before: they answer opens of what changed without asking (ChangeFeed.watchesHold).
+   * A client that cannot hear acknowledgements waits the whole ACK_WAIT_MS for them instead: their
+   * trust is bounded by it.
    */
   publish(ch: Partial<Omit<Invalidation, "origin">>, wait?: boolean, watchers?: readonly string[]): Promise<void>;
   /** An acknowledgement message ("node seq") arrived for this node. */
@@ -63,7 +65,7 @@ export function createChangeOutbox(o: ChangeOutboxOptions): ChangeOutbox {
     publish(ch, wait = false, watchers = []) {
       const inv: Invalidation = { origin: o.nodeId, added: ch.added ?? [], removed: ch.removed ?? [], inodes: ch.inodes ?? [], data: ch.data ?? [], todo: ch.todo ?? [], ...(ch.touched ? { touched: ch.touched } : {}) };
       wait &&= o.waitForAcks !== false;
-      const watched = o.waitForAcks !== false && watchers.some((id) => id !== o.nodeId);
+      const watched = watchers.some((id) => id !== o.nodeId);
       outboxWaits ||= wait;
       if (watched) for (const id of watchers) if (id !== o.nodeId) outboxWatchers.add(id);
       wait ||= watched;
@@ -87,14 +89,20 @@ export function createChangeOutbox(o: ChangeOutboxOptions): ChangeOutbox {
           return settle();
         }
         // The waiter is registered before the message goes out: an ack can never come before it.
-        void (waitAll ? o.peers() : Promise.resolve([])).then((all) => {
+        void (waitAll ? o.peers() : Promise.resolve([])).then(async (all) => {
           // A watcher is waited for even when it let a wait run out, or seems gone: it may answer
           // opens meanwhile. It watches no more once this change is made, so it costs one wait at most.
           const peers = all.filter((id) => !unresponsive.has(id));
           const ids = [...new Set([...peers, ...watchersNow])];
-          if (!ids.length || !o.listening()) {
+          if (!ids.length) {
             send();
             return settle();
+          }
+          if (!(await o.listen().catch(() => false))) {
+            send();
+            if (watchersNow.size) setTimeout(settle, ACK_WAIT_MS);
+            else settle();
+            return;
           }
           const need = new Set(ids);
           const finish = () => {

@@ -213,7 +213,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
     waitForAcks: opts.waitForAcks,
     onSlowNodes: opts.onSlowNodes,
     peers: async () => [...s.nodes.keys()].filter((id) => id !== nodeId && alive(id)),
-    listening: () => subscribed,
+    listen: async () => subscribed,
     send: (m) => emit("inval", m),
   });
   const publish = outbox.publish;

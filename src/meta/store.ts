@@ -355,6 +355,12 @@ export interface ChangeFeed {
    * that long for this node's acknowledgement, cannot have gone on without it, has reached onChanges.
    */
   watchesHold(): boolean;
+  /**
+   * listener hears how long from now (ms) watchesHold stays true, each time the feed is shown
+   * current, and 0 when it stops being so otherwise: for what answers without asking this node's
+   * JavaScript (the FUSE shim). A store whose watches hold without a time bound has none.
+   */
+  onWatchesHold?(listener: (forMs: number) => void): void;
 }
 
 /** The nodes of the cluster and whether each is live. */

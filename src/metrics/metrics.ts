@@ -70,7 +70,7 @@ export function createMetrics() {
 export type Metrics = ReturnType<typeof createMetrics>;
 
 /** Store methods that are no operation on Redis (watchesHold asks nothing of it). */
-const NOT_OPERATIONS = new Set(["subscribe", "close", "watchesHold"]);
+const NOT_OPERATIONS = new Set(["subscribe", "close", "watchesHold", "onWatchesHold"]);
 
 /**
  * The store's methods, timed and counted by name. Errors the filesystem expects (ENOENT, EEXIST...:

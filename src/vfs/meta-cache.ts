@@ -177,13 +177,14 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
   }
 
   function dropListing(dir: number): void {
-    watchedDirs.delete(dir);
+    // Only a listing the mirror was told of (see loadListing): it keeps the others' directories for the shim's creates.
+    const told = !o.watchDirs || watchedDirs.delete(dir);
     mirror?.dropDir(dir);
     misses.delete(dir);
     const l = listings.get(dir);
     if (l) listedNames -= l.size;
     listings.delete(dir);
-    mirror?.unlisted?.(dir);
+    if (told) mirror?.unlisted?.(dir);
   }
 
   /**
@@ -214,7 +215,8 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
       // A name another node made, heard while this was read, may be one the store had made after
       // the watch began (this node then watches no more) or before it.
       if (watch && addsHeard(dir) === adds) watchedDirs.add(dir);
-      mirror?.listed?.(dir, l.keys());
+      // Another node's name may be missing from an unwatched listing: the mirror is not told of it.
+      if (!o.watchDirs || watchedDirs.has(dir)) mirror?.listed?.(dir, l.keys());
       if (ents.length <= PREFETCH_MAX) await prefetch(dir, ents, l, epoch);
     } finally {
       loading.delete(dir);
@@ -297,8 +299,9 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
       .listDir(dir, true)
       .then((ents) => {
         if (epoch !== resyncs || listings.get(dir) !== l || dirChanges.get(dir) !== since) return;
-        if (ents.length === l.size && ents.every((e) => l.has(e.name))) watchedDirs.add(dir);
-        else dropListing(dir);
+        if (ents.length !== l.size || !ents.every((e) => l.has(e.name))) return dropListing(dir);
+        watchedDirs.add(dir);
+        mirror?.listed?.(dir, l.keys());
       })
       .catch(() => {})
       .finally(() => rewatching.delete(dir));
@@ -363,7 +366,7 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
       for (const [dir, name] of inv.removed) dirChanged(dir, undefined, name);
       for (const [dir, name, ino] of inv.added) {
         // The store took this node off the directory's watchers as it made the name (listDir).
-        watchedDirs.delete(dir);
+        if (watchedDirs.delete(dir)) mirror?.unlisted?.(dir);
         const n = addsHeard(dir) + 1;
         foreignAdds.delete(dir);
         foreignAdds.set(dir, { n, at: Date.now() });

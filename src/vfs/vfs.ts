@@ -84,25 +84,23 @@ export function createVfs(o: VfsOptions): Vfs {
     dropInode: shim.dropInode,
     dropDir: shim.dropDir,
     dropAll: shim.dropAll,
-    // Only complete listings tell the shim which names are missing (another node's create may be in none here).
-    ...(policy.listingsComplete
-      ? {
-          listed(dir: number, names: Iterable<string>) {
-            kits?.unlisted(dir);
-            shim.list(dir, names);
-          },
-          listChanged: shim.listName,
-          unlisted(dir: number) {
-            kits?.unlisted(dir);
-            shim.unlist(dir);
-          },
-          unlistedAll() {
-            kits?.unlistedAll();
-            shim.unlistAll();
-          },
-        }
-      : {}),
+    // Only complete listings tell the shim which names are missing: a sole node's, a cluster node's
+    // of the directories it watches (meta-cache), while the store says watches hold.
+    listed(dir: number, names: Iterable<string>) {
+      kits?.unlisted(dir);
+      shim.list(dir, names);
+    },
+    listChanged: shim.listName,
+    unlisted(dir: number) {
+      kits?.unlisted(dir);
+      shim.unlist(dir);
+    },
+    unlistedAll() {
+      kits?.unlistedAll();
+      shim.unlistAll();
+    },
   };
+  if (shim && o.remote) store.onWatchesHold?.(shim.trustFor);
   const cache = createMetaCache({ store, paths, attrCacheMs: o.attrCacheMs, skipPrefetch: (ino) => open.inode(ino) !== undefined, onDirChanged: open.dirChanged, watchDirs: !!o.remote, ...(mirror ? { mirror } : {}), ...(o.watches ? { watches: o.watches } : {}) });
   const changes = createDataChanges();
   const purgeOnClose = new Set<number>();

@@ -14,7 +14,7 @@ const PROOF_EVERY_MS = 100;
 export interface ChangeFeedOptions {
   /** This node: the origin of the changes it publishes. */
   nodeId: string;
-  /** False: publish never waits for acknowledgements (see RedisStoreOptions). */
+  /** False: publish waits for no acknowledgements but watchers' (see RedisStoreOptions). */
   waitForAcks?: boolean;
   /** No other node shares this Redis: nothing is sent (see RedisStoreOptions.alone). */
   alone?: boolean | undefined;
@@ -47,6 +47,26 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
   /** When the last answered PING on the subscriber was sent (performance.now): every message published before then has been heard. */
   let currentAsOf = -Infinity;
   let proofOut = false;
+  const holdListeners: ((forMs: number) => void)[] = [];
+  /** A client that never subscribed (the CSI controller) listens for acknowledgements alone once a change waits for watchers. */
+  let ackListener: Promise<ReturnType<typeof client.duplicate> | undefined> | undefined;
+  function listenForAcks(): Promise<boolean> {
+    ackListener ??= (async () => {
+      const s = client.duplicate();
+      s.on("error", () => {});
+      await s.connect();
+      await s.subscribe(keys.ack(opts.nodeId), (m) => outbox.acked(m));
+      return s;
+    })().catch(() => {
+      // Tried again by the next change that waits.
+      ackListener = undefined;
+      return undefined;
+    });
+    return ackListener.then((s) => s !== undefined);
+  }
+  const tellHold = (forMs: number) => {
+    for (const l of holdListeners) l(forMs);
+  };
 
   /** Live nodes other than this one, and whether each waits for watchers. */
   const load = () =>
@@ -54,10 +74,12 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
       (all) => {
         const live = [...all.values()].filter((n) => n.alive && n.id !== opts.nodeId);
         everyoneWaits = live.every((n) => n.watches === true);
+        if (!everyoneWaits) tellHold(0);
         return live.map((n) => n.id);
       },
       () => {
         everyoneWaits = false;
+        tellHold(0);
         return [];
       },
     );
@@ -81,7 +103,7 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
     waitForAcks: opts.waitForAcks,
     onSlowNodes: opts.onSlowNodes,
     peers: livePeers,
-    listening: () => subscriber !== undefined,
+    listen: () => (subscriber ? Promise.resolve(true) : listenForAcks()),
     send: (m) => {
       if (!opts.alone) void client.publish(keys.inval, m).catch(() => {});
     },
@@ -130,6 +152,7 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
         sub.ping().then(
           () => {
             if (sent > currentAsOf) currentAsOf = sent;
+            if (everyoneWaits) tellHold(WATCH_PROOF_MS - (performance.now() - currentAsOf));
           },
           () => {},
         ).finally(() => (proofOut = false));
@@ -137,6 +160,7 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
       proving.unref?.();
     },
     watchesHold: () => everyoneWaits && subscriber !== undefined && performance.now() - currentAsOf < WATCH_PROOF_MS,
+    onWatchesHold: (l) => void holdListeners.push(l),
     async takeTodo() {
       const key = keys.todo(opts.nodeId);
       const [items] = (await client.multi().lRange(key, 0, -1).del(key).exec()) as unknown as [string[]];
@@ -145,7 +169,10 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
     async close() {
       clearInterval(proving);
       currentAsOf = -Infinity;
+      tellHold(0);
       if (subscriber?.isOpen) await subscriber.disconnect().catch(() => {});
+      const alone = await ackListener;
+      if (alone?.isOpen) await alone.disconnect().catch(() => {});
     },
   };
 }

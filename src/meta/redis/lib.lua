@@ -118,12 +118,10 @@ end
 -- than origin, must hear of it before origin returns; they watch no more (origin knows its own names).
 local function newname(dir, origin)
   local k = P..'dw:'..dir
-  local w = redis.call('SMEMBERS', k)
-  if #w == 0 then return w end
-  redis.call('DEL', k)
   local others = {}
-  for _, n in ipairs(w) do
-    if n == origin then redis.call('SADD', k, n) else others[#others + 1] = n end
+  for _, n in ipairs(redis.call('SMEMBERS', k)) do
+    if n ~= origin then others[#others + 1] = n end
   end
+  if #others > 0 then redis.call('SREM', k, unpack(others)) end
   return others
 end

@@ -29,7 +29,8 @@ export interface RedisStoreOptions {
   prefix?: string;
   /**
    * Wait for the other nodes to acknowledge renames and removals (default). Off for a client whose
-   * callers need no such guarantee (the CSI controller removing a whole volume).
+   * callers need no such guarantee (the CSI controller removing a whole volume). Either way a new
+   * name or version waits for the nodes watching it (ChangeOutbox.publish).
    */
   waitForAcks?: boolean;
   /**
@@ -80,6 +81,7 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
     subscribe: feed.subscribe,
     takeTodo: feed.takeTodo,
     watchesHold: feed.watchesHold,
+    onWatchesHold: feed.onWatchesHold,
     ...membership,
     ...createAdminScans({ client, keys, run, membership, feed }),
     async close() {
