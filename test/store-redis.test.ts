@@ -16,6 +16,9 @@ afterAll(async () => {
   await redis?.stop();
 });
 
+/** Past the change feed's bound on waiting for an acknowledgement (ACK_WAIT_MS, 500 ms): a wait still on then is not running it out. */
+const ACK_BOUND_MS = 700;
+
 async function until(what: string, cond: () => boolean): Promise<void> {
   for (const end = Date.now() + 10_000; !cond(); await Bun.sleep(5)) if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
 }
@@ -60,6 +63,60 @@ describe("redis store connection", () => {
       expect(took).toBeLessThan(450);
     } finally {
       await Promise.all([controller.close(), b.close()]);
+    }
+  });
+
+  test("a change message Redis refused is sent again, and a watcher's wait counts from its arrival: the watcher hears it before the change returns", async () => {
+    const open = (nodeId: string) => createRedisStore({ url: redis!.url, nodeId, prefix: "republish:" });
+    const [a, b] = [await open("node-a"), await open("node-b")];
+    try {
+      await a.init(0o755, 0, 0);
+      await a.subscribe(() => {}, () => {});
+      const heard: Invalidation[] = [];
+      await b.subscribe((invs, ack) => {
+        heard.push(...invs);
+        ack?.();
+      }, () => {});
+      await b.listDir(1, true);
+      await redis!.cli("ACL", "SETUSER", "default", "-publish");
+      let returned = false;
+      let made: Promise<unknown>;
+      try {
+        made = a.create(1, "f", { mode: 0o100644, uid: 0, gid: 0 }).then(() => (returned = true));
+        // Made in Redis, its message refused: the create waits on.
+        await waitFor("the name in Redis", async () => (await b.listDir(1)).length === 1);
+        await Bun.sleep(ACK_BOUND_MS);
+        expect(returned).toBe(false);
+        expect(heard).toEqual([]);
+      } finally {
+        await redis!.cli("ACL", "SETUSER", "default", "+publish");
+      }
+      await made;
+      expect(heard.some((i) => i.added.some(([, n]) => n === "f"))).toBe(true);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  test("a node that stops or restarts may have made a change it never told: the other nodes' subscribers resync", async () => {
+    const open = (nodeId: string) => createRedisStore({ url: redis!.url, nodeId, prefix: "gone:" });
+    const [b, c] = [await open("node-b"), await open("node-c")];
+    try {
+      await b.init(0o755, 0, 0);
+      const why: string[] = [];
+      await c.registerNode({ id: "node-c", address: "c", startedAt: 1, watches: true }, 60_000);
+      await b.subscribe(() => {}, (w) => why.push(w));
+      await until("b to see c live", () => b.watchesHold());
+      // A restart (another run).
+      await c.registerNode({ id: "node-c", address: "c", startedAt: 2, watches: true }, 60_000);
+      await until("b's resync", () => why.length > 0);
+      expect(why).toEqual(["node gone"]);
+      // A stop (its heartbeat gone).
+      await c.unregisterNode("node-c");
+      await until("b's second resync", () => why.length > 1);
+      expect(why).toEqual(["node gone", "node gone"]);
+    } finally {
+      await Promise.all([b.close(), c.close()]);
     }
   });
 

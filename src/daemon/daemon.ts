@@ -423,8 +423,9 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         // own rename there may hold meanwhile (two nodes renaming in one directory would stall each other).
         if (ack) void Promise.race([session.flushInvalidations(), Bun.sleep(entries.size && waiting ? ACK_FLUSH_MS : ACK_SETTLE_MS)]).then(ack);
       },
-      () => {
-        nlog.warn("invalidation channel reconnected: dropping cached metadata");
+      (why) => {
+        if (why === "reconnected") nlog.warn("invalidation channel reconnected: dropping cached metadata");
+        else nlog.info("a node stopped or restarted (a change it made may not have been told): dropping cached metadata");
         vfs.resync();
         void todo.drain();
       },

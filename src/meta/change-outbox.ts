@@ -27,8 +27,8 @@ export interface ChangeOutboxOptions {
   peers(): Promise<string[]>;
   /** Whether this node hears acknowledgements (it subscribed; else it begins to listen for them alone, if it can). */
   listen(): Promise<boolean>;
-  /** Put one message on the feed. */
-  send(message: string): void;
+  /** Put one message on the feed: resolves once it is out (sent again meanwhile if lost on its way), rejects when given up. */
+  send(message: string): Promise<void>;
 }
 
 /**
@@ -85,7 +85,7 @@ export function createChangeOutbox(o: ChangeOutboxOptions): ChangeOutbox {
         // origin first: a node knows its own messages by their first bytes.
         const send = () => o.send(JSON.stringify({ origin: o.nodeId, seq: s, ack, changes: batch }));
         if (!ack) {
-          send();
+          void send().catch(() => {});
           return settle();
         }
         // The waiter is registered before the message goes out: an ack can never come before it.
@@ -95,22 +95,21 @@ export function createChangeOutbox(o: ChangeOutboxOptions): ChangeOutbox {
           const peers = all.filter((id) => !unresponsive.has(id));
           const ids = [...new Set([...peers, ...watchersNow])];
           if (!ids.length) {
-            send();
+            void send().catch(() => {});
             return settle();
           }
           if (!(await o.listen().catch(() => false))) {
-            send();
-            if (watchersNow.size) setTimeout(settle, ACK_WAIT_MS);
-            else settle();
-            return;
+            // The bound counts from the message's arrival, as the watchers' trust does.
+            return void send().then(() => (watchersNow.size ? setTimeout(settle, ACK_WAIT_MS) : settle()), settle);
           }
           const need = new Set(ids);
+          let timer: ReturnType<typeof setTimeout> | undefined;
           const finish = () => {
             clearTimeout(timer);
             awaitingAcks.delete(s);
             settle();
           };
-          const timer = setTimeout(() => {
+          const runOut = () => {
             // Only a node every change waits for is then left out: a watcher late with one version
             // (one busy with its kernel's pages of the file) would otherwise miss the next unlink's wait.
             const out = [...need].filter((id) => peers.includes(id));
@@ -119,9 +118,13 @@ export function createChangeOutbox(o: ChangeOutboxOptions): ChangeOutbox {
             const late = [...need].filter((id) => !peers.includes(id));
             if (late.length) o.onSlowNodes?.("late watchers", late);
             finish();
-          }, ACK_WAIT_MS);
+          };
           awaitingAcks.set(s, { need, done: finish });
-          send();
+          // The wait runs from the message's arrival (it may have been sent again): a watcher trusts
+          // what it heard for less than ACK_WAIT_MS after a proof begun once the message was in.
+          void send().then(() => {
+            if (awaitingAcks.has(s)) timer = setTimeout(runOut, ACK_WAIT_MS);
+          }, finish);
         });
       });
       return wait ? done : Promise.resolve();

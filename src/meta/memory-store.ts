@@ -214,7 +214,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
     onSlowNodes: opts.onSlowNodes,
     peers: async () => [...s.nodes.keys()].filter((id) => id !== nodeId && alive(id)),
     listen: async () => subscribed,
-    send: (m) => emit("inval", m),
+    send: async (m) => emit("inval", m),
   });
   const publish = outbox.publish;
 

@@ -340,13 +340,15 @@ export interface Placement {
 /** How nodes hear what others changed, and the changes of local files queued for them. */
 export interface ChangeFeed {
   /**
-   * Hear other nodes' changes. resync is called when changes may have been missed (the channel was
-   * down): every cache must then be dropped. ack, when given, must be called once the changes are
+   * Hear other nodes' changes. resync is called when changes may have been missed (why: the channel was
+   * down, "reconnected"; or a node stopped or restarted, "node gone", which may have made a change
+   * whose message never went out, and which watchers would not hear of otherwise): every cache must
+   * then be dropped. ack, when given, must be called once the changes are
    * applied (the kernel no longer has what they made stale): their origin is waiting for it. waiting:
    * a change of this node waits for acknowledgements meanwhile (its kernel may hold a directory's
    * lock for it, which the invalidation of a name in that directory needs).
    */
-  subscribe(onChanges: (invs: Invalidation[], ack?: () => void, waiting?: boolean) => void, resync: () => void): Promise<void>;
+  subscribe(onChanges: (invs: Invalidation[], ack?: () => void, waiting?: boolean) => void, resync: (why: "reconnected" | "node gone") => void): Promise<void>;
   /** Take this node's todo list (the entries are removed from the store). */
   takeTodo(): Promise<TodoEntry[]>;
   /**

@@ -10,6 +10,8 @@ import { createChangeOutbox, WATCH_PROOF_MS, type SlowNodesEvent } from "../chan
 
 /** How often the subscriber proves its feed current (watchesHold): a few times within WATCH_PROOF_MS. */
 const PROOF_EVERY_MS = 100;
+/** How long a change message lost on its way is sent again: past that this node's heartbeat has run out (NODE_TTL_MS), and the others have dropped what they cached (ChangeFeed.subscribe: "node gone"). */
+const PUBLISH_RETRY_MS = 30_000;
 
 export interface ChangeFeedOptions {
   /** This node: the origin of the changes it publishes. */
@@ -74,6 +76,9 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
       (all) => {
         const live = [...all.values()].filter((n) => n.alive && n.id !== opts.nodeId);
         everyoneWaits = live.every((n) => n.watches === true);
+        const now = new Map(live.map((n) => [n.id, n.startedAt]));
+        if (wasLive && [...wasLive].some(([id, at]) => now.get(id) !== at)) nodeGone?.();
+        wasLive = now;
         if (!everyoneWaits) tellHold(0);
         return live.map((n) => n.id);
       },
@@ -84,6 +89,26 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
       },
     );
   let lastLook = 0;
+
+  /**
+   * A message lost on its way (the connection dropped under it) is sent again: a node watching what
+   * it changed would otherwise never hear of it. Receivers apply a message as often as it comes.
+   */
+  async function publishUntilOut(m: string): Promise<void> {
+    const end = Date.now() + PUBLISH_RETRY_MS;
+    for (let pause = 10; ; pause = Math.min(pause * 2, 200)) {
+      try {
+        await client.publish(keys.inval, m);
+        return;
+      } catch (e) {
+        if (Date.now() >= end) throw e;
+      }
+      await Bun.sleep(pause);
+    }
+  }
+  /** Live nodes at the last look (id -> startedAt), and what hears that one stopped or restarted since. */
+  let wasLive: Map<string, number> | undefined;
+  let nodeGone: (() => void) | undefined;
 
   /** Live nodes other than this one; refreshed in the background once a second, never waited for after the first time. */
   function livePeers(): Promise<string[]> {
@@ -104,20 +129,19 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
     onSlowNodes: opts.onSlowNodes,
     peers: livePeers,
     listen: () => (subscriber ? Promise.resolve(true) : listenForAcks()),
-    send: (m) => {
-      if (!opts.alone) void client.publish(keys.inval, m).catch(() => {});
-    },
+    send: (m) => (opts.alone ? Promise.resolve() : publishUntilOut(m)),
   });
 
   return {
     publish: outbox.publish,
     async subscribe(onChanges, resync) {
+      nodeGone = () => resync("node gone");
       subscriber = client.duplicate();
       subscriber.on("error", () => {});
       // A reconnect means messages may have been lost meanwhile.
       let first = true;
       subscriber.on("ready", () => {
-        if (!first) resync();
+        if (!first) resync("reconnected");
         first = false;
       });
       await subscriber.connect();
