@@ -57,7 +57,8 @@ export function createChangeOutbox(o: ChangeOutboxOptions): ChangeOutbox {
   let outboxWaits = false;
   let outboxWatchers = new Set<string>();
   let outboxDone: Promise<void> | undefined;
-  let seq = 0;
+  // From a random start: a late acknowledgement of a message of this node's previous run must not match one of this run's.
+  let seq = Math.floor(Math.random() * 2 ** 40);
   const awaitingAcks = new Map<number, { need: Set<string>; done: () => void }>();
   const unresponsive = new Set<string>();
 
