@@ -30,7 +30,7 @@ export function createMetrics() {
     registry,
     fuseOps: talliedCounter("mcfs_fuse_operations_total", "FUSE operations answered in JS, by operation (reads and writes of local files are served by the shim: see mcfs_read_bytes_total)", "op", r.registers),
     shimLookups: new Counter({ name: "mcfs_shim_lookups_total", help: "Lookups the FUSE shim answered itself, from names whose records JS had prefetched (they never reach JS: not in mcfs_fuse_operations_total)", ...r }),
-    shimAbsent: new Counter({ name: "mcfs_shim_absent_total", help: "Lookups the FUSE shim answered ENOENT itself, for names missing from a sole node's complete listings (they never reach JS: not in mcfs_fuse_operations_total)", ...r }),
+    shimAbsent: new Counter({ name: "mcfs_shim_absent_total", help: "Lookups the FUSE shim answered ENOENT itself, for names missing from a sole node's complete listings, or from the listings of directories a cluster node watches (they never reach JS: not in mcfs_fuse_operations_total)", ...r }),
     shimCreates: new Counter({ name: "mcfs_shim_creates_total", help: "Files the FUSE shim made and answered the create of itself (JS takes them in after: they are in mcfs_fuse_operations_total as op created, not create)", ...r }),
     shimGetattrs: new Counter({ name: "mcfs_shim_getattrs_total", help: "Getattrs the FUSE shim answered itself, from records JS had fresh (they never reach JS: not in mcfs_fuse_operations_total)", ...r }),
     fuseKillPrivileges: new Gauge({ name: "mcfs_fuse_kill_privileges", help: "1 when the kernel leaves taking setuid and setgid on writes to mcfs (FUSE_HANDLE_KILLPRIV_V2): writes without a security.capability lookup each", ...r }),
