@@ -1,5 +1,5 @@
 -- ARGV: P dir watcher -> entries (HGETALL), as of one moment
--- A watcher ('' for none) is told of the next name that comes into dir before its maker returns (newname).
+-- The watcher is told of the next name that comes into dir before its maker returns (newname).
 if not redis.call('HGET', P..'i:'..ARGV[2], 'm') then return redis.error_reply('ENOENT') end
-if ARGV[3] ~= '' then redis.call('SADD', P..'dw:'..ARGV[2], ARGV[3]) end
+redis.call('SADD', P..'dw:'..ARGV[2], ARGV[3])
 return redis.call('HGETALL', P..'d:'..ARGV[2])

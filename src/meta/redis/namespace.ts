@@ -110,9 +110,16 @@ export function createNamespace({ client, keys, run, nodeId, numbers, feed }: Na
       return (await client.zmScore(keys.gone, inos.map(String))).map((at) => at !== null);
     },
     async listDir(ino, watch = false) {
-      const flat = (await run("listing", [ino, watch ? nodeId : ""])) as string[];
-      const ents: Record<string, string> = {};
-      for (let i = 0; i + 1 < flat.length; i += 2) ents[flat[i]!] = flat[i + 1]!;
+      if (watch) {
+        const flat = (await run("listing", [ino, nodeId])) as string[];
+        const ents: Record<string, string> = {};
+        for (let i = 0; i + 1 < flat.length; i += 2) ents[flat[i]!] = flat[i + 1]!;
+        return parseEntries(ents);
+      }
+      // Plain reads: a script is a change, which waits for the replicas (--redis-replica-acks).
+      const [exists, ents] = await Promise.all([client.hGet(keys.inode(ino), "m"), client.hGetAll(keys.entries(ino))]);
+      // node-redis answers null for a missing field.
+      if (exists == null) throw fsError("ENOENT");
       return parseEntries(ents);
     },
   };
