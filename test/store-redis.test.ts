@@ -19,6 +19,16 @@ afterAll(async () => {
 /** Past the change feed's bound on waiting for an acknowledgement (ACK_WAIT_MS, 500 ms): a wait still on then is not running it out. */
 const ACK_BOUND_MS = 700;
 
+/** s's subscriber: what it hears, each message acknowledged after ackAfterMs. */
+async function heardBy(s: Awaited<ReturnType<typeof createRedisStore>>, ackAfterMs = 0): Promise<Invalidation[]> {
+  const heard: Invalidation[] = [];
+  await s.subscribe((invs, ack) => {
+    heard.push(...invs);
+    if (ack) setTimeout(ack, ackAfterMs);
+  }, () => {});
+  return heard;
+}
+
 async function until(what: string, cond: () => boolean): Promise<void> {
   for (const end = Date.now() + 10_000; !cond(); await Bun.sleep(5)) if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
 }
@@ -48,11 +58,7 @@ describe("redis store connection", () => {
     const [controller, b] = [await open("controller", false), await open("node-b")];
     try {
       await controller.init(0o755, 0, 0);
-      const heard: Invalidation[] = [];
-      await b.subscribe((invs, ack) => {
-        heard.push(...invs);
-        if (ack) setTimeout(ack, 100);
-      }, () => {});
+      const heard = await heardBy(b, 100);
       await b.listDir(1, true);
       const t0 = Date.now();
       await controller.create(1, "volume", { mode: 0o40777, uid: 0, gid: 0 });
@@ -72,11 +78,7 @@ describe("redis store connection", () => {
     try {
       await a.init(0o755, 0, 0);
       await a.subscribe(() => {}, () => {});
-      const heard: Invalidation[] = [];
-      await b.subscribe((invs, ack) => {
-        heard.push(...invs);
-        ack?.();
-      }, () => {});
+      const heard = await heardBy(b);
       await b.listDir(1, true);
       await redis!.cli("ACL", "SETUSER", "default", "-publish");
       let returned = false;
