@@ -29,6 +29,52 @@ describe.skipIf(!!skip)("creates across nodes", () => {
     expect(await shimMade()).toBe(before + 40);
   });
 
+  test("a small file's create reaches Redis with its size, as one create; one kept open reaches it alone; a rename, link or unlink right after its create finds it", async () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "held"));
+    const ops = async () => {
+      const m = await scrape(a);
+      return { create: m("mcfs_redis_operations_total", { op: "create" }), setData: m("mcfs_redis_operations_total", { op: "setData" }) };
+    };
+    const before = await ops();
+    for (let i = 0; i < 20; i++) fs.writeFileSync(join(a.mnt, "held", `s${i}`), `small ${i}`);
+    expect(await ops()).toEqual({ create: before.create + 20, setData: before.setData });
+    for (let i = 0; i < 20; i++) expect(fs.readFileSync(join(b.mnt, "held", `s${i}`), "utf8")).toBe(`small ${i}`);
+
+    // Kept open: the other node sees the name before the close, the bytes after it.
+    const fd = fs.openSync(join(a.mnt, "held", "long"), "w");
+    fs.writeSync(fd, "written for long");
+    await waitFor("the open file's name on B", () => fs.existsSync(join(b.mnt, "held", "long")));
+    fs.closeSync(fd);
+    expect(fs.readFileSync(join(b.mnt, "held", "long"), "utf8")).toBe("written for long");
+
+    // Each change of a name whose create may still be held, right after it.
+    for (let i = 0; i < 10; i++) {
+      const f = fs.openSync(join(a.mnt, "held", `r${i}`), "w");
+      fs.renameSync(join(a.mnt, "held", `r${i}`), join(a.mnt, "held", `moved${i}`));
+      fs.writeSync(f, `moved ${i}`);
+      fs.closeSync(f);
+      const g = fs.openSync(join(a.mnt, "held", `l${i}`), "w");
+      fs.linkSync(join(a.mnt, "held", `l${i}`), join(a.mnt, "held", `linked${i}`));
+      fs.writeSync(g, `linked ${i}`);
+      fs.closeSync(g);
+      const u = fs.openSync(join(a.mnt, "held", `u${i}`), "w");
+      fs.unlinkSync(join(a.mnt, "held", `u${i}`));
+      fs.writeSync(u, "gone");
+      fs.closeSync(u);
+    }
+    for (const node of [a, b]) {
+      for (let i = 0; i < 10; i++) {
+        expect(fs.readFileSync(join(node.mnt, "held", `moved${i}`), "utf8")).toBe(`moved ${i}`);
+        expect(fs.readFileSync(join(node.mnt, "held", `linked${i}`), "utf8")).toBe(`linked ${i}`);
+        expect(fs.readFileSync(join(node.mnt, "held", `l${i}`), "utf8")).toBe(`linked ${i}`);
+      }
+      const names = fs.readdirSync(join(node.mnt, "held"));
+      expect(names.filter((x) => /^(r|u)\d/.test(x))).toEqual([]);
+      expect(names.length).toBe(20 + 1 + 30);
+    }
+  });
+
   test("an O_EXCL create of a name another node made is refused (EEXIST)", () => {
     const [a, b] = n as [TestDaemon, TestDaemon];
     fs.mkdirSync(join(a.mnt, "excl"));

@@ -167,6 +167,27 @@ describe.skipIf(!!skip)("a node killed among its new files", () => {
     const check = spawnSync([MCFS, "fsck", "-u", cluster.redis.url], { stdout: "pipe", stderr: "pipe" });
     expect({ code: check.exitCode, out: check.stdout.toString() }).toMatchObject({ code: 0 });
   });
+
+  test("files made and written, their node killed at once (their creates still waiting for their closes): after the restart both nodes read them whole", async () => {
+    let a = cluster.nodes[0]!;
+    const b = cluster.nodes[1]!;
+    fs.mkdirSync(join(a.mnt, "unsent"));
+    const script = `
+      const fs = require("node:fs");
+      const [dir] = process.argv.slice(-1);
+      for (let i = 0; i < 20; i++) { const fd = fs.openSync(dir + "/h" + i, "w"); fs.writeSync(fd, Buffer.alloc(100 + i, 65 + i)); }
+      console.log("written");
+      setInterval(() => {}, 1000);`;
+    const w = spawn([process.execPath, "-e", script, join(a.mnt, "unsent")], { stdout: "pipe", stderr: "inherit" });
+    await readUntil(w.stdout.getReader(), "written", () => "writer ended early");
+    await a.kill();
+    w.kill("SIGKILL");
+    await w.exited;
+    a = cluster.nodes[0] = await cluster.start("a");
+    for (const n of [a, b]) {
+      for (let i = 0; i < 20; i++) expect(fs.readFileSync(join(n.mnt, "unsent", `h${i}`)).equals(Buffer.alloc(100 + i, 65 + i))).toBe(true);
+    }
+  });
 });
 
 describe.skipIf(!!skip)("a node's disk and the records disagree", () => {

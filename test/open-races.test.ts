@@ -228,6 +228,8 @@ describe("a file the shim made on a node of a cluster, taken in while Redis is d
         await waitFor("A's store out of reach", () => n.store.create(1, "probe", { mode: 0o100644, uid: 0, gid: 0 }).then(() => false, (e: unknown) => e instanceof StoreUnavailable));
         await n.vfs.created!(C, 1, "made", { ino: kit.ino, fh: kit.fh, fd, mode: 0o644, flags: O_WRONLY, gid: 0, time: BigInt(Date.now()) * 1_000_000n });
         expect(await n.vfs.write(C, kit.ino, kit.fh, 0, data)).toBe(data.length);
+        // Whatever the node asks of the store sends its held create first: into the outage.
+        expect(await n.vfs.store.get(1).then(() => "answered", () => "failed")).toBe("failed");
       });
       await waitFor("A's store back", () => n.store.get(1).then(() => true, () => false));
       await n.vfs.flush(C, kit.ino, kit.fh, true);
@@ -349,6 +351,8 @@ describe("a create whose outcome is unknown", () => {
     try {
       lose = true;
       const made = await n.vfs.create(C, 1, "fresh", 0o644, O_WRONLY | O_CREAT);
+      // The held create goes before whatever the node asks next, and is lost on its way.
+      await n.vfs.store.get(1);
       lose = false;
       const data = Buffer.alloc(3000, 0x5a);
       expect(await n.vfs.write(C, made.attr.ino, made.open.fh, 0, data)).toBe(data.length);

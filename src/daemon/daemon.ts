@@ -386,7 +386,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       else nlog.warn("Redis restarted: checking that it kept what this node holds");
       // Changes queued for this node first: a file deleted elsewhere must not be published again.
       await todo.drain();
-      const again = await scanRoot(root, store, nodeId, nlog, "republish", { writing: (ino) => ino !== closing && vfs.writing(ino) });
+      // Through the filesystem's store: the creates it holds are in Redis before the scan asks.
+      const again = await scanRoot(root, vfs.store, nodeId, nlog, "republish", { writing: (ino) => ino !== closing && vfs.writing(ino) });
       if (!again.published && !again.repaired) return;
       nlog.error({ ...again }, "Redis had lost files this node holds: published them again from its disk");
       vfs.resync();

@@ -264,7 +264,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
     },
     async create(parent, name, init) {
       const st = createStamps(init);
-      const { now, mtime, atime, version, gen } = st;
+      const { now, changed, mtime, atime, version, gen } = st;
       needdir(parent);
       const old = s.d.get(parent)?.get(name);
       let replaced: Removed | undefined;
@@ -297,7 +297,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
         if (dir) mode |= S_ISGID;
       }
       const h = hashOf(s.i, ino);
-      const fields = { m: mode, u: init.uid, g: gid, r: init.rdev ?? 0, s: init.size ?? 0, n: dir ? 2 : 1, a: atime, t: mtime, c: now, v: version, p: parent, nm: name, gn: gen };
+      const fields = { m: mode, u: init.uid, g: gid, r: init.rdev ?? 0, s: init.size ?? 0, n: dir ? 2 : 1, a: atime, t: mtime, c: changed, v: version, p: parent, nm: name, gn: gen };
       for (const [k, v] of Object.entries(fields)) h.set(k, String(v));
       if (init.target !== undefined && init.target !== "") h.set("l", init.target);
       hashOf(s.d, parent).set(name, `${ino}:${mode >> 12}`);

@@ -40,6 +40,11 @@ export interface NewInode {
    * made ahead of the store passes the time its node already answers with, so every node sees the same.
    */
   ctime?: bigint;
+  /**
+   * The file's own ctime, when it changed after it was made: a create sent with the file's first
+   * data (held-creates.ts); by default ctime. The directory's times stay ctime.
+   */
+  changed?: bigint;
   /** The node that holds the bytes (none for directories and special files). */
   holder?: string;
   /** An inode number from a block this node reserved; by default the next one is taken. */
@@ -65,16 +70,16 @@ export interface NewInode {
 export type Created = Inode & { replaced?: Removed };
 
 /** A create's times, version and identity: those init gives, else now and new ones. */
-export function createStamps(init: NewInode): { now: bigint; mtime: bigint; atime: bigint; version: number; gen: string } {
+export function createStamps(init: NewInode): { now: bigint; changed: bigint; mtime: bigint; atime: bigint; version: number; gen: string } {
   const now = init.ctime ?? nowNs();
   const mtime = init.mtime ?? now;
-  return { now, mtime, atime: init.atime ?? mtime, version: init.version ?? newVersion(), gen: init.gen ?? newGeneration() };
+  return { now, changed: init.changed ?? now, mtime, atime: init.atime ?? mtime, version: init.version ?? newVersion(), gen: init.gen ?? newGeneration() };
 }
 
 /** The record a create made, as every store answers it: ino, mode and gid as the store set them. */
 export function createdRecord(parent: number, name: string, init: NewInode, st: ReturnType<typeof createStamps>, made: { ino: number; mode: number; gid: number }, replaced?: Removed): Created {
   const dir = (init.mode & S_IFMT) === S_IFDIR;
-  const rec: Created = { ino: made.ino, mode: made.mode, uid: init.uid, gid: made.gid, rdev: init.rdev ?? 0, size: init.size ?? 0, nlink: dir ? 2 : 1, atime: st.atime, mtime: st.mtime, ctime: st.now, version: st.version, gen: st.gen, parent, name };
+  const rec: Created = { ino: made.ino, mode: made.mode, uid: init.uid, gid: made.gid, rdev: init.rdev ?? 0, size: init.size ?? 0, nlink: dir ? 2 : 1, atime: st.atime, mtime: st.mtime, ctime: st.changed, version: st.version, gen: st.gen, parent, name };
   if (init.target !== undefined) rec.target = init.target;
   if (replaced) rec.replaced = replaced;
   return rec;

@@ -530,6 +530,9 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       if (!h) return;
       try {
         if ((dirty || h.dirty) && !ctx.purgeOnClose.has(ino)) await publish(h);
+        // A release with no flush before it (the kernel's open failed after the create) is the file's
+        // close; the kernel takes no error from it, and the create's failure was logged.
+        else await ctx.policy.settled(ino).catch(() => {});
       } finally {
         // Closed at shutdown meanwhile (closeAll) if -1; else given up here, so that closeAll does not close the number again.
         if (h.fd >= 0) fs.closeSync(h.fd);

@@ -2,7 +2,7 @@ import * as fs from "node:fs";
 import { dirname } from "node:path";
 import type { FileSystem } from "../fuse/types.ts";
 import { futimes } from "../local/local-dir.ts";
-import type { Inode, Invalidation } from "../meta/store.ts";
+import type { Inode, Invalidation, MetadataStore } from "../meta/store.ts";
 import { E, errnoOf } from "../util/errno.ts";
 import { createRecentSet } from "../util/recent-set.ts";
 import { changeTime, nowNs } from "../util/time.ts";
@@ -21,6 +21,7 @@ import { checkRoom, createNamespaceOps } from "./namespace-ops.ts";
 import { createOpenFiles, type Handle } from "./open-files.ts";
 import { createPathCache } from "./paths.ts";
 import { createWriteAtClose, createWriteBehind } from "./write-policy.ts";
+import { createHeldCreates } from "./held-creates.ts";
 import { createWriteTurns } from "./write-turns.ts";
 import { createXattrOps } from "./xattr-ops.ts";
 import { createKeyedQueue } from "../util/keyed-queue.ts";
@@ -48,8 +49,10 @@ export interface Vfs extends FileSystem {
    * file has begun here since this call (false from the start if one is under way).
    */
   steady(ino: number): () => boolean;
-  /** Close every open backing file (at shutdown). */
+  /** Close every open backing file, and send the creates held (at shutdown). */
   closeAll(): Promise<void>;
+  /** The store as this filesystem uses it: what it made is in it before each call (held-creates.ts). */
+  readonly store: MetadataStore;
   readonly openFiles: number;
 }
 
@@ -59,11 +62,13 @@ export interface Vfs extends FileSystem {
  * (namespace-ops, file-ops, dir-ops, xattr-ops); a sole node writes its metadata behind (write-policy).
  */
 export function createVfs(o: VfsOptions): Vfs {
-  const { store, root, nodeId, log } = o;
+  const { root, nodeId, log } = o;
+  const held = createHeldCreates(o.store);
+  const store = held.store;
   const paths = createPathCache(store);
   const shim = o.shimEntries;
   const open = createOpenFiles(shim?.dropInode);
-  const policy = o.remote ? createWriteAtClose() : createWriteBehind();
+  const policy = o.remote ? createWriteAtClose(held) : createWriteBehind(held);
   const inos = createInodeNumbers(store);
   // The shim makes files where the policy takes them in: a sole node's names are free by its listings,
   // a cluster node's by the store's answer to the kernel's lookup just before (creates.c).
@@ -236,6 +241,7 @@ export function createVfs(o: VfsOptions): Vfs {
     ...createFileOps(ctx, kits),
     ...createDirOps(ctx),
     ...createXattrOps(store, o.xattrSetting, () => checkRoom(ctx)),
+    store,
     get openFiles() {
       return open.count;
     },
@@ -283,6 +289,7 @@ export function createVfs(o: VfsOptions): Vfs {
         }
       }
       open.clear();
+      held.flush();
     },
   };
 }

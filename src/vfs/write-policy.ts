@@ -4,6 +4,7 @@ import { nowNs } from "../util/time.ts";
 import { E, errnoOf, FsError, fsError, OutcomeUnknown, StoreUnavailable } from "../util/errno.ts";
 import { isDir, S_IFREG, S_ISGID } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
+import type { HeldCreates } from "./held-creates.ts";
 import { createLocalFileAsync } from "./local-files.ts";
 
 /** The bytes of an open file as they are to be published. */
@@ -25,7 +26,8 @@ export interface Published {
  * A node of a cluster writes a non-exclusive create behind too, but a file's close (flush, fsync)
  * waits for its create and its new size to be in the store: what another node can see is what was
  * closed (close-to-open). Commands sent in one event-loop turn leave as one pipeline, so writers
- * closing at once share a round trip. Should another node have made the same name in between, the
+ * closing at once share a round trip. Either way a create written behind waits for its file's first
+ * publish and goes with it, as one create (held-creates.ts). Should another node have made the same name in between, the
  * later create replaces the earlier file, as if it had been renamed over it. O_EXCL creates and every
  * other namespace change wait for the store before they return.
  */
@@ -115,7 +117,7 @@ async function createNow(ctx: VfsContext, c: Caller, parent: number, name: strin
 /** The store answered a change with a refusal (a name taken, a directory gone, its disk full): not out of reach, nor a change lost on its way. */
 const refusedByStore = (e: unknown) => !(e instanceof OutcomeUnknown) && !(e instanceof StoreUnavailable);
 
-export function createWriteAtClose(): WritePolicy {
+export function createWriteAtClose(held: HeldCreates): WritePolicy {
   /** Creates sent and not yet answered, by inode. */
   const creating = new Map<number, Promise<void>>();
 
@@ -138,7 +140,7 @@ export function createWriteAtClose(): WritePolicy {
   function sendBehind(ctx: VfsContext, r: Inode, path: string | undefined, init: NewInode): void {
     const where = path ?? `${r.parent}/${r.name}`;
     // The kernel found no such name; one another node made since is replaced (the rule above).
-    const sent = ctx.store.create(r.parent, r.name, path !== undefined ? { ...init, replace: path } : init).then(
+    const sent = held.hold(r.ino, r.parent, r.name, path !== undefined ? { ...init, replace: path } : init).then(
       async (made: Created) => {
         if (made.replaced) await ctx.dropped(made.replaced);
       },
@@ -187,10 +189,23 @@ export function createWriteAtClose(): WritePolicy {
       return { r, path };
     },
     async publish(ctx, p) {
-      // Sent at once: Redis runs it after the create on the same connection, in the same pipeline.
-      const data = ctx.store.setData(p.ino, p.size, p.mtime, p.ctime, ctx.nodeId, p.path);
+      const version = newVersion();
       const pending = creating.get(p.ino);
-      if (pending) {
+      const made = held.send(p.ino, { size: p.size, mtime: p.mtime, ctime: p.ctime, version, path: p.path });
+      if (made && pending) {
+        // Its answer is the record; a refusal is the close's error (pending throws it).
+        const known = await pending.then(
+          () => true,
+          (e: unknown) => {
+            if (!(e instanceof OutcomeUnknown)) throw e;
+            return false;
+          },
+        );
+        if (known) return ctx.learn(await made);
+      }
+      // Sent at once: Redis runs it after the create on the same connection, in the same pipeline.
+      const data = ctx.store.setData(p.ino, p.size, p.mtime, p.ctime, ctx.nodeId, p.path, { version });
+      if (pending && !made) {
         data.catch(() => {});
         // A create that may or may not have been made: the update's own answer tells (ENOENT: not).
         await pending.catch((e: unknown) => {
@@ -199,12 +214,15 @@ export function createWriteAtClose(): WritePolicy {
       }
       return ctx.learn(await data);
     },
-    settled: (ino) => creating.get(ino) ?? Promise.resolve(),
+    settled(ino) {
+      held.send(ino);
+      return creating.get(ino) ?? Promise.resolve();
+    },
     unsettled: (ino) => creating.has(ino),
   };
 }
 
-export function createWriteBehind(): WritePolicy {
+export function createWriteBehind(held: HeldCreates): WritePolicy {
   /** Its own later reads queue behind such a write on the same connection; if it fails, the start-up scan's reconciliation repairs the record from the local file. */
   const behind = (ctx: VfsContext, what: string, ino: number, write: Promise<unknown>) =>
     write.catch((e: unknown) => ctx.log.error({ op: what, ino, err: (e as Error).message }, "deferred metadata write failed; the next start repairs it from the local file"));
@@ -214,7 +232,7 @@ export function createWriteBehind(): WritePolicy {
       // Only with the directory's whole listing does this node know the name is free.
       if (ctx.cache.listed(parent, name) !== null) return createNow(ctx, c, parent, name, mode, localFlags);
       const { r, fd, path, init } = await makeAhead(ctx, c, parent, name, mode, localFlags);
-      void behind(ctx, "create", r.ino, ctx.store.create(parent, name, init));
+      void behind(ctx, "create", r.ino, held.hold(r.ino, parent, name, init));
       return { r, fd, path };
     },
     async publish(ctx, p) {
@@ -222,7 +240,10 @@ export function createWriteBehind(): WritePolicy {
       const prev = await ctx.record(p.ino);
       // Not its names: those of the record held may be older than a rename or unlink since.
       const r = ctx.learn({ ...prev, size: p.size, mtime: p.mtime, ctime: p.ctime > prev.ctime ? p.ctime : prev.ctime, version: newVersion() }, false);
-      void behind(ctx, "setData", p.ino, ctx.store.setData(p.ino, r.size, r.mtime, r.ctime, ctx.nodeId, p.path, { version: r.version }));
+      // Its create still held: they go as one (the hold's answer is watched by createFile's).
+      if (!held.send(p.ino, { size: r.size, mtime: r.mtime, ctime: r.ctime, version: r.version, path: p.path })) {
+        void behind(ctx, "setData", p.ino, ctx.store.setData(p.ino, r.size, r.mtime, r.ctime, ctx.nodeId, p.path, { version: r.version }));
+      }
       return r;
     },
     settled: () => Promise.resolve(),
@@ -231,7 +252,7 @@ export function createWriteBehind(): WritePolicy {
       const r = newFile(c, parent, name, m.ino, m.gen, m.mode, m.gid, m.time);
       ctx.paths.learn(r);
       // Only what is at hand: the store may be out of reach, and the kernel has the file already.
-      void behind(ctx, "create", r.ino, ctx.store.create(parent, name, taken(ctx, c, ctx.cache.fresh(parent), r)));
+      void behind(ctx, "create", r.ino, held.hold(r.ino, parent, name, taken(ctx, c, ctx.cache.fresh(parent), r)));
       const path = await ctx.paths.pathOf(r.ino).catch(() => undefined);
       return { r, path };
     },

@@ -142,6 +142,15 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         expect((await st.get(d.ino)).ctime).toBe(nines + 1n);
       });
 
+      it("a create with the file's first data: its ctime is the one given as changed, the directory's times the create's", async () => {
+        const d = await st.create(ROOT, "first", { mode: DIR, uid: 0, gid: 0 });
+        const at = 8_000_000_000_000_000_000n;
+        const r = await file(d.ino, "f", { ctime: at, changed: at + 500n, mtime: at + 400n, size: 4096 });
+        expect(r).toMatchObject({ size: 4096, mtime: at + 400n, ctime: at + 500n });
+        expect(await st.get(r.ino)).toMatchObject({ size: 4096, mtime: at + 400n, ctime: at + 500n });
+        expect(await st.get(d.ino)).toMatchObject({ mtime: at, ctime: at });
+      });
+
       it("create of a taken name: EEXIST, unless it replaces (a create written behind), which a directory still refuses", async () => {
         const old = await file(ROOT, "f", { holder: "node-b" });
         expect(await outcome(file(ROOT, "f"))).toBe("EEXIST");

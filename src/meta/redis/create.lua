@@ -1,8 +1,9 @@
--- ARGV: P parent name mode uid gid rdev size atime mtime now target holder ino|'' version above gen replace origin
+-- ARGV: P parent name mode uid gid rdev size atime mtime now target holder ino|'' version above gen replace origin changed
 --   -> {ino, mode, gid, counter raised (0/1), replaced ino (0: none), its links left, nodes told,
 --       the parent's ctime and nlink after it, nodes watching the parent (newname)}
 -- replace: the name's path when the file was made before asking (written behind): a non-directory
 -- another node made under the name meanwhile is replaced, as a rename over it would be.
+-- changed: the file's own ctime (a create sent with its first data); the directory's times are now.
 -- ino: taken from a block this node reserved (reserveInodes) instead of the counter.
 -- A set-group-ID directory gives new entries its group, and new directories its set-group-ID bit.
 local parent, name = ARGV[2], ARGV[3]
@@ -42,7 +43,7 @@ if bit.band(tonumber(pr[1]), 1024) ~= 0 then
 end
 local k = P..'i:'..ino
 redis.call('HSET', k, 'm', mode, 'u', ARGV[5], 'g', gid, 'r', ARGV[7], 's', ARGV[8], 'n', dir and 2 or 1,
-  'a', ARGV[9], 't', ARGV[10], 'c', ARGV[11], 'v', ARGV[15], 'p', parent, 'nm', name, 'gn', ARGV[17])
+  'a', ARGV[9], 't', ARGV[10], 'c', ARGV[20], 'v', ARGV[15], 'p', parent, 'nm', name, 'gn', ARGV[17])
 if ARGV[12] ~= '' then redis.call('HSET', k, 'l', ARGV[12]) end
 redis.call('HSET', dk, name, ino..':'..bit.rshift(mode, 12))
 if dir then redis.call('HINCRBY', pk, 'n', 1) end

@@ -49,7 +49,7 @@ export function createNamespace({ client, keys, run, nodeId, numbers, feed }: Na
     },
     async create(parent, name, init) {
       const st = createStamps(init);
-      const [ino, mode, gid, raised, rino, rn, told, ctime, nlink, watchers] = (await run("create", [parent, name, init.mode, init.uid, init.gid, init.rdev ?? 0, init.size ?? 0, st.atime, st.mtime, st.now, init.target ?? "", init.holder ?? "", init.ino ?? "", st.version, init.above ?? 0, st.gen, init.replace ?? "", nodeId])) as [number, number, number, number, number, number, string[], string, number, string[]];
+      const [ino, mode, gid, raised, rino, rn, told, ctime, nlink, watchers] = (await run("create", [parent, name, init.mode, init.uid, init.gid, init.rdev ?? 0, init.size ?? 0, st.atime, st.mtime, st.now, init.target ?? "", init.holder ?? "", init.ino ?? "", st.version, init.above ?? 0, st.gen, init.replace ?? "", nodeId, st.changed])) as [number, number, number, number, number, number, string[], string, number, string[]];
       numbers.created(ino, !!raised);
       const replaced = rino ? { ino: rino, nlink: rn, dir: false } : undefined;
       const sent = publish(createdChange(parent, name, ino, replaced, told, { ctime, nlink }), false, watchers);

@@ -1,0 +1,128 @@
+import type { Created, MetadataStore, NewInode } from "../meta/store.ts";
+
+/** Longest a create waits here for its file's first data before it goes alone. */
+export const HOLD_MS = 100;
+
+/** Store calls that neither read nor change the store: no held create needs to go before them. */
+const LOCAL: ReadonlySet<PropertyKey> = new Set<keyof MetadataStore>(["watchesHold", "onWatchesHold"]);
+
+/** A new file's first data, as its first publish has it. */
+export interface FirstData {
+  size: number;
+  mtime: bigint;
+  ctime: bigint;
+  version: number;
+  /** Its path now (the name replaced, if another node made it meanwhile). */
+  path: string;
+}
+
+/**
+ * Creates written behind wait here for their file's first publish (its close, most often within a
+ * millisecond) and go to the store with it: one script, one round trip and one change message for a
+ * small file instead of two.
+ *
+ * Redis applies a node's commands in the order they are sent, and every other call this node makes
+ * to the store (through `store`) sends the creates held first: to the store and to every reader of
+ * it, each file was made before whatever this node did next. A create sent with its data overtakes
+ * the creates still held, which are of other names and other inodes. A create held HOLD_MS goes
+ * alone: a file written for long is seen by the other nodes (not its size: close-to-open) meanwhile.
+ */
+export interface HeldCreates {
+  /** The store as this node's filesystem uses it: each call but a local one sends the held creates first. */
+  readonly store: MetadataStore;
+  /** Hold ino's create; resolves with the store's answer once it was sent and answered. */
+  hold(ino: number, parent: number, name: string, init: NewInode): Promise<Created>;
+  /**
+   * Send ino's create now if it is held, with the file's first data if given; its answer resolves
+   * hold's promise and is returned. Undefined when it is not held (sent already).
+   */
+  send(ino: number, first?: FirstData): Promise<Created> | undefined;
+  /** Send every held create now. */
+  flush(): void;
+}
+
+interface Held {
+  parent: number;
+  name: string;
+  init: NewInode;
+  at: number;
+  answer: PromiseWithResolvers<Created>;
+}
+
+export function createHeldCreates(raw: MetadataStore, holdMs = HOLD_MS): HeldCreates {
+  /** In the order held, the oldest first. */
+  const held = new Map<number, Held>();
+  /** The held create of each name (parent/name): a second create of it sends the first one before. */
+  const names = new Map<string, number>();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+
+  function sendHeld(ino: number, h: Held, first?: FirstData): Promise<Created> {
+    held.delete(ino);
+    names.delete(`${h.parent}/${h.name}`);
+    const init: NewInode = first
+      ? { ...h.init, size: first.size, mtime: first.mtime, changed: first.ctime, version: first.version, ...(h.init.replace !== undefined ? { replace: first.path } : {}) }
+      : h.init;
+    const answer = raw.create(h.parent, h.name, init);
+    h.answer.resolve(answer);
+    return answer;
+  }
+
+  function flush(): void {
+    for (const [ino, h] of held) sendHeld(ino, h);
+  }
+
+  function due(): void {
+    timer = undefined;
+    const before = performance.now() - holdMs;
+    for (const [ino, h] of held) {
+      if (h.at > before) break;
+      sendHeld(ino, h);
+    }
+    const next = held.values().next();
+    if (!next.done) arm(next.value.at + holdMs - performance.now());
+  }
+
+  function arm(ms: number): void {
+    timer = setTimeout(due, Math.max(ms, 1));
+    // Never what keeps the process up: its shutdown sends what is held (closeAll).
+    timer.unref?.();
+  }
+
+  const guarded = new Map<PropertyKey, unknown>();
+  const store = new Proxy(raw, {
+    get(target, prop) {
+      const v: unknown = Reflect.get(target, prop, target);
+      if (typeof v !== "function" || LOCAL.has(prop)) return v;
+      let g = guarded.get(prop);
+      if (!g) {
+        const fn = v as (...a: unknown[]) => unknown;
+        g = (...args: unknown[]) => {
+          if (held.size) flush();
+          return fn.apply(target, args);
+        };
+        guarded.set(prop, g);
+      }
+      return g;
+    },
+  });
+
+  return {
+    store,
+    hold(ino, parent, name, init) {
+      const key = `${parent}/${name}`;
+      const earlier = names.get(key);
+      const e = earlier === undefined ? undefined : held.get(earlier);
+      if (earlier !== undefined && e) sendHeld(earlier, e);
+      const h: Held = { parent, name, init, at: performance.now(), answer: Promise.withResolvers<Created>() };
+      held.set(ino, h);
+      names.set(key, ino);
+      if (!timer) arm(holdMs);
+      return h.answer.promise;
+    },
+    send(ino, first) {
+      const h = held.get(ino);
+      return h && sendHeld(ino, h, first);
+    },
+    flush,
+  };
+}

@@ -1,0 +1,108 @@
+import { beforeEach, describe, expect, test } from "bun:test";
+import { createMemorySpace, createMemoryStore } from "../../src/meta/memory-store.ts";
+import { newGeneration, newVersion, type MetadataStore, type NewInode } from "../../src/meta/store.ts";
+import { errnoOf, E } from "../../src/util/errno.ts";
+import { nowNs } from "../../src/util/time.ts";
+import { createHeldCreates, type HeldCreates } from "../../src/vfs/held-creates.ts";
+
+const ROOT = 1;
+/** Later than the root directory's times: a create sets them to its own. */
+const T = nowNs() + 10_000_000_000n;
+
+/** This node's store (a) under its held creates; another node's (b) sees what reached the store. */
+let a: MetadataStore, b: MetadataStore, held: HeldCreates, creates: number;
+
+function file(ino: number, ctime: bigint): NewInode {
+  return { mode: 0o100644, uid: 0, gid: 0, holder: "a", ino, version: newVersion(), gen: newGeneration(), ctime, mtime: ctime, atime: ctime };
+}
+
+async function absent(name: string): Promise<boolean> {
+  return b.lookup(ROOT, name).then(
+    () => false,
+    (e: unknown) => errnoOf(e) === E.ENOENT,
+  );
+}
+
+async function until(what: string, cond: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; !(await cond()); i++) {
+    if (i > 2000) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(2);
+  }
+}
+
+beforeEach(async () => {
+  const space = createMemorySpace();
+  const raw = createMemoryStore({ space, nodeId: "a" });
+  b = createMemoryStore({ space, nodeId: "b" });
+  await raw.init(0o755, 0, 0);
+  creates = 0;
+  // Counts the creates that reach the store.
+  a = new Proxy(raw, {
+    get(t, p) {
+      const v = Reflect.get(t, p, t) as unknown;
+      if (p !== "create" || typeof v !== "function") return v;
+      return (...args: unknown[]) => {
+        creates++;
+        return (v as (...x: unknown[]) => unknown).apply(t, args);
+      };
+    },
+  });
+  held = createHeldCreates(a, 60_000);
+});
+
+describe("held creates", () => {
+  test("a held create reaches the store with its file's first data, as one create; its hold answers with the record", async () => {
+    const ino = await a.reserveInodes(1);
+    const answer = held.hold(ino, ROOT, "f", file(ino, T));
+    expect(await absent("f")).toBe(true);
+    expect(creates).toBe(0);
+    const sent = held.send(ino, { size: 4096, mtime: T + 2000n, ctime: T + 3000n, version: 77, path: "f" });
+    expect(sent).toBeDefined();
+    const r = await sent!;
+    expect(await answer).toEqual(r);
+    expect(creates).toBe(1);
+    const seen = await b.lookup(ROOT, "f");
+    expect({ ino: seen.ino, size: seen.size, mtime: seen.mtime, ctime: seen.ctime, version: seen.version }).toEqual({ ino, size: 4096, mtime: T + 2000n, ctime: T + 3000n, version: 77 });
+    // The directory's times are the create's, not the first data's.
+    expect((await b.get(ROOT)).mtime).toBe(T);
+    expect(held.send(ino)).toBeUndefined();
+  });
+
+  test("every other call through its store sends the held creates first, in the order held; a local one does not", async () => {
+    const first = await a.reserveInodes(3);
+    const answers = ["x", "y", "z"].map((name, i) => held.hold(first + i, ROOT, name, file(first + i, 1000n + BigInt(i))));
+    held.store.watchesHold();
+    expect(await absent("x")).toBe(true);
+    // This node's own lookup finds what it made: the store has it before the lookup is asked.
+    expect((await held.store.lookup(ROOT, "y")).ino).toBe(first + 1);
+    expect(creates).toBe(3);
+    expect((await Promise.all(answers)).map((r) => r.ino)).toEqual([first, first + 1, first + 2]);
+    expect((await b.listDir(ROOT)).map((e) => e.name).sort()).toEqual(["x", "y", "z"]);
+  });
+
+  test("a create held past its time goes alone, with no data", async () => {
+    held = createHeldCreates(a, 20);
+    const ino = await a.reserveInodes(1);
+    const answer = held.hold(ino, ROOT, "slow", file(ino, 1000n));
+    await until("the create to go alone", async () => !(await absent("slow")));
+    expect((await answer).size).toBe(0);
+    expect(held.send(ino, { size: 1, mtime: 1n, ctime: 1n, version: 1, path: "slow" })).toBeUndefined();
+  });
+
+  test("a second create of a name still held sends the first before it: the later one replaces it", async () => {
+    const ino = await a.reserveInodes(2);
+    const one = held.hold(ino, ROOT, "n", { ...file(ino, 1000n), replace: "n" });
+    held.hold(ino + 1, ROOT, "n", { ...file(ino + 1, 2000n), replace: "n" });
+    expect((await one).ino).toBe(ino);
+    const two = await held.send(ino + 1, { size: 5, mtime: 3000n, ctime: 3000n, version: 9, path: "n" })!;
+    expect(two.replaced?.ino).toBe(ino);
+    expect((await b.lookup(ROOT, "n")).ino).toBe(ino + 1);
+  });
+
+  test("a create the store refuses rejects its hold with the store's error", async () => {
+    const ino = await a.reserveInodes(1);
+    const answer = held.hold(ino, 424242, "orphan", file(ino, 1000n));
+    held.flush();
+    expect(await answer.then(() => "made", (e: unknown) => errnoOf(e))).toBe(E.ENOENT);
+  });
+});
