@@ -466,7 +466,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         if (cfg.debug) nlog.debug({ op, ino, ...(name ? { name } : {}), ms: +(s * 1000).toFixed(3), ...(errno ? { errno: errnoName(errno) } : {}) }, "fuse op");
         if (!m) return;
         m.fuseOps.add(op);
-        m.fuseLatency.observe({ op }, s);
+        m.fuseLatency.observe(op, s);
         if (errno) m.fuseErrors.inc({ op, errno: errnoName(errno) });
       } : undefined,
       onExit: () => void stop("mount went away"),
