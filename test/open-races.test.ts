@@ -9,7 +9,7 @@ import { startRedis, type TestRedis } from "./helpers/redis.ts";
 import { startVfsNode, type VfsNode } from "./helpers/vfs-node.ts";
 import { waitFor } from "./helpers/env.ts";
 
-const { O_RDONLY, O_RDWR, O_WRONLY, O_CREAT, O_TRUNC } = fs.constants;
+const { O_RDONLY, O_RDWR, O_WRONLY, O_CREAT, O_TRUNC, O_APPEND } = fs.constants;
 const C: Caller = { uid: 0, gid: 0, pid: process.pid };
 
 /**
@@ -270,6 +270,35 @@ describe("a file the shim made on a node of a cluster, in a directory another no
       expect(closed).toBe("ENOENT");
       expect(fs.existsSync(join(a.rootPath, "d"))).toBe(false);
       expect(await a.store.lookup(1, "d").then(() => "there", (e: unknown) => (e as NodeJS.ErrnoException).code)).toBe("ENOENT");
+    } finally {
+      await b.close();
+      await a.close();
+      await redis.stop();
+    }
+  });
+});
+
+describe("creates of a node of a cluster, before their close", () => {
+  test("a plain one waits for its close; an O_APPEND one (a shared log) is in Redis before anything the node sends after it, made by JS or by the shim", async () => {
+    const redis = await startRedis();
+    const { shim, kit: nextKit } = playedShim();
+    const a = await startVfsNode(redis.url, "a", undefined, { shimCreates: shim, recordLost: async () => {} });
+    const b = await startVfsNode(redis.url, "b");
+    const seen = (name: string) => b.store.lookup(1, name).then(() => true, () => false);
+    try {
+      const plain = await a.vfs.create(C, 1, "plain", 0o644, O_WRONLY | O_CREAT);
+      const log = await a.vfs.create(C, 1, "log", 0o644, O_WRONLY | O_CREAT | O_APPEND);
+      const kit = await nextKit();
+      const fd = fs.openSync(join(a.rootPath, "shimlog"), "a+", 0o644);
+      await a.vfs.created!(C, 1, "shimlog", { ino: kit.ino, fh: kit.fh, fd, mode: 0o644, flags: O_WRONLY | O_APPEND, gid: 0, time: BigInt(Date.now()) * 1_000_000n });
+      // Behind them on A's connection, not through its filesystem (which would send what it holds first).
+      await a.store.get(1);
+      expect({ plain: await seen("plain"), log: await seen("log"), shimlog: await seen("shimlog") }).toEqual({ plain: false, log: true, shimlog: true });
+      for (const [ino, fh] of [[plain.attr.ino, plain.open.fh], [log.attr.ino, log.open.fh], [kit.ino, kit.fh]] as const) {
+        await a.vfs.flush(C, ino, fh, false);
+        await a.vfs.release(C, ino, fh, false);
+      }
+      expect(await seen("plain")).toBe(true);
     } finally {
       await b.close();
       await a.close();

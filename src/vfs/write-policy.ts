@@ -1,6 +1,7 @@
 import type { Caller } from "../fuse/types.ts";
 import { newGeneration, newVersion, type Created, type Inode, type NewInode } from "../meta/store.ts";
 import { nowNs } from "../util/time.ts";
+import { constants } from "node:fs";
 import { E, errnoOf, FsError, fsError, OutcomeUnknown, StoreUnavailable } from "../util/errno.ts";
 import { isDir, S_IFREG, S_ISGID } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
@@ -50,7 +51,7 @@ export interface WritePolicy {
   adopt?(ctx: VfsContext, c: Caller, parent: number, name: string, m: Adopted): Promise<{ r: Inode; path: string | undefined }>;
 }
 
-/** A file made outside JS: its inode and identity, mode and group, times, and its local file open as fd. */
+/** A file made outside JS: its inode and identity, mode and group, times, its local file open as fd, and the create's open flags. */
 export interface Adopted {
   ino: number;
   gen: string;
@@ -58,7 +59,14 @@ export interface Adopted {
   gid: number;
   time: bigint;
   fd: number;
+  flags: number;
 }
+
+/**
+ * An O_APPEND create on a node of a cluster goes to the store at once rather than at its close: other
+ * nodes opening the name to append to it meanwhile (a shared log) find this file, not none.
+ */
+const sentAtOnce = (flags: number) => (flags & O_APPEND) !== 0;
 
 /** A new file: its record, and its local file open (fd) at path in this node's root. */
 export interface Made {
@@ -66,6 +74,8 @@ export interface Made {
   fd: number;
   path: string;
 }
+
+const { O_APPEND } = constants;
 
 /** A new regular file's record: in parent, made by c at time now. */
 function newFile(c: Caller, parent: number, name: string, ino: number, gen: string, mode: number, gid: number, now: bigint): Inode {
@@ -137,10 +147,12 @@ export function createWriteAtClose(held: HeldCreates): WritePolicy {
    * path undefined: where its local file is is not known (its directory removed meanwhile); it
    * replaces no file another node made, and a refusal leaves nothing here to remove.
    */
-  function sendBehind(ctx: VfsContext, r: Inode, path: string | undefined, init: NewInode): void {
+  function sendBehind(ctx: VfsContext, r: Inode, path: string | undefined, init: NewInode, now: boolean): void {
     const where = path ?? `${r.parent}/${r.name}`;
     // The kernel found no such name; one another node made since is replaced (the rule above).
-    const sent = held.hold(r.ino, r.parent, r.name, path !== undefined ? { ...init, replace: path } : init).then(
+    const answer = held.hold(r.ino, r.parent, r.name, path !== undefined ? { ...init, replace: path } : init);
+    if (now) held.send(r.ino);
+    const sent = answer.then(
       async (made: Created) => {
         if (made.replaced) await ctx.dropped(made.replaced);
       },
@@ -173,7 +185,7 @@ export function createWriteAtClose(held: HeldCreates): WritePolicy {
     async createFile(ctx, c, parent, name, mode, localFlags, exclusive) {
       if (exclusive) return createNow(ctx, c, parent, name, mode, localFlags);
       const { r, fd, path, init } = await makeAhead(ctx, c, parent, name, mode, localFlags);
-      sendBehind(ctx, r, path, init);
+      sendBehind(ctx, r, path, init, sentAtOnce(localFlags));
       return { r, fd, path };
     },
     async adopt(ctx, c, parent, name, m) {
@@ -185,7 +197,7 @@ export function createWriteAtClose(held: HeldCreates): WritePolicy {
       const path = await ctx.paths.pathOf(r.ino).catch(() => ctx.root.whereIs(m.fd));
       // Sent whatever: only the store's answer tells a directory removed meanwhile (the close fails)
       // from one that is there.
-      sendBehind(ctx, r, path, init);
+      sendBehind(ctx, r, path, init, sentAtOnce(m.flags));
       return { r, path };
     },
     async publish(ctx, p) {
