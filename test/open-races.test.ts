@@ -307,6 +307,47 @@ describe("creates of a node of a cluster, before their close", () => {
   });
 });
 
+describe("another node's rename or link onto a name this node has just made, its create not in Redis yet", () => {
+  for (const how of ["rename", "link"] as const) test(`the ${how}'s queued change leaves the new file alone: after its close every node reads its bytes`, async () => {
+    const redis = await startRedis();
+    const a = await startVfsNode(redis.url, "a");
+    const b = await startVfsNode(redis.url, "b");
+    try {
+      const y = await a.vfs.create(C, 1, "y", 0o644, O_WRONLY | O_CREAT);
+      expect(await a.vfs.write(C, y.attr.ino, y.open.fh, 0, Buffer.from("YYYYYYYY"))).toBe(8);
+      await a.vfs.flush(C, y.attr.ino, y.open.fh, true);
+      await a.vfs.release(C, y.attr.ino, y.open.fh, false);
+      const x = await a.vfs.create(C, 1, "x", 0o644, O_WRONLY | O_CREAT);
+      expect(await a.vfs.write(C, x.attr.ino, x.open.fh, 0, Buffer.from("AAAA"))).toBe(4);
+      // B renames or links y (whose bytes A holds) onto x, which Redis does not have yet; A applies it.
+      if (how === "rename") await b.vfs.rename(C, 1, "y", 1, "x", 0);
+      else await b.vfs.link(C, y.attr.ino, 1, "x");
+      await a.todo.drain();
+      expect(fs.readFileSync(join(a.rootPath, "x"), "utf8")).toBe("AAAA");
+      expect(await a.vfs.write(C, x.attr.ino, x.open.fh, 4, Buffer.from("BB"))).toBe(2);
+      await a.vfs.flush(C, x.attr.ino, x.open.fh, true);
+      await a.vfs.release(C, x.attr.ino, x.open.fh, false);
+      await a.todo.drain();
+      expect(fs.readFileSync(join(a.rootPath, "x"), "utf8")).toBe("AAAABB");
+      // A's create, later in Redis than the rename, replaced the renamed file.
+      expect(await b.store.lookup(1, "x")).toMatchObject({ ino: x.attr.ino, size: 6 });
+      if (how === "rename") {
+        expect(await b.store.lookup(1, "y").then(() => "there", () => "gone")).toBe("gone");
+        // The renamed file's bytes went with it.
+        expect(fs.existsSync(join(a.rootPath, "y"))).toBe(false);
+      } else {
+        // The linked file keeps its first name, and its bytes.
+        expect(await b.store.lookup(1, "y")).toMatchObject({ ino: y.attr.ino, nlink: 1 });
+        expect(fs.readFileSync(join(a.rootPath, "y"), "utf8")).toBe("YYYYYYYY");
+      }
+    } finally {
+      await b.close();
+      await a.close();
+      await redis.stop();
+    }
+  });
+});
+
 describe("two writers of one file on one node, closing at once", () => {
   test("the record ends with the size the file has on disk, whichever close's publish is held up", async () => {
     const redis = await startRedis();

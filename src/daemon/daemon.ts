@@ -220,7 +220,10 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     if (retired) cleanups.push(async () => retired.close());
     // One lock for the local directories: creates here, and renames from here or applied from other nodes.
     const localDirs = createRwLock();
-    const todo = createTodoApplier({ root, nodeId, store, log: nlog, writing: (ino) => vfs?.writing(ino) ?? false, retire: retired?.retire, localDirs });
+    const todo = createTodoApplier({
+      root, nodeId, store, log: nlog, writing: (ino) => vfs?.writing(ino) ?? false, retire: retired?.retire, localDirs,
+      asked: () => vfs?.store ?? store,
+    });
     let copies: CopyCache | undefined;
     // The peer port is bound before the node is registered: a port in use (or any failure before
     // this point) leaves no record naming an address this node never served on.

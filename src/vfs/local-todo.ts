@@ -27,6 +27,11 @@ export interface TodoApplierOptions {
   log: Logger;
   /** Whether this node has ino open for writing (its close may make it the holder again: a drop waits). */
   writing(ino: number): boolean;
+  /**
+   * The store as this node's filesystem asks it: the creates it holds back reach Redis before each
+   * question (held-creates.ts). By default store.
+   */
+  asked?(): MetadataStore;
   /** The last name of a file held here goes: true when its bytes were kept for readers elsewhere. */
   retire?: (path: string, ino: number, version: number) => boolean;
   /**
@@ -56,11 +61,43 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
     return false;
   };
 
-  function move(from: string, to: string, id?: string): void {
+  /** The inode the namespace has at path now, if any. */
+  async function inoAt(path: string): Promise<number | undefined> {
+    const store = o.asked?.() ?? o.store;
+    let ino = 1;
+    try {
+      for (const name of path.split("/").filter(Boolean)) ino = (await store.lookup(ino, name)).ino;
+      return ino;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * A file at to with another identity than the one moved (or linked) there is the file the rename replaced,
+   * unless the namespace has it at to now: one this node made whose create reached the store only
+   * after the rename (written behind), and which replaced the moved file in turn. That one stays.
+   */
+  async function newerAt(to: string, id: string | undefined): Promise<boolean> {
+    if (root.typeOf(to) !== "file") return false;
+    const there = root.identityOf(to);
+    if (there === undefined || there === id) return false;
+    return Number(there.split(":")[0]) === (await inoAt(to));
+  }
+
+  async function move(from: string, to: string, id?: string): Promise<void> {
     const t = root.typeOf(from);
     if (t === undefined || !isTheFile(from, id)) return;
     // A directory this node made there meanwhile (its files arrived before the queued rename) stays.
     if (t === "dir" && root.typeOf(to) === "dir") return merge(from, to);
+    if (await newerAt(to, id)) {
+      // The moved file's bytes go too once nothing names it any more (that newer file replaced it).
+      const moved = Number(id?.split(":")[0]);
+      const gone = moved > 0 && !(await (o.asked?.() ?? o.store).get(moved).then((r) => r.nlink > 0, () => false));
+      if (gone) root.remove(from);
+      o.log.warn({ from, to, movedFileKept: !gone }, "a queued rename met a newer file made here under its new name: the newer one is kept");
+      return;
+    }
     root.remove(to);
     makeLocal(root, to, () => root.rename(from, to));
   }
@@ -79,13 +116,8 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
 
   /** Whether the namespace has a directory at path now (made again after the change was queued). */
   async function isDirNow(path: string): Promise<boolean> {
-    let ino = 1;
-    try {
-      for (const name of path.split("/").filter(Boolean)) ino = (await o.store.lookup(ino, name)).ino;
-      return isDir((await o.store.get(ino)).mode);
-    } catch {
-      return false;
-    }
+    const ino = await inoAt(path);
+    return ino !== undefined && (await o.store.get(ino).then((r) => isDir(r.mode), () => false));
   }
 
   const isFile = (p: string) => {
@@ -93,7 +125,7 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
     return t !== undefined && t !== "dir";
   };
 
-  const moving = (fn: () => void): Promise<void> => o.localDirs.exclusive(async () => fn());
+  const moving = (fn: () => void | Promise<void>): Promise<void> => o.localDirs.exclusive(async () => fn());
 
   async function apply(e: TodoEntry): Promise<void> {
     const paths = e.op === "mv" || e.op === "swap" || e.op === "link" ? [e.from, e.to] : [e.path];
@@ -114,7 +146,9 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
       case "mv":
         return moving(() => move(e.from, e.to, e.id));
       case "link":
-        if (root.typeOf(e.from) === "file" && isTheFile(e.from, e.id)) makeLocal(root, e.to, () => root.link(e.from, e.to));
+        if (root.typeOf(e.from) !== "file" || !isTheFile(e.from, e.id)) return;
+        if (await newerAt(e.to, e.id)) return void o.log.warn({ from: e.from, to: e.to }, "a queued link met a newer file made here under its name: the newer one is kept");
+        makeLocal(root, e.to, () => root.link(e.from, e.to));
         return;
       case "drop": {
         // Every name of a hard-linked file: this node kept the old bytes under each.

@@ -59,7 +59,7 @@ export async function startVfsNode(url: string, id: string, wrap: (s: MetadataSt
   const remote = createRemoteData({ root, store, peers: createPeerReads(pool), cache, nodeId: id, listing, log });
   let vfs: Vfs | undefined;
   const localDirs = createRwLock();
-  const todo = createTodoApplier({ root, nodeId: id, store, log, writing: (ino) => vfs?.writing(ino) ?? false, localDirs });
+  const todo = createTodoApplier({ root, nodeId: id, store, log, writing: (ino) => vfs?.writing(ino) ?? false, localDirs, asked: () => vfs?.store ?? store });
   const made = (vfs = createVfs({ root, nodeId: id, store, log, attrCacheMs: 1000, localDirs, ...(o.sole ? {} : { remote, catchUp: () => todo.drain() }), ...(o.shimCreates ? { shimCreates: o.shimCreates } : {}), ...(o.recordLost ? { recordLost: o.recordLost } : {}) }));
   return {
     id, vfs: made, store, todo, rootPath,
