@@ -468,7 +468,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
         ctx.log.error({ op: "create", parent, name, ino: m.ino }, "the shim made a file with no kit handed for it");
         return;
       }
-      const { r, path } = await ctx.policy.adopt(ctx, c, parent, name, { ino: m.ino, gen, mode: m.mode, gid: m.gid, time: m.time, fd: m.fd, flags: m.flags });
+      const { r, path } = await ctx.policy.adopt(ctx, c, parent, name, { ino: m.ino, gen, mode: m.mode, gid: m.gid, time: m.time, fd: m.fd });
       ctx.writtenHere.add(r.ino);
       ctx.open.add({ ino: r.ino, fd: m.fd, writable: true, dirty: false, ...(path !== undefined ? { at: path } : {}) }, r, m.fh);
       kernel.opened(r.ino, r.version);
