@@ -530,11 +530,6 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       if (!h) return;
       try {
         if ((dirty || h.dirty) && !ctx.purgeOnClose.has(ino)) await publish(h);
-        // A release with no flush before it (the kernel's open failed after the create) is the file's
-        // close; the kernel takes no error from it, and the create's failure was logged. Only then:
-        // a release that waits for nothing takes its handle away at once (peers refuse reads of a
-        // file a writer has open here).
-        else if (ctx.policy.unsettled(ino)) await ctx.policy.settled(ino).catch(() => {});
       } finally {
         // Closed at shutdown meanwhile (closeAll) if -1; else given up here, so that closeAll does not close the number again.
         if (h.fd >= 0) fs.closeSync(h.fd);

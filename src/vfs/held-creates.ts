@@ -111,8 +111,7 @@ export function createHeldCreates(raw: MetadataStore, holdMs = HOLD_MS): HeldCre
     hold(ino, parent, name, init) {
       const key = `${parent}/${name}`;
       const earlier = names.get(key);
-      const e = earlier === undefined ? undefined : held.get(earlier);
-      if (earlier !== undefined && e) sendHeld(earlier, e);
+      if (earlier !== undefined) sendHeld(earlier, held.get(earlier)!);
       const h: Held = { parent, name, init, at: performance.now(), answer: Promise.withResolvers<Created>() };
       held.set(ino, h);
       names.set(key, ino);

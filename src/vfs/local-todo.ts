@@ -61,9 +61,13 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
     return false;
   };
 
+  const asked = () => o.asked?.() ?? o.store;
+  /** The inode of a file identity (fileIdentity). */
+  const inoOf = (id: string | undefined) => Number(id?.split(":")[0]);
+
   /** The inode the namespace has at path now, if any. */
   async function inoAt(path: string): Promise<number | undefined> {
-    const store = o.asked?.() ?? o.store;
+    const store = asked();
     let ino = 1;
     try {
       for (const name of path.split("/").filter(Boolean)) ino = (await store.lookup(ino, name)).ino;
@@ -82,7 +86,7 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
     if (root.typeOf(to) !== "file") return false;
     const there = root.identityOf(to);
     if (there === undefined || there === id) return false;
-    return Number(there.split(":")[0]) === (await inoAt(to));
+    return inoOf(there) === (await inoAt(to));
   }
 
   async function move(from: string, to: string, id?: string): Promise<void> {
@@ -92,8 +96,8 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
     if (t === "dir" && root.typeOf(to) === "dir") return merge(from, to);
     if (await newerAt(to, id)) {
       // The moved file's bytes go too once nothing names it any more (that newer file replaced it).
-      const moved = Number(id?.split(":")[0]);
-      const gone = moved > 0 && !(await (o.asked?.() ?? o.store).get(moved).then((r) => r.nlink > 0, () => false));
+      const moved = inoOf(id);
+      const gone = moved > 0 && !(await asked().get(moved).then((r) => r.nlink > 0, () => false));
       if (gone) root.remove(from);
       o.log.warn({ from, to, movedFileKept: !gone }, "a queued rename met a newer file made here under its new name: the newer one is kept");
       return;
@@ -136,7 +140,7 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
     switch (e.op) {
       case "rm": {
         if (!isFile(e.path) || !isTheFile(e.path, e.id)) return;
-        const ino = Number(e.id?.split(":")[0]);
+        const ino = inoOf(e.id);
         if (!(e.last && e.v && ino && o.retire?.(e.path, ino, Number(e.v)))) root.unlink(e.path);
         return;
       }

@@ -117,7 +117,7 @@ async function createNow(ctx: VfsContext, c: Caller, parent: number, name: strin
 /** The store answered a change with a refusal (a name taken, a directory gone, its disk full): not out of reach, nor a change lost on its way. */
 const refusedByStore = (e: unknown) => !(e instanceof OutcomeUnknown) && !(e instanceof StoreUnavailable);
 
-export function createWriteAtClose(held: HeldCreates): WritePolicy {
+export function createWriteAtClose(): WritePolicy {
   /** Creates sent and not yet answered, by inode. */
   const creating = new Map<number, Promise<void>>();
 
@@ -140,12 +140,7 @@ export function createWriteAtClose(held: HeldCreates): WritePolicy {
   function sendBehind(ctx: VfsContext, r: Inode, path: string | undefined, init: NewInode): void {
     const where = path ?? `${r.parent}/${r.name}`;
     // The kernel found no such name; one another node made since is replaced (the rule above).
-    const answer = held.hold(r.ino, r.parent, r.name, path !== undefined ? { ...init, replace: path } : init);
-    // Sent at once, not held to the close: with a create held, a kill -9 of the Redis master lost
-    // files whose close had returned (sentinel.test, 2 of 8 runs; none in as many without), and the
-    // cause is not known yet. Other nodes opening the name meanwhile (to append to a shared log) find it.
-    held.send(r.ino);
-    const sent = answer.then(
+    const sent = ctx.store.create(r.parent, r.name, path !== undefined ? { ...init, replace: path } : init).then(
       async (made: Created) => {
         if (made.replaced) await ctx.dropped(made.replaced);
       },
@@ -194,23 +189,10 @@ export function createWriteAtClose(held: HeldCreates): WritePolicy {
       return { r, path };
     },
     async publish(ctx, p) {
-      const version = newVersion();
-      const pending = creating.get(p.ino);
-      const made = held.send(p.ino, { size: p.size, mtime: p.mtime, ctime: p.ctime, version, path: p.path });
-      if (made && pending) {
-        // Its answer is the record; a refusal is the close's error (pending throws it).
-        const known = await pending.then(
-          () => true,
-          (e: unknown) => {
-            if (!(e instanceof OutcomeUnknown)) throw e;
-            return false;
-          },
-        );
-        if (known) return ctx.learn(await made);
-      }
       // Sent at once: Redis runs it after the create on the same connection, in the same pipeline.
-      const data = ctx.store.setData(p.ino, p.size, p.mtime, p.ctime, ctx.nodeId, p.path, { version });
-      if (pending && !made) {
+      const data = ctx.store.setData(p.ino, p.size, p.mtime, p.ctime, ctx.nodeId, p.path);
+      const pending = creating.get(p.ino);
+      if (pending) {
         data.catch(() => {});
         // A create that may or may not have been made: the update's own answer tells (ENOENT: not).
         await pending.catch((e: unknown) => {
@@ -219,10 +201,7 @@ export function createWriteAtClose(held: HeldCreates): WritePolicy {
       }
       return ctx.learn(await data);
     },
-    settled(ino) {
-      held.send(ino);
-      return creating.get(ino) ?? Promise.resolve();
-    },
+    settled: (ino) => creating.get(ino) ?? Promise.resolve(),
     unsettled: (ino) => creating.has(ino),
   };
 }
