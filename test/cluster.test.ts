@@ -135,6 +135,37 @@ describe.skipIf(!!skip)("data across nodes", () => {
     expect(fs.readFileSync(join(b.mnt, "cut-open"), "utf8")).toBe("new");
   });
 
+  test("A publishes with its writer still open (fsync; the close of one of two handles): B reads what was published, at once, and again after more writes", () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    const synced = randomBytes(300_000);
+    const fd = fs.openSync(join(a.mnt, "synced-open"), "w");
+    try {
+      fs.writeSync(fd, synced);
+      fs.fsyncSync(fd);
+      expect(fs.readFileSync(join(b.mnt, "synced-open")).equals(synced)).toBe(true);
+      // Written after the fsync, not published: a reader elsewhere reads at least what was published.
+      fs.writeSync(fd, Buffer.alloc(1000, 1), 0, 1000, 0);
+      expect(fs.readFileSync(join(b.mnt, "synced-open")).subarray(1000).equals(synced.subarray(1000))).toBe(true);
+    } finally {
+      fs.closeSync(fd);
+    }
+    const last = Buffer.concat([Buffer.alloc(1000, 1), synced.subarray(1000)]);
+    expect(fs.readFileSync(join(b.mnt, "synced-open")).equals(last)).toBe(true);
+
+    const first = fs.openSync(join(a.mnt, "two-handles"), "w");
+    const second = fs.openSync(join(a.mnt, "two-handles"), "r+");
+    try {
+      fs.writeSync(first, "closed through the first");
+      fs.closeSync(first);
+      expect(fs.readFileSync(join(b.mnt, "two-handles"), "utf8")).toBe("closed through the first");
+      fs.writeSync(second, "C");
+      expect(fs.readFileSync(join(b.mnt, "two-handles"), "utf8").slice(1)).toBe("losed through the first");
+    } finally {
+      fs.closeSync(second);
+    }
+    expect(fs.readFileSync(join(b.mnt, "two-handles"), "utf8")).toBe("Closed through the first");
+  });
+
   test("a name B's own rename made is gone from B once A renames or removes it: nothing B does through it reaches the file", () => {
     const [a, b] = n as [TestDaemon, TestDaemon];
     fs.mkdirSync(join(a.mnt, "moved-twice"));

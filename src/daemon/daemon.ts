@@ -280,9 +280,9 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         retired,
         // Before the vfs exists nothing writes the root: every read is of steady bytes. A writer's
         // release the shim answered is taken in first: its close returned, its bytes are published.
-        steady: (ino) => {
+        steady: (ino, version) => {
           session?.takeQueued();
-          return vfs?.steady(ino) ?? (() => vfs === undefined);
+          return vfs?.steady(ino, version) ?? (() => vfs === undefined);
         },
         interceptors: m ? [rpcObserver("server")] : [],
         ...(m ? { observeBulk: bulkObserver("server") } : {}),

@@ -32,8 +32,8 @@ export interface PeerServiceOptions {
   onServed?: (bytes: number) => void;
   /** Bytes of files unlinked while read in ranges elsewhere. */
   retired?: RetiredFiles;
-  /** A check that no write of ino's root file began since the call (see Vfs.steady). */
-  steady?: (ino: number) => () => boolean;
+  /** A check that no write of ino's root file began since the call, for a read of version (see Vfs.steady). */
+  steady?: (ino: number, version: number) => () => boolean;
 }
 
 /**
@@ -94,7 +94,7 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
     const kept = o.retired?.open(ino, version);
     if (kept !== undefined) return { data: { fd: kept }, intact: () => true };
     // Taken before the holder check: a write begun after it may already have changed the bytes.
-    const intact = o.steady?.(ino) ?? (() => true);
+    const intact = o.steady?.(ino, version) ?? (() => true);
     if (!(await (held ?? o.holdsInRoot([{ ino, version }]).then((h) => h[0])))) {
       // Unlinked elsewhere a moment ago: its queued removal here keeps the bytes if they were read in
       // ranges. Not held here for any other reason (a sibling asked along): no need to catch up.

@@ -45,6 +45,11 @@ export interface OpenInode {
   rec: Inode;
   /** The version this node last published of its own file while the inode was open here. */
   ownVersion?: number;
+  /**
+   * That version, while the writers open when it was published stay the only ones (it was published
+   * by an fsync, or the close of one of their handles): its bytes are the file's as they write it.
+   */
+  live?: number;
 }
 
 /**
@@ -78,8 +83,13 @@ export interface OpenFiles {
   writeOutside(ino: number): () => void;
   /** Whether such a write of ino is under way. */
   writingOutside(ino: number): boolean;
-  /** A check, true while no write of ino's root file has begun here since this call (false from the start if one is under way). */
-  steady(ino: number): () => boolean;
+  /**
+   * A check, true while no write of ino's root file has begun here since this call (false from the
+   * start if one is under way). Given a version: a writer's own publish of it (see OpenInode.live)
+   * holds while that writer goes on, whose writes a reader of it may see, as one of a file being
+   * written on one node would.
+   */
+  steady(ino: number, version?: number): () => boolean;
   addDir(d: DirHandle): number;
   dir(fh: number): DirHandle;
   removeDir(fh: number): void;
@@ -139,6 +149,7 @@ export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
         byIno.set(h.ino, (o = { handles: new Map(), rec }));
         opened?.(h.ino);
       }
+      if (h.writable) delete o.live;
       o.handles.set(h, fh);
       return fh;
     },
@@ -205,9 +216,13 @@ export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
       };
     },
     writingOutside: (ino) => outside.has(ino),
-    steady(ino) {
+    steady(ino, version) {
       const at = writeStamp;
-      if (hasWriter(ino)) return () => false;
+      if (hasWriter(ino)) {
+        const o = byIno.get(ino);
+        if (version === undefined || o?.live !== version) return () => false;
+        return () => byIno.get(ino) === o && o.live === version;
+      }
       return () => (writeBegun.get(ino) ?? writeFloor) <= at && !hasWriter(ino);
     },
     addDir(d) {

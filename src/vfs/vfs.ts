@@ -46,9 +46,10 @@ export interface Vfs extends FileSystem {
   writing(ino: number): boolean;
   /**
    * For a read of ino's root file that must not see a write: a check, true while no write of the
-   * file has begun here since this call (false from the start if one is under way).
+   * file has begun here since this call (false from the start if one is under way). version: see
+   * OpenFiles.steady.
    */
-  steady(ino: number): () => boolean;
+  steady(ino: number, version?: number): () => boolean;
   /** Close every open backing file, and send the creates held (at shutdown). */
   closeAll(): Promise<void>;
   /** The store as this filesystem uses it: what it made is in it before each call (held-creates.ts). */
@@ -207,6 +208,7 @@ export function createVfs(o: VfsOptions): Vfs {
       const entry = open.inode(r.ino);
       if (!entry) return;
       entry.ownVersion = r.version;
+      entry.live = r.version;
       for (const other of entry.handles.keys()) {
         if (!other.reads || other.reads.copy || other.fd < 0) continue;
         const same = fs.fstatSync(other.fd, { bigint: true });
