@@ -75,6 +75,23 @@ describe.skipIf(!!skip)("Redis restored from an older copy", () => {
     expect(a.log()).toContain("Redis had lost files this node holds");
   }, 120_000);
 
+  test("a repair Redis refuses half-way (out of memory) is tried again until it is done: the files it lost come back", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
+    const redis = cluster.redis;
+    fs.mkdirSync(join(a.mnt, "r"));
+    fs.writeFileSync(join(a.mnt, "r", "kept"), "kept");
+    expect(await redis.cli("SAVE")).toBe("OK");
+    fs.copyFileSync(join(redis.dir, "dump.rdb"), join(redis.dir, "older.rdb"));
+    for (let i = 0; i < N; i++) fs.writeFileSync(join(a.mnt, "r", `lost-${i}`), content("refused", i));
+    const failed = a.log().split("checking what Redis kept of this node's files failed").length;
+    // Back without them, and taking no writes: A sees the restart, and its repair fails.
+    await redis.restart((dir) => fs.copyFileSync(join(dir, "older.rdb"), join(dir, "dump.rdb")), ["--maxmemory", "1", "--maxmemory-policy", "noeviction"]);
+    await waitFor("A's repair refused", () => a.log().split("checking what Redis kept of this node's files failed").length > failed, 30_000);
+    expect(await redis.cli("CONFIG", "SET", "maxmemory", "0")).toBe("OK");
+    await waitFor("the lost files back in the namespace", () => fs.readdirSync(join(b.mnt, "r")).filter((f) => f.startsWith("lost-")).length === N, 30_000);
+    for (let i = 0; i < N; i++) expect(fs.readFileSync(join(b.mnt, "r", `lost-${i}`)).equals(content("refused", i))).toBe(true);
+  }, 120_000);
+
   test("a file open for writing when its node finds Redis lost writes is published at its close, not before: no node reads it half-written", async () => {
     const [a, b] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
     const redis = cluster.redis;

@@ -302,9 +302,30 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     const atStart = await guard.check();
     /** closing: a file whose close found its record gone (not deleted): published again though still open. */
     let afterRollback: (how: RedisCheck | "lost", closing?: number) => Promise<void> = async () => {};
+    // A check that found writes lost is owed its repair until one runs to the end: the guard tells
+    // of a restart once, and a repair Redis refuses half-way (out of memory, a second failover) would
+    // leave what it lost lost for good.
+    let owed: RedisCheck | undefined;
+    let repairing = false;
+    const checkRedis = async () => {
+      const how = await guard.check();
+      if (how !== "ok" && owed !== "behind") owed = how;
+      if (!owed || repairing) return;
+      const doing = owed;
+      owed = undefined;
+      repairing = true;
+      try {
+        await afterRollback(doing);
+      } catch (e) {
+        if (owed !== "behind") owed = doing;
+        nlog.error({ err: (e as Error).message }, "checking what Redis kept of this node's files failed: trying again at the next heartbeat");
+      } finally {
+        repairing = false;
+      }
+    };
     const beat = setInterval(() => {
       store.heartbeat(nodeId, NODE_TTL_MS, { cache: copies?.usage() ?? [], ...freeSpace(cfg.rootPath) }).catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "heartbeat failed"));
-      guard.check().then((how) => (how === "ok" ? undefined : afterRollback(how))).catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "checking Redis for lost writes failed"));
+      checkRedis().catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "checking Redis for lost writes failed"));
       // Changes queued for this node whose notice never came (their node died right after queueing
       // them); not while the start-up scan walks the disk.
       if (started) void todo.drain();

@@ -16,16 +16,19 @@ export interface TestRedis {
   resume(): Promise<void>;
   /** Its data directory (dump.rdb goes there on SAVE). */
   readonly dir: string;
-  /** kill -9, let prepare change the data directory (or act while Redis is down), start again on the same socket. */
-  restart(prepare?: (dir: string) => void | Promise<void>): Promise<void>;
+  /**
+   * kill -9, let prepare change the data directory (or act while Redis is down), start again on the
+   * same socket, with args added to its command line.
+   */
+  restart(prepare?: (dir: string) => void | Promise<void>, args?: string[]): Promise<void>;
 }
 
 /** A real redis-server on a unix socket in a temp dir (no TCP port). */
 export async function startRedis(): Promise<TestRedis> {
   const dir = tempDir("redis");
   const sock = join(dir.path, "redis.sock");
-  const launch = async () => {
-    const p = spawn(["redis-server", "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no", "--dir", dir.path], { stdout: "ignore", stderr: "ignore" });
+  const launch = async (args: string[] = []) => {
+    const p = spawn(["redis-server", "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no", "--dir", dir.path, ...args], { stdout: "ignore", stderr: "ignore" });
     await waitFor("redis socket", () => existsSync(sock) || p.exitCode !== null);
     if (p.exitCode !== null) throw new Error("redis-server exited at start");
     return p;
@@ -45,12 +48,12 @@ export async function startRedis(): Promise<TestRedis> {
     },
     dir: dir.path,
     cli,
-    async restart(prepare) {
+    async restart(prepare, args) {
       proc.kill("SIGKILL");
       await proc.exited;
       rmSync(sock, { force: true });
       await prepare?.(dir.path);
-      proc = await launch();
+      proc = await launch(args);
       await waitFor("redis ping", async () => (await cli("ping")) === "PONG");
     },
     async pause() {
