@@ -468,7 +468,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
         ctx.log.error({ op: "create", parent, name, ino: m.ino }, "the shim made a file with no kit handed for it");
         return;
       }
-      const { r, path } = await ctx.policy.adopt(ctx, c, parent, name, { ino: m.ino, gen, mode: m.mode, gid: m.gid, time: m.time, fd: m.fd });
+      const { r, path } = await ctx.policy.adopt(ctx, c, parent, name, { ino: m.ino, gen, mode: m.mode, gid: m.gid, time: m.time, fd: m.fd, flags: m.flags });
       ctx.writtenHere.add(r.ino);
       ctx.open.add({ ino: r.ino, fd: m.fd, writable: true, dirty: false, ...(path !== undefined ? { at: path } : {}) }, r, m.fh);
       kernel.opened(r.ino, r.version);
@@ -530,6 +530,11 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       if (!h) return;
       try {
         if ((dirty || h.dirty) && !ctx.purgeOnClose.has(ino)) await publish(h);
+        // A release with no flush before it (the kernel's open failed after the create) is the file's
+        // close; the kernel takes no error from it, and the create's failure was logged. Only then:
+        // a release that waits for nothing takes its handle away at once (peers refuse reads of a
+        // file a writer has open here).
+        else if (ctx.policy.unsettled(ino)) await ctx.policy.settled(ino).catch(() => {});
       } finally {
         // Closed at shutdown meanwhile (closeAll) if -1; else given up here, so that closeAll does not close the number again.
         if (h.fd >= 0) fs.closeSync(h.fd);

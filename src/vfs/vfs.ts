@@ -69,7 +69,7 @@ export function createVfs(o: VfsOptions): Vfs {
   const paths = createPathCache(store);
   const shim = o.shimEntries;
   const open = createOpenFiles(shim?.dropInode);
-  const policy = o.remote ? createWriteAtClose() : createWriteBehind(held);
+  const policy = o.remote ? createWriteAtClose(held) : createWriteBehind(held);
   const inos = createInodeNumbers(store);
   // The shim makes files where the policy takes them in: a sole node's names are free by its listings,
   // a cluster node's by the store's answer to the kernel's lookup just before (creates.c).

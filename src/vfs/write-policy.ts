@@ -1,6 +1,7 @@
 import type { Caller } from "../fuse/types.ts";
 import { newGeneration, newVersion, type Created, type Inode, type NewInode } from "../meta/store.ts";
 import { nowNs } from "../util/time.ts";
+import { constants } from "node:fs";
 import { E, errnoOf, FsError, fsError, OutcomeUnknown, StoreUnavailable } from "../util/errno.ts";
 import { isDir, S_IFREG, S_ISGID } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
@@ -26,7 +27,7 @@ export interface Published {
  * A node of a cluster writes a non-exclusive create behind too, but a file's close (flush, fsync)
  * waits for its create and its new size to be in the store: what another node can see is what was
  * closed (close-to-open). Commands sent in one event-loop turn leave as one pipeline, so writers
- * closing at once share a round trip. A sole node's create written behind waits for its file's first
+ * closing at once share a round trip. Either way a create written behind waits for its file's first
  * publish and goes with it, as one create (held-creates.ts). Should another node have made the same name in between, the
  * later create replaces the earlier file, as if it had been renamed over it. O_EXCL creates and every
  * other namespace change wait for the store before they return.
@@ -50,7 +51,7 @@ export interface WritePolicy {
   adopt?(ctx: VfsContext, c: Caller, parent: number, name: string, m: Adopted): Promise<{ r: Inode; path: string | undefined }>;
 }
 
-/** A file made outside JS: its inode and identity, mode and group, times, and its local file open as fd. */
+/** A file made outside JS: its inode and identity, mode and group, times, its local file open as fd, and the create's open flags. */
 export interface Adopted {
   ino: number;
   gen: string;
@@ -58,7 +59,14 @@ export interface Adopted {
   gid: number;
   time: bigint;
   fd: number;
+  flags: number;
 }
+
+/**
+ * An O_APPEND create on a node of a cluster goes to the store at once rather than at its close: other
+ * nodes opening the name to append to it meanwhile (a shared log) find this file, not none.
+ */
+const sentAtOnce = (flags: number) => (flags & O_APPEND) !== 0;
 
 /** A new file: its record, and its local file open (fd) at path in this node's root. */
 export interface Made {
@@ -66,6 +74,8 @@ export interface Made {
   fd: number;
   path: string;
 }
+
+const { O_APPEND } = constants;
 
 /** A new regular file's record: in parent, made by c at time now. */
 function newFile(c: Caller, parent: number, name: string, ino: number, gen: string, mode: number, gid: number, now: bigint): Inode {
@@ -117,7 +127,7 @@ async function createNow(ctx: VfsContext, c: Caller, parent: number, name: strin
 /** The store answered a change with a refusal (a name taken, a directory gone, its disk full): not out of reach, nor a change lost on its way. */
 const refusedByStore = (e: unknown) => !(e instanceof OutcomeUnknown) && !(e instanceof StoreUnavailable);
 
-export function createWriteAtClose(): WritePolicy {
+export function createWriteAtClose(held: HeldCreates): WritePolicy {
   /** Creates sent and not yet answered, by inode. */
   const creating = new Map<number, Promise<void>>();
 
@@ -137,10 +147,12 @@ export function createWriteAtClose(): WritePolicy {
    * path undefined: where its local file is is not known (its directory removed meanwhile); it
    * replaces no file another node made, and a refusal leaves nothing here to remove.
    */
-  function sendBehind(ctx: VfsContext, r: Inode, path: string | undefined, init: NewInode): void {
+  function sendBehind(ctx: VfsContext, r: Inode, path: string | undefined, init: NewInode, now: boolean): void {
     const where = path ?? `${r.parent}/${r.name}`;
     // The kernel found no such name; one another node made since is replaced (the rule above).
-    const sent = ctx.store.create(r.parent, r.name, path !== undefined ? { ...init, replace: path } : init).then(
+    const answer = held.hold(r.ino, r.parent, r.name, path !== undefined ? { ...init, replace: path } : init);
+    if (now) held.send(r.ino);
+    const sent = answer.then(
       async (made: Created) => {
         if (made.replaced) await ctx.dropped(made.replaced);
       },
@@ -173,7 +185,7 @@ export function createWriteAtClose(): WritePolicy {
     async createFile(ctx, c, parent, name, mode, localFlags, exclusive) {
       if (exclusive) return createNow(ctx, c, parent, name, mode, localFlags);
       const { r, fd, path, init } = await makeAhead(ctx, c, parent, name, mode, localFlags);
-      sendBehind(ctx, r, path, init);
+      sendBehind(ctx, r, path, init, sentAtOnce(localFlags));
       return { r, fd, path };
     },
     async adopt(ctx, c, parent, name, m) {
@@ -185,14 +197,27 @@ export function createWriteAtClose(): WritePolicy {
       const path = await ctx.paths.pathOf(r.ino).catch(() => ctx.root.whereIs(m.fd));
       // Sent whatever: only the store's answer tells a directory removed meanwhile (the close fails)
       // from one that is there.
-      sendBehind(ctx, r, path, init);
+      sendBehind(ctx, r, path, init, sentAtOnce(m.flags));
       return { r, path };
     },
     async publish(ctx, p) {
-      // Sent at once: Redis runs it after the create on the same connection, in the same pipeline.
-      const data = ctx.store.setData(p.ino, p.size, p.mtime, p.ctime, ctx.nodeId, p.path);
+      const version = newVersion();
       const pending = creating.get(p.ino);
-      if (pending) {
+      const made = held.send(p.ino, { size: p.size, mtime: p.mtime, ctime: p.ctime, version, path: p.path });
+      if (made && pending) {
+        // Its answer is the record; a refusal is the close's error (pending throws it).
+        const known = await pending.then(
+          () => true,
+          (e: unknown) => {
+            if (!(e instanceof OutcomeUnknown)) throw e;
+            return false;
+          },
+        );
+        if (known) return ctx.learn(await made);
+      }
+      // Sent at once: Redis runs it after the create on the same connection, in the same pipeline.
+      const data = ctx.store.setData(p.ino, p.size, p.mtime, p.ctime, ctx.nodeId, p.path, { version });
+      if (pending && !made) {
         data.catch(() => {});
         // A create that may or may not have been made: the update's own answer tells (ENOENT: not).
         await pending.catch((e: unknown) => {
@@ -201,7 +226,10 @@ export function createWriteAtClose(): WritePolicy {
       }
       return ctx.learn(await data);
     },
-    settled: (ino) => creating.get(ino) ?? Promise.resolve(),
+    settled(ino) {
+      held.send(ino);
+      return creating.get(ino) ?? Promise.resolve();
+    },
     unsettled: (ino) => creating.has(ino),
   };
 }
