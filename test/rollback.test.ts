@@ -92,6 +92,53 @@ describe.skipIf(!!skip)("Redis restored from an older copy", () => {
     for (let i = 0; i < N; i++) expect(fs.readFileSync(join(b.mnt, "r", `lost-${i}`)).equals(content("refused", i))).toBe(true);
   }, 120_000);
 
+  test("a node whose check of Redis fails half-way, while another node raises the counter first, still repairs what it lost", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
+    const redis = cluster.redis;
+    const count = (d: TestDaemon, s: string) => d.log().split(s).length - 1;
+    fs.mkdirSync(join(a.mnt, "q"));
+    fs.mkdirSync(join(b.mnt, "qb"));
+    expect(await redis.cli("SAVE")).toBe("OK");
+    fs.copyFileSync(join(redis.dir, "dump.rdb"), join(redis.dir, "older.rdb"));
+    const counter = Number(await redis.cli("GET", "mcfs:next"));
+    expect(counter).toBeGreaterThan(0);
+    // Both nodes are handed numbers the older copy does not know (a block of numbers each, taken
+    // after it): both find Redis behind.
+    let highest = 0;
+    let made = 0;
+    for (; highest < counter; made++) {
+      fs.writeFileSync(join(a.mnt, "q", `lost-${made}`), content("raced", made));
+      highest = Math.max(highest, fs.statSync(join(a.mnt, "q", `lost-${made}`)).ino);
+    }
+    for (let i = 0, ino = 0; ino < counter; i++) {
+      fs.writeFileSync(join(b.mnt, "qb", `b-${i}`), "b");
+      ino = fs.statSync(join(b.mnt, "qb", `b-${i}`)).ino;
+    }
+    const markOf = (d: TestDaemon) => {
+      try {
+        return Number(fs.readFileSync(join(d.root, ".mcfs", "inode-high-water"), "utf8"));
+      } catch {
+        return 0;
+      }
+    };
+    await waitFor("A's high-water mark on its disk", () => markOf(a) >= highest);
+    const failed = count(a, "checking Redis for lost writes failed");
+    await redis.restart((dir) => fs.copyFileSync(join(dir, "older.rdb"), join(dir, "dump.rdb")), ["--maxmemory", "1", "--maxmemory-policy", "noeviction"]);
+    // A finds Redis behind; raising the counter is refused: its check fails half-way.
+    await waitFor("A's check refused", () => count(a, "checking Redis for lost writes failed") > failed, 30_000);
+    // A stopped meanwhile, so that B raises the counter before A's next check.
+    a.proc.kill("SIGSTOP");
+    try {
+      const behind = count(b, "inode counter is behind");
+      expect(await redis.cli("CONFIG", "SET", "maxmemory", "0")).toBe("OK");
+      await waitFor("B raising the counter", () => count(b, "inode counter is behind") > behind, 30_000);
+    } finally {
+      a.proc.kill("SIGCONT");
+    }
+    await waitFor("A's lost files back in the namespace", () => fs.readdirSync(join(b.mnt, "q")).filter((f) => f.startsWith("lost-")).length === made, 30_000);
+    for (let i = 0; i < made; i++) expect(fs.readFileSync(join(b.mnt, "q", `lost-${i}`)).equals(content("raced", i))).toBe(true);
+  }, 120_000);
+
   test("a file open for writing when its node finds Redis lost writes is published at its close, not before: no node reads it half-written", async () => {
     const [a, b] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
     const redis = cluster.redis;

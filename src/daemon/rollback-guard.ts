@@ -33,13 +33,22 @@ export function createRollbackGuard(o: { store: MetadataStore; markFile: string;
   let mark = read();
   let written = mark;
   let instance: string | undefined;
+  /**
+   * What a check that failed half-way had found (its Redis identity taken, its one-shot wentBack
+   * read): the next check answers at least that. Else another node raising the counter meanwhile
+   * would make a lost write look like none.
+   */
+  let found: RedisCheck = "ok";
   return {
     async check() {
-      const [{ counter, handedOut, wentBack }, id] = await Promise.all([o.store.inodeCounter(), o.store.instanceId()]);
-      const restarted = instance !== undefined && id !== instance;
+      // One after the other: inodeCounter hands wentBack over once, and a failed identity read must not lose it.
+      const id = await o.store.instanceId();
+      const { counter, handedOut, wentBack } = await o.store.inodeCounter();
+      const restarted = found === "restarted" || (instance !== undefined && id !== instance);
       instance = id;
       mark = Math.max(mark, handedOut);
-      const behind = counter < mark || wentBack;
+      const behind = found === "behind" || counter < mark || wentBack;
+      found = behind ? "behind" : restarted ? "restarted" : "ok";
       if (behind) {
         o.log.error({ counter, highWater: mark }, "Redis has lost recent writes: its inode counter is behind numbers already handed out. Raising it, dropping cached metadata and copies, and republishing this node's files");
         await o.store.raiseInodeCounter(mark + MARGIN);
@@ -51,7 +60,9 @@ export function createRollbackGuard(o: { store: MetadataStore; markFile: string;
         fs.renameSync(`${o.markFile}.tmp`, o.markFile);
         written = mark;
       }
-      return behind ? "behind" : restarted ? "restarted" : "ok";
+      const how = found;
+      found = "ok";
+      return how;
     },
   };
 }
