@@ -166,6 +166,34 @@ describe.skipIf(!!skip)("data across nodes", () => {
     expect(fs.readFileSync(join(b.mnt, "two-handles"), "utf8")).toBe("Closed through the first");
   });
 
+  // After A's fsync, A's writer (or a second one) changes the file without publishing: B reads the
+  // published version's length, its first bytes as published, at once; after A's close, the last bytes.
+  const afterSync: [string, (fd: number, path: string) => number | undefined][] = [
+    ["appends", (fd) => void fs.writeSync(fd, Buffer.alloc(4096, "x"), 0, 4096, 1 << 20)],
+    ["cuts it shorter", (fd) => void fs.ftruncateSync(fd, 1000)],
+    ["makes it longer", (fd) => void fs.ftruncateSync(fd, 3 << 20)],
+    ["opens it for writing again", (_fd, path) => fs.openSync(path, "r+")],
+  ];
+  for (const [what, act] of afterSync) test(`A's writer fsyncs a file, then ${what}: B reads the fsynced length and bytes at once, then the closed ones`, () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    const name = `after-sync-${what.replace(/\W+/g, "-")}`;
+    const synced = randomBytes(1 << 20);
+    const fd = fs.openSync(join(a.mnt, name), "w");
+    let other: number | undefined;
+    try {
+      fs.writeSync(fd, synced);
+      fs.fsyncSync(fd);
+      other = act(fd, join(a.mnt, name));
+      const got = fs.readFileSync(join(b.mnt, name));
+      expect(got.length).toBe(synced.length);
+      expect(got.subarray(0, 1000).equals(synced.subarray(0, 1000))).toBe(true);
+    } finally {
+      if (other !== undefined) fs.closeSync(other);
+      fs.closeSync(fd);
+    }
+    expect(fs.readFileSync(join(b.mnt, name)).equals(fs.readFileSync(join(a.mnt, name)))).toBe(true);
+  });
+
   test("a name B's own rename made is gone from B once A renames or removes it: nothing B does through it reaches the file", () => {
     const [a, b] = n as [TestDaemon, TestDaemon];
     fs.mkdirSync(join(a.mnt, "moved-twice"));

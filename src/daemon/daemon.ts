@@ -284,6 +284,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
           session?.takeQueued();
           return vfs?.steady(ino, version) ?? (() => vfs === undefined);
         },
+        liveSize: (ino, version) => vfs?.liveSize(ino, version),
         interceptors: m ? [rpcObserver("server")] : [],
         ...(m ? { observeBulk: bulkObserver("server") } : {}),
         onServed: m && ((n) => m.peerBytes.inc({ direction: "served" }, n)),

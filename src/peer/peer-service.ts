@@ -34,6 +34,8 @@ export interface PeerServiceOptions {
   retired?: RetiredFiles;
   /** A check that no write of ino's root file began since the call, for a read of version (see Vfs.steady). */
   steady?: (ino: number, version: number) => () => boolean;
+  /** The size of version if its root file is served as its writer goes on (see Vfs.liveSize). */
+  liveSize?: (ino: number, version: number) => number | undefined;
 }
 
 /**
@@ -48,10 +50,15 @@ export interface PeerService {
   readFiles(r: ReadFilesRequest, reuse?: boolean): AsyncGenerator<{ pieces: PieceOut[] }>;
 }
 
-/** Bytes to serve, and whether they are still those of the version asked for (a root file written here is not). */
+/**
+ * Bytes to serve, and whether they are still those of the version asked for (a root file written here
+ * is not). size: a file served as its writer goes on, whose length may differ from its version's by
+ * now: served at that length, cut or filled with zeros (as what was cut reads once the file grows again).
+ */
 interface Source {
   data: CopyData;
   intact: () => boolean;
+  size?: number;
 }
 
 /**
@@ -105,8 +112,9 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
       }
       throw new FsError(E.ESTALE, `no copy of ${r.path} at version ${version} here`);
     }
+    const size = o.liveSize?.(ino, version);
     const fromRoot = (fd: number): Source => {
-      if (intact()) return { data: { fd }, intact };
+      if (intact()) return { data: { fd }, intact, ...(size !== undefined ? { size } : {}) };
       fs.closeSync(fd);
       throw changing(r.path);
     };
@@ -143,7 +151,12 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
   };
   /** Bytes of a source at an offset, refused if a write here may have changed them while they were read. */
   const readSource = (s: Source, into: Uint8Array, at: number, path: string): number => {
-    const n = readCopy(s.data, into, at);
+    const want = s.size === undefined ? into : into.subarray(0, Math.max(0, Math.min(into.length, s.size - at)));
+    let n = readCopy(s.data, want, at);
+    if (s.size !== undefined && n < want.length) {
+      want.fill(0, n);
+      n = want.length;
+    }
     if (!s.intact()) throw changing(path);
     return n;
   };
@@ -157,7 +170,7 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
       let off = Number(r.offset);
       const asked = r.length ? off + Number(r.length) : Infinity;
       // Asked to skip holes: read to the end of each run of data, the next one looked for from there.
-      const end = r.holes ? Math.min(asked, fs.fstatSync(c.data.fd).size) : asked;
+      const end = r.holes ? Math.min(asked, c.size ?? fs.fstatSync(c.data.fd).size) : asked;
       let runEnd = r.holes ? off : end;
       const kept = reuse ? Buffer.allocUnsafe(FRAME_ROOM + CHUNK) : undefined;
       for (;;) {

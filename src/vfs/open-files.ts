@@ -46,10 +46,10 @@ export interface OpenInode {
   /** The version this node last published of its own file while the inode was open here. */
   ownVersion?: number;
   /**
-   * That version, while the writers open when it was published stay the only ones (it was published
-   * by an fsync, or the close of one of their handles): its bytes are the file's as they write it.
+   * That version and its size, while writers have stayed open since it was published (an fsync, the
+   * close of one of their handles): its bytes are the file's as they go on writing it.
    */
-  live?: number;
+  live?: { version: number; size: number };
 }
 
 /**
@@ -86,10 +86,12 @@ export interface OpenFiles {
   /**
    * A check, true while no write of ino's root file has begun here since this call (false from the
    * start if one is under way). Given a version: a writer's own publish of it (see OpenInode.live)
-   * holds while that writer goes on, whose writes a reader of it may see, as one of a file being
+   * holds while writers stay open, whose writes a reader of it may see, as one of a file being
    * written on one node would.
    */
   steady(ino: number, version?: number): () => boolean;
+  /** The size version had when published, if the file is served as it is being written (see steady). */
+  liveSize(ino: number, version: number): number | undefined;
   addDir(d: DirHandle): number;
   dir(fh: number): DirHandle;
   removeDir(fh: number): void;
@@ -149,7 +151,8 @@ export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
         byIno.set(h.ino, (o = { handles: new Map(), rec }));
         opened?.(h.ino);
       }
-      if (h.writable) delete o.live;
+      // A writer opening a closed file: its bytes change from now on, with no publish of this writer's.
+      if (h.writable && !hasWriter(h.ino)) delete o.live;
       o.handles.set(h, fh);
       return fh;
     },
@@ -220,10 +223,15 @@ export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
       const at = writeStamp;
       if (hasWriter(ino)) {
         const o = byIno.get(ino);
-        if (version === undefined || o?.live !== version) return () => false;
-        return () => byIno.get(ino) === o && o.live === version;
+        const live = o?.live;
+        if (!o || version === undefined || live?.version !== version) return () => false;
+        return () => byIno.get(ino) === o && o.live === live;
       }
       return () => (writeBegun.get(ino) ?? writeFloor) <= at && !hasWriter(ino);
+    },
+    liveSize(ino, version) {
+      const live = byIno.get(ino)?.live;
+      return live?.version === version && hasWriter(ino) ? live.size : undefined;
     },
     addDir(d) {
       const fh = allocFh();

@@ -50,6 +50,8 @@ export interface Vfs extends FileSystem {
    * OpenFiles.steady.
    */
   steady(ino: number, version?: number): () => boolean;
+  /** See OpenFiles.liveSize. */
+  liveSize(ino: number, version: number): number | undefined;
   /** Close every open backing file, and send the creates held (at shutdown). */
   closeAll(): Promise<void>;
   /** The store as this filesystem uses it: what it made is in it before each call (held-creates.ts). */
@@ -208,7 +210,7 @@ export function createVfs(o: VfsOptions): Vfs {
       const entry = open.inode(r.ino);
       if (!entry) return;
       entry.ownVersion = r.version;
-      entry.live = r.version;
+      entry.live = { version: r.version, size: r.size };
       for (const other of entry.handles.keys()) {
         if (!other.reads || other.reads.copy || other.fd < 0) continue;
         const same = fs.fstatSync(other.fd, { bigint: true });
@@ -248,6 +250,7 @@ export function createVfs(o: VfsOptions): Vfs {
       return open.count;
     },
     steady: open.steady,
+    liveSize: open.liveSize,
     writing(ino) {
       // From the write turn on: an open for writing is under way before its handle exists.
       return ctx.turns.has(ino) || open.hasWriter(ino) || open.writingOutside(ino);

@@ -22,35 +22,52 @@ describe("steady: whether a file's bytes in the root are those of a version", ()
     expect(open.steady(7, 1)()).toBe(false);
   });
 
-  test("a version the open writer published (fsync): true while no other writer opens, and while its entry lasts", () => {
+  test("a version a writer published while open (fsync): true while writers stay open, and while its entry lasts", () => {
     const open = createOpenFiles();
     const w = handle(true);
     const fh = open.add(w, rec);
-    open.inode(7)!.live = 2;
+    open.inode(7)!.live = { version: 2, size: 10 };
     const check = open.steady(7, 2);
     expect(check()).toBe(true);
     expect(open.steady(7, 1)()).toBe(false);
-    // A newer publish by the same writer: the older version's bytes are gone.
-    open.inode(7)!.live = 3;
+    expect(open.liveSize(7, 2)).toBe(10);
+    expect(open.liveSize(7, 1)).toBeUndefined();
+    // A newer publish: the older version's bytes are gone.
+    open.inode(7)!.live = { version: 3, size: 10 };
     expect(check()).toBe(false);
-    open.inode(7)!.live = 2;
-    expect(check()).toBe(true);
-    // Another writer opens: its writes follow no publish of version 2.
-    open.add(handle(true), rec);
-    expect(check()).toBe(false);
-    expect(open.steady(7, 2)()).toBe(false);
+    expect(open.steady(7, 3)()).toBe(true);
+    // A second writer joins the first: as the first's own later writes, seen by readers of version 3.
+    const w2 = handle(true);
+    const fh2 = open.add(w2, rec);
+    expect(open.steady(7, 3)()).toBe(true);
     open.remove(fh, w);
+    open.remove(fh2, w2);
+  });
+
+  test("a writer opening the file once its writers closed: the version is a closed one, not served as it changes", () => {
+    const open = createOpenFiles();
+    const w = handle(true);
+    const fh = open.add(w, rec);
+    // A reader keeps the inode's entry.
+    const r = handle(false);
+    open.add(r, rec);
+    open.inode(7)!.live = { version: 2, size: 10 };
+    open.remove(fh, w);
+    expect(open.liveSize(7, 2)).toBeUndefined();
+    open.add(handle(true), rec);
+    expect(open.steady(7, 2)()).toBe(false);
+    expect(open.liveSize(7, 2)).toBeUndefined();
   });
 
   test("the last handle gone: the entry that published the version is gone with it", () => {
     const open = createOpenFiles();
     const w = handle(true);
     const fh = open.add(w, rec);
-    open.inode(7)!.live = 2;
+    open.inode(7)!.live = { version: 2, size: 10 };
     const check = open.steady(7, 2);
     open.remove(fh, w);
     open.add(handle(true), rec);
-    open.inode(7)!.live = 2;
+    open.inode(7)!.live = { version: 2, size: 10 };
     expect(check()).toBe(false);
   });
 });
