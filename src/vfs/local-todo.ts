@@ -177,12 +177,19 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
   }
 
   let chain: Promise<void> = Promise.resolve();
+  /**
+   * A drain asked for and not begun: later asks share it (it reads the list after them all). A burst
+   * of notices (hundreds of unlinks a second) costs a read of the list or two, not one each.
+   */
+  let queued: Promise<void> | undefined;
   /** Drops put off while this node wrote the file, and the timer that asks them again. */
   let later: TodoEntry[] = [];
   let retry: ReturnType<typeof setTimeout> | undefined;
   const applier = {
     drain() {
-      chain = chain.then(async () => {
+      if (queued) return queued;
+      queued = chain = chain.then(async () => {
+        queued = undefined;
         const entries = [...later.splice(0), ...(await o.store.takeTodo())];
         for (const e of entries) {
           try {
