@@ -194,6 +194,55 @@ describe.skipIf(!!skip)("data across nodes", () => {
     expect(fs.readFileSync(join(b.mnt, name)).equals(fs.readFileSync(join(a.mnt, name)))).toBe(true);
   });
 
+  test("a log A appends to and fsyncs line by line, past 32 MiB, tailed from B: every read is a whole prefix, never shorter than the one before, never EIO", async () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    // 33 MiB at once, then lines of 4 KiB, each fsynced, until B has read it 5 times (or 50,000 lines).
+    const first = 8448, block = 4096;
+    const line = (k: number) => Buffer.alloc(block, k % 251);
+    const stop = join(cluster.base, "log-stop");
+    const writer = spawn([process.execPath, "-e", `
+      const fs = require("node:fs");
+      const fd = fs.openSync(process.argv[1], "w");
+      let k = 0;
+      for (; k < ${first}; k++) fs.writeSync(fd, Buffer.alloc(${block}, k % 251));
+      for (; k < ${first + 50_000} && !fs.existsSync(process.argv[2]); k++) { fs.fsyncSync(fd); fs.writeSync(fd, Buffer.alloc(${block}, k % 251)); }
+      fs.closeSync(fd);
+      console.log(k);`, join(a.mnt, "fsynced.log"), stop], { stdout: "pipe", stderr: "pipe" });
+    const wrong: string[] = [];
+    let reads = 0, last = 0;
+    try {
+      await waitFor("the log on B", () => fs.existsSync(join(b.mnt, "fsynced.log")));
+      while (writer.exitCode === null && wrong.length === 0 && reads < 5) {
+        let got: Buffer;
+        try {
+          got = fs.readFileSync(join(b.mnt, "fsynced.log"));
+        } catch (e) {
+          wrong.push(`read ${reads}: ${(e as Error).message}`);
+          break;
+        }
+        reads++;
+        if (got.length < last) wrong.push(`read ${reads}: ${got.length} bytes after ${last}`);
+        last = got.length;
+        for (let k = 0; k * block < got.length; k++) {
+          const part = got.subarray(k * block, Math.min(got.length, (k + 1) * block));
+          if (!part.equals(line(k).subarray(0, part.length))) {
+            wrong.push(`read ${reads}: block ${k} of ${got.length} bytes is not the line written`);
+            break;
+          }
+        }
+        await Bun.sleep(0);
+      }
+    } finally {
+      fs.writeFileSync(stop, "");
+      await writer.exited;
+    }
+    console.log(`log tailed from B: ${reads} reads, the last of ${last} bytes`);
+    expect(wrong).toEqual([]);
+    expect(reads).toBe(5);
+    expect(await new Response(writer.stderr).text()).toBe("");
+    expect(fs.statSync(join(b.mnt, "fsynced.log")).size).toBe(Number(await new Response(writer.stdout).text()) * block);
+  }, 120_000);
+
   test("a name B's own rename made is gone from B once A renames or removes it: nothing B does through it reaches the file", () => {
     const [a, b] = n as [TestDaemon, TestDaemon];
     fs.mkdirSync(join(a.mnt, "moved-twice"));

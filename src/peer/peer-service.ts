@@ -102,7 +102,9 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
     if (kept !== undefined) return { data: { fd: kept }, intact: () => true };
     // Taken before the holder check: a write begun after it may already have changed the bytes.
     const intact = o.steady?.(ino, version) ?? (() => true);
-    if (!(await (held ?? o.holdsInRoot([{ ino, version }]).then((h) => h[0])))) {
+    // Published here by writers still open: held here whatever the store says of newer versions since.
+    const size = o.liveSize?.(ino, version);
+    if (size === undefined && !(await (held ?? o.holdsInRoot([{ ino, version }]).then((h) => h[0])))) {
       // Unlinked elsewhere a moment ago: its queued removal here keeps the bytes if they were read in
       // ranges. Not held here for any other reason (a sibling asked along): no need to catch up.
       if (o.retired?.wouldKeep(ino) && o.catchUp) {
@@ -112,7 +114,6 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
       }
       throw new FsError(E.ESTALE, `no copy of ${r.path} at version ${version} here`);
     }
-    const size = o.liveSize?.(ino, version);
     const fromRoot = (fd: number): Source => {
       if (intact()) return { data: { fd }, intact, ...(size !== undefined ? { size } : {}) };
       fs.closeSync(fd);

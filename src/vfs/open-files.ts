@@ -46,10 +46,21 @@ export interface OpenInode {
   /** The version this node last published of its own file while the inode was open here. */
   ownVersion?: number;
   /**
-   * That version and its size, while writers have stayed open since it was published (an fsync, the
-   * close of one of their handles): its bytes are the file's as they go on writing it.
+   * The versions published (an fsync, the close of one of their handles) while writers have stayed
+   * open since one opened the closed file, and their sizes: the bytes of each are the file's as they
+   * go on writing it. A reader elsewhere may take longer to fetch one than a writer to publish the
+   * next (a log fsynced at each line): the last LIVE_KEPT are kept.
    */
-  live?: { version: number; size: number };
+  live?: Map<number, number>;
+}
+
+const LIVE_KEPT = 1024;
+
+/** Note version, of size bytes, published while writers stay open. */
+export function publishedLive(o: OpenInode, version: number, size: number): void {
+  o.live ??= new Map();
+  o.live.set(version, size);
+  if (o.live.size > LIVE_KEPT) o.live.delete(o.live.keys().next().value!);
 }
 
 /**
@@ -85,9 +96,9 @@ export interface OpenFiles {
   writingOutside(ino: number): boolean;
   /**
    * A check, true while no write of ino's root file has begun here since this call (false from the
-   * start if one is under way). Given a version: a writer's own publish of it (see OpenInode.live)
-   * holds while writers stay open, whose writes a reader of it may see, as one of a file being
-   * written on one node would.
+   * start if one is under way). Given a version: a publish of it while writers stay open (see
+   * OpenInode.live) holds as long as they do, and their later publishes; a reader of it may see their
+   * writes since, as one of a file being written on one node would.
    */
   steady(ino: number, version?: number): () => boolean;
   /** The size version had when published, if the file is served as it is being written (see steady). */
@@ -224,14 +235,14 @@ export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
       if (hasWriter(ino)) {
         const o = byIno.get(ino);
         const live = o?.live;
-        if (!o || version === undefined || live?.version !== version) return () => false;
-        return () => byIno.get(ino) === o && o.live === live;
+        if (!o || !live || version === undefined || !live.has(version)) return () => false;
+        return () => byIno.get(ino) === o && o.live === live && live.has(version);
       }
       return () => (writeBegun.get(ino) ?? writeFloor) <= at && !hasWriter(ino);
     },
     liveSize(ino, version) {
-      const live = byIno.get(ino)?.live;
-      return live?.version === version && hasWriter(ino) ? live.size : undefined;
+      const size = byIno.get(ino)?.live?.get(version);
+      return size !== undefined && hasWriter(ino) ? size : undefined;
     },
     addDir(d) {
       const fh = allocFh();

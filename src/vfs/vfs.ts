@@ -18,7 +18,7 @@ import { createKernelView } from "./kernel-view.ts";
 import { linkLocal } from "./local-files.ts";
 import { createMetaCache, type MetaMirror } from "./meta-cache.ts";
 import { checkRoom, createNamespaceOps } from "./namespace-ops.ts";
-import { createOpenFiles, type Handle } from "./open-files.ts";
+import { createOpenFiles, publishedLive, type Handle } from "./open-files.ts";
 import { createPathCache } from "./paths.ts";
 import { createWriteAtClose, createWriteBehind } from "./write-policy.ts";
 import { createHeldCreates } from "./held-creates.ts";
@@ -210,7 +210,7 @@ export function createVfs(o: VfsOptions): Vfs {
       const entry = open.inode(r.ino);
       if (!entry) return;
       entry.ownVersion = r.version;
-      entry.live = { version: r.version, size: r.size };
+      publishedLive(entry, r.version, r.size);
       for (const other of entry.handles.keys()) {
         if (!other.reads || other.reads.copy || other.fd < 0) continue;
         const same = fs.fstatSync(other.fd, { bigint: true });

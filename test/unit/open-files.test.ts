@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { createOpenFiles, type Handle } from "../../src/vfs/open-files.ts";
+import { createOpenFiles, publishedLive, type Handle } from "../../src/vfs/open-files.ts";
 import type { Inode } from "../../src/meta/store.ts";
 
 const rec = { ino: 7, version: 1 } as Inode;
@@ -26,20 +26,26 @@ describe("steady: whether a file's bytes in the root are those of a version", ()
     const open = createOpenFiles();
     const w = handle(true);
     const fh = open.add(w, rec);
-    open.inode(7)!.live = { version: 2, size: 10 };
+    publishedLive(open.inode(7)!, 2, 10);
     const check = open.steady(7, 2);
     expect(check()).toBe(true);
     expect(open.steady(7, 1)()).toBe(false);
     expect(open.liveSize(7, 2)).toBe(10);
     expect(open.liveSize(7, 1)).toBeUndefined();
-    // A newer publish: the older version's bytes are gone.
-    open.inode(7)!.live = { version: 3, size: 10 };
-    expect(check()).toBe(false);
+    // A newer publish: the older version stays served as the file is (a reader may be fetching it still).
+    publishedLive(open.inode(7)!, 3, 12);
+    expect(check()).toBe(true);
     expect(open.steady(7, 3)()).toBe(true);
-    // A second writer joins the first: as the first's own later writes, seen by readers of version 3.
+    expect(open.liveSize(7, 2)).toBe(10);
+    expect(open.liveSize(7, 3)).toBe(12);
+    // Only the last 1024 are kept.
+    for (let v = 100; v < 1124; v++) publishedLive(open.inode(7)!, v, 1);
+    expect(check()).toBe(false);
+    expect(open.liveSize(7, 100)).toBe(1);
+    // A second writer joins the first: as the first's own later writes, seen by readers of those versions.
     const w2 = handle(true);
     const fh2 = open.add(w2, rec);
-    expect(open.steady(7, 3)()).toBe(true);
+    expect(open.steady(7, 1123)()).toBe(true);
     open.remove(fh, w);
     open.remove(fh2, w2);
   });
@@ -51,7 +57,7 @@ describe("steady: whether a file's bytes in the root are those of a version", ()
     // A reader keeps the inode's entry.
     const r = handle(false);
     open.add(r, rec);
-    open.inode(7)!.live = { version: 2, size: 10 };
+    publishedLive(open.inode(7)!, 2, 10);
     open.remove(fh, w);
     expect(open.liveSize(7, 2)).toBeUndefined();
     open.add(handle(true), rec);
@@ -63,11 +69,11 @@ describe("steady: whether a file's bytes in the root are those of a version", ()
     const open = createOpenFiles();
     const w = handle(true);
     const fh = open.add(w, rec);
-    open.inode(7)!.live = { version: 2, size: 10 };
+    publishedLive(open.inode(7)!, 2, 10);
     const check = open.steady(7, 2);
     open.remove(fh, w);
     open.add(handle(true), rec);
-    open.inode(7)!.live = { version: 2, size: 10 };
+    publishedLive(open.inode(7)!, 2, 10);
     expect(check()).toBe(false);
   });
 });
