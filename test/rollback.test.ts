@@ -14,15 +14,22 @@ const content = (tag: string, i: number) => Buffer.from(`${tag}-${i}-`.repeat(30
 /** What a power cut does to Redis with appendfsync everysec, or a restore from last night's copy. */
 describe.skipIf(!!skip)("Redis restored from an older copy", () => {
   const cluster = useCluster("rollback", ["a", "b", "c"], { b: ["--metrics-port", "0"] });
+  /** A copy of Redis's data as it is now, to go back to later (last night's copy). */
+  async function keepCopy(name = "older.rdb"): Promise<void> {
+    expect(await cluster.redis.cli("SAVE")).toBe("OK");
+    fs.copyFileSync(join(cluster.redis.dir, "dump.rdb"), join(cluster.redis.dir, name));
+  }
+  /** Redis killed and started again on that copy, with args added to its command line. */
+  const restore = (name = "older.rdb", args?: string[]) => cluster.redis.restart((dir) => fs.copyFileSync(join(dir, name), join(dir, "dump.rdb")), args);
+  /** Redis taking no writes: each is refused for want of memory. */
+  const OUT_OF_MEMORY = ["--maxmemory", "1", "--maxmemory-policy", "noeviction"];
 
   test("no read returns another file's bytes, inode numbers do not come again, and files Redis lost come back from the disk that has them", async () => {
     const [a, b, c] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
-    const redis = cluster.redis;
     fs.mkdirSync(join(a.mnt, "w"));
     for (let i = 0; i < N; i++) fs.writeFileSync(join(a.mnt, "w", `old-${i}`), content("old", i));
     for (let i = 0; i < N; i++) expect(fs.readFileSync(join(b.mnt, "w", `old-${i}`)).equals(content("old", i))).toBe(true);
-    expect(await redis.cli("SAVE")).toBe("OK");
-    fs.copyFileSync(join(redis.dir, "dump.rdb"), join(redis.dir, "older.rdb"));
+    await keepCopy();
     // Written, closed and read on B after the copy was taken: Redis will lose them.
     const lostInos = new Set<number>();
     for (let i = 0; i < N; i++) {
@@ -41,7 +48,7 @@ describe.skipIf(!!skip)("Redis restored from an older copy", () => {
     expect(next).toBeLessThan(N);
     for (let i = 0; i < N; i++) expect(fs.readFileSync(join(b.mnt, "w", `lost-${i}`)).equals(content("lost", i))).toBe(true);
 
-    await redis.restart((dir) => fs.copyFileSync(join(dir, "older.rdb"), join(dir, "dump.rdb")));
+    await restore();
 
     // C saw none of the lost files: its creates may be handed their inode numbers again. A saw them all.
     const write = (n: TestDaemon, name: string, data: Buffer) => waitFor(`${name} written on ${n.mnt} once Redis is back`, () => {
@@ -80,12 +87,11 @@ describe.skipIf(!!skip)("Redis restored from an older copy", () => {
     const redis = cluster.redis;
     fs.mkdirSync(join(a.mnt, "r"));
     fs.writeFileSync(join(a.mnt, "r", "kept"), "kept");
-    expect(await redis.cli("SAVE")).toBe("OK");
-    fs.copyFileSync(join(redis.dir, "dump.rdb"), join(redis.dir, "older.rdb"));
+    await keepCopy();
     for (let i = 0; i < N; i++) fs.writeFileSync(join(a.mnt, "r", `lost-${i}`), content("refused", i));
     const failed = a.log().split("checking what Redis kept of this node's files failed").length;
     // Back without them, and taking no writes: A sees the restart, and its repair fails.
-    await redis.restart((dir) => fs.copyFileSync(join(dir, "older.rdb"), join(dir, "dump.rdb")), ["--maxmemory", "1", "--maxmemory-policy", "noeviction"]);
+    await restore("older.rdb", OUT_OF_MEMORY);
     await waitFor("A's repair refused", () => a.log().split("checking what Redis kept of this node's files failed").length > failed, 30_000);
     expect(await redis.cli("CONFIG", "SET", "maxmemory", "0")).toBe("OK");
     await waitFor("the lost files back in the namespace", () => fs.readdirSync(join(b.mnt, "r")).filter((f) => f.startsWith("lost-")).length === N, 30_000);
@@ -98,8 +104,7 @@ describe.skipIf(!!skip)("Redis restored from an older copy", () => {
     const count = (d: TestDaemon, s: string) => d.log().split(s).length - 1;
     fs.mkdirSync(join(a.mnt, "q"));
     fs.mkdirSync(join(b.mnt, "qb"));
-    expect(await redis.cli("SAVE")).toBe("OK");
-    fs.copyFileSync(join(redis.dir, "dump.rdb"), join(redis.dir, "older.rdb"));
+    await keepCopy();
     const counter = Number(await redis.cli("GET", "mcfs:next"));
     expect(counter).toBeGreaterThan(0);
     // Both nodes are handed numbers the older copy does not know (a block of numbers each, taken
@@ -123,7 +128,7 @@ describe.skipIf(!!skip)("Redis restored from an older copy", () => {
     };
     await waitFor("A's high-water mark on its disk", () => markOf(a) >= highest);
     const failed = count(a, "checking Redis for lost writes failed");
-    await redis.restart((dir) => fs.copyFileSync(join(dir, "older.rdb"), join(dir, "dump.rdb")), ["--maxmemory", "1", "--maxmemory-policy", "noeviction"]);
+    await restore("older.rdb", OUT_OF_MEMORY);
     // A finds Redis behind; raising the counter is refused: its check fails half-way.
     await waitFor("A's check refused", () => count(a, "checking Redis for lost writes failed") > failed, 30_000);
     // A stopped meanwhile, so that B raises the counter before A's next check.
@@ -141,13 +146,11 @@ describe.skipIf(!!skip)("Redis restored from an older copy", () => {
 
   test("a file open for writing when its node finds Redis lost writes is published at its close, not before: no node reads it half-written", async () => {
     const [a, b] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
-    const redis = cluster.redis;
     fs.mkdirSync(join(a.mnt, "h"));
     const v1 = content("v1", 7);
     fs.writeFileSync(join(a.mnt, "h", "held"), v1);
     expect(fs.readFileSync(join(b.mnt, "h", "held")).equals(v1)).toBe(true);
-    expect(await redis.cli("SAVE")).toBe("OK");
-    fs.copyFileSync(join(redis.dir, "dump.rdb"), join(redis.dir, "older.rdb"));
+    await keepCopy();
     // Lost by the restore: A finds out, and publishes it again from its disk.
     fs.writeFileSync(join(a.mnt, "h", "lost-again"), content("lost-again", 1));
     const fd = fs.openSync(join(a.mnt, "h", "held"), "r+");
@@ -157,7 +160,7 @@ describe.skipIf(!!skip)("Redis restored from an older copy", () => {
       // Half of the new bytes written when Redis goes back.
       fs.writeSync(fd, v2, 0, 1000, 0);
       const said = a.log().split("Redis had lost files this node holds").length;
-      await redis.restart((dir) => fs.copyFileSync(join(dir, "older.rdb"), join(dir, "dump.rdb")));
+      await restore();
       await waitFor("A publishing again what Redis lost", () => a.log().split("Redis had lost files this node holds").length > said, 30_000);
       expect(fs.readFileSync(join(a.mnt, "h", "lost-again")).equals(content("lost-again", 1))).toBe(true);
       // B reads the last closed version, never the one A is still writing.
@@ -186,8 +189,7 @@ describe.skipIf(!!skip)("Redis restored from an older copy", () => {
     fs.mkdirSync(join(a.mnt, "n"));
     fs.writeFileSync(join(a.mnt, "n", "before"), "kept");
     expect(fs.readFileSync(join(b.mnt, "n", "before"), "utf8")).toBe("kept");
-    expect(await redis.cli("SAVE")).toBe("OK");
-    fs.copyFileSync(join(redis.dir, "dump.rdb"), join(redis.dir, "older.rdb"));
+    await keepCopy();
     const whole = content("fresh", 3);
     const half = whole.length >> 1;
     // Made after the copy was taken: the restore loses its create.
@@ -195,7 +197,7 @@ describe.skipIf(!!skip)("Redis restored from an older copy", () => {
     try {
       fs.writeSync(fd, whole, 0, half, 0);
       const said = a.log().split("Redis restarted").length;
-      await redis.restart((dir) => fs.copyFileSync(join(dir, "older.rdb"), join(dir, "dump.rdb")));
+      await restore();
       await waitFor("A checking what Redis kept", () => a.log().split("Redis restarted").length > said, 30_000);
       fs.writeSync(fd, whole, half, whole.length - half, half);
     } finally {
@@ -221,16 +223,14 @@ describe.skipIf(!!skip)("Redis restored from an older copy", () => {
 
   test("a reader whose watch Redis lost in a restart still reads the next version another node writes", async () => {
     const [a, b] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
-    const redis = cluster.redis;
     fs.mkdirSync(join(a.mnt, "rewatch"));
     fs.writeFileSync(join(a.mnt, "rewatch", "f"), "one");
-    expect(await redis.cli("SAVE")).toBe("OK");
-    fs.copyFileSync(join(redis.dir, "dump.rdb"), join(redis.dir, "unwatched.rdb"));
+    await keepCopy("unwatched.rdb");
     // B watches f from here on; the copy taken before does not have it as a watcher.
     expect(fs.readFileSync(join(b.mnt, "rewatch", "f"), "utf8")).toBe("one");
     expect(fs.readFileSync(join(b.mnt, "rewatch", "f"), "utf8")).toBe("one");
     const said = b.log().split("invalidation channel reconnected").length;
-    await redis.restart((dir) => fs.copyFileSync(join(dir, "unwatched.rdb"), join(dir, "dump.rdb")));
+    await restore("unwatched.rdb");
     await waitFor("B back on the change feed", () => b.log().split("invalidation channel reconnected").length > said, 30_000);
     // A's new version waits for no one (Redis lost B's watch): B must not answer from what it read.
     await waitFor("A writing again", () => {
