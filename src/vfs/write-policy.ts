@@ -1,7 +1,7 @@
 import type { Caller } from "../fuse/types.ts";
 import { newGeneration, newVersion, type Created, type Inode, type NewInode } from "../meta/store.ts";
-import { nowNs } from "../util/time.ts";
 import { constants } from "node:fs";
+import { nowNs } from "../util/time.ts";
 import { E, errnoOf, FsError, fsError, OutcomeUnknown, StoreUnavailable } from "../util/errno.ts";
 import { isDir, S_IFREG, S_ISGID } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
@@ -62,6 +62,8 @@ export interface Adopted {
   flags: number;
 }
 
+const { O_APPEND } = constants;
+
 /**
  * An O_APPEND create on a node of a cluster goes to the store at once rather than at its close: other
  * nodes opening the name to append to it meanwhile (a shared log) find this file, not none.
@@ -74,8 +76,6 @@ export interface Made {
   fd: number;
   path: string;
 }
-
-const { O_APPEND } = constants;
 
 /** A new regular file's record: in parent, made by c at time now. */
 function newFile(c: Caller, parent: number, name: string, ino: number, gen: string, mode: number, gid: number, now: bigint): Inode {
