@@ -243,6 +243,28 @@ describe.skipIf(!!skip)("data across nodes", () => {
     expect(fs.statSync(join(b.mnt, "fsynced.log")).size).toBe(Number(await new Response(writer.stdout).text()) * block);
   }, 120_000);
 
+  // Over the 16 MiB A keeps aside when a writer opens a closed file in place; and over the 64 MiB
+  // from which B reads in ranges. B has no copy: it must get the bytes from A's file as it is written.
+  for (const mib of [20, 70]) test(`A rewrites its ${mib} MiB file in place and keeps it open: B reads the closed length, never EIO; then the closed version`, () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    const name = `in-place-${mib}`;
+    const data = randomBytes(mib << 20);
+    fs.writeFileSync(join(a.mnt, name), data);
+    const patch = Buffer.alloc(4096, 7);
+    const fd = fs.openSync(join(a.mnt, name), "r+");
+    try {
+      fs.writeSync(fd, patch, 0, patch.length, 0);
+      const got = fs.readFileSync(join(b.mnt, name));
+      expect(got.length).toBe(data.length);
+      // The closed version's bytes, or A's write since, as a reader on A would see them.
+      expect(got.subarray(0, 4096).equals(data.subarray(0, 4096)) || got.subarray(0, 4096).equals(patch)).toBe(true);
+      expect(got.subarray(4096).equals(data.subarray(4096))).toBe(true);
+    } finally {
+      fs.closeSync(fd);
+    }
+    expect(fs.readFileSync(join(b.mnt, name)).equals(Buffer.concat([patch, data.subarray(4096)]))).toBe(true);
+  }, 60_000);
+
   test("a name B's own rename made is gone from B once A renames or removes it: nothing B does through it reaches the file", () => {
     const [a, b] = n as [TestDaemon, TestDaemon];
     fs.mkdirSync(join(a.mnt, "moved-twice"));

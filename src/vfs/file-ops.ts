@@ -13,13 +13,12 @@ import type { Handle } from "./open-files.ts";
 import type { ShimKits } from "./shim-kits.ts";
 import { ChangingCopy, type RangeReader, type Sibling } from "./remote-data.ts";
 import { mayKeepPrivileges, outsideGroup, withoutPrivileges } from "./privileges.ts";
+import { CHANGING_WAIT_MS } from "./remote/changing-wait.ts";
 
 const fsync = promisify(fs.fsync), fdatasync = promisify(fs.fdatasync);
 const O_ACCMODE = 3;
 const { O_APPEND, O_SYNC, O_DSYNC, O_RDWR, O_WRONLY, O_RDONLY, O_TRUNC, O_EXCL, O_DIRECT } = fs.constants;
 const KEEP_OPEN_FLAGS = O_ACCMODE | O_APPEND | O_SYNC | O_DSYNC;
-/** Longest an open waits for another node's write to publish the bytes it is changing. */
-const CHANGING_WAIT_MS = 10_000;
 /** Longest pause between its tries meanwhile (they start at 10 ms and double). */
 const CHANGING_POLL_MS = 200;
 /**
@@ -400,7 +399,10 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
         await ctx.open.closedOf(ino, (o) => !!o.reads && !o.superseded && o.reads.version !== r.version && (o.reads.copy || copy), SUPERSEDE_WAIT_MS);
       }
       const h: Handle = { ino, fd, writable, dirty: false, ...(ranges ? { ranges } : {}), ...(writable ? (a.path === undefined ? {} : { at: a.path }) : { reads: { version: r.version, size: r.size, copy: got !== undefined } }) };
+      const overwrites = remote && writable && !(flags & O_TRUNC) && !ctx.open.hasWriter(ino);
       const fh = ctx.open.add(h, r);
+      // Other nodes wait for this version while this writer keeps it open; if it keeps it long, they read it as written.
+      if (overwrites) ctx.open.overwriting(ino, r);
       supersede(h, r.version);
       // Close-to-open: the kernel may still hold the size of another version (its attribute cache,
       // or a reply computed before this open), and would cut reads of these bytes short at it, or

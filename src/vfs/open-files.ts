@@ -1,6 +1,7 @@
 import type { Inode } from "../meta/store.ts";
 import { fsError } from "../util/errno.ts";
 import type { RangeReader } from "./remote-data.ts";
+import { OVERWRITE_SERVED_AFTER_MS } from "./remote/changing-wait.ts";
 
 export interface Handle {
   ino: number;
@@ -52,6 +53,8 @@ export interface OpenInode {
    * next (a log fsynced at each line): the last LIVE_KEPT are kept.
    */
   live?: Map<number, number>;
+  /** The closed version writers opened in place, its size, and when (see OpenFiles.overwriting). */
+  overwritten?: { version: number; size: number; since: number };
 }
 
 const LIVE_KEPT = 1024;
@@ -61,6 +64,14 @@ export function publishedLive(o: OpenInode, version: number, size: number): void
   o.live ??= new Map();
   o.live.set(version, size);
   if (o.live.size > LIVE_KEPT) o.live.delete(o.live.keys().next().value!);
+}
+
+/** The size at which version is served from the file its writers have open, if it is (see OpenFiles.steady). */
+function servedLive(o: OpenInode, version: number): number | undefined {
+  const size = o.live?.get(version);
+  if (size !== undefined) return size;
+  const w = o.overwritten;
+  return w?.version === version && Date.now() - w.since >= OVERWRITE_SERVED_AFTER_MS ? w.size : undefined;
 }
 
 /**
@@ -97,12 +108,19 @@ export interface OpenFiles {
   /**
    * A check, true while no write of ino's root file has begun here since this call (false from the
    * start if one is under way). Given a version: a publish of it while writers stay open (see
-   * OpenInode.live) holds as long as they do, and their later publishes; a reader of it may see their
-   * writes since, as one of a file being written on one node would.
+   * OpenInode.live), or the closed version they opened in place (see overwriting), holds as long as
+   * they do, and their later publishes; a reader of it may see their writes since, as one of a file
+   * being written on one node would.
    */
   steady(ino: number, version?: number): () => boolean;
   /** The size version had when published, if the file is served as it is being written (see steady). */
   liveSize(ino: number, version: number): number | undefined;
+  /**
+   * The first writer of ino opened its closed version r in place (no O_TRUNC): once writers have had
+   * it open for OVERWRITE_SERVED_AFTER_MS, that version is served as it is being written, as one
+   * published while they stay open is.
+   */
+  overwriting(ino: number, r: Inode): void;
   addDir(d: DirHandle): number;
   dir(fh: number): DirHandle;
   removeDir(fh: number): void;
@@ -163,7 +181,10 @@ export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
         opened?.(h.ino);
       }
       // A writer opening a closed file: its bytes change from now on, with no publish of this writer's.
-      if (h.writable && !hasWriter(h.ino)) delete o.live;
+      if (h.writable && !hasWriter(h.ino)) {
+        delete o.live;
+        delete o.overwritten;
+      }
       o.handles.set(h, fh);
       return fh;
     },
@@ -234,15 +255,21 @@ export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
       const at = writeStamp;
       if (hasWriter(ino)) {
         const o = byIno.get(ino);
-        const live = o?.live;
-        if (!o || !live || version === undefined || !live.has(version)) return () => false;
-        return () => byIno.get(ino) === o && o.live === live && live.has(version);
+        if (!o || version === undefined || servedLive(o, version) === undefined) return () => false;
+        const live = o.live;
+        if (live?.has(version)) return () => byIno.get(ino) === o && o.live === live && live.has(version);
+        const w = o.overwritten;
+        return () => byIno.get(ino) === o && o.overwritten === w;
       }
       return () => (writeBegun.get(ino) ?? writeFloor) <= at && !hasWriter(ino);
     },
     liveSize(ino, version) {
-      const size = byIno.get(ino)?.live?.get(version);
-      return size !== undefined && hasWriter(ino) ? size : undefined;
+      const o = byIno.get(ino);
+      return o && hasWriter(ino) ? servedLive(o, version) : undefined;
+    },
+    overwriting(ino, r) {
+      const o = byIno.get(ino);
+      if (o) o.overwritten = { version: r.version, size: r.size, since: Date.now() };
     },
     addDir(d) {
       const fh = allocFh();

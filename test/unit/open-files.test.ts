@@ -1,5 +1,6 @@
-import { describe, expect, test } from "bun:test";
+import { describe, expect, setSystemTime, test } from "bun:test";
 import { createOpenFiles, publishedLive, type Handle } from "../../src/vfs/open-files.ts";
+import { OVERWRITE_SERVED_AFTER_MS } from "../../src/vfs/remote/changing-wait.ts";
 import type { Inode } from "../../src/meta/store.ts";
 
 const rec = { ino: 7, version: 1 } as Inode;
@@ -75,5 +76,41 @@ describe("steady: whether a file's bytes in the root are those of a version", ()
     open.add(handle(true), rec);
     publishedLive(open.inode(7)!, 2, 10);
     expect(check()).toBe(false);
+  });
+
+  test("the closed version a writer opened in place: refused at first, served as the file is once the writer has had it open a while, until a writer opens it anew", () => {
+    const t0 = Date.now();
+    try {
+      setSystemTime(t0);
+      const open = createOpenFiles();
+      const w = handle(true);
+      const fh = open.add(w, { ...rec, size: 20 } as Inode);
+      open.overwriting(7, { ...rec, size: 20 } as Inode);
+      expect(open.steady(7, 1)()).toBe(false);
+      expect(open.liveSize(7, 1)).toBeUndefined();
+      setSystemTime(t0 + OVERWRITE_SERVED_AFTER_MS);
+      const check = open.steady(7, 1);
+      expect(check()).toBe(true);
+      expect(open.liveSize(7, 1)).toBe(20);
+      // Only the version the writer opened.
+      expect(open.steady(7, 0)()).toBe(false);
+      // A publish while open: served too, and the closed version with it.
+      publishedLive(open.inode(7)!, 2, 30);
+      expect(check()).toBe(true);
+      expect(open.liveSize(7, 2)).toBe(30);
+      // The writer closes (a reader keeps the entry): a read under way ends on the bytes it left, as
+      // for a version published while open; no new one is served at that version.
+      open.add(handle(false), rec);
+      open.remove(fh, w);
+      expect(check()).toBe(true);
+      expect(open.liveSize(7, 1)).toBeUndefined();
+      // A writer opens the next version in place: nothing of the last one is served as it changes.
+      open.add(handle(true), rec);
+      expect(check()).toBe(false);
+      expect(open.steady(7, 1)()).toBe(false);
+      expect(open.liveSize(7, 1)).toBeUndefined();
+    } finally {
+      setSystemTime();
+    }
   });
 });

@@ -6,6 +6,7 @@ import type { PeerReads } from "../../peer/peer-reads.ts";
 import { E, FsError, errnoOf } from "../../util/errno.ts";
 import type { Arriving } from "./arriving.ts";
 import type { HolderWarnings } from "./holder-warnings.ts";
+import { CHANGING_WAIT_MS } from "./changing-wait.ts";
 import { PART, PARTS_AT_ONCE } from "./streams.ts";
 
 /**
@@ -19,6 +20,11 @@ const FOLLOW_WINDOW = PART * PARTS_AT_ONCE;
  * served once it has.
  */
 const CHANGING_RETRY_MS = 1000;
+/**
+ * Past that, while the store still lists the holder with this version (looked at this often), its
+ * writer has the file open: it is asked again up to CHANGING_WAIT_MS, as an open waits for it.
+ */
+const LISTED_CHECK_MS = 500;
 
 export interface RangeReader {
   /** Up to size bytes at offset (fewer only at the end of the file); a slice of the copy where it has them. */
@@ -66,6 +72,11 @@ export function createRangeReader(o: RangesOptions, ino: number, version: number
       (listed) => void order.push(...listed.filter((h) => !order.includes(h))),
       () => {},
     ));
+  let listed: { at: number; holders: Promise<string[]> } | undefined;
+  const stillListed = async (holder: string) => {
+    if (!listed || Date.now() - listed.at >= LISTED_CHECK_MS) listed = { at: Date.now(), holders: more().catch(() => []) };
+    return (await listed.holders).includes(holder);
+  };
   let listen: ((fd: number, bytes: number, whole: boolean) => void) | undefined;
   let followed: number | undefined;
   /** Hands listen the copy when there is one: started after the open that made this reader, so looked for again at each read. */
@@ -120,7 +131,7 @@ export function createRangeReader(o: RangesOptions, ino: number, version: number
         try {
           data = await o.peers.range(holder, { ino, version, path }, offset + got, end - offset - got);
         } catch (e) {
-          if (errnoOf(e) === E.ESTALE && waited < CHANGING_RETRY_MS) {
+          if (errnoOf(e) === E.ESTALE && waited < CHANGING_WAIT_MS && (waited < CHANGING_RETRY_MS || (await stillListed(holder)))) {
             await Bun.sleep(pause);
             waited += pause;
             pause = Math.min(2 * pause, 100);
