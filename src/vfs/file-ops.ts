@@ -331,7 +331,12 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
 
   /** The shim serves h's reads from what has arrived of the copy ranges reads, while h reads through them. */
   function followRanges(h: Handle, ranges: RangeReader, listen: Listen): void {
-    ranges.follow((fd, bytes, whole) => void (h.ranges === ranges && !h.superseded && listen(fd, bytes, whole)));
+    ranges.follow((fd, bytes, whole) => {
+      if (h.ranges !== ranges || h.superseded) return;
+      // Read by the shim from now on, unseen here.
+      if (bytes > 0) h.rangesRead = true;
+      listen(fd, bytes, whole);
+    });
   }
 
   /**
@@ -483,7 +488,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       if (h.ranges) {
         let d: Awaited<ReturnType<RangeReader["read"]>>;
         try {
-          d = await h.ranges.read(offset, size);
+          d = await h.ranges.read(offset, size, !h.rangesRead);
         } catch (e) {
           if (errnoOf(e) !== E.EIO) throw e;
           // No holder has its version any more (one changed it in place, as a truncate does), or none
@@ -492,8 +497,9 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
           o.detachHandle?.(fh);
           await reopen(h, fh);
           if (!h.ranges) return ops.read(_c, ino, fh, offset, size);
-          d = await h.ranges.read(offset, size);
+          d = await h.ranges.read(offset, size, !h.rangesRead);
         }
+        h.rangesRead = true;
         o.onIo?.("read", d.length);
         return d;
       }

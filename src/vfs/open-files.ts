@@ -8,6 +8,8 @@ export interface Handle {
   /** The local copy, or -1 while ranges of a big remote file are read from its holder. */
   fd: number;
   ranges?: RangeReader;
+  /** Bytes of its version were read through ranges, or handed to the shim to read: see RangeReader.read's untouched. */
+  rangesRead?: boolean;
   writable: boolean;
   /** Written through JS (the shim reports its own writes at flush). */
   dirty: boolean;

@@ -21,14 +21,20 @@ const FOLLOW_WINDOW = PART * PARTS_AT_ONCE;
  */
 const CHANGING_RETRY_MS = 1000;
 /**
- * Past that, while the store still lists the holder with this version (looked at this often), its
- * writer has the file open: it is asked again up to CHANGING_WAIT_MS, as an open waits for it.
+ * Past that, for a reader that has read nothing of the version yet (see RangeReader.read), while the
+ * store still lists the holder with it (looked at this often): its writer has the file open.
  */
 const LISTED_CHECK_MS = 500;
 
 export interface RangeReader {
-  /** Up to size bytes at offset (fewer only at the end of the file); a slice of the copy where it has them. */
-  read(offset: number, size: number): Promise<Uint8Array | FileSlice>;
+  /**
+   * Up to size bytes at offset (fewer only at the end of the file); a slice of the copy where it has
+   * them. untouched: its reader has read nothing of this version yet, so a holder whose writer has the
+   * file open is waited for as an open waits (CHANGING_WAIT_MS), and may serve it as written; once it
+   * has, such a holder is asked again for a second only: bytes read before its writer began are never
+   * joined by bytes written since.
+   */
+  read(offset: number, size: number, untouched?: boolean): Promise<Uint8Array | FileSlice>;
   /**
    * listen hears of the copy of this file once this node has one, arriving or whole: a read-only fd
    * of it and how many bytes from its start are there, again as more arrive (whole: all of them).
@@ -103,7 +109,7 @@ export function createRangeReader(o: RangesOptions, ino: number, version: number
       listen = l;
       track();
     },
-    async read(offset, want) {
+    async read(offset, want, untouched = false) {
       track();
       const end = Math.min(size, offset + want);
       if (end <= offset) return new Uint8Array(0);
@@ -115,7 +121,7 @@ export function createRangeReader(o: RangesOptions, ino: number, version: number
       // Just ahead of the copy (a sequential reader): wait for it rather than fetch the bytes twice.
       if (part && end <= part.got + FOLLOW_WINDOW) {
         await new Promise<void>((res) => part.waiters.push(res));
-        return reader.read(offset, want);
+        return reader.read(offset, want, untouched);
       }
       // Not zeroed: every byte is filled below, or the read fails.
       const out = Buffer.allocUnsafe(end - offset);
@@ -131,7 +137,7 @@ export function createRangeReader(o: RangesOptions, ino: number, version: number
         try {
           data = await o.peers.range(holder, { ino, version, path }, offset + got, end - offset - got);
         } catch (e) {
-          if (errnoOf(e) === E.ESTALE && waited < CHANGING_WAIT_MS && (waited < CHANGING_RETRY_MS || (await stillListed(holder)))) {
+          if (errnoOf(e) === E.ESTALE && (waited < CHANGING_RETRY_MS || (untouched && waited < CHANGING_WAIT_MS && (await stillListed(holder))))) {
             await Bun.sleep(pause);
             waited += pause;
             pause = Math.min(2 * pause, 100);
