@@ -245,11 +245,12 @@ describe.skipIf(!!skip)("data across nodes", () => {
 
   // Over the 16 MiB A keeps aside when a writer opens a closed file in place; and over the 64 MiB
   // from which B reads in ranges. B has no copy: it must get the bytes from A's file as it is written.
-  for (const mib of [20, 70]) test(`A rewrites its ${mib} MiB file in place and keeps it open: B reads the closed length, never EIO; then the closed version`, () => {
+  for (const mib of [20, 70]) test(`A rewrites its ${mib} MiB file in place and keeps it open: B reads the closed length, never EIO; a copy to write on waits for A's close`, async () => {
     const [a, b] = n as [TestDaemon, TestDaemon];
     const name = `in-place-${mib}`;
     const data = randomBytes(mib << 20);
     fs.writeFileSync(join(a.mnt, name), data);
+    const ino = BigInt(fs.statSync(join(a.mnt, name)).ino);
     const patch = Buffer.alloc(4096, 7);
     const fd = fs.openSync(join(a.mnt, name), "r+");
     try {
@@ -259,6 +260,16 @@ describe.skipIf(!!skip)("data across nodes", () => {
       // The closed version's bytes, or A's write since, as a reader on A would see them.
       expect(got.subarray(0, 4096).equals(data.subarray(0, 4096)) || got.subarray(0, 4096).equals(patch)).toBe(true);
       expect(got.subarray(4096).equals(data.subarray(4096))).toBe(true);
+      // A writer's copy (holes skipped: fetchTo) is not given A's half-done rewrite to write on: ESTALE, until A's close.
+      const redis = await connectRedis({ url: cluster.redis.url });
+      const version = BigInt((await redis.hGet(`mcfs:i:${ino}`, "v"))!);
+      await redis.quit();
+      const peer = createPeerPool({ secret: "test-cluster-secret-0123456789", timeoutMs: 5000 }).get(`127.0.0.1:${a.port}`);
+      const first = (holes: boolean) => peerErrno(async () => {
+        for await (const _ of peer.readFile({ path: `/${name}`, ino, version, offset: 0n, length: 4096n, holes })) return;
+      });
+      expect(await first(false)).toBe(0);
+      expect(await first(true)).toBe(E.ESTALE);
     } finally {
       fs.closeSync(fd);
     }

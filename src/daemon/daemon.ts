@@ -280,11 +280,11 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         retired,
         // Before the vfs exists nothing writes the root: every read is of steady bytes. A writer's
         // release the shim answered is taken in first: its close returned, its bytes are published.
-        steady: (ino, version) => {
+        steady: (ino, version, copyToWrite) => {
           session?.takeQueued();
-          return vfs?.steady(ino, version) ?? (() => vfs === undefined);
+          return vfs?.steady(ino, version, copyToWrite) ?? (() => vfs === undefined);
         },
-        liveSize: (ino, version) => vfs?.liveSize(ino, version),
+        liveSize: (ino, version, copyToWrite) => vfs?.liveSize(ino, version, copyToWrite),
         interceptors: m ? [rpcObserver("server")] : [],
         ...(m ? { observeBulk: bulkObserver("server") } : {}),
         onServed: m && ((n) => m.peerBytes.inc({ direction: "served" }, n)),

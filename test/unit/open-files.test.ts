@@ -92,8 +92,10 @@ describe("steady: whether a file's bytes in the root are those of a version", ()
       const check = open.steady(7, 1);
       expect(check()).toBe(true);
       expect(open.liveSize(7, 1)).toBe(20);
-      // Only the version the writer opened.
+      // Only the version the writer opened; never to a copy another node's writer will write on.
       expect(open.steady(7, 0)()).toBe(false);
+      expect(open.steady(7, 1, true)()).toBe(false);
+      expect(open.liveSize(7, 1, true)).toBeUndefined();
       // A publish while open: served too, and the closed version with it.
       publishedLive(open.inode(7)!, 2, 30);
       expect(check()).toBe(true);
