@@ -280,11 +280,11 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         retired,
         // Before the vfs exists nothing writes the root: every read is of steady bytes. A writer's
         // release the shim answered is taken in first: its close returned, its bytes are published.
-        steady: (ino, version, copyToWrite) => {
+        steady: (ino, version, asWritten) => {
           session?.takeQueued();
-          return vfs?.steady(ino, version, copyToWrite) ?? (() => vfs === undefined);
+          return vfs?.steady(ino, version, asWritten) ?? (() => vfs === undefined);
         },
-        liveSize: (ino, version, copyToWrite) => vfs?.liveSize(ino, version, copyToWrite),
+        liveSize: (ino, version, asWritten) => vfs?.liveSize(ino, version, asWritten),
         interceptors: m ? [rpcObserver("server")] : [],
         ...(m ? { observeBulk: bulkObserver("server") } : {}),
         onServed: m && ((n) => m.peerBytes.inc({ direction: "served" }, n)),

@@ -33,9 +33,9 @@ export interface PeerServiceOptions {
   /** Bytes of files unlinked while read in ranges elsewhere. */
   retired?: RetiredFiles;
   /** A check that no write of ino's root file began since the call, for a read of version (see Vfs.steady). */
-  steady?: (ino: number, version: number, copyToWrite: boolean) => () => boolean;
+  steady?: (ino: number, version: number, asWritten: boolean) => () => boolean;
   /** The size of version if its root file is served as its writer goes on (see Vfs.liveSize). */
-  liveSize?: (ino: number, version: number, copyToWrite: boolean) => number | undefined;
+  liveSize?: (ino: number, version: number, asWritten: boolean) => number | undefined;
 }
 
 /**
@@ -92,7 +92,8 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
   }
 
   /** The bytes of ino at version: the cached copy, else the root path's file while listed as held here. */
-  async function openForRead(r: { path: string; ino: bigint; version: bigint; holes?: boolean }, held?: Promise<boolean>): Promise<Source> {
+  /** asWritten: a read of a range (Read), whose bytes go to the reader and nowhere else: see Vfs.steady. */
+  async function openForRead(r: { path: string; ino: bigint; version: bigint }, held?: Promise<boolean>, asWritten = false): Promise<Source> {
     if (!r.ino) throw new FsError(E.EINVAL, "a read names the inode and version it wants");
     checkPath(r.path);
     const ino = Number(r.ino), version = Number(r.version);
@@ -101,11 +102,9 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
     const kept = o.retired?.open(ino, version);
     if (kept !== undefined) return { data: { fd: kept }, intact: () => true };
     // Taken before the holder check: a write begun after it may already have changed the bytes.
-    // Asked with holes skipped: another node copies the file into its root to write on it (fetchTo).
-    const copyToWrite = r.holes === true;
-    const intact = o.steady?.(ino, version, copyToWrite) ?? (() => true);
+    const intact = o.steady?.(ino, version, asWritten) ?? (() => true);
     // Published here by writers still open: held here whatever the store says of newer versions since.
-    const size = o.liveSize?.(ino, version, copyToWrite);
+    const size = o.liveSize?.(ino, version, asWritten);
     if (size === undefined && !(await (held ?? o.holdsInRoot([{ ino, version }]).then((h) => h[0])))) {
       // Unlinked elsewhere a moment ago: its queued removal here keeps the bytes if they were read in
       // ranges. Not held here for any other reason (a sibling asked along): no need to catch up.
@@ -279,7 +278,7 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
   const impl: ServiceImpl<typeof Peer> = {
     read: guarded(async (r) => {
       o.retired?.rangeRead(Number(r.ino));
-      const c = await openForRead(r);
+      const c = await openForRead(r, undefined, true);
       try {
         const buf = Buffer.allocUnsafe(Math.min(Number(r.length) || CHUNK, 16 * CHUNK));
         const n = readSource(c, buf, Number(r.offset), r.path);

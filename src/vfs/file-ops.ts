@@ -140,6 +140,9 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
         f = await fresh(ino);
         if (f.r.version !== was) continue;
         if (!(e instanceof ChangingCopy)) throw e;
+        // Its holder's writer may keep it open past this wait: a reader reads it in ranges, which the
+        // holder serves as written after a while; and if the writer closes first, moves to its version.
+        if (!writable) return { found: f, got: { ranges: await remote!.ranged(ino, f.r.version, path, f.r.size, f.holders) } };
         // Polled too: the holder refuses reads until its writer's handle is released, which
         // publishes nothing when the close already did.
         await change.wait(Math.min(pause, deadline - Date.now()));

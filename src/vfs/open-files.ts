@@ -69,11 +69,11 @@ export function publishedLive(o: OpenInode, version: number, size: number): void
 }
 
 /** The size at which version is served from the file its writers have open, if it is (see OpenFiles.steady). */
-function servedLive(o: OpenInode, version: number, copyToWrite: boolean): number | undefined {
+function servedLive(o: OpenInode, version: number, asWritten: boolean): number | undefined {
   const size = o.live?.get(version);
   if (size !== undefined) return size;
   const w = o.overwritten;
-  return !copyToWrite && w?.version === version && Date.now() - w.since >= OVERWRITE_SERVED_AFTER_MS ? w.size : undefined;
+  return asWritten && w?.version === version && Date.now() - w.since >= OVERWRITE_SERVED_AFTER_MS ? w.size : undefined;
 }
 
 /**
@@ -112,16 +112,16 @@ export interface OpenFiles {
    * start if one is under way). Given a version: a publish of it while writers stay open (see
    * OpenInode.live), or the closed version they opened in place (see overwriting), holds as long as
    * they do, and their later publishes; a reader of it may see their writes since, as one of a file
-   * being written on one node would. copyToWrite: the bytes are for another node's writer to write
-   * on (ReadRequest.holes): the closed version is not served as written, but after the writers' close.
+   * being written on one node would; the closed version only to a reader that keeps no copy
+   * (asWritten: a read of a range), never to a copy made of it (kept, served on, or written on).
    */
-  steady(ino: number, version?: number, copyToWrite?: boolean): () => boolean;
+  steady(ino: number, version?: number, asWritten?: boolean): () => boolean;
   /** The size version had when published, if the file is served as it is being written (see steady). */
-  liveSize(ino: number, version: number, copyToWrite?: boolean): number | undefined;
+  liveSize(ino: number, version: number, asWritten?: boolean): number | undefined;
   /**
    * The first writer of ino opened its closed version r in place (no O_TRUNC): once writers have had
-   * it open for OVERWRITE_SERVED_AFTER_MS, that version is served as it is being written, as one
-   * published while they stay open is.
+   * it open for OVERWRITE_SERVED_AFTER_MS, that version is served as it is being written to readers
+   * of ranges (see steady).
    */
   overwriting(ino: number, r: Inode): void;
   addDir(d: DirHandle): number;
@@ -254,11 +254,11 @@ export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
       };
     },
     writingOutside: (ino) => outside.has(ino),
-    steady(ino, version, copyToWrite = false) {
+    steady(ino, version, asWritten = false) {
       const at = writeStamp;
       if (hasWriter(ino)) {
         const o = byIno.get(ino);
-        if (!o || version === undefined || servedLive(o, version, copyToWrite) === undefined) return () => false;
+        if (!o || version === undefined || servedLive(o, version, asWritten) === undefined) return () => false;
         const live = o.live;
         if (live?.has(version)) return () => byIno.get(ino) === o && o.live === live && live.has(version);
         const w = o.overwritten;
@@ -266,9 +266,9 @@ export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
       }
       return () => (writeBegun.get(ino) ?? writeFloor) <= at && !hasWriter(ino);
     },
-    liveSize(ino, version, copyToWrite = false) {
+    liveSize(ino, version, asWritten = false) {
       const o = byIno.get(ino);
-      return o && hasWriter(ino) ? servedLive(o, version, copyToWrite) : undefined;
+      return o && hasWriter(ino) ? servedLive(o, version, asWritten) : undefined;
     },
     overwriting(ino, r) {
       const o = byIno.get(ino);

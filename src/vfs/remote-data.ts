@@ -48,6 +48,12 @@ export interface RemoteData {
    */
   open(ino: number, version: number, path: string, size: number, holders?: Holders, siblings?: Siblings): Promise<{ fd: number } | { ranges: RangeReader }>;
   /**
+   * A reader of ino at version in ranges, with no copy made of it: for a version whose holder refused
+   * a copy as changing (a writer there rewrites it in place, and may keep it open past any wait; it
+   * serves such reads the file as it is written, and never a copy: see OpenFiles.steady).
+   */
+  ranged(ino: number, version: number, path: string, size: number, holders?: Holders): Promise<RangeReader>;
+  /**
    * Fetch the bytes of ino at version to path in this node's root (this node is about to write them),
    * with the file's owner and mode; or to into, another local name (path is still where the holders
    * have the file).
@@ -157,6 +163,12 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   /** The holders of ino at version the store lists when asked, not those an open was given. */
   const listedNow = (ino: number, version: number) => async () => (await sources.of(ino, version)).map((s) => s.address);
 
+  async function ranged(ino: number, version: number, path: string, size: number, given?: Holders): Promise<RangeReader> {
+    const order = (await sources.of(ino, version, given)).map((s) => s.address);
+    if (!order.length) throw new FsError(E.EIO, `no live node holds ${path} at version ${version}`);
+    return createRangeReader(rangeOptions, ino, version, path, size, order, listedNow(ino, version));
+  }
+
   /** The cached copy of ino at version, for a reader of this node. */
   function opened(ino: number, version: number): { fd: number } | undefined {
     const c: Opened | undefined = o.cache.open(ino, version);
@@ -189,10 +201,9 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
         if (c) return c;
         if (fits) void cache(ino, version, path, size, given).catch((e: unknown) => o.log.warn({ path, ino, err: (e as Error).message }, "background copy failed"));
       }
-      const order = (await sources.of(ino, version, given)).map((s) => s.address);
-      if (!order.length) throw new FsError(E.EIO, `no live node holds ${path} at version ${version}`);
-      return { ranges: createRangeReader(rangeOptions, ino, version, path, size, order, listedNow(ino, version)) };
+      return { ranges: await ranged(ino, version, path, size, given) };
     },
+    ranged,
     async preserve(ino, version, fd, size, intact) {
       if (size > PRESERVE_MAX || !o.cache.fits(size) || o.cache.has(ino, version)) return;
       const pending = o.cache.begin(ino, version, size);

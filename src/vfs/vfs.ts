@@ -49,9 +49,9 @@ export interface Vfs extends FileSystem {
    * file has begun here since this call (false from the start if one is under way). version: see
    * OpenFiles.steady.
    */
-  steady(ino: number, version?: number, copyToWrite?: boolean): () => boolean;
+  steady(ino: number, version?: number, asWritten?: boolean): () => boolean;
   /** See OpenFiles.liveSize. */
-  liveSize(ino: number, version: number, copyToWrite?: boolean): number | undefined;
+  liveSize(ino: number, version: number, asWritten?: boolean): number | undefined;
   /** Close every open backing file, and send the creates held (at shutdown). */
   closeAll(): Promise<void>;
   /** The store as this filesystem uses it: what it made is in it before each call (held-creates.ts). */
