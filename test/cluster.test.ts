@@ -773,6 +773,44 @@ describe.skipIf(!!skip)("renames and deletes of another node's files", () => {
 });
 
 /** Copies in B's cache: listed as holders while current, unlisted when evicted, served to other nodes. */
+describe.skipIf(!!skip)("a node killed while it serves a file as its writer rewrites it", () => {
+  const cluster = useCluster("inplace-kill", ["a", "b"]);
+
+  test("A dies (kill -9) with its writer open while B reads the file as written: B fails with EIO, never old bytes; once A is back, B reads what A's disk holds, whole", async () => {
+    let a = cluster.nodes[0]!;
+    const b = cluster.nodes[1]!;
+    const data = randomBytes(20 << 20);
+    fs.writeFileSync(join(a.mnt, "killed.bin"), data);
+    const ready = join(cluster.base, "killed-ready");
+    const patch = 7;
+    // A writer on A that patches the first 4 KiB in place and keeps the file open until killed.
+    const writer = spawn([process.execPath, "-e", `const fs = require("fs"); const fd = fs.openSync(process.argv[1], "r+");
+      fs.writeSync(fd, Buffer.alloc(4096, ${patch}), 0, 4096, 0); fs.writeFileSync(process.argv[2], ""); setInterval(() => {}, 1000);`, join(a.mnt, "killed.bin"), ready], { stderr: "inherit" });
+    try {
+      await waitFor("the writer's open on A", () => fs.existsSync(ready));
+      const got = fs.readFileSync(join(b.mnt, "killed.bin"));
+      expect(got.length).toBe(data.length);
+      expect(got.subarray(4096).equals(data.subarray(4096))).toBe(true);
+      await a.kill();
+      // B kept no copy of what A served as written: with A gone, nothing serves it.
+      expect(errCode(() => fs.readFileSync(join(b.mnt, "killed.bin")))).toBe("EIO");
+    } finally {
+      writer.kill("SIGKILL");
+      await writer.exited;
+    }
+    a = cluster.nodes[0] = await cluster.start("a");
+    const onDisk = fs.readFileSync(join(a.root, "killed.bin"));
+    expect(onDisk.subarray(0, 4096).equals(Buffer.alloc(4096, patch))).toBe(true);
+    await waitFor("B reading what A's disk holds", () => {
+      try {
+        return fs.readFileSync(join(b.mnt, "killed.bin")).equals(onDisk);
+      } catch {
+        return false;
+      }
+    }, 60_000);
+  }, 120_000);
+});
+
 describe.skipIf(!!skip)("cached copies", () => {
   // B's tiers are small: 1 MiB of RAM for files up to 512 KiB, 2 MiB of disk.
   const cluster = useCluster("copies", ["a", "b", "c"], { b: ["--ram-cache-mib", "1", "--ram-cache-max-file-mib", "0.5", "--disk-cache-mib", "2"] });
