@@ -89,7 +89,8 @@ describe.skipIf(!!skip)("fsx on one node while another reads the file", () => {
     fs.writeFileSync(join(a.mnt, "fsx"), initial);
     const stop = join(cluster.base, "fsx-done");
     const reader = runScript(READER, join(b.mnt, "fsx"), stop);
-    const seed = 1 + Math.floor(Math.random() * 1e9);
+    // FSX_SEED replays a failing run's writes.
+    const seed = Number(process.env.FSX_SEED) || 1 + Math.floor(Math.random() * 1e9);
     const w = await runScript(FSX, join(a.mnt, "fsx"), "150", String(seed));
     fs.writeFileSync(stop, "");
     const r = await reader;

@@ -7,6 +7,7 @@ import { createMemfd } from "../cache/memfd.ts";
 import { FsError, E } from "../util/errno.ts";
 import { allZero, writePiecesSync, type Pieces } from "../util/bytes.ts";
 import { holderWarnings } from "./remote/holder-warnings.ts";
+import { KEPT_ASIDE_MAX } from "./remote/changing-wait.ts";
 import type { Logger } from "../util/log.ts";
 import type { LocalDir } from "../local/local-dir.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
@@ -36,8 +37,6 @@ const RANGED_MIN = 64 << 20;
 const COPY_TRIES = 3;
 /** Copies on their way an open waits to land for room in its tier before it reads without a copy. */
 const ROOM_WAITS = 8;
-/** Largest file whose published bytes are copied aside when this node starts writing it in place. */
-const PRESERVE_MAX = 16 << 20;
 
 /** Bytes held by other nodes, fetched from a live holder of the current version. */
 export interface RemoteData {
@@ -205,7 +204,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
     },
     ranged,
     async preserve(ino, version, fd, size, intact) {
-      if (size > PRESERVE_MAX || !o.cache.fits(size) || o.cache.has(ino, version)) return;
+      if (size > KEPT_ASIDE_MAX || !o.cache.fits(size) || o.cache.has(ino, version)) return;
       const pending = o.cache.begin(ino, version, size);
       if (!pending) {
         o.log.warn({ ino, version }, "no room in the cache to keep the published bytes of a file about to be written; other nodes' reads of them wait for its close");

@@ -11,3 +11,9 @@ export const CHANGING_WAIT_MS = 10_000;
  * reader's wait, rather than failing it.
  */
 export const OVERWRITE_SERVED_AFTER_MS = CHANGING_WAIT_MS / 2;
+
+/**
+ * Largest file whose closed version a holder copies aside when a writer there opens it in place: a
+ * reader elsewhere of a bigger one may wait on that writer for as long as it keeps the file open.
+ */
+export const KEPT_ASIDE_MAX = 16 << 20;
