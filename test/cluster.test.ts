@@ -773,8 +773,29 @@ describe.skipIf(!!skip)("renames and deletes of another node's files", () => {
 });
 
 /** Copies in B's cache: listed as holders while current, unlisted when evicted, served to other nodes. */
-describe.skipIf(!!skip)("a node killed while it serves a file as its writer rewrites it", () => {
-  const cluster = useCluster("inplace-kill", ["a", "b"]);
+// A's cache has no room for a copy of a 2 MiB file: A keeps none aside when its writer opens one in place.
+describe.skipIf(!!skip)("a file its holder's writer rewrites in place and keeps open, with no copy kept aside", () => {
+  const cluster = useCluster("inplace-kill", ["a", "b"], { a: ["--ram-cache-mib", "0", "--disk-cache-mib", "1"] });
+
+  test("B reads a 2 MiB file A has no room to keep aside as A writes it, never EIO; after A's close, what A wrote", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    const data = randomBytes(2 << 20);
+    fs.writeFileSync(join(a.mnt, "no-room.bin"), data);
+    const patch = Buffer.alloc(4096, 9);
+    const fd = fs.openSync(join(a.mnt, "no-room.bin"), "r+");
+    try {
+      fs.writeSync(fd, patch, 0, patch.length, 4096);
+      const got = fs.readFileSync(join(b.mnt, "no-room.bin"));
+      expect(got.length).toBe(data.length);
+      const at = got.subarray(4096, 8192);
+      expect(at.equals(data.subarray(4096, 8192)) || at.equals(patch)).toBe(true);
+      expect(got.subarray(0, 4096).equals(data.subarray(0, 4096)) && got.subarray(8192).equals(data.subarray(8192))).toBe(true);
+    } finally {
+      fs.closeSync(fd);
+    }
+    data.set(patch, 4096);
+    expect(fs.readFileSync(join(b.mnt, "no-room.bin")).equals(data)).toBe(true);
+  }, 60_000);
 
   test("A dies (kill -9) with its writer open while B reads the file as written: B fails with EIO, never old bytes; once A is back, B reads what A's disk holds, whole", async () => {
     let a = cluster.nodes[0]!;

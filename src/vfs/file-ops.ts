@@ -13,7 +13,7 @@ import type { Handle } from "./open-files.ts";
 import type { ShimKits } from "./shim-kits.ts";
 import { ChangingCopy, type RangeReader, type Sibling } from "./remote-data.ts";
 import { mayKeepPrivileges, outsideGroup, withoutPrivileges } from "./privileges.ts";
-import { CHANGING_WAIT_MS, KEPT_ASIDE_MAX } from "./remote/changing-wait.ts";
+import { CHANGING_WAIT_MS, KEPT_ASIDE_MAX, OVERWRITE_SERVED_AFTER_MS } from "./remote/changing-wait.ts";
 
 const fsync = promisify(fs.fsync), fdatasync = promisify(fs.fdatasync);
 const O_ACCMODE = 3;
@@ -121,6 +121,8 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
   async function fromElsewhere(ino: number, f: Found, path: string, flags: number, writable: boolean): Promise<{ found: Found; got?: { fd: number } | { ranges: RangeReader } }> {
     const deadline = Date.now() + CHANGING_WAIT_MS;
     let pause = 10;
+    /** The version its holder refuses to copy as changing, and since when. */
+    let refused: { version: number; since: number } | undefined;
     for (;;) {
       if (f.here) return { found: f };
       const { r } = f;
@@ -140,11 +142,13 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
         f = await fresh(ino);
         if (f.r.version !== was) continue;
         if (!(e instanceof ChangingCopy)) throw e;
-        // Not kept aside by its holder, whose writer may keep it open past this wait: a reader reads it
-        // in ranges, which the holder serves as written after a while; and if the writer closes first,
-        // moves to its version. A smaller one is kept aside at once: waited for, and copied whole (a
-        // reader in ranges whose version goes reads the next one on, mixing the two).
-        if (!writable && f.r.size > KEPT_ASIDE_MAX) return { found: f, got: { ranges: await remote!.ranged(ino, f.r.version, path, f.r.size, f.holders) } };
+        if (refused?.version !== was) refused = { version: was, since: Date.now() };
+        // Not kept aside by its holder (too big, or no room there: a copy aside is made at once), whose
+        // writer may keep it open past this wait: a reader reads it in ranges, which the holder serves
+        // as written after a while; and if the writer closes first, moves to its version. One kept
+        // aside is waited for and copied whole: a reader in ranges whose version goes reads the next
+        // one on, mixing the two.
+        if (!writable && (f.r.size > KEPT_ASIDE_MAX || Date.now() - refused.since >= OVERWRITE_SERVED_AFTER_MS)) return { found: f, got: { ranges: await remote!.ranged(ino, f.r.version, path, f.r.size, f.holders) } };
         // Polled too: the holder refuses reads until its writer's handle is released, which
         // publishes nothing when the close already did.
         await change.wait(Math.min(pause, deadline - Date.now()));
