@@ -207,7 +207,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
       if (size > KEPT_ASIDE_MAX || !o.cache.fits(size) || o.cache.has(ino, version)) return;
       const pending = o.cache.begin(ino, version, size);
       if (!pending) {
-        o.log.warn({ ino, version }, "no room in the cache to keep the published bytes of a file about to be written; other nodes' reads of them wait for its close");
+        o.log.warn({ ino, version }, "no room in the cache to keep the published bytes of a file about to be written; other nodes' reads of them wait for its close, or read it as it is written once it has been open 5 s");
         return;
       }
       try {
@@ -222,7 +222,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
         pending.commit();
       } catch (e) {
         pending.abort();
-        o.log.warn({ ino, version, err: (e as Error).message }, "could not keep the published bytes of a file about to be written; other nodes' reads of them wait for its close");
+        o.log.warn({ ino, version, err: (e as Error).message }, "could not keep the published bytes of a file about to be written; other nodes' reads of them wait for its close, or read it as it is written once it has been open 5 s");
       }
     },
     fetchTo(ino, version, path, size, owner, given, into = path) {
