@@ -51,6 +51,27 @@ describe.skipIf(!!skip)("data across nodes", () => {
     expect(fs.readFileSync(join(c.mnt, "five.bin")).equals(data)).toBe(true);
   });
 
+  // B's copy to write on skips holes: A streams each run of data as its own message, many of them at once.
+  test("B writes a sparse file A made, with many runs of data between holes: B's copy is A's bytes, and so is the file B closes", () => {
+    const [a, b, c] = n as [TestDaemon, TestDaemon, TestDaemon];
+    const size = 8 << 20;
+    const want = Buffer.alloc(size);
+    const fd = fs.openSync(join(a.mnt, "sparse-runs.bin"), "w");
+    for (let at = 0; at < size; at += 64 << 10) {
+      const run = randomBytes(4096 + ((at >> 16) % 7) * 512);
+      fs.writeSync(fd, run, 0, run.length, at);
+      run.copy(want, at);
+    }
+    fs.ftruncateSync(fd, size);
+    fs.closeSync(fd);
+    const patch = Buffer.alloc(100, 5);
+    const w = fs.openSync(join(b.mnt, "sparse-runs.bin"), "r+");
+    fs.writeSync(w, patch, 0, patch.length, 10);
+    fs.closeSync(w);
+    patch.copy(want, 10);
+    for (const node of [a, b, c]) expect(fs.readFileSync(join(node.mnt, "sparse-runs.bin")).equals(want)).toBe(true);
+  });
+
   test("a big file on A: B reads ranges of it at once (served from A while B's copy arrives), all correct", () => {
     const [a, b] = n as [TestDaemon, TestDaemon];
     const data = randomBytes(80 * 1024 * 1024 + 4321);

@@ -64,7 +64,7 @@ export function serveBulk(socket: Socket, first: Buffer, o: BulkServeOptions): v
         if (socket.destroyed) return;
         const n = ch.data.length;
         if (!n) continue;
-        // The socket may hold the buffer until it is sent: readFile without reuse gives a fresh one each chunk.
+        // The socket may hold the buffer until it is sent: readFile gives a fresh one each chunk.
         const f = framed(n, ch.data);
         if (held && !socket.write(held)) await drained(socket);
         held = f;

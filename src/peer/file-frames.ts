@@ -74,16 +74,14 @@ function pieceLength(p: PieceOut): number {
 
 /**
  * One gRPC message of FilePieces, framed here: the bytes Connect's serializer writes (fields in
- * number order), with each piece's data copied once instead of three times. Into scratch.buf when it
- * is large enough (kept there for the next message otherwise): its caller is done with the message
- * before it frames the next.
+ * number order), with each piece's data copied once instead of three times. Into a buffer of its own:
+ * HTTP/2 may still hold a message written when the next is framed.
  */
-export function framePieces(m: { pieces: PieceOut[] }, scratch: { buf?: Buffer } = {}): Uint8Array {
+export function framePieces(m: { pieces: PieceOut[] }): Uint8Array {
   const lengths = m.pieces.map(pieceLength);
   let body = 0;
   for (const l of lengths) body += 1 + varintLength(l) + l;
-  if (!scratch.buf || scratch.buf.length < 5 + body) scratch.buf = Buffer.allocUnsafe(5 + body);
-  const buf = scratch.buf.subarray(0, 5 + body);
+  const buf = Buffer.allocUnsafe(5 + body);
   buf[0] = 0; // not compressed
   buf.writeUInt32BE(body, 1);
   let at = 5;
@@ -170,8 +168,7 @@ interface FramedCall<I, O> {
   method: typeof Peer.method.readFile | typeof Peer.method.readFiles;
   request(req: http2.Http2ServerRequest, max: number): Promise<I>;
   call(r: I): AsyncIterable<O>;
-  /** scratch: kept for the call's next message (HTTP/2 copies what is written). */
-  frame(m: O, scratch: { buf?: Buffer }): Uint8Array;
+  frame(m: O): Uint8Array;
 }
 
 /** The calls framed here, by gRPC path. */
@@ -214,13 +211,12 @@ export async function serveFramed<I, O>(req: http2.Http2ServerRequest, res: http
   })();
   res.writeHead(200, { "content-type": "application/grpc+proto" });
   const trailer: Record<string, string> = { "grpc-status": "0" };
-  const scratch: { buf?: Buffer } = {};
   try {
     const messages = await intercepted(o.interceptors, req.url, abort.signal, request, (r: I) => f.call(r), f.method);
     for await (const m of messages) {
       if (abort.signal.aborted) break;
       // Waits at each message: writing on while HTTP/2 is busy had its queue concatenated (a copy).
-      if (!res.write(f.frame(m, scratch))) await new Promise<void>((done) => (drained = done));
+      if (!res.write(f.frame(m))) await new Promise<void>((done) => (drained = done));
     }
   } catch (e) {
     const ce = toConnectError(e);

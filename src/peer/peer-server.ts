@@ -72,8 +72,7 @@ export interface PeerServer {
 /** The peer service on the network: members only (see peer-gate.ts), bounded, errors with their errno. */
 export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer> {
   const { impl, readFile, readFiles } = createPeerService(o);
-  // This path frames and writes each message before it asks for the next: their buffers are reused.
-  const framed = framedCalls({ readFile: (r) => readFile(r, true), readFiles: (r) => readFiles(r, true) });
+  const framed = framedCalls({ readFile, readFiles });
 
   const handler = connectNodeAdapter({
     routes: (router) => router.service(Peer, impl),

@@ -40,14 +40,13 @@ export interface PeerServiceOptions {
 
 /**
  * The service for Connect, and ReadFile and ReadFiles for the gRPC path that frames their replies
- * itself (file-frames.ts). reuse: each message's bytes may be overwritten once the next is asked for
- * (that path frames and writes a message before it asks; HTTP/2 copies what is written). A fresh
- * 128 KiB buffer a message cost the holder's page faults on every chunk it served.
+ * itself (file-frames.ts) and the bulk lane. Each message's bytes are its own: a transport may still
+ * hold one it was handed when it asks for the next (HTTP/2 does, the bulk lane's socket too).
  */
 export interface PeerService {
   impl: ServiceImpl<typeof Peer>;
-  readFile(r: ReadRequest, reuse?: boolean): AsyncGenerator<{ offset: bigint; data: Uint8Array }>;
-  readFiles(r: ReadFilesRequest, reuse?: boolean): AsyncGenerator<{ pieces: PieceOut[] }>;
+  readFile(r: ReadRequest): AsyncGenerator<{ offset: bigint; data: Uint8Array }>;
+  readFiles(r: ReadFilesRequest): AsyncGenerator<{ pieces: PieceOut[] }>;
 }
 
 /**
@@ -164,7 +163,7 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
   };
 
   /** Bytes of a file from offset, in chunks of at most CHUNK, to its end or length. */
-  async function* readFile(r: ReadRequest, reuse = false) {
+  async function* readFile(r: ReadRequest) {
     // A part of a big file (streams.ts): its later parts are asked for after its last name may have gone.
     if (r.length || r.offset) o.retired?.rangeRead(Number(r.ino));
     const c = await guarded(() => openForRead(r))();
@@ -174,7 +173,6 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
       // Asked to skip holes: read to the end of each run of data, the next one looked for from there.
       const end = r.holes ? Math.min(asked, c.size ?? fs.fstatSync(c.data.fd).size) : asked;
       let runEnd = r.holes ? off : end;
-      const kept = reuse ? Buffer.allocUnsafe(FRAME_ROOM + CHUNK) : undefined;
       for (;;) {
         if (r.holes && off >= runEnd) {
           let run: { start: number; end: number } | undefined;
@@ -194,7 +192,7 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
         const want = Math.min(CHUNK, (r.holes ? runEnd : end) - off);
         if (want <= 0) return;
         // Room in front of the bytes: the gRPC framing goes there without copying them (file-frames.ts).
-        const buf = (kept ?? Buffer.allocUnsafe(FRAME_ROOM + want)).subarray(FRAME_ROOM, FRAME_ROOM + want);
+        const buf = Buffer.allocUnsafe(FRAME_ROOM + want).subarray(FRAME_ROOM, FRAME_ROOM + want);
         let n: number;
         try {
           n = readSource(c, buf, off, r.path);
@@ -213,7 +211,7 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
   }
 
   /** Consecutive files' bytes, several small ones to a message. */
-  async function* readFiles(r: ReadFilesRequest, reuse = false) {
+  async function* readFiles(r: ReadFilesRequest) {
     // Every file's holder check at once (one round trip to Redis); opened a few ahead of the stream,
     // sent in order; a file that fails is reported and the rest still come.
     const all = o.holdsInRoot(r.files.map((f) => ({ ino: Number(f.ino), version: Number(f.version) })));
@@ -251,7 +249,7 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
             if (used === CHUNK) {
               yield { pieces };
               pieces = [];
-              if (!reuse) buf = Buffer.allocUnsafe(CHUNK);
+              buf = Buffer.allocUnsafe(CHUNK);
               used = 0;
             }
             const n = readSource(c, buf.subarray(used), off, f.path);
@@ -288,7 +286,7 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
         closeCopy(c);
       }
     }),
-    // Connect passes its handler context second: it must not land in reuse (Connect's pipeline may hold a message on).
+    // Connect passes its handler context second: not for these generators.
     readFile: (r) => readFile(r),
     readFiles: (r) => readFiles(r),
   };

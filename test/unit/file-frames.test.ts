@@ -113,20 +113,15 @@ describe("ReadFiles framed by hand", () => {
     }
   });
 
-  test("framed into one scratch buffer, message after message (largest first), each is still byte for byte Connect's", () => {
-    const scratch: { buf?: Buffer } = {};
-    const order = [...messages].reverse();
-    const first = framePieces({ pieces: order[0]! }, scratch);
-    const kept = scratch.buf;
-    for (const pieces of [...order, ...order]) {
+  // HTTP/2 may still hold a message it was handed when the next one is framed.
+  test("a message framed stays as it was once the next ones are framed", () => {
+    const framed = messages.map((pieces) => framePieces({ pieces }));
+    for (const [i, pieces] of messages.entries()) {
       const body = toBinary(FilePiecesSchema, create(FilePiecesSchema, { pieces }));
       const head = Buffer.alloc(5);
       head.writeUInt32BE(body.length, 1);
-      const framed = framePieces({ pieces }, scratch);
-      expect(Buffer.from(framed).equals(Buffer.concat([head, body]))).toBe(true);
-      expect(framed.buffer).toBe(first.buffer);
+      expect(Buffer.from(framed[i]!).equals(Buffer.concat([head, body]))).toBe(true);
     }
-    expect(scratch.buf).toBe(kept);
   });
 });
 
