@@ -495,9 +495,10 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       const h = ctx.open.get(fh);
       while (h.superseded) await reopen(h, fh);
       if (h.ranges) {
+        let from = h.ranges;
         let d: Awaited<ReturnType<RangeReader["read"]>>;
         try {
-          d = await h.ranges.read(offset, size, !h.rangesRead);
+          d = await from.read(offset, size, !h.rangesRead);
         } catch (e) {
           if (errnoOf(e) !== E.EIO) throw e;
           // No holder has its version any more (one changed it in place, as a truncate does), or none
@@ -506,7 +507,14 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
           o.detachHandle?.(fh);
           await reopen(h, fh);
           if (!h.ranges) return ops.read(_c, ino, fh, offset, size);
-          d = await h.ranges.read(offset, size, !h.rangesRead);
+          from = h.ranges;
+          d = await from.read(offset, size, !h.rangesRead);
+        }
+        // Moved to another version while it read (another read's reopen, an open here): its bytes
+        // stop at the old one's end, and the kernel would take a short read for the file's end.
+        if (h.ranges !== from || h.superseded) {
+          if ("fd" in d) fs.closeSync(d.fd);
+          return ops.read(_c, ino, fh, offset, size);
         }
         h.rangesRead = true;
         o.onIo?.("read", d.length);
