@@ -102,6 +102,8 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
       o.log.warn({ from, to, movedFileKept: !gone }, "a queued rename met a newer file made here under its new name: the newer one is kept");
       return;
     }
+    // Or made during that wait (by what makes directories here outside ctx.localDirs): removed, its files would go with it.
+    if (t === "dir" && root.typeOf(to) === "dir") return merge(from, to);
     root.remove(to);
     makeLocal(root, to, () => root.rename(from, to));
   }

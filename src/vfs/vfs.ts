@@ -125,19 +125,22 @@ export function createVfs(o: VfsOptions): Vfs {
   /**
    * The file a writer here has open was moved in the namespace since: by another node, which moves
    * only the files of the nodes listed as its holders, and this one is not yet. Its file here moves
-   * too, so that it is where what is published says.
+   * too, so that it is where what is published says. With no local move of a directory meanwhile
+   * (ctx.localDirs): one that took the directory it makes at path for one in its way would remove it.
    */
-  function moveWith(h: Handle, path: string): void {
-    const now = root.whereIs(h.fd);
-    if (now !== undefined && now !== path) {
-      try {
-        root.ensureDir(dirname(path));
-        root.rename(now, path);
-      } catch (e) {
-        log.error({ op: "publish", path, from: now, ino: h.ino, err: (e as Error).message }, "a file written here could not follow its rename: its close publishes a path without it");
+  function moveWith(h: Handle, path: string): Promise<void> {
+    return o.localDirs.shared(async () => {
+      const now = root.whereIs(h.fd);
+      if (now !== undefined && now !== path) {
+        try {
+          root.ensureDir(dirname(path));
+          root.rename(now, path);
+        } catch (e) {
+          log.error({ op: "publish", path, from: now, ino: h.ino, err: (e as Error).message }, "a file written here could not follow its rename: its close publishes a path without it");
+        }
       }
-    }
-    h.at = path;
+      h.at = path;
+    });
   }
 
   /** Commits one at a time per file (ctx.commit). */
@@ -148,7 +151,7 @@ export function createVfs(o: VfsOptions): Vfs {
     const st = fs.fstatSync(h.fd, { bigint: true });
     h.dirty = false;
     const path = await paths.pathOf(h.ino);
-    if (h.at !== undefined && h.at !== path) moveWith(h, path);
+    if (h.at !== undefined && h.at !== path) await moveWith(h, path);
     const now = nowNs();
     // The change happened when the file last changed (an ftruncate, a write), not when it is published.
     const p = cutTo === undefined ? { size: Number(st.size), mtime: st.mtimeNs, ctime: changeTime(st.ctimeNs, open.inode(h.ino)?.rec.ctime ?? 0n) } : { size: cutTo, mtime: now, ctime: now };
@@ -161,7 +164,7 @@ export function createVfs(o: VfsOptions): Vfs {
     // Moved by another node before this node was its holder, and heard of only now (the record
     // published has its current name): a rename from now on reaches this node as a holder.
     const at = h.at === undefined ? path : await paths.pathOf(h.ino);
-    if (at !== h.at) moveWith(h, at);
+    if (at !== h.at) await moveWith(h, at);
     // Linked under other names since it was opened: as the holder now, this node has the bytes under each.
     if (o.remote && h.at !== undefined && r.nlink > 1) await ctx.linkAllNames(h.ino, at);
     ctx.changedInPlace(st, r);
