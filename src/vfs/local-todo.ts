@@ -92,8 +92,6 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
   async function move(from: string, to: string, id?: string): Promise<void> {
     const t = root.typeOf(from);
     if (t === undefined || !isTheFile(from, id)) return;
-    // A directory this node made there meanwhile (its files arrived before the queued rename) stays.
-    if (t === "dir" && root.typeOf(to) === "dir") return merge(from, to);
     if (await newerAt(to, id)) {
       // The moved file's bytes go too once nothing names it any more (that newer file replaced it).
       const moved = inoOf(id);
@@ -102,7 +100,8 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
       o.log.warn({ from, to, movedFileKept: !gone }, "a queued rename met a newer file made here under its new name: the newer one is kept");
       return;
     }
-    // Or made during that wait (by what makes directories here outside ctx.localDirs): removed, its files would go with it.
+    // A directory this node made there (its files arrived before the queued rename; or during that
+    // wait, by what makes directories here outside ctx.localDirs) stays: removed, its files would go.
     if (t === "dir" && root.typeOf(to) === "dir") return merge(from, to);
     root.remove(to);
     makeLocal(root, to, () => root.rename(from, to));

@@ -37,6 +37,8 @@ const RANGED_MIN = 64 << 20;
 const COPY_TRIES = 3;
 /** Copies on their way an open waits to land for room in its tier before it reads without a copy. */
 const ROOM_WAITS = 8;
+/** What readers elsewhere do when a closed version about to be written in place is kept nowhere. */
+const UNKEPT = "other nodes' reads of them wait for its close, or read it as it is written once it has been open 5 s";
 
 /** Bytes held by other nodes, fetched from a live holder of the current version. */
 export interface RemoteData {
@@ -207,7 +209,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
       if (size > KEPT_ASIDE_MAX || !o.cache.fits(size) || o.cache.has(ino, version)) return;
       const pending = o.cache.begin(ino, version, size);
       if (!pending) {
-        o.log.warn({ ino, version }, "no room in the cache to keep the published bytes of a file about to be written; other nodes' reads of them wait for its close, or read it as it is written once it has been open 5 s");
+        o.log.warn({ ino, version }, `no room in the cache to keep the published bytes of a file about to be written; ${UNKEPT}`);
         return;
       }
       try {
@@ -222,7 +224,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
         pending.commit();
       } catch (e) {
         pending.abort();
-        o.log.warn({ ino, version, err: (e as Error).message }, "could not keep the published bytes of a file about to be written; other nodes' reads of them wait for its close, or read it as it is written once it has been open 5 s");
+        o.log.warn({ ino, version, err: (e as Error).message }, `could not keep the published bytes of a file about to be written; ${UNKEPT}`);
       }
     },
     fetchTo(ino, version, path, size, owner, given, into = path) {
