@@ -237,10 +237,13 @@ describe.skipIf(!!skip)("an open file follows its inode, not its path", () => {
   });
 });
 
-/** Prints {made, failed}: the files whose close succeeded (libc's close: Bun's drops its error), and how many closes failed. */
+/**
+ * Prints {made, failed}: the files whose close succeeded (libc's close: Bun's drops its error), and how
+ * many closes failed. With "rename", each closed file f<i> is then renamed g<i> in its directory.
+ */
 const CREATOR = `
 const fs = require("node:fs");
-const [libc, w, n] = process.argv.slice(-3);
+const [libc, w, n, then] = process.argv.slice(-4);
 const { closeFd } = require(libc);
 const made = [];
 let failed = 0;
@@ -254,8 +257,19 @@ for (let i = 0; i < Number(n); i++) {
       throw e;
     }
     fs.writeSync(fd, "file " + i + " ".repeat(i));
-    if (closeFd(fd) === 0) made.push(i);
-    else failed++;
+    if (closeFd(fd) !== 0) failed++;
+    else if (then !== "rename") made.push(i);
+    else {
+      for (const d2 of ["d", "e", "d", "e"]) {
+        try {
+          fs.renameSync(w + "/" + d2 + "/f" + i, w + "/" + d2 + "/g" + i);
+          made.push(i);
+          break;
+        } catch (e) {
+          if (e.code !== "ENOENT") throw e;
+        }
+      }
+    }
     break;
   }
 }
@@ -271,23 +285,40 @@ for (let i = 0; i < Number(n); i++) {
 
 describe.skipIf(!!skip)("a directory renamed on one node while another creates files in it", () => {
   const cluster = useCluster("dirrace", ["a", "b"]);
+  let run = 0;
 
-  test("every file whose close succeeded is there afterwards, whole, on both nodes", async () => {
+  /** A creates files in w/d (or w/e) while the renamers swap the names; each closed file must then be whole under its name on both nodes. */
+  async function race(renamers: TestDaemon[], then: "keep" | "rename"): Promise<void> {
     const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
-    fs.mkdirSync(join(a.mnt, "w", "d"), { recursive: true });
-    const creator = runScript(CREATOR, join(import.meta.dir, "helpers", "libc.ts"), join(a.mnt, "w"), "300");
-    const renamer = runScript(RENAMER, join(b.mnt, "w"), "300");
-    const [c, r] = await Promise.all([creator, renamer]);
+    const w = `w${run++}`;
+    fs.mkdirSync(join(a.mnt, w, "d"), { recursive: true });
+    const creator = runScript(CREATOR, join(import.meta.dir, "helpers", "libc.ts"), join(a.mnt, w), "300", then);
+    const renaming = renamers.map((n) => runScript(RENAMER, join(n.mnt, w), "300"));
+    const [c, ...r] = await Promise.all([creator, ...renaming]);
     expect(c.err).toBe("");
-    expect(r.err).toBe("");
+    for (const x of r) expect(x.err).toBe("");
     const { made, failed } = JSON.parse(c.out) as { made: number[]; failed: number };
     console.log(`files made while their directory was renamed: ${made.length} closed, ${failed} closes failed`);
     expect(made.length).toBeGreaterThan(0);
-    const dir = fs.readdirSync(join(a.mnt, "w"))[0]!;
+    const dir = fs.readdirSync(join(a.mnt, w))[0]!;
+    const name = then === "rename" ? "g" : "f";
     for (const n of [a, b]) {
-      for (const i of made) expect(fs.readFileSync(join(n.mnt, "w", dir, `f${i}`), "utf8")).toBe(`file ${i}${" ".repeat(i)}`);
+      const bad = made.flatMap((i) => {
+        try {
+          return fs.readFileSync(join(n.mnt, w, dir, `${name}${i}`), "utf8") === `file ${i}${" ".repeat(i)}` ? [] : [`${name}${i}: other bytes`];
+        } catch (e) {
+          return [`${name}${i}: ${(e as NodeJS.ErrnoException).code}`];
+        }
+      });
+      expect(`${n === a ? "A" : "B"}: ${bad.slice(0, 5).join(", ")} (${bad.length} of ${made.length} not there whole)`).toBe(`${n === a ? "A" : "B"}:  (0 of ${made.length} not there whole)`);
     }
-  }, 120_000);
+  }
+
+  test("every file whose close succeeded is there afterwards, whole, on both nodes", () => race([cluster.nodes[1]!], "keep"), 120_000);
+
+  test("the same with the directory renamed on the creating node too", () => race([cluster.nodes[1]!, cluster.nodes[0]!], "keep"), 120_000);
+
+  test("the same with each file renamed on the creating node after its close", () => race([cluster.nodes[1]!], "rename"), 120_000);
 });
 
 const APPENDER = `

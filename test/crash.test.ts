@@ -265,7 +265,7 @@ describe.skipIf(!!skip)("a node's disk and the records disagree", () => {
     const nodeId = fs.readFileSync(join(a.root, ".mcfs", "node-id"), "utf8").trim();
     const asA = await createRedisStore({ url: cluster.redis.url, nodeId });
     try {
-      await asA.rename(1, "src", 1, "dst", 0, "/src", "/dst");
+      await asA.rename(1, "src", 1, "dst", 0);
     } finally {
       await asA.close();
     }

@@ -85,12 +85,12 @@ function makeOp(r: ReturnType<typeof rng>, inos: number[], dirs: number[], k: nu
     case 4:
     case 5: {
       const [p, n, d] = [dir(), name(), r.int(3) === 0];
-      return { what: `remove ${p}/${n} dir ${d}`, run: (st) => st.remove(p, n, d, `/${n}`) };
+      return { what: `remove ${p}/${n} dir ${d}`, run: (st) => st.remove(p, n, d) };
     }
     case 6:
     case 7: {
       const [p, n, np, nn, f] = [dir(), name(), dir(), name(), r.pick([0, 0, RENAME_NOREPLACE, RENAME_EXCHANGE])];
-      return { what: `rename ${p}/${n} -> ${np}/${nn} flags ${f}`, run: (st) => st.rename(p, n, np, nn, f, `/${n}`, `/${nn}`) };
+      return { what: `rename ${p}/${n} -> ${np}/${nn} flags ${f}`, run: (st) => st.rename(p, n, np, nn, f) };
     }
     case 8: {
       const [i, h] = [ino(), r.pick(NODES)];

@@ -33,14 +33,14 @@ export function createStoreVolumeDirs(store: MetadataStore): VolumeDirs {
   }
 
   /** Depth first, each name through the store: other nodes drop their copies from their todo lists. */
-  async function removeTree(parent: number, name: string, path: string, dir: boolean): Promise<void> {
+  async function removeTree(parent: number, name: string, dir: boolean): Promise<void> {
     if (dir) {
       const ino = await child(parent, name);
       if (ino === undefined) return;
-      for (const e of await store.listDir(ino)) await removeTree(ino, e.name, `${path}/${e.name}`, e.type === DT_DIR);
+      for (const e of await store.listDir(ino)) await removeTree(ino, e.name, e.type === DT_DIR);
     }
     try {
-      const r = await store.remove(parent, name, dir, path);
+      const r = await store.remove(parent, name, dir);
       if (!r.dir && r.nlink === 0) await store.purge(r.ino);
     } catch (e) {
       if (code(e) !== E.ENOENT) throw e;
@@ -59,7 +59,7 @@ export function createStoreVolumeDirs(store: MetadataStore): VolumeDirs {
     async remove(id) {
       if (!isVolumeId(id)) return;
       const vols = await child(ROOT, VOLUMES_DIR);
-      if (vols !== undefined) await removeTree(vols, id, `/${VOLUMES_DIR}/${id}`, true);
+      if (vols !== undefined) await removeTree(vols, id, true);
     },
   };
 }

@@ -222,7 +222,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     const localDirs = createRwLock();
     const todo = createTodoApplier({
       root, nodeId, store, log: nlog, writing: (ino) => vfs?.writing(ino) ?? false, retire: retired?.retire, localDirs,
-      asked: () => vfs?.store ?? store,
+      asked: () => vfs?.store ?? store, movedDirs: () => vfs?.forgetPaths(),
     });
     let copies: CopyCache | undefined;
     // The peer port is bound before the node is registered: a port in use (or any failure before

@@ -195,6 +195,18 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
     }
     return false;
   }
+  /** As lib.lua's pathof. */
+  function pathOf(ino: number): string {
+    const parts: string[] = [];
+    for (let cur = ino; cur !== 1; ) {
+      const h = s.i.get(cur);
+      const p = h?.get("p"), nm = h?.get("nm");
+      if (p === undefined || nm === undefined || parts.length > 4096) throw fsError("EIO", `directory ${ino} has no path to the root`);
+      parts.unshift(nm);
+      cur = Number(p);
+    }
+    return parts.length ? `/${parts.join("/")}` : "";
+  }
   const alive = (id: string) => (s.hb.get(id) ?? 0) > Date.now();
 
   // --- the change feed (as redis/change-feed.ts publish) ---
@@ -361,10 +373,11 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
         return { parent: Number(e.slice(0, slash)), name: e.slice(slash + 1) };
       });
     },
-    async remove(parent, name, wantDir, path) {
+    async remove(parent, name, wantDir) {
       const now = String(nowNs());
       const e = s.d.get(parent)?.get(name);
       if (e === undefined) throw fsError("ENOENT");
+      const path = `${pathOf(parent)}/${name}`;
       const ino = entino(e);
       const m = s.i.get(ino)?.get("m");
       const dir = isdir(m);
@@ -377,7 +390,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       if (dir) {
         incr(parent, -1);
         dropdir(ino);
-        told = todo(nodeId, undefined, { op: "rmdir", path });
+        told = todo("", undefined, { op: "rmdir", path });
         r = { ino, nlink: 0, dir: true };
       } else {
         told = todo(nodeId, ino, { op: "rm", path });
@@ -385,13 +398,14 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
         r = { ino, nlink: m === undefined ? 0 : dropname(ino, parent, name, now), dir: false, ...(held ? { held: Number(held) } : {}) };
       }
       await publish({ removed: [[parent, name]], inodes: [parent, ino], todo: told }, true);
-      return r;
+      return { ...r, path, ...(told.includes(nodeId) ? { queued: true } : {}) };
     },
-    async rename(parent, name, np, nn, flags, from, to) {
+    async rename(parent, name, np, nn, flags) {
       const now = String(nowNs());
       const se = s.d.get(parent)?.get(name);
       if (se === undefined) throw fsError("ENOENT");
       needdir(np);
+      const from = `${pathOf(parent)}/${name}`, to = `${pathOf(np)}/${nn}`;
       const sino = entino(se);
       const sdir = isdir(s.i.get(sino)?.get("m"));
       if (sdir && np !== parent && within(np, sino)) throw fsError("EINVAL", "cannot move a directory into itself");
@@ -404,7 +418,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
         const added: Invalidation["added"] = exchanged ? [[parent, name, exchanged], [np, nn, r.ino]] : [[np, nn, r.ino]];
         // As rename.lua: a rename of a name onto itself adds none.
         const watchers = same ? [] : [...newname(np), ...(exchanged && np !== parent ? newname(parent) : [])];
-        return publish({ removed: [[parent, name], [np, nn]], added, inodes, todo: told }, true, watchers).then(() => r);
+        return publish({ removed: [[parent, name], [np, nn]], added, inodes, todo: told }, true, watchers).then(() => (same ? r : { ...r, from, to, ...(told.includes(nodeId) ? { queued: true } : {}) }));
       };
       let replaced: Removed | undefined;
       if (de !== undefined) {
@@ -428,7 +442,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
           hashOf(s.i, sino).set("c", now);
           hashOf(s.i, dino).set("c", now);
           // Once per node: a node holding both files swaps them once (twice would swap them back).
-          told.push(...todo(nodeId, sdir || ddir ? undefined : [sino, dino], { op: "swap", from, to }));
+          told.push(...todo("", sdir || ddir ? undefined : [sino, dino], { op: "swap", from, to }));
           return moved({ ino: sino, exchanged: dino }, dino);
         }
         if (sdir && !ddir) throw fsError("ENOTDIR");
@@ -439,7 +453,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
           incr(np, -1);
           replaced = { ino: dino, nlink: 0, dir: true };
         } else {
-          told.push(...todo(nodeId, dino, { op: "rm", path: to }));
+          told.push(...todo("", dino, { op: "rm", path: to }));
           const held = s.loc.get(dino)?.get(nodeId);
           replaced = { ino: dino, nlink: dropname(dino, np, nn, now), dir: false, ...(held !== undefined ? { held: Number(held) } : {}) };
         }
@@ -456,8 +470,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       hashOf(s.i, sino).set("c", now);
       // The origin too (see rename.lua).
       told.push(...todo("", sdir ? undefined : sino, { op: "mv", from, to }));
-      const queued = told.includes(nodeId) ? { queued: true } : {};
-      return moved(replaced ? { ino: sino, replaced, ...queued } : { ino: sino, ...queued });
+      return moved(replaced ? { ino: sino, replaced } : { ino: sino });
     },
     async setAttrs(ino, ch) {
       const h = s.i.get(ino);

@@ -125,13 +125,30 @@ export interface Removed {
   held?: number;
 }
 
+/**
+ * What remove did. Paths here and in the changes queued for nodes (TodoEntry) are the namespace's at
+ * the moment of the change, never a node's cached ones: each node's disk follows the changes in order.
+ */
+export interface Unnamed extends Removed {
+  /** The name's path. */
+  path: string;
+  /** The change of this node's own disk was queued for it too (a directory's: removals queued before it come first). */
+  queued?: boolean;
+}
+
 export interface Renamed {
   ino: number;
+  /** The paths of the name before and after (absent for a rename of a name onto itself). */
+  from?: string;
+  to?: string;
   /** The destination that was replaced, if any. */
   replaced?: Removed;
   /** With RENAME_EXCHANGE: the inode that moved the other way. */
   exchanged?: number;
-  /** The move of this node's own files was queued for it too (its next start makes it, should it die first). */
+  /**
+   * The change of this node's own disk was queued for it too: applied from its todo list, after the
+   * changes queued before it (and at its next start, should it die first).
+   */
   queued?: boolean;
 }
 
@@ -259,9 +276,8 @@ export interface Namespace {
   link(ino: number, newParent: number, newName: string, fromPath: string, toPath: string): Promise<Inode>;
   /** The names of ino other than its primary one (hard links). */
   extraNames(ino: number): Promise<{ parent: number; name: string }[]>;
-  /** path: the namespace path of the name, for the other nodes holding bytes there (todo lists). */
-  remove(parent: number, name: string, dir: boolean, path: string): Promise<Removed>;
-  rename(parent: number, name: string, newParent: number, newName: string, flags: number, fromPath: string, toPath: string): Promise<Renamed>;
+  remove(parent: number, name: string, dir: boolean): Promise<Unnamed>;
+  rename(parent: number, name: string, newParent: number, newName: string, flags: number): Promise<Renamed>;
   setAttrs(ino: number, change: AttrChange): Promise<Inode>;
   /**
    * New bytes: size and mtime set, a new version (given, or made here), holder made the only location

@@ -6,7 +6,7 @@
 import * as fs from "node:fs";
 import { dirname } from "node:path";
 import type { FileOwner, LocalDir } from "../local/local-dir.ts";
-import { E, errnoOf } from "../util/errno.ts";
+import { E, FsError, errnoOf } from "../util/errno.ts";
 import { fileIdentity } from "../meta/store.ts";
 import { RENAME_EXCHANGE } from "../fuse/types.ts";
 import type { Logger } from "../util/log.ts";
@@ -37,8 +37,24 @@ const inTheWay = (e: unknown) => {
 };
 
 /**
+ * Remove what is at p to make way for what the namespace has there now: never a directory with
+ * anything in it, whose files may be live ones put there by a path read before a rename (removed,
+ * their bytes would be gone). That is refused, and left for the start-up scan.
+ */
+export function clearWay(root: LocalDir, p: string): void {
+  if (root.typeOf(p) !== "dir") return root.remove(p);
+  try {
+    root.rmdir(p);
+  } catch (e) {
+    if (errnoOf(e) === E.ENOENT) return;
+    if (errnoOf(e) === E.ENOTEMPTY) throw new FsError(E.EIO, `a directory with files in it is in the way at ${p}: left as it is`);
+    throw e;
+  }
+}
+
+/**
  * Make a new local object at p (file, link, ...), replacing a stale leftover there that the namespace
- * no longer knows, and creating missing parent directories.
+ * no longer knows (clearWay), and creating missing parent directories.
  */
 export function makeLocal<T>(root: LocalDir, p: string, make: () => T): T {
   return withParents(root, p, () => {
@@ -46,7 +62,7 @@ export function makeLocal<T>(root: LocalDir, p: string, make: () => T): T {
       return make();
     } catch (e) {
       if (!inTheWay(e)) throw e;
-      root.remove(p);
+      clearWay(root, p);
       return make();
     }
   });

@@ -1,7 +1,7 @@
 import type { MetadataStore, TodoEntry } from "../meta/store.ts";
 import type { LocalDir } from "../local/local-dir.ts";
 import { isDir } from "./attr.ts";
-import { exchangeLocal, makeLocal } from "./local-files.ts";
+import { clearWay, exchangeLocal, makeLocal } from "./local-files.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
 import { createPathCache } from "./paths.ts";
 import type { Logger } from "../util/log.ts";
@@ -40,6 +40,11 @@ export interface TodoApplierOptions {
    * a directory the move left behind (and its close's success would read EIO).
    */
   localDirs: RwLock;
+  /**
+   * Directories moved on this disk (under localDirs, alone): the paths this node's filesystem cached
+   * may be of before that move, which a create would then make again where the directory was.
+   */
+  movedDirs?: () => void;
 }
 
 /** How soon a drop put off while this node wrote the file is asked again. */
@@ -103,7 +108,7 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
     // A directory this node made there (its files arrived before the queued rename; or during that
     // wait, by what makes directories here outside ctx.localDirs) stays: removed, its files would go.
     if (t === "dir" && root.typeOf(to) === "dir") return merge(from, to);
-    root.remove(to);
+    clearWay(root, to);
     makeLocal(root, to, () => root.rename(from, to));
   }
 
@@ -147,9 +152,12 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
       }
       case "rmdir":
         if (await isDirNow(e.path)) return;
-        return moving(() => root.remove(e.path));
+        return moving(() => clearWay(root, e.path));
       case "mv":
-        return moving(() => move(e.from, e.to, e.id));
+        return moving(async () => {
+          await move(e.from, e.to, e.id);
+          if (!e.id) o.movedDirs?.();
+        });
       case "link":
         if (root.typeOf(e.from) !== "file" || !isTheFile(e.from, e.id)) return;
         if (await newerAt(e.to, e.id)) return void o.log.warn({ from: e.from, to: e.to }, "a queued link met a newer file made here under its name: the newer one is kept");
@@ -173,7 +181,10 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
         return;
       }
       case "swap":
-        return moving(() => exchangeLocal(root, e.from, e.to));
+        return moving(() => {
+          exchangeLocal(root, e.from, e.to);
+          o.movedDirs?.();
+        });
     }
   }
 

@@ -8,7 +8,7 @@ import { RESERVED_NAME } from "../local/root-layout.ts";
 import { futimes } from "../local/local-dir.ts";
 import { isDir, isReg, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
-import { applyLocal, createLocalFile, exchangeLocal, makeLocal, withParents } from "./local-files.ts";
+import { applyLocal, clearWay, createLocalFile, exchangeLocal, makeLocal, withParents } from "./local-files.ts";
 import { mayKeepPrivileges, outsideGroup, withoutPrivileges } from "./privileges.ts";
 
 const { O_WRONLY } = fs.constants;
@@ -61,11 +61,13 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
     }
   }
 
-  /** The store's rename, and this node's caches and disk after it: what it returns, for the rest of the rename. */
+  /**
+   * The store's rename, and this node's caches after it. Its disk follows from its todo list
+   * (r.queued: catchUp), in the order of the changes queued for it: a move made here at once could
+   * come before a move another node queued for it earlier, and meet that one's paths.
+   */
   async function renamed(parent: number, name: string, newParent: number, newName: string, flags: number) {
-    const fromPath = await paths.childPath(parent, name);
-    const toPath = await paths.childPath(newParent, newName);
-    const r = await changing([parent, newParent], () => store.rename(parent, name, newParent, newName, flags, fromPath, toPath));
+    const r = await changing([parent, newParent], () => store.rename(parent, name, newParent, newName, flags));
     kernel.moved(r.ino, { parent, name }, newParent, newName);
     if (r.exchanged) {
       kernel.moved(r.exchanged, { parent: newParent, name: newName }, parent, name);
@@ -77,19 +79,13 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
     }
     if (r.replaced) kernel.unnamed(r.replaced.ino, newParent, newName);
     if (r.replaced?.dir) dropListing(r.replaced.ino);
-    if (r.exchanged) {
-      exchangeLocal(root, fromPath, toPath);
-      forget(r.exchanged);
-    } else if (fromPath !== toPath) {
-      // Moved already if this node's queued move of it was made meanwhile (while the rename
-      // waited for the other nodes): what is at toPath then is the file, not the one it replaced.
-      if (root.typeOf(fromPath) !== undefined) {
-        // The replaced file's bytes may be kept a while for readers elsewhere, as an unlinked file's.
-        const kept = r.replaced?.nlink === 0 && r.replaced.held !== undefined && o.retire?.(toPath, r.replaced.ino, r.replaced.held);
-        if (r.replaced && !kept) root.remove(toPath);
-        makeLocal(root, toPath, () => root.rename(fromPath, toPath));
-      } else if (r.replaced && !r.replaced.dir && (!r.queued || root.identityOf(toPath)?.startsWith(`${r.replaced.ino}:`))) root.remove(toPath);
+    // Not queued: no bytes of this node's are named (a symlink made here may be).
+    if (!r.queued && r.from !== undefined && r.to !== undefined && r.from !== r.to) {
+      if (r.exchanged) exchangeLocal(root, r.from, r.to);
+      else if (root.typeOf(r.from) !== undefined) makeLocal(root, r.to, () => root.rename(r.from!, r.to!));
+      else if (r.replaced && !r.replaced.dir) clearWay(root, r.to);
     }
+    if (r.exchanged) forget(r.exchanged);
     // With the disk: no path read from here on leads where it was.
     forget(r.ino);
     return r;
@@ -263,21 +259,21 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
     },
 
     async unlink(_c, parent, name) {
-      const path = await paths.childPath(parent, name);
-      const r = await changing([parent], () => store.remove(parent, name, false, path));
+      const r = await changing([parent], () => store.remove(parent, name, false));
       kernel.unnamed(r.ino, parent, name);
       dirChanged(parent, undefined, name);
-      if (!(r.nlink === 0 && r.held !== undefined && o.retire?.(path, r.ino, r.held))) await root.removeAsync(path);
+      if (!(r.nlink === 0 && r.held !== undefined && o.retire?.(r.path, r.ino, r.held))) await root.removeAsync(r.path);
       await ctx.dropped(r);
     },
 
     async rmdir(_c, parent, name) {
-      const path = await paths.childPath(parent, name);
-      const r = await changing([parent], () => store.remove(parent, name, true, path));
+      const r = await changing([parent], () => store.remove(parent, name, true));
       dirChanged(parent, undefined, name);
       dropListing(r.ino);
-      root.remove(path);
       forget(r.ino);
+      // After the removals of files in it that other nodes queued for this one before (a sole node: at once).
+      if (r.queued) await o.catchUp?.();
+      else clearWay(root, r.path);
     },
 
     async symlink(c, parent, name, target) {
@@ -310,10 +306,9 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       const rec = from ? cache.fresh(from) : undefined;
       const movesDirs = !!(flags & RENAME_EXCHANGE) || !rec || isDir(rec.mode);
       const r = await (movesDirs ? ctx.localDirs.exclusive(() => renamed(parent, name, newParent, newName, flags)) : renamed(parent, name, newParent, newName, flags));
-      // The move queued for this node too (made at its next start should it die before the disk
-      // followed) is done: taken off its list before the rename returns. Taken later, it met what
-      // the caller made at fromPath since (a directory made again there was merged into the moved
-      // one and removed). Outside the local directories' lock, which applying the list takes.
+      // This node's disk follows (renamed, above) before the rename returns: taken later, the move
+      // would meet what the caller made at its old path since. Outside the local directories' lock,
+      // which applying the list takes.
       if (r.queued) await o.catchUp?.();
       await ctx.dropped(r.replaced);
     },

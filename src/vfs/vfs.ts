@@ -36,6 +36,8 @@ export interface Vfs extends FileSystem {
   invalidate(inv: Invalidation): void;
   /** Changes may have been missed: drop every cache. */
   resync(): void;
+  /** Directories moved on the local disk: drop every path cached (each is read from the store again). */
+  forgetPaths(): void;
   /** Another node changed ino: whether the kernel's cache of it must be dropped now (see KernelView.changedElsewhere). */
   kernelChanged(ino: number): boolean;
   /** Whether the kernel may cache the name parent/name: only those need invalidating. */
@@ -231,8 +233,7 @@ export function createVfs(o: VfsOptions): Vfs {
       else await store.purge(r.ino);
     },
     async rollback(parent, name, dir) {
-      const path = await paths.childPath(parent, name).catch(() => "");
-      await store.remove(parent, name, dir, path).catch((e: unknown) => log.error({ err: e, parent, name }, "rollback of a failed create left an entry"));
+      await store.remove(parent, name, dir).catch((e: unknown) => log.error({ err: e, parent, name }, "rollback of a failed create left an entry"));
     },
     linkLocal: (from, to) => linkLocal(root, from, to, log),
     async linkAllNames(ino, primary) {
@@ -274,6 +275,9 @@ export function createVfs(o: VfsOptions): Vfs {
           }
         }, () => {});
       }
+    },
+    forgetPaths() {
+      paths.clear();
     },
     resync() {
       cache.resync();

@@ -133,7 +133,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         expect(await st.get(d.ino)).toMatchObject({ mtime: late, ctime: late });
         await file(d.ino, "early", { ctime: late - 5n });
         expect(await st.get(d.ino)).toMatchObject({ mtime: late + 1n, ctime: late + 1n });
-        await st.remove(d.ino, "early", false, "/times/early");
+        await st.remove(d.ino, "early", false);
         expect(await st.get(d.ino)).toMatchObject({ mtime: late + 2n, ctime: late + 2n });
         // Past a run of nines the count carries.
         const nines = 9_999_999_999_999_999_999n;
@@ -232,14 +232,14 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
 
       it("listDir of a directory that is not there: ENOENT", async () => {
         const d = await dir(ROOT, "d");
-        await st.remove(ROOT, "d", true, "/d");
+        await st.remove(ROOT, "d", true);
         expect(await outcome(st.listDir(d))).toBe("ENOENT");
         expect(await outcome(st.listDir(999))).toBe("ENOENT");
       });
 
       it("unlink of a file's only name leaves it orphaned until purged", async () => {
         const f = await file(ROOT, "f");
-        expect(await st.remove(ROOT, "f", false, "/f")).toEqual({ ino: f.ino, nlink: 0, dir: false });
+        expect(await st.remove(ROOT, "f", false)).toEqual({ ino: f.ino, nlink: 0, dir: false, path: "/f" });
         expect(await outcome(st.lookup(ROOT, "f"))).toBe("ENOENT");
         expect(await st.listDir(ROOT)).toEqual([]);
         expect(await st.orphans()).toEqual([f.ino]);
@@ -253,7 +253,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         const f = await file(ROOT, "f");
         const g = await file(ROOT, "g");
         expect(await st.deleted([f.ino, g.ino, 999])).toEqual([false, false, false]);
-        await st.remove(ROOT, "f", false, "/f");
+        await st.remove(ROOT, "f", false);
         expect(await st.deleted([f.ino])).toEqual([false]);
         await st.purge(f.ino);
         await st.purge(g.ino);
@@ -264,16 +264,16 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
       it("remove refuses: ENOENT, EISDIR, ENOTDIR, ENOTEMPTY", async () => {
         const d = await dir(ROOT, "d");
         await file(d, "f");
-        expect(await outcome(st.remove(ROOT, "x", false, "/x"))).toBe("ENOENT");
-        expect(await outcome(st.remove(ROOT, "d", false, "/d"))).toBe("EISDIR");
-        expect(await outcome(st.remove(d, "f", true, "/d/f"))).toBe("ENOTDIR");
-        expect(await outcome(st.remove(ROOT, "d", true, "/d"))).toBe("ENOTEMPTY");
+        expect(await outcome(st.remove(ROOT, "x", false))).toBe("ENOENT");
+        expect(await outcome(st.remove(ROOT, "d", false))).toBe("EISDIR");
+        expect(await outcome(st.remove(d, "f", true))).toBe("ENOTDIR");
+        expect(await outcome(st.remove(ROOT, "d", true))).toBe("ENOTEMPTY");
         expect((await st.listDir(d)).map((e) => e.name)).toEqual(["f"]);
       });
 
       it("rmdir of an empty directory drops it and its parent's link", async () => {
         const d = await dir(ROOT, "d");
-        expect(await st.remove(ROOT, "d", true, "/d")).toEqual({ ino: d, nlink: 0, dir: true });
+        expect(await st.remove(ROOT, "d", true)).toMatchObject({ ino: d, nlink: 0, dir: true, path: "/d" });
         expect(await outcome(st.get(d))).toBe("ENOENT");
         expect((await st.get(ROOT)).nlink).toBe(2);
         expect(await st.orphans()).toEqual([]);
@@ -342,7 +342,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         const d = await dir(ROOT, "d");
         const f = await file(ROOT, "f");
         await st.link(f.ino, d, "g", "/f", "/d/g");
-        expect(await st.remove(ROOT, "f", false, "/f")).toEqual({ ino: f.ino, nlink: 1, dir: false });
+        expect(await st.remove(ROOT, "f", false)).toEqual({ ino: f.ino, nlink: 1, dir: false, path: "/f" });
         expect(await st.get(f.ino)).toMatchObject({ parent: d, name: "g", nlink: 1 });
         expect(await st.extraNames(f.ino)).toEqual([]);
         expect(await st.orphans()).toEqual([]);
@@ -352,7 +352,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         const f = await file(ROOT, "f");
         await st.link(f.ino, ROOT, "g", "/f", "/g");
         await st.link(f.ino, ROOT, "h", "/f", "/h");
-        expect((await st.remove(ROOT, "g", false, "/g")).nlink).toBe(2);
+        expect((await st.remove(ROOT, "g", false)).nlink).toBe(2);
         expect(await st.get(f.ino)).toMatchObject({ parent: ROOT, name: "f", nlink: 2 });
         expect(await st.extraNames(f.ino)).toEqual([{ parent: ROOT, name: "h" }]);
       });
@@ -360,14 +360,14 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
       it("renaming an extra name moves it in extraNames", async () => {
         const f = await file(ROOT, "f");
         await st.link(f.ino, ROOT, "g", "/f", "/g");
-        await st.rename(ROOT, "g", ROOT, "g2", 0, "/g", "/g2");
+        await st.rename(ROOT, "g", ROOT, "g2", 0);
         expect(await st.extraNames(f.ino)).toEqual([{ parent: ROOT, name: "g2" }]);
         expect((await st.get(f.ino)).name).toBe("f");
       });
 
       it("linking an orphan takes it off the orphans list", async () => {
         const f = await file(ROOT, "f");
-        await st.remove(ROOT, "f", false, "/f");
+        await st.remove(ROOT, "f", false);
         await st.link(f.ino, ROOT, "back", "/f", "/back");
         expect(await st.orphans()).toEqual([]);
         expect((await st.get(f.ino)).nlink).toBe(1);
@@ -378,9 +378,9 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
       it("within a directory and across directories; the primary name follows", async () => {
         const d = await dir(ROOT, "d");
         const f = await file(ROOT, "f");
-        expect(await st.rename(ROOT, "f", ROOT, "g", 0, "/f", "/g")).toEqual({ ino: f.ino });
+        expect(await st.rename(ROOT, "f", ROOT, "g", 0)).toEqual({ ino: f.ino, from: "/f", to: "/g" });
         expect(await st.get(f.ino)).toMatchObject({ parent: ROOT, name: "g" });
-        expect(await st.rename(ROOT, "g", d, "h", 0, "/g", "/d/h")).toEqual({ ino: f.ino });
+        expect(await st.rename(ROOT, "g", d, "h", 0)).toEqual({ ino: f.ino, from: "/g", to: "/d/h" });
         expect(await st.get(f.ino)).toMatchObject({ parent: d, name: "h" });
         expect((await st.listDir(ROOT)).map((e) => e.name)).toEqual(["d"]);
         expect(await st.listDir(d)).toEqual([{ name: "h", ino: f.ino, type: FILE >> 12 }]);
@@ -391,7 +391,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         const b = await dir(ROOT, "b");
         const c = await dir(a, "c");
         const f = await file(c, "f");
-        await st.rename(a, "c", b, "c", 0, "/a/c", "/b/c");
+        await st.rename(a, "c", b, "c", 0);
         expect((await st.get(a)).nlink).toBe(2);
         expect((await st.get(b)).nlink).toBe(3);
         expect((await st.lookup(c, "f")).ino).toBe(f.ino);
@@ -402,7 +402,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
       it("over a file: the file loses that name and is returned as replaced", async () => {
         const f = await file(ROOT, "f");
         const g = await file(ROOT, "g");
-        expect(await st.rename(ROOT, "f", ROOT, "g", 0, "/f", "/g")).toEqual({ ino: f.ino, replaced: { ino: g.ino, nlink: 0, dir: false } });
+        expect(await st.rename(ROOT, "f", ROOT, "g", 0)).toEqual({ ino: f.ino, replaced: { ino: g.ino, nlink: 0, dir: false }, from: "/f", to: "/g" });
         expect(await st.listDir(ROOT)).toEqual([{ name: "g", ino: f.ino, type: FILE >> 12 }]);
         expect(await st.orphans()).toEqual([g.ino]);
       });
@@ -411,7 +411,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         const f = await file(ROOT, "f");
         const g = await file(ROOT, "g");
         await st.link(g.ino, ROOT, "g2", "/g", "/g2");
-        const r = await st.rename(ROOT, "f", ROOT, "g", 0, "/f", "/g");
+        const r = await st.rename(ROOT, "f", ROOT, "g", 0);
         expect(r.replaced).toEqual({ ino: g.ino, nlink: 1, dir: false });
         expect(await st.get(g.ino)).toMatchObject({ parent: ROOT, name: "g2", nlink: 1 });
         expect(await st.orphans()).toEqual([]);
@@ -420,7 +420,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
       it("over an empty directory: it is dropped with its parent's link", async () => {
         const a = await dir(ROOT, "a");
         const b = await dir(ROOT, "b");
-        expect(await st.rename(ROOT, "a", ROOT, "b", 0, "/a", "/b")).toEqual({ ino: a, replaced: { ino: b, nlink: 0, dir: true } });
+        expect(await st.rename(ROOT, "a", ROOT, "b", 0)).toMatchObject({ ino: a, replaced: { ino: b, nlink: 0, dir: true }, from: "/a", to: "/b" });
         expect(await outcome(st.get(b))).toBe("ENOENT");
         expect((await st.get(ROOT)).nlink).toBe(3);
         expect(await consistentTree(st)).toBe(2);
@@ -429,10 +429,10 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
       it("onto another name of the same file does nothing", async () => {
         const f = await file(ROOT, "f");
         await st.link(f.ino, ROOT, "g", "/f", "/g");
-        expect(await st.rename(ROOT, "f", ROOT, "g", 0, "/f", "/g")).toEqual({ ino: f.ino });
+        expect(await st.rename(ROOT, "f", ROOT, "g", 0)).toEqual({ ino: f.ino });
         expect((await st.listDir(ROOT)).map((e) => e.name).sort()).toEqual(["f", "g"]);
         expect((await st.get(f.ino)).nlink).toBe(2);
-        expect(await st.rename(ROOT, "f", ROOT, "f", 0, "/f", "/f")).toEqual({ ino: f.ino });
+        expect(await st.rename(ROOT, "f", ROOT, "f", 0)).toEqual({ ino: f.ino });
       });
 
       it("refuses: ENOENT (source, target parent), ENOTDIR, EISDIR, ENOTEMPTY, EINVAL (into itself)", async () => {
@@ -441,14 +441,14 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         const full = await dir(ROOT, "full");
         await file(full, "x");
         const f = await file(ROOT, "f");
-        expect(await outcome(st.rename(ROOT, "none", ROOT, "y", 0, "/none", "/y"))).toBe("ENOENT");
-        expect(await outcome(st.rename(ROOT, "f", 999, "y", 0, "/f", "/?/y"))).toBe("ENOENT");
-        expect(await outcome(st.rename(ROOT, "f", f.ino, "y", 0, "/f", "/f/y"))).toBe("ENOTDIR");
-        expect(await outcome(st.rename(ROOT, "a", ROOT, "f", 0, "/a", "/f"))).toBe("ENOTDIR");
-        expect(await outcome(st.rename(ROOT, "f", ROOT, "a", 0, "/f", "/a"))).toBe("EISDIR");
-        expect(await outcome(st.rename(ROOT, "a", ROOT, "full", 0, "/a", "/full"))).toBe("ENOTEMPTY");
-        expect(await outcome(st.rename(ROOT, "a", a, "a2", 0, "/a", "/a/a2"))).toBe("EINVAL");
-        expect(await outcome(st.rename(ROOT, "a", b, "a2", 0, "/a", "/a/b/a2"))).toBe("EINVAL");
+        expect(await outcome(st.rename(ROOT, "none", ROOT, "y", 0))).toBe("ENOENT");
+        expect(await outcome(st.rename(ROOT, "f", 999, "y", 0))).toBe("ENOENT");
+        expect(await outcome(st.rename(ROOT, "f", f.ino, "y", 0))).toBe("ENOTDIR");
+        expect(await outcome(st.rename(ROOT, "a", ROOT, "f", 0))).toBe("ENOTDIR");
+        expect(await outcome(st.rename(ROOT, "f", ROOT, "a", 0))).toBe("EISDIR");
+        expect(await outcome(st.rename(ROOT, "a", ROOT, "full", 0))).toBe("ENOTEMPTY");
+        expect(await outcome(st.rename(ROOT, "a", a, "a2", 0))).toBe("EINVAL");
+        expect(await outcome(st.rename(ROOT, "a", b, "a2", 0))).toBe("EINVAL");
         expect(await consistentTree(st)).toBe(4);
         expect((await st.listDir(ROOT)).map((e) => e.name).sort()).toEqual(["a", "f", "full"]);
       });
@@ -456,9 +456,9 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
       it("RENAME_NOREPLACE: EEXIST when the target exists, a plain rename when not", async () => {
         await file(ROOT, "f");
         const g = await file(ROOT, "g");
-        expect(await outcome(st.rename(ROOT, "f", ROOT, "g", RENAME_NOREPLACE, "/f", "/g"))).toBe("EEXIST");
+        expect(await outcome(st.rename(ROOT, "f", ROOT, "g", RENAME_NOREPLACE))).toBe("EEXIST");
         expect((await st.lookup(ROOT, "g")).ino).toBe(g.ino);
-        expect(await outcome(st.rename(ROOT, "f", ROOT, "h", RENAME_NOREPLACE, "/f", "/h"))).toBe("ok");
+        expect(await outcome(st.rename(ROOT, "f", ROOT, "h", RENAME_NOREPLACE))).toBe("ok");
       });
 
       it("RENAME_EXCHANGE: ENOENT without a target; swaps a file and a directory across directories", async () => {
@@ -466,8 +466,8 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         const b = await dir(ROOT, "b");
         const f = await file(a, "x");
         const d = await dir(b, "y");
-        expect(await outcome(st.rename(a, "x", b, "none", RENAME_EXCHANGE, "/a/x", "/b/none"))).toBe("ENOENT");
-        expect(await st.rename(a, "x", b, "y", RENAME_EXCHANGE, "/a/x", "/b/y")).toEqual({ ino: f.ino, exchanged: d });
+        expect(await outcome(st.rename(a, "x", b, "none", RENAME_EXCHANGE))).toBe("ENOENT");
+        expect(await st.rename(a, "x", b, "y", RENAME_EXCHANGE)).toMatchObject({ ino: f.ino, exchanged: d, from: "/a/x", to: "/b/y" });
         expect((await st.lookup(a, "x")).ino).toBe(d);
         expect((await st.lookup(b, "y")).ino).toBe(f.ino);
         expect(await st.get(d)).toMatchObject({ parent: a, name: "x" });
@@ -482,7 +482,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         const b = await dir(a, "b");
         await file(b, "f");
         // Swapping /a/b/f with /a would put a inside its own child b.
-        expect(await outcome(st.rename(b, "f", ROOT, "a", RENAME_EXCHANGE, "/a/b/f", "/a"))).toBe("EINVAL");
+        expect(await outcome(st.rename(b, "f", ROOT, "a", RENAME_EXCHANGE))).toBe("EINVAL");
         expect(await consistentTree(st)).toBe(3);
       });
 
@@ -490,8 +490,8 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         const a = await dir(ROOT, "a");
         const b = await dir(a, "b");
         const c = await dir(b, "c");
-        expect(await outcome(st.rename(b, "c", ROOT, "a", RENAME_EXCHANGE, "/a/b/c", "/a"))).toBe("EINVAL");
-        expect(await outcome(st.rename(ROOT, "a", b, "c", RENAME_EXCHANGE, "/a", "/a/b/c"))).toBe("EINVAL");
+        expect(await outcome(st.rename(b, "c", ROOT, "a", RENAME_EXCHANGE))).toBe("EINVAL");
+        expect(await outcome(st.rename(ROOT, "a", b, "c", RENAME_EXCHANGE))).toBe("EINVAL");
         expect((await st.get(c)).parent).toBe(b);
         expect(await consistentTree(st)).toBe(4);
       });
@@ -575,7 +575,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
       it("they go with the inode", async () => {
         const f = await file(ROOT, "f");
         await st.setXattr(f.ino, "user.a", new Uint8Array([1]), 0);
-        await st.remove(ROOT, "f", false, "/f");
+        await st.remove(ROOT, "f", false);
         await st.purge(f.ino);
         expect(await st.listXattr(f.ino)).toEqual([]);
         expect(await st.getXattr(f.ino, "user.a")).toBeUndefined();
@@ -624,7 +624,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
       it("unlink tells the other holders (with the file's identity), not the origin", async () => {
         const f = await file(ROOT, "f", { holder: "node-b" });
         const b = await h.open("node-b");
-        await st.remove(ROOT, "f", false, "/f");
+        await st.remove(ROOT, "f", false);
         // The last name, and the version node-b holds: it may keep the bytes for readers elsewhere.
         expect(await b.takeTodo()).toEqual([{ op: "rm", path: "/f", id: `${f.ino}:${f.gen}`, last: true, v: String(f.version) }]);
         expect(await b.takeTodo()).toEqual([]);
@@ -636,42 +636,61 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         await st.link(f.ino, ROOT, "g", "/f", "/g");
         const b = await h.open("node-b");
         await b.takeTodo();
-        expect(await st.remove(ROOT, "g", false, "/g")).toMatchObject({ ino: f.ino, nlink: 1, dir: false });
+        expect(await st.remove(ROOT, "g", false)).toMatchObject({ ino: f.ino, nlink: 1, dir: false });
         expect((await b.takeTodo()).map((e) => ("last" in e ? e.last : undefined))).toEqual([false]);
       });
 
       it("unlink tells the origin the version it held (none when it held nothing)", async () => {
         const f = await file(ROOT, "f", { holder: A });
-        expect((await st.remove(ROOT, "f", false, "/f")).held).toBe(f.version);
+        expect((await st.remove(ROOT, "f", false)).held).toBe(f.version);
         await file(ROOT, "g", { holder: "node-b" });
-        expect((await st.remove(ROOT, "g", false, "/g")).held).toBeUndefined();
+        expect((await st.remove(ROOT, "g", false)).held).toBeUndefined();
       });
 
-      it("the origin is told of its own renames (the move of its disk, made at its next start should it die first), not of its unlinks", async () => {
+      it("the origin is told of its own renames (its disk follows from its list), not of its unlinks", async () => {
         const f = await file(ROOT, "f", { holder: A });
-        expect((await st.rename(ROOT, "f", ROOT, "g", 0, "/f", "/g")).queued).toBe(true);
-        await st.remove(ROOT, "g", false, "/g");
+        expect((await st.rename(ROOT, "f", ROOT, "g", 0)).queued).toBe(true);
+        await st.remove(ROOT, "g", false);
         expect(await st.takeTodo()).toEqual([{ op: "mv", from: "/f", to: "/g", id: `${f.ino}:${f.gen}` }]);
         const other = await file(ROOT, "o", { holder: "node-b" });
-        expect((await st.rename(ROOT, "o", ROOT, "p", 0, "/o", "/p")).queued).toBeUndefined();
+        expect((await st.rename(ROOT, "o", ROOT, "p", 0)).queued).toBeUndefined();
         expect(await st.takeTodo()).toEqual([]);
         expect(other.ino).toBeGreaterThan(ROOT);
       });
 
-      it("rmdir tells every known node but the origin; a directory's rename every known node", async () => {
+      it("a directory's rmdir and rename tell every known node, the origin too", async () => {
         for (const n of [A, "node-b", "node-c"]) await st.registerNode({ id: n, address: `${n}:1`, startedAt: 1 }, 60_000);
         await dir(ROOT, "d");
         await dir(ROOT, "e");
-        await st.rename(ROOT, "d", ROOT, "d2", 0, "/d", "/d2");
-        await st.remove(ROOT, "e", true, "/e");
+        expect((await st.rename(ROOT, "d", ROOT, "d2", 0)).queued).toBe(true);
+        expect((await st.remove(ROOT, "e", true)).queued).toBe(true);
         const want: TodoEntry[] = [{ op: "mv", from: "/d", to: "/d2" }, { op: "rmdir", path: "/e" }];
-        for (const n of ["node-b", "node-c"]) expect(await (await h.open(n)).takeTodo()).toEqual(want);
-        expect(await st.takeTodo()).toEqual([{ op: "mv", from: "/d", to: "/d2" }]);
+        for (const n of ["node-b", "node-c", A]) expect(await (await h.open(n)).takeTodo()).toEqual(want);
+      });
+
+      it("paths queued are the namespace's at the change, in the order of the changes", async () => {
+        await st.registerNode({ id: "node-b", address: "node-b:1", startedAt: 1 }, 60_000);
+        const d = await dir(ROOT, "d");
+        const f = await file(d, "f", { holder: "node-b" });
+        await st.rename(ROOT, "d", ROOT, "e", 0);
+        expect(await st.rename(d, "f", d, "g", 0)).toMatchObject({ from: "/e/f", to: "/e/g" });
+        await dir(d, "sub");
+        await st.rename(ROOT, "e", ROOT, "d", 0);
+        expect(await st.remove(d, "g", false)).toMatchObject({ path: "/d/g" });
+        await st.remove(d, "sub", true);
+        const id = `${f.ino}:${f.gen}`;
+        expect(await (await h.open("node-b")).takeTodo()).toEqual([
+          { op: "mv", from: "/d", to: "/e" },
+          { op: "mv", from: "/e/f", to: "/e/g", id },
+          { op: "mv", from: "/e", to: "/d" },
+          { op: "rm", path: "/d/g", id, last: true, v: String(f.version) },
+          { op: "rmdir", path: "/d/sub" },
+        ]);
       });
 
       it("a file's rename and link tell its holders", async () => {
         const f = await file(ROOT, "f", { holder: "node-b" });
-        await st.rename(ROOT, "f", ROOT, "g", 0, "/f", "/g");
+        await st.rename(ROOT, "f", ROOT, "g", 0);
         await st.link(f.ino, ROOT, "h", "/g", "/h");
         const id = `${f.ino}:${f.gen}`;
         expect(await (await h.open("node-b")).takeTodo()).toEqual([{ op: "mv", from: "/f", to: "/g", id }, { op: "link", from: "/g", to: "/h", id }]);
@@ -680,9 +699,19 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
       it("rename over a file: its holders remove it, the source's holders move theirs", async () => {
         const f = await file(ROOT, "f", { holder: "node-b" });
         const g = await file(ROOT, "g", { holder: "node-c" });
-        await st.rename(ROOT, "f", ROOT, "g", 0, "/f", "/g");
+        await st.rename(ROOT, "f", ROOT, "g", 0);
         expect(await (await h.open("node-c")).takeTodo()).toEqual([{ op: "rm", path: "/g", id: `${g.ino}:${g.gen}`, last: true, v: String(g.version) }]);
         expect(await (await h.open("node-b")).takeTodo()).toEqual([{ op: "mv", from: "/f", to: "/g", id: `${f.ino}:${f.gen}` }]);
+      });
+
+      it("rename over a file the origin holds: the origin's removal is queued before its move, in order", async () => {
+        const f = await file(ROOT, "f", { holder: A });
+        const g = await file(ROOT, "g", { holder: A });
+        expect((await st.rename(ROOT, "f", ROOT, "g", 0)).queued).toBe(true);
+        expect(await st.takeTodo()).toEqual([
+          { op: "rm", path: "/g", id: `${g.ino}:${g.gen}`, last: true, v: String(g.version) },
+          { op: "mv", from: "/f", to: "/g", id: `${f.ino}:${f.gen}` },
+        ]);
       });
 
       it("new data tells the other holders to drop their copy", async () => {
@@ -695,17 +724,21 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
       it("RENAME_EXCHANGE of two files: the holders of each swap", async () => {
         await file(ROOT, "f", { holder: "node-b" });
         await file(ROOT, "g", { holder: "node-c" });
-        await st.rename(ROOT, "f", ROOT, "g", RENAME_EXCHANGE, "/f", "/g");
+        await st.rename(ROOT, "f", ROOT, "g", RENAME_EXCHANGE);
         const swap: TodoEntry = { op: "swap", from: "/f", to: "/g" };
         expect(await (await h.open("node-b")).takeTodo()).toEqual([swap]);
         expect(await (await h.open("node-c")).takeTodo()).toEqual([swap]);
         expect(await st.takeTodo()).toEqual([]);
+        await file(ROOT, "a", { holder: A });
+        await file(ROOT, "b");
+        expect((await st.rename(ROOT, "a", ROOT, "b", RENAME_EXCHANGE)).queued).toBe(true);
+        expect(await st.takeTodo()).toEqual([{ op: "swap", from: "/a", to: "/b" }]);
       });
 
       it("RENAME_EXCHANGE of two files held by the same node queues one swap", async () => {
         await file(ROOT, "f", { holder: "node-b" });
         await file(ROOT, "g", { holder: "node-b" });
-        await st.rename(ROOT, "f", ROOT, "g", RENAME_EXCHANGE, "/f", "/g");
+        await st.rename(ROOT, "f", ROOT, "g", RENAME_EXCHANGE);
         expect(await (await h.open("node-b")).takeTodo()).toEqual([{ op: "swap", from: "/f", to: "/g" }]);
       });
     });
@@ -771,7 +804,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         await st.addCachedCopies("node-c", 5, [{ ino: cached.ino, version: cached.version }]);
         await st.addCachedCopies("node-c", 4, [{ ino: stale.ino, version: stale.version }]);
         await st.addCachedCopies("node-b", 111, [{ ino: other.ino, version: other.version }]);
-        await st.rename(ROOT, "only", ROOT, "only2", 0, "/only", "/only2");
+        await st.rename(ROOT, "only", ROOT, "only2", 0);
         const progress: [number, number][] = [];
         expect(await st.forgetNode("node-b", (seen, bound) => progress.push([seen, bound]))).toEqual({ held: 3, orphaned: 2 });
         // Four holder lists and three cached-copy lists were looked at.
@@ -885,11 +918,11 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         const x = await st.reserveInodes(2);
         await file(ROOT, "old", { ino: x });
         await file(ROOT, "new", { ino: x });
-        await st.remove(ROOT, "new", false, "/new");
+        await st.remove(ROOT, "new", false);
         await st.purge(x);
         await st.create(ROOT, "olddir", { mode: DIR, uid: 0, gid: 0, ino: x + 1 });
         await st.create(ROOT, "newdir", { mode: DIR, uid: 0, gid: 0, ino: x + 1 });
-        await st.remove(ROOT, "newdir", true, "/newdir");
+        await st.remove(ROOT, "newdir", true);
         const live = await file(ROOT, "live");
         expect(await st.dropDanglingEntry(ROOT, "live", live.ino)).toBe(false);
         expect(await st.dropDanglingEntry(ROOT, "old", x + 5)).toBe(false);
@@ -903,13 +936,13 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
       it("settleOrphan: unlisted with links, kept while a node lives, else purged", async () => {
         const x = await st.reserveInodes(1);
         await file(ROOT, "f", { ino: x });
-        await st.remove(ROOT, "f", false, "/f");
+        await st.remove(ROOT, "f", false);
         await file(ROOT, "g", { ino: x });
         expect(await st.orphans()).toEqual([x]);
         expect(await st.settleOrphan(x)).toBe("unlisted");
         expect(await st.orphans()).toEqual([]);
         const o = await file(ROOT, "o");
-        await st.remove(ROOT, "o", false, "/o");
+        await st.remove(ROOT, "o", false);
         await st.registerNode({ id: "node-b", address: "b", startedAt: 1 }, 60_000);
         expect(await st.settleOrphan(o.ino)).toBe("kept");
         expect(await st.orphans()).toEqual([o.ino]);
@@ -940,8 +973,8 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         const root = await st.get(ROOT);
         await st.setData(f.ino, 1, 1n, 1n, A, "/f");
         await st.setAttrs(f.ino, { uid: 3 });
-        await st.rename(ROOT, "f", ROOT, "g", 0, "/f", "/g");
-        await st.remove(ROOT, "g", false, "/g");
+        await st.rename(ROOT, "f", ROOT, "g", 0);
+        await st.remove(ROOT, "g", false);
         await until("five changes", () => b.heard.length >= 5);
         // The directory's times and links after the create come along: the only change of its record.
         expect(b.heard[0]).toEqual({ origin: A, added: [[ROOT, "f", f.ino]], removed: [], inodes: [ROOT], data: [], todo: [], touched: [[ROOT, String(root.ctime), root.nlink]] });
@@ -973,7 +1006,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         const x = await st.reserveInodes(1);
         await file(ROOT, "gone", { ino: x });
         await file(ROOT, "again", { ino: x });
-        await st.remove(ROOT, "again", false, "/again");
+        await st.remove(ROOT, "again", false);
         await st.purge(x);
         const f = await file(ROOT, "f");
         const d = await dir(ROOT, "d");
@@ -997,7 +1030,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
       it("an invalidation names the nodes given todo entries", async () => {
         const b = await listener("node-b");
         await file(ROOT, "f", { holder: "node-b" });
-        await st.remove(ROOT, "f", false, "/f");
+        await st.remove(ROOT, "f", false);
         await until("the remove", () => b.heard.length >= 2);
         expect(b.heard[1]!.todo).toEqual(["node-b"]);
       });
@@ -1008,7 +1041,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         const b = await listener("node-b", 100);
         await file(ROOT, "f");
         const t0 = Date.now();
-        await st.remove(ROOT, "f", false, "/f");
+        await st.remove(ROOT, "f", false);
         const took = Date.now() - t0;
         expect(took).toBeGreaterThanOrEqual(90);
         expect(took).toBeLessThan(450);
@@ -1071,10 +1104,10 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         const g = await st.lookup(other, "g");
         expect(await timed(() => st.link(g.ino, d, "l", "/o/g", "/d/l"))).toBeGreaterThanOrEqual(90);
         await b.s.listDir(d, true);
-        expect(await timed(() => st.rename(other, "g", d, "g", 0, "/o/g", "/d/g"))).toBeGreaterThanOrEqual(90);
+        expect(await timed(() => st.rename(other, "g", d, "g", 0))).toBeGreaterThanOrEqual(90);
         await file(other, "x");
         await b.s.listDir(other, true);
-        expect(await timed(() => st.rename(d, "f1", other, "x", 2, "/d/f1", "/o/x"))).toBeGreaterThanOrEqual(90);
+        expect(await timed(() => st.rename(d, "f1", other, "x", 2))).toBeGreaterThanOrEqual(90);
         // The maker's own watch never waits for itself, and stays.
         await st.listDir(d, true);
         expect(await timed(() => file(d, "f4"))).toBeLessThan(90);
@@ -1082,7 +1115,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         expect(await timed(() => file(d, "f5"))).toBeGreaterThanOrEqual(90);
         // A removal takes no watch away.
         await b.s.listDir(d, true);
-        await st.remove(d, "f5", false, "/d/f5");
+        await st.remove(d, "f5", false);
         expect(await timed(() => file(d, "f6"))).toBeGreaterThanOrEqual(90);
         // A directory removed and its number gone: no watcher is left behind it.
         expect(await outcome(b.s.listDir(999_999, true))).toBe("ENOENT");
@@ -1111,7 +1144,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         await b.s.recordAndHolders(f.ino, true);
         await st.setData(f.ino, 1, 1n, 1n, A, "/f");
         const t0 = Date.now();
-        await st.remove(ROOT, "g", false, "/g");
+        await st.remove(ROOT, "g", false);
         expect(Date.now() - t0).toBeGreaterThanOrEqual(90);
       });
 
@@ -1133,11 +1166,11 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         await listener("node-b");
         await file(ROOT, "f");
         const t0 = Date.now();
-        await st.remove(ROOT, "f", false, "/f");
+        await st.remove(ROOT, "f", false);
         expect(Date.now() - t0).toBeLessThan(2000);
         await file(ROOT, "g");
         const t1 = Date.now();
-        await st.remove(ROOT, "g", false, "/g");
+        await st.remove(ROOT, "g", false);
         // Not waited for again until it answers.
         expect(Date.now() - t1).toBeLessThan(200);
       });
@@ -1180,7 +1213,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
       it("20 removes of one name: one succeeds", async () => {
         const b = await h.open("node-b");
         await file(ROOT, "f");
-        const res = await Promise.all(Array.from({ length: 20 }, (_, i) => outcome((i % 2 ? b : st).remove(ROOT, "f", false, "/f"))));
+        const res = await Promise.all(Array.from({ length: 20 }, (_, i) => outcome((i % 2 ? b : st).remove(ROOT, "f", false))));
         expect(res.filter((r) => r === "ok")).toHaveLength(1);
         expect(res.filter((r) => r === "ENOENT")).toHaveLength(19);
       });
@@ -1189,7 +1222,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         const b = await h.open("node-b");
         for (let i = 0; i < 20; i++) {
           const d = await dir(ROOT, `d${i}`);
-          const [rm, mk] = await Promise.all([outcome(st.remove(ROOT, `d${i}`, true, `/d${i}`)), outcome(b.create(d, "x", { mode: FILE, uid: 0, gid: 0 }))]);
+          const [rm, mk] = await Promise.all([outcome(st.remove(ROOT, `d${i}`, true)), outcome(b.create(d, "x", { mode: FILE, uid: 0, gid: 0 }))]);
           expect([rm, mk].sort()).toEqual(rm === "ok" ? ["ENOENT", "ok"] : ["ENOTEMPTY", "ok"]);
         }
         await consistentTree(st);
@@ -1206,7 +1239,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
           ops.map(async ([ino, to, c]) => {
             const r = await c.get(ino);
             const target = to === 8 ? ROOT : dirs[to]!;
-            return outcome(c.rename(r.parent, r.name, target, r.name, 0, "/x", "/y"));
+            return outcome(c.rename(r.parent, r.name, target, r.name, 0));
           }),
         );
         for (const o of outcomes) expect(["ok", "ENOENT", "EINVAL"]).toContain(o);
@@ -1224,7 +1257,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
             const c = k % 2 ? b : st;
             const x = await c.get(files[k % 10]!);
             const y = await c.get(files[(k * 7 + 3) % 10]!);
-            await outcome(c.rename(x.parent, x.name, y.parent, y.name, k % 3 === 0 ? 0 : RENAME_EXCHANGE, "/x", "/y"));
+            await outcome(c.rename(x.parent, x.name, y.parent, y.name, k % 3 === 0 ? 0 : RENAME_EXCHANGE));
           }),
         );
         const names = [...(await st.listDir(ROOT)), ...(await st.listDir(a))].filter((e) => e.type === 8);
@@ -1245,7 +1278,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
           Array.from({ length: 60 }, (_, k) => {
             const c = k % 2 ? b : st;
             const n = `n${k % 7}`;
-            return outcome(k % 3 ? c.link(f.ino, ROOT, n, "/f", `/${n}`) : c.remove(ROOT, n, false, `/${n}`));
+            return outcome(k % 3 ? c.link(f.ino, ROOT, n, "/f", `/${n}`) : c.remove(ROOT, n, false));
           }),
         );
         const names = (await st.listDir(ROOT)).filter((e) => e.ino === f.ino);

@@ -84,7 +84,7 @@ describe("meta cache", () => {
     await until("the create", () => cache.listed(ROOT, "f") !== null);
     // The notice names the entry and its inode.
     expect(cache.listed(ROOT, "f")).toBe(f.ino);
-    await b.remove(ROOT, "f", false, "/f");
+    await b.remove(ROOT, "f", false);
     await until("the remove", () => cache.listed(ROOT, "f") === null);
     expect(heard.map((i) => i.origin)).toEqual(["b", "b"]);
     expect(f.ino).toBeGreaterThan(ROOT);
@@ -149,7 +149,7 @@ describe("meta cache", () => {
     await a.create(d.ino, "x", { mode: FILE, uid: 0, gid: 0 });
     await listing(d.ino);
     const e = await a.create(ROOT, "e", { mode: DIR, uid: 0, gid: 0 });
-    await b.rename(ROOT, "d", e.ino, "d", 0, "/d", "/e/d");
+    await b.rename(ROOT, "d", e.ino, "d", 0);
     await until("the rename", () => cache.entries(d.ino) === undefined);
   });
 

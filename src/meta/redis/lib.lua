@@ -66,6 +66,22 @@ local function dropname(ino, parent, name, now)
   if n <= 0 then redis.call('SADD', P..'orphans', ino) end
   return n
 end
+-- The namespace path of ino's primary name now ('' for the root), or nil if its chain is broken.
+-- Queued changes carry paths from here, in the order the changes happened: a node's cache of paths
+-- may lag a rename its disk already followed, or lead one it has not.
+local function pathof(ino)
+  local parts = {}
+  local cur = tostring(ino)
+  while cur ~= '1' do
+    if #parts > 4096 then return nil end
+    local r = redis.call('HMGET', P..'i:'..cur, 'p', 'nm')
+    if not r[1] then return nil end
+    table.insert(parts, 1, r[2])
+    cur = r[1]
+  end
+  if #parts == 0 then return '' end
+  return '/'..table.concat(parts, '/')
+end
 -- Queue a change of local files for the other nodes that hold ino's bytes, or for every other node
 -- when ino is nil (a directory: any node may hold files under it). Returns the nodes told.
 -- ino: the inode whose holders must make the change, or several (each holder told once), or nil (every node)

@@ -66,13 +66,13 @@ export function createNamespace({ client, keys, run, nodeId, numbers, feed }: Na
     async extraNames(ino) {
       return (await client.sMembers(keys.links(ino))).map(parseExtraName);
     },
-    async remove(parent, name, dir, path) {
-      const r = (await run("remove", [parent, name, dir ? 1 : 0, nowNs(), nodeId, path])) as [number, number, number, string[], string];
+    async remove(parent, name, dir) {
+      const r = (await run("remove", [parent, name, dir ? 1 : 0, nowNs(), nodeId])) as [number, number, number, string[], string, string];
       await publish({ removed: [[parent, name]], inodes: [parent, r[0]], todo: r[3] }, true);
-      return { ino: r[0], nlink: r[1], dir: r[2] === 1, ...(r[4] ? { held: Number(r[4]) } : {}) };
+      return { ino: r[0], nlink: r[1], dir: r[2] === 1, path: r[5], ...(r[4] ? { held: Number(r[4]) } : {}), ...(r[3].includes(nodeId) ? { queued: true } : {}) };
     },
-    async rename(parent, name, newParent, newName, flags, fromPath, toPath) {
-      const r = (await run("rename", [parent, name, newParent, newName, flags, nowNs(), nodeId, fromPath, toPath])) as [number, number, number, number, number, string[], string | null | undefined, string[] | undefined];
+    async rename(parent, name, newParent, newName, flags) {
+      const r = (await run("rename", [parent, name, newParent, newName, flags, nowNs(), nodeId])) as [number, number, number, number, number, string[], string | null | undefined, string[] | undefined, string | undefined, string | undefined];
       const moved = [parent, newParent, r[0]!, ...(r[1] ? [r[1]] : []), ...(r[4] ? [r[4]] : [])];
       const told = r[5];
       const watchers = r[7] ?? [];
@@ -81,6 +81,7 @@ export function createNamespace({ client, keys, run, nodeId, numbers, feed }: Na
       const out: Renamed = { ino: r[0]! };
       if (r[1]) out.replaced = { ino: r[1], nlink: r[2]!, dir: r[3] === 1, ...(r[6] ? { held: Number(r[6]) } : {}) } satisfies Removed;
       if (r[4]) out.exchanged = r[4];
+      if (r[8] !== undefined && r[9] !== undefined) Object.assign(out, { from: r[8], to: r[9] });
       if (told.includes(nodeId)) out.queued = true;
       return out;
     },

@@ -1,7 +1,10 @@
--- ARGV: P parent name wantdir(1/0) now origin path -> {ino, nlink, dir, {nodes told}, version origin held or ''}
-local parent, name, now, origin, path = ARGV[2], ARGV[3], ARGV[5], ARGV[6], ARGV[7]
+-- ARGV: P parent name wantdir(1/0) now origin -> {ino, nlink, dir, {nodes told}, version origin held or '', path}
+local parent, name, now, origin = ARGV[2], ARGV[3], ARGV[5], ARGV[6]
 local e = redis.call('HGET', P..'d:'..parent, name)
 if not e then return redis.error_reply('ENOENT') end
+local pp = pathof(parent)
+if not pp then return redis.error_reply('EIO the directory has no path to the root') end
+local path = pp..'/'..name
 local ino = entino(e)
 local m = redis.call('HGET', P..'i:'..ino, 'm')
 local d = isdir(m)
@@ -13,9 +16,11 @@ touch(parent, now)
 if d then
   redis.call('HINCRBY', P..'i:'..parent, 'n', -1)
   dropdir(ino)
-  return {tonumber(ino), 0, 1, todo(origin, nil, {op = 'rmdir', path = path})}
+  -- The origin too: files another node removed under it may still be on its disk, their removal
+  -- queued before this one.
+  return {tonumber(ino), 0, 1, todo('', nil, {op = 'rmdir', path = path}), '', path}
 end
 local told = todo(origin, ino, {op = 'rm', path = path})
 local held = redis.call('HGET', P..'loc:'..ino, origin) or ''
-if not m then return {tonumber(ino), 0, 0, told, held} end
-return {tonumber(ino), dropname(ino, parent, name, now), 0, told, held}
+if not m then return {tonumber(ino), 0, 0, told, held, path} end
+return {tonumber(ino), dropname(ino, parent, name, now), 0, told, held, path}

@@ -1,8 +1,8 @@
--- ARGV: P parent name newparent newname flags now origin frompath topath
+-- ARGV: P parent name newparent newname flags now origin
 --   -> {ino, replacedIno, replacedNlink, replacedDir, exchangedIno, {nodes told}, version of the replaced file the origin held,
---       nodes watching the directories given a name (newname)}
+--       nodes watching the directories given a name (newname), from path, to path}
 local parent, name, np, nn, flags, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
-local origin, from, to = ARGV[8], ARGV[9], ARGV[10]
+local origin = ARGV[8]
 -- Whether directory dir is ino or lies beneath it.
 local function within(dir, ino)
   local cur = dir
@@ -15,6 +15,9 @@ end
 local se = redis.call('HGET', P..'d:'..parent, name)
 if not se then return redis.error_reply('ENOENT') end
 local err = needdir(np) if err then return err end
+local pp, npp = pathof(parent), pathof(np)
+if not pp or not npp then return redis.error_reply('EIO a directory of the rename has no path to the root') end
+local from, to = pp..'/'..name, npp..'/'..nn
 local sino = entino(se)
 local sdir = isdir(redis.call('HGET', P..'i:'..sino, 'm'))
 if sdir and np ~= parent and within(np, sino) then return redis.error_reply('EINVAL cannot move a directory into itself') end
@@ -45,11 +48,12 @@ if de then
     redis.call('HSET', P..'i:'..sino, 'c', now)
     redis.call('HSET', P..'i:'..dino, 'c', now)
     local swap = {op = 'swap', from = from, to = to}
-    -- Once per node: a node holding both files swaps them once (twice would swap them back).
-    if sdir or ddir then tell(todo(origin, nil, swap)) else tell(todo(origin, {sino, dino}, swap)) end
+    -- Once per node: a node holding both files swaps them once (twice would swap them back). The
+    -- origin too: its disk follows in this order, after the changes queued for it before.
+    if sdir or ddir then tell(todo('', nil, swap)) else tell(todo('', {sino, dino}, swap)) end
     local w = newname(np, origin)
     if np ~= parent then for _, n in ipairs(newname(parent, origin)) do w[#w + 1] = n end end
-    return {tonumber(sino), 0, 0, 0, tonumber(dino), told, false, w}
+    return {tonumber(sino), 0, 0, 0, tonumber(dino), told, false, w, from, to}
   end
   if sdir and not ddir then return redis.error_reply('ENOTDIR') end
   if ddir and not sdir then return redis.error_reply('EISDIR') end
@@ -59,7 +63,7 @@ if de then
     redis.call('HINCRBY', P..'i:'..np, 'n', -1)
     rino, rn, rdir = tonumber(dino), 0, 1
   else
-    tell(todo(origin, dino, {op = 'rm', path = to}))
+    tell(todo('', dino, {op = 'rm', path = to}))
     rheld = redis.call('HGET', P..'loc:'..dino, origin)
     rino, rn = tonumber(dino), dropname(dino, np, nn, now)
   end
@@ -75,6 +79,7 @@ touch(parent, now)
 if np ~= parent then touch(np, now) end
 redis.call('HSET', P..'i:'..sino, 'c', now)
 local mv = {op = 'mv', from = from, to = to}
--- The origin too: should it die before its disk follows, its next start does it (a move is done once).
+-- The origin too: its disk follows in this order, after the changes queued for it before (and its
+-- next start does it, should it die first).
 if sdir then tell(todo('', nil, mv)) else tell(todo('', sino, mv)) end
-return {tonumber(sino), rino, rn, rdir, xino, told, rheld, newname(np, origin)}
+return {tonumber(sino), rino, rn, rdir, xino, told, rheld, newname(np, origin), from, to}
