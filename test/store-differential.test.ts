@@ -80,7 +80,7 @@ function makeOp(r: ReturnType<typeof rng>, inos: number[], dirs: number[], k: nu
     }
     case 3: {
       const [i, p, n] = [ino(), dir(), name()];
-      return { what: `link ${i} -> ${p}/${n}`, run: (st) => st.link(i, p, n, "/from", "/to").then((x) => [x.ino, x.nlink]) };
+      return { what: `link ${i} -> ${p}/${n}`, run: (st) => st.link(i, p, n).then((x) => [x.record.ino, x.record.nlink, x.from, x.to]) };
     }
     case 4:
     case 5: {

@@ -349,7 +349,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       cleanups.push(() => replicas!.close());
     }
     vfs = createVfs({
-      root, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, remote, catchUp: () => todo.drain(), localDirs, retire: retired?.retire, watches,
+      root, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, remote, catchUp: () => todo.drain(), applying: () => todo.applying(), localDirs, retire: retired?.retire, watches,
       ...(m ? { watchedOpen: () => m.watchedOpens.inc() } : {}),
       roomFor: (bytes) => spaceFloor === 0 || (freeBytes(cfg.rootPath) ?? Infinity) >= spaceFloor + bytes,
       dropKernelEntry: (parent, name) => session?.invalidateEntry(parent, name),

@@ -338,7 +338,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
     async raiseInodeCounter(n) {
       if ((s.next ?? 0) < n) s.next = n;
     },
-    async link(ino, np, nn, fromPath, toPath) {
+    async link(ino, np, nn) {
       const now = String(nowNs());
       const h = s.i.get(ino);
       const m = h?.get("m");
@@ -346,16 +346,17 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       if (isdir(m)) throw fsError("EPERM", "cannot hard-link a directory");
       needdir(np);
       if (s.d.get(np)?.has(nn)) throw fsError("EEXIST");
+      const from = pathOf(ino), to = `${pathOf(np)}/${nn}`;
       incr(ino, 1);
       h.set("c", now);
       s.orphans.delete(ino);
       made(s.l, ino, () => new Set()).add(`${np}/${nn}`);
       hashOf(s.d, np).set(nn, `${ino}:${Number(m) >> 12}`);
       touch(np, now);
-      const told = todo(nodeId, ino, { op: "link", from: fromPath, to: toPath });
-      const r = decode(ino, h);
+      const told = todo(nodeId, ino, { op: "link", from, to });
+      const record = decode(ino, h);
       await publish({ added: [[np, nn, ino]], inodes: [ino, np], todo: told }, true, newname(np));
-      return r;
+      return { record, from, to };
     },
     async takeWriteLease(ino, node, ttlMs) {
       const cur = s.w.get(ino);
@@ -395,7 +396,8 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       } else {
         told = todo(nodeId, ino, { op: "rm", path });
         const held = s.loc.get(ino)?.get(nodeId);
-        r = { ino, nlink: m === undefined ? 0 : dropname(ino, parent, name, now), dir: false, ...(held ? { held: Number(held) } : {}) };
+        const behind = (s.todo.get(nodeId)?.length ?? 0) > 0 ? { behind: true } : {};
+        r = { ino, nlink: m === undefined ? 0 : dropname(ino, parent, name, now), dir: false, ...(held ? { held: Number(held) } : {}), ...behind };
       }
       await publish({ removed: [[parent, name]], inodes: [parent, ino], todo: told }, true);
       return { ...r, path, ...(told.includes(nodeId) ? { queued: true } : {}) };

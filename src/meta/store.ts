@@ -134,6 +134,18 @@ export interface Unnamed extends Removed {
   path: string;
   /** The change of this node's own disk was queued for it too (a directory's: removals queued before it come first). */
   queued?: boolean;
+  /**
+   * A file's: changes queued for this node before were not yet taken. Its disk may have the file
+   * elsewhere (or another at path) until they are made.
+   */
+  behind?: boolean;
+}
+
+export interface Linked {
+  record: Inode;
+  /** The file's primary path, and the new name's. */
+  from: string;
+  to: string;
 }
 
 export interface Renamed {
@@ -272,8 +284,8 @@ export interface Namespace {
   getMany(inos: number[]): Promise<(Inode | undefined)[]>;
   lookup(parent: number, name: string): Promise<Inode>;
   create(parent: number, name: string, init: NewInode): Promise<Created>;
-  /** A new name for ino; its holders are told to link fromPath (a name they have) to toPath. */
-  link(ino: number, newParent: number, newName: string, fromPath: string, toPath: string): Promise<Inode>;
+  /** A new name for ino; its holders are told to link its primary path (a name they have) to the new one. */
+  link(ino: number, newParent: number, newName: string): Promise<Linked>;
   /** The names of ino other than its primary one (hard links). */
   extraNames(ino: number): Promise<{ parent: number; name: string }[]>;
   remove(parent: number, name: string, dir: boolean): Promise<Unnamed>;

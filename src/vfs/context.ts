@@ -28,6 +28,8 @@ export interface VfsOptions {
   remote?: RemoteData;
   /** Apply other nodes' pending renames and deletes to the local disk (when a held file is missing). */
   catchUp?: () => Promise<void>;
+  /** Whether changes taken from this node's list may not be made on its disk yet (catchUp waits for them). */
+  applying?: () => boolean;
   /** The lock of VfsContext.localDirs, shared with what applies catchUp's renames (local-todo.ts). */
   localDirs: RwLock;
   /** The node's watches, shared with its read-ahead (remote); the VFS makes its own without. */

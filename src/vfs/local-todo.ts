@@ -14,6 +14,8 @@ import type { RwLock } from "../util/rw-lock.ts";
 export interface TodoApplier {
   /** Apply every queued change; resolves when done. Calls are serialized. */
   drain(): Promise<void>;
+  /** Whether a drain is under way or asked for (changes taken from the list may not be made yet). */
+  applying(): boolean;
 }
 
 function safe(p: string): boolean {
@@ -189,6 +191,7 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
   }
 
   let chain: Promise<void> = Promise.resolve();
+  let running = 0;
   /**
    * A drain asked for and not begun: later asks share it (it reads the list after them all). A burst
    * of notices (hundreds of unlinks a second) costs a read of the list or two, not one each.
@@ -198,8 +201,10 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
   let later: TodoEntry[] = [];
   let retry: ReturnType<typeof setTimeout> | undefined;
   const applier = {
+    applying: () => running > 0,
     drain() {
       if (queued) return queued;
+      running++;
       queued = chain = chain.then(async () => {
         queued = undefined;
         const entries = [...later.splice(0), ...(await o.store.takeTodo())];
@@ -212,7 +217,7 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
         }
         if (entries.length) o.log.info({ changes: entries.length }, "applied other nodes' renames and deletes to the local disk");
         if (later.length && !retry) retry = setTimeout(() => ((retry = undefined), void applier.drain()), RETRY_MS).unref();
-      }).catch((err: unknown) => o.log.warn({ err: (err as Error).message }, "reading the todo list failed"));
+      }).catch((err: unknown) => o.log.warn({ err: (err as Error).message }, "reading the todo list failed")).finally(() => void running--);
       return chain;
     },
   };

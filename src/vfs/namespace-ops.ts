@@ -262,6 +262,8 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       const r = await changing([parent], () => store.remove(parent, name, false));
       kernel.unnamed(r.ino, parent, name);
       dirChanged(parent, undefined, name);
+      // The disk first follows the changes queued for this node before: until then another file may be at path.
+      if (r.behind || o.applying?.()) await o.catchUp?.();
       if (!(r.nlink === 0 && r.held !== undefined && o.retire?.(r.path, r.ino, r.held))) await root.removeAsync(r.path);
       await ctx.dropped(r);
     },
@@ -317,10 +319,9 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       checkName(newName);
       checkReserved(newParent, newName);
       checkRoom(ctx);
-      const src = await paths.pathOf(ino);
-      const dst = await paths.childPath(newParent, newName);
       // Its other names' attributes (nlink, ctime) change too.
-      const r = ctx.learn(await changing([newParent], () => store.link(ino, newParent, newName, src, dst)));
+      const { record, from: src, to: dst } = await changing([newParent], () => store.link(ino, newParent, newName));
+      const r = ctx.learn(record);
       dirChanged(newParent, [newName, ino]);
       // The nodes holding the bytes link them under the new name (told through their todo lists);
       // this one too if it is one of them, or has the symlink. Any node can make the link.

@@ -56,20 +56,21 @@ export function createNamespace({ client, keys, run, nodeId, numbers, feed }: Na
       if (watchers.length) await sent;
       return createdRecord(parent, name, init, st, { ino, mode, gid }, replaced);
     },
-    async link(ino, newParent, newName, fromPath, toPath) {
-      const [told, packed, watchers] = (await run("link", [ino, newParent, newName, nowNs(), nodeId, fromPath, toPath])) as [string[], unknown, string[]];
-      const r = parseScriptRecord(packed);
+    async link(ino, newParent, newName) {
+      const [told, packed, watchers, from, to] = (await run("link", [ino, newParent, newName, nowNs(), nodeId])) as [string[], unknown, string[], string, string];
+      const record = parseScriptRecord(packed);
       // Its link count is an attribute every node's kernel may hold: as a chmod, the link returns once they dropped it.
       await publish({ added: [[newParent, newName, ino]], inodes: [ino, newParent], todo: told }, true, watchers);
-      return r;
+      return { record, from, to };
     },
     async extraNames(ino) {
       return (await client.sMembers(keys.links(ino))).map(parseExtraName);
     },
     async remove(parent, name, dir) {
-      const r = (await run("remove", [parent, name, dir ? 1 : 0, nowNs(), nodeId])) as [number, number, number, string[], string, string];
+      const r = (await run("remove", [parent, name, dir ? 1 : 0, nowNs(), nodeId])) as [number, number, number, string[], string, string, number | undefined];
       await publish({ removed: [[parent, name]], inodes: [parent, r[0]], todo: r[3] }, true);
-      return { ino: r[0], nlink: r[1], dir: r[2] === 1, path: r[5], ...(r[4] ? { held: Number(r[4]) } : {}), ...(r[3].includes(nodeId) ? { queued: true } : {}) };
+      const flags = { ...(r[3].includes(nodeId) ? { queued: true } : {}), ...(r[6] ? { behind: true } : {}) };
+      return { ino: r[0], nlink: r[1], dir: r[2] === 1, path: r[5], ...(r[4] ? { held: Number(r[4]) } : {}), ...flags };
     },
     async rename(parent, name, newParent, newName, flags) {
       const r = (await run("rename", [parent, name, newParent, newName, flags, nowNs(), nodeId])) as [number, number, number, number, number, string[], string | null | undefined, string[] | undefined, string | undefined, string | undefined];

@@ -1,4 +1,4 @@
--- ARGV: P parent name wantdir(1/0) now origin -> {ino, nlink, dir, {nodes told}, version origin held or '', path}
+-- ARGV: P parent name wantdir(1/0) now origin -> {ino, nlink, dir, {nodes told}, version origin held or '', path, changes queued for origin (a file's)}
 local parent, name, now, origin = ARGV[2], ARGV[3], ARGV[5], ARGV[6]
 local e = redis.call('HGET', P..'d:'..parent, name)
 if not e then return redis.error_reply('ENOENT') end
@@ -22,5 +22,8 @@ if d then
 end
 local told = todo(origin, ino, {op = 'rm', path = path})
 local held = redis.call('HGET', P..'loc:'..ino, origin) or ''
-if not m then return {tonumber(ino), 0, 0, told, held, path} end
-return {tonumber(ino), dropname(ino, parent, name, now), 0, told, held, path}
+-- The origin removes its own file at once, where its disk has it once the changes queued for it
+-- before are made.
+local behind = redis.call('LLEN', P..'todo:'..origin)
+if not m then return {tonumber(ino), 0, 0, told, held, path, behind} end
+return {tonumber(ino), dropname(ino, parent, name, now), 0, told, held, path, behind}
