@@ -7,7 +7,8 @@ import * as fs from "node:fs";
 import { dirname } from "node:path";
 import type { FileOwner, LocalDir } from "../local/local-dir.ts";
 import { E, FsError, errnoOf } from "../util/errno.ts";
-import { fileIdentity } from "../meta/store.ts";
+import { fileIdentity, type MetadataStore } from "../meta/store.ts";
+import { createPathCache } from "./paths.ts";
 import { RENAME_EXCHANGE } from "../fuse/types.ts";
 import type { Logger } from "../util/log.ts";
 
@@ -50,6 +51,57 @@ export function clearWay(root: LocalDir, p: string): void {
     if (errnoOf(e) === E.ENOTEMPTY) throw new FsError(E.EIO, `a directory with files in it is in the way at ${p}: left as it is`);
     throw e;
   }
+}
+
+/**
+ * Where the namespace has the file marked id now (its identity, "ino:gen"), if it still has that file:
+ * for telling a live file from a leftover.
+ */
+export type LiveAt = (id: string) => Promise<string | undefined>;
+
+/** LiveAt as store has it (each path read afresh: names change under a long-lived cache). */
+export function liveIn(store: MetadataStore): LiveAt {
+  return async (id) => {
+    const ino = Number(id.split(":")[0]);
+    if (!(ino > 1)) return undefined;
+    const r = await store.get(ino).catch(() => undefined);
+    if (!r || r.nlink === 0 || fileIdentity(r.ino, r.gen) !== id) return undefined;
+    return createPathCache(store).pathOf(ino).catch(() => undefined);
+  };
+}
+
+/**
+ * Remove the directory at p, which the namespace no longer has, with what is in it: leftovers go, but
+ * a file the namespace has elsewhere (put here by a path read before a rename) moves where the
+ * namespace has it. One that cannot is left, with the directory, for the start-up scan.
+ */
+export async function removeDir(root: LocalDir, p: string, liveAt: LiveAt, log: Logger): Promise<void> {
+  if (root.typeOf(p) !== "dir") return clearWay(root, p);
+  let kept = 0;
+  for (const e of root.list(p)) {
+    const at = `${p}/${e.name}`;
+    if (e.type === "dir") {
+      await removeDir(root, at, liveAt, log);
+      if (root.typeOf(at) !== undefined) kept++;
+      continue;
+    }
+    const id = e.type === "file" ? root.identityOf(at) : undefined;
+    const where = id === undefined ? undefined : await liveAt(id);
+    if (where === undefined || where === at) {
+      if (where === undefined) root.remove(at);
+      else kept++;
+      continue;
+    }
+    try {
+      if (root.typeOf(where) !== undefined) throw new FsError(E.EEXIST, `something is at ${where} already`);
+      withParents(root, where, () => root.rename(at, where));
+      log.warn({ path: at, movedTo: where, id }, "a file the namespace has elsewhere was in a directory removed: moved where the namespace has it");
+    } catch (err) {
+      kept++;
+      log.error({ path: at, namespacePath: where, id, err: (err as Error).message }, "a file the namespace has elsewhere was in a directory removed: left there");
+    }
+  }
+  if (!kept) root.rmdir(p);
 }
 
 /**

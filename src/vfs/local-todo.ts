@@ -1,7 +1,7 @@
 import type { MetadataStore, TodoEntry } from "../meta/store.ts";
 import type { LocalDir } from "../local/local-dir.ts";
 import { isDir } from "./attr.ts";
-import { clearWay, exchangeLocal, makeLocal } from "./local-files.ts";
+import { clearWay, exchangeLocal, liveIn, makeLocal, removeDir } from "./local-files.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
 import { createPathCache } from "./paths.ts";
 import type { Logger } from "../util/log.ts";
@@ -154,7 +154,7 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
       }
       case "rmdir":
         if (await isDirNow(e.path)) return;
-        return moving(() => clearWay(root, e.path));
+        return moving(() => removeDir(root, e.path, liveIn(asked()), o.log));
       case "mv":
         return moving(async () => {
           await move(e.from, e.to, e.id);

@@ -8,7 +8,7 @@ import { RESERVED_NAME } from "../local/root-layout.ts";
 import { futimes } from "../local/local-dir.ts";
 import { isDir, isReg, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
-import { applyLocal, clearWay, createLocalFile, exchangeLocal, makeLocal, withParents } from "./local-files.ts";
+import { applyLocal, clearWay, createLocalFile, exchangeLocal, liveIn, makeLocal, removeDir, withParents } from "./local-files.ts";
 import { mayKeepPrivileges, outsideGroup, withoutPrivileges } from "./privileges.ts";
 
 const { O_WRONLY } = fs.constants;
@@ -275,7 +275,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       forget(r.ino);
       // After the removals of files in it that other nodes queued for this one before (a sole node: at once).
       if (r.queued) await o.catchUp?.();
-      else clearWay(root, r.path);
+      else await removeDir(root, r.path, liveIn(store), ctx.log);
     },
 
     async symlink(c, parent, name, target) {
