@@ -1,7 +1,7 @@
 import type { MetadataStore, TodoEntry } from "../meta/store.ts";
 import type { LocalDir } from "../local/local-dir.ts";
 import { isDir } from "./attr.ts";
-import { clearWay, exchangeLocal, liveIn, makeLocal, removeDir } from "./local-files.ts";
+import { exchangeLocal, liveIn, makeLocal, removeDir } from "./local-files.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
 import { createPathCache } from "./paths.ts";
 import type { Logger } from "../util/log.ts";
@@ -110,20 +110,23 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
     // A directory this node made there (its files arrived before the queued rename; or during that
     // wait, by what makes directories here outside ctx.localDirs) stays: removed, its files would go.
     if (t === "dir" && root.typeOf(to) === "dir") return merge(from, to);
-    clearWay(root, to);
+    await removeDir(root, to, liveIn(asked()), o.log);
     makeLocal(root, to, () => root.rename(from, to));
   }
 
-  /** Move what from holds into to; what to has already is newer (made after the rename) and stays. */
-  function merge(from: string, to: string): void {
+  /**
+   * Move what from holds into to; what to has already is newer (made after the rename) and stays.
+   * Of what is left in from, a file the namespace has elsewhere goes there (removeDir).
+   */
+  async function merge(from: string, to: string): Promise<void> {
     for (const e of root.list(from)) {
       const a = `${from}/${e.name}`, b = `${to}/${e.name}`;
       const there = root.typeOf(b);
       if (there === undefined) root.rename(a, b);
-      else if (e.type === "dir" && there === "dir") merge(a, b);
+      else if (e.type === "dir" && there === "dir") await merge(a, b);
       else o.log.warn({ path: a, kept: b }, "a queued rename met a newer file of the same name: the newer one is kept");
     }
-    root.remove(from);
+    await removeDir(root, from, liveIn(asked()), o.log);
   }
 
   /** Whether the namespace has a directory at path now (made again after the change was queued). */
