@@ -275,6 +275,11 @@ for (let i = 0; i < Number(n); i++) {
 }
 console.log(JSON.stringify({ made, failed }));`;
 
+const SWAPPER = `
+const [libc, w, n] = process.argv.slice(-3);
+const { renameat2 } = require(libc);
+for (let i = 0; i < Number(n); i++) renameat2(w + "/d", w + "/e", 2);`;
+
 const RENAMER = `
 const fs = require("node:fs");
 const [w, n] = process.argv.slice(-2);
@@ -319,6 +324,32 @@ describe.skipIf(!!skip)("a directory renamed on one node while another creates f
   test("the same with the directory renamed on the creating node too", () => race([cluster.nodes[1]!, cluster.nodes[0]!], "keep"), 120_000);
 
   test("the same with each file renamed on the creating node after its close", () => race([cluster.nodes[1]!], "rename"), 120_000);
+
+  test("two directories swapped (RENAME_EXCHANGE) on one node while another creates files in one of them: each file is whole in one of the two, on both nodes", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    const libc = join(import.meta.dir, "helpers", "libc.ts");
+    const w = `w${run++}`;
+    for (const d of ["d", "e"]) fs.mkdirSync(join(a.mnt, w, d), { recursive: true });
+    const swapper = runScript(SWAPPER, libc, join(b.mnt, w), "600");
+    const creator = runScript(CREATOR, libc, join(a.mnt, w), "300", "keep");
+    const [c, x] = await Promise.all([creator, swapper]);
+    expect(c.err).toBe("");
+    expect(x.err).toBe("");
+    const { made } = JSON.parse(c.out) as { made: number[] };
+    expect(made.length).toBeGreaterThan(0);
+    for (const n of [a, b]) {
+      const bad = made.flatMap((i) => {
+        const at = ["d", "e"].filter((d) => fs.existsSync(join(n.mnt, w, d, `f${i}`)));
+        if (at.length !== 1) return [`f${i}: in ${JSON.stringify(at)}`];
+        try {
+          return fs.readFileSync(join(n.mnt, w, at[0]!, `f${i}`), "utf8") === `file ${i}${" ".repeat(i)}` ? [] : [`f${i}: other bytes`];
+        } catch (e) {
+          return [`f${i}: ${(e as NodeJS.ErrnoException).code}`];
+        }
+      });
+      expect(`${n === a ? "A" : "B"}: ${bad.slice(0, 5).join(", ")} (${bad.length} of ${made.length} not there whole)`).toBe(`${n === a ? "A" : "B"}:  (0 of ${made.length} not there whole)`);
+    }
+  }, 120_000);
 });
 
 const APPENDER = `

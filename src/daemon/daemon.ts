@@ -349,7 +349,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       cleanups.push(() => replicas!.close());
     }
     vfs = createVfs({
-      root, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, remote, catchUp: () => todo.drain(), applying: () => todo.applying(), localDirs, retire: retired?.retire, watches,
+      root, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, remote, catchUp: () => todo.drain(), applying: () => todo.applying(), applied: () => todo.applied(), localDirs, retire: retired?.retire, watches,
       ...(m ? { watchedOpen: () => m.watchedOpens.inc() } : {}),
       roomFor: (bytes) => spaceFloor === 0 || (freeBytes(cfg.rootPath) ?? Infinity) >= spaceFloor + bytes,
       dropKernelEntry: (parent, name) => session?.invalidateEntry(parent, name),
@@ -436,12 +436,14 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         // The shim drops what it holds of these at once; then the caches here learn the change, and
         // may give the shim the new attributes (a directory another node created in), before the
         // kernel drops its own and asks again.
+        // The disk follows the changes queued for this node first: until they are made, what is made
+        // here by a path these caches learn now waits (VfsContext.makingAt).
+        if (invs.some((inv) => inv.todo.includes(nodeId))) void todo.drain();
         const learn = () => {
           for (const inv of invs) vfs.invalidate(inv);
         };
         if (session && (entries.size || inodes.size)) session.invalidateMany(entries.values(), inodes, learn);
         else learn();
-        if (invs.some((inv) => inv.todo.includes(nodeId))) void todo.drain();
         if (!session) return ack?.();
         // Acknowledged once the kernel has them (a busy machine takes more than a few ms), no later
         // than the origin stops waiting; names, while a change of this node waits for acknowledgements

@@ -548,6 +548,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       });
       listen(`ack:${nodeId}`, outbox.acked);
     },
+    todoWaiting: async () => (s.todo.get(nodeId)?.length ?? 0) > 0,
     async takeTodo() {
       const items = s.todo.get(nodeId) ?? [];
       s.todo.delete(nodeId);

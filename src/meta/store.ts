@@ -384,6 +384,8 @@ export interface ChangeFeed {
   subscribe(onChanges: (invs: Invalidation[], ack?: () => void, waiting?: boolean) => void, resync: (why: "reconnected" | "node gone") => void): Promise<void>;
   /** Take this node's todo list (the entries are removed from the store). */
   takeTodo(): Promise<TodoEntry[]>;
+  /** Whether this node's todo list holds changes not yet taken (a path read before this may be of one). */
+  todoWaiting(): Promise<boolean>;
   /**
    * Whether what this node watches (recordAndHolders with watch) still holds without asking: every
    * change another node made before a moment recent enough that its writer, which waits at least

@@ -30,6 +30,8 @@ export interface VfsOptions {
   catchUp?: () => Promise<void>;
   /** Whether changes taken from this node's list may not be made on its disk yet (catchUp waits for them). */
   applying?: () => boolean;
+  /** Resolves once what applying answers true for is done; begins nothing. */
+  applied?: () => Promise<void>;
   /** The lock of VfsContext.localDirs, shared with what applies catchUp's renames (local-todo.ts). */
   localDirs: RwLock;
   /** The node's watches, shared with its read-ahead (remote); the VFS makes its own without. */
@@ -98,6 +100,13 @@ export interface VfsContext {
    * directories holds it alone, here or applied from another node's (local-todo.ts).
    */
   readonly localDirs: RwLock;
+  /**
+   * fn with ino's path, to make something new there on this disk: under localDirs (shared), once the
+   * changes this node has heard of are made on its disk. A path read from caches that have heard of
+   * a rename leads a disk that has not: what is made there would land in the directory in its place
+   * (one a swap then moves elsewhere).
+   */
+  makingAt<T>(ino: number, fn: (path: string) => Promise<T>): Promise<T>;
   /** Files this node made or published lately (it held their bytes then): never fetched ahead from others. */
   readonly writtenHere: RecentSet<number>;
   /** Remember a fresh record (also as the open-file state when the inode is open here); named: see MetaCache.learn. */

@@ -16,6 +16,8 @@ export interface TodoApplier {
   drain(): Promise<void>;
   /** Whether a drain is under way or asked for (changes taken from the list may not be made yet). */
   applying(): boolean;
+  /** Resolves when the drains asked for so far are done; asks for none. */
+  applied(): Promise<void>;
 }
 
 function safe(p: string): boolean {
@@ -205,6 +207,7 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
   let retry: ReturnType<typeof setTimeout> | undefined;
   const applier = {
     applying: () => running > 0,
+    applied: () => chain,
     drain() {
       if (queued) return queued;
       running++;

@@ -86,9 +86,11 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       else if (r.replaced && !r.replaced.dir) clearWay(root, r.to);
     }
     if (r.exchanged) forget(r.exchanged);
-    // With the disk: no path read from here on leads where it was.
     forget(r.ino);
-    return r;
+    // Begun before the caches' new paths are read by anything made here (VfsContext.makingAt); the
+    // move itself waits for the local directories' lock, which a rename of directories holds.
+    const applied = r.queued ? o.catchUp?.() : undefined;
+    return { r, applied };
   }
 
   return {
@@ -221,7 +223,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       dirChanged(parent, [name, r.ino]);
       if (reg) {
         try {
-          fs.closeSync(createLocalFile(root, await paths.pathOf(r.ino), O_WRONLY, r));
+          await ctx.makingAt(r.ino, async (p) => fs.closeSync(createLocalFile(root, p, O_WRONLY, r)));
         } catch (e) {
           await ctx.rollback(parent, name, false);
           throw e;
@@ -236,21 +238,22 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       checkRoom(ctx);
       const r = ctx.learn(await changing([parent], () => store.create(parent, name, { mode: S_IFDIR | (mode & 0o7777), uid: c.uid, gid: c.gid, above: above() })));
       dirChanged(parent, [name, r.ino]);
-      const p = await paths.pathOf(r.ino);
       try {
-        withParents(root, p, () => {
-          try {
-            root.mkdir(p, r.mode & 0o7777);
-          } catch (e) {
-            if (errnoOf(e) !== E.EEXIST) throw e;
-            if (root.typeOf(p) !== "dir") {
-              root.remove(p);
+        await ctx.makingAt(r.ino, async (p) => {
+          withParents(root, p, () => {
+            try {
               root.mkdir(p, r.mode & 0o7777);
+            } catch (e) {
+              if (errnoOf(e) !== E.EEXIST) throw e;
+              if (root.typeOf(p) !== "dir") {
+                root.remove(p);
+                root.mkdir(p, r.mode & 0o7777);
+              }
             }
-          }
+          });
+          root.chown(p, r.uid, r.gid);
+          root.chmod(p, r.mode & 0o7777);
         });
-        root.chown(p, r.uid, r.gid);
-        root.chmod(p, r.mode & 0o7777);
       } catch (e) {
         await ctx.rollback(parent, name, true);
         throw e;
@@ -285,10 +288,11 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       if (Buffer.byteLength(target) > SYMLINK_MAX) throw fsError("ENAMETOOLONG");
       const r = ctx.learn(await changing([parent], () => store.create(parent, name, { mode: S_IFLNK | 0o777, uid: c.uid, gid: c.gid, size: Buffer.byteLength(target), target, above: above() })));
       dirChanged(parent, [name, r.ino]);
-      const p = await paths.pathOf(r.ino);
       try {
-        makeLocal(root, p, () => root.symlink(target, p));
-        root.chown(p, r.uid, r.gid);
+        await ctx.makingAt(r.ino, async (p) => {
+          makeLocal(root, p, () => root.symlink(target, p));
+          root.chown(p, r.uid, r.gid);
+        });
       } catch (e) {
         await ctx.rollback(parent, name, false);
         throw e;
@@ -307,11 +311,10 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       const from = cache.listed(parent, name);
       const rec = from ? cache.fresh(from) : undefined;
       const movesDirs = !!(flags & RENAME_EXCHANGE) || !rec || isDir(rec.mode);
-      const r = await (movesDirs ? ctx.localDirs.exclusive(() => renamed(parent, name, newParent, newName, flags)) : renamed(parent, name, newParent, newName, flags));
-      // This node's disk follows (renamed, above) before the rename returns: taken later, the move
-      // would meet what the caller made at its old path since. Outside the local directories' lock,
-      // which applying the list takes.
-      if (r.queued) await o.catchUp?.();
+      const { r, applied } = await (movesDirs ? ctx.localDirs.exclusive(() => renamed(parent, name, newParent, newName, flags)) : renamed(parent, name, newParent, newName, flags));
+      // This node's disk follows before the rename returns: later, the move would meet what the
+      // caller made at its old path since.
+      await applied;
       await ctx.dropped(r.replaced);
     },
 

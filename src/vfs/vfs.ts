@@ -124,14 +124,39 @@ export function createVfs(o: VfsOptions): Vfs {
     return cache.learn(r, named);
   }
 
+  /** paths.dirNamesRead when this node's list was last seen empty with nothing being applied. */
+  let inStepAt = 0;
+
+  async function makingAt<T>(ino: number, fn: (path: string) => Promise<T>): Promise<T> {
+    for (;;) {
+      // Waited for, never begun here: creates that each began one would keep the others waiting.
+      while (o.applying?.()) await o.applied?.();
+      let behind = false;
+      const made = await o.localDirs.shared(async () => {
+        const path = await paths.pathOf(ino);
+        // A directory's name read from the store since may be of a rename whose move is still on
+        // this node's list (its notice on the way): taken and made first.
+        const read = paths.dirNamesRead;
+        if (o.remote && read !== inStepAt) {
+          behind = await store.todoWaiting();
+          if (!behind && !o.applying?.()) inStepAt = read;
+        }
+        return behind || o.applying?.() ? undefined : { out: await fn(path) };
+      });
+      if (made) return made.out;
+      if (behind) await o.catchUp?.();
+    }
+  }
+
   /**
-   * The file a writer here has open was moved in the namespace since: by another node, which moves
-   * only the files of the nodes listed as its holders, and this one is not yet. Its file here moves
-   * too, so that it is where what is published says. With no local move of a directory meanwhile
-   * (ctx.localDirs): one that took the directory it makes at path for one in its way would remove it.
+   * Where the file a writer here has open is in the namespace, its file here moved there if it is
+   * not: moved since by another node, which moves only the files of the nodes listed as its
+   * holders, and this one is not yet. As something made there (makingAt): a move read from caches
+   * ahead of the disk would put it in the directory a rename then takes elsewhere.
    */
-  function moveWith(h: Handle, path: string): Promise<void> {
-    return o.localDirs.shared(async () => {
+  async function followed(h: Handle): Promise<string> {
+    if (h.at !== undefined && h.at === (await paths.pathOf(h.ino))) return h.at;
+    return makingAt(h.ino, async (path) => {
       const now = root.whereIs(h.fd);
       if (now !== undefined && now !== path) {
         try {
@@ -142,6 +167,7 @@ export function createVfs(o: VfsOptions): Vfs {
         }
       }
       h.at = path;
+      return path;
     });
   }
 
@@ -152,8 +178,7 @@ export function createVfs(o: VfsOptions): Vfs {
   async function commitNow(h: Handle, cutTo?: number): Promise<Inode> {
     const st = fs.fstatSync(h.fd, { bigint: true });
     h.dirty = false;
-    const path = await paths.pathOf(h.ino);
-    if (h.at !== undefined && h.at !== path) await moveWith(h, path);
+    const path = await followed(h);
     const now = nowNs();
     // The change happened when the file last changed (an ftruncate, a write), not when it is published.
     const p = cutTo === undefined ? { size: Number(st.size), mtime: st.mtimeNs, ctime: changeTime(st.ctimeNs, open.inode(h.ino)?.rec.ctime ?? 0n) } : { size: cutTo, mtime: now, ctime: now };
@@ -165,8 +190,7 @@ export function createVfs(o: VfsOptions): Vfs {
     }
     // Moved by another node before this node was its holder, and heard of only now (the record
     // published has its current name): a rename from now on reaches this node as a holder.
-    const at = h.at === undefined ? path : await paths.pathOf(h.ino);
-    if (at !== h.at) await moveWith(h, at);
+    const at = await followed(h);
     // Linked under other names since it was opened: as the holder now, this node has the bytes under each.
     if (o.remote && h.at !== undefined && r.nlink > 1) await ctx.linkAllNames(h.ino, at);
     ctx.changedInPlace(st, r);
@@ -178,6 +202,7 @@ export function createVfs(o: VfsOptions): Vfs {
   const ctx: VfsContext = {
     o, store, root, nodeId, log, paths, cache, open, changes, inos, purgeOnClose, writtenHere,
     localDirs: o.localDirs,
+    makingAt,
     kernel: createKernelView({
       open,
       ...(o.dropKernelEntry ? { dropKernelEntry: o.dropKernelEntry } : {}),

@@ -93,13 +93,10 @@ function taken(ctx: VfsContext, c: Caller, p: Inode | undefined, r: Inode): NewI
 
 /**
  * r's local file, made at the path the namespace has for it. Path and file with no local move of a
- * directory between them (ctx.localDirs): the kernel keeps no create from its directory's rename.
+ * directory between them (ctx.makingAt): the kernel keeps no create from its directory's rename.
  */
 function madeAt(ctx: VfsContext, r: Inode, localFlags: number): Promise<{ path: string; fd: number }> {
-  return ctx.localDirs.shared(async () => {
-    const path = await ctx.paths.pathOf(r.ino);
-    return { path, fd: await createLocalFileAsync(ctx.root, path, localFlags, r) };
-  });
+  return ctx.makingAt(r.ino, async (path) => ({ path, fd: await createLocalFileAsync(ctx.root, path, localFlags, r) }));
 }
 
 /** The new file's record and local file, made here before the store is asked. */

@@ -632,6 +632,16 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         expect(await st.takeTodo()).toEqual([]);
       });
 
+      it("todoWaiting: whether the node's list holds changes not yet taken", async () => {
+        const b = await h.open("node-b");
+        await file(ROOT, "f", { holder: "node-b" });
+        expect(await b.todoWaiting()).toBe(false);
+        await st.remove(ROOT, "f", false);
+        expect(await b.todoWaiting()).toBe(true);
+        await b.takeTodo();
+        expect(await b.todoWaiting()).toBe(false);
+      });
+
       it("unlink of one of two names is not the last", async () => {
         const f = await file(ROOT, "f", { holder: "node-b" });
         await st.link(f.ino, ROOT, "g");

@@ -190,6 +190,7 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
       const [items] = (await client.multi().lRange(key, 0, -1).del(key).exec()) as unknown as [string[]];
       return items.map((i) => JSON.parse(i) as TodoEntry);
     },
+    todoWaiting: async () => (await client.lLen(keys.todo(opts.nodeId))) > 0,
     async close() {
       clearInterval(proving);
       currentAsOf = -Infinity;

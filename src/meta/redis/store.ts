@@ -80,6 +80,7 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
     ...createReplication(client, keys, run),
     subscribe: feed.subscribe,
     takeTodo: feed.takeTodo,
+    todoWaiting: feed.todoWaiting,
     watchesHold: feed.watchesHold,
     onWatchesHold: feed.onWatchesHold,
     ...membership,
