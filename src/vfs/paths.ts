@@ -7,8 +7,8 @@ import { isDir } from "./attr.ts";
  */
 export interface PathCache {
   /**
-   * Directory names read from the store so far (fetched, or learned new or changed): a path of
-   * names all read before some count was seen is of the namespace as it was then.
+   * Directory names read from the store so far that were new here or changed: a path of names all
+   * read before some count was seen is of the namespace as it was then.
    */
   readonly dirNamesRead: number;
   learn(r: Inode): void;
@@ -24,9 +24,32 @@ export interface PathCache {
   childPath(parent: number, name: string): Promise<string>;
 }
 
+/** Names forgotten kept to compare with what is read again, up to this many. */
+const FORGOTTEN_MAX = 65536;
+
 export function createPathCache(store: MetadataStore): PathCache {
-  const names = new Map<number, { parent: number; name: string }>();
+  type Name = { parent: number; name: string };
+  const names = new Map<number, Name>();
+  /** Names forgotten: one read again the same is no news (a directory another node made files in is forgotten at each). */
+  const forgotten = new Map<number, Name>();
   let dirNamesRead = 0;
+
+  /** ino's name is n now: counted if it is new or changed. */
+  function set(ino: number, n: Name, dir: boolean): void {
+    const had = names.get(ino) ?? forgotten.get(ino);
+    forgotten.delete(ino);
+    if (dir && (had?.parent !== n.parent || had.name !== n.name)) dirNamesRead++;
+    names.set(ino, n);
+  }
+
+  function forget(ino: number): void {
+    const had = names.get(ino);
+    if (!had) return;
+    names.delete(ino);
+    if (forgotten.size >= FORGOTTEN_MAX) forgotten.clear();
+    forgotten.set(ino, had);
+  }
+
   async function pathOf(ino: number, current = false): Promise<string> {
     const parts: string[] = [];
     let cur = ino;
@@ -34,10 +57,9 @@ export function createPathCache(store: MetadataStore): PathCache {
       if (depth > 4096) throw Object.assign(new Error("ELOOP path too deep"), { code: "ELOOP" });
       let n = current ? undefined : names.get(cur);
       if (!n) {
-        dirNamesRead++;
         const r = await store.get(cur);
         n = { parent: r.parent, name: r.name };
-        names.set(cur, n);
+        set(cur, n, isDir(r.mode));
       }
       parts.push(n.name);
       cur = n.parent;
@@ -49,17 +71,11 @@ export function createPathCache(store: MetadataStore): PathCache {
       return dirNamesRead;
     },
     learn(r) {
-      if (r.ino === 1) return;
-      const had = names.get(r.ino);
-      if (isDir(r.mode) && (had?.parent !== r.parent || had.name !== r.name)) dirNamesRead++;
-      names.set(r.ino, { parent: r.parent, name: r.name });
+      if (r.ino !== 1) set(r.ino, { parent: r.parent, name: r.name }, isDir(r.mode));
     },
-    forget(ino) {
-      names.delete(ino);
-    },
-
+    forget,
     clear() {
-      names.clear();
+      for (const ino of [...names.keys()]) forget(ino);
     },
     pathOf,
     async childPath(parent, name) {
