@@ -16,6 +16,11 @@ export interface PathCache {
   forget(ino: number): void;
   clear(): void;
   /**
+   * Forget every directory's name (directories were moved): a file's name in its directory is the
+   * same, and a new one's may be known here alone (its create held back).
+   */
+  forgetDirs(): void;
+  /**
    * "/a/b" for an inode, "" for the root. current: each name read from the store again (and kept),
    * for when the cached ones may be of before a rename this node's caches have not heard of yet.
    */
@@ -28,17 +33,17 @@ export interface PathCache {
 const FORGOTTEN_MAX = 65536;
 
 export function createPathCache(store: MetadataStore): PathCache {
-  type Name = { parent: number; name: string };
+  type Name = { parent: number; name: string; dir: boolean };
   const names = new Map<number, Name>();
   /** Names forgotten: one read again the same is no news (a directory another node made files in is forgotten at each). */
   const forgotten = new Map<number, Name>();
   let dirNamesRead = 0;
 
   /** ino's name is n now: counted if it is new or changed. */
-  function set(ino: number, n: Name, dir: boolean): void {
+  function set(ino: number, n: Name): void {
     const had = names.get(ino) ?? forgotten.get(ino);
     forgotten.delete(ino);
-    if (dir && (had?.parent !== n.parent || had.name !== n.name)) dirNamesRead++;
+    if (n.dir && (had?.parent !== n.parent || had.name !== n.name)) dirNamesRead++;
     names.set(ino, n);
   }
 
@@ -58,8 +63,8 @@ export function createPathCache(store: MetadataStore): PathCache {
       let n = current ? undefined : names.get(cur);
       if (!n) {
         const r = await store.get(cur);
-        n = { parent: r.parent, name: r.name };
-        set(cur, n, isDir(r.mode));
+        n = { parent: r.parent, name: r.name, dir: isDir(r.mode) };
+        set(cur, n);
       }
       parts.push(n.name);
       cur = n.parent;
@@ -71,11 +76,14 @@ export function createPathCache(store: MetadataStore): PathCache {
       return dirNamesRead;
     },
     learn(r) {
-      if (r.ino !== 1) set(r.ino, { parent: r.parent, name: r.name }, isDir(r.mode));
+      if (r.ino !== 1) set(r.ino, { parent: r.parent, name: r.name, dir: isDir(r.mode) });
     },
     forget,
     clear() {
       for (const ino of [...names.keys()]) forget(ino);
+    },
+    forgetDirs() {
+      for (const [ino, n] of [...names]) if (n.dir) forget(ino);
     },
     pathOf,
     async childPath(parent, name) {

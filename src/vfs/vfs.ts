@@ -36,7 +36,7 @@ export interface Vfs extends FileSystem {
   invalidate(inv: Invalidation): void;
   /** Changes may have been missed: drop every cache. */
   resync(): void;
-  /** Directories moved on the local disk: drop every path cached (each is read from the store again). */
+  /** Directories moved on the local disk: drop every directory's path cached (each is read from the store again). */
   forgetPaths(): void;
   /** Another node changed ino: whether the kernel's cache of it must be dropped now (see KernelView.changedElsewhere). */
   kernelChanged(ino: number): boolean;
@@ -302,7 +302,7 @@ export function createVfs(o: VfsOptions): Vfs {
       }
     },
     forgetPaths() {
-      paths.clear();
+      paths.forgetDirs();
     },
     resync() {
       cache.resync();

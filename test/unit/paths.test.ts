@@ -29,6 +29,13 @@ describe("PathCache: directory names read from the store that are news", () => {
     expect(paths.dirNamesRead).toBe(1);
   });
 
+  test("forgetDirs keeps files' names: a file whose create is held back has its path still", async () => {
+    paths.learn({ ...(await store.get(f)), ino: 999, name: "new" });
+    await store.rename(ROOT, "d", ROOT, "e", 0);
+    paths.forgetDirs();
+    expect(await paths.pathOf(999)).toBe("/e/new");
+  });
+
   test("read again after a rename, or learned with another name, it counts", async () => {
     await paths.pathOf(f);
     await store.rename(ROOT, "d", ROOT, "e", 0);
