@@ -27,8 +27,9 @@
  * | P dw:{ino}        | set    | nodes watching directory ino: they answer lookups of names missing     |
  * |                   |        | from their listing, and a new name waits for their acknowledgement    |
  * |                   |        | (then they leave the set; its maker stays)                             |
- * | P todo:{node}     | list   | JSON changes of local files a node must still make (rm, rmdir, mv,    |
- * |                   |        | swap of namespace paths), queued by whoever renamed or deleted them   |
+ * | P todo:{node}     | list   | JSON changes of local files a node must still make (rm, rmdir, mv,     |
+ * |                   |        | swap, link), in the order made, with the paths the namespace had then: |
+ * |                   |        | the node that made a rename or rmdir is queued one too                 |
  * | P copy:{node}     | list   | JSON {ino, version, path}: copies (replicas) the node is asked to make |
  * | P settings        | hash   | cluster-wide settings: replicas (copies of each file wanted)          |
  * | P repair          | string | node repairing missing replicas now (a lease, expires)                |
