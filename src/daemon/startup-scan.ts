@@ -2,7 +2,7 @@ import type * as fs from "node:fs";
 import { dirname } from "node:path";
 import { closeSync, constants, fstatSync, type BigIntStats } from "node:fs";
 import type { LocalDir, EntryType } from "../local/local-dir.ts";
-import { fileIdentity, type Holders, type Inode, type MetadataStore } from "../meta/store.ts";
+import { fileIdentity, inoOfIdentity, type Holders, type Inode, type MetadataStore } from "../meta/store.ts";
 import type { Logger } from "../util/log.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
 import { createPathCache } from "../vfs/paths.ts";
@@ -171,7 +171,7 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
           const { st, mark } = seen;
           // Kept for another inode (one a rename replaced, its move not made: the queued one makes it): never this one's bytes.
           if (mark !== undefined && mark !== fileIdentity(rec.ino, rec.gen)) {
-            const other = Number(mark.split(":")[0]);
+            const other = inoOfIdentity(mark);
             const its = other ? (await store.getMany([other]))[0] : undefined;
             log.warn({ path: rel, ino: rec.ino, mark }, "the local file under a known name is another inode's: not this one's bytes");
             if (its && fileIdentity(its.ino, its.gen) === mark) await misplaced(rel, other, mark, true);
@@ -189,7 +189,7 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
         const id = d.type === "file" ? root.identityOf(rel) : undefined;
         if (id !== undefined) {
           // A file mcfs kept for an inode, under a name the namespace does not have.
-          const ino = Number(id.split(":")[0]);
+          const ino = inoOfIdentity(id);
           // Still being written here: published whole at its close, not half-written now.
           if (o.writing?.(ino)) return;
           const rec = ino ? (await store.getMany([ino]))[0] : undefined;

@@ -1,6 +1,7 @@
 import { closeSync, constants, readFileSync } from "node:fs";
 import type { LocalDir } from "../local/local-dir.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
+import { inoOfIdentity } from "../meta/store.ts";
 import { pathOf, type Namespace } from "./namespace-check.ts";
 import { E, FsError } from "../util/errno.ts";
 import { isReg } from "../util/file-mode.ts";
@@ -65,7 +66,7 @@ export function checkRoot(root: LocalDir, node: string, ns: Namespace, onProgres
         if (st && rec.holders?.data.get(node) === rec.version && Number(st.size) !== rec.size) f.sizeDiffers.push({ ino: rec.ino, path: rel, size: rec.size, localSize: Number(st.size) });
         continue;
       }
-      const marked = Number(root.identityOf(rel)?.split(":")[0]);
+      const marked = inoOfIdentity(root.identityOf(rel));
       if (marked && ns.inodes.get(marked)?.holders?.data.has(node)) present.add(marked);
       else f.withoutRecords.push(rel);
     }

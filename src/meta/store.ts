@@ -249,6 +249,8 @@ export interface Invalidation {
 /** A change of local files (namespace paths) that a node holding them must still make. */
 /** How a kept file names the inode whose bytes it holds, and how a queued change names its file. */
 export const fileIdentity = (ino: number, gen: string): string => `${ino}:${gen}`;
+/** The inode a file identity names (NaN for none). */
+export const inoOfIdentity = (id: string | undefined): number => Number(id?.split(":")[0]);
 
 /** id: the identity (fileIdentity) of the file the change is meant for; a local file marked otherwise is another file. */
 export type TodoEntry =

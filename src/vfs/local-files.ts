@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import { dirname } from "node:path";
 import type { FileOwner, LocalDir } from "../local/local-dir.ts";
 import { E, FsError, errnoOf } from "../util/errno.ts";
-import { fileIdentity, type MetadataStore } from "../meta/store.ts";
+import { fileIdentity, inoOfIdentity, type MetadataStore } from "../meta/store.ts";
 import { createPathCache } from "./paths.ts";
 import { RENAME_EXCHANGE } from "../fuse/types.ts";
 import type { Logger } from "../util/log.ts";
@@ -62,11 +62,11 @@ export type LiveAt = (id: string) => Promise<string | undefined>;
 /** LiveAt as store has it (each path read afresh: names change under a long-lived cache). */
 export function liveIn(store: MetadataStore): LiveAt {
   return async (id) => {
-    const ino = Number(id.split(":")[0]);
+    const ino = inoOfIdentity(id);
     if (!(ino > 1)) return undefined;
     const r = await store.get(ino).catch(() => undefined);
     if (!r || r.nlink === 0 || fileIdentity(r.ino, r.gen) !== id) return undefined;
-    return createPathCache(store).pathOf(ino).catch(() => undefined);
+    return createPathCache(store).childPath(r.parent, r.name).catch(() => undefined);
   };
 }
 
@@ -87,9 +87,12 @@ export async function removeDir(root: LocalDir, p: string, liveAt: LiveAt, log: 
     }
     const id = e.type === "file" ? root.identityOf(at) : undefined;
     const where = id === undefined ? undefined : await liveAt(id);
-    if (where === undefined || where === at) {
-      if (where === undefined) root.remove(at);
-      else kept++;
+    if (where === undefined) {
+      root.remove(at);
+      continue;
+    }
+    if (where === at) {
+      kept++;
       continue;
     }
     try {

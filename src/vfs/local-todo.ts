@@ -1,4 +1,4 @@
-import type { MetadataStore, TodoEntry } from "../meta/store.ts";
+import { inoOfIdentity, type MetadataStore, type TodoEntry } from "../meta/store.ts";
 import type { LocalDir } from "../local/local-dir.ts";
 import { isDir } from "./attr.ts";
 import { exchangeLocal, liveIn, makeLocal, removeDir } from "./local-files.ts";
@@ -71,8 +71,6 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
   };
 
   const asked = () => o.asked?.() ?? o.store;
-  /** The inode of a file identity (fileIdentity). */
-  const inoOf = (id: string | undefined) => Number(id?.split(":")[0]);
 
   /** The inode the namespace has at path now, if any. */
   async function inoAt(path: string): Promise<number | undefined> {
@@ -95,7 +93,7 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
     if (root.typeOf(to) !== "file") return false;
     const there = root.identityOf(to);
     if (there === undefined || there === id) return false;
-    return inoOf(there) === (await inoAt(to));
+    return inoOfIdentity(there) === (await inoAt(to));
   }
 
   async function move(from: string, to: string, id?: string): Promise<void> {
@@ -103,7 +101,7 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
     if (t === undefined || !isTheFile(from, id)) return;
     if (await newerAt(to, id)) {
       // The moved file's bytes go too once nothing names it any more (that newer file replaced it).
-      const moved = inoOf(id);
+      const moved = inoOfIdentity(id);
       const gone = moved > 0 && !(await asked().get(moved).then((r) => r.nlink > 0, () => false));
       if (gone) root.remove(from);
       o.log.warn({ from, to, movedFileKept: !gone }, "a queued rename met a newer file made here under its new name: the newer one is kept");
@@ -153,7 +151,7 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
     switch (e.op) {
       case "rm": {
         if (!isFile(e.path) || !isTheFile(e.path, e.id)) return;
-        const ino = inoOf(e.id);
+        const ino = inoOfIdentity(e.id);
         if (!(e.last && e.v && ino && o.retire?.(e.path, ino, Number(e.v)))) root.unlink(e.path);
         return;
       }
