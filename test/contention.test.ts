@@ -251,7 +251,7 @@ for (let i = 0; i < Number(n); i++) {
   for (const d of ["d", "e", "d", "e"]) {
     let fd;
     try {
-      fd = fs.openSync(w + "/" + d + "/f" + i, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY, 0o644);
+      fd = fs.openSync(w + "/" + d + "/f" + i, fs.constants.O_CREAT | (then === "plain" ? 0 : fs.constants.O_EXCL) | fs.constants.O_WRONLY, 0o644);
     } catch (e) {
       if (e.code === "ENOENT") continue;
       throw e;
@@ -325,13 +325,14 @@ describe.skipIf(!!skip)("a directory renamed on one node while another creates f
 
   test("the same with each file renamed on the creating node after its close", () => race([cluster.nodes[1]!], "rename"), 120_000);
 
-  test("two directories swapped (RENAME_EXCHANGE) on one node while another creates files in one of them: each file is whole in one of the two, on both nodes", async () => {
+  /** A creates files in w/d while B swaps w/d and w/e; each closed file must then be whole in one of the two on both nodes. */
+  async function swapRace(creates: "keep" | "plain"): Promise<void> {
     const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
     const libc = join(import.meta.dir, "helpers", "libc.ts");
     const w = `w${run++}`;
     for (const d of ["d", "e"]) fs.mkdirSync(join(a.mnt, w, d), { recursive: true });
     const swapper = runScript(SWAPPER, libc, join(b.mnt, w), "600");
-    const creator = runScript(CREATOR, libc, join(a.mnt, w), "300", "keep");
+    const creator = runScript(CREATOR, libc, join(a.mnt, w), "300", creates);
     const [c, x] = await Promise.all([creator, swapper]);
     expect(c.err).toBe("");
     expect(x.err).toBe("");
@@ -349,7 +350,15 @@ describe.skipIf(!!skip)("a directory renamed on one node while another creates f
       });
       expect(`${n === a ? "A" : "B"}: ${bad.slice(0, 5).join(", ")} (${bad.length} of ${made.length} not there whole)`).toBe(`${n === a ? "A" : "B"}:  (0 of ${made.length} not there whole)`);
     }
-  }, 120_000);
+  }
+
+  test("two directories swapped (RENAME_EXCHANGE) on one node while another creates files in one of them: each file is whole in one of the two, on both nodes", () => swapRace("keep"), 120_000);
+
+  // Made by the FUSE shim in the directory's local directory once JS has made one there, their creates
+  // sent to the store at their closes: a JS create by a path a stale record gave (the directory's
+  // record held here, re-learned at each create after a swap this disk made) put the shim's later
+  // creates in the other directory too.
+  test("the same with plain creates (no O_EXCL: made by the shim, sent to the store at their closes)", () => swapRace("plain"), 120_000);
 });
 
 const APPENDER = `

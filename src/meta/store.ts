@@ -246,13 +246,17 @@ export interface Invalidation {
   touched?: [number, string, number][];
 }
 
-/** A change of local files (namespace paths) that a node holding them must still make. */
 /** How a kept file names the inode whose bytes it holds, and how a queued change names its file. */
 export const fileIdentity = (ino: number, gen: string): string => `${ino}:${gen}`;
-/** The inode a file identity names (NaN for none). */
+/** How a node's local directory names the namespace directory it is (directories are never moved between inodes). */
+export const dirIdentity = (ino: number): string => `${ino}:dir`;
+/** The inode a file or directory identity names (NaN for none). */
 export const inoOfIdentity = (id: string | undefined): number => Number(id?.split(":")[0]);
 
-/** id: the identity (fileIdentity) of the file the change is meant for; a local file marked otherwise is another file. */
+/**
+ * A change of local files (namespace paths) that a node holding them must still make. id: the
+ * identity (fileIdentity) of the file the change is meant for; a local file marked otherwise is another file.
+ */
 export type TodoEntry =
   /** last: the inode's last name; v: the version this node holds (decimal). */
   | { op: "rm"; path: string; id?: string; last?: boolean; v?: string }

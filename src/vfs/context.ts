@@ -1,3 +1,4 @@
+import type { DirMarks } from "./dir-marks.ts";
 import type { OpenWatches, Watched } from "./open-watches.ts";
 import type { BigIntStats } from "node:fs";
 import type { Caller, ShimCreates, ShimEntries } from "../fuse/types.ts";
@@ -104,9 +105,12 @@ export interface VfsContext {
    * fn with ino's path, to make something new there on this disk: under localDirs (shared), once the
    * changes this node has heard of are made on its disk. A path read from caches that have heard of
    * a rename leads a disk that has not: what is made there would land in the directory in its place
-   * (one a swap then moves elsewhere).
+   * (one a swap then moves elsewhere). A path read from caches behind the disk (a record fetched
+   * before a move made here since) is caught by the mark on the local directory there (dirMarks).
    */
   makingAt<T>(ino: number, fn: (path: string) => Promise<T>): Promise<T>;
+  /** Which local directory is which namespace directory's. */
+  readonly dirMarks: DirMarks;
   /** Files this node made or published lately (it held their bytes then): never fetched ahead from others. */
   readonly writtenHere: RecentSet<number>;
   /** Remember a fresh record (also as the open-file state when the inode is open here); named: see MetaCache.learn. */

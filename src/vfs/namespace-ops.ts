@@ -253,6 +253,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
           });
           root.chown(p, r.uid, r.gid);
           root.chmod(p, r.mode & 0o7777);
+          ctx.dirMarks.mark(p, r.ino);
         });
       } catch (e) {
         await ctx.rollback(parent, name, true);

@@ -21,10 +21,13 @@ export interface PathCache {
    */
   forgetDirs(): void;
   /**
-   * "/a/b" for an inode, "" for the root. current: each name read from the store again (and kept),
-   * for when the cached ones may be of before a rename this node's caches have not heard of yet.
+   * "/a/b" for an inode, "" for the root. current: each directory's name read from the store again
+   * (and kept), for when the cached ones may be of before a rename this disk has made; a file's own
+   * name cached is this node's to know (its create may not be in the store yet).
    */
   pathOf(ino: number, current?: boolean): Promise<string>;
+  /** The directory ino's name is in, as last read (undefined: not read, or forgotten). */
+  parentOf(ino: number): number | undefined;
   /** Path of a name inside a directory. */
   childPath(parent: number, name: string): Promise<string>;
 }
@@ -60,7 +63,8 @@ export function createPathCache(store: MetadataStore): PathCache {
     let cur = ino;
     for (let depth = 0; cur !== 1; depth++) {
       if (depth > 4096) throw Object.assign(new Error("ELOOP path too deep"), { code: "ELOOP" });
-      let n = current ? undefined : names.get(cur);
+      let n = names.get(cur);
+      if (current && (depth > 0 || n?.dir !== false)) n = undefined;
       if (!n) {
         const r = await store.get(cur);
         n = { parent: r.parent, name: r.name, dir: isDir(r.mode) };
@@ -86,6 +90,7 @@ export function createPathCache(store: MetadataStore): PathCache {
       for (const [ino, n] of [...names]) if (n.dir) forget(ino);
     },
     pathOf,
+    parentOf: (ino) => names.get(ino)?.parent,
     async childPath(parent, name) {
       return `${await pathOf(parent)}/${name}`;
     },

@@ -10,6 +10,7 @@ import { isDir } from "./attr.ts";
 import { isReg, S_ISGID, S_ISUID } from "../util/file-mode.ts";
 import type { VfsContext, VfsOptions } from "./context.ts";
 import { createDataChanges } from "./data-changes.ts";
+import { createDirMarks } from "./dir-marks.ts";
 import { createDirOps } from "./dir-ops.ts";
 import { createFileOps } from "./file-ops.ts";
 import { createShimKits } from "./shim-kits.ts";
@@ -26,6 +27,8 @@ import { createWriteTurns } from "./write-turns.ts";
 import { createXattrOps } from "./xattr-ops.ts";
 import { createKeyedQueue } from "../util/keyed-queue.ts";
 
+/** The namespace's root: its local directory is the root path itself. */
+const ROOT_INO = 1;
 /** How many of the files this node wrote last it keeps out of read-ahead batches (a few MB of memory). */
 const WRITTEN_HERE_KEPT = 100_000;
 
@@ -124,26 +127,46 @@ export function createVfs(o: VfsOptions): Vfs {
     return cache.learn(r, named);
   }
 
+  const dirMarks = createDirMarks(o.root);
   /** paths.dirNamesRead when this node's list was last seen empty with nothing being applied. */
   let inStepAt = 0;
 
   async function makingAt<T>(ino: number, fn: (path: string) => Promise<T>): Promise<T> {
+    /** Names read from the store again: those cached led to a local directory not marked as theirs, or to none. */
+    let fresh = false;
     for (;;) {
       // Waited for, never begun here: creates that each began one would keep the others waiting.
       while (o.applying?.()) await o.applied?.();
       let behind = false;
+      let recheck = false;
       const made = await o.localDirs.shared(async () => {
-        const path = await paths.pathOf(ino);
+        const path = await paths.pathOf(ino, fresh);
         // A directory's name read from the store since may be of a rename whose move is still on
         // this node's list (its notice on the way): taken and made first.
         const read = paths.dirNamesRead;
-        if (o.remote && read !== inStepAt) {
+        if (o.remote && (fresh || read !== inStepAt)) {
           behind = await store.todoWaiting();
           if (!behind && !o.applying?.()) inStepAt = read;
         }
-        return behind || o.applying?.() ? undefined : { out: await fn(path) };
+        if (behind || o.applying?.()) return undefined;
+        const parent = paths.parentOf(ino);
+        const at = dirname(path);
+        const local = parent === undefined || parent === ROOT_INO ? "ok" : dirMarks.check(at, parent);
+        if (local !== "ok" && !fresh) {
+          log.debug({ op: "create", path, ino, dir: parent, local }, "a directory's path read from caches leads to no local directory, or to another's: its names are read again");
+          recheck = true;
+          return undefined;
+        }
+        // Read again with every move heard of made, the path is where the disk has the directory: one
+        // marked otherwise was moved outside this node's list (an entry Redis lost; the start-up scan
+        // moved the files in it to where the namespace has them).
+        if (local === "other") log.warn({ op: "create", path, ino, dir: parent }, "the local directory at a directory's path was marked as another's: marked as its own");
+        const out = await fn(path);
+        if (local !== "ok") dirMarks.mark(at, parent!);
+        return { out };
       });
       if (made) return made.out;
+      if (recheck) fresh = true;
       if (behind) await o.catchUp?.();
     }
   }
@@ -203,6 +226,7 @@ export function createVfs(o: VfsOptions): Vfs {
     o, store, root, nodeId, log, paths, cache, open, changes, inos, purgeOnClose, writtenHere,
     localDirs: o.localDirs,
     makingAt,
+    dirMarks,
     kernel: createKernelView({
       open,
       ...(o.dropKernelEntry ? { dropKernelEntry: o.dropKernelEntry } : {}),
@@ -303,6 +327,7 @@ export function createVfs(o: VfsOptions): Vfs {
     },
     forgetPaths() {
       paths.forgetDirs();
+      dirMarks.moved();
     },
     resync() {
       cache.resync();

@@ -85,8 +85,9 @@ function newFile(c: Caller, parent: number, name: string, ino: number, gen: stri
 /** The new file r, made in its parent (p: the parent's record, if at hand), known to this node's caches; returns what the store is to be told. */
 function taken(ctx: VfsContext, c: Caller, p: Inode | undefined, r: Inode): NewInode {
   ctx.learn(r);
-  // The directory's new times are known here too: no round trip queued behind the write.
-  if (p) ctx.learn({ ...p, mtime: r.mtime, ctime: r.ctime });
+  // The directory's new times are known here too: no round trip queued behind the write. Its name is
+  // as old as the record held: a move this disk made since must not be undone in the path cache.
+  if (p) ctx.learn({ ...p, mtime: r.mtime, ctime: r.ctime }, false);
   ctx.cache.dirChanged(r.parent, [r.name, r.ino]);
   return { mode: r.mode, uid: r.uid, gid: c.gid, holder: ctx.nodeId, ino: r.ino, version: r.version, gen: r.gen, mtime: r.mtime, atime: r.atime, ctime: r.ctime };
 }

@@ -47,3 +47,18 @@ describe("PathCache: directory names read from the store that are news", () => {
     expect(await paths.pathOf(f)).toBe("/x/f");
   });
 });
+
+describe("PathCache: current paths, for a disk that moved ahead of the caches", () => {
+  test("every directory's name is read again, a stale one learned since replaced; a file's own cached name is kept", async () => {
+    await paths.pathOf(f);
+    await store.rename(ROOT, "d", ROOT, "e", 0);
+    // A record fetched before the rename, learned after it.
+    paths.learn({ ...(await store.get(d)), name: "d" });
+    expect(await paths.pathOf(f)).toBe("/d/f");
+    expect(await paths.pathOf(f, true)).toBe("/e/f");
+    expect(await paths.pathOf(f)).toBe("/e/f");
+    paths.learn({ ...(await store.get(f)), ino: 999, name: "held" });
+    expect(await paths.pathOf(999, true)).toBe("/e/held");
+    expect(paths.parentOf(999)).toBe(d);
+  });
+});
