@@ -3,7 +3,8 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { spawn, spawnSync } from "bun";
 import { MCFS, errCode, fuseUnavailable, kernelHasPassthrough, waitFor } from "./helpers/env.ts";
-import { getxattr } from "./helpers/libc.ts";
+import { getxattr, renameat2 } from "./helpers/libc.ts";
+import { RENAME_EXCHANGE } from "../src/fuse/types.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { useCluster } from "./helpers/node.ts";
 import { createRedisStore } from "../src/meta/redis-store.ts";
@@ -239,6 +240,31 @@ describe.skipIf(!!skip)("a node's disk and the records disagree", () => {
       expect(fs.readFileSync(join(n.mnt, "lost-src"), "utf8")).toBe("the renamed file, longer than the other");
       expect(errCode(() => fs.readFileSync(join(n.mnt, "lost-dst"), "utf8"))).toBe("EIO");
     }
+  });
+
+  // A directory's local directory is marked with its inode: a create by a path checks that it lands
+  // in it. Here the marks are wrong for real (the disk's directories swapped outside the list).
+  test("two directories swapped on a node's disk while it was away (a queued swap Redis lost): at restart their files read where the namespace has them, and new files made there go into each", async () => {
+    let a = cluster.nodes[0]!;
+    const b = cluster.nodes[1]!;
+    for (const d of ["sw-d", "sw-e"]) {
+      fs.mkdirSync(join(a.mnt, d));
+      fs.writeFileSync(join(a.mnt, d, "old"), `old file of ${d}`);
+    }
+    await a.stop();
+    expect(renameat2(join(a.root, "sw-d"), join(a.root, "sw-e"), RENAME_EXCHANGE)).toBe(0);
+    a = cluster.nodes[0] = await cluster.start("a");
+    for (const d of ["sw-d", "sw-e"]) fs.writeFileSync(join(a.mnt, d, "new"), `new file of ${d}`);
+    for (const n of [a, b]) {
+      for (const d of ["sw-d", "sw-e"]) {
+        expect(fs.readFileSync(join(n.mnt, d, "old"), "utf8")).toBe(`old file of ${d}`);
+        expect(fs.readFileSync(join(n.mnt, d, "new"), "utf8")).toBe(`new file of ${d}`);
+      }
+    }
+    for (const d of ["sw-d", "sw-e"]) expect(fs.readFileSync(join(a.root, d, "new"), "utf8")).toBe(`new file of ${d}`);
+    expect(a.log()).toContain("marked as another's: marked as its own");
+    const ino = fs.statSync(join(a.mnt, "sw-d")).ino;
+    expect(Buffer.from(getxattr(join(a.root, "sw-d"), "trusted.mcfs.id") as Uint8Array).toString()).toBe(`${ino}:dir`);
   });
 
   test("a queued move of a file that finds a directory or symlink made at its old path since leaves both alone", async () => {

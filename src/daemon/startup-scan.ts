@@ -7,6 +7,7 @@ import type { Logger } from "../util/log.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
 import { createPathCache } from "../vfs/paths.ts";
 import { E, FsError } from "../util/errno.ts";
+import { RENAME_EXCHANGE } from "../fuse/types.ts";
 
 export interface ScanResult {
   dirs: number;
@@ -114,7 +115,8 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
   /**
    * A file kept for inode ino (its mark: id) at rel, where the namespace did not have that inode
    * when its directory was read: its move was lost (a rename Redis lost, or this node's queued one).
-   * The namespace is authoritative: the file goes to where it has ino if nothing is there here.
+   * The namespace is authoritative: the file goes to where it has ino if nothing is there here (or
+   * changes places with the file there, if that one belongs at rel).
    * Else, if the namespace names another file rel (named), it is set aside, never left to pass for
    * that file; if rel is no name there, it is left. Where the namespace has it at rel now (a create
    * or rename that landed meanwhile), nothing is done.
@@ -122,6 +124,7 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
   async function misplaced(rel: string, ino: number, id: string, named: boolean): Promise<void> {
     const where = await paths.pathOf(ino).catch(() => undefined);
     if (where === rel) return;
+    if (where !== undefined && root.typeOf(where) === "file" && (await swapped(rel, where, id))) return;
     if (where !== undefined && root.typeOf(where) === undefined) {
       try {
         root.ensureDir(dirname(where));
@@ -135,6 +138,31 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
     }
     if (named) setAside(rel, id, `a local file of inode ${ino} was under a name of another file`);
   }
+  /**
+   * The file at where is the one the namespace has at rel, and rel's (id) belongs at where: a swap
+   * whose move was lost (of the two files, or of two directories holding files of the same name).
+   * Exchanged, each then where the namespace has it; set aside in turn, neither would be read.
+   */
+  async function swapped(rel: string, where: string, id: string): Promise<boolean> {
+    const there = root.identityOf(where);
+    const other = inoOfIdentity(there);
+    if (there === undefined || !(other > 1)) return false;
+    const its = (await store.getMany([other]))[0];
+    if (!its || fileIdentity(its.ino, its.gen) !== there) return false;
+    if ((await paths.pathOf(other).catch(() => undefined)) !== rel) return false;
+    // As read, with no await between: the other file's own check in this scan may have exchanged them already.
+    if (root.identityOf(rel) !== id || root.identityOf(where) !== there) return false;
+    try {
+      root.rename(rel, where, RENAME_EXCHANGE);
+    } catch (e) {
+      log.warn({ path: rel, with: where, err: (e as Error).message }, "two local files each where the namespace has the other could not be exchanged");
+      return false;
+    }
+    log.warn({ path: rel, with: where }, "two local files were each where the namespace has the other (a lost swap): exchanged");
+    res.repaired += 2;
+    return true;
+  }
+
   const queue: { ino: number; path: string }[] = [{ ino: 1, path: "" }];
   // A kept file's inode number past the counter was handed out by a Redis that lost it since.
   let counter = (await store.inodeCounter()).counter;
