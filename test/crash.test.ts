@@ -304,6 +304,25 @@ describe.skipIf(!!skip)("a node's disk and the records disagree", () => {
     expect(fs.readFileSync(join(a.root, "dst"), "utf8")).toBe("the renamed bytes");
   });
 
+  // The list's entries are taken before they are made: a node killed while making them loses the rest.
+  test("a directory renamed elsewhere while its node was away, the queued move lost: at restart its files read under the new name, and the old name does not come back", async () => {
+    let a = cluster.nodes[0]!;
+    const b = cluster.nodes[1]!;
+    fs.mkdirSync(join(a.mnt, "ldir-d"));
+    for (const f of ["x", "y"]) fs.writeFileSync(join(a.mnt, "ldir-d", f), `${f} in the renamed directory`);
+    await a.stop();
+    fs.renameSync(join(b.mnt, "ldir-d"), join(b.mnt, "ldir-e"));
+    const nodeId = fs.readFileSync(join(a.root, ".mcfs", "node-id"), "utf8").trim();
+    await cluster.redis.cli("DEL", `mcfs:todo:${nodeId}`);
+    a = cluster.nodes[0] = await cluster.start("a");
+    for (const n of [a, b]) {
+      expect(fs.readdirSync(n.mnt).filter((x) => x.startsWith("ldir-")).sort()).toEqual(["ldir-e"]);
+      for (const f of ["x", "y"]) expect(fs.readFileSync(join(n.mnt, "ldir-e", f), "utf8")).toBe(`${f} in the renamed directory`);
+    }
+    expect(fs.readdirSync(join(a.root, "ldir-e")).sort()).toEqual(["x", "y"]);
+    expect(fs.existsSync(join(a.root, "ldir-d"))).toBe(false);
+  });
+
   // What a power cut leaves between the two steps of a truncate by path: the store's (a new version
   // of the new size, held by A), done; the disk's, not. The truncate never returned: either size may
   // come back, as long as every node reads what A's disk has.

@@ -2,7 +2,9 @@ import type * as fs from "node:fs";
 import { dirname } from "node:path";
 import { closeSync, constants, fstatSync, type BigIntStats } from "node:fs";
 import type { LocalDir, EntryType } from "../local/local-dir.ts";
-import { fileIdentity, inoOfIdentity, type Holders, type Inode, type MetadataStore } from "../meta/store.ts";
+import { dirIdentity, fileIdentity, inoOfIdentity, type Holders, type Inode, type MetadataStore } from "../meta/store.ts";
+import { dirMarkAt } from "../vfs/dir-marks.ts";
+import { isDir as isDirMode } from "../util/file-mode.ts";
 import type { Logger } from "../util/log.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
 import { createPathCache } from "../vfs/paths.ts";
@@ -163,11 +165,53 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
     return true;
   }
 
+  /**
+   * A local directory at rel, a name the namespace does not have, marked as a directory it has
+   * elsewhere (a rename whose move was lost): moved there rather than published again under its old
+   * name; where a directory is there already (made since), what can be is moved into it. True if so.
+   */
+  async function movedDir(rel: string): Promise<boolean> {
+    let mark: string | undefined;
+    try {
+      mark = dirMarkAt(root, rel);
+    } catch {
+      return false;
+    }
+    const dir = inoOfIdentity(mark);
+    if (mark === undefined || !(dir > 1) || mark !== dirIdentity(dir)) return false;
+    const rec = (await store.getMany([dir]))[0];
+    if (!rec || !isDirMode(rec.mode)) return false;
+    const where = await paths.pathOf(dir).catch(() => undefined);
+    if (where === undefined || where === rel) return false;
+    try {
+      if (root.typeOf(where) === undefined) {
+        root.ensureDir(dirname(where));
+        root.rename(rel, where);
+      } else {
+        for (const e of root.list(rel)) if (root.typeOf(`${where}/${e.name}`) === undefined) root.rename(`${rel}/${e.name}`, `${where}/${e.name}`);
+        const left = root.list(rel).length;
+        if (left) log.warn({ path: rel, movedTo: where, left }, "a local directory's entries whose names its new place has already were left where they were");
+        else root.rmdir(rel);
+      }
+    } catch (e) {
+      log.warn({ path: rel, movedTo: where, err: (e as Error).message }, "a local directory not where the namespace has it could not be moved there");
+      return false;
+    }
+    log.warn({ path: rel, movedTo: where, ino: dir }, "a local directory was not where the namespace has it (a lost rename): moved there");
+    res.repaired++;
+    queue.push({ ino: dir, path: where });
+    return true;
+  }
+
   const queue: { ino: number; path: string }[] = [{ ino: 1, path: "" }];
+  /** Directories scanned: one moved into place may be reached again through its parent. */
+  const scanned = new Set<number>();
   // A kept file's inode number past the counter was handed out by a Redis that lost it since.
   let counter = (await store.inodeCounter()).counter;
   while (queue.length) {
     const { ino, path } = queue.pop()!;
+    if (scanned.has(ino)) continue;
+    scanned.add(ino);
     res.dirs++;
     let names: { name: string; type: EntryType }[];
     try {
@@ -238,6 +282,7 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
             log.warn({ path: rel, ino }, "a file kept here is not in the namespace, and nothing says it was deleted (its create was cut off by a crash before it reached Redis, or Redis lost it): published again");
           }
         }
+        if (d.type === "dir" && (await movedDir(rel))) return;
         const st: fs.BigIntStats | undefined = root.stat(rel);
         if (!st) {
           res.skipped++;

@@ -26,6 +26,16 @@ export interface DirMarks {
   moved(): void;
 }
 
+/** The identity mark of the local directory at p; undefined if it has none; throws (ENOENT, ENOTDIR, ELOOP) if none is there. */
+export function dirMarkAt(root: LocalDir, p: string): string | undefined {
+  const fd = root.open(p, O_RDONLY | O_DIRECTORY);
+  try {
+    return root.readIdentity(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 export function createDirMarks(root: LocalDir): DirMarks {
   /** Directories seen at a path, with the count of moves then. */
   const seen = new Map<number, { at: string; moves: number }>();
@@ -34,20 +44,15 @@ export function createDirMarks(root: LocalDir): DirMarks {
   function check(p: string, ino: number): LocalDirState {
     const was = seen.get(ino);
     if (was?.moves === moves && was.at === p) return "ok";
-    let fd: number;
+    let mark: string | undefined;
     try {
-      fd = root.open(p, O_RDONLY | O_DIRECTORY);
+      mark = dirMarkAt(root, p);
     } catch (e) {
       // Something else there is cleared by the create's parents (ensureDir), as before marks.
       if (errnoOf(e) === E.ENOENT || errnoOf(e) === E.ENOTDIR || errnoOf(e) === E.ELOOP) return "absent";
       throw e;
     }
-    try {
-      const mark = root.readIdentity(fd);
-      if (mark !== undefined && inoOfIdentity(mark) !== ino) return "other";
-    } finally {
-      fs.closeSync(fd);
-    }
+    if (mark !== undefined && inoOfIdentity(mark) !== ino) return "other";
     if (seen.size >= 100_000) seen.clear();
     seen.set(ino, { at: p, moves });
     return "ok";
