@@ -323,6 +323,23 @@ describe.skipIf(!!skip)("a node's disk and the records disagree", () => {
     expect(fs.existsSync(join(a.root, "ldir-d"))).toBe(false);
   });
 
+  test("a directory removed elsewhere while its node was away, the queued removal lost: it does not come back at the node's restart", async () => {
+    let a = cluster.nodes[0]!;
+    const b = cluster.nodes[1]!;
+    fs.mkdirSync(join(a.mnt, "rmdir-lost"));
+    fs.writeFileSync(join(a.mnt, "rmdir-lost", "f"), "deleted with its directory");
+    await a.stop();
+    fs.unlinkSync(join(b.mnt, "rmdir-lost", "f"));
+    fs.rmdirSync(join(b.mnt, "rmdir-lost"));
+    const nodeId = fs.readFileSync(join(a.root, ".mcfs", "node-id"), "utf8").trim();
+    await cluster.redis.cli("DEL", `mcfs:todo:${nodeId}`);
+    // The file's delete was made (a queued delete taken and done before the node died), the directory's not.
+    fs.unlinkSync(join(a.root, "rmdir-lost", "f"));
+    a = cluster.nodes[0] = await cluster.start("a");
+    for (const n of [a, b]) expect(fs.readdirSync(n.mnt)).not.toContain("rmdir-lost");
+    expect(fs.existsSync(join(a.root, "rmdir-lost"))).toBe(false);
+  });
+
   // What a power cut leaves between the two steps of a truncate by path: the store's (a new version
   // of the new size, held by A), done; the disk's, not. The truncate never returned: either size may
   // come back, as long as every node reads what A's disk has.

@@ -168,9 +168,10 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
   /**
    * A local directory at rel, a name the namespace does not have, marked as a directory it has
    * elsewhere (a rename whose move was lost): moved there rather than published again under its old
-   * name; where a directory is there already (made since), what can be is moved into it. True if so.
+   * name; where a directory is there already (made since), what can be is moved into it. Marked as
+   * one removed since (its queued removal lost) and empty: removed. True if either.
    */
-  async function movedDir(rel: string): Promise<boolean> {
+  async function misplacedDir(rel: string): Promise<boolean> {
     let mark: string | undefined;
     try {
       mark = dirMarkAt(root, rel);
@@ -180,6 +181,12 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
     const dir = inoOfIdentity(mark);
     if (mark === undefined || !(dir > 1) || mark !== dirIdentity(dir)) return false;
     const rec = (await store.getMany([dir]))[0];
+    if (!rec && lost === "set-aside" && root.list(rel).length === 0 && (await store.deleted([dir]))[0]) {
+      root.rmdir(rel);
+      log.warn({ path: rel, ino: dir }, "a local directory removed elsewhere while this node was away (its queued removal lost) was still here, empty: removed, not published again");
+      res.repaired++;
+      return true;
+    }
     if (!rec || !isDirMode(rec.mode)) return false;
     const where = await paths.pathOf(dir).catch(() => undefined);
     if (where === undefined || where === rel) return false;
@@ -282,7 +289,7 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
             log.warn({ path: rel, ino }, "a file kept here is not in the namespace, and nothing says it was deleted (its create was cut off by a crash before it reached Redis, or Redis lost it): published again");
           }
         }
-        if (d.type === "dir" && (await movedDir(rel))) return;
+        if (d.type === "dir" && (await misplacedDir(rel))) return;
         const st: fs.BigIntStats | undefined = root.stat(rel);
         if (!st) {
           res.skipped++;

@@ -37,7 +37,7 @@ export interface MemorySpace {
   readonly cb: Map<number, Set<string>>;
   readonly dw: Map<number, Set<string>>;
   readonly orphans: Set<number>;
-  /** P gone: deleted file inodes -> when (ms since the epoch). */
+  /** P gone: deleted inodes (files and directories) -> when (ms since the epoch). */
   readonly gone: Map<number, number>;
   readonly nodes: Hash;
   /** P hb:{node}: when it expires (ms since the epoch). */
@@ -162,6 +162,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
   }
   function dropdir(ino: number): void {
     for (const m of [s.i, s.d, s.x, s.loc, s.cc, s.l, s.cb, s.dw]) m.delete(ino);
+    gone(ino);
   }
   /** As lib.lua's newname: the watchers of dir other than this node, who watch it no more. */
   function newname(dir: number): string[] {
@@ -177,6 +178,10 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
   function dropRecord(ino: number): void {
     for (const m of [s.i, s.x, s.loc, s.cc, s.l, s.cb]) m.delete(ino);
     s.orphans.delete(ino);
+    gone(ino);
+  }
+  /** As lib.lua's gone. */
+  function gone(ino: number): void {
     const now = Date.now();
     // Kept in the order they went: the expired ones are the first.
     s.gone.delete(ino);

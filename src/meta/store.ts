@@ -309,8 +309,9 @@ export interface Namespace {
   /** Drop an inode whose link count reached zero. */
   purge(ino: number): Promise<void>;
   /**
-   * Whether each file inode was deleted (its record purged, in the last 30 days): a file a node kept
-   * for an inode with no record was deleted meanwhile if so, else the store lost its record.
+   * Whether each inode was deleted (a file's record purged, a directory removed, in the last 30
+   * days): a file or directory a node kept for an inode with no record was deleted meanwhile if so,
+   * else the store lost its record.
    */
   deleted(inos: number[]): Promise<boolean[]>;
   /**

@@ -261,6 +261,16 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         expect(await st.deleted([])).toEqual([]);
       });
 
+      it("a removed directory is remembered as deleted, and one a rename replaced", async () => {
+        const d = await dir(ROOT, "d");
+        const e = await dir(ROOT, "e");
+        const x = await dir(ROOT, "x");
+        expect(await st.deleted([d, e, x])).toEqual([false, false, false]);
+        await st.remove(ROOT, "d", true);
+        await st.rename(ROOT, "x", ROOT, "e", 0);
+        expect(await st.deleted([d, e, x])).toEqual([true, true, false]);
+      });
+
       it("remove refuses: ENOENT, EISDIR, ENOTDIR, ENOTEMPTY", async () => {
         const d = await dir(ROOT, "d");
         await file(d, "f");

@@ -116,19 +116,23 @@ local function todo(origin, ino, entry)
   end
   return told
 end
--- How long a deleted file's inode number is remembered as deleted (seconds): a node away longer that
--- also lost its queued delete publishes the file again.
+-- How long a deleted inode's number is remembered as deleted (seconds): a node away longer that also
+-- lost its queued delete publishes the file (or directory) again.
 local GONE_KEEP = 30 * 86400
--- A file's record goes for good: remembered as deleted (not lost by Redis: see MetadataStore.deleted).
-local function dropfile(ino)
-  redis.call('DEL', P..'i:'..ino, P..'x:'..ino, P..'loc:'..ino, P..'cc:'..ino, P..'l:'..ino, P..'cb:'..ino)
-  redis.call('SREM', P..'orphans', ino)
+-- An inode's record went for good: remembered as deleted (not lost by Redis: see MetadataStore.deleted).
+local function gone(ino)
   local now = tonumber(redis.call('TIME')[1])
   redis.call('ZADD', P..'gone', now, ino)
   redis.call('ZREMRANGEBYSCORE', P..'gone', '-inf', '(' .. (now - GONE_KEEP))
 end
+local function dropfile(ino)
+  redis.call('DEL', P..'i:'..ino, P..'x:'..ino, P..'loc:'..ino, P..'cc:'..ino, P..'l:'..ino, P..'cb:'..ino)
+  redis.call('SREM', P..'orphans', ino)
+  gone(ino)
+end
 local function dropdir(ino)
   redis.call('DEL', P..'i:'..ino, P..'d:'..ino, P..'x:'..ino, P..'loc:'..ino, P..'cc:'..ino, P..'l:'..ino, P..'cb:'..ino, P..'dw:'..ino)
+  gone(ino)
 end
 -- A name came into dir: the nodes answering lookups there from their listings (listing.lua), other
 -- than origin, must hear of it before origin returns; they watch no more (origin knows its own names).
