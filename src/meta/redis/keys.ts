@@ -14,7 +14,8 @@
  * | P cc:{ino}        | hash   | nodes holding a cached copy: node id -> "{version} {startedAt}" (the  |
  * |                   |        | run that cached it: a restarted node's cache is gone)                 |
  * | P orphans         | set    | inodes with no names left, kept while some node has them open         |
- * | P gone            | zset   | inodes of files deleted (their record purged) -> when, in s; 30 days  |
+ * | P gone            | zset   | inodes deleted (a file's record purged, a directory removed) -> when, |
+ * |                   |        | in s; 30 days                                                         |
  * | P nodes           | hash   | every node that ever joined: id -> JSON {id, address, startedAt}      |
  * | P hb:{node}       | string | heartbeat, expires when the node stops beating                         |
  * | P seen            | hash   | node id -> JSON {at, cache}: its last heartbeat and what it reported  |
