@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { spawn, spawnSync } from "bun";
 import { MCFS, errCode, fuseUnavailable, kernelHasPassthrough, waitFor } from "./helpers/env.ts";
-import { getxattr, renameat2 } from "./helpers/libc.ts";
+import { getxattr, renameat2, setxattr } from "./helpers/libc.ts";
 import { RENAME_EXCHANGE } from "../src/fuse/types.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { useCluster } from "./helpers/node.ts";
@@ -321,6 +321,28 @@ describe.skipIf(!!skip)("a node's disk and the records disagree", () => {
     }
     expect(fs.readdirSync(join(a.root, "ldir-e")).sort()).toEqual(["x", "y"]);
     expect(fs.existsSync(join(a.root, "ldir-d"))).toBe(false);
+  });
+
+  test("the same where the node had made the directory under its new name already (its files arrived first): the old one's files move into it", async () => {
+    let a = cluster.nodes[0]!;
+    const b = cluster.nodes[1]!;
+    fs.mkdirSync(join(a.mnt, "mdir-d"));
+    for (const f of ["x", "y"]) fs.writeFileSync(join(a.mnt, "mdir-d", f), `${f} in the renamed directory`);
+    const mark = getxattr(join(a.root, "mdir-d"), "trusted.mcfs.id") as Uint8Array;
+    await a.stop();
+    fs.renameSync(join(b.mnt, "mdir-d"), join(b.mnt, "mdir-e"));
+    const nodeId = fs.readFileSync(join(a.root, ".mcfs", "node-id"), "utf8").trim();
+    await cluster.redis.cli("DEL", `mcfs:todo:${nodeId}`);
+    fs.mkdirSync(join(a.root, "mdir-e"));
+    expect(setxattr(join(a.root, "mdir-e"), "trusted.mcfs.id", mark)).toBe(0);
+    fs.renameSync(join(a.root, "mdir-d", "y"), join(a.root, "mdir-e", "y"));
+    a = cluster.nodes[0] = await cluster.start("a");
+    for (const n of [a, b]) {
+      expect(fs.readdirSync(n.mnt).filter((x) => x.startsWith("mdir-")).sort()).toEqual(["mdir-e"]);
+      for (const f of ["x", "y"]) expect(fs.readFileSync(join(n.mnt, "mdir-e", f), "utf8")).toBe(`${f} in the renamed directory`);
+    }
+    expect(fs.readdirSync(join(a.root, "mdir-e")).sort()).toEqual(["x", "y"]);
+    expect(fs.existsSync(join(a.root, "mdir-d"))).toBe(false);
   });
 
   test("a directory removed elsewhere while its node was away, the queued removal lost: it does not come back at the node's restart", async () => {
