@@ -362,6 +362,28 @@ describe.skipIf(!!skip)("a node's disk and the records disagree", () => {
     expect(fs.existsSync(join(a.root, "rmdir-lost"))).toBe(false);
   });
 
+  test("the same with the deletes of its files lost too, one file renamed out of it first: that one reads at its new name, the deleted one is set aside, the directory does not come back", async () => {
+    let a = cluster.nodes[0]!;
+    const b = cluster.nodes[1]!;
+    fs.mkdirSync(join(a.mnt, "rmdir-full"));
+    fs.writeFileSync(join(a.mnt, "rmdir-full", "deleted"), "deleted with its directory");
+    fs.writeFileSync(join(a.mnt, "rmdir-full", "kept"), "renamed out of it");
+    await a.stop();
+    fs.renameSync(join(b.mnt, "rmdir-full", "kept"), join(b.mnt, "kept-out"));
+    fs.unlinkSync(join(b.mnt, "rmdir-full", "deleted"));
+    fs.rmdirSync(join(b.mnt, "rmdir-full"));
+    const nodeId = fs.readFileSync(join(a.root, ".mcfs", "node-id"), "utf8").trim();
+    await cluster.redis.cli("DEL", `mcfs:todo:${nodeId}`);
+    a = cluster.nodes[0] = await cluster.start("a");
+    for (const n of [a, b]) {
+      expect(fs.readdirSync(n.mnt)).not.toContain("rmdir-full");
+      expect(fs.readFileSync(join(n.mnt, "kept-out"), "utf8")).toBe("renamed out of it");
+    }
+    expect(fs.existsSync(join(a.root, "rmdir-full"))).toBe(false);
+    const aside = fs.readdirSync(join(a.root, ".mcfs", "orphans")).map((f) => fs.readFileSync(join(a.root, ".mcfs", "orphans", f), "utf8"));
+    expect(aside).toContain("deleted with its directory");
+  });
+
   // What a power cut leaves between the two steps of a truncate by path: the store's (a new version
   // of the new size, held by A), done; the disk's, not. The truncate never returned: either size may
   // come back, as long as every node reads what A's disk has.

@@ -169,7 +169,8 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
    * A local directory at rel, a name the namespace does not have, marked as a directory it has
    * elsewhere (a rename whose move was lost): moved there rather than published again under its old
    * name; where a directory is there already (made since), what can be is moved into it. Marked as
-   * one removed since (its queued removal lost) and empty: removed. True if either.
+   * one removed since (its queued removal lost): removed, once what it holds is where it belongs
+   * (emptyRemoved). True if either.
    */
   async function misplacedDir(rel: string): Promise<boolean> {
     let mark: string | undefined;
@@ -181,9 +182,11 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
     const dir = inoOfIdentity(mark);
     if (mark === undefined || !(dir > 1) || mark !== dirIdentity(dir)) return false;
     const rec = (await store.getMany([dir]))[0];
-    if (!rec && lost === "set-aside" && root.list(rel).length === 0 && (await store.deleted([dir]))[0]) {
+    if (!rec && lost === "set-aside" && (await store.deleted([dir]))[0]) {
+      await emptyRemoved(rel);
+      if (root.list(rel).length) return false;
       root.rmdir(rel);
-      log.warn({ path: rel, ino: dir }, "a local directory removed elsewhere while this node was away (its queued removal lost) was still here, empty: removed, not published again");
+      log.warn({ path: rel, ino: dir }, "a local directory removed elsewhere while this node was away (its queued removal lost) was still here: removed, not published again");
       res.repaired++;
       return true;
     }
@@ -208,6 +211,27 @@ export async function scanRoot(root: LocalDir, store: MetadataStore, nodeId: str
     res.repaired++;
     queue.push({ ino: dir, path: where });
     return true;
+  }
+
+  /**
+   * What a directory removed elsewhere still holds here (the deletes of its files lost too, or their
+   * renames out of it): each file kept for an inode goes where the namespace has it, or aside if
+   * deleted; directories in it likewise. Anything else is left, and the directory published as before.
+   */
+  async function emptyRemoved(rel: string): Promise<void> {
+    for (const e of root.list(rel)) {
+      const at = `${rel}/${e.name}`;
+      if (e.type === "dir") {
+        await misplacedDir(at);
+        continue;
+      }
+      const id = e.type === "file" ? root.identityOf(at) : undefined;
+      const ino = inoOfIdentity(id);
+      if (id === undefined || !(ino > 1)) continue;
+      const its = (await store.getMany([ino]))[0];
+      if (its && fileIdentity(its.ino, its.gen) === id) await misplaced(at, ino, id, false);
+      else if ((await store.deleted([ino]))[0]) setAside(at, id, "a file deleted while this node was away was still here, in a directory removed meanwhile");
+    }
   }
 
   const queue: { ino: number; path: string }[] = [{ ino: 1, path: "" }];
