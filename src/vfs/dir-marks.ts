@@ -26,15 +26,18 @@ export interface DirMarks {
   moved(): void;
 }
 
-/** The identity mark of the local directory at p; undefined if it has none; throws (ENOENT, ENOTDIR, ELOOP) if none is there. */
-export function dirMarkAt(root: LocalDir, p: string): string | undefined {
+/** fn with an fd of the local directory at p; throws (ENOENT, ENOTDIR, ELOOP) if none is there. */
+function atDir<T>(root: LocalDir, p: string, fn: (fd: number) => T): T {
   const fd = root.open(p, O_RDONLY | O_DIRECTORY);
   try {
-    return root.readIdentity(fd);
+    return fn(fd);
   } finally {
     fs.closeSync(fd);
   }
 }
+
+/** The identity mark of the local directory at p; undefined if it has none; throws (ENOENT, ENOTDIR, ELOOP) if none is there. */
+export const dirMarkAt = (root: LocalDir, p: string): string | undefined => atDir(root, p, (fd) => root.readIdentity(fd));
 
 export function createDirMarks(root: LocalDir): DirMarks {
   /** Directories seen at a path, with the count of moves then. */
@@ -61,16 +64,10 @@ export function createDirMarks(root: LocalDir): DirMarks {
   return {
     check,
     mark(p, ino) {
-      let fd: number;
       try {
-        fd = root.open(p, O_RDONLY | O_DIRECTORY);
+        atDir(root, p, (fd) => root.markIdentity(fd, dirIdentity(ino)));
       } catch {
         return;
-      }
-      try {
-        root.markIdentity(fd, dirIdentity(ino));
-      } finally {
-        fs.closeSync(fd);
       }
       seen.set(ino, { at: p, moves });
     },

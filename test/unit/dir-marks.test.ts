@@ -1,26 +1,14 @@
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { openLocalDir, type LocalDir } from "../../src/local/local-dir.ts";
 import { createDirMarks } from "../../src/vfs/dir-marks.ts";
+import { useTempRoot } from "../helpers/temp-root.ts";
 
-let base: string | undefined;
-let root: LocalDir | undefined;
-afterEach(() => {
-  root?.close();
-  if (base) fs.rmSync(base, { recursive: true, force: true });
-  base = root = undefined;
-});
-
-function newRoot(): LocalDir {
-  base = fs.mkdtempSync(join(tmpdir(), "mcfs-dir-marks-"));
-  return (root = openLocalDir(base));
-}
+const newRoot = useTempRoot("mcfs-dir-marks-");
 
 describe("DirMarks: which local directory is which namespace directory's", () => {
   test("nothing at the path is absent; a directory marked as another's is other; its own, or one never marked, is ok", () => {
-    const r = newRoot();
+    const { root: r, base } = newRoot();
     const marks = createDirMarks(r);
     expect(marks.check("/d", 5)).toBe("absent");
     r.ensureDir("/d");
@@ -29,14 +17,14 @@ describe("DirMarks: which local directory is which namespace directory's", () =>
     expect(marks.check("/d", 5)).toBe("ok");
     expect(marks.check("/d", 6)).toBe("other");
     expect(marks.check("/legacy", 7)).toBe("ok");
-    fs.writeFileSync(join(base!, "file"), "x");
+    fs.writeFileSync(join(base, "file"), "x");
     expect(marks.check("/file", 8)).toBe("absent");
-    fs.symlinkSync(base!, join(base!, "link"));
+    fs.symlinkSync(base, join(base, "link"));
     expect(marks.check("/link", 9)).toBe("absent");
   });
 
   test("the mark goes with its directory: after a swap here the path names the other one, seen once moves are told", () => {
-    const r = newRoot();
+    const { root: r } = newRoot();
     const marks = createDirMarks(r);
     r.ensureDir("/d");
     r.ensureDir("/e");
