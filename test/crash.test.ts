@@ -194,16 +194,47 @@ describe.skipIf(!!skip)("a node killed among its new files", () => {
 describe.skipIf(!!skip)("a node's disk and the records disagree", () => {
   const cluster = useCluster("away", ["a", "b"]);
 
-  test("a file deleted while its node was away does not come back when it restarts, even if the queued delete was lost: it is set aside, not published", async () => {
-    let a = cluster.nodes[0]!;
-    const b = cluster.nodes[1]!;
-    fs.writeFileSync(join(a.mnt, "gone"), "deleted elsewhere");
+  /**
+   * A stopped; onB's changes made on B meanwhile; A's queue of them lost (what a Redis failover, or A
+   * killed while it made them, leaves); A's disk then changed by onDisk; A started again.
+   */
+  async function awayLosingQueue(onB: (b: TestDaemon) => void, onDisk: (root: string) => void = () => {}): Promise<TestDaemon> {
+    const a = cluster.nodes[0]!;
     await a.stop();
-    fs.unlinkSync(join(b.mnt, "gone"));
-    // The queued delete lost (what a Redis failover can do): only the file's identity tells.
+    onB(cluster.nodes[1]!);
     const nodeId = fs.readFileSync(join(a.root, ".mcfs", "node-id"), "utf8").trim();
     await cluster.redis.cli("DEL", `mcfs:todo:${nodeId}`);
-    a = cluster.nodes[0] = await cluster.start("a");
+    onDisk(a.root);
+    return (cluster.nodes[0] = await cluster.start("a"));
+  }
+
+  /**
+   * Directory d, holding x and y, made on A and renamed e on B while A was away (awayLosingQueue, its
+   * disk changed by onDisk, given d's mark): after A's restart e holds both on both nodes and on A's
+   * disk, and d is gone.
+   */
+  async function renamedAway(d: string, e: string, onDisk: (root: string, mark: Uint8Array) => void = () => {}): Promise<void> {
+    const b = cluster.nodes[1]!;
+    fs.mkdirSync(join(cluster.nodes[0]!.mnt, d));
+    for (const f of ["x", "y"]) fs.writeFileSync(join(cluster.nodes[0]!.mnt, d, f), `${f} in the renamed directory`);
+    const mark = getxattr(join(cluster.nodes[0]!.root, d), "trusted.mcfs.id") as Uint8Array;
+    const a = await awayLosingQueue(
+      () => fs.renameSync(join(b.mnt, d), join(b.mnt, e)),
+      (root) => onDisk(root, mark),
+    );
+    for (const n of [a, b]) {
+      expect(fs.readdirSync(n.mnt).filter((x) => x === d || x === e)).toEqual([e]);
+      for (const f of ["x", "y"]) expect(fs.readFileSync(join(n.mnt, e, f), "utf8")).toBe(`${f} in the renamed directory`);
+    }
+    expect(fs.readdirSync(join(a.root, e)).sort()).toEqual(["x", "y"]);
+    expect(fs.existsSync(join(a.root, d))).toBe(false);
+  }
+
+  test("a file deleted while its node was away does not come back when it restarts, even if the queued delete was lost: it is set aside, not published", async () => {
+    const b = cluster.nodes[1]!;
+    fs.writeFileSync(join(cluster.nodes[0]!.mnt, "gone"), "deleted elsewhere");
+    // The queued delete lost: only the file's identity tells.
+    const a = await awayLosingQueue(() => fs.unlinkSync(join(b.mnt, "gone")));
     for (const n of [a, b]) expect(fs.readdirSync(n.mnt)).not.toContain("gone");
     expect(fs.existsSync(join(a.root, "gone"))).toBe(false);
     const aside = fs.readdirSync(join(a.root, ".mcfs", "orphans"));
@@ -305,76 +336,41 @@ describe.skipIf(!!skip)("a node's disk and the records disagree", () => {
   });
 
   // The list's entries are taken before they are made: a node killed while making them loses the rest.
-  test("a directory renamed elsewhere while its node was away, the queued move lost: at restart its files read under the new name, and the old name does not come back", async () => {
-    let a = cluster.nodes[0]!;
-    const b = cluster.nodes[1]!;
-    fs.mkdirSync(join(a.mnt, "ldir-d"));
-    for (const f of ["x", "y"]) fs.writeFileSync(join(a.mnt, "ldir-d", f), `${f} in the renamed directory`);
-    await a.stop();
-    fs.renameSync(join(b.mnt, "ldir-d"), join(b.mnt, "ldir-e"));
-    const nodeId = fs.readFileSync(join(a.root, ".mcfs", "node-id"), "utf8").trim();
-    await cluster.redis.cli("DEL", `mcfs:todo:${nodeId}`);
-    a = cluster.nodes[0] = await cluster.start("a");
-    for (const n of [a, b]) {
-      expect(fs.readdirSync(n.mnt).filter((x) => x.startsWith("ldir-")).sort()).toEqual(["ldir-e"]);
-      for (const f of ["x", "y"]) expect(fs.readFileSync(join(n.mnt, "ldir-e", f), "utf8")).toBe(`${f} in the renamed directory`);
-    }
-    expect(fs.readdirSync(join(a.root, "ldir-e")).sort()).toEqual(["x", "y"]);
-    expect(fs.existsSync(join(a.root, "ldir-d"))).toBe(false);
-  });
+  test("a directory renamed elsewhere while its node was away, the queued move lost: at restart its files read under the new name, and the old name does not come back", () => renamedAway("ldir-d", "ldir-e"));
 
-  test("the same where the node had made the directory under its new name already (its files arrived first): the old one's files move into it", async () => {
-    let a = cluster.nodes[0]!;
-    const b = cluster.nodes[1]!;
-    fs.mkdirSync(join(a.mnt, "mdir-d"));
-    for (const f of ["x", "y"]) fs.writeFileSync(join(a.mnt, "mdir-d", f), `${f} in the renamed directory`);
-    const mark = getxattr(join(a.root, "mdir-d"), "trusted.mcfs.id") as Uint8Array;
-    await a.stop();
-    fs.renameSync(join(b.mnt, "mdir-d"), join(b.mnt, "mdir-e"));
-    const nodeId = fs.readFileSync(join(a.root, ".mcfs", "node-id"), "utf8").trim();
-    await cluster.redis.cli("DEL", `mcfs:todo:${nodeId}`);
-    fs.mkdirSync(join(a.root, "mdir-e"));
-    expect(setxattr(join(a.root, "mdir-e"), "trusted.mcfs.id", mark)).toBe(0);
-    fs.renameSync(join(a.root, "mdir-d", "y"), join(a.root, "mdir-e", "y"));
-    a = cluster.nodes[0] = await cluster.start("a");
-    for (const n of [a, b]) {
-      expect(fs.readdirSync(n.mnt).filter((x) => x.startsWith("mdir-")).sort()).toEqual(["mdir-e"]);
-      for (const f of ["x", "y"]) expect(fs.readFileSync(join(n.mnt, "mdir-e", f), "utf8")).toBe(`${f} in the renamed directory`);
-    }
-    expect(fs.readdirSync(join(a.root, "mdir-e")).sort()).toEqual(["x", "y"]);
-    expect(fs.existsSync(join(a.root, "mdir-d"))).toBe(false);
-  });
+  test("the same where the node had made the directory under its new name already (its files arrived first): the old one's files move into it", () =>
+    renamedAway("mdir-d", "mdir-e", (root, mark) => {
+      fs.mkdirSync(join(root, "mdir-e"));
+      expect(setxattr(join(root, "mdir-e"), "trusted.mcfs.id", mark)).toBe(0);
+      fs.renameSync(join(root, "mdir-d", "y"), join(root, "mdir-e", "y"));
+    }));
 
   test("a directory removed elsewhere while its node was away, the queued removal lost: it does not come back at the node's restart", async () => {
-    let a = cluster.nodes[0]!;
     const b = cluster.nodes[1]!;
-    fs.mkdirSync(join(a.mnt, "rmdir-lost"));
-    fs.writeFileSync(join(a.mnt, "rmdir-lost", "f"), "deleted with its directory");
-    await a.stop();
-    fs.unlinkSync(join(b.mnt, "rmdir-lost", "f"));
-    fs.rmdirSync(join(b.mnt, "rmdir-lost"));
-    const nodeId = fs.readFileSync(join(a.root, ".mcfs", "node-id"), "utf8").trim();
-    await cluster.redis.cli("DEL", `mcfs:todo:${nodeId}`);
-    // The file's delete was made (a queued delete taken and done before the node died), the directory's not.
-    fs.unlinkSync(join(a.root, "rmdir-lost", "f"));
-    a = cluster.nodes[0] = await cluster.start("a");
+    fs.mkdirSync(join(cluster.nodes[0]!.mnt, "rmdir-lost"));
+    fs.writeFileSync(join(cluster.nodes[0]!.mnt, "rmdir-lost", "f"), "deleted with its directory");
+    const a = await awayLosingQueue(
+      () => {
+        fs.unlinkSync(join(b.mnt, "rmdir-lost", "f"));
+        fs.rmdirSync(join(b.mnt, "rmdir-lost"));
+      },
+      // The file's delete was made (a queued delete taken and done before the node died), the directory's not.
+      (root) => fs.unlinkSync(join(root, "rmdir-lost", "f")),
+    );
     for (const n of [a, b]) expect(fs.readdirSync(n.mnt)).not.toContain("rmdir-lost");
     expect(fs.existsSync(join(a.root, "rmdir-lost"))).toBe(false);
   });
 
   test("the same with the deletes of its files lost too, one file renamed out of it first: that one reads at its new name, the deleted one is set aside, the directory does not come back", async () => {
-    let a = cluster.nodes[0]!;
     const b = cluster.nodes[1]!;
-    fs.mkdirSync(join(a.mnt, "rmdir-full"));
-    fs.writeFileSync(join(a.mnt, "rmdir-full", "deleted"), "deleted with its directory");
-    fs.writeFileSync(join(a.mnt, "rmdir-full", "kept"), "renamed out of it");
-    await a.stop();
-    fs.renameSync(join(b.mnt, "rmdir-full", "kept"), join(b.mnt, "kept-out"));
-    fs.unlinkSync(join(b.mnt, "rmdir-full", "deleted"));
-    fs.rmdirSync(join(b.mnt, "rmdir-full"));
-    const nodeId = fs.readFileSync(join(a.root, ".mcfs", "node-id"), "utf8").trim();
-    await cluster.redis.cli("DEL", `mcfs:todo:${nodeId}`);
-    a = cluster.nodes[0] = await cluster.start("a");
+    fs.mkdirSync(join(cluster.nodes[0]!.mnt, "rmdir-full"));
+    fs.writeFileSync(join(cluster.nodes[0]!.mnt, "rmdir-full", "deleted"), "deleted with its directory");
+    fs.writeFileSync(join(cluster.nodes[0]!.mnt, "rmdir-full", "kept"), "renamed out of it");
+    const a = await awayLosingQueue(() => {
+      fs.renameSync(join(b.mnt, "rmdir-full", "kept"), join(b.mnt, "kept-out"));
+      fs.unlinkSync(join(b.mnt, "rmdir-full", "deleted"));
+      fs.rmdirSync(join(b.mnt, "rmdir-full"));
+    });
     for (const n of [a, b]) {
       expect(fs.readdirSync(n.mnt)).not.toContain("rmdir-full");
       expect(fs.readFileSync(join(n.mnt, "kept-out"), "utf8")).toBe("renamed out of it");
