@@ -3,20 +3,24 @@ import { spawnSync } from "bun";
 import * as fs from "node:fs";
 
 /**
- * Touch mib MiB of RAM once and give it back (a file in /dev/shm, then removed). On this machine (a
- * Firecracker VM) the host backs guest memory at first touch and takes free memory back a while
- * later: page cache grown into such memory is written at ~450 MB/s against ~5 GB/s into memory
- * touched before. A case that fills page cache pays for that, and the target that runs first pays
- * most: each big-file case runs after this instead.
+ * Touch mib MiB of RAM and hold it (a file in /dev/shm) until the returned function gives it back. On
+ * this machine (a Firecracker VM) the host backs guest memory at first touch, and its balloon takes
+ * free memory back about 2 s after it is freed (free page reporting): page cache grown into such
+ * memory is written at ~360 MB/s against ~5 GB/s into memory touched before. A case that fills page
+ * cache pays for that, and the target that runs first pays most. So each big-file case gives back
+ * memory held warm just before it runs, and fills what it freed before the host takes it.
  */
+export function holdWarm(mib: number): () => void {
+  const f = `/dev/shm/mcfs-bench-warm-${process.pid}-${++warmed}`;
+  const r = spawnSync(["dd", "if=/dev/zero", `of=${f}`, "bs=1M", `count=${mib}`], { stdout: "ignore", stderr: "pipe" });
+  if (r.exitCode !== 0) console.error(`bench: could not warm ${mib} MiB of memory: ${r.stderr.toString().trim()}`);
+  return () => fs.rmSync(f, { force: true });
+}
+let warmed = 0;
+
+/** Touch mib MiB of RAM once and give it back at once (see holdWarm). */
 export function warmMemory(mib: number): void {
-  const f = `/dev/shm/mcfs-bench-warm-${process.pid}`;
-  try {
-    const r = spawnSync(["dd", "if=/dev/zero", `of=${f}`, "bs=1M", `count=${mib}`], { stdout: "ignore", stderr: "pipe" });
-    if (r.exitCode !== 0) console.error(`bench: could not warm ${mib} MiB of memory: ${r.stderr.toString().trim()}`);
-  } finally {
-    fs.rmSync(f, { force: true });
-  }
+  holdWarm(mib)();
 }
 
 export function mounted(p: string): boolean {

@@ -1,5 +1,5 @@
 /*
- * Opens, unlinks and copies between descriptors off the JS thread. Either can wait: on a directory's lock behind a create, on the
+ * Opens, unlinks, copies between descriptors and page-cache drops off the JS thread. Either can wait: on a directory's lock behind a create, on the
  * disk for a directory or inode block that is not cached, or for a big file's blocks to be freed. JS
  * hands them to these threads and goes on serving requests; the results come back through
  * mcfs_pool_poll, JS woken by a threadsafe callback once per batch (as the FUSE queue wakes it).
@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/sendfile.h>
 #include <unistd.h>
 #include "beneath.h"
@@ -21,18 +22,19 @@ int mcfs_pool_start(void (*wake)(void));
 int mcfs_pool_open(uint32_t token, int root, const char *rel, int flags, int mode, int keep, uint32_t uid, uint32_t gid, const char *mark_name, const char *mark);
 int mcfs_pool_unlink(uint32_t token, int root, const char *rel);
 int mcfs_pool_copy(uint32_t token, int src, int dst, double size);
+int mcfs_pool_drop(uint32_t token, int fd, double offset, double length);
 int mcfs_pool_poll(int32_t *out, int cap);
 
 #define THREADS 4
 
-enum { JOB_OPEN, JOB_UNLINK, JOB_COPY };
+enum { JOB_OPEN, JOB_UNLINK, JOB_COPY, JOB_DROP };
 
 struct job {
 	struct job *next;
 	uint32_t token;
-	/* JOB_COPY: root is the source, flags the destination. */
+	/* JOB_COPY: root is the source, flags the destination. JOB_DROP: root is the file, at the offset. */
 	int op, root, flags, mode, keep;
-	off_t size;
+	off_t size, at;
 	uint32_t uid, gid;
 	char *mark_name, *mark; /* point into text, after rel */
 	char text[];
@@ -63,6 +65,28 @@ static int copy_fd(int src, int dst, off_t size)
 	return 0;
 }
 
+/* Write length bytes of fd at offset to disk, then drop them from the page cache. 0 or -errno. */
+static int drop_fd(int fd, off_t offset, off_t length)
+{
+	if (sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) < 0)
+		return -errno;
+	return -posix_fadvise(fd, offset, length, POSIX_FADV_DONTNEED);
+}
+
+static int run_job(struct job *j)
+{
+	switch (j->op) {
+	case JOB_COPY:
+		return copy_fd(j->root, j->flags, j->size);
+	case JOB_DROP:
+		return drop_fd(j->root, j->at, j->size);
+	case JOB_UNLINK:
+		return mcfs_unlinkat_beneath(j->root, j->text, 0);
+	default:
+		return mcfs_open_regular_beneath(j->root, j->text, j->flags, j->mode);
+	}
+}
+
 static void *worker(void *arg)
 {
 	(void)arg;
@@ -75,7 +99,7 @@ static void *worker(void *arg)
 		if (!head)
 			tail = NULL;
 		pthread_mutex_unlock(&lock);
-		int rc = j->op == JOB_COPY ? copy_fd(j->root, j->flags, j->size) : j->op == JOB_UNLINK ? mcfs_unlinkat_beneath(j->root, j->text, 0) : mcfs_open_regular_beneath(j->root, j->text, j->flags, j->mode);
+		int rc = run_job(j);
 		if (rc >= 0 && j->keep) {
 			int k = mcfs_keep_fd(rc, j->uid, j->gid, j->mode, j->mark_name, j->mark);
 			if (k < 0) {
@@ -196,6 +220,22 @@ int mcfs_pool_copy(uint32_t token, int src, int dst, double size)
 	j->size = (off_t)size;
 	j->text[0] = 0;
 	return submit(j, token, src);
+}
+
+/* Queue a drop of length bytes of fd at offset from the page cache, once written to disk; fd stays open until the result comes with token. 0 or -errno. */
+int mcfs_pool_drop(uint32_t token, int fd, double offset, double length)
+{
+	if (offset < 0 || length <= 0)
+		return -EINVAL;
+	struct job *j = malloc(sizeof *j + 1);
+	if (!j)
+		return -ENOMEM;
+	j->op = JOB_DROP;
+	j->keep = 0;
+	j->at = (off_t)offset;
+	j->size = (off_t)length;
+	j->text[0] = 0;
+	return submit(j, token, fd);
 }
 
 /* Move up to cap results (token, result pairs) into out. Returns how many pairs. */

@@ -25,6 +25,8 @@ export interface FilePool {
   unlink(rootFd: number, rel: string): Promise<number>;
   /** size bytes of src from its start to dst at its offset, in the kernel; both stay open until then. 0, or -EIO if src is shorter. */
   copy(src: number, dst: number, size: number): Promise<number>;
+  /** length bytes of fd at offset written to disk, then dropped from the page cache; fd stays open until then. 0 or -errno. */
+  drop(fd: number, offset: number, length: number): Promise<number>;
 }
 
 let pool: FilePool | undefined;
@@ -67,6 +69,7 @@ function createFilePool(): FilePool {
       run((token) => lib.mcfs_pool_open(token, rootFd, cstr(rel), flags, mode, keep ? 1 : 0, (keep?.uid ?? 0) >>> 0, (keep?.gid ?? 0) >>> 0, cstr(keep?.markName ?? ""), cstr(keep?.mark ?? ""))),
     unlink: (rootFd, rel) => run((token) => lib.mcfs_pool_unlink(token, rootFd, cstr(rel))),
     copy: (src, dst, size) => run((token) => lib.mcfs_pool_copy(token, src, dst, size)),
+    drop: (fd, offset, length) => run((token) => lib.mcfs_pool_drop(token, fd, offset, length)),
   };
 }
 
