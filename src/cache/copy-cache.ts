@@ -355,8 +355,19 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
         for (; furthest - dropped >= DROP_BEHIND + DROP_STEP; dropped += DROP_STEP) {
           // Its own descriptor: the copy's may be closed (committed, aborted) before the drop is done.
           const own = dupFd(fd);
-          void filePool().drop(own, dropped, DROP_STEP).finally(() => fs.closeSync(own));
+          void filePool()
+            .drop(own, dropped, DROP_STEP)
+            .then((rc) => {
+              if (rc < 0) spoiled();
+            })
+            .finally(() => fs.closeSync(own));
         }
+      };
+      /** Part of it could not be written to disk (EIO, ENOSPC): its page cache is no longer all it has, so it is never served. */
+      let committed: Entry | undefined;
+      const spoiled = () => {
+        if (!settled) abort();
+        else if (committed && tier.entries.get(ino) === committed) drop(tier, committed);
       };
       const discard = () => {
         // A disk copy aborted before its file was made: the open's settling discards it.
@@ -423,6 +434,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
           // Its reservation becomes its place among the fresh (arrive counts it again).
           if (ahead) tier.ahead -= size;
           const e: Entry = { ino, version, size, ahead, arrived: 0 };
+          committed = e;
           if (tmp && file) {
             fs.closeSync(fd);
             // No fsync: the tier is emptied at every start, so a copy cut short by a crash is never served.
