@@ -1,5 +1,5 @@
 /*
- * Opens, unlinks, copies between descriptors and page-cache drops off the JS thread. Either can wait: on a directory's lock behind a create, on the
+ * Opens, unlinks, copies between descriptors and write-outs of file ranges off the JS thread. Either can wait: on a directory's lock behind a create, on the
  * disk for a directory or inode block that is not cached, or for a big file's blocks to be freed. JS
  * hands them to these threads and goes on serving requests; the results come back through
  * mcfs_pool_poll, JS woken by a threadsafe callback once per batch (as the FUSE queue wakes it).
@@ -22,17 +22,17 @@ int mcfs_pool_start(void (*wake)(void));
 int mcfs_pool_open(uint32_t token, int root, const char *rel, int flags, int mode, int keep, uint32_t uid, uint32_t gid, const char *mark_name, const char *mark);
 int mcfs_pool_unlink(uint32_t token, int root, const char *rel);
 int mcfs_pool_copy(uint32_t token, int src, int dst, double size);
-int mcfs_pool_drop(uint32_t token, int fd, double offset, double length);
+int mcfs_pool_write_out(uint32_t token, int fd, double offset, double length, int drop);
 int mcfs_pool_poll(int32_t *out, int cap);
 
 #define THREADS 4
 
-enum { JOB_OPEN, JOB_UNLINK, JOB_COPY, JOB_DROP };
+enum { JOB_OPEN, JOB_UNLINK, JOB_COPY, JOB_WRITE_OUT };
 
 struct job {
 	struct job *next;
 	uint32_t token;
-	/* JOB_COPY: root is the source, flags the destination. JOB_DROP: root is the file, at the offset. */
+	/* JOB_COPY: root is the source, flags the destination. JOB_WRITE_OUT: root is the file, at the offset, mode whether to drop the range. */
 	int op, root, flags, mode, keep;
 	off_t size, at;
 	uint32_t uid, gid;
@@ -65,12 +65,15 @@ static int copy_fd(int src, int dst, off_t size)
 	return 0;
 }
 
-/* Write length bytes of fd at offset to disk, then drop them from the page cache. 0 or -errno. */
-static int drop_fd(int fd, off_t offset, off_t length)
+/*
+ * Write length bytes of fd at offset to disk and wait for them: a failure of the kernel's own write-back
+ * of them since fd was opened is reported too. Then, if drop, drop them from the page cache. 0 or -errno.
+ */
+static int write_out(int fd, off_t offset, off_t length, int drop)
 {
 	if (sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) < 0)
 		return -errno;
-	return -posix_fadvise(fd, offset, length, POSIX_FADV_DONTNEED);
+	return drop ? -posix_fadvise(fd, offset, length, POSIX_FADV_DONTNEED) : 0;
 }
 
 static int run_job(struct job *j)
@@ -78,8 +81,8 @@ static int run_job(struct job *j)
 	switch (j->op) {
 	case JOB_COPY:
 		return copy_fd(j->root, j->flags, j->size);
-	case JOB_DROP:
-		return drop_fd(j->root, j->at, j->size);
+	case JOB_WRITE_OUT:
+		return write_out(j->root, j->at, j->size, j->mode);
 	case JOB_UNLINK:
 		return mcfs_unlinkat_beneath(j->root, j->text, 0);
 	default:
@@ -222,16 +225,17 @@ int mcfs_pool_copy(uint32_t token, int src, int dst, double size)
 	return submit(j, token, src);
 }
 
-/* Queue a drop of length bytes of fd at offset from the page cache, once written to disk; fd stays open until the result comes with token. 0 or -errno. */
-int mcfs_pool_drop(uint32_t token, int fd, double offset, double length)
+/* Queue a write-out of length bytes of fd at offset (write_out); fd stays open until the result comes with token. 0 or -errno. */
+int mcfs_pool_write_out(uint32_t token, int fd, double offset, double length, int drop)
 {
 	if (offset < 0 || length <= 0)
 		return -EINVAL;
 	struct job *j = malloc(sizeof *j + 1);
 	if (!j)
 		return -ENOMEM;
-	j->op = JOB_DROP;
+	j->op = JOB_WRITE_OUT;
 	j->keep = 0;
+	j->mode = drop;
 	j->at = (off_t)offset;
 	j->size = (off_t)length;
 	j->text[0] = 0;

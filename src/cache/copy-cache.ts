@@ -145,7 +145,9 @@ interface Tier {
  * cache, a step at a time: its reader's kernel keeps them in the FUSE file's own page cache, so the
  * copy's would be a second copy of a big file in memory (on this machine's VM a page never touched
  * before, or handed back to the host, cost 2.8 s a GiB to touch: a 1 GiB first read across nodes
- * ran at 300 MB/s against 800 with warm pages). A copy smaller than both stays cached whole.
+ * ran at 300 MB/s against 800 with warm pages). A copy smaller than both stays cached whole. The rest of
+ * every disk copy is written out from its commit, and a copy part of which could not be written is
+ * never served again.
  */
 const DROP_BEHIND = 64 << 20;
 const DROP_STEP = 32 << 20;
@@ -352,18 +354,19 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
       let dropped = 0;
       const dropBehind = (end: number) => {
         furthest = Math.max(furthest, end);
-        for (; furthest - dropped >= DROP_BEHIND + DROP_STEP; dropped += DROP_STEP) {
-          // Its own descriptor: the copy's may be closed (committed, aborted) before the drop is done.
-          const own = dupFd(fd);
-          void filePool()
-            .drop(own, dropped, DROP_STEP)
-            .then((rc) => {
-              if (rc < 0) spoiled();
-            })
-            .finally(() => fs.closeSync(own));
-        }
+        for (; furthest - dropped >= DROP_BEHIND + DROP_STEP; dropped += DROP_STEP) writeOut(dropped, DROP_STEP, true);
       };
-      /** Part of it could not be written to disk (EIO, ENOSPC): its page cache is no longer all it has, so it is never served. */
+      /** On the file pool, through a descriptor of its own: the copy's may be closed (committed, aborted) before it is done. */
+      const writeOut = (at: number, length: number, drop: boolean) => {
+        const own = dupFd(fd);
+        void filePool()
+          .writeOut(own, at, length, drop)
+          .then((rc) => {
+            if (rc < 0) spoiled();
+          })
+          .finally(() => fs.closeSync(own));
+      };
+      /** Part of it could not be written to disk (EIO, ENOSPC): once its pages go, it would read what the disk has, so it is never served. */
       let committed: Entry | undefined;
       const spoiled = () => {
         if (!settled) abort();
@@ -436,6 +439,9 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
           const e: Entry = { ino, version, size, ahead, arrived: 0 };
           committed = e;
           if (tmp && file) {
+            // The rest is checked written too (and a big copy's rest dropped): the kernel's own
+            // write-back would fail unseen, and the copy then read back what the disk has.
+            if (size > dropped) writeOut(dropped, size - dropped, dropped > 0);
             fs.closeSync(fd);
             // No fsync: the tier is emptied at every start, so a copy cut short by a crash is never served.
             o.dir.rename(tmp, file);

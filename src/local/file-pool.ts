@@ -25,8 +25,11 @@ export interface FilePool {
   unlink(rootFd: number, rel: string): Promise<number>;
   /** size bytes of src from its start to dst at its offset, in the kernel; both stay open until then. 0, or -EIO if src is shorter. */
   copy(src: number, dst: number, size: number): Promise<number>;
-  /** length bytes of fd at offset written to disk, then dropped from the page cache; fd stays open until then. 0 or -errno. */
-  drop(fd: number, offset: number, length: number): Promise<number>;
+  /**
+   * length bytes of fd at offset written to disk, waited for (a failed write-back of them since fd was
+   * opened is reported too), then dropped from the page cache if drop; fd stays open until then. 0 or -errno.
+   */
+  writeOut(fd: number, offset: number, length: number, drop: boolean): Promise<number>;
 }
 
 let pool: FilePool | undefined;
@@ -69,7 +72,7 @@ function createFilePool(): FilePool {
       run((token) => lib.mcfs_pool_open(token, rootFd, cstr(rel), flags, mode, keep ? 1 : 0, (keep?.uid ?? 0) >>> 0, (keep?.gid ?? 0) >>> 0, cstr(keep?.markName ?? ""), cstr(keep?.mark ?? ""))),
     unlink: (rootFd, rel) => run((token) => lib.mcfs_pool_unlink(token, rootFd, cstr(rel))),
     copy: (src, dst, size) => run((token) => lib.mcfs_pool_copy(token, src, dst, size)),
-    drop: (fd, offset, length) => run((token) => lib.mcfs_pool_drop(token, fd, offset, length)),
+    writeOut: (fd, offset, length, drop) => run((token) => lib.mcfs_pool_write_out(token, fd, offset, length, drop ? 1 : 0)),
   };
 }
 

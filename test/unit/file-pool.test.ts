@@ -26,7 +26,7 @@ test("copy: a memfd's bytes into a file by the pool's threads; a source shorter 
   }
 });
 
-test("drop: a range written out and gone from the page cache, its bytes the same on disk; no descriptor gives EBADF", async () => {
+test("writeOut: a range written to disk, and with drop gone from the page cache, its bytes the same; no descriptor gives EBADF", async () => {
   const file = join(base, "dropped");
   const bytes = new Uint8Array(8 << 20).map((_, i) => (i * 7) & 255);
   const fd = fs.openSync(file, "w+");
@@ -34,11 +34,13 @@ test("drop: a range written out and gone from the page cache, its bytes the same
   try {
     fs.writeSync(fd, bytes, 0, bytes.length, 0);
     expect(resident()).toBe(bytes.length);
-    expect(await filePool().drop(fd, 0, 4 << 20)).toBe(0);
+    expect(await filePool().writeOut(fd, 0, 2 << 20, false)).toBe(0);
+    expect(resident()).toBe(bytes.length);
+    expect(await filePool().writeOut(fd, 0, 4 << 20, true)).toBe(0);
     expect(resident()).toBe(4 << 20);
     expect(new Uint8Array(fs.readFileSync(file))).toEqual(bytes);
   } finally {
     fs.closeSync(fd);
   }
-  expect(await filePool().drop(-1, 0, 4096)).toBe(-E.EBADF);
+  expect(await filePool().writeOut(-1, 0, 4096, false)).toBe(-E.EBADF);
 });
