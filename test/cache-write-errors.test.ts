@@ -86,4 +86,26 @@ describe("disk tier on a failing disk", () => {
     expect(got.every((b) => b === 1)).toBe(true);
     fs.closeSync(kept.fd);
   });
+
+  test("a RAM copy pushed out to the failing disk is evicted, not served from a file the disk refused", async () => {
+    const demoted: boolean[] = [];
+    fs.mkdirSync(join(disk!, "cache2"));
+    const dir = openLocalDir(join(disk!, "cache2"));
+    const ram = createCopyCache({ dir, ramBytes: 8 << 20, ramMaxFileBytes: 8 << 20, ramMaxFiles: 10, diskBytes: 1 << 30, onEvict: (i, v, t) => evicted.push([i, v, t]), onDemote: (failed) => demoted.push(failed) });
+    try {
+      for (const ino of [3, 4]) {
+        const p = ram.begin(ino, 1, 6 << 20)!;
+        await p.write([new Uint8Array(6 << 20).fill(ino)], 0);
+        p.commit();
+      }
+      await until("the demotion's end", () => demoted.length > 0);
+      expect(demoted).toEqual([true]);
+      expect(evicted).toContainEqual([3, 1, "disk"]);
+      expect(ram.has(3, 1)).toBe(false);
+      expect(ram.has(4, 1)).toBe(true);
+    } finally {
+      ram.close();
+      dir.close();
+    }
+  });
 });

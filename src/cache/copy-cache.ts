@@ -228,7 +228,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
 
   /**
    * Move a RAM copy to the disk tier if it has room: the entry is the disk tier's at once (served from
-   * its memfd meanwhile), its file made and written on worker threads (a create on the event loop cost
+   * its memfd meanwhile), its file made, written and written out on worker threads (a create on the event loop cost
    * a reader past the RAM tier a third of its CPU) and put in place if the entry is still there.
    */
   function demote(e: Entry): boolean {
@@ -269,7 +269,12 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
       }
     };
     o.dir.openFileAsync(part, O_RDWR | O_CREAT | O_EXCL, 0o600).then(
-      (dst) => filePool().copy(src, dst, e.size).then((rc) => landed(rc === 0, dst), () => landed(false, dst)),
+      (dst) =>
+        filePool()
+          .copy(src, dst, e.size)
+          // Written out before it is served from disk: the disk may refuse what its page cache took.
+          .then((rc) => (rc === 0 && e.size > 0 ? filePool().writeOut(dst, 0, e.size, false) : rc))
+          .then((rc) => landed(rc === 0, dst), () => landed(false, dst)),
       () => landed(false),
     );
     return true;
