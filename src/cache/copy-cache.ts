@@ -4,6 +4,7 @@ import { byteLength, writePieces, writePiecesSync, type Pieces } from "../util/b
 import type { LocalDir } from "../local/local-dir.ts";
 import { createMemfd, dupFd, sealMemfd } from "./memfd.ts";
 import { filePool } from "../local/file-pool.ts";
+import { createKeyedQueue } from "../util/keyed-queue.ts";
 
 const { O_RDONLY, O_RDWR, O_CREAT, O_EXCL } = fs.constants;
 
@@ -168,6 +169,8 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
   };
   /** On the file pool: unlinking a 1 GiB copy took 60-250 ms here. One that fails is removed at the next start. */
   const removeBehind = (p: string) => void o.dir.removeAsync(p).catch(() => {});
+  /** One at a time: each waits on the disk, and the file pool's other threads stay free for the creates and opens queued behind. */
+  const writeOuts = createKeyedQueue<0>();
   let evictedUnread = 0;
   let settleWaiters: (() => void)[] = [];
   const wakeSettled = () => {
@@ -273,7 +276,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
         filePool()
           .copy(src, dst, e.size)
           // Written out before it is served from disk: the disk may refuse what its page cache took.
-          .then((rc) => (rc === 0 && e.size > 0 ? filePool().writeOut(dst, 0, e.size, false) : rc))
+          .then((rc) => (rc === 0 && e.size > 0 ? writeOuts.run(0, () => filePool().writeOut(dst, 0, e.size, false)) : rc))
           .then((rc) => landed(rc === 0, dst), () => landed(false, dst)),
       () => landed(false),
     );
@@ -364,8 +367,8 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
       /** On the file pool, through a descriptor of its own: the copy's may be closed (committed, aborted) before it is done. */
       const writeOut = (at: number, length: number, drop: boolean) => {
         const own = dupFd(fd);
-        void filePool()
-          .writeOut(own, at, length, drop)
+        void writeOuts
+          .run(0, () => filePool().writeOut(own, at, length, drop))
           .then((rc) => {
             if (rc < 0) spoiled();
           })
