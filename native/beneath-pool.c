@@ -196,16 +196,25 @@ int mcfs_pool_open(uint32_t token, int root, const char *rel, int flags, int mod
 	return submit(j, token, root);
 }
 
+/* A job of op with text (its path, or "") and no file to keep; NULL if out of memory. */
+static struct job *new_job(int op, const char *text)
+{
+	size_t len = strlen(text);
+	struct job *j = malloc(sizeof *j + len + 1);
+	if (!j)
+		return NULL;
+	j->op = op;
+	j->keep = 0;
+	memcpy(j->text, text, len + 1);
+	return j;
+}
+
 /* Queue an unlink of rel (not a directory) beneath root; its result comes with token. 0 or -errno. */
 int mcfs_pool_unlink(uint32_t token, int root, const char *rel)
 {
-	size_t len = strlen(rel);
-	struct job *j = malloc(sizeof *j + len + 1);
+	struct job *j = new_job(JOB_UNLINK, rel);
 	if (!j)
 		return -ENOMEM;
-	j->op = JOB_UNLINK;
-	j->keep = 0;
-	memcpy(j->text, rel, len + 1);
 	return submit(j, token, root);
 }
 
@@ -214,14 +223,11 @@ int mcfs_pool_copy(uint32_t token, int src, int dst, double size)
 {
 	if (size < 0)
 		return -EINVAL;
-	struct job *j = malloc(sizeof *j + 1);
+	struct job *j = new_job(JOB_COPY, "");
 	if (!j)
 		return -ENOMEM;
-	j->op = JOB_COPY;
-	j->keep = 0;
 	j->flags = dst;
 	j->size = (off_t)size;
-	j->text[0] = 0;
 	return submit(j, token, src);
 }
 
@@ -230,15 +236,12 @@ int mcfs_pool_write_out(uint32_t token, int fd, double offset, double length, in
 {
 	if (offset < 0 || length <= 0)
 		return -EINVAL;
-	struct job *j = malloc(sizeof *j + 1);
+	struct job *j = new_job(JOB_WRITE_OUT, "");
 	if (!j)
 		return -ENOMEM;
-	j->op = JOB_WRITE_OUT;
-	j->keep = 0;
 	j->mode = drop;
 	j->at = (off_t)offset;
 	j->size = (off_t)length;
-	j->text[0] = 0;
 	return submit(j, token, fd);
 }
 
