@@ -169,8 +169,9 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
   };
   /** On the file pool: unlinking a 1 GiB copy took 60-250 ms here. One that fails is removed at the next start. */
   const removeBehind = (p: string) => void o.dir.removeAsync(p).catch(() => {});
-  /** One at a time: each waits on the disk, and the file pool's other threads stay free for the creates and opens queued behind. */
+  /** filePool().writeOut one at a time: each waits on the disk, and the pool's other threads stay free for the creates and opens queued behind. */
   const writeOuts = createKeyedQueue<0>();
+  const writeOut = (fd: number, at: number, length: number, drop: boolean) => writeOuts.run(0, () => filePool().writeOut(fd, at, length, drop));
   let evictedUnread = 0;
   let settleWaiters: (() => void)[] = [];
   const wakeSettled = () => {
@@ -276,7 +277,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
         filePool()
           .copy(src, dst, e.size)
           // Written out before it is served from disk: the disk may refuse what its page cache took.
-          .then((rc) => (rc === 0 && e.size > 0 ? writeOuts.run(0, () => filePool().writeOut(dst, 0, e.size, false)) : rc))
+          .then((rc) => (rc === 0 && e.size > 0 ? writeOut(dst, 0, e.size, false) : rc))
           .then((rc) => landed(rc === 0, dst), () => landed(false, dst)),
       () => landed(false),
     );
@@ -362,13 +363,12 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
       let dropped = 0;
       const dropBehind = (end: number) => {
         furthest = Math.max(furthest, end);
-        for (; furthest - dropped >= DROP_BEHIND + DROP_STEP; dropped += DROP_STEP) writeOut(dropped, DROP_STEP, true);
+        for (; furthest - dropped >= DROP_BEHIND + DROP_STEP; dropped += DROP_STEP) writeOutPart(dropped, DROP_STEP, true);
       };
-      /** On the file pool, through a descriptor of its own: the copy's may be closed (committed, aborted) before it is done. */
-      const writeOut = (at: number, length: number, drop: boolean) => {
+      /** Through a descriptor of its own: the copy's may be closed (committed, aborted) before it is done. */
+      const writeOutPart = (at: number, length: number, drop: boolean) => {
         const own = dupFd(fd);
-        void writeOuts
-          .run(0, () => filePool().writeOut(own, at, length, drop))
+        void writeOut(own, at, length, drop)
           .then((rc) => {
             if (rc < 0) spoiled();
           })
@@ -449,7 +449,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
           if (tmp && file) {
             // The rest is checked written too (and a big copy's rest dropped): the kernel's own
             // write-back would fail unseen, and the copy then read back what the disk has.
-            if (size > dropped) writeOut(dropped, size - dropped, dropped > 0);
+            if (size > dropped) writeOutPart(dropped, size - dropped, dropped > 0);
             fs.closeSync(fd);
             // No fsync: the tier is emptied at every start, so a copy cut short by a crash is never served.
             o.dir.rename(tmp, file);
