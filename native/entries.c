@@ -175,7 +175,8 @@ static int put(uint64_t parent, const char *name, const int64_t *attr, double en
 /*
  * n entries in the layout of a readdir reply's (mcfs_reply_dir; next unused), good for ttl_ms: names of
  * parent, or with parent 0 (no inode's number) each inode's attributes, under its own number and the
- * empty name.
+ * empty name. Attributes replace all that was kept of their inode, its names too (which carry the old
+ * ones): under one lock, so that no getattr between a drop and a keep goes to JS.
  */
 int mcfs_entry_keep(uint64_t parent, const uint8_t *ents, int n, double entry_to, double attr_to, uint32_t ttl_ms)
 {
@@ -184,6 +185,8 @@ int mcfs_entry_keep(uint64_t parent, const uint8_t *ents, int n, double entry_to
 	pthread_rwlock_wrlock(&lock);
 	for (int i = 0; i < n && rc == 0; i++) {
 		const int64_t *a = (const int64_t *)ents;
+		if (!parent)
+			INO_GEN((uint64_t)a[A_INO])++;
 		rc = parent ? put(parent, (const char *)(a + DIRENT_NAME), a, entry_to, attr_to, until) : put((uint64_t)a[A_INO], "", a, 0, attr_to, until);
 		ents = dirent_next(a);
 	}

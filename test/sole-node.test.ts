@@ -442,3 +442,44 @@ describe.skipIf(!!skip)("a sole node's shim answers missing names, creates and c
     for (const i of closed) expect({ i, same: fs.readFileSync(join(d.mnt, "killed", `k${i}`)).equals(Buffer.alloc(500 + i, i & 255)) }).toEqual({ i, same: true });
   });
 });
+
+/**
+ * A stream of creates in one directory, as a workflow's outputs: with the kernel's caches on (its
+ * defaults), each create and the getattr of the directory that follows it (a create makes the kernel
+ * drop the directory's attributes) are answered by the shim. One that went to JS would wait behind
+ * whatever JS is doing: the notes of the creates before it, taken in a batch.
+ */
+describe.skipIf(!!skip)("a sole node's stream of creates", () => {
+  let t: ReturnType<typeof tempDir> | undefined;
+  let d: TestDaemon | undefined;
+  beforeAll(async () => {
+    t = tempDir("sole-creates");
+    d = await startDaemon({ base: t.path, name: "solo", args: ["--metrics-port", "0"] });
+  });
+  afterAll(async () => {
+    await d?.stop();
+    t?.remove();
+  });
+
+  test("never waits on JS: every create, and every getattr of the directory after one, is answered by the shim", async () => {
+    const FILES = 3000;
+    const dir = join(d!.mnt, "out");
+    fs.mkdirSync(dir);
+    // The first create here goes to JS, which then hands the directory to the shim.
+    fs.writeFileSync(join(dir, "first"), "x");
+    const data = Buffer.alloc(4096, 0x61);
+    const m0 = await scrape(d!);
+    for (let i = 0; i < FILES; i++) {
+      const fd = fs.openSync(join(dir, `f${i}`), "w");
+      fs.writeSync(fd, data);
+      fs.closeSync(fd);
+    }
+    const m1 = await scrape(d!);
+    const delta = (name: string, labels?: Record<string, string>) => m1(name, labels) - m0(name, labels);
+    expect({ shim: delta("mcfs_shim_creates_total"), js: delta("mcfs_fuse_operations_total", { op: "create" }) }).toEqual({ shim: FILES, js: 0 });
+    expect(delta("mcfs_shim_getattrs_total")).toBeGreaterThanOrEqual(FILES - 1);
+    expect(delta("mcfs_fuse_operations_total", { op: "getattr" })).toBe(0);
+    expect(fs.readdirSync(dir).length).toBe(FILES + 1);
+    for (let i = 0; i < FILES; i += 97) expect(fs.readFileSync(join(dir, `f${i}`)).equals(data)).toBe(true);
+  });
+});

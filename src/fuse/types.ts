@@ -88,7 +88,11 @@ export interface FileSlice {
 export interface ShimEntries {
   /** Each name in parent is answered with its attributes for ttlMs. */
   keep(parent: number, named: [string, Attr][], ttlMs: number): void;
-  /** A getattr of each of these inodes is answered with these attributes for ttlMs (dropped with the inode). */
+  /**
+   * A getattr of each of these inodes is answered with these attributes for ttlMs (dropped with the
+   * inode). They replace all that was kept of the inode, its names too, in one step (as dropInode then
+   * keep would, with no getattr between them going to the FileSystem).
+   */
   keepAttrs(attrs: Attr[], ttlMs: number): void;
   drop(parent: number, name: string): void;
   /** Every name of ino. */

@@ -57,7 +57,10 @@ export interface MetaCache {
 export interface MetaMirror {
   /** Records of names in dir just prefetched, good for ttlMs. */
   prefetched(dir: number, named: [string, Inode][], ttlMs: number): void;
-  /** A record learned (not of a file open here), good for ttlMs: its attributes, by inode. */
+  /**
+   * A record learned (not of a file open here), good for ttlMs: what was kept of the inode (its names)
+   * is dropped, and its attributes kept instead, in one step.
+   */
   learned(r: Inode, ttlMs: number): void;
   dropName(dir: number, name: string): void;
   /** Every name of ino. */
@@ -128,7 +131,6 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
     const w = watches.get(r.ino);
     // Any other state of the file than the one watched (this node's own change of it, mostly).
     if (w && (w.r.version !== r.version || w.r.size !== r.size || w.r.nlink !== r.nlink || w.r.parent !== r.parent || w.r.name !== r.name || w.r.mode !== r.mode || w.r.uid !== r.uid || w.r.gid !== r.gid)) watches.drop([r.ino]);
-    mirror?.dropInode(r.ino);
     if (named) paths.learn(r);
     if (o.attrCacheMs > 0) {
       // Bounded: past the limit the oldest tenth goes (a Map iterates in insertion order), here and in the mirror.
@@ -141,8 +143,9 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
       }
       recent.delete(r.ino);
       recent.set(r.ino, { rec: r, until: Date.now() + o.attrCacheMs });
-      if (!o.skipPrefetch(r.ino)) mirror?.learned(r, o.attrCacheMs);
     }
+    if (o.attrCacheMs > 0 && !o.skipPrefetch(r.ino)) mirror?.learned(r, o.attrCacheMs);
+    else mirror?.dropInode(r.ino);
     return r;
   }
 
@@ -279,8 +282,8 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
     if (c.rec.ctime >= ctime) return c.rec.nlink === nlink;
     const rec = { ...c.rec, mtime: ctime, ctime, nlink };
     c.rec = rec;
-    mirror?.dropInode(dir);
     if (!o.skipPrefetch(dir)) mirror?.learned(rec, left);
+    else mirror?.dropInode(dir);
     return true;
   }
 

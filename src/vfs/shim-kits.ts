@@ -7,8 +7,8 @@ import type { InodeNumbers } from "./inode-numbers.ts";
 import type { OpenFiles } from "./open-files.ts";
 
 /** Kits the shim holds: topped up by BATCH once below LOW. */
-const LOW = 32;
-const BATCH = 64;
+const LOW = 256;
+const BATCH = 256;
 /** Directories the shim makes files in at once (each an open fd): past this, the least used goes back to JS. */
 const MAX_DIRS = 256;
 

@@ -89,9 +89,9 @@ export function createVfs(o: VfsOptions): Vfs {
     },
     learned(r, ttlMs) {
       // Directories only: a file's attributes go with its opens (version checks, the handles' sizes).
-      if (!isDir(r.mode)) return;
-      const a = ctx.kernel.given(r);
+      const a = isDir(r.mode) ? ctx.kernel.given(r) : undefined;
       if (a) shim.keepAttrs([a], ttlMs);
+      else shim.dropInode(r.ino);
     },
     dropName: shim.drop,
     dropInode: shim.dropInode,
