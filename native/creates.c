@@ -198,6 +198,8 @@ int creates_try(fuse_req_t req, uint64_t parent, const char *name, mode_t mode, 
 	fi->keep_cache = 0;
 	open_attach(k.ino, k.fh, fd, (fi->flags & O_DIRECT ? 0 : OPEN_PASSTHROUGH) | (cluster ? OPEN_UNPUBLISHED : 0));
 	atomic_fetch_add(&made, 1);
+	/* The kernel drops the directory's attributes with this reply and asks for them next: they have the file. */
+	entries_dir_touched(parent, now.tv_sec, now.tv_nsec);
 	int rc = fuse_reply_create(req, &e, fi);
 	passthrough_reply_done();
 	if (rc != 0) {

@@ -11,7 +11,9 @@
  *
  * Attributes are kept the same way, for inodes whose records JS has fresh (not open here): as an
  * entry of the inode itself under the empty name, which no lookup asks for. A getattr that finds one
- * is answered here; dropping the inode drops it with its names.
+ * is answered here; dropping the inode drops it with its names. A file the shim makes moves its
+ * directory's times here at once (entries_dir_touched), as JS records them once it takes the file
+ * in: the kernel asks for the directory's attributes right after a create, and keeps the answer.
  *
  * A reply is made under the read lock, and drops take the write lock: once a drop returns, every
  * reply made from what it dropped has reached the kernel, so the invalidation JS sends next lands
@@ -172,11 +174,18 @@ static int put(uint64_t parent, const char *name, const int64_t *attr, double en
 	return 0;
 }
 
+/* Whether times (sec, nsec) are later than the ctime of attributes a. */
+static int later_than_ctime(int64_t sec, int64_t nsec, const int64_t *a)
+{
+	return sec > a[A_CTIME] || (sec == a[A_CTIME] && nsec > a[A_CTIME_NSEC]);
+}
+
 /*
  * n entries in the layout of a readdir reply's (mcfs_reply_dir; next unused), good for ttl_ms: names of
  * parent, or with parent 0 (no inode's number) each inode's attributes, under its own number and the
  * empty name. Attributes replace all that was kept of their inode, its names too (which carry the old
- * ones): under one lock, so that no getattr between a drop and a keep goes to JS.
+ * ones): under one lock, so that no getattr between a drop and a keep goes to JS. Times the shim moved
+ * on since (a create it made, which JS has yet to take in) stay: a change's ctime is never earlier.
  */
 int mcfs_entry_keep(uint64_t parent, const uint8_t *ents, int n, double entry_to, double attr_to, uint32_t ttl_ms)
 {
@@ -185,9 +194,22 @@ int mcfs_entry_keep(uint64_t parent, const uint8_t *ents, int n, double entry_to
 	pthread_rwlock_wrlock(&lock);
 	for (int i = 0; i < n && rc == 0; i++) {
 		const int64_t *a = (const int64_t *)ents;
-		if (!parent)
-			INO_GEN((uint64_t)a[A_INO])++;
-		rc = parent ? put(parent, (const char *)(a + DIRENT_NAME), a, entry_to, attr_to, until) : put((uint64_t)a[A_INO], "", a, 0, attr_to, until);
+		if (parent) {
+			rc = put(parent, (const char *)(a + DIRENT_NAME), a, entry_to, attr_to, until);
+		} else {
+			uint64_t ino = (uint64_t)a[A_INO];
+			int64_t merged[A_N];
+			memcpy(merged, a, sizeof merged);
+			const struct entry *had = *find(ino, "", hash_of(ino, ""));
+			if (had && current(had, now_ms()) && later_than_ctime(had->attr[A_CTIME], had->attr[A_CTIME_NSEC], a)) {
+				merged[A_MTIME] = had->attr[A_MTIME];
+				merged[A_MTIME_NSEC] = had->attr[A_MTIME_NSEC];
+				merged[A_CTIME] = had->attr[A_CTIME];
+				merged[A_CTIME_NSEC] = had->attr[A_CTIME_NSEC];
+			}
+			INO_GEN(ino)++;
+			rc = put(ino, "", merged, 0, attr_to, until);
+		}
 		ents = dirent_next(a);
 	}
 	atomic_store(&kept, count);
@@ -196,6 +218,19 @@ int mcfs_entry_keep(uint64_t parent, const uint8_t *ents, int n, double entry_to
 }
 
 int mcfs_attr_keep(const uint8_t *ents, int n, double attr_to, uint32_t ttl_ms) { return mcfs_entry_keep(0, ents, n, 0, attr_to, ttl_ms); }
+
+void entries_dir_touched(uint64_t dir, int64_t sec, int64_t nsec)
+{
+	if (!atomic_load(&kept))
+		return;
+	pthread_rwlock_wrlock(&lock);
+	struct entry *e = *find(dir, "", hash_of(dir, ""));
+	if (e && current(e, now_ms()) && later_than_ctime(sec, nsec, e->attr)) {
+		e->attr[A_MTIME] = e->attr[A_CTIME] = sec;
+		e->attr[A_MTIME_NSEC] = e->attr[A_CTIME_NSEC] = nsec;
+	}
+	pthread_rwlock_unlock(&lock);
+}
 
 void mcfs_entry_drop(uint64_t parent, const char *name)
 {

@@ -74,6 +74,7 @@ static inline const uint8_t *dirent_next(const int64_t *a)
 /* entries.c: names answered without JS (see there). */
 int entries_try_lookup(fuse_req_t req, uint64_t parent, const char *name); /* 1: answered here */
 int entries_try_getattr(fuse_req_t req, uint64_t ino);                     /* 1: answered here */
+void entries_dir_touched(uint64_t dir, int64_t sec, int64_t nsec);          /* the shim made a file in dir at that time */
 
 /* listings.c: a sole node's complete listings: names surely not there, answered ENOENT without JS (see there). */
 int listing_try_absent(fuse_req_t req, uint64_t parent, const char *name); /* 1: answered here */

@@ -482,4 +482,22 @@ describe.skipIf(!!skip)("a sole node's stream of creates", () => {
     expect(fs.readdirSync(dir).length).toBe(FILES + 1);
     for (let i = 0; i < FILES; i += 97) expect(fs.readFileSync(join(dir, `f${i}`)).equals(data)).toBe(true);
   });
+
+  test("each create the shim makes shows in its directory's times at the next stat (the kernel caches that answer for the attribute timeout)", async () => {
+    const dir = join(d!.mnt, "times");
+    fs.mkdirSync(dir);
+    fs.writeFileSync(join(dir, "first"), "x");
+    const made0 = (await scrape(d!))("mcfs_shim_creates_total");
+    const stale: { i: number; dir: bigint; file: bigint }[] = [];
+    for (let i = 0; i < 200; i++) {
+      // Set back through JS now and then: the create after it must move the times on again.
+      if (i % 20 === 0) fs.utimesSync(dir, 1_000_000_000, 1_000_000_000);
+      fs.closeSync(fs.openSync(join(dir, `t${i}`), "w"));
+      const file = fs.statSync(join(dir, `t${i}`), { bigint: true });
+      const st = fs.statSync(dir, { bigint: true });
+      if (st.mtimeNs !== file.mtimeNs || st.ctimeNs < file.ctimeNs) stale.push({ i, dir: st.mtimeNs, file: file.mtimeNs });
+    }
+    expect((await scrape(d!))("mcfs_shim_creates_total") - made0).toBe(200);
+    expect(stale).toEqual([]);
+  });
 });
