@@ -23,6 +23,7 @@ import { createOpenFiles, publishedLive, type Handle } from "./open-files.ts";
 import { createPathCache } from "./paths.ts";
 import { createWriteAtClose, createWriteBehind } from "./write-policy.ts";
 import { createHeldCreates } from "./held-creates.ts";
+import { createCurrentAnswers } from "./current-answers.ts";
 import { createWriteTurns } from "./write-turns.ts";
 import { createXattrOps } from "./xattr-ops.ts";
 import { createKeyedQueue } from "../util/keyed-queue.ts";
@@ -71,7 +72,8 @@ export interface Vfs extends FileSystem {
  */
 export function createVfs(o: VfsOptions): Vfs {
   const { root, nodeId, log } = o;
-  const held = createHeldCreates(o.store);
+  const answers = createCurrentAnswers(o.store);
+  const held = createHeldCreates(answers.store);
   const store = held.store;
   const paths = createPathCache(store);
   const shim = o.shimEntries;
@@ -309,6 +311,7 @@ export function createVfs(o: VfsOptions): Vfs {
       return ctx.turns.has(ino) || open.hasWriter(ino) || open.writingOutside(ino);
     },
     invalidate(inv) {
+      answers.heard(inv);
       cache.invalidate(inv);
       changes.changed([...inv.data, ...inv.inodes]);
       for (const ino of inv.inodes) {
@@ -330,6 +333,7 @@ export function createVfs(o: VfsOptions): Vfs {
       dirMarks.moved();
     },
     resync() {
+      answers.missed();
       cache.resync();
     },
     kernelChanged: (ino) => ctx.kernel.changedElsewhere(ino),

@@ -107,7 +107,8 @@ async function makeAhead(ctx: VfsContext, c: Caller, parent: number, name: strin
   const r = newFile(c, parent, name, await ctx.inos.next(), newGeneration(), mode, p.mode & S_ISGID ? p.gid : c.gid, nowNs());
   ctx.paths.learn(r);
   const { path, fd } = await madeAt(ctx, r, localFlags);
-  return { r, fd, path, init: taken(ctx, c, p, r) };
+  // The directory's record as held now: another node's change of it may have come while the file was made.
+  return { r, fd, path, init: taken(ctx, c, ctx.cache.fresh(parent), r) };
 }
 
 /** The create waits for the store; the name is checked there. */
