@@ -138,6 +138,36 @@ describe("an open racing another node's rename", () => {
     expect((e as { errno?: number } | undefined)?.errno).toBe(os.constants.errno.ESTALE);
   });
 
+  test("an open of another node's file that a rename over its name removes after the record was read is refused with ESTALE (the kernel looks the name up again), not ENOENT", async () => {
+    const dir = (await b.vfs.mkdir(C, 1, "over", 0o755)).ino;
+    const made = async (name: string) => {
+      const m = await b.vfs.create(C, dir, name, 0o644, O_WRONLY | O_CREAT);
+      expect(await b.vfs.write(C, m.attr.ino, m.open.fh, 0, Buffer.from(name))).toBe(1);
+      await b.vfs.release(C, m.attr.ino, m.open.fh, true);
+      return m.attr.ino;
+    };
+    const x = await made("x");
+    await made("y");
+    between = async () => {
+      await b.vfs.rename(C, dir, "y", dir, "x", 0);
+      await a.todo.drain();
+    };
+    const e = await a.vfs.open(C, x, O_RDONLY).then(() => undefined, (err: unknown) => err);
+    expect(between).toBeUndefined();
+    expect((e as { errno?: number } | undefined)?.errno).toBe(os.constants.errno.ESTALE);
+  });
+
+  test("a writer's open that fails after taking the write turn (its holder out of reach) gives the turn back: another node's writer is not kept waiting", async () => {
+    const dir = (await b.vfs.mkdir(C, 1, "turn", 0o755)).ino;
+    const m = await b.vfs.create(C, dir, "x", 0o644, O_WRONLY | O_CREAT);
+    expect(await b.vfs.write(C, m.attr.ino, m.open.fh, 0, Buffer.from("x"))).toBe(1);
+    await b.vfs.release(C, m.attr.ino, m.open.fh, true);
+    const e = await a.vfs.open(C, m.attr.ino, O_WRONLY).then(() => undefined, (err: unknown) => err);
+    expect((e as { errno?: number } | undefined)?.errno).toBe(os.constants.errno.EIO);
+    await waitFor("A's write turn given back", () => b.store.takeWriteLease(m.attr.ino, "b", 60_000), 5_000);
+    await b.store.releaseWriteLease(m.attr.ino, "b");
+  });
+
   test("an open by a name the file no longer has is refused with ESTALE (the kernel looks the name up again), not EIO", async () => {
     const { dir, ino } = await heldByA("f", 100, 0x61);
     between = async () => {

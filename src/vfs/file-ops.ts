@@ -262,9 +262,9 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
 
   /**
    * The record of ino and the bytes it names, opened with flags: this node's own file, or another
-   * node's (a copy, ranges). leased: a write turn taken for the open, given back if it fails.
+   * node's (a copy, ranges).
    */
-  async function dataOf(ino: number, flags: number, writable: boolean, leased: boolean): Promise<{ a: Opened; r: Inode }> {
+  async function dataOf(ino: number, flags: number, writable: boolean): Promise<{ a: Opened; r: Inode }> {
     const moving = { until: 0, pause: 1 };
     const attempt = async (tries = 0): Promise<Opened> => {
       let f: Found;
@@ -274,7 +274,6 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
         if (remote) await kernel.sameName(f.r);
         if (isDir(f.r.mode)) throw fsError("EISDIR");
       } catch (e) {
-        if (leased && !ctx.open.hasWriter(ino)) ctx.turns.give(ino);
         // The name the kernel opened by led to a file gone since (unlinked, or replaced by another
         // node's create): ESTALE makes it look the name up again and open what is there now.
         throw remote ? staleIfGone(e, ino) : e;
@@ -300,7 +299,10 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
         }
         if (here === undefined) f = { ...f, here: false };
       }
-      const { found, got } = await fromElsewhere(ino, f, path, flags, writable);
+      // Its record gone while its bytes were sought (another node's rename over its name): ESTALE, as above.
+      const { found, got } = await fromElsewhere(ino, f, path, flags, writable).catch((e: unknown) => {
+        throw staleIfGone(e, ino);
+      });
       let fd = -1;
       let ranges: RangeReader | undefined;
       if (got && "fd" in got) fd = got.fd;
@@ -356,7 +358,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
   function reopen(h: Handle, fh: number): Promise<void> {
     h.reopening ??= (async () => {
       try {
-        const { a, r } = await dataOf(h.ino, O_RDONLY, false, false).catch((e: unknown) => {
+        const { a, r } = await dataOf(h.ino, O_RDONLY, false).catch((e: unknown) => {
           throw new FsError(E.EIO, `inode ${h.ino} changed since this handle opened it, and the new version cannot be read: ${(e as Error).message}`);
         });
         // Released meanwhile (at shutdown: the kernel releases a handle only once its reads are done).
@@ -401,7 +403,11 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       const writable = acc === O_WRONLY || acc === O_RDWR;
       // Before the record is read: the bytes to write over are those of the last writer's close.
       const leased = writable && !!remote && (await ctx.turns.take(ino));
-      const data = await dataOf(ino, flags, writable, leased);
+      const data = await dataOf(ino, flags, writable).catch((e: unknown) => {
+        // Whichever step failed: another node's writer waits for the turn.
+        if (leased && !ctx.open.hasWriter(ino)) ctx.turns.give(ino);
+        throw e;
+      });
       const a = data.a;
       let r = data.r;
       const { got, fd, ranges } = a;
