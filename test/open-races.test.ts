@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import * as os from "node:os";
-import type { Caller, ShimCreates, ShimKit } from "../src/fuse/types.ts";
+import { RENAME_EXCHANGE, type Caller, type ShimCreates, type ShimKit } from "../src/fuse/types.ts";
 import type { MetadataStore } from "../src/meta/store.ts";
 import { OutcomeUnknown, StoreUnavailable } from "../src/util/errno.ts";
 import { startRedis, type TestRedis } from "./helpers/redis.ts";
@@ -23,9 +23,12 @@ describe("an open racing another node's rename", () => {
   let between: (() => Promise<void>) | undefined;
   /** Runs each time A has just read the record of this inode alone (as when it walks a path up), while it returns true. */
   let afterGet: { ino: number; act: () => Promise<boolean> } | undefined;
+  /** Lookups A sent to the store. */
+  let lookups = 0;
   const holdAfterRecord = (s: MetadataStore): MetadataStore =>
     new Proxy(s, {
       get(t, k, recv) {
+        if (k === "lookup") lookups++;
         if (k === "get")
           return async (ino: number) => {
             const got = await t.get(ino);
@@ -166,6 +169,27 @@ describe("an open racing another node's rename", () => {
     expect((e as { errno?: number } | undefined)?.errno).toBe(os.constants.errno.EIO);
     await waitFor("A's write turn given back", () => b.store.takeWriteLease(m.attr.ino, "b", 60_000), 5_000);
     await b.store.releaseWriteLease(m.attr.ino, "b");
+  });
+
+  test("after an open refused with ESTALE for a name another node exchanged with another (its message not heard yet), a lookup of the name answers the file it has now (the kernel's retry opens that one)", async () => {
+    const dir = (await b.vfs.mkdir(C, 1, "xch", 0o755)).ino;
+    const made = async (name: string) => {
+      const m = await b.vfs.create(C, dir, name, 0o644, O_WRONLY | O_CREAT);
+      await b.vfs.release(C, m.attr.ino, m.open.fh, false);
+      return m.attr.ino;
+    };
+    const x = await made("x");
+    const y = await made("y");
+    await a.vfs.lookup(C, 1, "xch");
+    await waitFor("A to answer x from its listing", async () => {
+      const before = lookups;
+      expect((await a.vfs.lookup(C, dir, "x")).ino).toBe(x);
+      return lookups === before;
+    });
+    await b.vfs.rename(C, dir, "x", dir, "y", RENAME_EXCHANGE);
+    const e = await a.vfs.open(C, x, O_RDONLY).then(() => undefined, (err: unknown) => err);
+    expect((e as { errno?: number } | undefined)?.errno).toBe(os.constants.errno.ESTALE);
+    expect((await a.vfs.lookup(C, dir, "x")).ino).toBe(y);
   });
 
   test("an open by a name the file no longer has is refused with ESTALE (the kernel looks the name up again), not EIO", async () => {

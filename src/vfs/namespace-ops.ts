@@ -100,8 +100,10 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       // Another node's new name reaches this listing a moment after its create returns, unless this
       // node watches the directory: then it returns only once this node heard of it.
       if (ino === null && (ctx.policy.listingsComplete || cache.surelyAbsent(parent))) throw fsError("ENOENT");
+      // A file of one name whose record names it otherwise: the listing is behind a change read since
+      // (a rename whose message is on its way), and the store tells.
       const known = ino ? cache.fresh(ino) : undefined;
-      if (known) return kernel.told(parent, name, known);
+      if (known && (known.nlink !== 1 || (known.parent === parent && known.name === name))) return kernel.told(parent, name, known);
       if (ino !== null && ino !== undefined) cache.missed(parent);
       return kernel.told(parent, name, ctx.learn(await store.lookup(parent, name)));
     },
