@@ -141,8 +141,8 @@ describe("an open racing another node's rename", () => {
     expect((e as { errno?: number } | undefined)?.errno).toBe(os.constants.errno.ESTALE);
   });
 
-  test("an open of another node's file that a rename over its name removes after the record was read is refused with ESTALE (the kernel looks the name up again), not ENOENT", async () => {
-    const dir = (await b.vfs.mkdir(C, 1, "over", 0o755)).ino;
+  test("an open of another node's file that a rename over its name removes while its bytes are sought is refused with ESTALE (the kernel looks the name up again), not ENOENT", async () => {
+    const dir = (await b.vfs.mkdir(C, 1, "overb", 0o755)).ino;
     const made = async (name: string) => {
       const m = await b.vfs.create(C, dir, name, 0o644, O_WRONLY | O_CREAT);
       expect(await b.vfs.write(C, m.attr.ino, m.open.fh, 0, Buffer.from(name))).toBe(1);
@@ -171,26 +171,32 @@ describe("an open racing another node's rename", () => {
     await b.store.releaseWriteLease(m.attr.ino, "b");
   });
 
-  test("after an open refused with ESTALE for a name another node exchanged with another (its message not heard yet), a lookup of the name answers the file it has now (the kernel's retry opens that one)", async () => {
-    const dir = (await b.vfs.mkdir(C, 1, "xch", 0o755)).ino;
-    const made = async (name: string) => {
-      const m = await b.vfs.create(C, dir, name, 0o644, O_WRONLY | O_CREAT);
-      await b.vfs.release(C, m.attr.ino, m.open.fh, false);
-      return m.attr.ino;
-    };
-    const x = await made("x");
-    const y = await made("y");
-    await a.vfs.lookup(C, 1, "xch");
-    await waitFor("A to answer x from its listing", async () => {
-      const before = lookups;
-      expect((await a.vfs.lookup(C, dir, "x")).ino).toBe(x);
-      return lookups === before;
+  const renamesOver = [
+    { how: "exchanged with another", flags: RENAME_EXCHANGE },
+    { how: "renamed another file onto", flags: 0 },
+  ];
+  for (const [i, k] of renamesOver.entries()) {
+    test(`after an open refused with ESTALE for a name another node ${k.how} (its message not heard yet), a lookup of the name answers the file it has now (the kernel's retry opens that one)`, async () => {
+      const dir = (await b.vfs.mkdir(C, 1, `over${i}`, 0o755)).ino;
+      const made = async (name: string) => {
+        const m = await b.vfs.create(C, dir, name, 0o644, O_WRONLY | O_CREAT);
+        await b.vfs.release(C, m.attr.ino, m.open.fh, false);
+        return m.attr.ino;
+      };
+      const x = await made("x");
+      const y = await made("y");
+      await a.vfs.lookup(C, 1, `over${i}`);
+      await waitFor("A to answer x from its listing", async () => {
+        const before = lookups;
+        expect((await a.vfs.lookup(C, dir, "x")).ino).toBe(x);
+        return lookups === before;
+      });
+      await b.vfs.rename(C, dir, "y", dir, "x", k.flags);
+      const e = await a.vfs.open(C, x, O_RDONLY).then(() => undefined, (err: unknown) => err);
+      expect((e as { errno?: number } | undefined)?.errno).toBe(os.constants.errno.ESTALE);
+      expect((await a.vfs.lookup(C, dir, "x")).ino).toBe(y);
     });
-    await b.vfs.rename(C, dir, "x", dir, "y", RENAME_EXCHANGE);
-    const e = await a.vfs.open(C, x, O_RDONLY).then(() => undefined, (err: unknown) => err);
-    expect((e as { errno?: number } | undefined)?.errno).toBe(os.constants.errno.ESTALE);
-    expect((await a.vfs.lookup(C, dir, "x")).ino).toBe(y);
-  });
+  }
 
   test("an open by a name the file no longer has is refused with ESTALE (the kernel looks the name up again), not EIO", async () => {
     const { dir, ino } = await heldByA("f", 100, 0x61);

@@ -120,6 +120,12 @@ export interface VfsContext {
   /** The record of an inode from the store (learned); a file or directory open here whose record went since (removed) answers with its last one, no link left. */
   current(ino: number): Promise<Inode>;
   /**
+   * An error of a call about ino, as the kernel is to get it: ESTALE where the store had no record of
+   * it (gone on another node), which makes the kernel walk the path again; the lookups of that walk
+   * must not find ino in this node's caches, so it is forgotten here.
+   */
+  gone(e: unknown, ino: number): unknown;
+  /**
    * Publish the bytes of an open file: size, mtime, new version, this node as holder. With cutTo:
    * the file cut to that size, the store asked first, so that a cut it refuses leaves every byte on the disk.
    */

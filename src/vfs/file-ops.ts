@@ -3,7 +3,7 @@ import { promisify } from "node:util";
 import { dirname } from "node:path";
 import type { Caller, FileSystem, OpenReply } from "../fuse/types.ts";
 import type { Holders, Inode } from "../meta/store.ts";
-import { E, FsError, OutcomeUnknown, errnoOf, fsError, staleIfGone } from "../util/errno.ts";
+import { E, FsError, OutcomeUnknown, errnoOf, fsError } from "../util/errno.ts";
 import { isDir } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
 import { createLocalFile } from "./local-files.ts";
@@ -276,7 +276,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       } catch (e) {
         // The name the kernel opened by led to a file gone since (unlinked, or replaced by another
         // node's create): ESTALE makes it look the name up again and open what is there now.
-        throw remote ? staleIfGone(e, ino) : e;
+        throw remote ? ctx.gone(e, ino) : e;
       }
       // Unlinked while open here, and opened again (through /proc/PID/fd): the file has no path
       // left, and the one it had may name another file now; the fds open on it reach it.
@@ -301,7 +301,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       }
       // Its record gone while its bytes were sought (another node's rename over its name): ESTALE, as above.
       const { found, got } = await fromElsewhere(ino, f, path, flags, writable).catch((e: unknown) => {
-        throw staleIfGone(e, ino);
+        throw ctx.gone(e, ino);
       });
       let fd = -1;
       let ranges: RangeReader | undefined;
@@ -442,7 +442,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
           await ops.release(_c, ino, fh, false);
           // Unlinked on another node since its record was read: ESTALE makes the kernel look the
           // name up again, and open what is there now or make the file (O_CREAT), as a local open would.
-          throw remote ? staleIfGone(e, ino) : e;
+          throw remote ? ctx.gone(e, ino) : e;
         }
       }
       // Pages cached by the kernel stay valid while the version is the one they were read at.

@@ -3,7 +3,7 @@ import { dirname } from "node:path";
 import { RENAME_EXCHANGE, RENAME_NOREPLACE, type FileSystem, type SetAttr, type StatFs } from "../fuse/types.ts";
 import type { AttrChange, Inode, MetadataStore } from "../meta/store.ts";
 import { nowNs } from "../util/time.ts";
-import { E, FsError, errnoOf, fsError, staleIfGone } from "../util/errno.ts";
+import { E, FsError, errnoOf, fsError } from "../util/errno.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
 import { futimes } from "../local/local-dir.ts";
 import { isDir, isReg, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "./attr.ts";
@@ -114,7 +114,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       } catch (e) {
         // Gone on another node since the kernel looked its name up: ESTALE makes the kernel walk the
         // path again (an open, a stat: NFS's answer), which finds what the name is now, or none.
-        throw o.remote ? staleIfGone(e, ino) : e;
+        throw o.remote ? ctx.gone(e, ino) : e;
       }
     },
 

@@ -3,7 +3,7 @@ import { dirname } from "node:path";
 import type { FileSystem } from "../fuse/types.ts";
 import { futimes } from "../local/local-dir.ts";
 import type { Inode, Invalidation, MetadataStore } from "../meta/store.ts";
-import { E, errnoOf } from "../util/errno.ts";
+import { E, errnoOf, staleIfGone } from "../util/errno.ts";
 import { createRecentSet } from "../util/recent-set.ts";
 import { changeTime, nowNs } from "../util/time.ts";
 import { isDir } from "./attr.ts";
@@ -241,6 +241,11 @@ export function createVfs(o: VfsOptions): Vfs {
     learn,
     async record(ino) {
       return open.inode(ino)?.rec ?? cache.fresh(ino) ?? ctx.current(ino);
+    },
+    gone(e, ino) {
+      const stale = staleIfGone(e, ino);
+      if (stale !== e) cache.forget(ino);
+      return stale;
     },
     async current(ino) {
       try {
