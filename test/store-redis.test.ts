@@ -100,6 +100,24 @@ describe("redis store connection", () => {
     }
   });
 
+  test("a node alone on its Redis (the private one) proves its feed current to no one: while a cluster node's subscriber sends PINGs, its own sends none", async () => {
+    const own = await startRedis();
+    const pings = async (r: TestRedis) => Number(/cmdstat_ping:calls=(\d+)/.exec(await r.cli("INFO", "commandstats"))?.[1] ?? 0);
+    const alone = await createRedisStore({ url: own.url, nodeId: "alone", prefix: "alone:", alone: true });
+    const member = await createRedisStore({ url: redis!.url, nodeId: "member", prefix: "member:" });
+    try {
+      await alone.subscribe(() => {}, () => {});
+      const before = await pings(own);
+      const beforeMember = await pings(redis!);
+      await member.subscribe(() => {}, () => {});
+      await waitFor("the cluster node's proofs", async () => (await pings(redis!)) >= beforeMember + 5);
+      expect(await pings(own)).toBe(before);
+    } finally {
+      await Promise.all([alone.close(), member.close()]);
+      await own.stop();
+    }
+  });
+
   test("a node that stops or restarts may have made a change it never told: the other nodes' subscribers resync", async () => {
     const open = (nodeId: string) => createRedisStore({ url: redis!.url, nodeId, prefix: "gone:" });
     const [b, c] = [await open("node-b"), await open("node-c")];

@@ -160,6 +160,8 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
         onChanges(m.changes, ack, outbox.waiting());
       });
       await subscriber.subscribe(keys.ack(opts.nodeId), outbox.acked);
+      // No other node to hear from: nothing to prove, and no wakeups of an idle node (a compute node's jitter).
+      if (opts.alone) return;
       // Redis answers a PING on a subscribed connection in order with the messages: its answer comes
       // behind every message published before the PING got there.
       const sub = subscriber;
