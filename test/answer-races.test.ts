@@ -24,8 +24,13 @@ const ASKED: ReadonlySet<PropertyKey> = new Set<Asked>(["get", "getMany", "looku
 describe("an answer from the store that crossed another node's change on its way", () => {
   let redis: TestRedis;
   let a: VfsNode, b: VfsNode;
-  /** Messages A's feed delivered to A's VFS. */
-  let heard = 0;
+  /**
+   * A file B changes after each change of a test: once A hears of it, A has heard of the change before
+   * it too (B's messages come in order). Counts the messages about it A's feed delivered.
+   */
+  let marker = 0;
+  let marks = 0;
+  let flips = 0;
   /** Runs once, when A's next call of this kind has its answer. */
   let hold: { call: Asked; act: (got: unknown) => Promise<void> } | undefined;
   const holding = (s: MetadataStore): MetadataStore =>
@@ -49,10 +54,15 @@ describe("an answer from the store that crossed another node's change on its way
     redis = await startRedis();
     a = await startVfsNode(redis.url, "a", holding);
     b = await startVfsNode(redis.url, "b");
+    const m = await b.vfs.create(C, 1, "marker", 0o600, O_WRONLY | O_CREAT);
+    await b.vfs.release(C, m.attr.ino, m.open.fh, false);
+    marker = m.attr.ino;
     await a.store.subscribe(
       (invs: Invalidation[]) => {
-        for (const inv of invs) a.vfs.invalidate(inv);
-        heard++;
+        for (const inv of invs) {
+          a.vfs.invalidate(inv);
+          if (inv.inodes.includes(marker)) marks++;
+        }
       },
       () => a.vfs.resync(),
     );
@@ -65,9 +75,10 @@ describe("an answer from the store that crossed another node's change on its way
 
   /** B's change, and its message delivered to A's VFS before this returns. */
   async function onB(change: () => Promise<unknown>): Promise<void> {
-    const before = heard;
+    const before = marks;
     await change();
-    await waitFor("A to hear B's change", () => heard > before);
+    await b.vfs.setattr(C, marker, { mode: 0o600 | (++flips & 1) });
+    await waitFor("A to hear B's change", () => marks > before);
   }
 
   /** A directory made on B, one A never listed: A's first call about anything in it asks the store. */
