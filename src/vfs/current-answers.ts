@@ -1,4 +1,5 @@
 import type { Inode, Invalidation, MetadataStore } from "../meta/store.ts";
+import { withNameAdded } from "./attr.ts";
 
 /**
  * Asked at most this many times: an inode changed elsewhere on every try goes as the last answer
@@ -42,7 +43,7 @@ export function createCurrentAnswers(raw: MetadataStore): CurrentAnswers {
    */
   function caughtUp(asked: number, r: Inode): Inode {
     const t = touched.get(r.ino);
-    return t && t.at > asked && t.ctime > r.ctime ? { ...r, mtime: t.ctime, ctime: t.ctime, nlink: t.nlink } : r;
+    return t && t.at > asked && t.ctime > r.ctime ? withNameAdded(r, t.ctime, t.nlink) : r;
   }
 
   /** ask's answer, asked again while one of its records is stale (staleOf), then caught up (fix). */
@@ -97,8 +98,8 @@ export function createCurrentAnswers(raw: MetadataStore): CurrentAnswers {
     get: (target, prop) => (Object.hasOwn(overrides, prop) ? overrides[prop as keyof MetadataStore] : Reflect.get(target, prop, target)),
   });
 
-  function marked(): void {
-    if (changed.size + touched.size + names.size <= MARKED_MAX) return;
+  /** Every mark goes: answers asked before now are asked again. */
+  function forgetMarks(): void {
     changed.clear();
     touched.clear();
     names.clear();
@@ -117,13 +118,11 @@ export function createCurrentAnswers(raw: MetadataStore): CurrentAnswers {
       }
       for (const ino of inv.data) changed.set(ino, at);
       for (const [dir, name] of [...inv.added, ...inv.removed]) names.set(`${dir}/${name}`, at);
-      marked();
+      if (changed.size + touched.size + names.size > MARKED_MAX) forgetMarks();
     },
     missed() {
-      floor = ++heardCount;
-      changed.clear();
-      touched.clear();
-      names.clear();
+      heardCount++;
+      forgetMarks();
     },
   };
 }

@@ -1,6 +1,7 @@
 import type { DirListing, Inode, Invalidation, MetadataStore } from "../meta/store.ts";
 import { createWatches, type OpenWatches, type Watched } from "./open-watches.ts";
 import type { PathCache } from "./paths.ts";
+import { answersFor, withNameAdded } from "./attr.ts";
 
 /**
  * What this node keeps of the shared metadata: records seen lately, and complete listings of the
@@ -240,7 +241,7 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
         // ents may be older than the record (a rename heard before this batch began): only a name
         // the listing still gives this inode, and that its record has too, is handed on.
         const name = part[j]!.name;
-        if (l.get(name) === r.ino && (r.nlink !== 1 || (r.parent === dir && r.name === name))) named.push([name, r]);
+        if (l.get(name) === r.ino && answersFor(r, dir, name)) named.push([name, r]);
       });
       if (o.attrCacheMs > 0) mirror?.prefetched(dir, named, o.attrCacheMs);
     }
@@ -280,7 +281,7 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
     // so a record this node made up (makeAhead: its own clock), which can be ahead of a mkdir
     // elsewhere it lacks: its link count tells.
     if (c.rec.ctime >= ctime) return c.rec.nlink === nlink;
-    const rec = { ...c.rec, mtime: ctime, ctime, nlink };
+    const rec = withNameAdded(c.rec, ctime, nlink);
     c.rec = rec;
     if (!o.skipPrefetch(dir)) mirror?.learned(rec, left);
     else mirror?.dropInode(dir);

@@ -6,7 +6,7 @@ import { nowNs } from "../util/time.ts";
 import { E, FsError, errnoOf, fsError } from "../util/errno.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
 import { futimes } from "../local/local-dir.ts";
-import { isDir, isReg, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "./attr.ts";
+import { answersFor, isDir, isReg, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
 import { applyLocal, clearWay, createLocalFile, exchangeLocal, liveIn, makeLocal, removeDir, withParents } from "./local-files.ts";
 import { mayKeepPrivileges, outsideGroup, withoutPrivileges } from "./privileges.ts";
@@ -103,7 +103,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       // A file of one name whose record names it otherwise: the listing is behind a change read since
       // (a rename whose message is on its way), and the store tells.
       const known = ino ? cache.fresh(ino) : undefined;
-      if (known && (known.nlink !== 1 || (known.parent === parent && known.name === name))) return kernel.told(parent, name, known);
+      if (known && answersFor(known, parent, name)) return kernel.told(parent, name, known);
       if (ino !== null && ino !== undefined) cache.missed(parent);
       return kernel.told(parent, name, ctx.learn(await store.lookup(parent, name)));
     },
