@@ -196,7 +196,14 @@ int creates_try(fuse_req_t req, uint64_t parent, const char *name, mode_t mode, 
 	fi->fh = k.fh;
 	fi->direct_io = 0;
 	fi->keep_cache = 0;
-	open_attach(k.ino, k.fh, fd, (fi->flags & O_DIRECT ? 0 : OPEN_PASSTHROUGH) | (cluster ? OPEN_UNPUBLISHED : 0));
+	/*
+	 * Where JS publishes a close after it is answered anyway, the close need not come here at all:
+	 * the release publishes instead (the kernel queues it as the last close returns), one round trip
+	 * less a file. Until JS has it, the file is open here to JS, which answers for it from its fd; an
+	 * open JS took before it (another of the shim's threads) catches up with it (file-ops caughtUp).
+	 */
+	fi->noflush = ops_close_notes();
+	open_attach(k.ino, k.fh, fd, OPEN_WRITES | (fi->flags & O_DIRECT ? 0 : OPEN_PASSTHROUGH) | (cluster ? OPEN_UNPUBLISHED : 0));
 	atomic_fetch_add(&made, 1);
 	/* The kernel drops the directory's attributes with this reply and asks for them next: they have the file. */
 	entries_dir_touched(parent, now.tv_sec, now.tv_nsec);

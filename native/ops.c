@@ -154,6 +154,8 @@ static int flush_notes;
 
 void mcfs_flush_notes(int on) { flush_notes = on; }
 
+int ops_close_notes(void) { return flush_notes; }
+
 /* Every flush the kernel sent: a read-only open's handle gets none (FOPEN_NOFLUSH). */
 static _Atomic uint64_t flushes;
 
@@ -191,9 +193,10 @@ static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	 * A release with nothing written since the last flush changes nothing the kernel waits on (close
 	 * returned with that flush): answered here, and JS closes the handle with its next request
 	 * (before it, in order), or a late wake later, without a wake of its own. A writer's close
-	 * published at its flush; its write turn goes back that much later.
+	 * published at its flush; its write turn goes back that much later. On a node whose flushes are
+	 * notes, a written one is a note too: its writers have no flush (FOPEN_NOFLUSH), their release publishes.
 	 */
-	if (!h.release.dirty && queue_note(fuse_req_ctx(req), &h, NULL) == 0) {
+	if ((!h.release.dirty || (flush_notes && io_served(fi->fh))) && queue_note(fuse_req_ctx(req), &h, NULL) == 0) {
 		fuse_reply_err(req, 0);
 		return;
 	}

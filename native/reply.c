@@ -78,13 +78,13 @@ int mcfs_reply_attr(uint32_t id, const int64_t *attr, double attr_to)
 
 /*
  * fd (>= 0) attached to fh for io.c, and in passthrough when passthrough.c says so (ino 0: a
- * directory's, never). A passthrough handle's writes are unseen: its flushes publish (IO_STICKY)
- * unless it has none (a reader's).
+ * directory's, never). A passthrough writer's writes are unseen: its flushes and release publish
+ * (IO_STICKY).
  */
 void open_attach(uint64_t ino, uint64_t fh, int fd, uint32_t flags)
 {
 	int through = ino != 0 && passthrough_open(ino, fh, fd, (flags & OPEN_PASSTHROUGH) != 0) >= 0;
-	io_attach(fh, fd, through && !(flags & OPEN_NO_FLUSH) ? IO_STICKY : (flags & OPEN_UNPUBLISHED) != 0);
+	io_attach(fh, fd, through && (flags & OPEN_WRITES) ? IO_STICKY : (flags & OPEN_UNPUBLISHED) != 0);
 }
 
 /* Nothing of the handle is left here (its fh numbers a directory's handles too: ino 0 says which). */
@@ -126,6 +126,7 @@ int mcfs_reply_create(uint32_t id, const int64_t *attr, double entry_to, double 
 	fi.fh = fh;
 	fi.direct_io = (flags & OPEN_DIRECT_IO) != 0;
 	fi.keep_cache = (flags & OPEN_KEEP_CACHE) != 0;
+	fi.noflush = (flags & OPEN_NO_FLUSH) != 0;
 	uint64_t ino = (uint64_t)attr[A_INO];
 	open_attach(ino, fh, fd, flags);
 	int rc = fuse_reply_create(r, &e, &fi);

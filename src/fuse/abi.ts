@@ -89,10 +89,12 @@ export const STATFS = ["bsize", "frsize", "blocks", "bfree", "bavail", "files", 
 /** Bits of the flags argument of the open and create replies. */
 /**
  * unpublished: the handle's flush goes to JS even with nothing written (a create still to be published).
- * noFlush: the kernel sends no flush at the handle's closes (FOPEN_NOFLUSH; a read-only open has none to publish).
+ * noFlush: the kernel sends no flush at the handle's closes (FOPEN_NOFLUSH: a read-only open has none to
+ * publish; a sole node's writer publishes at its release).
  * passthrough: the fd is this node's own file of the inode: the kernel may read and write it itself (passthrough.c).
+ * writes: a writer's handle (in passthrough, each flush and its release count as written: its writes are unseen).
  */
-export const OPEN_FLAGS = { directIo: 1, keepCache: 2, nonseekable: 4, unpublished: 8, noFlush: 16, passthrough: 32 } as const;
+export const OPEN_FLAGS = { directIo: 1, keepCache: 2, nonseekable: 4, unpublished: 8, noFlush: 16, passthrough: 32, writes: 64 } as const;
 
 /** A bit of setattr's valid past libfuse's FUSE_SET_ATTR_*: the kernel asked for setuid and setgid to be taken (FATTR_KILL_SUIDGID). */
 export const SETATTR_KILL_PRIVILEGES = 1 << 30;

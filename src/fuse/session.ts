@@ -82,7 +82,7 @@ function setAttrOf(r: Req<"setattr">): SetAttr {
 }
 
 function openFlags(o: OpenReply): number {
-  return (o.directIo ? OPEN_FLAGS.directIo : 0) | (o.keepCache ? OPEN_FLAGS.keepCache : 0) | (o.unpublished ? OPEN_FLAGS.unpublished : 0) | (o.noFlush ? OPEN_FLAGS.noFlush : 0) | (o.passthrough ? OPEN_FLAGS.passthrough : 0);
+  return (o.directIo ? OPEN_FLAGS.directIo : 0) | (o.keepCache ? OPEN_FLAGS.keepCache : 0) | (o.unpublished ? OPEN_FLAGS.unpublished : 0) | (o.noFlush ? OPEN_FLAGS.noFlush : 0) | (o.passthrough ? OPEN_FLAGS.passthrough : 0) | (o.writes ? OPEN_FLAGS.writes : 0);
 }
 
 export interface SessionOptions {
@@ -97,6 +97,7 @@ export interface SessionOptions {
    * The shim answers a close's flush itself and hands it to the FileSystem after, for one whose flush
    * cannot fail for a reason the closer must hear and that nobody else waits for (a sole node's).
    * Later requests wait for such a flush to be done: none is answered from what it has yet to record.
+   * So with a written handle's release; and the files the shim makes have no flush (their release publishes).
    */
   flushNotes?: boolean;
   /**
@@ -382,13 +383,13 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     },
   };
 
-  /** Settles once every flush or created note dispatched so far has; until then requests wait for it, in order. */
+  /** Settles once every flush, created or written release note dispatched so far has; until then requests wait for it, in order. */
   let afterNotes: Promise<void> | undefined;
 
-  /** Dispatch r, after the flush and created notes before it (what they record is what later requests must see). */
+  /** Dispatch r, after the notes before it that publish (what they record is what later requests must see). */
   function admit(op: OpName, r: Req<OpName>, name: string) {
     const wait = afterNotes;
-    const note = r.id === 0 && (op === "flush" || op === "created");
+    const note = r.id === 0 && (op === "flush" || op === "created" || (op === "release" && (r as Req<"release">).dirty !== 0n));
     if (!wait && !note) return void dispatch(op, r, name);
     const run = wait ? wait.then(() => dispatch(op, r, name)) : dispatch(op, r, name);
     if (!note) return;

@@ -27,8 +27,14 @@ export interface OpenReply {
   keepCache?: boolean;
   /** Its flush must reach the filesystem even when nothing was written through it. */
   unpublished?: boolean;
-  /** Nothing to do at its closes (a read-only open): the kernel sends them no flush. */
+  /**
+   * Nothing to do at its closes: the kernel sends them no flush. A read-only open; or a writer whose
+   * bytes fd serves on a node with flushNotes, whose written release is then a note in order as its
+   * flush would have been.
+   */
   noFlush?: boolean;
+  /** A writer's: in passthrough, its writes go unseen, so each of its flushes and its release count as written. */
+  writes?: boolean;
   /**
    * fd is this node's own file of the inode: the kernel may read and write it itself (FUSE
    * passthrough), unseen by the filesystem; each flush of a writer's handle then counts as written.

@@ -230,6 +230,20 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
   }
 
   /**
+   * h as its open read r, on a sole node: a close here may have published the file meanwhile (its
+   * release publishes, and may reach JS after a later open of the file came). Every handle there has
+   * the one local file, whose record now is the cache's (each change is learned here, in order).
+   */
+  function caughtUp(h: Handle, r: Inode): Inode {
+    const now = ctx.cache.fresh(h.ino);
+    if (!now || now.version === r.version) return r;
+    const entry = ctx.open.inode(h.ino);
+    if (entry) entry.rec = now;
+    if (h.reads) h.reads = { version: now.version, size: now.size, copy: false };
+    return now;
+  }
+
+  /**
    * Publish what was written through h. ENOENT: its last name went on another node meanwhile (an
    * unlink, a rename or create over it), and a close of an unlinked file succeeds, its bytes going
    * with it. Not so when its create never reached the store: that refusal is the close's error. And
@@ -421,6 +435,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       const h: Handle = { ino, fd, writable, dirty: false, ...(ranges ? { ranges } : {}), ...(writable ? (a.path === undefined ? {} : { at: a.path }) : { reads: { version: r.version, size: r.size, copy: got !== undefined } }) };
       const overwrites = remote && writable && !(flags & O_TRUNC) && !ctx.open.hasWriter(ino);
       const fh = ctx.open.add(h, r);
+      if (!remote) r = caughtUp(h, r);
       // Other nodes wait for this version while this writer keeps it open; if it keeps it long, they read it as written.
       if (overwrites) ctx.open.overwriting(ino, r);
       supersede(h, r.version);
@@ -458,7 +473,10 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
         ...(ranges ? { follow } : {}),
         keepCache,
         // A reader's close publishes nothing, and waits for nothing: each close of it would cost a trip.
-        noFlush: !writable,
+        // Nor does a sole node's writer's whose bytes the shim serves: its release publishes (in order,
+        // as the flush would have) and nobody else waits for them.
+        noFlush: !writable || (!remote && fd >= 0),
+        writes: writable,
         // This node's own file, read and written by the kernel itself. Not a reader's with other nodes
         // about, unless a writer is open here (then every reader here reads this file): the kernel
         // keeps one backing file per inode, and a reader opening another version after it could not.
@@ -478,7 +496,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       const fh = ctx.open.add({ ino: r.ino, fd, writable: true, dirty: false, at: path }, r);
       kernel.opened(r.ino, r.version);
       if (kits) kits.madeIn(await ctx.record(parent), dirname(path), name, fd);
-      return { attr: kernel.told(parent, name, r), open: { fh, fd, keepCache: false, unpublished: ctx.policy.unsettled(r.ino), passthrough: !(flags & O_DIRECT) } };
+      return { attr: kernel.told(parent, name, r), open: { fh, fd, keepCache: false, unpublished: ctx.policy.unsettled(r.ino), passthrough: !(flags & O_DIRECT), noFlush: !remote && fd >= 0, writes: true } };
     },
 
     async created(c, parent, name, m) {
