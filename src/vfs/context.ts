@@ -115,6 +115,8 @@ export interface VfsContext {
   readonly writtenHere: RecentSet<number>;
   /** Remember a fresh record (also as the open-file state when the inode is open here); named: see MetaCache.learn. */
   learn(r: Inode, named?: boolean): Inode;
+  /** r, a change made here that the store has yet to get (written behind), learned: no answer asked before takes it back. */
+  learnAhead(r: Inode): Inode;
   /** The record of an inode: from the open-file state when open here, a recent fetch, else the store. */
   record(ino: number): Promise<Inode>;
   /** The record of an inode from the store (learned); a file or directory open here whose record went since (removed) answers with its last one, no link left. */

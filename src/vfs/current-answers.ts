@@ -22,6 +22,11 @@ export interface CurrentAnswers {
   heard(inv: Invalidation): void;
   /** Changes may have been missed (the feed was down): every answer on its way is asked again. */
   missed(): void;
+  /**
+   * This node changed ino before the store has it (written behind, sent after calls still on their
+   * way): answers asked before it are asked again, after the change.
+   */
+  changedHere(ino: number): void;
 }
 
 export function createCurrentAnswers(raw: MetadataStore): CurrentAnswers {
@@ -123,6 +128,10 @@ export function createCurrentAnswers(raw: MetadataStore): CurrentAnswers {
     missed() {
       heardCount++;
       forgetMarks();
+    },
+    changedHere(ino) {
+      changed.set(ino, ++heardCount);
+      if (changed.size + touched.size + names.size > MARKED_MAX) forgetMarks();
     },
   };
 }

@@ -239,6 +239,10 @@ export function createVfs(o: VfsOptions): Vfs {
     turns: createWriteTurns({ store, nodeId, log, changes }),
     policy,
     learn,
+    learnAhead(r) {
+      answers.changedHere(r.ino);
+      return learn(r, false);
+    },
     async record(ino) {
       return open.inode(ino)?.rec ?? cache.fresh(ino) ?? ctx.current(ino);
     },

@@ -250,7 +250,7 @@ export function createWriteBehind(held: HeldCreates): WritePolicy {
       // The new record is known here already; Redis applies the update in order behind whatever this node sends next.
       const prev = await ctx.record(p.ino);
       // Not its names: those of the record held may be older than a rename or unlink since.
-      const r = ctx.learn({ ...prev, size: p.size, mtime: p.mtime, ctime: p.ctime > prev.ctime ? p.ctime : prev.ctime, version: newVersion() }, false);
+      const r = ctx.learnAhead({ ...prev, size: p.size, mtime: p.mtime, ctime: p.ctime > prev.ctime ? p.ctime : prev.ctime, version: newVersion() });
       // Its create still held: they go as one (the hold's answer is watched by createFile's).
       if (!held.send(p.ino, { size: r.size, mtime: r.mtime, ctime: r.ctime, version: r.version, path: p.path })) {
         void behind(ctx, "setData", p.ino, ctx.store.setData(p.ino, r.size, r.mtime, r.ctime, ctx.nodeId, p.path, { version: r.version }));
