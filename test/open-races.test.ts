@@ -480,6 +480,56 @@ describe("two writers of one file on one node, closing at once", () => {
   });
 });
 
+describe("a sole node's truncate by path while a close of the same file publishes", () => {
+  test("one after the other, never interleaved: the record ends with the size the file has on disk", async () => {
+    const redis = await startRedis();
+    let hold: Promise<void> | undefined;
+    let held: (() => void) | undefined;
+    let cuts = 0;
+    // The truncate's size change is held once Redis has answered it.
+    const holdNextCut = (s: MetadataStore): MetadataStore =>
+      new Proxy(s, {
+        get(t, k, recv) {
+          if (k === "setData")
+            return async (...args: Parameters<MetadataStore["setData"]>) => {
+              const h = hold;
+              hold = undefined;
+              const got = await t.setData(...args);
+              if (h) {
+                cuts++;
+                await h;
+              }
+              return got;
+            };
+          return Reflect.get(t, k, recv);
+        },
+      });
+    const n = await startVfsNode(redis.url, "sole", holdNextCut, { sole: true });
+    try {
+      const f = await n.vfs.create(C, 1, "f", 0o644, O_RDWR | O_CREAT);
+      const ino = f.attr.ino;
+      expect(await n.vfs.write(C, ino, f.open.fh, 0, Buffer.alloc(5000, 0x61))).toBe(5000);
+      hold = new Promise((r) => (held = r));
+      const cut = n.vfs.setattr(C, ino, { size: 100 });
+      await waitFor("the truncate's change answered and held", () => cuts > 0);
+      // The close's release (its publish: a sole node's writer has no flush), while the truncate is held.
+      const closed = n.vfs.release(C, ino, f.open.fh, true);
+      // One turn of the event loop: the publish gets as far as it can without the truncate (to Redis,
+      // if it does not wait for it: nothing on that way waits for I/O); then the truncate goes on.
+      await new Promise((r) => setImmediate(r));
+      held!();
+      await Promise.all([cut, closed]);
+      const disk = fs.statSync(join(n.rootPath, "f")).size;
+      expect(disk).toBe(100);
+      expect((await n.store.get(ino)).size).toBe(disk);
+      expect((await n.vfs.getattr(C, ino)).size).toBe(disk);
+    } finally {
+      await n.close();
+      await redis.stop();
+    }
+  });
+});
+
 /** A cluster node's create written behind, its connection lost on the way: it may or may not have been made. */
 describe("a create whose outcome is unknown", () => {
   test("when Redis has no record of it at its close, the file goes back from this node's disk (not a failed close, not a file no one lists)", async () => {

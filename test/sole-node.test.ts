@@ -530,9 +530,10 @@ describe.skipIf(!!skip)("a sole node's stream of creates", () => {
     expect(out).toEqual(ws.map(() => ({ code: 0, bad: "[]", err: "" })));
   });
 
-  test("files rewritten then chmodded, touched or linked by processes at once: each stat after has the size the close left", async () => {
+  test("files rewritten then chmodded, touched, linked or truncated by processes at once: each stat after has the size the close (or the truncate) left", async () => {
     // Such a change's answer from Redis may be older than the publish of the close before it (the
-    // release reached JS after the change was sent): it must not take the size back.
+    // release reached JS after the change was sent): it must not take the size back. A truncate by
+    // path and that publish both change the size: one after the other, never interleaved.
     const script = `
       const fs = require("node:fs");
       const [dir, w] = process.argv.slice(-2);
@@ -544,12 +545,18 @@ describe.skipIf(!!skip)("a sole node's stream of creates", () => {
         const fd = fs.openSync(p, "w");
         fs.writeSync(fd, data, 0, n);
         fs.closeSync(fd);
-        if (i % 3 === 0) fs.chmodSync(p, i & 1 ? 0o600 : 0o644);
-        else if (i % 3 === 1) fs.utimesSync(p, new Date(), new Date());
-        else fs.linkSync(p, q);
+        let want = n;
+        if (i % 4 === 0) fs.chmodSync(p, i & 1 ? 0o600 : 0o644);
+        else if (i % 4 === 1) fs.utimesSync(p, new Date(), new Date());
+        else if (i % 4 === 2) fs.linkSync(p, q);
+        else fs.truncateSync(p, (want = n >> 1));
         const size = fs.statSync(p).size;
-        if (i % 3 === 2) fs.unlinkSync(q);
-        if (size !== n) bad.push({ i, size, want: n });
+        if (i % 4 === 2) fs.unlinkSync(q);
+        if (size !== want) bad.push({ i, size, want });
+        if (i % 4 === 3) {
+          const got = fs.readFileSync(p);
+          if (!got.equals(data.subarray(0, want))) bad.push({ i, read: got.length, want });
+        }
       }
       process.stdout.write(JSON.stringify(bad.slice(0, 5)));`;
     const dir = join(d!.mnt, "changed-after-close");

@@ -132,6 +132,8 @@ export interface VfsContext {
    * the file cut to that size, the store asked first, so that a cut it refuses leaves every byte on the disk.
    */
   commit(h: Handle, cutTo?: number): Promise<Inode>;
+  /** fn, a change of ino's size outside its handles (a truncate by path), run one at a time with its commits. */
+  resizing<T>(ino: number, fn: () => Promise<T>): Promise<T>;
   /** This node's own file of r.ino (st: its fstat) changed in place and was published as r: readers of it here read r's version now. */
   changedInPlace(st: BigIntStats, r: Inode): void;
   /** A name went: forget the inode, and purge it when it has no name and nothing here holds it open. */

@@ -146,34 +146,41 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
           o.dirtyHandle?.(fh!);
         } else {
           if (p === undefined) throw new FsError(E.ENOENT, `inode ${ino} has no path left to truncate it by`);
-          // A queued drop of an older version must not take the file this cut makes (and then publishes) meanwhile.
-          const done = ctx.open.writeOutside(ino);
-          try {
-            if (o.remote && (await store.locations(ino)).get(nodeId) !== r.version) {
-              // Another node holds the bytes: take them first (all but nothing is kept when cutting to 0).
-              if (set.size === 0) fs.closeSync(createLocalFile(root, p, O_WRONLY, r));
-              else {
-                root.ensureDir(dirname(p));
-                await o.remote.fetchTo(ino, r.version, p, r.size, r);
-              }
-              if (r.nlink > 1) await ctx.linkAllNames(ino, p);
-            }
-            const fd = root.openFile(p, O_WRONLY);
+          const size = set.size;
+          // One at a time with this file's commits (a close's publish, maybe still on its way here): each
+          // then takes the size the other left, on the disk and in the store alike.
+          await ctx.resizing(ino, async () => {
+            // Its version as it is now, after what went before in the queue (which holders have it).
+            if (o.remote) r = kernel.sameFile(await ctx.current(ino));
+            // A queued drop of an older version must not take the file this cut makes (and then publishes) meanwhile.
+            const done = ctx.open.writeOutside(ino);
             try {
-              const st = fs.fstatSync(fd, { bigint: true });
-              // The store first: a cut it refuses leaves every byte on the disk. The disk then gets
-              // the record's mtime, as a start takes a file whose mtime differs for a change the store missed.
-              const now = nowNs();
-              r = ctx.learn(await store.setData(ino, set.size, now, now, nodeId, p, { acked: true }));
-              fs.ftruncateSync(fd, set.size);
-              futimes(fd, st.atimeNs, now);
-              ctx.changedInPlace(st, r);
+              if (o.remote && (await store.locations(ino)).get(nodeId) !== r.version) {
+                // Another node holds the bytes: take them first (all but nothing is kept when cutting to 0).
+                if (size === 0) fs.closeSync(createLocalFile(root, p, O_WRONLY, r));
+                else {
+                  root.ensureDir(dirname(p));
+                  await o.remote.fetchTo(ino, r.version, p, r.size, r);
+                }
+                if (r.nlink > 1) await ctx.linkAllNames(ino, p);
+              }
+              const fd = root.openFile(p, O_WRONLY);
+              try {
+                const st = fs.fstatSync(fd, { bigint: true });
+                // The store first: a cut it refuses leaves every byte on the disk. The disk then gets
+                // the record's mtime, as a start takes a file whose mtime differs for a change the store missed.
+                const now = nowNs();
+                r = ctx.learn(await store.setData(ino, size, now, now, nodeId, p, { acked: true }));
+                fs.ftruncateSync(fd, size);
+                futimes(fd, st.atimeNs, now);
+                ctx.changedInPlace(st, r);
+              } finally {
+                fs.closeSync(fd);
+              }
             } finally {
-              fs.closeSync(fd);
+              done();
             }
-          } finally {
-            done();
-          }
+          });
         }
       }
       const change: AttrChange = {};

@@ -269,6 +269,9 @@ export function createVfs(o: VfsOptions): Vfs {
       // sent (which Redis keeps) is never an older size than one sent before it.
       return committing.run(h.ino, () => commitNow(h, cutTo));
     },
+    resizing(ino, fn) {
+      return committing.run(ino, fn);
+    },
     changedInPlace(st, r) {
       // Readers here of the same file read what it holds now: this version (not those of a file the
       // writer's open replaced, whose bytes stay what they were).
