@@ -26,6 +26,7 @@ struct timespec time_after(struct timespec t, int ms);
 
 /* ops.c: the low-level handlers the session runs. */
 extern const struct fuse_lowlevel_ops ll_ops;
+int ops_close_notes(void); /* a node whose closes nobody else waits for: JS publishes them after answering (mcfs_flush_notes) */
 
 /* ids.c: reply ids (slot|generation) for queued requests, so each is answered exactly once. */
 void ids_reset(void);
@@ -88,7 +89,6 @@ void listings_allow_unlisted(void); /* a node of a cluster: directories handed t
 
 /* creates.c: creates answered without JS (see there). */
 int creates_try(fuse_req_t req, uint64_t parent, const char *name, mode_t mode, struct fuse_file_info *fi);
-int ops_close_notes(void); /* a node whose closes nobody else waits for: JS publishes them after answering (mcfs_flush_notes) */
 
 /* killpriv.c: FUSE_HANDLE_KILLPRIV_V2 negotiated through libfuse's I/O hooks (see there). */
 int killpriv_install(struct fuse_session *se);     /* once mounted, before the loop: 0 or -errno */

@@ -461,6 +461,13 @@ describe.skipIf(!!skip)("a sole node's stream of creates", () => {
     t?.remove();
   });
 
+  /** n children run script (argv: dir, their number) at once; each must end well, printing "[]" (what it found wrong). */
+  async function expectNoneBad(script: string, dir: string, n: number): Promise<void> {
+    const ws = Array.from({ length: n }, (_, w) => spawn([process.execPath, "-e", script, dir, String(w)], { stdout: "pipe", stderr: "pipe" }));
+    const out = await Promise.all(ws.map(async (w) => ({ code: await w.exited, bad: await new Response(w.stdout).text(), err: await new Response(w.stderr).text() })));
+    expect(out).toEqual(ws.map(() => ({ code: 0, bad: "[]", err: "" })));
+  }
+
   /** Make files in dir until the shim makes one: the first goes to JS, which hands the directory over once its listing is whole. */
   async function shimMakesIn(dir: string): Promise<void> {
     let i = 0;
@@ -525,9 +532,7 @@ describe.skipIf(!!skip)("a sole node's stream of creates", () => {
       process.stdout.write(JSON.stringify(bad.slice(0, 5)));`;
     const dir = join(d!.mnt, "closes-at-once");
     fs.mkdirSync(dir);
-    const ws = Array.from({ length: 4 }, (_, w) => spawn([process.execPath, "-e", script, dir, String(w)], { stdout: "pipe", stderr: "pipe" }));
-    const out = await Promise.all(ws.map(async (w) => ({ code: await w.exited, bad: await new Response(w.stdout).text(), err: await new Response(w.stderr).text() })));
-    expect(out).toEqual(ws.map(() => ({ code: 0, bad: "[]", err: "" })));
+    await expectNoneBad(script, dir, 4);
   });
 
   test("files rewritten then chmodded, touched, linked or truncated by processes at once: each stat after has the size the close (or the truncate) left", async () => {
@@ -561,9 +566,7 @@ describe.skipIf(!!skip)("a sole node's stream of creates", () => {
       process.stdout.write(JSON.stringify(bad.slice(0, 5)));`;
     const dir = join(d!.mnt, "changed-after-close");
     fs.mkdirSync(dir);
-    const ws = Array.from({ length: 6 }, (_, w) => spawn([process.execPath, "-e", script, dir, String(w)], { stdout: "pipe", stderr: "pipe" }));
-    const out = await Promise.all(ws.map(async (w) => ({ code: await w.exited, bad: await new Response(w.stdout).text(), err: await new Response(w.stderr).text() })));
-    expect(out).toEqual(ws.map(() => ({ code: 0, bad: "[]", err: "" })));
+    await expectNoneBad(script, dir, 6);
   });
 
   test("each create the shim makes shows in its directory's times at the next stat (the kernel caches that answer for the attribute timeout)", async () => {

@@ -103,6 +103,11 @@ export function createCurrentAnswers(raw: MetadataStore): CurrentAnswers {
     get: (target, prop) => (Object.hasOwn(overrides, prop) ? overrides[prop as keyof MetadataStore] : Reflect.get(target, prop, target)),
   });
 
+  /** Past MARKED_MAX marks, every one goes (forgetMarks). */
+  function keepBounded(): void {
+    if (changed.size + touched.size + names.size > MARKED_MAX) forgetMarks();
+  }
+
   /** Every mark goes: answers asked before now are asked again. */
   function forgetMarks(): void {
     changed.clear();
@@ -123,7 +128,7 @@ export function createCurrentAnswers(raw: MetadataStore): CurrentAnswers {
       }
       for (const ino of inv.data) changed.set(ino, at);
       for (const [dir, name] of [...inv.added, ...inv.removed]) names.set(`${dir}/${name}`, at);
-      if (changed.size + touched.size + names.size > MARKED_MAX) forgetMarks();
+      keepBounded();
     },
     missed() {
       heardCount++;
@@ -131,7 +136,7 @@ export function createCurrentAnswers(raw: MetadataStore): CurrentAnswers {
     },
     changedHere(ino) {
       changed.set(ino, ++heardCount);
-      if (changed.size + touched.size + names.size > MARKED_MAX) forgetMarks();
+      keepBounded();
     },
   };
 }
