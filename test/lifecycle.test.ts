@@ -285,10 +285,11 @@ describe.skipIf(!!skip)("running conditions", () => {
 
 describe.skipIf(!!skip)("runtime settings", () => {
   const environ = (pid: number) => fs.readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
-  test("the daemon keeps freed memory a second before giving it back and runs without JavaScriptCore's FTL tier (it runs itself again, under the PID and name it was started with); a setting of the user's is kept", async () => {
+  test("the daemon keeps freed memory (pages, and holes in pages in use) a second before giving it back and runs without JavaScriptCore's FTL tier (it runs itself again, under the PID and name it was started with); a setting of the user's is kept", async () => {
     const base = temp("alloc");
     const a = await daemon({ base, name: "al" });
     expect(environ(a.proc.pid)).toContain("MIMALLOC_PURGE_DELAY=1000");
+    expect(environ(a.proc.pid)).toContain("MIMALLOC_PURGE_HOLES_MIN_INTERVAL=1000");
     expect(environ(a.proc.pid)).toContain("BUN_JSC_useFTLJIT=false");
     expect(environ(a.proc.pid)).toContain("BUN_JSC_useWarmUpMarkedBlocks=false");
     // In force: no thread of the warm-up.
