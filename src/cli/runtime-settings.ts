@@ -11,7 +11,7 @@ import * as fs from "node:fs";
  * - MIMALLOC_PURGE_HOLES_MIN_INTERVAL: Bun's mimalloc also gives back the free ranges inside pages
  *   still in use ("holes"), and does so at once whatever the purge delay: the 512 KiB buffers a
  *   socket read hands JavaScript, and the chunks a holder reads to send, were faulted in afresh each
- *   time. Once a second at most: a cross-node copy of 200 files of 2.2 MB faulted 3-5 thousand pages
+ *   time. Once a second at most: a cross-node copy of 200 files of 2.2 MB faulted about 5 thousand pages
  *   instead of 28-35 thousand, took a third less CPU on both nodes and ran 20-40% faster
  *   (.prof/fetch.sh), and idle for a second the memory went back as before.
  * - BUN_JSC_useFTLJIT: JavaScriptCore's last tier (FTL) compiles for long on other threads, and a
