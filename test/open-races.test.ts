@@ -12,6 +12,13 @@ import { waitFor } from "./helpers/env.ts";
 const { O_RDONLY, O_RDWR, O_WRONLY, O_CREAT, O_TRUNC, O_APPEND } = fs.constants;
 const C: Caller = { uid: 0, gid: 0, pid: process.pid };
 
+type Method = { [K in keyof MetadataStore]: MetadataStore[K] extends (...a: never[]) => unknown ? K : never }[keyof MetadataStore];
+/** s with its method k replaced by what wrap makes of it (given the store's own). */
+function wrapMethod<K extends Method & keyof MetadataStore>(s: MetadataStore, k: K, wrap: (own: MetadataStore[K]) => MetadataStore[K]): MetadataStore {
+  const wrapped = wrap((s[k] as (...a: unknown[]) => unknown).bind(s) as MetadataStore[K]);
+  return new Proxy(s, { get: (t, p, recv) => (p === k ? wrapped : Reflect.get(t, p, recv)) });
+}
+
 /**
  * Opens racing another node's change of the same file, each step ordered by the test: node A's open
  * is held right after it read the file's record from Redis, while node B acts and A's disk follows.
@@ -373,15 +380,9 @@ describe("another node's rename or link onto a name this node has just made, its
     // A's creates wait here until let go: a create on its way while B's rename gets to Redis first.
     let gate: Promise<void> | undefined;
     const gated = (st: MetadataStore): MetadataStore =>
-      new Proxy(st, {
-        get(t, k, recv) {
-          const v = Reflect.get(t, k, recv);
-          if (k !== "create" || typeof v !== "function") return v;
-          return async (...args: unknown[]) => {
-            await gate;
-            return (v as (...a: unknown[]) => unknown).apply(t, args);
-          };
-        },
+      wrapMethod(st, "create", (create) => async (...args) => {
+        await gate;
+        return create(...args);
       });
     const a = await startVfsNode(redis.url, "a", gated);
     const b = await startVfsNode(redis.url, "b");
@@ -433,18 +434,12 @@ describe("two writers of one file on one node, closing at once", () => {
     let held: (() => void) | undefined;
     let gets = 0;
     const holdNextGet = (s: MetadataStore): MetadataStore =>
-      new Proxy(s, {
-        get(t, k, recv) {
-          if (k === "get")
-            return async (ino: number) => {
-              gets++;
-              const h = hold;
-              hold = undefined;
-              if (h) await h;
-              return t.get(ino);
-            };
-          return Reflect.get(t, k, recv);
-        },
+      wrapMethod(s, "get", (get) => async (ino) => {
+        gets++;
+        const h = hold;
+        hold = undefined;
+        if (h) await h;
+        return get(ino);
       });
     const a = await startVfsNode(redis.url, "a", holdNextGet);
     const b = await startVfsNode(redis.url, "b");
@@ -488,21 +483,15 @@ describe("a sole node's truncate by path while a close of the same file publishe
     let cuts = 0;
     // The truncate's size change is held once Redis has answered it.
     const holdNextCut = (s: MetadataStore): MetadataStore =>
-      new Proxy(s, {
-        get(t, k, recv) {
-          if (k === "setData")
-            return async (...args: Parameters<MetadataStore["setData"]>) => {
-              const h = hold;
-              hold = undefined;
-              const got = await t.setData(...args);
-              if (h) {
-                cuts++;
-                await h;
-              }
-              return got;
-            };
-          return Reflect.get(t, k, recv);
-        },
+      wrapMethod(s, "setData", (setData) => async (...args) => {
+        const h = hold;
+        hold = undefined;
+        const got = await setData(...args);
+        if (h) {
+          cuts++;
+          await h;
+        }
+        return got;
       });
     const n = await startVfsNode(redis.url, "sole", holdNextCut, { sole: true });
     try {
@@ -536,13 +525,7 @@ describe("a create whose outcome is unknown", () => {
     const redis = await startRedis();
     let lose = false;
     const losing = (s: MetadataStore): MetadataStore =>
-      new Proxy(s, {
-        get(t, k, recv) {
-          const v = Reflect.get(t, k, recv);
-          if (k !== "create" || typeof v !== "function") return v;
-          return (...args: unknown[]) => (lose ? Promise.reject(new OutcomeUnknown("the connection to Redis was lost with a change on its way")) : (v as (...a: unknown[]) => unknown).apply(t, args));
-        },
-      });
+      wrapMethod(s, "create", (create) => (...args) => (lose ? Promise.reject(new OutcomeUnknown("the connection to Redis was lost with a change on its way")) : create(...args)));
     const lost: number[] = [];
     const n = await startVfsNode(redis.url, "a", losing, { recordLost: async (ino) => void lost.push(ino) });
     const other = await startVfsNode(redis.url, "b");
