@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { spawn } from "bun";
+import { spawn, spawnSync } from "bun";
 import { errCode, fuseUnavailable, tempDir, waitFor } from "./helpers/env.ts";
 import { startDaemon, type TestDaemon } from "./helpers/daemon.ts";
 import { metricsPort, scrape } from "./helpers/metrics.ts";
@@ -586,5 +586,30 @@ describe.skipIf(!!skip)("a sole node's stream of creates", () => {
     }
     expect((await scrape(d!))("mcfs_shim_creates_total") - made0).toBe(200);
     expect(stale).toEqual([]);
+  });
+
+  test("stopped (SIGTERM) right after its writer's closes: the store has the size each close left, nothing to repair at the next start", async () => {
+    // A close returns before the kernel hands its release over, and a sole node publishes at the release.
+    const script = `
+      const fs = require("node:fs");
+      const [dir] = process.argv.slice(-1);
+      fs.mkdirSync(dir);
+      const b = Buffer.alloc(4096, 7);
+      for (let i = 0; i < 3000; i++) { const fd = fs.openSync(dir + "/s" + i, "w"); fs.writeSync(fd, b); fs.closeSync(fd); }`;
+    for (let round = 0; round < 6; round++) {
+      // A node of its own each round, just started: its JS, not warm yet, is behind the writer.
+      let n = await startDaemon({ base: t!.path, name: `stopped${round}` });
+      try {
+        expect(spawnSync([process.execPath, "-e", script, join(n.mnt, "s")], { stderr: "pipe" }).exitCode).toBe(0);
+        expect(await n.stop()).toBe(0);
+        n = await startDaemon({ base: t!.path, name: `stopped${round}` });
+        await waitFor("the start-up scan", () => n.log().includes('"start-up scan done"'));
+        const scan = JSON.parse(n.log().split("\n").find((l) => l.includes('"start-up scan done"'))!) as { repaired: number };
+        expect({ round, repaired: scan.repaired, warned: n.log().includes("not the version its record says") }).toEqual({ round, repaired: 0, warned: false });
+        for (let i = 0; i < 3000; i++) expect({ round, i, size: fs.statSync(join(n.mnt, "s", `s${i}`)).size }).toEqual({ round, i, size: 4096 });
+      } finally {
+        await n.stop();
+      }
+    }
   });
 });

@@ -1,6 +1,6 @@
 import { JSCallback } from "bun:ffi";
 import { loadShim, type Shim } from "./native.ts";
-import { accessSync, closeSync, constants } from "node:fs";
+import { accessSync, closeSync, constants, readFileSync } from "node:fs";
 import { detachMount, findMount, stillMounted } from "./mountpoint.ts";
 import { isRoot } from "./fusermount.ts";
 import { ATTR, DIRENT_AFTER_ATTR, IO_COUNTERS, KIT_BYTES, KIT_MARK_AT, OPEN_FLAGS, OPS, REQ_ARGS_AT, REQ_HEADER_BYTES, SETATTR_KILL_PRIVILEGES, STATFS, reqOffset, type OpName } from "./abi.ts";
@@ -14,6 +14,8 @@ const SA_MODE = 1, SA_UID = 2, SA_GID = 4, SA_SIZE = 8, SA_ATIME = 16, SA_MTIME 
 const NS = 1_000_000_000n;
 /** mcfs_follow_fh: every byte of the copy may be read. */
 const WHOLE = 0xffff_ffff_ffff_ffffn;
+/** Longest a stop waits for the kernel to hand over the requests it holds (see handedOver). */
+const HANDOVER_MS = 1000;
 
 /** A queued request of operation K: its header, then its arguments and strings by the names abi.ts gives them. */
 type Req<K extends OpName> = { readonly id: number; readonly c: Caller; readonly ino: number; readonly fh: number }
@@ -208,6 +210,8 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
   // Called from the shim's threads; runs as a task on this thread. Never closed: a task Bun queued may
   // still be on its way to it after the session ends (one per process, as sessions are).
   const wake = new JSCallback(() => {
+    // Once stopped, what is left is taken in by stop alone (notes only).
+    if (stopped) return;
     drain();
     settleFlushes();
   }, { returns: "void", args: [], threadsafe: true });
@@ -446,11 +450,32 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     admit(d.name, r as Req<OpName>, d.strings.length ? (r[d.strings[0]!] as string) : "");
   }
 
-  function drain() {
+  /** notesOnly: at the end, when a request's caller has had ENOTCONN already (mcfs_stop): only notes (id 0) are taken in. */
+  function drain(notesOnly = false) {
     for (;;) {
       const n = shim.mcfs_poll(pollBuf, pollBuf.length);
       if (n <= 0) return;
-      for (let o = 0; o < n; o += view.getUint32(o + H.len, true)) decode(o);
+      for (let o = 0; o < n; o += view.getUint32(o + H.len, true)) if (!notesOnly || view.getUint32(o + H.id, true) === 0) decode(o);
+    }
+  }
+
+  /**
+   * Until the kernel has no request of this connection left unanswered, or for at most ms: a close
+   * returns before the kernel hands its release over (a note that publishes, on a sole node), and
+   * an unmount drops what the kernel still holds. Requests are served meanwhile.
+   */
+  async function handedOver(ms: number): Promise<void> {
+    const waiting = `/sys/fs/fuse/connections/${conn}/waiting`;
+    const deadline = performance.now() + ms;
+    for (;;) {
+      let n: number;
+      try {
+        n = Number(readFileSync(waiting, "utf8"));
+      } catch {
+        return; // No fusectl (a user's mount where the system has none): nothing to wait by.
+      }
+      if (!(n > 0) || performance.now() >= deadline) return;
+      await Bun.sleep(2);
     }
   }
 
@@ -486,7 +511,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     try {
       for (;;) {
         const r = await reader.read();
-        if (r.done) break;
+        if (r.done || stopped) break;
         drain();
         settleFlushes();
         if (!shim.mcfs_running()) break;
@@ -509,15 +534,21 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     mountPoint: opts.mountPoint,
     closed,
     async stop(timeoutMs = 5000) {
-      if (stopped) return;
-      stopped = true;
-      const unmountFailed = detach();
-      const rc = shim.mcfs_stop(conn, timeoutMs);
-      if (rc !== 0) throw new Error(`FUSE session at ${opts.mountPoint} did not stop within ${timeoutMs} ms${unmountFailed ? ` (${unmountFailed.message})` : ""}`);
-      await reader.cancel().catch(() => {});
-      settleFlushes(true);
-      resolveClosed();
-      if (unmountFailed) throw unmountFailed;
+      if (!stopped) {
+        if (conn >= 0 && shim.mcfs_running()) await handedOver(HANDOVER_MS);
+        stopped = true;
+        const unmountFailed = detach();
+        const rc = shim.mcfs_stop(conn, timeoutMs);
+        if (rc !== 0) throw new Error(`FUSE session at ${opts.mountPoint} did not stop within ${timeoutMs} ms${unmountFailed ? ` (${unmountFailed.message})` : ""}`);
+        await reader.cancel().catch(() => {});
+        settleFlushes(true);
+        resolveClosed();
+        if (unmountFailed) throw unmountFailed;
+      }
+      // The notes the shim answered and JS has not taken in yet (a release that publishes, a file the
+      // shim made) are taken in, and what they record is done, before the caller closes the files.
+      drain(true);
+      await afterNotes;
     },
     isMounted: () => stillMounted(opts.mountPoint, conn),
     invalidateEntry(parent, name) {
