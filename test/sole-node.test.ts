@@ -588,7 +588,7 @@ describe.skipIf(!!skip)("a sole node's stream of creates", () => {
     expect(stale).toEqual([]);
   });
 
-  test("stopped (SIGTERM) right after its writer's closes: the store has the size each close left, nothing to repair at the next start", async () => {
+  test("stopped (SIGTERM, or its mount unmounted from outside) right after its writer's closes: the store has the size each close left, nothing to repair at the next start", async () => {
     // A close returns before the kernel hands its release over, and a sole node publishes at the release.
     const script = `
       const fs = require("node:fs");
@@ -596,12 +596,15 @@ describe.skipIf(!!skip)("a sole node's stream of creates", () => {
       fs.mkdirSync(dir);
       const b = Buffer.alloc(4096, 7);
       for (let i = 0; i < 3000; i++) { const fd = fs.openSync(dir + "/s" + i, "w"); fs.writeSync(fd, b); fs.closeSync(fd); }`;
-    for (let round = 0; round < 6; round++) {
+    for (let round = 0; round < 8; round++) {
       // A node of its own each round, just started: its JS, not warm yet, is behind the writer.
       let n = await startDaemon({ base: t!.path, name: `stopped${round}` });
       try {
         expect(spawnSync([process.execPath, "-e", script, join(n.mnt, "s")], { stderr: "pipe" }).exitCode).toBe(0);
-        expect(await n.stop()).toBe(0);
+        if (round % 2) {
+          expect(spawnSync(["umount", "-l", n.mnt]).exitCode).toBe(0);
+          expect(await n.proc.exited).toBe(0);
+        } else expect(await n.stop()).toBe(0);
         n = await startDaemon({ base: t!.path, name: `stopped${round}` });
         await waitFor("the start-up scan", () => n.log().includes('"start-up scan done"'));
         const scan = JSON.parse(n.log().split("\n").find((l) => l.includes('"start-up scan done"'))!) as { repaired: number };
