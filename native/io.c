@@ -217,6 +217,9 @@ void mcfs_dirty_fh(uint64_t fh)
 		mark_dirty(fh);
 }
 
+/* Whether fh was written since its last flush or release (at a stop: a handle whose release the kernel never sent). */
+int mcfs_fh_written(uint64_t fh) { return io_take_dirty_at_release(fh); }
+
 /* Reads and writes served from local fds so far, in the order of IO_*. */
 void mcfs_io_counters(uint64_t *out)
 {

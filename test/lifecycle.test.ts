@@ -6,6 +6,7 @@ import { errCode, freePort, fuseUnavailable, MCFS, tempDir, waitFor } from "./he
 import { startRedis, type TestRedis } from "./helpers/redis.ts";
 import { forceUnmount, isMounted, startDaemon, type TestDaemon } from "./helpers/daemon.ts";
 import { getxattr, setxattr } from "./helpers/libc.ts";
+import { findMount } from "../src/fuse/mountpoint.ts";
 
 const skip = fuseUnavailable();
 
@@ -262,6 +263,30 @@ describe.skipIf(!!skip)("signals", () => {
     p.kill("SIGTERM");
     expect(await p.exited).toBe(0);
     expect(isMounted(mnt)).toBe(false);
+  });
+
+  // A stop first waits (up to a second) for the kernel to hand over its last closes, mounted still.
+  test("a second signal while the stop waits on a request: the daemon exits at once (130) and leaves no mount behind", async () => {
+    const d = await startDaemon({ base: temp("sigtwice"), name: "n" });
+    const redisPid = Number(/"pid":(\d+),"msg":"no --redis_url given/.exec(d.log())?.[1]);
+    expect(redisPid).toBeGreaterThan(0);
+    let mk: ReturnType<typeof spawn> | undefined;
+    cleanups.push(async () => {
+      mk?.kill("SIGKILL");
+      if (errCode(() => process.kill(redisPid, "SIGCONT")) === undefined) process.kill(redisPid, "SIGKILL");
+      await d.kill();
+      forceUnmount(d.mnt);
+    });
+    // A mkdir waits on the store, which waits on a stopped Redis: the kernel has a request unanswered.
+    process.kill(redisPid, "SIGSTOP");
+    mk = spawn(["mkdir", join(d.mnt, "stuck")], { stderr: "ignore" });
+    const conn = findMount(d.mnt)!.minor;
+    await waitFor("the mkdir to wait in the daemon", () => Number(fs.readFileSync(`/sys/fs/fuse/connections/${conn}/waiting`, "utf8")) > 0);
+    d.proc.kill("SIGTERM");
+    await waitFor("the stop to begin", () => d.log().includes('"msg":"stopping"'));
+    d.proc.kill("SIGTERM");
+    expect(await d.proc.exited).toBe(130);
+    expect(isMounted(d.mnt)).toBe(false);
   });
 });
 

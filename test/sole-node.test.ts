@@ -588,6 +588,35 @@ describe.skipIf(!!skip)("a sole node's stream of creates", () => {
     expect(stale).toEqual([]);
   });
 
+  test("unmounted from outside while a file is open: what the process writes and closes after that is published though the kernel never sends its release", async () => {
+    let n = await startDaemon({ base: t!.path, name: "unmounted" });
+    const script = `
+      const fs = require("node:fs");
+      const fd = fs.openSync(process.argv.at(-1), "a");
+      fs.writeSync(fd, "hello\\n");
+      console.log("open");
+      process.stdin.once("data", () => { fs.writeSync(fd, "late\\n"); fs.closeSync(fd); console.log("closed"); process.exit(0); });`;
+    const w = spawn([process.execPath, "-e", script, join(n.mnt, "held")], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+    try {
+      const out = w.stdout.getReader();
+      expect(new TextDecoder().decode((await out.read()).value)).toBe("open\n");
+      // Busy: the daemon serves on until the file closes; the last close ends the connection, and its release with it.
+      expect(spawnSync(["umount", "-l", n.mnt]).exitCode).toBe(0);
+      w.stdin.write("go\n");
+      w.stdin.flush();
+      expect(new TextDecoder().decode((await out.read()).value)).toBe("closed\n");
+      expect(await w.exited).toBe(0);
+      expect(await n.proc.exited).toBe(0);
+      n = await startDaemon({ base: t!.path, name: "unmounted" });
+      await waitFor("the start-up scan", () => n.log().includes('"start-up scan done"'));
+      expect(n.log().includes("not the version its record says")).toBe(false);
+      expect(fs.readFileSync(join(n.mnt, "held"), "utf8")).toBe("hello\nlate\n");
+    } finally {
+      w.kill();
+      await n.stop();
+    }
+  });
+
   test("stopped (SIGTERM, or its mount unmounted from outside) right after its writer's closes: the store has the size each close left, nothing to repair at the next start", async () => {
     // A close returns before the kernel hands its release over, and a sole node publishes at the release.
     const script = `

@@ -32,6 +32,8 @@ async function daemonMain(argv: Parameters<typeof daemonConfig>[0]) {
   const onSignal = (sig: string) => {
     if (++signals > 1) {
       log.warn({ signal: sig }, "second signal: exiting now");
+      // A stop may not have unmounted yet (it first waits for the kernel's last closes).
+      daemon?.exitingNow();
       process.exit(130);
     }
     if (daemon) void daemon.stop(sig);

@@ -62,6 +62,8 @@ export interface Daemon {
   /** Resolves when the daemon has stopped (signal, or the mount was taken away). */
   readonly done: Promise<void>;
   stop(reason: string): Promise<void>;
+  /** The process exits now, stopped or not (a second signal): its mount is lazily unmounted first. */
+  exitingNow(): void;
 }
 
 /** Bytes free on the disk of the root path, for the heartbeat (replicas go to the least full nodes). */
@@ -391,6 +393,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         }
       },
       detachHandle: (fh) => session?.detach(fh),
+      handleWritten: (fh) => session?.written(fh) ?? false,
       followHandle: (fh, fd, bytes, whole) => session?.follow(fh, fd, bytes, whole),
       dirtyHandle: (fh) => session?.markDirty(fh),
       refreshKernelAttrs: async (ino) => {
@@ -506,7 +509,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       cleanups.push(() => ms.close());
     }
     started = true;
-    return { nodeId, done, stop };
+    return { nodeId, done, stop, exitingNow: () => session?.unmountNow() };
   } catch (e) {
     await undo();
     if (madeMountPoint) {

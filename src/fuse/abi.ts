@@ -138,6 +138,7 @@ export const SHIM_FUNCTIONS = {
   mcfs_listing_make_elsewhere: { returns: "void", args: ["uint64_t dir"] },
   mcfs_clear_fh: { returns: "void", args: ["uint64_t fh"] },
   mcfs_dirty_fh: { returns: "void", args: ["uint64_t fh"] },
+  mcfs_fh_written: { returns: "int", args: ["uint64_t fh"] },
   mcfs_follow_fh: { returns: "void", args: ["uint64_t fh", "int fd", "uint64_t ready"] },
   mcfs_io_counters: { returns: "void", args: ["uint64_t *out"] },
   mcfs_space_floor: { returns: "void", args: ["uint64_t bytes"] },

@@ -131,6 +131,8 @@ function mountFailure(): string {
 export interface FuseSession {
   readonly mountPoint: string;
   stop(timeoutMs?: number): Promise<void>;
+  /** Lazily unmount at once, when the process exits without a stop (a second signal): no dead mount is left behind. */
+  unmountNow(): void;
   invalidateEntry(parent: number, name: string): void;
   /**
    * Many at once: the notifier thread is woken once for them all. The shim's own entries of them go
@@ -176,6 +178,8 @@ export interface FuseSession {
   detach(fh: number): void;
   /** The filesystem changed fh's file itself: its next flush comes to the filesystem even if the shim served no write. */
   markDirty(fh: number): void;
+  /** Whether the shim saw fh written since its last flush or release (after a stop: a release the kernel dropped). */
+  written(fh: number): boolean;
   /** Reads of fh are served by the shim from fd, of its first bytes (all of them if whole); the rest come to the filesystem. */
   follow(fh: number, fd: number, bytes: number, whole: boolean): void;
   /**
@@ -460,13 +464,12 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
   }
 
   /**
-   * Until the kernel has no request of this connection left unanswered, or for at most ms: a close
+   * Until the kernel has no request of this connection left unanswered, or the deadline: a close
    * returns before the kernel hands its release over (a note that publishes, on a sole node), and
    * an unmount drops what the kernel still holds. Requests are served meanwhile.
    */
-  async function handedOver(ms: number): Promise<void> {
+  async function handedOver(deadline: number): Promise<void> {
     const waiting = `/sys/fs/fuse/connections/${conn}/waiting`;
-    const deadline = performance.now() + ms;
     for (;;) {
       let n: number;
       try {
@@ -535,9 +538,12 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     closed,
     async stop(timeoutMs = 5000) {
       if (!stopped) {
-        if (conn >= 0 && shim.mcfs_running()) await handedOver(HANDOVER_MS);
-        stopped = true;
+        const until = performance.now() + HANDOVER_MS;
+        if (conn >= 0 && shim.mcfs_running()) await handedOver(until);
         const unmountFailed = detach();
+        // Closes by processes still in the mount (open files, a cwd) until it was detached.
+        if (conn >= 0 && shim.mcfs_running()) await handedOver(until);
+        stopped = true;
         const rc = shim.mcfs_stop(conn, timeoutMs);
         if (rc !== 0) throw new Error(`FUSE session at ${opts.mountPoint} did not stop within ${timeoutMs} ms${unmountFailed ? ` (${unmountFailed.message})` : ""}`);
         await reader.cancel().catch(() => {});
@@ -551,6 +557,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
       await afterNotes;
     },
     isMounted: () => stillMounted(opts.mountPoint, conn),
+    unmountNow: () => void detach(),
     invalidateEntry(parent, name) {
       shim.mcfs_inval_entry(parent, cstr(name));
     },
@@ -578,6 +585,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     markDirty(fh) {
       shim.mcfs_dirty_fh(fh);
     },
+    written: (fh) => shim.mcfs_fh_written(fh) !== 0,
     detach(fh) {
       shim.mcfs_clear_fh(fh);
     },

@@ -54,6 +54,8 @@ export interface VfsOptions {
   followHandle?: (fh: number, fd: number, bytes: number, whole: boolean) => void;
   /** JS changed fh's file itself: its flush must come to JS though the shim saw no write. */
   dirtyHandle?: (fh: number) => void;
+  /** The shim saw fh written since its last flush or release. */
+  handleWritten?: (fh: number) => boolean;
   /** Names the FUSE shim may answer lookups of itself: kept for prefetched records, dropped with them. */
   shimEntries?: ShimEntries;
   /** Files the FUSE shim may make itself (a sole node's): it is handed what it needs for them. */

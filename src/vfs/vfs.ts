@@ -353,7 +353,9 @@ export function createVfs(o: VfsOptions): Vfs {
     takeKernelNames: () => ctx.kernel.takeNames(),
     async closeAll() {
       for (const [fh, h] of open.all()) {
-        if (h.dirty) await ctx.commit(h).catch(() => {});
+        // Written through the shim and never released (the kernel drops the releases an unmount
+        // overtakes): published as its release would have.
+        if (h.dirty || o.handleWritten?.(fh)) await ctx.commit(h).catch(() => {});
         // Released while that commit ran: its release closed the fd.
         if (h.fd < 0) continue;
         // Once closed, the number may be another file's: the shim and every handler still running stop using it first.
