@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { spawn, spawnSync } from "bun";
 import { errCode, freePort, fuseUnavailable, MCFS, tempDir, waitFor } from "./helpers/env.ts";
 import { startRedis, type TestRedis } from "./helpers/redis.ts";
-import { forceUnmount, isMounted, startDaemon, type TestDaemon } from "./helpers/daemon.ts";
+import { forceUnmount, isMounted, startDaemon, privateRedisPid, type TestDaemon } from "./helpers/daemon.ts";
 import { getxattr, setxattr } from "./helpers/libc.ts";
 import { findMount } from "../src/fuse/mountpoint.ts";
 
@@ -268,7 +268,7 @@ describe.skipIf(!!skip)("signals", () => {
   // A stop first waits (up to a second) for the kernel to hand over its last closes, mounted still.
   test("a second signal while the stop waits on a request: the daemon exits at once (130) and leaves no mount behind", async () => {
     const d = await startDaemon({ base: temp("sigtwice"), name: "n" });
-    const redisPid = Number(/"pid":(\d+),"msg":"no --redis_url given/.exec(d.log())?.[1]);
+    const redisPid = privateRedisPid(d);
     expect(redisPid).toBeGreaterThan(0);
     let mk: ReturnType<typeof spawn> | undefined;
     cleanups.push(async () => {

@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { spawn, spawnSync } from "bun";
 import { errCode, fuseUnavailable, tempDir, waitFor } from "./helpers/env.ts";
-import { startDaemon, type TestDaemon } from "./helpers/daemon.ts";
+import { startDaemon, privateRedisPid, type TestDaemon } from "./helpers/daemon.ts";
 import { metricsPort, scrape } from "./helpers/metrics.ts";
 import { getxattr, renameat2 } from "./helpers/libc.ts";
 import { RENAME_EXCHANGE } from "../src/fuse/types.ts";
@@ -144,7 +144,7 @@ describe.skipIf(!!skip)("a sole node's shim answers missing names, creates and c
       const dir = join(f.mnt, "d");
       fs.mkdirSync(dir);
       for (let i = 0; i < 50; i++) fs.writeFileSync(join(dir, `before${i}`), `b${i}`);
-      const redisPid = Number(/"pid":(\d+),"msg":"no --redis_url given/.exec(f.log())?.[1]);
+      const redisPid = privateRedisPid(f);
       process.kill(redisPid, "SIGKILL");
       await waitFor("the private redis-server started again", () => f.log().includes("the private redis-server exited: started it again"));
       // Changes may fail while it is down (EIO); once it is back, every one succeeds. (A mkdir waits for Redis; a file the shim makes may not.)
@@ -173,7 +173,7 @@ describe.skipIf(!!skip)("a sole node's shim answers missing names, creates and c
 
   test("metrics answer while its Redis does not", async () => {
     const f = await startDaemon({ base: t!.path, name: "stalled", args: ["--metrics-port", "0"] });
-    const redisPid = Number(/"pid":(\d+),"msg":"no --redis_url given/.exec(f.log())?.[1]);
+    const redisPid = privateRedisPid(f);
     try {
       fs.writeFileSync(join(f.mnt, "x"), "x");
       process.kill(redisPid, "SIGSTOP");
@@ -430,7 +430,7 @@ describe.skipIf(!!skip)("a sole node's shim answers missing names, creates and c
       if (r.done) throw new Error(`writer ended early: ${text.slice(-200)}`);
       text += new TextDecoder().decode(r.value);
     }
-    const redisPid = Number(/"pid":(\d+),"msg":"no --redis_url given/.exec(d!.log())?.[1]);
+    const redisPid = privateRedisPid(d!);
     expect(redisPid).toBeGreaterThan(0);
     await d!.kill();
     w.kill("SIGKILL");

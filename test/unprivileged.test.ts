@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { spawn, spawnSync } from "bun";
 import { errCode, fuseUnavailable, MCFS, tempDir, waitFor } from "./helpers/env.ts";
-import { forceUnmount, isMounted, startDaemon, type TestDaemon } from "./helpers/daemon.ts";
+import { forceUnmount, isMounted, startDaemon, privateRedisPid, type TestDaemon } from "./helpers/daemon.ts";
 import { startRedis } from "./helpers/redis.ts";
 import { getxattr } from "./helpers/libc.ts";
 import { FUSE_CONF, userAllowOther } from "../src/fuse/fusermount.ts";
@@ -181,7 +181,7 @@ describe.skipIf(!!skip)("run by a user other than root (nobody)", () => {
     // (Asked as nobody: without allow_other the kernel answers root's statfs itself, never the daemon.)
     expect(shAsNobody(`stat -f ${a.mnt}`).out).toContain("Transport endpoint is not connected");
     // The killed daemon's private redis-server dies with it (pdeathsig) before the next one starts.
-    const redisPid = Number(/"pid":(\d+),"msg":"no --redis_url given/.exec(a.log())?.[1]);
+    const redisPid = privateRedisPid(a);
     await waitFor(`the killed daemon's redis-server (pid ${redisPid}) to end`, () => gone(redisPid));
     const b = await asNobody(p.base);
     expect(shAsNobody(`cat ${b.mnt}/k.txt`)).toEqual({ code: 0, out: "kept\n" });

@@ -37,6 +37,11 @@ export interface DaemonSpec {
   uid?: number;
 }
 
+/** The pid of the private redis-server a daemon started without -u (from its log; NaN when it logged none). */
+export function privateRedisPid(d: Pick<TestDaemon, "log">): number {
+  return Number(/"pid":(\d+),"msg":"no --redis_url given/.exec(d.log())?.[1]);
+}
+
 /** Start `mcfs daemon` with its own root, mount and cache dir; resolves once the mount is live. */
 export async function startDaemon(spec: DaemonSpec): Promise<TestDaemon> {
   const root = spec.root ?? join(spec.base, `${spec.name}-root`);
