@@ -178,7 +178,7 @@ export interface FuseSession {
   detach(fh: number): void;
   /** The filesystem changed fh's file itself: its next flush comes to the filesystem even if the shim served no write. */
   markDirty(fh: number): void;
-  /** Whether the shim saw fh written since its last flush or release (after a stop: a release the kernel dropped). */
+  /** Whether the shim saw fh written since its last flush or release, which it then counts as one (after a stop: a release the kernel dropped). */
   written(fh: number): boolean;
   /** Reads of fh are served by the shim from fd, of its first bytes (all of them if whole); the rest come to the filesystem. */
   follow(fh: number, fd: number, bytes: number, whole: boolean): void;
@@ -466,11 +466,12 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
   /**
    * Until the kernel has no request of this connection left unanswered, or the deadline: a close
    * returns before the kernel hands its release over (a note that publishes, on a sole node), and
-   * an unmount drops what the kernel still holds. Requests are served meanwhile.
+   * an unmount drops what the kernel still holds. Requests are served meanwhile; a session that
+   * ended (its connection gone) has nothing more to hand over.
    */
   async function handedOver(deadline: number): Promise<void> {
     const waiting = `/sys/fs/fuse/connections/${conn}/waiting`;
-    for (;;) {
+    while (conn >= 0 && shim.mcfs_running()) {
       let n: number;
       try {
         n = Number(readFileSync(waiting, "utf8"));
@@ -539,10 +540,10 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     async stop(timeoutMs = 5000) {
       if (!stopped) {
         const until = performance.now() + HANDOVER_MS;
-        if (conn >= 0 && shim.mcfs_running()) await handedOver(until);
+        await handedOver(until);
         const unmountFailed = detach();
         // Closes by processes still in the mount (open files, a cwd) until it was detached.
-        if (conn >= 0 && shim.mcfs_running()) await handedOver(until);
+        await handedOver(until);
         stopped = true;
         const rc = shim.mcfs_stop(conn, timeoutMs);
         if (rc !== 0) throw new Error(`FUSE session at ${opts.mountPoint} did not stop within ${timeoutMs} ms${unmountFailed ? ` (${unmountFailed.message})` : ""}`);
