@@ -6,6 +6,26 @@ export const HOLD_MS = 100;
 /** Store calls that neither read nor change the store: no held create needs to go before them. */
 const LOCAL: ReadonlySet<PropertyKey> = new Set<keyof MetadataStore>(["watchesHold", "onWatchesHold"]);
 
+/** What the held creates are: whether one is of ino, or in directory ino; whether one is of this name. */
+interface HeldNames {
+  inode(ino: number): boolean;
+  name(parent: number, name: string): boolean;
+}
+
+/**
+ * Reads whose answer depends on no create but those of the inodes and names they ask of: they go
+ * ahead of the held creates unless they ask of one (a task's lookup of its output's name, its reads
+ * of other nodes' files, must not send its sibling tasks' creates alone, before their data).
+ */
+const READS: Partial<Record<keyof MetadataStore, (h: HeldNames, args: unknown[]) => boolean>> = {
+  lookup: (h, [parent, name]) => h.name(parent as number, name as string),
+  get: (h, [ino]) => h.inode(ino as number),
+  recordAndHolders: (h, [ino]) => h.inode(ino as number),
+  getMany: (h, [inos]) => (inos as number[]).some((ino) => h.inode(ino)),
+  recordsAndHolders: (h, [inos]) => (inos as number[]).some((ino) => h.inode(ino)),
+  heldBy: (h, [, copies]) => (copies as { ino: number }[]).some((c) => h.inode(c.ino)),
+};
+
 /** A new file's first data, as its first publish has it. */
 export interface FirstData {
   size: number;
@@ -23,7 +43,8 @@ export interface FirstData {
  *
  * Redis applies a node's commands in the order they are sent, and every other call this node makes
  * to the store (through `store`) sends the creates held first: to the store and to every reader of
- * it, each file was made before whatever this node did next. A create sent with its data overtakes
+ * it, each file was made before whatever this node did next. A read that asks of none of them (READS)
+ * goes ahead: nobody but this node sees its answer, which they cannot change. A create sent with its data overtakes
  * the creates still held, which are of other names and other inodes. A create held HOLD_MS goes
  * alone: a file written for long is seen by the other nodes (not its size: close-to-open) meanwhile.
  */
@@ -54,11 +75,20 @@ export function createHeldCreates(raw: MetadataStore, holdMs = HOLD_MS): HeldCre
   const held = new Map<number, Held>();
   /** The held create of each name (parent/name): a second create of it sends the first one before. */
   const names = new Map<string, number>();
+  /** How many held creates each directory has. */
+  const parents = new Map<number, number>();
+  const heldNames: HeldNames = {
+    inode: (ino) => held.has(ino) || parents.has(ino),
+    name: (parent, name) => names.has(`${parent}/${name}`),
+  };
   let timer: ReturnType<typeof setTimeout> | undefined;
 
   function sendHeld(ino: number, h: Held, first?: FirstData): Promise<Created> {
     held.delete(ino);
     names.delete(`${h.parent}/${h.name}`);
+    const n = parents.get(h.parent)!;
+    if (n > 1) parents.set(h.parent, n - 1);
+    else parents.delete(h.parent);
     const init: NewInode = first
       ? { ...h.init, size: first.size, mtime: first.mtime, changed: first.ctime, version: first.version, ...(h.init.replace !== undefined ? { replace: first.path } : {}) }
       : h.init;
@@ -96,8 +126,9 @@ export function createHeldCreates(raw: MetadataStore, holdMs = HOLD_MS): HeldCre
       let g = guarded.get(prop);
       if (!g) {
         const fn = v as (...a: unknown[]) => unknown;
+        const read = READS[prop as keyof MetadataStore];
         g = (...args: unknown[]) => {
-          if (held.size) flush();
+          if (held.size && (!read || read(heldNames, args))) flush();
           return fn.apply(target, args);
         };
         guarded.set(prop, g);
@@ -115,6 +146,7 @@ export function createHeldCreates(raw: MetadataStore, holdMs = HOLD_MS): HeldCre
       const h: Held = { parent, name, init, at: performance.now(), answer: Promise.withResolvers<Created>() };
       held.set(ino, h);
       names.set(key, ino);
+      parents.set(parent, (parents.get(parent) ?? 0) + 1);
       if (!timer) arm(holdMs);
       return h.answer.promise;
     },

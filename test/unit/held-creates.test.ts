@@ -80,6 +80,37 @@ describe("held creates", () => {
     expect((await b.listDir(ROOT)).map((e) => e.name).sort()).toEqual(["x", "y", "z"]);
   });
 
+  test("a read that asks of no held create goes ahead of them; one that asks of a held file, its name or its directory sends them first", async () => {
+    const dir = await a.create(ROOT, "d", { mode: 0o40755, uid: 0, gid: 0 });
+    const other = await a.create(ROOT, "other", { mode: 0o100644, uid: 0, gid: 0, holder: "a" });
+    const first = await a.reserveInodes(11);
+    const reads: [string, (ino: number, name: string) => Promise<unknown>, boolean][] = [
+      ["lookup of another name in its directory", () => held.store.lookup(dir.ino, "sibling").catch(() => undefined), false],
+      ["lookup of another directory's name", () => held.store.lookup(ROOT, "other"), false],
+      ["record and holders of another file", () => held.store.recordAndHolders(other.ino), false],
+      ["records of other files", () => held.store.recordsAndHolders([other.ino, ROOT]), false],
+      ["record of another file", () => held.store.get(other.ino), false],
+      ["held-by of another file", () => held.store.heldBy("a", [{ ino: other.ino, version: other.version }]), false],
+      ["lookup of its name", (_, name) => held.store.lookup(dir.ino, name), true],
+      ["record of its directory", () => held.store.get(dir.ino), true],
+      ["records with its inode", (ino) => held.store.getMany([other.ino, ino]), true],
+      ["record and holders of it", (ino) => held.store.recordAndHolders(ino), true],
+      ["held-by of it", (ino) => held.store.heldBy("a", [{ ino, version: 1 }]), true],
+    ];
+    for (const [i, [what, read, sends]] of reads.entries()) {
+      const ino = first + i, name = `f${i}`;
+      const answer = held.hold(ino, dir.ino, name, file(ino, T));
+      const before = creates;
+      await read(ino, name);
+      expect([what, creates - before]).toEqual([what, sends ? 1 : 0]);
+      if (!sends) {
+        expect(await b.lookup(dir.ino, name).catch((e: unknown) => errnoOf(e))).toBe(E.ENOENT);
+        held.flush();
+      }
+      expect((await answer).ino).toBe(ino);
+    }
+  });
+
   test("a create held past its time goes alone, with no data", async () => {
     held = createHeldCreates(a, 20);
     const ino = await a.reserveInodes(1);
