@@ -33,6 +33,53 @@ describe.skipIf(!!skip)("one namespace across two nodes", () => {
     expect(fs.readFileSync(join(a.root, "ex/q"), "utf8")).toBe("p's bytes, the longer ones");
   });
 
+  // B's kernel holds p for the file A swaps away: an open by it that walked before the swap's
+  // invalidation raced the swap and opens that file. Refused, the kernel looks p up once more, and a
+  // second swap within that round trip made the retry fail too: ESTALE reached the reader.
+  test("a process on B reading two names A keeps swapping (RENAME_EXCHANGE) reads whole files, never an error", async () => {
+    fs.mkdirSync(join(a.mnt, "swap"));
+    const [p, q] = ["P".repeat(100), "Q".repeat(200)];
+    fs.writeFileSync(join(a.mnt, "swap/p"), p);
+    fs.writeFileSync(join(a.mnt, "swap/q"), q);
+    const stop = join(cluster.base, "swap-stop");
+    const reader = Bun.spawn(
+      [
+        process.execPath,
+        "-e",
+        `const fs = require("fs"); const [dir, stop, p, q] = process.argv.slice(-4); const seen = { ok: 0, errors: {} };
+        for (let i = 0; !fs.existsSync(stop) || i < 2; i++) for (const n of ["p", "q"]) {
+          try { const s = fs.readFileSync(dir + "/" + n, "utf8"); if (s === p || s === q) seen.ok++; else seen.errors.mixed = (seen.errors.mixed ?? 0) + 1; }
+          catch (e) { seen.errors[e.code] = (seen.errors[e.code] ?? 0) + 1; }
+          if (i === 0 && n === "q") console.error("reading");
+        }
+        console.log(JSON.stringify(seen));`,
+        join(b.mnt, "swap"),
+        stop,
+        p,
+        q,
+      ],
+      { stdout: "pipe", stderr: "pipe" },
+    );
+    let seen: { ok: number; errors: Record<string, number> };
+    try {
+      // Swaps only once B reads.
+      const err = reader.stderr.getReader();
+      expect(new TextDecoder().decode((await err.read()).value)).toContain("reading");
+      err.releaseLock();
+      for (let i = 0; i < 1500; i++) expect(renameat2(join(a.mnt, "swap/p"), join(a.mnt, "swap/q"), RENAME_EXCHANGE)).toBe(0);
+      fs.writeFileSync(stop, "");
+      seen = JSON.parse(await new Response(reader.stdout).text());
+      expect(await reader.exited).toBe(0);
+    } finally {
+      if (reader.exitCode === null) reader.kill();
+      await reader.exited;
+    }
+    expect(seen.errors).toEqual({});
+    expect(seen.ok).toBeGreaterThan(1000);
+    const both = [fs.readFileSync(join(b.mnt, "swap/p"), "utf8"), fs.readFileSync(join(b.mnt, "swap/q"), "utf8")].sort();
+    expect(both).toEqual([p, q]);
+  });
+
   test("names and attributes made on one node are seen on the other", () => {
     fs.mkdirSync(join(a.mnt, "d1"));
     fs.writeFileSync(join(a.mnt, "d1/f"), "12345");

@@ -442,6 +442,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         // The disk follows the changes queued for this node first: until they are made, what is made
         // here by a path these caches learn now waits (VfsContext.makingAt).
         if (invs.some((inv) => inv.todo.includes(nodeId))) void todo.drain();
+        // Opens by the names the kernel holds race the change until it returns (which waits for the ack).
+        const marks = ack && session && entries.size ? vfs.kernelRacing(entries.values(), new Set(invs.flatMap((inv) => inv.inodes))) : [];
         const learn = () => {
           for (const inv of invs) vfs.invalidate(inv);
         };
@@ -452,7 +454,14 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         // than the origin stops waiting; names, while a change of this node waits for acknowledgements
         // too, after a few ms: their invalidation waits for the directory's lock, which this node's
         // own rename there may hold meanwhile (two nodes renaming in one directory would stall each other).
-        if (ack) void Promise.race([session.flushInvalidations(), Bun.sleep(entries.size && waiting ? ACK_FLUSH_MS : ACK_SETTLE_MS)]).then(ack);
+        if (ack) {
+          const inTime = session.flushInvalidations().then(() => true);
+          void Promise.race([inTime, Bun.sleep(entries.size && waiting ? ACK_FLUSH_MS : ACK_SETTLE_MS).then(() => false)]).then((flushed) => {
+            // The kernel may still hold the names after the origin goes on: opens by them race it no more.
+            if (!flushed) vfs.kernelLate(marks);
+            ack();
+          });
+        }
       },
       (why) => {
         if (why === "reconnected") nlog.warn("invalidation channel reconnected: dropping cached metadata");

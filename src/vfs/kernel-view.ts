@@ -35,9 +35,22 @@ export interface KernelView {
    * kernel takes in just after. Opened through such a name, a create (O_TRUNC) would empty the file
    * that moved away. The open does not say which name it came by, so every name the kernel was given
    * counts, not only the last: it may hold the new one and the old one at once. Files of several
-   * names are let be.
+   * names are let be. A name that raced its change (see racing) is let be too.
    */
   sameName(r: Inode): Promise<Inode>;
+  /**
+   * Another node's change of these names and of the inodes changed was heard, and waits for this
+   * node's acknowledgement, which goes once the kernel has dropped the names. A name given before now
+   * for one of those inodes can only have reached the kernel before that drop (the reply went first,
+   * and the drop waits for the lookup or listing that takes it in), so an open by it walked its path
+   * before the change returned: it raced the change and may open the file, as if it came first (a
+   * reader of names another node swaps every few ms is not refused twice in a row, which the kernel
+   * passes on as ESTALE). A name given for an inode the change left alone had left it before (a
+   * reply that lost to that earlier change's drop): not marked. Returns the marks made, for late.
+   */
+  racing(names: Iterable<[number, string]>, changed: ReadonlySet<number>): RaceMarks;
+  /** Acknowledged before the kernel dropped the names marked: an open by them may come after their change returned, and is refused again. */
+  late(marks: RaceMarks): void;
   /** This node renamed ino from a name: the kernel moved its name itself. */
   moved(ino: number, from: { parent: number; name: string }, parent: number, name: string): void;
   /** This node removed a name of ino (unlink, or a rename over it): the kernel dropped it itself. */
@@ -70,6 +83,9 @@ export interface KernelView {
   opened(ino: number, version: number): boolean;
 }
 
+/** Names marked as raced by one change (see KernelView.racing): [inode, "parent/name"]. */
+export type RaceMarks = [number, string][];
+
 /** Stands for a version the kernel may hold attributes of, not known which: never any file's. */
 const UNKNOWN_VERSION = -1;
 
@@ -97,6 +113,8 @@ interface Told {
    * from the kernel stays.
    */
   names: Map<string, number>;
+  /** Names another node's change took while the kernel held them, with when this node heard it (on the names' count): see racing. */
+  raced?: Map<string, number>;
 }
 
 /**
@@ -111,6 +129,8 @@ export function createKernelView(o: {
   /** Make the kernel forget these names; resolves once it has (false: not in time). */
   forgetNames?: (names: [number, string][]) => Promise<boolean>;
   refused?: (ino: number) => void;
+  /** Resolves once every change another node published before it has been heard (see racing). */
+  caughtUp?: () => Promise<void>;
   keptMax?: number;
 }): KernelView {
   const max = o.keptMax ?? KEPT_MAX;
@@ -231,9 +251,12 @@ export function createKernelView(o: {
       // The number is another file's now: the names the kernel knew the old one by must lead nowhere stale.
       for (const old of had.names.keys()) if (old !== key) o.dropKernelEntry?.(...splitKey(old));
       had.names.clear();
+      had.raced = undefined;
     }
     const a = note(r);
-    told.get(r.ino)!.names.set(key, ++toldSeq);
+    const t = told.get(r.ino)!;
+    t.names.set(key, ++toldSeq);
+    t.raced?.delete(key);
     if (!toldNames.delete(key)) roomForName();
     toldNames.set(key, r.ino);
     return a;
@@ -253,16 +276,39 @@ export function createKernelView(o: {
       return attrOf(r);
     },
     async sameName(r) {
-      const names = told.get(r.ino)?.names;
+      const t = told.get(r.ino);
       const now = `${r.parent}/${r.name}`;
-      if (!names || r.nlink !== 1) return r;
-      const stale = [...names].filter(([k]) => k !== now);
+      if (!t || r.nlink !== 1) return r;
+      const names = t.names;
+      const staleNames = () => [...names].filter(([k, seq]) => k !== now && !((t.raced?.get(k) ?? 0) > seq));
+      let stale = staleNames();
       if (!stale.length) return r;
+      // r read from the store ahead of the change's message: once heard, the change may show the names raced it.
+      if (o.caughtUp) {
+        await o.caughtUp();
+        stale = staleNames();
+        if (!stale.length) return r;
+      }
       o.refused?.(r.ino);
       // Forgotten here only once the kernel has dropped them, and unless given again meanwhile (a
       // reply that may land after the drop): until then every open of r is refused.
       if (await o.forgetNames?.(stale.map(([k]) => splitKey(k)))) for (const [k, seq] of stale) if (names.get(k) === seq) names.delete(k);
       throw new FsError(E.ESTALE, `inode ${r.ino} is no longer named ${splitKey(stale[0]![0])[1]}`);
+    },
+    racing(names, changed) {
+      const marks: RaceMarks = [];
+      for (const [parent, name] of names) {
+        const key = `${parent}/${name}`;
+        const ino = toldNames.get(key);
+        const t = ino === undefined ? undefined : told.get(ino);
+        if (!t?.names.has(key) || !changed.has(ino!)) continue;
+        (t.raced ??= new Map()).set(key, ++toldSeq);
+        marks.push([ino!, key]);
+      }
+      return marks;
+    },
+    late(marks) {
+      for (const [ino, key] of marks) told.get(ino)?.raced?.delete(key);
     },
     moved(ino, from, parent, name) {
       // The kernel moved its entry itself: the new name is one it holds, to be dropped when another
@@ -275,9 +321,12 @@ export function createKernelView(o: {
       if (!names) return;
       names.delete(was);
       names.set(key, ++toldSeq);
+      told.get(ino)!.raced?.delete(was);
     },
     unnamed(ino, parent, name) {
-      told.get(ino)?.names.delete(`${parent}/${name}`);
+      const t = told.get(ino);
+      t?.names.delete(`${parent}/${name}`);
+      t?.raced?.delete(`${parent}/${name}`);
     },
     sameFile(r) {
       const t = told.get(r.ino);

@@ -15,7 +15,7 @@ import { createDirOps } from "./dir-ops.ts";
 import { createFileOps } from "./file-ops.ts";
 import { createShimKits } from "./shim-kits.ts";
 import { createInodeNumbers } from "./inode-numbers.ts";
-import { createKernelView } from "./kernel-view.ts";
+import { createKernelView, type RaceMarks } from "./kernel-view.ts";
 import { linkLocal } from "./local-files.ts";
 import { createMetaCache, type MetaMirror } from "./meta-cache.ts";
 import { checkRoom, createNamespaceOps } from "./namespace-ops.ts";
@@ -46,6 +46,10 @@ export interface Vfs extends FileSystem {
   kernelChanged(ino: number): boolean;
   /** Whether the kernel may cache the name parent/name: only those need invalidating. */
   kernelMayHaveEntry(parent: number, name: string): boolean;
+  /** Another node's change of these names, which the kernel may hold, waits for this node: see KernelView.racing (before invalidate). */
+  kernelRacing(names: Iterable<[number, string]>, changed: ReadonlySet<number>): RaceMarks;
+  /** Acknowledged before the kernel dropped the names marked: see KernelView.late. */
+  kernelLate(marks: RaceMarks): void;
   /** Every name the kernel was given (to drop them all: their files may have other numbers now), forgotten here. */
   takeKernelNames(): [number, string][];
   /** Whether ino is open for writing on this node. */
@@ -235,6 +239,7 @@ export function createVfs(o: VfsOptions): Vfs {
       ...(o.dropKernelInode ? { dropKernelInode: o.dropKernelInode } : {}),
       ...(o.forgetKernelNames ? { forgetNames: o.forgetKernelNames } : {}),
       ...(shim ? { refused: shim.dropInode } : {}),
+      caughtUp: () => store.caughtUp(),
     }),
     turns: createWriteTurns({ store, nodeId, log, changes }),
     policy,
@@ -350,6 +355,8 @@ export function createVfs(o: VfsOptions): Vfs {
     },
     kernelChanged: (ino) => ctx.kernel.changedElsewhere(ino),
     kernelMayHaveEntry: (parent, name) => ctx.kernel.mayHaveEntry(parent, name),
+    kernelRacing: (names, changed) => ctx.kernel.racing(names, changed),
+    kernelLate: (marks) => ctx.kernel.late(marks),
     takeKernelNames: () => ctx.kernel.takeNames(),
     async closeAll() {
       for (const [fh, h] of open.all()) {

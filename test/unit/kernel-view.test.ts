@@ -111,6 +111,55 @@ describe("kernel view", () => {
     expect(await v.sameName(moved)).toBe(moved);
   });
 
+  test("an open by a name another node's change took, given before this node heard the change, raced it and goes on; one given after, or not known here by that name then, or whose change was acknowledged before the kernel dropped it, is refused", async () => {
+    const forgot: [number, string][][] = [];
+    const v = createKernelView({ open: { inode: () => undefined } as unknown as OpenFiles, forgetNames: async (names) => (forgot.push(names), true) });
+    const refused = (r: Inode) => v.sameName(r).then(() => false, (e: unknown) => e instanceof FsError && e.errno === E.ESTALE);
+    const cases: { what: string; given: "before" | "after"; changed: boolean; late: boolean; refused: boolean }[] = [
+      { what: "given before the change was heard", given: "before", changed: true, late: false, refused: false },
+      { what: "given after the change was heard (a reply that lost to its invalidation)", given: "after", changed: true, late: false, refused: true },
+      { what: "given before for a file the change left alone (the name had left it before)", given: "before", changed: false, late: false, refused: true },
+      { what: "given before, its change acknowledged before the kernel dropped it", given: "before", changed: true, late: true, refused: true },
+    ];
+    for (const [i, k] of cases.entries()) {
+      const ino = 40 + i;
+      const p = `p${i}`;
+      if (k.given === "before") v.told(DIR, p, rec(ino, "g", p));
+      // Another node swaps p with q: the kernel holds p for ino; this node hears it.
+      if (k.given === "after") v.told(DIR, p, rec(ino, "g", p));
+      const marks = v.racing([[DIR, p]], new Set(k.changed ? [ino, 99] : [99]));
+      if (k.given === "after") v.told(DIR, p, rec(ino, "g", p));
+      if (k.late) v.late(marks);
+      const now = rec(ino, "g", `q${i}`);
+      v.told(DIR, `q${i}`, now);
+      expect([k.what, await refused(now)]).toEqual([k.what, k.refused]);
+    }
+    // Only refused names were dropped; the raced one stays until its change's own drop takes it.
+    expect(forgot).toEqual([[[DIR, "p1"]], [[DIR, "p2"]], [[DIR, "p3"]]]);
+  });
+
+  test("an open that read the record ahead of the change's message waits for the feed to catch up: raced, it goes on; not, it is refused", async () => {
+    let v: KernelView;
+    let hear = true;
+    let waits = 0;
+    v = createKernelView({
+      open: { inode: () => undefined } as unknown as OpenFiles,
+      forgetNames: async () => true,
+      caughtUp: async () => {
+        waits++;
+        if (hear) v.racing([[DIR, "p"]], new Set([50]));
+      },
+    });
+    v.told(DIR, "p", rec(50, "g", "p"));
+    expect((await v.sameName(rec(50, "g", "q"))).name).toBe("q");
+    expect(waits).toBe(1);
+    hear = false;
+    v.told(DIR, "p", rec(50, "g", "p"));
+    const e = await v.sameName(rec(50, "g", "q")).then(() => undefined, (x: unknown) => x);
+    expect(e instanceof FsError && e.errno).toBe(E.ESTALE);
+    expect(waits).toBe(2);
+  });
+
   test("attributes handed to the shim are not counted as told: a newer version still refreshes the kernel at open; an inode told nothing of is watched from then on", () => {
     view.told(DIR, "f21", rec(21));
     const newer = { ...rec(21), version: 8, size: 99 };

@@ -186,6 +186,9 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
       proving.unref?.();
     },
     watchesHold: () => everyoneWaits && subscriber !== undefined && performance.now() - currentAsOf < WATCH_PROOF_MS,
+    async caughtUp() {
+      if (subscriber?.isReady) await subscriber.ping().catch(() => {});
+    },
     onWatchesHold: (l) => void holdListeners.push(l),
     async takeTodo() {
       const key = keys.todo(opts.nodeId);

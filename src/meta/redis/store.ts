@@ -82,6 +82,7 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
     takeTodo: feed.takeTodo,
     todoWaiting: feed.todoWaiting,
     watchesHold: feed.watchesHold,
+    caughtUp: feed.caughtUp,
     onWatchesHold: feed.onWatchesHold,
     ...membership,
     ...createAdminScans({ client, keys, run, membership, feed }),
