@@ -49,6 +49,11 @@ const HEARTBEAT_MS = 5_000;
 const ACK_FLUSH_MS = 5;
 /** Longest it waits otherwise (no lock of its own in the way): below the 500 ms an origin waits. */
 const ACK_SETTLE_MS = 250;
+/**
+ * Opens by names another node's change took race it only while the origin surely waits: heard less
+ * than WATCH_PROOF_MS (350 ms) after it was published, of the origin's 500 ms, this leaves 50 ms for the ack.
+ */
+const RACED_MS = 100;
 /** Longest an open waits for the kernel to drop names it may still hold of a renamed file (an open holds no directory lock). */
 const FORGET_NAMES_MS = 1000;
 const NODE_TTL_MS = 15_000;
@@ -425,7 +430,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     const options = [`fsname=${cfg.fsname}`, "subtype=mcfs", "default_permissions"];
     if (allowOther) options.push("allow_other");
     await store.subscribe(
-      (invs, ack, waiting) => {
+      (invs, ack, waiting, awaited) => {
         // A file closed here whose release the shim answered is open no more: its change is not held back to a close that was.
         session?.takeNotes();
         // Each kernel invalidation once per batch: a burst of creates in one directory names it thousands of times.
@@ -442,8 +447,10 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         // The disk follows the changes queued for this node first: until they are made, what is made
         // here by a path these caches learn now waits (VfsContext.makingAt).
         if (invs.some((inv) => inv.todo.includes(nodeId))) void todo.drain();
-        // Opens by the names the kernel holds race the change until it returns (which waits for the ack).
-        const marks = ack && session && entries.size ? vfs.kernelRacing(entries.values(), new Set(invs.flatMap((inv) => inv.inodes))) : [];
+        // Opens by names the kernel holds race the changes until they return, which waits for this
+        // node's ack: when the origin counts this node, and this feed is current enough that the
+        // origin still waits (see WATCH_PROOF_MS).
+        const marks = ack && awaited && session && entries.size && store.watchesHold() ? vfs.kernelRacing(invs) : [];
         const learn = () => {
           for (const inv of invs) vfs.invalidate(inv);
         };
@@ -456,8 +463,10 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         // own rename there may hold meanwhile (two nodes renaming in one directory would stall each other).
         if (ack) {
           const inTime = session.flushInvalidations().then(() => true);
-          void Promise.race([inTime, Bun.sleep(entries.size && waiting ? ACK_FLUSH_MS : ACK_SETTLE_MS).then(() => false)]).then((flushed) => {
-            // The kernel may still hold the names after the origin goes on: opens by them race it no more.
+          const bound = entries.size && waiting ? ACK_FLUSH_MS : ACK_SETTLE_MS;
+          // The kernel may still hold the names once the origin may have gone on: opens by them race it no more.
+          if (marks.length && RACED_MS < bound) void Promise.race([inTime, Bun.sleep(RACED_MS).then(() => false)]).then((flushed) => flushed || vfs.kernelLate(marks));
+          void Promise.race([inTime, Bun.sleep(bound).then(() => false)]).then((flushed) => {
             if (!flushed) vfs.kernelLate(marks);
             ack();
           });

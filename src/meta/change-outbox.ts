@@ -11,6 +11,18 @@ const ACK_WAIT_MS = 500;
  */
 export const WATCH_PROOF_MS = ACK_WAIT_MS - 150;
 
+/** A message on the feed: changes of origin, whether it asks for acks, and the nodes its changes wait for (when they do). */
+export interface FeedMessage {
+  origin: string;
+  seq: number;
+  ack: boolean;
+  waits?: string[];
+  changes: Invalidation[];
+}
+
+/** Whether m's changes wait for node's acknowledgement before they return. */
+export const awaits = (m: FeedMessage, node: string): boolean => Array.isArray(m.waits) && m.waits.includes(node);
+
 /**
  * unresponsive: nodes a change waited for in vain, not waited for until they answer again; answering:
  * one of those answered; late watchers: watchers a new version waited for in vain (waited for again).
@@ -84,7 +96,7 @@ export function createChangeOutbox(o: ChangeOutboxOptions): ChangeOutbox {
         outboxWatchers = new Set();
         const s = ++seq;
         // origin first: a node knows its own messages by their first bytes.
-        const send = () => o.send(JSON.stringify({ origin: o.nodeId, seq: s, ack, changes: batch }));
+        const send = (waits?: string[]) => o.send(JSON.stringify({ origin: o.nodeId, seq: s, ack, ...(waits ? { waits } : {}), changes: batch } satisfies FeedMessage));
         if (!ack) {
           void send().catch(() => {});
           return settle();
@@ -123,7 +135,7 @@ export function createChangeOutbox(o: ChangeOutboxOptions): ChangeOutbox {
           awaitingAcks.set(s, { need, done: finish });
           // The wait runs from the message's arrival (it may have been sent again): a watcher trusts
           // what it heard for less than ACK_WAIT_MS after a proof begun once the message was in.
-          void send().then(() => {
+          void send(ids).then(() => {
             if (awaitingAcks.has(s)) timer = setTimeout(runOut, ACK_WAIT_MS);
           }, finish);
         });

@@ -12,7 +12,7 @@
 import { parseHolders, parseRecord } from "./redis/record-codec.ts";
 import { createdChange, createdRecord, createStamps, newVersion, type CopyOrder, type DirListing, type Holders, type Inode, type Invalidation, type MetadataStore, type NodeInfo, type NodeReport, type NodeState, type Removed, type Renamed, type ScannedInode, type TodoEntry } from "./store.ts";
 import { fsError } from "../util/errno.ts";
-import { createChangeOutbox, type SlowNodesEvent } from "./change-outbox.ts";
+import { awaits, createChangeOutbox, type FeedMessage, type SlowNodesEvent } from "./change-outbox.ts";
 import { nowNs } from "../util/time.ts";
 import { S_IFMT, S_IFDIR, S_IFREG, S_ISGID } from "../util/file-mode.ts";
 
@@ -546,10 +546,10 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
     async subscribe(onChanges) {
       subscribed = true;
       listen("inval", (msg) => {
-        const m = JSON.parse(msg) as { origin: string; seq: number; ack: boolean; changes: Invalidation[] };
+        const m = JSON.parse(msg) as FeedMessage;
         if (m.origin === nodeId) return;
         const ack = m.ack ? () => emit(`ack:${m.origin}`, `${nodeId} ${m.seq}`) : undefined;
-        onChanges(m.changes, ack, outbox.waiting());
+        onChanges(m.changes, ack, outbox.waiting(), awaits(m, nodeId));
       });
       listen(`ack:${nodeId}`, outbox.acked);
     },

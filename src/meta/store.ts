@@ -386,9 +386,11 @@ export interface ChangeFeed {
    * then be dropped. ack, when given, must be called once the changes are
    * applied (the kernel no longer has what they made stale): their origin is waiting for it. waiting:
    * a change of this node waits for acknowledgements meanwhile (its kernel may hold a directory's
-   * lock for it, which the invalidation of a name in that directory needs).
+   * lock for it, which the invalidation of a name in that directory needs). awaited: the origin's
+   * wait counts this node (not when it let an earlier wait run out, or seemed gone): the changes do
+   * not return before its ack, or ACK_WAIT_MS.
    */
-  subscribe(onChanges: (invs: Invalidation[], ack?: () => void, waiting?: boolean) => void, resync: (why: "reconnected" | "node gone") => void): Promise<void>;
+  subscribe(onChanges: (invs: Invalidation[], ack?: () => void, waiting?: boolean, awaited?: boolean) => void, resync: (why: "reconnected" | "node gone") => void): Promise<void>;
   /** Take this node's todo list (the entries are removed from the store). */
   takeTodo(): Promise<TodoEntry[]>;
   /** Whether this node's todo list holds changes not yet taken (a path read before this may be of one). */

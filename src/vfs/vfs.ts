@@ -46,8 +46,8 @@ export interface Vfs extends FileSystem {
   kernelChanged(ino: number): boolean;
   /** Whether the kernel may cache the name parent/name: only those need invalidating. */
   kernelMayHaveEntry(parent: number, name: string): boolean;
-  /** Another node's change of these names, which the kernel may hold, waits for this node: see KernelView.racing (before invalidate). */
-  kernelRacing(names: Iterable<[number, string]>, changed: ReadonlySet<number>): RaceMarks;
+  /** Other nodes' changes that wait for this node, heard now: see KernelView.racing (before invalidate). */
+  kernelRacing(invs: Invalidation[]): RaceMarks;
   /** Acknowledged before the kernel dropped the names marked: see KernelView.late. */
   kernelLate(marks: RaceMarks): void;
   /** Every name the kernel was given (to drop them all: their files may have other numbers now), forgotten here. */
@@ -355,7 +355,8 @@ export function createVfs(o: VfsOptions): Vfs {
     },
     kernelChanged: (ino) => ctx.kernel.changedElsewhere(ino),
     kernelMayHaveEntry: (parent, name) => ctx.kernel.mayHaveEntry(parent, name),
-    kernelRacing: (names, changed) => ctx.kernel.racing(names, changed),
+    // Each change's names with its own inodes: one change's name must not mark another's file.
+    kernelRacing: (invs) => invs.flatMap((inv) => ctx.kernel.racing([...inv.removed, ...inv.added.map(([dir, name]): [number, string] => [dir, name])], new Set(inv.inodes))),
     kernelLate: (marks) => ctx.kernel.late(marks),
     takeKernelNames: () => ctx.kernel.takeNames(),
     async closeAll() {

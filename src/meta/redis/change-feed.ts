@@ -6,7 +6,7 @@
 import type { RedisClient } from "../redis-connect.ts";
 import type { ChangeFeed, Invalidation, NodeState, TodoEntry } from "../store.ts";
 import type { Keys } from "./keys.ts";
-import { createChangeOutbox, WATCH_PROOF_MS, type SlowNodesEvent } from "../change-outbox.ts";
+import { awaits, createChangeOutbox, WATCH_PROOF_MS, type FeedMessage, type SlowNodesEvent } from "../change-outbox.ts";
 
 /** How often the subscriber proves its feed current (watchesHold): a few times within WATCH_PROOF_MS. */
 const PROOF_EVERY_MS = 100;
@@ -88,7 +88,8 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
         return [];
       },
     );
-  let lastLook = 0;
+  // The first tick looks at once: until then no watch holds.
+  let lastLook = -Infinity;
 
   /**
    * A message lost on its way (the connection dropped under it) is sent again: a node watching what
@@ -149,7 +150,7 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
       const own = `{"origin":${JSON.stringify(opts.nodeId)},`;
       await subscriber.subscribe(keys.inval, (msg) => {
         if (msg.startsWith(own)) return;
-        let m: { origin: string; seq: number; ack: boolean; changes: Invalidation[] };
+        let m: FeedMessage;
         try {
           m = JSON.parse(msg) as typeof m;
         } catch {
@@ -157,7 +158,7 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
         }
         if (m.origin === opts.nodeId || !Array.isArray(m.changes)) return;
         const ack = m.ack ? () => void client.publish(keys.ack(m.origin), `${opts.nodeId} ${m.seq}`).catch(() => {}) : undefined;
-        onChanges(m.changes, ack, outbox.waiting());
+        onChanges(m.changes, ack, outbox.waiting(), awaits(m, opts.nodeId));
       });
       await subscriber.subscribe(keys.ack(opts.nodeId), outbox.acked);
       // No other node to hear from: nothing to prove, and no wakeups of an idle node (a compute node's jitter).
