@@ -403,7 +403,8 @@ export interface ChangeFeed {
   watchesHold(): boolean;
   /**
    * Resolves once every change published before the call has reached onChanges (at once when not
-   * subscribed, or when that cannot be told: the feed's connection is down, its resync follows).
+   * subscribed, or when that cannot be told: the feed's connection is down, its resync follows; after
+   * a second, when Redis does not answer).
    */
   caughtUp(): Promise<void>;
   /**
