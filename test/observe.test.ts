@@ -38,7 +38,8 @@ describe.skipIf(!!skip)("metrics", () => {
 
     expect(b2("mcfs_fuse_operations_total", { op: "open" })).toBeGreaterThanOrEqual(2);
     expect(b2("mcfs_fuse_operation_duration_seconds_count", { op: "open" })).toBe(b2("mcfs_fuse_operations_total", { op: "open" }));
-    expect(b2("mcfs_redis_operations_total", { op: "recordAndHolders" })).toBeGreaterThanOrEqual(2);
+    // The first open asked Redis; the second may be answered from B's watch of the file.
+    expect(b2("mcfs_redis_operations_total", { op: "recordAndHolders" })).toBeGreaterThanOrEqual(1);
     expect(b2("mcfs_nodes", { state: "live" })).toBe(2);
     expect(() => fs.readFileSync(join(b.mnt, "no-such-file"))).toThrow();
     const b3 = await scrape(b);
