@@ -44,9 +44,10 @@ export interface FirstData {
  * Redis applies a node's commands in the order they are sent, and every other call this node makes
  * to the store (through `store`) sends the creates held first: to the store and to every reader of
  * it, each file was made before whatever this node did next. A read that asks of none of them (READS)
- * goes ahead: nobody but this node sees its answer, which they cannot change. A create sent with its data overtakes
- * the creates still held, which are of other names and other inodes. A create held HOLD_MS goes
- * alone: a file written for long is seen by the other nodes (not its size: close-to-open) meanwhile.
+ * goes ahead: nobody but this node sees its answer, which they cannot change. A create sent with its
+ * data overtakes the creates still held, which are of other names and other inodes. A create held
+ * HOLD_MS goes alone: a file written for long is seen by the other nodes (not its size:
+ * close-to-open) meanwhile.
  */
 export interface HeldCreates {
   /** The store as this node's filesystem uses it: each call but a local one sends the held creates first. */
