@@ -450,7 +450,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         // Opens by names the kernel holds race the changes until they return, which waits for this
         // node's ack: when the origin counts this node, and this feed is current enough that the
         // origin still waits (see WATCH_PROOF_MS).
-        const marks = ack && awaited && session && entries.size && store.watchesHold() ? vfs.kernelRacing(invs) : [];
+        const racedUntil = performance.now() + RACED_MS;
+        const marks = ack && awaited && session && entries.size && store.watchesHold() ? vfs.kernelRacing(invs, racedUntil) : [];
         const learn = () => {
           for (const inv of invs) vfs.invalidate(inv);
         };
@@ -464,8 +465,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         if (ack) {
           const inTime = session.flushInvalidations().then(() => true);
           const bound = entries.size && waiting ? ACK_FLUSH_MS : ACK_SETTLE_MS;
-          // The kernel may still hold the names once the origin may have gone on: opens by them race it no more.
-          if (marks.length && RACED_MS < bound) void Promise.race([inTime, Bun.sleep(RACED_MS).then(() => false)]).then((flushed) => flushed || vfs.kernelLate(marks));
+          // Dropped by the kernel while the origin surely waited: the marks stand (they lapse otherwise, by the clock).
+          if (marks.length) void inTime.then(() => performance.now() <= racedUntil && vfs.kernelSettled(marks));
           void Promise.race([inTime, Bun.sleep(bound).then(() => false)]).then((flushed) => {
             if (!flushed) vfs.kernelLate(marks);
             ack();

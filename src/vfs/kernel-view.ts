@@ -46,9 +46,13 @@ export interface KernelView {
    * before the change returned: it raced the change and may open the file, as if it came first (a
    * reader of names another node swaps every few ms is not refused twice in a row, which the kernel
    * passes on as ESTALE). A name given for an inode the change left alone had left it before (a
-   * reply that lost to that earlier change's drop): not marked. Returns the marks made, for late.
+   * reply that lost to that earlier change's drop): not marked. A mark counts until `until`
+   * (performance.now()), by the clock at each open (a stalled process must not stretch it), and from
+   * then on only if settled: the kernel dropped the names by then. Returns the marks made.
    */
-  racing(names: Iterable<[number, string]>, changed: ReadonlySet<number>): RaceMarks;
+  racing(names: Iterable<[number, string]>, changed: ReadonlySet<number>, until: number): RaceMarks;
+  /** The kernel dropped the names marked: their marks count from now on, as long as they stand. */
+  settled(marks: RaceMarks): void;
   /** Acknowledged before the kernel dropped the names marked: an open by them may come after their change returned, and is refused again. */
   late(marks: RaceMarks): void;
   /** This node renamed ino from a name: the kernel moved its name itself. */
@@ -83,8 +87,15 @@ export interface KernelView {
   opened(ino: number, version: number): boolean;
 }
 
-/** Names marked as raced by one change (see KernelView.racing): [inode, "parent/name"]. */
-export type RaceMarks = [number, string][];
+/** A name's race mark: when the change was heard (on the names' count), and until when it counts unless settled. */
+interface RaceMark {
+  seq: number;
+  until: number;
+  settled: boolean;
+}
+
+/** The marks one change made (see KernelView.racing): [inode, "parent/name", its mark]. */
+export type RaceMarks = [number, string, RaceMark][];
 
 /** Stands for a version the kernel may hold attributes of, not known which: never any file's. */
 const UNKNOWN_VERSION = -1;
@@ -114,7 +125,7 @@ interface Told {
    */
   names: Map<string, number>;
   /** Names another node's change took while the kernel held them, with when this node heard it (on the names' count): see racing. */
-  raced?: Map<string, number>;
+  raced?: Map<string, RaceMark>;
 }
 
 /**
@@ -280,7 +291,11 @@ export function createKernelView(o: {
       const now = `${r.parent}/${r.name}`;
       if (!t || r.nlink !== 1) return r;
       const names = t.names;
-      const staleNames = () => [...names].filter(([k, seq]) => k !== now && !((t.raced?.get(k) ?? 0) > seq));
+      const raced = (k: string, seq: number) => {
+        const m = t.raced?.get(k);
+        return m !== undefined && m.seq > seq && (m.settled || performance.now() <= m.until);
+      };
+      const staleNames = () => [...names].filter(([k, seq]) => k !== now && !raced(k, seq));
       let stale = staleNames();
       if (!stale.length) return r;
       // r read from the store ahead of the change's message: once heard, the change may show the names raced it.
@@ -295,20 +310,28 @@ export function createKernelView(o: {
       if (await o.forgetNames?.(stale.map(([k]) => splitKey(k)))) for (const [k, seq] of stale) if (names.get(k) === seq) names.delete(k);
       throw new FsError(E.ESTALE, `inode ${r.ino} is no longer named ${splitKey(stale[0]![0])[1]}`);
     },
-    racing(names, changed) {
+    racing(names, changed, until) {
       const marks: RaceMarks = [];
       for (const [parent, name] of names) {
         const key = `${parent}/${name}`;
         const ino = toldNames.get(key);
         const t = ino === undefined ? undefined : told.get(ino);
         if (!t?.names.has(key) || !changed.has(ino!)) continue;
-        (t.raced ??= new Map()).set(key, ++toldSeq);
-        marks.push([ino!, key]);
+        const m: RaceMark = { seq: ++toldSeq, until, settled: false };
+        (t.raced ??= new Map()).set(key, m);
+        marks.push([ino!, key, m]);
       }
       return marks;
     },
+    settled(marks) {
+      // A mark since replaced or taken back is no longer in the view: its flag changes nothing.
+      for (const [, , m] of marks) m.settled = true;
+    },
     late(marks) {
-      for (const [ino, key] of marks) told.get(ino)?.raced?.delete(key);
+      for (const [ino, key, m] of marks) {
+        const raced = told.get(ino)?.raced;
+        if (raced?.get(key) === m) raced.delete(key);
+      }
     },
     moved(ino, from, parent, name) {
       // The kernel moved its entry itself: the new name is one it holds, to be dropped when another

@@ -47,7 +47,9 @@ export interface Vfs extends FileSystem {
   /** Whether the kernel may cache the name parent/name: only those need invalidating. */
   kernelMayHaveEntry(parent: number, name: string): boolean;
   /** Other nodes' changes that wait for this node, heard now: see KernelView.racing (before invalidate). */
-  kernelRacing(invs: Invalidation[]): RaceMarks;
+  kernelRacing(invs: Invalidation[], until: number): RaceMarks;
+  /** The kernel dropped the names marked in time: see KernelView.settled. */
+  kernelSettled(marks: RaceMarks): void;
   /** Acknowledged before the kernel dropped the names marked: see KernelView.late. */
   kernelLate(marks: RaceMarks): void;
   /** Every name the kernel was given (to drop them all: their files may have other numbers now), forgotten here. */
@@ -356,7 +358,8 @@ export function createVfs(o: VfsOptions): Vfs {
     kernelChanged: (ino) => ctx.kernel.changedElsewhere(ino),
     kernelMayHaveEntry: (parent, name) => ctx.kernel.mayHaveEntry(parent, name),
     // Each change's names with its own inodes: one change's name must not mark another's file.
-    kernelRacing: (invs) => invs.flatMap((inv) => ctx.kernel.racing([...inv.removed, ...inv.added.map(([dir, name]): [number, string] => [dir, name])], new Set(inv.inodes))),
+    kernelRacing: (invs, until) => invs.flatMap((inv) => ctx.kernel.racing([...inv.removed, ...inv.added.map(([dir, name]): [number, string] => [dir, name])], new Set(inv.inodes), until)),
+    kernelSettled: (marks) => ctx.kernel.settled(marks),
     kernelLate: (marks) => ctx.kernel.late(marks),
     takeKernelNames: () => ctx.kernel.takeNames(),
     async closeAll() {

@@ -115,11 +115,15 @@ describe("kernel view", () => {
     const forgot: [number, string][][] = [];
     const v = createKernelView({ open: { inode: () => undefined } as unknown as OpenFiles, forgetNames: async (names) => (forgot.push(names), true) });
     const refused = (r: Inode) => v.sameName(r).then(() => false, (e: unknown) => e instanceof FsError && e.errno === E.ESTALE);
-    const cases: { what: string; given: "before" | "after"; changed: boolean; late: boolean; refused: boolean }[] = [
-      { what: "given before the change was heard", given: "before", changed: true, late: false, refused: false },
-      { what: "given after the change was heard (a reply that lost to its invalidation)", given: "after", changed: true, late: false, refused: true },
-      { what: "given before for a file the change left alone (the name had left it before)", given: "before", changed: false, late: false, refused: true },
-      { what: "given before, its change acknowledged before the kernel dropped it", given: "before", changed: true, late: true, refused: true },
+    const soon = () => performance.now() + 60_000;
+    const gone = () => performance.now() - 1;
+    const cases: { what: string; given: "before" | "after"; changed: boolean; late: boolean; until: () => number; settled: boolean; refused: boolean }[] = [
+      { what: "given before the change was heard", given: "before", changed: true, late: false, until: soon, settled: false, refused: false },
+      { what: "given after the change was heard (a reply that lost to its invalidation)", given: "after", changed: true, late: false, until: soon, settled: false, refused: true },
+      { what: "given before for a file the change left alone (the name had left it before)", given: "before", changed: false, late: false, until: soon, settled: false, refused: true },
+      { what: "given before, its change acknowledged before the kernel dropped it", given: "before", changed: true, late: true, until: soon, settled: false, refused: true },
+      { what: "given before, its mark's time over (the process stalled) and the kernel's drop not seen in time", given: "before", changed: true, late: false, until: gone, settled: false, refused: true },
+      { what: "given before, its mark's time over but the kernel's drop seen in time", given: "before", changed: true, late: false, until: gone, settled: true, refused: false },
     ];
     for (const [i, k] of cases.entries()) {
       const ino = 40 + i;
@@ -127,15 +131,16 @@ describe("kernel view", () => {
       if (k.given === "before") v.told(DIR, p, rec(ino, "g", p));
       // Another node swaps p with q: the kernel holds p for ino; this node hears it.
       if (k.given === "after") v.told(DIR, p, rec(ino, "g", p));
-      const marks = v.racing([[DIR, p]], new Set(k.changed ? [ino, 99] : [99]));
+      const marks = v.racing([[DIR, p]], new Set(k.changed ? [ino, 99] : [99]), k.until());
       if (k.given === "after") v.told(DIR, p, rec(ino, "g", p));
       if (k.late) v.late(marks);
+      if (k.settled) v.settled(marks);
       const now = rec(ino, "g", `q${i}`);
       v.told(DIR, `q${i}`, now);
       expect([k.what, await refused(now)]).toEqual([k.what, k.refused]);
     }
     // Only refused names were dropped; the raced one stays until its change's own drop takes it.
-    expect(forgot).toEqual([[[DIR, "p1"]], [[DIR, "p2"]], [[DIR, "p3"]]]);
+    expect(forgot).toEqual([[[DIR, "p1"]], [[DIR, "p2"]], [[DIR, "p3"]], [[DIR, "p4"]]]);
   });
 
   test("an open that read the record ahead of the change's message waits for the feed to catch up: raced, it goes on; not, it is refused", async () => {
@@ -147,7 +152,7 @@ describe("kernel view", () => {
       forgetNames: async () => true,
       caughtUp: async () => {
         waits++;
-        if (hear) v.racing([[DIR, "p"]], new Set([50]));
+        if (hear) v.racing([[DIR, "p"]], new Set([50]), performance.now() + 60_000);
       },
     });
     v.told(DIR, "p", rec(50, "g", "p"));
