@@ -1,4 +1,5 @@
 import type { Inode, Invalidation, MetadataStore } from "../meta/store.ts";
+import { E, errnoOf } from "../util/errno.ts";
 import { withNameAdded } from "./attr.ts";
 
 /**
@@ -71,11 +72,20 @@ export function createCurrentAnswers(raw: MetadataStore): CurrentAnswers {
   }
 
   const get = (ino: number) => current(() => raw.get(ino), (asked, r) => stale(asked, r.ino), caughtUp);
-  /** A change's answer: its record read again if another node's change crossed it. */
+  /**
+   * A change's answer: its record read again if another node's change crossed it. Gone by then (a
+   * later create of the name replaced the file, an unlink), the change's own answer: it was made,
+   * and what removed it since is heard like any change.
+   */
   async function changedBy<T extends Inode>(change: () => Promise<T>): Promise<T> {
     const asked = heardCount;
     const r = await change();
-    return stale(asked, r.ino) ? { ...r, ...(await get(r.ino)) } : (caughtUp(asked, r) as T);
+    if (!stale(asked, r.ino)) return caughtUp(asked, r) as T;
+    const now = await get(r.ino).catch((e: unknown) => {
+      if (errnoOf(e) === E.ENOENT) return undefined;
+      throw e;
+    });
+    return now ? { ...r, ...now } : r;
   }
   const caughtUpWith = <T extends { r: Inode }>(asked: number, got: T): T => ({ ...got, r: caughtUp(asked, got.r) });
 

@@ -118,6 +118,15 @@ describe("current answers", () => {
     expect(asks.get("get")).toBe(1);
   });
 
+  test("a create of this node's that another node's create of the same name replaced on its way: its own answer, not ENOENT (it was made, then replaced)", async () => {
+    const ino = await a.reserveInodes(1);
+    // B's create replaces A's file, and B drops its record (no links left).
+    between = async () => (await onB(async () => (await b.create(ROOT, "same", { mode: FILE, uid: 0, gid: 0, replace: "same" }), await b.purge(ino))), false);
+    const got = await a.create(ROOT, "same", { mode: FILE, uid: 0, gid: 0, ino, replace: "same" });
+    expect(got.ino).toBe(ino);
+    expect((await b.lookup(ROOT, "same")).ino).not.toBe(ino);
+  });
+
   test("a change of this node's made ahead of the store (written behind) crossing an answer: the answer is read again after it", async () => {
     const f = await a.create(ROOT, "f", { mode: FILE, uid: 0, gid: 0 });
     // The write behind: sent once the answer to the chmod asked before it is on its way back.
