@@ -50,7 +50,7 @@ export interface KernelView {
    * (performance.now()), by the clock at each open (a stalled process must not stretch it), and from
    * then on only if settled: the kernel dropped the names by then. Returns the marks made.
    */
-  racing(names: Iterable<[number, string]>, changed: ReadonlySet<number>, until: number): RaceMarks;
+  racing(names: Iterable<readonly [number, string, number?]>, changed: ReadonlySet<number>, until: number): RaceMarks;
   /** The kernel dropped the names marked: their marks count from now on, as long as they stand. */
   settled(marks: RaceMarks): void;
   /** Acknowledged before the kernel dropped the names marked: an open by them may come after their change returned, and is refused again. */

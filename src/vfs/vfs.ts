@@ -358,7 +358,7 @@ export function createVfs(o: VfsOptions): Vfs {
     kernelChanged: (ino) => ctx.kernel.changedElsewhere(ino),
     kernelMayHaveEntry: (parent, name) => ctx.kernel.mayHaveEntry(parent, name),
     // Each change's names with its own inodes: one change's name must not mark another's file.
-    kernelRacing: (invs, until) => invs.flatMap((inv) => ctx.kernel.racing([...inv.removed, ...inv.added.map(([dir, name]): [number, string] => [dir, name])], new Set(inv.inodes), until)),
+    kernelRacing: (invs, until) => invs.flatMap((inv) => ctx.kernel.racing([...inv.removed, ...inv.added], new Set(inv.inodes), until)),
     kernelSettled: (marks) => ctx.kernel.settled(marks),
     kernelLate: (marks) => ctx.kernel.late(marks),
     takeKernelNames: () => ctx.kernel.takeNames(),
