@@ -449,9 +449,10 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         if (invs.some((inv) => inv.todo.includes(nodeId))) void todo.drain();
         // Opens by names the kernel holds race the changes until they return, which waits for this
         // node's ack: when the origin counts this node, and this feed is current enough that the
-        // origin still waits (see WATCH_PROOF_MS).
+        // origin still waits (see WATCH_PROOF_MS). Otherwise the names are noted as taken.
         const racedUntil = performance.now() + RACED_MS;
-        const marks = ack && awaited && session && entries.size && store.watchesHold() ? vfs.kernelRacing(invs, racedUntil) : [];
+        const races = !!ack && awaited && store.watchesHold();
+        const marks = session && entries.size ? vfs.kernelRacing(invs, races ? racedUntil : undefined) : [];
         const learn = () => {
           for (const inv of invs) vfs.invalidate(inv);
         };

@@ -568,7 +568,6 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       if (watch) made(s.cb, ino, () => new Set()).add(nodeId);
       return { r, holders: holdersOf(ino) };
     },
-    caughtUp: async () => {},
     // In one process every message is heard in order, before anything that follows it.
     watchesHold: () => subscribed && [...s.nodes].every(([id, info]) => id === nodeId || !alive(id) || (JSON.parse(info) as NodeInfo).watches === true),
     recordsAndHolders: async (inos, watch = false) =>

@@ -402,12 +402,6 @@ export interface ChangeFeed {
    */
   watchesHold(): boolean;
   /**
-   * Resolves once every change published before the call has reached onChanges (at once when not
-   * subscribed, or when that cannot be told: the feed's connection is down, its resync follows; after
-   * a second, when Redis does not answer).
-   */
-  caughtUp(): Promise<void>;
-  /**
    * listener hears how long from now (ms) watchesHold stays true, each time the feed is shown
    * current, and 0 when it stops being so otherwise: for what answers without asking this node's
    * JavaScript (the FUSE shim). A store whose watches hold without a time bound has none.

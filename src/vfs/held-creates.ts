@@ -4,7 +4,7 @@ import type { Created, MetadataStore, NewInode } from "../meta/store.ts";
 export const HOLD_MS = 100;
 
 /** Store calls that neither read nor change the store: no held create needs to go before them. */
-const LOCAL: ReadonlySet<PropertyKey> = new Set<keyof MetadataStore>(["watchesHold", "onWatchesHold", "caughtUp"]);
+const LOCAL: ReadonlySet<PropertyKey> = new Set<keyof MetadataStore>(["watchesHold", "onWatchesHold"]);
 
 /** What the held creates are: whether one is of ino, or in directory ino; whether one is of this name. */
 interface HeldNames {

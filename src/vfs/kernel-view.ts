@@ -1,5 +1,6 @@
 import * as fs from "node:fs";
 import type { Attr } from "../fuse/types.ts";
+import { WATCH_PROOF_MS } from "../meta/change-outbox.ts";
 import type { Inode } from "../meta/store.ts";
 import { E, FsError } from "../util/errno.ts";
 import { changeTime } from "../util/time.ts";
@@ -35,7 +36,9 @@ export interface KernelView {
    * kernel takes in just after. Opened through such a name, a create (O_TRUNC) would empty the file
    * that moved away. The open does not say which name it came by, so every name the kernel was given
    * counts, not only the last: it may hold the new one and the old one at once. Files of several
-   * names are let be. A name that raced its change (see racing) is let be too.
+   * names are let be. A name that raced its change (see racing) is let be too; one no change heard
+   * here took yet waits to hear one (r was read from the store between the change's commit and its
+   * message) for at most HEAR_WAIT_MS.
    */
   sameName(r: Inode): Promise<Inode>;
   /**
@@ -48,9 +51,13 @@ export interface KernelView {
    * passes on as ESTALE). A name given for an inode the change left alone had left it before (a
    * reply that lost to that earlier change's drop): not marked. A mark counts until `until`
    * (performance.now()), by the clock at each open (a stalled process must not stretch it), and from
-   * then on only if settled: the kernel dropped the names by then. Returns the marks made.
+   * then on only if settled: the kernel dropped the names by then. until undefined: the change does
+   * not wait for this node (or its feed is not shown current); its names are noted as taken, and an
+   * open by them is refused at once. Returns the marks made.
    */
-  racing(names: Iterable<readonly [number, string, number?]>, changed: ReadonlySet<number>, until: number): RaceMarks;
+  racing(names: Iterable<readonly [number, string, number?]>, changed: ReadonlySet<number>, until: number | undefined): RaceMarks;
+  /** Another node's change of these inodes was heard, and learnt by the caches (opens waiting for it go on: see sameName). */
+  heard(inos: Iterable<number>): void;
   /** The kernel dropped the names marked: their marks count from now on, as long as they stand. */
   settled(marks: RaceMarks): void;
   /** Acknowledged before the kernel dropped the names marked: an open by them may come after their change returned, and is refused again. */
@@ -90,6 +97,7 @@ export interface KernelView {
 /** A name's race mark: when the change was heard (on the names' count), and until when it counts unless settled. */
 interface RaceMark {
   seq: number;
+  /** -Infinity: taken by a change that does not wait for this node, never counts. */
   until: number;
   settled: boolean;
 }
@@ -106,6 +114,12 @@ const splitKey = (k: string): [number, string] => {
   const slash = k.indexOf("/");
   return [Number(k.slice(0, slash)), k.slice(slash + 1)];
 };
+
+/**
+ * Longest an open by a name that no change heard here took waits to hear one: past WATCH_PROOF_MS
+ * after its publish a change marks nothing (its origin may stop waiting for this node).
+ */
+const HEAR_WAIT_MS = WATCH_PROOF_MS;
 
 /** Inodes (and names) whose state is kept; past it the oldest tenth is dropped from the kernel and forgotten. */
 const KEPT_MAX = 200_000;
@@ -140,8 +154,6 @@ export function createKernelView(o: {
   /** Make the kernel forget these names; resolves once it has (false: not in time). */
   forgetNames?: (names: [number, string][]) => Promise<boolean>;
   refused?: (ino: number) => void;
-  /** Resolves once every change another node published before it has been heard (see racing). */
-  caughtUp?: () => Promise<void>;
   keptMax?: number;
 }): KernelView {
   const max = o.keptMax ?? KEPT_MAX;
@@ -158,6 +170,24 @@ export function createKernelView(o: {
   const heldBack = new Set<number>();
   /** Data version of each inode when this node last opened it (for the kernel's page cache). */
   const openedVersion = new Map<number, number>();
+  /** Opens waiting to hear a change of an inode (see sameName). */
+  const hearing = new Map<number, Set<() => void>>();
+
+  /** Resolves once a change of ino is heard, or after ms. */
+  function hearChange(ino: number, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const waiting = hearing.get(ino) ?? new Set();
+      hearing.set(ino, waiting);
+      const done = () => {
+        clearTimeout(timer);
+        waiting.delete(done);
+        if (!waiting.size && hearing.get(ino) === waiting) hearing.delete(ino);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      waiting.add(done);
+    });
+  }
 
   /** The kernel forgets a name, and this view with it. */
   function dropName(key: string): void {
@@ -291,16 +321,18 @@ export function createKernelView(o: {
       const now = `${r.parent}/${r.name}`;
       if (!t || r.nlink !== 1) return r;
       const names = t.names;
-      const raced = (k: string, seq: number) => {
+      /** The mark of a change heard since k was given (seq) that took it. */
+      const takenSince = (k: string, seq: number) => {
         const m = t.raced?.get(k);
-        return m !== undefined && m.seq > seq && (m.settled || performance.now() <= m.until);
+        return m !== undefined && m.seq > seq ? m : undefined;
       };
-      const staleNames = () => [...names].filter(([k, seq]) => k !== now && !raced(k, seq));
+      const raced = (m: RaceMark | undefined) => m !== undefined && (m.settled || performance.now() <= m.until);
+      const staleNames = () => [...names].filter(([k, seq]) => k !== now && !raced(takenSince(k, seq)));
       let stale = staleNames();
       if (!stale.length) return r;
-      // r read from the store ahead of the change's message: once heard, the change may show the names raced it.
-      if (o.caughtUp) {
-        await o.caughtUp();
+      // r read from the store after the change's commit, ahead of its message: heard, it may show the names raced it.
+      if (stale.some(([k, seq]) => !takenSince(k, seq))) {
+        await hearChange(r.ino, HEAR_WAIT_MS);
         stale = staleNames();
         if (!stale.length) return r;
       }
@@ -317,7 +349,7 @@ export function createKernelView(o: {
         const ino = toldNames.get(key);
         const t = ino === undefined ? undefined : told.get(ino);
         if (!t?.names.has(key) || !changed.has(ino!)) continue;
-        const m: RaceMark = { seq: ++toldSeq, until, settled: false };
+        const m: RaceMark = { seq: ++toldSeq, until: until ?? -Infinity, settled: false };
         (t.raced ??= new Map()).set(key, m);
         marks.push([ino!, key, m]);
       }
@@ -325,7 +357,10 @@ export function createKernelView(o: {
     },
     settled(marks) {
       // A mark since replaced or taken back is no longer in the view: its flag changes nothing.
-      for (const [, , m] of marks) m.settled = true;
+      for (const [, , m] of marks) if (m.until > -Infinity) m.settled = true;
+    },
+    heard(inos) {
+      for (const ino of inos) for (const done of hearing.get(ino) ?? []) done();
     },
     late(marks) {
       for (const [ino, key, m] of marks) {

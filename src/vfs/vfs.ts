@@ -46,8 +46,8 @@ export interface Vfs extends FileSystem {
   kernelChanged(ino: number): boolean;
   /** Whether the kernel may cache the name parent/name: only those need invalidating. */
   kernelMayHaveEntry(parent: number, name: string): boolean;
-  /** Other nodes' changes that wait for this node, heard now: see KernelView.racing (before invalidate). */
-  kernelRacing(invs: Invalidation[], until: number): RaceMarks;
+  /** Other nodes' changes heard now (until: undefined unless they wait for this node): see KernelView.racing (before invalidate). */
+  kernelRacing(invs: Invalidation[], until: number | undefined): RaceMarks;
   /** The kernel dropped the names marked in time: see KernelView.settled. */
   kernelSettled(marks: RaceMarks): void;
   /** Acknowledged before the kernel dropped the names marked: see KernelView.late. */
@@ -241,7 +241,6 @@ export function createVfs(o: VfsOptions): Vfs {
       ...(o.dropKernelInode ? { dropKernelInode: o.dropKernelInode } : {}),
       ...(o.forgetKernelNames ? { forgetNames: o.forgetKernelNames } : {}),
       ...(shim ? { refused: shim.dropInode } : {}),
-      caughtUp: () => store.caughtUp(),
     }),
     turns: createWriteTurns({ store, nodeId, log, changes }),
     policy,
@@ -332,6 +331,7 @@ export function createVfs(o: VfsOptions): Vfs {
     invalidate(inv) {
       answers.heard(inv);
       cache.invalidate(inv);
+      ctx.kernel.heard(inv.inodes);
       changes.changed([...inv.data, ...inv.inodes]);
       for (const ino of inv.inodes) {
         if (!open.inode(ino)) continue;

@@ -143,26 +143,34 @@ describe("kernel view", () => {
     expect(forgot).toEqual([[[DIR, "p1"]], [[DIR, "p2"]], [[DIR, "p3"]], [[DIR, "p4"]]]);
   });
 
-  test("an open that read the record ahead of the change's message waits for the feed to catch up: raced, it goes on; not, it is refused", async () => {
-    let v: KernelView;
-    let hear = true;
-    let waits = 0;
-    v = createKernelView({
-      open: { inode: () => undefined } as unknown as OpenFiles,
-      forgetNames: async () => true,
-      caughtUp: async () => {
-        waits++;
-        if (hear) v.racing([[DIR, "p"]], new Set([50]), performance.now() + 60_000);
-      },
-    });
+  test("an open that read the record between the change's commit and its message waits to hear it: raced, it goes on; heard not waiting for this node, or not heard in time, it is refused", async () => {
+    const v = createKernelView({ open: { inode: () => undefined } as unknown as OpenFiles, forgetNames: async () => true });
+    const open = (ino: number) => v.sameName(rec(ino, "g", "q")).then((r) => r.name, (e: unknown) => (e instanceof FsError && e.errno === E.ESTALE ? "ESTALE" : Promise.reject(e)));
+    /** What p's answer is once the tasks and replies queued now have run. */
+    const soon = (p: Promise<string>) => Promise.race([p, new Promise<string>((r) => setImmediate(() => r("waiting")))]);
+    const hear = (ino: number, until: number | undefined) => {
+      v.racing([[DIR, "p"]], new Set([ino]), until);
+      v.heard([ino]);
+    };
     v.told(DIR, "p", rec(50, "g", "p"));
-    expect((await v.sameName(rec(50, "g", "q"))).name).toBe("q");
-    expect(waits).toBe(1);
-    hear = false;
-    v.told(DIR, "p", rec(50, "g", "p"));
-    const e = await v.sameName(rec(50, "g", "q")).then(() => undefined, (x: unknown) => x);
-    expect(e instanceof FsError && e.errno).toBe(E.ESTALE);
-    expect(waits).toBe(2);
+    let opening = open(50);
+    expect(await soon(opening)).toBe("waiting");
+    hear(50, performance.now() + 60_000);
+    expect(await opening).toBe("q");
+    v.told(DIR, "p", rec(51, "g", "p"));
+    opening = open(51);
+    expect(await soon(opening)).toBe("waiting");
+    hear(51, undefined);
+    expect(await opening).toBe("ESTALE");
+    // Never heard: refused once the wait is over.
+    v.told(DIR, "p", rec(52, "g", "p"));
+    opening = open(52);
+    expect(await soon(opening)).toBe("waiting");
+    expect(await opening).toBe("ESTALE");
+    // A change heard already that does not wait for this node: refused without waiting.
+    v.told(DIR, "p", rec(53, "g", "p"));
+    hear(53, undefined);
+    expect(await soon(open(53))).toBe("ESTALE");
   });
 
   test("attributes handed to the shim are not counted as told: a newer version still refreshes the kernel at open; an inode told nothing of is watched from then on", () => {

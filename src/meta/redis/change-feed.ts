@@ -10,8 +10,6 @@ import { awaits, createChangeOutbox, WATCH_PROOF_MS, type FeedMessage, type Slow
 
 /** How often the subscriber proves its feed current (watchesHold): a few times within WATCH_PROOF_MS. */
 const PROOF_EVERY_MS = 100;
-/** Longest caughtUp waits for the feed. */
-const CAUGHT_UP_MS = 1000;
 /** How long a change message lost on its way is sent again: past that this node's heartbeat has run out (NODE_TTL_MS), and the others have dropped what they cached (ChangeFeed.subscribe: "node gone"). */
 const PUBLISH_RETRY_MS = 30_000;
 
@@ -189,10 +187,6 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
       proving.unref?.();
     },
     watchesHold: () => everyoneWaits && subscriber !== undefined && performance.now() - currentAsOf < WATCH_PROOF_MS,
-    async caughtUp() {
-      // Bounded: a Redis that stopped answering must not hold up the open that asks.
-      if (subscriber?.isReady) await Promise.race([subscriber.ping().catch(() => {}), Bun.sleep(CAUGHT_UP_MS)]);
-    },
     onWatchesHold: (l) => void holdListeners.push(l),
     async takeTodo() {
       const key = keys.todo(opts.nodeId);

@@ -82,7 +82,6 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<Metadat
     takeTodo: feed.takeTodo,
     todoWaiting: feed.todoWaiting,
     watchesHold: feed.watchesHold,
-    caughtUp: feed.caughtUp,
     onWatchesHold: feed.onWatchesHold,
     ...membership,
     ...createAdminScans({ client, keys, run, membership, feed }),
