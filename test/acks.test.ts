@@ -95,6 +95,53 @@ describe.skipIf(!!skip)("acknowledgements of changes", () => {
     expect(took).toBeGreaterThanOrEqual(400);
   });
 
+  // A's rename stops waiting for the stopped B and returns; B's kernel still holds f for the moved
+  // file. Opens by f queued meanwhile reach B together when it runs again: the first is refused
+  // (ESTALE, f dropped from the kernel), and the others, which walked f before that drop, must be
+  // refused too, not let into the file now named g.
+  test("opens queued on a stopped node by a name another node renamed away meanwhile never reach the moved file", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "movedaway"));
+    const at = (n: TestDaemon, name: string) => join(n.mnt, "movedaway", name);
+    const rounds = 10;
+    for (let i = 0; i < rounds; i++) {
+      fs.writeFileSync(at(a, `f${i}`), `orig ${i}`);
+      expect(fs.readFileSync(at(b, `f${i}`), "utf8")).toBe(`orig ${i}`);
+    }
+    const OPEN = `const fs = require("fs"); const [how, path, data] = process.argv.slice(-3);
+      try {
+        if (how === "read") console.log(JSON.stringify({ read: fs.readFileSync(path, "utf8") }));
+        else if (how === "trunc") { const fd = fs.openSync(path, fs.constants.O_WRONLY | fs.constants.O_TRUNC); fs.writeSync(fd, data); fs.closeSync(fd); console.log("{}"); }
+        else { fs.writeFileSync(path, data); console.log("{}"); }
+      } catch (e) { console.log(JSON.stringify({ code: e.code })); }`;
+    const outcomes: Record<string, number> = {};
+    for (let i = 0; i < rounds; i++) {
+      const opens: Bun.Subprocess<"ignore", "pipe", "inherit">[] = [];
+      // Fresh in B's kernel.
+      fs.statSync(at(b, `f${i}`));
+      b.proc.kill("SIGSTOP");
+      try {
+        fs.renameSync(at(a, `f${i}`), at(a, `g${i}`));
+        fs.writeFileSync(at(a, `f${i}`), `second ${i}`);
+        for (const how of ["read", "trunc", "write"]) opens.push(Bun.spawn([process.execPath, "-e", OPEN, how, at(b, `f${i}`), `${how} ${i}`], { stdout: "pipe" }));
+        // Each blocked in its open (openat) on B.
+        await waitFor("the opens to reach B", () => opens.every((p) => fs.readFileSync(`/proc/${p.pid}/syscall`, "utf8").startsWith("257 ")));
+      } finally {
+        b.proc.kill("SIGCONT");
+      }
+      for (const p of opens) {
+        const got = JSON.parse(await new Response(p.stdout).text()) as { read?: string; code?: string };
+        expect(await p.exited).toBe(0);
+        expect(got.read).not.toBe(`orig ${i}`);
+        const k = got.code ?? "ok";
+        outcomes[k] = (outcomes[k] ?? 0) + 1;
+      }
+      for (const n of [a, b]) expect(fs.readFileSync(at(n, `g${i}`), "utf8")).toBe(`orig ${i}`);
+    }
+    // Refused, each open looked f up again and opened A's new f.
+    expect(outcomes).toEqual({ ok: 3 * rounds });
+  });
+
   /** Whether a lookup on n of a name missing from dir was answered without asking Redis (n watches dir). */
   async function answersAbsent(n: TestDaemon, dir: string, name: string): Promise<boolean> {
     const m0 = await scrape(n);

@@ -35,8 +35,10 @@ export interface KernelView {
    * can outlive its invalidation in the kernel: a reply naming it (a listing, a lookup) that the
    * kernel takes in just after. Opened through such a name, a create (O_TRUNC) would empty the file
    * that moved away. The open does not say which name it came by, so every name the kernel was given
-   * counts, not only the last: it may hold the new one and the old one at once. Files of several
-   * names are let be. A name that raced its change (see racing) is let be too; one no change heard
+   * counts, not only the last: it may hold the new one and the old one at once. Every name it was
+   * given goes with a refusal, and until it is given one again every open of r is refused: one
+   * that walked the old name before the kernel dropped it may come after (three processes opening
+   * it at once; the first refused). Files of several names are let be. A name that raced its change (see racing) is let be too; one no change heard
    * here took yet waits to hear one (r was read from the store between the change's commit and its
    * message) for at most HEAR_WAIT_MS.
    */
@@ -140,6 +142,8 @@ interface Told {
   names: Map<string, number>;
   /** Names another node's change took while the kernel held them, with when this node heard it (on the names' count): see racing. */
   raced?: Map<string, RaceMark>;
+  /** When an open of it was last refused (on the names' count), until it is given by a name since: see sameName. */
+  refused?: number;
 }
 
 /**
@@ -328,19 +332,23 @@ export function createKernelView(o: {
       };
       const raced = (m: RaceMark | undefined) => m !== undefined && (m.settled || performance.now() <= m.until);
       const staleNames = () => [...names].filter(([k, seq]) => k !== now && !raced(takenSince(k, seq)));
+      /** Not given a name since its last refusal: an open may only have walked a name dropped then. */
+      const unnamed = () => t.refused !== undefined && ![...names.values()].some((seq) => seq > t.refused!);
       let stale = staleNames();
-      if (!stale.length) return r;
+      if (!stale.length && !unnamed()) return r;
       // r read from the store after the change's commit, ahead of its message: heard, it may show the names raced it.
       if (stale.some(([k, seq]) => !takenSince(k, seq))) {
         await hearChange(r.ino, HEAR_WAIT_MS);
         stale = staleNames();
-        if (!stale.length) return r;
+        if (!stale.length && !unnamed()) return r;
       }
+      t.refused = ++toldSeq;
       o.refused?.(r.ino);
       // Forgotten here only once the kernel has dropped them, and unless given again meanwhile (a
-      // reply that may land after the drop): until then every open of r is refused.
-      if (await o.forgetNames?.(stale.map(([k]) => splitKey(k)))) for (const [k, seq] of stale) if (names.get(k) === seq) names.delete(k);
-      throw new FsError(E.ESTALE, `inode ${r.ino} is no longer named ${splitKey(stale[0]![0])[1]}`);
+      // reply that may land after the drop).
+      const dropping = [...names];
+      if (dropping.length && (await o.forgetNames?.(dropping.map(([k]) => splitKey(k))))) for (const [k, seq] of dropping) if (names.get(k) === seq) names.delete(k);
+      throw new FsError(E.ESTALE, stale[0] ? `inode ${r.ino} is no longer named ${splitKey(stale[0][0])[1]}` : `inode ${r.ino} was refused by a name it no longer has, and not looked up since`);
     },
     racing(names, changed, until) {
       const marks: RaceMarks = [];

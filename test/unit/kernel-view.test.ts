@@ -98,17 +98,25 @@ describe("kernel view", () => {
     expect(droppedNames).toEqual([[DIR, "a"]]);
   });
 
-  test("renamed elsewhere: an open through the old name is refused (ESTALE) once the kernel dropped it", async () => {
+  test("renamed elsewhere: an open through the old name is refused (ESTALE), every name of the file dropped from the kernel; opens are refused until it is given a name again (one that walked the old name may come after the drop)", async () => {
     const forgot: [number, string][][] = [];
-    const v = createKernelView({ open: { inode: () => undefined } as unknown as OpenFiles, forgetNames: async (names) => (forgot.push(names), true) });
+    let refusals = 0;
+    const v = createKernelView({ open: { inode: () => undefined } as unknown as OpenFiles, forgetNames: async (names) => (forgot.push(names), true), refused: () => refusals++ });
     v.told(DIR, "before", rec(3, "g", "before"));
     const moved = rec(3, "g", "after");
     v.told(DIR, "after", moved);
-    const e = await v.sameName(moved).then(() => undefined, (x: unknown) => x);
-    expect(e instanceof FsError && e.errno).toBe(E.ESTALE);
-    expect(forgot).toEqual([[[DIR, "before"]]]);
-    // Dropped from the kernel: the next open through the new name goes on.
-    expect(await v.sameName(moved)).toBe(moved);
+    const opened = (r: Inode) => v.sameName(r).then((x) => x.name, (e: unknown) => (e instanceof FsError && e.errno === E.ESTALE ? "ESTALE" : Promise.reject(e)));
+    expect(await opened(moved)).toBe("ESTALE");
+    expect(forgot).toEqual([[[DIR, "before"], [DIR, "after"]]]);
+    // Opens that walked a name before the drop, arriving after it.
+    expect(await opened(moved)).toBe("ESTALE");
+    expect(await opened(moved)).toBe("ESTALE");
+    expect(refusals).toBe(3);
+    expect(forgot.length).toBe(1);
+    // Looked up again (the kernel's retry): opens go on.
+    v.told(DIR, "after", moved);
+    expect(await opened(moved)).toBe("after");
+    expect(await opened(moved)).toBe("after");
   });
 
   test("an open by a name another node's change took, given before this node heard the change, raced it and goes on; one given after, or not known here by that name then, or whose change was acknowledged before the kernel dropped it, is refused", async () => {
@@ -139,8 +147,8 @@ describe("kernel view", () => {
       v.told(DIR, `q${i}`, now);
       expect([k.what, await refused(now)]).toEqual([k.what, k.refused]);
     }
-    // Only refused names were dropped; the raced one stays until its change's own drop takes it.
-    expect(forgot).toEqual([[[DIR, "p1"]], [[DIR, "p2"]], [[DIR, "p3"]], [[DIR, "p4"]]]);
+    // Only refused files' names were dropped (each file's every name); the raced one stays until its change's own drop takes it.
+    expect(forgot).toEqual([1, 2, 3, 4].map((i) => [[DIR, `p${i}`], [DIR, `q${i}`]]));
   });
 
   test("an open that read the record between the change's commit and its message waits to hear it: raced, it goes on; heard not waiting for this node, or not heard in time, it is refused", async () => {
