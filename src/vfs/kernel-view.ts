@@ -36,11 +36,11 @@ export interface KernelView {
    * kernel takes in just after. Opened through such a name, a create (O_TRUNC) would empty the file
    * that moved away. The open does not say which name it came by, so every name the kernel was given
    * counts, not only the last: it may hold the new one and the old one at once. Every name it was
-   * given goes with a refusal, and until it is given one again every open of r is refused: one
-   * that walked the old name before the kernel dropped it may come after (three processes opening
-   * it at once; the first refused). Files of several names are let be. A name that raced its change (see racing) is let be too; one no change heard
-   * here took yet waits to hear one (r was read from the store between the change's commit and its
-   * message) for at most HEAR_WAIT_MS.
+   * given goes with a refusal, and until it is given one again every open of r is refused: one that
+   * walked the old name before the kernel dropped it may come after (three processes opening it at
+   * once; the first refused). Files of several names are let be. A name that raced its change (see
+   * racing) is let be too; one that no change heard here took yet waits to hear one (r was read from
+   * the store between the change's commit and its message) for at most HEAR_WAIT_MS.
    */
   sameName(r: Inode): Promise<Inode>;
   /**
