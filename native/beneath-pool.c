@@ -3,6 +3,8 @@
  * disk for a directory or inode block that is not cached, or for a big file's blocks to be freed. JS
  * hands them to these threads and goes on serving requests; the results come back through
  * mcfs_pool_poll, JS woken by a threadsafe callback once per batch (as the FUSE queue wakes it).
+ * Sends of file ranges to a peer's socket run on threads of their own: a reader slow to take them
+ * must not hold up the opens.
  *
  * The pool lives as long as the process. JS keeps a root's descriptor open while calls beneath it are
  * queued, so that the number cannot name another directory meanwhile.
@@ -14,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/sendfile.h>
 #include <unistd.h>
 #include "beneath.h"
@@ -23,11 +27,15 @@ int mcfs_pool_open(uint32_t token, int root, const char *rel, int flags, int mod
 int mcfs_pool_unlink(uint32_t token, int root, const char *rel);
 int mcfs_pool_copy(uint32_t token, int src, int dst, double size);
 int mcfs_pool_write_out(uint32_t token, int fd, double offset, double length, int drop);
+int mcfs_pool_send(uint32_t token, int sock, const uint8_t *head, int head_len, int file, double offset, int length, int timeout_ms);
 int mcfs_pool_poll(int32_t *out, int cap);
 
 #define THREADS 4
+#define SEND_THREADS 2
 
-enum { JOB_OPEN, JOB_UNLINK, JOB_COPY, JOB_WRITE_OUT };
+enum { JOB_OPEN, JOB_UNLINK, JOB_COPY, JOB_WRITE_OUT, JOB_SEND };
+/* Queues, each with threads of its own. */
+enum { LANE_FILES, LANE_SENDS, LANES };
 
 struct job {
 	struct job *next;
@@ -36,13 +44,18 @@ struct job {
 	int op, root, flags, mode, keep;
 	off_t size, at;
 	uint32_t uid, gid;
+	/* JOB_SEND: root is the file, flags the socket (a duplicate, closed by the job), mode the timeout in ms. */
+	uint8_t head[8];
+	int head_len;
 	char *mark_name, *mark; /* point into text, after rel */
 	char text[];
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t work = PTHREAD_COND_INITIALIZER;
-static struct job *head, *tail;
+static struct lane {
+	pthread_cond_t work;
+	struct job *head, *tail;
+} lanes[LANES] = { { PTHREAD_COND_INITIALIZER, NULL, NULL }, { PTHREAD_COND_INITIALIZER, NULL, NULL } };
 /* Results not yet polled: token, result pairs. Room for every job in flight is made when it is
    submitted, so a worker never allocates and no result is ever dropped. */
 static int32_t *done;
@@ -76,9 +89,89 @@ static int write_out(int fd, off_t offset, off_t length, int drop)
 	return drop ? -posix_fadvise(fd, offset, length, POSIX_FADV_DONTNEED) : 0;
 }
 
+/* Until sock takes more bytes: 0, -ETIMEDOUT after timeout_ms, or -errno. */
+static int wait_out(int sock, int timeout_ms)
+{
+	struct pollfd p = { .fd = sock, .events = POLLOUT };
+	for (;;) {
+		int r = poll(&p, 1, timeout_ms);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		/* An error or hang-up is reported by the next send. */
+		return r == 0 ? -ETIMEDOUT : 0;
+	}
+}
+
+static int send_all(int sock, const void *buf, size_t len, int more, int timeout_ms)
+{
+	while (len) {
+		ssize_t k = send(sock, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT | (more ? MSG_MORE : 0));
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			int w = wait_out(sock, timeout_ms);
+			if (w)
+				return w;
+			continue;
+		}
+		if (k < 0)
+			return -errno;
+		buf = (const char *)buf + k;
+		len -= (size_t)k;
+	}
+	return 0;
+}
+
+/*
+ * head, then length bytes of file at offset, to sock: a frame whole whatever happens to the file, its
+ * bytes past the file's end (it was cut meanwhile) sent as zeros. How many bytes came from the file,
+ * or -errno (the frame is then cut short: the connection cannot carry another).
+ */
+static int send_range(int sock, const uint8_t *head, int head_len, int file, off_t offset, int length, int timeout_ms)
+{
+	static const char zeros[65536];
+	int rc = send_all(sock, head, (size_t)head_len, length > 0, timeout_ms);
+	if (rc)
+		return rc;
+	off_t at = offset;
+	int left = length, got = 0;
+	while (left > 0) {
+		ssize_t k = sendfile(sock, file, &at, (size_t)left);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0 && errno == EAGAIN) {
+			int w = wait_out(sock, timeout_ms);
+			if (w)
+				return w;
+			continue;
+		}
+		if (k < 0)
+			return -errno;
+		if (k == 0)
+			break;
+		left -= (int)k;
+		got += (int)k;
+	}
+	while (left > 0) {
+		int z = left < (int)sizeof zeros ? left : (int)sizeof zeros;
+		rc = send_all(sock, zeros, (size_t)z, 0, timeout_ms);
+		if (rc)
+			return rc;
+		left -= z;
+	}
+	return got;
+}
+
 static int run_job(struct job *j)
 {
 	switch (j->op) {
+	case JOB_SEND: {
+		int rc = send_range(j->flags, j->head, j->head_len, j->root, j->at, (int)j->size, j->mode);
+		close(j->flags);
+		return rc;
+	}
 	case JOB_COPY:
 		return copy_fd(j->root, j->flags, j->size);
 	case JOB_WRITE_OUT:
@@ -92,15 +185,15 @@ static int run_job(struct job *j)
 
 static void *worker(void *arg)
 {
-	(void)arg;
+	struct lane *q = arg;
 	for (;;) {
 		pthread_mutex_lock(&lock);
-		while (!head)
-			pthread_cond_wait(&work, &lock);
-		struct job *j = head;
-		head = j->next;
-		if (!head)
-			tail = NULL;
+		while (!q->head)
+			pthread_cond_wait(&q->work, &lock);
+		struct job *j = q->head;
+		q->head = j->next;
+		if (!q->head)
+			q->tail = NULL;
 		pthread_mutex_unlock(&lock);
 		int rc = run_job(j);
 		if (rc >= 0 && j->keep) {
@@ -132,9 +225,9 @@ int mcfs_pool_start(void (*wake)(void))
 	int rc = 0;
 	if (!waker) {
 		waker = wake;
-		for (int i = 0; i < THREADS && rc == 0; i++) {
+		for (int i = 0; i < THREADS + SEND_THREADS && rc == 0; i++) {
 			pthread_t t;
-			rc = -pthread_create(&t, NULL, worker, NULL);
+			rc = -pthread_create(&t, NULL, worker, &lanes[i < THREADS ? LANE_FILES : LANE_SENDS]);
 			if (rc == 0)
 				pthread_detach(t);
 		}
@@ -162,12 +255,13 @@ static int submit(struct job *j, uint32_t token, int root)
 		room = want;
 	}
 	inflight++;
-	if (tail)
-		tail->next = j;
+	struct lane *q = &lanes[j->op == JOB_SEND ? LANE_SENDS : LANE_FILES];
+	if (q->tail)
+		q->tail->next = j;
 	else
-		head = j;
-	tail = j;
-	pthread_cond_signal(&work);
+		q->head = j;
+	q->tail = j;
+	pthread_cond_signal(&q->work);
 	pthread_mutex_unlock(&lock);
 	return 0;
 }
@@ -243,6 +337,37 @@ int mcfs_pool_write_out(uint32_t token, int fd, double offset, double length, in
 	j->at = (off_t)offset;
 	j->size = (off_t)length;
 	return submit(j, token, fd);
+}
+
+/*
+ * Queue a send of head (up to 8 bytes), then length bytes of file at offset, to sock (send_range); sock
+ * is duplicated here, file stays open until the result comes with token. Waits for the socket at most
+ * timeout_ms at a time. 0 or -errno.
+ */
+int mcfs_pool_send(uint32_t token, int sock, const uint8_t *head, int head_len, int file, double offset, int length, int timeout_ms)
+{
+	if (head_len < 0 || head_len > 8 || offset < 0 || length < 0)
+		return -EINVAL;
+	struct job *j = new_job(JOB_SEND, "");
+	if (!j)
+		return -ENOMEM;
+	/* Its own: the connection may be closed by JS while the send runs, and the number given to another file. */
+	int dup = fcntl(sock, F_DUPFD_CLOEXEC, 0);
+	if (dup < 0) {
+		int e = errno;
+		free(j);
+		return -e;
+	}
+	memcpy(j->head, head, (size_t)head_len);
+	j->head_len = head_len;
+	j->flags = dup;
+	j->at = (off_t)offset;
+	j->size = length;
+	j->mode = timeout_ms;
+	int rc = submit(j, token, file);
+	if (rc < 0)
+		close(dup);
+	return rc;
 }
 
 /* Move up to cap results (token, result pairs) into out. Returns how many pairs. */

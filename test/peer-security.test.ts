@@ -183,6 +183,7 @@ function bulkExchange(port: number, bytes: Buffer, untilClose = false, piece = b
     s.on("data", (chunk: Buffer) => {
       for (const p of read(chunk).parts) {
         if ("data" in p) data.push(p.data);
+        else if ("frame" in p) continue;
         else if ("end" in p) out.end = true;
         else if ("errno" in p) out.errno = p.errno;
         else out.foreign = true;
@@ -208,6 +209,10 @@ describe.skipIf(!!skip)("the bulk lane on the peer port", () => {
   test("a member gets the file's bytes, whole or a range; no secret or a wrong one gets EACCES and a closed connection, nothing read", async () => {
     expect(await ask({})).toEqual({ data: bytes, end: true, closed: false });
     expect(await ask({ offset: 1000, length: 5000 })).toEqual({ data: bytes.subarray(1000, 6000), end: true, closed: false });
+    // A reader that holds each frame until the next head is sent the file by the kernel (all but the range, under 256 KiB).
+    expect(await ask({ held: true })).toEqual({ data: bytes, end: true, closed: false });
+    expect(await ask({ held: true, offset: 1000 })).toEqual({ data: bytes.subarray(1000), end: true, closed: false });
+    expect(await ask({ held: true, offset: 1000, length: 5000 })).toEqual({ data: bytes.subarray(1000, 6000), end: true, closed: false });
     // A request arriving a few bytes at a time is answered the same.
     expect(await bulkExchange(a.port, encodeRequest({ secret: SECRET, ...file, offset: 0, length: 0 }), false, 3)).toEqual({ data: bytes, end: true, closed: false });
     for (const secret of [undefined, "wrong-secret-wrong-secret-0123", SECRET + "x"]) {
@@ -219,11 +224,13 @@ describe.skipIf(!!skip)("the bulk lane on the peer port", () => {
 
   test("what a member may not read over gRPC it may not read here: paths out of the root or into mcfs's state, a version not held", async () => {
     for (const path of ["/../../../etc/passwd", "/.mcfs/node-id", "relative/held.bin"]) {
-      const r = await ask({ path });
+      const r = await ask({ path, held: true });
       expect({ path, errno: r.errno, data: r.data.length }).toEqual({ path, errno: E.EACCES, data: 0 });
     }
-    const r = await ask({ version: file.version + 1 });
-    expect({ errno: r.errno, data: r.data.length }).toEqual({ errno: E.ESTALE, data: 0 });
+    for (const held of [false, true]) {
+      const r = await ask({ version: file.version + 1, held });
+      expect({ errno: r.errno, data: r.data.length }).toEqual({ errno: E.ESTALE, data: 0 });
+    }
   });
 
   test("bytes of neither protocol, a header over the limit or one that is not a request close the connection; the node serves on", async () => {

@@ -26,6 +26,7 @@ const symbols = {
   mcfs_pool_unlink: { args: [u32, i32, P], returns: i32 },
   mcfs_pool_copy: { args: [u32, i32, i32, f64], returns: i32 },
   mcfs_pool_write_out: { args: [u32, i32, f64, f64, i32], returns: i32 },
+  mcfs_pool_send: { args: [u32, i32, P, i32, i32, f64, i32, i32], returns: i32 },
   mcfs_pool_poll: { args: [P, i32], returns: i32 },
 } as const;
 

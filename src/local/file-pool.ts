@@ -30,6 +30,14 @@ export interface FilePool {
    * opened is reported too), then dropped from the page cache if drop; fd stays open until then. 0 or -errno.
    */
   writeOut(fd: number, offset: number, length: number, drop: boolean): Promise<number>;
+  /**
+   * head (at most 8 bytes), then length bytes of file at offset, to socket sock, by the kernel
+   * (sendfile), on threads of their own; sock is duplicated first (closed by JS meanwhile, its number
+   * reused, the bytes still go to the same connection), file stays open until then. Bytes the file no
+   * longer has (cut meanwhile) go as zeros: the frame is whole. How many came from the file, or -errno
+   * (the connection is left cut short); -ETIMEDOUT if the socket took nothing for timeoutMs.
+   */
+  send(sock: number, head: Uint8Array, file: number, offset: number, length: number, timeoutMs: number): Promise<number>;
 }
 
 let pool: FilePool | undefined;
@@ -73,6 +81,7 @@ function createFilePool(): FilePool {
     unlink: (rootFd, rel) => run((token) => lib.mcfs_pool_unlink(token, rootFd, cstr(rel))),
     copy: (src, dst, size) => run((token) => lib.mcfs_pool_copy(token, src, dst, size)),
     writeOut: (fd, offset, length, drop) => run((token) => lib.mcfs_pool_write_out(token, fd, offset, length, drop ? 1 : 0)),
+    send: (sock, head, file, offset, length, timeoutMs) => run((token) => lib.mcfs_pool_send(token, sock, head, head.length, file, offset, length, timeoutMs)),
   };
 }
 

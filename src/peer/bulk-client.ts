@@ -139,9 +139,18 @@ export function createBulkClient(o: BulkClientOptions): BulkClient {
     signal?.addEventListener("abort", onAbort);
     let done = false;
     let any = false;
+    /** The bytes of the frame under way: they count once the next head comes (BulkRequest.held). */
+    let held: Buffer[] = [];
     try {
-      s.write(encodeRequest({ ...(o.secret === undefined ? {} : { secret: o.secret }), ino: f.ino, version: f.version, path: f.path, offset, length }));
+      s.write(encodeRequest({ ...(o.secret === undefined ? {} : { secret: o.secret }), ino: f.ino, version: f.version, path: f.path, offset, length, held: true }));
       let at = offset;
+      const confirmed = () => {
+        const data = held;
+        held = [];
+        const piece = { offset: at, data };
+        for (const d of data) at += d.length;
+        return piece;
+      };
       for (;;) {
         const p = parts.shift();
         if (!p) {
@@ -159,10 +168,11 @@ export function createBulkClient(o: BulkClientOptions): BulkClient {
         }
         if ("foreign" in p) throw new BulkUnsupported(E.EIO, `${address} answered with something other than a bulk answer`);
         any = true;
-        if ("data" in p) {
-          yield { offset: at, data: [p.data] };
-          at += p.data.length;
+        if ("data" in p) held.push(p.data);
+        else if ("frame" in p) {
+          if (held.length) yield confirmed();
         } else if ("end" in p) {
+          if (held.length) yield confirmed();
           done = true;
           errno = 0;
           return;

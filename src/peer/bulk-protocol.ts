@@ -8,6 +8,11 @@
  * for bytes of a file), then frames of an i32 LE n: n > 0, n bytes of the file follow (consecutive
  * from the offset asked for); 0, the end; n < 0, the read failed with errno -n, the end. Requests on
  * one connection go one after another, each once the one before has ended.
+ *
+ * A frame's bytes count once the head after it has come (held): a holder may send them straight from
+ * the file by the kernel and check only then that no write changed them meanwhile, a failure's head
+ * then taking them back. A reader that asks with held takes them so; a holder sends by the kernel
+ * only to such a reader.
  */
 
 export const MAGIC = Buffer.from("MCFB");
@@ -25,6 +30,8 @@ export interface BulkRequest {
   offset: number;
   /** 0: to the end. */
   length: number;
+  /** The reader takes a frame's bytes only once the next head has come (see above). */
+  held?: boolean;
 }
 
 export function encodeRequest(r: BulkRequest): Buffer {
@@ -52,7 +59,7 @@ export function parseRequest(b: Buffer): Parsed {
   }
   const r = v as Partial<BulkRequest>;
   const count = (x: unknown) => typeof x === "number" && Number.isSafeInteger(x) && x >= 0;
-  if (typeof v !== "object" || v === null || !count(r.ino) || !count(r.version) || !count(r.offset) || !count(r.length) || typeof r.path !== "string" || (r.secret !== undefined && typeof r.secret !== "string")) {
+  if (typeof v !== "object" || v === null || !count(r.ino) || !count(r.version) || !count(r.offset) || !count(r.length) || typeof r.path !== "string" || (r.secret !== undefined && typeof r.secret !== "string") || (r.held !== undefined && typeof r.held !== "boolean")) {
     return { refused: "a request header without ino, version, path, offset and length" };
   }
   return { request: r as BulkRequest, used: 8 + n };
@@ -65,8 +72,8 @@ export function frameHead(n: number): Buffer {
   return b;
 }
 
-/** An answer read off a connection in whatever pieces it arrives: data, then the end or an errno; foreign: it is no bulk answer. */
-export type AnswerPart = { data: Buffer } | { end: true } | { errno: number } | { foreign: true };
+/** An answer read off a connection in whatever pieces it arrives: frames of data (each begun by frame), then the end or an errno; foreign: it is no bulk answer. */
+export type AnswerPart = { frame: true } | { data: Buffer } | { end: true } | { errno: number } | { foreign: true };
 
 /** Takes the bytes of one answer as they arrive; returns what they complete, and the bytes past the answer's end (the connection's next answer: none expected). */
 export function createAnswerReader(): (chunk: Buffer) => { parts: AnswerPart[]; rest?: Buffer } {
@@ -91,8 +98,10 @@ export function createAnswerReader(): (chunk: Buffer) => { parts: AnswerPart[]; 
       if (head.length < 4) break;
       const n = head.readInt32LE(0);
       head = Buffer.alloc(0);
-      if (n > 0) left = n;
-      else {
+      if (n > 0) {
+        left = n;
+        parts.push({ frame: true });
+      } else {
         parts.push(n === 0 ? { end: true } : { errno: -n });
         return at < chunk.length ? { parts, rest: chunk.subarray(at) } : { parts };
       }

@@ -5,6 +5,22 @@ import { E } from "../util/errno.ts";
 import { fromConnectError } from "./errors.ts";
 import { frameHead, HEADER_MAX, MAGIC, parseRequest } from "./bulk-protocol.ts";
 import { sameSecret, WRONG_SECRET } from "./peer-gate.ts";
+import type { OpenedFile } from "./peer-service.ts";
+
+/** Bytes a frame sent by the kernel carries: the reader holds one frame's bytes until the next head. */
+const SENT_FRAME = 1 << 20;
+/** Answers of fewer bytes go through JS: in one write with their end, where the kernel's would take two turns. */
+const SENT_MIN = 256 << 10;
+
+/** Sends straight from the file by the kernel (sendfile), to readers that hold each frame until the next head. */
+export interface KernelSends {
+  /** PeerService.openFile. */
+  openFile(r: ReadRequest): Promise<OpenedFile | undefined>;
+  /** FilePool.send. */
+  send(sock: number, head: Uint8Array, file: number, offset: number, length: number, timeoutMs: number): Promise<number>;
+  /** The connection's idle timeout: re-armed after each send (the kernel's sends are unseen by the socket), and the longest one waits. */
+  idleMs: number;
+}
 
 export interface BulkServeOptions {
   /** Cluster secret every request must carry; undefined with --insecure (the lane is never served with TLS). */
@@ -16,6 +32,13 @@ export interface BulkServeOptions {
   refused(why: string): void;
   /** A request answered: its errno (0: whole) and time. */
   observe?(errno: number, seconds: number): void;
+  kernel?: KernelSends;
+}
+
+/** The descriptor under a Bun socket, where Bun shows it (its handle's fd); else undefined. */
+function socketFd(s: Socket): number | undefined {
+  const fd = (s as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  return typeof fd === "number" && fd >= 0 ? fd : undefined;
 }
 
 /** Until the socket can take more, or is gone. */
@@ -43,7 +66,49 @@ export function serveBulk(socket: Socket, first: Buffer, o: BulkServeOptions): v
   let need = 8;
   let busy = false;
 
-  async function answer(r: ReadRequest): Promise<void> {
+  /**
+   * f's bytes asked for by r, sent by the kernel to sock, each frame checked once it went: a failure's
+   * head takes it back. Nothing thrown: the errno sent (0: whole); a send cut short closes the connection.
+   */
+  async function sendByKernel(k: KernelSends, f: OpenedFile, sock: number, from: number, end: number): Promise<number> {
+    let first = true;
+    const head = (n: number) => {
+      const h = Buffer.allocUnsafe(first ? 8 : 4);
+      if (first) MAGIC.copy(h, 0);
+      h.writeInt32LE(n, first ? 4 : 0);
+      first = false;
+      return h;
+    };
+    const sent = async (n: number, at = 0, length = 0) => {
+      const rc = await k.send(sock, head(n), f.fd, at, length, k.idleMs);
+      if (rc < 0) socket.destroy();
+      else socket.setTimeout(k.idleMs);
+      return rc;
+    };
+    try {
+      // Bytes JS has not handed the kernel yet go first (an earlier answer's end).
+      if (socket.writableLength > 0) await drained(socket);
+      for (let off = from; off < end; ) {
+        if (socket.destroyed) return E.EIO;
+        const n = Math.min(SENT_FRAME, end - off);
+        const rc = await sent(n, off, n);
+        if (rc < 0) return -rc;
+        const errno = !f.intact() ? E.ESTALE : rc < n ? E.EIO : 0;
+        if (errno) {
+          const back = await sent(-errno);
+          return back < 0 ? -back : errno;
+        }
+        f.served(n);
+        off += n;
+      }
+      const rc = await sent(0);
+      return rc < 0 ? -rc : 0;
+    } finally {
+      f.close();
+    }
+  }
+
+  async function answer(r: ReadRequest, holds: boolean): Promise<void> {
     const t0 = performance.now();
     let errno = 0;
     // The magic goes with the first frame, each frame's head with its bytes: one write each (small writes cost a segment apiece).
@@ -60,6 +125,17 @@ export function serveBulk(socket: Socket, first: Buffer, o: BulkServeOptions): v
     // Each frame is written once the next chunk is read, the last one with the end: a small file goes in one write.
     let held: Uint8Array | undefined;
     try {
+      const sock = holds && o.kernel ? socketFd(socket) : undefined;
+      const f = sock !== undefined ? await o.kernel!.openFile(r) : undefined;
+      if (f) {
+        const from = Number(r.offset);
+        const end = r.length ? Math.min(f.size, from + Number(r.length)) : f.size;
+        if (end - from >= SENT_MIN) {
+          errno = await sendByKernel(o.kernel!, f, sock!, from, end);
+          return;
+        }
+        f.close();
+      }
       for await (const ch of o.readFile(r)) {
         if (socket.destroyed) return;
         const n = ch.data.length;
@@ -105,7 +181,7 @@ export function serveBulk(socket: Socket, first: Buffer, o: BulkServeOptions): v
     o.proven();
     busy = true;
     const r = p.request;
-    void answer(create(ReadRequestSchema, { path: r.path, ino: BigInt(r.ino), version: BigInt(r.version), offset: BigInt(r.offset), length: BigInt(r.length) })).finally(() => {
+    void answer(create(ReadRequestSchema, { path: r.path, ino: BigInt(r.ino), version: BigInt(r.version), offset: BigInt(r.offset), length: BigInt(r.length) }), r.held === true).finally(() => {
       busy = false;
       next();
     });

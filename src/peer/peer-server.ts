@@ -13,6 +13,7 @@ import { createPeerService, type PeerServiceOptions } from "./peer-service.ts";
 import { framedCalls, serveFramed } from "./file-frames.ts";
 import { H2_PREFACE, MAGIC } from "./bulk-protocol.ts";
 import { serveBulk } from "./bulk-server.ts";
+import { filePool } from "../local/file-pool.ts";
 
 /**
  * Largest request message a peer may send. The largest real one is a readFiles batch of up to 512
@@ -71,7 +72,7 @@ export interface PeerServer {
 
 /** The peer service on the network: members only (see peer-gate.ts), bounded, errors with their errno. */
 export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer> {
-  const { impl, readFile, readFiles } = createPeerService(o);
+  const { impl, readFile, readFiles, openFile } = createPeerService(o);
   const framed = framedCalls({ readFile, readFiles });
 
   const handler = connectNodeAdapter({
@@ -131,6 +132,7 @@ export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer>
             serveBulk(socket, head, {
               ...(o.secret === undefined ? {} : { secret: o.secret }),
               readFile,
+              kernel: { openFile, send: filePool().send, idleMs: LIMITS.idleMs },
               proven: () => connections.proven(socket.remoteAddress, socket.remotePort),
               refused: (why) => warnRefused(remote, why),
               ...(o.observeBulk ? { observe: o.observeBulk } : {}),

@@ -47,6 +47,25 @@ export interface PeerService {
   impl: ServiceImpl<typeof Peer>;
   readFile(r: ReadRequest): AsyncGenerator<{ offset: bigint; data: Uint8Array }>;
   readFiles(r: ReadFilesRequest): AsyncGenerator<{ pieces: PieceOut[] }>;
+  /**
+   * The file ReadFile would read r's bytes from, with its checks, for a transport that sends them by
+   * the kernel: undefined when its bytes are not those of a plain file (one served at a writer's
+   * live size). Each range sent must be followed by intact() before it is let count: the bytes went
+   * out before it was asked.
+   */
+  openFile(r: ReadRequest): Promise<OpenedFile | undefined>;
+}
+
+/** See PeerService.openFile. */
+export interface OpenedFile {
+  fd: number;
+  /** Its size when opened: what a read to its end sends. */
+  size: number;
+  /** Whether no write here may have changed the bytes since it was opened. */
+  intact(): boolean;
+  /** n bytes of it were sent (for the metrics). */
+  served(n: number): void;
+  close(): void;
 }
 
 /**
@@ -290,5 +309,23 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
     readFile: (r) => readFile(r),
     readFiles: (r) => readFiles(r),
   };
-  return { impl, readFile, readFiles };
+  async function openFile(r: ReadRequest): Promise<OpenedFile | undefined> {
+    if (r.length || r.offset) o.retired?.rangeRead(Number(r.ino));
+    const c = await guarded(() => openForRead(r))();
+    if (c.size !== undefined) {
+      closeCopy(c);
+      return undefined;
+    }
+    const fd = c.data.fd;
+    let size: number;
+    try {
+      size = fs.fstatSync(fd).size;
+    } catch (e) {
+      closeCopy(c);
+      throw e;
+    }
+    return { fd, size, intact: c.intact, served: (n) => o.onServed?.(n), close: () => fs.closeSync(fd) };
+  }
+
+  return { impl, readFile, readFiles, openFile };
 }

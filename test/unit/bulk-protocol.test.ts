@@ -47,7 +47,7 @@ describe("bulk lane protocol", () => {
       expect(parts.at(-1)).toEqual({ end: true });
     }
     const read = createAnswerReader();
-    expect(read(Buffer.concat([Buffer.from("MCFB"), frameHead(2), Buffer.from("ab"), frameHead(-116), Buffer.from("z")]))).toEqual({ parts: [{ data: Buffer.from("ab") }, { errno: 116 }], rest: Buffer.from("z") });
+    expect(read(Buffer.concat([Buffer.from("MCFB"), frameHead(2), Buffer.from("ab"), frameHead(-116), Buffer.from("z")]))).toEqual({ parts: [{ frame: true }, { data: Buffer.from("ab") }, { errno: 116 }], rest: Buffer.from("z") });
     // What an HTTP/2 server sends first (a SETTINGS frame) is never taken for bytes.
     expect(createAnswerReader()(Buffer.from([0, 0, 6, 4, 0, 0, 0, 0, 0]))).toEqual({ parts: [{ foreign: true }] });
     const split = createAnswerReader();
