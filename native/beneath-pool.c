@@ -3,8 +3,8 @@
  * disk for a directory or inode block that is not cached, or for a big file's blocks to be freed. JS
  * hands them to these threads and goes on serving requests; the results come back through
  * mcfs_pool_poll, JS woken by a threadsafe callback once per batch (as the FUSE queue wakes it).
- * Sends of file ranges to a peer's socket run on threads of their own: a reader slow to take them
- * must not hold up the opens.
+ * Sends of file ranges to a peer's socket, and receives of them, run on threads of their own: a peer
+ * slow to take or give them must not hold up the opens.
  *
  * The pool lives as long as the process. JS keeps a root's descriptor open while calls beneath it are
  * queued, so that the number cannot name another directory meanwhile.
@@ -18,24 +18,35 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
 #include <sys/sendfile.h>
 #include <unistd.h>
 #include "beneath.h"
 
-int mcfs_pool_start(void (*wake)(void));
+int mcfs_pool_start(void (*wake)(void), int send_threads, int receive_threads);
 int mcfs_pool_open(uint32_t token, int root, const char *rel, int flags, int mode, int keep, uint32_t uid, uint32_t gid, const char *mark_name, const char *mark);
 int mcfs_pool_unlink(uint32_t token, int root, const char *rel);
 int mcfs_pool_copy(uint32_t token, int src, int dst, double size);
 int mcfs_pool_write_out(uint32_t token, int fd, double offset, double length, int drop);
 int mcfs_pool_send(uint32_t token, int sock, const uint8_t *head, int head_len, int file, double offset, int length, int timeout_ms);
+int mcfs_pool_dial(uint32_t token, const char *host, int port, const uint8_t *request, int request_len, int timeout_ms);
+int mcfs_pool_receive(uint32_t token, int sock, int first, int file, double offset, int max, int timeout_ms);
 int mcfs_pool_poll(int32_t *out, int cap);
 
 #define THREADS 4
-#define SEND_THREADS 2
 
-enum { JOB_OPEN, JOB_UNLINK, JOB_COPY, JOB_WRITE_OUT, JOB_SEND };
-/* Queues, each with threads of its own. */
-enum { LANE_FILES, LANE_SENDS, LANES };
+enum { JOB_OPEN, JOB_UNLINK, JOB_COPY, JOB_WRITE_OUT, JOB_SEND, JOB_DIAL, JOB_RECEIVE };
+/*
+ * Queues, each with threads of its own. A send or receive may wait long on its peer: JS keeps no more
+ * of them under way than each lane has threads (FilePool.stream), so none waits behind another: two
+ * nodes streaming to each other both ways never wait on each other's queues.
+ */
+enum { LANE_FILES, LANE_SENDS, LANE_RECEIVES, LANES };
+/* What a receive found (its extra result): see mcfs_pool_receive. */
+enum { GOT_DATA, GOT_END, GOT_FAILURE, GOT_FOREIGN, GOT_WRITE_ERROR };
 
 struct job {
 	struct job *next;
@@ -44,9 +55,15 @@ struct job {
 	int op, root, flags, mode, keep;
 	off_t size, at;
 	uint32_t uid, gid;
-	/* JOB_SEND: root is the file, flags the socket (a duplicate, closed by the job), mode the timeout in ms. */
+	/* JOB_SEND: root is the file, flags the socket (a duplicate, closed by the job), mode the timeout in ms.
+	   JOB_RECEIVE: the same, keep whether the answer's magic comes first, size the most bytes taken.
+	   JOB_DIAL: text is the host, then the request (head_len bytes); flags the port. */
 	uint8_t head[8];
 	int head_len;
+	/* JOB_DIAL: the request, in text after the host. */
+	uint8_t *head_data;
+	/* A second result, for JS with the first. */
+	int32_t extra;
 	char *mark_name, *mark; /* point into text, after rel */
 	char text[];
 };
@@ -55,8 +72,8 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct lane {
 	pthread_cond_t work;
 	struct job *head, *tail;
-} lanes[LANES] = { { PTHREAD_COND_INITIALIZER, NULL, NULL }, { PTHREAD_COND_INITIALIZER, NULL, NULL } };
-/* Results not yet polled: token, result pairs. Room for every job in flight is made when it is
+} lanes[LANES] = { { PTHREAD_COND_INITIALIZER, NULL, NULL }, { PTHREAD_COND_INITIALIZER, NULL, NULL }, { PTHREAD_COND_INITIALIZER, NULL, NULL } };
+/* Results not yet polled: token, result, extra triples. Room for every job in flight is made when it is
    submitted, so a worker never allocates and no result is ever dropped. */
 static int32_t *done;
 static size_t ndone, inflight, room;
@@ -102,6 +119,51 @@ static int wait_out(int sock, int timeout_ms)
 		/* An error or hang-up is reported by the next send. */
 		return r == 0 ? -ETIMEDOUT : 0;
 	}
+}
+
+/* Until sock has bytes (or its end): 0, -ETIMEDOUT after timeout_ms, or -errno. */
+static int wait_in(int sock, int timeout_ms)
+{
+	struct pollfd p = { .fd = sock, .events = POLLIN };
+	for (;;) {
+		int r = poll(&p, 1, timeout_ms);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		return r == 0 ? -ETIMEDOUT : 0;
+	}
+}
+
+/* Up to len bytes (at least one) into buf: how many, or -errno; -ECONNRESET at the connection's end. */
+static ssize_t recv_some(int sock, void *buf, size_t len, int timeout_ms)
+{
+	for (;;) {
+		ssize_t k = recv(sock, buf, len, MSG_DONTWAIT);
+		if (k > 0)
+			return k;
+		if (k == 0)
+			return -ECONNRESET;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return -errno;
+		int w = wait_in(sock, timeout_ms);
+		if (w)
+			return w;
+	}
+}
+
+static int recv_all(int sock, void *buf, size_t len, int timeout_ms)
+{
+	while (len) {
+		ssize_t k = recv_some(sock, buf, len, timeout_ms);
+		if (k < 0)
+			return (int)k;
+		buf = (char *)buf + k;
+		len -= (size_t)k;
+	}
+	return 0;
 }
 
 static int send_all(int sock, const void *buf, size_t len, int more, int timeout_ms)
@@ -164,9 +226,116 @@ static int send_range(int sock, const uint8_t *head, int head_len, int file, off
 	return got;
 }
 
+/* A connection to host:port that has sent request: its descriptor (non-blocking), or -errno. */
+static int dial(const char *host, int port, const uint8_t *request, int request_len, int timeout_ms)
+{
+	char service[16];
+	snprintf(service, sizeof service, "%d", port);
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *found;
+	int g = getaddrinfo(host, service, &hints, &found);
+	if (g)
+		return g == EAI_SYSTEM ? -errno : -EHOSTUNREACH;
+	int rc = -EHOSTUNREACH;
+	for (struct addrinfo *a = found; a; a = a->ai_next) {
+		int s = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
+		if (s < 0) {
+			rc = -errno;
+			continue;
+		}
+		int c = connect(s, a->ai_addr, a->ai_addrlen);
+		if (c < 0 && errno == EINPROGRESS) {
+			c = wait_out(s, timeout_ms);
+			int err = 0;
+			socklen_t l = sizeof err;
+			if (c == 0 && getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &l) == 0 && err)
+				c = -err;
+		} else if (c < 0)
+			c = -errno;
+		if (c == 0) {
+			int one = 1;
+			setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+			c = send_all(s, request, (size_t)request_len, 0, timeout_ms);
+		}
+		if (c == 0) {
+			freeaddrinfo(found);
+			return s;
+		}
+		close(s);
+		rc = c;
+	}
+	freeaddrinfo(found);
+	return rc;
+}
+
+/*
+ * One frame of a bulk answer off sock (the answer's magic first if first): a frame of data is
+ * written to file at offset, at most max bytes of it. The result is what was found (j->extra):
+ * GOT_DATA, its length; GOT_END, 0; GOT_FAILURE, the holder's errno; GOT_FOREIGN, 0 (no bulk answer);
+ * GOT_WRITE_ERROR, the errno of the write to file. -errno: the connection failed, or the holder sent
+ * more than max.
+ */
+static int receive_frame(struct job *j)
+{
+	int sock = j->flags, timeout_ms = j->mode;
+	uint8_t b[4];
+	int rc;
+	if (j->keep) {
+		rc = recv_all(sock, b, 4, timeout_ms);
+		if (rc)
+			return rc;
+		if (memcmp(b, "MCFB", 4)) {
+			j->extra = GOT_FOREIGN;
+			return 0;
+		}
+	}
+	rc = recv_all(sock, b, 4, timeout_ms);
+	if (rc)
+		return rc;
+	int32_t n = (int32_t)((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24);
+	if (n <= 0) {
+		j->extra = n == 0 ? GOT_END : GOT_FAILURE;
+		return n == 0 ? 0 : (n < -4095 ? EIO : -n);
+	}
+	if (n > j->size)
+		return -EPROTO;
+	enum { PIECE = 256 << 10 };
+	char *buf = malloc(PIECE);
+	if (!buf)
+		return -ENOMEM;
+	off_t at = j->at;
+	for (int left = n; left > 0;) {
+		ssize_t k = recv_some(sock, buf, (size_t)(left < PIECE ? left : PIECE), timeout_ms);
+		if (k < 0) {
+			free(buf);
+			return (int)k;
+		}
+		for (ssize_t w = 0; w < k;) {
+			ssize_t put = pwrite(j->root, buf + w, (size_t)(k - w), at + w);
+			if (put < 0 && errno == EINTR)
+				continue;
+			if (put <= 0) {
+				int e = put < 0 ? errno : EIO;
+				free(buf);
+				j->extra = GOT_WRITE_ERROR;
+				return e;
+			}
+			w += put;
+		}
+		at += k;
+		left -= (int)k;
+	}
+	free(buf);
+	j->extra = GOT_DATA;
+	return n;
+}
+
 static int run_job(struct job *j)
 {
 	switch (j->op) {
+	case JOB_DIAL:
+		return dial(j->text, j->flags, j->head_data, j->head_len, j->mode);
+	case JOB_RECEIVE:
+		return receive_frame(j);
 	case JOB_SEND: {
 		int rc = send_range(j->flags, j->head, j->head_len, j->root, j->at, (int)j->size, j->mode);
 		close(j->flags);
@@ -196,7 +365,7 @@ static void *worker(void *arg)
 			q->tail = NULL;
 		pthread_mutex_unlock(&lock);
 		int rc = run_job(j);
-		if (rc >= 0 && j->keep) {
+		if (rc >= 0 && j->keep && j->op == JOB_OPEN) {
 			int k = mcfs_keep_fd(rc, j->uid, j->gid, j->mode, j->mark_name, j->mark);
 			if (k < 0) {
 				close(rc);
@@ -204,8 +373,9 @@ static void *worker(void *arg)
 			}
 		}
 		pthread_mutex_lock(&lock);
-		done[2 * ndone] = (int32_t)j->token;
-		done[2 * ndone + 1] = rc;
+		done[3 * ndone] = (int32_t)j->token;
+		done[3 * ndone + 1] = rc;
+		done[3 * ndone + 2] = j->extra;
 		ndone++;
 		inflight--;
 		int wake = !wake_pending;
@@ -218,16 +388,17 @@ static void *worker(void *arg)
 	return NULL;
 }
 
-/* Start the threads once; wake is called from them when results wait. 0 or -errno. */
-int mcfs_pool_start(void (*wake)(void))
+/* Start the threads once (THREADS for files, and those asked for sends and receives); wake is called from them when results wait. 0 or -errno. */
+int mcfs_pool_start(void (*wake)(void), int send_threads, int receive_threads)
 {
 	pthread_mutex_lock(&lock);
 	int rc = 0;
 	if (!waker) {
 		waker = wake;
-		for (int i = 0; i < THREADS + SEND_THREADS && rc == 0; i++) {
+		for (int i = 0; i < THREADS + send_threads + receive_threads && rc == 0; i++) {
 			pthread_t t;
-			rc = -pthread_create(&t, NULL, worker, &lanes[i < THREADS ? LANE_FILES : LANE_SENDS]);
+			int lane = i < THREADS ? LANE_FILES : i < THREADS + send_threads ? LANE_SENDS : LANE_RECEIVES;
+			rc = -pthread_create(&t, NULL, worker, &lanes[lane]);
 			if (rc == 0)
 				pthread_detach(t);
 		}
@@ -245,7 +416,7 @@ static int submit(struct job *j, uint32_t token, int root)
 	pthread_mutex_lock(&lock);
 	if (ndone + inflight + 1 > room) {
 		size_t want = room ? 2 * room : 64;
-		int32_t *grown = realloc(done, want * 2 * sizeof *done);
+		int32_t *grown = realloc(done, want * 3 * sizeof *done);
 		if (!grown) {
 			pthread_mutex_unlock(&lock);
 			free(j);
@@ -255,7 +426,7 @@ static int submit(struct job *j, uint32_t token, int root)
 		room = want;
 	}
 	inflight++;
-	struct lane *q = &lanes[j->op == JOB_SEND ? LANE_SENDS : LANE_FILES];
+	struct lane *q = &lanes[j->op == JOB_SEND ? LANE_SENDS : j->op >= JOB_DIAL ? LANE_RECEIVES : LANE_FILES];
 	if (q->tail)
 		q->tail->next = j;
 	else
@@ -277,6 +448,7 @@ int mcfs_pool_open(uint32_t token, int root, const char *rel, int flags, int mod
 	if (!j)
 		return -ENOMEM;
 	j->op = JOB_OPEN;
+	j->extra = 0;
 	j->flags = flags;
 	j->mode = mode;
 	j->keep = keep;
@@ -299,6 +471,7 @@ static struct job *new_job(int op, const char *text)
 		return NULL;
 	j->op = op;
 	j->keep = 0;
+	j->extra = 0;
 	memcpy(j->text, text, len + 1);
 	return j;
 }
@@ -370,14 +543,57 @@ int mcfs_pool_send(uint32_t token, int sock, const uint8_t *head, int head_len, 
 	return rc;
 }
 
-/* Move up to cap results (token, result pairs) into out. Returns how many pairs. */
+/*
+ * Queue a connection to host:port (a name or an address) that sends request first; the result is its
+ * descriptor (non-blocking; JS closes it), or -errno. Waits at most timeout_ms at a time.
+ */
+int mcfs_pool_dial(uint32_t token, const char *host, int port, const uint8_t *request, int request_len, int timeout_ms)
+{
+	if (request_len < 0 || port <= 0 || port > 65535)
+		return -EINVAL;
+	size_t len = strlen(host);
+	struct job *j = malloc(sizeof *j + len + 1 + (size_t)request_len);
+	if (!j)
+		return -ENOMEM;
+	j->op = JOB_DIAL;
+	j->keep = 0;
+	j->extra = 0;
+	memcpy(j->text, host, len + 1);
+	j->head_data = (uint8_t *)j->text + len + 1;
+	memcpy(j->head_data, request, (size_t)request_len);
+	j->head_len = request_len;
+	j->flags = port;
+	j->mode = timeout_ms;
+	return submit(j, token, -1);
+}
+
+/*
+ * Queue a receive of one frame of a bulk answer off sock into file (receive_frame): its result comes
+ * with token, what it found as the extra result. sock and file stay open until then.
+ */
+int mcfs_pool_receive(uint32_t token, int sock, int first, int file, double offset, int max, int timeout_ms)
+{
+	if (offset < 0 || max < 0)
+		return -EINVAL;
+	struct job *j = new_job(JOB_RECEIVE, "");
+	if (!j)
+		return -ENOMEM;
+	j->flags = sock;
+	j->keep = first;
+	j->at = (off_t)offset;
+	j->size = max;
+	j->mode = timeout_ms;
+	return submit(j, token, file);
+}
+
+/* Move up to cap results (token, result, extra triples) into out. Returns how many triples. */
 int mcfs_pool_poll(int32_t *out, int cap)
 {
 	pthread_mutex_lock(&lock);
 	size_t n = ndone < (size_t)cap ? ndone : (size_t)cap;
 	if (n) {
-		memcpy(out, done, n * 2 * sizeof *done);
-		memmove(done, done + 2 * n, (ndone - n) * 2 * sizeof *done);
+		memcpy(out, done, n * 3 * sizeof *done);
+		memmove(done, done + 3 * n, (ndone - n) * 3 * sizeof *done);
 		ndone -= n;
 	}
 	wake_pending = ndone > 0;

@@ -429,6 +429,17 @@ describe.skipIf(!!skip)("big files across nodes", () => {
     }
   });
 
+  test("two nodes reading each other's big files at once, more parts under way each way than either has send threads: every byte exact", async () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    const files = [a, a, b, b].map((node, i) => ({ node, name: `both-ways-${i}.bin`, data: randomBytes(6 * PART + 1000 * i) }));
+    for (const f of files) fs.writeFileSync(join(f.node.mnt, f.name), f.data);
+    const sha = (d: Buffer) => new Bun.CryptoHasher("sha256").update(d).digest("hex");
+    // Each file read on the other node, all at once, by processes of their own.
+    const readers = files.map((f) => spawn(["sha256sum", join((f.node === a ? b : a).mnt, f.name)], { stdout: "pipe", stderr: "pipe" }));
+    const sums = await Promise.all(readers.map(async (p) => ({ out: await new Response(p.stdout).text(), err: await new Response(p.stderr).text(), code: await p.exited })));
+    for (const [i, f] of files.entries()) expect({ name: f.name, ...sums[i]!, out: sums[i]!.out.split(" ")[0] }).toEqual({ name: f.name, out: sha(f.data), err: "", code: 0 });
+  });
+
   test("the holder B is fetching from dies mid-fetch: the parts left come from the other holder, and B's file is exact", async () => {
     const [a, b, c] = n as [TestDaemon, TestDaemon, TestDaemon];
     const data = randomBytes(24 * PART + 7);

@@ -81,6 +81,8 @@ export interface PendingCopy {
   write(data: Pieces, at: number): void | Promise<void>;
   /** The descriptor the copy is written to, once ready: a reader following it as it arrives reads what was written. */
   readonly fd: number;
+  /** n bytes at at were written through a descriptor of fd's own (by the file threads), after ready. Past the announced size: EIO. */
+  landed(at: number, n: number): void;
   /** After ready (a disk copy's bytes are written after it). */
   commit(): void;
   abort(): void;
@@ -425,6 +427,11 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
         get fd() {
           if (fd < 0) throw new FsError(E.EIO, `copy of inode ${ino} has no file yet`);
           return fd;
+        },
+        landed(at, n) {
+          if (at + n > size) throw new FsError(E.EIO, `copy of inode ${ino} longer than its ${size} bytes`);
+          if (settled) throw new FsError(E.EIO, `copy of inode ${ino} is settled`);
+          if (tmp) dropBehind(at + n);
         },
         commit() {
           if (settled) return;

@@ -2,8 +2,17 @@ import { JSCallback } from "bun:ffi";
 import { beneath } from "./beneath-native.ts";
 import { cstr } from "../util/c-string.ts";
 
-/** Results taken per poll (token, result pairs). */
+/** Results taken per poll (token, result, extra triples). */
 const BATCH = 256;
+
+/**
+ * Threads for sends and for receives: streams under way at once, each with one job at a time (a
+ * big file's parts come over four; a node serves several readers).
+ */
+const STREAMS = { send: 4, receive: 8 } as const;
+
+/** What a frame received was (FilePool.receive), as native/beneath-pool.c numbers them. */
+export const Got = { data: 0, end: 1, failure: 2, foreign: 3, writeError: 4 } as const;
 
 /** What a new file is given on the pool's thread: owner, mode (as opened) and an identity mark. */
 export interface NewFileOwner {
@@ -38,15 +47,33 @@ export interface FilePool {
    * (the connection is left cut short); -ETIMEDOUT if the socket took nothing for timeoutMs.
    */
   send(sock: number, head: Uint8Array, file: number, offset: number, length: number, timeoutMs: number): Promise<number>;
+  /**
+   * A connection to host:port that has sent request (on the same threads as send): its descriptor,
+   * non-blocking, for the caller to close; or -errno (-ETIMEDOUT: no answer for timeoutMs).
+   */
+  dial(host: string, port: number, request: Uint8Array, timeoutMs: number): Promise<number>;
+  /**
+   * One frame of a bulk answer off sock (its magic first if first), a frame of data written to file
+   * at offset, at most max bytes of it (more: -EPROTO). rc < 0: the connection failed (-errno), got
+   * then says nothing; else got says what came: data (rc bytes written), the end, the holder's
+   * failure (rc its errno), no bulk answer at all (foreign), or the write to file failed (rc its errno).
+   */
+  receive(sock: number, first: boolean, file: number, offset: number, max: number, timeoutMs: number): Promise<{ rc: number; got: number }>;
+  /**
+   * A thread of kind for one stream of sends (or of a dial and receives), one job at a time, until
+   * the returned call; undefined when every one is taken (go another way). Held so, no job waits in
+   * a queue behind one waiting on its peer.
+   */
+  stream(kind: keyof typeof STREAMS): (() => void) | undefined;
 }
 
 let pool: FilePool | undefined;
 
 function createFilePool(): FilePool {
   const lib = beneath();
-  const waiting = new Map<number, (rc: number) => void>();
+  const waiting = new Map<number, (rc: number, extra: number) => void>();
   let next = 1;
-  const results = new Int32Array(BATCH * 2);
+  const results = new Int32Array(BATCH * 3);
   // The callback does not keep Bun's loop alive: this timer does, while calls are out (it never fires).
   const keepAlive = setInterval(() => {}, 2 ** 30);
   keepAlive.unref();
@@ -55,26 +82,28 @@ function createFilePool(): FilePool {
     for (;;) {
       const n = lib.mcfs_pool_poll(results, BATCH);
       for (let i = 0; i < n; i++) {
-        const token = results[2 * i]!;
+        const token = results[3 * i]!;
         const resolve = waiting.get(token);
         waiting.delete(token);
-        resolve?.(results[2 * i + 1]!);
+        resolve?.(results[3 * i + 1]!, results[3 * i + 2]!);
       }
       if (n < BATCH) break;
     }
     if (!waiting.size) keepAlive.unref();
   }, { returns: "void", args: [], threadsafe: true });
-  const started = lib.mcfs_pool_start(wake.ptr);
+  const started = lib.mcfs_pool_start(wake.ptr, STREAMS.send, STREAMS.receive);
+  const streaming = { send: 0, receive: 0 };
   if (started < 0) throw new Error(`cannot start the file threads: errno ${-started}`);
-  /** Queue a job (submit gets its token) and wait for its result. */
-  function run(submit: (token: number) => number): Promise<number> {
+  /** Queue a job (submit gets its token) and wait for its results. */
+  function runBoth(submit: (token: number) => number): Promise<{ rc: number; extra: number }> {
     const token = next;
     next = next >= 0x7fffffff ? 1 : next + 1;
     const rc = submit(token);
-    if (rc < 0) return Promise.resolve(rc);
+    if (rc < 0) return Promise.resolve({ rc, extra: 0 });
     if (!waiting.size) keepAlive.ref();
-    return new Promise((resolve) => waiting.set(token, resolve));
+    return new Promise((resolve) => waiting.set(token, (rc, extra) => resolve({ rc, extra })));
   }
+  const run = (submit: (token: number) => number) => runBoth(submit).then((r) => r.rc);
   return {
     open: (rootFd, rel, flags, mode, keep) =>
       run((token) => lib.mcfs_pool_open(token, rootFd, cstr(rel), flags, mode, keep ? 1 : 0, (keep?.uid ?? 0) >>> 0, (keep?.gid ?? 0) >>> 0, cstr(keep?.markName ?? ""), cstr(keep?.mark ?? ""))),
@@ -82,6 +111,17 @@ function createFilePool(): FilePool {
     copy: (src, dst, size) => run((token) => lib.mcfs_pool_copy(token, src, dst, size)),
     writeOut: (fd, offset, length, drop) => run((token) => lib.mcfs_pool_write_out(token, fd, offset, length, drop ? 1 : 0)),
     send: (sock, head, file, offset, length, timeoutMs) => run((token) => lib.mcfs_pool_send(token, sock, head, head.length, file, offset, length, timeoutMs)),
+    dial: (host, port, request, timeoutMs) => run((token) => lib.mcfs_pool_dial(token, cstr(host), port, request, request.length, timeoutMs)),
+    stream(kind) {
+      if (streaming[kind] >= STREAMS[kind]) return undefined;
+      streaming[kind]++;
+      let held = true;
+      return () => {
+        if (held) streaming[kind]--;
+        held = false;
+      };
+    },
+    receive: (sock, first, file, offset, max, timeoutMs) => runBoth((token) => lib.mcfs_pool_receive(token, sock, first ? 1 : 0, file, offset, max, timeoutMs)).then(({ rc, extra }) => ({ rc, got: extra })),
   };
 }
 

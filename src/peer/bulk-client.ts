@@ -1,7 +1,9 @@
+import * as fs from "node:fs";
 import * as net from "node:net";
 import { E, FsError, errnoName } from "../util/errno.ts";
 import type { Pieces } from "../util/bytes.ts";
 import { createAnswerReader, encodeRequest, type AnswerPart } from "./bulk-protocol.ts";
+import { filePool, Got } from "../local/file-pool.ts";
 
 /** A file's bytes at one version, and where the holder should look for them. */
 export interface BulkFile {
@@ -23,10 +25,28 @@ export class BulkUnreachable extends FsError {
   }
 }
 
+/** Writing what arrived to the reader's own file failed (rc: its errno): no other holder would do better. */
+export class BulkSinkError extends FsError {}
+
+/** Where readInto's bytes go: fd (the caller's own descriptor), told of each frame once it counts. */
+export interface BulkSink {
+  fd: number;
+  /** n bytes at at were written through fd, and count (the head after them came). */
+  landed(at: number, n: number): void | Promise<void>;
+}
+
 /** The bulk lane's client: connections to each holder, reused one request at a time. */
 export interface BulkClient {
   /** Bytes of f from offset (length 0: to its end), in order. */
   read(address: string, f: BulkFile, offset: number, length: number, signal?: AbortSignal): AsyncIterable<{ offset: number; data: Pieces }>;
+  /**
+   * The same bytes written by the file threads straight into sink.fd at their offsets, at most limit
+   * of them (more: EIO, nothing past it written), over a connection of their own: the JS thread sees
+   * each frame's length, not its bytes. Bytes of a frame not followed by the next head (the holder's
+   * failure, a cut connection) may be in the file, never landed. False, nothing done, when no file
+   * thread is free for it (read then).
+   */
+  readInto(address: string, f: BulkFile, offset: number, length: number, limit: number, sink: BulkSink, signal?: AbortSignal): Promise<boolean>;
   close(): void;
 }
 
@@ -196,8 +216,61 @@ export function createBulkClient(o: BulkClientOptions): BulkClient {
     if (again) yield* read(address, f, offset, length, signal, true);
   }
 
+  async function readInto(address: string, f: BulkFile, offset: number, length: number, limit: number, sink: BulkSink, signal?: AbortSignal): Promise<boolean> {
+    const pool = filePool();
+    const thread = pool.stream("receive");
+    if (!thread) return false;
+    const t0 = performance.now();
+    let errno = E.EIO;
+    const { host, port } = hostPort(address);
+    const request = encodeRequest({ ...(o.secret === undefined ? {} : { secret: o.secret }), ino: f.ino, version: f.version, path: f.path, offset, length, held: true });
+    try {
+      const sock = await pool.dial(host, port, request, o.timeoutMs);
+      if (sock < 0) {
+        const why = errnoName(-sock);
+        throw sock === -E.ETIMEDOUT ? new FsError(E.ETIMEDOUT, `${address} did not answer a connection for ${o.timeoutMs} ms`) : new BulkUnreachable(`cannot reach ${address}: ${why}`, why);
+      }
+      try {
+        let at = offset;
+        let held: { at: number; n: number } | undefined;
+        for (let first = true; ; first = false) {
+          if (signal?.aborted) throw new FsError(E.EIO, `the read of ${f.path} from ${address} was given up`);
+          const { rc, got } = await pool.receive(sock, first, sink.fd, at, Math.min(offset + limit - at, 0x7fffffff), o.timeoutMs);
+          if (rc < 0) {
+            if (rc === -E.ETIMEDOUT) throw new FsError(E.ETIMEDOUT, `${address} sent nothing of ${f.path} for ${o.timeoutMs} ms`);
+            if (rc === -E.EPROTO) throw new FsError(E.ESTALE, `holder ${address} has more than the ${limit} bytes of ${f.path} asked for`);
+            // An older node's HTTP/2 server closes the connection on a bulk request.
+            if (first && rc === -E.ECONNRESET) throw new BulkUnsupported(E.EIO, `${address} closed the connection without an answer`);
+            throw new FsError(E.EIO, `${address} failed in the middle of ${f.path}: ${errnoName(-rc)}`);
+          }
+          if (got === Got.foreign) throw new BulkUnsupported(E.EIO, `${address} answered with something other than a bulk answer`);
+          if (got === Got.writeError) throw new BulkSinkError(rc, `writing ${f.path} as it arrived: ${errnoName(rc)}`);
+          if (got === Got.failure) {
+            errno = rc;
+            throw new FsError(rc, `holder ${address} could not send ${f.path}: ${errnoName(rc)}`);
+          }
+          if (held) await sink.landed(held.at, held.n);
+          held = undefined;
+          if (got === Got.end) {
+            errno = 0;
+            return true;
+          }
+          held = { at, n: rc };
+          at += rc;
+        }
+      } finally {
+        // Every receive on it is over: none is queued past the one awaited.
+        fs.closeSync(sock);
+      }
+    } finally {
+      thread();
+      o.observe?.(errno, (performance.now() - t0) / 1000);
+    }
+  }
+
   return {
     read,
+    readInto,
     close() {
       for (const list of idle.values()) for (const s of list) s.destroy();
       idle.clear();

@@ -18,6 +18,8 @@ export interface KernelSends {
   openFile(r: ReadRequest): Promise<OpenedFile | undefined>;
   /** FilePool.send. */
   send(sock: number, head: Uint8Array, file: number, offset: number, length: number, timeoutMs: number): Promise<number>;
+  /** A thread for one answer's sends (FilePool.stream); undefined: none free, the answer goes through JS. */
+  stream(): (() => void) | undefined;
   /** The connection's idle timeout: re-armed after each send (the kernel's sends are unseen by the socket), and the longest one waits. */
   idleMs: number;
 }
@@ -126,15 +128,20 @@ export function serveBulk(socket: Socket, first: Buffer, o: BulkServeOptions): v
     let held: Uint8Array | undefined;
     try {
       const sock = holds && o.kernel ? socketFd(socket) : undefined;
-      const f = sock !== undefined ? await o.kernel!.openFile(r) : undefined;
-      if (f) {
-        const from = Number(r.offset);
-        const end = r.length ? Math.min(f.size, from + Number(r.length)) : f.size;
-        if (end - from >= SENT_MIN) {
-          errno = await sendByKernel(o.kernel!, f, sock!, from, end);
-          return;
+      const thread = sock !== undefined ? o.kernel!.stream() : undefined;
+      try {
+        const f = thread ? await o.kernel!.openFile(r) : undefined;
+        if (f) {
+          const from = Number(r.offset);
+          const end = r.length ? Math.min(f.size, from + Number(r.length)) : f.size;
+          if (end - from >= SENT_MIN) {
+            errno = await sendByKernel(o.kernel!, f, sock!, from, end);
+            return;
+          }
+          f.close();
         }
-        f.close();
+      } finally {
+        thread?.();
       }
       for await (const ch of o.readFile(r)) {
         if (socket.destroyed) return;

@@ -5,7 +5,7 @@ import { create } from "@bufbuild/protobuf";
 import { ReadFilesRequestSchema, ReadRequestSchema } from "../gen/mcfs/v1/peer_pb.ts";
 import { fromConnectError } from "./errors.ts";
 import type { PeerPool } from "./peer-client.ts";
-import { BulkUnreachable, BulkUnsupported, type BulkClient } from "./bulk-client.ts";
+import { BulkSinkError, BulkUnreachable, BulkUnsupported, type BulkClient, type BulkSink } from "./bulk-client.ts";
 
 /** A file's bytes at one version, and where the holder should look for them. */
 export interface FileAt {
@@ -32,6 +32,12 @@ export interface PeerReads {
   range(address: string, f: FileAt, offset: number, length: number): Promise<Uint8Array>;
   /** The file in order: whole, or part of it (to its end without a length). */
   file(address: string, f: FileAt, part?: FilePart): AsyncIterable<{ offset: number; data: Pieces }>;
+  /**
+   * The file's part written straight into sink.fd by the file threads (BulkClient.readInto), at most
+   * limit bytes: false, nothing landed, when the holder is not read over the bulk lane or no file
+   * thread is free (use file).
+   */
+  fileInto(address: string, f: FileAt, part: FilePart, limit: number, sink: BulkSink): Promise<boolean>;
   /** Several files in one stream, each in order, one after another. */
   files(address: string, files: FileAt[]): AsyncIterable<FilePiece>;
   /** Whether address refused a connection a moment ago: calls to it fail at once meanwhile. */
@@ -117,6 +123,18 @@ export function createPeerReads(pool: PeerPool, bulk?: BulkClient): PeerReads {
       }
       const req = create(ReadRequestSchema, { ...wire(f), offset: BigInt(part?.offset ?? 0), length: BigInt(part?.length ?? 0), holes: part?.holes ?? false });
       for await (const ch of translated(address, () => pool.readFile(address, req, part?.lane, part?.signal))) yield { offset: Number(ch.offset), data: ch.data };
+    },
+    async fileInto(address, f, part, limit, sink) {
+      if (!bulk || part.holes || (noBulk.get(address) ?? 0) >= Date.now()) return false;
+      reachable(address);
+      try {
+        return await bulk.readInto(address, f, part.offset, part.length ?? 0, limit, sink, part.signal);
+      } catch (e) {
+        if (e instanceof BulkSinkError) throw e;
+        if (!(e instanceof BulkUnsupported)) throw failed(address, e);
+        noBulk.set(address, Date.now() + NO_BULK_MS);
+        return false;
+      }
     },
     async *files(address, files) {
       for await (const msg of translated(address, () => pool.readFiles(address, create(ReadFilesRequestSchema, { files: files.map(wire) })))) {

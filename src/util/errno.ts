@@ -7,6 +7,7 @@ export const E = osc.errno as Record<string, number> & {
   ETIMEDOUT: number; EINTR: number; EBADF: number; ERANGE: number; ENOSYS: number; ENOTSUP: number;
   EOPNOTSUPP: number; EMLINK: number; ELOOP: number; EFBIG: number; EROFS: number; ENODATA: number;
   EAGAIN: number; EMFILE: number; ENOTCONN: number; EILSEQ: number; EHOSTUNREACH: number; ECONNREFUSED: number; E2BIG: number; ESTALE: number;
+  EPROTO: number; ECONNRESET: number;
 };
 
 /** An error that carries the errno to report to the caller of a filesystem operation. */

@@ -3,13 +3,14 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
-import { createBulkClient } from "../../src/peer/bulk-client.ts";
-import { createAnswerReader, encodeRequest, type AnswerPart } from "../../src/peer/bulk-protocol.ts";
+import { BulkSinkError, BulkUnreachable, BulkUnsupported, createBulkClient } from "../../src/peer/bulk-client.ts";
+import { MAGIC, createAnswerReader, encodeRequest, frameHead, parseRequest, type AnswerPart } from "../../src/peer/bulk-protocol.ts";
+import * as http2 from "node:http2";
 import { serveBulk, type KernelSends } from "../../src/peer/bulk-server.ts";
 import type { OpenedFile } from "../../src/peer/peer-service.ts";
 import { filePool } from "../../src/local/file-pool.ts";
 import { E, FsError } from "../../src/util/errno.ts";
-import { tempDir } from "../helpers/env.ts";
+import { freePort, tempDir } from "../helpers/env.ts";
 
 const MIB = 1 << 20;
 const SECRET = "s3cret";
@@ -42,6 +43,7 @@ async function serve(path: string, o: { intact?: (sent: number) => boolean; idle
       return f;
     },
     send: filePool().send,
+    stream: () => filePool().stream("send"),
     idleMs: o.idleMs ?? 10_000,
   };
   const sockets = new Set<net.Socket>();
@@ -154,6 +156,27 @@ describe("bulk lane: bytes sent by the kernel", () => {
     }
   });
 
+  test("with every send thread taken, an answer goes through JS; with every receive thread taken, readInto reads nothing and says so", async () => {
+    const { data, s } = await setUp(2 * MIB);
+    const taken: (() => void)[] = [];
+    for (let t; (t = filePool().stream("send")); ) taken.push(t);
+    const client = createBulkClient({ secret: SECRET, timeoutMs: 10_000 });
+    try {
+      const out: Uint8Array[] = [];
+      for await (const piece of client.read(s.address, file, 0, 0)) out.push(...piece.data);
+      expect(Buffer.concat(out).equals(data)).toBe(true);
+      expect(s.throughJs).toBe(1);
+      for (const t of taken.splice(0)) t();
+      for (let t; (t = filePool().stream("receive")); ) taken.push(t);
+      let landed = 0;
+      expect(await client.readInto(s.address, file, 0, 0, 2 * MIB, { fd: -1, landed: () => void landed++ })).toBe(false);
+      expect(landed).toBe(0);
+    } finally {
+      for (const t of taken) t();
+      client.close();
+    }
+  });
+
   test("a reader that goes mid-answer: the send ends, its file and its copy of the connection closed", async () => {
     const { s } = await setUp(64 * MIB);
     // The pool's threads and the server's sockets are up: what is open after the first answer is the baseline.
@@ -191,5 +214,142 @@ describe("bulk lane: bytes sent by the kernel", () => {
     } finally {
       sock.destroy();
     }
+  });
+});
+
+/** A server that answers each request with what answer gives for it (raw bytes; undefined: nothing, the connection left open). */
+async function rawServer(answer: (request: { offset: number; length: number; held?: boolean }) => Buffer | undefined): Promise<{ address: string; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((sock) => {
+    sockets.add(sock);
+    sock.on("error", () => {});
+    let buf = Buffer.alloc(0);
+    sock.on("data", (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      const p = parseRequest(buf);
+      if (!("request" in p)) return;
+      buf = buf.subarray(p.used);
+      const out = answer(p.request);
+      if (out) sock.write(out);
+    });
+  });
+  await new Promise<void>((res) => server.listen(0, "127.0.0.1", () => res()));
+  return {
+    address: `127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: async () => {
+      for (const sock of sockets) sock.destroy();
+      await new Promise<void>((res) => server.close(() => res()));
+    },
+  };
+}
+
+describe("bulk lane: bytes received by the file threads (readInto)", () => {
+  const dirs: { remove(): void }[] = [];
+  const closers: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const c of closers.splice(0)) await c();
+    for (const d of dirs.splice(0)) d.remove();
+  });
+  const file = { ino: 7, version: 9, path: "/f" };
+  /** A sink file (zeros at first) and what landed in it. */
+  function sinkFile(size: number) {
+    const t = tempDir("bulk-into");
+    dirs.push(t);
+    const path = join(t.path, "copy");
+    fs.writeFileSync(path, Buffer.alloc(size));
+    const fd = fs.openSync(path, "r+");
+    closers.push(async () => fs.closeSync(fd));
+    const landed: [number, number][] = [];
+    return { path, fd, landed, sink: { fd, landed: (at: number, n: number) => void landed.push([at, n]) } };
+  }
+
+  test.each([
+    ["whole", 0, 0],
+    ["a range from an offset", 1000, 2 * MIB + 7],
+  ])("a file read %s lands at its offsets, each frame told once the next head came", async (_, offset, length) => {
+    const size = 3 * MIB + 12_345;
+    const t = tempDir("bulk-src");
+    dirs.push(t);
+    const data = Buffer.from(crypto.getRandomValues(new Uint8Array(size)));
+    fs.writeFileSync(join(t.path, "f"), data);
+    const s = await serve(join(t.path, "f"));
+    closers.push(s.close);
+    const into = sinkFile(size);
+    const client = createBulkClient({ secret: SECRET, timeoutMs: 10_000 });
+    const end = length ? offset + length : size;
+    expect(await client.readInto(s.address, file, offset, length, end - offset, into.sink)).toBe(true);
+    client.close();
+    const got = fs.readFileSync(into.path);
+    expect(got.subarray(offset, end).equals(data.subarray(offset, end))).toBe(true);
+    // Consecutive frames from the offset, of at most 1 MiB each.
+    let at = offset;
+    for (const [from, n] of into.landed) {
+      expect(from).toBe(at);
+      expect(n).toBeLessThanOrEqual(MIB);
+      at += n;
+    }
+    expect(at).toBe(end);
+  });
+
+  test("a frame the holder takes back (its failure's head after it) never lands; the reader gets the holder's errno", async () => {
+    const frame = (n: number, b: number) => Buffer.concat([frameHead(n), Buffer.alloc(n, b)]);
+    const srv = await rawServer(() => Buffer.concat([MAGIC, frame(1000, 1), frame(500, 2), frameHead(-E.ESTALE)]));
+    closers.push(srv.close);
+    const into = sinkFile(4000);
+    const client = createBulkClient({ secret: SECRET, timeoutMs: 10_000 });
+    const err = await client.readInto(srv.address, file, 0, 0, 4000, into.sink).catch((e: unknown) => e);
+    client.close();
+    expect(err).toBeInstanceOf(FsError);
+    expect((err as FsError).errno).toBe(E.ESTALE);
+    expect(into.landed).toEqual([[0, 1000]]);
+  });
+
+  test("a holder that sends more than asked for: refused before the bytes past it are written (ESTALE: it holds another version)", async () => {
+    const srv = await rawServer(() => Buffer.concat([MAGIC, frameHead(3000), Buffer.alloc(3000, 7), frameHead(0)]));
+    closers.push(srv.close);
+    const into = sinkFile(4000);
+    const client = createBulkClient({ secret: SECRET, timeoutMs: 10_000 });
+    const err = await client.readInto(srv.address, file, 0, 0, 2000, into.sink).catch((e: unknown) => e);
+    client.close();
+    expect((err as FsError).errno).toBe(E.ESTALE);
+    expect(into.landed).toEqual([]);
+    expect(fs.readFileSync(into.path).equals(Buffer.alloc(4000))).toBe(true);
+  });
+
+  test("nobody listening: unreachable (ECONNREFUSED); an HTTP/2 server (an older node) or one that closes at once: unsupported; a silent one: ETIMEDOUT", async () => {
+    const into = sinkFile(10);
+    const client = createBulkClient({ secret: SECRET, timeoutMs: 300 });
+    const attempt = (address: string) => client.readInto(address, file, 0, 0, 10, into.sink).catch((e: unknown) => e);
+    const refused = await attempt(`127.0.0.1:${await freePort()}`);
+    expect(refused).toBeInstanceOf(BulkUnreachable);
+    expect((refused as BulkUnreachable).why).toBe("ECONNREFUSED");
+    const h2 = http2.createServer();
+    await new Promise<void>((res) => h2.listen(0, "127.0.0.1", () => res()));
+    closers.push(() => new Promise<void>((res) => h2.close(() => res())));
+    expect(await attempt(`127.0.0.1:${(h2.address() as AddressInfo).port}`)).toBeInstanceOf(BulkUnsupported);
+    const closing = net.createServer((sock) => sock.destroy());
+    await new Promise<void>((res) => closing.listen(0, "127.0.0.1", () => res()));
+    closers.push(() => new Promise<void>((res) => closing.close(() => res())));
+    expect(await attempt(`127.0.0.1:${(closing.address() as AddressInfo).port}`)).toBeInstanceOf(BulkUnsupported);
+    const silent = await rawServer(() => undefined);
+    closers.push(silent.close);
+    const timedOut = await attempt(silent.address);
+    expect((timedOut as FsError).errno).toBe(E.ETIMEDOUT);
+    client.close();
+    expect(into.landed).toEqual([]);
+  });
+
+  test("a write the reader's file refuses is the reader's failure (BulkSinkError), not the holder's", async () => {
+    const srv = await rawServer(() => Buffer.concat([MAGIC, frameHead(100), Buffer.alloc(100, 1), frameHead(0)]));
+    closers.push(srv.close);
+    const into = sinkFile(100);
+    const readOnly = fs.openSync(into.path, "r");
+    closers.push(async () => fs.closeSync(readOnly));
+    const client = createBulkClient({ secret: SECRET, timeoutMs: 10_000 });
+    const err = await client.readInto(srv.address, file, 0, 0, 100, { fd: readOnly, landed: into.sink.landed }).catch((e: unknown) => e);
+    client.close();
+    expect(err).toBeInstanceOf(BulkSinkError);
+    expect((err as FsError).errno).toBe(E.EBADF);
+    expect(into.landed).toEqual([]);
   });
 });

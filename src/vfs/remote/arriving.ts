@@ -20,10 +20,19 @@ export class LocalWriteError extends FsError {}
 
 /** A copy being fetched: where its bytes go, how many arrived so far, and readers waiting for more. */
 export interface Arriving {
-  /** fd: where the bytes are written; read it only below got. */
-  sink: { write(data: Pieces, at: number): void | Promise<void>; fd: number };
+  /**
+   * fd: where the bytes are written; read it only below got. landed: bytes written there by the
+   * file threads through a descriptor of their own (where given, the bytes may come so).
+   */
+  sink: { write(data: Pieces, at: number): void | Promise<void>; fd: number; landed?(at: number, n: number): void };
   got: number;
   waiters: (() => void)[];
+}
+
+/** Writes into an arriving copy (see anyOrder); landed, where the sink takes bytes written by the file threads. */
+export interface CopyWriter {
+  write(d: Pieces, at: number): Promise<void>;
+  landed?(at: number, n: number): void;
 }
 
 /**
@@ -52,15 +61,9 @@ export function inOrder(progress: Arriving, onWritten?: (bytes: number) => void)
  * way. Pieces landed past a gap wait in a map by where they start. A piece written again (a part
  * fetched anew from another holder: the same version, so the same bytes) is taken as it comes.
  */
-export function anyOrder(progress: Arriving, onWritten?: (bytes: number) => void): (d: Pieces, at: number) => Promise<void> {
+export function anyOrder(progress: Arriving, onWritten?: (bytes: number) => void): CopyWriter {
   const ahead = new Map<number, number>();
-  return async (d, at) => {
-    try {
-      await progress.sink.write(d, at);
-    } catch (e) {
-      throw new LocalWriteError(toErrno(e), `writing the arriving copy: ${(e as Error).message}`);
-    }
-    const end = at + byteLength(d);
+  const advance = (at: number, end: number) => {
     onWritten?.(end - at);
     if (end <= progress.got) return;
     const from = Math.max(at, progress.got);
@@ -71,5 +74,28 @@ export function anyOrder(progress: Arriving, onWritten?: (bytes: number) => void
       progress.got = Math.max(progress.got, e);
     }
     if (progress.got > was) for (const w of progress.waiters.splice(0)) w();
+  };
+  const { sink } = progress;
+  return {
+    async write(d, at) {
+      try {
+        await sink.write(d, at);
+      } catch (e) {
+        throw new LocalWriteError(toErrno(e), `writing the arriving copy: ${(e as Error).message}`);
+      }
+      advance(at, at + byteLength(d));
+    },
+    ...(sink.landed
+      ? {
+          landed(at: number, n: number) {
+            try {
+              sink.landed!(at, n);
+            } catch (e) {
+              throw new LocalWriteError(toErrno(e), `taking in the arriving copy: ${(e as Error).message}`);
+            }
+            advance(at, at + n);
+          },
+        }
+      : {}),
   };
 }

@@ -3,7 +3,10 @@ import type { FileAt, PeerReads } from "../../peer/peer-reads.ts";
 import { E, FsError } from "../../util/errno.ts";
 import { byteLength, type Pieces } from "../../util/bytes.ts";
 import type { Logger } from "../../util/log.ts";
-import { ChangingCopy, LocalWriteError, anyOrder, type Arriving } from "./arriving.ts";
+import { ChangingCopy, LocalWriteError, anyOrder, type Arriving, type CopyWriter } from "./arriving.ts";
+import { BulkSinkError } from "../../peer/bulk-client.ts";
+import { dupFd } from "../../cache/memfd.ts";
+import * as fs from "node:fs";
 import type { Source, Sources } from "./sources.ts";
 import type { HolderWarnings } from "./holder-warnings.ts";
 
@@ -45,14 +48,41 @@ interface Failures {
 
 export function createStreams(o: { peers: PeerReads; sources: Sources; log: Logger; warn: HolderWarnings; received?: (bytes: number) => void }): Streams {
   /** One part from one holder: exactly its bytes, and for the last one, nothing past the record's size. */
-  async function fetchPart(address: string, f: FileAt, size: number, part: Part, lane: number, write: (d: Pieces, at: number) => Promise<void>, signal: AbortSignal, holes: boolean): Promise<void> {
+  async function fetchPart(address: string, f: FileAt, size: number, part: Part, lane: number, to: CopyWriter, sinkFd: number, signal: AbortSignal, holes: boolean): Promise<void> {
     let at = part.offset;
     const end = part.offset + part.length;
+    const range = { offset: part.offset, lane, signal, holes, ...(part.last ? {} : { length: part.length }) };
+    // Written by the file threads where the holder and the copy allow: no byte through the JS thread.
+    if (to.landed && !holes) {
+      const landed = to.landed;
+      // Its own: the copy's may be closed (aborted by another part's failure) while a frame is written.
+      const own = dupFd(sinkFd);
+      try {
+        const sink = {
+          fd: own,
+          landed(from: number, n: number) {
+            if (from !== at) throw new FsError(E.EIO, `holder ${address} sent bytes out of order`);
+            at += n;
+            o.received?.(n);
+            landed(from, n);
+          },
+        };
+        if (await o.peers.fileInto(address, f, range, part.length, sink)) {
+          if (at !== end) throw new ChangingCopy(`holder ${address} has ${at} of ${size} bytes of ${f.path}`);
+          return;
+        }
+      } catch (e) {
+        if (e instanceof BulkSinkError) throw new LocalWriteError(e.errno, e.message);
+        throw e;
+      } finally {
+        fs.closeSync(own);
+      }
+    }
+    const write = (d: Pieces, off: number) => to.write(d, off);
     // Disk writes run behind the stream, off the event loop: receiving and writing overlap.
     let behind = 0;
     const writes: Promise<void>[] = [];
     try {
-      const range = { offset: part.offset, lane, signal, holes, ...(part.last ? {} : { length: part.length }) };
       for await (const ch of o.peers.file(address, f, range)) {
         // Skipping holes, the chunks may leave gaps (and the last, empty, marks the end).
         if (holes ? ch.offset < at : ch.offset !== at) throw new FsError(E.EIO, `holder ${address} sent bytes out of order`);
@@ -83,7 +113,7 @@ export function createStreams(o: { peers: PeerReads; sources: Sources; log: Logg
    * is fetched again from the next one (same version, same bytes); the parts left when no holder is
    * left are returned. A failed write to this node's disk stops them all and is thrown.
    */
-  async function fetchParts(holders: Source[], f: FileAt, size: number, todo: Part[], write: (d: Pieces, at: number) => Promise<void>, failures: Failures, holes: boolean): Promise<Part[]> {
+  async function fetchParts(holders: Source[], f: FileAt, size: number, todo: Part[], to: CopyWriter, sinkFd: number, failures: Failures, holes: boolean): Promise<Part[]> {
     const stop = new AbortController();
     let at = 0;
     let fatal: unknown;
@@ -98,7 +128,7 @@ export function createStreams(o: { peers: PeerReads; sources: Sources; log: Logg
             break;
           }
           try {
-            await fetchPart(src.address, f, size, part, lane, write, stop.signal, holes);
+            await fetchPart(src.address, f, size, part, lane, to, sinkFd, stop.signal, holes);
             break;
           } catch (e) {
             if (e instanceof LocalWriteError) {
@@ -138,7 +168,7 @@ export function createStreams(o: { peers: PeerReads; sources: Sources; log: Logg
       const t0 = performance.now();
       for (const fresh of given ? [false, true] : [true]) {
         if (fresh) o.sources.refresh();
-        todo = await fetchParts(await o.sources.of(ino, version, fresh ? undefined : given), f, size, todo, write, failures, holes);
+        todo = await fetchParts(await o.sources.of(ino, version, fresh ? undefined : given), f, size, todo, write, progress.sink.fd, failures, holes);
         if (todo.length) continue;
         if (size >= LOG_FROM) {
           const seconds = (performance.now() - t0) / 1000;
