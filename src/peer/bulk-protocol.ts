@@ -16,6 +16,11 @@
  */
 
 export const MAGIC = Buffer.from("MCFB");
+/**
+ * Answers of fewer bytes go through JS at both ends: in one write with their end, over a connection
+ * kept from the last read, where the file threads would take a new connection and a turn per frame.
+ */
+export const THREADED_MIN = 256 << 10;
 /** The HTTP/2 connection preface starts so (RFC 9113 3.4). */
 export const H2_PREFACE = Buffer.from("PRI ");
 /** A header is a path of at most 4 KiB with a few numbers and the secret: this leaves room, and bounds what an unknown caller makes a node hold. */

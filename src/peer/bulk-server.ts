@@ -3,14 +3,12 @@ import { create } from "@bufbuild/protobuf";
 import { ReadRequestSchema, type ReadRequest } from "../gen/mcfs/v1/peer_pb.ts";
 import { E } from "../util/errno.ts";
 import { fromConnectError } from "./errors.ts";
-import { frameHead, HEADER_MAX, MAGIC, parseRequest } from "./bulk-protocol.ts";
+import { frameHead, HEADER_MAX, MAGIC, parseRequest, THREADED_MIN } from "./bulk-protocol.ts";
 import { sameSecret, WRONG_SECRET } from "./peer-gate.ts";
 import type { OpenedFile } from "./peer-service.ts";
 
 /** Bytes a frame sent by the kernel carries: the reader holds one frame's bytes until the next head. */
 const SENT_FRAME = 1 << 20;
-/** Answers of fewer bytes go through JS: in one write with their end, where the kernel's would take two turns. */
-const SENT_MIN = 256 << 10;
 
 /** Sends straight from the file by the kernel (sendfile), to readers that hold each frame until the next head. */
 export interface KernelSends {
@@ -134,7 +132,7 @@ export function serveBulk(socket: Socket, first: Buffer, o: BulkServeOptions): v
         if (f) {
           const from = Number(r.offset);
           const end = r.length ? Math.min(f.size, from + Number(r.length)) : f.size;
-          if (end - from >= SENT_MIN) {
+          if (end - from >= THREADED_MIN) {
             errno = await sendByKernel(o.kernel!, f, sock!, from, end);
             return;
           }

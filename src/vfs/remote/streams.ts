@@ -5,6 +5,7 @@ import { byteLength, type Pieces } from "../../util/bytes.ts";
 import type { Logger } from "../../util/log.ts";
 import { ChangingCopy, LocalWriteError, anyOrder, type Arriving, type CopyWriter } from "./arriving.ts";
 import { BulkSinkError } from "../../peer/bulk-client.ts";
+import { THREADED_MIN } from "../../peer/bulk-protocol.ts";
 import { dupFd } from "../../cache/memfd.ts";
 import * as fs from "node:fs";
 import type { Source, Sources } from "./sources.ts";
@@ -53,7 +54,7 @@ export function createStreams(o: { peers: PeerReads; sources: Sources; log: Logg
     const end = part.offset + part.length;
     const range = { offset: part.offset, lane, signal, holes, ...(part.last ? {} : { length: part.length }) };
     // Written by the file threads where the holder and the copy allow: no byte through the JS thread.
-    if (to.landed && !holes) {
+    if (to.landed && !holes && part.length >= THREADED_MIN) {
       const landed = to.landed;
       // Its own: the copy's may be closed (aborted by another part's failure) while a frame is written.
       const own = dupFd(sinkFd);
@@ -78,7 +79,6 @@ export function createStreams(o: { peers: PeerReads; sources: Sources; log: Logg
         fs.closeSync(own);
       }
     }
-    const write = (d: Pieces, off: number) => to.write(d, off);
     // Disk writes run behind the stream, off the event loop: receiving and writing overlap.
     let behind = 0;
     const writes: Promise<void>[] = [];
@@ -93,7 +93,7 @@ export function createStreams(o: { peers: PeerReads; sources: Sources; log: Logg
         at += n;
         behind += n;
         o.received?.(n);
-        const w = write(ch.data, ch.offset);
+        const w = to.write(ch.data, ch.offset);
         w.then(() => void (behind -= n), () => {});
         writes.push(w);
         // Bounded: past this the stream waits (and HTTP/2 flow control holds the sender).
