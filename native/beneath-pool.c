@@ -22,6 +22,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
+#include <time.h>
 #include <sys/sendfile.h>
 #include <unistd.h>
 #include "beneath.h"
@@ -46,7 +47,7 @@ enum { JOB_OPEN, JOB_UNLINK, JOB_COPY, JOB_WRITE_OUT, JOB_SEND, JOB_DIAL, JOB_RE
  */
 enum { LANE_FILES, LANE_SENDS, LANE_RECEIVES, LANES };
 /* What a receive found (its extra result): see mcfs_pool_receive. */
-enum { GOT_DATA, GOT_END, GOT_FAILURE, GOT_FOREIGN, GOT_WRITE_ERROR };
+enum { GOT_DATA, GOT_END, GOT_FAILURE, GOT_FOREIGN, GOT_WRITE_ERROR, GOT_NOTHING };
 
 struct job {
 	struct job *next;
@@ -106,37 +107,36 @@ static int write_out(int fd, off_t offset, off_t length, int drop)
 	return drop ? -posix_fadvise(fd, offset, length, POSIX_FADV_DONTNEED) : 0;
 }
 
-/* Until sock takes more bytes: 0, -ETIMEDOUT after timeout_ms, or -errno. */
-static int wait_out(int sock, int timeout_ms)
+static int64_t now_ms(void)
 {
-	struct pollfd p = { .fd = sock, .events = POLLOUT };
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Until sock is ready for events: 0, -ETIMEDOUT past deadline (now_ms), or -errno. An error or hang-up is reported by the next call on it. */
+static int wait_for(int sock, short events, int64_t deadline)
+{
+	struct pollfd p = { .fd = sock, .events = events };
 	for (;;) {
-		int r = poll(&p, 1, timeout_ms);
+		int64_t left = deadline - now_ms();
+		if (left <= 0)
+			return -ETIMEDOUT;
+		int r = poll(&p, 1, left > 60000 ? 60000 : (int)left);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)
 			return -errno;
-		/* An error or hang-up is reported by the next send. */
-		return r == 0 ? -ETIMEDOUT : 0;
+		if (r > 0)
+			return 0;
 	}
 }
 
-/* Until sock has bytes (or its end): 0, -ETIMEDOUT after timeout_ms, or -errno. */
-static int wait_in(int sock, int timeout_ms)
-{
-	struct pollfd p = { .fd = sock, .events = POLLIN };
-	for (;;) {
-		int r = poll(&p, 1, timeout_ms);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -errno;
-		return r == 0 ? -ETIMEDOUT : 0;
-	}
-}
+#define wait_out(sock, deadline) wait_for(sock, POLLOUT, deadline)
+#define wait_in(sock, deadline) wait_for(sock, POLLIN, deadline)
 
 /* Up to len bytes (at least one) into buf: how many, or -errno; -ECONNRESET at the connection's end. */
-static ssize_t recv_some(int sock, void *buf, size_t len, int timeout_ms)
+static ssize_t recv_some(int sock, void *buf, size_t len, int64_t deadline)
 {
 	for (;;) {
 		ssize_t k = recv(sock, buf, len, MSG_DONTWAIT);
@@ -148,16 +148,16 @@ static ssize_t recv_some(int sock, void *buf, size_t len, int timeout_ms)
 			continue;
 		if (errno != EAGAIN && errno != EWOULDBLOCK)
 			return -errno;
-		int w = wait_in(sock, timeout_ms);
+		int w = wait_in(sock, deadline);
 		if (w)
 			return w;
 	}
 }
 
-static int recv_all(int sock, void *buf, size_t len, int timeout_ms)
+static int recv_all(int sock, void *buf, size_t len, int64_t deadline)
 {
 	while (len) {
-		ssize_t k = recv_some(sock, buf, len, timeout_ms);
+		ssize_t k = recv_some(sock, buf, len, deadline);
 		if (k < 0)
 			return (int)k;
 		buf = (char *)buf + k;
@@ -166,14 +166,14 @@ static int recv_all(int sock, void *buf, size_t len, int timeout_ms)
 	return 0;
 }
 
-static int send_all(int sock, const void *buf, size_t len, int more, int timeout_ms)
+static int send_all(int sock, const void *buf, size_t len, int more, int64_t deadline)
 {
 	while (len) {
 		ssize_t k = send(sock, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT | (more ? MSG_MORE : 0));
 		if (k < 0 && errno == EINTR)
 			continue;
 		if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			int w = wait_out(sock, timeout_ms);
+			int w = wait_out(sock, deadline);
 			if (w)
 				return w;
 			continue;
@@ -194,7 +194,8 @@ static int send_all(int sock, const void *buf, size_t len, int more, int timeout
 static int send_range(int sock, const uint8_t *head, int head_len, int file, off_t offset, int length, int timeout_ms)
 {
 	static const char zeros[65536];
-	int rc = send_all(sock, head, (size_t)head_len, length > 0, timeout_ms);
+	int64_t deadline = now_ms() + timeout_ms;
+	int rc = send_all(sock, head, (size_t)head_len, length > 0, deadline);
 	if (rc)
 		return rc;
 	off_t at = offset;
@@ -204,7 +205,7 @@ static int send_range(int sock, const uint8_t *head, int head_len, int file, off
 		if (k < 0 && errno == EINTR)
 			continue;
 		if (k < 0 && errno == EAGAIN) {
-			int w = wait_out(sock, timeout_ms);
+			int w = wait_out(sock, deadline);
 			if (w)
 				return w;
 			continue;
@@ -218,7 +219,7 @@ static int send_range(int sock, const uint8_t *head, int head_len, int file, off
 	}
 	while (left > 0) {
 		int z = left < (int)sizeof zeros ? left : (int)sizeof zeros;
-		rc = send_all(sock, zeros, (size_t)z, 0, timeout_ms);
+		rc = send_all(sock, zeros, (size_t)z, 0, deadline);
 		if (rc)
 			return rc;
 		left -= z;
@@ -236,6 +237,7 @@ static int dial(const char *host, int port, const uint8_t *request, int request_
 	if (g)
 		return g == EAI_SYSTEM ? -errno : -EHOSTUNREACH;
 	int rc = -EHOSTUNREACH;
+	int64_t deadline = now_ms() + timeout_ms;
 	for (struct addrinfo *a = found; a; a = a->ai_next) {
 		int s = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
 		if (s < 0) {
@@ -244,7 +246,7 @@ static int dial(const char *host, int port, const uint8_t *request, int request_
 		}
 		int c = connect(s, a->ai_addr, a->ai_addrlen);
 		if (c < 0 && errno == EINPROGRESS) {
-			c = wait_out(s, timeout_ms);
+			c = wait_out(s, deadline);
 			int err = 0;
 			socklen_t l = sizeof err;
 			if (c == 0 && getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &l) == 0 && err)
@@ -254,7 +256,7 @@ static int dial(const char *host, int port, const uint8_t *request, int request_
 		if (c == 0) {
 			int one = 1;
 			setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-			c = send_all(s, request, (size_t)request_len, 0, timeout_ms);
+			c = send_all(s, request, (size_t)request_len, 0, deadline);
 		}
 		if (c == 0) {
 			freeaddrinfo(found);
@@ -271,16 +273,24 @@ static int dial(const char *host, int port, const uint8_t *request, int request_
  * One frame of a bulk answer off sock (the answer's magic first if first): a frame of data is
  * written to file at offset, at most max bytes of it. The result is what was found (j->extra):
  * GOT_DATA, its length; GOT_END, 0; GOT_FAILURE, the holder's errno; GOT_FOREIGN, 0 (no bulk answer);
- * GOT_WRITE_ERROR, the errno of the write to file. -errno: the connection failed, or the holder sent
- * more than max.
+ * GOT_WRITE_ERROR, the errno of the write to file. -errno: the connection failed (GOT_NOTHING with
+ * it: it ended before the answer's first byte), the holder sent more than max (-EPROTO), or the frame
+ * took longer than the timeout (-ETIMEDOUT: a holder that trickles holds no thread for long).
  */
 static int receive_frame(struct job *j)
 {
-	int sock = j->flags, timeout_ms = j->mode;
+	int sock = j->flags;
+	int64_t deadline = now_ms() + j->mode;
 	uint8_t b[4];
 	int rc;
 	if (j->keep) {
-		rc = recv_all(sock, b, 4, timeout_ms);
+		/* The connection's end before any byte of the answer: no bulk server (an older node's HTTP/2 closes it). */
+		ssize_t k = recv_some(sock, b, 1, deadline);
+		if (k < 0) {
+			j->extra = k == -ECONNRESET ? GOT_NOTHING : 0;
+			return (int)k;
+		}
+		rc = recv_all(sock, b + 1, 3, deadline);
 		if (rc)
 			return rc;
 		if (memcmp(b, "MCFB", 4)) {
@@ -288,7 +298,7 @@ static int receive_frame(struct job *j)
 			return 0;
 		}
 	}
-	rc = recv_all(sock, b, 4, timeout_ms);
+	rc = recv_all(sock, b, 4, deadline);
 	if (rc)
 		return rc;
 	int32_t n = (int32_t)((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24);
@@ -304,7 +314,7 @@ static int receive_frame(struct job *j)
 		return -ENOMEM;
 	off_t at = j->at;
 	for (int left = n; left > 0;) {
-		ssize_t k = recv_some(sock, buf, (size_t)(left < PIECE ? left : PIECE), timeout_ms);
+		ssize_t k = recv_some(sock, buf, (size_t)(left < PIECE ? left : PIECE), deadline);
 		if (k < 0) {
 			free(buf);
 			return (int)k;
@@ -515,7 +525,7 @@ int mcfs_pool_write_out(uint32_t token, int fd, double offset, double length, in
 /*
  * Queue a send of head (up to 8 bytes), then length bytes of file at offset, to sock (send_range); sock
  * is duplicated here, file stays open until the result comes with token. Waits for the socket at most
- * timeout_ms at a time. 0 or -errno.
+ * timeout_ms for the frame. 0 or -errno.
  */
 int mcfs_pool_send(uint32_t token, int sock, const uint8_t *head, int head_len, int file, double offset, int length, int timeout_ms)
 {
@@ -545,7 +555,7 @@ int mcfs_pool_send(uint32_t token, int sock, const uint8_t *head, int head_len, 
 
 /*
  * Queue a connection to host:port (a name or an address) that sends request first; the result is its
- * descriptor (non-blocking; JS closes it), or -errno. Waits at most timeout_ms at a time.
+ * descriptor (non-blocking; JS closes it), or -errno. Waits at most timeout_ms in all.
  */
 int mcfs_pool_dial(uint32_t token, const char *host, int port, const uint8_t *request, int request_len, int timeout_ms)
 {

@@ -12,7 +12,7 @@ const BATCH = 256;
 const STREAMS = { send: 4, receive: 8 } as const;
 
 /** What a frame received was (FilePool.receive), as native/beneath-pool.c numbers them. */
-export const Got = { data: 0, end: 1, failure: 2, foreign: 3, writeError: 4 } as const;
+export const Got = { data: 0, end: 1, failure: 2, foreign: 3, writeError: 4, nothing: 5 } as const;
 
 /** What a new file is given on the pool's thread: owner, mode (as opened) and an identity mark. */
 export interface NewFileOwner {
@@ -44,7 +44,7 @@ export interface FilePool {
    * (sendfile), on threads of their own; sock is duplicated first (closed by JS meanwhile, its number
    * reused, the bytes still go to the same connection), file stays open until then. Bytes the file no
    * longer has (cut meanwhile) go as zeros: the frame is whole. How many came from the file, or -errno
-   * (the connection is left cut short); -ETIMEDOUT if the socket took nothing for timeoutMs.
+   * (the connection is left cut short); -ETIMEDOUT if the frame took longer than timeoutMs.
    */
   send(sock: number, head: Uint8Array, file: number, offset: number, length: number, timeoutMs: number): Promise<number>;
   /**
@@ -54,9 +54,11 @@ export interface FilePool {
   dial(host: string, port: number, request: Uint8Array, timeoutMs: number): Promise<number>;
   /**
    * One frame of a bulk answer off sock (its magic first if first), a frame of data written to file
-   * at offset, at most max bytes of it (more: -EPROTO). rc < 0: the connection failed (-errno), got
-   * then says nothing; else got says what came: data (rc bytes written), the end, the holder's
-   * failure (rc its errno), no bulk answer at all (foreign), or the write to file failed (rc its errno).
+   * at offset, at most max bytes of it (more: -EPROTO), within timeoutMs (else -ETIMEDOUT: a holder
+   * that trickles holds no thread for long). rc < 0: the connection failed (-errno), got nothing if
+   * it ended before the answer's first byte; else got says what came: data (rc bytes written), the
+   * end, the holder's failure (rc its errno), no bulk answer at all (foreign), or the write to file
+   * failed (rc its errno).
    */
   receive(sock: number, first: boolean, file: number, offset: number, max: number, timeoutMs: number): Promise<{ rc: number; got: number }>;
   /**

@@ -237,10 +237,10 @@ export function createBulkClient(o: BulkClientOptions): BulkClient {
           if (signal?.aborted) throw new FsError(E.EIO, `the read of ${f.path} from ${address} was given up`);
           const { rc, got } = await pool.receive(sock, first, sink.fd, at, Math.min(offset + limit - at, 0x7fffffff), o.timeoutMs);
           if (rc < 0) {
-            if (rc === -E.ETIMEDOUT) throw new FsError(E.ETIMEDOUT, `${address} sent nothing of ${f.path} for ${o.timeoutMs} ms`);
+            if (rc === -E.ETIMEDOUT) throw new FsError(E.ETIMEDOUT, `${address} sent no whole frame of ${f.path} in ${o.timeoutMs} ms`);
             if (rc === -E.EPROTO) throw new FsError(E.ESTALE, `holder ${address} has more than the ${limit} bytes of ${f.path} asked for`);
             // An older node's HTTP/2 server closes the connection on a bulk request.
-            if (first && rc === -E.ECONNRESET) throw new BulkUnsupported(E.EIO, `${address} closed the connection without an answer`);
+            if (got === Got.nothing) throw new BulkUnsupported(E.EIO, `${address} closed the connection without an answer`);
             throw new FsError(E.EIO, `${address} failed in the middle of ${f.path}: ${errnoName(-rc)}`);
           }
           if (got === Got.foreign) throw new BulkUnsupported(E.EIO, `${address} answered with something other than a bulk answer`);

@@ -339,6 +339,45 @@ describe("bulk lane: bytes received by the file threads (readInto)", () => {
     expect(into.landed).toEqual([]);
   });
 
+  test("a holder that trickles a frame times out with the frame's deadline, not at each byte; one cut mid-frame is a failure, not an older node", async () => {
+    const sockets: net.Socket[] = [];
+    const trickle = net.createServer((sock) => {
+      sockets.push(sock);
+      sock.on("error", () => {});
+      sock.once("data", () => {
+        sock.write(Buffer.concat([MAGIC, frameHead(1000)]));
+        const drip = setInterval(() => (sock.destroyed ? clearInterval(drip) : sock.write(Buffer.alloc(1, 1))), 20);
+        sock.once("close", () => clearInterval(drip));
+      });
+    });
+    await new Promise<void>((res) => trickle.listen(0, "127.0.0.1", () => res()));
+    closers.push(async () => {
+      for (const x of sockets) x.destroy();
+      await new Promise<void>((res) => trickle.close(() => res()));
+    });
+    const cut = net.createServer((sock) => {
+      sock.on("error", () => {});
+      sock.once("data", () => sock.end(Buffer.concat([MAGIC, frameHead(1000), Buffer.alloc(10)])));
+    });
+    await new Promise<void>((res) => cut.listen(0, "127.0.0.1", () => res()));
+    closers.push(() => new Promise<void>((res) => cut.close(() => res())));
+    const into = sinkFile(1000);
+    const client = createBulkClient({ secret: SECRET, timeoutMs: 300 });
+    const t0 = performance.now();
+    const slow = await client.readInto(`127.0.0.1:${(trickle.address() as AddressInfo).port}`, file, 0, 0, 1000, into.sink).catch((e: unknown) => e);
+    // A deadline per wait would have let 1000 bytes at one per 20 ms run 20 s.
+    expect(performance.now() - t0).toBeLessThan(10_000);
+    expect((slow as FsError).errno).toBe(E.ETIMEDOUT);
+    // Cut after part of the first frame.
+    const cutClient = createBulkClient({ secret: SECRET, timeoutMs: 10_000 });
+    const broken = await cutClient.readInto(`127.0.0.1:${(cut.address() as AddressInfo).port}`, file, 0, 0, 1000, into.sink).catch((e: unknown) => e);
+    client.close();
+    cutClient.close();
+    expect(broken).toBeInstanceOf(FsError);
+    expect(broken).not.toBeInstanceOf(BulkUnsupported);
+    expect(into.landed).toEqual([]);
+  });
+
   test("a write the reader's file refuses is the reader's failure (BulkSinkError), not the holder's", async () => {
     const srv = await rawServer(() => Buffer.concat([MAGIC, frameHead(100), Buffer.alloc(100, 1), frameHead(0)]));
     closers.push(srv.close);
