@@ -462,3 +462,37 @@ describe.skipIf(!!skip)("big files across nodes", () => {
     expect(fs.readFileSync(join(b.mnt, "dying.bin")).equals(data)).toBe(true);
   });
 });
+
+/** A reader in ranges (the file is bigger than its node's disk tier) whose file another node cuts meanwhile. */
+describe.skipIf(!!skip)("a big file cut on another node while read in ranges", () => {
+  const cluster = useCluster("bigcut", ["a", "b"], { b: ["--disk-cache-mib", "1"] });
+
+  test("B's reader reads the bytes up to the new end (a short read) or gets EIO; never zeros past it, though its kernel was given the old size", () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    const data = randomBytes(24 << 20);
+    fs.writeFileSync(join(a.mnt, "cut.bin"), data);
+    const fd = fs.openSync(join(b.mnt, "cut.bin"), "r");
+    try {
+      const head = Buffer.alloc(1 << 20);
+      expect(fs.readSync(fd, head, 0, head.length, 0)).toBe(head.length);
+      expect(head.equals(data.subarray(0, head.length))).toBe(true);
+      const end = (12 << 20) + 1234;
+      fs.truncateSync(join(a.mnt, "cut.bin"), end);
+      // A read across the new end, by the size B's kernel was given at the open.
+      const buf = Buffer.alloc(1 << 20);
+      const from = end - 4096;
+      let got: number | string;
+      try {
+        got = fs.readSync(fd, buf, 0, buf.length, from);
+      } catch (e) {
+        got = (e as NodeJS.ErrnoException).code ?? "?";
+      }
+      if (typeof got === "string") expect(got).toBe("EIO");
+      else expect({ got, same: buf.subarray(0, got).equals(data.subarray(from, from + got)) }).toEqual({ got: Math.min(got, 4096), same: true });
+    } finally {
+      fs.closeSync(fd);
+    }
+    // Opened again: the file as it is now.
+    expect(fs.readFileSync(join(b.mnt, "cut.bin")).equals(data.subarray(0, (12 << 20) + 1234))).toBe(true);
+  });
+});
