@@ -385,9 +385,14 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
         h.fd = a.fd;
         if (a.ranges) h.ranges = a.ranges;
         else delete h.ranges;
+        const before = h.reads?.size;
         h.reads = { version: r.version, size: r.size, copy: a.got !== undefined };
+        if (before !== undefined && r.size < before) h.cutFrom = Math.max(h.cutFrom ?? 0, before);
+        delete h.cutTold;
         h.superseded = false;
         supersede(h, r.version);
+        // Cut shorter: every read goes through JS, which refuses those past the new end (cutFrom).
+        if (h.cutFrom !== undefined) return;
         if (a.fd >= 0) o.followHandle?.(fh, a.fd, 0, true);
         else if (a.ranges) followRanges(h, a.ranges, (fd, bytes, whole) => o.followHandle?.(fh, fd, bytes, whole));
       } finally {
@@ -395,6 +400,29 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       }
     })();
     return h.reopening;
+  }
+
+  /**
+   * A read from the end of the shorter version h moved to on (see Handle.cutFrom). The kernel takes
+   * a short answer as the file's end, at the read's start plus what it got, but only if no other
+   * size reached it while the read was out. Answered empty before the kernel was told the end, a
+   * readahead past it would leave the kernel that later start as the size, and the zeros it fills
+   * the rest of the read across the end with would be read as the file's bytes: EIO then (an error
+   * tells the kernel no size). From the end itself, or once a read across it was answered: empty.
+   */
+  function pastCut(h: Handle, offset: number): Buffer | undefined {
+    if (h.cutFrom === undefined || !h.reads || offset < h.reads.size) return undefined;
+    if (offset === h.reads.size || h.cutTold) {
+      h.cutTold = true;
+      return Buffer.alloc(0);
+    }
+    throw new FsError(E.EIO, `inode ${h.ino} was cut to ${h.reads.size} bytes elsewhere while read here (its kernel was given ${h.cutFrom}), and the kernel was not told that end yet: a read past it`);
+  }
+
+  /** A read of h at offset of size was answered: across the end of the version it moved to, it told the kernel that end. */
+  function answered<T>(h: Handle, offset: number, size: number, out: T): T {
+    if (h.cutFrom !== undefined && h.reads && offset < h.reads.size && offset + size > h.reads.size) h.cutTold = true;
+    return out;
   }
 
   /** Take ino's privileges from c's change (withoutPrivileges), in the store first, then from its local file through fd; the record as it is then. */
@@ -518,6 +546,8 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
     async read(_c, ino, fh, offset, size) {
       const h = ctx.open.get(fh);
       while (h.superseded) await reopen(h, fh);
+      const past = pastCut(h, offset);
+      if (past) return past;
       if (h.ranges) {
         let from = h.ranges;
         let d: Awaited<ReturnType<RangeReader["read"]>>;
@@ -530,6 +560,8 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
           h.superseded = true;
           o.detachHandle?.(fh);
           await reopen(h, fh);
+          const past = pastCut(h, offset);
+          if (past) return past;
           if (!h.ranges) return ops.read(_c, ino, fh, offset, size);
           from = h.ranges;
           d = await from.read(offset, size, !h.rangesRead);
@@ -542,12 +574,12 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
         }
         h.rangesRead = true;
         o.onIo?.("read", d.length);
-        return d;
+        return answered(h, offset, size, d);
       }
       const buf = Buffer.allocUnsafe(size);
       const n = fs.readSync(h.fd, buf, 0, size, offset);
       o.onIo?.("read", n);
-      return buf.subarray(0, n);
+      return answered(h, offset, size, buf.subarray(0, n));
     },
 
     async fallocating(c, ino, fh) {

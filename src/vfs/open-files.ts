@@ -22,6 +22,13 @@ export interface Handle {
   reads?: { version: number; size: number; copy: boolean };
   /** Another version was opened here since: its next read reopens the version read here now (see FileOps.read). */
   superseded?: boolean;
+  /**
+   * The size of a longer version it read before it moved to a shorter one (cut on another node):
+   * its kernel was given that size, and keeps it while the file is open here.
+   */
+  cutFrom?: number;
+  /** A read across the shorter version's end was answered: its kernel was told that end (see FileOps.read). */
+  cutTold?: boolean;
   /** That reopen, under way. */
   reopening?: Promise<void>;
   /** What it read before it was reopened: closed at its release. */
