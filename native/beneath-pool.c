@@ -132,25 +132,32 @@ static int wait_for(int sock, short events, int64_t deadline)
 	}
 }
 
-#define wait_out(sock, deadline) wait_for(sock, POLLOUT, deadline)
-#define wait_in(sock, deadline) wait_for(sock, POLLIN, deadline)
+/*
+ * After a call on sock that returned k (< 0: errno says why): 0 when k stands, 1 to call again (it was
+ * interrupted, or sock is ready for events now), or -errno (-ETIMEDOUT past deadline).
+ */
+static int again(int sock, ssize_t k, short events, int64_t deadline)
+{
+	if (k >= 0)
+		return 0;
+	if (errno == EINTR)
+		return 1;
+	if (errno != EAGAIN && errno != EWOULDBLOCK)
+		return -errno;
+	int w = wait_for(sock, events, deadline);
+	return w ? w : 1;
+}
 
 /* Up to len bytes (at least one) into buf: how many, or -errno; -ECONNRESET at the connection's end. */
 static ssize_t recv_some(int sock, void *buf, size_t len, int64_t deadline)
 {
 	for (;;) {
 		ssize_t k = recv(sock, buf, len, MSG_DONTWAIT);
-		if (k > 0)
-			return k;
-		if (k == 0)
-			return -ECONNRESET;
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN && errno != EWOULDBLOCK)
-			return -errno;
-		int w = wait_in(sock, deadline);
-		if (w)
-			return w;
+		int a = again(sock, k, POLLIN, deadline);
+		if (a < 0)
+			return a;
+		if (a == 0)
+			return k > 0 ? k : -ECONNRESET;
 	}
 }
 
@@ -170,16 +177,11 @@ static int send_all(int sock, const void *buf, size_t len, int more, int64_t dea
 {
 	while (len) {
 		ssize_t k = send(sock, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT | (more ? MSG_MORE : 0));
-		if (k < 0 && errno == EINTR)
+		int a = again(sock, k, POLLOUT, deadline);
+		if (a < 0)
+			return a;
+		if (a)
 			continue;
-		if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			int w = wait_out(sock, deadline);
-			if (w)
-				return w;
-			continue;
-		}
-		if (k < 0)
-			return -errno;
 		buf = (const char *)buf + k;
 		len -= (size_t)k;
 	}
@@ -202,16 +204,11 @@ static int send_range(int sock, const uint8_t *head, int head_len, int file, off
 	int left = length, got = 0;
 	while (left > 0) {
 		ssize_t k = sendfile(sock, file, &at, (size_t)left);
-		if (k < 0 && errno == EINTR)
+		int a = again(sock, k, POLLOUT, deadline);
+		if (a < 0)
+			return a;
+		if (a)
 			continue;
-		if (k < 0 && errno == EAGAIN) {
-			int w = wait_out(sock, deadline);
-			if (w)
-				return w;
-			continue;
-		}
-		if (k < 0)
-			return -errno;
 		if (k == 0)
 			break;
 		left -= (int)k;
@@ -246,7 +243,7 @@ static int dial(const char *host, int port, const uint8_t *request, int request_
 		}
 		int c = connect(s, a->ai_addr, a->ai_addrlen);
 		if (c < 0 && errno == EINPROGRESS) {
-			c = wait_out(s, deadline);
+			c = wait_for(s, POLLOUT, deadline);
 			int err = 0;
 			socklen_t l = sizeof err;
 			if (c == 0 && getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &l) == 0 && err)
