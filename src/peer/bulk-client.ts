@@ -120,6 +120,9 @@ export function createBulkClient(o: BulkClientOptions): BulkClient {
     s.setTimeout(IDLE_MS);
   }
 
+  /** A request for f's bytes from offset (length 0: to its end), held frame by frame (BulkRequest.held). */
+  const request = (f: BulkFile, offset: number, length: number) => encodeRequest({ ...(o.secret === undefined ? {} : { secret: o.secret }), ino: f.ino, version: f.version, path: f.path, offset, length, held: true });
+
   /** fresh: on a new connection (an idle one the holder closed meanwhile, at its restart, answers nothing). */
   async function* read(address: string, f: BulkFile, offset: number, length: number, signal?: AbortSignal, fresh = false): AsyncIterable<{ offset: number; data: Pieces }> {
     const t0 = performance.now();
@@ -162,7 +165,7 @@ export function createBulkClient(o: BulkClientOptions): BulkClient {
     /** The bytes of the frame under way: they count once the next head comes (BulkRequest.held). */
     let held: Buffer[] = [];
     try {
-      s.write(encodeRequest({ ...(o.secret === undefined ? {} : { secret: o.secret }), ino: f.ino, version: f.version, path: f.path, offset, length, held: true }));
+      s.write(request(f, offset, length));
       let at = offset;
       const confirmed = () => {
         const data = held;
@@ -223,9 +226,8 @@ export function createBulkClient(o: BulkClientOptions): BulkClient {
     const t0 = performance.now();
     let errno = E.EIO;
     const { host, port } = hostPort(address);
-    const request = encodeRequest({ ...(o.secret === undefined ? {} : { secret: o.secret }), ino: f.ino, version: f.version, path: f.path, offset, length, held: true });
     try {
-      const sock = await pool.dial(host, port, request, o.timeoutMs);
+      const sock = await pool.dial(host, port, request(f, offset, length), o.timeoutMs);
       if (sock < 0) {
         const why = errnoName(-sock);
         throw sock === -E.ETIMEDOUT ? new FsError(E.ETIMEDOUT, `${address} did not answer a connection for ${o.timeoutMs} ms`) : new BulkUnreachable(`cannot reach ${address}: ${why}`, why);

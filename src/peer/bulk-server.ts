@@ -41,6 +41,24 @@ function socketFd(s: Socket): number | undefined {
   return typeof fd === "number" && fd >= 0 ? fd : undefined;
 }
 
+/**
+ * An answer's frames, one after another: n's head (the magic before the first), with d's bytes if
+ * given. The magic goes with the first frame, each frame's head with its bytes: one write each (small
+ * writes cost a segment apiece).
+ */
+function framer(): (n: number, d?: Uint8Array) => Buffer {
+  let first = true;
+  return (n, d) => {
+    const lead = first ? 8 : 4;
+    // readFile leaves room in front of a chunk's bytes (for gRPC's framing), in a buffer of its own.
+    const out = d && d.byteOffset >= lead ? Buffer.from(d.buffer, d.byteOffset - lead, d.length + lead) : Buffer.concat([Buffer.alloc(lead), d ?? Buffer.alloc(0)]);
+    if (first) MAGIC.copy(out, 0);
+    out.writeInt32LE(n, lead - 4);
+    first = false;
+    return out;
+  };
+}
+
 /** Until the socket can take more, or is gone. */
 const drained = (s: Socket) =>
   new Promise<void>((res) => {
@@ -71,14 +89,7 @@ export function serveBulk(socket: Socket, first: Buffer, o: BulkServeOptions): v
    * head takes it back. Nothing thrown: the errno sent (0: whole); a send cut short closes the connection.
    */
   async function sendByKernel(k: KernelSends, f: OpenedFile, sock: number, from: number, end: number): Promise<number> {
-    let first = true;
-    const head = (n: number) => {
-      const h = Buffer.allocUnsafe(first ? 8 : 4);
-      if (first) MAGIC.copy(h, 0);
-      h.writeInt32LE(n, first ? 4 : 0);
-      first = false;
-      return h;
-    };
+    const head = framer();
     const sent = async (n: number, at = 0, length = 0) => {
       const rc = await k.send(sock, head(n), f.fd, at, length, k.idleMs);
       if (rc < 0) socket.destroy();
@@ -111,17 +122,7 @@ export function serveBulk(socket: Socket, first: Buffer, o: BulkServeOptions): v
   async function answer(r: ReadRequest, holds: boolean): Promise<void> {
     const t0 = performance.now();
     let errno = 0;
-    // The magic goes with the first frame, each frame's head with its bytes: one write each (small writes cost a segment apiece).
-    let first = true;
-    const framed = (n: number, d?: Uint8Array): Uint8Array => {
-      const lead = first ? 8 : 4;
-      // readFile leaves room in front of a chunk's bytes (for gRPC's framing), in a buffer of its own.
-      const out = d && d.byteOffset >= lead ? Buffer.from(d.buffer, d.byteOffset - lead, d.length + lead) : Buffer.concat([Buffer.alloc(lead), d ?? Buffer.alloc(0)]);
-      if (first) MAGIC.copy(out, 0);
-      out.writeInt32LE(n, lead - 4);
-      first = false;
-      return out;
-    };
+    const framed = framer();
     // Each frame is written once the next chunk is read, the last one with the end: a small file goes in one write.
     let held: Uint8Array | undefined;
     try {

@@ -182,10 +182,15 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
   };
 
   /** Bytes of a file from offset, in chunks of at most CHUNK, to its end or length. */
-  async function* readFile(r: ReadRequest) {
+  /** What a read of a file (or of a part of it) reads from. */
+  async function sourceOf(r: ReadRequest): Promise<Source> {
     // A part of a big file (streams.ts): its later parts are asked for after its last name may have gone.
     if (r.length || r.offset) o.retired?.rangeRead(Number(r.ino));
-    const c = await guarded(() => openForRead(r))();
+    return guarded(() => openForRead(r))();
+  }
+
+  async function* readFile(r: ReadRequest) {
+    const c = await sourceOf(r);
     try {
       let off = Number(r.offset);
       const asked = r.length ? off + Number(r.length) : Infinity;
@@ -310,8 +315,7 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
     readFiles: (r) => readFiles(r),
   };
   async function openFile(r: ReadRequest): Promise<OpenedFile | undefined> {
-    if (r.length || r.offset) o.retired?.rangeRead(Number(r.ino));
-    const c = await guarded(() => openForRead(r))();
+    const c = await sourceOf(r);
     if (c.size !== undefined) {
       closeCopy(c);
       return undefined;
