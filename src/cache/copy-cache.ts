@@ -396,6 +396,11 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
         else discard();
         wakeSettled();
       };
+      /** n bytes at at may be taken into the copy. */
+      const admit = (at: number, n: number) => {
+        if (at + n > size) throw new FsError(E.EIO, `copy of inode ${ino} longer than its ${size} bytes`);
+        if (settled) throw new FsError(E.EIO, `copy of inode ${ino} is settled`);
+      };
       const ready = tmp
         ? o.dir.openFileAsync(tmp, O_RDWR | O_CREAT | O_EXCL, 0o600).then(
             (opened) => {
@@ -413,8 +418,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
       const pending: PendingCopy = {
         ready,
         write(data, at) {
-          if (at + byteLength(data) > size) throw new FsError(E.EIO, `copy of inode ${ino} longer than its ${size} bytes`);
-          if (settled) throw new FsError(E.EIO, `copy of inode ${ino} is settled`);
+          admit(at, byteLength(data));
           if (!tmp) return writePiecesSync(fd, data, at);
           writing++;
           return ready
@@ -429,8 +433,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
           return fd;
         },
         landed(at, n) {
-          if (at + n > size) throw new FsError(E.EIO, `copy of inode ${ino} longer than its ${size} bytes`);
-          if (settled) throw new FsError(E.EIO, `copy of inode ${ino} is settled`);
+          admit(at, n);
           if (tmp) dropBehind(at + n);
         },
         commit() {
