@@ -1,10 +1,10 @@
 import { describe, expect, test } from "bun:test";
 import * as http2 from "node:http2";
-import * as net from "node:net";
 import type { AddressInfo } from "node:net";
 import { HEADER_MAX, MAGIC, createAnswerReader, encodeRequest, frameHead, parseRequest, type AnswerPart } from "../../src/peer/bulk-protocol.ts";
 import { BulkUnreachable, BulkUnsupported, createBulkClient } from "../../src/peer/bulk-client.ts";
 import { freePort } from "../helpers/env.ts";
+import { rawHolder } from "../helpers/bulk-holder.ts";
 
 const req = { secret: "s3cret", ino: 42, version: 123456789, path: "/d/f", offset: 8, length: 0 };
 
@@ -56,24 +56,10 @@ describe("bulk lane protocol", () => {
   });
 
   test("the client reuses a connection for the next read; one the holder closed meanwhile (its restart) is read again on a new one, not taken for an older node", async () => {
-    let connections = 0;
-    const server = net.createServer((sock) => {
-      connections++;
-      let answered = 0;
-      let buf = Buffer.alloc(0);
-      sock.on("data", (d: Buffer) => {
-        buf = Buffer.concat([buf, d]);
-        const p = parseRequest(buf);
-        if (!("request" in p)) return;
-        buf = buf.subarray(p.used);
-        // The second request on a connection finds the holder gone.
-        if (answered++) return void sock.destroy();
-        sock.write(Buffer.concat([MAGIC, frameHead(3), Buffer.from("abc"), frameHead(0)]));
-      });
-    });
-    await new Promise<void>((res) => server.listen(0, "127.0.0.1", () => res()));
+    // The second request on a connection finds the holder gone.
+    const holder = await rawHolder((_, nth) => (nth ? "close" : Buffer.concat([MAGIC, frameHead(3), Buffer.from("abc"), frameHead(0)])));
     const client = createBulkClient({ timeoutMs: 5000 });
-    const address = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const address = holder.address;
     const whole = async () => {
       const out: Uint8Array[] = [];
       for await (const ch of client.read(address, { ino: 1, version: 1, path: "/f" }, 0, 0)) out.push(...ch.data);
@@ -84,10 +70,10 @@ describe("bulk lane protocol", () => {
       expect(await whole()).toBe("abc");
       expect(await whole()).toBe("abc");
       // The first connection, the one its second read found closed, and the one that read again.
-      expect(connections).toBe(3);
+      expect(holder.connections()).toBe(3);
     } finally {
       client.close();
-      await new Promise<void>((res) => server.close(() => res()));
+      await holder.close();
     }
   });
 

@@ -4,13 +4,14 @@ import * as net from "node:net";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { BulkSinkError, BulkUnreachable, BulkUnsupported, createBulkClient } from "../../src/peer/bulk-client.ts";
-import { MAGIC, createAnswerReader, encodeRequest, frameHead, parseRequest, type AnswerPart } from "../../src/peer/bulk-protocol.ts";
+import { MAGIC, createAnswerReader, encodeRequest, frameHead, type AnswerPart } from "../../src/peer/bulk-protocol.ts";
 import * as http2 from "node:http2";
 import { serveBulk, type KernelSends } from "../../src/peer/bulk-server.ts";
 import type { OpenedFile } from "../../src/peer/peer-service.ts";
 import { filePool } from "../../src/local/file-pool.ts";
 import { E, FsError } from "../../src/util/errno.ts";
 import { freePort, tempDir } from "../helpers/env.ts";
+import { rawHolder } from "../helpers/bulk-holder.ts";
 
 const MIB = 1 << 20;
 const SECRET = "s3cret";
@@ -217,32 +218,6 @@ describe("bulk lane: bytes sent by the kernel", () => {
   });
 });
 
-/** A server that answers each request with what answer gives for it (raw bytes; undefined: nothing, the connection left open). */
-async function rawServer(answer: (request: { offset: number; length: number; held?: boolean }) => Buffer | undefined): Promise<{ address: string; close(): Promise<void> }> {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((sock) => {
-    sockets.add(sock);
-    sock.on("error", () => {});
-    let buf = Buffer.alloc(0);
-    sock.on("data", (d: Buffer) => {
-      buf = Buffer.concat([buf, d]);
-      const p = parseRequest(buf);
-      if (!("request" in p)) return;
-      buf = buf.subarray(p.used);
-      const out = answer(p.request);
-      if (out) sock.write(out);
-    });
-  });
-  await new Promise<void>((res) => server.listen(0, "127.0.0.1", () => res()));
-  return {
-    address: `127.0.0.1:${(server.address() as AddressInfo).port}`,
-    close: async () => {
-      for (const sock of sockets) sock.destroy();
-      await new Promise<void>((res) => server.close(() => res()));
-    },
-  };
-}
-
 describe("bulk lane: bytes received by the file threads (readInto)", () => {
   const dirs: { remove(): void }[] = [];
   const closers: (() => Promise<void>)[] = [];
@@ -293,7 +268,7 @@ describe("bulk lane: bytes received by the file threads (readInto)", () => {
 
   test("a frame the holder takes back (its failure's head after it) never lands; the reader gets the holder's errno", async () => {
     const frame = (n: number, b: number) => Buffer.concat([frameHead(n), Buffer.alloc(n, b)]);
-    const srv = await rawServer(() => Buffer.concat([MAGIC, frame(1000, 1), frame(500, 2), frameHead(-E.ESTALE)]));
+    const srv = await rawHolder(() => Buffer.concat([MAGIC, frame(1000, 1), frame(500, 2), frameHead(-E.ESTALE)]));
     closers.push(srv.close);
     const into = sinkFile(4000);
     const client = createBulkClient({ secret: SECRET, timeoutMs: 10_000 });
@@ -305,7 +280,7 @@ describe("bulk lane: bytes received by the file threads (readInto)", () => {
   });
 
   test("a holder that sends more than asked for: refused before the bytes past it are written (ESTALE: it holds another version)", async () => {
-    const srv = await rawServer(() => Buffer.concat([MAGIC, frameHead(3000), Buffer.alloc(3000, 7), frameHead(0)]));
+    const srv = await rawHolder(() => Buffer.concat([MAGIC, frameHead(3000), Buffer.alloc(3000, 7), frameHead(0)]));
     closers.push(srv.close);
     const into = sinkFile(4000);
     const client = createBulkClient({ secret: SECRET, timeoutMs: 10_000 });
@@ -331,7 +306,7 @@ describe("bulk lane: bytes received by the file threads (readInto)", () => {
     await new Promise<void>((res) => closing.listen(0, "127.0.0.1", () => res()));
     closers.push(() => new Promise<void>((res) => closing.close(() => res())));
     expect(await attempt(`127.0.0.1:${(closing.address() as AddressInfo).port}`)).toBeInstanceOf(BulkUnsupported);
-    const silent = await rawServer(() => undefined);
+    const silent = await rawHolder(() => undefined);
     closers.push(silent.close);
     const timedOut = await attempt(silent.address);
     expect((timedOut as FsError).errno).toBe(E.ETIMEDOUT);
@@ -379,7 +354,7 @@ describe("bulk lane: bytes received by the file threads (readInto)", () => {
   });
 
   test("a write the reader's file refuses is the reader's failure (BulkSinkError), not the holder's", async () => {
-    const srv = await rawServer(() => Buffer.concat([MAGIC, frameHead(100), Buffer.alloc(100, 1), frameHead(0)]));
+    const srv = await rawHolder(() => Buffer.concat([MAGIC, frameHead(100), Buffer.alloc(100, 1), frameHead(0)]));
     closers.push(srv.close);
     const into = sinkFile(100);
     const readOnly = fs.openSync(into.path, "r");
