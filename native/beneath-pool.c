@@ -188,38 +188,48 @@ static int send_all(int sock, const void *buf, size_t len, int more, int64_t dea
 	return 0;
 }
 
+/* Bytes a send reads from its file at a time, into its thread's own buffer. */
+#define SEND_CHUNK (256 << 10)
+
 /*
  * head, then length bytes of file at offset, to sock: a frame whole whatever happens to the file, its
  * bytes past the file's end (it was cut meanwhile) sent as zeros. How many bytes came from the file,
  * or -errno (the frame is then cut short: the connection cannot carry another).
+ *
+ * Read into a buffer, never spliced (sendfile): a splice queues references to the file's cached
+ * pages, and a write after the send returned would still change bytes the reader has not taken yet.
+ * The caller's check after the send must cover every byte of the frame.
  */
 static int send_range(int sock, const uint8_t *head, int head_len, int file, off_t offset, int length, int timeout_ms)
 {
-	static const char zeros[65536];
+	static __thread uint8_t *buf;
+	if (!buf && !(buf = malloc(SEND_CHUNK)))
+		return -ENOMEM;
 	int64_t deadline = now_ms() + timeout_ms;
 	int rc = send_all(sock, head, (size_t)head_len, length > 0, deadline);
 	if (rc)
 		return rc;
 	off_t at = offset;
-	int left = length, got = 0;
+	int left = length, got = 0, eof = 0;
 	while (left > 0) {
-		ssize_t k = sendfile(sock, file, &at, (size_t)left);
-		int a = again(sock, k, POLLOUT, deadline);
-		if (a < 0)
-			return a;
-		if (a)
-			continue;
-		if (k == 0)
-			break;
-		left -= (int)k;
-		got += (int)k;
-	}
-	while (left > 0) {
-		int z = left < (int)sizeof zeros ? left : (int)sizeof zeros;
-		rc = send_all(sock, zeros, (size_t)z, 0, deadline);
+		int want = left < SEND_CHUNK ? left : SEND_CHUNK, n = 0;
+		while (!eof && n < want) {
+			ssize_t k = pread(file, buf + n, (size_t)(want - n), at + n);
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (k < 0)
+				return -errno;
+			if (k == 0)
+				eof = 1;
+			n += (int)k;
+		}
+		memset(buf + n, 0, (size_t)(want - n));
+		rc = send_all(sock, buf, (size_t)want, left > want, deadline);
 		if (rc)
 			return rc;
-		left -= z;
+		at += want;
+		left -= want;
+		got += n;
 	}
 	return got;
 }

@@ -209,7 +209,7 @@ describe.skipIf(!!skip)("the bulk lane on the peer port", () => {
   test("a member gets the file's bytes, whole or a range; no secret or a wrong one gets EACCES and a closed connection, nothing read", async () => {
     expect(await ask({})).toEqual({ data: bytes, end: true, closed: false });
     expect(await ask({ offset: 1000, length: 5000 })).toEqual({ data: bytes.subarray(1000, 6000), end: true, closed: false });
-    // A reader that holds each frame until the next head is sent the file by the kernel (all but the range, under 256 KiB).
+    // A reader that holds each frame until the next head is sent the file by a send thread (all but the range, under 256 KiB).
     expect(await ask({ held: true })).toEqual({ data: bytes, end: true, closed: false });
     expect(await ask({ held: true, offset: 1000 })).toEqual({ data: bytes.subarray(1000), end: true, closed: false });
     expect(await ask({ held: true, offset: 1000, length: 5000 })).toEqual({ data: bytes.subarray(1000, 6000), end: true, closed: false });

@@ -40,11 +40,12 @@ export interface FilePool {
    */
   writeOut(fd: number, offset: number, length: number, drop: boolean): Promise<number>;
   /**
-   * head (at most 8 bytes), then length bytes of file at offset, to socket sock, by the kernel
-   * (sendfile), on threads of their own; sock is duplicated first (closed by JS meanwhile, its number
-   * reused, the bytes still go to the same connection), file stays open until then. Bytes the file no
-   * longer has (cut meanwhile) go as zeros: the frame is whole. How many came from the file, or -errno
-   * (the connection is left cut short); -ETIMEDOUT if the frame took longer than timeoutMs.
+   * head (at most 8 bytes), then length bytes of file at offset, to socket sock, on threads of their
+   * own; every byte was read from the file by the time it resolves (never spliced: see send_range).
+   * sock is duplicated first (closed by JS meanwhile, its number reused, the bytes still go to the
+   * same connection), file stays open until then. Bytes the file no longer has (cut meanwhile) go as
+   * zeros: the frame is whole. How many came from the file, or -errno (the connection is left cut
+   * short); -ETIMEDOUT if the frame took longer than timeoutMs.
    */
   send(sock: number, head: Uint8Array, file: number, offset: number, length: number, timeoutMs: number): Promise<number>;
   /**

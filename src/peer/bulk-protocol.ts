@@ -9,10 +9,10 @@
  * from the offset asked for); 0, the end; n < 0, the read failed with errno -n, the end. Requests on
  * one connection go one after another, each once the one before has ended.
  *
- * A frame's bytes count once the head after it has come (held): a holder may send them straight from
- * the file by the kernel and check only then that no write changed them meanwhile, a failure's head
- * then taking them back. A reader that asks with held takes them so; a holder sends by the kernel
- * only to such a reader.
+ * A frame's bytes count once the head after it has come (held): a holder may send them from the file
+ * on a thread and check only then that no write changed them before they were read, a failure's head
+ * then taking them back. A reader that asks with held takes them so; a holder sends so only to such
+ * a reader.
  */
 
 export const MAGIC = Buffer.from("MCFB");

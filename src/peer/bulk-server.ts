@@ -7,18 +7,18 @@ import { frameHead, HEADER_MAX, MAGIC, parseRequest, THREADED_MIN } from "./bulk
 import { sameSecret, WRONG_SECRET } from "./peer-gate.ts";
 import type { OpenedFile } from "./peer-service.ts";
 
-/** Bytes a frame sent by the kernel carries: the reader holds one frame's bytes until the next head. */
+/** Bytes a frame sent by a send thread carries: the reader holds one frame's bytes until the next head. */
 const SENT_FRAME = 1 << 20;
 
-/** Sends straight from the file by the kernel (sendfile), to readers that hold each frame until the next head. */
-export interface KernelSends {
+/** Sends from the file on the file pool's send threads (no byte through JS), to readers that hold each frame until the next head. */
+export interface ThreadSends {
   /** PeerService.openFile. */
   openFile(r: ReadRequest): Promise<OpenedFile | undefined>;
   /** FilePool.send. */
   send(sock: number, head: Uint8Array, file: number, offset: number, length: number, timeoutMs: number): Promise<number>;
   /** A thread for one answer's sends (FilePool.stream); undefined: none free, the answer goes through JS. */
   stream(): (() => void) | undefined;
-  /** The connection's idle timeout: re-armed after each send (the kernel's sends are unseen by the socket), and the longest one waits. */
+  /** The connection's idle timeout: re-armed after each send (the threads' sends are unseen by the socket), and the longest one waits. */
   idleMs: number;
 }
 
@@ -32,7 +32,7 @@ export interface BulkServeOptions {
   refused(why: string): void;
   /** A request answered: its errno (0: whole) and time. */
   observe?(errno: number, seconds: number): void;
-  kernel?: KernelSends;
+  threads?: ThreadSends;
 }
 
 /** The descriptor under a Bun socket, where Bun shows it (its handle's fd); else undefined. */
@@ -85,10 +85,10 @@ export function serveBulk(socket: Socket, first: Buffer, o: BulkServeOptions): v
   let busy = false;
 
   /**
-   * f's bytes asked for by r, sent by the kernel to sock, each frame checked once it went: a failure's
+   * f's bytes asked for by r, sent by a send thread to sock, each frame checked once it went: a failure's
    * head takes it back. Nothing thrown: the errno sent (0: whole); a send cut short closes the connection.
    */
-  async function sendByKernel(k: KernelSends, f: OpenedFile, sock: number, from: number, end: number): Promise<number> {
+  async function sendByThread(k: ThreadSends, f: OpenedFile, sock: number, from: number, end: number): Promise<number> {
     const head = framer();
     const sent = async (n: number, at = 0, length = 0) => {
       const rc = await k.send(sock, head(n), f.fd, at, length, k.idleMs);
@@ -126,15 +126,15 @@ export function serveBulk(socket: Socket, first: Buffer, o: BulkServeOptions): v
     // Each frame is written once the next chunk is read, the last one with the end: a small file goes in one write.
     let held: Uint8Array | undefined;
     try {
-      const sock = holds && o.kernel ? socketFd(socket) : undefined;
-      const thread = sock !== undefined ? o.kernel!.stream() : undefined;
+      const sock = holds && o.threads ? socketFd(socket) : undefined;
+      const thread = sock !== undefined ? o.threads!.stream() : undefined;
       try {
-        const f = thread ? await o.kernel!.openFile(r) : undefined;
+        const f = thread ? await o.threads!.openFile(r) : undefined;
         if (f) {
           const from = Number(r.offset);
           const end = r.length ? Math.min(f.size, from + Number(r.length)) : f.size;
           if (end - from >= THREADED_MIN) {
-            errno = await sendByKernel(o.kernel!, f, sock!, from, end);
+            errno = await sendByThread(o.threads!, f, sock!, from, end);
             return;
           }
           f.close();

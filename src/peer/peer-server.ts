@@ -132,7 +132,7 @@ export async function startPeerServer(o: PeerServerOptions): Promise<PeerServer>
             serveBulk(socket, head, {
               ...(o.secret === undefined ? {} : { secret: o.secret }),
               readFile,
-              kernel: { openFile, send: filePool().send, stream: () => filePool().stream("send"), idleMs: LIMITS.idleMs },
+              threads: { openFile, send: filePool().send, stream: () => filePool().stream("send"), idleMs: LIMITS.idleMs },
               proven: () => connections.proven(socket.remoteAddress, socket.remotePort),
               refused: (why) => warnRefused(remote, why),
               ...(o.observeBulk ? { observe: o.observeBulk } : {}),

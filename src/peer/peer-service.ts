@@ -48,8 +48,8 @@ export interface PeerService {
   readFile(r: ReadRequest): AsyncGenerator<{ offset: bigint; data: Uint8Array }>;
   readFiles(r: ReadFilesRequest): AsyncGenerator<{ pieces: PieceOut[] }>;
   /**
-   * The file ReadFile would read r's bytes from, with its checks, for a transport that sends them by
-   * the kernel: undefined when its bytes are not those of a plain file (one served at a writer's
+   * The file ReadFile would read r's bytes from, with its checks, for a transport that sends them
+   * from threads: undefined when its bytes are not those of a plain file (one served at a writer's
    * live size). Each range sent must be followed by intact() before it is let count: the bytes went
    * out before it was asked.
    */

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { BulkSinkError, BulkUnreachable, BulkUnsupported, createBulkClient } from "../../src/peer/bulk-client.ts";
 import { MAGIC, createAnswerReader, encodeRequest, frameHead, type AnswerPart } from "../../src/peer/bulk-protocol.ts";
 import * as http2 from "node:http2";
-import { serveBulk, type KernelSends } from "../../src/peer/bulk-server.ts";
+import { serveBulk, type ThreadSends } from "../../src/peer/bulk-server.ts";
 import type { OpenedFile } from "../../src/peer/peer-service.ts";
 import { filePool } from "../../src/local/file-pool.ts";
 import { E, FsError } from "../../src/util/errno.ts";
@@ -36,7 +36,7 @@ interface Served {
 /** A bulk server in this process on a real socket, serving path's bytes; intact: the check each sent frame must pass. */
 async function serve(path: string, o: { intact?: (sent: number) => boolean; idleMs?: number } = {}): Promise<Served> {
   const s: Served = { address: "", port: 0, answered: [], throughJs: 0, close: async () => {} };
-  const kernel: KernelSends = {
+  const threads: ThreadSends = {
     async openFile() {
       const fd = fs.openSync(path, "r");
       let checks = 0;
@@ -58,7 +58,7 @@ async function serve(path: string, o: { intact?: (sent: number) => boolean; idle
           s.throughJs++;
           yield { data: new Uint8Array(fs.readFileSync(path)) };
         },
-        kernel,
+        threads,
         proven: () => {},
         refused: () => {},
         observe: (errno) => void s.answered.push(errno),
@@ -75,7 +75,7 @@ async function serve(path: string, o: { intact?: (sent: number) => boolean; idle
   return s;
 }
 
-describe("bulk lane: bytes sent by the kernel", () => {
+describe("bulk lane: bytes sent by the send threads", () => {
   const dirs: { remove(): void }[] = [];
   const served: Served[] = [];
   afterEach(async () => {
@@ -90,7 +90,7 @@ describe("bulk lane: bytes sent by the kernel", () => {
     fs.writeFileSync(path, data);
     const s = await serve(path, o);
     served.push(s);
-    return { data, s };
+    return { data, s, path };
   }
   const file = { ino: 7, version: 9, path: "/f" };
 
@@ -122,7 +122,7 @@ describe("bulk lane: bytes sent by the kernel", () => {
   });
 
   test("a frame found changed once it went is never taken: the reader has the frames checked before it, then ESTALE", async () => {
-    // The second frame's check fails: its bytes went before it (the kernel sends them straight from the file).
+    // The second frame's check fails: its bytes went before it (the send thread sends them without a check between).
     const { data, s } = await setUp(4 * MIB, { intact: (n) => n < 2 });
     const client = createBulkClient({ secret: SECRET, timeoutMs: 10_000 });
     const out: Uint8Array[] = [];
@@ -139,6 +139,33 @@ describe("bulk lane: bytes sent by the kernel", () => {
     expect(Buffer.concat(out).equals(data.subarray(0, MIB))).toBe(true);
     await until(() => s.answered.length === 1);
     expect(s.answered).toEqual([E.ESTALE]);
+  });
+
+  test("a write after the holder checked a frame never reaches the reader: the frame carries the bytes as they were before the check, though the reader takes them only later", async () => {
+    const { data, s, path } = await setUp(256 << 10);
+    const parts: AnswerPart[] = [];
+    const read = createAnswerReader();
+    const sock = net.connect(s.port, "127.0.0.1");
+    sock.on("data", (d: Buffer) => parts.push(...read(d).parts));
+    // Nothing taken off the connection until the answer has been checked and ended.
+    sock.pause();
+    sock.write(encodeRequest({ secret: SECRET, ...file, offset: 0, length: 0, held: true }));
+    try {
+      await until(() => s.answered.length === 1);
+      expect(s.answered).toEqual([0]);
+      const f = fs.openSync(path, "r+");
+      fs.writeSync(f, Buffer.alloc(data.length, 0xee), 0, data.length, 0);
+      fs.closeSync(f);
+      sock.resume();
+      await until(() => parts.some((p) => "end" in p || "errno" in p));
+      expect(parts.at(-1)).toEqual({ end: true });
+      const got = Buffer.concat(parts.flatMap((p) => ("data" in p ? [p.data] : [])));
+      expect(got.length).toBe(data.length);
+      expect(got.equals(data)).toBe(true);
+      expect(s.throughJs).toBe(0);
+    } finally {
+      sock.destroy();
+    }
   });
 
   test("a reader that does not hold frames (an older node) is answered through JS, each frame checked before it goes", async () => {
