@@ -189,7 +189,7 @@ static int send_all(int sock, const void *buf, size_t len, int more, int64_t dea
 }
 
 /* Bytes a send reads from its file at a time, into its thread's own buffer. */
-#define SEND_CHUNK (256 << 10)
+#define SEND_CHUNK (64 << 10)
 
 /*
  * head, then length bytes of file at offset, to sock: a frame whole whatever happens to the file, its
