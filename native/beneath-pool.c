@@ -36,6 +36,7 @@ int mcfs_pool_send(uint32_t token, int sock, const uint8_t *head, int head_len, 
 int mcfs_pool_dial(uint32_t token, const char *host, int port, const uint8_t *request, int request_len, int timeout_ms);
 int mcfs_pool_receive(uint32_t token, int sock, int first, int file, double offset, int max, int timeout_ms);
 int mcfs_pool_poll(int32_t *out, int cap);
+int mcfs_pool_cut(int sock);
 
 #define THREADS 4
 
@@ -619,4 +620,10 @@ int mcfs_pool_poll(int32_t *out, int cap)
 	if (again)
 		waker();
 	return (int)n;
+}
+
+/* A receive or send under way on sock (or a duplicate of it) returns at once: the reader gave up. */
+int mcfs_pool_cut(int sock)
+{
+	return shutdown(sock, SHUT_RDWR) ? -errno : 0;
 }

@@ -62,6 +62,8 @@ export interface FilePool {
    * failed (rc its errno).
    */
   receive(sock: number, first: boolean, file: number, offset: number, max: number, timeoutMs: number): Promise<{ rc: number; got: number }>;
+  /** Shuts sock down (it stays open): a receive or send under way on it returns at once, failed. */
+  cut(sock: number): void;
   /**
    * A thread of kind for one stream of sends (or of a dial and receives), one job at a time, until
    * the returned call; undefined when every one is taken (go another way). Held so, no job waits in
@@ -125,6 +127,7 @@ function createFilePool(): FilePool {
       };
     },
     receive: (sock, first, file, offset, max, timeoutMs) => runBoth((token) => lib.mcfs_pool_receive(token, sock, first ? 1 : 0, file, offset, max, timeoutMs)).then(({ rc, extra }) => ({ rc, got: extra })),
+    cut: (sock) => void lib.mcfs_pool_cut(sock),
   };
 }
 

@@ -232,12 +232,17 @@ export function createBulkClient(o: BulkClientOptions): BulkClient {
         const why = errnoName(-sock);
         throw sock === -E.ETIMEDOUT ? new FsError(E.ETIMEDOUT, `${address} did not answer a connection for ${o.timeoutMs} ms`) : new BulkUnreachable(`cannot reach ${address}: ${why}`, why);
       }
+      // A receive waits up to a frame's deadline: given up, the connection is cut under it at once.
+      const onAbort = () => pool.cut(sock);
+      const givenUp = () => new FsError(E.EIO, `the read of ${f.path} from ${address} was given up`);
+      signal?.addEventListener("abort", onAbort);
       try {
         let at = offset;
         let held: { at: number; n: number } | undefined;
         for (let first = true; ; first = false) {
-          if (signal?.aborted) throw new FsError(E.EIO, `the read of ${f.path} from ${address} was given up`);
+          if (signal?.aborted) throw givenUp();
           const { rc, got } = await pool.receive(sock, first, sink.fd, at, Math.min(offset + limit - at, 0x7fffffff), o.timeoutMs);
+          if (signal?.aborted) throw givenUp();
           if (rc < 0) {
             if (rc === -E.ETIMEDOUT) throw new FsError(E.ETIMEDOUT, `${address} sent no whole frame of ${f.path} in ${o.timeoutMs} ms`);
             if (rc === -E.EPROTO) throw new FsError(E.ESTALE, `holder ${address} has more than the ${limit} bytes of ${f.path} asked for`);
@@ -261,6 +266,7 @@ export function createBulkClient(o: BulkClientOptions): BulkClient {
           at += rc;
         }
       } finally {
+        signal?.removeEventListener("abort", onAbort);
         // Every receive on it is over: none is queued past the one awaited.
         fs.closeSync(sock);
       }

@@ -380,6 +380,29 @@ describe("bulk lane: bytes received by the file threads (readInto)", () => {
     expect(into.landed).toEqual([]);
   });
 
+  test("a read given up (its signal aborted) mid-frame stops at once, not at the frame's deadline; nothing of the frame lands", async () => {
+    let began!: () => void;
+    const sent = new Promise<void>((res) => (began = res));
+    // Half a frame, then nothing, the connection left open.
+    const srv = await rawHolder(() => {
+      setImmediate(began);
+      return Buffer.concat([MAGIC, frameHead(1000), Buffer.alloc(500, 1)]);
+    });
+    closers.push(srv.close);
+    const into = sinkFile(1000);
+    const client = createBulkClient({ secret: SECRET, timeoutMs: 600_000 });
+    const stop = new AbortController();
+    const read = client.readInto(srv.address, file, 0, 0, 1000, into.sink, stop.signal).catch((e: unknown) => e);
+    await sent;
+    stop.abort();
+    // Before the fix this waited out the 600 s deadline (the test's own timeout fails it first).
+    const e = await read;
+    client.close();
+    expect(e).toBeInstanceOf(FsError);
+    expect((e as FsError).message).toContain("given up");
+    expect(into.landed).toEqual([]);
+  }, 20_000);
+
   test("a write the reader's file refuses is the reader's failure (BulkSinkError), not the holder's", async () => {
     const srv = await rawHolder(() => Buffer.concat([MAGIC, frameHead(100), Buffer.alloc(100, 1), frameHead(0)]));
     closers.push(srv.close);
