@@ -461,6 +461,32 @@ describe.skipIf(!!skip)("big files across nodes", () => {
     expect(got.equals(data)).toBe(true);
     expect(fs.readFileSync(join(b.mnt, "dying.bin")).equals(data)).toBe(true);
   });
+
+  test("B killed (kill -9) while its file threads write a big file's copy: after its restart nothing half-written is left or listed, and B reads the file exact", async () => {
+    const [a] = n as [TestDaemon];
+    let b = n[1]!;
+    const cacheDir = join(cluster.base, "b-cache");
+    const data = randomBytes(16 * PART + 5);
+    fs.writeFileSync(join(a.mnt, "killed-reader.bin"), data);
+    const ino = fs.statSync(join(a.mnt, "killed-reader.bin")).ino;
+    const copies = () => fs.readdirSync(cacheDir, { recursive: true }).map(String).filter((f) => f.split("/").at(-1)!.startsWith(`${ino}.`));
+    const reader = spawn(["cat", join(b.mnt, "killed-reader.bin")], { stdout: "ignore", stderr: "ignore" });
+    try {
+      // Killed with bytes of the copy on B's disk, before it is whole.
+      const arriving = () => copies().some((f) => f.includes(".part-") && fs.statSync(join(cacheDir, f)).blocks > 0);
+      await waitFor("B's copy on its way to its disk", arriving, 60_000);
+      await b.kill();
+    } finally {
+      reader.kill("SIGKILL");
+      await reader.exited;
+    }
+    b = n[1] = await cluster.start("b");
+    expect(copies()).toEqual([]);
+    expect(await cluster.redis.cli("HLEN", `mcfs:cc:${ino}`)).toBe("0");
+    const { data: got, code } = readAll(join(b.mnt, "killed-reader.bin"));
+    expect(code).toBeUndefined();
+    expect(got.equals(data)).toBe(true);
+  });
 });
 
 /** A reader in ranges (the file is bigger than its node's disk tier) whose file another node cuts meanwhile. */
