@@ -463,12 +463,13 @@ describe.skipIf(!!skip)("big files across nodes", () => {
   });
 
   test("B killed (kill -9) while its file threads write a big file's copy: after its restart nothing half-written is left or listed, and B reads the file exact", async () => {
-    const [a] = n as [TestDaemon];
+    // C holds it: A is down since the test before.
+    const c = n[2]!;
     let b = n[1]!;
     const cacheDir = join(cluster.base, "b-cache");
     const data = randomBytes(16 * PART + 5);
-    fs.writeFileSync(join(a.mnt, "killed-reader.bin"), data);
-    const ino = fs.statSync(join(a.mnt, "killed-reader.bin")).ino;
+    fs.writeFileSync(join(c.mnt, "killed-reader.bin"), data);
+    const ino = fs.statSync(join(c.mnt, "killed-reader.bin")).ino;
     const copies = () => fs.readdirSync(cacheDir, { recursive: true }).map(String).filter((f) => f.split("/").at(-1)!.startsWith(`${ino}.`));
     const reader = spawn(["cat", join(b.mnt, "killed-reader.bin")], { stdout: "ignore", stderr: "ignore" });
     try {
