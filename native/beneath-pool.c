@@ -27,7 +27,7 @@
 #include <unistd.h>
 #include "beneath.h"
 
-int mcfs_pool_start(void (*wake)(void), int send_threads, int receive_threads);
+void mcfs_pool_start(void (*wake)(void), int send_threads, int receive_threads);
 int mcfs_pool_open(uint32_t token, int root, const char *rel, int flags, int mode, int keep, uint32_t uid, uint32_t gid, const char *mark_name, const char *mark);
 int mcfs_pool_unlink(uint32_t token, int root, const char *rel);
 int mcfs_pool_copy(uint32_t token, int src, int dst, double size);
@@ -71,10 +71,17 @@ struct job {
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+/* Each lane's threads start with its first job: a process that never sends starts no send threads. */
 static struct lane {
 	pthread_cond_t work;
 	struct job *head, *tail;
-} lanes[LANES] = { { PTHREAD_COND_INITIALIZER, NULL, NULL }, { PTHREAD_COND_INITIALIZER, NULL, NULL }, { PTHREAD_COND_INITIALIZER, NULL, NULL } };
+	const char *name;
+	int threads, started;
+} lanes[LANES] = {
+	{ PTHREAD_COND_INITIALIZER, NULL, NULL, "mcfs-files", THREADS, 0 },
+	{ PTHREAD_COND_INITIALIZER, NULL, NULL, "mcfs-send", 0, 0 },
+	{ PTHREAD_COND_INITIALIZER, NULL, NULL, "mcfs-receive", 0, 0 },
+};
 /* Results not yet polled: token, result, extra triples. Room for every job in flight is made when it is
    submitted, so a worker never allocates and no result is ever dropped. */
 static int32_t *done;
@@ -401,26 +408,34 @@ static void *worker(void *arg)
 	return NULL;
 }
 
-/* Start the threads once (THREADS for files, and those asked for sends and receives); wake is called from them when results wait. 0 or -errno. */
-int mcfs_pool_start(void (*wake)(void), int send_threads, int receive_threads)
+/* Set up once (THREADS for files, and as many as asked for sends and receives, each lane's started with its first job); wake is called from them when results wait. */
+void mcfs_pool_start(void (*wake)(void), int send_threads, int receive_threads)
 {
 	pthread_mutex_lock(&lock);
-	int rc = 0;
 	if (!waker) {
 		waker = wake;
-		for (int i = 0; i < THREADS + send_threads + receive_threads && rc == 0; i++) {
-			pthread_t t;
-			int lane = i < THREADS ? LANE_FILES : i < THREADS + send_threads ? LANE_SENDS : LANE_RECEIVES;
-			rc = -pthread_create(&t, NULL, worker, &lanes[lane]);
-			if (rc == 0)
-				pthread_detach(t);
-		}
+		lanes[LANE_SENDS].threads = send_threads;
+		lanes[LANE_RECEIVES].threads = receive_threads;
 	}
 	pthread_mutex_unlock(&lock);
-	return rc;
 }
 
-/* Queue j (its op and arguments set), for root; its result comes with token. 0 or -ENOMEM (j freed). */
+/* q's threads, at its first job (lock held). 0, or -errno if not even one could start. */
+static int start_lane(struct lane *q)
+{
+	while (q->started < q->threads) {
+		pthread_t t;
+		int rc = pthread_create(&t, NULL, worker, q);
+		if (rc)
+			return q->started ? 0 : -rc;
+		pthread_setname_np(t, q->name);
+		pthread_detach(t);
+		q->started++;
+	}
+	return 0;
+}
+
+/* Queue j (its op and arguments set), for root; its result comes with token. 0 or -errno (j freed). */
 static int submit(struct job *j, uint32_t token, int root)
 {
 	j->next = NULL;
@@ -438,8 +453,14 @@ static int submit(struct job *j, uint32_t token, int root)
 		done = grown;
 		room = want;
 	}
-	inflight++;
 	struct lane *q = &lanes[j->op == JOB_SEND ? LANE_SENDS : j->op >= JOB_DIAL ? LANE_RECEIVES : LANE_FILES];
+	int started = q->started ? 0 : start_lane(q);
+	if (started) {
+		pthread_mutex_unlock(&lock);
+		free(j);
+		return started;
+	}
+	inflight++;
 	if (q->tail)
 		q->tail->next = j;
 	else

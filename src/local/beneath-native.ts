@@ -21,7 +21,7 @@ const symbols = {
   mcfs_fsetxattr: { args: [i32, P, P, i32], returns: i32 },
   mcfs_fgetxattr: { args: [i32, P, P, i32], returns: i32 },
   mcfs_keep_fd: { args: [i32, u32, u32, i32, P, P], returns: i32 },
-  mcfs_pool_start: { args: [P, i32, i32], returns: i32 },
+  mcfs_pool_start: { args: [P, i32, i32], returns: FFIType.void },
   mcfs_pool_open: { args: [u32, i32, P, i32, i32, i32, u32, u32, P, P], returns: i32 },
   mcfs_pool_unlink: { args: [u32, i32, P], returns: i32 },
   mcfs_pool_copy: { args: [u32, i32, i32, f64], returns: i32 },

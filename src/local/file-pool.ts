@@ -96,9 +96,8 @@ function createFilePool(): FilePool {
     }
     if (!waiting.size) keepAlive.unref();
   }, { returns: "void", args: [], threadsafe: true });
-  const started = lib.mcfs_pool_start(wake.ptr, STREAMS.send, STREAMS.receive);
+  lib.mcfs_pool_start(wake.ptr, STREAMS.send, STREAMS.receive);
   const streaming = { send: 0, receive: 0 };
-  if (started < 0) throw new Error(`cannot start the file threads: errno ${-started}`);
   /** Queue a job (submit gets its token) and wait for its results. */
   function runBoth(submit: (token: number) => number): Promise<{ rc: number; extra: number }> {
     const token = next;
