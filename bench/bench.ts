@@ -16,6 +16,7 @@ import { tmpdir } from "node:os";
 import { freePort } from "../test/helpers/env.ts";
 import { brickFiles, glusterUnavailable, glusterVersion, startGluster, type Gluster } from "./gluster.ts";
 import { alive, cmdline, mounted, startTime, until, unmountUnder, holdWarm, warmMemory } from "./sys.ts";
+import { WF_INPUTS, WF_TASKS, WF_WORKER, WRITER_SRC, wfInput } from "./tasks.ts";
 
 const arg = (name: string, dflt: string) => {
   const i = process.argv.indexOf(name);
@@ -103,8 +104,6 @@ async function timeAsync(fn: () => Promise<unknown>): Promise<number> {
 type Row = Record<string, number>;
 
 const WRITERS = 4;
-const WRITER_SRC = `const fs = require("fs"); const [d, from, to] = process.argv.slice(-3); const b = Buffer.alloc(4096, 98);
-for (let i = +from; i < +to; i++) { const fd = fs.openSync(d + "/p" + i, "w"); fs.writeSync(fd, b); fs.closeSync(fd); }`;
 
 async function runCases(t: Target): Promise<Row> {
   const dir = t.dir;
@@ -181,14 +180,8 @@ async function runCases(t: Target): Promise<Row> {
   return row;
 }
 
-const WF_INPUTS = 300;
-const WF_TASKS = 600;
 /** Processes per node in the workflow: one, then several at once, as a node running tasks in parallel would. */
 const WF_PER_NODE = [1, 4];
-/** One workflow worker: tasks from..to by step, each reading 4 inputs (8-64 KiB) and writing one 16 KiB output. */
-const WF_WORKER = `const fs = require("fs"); const [inDir, outDir, from, to, step, n] = process.argv.slice(-6);
-for (let t = +from; t < +to; t += +step) { for (let k = 0; k < 4; k++) fs.readFileSync(inDir + "/i" + ((t * 7 + k * 13) % +n));
-  fs.writeFileSync(outDir + "/o" + t, Buffer.alloc(16384, t & 255)); }`;
 
 /**
  * Inputs written through nodes[i % nodes.length] (each node writes its share), then WF_TASKS tasks run by
@@ -198,7 +191,7 @@ async function workflow(nodes: string[], perNode: number, dir = `wf${perNode}`):
   const wf = (d: string, sub: string) => join(d, dir, sub);
   fs.mkdirSync(wf(nodes[0]!, "in"), { recursive: true });
   fs.mkdirSync(wf(nodes[0]!, "out"));
-  for (let i = 0; i < WF_INPUTS; i++) fs.writeFileSync(join(wf(nodes[i % nodes.length]!, "in"), `i${i}`), Buffer.alloc(8192 + ((i * 7919) % 57344), i & 255));
+  for (let i = 0; i < WF_INPUTS; i++) fs.writeFileSync(join(wf(nodes[i % nodes.length]!, "in"), `i${i}`), wfInput(i));
   spawnSync(["sync"]);
   const workers = nodes.length * perNode;
   const s = await timeAsync(() => Promise.all(Array.from({ length: workers }, async (_, w) => {

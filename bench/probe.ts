@@ -1,0 +1,170 @@
+/**
+ * Where the time of one bench case goes, binaries alternated: the case outside the bench, with the CPU
+ * each process spent by thread group (JS: the daemon's JavaScript thread; shim: the FUSE session's
+ * threads; mcfs-files/send/receive: the file pool's). The bench's rows move ±30% between runs of one
+ * binary on this host: alternate binaries here before believing a difference.
+ *
+ * Usage: bun bench/probe.ts bigread|workflow|creates BIN[,BIN...] [rounds]
+ *   bigread   1 GiB written on A, read the first time on B (MB/s)
+ *   workflow  the bench's workflow on three nodes, one process a node (PER=4: four), after a warm-up run
+ *   creates   4 KiB creates on A with B up, one writer then four
+ * PROF=dir runs node A from source under Bun's --cpu-prof (read the profile with bench/cpuprof.ts).
+ * MIB, TASKS, FILES change the sizes. Needs root, /dev/fuse, redis-server.
+ */
+import { spawn, spawnSync, type Subprocess } from "bun";
+import * as fs from "node:fs";
+import { join, resolve } from "node:path";
+import { freePort } from "../test/helpers/env.ts";
+import { mounted, until } from "./sys.ts";
+import { WF_INPUTS, WF_TASKS, WF_WORKER, WRITER_SRC, wfInput } from "./tasks.ts";
+
+const [kind, bins, roundsArg] = process.argv.slice(2);
+const ROUNDS = Number(roundsArg ?? 1);
+const REPO = resolve(import.meta.dir, "..");
+
+type Ticks = Map<string, number>;
+
+/** CPU ticks of pid's threads so far, by group. */
+function ticks(pid: number): Ticks {
+  const m: Ticks = new Map();
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    let raw: string;
+    try {
+      raw = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+    } catch {
+      continue;
+    }
+    const comm = raw.slice(raw.indexOf("(") + 1, raw.lastIndexOf(")"));
+    const group = tid === String(pid) ? "JS" : /^mcfs-(files|send|receive)$|JIT|Heap/.test(comm) ? comm : "shim";
+    const f = raw.slice(raw.lastIndexOf(")") + 2).split(" ");
+    m.set(group, (m.get(group) ?? 0) + Number(f[11]) + Number(f[12]));
+  }
+  return m;
+}
+
+const spent = (before: Ticks, pid: number) =>
+  [...ticks(pid)].map(([k, v]) => [k, v - (before.get(k) ?? 0)] as const).filter(([, v]) => v > 1).map(([k, v]) => `${k}=${v}`).join(" ");
+
+interface Node {
+  name: string;
+  mnt: string;
+  pid: number;
+}
+
+/** One redis-server and the named daemons of bin, in a temporary directory; stop() ends them all. */
+async function cluster(bin: string, names: string[]) {
+  const work = fs.mkdtempSync("/tmp/mcfs-probe-");
+  const procs: Subprocess[] = [];
+  const nodes: Node[] = [];
+  const sock = join(work, "redis.sock");
+  const redis = spawn(["redis-server", "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no"], { cwd: work, stdout: "ignore", stderr: "ignore" });
+  const stop = async () => {
+    for (const p of procs.reverse()) {
+      p.kill("SIGTERM");
+      await p.exited;
+    }
+    for (const n of nodes) if (mounted(n.mnt)) spawnSync(["umount", "-l", n.mnt]);
+    redis.kill();
+    await redis.exited;
+    fs.rmSync(work, { recursive: true, force: true });
+  };
+  try {
+    await until("redis socket", () => fs.existsSync(sock));
+    fs.writeFileSync(join(work, "secret"), "probe-cluster-secret-0123456789");
+    for (const name of names) {
+      const mnt = join(work, `${name}-mnt`);
+      fs.mkdirSync(mnt);
+      const cmd = process.env.PROF && name === "a" ? [process.execPath, "--cpu-prof", "--cpu-prof-dir", process.env.PROF, join(REPO, "src/cli/main.ts")] : [bin];
+      const p = spawn([...cmd, "daemon", "-f", mnt, "-r", join(work, `${name}-root`), "--cache-dir", join(work, `${name}-cache`), "-u", `unix://${sock}`, "-i", "127.0.0.1", "-p", String(await freePort()), "--cluster-secret-file", join(work, "secret")], { stdout: "ignore", stderr: "ignore" });
+      procs.push(p);
+      nodes.push({ name, mnt, pid: p.pid });
+      await until(`${name}'s mount`, () => mounted(mnt) || p.exitCode !== null);
+      if (p.exitCode !== null) throw new Error(`${name} exited with ${p.exitCode}`);
+    }
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { nodes, redisPid: redis.pid, stop };
+}
+
+const run = (args: string[]) => spawn([process.execPath, "-e", ...args], { stderr: "inherit" }).exited;
+
+async function bigread(bin: string): Promise<string> {
+  const mib = Number(process.env.MIB ?? 1024);
+  const c = await cluster(bin, ["a", "b"]);
+  try {
+    const [a, b] = c.nodes as [Node, Node];
+    const buf = Buffer.alloc(1 << 20, 0x5a);
+    const w = fs.openSync(join(a.mnt, "big"), "w");
+    for (let i = 0; i < mib; i++) fs.writeSync(w, buf);
+    fs.closeSync(w);
+    spawnSync(["sync"]);
+    const ta = ticks(a.pid), tb = ticks(b.pid);
+    const t0 = performance.now();
+    const r = fs.openSync(join(b.mnt, "big"), "r");
+    let n = 0;
+    for (let k; (k = fs.readSync(r, buf, 0, buf.length, null)) > 0; ) n += k;
+    fs.closeSync(r);
+    const s = (performance.now() - t0) / 1000;
+    if (n !== mib << 20) throw new Error(`read ${n} bytes of ${mib << 20}`);
+    return `${(mib / s).toFixed(0)} MB/s; A ${spent(ta, a.pid)}; B ${spent(tb, b.pid)}`;
+  } finally {
+    await c.stop();
+  }
+}
+
+async function workflow(bin: string): Promise<string> {
+  const per = Number(process.env.PER ?? 1), tasks = Number(process.env.TASKS ?? WF_TASKS);
+  const c = await cluster(bin, ["a", "b", "c"]);
+  try {
+    const once = async (dir: string) => {
+      const at = (n: Node, sub: string) => join(n.mnt, dir, sub);
+      fs.mkdirSync(at(c.nodes[0]!, "in"), { recursive: true });
+      fs.mkdirSync(at(c.nodes[0]!, "out"));
+      for (let i = 0; i < WF_INPUTS; i++) fs.writeFileSync(join(at(c.nodes[i % 3]!, "in"), `i${i}`), wfInput(i));
+      spawnSync(["sync"]);
+      const before = c.nodes.map((n) => ticks(n.pid)), rb = ticks(c.redisPid);
+      const workers = 3 * per;
+      const t0 = performance.now();
+      const codes = await Promise.all(Array.from({ length: workers }, (_, w) => run([WF_WORKER, at(c.nodes[w % 3]!, "in"), at(c.nodes[w % 3]!, "out"), String(w), String(tasks), String(workers), String(WF_INPUTS)])));
+      const s = (performance.now() - t0) / 1000;
+      if (codes.some((x) => x !== 0)) throw new Error("a workflow worker failed");
+      return `${(tasks / s).toFixed(0)} tasks/s; ${c.nodes.map((n, i) => `${n.name} ${spent(before[i]!, n.pid)}`).join("; ")}; redis ${spent(rb, c.redisPid)}`;
+    };
+    await once("warm");
+    return await once("wf");
+  } finally {
+    await c.stop();
+  }
+}
+
+async function creates(bin: string): Promise<string> {
+  const files = Number(process.env.FILES ?? 6000);
+  const c = await cluster(bin, ["a", "b"]);
+  try {
+    const [a, b] = c.nodes as [Node, Node];
+    const go = async (dir: string, writers: number) => {
+      fs.mkdirSync(join(a.mnt, dir));
+      const ta = ticks(a.pid), tb = ticks(b.pid), tr = ticks(c.redisPid);
+      const per = Math.ceil(files / writers);
+      const t0 = performance.now();
+      const codes = await Promise.all(Array.from({ length: writers }, (_, w) => run([WRITER_SRC, join(a.mnt, dir), String(w * per), String(Math.min(files, (w + 1) * per))])));
+      const s = (performance.now() - t0) / 1000;
+      if (codes.some((x) => x !== 0)) throw new Error("a writer failed");
+      return `${writers} writer(s) ${(files / s).toFixed(0)} files/s (A ${spent(ta, a.pid)}; B ${spent(tb, b.pid)}; redis ${spent(tr, c.redisPid)})`;
+    };
+    await go("warm", 1);
+    return `${await go("one", 1)}; ${await go("four", 4)}`;
+  } finally {
+    await c.stop();
+  }
+}
+
+const cases: Record<string, (bin: string) => Promise<string>> = { bigread, workflow, creates };
+const probe = cases[kind ?? ""];
+if (!probe || !bins) {
+  console.error("usage: bun bench/probe.ts bigread|workflow|creates BIN[,BIN...] [rounds]");
+  process.exit(2);
+}
+for (let r = 0; r < ROUNDS; r++) for (const bin of bins.split(",")) console.log(`${bin}: ${await probe(bin)}`);
