@@ -1172,11 +1172,13 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         expect(Date.now() - t0).toBeGreaterThanOrEqual(90);
       });
 
-      it("watches hold only for a subscribed node, once its feed is shown current, and while every live node waits for watchers", async () => {
+      it("watches hold only for a subscribed node, from the moment subscribe returns (its feed shown current), and while every live node waits for watchers", async () => {
         const b = await h.open("node-b");
         expect(b.watchesHold()).toBe(false);
         await b.subscribe(() => {}, () => {});
-        await until("b's watches to hold", () => b.watchesHold());
+        // Shown current before subscribe returns (before a node mounts): another node's change in its
+        // first moments is raced like any later one, not refused (ESTALE after the kernel's retry).
+        expect(b.watchesHold()).toBe(true);
         // An older node writes without waiting for anyone.
         await st.registerNode({ id: "node-c", address: "c", startedAt: 1 }, 60_000);
         await until("b's watches to stop holding", () => !b.watchesHold());

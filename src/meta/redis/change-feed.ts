@@ -166,24 +166,27 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
       // Redis answers a PING on a subscribed connection in order with the messages: its answer comes
       // behind every message published before the PING got there.
       const sub = subscriber;
-      proving = setInterval(() => {
+      const prove = async () => {
         // Its own look at the membership: loaded here, the list of peers a change waits for would be
         // as old as the last look whenever a change comes, missing nodes that joined since.
-        if (performance.now() - lastLook > 1000) {
-          lastLook = performance.now();
-          void load();
-        }
+        const looked = performance.now() - lastLook > 1000 ? ((lastLook = performance.now()), load()) : undefined;
         if (proofOut || !sub.isReady) return;
         proofOut = true;
         const sent = performance.now();
-        sub.ping().then(
-          () => {
-            if (sent > currentAsOf) currentAsOf = sent;
-            if (everyoneWaits) tellHold(WATCH_PROOF_MS - (performance.now() - currentAsOf));
-          },
-          () => {},
-        ).finally(() => (proofOut = false));
-      }, PROOF_EVERY_MS);
+        const answered = await sub.ping().then(
+          () => true,
+          () => false,
+        );
+        if (answered && sent > currentAsOf) currentAsOf = sent;
+        await looked;
+        proofOut = false;
+        if (answered && everyoneWaits) tellHold(WATCH_PROOF_MS - (performance.now() - currentAsOf));
+      };
+      // Proven once before this returns (before the mount): another node's rename in the first
+      // moments waits for this node's ack like any later one, and an open that raced it may go on.
+      // Unproven, every such open was refused, and one retried by the kernel often twice (ESTALE).
+      await prove();
+      proving = setInterval(() => void prove(), PROOF_EVERY_MS);
       proving.unref?.();
     },
     watchesHold: () => everyoneWaits && subscriber !== undefined && performance.now() - currentAsOf < WATCH_PROOF_MS,
