@@ -181,7 +181,6 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
     return n;
   };
 
-  /** Bytes of a file from offset, in chunks of at most CHUNK, to its end or length. */
   /** What a read of a file (or of a part of it) reads from. */
   async function sourceOf(r: ReadRequest): Promise<Source> {
     // A part of a big file (streams.ts): its later parts are asked for after its last name may have gone.
@@ -189,6 +188,7 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
     return guarded(() => openForRead(r))();
   }
 
+  /** Bytes of a file from offset, in chunks of at most CHUNK, to its end or length. */
   async function* readFile(r: ReadRequest) {
     const c = await sourceOf(r);
     try {

@@ -169,7 +169,11 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
       const prove = async () => {
         // Its own look at the membership: loaded here, the list of peers a change waits for would be
         // as old as the last look whenever a change comes, missing nodes that joined since.
-        const looked = performance.now() - lastLook > 1000 ? ((lastLook = performance.now()), load()) : undefined;
+        let looked: Promise<unknown> | undefined;
+        if (performance.now() - lastLook > 1000) {
+          lastLook = performance.now();
+          looked = load();
+        }
         if (proofOut || !sub.isReady) return;
         proofOut = true;
         const sent = performance.now();
