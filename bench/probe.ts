@@ -4,10 +4,11 @@
  * threads; mcfs-files/send/receive: the file pool's). The bench's rows move ±30% between runs of one
  * binary on this host: alternate binaries here before believing a difference.
  *
- * Usage: bun bench/probe.ts bigread|workflow|creates BIN[,BIN...] [rounds]
+ * Usage: bun bench/probe.ts bigread|workflow|creates|stats BIN[,BIN...] [rounds]
  *   bigread   1 GiB written on A, read the first time on B (MB/s)
  *   workflow  the bench's workflow on three nodes, one process a node (PER=4: four), after a warm-up run
  *   creates   4 KiB creates on A with B up, one writer then four
+ *   stats     a sole node (its own redis-server): 15,000 files, remount, stat 10,000 of them (ms at marks)
  * PROF=dir runs node A from source under Bun's --cpu-prof (read the profile with bench/cpuprof.ts).
  * MIB, TASKS, FILES change the sizes. Needs root, /dev/fuse, redis-server.
  */
@@ -161,10 +162,50 @@ async function creates(bin: string): Promise<string> {
   }
 }
 
-const cases: Record<string, (bin: string) => Promise<string>> = { bigread, workflow, creates };
+async function stats(bin: string): Promise<string> {
+  const files = Number(process.env.FILES ?? 15000), stat = Math.min(files, 10000);
+  const work = fs.mkdtempSync("/tmp/mcfs-probe-");
+  const mnt = join(work, "mnt");
+  fs.mkdirSync(mnt);
+  let p: Subprocess | undefined;
+  const start = async (prof: boolean) => {
+    const cmd = prof ? [process.execPath, "--cpu-prof", "--cpu-prof-dir", process.env.PROF!, join(REPO, "src/cli/main.ts")] : [bin];
+    const d = spawn([...cmd, "daemon", "-f", mnt, "-r", join(work, "root"), "--cache-dir", join(work, "cache")], { stdout: "ignore", stderr: "ignore" });
+    p = d;
+    await until("mount", () => mounted(mnt) || d.exitCode !== null);
+    if (d.exitCode !== null) throw new Error(`daemon exited with ${d.exitCode}`);
+    return d;
+  };
+  const stop = async () => {
+    p?.kill("SIGTERM");
+    await p?.exited;
+    if (mounted(mnt)) spawnSync(["umount", "-l", mnt]);
+  };
+  try {
+    await start(false);
+    fs.mkdirSync(join(mnt, "small"));
+    if ((await run([WRITER_SRC, join(mnt, "small"), "0", String(files)])) !== 0) throw new Error("the writer failed");
+    await stop();
+    const d = await start(!!process.env.PROF);
+    const before = ticks(d.pid);
+    const marks: string[] = [];
+    const t0 = performance.now();
+    for (let i = 0; i < stat; i++) {
+      fs.statSync(join(mnt, "small", `p${i}`));
+      if ([0, 1, 9, 99, 999].includes(i) || i % 2000 === 1999) marks.push(`${i + 1}:${(performance.now() - t0).toFixed(0)}`);
+    }
+    const s = (performance.now() - t0) / 1000;
+    return `${(stat / s).toFixed(0)} stats/s; ms after n stats ${marks.join(" ")}; ${spent(before, d.pid)}`;
+  } finally {
+    await stop();
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
+const cases: Record<string, (bin: string) => Promise<string>> = { bigread, workflow, creates, stats };
 const probe = cases[kind ?? ""];
 if (!probe || !bins) {
-  console.error("usage: bun bench/probe.ts bigread|workflow|creates BIN[,BIN...] [rounds]");
+  console.error("usage: bun bench/probe.ts bigread|workflow|creates|stats BIN[,BIN...] [rounds]");
   process.exit(2);
 }
 for (let r = 0; r < ROUNDS; r++) for (const bin of bins.split(",")) console.log(`${bin}: ${await probe(bin)}`);

@@ -104,7 +104,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       // (a rename whose message is on its way), and the store tells.
       const known = ino ? cache.fresh(ino) : undefined;
       if (known && answersFor(known, parent, name)) return kernel.told(parent, name, known);
-      if (ino !== null && ino !== undefined) cache.missed(parent);
+      if (ino !== null && ino !== undefined) cache.missed(parent, ino);
       return kernel.told(parent, name, ctx.learn(await store.lookup(parent, name)));
     },
 

@@ -78,6 +78,61 @@ describe("meta cache", () => {
     expect(cache.fresh(g.ino)).toBeUndefined();
   });
 
+  describe("prefetch order", () => {
+    /** The inodes each getMany asked for; each call waits until the test lets it go. */
+    let asked: number[][], go: (() => void)[];
+    beforeEach(() => {
+      asked = [];
+      go = [];
+      const gated: MetadataStore = {
+        ...a,
+        async getMany(inos) {
+          asked.push([...inos]);
+          await new Promise<void>((r) => go.push(r));
+          return a.getMany(inos);
+        },
+      };
+      cache = createMetaCache({ store: gated, paths: createPathCache(a), attrCacheMs: 60_000, skipPrefetch: () => false });
+    });
+
+    /** 600 files, the first 300 renamed since: the listing gives names in another order than their inodes'. */
+    async function madeThenRenamed(): Promise<number[]> {
+      const inos: number[] = [];
+      for (let i = 0; i < 600; i++) inos.push((await a.create(ROOT, `f${i}`, { mode: FILE, uid: 0, gid: 0 })).ino);
+      for (let i = 0; i < 300; i++) await a.rename(ROOT, `f${i}`, ROOT, `g${i}`, 0);
+      expect((await a.listDir(ROOT)).slice(0, 2).map((e) => e.name)).toEqual(["f300", "f301"]);
+      return inos;
+    }
+
+    test("records are read in the order their inodes were made, a bounded batch at a time", async () => {
+      const inos = await madeThenRenamed();
+      cache.listed(ROOT, "");
+      for (let n = 1; n <= 3; n++) {
+        await until(`getMany ${n}`, () => asked.length === n);
+        go.shift()!();
+      }
+      expect(asked.flat()).toEqual(inos);
+      expect(asked.map((x) => x.length)).toEqual([250, 250, 100]);
+      await until("the prefetch", () => inos.every((i) => cache.fresh(i) !== undefined));
+    });
+
+    test("a name looked up before its record was read moves the reading to it; the rest is still read, each once", async () => {
+      const inos = await madeThenRenamed();
+      cache.listed(ROOT, "");
+      await until("the first getMany", () => asked.length === 1);
+      cache.missed(ROOT, inos[450]!);
+      go.shift()!();
+      await until("the second getMany", () => asked.length === 2);
+      expect(asked[1]).toEqual(inos.slice(450, 600));
+      go.shift()!();
+      await until("the third getMany", () => asked.length === 3);
+      expect(asked[2]).toEqual(inos.slice(250, 450));
+      go.shift()!();
+      await until("the prefetch", () => inos.every((i) => cache.fresh(i) !== undefined));
+      expect(asked.length).toBe(3);
+    });
+  });
+
   test("another node's create and remove reach the listing", async () => {
     await listing(ROOT);
     const f = await b.create(ROOT, "f", { mode: FILE, uid: 0, gid: 0 });
