@@ -10,7 +10,8 @@
  *   creates   4 KiB creates on A with B up, one writer then four
  *   stats     a sole node (its own redis-server): 15,000 files, remount, stat 10,000 of them (ms at marks)
  * PROF=dir runs node A from source under Bun's --cpu-prof (read the profile with bench/cpuprof.ts).
- * MIB, TASKS, FILES change the sizes. Needs root, /dev/fuse, redis-server.
+ * MIB, TASKS, FILES change the sizes; PROBE_DIR: where the nodes keep their files (default /tmp; a tmpfs
+ * spares creates the slowness of this ext4 next to many deleted inodes). Needs root, /dev/fuse, redis-server.
  */
 import { spawn, spawnSync, type Subprocess } from "bun";
 import * as fs from "node:fs";
@@ -54,7 +55,7 @@ interface Node {
 
 /** One redis-server and the named daemons of bin, in a temporary directory; stop() ends them all. */
 async function cluster(bin: string, names: string[]) {
-  const work = fs.mkdtempSync("/tmp/mcfs-probe-");
+  const work = fs.mkdtempSync(join(process.env.PROBE_DIR ?? "/tmp", "mcfs-probe-"));
   const procs: Subprocess[] = [];
   const nodes: Node[] = [];
   const sock = join(work, "redis.sock");
@@ -164,7 +165,7 @@ async function creates(bin: string): Promise<string> {
 
 async function stats(bin: string): Promise<string> {
   const files = Number(process.env.FILES ?? 15000), stat = Math.min(files, 10000);
-  const work = fs.mkdtempSync("/tmp/mcfs-probe-");
+  const work = fs.mkdtempSync(join(process.env.PROBE_DIR ?? "/tmp", "mcfs-probe-"));
   const mnt = join(work, "mnt");
   fs.mkdirSync(mnt);
   let p: Subprocess | undefined;
