@@ -31,8 +31,12 @@
 #define MAX_KITS 1024
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+/*
+ * A ring, in the order JS handed them: a file made takes the oldest kit, so a directory's inode
+ * numbers go up in the order its files are made (the order JS prefetches their records in).
+ */
 static struct mcfs_kit kits[MAX_KITS];
-static int nkits;
+static int first, nkits;
 /* Set before the session starts: the name reserved at the top, the identity mark's xattr. */
 static int on, cluster;
 static double entry_to, attr_to;
@@ -56,8 +60,9 @@ int mcfs_create_kits(const uint8_t *buf, int n)
 {
 	pthread_mutex_lock(&lock);
 	for (int i = 0; i < n && nkits < MAX_KITS; i++) {
-		memcpy(&kits[nkits], buf + (size_t)i * sizeof(struct mcfs_kit), sizeof(struct mcfs_kit));
-		kits[nkits].mark[sizeof kits[nkits].mark - 1] = 0;
+		struct mcfs_kit *k = &kits[(first + nkits) % MAX_KITS];
+		memcpy(k, buf + (size_t)i * sizeof(struct mcfs_kit), sizeof(struct mcfs_kit));
+		k->mark[sizeof k->mark - 1] = 0;
 		nkits++;
 	}
 	int held = nkits;
@@ -71,8 +76,11 @@ static int take_kit(struct mcfs_kit *k)
 {
 	pthread_mutex_lock(&lock);
 	int got = nkits > 0;
-	if (got)
-		*k = kits[--nkits];
+	if (got) {
+		*k = kits[first];
+		first = (first + 1) % MAX_KITS;
+		nkits--;
+	}
 	pthread_mutex_unlock(&lock);
 	return got;
 }
@@ -80,8 +88,12 @@ static int take_kit(struct mcfs_kit *k)
 static void give_back(const struct mcfs_kit *k)
 {
 	pthread_mutex_lock(&lock);
-	if (nkits < MAX_KITS)
-		kits[nkits++] = *k;
+	/* Back in front: the next file made takes it, as it would have. */
+	if (nkits < MAX_KITS) {
+		first = (first + MAX_KITS - 1) % MAX_KITS;
+		kits[first] = *k;
+		nkits++;
+	}
 	pthread_mutex_unlock(&lock);
 }
 

@@ -89,10 +89,17 @@ export interface MetaCacheOptions {
   watches?: OpenWatches<Watched>;
   /** Watch the directories listed (a node of a cluster: others make names in them). */
   watchDirs?: boolean;
+  /** Directories of more names than this are not prefetched whole, but a window at a time (PREFETCH_MAX). */
+  prefetchMax?: number;
 }
 
 const RECENT_MAX = 200_000;
 const LISTED_MAX = 2_000_000;
+/**
+ * Directories of more names are not prefetched whole as their listing loads (a lookup of one name
+ * would read them all): a name looked up there with no record at hand reads the records of the names
+ * made after it instead, PREFETCH_BATCH of them (readWindow).
+ */
 const PREFETCH_MAX = 20_000;
 /**
  * Records read in one call while prefetching: a lookup that misses waits behind at most one such
@@ -110,16 +117,22 @@ const REFETCH_SHARE = 64;
 const REWATCH_QUIET_MS = 1000;
 const FOREIGN_ADDS_MAX = 100_000;
 
-/** The index of the first of ents (sorted by inode number) whose inode number is ino or more. */
-function firstInoAtLeast(ents: DirListing[], ino: number): number {
+/** The index of the first of n items (sorted by inode number, inoAt) whose inode number is ino or more. */
+function firstInoAtLeast(n: number, inoAt: (i: number) => number, ino: number): number {
   let lo = 0;
-  let hi = ents.length;
+  let hi = n;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (ents[mid]!.ino < ino) lo = mid + 1;
+    if (inoAt(mid) < ino) lo = mid + 1;
     else hi = mid;
   }
   return lo;
+}
+
+/** A listing too big to prefetch whole: its inode numbers sorted (as when first needed), and whether a window of them is being read. */
+interface Windows {
+  inos: Float64Array;
+  reading: boolean;
 }
 
 export function createMetaCache(o: MetaCacheOptions): MetaCache {
@@ -136,6 +149,9 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
   const refetching = new Set<number>();
   /** A name looked up in a directory whose records are being read, not read yet: read next from there. */
   const prefetchFrom = new Map<number, number>();
+  /** Per listing too big to prefetch whole: gone with it. */
+  const windows = new WeakMap<Map<string, number>, Windows>();
+  const prefetchMax = o.prefetchMax ?? PREFETCH_MAX;
   /** Directories whose listing is loading, with the changes seen meanwhile. */
   const loading = new Map<number, [([string, number] | undefined), (string | undefined)][]>();
   const watches = o.watches ?? createWatches();
@@ -240,7 +256,7 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
       if (watch && addsHeard(dir) === adds) watchedDirs.add(dir);
       // Another node's name may be missing from an unwatched listing: the mirror is not told of it.
       if (!o.watchDirs || watchedDirs.has(dir)) mirror?.listed?.(dir, l.keys());
-      if (ents.length <= PREFETCH_MAX) await prefetch(dir, ents, l, epoch);
+      if (ents.length <= prefetchMax) await prefetch(dir, ents, l, epoch);
     } finally {
       loading.delete(dir);
     }
@@ -264,25 +280,67 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
         const gen = dirChanges.get(dir);
         const from = prefetchFrom.get(dir);
         prefetchFrom.delete(dir);
-        let at = from === undefined ? next : firstInoAtLeast(order, from);
+        let at = from === undefined ? next : firstInoAtLeast(order.length, (i) => order[i]!.ino, from);
         if (at >= order.length || read[at]) at = next;
         const part: DirListing[] = [];
         for (let k = at; k < order.length && part.length < PREFETCH_BATCH; k++) if (!read[k]) (part.push(order[k]!), (read[k] = 1));
         while (next < order.length && read[next]) next++;
         const recs = await store.getMany(part.map((e) => e.ino));
         if (dirChanges.get(dir) !== gen || epoch !== resyncs || listings.get(dir) !== l) return;
-        const named: [string, Inode][] = [];
-        recs.forEach((r, j) => {
-          if (!r || o.skipPrefetch(r.ino) || recent.has(r.ino)) return;
-          learn(r);
-          // ents may be older than the record (a rename heard before this batch began): only a name
-          // the listing still gives this inode, and that its record has too, is handed on.
-          const name = part[j]!.name;
-          if (l.get(name) === r.ino && answersFor(r, dir, name)) named.push([name, r]);
-        });
-        if (o.attrCacheMs > 0) mirror?.prefetched(dir, named, o.attrCacheMs);
+        took(dir, l, recs, (j) => part[j]!.name);
       }
     } finally {
+      prefetchFrom.delete(dir);
+    }
+  }
+
+  /**
+   * Learn records read for names of dir's listing l, the name of the j-th being nameOf(j), and hand
+   * the mirror those it may answer lookups of.
+   */
+  function took(dir: number, l: Map<string, number>, recs: (Inode | undefined)[], nameOf: (j: number) => string): void {
+    const named: [string, Inode][] = [];
+    recs.forEach((r, j) => {
+      if (!r || o.skipPrefetch(r.ino) || recent.has(r.ino)) return;
+      learn(r);
+      // The listing read may be older than the record (a rename heard before this batch began): only
+      // a name the listing still gives this inode, and that its record has too, is handed on.
+      const name = nameOf(j);
+      if (l.get(name) === r.ino && answersFor(r, dir, name)) named.push([name, r]);
+    });
+    if (o.attrCacheMs > 0) mirror?.prefetched(dir, named, o.attrCacheMs);
+  }
+
+  /**
+   * A name of dir's listing l (too big to prefetch whole), inode ino, was looked up with no record at
+   * hand: read the records of the next PREFETCH_BATCH names by inode number from it (made after it,
+   * most likely looked up next), those held here passed over (as by a refetch). A window is read at a time per
+   * directory; a name looked up meanwhile outside what it reads is read from next. The names are
+   * the records' own (a file of several names is left to its lookups).
+   */
+  async function readWindow(dir: number, l: Map<string, number>, ino: number): Promise<void> {
+    let w = windows.get(l);
+    if (!w) windows.set(l, (w = { inos: Float64Array.from(l.values()).sort(), reading: false }));
+    if (w.reading) return void prefetchFrom.set(dir, ino);
+    const { inos } = w;
+    const epoch = resyncs;
+    w.reading = true;
+    try {
+      for (let from: number | undefined = ino; from !== undefined; from = prefetchFrom.get(dir)) {
+        prefetchFrom.delete(dir);
+        const gen = dirChanges.get(dir);
+        const part: number[] = [];
+        for (let k = firstInoAtLeast(inos.length, (i) => inos[i]!, from); k < inos.length && part.length < PREFETCH_BATCH; k++) {
+          const i = inos[k]!;
+          if (i > 0 && !recent.has(i)) part.push(i);
+        }
+        if (!part.length) continue;
+        const recs = await store.getMany(part);
+        if (dirChanges.get(dir) !== gen || epoch !== resyncs || listings.get(dir) !== l) return;
+        took(dir, l, recs, (j) => recs[j]?.name ?? "");
+      }
+    } finally {
+      w.reading = false;
       prefetchFrom.delete(dir);
     }
   }
@@ -298,7 +356,8 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
       if (ino) prefetchFrom.set(dir, ino);
       return;
     }
-    if (!l || l.size > PREFETCH_MAX || refetching.has(dir) || loading.has(dir)) return;
+    if (l && l.size > prefetchMax && ino) return void readWindow(dir, l, ino).catch(() => {});
+    if (!l || l.size > prefetchMax || refetching.has(dir) || loading.has(dir)) return;
     const n = (misses.get(dir) ?? 0) + 1;
     if (n < Math.max(REFETCH_MISSES, l.size / REFETCH_SHARE)) return void misses.set(dir, n);
     misses.delete(dir);
@@ -339,7 +398,7 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
    */
   function rewatch(dir: number): void {
     const l = listings.get(dir);
-    if (!l || l.size > PREFETCH_MAX || rewatching.has(dir) || loading.has(dir) || !quiet(dir)) return;
+    if (!l || l.size > prefetchMax || rewatching.has(dir) || loading.has(dir) || !quiet(dir)) return;
     rewatching.add(dir);
     const since = dirChanges.get(dir);
     const epoch = resyncs;

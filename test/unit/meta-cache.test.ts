@@ -92,7 +92,7 @@ describe("meta cache", () => {
           return a.getMany(inos);
         },
       };
-      cache = createMetaCache({ store: gated, paths: createPathCache(a), attrCacheMs: 60_000, skipPrefetch: () => false });
+      cache = createMetaCache({ store: gated, paths: createPathCache(a), attrCacheMs: 60_000, skipPrefetch: () => false, prefetchMax: 650 });
     });
 
     /** 600 files, the first 300 renamed since: the listing gives names in another order than their inodes'. */
@@ -114,6 +114,33 @@ describe("meta cache", () => {
       expect(asked.flat()).toEqual(inos);
       expect(asked.map((x) => x.length)).toEqual([250, 250, 100]);
       await until("the prefetch", () => inos.every((i) => cache.fresh(i) !== undefined));
+    });
+
+    test("a directory too big to prefetch whole: a name looked up with no record at hand reads the next names' by inode number, a window at a time", async () => {
+      const inos: number[] = [];
+      for (let i = 0; i < 700; i++) inos.push((await a.create(ROOT, `f${i}`, { mode: FILE, uid: 0, gid: 0 })).ino);
+      for (let i = 0; i < 100; i++) await a.rename(ROOT, `f${i}`, ROOT, `g${i}`, 0);
+      await listing(ROOT);
+      expect(asked).toEqual([]);
+      cache.missed(ROOT, inos[10]!);
+      await until("the first window", () => asked.length === 1);
+      // Looked up while that window is read: the next one begins there (what is read by then is passed over).
+      cache.missed(ROOT, inos[20]!);
+      go.shift()!();
+      await until("the second window", () => asked.length === 2);
+      expect(asked[0]).toEqual(inos.slice(10, 260));
+      expect(asked[1]).toEqual(inos.slice(260, 510));
+      go.shift()!();
+      await until("the second window's records", () => cache.fresh(inos[509]!) !== undefined);
+      expect(cache.fresh(inos[9]!)).toBeUndefined();
+      expect(cache.fresh(inos[510]!)).toBeUndefined();
+      // A renamed name is known by its record's name.
+      expect(cache.fresh(inos[50]!)?.name).toBe("g50");
+      cache.missed(ROOT, inos[650]!);
+      await until("the third window", () => asked.length === 3);
+      expect(asked[2]).toEqual(inos.slice(650, 700));
+      go.shift()!();
+      await until("the third window's records", () => cache.fresh(inos[699]!) !== undefined);
     });
 
     test("a name looked up before its record was read moves the reading to it; the rest is still read, each once", async () => {
