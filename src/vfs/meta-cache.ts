@@ -106,6 +106,8 @@ const PREFETCH_MAX = 20_000;
  * call on the connection (1,000 records take Redis about 8 ms, a quarter of that 2).
  */
 const PREFETCH_BATCH = 250;
+/** Names a window passes over at most looking for records not held fresh (each miss reads one). */
+const WINDOW_SCAN = 4 * PREFETCH_BATCH;
 /** Misses in a listed directory before its records are read again: this many, or one per this many names. */
 const REFETCH_MISSES = 4;
 const REFETCH_SHARE = 64;
@@ -162,6 +164,12 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
   const rewatching = new Set<number>();
   const quiet = (dir: number) => Date.now() - (foreignAdds.get(dir)?.at ?? -Infinity) >= REWATCH_QUIET_MS;
   const addsHeard = (dir: number) => foreignAdds.get(dir)?.n ?? 0;
+
+  /** ino's record, if held fresh. */
+  function held(ino: number): Inode | undefined {
+    const c = recent.get(ino);
+    return c && c.until > Date.now() ? c.rec : undefined;
+  }
 
   function learn(r: Inode, named = true): Inode {
     const w = watches.get(r.ino);
@@ -301,7 +309,8 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
   function took(dir: number, l: Map<string, number>, recs: (Inode | undefined)[], nameOf: (j: number) => string): void {
     const named: [string, Inode][] = [];
     recs.forEach((r, j) => {
-      if (!r || o.skipPrefetch(r.ino) || recent.has(r.ino)) return;
+      // Held fresh: learned as this was read, perhaps after it (a change here), or needs no reading.
+      if (!r || o.skipPrefetch(r.ino) || held(r.ino)) return;
       learn(r);
       // The listing read may be older than the record (a rename heard before this batch began): only
       // a name the listing still gives this inode, and that its record has too, is handed on.
@@ -314,7 +323,7 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
   /**
    * A name of dir's listing l (too big to prefetch whole), inode ino, was looked up with no record at
    * hand: read the records of the next PREFETCH_BATCH names by inode number from it (made after it,
-   * most likely looked up next), those held here passed over (as by a refetch). A window is read at a time per
+   * most likely looked up next), those held fresh passed over. A window is read at a time per
    * directory; a name looked up meanwhile outside what it reads is read from next. The names are
    * the records' own (a file of several names is left to its lookups).
    */
@@ -330,9 +339,10 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
         prefetchFrom.delete(dir);
         const gen = dirChanges.get(dir);
         const part: number[] = [];
-        for (let k = firstInoAtLeast(inos.length, (i) => inos[i]!, from); k < inos.length && part.length < PREFETCH_BATCH; k++) {
+        const at = firstInoAtLeast(inos.length, (i) => inos[i]!, from);
+        for (let k = at; k < inos.length && k < at + WINDOW_SCAN && part.length < PREFETCH_BATCH; k++) {
           const i = inos[k]!;
-          if (i > 0 && !recent.has(i)) part.push(i);
+          if (i > 0 && !held(i)) part.push(i);
         }
         if (!part.length) continue;
         const recs = await store.getMany(part);
@@ -365,7 +375,7 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
     const epoch = resyncs;
     // readListing: names heard without an inode learn it, so their records can be read too.
     readListing(dir)
-      .then((ents) => (epoch === resyncs && listings.get(dir) === l ? prefetch(dir, ents.filter((e) => !recent.has(e.ino)), l, epoch) : undefined))
+      .then((ents) => (epoch === resyncs && listings.get(dir) === l ? prefetch(dir, ents.filter((e) => !held(e.ino)), l, epoch) : undefined))
       .catch(() => {})
       .finally(() => refetching.delete(dir));
   }
@@ -429,10 +439,7 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
 
   return {
     learn,
-    fresh(ino) {
-      const c = recent.get(ino);
-      return c && c.until > Date.now() ? c.rec : undefined;
-    },
+    fresh: held,
     listed(parent, name) {
       const l = listings.get(parent);
       if (!l) {

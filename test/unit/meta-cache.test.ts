@@ -143,6 +143,24 @@ describe("meta cache", () => {
       await until("the third window's records", () => cache.fresh(inos[699]!) !== undefined);
     });
 
+    test("a window's records once expired are read again by the next window from them, and passed over while fresh", async () => {
+      const gated = createMetaCache({ store: { ...a, getMany: async (inos) => (asked.push([...inos]), a.getMany(inos)) }, paths: createPathCache(a), attrCacheMs: 1000, skipPrefetch: () => false, prefetchMax: 650 });
+      const inos: number[] = [];
+      for (let i = 0; i < 700; i++) inos.push((await a.create(ROOT, `f${i}`, { mode: FILE, uid: 0, gid: 0 })).ino);
+      gated.listed(ROOT, "");
+      await until("the listing", () => gated.entries(ROOT) !== undefined);
+      gated.missed(ROOT, inos[0]!);
+      await until("the window", () => gated.fresh(inos[249]!) !== undefined);
+      gated.missed(ROOT, inos[100]!);
+      await until("the next window", () => gated.fresh(inos[499]!) !== undefined);
+      expect(asked).toEqual([inos.slice(0, 250), inos.slice(250, 500)]);
+      // The last of the window learned last.
+      for (const end = Date.now() + 10_000; gated.fresh(inos[249]!) !== undefined; await Bun.sleep(20)) if (Date.now() > end) throw new Error("the records never expired");
+      gated.missed(ROOT, inos[0]!);
+      await until("the window read again", () => gated.fresh(inos[249]!) !== undefined);
+      expect(asked[2]).toEqual(inos.slice(0, 250));
+    });
+
     test("a name looked up before its record was read moves the reading to it; the rest is still read, each once", async () => {
       const inos = await madeThenRenamed();
       cache.listed(ROOT, "");
