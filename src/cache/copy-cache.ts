@@ -110,6 +110,13 @@ export interface CopyCacheOptions {
   onDemote?(failed: boolean): void;
 }
 
+/**
+ * RAM copies moved to the disk tier at once, at most: past it an evicted copy is dropped. Each holds
+ * three fds until its file is written (ramMaxFiles counts only the RAM tier's): a burst of copies
+ * into a full RAM tier queued thousands of moves behind the file threads and ran the daemon out of fds.
+ */
+const DEMOTING_MAX = 64;
+
 interface Entry {
   ino: number;
   version: number;
@@ -221,6 +228,9 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
     return d ? [disk, d] : undefined;
   }
 
+  /** RAM copies on their way to the disk tier (each holds its memfd and two fds more meanwhile). */
+  let demoting = 0;
+
   function evict(tier: Tier, e: Entry): void {
     if (tier === ram && demote(e)) return;
     drop(tier, e);
@@ -238,7 +248,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
    * a reader past the RAM tier a third of its CPU) and put in place if the entry is still there.
    */
   function demote(e: Entry): boolean {
-    if (e.fd === undefined || e.size > disk.limit || !makeRoom(disk, e.size)) return false;
+    if (demoting >= DEMOTING_MAX || e.fd === undefined || e.size > disk.limit || !makeRoom(disk, e.size)) return false;
     let src: number;
     const { file, part } = copyFile(e.ino, e.version);
     try {
@@ -252,7 +262,9 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
     unfresh(ram, e);
     arrive(disk, e);
     disk.used += e.size;
+    demoting++;
     const landed = (ok: boolean, dst?: number) => {
+      demoting--;
       fs.closeSync(src);
       if (dst !== undefined) fs.closeSync(dst);
       const here = disk.entries.get(e.ino) === e;

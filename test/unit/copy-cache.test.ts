@@ -212,6 +212,21 @@ describe("copy cache", () => {
     p.abort();
   });
 
+  test("a burst of copies into a full RAM tier moves at most 64 of those it pushes out to disk at once, the rest dropped: fds stay bounded", async () => {
+    open({ ramBytes: 1 << 20, ramMaxFiles: 300, diskBytes: 1 << 20 });
+    for (let i = 1; i <= 300; i++) await put(i, i, 40);
+    const fds = () => fs.readdirSync("/proc/self/fd").length;
+    const before = fds();
+    // One turn, as a batch of files fetched from another node lands: no move can finish meanwhile.
+    const ps = Array.from({ length: 300 }, (_, k) => cache.begin(1000 + k, 1, 40)!);
+    expect(usage("disk").files).toBe(64);
+    expect(evicted.length).toBe(300 - 64);
+    // The new copies' memfds, and at most three fds a moving copy; those dropped gave theirs back.
+    expect(fds() - before).toBeLessThanOrEqual(300 + 3 * 64 - (300 - 64));
+    for (const p of ps) p.abort();
+    await until(() => files().length === 64);
+  });
+
   test("a moved copy takes room on disk from the disk tier's least recently used; none is kept that the disk tier cannot hold", async () => {
     open({ diskBytes: 50 });
     await put(1, 1, 40);
