@@ -15,7 +15,7 @@ import { join, resolve } from "node:path";
 import { tmpdir } from "node:os";
 import { freePort } from "../test/helpers/env.ts";
 import { brickFiles, glusterUnavailable, glusterVersion, startGluster, type Gluster } from "./gluster.ts";
-import { alive, cmdline, mounted, startTime, until, unmountUnder, holdWarm, warmMemory } from "./sys.ts";
+import { alive, cmdline, mounted, startRedis, startTime, until, unmountUnder, holdWarm, warmMemory } from "./sys.ts";
 import { WF_INPUTS, WF_TASKS, WF_WORKER, WRITER_SRC, wfInput } from "./tasks.ts";
 
 const arg = (name: string, dflt: string) => {
@@ -296,11 +296,8 @@ async function workflows(nodes: string[]): Promise<number[]> {
 
 /** mcfs: two nodes on this machine and one redis-server; a third node joins for the workflows. */
 async function mcfsAcross(work: string, running: Stoppable[]): Promise<Across> {
-  const sock = join(work, "redis.sock");
-  // cwd in the work dir: redis rewrites its command line, so that is how a later bench finds it if this one is killed.
-  const redis = spawn(["redis-server", "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no"], { cwd: work, stdout: "ignore", stderr: "ignore" });
+  const { redis, sock } = await startRedis(work);
   running.push({ stop: async () => { redis.kill(); await redis.exited; } });
-  await until("redis socket", () => fs.existsSync(sock));
   const secret = join(work, "secret");
   fs.writeFileSync(secret, "bench-cluster-secret-0123456789");
   const node = async (name: string, port: number) => {

@@ -18,7 +18,7 @@ import { spawn, spawnSync, type Subprocess } from "bun";
 import * as fs from "node:fs";
 import { join, resolve } from "node:path";
 import { freePort } from "../test/helpers/env.ts";
-import { mounted, until } from "./sys.ts";
+import { mounted, startRedis, until } from "./sys.ts";
 import { WF_INPUTS, WF_TASKS, WF_WORKER, WRITER_SRC, wfInput } from "./tasks.ts";
 
 const [kind, bins, roundsArg] = process.argv.slice(2);
@@ -54,13 +54,19 @@ interface Node {
   pid: number;
 }
 
+/** How to start a daemon: bin, or with PROF set and profiled, the source under Bun's profiler. */
+const daemonCmd = (bin: string, profiled: boolean) =>
+  process.env.PROF && profiled ? [process.execPath, "--cpu-prof", "--cpu-prof-dir", process.env.PROF, join(REPO, "src/cli/main.ts")] : [bin];
+
 /** One redis-server and the named daemons of bin, in a temporary directory; stop() ends them all. */
 async function cluster(bin: string, names: string[]) {
   const work = fs.mkdtempSync(join(process.env.PROBE_DIR ?? "/tmp", "mcfs-probe-"));
   const procs: Subprocess[] = [];
   const nodes: Node[] = [];
-  const sock = join(work, "redis.sock");
-  const redis = spawn(["redis-server", "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no"], { cwd: work, stdout: "ignore", stderr: "ignore" });
+  const { redis, sock } = await startRedis(work).catch((e: unknown) => {
+    fs.rmSync(work, { recursive: true, force: true });
+    throw e;
+  });
   const stop = async () => {
     for (const p of procs.reverse()) {
       p.kill("SIGTERM");
@@ -72,13 +78,11 @@ async function cluster(bin: string, names: string[]) {
     fs.rmSync(work, { recursive: true, force: true });
   };
   try {
-    await until("redis socket", () => fs.existsSync(sock));
     fs.writeFileSync(join(work, "secret"), "probe-cluster-secret-0123456789");
     for (const name of names) {
       const mnt = join(work, `${name}-mnt`);
       fs.mkdirSync(mnt);
-      const cmd = process.env.PROF && name === "a" ? [process.execPath, "--cpu-prof", "--cpu-prof-dir", process.env.PROF, join(REPO, "src/cli/main.ts")] : [bin];
-      const p = spawn([...cmd, "daemon", "-f", mnt, "-r", join(work, `${name}-root`), "--cache-dir", join(work, `${name}-cache`), "-u", `unix://${sock}`, "-i", "127.0.0.1", "-p", String(await freePort()), "--cluster-secret-file", join(work, "secret")], { stdout: "ignore", stderr: "ignore" });
+      const p = spawn([...daemonCmd(bin, name === "a"), "daemon", "-f", mnt, "-r", join(work, `${name}-root`), "--cache-dir", join(work, `${name}-cache`), "-u", `unix://${sock}`, "-i", "127.0.0.1", "-p", String(await freePort()), "--cluster-secret-file", join(work, "secret")], { stdout: "ignore", stderr: "ignore" });
       procs.push(p);
       nodes.push({ name, mnt, pid: p.pid });
       await until(`${name}'s mount`, () => mounted(mnt) || p.exitCode !== null);
@@ -170,9 +174,8 @@ async function stats(bin: string): Promise<string> {
   const mnt = join(work, "mnt");
   fs.mkdirSync(mnt);
   let p: Subprocess | undefined;
-  const start = async (prof: boolean) => {
-    const cmd = prof ? [process.execPath, "--cpu-prof", "--cpu-prof-dir", process.env.PROF!, join(REPO, "src/cli/main.ts")] : [bin];
-    const d = spawn([...cmd, "daemon", "-f", mnt, "-r", join(work, "root"), "--cache-dir", join(work, "cache")], { stdout: "ignore", stderr: "ignore" });
+  const start = async (profiled: boolean) => {
+    const d = spawn([...daemonCmd(bin, profiled), "daemon", "-f", mnt, "-r", join(work, "root"), "--cache-dir", join(work, "cache")], { stdout: "ignore", stderr: "ignore" });
     p = d;
     await until("mount", () => mounted(mnt) || d.exitCode !== null);
     if (d.exitCode !== null) throw new Error(`daemon exited with ${d.exitCode}`);
@@ -193,7 +196,7 @@ async function stats(bin: string): Promise<string> {
     if ((await run([WRITER_SRC, join(mnt, "small"), "0", String(files)])) !== 0) throw new Error("the writer failed");
     const made = `made ${(files / ((performance.now() - c0) / 1000)).toFixed(0)} files/s (one writer; ${spent(d0, first.pid)}; redis ${spent(r0, redisPid)})`;
     await stop();
-    const d = await start(!!process.env.PROF);
+    const d = await start(true);
     const before = ticks(d.pid);
     const marks: string[] = [];
     const t0 = performance.now();

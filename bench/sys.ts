@@ -1,6 +1,7 @@
-/** Small process and mount helpers shared by bench.ts and gluster.ts. */
-import { spawnSync } from "bun";
+/** Small process and mount helpers shared by bench.ts, probe.ts and gluster.ts. */
+import { spawn, spawnSync, type Subprocess } from "bun";
 import * as fs from "node:fs";
+import { join } from "node:path";
 
 /**
  * Touch mib MiB of RAM and hold it (a file in /dev/shm) until the returned function gives it back. On
@@ -66,4 +67,16 @@ export function startTime(pid: number): string | undefined {
 export function unmountUnder(dir: string): void {
   const points = fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n").map((l) => l.split(" ")[4]!).filter((p) => p === dir || p?.startsWith(`${dir}/`));
   for (const p of points.sort((x, y) => y.length - x.length)) spawnSync(["umount", "-l", p]);
+}
+
+/**
+ * A redis-server saving nothing, on a unix socket in work, once it listens. Its cwd is work: redis
+ * rewrites its command line, so that is how a later bench finds it if this one is killed.
+ */
+export async function startRedis(work: string): Promise<{ redis: Subprocess; sock: string }> {
+  const sock = join(work, "redis.sock");
+  const redis = spawn(["redis-server", "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no"], { cwd: work, stdout: "ignore", stderr: "ignore" });
+  await until("redis socket", () => fs.existsSync(sock) || redis.exitCode !== null);
+  if (redis.exitCode !== null) throw new Error(`redis-server exited with ${redis.exitCode}`);
+  return { redis, sock };
 }

@@ -367,7 +367,7 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
       return;
     }
     if (l && l.size > prefetchMax && ino) return void readWindow(dir, l, ino).catch(() => {});
-    if (!l || l.size > prefetchMax || refetching.has(dir) || loading.has(dir)) return;
+    if (!l || l.size > prefetchMax) return;
     const n = (misses.get(dir) ?? 0) + 1;
     if (n < Math.max(REFETCH_MISSES, l.size / REFETCH_SHARE)) return void misses.set(dir, n);
     misses.delete(dir);
