@@ -108,5 +108,7 @@ void passthrough_release(uint64_t fh);
 /* notify.c: kernel cache invalidations, made on their own thread. */
 int notify_start(struct fuse_session *se);
 void notify_stop(void);
+void notify_entry_replied(uint64_t ino); /* an entry reply naming ino is about to go (its invalidations must not be lost) */
+void notify_forgotten(uint64_t ino);     /* the kernel let ino go */
 
 #endif

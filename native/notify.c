@@ -7,6 +7,7 @@
 #include "mcfs_fuse.h"
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +34,67 @@ static uint64_t notes_wanted;
 static pthread_t note_thread;
 static int note_running;
 
+/*
+ * The kernel makes the inode an entry reply names (a lookup's, a create's, a listing's) only once the
+ * caller that reply wakes runs again. Until then an invalidation of that inode finds nothing (ENOENT)
+ * and is lost, and the reply's attributes, read before another node's change, stay for the attribute
+ * timeout after that change returned. So an invalidation of an inode an entry reply named within
+ * REPLY_LANDS_US is tried again while it finds nothing, until that time has passed since the reply,
+ * or the kernel forgot the inode (it had made it: an unlink's or a rename's drop of its last name
+ * lets it go at once).
+ * One slot per hash of the inode number: a slot another inode took since only loses the retry.
+ */
+#define REPLIED_SLOTS 16384
+#define REPLY_LANDS_US 100000
+static _Atomic uint64_t replied_ino[REPLIED_SLOTS];
+static _Atomic int64_t replied_us[REPLIED_SLOTS];
+
+static int64_t mono_us(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
+static size_t replied_slot(uint64_t ino)
+{
+	return (size_t)((ino * 0x9E3779B97F4A7C15ull) >> 50) % REPLIED_SLOTS;
+}
+
+void notify_entry_replied(uint64_t ino)
+{
+	if (!ino)
+		return;
+	size_t s = replied_slot(ino);
+	atomic_store_explicit(&replied_us[s], mono_us(), memory_order_relaxed);
+	atomic_store_explicit(&replied_ino[s], ino, memory_order_release);
+}
+
+/* The kernel let ino go (FORGET): it had made the inode, so an invalidation finding nothing is not early. */
+void notify_forgotten(uint64_t ino)
+{
+	uint64_t was = ino;
+	atomic_compare_exchange_strong(&replied_ino[replied_slot(ino)], &was, 0);
+}
+
+/* An entry reply named ino less than REPLY_LANDS_US ago: the kernel may not have made its inode yet. */
+static int reply_landing(uint64_t ino)
+{
+	size_t s = replied_slot(ino);
+	if (atomic_load_explicit(&replied_ino[s], memory_order_acquire) != ino)
+		return 0;
+	return mono_us() - atomic_load_explicit(&replied_us[s], memory_order_relaxed) < REPLY_LANDS_US;
+}
+
+static void inval_inode(uint64_t ino, int attrs_only)
+{
+	/* Short at first: a FORGET usually follows the drop that let the inode go within microseconds. */
+	for (long pause_us = 50; fuse_lowlevel_notify_inval_inode(se, ino, attrs_only ? -1 : 0, 0) == -ENOENT && reply_landing(ino); pause_us = pause_us < 1000 ? pause_us * 2 : 1000) {
+		struct timespec pause = { 0, pause_us * 1000 };
+		nanosleep(&pause, NULL);
+	}
+}
+
 static void *note_main(void *arg)
 {
 	(void)arg;
@@ -47,11 +109,11 @@ static void *note_main(void *arg)
 		if (!nhead)
 			ntail = NULL;
 		pthread_mutex_unlock(&nlock);
-		/* ENOENT only means the kernel had nothing cached for it. */
+		/* ENOENT: the kernel had nothing cached for it (an inode: or not yet, see inval_inode). */
 		if (n->entry)
 			fuse_lowlevel_notify_inval_entry(se, n->ino, n->name, strlen(n->name));
 		else
-			fuse_lowlevel_notify_inval_inode(se, n->ino, n->attrs_only ? -1 : 0, 0);
+			inval_inode(n->ino, n->attrs_only);
 		uint64_t seq = n->seq;
 		free(n);
 		pthread_mutex_lock(&nlock);

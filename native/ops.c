@@ -21,8 +21,19 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t ino, const char *name)
 	REQ(OP_LOOKUP);
 	queue_put(req, &h, name, NULL, NULL, 0);
 }
-static void ll_forget(fuse_req_t req, fuse_ino_t ino, uint64_t n) { (void)ino; (void)n; fuse_reply_none(req); }
-static void ll_forget_multi(fuse_req_t req, size_t c, struct fuse_forget_data *f) { (void)c; (void)f; fuse_reply_none(req); }
+static void ll_forget(fuse_req_t req, fuse_ino_t ino, uint64_t n)
+{
+	(void)n;
+	notify_forgotten(ino);
+	fuse_reply_none(req);
+}
+
+static void ll_forget_multi(fuse_req_t req, size_t c, struct fuse_forget_data *f)
+{
+	for (size_t i = 0; i < c; i++)
+		notify_forgotten(f[i].ino);
+	fuse_reply_none(req);
+}
 
 static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {

@@ -1,6 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
+import * as fsp from "node:fs/promises";
 import { join } from "node:path";
+import { spawn } from "bun";
 import { fuseUnavailable, waitFor } from "./helpers/env.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { scrape } from "./helpers/metrics.ts";
@@ -217,5 +219,45 @@ describe.skipIf(!!skip)("acknowledgements of changes", () => {
     for (let i = 1; i < 40; i++) expect(fs.readFileSync(at(b, i), "utf8")).toBe(i % 3 === 1 ? `second ${i}, longer` : `first ${i}`);
     const m1 = await scrape(b);
     expect(m1("mcfs_watched_opens_total") - m0("mcfs_watched_opens_total")).toBeGreaterThanOrEqual(5);
+  });
+
+  test("B's first lookup of a name, racing A's chmod of it: once the chmod returns, B's stat has the new mode", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "first"));
+    const N = 600, name = (i: number) => `f${i}`;
+    for (let i = 0; i < N; i++) fs.closeSync(fs.openSync(join(a.mnt, "first", name(i)), "w", 0o644));
+    const mode = (p: string) => fs.lstatSync(p).mode & 0o7777;
+    const stale: { name: string; b: number; offsetMs: number }[] = [];
+    // Two busy processes: a woken caller then waits for a CPU more often (a loaded CI machine).
+    const hogs = [0, 1].map(() => spawn([process.execPath, "-e", "for (;;) {}"], { stdout: "ignore", stderr: "ignore" }));
+    try {
+      for (let i = 0; i < N; i++) {
+        // B's lookup starts up to 1.5 ms before or after A's chmod: its reply now and then reaches B's
+        // kernel just after B heard of the chmod (the kernel makes the inode once the caller runs again).
+        const offsetMs = ((i % 7) - 3) * 0.5;
+        const spin = (ms: number) => {
+          for (const t = performance.now(); performance.now() - t < ms; );
+        };
+        const lookup = () => fsp.lstat(join(b.mnt, "first", name(i))).catch(() => undefined);
+        let looked: Promise<unknown>, changed: Promise<unknown>;
+        if (offsetMs < 0) {
+          looked = lookup();
+          spin(-offsetMs);
+          changed = fsp.chmod(join(a.mnt, "first", name(i)), 0o600);
+        } else {
+          changed = fsp.chmod(join(a.mnt, "first", name(i)), 0o600);
+          spin(offsetMs);
+          looked = lookup();
+        }
+        await changed;
+        const got = mode(join(b.mnt, "first", name(i)));
+        await looked;
+        if (got !== 0o600) stale.push({ name: name(i), b: got, offsetMs });
+      }
+    } finally {
+      for (const h of hogs) h.kill("SIGKILL");
+      await Promise.all(hogs.map((h) => h.exited));
+    }
+    expect(stale).toEqual([]);
   });
 });

@@ -34,7 +34,7 @@ export function createProgress(label: string, log: Logger, counting = false, tty
       latest = [done, total];
       if (Date.now() - last < LINE_EVERY_MS) return;
       last = Date.now();
-      log.info({ done, total }, `${label}…`);
+      log.info(counting ? { done } : { done, total }, `${label}…`);
     },
     stop() {
       if (latest[0]) log.info({ done: latest[0] }, `${label}: done`);

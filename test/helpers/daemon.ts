@@ -35,6 +35,8 @@ export interface DaemonSpec {
   mnt?: string;
   /** Run the daemon as this user (uid = gid, no other groups) instead of root. */
   uid?: number;
+  /** How long its start may take before the mount is given up on: longer for a start-up scan of many files. */
+  mountWithinMs?: number;
 }
 
 /** The pid of the private redis-server a daemon started without -u (from its log; NaN when it logged none). */
@@ -68,7 +70,7 @@ export async function startDaemon(spec: DaemonSpec): Promise<TestDaemon> {
     await waitFor(`mount of ${mnt}`, () => {
       if (proc.exitCode !== null) throw new Error(`mcfs daemon exited with ${proc.exitCode} before mounting:\n${log()}`);
       return isMounted(mnt) && log().includes('"mounted"');
-    });
+    }, spec.mountWithinMs);
   } catch (e) {
     proc.kill("SIGKILL");
     await proc.exited;
