@@ -162,16 +162,19 @@ describe.skipIf(!!skip)("full disk on the node that writes", () => {
   });
 });
 
-/** A TCP proxy to a unix-socket Redis that can reset (RST) the next connection that sends a command. */
-async function resettingProxy(sock: string): Promise<{ port: number; resetNext(): void; close(): void }> {
-  let arm = false;
+/**
+ * A TCP proxy to a unix-socket Redis that can reset (RST) the next connection that sends a command
+ * naming what (a daemon has several connections, and some send on their own).
+ */
+async function resettingProxy(sock: string): Promise<{ port: number; resetNext(what: string): void; close(): void }> {
+  let arm: string | undefined;
   const conns = new Set<net.Socket>();
   const server = net.createServer((client) => {
     const up = net.createConnection(sock);
     conns.add(client).add(up);
-    client.on("data", (d) => {
-      if (!arm) return void up.write(d);
-      arm = false;
+    client.on("data", (d: Buffer) => {
+      if (arm === undefined || !d.includes(arm)) return void up.write(d);
+      arm = undefined;
       up.destroy();
       client.resetAndDestroy();
     });
@@ -184,7 +187,7 @@ async function resettingProxy(sock: string): Promise<{ port: number; resetNext()
   await new Promise<void>((res) => server.listen(0, "127.0.0.1", res));
   return {
     port: (server.address() as net.AddressInfo).port,
-    resetNext: () => void (arm = true),
+    resetNext: (what) => void (arm = what),
     close: () => {
       server.close();
       for (const s of conns) s.destroy();
@@ -200,10 +203,12 @@ describe.skipIf(!!skip)("Redis connection errors reach programs as EIO", () => {
     cleanups.push(() => proxy.close());
     const a = await daemon({ base, name: "rs", redisUrl: `redis://127.0.0.1:${proxy.port}`, args: ["--attr-timeout", "0", "--entry-timeout", "0"] });
     // Nothing here touches the mount synchronously: this process runs the proxy the daemon needs.
-    proxy.resetNext();
-    // In another process: this one runs the proxy, which a synchronous stat here would block.
-    const p = spawn([process.execPath, "-e", `try { require("fs").statSync(${JSON.stringify(join(a.mnt, "missing"))}); console.log("OK") } catch (e) { console.log(e.code) }`], { stdout: "pipe" });
-    expect((await new Response(p.stdout).text()).trim()).toBe("EIO");
+    // A mkdir: always asked of Redis (a missing name may be answered from a listing this node watches).
+    proxy.resetNext("made-during-reset");
+    // In another process: this one runs the proxy, which a synchronous call here would block.
+    const mkdir = (name: string) => spawn([process.execPath, "-e", `try { require("fs").mkdirSync(${JSON.stringify(join(a.mnt, name))}); console.log("OK") } catch (e) { console.log(e.code) }`], { stdout: "pipe" });
+    expect((await new Response(mkdir("made-during-reset").stdout).text()).trim()).toBe("EIO");
+    expect((await new Response(mkdir("made-after-reset").stdout).text()).trim()).toBe("OK");
   });
 });
 
