@@ -223,6 +223,7 @@ int creates_try(fuse_req_t req, uint64_t parent, const char *name, mode_t mode, 
 	passthrough_reply_done();
 	if (rc != 0) {
 		/* The kernel never had the handle: JS closes it (the file stays, as after a create whose caller died). */
+		notify_entry_done(k.ino);
 		open_undone(k.ino, k.fh);
 		memset(&h, 0, sizeof h);
 		h.op = OP_RELEASE;

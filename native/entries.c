@@ -127,8 +127,8 @@ static int answer(fuse_req_t req, uint64_t parent, const char *name, int attr_on
 	atomic_fetch_add(attr_only ? &attr_hits : &hits, 1);
 	if (attr_only)
 		fuse_reply_attr(req, &p.attr, e->attr_to);
-	else
-		fuse_reply_entry(req, &p);
+	else if (fuse_reply_entry(req, &p) != 0)
+		notify_entry_done(p.ino);
 	pthread_rwlock_unlock(&lock);
 	return 1;
 }

@@ -109,6 +109,6 @@ void passthrough_release(uint64_t fh);
 int notify_start(struct fuse_session *se);
 void notify_stop(void);
 void notify_entry_replied(uint64_t ino); /* an entry reply naming ino is about to go (its invalidations must not be lost) */
-void notify_forgotten(uint64_t ino);     /* the kernel let ino go */
+void notify_entry_done(uint64_t ino);    /* no entry reply naming ino can still make its inode: FORGET, or a reply that never got there */
 
 #endif

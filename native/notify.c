@@ -70,8 +70,12 @@ void notify_entry_replied(uint64_t ino)
 	atomic_store_explicit(&replied_ino[s], ino, memory_order_release);
 }
 
-/* The kernel let ino go (FORGET): it had made the inode, so an invalidation finding nothing is not early. */
-void notify_forgotten(uint64_t ino)
+/*
+ * No reply naming ino is on its way any more: the kernel let the inode go (FORGET: it had made it),
+ * or the reply never reached the kernel (its caller was interrupted). An invalidation finding nothing
+ * is then not early, and is not tried again.
+ */
+void notify_entry_done(uint64_t ino)
 {
 	uint64_t was = ino;
 	atomic_compare_exchange_strong(&replied_ino[replied_slot(ino)], &was, 0);

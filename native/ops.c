@@ -24,14 +24,14 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t ino, const char *name)
 static void ll_forget(fuse_req_t req, fuse_ino_t ino, uint64_t n)
 {
 	(void)n;
-	notify_forgotten(ino);
+	notify_entry_done(ino);
 	fuse_reply_none(req);
 }
 
 static void ll_forget_multi(fuse_req_t req, size_t c, struct fuse_forget_data *f)
 {
 	for (size_t i = 0; i < c; i++)
-		notify_forgotten(f[i].ino);
+		notify_entry_done(f[i].ino);
 	fuse_reply_none(req);
 }
 

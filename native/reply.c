@@ -64,7 +64,10 @@ int mcfs_reply_entry(uint32_t id, const int64_t *attr, double entry_to, double a
 	if (!r) return -ENOENT;
 	struct fuse_entry_param e;
 	attr_entry(attr, entry_to, attr_to, &e);
-	return fuse_reply_entry(r, &e);
+	int rc = fuse_reply_entry(r, &e);
+	if (rc != 0 && e.ino)
+		notify_entry_done(e.ino);
+	return rc;
 }
 
 int mcfs_reply_attr(uint32_t id, const int64_t *attr, double attr_to)
@@ -132,8 +135,10 @@ int mcfs_reply_create(uint32_t id, const int64_t *attr, double entry_to, double 
 	open_attach(ino, fh, fd, flags);
 	int rc = fuse_reply_create(r, &e, &fi);
 	passthrough_reply_done();
-	if (rc != 0)
+	if (rc != 0) {
+		notify_entry_done(ino);
 		open_undone(ino, fh);
+	}
 	return rc;
 }
 
@@ -246,12 +251,17 @@ int mcfs_reply_dir(uint32_t id, uint64_t size, int plus, const uint8_t *ents, in
 			to_stat(a, &st);
 			sz = fuse_add_direntry(r, buf + used, size - used, name, &st, next);
 		}
-		if (sz > size - used)
+		if (sz > size - used) {
+			if (plus)
+				notify_entry_done((uint64_t)a[A_INO]);
 			break;
+		}
 		used += sz;
 		p = dirent_next(a);
 	}
-	fuse_reply_buf(r, buf, used);
+	if (fuse_reply_buf(r, buf, used) != 0 && plus)
+		for (const uint8_t *q = ents; q != p; q = dirent_next((const int64_t *)q))
+			notify_entry_done((uint64_t)((const int64_t *)q)[A_INO]);
 	free(buf);
 	return i;
 }
