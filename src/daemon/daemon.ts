@@ -453,8 +453,11 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         const racedUntil = performance.now() + RACED_MS;
         const races = !!ack && awaited && store.watchesHold();
         const marks = session && entries.size ? vfs.kernelRacing(invs, races ? racedUntil : undefined) : [];
+        // A file open here keeps its attributes in the kernel until its close, but a new owner or
+        // mode is dropped at once: once its record was read again, before the acknowledgement.
+        const reread: Promise<void>[] = [];
         const learn = () => {
-          for (const inv of invs) vfs.invalidate(inv);
+          for (const inv of invs) reread.push(vfs.invalidate(inv));
         };
         if (session && (entries.size || inodes.size)) session.invalidateMany(entries.values(), inodes, learn);
         else learn();
@@ -464,7 +467,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         // too, after a few ms: their invalidation waits for the directory's lock, which this node's
         // own rename there may hold meanwhile (two nodes renaming in one directory would stall each other).
         if (ack) {
-          const inTime = session.flushInvalidations().then(() => true);
+          const s = session;
+          const inTime = Promise.all(reread).then(() => s.flushInvalidations()).then(() => true);
           const bound = entries.size && waiting ? ACK_FLUSH_MS : ACK_SETTLE_MS;
           // Dropped by the kernel while the origin surely waited: the marks stand (they lapse otherwise, by the clock).
           if (marks.length) void inTime.then(() => performance.now() <= racedUntil && vfs.kernelSettled(marks));

@@ -445,7 +445,10 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       const writable = acc === O_WRONLY || acc === O_RDWR;
       // Before the record is read: the bytes to write over are those of the last writer's close.
       const leased = writable && !!remote && (await ctx.turns.take(ino));
+      // A change heard before this handle makes the inode open here updates no open file's record.
+      const heard = ctx.changes.watch(ino);
       const data = await dataOf(ino, flags, writable).catch((e: unknown) => {
+        heard.cancel();
         // Whichever step failed: another node's writer waits for the turn.
         if (leased && !ctx.open.hasWriter(ino)) ctx.turns.give(ino);
         throw e;
@@ -464,6 +467,13 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       const overwrites = remote && writable && !(flags & O_TRUNC) && !ctx.open.hasWriter(ino);
       const fh = ctx.open.add(h, r);
       if (!remote) r = caughtUp(h, r);
+      heard.cancel();
+      // Another node's change heard while the record was read: the handle's record (which its
+      // getattrs answer with, and the kernel keeps) is read again, and the kernel's attributes dropped.
+      if (heard.changed()) {
+        await ctx.current(ino).catch(() => undefined);
+        await o.refreshKernelAttrs?.(ino);
+      }
       // Other nodes wait for this version while this writer keeps it open; if it keeps it long, they read it as written.
       if (overwrites) ctx.open.overwriting(ino, r);
       supersede(h, r.version);

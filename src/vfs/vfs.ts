@@ -36,8 +36,12 @@ const WRITTEN_HERE_KEPT = 100_000;
 export type { VfsOptions } from "./context.ts";
 
 export interface Vfs extends FileSystem {
-  /** Another node changed these: drop what this node cached of them. */
-  invalidate(inv: Invalidation): void;
+  /**
+   * Another node changed these: drop what this node cached of them. Resolves once the records of the
+   * files open here among them were read again, and a new owner or mode was dropped from the kernel
+   * (queued: the node acknowledges the change only after that).
+   */
+  invalidate(inv: Invalidation): Promise<void>;
   /** Changes may have been missed: drop every cache. */
   resync(): void;
   /** Directories moved on the local disk: drop every directory's path cached (each is read from the store again). */
@@ -333,9 +337,10 @@ export function createVfs(o: VfsOptions): Vfs {
       cache.invalidate(inv);
       ctx.kernel.heard(inv.inodes);
       changes.changed([...inv.data, ...inv.inodes]);
+      const reread: Promise<void>[] = [];
       for (const ino of inv.inodes) {
         if (!open.inode(ino)) continue;
-        void store.get(ino).then((r) => {
+        reread.push(store.get(ino).then((r) => {
           learn(r);
           if (ctx.kernel.permsChanged(r)) o.dropKernelInode?.(ino);
           if (isReg(r.mode) && r.mode & (S_ISUID | S_ISGID) && open.hasWriter(ino)) {
@@ -344,8 +349,9 @@ export function createVfs(o: VfsOptions): Vfs {
               () => o.privileged?.(ino),
             );
           }
-        }, () => {});
+        }, () => {}));
       }
+      return Promise.all(reread).then(() => {});
     },
     forgetPaths() {
       paths.forgetDirs();
