@@ -70,6 +70,12 @@ void notify_entry_replied(uint64_t ino)
 	atomic_store_explicit(&replied_ino[s], ino, memory_order_release);
 }
 
+/* JS is about to send an entry reply naming ino: a change it hears before sending it must not be lost either. */
+void mcfs_entry_answering(uint64_t ino)
+{
+	notify_entry_replied(ino);
+}
+
 /*
  * No reply naming ino is on its way any more: the kernel let the inode go (FORGET: it had made it),
  * or the reply never reached the kernel (its caller was interrupted). An invalidation finding nothing

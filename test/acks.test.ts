@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { spawn } from "bun";
 import { fuseUnavailable, waitFor } from "./helpers/env.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
@@ -223,10 +223,11 @@ describe.skipIf(!!skip)("acknowledgements of changes", () => {
 
   // B's first access of a name starts up to 1.5 ms before or after A's chmod of it. Its reply can
   // reach B's kernel just after B heard of the chmod (the kernel makes the inode once the caller runs
-  // again), and an open can read the record just before B heard of it (the handle's getattrs answer
-  // with that record).
+  // again), B can hear it between making its reply and sending it, and an open can read the record
+  // just before B heard of it (the handle's getattrs answer with that record).
   const firstAccess: [string, (p: string) => Promise<unknown>][] = [
     ["lookup (lstat)", (p) => fsp.lstat(p)],
+    ["listing with attributes (readdirplus) of its directory", (p) => fsp.readdir(dirname(p), { withFileTypes: true })],
     ["open, and fstat through it", async (p) => {
       const h = await fsp.open(p, "r");
       try {
@@ -239,9 +240,12 @@ describe.skipIf(!!skip)("acknowledgements of changes", () => {
   test.each(firstAccess)("B's first %s of a name, racing A's chmod of it: once the chmod returns, B's stat has the new mode", async (kind, access) => {
     const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
     const dir = `first-${kind.split(" ")[0]}`;
-    fs.mkdirSync(join(a.mnt, dir));
-    const N = 400, name = (i: number) => `f${i}`;
-    for (let i = 0; i < N; i++) fs.closeSync(fs.openSync(join(a.mnt, dir, name(i)), "w", 0o644));
+    // A directory each: B's first listing of one is the first it hears of its file.
+    const N = 400, name = (i: number) => `d${i}/f`;
+    for (let i = 0; i < N; i++) {
+      fs.mkdirSync(join(a.mnt, dir, `d${i}`), { recursive: true });
+      fs.closeSync(fs.openSync(join(a.mnt, dir, name(i)), "w", 0o644));
+    }
     const mode = (p: string) => fs.lstatSync(p).mode & 0o7777;
     const stale: { name: string; b: number; offsetMs: number }[] = [];
     // Two busy processes: a woken caller then waits for a CPU more often (a loaded CI machine).

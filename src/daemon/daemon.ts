@@ -388,6 +388,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         elsewhere: (dir) => session?.creates.elsewhere(dir),
       },
       dropKernelInode: (ino) => session?.invalidateMany([], [ino]),
+      entryAnswering: (ino) => session?.entryAnswering(ino),
       privileged: (ino, path) => {
         if (!session) return;
         session.markPrivileged(ino);

@@ -142,6 +142,8 @@ export interface FuseSession {
   invalidateMany(entries: Iterable<[number, string]>, inodes: Iterable<number>, meanwhile?: () => void): void;
   /** Forget the kernel's cached attributes of ino (its pages stay). */
   invalidateAttrs(ino: number): void;
+  /** An entry reply naming ino is on its way: an invalidation of ino finding nothing is tried again until it lands. */
+  entryAnswering(ino: number): void;
   /** Resolves once every invalidation asked for so far has reached the kernel. */
   flushInvalidations(): Promise<void>;
   /**
@@ -574,6 +576,9 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     },
     invalidateAttrs(ino) {
       shim.mcfs_inval_attrs(ino);
+    },
+    entryAnswering(ino) {
+      shim.mcfs_entry_answering(ino);
     },
     takeNotes() {
       if (!stopped) drain();

@@ -43,6 +43,8 @@ export interface VfsOptions {
   refreshKernelAttrs?: (ino: number) => Promise<void>;
   /** Make the kernel forget the attributes and pages it cached of ino. */
   dropKernelInode?: (ino: number) => void;
+  /** An entry reply naming ino is on its way to the kernel (see KernelView.answering). */
+  entryAnswering?: (ino: number) => void;
   /**
    * ino, open for writing here, has setuid or setgid now, though this kernel has not been told
    * (another node's chmod): its writes must take them. path: where it is in the namespace, if known.

@@ -86,7 +86,7 @@ export function createDirOps(ctx: VfsContext): DirOps {
           const r = held[i] ?? got.get(child);
           // Asked again: a change heard while the records were read must not go out either.
           if (!r || inoNow(e) !== child) return;
-          out.push({ name: e.name, next: at + i + 1, attr: kernel.told(ino, e.name, held[i] ? r : ctx.learn(r)) });
+          out.push({ name: e.name, next: at + i + 1, attr: kernel.answering(ino, e.name, held[i] ? r : ctx.learn(r)) });
         });
       }
       return out;

@@ -534,7 +534,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       const fh = ctx.open.add({ ino: r.ino, fd, writable: true, dirty: false, at: path }, r);
       kernel.opened(r.ino, r.version);
       if (kits) kits.madeIn(await ctx.record(parent), dirname(path), name, fd);
-      return { attr: kernel.told(parent, name, r), open: { fh, fd, keepCache: false, unpublished: ctx.policy.unsettled(r.ino), passthrough: !(flags & O_DIRECT), noFlush: !remote && fd >= 0, writes: true } };
+      return { attr: kernel.answering(parent, name, r), open: { fh, fd, keepCache: false, unpublished: ctx.policy.unsettled(r.ino), passthrough: !(flags & O_DIRECT), noFlush: !remote && fd >= 0, writes: true } };
     },
 
     async created(c, parent, name, m) {

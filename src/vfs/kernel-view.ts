@@ -15,6 +15,11 @@ import type { Handle, OpenFiles } from "./open-files.ts";
 export interface KernelView {
   /** Attributes for a name's reply (or one the shim may give later): the kernel will know r.ino under it. */
   told(parent: number, name: string, r: Inode): Attr;
+  /**
+   * told, for an entry reply JS sends next: until it lands, an invalidation of r.ino that finds
+   * nothing in the kernel is tried again (a change heard between now and the reply, see notify.c).
+   */
+  answering(parent: number, name: string, r: Inode): Attr;
   /** The shim told the kernel of r as parent/name itself (a file it made): noted as told, its attributes not worked out again. */
   toldByShim(parent: number, name: string, r: Inode): void;
   /** Attributes of r as the kernel must see them now (a writer's live size; a reader's version). */
@@ -158,6 +163,8 @@ export function createKernelView(o: {
   /** Make the kernel forget these names; resolves once it has (false: not in time). */
   forgetNames?: (names: [number, string][]) => Promise<boolean>;
   refused?: (ino: number) => void;
+  /** An entry reply naming ino is on its way (KernelView.answering). */
+  answering?: (ino: number) => void;
   keptMax?: number;
 }): KernelView {
   const max = o.keptMax ?? KEPT_MAX;
@@ -309,6 +316,10 @@ export function createKernelView(o: {
 
   return {
     told: (parent, name, r) => named(parent, name, r, attr),
+    answering(parent, name, r) {
+      o.answering?.(r.ino);
+      return named(parent, name, r, attr);
+    },
     toldByShim: (parent, name, r) => void named(parent, name, r, telling),
     attr,
     given(r) {

@@ -103,9 +103,9 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       // A file of one name whose record names it otherwise: the listing is behind a change read since
       // (a rename whose message is on its way), and the store tells.
       const known = ino ? cache.fresh(ino) : undefined;
-      if (known && answersFor(known, parent, name)) return kernel.told(parent, name, known);
+      if (known && answersFor(known, parent, name)) return kernel.answering(parent, name, known);
       if (ino !== null && ino !== undefined) cache.missed(parent, ino);
-      return kernel.told(parent, name, ctx.learn(await store.lookup(parent, name)));
+      return kernel.answering(parent, name, ctx.learn(await store.lookup(parent, name)));
     },
 
     async getattr(_c, ino) {
@@ -238,7 +238,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
           throw e;
         }
       }
-      return kernel.told(parent, name, r);
+      return kernel.answering(parent, name, r);
     },
 
     async mkdir(c, parent, name, mode) {
@@ -268,7 +268,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
         await ctx.rollback(parent, name, true);
         throw e;
       }
-      return kernel.told(parent, name, r);
+      return kernel.answering(parent, name, r);
     },
 
     async unlink(_c, parent, name) {
@@ -307,7 +307,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
         await ctx.rollback(parent, name, false);
         throw e;
       }
-      return kernel.told(parent, name, r);
+      return kernel.answering(parent, name, r);
     },
 
     async rename(_c, parent, name, newParent, newName, flags) {
@@ -340,7 +340,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       // this one too if it is one of them, or has the symlink. Any node can make the link.
       const mine = isReg(r.mode) ? (await store.locations(ino)).get(nodeId) === r.version : root.typeOf(src) === "link";
       if (mine) ctx.linkLocal(src, dst);
-      return kernel.told(newParent, newName, r);
+      return kernel.answering(newParent, newName, r);
     },
 
     async access(c, ino, mask) {

@@ -245,6 +245,7 @@ export function createVfs(o: VfsOptions): Vfs {
       ...(o.dropKernelInode ? { dropKernelInode: o.dropKernelInode } : {}),
       ...(o.forgetKernelNames ? { forgetNames: o.forgetKernelNames } : {}),
       ...(shim ? { refused: shim.dropInode } : {}),
+      ...(o.entryAnswering ? { answering: o.entryAnswering } : {}),
     }),
     turns: createWriteTurns({ store, nodeId, log, changes }),
     policy,
