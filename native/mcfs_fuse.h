@@ -108,7 +108,6 @@ void passthrough_release(uint64_t fh);
 /* notify.c: kernel cache invalidations, made on their own thread. */
 int notify_start(struct fuse_session *se);
 void notify_stop(void);
-void notify_entry_replied(uint64_t ino); /* an entry reply naming ino is about to go (its invalidations must not be lost) */
 void notify_entry_done(uint64_t ino);    /* no entry reply naming ino can still make its inode: FORGET, or a reply that never got there */
 
 #endif

@@ -44,7 +44,8 @@ static int note_running;
  * lets it go at once).
  * One slot per hash of the inode number: a slot another inode took since only loses the retry.
  */
-#define REPLIED_SLOTS 16384
+#define REPLIED_BITS 14
+#define REPLIED_SLOTS (1u << REPLIED_BITS)
 #define REPLY_LANDS_US 100000
 static _Atomic uint64_t replied_ino[REPLIED_SLOTS];
 static _Atomic int64_t replied_us[REPLIED_SLOTS];
@@ -58,22 +59,20 @@ static int64_t mono_us(void)
 
 static size_t replied_slot(uint64_t ino)
 {
-	return (size_t)((ino * 0x9E3779B97F4A7C15ull) >> 50) % REPLIED_SLOTS;
+	return (size_t)((ino * 0x9E3779B97F4A7C15ull) >> (64 - REPLIED_BITS));
 }
 
-void notify_entry_replied(uint64_t ino)
+/*
+ * An entry reply naming ino is about to go: from the shim as it sends one (attr_entry), and from JS
+ * as it makes one (a change JS hears before sending it must not be lost either).
+ */
+void mcfs_entry_answering(uint64_t ino)
 {
 	if (!ino)
 		return;
 	size_t s = replied_slot(ino);
 	atomic_store_explicit(&replied_us[s], mono_us(), memory_order_relaxed);
 	atomic_store_explicit(&replied_ino[s], ino, memory_order_release);
-}
-
-/* JS is about to send an entry reply naming ino: a change it hears before sending it must not be lost either. */
-void mcfs_entry_answering(uint64_t ino)
-{
-	notify_entry_replied(ino);
 }
 
 /*

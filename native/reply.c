@@ -37,7 +37,7 @@ void attr_entry(const int64_t *a, double entry_to, double attr_to, struct fuse_e
 	e->generation = 1;
 	to_stat(a, &e->attr);
 	killpriv_told((uint64_t)a[A_INO], (uint32_t)a[A_MODE]);
-	notify_entry_replied((uint64_t)a[A_INO]);
+	mcfs_entry_answering((uint64_t)a[A_INO]);
 	e->entry_timeout = entry_to;
 	e->attr_timeout = attr_to;
 }
