@@ -873,16 +873,21 @@ describe.skipIf(!!skip)("cached copies", () => {
   };
 
   test("copies read on B are listed; the least recently used go first, per tier, and are unlisted", async () => {
-    const ram = ["r1", "r2", "r3"].map((f) => [f, write(f, 400 << 10)] as const);
-    const disk = ["d1", "d2", "d3"].map((f) => [f, write(f, 900 << 10)] as const);
+    // Each in a directory of its own: B copies only what it reads (none of a directory's other files come ahead).
+    const alone = (f: string) => {
+      fs.mkdirSync(join(a.mnt, `lru-${f}`));
+      return `lru-${f}/${f}`;
+    };
+    const ram = ["r1", "r2", "r3"].map(alone).map((f) => [f, write(f, 400 << 10)] as const);
+    const disk = ["d1", "d2", "d3"].map(alone).map((f) => [f, write(f, 900 << 10)] as const);
     for (const [f, data] of [...ram, ...disk]) expect(fs.readFileSync(join(b.mnt, f)).equals(data)).toBe(true);
-    await waitFor("r2, r3, d2, d3 listed on B", async () => (await Promise.all(["r2", "r3", "d2", "d3"].map(listedOnB))).every(Boolean));
-    await waitFor("r1, d1 unlisted (evicted)", async () => !(await listedOnB("r1")) && !(await listedOnB("d1")));
+    await waitFor("r2, r3, d2, d3 listed on B", async () => (await Promise.all([ram[1]![0], ram[2]![0], disk[1]![0], disk[2]![0]].map(listedOnB))).every(Boolean));
+    await waitFor("r1, d1 unlisted (evicted)", async () => !(await listedOnB(ram[0]![0])) && !(await listedOnB(disk[0]![0])));
     const diskDir = join(cluster.base, "b-cache", bId);
     expect(fs.readdirSync(diskDir).length).toBe(2);
     // Evicted copies are fetched again, whole and correct.
-    expect(fs.readFileSync(join(b.mnt, "r1")).equals(ram[0]![1])).toBe(true);
-    expect(fs.readFileSync(join(b.mnt, "d1")).equals(disk[0]![1])).toBe(true);
+    expect(fs.readFileSync(join(b.mnt, ram[0]![0])).equals(ram[0]![1])).toBe(true);
+    expect(fs.readFileSync(join(b.mnt, disk[0]![0])).equals(disk[0]![1])).toBe(true);
   });
 
   test("a file bigger than B's disk tier is read in ranges, correct, and never listed", async () => {

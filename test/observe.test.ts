@@ -109,12 +109,15 @@ describe.skipIf(!!skip)("mcfs status", () => {
   test("three nodes, one killed: it shows expired, and its single-copy files as unavailable", async () => {
     const [a, b, c] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
     const id = (d: TestDaemon) => fs.readFileSync(join(d.root, ".mcfs/node-id"), "utf8").trim();
-    // Above the size small files are fetched in batches with: B copies only what it reads.
+    // Each of A's in a directory of its own: B copies only what it reads (none of a directory's other files come ahead).
     const big = 300 * 1024;
-    for (let i = 0; i < 5; i++) fs.writeFileSync(join(a.mnt, `a${i}`), randomBytes(big));
+    for (let i = 0; i < 5; i++) {
+      fs.mkdirSync(join(a.mnt, `d${i}`));
+      fs.writeFileSync(join(a.mnt, `d${i}`, `a${i}`), randomBytes(big));
+    }
     for (let i = 0; i < 3; i++) fs.writeFileSync(join(c.mnt, `c${i}`), randomBytes(2000));
     // B reads two of A's files: they have a second copy, in B's cache.
-    for (const f of ["a0", "a1"]) fs.readFileSync(join(b.mnt, f));
+    for (const f of ["d0/a0", "d1/a1"]) fs.readFileSync(join(b.mnt, f));
     await waitFor("B's copies listed", () => (JSON.parse(status(true)) as StatusJson).singleCopy.files === 6);
     const before = JSON.parse(status(true)) as StatusJson;
     expect(before.files).toBe(8);

@@ -28,18 +28,18 @@ describe.skipIf(!!skip)("read-ahead bounded by what the RAM tier keeps until it 
   const cluster = useCluster("readahead-bound", ["a", "b", "c"], { b: ["--metrics-port", "0", "--ram-cache-mib", String(RAM_MIB), "--disk-cache-mib", "0"] });
 
   /**
-   * A directory of small files (8-64 KiB, together 3x B's RAM tier) written half on A, half on C
-   * after B listed it empty (B's listing then learns the names from A's and C's creates, without
-   * their inodes); name -> sha256.
+   * A directory of small files (8-64 KiB, together 3x B's RAM tier; or files of size() bytes) written
+   * half on A, half on C after B listed it empty (B's listing then learns the names from A's and C's
+   * creates, without their inodes); name -> sha256.
    */
-  async function inputs(dir: string): Promise<Map<string, string>> {
+  async function inputs(dir: string, files = FILES, size = () => 8192 + Math.floor(Math.random() * 57345)): Promise<Map<string, string>> {
     const [a, b, c] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
     fs.mkdirSync(join(a.mnt, dir));
     await waitFor("the directory on B", () => fs.existsSync(join(b.mnt, dir)));
     expect(fs.readdirSync(join(b.mnt, dir))).toEqual([]);
     const want = new Map<string, string>();
-    for (let i = 0; i < FILES; i++) {
-      const data = randomBytes(8192 + Math.floor(Math.random() * 57345));
+    for (let i = 0; i < files; i++) {
+      const data = randomBytes(size());
       const name = `in${String(i).padStart(4, "0")}`;
       fs.writeFileSync(join((i % 2 ? c : a).mnt, dir, name), data);
       want.set(name, sha(data));
@@ -47,14 +47,14 @@ describe.skipIf(!!skip)("read-ahead bounded by what the RAM tier keeps until it 
     return want;
   }
 
-  /** Tasks of 4 files each, in the order given, dealt to WORKERS processes on B running at once. */
-  async function run(dir: string, order: string[], want: Map<string, string>): Promise<{ read: number; moved: number; unused: number; hits: number; tasksPerSecond: number; byShim: number; inJs: number }> {
+  /** Tasks of 4 files each, in the order given, dealt to workers processes on B running at once. */
+  async function run(dir: string, order: string[], want: Map<string, string>, workers = WORKERS): Promise<{ read: number; moved: number; unused: number; hits: number; tasksPerSecond: number; byShim: number; inJs: number }> {
     const b = cluster.nodes[1]!;
     const tasks: string[][] = [];
     for (let i = 0; i < order.length; i += 4) tasks.push(order.slice(i, i + 4));
-    const lists = Array.from({ length: WORKERS }, (_, w) => {
+    const lists = Array.from({ length: workers }, (_, w) => {
       const p = join(cluster.base, `${dir}-tasks-${w}.json`);
-      fs.writeFileSync(p, JSON.stringify(tasks.filter((_, t) => t % WORKERS === w)));
+      fs.writeFileSync(p, JSON.stringify(tasks.filter((_, t) => t % workers === w)));
       return p;
     });
     const before = await scrape(b);
@@ -120,6 +120,34 @@ describe.skipIf(!!skip)("read-ahead bounded by what the RAM tier keeps until it 
     expect(r.moved).toBeLessThanOrEqual(1.2 * r.read);
     expect(total.unused).toBeLessThanOrEqual(total.moved - total.read);
     expect(r.hits).toBeGreaterThan(FILES / 2);
+  }, 240_000);
+
+  /** Files past the batches' limit (256 KiB), fetched ahead one at a time: together 6x B's RAM tier. */
+  const MEDIUM = 48;
+  const medium = () => (300 << 10) + Math.floor(Math.random() * (400 << 10));
+
+  test.each([
+    ["shuffled", false],
+    ["in listing order", true],
+  ])("reads of medium files (300-700 KiB), %s, move at most 1.2x the bytes read", async (_, inOrder) => {
+    const dir = inOrder ? "medium-sequential" : "medium-shuffled";
+    const want = await inputs(dir, MEDIUM, medium);
+    const b = cluster.nodes[1]!;
+    const order = fs.readdirSync(join(b.mnt, dir));
+    expect(order.length).toBe(MEDIUM);
+    if (!inOrder) {
+      for (let i = order.length - 1; i > 0; i--) {
+        const j = Math.floor(Math.random() * (i + 1));
+        [order[i], order[j]] = [order[j]!, order[i]!];
+      }
+    }
+    // One reader: a workflow node runs its tasks one after another.
+    const r = await run(dir, order, want, 1);
+    expect(r.moved).toBeGreaterThanOrEqual(r.read);
+    expect(r.moved).toBeLessThanOrEqual(1.2 * r.read);
+    expect(total.unused).toBeLessThanOrEqual(total.moved - total.read);
+    // Each read's task went on to the next file: those after it were on their way.
+    if (inOrder) expect(r.hits).toBeGreaterThan(MEDIUM / 2);
   }, 240_000);
 
   test("a node's own files never come back to it from another node's copy of them, fetched along with that node's files", async () => {

@@ -2,7 +2,7 @@ import * as fs from "node:fs";
 import type { OpenWatches, Watched } from "./open-watches.ts";
 import type { Holders, MetadataStore } from "../meta/store.ts";
 import type { PeerReads } from "../peer/peer-reads.ts";
-import { readCopy, type CopyCache, type Opened } from "../cache/copy-cache.ts";
+import { readCopy, type CopyCache, type Opened, type PendingCopy } from "../cache/copy-cache.ts";
 import { createMemfd } from "../cache/memfd.ts";
 import { FsError, E } from "../util/errno.ts";
 import { allZero, writePiecesSync, type Pieces } from "../util/bytes.ts";
@@ -14,7 +14,7 @@ import { RESERVED_NAME } from "../local/root-layout.ts";
 import { keep, type KeptFile } from "./local-files.ts";
 import type { CopyListing } from "./copy-listing.ts";
 import type { Arriving } from "./remote/arriving.ts";
-import { BATCH_FILE_MAX, createBatches, type Siblings } from "./remote/batches.ts";
+import { BATCH_FILE_MAX, createBatches, type Siblings, type Wanted } from "./remote/batches.ts";
 import { createRangeReader, type RangeReader } from "./remote/ranges.ts";
 import { createSources } from "./remote/sources.ts";
 import { createStreams } from "./remote/streams.ts";
@@ -101,7 +101,17 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   // One for whole-file fetches and ranged reads alike: a dead holder's refusals share one limit.
   const warn = holderWarnings(o.log);
   const streams = createStreams({ peers: o.peers, sources, log: o.log, warn, ...(received ? { received } : {}) });
-  const batches = createBatches({ peers: o.peers, store: o.store, cache: o.cache, log: o.log, list: o.listing.added, arriving: (ino, version) => arriving.has(`${ino}.${version}`), ...(received ? { received } : {}), ...(o.watches ? { watches: o.watches } : {}) });
+  const batches = createBatches({
+    peers: o.peers,
+    store: o.store,
+    cache: o.cache,
+    log: o.log,
+    list: o.listing.added,
+    arriving: (ino, version) => arriving.has(`${ino}.${version}`),
+    fetchAlone: (w, pending) => fill(w, pending),
+    ...(received ? { received } : {}),
+    ...(o.watches ? { watches: o.watches } : {}),
+  });
   const rangeOptions = { cache: o.cache, peers: o.peers, warn, arriving: (ino: number, version: number) => arriving.get(`${ino}.${version}`), ...(received ? { received } : {}) };
 
   function once(key: string, fn: () => Promise<void>): Promise<void> {
@@ -111,6 +121,27 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
       inflight.set(key, p);
     }
     return p;
+  }
+
+  /**
+   * w's bytes into pending, by fetch (default: from any holder), followed by readers as they arrive
+   * (its fd is theirs to read); committed before they are told it is whole, aborted if the fetch fails.
+   */
+  async function fill(w: Wanted, pending: PendingCopy, fetch = (progress: Arriving) => streams.fetchAny(w.ino, w.version, w.path, w.size, progress)): Promise<void> {
+    const key = `${w.ino}.${w.version}`;
+    await pending.ready;
+    const progress: Arriving = { sink: pending, got: 0, waiters: [] };
+    arriving.set(key, progress);
+    try {
+      await fetch(progress);
+      pending.commit();
+    } catch (e) {
+      pending.abort();
+      throw e;
+    } finally {
+      arriving.delete(key);
+      for (const x of progress.waiters.splice(0)) x();
+    }
   }
 
   /** Bring ino at version into the cache and list this node as holding it. */
@@ -129,12 +160,8 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
         pending = o.cache.begin(ino, version, size);
       }
       if (!pending) return;
-      // Readers following the copy as it arrives read its fd.
-      await pending.ready;
-      const progress: Arriving = { sink: pending, got: 0, waiters: [] };
-      arriving.set(key, progress);
-      try {
-        let fetched = false;
+      let fetched = false;
+      await fill({ ino, version, path, size }, pending, async (progress) => {
         if (siblings && size <= BATCH_FILE_MAX) {
           const src = (await sources.of(ino, version, given))[0];
           // A holder that just refused a connection is not asked for a batch: the records of its companions would be read for nothing.
@@ -149,15 +176,13 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
           }
         }
         if (!fetched) await streams.fetchAny(ino, version, path, size, progress, given);
-        pending.commit();
-      } catch (e) {
-        pending.abort();
-        throw e;
-      } finally {
-        arriving.delete(key);
-        for (const w of progress.waiters.splice(0)) w();
-      }
+      });
       o.listing.added(ino, version);
+      // A medium file read: the directory's next ones are fetched ahead while this one is read.
+      if (siblings && size > BATCH_FILE_MAX) {
+        const src = (await sources.of(ino, version, given).catch(() => []))[0];
+        if (src && !o.peers.unreachable(src.address)) batches.ahead(src, siblings, ino);
+      }
     });
   }
 

@@ -1,5 +1,5 @@
 import type { OpenWatches, Watched } from "../open-watches.ts";
-import type { CopyCache } from "../../cache/copy-cache.ts";
+import type { CopyCache, PendingCopy } from "../../cache/copy-cache.ts";
 import type { MetadataStore } from "../../meta/store.ts";
 import type { PeerReads } from "../../peer/peer-reads.ts";
 import { E, FsError } from "../../util/errno.ts";
@@ -12,6 +12,12 @@ import type { Source } from "./sources.ts";
 
 /** Companions of a small file fetched in one call: files up to this size, this many, this many bytes. */
 export const BATCH_FILE_MAX = 256 << 10;
+/**
+ * Bigger files of the directory up to this size are fetched ahead too, one at a time over the bulk
+ * lane (a workflow's tasks read a directory's images one after another). Bigger ones are read in
+ * ranges, or cost too much to fetch on a guess.
+ */
+const ALONE_FILE_MAX = 16 << 20;
 const BATCH_FILES = 512;
 const BATCH_BYTES = 16 << 20;
 const UNWANTED_MAX = 1_000_000;
@@ -42,23 +48,26 @@ export interface Siblings {
 /**
  * Small files fetched together: a file asked for and the other small files of its directory that
  * its holder has (workflow tasks read many small files of one directory), in one ReadFiles call, and
- * read-ahead of the next batch while they are being read.
+ * read-ahead of the next batch while they are being read. Medium files of the directory are fetched
+ * ahead one at a time behind a batch, and behind the first read of a medium file.
  */
 export interface Batches {
   /** A companion fetch of ino at version under way: settles when it has (arrived or not). */
   pending(ino: number, version: number): Promise<void> | undefined;
   /**
-   * Other small files of the directory, listed after the file `after` (a reader in listing order reads
-   * them next; those before it it has read), that node may hold and this node has no copy of, up to
-   * a batch; fetch takes as many as the directory's window has room for.
+   * Other files of the directory (small, or medium: ALONE_FILE_MAX), listed after the file `after` (a
+   * reader in listing order reads them next; those before it it has read), that node may hold and this
+   * node has no copy of, up to a batch; fetch takes as many as the directory's window has room for.
    */
   companions(node: string, siblings: Siblings, after: number): Promise<Wanted[]>;
   /**
-   * One call for first and its companions (cut where the cache has no room for them): resolves once
-   * first has arrived whole; the companions go on arriving into the cache behind it (an open of one
-   * of them waits for it).
+   * One call for first and its small companions (cut where the cache has no room for them), then
+   * the medium ones one at a time: first resolves once first has arrived whole; the companions go on
+   * arriving into the cache behind it (an open of one of them waits for it).
    */
   fetch(src: Source, siblings: Siblings, first: { wanted: Wanted; progress: Arriving } | undefined, extra: Wanted[]): { first: Promise<void>; all: Promise<void> };
+  /** A medium file after was just fetched for a reader: the directory's next files are fetched ahead of it. */
+  ahead(src: Source, siblings: Siblings, after: number): void;
   /**
    * A copy fetched ahead was opened for the first time: its directory's window grows, and once half
    * of it is read, the next files of that directory are fetched while these are being read.
@@ -75,6 +84,8 @@ export interface BatchesOptions {
   list(ino: number, version: number): void;
   /** A copy of ino at version is on its way already (asked for alone). */
   arriving(ino: number, version: number): boolean;
+  /** Fetch w alone from any of its holders into pending (followed by readers as it arrives), committed once whole, else aborted. */
+  fetchAlone(w: Wanted, pending: PendingCopy): Promise<void>;
   received?: (bytes: number) => void;
   /** Watched from the read of their records on: the first open of a file fetched ahead asks nothing of the store. */
   watches?: OpenWatches<Watched>;
@@ -117,12 +128,15 @@ export function createBatches(o: BatchesOptions): Batches {
     const out: Wanted[] = [];
     for (const [i, c] of cand.entries()) {
       const r = recs[i];
-      // Not looked at again: what is not a small file.
-      if (!r || !isReg(r.mode) || r.size > BATCH_FILE_MAX) unwanted.add(c.ino);
+      // Not looked at again: what is not a small or medium file.
+      if (!r || !isReg(r.mode) || r.size > ALONE_FILE_MAX) unwanted.add(c.ino);
       else out.push({ ino: c.ino, version: r.version, path: c.path, size: r.size });
     }
     return out;
   }
+
+  /** Copied here already, or on its way (in another batch, or asked for alone). */
+  const taken = (w: Wanted) => fetchingIno.has(w.ino) || o.cache.versionOf(w.ino) !== undefined || o.arriving(w.ino, w.version);
 
   function fetch(src: Source, siblings: Siblings, first: { wanted: Wanted; progress: Arriving } | undefined, extra: Wanted[]): { first: Promise<void>; all: Promise<void> } {
     const address = src.address;
@@ -140,42 +154,74 @@ export function createBatches(o: BatchesOptions): Batches {
       first.progress.got = 0;
       items.push({ ...first.wanted, got: 0, writes: [], write: inOrder(first.progress), finish: firstDone });
     }
-    // Measured here, where the copies are reserved: batches chosen at the same time share one window.
-    let budget = Math.min(BATCH_BYTES, windows.room(siblings.dir));
-    for (const w of extra) {
-      // Taken by another batch, or asked for alone, meanwhile.
-      if (fetchingIno.has(w.ino) || o.cache.versionOf(w.ino) !== undefined || o.arriving(w.ino, w.version)) continue;
-      if ((budget -= w.size) < 0) break;
+    /**
+     * Reserves w's copy in the cache and the directory's window; undefined: no room. settled: the copy
+     * committed or aborted (by its filler); finish: commits or aborts it first.
+     */
+    const reserve = (w: Wanted): { pending: PendingCopy; settled(err?: Error): void; finish(err?: Error): void } | undefined => {
       const key = `${w.ino}.${w.version}`;
       const pending = o.cache.begin(w.ino, w.version, w.size, true);
-      // No room in the cache until some copy is opened or arrives: the batch ends here.
-      if (!pending) break;
+      if (!pending) return undefined;
       let settle!: () => void;
       windows.fetching(w.ino, w.version, siblings.dir, w.size, { src, siblings });
       fetchingIno.add(w.ino);
       prefetching.set(key, new Promise<void>((res) => (settle = res)));
-      items.push({
-        ...w,
-        got: 0,
-        writes: [],
-        write: (d, at) => pending.write(d, at),
+      const settled = (err?: Error) => {
+        if (err) windows.failed(w.ino);
+        else {
+          windows.arrived(w.ino);
+          o.list(w.ino, w.version);
+        }
+        prefetching.delete(key);
+        fetchingIno.delete(w.ino);
+        settle();
+      };
+      return {
+        pending,
+        settled,
         finish(err) {
-          if (err) {
-            pending.abort();
-            windows.failed(w.ino);
-          } else {
-            pending.commit();
-            windows.arrived(w.ino);
-            o.list(w.ino, w.version);
-          }
-          prefetching.delete(key);
-          fetchingIno.delete(w.ino);
-          settle();
+          if (err) pending.abort();
+          else pending.commit();
+          settled(err);
         },
-      });
+      };
+    };
+    /** Medium companions: each reserved only when its turn comes, so that a reader asking for a later one meanwhile fetches it itself. */
+    const alone: Wanted[] = [];
+    // Measured here, where the copies are reserved: batches chosen at the same time share one window.
+    let budget = Math.min(BATCH_BYTES, windows.room(siblings.dir));
+    for (const w of extra) {
+      if (taken(w)) continue;
+      if ((budget -= w.size) < 0) break;
+      if (w.size > BATCH_FILE_MAX) {
+        alone.push(w);
+        continue;
+      }
+      const r = reserve(w);
+      // No room in the cache until some copy is opened or arrives: the batch ends here.
+      if (!r) break;
+      items.push({ ...w, got: 0, writes: [], write: (d, at) => r.pending.write(d, at), finish: r.finish });
     }
-    // Every companion cut and no first: nothing to ask for.
-    if (!items.length) return { first: firstArrived, all: Promise.resolve() };
+    const fetchAlone = async () => {
+      for (const w of alone) {
+        if (taken(w)) continue;
+        const r = reserve(w);
+        // No room in the cache until some copy is opened or arrives.
+        if (!r) return;
+        try {
+          await o.fetchAlone(w, r.pending);
+          r.settled();
+        } catch (e) {
+          r.settled(e as Error);
+          // Not asked of that holder again, nor the rest now: the holder, or the link, is failing.
+          unwanted.add(`${src.node}/${w.ino}`);
+          o.log.debug({ path: w.path, ino: w.ino, err: (e as Error).message }, "fetch ahead failed");
+          return;
+        }
+      }
+    };
+    // Every small companion cut and no first: only the medium ones to fetch.
+    if (!items.length) return { first: firstArrived, all: fetchAlone() };
     const done = new Set<number>();
     const end = (i: number, err?: Error) => {
       if (done.has(i)) return;
@@ -209,6 +255,7 @@ export function createBatches(o: BatchesOptions): Batches {
         for (const i of items.keys()) end(i, e as Error);
       }
       for (const i of items.keys()) end(i, new FsError(E.EIO, `holder ${address} did not send ${items[i]!.path}`));
+      await fetchAlone();
     })();
     return { first: firstArrived, all };
   }
@@ -234,6 +281,7 @@ export function createBatches(o: BatchesOptions): Batches {
     pending: (ino, version) => prefetching.get(`${ino}.${version}`),
     companions,
     fetch,
+    ahead: readAhead,
     used(ino) {
       const f = windows.used(ino);
       if (f) readAhead(f.src, f.siblings, ino);
