@@ -124,10 +124,10 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   }
 
   /**
-   * w's bytes into pending, by fetch (default: from any holder), followed by readers as they arrive
+   * w's bytes into pending, by fetch (default: from any holder, those given first), followed by readers as they arrive
    * (its fd is theirs to read); committed before they are told it is whole, aborted if the fetch fails.
    */
-  async function fill(w: Wanted, pending: PendingCopy, fetch = (progress: Arriving) => streams.fetchAny(w.ino, w.version, w.path, w.size, progress)): Promise<void> {
+  async function fill(w: Wanted, pending: PendingCopy, fetch = (progress: Arriving) => streams.fetchAny(w.ino, w.version, w.path, w.size, progress, w.holders)): Promise<void> {
     const key = `${w.ino}.${w.version}`;
     await pending.ready;
     const progress: Arriving = { sink: pending, got: 0, waiters: [] };

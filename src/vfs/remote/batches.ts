@@ -1,6 +1,6 @@
 import type { OpenWatches, Watched } from "../open-watches.ts";
 import type { CopyCache, PendingCopy } from "../../cache/copy-cache.ts";
-import type { MetadataStore } from "../../meta/store.ts";
+import type { Holders, MetadataStore } from "../../meta/store.ts";
 import type { PeerReads } from "../../peer/peer-reads.ts";
 import { E, FsError } from "../../util/errno.ts";
 import { byteLength, type Pieces } from "../../util/bytes.ts";
@@ -30,6 +30,8 @@ export interface Wanted {
   version: number;
   path: string;
   size: number;
+  /** Its holders as read with its record (asked first; the store's list again if they fail). */
+  holders?: Holders;
 }
 
 /** Another file of the same directory (fetched along with a small file when it is small too). */
@@ -123,14 +125,13 @@ export function createBatches(o: BatchesOptions): Batches {
         o.watches!.keep(a, f && isReg(f.r.mode) ? f : undefined);
       });
     }
-    const recs = found.map((f) => f?.r);
     if (unwanted.size > UNWANTED_MAX) unwanted.clear();
     const out: Wanted[] = [];
     for (const [i, c] of cand.entries()) {
-      const r = recs[i];
+      const f = found[i];
       // Not looked at again: what is not a small or medium file.
-      if (!r || !isReg(r.mode) || r.size > ALONE_FILE_MAX) unwanted.add(c.ino);
-      else out.push({ ino: c.ino, version: r.version, path: c.path, size: r.size });
+      if (!f || !isReg(f.r.mode) || f.r.size > ALONE_FILE_MAX) unwanted.add(c.ino);
+      else out.push({ ino: c.ino, version: f.r.version, path: c.path, size: f.r.size, holders: f.holders });
     }
     return out;
   }
