@@ -124,10 +124,10 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
   }
 
   /**
-   * w's bytes into pending, by fetch (default: from any holder, those given first), followed by readers as they arrive
+   * w's bytes into pending, by fetch (default: a fetch ahead, from any holder, those given first), followed by readers as they arrive
    * (its fd is theirs to read); committed before they are told it is whole, aborted if the fetch fails.
    */
-  async function fill(w: Wanted, pending: PendingCopy, fetch = (progress: Arriving) => streams.fetchAny(w.ino, w.version, w.path, w.size, progress, w.holders)): Promise<void> {
+  async function fill(w: Wanted, pending: PendingCopy, fetch = (progress: Arriving) => streams.fetchAny(w.ino, w.version, w.path, w.size, progress, { given: w.holders, ahead: true })): Promise<void> {
     const key = `${w.ino}.${w.version}`;
     await pending.ready;
     const progress: Arriving = { sink: pending, got: 0, waiters: [] };
@@ -175,7 +175,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
             }
           }
         }
-        if (!fetched) await streams.fetchAny(ino, version, path, size, progress, given);
+        if (!fetched) await streams.fetchAny(ino, version, path, size, progress, { given });
       });
       o.listing.added(ino, version);
       // A medium file read: the directory's next ones are fetched ahead while this one is read.
@@ -274,7 +274,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
               },
               fd,
             };
-            await streams.fetchAny(ino, version, path, size, { sink, got: 0, waiters: [] }, given, true);
+            await streams.fetchAny(ino, version, path, size, { sink, got: 0, waiters: [] }, { given, holes: true });
           }
           // This node's own file from now on: holes stay holes, the holder's and those of zeros a
           // copy kept as bytes (a sparse file of terabytes takes the disk its data takes).

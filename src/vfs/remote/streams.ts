@@ -27,11 +27,13 @@ const LOG_FROM = 64 << 20;
 /** Whole files fetched from their holders, moving to the next holder when one fails. */
 export interface Streams {
   /**
-   * Fetch ino at version into progress from the holders that have it whole. holes: the holders'
-   * holes are not sent, and stay holes here (progress then counts no further than the first one:
-   * for a copy no reader follows as it arrives).
+   * Fetch ino at version into progress from the holders that have it whole (given: asked first).
+   * holes: the holders' holes are not sent, and stay holes here (progress then counts no further than
+   * the first one: for a copy no reader follows as it arrives). ahead: nobody asked for it yet (a
+   * read-ahead), so a holder's failure is logged at debug: one that loses a race with a rewrite is
+   * not an operator's concern until a reader's fetch fails.
    */
-  fetchAny(ino: number, version: number, path: string, size: number, progress: Arriving, given?: Holders, holes?: boolean): Promise<void>;
+  fetchAny(ino: number, version: number, path: string, size: number, progress: Arriving, how?: { given?: Holders | undefined; holes?: boolean; ahead?: boolean }): Promise<void>;
 }
 
 /** A part of the file: its bytes from offset, up to the next part (or, for the last, to the end of the file). */
@@ -113,7 +115,7 @@ export function createStreams(o: { peers: PeerReads; sources: Sources; log: Logg
    * is fetched again from the next one (same version, same bytes); the parts left when no holder is
    * left are returned. A failed write to this node's disk stops them all and is thrown.
    */
-  async function fetchParts(holders: Source[], f: FileAt, size: number, todo: Part[], to: CopyWriter, sinkFd: number, failures: Failures, holes: boolean): Promise<Part[]> {
+  async function fetchParts(holders: Source[], f: FileAt, size: number, todo: Part[], to: CopyWriter, sinkFd: number, failures: Failures, holes: boolean, ahead: boolean): Promise<Part[]> {
     const stop = new AbortController();
     let at = 0;
     let fatal: unknown;
@@ -143,7 +145,8 @@ export function createStreams(o: { peers: PeerReads; sources: Sources; log: Logg
               failures.messages.push(`${src.address}: ${(e as Error).message}`);
               // ENOENT: no file of it at the path the holder was told, its disk still following renames.
               failures.changing ||= e instanceof ChangingCopy || (e instanceof FsError && (e.errno === E.ESTALE || e.errno === E.ENOENT));
-              o.warn({ path: f.path, ino: f.ino, holder: src.address }, e, "holder failed, trying the next one");
+              if (ahead) o.log.debug({ path: f.path, ino: f.ino, holder: src.address, err: (e as Error).message }, "holder failed a fetch ahead, trying the next one");
+              else o.warn({ path: f.path, ino: f.ino, holder: src.address }, e, "holder failed, trying the next one");
             }
           }
         }
@@ -155,7 +158,7 @@ export function createStreams(o: { peers: PeerReads; sources: Sources; log: Logg
   }
 
   return {
-    async fetchAny(ino, version, path, size, progress, given, holes = false) {
+    async fetchAny(ino, version, path, size, progress, { given, holes = false, ahead = false } = {}) {
       const f = { ino, version, path };
       progress.got = 0;
       const write = anyOrder(progress);
@@ -168,7 +171,7 @@ export function createStreams(o: { peers: PeerReads; sources: Sources; log: Logg
       const t0 = performance.now();
       for (const fresh of given ? [false, true] : [true]) {
         if (fresh) o.sources.refresh();
-        todo = await fetchParts(await o.sources.of(ino, version, fresh ? undefined : given), f, size, todo, write, progress.sink.fd, failures, holes);
+        todo = await fetchParts(await o.sources.of(ino, version, fresh ? undefined : given), f, size, todo, write, progress.sink.fd, failures, holes, ahead);
         if (todo.length) continue;
         if (size >= LOG_FROM) {
           const seconds = (performance.now() - t0) / 1000;
