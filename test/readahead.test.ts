@@ -150,6 +150,34 @@ describe.skipIf(!!skip)("read-ahead bounded by what the RAM tier keeps until it 
     if (inOrder) expect(r.hits).toBeGreaterThan(MEDIUM / 2);
   }, 240_000);
 
+  test("medium files rewritten on A while B fetches them ahead: B reads each as A last wrote it", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    const dir = "medium-rewritten";
+    fs.mkdirSync(join(a.mnt, dir));
+    const names = Array.from({ length: 16 }, (_, i) => `m${String(i).padStart(2, "0")}`);
+    const last = new Map<string, Buffer>();
+    for (const n of names) {
+      const data = randomBytes(medium());
+      fs.writeFileSync(join(a.mnt, dir, n), data);
+      last.set(n, data);
+    }
+    expect(fs.readdirSync(join(b.mnt, dir))).toEqual(names);
+    // B's read of the first starts the read-ahead of the rest; A rewrites half of them meanwhile:
+    // other sizes, a cut to a small file, a rename over one.
+    expect(sha(fs.readFileSync(join(b.mnt, dir, names[0]!)))).toBe(sha(last.get(names[0]!)!));
+    for (const [i, n] of names.entries()) {
+      if (i === 0 || i % 2) continue;
+      const data = i % 4 ? randomBytes(medium()) : randomBytes(5000);
+      if (i % 3) fs.writeFileSync(join(a.mnt, dir, n), data);
+      else {
+        fs.writeFileSync(join(a.mnt, dir, `${n}.new`), data);
+        fs.renameSync(join(a.mnt, dir, `${n}.new`), join(a.mnt, dir, n));
+      }
+      last.set(n, data);
+    }
+    for (const n of names) expect({ n, hash: sha(fs.readFileSync(join(b.mnt, dir, n))) }).toEqual({ n, hash: sha(last.get(n)!) });
+  });
+
   test("a node's own files never come back to it from another node's copy of them, fetched along with that node's files", async () => {
     const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
     fs.mkdirSync(join(a.mnt, "mine"));
