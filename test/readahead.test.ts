@@ -287,3 +287,54 @@ describe.skipIf(!!skip)("a node killed while it moves RAM copies to its disk tie
     for (const [name, hash] of want) expect({ name, hash: sha(fs.readFileSync(join(b.mnt, "k", name))) }).toEqual({ name, hash });
   }, 180_000);
 });
+
+describe.skipIf(!!skip)("a node killed while it fetches a directory's medium files ahead", () => {
+  // No RAM tier: each copy arrives as a file of B's disk tier, named .part-N until it is whole.
+  const cluster = useCluster("ahead-kill", ["a", "b", "c"], { b: ["--ram-cache-mib", "0"] });
+
+  test("after kill -9 in the middle of a fetch ahead and a restart: no half-written copy is left or served, nothing is listed as B's, and B reads every file right", async () => {
+    const [a, , c] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
+    let b = cluster.nodes[1]!;
+    const cacheDir = join(cluster.base, "b-cache");
+    fs.mkdirSync(join(a.mnt, "k"));
+    const want = new Map<string, string>();
+    const index = new Map<number, number>();
+    for (let i = 0; i < 16; i++) {
+      const data = randomBytes(8 << 20);
+      const name = `m${String(i).padStart(2, "0")}`;
+      fs.writeFileSync(join(a.mnt, "k", name), data);
+      want.set(name, sha(data));
+      index.set(fs.statSync(join(a.mnt, "k", name)).ino, i);
+    }
+    await waitFor("B sees every file", () => fs.existsSync(join(b.mnt, "k", "m15")));
+    // The reader says which file it opens next; a copy arriving of a later one is B's read-ahead.
+    const opening = join(cluster.base, "opening");
+    fs.writeFileSync(opening, "-1");
+    const reader = spawn(["sh", "-c", `i=0; for f in ${join(b.mnt, "k")}/m*; do echo $i > ${opening}; cat $f > /dev/null || exit 0; sleep 0.05; i=$((i+1)); done`], { stdout: "ignore", stderr: "ignore" });
+    try {
+      const fetchingAhead = () => {
+        const reading = Number(fs.readFileSync(opening, "utf8"));
+        return fs.readdirSync(cacheDir, { recursive: true }).some((n) => {
+          const m = /^(\d+)\.\d+\.part-/.exec(String(n).split("/").at(-1)!);
+          return m !== null && reading >= 0 && (index.get(Number(m[1])) ?? -1) > reading;
+        });
+      };
+      await waitFor("a copy fetched ahead on its way to B", fetchingAhead, 60_000);
+      await b.kill();
+    } finally {
+      reader.kill("SIGKILL");
+      await reader.exited;
+    }
+    b = cluster.nodes[1] = await cluster.start("b");
+    const left = fs.readdirSync(cacheDir, { recursive: true }).map(String).filter((n) => /^\d+\.\d+/.test(n.split("/").at(-1)!));
+    expect(left).toEqual([]);
+    // B's copies from before its kill are B's no more: with A stopped, C finds no holder of a file it never read.
+    await a.stop();
+    try {
+      for (const name of ["m00", "m15"]) expect(errCode(() => fs.readFileSync(join(c.mnt, "k", name)))).toBe("EIO");
+    } finally {
+      cluster.nodes[0] = await cluster.start("a");
+    }
+    for (const [name, hash] of want) expect({ name, hash: sha(fs.readFileSync(join(b.mnt, "k", name))) }).toEqual({ name, hash });
+  }, 180_000);
+});
