@@ -15,7 +15,7 @@ import { join, resolve } from "node:path";
 import { tmpdir } from "node:os";
 import { freePort } from "../test/helpers/env.ts";
 import { brickFiles, glusterUnavailable, glusterVersion, startGluster, type Gluster } from "./gluster.ts";
-import { alive, cmdline, mounted, startRedis, startTime, until, unmountUnder, holdWarm, warmMemory } from "./sys.ts";
+import { alive, buildPassthrough, cmdline, mounted, startRedis, startTime, until, unmountUnder, holdWarm, warmMemory } from "./sys.ts";
 import { WF_INPUTS, WF_TASKS, WF_WORKER, WRITER_SRC, wfInput } from "./tasks.ts";
 
 const arg = (name: string, dflt: string) => {
@@ -35,14 +35,6 @@ function dropCaches(): void {
   } catch {
     // not allowed here (container): cold numbers then include whatever stayed cached
   }
-}
-
-function buildPassthrough(dir: string): string {
-  const src = "/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c";
-  const out = join(dir, "passthrough_ll");
-  const r = spawnSync(["cc", "-O2", "-o", out, src, ...spawnSync(["pkg-config", "--cflags", "--libs", "fuse3"]).stdout.toString().trim().split(/\s+/)], { stderr: "pipe" });
-  if (r.exitCode !== 0) throw new Error(`building passthrough_ll failed: ${r.stderr}`);
-  return out;
 }
 
 /** Anything the bench started that must be stopped however it ends. */

@@ -4,10 +4,12 @@
  * threads; mcfs-files/send/receive: the file pool's). The bench's rows move ±30% between runs of one
  * binary on this host: alternate binaries here before believing a difference.
  *
- * Usage: bun bench/probe.ts bigread|workflow|creates|stats BIN[,BIN...] [rounds]
+ * Usage: bun bench/probe.ts bigread|workflow|creates|onecreates|stats BIN[,BIN...] [rounds]
  *   bigread   1 GiB written on A, read the first time on B (MB/s)
  *   workflow  the bench's workflow on three nodes, one process a node (PER=4: four), after a warm-up run
  *   creates   4 KiB creates on A with B up, one writer then four
+ *   onecreates  4 KiB creates on a sole node (its own redis-server), FILES by one writer then half as many by four; BIN "passthrough"
+ *             runs libfuse's passthrough_ll over the same disk instead
  *   stats     a sole node (its own redis-server): 15,000 files made by one writer, remount, stat 10,000
  *             of them (ms at marks)
  * PROF=dir runs node A from source under Bun's --cpu-prof (read the profile with bench/cpuprof.ts).
@@ -18,7 +20,7 @@ import { spawn, spawnSync, type Subprocess } from "bun";
 import * as fs from "node:fs";
 import { join, resolve } from "node:path";
 import { freePort } from "../test/helpers/env.ts";
-import { mounted, startRedis, until } from "./sys.ts";
+import { buildPassthrough, mounted, startRedis, until } from "./sys.ts";
 import { WF_INPUTS, WF_TASKS, WF_WORKER, WRITER_SRC, wfInput } from "./tasks.ts";
 
 const [kind, bins, roundsArg] = process.argv.slice(2);
@@ -168,6 +170,39 @@ async function creates(bin: string): Promise<string> {
   }
 }
 
+async function onecreates(bin: string): Promise<string> {
+  const files = Number(process.env.FILES ?? 10000);
+  const work = fs.mkdtempSync(join(process.env.PROBE_DIR ?? "/tmp", "mcfs-probe-"));
+  const mnt = join(work, "mnt");
+  fs.mkdirSync(mnt);
+  fs.mkdirSync(join(work, "src"));
+  const cmd = bin === "passthrough"
+    ? ["sh", "-c", `ulimit -n "$(ulimit -Hn)" && exec "$0" "$@"`, buildPassthrough(work), "-f", "-o", `source=${join(work, "src")}`, mnt]
+    : [...daemonCmd(bin, true), "daemon", "-f", mnt, "-r", join(work, "root"), "--cache-dir", join(work, "cache")];
+  const d = spawn(cmd, { stdout: "ignore", stderr: "ignore" });
+  try {
+    await until("mount", () => mounted(mnt) || d.exitCode !== null);
+    if (d.exitCode !== null) throw new Error(`${bin} exited with ${d.exitCode}`);
+    const go = async (dir: string, writers: number, files: number) => {
+      fs.mkdirSync(join(mnt, dir));
+      const before = ticks(d.pid);
+      const per = Math.ceil(files / writers);
+      const t0 = performance.now();
+      const codes = await Promise.all(Array.from({ length: writers }, (_, w) => run([WRITER_SRC, join(mnt, dir), String(w * per), String(Math.min(files, (w + 1) * per))])));
+      const s = (performance.now() - t0) / 1000;
+      if (codes.some((x) => x !== 0)) throw new Error("a writer failed");
+      return `${writers} writer(s) ${(files / s).toFixed(0)} files/s (${spent(before, d.pid)})`;
+    };
+    // Half as many by four, as in the bench: passthrough_ll keeps an fd per inode it has seen.
+    return `${await go("one", 1, files)}; ${await go("four", 4, Math.floor(files / 2))}`;
+  } finally {
+    d.kill("SIGTERM");
+    await d.exited;
+    if (mounted(mnt)) spawnSync(["umount", "-l", mnt]);
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
 async function stats(bin: string): Promise<string> {
   const files = Number(process.env.FILES ?? 15000), stat = Math.min(files, 10000);
   const work = fs.mkdtempSync(join(process.env.PROBE_DIR ?? "/tmp", "mcfs-probe-"));
@@ -212,10 +247,10 @@ async function stats(bin: string): Promise<string> {
   }
 }
 
-const cases: Record<string, (bin: string) => Promise<string>> = { bigread, workflow, creates, stats };
+const cases: Record<string, (bin: string) => Promise<string>> = { bigread, workflow, creates, onecreates, stats };
 const probe = cases[kind ?? ""];
 if (!probe || !bins) {
-  console.error("usage: bun bench/probe.ts bigread|workflow|creates|stats BIN[,BIN...] [rounds]");
+  console.error("usage: bun bench/probe.ts bigread|workflow|creates|onecreates|stats BIN[,BIN...] [rounds]");
   process.exit(2);
 }
 for (let r = 0; r < ROUNDS; r++) for (const bin of bins.split(",")) console.log(`${bin}: ${await probe(bin)}`);

@@ -80,3 +80,12 @@ export async function startRedis(work: string): Promise<{ redis: Subprocess; soc
   if (redis.exitCode !== null) throw new Error(`redis-server exited with ${redis.exitCode}`);
   return { redis, sock };
 }
+
+/** libfuse's passthrough_ll example, compiled into dir from the libfuse3-dev examples: its path. */
+export function buildPassthrough(dir: string): string {
+  const src = "/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c";
+  const out = join(dir, "passthrough_ll");
+  const r = spawnSync(["cc", "-O2", "-o", out, src, ...spawnSync(["pkg-config", "--cflags", "--libs", "fuse3"]).stdout.toString().trim().split(/\s+/)], { stderr: "pipe" });
+  if (r.exitCode !== 0) throw new Error(`building passthrough_ll failed: ${r.stderr}`);
+  return out;
+}
