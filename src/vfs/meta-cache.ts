@@ -177,7 +177,10 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
     if (w && (w.r.version !== r.version || w.r.size !== r.size || w.r.nlink !== r.nlink || w.r.parent !== r.parent || w.r.name !== r.name || w.r.mode !== r.mode || w.r.uid !== r.uid || w.r.gid !== r.gid)) watches.drop([r.ino]);
     if (named) paths.learn(r);
     if (o.attrCacheMs > 0) {
-      // Bounded: past the limit the oldest tenth goes (a Map iterates in insertion order), here and in the mirror.
+      // Bounded: past the limit the first learned tenth goes (a Map iterates in insertion order), here
+      // and in the mirror. A record learned again keeps its place: deleted and set again, its key would
+      // leave an entry behind in its bucket each time, which JSC walks on every later set of it until
+      // the table is rebuilt (a directory gaining 20,000 files: 50 us a create, measured).
       if (recent.size >= RECENT_MAX) {
         let n = RECENT_MAX / 10;
         for (const k of recent.keys()) {
@@ -185,8 +188,12 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
           if (--n === 0) break;
         }
       }
-      recent.delete(r.ino);
-      recent.set(r.ino, { rec: r, until: Date.now() + o.attrCacheMs });
+      const until = Date.now() + o.attrCacheMs;
+      const c = recent.get(r.ino);
+      if (c) {
+        c.rec = r;
+        c.until = until;
+      } else recent.set(r.ino, { rec: r, until });
     }
     if (o.attrCacheMs > 0 && !o.skipPrefetch(r.ino)) mirror?.learned(r, o.attrCacheMs);
     else mirror?.dropInode(r.ino);
