@@ -130,11 +130,12 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
     onSlowNodes: opts.onSlowNodes,
     peers: livePeers,
     listen: () => (subscriber ? Promise.resolve(true) : listenForAcks()),
-    send: (m) => (opts.alone ? Promise.resolve() : publishUntilOut(m)),
+    send: publishUntilOut,
   });
 
   return {
-    publish: outbox.publish,
+    // Alone, a message would be built and stringified for nobody (a sole node's every create and close).
+    publish: opts.alone ? () => Promise.resolve() : outbox.publish,
     async subscribe(onChanges, resync) {
       nodeGone = () => resync("node gone");
       subscriber = client.duplicate();
