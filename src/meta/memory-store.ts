@@ -729,6 +729,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       s.hb.delete(id);
     },
     async close() {
+      outbox.flush();
       for (const [channel, h] of mine.splice(0)) s.channels.get(channel)?.delete(h);
       subscribed = false;
     },

@@ -203,6 +203,8 @@ export function createChangeFeed(client: RedisClient, keys: Keys, opts: ChangeFe
     },
     todoWaiting: async () => (await client.lLen(keys.todo(opts.nodeId))) > 0,
     async close() {
+      // Out before the store's connection closes (it sends what it was given first).
+      outbox.flush();
       clearInterval(proving);
       currentAsOf = -Infinity;
       tellHold(0);
