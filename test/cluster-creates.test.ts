@@ -75,6 +75,22 @@ describe.skipIf(!!skip)("creates across nodes", () => {
     }
   });
 
+  test("creates told late (gathered into one message) and an unlink right after: once the unlink returns, the other node sees the directory as its maker does", () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "burst"));
+    // B holds the directory's record, and its kernel the attributes.
+    fs.statSync(join(b.mnt, "burst"));
+    for (let round = 0; round < 10; round++) {
+      for (let i = 0; i < 5; i++) fs.writeFileSync(join(a.mnt, "burst", `f${round}-${i}`), `${round} ${i}`);
+      // Waits for B's acknowledgement of the one message that carries the creates before it too.
+      fs.unlinkSync(join(a.mnt, "burst", `f${round}-0`));
+      const want = fs.statSync(join(a.mnt, "burst"));
+      const got = fs.statSync(join(b.mnt, "burst"));
+      expect([got.mtimeMs, got.ctimeMs]).toEqual([want.mtimeMs, want.ctimeMs]);
+      expect(fs.readdirSync(join(b.mnt, "burst")).sort()).toEqual(fs.readdirSync(join(a.mnt, "burst")).sort());
+    }
+  });
+
   test("an O_EXCL create of a name another node made is refused (EEXIST)", () => {
     const [a, b] = n as [TestDaemon, TestDaemon];
     fs.mkdirSync(join(a.mnt, "excl"));
