@@ -83,8 +83,10 @@ static int seen_changed(uint64_t fh)
 {
 	struct stat st;
 	int fd = fd_of(fh);
-	if (fd < 0 || fstat(fd, &st) != 0)
+	if (fd < 0 || fstat(fd, &st) != 0) {
+		fh_seen[fh][0] = fh_seen[fh][1] = fh_seen[fh][2] = UINT64_MAX;
 		return 1;
+	}
 	uint64_t now[3] = { (uint64_t)st.st_size, (uint64_t)st.st_mtim.tv_sec * 1000000000ull + (uint64_t)st.st_mtim.tv_nsec,
 			    (uint64_t)st.st_ctim.tv_sec * 1000000000ull + (uint64_t)st.st_ctim.tv_nsec };
 	int changed = now[0] != fh_seen[fh][0] || now[1] != fh_seen[fh][1] || now[2] != fh_seen[fh][2];
@@ -103,6 +105,14 @@ int io_take_dirty(uint64_t fh)
 		return 1;
 	}
 	return atomic_exchange(&fh_dirty[fh], 0) != 0;
+}
+
+void io_seen(uint64_t fh, uint64_t *size, uint64_t *mtime, uint64_t *ctime)
+{
+	int sticky = fh < MAX_FH && atomic_load(&fh_dirty[fh]) == IO_STICKY && fh_seen[fh][1] != UINT64_MAX;
+	*size = sticky ? fh_seen[fh][0] : 0;
+	*mtime = sticky ? fh_seen[fh][1] : 0;
+	*ctime = sticky ? fh_seen[fh][2] : 0;
 }
 
 int io_take_dirty_at_release(uint64_t fh)

@@ -183,6 +183,7 @@ static void ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	REQ(OP_FLUSH);
 	h.fh = fi->fh;
 	h.flush.dirty = io_take_dirty(fi->fh);
+	io_seen(fi->fh, &h.flush.size, &h.flush.mtime, &h.flush.ctime);
 	/*
 	 * A node whose publish nobody else waits for (a sole node) answers the close here: the bytes are
 	 * in its local file already, and JS publishes them before it answers anything after (in order).
@@ -200,6 +201,7 @@ static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	REQ(OP_RELEASE);
 	h.fh = fi->fh;
 	h.release.dirty = io_take_dirty_at_release(fi->fh);
+	io_seen(fi->fh, &h.release.size, &h.release.mtime, &h.release.ctime);
 	/*
 	 * A release with nothing written since the last flush changes nothing the kernel waits on (close
 	 * returned with that flush): answered here, and JS closes the handle with its next request

@@ -91,6 +91,49 @@ describe.skipIf(!!skip)("creates across nodes", () => {
     }
   });
 
+  test("each close publishes what the file holds then: writes, cuts and a second writer between them (the shim's look at the file at the close, or the file itself)", () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "seen"));
+    const bytes = (n: number, v: number) => Buffer.alloc(n, v);
+    const cases: [string, (fd: number, path: string) => void][] = [
+      ["grown", (fd) => void fs.writeSync(fd, bytes(10_000, 1))],
+      ["cut, then written past the cut", (fd) => {
+        fs.writeSync(fd, bytes(10_000, 2));
+        fs.ftruncateSync(fd, 1000);
+        fs.writeSync(fd, bytes(10, 3), 0, 10, 1000);
+      }],
+      ["cut to nothing", (fd) => {
+        fs.writeSync(fd, bytes(5000, 4));
+        fs.ftruncateSync(fd, 0);
+      }],
+      ["a second writer closes first", (fd, path) => {
+        fs.writeSync(fd, bytes(3000, 5));
+        const g = fs.openSync(path, "r+");
+        fs.writeSync(g, bytes(4000, 6), 0, 4000, 6000);
+        fs.closeSync(g);
+        fs.writeSync(fd, bytes(100, 7), 0, 100, 12_000);
+      }],
+      ["closed twice through a duplicate", (fd, path) => {
+        fs.writeSync(fd, bytes(2000, 8));
+        const dup = fs.openSync(`/proc/self/fd/${fd}`, "r+");
+        fs.closeSync(dup);
+        fs.writeSync(fd, bytes(3000, 9), 0, 3000, 2000);
+        void path;
+      }],
+    ];
+    cases.forEach(([what, act], i) => {
+      const path = join(a.mnt, "seen", `f${i}`);
+      for (let round = 0; round < 3; round++) {
+        const fd = fs.openSync(path, round === 0 ? "w" : "r+");
+        act(fd, path);
+        fs.closeSync(fd);
+        const want = fs.readFileSync(path);
+        expect({ what, round, size: fs.statSync(join(b.mnt, "seen", `f${i}`)).size }).toEqual({ what, round, size: want.length });
+        expect(fs.readFileSync(join(b.mnt, "seen", `f${i}`)).equals(want)).toBe(true);
+      }
+    });
+  });
+
   test("an O_EXCL create of a name another node made is refused (EEXIST)", () => {
     const [a, b] = n as [TestDaemon, TestDaemon];
     fs.mkdirSync(join(a.mnt, "excl"));

@@ -47,9 +47,13 @@ export const OPS = {
   read: { code: 13, args: ["offset", "size"], strings: [] },
   /** kill: setuid and setgid are to be taken from the file first (FUSE_HANDLE_KILLPRIV_V2, native/killpriv.c). */
   write: { code: 14, args: ["offset", "size", "kill"], strings: [], data: true },
-  /** dirty: the shim wrote through this handle's fd since the last flush (and forgot it). */
-  flush: { code: 15, args: ["dirty"], strings: [] },
-  release: { code: 16, args: ["dirty"], strings: [] },
+  /**
+   * dirty: the shim wrote through this handle's fd since the last flush (and forgot it). size, mtime,
+   * ctime (ns): the file as the shim found it for this request (a passthrough writer's, whose writes
+   * it cannot see otherwise); mtime 0 when it did not look.
+   */
+  flush: { code: 15, args: ["dirty", "size", "mtime", "ctime"], strings: [] },
+  release: { code: 16, args: ["dirty", "size", "mtime", "ctime"], strings: [] },
   fsync: { code: 17, args: ["datasync", "dirty"], strings: [] },
   opendir: { code: 18, args: ["flags"], strings: [] },
   readdir: { code: 19, args: ["offset", "size"], strings: [] },

@@ -4,7 +4,7 @@ import { accessSync, closeSync, constants, readFileSync } from "node:fs";
 import { detachMount, findMount, stillMounted } from "./mountpoint.ts";
 import { isRoot } from "./fusermount.ts";
 import { ATTR, DIRENT_AFTER_ATTR, IO_COUNTERS, KIT_BYTES, KIT_MARK_AT, OPEN_FLAGS, OPS, REQ_ARGS_AT, REQ_HEADER_BYTES, SETATTR_KILL_PRIVILEGES, STATFS, reqOffset, type OpName } from "./abi.ts";
-import type { Attr, Caller, DirEntry, FileSystem, OpenReply, SetAttr, ShimCreates, ShimEntries } from "./types.ts";
+import type { Attr, Caller, DirEntry, FileSystem, OpenReply, SeenFile, SetAttr, ShimCreates, ShimEntries } from "./types.ts";
 import { E, toErrno } from "../util/errno.ts";
 import { cstr } from "../util/c-string.ts";
 
@@ -246,6 +246,9 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
   function follow(fh: number, fd: number, bytes: number, whole: boolean): void {
     shim.mcfs_follow_fh(fh, fd, whole ? WHOLE : BigInt(bytes));
   }
+  /** What the shim found of a passthrough writer's file at its flush or release (mtime 0: it did not look). */
+  const seenOf = (r: { size: bigint; mtime: bigint; ctime: bigint }): SeenFile | undefined => (r.mtime !== 0n ? { size: Number(r.size), mtimeNs: r.mtime, ctimeNs: r.ctime } : undefined);
+
   function ok(id: number) {
     shim.mcfs_reply_err(id, 0);
   }
@@ -340,13 +343,13 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     },
     write: async (r) => void shim.mcfs_reply_write(r.id, await fs.write(r.c, r.ino, r.fh, Number(r.offset), r.data, r.kill !== 0n)),
     flush: async (r) => {
-      await fs.flush(r.c, r.ino, r.fh, r.dirty !== 0n);
+      await fs.flush(r.c, r.ino, r.fh, r.dirty !== 0n, seenOf(r));
       // Id 0: a flush the shim answered itself (flushNotes).
       if (r.id !== 0) ok(r.id);
     },
     release: async (r) => {
       shim.mcfs_clear_fh(r.fh);
-      await fs.release(r.c, r.ino, r.fh, r.dirty !== 0n);
+      await fs.release(r.c, r.ino, r.fh, r.dirty !== 0n, seenOf(r));
       // Id 0: a clean release the shim answered itself (the kernel waits for nothing).
       if (r.id !== 0) ok(r.id);
     },

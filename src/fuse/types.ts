@@ -13,6 +13,13 @@ export interface Attr {
 }
 
 /** Who is asking: the calling process's credentials. */
+/** A local file's size and times (ns) as the shim found them at a flush or release. */
+export interface SeenFile {
+  size: number;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+}
+
 export interface Caller {
   uid: number;
   gid: number;
@@ -180,9 +187,9 @@ export interface FileSystem {
   read(c: Caller, ino: number, fh: number, offset: number, size: number): Promise<Uint8Array | FileSlice>;
   /** killPrivileges: the file's setuid and setgid go first (the caller lacks CAP_FSETID). */
   write(c: Caller, ino: number, fh: number, offset: number, data: Uint8Array, killPrivileges?: boolean): Promise<number>;
-  /** dirty: the shim wrote through this handle since the last flush. */
-  flush(c: Caller, ino: number, fh: number, dirty: boolean): Promise<void>;
-  release(c: Caller, ino: number, fh: number, dirty: boolean): Promise<void>;
+  /** dirty: the shim wrote through this handle since the last flush. seen: the file as the shim found it then, if it looked. */
+  flush(c: Caller, ino: number, fh: number, dirty: boolean, seen?: SeenFile): Promise<void>;
+  release(c: Caller, ino: number, fh: number, dirty: boolean, seen?: SeenFile): Promise<void>;
   fsync(c: Caller, ino: number, fh: number, datasync: boolean, dirty: boolean): Promise<void>;
   opendir(c: Caller, ino: number): Promise<number>;
   /** Up to max entries starting at offset (0 = start). plus: attributes are needed too. */

@@ -1,13 +1,13 @@
 import type { DirMarks } from "./dir-marks.ts";
 import type { OpenWatches, Watched } from "./open-watches.ts";
-import type { BigIntStats } from "node:fs";
-import type { Caller, ShimCreates, ShimEntries } from "../fuse/types.ts";
+import type { Caller, SeenFile, ShimCreates, ShimEntries } from "../fuse/types.ts";
 import type { LocalDir } from "../local/local-dir.ts";
 import type { Inode, MetadataStore, Removed } from "../meta/store.ts";
 import type { Logger } from "../util/log.ts";
 import type { RecentSet } from "../util/recent-set.ts";
 import type { RwLock } from "../util/rw-lock.ts";
 import type { DataChanges } from "./data-changes.ts";
+import type { LocalState } from "./open-files.ts";
 import type { InodeNumbers } from "./inode-numbers.ts";
 import type { KernelView } from "./kernel-view.ts";
 import type { MetaCache } from "./meta-cache.ts";
@@ -134,12 +134,16 @@ export interface VfsContext {
   /**
    * Publish the bytes of an open file: size, mtime, new version, this node as holder. With cutTo:
    * the file cut to that size, the store asked first, so that a cut it refuses leaves every byte on the disk.
+   * seen: the file as the shim found it at the flush or release this commit is for (see OpenInode.committed).
    */
-  commit(h: Handle, cutTo?: number): Promise<Inode>;
+  commit(h: Handle, cutTo?: number, seen?: SeenFile): Promise<Inode>;
   /** fn, a change of ino's size outside its handles (a truncate by path), run one at a time with its commits. */
   resizing<T>(ino: number, fn: () => Promise<T>): Promise<T>;
-  /** This node's own file of r.ino (st: its fstat) changed in place and was published as r: readers of it here read r's version now. */
-  changedInPlace(st: BigIntStats, r: Inode): void;
+  /**
+   * This node's own file of r.ino (open as fd) changed in place and was published as r: readers of it
+   * here read r's version now. state: what of the file r has (its ctime and size), or "cut" (truncated).
+   */
+  changedInPlace(fd: number, r: Inode, state: LocalState | "cut"): void;
   /** A name went: forget the inode, and purge it when it has no name and nothing here holds it open. */
   dropped(r: Removed | undefined): Promise<void>;
   /** Undo the namespace half of a create whose local half failed. */

@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import { promisify } from "node:util";
 import { dirname } from "node:path";
-import type { Caller, FileSystem, OpenReply } from "../fuse/types.ts";
+import type { Caller, FileSystem, OpenReply, SeenFile } from "../fuse/types.ts";
 import type { Holders, Inode } from "../meta/store.ts";
 import { E, FsError, OutcomeUnknown, errnoOf, fsError } from "../util/errno.ts";
 import { isDir } from "./attr.ts";
@@ -252,10 +252,10 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
    * whose connection was lost under it may or may not have been made: without a record and not
    * deleted, the file goes back from this disk, as one Redis lost.
    */
-  async function publish(h: Handle): Promise<void> {
+  async function publish(h: Handle, seen?: SeenFile): Promise<void> {
     const creating = ctx.policy.unsettled(h.ino);
     try {
-      await ctx.commit(h);
+      await ctx.commit(h, undefined, seen);
     } catch (e) {
       if (!gone(e)) throw e;
       const made = await ctx.policy.settled(h.ino).then(
@@ -607,20 +607,20 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       return n;
     },
 
-    async flush(_c, ino, fh, dirty) {
+    async flush(_c, ino, fh, dirty, seen) {
       const h = ctx.open.get(fh);
-      if (dirty || h.dirty) await publish(h);
+      if (dirty || h.dirty) await publish(h, seen);
       else await ctx.policy.settled(ino);
       // The turn goes back at close: the kernel's release comes later, and by then this node's next
       // open may have run, keeping the turn from another node's writer for good.
       if (h.writable && ctx.turns.has(ino) && !ctx.open.hasWriter(ino, h)) ctx.turns.give(ino);
     },
 
-    async release(_c, ino, fh, dirty) {
+    async release(_c, ino, fh, dirty, seen) {
       const h = ctx.open.find(fh);
       if (!h) return;
       try {
-        if ((dirty || h.dirty) && !ctx.purgeOnClose.has(ino)) await publish(h);
+        if ((dirty || h.dirty) && !ctx.purgeOnClose.has(ino)) await publish(h, seen);
         // A release with no flush before it (the kernel's open failed after the create) is the file's
         // close; the kernel takes no error from it, and the create's failure was logged. Only then:
         // a release that waits for nothing takes its handle away at once (peers refuse reads of a

@@ -173,7 +173,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
                 r = ctx.learn(await store.setData(ino, size, now, now, nodeId, p, { acked: true }));
                 fs.ftruncateSync(fd, size);
                 futimes(fd, st.atimeNs, now);
-                ctx.changedInPlace(st, r);
+                ctx.changedInPlace(fd, r, "cut");
               } finally {
                 fs.closeSync(fd);
               }

@@ -64,7 +64,23 @@ export interface OpenInode {
   live?: Map<number, number>;
   /** The closed version writers opened in place, its size, and when (see OpenFiles.overwriting). */
   overwritten?: { version: number; size: number; since: number };
+  /**
+   * The newest state of the local file a commit published (after a cut: past any). What the shim
+   * found at a flush may have been overtaken by another of its threads' later look queued first: a
+   * commit takes it only when it is no older by ctime and size (a passthrough writer's writes never
+   * shrink the file; cuts come through JS), else it looks at the file itself.
+   */
+  committed?: LocalState;
 }
+
+/** A local file's change time (ns) and size. */
+export interface LocalState {
+  ctimeNs: bigint;
+  size: number;
+}
+
+/** Past any state: the commit after a cut looks at the file itself. */
+export const CUT_STATE: LocalState = { ctimeNs: 1n << 64n, size: Number.MAX_SAFE_INTEGER };
 
 const LIVE_KEPT = 1024;
 

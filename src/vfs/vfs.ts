@@ -1,6 +1,6 @@
 import * as fs from "node:fs";
 import { dirname } from "node:path";
-import type { FileSystem } from "../fuse/types.ts";
+import type { FileSystem, SeenFile } from "../fuse/types.ts";
 import { futimes } from "../local/local-dir.ts";
 import type { Inode, Invalidation, MetadataStore } from "../meta/store.ts";
 import { E, errnoOf, staleIfGone } from "../util/errno.ts";
@@ -19,7 +19,7 @@ import { createKernelView, type RaceMarks } from "./kernel-view.ts";
 import { linkLocal } from "./local-files.ts";
 import { createMetaCache, type MetaMirror } from "./meta-cache.ts";
 import { checkRoom, createNamespaceOps } from "./namespace-ops.ts";
-import { createOpenFiles, publishedLive, type Handle } from "./open-files.ts";
+import { createOpenFiles, CUT_STATE, publishedLive, type Handle } from "./open-files.ts";
 import { createPathCache } from "./paths.ts";
 import { createWriteAtClose, createWriteBehind } from "./write-policy.ts";
 import { createHeldCreates } from "./held-creates.ts";
@@ -209,9 +209,20 @@ export function createVfs(o: VfsOptions): Vfs {
   /** Commits one at a time per file (ctx.commit). */
   const committing = createKeyedQueue<number>();
 
+  /**
+   * The file's size and times for a commit: what the shim found (seen) when nothing but the shim's
+   * passthrough wrote it (no write here through h, no other writer here) and nothing newer was
+   * published (OpenInode.committed); else its fstat, here.
+   */
+  function localState(h: Handle, cutTo: number | undefined, seen: SeenFile | undefined): { size: bigint; mtimeNs: bigint; ctimeNs: bigint; atimeNs?: bigint } {
+    const last = open.inode(h.ino)?.committed;
+    if (seen && cutTo === undefined && !h.dirty && !open.hasWriter(h.ino, h) && (!last || (seen.ctimeNs >= last.ctimeNs && seen.size >= last.size))) return { size: BigInt(seen.size), mtimeNs: seen.mtimeNs, ctimeNs: seen.ctimeNs };
+    return fs.fstatSync(h.fd, { bigint: true });
+  }
+
   /** Publish what was written through h (cutTo: truncated to that size instead): ctx.commit, one at a time per file. */
-  async function commitNow(h: Handle, cutTo?: number): Promise<Inode> {
-    const st = fs.fstatSync(h.fd, { bigint: true });
+  async function commitNow(h: Handle, cutTo?: number, seen?: SeenFile): Promise<Inode> {
+    const st = localState(h, cutTo, seen);
     h.dirty = false;
     const path = await followed(h);
     const now = nowNs();
@@ -221,14 +232,14 @@ export function createVfs(o: VfsOptions): Vfs {
     if (cutTo !== undefined) {
       fs.ftruncateSync(h.fd, cutTo);
       // The disk's mtime is the record's: the next start takes a file whose mtime differs for a change the store missed.
-      futimes(h.fd, st.atimeNs, now);
+      futimes(h.fd, st.atimeNs!, now);
     }
     // Moved by another node before this node was its holder, and heard of only now (the record
     // published has its current name): a rename from now on reaches this node as a holder.
     const at = await followed(h);
     // Linked under other names since it was opened: as the holder now, this node has the bytes under each.
     if (o.remote && h.at !== undefined && r.nlink > 1) await ctx.linkAllNames(h.ino, at);
-    ctx.changedInPlace(st, r);
+    ctx.changedInPlace(h.fd, r, cutTo === undefined ? { ctimeNs: st.ctimeNs, size: Number(st.size) } : "cut");
     writtenHere.add(r.ino);
     o.published?.(r, at);
     return r;
@@ -275,23 +286,26 @@ export function createVfs(o: VfsOptions): Vfs {
         return removed.nlink === 0 ? removed : { ...removed, nlink: 0, size: 0 };
       }
     },
-    commit(h: Handle, cutTo?: number) {
+    commit(h: Handle, cutTo?: number, seen?: SeenFile) {
       // One at a time per file: each reads the size and sends it after the one before, so the last
       // sent (which Redis keeps) is never an older size than one sent before it.
-      return committing.run(h.ino, () => commitNow(h, cutTo));
+      return committing.run(h.ino, () => commitNow(h, cutTo, seen));
     },
     resizing(ino, fn) {
       return committing.run(ino, fn);
     },
-    changedInPlace(st, r) {
+    changedInPlace(fd, r, state) {
       // Readers here of the same file read what it holds now: this version (not those of a file the
       // writer's open replaced, whose bytes stay what they were).
       const entry = open.inode(r.ino);
       if (!entry) return;
       entry.ownVersion = r.version;
+      entry.committed = state === "cut" ? CUT_STATE : state;
       publishedLive(entry, r.version, r.size);
+      let st: fs.BigIntStats | undefined;
       for (const other of entry.handles.keys()) {
         if (!other.reads || other.reads.copy || other.fd < 0) continue;
+        st ??= fs.fstatSync(fd, { bigint: true });
         const same = fs.fstatSync(other.fd, { bigint: true });
         if (same.ino === st.ino && same.dev === st.dev) other.reads = { version: r.version, size: r.size, copy: false };
       }
