@@ -7,6 +7,7 @@
  * are served here, the rest go to JS, which waits for them.
  */
 #include "mcfs_fuse.h"
+#include <string.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -78,8 +79,12 @@ int io_served(uint64_t fh) { return fd_of(fh) >= 0; }
 
 int io_dirty(uint64_t fh) { return fh < MAX_FH && atomic_load(&fh_dirty[fh]); }
 
-/* What a sticky handle's file is now, noted for its release. */
-static int seen_changed(uint64_t fh)
+/*
+ * What a sticky handle's file is now, noted for its release; into seen (if given) too: size, mtime,
+ * ctime of this fstat, zeros if it failed. Handed back rather than read again from fh_seen, which
+ * another thread's look at the same handle (a duplicate closed at once) may be writing.
+ */
+static int seen_changed(uint64_t fh, uint64_t *seen)
 {
 	struct stat st;
 	int fd = fd_of(fh);
@@ -93,33 +98,31 @@ static int seen_changed(uint64_t fh)
 	fh_seen[fh][0] = now[0];
 	fh_seen[fh][1] = now[1];
 	fh_seen[fh][2] = now[2];
+	if (seen)
+		memcpy(seen, now, sizeof now);
 	return changed;
 }
 
-int io_take_dirty(uint64_t fh)
+int io_take_dirty(uint64_t fh, uint64_t *seen)
 {
+	if (seen)
+		seen[0] = seen[1] = seen[2] = 0;
 	if (fh >= MAX_FH)
 		return 0;
 	if (atomic_load(&fh_dirty[fh]) == IO_STICKY) {
-		(void)seen_changed(fh);
+		(void)seen_changed(fh, seen);
 		return 1;
 	}
 	return atomic_exchange(&fh_dirty[fh], 0) != 0;
 }
 
-void io_seen(uint64_t fh, uint64_t *size, uint64_t *mtime, uint64_t *ctime)
+int io_take_dirty_at_release(uint64_t fh, uint64_t *seen)
 {
-	int sticky = fh < MAX_FH && atomic_load(&fh_dirty[fh]) == IO_STICKY && fh_seen[fh][1] != UINT64_MAX;
-	*size = sticky ? fh_seen[fh][0] : 0;
-	*mtime = sticky ? fh_seen[fh][1] : 0;
-	*ctime = sticky ? fh_seen[fh][2] : 0;
-}
-
-int io_take_dirty_at_release(uint64_t fh)
-{
+	if (seen)
+		seen[0] = seen[1] = seen[2] = 0;
 	if (fh < MAX_FH && atomic_load(&fh_dirty[fh]) == IO_STICKY)
-		return seen_changed(fh);
-	return io_take_dirty(fh);
+		return seen_changed(fh, seen);
+	return io_take_dirty(fh, seen);
 }
 
 /* Marked written, a sticky flag left as it is. */
@@ -228,7 +231,7 @@ void mcfs_dirty_fh(uint64_t fh)
 }
 
 /* Whether fh was written since its last flush or release (at a stop: a handle whose release the kernel never sent). */
-int mcfs_fh_written(uint64_t fh) { return io_take_dirty_at_release(fh); }
+int mcfs_fh_written(uint64_t fh) { return io_take_dirty_at_release(fh, NULL); }
 
 /* Reads and writes served from local fds so far, in the order of IO_*. */
 void mcfs_io_counters(uint64_t *out)

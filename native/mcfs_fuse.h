@@ -55,10 +55,10 @@ int io_room_for(int fd, uint64_t len);
 int io_try_write(fuse_req_t req, uint64_t fh, struct fuse_bufvec *in, off_t off);
 int io_served(uint64_t fh);      /* an fd serves this handle */
 int io_dirty(uint64_t fh);       /* written through it since the last io_take_dirty */
-int io_take_dirty(uint64_t fh);  /* the dirty flag, cleared (a passthrough writer's stays: its writes go unseen) */
-int io_take_dirty_at_release(uint64_t fh); /* the same; a passthrough writer's file changed since its last flush */
-/* What the last io_take_dirty or io_take_dirty_at_release of a passthrough writer's handle found (fstat): zeros for any other handle. */
-void io_seen(uint64_t fh, uint64_t *size, uint64_t *mtime, uint64_t *ctime);
+/* The dirty flag, cleared (a passthrough writer's stays: its writes go unseen); seen (NULL, or 3):
+ * a passthrough writer's file as found now (size, mtime, ctime; fstat), zeros for any other handle. */
+int io_take_dirty(uint64_t fh, uint64_t *seen);
+int io_take_dirty_at_release(uint64_t fh, uint64_t *seen); /* the same; a passthrough writer's file changed since its last flush */
 void io_count(int counter);      /* one more of IO_* */
 void io_fallocate(fuse_req_t req, uint64_t fh, int mode, off_t off, off_t len);
 void io_lseek(fuse_req_t req, uint64_t fh, off_t off, int whence);

@@ -182,8 +182,11 @@ static void ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	REQ(OP_FLUSH);
 	h.fh = fi->fh;
-	h.flush.dirty = io_take_dirty(fi->fh);
-	io_seen(fi->fh, &h.flush.size, &h.flush.mtime, &h.flush.ctime);
+	uint64_t seen[3];
+	h.flush.dirty = io_take_dirty(fi->fh, seen);
+	h.flush.size = seen[0];
+	h.flush.mtime = seen[1];
+	h.flush.ctime = seen[2];
 	/*
 	 * A node whose publish nobody else waits for (a sole node) answers the close here: the bytes are
 	 * in its local file already, and JS publishes them before it answers anything after (in order).
@@ -200,8 +203,11 @@ static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	passthrough_release(fi->fh);
 	REQ(OP_RELEASE);
 	h.fh = fi->fh;
-	h.release.dirty = io_take_dirty_at_release(fi->fh);
-	io_seen(fi->fh, &h.release.size, &h.release.mtime, &h.release.ctime);
+	uint64_t seen[3];
+	h.release.dirty = io_take_dirty_at_release(fi->fh, seen);
+	h.release.size = seen[0];
+	h.release.mtime = seen[1];
+	h.release.ctime = seen[2];
 	/*
 	 * A release with nothing written since the last flush changes nothing the kernel waits on (close
 	 * returned with that flush): answered here, and JS closes the handle with its next request
@@ -221,7 +227,7 @@ static void ll_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 	REQ(OP_FSYNC);
 	h.fh = fi->fh;
 	h.fsync.datasync = (uint64_t)datasync;
-	h.fsync.dirty = io_take_dirty(fi->fh);
+	h.fsync.dirty = io_take_dirty(fi->fh, NULL);
 	queue_put(req, &h, NULL, NULL, NULL, 0);
 }
 
