@@ -10,7 +10,7 @@
  * for Redis in filesystem tests.
  */
 import { parseHolders, parseRecord } from "./redis/record-codec.ts";
-import { createdChange, createdRecord, createStamps, newVersion, type CopyOrder, type DirListing, type Holders, type Inode, type Invalidation, type MetadataStore, type NodeInfo, type NodeReport, type NodeState, type Removed, type Renamed, type ScannedInode, type TodoEntry } from "./store.ts";
+import { createdChange, createdRecord, createStamps, newVersion, type CopyOrder, type Created, type DirListing, type Holders, type Inode, type Invalidation, type MetadataStore, type NewInode, type NodeInfo, type NodeReport, type NodeState, type Removed, type Renamed, type ScannedInode, type TodoEntry } from "./store.ts";
 import { fsError } from "../util/errno.ts";
 import { awaits, createChangeOutbox, type FeedMessage, type SlowNodesEvent } from "./change-outbox.ts";
 import { nowNs } from "../util/time.ts";
@@ -262,6 +262,55 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
     return decode(ino, h);
   }
 
+  async function create(parent: number, name: string, init: NewInode): Promise<Created> {
+    const st = createStamps(init);
+    const { now, changed, mtime, atime, version, gen } = st;
+    needdir(parent);
+    const old = s.d.get(parent)?.get(name);
+    let replaced: Removed | undefined;
+    const told: string[] = [];
+    if (old !== undefined) {
+      if (init.replace === undefined) throw fsError("EEXIST");
+      const dino = entino(old);
+      if (isdir(s.i.get(dino)?.get("m"))) throw fsError("EISDIR");
+      // A sticky directory lets only a file's owner (or the directory's) take its name away.
+      const dir = s.i.get(parent)!;
+      if (Number(dir.get("m")) & 0o1000 && dir.get("u") !== String(init.uid) && s.i.get(dino)?.get("u") !== String(init.uid)) throw fsError("EEXIST");
+      told.push(...todo(nodeId, dino, { op: "rm", path: init.replace }));
+      replaced = { ino: dino, nlink: dropname(dino, parent, name, String(now)), dir: false };
+    }
+    let ino = init.ino;
+    if (ino === undefined) {
+      ino = s.next = (s.next ?? 0) + 1;
+      // Behind numbers the caller has seen: the store lost writes. No number may come again.
+      if (ino <= (init.above ?? 0)) {
+        ino = s.next = (init.above ?? 0) + 1_000_000;
+        wentBack = true;
+      }
+    }
+    let mode = init.mode;
+    const dir = (mode & S_IFMT) === S_IFDIR;
+    const p = s.i.get(parent)!;
+    let gid = init.gid;
+    if (Number(p.get("m")) & S_ISGID) {
+      gid = Number(p.get("g"));
+      if (dir) mode |= S_ISGID;
+    }
+    const h = hashOf(s.i, ino);
+    const fields = { m: mode, u: init.uid, g: gid, r: init.rdev ?? 0, s: init.size ?? 0, n: dir ? 2 : 1, a: atime, t: mtime, c: changed, v: version, p: parent, nm: name, gn: gen };
+    for (const [k, v] of Object.entries(fields)) h.set(k, String(v));
+    if (init.target !== undefined && init.target !== "") h.set("l", init.target);
+    hashOf(s.d, parent).set(name, `${ino}:${mode >> 12}`);
+    if (dir) incr(parent, 1);
+    touch(parent, String(now));
+    if (init.holder) hashOf(s.loc, ino).set(init.holder, String(version));
+    if (ino > handedOut) handedOut = ino;
+    const watchers = newname(parent);
+    const sent = publish(createdChange(parent, name, ino, replaced, told, { ctime: p.get("c")!, nlink: Number(p.get("n")) }), false, watchers);
+    if (watchers.length) await sent;
+    return createdRecord(parent, name, init, st, { ino, mode, gid }, replaced);
+  }
+
   return {
     async init(rootMode, uid, gid) {
       if (s.i.get(1)?.has("m")) return;
@@ -279,53 +328,10 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       if (e === undefined) throw fsError("ENOENT");
       return get(entino(e));
     },
-    async create(parent, name, init) {
-      const st = createStamps(init);
-      const { now, changed, mtime, atime, version, gen } = st;
-      needdir(parent);
-      const old = s.d.get(parent)?.get(name);
-      let replaced: Removed | undefined;
-      const told: string[] = [];
-      if (old !== undefined) {
-        if (init.replace === undefined) throw fsError("EEXIST");
-        const dino = entino(old);
-        if (isdir(s.i.get(dino)?.get("m"))) throw fsError("EISDIR");
-        // A sticky directory lets only a file's owner (or the directory's) take its name away.
-        const dir = s.i.get(parent)!;
-        if (Number(dir.get("m")) & 0o1000 && dir.get("u") !== String(init.uid) && s.i.get(dino)?.get("u") !== String(init.uid)) throw fsError("EEXIST");
-        told.push(...todo(nodeId, dino, { op: "rm", path: init.replace }));
-        replaced = { ino: dino, nlink: dropname(dino, parent, name, String(now)), dir: false };
-      }
-      let ino = init.ino;
-      if (ino === undefined) {
-        ino = s.next = (s.next ?? 0) + 1;
-        // Behind numbers the caller has seen: the store lost writes. No number may come again.
-        if (ino <= (init.above ?? 0)) {
-          ino = s.next = (init.above ?? 0) + 1_000_000;
-          wentBack = true;
-        }
-      }
-      let mode = init.mode;
-      const dir = (mode & S_IFMT) === S_IFDIR;
-      const p = s.i.get(parent)!;
-      let gid = init.gid;
-      if (Number(p.get("m")) & S_ISGID) {
-        gid = Number(p.get("g"));
-        if (dir) mode |= S_ISGID;
-      }
-      const h = hashOf(s.i, ino);
-      const fields = { m: mode, u: init.uid, g: gid, r: init.rdev ?? 0, s: init.size ?? 0, n: dir ? 2 : 1, a: atime, t: mtime, c: changed, v: version, p: parent, nm: name, gn: gen };
-      for (const [k, v] of Object.entries(fields)) h.set(k, String(v));
-      if (init.target !== undefined && init.target !== "") h.set("l", init.target);
-      hashOf(s.d, parent).set(name, `${ino}:${mode >> 12}`);
-      if (dir) incr(parent, 1);
-      touch(parent, String(now));
-      if (init.holder) hashOf(s.loc, ino).set(init.holder, String(version));
-      if (ino > handedOut) handedOut = ino;
-      const watchers = newname(parent);
-      const sent = publish(createdChange(parent, name, ino, replaced, told, { ctime: p.get("c")!, nlink: Number(p.get("n")) }), false, watchers);
-      if (watchers.length) await sent;
-      return createdRecord(parent, name, init, st, { ino, mode, gid }, replaced);
+    create,
+    async createMany(creates) {
+      // Each made at once, in order (as one script would), before any waits for its watchers.
+      return Promise.all(creates.map((c) => create(c.parent, c.name, c.init).catch((e: unknown) => e as Error)));
     },
     async reserveInodes(count) {
       const end = (s.next = (s.next ?? 0) + count);

@@ -282,6 +282,13 @@ export interface PreviousRegistration {
 }
 
 /** The tree of names and inode records. Every change is atomic. */
+/** A create's arguments, as create takes them. */
+export interface NewName {
+  parent: number;
+  name: string;
+  init: NewInode;
+}
+
 export interface Namespace {
   /** Create the root directory if the namespace is new. */
   init(rootMode: number, uid: number, gid: number): Promise<void>;
@@ -290,6 +297,11 @@ export interface Namespace {
   getMany(inos: number[]): Promise<(Inode | undefined)[]>;
   lookup(parent: number, name: string): Promise<Inode>;
   create(parent: number, name: string, init: NewInode): Promise<Created>;
+  /**
+   * Several creates in one round trip, made in order as create would make them one after another:
+   * for each, its answer, or the error create would have thrown (the others are made).
+   */
+  createMany(creates: NewName[]): Promise<(Created | Error)[]>;
   /** A new name for ino; its holders are told to link its primary path (a name they have) to the new one. */
   link(ino: number, newParent: number, newName: string): Promise<Linked>;
   /** The names of ino other than its primary one (hard links). */

@@ -79,7 +79,9 @@ export function createCurrentAnswers(raw: MetadataStore): CurrentAnswers {
    */
   async function changedBy<T extends Inode>(change: () => Promise<T>): Promise<T> {
     const asked = heardCount;
-    const r = await change();
+    return changedSince(asked, await change());
+  }
+  async function changedSince<T extends Inode>(asked: number, r: T): Promise<T> {
     if (!stale(asked, r.ino)) return caughtUp(asked, r) as T;
     const now = await get(r.ino).catch((e: unknown) => {
       if (errnoOf(e) === E.ENOENT) return undefined;
@@ -103,6 +105,11 @@ export function createCurrentAnswers(raw: MetadataStore): CurrentAnswers {
     setAttrs: (ino, change) => changedBy(() => raw.setAttrs(ino, change)),
     setData: (...args) => changedBy(() => raw.setData(...args)),
     create: (...args) => changedBy(() => raw.create(...args)),
+    async createMany(creates) {
+      const asked = heardCount;
+      const out = await raw.createMany(creates);
+      return Promise.all(out.map((r) => (r instanceof Error ? r : changedSince(asked, r).catch((e: unknown) => e as Error))));
+    },
     async link(...args) {
       const asked = heardCount;
       const l = await raw.link(...args);

@@ -1,4 +1,4 @@
-import type { Created, MetadataStore, NewInode } from "../meta/store.ts";
+import type { Created, MetadataStore, NewInode, NewName } from "../meta/store.ts";
 
 /** Longest a create waits here for its file's first data before it goes alone. */
 export const HOLD_MS = 100;
@@ -46,8 +46,9 @@ export interface FirstData {
  * it, each file was made before whatever this node did next. A read that asks of none of them (READS)
  * goes ahead: nobody but this node sees its answer, which they cannot change. A create sent with its
  * data overtakes the creates still held, which are of other names and other inodes. A create held
- * HOLD_MS goes alone: a file written for long is seen by the other nodes (not its size:
- * close-to-open) meanwhile.
+ * HOLD_MS goes without its data: a file written for long is seen by the other nodes (not its size:
+ * close-to-open) meanwhile. Creates sent in one turn of the event loop go as one call (createMany),
+ * still before anything this node sends after them.
  */
 export interface HeldCreates {
   /** The store as this node's filesystem uses it: each call but a local one sends the held creates first. */
@@ -84,6 +85,30 @@ export function createHeldCreates(raw: MetadataStore, holdMs = HOLD_MS): HeldCre
   };
   let timer: ReturnType<typeof setTimeout> | undefined;
 
+  /**
+   * Creates taken out of held and not sent yet: they go at the end of this turn as one call
+   * (createMany: a batch of closes a sole node's shim answered, closes that came together), or
+   * before any other call this node makes, whichever is first.
+   */
+  let outgoing: { c: NewName; answer: PromiseWithResolvers<Created> }[] = [];
+
+  function sendOutgoing(): void {
+    const batch = outgoing;
+    if (!batch.length) return;
+    outgoing = [];
+    if (batch.length === 1) return void batch[0]!.answer.resolve(raw.create(batch[0]!.c.parent, batch[0]!.c.name, batch[0]!.c.init));
+    const all = raw.createMany(batch.map((o) => o.c));
+    batch.forEach((o, i) =>
+      o.answer.resolve(
+        all.then((out) => {
+          const r = out[i]!;
+          if (r instanceof Error) throw r;
+          return r;
+        }),
+      ),
+    );
+  }
+
   function sendHeld(ino: number, h: Held, first?: FirstData): Promise<Created> {
     held.delete(ino);
     names.delete(`${h.parent}/${h.name}`);
@@ -93,13 +118,14 @@ export function createHeldCreates(raw: MetadataStore, holdMs = HOLD_MS): HeldCre
     const init: NewInode = first
       ? { ...h.init, size: first.size, mtime: first.mtime, changed: first.ctime, version: first.version, ...(h.init.replace !== undefined ? { replace: first.path } : {}) }
       : h.init;
-    const answer = raw.create(h.parent, h.name, init);
-    h.answer.resolve(answer);
-    return answer;
+    if (!outgoing.length) queueMicrotask(sendOutgoing);
+    outgoing.push({ c: { parent: h.parent, name: h.name, init }, answer: h.answer });
+    return h.answer.promise;
   }
 
   function flush(): void {
     for (const [ino, h] of held) sendHeld(ino, h);
+    sendOutgoing();
   }
 
   function due(): void {
@@ -130,6 +156,7 @@ export function createHeldCreates(raw: MetadataStore, holdMs = HOLD_MS): HeldCre
         const read = READS[prop as keyof MetadataStore];
         g = (...args: unknown[]) => {
           if (held.size && (!read || read(heldNames, args))) flush();
+          sendOutgoing();
           return fn.apply(target, args);
         };
         guarded.set(prop, g);

@@ -5,7 +5,7 @@
  */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { RENAME_EXCHANGE, RENAME_NOREPLACE } from "../../src/fuse/types.ts";
-import type { Invalidation, MetadataStore, NewInode, TodoEntry } from "../../src/meta/store.ts";
+import type { Created, Invalidation, MetadataStore, NewInode, TodoEntry } from "../../src/meta/store.ts";
 import { errnoOf, errnoName } from "../../src/util/errno.ts";
 
 export interface StoreHarness {
@@ -199,6 +199,27 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         const names = [" ", "a b", "\n", "\u00fc", "x".repeat(255), "..."];
         for (const n of names) await file(ROOT, n);
         expect((await st.listDir(ROOT)).map((e) => e.name).sort()).toEqual([...names].sort());
+      });
+
+      it("createMany makes each as create would, one after another; a refused one is that create's error and the others are made", async () => {
+        const f = await file(ROOT, "taken", { holder: "node-b" });
+        const at = 8_000_000_000_000_000_000n;
+        const made = async (i: number, r: Created | Error | undefined) => (r instanceof Error ? errnoName(errnoOf(r) ?? -1) : `${i}:${(await st.lookup(r!.parent, r!.name)).ino === r!.ino ? "listed" : "not listed"}`);
+        const out = await st.createMany([
+          { parent: ROOT, name: "m1", init: { mode: FILE, uid: 1000, gid: 100, size: 10, mtime: at, changed: at } },
+          { parent: ROOT, name: "taken", init: { mode: FILE, uid: 1000, gid: 100 } },
+          { parent: 12345, name: "x", init: { mode: FILE, uid: 1000, gid: 100 } },
+          { parent: f.ino, name: "x", init: { mode: FILE, uid: 1000, gid: 100 } },
+          { parent: ROOT, name: "m1", init: { mode: FILE, uid: 1000, gid: 100 } },
+          { parent: ROOT, name: "taken", init: { mode: FILE, uid: 1000, gid: 100, holder: A, replace: "/taken" } },
+          { parent: ROOT, name: "m2", init: { mode: DIR, uid: 0, gid: 0 } },
+        ]);
+        expect(await Promise.all(out.map((r, i) => made(i, r)))).toEqual(["0:listed", "EEXIST", "ENOENT", "ENOTDIR", "EEXIST", "5:listed", "6:listed"]);
+        expect(await st.get((out[0] as Created).ino)).toMatchObject({ size: 10, mtime: at, ctime: at });
+        expect((out[5] as Created).replaced).toEqual({ ino: f.ino, nlink: 0, dir: false });
+        expect((await st.get(ROOT)).nlink).toBe(3);
+        expect((await st.listDir(ROOT)).map((e) => e.name).sort()).toEqual(["m1", "m2", "taken"]);
+        expect(await st.createMany([])).toEqual([]);
       });
 
       it("create refuses: EEXIST, ENOENT (no parent), ENOTDIR (parent a file)", async () => {

@@ -1,7 +1,7 @@
 /** The tree: inode records, directory entries and hard-link names; every change is one script. */
-import { createdChange, createdRecord, createStamps, newVersion, type AttrChange, type Inode, type Namespace, type Removed, type Renamed } from "../store.ts";
+import { createdChange, createdRecord, createStamps, newVersion, type AttrChange, type Created, type Inode, type Namespace, type NewName, type Removed, type Renamed } from "../store.ts";
 import type { RedisClient } from "../redis-connect.ts";
-import { fsError } from "../../util/errno.ts";
+import { fsError, scriptRefusal } from "../../util/errno.ts";
 import { nowNs } from "../../util/time.ts";
 import { S_IFDIR } from "../../util/file-mode.ts";
 import type { RedisChangeFeed } from "./change-feed.ts";
@@ -10,6 +10,8 @@ import type { Keys } from "./keys.ts";
 import { parseEntries, parseExtraName, parseScriptRecord, scriptRecord } from "./record-codec.ts";
 import type { RunScript } from "./scripts.ts";
 
+
+type Stamps = ReturnType<typeof createStamps>;
 
 export interface NamespaceDeps {
   client: RedisClient;
@@ -23,6 +25,17 @@ export interface NamespaceDeps {
 
 export function createNamespace({ client, keys, run, nodeId, numbers, feed }: NamespaceDeps): Namespace {
   const { publish } = feed;
+  /** create.lua's arguments after the prefix (createmany.lua takes them for each file in turn). */
+  const createArgs = ({ parent, name, init }: NewName, st: Stamps) => [parent, name, init.mode, init.uid, init.gid, init.rdev ?? 0, init.size ?? 0, st.atime, st.mtime, st.now, init.target ?? "", init.holder ?? "", init.ino ?? "", st.version, init.above ?? 0, st.gen, init.replace ?? "", nodeId, st.changed];
+  /** The record create.lua's answer makes, once the nodes watching its directory heard of it. */
+  async function made({ parent, name, init }: NewName, st: Stamps, answer: unknown): Promise<Created> {
+    const [ino, mode, gid, raised, rino, rn, told, ctime, nlink, watchers] = answer as [number, number, number, number, number, number, string[], string, number, string[]];
+    numbers.created(ino, !!raised);
+    const replaced = rino ? { ino: rino, nlink: rn, dir: false } : undefined;
+    const sent = publish(createdChange(parent, name, ino, replaced, told, { ctime, nlink }), false, watchers);
+    if (watchers.length) await sent;
+    return createdRecord(parent, name, init, st, { ino, mode, gid }, replaced);
+  }
   return {
     async init(rootMode, uid, gid) {
       const now = nowNs().toString();
@@ -49,12 +62,12 @@ export function createNamespace({ client, keys, run, nodeId, numbers, feed }: Na
     },
     async create(parent, name, init) {
       const st = createStamps(init);
-      const [ino, mode, gid, raised, rino, rn, told, ctime, nlink, watchers] = (await run("create", [parent, name, init.mode, init.uid, init.gid, init.rdev ?? 0, init.size ?? 0, st.atime, st.mtime, st.now, init.target ?? "", init.holder ?? "", init.ino ?? "", st.version, init.above ?? 0, st.gen, init.replace ?? "", nodeId, st.changed])) as [number, number, number, number, number, number, string[], string, number, string[]];
-      numbers.created(ino, !!raised);
-      const replaced = rino ? { ino: rino, nlink: rn, dir: false } : undefined;
-      const sent = publish(createdChange(parent, name, ino, replaced, told, { ctime, nlink }), false, watchers);
-      if (watchers.length) await sent;
-      return createdRecord(parent, name, init, st, { ino, mode, gid }, replaced);
+      return made({ parent, name, init }, st, await run("create", createArgs({ parent, name, init }, st)));
+    },
+    async createMany(creates) {
+      const stamps = creates.map((c) => createStamps(c.init));
+      const answers = (await run("createmany", creates.flatMap((c, i) => createArgs(c, stamps[i]!)))) as unknown[];
+      return Promise.all(answers.map((a, i) => (typeof a === "string" ? (scriptRefusal(a) ?? new Error(a)) : made(creates[i]!, stamps[i]!, a))));
     },
     async link(ino, newParent, newName) {
       const [told, packed, watchers, from, to] = (await run("link", [ino, newParent, newName, nowNs(), nodeId])) as [string[], unknown, string[], string, string];

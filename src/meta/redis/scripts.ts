@@ -12,6 +12,7 @@ import lib from "./lib.lua" with { type: "text" };
 import addcached from "./addcached.lua" with { type: "text" };
 import addholder from "./addholder.lua" with { type: "text" };
 import create from "./create.lua" with { type: "text" };
+import createmany from "./createmany.lua" with { type: "text" };
 import dropcached from "./dropcached.lua" with { type: "text" };
 import droplease from "./droplease.lua" with { type: "text" };
 import fsckdropentry from "./fsckdropentry.lua" with { type: "text" };
@@ -33,7 +34,7 @@ import setdata from "./setdata.lua" with { type: "text" };
 import setxattr from "./setxattr.lua" with { type: "text" };
 import takelease from "./takelease.lua" with { type: "text" };
 
-const SCRIPTS = { addcached, addholder, create, dropcached, droplease, fsckdropentry, fsckdropholder, fsckorphan, heldby, holdings, link, listing, lookup, opening, purge, raisecounter, records, remove, rename, setattrs, setdata, setxattr, takelease } as const;
+const SCRIPTS = { addcached, addholder, create, createmany, dropcached, droplease, fsckdropentry, fsckdropholder, fsckorphan, heldby, holdings, link, listing, lookup, opening, purge, raisecounter, records, remove, rename, setattrs, setdata, setxattr, takelease } as const;
 
 export type ScriptName = keyof typeof SCRIPTS;
 export type ScriptArg = string | number | bigint | Buffer;
