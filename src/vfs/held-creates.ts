@@ -72,7 +72,12 @@ interface Held {
   answer: PromiseWithResolvers<Created>;
 }
 
-export function createHeldCreates(raw: MetadataStore, holdMs = HOLD_MS): HeldCreates {
+/**
+ * wholeTurn: the creates sent go at the end of the event loop's turn, not of the microtask sweep: a
+ * sole node's batch of closes, each published behind the one before, goes as one call (no close
+ * waits for it); on a node of a cluster a close waits for its create, which then goes at once.
+ */
+export function createHeldCreates(raw: MetadataStore, holdMs = HOLD_MS, wholeTurn = false): HeldCreates {
   /** In the order held, the oldest first. */
   const held = new Map<number, Held>();
   /** The held create of each name (parent/name): a second create of it sends the first one before. */
@@ -87,8 +92,8 @@ export function createHeldCreates(raw: MetadataStore, holdMs = HOLD_MS): HeldCre
 
   /**
    * Creates taken out of held and not sent yet: they go at the end of this turn as one call
-   * (createMany: a batch of closes a sole node's shim answered, closes that came together), or
-   * before any other call this node makes, whichever is first.
+   * (createMany: a batch of closes a sole node's shim answered, closes that came together; see
+   * wholeTurn), or before any other call this node makes, whichever is first.
    */
   let outgoing: { c: NewName; answer: PromiseWithResolvers<Created> }[] = [];
 
@@ -118,7 +123,7 @@ export function createHeldCreates(raw: MetadataStore, holdMs = HOLD_MS): HeldCre
     const init: NewInode = first
       ? { ...h.init, size: first.size, mtime: first.mtime, changed: first.ctime, version: first.version, ...(h.init.replace !== undefined ? { replace: first.path } : {}) }
       : h.init;
-    if (!outgoing.length) queueMicrotask(sendOutgoing);
+    if (!outgoing.length) (wholeTurn ? setImmediate : queueMicrotask)(sendOutgoing);
     outgoing.push({ c: { parent: h.parent, name: h.name, init }, answer: h.answer });
     return h.answer.promise;
   }

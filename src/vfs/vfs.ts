@@ -83,7 +83,7 @@ export interface Vfs extends FileSystem {
 export function createVfs(o: VfsOptions): Vfs {
   const { root, nodeId, log } = o;
   const answers = createCurrentAnswers(o.store);
-  const held = createHeldCreates(answers.store);
+  const held = createHeldCreates(answers.store, undefined, !o.remote);
   const store = held.store;
   const paths = createPathCache(store);
   const shim = o.shimEntries;

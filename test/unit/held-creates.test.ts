@@ -82,6 +82,22 @@ describe("held creates", () => {
     expect((await b.listDir(ROOT)).map((e) => e.name).sort()).toEqual(["x", "y", "z"]);
   });
 
+  test("creates sent in one turn of the event loop, from chains of promises one after another, go as one call when gathered by the turn; a call after them goes after them", async () => {
+    for (const wholeTurn of [true, false]) {
+      held = createHeldCreates(a, 60_000, wholeTurn);
+      const first = await a.reserveInodes(3);
+      const answers = [0, 1, 2].map((i) => held.hold(first + i, ROOT, `t${wholeTurn}${i}`, file(first + i, T)));
+      const before = calls;
+      await Promise.resolve().then(() => void held.send(first));
+      await Promise.resolve().then(() => void held.send(first + 1));
+      held.send(first + 2);
+      // Not a read of them: it still goes after them.
+      expect((await held.store.lookup(ROOT, `t${wholeTurn}2`)).ino).toBe(first + 2);
+      expect((await Promise.all(answers)).map((r) => r.ino)).toEqual([first, first + 1, first + 2]);
+      expect({ wholeTurn, calls: calls - before }).toEqual({ wholeTurn, calls: wholeTurn ? 1 : 3 });
+    }
+  });
+
   test("a read that asks of no held create goes ahead of them; one that asks of a held file, its name or its directory sends them first", async () => {
     const dir = await a.create(ROOT, "d", { mode: 0o40755, uid: 0, gid: 0 });
     const other = await a.create(ROOT, "other", { mode: 0o100644, uid: 0, gid: 0, holder: "a" });
