@@ -37,10 +37,11 @@ int mcfs_pool_dial(uint32_t token, const char *host, int port, const uint8_t *re
 int mcfs_pool_receive(uint32_t token, int sock, int first, int file, double offset, int max, int timeout_ms);
 int mcfs_pool_poll(int32_t *out, int cap);
 int mcfs_pool_cut(int sock);
+int mcfs_pool_close(int fd);
 
 #define THREADS 4
 
-enum { JOB_OPEN, JOB_UNLINK, JOB_COPY, JOB_WRITE_OUT, JOB_SEND, JOB_DIAL, JOB_RECEIVE };
+enum { JOB_OPEN, JOB_UNLINK, JOB_COPY, JOB_WRITE_OUT, JOB_CLOSE, JOB_SEND, JOB_DIAL, JOB_RECEIVE };
 /*
  * Queues, each with threads of its own. A send or receive may wait long on its peer: JS keeps no more
  * of them under way than each lane has threads (FilePool.stream), so none waits behind another: two
@@ -367,6 +368,9 @@ static int run_job(struct job *j)
 		return write_out(j->root, j->at, j->size, j->mode);
 	case JOB_UNLINK:
 		return mcfs_unlinkat_beneath(j->root, j->text, 0);
+	case JOB_CLOSE:
+		close(j->root);
+		return 0;
 	default:
 		return mcfs_open_regular_beneath(j->root, j->text, j->flags, j->mode);
 	}
@@ -385,6 +389,14 @@ static void *worker(void *arg)
 			q->tail = NULL;
 		pthread_mutex_unlock(&lock);
 		int rc = run_job(j);
+		if (j->op == JOB_CLOSE) {
+			/* Nobody waits for a close: no result, no wake. */
+			pthread_mutex_lock(&lock);
+			inflight--;
+			pthread_mutex_unlock(&lock);
+			free(j);
+			continue;
+		}
 		if (rc >= 0 && j->keep && j->op == JOB_OPEN) {
 			int k = mcfs_keep_fd(rc, j->uid, j->gid, j->mode, j->mark_name, j->mark);
 			if (k < 0) {
@@ -636,6 +648,20 @@ int mcfs_pool_poll(int32_t *out, int cap)
 	if (again)
 		waker();
 	return (int)n;
+}
+
+/*
+ * Close fd on a files thread, with no result: a last close that frees an unlinked file's blocks (a
+ * big one takes long) holds up no one. 0, or -errno when it could not be queued (fd is still open).
+ */
+int mcfs_pool_close(int fd)
+{
+	if (fd < 0)
+		return -EBADF;
+	struct job *j = new_job(JOB_CLOSE, "");
+	if (!j)
+		return -ENOMEM;
+	return submit(j, 0, fd);
 }
 
 /* A receive or send under way on sock (or a duplicate of it) returns at once: the reader gave up. */

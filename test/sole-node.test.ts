@@ -272,6 +272,28 @@ describe.skipIf(!!skip)("a sole node's shim answers missing names, creates and c
     }
   });
 
+  test("a file unlinked while open: its last close lets go of it (on the file pool's thread), no descriptor of it is left", async () => {
+    const pid = d!.proc.pid;
+    const holdsGone = () =>
+      fs.readdirSync(`/proc/${pid}/fd`).some((f) => {
+        try {
+          const l = fs.readlinkSync(`/proc/${pid}/fd/${f}`);
+          return l.startsWith(d!.root) && l.endsWith("(deleted)");
+        } catch {
+          return false;
+        }
+      });
+    for (let i = 0; i < 3; i++) {
+      const p = join(d!.mnt, `gone-open${i}`);
+      const fd = fs.openSync(p, "w");
+      fs.writeSync(fd, Buffer.alloc(1 << 20, i));
+      fs.unlinkSync(p);
+      await waitFor("the daemon to hold the unlinked file", holdsGone);
+      fs.closeSync(fd);
+      await waitFor("the daemon to let go of the unlinked file", () => !holdsGone());
+    }
+  });
+
   test("the shim keeps a bounded number of directories open, however many get files", async () => {
     const base = join(d!.mnt, "many");
     fs.mkdirSync(base);

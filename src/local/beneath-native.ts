@@ -31,6 +31,7 @@ const symbols = {
   mcfs_pool_receive: { args: [u32, i32, i32, i32, f64, i32, i32], returns: i32 },
   mcfs_pool_poll: { args: [P, i32], returns: i32 },
   mcfs_pool_cut: { args: [i32], returns: i32 },
+  mcfs_pool_close: { args: [i32], returns: i32 },
 } as const;
 
 let lib: ReturnType<typeof load> | undefined;

@@ -1,4 +1,5 @@
 import { JSCallback } from "bun:ffi";
+import { closeSync } from "node:fs";
 import { beneath } from "./beneath-native.ts";
 import { cstr } from "../util/c-string.ts";
 
@@ -32,6 +33,11 @@ export interface FilePool {
   open(rootFd: number, rel: string, flags: number, mode: number, keep?: NewFileOwner): Promise<number>;
   /** mcfs_unlinkat_beneath of what is not a directory. */
   unlink(rootFd: number, rel: string): Promise<number>;
+  /**
+   * fd closed on a pool thread, nothing waited for: a last close of an unlinked file frees its
+   * blocks, which for a big one holds up the caller long. Closed here if it cannot be queued.
+   */
+  close(fd: number): void;
   /** size bytes of src from its start to dst at its offset, in the kernel; both stay open until then. 0, or -EIO if src is shorter. */
   copy(src: number, dst: number, size: number): Promise<number>;
   /**
@@ -112,6 +118,9 @@ function createFilePool(): FilePool {
     open: (rootFd, rel, flags, mode, keep) =>
       run((token) => lib.mcfs_pool_open(token, rootFd, cstr(rel), flags, mode, keep ? 1 : 0, (keep?.uid ?? 0) >>> 0, (keep?.gid ?? 0) >>> 0, cstr(keep?.markName ?? ""), cstr(keep?.mark ?? ""))),
     unlink: (rootFd, rel) => run((token) => lib.mcfs_pool_unlink(token, rootFd, cstr(rel))),
+    close(fd) {
+      if (lib.mcfs_pool_close(fd) < 0) closeSync(fd);
+    },
     copy: (src, dst, size) => run((token) => lib.mcfs_pool_copy(token, src, dst, size)),
     writeOut: (fd, offset, length, drop) => run((token) => lib.mcfs_pool_write_out(token, fd, offset, length, drop ? 1 : 0)),
     send: (sock, head, file, offset, length, timeoutMs) => run((token) => lib.mcfs_pool_send(token, sock, head, head.length, file, offset, length, timeoutMs)),

@@ -2,6 +2,7 @@ import * as fs from "node:fs";
 import { promisify } from "node:util";
 import { dirname } from "node:path";
 import type { Caller, FileSystem, OpenReply, SeenFile } from "../fuse/types.ts";
+import { filePool } from "../local/file-pool.ts";
 import type { Holders, Inode } from "../meta/store.ts";
 import { E, FsError, OutcomeUnknown, errnoOf, fsError } from "../util/errno.ts";
 import { isDir } from "./attr.ts";
@@ -627,12 +628,14 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
         // file a writer has open here).
         else if (ctx.policy.unsettled(ino)) await ctx.policy.settled(ino).catch(() => {});
       } finally {
-        // Closed at shutdown meanwhile (closeAll) if -1; else given up here, so that closeAll does not close the number again.
-        if (h.fd >= 0) fs.closeSync(h.fd);
+        // Closed at shutdown meanwhile (closeAll) if -1; else given up here, so that closeAll does not
+        // close the number again. A file with no name left off this thread: its last close frees its
+        // blocks, long for a big one (the others here: a handoff costs more than their close).
+        if (h.fd >= 0) (ctx.purgeOnClose.has(ino) || ctx.open.inode(ino)?.rec.nlink === 0 ? filePool().close : fs.closeSync)(h.fd);
         h.fd = -1;
         h.ranges?.close();
         for (const old of h.retired ?? []) {
-          if (old.fd >= 0) fs.closeSync(old.fd);
+          if (old.fd >= 0) filePool().close(old.fd);
           old.ranges?.close();
         }
         const { last } = ctx.open.remove(fh, h);
