@@ -12,7 +12,6 @@ export interface Attr {
   ctime: bigint;
 }
 
-/** Who is asking: the calling process's credentials. */
 /** A local file's size and times (ns) as the shim found them at a flush or release. */
 export interface SeenFile {
   size: number;
@@ -20,6 +19,7 @@ export interface SeenFile {
   ctimeNs: bigint;
 }
 
+/** Who is asking: the calling process's credentials. */
 export interface Caller {
   uid: number;
   gid: number;

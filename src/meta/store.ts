@@ -281,7 +281,6 @@ export interface PreviousRegistration {
   seen?: string;
 }
 
-/** The tree of names and inode records. Every change is atomic. */
 /** A create's arguments, as create takes them. */
 export interface NewName {
   parent: number;
@@ -289,6 +288,7 @@ export interface NewName {
   init: NewInode;
 }
 
+/** The tree of names and inode records. Every change is atomic. */
 export interface Namespace {
   /** Create the root directory if the namespace is new. */
   init(rootMode: number, uid: number, gid: number): Promise<void>;
