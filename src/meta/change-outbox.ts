@@ -55,8 +55,8 @@ export interface ChangeOutboxOptions {
 
 /**
  * What a store's change feed does whatever carries it: changes completed together (or, when none
- * waits, within GATHER_MS) go out as one message, in order, and a waiting publish resolves once every live node has acknowledged it (its
- * kernel has dropped what it cached) or after ACK_WAIT_MS. A node that lets a wait run out is not
+ * waits, within GATHER_MS) go out as one message, in order, and a waiting publish resolves once
+ * every live node has acknowledged it (its kernel has dropped what it cached) or after ACK_WAIT_MS. A node that lets a wait run out is not
  * waited for by later changes until it answers again: a stopped node would otherwise cost every
  * rename and unlink on every node the full wait.
  */
@@ -105,12 +105,8 @@ export function createChangeOutbox(o: ChangeOutboxOptions): ChangeOutbox {
       if (watched) for (const id of watchers) if (id !== o.nodeId) outboxWatchers.add(id);
       wait ||= watched;
       if (outbox.push(inv) > 1) {
-        // Waited for: what was gathered goes with it, in order, now.
-        if (wait && gathering) {
-          clearTimeout(gathering);
-          gathering = undefined;
-          queueMicrotask(sendNow);
-        }
+        // Waited for: what was gathered goes with it, in order, now (sendNow stops the timer).
+        if (wait && gathering) queueMicrotask(sendNow);
         return wait ? outboxDone! : Promise.resolve();
       }
       let settle!: () => void;

@@ -101,7 +101,10 @@ export function createHeldCreates(raw: MetadataStore, holdMs = HOLD_MS, wholeTur
     const batch = outgoing;
     if (!batch.length) return;
     outgoing = [];
-    if (batch.length === 1) return void batch[0]!.answer.resolve(raw.create(batch[0]!.c.parent, batch[0]!.c.name, batch[0]!.c.init));
+    if (batch.length === 1) {
+      const { c, answer } = batch[0]!;
+      return void answer.resolve(raw.create(c.parent, c.name, c.init));
+    }
     const all = raw.createMany(batch.map((o) => o.c));
     batch.forEach((o, i) =>
       o.answer.resolve(
