@@ -6,7 +6,7 @@ import { spawn } from "bun";
 import { errCode, fuseUnavailable, waitFor } from "./helpers/env.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { scrape } from "./helpers/metrics.ts";
-import { useCluster } from "./helpers/node.ts";
+import { useCluster, type Cluster } from "./helpers/node.ts";
 
 const skip = fuseUnavailable();
 
@@ -21,6 +21,25 @@ const out = []; for (const task of JSON.parse(fs.readFileSync(list, "utf8"))) fo
 process.stdout.write(out.join("\\n"));`;
 
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+
+/**
+ * B (cluster.nodes[1]), killed -9 while a copy was arriving in its cache dir, started again: no copy
+ * file is left; none is listed as B's (with A stopped, C reading any of unheld, files only B had
+ * copies of, gets EIO); and B reads every file of k/ as want has it (name -> sha256).
+ */
+async function restartedClean(cluster: Cluster, cacheDir: string, unheld: string[], want: Map<string, string>): Promise<void> {
+  const b = (cluster.nodes[1] = await cluster.start("b"));
+  const [a, , c] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
+  const left = fs.readdirSync(cacheDir, { recursive: true }).map(String).filter((n) => /^\d+\.\d+/.test(n.split("/").at(-1)!));
+  expect(left).toEqual([]);
+  await a.stop();
+  try {
+    for (const name of unheld) expect(errCode(() => fs.readFileSync(join(c.mnt, "k", name)))).toBe("EIO");
+  } finally {
+    cluster.nodes[0] = await cluster.start("a");
+  }
+  for (const [name, hash] of want) expect({ name, hash: sha(fs.readFileSync(join(b.mnt, "k", name))) }).toEqual({ name, hash });
+}
 
 describe.skipIf(!!skip)("read-ahead bounded by what the RAM tier keeps until it is read", () => {
   /** Over the tests so far: copies fetched ahead in one may be evicted unread in the next. */
@@ -252,8 +271,7 @@ describe.skipIf(!!skip)("a node killed while it moves RAM copies to its disk tie
   const cluster = useCluster("demote-kill", ["a", "b", "c"], { b: ["--ram-cache-mib", "4"] });
 
   test("after kill -9 mid-move and a restart: no half-written copy is left or served, nothing is listed as B's, and B reads every file right", async () => {
-    const [a, , c] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
-    let b = cluster.nodes[1]!;
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
     const cacheDir = join(cluster.base, "b-cache");
     fs.mkdirSync(join(a.mnt, "k"));
     // 12x the RAM tier in files of half of it: each read pushes the copy before it to the disk tier, 2 MiB at a time.
@@ -274,17 +292,7 @@ describe.skipIf(!!skip)("a node killed while it moves RAM copies to its disk tie
       reader.kill("SIGKILL");
       await reader.exited;
     }
-    b = cluster.nodes[1] = await cluster.start("b");
-    const left = fs.readdirSync(cacheDir, { recursive: true }).map(String).filter((n) => /^\d+\.\d+/.test(n.split("/").at(-1)!));
-    expect(left).toEqual([]);
-    // B's copies from before its kill are B's no more: with A stopped, C finds no holder of a file it never read.
-    await a.stop();
-    try {
-      expect(errCode(() => fs.readFileSync(join(c.mnt, "k", "m0")))).toBe("EIO");
-    } finally {
-      cluster.nodes[0] = await cluster.start("a");
-    }
-    for (const [name, hash] of want) expect({ name, hash: sha(fs.readFileSync(join(b.mnt, "k", name))) }).toEqual({ name, hash });
+    await restartedClean(cluster, cacheDir, ["m0"], want);
   }, 180_000);
 });
 
@@ -293,8 +301,7 @@ describe.skipIf(!!skip)("a node killed while it fetches a directory's medium fil
   const cluster = useCluster("ahead-kill", ["a", "b", "c"], { b: ["--ram-cache-mib", "0"] });
 
   test("after kill -9 in the middle of a fetch ahead and a restart: no half-written copy is left or served, nothing is listed as B's, and B reads every file right", async () => {
-    const [a, , c] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
-    let b = cluster.nodes[1]!;
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
     const cacheDir = join(cluster.base, "b-cache");
     fs.mkdirSync(join(a.mnt, "k"));
     const want = new Map<string, string>();
@@ -325,16 +332,6 @@ describe.skipIf(!!skip)("a node killed while it fetches a directory's medium fil
       reader.kill("SIGKILL");
       await reader.exited;
     }
-    b = cluster.nodes[1] = await cluster.start("b");
-    const left = fs.readdirSync(cacheDir, { recursive: true }).map(String).filter((n) => /^\d+\.\d+/.test(n.split("/").at(-1)!));
-    expect(left).toEqual([]);
-    // B's copies from before its kill are B's no more: with A stopped, C finds no holder of a file it never read.
-    await a.stop();
-    try {
-      for (const name of ["m00", "m15"]) expect(errCode(() => fs.readFileSync(join(c.mnt, "k", name)))).toBe("EIO");
-    } finally {
-      cluster.nodes[0] = await cluster.start("a");
-    }
-    for (const [name, hash] of want) expect({ name, hash: sha(fs.readFileSync(join(b.mnt, "k", name))) }).toEqual({ name, hash });
+    await restartedClean(cluster, cacheDir, ["m00", "m15"], want);
   }, 180_000);
 });
