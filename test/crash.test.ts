@@ -189,6 +189,24 @@ describe.skipIf(!!skip)("a node killed among its new files", () => {
       for (let i = 0; i < 20; i++) expect(fs.readFileSync(join(n.mnt, "unsent", `h${i}`)).equals(Buffer.alloc(100 + i, 65 + i))).toBe(true);
     }
   });
+
+  test("a file rewritten on A, A killed as its close returns (the change's message still gathered): once B hears that A went, B's stat gives the new size", async () => {
+    let a = cluster.nodes[0]!;
+    const b = cluster.nodes[1]!;
+    fs.writeFileSync(join(a.mnt, "told-late"), Buffer.alloc(1000, 1));
+    // B's kernel keeps these attributes for its attribute timeout (10 s in a cluster).
+    expect(fs.statSync(join(b.mnt, "told-late")).size).toBe(1000);
+    const heard = () => b.log().split("a node stopped or restarted").length;
+    const before = heard();
+    // Nobody waits for this change (B only stat'ed the file): its message is gathered, and lost with A.
+    fs.writeFileSync(join(a.mnt, "told-late"), Buffer.alloc(3000, 2));
+    await a.kill();
+    a = cluster.nodes[0] = await cluster.start("a");
+    await waitFor("B to hear that A went", () => heard() > before);
+    // Its kernel's invalidations are queued as it logs: bounded well inside the attribute timeout.
+    await waitFor("B's kernel to drop the old attributes", () => fs.statSync(join(b.mnt, "told-late")).size === 3000, 3000);
+    expect(fs.readFileSync(join(b.mnt, "told-late")).equals(Buffer.alloc(3000, 2))).toBe(true);
+  });
 });
 
 describe.skipIf(!!skip)("a node's disk and the records disagree", () => {

@@ -412,6 +412,12 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       ...(replicas ? { published: replicas.published, xattrSetting: replicas.xattrSetting } : {}),
     });
     cleanups.push(() => vfs.closeAll());
+    /** Drop what this node and its kernel cache of the namespace: a change may have gone unheard. */
+    const forgetAll = () => {
+      vfs.resync();
+      const k = vfs.takeKernelState();
+      session?.invalidateMany(k.names, k.inodes);
+    };
     afterRollback = async (how, closing) => {
       if (how === "behind") {
         vfs.resync();
@@ -424,9 +430,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       const again = await scanRoot(root, vfs.store, nodeId, nlog, "republish", { writing: (ino) => ino !== closing && vfs.writing(ino) });
       if (!again.published && !again.repaired) return;
       nlog.error({ ...again }, "Redis had lost files this node holds: published them again from its disk");
-      vfs.resync();
       // Published again under new inode numbers: the names this node's kernel knows may lead to the old ones.
-      session?.invalidateMany(vfs.takeKernelNames(), []);
+      forgetAll();
     };
     const options = [`fsname=${cfg.fsname}`, "subtype=mcfs", "default_permissions"];
     if (allowOther) options.push("allow_other");
@@ -482,7 +487,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       (why) => {
         if (why === "reconnected") nlog.warn("invalidation channel reconnected: dropping cached metadata");
         else nlog.info("a node stopped or restarted (a change it made may not have been told): dropping cached metadata");
-        vfs.resync();
+        forgetAll();
         void todo.drain();
       },
     );

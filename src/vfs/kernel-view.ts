@@ -95,8 +95,12 @@ export interface KernelView {
    * cached past the reply (an ENOENT answer leaves a dentry that is looked up again every time).
    */
   mayHaveEntry(parent: number, name: string): boolean;
-  /** Every name the kernel was given, and forget them (it is about to be told to drop them all). */
-  takeNames(): [number, string][];
+  /**
+   * Everything the kernel may cache, for it to drop (a change may have gone unheard): every name it
+   * was given, forgotten here, and every inode whose attributes and pages it may hold, those open
+   * here held back to their last close (see changedElsewhere).
+   */
+  takeAll(): { names: [number, string][]; inodes: number[] };
   /** An open at version: whether the kernel's cached pages of ino stay valid (same version as the last open). */
   opened(ino: number, version: number): boolean;
 }
@@ -241,6 +245,13 @@ export function createKernelView(o: {
       if (n-- === 0) break;
       dropName(key);
     }
+  }
+
+  function changedElsewhere(ino: number): boolean {
+    if (!(ino === 1 || told.has(ino))) return false;
+    if (!o.open.inode(ino)) return true;
+    heldBack.add(ino);
+    return false;
   }
 
   /** r's record, made or moved to the back: what the kernel is given again stays longest. */
@@ -424,12 +435,7 @@ export function createKernelView(o: {
       const t = told.get(ino);
       if (t) t.version = version;
     },
-    changedElsewhere(ino) {
-      if (!(ino === 1 || told.has(ino))) return false;
-      if (!o.open.inode(ino)) return true;
-      heldBack.add(ino);
-      return false;
-    },
+    changedElsewhere,
     closed(ino) {
       if (!heldBack.delete(ino)) return false;
       // What the kernel holds now is not known (a reply of the last getattr may have been dropped): refreshed at the next open.
@@ -439,10 +445,10 @@ export function createKernelView(o: {
     },
     permsChanged: (r) => told.get(r.ino)?.perms !== permsOf(r),
     mayHaveEntry: (parent, name) => toldNames.has(`${parent}/${name}`),
-    takeNames() {
-      const out = [...toldNames.keys()].map(splitKey);
+    takeAll() {
+      const names = [...toldNames.keys()].map(splitKey);
       toldNames.clear();
-      return out;
+      return { names, inodes: [...new Set([1, ...told.keys()])].filter(changedElsewhere) };
     },
     opened(ino, version) {
       const keep = openedVersion.get(ino) === version;

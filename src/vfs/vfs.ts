@@ -56,8 +56,8 @@ export interface Vfs extends FileSystem {
   kernelSettled(marks: RaceMarks): void;
   /** Acknowledged before the kernel dropped the names marked: see KernelView.late. */
   kernelLate(marks: RaceMarks): void;
-  /** Every name the kernel was given (to drop them all: their files may have other numbers now), forgotten here. */
-  takeKernelNames(): [number, string][];
+  /** Everything the kernel may cache, to drop (a change may have gone unheard, or files have other numbers now): see KernelView.takeAll. */
+  takeKernelState(): { names: [number, string][]; inodes: number[] };
   /** Whether ino is open for writing on this node. */
   writing(ino: number): boolean;
   /**
@@ -382,7 +382,7 @@ export function createVfs(o: VfsOptions): Vfs {
     kernelRacing: (invs, until) => invs.flatMap((inv) => ctx.kernel.racing([...inv.removed, ...inv.added], new Set(inv.inodes), until)),
     kernelSettled: (marks) => ctx.kernel.settled(marks),
     kernelLate: (marks) => ctx.kernel.late(marks),
-    takeKernelNames: () => ctx.kernel.takeNames(),
+    takeKernelState: () => ctx.kernel.takeAll(),
     async closeAll() {
       for (const [fh, h] of open.all()) {
         // Written through the shim and never released (the kernel drops the releases an unmount

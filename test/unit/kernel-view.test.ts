@@ -50,6 +50,20 @@ describe("kernel view", () => {
     }
   });
 
+  test("everything taken at once (a change may have gone unheard): every name, forgotten here; every inode but those open here, which wait for their last close", () => {
+    view.told(DIR, "f21", rec(21));
+    view.told(DIR, "f22", rec(22));
+    view.told(DIR, "g22", { ...rec(22), nlink: 2, name: "g22" });
+    open.add(22);
+    const all = view.takeAll();
+    expect(all.names.sort()).toEqual([[DIR, "f21"], [DIR, "f22"], [DIR, "g22"]]);
+    expect(all.inodes.sort((a, b) => a - b)).toEqual([1, 21]);
+    expect(view.mayHaveEntry(DIR, "f21")).toBe(false);
+    expect(view.takeAll().names).toEqual([]);
+    open.delete(22);
+    expect(view.closed(22)).toBe(true);
+  });
+
   test("a file the shim told the kernel of is watched as one told here: its name, its inode, a reused number", () => {
     view.toldByShim(DIR, "made", rec(21));
     expect(view.mayHaveEntry(DIR, "made")).toBe(true);
