@@ -791,6 +791,19 @@ describe.skipIf(!!skip)("renames and deletes of another node's files", () => {
     expect(fs.existsSync(join(a.root, "off/sub2/deep"))).toBe(true);
     expect(fs.existsSync(join(a.root, "off/stale"))).toBe(false);
   });
+
+  for (const same of [false, true]) {
+    test(`a read of A's file that failed while A was down (EIO) reads once A is back${same ? " at the same address" : " at another"}, with no wait`, async () => {
+      const dir = `back-${same}`;
+      fs.mkdirSync(join(a.mnt, dir));
+      for (const f of ["first", "second"]) fs.writeFileSync(join(a.mnt, dir, f), `${f} on a`);
+      await a.kill();
+      expect(errCode(() => fs.readFileSync(join(b.mnt, dir, "first")))).toBe("EIO");
+      a = cluster.nodes[0] = await cluster.start("a", same ? a.port : undefined);
+      expect(fs.readFileSync(join(b.mnt, dir, "second"), "utf8")).toBe("second on a");
+      expect(fs.readFileSync(join(b.mnt, dir, "first"), "utf8")).toBe("first on a");
+    });
+  }
 });
 
 /** Copies in B's cache: listed as holders while current, unlisted when evicted, served to other nodes. */

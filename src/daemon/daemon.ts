@@ -268,8 +268,13 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       // The bulk lane is plain text: with TLS every byte goes over gRPC.
       const bulk = cfg.peerTls ? undefined : createBulkClient({ ...(cfg.clusterSecret === undefined ? {} : { secret: cfg.clusterSecret }), timeoutMs: 30_000, ...(m ? { observe: bulkObserver("client") } : {}) });
       if (bulk) cleanups.push(async () => bulk.close());
+      /** When the live node at address started: a holder that refused may be back already. */
+      const runAt = async (address: string) => {
+        for (const n of (await store.nodes()).values()) if (n.alive && n.address === address) return n.startedAt;
+        return undefined;
+      };
       remote = createRemoteData({
-        root, store, peers: createPeerReads(pool, bulk), cache, nodeId, listing, log: nlog, watches,
+        root, store, peers: createPeerReads(pool, bulk, runAt), cache, nodeId, listing, log: nlog, watches,
         observe: m && { cache: (hit) => (hit ? m.cacheHits : m.cacheMisses).inc(), received: (n) => m.peerBytes.inc({ direction: "received" }, n) },
       });
       copies = cache;

@@ -62,39 +62,69 @@ export class Unreachable extends FsError {}
 /**
  * After a holder's address refused a connection, calls to it fail at once for this long: a reader
  * of many files of a node that is down paid a connection attempt for each one, several times over
- * (a batch, the file alone, its holders asked again), about 8 ms of CPU a file.
+ * (a batch, the file alone, its holders asked again), about 8 ms of CPU a file. Unless a node
+ * started at that address since (it binds its port before it registers): then calls go to it at once.
  */
 const UNREACHABLE_MS = 1000;
+/** While an address is held off, how often the node registry is asked whether a node started there since. */
+const BACK_CHECK_MS = 50;
 /** Failures to connect at all (not of a call under way). */
 const CONNECT_FAILURES = new Set(["ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH", "EHOSTDOWN"]);
 /** A holder that answered no bulk request (an older node) is read over gRPC alone for this long. */
 const NO_BULK_MS = 60_000;
 
-/** bulk: files are read over the bulk lane where holders serve it (plain-text clusters), else over gRPC. */
-export function createPeerReads(pool: PeerPool, bulk?: BulkClient): PeerReads {
-  const unreachable = new Map<string, { until: number; why: string }>();
+/** An address held off: until when, why, and the start of the node registered there when it refused (see runAt). */
+interface HeldOff {
+  until: number;
+  why: string;
+  run: Promise<number | undefined>;
+  checked?: { at: number; back: Promise<boolean> };
+}
+
+/**
+ * bulk: files are read over the bulk lane where holders serve it (plain-text clusters), else over
+ * gRPC. runAt: when the live node registered at an address started (undefined: none is).
+ */
+export function createPeerReads(pool: PeerPool, bulk?: BulkClient, runAt?: (address: string) => Promise<number | undefined>): PeerReads {
+  const unreachable = new Map<string, HeldOff>();
   const noBulk = new Map<string, number>();
   /** The refusal that still stands for address, if any. */
-  function refused(address: string): string | undefined {
+  function refused(address: string): HeldOff | undefined {
     const u = unreachable.get(address);
     if (!u) return undefined;
-    if (Date.now() < u.until) return u.why;
+    if (Date.now() < u.until) return u;
     unreachable.delete(address);
     return undefined;
   }
-  function reachable(address: string): void {
-    const why = refused(address);
-    if (why !== undefined) throw new Unreachable(E.EIO, `${why} (not tried again for ${UNREACHABLE_MS} ms)`);
+  /** Whether another node started at the address since it refused (asked at most every BACK_CHECK_MS). */
+  function back(address: string, u: HeldOff): Promise<boolean> {
+    if (!runAt) return Promise.resolve(false);
+    if (!u.checked || Date.now() - u.checked.at >= BACK_CHECK_MS) {
+      u.checked = { at: Date.now(), back: Promise.all([u.run, runAt(address)]).then(([was, now]) => now !== undefined && now !== was, () => false) };
+    }
+    return u.checked.back;
+  }
+  async function reachable(address: string): Promise<void> {
+    const u = refused(address);
+    if (!u) return;
+    if (await back(address, u)) {
+      if (unreachable.get(address) === u) unreachable.delete(address);
+      return;
+    }
+    throw new Unreachable(E.EIO, `${u.why} (not tried again for ${UNREACHABLE_MS} ms, unless a node starts there)`);
+  }
+  function holdOff(address: string, why: string): void {
+    unreachable.set(address, { until: Date.now() + UNREACHABLE_MS, why, run: runAt ? runAt(address).catch(() => undefined) : Promise.resolve(undefined) });
   }
   function failed(address: string, e: unknown): FsError {
-    if (e instanceof BulkUnreachable && CONNECT_FAILURES.has(e.why)) unreachable.set(address, { until: Date.now() + UNREACHABLE_MS, why: e.message });
+    if (e instanceof BulkUnreachable && CONNECT_FAILURES.has(e.why)) holdOff(address, e.message);
     const ce = e instanceof FsError ? undefined : ConnectError.from(e);
     const code = (ce?.cause as { code?: unknown } | undefined)?.code;
-    if (ce && typeof code === "string" && CONNECT_FAILURES.has(code)) unreachable.set(address, { until: Date.now() + UNREACHABLE_MS, why: ce.rawMessage });
+    if (ce && typeof code === "string" && CONNECT_FAILURES.has(code)) holdOff(address, ce.rawMessage);
     return fromConnectError(ce ?? e);
   }
   async function* translated<T>(address: string, it: () => AsyncIterable<T>): AsyncIterable<T> {
-    reachable(address);
+    await reachable(address);
     try {
       yield* it();
     } catch (e) {
@@ -103,7 +133,7 @@ export function createPeerReads(pool: PeerPool, bulk?: BulkClient): PeerReads {
   }
   return {
     async range(address, f, offset, length) {
-      reachable(address);
+      await reachable(address);
       try {
         return (await pool.get(address).read({ ...wire(f), offset: BigInt(offset), length: BigInt(length) })).data;
       } catch (e) {
@@ -112,7 +142,7 @@ export function createPeerReads(pool: PeerPool, bulk?: BulkClient): PeerReads {
     },
     async *file(address, f, part) {
       if (bulk && !part?.holes && (noBulk.get(address) ?? 0) < Date.now()) {
-        reachable(address);
+        await reachable(address);
         try {
           return yield* bulk.read(address, f, part?.offset ?? 0, part?.length ?? 0, part?.signal);
         } catch (e) {
@@ -126,7 +156,7 @@ export function createPeerReads(pool: PeerPool, bulk?: BulkClient): PeerReads {
     },
     async fileInto(address, f, part, limit, sink) {
       if (!bulk || part.holes || (noBulk.get(address) ?? 0) >= Date.now()) return false;
-      reachable(address);
+      await reachable(address);
       try {
         return await bulk.readInto(address, f, part.offset, part.length ?? 0, limit, sink, part.signal);
       } catch (e) {

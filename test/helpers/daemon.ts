@@ -37,6 +37,8 @@ export interface DaemonSpec {
   uid?: number;
   /** How long its start may take before the mount is given up on: longer for a start-up scan of many files. */
   mountWithinMs?: number;
+  /** Its peer port (a restart at the same address); a free one otherwise. */
+  port?: number;
 }
 
 /** The pid of the private redis-server a daemon started without -u (from its log; NaN when it logged none). */
@@ -50,7 +52,7 @@ export async function startDaemon(spec: DaemonSpec): Promise<TestDaemon> {
   const mnt = spec.mnt ?? join(spec.base, `${spec.name}-mnt`);
   const cache = join(spec.base, `${spec.name}-cache`);
   mkdirSync(root, { recursive: true });
-  const port = await freePort();
+  const port = spec.port ?? (await freePort());
   const logPath = join(spec.base, `${spec.name}.log`);
   writeFileSync(logPath, "");
   const secret = join(spec.base, "cluster-secret");

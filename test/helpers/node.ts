@@ -9,8 +9,8 @@ export interface Cluster {
   readonly base: string;
   /** The running daemons, in the order of the names given (replace an entry after a restart). */
   readonly nodes: TestDaemon[];
-  /** Start (again) the node of this name on the cluster's Redis. */
-  start(name: string): Promise<TestDaemon>;
+  /** Start (again) the node of this name on the cluster's Redis (at port: the address it had). */
+  start(name: string, port?: number): Promise<TestDaemon>;
 }
 
 /**
@@ -30,7 +30,7 @@ export function useCluster(tag: string, names: string[], args: Record<string, st
       return t!.path;
     },
     nodes,
-    start: (name) => startDaemon({ base: t!.path, name, redisUrl: redis!.url, args: args[name] }),
+    start: (name, port) => startDaemon({ base: t!.path, name, redisUrl: redis!.url, args: args[name], ...(port === undefined ? {} : { port }) }),
   };
   beforeAll(async () => {
     t = tempDir(tag);
