@@ -56,6 +56,8 @@ const ACK_SETTLE_MS = 250;
 const RACED_MS = 100;
 /** Longest an open waits for the kernel to drop names it may still hold of a renamed file (an open holds no directory lock). */
 const FORGET_NAMES_MS = 1000;
+/** Names and inodes a node's kernel is told to drop at once when it drops everything it holds (forgetAll). */
+const FORGET_BATCH = 256;
 const NODE_TTL_MS = 15_000;
 /** How long the bytes of a file unlinked while read in ranges elsewhere stay after its last read. */
 const UNLINKED_KEEP_MS = 5 * 60_000;
@@ -420,8 +422,17 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     /** Drop what this node and its kernel cache of the namespace: a change may have gone unheard. */
     const forgetAll = () => {
       vfs.resync();
-      const k = vfs.takeKernelState();
-      session?.invalidateMany(k.names, k.inodes);
+      const { names, inodes } = vfs.takeKernelState();
+      void (async () => {
+        // A batch at a time, each once the one before reached the kernel: an invalidation a request
+        // waits for (an open's refresh) is queued behind one batch, not behind every file the kernel
+        // knows. Attributes only: an open of another version drops the pages (KernelView.opened).
+        for (let i = 0; session && (i < names.length || i < inodes.length); i += FORGET_BATCH) {
+          session.invalidateMany(names.slice(i, i + FORGET_BATCH), []);
+          for (const ino of inodes.slice(i, i + FORGET_BATCH)) session.invalidateAttrs(ino);
+          await session.flushInvalidations();
+        }
+      })();
     };
     afterRollback = async (how, closing) => {
       if (how === "behind") {

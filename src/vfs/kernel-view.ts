@@ -97,8 +97,8 @@ export interface KernelView {
   mayHaveEntry(parent: number, name: string): boolean;
   /**
    * Everything the kernel may cache, for it to drop (a change may have gone unheard): every name it
-   * was given, forgotten here, and every inode whose attributes and pages it may hold, those open
-   * here held back to their last close (see changedElsewhere).
+   * was given, forgotten here, and every inode whose attributes it may hold, those open here held
+   * back to their last close (see changedElsewhere).
    */
   takeAll(): { names: [number, string][]; inodes: number[] };
   /** An open at version: whether the kernel's cached pages of ino stay valid (same version as the last open). */
