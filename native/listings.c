@@ -73,6 +73,8 @@ void listings_allow_unlisted(void) { unlisted_ok = 1; }
 
 void mcfs_listing_trust_for(int ms) { atomic_store(&trusted_until, ms > 0 ? now_ns() + (int64_t)ms * 1000000 : 0); }
 
+int listing_trusted(void) { return now_ns() < atomic_load(&trusted_until); }
+
 static uint64_t name_hash(const char *name)
 {
 	uint64_t h = 1469598103934665603ull;
@@ -351,7 +353,7 @@ int listing_try_absent(fuse_req_t req, uint64_t parent, const char *name)
 	/* Longer names are JS's to refuse (ENAMETOOLONG). */
 	if (strlen(name) > 255)
 		return 0;
-	if (now_ns() >= atomic_load(&trusted_until))
+	if (!listing_trusted())
 		return 0;
 	pthread_rwlock_rdlock(&lock);
 	struct dir *d = *dir_at(parent);

@@ -88,6 +88,11 @@ int listing_try_absent(fuse_req_t req, uint64_t parent, const char *name); /* 1:
 int listing_claim(uint64_t parent, const char *name, int *dirfd, uint32_t *mode, uint32_t *gid);
 void listing_unclaim(uint64_t parent, const char *name); /* the file was not made after all */
 void listings_allow_unlisted(void); /* a node of a cluster: directories handed to make files in, without names */
+int listing_trusted(void);          /* what this node watches is shown current now (mcfs_listing_trust_for) */
+
+/* grants.c: read-only opens answered without JS, of files JS granted (see there). */
+int grants_try_open(fuse_req_t req, uint64_t ino, struct fuse_file_info *fi); /* 1: answered here */
+void grants_reset(void);
 
 /* creates.c: creates answered without JS (see there). */
 int creates_try(fuse_req_t req, uint64_t parent, const char *name, mode_t mode, struct fuse_file_info *fi);

@@ -1,6 +1,7 @@
 /*
  * The libfuse low-level handlers. Each one either answers in C (the fd fast path in io.c, names JS
- * handed entries.c, names missing from listings JS handed listings.c, xattrs mcfs never stores,
+ * handed entries.c, names missing from listings JS handed listings.c, opens of files JS granted
+ * grants.c, xattrs mcfs never stores,
  * forgets, a sole node's flushes) or fills its operation's arguments (named in mcfs_abi.h, from
  * src/fuse/abi.ts) and queues the request for JS. The strings go first and second in the order abi.ts
  * names them.
@@ -105,6 +106,8 @@ static void ll_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 
 static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	if (grants_try_open(req, ino, fi))
+		return;
 	REQ(OP_OPEN);
 	h.open.flags = (uint32_t)fi->flags;
 	queue_put(req, &h, NULL, NULL, NULL, 0);

@@ -52,6 +52,7 @@ int mcfs_start(const char *mountpoint, const char *opts, int debug, int single, 
 	ids_reset();
 	io_reset();
 	mcfs_entry_clear();
+	grants_reset();
 	int wake_r = queue_open(wake);
 	if (wake_r < 0)
 		return wake_r;

@@ -91,7 +91,7 @@ describe("disk tier on a failing disk", () => {
     const demoted: boolean[] = [];
     fs.mkdirSync(join(disk!, "cache2"));
     const dir = openLocalDir(join(disk!, "cache2"));
-    const ram = createCopyCache({ dir, ramBytes: 8 << 20, ramMaxFileBytes: 8 << 20, ramMaxFiles: 10, diskBytes: 1 << 30, onEvict: (i, v, t) => evicted.push([i, v, t]), onDemote: (failed) => demoted.push(failed) });
+    const ram = createCopyCache({ dir, ramBytes: 8 << 20, ramMaxFileBytes: 8 << 20, ramMaxFiles: 10, diskBytes: 1 << 30, onEvict: (i, v, t) => evicted.push([i, v, t]), onDemote: (_ino, failed) => demoted.push(failed) });
     try {
       for (const ino of [3, 4]) {
         const p = ram.begin(ino, 1, 6 << 20)!;

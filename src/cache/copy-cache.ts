@@ -107,7 +107,7 @@ export interface CopyCacheOptions {
   /** A copy was evicted: it must no longer be listed as a holder. */
   onEvict(ino: number, version: number, tier: "ram" | "disk"): void;
   /** A RAM copy moved to the disk tier (still held); failed: its bytes could not be written there, and it was evicted. */
-  onDemote?(failed: boolean): void;
+  onDemote?(ino: number, failed: boolean): void;
 }
 
 /**
@@ -274,7 +274,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
           e.file = file;
           fs.closeSync(e.fd!);
           delete e.fd;
-          o.onDemote?.(false);
+          o.onDemote?.(e.ino, false);
           return;
         } catch {
           // Evicted below, as when its bytes could not be written.
@@ -283,7 +283,7 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
       if (dst !== undefined) removeBehind(part);
       if (here) {
         drop(disk, e);
-        o.onDemote?.(true);
+        o.onDemote?.(e.ino, true);
       }
     };
     o.dir.openFileAsync(part, O_RDWR | O_CREAT | O_EXCL, 0o600).then(

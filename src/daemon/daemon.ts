@@ -80,7 +80,7 @@ function freeSpace(rootPath: string): { free?: number } {
 }
 
 /** Counters the shim keeps and gauges of state, brought up to date before each scrape. */
-const shimSeen = new WeakMap<FuseSession, { readBytes: number; writeBytes: number; passthroughOpens: number; lookups: number; getattrs: number; absent: number; creates: number; flushes: number }>();
+const shimSeen = new WeakMap<FuseSession, { readBytes: number; writeBytes: number; passthroughOpens: number; lookups: number; getattrs: number; absent: number; creates: number; opens: number; flushes: number }>();
 const unreadSeen = new WeakMap<CopyCache, number>();
 /** How long a scrape waits for Redis to count the nodes before it answers without. */
 const NODES_SCRAPE_MS = 1_000;
@@ -90,19 +90,21 @@ async function refreshGauges(m: Metrics, session: FuseSession, vfs: Vfs, copies:
   const getattrs = session.shimGetattrs();
   const absent = session.shimAbsent();
   const creates = session.shimCreates();
+  const opens = session.shimOpens();
   const flushes = session.flushRequests();
-  const last = shimSeen.get(session) ?? { readBytes: 0, writeBytes: 0, passthroughOpens: 0, lookups: 0, getattrs: 0, absent: 0, creates: 0, flushes: 0 };
+  const last = shimSeen.get(session) ?? { readBytes: 0, writeBytes: 0, passthroughOpens: 0, lookups: 0, getattrs: 0, absent: 0, creates: 0, opens: 0, flushes: 0 };
   m.readBytes.inc({ source: "local" }, io.readBytes - last.readBytes);
   m.writtenBytes.inc(io.writeBytes - last.writeBytes);
   m.shimLookups.inc(lookups - last.lookups);
   m.shimGetattrs.inc(getattrs - last.getattrs);
   m.shimAbsent.inc(absent - last.absent);
   m.shimCreates.inc(creates - last.creates);
+  m.shimOpens.inc(opens - last.opens);
   m.fuseFlushes.inc(flushes - last.flushes);
   m.fuseKillPrivileges.set(session.killPrivileges() ? 1 : 0);
   m.fusePassthrough.set(session.passthrough() ? 1 : 0);
   m.passthroughOpens.inc(io.passthroughOpens - last.passthroughOpens);
-  shimSeen.set(session, { ...io, lookups, getattrs, absent, creates, flushes });
+  shimSeen.set(session, { ...io, lookups, getattrs, absent, creates, opens, flushes });
   m.openFiles.set(vfs.openFiles);
   if (copies) {
     const unread = copies.ahead().evictedUnread;
@@ -253,10 +255,16 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         ramMaxFiles: Math.floor(openFileLimit() / 2),
         diskBytes: cfg.diskCacheBytes,
         onEvict: (ino, version, tier) => {
+          // A grant's dup would keep the copy: the next open goes to JS.
+          session?.grants.revoke(ino);
           m?.cacheEvictions.inc({ tier });
           listing.evicted(ino, version);
         },
-        onDemote: (failed) => m?.cacheDemotions.inc({ result: failed ? "failed" : "moved" }),
+        onDemote: (ino, failed) => {
+          // A grant's dup would keep the RAM copy's memory: opens go to JS, which opens the disk copy.
+          session?.grants.revoke(ino);
+          m?.cacheDemotions.inc({ result: failed ? "failed" : "moved" });
+        },
       });
       cleanups.push(async () => cache.close());
       const rpcSeen = (side: string) => (method: string, code: string, s: number) => {
@@ -393,6 +401,12 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
           return false;
         },
         elsewhere: (dir) => session?.creates.elsewhere(dir),
+      },
+      shimGrants: {
+        grant: (ino, fd, id, version, size, copy) => session?.grants.grant(ino, fd, id, version, size, copy) ?? false,
+        revoke: (ino) => session?.grants.revoke(ino),
+        clear: () => session?.grants.clear(),
+        supply: (fhs) => session?.grants.supply(fhs),
       },
       dropKernelInode: (ino) => session?.invalidateMany([], [ino]),
       entryAnswering: (ino) => session?.entryAnswering(ino),

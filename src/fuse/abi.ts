@@ -74,6 +74,11 @@ export const OPS = {
   created: { code: 30, args: ["flags", "mode", "newIno", "fd", "gid", "timeNs"], strings: ["name"] },
   /** A fallocate of a file that may have setuid or setgid (killpriv.c): JS takes them, then the shim does it (mcfs_reply_fallocate). */
   fallocate: { code: 31, args: ["mode", "offset", "length"], strings: [] },
+  /**
+   * A read-only open the shim answered itself from a grant (id 0; header fh: the handle it took):
+   * the handle's fd (a dup of the grant's), the grant's id, version, size and copy flag (grants.c).
+   */
+  opened: { code: 32, args: ["fd", "grant", "version", "size", "copy"], strings: [] },
 } as const satisfies Record<string, OpSpec>;
 
 export type OpName = keyof typeof OPS;
@@ -178,4 +183,9 @@ export const SHIM_FUNCTIONS = {
   mcfs_notes_pushed: { returns: "uint64_t", args: [] },
   mcfs_notes_done: { returns: "uint64_t", args: [] },
   mcfs_notes_want: { returns: "int", args: ["uint64_t up_to"] },
+  mcfs_grant: { returns: "int", args: ["uint64_t ino", "int fd", "uint64_t id", "uint64_t version", "uint64_t size", "uint32_t copy"] },
+  mcfs_grant_revoke: { returns: "void", args: ["uint64_t ino"] },
+  mcfs_grant_clear: { returns: "void", args: [] },
+  mcfs_grant_fhs: { returns: "int", args: ["const uint64_t *fhs", "int n"] },
+  mcfs_grant_opens: { returns: "uint64_t", args: [] },
 } as const;

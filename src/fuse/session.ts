@@ -4,7 +4,7 @@ import { accessSync, closeSync, constants, readFileSync } from "node:fs";
 import { detachMount, findMount, stillMounted } from "./mountpoint.ts";
 import { isRoot } from "./fusermount.ts";
 import { ATTR, DIRENT_AFTER_ATTR, IO_COUNTERS, KIT_BYTES, KIT_MARK_AT, OPEN_FLAGS, OPS, REQ_ARGS_AT, REQ_HEADER_BYTES, SETATTR_KILL_PRIVILEGES, STATFS, reqOffset, type OpName } from "./abi.ts";
-import type { Attr, Caller, DirEntry, FileSystem, OpenReply, SeenFile, SetAttr, ShimCreates, ShimEntries } from "./types.ts";
+import type { Attr, Caller, DirEntry, FileSystem, OpenReply, SeenFile, SetAttr, ShimCreates, ShimEntries, ShimGrants } from "./types.ts";
 import { E, toErrno } from "../util/errno.ts";
 import { cstr } from "../util/c-string.ts";
 
@@ -176,6 +176,9 @@ export interface FuseSession {
   /** Files the shim made itself (ShimCreates). */
   shimCreates(): number;
   readonly creates: ShimCreates;
+  /** Opens the shim answered itself (ShimGrants). */
+  shimOpens(): number;
+  readonly grants: ShimGrants;
   /** Reads of fh are no longer served from its fd by the shim: they come to the filesystem (which keeps the fd open until release). */
   detach(fh: number): void;
   /** The filesystem changed fh's file itself: its next flush comes to the filesystem even if the shim served no write. */
@@ -352,6 +355,10 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
       await fs.release(r.c, r.ino, r.fh, r.dirty !== 0n, seenOf(r));
       // Id 0: a clean release the shim answered itself (the kernel waits for nothing).
       if (r.id !== 0) ok(r.id);
+    },
+    opened: async (r) => {
+      if (!fs.opened) throw new Error("a grant was made for a FileSystem that takes in no opens");
+      fs.opened(r.c, r.ino, { fh: r.fh, fd: Number(r.fd), grant: Number(r.grant), version: Number(r.version), size: Number(r.size), copy: r.copy !== 0n });
     },
     created: async (r) => {
       await fs.created!(r.c, r.ino, r.name, { ino: Number(r.newIno), fh: r.fh, fd: Number(r.fd), mode: Number(r.mode), flags: Number(r.flags), gid: Number(r.gid), time: r.timeNs });
@@ -632,6 +639,15 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     markPrivileged: (ino) => shim.mcfs_killpriv_mark(BigInt(ino)),
     shimAbsent: () => Number(shim.mcfs_listing_absent_hits()),
     shimCreates: () => Number(shim.mcfs_creates_made()),
+    shimOpens: () => Number(shim.mcfs_grant_opens()),
+    grants: {
+      grant: (ino, fd, id, version, size, copy) => shim.mcfs_grant(ino, fd, id, version, size, copy ? 1 : 0) === 0,
+      revoke: (ino) => shim.mcfs_grant_revoke(ino),
+      clear: () => shim.mcfs_grant_clear(),
+      supply(fhs) {
+        if (fhs.length) shim.mcfs_grant_fhs(new BigUint64Array(fhs.map(BigInt)), fhs.length);
+      },
+    },
     creates: {
       supply(kits) {
         const buf = new Uint8Array(Math.max(1, kits.length) * KIT_BYTES);

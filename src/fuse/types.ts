@@ -154,6 +154,31 @@ export interface ShimCreates {
   elsewhere(dir: number): void;
 }
 
+/**
+ * Read-only opens the FUSE shim answers itself (native/grants.c): of an inode granted, with a dup of
+ * the fd granted, while ShimEntries.trustFor holds. A grant stands until revoked: revoke before
+ * anything that would make an open of that inode read other bytes.
+ */
+export interface ShimGrants {
+  /** Opens of ino are answered with fd's bytes (the shim keeps a dup), told as grant id; false when the shim holds too many. */
+  grant(ino: number, fd: number, id: number, version: number, size: number, copy: boolean): boolean;
+  /** Opens of ino come to the filesystem from now on; those answered before are taken in before any request after. */
+  revoke(ino: number): void;
+  clear(): void;
+  /** Handle numbers for the opens answered there (one each). */
+  supply(fhs: number[]): void;
+}
+
+/** A read-only open the shim answered from a grant: the handle it took, a dup of the granted fd, the grant's id, version, size and copy flag. */
+export interface OpenedInShim {
+  fh: number;
+  fd: number;
+  grant: number;
+  version: number;
+  size: number;
+  copy: boolean;
+}
+
 /** A file the shim made and answered the create of (ShimCreates): from the kit it took, its local file open as fd. */
 export interface MadeInShim {
   ino: number;
@@ -205,4 +230,6 @@ export interface FileSystem {
   access(c: Caller, ino: number, mask: number): Promise<void>;
   /** A file the shim made (ShimCreates): taken in before any other request, the kernel has it already. */
   created?(c: Caller, parent: number, name: string, made: MadeInShim): Promise<void>;
+  /** A read-only open the shim answered from a grant (ShimGrants): taken in at once, the kernel has the handle already. */
+  opened?(c: Caller, ino: number, o: OpenedInShim): void;
 }

@@ -1,6 +1,7 @@
 import type { DirMarks } from "./dir-marks.ts";
 import type { OpenWatches, Watched } from "./open-watches.ts";
-import type { Caller, SeenFile, ShimCreates, ShimEntries } from "../fuse/types.ts";
+import type { Caller, SeenFile, ShimCreates, ShimEntries, ShimGrants } from "../fuse/types.ts";
+import type { OpenGrants } from "./open-grants.ts";
 import type { LocalDir } from "../local/local-dir.ts";
 import type { Inode, MetadataStore, Removed } from "../meta/store.ts";
 import type { Logger } from "../util/log.ts";
@@ -62,6 +63,8 @@ export interface VfsOptions {
   shimEntries?: ShimEntries;
   /** Files the FUSE shim may make itself (a sole node's): it is handed what it needs for them. */
   shimCreates?: ShimCreates;
+  /** Read-only opens the FUSE shim may answer itself (a cluster node's, of files it watches). */
+  shimGrants?: ShimGrants;
   /** Make the kernel forget names it may hold; resolves once it has (false: not in time). */
   forgetKernelNames?: (names: [number, string][]) => Promise<boolean>;
   /** Make the kernel forget a name it cached (it now leads to another file). */
@@ -100,6 +103,8 @@ export interface VfsContext {
   readonly policy: WritePolicy;
   /** Unlinked while open here: purged at the last close. */
   readonly purgeOnClose: Set<number>;
+  /** Read-only opens granted to the FUSE shim (a cluster node's). */
+  readonly grants?: OpenGrants;
   /**
    * Creates by path hold it shared from the path they read to the file made; a rename that may move
    * directories holds it alone, here or applied from another node's (local-todo.ts).

@@ -30,7 +30,16 @@ const MOVED_WAIT_MS = 2_000;
 /** How long a reader of another version open here is waited for to close before it is superseded. */
 const SUPERSEDE_WAIT_MS = 200;
 
-type FileOps = Pick<FileSystem, "open" | "create" | "read" | "write" | "fallocating" | "flush" | "release" | "fsync" | "created">;
+type FileOps = Pick<FileSystem, "open" | "create" | "read" | "write" | "fallocating" | "flush" | "release" | "fsync" | "created" | "opened">;
+
+/**
+ * Records of the grants made (by id), for the opens the shim answers from them: kept past a revoke,
+ * as such an open may be taken in after it. The oldest go past this many, far more than opens can
+ * be under way meanwhile.
+ */
+const GRANT_RECORDS_MAX = 8192;
+/** Handle numbers the shim holds for the opens it answers from grants. */
+const GRANT_FHS = 64;
 
 /** What open() learned of an inode: its record, its holders, and whether this node holds its bytes. */
 interface Found {
@@ -59,6 +68,26 @@ interface Opened {
 export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
   const { store, root, nodeId, paths, cache, kernel, o } = ctx;
   const remote = o.remote;
+  const grants = ctx.grants;
+  const granted = new Map<number, Inode>();
+  let grantSeq = 0;
+
+  /**
+   * Let the shim answer the next read-only opens of r's inode with fd (h's), while nothing changes
+   * it: only while this node watches the file at this very version (every change elsewhere waits
+   * for this node, which revokes the grant when it hears it, see the watches' drop in vfs.ts), reads
+   * whole bytes from one fd, and no writer of it is open here (a writer's open revokes it).
+   */
+  function grant(h: Handle, r: Inode, asked: number): void {
+    if (!grants || h.fd < 0 || h.ranges || h.superseded || h.cutFrom !== undefined || !h.reads || asked & O_DIRECT || r.nlink === 0) return;
+    if (ctx.open.hasWriter(r.ino) || !store.watchesHold() || cache.watches.get(r.ino)?.r.version !== r.version || grants.versionOf(r.ino) === r.version) return;
+    // Handed with the first grant: the shim is running by then.
+    if (grantSeq === 0) grants.supply(Array.from({ length: GRANT_FHS }, () => ctx.open.reserveFh()));
+    const id = ++grantSeq;
+    if (!grants.grant(r.ino, h.fd, id, r.version, h.reads.size, h.reads.copy)) return;
+    granted.set(id, r);
+    if (granted.size > GRANT_RECORDS_MAX) granted.delete(granted.keys().next().value!);
+  }
 
   /**
    * Close-to-open: with other nodes about, open() reads the record and its holders fresh. watch: and
@@ -444,6 +473,8 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       const flags = (asked & O_ACCMODE) === O_RDONLY && asked & O_TRUNC ? (asked & ~O_ACCMODE) | O_RDWR : asked;
       const acc = flags & O_ACCMODE;
       const writable = acc === O_WRONLY || acc === O_RDWR;
+      // Readers here read what a writer here writes from now on: not a grant's bytes.
+      if (writable) grants?.revoke(ino);
       // Before the record is read: the bytes to write over are those of the last writer's close.
       const leased = writable && !!remote && (await ctx.turns.take(ino));
       // A change heard before this handle makes the inode open here updates no open file's record.
@@ -467,6 +498,8 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       const h: Handle = { ino, fd, writable, dirty: false, ...(ranges ? { ranges } : {}), ...(writable ? (a.path === undefined ? {} : { at: a.path }) : { reads: { version: r.version, size: r.size, copy: got !== undefined } }) };
       const overwrites = remote && writable && !(flags & O_TRUNC) && !ctx.open.hasWriter(ino);
       const fh = ctx.open.add(h, r);
+      // Again: a reader's open that was under way may have granted it meanwhile.
+      if (writable) grants?.revoke(ino);
       if (!remote) r = caughtUp(h, r);
       heard.cancel();
       // Another node's change heard while the record was read: the handle's record (which its
@@ -501,6 +534,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       }
       // Pages cached by the kernel stay valid while the version is the one they were read at.
       const keepCache = kernel.opened(ino, r.version);
+      if (!writable) grant(h, r, asked);
       const follow = (listen: Listen) => ranges && followRanges(h, ranges, listen);
       return {
         fh,
@@ -552,6 +586,28 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       ctx.open.add({ ino: r.ino, fd: m.fd, writable: true, dirty: false, ...(path !== undefined ? { at: path } : {}) }, r, m.fh);
       kernel.opened(r.ino, r.version);
       kernel.toldByShim(parent, name, r);
+    },
+
+    opened(_c, ino, m) {
+      grants?.supply([ctx.open.reserveFh()]);
+      // Revoked before this was taken in (a change came meanwhile): the record the node has now, the
+      // open inode's if it is open; the handle moves to that version at its next read.
+      const stands = grants?.stands(ino, m.grant) === true;
+      const r = (stands ? granted.get(m.grant) : ctx.open.inode(ino)?.rec ?? cache.fresh(ino) ?? granted.get(m.grant)) ?? ctx.open.inode(ino)?.rec;
+      if (!r) {
+        // Never so (records outlive their grants by far): its handle fails from now on.
+        o.detachHandle?.(m.fh);
+        fs.closeSync(m.fd);
+        ctx.log.error({ op: "open", ino, grant: m.grant }, "the shim answered an open from a grant whose record is gone");
+        return;
+      }
+      const h: Handle = { ino, fd: m.fd, writable: false, dirty: false, reads: { version: m.version, size: m.size, copy: m.copy } };
+      ctx.open.add(h, r, m.fh);
+      if (!stands) {
+        h.superseded = true;
+        o.detachHandle?.(m.fh);
+      } else supersede(h, m.version);
+      kernel.opened(ino, m.version);
     },
 
     async read(_c, ino, fh, offset, size) {

@@ -295,7 +295,8 @@ export function createKernelView(o: {
       // Read here at an older version while a newer one was published: the kernel's size stays that
       // of the bytes the last open reads, or a read under way would end at the new size, cut short.
       let last: Handle["reads"];
-      for (const h of open.handles.keys()) last = h.reads ?? last;
+      // A superseded one reads the version opened since at its next read.
+      for (const h of open.handles.keys()) if (!h.superseded) last = h.reads ?? last;
       if (last && last.version !== r.version) {
         a.size = last.size;
         t.version = last.version;

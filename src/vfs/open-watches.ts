@@ -77,3 +77,27 @@ export function createOpenWatches<T>(limit: number): OpenWatches<T> {
     },
   };
 }
+
+/**
+ * w, telling `ended` of every file whose watch it drops (one ino) or clears (none): what was granted
+ * on the strength of a watch (the shim's opens) must go with it.
+ */
+export function endingWith<T>(w: OpenWatches<T>, ended: (ino?: number) => void): OpenWatches<T> {
+  return {
+    asking: (ino) => w.asking(ino),
+    keep: (asked, value) => w.keep(asked, value),
+    get: (ino) => w.get(ino),
+    drop(inos) {
+      const all = [...inos];
+      for (const ino of all) ended(ino);
+      w.drop(all);
+    },
+    clear() {
+      ended();
+      w.clear();
+    },
+    get size() {
+      return w.size;
+    },
+  };
+}

@@ -20,6 +20,8 @@ import { linkLocal } from "./local-files.ts";
 import { createMetaCache, type MetaMirror } from "./meta-cache.ts";
 import { checkRoom, createNamespaceOps } from "./namespace-ops.ts";
 import { createOpenFiles, CUT_STATE, publishedLive, type Handle } from "./open-files.ts";
+import { createWatches, endingWith } from "./open-watches.ts";
+import { createOpenGrants } from "./open-grants.ts";
 import { createPathCache } from "./paths.ts";
 import { createWriteAtClose, createWriteBehind } from "./write-policy.ts";
 import { createHeldCreates } from "./held-creates.ts";
@@ -126,7 +128,10 @@ export function createVfs(o: VfsOptions): Vfs {
     },
   };
   if (shim && o.remote) store.onWatchesHold?.(shim.trustFor);
-  const cache = createMetaCache({ store, paths, attrCacheMs: o.attrCacheMs, skipPrefetch: (ino) => open.inode(ino) !== undefined, onDirChanged: open.dirChanged, watchDirs: !!o.remote, ...(mirror ? { mirror } : {}), ...(o.watches ? { watches: o.watches } : {}) });
+  // The shim's opens from grants go with the watches they stand on (file-ops grant).
+  const grants = o.remote && o.shimGrants ? createOpenGrants(o.shimGrants) : undefined;
+  const watches = grants ? endingWith(o.watches ?? createWatches(), (ino) => (ino === undefined ? grants.clear() : grants.revoke(ino))) : o.watches;
+  const cache = createMetaCache({ store, paths, attrCacheMs: o.attrCacheMs, skipPrefetch: (ino) => open.inode(ino) !== undefined, onDirChanged: open.dirChanged, watchDirs: !!o.remote, ...(mirror ? { mirror } : {}), ...(watches ? { watches } : {}) });
   const changes = createDataChanges();
   const purgeOnClose = new Set<number>();
   const writtenHere = createRecentSet<number>(WRITTEN_HERE_KEPT);
@@ -247,6 +252,7 @@ export function createVfs(o: VfsOptions): Vfs {
 
   const ctx: VfsContext = {
     o, store, root, nodeId, log, paths, cache, open, changes, inos, purgeOnClose, writtenHere,
+    ...(grants ? { grants } : {}),
     localDirs: o.localDirs,
     makingAt,
     dirMarks,
