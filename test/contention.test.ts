@@ -62,12 +62,16 @@ for (let i = 0; i < Number(n); i++) {
   fs.closeSync(fd);
 }`;
 
-/** readFileSync: a size from fstat, then several FUSE reads (the kernel asks 128 KiB at a time). */
+/**
+ * readFileSync: a size from fstat, then several FUSE reads (the kernel asks 128 KiB at a time). At
+ * least n of them, and on until the writers are done (the file stop exists), once more after that.
+ */
 const BIG_READER = `
 const fs = require("node:fs");
-const [f, n] = process.argv.slice(-2);
+const [f, n, stop] = process.argv.slice(-3);
 const seen = {};
-for (let i = 0; i < Number(n); i++) {
+for (let i = 0, last = false; !last; i++) {
+  last = i >= Number(n) && fs.existsSync(stop);
   const d = fs.readFileSync(f);
   const k = d.length === 0 ? "empty" : d.length !== 300000 ? "short" : d.some((b) => b !== d[0]) ? "mixed" : "whole";
   seen[k] = (seen[k] ?? 0) + 1;
@@ -82,14 +86,16 @@ describe.skipIf(!!skip)("contention: two nodes rewrite a file of several FUSE re
   test("every read is one write's whole content or the empty file O_TRUNC made: never cut short, never two writes mixed", async () => {
     const [a, b, c] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
     fs.writeFileSync(join(a.mnt, "big"), Buffer.alloc(300000, 1));
-    const writers = [runScript(BIG_WRITER, join(a.mnt, "big"), "300", "65"), runScript(BIG_WRITER, join(b.mnt, "big"), "300", "97")];
-    const r = await runScript(BIG_READER, join(c.mnt, "big"), "600");
-    for (const w of await Promise.all(writers)) expect(w.err).toBe("");
+    const stop = join(cluster.base, "big-writers-done");
+    const writers = Promise.all([runScript(BIG_WRITER, join(a.mnt, "big"), "300", "65"), runScript(BIG_WRITER, join(b.mnt, "big"), "300", "97")]).finally(() => fs.writeFileSync(stop, ""));
+    const r = await runScript(BIG_READER, join(c.mnt, "big"), "600", stop);
+    for (const w of await writers) expect(w.err).toBe("");
     expect(r.err).toBe("");
     const seen = JSON.parse(r.out) as Record<string, number>;
     console.log(`reader on the third node: ${r.out.trim()}`);
     expect(seen.short ?? 0).toBe(0);
     expect(seen.mixed ?? 0).toBe(0);
+    // The last read came after the last close: the whole of what it wrote.
     expect(seen.whole).toBeGreaterThan(0);
   }, 120_000);
 });

@@ -408,6 +408,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         clear: () => session?.grants.clear(),
         supply: (fhs) => session?.grants.supply(fhs),
       },
+      takeShimNotes: () => session?.takeQueued(),
       dropKernelInode: (ino) => session?.invalidateMany([], [ino]),
       entryAnswering: (ino) => session?.entryAnswering(ino),
       privileged: (ino, path) => {

@@ -410,7 +410,9 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
   function admit(op: OpName, r: Req<OpName>, name: string) {
     const wait = afterNotes;
     const note = r.id === 0 && (op === "flush" || op === "created" || (op === "release" && (r as Req<"release">).dirty !== 0n));
-    if (!wait && !note) return void dispatch(op, r, name);
+    // An open the shim answered is taken in at once (its handler waits for nothing): an open of a
+    // newer version must find its handle to supersede it (file-ops). Its release comes after it.
+    if ((!wait && !note) || op === "opened") return void dispatch(op, r, name);
     const run = wait ? wait.then(() => dispatch(op, r, name)) : dispatch(op, r, name);
     if (!note) return;
     const mine: Promise<void> = run.then(() => {

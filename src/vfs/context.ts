@@ -65,6 +65,8 @@ export interface VfsOptions {
   shimCreates?: ShimCreates;
   /** Read-only opens the FUSE shim may answer itself (a cluster node's, of files it watches). */
   shimGrants?: ShimGrants;
+  /** Take in now the opens (and closes) the shim answered itself and queued. */
+  takeShimNotes?: () => void;
   /** Make the kernel forget names it may hold; resolves once it has (false: not in time). */
   forgetKernelNames?: (names: [number, string][]) => Promise<boolean>;
   /** Make the kernel forget a name it cached (it now leads to another file). */

@@ -492,6 +492,9 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       // kernel has one page cache per inode. Readers mostly read and close at once: the older one is
       // given a moment to, rather than see the file change under it.
       if (!writable) {
+        // Handles of the opens the shim answered from a grant revoked since are taken in first: they
+        // are superseded with the others, before the kernel has this version.
+        if (grants) o.takeShimNotes?.();
         const copy = got !== undefined;
         await ctx.open.closedOf(ino, (o) => !!o.reads && !o.superseded && o.reads.version !== r.version && (o.reads.copy || copy), SUPERSEDE_WAIT_MS);
       }
@@ -590,10 +593,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
 
     opened(_c, ino, m) {
       grants?.supply([ctx.open.reserveFh()]);
-      // Revoked before this was taken in (a change came meanwhile): the record the node has now, the
-      // open inode's if it is open; the handle moves to that version at its next read.
-      const stands = grants?.stands(ino, m.grant) === true;
-      const r = (stands ? granted.get(m.grant) : ctx.open.inode(ino)?.rec ?? cache.fresh(ino) ?? granted.get(m.grant)) ?? ctx.open.inode(ino)?.rec;
+      const r = ctx.open.inode(ino)?.rec ?? granted.get(m.grant);
       if (!r) {
         // Never so (records outlive their grants by far): its handle fails from now on.
         o.detachHandle?.(m.fh);
@@ -603,10 +603,10 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       }
       const h: Handle = { ino, fd: m.fd, writable: false, dirty: false, reads: { version: m.version, size: m.size, copy: m.copy } };
       ctx.open.add(h, r, m.fh);
-      if (!stands) {
-        h.superseded = true;
-        o.detachHandle?.(m.fh);
-      } else supersede(h, m.version);
+      // Its grant revoked since (a change came meanwhile): it opened before the change returned, and
+      // reads its version as a reader that opened then through JS does; the open of the next version
+      // here takes it in first, gives it a moment to close, then supersedes it (open above).
+      if (grants?.stands(ino, m.grant)) supersede(h, m.version);
       kernel.opened(ino, m.version);
     },
 

@@ -169,6 +169,8 @@ export function createKernelView(o: {
   refused?: (ino: number) => void;
   /** An entry reply naming ino is on its way (KernelView.answering). */
   answering?: (ino: number) => void;
+  /** The kernel is given (or may hold) attributes of ino at version (UNKNOWN_VERSION: not known which). */
+  toldVersion?: (ino: number, version: number) => void;
   keptMax?: number;
 }): KernelView {
   const max = o.keptMax ?? KEPT_MAX;
@@ -270,6 +272,7 @@ export function createKernelView(o: {
   function telling(r: Inode): Told {
     const t = viewOf(r);
     t.version = r.version;
+    o.toldVersion?.(r.ino, r.version);
     t.gen = r.gen;
     t.perms = permsOf(r);
     return t;
@@ -300,6 +303,7 @@ export function createKernelView(o: {
       if (last && last.version !== r.version) {
         a.size = last.size;
         t.version = last.version;
+        o.toldVersion?.(r.ino, last.version);
         // The current size goes to the kernel at the last close.
         heldBack.add(r.ino);
       }
@@ -337,6 +341,7 @@ export function createKernelView(o: {
     given(r) {
       const t = told.get(r.ino);
       if (t && t.gen !== r.gen) return undefined;
+      o.toldVersion?.(r.ino, r.version);
       if (!t) {
         roomForInode();
         told.set(r.ino, { gen: r.gen, version: UNKNOWN_VERSION, perms: "", names: new Map() });
@@ -435,6 +440,7 @@ export function createKernelView(o: {
     refreshed(ino, version) {
       const t = told.get(ino);
       if (t) t.version = version;
+      o.toldVersion?.(ino, version);
     },
     changedElsewhere,
     closed(ino) {
@@ -442,6 +448,7 @@ export function createKernelView(o: {
       // What the kernel holds now is not known (a reply of the last getattr may have been dropped): refreshed at the next open.
       const t = told.get(ino);
       if (t) t.version = UNKNOWN_VERSION;
+      o.toldVersion?.(ino, UNKNOWN_VERSION);
       return true;
     },
     permsChanged: (r) => told.get(r.ino)?.perms !== permsOf(r),

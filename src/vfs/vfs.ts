@@ -263,6 +263,8 @@ export function createVfs(o: VfsOptions): Vfs {
       ...(o.forgetKernelNames ? { forgetNames: o.forgetKernelNames } : {}),
       ...(shim ? { refused: shim.dropInode } : {}),
       ...(o.entryAnswering ? { answering: o.entryAnswering } : {}),
+      // The shim's opens refresh nothing: one of a version whose attributes the kernel may not hold goes to JS (file-ops grant).
+      ...(grants ? { toldVersion: (ino: number, version: number) => void (grants.versionOf(ino) !== undefined && grants.versionOf(ino) !== version && grants.revoke(ino)) } : {}),
     }),
     turns: createWriteTurns({ store, nodeId, log, changes }),
     policy,
