@@ -403,6 +403,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         elsewhere: (dir) => session?.creates.elsewhere(dir),
       },
       shimGrants: {
+        // An eighth of the process's files: copies take half (each one fd), handles and sockets the rest.
+        limit: Math.min(session?.grants.limit ?? 2048, Math.floor(openFileLimit() / 8)),
         grant: (ino, fd, id, version, size, copy) => session?.grants.grant(ino, fd, id, version, size, copy) ?? false,
         revoke: (ino) => session?.grants.revoke(ino),
         clear: () => session?.grants.clear(),

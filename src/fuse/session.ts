@@ -206,6 +206,9 @@ export interface IoCounters {
   passthroughShared: number;
 }
 
+/** Grants the shim holds at most (GRANTS_MAX in native/grants.c). */
+const GRANTS_MAX = 2048;
+
 const enc = new TextEncoder();
 /**
  * Names are kept as text (Redis keys, JSON): one that is not UTF-8 cannot be stored as it is, and a
@@ -643,6 +646,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     shimCreates: () => Number(shim.mcfs_creates_made()),
     shimOpens: () => Number(shim.mcfs_grant_opens()),
     grants: {
+      limit: GRANTS_MAX,
       grant: (ino, fd, id, version, size, copy) => shim.mcfs_grant(ino, fd, id, version, size, copy ? 1 : 0) === 0,
       revoke: (ino) => shim.mcfs_grant_revoke(ino),
       clear: () => shim.mcfs_grant_clear(),

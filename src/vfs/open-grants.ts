@@ -13,17 +13,21 @@ export interface OpenGrants extends ShimGrants {
 
 export function createOpenGrants(shim: ShimGrants): OpenGrants {
   const standing = new Map<number, { id: number; version: number }>();
+  const revoke = (ino: number) => {
+    standing.delete(ino);
+    shim.revoke(ino);
+  };
   return {
+    limit: shim.limit,
     grant(ino, fd, id, version, size, copy) {
       standing.delete(ino);
+      // The one granted longest ago goes: each holds a file descriptor (ShimGrants.limit).
+      if (standing.size >= shim.limit) revoke(standing.keys().next().value!);
       if (!shim.grant(ino, fd, id, version, size, copy)) return false;
       standing.set(ino, { id, version });
       return true;
     },
-    revoke(ino) {
-      standing.delete(ino);
-      shim.revoke(ino);
-    },
+    revoke,
     clear() {
       standing.clear();
       shim.clear();
