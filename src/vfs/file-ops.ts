@@ -493,7 +493,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       // given a moment to, rather than see the file change under it.
       if (!writable) {
         // Handles of the opens the shim answered from a grant revoked since are taken in first: they
-        // are superseded with the others, before the kernel has this version.
+        // are waited for and superseded with the others, before the kernel has this version.
         if (grants) o.takeShimNotes?.();
         const copy = got !== undefined;
         await ctx.open.closedOf(ino, (o) => !!o.reads && !o.superseded && o.reads.version !== r.version && (o.reads.copy || copy), SUPERSEDE_WAIT_MS);
