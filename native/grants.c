@@ -22,7 +22,6 @@
 #include <unistd.h>
 
 #define GRANT_BUCKETS 4096
-#define GRANTS_MAX 2048
 #define SPARE_MAX 256
 
 struct grant {

@@ -34,6 +34,7 @@ import { createPeerReads } from "../peer/peer-reads.ts";
 import { startFuseSession, type FuseSession } from "../fuse/session.ts";
 import { prepareMountpoint } from "../fuse/mountpoint.ts";
 import { FUSE_CONF, isRoot, userAllowOther } from "../fuse/fusermount.ts";
+import { GRANTS_MAX } from "../fuse/abi.ts";
 import { E, FsError, errnoName, redisDiskFull, setUnexpectedErrorLogger } from "../util/errno.ts";
 import { redactUrl, type Logger } from "../util/log.ts";
 import { openFileLimit } from "../util/fd-limit.ts";
@@ -404,7 +405,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       },
       shimGrants: {
         // An eighth of the process's files: copies take half (each one fd), handles and sockets the rest.
-        limit: Math.min(session?.grants.limit ?? 2048, Math.floor(openFileLimit() / 8)),
+        limit: Math.min(GRANTS_MAX, Math.floor(openFileLimit() / 8)),
         grant: (ino, fd, id, version, size, copy) => session?.grants.grant(ino, fd, id, version, size, copy) ?? false,
         revoke: (ino) => session?.grants.revoke(ino),
         clear: () => session?.grants.clear(),

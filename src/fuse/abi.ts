@@ -115,6 +115,9 @@ export const SETATTR_KILL_PRIVILEGES = 1 << 30;
 export const KIT_BYTES = 64;
 export const KIT_MARK_AT = 16;
 
+/** Read-only opens the shim answers from grants (grants.c): grants it holds at most, each with a file descriptor. */
+export const GRANTS_MAX = 2048;
+
 /** Counters of reads and writes the shim served from local fds, uint64 each, in this order. */
 export const IO_COUNTERS = ["readOps", "readBytes", "writeOps", "writeBytes", "passthroughOpens", "passthroughShared"] as const;
 

@@ -3,7 +3,7 @@ import { loadShim, type Shim } from "./native.ts";
 import { accessSync, closeSync, constants, readFileSync } from "node:fs";
 import { detachMount, findMount, stillMounted } from "./mountpoint.ts";
 import { isRoot } from "./fusermount.ts";
-import { ATTR, DIRENT_AFTER_ATTR, IO_COUNTERS, KIT_BYTES, KIT_MARK_AT, OPEN_FLAGS, OPS, REQ_ARGS_AT, REQ_HEADER_BYTES, SETATTR_KILL_PRIVILEGES, STATFS, reqOffset, type OpName } from "./abi.ts";
+import { ATTR, DIRENT_AFTER_ATTR, GRANTS_MAX, IO_COUNTERS, KIT_BYTES, KIT_MARK_AT, OPEN_FLAGS, OPS, REQ_ARGS_AT, REQ_HEADER_BYTES, SETATTR_KILL_PRIVILEGES, STATFS, reqOffset, type OpName } from "./abi.ts";
 import type { Attr, Caller, DirEntry, FileSystem, OpenReply, SeenFile, SetAttr, ShimCreates, ShimEntries, ShimGrants } from "./types.ts";
 import { E, toErrno } from "../util/errno.ts";
 import { cstr } from "../util/c-string.ts";
@@ -205,9 +205,6 @@ export interface IoCounters {
   /** Of those, opens JS did not ask to pass through, given the inode's backing file (passthrough.c). */
   passthroughShared: number;
 }
-
-/** Grants the shim holds at most (GRANTS_MAX in native/grants.c). */
-const GRANTS_MAX = 2048;
 
 const enc = new TextEncoder();
 /**

@@ -160,7 +160,7 @@ export interface ShimCreates {
  * anything that would make an open of that inode read other bytes.
  */
 export interface ShimGrants {
-  /** Grants held at most: each holds a file descriptor of the process (the shim holds GRANTS_MAX in grants.c at most). */
+  /** Grants held at most: each holds a file descriptor of the process (never past abi.ts GRANTS_MAX). */
   readonly limit: number;
   /** Opens of ino are answered with fd's bytes (the shim keeps a dup), told as grant id; false when the shim holds too many. */
   grant(ino: number, fd: number, id: number, version: number, size: number, copy: boolean): boolean;
