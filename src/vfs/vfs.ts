@@ -264,7 +264,14 @@ export function createVfs(o: VfsOptions): Vfs {
       ...(shim ? { refused: shim.dropInode } : {}),
       ...(o.entryAnswering ? { answering: o.entryAnswering } : {}),
       // The shim's opens refresh nothing: one of a version whose attributes the kernel may not hold goes to JS (file-ops grant).
-      ...(grants ? { toldVersion: (ino: number, version: number) => void (grants.versionOf(ino) !== undefined && grants.versionOf(ino) !== version && grants.revoke(ino)) } : {}),
+      ...(grants
+        ? {
+            toldVersion: (ino: number, version: number) => {
+              const granted = grants.versionOf(ino);
+              if (granted !== undefined && granted !== version) grants.revoke(ino);
+            },
+          }
+        : {}),
     }),
     turns: createWriteTurns({ store, nodeId, log, changes }),
     policy,
