@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
+import { spawnSync } from "bun";
 import { fuseUnavailable, waitFor } from "./helpers/env.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { scrape } from "./helpers/metrics.ts";
@@ -14,7 +15,8 @@ const isVersion = (b: Buffer, i: number) => b.equals(version(i));
 
 /** Read-only opens B's FUSE shim answers itself, from grants of files B watches (native/grants.c). */
 describe.skipIf(!!skip)("opens answered by the shim", () => {
-  const n = useCluster("shim-opens", ["a", "b"], { b: ["--metrics-port", "0"] }).nodes;
+  const cluster = useCluster("shim-opens", ["a", "b"], { b: ["--metrics-port", "0"] });
+  const n = cluster.nodes;
   const shimOpens = async (d: TestDaemon) => (await scrape(d))("mcfs_shim_opens_total");
 
   test("after B's first open of a file A wrote, B's shim answers the next ones; each version A closes is what B reads next, whole", async () => {
@@ -56,5 +58,43 @@ describe.skipIf(!!skip)("opens answered by the shim", () => {
       fs.closeSync(fd);
     }
     expect(fs.readFileSync(f(a)).subarray(0, 4096).equals(Buffer.alloc(4096, 2))).toBe(true);
+  });
+
+  test.skipIf(!Bun.which("setpriv"))("a grant made by one user's open lets no other user in: once A's chmod or chown returns, B's opens by another user follow the new mode", async () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "p"), { recursive: true, mode: 0o755 });
+    const f = (d: TestDaemon) => join(d.mnt, "p", "secret");
+    fs.writeFileSync(f(a), "only root's", { mode: 0o600 });
+    const nobodyReads = () => spawnSync(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "cat", f(b)], { stdout: "pipe", stderr: "pipe" }).exitCode === 0;
+    // Root's opens on B: the first through JS (which grants the file), the rest the shim's.
+    const rootReads = async () => {
+      const before = await shimOpens(b);
+      await waitFor("B's shim to answer root's open", async () => fs.readFileSync(f(b), "utf8").length > 0 && (await shimOpens(b)) > before);
+    };
+    await rootReads();
+    expect(nobodyReads()).toBe(false);
+    for (const [change, nobodyMay] of [[() => fs.chmodSync(f(a), 0o644), true], [() => fs.chmodSync(f(a), 0o600), false], [() => fs.chownSync(f(a), 65534, 65534), true], [() => fs.chownSync(f(a), 0, 0), false]] as const) {
+      change();
+      await rootReads();
+      expect(nobodyReads()).toBe(nobodyMay);
+    }
+  });
+
+  test("B killed (kill -9) while handles its shim opened are held: after B's restart, B reads what A wrote since, and the held handles close", async () => {
+    const a = n[0]!;
+    let b = n[1]!;
+    fs.mkdirSync(join(a.mnt, "k"), { recursive: true });
+    const f = (d: TestDaemon) => join(d.mnt, "k", "held");
+    fs.writeFileSync(f(a), version(1));
+    const before = await shimOpens(b);
+    await waitFor("B's shim to answer an open", async () => isVersion(fs.readFileSync(f(b)), 1) && (await shimOpens(b)) > before);
+    const fds = [0, 1, 2].map(() => fs.openSync(f(b), "r"));
+    expect(await shimOpens(b)).toBeGreaterThanOrEqual(before + 2);
+    await b.kill();
+    // The connection is gone: a close of what the dead node opened returns (the kernel ends the handle).
+    for (const fd of fds) fs.closeSync(fd);
+    b = n[1] = await cluster.start("b");
+    fs.writeFileSync(f(a), version(2));
+    for (let k = 0; k < 3; k++) expect(isVersion(fs.readFileSync(f(b)), 2)).toBe(true);
   });
 });
