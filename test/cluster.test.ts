@@ -301,6 +301,30 @@ describe.skipIf(!!skip)("data across nodes", () => {
     expect(fs.readFileSync(join(b.mnt, name)).equals(Buffer.concat([patch, data.subarray(4096)]))).toBe(true);
   }, 60_000);
 
+  // A descriptor's close publishes; its release (the file's close in FUSE) comes later, after the
+  // kernel's next open of the file maybe, or once another process's duplicate of it closes: until
+  // then A has a writer's handle open that its app is done with.
+  test("A closes a writer whose duplicate another process holds, then rewrites the file in place and keeps it open: B reads the closed version whole", async () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    const closed = Buffer.alloc(30_000, 1), next = Buffer.alloc(10_000, 2);
+    const first = fs.openSync(join(a.mnt, "dup-closed"), "w");
+    fs.writeSync(first, closed);
+    const holder = spawn(["sleep", "600"], { stdout: first, stderr: "ignore" });
+    let rewriter: number | undefined;
+    try {
+      fs.closeSync(first);
+      rewriter = fs.openSync(join(a.mnt, "dup-closed"), fs.constants.O_WRONLY);
+      fs.writeSync(rewriter, next, 0, next.length, 0);
+      const got = fs.readFileSync(join(b.mnt, "dup-closed"));
+      expect({ size: got.length, whole: got.equals(closed) }).toEqual({ size: closed.length, whole: true });
+    } finally {
+      if (rewriter !== undefined) fs.closeSync(rewriter);
+      holder.kill();
+      await holder.exited;
+    }
+    expect(fs.readFileSync(join(b.mnt, "dup-closed")).equals(Buffer.concat([next, closed.subarray(next.length)]))).toBe(true);
+  });
+
   test("a name B's own rename made is gone from B once A renames or removes it: nothing B does through it reaches the file", () => {
     const [a, b] = n as [TestDaemon, TestDaemon];
     fs.mkdirSync(join(a.mnt, "moved-twice"));

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { spawnSync } from "bun";
+import { spawn, spawnSync } from "bun";
 import { fuseUnavailable, waitFor } from "./helpers/env.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { scrape } from "./helpers/metrics.ts";
@@ -96,5 +96,31 @@ describe.skipIf(!!skip)("opens answered by the shim", () => {
     b = n[1] = await cluster.start("b");
     fs.writeFileSync(f(a), version(2));
     for (let k = 0; k < 3; k++) expect(isVersion(fs.readFileSync(f(b)), 2)).toBe(true);
+  });
+  // A writer's close returns before its release reaches A: the next writer's open may come first (OpenFiles.writing).
+  test("A rewriting a file as fast as it can while B opens and reads it as fast as it can: every read on B is one whole version, and the versions B reads never go back", async () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    const f = (d: TestDaemon) => join(d.mnt, "g", "race");
+    fs.mkdirSync(join(a.mnt, "g"), { recursive: true });
+    fs.writeFileSync(f(a), version(0));
+    const rounds = 300;
+    const writer = spawn([process.execPath, "-e", `const fs = require("fs"); const [f, n] = process.argv.slice(-2);
+      const version = ${version.toString()};
+      for (let i = 1; i <= +n; i++) fs.writeFileSync(f, version(i));`, f(a), String(rounds)], { stderr: "inherit" });
+    let last = 0;
+    const bad: string[] = [];
+    while (writer.exitCode === null) {
+      const got = fs.readFileSync(f(b));
+      const i = got.length ? got[0]! : -1;
+      // Fill bytes wrap at 251: the version read is the first at or after the last one with that fill.
+      let v = last;
+      while (v <= rounds && !(v % 251 === i && version(v).length === got.length)) v++;
+      if (v > rounds || !isVersion(got, v)) bad.push(`${got.length} bytes of ${i} after version ${last} (bytes of each value: ${JSON.stringify(Object.entries(got.reduce<Record<number, number>>((m, x) => ((m[x] = (m[x] ?? 0) + 1), m), {})))})`);
+      else last = v;
+      await Bun.sleep(0);
+    }
+    expect(await writer.exited).toBe(0);
+    expect(bad).toEqual([]);
+    expect(isVersion(fs.readFileSync(f(b)), rounds)).toBe(true);
   });
 });

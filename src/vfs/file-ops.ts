@@ -353,7 +353,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       else if (got) ranges = got.ranges;
       else {
         try {
-          if (found.here && writable && !(flags & O_TRUNC) && remote && found.r.size > 0 && !ctx.open.hasWriter(ino)) await keepClosedVersion(found.r, path);
+          if (found.here && writable && !(flags & O_TRUNC) && remote && found.r.size > 0 && !ctx.open.writing(ino)) await keepClosedVersion(found.r, path);
         } catch (e) {
           if (here !== undefined) fs.closeSync(here);
           throw e;
@@ -499,7 +499,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
         await ctx.open.closedOf(ino, (o) => !!o.reads && !o.superseded && o.reads.version !== r.version && (o.reads.copy || copy), SUPERSEDE_WAIT_MS);
       }
       const h: Handle = { ino, fd, writable, dirty: false, ...(ranges ? { ranges } : {}), ...(writable ? (a.path === undefined ? {} : { at: a.path }) : { reads: { version: r.version, size: r.size, copy: got !== undefined } }) };
-      const overwrites = remote && writable && !(flags & O_TRUNC) && !ctx.open.hasWriter(ino);
+      const overwrites = remote && writable && !(flags & O_TRUNC) && !ctx.open.writing(ino);
       const fh = ctx.open.add(h, r);
       // Again: a reader's open that was under way may have granted it meanwhile.
       if (writable) grants?.revoke(ino);
@@ -660,6 +660,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       if (killPrivileges) await dropPrivileges(c, ino, h.fd, await ctx.record(ino));
       const n = fs.writeSync(h.fd, data, 0, data.length, offset);
       h.dirty = true;
+      h.closed = false;
       o.onIo?.("write", n);
       return n;
     },
@@ -668,6 +669,8 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       const h = ctx.open.get(fh);
       if (dirty || h.dirty) await publish(h, seen);
       else await ctx.policy.settled(ino);
+      // Its app closed it (a write through JS while the publish ran came through a duplicate of the descriptor).
+      if (!h.dirty) h.closed = true;
       // The turn goes back at close: the kernel's release comes later, and by then this node's next
       // open may have run, keeping the turn from another node's writer for good.
       if (h.writable && ctx.turns.has(ino) && !ctx.open.hasWriter(ino, h)) ctx.turns.give(ino);

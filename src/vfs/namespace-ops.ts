@@ -143,6 +143,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
           // which must come here even if the shim served no write through the handle.
           fs.ftruncateSync(h.fd, set.size);
           h.dirty = true;
+          h.closed = false;
           o.dirtyHandle?.(fh!);
         } else {
           if (p === undefined) throw new FsError(E.ENOENT, `inode ${ino} has no path left to truncate it by`);

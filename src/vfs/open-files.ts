@@ -13,6 +13,12 @@ export interface Handle {
   writable: boolean;
   /** Written through JS (the shim reports its own writes at flush). */
   dirty: boolean;
+  /**
+   * A writer's: its app closed it (its last flush published what it wrote; nothing was written
+   * through JS since). Its release is on its way, and may come after the kernel's next open of the
+   * file; or the app holds a duplicate of the descriptor, whose writes are seen at its next flush.
+   */
+  closed?: boolean;
   /** A writer's: the path its file had in this node's root when it was opened, or last published. */
   at?: string;
   /**
@@ -57,7 +63,8 @@ export interface OpenInode {
   ownVersion?: number;
   /**
    * The versions published (an fsync, the close of one of their handles) while writers have stayed
-   * open since one opened the closed file, and their sizes: the bytes of each are the file's as they
+   * open since one opened the closed file (their apps have not closed them all: see
+   * OpenFiles.writing), and their sizes: the bytes of each are the file's as they
    * go on writing it. A reader elsewhere may take longer to fetch one than a writer to publish the
    * next (a log fsynced at each line): the last LIVE_KEPT are kept.
    */
@@ -120,6 +127,11 @@ export interface OpenFiles {
   inode(ino: number): OpenInode | undefined;
   /** Whether a handle open here (other than except) writes ino. */
   hasWriter(ino: number, except?: Handle): boolean;
+  /**
+   * Whether a writer's handle here whose app has not closed it writes ino. With none, the version
+   * the last close published is closed: a writer opening it now opens a closed file (see add).
+   */
+  writing(ino: number): boolean;
   /** An fd open here on this node's own file of ino (a writer's, or a reader's of it; not a copy's). */
   localFd(ino: number): number | undefined;
   /** The fd of a handle open here writing ino (this node's own file). */
@@ -191,6 +203,10 @@ export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
     for (const h of byIno.get(ino)?.handles.keys() ?? []) if (h !== except && h.writable) return true;
     return false;
   }
+  function writing(ino: number): boolean {
+    for (const h of byIno.get(ino)?.handles.keys() ?? []) if (h.writable && !h.closed) return true;
+    return false;
+  }
 
   return {
     get count() {
@@ -207,7 +223,7 @@ export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
         opened?.(h.ino);
       }
       // A writer opening a closed file: its bytes change from now on, with no publish of this writer's.
-      if (h.writable && !hasWriter(h.ino)) {
+      if (h.writable && !writing(h.ino)) {
         delete o.live;
         delete o.overwritten;
       }
@@ -255,6 +271,7 @@ export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
     },
     inode: (ino) => byIno.get(ino),
     hasWriter,
+    writing,
     localFd(ino) {
       for (const h of byIno.get(ino)?.handles.keys() ?? []) if (h.fd >= 0 && (h.writable || h.reads?.copy === false)) return h.fd;
       return undefined;
@@ -279,7 +296,7 @@ export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
     writingOutside: (ino) => outside.has(ino),
     steady(ino, version, asWritten = false) {
       const at = writeStamp;
-      if (hasWriter(ino)) {
+      if (writing(ino)) {
         const o = byIno.get(ino);
         if (!o || version === undefined || servedLive(o, version, asWritten) === undefined) return () => false;
         const live = o.live;
@@ -287,11 +304,11 @@ export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
         const w = o.overwritten;
         return () => byIno.get(ino) === o && o.overwritten === w;
       }
-      return () => (writeBegun.get(ino) ?? writeFloor) <= at && !hasWriter(ino);
+      return () => (writeBegun.get(ino) ?? writeFloor) <= at && !writing(ino);
     },
     liveSize(ino, version, asWritten = false) {
       const o = byIno.get(ino);
-      return o && hasWriter(ino) ? servedLive(o, version, asWritten) : undefined;
+      return o && writing(ino) ? servedLive(o, version, asWritten) : undefined;
     },
     overwriting(ino, r) {
       const o = byIno.get(ino);
