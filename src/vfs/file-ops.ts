@@ -395,6 +395,32 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
   }
 
   /**
+   * What a superseded reader reads from now on: the version whose size the kernel was last given
+   * (the newest open's, as a rule), from its own descriptor if it reads that one, else from another
+   * handle's reading it (a description of its own); none such, or a writer open here (whose file every
+   * reader here reads), the current version. Another version would answer reads at a size the kernel
+   * does not hold: a short answer below that size is filled out with zeros into the one page cache
+   * every reader here reads through.
+   */
+  async function readsNow(h: Handle): Promise<{ fd: number; ranges?: RangeReader; reads: NonNullable<Handle["reads"]> } | "same"> {
+    const told = ctx.open.hasWriter(h.ino) ? undefined : kernel.versionOf(h.ino);
+    const whole = (x: Handle) => told !== undefined && x.reads?.version === told && x.fd >= 0 && !x.ranges && x.cutFrom === undefined;
+    if (whole(h)) return "same";
+    for (const other of ctx.open.inode(h.ino)?.handles.keys() ?? []) {
+      if (other === h || !whole(other)) continue;
+      try {
+        return { fd: fs.openSync(`/proc/self/fd/${other.fd}`, O_RDONLY), reads: { ...other.reads! } };
+      } catch {
+        // Closed under it meanwhile (its release): as with none.
+      }
+    }
+    const { a, r } = await dataOf(h.ino, O_RDONLY, false).catch((e: unknown) => {
+      throw new FsError(E.EIO, `inode ${h.ino} changed since this handle opened it, and the new version cannot be read: ${(e as Error).message}`);
+    });
+    return { fd: a.fd, ...(a.ranges ? { ranges: a.ranges } : {}), reads: { version: r.version, size: r.size, copy: a.got !== undefined } };
+  }
+
+  /**
    * A reader superseded here reads the version opened since, from its next read that reaches JS on:
    * as a reader of a local file sees a rewrite in place, rather than fail. What it read from is kept
    * to its release: a read of it may still be under way in the shim.
@@ -402,29 +428,36 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
   function reopen(h: Handle, fh: number): Promise<void> {
     h.reopening ??= (async () => {
       try {
-        const { a, r } = await dataOf(h.ino, O_RDONLY, false).catch((e: unknown) => {
-          throw new FsError(E.EIO, `inode ${h.ino} changed since this handle opened it, and the new version cannot be read: ${(e as Error).message}`);
-        });
+        const now = await readsNow(h);
         // Released meanwhile (at shutdown: the kernel releases a handle only once its reads are done).
         if (ctx.open.find(fh) !== h) {
-          if (a.fd >= 0) fs.closeSync(a.fd);
-          a.ranges?.close();
+          if (now !== "same" && now.fd >= 0) fs.closeSync(now.fd);
+          if (now !== "same") now.ranges?.close();
           return;
         }
+        if (now === "same") {
+          h.superseded = false;
+          kernel.reread(h.ino, h.reads!.version);
+          supersede(h, h.reads!.version);
+          o.followHandle?.(fh, h.fd, 0, true);
+          return;
+        }
+        const { fd, ranges, reads } = now;
         (h.retired ??= []).push({ fd: h.fd, ...(h.ranges ? { ranges: h.ranges } : {}) });
-        h.fd = a.fd;
-        if (a.ranges) h.ranges = a.ranges;
+        h.fd = fd;
+        if (ranges) h.ranges = ranges;
         else delete h.ranges;
         const before = h.reads?.size;
-        h.reads = { version: r.version, size: r.size, copy: a.got !== undefined };
-        if (before !== undefined && r.size < before) h.cutFrom = Math.max(h.cutFrom ?? 0, before);
+        h.reads = reads;
+        if (before !== undefined && reads.size < before) h.cutFrom = Math.max(h.cutFrom ?? 0, before);
         delete h.cutTold;
         h.superseded = false;
-        supersede(h, r.version);
+        kernel.reread(h.ino, reads.version);
+        supersede(h, reads.version);
         // Cut shorter: every read goes through JS, which refuses those past the new end (cutFrom).
         if (h.cutFrom !== undefined) return;
-        if (a.fd >= 0) o.followHandle?.(fh, a.fd, 0, true);
-        else if (a.ranges) followRanges(h, a.ranges, (fd, bytes, whole) => o.followHandle?.(fh, fd, bytes, whole));
+        if (fd >= 0) o.followHandle?.(fh, fd, 0, true);
+        else if (ranges) followRanges(h, ranges, (at, bytes, whole) => o.followHandle?.(fh, at, bytes, whole));
       } finally {
         h.reopening = undefined;
       }

@@ -103,6 +103,10 @@ export interface KernelView {
   takeAll(): { names: [number, string][]; inodes: number[] };
   /** An open at version: whether the kernel's cached pages of ino stay valid (same version as the last open). */
   opened(ino: number, version: number): boolean;
+  /** The version whose attributes the kernel was last given for ino (undefined: none; -1: not known which). */
+  versionOf(ino: number): number | undefined;
+  /** A handle of ino moved to version without an open (see FileOps.read): unless the last open's, the pages may be of two versions, and the next open drops them. */
+  reread(ino: number, version: number): void;
 }
 
 /** A name's race mark: when the change was heard (on the names' count), and until when it counts unless settled. */
@@ -464,6 +468,10 @@ export function createKernelView(o: {
       if (openedVersion.size >= max) openedVersion.clear();
       openedVersion.set(ino, version);
       return keep;
+    },
+    versionOf: (ino) => told.get(ino)?.version,
+    reread(ino, version) {
+      if (openedVersion.has(ino) && openedVersion.get(ino) !== version) openedVersion.set(ino, UNKNOWN_VERSION);
     },
   };
 }
