@@ -29,6 +29,8 @@ const CHANGING_POLL_MS = 200;
 const MOVED_WAIT_MS = 2_000;
 /** How long a reader of another version open here is waited for to close before it is superseded. */
 const SUPERSEDE_WAIT_MS = 200;
+/** Times a reader's open reads the record again when a change of the file was heard while it waited (see open). */
+const MONOTONIC_TRIES = 2;
 
 type FileOps = Pick<FileSystem, "open" | "create" | "read" | "write" | "fallocating" | "flush" | "release" | "fsync" | "created" | "opened">;
 
@@ -511,26 +513,36 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       // Before the record is read: the bytes to write over are those of the last writer's close.
       const leased = writable && !!remote && (await ctx.turns.take(ino));
       // A change heard before this handle makes the inode open here updates no open file's record.
-      const heard = ctx.changes.watch(ino);
-      const data = await dataOf(ino, flags, writable).catch((e: unknown) => {
-        heard.cancel();
-        // Whichever step failed: another node's writer waits for the turn.
-        if (leased && !ctx.open.hasWriter(ino)) ctx.turns.give(ino);
-        throw e;
-      });
-      const a = data.a;
-      let r = data.r;
-      const { got, fd, ranges } = a;
+      let heard = ctx.changes.watch(ino);
+      const read = () =>
+        dataOf(ino, flags, writable).catch((e: unknown) => {
+          heard.cancel();
+          // Whichever step failed: another node's writer waits for the turn.
+          if (leased && !ctx.open.hasWriter(ino)) ctx.turns.give(ino);
+          throw e;
+        });
+      let data = await read();
       // Another version is read here (see supersede): the older reader must move to this one, as the
       // kernel has one page cache per inode. Readers mostly read and close at once: the older one is
       // given a moment to, rather than see the file change under it.
-      if (!writable) {
+      for (let tries = 0; !writable; tries++) {
         // Handles of the opens the shim answered from a grant revoked since are taken in first: they
         // are waited for and superseded with the others, before the kernel has this version.
         if (grants) o.takeShimNotes?.();
-        const copy = got !== undefined;
-        await ctx.open.closedOf(ino, (o) => !!o.reads && !o.superseded && o.reads.version !== r.version && (o.reads.copy || copy), SUPERSEDE_WAIT_MS);
+        const copy = data.a.got !== undefined, version = data.r.version;
+        await ctx.open.closedOf(ino, (o) => !!o.reads && !o.superseded && o.reads.version !== version && (o.reads.copy || copy), SUPERSEDE_WAIT_MS);
+        // A newer version heard meanwhile (other opens here may have handed the kernel its size since):
+        // read again, or this open would move the kernel's size and page cache back to an older one.
+        if (!heard.changed() || tries === MONOTONIC_TRIES) break;
+        if (data.a.fd >= 0) fs.closeSync(data.a.fd);
+        data.a.ranges?.close();
+        heard.cancel();
+        heard = ctx.changes.watch(ino);
+        data = await read();
       }
+      const a = data.a;
+      let r = data.r;
+      const { got, fd, ranges } = a;
       const h: Handle = { ino, fd, writable, dirty: false, ...(ranges ? { ranges } : {}), ...(writable ? (a.path === undefined ? {} : { at: a.path }) : { reads: { version: r.version, size: r.size, copy: got !== undefined } }) };
       const overwrites = remote && writable && !(flags & O_TRUNC) && !ctx.open.writing(ino);
       const fh = ctx.open.add(h, r);
