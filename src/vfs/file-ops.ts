@@ -433,33 +433,30 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
         const now = await readsNow(h);
         // Released meanwhile (at shutdown: the kernel releases a handle only once its reads are done).
         if (ctx.open.find(fh) !== h) {
-          if (now !== "same" && now.fd >= 0) fs.closeSync(now.fd);
-          if (now !== "same") now.ranges?.close();
+          if (now !== "same") {
+            if (now.fd >= 0) fs.closeSync(now.fd);
+            now.ranges?.close();
+          }
           return;
         }
-        if (now === "same") {
-          h.superseded = false;
-          kernel.reread(h.ino, h.reads!.version);
-          supersede(h, h.reads!.version);
-          o.followHandle?.(fh, h.fd, 0, true);
-          return;
+        if (now !== "same") {
+          (h.retired ??= []).push({ fd: h.fd, ...(h.ranges ? { ranges: h.ranges } : {}) });
+          h.fd = now.fd;
+          if (now.ranges) h.ranges = now.ranges;
+          else delete h.ranges;
+          const before = h.reads?.size;
+          h.reads = now.reads;
+          if (before !== undefined && now.reads.size < before) h.cutFrom = Math.max(h.cutFrom ?? 0, before);
+          delete h.cutTold;
         }
-        const { fd, ranges, reads } = now;
-        (h.retired ??= []).push({ fd: h.fd, ...(h.ranges ? { ranges: h.ranges } : {}) });
-        h.fd = fd;
-        if (ranges) h.ranges = ranges;
-        else delete h.ranges;
-        const before = h.reads?.size;
-        h.reads = reads;
-        if (before !== undefined && reads.size < before) h.cutFrom = Math.max(h.cutFrom ?? 0, before);
-        delete h.cutTold;
+        const version = h.reads!.version;
         h.superseded = false;
-        kernel.reread(h.ino, reads.version);
-        supersede(h, reads.version);
+        kernel.reread(h.ino, version);
+        supersede(h, version);
         // Cut shorter: every read goes through JS, which refuses those past the new end (cutFrom).
         if (h.cutFrom !== undefined) return;
-        if (fd >= 0) o.followHandle?.(fh, fd, 0, true);
-        else if (ranges) followRanges(h, ranges, (at, bytes, whole) => o.followHandle?.(fh, at, bytes, whole));
+        if (h.fd >= 0) o.followHandle?.(fh, h.fd, 0, true);
+        else if (h.ranges) followRanges(h, h.ranges, (at, bytes, whole) => o.followHandle?.(fh, at, bytes, whole));
       } finally {
         h.reopening = undefined;
       }
