@@ -190,6 +190,49 @@ describe.skipIf(!!skip)("a node killed among its new files", () => {
     }
   });
 
+  test("A killed between a close and its release (a duplicate of the descriptor keeps the file open): after the restart both nodes read what that close published, a new file and one rewritten in place alike", async () => {
+    let a = cluster.nodes[0]!;
+    const b = cluster.nodes[1]!;
+    fs.mkdirSync(join(a.mnt, "unreleased"));
+    const old = join(a.mnt, "unreleased", "inplace");
+    fs.writeFileSync(old, Buffer.alloc(20_000, 1));
+    // B holds a copy of the version the in-place writer replaces.
+    expect(fs.readFileSync(join(b.mnt, "unreleased", "inplace")).equals(Buffer.alloc(20_000, 1))).toBe(true);
+    const script = `
+      const fs = require("node:fs");
+      const [dir] = process.argv.slice(-1);
+      const made = fs.openSync(dir + "/new", "w");
+      fs.writeSync(made, Buffer.alloc(5000, 2));
+      const inplace = fs.openSync(dir + "/inplace", fs.constants.O_WRONLY);
+      fs.writeSync(inplace, Buffer.alloc(3000, 3), 0, 3000, 1000);
+      // Kept open through another process's descriptors: each close below flushes, and no release follows.
+      const { spawn } = require("node:child_process");
+      const child = spawn("sleep", ["600"], { stdio: ["ignore", "ignore", "ignore", made, inplace] });
+      fs.closeSync(made);
+      fs.closeSync(inplace);
+      console.log("closed " + child.pid);
+      setInterval(() => {}, 1000);`;
+    const w = spawn([process.execPath, "-e", script, join(a.mnt, "unreleased")], { stdout: "pipe", stderr: "inherit" });
+    const said = await readUntil(w.stdout.getReader(), "closed ", () => "writer ended early");
+    const holder = Number(/closed (\d+)/.exec(said)![1]);
+    const want = Buffer.alloc(20_000, 1);
+    want.fill(3, 1000, 4000);
+    // Published by the closes: B reads them before A goes.
+    expect(fs.readFileSync(join(b.mnt, "unreleased", "new")).equals(Buffer.alloc(5000, 2))).toBe(true);
+    expect(fs.readFileSync(join(b.mnt, "unreleased", "inplace")).equals(want)).toBe(true);
+    await a.kill();
+    process.kill(holder, "SIGKILL");
+    w.kill("SIGKILL");
+    await w.exited;
+    a = cluster.nodes[0] = await cluster.start("a");
+    for (const n of [a, b]) {
+      expect(fs.readFileSync(join(n.mnt, "unreleased", "new")).equals(Buffer.alloc(5000, 2))).toBe(true);
+      expect(fs.readFileSync(join(n.mnt, "unreleased", "inplace")).equals(want)).toBe(true);
+    }
+    const check = spawnSync([MCFS, "fsck", "-u", cluster.redis.url], { stdout: "pipe", stderr: "pipe" });
+    expect({ code: check.exitCode, out: check.stdout.toString() }).toMatchObject({ code: 0 });
+  });
+
   test("a file rewritten on A, A killed as its close returns (the change's message still gathered): once B hears that A went, B's stat gives the new size", async () => {
     let a = cluster.nodes[0]!;
     const b = cluster.nodes[1]!;
