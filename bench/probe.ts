@@ -4,10 +4,12 @@
  * threads; mcfs-files/send/receive: the file pool's). The bench's rows move ±30% between runs of one
  * binary on this host: alternate binaries here before believing a difference.
  *
- * Usage: bun bench/probe.ts bigread|workflow|creates|onecreates|stats BIN[,BIN...] [rounds]
+ * Usage: bun bench/probe.ts bigread|heads|workflow|creates|onecreates|stats BIN[,BIN...] [rounds]
  *   bigread   1 GiB written on A, read the first time on B (MB/s)
  *   workflow  the bench's workflow on three nodes, one process a node (PER=4: four), after a warm-up run
  *   creates   4 KiB creates on A with B up, one writer then four
+ *   heads     on B, the first 8 KiB of each of FILES (default 50) files of MIB (default 2; or KIB) A wrote, one after
+ *             another (a table tool reading headers); then as many others read whole (ms a file)
  *   onecreates  4 KiB creates on a sole node (its own redis-server), FILES by one writer then half as many by four; BIN "passthrough"
  *             runs libfuse's passthrough_ll over the same disk instead
  *   stats     a sole node (its own redis-server): 15,000 files made by one writer, remount, stat 10,000
@@ -148,6 +150,35 @@ async function workflow(bin: string): Promise<string> {
   }
 }
 
+async function heads(bin: string): Promise<string> {
+  const files = Number(process.env.FILES ?? 50), bytes = process.env.KIB ? Number(process.env.KIB) << 10 : Number(process.env.MIB ?? 2) << 20;
+  const c = await cluster(bin, ["a", "b"]);
+  try {
+    const [a, b] = c.nodes as [Node, Node];
+    const buf = Buffer.alloc(bytes, 0x5a);
+    for (const dir of ["head", "whole"]) {
+      fs.mkdirSync(join(a.mnt, dir));
+      for (let i = 0; i < files; i++) fs.writeFileSync(join(a.mnt, dir, `f${i}`), buf);
+    }
+    spawnSync(["sync"]);
+    const timed = (dir: string, want: number) => {
+      const tb = ticks(b.pid);
+      const t0 = performance.now();
+      for (let i = 0; i < files; i++) {
+        const fd = fs.openSync(join(b.mnt, dir, `f${i}`), "r");
+        let n = 0;
+        for (let k; n < want && (k = fs.readSync(fd, buf, 0, Math.min(buf.length, want - n), n)) > 0; ) n += k;
+        fs.closeSync(fd);
+        if (n !== want) throw new Error(`read ${n} bytes of ${want}`);
+      }
+      return `${((performance.now() - t0) / files).toFixed(2)} ms a file (B ${spent(tb, b.pid)})`;
+    };
+    return `heads ${timed("head", 8192)}; whole ${timed("whole", bytes)}`;
+  } finally {
+    await c.stop();
+  }
+}
+
 async function creates(bin: string): Promise<string> {
   const files = Number(process.env.FILES ?? 6000);
   const c = await cluster(bin, ["a", "b"]);
@@ -247,7 +278,7 @@ async function stats(bin: string): Promise<string> {
   }
 }
 
-const cases: Record<string, (bin: string) => Promise<string>> = { bigread, workflow, creates, onecreates, stats };
+const cases: Record<string, (bin: string) => Promise<string>> = { bigread, heads, workflow, creates, onecreates, stats };
 const probe = cases[kind ?? ""];
 if (!probe || !bins) {
   console.error("usage: bun bench/probe.ts bigread|workflow|creates|onecreates|stats BIN[,BIN...] [rounds]");
