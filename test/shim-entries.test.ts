@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { spawnSync } from "bun";
+import { spawn, spawnSync } from "bun";
 import { errCode, fuseUnavailable, waitFor } from "./helpers/env.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { scrape } from "./helpers/metrics.ts";
@@ -171,6 +171,65 @@ describe.skipIf(!!skip)("lookups answered by the shim", () => {
       expect(asNobody(name)).toBe(E.EOPNOTSUPP);
       expect(setxattr(join(b.mnt, "roots-secret"), name, Buffer.from("v"))).toBe(E.EOPNOTSUPP);
       expect(getxattr(join(a.mnt, "roots-secret"), name)).toBe(E.EOPNOTSUPP);
+    }
+  });
+
+  test("lookups on b killed mid-way by the thousand (a hostile user's processes), while a renames, removes and remakes the names: once a stops, every name on b is a's, with a's bytes, and no other", async () => {
+    const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+    const NAMES = 24;
+    const dir = (n: TestDaemon) => join(n.mnt, "interrupted");
+    fs.mkdirSync(dir(a));
+    for (let i = 0; i < NAMES; i++) fs.writeFileSync(join(dir(a), `n${i}`), `first ${i}`);
+    const names = Array.from({ length: NAMES }, (_, i) => `n${i}`).join(" ");
+    // Each looks every name up (stat, open, read) over and over until SIGKILL ends it, most often mid-request.
+    const looker = `cd "$0" && while :; do for n in ${names} gone; do cat "$n" > /dev/null 2>&1; done; done`;
+    let stop = false;
+    let killed = 0;
+    const attack = async () => {
+      while (!stop) {
+        const p = spawn(["sh", "-c", looker, dir(b)], { stdout: "ignore", stderr: "ignore" });
+        await Bun.sleep(1 + Math.floor(Math.random() * 6));
+        p.kill("SIGKILL");
+        await p.exited;
+        killed++;
+      }
+    };
+    const attackers = [attack(), attack(), attack()];
+    // a's changes: each returns once b has acknowledged it (renames, unlinks) or b's next open must see it (a close).
+    for (let round = 0; round < 150 || killed < 1000; round++) {
+      // The attackers' turns: their kills come between a's changes.
+      await Bun.sleep(0);
+      const i = round % NAMES, j = (round * 7 + 3) % NAMES;
+      const f = (k: number) => join(dir(a), `n${k}`);
+      switch (round % 4) {
+        case 0:
+          if (fs.existsSync(f(i)) && i !== j) fs.renameSync(f(i), f(j));
+          break;
+        case 1:
+          fs.rmSync(f(i), { force: true });
+          break;
+        case 2:
+          fs.writeFileSync(f(i), `round ${round} `.repeat(1 + (round % 9)));
+          break;
+        case 3:
+          if (fs.existsSync(f(j))) fs.linkSync(f(j), join(dir(a), `tmp${round}`));
+          if (fs.existsSync(join(dir(a), `tmp${round}`))) fs.renameSync(join(dir(a), `tmp${round}`), f(i));
+          break;
+      }
+    }
+    stop = true;
+    await Promise.all(attackers);
+    const listing = (n: TestDaemon) => fs.readdirSync(dir(n)).sort();
+    expect(listing(b)).toEqual(listing(a));
+    for (let i = 0; i < NAMES; i++) {
+      const onA = join(dir(a), `n${i}`), onB = join(dir(b), `n${i}`);
+      if (!fs.existsSync(onA)) {
+        expect(errCode(() => fs.statSync(onB))).toBe("ENOENT");
+        continue;
+      }
+      const sa = fs.statSync(onA), sb = fs.statSync(onB);
+      expect({ name: `n${i}`, ino: sb.ino, size: sb.size, nlink: sb.nlink }).toEqual({ name: `n${i}`, ino: sa.ino, size: sa.size, nlink: sa.nlink });
+      expect(fs.readFileSync(onB, "utf8")).toBe(fs.readFileSync(onA, "utf8"));
     }
   });
 
