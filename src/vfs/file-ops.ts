@@ -1,6 +1,7 @@
 import * as fs from "node:fs";
 import { promisify } from "node:util";
 import { dirname } from "node:path";
+import { readOnlyFd } from "../cache/memfd.ts";
 import type { Caller, FileSystem, OpenReply, SeenFile } from "../fuse/types.ts";
 import { filePool } from "../local/file-pool.ts";
 import type { Holders, Inode } from "../meta/store.ts";
@@ -411,7 +412,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
     for (const other of ctx.open.inode(h.ino)?.handles.keys() ?? []) {
       if (other === h || !whole(other)) continue;
       try {
-        return { fd: fs.openSync(`/proc/self/fd/${other.fd}`, O_RDONLY), reads: { ...other.reads! } };
+        return { fd: readOnlyFd(other.fd), reads: { ...other.reads! } };
       } catch {
         // Closed under it meanwhile (its release): as with none.
       }
