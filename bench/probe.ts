@@ -281,7 +281,7 @@ async function stats(bin: string): Promise<string> {
 const cases: Record<string, (bin: string) => Promise<string>> = { bigread, heads, workflow, creates, onecreates, stats };
 const probe = cases[kind ?? ""];
 if (!probe || !bins) {
-  console.error("usage: bun bench/probe.ts bigread|workflow|creates|onecreates|stats BIN[,BIN...] [rounds]");
+  console.error(`usage: bun bench/probe.ts ${Object.keys(cases).join("|")} BIN[,BIN...] [rounds]`);
   process.exit(2);
 }
 for (let r = 0; r < ROUNDS; r++) for (const bin of bins.split(",")) console.log(`${bin}: ${await probe(bin)}`);
