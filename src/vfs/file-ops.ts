@@ -11,7 +11,7 @@ import type { VfsContext } from "./context.ts";
 import { createLocalFile } from "./local-files.ts";
 import { checkName, checkReserved, checkRoom } from "./namespace-ops.ts";
 import { compareNames } from "./name-order.ts";
-import type { Handle } from "./open-files.ts";
+import type { Handle, WriterOpening } from "./open-files.ts";
 import type { ShimKits } from "./shim-kits.ts";
 import { ChangingCopy, type RangeReader, type Sibling } from "./remote-data.ts";
 import { mayKeepPrivileges, outsideGroup, withoutPrivileges } from "./privileges.ts";
@@ -197,7 +197,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
    * About to be written in place, while the record still names the closed version: other nodes
    * opening it meanwhile read that version from a copy kept aside.
    */
-  async function keepClosedVersion(r: Inode, path: string): Promise<void> {
+  async function keepClosedVersion(r: Inode, path: string, opening?: WriterOpening): Promise<void> {
     const intact = ctx.open.steady(r.ino);
     let rfd: number | undefined;
     try {
@@ -207,7 +207,14 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
     }
     if (rfd === undefined) return;
     try {
-      await remote!.preserve(r.ino, r.version, rfd, r.size, intact);
+      for (let kept = { version: r.version, size: r.size }; ; ) {
+        await remote!.preserve(r.ino, kept.version, rfd, kept.size, intact);
+        // Published again meanwhile (the close of a closed writer's duplicate in another process):
+        // the store names that version now, which this writer's open is about to change too.
+        const latest = opening?.latest;
+        if (!latest || latest.version === kept.version || !intact()) break;
+        kept = latest;
+      }
     } finally {
       fs.closeSync(rfd);
     }
@@ -311,7 +318,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
    * The record of ino and the bytes it names, opened with flags: this node's own file, or another
    * node's (a copy, ranges).
    */
-  async function dataOf(ino: number, flags: number, writable: boolean): Promise<{ a: Opened; r: Inode }> {
+  async function dataOf(ino: number, flags: number, writable: boolean, opening?: WriterOpening): Promise<{ a: Opened; r: Inode }> {
     const moving = { until: 0, pause: 1 };
     const attempt = async (tries = 0): Promise<Opened> => {
       let f: Found;
@@ -356,7 +363,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       else if (got) ranges = got.ranges;
       else {
         try {
-          if (found.here && writable && !(flags & O_TRUNC) && remote && found.r.size > 0 && !ctx.open.writing(ino)) await keepClosedVersion(found.r, path);
+          if (found.here && writable && !(flags & O_TRUNC) && remote && found.r.size > 0 && !ctx.open.writing(ino)) await keepClosedVersion(found.r, path, opening);
         } catch (e) {
           if (here !== undefined) fs.closeSync(here);
           throw e;
@@ -510,10 +517,12 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       if (writable) grants?.revoke(ino);
       // Before the record is read: the bytes to write over are those of the last writer's close.
       const leased = writable && !!remote && (await ctx.turns.take(ino));
+      const opening = writable ? ctx.open.writerOpens(ino) : undefined;
       // A change heard before this handle makes the inode open here updates no open file's record.
       let heard = ctx.changes.watch(ino);
       const read = () =>
-        dataOf(ino, flags, writable).catch((e: unknown) => {
+        dataOf(ino, flags, writable, opening).catch((e: unknown) => {
+          opening?.done();
           heard.cancel();
           // Whichever step failed: another node's writer waits for the turn.
           if (leased && !ctx.open.hasWriter(ino)) ctx.turns.give(ino);
@@ -544,6 +553,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       const h: Handle = { ino, fd, writable, dirty: false, ...(ranges ? { ranges } : {}), ...(writable ? (a.path === undefined ? {} : { at: a.path }) : { reads: { version: r.version, size: r.size, copy: got !== undefined } }) };
       const overwrites = remote && writable && !(flags & O_TRUNC) && !ctx.open.writing(ino);
       const fh = ctx.open.add(h, r);
+      opening?.done();
       // Again: a reader's open that was under way may have granted it meanwhile.
       if (writable) grants?.revoke(ino);
       if (!remote) r = caughtUp(h, r);

@@ -91,8 +91,16 @@ export const CUT_STATE: LocalState = { ctimeNs: 1n << 64n, size: Number.MAX_SAFE
 
 const LIVE_KEPT = 1024;
 
+/** A writer's open under way (see OpenFiles.writerOpens). */
+export interface WriterOpening {
+  /** The newest version this node published of the file since the open began, and its size. */
+  readonly latest: { version: number; size: number } | undefined;
+  /** Its handle was added, or the open failed. */
+  done(): void;
+}
+
 /** Note version, of size bytes, published while writers stay open. */
-export function publishedLive(o: OpenInode, version: number, size: number): void {
+function publishedLive(o: OpenInode, version: number, size: number): void {
   o.live ??= new Map();
   o.live.set(version, size);
   if (o.live.size > LIVE_KEPT) o.live.delete(o.live.keys().next().value!);
@@ -129,9 +137,19 @@ export interface OpenFiles {
   hasWriter(ino: number, except?: Handle): boolean;
   /**
    * Whether a writer's handle here whose app has not closed it writes ino. With none, the version
-   * the last close published is closed: a writer opening it now opens a closed file (see add).
+   * the last close published is closed: a writer opening it now opens a closed file (see
+   * writerOpens).
    */
   writing(ino: number): boolean;
+  /**
+   * A writer's open of ino begins (before it reads the record). With no writer here, the versions
+   * published so far stop being served as written (the file changes from now on, with no publish of
+   * this writer's); those published while the open runs (the close of a closed writer's duplicate
+   * in another process) are served so once it is open, even if their handles went meanwhile.
+   */
+  writerOpens(ino: number): WriterOpening;
+  /** This node published version of ino's own file, of size bytes, from a handle open here. */
+  published(ino: number, version: number, size: number): void;
   /** An fd open here on this node's own file of ino (a writer's, or a reader's of it; not a copy's). */
   localFd(ino: number): number | undefined;
   /** The fd of a handle open here writing ino (this node's own file). */
@@ -189,6 +207,8 @@ export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
   /** Opens waiting for handles of an inode to close (closedOf), each checking again at every close. */
   const closeWaits = new Map<number, Set<() => void>>();
   const writeBegun = new Map<number, number>();
+  /** What each writer's open under way saw published, by inode (WriterOpening). */
+  const openings = new Map<number, Set<Map<number, number>>>();
   const outside = new Map<number, number>();
   let writeStamp = 0;
   let writeFloor = 0;
@@ -221,11 +241,6 @@ export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
       if (!o) {
         byIno.set(h.ino, (o = { handles: new Map(), rec }));
         opened?.(h.ino);
-      }
-      // A writer opening a closed file: its bytes change from now on, with no publish of this writer's.
-      if (h.writable && !writing(h.ino)) {
-        delete o.live;
-        delete o.overwritten;
       }
       o.handles.set(h, fh);
       return fh;
@@ -272,6 +287,35 @@ export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
     inode: (ino) => byIno.get(ino),
     hasWriter,
     writing,
+    writerOpens(ino) {
+      const o = byIno.get(ino);
+      if (o && !writing(ino)) {
+        delete o.live;
+        delete o.overwritten;
+      }
+      const seen = new Map<number, number>();
+      let all = openings.get(ino);
+      if (!all) openings.set(ino, (all = new Set()));
+      all.add(seen);
+      return {
+        get latest() {
+          let last: { version: number; size: number } | undefined;
+          for (const [version, size] of seen) last = { version, size };
+          return last;
+        },
+        done() {
+          if (!all.delete(seen)) return;
+          if (!all.size) openings.delete(ino);
+          const o = byIno.get(ino);
+          if (o) for (const [version, size] of seen) publishedLive(o, version, size);
+        },
+      };
+    },
+    published(ino, version, size) {
+      const o = byIno.get(ino);
+      if (o) publishedLive(o, version, size);
+      for (const seen of openings.get(ino) ?? []) seen.set(version, size);
+    },
     localFd(ino) {
       for (const h of byIno.get(ino)?.handles.keys() ?? []) if (h.fd >= 0 && (h.writable || h.reads?.copy === false)) return h.fd;
       return undefined;

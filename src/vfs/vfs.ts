@@ -19,7 +19,7 @@ import { createKernelView, type RaceMarks } from "./kernel-view.ts";
 import { linkLocal } from "./local-files.ts";
 import { createMetaCache, type MetaMirror } from "./meta-cache.ts";
 import { checkRoom, createNamespaceOps } from "./namespace-ops.ts";
-import { createOpenFiles, CUT_STATE, publishedLive, type Handle } from "./open-files.ts";
+import { createOpenFiles, CUT_STATE, type Handle } from "./open-files.ts";
 import { createWatches, endingWith } from "./open-watches.ts";
 import { createOpenGrants } from "./open-grants.ts";
 import { createPathCache } from "./paths.ts";
@@ -312,11 +312,11 @@ export function createVfs(o: VfsOptions): Vfs {
     changedInPlace(fd, r, state) {
       // Readers here of the same file read what it holds now: this version (not those of a file the
       // writer's open replaced, whose bytes stay what they were).
+      open.published(r.ino, r.version, r.size);
       const entry = open.inode(r.ino);
       if (!entry) return;
       entry.ownVersion = r.version;
       entry.committed = state === "cut" ? CUT_STATE : state;
-      publishedLive(entry, r.version, r.size);
       let st: fs.BigIntStats | undefined;
       for (const other of entry.handles.keys()) {
         if (!other.reads || other.reads.copy || other.fd < 0) continue;

@@ -1,5 +1,5 @@
 import { describe, expect, setSystemTime, test } from "bun:test";
-import { createOpenFiles, publishedLive, type Handle } from "../../src/vfs/open-files.ts";
+import { createOpenFiles, type Handle } from "../../src/vfs/open-files.ts";
 import { OVERWRITE_SERVED_AFTER_MS } from "../../src/vfs/remote/changing-wait.ts";
 import type { Inode } from "../../src/meta/store.ts";
 
@@ -27,20 +27,20 @@ describe("steady: whether a file's bytes in the root are those of a version", ()
     const open = createOpenFiles();
     const w = handle(true);
     const fh = open.add(w, rec);
-    publishedLive(open.inode(7)!, 2, 10);
+    open.published(7, 2, 10);
     const check = open.steady(7, 2);
     expect(check()).toBe(true);
     expect(open.steady(7, 1)()).toBe(false);
     expect(open.liveSize(7, 2)).toBe(10);
     expect(open.liveSize(7, 1)).toBeUndefined();
     // A newer publish: the older version stays served as the file is (a reader may be fetching it still).
-    publishedLive(open.inode(7)!, 3, 12);
+    open.published(7, 3, 12);
     expect(check()).toBe(true);
     expect(open.steady(7, 3)()).toBe(true);
     expect(open.liveSize(7, 2)).toBe(10);
     expect(open.liveSize(7, 3)).toBe(12);
     // Only the last 1024 are kept.
-    for (let v = 100; v < 1124; v++) publishedLive(open.inode(7)!, v, 1);
+    for (let v = 100; v < 1124; v++) open.published(7, v, 1);
     expect(check()).toBe(false);
     expect(open.liveSize(7, 100)).toBe(1);
     // A second writer joins the first: as the first's own later writes, seen by readers of those versions.
@@ -58,23 +58,47 @@ describe("steady: whether a file's bytes in the root are those of a version", ()
     // A reader keeps the inode's entry.
     const r = handle(false);
     open.add(r, rec);
-    publishedLive(open.inode(7)!, 2, 10);
+    open.published(7, 2, 10);
     open.remove(fh, w);
     expect(open.liveSize(7, 2)).toBeUndefined();
+    const opening = open.writerOpens(7);
     open.add(handle(true), rec);
+    opening.done();
     expect(open.steady(7, 2)()).toBe(false);
     expect(open.liveSize(7, 2)).toBeUndefined();
+  });
+
+  test("versions published while a writer's open of the closed file runs (a closed writer's duplicate closed elsewhere): served as the file is once that writer is open, though their handle went meanwhile", () => {
+    for (const handleGoes of [false, true]) {
+      const open = createOpenFiles();
+      const closedWriter = handle(true);
+      const fh = open.add(closedWriter, rec);
+      closedWriter.closed = true;
+      open.published(7, 2, 10);
+      const opening = open.writerOpens(7);
+      expect(opening.latest).toBeUndefined();
+      open.published(7, 3, 10);
+      open.published(7, 4, 11);
+      if (handleGoes) open.remove(fh, closedWriter);
+      expect(opening.latest).toEqual({ version: 4, size: 11 });
+      open.add(handle(true), rec);
+      opening.done();
+      expect(open.steady(7, 2)()).toBe(false);
+      expect(open.liveSize(7, 2)).toBeUndefined();
+      expect(open.steady(7, 3)()).toBe(true);
+      expect(open.liveSize(7, 4)).toBe(11);
+    }
   });
 
   test("the last handle gone: the entry that published the version is gone with it", () => {
     const open = createOpenFiles();
     const w = handle(true);
     const fh = open.add(w, rec);
-    publishedLive(open.inode(7)!, 2, 10);
+    open.published(7, 2, 10);
     const check = open.steady(7, 2);
     open.remove(fh, w);
     open.add(handle(true), rec);
-    publishedLive(open.inode(7)!, 2, 10);
+    open.published(7, 2, 10);
     expect(check()).toBe(false);
   });
 
@@ -97,7 +121,7 @@ describe("steady: whether a file's bytes in the root are those of a version", ()
       expect(open.steady(7, 1)()).toBe(false);
       expect(open.liveSize(7, 1)).toBeUndefined();
       // A publish while open: served too, and the closed version with it.
-      publishedLive(open.inode(7)!, 2, 30);
+      open.published(7, 2, 30);
       expect(check()).toBe(true);
       expect(open.liveSize(7, 2)).toBe(30);
       // The writer closes (a reader keeps the entry): a read under way ends on the bytes it left, as
@@ -107,7 +131,9 @@ describe("steady: whether a file's bytes in the root are those of a version", ()
       expect(check()).toBe(true);
       expect(open.liveSize(7, 1, true)).toBeUndefined();
       // A writer opens the next version in place: nothing of the last one is served as it changes.
+      const opening = open.writerOpens(7);
       open.add(handle(true), rec);
+      opening.done();
       expect(check()).toBe(false);
       expect(open.steady(7, 1, true)()).toBe(false);
       expect(open.liveSize(7, 1, true)).toBeUndefined();
