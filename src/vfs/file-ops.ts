@@ -74,6 +74,29 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
   const grants = ctx.grants;
   const granted = new Map<number, Inode>();
   let grantSeq = 0;
+  /** Drops of the kernel's attributes under way for opens, by inode, and the version each is for. */
+  const refreshing = new Map<number, { version: number; done: Promise<void> }>();
+
+  /**
+   * The kernel's attributes of ino dropped, so that it asks for those of version. Opens of one
+   * version at once share one drop: each drop discards the answers (a getattr's, a short read's
+   * size) the kernel has on their way, and left it the last version's size over the new version's
+   * bytes (readers read all zeros, or one version cut at another's size).
+   */
+  async function refreshKernelTo(ino: number, version: number): Promise<void> {
+    const under = refreshing.get(ino);
+    if (under?.version === version) return under.done;
+    const done = (async () => {
+      await o.refreshKernelAttrs?.(ino);
+      kernel.refreshed(ino, version);
+    })();
+    refreshing.set(ino, { version, done });
+    try {
+      await done;
+    } finally {
+      if (refreshing.get(ino)?.done === done) refreshing.delete(ino);
+    }
+  }
 
   /**
    * Let the shim answer the next read-only opens of r's inode with fd (h's), while nothing changes
@@ -570,10 +593,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       // Close-to-open: the kernel may still hold the size of another version (its attribute cache,
       // or a reply computed before this open), and would cut reads of these bytes short at it, or
       // fill them out with zeros. After the handle is added: the kernel view answers for it from now on.
-      if (remote && kernel.mayBeStale(ino, r.version)) {
-        await o.refreshKernelAttrs?.(ino);
-        kernel.refreshed(ino, r.version);
-      }
+      if (remote && kernel.mayBeStale(ino, r.version)) await refreshKernelTo(ino, r.version);
       // Also when the record says it is empty: another handle here may have written it since, and
       // an O_TRUNC open of an existing file changes its mtime and ctime even when it was empty.
       if (flags & O_TRUNC) {
