@@ -6,6 +6,7 @@ import type { Caller, FileSystem, OpenReply, SeenFile } from "../fuse/types.ts";
 import { filePool } from "../local/file-pool.ts";
 import type { Holders, Inode } from "../meta/store.ts";
 import { E, FsError, OutcomeUnknown, errnoOf, fsError } from "../util/errno.ts";
+import { createInFlight } from "../util/in-flight.ts";
 import { isDir } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
 import { createLocalFile } from "./local-files.ts";
@@ -74,8 +75,8 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
   const grants = ctx.grants;
   const granted = new Map<number, Inode>();
   let grantSeq = 0;
-  /** Drops of the kernel's attributes under way for opens, by inode, and the version each is for. */
-  const refreshing = new Map<number, { version: number; done: Promise<void> }>();
+  /** Drops of the kernel's attributes under way for opens, by "ino.version". */
+  const refreshing = createInFlight<string>();
 
   /**
    * The kernel's attributes of ino dropped, so that it asks for those of version. Opens of one
@@ -83,19 +84,11 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
    * size) the kernel has on their way, and left it the last version's size over the new version's
    * bytes (readers read all zeros, or one version cut at another's size).
    */
-  async function refreshKernelTo(ino: number, version: number): Promise<void> {
-    const under = refreshing.get(ino);
-    if (under?.version === version) return under.done;
-    const done = (async () => {
+  function refreshKernelTo(ino: number, version: number): Promise<void> {
+    return refreshing.run(`${ino}.${version}`, async () => {
       await o.refreshKernelAttrs?.(ino);
       kernel.refreshed(ino, version);
-    })();
-    refreshing.set(ino, { version, done });
-    try {
-      await done;
-    } finally {
-      if (refreshing.get(ino)?.done === done) refreshing.delete(ino);
-    }
+    });
   }
 
   /**

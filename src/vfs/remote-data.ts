@@ -6,6 +6,7 @@ import { readCopy, type CopyCache, type Opened, type PendingCopy } from "../cach
 import { createMemfd } from "../cache/memfd.ts";
 import { FsError, E } from "../util/errno.ts";
 import { allZero, writePiecesSync, type Pieces } from "../util/bytes.ts";
+import { createInFlight } from "../util/in-flight.ts";
 import { holderWarnings } from "./remote/holder-warnings.ts";
 import { KEPT_ASIDE_MAX } from "./remote/changing-wait.ts";
 import type { Logger } from "../util/log.ts";
@@ -90,7 +91,8 @@ export interface RemoteDataOptions {
  * files read in ranges (remote/ranges); copies kept in the cache tiers and listed as this node's.
  */
 export function createRemoteData(o: RemoteDataOptions): RemoteData {
-  const inflight = new Map<string, Promise<void>>();
+  /** Fetches under way, by what they fetch: asked again meanwhile, the one fetch serves both. */
+  const once = createInFlight<string>();
   /** Copies on their way into the cache, by "ino.version". */
   const arriving = new Map<string, Arriving>();
   let tmpSeq = 0;
@@ -113,15 +115,6 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
     ...(o.watches ? { watches: o.watches } : {}),
   });
   const rangeOptions = { cache: o.cache, peers: o.peers, warn, arriving: (ino: number, version: number) => arriving.get(`${ino}.${version}`), ...(received ? { received } : {}) };
-
-  function once(key: string, fn: () => Promise<void>): Promise<void> {
-    let p = inflight.get(key);
-    if (!p) {
-      p = fn().finally(() => inflight.delete(key));
-      inflight.set(key, p);
-    }
-    return p;
-  }
 
   /**
    * w's bytes into pending, by fetch (default: a fetch ahead, from any holder, those given first), followed by readers as they arrive
@@ -150,7 +143,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
     // Being fetched with another file: wait for that (it settles either way), then fetch it alone if it failed.
     await batches.pending(ino, version);
     if (o.cache.has(ino, version)) return;
-    return once(key, async () => {
+    return once.run(key, async () => {
       let pending = o.cache.begin(ino, version, size);
       // The tier is held by copies on their way: room comes as they land (a few), else this open
       // reads from a holder without a copy, through JS.
@@ -253,7 +246,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
       }
     },
     fetchTo(ino, version, path, size, owner, given, into = path) {
-      return once(`root:${into}`, async () => {
+      return once.run(`root:${into}`, async () => {
         const tmp = `${PARTIAL_DIR}/${process.pid}-${++tmpSeq}`;
         o.root.ensureDir(PARTIAL_DIR);
         let fd = o.root.openFile(tmp, O_RDWR | O_CREAT | O_EXCL, 0o600);
