@@ -11,10 +11,11 @@
  *   heads     on B, the first 8 KiB of each of FILES (default 50) files of MIB (default 2; or KIB) A wrote, one after
  *             another (a table tool reading headers); then as many others read whole (ms a file)
  *   onecreates  4 KiB creates on a sole node (its own redis-server), FILES by one writer then half as many by four; BIN "passthrough"
- *             runs libfuse's passthrough_ll over the same disk instead
+ *             runs libfuse's passthrough_ll over the same disk instead; BIG_FIRST=MIB writes, syncs and deletes a file
+ *             of that size first, as the bench's cases before them do
  *   stats     a sole node (its own redis-server): 15,000 files made by one writer, remount, stat 10,000
  *             of them (ms at marks)
- * PROF=dir runs node A from source under Bun's --cpu-prof (read the profile with bench/cpuprof.ts).
+ * PROF=dir runs node A (PROF_NODE: another) from source under Bun's --cpu-prof (read the profile with bench/cpuprof.ts).
  * MIB, TASKS, FILES change the sizes; PROBE_DIR: where the nodes keep their files (default /tmp; a tmpfs
  * spares creates the slowness of this ext4 next to many deleted inodes). Needs root, /dev/fuse, redis-server.
  */
@@ -86,7 +87,7 @@ async function cluster(bin: string, names: string[]) {
     for (const name of names) {
       const mnt = join(work, `${name}-mnt`);
       fs.mkdirSync(mnt);
-      const p = spawn([...daemonCmd(bin, name === "a"), "daemon", "-f", mnt, "-r", join(work, `${name}-root`), "--cache-dir", join(work, `${name}-cache`), "-u", `unix://${sock}`, "-i", "127.0.0.1", "-p", String(await freePort()), "--cluster-secret-file", join(work, "secret")], { stdout: "ignore", stderr: "ignore" });
+      const p = spawn([...daemonCmd(bin, name === (process.env.PROF_NODE ?? "a")), "daemon", "-f", mnt, "-r", join(work, `${name}-root`), "--cache-dir", join(work, `${name}-cache`), "-u", `unix://${sock}`, "-i", "127.0.0.1", "-p", String(await freePort()), "--cluster-secret-file", join(work, "secret")], { stdout: "ignore", stderr: "ignore" });
       procs.push(p);
       nodes.push({ name, mnt, pid: p.pid });
       await until(`${name}'s mount`, () => mounted(mnt) || p.exitCode !== null);
@@ -224,6 +225,15 @@ async function onecreates(bin: string): Promise<string> {
       if (codes.some((x) => x !== 0)) throw new Error("a writer failed");
       return `${writers} writer(s) ${(files / s).toFixed(0)} files/s (${spent(before, d.pid)})`;
     };
+    // BIG_FIRST: as in the bench, a big file written, synced and deleted just before.
+    if (process.env.BIG_FIRST) {
+      const big = join(mnt, "big.bin"), block = Buffer.alloc(1 << 20, 0xab);
+      const fd = fs.openSync(big, "w");
+      for (let i = 0; i < Number(process.env.BIG_FIRST); i++) fs.writeSync(fd, block);
+      fs.fsyncSync(fd);
+      fs.closeSync(fd);
+      fs.unlinkSync(big);
+    }
     // Half as many by four, as in the bench: passthrough_ll keeps an fd per inode it has seen.
     return `${await go("one", 1, files)}; ${await go("four", 4, Math.floor(files / 2))}`;
   } finally {
