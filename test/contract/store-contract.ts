@@ -1046,6 +1046,33 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         expect(b.heard[4]!.touched).toBeUndefined();
       });
 
+      it("createMany tells each create's directory ctime and link count as creates one after another would, each directory's apart", async () => {
+        const b = await listener("node-b");
+        const d = await dir(ROOT, "d");
+        const e = await dir(ROOT, "e");
+        const eBefore = (await st.get(e)).ctime;
+        const at = (parent: number, name: string, extra: Partial<NewInode> = {}) => ({ parent, name, init: { mode: FILE, uid: 1000, gid: 100, ...extra } });
+        const out = await st.createMany([
+          at(d, "late", { ctime: 5_000_000_000_000_000_000n }),
+          at(e, "x", { ctime: 7n }),
+          at(d, "early", { ctime: 1n }),
+          at(d, "late"),
+          at(d, "sub", { mode: DIR, ctime: 2n }),
+          at(d, "early", { replace: "/d/early" }),
+        ]);
+        expect(out.map((r) => (r instanceof Error ? errnoName(errnoOf(r) ?? -1) : "made"))).toEqual(["made", "made", "made", "EEXIST", "made", "made"]);
+        await until("seven creates", () => b.heard.length >= 7);
+        expect(b.heard.slice(2).map((m) => m.touched)).toEqual([
+          [[d, "5000000000000000000", 2]],
+          [[e, String(eBefore + 1n), 2]],
+          [[d, "5000000000000000001", 2]],
+          [[d, "5000000000000000002", 3]],
+          undefined,
+        ]);
+        expect(await st.get(d)).toMatchObject({ ctime: 5_000_000_000_000_000_003n, mtime: 5_000_000_000_000_000_003n, nlink: 3 });
+        expect(await st.get(e)).toMatchObject({ ctime: eBefore + 1n, nlink: 2 });
+      });
+
       it("links, attribute and xattr changes, and fsck's entry removals are announced too", async () => {
         const b = await listener("node-b");
         const x = await st.reserveInodes(1);

@@ -145,11 +145,25 @@ local function newname(dir, origin)
   if #others > 0 then redis.call('SREM', k, unpack(others)) end
   return others
 end
--- One create, its arguments A as create.lua's ARGV (createmany.lua passes each file's): its answer,
--- or a refusal (redis.error_reply).
-local function create1(A)
+-- What the creates of one script have read of each directory they made names in (memo, by its inode
+-- number), kept as they change it: a batch (createmany.lua) reads a directory once, not once a file.
+-- nil and a refusal when parent is gone or no directory.
+local function madein(memo, parent)
+  local d = memo[parent]
+  if d then return d end
+  local r = redis.call('HMGET', P..'i:'..parent, 'm', 'g', 'u', 'c', 'n')
+  if not r[1] then return nil, redis.error_reply('ENOENT directory '..parent..' is gone') end
+  if not isdir(r[1]) then return nil, redis.error_reply('ENOTDIR') end
+  d = {m = tonumber(r[1]), g = r[2], u = r[3], c = r[4], n = tonumber(r[5])}
+  memo[parent] = d
+  return d
+end
+-- One create, its arguments A as create.lua's ARGV (createmany.lua passes each file's, and one memo
+-- for them all, see madein): its answer, or a refusal (redis.error_reply).
+local function create1(A, memo)
   local parent, name = A[2], A[3]
-  local e = needdir(parent) if e then return e end
+  local d, e = madein(memo or {}, parent)
+  if not d then return e end
   local dk = P..'d:'..parent
   local rino, rn, told = 0, 0, {}
   local old = redis.call('HGET', dk, name)
@@ -158,8 +172,7 @@ local function create1(A)
     local dino, dtype = string.match(old, '^(%d+):(%d+)$')
     if tonumber(dtype) == 4 then return redis.error_reply('EISDIR') end
     -- A sticky directory lets only a file's owner (or the directory's) take its name away.
-    local pm = redis.call('HMGET', P..'i:'..parent, 'm', 'u')
-    if bit.band(tonumber(pm[1]), 512) ~= 0 and pm[2] ~= A[5] and redis.call('HGET', P..'i:'..dino, 'u') ~= A[5] then return redis.error_reply('EEXIST') end
+    if bit.band(d.m, 512) ~= 0 and d.u ~= A[5] and redis.call('HGET', P..'i:'..dino, 'u') ~= A[5] then return redis.error_reply('EEXIST') end
     told = todo(A[13], dino, {op = 'rm', path = A[18]})
     rino, rn = tonumber(dino), dropname(dino, parent, name, A[11])
   end
@@ -178,9 +191,8 @@ local function create1(A)
   local gid = A[6]
   local dir = bit.band(mode, 61440) == 16384
   local pk = P..'i:'..parent
-  local pr = redis.call('HMGET', pk, 'm', 'g')
-  if bit.band(tonumber(pr[1]), 1024) ~= 0 then
-    gid = pr[2]
+  if bit.band(d.m, 1024) ~= 0 then
+    gid = d.g
     if dir then mode = bit.bor(mode, 1024) end
   end
   local k = P..'i:'..ino
@@ -188,8 +200,18 @@ local function create1(A)
     'a', A[9], 't', A[10], 'c', A[20], 'v', A[15], 'p', parent, 'nm', name, 'gn', A[17])
   if A[12] ~= '' then redis.call('HSET', k, 'l', A[12]) end
   redis.call('HSET', dk, name, ino..':'..bit.rshift(mode, 12))
-  if dir then redis.call('HINCRBY', pk, 'n', 1) end
-  local ctime = touch(parent, A[11])
+  if dir then d.n = redis.call('HINCRBY', pk, 'n', 1) end
+  -- As touch: never before the directory's last change (the memo has its ctime as each create left it).
+  local ctime = A[11]
+  if d.c and not later(ctime, d.c) then ctime = plusone(d.c) end
+  redis.call('HSET', pk, 't', ctime, 'c', ctime)
+  d.c = ctime
   if A[13] ~= '' then redis.call('HSET', P..'loc:'..ino, A[13], A[15]) end
-  return {tonumber(ino), mode, tonumber(gid), raised, rino, rn, told, ctime, tonumber(redis.call('HGET', pk, 'n')), newname(parent, A[19])}
+  -- The other watchers are told by the first create in parent; none is left watching for the next ones.
+  local watchers = {}
+  if not d.told then
+    d.told = true
+    watchers = newname(parent, A[19])
+  end
+  return {tonumber(ino), mode, tonumber(gid), raised, rino, rn, told, ctime, d.n, watchers}
 end
