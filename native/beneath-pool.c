@@ -38,10 +38,11 @@ int mcfs_pool_receive(uint32_t token, int sock, int first, int file, double offs
 int mcfs_pool_poll(int32_t *out, int cap);
 int mcfs_pool_cut(int sock);
 int mcfs_pool_close(int fd);
+int mcfs_pool_close_many(const int32_t *fds, int n);
 
 #define THREADS 4
 
-enum { JOB_OPEN, JOB_UNLINK, JOB_COPY, JOB_WRITE_OUT, JOB_CLOSE, JOB_SEND, JOB_DIAL, JOB_RECEIVE };
+enum { JOB_OPEN, JOB_UNLINK, JOB_COPY, JOB_WRITE_OUT, JOB_CLOSE, JOB_CLOSE_MANY, JOB_SEND, JOB_DIAL, JOB_RECEIVE };
 /*
  * Queues, each with threads of its own. A send or receive may wait long on its peer: JS keeps no more
  * of them under way than each lane has threads (FilePool.stream), so none waits behind another: two
@@ -371,6 +372,13 @@ static int run_job(struct job *j)
 	case JOB_CLOSE:
 		close(j->root);
 		return 0;
+	case JOB_CLOSE_MANY:
+		for (off_t i = 0; i < j->size; i++) {
+			int32_t fd;
+			memcpy(&fd, j->text + i * (off_t)sizeof fd, sizeof fd);
+			close(fd);
+		}
+		return 0;
 	default:
 		return mcfs_open_regular_beneath(j->root, j->text, j->flags, j->mode);
 	}
@@ -389,7 +397,7 @@ static void *worker(void *arg)
 			q->tail = NULL;
 		pthread_mutex_unlock(&lock);
 		int rc = run_job(j);
-		if (j->op == JOB_CLOSE) {
+		if (j->op == JOB_CLOSE || j->op == JOB_CLOSE_MANY) {
 			/* Nobody waits for a close: no result, no wake. */
 			pthread_mutex_lock(&lock);
 			inflight--;
@@ -662,6 +670,21 @@ int mcfs_pool_close(int fd)
 	if (!j)
 		return -ENOMEM;
 	return submit(j, 0, fd);
+}
+
+/* The n fds closed on one files thread, one after another, as mcfs_pool_close closes one: one handoff for them all. */
+int mcfs_pool_close_many(const int32_t *fds, int n)
+{
+	if (n <= 0)
+		return -EINVAL;
+	struct job *j = malloc(sizeof *j + (size_t)n * sizeof *fds);
+	if (!j)
+		return -ENOMEM;
+	memset(j, 0, sizeof *j);
+	j->op = JOB_CLOSE_MANY;
+	j->size = n;
+	memcpy(j->text, fds, (size_t)n * sizeof *fds);
+	return submit(j, 0, -1);
 }
 
 /* A receive or send under way on sock (or a duplicate of it) returns at once: the reader gave up. */

@@ -32,6 +32,7 @@ const symbols = {
   mcfs_pool_poll: { args: [P, i32], returns: i32 },
   mcfs_pool_cut: { args: [i32], returns: i32 },
   mcfs_pool_close: { args: [i32], returns: i32 },
+  mcfs_pool_close_many: { args: [P, i32], returns: i32 },
 } as const;
 
 let lib: ReturnType<typeof load> | undefined;

@@ -5,6 +5,8 @@ import { cstr } from "../util/c-string.ts";
 
 /** Results taken per poll (token, result, extra triples). */
 const BATCH = 256;
+/** Fewer closes than this in a turn are made on the JS thread: a handoff costs about two closes (a wake of a pool thread). */
+const HANDOFF_MIN = 4;
 
 /**
  * Threads for sends and for receives: streams under way at once, each with one job at a time (a
@@ -38,6 +40,12 @@ export interface FilePool {
    * blocks, which for a big one holds up the caller long. Closed here if it cannot be queued.
    */
   close(fd: number): void;
+  /**
+   * fd closed once this turn of the event loop ends, with the others given in it: on a pool thread,
+   * one handoff for them all, when they are enough to be worth it (a sole node's batch of releases),
+   * else on this thread. Nothing waited for.
+   */
+  closeSoon(fd: number): void;
   /** size bytes of src from its start to dst at its offset, in the kernel; both stay open until then. 0, or -EIO if src is shorter. */
   copy(src: number, dst: number, size: number): Promise<number>;
   /**
@@ -114,12 +122,22 @@ function createFilePool(): FilePool {
     return new Promise((resolve) => waiting.set(token, (rc, extra) => resolve({ rc, extra })));
   }
   const run = (submit: (token: number) => number) => runBoth(submit).then((r) => r.rc);
+  let closing: number[] = [];
+  function closeGiven(): void {
+    const fds = closing;
+    closing = [];
+    if (fds.length < HANDOFF_MIN || lib.mcfs_pool_close_many(new Int32Array(fds), fds.length) < 0) for (const fd of fds) closeSync(fd);
+  }
   return {
     open: (rootFd, rel, flags, mode, keep) =>
       run((token) => lib.mcfs_pool_open(token, rootFd, cstr(rel), flags, mode, keep ? 1 : 0, (keep?.uid ?? 0) >>> 0, (keep?.gid ?? 0) >>> 0, cstr(keep?.markName ?? ""), cstr(keep?.mark ?? ""))),
     unlink: (rootFd, rel) => run((token) => lib.mcfs_pool_unlink(token, rootFd, cstr(rel))),
     close(fd) {
       if (lib.mcfs_pool_close(fd) < 0) closeSync(fd);
+    },
+    closeSoon(fd) {
+      if (!closing.length) setImmediate(closeGiven);
+      closing.push(fd);
     },
     copy: (src, dst, size) => run((token) => lib.mcfs_pool_copy(token, src, dst, size)),
     writeOut: (fd, offset, length, drop) => run((token) => lib.mcfs_pool_write_out(token, fd, offset, length, drop ? 1 : 0)),

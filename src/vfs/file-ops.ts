@@ -754,9 +754,10 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
         else if (ctx.policy.unsettled(ino)) await ctx.policy.settled(ino).catch(() => {});
       } finally {
         // Closed at shutdown meanwhile (closeAll) if -1; else given up here, so that closeAll does not
-        // close the number again. A file with no name left off this thread: its last close frees its
-        // blocks, long for a big one (the others here: a handoff costs more than their close).
-        if (h.fd >= 0) (ctx.purgeOnClose.has(ino) || ctx.open.inode(ino)?.rec.nlink === 0 ? filePool().close : fs.closeSync)(h.fd);
+        // close the number again. A file with no name left off this thread at once: its last close
+        // frees its blocks, long for a big one; the others with the releases of this turn (a handoff
+        // costs more than one close).
+        if (h.fd >= 0) (ctx.purgeOnClose.has(ino) || ctx.open.inode(ino)?.rec.nlink === 0 ? filePool().close : filePool().closeSoon)(h.fd);
         h.fd = -1;
         h.ranges?.close();
         for (const old of h.retired ?? []) {
