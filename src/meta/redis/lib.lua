@@ -12,12 +12,13 @@ local function packed(ino)
 end
 local function isdir(m) return m and bit.band(tonumber(m), 61440) == 16384 end
 local function entino(e) return string.match(e, '^(%d+)') end
-local function needdir(ino)
-  local m = redis.call('HGET', P..'i:'..ino, 'm')
+-- The refusal of ino as a directory to make names in, given its mode m (false: no record); nil if it is one.
+local function notdir(ino, m)
   if not m then return redis.error_reply('ENOENT directory '..ino..' is gone') end
   if not isdir(m) then return redis.error_reply('ENOTDIR') end
   return nil
 end
+local function needdir(ino) return notdir(ino, redis.call('HGET', P..'i:'..ino, 'm')) end
 -- times are nanoseconds as decimal strings, past what a Lua number holds exactly: compared and
 -- counted as strings
 local function later(a, b) return #a > #b or (#a == #b and a > b) end
@@ -29,11 +30,14 @@ local function plusone(s)
 end
 -- a directory's times move forward with every change in it, never back: a change stamped before the
 -- last one (another node's clock, a create made before it was written) gets the last one's time plus 1 ns;
--- returns the time it set
+-- stamped: the time a change at now gets after one at cur; touch: sets it, returns it
+local function stamped(cur, now)
+  if cur and not later(now, cur) then return plusone(cur) end
+  return now
+end
 local function touch(ino, now)
   local k = P..'i:'..ino
-  local cur = redis.call('HGET', k, 'c')
-  if cur and not later(now, cur) then now = plusone(cur) end
+  now = stamped(redis.call('HGET', k, 'c'), now)
   redis.call('HSET', k, 't', now, 'c', now)
   return now
 end
@@ -152,8 +156,8 @@ local function madein(memo, parent)
   local d = memo[parent]
   if d then return d end
   local r = redis.call('HMGET', P..'i:'..parent, 'm', 'g', 'u', 'c', 'n')
-  if not r[1] then return nil, redis.error_reply('ENOENT directory '..parent..' is gone') end
-  if not isdir(r[1]) then return nil, redis.error_reply('ENOTDIR') end
+  local e = notdir(parent, r[1])
+  if e then return nil, e end
   d = {m = tonumber(r[1]), g = r[2], u = r[3], c = r[4], n = tonumber(r[5])}
   memo[parent] = d
   return d
@@ -201,9 +205,8 @@ local function create1(A, memo)
   if A[12] ~= '' then redis.call('HSET', k, 'l', A[12]) end
   redis.call('HSET', dk, name, ino..':'..bit.rshift(mode, 12))
   if dir then d.n = redis.call('HINCRBY', pk, 'n', 1) end
-  -- As touch: never before the directory's last change (the memo has its ctime as each create left it).
-  local ctime = A[11]
-  if d.c and not later(ctime, d.c) then ctime = plusone(d.c) end
+  -- As touch, from the ctime the memo has as each create left it.
+  local ctime = stamped(d.c, A[11])
   redis.call('HSET', pk, 't', ctime, 'c', ctime)
   d.c = ctime
   if A[13] ~= '' then redis.call('HSET', P..'loc:'..ino, A[13], A[15]) end
