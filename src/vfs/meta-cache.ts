@@ -400,10 +400,11 @@ export function createMetaCache(o: MetaCacheOptions): MetaCache {
     // Read after the change already (a directory's ctime only moves forward with its changes); not
     // so a record this node made up (makeAhead: its own clock), which can be ahead of a mkdir
     // elsewhere it lacks: its link count tells.
-    if (c.rec.ctime >= ctime) return c.rec.nlink === nlink;
-    const rec = withNameAdded(c.rec, ctime, nlink);
-    c.rec = rec;
-    if (!o.skipPrefetch(dir)) mirror?.learned(rec, left);
+    if (c.rec.ctime >= ctime && c.rec.nlink !== nlink) return false;
+    if (c.rec.ctime < ctime) c.rec = withNameAdded(c.rec, ctime, nlink);
+    // Given to the mirror again either way: the kernel's invalidation of the change took the shim's
+    // copy with it, and the kernel's getattr after it would otherwise come to JS.
+    if (!o.skipPrefetch(dir)) mirror?.learned(c.rec, left);
     else mirror?.dropInode(dir);
     return true;
   }

@@ -1,6 +1,6 @@
 import { beforeEach, describe, expect, test } from "bun:test";
 import { createMemorySpace, createMemoryStore } from "../../src/meta/memory-store.ts";
-import type { Invalidation, MetadataStore } from "../../src/meta/store.ts";
+import type { Inode, Invalidation, MetadataStore } from "../../src/meta/store.ts";
 import { createMetaCache, type MetaCache } from "../../src/vfs/meta-cache.ts";
 import { createPathCache } from "../../src/vfs/paths.ts";
 
@@ -242,6 +242,22 @@ describe("meta cache", () => {
     await b.create(d.ino, "sub2", { mode: DIR, uid: 0, gid: 0 });
     await until("the mkdir", () => heard.length > told);
     expect(cache.fresh(d.ino)).toBeUndefined();
+  });
+
+  test("a create heard after its directory's record was read again gives that record to the mirror again: the kernel's invalidation of the change took the shim's copy", async () => {
+    const given: Inode[] = [];
+    const noop = () => {};
+    cache = createMetaCache({
+      store: a, paths: createPathCache(a), attrCacheMs: 60_000, skipPrefetch: () => false,
+      mirror: { prefetched: noop, learned: (r) => void given.push(r), dropName: noop, dropInode: noop, dropDir: noop, dropAll: noop },
+    });
+    const d = await a.create(ROOT, "d", { mode: DIR, uid: 0, gid: 0 });
+    await b.create(d.ino, "f", { mode: FILE, uid: 0, gid: 0 });
+    const now = cache.learn(await a.get(d.ino));
+    given.length = 0;
+    cache.invalidate({ origin: "b", added: [[d.ino, "f", 99]], removed: [], inodes: [d.ino], data: [], todo: [], touched: [[d.ino, String(now.ctime), now.nlink]] });
+    expect(cache.fresh(d.ino)).toEqual(now);
+    expect(given).toEqual([now]);
   });
 
   test("a directory renamed away on another node loses its listing", async () => {
