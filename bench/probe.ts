@@ -6,7 +6,7 @@
  *
  * Usage: bun bench/probe.ts bigread|heads|workflow|creates|onecreates|stats BIN[,BIN...] [rounds]
  *   bigread   1 GiB written on A, read the first time on B (MB/s)
- *   workflow  the bench's workflow on three nodes, one process a node (PER=4: four), after a warm-up run
+ *   workflow  the bench's workflow on three nodes, one process a node (PER=4: four), after a warm-up run (REPEAT=n: n runs, each in its own directories)
  *   creates   4 KiB creates on A with B up, one writer then four
  *   heads     on B, the first 8 KiB of each of FILES (default 50) files of MIB (default 2; or KIB) A wrote, one after
  *             another (a table tool reading headers); then as many others read whole (ms a file)
@@ -16,6 +16,9 @@
  *   stats     a sole node (its own redis-server): 15,000 files made by one writer, remount, stat 10,000
  *             of them (ms at marks)
  * PROF=dir runs node A (PROF_NODE: another) from source under Bun's --cpu-prof (read the profile with bench/cpuprof.ts).
+ * PERF=file (workflow, creates): \`perf record -a -g\` over the timed part (of the last run), into file.
+ * LOGS=dir: the cluster's daemons write their logs (stderr) to dir/<node>.log.
+ * METRICS=1 (workflow, creates): what node A's counters (mcfs_*_total) gained over the timed part.
  * MIB, TASKS, FILES change the sizes; PROBE_DIR: where the nodes keep their files (default /tmp; a tmpfs
  * spares creates the slowness of this ext4 next to many deleted inodes). Needs root, /dev/fuse, redis-server.
  */
@@ -57,7 +60,24 @@ interface Node {
   name: string;
   mnt: string;
   pid: number;
+  metrics: number;
 }
+
+/** A node's counters (mcfs_*_total, by labels), read from its metrics port. */
+async function counters(n: Node): Promise<Map<string, number>> {
+  const m = new Map<string, number>();
+  if (!process.env.METRICS) return m;
+  const text = await (await fetch(`http://127.0.0.1:${n.metrics}/metrics`)).text();
+  for (const line of text.split("\n")) {
+    const hit = /^(mcfs_\w+_total(?:\{[^}]*\})?) (\S+)$/.exec(line);
+    if (hit) m.set(hit[1]!, Number(hit[2]));
+  }
+  return m;
+}
+
+/** What counters gained since before, one per line, the largest first. */
+const gained = (before: Map<string, number>, after: Map<string, number>) =>
+  [...after].map(([k, v]) => [k, v - (before.get(k) ?? 0)] as const).filter(([, v]) => v > 0).sort((x, y) => y[1] - x[1]).map(([k, v]) => `\n  ${v} ${k}`).join("");
 
 /** How to start a daemon: bin, or with PROF set and profiled, the source under Bun's profiler. */
 const daemonCmd = (bin: string, profiled: boolean) =>
@@ -87,9 +107,10 @@ async function cluster(bin: string, names: string[]) {
     for (const name of names) {
       const mnt = join(work, `${name}-mnt`);
       fs.mkdirSync(mnt);
-      const p = spawn([...daemonCmd(bin, name === (process.env.PROF_NODE ?? "a")), "daemon", "-f", mnt, "-r", join(work, `${name}-root`), "--cache-dir", join(work, `${name}-cache`), "-u", `unix://${sock}`, "-i", "127.0.0.1", "-p", String(await freePort()), "--cluster-secret-file", join(work, "secret")], { stdout: "ignore", stderr: "ignore" });
+      const metrics = await freePort();
+      const p = spawn([...daemonCmd(bin, name === (process.env.PROF_NODE ?? "a")), "daemon", "-f", mnt, "-r", join(work, `${name}-root`), "--cache-dir", join(work, `${name}-cache`), "-u", `unix://${sock}`, "-i", "127.0.0.1", "-p", String(await freePort()), "--cluster-secret-file", join(work, "secret"), ...(process.env.METRICS ? ["--metrics-port", String(metrics)] : [])], { stdout: "ignore", stderr: process.env.LOGS ? Bun.file(join(process.env.LOGS, `${name}.log`)) : "ignore" });
       procs.push(p);
-      nodes.push({ name, mnt, pid: p.pid });
+      nodes.push({ name, mnt, pid: p.pid, metrics });
       await until(`${name}'s mount`, () => mounted(mnt) || p.exitCode !== null);
       if (p.exitCode !== null) throw new Error(`${name} exited with ${p.exitCode}`);
     }
@@ -98,6 +119,17 @@ async function cluster(bin: string, names: string[]) {
     throw e;
   }
   return { nodes, redisPid: redis.pid, stop };
+}
+
+/** perf recording the whole machine from now until the stop it returns is called, when PERF names its output. */
+async function perfStart(): Promise<() => Promise<void>> {
+  if (!process.env.PERF) return async () => {};
+  const p = spawn(["perf", "record", "-a", "-g", "-F", "1999", "-o", process.env.PERF], { stdout: "ignore", stderr: "ignore" });
+  await Bun.sleep(300);
+  return async () => {
+    p.kill("SIGINT");
+    await p.exited;
+  };
 }
 
 const run = (args: string[]) => spawn([process.execPath, "-e", ...args], { stderr: "inherit" }).exited;
@@ -136,16 +168,20 @@ async function workflow(bin: string): Promise<string> {
       fs.mkdirSync(at(c.nodes[0]!, "out"));
       for (let i = 0; i < WF_INPUTS; i++) fs.writeFileSync(join(at(c.nodes[i % 3]!, "in"), `i${i}`), wfInput(i));
       spawnSync(["sync"]);
-      const before = c.nodes.map((n) => ticks(n.pid)), rb = ticks(c.redisPid);
+      const before = c.nodes.map((n) => ticks(n.pid)), rb = ticks(c.redisPid), m0 = await counters(c.nodes[0]!);
       const workers = 3 * per;
+      const perfStop = await perfStart();
       const t0 = performance.now();
       const codes = await Promise.all(Array.from({ length: workers }, (_, w) => run([WF_WORKER, at(c.nodes[w % 3]!, "in"), at(c.nodes[w % 3]!, "out"), String(w), String(tasks), String(workers), String(WF_INPUTS)])));
       const s = (performance.now() - t0) / 1000;
+      await perfStop();
       if (codes.some((x) => x !== 0)) throw new Error("a workflow worker failed");
-      return `${(tasks / s).toFixed(0)} tasks/s; ${c.nodes.map((n, i) => `${n.name} ${spent(before[i]!, n.pid)}`).join("; ")}; redis ${spent(rb, c.redisPid)}`;
+      return `${(tasks / s).toFixed(0)} tasks/s; ${c.nodes.map((n, i) => `${n.name} ${spent(before[i]!, n.pid)}`).join("; ")}; redis ${spent(rb, c.redisPid)}${gained(m0, await counters(c.nodes[0]!))}`;
     };
     await once("warm");
-    return await once("wf");
+    const runs: string[] = [];
+    for (let i = 0; i < Number(process.env.REPEAT ?? 1); i++) runs.push(await once(`wf${i}`));
+    return runs.join("\n  ");
   } finally {
     await c.stop();
   }
@@ -187,13 +223,15 @@ async function creates(bin: string): Promise<string> {
     const [a, b] = c.nodes as [Node, Node];
     const go = async (dir: string, writers: number) => {
       fs.mkdirSync(join(a.mnt, dir));
-      const ta = ticks(a.pid), tb = ticks(b.pid), tr = ticks(c.redisPid);
+      const ta = ticks(a.pid), tb = ticks(b.pid), tr = ticks(c.redisPid), m0 = await counters(a);
       const per = Math.ceil(files / writers);
+      const perfStop = await perfStart();
       const t0 = performance.now();
       const codes = await Promise.all(Array.from({ length: writers }, (_, w) => run([WRITER_SRC, join(a.mnt, dir), String(w * per), String(Math.min(files, (w + 1) * per))])));
       const s = (performance.now() - t0) / 1000;
+      await perfStop();
       if (codes.some((x) => x !== 0)) throw new Error("a writer failed");
-      return `${writers} writer(s) ${(files / s).toFixed(0)} files/s (A ${spent(ta, a.pid)}; B ${spent(tb, b.pid)}; redis ${spent(tr, c.redisPid)})`;
+      return `${writers} writer(s) ${(files / s).toFixed(0)} files/s (A ${spent(ta, a.pid)}; B ${spent(tb, b.pid)}; redis ${spent(tr, c.redisPid)})${gained(m0, await counters(a))}`;
     };
     await go("warm", 1);
     return `${await go("one", 1)}; ${await go("four", 4)}`;
