@@ -166,12 +166,28 @@ export interface FileFramesOptions {
  * through several async steps. Failures are ConnectErrors (the errno in the trailers' metadata), as
  * from Connect.
  */
+/** HTTP/2 flow-control window of a peer connection and of each of its streams. */
+export const WINDOW = 16 << 20;
+
+const widened = new WeakSet<http2.Http2Session>();
+/**
+ * The connection's window raised to WINDOW, once: SETTINGS raise only the streams' windows, and the
+ * connection's own stays at 64 KiB, so a holder sent 64 KiB at a time, each waiting for this node's
+ * JavaScript to send a window update (a batch of small files during a workflow: 75 ms a batch, 21 raised).
+ */
+function widen(s: http2.Http2Session | undefined): void {
+  if (!s || widened.has(s)) return;
+  widened.add(s);
+  s.setLocalWindowSize(WINDOW);
+}
+
 async function* readFrames(session: Http2SessionManager, path: string, call: string, body: Uint8Array, o: FileFramesOptions): AsyncGenerator<Buffer[]> {
   const frame = Buffer.allocUnsafe(5 + body.length);
   frame[0] = 0;
   frame.writeUInt32BE(body.length, 1);
   frame.set(body, 5);
   const stream = await session.request("POST", path, { ...o.headers, "content-type": "application/grpc+proto", te: "trailers", "grpc-timeout": `${o.timeoutMs}m` }, {});
+  widen(stream.session);
   let ended: ConnectError | undefined;
   const timer = setTimeout(() => {
     ended = new ConnectError(`${call} took over ${o.timeoutMs} ms`, Code.DeadlineExceeded);

@@ -2,14 +2,11 @@ import { createClient, type Client, type Interceptor } from "@connectrpc/connect
 import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-node";
 import { Peer, type ReadFilesRequest, type ReadRequest } from "../gen/mcfs/v1/peer_pb.ts";
 import { intercepted } from "./file-frames.ts";
-import { readFileFrames, readFilesFrames, type ChunkIn, type FileFramesOptions, type PieceIn } from "./file-frames-reader.ts";
+import { readFileFrames, readFilesFrames, WINDOW, type ChunkIn, type FileFramesOptions, type PieceIn } from "./file-frames-reader.ts";
 import { fromConnectError } from "./errors.ts";
 import { clientTlsOptions, type PeerTls } from "./peer-tls.ts";
 
 export type PeerClient = Client<typeof Peer>;
-
-/** HTTP/2 flow-control window for peer streams, both ways. */
-export const WINDOW = 16 << 20;
 
 /**
  * Clients for the other nodes, made on first use: one HTTP/2 connection per node and lane. Lanes let

@@ -1,8 +1,10 @@
 import { describe, expect, test } from "bun:test";
+import * as http2 from "node:http2";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { ChunkSchema, FilePiecesSchema } from "../../src/gen/mcfs/v1/peer_pb.ts";
+import { Http2SessionManager } from "@connectrpc/connect-node";
+import { ChunkSchema, FilePiecesSchema, ReadFilesRequestSchema } from "../../src/gen/mcfs/v1/peer_pb.ts";
 import { FRAME_ROOM, frameChunk, framePieces, type PieceOut } from "../../src/peer/file-frames.ts";
-import { chunkOf, createMessages, piecesOf } from "../../src/peer/file-frames-reader.ts";
+import { chunkOf, createMessages, piecesOf, readFilesFrames, WINDOW } from "../../src/peer/file-frames-reader.ts";
 
 /** A gRPC message as Connect frames it: flags, length, the protobuf serializer's bytes. */
 function connectFrame(offset: number, data: Uint8Array): Buffer {
@@ -170,5 +172,31 @@ describe("ReadFiles read by hand", () => {
       for (const cut of [1, 3, bytes.length]) expect(joined(piecesOf(cutUp(Buffer.from(bytes), cut)))).toEqual(want);
     }
     for (const bad of [[0x0a, 4, 0x1a, 9, 1, 2], [0x0a, 30, 0x08, 1], [...inner([0x08, 1]), ...inner([0x18, 1, 0x08, 3])]]) expect(() => piecesOf([Buffer.from(bad)])).toThrow();
+  });
+});
+
+describe("a call read off its HTTP/2 stream", () => {
+  test("raises its connection's flow-control window to WINDOW, not only its streams': a holder is not held to 64 KiB in flight", async () => {
+    const server = http2.createServer((_req, res) => {
+      res.writeHead(200, { "content-type": "application/grpc+proto" });
+      res.addTrailers({ "grpc-status": "0" });
+      res.end();
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    const sm = new Http2SessionManager(`http://127.0.0.1:${(server.address() as { port: number }).port}`, {}, { settings: { initialWindowSize: WINDOW } });
+    try {
+      const before = await sm.request("POST", "/probe", {}, {});
+      const session = before.session!;
+      expect(session.state.effectiveLocalWindowSize).toBe(65_535);
+      before.close();
+      for await (const _ of readFilesFrames(sm, create(ReadFilesRequestSchema, { files: [] }), { headers: {}, timeoutMs: 5000 }));
+      const after = await sm.request("POST", "/probe", {}, {});
+      expect(after.session).toBe(session);
+      expect(session.state.effectiveLocalWindowSize).toBeGreaterThanOrEqual(WINDOW);
+      after.close();
+    } finally {
+      sm.abort();
+      server.close();
+    }
   });
 });
