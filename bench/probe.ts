@@ -18,7 +18,7 @@
  * PROF=dir runs node A (PROF_NODE: another) from source under Bun's --cpu-prof (read the profile with bench/cpuprof.ts).
  * PERF=file (workflow, creates): \`perf record -a -g\` over the timed part (of the last run), into file.
  * LOGS=dir: the cluster's daemons write their logs (stderr) to dir/<node>.log.
- * METRICS=1 (workflow, creates): what node A's counters (mcfs_*_total) gained over the timed part.
+ * METRICS=1 (workflow, creates): what node A's counters (mcfs_*_total, and histograms' _sum and _count) gained over the timed part.
  * MIB, TASKS, FILES change the sizes; PROBE_DIR: where the nodes keep their files (default /tmp; a tmpfs
  * spares creates the slowness of this ext4 next to many deleted inodes). Needs root, /dev/fuse, redis-server.
  */
@@ -69,7 +69,7 @@ async function counters(n: Node): Promise<Map<string, number>> {
   if (!process.env.METRICS) return m;
   const text = await (await fetch(`http://127.0.0.1:${n.metrics}/metrics`)).text();
   for (const line of text.split("\n")) {
-    const hit = /^(mcfs_\w+_total(?:\{[^}]*\})?) (\S+)$/.exec(line);
+    const hit = /^(mcfs_\w+_(?:total|sum|count)(?:\{[^}]*\})?) (\S+)$/.exec(line);
     if (hit) m.set(hit[1]!, Number(hit[2]));
   }
   return m;
@@ -124,7 +124,8 @@ async function cluster(bin: string, names: string[]) {
 /** perf recording the whole machine from now until the stop it returns is called, when PERF names its output. */
 async function perfStart(): Promise<() => Promise<void>> {
   if (!process.env.PERF) return async () => {};
-  const p = spawn(["perf", "record", "-a", "-g", "-F", "1999", "-o", process.env.PERF], { stdout: "ignore", stderr: "ignore" });
+  const what = process.env.PERF_EVENTS ? ["-e", process.env.PERF_EVENTS] : ["-g", "-F", "1999"];
+  const p = spawn(["perf", "record", "-a", ...what, "-o", process.env.PERF], { stdout: "ignore", stderr: "ignore" });
   await Bun.sleep(300);
   return async () => {
     p.kill("SIGINT");
