@@ -211,7 +211,7 @@ async function heads(bin: string): Promise<string> {
       }
       return `${((performance.now() - t0) / files).toFixed(2)} ms a file (B ${spent(tb, b.pid)})`;
     };
-    return `heads ${timed("head", 8192)}; whole ${timed("whole", bytes)}`;
+    return `heads ${timed("head", Math.min(8192, bytes))}; whole ${timed("whole", bytes)}`;
   } finally {
     await c.stop();
   }
