@@ -75,6 +75,12 @@ export interface KernelView {
   unnamed(ino: number, parent: number, name: string): void;
   /** Whether the kernel may hold attributes of another version than version (then refresh them). */
   mayBeStale(ino: number, version: number): boolean;
+  /**
+   * A writer here published its bytes as version to, over the version from the kernel was told: the
+   * kernel made every change between itself (writes, truncates), so its size is to's, and no reply
+   * it may still take in carries another version's (it discards those sent before its own writes).
+   */
+  wroteHere(ino: number, from: number, to: number): void;
   /** The kernel was refreshed to version. */
   refreshed(ino: number, version: number): void;
   /**
@@ -191,6 +197,8 @@ export function createKernelView(o: {
   const heldBack = new Set<number>();
   /** Data version of each inode when this node last opened it (for the kernel's page cache). */
   const openedVersion = new Map<number, number>();
+  /** The last version a writer here published of each inode, and the one the kernel had before it (wroteHere). */
+  const wrote = new Map<number, [from: number, to: number]>();
   /** Opens waiting to hear a change of an inode (see sameName). */
   const hearing = new Map<number, Set<() => void>>();
 
@@ -438,8 +446,19 @@ export function createKernelView(o: {
     mayBeStale(ino, version) {
       const was = told.get(ino)?.version;
       const lastOpened = openedVersion.get(ino);
-      // A reply computed before this open may carry another version's size: also after a version change.
-      return was !== undefined && (was !== version || (lastOpened !== undefined && lastOpened !== version));
+      // A reply computed before this open may carry another version's size: also after a version
+      // change, unless a writer here made it from the version last opened.
+      const w = wrote.get(ino);
+      const ownChange = w !== undefined && w[1] === version && lastOpened === w[0];
+      return was !== undefined && (was !== version || (lastOpened !== undefined && lastOpened !== version && !ownChange));
+    },
+    wroteHere(ino, from, to) {
+      const t = told.get(ino);
+      if (!t || t.version !== from) return;
+      t.version = to;
+      o.toldVersion?.(ino, to);
+      if (wrote.size >= max) wrote.clear();
+      wrote.set(ino, [from, to]);
     },
     refreshed(ino, version) {
       const t = told.get(ino);

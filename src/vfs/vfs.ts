@@ -233,7 +233,11 @@ export function createVfs(o: VfsOptions): Vfs {
     const now = nowNs();
     // The change happened when the file last changed (an ftruncate, a write), not when it is published.
     const p = cutTo === undefined ? { size: Number(st.size), mtime: st.mtimeNs, ctime: changeTime(st.ctimeNs, open.inode(h.ino)?.rec.ctime ?? 0n) } : { size: cutTo, mtime: now, ctime: now };
+    // The kernel's view of the file was the version this writer began from: every change since went through it.
+    const from = open.inode(h.ino)?.rec.version;
+    const current = cutTo === undefined && from !== undefined && ctx.kernel.versionOf(h.ino) === from;
     const r = await ctx.policy.publish(ctx, { ino: h.ino, ...p, path });
+    if (current) ctx.kernel.wroteHere(h.ino, from, r.version);
     if (cutTo !== undefined) {
       fs.ftruncateSync(h.fd, cutTo);
       // The disk's mtime is the record's: the next start takes a file whose mtime differs for a change the store missed.

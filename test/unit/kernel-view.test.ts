@@ -210,6 +210,30 @@ describe("kernel view", () => {
     expect(view.given(rec(21, "another"))).toBeUndefined();
   });
 
+  test("a version a writer here made from the one the kernel had is not stale at the next open; another node's version, or one made over another, still is", () => {
+    // The writer's create: the kernel is told version 7 and opens it.
+    view.told(DIR, "f21", rec(21));
+    expect(view.opened(21, 7)).toBe(false);
+    view.wroteHere(21, 7, 8);
+    expect(view.versionOf(21)).toBe(8);
+    expect(view.mayBeStale(21, 8)).toBe(false);
+    // Its pages are still dropped at that open: the writer's bytes may have gone around the page cache (passthrough).
+    expect(view.opened(21, 8)).toBe(false);
+    // Another node's version after it: stale.
+    expect(view.mayBeStale(21, 9)).toBe(true);
+    // The kernel told another version meanwhile: the write is not taken as made from what it holds.
+    view.told(DIR, "f22", rec(22));
+    view.attr({ ...rec(22), version: 5 });
+    view.wroteHere(22, 7, 8);
+    expect(view.versionOf(22)).toBe(5);
+    expect(view.mayBeStale(22, 8)).toBe(true);
+    // Opened last at another version than the one the writer began from: a reply of that one may be on its way.
+    view.told(DIR, "f23", rec(23));
+    view.opened(23, 6);
+    view.wroteHere(23, 7, 8);
+    expect(view.mayBeStale(23, 8)).toBe(true);
+  });
+
   test("an inode given to the kernel again goes to the back: the one given least lately goes first", () => {
     for (let ino = 21; ino <= 30; ino++) view.told(DIR, `f${ino}`, rec(ino));
     view.attr(rec(21));
