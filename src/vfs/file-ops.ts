@@ -13,6 +13,7 @@ import { createLocalFile } from "./local-files.ts";
 import { checkName, checkReserved, checkRoom } from "./namespace-ops.ts";
 import { compareNames } from "./name-order.ts";
 import type { Handle, WriterOpening } from "./open-files.ts";
+import { createOwnWatches } from "./own-watches.ts";
 import type { ShimKits } from "./shim-kits.ts";
 import { ChangingCopy, type RangeReader, type Sibling } from "./remote-data.ts";
 import { mayKeepPrivileges, outsideGroup, withoutPrivileges } from "./privileges.ts";
@@ -73,6 +74,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
   const { store, root, nodeId, paths, cache, kernel, o } = ctx;
   const remote = o.remote;
   const grants = ctx.grants;
+  const own = createOwnWatches({ store, watches: cache.watches, writtenHere: ctx.writtenHere, entries: (dir) => cache.entries(dir) });
   const granted = new Map<number, Inode>();
   let grantSeq = 0;
   /** Drops of the kernel's attributes under way for opens, by "ino.version". */
@@ -121,6 +123,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       // Kept before it is learned: learning it must not count as a change of what is kept.
       if (asked) cache.watches.keep(asked, got);
     }
+    if (watch && ctx.writtenHere.has(ino)) own.opened(got.r.parent, ino);
     return found(ctx.learn(got.r), got.holders);
   }
   const found = (r: Inode, h: Holders): Found => ({ r, holders: h, here: h.data.get(nodeId) === r.version || (h.data.size === 0 && r.size === 0) });
