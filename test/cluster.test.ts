@@ -986,12 +986,14 @@ describe.skipIf(!!skip)("cached copies", () => {
 
   test("A killed in the middle of B's reads: served on from C's copy; with no other copy, EIO and never wrong bytes", async () => {
     const shared = write("shared.bin", 6 << 20);
-    const lone = write("lone.bin", 6 << 20);
+    // In a directory of its own: read-ahead of shared.bin's directory would copy it to B before A dies.
+    fs.mkdirSync(join(a.mnt, "alone"));
+    const lone = write("alone/lone.bin", 6 << 20);
     const small = write("small.txt", 5000);
     expect(fs.readFileSync(join(c.mnt, "shared.bin")).equals(shared)).toBe(true);
     expect(fs.readFileSync(join(b.mnt, "small.txt")).equals(small)).toBe(true);
     await waitFor("B's copy of small.txt listed", () => listedOnB("small.txt"));
-    const fds = ["shared.bin", "lone.bin"].map((f) => fs.openSync(join(b.mnt, f), "r"));
+    const fds = ["shared.bin", "alone/lone.bin"].map((f) => fs.openSync(join(b.mnt, f), "r"));
     const head = Buffer.alloc(1 << 20);
     for (const fd of fds) fs.readSync(fd, head, 0, head.length, 0);
     expect(head.equals(lone.subarray(0, 1 << 20))).toBe(true);

@@ -129,6 +129,24 @@ describe.skipIf(!!skip)("read-ahead bounded by what the RAM tier keeps until it 
     expect(total.unused).toBeLessThanOrEqual(total.moved - total.read);
   }, 240_000);
 
+  test("a directory two nodes wrote, read in no order: each holder is asked once, for its own files, those before the first one read too", async () => {
+    const files = 60;
+    const want = await inputs("mixed", files, () => 8192 + Math.floor(Math.random() * 8193));
+    const b = cluster.nodes[1]!;
+    expect(fs.readdirSync(join(b.mnt, "mixed")).length).toBe(files);
+    const order = [...want.keys()];
+    for (let i = order.length - 1; i > 0; i--) {
+      const j = Math.floor(Math.random() * (i + 1));
+      [order[i], order[j]] = [order[j]!, order[i]!];
+    }
+    const calls = async () => (await scrape(b))("mcfs_peer_rpcs_total", { side: "client", method: "ReadFiles", code: "OK" });
+    const before = await calls();
+    const r = await run("mixed", order, want, 1);
+    // Together well within B's RAM tier: one call to A for A's files, one to C for C's.
+    expect(await calls() - before).toBe(2);
+    expect(r.moved).toBe(r.read);
+  }, 240_000);
+
   test("reads in listing order move at most 1.2x the bytes read, and most find their copy fetched ahead", async () => {
     const want = await inputs("sequential");
     const b = cluster.nodes[1]!;

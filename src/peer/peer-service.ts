@@ -289,6 +289,12 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
         } finally {
           closeCopy(c);
         }
+        // The first file is the one a reader waits for (the rest come along): sent at once, not once a
+        // message's worth of the others is read behind it. The others go on filling the same buffer.
+        if (index === 0 && pieces.length && r.files.length > 1) {
+          yield { pieces };
+          pieces = [];
+        }
       }
       if (pieces.length) yield { pieces };
     } finally {

@@ -43,7 +43,7 @@ export interface Sibling {
 /** The files of a file's directory, for fetching small ones along with it. */
 export interface Siblings {
   dir: number;
-  /** The files listed after the one given, in listing order (read-ahead takes those first); none if it is not listed. */
+  /** The files listed after the one given, in listing order (read-ahead takes those first), then those before it; none if it is not listed. */
   after(ino: number): Promise<Iterable<Sibling>>;
 }
 
@@ -131,6 +131,10 @@ export function createBatches(o: BatchesOptions): Batches {
       const f = found[i];
       // Not looked at again: what is not a small or medium file.
       if (!f || !isReg(f.r.mode) || f.r.size > ALONE_FILE_MAX) unwanted.add(c.ino);
+      // A small file of another node (a directory several nodes wrote): in node's batch it would be
+      // refused, and its copy, reserved meanwhile, would hold up its readers until the batch ends. Its
+      // own holder's batch takes it. (A medium one is fetched alone, from any of its holders.)
+      else if (f.r.size <= BATCH_FILE_MAX && f.holders.data.get(node) !== f.r.version) unwanted.add(`${node}/${c.ino}`);
       else out.push({ ino: c.ino, version: f.r.version, path: c.path, size: f.r.size, holders: f.holders });
     }
     return out;
