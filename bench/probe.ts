@@ -18,7 +18,7 @@
  * PROF=dir runs node A (PROF_NODE: another) from source under Bun's --cpu-prof (read the profile with bench/cpuprof.ts).
  * PERF=file (workflow, creates): \`perf record -a -g\` over the timed part (of the last run), into file.
  * LOGS=dir: the cluster's daemons write their logs (stderr) to dir/<node>.log.
- * METRICS=1 (workflow, creates): what node A's counters (mcfs_*_total, and histograms' _sum and _count) gained over the timed part.
+ * METRICS=1 (workflow, creates; heads: B's): what node A's counters (mcfs_*_total, and histograms' _sum and _count) gained over the timed part.
  * MIB, TASKS, FILES change the sizes; PROBE_DIR: where the nodes keep their files (default /tmp; a tmpfs
  * spares creates the slowness of this ext4 next to many deleted inodes). Needs root, /dev/fuse, redis-server.
  */
@@ -199,8 +199,8 @@ async function heads(bin: string): Promise<string> {
       for (let i = 0; i < files; i++) fs.writeFileSync(join(a.mnt, dir, `f${i}`), buf);
     }
     spawnSync(["sync"]);
-    const timed = (dir: string, want: number) => {
-      const tb = ticks(b.pid);
+    const timed = async (dir: string, want: number) => {
+      const tb = ticks(b.pid), m0 = await counters(b);
       const t0 = performance.now();
       for (let i = 0; i < files; i++) {
         const fd = fs.openSync(join(b.mnt, dir, `f${i}`), "r");
@@ -209,9 +209,9 @@ async function heads(bin: string): Promise<string> {
         fs.closeSync(fd);
         if (n !== want) throw new Error(`read ${n} bytes of ${want}`);
       }
-      return `${((performance.now() - t0) / files).toFixed(2)} ms a file (B ${spent(tb, b.pid)})`;
+      return `${((performance.now() - t0) / files).toFixed(2)} ms a file (B ${spent(tb, b.pid)})${gained(m0, await counters(b))}`;
     };
-    return `heads ${timed("head", Math.min(8192, bytes))}; whole ${timed("whole", bytes)}`;
+    return `heads ${await timed("head", Math.min(8192, bytes))}; whole ${await timed("whole", bytes)}`;
   } finally {
     await c.stop();
   }

@@ -144,11 +144,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
 
   /** Each directory's files in natural order of their names (the order read-ahead expects them read in), and where each is in it, while its listing has not changed. */
   const indexes = new Map<number, { listing: ReadonlyMap<string, number>; changes: number; files: Sibling[]; at: Map<number, number> }>();
-  /**
-   * The files of dir after ino in natural order, then those before it (a reader that began in the
-   * middle, or reads in no order, has not read them), as far as its listing is loaded (none
-   * otherwise: no Redis call for this).
-   */
+  /** The files of dir after ino in natural order, as far as its listing is loaded (none otherwise: no Redis call for this). */
   async function filesAfter(dir: number, ino: number): Promise<Iterable<Sibling>> {
     const l = cache.entries(dir);
     if (!l) return [];
@@ -165,7 +161,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
     }
     const from = x.at.get(ino);
     // Not those this node wrote: a copy another node has of them would come back here for nothing.
-    return from === undefined ? [] : [...x.files.slice(from + 1), ...x.files.slice(0, from)].filter((f) => !ctx.writtenHere.has(f.ino));
+    return from === undefined ? [] : x.files.slice(from + 1).filter((f) => !ctx.writtenHere.has(f.ino));
   }
 
   /**

@@ -43,7 +43,7 @@ export interface Sibling {
 /** The files of a file's directory, for fetching small ones along with it. */
 export interface Siblings {
   dir: number;
-  /** The files listed after the one given, in listing order (read-ahead takes those first), then those before it; none if it is not listed. */
+  /** The files listed after the one given, in listing order (read-ahead takes those first); none if it is not listed. */
   after(ino: number): Promise<Iterable<Sibling>>;
 }
 
