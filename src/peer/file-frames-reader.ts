@@ -160,12 +160,6 @@ export interface FileFramesOptions {
   signal?: AbortSignal;
 }
 
-/**
- * The reply messages of a call read straight off its HTTP/2 stream, each as the pieces of the stream
- * it came in: Connect's reader copied every message into a zeroed buffer of its own and passed it
- * through several async steps. Failures are ConnectErrors (the errno in the trailers' metadata), as
- * from Connect.
- */
 /** HTTP/2 flow-control window of a peer connection and of each of its streams. */
 export const WINDOW = 16 << 20;
 
@@ -181,6 +175,12 @@ function widen(s: http2.Http2Session | undefined): void {
   s.setLocalWindowSize(WINDOW);
 }
 
+/**
+ * The reply messages of a call read straight off its HTTP/2 stream, each as the pieces of the stream
+ * it came in: Connect's reader copied every message into a zeroed buffer of its own and passed it
+ * through several async steps. Failures are ConnectErrors (the errno in the trailers' metadata), as
+ * from Connect.
+ */
 async function* readFrames(session: Http2SessionManager, path: string, call: string, body: Uint8Array, o: FileFramesOptions): AsyncGenerator<Buffer[]> {
   const frame = Buffer.allocUnsafe(5 + body.length);
   frame[0] = 0;

@@ -44,10 +44,7 @@ export function createOwnWatches(o: OwnWatchesOptions): OwnWatches {
       const asked = inos.map((i) => o.watches.asking(i));
       o.store
         .recordsAndHolders(inos, true)
-        .then(
-          (found) => found,
-          () => undefined,
-        )
+        .catch(() => undefined)
         .then((found) => {
           // A file changed while this was read is not kept (asking); what is no file now is not either.
           asked.forEach((a, k) => {
