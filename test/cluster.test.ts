@@ -559,6 +559,27 @@ describe.skipIf(!!skip)("data across nodes", () => {
     expect(stale).toBe(0);
   });
 
+  test("close-to-open of a node's own files: once A has read one (A then watches the others it wrote there), B's rewrites of them are what A reads next, sizes and bytes", async () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    const aId = fs.readFileSync(join(a.root, ".mcfs/node-id"), "utf8").trim();
+    fs.mkdirSync(join(a.mnt, "own"));
+    const names = Array.from({ length: 40 }, (_, i) => `f${i}`);
+    for (const f of names) fs.writeFileSync(join(a.mnt, "own", f), `a's ${f}`);
+    // A lists the directory (its listing is what A's watches are taken from) and reads one of them.
+    expect(fs.readdirSync(join(a.mnt, "own")).length).toBe(names.length);
+    expect(fs.readFileSync(join(a.mnt, "own", "f0"), "utf8")).toBe("a's f0");
+    const last = fs.statSync(join(a.mnt, "own", names.at(-1)!)).ino;
+    await waitFor("A watching the others it wrote", async () => (await cluster.redis.cli("sismember", `mcfs:cb:${last}`, aId)) === "1");
+    let stale = 0;
+    for (const f of names.slice(1)) {
+      const next = randomBytes(30 + f.length);
+      fs.writeFileSync(join(b.mnt, "own", f), next);
+      const got = fs.readFileSync(join(a.mnt, "own", f));
+      if (!got.equals(next) || fs.statSync(join(a.mnt, "own", f)).size !== next.length) stale++;
+    }
+    expect(stale).toBe(0);
+  });
+
   test("B appends to A's file: B holds the new version and A reads it", () => {
     const [a, b] = n as [TestDaemon, TestDaemon];
     fs.writeFileSync(join(a.mnt, "log.txt"), "from a\n");
