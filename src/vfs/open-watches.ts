@@ -1,4 +1,5 @@
 import type { Holders, Inode } from "../meta/store.ts";
+import { isReg } from "./attr.ts";
 
 /** What was read of a file being watched: its record and holders as of that read. */
 export interface Watched {
@@ -76,6 +77,24 @@ export function createOpenWatches<T>(limit: number): OpenWatches<T> {
       return kept.size;
     },
   };
+}
+
+/**
+ * The records of inos as read (by the store, watching them from then on), each regular file's kept
+ * as its watch unless the file changed while it was read; a failed read keeps none.
+ */
+export async function readWatching(watches: OpenWatches<Watched>, inos: number[], read: () => Promise<(Watched | undefined)[]>): Promise<(Watched | undefined)[]> {
+  const asked = inos.map((ino) => watches.asking(ino));
+  let found: (Watched | undefined)[] | undefined;
+  try {
+    found = await read();
+    return found;
+  } finally {
+    asked.forEach((a, i) => {
+      const f = found?.[i];
+      watches.keep(a, f && isReg(f.r.mode) ? f : undefined);
+    });
+  }
 }
 
 /**

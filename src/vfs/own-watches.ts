@@ -1,7 +1,6 @@
 import type { MetadataStore } from "../meta/store.ts";
 import type { RecentSet } from "../util/recent-set.ts";
-import { isReg } from "./attr.ts";
-import type { OpenWatches, Watched } from "./open-watches.ts";
+import { readWatching, type OpenWatches, type Watched } from "./open-watches.ts";
 
 /** Files of one directory watched in one read of the store, at most. */
 const OWN_AHEAD = 256;
@@ -41,18 +40,9 @@ export function createOwnWatches(o: OwnWatchesOptions): OwnWatches {
       }
       if (!inos.length) return;
       reading.add(dir);
-      const asked = inos.map((i) => o.watches.asking(i));
-      o.store
-        .recordsAndHolders(inos, true)
+      readWatching(o.watches, inos, () => o.store.recordsAndHolders(inos, true))
         .catch(() => undefined)
-        .then((found) => {
-          // A file changed while this was read is not kept (asking); what is no file now is not either.
-          asked.forEach((a, k) => {
-            const f = found?.[k];
-            o.watches.keep(a, f && isReg(f.r.mode) ? f : undefined);
-          });
-          reading.delete(dir);
-        });
+        .finally(() => reading.delete(dir));
     },
   };
 }

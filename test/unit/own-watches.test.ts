@@ -4,15 +4,9 @@ import type { Inode } from "../../src/meta/store.ts";
 import { createRecentSet } from "../../src/util/recent-set.ts";
 import { createWatches } from "../../src/vfs/open-watches.ts";
 import { createOwnWatches } from "../../src/vfs/own-watches.ts";
+import { waitFor } from "../helpers/env.ts";
 
 const ROOT = 1, FILE = 0o100644, DIR = 0o040755;
-
-async function until(what: string, cond: () => boolean): Promise<void> {
-  for (let i = 0; !cond(); i++) {
-    if (i > 500) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(2);
-  }
-}
 
 describe("own watches", () => {
   test("a reader's first open of a file this node wrote watches the others it wrote in that directory, in one read; not the one opened, nor others' files, nor one changed while read", async () => {
@@ -41,7 +35,7 @@ describe("own watches", () => {
     own.opened(d.ino, mine[0]!.ino);
     watches.drop([changing]);
     own.opened(d.ino, mine[0]!.ino);
-    await until("the read", () => watches.get(mine[1]!.ino) !== undefined);
+    await waitFor("the read", () => watches.get(mine[1]!.ino) !== undefined);
     expect(reads).toBe(1);
     expect(watches.get(mine[0]!.ino)).toBeUndefined();
     expect(watches.get(changing)).toBeUndefined();

@@ -1,4 +1,4 @@
-import type { OpenWatches, Watched } from "../open-watches.ts";
+import { readWatching, type OpenWatches, type Watched } from "../open-watches.ts";
 import type { CopyCache, PendingCopy } from "../../cache/copy-cache.ts";
 import type { Holders, MetadataStore } from "../../meta/store.ts";
 import type { PeerReads } from "../../peer/peer-reads.ts";
@@ -114,17 +114,8 @@ export function createBatches(o: BatchesOptions): Batches {
       if (cand.length === most) break;
     }
     if (!cand.length) return [];
-    // Whether node holds each is its to say (it answers ESTALE for those it does not).
-    const asked = o.watches ? cand.map((c) => o.watches!.asking(c.ino)) : undefined;
-    let found: Awaited<ReturnType<MetadataStore["recordsAndHolders"]>> | undefined;
-    try {
-      found = await o.store.recordsAndHolders(cand.map((c) => c.ino), asked !== undefined);
-    } finally {
-      asked?.forEach((a, i) => {
-        const f = found?.[i];
-        o.watches!.keep(a, f && isReg(f.r.mode) ? f : undefined);
-      });
-    }
+    const inos = cand.map((c) => c.ino);
+    const found = o.watches ? await readWatching(o.watches, inos, () => o.store.recordsAndHolders(inos, true)) : await o.store.recordsAndHolders(inos);
     if (unwanted.size > UNWANTED_MAX) unwanted.clear();
     const out: Wanted[] = [];
     for (const [i, c] of cand.entries()) {
