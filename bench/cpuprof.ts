@@ -23,9 +23,13 @@ const p = JSON.parse(fs.readFileSync(file, "utf8")) as Profile;
 const byId = new Map(p.nodes.map((n) => [n.id, n]));
 const parent = new Map<number, number>();
 for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
-/** Microseconds sampled in each node itself. */
+/**
+ * Microseconds sampled in each node itself: samples times the median interval. A sample's own delta
+ * would count the thread's idle time before it (the profiler samples only while JS runs).
+ */
+const interval = [...p.timeDeltas].sort((a, b) => a - b)[p.timeDeltas.length >> 1] ?? 1000;
 const self = new Map<number, number>();
-p.samples.forEach((id, i) => self.set(id, (self.get(id) ?? 0) + (p.timeDeltas[i + 1] ?? 0)));
+for (const id of p.samples) self.set(id, (self.get(id) ?? 0) + interval);
 const name = (id: number) => {
   const c = byId.get(id)!.callFrame;
   return `${c.functionName || "(anonymous)"} ${c.url.split("/").slice(-2).join("/")}:${c.lineNumber}`;

@@ -16,9 +16,10 @@
  *   stats     a sole node (its own redis-server): 15,000 files made by one writer, remount, stat 10,000
  *             of them (ms at marks)
  * PROF=dir runs node A (PROF_NODE: another) from source under Bun's --cpu-prof (read the profile with bench/cpuprof.ts).
- * PERF=file (workflow, creates): \`perf record -a -g\` over the timed part (of the last run), into file.
+ * PERF=file (workflow, creates, onecreates' one writer): \`perf record -a -g\` over the timed part (of the last run), into file.
  * LOGS=dir: the cluster's daemons write their logs (stderr) to dir/<node>.log.
- * METRICS=1 (workflow, creates; heads: B's): what node A's counters (mcfs_*_total, and histograms' _sum and _count) gained over the timed part.
+ * METRICS=1 (workflow, creates; heads: B's): what node A's counters (mcfs_*_total, and histograms' _sum and _count) gained over the timed part
+ *   (creates: and Redis's calls and microseconds by command).
  * MIB, TASKS, FILES change the sizes; PROBE_DIR: where the nodes keep their files (default /tmp; a tmpfs
  * spares creates the slowness of this ext4 next to many deleted inodes). Needs root, /dev/fuse, redis-server.
  */
@@ -53,6 +54,10 @@ function ticks(pid: number): Ticks {
   return m;
 }
 
+/** The processes pid started (a sole node's own redis-server). */
+const childPids = (pid: number) =>
+  fs.readdirSync(`/proc/${pid}/task`).flatMap((tid) => fs.readFileSync(`/proc/${pid}/task/${tid}/children`, "utf8").split(" ").filter(Boolean).map(Number));
+
 const spent = (before: Ticks, pid: number) =>
   [...ticks(pid)].map(([k, v]) => [k, v - (before.get(k) ?? 0)] as const).filter(([, v]) => v > 1).map(([k, v]) => `${k}=${v}`).join(" ");
 
@@ -71,6 +76,18 @@ async function counters(n: Node): Promise<Map<string, number>> {
   for (const line of text.split("\n")) {
     const hit = /^(mcfs_\w+_(?:total|sum|count)(?:\{[^}]*\})?) (\S+)$/.exec(line);
     if (hit) m.set(hit[1]!, Number(hit[2]));
+  }
+  return m;
+}
+
+/** Redis's calls and microseconds by command (INFO commandstats), with METRICS. */
+function redisStats(sock: string): Map<string, number> {
+  const m = new Map<string, number>();
+  if (!process.env.METRICS) return m;
+  const out = spawnSync(["redis-cli", "-s", sock, "info", "commandstats"]).stdout.toString();
+  for (const hit of out.matchAll(/^cmdstat_(\S+):calls=(\d+),usec=(\d+)/gm)) {
+    m.set(`redis_calls{cmd="${hit[1]}"}`, Number(hit[2]));
+    m.set(`redis_usec{cmd="${hit[1]}"}`, Number(hit[3]));
   }
   return m;
 }
@@ -118,7 +135,7 @@ async function cluster(bin: string, names: string[]) {
     await stop();
     throw e;
   }
-  return { nodes, redisPid: redis.pid, stop };
+  return { nodes, redisPid: redis.pid, sock, stop };
 }
 
 /** perf recording the whole machine from now until the stop it returns is called, when PERF names its output. */
@@ -224,7 +241,7 @@ async function creates(bin: string): Promise<string> {
     const [a, b] = c.nodes as [Node, Node];
     const go = async (dir: string, writers: number) => {
       fs.mkdirSync(join(a.mnt, dir));
-      const ta = ticks(a.pid), tb = ticks(b.pid), tr = ticks(c.redisPid), m0 = await counters(a);
+      const ta = ticks(a.pid), tb = ticks(b.pid), tr = ticks(c.redisPid), m0 = await counters(a), r0 = redisStats(c.sock);
       const per = Math.ceil(files / writers);
       const perfStop = await perfStart();
       const t0 = performance.now();
@@ -232,7 +249,7 @@ async function creates(bin: string): Promise<string> {
       const s = (performance.now() - t0) / 1000;
       await perfStop();
       if (codes.some((x) => x !== 0)) throw new Error("a writer failed");
-      return `${writers} writer(s) ${(files / s).toFixed(0)} files/s (A ${spent(ta, a.pid)}; B ${spent(tb, b.pid)}; redis ${spent(tr, c.redisPid)})${gained(m0, await counters(a))}`;
+      return `${writers} writer(s) ${(files / s).toFixed(0)} files/s (A ${spent(ta, a.pid)}; B ${spent(tb, b.pid)}; redis ${spent(tr, c.redisPid)})${gained(m0, await counters(a))}${gained(r0, redisStats(c.sock))}`;
     };
     await go("warm", 1);
     return `${await go("one", 1)}; ${await go("four", 4)}`;
@@ -257,12 +274,17 @@ async function onecreates(bin: string): Promise<string> {
     const go = async (dir: string, writers: number, files: number) => {
       fs.mkdirSync(join(mnt, dir));
       const before = ticks(d.pid);
+      const redis = childPids(d.pid);
+      const redisBefore = redis.map(ticks);
       const per = Math.ceil(files / writers);
+      const stopPerf = writers === 1 ? await perfStart() : async () => {};
       const t0 = performance.now();
       const codes = await Promise.all(Array.from({ length: writers }, (_, w) => run([WRITER_SRC, join(mnt, dir), String(w * per), String(Math.min(files, (w + 1) * per))])));
       const s = (performance.now() - t0) / 1000;
+      await stopPerf();
       if (codes.some((x) => x !== 0)) throw new Error("a writer failed");
-      return `${writers} writer(s) ${(files / s).toFixed(0)} files/s (${spent(before, d.pid)})`;
+      const children = redis.map((pid, i) => `child=${[...ticks(pid).values()].reduce((a, b) => a + b, 0) - [...redisBefore[i]!.values()].reduce((a, b) => a + b, 0)}`).join(" ");
+      return `${writers} writer(s) ${(files / s).toFixed(0)} files/s (${spent(before, d.pid)} ${children})`;
     };
     // BIG_FIRST: as in the bench, a big file written, synced and deleted just before.
     if (process.env.BIG_FIRST) {
