@@ -2,7 +2,7 @@
  * Writes the shim's C view of src/fuse/abi.ts, so the request record, opcodes, reply arrays and the
  * functions JS calls are described once. Run by build.ts before the shim is compiled; the output lives in native/build/.
  */
-import { ATTR, DIRENT_AFTER_ATTR, GRANTS_MAX, IO_COUNTERS, KIT_BYTES, KIT_MARK_AT, OPEN_FLAGS, OPS, SETATTR_KILL_PRIVILEGES, REQ_ARG_SLOTS, REQ_HEADER_BYTES, REQ_U32, REQ_U64, SHIM_FUNCTIONS, STATFS } from "../src/fuse/abi.ts";
+import { ATTR, DIRENT_AFTER_ATTR, GRANT_FLAGS, GRANTS_MAX, IO_COUNTERS, KIT_BYTES, KIT_MARK_AT, OPEN_FLAGS, OPS, SETATTR_KILL_PRIVILEGES, REQ_ARG_SLOTS, REQ_HEADER_BYTES, REQ_U32, REQ_U64, SHIM_FUNCTIONS, STATFS } from "../src/fuse/abi.ts";
 
 /** The C spelling of an abi.ts name (newParent -> new_parent). */
 export const snake = (s: string) => s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
@@ -56,8 +56,11 @@ ${Object.entries(OPEN_FLAGS).map(([n, v]) => `\tOPEN_${upper(n)} = ${v},`).join(
 /* In setattr's valid: take setuid and setgid. */
 #define SETATTR_KILL_PRIVILEGES ${SETATTR_KILL_PRIVILEGES}u
 
-/* Opens answered from grants: grants held at most (grants.c). */
+/* Opens answered from grants: grants held at most (grants.c), and the bits of a grant's flags. */
 #define GRANTS_MAX ${GRANTS_MAX}
+enum {
+${Object.entries(GRANT_FLAGS).map(([n, v]) => `\tGRANT_${upper(n)} = ${v},`).join("\n")}
+};
 
 /* A kit for a file the shim makes. */
 struct mcfs_kit {

@@ -3,7 +3,10 @@
  * (every change of it elsewhere waits for this node to hear it), it may grant the file: a read-only
  * fd of the bytes of the version it opened (this node's own file, or a whole copy of another's).
  * Another read-only open of that inode is then answered here with a dup of the grant's fd, its reads
- * served by io.c, while the change feed is shown current (listing_trusted). JS hears of the handle
+ * served by io.c, while the change feed is shown current (listing_trusted). A copy fetched ahead may
+ * be granted as it lands, before any open here (GRANT_FRESH): the kernel may hold pages of the inode
+ * of another version, which each open answered from it has it drop, until JS settles it (after the
+ * release of one such open: the kernel took the drop in before). JS hears of the handle
  * through a note queued before the reply, with the grant's id and version, as it hears of the
  * shim's creates. JS revokes a grant before it acknowledges a change of its file, and when it stops
  * watching it or lets go of the copy: an open answered here after that began before the change
@@ -27,7 +30,7 @@
 struct grant {
 	struct grant *next;
 	uint64_t ino, id, version, size;
-	uint32_t copy;
+	uint32_t flags;
 	int fd;
 };
 
@@ -65,10 +68,9 @@ static void unlink_grant(struct grant **p)
 
 /*
  * Grant ino: opens of it are answered with a dup of fd (JS keeps its own), as id, at version and
- * size; copy: the bytes are a copy of another node's file. Replaces a grant of ino. 0, or -errno
- * (none taken: too many).
+ * size; flags: GRANT_*. Replaces a grant of ino. 0, or -errno (none taken: too many).
  */
-int mcfs_grant(uint64_t ino, int fd, uint64_t id, uint64_t version, uint64_t size, uint32_t copy)
+int mcfs_grant(uint64_t ino, int fd, uint64_t id, uint64_t version, uint64_t size, uint32_t flags)
 {
 	struct grant *g = malloc(sizeof *g);
 	if (!g)
@@ -83,7 +85,7 @@ int mcfs_grant(uint64_t ino, int fd, uint64_t id, uint64_t version, uint64_t siz
 	g->id = id;
 	g->version = version;
 	g->size = size;
-	g->copy = copy;
+	g->flags = flags;
 	pthread_mutex_lock(&lock);
 	struct grant **p = find(ino);
 	if (*p)
@@ -111,6 +113,16 @@ void mcfs_grant_revoke(uint64_t ino)
 	struct grant **p = find(ino);
 	if (*p)
 		unlink_grant(p);
+	pthread_mutex_unlock(&lock);
+}
+
+/* The kernel holds no page of ino but of grant id's version: opens from it keep them. */
+void mcfs_grant_settle(uint64_t ino, uint64_t id)
+{
+	pthread_mutex_lock(&lock);
+	struct grant *g = *find(ino);
+	if (g && g->id == id)
+		g->flags &= ~(uint32_t)GRANT_FRESH;
 	pthread_mutex_unlock(&lock);
 }
 
@@ -167,12 +179,13 @@ int grants_try_open(fuse_req_t req, uint64_t ino, struct fuse_file_info *fi)
 	h.opened.grant = g->id;
 	h.opened.version = g->version;
 	h.opened.size = g->size;
-	h.opened.copy = g->copy;
+	h.opened.copy = (g->flags & GRANT_COPY) != 0;
+	int keep = !(g->flags & GRANT_FRESH);
 	/*
 	 * Attached, then queued, under the lock: once a revoke returns, every open the grant answered is
 	 * in the queue, and whatever JS does with its handle after (a detach) is not undone here.
 	 */
-	open_attach(ino, h.fh, fd, OPEN_KEEP_CACHE | OPEN_NO_FLUSH);
+	open_attach(ino, h.fh, fd, (keep ? OPEN_KEEP_CACHE : 0) | OPEN_NO_FLUSH);
 	if (queue_note(&c, &h, NULL) != 0) {
 		open_undone(ino, h.fh);
 		spare[nspare++] = h.fh;
@@ -184,7 +197,7 @@ int grants_try_open(fuse_req_t req, uint64_t ino, struct fuse_file_info *fi)
 	pthread_mutex_unlock(&lock);
 	fi->fh = h.fh;
 	fi->direct_io = 0;
-	fi->keep_cache = 1;
+	fi->keep_cache = keep;
 	fi->noflush = 1;
 	int rc = fuse_reply_open(req, fi);
 	passthrough_reply_done();

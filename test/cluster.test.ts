@@ -6,6 +6,7 @@ import { spawn } from "bun";
 import { fuseUnavailable, waitFor, errCode } from "./helpers/env.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { useCluster } from "./helpers/node.ts";
+import { scrape } from "./helpers/metrics.ts";
 import { runScript } from "./helpers/script.ts";
 import { writeClosed } from "./helpers/file-writer.ts";
 import { call, createPeerPool, type PeerClient } from "../src/peer/peer-client.ts";
@@ -956,7 +957,7 @@ describe.skipIf(!!skip)("a file its holder's writer rewrites in place and keeps 
 
 describe.skipIf(!!skip)("cached copies", () => {
   // B's tiers are small: 1 MiB of RAM for files up to 512 KiB, 2 MiB of disk.
-  const cluster = useCluster("copies", ["a", "b", "c"], { b: ["--ram-cache-mib", "1", "--ram-cache-max-file-mib", "0.5", "--disk-cache-mib", "2"] });
+  const cluster = useCluster("copies", ["a", "b", "c"], { b: ["--ram-cache-mib", "1", "--ram-cache-max-file-mib", "0.5", "--disk-cache-mib", "2", "--metrics-port", "0"] });
   let a: TestDaemon, b: TestDaemon, c: TestDaemon;
   let bId = "";
   beforeAll(() => {
@@ -989,6 +990,34 @@ describe.skipIf(!!skip)("cached copies", () => {
     // Evicted copies are fetched again, whole and correct.
     expect(fs.readFileSync(join(b.mnt, ram[0]![0])).equals(ram[0]![1])).toBe(true);
     expect(fs.readFileSync(join(b.mnt, disk[0]![0])).equals(disk[0]![1])).toBe(true);
+  });
+
+  test("a copy B's shim answered opens of, pushed out of RAM: once B read it again, its shim answers the next opens again", async () => {
+    const alone = (f: string) => {
+      fs.mkdirSync(join(a.mnt, `again-${f}`));
+      return `again-${f}/${f}`;
+    };
+    const [g, x, y] = ["g", "x", "y"].map(alone) as [string, string, string];
+    const data = write(g, 400 << 10);
+    const shimOpens = async () => (await scrape(b))("mcfs_shim_opens_total");
+    const readG = () => fs.readFileSync(join(b.mnt, g)).equals(data);
+    expect(readG()).toBe(true);
+    const first = await shimOpens();
+    await waitFor("B's shim to answer an open of g", async () => readG() && (await shimOpens()) > first);
+    // Two newer copies push g's out of B's 1 MiB RAM tier (to its disk tier): its grant goes with it.
+    const outOfRam = async () => {
+      const m = await scrape(b);
+      return m("mcfs_cache_demotions_total") + m("mcfs_cache_evictions_total", { tier: "ram" });
+    };
+    const pushed = await outOfRam();
+    for (const f of [x, y]) {
+      const d = write(f, 400 << 10);
+      expect(fs.readFileSync(join(b.mnt, f)).equals(d)).toBe(true);
+    }
+    await waitFor("g's copy out of B's RAM tier", async () => (await outOfRam()) > pushed);
+    expect(readG()).toBe(true);
+    const again = await shimOpens();
+    await waitFor("B's shim to answer an open of g again", async () => readG() && (await shimOpens()) > again);
   });
 
   test("a file bigger than B's disk tier is read in ranges, correct, and never listed", async () => {

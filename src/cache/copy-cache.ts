@@ -28,8 +28,10 @@ const { O_RDONLY, O_RDWR, O_CREAT, O_EXCL } = fs.constants;
  * is stale (its reader went elsewhere): it stops holding the read-ahead budget and ages as any copy.
  */
 export interface CopyCache {
-  /** The copy of ino at version as a new read-only fd, the caller's to close; marks it used. */
-  open(ino: number, version: number): Opened | undefined;
+  /** The copy of ino at version as a new read-only fd, the caller's to close; marks it used unless use is false. */
+  open(ino: number, version: number, use?: boolean): Opened | undefined;
+  /** An open of the copy of ino at version made elsewhere (the shim's, from a grant): marks it used; true if it was fetched ahead and this is its first open. */
+  use(ino: number, version: number): boolean;
   has(ino: number, version: number): boolean;
   /** Version of the copy of ino held, if any. */
   versionOf(ino: number): number | undefined;
@@ -204,6 +206,16 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
     if (tier.fresh.delete(e.ino)) tier.ahead -= e.size;
   }
 
+  /** e was opened: the most recently used of its tier; true if it was fetched ahead and this is its first open. */
+  function used(tier: Tier, e: Entry): boolean {
+    tier.entries.delete(e.ino);
+    tier.entries.set(e.ino, e);
+    if (!e.ahead) return false;
+    e.ahead = false;
+    unfresh(tier, e);
+    return true;
+  }
+
   /** Fresh copies after which newer copies as large as the tier arrived there are stale. */
   function age(tier: Tier): void {
     for (const e of tier.fresh.values()) {
@@ -324,18 +336,17 @@ export function createCopyCache(o: CopyCacheOptions): CopyCache {
   }
 
   return {
-    open(ino, version) {
+    open(ino, version, use = true) {
       const f = find(ino);
       if (!f || f[1].version !== version) return undefined;
-      const [tier, e] = f;
-      tier.entries.delete(ino);
-      tier.entries.set(ino, e);
+      const e = f[1];
       // A RAM copy's reader gets a fd of its own, which outlives an eviction; the seals keep any write off the copy.
       const c: Opened = { fd: e.file ? o.dir.openFile(e.file, O_RDONLY) : dupFd(e.fd!) };
-      if (!e.ahead) return c;
-      e.ahead = false;
-      unfresh(tier, e);
-      return { ...c, ahead: true };
+      return use && used(...f) ? { ...c, ahead: true } : c;
+    },
+    use(ino, version) {
+      const f = find(ino);
+      return !!f && f[1].version === version && used(...f);
     },
     has(ino, version) {
       return find(ino)?.[1].version === version;

@@ -257,13 +257,13 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         diskBytes: cfg.diskCacheBytes,
         onEvict: (ino, version, tier) => {
           // A grant's dup would keep the copy: the next open goes to JS.
-          session?.grants.revoke(ino);
+          vfs?.copyGone(ino);
           m?.cacheEvictions.inc({ tier });
           listing.evicted(ino, version);
         },
         onDemote: (ino, failed) => {
           // A grant's dup would keep the RAM copy's memory: opens go to JS, which opens the disk copy.
-          session?.grants.revoke(ino);
+          vfs?.copyGone(ino);
           m?.cacheDemotions.inc({ result: failed ? "failed" : "moved" });
         },
       });
@@ -286,6 +286,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       };
       remote = createRemoteData({
         root, store, peers: createPeerReads(pool, bulk, runAt), cache, nodeId, listing, log: nlog, watches,
+        landed: (ino, version) => vfs?.copyLanded(ino, version),
         observe: m && { cache: (hit) => (hit ? m.cacheHits : m.cacheMisses).inc(), received: (n) => m.peerBytes.inc({ direction: "received" }, n) },
       });
       copies = cache;
@@ -406,7 +407,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       shimGrants: {
         // An eighth of the process's files: copies take half (each one fd), handles and sockets the rest.
         limit: Math.min(GRANTS_MAX, Math.floor(openFileLimit() / 8)),
-        grant: (ino, fd, id, version, size, copy) => session?.grants.grant(ino, fd, id, version, size, copy) ?? false,
+        grant: (ino, fd, id, version, size, copy, fresh) => session?.grants.grant(ino, fd, id, version, size, copy, fresh) ?? false,
+        settle: (ino, id) => session?.grants.settle(ino, id),
         revoke: (ino) => session?.grants.revoke(ino),
         clear: () => session?.grants.clear(),
         supply: (fhs) => session?.grants.supply(fhs),

@@ -117,6 +117,12 @@ export const KIT_MARK_AT = 16;
 
 /** Read-only opens the shim answers from grants (grants.c): grants it holds at most, each with a file descriptor. */
 export const GRANTS_MAX = 2048;
+/**
+ * Bits of a grant's flags. copy: its bytes are a copy of another node's file. fresh: granted before
+ * any open here took the kernel to its version, so the kernel's pages of the inode may be another
+ * version's: the first open answered from it drops them.
+ */
+export const GRANT_FLAGS = { copy: 1, fresh: 2 } as const;
 
 /** Counters of reads and writes the shim served from local fds, uint64 each, in this order. */
 export const IO_COUNTERS = ["readOps", "readBytes", "writeOps", "writeBytes", "passthroughOpens", "passthroughShared"] as const;
@@ -186,8 +192,9 @@ export const SHIM_FUNCTIONS = {
   mcfs_notes_pushed: { returns: "uint64_t", args: [] },
   mcfs_notes_done: { returns: "uint64_t", args: [] },
   mcfs_notes_want: { returns: "int", args: ["uint64_t up_to"] },
-  mcfs_grant: { returns: "int", args: ["uint64_t ino", "int fd", "uint64_t id", "uint64_t version", "uint64_t size", "uint32_t copy"] },
+  mcfs_grant: { returns: "int", args: ["uint64_t ino", "int fd", "uint64_t id", "uint64_t version", "uint64_t size", "uint32_t flags"] },
   mcfs_grant_revoke: { returns: "void", args: ["uint64_t ino"] },
+  mcfs_grant_settle: { returns: "void", args: ["uint64_t ino", "uint64_t id"] },
   mcfs_grant_clear: { returns: "void", args: [] },
   mcfs_grant_fhs: { returns: "int", args: ["const uint64_t *fhs", "int n"] },
   mcfs_grant_opens: { returns: "uint64_t", args: [] },

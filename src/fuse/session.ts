@@ -3,7 +3,7 @@ import { loadShim, type Shim } from "./native.ts";
 import { accessSync, closeSync, constants, readFileSync } from "node:fs";
 import { detachMount, findMount, stillMounted } from "./mountpoint.ts";
 import { isRoot } from "./fusermount.ts";
-import { ATTR, DIRENT_AFTER_ATTR, GRANTS_MAX, IO_COUNTERS, KIT_BYTES, KIT_MARK_AT, OPEN_FLAGS, OPS, REQ_ARGS_AT, REQ_HEADER_BYTES, SETATTR_KILL_PRIVILEGES, STATFS, reqOffset, type OpName } from "./abi.ts";
+import { ATTR, DIRENT_AFTER_ATTR, GRANT_FLAGS, GRANTS_MAX, IO_COUNTERS, KIT_BYTES, KIT_MARK_AT, OPEN_FLAGS, OPS, REQ_ARGS_AT, REQ_HEADER_BYTES, SETATTR_KILL_PRIVILEGES, STATFS, reqOffset, type OpName } from "./abi.ts";
 import type { Attr, Caller, DirEntry, FileSystem, OpenReply, SeenFile, SetAttr, ShimCreates, ShimEntries, ShimGrants } from "./types.ts";
 import { E, toErrno } from "../util/errno.ts";
 import { cstr } from "../util/c-string.ts";
@@ -644,7 +644,8 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     shimOpens: () => Number(shim.mcfs_grant_opens()),
     grants: {
       limit: GRANTS_MAX,
-      grant: (ino, fd, id, version, size, copy) => shim.mcfs_grant(ino, fd, id, version, size, copy ? 1 : 0) === 0,
+      grant: (ino, fd, id, version, size, copy, fresh) => shim.mcfs_grant(ino, fd, id, version, size, (copy ? GRANT_FLAGS.copy : 0) | (fresh ? GRANT_FLAGS.fresh : 0)) === 0,
+      settle: (ino, id) => shim.mcfs_grant_settle(ino, id),
       revoke: (ino) => shim.mcfs_grant_revoke(ino),
       clear: () => shim.mcfs_grant_clear(),
       supply(fhs) {

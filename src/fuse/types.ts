@@ -162,8 +162,14 @@ export interface ShimCreates {
 export interface ShimGrants {
   /** Grants held at most: each holds a file descriptor of the process (never past abi.ts GRANTS_MAX). */
   readonly limit: number;
-  /** Opens of ino are answered with fd's bytes (the shim keeps a dup), told as grant id; false when the shim holds too many. */
-  grant(ino: number, fd: number, id: number, version: number, size: number, copy: boolean): boolean;
+  /**
+   * Opens of ino are answered with fd's bytes (the shim keeps a dup), told as grant id; false when the
+   * shim holds too many. fresh: the kernel may hold pages of ino of another version; the opens answered
+   * have it drop them until settle.
+   */
+  grant(ino: number, fd: number, id: number, version: number, size: number, copy: boolean, fresh?: boolean): boolean;
+  /** The kernel holds no page of ino but of grant id's version (an open from it was answered and closed): its opens keep them. */
+  settle(ino: number, id: number): void;
   /** Opens of ino come to the filesystem from now on; those answered before are taken in before any request after. */
   revoke(ino: number): void;
   clear(): void;

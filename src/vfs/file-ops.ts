@@ -7,12 +7,13 @@ import { filePool } from "../local/file-pool.ts";
 import type { Holders, Inode } from "../meta/store.ts";
 import { E, FsError, OutcomeUnknown, errnoOf, fsError } from "../util/errno.ts";
 import { createInFlight } from "../util/in-flight.ts";
-import { isDir } from "./attr.ts";
+import { isDir, isReg } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
 import { createLocalFile } from "./local-files.ts";
 import { checkName, checkReserved, checkRoom } from "./namespace-ops.ts";
 import { compareNames } from "./name-order.ts";
 import type { Handle, WriterOpening } from "./open-files.ts";
+import type { OpenGrants } from "./open-grants.ts";
 import { createOwnWatches } from "./own-watches.ts";
 import type { ShimKits } from "./shim-kits.ts";
 import { ChangingCopy, type RangeReader, type Sibling } from "./remote-data.ts";
@@ -35,7 +36,13 @@ const SUPERSEDE_WAIT_MS = 200;
 /** Times a reader's open reads the record again when a change of the file was heard while it waited (see open). */
 const MONOTONIC_TRIES = 2;
 
-type FileOps = Pick<FileSystem, "open" | "create" | "read" | "write" | "fallocating" | "flush" | "release" | "fsync" | "created" | "opened">;
+type FileOps = Pick<FileSystem, "open" | "create" | "read" | "write" | "fallocating" | "flush" | "release" | "fsync" | "created" | "opened"> & {
+  /**
+   * A copy of ino at version, fetched ahead of any reader, arrived whole: granted to the shim at once
+   * if this node watches the file at that version, so that the first open of it here needs no JS.
+   */
+  copyLanded(ino: number, version: number): void;
+};
 
 /**
  * Records of the grants made (by id), for the opens the shim answers from them: kept past a revoke,
@@ -77,6 +84,10 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
   const own = createOwnWatches({ store, watches: cache.watches, writtenHere: ctx.writtenHere, entries: (dir) => cache.entries(dir) });
   const granted = new Map<number, Inode>();
   let grantSeq = 0;
+  /** Grants made as copies landed whose opens still drop the kernel's pages (GRANT_FRESH), by id. */
+  const freshGrants = new Set<number>();
+  /** Handles the shim opened from one of those, by handle: the grant's id. Its release settles the grant. */
+  const freshOpens = new Map<number, number>();
   /** Drops of the kernel's attributes under way for opens, by "ino.version". */
   const refreshing = createInFlight<string>();
 
@@ -102,12 +113,22 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
   function grant(h: Handle, r: Inode, asked: number): void {
     if (!grants || h.fd < 0 || h.ranges || h.superseded || h.cutFrom !== undefined || !h.reads || asked & O_DIRECT || r.nlink === 0) return;
     if (ctx.open.hasWriter(r.ino) || !store.watchesHold() || cache.watches.get(r.ino)?.r.version !== r.version || grants.versionOf(r.ino) === r.version) return;
+    grantFd(grants, r, h.fd, h.reads.size, h.reads.copy, false);
+  }
+
+  /** Grant r's inode at r's version with fd's bytes (see grant); its id, undefined if the shim took none. */
+  function grantFd(grants: OpenGrants, r: Inode, fd: number, size: number, copy: boolean, fresh: boolean): number | undefined {
     // Handed with the first grant: the shim is running by then.
     if (grantSeq === 0) grants.supply(Array.from({ length: GRANT_FHS }, () => ctx.open.reserveFh()));
     const id = ++grantSeq;
-    if (!grants.grant(r.ino, h.fd, id, r.version, h.reads.size, h.reads.copy)) return;
+    if (!grants.grant(r.ino, fd, id, r.version, size, copy, fresh)) return undefined;
     granted.set(id, r);
-    if (granted.size > GRANT_RECORDS_MAX) granted.delete(granted.keys().next().value!);
+    if (granted.size > GRANT_RECORDS_MAX) {
+      const oldest = granted.keys().next().value!;
+      granted.delete(oldest);
+      freshGrants.delete(oldest);
+    }
+    return id;
   }
 
   /**
@@ -660,6 +681,24 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       kernel.toldByShim(parent, name, r);
     },
 
+    copyLanded(ino, version) {
+      if (!grants || !remote) return;
+      const r = cache.watches.get(ino)?.r;
+      if (!r || r.version !== version || !isReg(r.mode) || r.nlink === 0) return;
+      // As a grant after an open (grant above), and the kernel told nothing of another version: its
+      // lookup will carry this one's attributes (another's revokes the grant: vfs toldVersion). Its
+      // pages are unknown here (the kernel view forgets which version it last opened): fresh.
+      if (ctx.open.inode(ino) || !store.watchesHold() || grants.versionOf(ino) !== undefined || kernel.mayBeStale(ino, version)) return;
+      const c = remote.peek(ino, version);
+      if (!c) return;
+      try {
+        const id = grantFd(grants, r, c.fd, r.size, true, true);
+        if (id !== undefined) freshGrants.add(id);
+      } finally {
+        fs.closeSync(c.fd);
+      }
+    },
+
     opened(_c, ino, m) {
       grants?.supply([ctx.open.reserveFh()]);
       const r = ctx.open.inode(ino)?.rec ?? granted.get(m.grant);
@@ -677,6 +716,9 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       // here takes it in first, gives it a moment to close, then supersedes it (open above).
       if (grants?.stands(ino, m.grant)) supersede(h, m.version);
       kernel.opened(ino, m.version);
+      // Read-ahead counts it as read, as an open through JS of a copy fetched ahead.
+      if (m.copy) remote?.used(ino, m.version);
+      if (freshGrants.has(m.grant)) freshOpens.set(m.fh, m.grant);
     },
 
     async read(_c, ino, fh, offset, size) {
@@ -746,6 +788,13 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
     },
 
     async release(_c, ino, fh, dirty, seen) {
+      const fresh = freshOpens.get(fh);
+      if (fresh !== undefined) {
+        freshOpens.delete(fh);
+        // The kernel took in that open's drop of the pages before this close: every page it reads
+        // from now on is of the grant's version.
+        if (freshGrants.delete(fresh)) grants?.settle(ino, fresh);
+      }
       const h = ctx.open.find(fh);
       if (!h) return;
       try {

@@ -19,11 +19,11 @@ export function createOpenGrants(shim: ShimGrants): OpenGrants {
   };
   return {
     limit: shim.limit,
-    grant(ino, fd, id, version, size, copy) {
+    grant(ino, fd, id, version, size, copy, fresh) {
       standing.delete(ino);
       // The one granted longest ago goes: each holds a file descriptor (ShimGrants.limit).
       if (standing.size >= shim.limit) revoke(standing.keys().next().value!);
-      if (!shim.grant(ino, fd, id, version, size, copy)) return false;
+      if (!shim.grant(ino, fd, id, version, size, copy, fresh)) return false;
       standing.set(ino, { id, version });
       return true;
     },
@@ -32,6 +32,7 @@ export function createOpenGrants(shim: ShimGrants): OpenGrants {
       standing.clear();
       shim.clear();
     },
+    settle: (ino, id) => shim.settle(ino, id),
     supply: (fhs) => shim.supply(fhs),
     stands: (ino, id) => standing.get(ino)?.id === id,
     versionOf: (ino) => standing.get(ino)?.version,

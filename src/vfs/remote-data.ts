@@ -67,6 +67,10 @@ export interface RemoteData {
    * publishes the next. Kept only if intact() still holds once copied; small files only.
    */
   preserve(ino: number, version: number, fd: number, size: number, intact: () => boolean): Promise<void>;
+  /** The cached copy of ino at version as a new fd, not counted as an open of it (a grant made as it lands). */
+  peek(ino: number, version: number): { fd: number } | undefined;
+  /** An open of ino's copy at version that the shim answered (from a grant): counted as an open of it. */
+  used(ino: number, version: number): void;
 }
 
 export interface RemoteDataOptions {
@@ -83,6 +87,8 @@ export interface RemoteDataOptions {
   observe?: { cache(hit: boolean): void; received(bytes: number): void };
   /** The node's watches (VfsOptions.watches): files fetched ahead are watched from the read of their records. */
   watches?: OpenWatches<Watched>;
+  /** A copy fetched ahead of any reader arrived whole into the cache. */
+  landed?(ino: number, version: number): void;
 }
 
 /**
@@ -108,7 +114,10 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
     store: o.store,
     cache: o.cache,
     log: o.log,
-    list: o.listing.added,
+    list(ino, version) {
+      o.listing.added(ino, version);
+      o.landed?.(ino, version);
+    },
     arriving: (ino, version) => arriving.has(`${ino}.${version}`),
     fetchAlone: (w, pending) => fill(w, pending),
     ...(received ? { received } : {}),
@@ -223,6 +232,10 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
       return { ranges: await ranged(ino, version, path, size, given) };
     },
     ranged,
+    peek: (ino, version) => o.cache.open(ino, version, false),
+    used(ino, version) {
+      if (o.cache.use(ino, version)) batches.used(ino);
+    },
     async preserve(ino, version, fd, size, intact) {
       if (size > KEPT_ASIDE_MAX || !o.cache.fits(size) || o.cache.has(ino, version)) return;
       const pending = o.cache.begin(ino, version, size);

@@ -70,6 +70,10 @@ export interface Vfs extends FileSystem {
   steady(ino: number, version?: number, asWritten?: boolean): () => boolean;
   /** See OpenFiles.liveSize. */
   liveSize(ino: number, version: number, asWritten?: boolean): number | undefined;
+  /** A copy fetched ahead of any reader arrived whole into the cache (see FileOps.copyLanded). */
+  copyLanded(ino: number, version: number): void;
+  /** The cache let go of ino's copy (evicted, or moved to another tier): a grant of its bytes goes. */
+  copyGone(ino: number): void;
   /** Close every open backing file, and send the creates held (at shutdown). */
   closeAll(): Promise<void>;
   /** The store as this filesystem uses it: what it made is in it before each call (held-creates.ts). */
@@ -362,6 +366,7 @@ export function createVfs(o: VfsOptions): Vfs {
     },
     steady: open.steady,
     liveSize: open.liveSize,
+    copyGone: (ino) => grants?.revoke(ino),
     writing(ino) {
       // From the write turn on: an open for writing is under way before its handle exists.
       return ctx.turns.has(ino) || open.hasWriter(ino) || open.writingOutside(ino);

@@ -389,6 +389,21 @@ describe("copy cache", () => {
     expect(cache.ahead()).toEqual({ bytes: 0, limit: 50, evictedUnread: 20 });
   });
 
+  test("a copy fetched ahead and opened without being used (a grant's fd) stays unopened until an open elsewhere uses it, once", async () => {
+    open({ diskBytes: 0 });
+    const a = cache.begin(1, 1, 30, true)!;
+    await a.write([new Uint8Array(30).fill(7)], 0);
+    a.commit();
+    const peeked = cache.open(1, 1, false)!;
+    expect(peeked.ahead).toBeUndefined();
+    expect(bytesOf(peeked, 30)).toEqual(new Uint8Array(30).fill(7));
+    expect(cache.ahead()).toMatchObject({ bytes: 30 });
+    expect([cache.use(1, 2), cache.use(2, 1)]).toEqual([false, false]);
+    expect(cache.use(1, 1)).toBe(true);
+    expect(cache.use(1, 1)).toBe(false);
+    expect(cache.ahead()).toMatchObject({ bytes: 0, evictedUnread: 0 });
+  });
+
   test("an unopened copy fetched ahead goes after every other copy until newer ones as large as its tier arrived; then it is stale: it frees the read-ahead budget and ages as any copy", async () => {
     open({ diskBytes: 0 });
     cache.begin(1, 1, 40, true)!.commit();

@@ -10,6 +10,7 @@ function shimOf(limit: number, refuse = false): ShimGrants & { told: string[] } 
     limit,
     grant: (ino, _fd, id, version) => (told.push(`grant ${ino} ${id} v${version}`), !refuse),
     revoke: (ino) => void told.push(`revoke ${ino}`),
+    settle: (ino, id) => void told.push(`settle ${ino} ${id}`),
     clear: () => void told.push("clear"),
     supply: (fhs) => void told.push(`supply ${fhs.length}`),
   };
