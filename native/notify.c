@@ -215,6 +215,24 @@ int mcfs_inval_attrs(uint64_t ino)
 	return note_push(ino, NULL, 1);
 }
 
+/*
+ * Forget the kernel's cached attributes of directory ino now, on the caller's thread (JS's), waking
+ * no thread: without pages to drop (no directory's are cached: no FOPEN_CACHE_DIR) the kernel takes no
+ * lock a request may hold. The shim's own entries of it are left: JS dropped them before it learned
+ * the change (and may have given the new attributes since). One the kernel has not made yet (an entry
+ * reply naming it on its way) is queued for the thread, which tries it again.
+ */
+int mcfs_inval_dir_now(uint64_t ino)
+{
+	pthread_mutex_lock(&nlock);
+	/* Under the lock: notify_stop waits for it, and the session outlives the thread. */
+	int rc = note_running ? fuse_lowlevel_notify_inval_inode(se, ino, -1, 0) : -ENOTCONN;
+	pthread_mutex_unlock(&nlock);
+	if (rc == -ENOENT && reply_landing(ino))
+		return note_push(ino, NULL, 1);
+	return rc == -ENOENT ? 0 : rc;
+}
+
 /* Queue a batch of invalidations between these two: the thread starts on them at the release. */
 void mcfs_notes_hold(void)
 {

@@ -478,11 +478,18 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         // Each kernel invalidation once per batch: a burst of creates in one directory names it thousands of times.
         const entries = new Map<string, [number, string]>();
         const inodes = new Set<number>();
+        /** Inodes named as the directory of a name: their attributes go on this thread (FuseSession.invalidateMany). */
+        const dirs = new Set<number>();
         for (const inv of invs) {
           // Only what the kernel was given: other nodes' names and files this node never looked at cost nothing.
-          for (const [dir, name] of [...inv.removed, ...inv.added]) if (vfs.kernelMayHaveEntry(dir, name)) entries.set(`${dir}/${name}`, [dir, name]);
+          for (const [dir, name] of [...inv.removed, ...inv.added]) {
+            dirs.add(dir);
+            if (vfs.kernelMayHaveEntry(dir, name)) entries.set(`${dir}/${name}`, [dir, name]);
+          }
           for (const ino of inv.inodes) if (vfs.kernelChanged(ino)) inodes.add(ino);
         }
+        const dirsNow = [...inodes].filter((ino) => dirs.has(ino));
+        for (const ino of dirsNow) inodes.delete(ino);
         // The shim drops what it holds of these at once; then the caches here learn the change, and
         // may give the shim the new attributes (a directory another node created in), before the
         // kernel drops its own and asks again.
@@ -501,7 +508,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         const learn = () => {
           for (const inv of invs) reread.push(vfs.invalidate(inv));
         };
-        if (session && (entries.size || inodes.size)) session.invalidateMany(entries.values(), inodes, learn);
+        if (session && (entries.size || inodes.size || dirsNow.length)) session.invalidateMany(entries.values(), inodes, learn, dirsNow);
         else learn();
         if (!session) return ack?.();
         // Acknowledged once the kernel has them (a busy machine takes more than a few ms), no later

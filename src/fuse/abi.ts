@@ -171,6 +171,7 @@ export const SHIM_FUNCTIONS = {
   mcfs_inval_entry: { returns: "int", args: ["uint64_t parent", "const char *name"] },
   mcfs_inval_inode: { returns: "int", args: ["uint64_t ino"] },
   mcfs_inval_attrs: { returns: "int", args: ["uint64_t ino"] },
+  mcfs_inval_dir_now: { returns: "int", args: ["uint64_t ino"] },
   mcfs_entry_answering: { returns: "void", args: ["uint64_t ino"] },
   mcfs_entry_keep: { returns: "int", args: ["uint64_t parent", "const uint8_t *ents", "int n", "double entry_to", "double attr_to", "uint32_t ttl_ms"] },
   mcfs_entry_drop: { returns: "void", args: ["uint64_t parent", "const char *name"] },

@@ -137,9 +137,10 @@ export interface FuseSession {
   /**
    * Many at once: the notifier thread is woken once for them all. The shim's own entries of them go
    * at once; the kernel hears of them only after meanwhile has run (new attributes it gives the shim
-   * are there before the kernel asks again).
+   * are there before the kernel asks again). dirs: directories whose attributes the kernel forgets,
+   * made on this thread (no directory has pages to drop): no wake for those.
    */
-  invalidateMany(entries: Iterable<[number, string]>, inodes: Iterable<number>, meanwhile?: () => void): void;
+  invalidateMany(entries: Iterable<[number, string]>, inodes: Iterable<number>, meanwhile?: () => void, dirs?: Iterable<number>): void;
   /** Forget the kernel's cached attributes of ino (its pages stay). */
   invalidateAttrs(ino: number): void;
   /** An entry reply naming ino is on its way: an invalidation of ino finding nothing is tried again until it lands. */
@@ -576,7 +577,9 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     invalidateEntry(parent, name) {
       shim.mcfs_inval_entry(parent, cstr(name));
     },
-    invalidateMany(entries, inodes, meanwhile) {
+    invalidateMany(entries, inodes, meanwhile, dirs = []) {
+      const now = [...dirs];
+      for (const ino of now) shim.mcfs_entry_drop_inode(ino);
       shim.mcfs_notes_hold();
       try {
         for (const [parent, name] of entries) shim.mcfs_inval_entry(parent, cstr(name));
@@ -584,6 +587,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
         meanwhile?.();
       } finally {
         shim.mcfs_notes_release();
+        for (const ino of now) shim.mcfs_inval_dir_now(ino);
       }
     },
     invalidateAttrs(ino) {
