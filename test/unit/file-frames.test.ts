@@ -1,10 +1,12 @@
 import { describe, expect, test } from "bun:test";
 import * as http2 from "node:http2";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { Code } from "@connectrpc/connect";
 import { Http2SessionManager } from "@connectrpc/connect-node";
 import { ChunkSchema, FilePiecesSchema, ReadFilesRequestSchema } from "../../src/gen/mcfs/v1/peer_pb.ts";
 import { FRAME_ROOM, frameChunk, framePieces, type PieceOut } from "../../src/peer/file-frames.ts";
 import { chunkOf, createMessages, piecesOf, readFilesFrames, WINDOW } from "../../src/peer/file-frames-reader.ts";
+import { waitFor } from "../helpers/env.ts";
 
 /** A gRPC message as Connect frames it: flags, length, the protobuf serializer's bytes. */
 function connectFrame(offset: number, data: Uint8Array): Buffer {
@@ -172,6 +174,99 @@ describe("ReadFiles read by hand", () => {
       for (const cut of [1, 3, bytes.length]) expect(joined(piecesOf(cutUp(Buffer.from(bytes), cut)))).toEqual(want);
     }
     for (const bad of [[0x0a, 4, 0x1a, 9, 1, 2], [0x0a, 30, 0x08, 1], [...inner([0x08, 1]), ...inner([0x18, 1, 0x08, 3])]]) expect(() => piecesOf([Buffer.from(bad)])).toThrow();
+  });
+});
+
+/** A holder on a real HTTP/2 socket answering every call with answer(res); its session manager for a reader, and stop(). */
+async function hostile(answer: (res: http2.Http2ServerResponse) => void) {
+  const server = http2.createServer((_req, res) => {
+    res.on("error", () => {});
+    res.writeHead(200, { "content-type": "application/grpc+proto" });
+    answer(res);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  const sm = new Http2SessionManager(`http://127.0.0.1:${(server.address() as { port: number }).port}`, {}, { settings: { initialWindowSize: WINDOW } });
+  return {
+    sm,
+    stop() {
+      sm.abort();
+      server.close();
+    },
+  };
+}
+
+const ask = create(ReadFilesRequestSchema, { files: [] });
+
+describe("a hostile holder's reply", () => {
+  test("sent without end: once the reader has what it wanted, the stream is reset, and the holder got no more than the windows' worth past it off its hands", async () => {
+    const message = Buffer.from(framePieces({ pieces: [{ index: 0, offset: 0n, data: new Uint8Array(1 << 20).fill(7), errno: 0, last: false }] }));
+    let sent = 0;
+    let closed = false;
+    const h = await hostile((res) => {
+      res.on("close", () => (closed = true));
+      const more = () => {
+        while (!closed) {
+          sent += message.length;
+          if (!res.write(message)) return void res.once("drain", more);
+        }
+      };
+      more();
+    });
+    try {
+      let taken = 0;
+      for await (const pieces of readFilesFrames(h.sm, ask, { headers: {}, timeoutMs: 10_000 })) {
+        expect(pieces[0]!.data.reduce((n, d) => n + d.length, 0)).toBe(1 << 20);
+        if (++taken === 3) break;
+      }
+      await waitFor("the holder's stream to be reset", () => closed);
+      // Flow control held the rest: the reader's window, and a message or two in the holder's buffers.
+      expect(sent).toBeLessThanOrEqual(3 * message.length + WINDOW + 4 * message.length);
+    } finally {
+      h.stop();
+    }
+  });
+
+  test("stalled half-way: the call fails at its deadline, and its stream is reset", async () => {
+    let closed = false;
+    const h = await hostile((res) => {
+      res.on("close", () => (closed = true));
+      res.write(framePieces({ pieces: [{ index: 0, offset: 0n, data: new Uint8Array(1000), errno: 0, last: false }] }));
+    });
+    try {
+      let taken = 0;
+      const read = (async () => {
+        for await (const _ of readFilesFrames(h.sm, ask, { headers: {}, timeoutMs: 300 })) taken++;
+      })();
+      await expect(read).rejects.toMatchObject({ code: Code.DeadlineExceeded });
+      expect(taken).toBe(1);
+      await waitFor("the holder's stream to be reset", () => closed);
+    } finally {
+      h.stop();
+    }
+  });
+
+  test("a message declared past the largest a holder sends, its bytes streamed: refused at its length, and the stream reset", async () => {
+    let closed = false;
+    const h = await hostile((res) => {
+      res.on("close", () => (closed = true));
+      const head = Buffer.alloc(5);
+      head.writeUInt32BE(1 << 30, 1);
+      res.write(head);
+      const zeros = Buffer.alloc(1 << 20);
+      const more = () => {
+        while (!closed) if (!res.write(zeros)) return void res.once("drain", more);
+      };
+      more();
+    });
+    try {
+      const read = (async () => {
+        for await (const _ of readFilesFrames(h.sm, ask, { headers: {}, timeoutMs: 10_000 }));
+      })();
+      await expect(read).rejects.toMatchObject({ code: Code.ResourceExhausted });
+      await waitFor("the holder's stream to be reset", () => closed);
+    } finally {
+      h.stop();
+    }
   });
 });
 
