@@ -31,6 +31,10 @@ struct grant {
 	struct grant *next;
 	uint64_t ino, id, version, size;
 	uint32_t flags;
+	/* Opens answered from it while fresh whose reply the kernel never took (its caller gone): their
+	 * releases reach JS as any other, but the kernel dropped no page for them: as many settles are not
+	 * (JS settles once: the grant then stays fresh, its opens dropping pages, which is only slower). */
+	uint32_t unanswered;
 	int fd;
 };
 
@@ -86,6 +90,7 @@ int mcfs_grant(uint64_t ino, int fd, uint64_t id, uint64_t version, uint64_t siz
 	g->version = version;
 	g->size = size;
 	g->flags = flags;
+	g->unanswered = 0;
 	pthread_mutex_lock(&lock);
 	struct grant **p = find(ino);
 	if (*p)
@@ -121,8 +126,12 @@ void mcfs_grant_settle(uint64_t ino, uint64_t id)
 {
 	pthread_mutex_lock(&lock);
 	struct grant *g = *find(ino);
-	if (g && g->id == id)
-		g->flags &= ~(uint32_t)GRANT_FRESH;
+	if (g && g->id == id) {
+		if (g->unanswered > 0)
+			g->unanswered--;
+		else
+			g->flags &= ~(uint32_t)GRANT_FRESH;
+	}
 	pthread_mutex_unlock(&lock);
 }
 
@@ -203,6 +212,13 @@ int grants_try_open(fuse_req_t req, uint64_t ino, struct fuse_file_info *fi)
 	passthrough_reply_done();
 	if (rc != 0) {
 		/* The kernel never had the handle: JS closes it. */
+		if (!keep) {
+			pthread_mutex_lock(&lock);
+			struct grant *still = *find(ino);
+			if (still && still->id == h.opened.grant)
+				still->unanswered++;
+			pthread_mutex_unlock(&lock);
+		}
 		open_undone(ino, h.fh);
 		memset(&h, 0, sizeof h);
 		h.op = OP_RELEASE;

@@ -13,7 +13,6 @@ import { createLocalFile } from "./local-files.ts";
 import { checkName, checkReserved, checkRoom } from "./namespace-ops.ts";
 import { compareNames } from "./name-order.ts";
 import type { Handle, WriterOpening } from "./open-files.ts";
-import type { OpenGrants } from "./open-grants.ts";
 import { createOwnWatches } from "./own-watches.ts";
 import type { ShimKits } from "./shim-kits.ts";
 import { ChangingCopy, type RangeReader, type Sibling } from "./remote-data.ts";
@@ -44,15 +43,6 @@ type FileOps = Pick<FileSystem, "open" | "create" | "read" | "write" | "fallocat
   copyLanded(ino: number, version: number): void;
 };
 
-/**
- * Records of the grants made (by id), for the opens the shim answers from them: kept past a revoke,
- * as such an open may be taken in after it. The oldest go past this many, far more than opens can
- * be under way meanwhile.
- */
-const GRANT_RECORDS_MAX = 8192;
-/** Handle numbers the shim holds for the opens it answers from grants. */
-const GRANT_FHS = 64;
-
 /** What open() learned of an inode: its record, its holders, and whether this node holds its bytes. */
 interface Found {
   r: Inode;
@@ -82,11 +72,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
   const remote = o.remote;
   const grants = ctx.grants;
   const own = createOwnWatches({ store, watches: cache.watches, writtenHere: ctx.writtenHere, entries: (dir) => cache.entries(dir) });
-  const granted = new Map<number, Inode>();
-  let grantSeq = 0;
-  /** Grants made as copies landed whose opens still drop the kernel's pages (GRANT_FRESH), by id. */
-  const freshGrants = new Set<number>();
-  /** Handles the shim opened from one of those, by handle: the grant's id. Its release settles the grant. */
+  /** Handles the shim opened from a fresh grant (see OpenGrants.fresh): the grant's id. Their release settles it. */
   const freshOpens = new Map<number, number>();
   /** Drops of the kernel's attributes under way for opens, by "ino.version". */
   const refreshing = createInFlight<string>();
@@ -113,22 +99,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
   function grant(h: Handle, r: Inode, asked: number): void {
     if (!grants || h.fd < 0 || h.ranges || h.superseded || h.cutFrom !== undefined || !h.reads || asked & O_DIRECT || r.nlink === 0) return;
     if (ctx.open.hasWriter(r.ino) || !store.watchesHold() || cache.watches.get(r.ino)?.r.version !== r.version || grants.versionOf(r.ino) === r.version) return;
-    grantFd(grants, r, h.fd, h.reads.size, h.reads.copy, false);
-  }
-
-  /** Grant r's inode at r's version with fd's bytes (see grant); its id, undefined if the shim took none. */
-  function grantFd(grants: OpenGrants, r: Inode, fd: number, size: number, copy: boolean, fresh: boolean): number | undefined {
-    // Handed with the first grant: the shim is running by then.
-    if (grantSeq === 0) grants.supply(Array.from({ length: GRANT_FHS }, () => ctx.open.reserveFh()));
-    const id = ++grantSeq;
-    if (!grants.grant(r.ino, fd, id, r.version, size, copy, fresh)) return undefined;
-    granted.set(id, r);
-    if (granted.size > GRANT_RECORDS_MAX) {
-      const oldest = granted.keys().next().value!;
-      granted.delete(oldest);
-      freshGrants.delete(oldest);
-    }
-    return id;
+    grants.grant(r, h.fd, h.reads.size, h.reads.copy, false);
   }
 
   /**
@@ -692,18 +663,17 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       const c = remote.peek(ino, version);
       if (!c) return;
       try {
-        const id = grantFd(grants, r, c.fd, r.size, true, true);
-        if (id !== undefined) freshGrants.add(id);
+        grants.grant(r, c.fd, r.size, true, true);
       } finally {
         fs.closeSync(c.fd);
       }
     },
 
     opened(_c, ino, m) {
-      grants?.supply([ctx.open.reserveFh()]);
-      const r = ctx.open.inode(ino)?.rec ?? granted.get(m.grant);
+      grants?.tookHandle();
+      const r = ctx.open.inode(ino)?.rec ?? grants?.recordOf(ino, m.grant);
       if (!r) {
-        // Never so (records outlive their grants by far): its handle fails from now on.
+        // Never so (a grant's record outlives it): its handle fails from now on.
         o.detachHandle?.(m.fh);
         fs.closeSync(m.fd);
         ctx.log.error({ op: "open", ino, grant: m.grant }, "the shim answered an open from a grant whose record is gone");
@@ -718,7 +688,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       kernel.opened(ino, m.version);
       // Read-ahead counts it as read, as an open through JS of a copy fetched ahead.
       if (m.copy) remote?.used(ino, m.version);
-      if (freshGrants.has(m.grant)) freshOpens.set(m.fh, m.grant);
+      if (grants?.fresh(ino, m.grant)) freshOpens.set(m.fh, m.grant);
     },
 
     async read(_c, ino, fh, offset, size) {
@@ -793,7 +763,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
         freshOpens.delete(fh);
         // The kernel took in that open's drop of the pages before this close: every page it reads
         // from now on is of the grant's version.
-        if (freshGrants.delete(fresh)) grants?.settle(ino, fresh);
+        grants?.settle(ino, fresh);
       }
       const h = ctx.open.find(fh);
       if (!h) return;

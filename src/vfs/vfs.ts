@@ -133,7 +133,7 @@ export function createVfs(o: VfsOptions): Vfs {
   };
   if (shim && o.remote) store.onWatchesHold?.(shim.trustFor);
   // The shim's opens from grants go with the watches they stand on (file-ops grant).
-  const grants = o.remote && o.shimGrants ? createOpenGrants(o.shimGrants) : undefined;
+  const grants = o.remote && o.shimGrants ? createOpenGrants(o.shimGrants, () => open.reserveFh()) : undefined;
   const watches = grants ? endingWith(o.watches ?? createWatches(), (ino) => (ino === undefined ? grants.clear() : grants.revoke(ino))) : o.watches;
   const cache = createMetaCache({ store, paths, attrCacheMs: o.attrCacheMs, skipPrefetch: (ino) => open.inode(ino) !== undefined, onDirChanged: open.dirChanged, watchDirs: !!o.remote, ...(mirror ? { mirror } : {}), ...(watches ? { watches } : {}) });
   const changes = createDataChanges();
