@@ -15,6 +15,12 @@
  * Anything unusual goes to JS instead: no kit left, a directory JS handed no fd for (or, on a sole
  * node, whose listing it does not have whole), a name that is there or reserved, any error making
  * the file.
+ *
+ * Until JS takes the note in, the file's attributes are the shim's alone: JS takes every note queued
+ * before a request of its own, the other nodes know nothing of the file yet, and any change of it
+ * through the kernel waits for the inode's lock, which a truncate holds. So a truncate through the
+ * creating handle meanwhile (a writer setting the size it wrote: Bun's writeFileSync) is made here
+ * too (creates_try_setattr).
  */
 #include "mcfs_fuse.h"
 #include "keep-fd.h"
@@ -41,7 +47,26 @@ static int first, nkits;
 static int on, cluster;
 static double entry_to, attr_to;
 static char reserved[256], mark_xattr[256];
-static _Atomic uint64_t made;
+static _Atomic uint64_t made, truncated;
+
+/* Files made here whose note JS has not taken yet, one a slot by handle (a slot taken again: no fast path for the first). Under lock. */
+#define UNCLAIMED_SLOTS 4096
+struct unclaimed {
+	uint64_t fh, ino, time_ns;
+	uint32_t mode, uid, gid;
+};
+static struct unclaimed unclaimed[UNCLAIMED_SLOTS];
+
+static void unclaim(uint64_t fh)
+{
+	pthread_mutex_lock(&lock);
+	struct unclaimed *u = &unclaimed[fh % UNCLAIMED_SLOTS];
+	if (u->fh == fh)
+		memset(u, 0, sizeof *u);
+	pthread_mutex_unlock(&lock);
+}
+
+void creates_claimed(uint64_t fh) { unclaim(fh); }
 
 void mcfs_creates_start(double entry_timeout, double attr_timeout, const char *reserved_name, const char *mark_name, int of_cluster)
 {
@@ -52,6 +77,10 @@ void mcfs_creates_start(double entry_timeout, double attr_timeout, const char *r
 	attr_to = attr_timeout;
 	snprintf(reserved, sizeof reserved, "%s", reserved_name);
 	snprintf(mark_xattr, sizeof mark_xattr, "%s", mark_name);
+	/* A new session: no handle of an earlier one is unclaimed. */
+	pthread_mutex_lock(&lock);
+	memset(unclaimed, 0, sizeof unclaimed);
+	pthread_mutex_unlock(&lock);
 	on = 1;
 }
 
@@ -71,6 +100,7 @@ int mcfs_create_kits(const uint8_t *buf, int n)
 }
 
 uint64_t mcfs_creates_made(void) { return atomic_load(&made); }
+uint64_t mcfs_creates_truncated(void) { return atomic_load(&truncated); }
 
 static int take_kit(struct mcfs_kit *k)
 {
@@ -182,10 +212,17 @@ int creates_try(fuse_req_t req, uint64_t parent, const char *name, mode_t mode, 
 	h.created.fd = (uint64_t)fd;
 	h.created.gid = gid;
 	h.created.time_ns = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
-	if (fd >= 0 && queue_note(&c, &h, name) != 0) {
-		close(fd);
-		unlinkat(dirfd, name, 0);
-		fd = -1;
+	if (fd >= 0) {
+		/* Before the note: JS may take it the moment it is queued. */
+		pthread_mutex_lock(&lock);
+		unclaimed[k.fh % UNCLAIMED_SLOTS] = (struct unclaimed){ .fh = k.fh, .ino = k.ino, .time_ns = h.created.time_ns, .mode = S_IFREG | perm, .uid = c.uid, .gid = gid };
+		pthread_mutex_unlock(&lock);
+		if (queue_note(&c, &h, name) != 0) {
+			unclaim(k.fh);
+			close(fd);
+			unlinkat(dirfd, name, 0);
+			fd = -1;
+		}
 	}
 	close(dirfd);
 	if (fd < 0) {
@@ -231,5 +268,51 @@ int creates_try(fuse_req_t req, uint64_t parent, const char *name, mode_t mode, 
 		h.fh = k.fh;
 		queue_note(&c, &h, NULL);
 	}
+	return 1;
+}
+
+/* t, or the time in ns if that is later (the disk's clock is coarse: it may read before the file was made). */
+static struct timespec at_least(struct timespec t, uint64_t ns)
+{
+	uint64_t have = (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+	if (have >= ns)
+		return t;
+	return (struct timespec){ .tv_sec = (time_t)(ns / 1000000000ull), .tv_nsec = (long)(ns % 1000000000ull) };
+}
+
+/* A truncate through the handle of a file made here whose note JS has not taken: made here. 1 if answered. */
+int creates_try_setattr(fuse_req_t req, uint64_t ino, const struct stat *st, int to_set, struct fuse_file_info *fi)
+{
+	if (!on || !fi || to_set != FUSE_SET_ATTR_SIZE || st->st_size < 0 || killpriv_request_kills())
+		return 0;
+	pthread_mutex_lock(&lock);
+	struct unclaimed u = unclaimed[fi->fh % UNCLAIMED_SLOTS];
+	pthread_mutex_unlock(&lock);
+	if (u.fh != fi->fh || u.ino != ino || ino == 0)
+		return 0;
+	int fd = io_whole_fd(fi->fh);
+	struct stat now;
+	/* A failure is JS's to answer: it makes the same cut, which fails the same way. */
+	if (fd < 0 || ftruncate(fd, st->st_size) != 0 || fstat(fd, &now) != 0)
+		return 0;
+	/* Published with the rest of what the handle wrote (a passthrough writer's is, whatever this says). */
+	mcfs_dirty_fh(fi->fh);
+	struct stat a;
+	memset(&a, 0, sizeof a);
+	a.st_ino = ino;
+	a.st_mode = u.mode;
+	a.st_nlink = 1;
+	a.st_uid = u.uid;
+	a.st_gid = u.gid;
+	a.st_size = now.st_size;
+	a.st_blocks = now.st_blocks;
+	a.st_blksize = 4096;
+	a.st_atim = at_least(now.st_atim, u.time_ns);
+	a.st_mtim = at_least(now.st_mtim, u.time_ns);
+	a.st_ctim = at_least(now.st_ctim, u.time_ns);
+	killpriv_told(ino, a.st_mode);
+	/* Counted before the reply: whoever asked sees it counted once answered. */
+	atomic_fetch_add(&truncated, 1);
+	fuse_reply_attr(req, &a, attr_to);
 	return 1;
 }

@@ -220,6 +220,9 @@ void io_lseek(fuse_req_t req, uint64_t fh, off_t off, int whence)
 		fuse_reply_lseek(req, r);
 }
 
+/* fh's fd, if it is of a whole file (a writer's own, or a finished copy); else -1. */
+int io_whole_fd(uint64_t fh) { return whole_fd_of(fh); }
+
 /* Detach the backing fd from fh (JS closes the fd itself afterwards). */
 void mcfs_clear_fh(uint64_t fh) { io_attach(fh, -1, 0); }
 

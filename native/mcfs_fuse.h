@@ -54,6 +54,7 @@ int io_try_read(fuse_req_t req, uint64_t fh, size_t size, off_t off);    /* 1: a
 int io_room_for(int fd, uint64_t len);
 int io_try_write(fuse_req_t req, uint64_t fh, struct fuse_bufvec *in, off_t off);
 int io_served(uint64_t fh);      /* an fd serves this handle */
+int io_whole_fd(uint64_t fh);    /* its fd, if of a whole file; else -1 */
 int io_dirty(uint64_t fh);       /* written through it since the last io_take_dirty */
 /* The dirty flag, cleared (a passthrough writer's stays: its writes go unseen); seen (NULL, or 3):
  * a passthrough writer's file as found now (size, mtime, ctime; fstat), zeros for any other handle. */
@@ -96,6 +97,8 @@ void grants_reset(void);
 
 /* creates.c: creates answered without JS (see there). */
 int creates_try(fuse_req_t req, uint64_t parent, const char *name, mode_t mode, struct fuse_file_info *fi);
+int creates_try_setattr(fuse_req_t req, uint64_t ino, const struct stat *st, int to_set, struct fuse_file_info *fi); /* 1: answered here */
+void creates_claimed(uint64_t fh); /* JS took the note of the file made with handle fh */
 
 /* killpriv.c: FUSE_HANDLE_KILLPRIV_V2 negotiated through libfuse's I/O hooks (see there). */
 int killpriv_install(struct fuse_session *se);     /* once mounted, before the loop: 0 or -errno */

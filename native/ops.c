@@ -48,6 +48,8 @@ static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st, int to_set, struct fuse_file_info *fi)
 {
+	if (creates_try_setattr(req, ino, st, to_set, fi))
+		return;
 	REQ(OP_SETATTR);
 	h.fh = fi ? fi->fh : 0;
 	h.setattr.valid = (uint32_t)to_set | (killpriv_request_kills() ? SETATTR_KILL_PRIVILEGES : 0);

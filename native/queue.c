@@ -239,6 +239,8 @@ int mcfs_poll(uint8_t *buf, int cap)
 			qtail = NULL;
 		memcpy(buf + used, &q->r, q->r.len);
 		used += (int)q->r.len;
+		if (q->r.op == OP_CREATED)
+			creates_claimed(q->r.fh);
 		free(q);
 	}
 	wake_pending = qhead != NULL;

@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
+import { spawnSync } from "bun";
 import { errCode, fuseUnavailable, waitFor } from "./helpers/env.ts";
 import type { TestDaemon } from "./helpers/daemon.ts";
 import { scrape } from "./helpers/metrics.ts";
@@ -27,6 +28,44 @@ describe.skipIf(!!skip)("creates across nodes", () => {
     expect(fs.statSync(join(b.mnt, "out", "empty")).size).toBe(0);
     // All but the first (made through JS, which hands the shim the directory).
     expect(await shimMade()).toBe(before + 40);
+  });
+
+  test("a writer setting the size of a file through the handle it made it with (Bun's writeFileSync: write, then ftruncate): the shim answers it with the file's owner and mode, and the other node reads that size and those bytes", async () => {
+    const [a, b] = n as [TestDaemon, TestDaemon];
+    fs.mkdirSync(join(a.mnt, "cut"), { mode: 0o777 });
+    fs.chmodSync(join(a.mnt, "cut"), 0o777);
+    // The first file of a directory is made through JS, which hands the shim the directory.
+    fs.writeFileSync(join(a.mnt, "cut", "first"), "first");
+    const truncates = async () => (await scrape(a))("mcfs_shim_truncates_total");
+    const before = await truncates();
+    const data = Buffer.alloc(10_000, 7);
+    for (const [name, size] of [["same", 10_000], ["shorter", 3_000], ["longer", 25_000], ["empty", 0]] as const) {
+      const fd = fs.openSync(join(a.mnt, "cut", name), fs.constants.O_WRONLY | fs.constants.O_CREAT, 0o640);
+      fs.writeSync(fd, data);
+      fs.ftruncateSync(fd, size);
+      const st = fs.fstatSync(fd);
+      fs.closeSync(fd);
+      expect({ name, size: st.size, mode: st.mode & 0o7777, uid: st.uid, nlink: st.nlink }).toEqual({ name, size, mode: 0o640, uid: 0, nlink: 1 });
+      const want = Buffer.alloc(size);
+      data.copy(want, 0, 0, Math.min(size, data.length));
+      expect(fs.readFileSync(join(b.mnt, "cut", name)).equals(want)).toBe(true);
+    }
+    expect(await truncates()).toBe(before + 4);
+    // Changed through JS first (a chmod): the truncate after it is JS's, with the new mode.
+    const fd = fs.openSync(join(a.mnt, "cut", "chmodded"), fs.constants.O_WRONLY | fs.constants.O_CREAT, 0o644);
+    fs.writeSync(fd, data);
+    fs.chmodSync(join(a.mnt, "cut", "chmodded"), 0o600);
+    fs.ftruncateSync(fd, 100);
+    expect([fs.fstatSync(fd).mode & 0o7777, fs.fstatSync(fd).size]).toEqual([0o600, 100]);
+    fs.closeSync(fd);
+    expect(await truncates()).toBe(before + 4);
+    expect(fs.statSync(join(b.mnt, "cut", "chmodded")).mode & 0o7777).toBe(0o600);
+    if (!Bun.which("setpriv")) return;
+    // Another user's file: its owner in the answer.
+    const as = spawnSync(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, "-e",
+      `const fs = require("fs"); const fd = fs.openSync(process.argv[1], "w"); fs.writeSync(fd, Buffer.alloc(5000, 1)); fs.ftruncateSync(fd, 4000); const st = fs.fstatSync(fd); console.log(JSON.stringify([st.uid, st.gid, st.size]));`, join(a.mnt, "cut", "nobody")], { stdout: "pipe", stderr: "inherit" });
+    expect(JSON.parse(as.stdout.toString())).toEqual([65534, 65534, 4000]);
+    expect(fs.statSync(join(b.mnt, "cut", "nobody")).uid).toBe(65534);
   });
 
   test("a small file's create reaches Redis with its size, as one create; one kept open reaches it alone; a rename, link or unlink right after its create finds it", async () => {

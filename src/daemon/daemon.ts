@@ -81,7 +81,7 @@ function freeSpace(rootPath: string): { free?: number } {
 }
 
 /** Counters the shim keeps and gauges of state, brought up to date before each scrape. */
-const shimSeen = new WeakMap<FuseSession, { readBytes: number; writeBytes: number; passthroughOpens: number; lookups: number; getattrs: number; absent: number; creates: number; opens: number; flushes: number }>();
+const shimSeen = new WeakMap<FuseSession, { readBytes: number; writeBytes: number; passthroughOpens: number; lookups: number; getattrs: number; absent: number; creates: number; truncates: number; opens: number; flushes: number }>();
 const unreadSeen = new WeakMap<CopyCache, number>();
 /** How long a scrape waits for Redis to count the nodes before it answers without. */
 const NODES_SCRAPE_MS = 1_000;
@@ -91,21 +91,23 @@ async function refreshGauges(m: Metrics, session: FuseSession, vfs: Vfs, copies:
   const getattrs = session.shimGetattrs();
   const absent = session.shimAbsent();
   const creates = session.shimCreates();
+  const truncates = session.shimTruncates();
   const opens = session.shimOpens();
   const flushes = session.flushRequests();
-  const last = shimSeen.get(session) ?? { readBytes: 0, writeBytes: 0, passthroughOpens: 0, lookups: 0, getattrs: 0, absent: 0, creates: 0, opens: 0, flushes: 0 };
+  const last = shimSeen.get(session) ?? { readBytes: 0, writeBytes: 0, passthroughOpens: 0, lookups: 0, getattrs: 0, absent: 0, creates: 0, truncates: 0, opens: 0, flushes: 0 };
   m.readBytes.inc({ source: "local" }, io.readBytes - last.readBytes);
   m.writtenBytes.inc(io.writeBytes - last.writeBytes);
   m.shimLookups.inc(lookups - last.lookups);
   m.shimGetattrs.inc(getattrs - last.getattrs);
   m.shimAbsent.inc(absent - last.absent);
   m.shimCreates.inc(creates - last.creates);
+  m.shimTruncates.inc(truncates - last.truncates);
   m.shimOpens.inc(opens - last.opens);
   m.fuseFlushes.inc(flushes - last.flushes);
   m.fuseKillPrivileges.set(session.killPrivileges() ? 1 : 0);
   m.fusePassthrough.set(session.passthrough() ? 1 : 0);
   m.passthroughOpens.inc(io.passthroughOpens - last.passthroughOpens);
-  shimSeen.set(session, { ...io, lookups, getattrs, absent, creates, opens, flushes });
+  shimSeen.set(session, { ...io, lookups, getattrs, absent, creates, truncates, opens, flushes });
   m.openFiles.set(vfs.openFiles);
   if (copies) {
     const unread = copies.ahead().evictedUnread;

@@ -152,6 +152,7 @@ export const SHIM_FUNCTIONS = {
   mcfs_creates_start: { returns: "void", args: ["double entry_to", "double attr_to", "const char *reserved_name", "const char *mark_name", "int of_cluster"] },
   mcfs_create_kits: { returns: "int", args: ["const uint8_t *kits", "int n"] },
   mcfs_creates_made: { returns: "uint64_t", args: [] },
+  mcfs_creates_truncated: { returns: "uint64_t", args: [] },
   mcfs_listing_make_here: { returns: "int", args: ["uint64_t dir", "int fd", "uint32_t mode", "uint32_t gid", "const char *name", "int file_fd"] },
   mcfs_listing_make_elsewhere: { returns: "void", args: ["uint64_t dir"] },
   mcfs_clear_fh: { returns: "void", args: ["uint64_t fh"] },

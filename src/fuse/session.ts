@@ -176,6 +176,8 @@ export interface FuseSession {
   shimAbsent(): number;
   /** Files the shim made itself (ShimCreates). */
   shimCreates(): number;
+  /** Truncates the shim made itself, through the handle of a file it made whose note JS had not taken. */
+  shimTruncates(): number;
   readonly creates: ShimCreates;
   /** Opens the shim answered itself (ShimGrants). */
   shimOpens(): number;
@@ -645,6 +647,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
     markPrivileged: (ino) => shim.mcfs_killpriv_mark(BigInt(ino)),
     shimAbsent: () => Number(shim.mcfs_listing_absent_hits()),
     shimCreates: () => Number(shim.mcfs_creates_made()),
+    shimTruncates: () => Number(shim.mcfs_creates_truncated()),
     shimOpens: () => Number(shim.mcfs_grant_opens()),
     grants: {
       limit: GRANTS_MAX,
