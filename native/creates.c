@@ -283,7 +283,8 @@ static struct timespec at_least(struct timespec t, uint64_t ns)
 /* A truncate through the handle of a file made here whose note JS has not taken: made here. 1 if answered. */
 int creates_try_setattr(fuse_req_t req, uint64_t ino, const struct stat *st, int to_set, struct fuse_file_info *fi)
 {
-	if (!on || !fi || to_set != FUSE_SET_ATTR_SIZE || st->st_size < 0 || killpriv_request_kills())
+	/* Past 2^53 JS refuses a size (not exact there): so does this, by leaving it to JS. */
+	if (!on || !fi || to_set != FUSE_SET_ATTR_SIZE || st->st_size < 0 || (uint64_t)st->st_size >= (1ull << 53) || killpriv_request_kills())
 		return 0;
 	pthread_mutex_lock(&lock);
 	struct unclaimed u = unclaimed[fi->fh % UNCLAIMED_SLOTS];
