@@ -267,23 +267,51 @@ async function createsAcross(dir: string): Promise<[number, number]> {
   return [c1, c4];
 }
 
-/** The cross-node cases of one filesystem: reads across A and B, creates on A with B up, workflows on three nodes (one entry per WF_PER_NODE). */
+/** The cross-node cases of one filesystem: reads across A and B, creates on A with B up; its three nodes' mounts, up for the workflows. */
 interface Across {
   reads: Reads;
   creates: [number, number];
-  workflows: number[];
+  nodes: string[];
+  stop(): Promise<void>;
 }
 
 /**
- * One untimed run first, in a directory of its own: what is measured is a filesystem that has been
- * serving a while (mcfs's JIT has compiled its hot paths: the first seconds of a daemon run its
- * JavaScript slower), as a workflow's tasks meet it after the first few. Every target gets it.
+ * Runs of each workflow case on each target, alternated: this host's speed moves by a third within
+ * minutes, so runs of two targets minutes apart compare the host's phases more than the targets.
  */
-async function workflows(nodes: string[]): Promise<number[]> {
-  await workflow(nodes, 1, "wf-warm");
-  const out: number[] = [];
-  for (const n of WF_PER_NODE) out.push(await workflow(nodes, n));
-  return out;
+const WF_RUNS = 3;
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+
+/**
+ * The workflows of every target (its three nodes' directories), the median of WF_RUNS runs each,
+ * one target after another in each round (the order turned round every other round); one entry per
+ * WF_PER_NODE for each target, undefined for a target whose run failed (failed: why). One untimed
+ * run first, in a directory of its own: what is measured is a filesystem that has been serving a
+ * while (mcfs's JIT has compiled its hot paths: the first seconds of a daemon run its JavaScript
+ * slower), as a workflow's tasks meet it after the first few. Every target gets it.
+ */
+async function workflowsAlternated(targets: string[][], failed: (t: number, e: Error) => void): Promise<(number[] | undefined)[]> {
+  const runs = targets.map(() => WF_PER_NODE.map(() => [] as number[]));
+  const down = new Set<number>();
+  const attempt = async (t: number, run: () => Promise<number | void>) => {
+    if (down.has(t)) return;
+    try {
+      await run();
+    } catch (e) {
+      down.add(t);
+      failed(t, e as Error);
+    }
+  };
+  for (const [t, nodes] of targets.entries()) await attempt(t, () => workflow(nodes, 1, "wf-warm"));
+  for (const [p, n] of WF_PER_NODE.entries()) {
+    for (let r = 0; r < WF_RUNS; r++) {
+      const order = [...targets.keys()];
+      if (r % 2) order.reverse();
+      for (const t of order) await attempt(t, async () => void runs[t]![p]!.push(await workflow(targets[t]!, n, `wf${n}-${r}`)));
+    }
+  }
+  return runs.map((byCase, t) => (down.has(t) ? undefined : byCase.map(median)));
 }
 
 /** mcfs: two nodes on this machine and one redis-server; a third node joins for the workflows. */
@@ -304,11 +332,16 @@ async function mcfsAcross(work: string, running: Stoppable[]): Promise<Across> {
   // Creates with another node up: every name goes to Redis (no sole-node write-behind).
   const creates = await createsAcross(a.dir);
   const c = await node("c", await freePort());
-  const wfs = await workflows([a.dir, b.dir, c.dir]);
-  for (const t of [a, b, c]) await t.stop();
-  redis.kill();
-  await redis.exited;
-  return { reads, creates, workflows: wfs };
+  return {
+    reads,
+    creates,
+    nodes: [a.dir, b.dir, c.dir],
+    async stop() {
+      for (const t of [a, b, c]) await t.stop();
+      redis.kill();
+      await redis.exited;
+    },
+  };
 }
 
 /** The same cases on GlusterFS: three FUSE clients of one 2-brick distribute volume; or why they could not run. Never throws: the mcfs numbers stand without it. */
@@ -319,23 +352,23 @@ async function glusterAcross(work: string, running: Stoppable[]): Promise<Across
   try {
     g = await startGluster(join(work, "gluster"), 3);
     running.push(g);
-    const [a, b, c] = g.clients as [string, string, string];
+    const [a, b] = g.clients as [string, string, string];
     const reads = readsAcross(a, b);
     const creates = await createsAcross(a);
-    return { reads, creates, workflows: await workflows([a, b, c]) };
+    const up = g;
+    return { reads, creates, nodes: [...g.clients], stop: () => up.stop() };
   } catch (e) {
-    return `GlusterFS failed: ${(e as Error).message}`;
-  } finally {
     await g?.stop();
+    return `GlusterFS failed: ${(e as Error).message}`;
   }
 }
 
-function acrossTables(m: Across, g: Across | string, local: number[]): string {
+function acrossTables(m: Across & { workflows: number[] }, g: (Across & { workflows: number[] }) | string, local: number[]): string {
   const f = (n: number) => (n >= 100 ? n.toFixed(0) : n.toFixed(2));
   const gl = typeof g === "string" ? undefined : g;
   const gf = (n: number | undefined) => (n === undefined ? "n/a" : f(n));
   const ratio = (x: number, y: number | undefined) => (y === undefined ? "n/a" : (x / y).toFixed(2));
-  const wfCase = (n: number) => `workflow: ${WF_TASKS} tasks on 3 nodes, ${n} process${n > 1 ? "es" : ""} per node, each task reading 4 of ${WF_INPUTS} inputs (8-64 KiB) the nodes wrote and writing one output (tasks/s)`;
+  const wfCase = (n: number) => `workflow: ${WF_TASKS} tasks on 3 nodes, ${n} process${n > 1 ? "es" : ""} per node, each task reading 4 of ${WF_INPUTS} inputs (8-64 KiB) the nodes wrote and writing one output (tasks/s, median of ${WF_RUNS} runs alternated between the targets)`;
   return [
     `| case (written on node A) | mcfs on A | mcfs on B | B / A | GlusterFS on A | GlusterFS on B | mcfs / GlusterFS, on B |`,
     `|---|---:|---:|---:|---:|---:|---:|`,
@@ -450,20 +483,29 @@ try {
   const table = lines.join("\n");
   console.log(table);
   const mcfsX = await mcfsAcross(work, running);
-  // The reference for the workflows: the same processes on one local directory, with nothing else running.
+  let glusterX = await glusterAcross(work, running);
+  if (typeof glusterX === "string") console.error(`bench: GlusterFS: ${glusterX}`);
+  // The reference for the workflows: the same processes on one local directory.
   const local = join(work, "wf-local");
   fs.mkdirSync(local);
-  const wfLocal = await workflows([local, local, local]);
-  const glusterX = await glusterAcross(work, running);
-  if (typeof glusterX === "string") console.error(`bench: GlusterFS: ${glusterX}`);
-  const clusterTable = acrossTables(mcfsX, glusterX, wfLocal);
+  const targets = [mcfsX.nodes, [local, local, local], ...(typeof glusterX === "string" ? [] : [glusterX.nodes])];
+  let mcfsFailed: Error | undefined;
+  const [mcfsWf, localWf, glusterWf] = await workflowsAlternated(targets, (t, e) => {
+    if (t === 2) console.error(`bench: GlusterFS's workflow failed: ${e.message}`);
+    else mcfsFailed ??= e;
+  });
+  await mcfsX.stop();
+  if (typeof glusterX !== "string") await glusterX.stop();
+  if (mcfsFailed || !mcfsWf || !localWf) throw mcfsFailed ?? new Error("a workflow failed");
+  if (typeof glusterX !== "string" && !glusterWf) glusterX = "GlusterFS's workflow failed";
+  const clusterTable = acrossTables({ ...mcfsX, workflows: mcfsWf }, typeof glusterX === "string" ? glusterX : { ...glusterX, workflows: glusterWf! }, localWf);
   console.log(clusterTable);
   if (OUT) {
     const cmd = `bun bench/bench.ts --big-mib ${BIG_MIB} --files ${FILES} --out ${OUT}`;
     const glusterText = typeof glusterX === "string"
       ? `GlusterFS is n/a in these tables: ${glusterX}.`
-      : `GlusterFS ${glusterVersion()} (Debian's glusterfs-server) beside it: after mcfs has stopped, the same cases through three FUSE clients (A, B, C; all mounted from the start) of one plain distribute volume with default options: two bricks in the bench's temporary directory (the same disk), served by a private glusterd on this machine.`;
-    fs.writeFileSync(OUT, `# Benchmark results\n\nProduced by \`${cmd}\` on ${new Date().toISOString().slice(0, 10)} (${spawnSync(["uname", "-srm"]).stdout.toString().trim()}, ${require("node:os").cpus().length} cores).\nRatios: above 1 means mcfs is faster. Small files: ${FILES} x 4 KiB in one directory, then half as many again by ${WRITERS} processes at once. Big file: ${BIG_MIB} MiB written in 1 MiB blocks (timed before its fsync; best of three runs). "After remount": the FUSE filesystem is stopped and mounted again over the same data, so its own caches and the kernel's start empty; the plain directory has no such restart (this machine refuses drop_caches), so its numbers there are warm. No case deletes its files before the bench ends: on this machine's ext4, which has no journal, creating files next to inodes deleted a second to a minute before runs several times slower (10,000 creates in a plain directory: 55,000 files/s, 6,000 two seconds after deleting 10,000 others), which would tax whichever target ran after a deletion.\n\n${table}\n\n## Across nodes\n\nTwo daemons on this machine (loopback), one redis-server, a cluster secret: the bytes are written on A, then read on A itself and on B (which fetches them from A into its cache directory: whole files over the bulk lane, plain TCP on the peer port; batches of small files over gRPC). The small files are written after a \`sync\`, so the big file's write-back is over. Then creates on A while B is up (cluster mode: names go to Redis as they are made). Then workflows: a third node joins, each node writes a third of the inputs, and one process per node (then ${WF_PER_NODE.at(-1)}) runs its share of the tasks at once (the same processes on one local directory for the reference, run with no filesystem daemon up). Each target first runs the one-process workflow once untimed, on inputs and outputs of its own: the runs measured are of a filesystem that has served a while (a daemon's first seconds run its JavaScript before the JIT has compiled it: 15-20% fewer tasks/s on this machine). ${glusterText}\n\n${clusterTable}\n`);
+      : `GlusterFS ${glusterVersion()} (Debian's glusterfs-server) beside it: the same cases through three FUSE clients (A, B, C; all mounted from the start; its reads and creates after mcfs's, with mcfs's daemons up and idle) of one plain distribute volume with default options: two bricks in the bench's temporary directory (the same disk), served by a private glusterd on this machine.`;
+    fs.writeFileSync(OUT, `# Benchmark results\n\nProduced by \`${cmd}\` on ${new Date().toISOString().slice(0, 10)} (${spawnSync(["uname", "-srm"]).stdout.toString().trim()}, ${require("node:os").cpus().length} cores).\nRatios: above 1 means mcfs is faster. Small files: ${FILES} x 4 KiB in one directory, then half as many again by ${WRITERS} processes at once. Big file: ${BIG_MIB} MiB written in 1 MiB blocks (timed before its fsync; best of three runs). "After remount": the FUSE filesystem is stopped and mounted again over the same data, so its own caches and the kernel's start empty; the plain directory has no such restart (this machine refuses drop_caches), so its numbers there are warm. No case deletes its files before the bench ends: on this machine's ext4, which has no journal, creating files next to inodes deleted a second to a minute before runs several times slower (10,000 creates in a plain directory: 55,000 files/s, 6,000 two seconds after deleting 10,000 others), which would tax whichever target ran after a deletion.\n\n${table}\n\n## Across nodes\n\nTwo daemons on this machine (loopback), one redis-server, a cluster secret: the bytes are written on A, then read on A itself and on B (which fetches them from A into its cache directory: whole files over the bulk lane, plain TCP on the peer port; batches of small files over gRPC). The small files are written after a \`sync\`, so the big file's write-back is over. Then creates on A while B is up (cluster mode: names go to Redis as they are made). Then workflows: a third node joins, each node writes a third of the inputs, and one process per node (then ${WF_PER_NODE.at(-1)}) runs its share of the tasks at once (the same processes on one local directory for the reference). Each target first runs the one-process workflow once untimed, on inputs and outputs of its own: the runs measured are of a filesystem that has served a while (a daemon's first seconds run its JavaScript before the JIT has compiled it: 15-20% fewer tasks/s on this machine). Each workflow case then runs ${WF_RUNS} times on each target in turn, mcfs, the local directory and GlusterFS (the order turned round every other round; the daemons of both filesystems up throughout), and the median of each target's runs is shown: this host's speed moves by a third within minutes, which decided the ratio when the targets ran minutes apart. ${glusterText}\n\n${clusterTable}\n`);
   }
 } finally {
   // Latest first: clients before their servers.
