@@ -177,10 +177,15 @@ describe("ReadFiles read by hand", () => {
   });
 });
 
-/** A holder on a real HTTP/2 socket answering every call with answer(res); its session manager for a reader, and stop(). */
-async function hostile(answer: (res: http2.Http2ServerResponse) => void) {
+/**
+ * A holder on a real HTTP/2 socket answering every call with answer(res); its session manager for a
+ * reader, whether the last call's stream was closed (reset or ended), and stop().
+ */
+async function holder(answer: (res: http2.Http2ServerResponse) => void) {
+  let closed = false;
   const server = http2.createServer((_req, res) => {
     res.on("error", () => {});
+    res.on("close", () => (closed = true));
     res.writeHead(200, { "content-type": "application/grpc+proto" });
     answer(res);
   });
@@ -188,11 +193,23 @@ async function hostile(answer: (res: http2.Http2ServerResponse) => void) {
   const sm = new Http2SessionManager(`http://127.0.0.1:${(server.address() as { port: number }).port}`, {}, { settings: { initialWindowSize: WINDOW } });
   return {
     sm,
+    closed: () => closed,
     stop() {
       sm.abort();
       server.close();
     },
   };
+}
+
+/** chunk written to res again and again, as fast as flow control lets it, until its stream closes; sent counts each write. */
+function flood(res: http2.Http2ServerResponse, chunk: Uint8Array, sent: (bytes: number) => void = () => {}): void {
+  const more = () => {
+    while (!res.stream.closed) {
+      sent(chunk.length);
+      if (!res.write(chunk)) return void res.once("drain", more);
+    }
+  };
+  more();
 }
 
 const ask = create(ReadFilesRequestSchema, { files: [] });
@@ -201,24 +218,14 @@ describe("a hostile holder's reply", () => {
   test("sent without end: once the reader has what it wanted, the stream is reset, and the holder got no more than the windows' worth past it off its hands", async () => {
     const message = Buffer.from(framePieces({ pieces: [{ index: 0, offset: 0n, data: new Uint8Array(1 << 20).fill(7), errno: 0, last: false }] }));
     let sent = 0;
-    let closed = false;
-    const h = await hostile((res) => {
-      res.on("close", () => (closed = true));
-      const more = () => {
-        while (!closed) {
-          sent += message.length;
-          if (!res.write(message)) return void res.once("drain", more);
-        }
-      };
-      more();
-    });
+    const h = await holder((res) => flood(res, message, (n) => (sent += n)));
     try {
       let taken = 0;
       for await (const pieces of readFilesFrames(h.sm, ask, { headers: {}, timeoutMs: 10_000 })) {
         expect(pieces[0]!.data.reduce((n, d) => n + d.length, 0)).toBe(1 << 20);
         if (++taken === 3) break;
       }
-      await waitFor("the holder's stream to be reset", () => closed);
+      await waitFor("the holder's stream to be reset", h.closed);
       // Flow control held the rest: the reader's window, and a message or two in the holder's buffers.
       expect(sent).toBeLessThanOrEqual(3 * message.length + WINDOW + 4 * message.length);
     } finally {
@@ -227,11 +234,7 @@ describe("a hostile holder's reply", () => {
   });
 
   test("stalled half-way: the call fails at its deadline, and its stream is reset", async () => {
-    let closed = false;
-    const h = await hostile((res) => {
-      res.on("close", () => (closed = true));
-      res.write(framePieces({ pieces: [{ index: 0, offset: 0n, data: new Uint8Array(1000), errno: 0, last: false }] }));
-    });
+    const h = await holder((res) => res.write(framePieces({ pieces: [{ index: 0, offset: 0n, data: new Uint8Array(1000), errno: 0, last: false }] })));
     try {
       let taken = 0;
       const read = (async () => {
@@ -239,31 +242,25 @@ describe("a hostile holder's reply", () => {
       })();
       await expect(read).rejects.toMatchObject({ code: Code.DeadlineExceeded });
       expect(taken).toBe(1);
-      await waitFor("the holder's stream to be reset", () => closed);
+      await waitFor("the holder's stream to be reset", h.closed);
     } finally {
       h.stop();
     }
   });
 
   test("a message declared past the largest a holder sends, its bytes streamed: refused at its length, and the stream reset", async () => {
-    let closed = false;
-    const h = await hostile((res) => {
-      res.on("close", () => (closed = true));
+    const h = await holder((res) => {
       const head = Buffer.alloc(5);
       head.writeUInt32BE(1 << 30, 1);
       res.write(head);
-      const zeros = Buffer.alloc(1 << 20);
-      const more = () => {
-        while (!closed) if (!res.write(zeros)) return void res.once("drain", more);
-      };
-      more();
+      flood(res, Buffer.alloc(1 << 20));
     });
     try {
       const read = (async () => {
         for await (const _ of readFilesFrames(h.sm, ask, { headers: {}, timeoutMs: 10_000 }));
       })();
       await expect(read).rejects.toMatchObject({ code: Code.ResourceExhausted });
-      await waitFor("the holder's stream to be reset", () => closed);
+      await waitFor("the holder's stream to be reset", h.closed);
     } finally {
       h.stop();
     }
@@ -272,26 +269,23 @@ describe("a hostile holder's reply", () => {
 
 describe("a call read off its HTTP/2 stream", () => {
   test("raises its connection's flow-control window to WINDOW, not only its streams': a holder is not held to 64 KiB in flight", async () => {
-    const server = http2.createServer((_req, res) => {
-      res.writeHead(200, { "content-type": "application/grpc+proto" });
+    const h = await holder((res) => {
       res.addTrailers({ "grpc-status": "0" });
       res.end();
     });
-    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-    const sm = new Http2SessionManager(`http://127.0.0.1:${(server.address() as { port: number }).port}`, {}, { settings: { initialWindowSize: WINDOW } });
+    const sm = h.sm;
     try {
       const before = await sm.request("POST", "/probe", {}, {});
       const session = before.session!;
       expect(session.state.effectiveLocalWindowSize).toBe(65_535);
       before.close();
-      for await (const _ of readFilesFrames(sm, create(ReadFilesRequestSchema, { files: [] }), { headers: {}, timeoutMs: 5000 }));
+      for await (const _ of readFilesFrames(sm, ask, { headers: {}, timeoutMs: 5000 }));
       const after = await sm.request("POST", "/probe", {}, {});
       expect(after.session).toBe(session);
       expect(session.state.effectiveLocalWindowSize).toBeGreaterThanOrEqual(WINDOW);
       after.close();
     } finally {
-      sm.abort();
-      server.close();
+      h.stop();
     }
   });
 });
