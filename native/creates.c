@@ -57,7 +57,8 @@ struct unclaimed {
 };
 static struct unclaimed unclaimed[UNCLAIMED_SLOTS];
 
-static void unclaim(uint64_t fh)
+/* Not unclaimed any more: JS took the note of the file made with handle fh, or it was never queued. */
+void creates_claimed(uint64_t fh)
 {
 	pthread_mutex_lock(&lock);
 	struct unclaimed *u = &unclaimed[fh % UNCLAIMED_SLOTS];
@@ -65,8 +66,6 @@ static void unclaim(uint64_t fh)
 		memset(u, 0, sizeof *u);
 	pthread_mutex_unlock(&lock);
 }
-
-void creates_claimed(uint64_t fh) { unclaim(fh); }
 
 void mcfs_creates_start(double entry_timeout, double attr_timeout, const char *reserved_name, const char *mark_name, int of_cluster)
 {
@@ -218,7 +217,7 @@ int creates_try(fuse_req_t req, uint64_t parent, const char *name, mode_t mode, 
 		unclaimed[k.fh % UNCLAIMED_SLOTS] = (struct unclaimed){ .fh = k.fh, .ino = k.ino, .time_ns = h.created.time_ns, .mode = S_IFREG | perm, .uid = c.uid, .gid = gid };
 		pthread_mutex_unlock(&lock);
 		if (queue_note(&c, &h, name) != 0) {
-			unclaim(k.fh);
+			creates_claimed(k.fh);
 			close(fd);
 			unlinkat(dirfd, name, 0);
 			fd = -1;
