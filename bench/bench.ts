@@ -279,19 +279,19 @@ interface Across {
  * Runs of each workflow case on each target, alternated: this host's speed moves by a third within
  * minutes, so runs of two targets minutes apart compare the host's phases more than the targets.
  */
-const WF_RUNS = 3;
+const WF_RUNS = 5;
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 
 /**
- * The workflows of every target (its three nodes' directories), the median of WF_RUNS runs each,
- * one target after another in each round (the order turned round every other round); one entry per
- * WF_PER_NODE for each target, undefined for a target whose run failed (failed: why). One untimed
+ * The workflows of every target (its three nodes' directories), WF_RUNS runs each, one target after
+ * another in each round (the order turned round every other round): per target, per WF_PER_NODE, the
+ * tasks/s of each round in order; undefined for a target whose run failed (failed: why). One untimed
  * run first, in a directory of its own: what is measured is a filesystem that has been serving a
  * while (mcfs's JIT has compiled its hot paths: the first seconds of a daemon run its JavaScript
  * slower), as a workflow's tasks meet it after the first few. Every target gets it.
  */
-async function workflowsAlternated(targets: string[][], failed: (t: number, e: Error) => void): Promise<(number[] | undefined)[]> {
+async function workflowsAlternated(targets: string[][], failed: (t: number, e: Error) => void): Promise<(number[][] | undefined)[]> {
   const runs = targets.map(() => WF_PER_NODE.map(() => [] as number[]));
   const down = new Set<number>();
   const attempt = async (t: number, run: () => Promise<number | void>) => {
@@ -311,7 +311,7 @@ async function workflowsAlternated(targets: string[][], failed: (t: number, e: E
       for (const t of order) await attempt(t, async () => void runs[t]![p]!.push(await workflow(targets[t]!, n, `wf${n}-${r}`)));
     }
   }
-  return runs.map((byCase, t) => (down.has(t) ? undefined : byCase.map(median)));
+  return runs.map((byCase, t) => (down.has(t) ? undefined : byCase));
 }
 
 /** mcfs: two nodes on this machine and one redis-server; a third node joins for the workflows. */
@@ -363,11 +363,18 @@ async function glusterAcross(work: string, running: Stoppable[]): Promise<Across
   }
 }
 
-function acrossTables(m: Across & { workflows: number[] }, g: (Across & { workflows: number[] }) | string, local: number[]): string {
+function acrossTables(m: Across & { workflows: number[][] }, g: (Across & { workflows: number[][] }) | string, localRuns: number[][]): string {
   const f = (n: number) => (n >= 100 ? n.toFixed(0) : n.toFixed(2));
   const gl = typeof g === "string" ? undefined : g;
   const gf = (n: number | undefined) => (n === undefined ? "n/a" : f(n));
   const ratio = (x: number, y: number | undefined) => (y === undefined ? "n/a" : (x / y).toFixed(2));
+  // Medians for the table; every run, and each round's ratio (the targets ran within a minute of each other), below it.
+  const mWf = m.workflows.map(median), gWf = gl?.workflows.map(median), local = localRuns.map(median);
+  const list = (xs: number[]) => xs.map(f).join(", ");
+  const spread = WF_PER_NODE.map((n, i) => {
+    const perRound = gl ? `; mcfs / GlusterFS in each round ${m.workflows[i]!.map((x, r) => (x / gl.workflows[i]![r]!).toFixed(2)).join(", ")}` : "";
+    return `${n} process${n > 1 ? "es" : ""} per node, each run in order (tasks/s): mcfs ${list(m.workflows[i]!)}; local dir ${list(localRuns[i]!)}${gl ? `; GlusterFS ${list(gl.workflows[i]!)}` : ""}${perRound}.`;
+  });
   const wfCase = (n: number) => `workflow: ${WF_TASKS} tasks on 3 nodes, ${n} process${n > 1 ? "es" : ""} per node, each task reading 4 of ${WF_INPUTS} inputs (8-64 KiB) the nodes wrote and writing one output (tasks/s, median of ${WF_RUNS} runs alternated between the targets)`;
   return [
     `| case (written on node A) | mcfs on A | mcfs on B | B / A | GlusterFS on A | GlusterFS on B | mcfs / GlusterFS, on B |`,
@@ -376,8 +383,9 @@ function acrossTables(m: Across & { workflows: number[] }, g: (Across & { workfl
     ``,
     `| case | local dir | GlusterFS | mcfs | mcfs / GlusterFS | mcfs / local |`,
     `|---|---:|---:|---:|---:|---:|`,
-    ...WF_PER_NODE.map((n, i) => `| ${wfCase(n)} | ${f(local[i]!)} | ${gf(gl?.workflows[i])} | ${f(m.workflows[i]!)} | ${ratio(m.workflows[i]!, gl?.workflows[i])} | ${(m.workflows[i]! / local[i]!).toFixed(2)} |`),
+    ...WF_PER_NODE.map((n, i) => `| ${wfCase(n)} | ${f(local[i]!)} | ${gf(gWf?.[i])} | ${f(mWf[i]!)} | ${ratio(mWf[i]!, gWf?.[i])} | ${(mWf[i]! / local[i]!).toFixed(2)} |`),
     ``,
+    ...spread.flatMap((l) => [l, ``]),
     `| case (cluster mode: node B up) | GlusterFS on A | mcfs on A | mcfs / GlusterFS |`,
     `|---|---:|---:|---:|`,
     `| create 4 KiB files, 1 writer (files/s) | ${gf(gl?.creates[0])} | ${f(m.creates[0])} | ${ratio(m.creates[0], gl?.creates[0])} |`,
@@ -505,7 +513,7 @@ try {
     const glusterText = typeof glusterX === "string"
       ? `GlusterFS is n/a in these tables: ${glusterX}.`
       : `GlusterFS ${glusterVersion()} (Debian's glusterfs-server) beside it: the same cases through three FUSE clients (A, B, C; all mounted from the start; its reads and creates after mcfs's, with mcfs's daemons up and idle) of one plain distribute volume with default options: two bricks in the bench's temporary directory (the same disk), served by a private glusterd on this machine.`;
-    fs.writeFileSync(OUT, `# Benchmark results\n\nProduced by \`${cmd}\` on ${new Date().toISOString().slice(0, 10)} (${spawnSync(["uname", "-srm"]).stdout.toString().trim()}, ${require("node:os").cpus().length} cores).\nRatios: above 1 means mcfs is faster. Small files: ${FILES} x 4 KiB in one directory, then half as many again by ${WRITERS} processes at once. Big file: ${BIG_MIB} MiB written in 1 MiB blocks (timed before its fsync; best of three runs). "After remount": the FUSE filesystem is stopped and mounted again over the same data, so its own caches and the kernel's start empty; the plain directory has no such restart (this machine refuses drop_caches), so its numbers there are warm. No case deletes its files before the bench ends: on this machine's ext4, which has no journal, creating files next to inodes deleted a second to a minute before runs several times slower (10,000 creates in a plain directory: 55,000 files/s, 6,000 two seconds after deleting 10,000 others), which would tax whichever target ran after a deletion.\n\n${table}\n\n## Across nodes\n\nTwo daemons on this machine (loopback), one redis-server, a cluster secret: the bytes are written on A, then read on A itself and on B (which fetches them from A into its cache directory: whole files over the bulk lane, plain TCP on the peer port; batches of small files over gRPC). The small files are written after a \`sync\`, so the big file's write-back is over. Then creates on A while B is up (cluster mode: names go to Redis as they are made). Then workflows: a third node joins, each node writes a third of the inputs, and one process per node (then ${WF_PER_NODE.at(-1)}) runs its share of the tasks at once (the same processes on one local directory for the reference). Each target first runs the one-process workflow once untimed, on inputs and outputs of its own: the runs measured are of a filesystem that has served a while (a daemon's first seconds run its JavaScript before the JIT has compiled it: 15-20% fewer tasks/s on this machine). Each workflow case then runs ${WF_RUNS} times on each target in turn, mcfs, the local directory and GlusterFS (the order turned round every other round; the daemons of both filesystems up throughout), and the median of each target's runs is shown: this host's speed moves by a third within minutes, which decided the ratio when the targets ran minutes apart. ${glusterText}\n\n${clusterTable}\n`);
+    fs.writeFileSync(OUT, `# Benchmark results\n\nProduced by \`${cmd}\` on ${new Date().toISOString().slice(0, 10)} (${spawnSync(["uname", "-srm"]).stdout.toString().trim()}, ${require("node:os").cpus().length} cores).\nRatios: above 1 means mcfs is faster. Small files: ${FILES} x 4 KiB in one directory, then half as many again by ${WRITERS} processes at once. Big file: ${BIG_MIB} MiB written in 1 MiB blocks (timed before its fsync; best of three runs). "After remount": the FUSE filesystem is stopped and mounted again over the same data, so its own caches and the kernel's start empty; the plain directory has no such restart (this machine refuses drop_caches), so its numbers there are warm. No case deletes its files before the bench ends: on this machine's ext4, which has no journal, creating files next to inodes deleted a second to a minute before runs several times slower (10,000 creates in a plain directory: 55,000 files/s, 6,000 two seconds after deleting 10,000 others), which would tax whichever target ran after a deletion.\n\n${table}\n\n## Across nodes\n\nTwo daemons on this machine (loopback), one redis-server, a cluster secret: the bytes are written on A, then read on A itself and on B (which fetches them from A into its cache directory: whole files over the bulk lane, plain TCP on the peer port; batches of small files over gRPC). The small files are written after a \`sync\`, so the big file's write-back is over. Then creates on A while B is up (cluster mode: names go to Redis as they are made). Then workflows: a third node joins, each node writes a third of the inputs, and one process per node (then ${WF_PER_NODE.at(-1)}) runs its share of the tasks at once (the same processes on one local directory for the reference). Each target first runs the one-process workflow once untimed, on inputs and outputs of its own: the runs measured are of a filesystem that has served a while (a daemon's first seconds run its JavaScript before the JIT has compiled it: 15-20% fewer tasks/s on this machine). Each workflow case then runs ${WF_RUNS} times on each target in turn, mcfs, the local directory and GlusterFS (the order turned round every other round; the daemons of both filesystems up throughout), and the median of each target's runs is shown, each run and each round's ratio below the table: this host's speed moves by a third within minutes, which decided the ratio when the targets ran minutes apart. ${glusterText}\n\n${clusterTable}\n`);
   }
 } finally {
   // Latest first: clients before their servers.
