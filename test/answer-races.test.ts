@@ -5,6 +5,7 @@ import type { Invalidation, MetadataStore } from "../src/meta/store.ts";
 import { startRedis, type TestRedis } from "./helpers/redis.ts";
 import { startVfsNode, type VfsNode } from "./helpers/vfs-node.ts";
 import { waitFor } from "./helpers/env.ts";
+import { E, toErrno } from "../src/util/errno.ts";
 
 const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL } = fs.constants;
 const C: Caller = { uid: 0, gid: 0, pid: process.pid };
@@ -186,5 +187,51 @@ describe("an answer from the store that crossed another node's change on its way
     } finally {
       await a.vfs.release(C, made.attr.ino, made.open.fh, false);
     }
+  });
+});
+
+/**
+ * The kernel checks the sticky rule (only the owner of a file or of its directory, or root, takes
+ * its name away) against the file it knows under the name; another node may put another user's file
+ * there between that check and the change reaching the store. A hostile user on node A, renaming his
+ * file onto a name in a /tmp-like directory as another user creates it on node B, replaced her file
+ * (2 to 10 of 60 tries, a helper's probe): the store checks the rule again against the file there now.
+ */
+describe("a rename or unlink in a sticky directory whose name another node gave to another user's file after this node's kernel checked it", () => {
+  let redis: TestRedis;
+  let a: VfsNode, b: VfsNode;
+  const root: Caller = { uid: 0, gid: 0, pid: process.pid };
+  const alice: Caller = { uid: 3001, gid: 3001, pid: process.pid };
+  const evil: Caller = { uid: 3002, gid: 3002, pid: process.pid };
+  beforeAll(async () => {
+    redis = await startRedis();
+    a = await startVfsNode(redis.url, "a");
+    b = await startVfsNode(redis.url, "b");
+  });
+  afterAll(async () => {
+    await a?.close();
+    await b?.close();
+    await redis?.stop();
+  });
+  const made = async (n: VfsNode, c: Caller, dir: number, name: string) => {
+    const m = await n.vfs.create(c, dir, name, 0o600, O_WRONLY | O_CREAT);
+    await n.vfs.release(c, m.attr.ino, m.open.fh, false);
+    return m.attr.ino;
+  };
+  const errno = (p: Promise<unknown>) => p.then(() => 0, toErrno);
+
+  test("is refused (EPERM), and her file stays; his own names he may still move and remove", async () => {
+    const t = (await b.vfs.mkdir(root, 1, "tmp", 0o1777)).ino;
+    const his = await made(a, evil, t, "his");
+    // Made on B after A's kernel found no such name (what it checked the rename and unlink against).
+    const hers = await made(b, alice, t, "hers");
+    expect(await errno(a.vfs.rename(evil, t, "his", t, "hers", 0))).toBe(E.EPERM);
+    expect(await errno(a.vfs.unlink(evil, t, "hers"))).toBe(E.EPERM);
+    expect((await b.vfs.lookup(alice, t, "hers")).ino).toBe(hers);
+    expect((await a.vfs.lookup(evil, t, "his")).ino).toBe(his);
+    await a.vfs.rename(evil, t, "his", t, "his2", 0);
+    await a.vfs.unlink(evil, t, "his2");
+    // The directory's owner may take any name away.
+    await b.vfs.unlink(root, t, "hers");
   });
 });

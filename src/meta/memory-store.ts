@@ -98,6 +98,13 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
     if (m === undefined) throw fsError("ENOENT", `directory ${ino} is gone`);
     if (!isdir(m)) throw fsError("ENOTDIR");
   }
+  /** As lib.lua's sticky: who may take ino's name away from dir, checked against the file there now. */
+  function sticky(dir: number, ino: number, by: number | undefined): void {
+    if (by === undefined || by === 0) return;
+    const d = s.i.get(dir);
+    if (!(Number(d?.get("m")) & 0o1000) || d?.get("u") === String(by) || s.i.get(ino)?.get("u") === String(by)) return;
+    throw fsError("EPERM");
+  }
   function touch(ino: number, now: string): void {
     const h = hashOf(s.i, ino);
     const cur = h.get("c");
@@ -385,7 +392,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
         return { parent: Number(e.slice(0, slash)), name: e.slice(slash + 1) };
       });
     },
-    async remove(parent, name, wantDir) {
+    async remove(parent, name, wantDir, by) {
       const now = String(nowNs());
       const e = s.d.get(parent)?.get(name);
       if (e === undefined) throw fsError("ENOENT");
@@ -396,6 +403,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       if (wantDir && !dir) throw fsError("ENOTDIR");
       if (!wantDir && dir) throw fsError("EISDIR");
       if (dir && (s.d.get(ino)?.size ?? 0) > 0) throw fsError("ENOTEMPTY");
+      sticky(parent, ino, by);
       s.d.get(parent)!.delete(name);
       touch(parent, now);
       let r: Removed, told: string[];
@@ -413,7 +421,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       await publish({ removed: [[parent, name]], inodes: [parent, ino], todo: told }, true);
       return { ...r, path, ...(told.includes(nodeId) ? { queued: true } : {}) };
     },
-    async rename(parent, name, np, nn, flags) {
+    async rename(parent, name, np, nn, flags, by) {
       const now = String(nowNs());
       const se = s.d.get(parent)?.get(name);
       if (se === undefined) throw fsError("ENOENT");
@@ -425,6 +433,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       const de = s.d.get(np)?.get(nn);
       if (flags === 1 && de !== undefined) throw fsError("EEXIST");
       if (flags === 2 && de === undefined) throw fsError("ENOENT");
+      if (de === undefined || entino(de) !== sino) sticky(parent, sino, by);
       const told: string[] = [];
       const moved = (r: Renamed, exchanged?: number, same = false) => {
         const inodes = [parent, np, r.ino, ...(r.replaced ? [r.replaced.ino] : []), ...(exchanged ? [exchanged] : [])];
@@ -437,6 +446,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       if (de !== undefined) {
         const dino = entino(de);
         if (dino === sino) return moved({ ino: sino }, undefined, true);
+        sticky(np, dino, by);
         const ddir = isdir(s.i.get(dino)?.get("m"));
         if (flags === 2) {
           // The target moves too: into parent, which must not lie beneath it.

@@ -306,8 +306,15 @@ export interface Namespace {
   link(ino: number, newParent: number, newName: string): Promise<Linked>;
   /** The names of ino other than its primary one (hard links). */
   extraNames(ino: number): Promise<{ parent: number; name: string }[]>;
-  remove(parent: number, name: string, dir: boolean): Promise<Unnamed>;
-  rename(parent: number, name: string, newParent: number, newName: string, flags: number): Promise<Renamed>;
+  /**
+   * by: the uid of the caller whose kernel asked for it (omitted: the daemon's own change). In a sticky
+   * directory only the owner of the file or of the directory, or root, may take a name away: the
+   * caller's kernel checked that against the file it knew under the name, and another node may have
+   * put another file there since, so it is checked again here against the one there now (EPERM).
+   */
+  remove(parent: number, name: string, dir: boolean, by?: number): Promise<Unnamed>;
+  /** by: as remove's, for both names a rename takes away (its source, and the target it replaces or exchanges). */
+  rename(parent: number, name: string, newParent: number, newName: string, flags: number, by?: number): Promise<Renamed>;
   setAttrs(ino: number, change: AttrChange): Promise<Inode>;
   /**
    * New bytes: size and mtime set, a new version (given, or made here), holder made the only location

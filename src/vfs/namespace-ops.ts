@@ -1,6 +1,6 @@
 import * as fs from "node:fs";
 import { dirname } from "node:path";
-import { RENAME_EXCHANGE, RENAME_NOREPLACE, type FileSystem, type SetAttr, type StatFs } from "../fuse/types.ts";
+import { RENAME_EXCHANGE, RENAME_NOREPLACE, type Caller, type FileSystem, type SetAttr, type StatFs } from "../fuse/types.ts";
 import type { AttrChange, Inode, MetadataStore } from "../meta/store.ts";
 import { nowNs } from "../util/time.ts";
 import { E, FsError, errnoOf, fsError } from "../util/errno.ts";
@@ -66,8 +66,8 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
    * (r.queued: catchUp), in the order of the changes queued for it: a move made here at once could
    * come before a move another node queued for it earlier, and meet that one's paths.
    */
-  async function renamed(parent: number, name: string, newParent: number, newName: string, flags: number) {
-    const r = await changing([parent, newParent], () => store.rename(parent, name, newParent, newName, flags));
+  async function renamed(c: Caller, parent: number, name: string, newParent: number, newName: string, flags: number) {
+    const r = await changing([parent, newParent], () => store.rename(parent, name, newParent, newName, flags, c.uid));
     kernel.moved(r.ino, { parent, name }, newParent, newName);
     if (r.exchanged) {
       kernel.moved(r.exchanged, { parent: newParent, name: newName }, parent, name);
@@ -272,8 +272,8 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       return kernel.answering(parent, name, r);
     },
 
-    async unlink(_c, parent, name) {
-      const r = await changing([parent], () => store.remove(parent, name, false));
+    async unlink(c, parent, name) {
+      const r = await changing([parent], () => store.remove(parent, name, false, c.uid));
       kernel.unnamed(r.ino, parent, name);
       dirChanged(parent, undefined, name);
       // The disk first follows the changes queued for this node before: until then another file may be at path.
@@ -282,8 +282,8 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       await ctx.dropped(r);
     },
 
-    async rmdir(_c, parent, name) {
-      const r = await changing([parent], () => store.remove(parent, name, true));
+    async rmdir(c, parent, name) {
+      const r = await changing([parent], () => store.remove(parent, name, true, c.uid));
       dirChanged(parent, undefined, name);
       dropListing(r.ino);
       forget(r.ino);
@@ -311,7 +311,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       return kernel.answering(parent, name, r);
     },
 
-    async rename(_c, parent, name, newParent, newName, flags) {
+    async rename(c, parent, name, newParent, newName, flags) {
       checkName(newName);
       checkReserved(newParent, newName);
       checkRoom(ctx);
@@ -322,7 +322,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       const from = cache.listed(parent, name);
       const rec = from ? cache.fresh(from) : undefined;
       const movesDirs = !!(flags & RENAME_EXCHANGE) || !rec || isDir(rec.mode);
-      const { r, applied } = await (movesDirs ? ctx.localDirs.exclusive(() => renamed(parent, name, newParent, newName, flags)) : renamed(parent, name, newParent, newName, flags));
+      const { r, applied } = await (movesDirs ? ctx.localDirs.exclusive(() => renamed(c, parent, name, newParent, newName, flags)) : renamed(c, parent, name, newParent, newName, flags));
       // This node's disk follows before the rename returns: later, the move would meet what the
       // caller made at its old path since.
       await applied;

@@ -173,6 +173,35 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         expect((await st.create(t, "f", { mode: FILE, uid: 0, gid: 0, replace: "/t/f" })).replaced).toMatchObject({ nlink: 0 });
       });
 
+      it("a removal or rename in a sticky directory checks who may take the name away against what the name is now (the caller's kernel checked what it knew)", async () => {
+        const t = (await st.create(ROOT, "t", { mode: 0o041777, uid: 0, gid: 0 })).ino;
+        const theirs = await file(t, "theirs", { uid: 1000 });
+        const mine = await file(t, "mine", { uid: 2000 });
+        // Another user's file, neither the caller's nor in its directory: refused, nothing changed.
+        expect(await outcome(st.rename(t, "mine", t, "theirs", 0, 2000))).toBe("EPERM");
+        expect(await outcome(st.rename(t, "mine", t, "theirs", 2, 2000))).toBe("EPERM");
+        expect(await outcome(st.rename(t, "theirs", t, "elsewhere", 0, 2000))).toBe("EPERM");
+        expect(await outcome(st.remove(t, "theirs", false, 2000))).toBe("EPERM");
+        expect((await st.lookup(t, "theirs")).ino).toBe(theirs.ino);
+        expect((await st.lookup(t, "mine")).ino).toBe(mine.ino);
+        expect((await st.get(theirs.ino)).nlink).toBe(1);
+        // Its owner, the directory's owner, root, and the daemon's own changes (no caller) may.
+        await st.rename(t, "theirs", t, "theirs2", 0, 1000);
+        const u = (await st.create(ROOT, "u", { mode: 0o041777, uid: 2000, gid: 0 })).ino;
+        await file(u, "x", { uid: 1000 });
+        await st.rename(u, "x", u, "y", 0, 2000);
+        await st.remove(u, "y", false, 2000);
+        await st.rename(t, "theirs2", t, "theirs3", 0, 0);
+        await st.rename(t, "mine", t, "theirs3", 0);
+        expect((await st.lookup(t, "theirs3")).ino).toBe(mine.ino);
+        // Not sticky: the directory's write permission is all (the kernel's to check).
+        const open = await dir(ROOT, "open");
+        await file(open, "a", { uid: 1000 });
+        await file(open, "b", { uid: 2000 });
+        await st.rename(open, "b", open, "a", 0, 2000);
+        await st.remove(open, "a", false, 2000);
+      });
+
       it("a new directory has two links and gives its parent one", async () => {
         const d = await dir(ROOT, "d");
         expect((await st.get(d)).nlink).toBe(2);

@@ -138,6 +138,16 @@ local function dropdir(ino)
   redis.call('DEL', P..'i:'..ino, P..'d:'..ino, P..'x:'..ino, P..'loc:'..ino, P..'cc:'..ino, P..'l:'..ino, P..'cb:'..ino, P..'dw:'..ino)
   gone(ino)
 end
+-- The sticky rule for taking name-holder ino's name away from dir, for caller uid by ('': the
+-- daemon's own change): the caller's kernel checked it against the file it knew under the name,
+-- which another node's change may have replaced since. An error reply, or nil.
+local function sticky(dir, ino, by)
+  if by == '' or by == '0' then return nil end
+  local d = redis.call('HMGET', P..'i:'..dir, 'm', 'u')
+  if not d[1] or bit.band(tonumber(d[1]), 512) == 0 or d[2] == by then return nil end
+  if redis.call('HGET', P..'i:'..ino, 'u') == by then return nil end
+  return redis.error_reply('EPERM')
+end
 -- A name came into dir: the nodes answering lookups there from their listings (listing.lua), other
 -- than origin, must hear of it before origin returns; they watch no more (origin knows its own names).
 local function newname(dir, origin)

@@ -1,4 +1,4 @@
--- ARGV: P parent name wantdir(1/0) now origin -> {ino, nlink, dir, {nodes told}, version origin held or '', path, changes queued for origin (a file's)}
+-- ARGV: P parent name wantdir(1/0) now origin by (the caller's uid, '' for none: see sticky) -> {ino, nlink, dir, {nodes told}, version origin held or '', path, changes queued for origin (a file's)}
 local parent, name, now, origin = ARGV[2], ARGV[3], ARGV[5], ARGV[6]
 local e = redis.call('HGET', P..'d:'..parent, name)
 if not e then return redis.error_reply('ENOENT') end
@@ -11,6 +11,7 @@ local d = isdir(m)
 if ARGV[4] == '1' and not d then return redis.error_reply('ENOTDIR') end
 if ARGV[4] == '0' and d then return redis.error_reply('EISDIR') end
 if d and redis.call('HLEN', P..'d:'..ino) > 0 then return redis.error_reply('ENOTEMPTY') end
+local err = sticky(parent, ino, ARGV[7]) if err then return err end
 redis.call('HDEL', P..'d:'..parent, name)
 touch(parent, now)
 if d then

@@ -1,8 +1,8 @@
--- ARGV: P parent name newparent newname flags now origin
+-- ARGV: P parent name newparent newname flags now origin by (the caller's uid, '' for none: see sticky)
 --   -> {ino, replacedIno, replacedNlink, replacedDir, exchangedIno, {nodes told}, version of the replaced file the origin held,
 --       nodes watching the directories given a name (newname), from path, to path}
 local parent, name, np, nn, flags, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
-local origin = ARGV[8]
+local origin, by = ARGV[8], ARGV[9]
 -- Whether directory dir is ino or lies beneath it.
 local function within(dir, ino)
   local cur = dir
@@ -24,12 +24,16 @@ if sdir and np ~= parent and within(np, sino) then return redis.error_reply('EIN
 local de = redis.call('HGET', P..'d:'..np, nn)
 if flags == 1 and de then return redis.error_reply('EEXIST') end
 if flags == 2 and not de then return redis.error_reply('ENOENT') end
+if not (de and entino(de) == sino) then
+  err = sticky(parent, sino, by) if err then return err end
+end
 local rino, rn, rdir, xino, rheld = 0, 0, 0, 0, false
 local told = {}
 local function tell(list) for _, n in ipairs(list) do told[#told + 1] = n end end
 if de then
   local dino = entino(de)
   if dino == sino then return {tonumber(sino), 0, 0, 0, 0, {}} end
+  err = sticky(np, dino, by) if err then return err end
   local ddir = isdir(redis.call('HGET', P..'i:'..dino, 'm'))
   if flags == 2 then
     -- The target moves too: into parent, which must not lie beneath it.
