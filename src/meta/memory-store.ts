@@ -10,7 +10,7 @@
  * for Redis in filesystem tests.
  */
 import { parseHolders, parseRecord } from "./redis/record-codec.ts";
-import { createdChange, createdRecord, createStamps, newVersion, type CopyOrder, type Created, type DirListing, type Holders, type Inode, type Invalidation, type MetadataStore, type NewInode, type NodeInfo, type NodeReport, type NodeState, type Removed, type Renamed, type ScannedInode, type TodoEntry } from "./store.ts";
+import { createdChange, createdRecord, createStamps, newVersion, type CopyOrder, type Created, type DirListing, type Holders, type Inode, type Invalidation, type MetadataStore, type NewInode, type NodeInfo, type NodeReport, type NodeState, type Removed, type Renamed, type ScannedInode, type TodoEntry, XATTRS_MAX } from "./store.ts";
 import { fsError } from "../util/errno.ts";
 import { awaits, createChangeOutbox, type FeedMessage, type SlowNodesEvent } from "./change-outbox.ts";
 import { nowNs } from "../util/time.ts";
@@ -544,6 +544,9 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       const x = made(s.x, ino, () => new Map());
       if (flags === 1 && x.has(name)) throw fsError("EEXIST");
       if (flags === 2 && !x.has(name)) throw fsError("ENODATA");
+      let total = Buffer.byteLength(name) + 1 + value.length;
+      for (const [n, v] of x) if (n !== name) total += Buffer.byteLength(n) + 1 + v.length;
+      if (total > XATTRS_MAX) throw fsError("ENOSPC");
       x.set(name, new Uint8Array(value));
       h.set("c", String(nowNs()));
       publish({ inodes: [ino] });

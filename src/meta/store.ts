@@ -359,8 +359,17 @@ export interface InodeNumbers {
 }
 
 /** Extended attributes of an inode. */
+/**
+ * The bytes one file's extended attributes may take in the store: each name with its NUL, and each
+ * value. They live in Redis's memory, and any user may set them on a file of its own; bounded so,
+ * the list of a file's names always fits the kernel's 64 KiB (XATTR_LIST_MAX), and a value of up to
+ * 64 KiB less its name fits a file alone (ext4 keeps a block's worth).
+ */
+export const XATTRS_MAX = 65536;
+
 export interface ExtendedAttributes {
   getXattr(ino: number, name: string): Promise<Uint8Array | undefined>;
+  /** ENOSPC when the file's attributes would take more than XATTRS_MAX bytes with it. */
   setXattr(ino: number, name: string, value: Uint8Array, flags: number): Promise<void>;
   listXattr(ino: number): Promise<string[]>;
   removeXattr(ino: number, name: string): Promise<void>;

@@ -5,7 +5,7 @@
  */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { RENAME_EXCHANGE, RENAME_NOREPLACE } from "../../src/fuse/types.ts";
-import type { Created, Invalidation, MetadataStore, NewInode, TodoEntry } from "../../src/meta/store.ts";
+import { XATTRS_MAX, type Created, type Invalidation, type MetadataStore, type NewInode, type TodoEntry } from "../../src/meta/store.ts";
 import { errnoOf, errnoName } from "../../src/util/errno.ts";
 
 export interface StoreHarness {
@@ -605,6 +605,28 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
     });
 
     describe("extended attributes", () => {
+      it("a file's names and values take at most XATTRS_MAX bytes (a name counts its NUL): one past is refused (ENOSPC), so its list always fits the kernel's 64 KiB; a replace or removal makes room", async () => {
+        const f = await file(ROOT, "f");
+        const name = (i: number) => `user.${String(i).padStart(245, "n")}`;
+        // 250-byte names, each with a 6-byte value: 257 bytes each; 255 of them fit, the 256th does not.
+        for (let i = 0; i < 255; i++) await st.setXattr(f.ino, name(i), new Uint8Array(6), 0);
+        expect(await outcome(st.setXattr(f.ino, name(255), new Uint8Array(6), 0))).toBe("ENOSPC");
+        expect(await st.getXattr(f.ino, name(255))).toBeUndefined();
+        const list = await st.listXattr(f.ino);
+        expect(list.length).toBe(255);
+        expect(list.reduce((n, x) => n + Buffer.byteLength(x) + 1, 0)).toBeLessThanOrEqual(XATTRS_MAX);
+        // A replace counts the value it replaces: a shorter one fits, a longer one past the bound does not.
+        await st.setXattr(f.ino, name(0), new Uint8Array(0), 0);
+        expect(await outcome(st.setXattr(f.ino, name(1), new Uint8Array(6 + XATTRS_MAX - 255 * 257 + 7), 0))).toBe("ENOSPC");
+        expect(await st.getXattr(f.ino, name(1))).toEqual(new Uint8Array(6));
+        await st.removeXattr(f.ino, name(2));
+        await st.setXattr(f.ino, name(255), new Uint8Array(6), 0);
+        // One value of the largest size the kernel passes fits a file alone; another file has its own room.
+        const g = await file(ROOT, "g");
+        await st.setXattr(g.ino, "user.big", new Uint8Array(XATTRS_MAX - "user.big".length - 1), 0);
+        expect(await outcome(st.setXattr(g.ino, "user.x", new Uint8Array(0), 0))).toBe("ENOSPC");
+      });
+
       it("set, get, list, remove; binary values", async () => {
         const f = await file(ROOT, "f");
         const bin = new Uint8Array([0, 255, 1, 0, 128]);

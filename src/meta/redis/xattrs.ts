@@ -1,7 +1,7 @@
 /** Extended attributes: P x:{ino}, values kept as bytes. */
 import { commandOptions } from "redis";
 import type { RedisClient } from "../redis-connect.ts";
-import type { ExtendedAttributes } from "../store.ts";
+import { XATTRS_MAX, type ExtendedAttributes } from "../store.ts";
 import { fsError } from "../../util/errno.ts";
 import { nowNs } from "../../util/time.ts";
 import type { RedisChangeFeed } from "./change-feed.ts";
@@ -15,7 +15,7 @@ export function createXattrs(client: RedisClient, keys: Keys, run: RunScript, fe
       return v === undefined || v === null ? undefined : new Uint8Array(v);
     },
     async setXattr(ino, name, value, flags) {
-      await run("setxattr", [ino, name, Buffer.from(value), flags, nowNs()]);
+      await run("setxattr", [ino, name, Buffer.from(value), flags, nowNs(), XATTRS_MAX]);
       feed.publish({ inodes: [ino] });
     },
     async listXattr(ino) {
