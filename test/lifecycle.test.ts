@@ -5,7 +5,8 @@ import { spawn, spawnSync } from "bun";
 import { errCode, freePort, fuseUnavailable, MCFS, tempDir, waitFor } from "./helpers/env.ts";
 import { startRedis, type TestRedis } from "./helpers/redis.ts";
 import { forceUnmount, isMounted, startDaemon, privateRedisPid, type TestDaemon } from "./helpers/daemon.ts";
-import { getxattr, setxattr } from "./helpers/libc.ts";
+import { closeFd, getxattr, setxattr } from "./helpers/libc.ts";
+import { E } from "../src/util/errno.ts";
 import { findMount } from "../src/fuse/mountpoint.ts";
 
 const skip = fuseUnavailable();
@@ -379,8 +380,8 @@ describe.skipIf(!!skip)("full disk", () => {
         if (!e) made.push(`t${round}${i}`);
         note(e);
         note(errCode(() => fs.chmodSync(join(a.mnt, "kept"), 0o600 + (i % 2) * 0o40)));
-        // Kept in Redis alone: big values fill its room fastest.
-        const x = setxattr(join(a.mnt, "kept"), `user.x${round}${i}`, Buffer.alloc(65536, i));
+        // Kept in Redis alone: big values fill its room fastest (one a file: each file has 64 KiB of them).
+        const x = setxattr(join(a.mnt, e ? "kept" : `t${round}${i}`), "user.x", Buffer.alloc(65000, i));
         note(x === 0 ? undefined : x === 28 ? "ENOSPC" : `errno ${x}`);
       }
     };
@@ -448,6 +449,35 @@ describe.skipIf(!!skip)("a change Redis refuses", () => {
     const st = fs.statSync(join(b.mnt, "f"));
     expect({ mtime: st.mtimeMs, mode: st.mode & 0o7777, uid: st.uid }).toEqual({ mtime: 1_000_000, mode: 0o640, uid: 0 });
     expect(fs.readFileSync(join(b.mnt, "f"), "utf8")).toBe("kept as it was");
+  });
+});
+
+describe.skipIf(!!skip)("Redis out of memory", () => {
+  test("reads of what is there go on, a create's close and a mkdir fail ENOSPC leaving no name, and with room again everything works", async () => {
+    const base = temp("redis-oom");
+    const r = await redis();
+    const a = await daemon({ base, name: "oom", redisUrl: r.url });
+    const body = (i: number) => `file ${i} `.repeat(100 + i);
+    for (let i = 0; i < 5; i++) fs.writeFileSync(join(a.mnt, `f${i}`), body(i));
+    // Every write refused for want of memory (noeviction), as a full Redis does.
+    expect(await r.cli("config", "set", "maxmemory-policy", "noeviction")).toBe("OK");
+    expect(await r.cli("config", "set", "maxmemory", "1")).toBe("OK");
+    // A first read's open asks Redis to note that this node watches the file: refused, it is answered unwatched.
+    for (let i = 0; i < 5; i++) expect(fs.readFileSync(join(a.mnt, `f${i}`), "utf8")).toBe(body(i));
+    // Its create is written behind: the close says what the store answered.
+    const fd = fs.openSync(join(a.mnt, "new"), "w");
+    fs.writeSync(fd, "x");
+    expect(closeFd(fd)).toBe(E.ENOSPC);
+    // Nor does the kernel keep the name the shim gave it at the create.
+    expect(errCode(() => fs.statSync(join(a.mnt, "new")))).toBe("ENOENT");
+    expect(fs.readdirSync(a.mnt)).not.toContain("new");
+    expect(errCode(() => fs.mkdirSync(join(a.mnt, "dir")))).toBe("ENOSPC");
+    expect(a.log()).not.toContain("reported as EIO");
+    expect(await r.cli("config", "set", "maxmemory", "0")).toBe("OK");
+    fs.writeFileSync(join(a.mnt, "new"), "made");
+    fs.mkdirSync(join(a.mnt, "dir"));
+    expect(fs.readFileSync(join(a.mnt, "new"), "utf8")).toBe("made");
+    for (let i = 0; i < 5; i++) expect(fs.readFileSync(join(a.mnt, `f${i}`), "utf8")).toBe(body(i));
   });
 });
 

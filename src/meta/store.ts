@@ -375,6 +375,13 @@ export interface ExtendedAttributes {
   removeXattr(ino: number, name: string): Promise<void>;
 }
 
+/** What an open reads of a file (Placement.recordAndHolders). */
+export interface RecordAndHolders {
+  r: Inode;
+  holders: Holders;
+  unwatched?: true;
+}
+
 /** Which nodes hold a file's bytes, and which one may write them now. */
 export interface Placement {
   /**
@@ -392,11 +399,12 @@ export interface Placement {
    * ino's record and its holders as of one moment, in one round trip (what an open reads: close-to-open).
    * watch: this node is also made a watcher of ino, atomically with the read: the next new version
    * of it (setData) waits for this node's acknowledgement of its change, so that until then this node
-   * may answer opens from what it read here (while watchesHold).
+   * may answer opens from what it read here (while watchesHold). unwatched: Redis refused to note the
+   * watch (out of memory, it takes no writes): the record is answered all the same, not watched.
    */
-  recordAndHolders(ino: number, watch?: boolean): Promise<{ r: Inode; holders: Holders }>;
+  recordAndHolders(ino: number, watch?: boolean): Promise<RecordAndHolders>;
   /** recordAndHolders of each of inos in one round trip (with watch, of each that has a record); undefined where there is no record. */
-  recordsAndHolders(inos: number[], watch?: boolean): Promise<({ r: Inode; holders: Holders } | undefined)[]>;
+  recordsAndHolders(inos: number[], watch?: boolean): Promise<(RecordAndHolders | undefined)[]>;
   /** For each copy, whether node holds that version of it in its root path. */
   heldBy(node: string, copies: { ino: number; version: number }[]): Promise<boolean[]>;
   /** List node's cached copies (those of a version no longer current are not); returns how many were. */

@@ -113,7 +113,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       got = await store.recordAndHolders(ino, watch);
     } finally {
       // Kept before it is learned: learning it must not count as a change of what is kept.
-      if (asked) cache.watches.keep(asked, got);
+      if (asked) cache.watches.keep(asked, got?.unwatched ? undefined : got);
     }
     if (watch && ctx.writtenHere.has(ino)) own.opened(got.r.parent, ino);
     return found(ctx.learn(got.r), got.holders);

@@ -5,6 +5,8 @@ import { isReg } from "./attr.ts";
 export interface Watched {
   r: Inode;
   holders: Holders;
+  /** Read, but the store could not note the watch (RecordAndHolders): not kept. */
+  unwatched?: true;
 }
 
 /** Files a node keeps what it read of, at most. */
@@ -92,7 +94,7 @@ export async function readWatching(watches: OpenWatches<Watched>, inos: number[]
   } finally {
     asked.forEach((a, i) => {
       const f = found?.[i];
-      watches.keep(a, f && isReg(f.r.mode) ? f : undefined);
+      watches.keep(a, f && isReg(f.r.mode) && !f.unwatched ? f : undefined);
     });
   }
 }

@@ -2,7 +2,7 @@ import type { Caller } from "../fuse/types.ts";
 import { newGeneration, newVersion, type Created, type Inode, type NewInode } from "../meta/store.ts";
 import { constants } from "node:fs";
 import { nowNs } from "../util/time.ts";
-import { E, errnoOf, FsError, fsError, OutcomeUnknown, StoreUnavailable } from "../util/errno.ts";
+import { FsError, fsError, OutcomeUnknown, StoreUnavailable, toErrno } from "../util/errno.ts";
 import { isDir, S_IFREG, S_ISGID } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
 import type { HeldCreates } from "./held-creates.ts";
@@ -134,6 +134,9 @@ export function createWriteAtClose(held: HeldCreates): WritePolicy {
   async function undo(ctx: VfsContext, r: Inode, path: string): Promise<void> {
     ctx.cache.dirChanged(r.parent, undefined, r.name);
     ctx.cache.forget(r.ino);
+    // The kernel was given the name at the create: it forgets it before the close fails.
+    ctx.kernel.unnamed(r.ino, r.parent, r.name);
+    await ctx.o.forgetKernelNames?.([[r.parent, r.name]]);
     try {
       ctx.root.unlink(path);
     } catch {
@@ -167,7 +170,7 @@ export function createWriteAtClose(held: HeldCreates): WritePolicy {
         if (path !== undefined) await undo(ctx, r, path);
         // The file never existed for anyone else: its close fails (not passing for the close of a
         // file unlinked since), and keeps failing (the refusal stays in creating).
-        throw new FsError(errnoOf(e) ?? E.EIO, `${where}: ${(e as Error).message}`);
+        throw new FsError(toErrno(e), `${where}: ${(e as Error).message}`);
       },
     );
     // Kept when refused: every later close of the file must hear it (they are few, and never reused).

@@ -148,6 +148,17 @@ local function sticky(dir, ino, by)
   if redis.call('HGET', P..'i:'..ino, 'u') == by then return nil end
   return redis.error_reply('EPERM')
 end
+-- Make node a watcher of ino (setdata.lua waits for it): whether it is one. Not when Redis refuses
+-- the write for want of memory: what is read is answered all the same (a full Redis takes no
+-- writes, reads must go on), and the caller does not take the file as watched.
+local function watch(ino, node)
+  local r = redis.pcall('SADD', P..'cb:'..ino, node)
+  if type(r) == 'table' and r.err then
+    if string.sub(r.err, 1, 3) == 'OOM' then return false end
+    error(r)
+  end
+  return true
+end
 -- A name came into dir: the nodes answering lookups there from their listings (listing.lua), other
 -- than origin, must hear of it before origin returns; they watch no more (origin knows its own names).
 local function newname(dir, origin)

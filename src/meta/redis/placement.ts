@@ -22,15 +22,15 @@ export function createPlacement(client: RedisClient, keys: Keys, run: RunScript,
       return parseHolders(data, cached);
     },
     async recordAndHolders(ino, watch = false) {
-      const [rec, loc, cc] = (await run("opening", [ino, watch ? nodeId : ""])) as [string[], string[], string[]];
-      return { r: parseScriptRecord(rec), holders: parseHolders(pairs(loc), pairs(cc)) };
+      const [rec, loc, cc, watching] = (await run("opening", [ino, watch ? nodeId : ""])) as [string[], string[], string[], number];
+      return { r: parseScriptRecord(rec), holders: parseHolders(pairs(loc), pairs(cc)), ...(watch && !watching ? { unwatched: true as const } : {}) };
     },
     async recordsAndHolders(inos, watch = false) {
       if (!inos.length) return [];
-      const all = (await run("holdings", [watch ? nodeId : "", ...inos])) as [string[], string[], string[]][];
-      return all.map(([rec, loc, cc]) => {
+      const all = (await run("holdings", [watch ? nodeId : "", ...inos])) as [string[], string[], string[], number][];
+      return all.map(([rec, loc, cc, watching]) => {
         const r = scriptRecord(rec);
-        return r && { r, holders: parseHolders(pairs(loc), pairs(cc)) };
+        return r && { r, holders: parseHolders(pairs(loc), pairs(cc)), ...(watch && !watching ? { unwatched: true as const } : {}) };
       });
     },
     async heldBy(node, copies) {
