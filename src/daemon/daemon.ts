@@ -32,7 +32,7 @@ import { createBulkClient } from "../peer/bulk-client.ts";
 import { createPeerPool } from "../peer/peer-client.ts";
 import { createPeerReads } from "../peer/peer-reads.ts";
 import { startFuseSession, type FuseSession } from "../fuse/session.ts";
-import { prepareMountpoint } from "../fuse/mountpoint.ts";
+import { findMount, prepareMountpoint } from "../fuse/mountpoint.ts";
 import { FUSE_CONF, isRoot, userAllowOther } from "../fuse/fusermount.ts";
 import { GRANTS_MAX } from "../fuse/abi.ts";
 import { E, FsError, errnoName, redisDiskFull, setUnexpectedErrorLogger } from "../util/errno.ts";
@@ -159,6 +159,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
   try {
     const lock = lockRoot(join(cfg.rootPath, RESERVED_NAME), cfg.rootPath);
     cleanups.push(async () => lock.release());
+    if (lock.freed) nlog.warn({ root: cfg.rootPath, pid: lock.freed.pid, connection: lock.freed.connection }, "the daemon before was killed while the kernel held it in its FUSE connection (a request waiting for it held a directory the kernel was dropping a name in): that connection was aborted so it could die; the requests left in it failed with ECONNABORTED");
     // Every local operation from here on is confined beneath this fd of the root path.
     const root = openLocalDir(cfg.rootPath);
     cleanups.push(async () => root.close());
@@ -577,6 +578,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       onExit: () => void stop("mount went away"),
     });
     session.spaceFloor(spaceFloor);
+    const mountedAs = findMount(cfg.mountPath);
+    if (mountedAs) lock.mounted(mountedAs.minor);
     nlog.info({ mount: cfg.mountPath, root: cfg.rootPath, address, redis: redactUrl(url) }, "mounted");
     if (m && cfg.metricsPort !== undefined) {
       const live = session;
