@@ -499,38 +499,50 @@ function waitsOf(pid: number): string[] {
   }
 }
 
+/** The watchdog a daemon forked (watchdog.c), by its name. */
+function watchdogOf(pid: number): number | undefined {
+  for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
+    for (const c of fs.readFileSync(`/proc/${pid}/task/${t}/children`, "utf8").split(" ").filter(Boolean)) {
+      if (fs.readFileSync(`/proc/${c}/comm`, "utf8").trim() === "mcfs-watchdog") return Number(c);
+    }
+  }
+  return undefined;
+}
+
 /**
  * A node killed while the kernel held one of its threads in its own FUSE connection: the kernel takes
  * a directory's lock to drop a name in it that another node removed, and a request of this node in
  * that directory (an unlink waiting for the other nodes' acknowledgements) holds it. Killed then, the
- * daemon never finishes dying (its /dev/fuse stays open, so the request is never failed): its mount
+ * daemon never finished dying (its /dev/fuse stays open, so the request is never failed): its mount
  * hung for good, and its restart was refused, the old process holding the root's lock (a helper's probe).
  */
 describe.skipIf(!!skip)("a node killed while the kernel held it in its own FUSE connection", () => {
   const cluster = useCluster("held-kill", ["a", "b", "c"]);
+  const dir = (n: TestDaemon) => join(n.mnt, "held");
 
-  test("its restart aborts that connection, takes the root and mounts again; every node lists the directory alike", async () => {
+  /** c held so (its thread waiting in fuse_reverse_inval_entry), then run killed(c); every node then lists the directory alike. */
+  async function heldThenKilled(tag: string, killed: (c: TestDaemon) => Promise<void>): Promise<void> {
     const [a, b, c] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
-    const dir = (n: TestDaemon) => join(n.mnt, "held");
-    fs.mkdirSync(dir(a));
     const old = c.proc;
     const conn = findMount(c.mnt)!.minor;
     const removers: ReturnType<typeof spawn>[] = [];
     const acked = () => c.log().split("nodes acknowledge changes again").length;
+    if (!fs.existsSync(dir(a))) fs.mkdirSync(dir(a));
     try {
       let held = false;
       for (let round = 0; round < 10 && !held; round++) {
-        fs.writeFileSync(join(dir(a), `y${round}`), "y");
-        fs.writeFileSync(join(dir(a), `z${round}`), "z");
-        fs.statSync(join(dir(c), `y${round}`));
+        const y = join(`${tag}y${round}`), z = `${tag}z${round}`;
+        fs.writeFileSync(join(dir(a), y), "y");
+        fs.writeFileSync(join(dir(a), z), "z");
+        fs.statSync(join(dir(c), y));
         // b answers nothing: c's unlink waits for it (up to the acknowledgement bound), holding the directory.
         const before = acked();
         b.proc.kill("SIGSTOP");
-        const rmC = spawn(["rm", join(dir(c), `z${round}`)], { stderr: "ignore" });
+        const rmC = spawn(["rm", join(dir(c), z)], { stderr: "ignore" });
         removers.push(rmC);
         await waitFor("c's unlink waiting for its answer", () => rmC.exitCode !== null || waitsOf(rmC.pid).includes("request_wait_answer"));
         // a's unlink of a name c's kernel holds: c drops it, in the directory its unlink holds.
-        const rmA = spawn(["rm", join(dir(a), `y${round}`)], { stderr: "ignore" });
+        const rmA = spawn(["rm", join(dir(a), y)], { stderr: "ignore" });
         removers.push(rmA);
         await waitFor("c's kernel held dropping the name, or both unlinks done", () => (held = waitsOf(old.pid).includes("fuse_reverse_inval_entry")) || (rmC.exitCode !== null && rmA.exitCode !== null));
         if (held) break;
@@ -539,27 +551,45 @@ describe.skipIf(!!skip)("a node killed while the kernel held it in its own FUSE 
         if (c.log().includes("nodes did not acknowledge a change in time")) await waitFor("b acknowledging c's changes again", () => acked() > before);
       }
       expect(held).toBe(true);
-      old.kill("SIGKILL");
-      await waitFor("c's main thread gone, its held thread left", () => /^State:\s+Z/m.test(fs.readFileSync(`/proc/${old.pid}/status`, "utf8")));
-      const c2 = await cluster.start("c", c.port);
-      cluster.nodes[2] = c2;
-      await old.exited;
-      expect(c2.log()).toContain("that connection was aborted");
+      await killed(c);
       b.proc.kill("SIGCONT");
       for (const r of removers) await r.exited;
-      const list = (n: TestDaemon) => fs.readdirSync(dir(n)).sort();
-      await waitFor("every node listing the directory alike", () => JSON.stringify(list(c2)) === JSON.stringify(list(a)) && JSON.stringify(list(b)) === JSON.stringify(list(a)));
-      fs.writeFileSync(join(dir(c2), "after"), "made on c again");
-      expect(fs.readFileSync(join(dir(a), "after"), "utf8")).toBe("made on c again");
+      const c2 = cluster.nodes[2]!;
+      const list = (n: TestDaemon) => JSON.stringify(fs.readdirSync(dir(n)).sort());
+      await waitFor("every node listing the directory alike", () => list(c2) === list(a) && list(b) === list(a));
+      fs.writeFileSync(join(dir(c2), `${tag}after`), "made on c again");
+      expect(fs.readFileSync(join(dir(a), `${tag}after`), "utf8")).toBe("made on c again");
     } finally {
       b.proc.kill("SIGCONT");
       // Never left hung (a build without the fix): its connection aborted here, it dies.
-      if (old.exitCode === null && fs.existsSync(`/sys/fs/fuse/connections/${conn}/abort`)) {
+      if (fs.existsSync(`/proc/${old.pid}`) && fs.existsSync(`/sys/fs/fuse/connections/${conn}/abort`)) {
         fs.writeFileSync(`/sys/fs/fuse/connections/${conn}/abort`, "1");
         await old.exited;
       }
       for (const r of removers) r.kill("SIGKILL");
       if (isMounted(c.mnt) && cluster.nodes[2] === c) forceUnmount(c.mnt);
     }
+  }
+
+  test("killed alone (the OOM killer's way): its watchdog aborts that connection, it dies, and it starts again", async () => {
+    await heldThenKilled("w", async (c) => {
+      expect(watchdogOf(c.proc.pid)).toBeDefined();
+      c.proc.kill("SIGKILL");
+      // Within the watchdog's wait (half a second), not the test's bound.
+      await c.proc.exited;
+      cluster.nodes[2] = await cluster.start("c", c.port);
+      expect(cluster.nodes[2].log()).not.toContain("that connection was aborted");
+    });
+  }, 120_000);
+
+  test("killed with its watchdog (a container's kill): its restart aborts that connection, takes the root and mounts again", async () => {
+    await heldThenKilled("r", async (c) => {
+      process.kill(watchdogOf(c.proc.pid)!, "SIGKILL");
+      c.proc.kill("SIGKILL");
+      await waitFor("c's main thread gone, its held thread left", () => /^State:\s+Z/m.test(fs.readFileSync(`/proc/${c.proc.pid}/status`, "utf8")));
+      cluster.nodes[2] = await cluster.start("c", c.port);
+      await c.proc.exited;
+      expect(cluster.nodes[2].log()).toContain("that connection was aborted");
+    });
   }, 120_000);
 });

@@ -8,7 +8,7 @@ const FREED_WITHIN_MS = 10_000;
 const SIGKILL_BIT = 1n << 8n;
 
 export interface RootLock {
-  /** The FUSE connection (its id under /sys/fs/fuse/connections) this daemon mounted: kept beside its pid. */
+  /** The FUSE connection (its id under /sys/fs/fuse/connections) this daemon mounted: noted beside the lock, with its pid. */
   mounted(connection: number): void;
   release(): void;
   /** A killed daemon that still held the lock when this one started: the FUSE connection aborted to free it. */
@@ -39,6 +39,8 @@ function dying(pid: number): boolean {
 export function lockRoot(stateDir: string, rootPath: string): RootLock {
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const path = join(stateDir, "daemon.lock");
+  // "pid connection": the lock file itself holds the pid alone (what supervisors read).
+  const connPath = join(stateDir, "daemon.connection");
   const fd = openSync(path, "a+");
   const libc = dlopen("libc.so.6", { flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 } });
   const take = () => libc.symbols.flock(fd, LOCK_EX | LOCK_NB) === 0;
@@ -51,7 +53,14 @@ export function lockRoot(stateDir: string, rootPath: string): RootLock {
     } catch {
       // unreadable: say nothing about the holder
     }
-    const [pid, connection] = holder.split(/\s+/).map(Number) as [number, number | undefined];
+    const pid = Number(holder);
+    let connection: number | undefined;
+    try {
+      const [p, c] = readFileSync(connPath, "utf8").trim().split(" ").map(Number);
+      if (p === pid) connection = c;
+    } catch {
+      // none noted: it never mounted
+    }
     const abort = `/sys/fs/fuse/connections/${connection}/abort`;
     if (pid > 0 && connection !== undefined && connection >= 0 && dying(pid) && existsSync(abort)) {
       writeFileSync(abort, "1");
@@ -68,8 +77,7 @@ export function lockRoot(stateDir: string, rootPath: string): RootLock {
   writeSync(fd, `${process.pid}\n`, 0);
   return {
     mounted(connection) {
-      ftruncateSync(fd, 0);
-      writeSync(fd, `${process.pid} ${connection}\n`, 0);
+      writeFileSync(connPath, `${process.pid} ${connection}\n`);
     },
     release: () => closeSync(fd),
     ...(freed ? { freed } : {}),

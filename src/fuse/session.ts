@@ -236,6 +236,8 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
   const endFd = shim.mcfs_start(cstr(opts.mountPoint), cstr(opts.options.join(",")), opts.debug ? 1 : 0, opts.singleThread ? 1 : 0, wake.ptr);
   if (endFd < 0) throw new Error(`cannot mount FUSE at ${opts.mountPoint}: ${-endFd === E.EIO ? mountFailure() : `errno ${-endFd}`}`);
   const conn = findMount(opts.mountPoint)?.minor ?? -1;
+  // Lets this process die if it is ever killed while the kernel holds it in this connection (watchdog.c).
+  if (conn >= 0 && shim.mcfs_watchdog_start(conn) < 0) throw new Error(`cannot start the watchdog of FUSE connection ${conn}`);
 
   const attrBuf = new BigInt64Array(ATTR.length);
   // Room for the largest request (a 1 MiB write with its header) and a batch of small ones.
