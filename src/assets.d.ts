@@ -2,3 +2,7 @@ declare module "*.so" {
   const path: string;
   export default path;
 }
+declare module "*/mcfs-watchdog" {
+  const path: string;
+  export default path;
+}

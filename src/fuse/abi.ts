@@ -200,5 +200,4 @@ export const SHIM_FUNCTIONS = {
   mcfs_grant_clear: { returns: "void", args: [] },
   mcfs_grant_fhs: { returns: "int", args: ["const uint64_t *fhs", "int n"] },
   mcfs_grant_opens: { returns: "uint64_t", args: [] },
-  mcfs_watchdog_start: { returns: "int", args: ["int conn"] },
 } as const;
