@@ -7,7 +7,6 @@ import { ATTR, DIRENT_AFTER_ATTR, GRANT_FLAGS, GRANTS_MAX, IO_COUNTERS, KIT_BYTE
 import type { Attr, Caller, DirEntry, FileSystem, OpenReply, SeenFile, SetAttr, ShimCreates, ShimEntries, ShimGrants } from "./types.ts";
 import { E, toErrno } from "../util/errno.ts";
 import { cstr } from "../util/c-string.ts";
-import { startWatchdog } from "./watchdog.ts";
 
 // FUSE_SET_ATTR_* bits
 const SA_MODE = 1, SA_UID = 2, SA_GID = 4, SA_SIZE = 8, SA_ATIME = 16, SA_MTIME = 32, SA_ATIME_NOW = 128, SA_MTIME_NOW = 256, SA_CTIME = 1024;
@@ -237,8 +236,6 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
   const endFd = shim.mcfs_start(cstr(opts.mountPoint), cstr(opts.options.join(",")), opts.debug ? 1 : 0, opts.singleThread ? 1 : 0, wake.ptr);
   if (endFd < 0) throw new Error(`cannot mount FUSE at ${opts.mountPoint}: ${-endFd === E.EIO ? mountFailure() : `errno ${-endFd}`}`);
   const conn = findMount(opts.mountPoint)?.minor ?? -1;
-  // Lets this process die if it is ever killed while the kernel holds it in this connection (watchdog.c).
-  if (conn >= 0) startWatchdog(conn);
 
   const attrBuf = new BigInt64Array(ATTR.length);
   // Room for the largest request (a 1 MiB write with its header) and a batch of small ones.
