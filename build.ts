@@ -18,8 +18,7 @@ await Bun.write(`${root}/native/build/mcfs_abi.h`, abiHeader());
 const shimSources = ["session.c", "ops.c", "queue.c", "ids.c", "reply.c", "io.c", "notify.c", "entries.c", "listings.c", "creates.c", "grants.c", "killpriv.c", "passthrough.c"].map((f) => `${root}/native/${f}`);
 await $`cc -O2 -Wall -Wextra -Wmissing-prototypes -Werror -fPIC -shared ${{ raw: cflags }} -I${root}/native/build -o ${root}/native/build/mcfs_fuse.so ${shimSources} -Wl,--version-script=${root}/native/mcfs_fuse.map ${lib} -lpthread`;
 await $`cc -O2 -Wall -Wextra -Werror -fPIC -shared -o ${root}/native/build/mcfs_beneath.so ${root}/native/beneath.c ${root}/native/beneath-pool.c -lpthread`;
-await $`cc -O2 -Wall -Wextra -Werror -o ${root}/native/build/mcfs-watchdog ${root}/native/watchdog.c`;
-console.log("built native/build/mcfs_fuse.so, native/build/mcfs_beneath.so, native/build/mcfs-watchdog");
+console.log("built native/build/mcfs_fuse.so, native/build/mcfs_beneath.so");
 if (process.argv.includes("--shim-only")) process.exit(0);
 
 if (existsSync(`${root}/proto`)) {

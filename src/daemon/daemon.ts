@@ -33,7 +33,6 @@ import { createPeerPool } from "../peer/peer-client.ts";
 import { createPeerReads } from "../peer/peer-reads.ts";
 import { startFuseSession, type FuseSession } from "../fuse/session.ts";
 import { findMount, prepareMountpoint } from "../fuse/mountpoint.ts";
-import { startWatchdog } from "../fuse/watchdog.ts";
 import { FUSE_CONF, isRoot, userAllowOther } from "../fuse/fusermount.ts";
 import { GRANTS_MAX } from "../fuse/abi.ts";
 import { E, FsError, errnoName, redisDiskFull, setUnexpectedErrorLogger } from "../util/errno.ts";
@@ -580,15 +579,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     });
     session.spaceFloor(spaceFloor);
     const mountedAs = findMount(cfg.mountPath);
-    if (mountedAs) {
-      lock.mounted(mountedAs.minor);
-      // Lets this process die if it is ever killed while the kernel holds it in its connection (watchdog.c).
-      try {
-        startWatchdog(mountedAs.minor);
-      } catch (e) {
-        nlog.warn({ err: (e as Error).message }, "no watchdog for the FUSE connection (a restart after a kill -9 aborts it instead)");
-      }
-    }
+    if (mountedAs) lock.mounted(mountedAs.minor);
     nlog.info({ mount: cfg.mountPath, root: cfg.rootPath, address, redis: redactUrl(url) }, "mounted");
     if (m && cfg.metricsPort !== undefined) {
       const live = session;

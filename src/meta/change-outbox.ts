@@ -8,13 +8,10 @@ const ACK_WAIT_MS = 500;
  * every other node a wakeup, a decode and a pass over its caches (55 us here), and its origin a
  * PUBLISH: one writer's creates, a message each, cost the cluster more CPU than the creates. Held
  * 2 ms, a few go as one (one writer's creates with another node up: 1,650 -> 1,800-1,900 files/s,
- * the other node's CPU for them -65%); 20 ms, the workflow's tasks (one a node every few ms) go a
- * few to a message too (its one-process case 497-544 -> 528-582 tasks/s, alternated; the nodes'
- * JavaScript -10-35%). Only changes no node relies on hearing at once wait so: a node that answers
- * from what it heard (a watcher) is waited for, which sends the message at once; the others see a
- * directory's times and a file's size they hold that much later.
+ * the other node's CPU for them -65%). Only changes no node relies on hearing at once wait so: a
+ * node that answers from what it heard (a watcher) is waited for, which sends the message at once.
  */
-export const GATHER_MS = 20;
+export const GATHER_MS = 2;
 
 /**
  * How recent the last proof that this node's feed is current must be for its watches to hold: well

@@ -3,10 +3,10 @@ import { cstr } from "./c-string.ts";
 import { closeSync, readFileSync, writeSync } from "node:fs";
 
 /**
- * A file embedded in the binary, in a memfd (its descriptor; the caller closes it). Bun would unpack
- * it to $TMPDIR, which is noexec in many pods.
+ * dlopen a shared library embedded in the binary. Bun would unpack it to $TMPDIR, which is noexec in
+ * many pods, so its bytes go into a memfd and are loaded from /proc/self/fd/N instead.
  */
-export function embeddedFd(path: string, name: string): number {
+export function loadEmbedded<Fns extends Record<string, FFIFunction>>(path: string, name: string, symbols: Fns) {
   const bytes = readFileSync(path);
   const libc = dlopen("libc.so.6", { memfd_create: { args: [FFIType.ptr, FFIType.u32], returns: FFIType.i32 } });
   const fd = libc.symbols.memfd_create(cstr(name), 0);
@@ -15,17 +15,6 @@ export function embeddedFd(path: string, name: string): number {
   try {
     let off = 0;
     while (off < bytes.length) off += writeSync(fd, bytes, off);
-    return fd;
-  } catch (e) {
-    closeSync(fd);
-    throw e;
-  }
-}
-
-/** dlopen a shared library embedded in the binary, from /proc/self/fd/N (see embeddedFd). */
-export function loadEmbedded<Fns extends Record<string, FFIFunction>>(path: string, name: string, symbols: Fns) {
-  const fd = embeddedFd(path, name);
-  try {
     return dlopen(`/proc/self/fd/${fd}`, symbols).symbols;
   } finally {
     closeSync(fd);
