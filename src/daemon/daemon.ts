@@ -32,7 +32,7 @@ import { createBulkClient } from "../peer/bulk-client.ts";
 import { createPeerPool } from "../peer/peer-client.ts";
 import { createPeerReads } from "../peer/peer-reads.ts";
 import { startFuseSession, type FuseSession } from "../fuse/session.ts";
-import { findMount, prepareMountpoint } from "../fuse/mountpoint.ts";
+import { prepareMountpoint } from "../fuse/mountpoint.ts";
 import { FUSE_CONF, isRoot, userAllowOther } from "../fuse/fusermount.ts";
 import { GRANTS_MAX } from "../fuse/abi.ts";
 import { E, FsError, errnoName, redisDiskFull, setUnexpectedErrorLogger } from "../util/errno.ts";
@@ -578,8 +578,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       onExit: () => void stop("mount went away"),
     });
     session.spaceFloor(spaceFloor);
-    const mountedAs = findMount(cfg.mountPath);
-    if (mountedAs) lock.mounted(mountedAs.minor);
+    if (session.connection >= 0) lock.mounted(session.connection);
     nlog.info({ mount: cfg.mountPath, root: cfg.rootPath, address, redis: redactUrl(url) }, "mounted");
     if (m && cfg.metricsPort !== undefined) {
       const live = session;

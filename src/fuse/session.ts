@@ -176,6 +176,8 @@ export interface FuseSession {
   shimAbsent(): number;
   /** Files the shim made itself (ShimCreates). */
   shimCreates(): number;
+  /** The FUSE connection's id under /sys/fs/fuse/connections (-1: not found in the mount table). */
+  readonly connection: number;
   /** Truncates the shim made itself, through the handle of a file it made whose note JS had not taken. */
   shimTruncates(): number;
   readonly creates: ShimCreates;
@@ -575,6 +577,7 @@ export async function startFuseSession(fs: FileSystem, opts: SessionOptions): Pr
       await afterNotes;
     },
     isMounted: () => stillMounted(opts.mountPoint, conn),
+    connection: conn,
     unmountNow: () => void detach(),
     invalidateEntry(parent, name) {
       shim.mcfs_inval_entry(parent, cstr(name));

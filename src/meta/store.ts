@@ -358,7 +358,6 @@ export interface InodeNumbers {
   raiseInodeCounter(n: number): Promise<void>;
 }
 
-/** Extended attributes of an inode. */
 /**
  * The bytes one file's extended attributes may take in the store: each name with its NUL, and each
  * value. They live in Redis's memory, and any user may set them on a file of its own; bounded so,
@@ -367,6 +366,7 @@ export interface InodeNumbers {
  */
 export const XATTRS_MAX = 65536;
 
+/** Extended attributes of an inode. */
 export interface ExtendedAttributes {
   getXattr(ino: number, name: string): Promise<Uint8Array | undefined>;
   /** ENOSPC when the file's attributes would take more than XATTRS_MAX bytes with it. */

@@ -5,6 +5,9 @@ import type { Keys } from "./keys.ts";
 import { pairs, parseHolders, parseScriptRecord, scriptRecord } from "./record-codec.ts";
 import type { RunScript } from "./scripts.ts";
 
+/** What an open's script answered of its watch: asked for and not noted (Redis out of memory). */
+const unwatchedIf = (asked: boolean, watching: number) => (asked && !watching ? { unwatched: true as const } : {});
+
 export function createPlacement(client: RedisClient, keys: Keys, run: RunScript, nodeId: string): Placement {
   return {
     async takeWriteLease(ino, node, ttlMs) {
@@ -23,14 +26,14 @@ export function createPlacement(client: RedisClient, keys: Keys, run: RunScript,
     },
     async recordAndHolders(ino, watch = false) {
       const [rec, loc, cc, watching] = (await run("opening", [ino, watch ? nodeId : ""])) as [string[], string[], string[], number];
-      return { r: parseScriptRecord(rec), holders: parseHolders(pairs(loc), pairs(cc)), ...(watch && !watching ? { unwatched: true as const } : {}) };
+      return { r: parseScriptRecord(rec), holders: parseHolders(pairs(loc), pairs(cc)), ...unwatchedIf(watch, watching) };
     },
     async recordsAndHolders(inos, watch = false) {
       if (!inos.length) return [];
       const all = (await run("holdings", [watch ? nodeId : "", ...inos])) as [string[], string[], string[], number][];
       return all.map(([rec, loc, cc, watching]) => {
         const r = scriptRecord(rec);
-        return r && { r, holders: parseHolders(pairs(loc), pairs(cc)), ...(watch && !watching ? { unwatched: true as const } : {}) };
+        return r && { r, holders: parseHolders(pairs(loc), pairs(cc)), ...unwatchedIf(watch, watching) };
       });
     },
     async heldBy(node, copies) {
