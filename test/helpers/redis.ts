@@ -78,6 +78,33 @@ export async function startRedis(): Promise<TestRedis> {
   };
 }
 
+/**
+ * Start a redis-server (start(port): the process and its log file) on a port freePort() found, and
+ * wait for its PONG. Another process may take the port between the two: then the server exits, and
+ * this tries again on another port (its log names why, if it never starts).
+ */
+async function listenOnFreePort(start: (port: number) => { proc: ReturnType<typeof spawn>; logfile: string }, cliAt: (port: number, ...args: string[]) => Promise<string>): Promise<{ port: number; proc: ReturnType<typeof spawn> }> {
+  let log = "";
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const port = await freePort();
+    const { proc, logfile } = start(port);
+    await waitFor(`redis on ${port}`, async () => proc.exitCode !== null || (await cliAt(port, "ping")) === "PONG");
+    if (proc.exitCode === null) return { port, proc };
+    log = existsSync(logfile) ? readFileSync(logfile, "utf8").slice(-2000) : "(no log)";
+  }
+  throw new Error(`redis-server did not start on any of 5 free ports; its last log:\n${log}`);
+}
+
+/** start() for listenOnFreePort: redis-server with these arguments in a directory of its own under parent. */
+function serverIn(parent: string, args: (port: number) => string[]) {
+  return (port: number) => {
+    const d = join(parent, `r${port}`);
+    mkdirSync(d, { recursive: true });
+    const logfile = join(d, "redis.log");
+    return { proc: spawn(["redis-server", ...args(port), "--dir", d, "--logfile", logfile], { stdout: "ignore", stderr: "ignore" }), logfile };
+  };
+}
+
 export interface TestSentinels {
   /** redis+sentinel:// URL of the group (query appended by the caller). */
   url: string;
@@ -115,23 +142,27 @@ export async function startSentinels(replicas = 2, master = "mcfs", tls?: { cert
     await p.exited;
     return out.trim();
   };
-  const server = async (port: number, ...extra: string[]) => {
-    const d = join(dir.path, `r${port}`);
-    mkdirSync(d);
-    procs.set(port, spawn(["redis-server", ...portArgs(port), ...tlsArgs, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", d, ...extra], { stdout: "ignore", stderr: "ignore" }));
-    await waitFor(`redis on ${port}`, async () => (await cliAt(port, "ping")) === "PONG");
+  const server = async (...extra: string[]) => {
+    const { port, proc } = await listenOnFreePort(serverIn(dir.path, (port) => [...portArgs(port), ...tlsArgs, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", ...extra]), cliAt);
+    procs.set(port, proc);
+    return port;
   };
-  const masterPort = await freePort();
-  await server(masterPort);
-  for (let i = 0; i < replicas; i++) await server(await freePort(), "--replicaof", "127.0.0.1", String(masterPort));
+  const masterPort = await server();
+  for (let i = 0; i < replicas; i++) await server("--replicaof", "127.0.0.1", String(masterPort));
   await waitFor("replicas in sync", async () => ((await cliAt(masterPort, "info", "replication")).match(/state=online/g)?.length ?? 0) === replicas, 30_000);
-  for (let i = 0; i < 3; i++) {
-    const port = await freePort();
+  const sentinel = (port: number) => {
     const conf = join(dir.path, `sentinel-${port}.conf`);
+    const logfile = join(dir.path, `sentinel-${port}.log`);
     const tlsConf = tls ? ["port 0", `tls-port ${port}`, `tls-cert-file ${tls.cert}`, `tls-key-file ${tls.key}`, `tls-ca-cert-file ${tls.ca}`, "tls-auth-clients no", "tls-replication yes"] : [`port ${port}`];
-    writeFileSync(conf, [...tlsConf, "bind 127.0.0.1", `dir ${dir.path}`, `sentinel monitor ${master} 127.0.0.1 ${masterPort} 2`, `sentinel down-after-milliseconds ${master} 1000`, `sentinel failover-timeout ${master} 5000`, `logfile ${join(dir.path, `sentinel-${port}.log`)}`, ...(sentinelPassword ? [`requirepass ${sentinelPassword}`, `sentinel sentinel-pass ${sentinelPassword}`] : []), ""].join("\n"));
+    writeFileSync(conf, [...tlsConf, "bind 127.0.0.1", `dir ${dir.path}`, `sentinel monitor ${master} 127.0.0.1 ${masterPort} 2`, `sentinel down-after-milliseconds ${master} 1000`, `sentinel failover-timeout ${master} 5000`, `logfile ${logfile}`, ...(sentinelPassword ? [`requirepass ${sentinelPassword}`, `sentinel sentinel-pass ${sentinelPassword}`] : []), ""].join("\n"));
+    return { proc: spawn(["redis-server", conf, "--sentinel"], { stdout: "ignore", stderr: "ignore" }), logfile };
+  };
+  // The sentinel's own cliAt sends its password: its PING is checked with the password in hand.
+  const sentinelCli = (port: number, ...args: string[]) => (sentinelPassword ? cliAt(port, "-a", sentinelPassword, "--no-auth-warning", ...args) : cliAt(port, ...args));
+  for (let i = 0; i < 3; i++) {
+    const { port, proc } = await listenOnFreePort(sentinel, sentinelCli);
     sentinelPorts.push(port);
-    procs.set(port, spawn(["redis-server", conf, "--sentinel"], { stdout: "ignore", stderr: "ignore" }));
+    procs.set(port, proc);
   }
   // Ready for a failover: every sentinel knows the replicas and the other two sentinels.
   for (const s of sentinelPorts) {
@@ -212,12 +243,11 @@ export async function startRedisCluster(replicasEach = 0): Promise<TestRedisClus
   };
   try {
     for (let i = 0; i < 3 * (1 + replicasEach); i++) {
-      const port = await freePort();
-      const d = join(dir.path, `n${port}`);
-      mkdirSync(d);
-      procs.push(spawn(["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes", "--cluster-config-file", join(d, "nodes.conf"), "--cluster-node-timeout", "1000", "--save", "", "--appendonly", "no", "--dir", d], { stdout: "ignore", stderr: "ignore" }));
+      // The cluster bus gets a port of its own: port + 10000, the default, may be taken or past 65535.
+      const busPort = await freePort();
+      const { port, proc } = await listenOnFreePort(serverIn(dir.path, (port) => ["--port", String(port), "--cluster-port", String(busPort), "--bind", "127.0.0.1", "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000", "--save", "", "--appendonly", "no"]), cliAt);
+      procs.push(proc);
       ports.push(port);
-      await waitFor(`redis on ${port}`, async () => (await cliAt(port, "ping")) === "PONG");
     }
     const create = spawn(["redis-cli", "--cluster", "create", ...ports.map((p) => `127.0.0.1:${p}`), "--cluster-replicas", String(replicasEach), "--cluster-yes"], { stdout: "pipe", stderr: "pipe" });
     const out = await new Response(create.stdout).text();
