@@ -4,6 +4,7 @@ import { S_IFDIR } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
 import type { DirHandle } from "./open-files.ts";
 import { compareNames } from "./name-order.ts";
+import { E, errnoOf } from "../util/errno.ts";
 
 type DirOps = Pick<FileSystem, "opendir" | "readdir" | "releasedir">;
 
@@ -56,38 +57,59 @@ export function createDirOps(ctx: VfsContext): DirOps {
         d.entries.slice(offset, offset + max).forEach((e, i) => out.push({ name: e.name, next: offset + i + 1, attr: { ino: e.ino, mode: e.type << 12, nlink: 1, uid: 0, gid: 0, rdev: 0, size: 0, atime: 0n, mtime: 0n, ctime: 0n } }));
         return out;
       }
-      // Lost since opendir: none (0: gained back from another node, its inode not heard: left out too).
-      const inoNow = (e: DirHandle["entries"][number]) => {
-        const c = d.changed.get(e.name);
-        return c === undefined ? e.ino : c || undefined;
+      // A name that came or went since opendir is looked up again: lost since, it is left out; now
+      // another file's, it is given that file.
+      const changes = (name: string) => d.changed.get(name) ?? 0;
+      const inoNow = async (e: DirHandle["entries"][number]): Promise<number | undefined> => {
+        if (!changes(e.name)) return e.ino;
+        try {
+          return (await store.lookup(d.ino, e.name)).ino;
+        } catch (err) {
+          if (errnoOf(err) === E.ENOENT) return undefined;
+          throw err;
+        }
       };
       // An empty answer ends the listing for the kernel: a slice left with nothing goes on to the next.
       for (let at = offset; !out.length && at < d.entries.length; at += max) {
         const part = d.entries.slice(at, at + max);
-        const now = part.map(inoNow);
-        // Records held fresh (a lookup would answer from them too: the listing's prefetch) are not
-        // read again; one dropped while the others were read (a change heard) is read after all, and
-        // after a third round of that, every one is.
-        const held = now.map((i) => (i === undefined ? undefined : ctx.cache.fresh(i)));
-        const got = new Map<number, Inode>();
-        for (let round = 0; ; round++) {
-          const want = now.filter((i, k): i is number => i !== undefined && !held[k] && !got.has(i));
-          if (!want.length) break;
-          (await store.getMany(want)).forEach((r, k) => r && got.set(want[k]!, r));
-          let dropped = false;
-          now.forEach((i, k) => {
-            if (i !== undefined && held[k] && (round === 2 || ctx.cache.fresh(i) !== held[k])) (held[k] = undefined), (dropped = true);
+        const seen: number[] = [];
+        const now: (number | undefined)[] = [];
+        const resolve = async (k: number) => {
+          seen[k] = changes(part[k]!.name);
+          now[k] = await inoNow(part[k]!);
+        };
+        await Promise.all(part.map((_, k) => resolve(k)));
+        for (let pass = 0; ; pass++) {
+          // Records held fresh (a lookup would answer from them too: the listing's prefetch) are not
+          // read again; one dropped while the others were read (a change heard) is read after all, and
+          // after a third round of that, every one is.
+          const held = now.map((i) => (i === undefined ? undefined : ctx.cache.fresh(i)));
+          const got = new Map<number, Inode>();
+          for (let round = 0; ; round++) {
+            const want = now.filter((i, k): i is number => i !== undefined && !held[k] && !got.has(i));
+            if (!want.length) break;
+            (await store.getMany(want)).forEach((r, k) => r && got.set(want[k]!, r));
+            let dropped = false;
+            now.forEach((i, k) => {
+              if (i !== undefined && held[k] && (round === 2 || ctx.cache.fresh(i) !== held[k])) (held[k] = undefined), (dropped = true);
+            });
+            if (!dropped) break;
+          }
+          // A name heard of while it was looked up or its record read is looked up again (a message
+          // of a change the listing has already, most often); after a third time, left out.
+          const moved = part.flatMap((e, k) => (changes(e.name) !== seen[k] ? [k] : []));
+          if (moved.length && pass < 2) {
+            await Promise.all(moved.map(resolve));
+            continue;
+          }
+          part.forEach((e, i) => {
+            const child = now[i];
+            const r = child === undefined ? undefined : (held[i] ?? got.get(child));
+            if (!r || changes(e.name) !== seen[i]) return;
+            out.push({ name: e.name, next: at + i + 1, attr: kernel.answering(ino, e.name, held[i] ? r : ctx.learn(r)) });
           });
-          if (!dropped) break;
+          break;
         }
-        part.forEach((e, i) => {
-          const child = now[i];
-          if (child === undefined) return;
-          const r = held[i] ?? got.get(child);
-          // Asked again: a change heard while the records were read must not go out either.
-          if (!r || inoNow(e) !== child) return;
-          out.push({ name: e.name, next: at + i + 1, attr: kernel.answering(ino, e.name, held[i] ? r : ctx.learn(r)) });
-        });
       }
       return out;
     },

@@ -46,8 +46,12 @@ export interface DirHandle {
   ino: number;
   /** Its listing when opened. */
   entries: { name: string; ino: number; type: number }[];
-  /** Names it lost (null) or gained (their inode; 0 when not known) since. */
-  changed: Map<string, number | null>;
+  /**
+   * Names that came or went since (here, or heard from other nodes), with how many times: what a
+   * message says is not used as is, since messages of two nodes may arrive in the other order than
+   * their changes were made, and one may tell of a change made before the listing was read.
+   */
+  changed: Map<string, number>;
   /** Its record as last known here: what it answers with once removed (its record gone from the store). */
   rec?: Inode;
   /** A readdir was answered: one from offset 0 again reads the listing again. */
@@ -382,8 +386,7 @@ export function createOpenFiles(opened?: (ino: number) => void): OpenFiles {
     },
     dirChanged(dir, add, remove) {
       for (const d of dirsByIno.get(dir) ?? []) {
-        if (remove !== undefined) d.changed.set(remove, null);
-        if (add !== undefined) d.changed.set(add[0], add[1]);
+        for (const name of [remove, add?.[0]]) if (name !== undefined) d.changed.set(name, (d.changed.get(name) ?? 0) + 1);
       }
     },
     dirRecord(ino) {
