@@ -243,4 +243,50 @@ describe.skipIf(!!skip)("Redis restored from an older copy", () => {
     }, 30_000);
     expect(fs.readFileSync(join(b.mnt, "rewatch", "f"), "utf8")).toBe("two, longer");
   }, 120_000);
+
+  /**
+   * Files deleted on C, their holder A removing its bytes at once, then Redis going back to a copy from
+   * before the deletion (the last second of an everysec AOF). Without the holder's journal of what it
+   * deleted, the names came back on every node, each read failing EIO, and status called them healthy.
+   */
+  /** dir's names on n, sorted, or undefined while n cannot list it (Redis coming back). */
+  const listed = (n: TestDaemon, dir: string) => {
+    try {
+      return fs.readdirSync(join(n.mnt, dir)).sort().join(",");
+    } catch {
+      return undefined;
+    }
+  };
+  async function deleteThenLoseIt(dir: string): Promise<void> {
+    const [a, , c] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
+    // Redis may be back from the test before this one only just now.
+    await waitFor("A making a directory", () => listed(a, ".") !== undefined && (fs.mkdirSync(join(a.mnt, dir)), true), 30_000);
+    for (let i = 0; i < 5; i++) fs.writeFileSync(join(a.mnt, dir, `f${i}`), content(dir, i));
+    await keepCopy(`${dir}.rdb`);
+    fs.rmSync(join(c.mnt, dir, "f0"));
+    fs.rmSync(join(c.mnt, dir, "f1"));
+    await waitFor("A removing the bytes of what C deleted", () => !fs.existsSync(join(a.root, dir, "f0")) && !fs.existsSync(join(a.root, dir, "f1")));
+  }
+  async function expectDeletedEverywhere(dir: string): Promise<void> {
+    for (const n of cluster.nodes) {
+      await waitFor(`${n.mnt} without the deleted files`, () => listed(n, dir) === "f2,f3,f4", 30_000);
+      for (const i of [0, 1]) expect(fs.existsSync(join(n.mnt, dir, `f${i}`))).toBe(false);
+      for (const i of [2, 3, 4]) expect(fs.readFileSync(join(n.mnt, dir, `f${i}`)).equals(content(dir, i))).toBe(true);
+    }
+    expect(cluster.nodes[0]!.log()).toContain("which lost the deletion: deleted again");
+  }
+
+  test("a deletion Redis lost after the holder removed the file's bytes is made again once the holder sees Redis restarted: the names do not come back", async () => {
+    await deleteThenLoseIt("gone");
+    await restore("gone.rdb");
+    await expectDeletedEverywhere("gone");
+  }, 120_000);
+
+  test("the same in a power cut that stopped the holder too: its start makes the deletion again before it mounts", async () => {
+    await deleteThenLoseIt("cut");
+    await cluster.nodes[0]!.kill();
+    await restore("cut.rdb");
+    cluster.nodes[0] = await cluster.start("a");
+    await expectDeletedEverywhere("cut");
+  }, 120_000);
 });

@@ -9,6 +9,7 @@ import { createSpaceReserve, type SpaceReserve } from "./space-reserve.ts";
 import { scanRoot } from "./startup-scan.ts";
 import { openStore } from "../meta/open-store.ts";
 import type { MetadataStore } from "../meta/store.ts";
+import type { Caller } from "../fuse/types.ts";
 import { createVfs, type Vfs } from "../vfs/vfs.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
 import { createRetiredFiles } from "../peer/retired-files.ts";
@@ -25,6 +26,8 @@ import { createPathCache } from "../vfs/paths.ts";
 import { linkLocal } from "../vfs/local-files.ts";
 import { openPrivateDir } from "../local/private-dir.ts";
 import { createRollbackGuard, type RedisCheck } from "./rollback-guard.ts";
+import { redoLostDeletions } from "./lost-deletions.ts";
+import { createDeletionJournal } from "../local/deletion-journal.ts";
 import { startNodeReplicas, type NodeReplicas } from "./replicas.ts";
 import { REPLICAS_SETTING } from "../replicas/replica-count.ts";
 import { startPeerServer } from "../peer/peer-server.ts";
@@ -42,6 +45,8 @@ import { freeBytes } from "../util/free-space.ts";
 import { createRwLock } from "../util/rw-lock.ts";
 
 const HEARTBEAT_MS = 5_000;
+/** Who the daemon's own repairs of the namespace act as. */
+const DAEMON_CALLER: Caller = { uid: 0, gid: 0, pid: process.pid };
 /**
  * Longest a node waits for its kernel to take another node's invalidations of names before it
  * acknowledges them while a change of its own waits for acknowledgements: the invalidation waits for
@@ -235,8 +240,12 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     if (retired) cleanups.push(async () => retired.close());
     // One lock for the local directories: creates here, and renames from here or applied from other nodes.
     const localDirs = createRwLock();
+    // Deletions acted on here, so that one Redis loses afterwards is made again (redoLostDeletions).
+    const journal = createDeletionJournal(join(cfg.rootPath, RESERVED_NAME, "deleted-files"));
+    cleanups.push(async () => journal.close());
+    const deleting = (ino: number, version: number) => void journal.note(ino, version).catch((e: unknown) => nlog.warn({ ino, err: (e as Error).message }, "could not note a deletion in the journal: were Redis to lose it, the name would come back without its bytes"));
     const todo = createTodoApplier({
-      root, nodeId, store, log: nlog, writing: (ino) => vfs?.writing(ino) ?? false, retire: retired?.retire, localDirs,
+      root, nodeId, store, log: nlog, writing: (ino) => vfs?.writing(ino) ?? false, retire: retired?.retire, deleting, localDirs,
       asked: () => vfs?.store ?? store, movedDirs: () => vfs?.forgetPaths(),
     });
     let copies: CopyCache | undefined;
@@ -376,7 +385,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       cleanups.push(() => replicas!.close());
     }
     vfs = createVfs({
-      root, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, remote, catchUp: () => todo.drain(), applying: () => todo.applying(), applied: () => todo.applied(), localDirs, retire: retired?.retire, watches,
+      root, nodeId, store, log: nlog, attrCacheMs: cfg.attrTimeout * 1000, remote, catchUp: () => todo.drain(), applying: () => todo.applying(), applied: () => todo.applied(), localDirs, retire: retired?.retire, deleting, watches,
       ...(m ? { watchedOpen: () => m.watchedOpens.inc() } : {}),
       roomFor: (bytes) => spaceFloor === 0 || (freeBytes(cfg.rootPath) ?? Infinity) >= spaceFloor + bytes,
       dropKernelEntry: (parent, name) => session?.invalidateEntry(parent, name),
@@ -457,6 +466,13 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         }
       })();
     };
+    const redoDeletions = () => redoLostDeletions({ journal, store: vfs.store, root, nodeId, log: nlog, unlink: async (parent, name) => {
+      await vfs.unlink(DAEMON_CALLER, parent, name);
+      // Not the kernel's own unlink: it may hold the name still.
+      session?.invalidateEntry(parent, name);
+    } });
+    // Before the mount: a deletion Redis lost in a power cut that stopped this node too.
+    await redoDeletions();
     afterRollback = async (how, closing) => {
       if (how === "behind") {
         vfs.resync();
@@ -465,6 +481,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       else nlog.warn("Redis restarted: checking that it kept what this node holds");
       // Changes queued for this node first: a file deleted elsewhere must not be published again.
       await todo.drain();
+      await redoDeletions();
       // Through the filesystem's store: the creates it holds are in Redis before the scan asks.
       const again = await scanRoot(root, vfs.store, nodeId, nlog, "republish", { writing: (ino) => ino !== closing && vfs.writing(ino) });
       if (!again.published && !again.repaired) return;

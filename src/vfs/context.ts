@@ -73,6 +73,12 @@ export interface VfsOptions {
   dropKernelEntry?: (parent: number, name: string) => void;
   /** The last name of a file held here goes: true when its bytes were kept for readers elsewhere. */
   retire?: (path: string, ino: number, version: number) => boolean;
+  /**
+   * The last name of a file held here (at version) went: noted (DeletionJournal) as its bytes go. Not
+   * waited for: the note's write is issued first, and without an fsync a wait would order nothing a
+   * power cut keeps (the journal is for Redis losing what this node's disk kept).
+   */
+  deleting?: (ino: number, version: number) => void;
   /** This node published a version of a file (its close): replicas of it may be wanted elsewhere. */
   published?: (r: Inode, path: string) => void;
   /** An extended attribute is about to be set by c: may refuse it (an FsError). */

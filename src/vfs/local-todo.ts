@@ -38,6 +38,8 @@ export interface TodoApplierOptions {
   asked?(): MetadataStore;
   /** The last name of a file held here goes: true when its bytes were kept for readers elsewhere. */
   retire?: (path: string, ino: number, version: number) => boolean;
+  /** The last name of a file held here (at version) went: noted as its bytes go (VfsOptions.deleting). */
+  deleting?: (ino: number, version: number) => void;
   /**
    * The VFS's lock on local directories (VfsContext.localDirs), held alone while a rename moves them:
    * a create here reads its path and makes its file with no move in between, or the file lands in
@@ -152,6 +154,7 @@ export function createTodoApplier(o: TodoApplierOptions): TodoApplier {
       case "rm": {
         if (!isFile(e.path) || !isTheFile(e.path, e.id)) return;
         const ino = inoOfIdentity(e.id);
+        if (e.last && e.v && ino) o.deleting?.(ino, Number(e.v));
         if (!(e.last && e.v && ino && o.retire?.(e.path, ino, Number(e.v)))) root.unlink(e.path);
         return;
       }

@@ -278,6 +278,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       dirChanged(parent, undefined, name);
       // The disk first follows the changes queued for this node before: until then another file may be at path.
       if (r.behind || o.applying?.()) await o.catchUp?.();
+      if (r.nlink === 0 && r.held !== undefined) o.deleting?.(r.ino, r.held);
       if (!(r.nlink === 0 && r.held !== undefined && o.retire?.(r.path, r.ino, r.held))) await root.removeAsync(r.path);
       await ctx.dropped(r);
     },
