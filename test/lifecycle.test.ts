@@ -479,6 +479,31 @@ describe.skipIf(!!skip)("Redis out of memory", () => {
     expect(fs.readFileSync(join(a.mnt, "new"), "utf8")).toBe("made");
     for (let i = 0; i < 5; i++) expect(fs.readFileSync(join(a.mnt, `f${i}`), "utf8")).toBe(body(i));
   });
+
+  test("nodes go on beating while Redis is full: none is taken for gone, and each reads what the other holds", async () => {
+    const base = temp("redis-oom-beats");
+    const r = await redis();
+    const a = await daemon({ base, name: "a", redisUrl: r.url });
+    const b = await daemon({ base, name: "b", redisUrl: r.url });
+    for (let i = 0; i < 3; i++) fs.writeFileSync(join(a.mnt, `held-${i}`), `held ${i} `.repeat(50));
+    const beats = (await r.cli("keys", "mcfs:hb:*")).split("\n").filter(Boolean);
+    expect(beats.length).toBe(2);
+    expect(await r.cli("config", "set", "maxmemory-policy", "noeviction")).toBe("OK");
+    expect(await r.cli("config", "set", "maxmemory", "1")).toBe("OK");
+    // Each heartbeat gives its key its time to live (15 s) again: two rises each, well past the
+    // point where a refused heartbeat would have let the key expire.
+    const last = new Map<string, number>(), rises = new Map<string, number>();
+    await waitFor("both nodes' heartbeats kept while Redis is full", async () => {
+      for (const k of beats) {
+        const ttl = Number(await r.cli("pttl", k));
+        if (ttl > (last.get(k) ?? Infinity)) rises.set(k, (rises.get(k) ?? 0) + 1);
+        last.set(k, ttl);
+      }
+      return beats.every((k) => (rises.get(k) ?? 0) >= 3);
+    }, 40_000);
+    for (let i = 0; i < 3; i++) expect(fs.readFileSync(join(b.mnt, `held-${i}`), "utf8")).toBe(`held ${i} `.repeat(50));
+    expect(await r.cli("config", "set", "maxmemory", "0")).toBe("OK");
+  }, 60_000);
 });
 
 describe.skipIf(!!skip)("command line", () => {

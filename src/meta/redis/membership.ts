@@ -33,7 +33,13 @@ export function createMembership(client: RedisClient, keys: Keys): Membership {
     },
     async heartbeat(nodeId, ttlMs, report) {
       const now = Date.now();
-      await client.multi().set(keys.heartbeat(nodeId), String(now), { PX: ttlMs }).hSet(keys.seen, nodeId, JSON.stringify({ at: now, cache: report?.cache ?? [], ...(report?.free !== undefined ? { free: report.free } : {}) })).exec();
+      try {
+        await client.multi().set(keys.heartbeat(nodeId), String(now), { PX: ttlMs }).hSet(keys.seen, nodeId, JSON.stringify({ at: now, cache: report?.cache ?? [], ...(report?.free !== undefined ? { free: report.free } : {}) })).exec();
+      } catch (e) {
+        // A full Redis (noeviction) refuses SET and HSET, not PEXPIRE: the node stays alive for the
+        // others (its report waits for room), or they would take it for gone while it serves.
+        if (!String((e as Error).message).includes("EXECABORT") || !(await client.pExpire(keys.heartbeat(nodeId), ttlMs))) throw e;
+      }
     },
     async unregisterNode(nodeId) {
       // Only the heartbeat goes: the node stays known, so changes to its files are queued while it is away.
