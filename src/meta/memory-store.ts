@@ -280,9 +280,9 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       if (init.replace === undefined) throw fsError("EEXIST");
       const dino = entino(old);
       if (isdir(s.i.get(dino)?.get("m"))) throw fsError("EISDIR");
-      // A sticky directory lets only a file's owner (or the directory's) take its name away.
+      // As lib.lua's create1: a sticky directory lets only a file's owner (or the directory's) take its name away (EACCES).
       const dir = s.i.get(parent)!;
-      if (Number(dir.get("m")) & 0o1000 && dir.get("u") !== String(init.uid) && s.i.get(dino)?.get("u") !== String(init.uid)) throw fsError("EEXIST");
+      if (Number(dir.get("m")) & 0o1000 && dir.get("u") !== String(init.uid) && s.i.get(dino)?.get("u") !== String(init.uid)) throw fsError("EACCES");
       told.push(...todo(nodeId, dino, { op: "rm", path: init.replace }));
       replaced = { ino: dino, nlink: dropname(dino, parent, name, String(now)), dir: false };
     }

@@ -196,8 +196,10 @@ local function create1(A, memo)
     if not A[18] or A[18] == '' then return redis.error_reply('EEXIST') end
     local dino, dtype = string.match(old, '^(%d+):(%d+)$')
     if tonumber(dtype) == 4 then return redis.error_reply('EISDIR') end
-    -- A sticky directory lets only a file's owner (or the directory's) take its name away.
-    if bit.band(d.m, 512) ~= 0 and d.u ~= A[5] and redis.call('HGET', P..'i:'..dino, 'u') ~= A[5] then return redis.error_reply('EEXIST') end
+    -- A sticky directory lets only a file's owner (or the directory's) take its name away. Refused as
+    -- the open of the file there would be, had this create come after it: EACCES, never EEXIST
+    -- (which a create without O_EXCL must not return).
+    if bit.band(d.m, 512) ~= 0 and d.u ~= A[5] and redis.call('HGET', P..'i:'..dino, 'u') ~= A[5] then return redis.error_reply('EACCES') end
     told = todo(A[13], dino, {op = 'rm', path = A[18]})
     rino, rn = tonumber(dino), dropname(dino, parent, name, A[11])
   end
