@@ -282,6 +282,23 @@ describe.skipIf(!!skip)("Redis restored from an older copy", () => {
     await expectDeletedEverywhere("gone");
   }, 120_000);
 
+  test("a rename over a file that Redis lost, its holder up: the file moved keeps its bytes (back under its old name), the one it replaced stays gone", async () => {
+    const [a, , c] = cluster.nodes as [TestDaemon, TestDaemon, TestDaemon];
+    await waitFor("A making a directory", () => listed(a, ".") !== undefined && (fs.mkdirSync(join(a.mnt, "mv")), true), 30_000);
+    fs.writeFileSync(join(a.mnt, "mv", "x"), "content of x");
+    fs.writeFileSync(join(a.mnt, "mv", "y"), "content of y");
+    await keepCopy("mv.rdb");
+    // An atomic save on C: A's disk follows, y's bytes over x's (whose deletion it notes).
+    fs.renameSync(join(c.mnt, "mv", "y"), join(c.mnt, "mv", "x"));
+    await waitFor("A's disk following the rename", () => !fs.existsSync(join(a.root, "mv", "y")) && fs.readFileSync(join(a.root, "mv", "x"), "utf8") === "content of y");
+    await restore("mv.rdb");
+    await waitFor("A repairing what Redis lost", () => a.log().includes("which lost the deletion: deleted again"), 30_000);
+    for (const n of cluster.nodes) {
+      await waitFor(`${n.mnt} listing y alone`, () => listed(n, "mv") === "y", 30_000);
+      expect(fs.readFileSync(join(n.mnt, "mv", "y"), "utf8")).toBe("content of y");
+    }
+  }, 120_000);
+
   test("the same in a power cut that stopped the holder too: its start makes the deletion again before it mounts", async () => {
     await deleteThenLoseIt("cut");
     await cluster.nodes[0]!.kill();

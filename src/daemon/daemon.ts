@@ -9,7 +9,6 @@ import { createSpaceReserve, type SpaceReserve } from "./space-reserve.ts";
 import { scanRoot } from "./startup-scan.ts";
 import { openStore } from "../meta/open-store.ts";
 import type { MetadataStore } from "../meta/store.ts";
-import type { Caller } from "../fuse/types.ts";
 import { createVfs, type Vfs } from "../vfs/vfs.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
 import { createRetiredFiles } from "../peer/retired-files.ts";
@@ -45,8 +44,6 @@ import { freeBytes } from "../util/free-space.ts";
 import { createRwLock } from "../util/rw-lock.ts";
 
 const HEARTBEAT_MS = 5_000;
-/** Who the daemon's own repairs of the namespace act as. */
-const DAEMON_CALLER: Caller = { uid: 0, gid: 0, pid: process.pid };
 /**
  * Longest a node waits for its kernel to take another node's invalidations of names before it
  * acknowledges them while a change of its own waits for acknowledgements: the invalidation waits for
@@ -466,8 +463,8 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         }
       })();
     };
-    const redoDeletions = () => redoLostDeletions({ journal, store: vfs.store, root, nodeId, log: nlog, unlink: async (parent, name) => {
-      await vfs.unlink(DAEMON_CALLER, parent, name);
+    const redoDeletions = () => redoLostDeletions({ journal, store: vfs.store, root, nodeId, log: nlog, unlink: async (parent, name, only) => {
+      await vfs.unlinkLost(parent, name, only);
       // Not the kernel's own unlink: it may hold the name still.
       session?.invalidateEntry(parent, name);
     } });
@@ -481,9 +478,10 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       else nlog.warn("Redis restarted: checking that it kept what this node holds");
       // Changes queued for this node first: a file deleted elsewhere must not be published again.
       await todo.drain();
-      await redoDeletions();
       // Through the filesystem's store: the creates it holds are in Redis before the scan asks.
       const again = await scanRoot(root, vfs.store, nodeId, nlog, "republish", { writing: (ino) => ino !== closing && vfs.writing(ino) });
+      // After the scan, as at start: files whose moves Redis lost are where it has them again.
+      await redoDeletions();
       if (!again.published && !again.repaired) return;
       nlog.error({ ...again }, "Redis had lost files this node holds: published them again from its disk");
       // Published again under new inode numbers: the names this node's kernel knows may lead to the old ones.

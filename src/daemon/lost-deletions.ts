@@ -17,11 +17,20 @@ const BATCH = 500;
 /**
  * Deletions Redis lost after this node had removed the file's bytes (DeletionJournal): the file is
  * back in the namespace, at the version this node deleted, listed as held here, and not on this
- * disk. Each of its names still naming it is unlinked again (unlink: as the filesystem does, so that
- * caches, kernels and other nodes follow). A file written again since, or here after all, is left.
- * Returns how many files were deleted again.
+ * disk. Each of its names is unlinked again while it still names that file at that version (a write
+ * or a new file under the name since, even one made while this runs, stays); this node's disk is
+ * left as it is (unlink: Vfs.unlinkLost, so that caches, kernels and other nodes follow). Run after
+ * the scan that puts files whose moves Redis lost back where it has them. Returns how many files
+ * were deleted again.
  */
-export async function redoLostDeletions(o: { journal: DeletionJournal; store: MetadataStore; root: LocalDir; nodeId: string; log: Logger; unlink: (parent: number, name: string) => Promise<void> }): Promise<number> {
+export async function redoLostDeletions(o: {
+  journal: DeletionJournal;
+  store: MetadataStore;
+  root: LocalDir;
+  nodeId: string;
+  log: Logger;
+  unlink: (parent: number, name: string, only: { ino: number; version: number }) => Promise<void>;
+}): Promise<number> {
   const latest = new Map<number, number>();
   for (const e of o.journal.since(Date.now() - LOST_DELETION_WINDOW_MS)) latest.set(e.ino, e.version);
   const inos = [...latest.keys()];
@@ -35,14 +44,16 @@ export async function redoLostDeletions(o: { journal: DeletionJournal; store: Me
       if (!got || got.r.nlink === 0 || got.r.version !== latest.get(ino) || got.holders.data.get(o.nodeId) !== got.r.version) continue;
       const path = await paths.pathOf(ino).catch(() => undefined);
       if (path === undefined || o.root.identityOf(path) === fileIdentity(ino, got.r.gen)) continue;
-      const names = [{ parent: got.r.parent, name: got.r.name }, ...(await o.store.extraNames(ino))];
+      const only = { ino, version: got.r.version };
       let unlinked = 0;
-      for (const { parent, name } of names) {
-        const now = await o.store.lookup(parent, name).catch((e: unknown) => {
-          if (errnoOf(e) === E.ENOENT) return undefined;
-          throw e;
-        });
-        if (now?.ino === ino) (await o.unlink(parent, name), unlinked++);
+      for (const { parent, name } of [{ parent: got.r.parent, name: got.r.name }, ...(await o.store.extraNames(ino))]) {
+        try {
+          await o.unlink(parent, name, only);
+          unlinked++;
+        } catch (e) {
+          // Another file's name now, or this one written since: not a deletion to make again.
+          if (errnoOf(e) !== E.ESTALE && errnoOf(e) !== E.ENOENT) throw e;
+        }
       }
       if (!unlinked) continue;
       redone++;

@@ -392,12 +392,13 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
         return { parent: Number(e.slice(0, slash)), name: e.slice(slash + 1) };
       });
     },
-    async remove(parent, name, wantDir, by) {
+    async remove(parent, name, wantDir, by, only) {
       const now = String(nowNs());
       const e = s.d.get(parent)?.get(name);
       if (e === undefined) throw fsError("ENOENT");
       const path = `${pathOf(parent)}/${name}`;
       const ino = entino(e);
+      if (only && (ino !== only.ino || s.i.get(ino)?.get("v") !== String(only.version))) throw fsError("ESTALE", "the name names another file, or another version of it, now");
       const m = s.i.get(ino)?.get("m");
       const dir = isdir(m);
       if (wantDir && !dir) throw fsError("ENOTDIR");

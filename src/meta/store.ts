@@ -311,8 +311,10 @@ export interface Namespace {
    * directory only the owner of the file or of the directory, or root, may take a name away: the
    * caller's kernel checked that against the file it knew under the name, and another node may have
    * put another file there since, so it is checked again here against the one there now (EPERM).
+   * only: the name goes only while it names this inode at this version (else ESTALE, nothing
+   * changed): a repair acting on what it read before.
    */
-  remove(parent: number, name: string, dir: boolean, by?: number): Promise<Unnamed>;
+  remove(parent: number, name: string, dir: boolean, by?: number, only?: { ino: number; version: number }): Promise<Unnamed>;
   /** by: as remove's, for both names a rename takes away (its source, and the target it replaces or exchanges). */
   rename(parent: number, name: string, newParent: number, newName: string, flags: number, by?: number): Promise<Renamed>;
   setAttrs(ino: number, change: AttrChange): Promise<Inode>;

@@ -8,6 +8,7 @@ import { RESERVED_NAME } from "../local/root-layout.ts";
 import { futimes } from "../local/local-dir.ts";
 import { answersFor, isDir, isReg, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
+import type { Vfs } from "./vfs.ts";
 import { applyLocal, clearWay, createLocalFile, exchangeLocal, liveIn, makeLocal, removeDir, withParents } from "./local-files.ts";
 import { mayKeepPrivileges, outsideGroup, withoutPrivileges } from "./privileges.ts";
 
@@ -31,7 +32,7 @@ export function checkRoom(ctx: VfsContext): void {
   if (ctx.o.roomFor?.(0) === false) throw new FsError(E.ENOSPC, "the disk's last room is kept for removals");
 }
 
-type NamespaceOps = Pick<FileSystem, "lookup" | "getattr" | "setattr" | "readlink" | "mknod" | "mkdir" | "unlink" | "rmdir" | "symlink" | "rename" | "link" | "access" | "statfs">;
+type NamespaceOps = Pick<FileSystem, "lookup" | "getattr" | "setattr" | "readlink" | "mknod" | "mkdir" | "unlink" | "rmdir" | "symlink" | "rename" | "link" | "access" | "statfs"> & Pick<Vfs, "unlinkLost">;
 
 /** Names and attributes: each change goes to the store first, then to this node's disk and caches. */
 export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
@@ -280,6 +281,14 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       if (r.behind || o.applying?.()) await o.catchUp?.();
       if (r.nlink === 0 && r.held !== undefined) o.deleting?.(r.ino, r.held);
       if (!(r.nlink === 0 && r.held !== undefined && o.retire?.(r.path, r.ino, r.held))) await root.removeAsync(r.path);
+      await ctx.dropped(r);
+    },
+
+    async unlinkLost(parent, name, only) {
+      const r = await changing([parent], () => store.remove(parent, name, false, undefined, only));
+      kernel.unnamed(r.ino, parent, name);
+      dirChanged(parent, undefined, name);
+      // Its bytes are gone from this disk already: what is at its path is another file's, and stays.
       await ctx.dropped(r);
     },
 

@@ -63,6 +63,12 @@ export interface Vfs extends FileSystem {
   /** Whether ino is open for writing on this node. */
   writing(ino: number): boolean;
   /**
+   * The daemon's redo of a deletion Redis lost (redoLostDeletions): name goes only while it names
+   * only.ino at only.version (else ESTALE), as unlink but for this node's disk, which no longer has
+   * that file (whatever is at its path is another's).
+   */
+  unlinkLost(parent: number, name: string, only: { ino: number; version: number }): Promise<void>;
+  /**
    * For a read of ino's root file that must not see a write: a check, true while no write of the
    * file has begun here since this call (false from the start if one is under way). version: see
    * OpenFiles.steady.

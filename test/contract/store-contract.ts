@@ -173,6 +173,17 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         expect((await st.create(t, "f", { mode: FILE, uid: 0, gid: 0, replace: "/t/f" })).replaced).toMatchObject({ nlink: 0 });
       });
 
+      it("a removal with only: made only while the name names that inode at that version (else ESTALE, nothing changed)", async () => {
+        const f = await file(ROOT, "only-f");
+        const g = await file(ROOT, "only-g");
+        expect(await outcome(st.remove(ROOT, "only-f", false, undefined, { ino: g.ino, version: g.version }))).toBe("ESTALE");
+        expect(await outcome(st.remove(ROOT, "only-f", false, undefined, { ino: f.ino, version: f.version + 1 }))).toBe("ESTALE");
+        expect((await st.lookup(ROOT, "only-f")).ino).toBe(f.ino);
+        expect((await st.get(f.ino)).nlink).toBe(1);
+        expect((await st.remove(ROOT, "only-f", false, undefined, { ino: f.ino, version: f.version })).nlink).toBe(0);
+        expect(await outcome(st.lookup(ROOT, "only-f"))).toBe("ENOENT");
+      });
+
       it("a removal or rename in a sticky directory checks who may take the name away against what the name is now (the caller's kernel checked what it knew)", async () => {
         const t = (await st.create(ROOT, "t", { mode: 0o041777, uid: 0, gid: 0 })).ino;
         const theirs = await file(t, "theirs", { uid: 1000 });

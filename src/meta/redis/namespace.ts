@@ -79,8 +79,8 @@ export function createNamespace({ client, keys, run, nodeId, numbers, feed }: Na
     async extraNames(ino) {
       return (await client.sMembers(keys.links(ino))).map(parseExtraName);
     },
-    async remove(parent, name, dir, by) {
-      const r = (await run("remove", [parent, name, dir ? 1 : 0, nowNs(), nodeId, by ?? ""])) as [number, number, number, string[], string, string, number | undefined];
+    async remove(parent, name, dir, by, only) {
+      const r = (await run("remove", [parent, name, dir ? 1 : 0, nowNs(), nodeId, by ?? "", only?.ino ?? "", only?.version ?? ""])) as [number, number, number, string[], string, string, number | undefined];
       await publish({ removed: [[parent, name]], inodes: [parent, r[0]], todo: r[3] }, true);
       const flags = { ...(r[3].includes(nodeId) ? { queued: true } : {}), ...(r[6] ? { behind: true } : {}) };
       return { ino: r[0], nlink: r[1], dir: r[2] === 1, path: r[5], ...(r[4] ? { held: Number(r[4]) } : {}), ...flags };

@@ -1,4 +1,5 @@
--- ARGV: P parent name wantdir(1/0) now origin by (the caller's uid, '' for none: see sticky) -> {ino, nlink, dir, {nodes told}, version origin held or '', path, changes queued for origin (a file's)}
+-- ARGV: P parent name wantdir(1/0) now origin by (the caller's uid, '' for none: see sticky) onlyino onlyversion ('' for any)
+--   -> {ino, nlink, dir, {nodes told}, version origin held or '', path, changes queued for origin (a file's)}
 local parent, name, now, origin = ARGV[2], ARGV[3], ARGV[5], ARGV[6]
 local e = redis.call('HGET', P..'d:'..parent, name)
 if not e then return redis.error_reply('ENOENT') end
@@ -6,6 +7,9 @@ local pp = pathof(parent)
 if not pp then return redis.error_reply('EIO the directory has no path to the root') end
 local path = pp..'/'..name
 local ino = entino(e)
+if ARGV[8] ~= '' and (tostring(ino) ~= ARGV[8] or redis.call('HGET', P..'i:'..ino, 'v') ~= ARGV[9]) then
+  return redis.error_reply('ESTALE the name names another file, or another version of it, now')
+end
 local m = redis.call('HGET', P..'i:'..ino, 'm')
 local d = isdir(m)
 if ARGV[4] == '1' and not d then return redis.error_reply('ENOTDIR') end
