@@ -6,7 +6,7 @@ import { nodeIdentity } from "./node-identity.ts";
 import { startEmbeddedRedis, type EmbeddedRedis } from "./embedded-redis.ts";
 import { createWatches } from "../vfs/open-watches.ts";
 import { createSpaceReserve, type SpaceReserve } from "./space-reserve.ts";
-import { scanRoot } from "./startup-scan.ts";
+import { scanRoot, type ScanResult } from "./startup-scan.ts";
 import { openStore } from "../meta/open-store.ts";
 import type { MetadataStore } from "../meta/store.ts";
 import { createVfs, type Vfs } from "../vfs/vfs.ts";
@@ -463,13 +463,20 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         }
       })();
     };
-    const redoDeletions = () => redoLostDeletions({ journal, store: vfs.store, root, nodeId, log: nlog, unlink: async (parent, name, only) => {
-      await vfs.unlinkLost(parent, name, only);
-      // Not the kernel's own unlink: it may hold the name still.
-      session?.invalidateEntry(parent, name);
-    } });
+    /**
+     * Deletions Redis lost, made again; then what this disk has under those names (a file or
+     * directory made there since, which the scan before left for the name's file) is published.
+     */
+    const redoDeletions = async (scan: () => Promise<ScanResult>) => {
+      const redone = await redoLostDeletions({ journal, store: vfs.store, root, nodeId, log: nlog, unlink: async (parent, name, only) => {
+        await vfs.unlinkLost(parent, name, only);
+        // Not the kernel's own unlink: it may hold the name still.
+        session?.invalidateEntry(parent, name);
+      } });
+      if (redone) await scan();
+    };
     // Before the mount: a deletion Redis lost in a power cut that stopped this node too.
-    await redoDeletions();
+    await redoDeletions(() => scanRoot(root, vfs.store, nodeId, nlog, atStart === "behind" || !cfg.redisUrl ? "republish" : "set-aside"));
     afterRollback = async (how, closing) => {
       if (how === "behind") {
         vfs.resync();
@@ -479,9 +486,15 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       // Changes queued for this node first: a file deleted elsewhere must not be published again.
       await todo.drain();
       // Through the filesystem's store: the creates it holds are in Redis before the scan asks.
-      const again = await scanRoot(root, vfs.store, nodeId, nlog, "republish", { writing: (ino) => ino !== closing && vfs.writing(ino) });
+      const scan = () => scanRoot(root, vfs.store, nodeId, nlog, "republish", { writing: (ino) => ino !== closing && vfs.writing(ino) });
+      const again = await scan();
       // After the scan, as at start: files whose moves Redis lost are where it has them again.
-      await redoDeletions();
+      await redoDeletions(async () => {
+        const more = await scan();
+        again.published += more.published;
+        again.repaired += more.repaired;
+        return more;
+      });
       if (!again.published && !again.repaired) return;
       nlog.error({ ...again }, "Redis had lost files this node holds: published them again from its disk");
       // Published again under new inode numbers: the names this node's kernel knows may lead to the old ones.
