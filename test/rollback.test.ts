@@ -299,6 +299,21 @@ describe.skipIf(!!skip)("Redis restored from an older copy", () => {
     }
   }, 120_000);
 
+  test("a file deleted and its name made again as a directory, both lost by Redis: the file stays deleted, the directory and what it holds are listed again", async () => {
+    const [a] = cluster.nodes as [TestDaemon];
+    await waitFor("A making a directory", () => listed(a, ".") !== undefined && (fs.mkdirSync(join(a.mnt, "re")), true), 30_000);
+    fs.writeFileSync(join(a.mnt, "re", "x"), "the old file");
+    await keepCopy("re.rdb");
+    fs.rmSync(join(a.mnt, "re", "x"));
+    fs.mkdirSync(join(a.mnt, "re", "x"));
+    fs.writeFileSync(join(a.mnt, "re", "x", "inner"), "made since");
+    await restore("re.rdb");
+    for (const n of cluster.nodes) {
+      await waitFor(`${n.mnt} listing the directory made again`, () => listed(n, "re/x") === "inner", 30_000);
+      expect(fs.readFileSync(join(n.mnt, "re", "x", "inner"), "utf8")).toBe("made since");
+    }
+  }, 120_000);
+
   test("the same in a power cut that stopped the holder too: its start makes the deletion again before it mounts", async () => {
     await deleteThenLoseIt("cut");
     await cluster.nodes[0]!.kill();
