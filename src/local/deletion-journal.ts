@@ -37,15 +37,15 @@ export function createDeletionJournal(path: string): DeletionJournal {
       return "";
     }
   };
-  const read = (p: string): DeletedFile[] =>
-    text(p).split("\n").flatMap((line) => {
+  const parse = (t: string): DeletedFile[] =>
+    t.split("\n").flatMap((line) => {
       const f = line.split(" ").map(Number);
       const [ino, version, at] = f;
       return f.length === 3 && f.every(Number.isSafeInteger) && ino! > 0 ? [{ ino: ino!, version: version!, at: at! }] : [];
     });
   let fd = open();
   const had = text(path);
-  let lines = read(path).length;
+  let lines = parse(had).length;
   // A line a crash cut short ends here: the next note starts a line of its own.
   if (had && !had.endsWith("\n")) fs.writeSync(fd, "\n");
   /** Notes made while a write was under way: written next, as one write. */
@@ -86,7 +86,7 @@ export function createDeletionJournal(path: string): DeletionJournal {
       return waiting.done.promise;
     },
     since(since) {
-      return [...read(old), ...read(path)].filter((e) => e.at >= since);
+      return [...parse(text(old)), ...parse(text(path))].filter((e) => e.at >= since);
     },
     close() {
       fs.closeSync(fd);
