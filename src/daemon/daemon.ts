@@ -371,7 +371,9 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
     await todo.drain();
     const t0 = performance.now();
     const progress = createProgress("start-up scan: files under the root path", nlog, true);
-    const scan = await scanRoot(root, store, nodeId, nlog, atStart === "behind" || !cfg.redisUrl ? "republish" : "set-aside", { onProgress: (n) => progress.update(n, 0) });
+    // What becomes at start of a kept file the namespace lacks (see scanRoot's lost).
+    const lostAtStart = atStart === "behind" || !cfg.redisUrl ? "republish" : "set-aside";
+    const scan = await scanRoot(root, store, nodeId, nlog, lostAtStart, { onProgress: (n) => progress.update(n, 0) });
     progress.stop();
     nlog.info({ ...scan, seconds: +((performance.now() - t0) / 1000).toFixed(2), root: cfg.rootPath }, "start-up scan done");
 
@@ -476,7 +478,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
       if (redone) await scan();
     };
     // Before the mount: a deletion Redis lost in a power cut that stopped this node too.
-    await redoDeletions(() => scanRoot(root, vfs.store, nodeId, nlog, atStart === "behind" || !cfg.redisUrl ? "republish" : "set-aside"));
+    await redoDeletions(() => scanRoot(root, vfs.store, nodeId, nlog, lostAtStart));
     afterRollback = async (how, closing) => {
       if (how === "behind") {
         vfs.resync();
