@@ -216,6 +216,83 @@ describe("an open racing another node's rename", () => {
     expect(between).toBeUndefined();
     expect((e as { errno?: number } | undefined)?.errno).toBe(os.constants.errno.ESTALE);
   });
+
+  // The kernel's lookup gave the name's old file a moment before this node renamed its own file onto
+  // the name: the open's copy of the old file must not take the place of the renamed one on this disk.
+  const opensOfReplaced = [
+    { how: "made empty (O_TRUNC)", flags: O_WRONLY | O_TRUNC, cached: false },
+    { how: "copied to be written (no O_TRUNC)", flags: O_WRONLY, cached: true },
+  ];
+  for (const [i, k] of opensOfReplaced.entries()) {
+    test(`a writer's open of another node's file, ${k.how}, as this node renames its own file onto that name, is refused with ESTALE and leaves the renamed file's bytes`, async () => {
+      const dir = (await b.vfs.mkdir(C, 1, `onto${i}`, 0o755)).ino;
+      const x = await b.vfs.create(C, dir, "x", 0o644, O_WRONLY | O_CREAT);
+      expect(await b.vfs.write(C, x.attr.ino, x.open.fh, 0, Buffer.from("bytes of x"))).toBe(10);
+      await b.vfs.release(C, x.attr.ino, x.open.fh, true);
+      // A copy of x in A's cache: its fetch for the writer needs no peer port.
+      if (k.cached) {
+        const fd = fs.openSync(join(b.rootPath, `onto${i}`, "x"), O_RDONLY);
+        try {
+          await a.remote.preserve(x.attr.ino, (await b.store.get(x.attr.ino)).version, fd, 10, () => true);
+        } finally {
+          fs.closeSync(fd);
+        }
+      }
+      const y = await a.vfs.create(C, dir, "y", 0o644, O_WRONLY | O_CREAT);
+      const ours = Buffer.from("bytes of y, renamed onto x");
+      expect(await a.vfs.write(C, y.attr.ino, y.open.fh, 0, ours)).toBe(ours.length);
+      await a.vfs.release(C, y.attr.ino, y.open.fh, true);
+      between = async () => {
+        await a.vfs.rename(C, dir, "y", dir, "x", 0);
+        expect(fs.readFileSync(join(a.rootPath, `onto${i}`, "x"))).toEqual(ours);
+      };
+      const e = await a.vfs.open(C, x.attr.ino, k.flags).then(
+        async (o) => void (await a.vfs.release(C, x.attr.ino, o.fh, false)),
+        (err: unknown) => err,
+      );
+      expect(between).toBeUndefined();
+      expect((e as { errno?: number } | undefined)?.errno).toBe(os.constants.errno.ESTALE);
+      expect(fs.readFileSync(join(a.rootPath, `onto${i}`, "x"))).toEqual(ours);
+      expect((await a.vfs.lookup(C, dir, "x")).ino).toBe(y.attr.ino);
+      const r = await a.vfs.open(C, y.attr.ino, O_RDONLY);
+      try {
+        const got = Buffer.alloc(100);
+        expect(got.subarray(0, fs.readSync(r.fd!, got, 0, 100, 0))).toEqual(ours);
+      } finally {
+        await a.vfs.release(C, y.attr.ino, r.fh, false);
+      }
+    });
+  }
+
+  const opensOfOwnReplaced = [
+    { how: "writer's", flags: O_WRONLY },
+    { how: "reader's", flags: O_RDONLY },
+  ];
+  for (const [i, k] of opensOfOwnReplaced.entries()) {
+    test(`a ${k.how} open of this node's own file, as this node renames another of its files onto that name, is refused with ESTALE: it never opens the renamed file`, async () => {
+      const { dir, ino } = await heldByA(`own${i}`, 10, 0x6f);
+      const y = await a.vfs.create(C, dir, "y", 0o644, O_WRONLY | O_CREAT);
+      const ours = Buffer.from("bytes of y, renamed onto x");
+      expect(await a.vfs.write(C, y.attr.ino, y.open.fh, 0, ours)).toBe(ours.length);
+      await a.vfs.release(C, y.attr.ino, y.open.fh, true);
+      a.vfs.resync();
+      between = async () => {
+        await a.vfs.rename(C, dir, "y", dir, "x", 0);
+      };
+      const e = await a.vfs.open(C, ino, k.flags).then(
+        async (o) => {
+          const got = Buffer.alloc(100);
+          const n = k.flags === O_RDONLY ? fs.readSync(o.fd!, got, 0, 100, 0) : 0;
+          await a.vfs.release(C, ino, o.fh, false);
+          return `opened, read ${JSON.stringify(got.subarray(0, n).toString())}`;
+        },
+        (err: unknown) => err,
+      );
+      expect(between).toBeUndefined();
+      expect((e as { errno?: number } | undefined)?.errno).toBe(os.constants.errno.ESTALE);
+      expect(fs.readFileSync(join(a.rootPath, `own${i}`, "x"))).toEqual(ours);
+    });
+  }
 });
 
 /** The shim's side of creates, played by a test: it takes every directory handed, and keeps the kits. */

@@ -40,7 +40,7 @@ export function startNodeReplicas(o: NodeReplicasOptions): NodeReplicas {
   const count = createReplicaCount(store);
   const replicator = createReplicator({
     store, nodeId, root: o.root, log, count,
-    fetchTo: (ino, version, path, size, owner, into) => o.remote.fetchTo(ino, version, path, size, owner, undefined, into),
+    fetchTo: (ino, version, path, size, owner, into) => o.remote.fetchTo(ino, version, path, size, owner, { into }),
     // No cache kept: other nodes' renames are not heard here.
     pathOf: (ino) => createPathCache(store).pathOf(ino),
     childPath: (parent, name) => createPathCache(store).childPath(parent, name),

@@ -80,6 +80,12 @@ export interface LocalDir {
   close(): void;
 }
 
+/** Whether the file open as fd holds ino's bytes, by its identity mark ("ino:gen"); an unmarked file is taken at its word. */
+export function holdsBytesOf(dir: LocalDir, fd: number, ino: number): boolean {
+  const mark = dir.readIdentity(fd);
+  return mark === undefined || mark.startsWith(`${ino}:`);
+}
+
 const typeOfMode = (mode: number): EntryType => {
   switch (mode & S_IFMT) {
     case S_IFREG: return "file";

@@ -5,7 +5,7 @@ import { fromConnectError, toConnectError } from "./errors.ts";
 import { E, FsError, errnoOf, toErrno } from "../util/errno.ts";
 import { readCopy, type CopyData } from "../cache/copy-cache.ts";
 import { dataRun } from "../local/data-runs.ts";
-import { relOf, type LocalDir } from "../local/local-dir.ts";
+import { holdsBytesOf, relOf, type LocalDir } from "../local/local-dir.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
 import type { RetiredFiles } from "./retired-files.ts";
 import { FRAME_ROOM, type PieceOut } from "./file-frames.ts";
@@ -161,8 +161,7 @@ export function createPeerService(o: PeerServiceOptions): PeerService {
       if (errnoOf(e) === E.ENOENT) return undefined;
       throw e;
     }
-    const mark = o.root.readIdentity(fd);
-    if (mark === undefined || mark.startsWith(`${ino}:`)) return fd;
+    if (holdsBytesOf(o.root, fd, ino)) return fd;
     fs.closeSync(fd);
     return undefined;
   }

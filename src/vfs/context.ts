@@ -3,7 +3,7 @@ import type { OpenWatches, Watched } from "./open-watches.ts";
 import type { Caller, SeenFile, ShimCreates, ShimEntries, ShimGrants } from "../fuse/types.ts";
 import type { OpenGrants } from "./open-grants.ts";
 import type { LocalDir } from "../local/local-dir.ts";
-import type { Inode, MetadataStore, Removed } from "../meta/store.ts";
+import type { Holders, Inode, MetadataStore, Removed } from "../meta/store.ts";
 import type { Logger } from "../util/log.ts";
 import type { RecentSet } from "../util/recent-set.ts";
 import type { RwLock } from "../util/rw-lock.ts";
@@ -165,4 +165,10 @@ export interface VfsContext {
   linkLocal(from: string, to: string): void;
   /** After this node took an inode's bytes: they go under every name it has (hard links), not only the first. */
   linkAllNames(ino: number, primary: string): Promise<void>;
+  /**
+   * This node's own file of r at path, about to be written: made empty, or from its holders' bytes.
+   * It takes the place of what is at path, unless that is another file the namespace has at path
+   * now (ESTALE then: see replacingStale).
+   */
+  takeHere(r: Inode, path: string, empty: boolean, holders?: Holders): Promise<void>;
 }

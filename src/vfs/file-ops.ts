@@ -4,12 +4,12 @@ import { dirname } from "node:path";
 import { readOnlyFd } from "../cache/memfd.ts";
 import type { Caller, FileSystem, OpenReply, SeenFile } from "../fuse/types.ts";
 import { filePool } from "../local/file-pool.ts";
+import { holdsBytesOf } from "../local/local-dir.ts";
 import type { Holders, Inode } from "../meta/store.ts";
 import { E, FsError, OutcomeUnknown, errnoOf, fsError } from "../util/errno.ts";
 import { createInFlight } from "../util/in-flight.ts";
 import { isDir, isReg } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
-import { createLocalFile } from "./local-files.ts";
 import { checkName, checkReserved, checkRoom } from "./namespace-ops.ts";
 import { compareNames } from "./name-order.ts";
 import type { Handle, WriterOpening } from "./open-files.ts";
@@ -173,11 +173,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       const change = ctx.changes.next(ino);
       try {
         if (!writable) return { found: f, got: await remote!.open(ino, r.version, path, r.size, f.holders, { dir: r.parent, after: (i) => filesAfter(r.parent, i) }) };
-        if (flags & O_TRUNC) fs.closeSync(createLocalFile(root, path, O_WRONLY, r));
-        else {
-          root.ensureDir(dirname(path));
-          await remote!.fetchTo(ino, r.version, path, r.size, r, f.holders);
-        }
+        await ctx.takeHere(r, path, (flags & O_TRUNC) !== 0, f.holders);
         if (r.nlink > 1) await ctx.linkAllNames(ino, path);
         return { found: f };
       } catch (e) {
@@ -232,30 +228,42 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
   }
 
   /**
-   * This node's own copy at path, following another node's rename not applied here yet; undefined
-   * when there is no regular file there even then. Opened first, looked at only when that fails:
-   * the common case costs one openat2.
+   * This node's own file of ino at path, following another node's rename not applied here yet;
+   * undefined when there is none there even then: no regular file, or another file's (by its
+   * identity mark: a rename here moved it onto the name after ino's path was read, or another
+   * node's rename is still on its way here). Opened first, looked at only when that fails: the
+   * common case costs one openat2 and one fgetxattr.
    */
-  async function openHere(path: string, flags: number): Promise<number | undefined> {
+  async function openHere(ino: number, path: string, flags: number): Promise<number | undefined> {
     const open = () => root.openFile(path, flags & KEEP_OPEN_FLAGS);
     try {
-      return await root.openFileAsync(path, flags & KEEP_OPEN_FLAGS);
+      const fd = ownFile(await root.openFileAsync(path, flags & KEEP_OPEN_FLAGS), ino);
+      if (fd !== undefined) return fd;
     } catch (e) {
       if (root.typeOf(path) === "file") throw e;
     }
     await o.catchUp?.();
     try {
-      return open();
+      return ownFile(open(), ino);
     } catch (e) {
       if (root.typeOf(path) === "file") throw e;
       return undefined;
     }
   }
 
-  async function openLocal(path: string, flags: number): Promise<number> {
-    const fd = await openHere(path, flags);
-    if (fd === undefined) throw new FsError(E.EIO, `bytes of ${path} are not on this node`);
-    return fd;
+  /** fd, if it is a file of ino; else closed. */
+  function ownFile(fd: number, ino: number): number | undefined {
+    if (holdsBytesOf(root, fd, ino)) return fd;
+    fs.closeSync(fd);
+    return undefined;
+  }
+
+  /** The file of ino this node has just made at path: ESTALE if another file is there now (see openHere). */
+  async function openLocal(ino: number, path: string, flags: number): Promise<number> {
+    const fd = await openHere(ino, path, flags);
+    if (fd !== undefined) return fd;
+    if (root.typeOf(path) === "file") throw new FsError(E.ESTALE, `${path} holds another file than inode ${ino} now`);
+    throw new FsError(E.EIO, `bytes of ${path} are not on this node`);
   }
 
   const gone = (e: unknown) => e instanceof FsError && e.errno === E.ENOENT;
@@ -347,12 +355,15 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       // left, and the one it had may name another file now; the fds open on it reach it.
       const held = f.r.nlink === 0 ? ctx.open.localFd(ino) : undefined;
       if (held !== undefined) return { found: f, got: undefined, fd: fs.openSync(`/proc/self/fd/${held}`, flags & KEEP_OPEN_FLAGS), ranges: undefined };
-      const path = await paths.pathOf(ino, tries > 0);
+      // Its record gone since it was read (a rename over its name, here or elsewhere): ESTALE, as above.
+      const path = await paths.pathOf(ino, tries > 0).catch((e: unknown) => {
+        throw remote ? ctx.gone(e, ino) : e;
+      });
       // A writer here writes this node's own file, not yet published: a reader here reads it too.
       if (!f.here && remote && !writable && ctx.open.hasWriter(ino)) f = { ...f, here: true };
       let here: number | undefined;
       if (f.here && remote) {
-        here = await openHere(path, flags);
+        here = await openHere(ino, path, flags);
         // Listed as holding it, yet not at its path: another node's rename, applied to this disk
         // since the record was read or before this node's caches heard of it, moved it (record and
         // path again, from the store); or Redis put back an older record after losing writes: the
@@ -379,7 +390,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
           if (here !== undefined) fs.closeSync(here);
           throw e;
         }
-        fd = here ?? (await openLocal(path, flags));
+        fd = here ?? (await openLocal(ino, path, flags));
       }
       return { found, got, fd, ranges };
     };

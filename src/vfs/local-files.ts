@@ -151,6 +151,22 @@ export function keep(root: LocalDir, fd: number, f: KeptFile): void {
   root.keepAs(fd, f.mode, ownerOf(f));
 }
 
+/**
+ * make(), which puts ino's file at p in place of whatever is there, unless that is another file the
+ * namespace has at p now: one a rename on this node moved onto the name after ino's path was read,
+ * whose bytes would go (ESTALE then: the kernel looks the name up again). Nothing there, ino's own
+ * file, an unmarked one or a leftover gives way. What is at p is looked at again just before make,
+ * with no await between: a rename landing during the check is seen.
+ */
+export async function replacingStale<T>(root: LocalDir, p: string, ino: number, liveAt: LiveAt, make: () => T): Promise<T> {
+  for (;;) {
+    const there = root.identityOf(p);
+    if (there === undefined || inoOfIdentity(there) === ino) return make();
+    if ((await liveAt(there)) === p) throw new FsError(E.ESTALE, `${p} names another file than inode ${ino} now`);
+    if (root.identityOf(p) === there) return make();
+  }
+}
+
 /** Create the backing file for an inode. */
 export function createLocalFile(root: LocalDir, p: string, flags: number, f: KeptFile): number {
   const fd = makeLocal(root, p, () => root.openFile(p, flags | O_CREAT | O_EXCL, f.mode & 0o7777));

@@ -1,5 +1,4 @@
 import * as fs from "node:fs";
-import { dirname } from "node:path";
 import { RENAME_EXCHANGE, RENAME_NOREPLACE, type Caller, type FileSystem, type SetAttr, type StatFs } from "../fuse/types.ts";
 import type { AttrChange, Inode, MetadataStore } from "../meta/store.ts";
 import { nowNs } from "../util/time.ts";
@@ -159,11 +158,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
             try {
               if (o.remote && (await store.locations(ino)).get(nodeId) !== r.version) {
                 // Another node holds the bytes: take them first (all but nothing is kept when cutting to 0).
-                if (size === 0) fs.closeSync(createLocalFile(root, p, O_WRONLY, r));
-                else {
-                  root.ensureDir(dirname(p));
-                  await o.remote.fetchTo(ino, r.version, p, r.size, r);
-                }
+                await ctx.takeHere(r, p, size === 0);
                 if (r.nlink > 1) await ctx.linkAllNames(ino, p);
               }
               const fd = root.openFile(p, O_WRONLY);

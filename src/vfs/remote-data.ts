@@ -58,9 +58,10 @@ export interface RemoteData {
   /**
    * Fetch the bytes of ino at version to path in this node's root (this node is about to write them),
    * with the file's owner and mode; or to into, another local name (path is still where the holders
-   * have the file).
+   * have the file). place: what puts the fetched file (at tmp) there, by default a rename over
+   * whatever is at into.
    */
-  fetchTo(ino: number, version: number, path: string, size: number, owner: KeptFile, holders?: Holders, into?: string): Promise<void>;
+  fetchTo(ino: number, version: number, path: string, size: number, owner: KeptFile, to?: FetchTo): Promise<void>;
   /**
    * Keep the bytes of ino at version, read from fd (this node's root file, about to be written in
    * place), as a cached copy: other nodes reading that version get it until the writer's close
@@ -71,6 +72,13 @@ export interface RemoteData {
   peek(ino: number, version: number): { fd: number } | undefined;
   /** An open of ino's copy at version that the shim answered (from a grant): counted as an open of it. */
   used(ino: number, version: number): void;
+}
+
+/** Where RemoteData.fetchTo puts the bytes, and from which holders. */
+export interface FetchTo {
+  holders?: Holders;
+  into?: string;
+  place?: (tmp: string, into: string) => Promise<void>;
 }
 
 export interface RemoteDataOptions {
@@ -258,7 +266,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
         o.log.warn({ ino, version, err: (e as Error).message }, `could not keep the published bytes of a file about to be written; ${UNKEPT}`);
       }
     },
-    fetchTo(ino, version, path, size, owner, given, into = path) {
+    fetchTo(ino, version, path, size, owner, { holders: given, into = path, place } = {}) {
       return once.run(`root:${into}`, async () => {
         const tmp = `${PARTIAL_DIR}/${process.pid}-${++tmpSeq}`;
         o.root.ensureDir(PARTIAL_DIR);
@@ -290,7 +298,8 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
           // Given up before the close: a failed close frees the number too, and the rename may fail after it.
           fd = -1;
           fs.closeSync(done);
-          o.root.rename(tmp, into);
+          if (place) await place(tmp, into);
+          else o.root.rename(tmp, into);
         } catch (e) {
           try {
             if (fd >= 0) fs.closeSync(fd);

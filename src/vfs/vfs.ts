@@ -16,7 +16,7 @@ import { createFileOps } from "./file-ops.ts";
 import { createShimKits } from "./shim-kits.ts";
 import { createInodeNumbers } from "./inode-numbers.ts";
 import { createKernelView, type RaceMarks } from "./kernel-view.ts";
-import { linkLocal } from "./local-files.ts";
+import { createLocalFile, linkLocal, liveIn, replacingStale } from "./local-files.ts";
 import { createMetaCache, type MetaMirror } from "./meta-cache.ts";
 import { checkRoom, createNamespaceOps } from "./namespace-ops.ts";
 import { createOpenFiles, CUT_STATE, type Handle } from "./open-files.ts";
@@ -353,6 +353,13 @@ export function createVfs(o: VfsOptions): Vfs {
       await store.remove(parent, name, dir).catch((e: unknown) => log.error({ err: e, parent, name }, "rollback of a failed create left an entry"));
     },
     linkLocal: (from, to) => linkLocal(root, from, to, log),
+    async takeHere(r, path, empty, holders) {
+      const liveAt = liveIn(store);
+      if (empty) return fs.closeSync(await replacingStale(root, path, r.ino, liveAt, () => createLocalFile(root, path, fs.constants.O_WRONLY, r)));
+      root.ensureDir(dirname(path));
+      const place = (tmp: string, into: string) => replacingStale(root, into, r.ino, liveAt, () => root.rename(tmp, into));
+      await o.remote!.fetchTo(r.ino, r.version, path, r.size, r, holders ? { holders, place } : { place });
+    },
     async linkAllNames(ino, primary) {
       for (const { parent, name } of await store.extraNames(ino)) {
         const p = await paths.childPath(parent, name).catch(() => undefined);

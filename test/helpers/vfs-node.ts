@@ -11,7 +11,7 @@ import { createLogger } from "../../src/util/log.ts";
 import { createCopyListing } from "../../src/vfs/copy-listing.ts";
 import { createTodoApplier, type TodoApplier } from "../../src/vfs/local-todo.ts";
 import { createRwLock } from "../../src/util/rw-lock.ts";
-import { createRemoteData } from "../../src/vfs/remote-data.ts";
+import { createRemoteData, type RemoteData } from "../../src/vfs/remote-data.ts";
 import { createVfs, type Vfs } from "../../src/vfs/vfs.ts";
 import { tempDir } from "./env.ts";
 
@@ -27,6 +27,8 @@ export interface VfsNode {
   /** The store as this node's VFS sees it (wrapped, if the test wrapped it). */
   store: MetadataStore;
   todo: TodoApplier;
+  /** Other nodes' bytes for this one (a cluster node's; a sole node's goes unused). */
+  remote: RemoteData;
   rootPath: string;
   close(): Promise<void>;
 }
@@ -62,7 +64,7 @@ export async function startVfsNode(url: string, id: string, wrap: (s: MetadataSt
   const todo = createTodoApplier({ root, nodeId: id, store, log, writing: (ino) => vfs?.writing(ino) ?? false, localDirs, asked: () => vfs?.store ?? store });
   const made = (vfs = createVfs({ root, nodeId: id, store, log, attrCacheMs: 1000, localDirs, ...(o.sole ? {} : { remote, catchUp: () => todo.drain() }), ...(o.shimCreates ? { shimCreates: o.shimCreates } : {}), ...(o.recordLost ? { recordLost: o.recordLost } : {}) }));
   return {
-    id, vfs: made, store, todo, rootPath,
+    id, vfs: made, store, todo, remote, rootPath,
     async close() {
       await made.closeAll();
       await pool.close();
