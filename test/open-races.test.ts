@@ -264,6 +264,53 @@ describe("an open racing another node's rename", () => {
     });
   }
 
+  /** A file B holds in a directory of its own, of these bytes, with a copy of it cached on A (fetched by A's writers without a peer port). */
+  async function heldByBCachedOnA(d: string, bytes: string): Promise<number> {
+    const dir = (await b.vfs.mkdir(C, 1, d, 0o755)).ino;
+    const x = await b.vfs.create(C, dir, "x", 0o644, O_WRONLY | O_CREAT);
+    expect(await b.vfs.write(C, x.attr.ino, x.open.fh, 0, Buffer.from(bytes))).toBe(bytes.length);
+    await b.vfs.release(C, x.attr.ino, x.open.fh, true);
+    const fd = fs.openSync(join(b.rootPath, d, "x"), O_RDONLY);
+    try {
+      await a.remote.preserve(x.attr.ino, (await b.store.get(x.attr.ino)).version, fd, bytes.length, () => true);
+    } finally {
+      fs.closeSync(fd);
+    }
+    return x.attr.ino;
+  }
+
+  // Two processes of one node writing a file another node holds (a shared log, an output rewritten):
+  // the second open took the bytes again, over the first's file at the path, and the first's writes
+  // since went to a file no name had.
+  const secondWriters = [
+    { how: "plain", flags: O_WRONLY, together: false, want: "ABCD4Z6789" },
+    { how: "O_TRUNC", flags: O_WRONLY | O_TRUNC, together: false, want: "\0\0CD\0Z" },
+    { how: "O_TRUNC, both opens at once", flags: O_WRONLY | O_TRUNC, together: true, want: "ABCD\0Z" },
+  ];
+  for (const [i, k] of secondWriters.entries()) {
+    test(`two writers on one node of another node's file (second ${k.how}) write one file: each one's writes are in it, and in its record`, async () => {
+      const ino = await heldByBCachedOnA(`two${i}`, "0123456789");
+      let w1, w2;
+      if (k.together) [w1, w2] = await Promise.all([a.vfs.open(C, ino, O_WRONLY), a.vfs.open(C, ino, k.flags)]);
+      else w1 = await a.vfs.open(C, ino, O_WRONLY);
+      try {
+        expect(fs.writeSync(w1.fd!, "AB", 0)).toBe(2);
+        w2 ??= await a.vfs.open(C, ino, k.flags);
+        try {
+          expect(fs.writeSync(w2.fd!, "Z", 5)).toBe(1);
+          expect(fs.writeSync(w1.fd!, "CD", 2)).toBe(2);
+        } finally {
+          await a.vfs.release(C, ino, w2.fh, true);
+        }
+      } finally {
+        await a.vfs.release(C, ino, w1.fh, true);
+      }
+      const disk = fs.readFileSync(join(a.rootPath, `two${i}`, "x"), "latin1");
+      expect(disk).toBe(k.want);
+      expect((await b.store.get(ino)).size).toBe(k.want.length);
+    });
+  }
+
   const opensOfOwnReplaced = [
     { how: "writer's", flags: O_WRONLY },
     { how: "reader's", flags: O_RDONLY },

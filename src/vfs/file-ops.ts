@@ -8,6 +8,7 @@ import { holdsBytesOf } from "../local/local-dir.ts";
 import type { Holders, Inode } from "../meta/store.ts";
 import { E, FsError, OutcomeUnknown, errnoOf, fsError } from "../util/errno.ts";
 import { createInFlight } from "../util/in-flight.ts";
+import { createTurnstile } from "../util/turnstile.ts";
 import { isDir, isReg } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
 import { checkName, checkReserved, checkRoom } from "./namespace-ops.ts";
@@ -74,6 +75,8 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
   const own = createOwnWatches({ store, watches: cache.watches, writtenHere: ctx.writtenHere, entries: (dir) => cache.entries(dir) });
   /** Handles the shim opened from a fresh grant (see OpenGrants.fresh): the grant's id. Their release settles it. */
   const freshOpens = new Map<number, number>();
+  /** Writers' opens of a file on a cluster node, one at a time until each has its handle. */
+  const writersOpening = createTurnstile<number>();
   /** Drops of the kernel's attributes under way for opens, by "ino.version". */
   const refreshing = createInFlight<string>();
 
@@ -258,12 +261,14 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
     return undefined;
   }
 
-  /** The file of ino this node has just made at path: ESTALE if another file is there now (see openHere). */
+  /**
+   * The file of ino this node has just made at path. ESTALE if it is not there now: another file is
+   * (see openHere), or another node's rename or unlink, applied to this disk since, took it.
+   */
   async function openLocal(ino: number, path: string, flags: number): Promise<number> {
     const fd = await openHere(ino, path, flags);
-    if (fd !== undefined) return fd;
-    if (root.typeOf(path) === "file") throw new FsError(E.ESTALE, `${path} holds another file than inode ${ino} now`);
-    throw new FsError(E.EIO, `bytes of ${path} are not on this node`);
+    if (fd === undefined) throw new FsError(E.ESTALE, `${path} holds no file of inode ${ino} now`);
+    return fd;
   }
 
   const gone = (e: unknown) => e instanceof FsError && e.errno === E.ENOENT;
@@ -352,8 +357,10 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
         throw remote ? ctx.gone(e, ino) : e;
       }
       // Unlinked while open here, and opened again (through /proc/PID/fd): the file has no path
-      // left, and the one it had may name another file now; the fds open on it reach it.
-      const held = f.r.nlink === 0 ? ctx.open.localFd(ino) : undefined;
+      // left, and the one it had may name another file now; the fds open on it reach it. A writer
+      // here writes its file, maybe made from another node's bytes and not yet published: a writer
+      // opening it too writes the same one, not another made at the path over the first's.
+      const held = f.r.nlink === 0 ? ctx.open.localFd(ino) : writable && remote ? ctx.open.writerFd(ino) : undefined;
       if (held !== undefined) return { found: f, got: undefined, fd: fs.openSync(`/proc/self/fd/${held}`, flags & KEEP_OPEN_FLAGS), ranges: undefined };
       // Its record gone since it was read (a rename over its name, here or elsewhere): ESTALE, as above.
       const path = await paths.pathOf(ino, tries > 0).catch((e: unknown) => {
@@ -539,6 +546,8 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       if (writable) grants?.revoke(ino);
       // Before the record is read: the bytes to write over are those of the last writer's close.
       const leased = writable && !!remote && (await ctx.turns.take(ino));
+      // Until its handle is added, where another writer's open here looks for it (dataOf).
+      const admitted = writable && remote ? await writersOpening.enter(ino) : undefined;
       const opening = writable ? ctx.open.writerOpens(ino) : undefined;
       // A change heard before this handle makes the inode open here updates no open file's record.
       let heard = ctx.changes.watch(ino);
@@ -548,6 +557,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
           heard.cancel();
           // Whichever step failed: another node's writer waits for the turn.
           if (leased && !ctx.open.hasWriter(ino)) ctx.turns.give(ino);
+          admitted?.();
           throw e;
         });
       let data = await read();
@@ -575,6 +585,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       const h: Handle = { ino, fd, writable, dirty: false, ...(ranges ? { ranges } : {}), ...(writable ? (a.path === undefined ? {} : { at: a.path }) : { reads: { version: r.version, size: r.size, copy: got !== undefined } }) };
       const overwrites = remote && writable && !(flags & O_TRUNC) && !ctx.open.writing(ino);
       const fh = ctx.open.add(h, r);
+      admitted?.();
       opening?.done();
       // Again: a reader's open that was under way may have granted it meanwhile.
       if (writable) grants?.revoke(ino);
