@@ -358,9 +358,9 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       }
       // Unlinked while open here, and opened again (through /proc/PID/fd): the file has no path
       // left, and the one it had may name another file now; the fds open on it reach it. A writer
-      // here writes its file, maybe made from another node's bytes and not yet published: a writer
-      // opening it too writes the same one, not another made at the path over the first's.
-      const held = f.r.nlink === 0 ? ctx.open.localFd(ino) : writable && remote ? ctx.open.writerFd(ino) : undefined;
+      // here of a file another node holds writes a file made from that node's bytes, not published
+      // yet: a writer opening it too writes the same one, not another made at the path over it.
+      const held = f.r.nlink === 0 ? ctx.open.localFd(ino) : writable && remote && !f.here ? ctx.open.writerFd(ino) : undefined;
       if (held !== undefined) return { found: f, got: undefined, fd: fs.openSync(`/proc/self/fd/${held}`, flags & KEEP_OPEN_FLAGS), ranges: undefined };
       // Its record gone since it was read (a rename over its name, here or elsewhere): ESTALE, as above.
       const path = await paths.pathOf(ino, tries > 0).catch((e: unknown) => {
