@@ -56,8 +56,6 @@ type Listen = Parameters<RangeReader["follow"]>[0];
 /** The bytes an open reads: an fd (this node's file, or a copy), or ranges of a big remote file; got: from elsewhere. */
 interface Opened {
   found: Found;
-  /** Where this node's file of it is, when the open is of that (to write it, or read it). */
-  path?: string;
   got: { fd: number } | { ranges: RangeReader } | undefined;
   fd: number;
   ranges: RangeReader | undefined;
@@ -582,7 +580,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       const a = data.a;
       let r = data.r;
       const { got, fd, ranges } = a;
-      const h: Handle = { ino, fd, writable, dirty: false, ...(ranges ? { ranges } : {}), ...(writable ? (a.path === undefined ? {} : { at: a.path }) : { reads: { version: r.version, size: r.size, copy: got !== undefined } }) };
+      const h: Handle = { ino, fd, writable, dirty: false, ...(ranges ? { ranges } : {}), ...(writable ? {} : { reads: { version: r.version, size: r.size, copy: got !== undefined } }) };
       const overwrites = remote && writable && !(flags & O_TRUNC) && !ctx.open.writing(ino);
       const fh = ctx.open.add(h, r);
       admitted?.();
