@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import type { LocalDir } from "../../src/local/local-dir.ts";
-import { removeDir, type LiveAt } from "../../src/vfs/local-files.ts";
+import { removeDir, replacingStale, type LiveAt } from "../../src/vfs/local-files.ts";
 import { createLogger } from "../../src/util/log.ts";
 import { useTempRoot } from "../helpers/temp-root.ts";
 
@@ -43,5 +43,48 @@ describe("removeDir: a directory the namespace no longer has", () => {
     await removeDir(r, "/d", live({ "9:q": "/y/z/a" }), log);
     expect(fs.readFileSync(join(base, "y", "z", "a"), "utf8")).toBe("/d/x/a");
     expect(r.identityOf("/y/z/a")).toBe("9:q");
+  });
+});
+
+describe("replacingStale: a file of inode 5 about to be made at /d/x", () => {
+  const live = (paths: Record<string, string>): LiveAt => async (id) => paths[id];
+  const made = (r: LocalDir) => () => {
+    r.remove("/d/x");
+    const fd = r.openFile("/d/x", fs.constants.O_WRONLY | fs.constants.O_CREAT, 0o644);
+    r.markIdentity(fd, "5:g");
+    fs.closeSync(fd);
+    return "made";
+  };
+
+  test.each([
+    ["nothing there", {}, {}],
+    ["an older file of the same inode", { "/d/x": "5:old" }, {}],
+    ["an unmarked file", { "/d/x": null }, {}],
+    ["a leftover: another inode's, which the namespace has nowhere", { "/d/x": "7:g" }, {}],
+    ["a leftover: another inode's, which the namespace has elsewhere", { "/d/x": "7:g" }, { "7:g": "/e/y" }],
+  ] as const)("gives way: %s", async (_what, files, where) => {
+    const { r } = rootWith({ "/d/keep": null, ...files });
+    expect(await replacingStale(r, "/d/x", 5, live(where), made(r))).toBe("made");
+    expect(r.identityOf("/d/x")).toBe("5:g");
+  });
+
+  test("another inode's file the namespace has at /d/x now stays, and the make is refused with ESTALE", async () => {
+    const { r, base } = rootWith({ "/d/x": "7:g" });
+    const e = await replacingStale(r, "/d/x", 5, live({ "7:g": "/d/x" }), made(r)).catch((err: unknown) => err);
+    expect((e as { errno?: number }).errno).toBe(116);
+    expect(r.identityOf("/d/x")).toBe("7:g");
+    expect(fs.readFileSync(join(base, "d", "x"), "utf8")).toBe("/d/x");
+  });
+
+  test("a file moved onto /d/x while the namespace was asked about the leftover there is looked at again, and stays", async () => {
+    const { r } = rootWith({ "/d/x": "7:g", "/d/y": "8:g" });
+    const liveAt: LiveAt = async (id) => {
+      // The leftover checked; meanwhile a rename here puts a live file at the path.
+      if (id === "7:g") r.rename("/d/y", "/d/x");
+      return id === "8:g" ? "/d/x" : undefined;
+    };
+    const e = await replacingStale(r, "/d/x", 5, liveAt, made(r)).catch((err: unknown) => err);
+    expect((e as { errno?: number }).errno).toBe(116);
+    expect(r.identityOf("/d/x")).toBe("8:g");
   });
 });
