@@ -264,6 +264,33 @@ describe("an open racing another node's rename", () => {
     });
   }
 
+  // chmod, truncate, access or link by a path whose file another node replaced after this node's
+  // kernel looked the name up: ESTALE (the kernel walks the path again and acts on the file the name
+  // has now), as getattr and open were, not ENOENT for a name that is there.
+  const byInode: [string, (ino: number, dir: number) => Promise<unknown>][] = [
+    ["a chmod", (ino) => a.vfs.setattr(C, ino, { mode: 0o600 })],
+    ["a truncate", (ino) => a.vfs.setattr(C, ino, { size: 0 })],
+    ["an access check", (ino) => a.vfs.access(C, ino, 4)],
+    ["a link", (ino, dir) => a.vfs.link(C, ino, dir, "another")],
+  ];
+  for (const [i, [what, op]] of byInode.entries()) {
+    test(`${what} of a file another node renamed another file onto (its message not heard yet) is refused with ESTALE, not ENOENT`, async () => {
+      const dir = (await b.vfs.mkdir(C, 1, `by${i}`, 0o755)).ino;
+      const made = async (name: string) => {
+        const m = await b.vfs.create(C, dir, name, 0o644, O_WRONLY | O_CREAT);
+        await b.vfs.release(C, m.attr.ino, m.open.fh, false);
+        return m.attr.ino;
+      };
+      const x = await made("x");
+      await made("y");
+      expect((await a.vfs.lookup(C, dir, "x")).ino).toBe(x);
+      await b.vfs.rename(C, dir, "y", dir, "x", 0);
+      a.vfs.resync();
+      const e = await op(x, dir).then(() => undefined, (err: unknown) => err);
+      expect((e as { errno?: number } | undefined)?.errno).toBe(os.constants.errno.ESTALE);
+    });
+  }
+
   /** A file B holds in a directory of its own, of these bytes, with a copy of it cached on A (fetched by A's writers without a peer port). */
   async function heldByBCachedOnA(d: string, bytes: string): Promise<number> {
     const dir = (await b.vfs.mkdir(C, 1, d, 0o755)).ino;

@@ -93,6 +93,18 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
     return { r, applied };
   }
 
+  /**
+   * fn, acting on inode ino, which the kernel found by a path: its record gone on another node since
+   * the kernel looked its name up (a rename over the name, an unlink) is ESTALE, NFS's answer, which
+   * makes the kernel walk the path again and act on what the name is now, or find none.
+   */
+  const onInode = <T>(ino: number, fn: () => Promise<T>): Promise<T> =>
+    o.remote
+      ? fn().catch((e: unknown) => {
+          throw ctx.gone(e, ino);
+        })
+      : fn();
+
   return {
     async lookup(_c, parent, name) {
       checkName(name);
@@ -108,17 +120,9 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       return kernel.answering(parent, name, ctx.learn(await store.lookup(parent, name)));
     },
 
-    async getattr(_c, ino) {
-      try {
-        return kernel.attr(kernel.sameFile(await ctx.record(ino)));
-      } catch (e) {
-        // Gone on another node since the kernel looked its name up: ESTALE makes the kernel walk the
-        // path again (an open, a stat: NFS's answer), which finds what the name is now, or none.
-        throw o.remote ? ctx.gone(e, ino) : e;
-      }
-    },
+    getattr: (_c, ino) => onInode(ino, async () => kernel.attr(kernel.sameFile(await ctx.record(ino)))),
 
-    async setattr(c, ino, set: SetAttr, fh) {
+    setattr: (c, ino, set: SetAttr, fh) => onInode(ino, async () => {
       const h = fh !== undefined ? ctx.open.find(fh) : undefined;
       // A size cut through this node's own writable handle (ftruncate, O_TRUNC): its record is the
       // open file's, published at close; nothing to ask the store.
@@ -211,13 +215,13 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
         if (through !== undefined) futimes(through, at, mt);
       }
       return kernel.attr(r);
-    },
+    }),
 
-    async readlink(_c, ino) {
+    readlink: (_c, ino) => onInode(ino, async () => {
       const r = await ctx.record(ino);
       if (r.target === undefined) throw fsError("EINVAL");
       return r.target;
-    },
+    }),
 
     async mknod(c, parent, name, mode, rdev) {
       checkName(name);
@@ -334,7 +338,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       await ctx.dropped(r.replaced);
     },
 
-    async link(_c, ino, newParent, newName) {
+    link: (_c, ino, newParent, newName) => onInode(ino, async () => {
       checkName(newName);
       checkReserved(newParent, newName);
       checkRoom(ctx);
@@ -347,9 +351,9 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       const mine = isReg(r.mode) ? (await store.locations(ino)).get(nodeId) === r.version : root.typeOf(src) === "link";
       if (mine) ctx.linkLocal(src, dst);
       return kernel.answering(newParent, newName, r);
-    },
+    }),
 
-    async access(c, ino, mask) {
+    access: (c, ino, mask) => onInode(ino, async () => {
       const r = await ctx.record(ino);
       if (mask === 0 || c.uid === 0) {
         if (c.uid === 0 && mask & 1 && !isDir(r.mode) && !(r.mode & 0o111)) throw fsError("EACCES");
@@ -357,7 +361,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       }
       const bits = c.uid === r.uid ? (r.mode >> 6) & 7 : c.gid === r.gid ? (r.mode >> 3) & 7 : r.mode & 7;
       if ((bits & mask) !== mask) throw fsError("EACCES");
-    },
+    }),
 
     async statfs(): Promise<StatFs> {
       const s = fs.statfsSync(root.path);
