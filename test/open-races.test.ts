@@ -264,17 +264,22 @@ describe("an open racing another node's rename", () => {
     });
   }
 
-  // chmod, truncate, access or link by a path whose file another node replaced after this node's
-  // kernel looked the name up: ESTALE (the kernel walks the path again and acts on the file the name
-  // has now), as getattr and open were, not ENOENT for a name that is there.
+  // chmod, truncate, access, link or an extended attribute's call by a path whose file another node
+  // replaced after this node's kernel looked the name up: ESTALE (the kernel walks the path again and
+  // acts on the file the name has now), as getattr and open were; not ENOENT for a name that is
+  // there, nor the old file's "no such attribute".
   const byInode: [string, (ino: number, dir: number) => Promise<unknown>][] = [
     ["a chmod", (ino) => a.vfs.setattr(C, ino, { mode: 0o600 })],
     ["a truncate", (ino) => a.vfs.setattr(C, ino, { size: 0 })],
     ["an access check", (ino) => a.vfs.access(C, ino, 4)],
     ["a link", (ino, dir) => a.vfs.link(C, ino, dir, "another")],
+    ["a getxattr", (ino) => a.vfs.getxattr(C, ino, "user.k")],
+    ["a setxattr", (ino) => a.vfs.setxattr(C, ino, "user.k", Buffer.from("v"), 0)],
+    ["a listxattr", (ino) => a.vfs.listxattr(C, ino)],
+    ["a removexattr", (ino) => a.vfs.removexattr(C, ino, "user.k")],
   ];
   for (const [i, [what, op]] of byInode.entries()) {
-    test(`${what} of a file another node renamed another file onto (its message not heard yet) is refused with ESTALE, not ENOENT`, async () => {
+    test(`${what} of a file another node renamed another file onto (its message not heard yet) is refused with ESTALE, not ENOENT nor the old file's answer`, async () => {
       const dir = (await b.vfs.mkdir(C, 1, `by${i}`, 0o755)).ino;
       const made = async (name: string) => {
         const m = await b.vfs.create(C, dir, name, 0o644, O_WRONLY | O_CREAT);

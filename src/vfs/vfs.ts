@@ -372,7 +372,7 @@ export function createVfs(o: VfsOptions): Vfs {
     ...createNamespaceOps(ctx),
     ...createFileOps(ctx, kits),
     ...createDirOps(ctx),
-    ...createXattrOps(store, o.xattrSetting, () => checkRoom(ctx)),
+    ...createXattrOps(store, { ...(o.xattrSetting ? { setting: o.xattrSetting } : {}), room: () => checkRoom(ctx), ...(o.remote ? { gone: ctx.gone } : {}) }),
     store,
     get openFiles() {
       return open.count;

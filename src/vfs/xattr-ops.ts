@@ -1,6 +1,6 @@
 import type { Caller, FileSystem } from "../fuse/types.ts";
 import type { MetadataStore } from "../meta/store.ts";
-import { fsError } from "../util/errno.ts";
+import { E, errnoOf, fsError } from "../util/errno.ts";
 
 const XATTR_NAME_MAX = 255;
 const XATTR_SIZE_MAX = 65536;
@@ -23,29 +23,60 @@ type XattrOps = Pick<FileSystem, "setxattr" | "getxattr" | "listxattr" | "remove
  * setting hears each one before it is set, and may refuse it (the replica count of a directory is one);
  * room throws when the store's room is kept for removals.
  */
-export function createXattrOps(store: MetadataStore, setting?: (c: Caller, ino: number, name: string, value: Uint8Array) => Promise<void>, room?: () => void): XattrOps {
+export interface XattrOptions {
+  /** Checks a set by a user may need (the daemon's --xattr setting). */
+  setting?: (c: Caller, ino: number, name: string, value: Uint8Array) => Promise<void>;
+  /** Throws when the disk has no room for more. */
+  room?: () => void;
+  /**
+   * A cluster node's: an error of a call about ino, as the kernel is to get it (VfsContext.gone).
+   * An inode gone on another node since the kernel looked its name up is ESTALE, not "no such
+   * attribute" or an empty list: the kernel walks the path again and asks the file there now.
+   */
+  gone?: (e: unknown, ino: number) => unknown;
+}
+
+export function createXattrOps(store: MetadataStore, o: XattrOptions = {}): XattrOps {
+  const { gone } = o;
+  const onInode = <T>(ino: number, p: Promise<T>): Promise<T> =>
+    gone
+      ? p.catch((e: unknown) => {
+          throw gone(e, ino);
+        })
+      : p;
+  /** Nothing kept for ino: whether because ino is gone is asked only then (one more call, on a miss alone). */
+  const none = async (ino: number): Promise<void> => {
+    if (gone) await onInode(ino, store.get(ino));
+  };
   return {
     async setxattr(c, ino, name, value, flags) {
       checkXattrName(name);
       if (value.length > XATTR_SIZE_MAX) throw fsError("E2BIG");
-      room?.();
-      await setting?.(c, ino, name, value);
-      await store.setXattr(ino, name, value, flags);
+      o.room?.();
+      await o.setting?.(c, ino, name, value);
+      await onInode(ino, store.setXattr(ino, name, value, flags));
     },
     async getxattr(_c, ino, name) {
       checkXattrName(name);
       const v = await store.getXattr(ino, name);
-      if (!v) throw fsError("ENODATA");
-      return v;
+      if (v) return v;
+      await none(ino);
+      throw fsError("ENODATA");
     },
     async listxattr(c, ino) {
       const names = await store.listXattr(ino);
+      if (!names.length) await none(ino);
       // Only the administrator may read trusted.* (the kernel checks reads, not lists): as ext4, its names are not shown to others.
       return c.uid === 0 ? names : names.filter((n) => !n.startsWith("trusted."));
     },
     async removexattr(_c, ino, name) {
       checkXattrName(name);
-      await store.removeXattr(ino, name);
+      try {
+        await onInode(ino, store.removeXattr(ino, name));
+      } catch (e) {
+        if (errnoOf(e) === E.ENODATA) await none(ino);
+        throw e;
+      }
     },
   };
 }
