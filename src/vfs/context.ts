@@ -145,6 +145,13 @@ export interface VfsContext {
    */
   gone(e: unknown, ino: number): unknown;
   /**
+   * fn, acting on inode ino (a file, or the directory a name is made in), which the kernel found by a
+   * path: on a cluster node, ino gone on another node since the kernel looked its name up (a rename
+   * over it, an unlink) is ESTALE (gone), NFS's answer, which makes the kernel walk the path again and
+   * act on what the name is now, or find none.
+   */
+  onInode<T>(ino: number, fn: () => Promise<T>): Promise<T>;
+  /**
    * Publish the bytes of an open file: size, mtime, new version, this node as holder. With cutTo:
    * the file cut to that size, the store asked first, so that a cut it refuses leaves every byte on the disk.
    * seen: the file as the shim found it at the flush or release this commit is for (see OpenInode.committed).

@@ -39,7 +39,8 @@ export function createDirOps(ctx: VfsContext): DirOps {
       const d: DirHandle = { ino, entries: [], changed: new Map() };
       const fh = ctx.open.addDir(d);
       try {
-        await load(d);
+        // Gone on another node since the kernel looked it up (a directory renamed over it): ESTALE (ctx.onInode).
+        await ctx.onInode(ino, () => load(d));
         return fh;
       } catch (e) {
         ctx.open.removeDir(fh);

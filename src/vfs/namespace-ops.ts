@@ -93,17 +93,9 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
     return { r, applied };
   }
 
-  /**
-   * fn, acting on inode ino, which the kernel found by a path: its record gone on another node since
-   * the kernel looked its name up (a rename over the name, an unlink) is ESTALE, NFS's answer, which
-   * makes the kernel walk the path again and act on what the name is now, or find none.
-   */
-  const onInode = <T>(ino: number, fn: () => Promise<T>): Promise<T> =>
-    o.remote
-      ? fn().catch((e: unknown) => {
-          throw ctx.gone(e, ino);
-        })
-      : fn();
+  const { onInode } = ctx;
+  /** A name made in parent by make (the store's create): parent gone on another node since the kernel looked it up is ESTALE (onInode). */
+  const madeIn = <T>(parent: number, make: () => Promise<T>): Promise<T> => onInode(parent, () => changing([parent], make));
 
   return {
     async lookup(_c, parent, name) {
@@ -229,7 +221,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       checkRoom(ctx);
       const reg = (mode & S_IFMT) === S_IFREG || (mode & S_IFMT) === 0;
       const m = reg ? S_IFREG | (mode & 0o7777) : mode;
-      const r = ctx.learn(await changing([parent], () => store.create(parent, name, { mode: m, uid: c.uid, gid: c.gid, rdev, holder: reg ? nodeId : "", above: above() })));
+      const r = ctx.learn(await madeIn(parent, () => store.create(parent, name, { mode: m, uid: c.uid, gid: c.gid, rdev, holder: reg ? nodeId : "", above: above() })));
       dirChanged(parent, [name, r.ino]);
       if (reg) {
         try {
@@ -246,7 +238,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       checkName(name);
       checkReserved(parent, name);
       checkRoom(ctx);
-      const r = ctx.learn(await changing([parent], () => store.create(parent, name, { mode: S_IFDIR | (mode & 0o7777), uid: c.uid, gid: c.gid, above: above() })));
+      const r = ctx.learn(await madeIn(parent, () => store.create(parent, name, { mode: S_IFDIR | (mode & 0o7777), uid: c.uid, gid: c.gid, above: above() })));
       dirChanged(parent, [name, r.ino]);
       try {
         await ctx.makingAt(r.ino, async (p) => {
@@ -306,7 +298,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       checkReserved(parent, name);
       checkRoom(ctx);
       if (Buffer.byteLength(target) > SYMLINK_MAX) throw fsError("ENAMETOOLONG");
-      const r = ctx.learn(await changing([parent], () => store.create(parent, name, { mode: S_IFLNK | 0o777, uid: c.uid, gid: c.gid, size: Buffer.byteLength(target), target, above: above() })));
+      const r = ctx.learn(await madeIn(parent, () => store.create(parent, name, { mode: S_IFLNK | 0o777, uid: c.uid, gid: c.gid, size: Buffer.byteLength(target), target, above: above() })));
       dirChanged(parent, [name, r.ino]);
       try {
         await ctx.makingAt(r.ino, async (p) => {

@@ -302,6 +302,13 @@ export function createVfs(o: VfsOptions): Vfs {
       if (stale !== e) cache.forget(ino);
       return stale;
     },
+    onInode(ino, fn) {
+      return o.remote
+        ? fn().catch((e: unknown) => {
+            throw ctx.gone(e, ino);
+          })
+        : fn();
+    },
     async current(ino) {
       try {
         return learn(await store.get(ino));
@@ -372,7 +379,7 @@ export function createVfs(o: VfsOptions): Vfs {
     ...createNamespaceOps(ctx),
     ...createFileOps(ctx, kits),
     ...createDirOps(ctx),
-    ...createXattrOps(store, { ...(o.xattrSetting ? { setting: o.xattrSetting } : {}), room: () => checkRoom(ctx), ...(o.remote ? { gone: ctx.gone } : {}) }),
+    ...createXattrOps(store, { ...(o.xattrSetting ? { setting: o.xattrSetting } : {}), room: () => checkRoom(ctx), ...(o.remote ? { onInode: ctx.onInode } : {}) }),
     store,
     get openFiles() {
       return open.count;

@@ -28,25 +28,15 @@ export interface XattrOptions {
   setting?: (c: Caller, ino: number, name: string, value: Uint8Array) => Promise<void>;
   /** Throws when the disk has no room for more. */
   room?: () => void;
-  /**
-   * A cluster node's: an error of a call about ino, as the kernel is to get it (VfsContext.gone).
-   * An inode gone on another node since the kernel looked its name up is ESTALE, not "no such
-   * attribute" or an empty list: the kernel walks the path again and asks the file there now.
-   */
-  gone?: (e: unknown, ino: number) => unknown;
+  /** A cluster node's VfsContext.onInode: an inode gone on another node is ESTALE, not "no such attribute" or an empty list. */
+  onInode?: <T>(ino: number, fn: () => Promise<T>) => Promise<T>;
 }
 
 export function createXattrOps(store: MetadataStore, o: XattrOptions = {}): XattrOps {
-  const { gone } = o;
-  const onInode = <T>(ino: number, p: Promise<T>): Promise<T> =>
-    gone
-      ? p.catch((e: unknown) => {
-          throw gone(e, ino);
-        })
-      : p;
+  const onInode = <T>(ino: number, fn: () => Promise<T>): Promise<T> => (o.onInode ? o.onInode(ino, fn) : fn());
   /** Nothing kept for ino: whether because ino is gone is asked only then (one more call, on a miss alone). */
   const none = async (ino: number): Promise<void> => {
-    if (gone) await onInode(ino, store.get(ino));
+    if (o.onInode) await o.onInode(ino, () => store.get(ino));
   };
   return {
     async setxattr(c, ino, name, value, flags) {
@@ -54,7 +44,7 @@ export function createXattrOps(store: MetadataStore, o: XattrOptions = {}): Xatt
       if (value.length > XATTR_SIZE_MAX) throw fsError("E2BIG");
       o.room?.();
       await o.setting?.(c, ino, name, value);
-      await onInode(ino, store.setXattr(ino, name, value, flags));
+      await onInode(ino, () => store.setXattr(ino, name, value, flags));
     },
     async getxattr(_c, ino, name) {
       checkXattrName(name);
@@ -72,7 +62,7 @@ export function createXattrOps(store: MetadataStore, o: XattrOptions = {}): Xatt
     async removexattr(_c, ino, name) {
       checkXattrName(name);
       try {
-        await onInode(ino, store.removeXattr(ino, name));
+        await onInode(ino, () => store.removeXattr(ino, name));
       } catch (e) {
         if (errnoOf(e) === E.ENODATA) await none(ino);
         throw e;
