@@ -4,7 +4,7 @@ import type { AttrChange, Inode, MetadataStore } from "../meta/store.ts";
 import { nowNs } from "../util/time.ts";
 import { E, FsError, errnoOf, fsError } from "../util/errno.ts";
 import { RESERVED_NAME } from "../local/root-layout.ts";
-import { futimes } from "../local/local-dir.ts";
+import { futimes, holdsBytesOf } from "../local/local-dir.ts";
 import { answersFor, isDir, isReg, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "./attr.ts";
 import type { VfsContext } from "./context.ts";
 import type { Vfs } from "./vfs.ts";
@@ -159,6 +159,8 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
               }
               const fd = root.openFile(p, O_WRONLY);
               try {
+                // Another file at the path (a rename here moved it onto the name since its path was read): not this one's to cut.
+                if (!holdsBytesOf(root, fd, ino)) throw new FsError(E.ESTALE, `${p} holds another file than inode ${ino} now`);
                 const st = fs.fstatSync(fd, { bigint: true });
                 // The store first: a cut it refuses leaves every byte on the disk. The disk then gets
                 // the record's mtime, as a start takes a file whose mtime differs for a change the store missed.
