@@ -647,8 +647,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       checkRoom(ctx);
       // Read and write whatever the caller asked, as creates.c: a backing file for passthrough is O_RDWR.
       const localFlags = (flags & KEEP_OPEN_FLAGS & ~O_ACCMODE) | O_RDWR;
-      // Its directory gone on another node since the kernel looked it up: ESTALE (ctx.onInode).
-      const { r, fd, path } = await ctx.onInode(parent, () => ctx.policy.createFile(ctx, c, parent, name, mode, localFlags, (flags & O_EXCL) !== 0));
+      const { r, fd, path } = await ctx.policy.createFile(ctx, c, parent, name, mode, localFlags, (flags & O_EXCL) !== 0);
       ctx.writtenHere.add(r.ino);
       // Where its file is: its close looks for it elsewhere only if the namespace moved it since.
       const fh = ctx.open.add({ ino: r.ino, fd, writable: true, dirty: false, at: path }, r);

@@ -94,8 +94,6 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
   }
 
   const { onInode } = ctx;
-  /** A name made in parent by make (the store's create): parent gone on another node since the kernel looked it up is ESTALE (onInode). */
-  const madeIn = <T>(parent: number, make: () => Promise<T>): Promise<T> => onInode(parent, () => changing([parent], make));
 
   return {
     async lookup(_c, parent, name) {
@@ -223,7 +221,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       checkRoom(ctx);
       const reg = (mode & S_IFMT) === S_IFREG || (mode & S_IFMT) === 0;
       const m = reg ? S_IFREG | (mode & 0o7777) : mode;
-      const r = ctx.learn(await madeIn(parent, () => store.create(parent, name, { mode: m, uid: c.uid, gid: c.gid, rdev, holder: reg ? nodeId : "", above: above() })));
+      const r = ctx.learn(await changing([parent], () => store.create(parent, name, { mode: m, uid: c.uid, gid: c.gid, rdev, holder: reg ? nodeId : "", above: above() })));
       dirChanged(parent, [name, r.ino]);
       if (reg) {
         try {
@@ -240,7 +238,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       checkName(name);
       checkReserved(parent, name);
       checkRoom(ctx);
-      const r = ctx.learn(await madeIn(parent, () => store.create(parent, name, { mode: S_IFDIR | (mode & 0o7777), uid: c.uid, gid: c.gid, above: above() })));
+      const r = ctx.learn(await changing([parent], () => store.create(parent, name, { mode: S_IFDIR | (mode & 0o7777), uid: c.uid, gid: c.gid, above: above() })));
       dirChanged(parent, [name, r.ino]);
       try {
         await ctx.makingAt(r.ino, async (p) => {
@@ -300,7 +298,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
       checkReserved(parent, name);
       checkRoom(ctx);
       if (Buffer.byteLength(target) > SYMLINK_MAX) throw fsError("ENAMETOOLONG");
-      const r = ctx.learn(await madeIn(parent, () => store.create(parent, name, { mode: S_IFLNK | 0o777, uid: c.uid, gid: c.gid, size: Buffer.byteLength(target), target, above: above() })));
+      const r = ctx.learn(await changing([parent], () => store.create(parent, name, { mode: S_IFLNK | 0o777, uid: c.uid, gid: c.gid, size: Buffer.byteLength(target), target, above: above() })));
       dirChanged(parent, [name, r.ino]);
       try {
         await ctx.makingAt(r.ino, async (p) => {
