@@ -313,6 +313,28 @@ describe("an open racing another node's rename", () => {
     });
   }
 
+  test("a writer's close on a node while another writer's open of the file is under way there keeps the node's turn: another node's writer does not get it, and cannot append between them", async () => {
+    const { ino } = await heldByA("turn2", 10, 0x74);
+    const w1 = await a.vfs.open(C, ino, O_WRONLY | O_APPEND);
+    let othersTook: boolean | undefined;
+    between = async () => {
+      await a.vfs.flush(C, ino, w1.fh, true);
+      await a.vfs.release(C, ino, w1.fh, true);
+      othersTook = await b.store.takeWriteLease(ino, "b", 60_000);
+    };
+    const w2 = await a.vfs.open(C, ino, O_WRONLY | O_APPEND);
+    expect(between).toBeUndefined();
+    try {
+      expect(othersTook).toBe(false);
+    } finally {
+      await a.vfs.flush(C, ino, w2.fh, false);
+      await a.vfs.release(C, ino, w2.fh, false);
+      if (othersTook) await b.store.releaseWriteLease(ino, "b");
+    }
+    await waitFor("A's turn given back once its last writer closed", () => b.store.takeWriteLease(ino, "b", 60_000), 5_000);
+    await b.store.releaseWriteLease(ino, "b");
+  });
+
   /** A file B holds in a directory of its own, of these bytes, with a copy of it cached on A (fetched by A's writers without a peer port). */
   async function heldByBCachedOnA(d: string, bytes: string): Promise<number> {
     const dir = (await b.vfs.mkdir(C, 1, d, 0o755)).ino;

@@ -73,6 +73,13 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
   const own = createOwnWatches({ store, watches: cache.watches, writtenHere: ctx.writtenHere, entries: (dir) => cache.entries(dir) });
   /** Handles the shim opened from a fresh grant (see OpenGrants.fresh): the grant's id. Their release settles it. */
   const freshOpens = new Map<number, number>();
+  /** h's share of its node's turn to write the file, given back once (at its app's close, or its release). */
+  function giveTurn(h: Handle): void {
+    if (!h.turn) return;
+    h.turn = false;
+    ctx.turns.give(h.ino);
+  }
+
   /** Writers' opens of a file on a cluster node, one at a time until each has its handle. */
   const writersOpening = createTurnstile<number>();
   /** Drops of the kernel's attributes under way for opens, by "ino.version". */
@@ -553,8 +560,8 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
         dataOf(ino, flags, writable, opening).catch((e: unknown) => {
           opening?.done();
           heard.cancel();
-          // Whichever step failed: another node's writer waits for the turn.
-          if (leased && !ctx.open.hasWriter(ino)) ctx.turns.give(ino);
+          // Whichever step failed: its share of the turn goes back (another node's writer may wait for it).
+          if (leased) ctx.turns.give(ino);
           admitted?.();
           throw e;
         });
@@ -580,7 +587,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       const a = data.a;
       let r = data.r;
       const { got, fd, ranges } = a;
-      const h: Handle = { ino, fd, writable, dirty: false, ...(ranges ? { ranges } : {}), ...(writable ? {} : { reads: { version: r.version, size: r.size, copy: got !== undefined } }) };
+      const h: Handle = { ino, fd, writable, dirty: false, ...(ranges ? { ranges } : {}), ...(leased ? { turn: true } : {}), ...(writable ? {} : { reads: { version: r.version, size: r.size, copy: got !== undefined } }) };
       const overwrites = remote && writable && !(flags & O_TRUNC) && !ctx.open.writing(ino);
       const fh = ctx.open.add(h, r);
       admitted?.();
@@ -772,9 +779,9 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       else await ctx.policy.settled(ino);
       // Its app closed it (a write through JS while the publish ran came through a duplicate of the descriptor).
       if (!h.dirty) h.closed = true;
-      // The turn goes back at close: the kernel's release comes later, and by then this node's next
-      // open may have run, keeping the turn from another node's writer for good.
-      if (h.writable && ctx.turns.has(ino) && !ctx.open.hasWriter(ino, h)) ctx.turns.give(ino);
+      // Its share of the turn goes back at close: the kernel's release comes later, and by then this
+      // node's next open may have run, keeping the turn from another node's writer for good.
+      giveTurn(h);
     },
 
     async release(_c, ino, fh, dirty, seen) {
@@ -808,7 +815,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
         }
         const { last } = ctx.open.remove(fh, h);
         if (last && kernel.closed(ino)) o.dropKernelInode?.(ino);
-        if (h.writable && ctx.turns.has(ino) && !ctx.open.hasWriter(ino)) ctx.turns.give(ino);
+        giveTurn(h);
         if (last && ctx.purgeOnClose.delete(ino)) await store.purge(ino);
       }
     },

@@ -19,6 +19,8 @@ export interface Handle {
    * file; or the app holds a duplicate of the descriptor, whose writes are seen at its next flush.
    */
   closed?: boolean;
+  /** A writer's on a cluster node: it holds a share of this node's turn to write the file (WriteTurns), given back at its app's close. */
+  turn?: boolean;
   /** A writer's: the path its file had in this node's root when it was opened, or last published. */
   at?: string;
   /**
