@@ -335,6 +335,19 @@ describe("an open racing another node's rename", () => {
     await b.store.releaseWriteLease(ino, "b");
   });
 
+  test("a writer's open of an empty file another node keeps open for writing opens once the turn's wait is over (the last close wins), asking the holder for no bytes", async () => {
+    const { ino } = await heldByA("empty-held", 0, 0);
+    const held = await a.vfs.open(C, ino, O_WRONLY | O_APPEND);
+    try {
+      // B has no peer port: a fetch from A would fail at once (EIO).
+      const w = await b.vfs.open(C, ino, O_WRONLY | O_APPEND);
+      expect(fs.fstatSync(w.fd!).size).toBe(0);
+      await b.vfs.release(C, ino, w.fh, false);
+    } finally {
+      await a.vfs.release(C, ino, held.fh, false);
+    }
+  }, 60_000);
+
   /** A file B holds in a directory of its own, of these bytes, with a copy of it cached on A (fetched by A's writers without a peer port). */
   async function heldByBCachedOnA(d: string, bytes: string): Promise<number> {
     const dir = (await b.vfs.mkdir(C, 1, d, 0o755)).ino;

@@ -181,7 +181,8 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       const change = ctx.changes.next(ino);
       try {
         if (!writable) return { found: f, got: await remote!.open(ino, r.version, path, r.size, f.holders, { dir: r.parent, after: (i) => filesAfter(r.parent, i) }) };
-        await ctx.takeHere(r, path, (flags & O_TRUNC) !== 0, f.holders);
+        // An empty version has no bytes to copy: none are asked of a holder that may be writing the next one.
+        await ctx.takeHere(r, path, (flags & O_TRUNC) !== 0 || r.size === 0, f.holders);
         if (r.nlink > 1) await ctx.linkAllNames(ino, path);
         return { found: f };
       } catch (e) {
