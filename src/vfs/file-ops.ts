@@ -369,9 +369,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       const held = f.r.nlink === 0 ? ctx.open.localFd(ino) : writable && remote && !f.here ? ctx.open.writerFd(ino) : undefined;
       if (held !== undefined) return { found: f, got: undefined, fd: fs.openSync(`/proc/self/fd/${held}`, flags & KEEP_OPEN_FLAGS), ranges: undefined };
       // Its record gone since it was read (a rename over its name, here or elsewhere): ESTALE, as above.
-      const path = await paths.pathOf(ino, tries > 0).catch((e: unknown) => {
-        throw remote ? ctx.gone(e, ino) : e;
-      });
+      const path = await ctx.onInode(ino, () => paths.pathOf(ino, tries > 0));
       // A writer here writes this node's own file, not yet published: a reader here reads it too.
       if (!f.here && remote && !writable && ctx.open.hasWriter(ino)) f = { ...f, here: true };
       let here: number | undefined;
