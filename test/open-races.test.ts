@@ -78,6 +78,13 @@ describe("an open racing another node's rename", () => {
     return { dir, ino, bytes };
   }
 
+  /** An empty file dir/name made and closed on B (B holds it); its inode. */
+  async function emptyOnB(dir: number, name: string): Promise<number> {
+    const m = await b.vfs.create(C, dir, name, 0o644, O_WRONLY | O_CREAT);
+    await b.vfs.release(C, m.attr.ino, m.open.fh, false);
+    return m.attr.ino;
+  }
+
   const cases = [
     { name: "a reader of the holder's file", size: 100, flags: O_RDONLY },
     { name: "a reader of an empty file", size: 0, flags: O_RDONLY },
@@ -185,11 +192,7 @@ describe("an open racing another node's rename", () => {
   for (const [i, k] of renamesOver.entries()) {
     test(`after an open refused with ESTALE for a name another node ${k.how} (its message not heard yet), a lookup of the name answers the file it has now (the kernel's retry opens that one)`, async () => {
       const dir = (await b.vfs.mkdir(C, 1, `over${i}`, 0o755)).ino;
-      const made = async (name: string) => {
-        const m = await b.vfs.create(C, dir, name, 0o644, O_WRONLY | O_CREAT);
-        await b.vfs.release(C, m.attr.ino, m.open.fh, false);
-        return m.attr.ino;
-      };
+      const made = (name: string) => emptyOnB(dir, name);
       const x = await made("x");
       const y = await made("y");
       await a.vfs.lookup(C, 1, `over${i}`);
@@ -281,11 +284,7 @@ describe("an open racing another node's rename", () => {
   for (const [i, [what, op]] of byInode.entries()) {
     test(`${what} of a file another node renamed another file onto (its message not heard yet) is refused with ESTALE, not ENOENT nor the old file's answer`, async () => {
       const dir = (await b.vfs.mkdir(C, 1, `by${i}`, 0o755)).ino;
-      const made = async (name: string) => {
-        const m = await b.vfs.create(C, dir, name, 0o644, O_WRONLY | O_CREAT);
-        await b.vfs.release(C, m.attr.ino, m.open.fh, false);
-        return m.attr.ino;
-      };
+      const made = (name: string) => emptyOnB(dir, name);
       const x = await made("x");
       await made("y");
       expect((await a.vfs.lookup(C, dir, "x")).ino).toBe(x);
