@@ -268,12 +268,14 @@ describe.skipIf(!!skip)("Redis restored from an older copy", () => {
     await waitFor("A removing the bytes of what C deleted", () => !fs.existsSync(join(a.root, dir, "f0")) && !fs.existsSync(join(a.root, dir, "f1")));
   }
   async function expectDeletedEverywhere(dir: string): Promise<void> {
+    // Until the holder has seen Redis restart, Redis answers with what it lost (a listing cached before may not).
+    const redone = (i: number) => cluster.nodes[0]!.log().split("\n").some((l) => l.includes("which lost the deletion: deleted again") && l.includes(`${dir}/f${i}"`));
+    await waitFor("A making the lost deletions again", () => redone(0) && redone(1), 30_000);
     for (const n of cluster.nodes) {
       await waitFor(`${n.mnt} without the deleted files`, () => listed(n, dir) === "f2,f3,f4", 30_000);
       for (const i of [0, 1]) expect(fs.existsSync(join(n.mnt, dir, `f${i}`))).toBe(false);
       for (const i of [2, 3, 4]) expect(fs.readFileSync(join(n.mnt, dir, `f${i}`)).equals(content(dir, i))).toBe(true);
     }
-    expect(cluster.nodes[0]!.log()).toContain("which lost the deletion: deleted again");
   }
 
   test("a deletion Redis lost after the holder removed the file's bytes is made again once the holder sees Redis restarted: the names do not come back", async () => {

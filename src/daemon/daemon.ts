@@ -561,8 +561,12 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         }
       },
       (why) => {
-        if (why === "reconnected") nlog.warn("invalidation channel reconnected: dropping cached metadata");
-        else nlog.info("a node stopped or restarted (a change it made may not have been told): dropping cached metadata");
+        if (why === "reconnected") {
+          nlog.warn("invalidation channel reconnected: dropping cached metadata");
+          // Redis may have restarted without its last writes: checked now, not at the next heartbeat,
+          // so that what it lost is back (or gone again) within moments of its return.
+          checkRedis().catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "checking Redis for lost writes failed"));
+        } else nlog.info("a node stopped or restarted (a change it made may not have been told): dropping cached metadata");
         forgetAll();
         void todo.drain();
       },
