@@ -140,6 +140,25 @@ describe("redis store connection", () => {
     }
   });
 
+  test("an attribute's removal racing its inode's removal on another node leaves no record behind (no hash holding only a ctime)", async () => {
+    const open = (nodeId: string) => createRedisStore({ url: redis!.url, nodeId, prefix: "rmxattr:" });
+    const [a, b] = [await open("node-a"), await open("node-b")];
+    try {
+      await a.init(0o755, 0, 0);
+      const stray: number[] = [];
+      for (let i = 0; i < 40; i++) {
+        const f = await a.create(1, `f${i}`, { mode: 0o100644, uid: 0, gid: 0 });
+        await a.setXattr(f.ino, "user.k", new Uint8Array([1]), 0);
+        // Sent at once from two connections: b's removal lands before, between or after a's steps.
+        await Promise.allSettled([a.removeXattr(f.ino, "user.k"), b.remove(1, `f${i}`, false).then(() => b.purge(f.ino))]);
+        if (Number(await redis!.cli("EXISTS", `rmxattr:i:${f.ino}`)) !== 0) stray.push(f.ino);
+      }
+      expect(stray).toEqual([]);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
   test("after Redis restarts (its scripts gone), a close's update sent right behind its create is made after it", async () => {
     const s = await createRedisStore({ url: redis!.url, nodeId: "n1", prefix: "reload:" });
     try {

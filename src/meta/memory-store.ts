@@ -556,10 +556,12 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MetadataStore 
       return [...(s.x.get(ino)?.keys() ?? [])];
     },
     async removeXattr(ino, name) {
+      const h = s.i.get(ino);
+      if (h === undefined) throw fsError("ENOENT");
       const x = s.x.get(ino);
       if (!x?.delete(name)) throw fsError("ENODATA");
       if (x.size === 0) s.x.delete(ino);
-      hashOf(s.i, ino).set("c", String(nowNs()));
+      h.set("c", String(nowNs()));
       publish({ inodes: [ino] });
     },
     // resync is never called: a memory channel cannot drop messages.

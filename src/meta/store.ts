@@ -374,6 +374,7 @@ export interface ExtendedAttributes {
   /** ENOSPC when the file's attributes would take more than XATTRS_MAX bytes with it. */
   setXattr(ino: number, name: string, value: Uint8Array, flags: number): Promise<void>;
   listXattr(ino: number): Promise<string[]>;
+  /** ENODATA when ino has no such attribute; ENOENT when ino is gone. */
   removeXattr(ino: number, name: string): Promise<void>;
 }
 

@@ -655,7 +655,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         expect((await st.get(f.ino)).ctime > before).toBe(true);
       });
 
-      it("XATTR_CREATE: EEXIST; XATTR_REPLACE: ENODATA; remove of none: ENODATA; no inode: ENOENT", async () => {
+      it("XATTR_CREATE: EEXIST; XATTR_REPLACE: ENODATA; remove of none: ENODATA; no inode (set or remove): ENOENT", async () => {
         const f = await file(ROOT, "f");
         await st.setXattr(f.ino, "user.a", new Uint8Array([1]), 1);
         expect(await outcome(st.setXattr(f.ino, "user.a", new Uint8Array([2]), 1))).toBe("EEXIST");
@@ -664,6 +664,7 @@ export function storeContract(name: string, factory: StoreFactory, o: ContractOp
         expect(await st.getXattr(f.ino, "user.a")).toEqual(new Uint8Array([3]));
         expect(await outcome(st.removeXattr(f.ino, "user.b"))).toBe("ENODATA");
         expect(await outcome(st.setXattr(999, "user.a", new Uint8Array([1]), 0))).toBe("ENOENT");
+        expect(await outcome(st.removeXattr(999, "user.a"))).toBe("ENOENT");
       });
 
       it("they go with the inode", async () => {

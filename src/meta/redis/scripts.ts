@@ -28,13 +28,14 @@ import purge from "./purge.lua" with { type: "text" };
 import raisecounter from "./raisecounter.lua" with { type: "text" };
 import records from "./records.lua" with { type: "text" };
 import remove from "./remove.lua" with { type: "text" };
+import removexattr from "./removexattr.lua" with { type: "text" };
 import rename from "./rename.lua" with { type: "text" };
 import setattrs from "./setattrs.lua" with { type: "text" };
 import setdata from "./setdata.lua" with { type: "text" };
 import setxattr from "./setxattr.lua" with { type: "text" };
 import takelease from "./takelease.lua" with { type: "text" };
 
-const SCRIPTS = { addcached, addholder, create, createmany, dropcached, droplease, fsckdropentry, fsckdropholder, fsckorphan, heldby, holdings, link, listing, lookup, opening, purge, raisecounter, records, remove, rename, setattrs, setdata, setxattr, takelease } as const;
+const SCRIPTS = { addcached, addholder, create, createmany, dropcached, droplease, fsckdropentry, fsckdropholder, fsckorphan, heldby, holdings, link, listing, lookup, opening, purge, raisecounter, records, remove, removexattr, rename, setattrs, setdata, setxattr, takelease } as const;
 
 export type ScriptName = keyof typeof SCRIPTS;
 export type ScriptArg = string | number | bigint | Buffer;

@@ -2,7 +2,6 @@
 import { commandOptions } from "redis";
 import type { RedisClient } from "../redis-connect.ts";
 import { XATTRS_MAX, type ExtendedAttributes } from "../store.ts";
-import { fsError } from "../../util/errno.ts";
 import { nowNs } from "../../util/time.ts";
 import type { RedisChangeFeed } from "./change-feed.ts";
 import type { Keys } from "./keys.ts";
@@ -22,9 +21,7 @@ export function createXattrs(client: RedisClient, keys: Keys, run: RunScript, fe
       return client.hKeys(keys.xattrs(ino));
     },
     async removeXattr(ino, name) {
-      const n = await client.hDel(keys.xattrs(ino), name);
-      if (n === 0) throw fsError("ENODATA");
-      await client.hSet(keys.inode(ino), "c", nowNs().toString());
+      await run("removexattr", [ino, name, nowNs()]);
       feed.publish({ inodes: [ino] });
     },
   };
