@@ -920,6 +920,30 @@ describe.skipIf(!!skip)("a file its holder's writer rewrites in place and keeps 
     expect(fs.readFileSync(join(b.mnt, "no-room.bin")).equals(data)).toBe(true);
   }, 60_000);
 
+  // Found by a stress (helper-92): B's open for writing waited 10 s for the turn, then 10 s for bytes
+  // A refuses to copy while its writer has the file open, and failed with EIO.
+  for (const [mib, why] of [[20, "over the 16 MiB a holder keeps aside"], [2, "one A has no room to keep aside"]] as const) {
+    test(`B's open for appending of a ${mib} MiB file A rewrites in place and keeps open (${why}) opens once the turn's wait is over, on the file as A has written it, never EIO; the last close wins`, async () => {
+      const [a, b] = cluster.nodes as [TestDaemon, TestDaemon];
+      const name = `append-${mib}.bin`;
+      const data = randomBytes(mib << 20);
+      fs.writeFileSync(join(a.mnt, name), data);
+      const patch = Buffer.alloc(4096, 5), tail = Buffer.from("B's record\n");
+      const asWritten = Buffer.concat([patch, data.subarray(4096)]);
+      const fd = fs.openSync(join(a.mnt, name), "r+");
+      try {
+        fs.writeSync(fd, patch, 0, patch.length, 0);
+        const w = fs.openSync(join(b.mnt, name), "a");
+        fs.writeSync(w, tail);
+        fs.closeSync(w);
+        expect(fs.readFileSync(join(b.mnt, name)).equals(Buffer.concat([asWritten, tail]))).toBe(true);
+      } finally {
+        fs.closeSync(fd);
+      }
+      for (const n of [a, b]) await waitFor(`${n.mnt} reading A's version, closed last`, () => fs.readFileSync(join(n.mnt, name)).equals(asWritten));
+    }, 90_000);
+  }
+
   test("A dies (kill -9) with its writer open while B reads the file as written: B fails with EIO, never old bytes; once A is back, B reads what A's disk holds, whole", async () => {
     let a = cluster.nodes[0]!;
     const b = cluster.nodes[1]!;

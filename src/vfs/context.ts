@@ -175,7 +175,8 @@ export interface VfsContext {
   /**
    * This node's own file of r at path, about to be written: made empty, or from its holders' bytes.
    * It takes the place of what is at path, unless that is another file the namespace has at path
-   * now (ESTALE then: see replacingStale).
+   * now (ESTALE then: see replacingStale). asWritten: the bytes as its holder's writer has them
+   * now (see RemoteData.fetchTo).
    */
-  takeHere(r: Inode, path: string, empty: boolean, holders?: Holders): Promise<void>;
+  takeHere(r: Inode, path: string, empty: boolean, holders?: Holders, asWritten?: boolean): Promise<void>;
 }

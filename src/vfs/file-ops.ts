@@ -197,7 +197,14 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
         // as written after a while; and if the writer closes first, moves to its version. One kept
         // aside is waited for and copied whole: a reader in ranges whose version goes reads the next
         // one on, mixing the two.
-        if (!writable && (f.r.size > KEPT_ASIDE_MAX || Date.now() - refused.since >= OVERWRITE_SERVED_AFTER_MS)) return { found: f, got: { ranges: await remote!.ranged(ino, f.r.version, path, f.r.size, f.holders) } };
+        if (f.r.size > KEPT_ASIDE_MAX || Date.now() - refused.since >= OVERWRITE_SERVED_AFTER_MS) {
+          if (!writable) return { found: f, got: { ranges: await remote!.ranged(ino, f.r.version, path, f.r.size, f.holders) } };
+          // A writer, its turn's wait over (see WriteTurns): works on the file as written there, what
+          // a reader there would read, rather than fail; the last close wins.
+          await ctx.takeHere(f.r, path, false, f.holders, true);
+          if (f.r.nlink > 1) await ctx.linkAllNames(ino, path);
+          return { found: f };
+        }
         // Polled too: the holder refuses reads until its writer's handle is released, which
         // publishes nothing when the close already did.
         await change.wait(Math.min(pause, deadline - Date.now()));

@@ -1,6 +1,7 @@
 import * as fs from "node:fs";
 import type { OpenWatches, Watched } from "./open-watches.ts";
 import type { Holders, MetadataStore } from "../meta/store.ts";
+import type { FileSlice } from "../fuse/types.ts";
 import type { PeerReads } from "../peer/peer-reads.ts";
 import { readCopy, type CopyCache, type Opened, type PendingCopy } from "../cache/copy-cache.ts";
 import { createMemfd } from "../cache/memfd.ts";
@@ -31,6 +32,21 @@ const { O_RDWR, O_CREAT, O_EXCL } = fs.constants;
  * into place whole: out of every user's reach, where no name a user picks can be in their way.
  */
 const PARTIAL_DIR = `/${RESERVED_NAME}/partial`;
+
+/** A piece of a file fetched in ranges to be written here (FetchTo.asWritten). */
+const WRITTEN_PIECE = 4 << 20;
+
+/** The bytes of a slice of a file, its descriptor closed. */
+function sliceBytes(s: FileSlice): Uint8Array {
+  try {
+    const out = Buffer.allocUnsafe(s.length);
+    let n = 0;
+    for (let k; n < s.length && (k = fs.readSync(s.fd, out, n, s.length - n, s.offset + n)) > 0; ) n += k;
+    return out.subarray(0, n);
+  } finally {
+    fs.closeSync(s.fd);
+  }
+}
 
 /** Remote files from this size on are read in ranges while their copy arrives. */
 const RANGED_MIN = 64 << 20;
@@ -79,6 +95,12 @@ export interface FetchTo {
   holders?: Holders;
   into?: string;
   place?: (tmp: string, into: string) => Promise<void>;
+  /**
+   * Read in ranges, which a holder whose writer has kept the file open a while serves as written
+   * (what a reader there would read), where it refuses a whole copy: for a writer here once its
+   * turn's wait is over (the last close wins).
+   */
+  asWritten?: boolean;
 }
 
 export interface RemoteDataOptions {
@@ -266,7 +288,7 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
         o.log.warn({ ino, version, err: (e as Error).message }, `could not keep the published bytes of a file about to be written; ${UNKEPT}`);
       }
     },
-    fetchTo(ino, version, path, size, owner, { holders: given, into = path, place } = {}) {
+    fetchTo(ino, version, path, size, owner, { holders: given, into = path, place, asWritten = false } = {}) {
       return once.run(`root:${into}`, async () => {
         const tmp = `${PARTIAL_DIR}/${process.pid}-${++tmpSeq}`;
         o.root.ensureDir(PARTIAL_DIR);
@@ -280,6 +302,19 @@ export function createRemoteData(o: RemoteDataOptions): RemoteData {
               for (let off = 0, n; (n = readCopy(src, buf, off)) > 0; off += n) if (!allZero(buf.subarray(0, n))) fs.writeSync(fd, buf, 0, n, off);
             } finally {
               fs.closeSync(src.fd);
+            }
+          } else if (asWritten) {
+            const from = await ranged(ino, version, path, size, given);
+            try {
+              for (let off = 0; off < size; ) {
+                const got = await from.read(off, WRITTEN_PIECE, off === 0);
+                const bytes = "fd" in got ? sliceBytes(got) : got;
+                if (!bytes.length) throw new FsError(E.EIO, `${path} ended at ${off} of its ${size} bytes`);
+                if (!allZero(bytes)) fs.writeSync(fd, bytes, 0, bytes.length, off);
+                off += bytes.length;
+              }
+            } finally {
+              from.close();
             }
           } else {
             const sink = {

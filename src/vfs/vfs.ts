@@ -360,12 +360,12 @@ export function createVfs(o: VfsOptions): Vfs {
       await store.remove(parent, name, dir).catch((e: unknown) => log.error({ err: e, parent, name }, "rollback of a failed create left an entry"));
     },
     linkLocal: (from, to) => linkLocal(root, from, to, log),
-    async takeHere(r, path, empty, holders) {
+    async takeHere(r, path, empty, holders, asWritten) {
       const liveAt = liveIn(store);
       if (empty) return fs.closeSync(await replacingStale(root, path, r.ino, liveAt, () => createLocalFile(root, path, fs.constants.O_WRONLY, r)));
       root.ensureDir(dirname(path));
       const place = (tmp: string, into: string) => replacingStale(root, into, r.ino, liveAt, () => root.rename(tmp, into));
-      await o.remote!.fetchTo(r.ino, r.version, path, r.size, r, holders ? { holders, place } : { place });
+      await o.remote!.fetchTo(r.ino, r.version, path, r.size, r, { ...(holders ? { holders } : {}), place, asWritten: !!asWritten });
     },
     async linkAllNames(ino, primary) {
       for (const { parent, name } of await store.extraNames(ino)) {
