@@ -756,3 +756,78 @@ describe("a create whose outcome is unknown", () => {
   });
 });
 
+
+// Found by a stress (helper-93): an empty read right after a close, on the writer's own node, 1 in
+// about 2,200 O_TRUNC rewrites. A reader's open of another file this node wrote reads the records of
+// its siblings to watch them; that read's answer (the rewrite's empty version, published at its open)
+// was kept after the close's own publish, and the next open of the file answered from it: size 0.
+describe("a watch read of this node's files on its way while this node publishes one of them", () => {
+  test("its answer, taken in after the publish, is not kept: the next open of the file has the published size and bytes", async () => {
+    const redis = await startRedis();
+    let held: { release: () => void; reached: () => void } | undefined;
+    /** Held reads whose answer their caller has taken in (readWatching keeps it in the promise jobs that follow the return). */
+    let answered = 0;
+    const kept = () => answered > 0;
+    const holdWatchReads = (s: MetadataStore): MetadataStore =>
+      wrapMethod(s, "recordsAndHolders", (own) => async (inos, watch) => {
+        const got = await own(inos, watch);
+        const h = held;
+        if (h) {
+          held = undefined;
+          await new Promise<void>((release) => {
+            h.release = release;
+            h.reached();
+          });
+          setTimeout(() => answered++, 0);
+        }
+        return got;
+      });
+    const a = await startVfsNode(redis.url, "a", holdWatchReads);
+    const b = await startVfsNode(redis.url, "b");
+    try {
+      // Watches hold while every live node says it takes part and A's feed is shown current.
+      for (const n of [a, b]) await n.store.registerNode({ id: n.id, address: "127.0.0.1:1", startedAt: Date.now(), watches: true }, 60_000);
+      await a.store.subscribe((invs) => invs.forEach((inv) => a.vfs.invalidate(inv)), () => a.vfs.resync());
+      await waitFor("A's watches to hold", () => a.store.watchesHold());
+      const dir = (await a.vfs.mkdir(C, 1, "w", 0o755)).ino;
+      const made: number[] = [];
+      for (const name of ["x", "y"]) {
+        const f = await a.vfs.create(C, dir, name, 0o644, O_WRONLY | O_CREAT);
+        expect(await a.vfs.write(C, f.attr.ino, f.open.fh, 0, Buffer.from(`first ${name}`))).toBe(7);
+        await a.vfs.release(C, f.attr.ino, f.open.fh, true);
+        made.push(f.attr.ino);
+      }
+      const [x, y] = made as [number, number];
+      await a.vfs.lookup(C, dir, "x");
+      await waitFor("A's listing of the directory", async () => (await a.vfs.readdir(C, dir, await a.vfs.opendir(C, dir), 0, 100, false)).length >= 2);
+      // The rewrite of x: its open publishes the empty version.
+      const w = await a.vfs.open(C, x, O_WRONLY | O_TRUNC);
+      // A reader's first open of y reads x's record (the empty version) to watch it; held there.
+      let reached!: () => void;
+      const atRead = new Promise<void>((r) => (reached = r));
+      const gate = { release: () => {}, reached };
+      held = gate;
+      const h = await a.vfs.open(C, y, O_RDONLY);
+      await a.vfs.release(C, y, h.fh, false);
+      await atRead;
+      const bytes = Buffer.alloc(5000, 7);
+      expect(await a.vfs.write(C, x, w.fh, 0, bytes)).toBe(bytes.length);
+      await a.vfs.release(C, x, w.fh, true);
+      // The read's answer (x empty) is taken in now, after the close's publish.
+      gate.release();
+      await waitFor("the watch read's answer taken in", () => kept());
+      const r = await a.vfs.open(C, x, O_RDONLY);
+      try {
+        expect((await a.vfs.getattr(C, x, r.fh)).size).toBe(bytes.length);
+        const got = await a.vfs.read(C, x, r.fh, 0, 10_000);
+        expect("fd" in got ? got.length : got.length).toBe(bytes.length);
+      } finally {
+        await a.vfs.release(C, x, r.fh, false);
+      }
+    } finally {
+      await a.close();
+      await b.close();
+      await redis.stop();
+    }
+  });
+});

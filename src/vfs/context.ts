@@ -134,6 +134,11 @@ export interface VfsContext {
   learn(r: Inode, named?: boolean): Inode;
   /** r, a change made here that the store has yet to get (written behind), learned: no answer asked before takes it back. */
   learnAhead(r: Inode): Inode;
+  /**
+   * r, the store's answer to a change made here, learned: no watch read asked before it is kept (its
+   * answer, taken in after this one, would bring back the file as it was before the change).
+   */
+  learnChange(r: Inode): Inode;
   /** The record of an inode: from the open-file state when open here, a recent fetch, else the store. */
   record(ino: number): Promise<Inode>;
   /** The record of an inode from the store (learned); a file or directory open here whose record went since (removed) answers with its last one, no link left. */

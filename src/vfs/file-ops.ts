@@ -539,7 +539,7 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
   async function dropPrivileges(c: Caller, ino: number, fd: number, r: Inode): Promise<Inode> {
     const kept = withoutPrivileges(r.mode, () => outsideGroup(c, r.gid));
     if (kept === undefined) return r;
-    const now = ctx.learn(await ctx.store.setAttrs(ino, { mode: kept }));
+    const now = ctx.learnChange(await ctx.store.setAttrs(ino, { mode: kept }));
     fs.fchmodSync(fd, kept & 0o7777);
     // Not awaited: a write's caller holds the kernel's inode until this answers. The shim's copy of the attributes goes at once.
     void o.refreshKernelAttrs?.(ino);

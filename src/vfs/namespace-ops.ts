@@ -52,7 +52,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
   /** The store's record of r changed; one the store has no more (removed on another node) changes only for its handles here. */
   async function attrsChanged(r: Inode, change: AttrChange): Promise<Inode> {
     try {
-      return ctx.learn(await store.setAttrs(r.ino, change));
+      return ctx.learnChange(await store.setAttrs(r.ino, change));
     } catch (e) {
       const entry = errnoOf(e) === E.ENOENT ? ctx.open.inode(r.ino) : undefined;
       if (!entry) throw e;
@@ -163,7 +163,7 @@ export function createNamespaceOps(ctx: VfsContext): NamespaceOps {
                 // The store first: a cut it refuses leaves every byte on the disk. The disk then gets
                 // the record's mtime, as a start takes a file whose mtime differs for a change the store missed.
                 const now = nowNs();
-                r = ctx.learn(await store.setData(ino, size, now, now, nodeId, p, { acked: true }));
+                r = ctx.learnChange(await store.setData(ino, size, now, now, nodeId, p, { acked: true }));
                 fs.ftruncateSync(fd, size);
                 futimes(fd, st.atimeNs, now);
                 ctx.changedInPlace(fd, r, "cut");

@@ -29,6 +29,8 @@ export interface OpenWatches<T> {
   get(ino: number): T | undefined;
   /** These files changed (heard from another node, or made here): what is kept of them goes, and answers on their way are not kept. */
   drop(inos: Iterable<number>): void;
+  /** This node changed ino: answers on their way are not kept (what is kept goes with learn, if it is another state). */
+  changing(ino: number): void;
   /** Everything goes: changes may have been missed. */
   clear(): void;
   readonly size: number;
@@ -71,6 +73,7 @@ export function createOpenWatches<T>(limit: number): OpenWatches<T> {
         stale(ino);
       }
     },
+    changing: stale,
     clear() {
       kept.clear();
       for (const s of asking.values()) for (const a of s) a.changed = true;
@@ -113,6 +116,7 @@ export function endingWith<T>(w: OpenWatches<T>, ended: (ino?: number) => void):
       for (const ino of all) ended(ino);
       w.drop(all);
     },
+    changing: (ino) => w.changing(ino),
     clear() {
       ended();
       w.clear();

@@ -294,6 +294,10 @@ export function createVfs(o: VfsOptions): Vfs {
       answers.changedHere(r.ino);
       return learn(r, false);
     },
+    learnChange(r) {
+      cache.watches.changing(r.ino);
+      return learn(r);
+    },
     async record(ino) {
       return open.inode(ino)?.rec ?? cache.fresh(ino) ?? ctx.current(ino);
     },

@@ -215,7 +215,7 @@ export function createWriteAtClose(held: HeldCreates): WritePolicy {
             return false;
           },
         );
-        if (known) return ctx.learn(await made);
+        if (known) return ctx.learnChange(await made);
       }
       // Sent at once: Redis runs it after the create on the same connection, in the same pipeline.
       const data = ctx.store.setData(p.ino, p.size, p.mtime, p.ctime, ctx.nodeId, p.path, { version });
@@ -226,7 +226,7 @@ export function createWriteAtClose(held: HeldCreates): WritePolicy {
           if (!(e instanceof OutcomeUnknown)) throw e;
         });
       }
-      return ctx.learn(await data);
+      return ctx.learnChange(await data);
     },
     settled(ino) {
       held.send(ino);
