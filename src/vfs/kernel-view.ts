@@ -343,7 +343,18 @@ export function createKernelView(o: {
   }
 
   return {
-    told: (parent, name, r) => named(parent, name, r, attr),
+    told(parent, name, r) {
+      // The shim gives these to the kernel later, or never: the kernel may hold what it was told
+      // before still. Another version than that: which one it holds is not known (an open refreshes it).
+      const had = told.get(r.ino);
+      const before = had?.gen === r.gen ? had.version : undefined;
+      const a = named(parent, name, r, attr);
+      if (before !== undefined && before !== r.version) {
+        told.get(r.ino)!.version = UNKNOWN_VERSION;
+        o.toldVersion?.(r.ino, UNKNOWN_VERSION);
+      }
+      return a;
+    },
     answering(parent, name, r) {
       o.answering?.(r.ino);
       return named(parent, name, r, attr);
