@@ -154,6 +154,11 @@ interface Told {
   /** Owner and mode last given. */
   perms: string;
   /**
+   * Attributes of another version than `version` were handed to the shim since (a prefetched
+   * name's), which may have given them to the kernel: which version it holds is not known.
+   */
+  mixed?: true;
+  /**
    * The names ("parent/name") it got the inode under (lookups, creates, readdirplus) and may still
    * hold, each with when it was last given (a count): a name given again while it was being dropped
    * from the kernel stays.
@@ -284,6 +289,7 @@ export function createKernelView(o: {
   function telling(r: Inode): Told {
     const t = viewOf(r);
     t.version = r.version;
+    t.mixed = undefined;
     o.toldVersion?.(r.ino, r.version);
     t.gen = r.gen;
     t.perms = permsOf(r);
@@ -344,15 +350,12 @@ export function createKernelView(o: {
 
   return {
     told(parent, name, r) {
-      // The shim gives these to the kernel later, or never: the kernel may hold what it was told
-      // before still. Another version than that: which one it holds is not known (an open refreshes it).
+      // The shim gives these to the kernel later, or never: the kernel may still hold what it was
+      // given before. Another version than that: it may hold either (mixed) until it is given one.
       const had = told.get(r.ino);
-      const before = had?.gen === r.gen ? had.version : undefined;
+      const mixed = had !== undefined && had.gen === r.gen && (had.mixed === true || had.version !== r.version);
       const a = named(parent, name, r, attr);
-      if (before !== undefined && before !== r.version) {
-        told.get(r.ino)!.version = UNKNOWN_VERSION;
-        o.toldVersion?.(r.ino, UNKNOWN_VERSION);
-      }
+      if (mixed) told.get(r.ino)!.mixed = true;
       return a;
     },
     answering(parent, name, r) {
@@ -455,6 +458,7 @@ export function createKernelView(o: {
       throw new FsError(E.ESTALE, `inode ${r.ino} is another file now`);
     },
     mayBeStale(ino, version) {
+      if (told.get(ino)?.mixed) return true;
       const was = told.get(ino)?.version;
       const lastOpened = openedVersion.get(ino);
       // A reply computed before this open may carry another version's size: also after a version
@@ -465,7 +469,7 @@ export function createKernelView(o: {
     },
     wroteHere(ino, from, to) {
       const t = told.get(ino);
-      if (!t || t.version !== from) return;
+      if (!t || t.mixed || t.version !== from) return;
       t.version = to;
       o.toldVersion?.(ino, to);
       if (wrote.size >= max) wrote.clear();
@@ -473,7 +477,10 @@ export function createKernelView(o: {
     },
     refreshed(ino, version) {
       const t = told.get(ino);
-      if (t) t.version = version;
+      if (t) {
+        t.version = version;
+        t.mixed = undefined;
+      }
       o.toldVersion?.(ino, version);
     },
     changedElsewhere,
