@@ -357,9 +357,11 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
         repairing = false;
       }
     };
+    /** checkRedis from a timer or an event: a failure is logged, and the next heartbeat checks again. */
+    const checkRedisNow = () => void checkRedis().catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "checking Redis for lost writes failed"));
     const beat = setInterval(() => {
       store.heartbeat(nodeId, NODE_TTL_MS, { cache: copies?.usage() ?? [], ...freeSpace(cfg.rootPath) }).catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "heartbeat failed"));
-      checkRedis().catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "checking Redis for lost writes failed"));
+      checkRedisNow();
       // Changes queued for this node whose notice never came (their node died right after queueing
       // them); not while the start-up scan walks the disk.
       if (started) void todo.drain();
@@ -565,7 +567,7 @@ export async function runDaemon(cfg: DaemonConfig, log: Logger): Promise<Daemon>
           nlog.warn("invalidation channel reconnected: dropping cached metadata");
           // Redis may have restarted without its last writes: checked now, not at the next heartbeat,
           // so that what it lost is back (or gone again) within moments of its return.
-          checkRedis().catch((e: unknown) => nlog.warn({ err: (e as Error).message }, "checking Redis for lost writes failed"));
+          checkRedisNow();
         } else nlog.info("a node stopped or restarted (a change it made may not have been told): dropping cached metadata");
         forgetAll();
         void todo.drain();
