@@ -175,6 +175,8 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
     let pause = 10;
     /** The version its holder refuses to copy as changing, and since when. */
     let refused: { version: number; since: number } | undefined;
+    /** A writer's copy is taken as its holder's writer has it now (see below). */
+    let asWritten = false;
     for (;;) {
       if (f.here) return { found: f };
       const { r } = f;
@@ -182,11 +184,11 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
       try {
         if (!writable) return { found: f, got: await remote!.open(ino, r.version, path, r.size, f.holders, { dir: r.parent, after: (i) => filesAfter(r.parent, i) }) };
         // An empty version has no bytes to copy: none are asked of a holder that may be writing the next one.
-        await ctx.takeHere(r, path, (flags & O_TRUNC) !== 0 || r.size === 0, f.holders);
+        await ctx.takeHere(r, path, (flags & O_TRUNC) !== 0 || r.size === 0, f.holders, asWritten);
         if (r.nlink > 1) await ctx.linkAllNames(ino, path);
         return { found: f };
       } catch (e) {
-        if (!(e instanceof FsError && e.errno === E.EIO) || Date.now() >= deadline) throw e;
+        if (asWritten || !(e instanceof FsError && e.errno === E.EIO) || Date.now() >= deadline) throw e;
         const was = r.version;
         f = await fresh(ino);
         if (f.r.version !== was) continue;
@@ -201,9 +203,8 @@ export function createFileOps(ctx: VfsContext, kits?: ShimKits): FileOps {
           if (!writable) return { found: f, got: { ranges: await remote!.ranged(ino, f.r.version, path, f.r.size, f.holders) } };
           // A writer, its turn's wait over (see WriteTurns): works on the file as written there, what
           // a reader there would read, rather than fail; the last close wins.
-          await ctx.takeHere(f.r, path, false, f.holders, true);
-          if (f.r.nlink > 1) await ctx.linkAllNames(ino, path);
-          return { found: f };
+          asWritten = true;
+          continue;
         }
         // Polled too: the holder refuses reads until its writer's handle is released, which
         // publishes nothing when the close already did.

@@ -458,8 +458,9 @@ export function createKernelView(o: {
       throw new FsError(E.ESTALE, `inode ${r.ino} is another file now`);
     },
     mayBeStale(ino, version) {
-      if (told.get(ino)?.mixed) return true;
-      const was = told.get(ino)?.version;
+      const t = told.get(ino);
+      if (t?.mixed) return true;
+      const was = t?.version;
       const lastOpened = openedVersion.get(ino);
       // A reply computed before this open may carry another version's size: also after a version
       // change, unless a writer here made it from the version last opened.
